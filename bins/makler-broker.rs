@@ -1,0 +1,112 @@
+//! `makler-broker`: the UDP service broker. See `makler-broker --help` and `protocol.md`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use clap::builder::TypedValueParser;
+use makler::broker::{self, Broker};
+use makler::registry::{self, Limits};
+use makler::shutdown::Shutdown;
+
+/// The makler service broker: servers register the services they offer, clients ask where a
+/// service lives.
+///
+/// Speaks a text protocol (try `echo 'query echo' | socat -t0.2 - UDP:127.0.0.1:7000`) and a
+/// binary one; protocol.md describes both. The first line on stdout is `listening udp=IP:PORT`
+/// with the address really bound; logs go to stderr. SIGINT or SIGTERM stops it.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// UDP address to listen on; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// Seconds a registration lives after its last register or heartbeat (decimals allowed).
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    ttl: Duration,
+
+    /// Most instances the table holds; more registrations get `ERROR full`.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_instances,
+          value_parser = clap::value_parser!(u32).range(1..=50_000_000).map(|n| n as usize))]
+    max_instances: usize,
+
+    /// Longest service name, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_name_len,
+          value_parser = clap::value_parser!(u16).range(1..=1024).map(usize::from))]
+    max_name_len: usize,
+
+    /// Characters allowed in service names besides ASCII letters and digits.
+    #[arg(long, value_name = "CHARS", default_value_t = Limits::default().name_punctuation)]
+    name_chars: String,
+
+    /// Longest request datagram accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = broker::DEFAULT_MAX_DATAGRAM,
+          value_parser = clap::value_parser!(u16).range(64..=65507).map(usize::from))]
+    max_datagram: usize,
+
+    /// Do not log registrations, deregistrations and expiries.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(bad) = args
+        .name_chars
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control())
+    {
+        eprintln!(
+            "makler-broker: --name-chars may not hold white space or control characters ({bad:?})"
+        );
+        return ExitCode::from(2);
+    }
+    let config = broker::Config {
+        listen: args.listen,
+        registry: registry::Config {
+            ttl: args.ttl,
+            limits: Limits {
+                max_name_len: args.max_name_len,
+                name_punctuation: args.name_chars,
+                max_instances: args.max_instances,
+            },
+        },
+        max_datagram: args.max_datagram,
+        log_changes: !args.quiet,
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: broker::Config) -> std::io::Result<()> {
+    let ttl = config.registry.ttl;
+    let broker = Broker::bind(config.clone()).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on udp {}: {e}", config.listen),
+        )
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening udp={}", broker.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    eprintln!(
+        "makler-broker: ttl {}s, at most {} instances",
+        ttl.as_secs_f64(),
+        config.registry.limits.max_instances
+    );
+
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    broker.run(&shutdown)?;
+    eprintln!("makler-broker: stopped");
+    Ok(())
+}

@@ -1,0 +1,177 @@
+//! The broker: one UDP socket, one thread, one mio event loop.
+//!
+//! The loop drains the socket until it would block (readiness is edge-triggered), hands each
+//! datagram to the [`Handler`] and sends its reply, and otherwise sleeps until the registry's
+//! next expiry or a [`Shutdown`] wakes it. All the protocol logic lives in [`Handler`] and the
+//! [`Registry`](crate::registry::Registry); this module only moves bytes.
+//!
+//! ```no_run
+//! use makler::broker::{Broker, Config};
+//! use makler::shutdown::Shutdown;
+//!
+//! let broker = Broker::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() })?;
+//! println!("listening udp={}", broker.local_addr());
+//! let shutdown = Shutdown::new();
+//! shutdown.on_signals()?;
+//! broker.run(&shutdown)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod handler;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token, Waker};
+use uuid::Uuid;
+
+pub use handler::{DEFAULT_MAX_DATAGRAM, Handler};
+
+use crate::registry::{self, EventKind, Registry};
+use crate::shutdown::Shutdown;
+
+const SOCKET: Token = Token(0);
+const WAKER: Token = Token(1);
+
+/// How many datagrams one turn of the loop handles before it looks at timers and the shutdown
+/// flag again, so that a flood cannot stall them.
+const BUDGET: usize = 1024;
+
+/// The broker's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+    /// TTL and limits of the table.
+    pub registry: registry::Config,
+    /// The longest request datagram accepted, in bytes.
+    pub max_datagram: usize,
+    /// Log registrations, deregistrations and expiries to stderr.
+    pub log_changes: bool,
+}
+
+/// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
+/// can reach it by accident.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            registry: registry::Config::default(),
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            log_changes: false,
+        }
+    }
+}
+
+/// A bound broker, ready to [`run`](Broker::run).
+#[derive(Debug)]
+pub struct Broker {
+    poll: Poll,
+    socket: UdpSocket,
+    local_addr: SocketAddr,
+    handler: Handler,
+    buf: Vec<u8>,
+    log_changes: bool,
+}
+
+impl Broker {
+    /// Binds the socket. The broker answers nothing until [`run`](Broker::run) is called.
+    pub fn bind(config: Config) -> io::Result<Broker> {
+        let poll = Poll::new()?;
+        let mut socket = crate::net::bind_udp(config.listen)?;
+        poll.registry()
+            .register(&mut socket, SOCKET, Interest::READABLE)?;
+        let local_addr = socket.local_addr()?;
+        let mut registry = Registry::new(config.registry, Uuid::new_v4);
+        registry.record_events(config.log_changes);
+        Ok(Broker {
+            poll,
+            socket,
+            local_addr,
+            handler: Handler::new(registry, config.max_datagram),
+            buf: vec![0; config.max_datagram + 1],
+            log_changes: config.log_changes,
+        })
+    }
+
+    /// The address the socket is really bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers datagrams until `shutdown` is requested.
+    pub fn run(mut self, shutdown: &Shutdown) -> io::Result<()> {
+        shutdown.watch(Arc::new(Waker::new(self.poll.registry(), WAKER)?))?;
+        let mut events = Events::with_capacity(64);
+        let mut backlog = false;
+        while !shutdown.is_requested() {
+            let timeout = if backlog {
+                Some(Duration::ZERO)
+            } else {
+                self.handler
+                    .registry()
+                    .poll_timeout()
+                    .map(|at| at.saturating_duration_since(Instant::now()))
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if backlog || events.iter().any(|event| event.token() == SOCKET) {
+                backlog = self.drain();
+            }
+            self.handler.registry_mut().handle_timeout(Instant::now());
+            self.log_events();
+        }
+        Ok(())
+    }
+
+    /// Answers up to [`BUDGET`] datagrams; returns whether more may be waiting.
+    fn drain(&mut self) -> bool {
+        for _ in 0..BUDGET {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((len, source)) => {
+                    let reply = self
+                        .handler
+                        .handle(Instant::now(), source, &self.buf[..len]);
+                    if !reply.is_empty() && self.socket.send_to(reply, source).is_err() {
+                        // A full send buffer or an unroutable source: the client retransmits.
+                        self.handler.note_send_failure();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("makler-broker: receive failed: {e}");
+                    return true;
+                }
+            }
+        }
+        true
+    }
+
+    fn log_events(&mut self) {
+        if !self.log_changes {
+            return;
+        }
+        while let Some(event) = self.handler.registry_mut().poll_event() {
+            let what = match event.kind {
+                EventKind::Registered => "registered",
+                EventKind::Refreshed => continue,
+                EventKind::Expired => "expired",
+                EventKind::Deregistered => "deregistered",
+            };
+            eprintln!(
+                "makler-broker: {what} {} {} id={}",
+                event.service, event.endpoint, event.id
+            );
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! makler: a service broker and TCP load balancer for a local network.
+//!
+//! Servers register the services they offer with a **broker** over UDP and keep the
+//! registration alive with heartbeats; clients ask the broker where a service lives and talk to
+//! a server themselves.
+//!
+//! ```text
+//!   server ──register/heartbeat──▶ ┌────────────────────────────┐
+//!                                  │ broker (one mio loop)      │
+//!   client ──query──────────────▶  │   protocol  ─▶  handler    │
+//!          ◀──ip:port ip:port────  │   (decode)      registry   │
+//!                                  └────────────────────────────┘
+//!   client ──────────────── TCP ───────────────────────▶ server
+//! ```
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the wire types and both codecs, text and binary. Depends on nothing else in
+//!   the crate; no decoder panics on any input.
+//! - [`registry`]: the table of live instances as a pure state machine: time is passed in, it
+//!   owns no socket, and it queues change events.
+//! - [`broker`]: the thin I/O shell: [`broker::Handler`] turns a datagram into a reply (sans-IO,
+//!   reusable by anything that speaks the registration protocol), [`broker::Broker`] runs it in
+//!   a mio event loop on one UDP socket.
+//! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
+//!
+//! The executables in `bins/` only parse flags and call the library.
+
+pub mod broker;
+pub mod cli;
+pub mod net;
+pub mod protocol;
+pub mod registry;
+pub mod shutdown;

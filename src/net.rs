@@ -1,0 +1,24 @@
+//! Socket set-up shared by the event loops.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The receive buffer a broker asks for: room for a few thousand datagrams, so a burst waits
+/// in the kernel instead of being dropped. The kernel may grant less (`net.core.rmem_max`).
+pub const RECV_BUFFER: usize = 4 << 20;
+
+/// Binds a non-blocking UDP socket for a mio loop, with a large receive buffer.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // Also take IPv4 on [::]; replies go back to the mapped address the datagram came from.
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a smaller buffer only means more drops under a burst.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}

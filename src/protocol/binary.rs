@@ -1,0 +1,179 @@
+//! The binary form: a version byte, then a [postcard] encoding of a [`Frame`].
+//!
+//! ```text
+//! +---------+-------------------------------------------+
+//! | 0x81    | postcard(Frame { id: u32, body })          |
+//! +---------+-------------------------------------------+
+//!   version    id: varint; body: Request or Response
+//! ```
+//!
+//! The version byte is `0x80 | version`. Bytes `0x80..=0xBF` are UTF-8 continuation bytes and
+//! never start a UTF-8 string, so no text request can be mistaken for a binary one. Version 1 is
+//! the only version so far. Decoding rejects other versions and trailing bytes.
+//!
+//! ```
+//! use makler::protocol::{binary, Request};
+//!
+//! let mut datagram = Vec::new();
+//! binary::encode_request(7, &Request::Query { service: "echo" }, &mut datagram);
+//! assert_eq!(datagram, [0x81, 0x07, 0x02, 0x04, b'e', b'c', b'h', b'o']);
+//! assert_eq!(binary::decode_request(&datagram).unwrap(), (7, Request::Query { service: "echo" }));
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::{DecodeError, Form, Frame, Rejection, Request, Response};
+
+/// The protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// The first byte of every binary datagram of [`VERSION`].
+pub const VERSION_BYTE: u8 = 0x80 | VERSION;
+
+/// Why a binary datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The first byte is not a binary version byte: the datagram is text, or empty.
+    #[error("not a binary datagram")]
+    NotBinary,
+    /// Sent by a peer that speaks another version; upgrade the older side.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid postcard encoding of the expected type.
+    #[error("malformed body: {0}")]
+    Malformed(postcard::Error),
+    /// The body decoded but bytes were left over; the sender is broken or speaks a newer form.
+    #[error("{0} trailing bytes after the message")]
+    TrailingBytes(usize),
+}
+
+/// Whether a datagram is in the binary form (starts with a byte in `0x80..=0xBF`).
+pub fn is_binary(datagram: &[u8]) -> bool {
+    matches!(datagram.first(), Some(0x80..=0xBF))
+}
+
+/// Decodes one binary frame of any body type. Never panics, whatever the bytes.
+pub fn decode<'a, T: Deserialize<'a>>(datagram: &'a [u8]) -> Result<Frame<T>, Error> {
+    let (&first, body) = datagram.split_first().ok_or(Error::NotBinary)?;
+    if !is_binary(datagram) {
+        return Err(Error::NotBinary);
+    }
+    if first != VERSION_BYTE {
+        return Err(Error::UnsupportedVersion(first & 0x3F));
+    }
+    let (frame, rest) = postcard::take_from_bytes::<Frame<T>>(body).map_err(Error::Malformed)?;
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes(rest.len()));
+    }
+    Ok(frame)
+}
+
+/// Appends the binary encoding of a frame (version byte included) to `out`.
+pub fn encode<T: Serialize>(id: u32, body: &T, out: &mut Vec<u8>) {
+    out.push(VERSION_BYTE);
+    // postcard fails only for types serde cannot describe without a length (none of ours);
+    // should that ever happen, the frame holds the header alone and the peer rejects it.
+    let frame = Frame { id, body };
+    if let Ok(extended) = postcard::to_extend(&frame, std::mem::take(out)) {
+        *out = extended;
+    }
+}
+
+/// Decodes a binary request as a broker receives it, mapping failures to the rejection the
+/// sender gets back (with its request id when that much could be read).
+pub fn decode_request(datagram: &[u8]) -> Result<(u32, Request<'_>), DecodeError> {
+    decode::<Request<'_>>(datagram)
+        .map(|frame| (frame.id, frame.body))
+        .map_err(|error| {
+            let request_id = datagram
+                .get(1..)
+                .and_then(|body| postcard::take_from_bytes::<u32>(body).ok())
+                .map_or(0, |(id, _)| id);
+            let rejection = match error {
+                Error::UnsupportedVersion(got) => {
+                    // Another version's layout is unknown, so its request id cannot be trusted.
+                    return DecodeError {
+                        form: Form::Binary { request_id: 0 },
+                        rejection: Rejection::UnsupportedVersion {
+                            got,
+                            supported: VERSION,
+                        },
+                    };
+                }
+                Error::NotBinary => Rejection::Empty,
+                other => Rejection::Malformed {
+                    why: other.to_string(),
+                },
+            };
+            DecodeError {
+                form: Form::Binary { request_id },
+                rejection,
+            }
+        })
+}
+
+/// Appends a binary request frame to `out`.
+pub fn encode_request(id: u32, request: &Request<'_>, out: &mut Vec<u8>) {
+    encode(id, request, out);
+}
+
+/// Decodes a binary reply as a client receives it.
+pub fn decode_response(datagram: &[u8]) -> Result<(u32, Response), Error> {
+    decode::<Response>(datagram).map(|frame| (frame.id, frame.body))
+}
+
+/// Appends a binary reply frame to `out`.
+pub fn encode_response(id: u32, response: &Response, out: &mut Vec<u8>) {
+    encode(id, response, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_versions_and_trailing_bytes_are_refused() {
+        let mut datagram = Vec::new();
+        encode_request(1, &Request::Stats, &mut datagram);
+        assert_eq!(decode_request(&datagram).unwrap(), (1, Request::Stats));
+
+        datagram[0] = 0x82;
+        let err = decode_request(&datagram).unwrap_err();
+        assert_eq!(
+            err.rejection,
+            Rejection::UnsupportedVersion {
+                got: 2,
+                supported: 1
+            }
+        );
+        assert_eq!(err.form, Form::Binary { request_id: 0 });
+
+        datagram[0] = VERSION_BYTE;
+        datagram.push(0);
+        let err = decode_request(&datagram).unwrap_err();
+        assert_eq!(
+            err.rejection,
+            Rejection::Malformed {
+                why: "1 trailing bytes after the message".into()
+            }
+        );
+        assert_eq!(err.form, Form::Binary { request_id: 1 });
+    }
+
+    #[test]
+    fn a_malformed_body_still_echoes_the_request_id() {
+        // id 300 (varint ac 02), then variant 99, which no request has.
+        let err = decode_request(&[VERSION_BYTE, 0xac, 0x02, 99]).unwrap_err();
+        assert_eq!(err.form, Form::Binary { request_id: 300 });
+        assert!(matches!(err.rejection, Rejection::Malformed { .. }));
+    }
+
+    #[test]
+    fn text_is_never_binary() {
+        assert!(!is_binary(b"query echo"));
+        assert!(!is_binary(b""));
+        assert!(!is_binary("ünïcode".as_bytes()));
+        assert!(is_binary(&[VERSION_BYTE]));
+        assert_eq!(decode::<Response>(b"OK"), Err(Error::NotBinary));
+    }
+}

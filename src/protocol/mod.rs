@@ -1,0 +1,288 @@
+//! The wire protocol: the messages brokers and their peers exchange, in two forms.
+//!
+//! Every request is one UDP datagram and gets at most one reply datagram. A request comes in
+//! one of two forms, and its reply always comes back in the same form:
+//!
+//! - the **text** form ([`text`]), one line of UTF-8, made to be typed into `socat` or `nc`;
+//! - the **binary** form ([`binary`]), a version byte followed by a [postcard] encoding of a
+//!   [`Frame`], with a request id that the reply echoes so clients can retransmit safely.
+//!
+//! The first byte tells them apart: a binary datagram starts with a byte in `0x80..=0xBF`, which
+//! can never start a UTF-8 string (see [`binary::VERSION_BYTE`]). [`decode_request`] looks at it
+//! and dispatches; [`encode_reply`] writes a reply in the form the request came in.
+//!
+//! This module depends on nothing else in the crate, and no decoder in it panics on any input.
+//! `protocol.md` at the top of the repository is the reference for both forms.
+
+pub mod binary;
+pub mod text;
+
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
+/// many instances as fit, and the rotation makes sure every instance is handed out over time.
+pub const MAX_REPLY_LEN: usize = 1400;
+
+/// A request to a broker (or to anything that speaks the registration protocol, like the
+/// balancer's control port).
+///
+/// Names borrow from the datagram they were decoded from, so decoding allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Register an instance of `service` at `ip:port`, or refresh it when that endpoint is
+    /// already registered for the service. Without an `ip` the broker takes the datagram's
+    /// source address. Answered with [`Response::Registered`].
+    Register {
+        /// The service's name (its type), such as `echo`.
+        service: &'a str,
+        /// The instance's address; `None` means "the address this datagram came from".
+        ip: Option<IpAddr>,
+        /// The instance's port, never 0.
+        port: u16,
+    },
+    /// Keep a registration alive. Answered with [`Response::Ok`], or [`Response::NotFound`] when
+    /// the id is unknown or has expired: the server must register again.
+    Heartbeat {
+        /// The id that [`Response::Registered`] returned.
+        id: Uuid,
+    },
+    /// Ask for the live instances of a service. Answered with [`Response::Instances`] or
+    /// [`Response::NotFound`]. The text form accepts `query` and its synonym `request`.
+    Query {
+        /// The service's name.
+        service: &'a str,
+    },
+    /// Remove a registration at once. Answered with [`Response::Ok`] or [`Response::NotFound`].
+    Deregister {
+        /// The id that [`Response::Registered`] returned.
+        id: Uuid,
+    },
+    /// Ask for the broker's counters. Answered with [`Response::Stats`].
+    Stats,
+}
+
+/// A reply to a [`Request`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The registration succeeded; heartbeat and deregister with this id. Registering the same
+    /// endpoint again returns the same id.
+    Registered {
+        /// The registration's id.
+        id: Uuid,
+    },
+    /// The heartbeat or deregistration succeeded.
+    Ok,
+    /// The live instances of the service asked for, in rotating order: successive queries start
+    /// one instance further on. Never empty; holds as many as fit in [`MAX_REPLY_LEN`].
+    Instances(Vec<SocketAddr>),
+    /// No live instance of that service, or no registration with that id.
+    NotFound,
+    /// The broker's counters.
+    Stats(BrokerStats),
+    /// The request was not carried out; the reason says why and what to change.
+    Error(Rejection),
+}
+
+/// Counters a broker keeps about itself, returned for [`Request::Stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerStats {
+    /// Live instances in the table.
+    pub instances: u64,
+    /// Services with at least one live instance.
+    pub services: u64,
+    /// Datagrams received.
+    pub received: u64,
+    /// Datagrams answered with `ERROR`, or dropped because not even an error could be sent.
+    pub rejected: u64,
+    /// Registrations that expired because their heartbeats stopped.
+    pub expired: u64,
+    /// Replies that could not be sent (the socket's buffer was full).
+    pub send_failures: u64,
+}
+
+/// Why a request was refused. Each variant says what the sender should change; its
+/// [`Display`](std::fmt::Display) is the text after `ERROR ` in the text form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// The datagram was empty, or held only white space. Send a request.
+    #[error("empty request")]
+    Empty,
+    /// The datagram is longer than the broker accepts. Shorten the request.
+    #[error("datagram too large: at most {max} bytes")]
+    TooLarge {
+        /// The largest datagram the broker accepts.
+        max: u32,
+    },
+    /// A text request that is not valid UTF-8.
+    #[error("request is not valid UTF-8")]
+    NotUtf8,
+    /// A text datagram with more than one line; send one request per datagram.
+    #[error("one request per datagram: found more than one line")]
+    MultipleLines,
+    /// The first word is not a known verb.
+    #[error(
+        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister or stats"
+    )]
+    UnknownCommand {
+        /// The word that was sent (shortened to a few dozen characters).
+        verb: String,
+    },
+    /// The verb is known but the words after it do not fit its form.
+    #[error("usage: {usage}")]
+    Usage {
+        /// The forms the verb accepts.
+        usage: String,
+    },
+    /// The port is not a number from 1 to 65535.
+    #[error("bad port {port:?}: expected a number from 1 to 65535")]
+    BadPort {
+        /// The text that was sent as a port.
+        port: String,
+    },
+    /// The IP address cannot be parsed.
+    #[error("bad address {ip:?}: expected an IPv4 or IPv6 address")]
+    BadIp {
+        /// The text that was sent as an address.
+        ip: String,
+    },
+    /// The address parses but no client could connect to it (unspecified, multicast or
+    /// broadcast).
+    #[error("address {ip} cannot be registered: {why}")]
+    UnusableIp {
+        /// The address.
+        ip: IpAddr,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The id is not a UUID.
+    #[error("bad id {id:?}: expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8")]
+    BadId {
+        /// The text that was sent as an id.
+        id: String,
+    },
+    /// The service name is empty or holds a character the broker does not allow.
+    #[error("bad service name {name:?}: {why}")]
+    BadName {
+        /// The name (shortened to a few dozen characters).
+        name: String,
+        /// Which rule it breaks.
+        why: String,
+    },
+    /// The service name is longer than the broker allows.
+    #[error("service name too long: {len} bytes, at most {max}")]
+    NameTooLong {
+        /// The name's length in bytes.
+        len: u32,
+        /// The longest name the broker accepts.
+        max: u32,
+    },
+    /// The table holds as many instances as the broker allows; try again later or another broker.
+    #[error("full: {max} instances registered")]
+    Full {
+        /// The broker's limit on instances.
+        max: u32,
+    },
+    /// A binary datagram with a version this broker does not speak.
+    #[error("unsupported protocol version {got}: this broker speaks version {supported}")]
+    UnsupportedVersion {
+        /// The version in the datagram.
+        got: u8,
+        /// The version this broker speaks.
+        supported: u8,
+    },
+    /// A binary datagram whose body does not decode as a request.
+    #[error("malformed binary request: {why}")]
+    Malformed {
+        /// What the decoder found.
+        why: String,
+    },
+    /// This endpoint understands the request but does not offer it.
+    #[error("not supported here: {what}")]
+    Unsupported {
+        /// The request that is not offered.
+        what: String,
+    },
+}
+
+/// How a request arrived, and so how its reply must be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// A text line; the reply is a text line.
+    Text,
+    /// A binary frame; the reply is a binary frame carrying the same request id.
+    Binary {
+        /// The request id to echo.
+        request_id: u32,
+    },
+}
+
+/// One binary frame after the version byte: a request id and a body. Requests are
+/// `Frame<Request>`, replies `Frame<Response>` with the id of the request they answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame<T> {
+    /// Chosen by the client; the reply carries the same id.
+    pub id: u32,
+    /// The request or reply.
+    pub body: T,
+}
+
+/// A request that could not be decoded, with the form to write the error reply in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{rejection}")]
+pub struct DecodeError {
+    /// The form of the datagram, as far as it could be told.
+    pub form: Form,
+    /// Why it was refused.
+    pub rejection: Rejection,
+}
+
+/// Decodes one request datagram of either form.
+///
+/// Never panics, whatever the bytes. On failure the error still tells in which form to reply,
+/// and for binary requests with which request id, when the id could be read.
+///
+/// ```
+/// use makler::protocol::{decode_request, Form, Request};
+///
+/// let (form, request) = decode_request(b"query echo\n").unwrap();
+/// assert_eq!(form, Form::Text);
+/// assert_eq!(request, Request::Query { service: "echo" });
+/// ```
+pub fn decode_request(datagram: &[u8]) -> Result<(Form, Request<'_>), DecodeError> {
+    if binary::is_binary(datagram) {
+        binary::decode_request(datagram)
+            .map(|(id, request)| (Form::Binary { request_id: id }, request))
+    } else {
+        text::decode_request(datagram)
+            .map(|request| (Form::Text, request))
+            .map_err(|rejection| DecodeError {
+                form: Form::Text,
+                rejection,
+            })
+    }
+}
+
+/// Writes `response` into `out` (cleared first) in the given form.
+///
+/// The caller keeps replies within [`MAX_REPLY_LEN`]; the broker's query handling does so by
+/// cutting the instance list to what fits.
+pub fn encode_reply(form: Form, response: &Response, out: &mut Vec<u8>) {
+    out.clear();
+    match form {
+        Form::Text => text::encode_response(response, out),
+        Form::Binary { request_id } => binary::encode_response(request_id, response, out),
+    }
+}
+
+/// Shortens untrusted text for an error message to at most `max` characters. The messages print
+/// it with `{:?}`, which escapes anything that would not print on one line.
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}

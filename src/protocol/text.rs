@@ -1,0 +1,309 @@
+//! The text form: one request per datagram as a line of UTF-8, made for `socat` and `nc`.
+//!
+//! ```text
+//! register <service> <port>          -> <uuid>            (the IP is the datagram's source)
+//! register <service> <ip> <port>     -> <uuid>
+//! heartbeat <uuid>                   -> OK | NOT FOUND
+//! query <service>                    -> <ip:port> <ip:port> ... | NOT FOUND
+//! request <service>                  -> the same as query
+//! deregister <uuid>                  -> OK | NOT FOUND
+//! stats                              -> instances=<n> services=<n> ...
+//! anything else                      -> ERROR <reason>
+//! ```
+//!
+//! Verbs are case-insensitive, words are separated by spaces or tabs, and a trailing newline is
+//! optional. Every reply is one line ending in a newline.
+//!
+//! ```
+//! use makler::protocol::{text, Request, Response};
+//!
+//! let request = text::decode_request(b"QUERY echo\r\n").unwrap();
+//! assert_eq!(request, Request::Query { service: "echo" });
+//!
+//! let mut out = Vec::new();
+//! text::encode_response(&Response::NotFound, &mut out);
+//! assert_eq!(out, b"NOT FOUND\n");
+//! ```
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use uuid::Uuid;
+
+use super::{Rejection, Request, Response, excerpt};
+
+/// How many characters of an unparsable word an error message repeats.
+const ECHO_CHARS: usize = 40;
+
+const REGISTER_USAGE: &str = "register <service> <port> | register <service> <ip> <port>";
+
+/// Decodes one text request. Never panics; every failure is a [`Rejection`] whose text says
+/// what is wrong.
+pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
+    let line = std::str::from_utf8(datagram).map_err(|_| Rejection::NotUtf8)?;
+    let line = line.trim_end_matches(|c: char| c.is_ascii_whitespace());
+    if line.contains(['\n', '\r']) {
+        return Err(Rejection::MultipleLines);
+    }
+    let mut words = line.split_ascii_whitespace();
+    let verb = words.next().ok_or(Rejection::Empty)?;
+    let args: Args<'_> = Args::collect(words);
+
+    if verb.eq_ignore_ascii_case("register") {
+        match args.as_slice() {
+            [service, port] => Ok(Request::Register {
+                service,
+                ip: None,
+                port: parse_port(port)?,
+            }),
+            [service, ip, port] => Ok(Request::Register {
+                service,
+                ip: Some(parse_ip(ip)?),
+                port: parse_port(port)?,
+            }),
+            _ => Err(usage(REGISTER_USAGE)),
+        }
+    } else if verb.eq_ignore_ascii_case("heartbeat") {
+        match args.as_slice() {
+            [id] => Ok(Request::Heartbeat { id: parse_id(id)? }),
+            _ => Err(usage("heartbeat <uuid>")),
+        }
+    } else if verb.eq_ignore_ascii_case("query") || verb.eq_ignore_ascii_case("request") {
+        match args.as_slice() {
+            [service] => Ok(Request::Query { service }),
+            _ => Err(usage(&format!("{} <service>", verb.to_ascii_lowercase()))),
+        }
+    } else if verb.eq_ignore_ascii_case("deregister") {
+        match args.as_slice() {
+            [id] => Ok(Request::Deregister { id: parse_id(id)? }),
+            _ => Err(usage("deregister <uuid>")),
+        }
+    } else if verb.eq_ignore_ascii_case("stats") {
+        match args.as_slice() {
+            [] => Ok(Request::Stats),
+            _ => Err(usage("stats")),
+        }
+    } else {
+        Err(Rejection::UnknownCommand {
+            verb: excerpt(verb, ECHO_CHARS),
+        })
+    }
+}
+
+/// Writes the text form of `response`, one line ending in `\n`, at the end of `out`.
+pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = match response {
+        Response::Registered { id } => writeln!(out, "{}", id.hyphenated()),
+        Response::Ok => writeln!(out, "OK"),
+        Response::Instances(instances) => {
+            for (i, instance) in instances.iter().enumerate() {
+                if i > 0 {
+                    out.push(b' ');
+                }
+                let _ = write!(out, "{instance}");
+            }
+            writeln!(out)
+        }
+        Response::NotFound => writeln!(out, "NOT FOUND"),
+        Response::Stats(s) => writeln!(
+            out,
+            "instances={} services={} received={} rejected={} expired={} send_failures={}",
+            s.instances, s.services, s.received, s.rejected, s.expired, s.send_failures
+        ),
+        Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
+    };
+}
+
+/// The words after the verb; at most four are kept, which is more than any verb takes, so a
+/// long line of words costs nothing and still gets a usage error.
+struct Args<'a> {
+    words: [&'a str; 4],
+    len: usize,
+}
+
+impl<'a> Args<'a> {
+    fn collect(words: impl Iterator<Item = &'a str>) -> Self {
+        let mut args = Args {
+            words: [""; 4],
+            len: 0,
+        };
+        for word in words {
+            if args.len == args.words.len() {
+                break;
+            }
+            args.words[args.len] = word;
+            args.len += 1;
+        }
+        args
+    }
+
+    fn as_slice(&self) -> &[&'a str] {
+        &self.words[..self.len]
+    }
+}
+
+fn usage(usage: &str) -> Rejection {
+    Rejection::Usage {
+        usage: usage.to_owned(),
+    }
+}
+
+fn parse_port(word: &str) -> Result<u16, Rejection> {
+    match word.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(Rejection::BadPort {
+            port: excerpt(word, ECHO_CHARS),
+        }),
+    }
+}
+
+fn parse_ip(word: &str) -> Result<IpAddr, Rejection> {
+    let bare = word
+        .strip_prefix('[')
+        .and_then(|w| w.strip_suffix(']'))
+        .unwrap_or(word);
+    bare.parse().map_err(|_| Rejection::BadIp {
+        ip: excerpt(word, ECHO_CHARS),
+    })
+}
+
+fn parse_id(word: &str) -> Result<Uuid, Rejection> {
+    Uuid::try_parse(word).map_err(|_| Rejection::BadId {
+        id: excerpt(word, ECHO_CHARS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+
+    fn reply(response: &Response) -> String {
+        let mut out = Vec::new();
+        encode_response(response, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn every_verb_in_every_case() {
+        assert_eq!(
+            decode_request(b"register echo 4000").unwrap(),
+            Request::Register {
+                service: "echo",
+                ip: None,
+                port: 4000
+            }
+        );
+        assert_eq!(
+            decode_request(b"Register echo 10.0.0.7 4000\n").unwrap(),
+            Request::Register {
+                service: "echo",
+                ip: Some("10.0.0.7".parse().unwrap()),
+                port: 4000
+            }
+        );
+        assert_eq!(
+            decode_request(b"REGISTER echo [::1] 4000\r\n").unwrap(),
+            Request::Register {
+                service: "echo",
+                ip: Some("::1".parse().unwrap()),
+                port: 4000
+            }
+        );
+        let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
+        assert_eq!(
+            decode_request(b"heartbeat 67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
+            Request::Heartbeat { id }
+        );
+        assert_eq!(
+            decode_request(b"deregister 67e55044-10b1-426f-9247-bb680e5fe0c8\n").unwrap(),
+            Request::Deregister { id }
+        );
+        assert_eq!(
+            decode_request(b"query echo").unwrap(),
+            Request::Query { service: "echo" }
+        );
+        assert_eq!(
+            decode_request(b"request\techo  ").unwrap(),
+            Request::Query { service: "echo" }
+        );
+        assert_eq!(decode_request(b"  stats\n").unwrap(), Request::Stats);
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
+        assert_eq!(err(b""), "ERROR empty request");
+        assert_eq!(err(b" \n"), "ERROR empty request");
+        assert_eq!(err(b"\xff\xfe"), "ERROR request is not valid UTF-8");
+        assert_eq!(
+            err(b"query a\nquery b"),
+            "ERROR one request per datagram: found more than one line"
+        );
+        assert_eq!(
+            err(b"fetch echo"),
+            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister or stats"
+        );
+        assert_eq!(err(b"query"), "ERROR usage: query <service>");
+        assert_eq!(err(b"request a b"), "ERROR usage: request <service>");
+        assert_eq!(
+            err(b"register echo"),
+            "ERROR usage: register <service> <port> | register <service> <ip> <port>"
+        );
+        assert_eq!(
+            err(b"register a b c d e f"),
+            format!("ERROR usage: {REGISTER_USAGE}")
+        );
+        assert_eq!(
+            err(b"register echo 0"),
+            "ERROR bad port \"0\": expected a number from 1 to 65535"
+        );
+        assert_eq!(
+            err(b"register echo 65536"),
+            "ERROR bad port \"65536\": expected a number from 1 to 65535"
+        );
+        assert_eq!(
+            err(b"register echo 1.2.3 80"),
+            "ERROR bad address \"1.2.3\": expected an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            err(b"heartbeat 1234"),
+            "ERROR bad id \"1234\": expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
+        );
+        assert_eq!(err(b"stats now"), "ERROR usage: stats");
+    }
+
+    #[test]
+    fn echoed_words_are_short_and_escaped() {
+        let long = format!("x\u{1b}{}", "y".repeat(200));
+        let message = format!("{}", decode_request(long.as_bytes()).unwrap_err());
+        assert!(message.len() < 160, "{message}");
+        assert!(
+            message.contains("\\u{1b}") && message.contains('…'),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn replies_are_single_lines() {
+        let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
+        assert_eq!(
+            reply(&Response::Registered { id }),
+            "67e55044-10b1-426f-9247-bb680e5fe0c8\n"
+        );
+        assert_eq!(reply(&Response::Ok), "OK\n");
+        assert_eq!(reply(&Response::NotFound), "NOT FOUND\n");
+        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let b: SocketAddr = "[::1]:4001".parse().unwrap();
+        assert_eq!(
+            reply(&Response::Instances(vec![a, b])),
+            "127.0.0.1:4000 [::1]:4001\n"
+        );
+        assert_eq!(
+            reply(&Response::Error(Rejection::Full { max: 3 })),
+            "ERROR full: 3 instances registered\n"
+        );
+    }
+}

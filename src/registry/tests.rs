@@ -1,0 +1,361 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(5);
+const NS: Duration = Duration::from_nanos(1);
+
+fn counter_ids() -> impl FnMut() -> Uuid + Send + 'static {
+    let mut next = 0u128;
+    move || {
+        next += 1;
+        Uuid::from_u128(next)
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new(Config::default(), counter_ids())
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+fn live(registry: &mut Registry, now: Instant, service: &str) -> Vec<SocketAddr> {
+    let mut all: Vec<_> = registry
+        .query(now, service)
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
+#[test]
+fn an_instance_expires_exactly_at_the_ttl() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    let id = r.register(t0, "echo", addr(4000)).unwrap().id;
+    assert_eq!(r.poll_timeout(), Some(t0 + TTL));
+
+    assert_eq!(live(&mut r, t0 + TTL - NS, "echo"), [addr(4000)]);
+    assert!(r.query(t0 + TTL, "echo").is_none());
+    assert_eq!(r.heartbeat(t0 + TTL, id), Err(NotFound));
+    assert_eq!(r.len(), 0);
+    assert_eq!(r.service_count(), 0);
+    assert_eq!(r.expired_total(), 1);
+    assert_eq!(r.poll_timeout(), None);
+}
+
+#[test]
+fn a_heartbeat_just_before_the_ttl_keeps_it_alive() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    let id = r.register(t0, "echo", addr(4000)).unwrap().id;
+    let t1 = t0 + TTL - NS;
+    r.heartbeat(t1, id).unwrap();
+    assert_eq!(r.poll_timeout(), Some(t1 + TTL));
+    assert_eq!(live(&mut r, t1 + TTL - NS, "echo"), [addr(4000)]);
+    assert!(r.query(t1 + TTL, "echo").is_none());
+}
+
+#[test]
+fn registering_again_refreshes_and_keeps_the_id() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    let first = r.register(t0, "echo", addr(4000)).unwrap();
+    assert!(first.created);
+    let again = r.register(t0 + TTL / 2, "echo", addr(4000)).unwrap();
+    assert_eq!(
+        again,
+        Registration {
+            id: first.id,
+            created: false
+        }
+    );
+    assert_eq!(r.len(), 1);
+    assert_eq!(live(&mut r, t0 + TTL, "echo"), [addr(4000)]);
+
+    let other_port = r.register(t0 + TTL / 2, "echo", addr(4001)).unwrap();
+    let other_service = r.register(t0 + TTL / 2, "upper", addr(4000)).unwrap();
+    assert!(other_port.created && other_service.created);
+    assert_ne!(other_port.id, first.id);
+    assert_ne!(other_service.id, first.id);
+    assert_eq!(r.len(), 3);
+    assert_eq!(r.lookup("upper", addr(4000)), Some(other_service.id));
+}
+
+#[test]
+fn deregister_removes_at_once() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    let a = r.register(t0, "echo", addr(4000)).unwrap().id;
+    let b = r.register(t0, "echo", addr(4001)).unwrap().id;
+    r.deregister(t0, a).unwrap();
+    assert_eq!(r.deregister(t0, a), Err(NotFound));
+    assert_eq!(r.heartbeat(t0, a), Err(NotFound));
+    assert_eq!(live(&mut r, t0, "echo"), [addr(4001)]);
+    r.deregister(t0, b).unwrap();
+    assert!(r.query(t0, "echo").is_none());
+    assert_eq!(r.service_count(), 0);
+    assert_eq!(r.expired_total(), 0);
+}
+
+#[test]
+fn queries_rotate_evenly() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    for port in [4000, 4001, 4002] {
+        r.register(t0, "echo", addr(port)).unwrap();
+    }
+    let mut firsts = HashMap::new();
+    for _ in 0..300 {
+        let order: Vec<_> = r.query(t0, "echo").unwrap().collect();
+        assert_eq!(order.len(), 3);
+        *firsts.entry(order[0]).or_insert(0) += 1;
+    }
+    assert_eq!(
+        firsts.values().copied().collect::<Vec<_>>(),
+        [100, 100, 100]
+    );
+}
+
+#[test]
+fn successive_queries_start_one_further_on() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    for port in [4000, 4001, 4002] {
+        r.register(t0, "echo", addr(port)).unwrap();
+    }
+    let rounds: Vec<Vec<_>> = (0..4)
+        .map(|_| r.query(t0, "echo").unwrap().collect())
+        .collect();
+    assert_eq!(rounds[0], [addr(4000), addr(4001), addr(4002)]);
+    assert_eq!(rounds[1], [addr(4001), addr(4002), addr(4000)]);
+    assert_eq!(rounds[2], [addr(4002), addr(4000), addr(4001)]);
+    assert_eq!(rounds[3], rounds[0]);
+}
+
+#[test]
+fn a_prefix_of_each_answer_still_hands_out_every_instance() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    for port in 4000..4010 {
+        r.register(t0, "echo", addr(port)).unwrap();
+    }
+    let mut seen = HashMap::new();
+    for _ in 0..10 {
+        for instance in r.query(t0, "echo").unwrap().take(2) {
+            *seen.entry(instance).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    assert!(seen.values().all(|&n| n == 2), "{seen:?}");
+}
+
+#[test]
+fn names_are_checked_against_the_limits() {
+    let limits = Limits {
+        max_name_len: 8,
+        name_punctuation: "-".into(),
+        max_instances: 10,
+    };
+    let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
+    let t0 = Instant::now();
+    assert!(r.register(t0, "echo-v2", addr(1)).is_ok());
+    assert!(r.register(t0, "abcdefgh", addr(1)).is_ok());
+    assert_eq!(
+        r.register(t0, "abcdefghi", addr(1)),
+        Err(Rejection::NameTooLong { len: 9, max: 8 })
+    );
+    assert!(matches!(
+        r.register(t0, "", addr(1)),
+        Err(Rejection::BadName { .. })
+    ));
+    let err = r.register(t0, "echo_v2", addr(1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad service name \"echo_v2\": '_' is not allowed; use ASCII letters, digits and \"-\""
+    );
+    assert!(matches!(
+        r.register(t0, "écho", addr(1)),
+        Err(Rejection::BadName { .. })
+    ));
+    assert_eq!(r.len(), 2);
+}
+
+#[test]
+fn endpoints_must_be_reachable() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    let unusable =
+        |e: Result<Registration, Rejection>| matches!(e, Err(Rejection::UnusableIp { .. }));
+    assert!(unusable(r.register(
+        t0,
+        "echo",
+        "0.0.0.0:80".parse().unwrap()
+    )));
+    assert!(unusable(r.register(t0, "echo", "[::]:80".parse().unwrap())));
+    assert!(unusable(r.register(
+        t0,
+        "echo",
+        "239.1.2.3:80".parse().unwrap()
+    )));
+    assert!(unusable(r.register(
+        t0,
+        "echo",
+        "255.255.255.255:80".parse().unwrap()
+    )));
+    assert!(matches!(
+        r.register(t0, "echo", addr(0)),
+        Err(Rejection::BadPort { .. })
+    ));
+    assert!(
+        r.register(t0, "echo", "[fe80::1]:80".parse().unwrap())
+            .is_ok()
+    );
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn a_full_table_refuses_new_entries_but_refreshes_old_ones() {
+    let limits = Limits {
+        max_instances: 2,
+        ..Limits::default()
+    };
+    let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
+    let t0 = Instant::now();
+    r.register(t0, "echo", addr(1)).unwrap();
+    let b = r.register(t0 + TTL / 2, "echo", addr(2)).unwrap().id;
+    assert_eq!(
+        r.register(t0, "echo", addr(3)),
+        Err(Rejection::Full { max: 2 })
+    );
+    assert_eq!(
+        r.register(t0, "echo", addr(3)).unwrap_err().to_string(),
+        "full: 2 instances registered"
+    );
+    assert!(!r.register(t0, "echo", addr(1)).unwrap().created);
+    r.heartbeat(t0 + TTL / 2, b).unwrap();
+    // Once the first entry expires there is room again.
+    assert!(r.register(t0 + TTL, "echo", addr(3)).unwrap().created);
+    assert_eq!(r.len(), 2);
+}
+
+#[test]
+fn events_tell_every_change_in_order() {
+    let mut r = registry();
+    let t0 = Instant::now();
+    r.register(t0, "quiet", addr(9)).unwrap();
+    assert_eq!(r.poll_event(), None, "events are off by default");
+
+    r.record_events(true);
+    let a = r.register(t0, "echo", addr(1)).unwrap().id;
+    let b = r.register(t0 + NS, "echo", addr(2)).unwrap().id;
+    r.heartbeat(t0 + NS, a).unwrap();
+    r.deregister(t0 + NS, b).unwrap();
+    r.handle_timeout(t0 + NS + TTL);
+    let kinds: Vec<_> = std::iter::from_fn(|| r.poll_event())
+        .map(|e| (e.kind, e.id))
+        .collect();
+    let quiet = Uuid::from_u128(1);
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::Registered, a),
+            (EventKind::Registered, b),
+            (EventKind::Refreshed, a),
+            (EventKind::Deregistered, b),
+            (EventKind::Expired, quiet),
+            (EventKind::Expired, a),
+        ]
+    );
+}
+
+#[test]
+fn expiry_follows_deadlines_not_registration_order() {
+    let mut r = registry();
+    r.record_events(true);
+    let t0 = Instant::now();
+    let a = r.register(t0, "echo", addr(1)).unwrap().id;
+    let b = r.register(t0, "echo", addr(2)).unwrap().id;
+    r.heartbeat(t0 + Duration::from_secs(1), a).unwrap();
+    assert_eq!(r.poll_timeout(), Some(t0 + TTL));
+    while r.poll_event().is_some() {}
+    r.handle_timeout(t0 + TTL);
+    assert_eq!(
+        r.poll_event().map(|e| (e.kind, e.id)),
+        Some((EventKind::Expired, b))
+    );
+    assert_eq!(r.poll_event(), None);
+    assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1) + TTL));
+}
+
+/// One step of a random workload for the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Register { service: u8, port: u16 },
+    Heartbeat { pick: usize },
+    Deregister { pick: usize },
+    Advance { ms: u64 },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..3, 1u16..6).prop_map(|(service, port)| Op::Register { service, port }),
+        any::<usize>().prop_map(|pick| Op::Heartbeat { pick }),
+        any::<usize>().prop_map(|pick| Op::Deregister { pick }),
+        (0u64..3000).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+proptest! {
+    /// The indexes agree with a naive model (a list of entries with their last renewal) after
+    /// any sequence of operations.
+    #[test]
+    fn the_table_matches_a_naive_model(ops in proptest::collection::vec(op(), 1..120)) {
+        let mut r = registry();
+        let t0 = Instant::now();
+        let mut now = t0;
+        // (service, port) -> (id, last renewal)
+        let mut model: HashMap<(u8, u16), (Uuid, Instant)> = HashMap::new();
+        let mut known_ids: Vec<Uuid> = Vec::new();
+        for op in ops {
+            model.retain(|_, (_, last)| now < *last + TTL);
+            match op {
+                Op::Register { service, port } => {
+                    let reg = r.register(now, &format!("s{service}"), addr(port)).unwrap();
+                    let existed = model.contains_key(&(service, port));
+                    prop_assert_eq!(reg.created, !existed);
+                    let entry = model.entry((service, port)).or_insert((reg.id, now));
+                    prop_assert_eq!(entry.0, reg.id);
+                    entry.1 = now;
+                    known_ids.push(reg.id);
+                }
+                Op::Heartbeat { pick } if !known_ids.is_empty() => {
+                    let id = known_ids[pick % known_ids.len()];
+                    let found = model.values_mut().find(|(i, _)| *i == id);
+                    prop_assert_eq!(r.heartbeat(now, id).is_ok(), found.is_some());
+                    if let Some(entry) = found { entry.1 = now; }
+                }
+                Op::Deregister { pick } if !known_ids.is_empty() => {
+                    let id = known_ids[pick % known_ids.len()];
+                    let before = model.len();
+                    model.retain(|_, (i, _)| *i != id);
+                    prop_assert_eq!(r.deregister(now, id).is_ok(), model.len() < before);
+                }
+                Op::Advance { ms } => now += Duration::from_millis(ms),
+                _ => {}
+            }
+            model.retain(|_, (_, last)| now < *last + TTL);
+            for service in 0..3u8 {
+                let mut expected: Vec<_> = model.keys().filter(|(s, _)| *s == service).map(|&(_, p)| addr(p)).collect();
+                expected.sort();
+                prop_assert_eq!(live(&mut r, now, &format!("s{service}")), expected);
+            }
+            prop_assert_eq!(r.len(), model.len());
+            prop_assert_eq!(r.poll_timeout(), model.values().map(|&(_, last)| last + TTL).min());
+        }
+    }
+}

@@ -90,6 +90,28 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     }
 }
 
+/// Writes the text form of `request` as one line ending in `\n` at the end of `out`, the way a
+/// person would type it.
+pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = match request {
+        Request::Register {
+            service,
+            ip: None,
+            port,
+        } => writeln!(out, "register {service} {port}"),
+        Request::Register {
+            service,
+            ip: Some(ip),
+            port,
+        } => writeln!(out, "register {service} {ip} {port}"),
+        Request::Heartbeat { id } => writeln!(out, "heartbeat {}", id.hyphenated()),
+        Request::Query { service } => writeln!(out, "query {service}"),
+        Request::Deregister { id } => writeln!(out, "deregister {}", id.hyphenated()),
+        Request::Stats => writeln!(out, "stats"),
+    };
+}
+
 /// Writes the text form of `response`, one line ending in `\n`, at the end of `out`.
 pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail.

@@ -1,0 +1,180 @@
+//! Helpers for the integration tests: start the real binaries on port 0, talk UDP with
+//! retransmission, and wait on conditions with deadlines.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use makler::protocol::{Request, Response, binary};
+
+/// A child process that is killed when dropped, with the address from its `listening` line.
+pub struct Process {
+    pub child: Child,
+    /// Every `key=addr` pair of the first stdout line, in order.
+    pub listening: Vec<(String, SocketAddr)>,
+}
+
+impl Process {
+    /// Starts `program` (a path) with `args` and waits up to 10 s for its `listening …` line.
+    #[track_caller]
+    pub fn start(program: &str, args: &[&str]) -> Process {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep reading so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{program} printed no `listening` line within 10 s");
+            }
+        };
+        let listening = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("first line {line:?} does not start with `listening `"))
+            .split(' ')
+            .map(|pair| {
+                let (key, addr) = pair
+                    .split_once('=')
+                    .unwrap_or_else(|| panic!("bad pair {pair:?}"));
+                (
+                    key.to_owned(),
+                    addr.parse()
+                        .unwrap_or_else(|_| panic!("bad address in {pair:?}")),
+                )
+            })
+            .collect();
+        Process { child, listening }
+    }
+
+    /// The address printed for `key` (`udp`, `tcp`).
+    #[track_caller]
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        self.listening
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|&(_, a)| a)
+            .unwrap_or_else(|| panic!("no {key}= address"))
+    }
+
+    /// Sends SIGTERM and waits up to 10 s for the exit status.
+    #[track_caller]
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        wait_until(Duration::from_secs(10), "the process exits", || {
+            self.child.try_wait().ok().flatten()
+        })
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the broker binary on a free loopback port with extra `args`.
+pub fn broker(args: &[&str]) -> Process {
+    let mut all = vec!["--listen", "127.0.0.1:0", "--quiet"];
+    all.extend_from_slice(args);
+    Process::start(env!("CARGO_BIN_EXE_makler-broker"), &all)
+}
+
+/// Polls `check` until it returns `Some` or `limit` has passed.
+#[track_caller]
+pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A UDP client socket bound to loopback, retransmitting on timeout.
+pub struct Udp {
+    pub socket: UdpSocket,
+    pub peer: SocketAddr,
+    next_id: u32,
+}
+
+const ATTEMPTS: u32 = 8;
+
+impl Udp {
+    pub fn new(peer: SocketAddr) -> Udp {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .expect("timeout");
+        Udp {
+            socket,
+            peer,
+            next_id: 1,
+        }
+    }
+
+    /// Sends raw bytes and returns the reply, retransmitting up to a few times.
+    #[track_caller]
+    pub fn raw(&self, datagram: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        for _ in 0..ATTEMPTS {
+            self.socket.send_to(datagram, self.peer).expect("send");
+            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
+                assert_eq!(from, self.peer);
+                return buf[..n].to_vec();
+            }
+        }
+        panic!(
+            "no reply to {:?} after {ATTEMPTS} attempts",
+            String::from_utf8_lossy(datagram)
+        );
+    }
+
+    /// Sends a text line and returns the reply line without its newline.
+    #[track_caller]
+    pub fn text(&self, line: &str) -> String {
+        let reply = String::from_utf8(self.raw(line.as_bytes())).expect("text replies are UTF-8");
+        reply
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("reply {reply:?} does not end in a newline"))
+            .to_owned()
+    }
+
+    /// Sends a binary request and returns the reply, checking that it echoes the request id.
+    #[track_caller]
+    pub fn binary(&mut self, request: &Request<'_>) -> Response {
+        self.next_id += 1;
+        let mut datagram = Vec::new();
+        binary::encode_request(self.next_id, request, &mut datagram);
+        let (id, response) = binary::decode_response(&self.raw(&datagram)).expect("a binary reply");
+        assert_eq!(id, self.next_id, "the reply echoes the request id");
+        response
+    }
+}

@@ -11,10 +11,7 @@ use std::time::Duration;
 /// assert!(makler::cli::parse_seconds("1e30").is_err());
 /// ```
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
-    let seconds: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let seconds: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if seconds.is_nan() || seconds <= 0.0 {
         return Err(format!("{text:?}: must be more than 0 seconds"));
     }

@@ -28,6 +28,7 @@
 
 pub mod broker;
 pub mod cli;
+pub mod load;
 pub mod net;
 pub mod protocol;
 pub mod registry;

@@ -46,10 +46,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            ttl: Duration::from_secs(5),
-            limits: Limits::default(),
-        }
+        Config { ttl: Duration::from_secs(5), limits: Limits::default() }
     }
 }
 
@@ -66,11 +63,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_name_len: 64,
-            name_punctuation: "-_.".to_owned(),
-            max_instances: 100_000,
-        }
+        Limits { max_name_len: 64, name_punctuation: "-_.".to_owned(), max_instances: 100_000 }
     }
 }
 
@@ -78,27 +71,15 @@ impl Limits {
     /// Checks a service name against the limits.
     pub fn check_name(&self, name: &str) -> Result<(), Rejection> {
         if name.len() > self.max_name_len {
-            return Err(Rejection::NameTooLong {
-                len: saturate(name.len()),
-                max: saturate(self.max_name_len),
-            });
+            return Err(Rejection::NameTooLong { len: saturate(name.len()), max: saturate(self.max_name_len) });
         }
         if name.is_empty() {
-            return Err(Rejection::BadName {
-                name: String::new(),
-                why: "it is empty".to_owned(),
-            });
+            return Err(Rejection::BadName { name: String::new(), why: "it is empty".to_owned() });
         }
-        if let Some(bad) = name
-            .chars()
-            .find(|&c| !c.is_ascii_alphanumeric() && !self.name_punctuation.contains(c))
-        {
+        if let Some(bad) = name.chars().find(|&c| !c.is_ascii_alphanumeric() && !self.name_punctuation.contains(c)) {
             return Err(Rejection::BadName {
                 name: crate::protocol::excerpt(name, 40),
-                why: format!(
-                    "{bad:?} is not allowed; use ASCII letters, digits and {:?}",
-                    self.name_punctuation
-                ),
+                why: format!("{bad:?} is not allowed; use ASCII letters, digits and {:?}", self.name_punctuation),
             });
         }
         Ok(())
@@ -109,9 +90,7 @@ impl Limits {
 pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), Rejection> {
     let ip = endpoint.ip();
     let why = if endpoint.port() == 0 {
-        return Err(Rejection::BadPort {
-            port: "0".to_owned(),
-        });
+        return Err(Rejection::BadPort { port: "0".to_owned() });
     } else if ip.is_unspecified() {
         "it is the unspecified address"
     } else if ip.is_multicast() {
@@ -121,10 +100,7 @@ pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), Rejection> {
     } else {
         return Ok(());
     };
-    Err(Rejection::UnusableIp {
-        ip,
-        why: why.to_owned(),
-    })
+    Err(Rejection::UnusableIp { ip, why: why.to_owned() })
 }
 
 fn saturate(n: usize) -> u32 {
@@ -178,17 +154,24 @@ type Index = u32;
 #[derive(Debug)]
 struct Slot {
     id: Uuid,
-    endpoint: SocketAddr,
     deadline: Instant,
     service: Index,
-    /// Position in the service's `members`, for O(1) removal.
+    /// Position in the service's `members`, where the endpoint is kept.
     position: Index,
+}
+
+/// An instance as its service lists it. The endpoint lives here rather than in the [`Slot`], so
+/// a query reads one contiguous array instead of a slot per instance scattered over the table.
+#[derive(Debug)]
+struct Member {
+    endpoint: SocketAddr,
+    slot: Index,
 }
 
 #[derive(Debug)]
 struct Service {
     name: Arc<str>,
-    members: Vec<Index>,
+    members: Vec<Member>,
     /// Where the next query starts.
     cursor: usize,
 }
@@ -278,12 +261,7 @@ impl Registry {
 
     /// Registers `endpoint` for `service`, or refreshes it when it is registered already (then
     /// the id is the same as before, so a retransmitted register creates no duplicate).
-    pub fn register(
-        &mut self,
-        now: Instant,
-        service: &str,
-        endpoint: SocketAddr,
-    ) -> Result<Registration, Rejection> {
+    pub fn register(&mut self, now: Instant, service: &str, endpoint: SocketAddr) -> Result<Registration, Rejection> {
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
         self.handle_timeout(now);
@@ -294,9 +272,7 @@ impl Registry {
             return Ok(Registration { id, created: false });
         }
         if self.len() >= self.config.limits.max_instances {
-            return Err(Rejection::Full {
-                max: saturate(self.config.limits.max_instances),
-            });
+            return Err(Rejection::Full { max: saturate(self.config.limits.max_instances) });
         }
 
         let id = loop {
@@ -318,18 +294,11 @@ impl Registry {
             unreachable!("by_name points at a live service")
         };
         let position = index_of(service_entry.members.len());
-        service_entry.members.push(slot_index);
+        service_entry.members.push(Member { endpoint, slot: slot_index });
         let name = Arc::clone(&service_entry.name);
-        self.slots[slot_index as usize] = Some(Slot {
-            id,
-            endpoint,
-            deadline,
-            service: service_index,
-            position,
-        });
+        self.slots[slot_index as usize] = Some(Slot { id, deadline, service: service_index, position });
         self.by_id.insert(id, slot_index);
-        self.by_endpoint
-            .insert((service_index, endpoint), slot_index);
+        self.by_endpoint.insert((service_index, endpoint), slot_index);
         self.expiry.insert((deadline, slot_index));
         self.emit(EventKind::Registered, id, name, endpoint);
         Ok(Registration { id, created: true })
@@ -354,24 +323,15 @@ impl Registry {
     /// The live instances of `service`, starting one further on than the previous query did, or
     /// `None` when it has none. The caller may take only a prefix: every instance comes first
     /// in turn, so all of them are handed out over successive queries.
-    pub fn query(
-        &mut self,
-        now: Instant,
-        service: &str,
-    ) -> Option<impl ExactSizeIterator<Item = SocketAddr> + '_> {
+    pub fn query(&mut self, now: Instant, service: &str) -> Option<impl ExactSizeIterator<Item = SocketAddr> + '_> {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
         let entry = self.services[service_index as usize].as_mut()?;
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
-        let (members, slots) = (&entry.members, &self.slots);
-        Some((0..len).map(move |k| {
-            let slot = members[(start + k) % len] as usize;
-            slots[slot]
-                .as_ref()
-                .map_or_else(|| unreachable!("members are live slots"), |s| s.endpoint)
-        }))
+        let members = &entry.members;
+        Some((0..len).map(move |k| members[(start + k) % len].endpoint))
     }
 
     /// The id a live endpoint is registered under.
@@ -406,35 +366,33 @@ impl Registry {
 
     fn refresh(&mut self, now: Instant, slot_index: Index) -> Uuid {
         let deadline = now + self.config.ttl;
-        let Some(slot) = self.slots[slot_index as usize].as_mut() else {
-            unreachable!("indexes point at live slots")
-        };
+        let Some(slot) = self.slots[slot_index as usize].as_mut() else { unreachable!("indexes point at live slots") };
         self.expiry.remove(&(slot.deadline, slot_index));
         slot.deadline = deadline;
         self.expiry.insert((deadline, slot_index));
-        let (id, endpoint, service) = (slot.id, slot.endpoint, slot.service);
+        let (id, service, position) = (slot.id, slot.service, slot.position);
         if self.record_events {
-            let name = self.service_name(service);
-            self.emit(EventKind::Refreshed, id, name, endpoint);
+            if let Some(entry) = self.services[service as usize].as_ref() {
+                let (name, endpoint) = (Arc::clone(&entry.name), entry.members[position as usize].endpoint);
+                self.emit(EventKind::Refreshed, id, name, endpoint);
+            }
         }
         id
     }
 
     fn remove(&mut self, slot_index: Index, kind: EventKind) {
-        let Some(slot) = self.slots[slot_index as usize].take() else {
-            unreachable!("indexes point at live slots")
-        };
+        let Some(slot) = self.slots[slot_index as usize].take() else { unreachable!("indexes point at live slots") };
         self.free_slots.push(slot_index);
         self.by_id.remove(&slot.id);
-        self.by_endpoint.remove(&(slot.service, slot.endpoint));
         self.expiry.remove(&(slot.deadline, slot_index));
 
         let Some(service) = self.services[slot.service as usize].as_mut() else {
             unreachable!("slots point at live services")
         };
-        service.members.swap_remove(slot.position as usize);
-        if let Some(&moved) = service.members.get(slot.position as usize) {
-            if let Some(moved) = self.slots[moved as usize].as_mut() {
+        let Member { endpoint, .. } = service.members.swap_remove(slot.position as usize);
+        self.by_endpoint.remove(&(slot.service, endpoint));
+        if let Some(moved) = service.members.get(slot.position as usize) {
+            if let Some(moved) = self.slots[moved.slot as usize].as_mut() {
                 moved.position = slot.position;
             }
         }
@@ -444,15 +402,11 @@ impl Registry {
             self.services[slot.service as usize] = None;
             self.free_services.push(slot.service);
         }
-        self.emit(kind, slot.id, name, slot.endpoint);
+        self.emit(kind, slot.id, name, endpoint);
     }
 
     fn add_service(&mut self, name: &str) -> Index {
-        let service = Service {
-            name: Arc::from(name),
-            members: Vec::new(),
-            cursor: 0,
-        };
+        let service = Service { name: Arc::from(name), members: Vec::new(), cursor: 0 };
         let name = Arc::clone(&service.name);
         let index = match self.free_services.pop() {
             Some(index) => {
@@ -468,21 +422,9 @@ impl Registry {
         index
     }
 
-    fn service_name(&self, service: Index) -> Arc<str> {
-        self.services[service as usize].as_ref().map_or_else(
-            || unreachable!("slots point at live services"),
-            |s| Arc::clone(&s.name),
-        )
-    }
-
     fn emit(&mut self, kind: EventKind, id: Uuid, service: Arc<str>, endpoint: SocketAddr) {
         if self.record_events {
-            self.events.push_back(Event {
-                kind,
-                id,
-                service,
-                endpoint,
-            });
+            self.events.push_back(Event { kind, id, service, endpoint });
         }
     }
 }
@@ -490,8 +432,7 @@ impl Registry {
 /// Converts a table position to an [`Index`]. Tables are bounded by `max_instances`, which the
 /// configuration keeps below `u32::MAX`.
 fn index_of(position: usize) -> Index {
-    Index::try_from(position)
-        .unwrap_or_else(|_| unreachable!("tables hold fewer than 2^32 entries"))
+    Index::try_from(position).unwrap_or_else(|_| unreachable!("tables hold fewer than 2^32 entries"))
 }
 
 #[cfg(test)]

@@ -33,9 +33,7 @@ struct Inner {
 
 impl std::fmt::Debug for Shutdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown")
-            .field("requested", &self.is_requested())
-            .finish()
+        f.debug_struct("Shutdown").field("requested", &self.is_requested()).finish()
     }
 }
 
@@ -47,28 +45,14 @@ impl Shutdown {
 
     /// Wakes `waker` when shutdown is requested (at once when it has been already).
     pub fn watch(&self, waker: Arc<Waker>) -> io::Result<()> {
-        self.inner
-            .wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::clone(&waker));
-        if self.is_requested() {
-            waker.wake()
-        } else {
-            Ok(())
-        }
+        self.inner.wakers.lock().unwrap_or_else(PoisonError::into_inner).push(Arc::clone(&waker));
+        if self.is_requested() { waker.wake() } else { Ok(()) }
     }
 
     /// Sets the flag and wakes every watching loop.
     pub fn request(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
-        for waker in self
-            .inner
-            .wakers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for waker in self.inner.wakers.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             // A loop whose poll is gone has stopped already.
             let _ = waker.wake();
         }
@@ -85,16 +69,14 @@ impl Shutdown {
         use signal_hook::consts::{SIGINT, SIGTERM};
         let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
         let shutdown = self.clone();
-        std::thread::Builder::new()
-            .name("signals".into())
-            .spawn(move || {
-                for (count, _) in signals.forever().enumerate() {
-                    if count > 0 {
-                        std::process::exit(130);
-                    }
-                    shutdown.request();
+        std::thread::Builder::new().name("signals".into()).spawn(move || {
+            for (count, _) in signals.forever().enumerate() {
+                if count > 0 {
+                    std::process::exit(130);
                 }
-            })?;
+                shutdown.request();
+            }
+        })?;
         Ok(())
     }
 }

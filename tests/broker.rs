@@ -20,11 +20,7 @@ fn every_text_line_works() {
 
     let first = udp.text("register echo 4000");
     assert!(is_uuid(&first), "{first}");
-    assert_eq!(
-        udp.text("register echo 4000"),
-        first,
-        "registering again keeps the id"
-    );
+    assert_eq!(udp.text("register echo 4000"), first, "registering again keeps the id");
     let second = udp.text("register echo 127.0.0.2 4001");
     assert!(is_uuid(&second) && second != first, "{second}");
     let v6 = udp.text("REGISTER upper ::1 5000\n");
@@ -40,14 +36,8 @@ fn every_text_line_works() {
     assert_eq!(udp.text("query time"), "NOT FOUND");
 
     assert_eq!(udp.text(&format!("heartbeat {first}")), "OK");
-    assert_eq!(
-        udp.text("heartbeat 00000000-0000-0000-0000-000000000001"),
-        "NOT FOUND"
-    );
-    assert!(
-        udp.text("heartbeat nonsense")
-            .starts_with("ERROR bad id \"nonsense\"")
-    );
+    assert_eq!(udp.text("heartbeat 00000000-0000-0000-0000-000000000001"), "NOT FOUND");
+    assert!(udp.text("heartbeat nonsense").starts_with("ERROR bad id \"nonsense\""));
     assert_eq!(udp.text(&format!("deregister {second}")), "OK");
     assert_eq!(udp.text(&format!("deregister {second}")), "NOT FOUND");
     assert_eq!(udp.text(&format!("heartbeat {second}")), "NOT FOUND");
@@ -57,10 +47,7 @@ fn every_text_line_works() {
         udp.text("fetch echo"),
         "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister or stats"
     );
-    assert_eq!(
-        udp.text("register echo"),
-        "ERROR usage: register <service> <port> | register <service> <ip> <port>"
-    );
+    assert_eq!(udp.text("register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
     assert_eq!(
         udp.text("register echo 0.0.0.0 80"),
         "ERROR address 0.0.0.0 cannot be registered: it is the unspecified address"
@@ -76,11 +63,7 @@ fn every_text_line_works() {
 fn the_binary_form_offers_every_operation() {
     let broker = broker(&[]);
     let mut udp = Udp::new(broker.addr("udp"));
-    let Response::Registered { id } = udp.binary(&Request::Register {
-        service: "echo",
-        ip: None,
-        port: 4000,
-    }) else {
+    let Response::Registered { id } = udp.binary(&Request::Register { service: "echo", ip: None, port: 4000 }) else {
         panic!("not registered")
     };
     assert_eq!(
@@ -90,36 +73,21 @@ fn the_binary_form_offers_every_operation() {
     assert_eq!(udp.binary(&Request::Heartbeat { id }), Response::Ok);
     assert_eq!(udp.binary(&Request::Deregister { id }), Response::Ok);
     assert_eq!(udp.binary(&Request::Heartbeat { id }), Response::NotFound);
+    assert_eq!(udp.binary(&Request::Query { service: "echo" }), Response::NotFound);
     assert_eq!(
-        udp.binary(&Request::Query { service: "echo" }),
-        Response::NotFound
-    );
-    assert_eq!(
-        udp.binary(&Request::Register {
-            service: "echo",
-            ip: Some("224.0.0.1".parse().unwrap()),
-            port: 1
-        }),
+        udp.binary(&Request::Register { service: "echo", ip: Some("224.0.0.1".parse().unwrap()), port: 1 }),
         Response::Error(Rejection::UnusableIp {
             ip: "224.0.0.1".parse().unwrap(),
             why: "it is a multicast address".into()
         })
     );
-    let Response::Stats(stats) = udp.binary(&Request::Stats) else {
-        panic!("no stats")
-    };
+    let Response::Stats(stats) = udp.binary(&Request::Stats) else { panic!("no stats") };
     assert_eq!((stats.instances, stats.received, stats.rejected), (0, 8, 1));
 
     let reply = udp.raw(&[0x85, 1, 2, 3]);
     assert_eq!(
         binary::decode_response(&reply),
-        Ok((
-            0,
-            Response::Error(Rejection::UnsupportedVersion {
-                got: 5,
-                supported: 1
-            })
-        ))
+        Ok((0, Response::Error(Rejection::UnsupportedVersion { got: 5, supported: 1 })))
     );
 }
 
@@ -133,10 +101,7 @@ fn registrations_expire_within_the_ttl() {
     wait_until(Duration::from_secs(3), "the registration expires", || {
         (udp.text("query echo") == "NOT FOUND").then_some(())
     });
-    assert!(
-        registered_at.elapsed() >= Duration::from_millis(300),
-        "expired before the TTL"
-    );
+    assert!(registered_at.elapsed() >= Duration::from_millis(300), "expired before the TTL");
     assert_eq!(udp.text(&format!("heartbeat {id}")), "NOT FOUND");
     assert!(udp.text("stats").contains(" expired=1 "));
 }
@@ -171,18 +136,9 @@ fn a_burst_of_malformed_datagrams_changes_nothing() {
             4 => vec![0x9f; 64],
             5 => format!("register echo{i} 99999").into_bytes(),
             6 => format!("deregister {}", &id[..35]).into_bytes(),
-            _ => i
-                .to_le_bytes()
-                .iter()
-                .cycle()
-                .take(1 + i as usize % 300)
-                .copied()
-                .collect(),
+            _ => i.to_le_bytes().iter().cycle().take(1 + i as usize % 300).copied().collect(),
         };
-        hostile
-            .socket
-            .send_to(&datagram, hostile.peer)
-            .expect("send");
+        hostile.socket.send_to(&datagram, hostile.peer).expect("send");
         sent.insert(datagram);
     }
 
@@ -190,10 +146,7 @@ fn a_burst_of_malformed_datagrams_changes_nothing() {
     assert_eq!(udp.text(&format!("heartbeat {id}")), "OK");
     let stats = udp.text("stats");
     let field = |name: &str| -> u64 {
-        stats
-            .split(' ')
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
-            .expect(name)
+        stats.split(' ').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok()).expect(name)
     };
     assert_eq!(field("instances"), 1);
     // Everything but our four good requests was rejected and counted (the kernel may drop
@@ -212,16 +165,8 @@ fn sigterm_stops_the_broker_cleanly() {
 
 #[test]
 fn bad_flags_are_refused_with_a_message() {
-    for flags in [
-        ["--ttl", "0"],
-        ["--ttl", "soon"],
-        ["--max-datagram", "10"],
-        ["--listen", "nowhere"],
-    ] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_makler-broker"))
-            .args(flags)
-            .output()
-            .unwrap();
+    for flags in [["--ttl", "0"], ["--ttl", "soon"], ["--max-datagram", "10"], ["--listen", "nowhere"]] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_makler-broker")).args(flags).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{flags:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(flags[0]), "{flags:?}: {stderr}");

@@ -12,10 +12,7 @@ fn service() -> impl Strategy<Value = String> {
 }
 
 fn ip() -> impl Strategy<Value = IpAddr> {
-    prop_oneof![
-        any::<[u8; 4]>().prop_map(IpAddr::from),
-        any::<[u8; 16]>().prop_map(IpAddr::from)
-    ]
+    prop_oneof![any::<[u8; 4]>().prop_map(IpAddr::from), any::<[u8; 16]>().prop_map(IpAddr::from)]
 }
 
 fn addr() -> impl Strategy<Value = SocketAddr> {
@@ -38,8 +35,7 @@ enum Owned {
 
 fn owned_request() -> impl Strategy<Value = Owned> {
     prop_oneof![
-        (service(), proptest::option::of(ip()), 1u16..)
-            .prop_map(|(s, ip, p)| Owned::Register(s, ip, p)),
+        (service(), proptest::option::of(ip()), 1u16..).prop_map(|(s, ip, p)| Owned::Register(s, ip, p)),
         uuid().prop_map(Owned::Heartbeat),
         service().prop_map(Owned::Query),
         uuid().prop_map(Owned::Deregister),
@@ -49,11 +45,7 @@ fn owned_request() -> impl Strategy<Value = Owned> {
 
 fn as_request(owned: &Owned) -> Request<'_> {
     match owned {
-        Owned::Register(service, ip, port) => Request::Register {
-            service,
-            ip: *ip,
-            port: *port,
-        },
+        Owned::Register(service, ip, port) => Request::Register { service, ip: *ip, port: *port },
         Owned::Heartbeat(id) => Request::Heartbeat { id: *id },
         Owned::Query(service) => Request::Query { service },
         Owned::Deregister(id) => Request::Deregister { id: *id },

@@ -29,10 +29,7 @@ fn keeper(thread: u16, k: u16) -> SocketAddr {
 fn only_what_keeps_heartbeating_stays_visible() {
     let config = broker::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
-        registry: registry::Config {
-            ttl: TTL,
-            ..Default::default()
-        },
+        registry: registry::Config { ttl: TTL, ..Default::default() },
         ..Default::default()
     };
     let broker = Broker::bind(config).unwrap();
@@ -74,10 +71,7 @@ fn only_what_keeps_heartbeating_stays_visible() {
     });
 
     shutdown.request();
-    loop_thread
-        .join()
-        .expect("broker thread")
-        .expect("broker ran");
+    loop_thread.join().expect("broker thread").expect("broker ran");
 }
 
 /// Registers keepers and quitters of one service, then heartbeats the keepers and queries until
@@ -95,11 +89,7 @@ fn worker(broker: SocketAddr, t: u16, start: &Barrier) -> usize {
         ids.push(uuid::Uuid::try_parse(&reply).unwrap_or_else(|_| panic!("register: {reply}")));
     }
     for q in 0..QUITTERS {
-        let reply = udp.binary(&Request::Register {
-            service: &service,
-            ip: None,
-            port: 20_000 + q,
-        });
+        let reply = udp.binary(&Request::Register { service: &service, ip: None, port: 20_000 + q });
         assert!(matches!(reply, Response::Registered { .. }), "{reply:?}");
     }
     let keepers: BTreeSet<_> = (0..KEEPERS).map(|k| keeper(t, k)).collect();
@@ -115,10 +105,7 @@ fn worker(broker: SocketAddr, t: u16, start: &Barrier) -> usize {
                 } else {
                     format!("{:?}", udp.binary(&Request::Heartbeat { id }))
                 };
-                assert!(
-                    reply == "OK" || reply == "Ok",
-                    "heartbeat of keeper {k}: {reply}"
-                );
+                assert!(reply == "OK" || reply == "Ok", "heartbeat of keeper {k}: {reply}");
             }
         }
         let Response::Instances(list) = udp.binary(&Request::Query { service: &service }) else {

@@ -4,9 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::protocol::{
-    self, BrokerStats, DecodeError, Form, MAX_REPLY_LEN, Rejection, Request, Response,
-};
+use crate::protocol::{self, BrokerStats, DecodeError, Form, MAX_REPLY_LEN, Rejection, Request, Response};
 use crate::registry::Registry;
 
 /// The default limit on request datagrams, in bytes.
@@ -94,12 +92,7 @@ impl Handler {
             let form = match protocol::decode_request(datagram) {
                 Ok((form, _)) | Err(DecodeError { form, .. }) => form,
             };
-            (
-                form,
-                Response::Error(Rejection::TooLarge {
-                    max: saturate(self.max_datagram),
-                }),
-            )
+            (form, Response::Error(Rejection::TooLarge { max: saturate(self.max_datagram) }))
         } else {
             match protocol::decode_request(datagram) {
                 Ok((form, request)) => (form, self.apply(now, source, form, request)),
@@ -116,23 +109,12 @@ impl Handler {
         &self.reply
     }
 
-    fn apply(
-        &mut self,
-        now: Instant,
-        source: SocketAddr,
-        form: Form,
-        request: Request<'_>,
-    ) -> Response {
+    fn apply(&mut self, now: Instant, source: SocketAddr, form: Form, request: Request<'_>) -> Response {
         match request {
             Request::Register { service, ip, port } => {
                 let ip = ip.unwrap_or_else(|| canonical(source.ip()));
-                match self
-                    .registry
-                    .register(now, service, SocketAddr::new(ip, port))
-                {
-                    Ok(registration) => Response::Registered {
-                        id: registration.id,
-                    },
+                match self.registry.register(now, service, SocketAddr::new(ip, port)) {
+                    Ok(registration) => Response::Registered { id: registration.id },
                     Err(rejection) => Response::Error(rejection),
                 }
             }
@@ -235,21 +217,12 @@ mod tests {
     }
 
     fn handler(max_instances: usize) -> Handler {
-        let limits = Limits {
-            max_instances,
-            ..Limits::default()
-        };
+        let limits = Limits { max_instances, ..Limits::default() };
         let mut n = 0u128;
-        let registry = Registry::new(
-            Config {
-                limits,
-                ..Config::default()
-            },
-            move || {
-                n += 1;
-                uuid::Uuid::from_u128(n)
-            },
-        );
+        let registry = Registry::new(Config { limits, ..Config::default() }, move || {
+            n += 1;
+            uuid::Uuid::from_u128(n)
+        });
         Handler::new(registry, DEFAULT_MAX_DATAGRAM)
     }
 
@@ -260,20 +233,10 @@ mod tests {
 
     #[test]
     fn encoded_len_matches_postcard() {
-        for addr in [
-            "1.2.3.4:1",
-            "1.2.3.4:200",
-            "1.2.3.4:65535",
-            "[::1]:127",
-            "[::1]:16384",
-        ] {
+        for addr in ["1.2.3.4:1", "1.2.3.4:200", "1.2.3.4:65535", "[::1]:127", "[::1]:16384"] {
             let addr: SocketAddr = addr.parse().unwrap();
             let bytes = postcard::to_stdvec(&addr).unwrap();
-            assert_eq!(
-                encoded_len(Form::Binary { request_id: 0 }, addr),
-                bytes.len(),
-                "{addr}"
-            );
+            assert_eq!(encoded_len(Form::Binary { request_id: 0 }, addr), bytes.len(), "{addr}");
             assert_eq!(encoded_len(Form::Text, addr), addr.to_string().len() + 1);
         }
     }
@@ -292,37 +255,23 @@ mod tests {
         for _ in 0..500 {
             let reply = text(&mut h, now, "query big");
             assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
-            assert!(
-                reply.len() > MAX_REPLY_LEN - 30,
-                "only {} bytes",
-                reply.len()
-            );
+            assert!(reply.len() > MAX_REPLY_LEN - 30, "only {} bytes", reply.len());
             let words: Vec<_> = reply.split_whitespace().map(str::to_owned).collect();
             firsts.push(words[0].clone());
             seen.extend(words);
         }
         assert_eq!(seen.len(), 500);
         firsts.dedup();
-        assert_eq!(
-            firsts.len(),
-            500,
-            "every query starts with another instance"
-        );
+        assert_eq!(firsts.len(), 500, "every query starts with another instance");
 
         let source = "127.0.0.1:50000".parse().unwrap();
         for id in [0, u32::MAX] {
             let request = binary_request(id, &Request::Query { service: "big" });
             let reply = h.handle(now, source, &request).to_vec();
-            assert!(
-                reply.len() <= MAX_REPLY_LEN && reply.len() > MAX_REPLY_LEN - 20,
-                "{}",
-                reply.len()
-            );
+            assert!(reply.len() <= MAX_REPLY_LEN && reply.len() > MAX_REPLY_LEN - 20, "{}", reply.len());
             let (echoed, response) = binary::decode_response(&reply).unwrap();
             assert_eq!(echoed, id);
-            let Response::Instances(list) = response else {
-                panic!("{response:?}")
-            };
+            let Response::Instances(list) = response else { panic!("{response:?}") };
             assert!(list.len() > 100);
         }
     }
@@ -341,29 +290,17 @@ mod tests {
         let mut h = handler(1);
         let now = Instant::now();
         assert!(text(&mut h, now, "register a 1").len() == 37);
-        assert_eq!(
-            text(&mut h, now, "register b 1"),
-            "ERROR full: 1 instances registered\n"
-        );
+        assert_eq!(text(&mut h, now, "register b 1"), "ERROR full: 1 instances registered\n");
         assert_eq!(
             text(&mut h, now, "query no/such"),
-            format!(
-                "ERROR {}\n",
-                Limits::default().check_name("no/such").unwrap_err()
-            )
+            format!("ERROR {}\n", Limits::default().check_name("no/such").unwrap_err())
         );
-        assert_eq!(
-            text(&mut h, now, &"x".repeat(1401)),
-            "ERROR datagram too large: at most 1400 bytes\n"
-        );
+        assert_eq!(text(&mut h, now, &"x".repeat(1401)), "ERROR datagram too large: at most 1400 bytes\n");
         let source = "127.0.0.1:50000".parse().unwrap();
         let mut big = binary_request(42, &Request::Query { service: "a" });
         big.resize(1401, 0);
         let (id, response) = binary::decode_response(h.handle(now, source, &big)).unwrap();
-        assert_eq!(
-            (id, response),
-            (42, Response::Error(Rejection::TooLarge { max: 1400 }))
-        );
+        assert_eq!((id, response), (42, Response::Error(Rejection::TooLarge { max: 1400 })));
         let stats = h.stats();
         assert_eq!((stats.received, stats.rejected, stats.instances), (5, 4, 1));
     }

@@ -3,7 +3,7 @@
 //! The loop drains the socket until it would block (readiness is edge-triggered), hands each
 //! datagram to the [`Handler`] and sends its reply, and otherwise sleeps until the registry's
 //! next expiry or a [`Shutdown`] wakes it. All the protocol logic lives in [`Handler`] and the
-//! [`Registry`](crate::registry::Registry); this module only moves bytes.
+//! [`Registry`]; this module only moves bytes.
 //!
 //! ```no_run
 //! use makler::broker::{Broker, Config};
@@ -55,8 +55,7 @@ pub struct Config {
 
 /// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
 /// can reach it by accident.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
 
 impl Default for Config {
     fn default() -> Self {
@@ -85,8 +84,7 @@ impl Broker {
     pub fn bind(config: Config) -> io::Result<Broker> {
         let poll = Poll::new()?;
         let mut socket = crate::net::bind_udp(config.listen)?;
-        poll.registry()
-            .register(&mut socket, SOCKET, Interest::READABLE)?;
+        poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
         let mut registry = Registry::new(config.registry, Uuid::new_v4);
         registry.record_events(config.log_changes);
@@ -114,10 +112,7 @@ impl Broker {
             let timeout = if backlog {
                 Some(Duration::ZERO)
             } else {
-                self.handler
-                    .registry()
-                    .poll_timeout()
-                    .map(|at| at.saturating_duration_since(Instant::now()))
+                self.handler.registry().poll_timeout().map(|at| at.saturating_duration_since(Instant::now()))
             };
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -138,9 +133,7 @@ impl Broker {
         for _ in 0..BUDGET {
             match self.socket.recv_from(&mut self.buf) {
                 Ok((len, source)) => {
-                    let reply = self
-                        .handler
-                        .handle(Instant::now(), source, &self.buf[..len]);
+                    let reply = self.handler.handle(Instant::now(), source, &self.buf[..len]);
                     if !reply.is_empty() && self.socket.send_to(reply, source).is_err() {
                         // A full send buffer or an unroutable source: the client retransmits.
                         self.handler.note_send_failure();
@@ -168,10 +161,7 @@ impl Broker {
                 EventKind::Expired => "expired",
                 EventKind::Deregistered => "deregistered",
             };
-            eprintln!(
-                "makler-broker: {what} {} {} id={}",
-                event.service, event.endpoint, event.id
-            );
+            eprintln!("makler-broker: {what} {} {} id={}", event.service, event.endpoint, event.id);
         }
     }
 }

@@ -82,34 +82,22 @@ pub fn encode<T: Serialize>(id: u32, body: &T, out: &mut Vec<u8>) {
 /// Decodes a binary request as a broker receives it, mapping failures to the rejection the
 /// sender gets back (with its request id when that much could be read).
 pub fn decode_request(datagram: &[u8]) -> Result<(u32, Request<'_>), DecodeError> {
-    decode::<Request<'_>>(datagram)
-        .map(|frame| (frame.id, frame.body))
-        .map_err(|error| {
-            let request_id = datagram
-                .get(1..)
-                .and_then(|body| postcard::take_from_bytes::<u32>(body).ok())
-                .map_or(0, |(id, _)| id);
-            let rejection = match error {
-                Error::UnsupportedVersion(got) => {
-                    // Another version's layout is unknown, so its request id cannot be trusted.
-                    return DecodeError {
-                        form: Form::Binary { request_id: 0 },
-                        rejection: Rejection::UnsupportedVersion {
-                            got,
-                            supported: VERSION,
-                        },
-                    };
-                }
-                Error::NotBinary => Rejection::Empty,
-                other => Rejection::Malformed {
-                    why: other.to_string(),
-                },
-            };
-            DecodeError {
-                form: Form::Binary { request_id },
-                rejection,
+    decode::<Request<'_>>(datagram).map(|frame| (frame.id, frame.body)).map_err(|error| {
+        let request_id =
+            datagram.get(1..).and_then(|body| postcard::take_from_bytes::<u32>(body).ok()).map_or(0, |(id, _)| id);
+        let rejection = match error {
+            Error::UnsupportedVersion(got) => {
+                // Another version's layout is unknown, so its request id cannot be trusted.
+                return DecodeError {
+                    form: Form::Binary { request_id: 0 },
+                    rejection: Rejection::UnsupportedVersion { got, supported: VERSION },
+                };
             }
-        })
+            Error::NotBinary => Rejection::Empty,
+            other => Rejection::Malformed { why: other.to_string() },
+        };
+        DecodeError { form: Form::Binary { request_id }, rejection }
+    })
 }
 
 /// Appends a binary request frame to `out`.
@@ -139,24 +127,13 @@ mod tests {
 
         datagram[0] = 0x82;
         let err = decode_request(&datagram).unwrap_err();
-        assert_eq!(
-            err.rejection,
-            Rejection::UnsupportedVersion {
-                got: 2,
-                supported: 1
-            }
-        );
+        assert_eq!(err.rejection, Rejection::UnsupportedVersion { got: 2, supported: 1 });
         assert_eq!(err.form, Form::Binary { request_id: 0 });
 
         datagram[0] = VERSION_BYTE;
         datagram.push(0);
         let err = decode_request(&datagram).unwrap_err();
-        assert_eq!(
-            err.rejection,
-            Rejection::Malformed {
-                why: "1 trailing bytes after the message".into()
-            }
-        );
+        assert_eq!(err.rejection, Rejection::Malformed { why: "1 trailing bytes after the message".into() });
         assert_eq!(err.form, Form::Binary { request_id: 1 });
     }
 

@@ -123,9 +123,7 @@ pub enum Rejection {
     #[error("one request per datagram: found more than one line")]
     MultipleLines,
     /// The first word is not a known verb.
-    #[error(
-        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister or stats"
-    )]
+    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister or stats")]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
         verb: String,
@@ -253,15 +251,11 @@ pub struct DecodeError {
 /// ```
 pub fn decode_request(datagram: &[u8]) -> Result<(Form, Request<'_>), DecodeError> {
     if binary::is_binary(datagram) {
-        binary::decode_request(datagram)
-            .map(|(id, request)| (Form::Binary { request_id: id }, request))
+        binary::decode_request(datagram).map(|(id, request)| (Form::Binary { request_id: id }, request))
     } else {
         text::decode_request(datagram)
             .map(|request| (Form::Text, request))
-            .map_err(|rejection| DecodeError {
-                form: Form::Text,
-                rejection,
-            })
+            .map_err(|rejection| DecodeError { form: Form::Text, rejection })
     }
 }
 

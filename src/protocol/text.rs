@@ -51,16 +51,8 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
 
     if verb.eq_ignore_ascii_case("register") {
         match args.as_slice() {
-            [service, port] => Ok(Request::Register {
-                service,
-                ip: None,
-                port: parse_port(port)?,
-            }),
-            [service, ip, port] => Ok(Request::Register {
-                service,
-                ip: Some(parse_ip(ip)?),
-                port: parse_port(port)?,
-            }),
+            [service, port] => Ok(Request::Register { service, ip: None, port: parse_port(port)? }),
+            [service, ip, port] => Ok(Request::Register { service, ip: Some(parse_ip(ip)?), port: parse_port(port)? }),
             _ => Err(usage(REGISTER_USAGE)),
         }
     } else if verb.eq_ignore_ascii_case("heartbeat") {
@@ -84,9 +76,7 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
             _ => Err(usage("stats")),
         }
     } else {
-        Err(Rejection::UnknownCommand {
-            verb: excerpt(verb, ECHO_CHARS),
-        })
+        Err(Rejection::UnknownCommand { verb: excerpt(verb, ECHO_CHARS) })
     }
 }
 
@@ -95,16 +85,8 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail.
     let _ = match request {
-        Request::Register {
-            service,
-            ip: None,
-            port,
-        } => writeln!(out, "register {service} {port}"),
-        Request::Register {
-            service,
-            ip: Some(ip),
-            port,
-        } => writeln!(out, "register {service} {ip} {port}"),
+        Request::Register { service, ip: None, port } => writeln!(out, "register {service} {port}"),
+        Request::Register { service, ip: Some(ip), port } => writeln!(out, "register {service} {ip} {port}"),
         Request::Heartbeat { id } => writeln!(out, "heartbeat {}", id.hyphenated()),
         Request::Query { service } => writeln!(out, "query {service}"),
         Request::Deregister { id } => writeln!(out, "deregister {}", id.hyphenated()),
@@ -146,10 +128,7 @@ struct Args<'a> {
 
 impl<'a> Args<'a> {
     fn collect(words: impl Iterator<Item = &'a str>) -> Self {
-        let mut args = Args {
-            words: [""; 4],
-            len: 0,
-        };
+        let mut args = Args { words: [""; 4], len: 0 };
         for word in words {
             if args.len == args.words.len() {
                 break;
@@ -166,34 +145,23 @@ impl<'a> Args<'a> {
 }
 
 fn usage(usage: &str) -> Rejection {
-    Rejection::Usage {
-        usage: usage.to_owned(),
-    }
+    Rejection::Usage { usage: usage.to_owned() }
 }
 
 fn parse_port(word: &str) -> Result<u16, Rejection> {
     match word.parse::<u16>() {
         Ok(port) if port != 0 => Ok(port),
-        _ => Err(Rejection::BadPort {
-            port: excerpt(word, ECHO_CHARS),
-        }),
+        _ => Err(Rejection::BadPort { port: excerpt(word, ECHO_CHARS) }),
     }
 }
 
 fn parse_ip(word: &str) -> Result<IpAddr, Rejection> {
-    let bare = word
-        .strip_prefix('[')
-        .and_then(|w| w.strip_suffix(']'))
-        .unwrap_or(word);
-    bare.parse().map_err(|_| Rejection::BadIp {
-        ip: excerpt(word, ECHO_CHARS),
-    })
+    let bare = word.strip_prefix('[').and_then(|w| w.strip_suffix(']')).unwrap_or(word);
+    bare.parse().map_err(|_| Rejection::BadIp { ip: excerpt(word, ECHO_CHARS) })
 }
 
 fn parse_id(word: &str) -> Result<Uuid, Rejection> {
-    Uuid::try_parse(word).map_err(|_| Rejection::BadId {
-        id: excerpt(word, ECHO_CHARS),
-    })
+    Uuid::try_parse(word).map_err(|_| Rejection::BadId { id: excerpt(word, ECHO_CHARS) })
 }
 
 #[cfg(test)]
@@ -212,27 +180,15 @@ mod tests {
     fn every_verb_in_every_case() {
         assert_eq!(
             decode_request(b"register echo 4000").unwrap(),
-            Request::Register {
-                service: "echo",
-                ip: None,
-                port: 4000
-            }
+            Request::Register { service: "echo", ip: None, port: 4000 }
         );
         assert_eq!(
             decode_request(b"Register echo 10.0.0.7 4000\n").unwrap(),
-            Request::Register {
-                service: "echo",
-                ip: Some("10.0.0.7".parse().unwrap()),
-                port: 4000
-            }
+            Request::Register { service: "echo", ip: Some("10.0.0.7".parse().unwrap()), port: 4000 }
         );
         assert_eq!(
             decode_request(b"REGISTER echo [::1] 4000\r\n").unwrap(),
-            Request::Register {
-                service: "echo",
-                ip: Some("::1".parse().unwrap()),
-                port: 4000
-            }
+            Request::Register { service: "echo", ip: Some("::1".parse().unwrap()), port: 4000 }
         );
         let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
         assert_eq!(
@@ -243,14 +199,8 @@ mod tests {
             decode_request(b"deregister 67e55044-10b1-426f-9247-bb680e5fe0c8\n").unwrap(),
             Request::Deregister { id }
         );
-        assert_eq!(
-            decode_request(b"query echo").unwrap(),
-            Request::Query { service: "echo" }
-        );
-        assert_eq!(
-            decode_request(b"request\techo  ").unwrap(),
-            Request::Query { service: "echo" }
-        );
+        assert_eq!(decode_request(b"query echo").unwrap(), Request::Query { service: "echo" });
+        assert_eq!(decode_request(b"request\techo  ").unwrap(), Request::Query { service: "echo" });
         assert_eq!(decode_request(b"  stats\n").unwrap(), Request::Stats);
     }
 
@@ -260,36 +210,18 @@ mod tests {
         assert_eq!(err(b""), "ERROR empty request");
         assert_eq!(err(b" \n"), "ERROR empty request");
         assert_eq!(err(b"\xff\xfe"), "ERROR request is not valid UTF-8");
-        assert_eq!(
-            err(b"query a\nquery b"),
-            "ERROR one request per datagram: found more than one line"
-        );
+        assert_eq!(err(b"query a\nquery b"), "ERROR one request per datagram: found more than one line");
         assert_eq!(
             err(b"fetch echo"),
             "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister or stats"
         );
         assert_eq!(err(b"query"), "ERROR usage: query <service>");
         assert_eq!(err(b"request a b"), "ERROR usage: request <service>");
-        assert_eq!(
-            err(b"register echo"),
-            "ERROR usage: register <service> <port> | register <service> <ip> <port>"
-        );
-        assert_eq!(
-            err(b"register a b c d e f"),
-            format!("ERROR usage: {REGISTER_USAGE}")
-        );
-        assert_eq!(
-            err(b"register echo 0"),
-            "ERROR bad port \"0\": expected a number from 1 to 65535"
-        );
-        assert_eq!(
-            err(b"register echo 65536"),
-            "ERROR bad port \"65536\": expected a number from 1 to 65535"
-        );
-        assert_eq!(
-            err(b"register echo 1.2.3 80"),
-            "ERROR bad address \"1.2.3\": expected an IPv4 or IPv6 address"
-        );
+        assert_eq!(err(b"register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
+        assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
+        assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");
+        assert_eq!(err(b"register echo 65536"), "ERROR bad port \"65536\": expected a number from 1 to 65535");
+        assert_eq!(err(b"register echo 1.2.3 80"), "ERROR bad address \"1.2.3\": expected an IPv4 or IPv6 address");
         assert_eq!(
             err(b"heartbeat 1234"),
             "ERROR bad id \"1234\": expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
@@ -302,30 +234,18 @@ mod tests {
         let long = format!("x\u{1b}{}", "y".repeat(200));
         let message = format!("{}", decode_request(long.as_bytes()).unwrap_err());
         assert!(message.len() < 160, "{message}");
-        assert!(
-            message.contains("\\u{1b}") && message.contains('…'),
-            "{message}"
-        );
+        assert!(message.contains("\\u{1b}") && message.contains('…'), "{message}");
     }
 
     #[test]
     fn replies_are_single_lines() {
         let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
-        assert_eq!(
-            reply(&Response::Registered { id }),
-            "67e55044-10b1-426f-9247-bb680e5fe0c8\n"
-        );
+        assert_eq!(reply(&Response::Registered { id }), "67e55044-10b1-426f-9247-bb680e5fe0c8\n");
         assert_eq!(reply(&Response::Ok), "OK\n");
         assert_eq!(reply(&Response::NotFound), "NOT FOUND\n");
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         let b: SocketAddr = "[::1]:4001".parse().unwrap();
-        assert_eq!(
-            reply(&Response::Instances(vec![a, b])),
-            "127.0.0.1:4000 [::1]:4001\n"
-        );
-        assert_eq!(
-            reply(&Response::Error(Rejection::Full { max: 3 })),
-            "ERROR full: 3 instances registered\n"
-        );
+        assert_eq!(reply(&Response::Instances(vec![a, b])), "127.0.0.1:4000 [::1]:4001\n");
+        assert_eq!(reply(&Response::Error(Rejection::Full { max: 3 })), "ERROR full: 3 instances registered\n");
     }
 }

@@ -24,10 +24,7 @@ fn addr(port: u16) -> SocketAddr {
 }
 
 fn live(registry: &mut Registry, now: Instant, service: &str) -> Vec<SocketAddr> {
-    let mut all: Vec<_> = registry
-        .query(now, service)
-        .map(Iterator::collect)
-        .unwrap_or_default();
+    let mut all: Vec<_> = registry.query(now, service).map(Iterator::collect).unwrap_or_default();
     all.sort();
     all
 }
@@ -67,13 +64,7 @@ fn registering_again_refreshes_and_keeps_the_id() {
     let first = r.register(t0, "echo", addr(4000)).unwrap();
     assert!(first.created);
     let again = r.register(t0 + TTL / 2, "echo", addr(4000)).unwrap();
-    assert_eq!(
-        again,
-        Registration {
-            id: first.id,
-            created: false
-        }
-    );
+    assert_eq!(again, Registration { id: first.id, created: false });
     assert_eq!(r.len(), 1);
     assert_eq!(live(&mut r, t0 + TTL, "echo"), [addr(4000)]);
 
@@ -115,10 +106,7 @@ fn queries_rotate_evenly() {
         assert_eq!(order.len(), 3);
         *firsts.entry(order[0]).or_insert(0) += 1;
     }
-    assert_eq!(
-        firsts.values().copied().collect::<Vec<_>>(),
-        [100, 100, 100]
-    );
+    assert_eq!(firsts.values().copied().collect::<Vec<_>>(), [100, 100, 100]);
 }
 
 #[test]
@@ -128,9 +116,7 @@ fn successive_queries_start_one_further_on() {
     for port in [4000, 4001, 4002] {
         r.register(t0, "echo", addr(port)).unwrap();
     }
-    let rounds: Vec<Vec<_>> = (0..4)
-        .map(|_| r.query(t0, "echo").unwrap().collect())
-        .collect();
+    let rounds: Vec<Vec<_>> = (0..4).map(|_| r.query(t0, "echo").unwrap().collect()).collect();
     assert_eq!(rounds[0], [addr(4000), addr(4001), addr(4002)]);
     assert_eq!(rounds[1], [addr(4001), addr(4002), addr(4000)]);
     assert_eq!(rounds[2], [addr(4002), addr(4000), addr(4001)]);
@@ -156,32 +142,19 @@ fn a_prefix_of_each_answer_still_hands_out_every_instance() {
 
 #[test]
 fn names_are_checked_against_the_limits() {
-    let limits = Limits {
-        max_name_len: 8,
-        name_punctuation: "-".into(),
-        max_instances: 10,
-    };
+    let limits = Limits { max_name_len: 8, name_punctuation: "-".into(), max_instances: 10 };
     let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
     let t0 = Instant::now();
     assert!(r.register(t0, "echo-v2", addr(1)).is_ok());
     assert!(r.register(t0, "abcdefgh", addr(1)).is_ok());
-    assert_eq!(
-        r.register(t0, "abcdefghi", addr(1)),
-        Err(Rejection::NameTooLong { len: 9, max: 8 })
-    );
-    assert!(matches!(
-        r.register(t0, "", addr(1)),
-        Err(Rejection::BadName { .. })
-    ));
+    assert_eq!(r.register(t0, "abcdefghi", addr(1)), Err(Rejection::NameTooLong { len: 9, max: 8 }));
+    assert!(matches!(r.register(t0, "", addr(1)), Err(Rejection::BadName { .. })));
     let err = r.register(t0, "echo_v2", addr(1)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "bad service name \"echo_v2\": '_' is not allowed; use ASCII letters, digits and \"-\""
     );
-    assert!(matches!(
-        r.register(t0, "écho", addr(1)),
-        Err(Rejection::BadName { .. })
-    ));
+    assert!(matches!(r.register(t0, "écho", addr(1)), Err(Rejection::BadName { .. })));
     assert_eq!(r.len(), 2);
 }
 
@@ -189,53 +162,25 @@ fn names_are_checked_against_the_limits() {
 fn endpoints_must_be_reachable() {
     let mut r = registry();
     let t0 = Instant::now();
-    let unusable =
-        |e: Result<Registration, Rejection>| matches!(e, Err(Rejection::UnusableIp { .. }));
-    assert!(unusable(r.register(
-        t0,
-        "echo",
-        "0.0.0.0:80".parse().unwrap()
-    )));
+    let unusable = |e: Result<Registration, Rejection>| matches!(e, Err(Rejection::UnusableIp { .. }));
+    assert!(unusable(r.register(t0, "echo", "0.0.0.0:80".parse().unwrap())));
     assert!(unusable(r.register(t0, "echo", "[::]:80".parse().unwrap())));
-    assert!(unusable(r.register(
-        t0,
-        "echo",
-        "239.1.2.3:80".parse().unwrap()
-    )));
-    assert!(unusable(r.register(
-        t0,
-        "echo",
-        "255.255.255.255:80".parse().unwrap()
-    )));
-    assert!(matches!(
-        r.register(t0, "echo", addr(0)),
-        Err(Rejection::BadPort { .. })
-    ));
-    assert!(
-        r.register(t0, "echo", "[fe80::1]:80".parse().unwrap())
-            .is_ok()
-    );
+    assert!(unusable(r.register(t0, "echo", "239.1.2.3:80".parse().unwrap())));
+    assert!(unusable(r.register(t0, "echo", "255.255.255.255:80".parse().unwrap())));
+    assert!(matches!(r.register(t0, "echo", addr(0)), Err(Rejection::BadPort { .. })));
+    assert!(r.register(t0, "echo", "[fe80::1]:80".parse().unwrap()).is_ok());
     assert_eq!(r.len(), 1);
 }
 
 #[test]
 fn a_full_table_refuses_new_entries_but_refreshes_old_ones() {
-    let limits = Limits {
-        max_instances: 2,
-        ..Limits::default()
-    };
+    let limits = Limits { max_instances: 2, ..Limits::default() };
     let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
     let t0 = Instant::now();
     r.register(t0, "echo", addr(1)).unwrap();
     let b = r.register(t0 + TTL / 2, "echo", addr(2)).unwrap().id;
-    assert_eq!(
-        r.register(t0, "echo", addr(3)),
-        Err(Rejection::Full { max: 2 })
-    );
-    assert_eq!(
-        r.register(t0, "echo", addr(3)).unwrap_err().to_string(),
-        "full: 2 instances registered"
-    );
+    assert_eq!(r.register(t0, "echo", addr(3)), Err(Rejection::Full { max: 2 }));
+    assert_eq!(r.register(t0, "echo", addr(3)).unwrap_err().to_string(), "full: 2 instances registered");
     assert!(!r.register(t0, "echo", addr(1)).unwrap().created);
     r.heartbeat(t0 + TTL / 2, b).unwrap();
     // Once the first entry expires there is room again.
@@ -256,9 +201,7 @@ fn events_tell_every_change_in_order() {
     r.heartbeat(t0 + NS, a).unwrap();
     r.deregister(t0 + NS, b).unwrap();
     r.handle_timeout(t0 + NS + TTL);
-    let kinds: Vec<_> = std::iter::from_fn(|| r.poll_event())
-        .map(|e| (e.kind, e.id))
-        .collect();
+    let kinds: Vec<_> = std::iter::from_fn(|| r.poll_event()).map(|e| (e.kind, e.id)).collect();
     let quiet = Uuid::from_u128(1);
     assert_eq!(
         kinds,
@@ -284,10 +227,7 @@ fn expiry_follows_deadlines_not_registration_order() {
     assert_eq!(r.poll_timeout(), Some(t0 + TTL));
     while r.poll_event().is_some() {}
     r.handle_timeout(t0 + TTL);
-    assert_eq!(
-        r.poll_event().map(|e| (e.kind, e.id)),
-        Some((EventKind::Expired, b))
-    );
+    assert_eq!(r.poll_event().map(|e| (e.kind, e.id)), Some((EventKind::Expired, b)));
     assert_eq!(r.poll_event(), None);
     assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1) + TTL));
 }

@@ -50,14 +50,8 @@ impl Process {
             .unwrap_or_else(|| panic!("first line {line:?} does not start with `listening `"))
             .split(' ')
             .map(|pair| {
-                let (key, addr) = pair
-                    .split_once('=')
-                    .unwrap_or_else(|| panic!("bad pair {pair:?}"));
-                (
-                    key.to_owned(),
-                    addr.parse()
-                        .unwrap_or_else(|_| panic!("bad address in {pair:?}")),
-                )
+                let (key, addr) = pair.split_once('=').unwrap_or_else(|| panic!("bad pair {pair:?}"));
+                (key.to_owned(), addr.parse().unwrap_or_else(|_| panic!("bad address in {pair:?}")))
             })
             .collect();
         Process { child, listening }
@@ -66,25 +60,16 @@ impl Process {
     /// The address printed for `key` (`udp`, `tcp`).
     #[track_caller]
     pub fn addr(&self, key: &str) -> SocketAddr {
-        self.listening
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|&(_, a)| a)
-            .unwrap_or_else(|| panic!("no {key}= address"))
+        self.listening.iter().find(|(k, _)| k == key).map(|&(_, a)| a).unwrap_or_else(|| panic!("no {key}= address"))
     }
 
     /// Sends SIGTERM and waits up to 10 s for the exit status.
     #[track_caller]
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let status = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(status.success());
-        wait_until(Duration::from_secs(10), "the process exits", || {
-            self.child.try_wait().ok().flatten()
-        })
+        wait_until(Duration::from_secs(10), "the process exits", || self.child.try_wait().ok().flatten())
     }
 }
 
@@ -110,10 +95,7 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Opt
         if let Some(value) = check() {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting until {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -130,14 +112,8 @@ const ATTEMPTS: u32 = 8;
 impl Udp {
     pub fn new(peer: SocketAddr) -> Udp {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(250)))
-            .expect("timeout");
-        Udp {
-            socket,
-            peer,
-            next_id: 1,
-        }
+        socket.set_read_timeout(Some(Duration::from_millis(250))).expect("timeout");
+        Udp { socket, peer, next_id: 1 }
     }
 
     /// Sends raw bytes and returns the reply, retransmitting up to a few times.
@@ -151,20 +127,14 @@ impl Udp {
                 return buf[..n].to_vec();
             }
         }
-        panic!(
-            "no reply to {:?} after {ATTEMPTS} attempts",
-            String::from_utf8_lossy(datagram)
-        );
+        panic!("no reply to {:?} after {ATTEMPTS} attempts", String::from_utf8_lossy(datagram));
     }
 
     /// Sends a text line and returns the reply line without its newline.
     #[track_caller]
     pub fn text(&self, line: &str) -> String {
         let reply = String::from_utf8(self.raw(line.as_bytes())).expect("text replies are UTF-8");
-        reply
-            .strip_suffix('\n')
-            .unwrap_or_else(|| panic!("reply {reply:?} does not end in a newline"))
-            .to_owned()
+        reply.strip_suffix('\n').unwrap_or_else(|| panic!("reply {reply:?} does not end in a newline")).to_owned()
     }
 
     /// Sends a binary request and returns the reply, checking that it echoes the request id.

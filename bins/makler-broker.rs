@@ -54,14 +54,8 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(bad) = args
-        .name_chars
-        .chars()
-        .find(|c| c.is_whitespace() || c.is_control())
-    {
-        eprintln!(
-            "makler-broker: --name-chars may not hold white space or control characters ({bad:?})"
-        );
+    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
         return ExitCode::from(2);
     }
     let config = broker::Config {
@@ -88,21 +82,13 @@ fn main() -> ExitCode {
 
 fn run(config: broker::Config) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    let broker = Broker::bind(config.clone()).map_err(|e| {
-        std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on udp {}: {e}", config.listen),
-        )
-    })?;
+    let broker = Broker::bind(config.clone())
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening udp={}", broker.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    eprintln!(
-        "makler-broker: ttl {}s, at most {} instances",
-        ttl.as_secs_f64(),
-        config.registry.limits.max_instances
-    );
+    eprintln!("makler-broker: ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;

@@ -1,0 +1,70 @@
+//! protocol.md shows real bytes: every binary example in it is checked against the encoder.
+
+use makler::protocol::{self, BrokerStats, Form, Rejection, Request, Response, binary};
+use uuid::Uuid;
+
+const ID: Uuid = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Each example as protocol.md writes it: a name and the encoded bytes.
+fn examples() -> Vec<(&'static str, Vec<u8>)> {
+    let request = |id: u32, r: Request<'_>| {
+        let mut out = Vec::new();
+        binary::encode_request(id, &r, &mut out);
+        out
+    };
+    let reply = |id: u32, r: Response| {
+        let mut out = Vec::new();
+        protocol::encode_reply(Form::Binary { request_id: id }, &r, &mut out);
+        out
+    };
+    vec![
+        ("register", request(1, Request::Register { service: "echo", ip: None, port: 4000 })),
+        (
+            "register with ip",
+            request(2, Request::Register { service: "echo", ip: Some([10, 0, 0, 7].into()), port: 4000 }),
+        ),
+        ("registered", reply(1, Response::Registered { id: ID })),
+        ("heartbeat", request(3, Request::Heartbeat { id: ID })),
+        ("ok", reply(3, Response::Ok)),
+        ("query", request(4, Request::Query { service: "echo" })),
+        (
+            "instances",
+            reply(4, Response::Instances(vec!["127.0.0.1:4000".parse().unwrap(), "[::1]:4001".parse().unwrap()])),
+        ),
+        ("not found", reply(5, Response::NotFound)),
+        ("deregister", request(6, Request::Deregister { id: ID })),
+        ("stats", request(7, Request::Stats)),
+        (
+            "stats reply",
+            reply(
+                7,
+                Response::Stats(BrokerStats {
+                    instances: 2,
+                    services: 1,
+                    received: 300,
+                    rejected: 1,
+                    expired: 0,
+                    send_failures: 0,
+                }),
+            ),
+        ),
+        ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
+    ]
+}
+
+#[test]
+fn every_binary_example_in_protocol_md_is_what_the_encoder_writes() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md")).unwrap();
+    let mut missing = Vec::new();
+    for (name, bytes) in examples() {
+        let wanted = hex(&bytes);
+        if !doc.contains(&wanted) {
+            missing.push(format!("{name}: {wanted}"));
+        }
+    }
+    assert!(missing.is_empty(), "protocol.md lacks these encodings:\n{}", missing.join("\n"));
+}

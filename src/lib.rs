@@ -22,12 +22,16 @@
 //! - [`broker`]: the thin I/O shell: [`broker::Handler`] turns a datagram into a reply (sans-IO,
 //!   reusable by anything that speaks the registration protocol), [`broker::Broker`] runs it in
 //!   a mio event loop on one UDP socket.
+//! - [`client`]: the library side of servers and clients: a blocking broker client with
+//!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
+//!   alive, and the [`client::Resolver`] that finds a service and connects to it.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //!
 //! The executables in `bins/` only parse flags and call the library.
 
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod load;
 pub mod net;
 pub mod protocol;

@@ -63,7 +63,9 @@ fn every_text_line_works() {
 fn the_binary_form_offers_every_operation() {
     let broker = broker(&[]);
     let mut udp = Udp::new(broker.addr("udp"));
-    let Response::Registered { id } = udp.binary(&Request::Register { service: "echo", ip: None, port: 4000 }) else {
+    let Response::Registered { id, ttl_ms: 5000 } =
+        udp.binary(&Request::Register { service: "echo", ip: None, port: 4000 })
+    else {
         panic!("not registered")
     };
     assert_eq!(

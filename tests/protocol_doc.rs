@@ -27,7 +27,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             "register with ip",
             request(2, Request::Register { service: "echo", ip: Some([10, 0, 0, 7].into()), port: 4000 }),
         ),
-        ("registered", reply(1, Response::Registered { id: ID })),
+        ("registered", reply(1, Response::Registered { id: ID, ttl_ms: 5000 })),
         ("heartbeat", request(3, Request::Heartbeat { id: ID })),
         ("ok", reply(3, Response::Ok)),
         ("query", request(4, Request::Query { service: "echo" })),

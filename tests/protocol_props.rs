@@ -55,7 +55,7 @@ fn as_request(owned: &Owned) -> Request<'_> {
 
 fn response() -> impl Strategy<Value = Response> {
     prop_oneof![
-        uuid().prop_map(|id| Response::Registered { id }),
+        (uuid(), any::<u32>()).prop_map(|(id, ttl_ms)| Response::Registered { id, ttl_ms }),
         Just(Response::Ok),
         proptest::collection::vec(addr(), 1..50).prop_map(Response::Instances),
         Just(Response::NotFound),

@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
 pub struct Handler {
     registry: Registry,
     max_datagram: usize,
+    /// The TTL as registrations report it.
+    ttl_ms: u32,
     received: u64,
     rejected: u64,
     send_failures: u64,
@@ -40,9 +42,11 @@ pub struct Handler {
 impl Handler {
     /// A handler over `registry` that refuses request datagrams longer than `max_datagram`.
     pub fn new(registry: Registry, max_datagram: usize) -> Self {
+        let ttl_ms = u32::try_from(registry.config().ttl.as_millis()).unwrap_or(u32::MAX);
         Handler {
             registry,
             max_datagram,
+            ttl_ms,
             received: 0,
             rejected: 0,
             send_failures: 0,
@@ -114,7 +118,7 @@ impl Handler {
             Request::Register { service, ip, port } => {
                 let ip = ip.unwrap_or_else(|| canonical(source.ip()));
                 match self.registry.register(now, service, SocketAddr::new(ip, port)) {
-                    Ok(registration) => Response::Registered { id: registration.id },
+                    Ok(registration) => Response::Registered { id: registration.id, ttl_ms: self.ttl_ms },
                     Err(rejection) => Response::Error(rejection),
                 }
             }

@@ -167,7 +167,7 @@ pub fn populate(driver: &Driver, from: usize, to: usize, types: usize) -> io::Re
             binary::encode_request(id, &request, out);
         },
         |reply| match binary::decode_response(reply) {
-            Ok((id, Response::Registered { id: uuid })) => {
+            Ok((id, Response::Registered { id: uuid, .. })) => {
                 if let Some(slot) = ids.get_mut(id as usize - 1) {
                     *slot = uuid;
                 }

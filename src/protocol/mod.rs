@@ -72,6 +72,8 @@ pub enum Response {
     Registered {
         /// The registration's id.
         id: Uuid,
+        /// The broker's TTL in milliseconds: heartbeat well within it (a third is a good choice).
+        ttl_ms: u32,
     },
     /// The heartbeat or deregistration succeeded.
     Ok,

@@ -98,7 +98,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
 pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
     // Writing into a Vec cannot fail.
     let _ = match response {
-        Response::Registered { id } => writeln!(out, "{}", id.hyphenated()),
+        Response::Registered { id, .. } => writeln!(out, "{}", id.hyphenated()),
         Response::Ok => writeln!(out, "OK"),
         Response::Instances(instances) => {
             for (i, instance) in instances.iter().enumerate() {
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn replies_are_single_lines() {
         let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
-        assert_eq!(reply(&Response::Registered { id }), "67e55044-10b1-426f-9247-bb680e5fe0c8\n");
+        assert_eq!(reply(&Response::Registered { id, ttl_ms: 5000 }), "67e55044-10b1-426f-9247-bb680e5fe0c8\n");
         assert_eq!(reply(&Response::Ok), "OK\n");
         assert_eq!(reply(&Response::NotFound), "NOT FOUND\n");
         let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();

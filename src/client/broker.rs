@@ -1,0 +1,199 @@
+//! The blocking broker client: one request, one reply, over the binary protocol, with
+//! retransmission and failover between brokers.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::{ClientError, RetryPolicy, Transport, UdpTransport};
+use crate::protocol::{BrokerStats, MAX_REPLY_LEN, Request, Response, binary};
+
+/// Talks to a list of brokers. It starts with a broker picked at random (so clients spread over
+/// the brokers) and stays with whichever broker last answered; when that one stops answering it
+/// fails over to the next in the list.
+///
+/// ```
+/// # let broker = makler::broker::Broker::bind(makler::broker::Config {
+/// #     listen: "127.0.0.1:0".parse().unwrap(), ..Default::default() }).unwrap();
+/// # let addr = broker.local_addr();
+/// # let shutdown = makler::shutdown::Shutdown::new();
+/// # let s = shutdown.clone();
+/// # let thread = std::thread::spawn(move || broker.run(&s));
+/// use makler::client::{BrokerClient, ClientError};
+///
+/// let mut client = BrokerClient::new(&[addr])?;
+/// let registered = client.register("echo", None, 4000)?;
+/// assert_eq!(client.query("echo")?, ["127.0.0.1:4000".parse().unwrap()]);
+/// assert!(matches!(client.query("time"), Err(ClientError::NotFound)));
+/// client.deregister(registered.id)?;
+/// # shutdown.request(); thread.join().unwrap()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct BrokerClient<T: Transport = UdpTransport> {
+    transport: T,
+    brokers: Vec<SocketAddr>,
+    current: usize,
+    policy: RetryPolicy,
+    next_id: u32,
+    request: Vec<u8>,
+    reply: Vec<u8>,
+}
+
+/// A successful registration: its id, and how often to heartbeat it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Registered {
+    /// The registration's id.
+    pub id: Uuid,
+    /// The broker's TTL: the registration expires this long after the last heartbeat.
+    pub ttl: Duration,
+}
+
+impl BrokerClient<UdpTransport> {
+    /// A client for these brokers over UDP, starting with one picked at random.
+    pub fn new(brokers: &[SocketAddr]) -> Result<Self, ClientError> {
+        if brokers.is_empty() {
+            return Err(ClientError::NoBrokers);
+        }
+        let transport = UdpTransport::for_peers(brokers)?;
+        Ok(Self::with_transport(transport, brokers, RetryPolicy::default(), random() as usize % brokers.len()))
+    }
+}
+
+impl<T: Transport> BrokerClient<T> {
+    /// A client over any transport, starting with broker `first` of the list.
+    pub fn with_transport(transport: T, brokers: &[SocketAddr], policy: RetryPolicy, first: usize) -> Self {
+        BrokerClient {
+            transport,
+            brokers: brokers.to_vec(),
+            current: first % brokers.len().max(1),
+            policy,
+            next_id: random() as u32,
+            request: Vec::new(),
+            reply: vec![0; MAX_REPLY_LEN + 1],
+        }
+    }
+
+    /// The broker the next request goes to first.
+    pub fn current_broker(&self) -> Option<SocketAddr> {
+        self.brokers.get(self.current).copied()
+    }
+
+    /// The brokers, in the order given.
+    pub fn brokers(&self) -> &[SocketAddr] {
+        &self.brokers
+    }
+
+    /// The retransmission policy.
+    pub fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    /// Changes the retransmission policy.
+    pub fn set_policy(&mut self, policy: RetryPolicy) {
+        self.policy = policy;
+    }
+
+    /// The transport (and through it, the clock the client goes by).
+    pub fn transport(&self) -> &T {
+        &self.transport
+    }
+
+    /// The transport, mutably: to wait on the client's clock.
+    pub fn transport_mut(&mut self) -> &mut T {
+        &mut self.transport
+    }
+
+    /// Sends one request and returns the reply, retransmitting and failing over as the policy
+    /// says. Replies that do not carry this request's id (late answers to earlier requests) are
+    /// ignored, so retransmitting is safe.
+    pub fn call(&mut self, request: &Request<'_>) -> Result<Response, ClientError> {
+        if self.brokers.is_empty() {
+            return Err(ClientError::NoBrokers);
+        }
+        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.next_id;
+        self.request.clear();
+        binary::encode_request(id, request, &mut self.request);
+
+        for (broker, wait) in self.policy.plan(self.brokers.len(), self.current) {
+            self.transport.send(self.brokers[broker], &self.request)?;
+            let deadline = self.transport.now() + wait;
+            while let Some((len, from)) = self.transport.recv(&mut self.reply, deadline)? {
+                let Some(answered) = self.brokers.iter().position(|&b| b == from) else { continue };
+                match binary::decode_response(&self.reply[..len]) {
+                    Ok((reply_id, response)) if reply_id == id => {
+                        self.current = answered;
+                        return Ok(response);
+                    }
+                    // Another request's reply, or garbage from a broker: keep waiting.
+                    _ => {}
+                }
+            }
+        }
+        Err(ClientError::Unreachable(self.brokers.clone()))
+    }
+
+    /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this client
+    /// at), or refreshes that registration.
+    pub fn register(&mut self, service: &str, ip: Option<IpAddr>, port: u16) -> Result<Registered, ClientError> {
+        match self.call(&Request::Register { service, ip, port })? {
+            Response::Registered { id, ttl_ms } => Ok(Registered { id, ttl: Duration::from_millis(ttl_ms.into()) }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Renews a registration; [`ClientError::NotFound`] means it expired: register again.
+    pub fn heartbeat(&mut self, id: Uuid) -> Result<(), ClientError> {
+        match self.call(&Request::Heartbeat { id })? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes a registration at once.
+    pub fn deregister(&mut self, id: Uuid) -> Result<(), ClientError> {
+        match self.call(&Request::Deregister { id })? {
+            Response::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The live instances of `service`, in the broker's rotating order.
+    pub fn query(&mut self, service: &str) -> Result<Vec<SocketAddr>, ClientError> {
+        match self.call(&Request::Query { service })? {
+            Response::Instances(instances) => Ok(instances),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The broker's counters.
+    pub fn stats(&mut self) -> Result<BrokerStats, ClientError> {
+        match self.call(&Request::Stats)? {
+            Response::Stats(stats) => Ok(stats),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Maps the replies that are not the expected success to errors.
+fn unexpected(response: Response) -> ClientError {
+    match response {
+        Response::NotFound => ClientError::NotFound,
+        Response::Error(rejection) => ClientError::Rejected(rejection),
+        other => ClientError::Protocol(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// A random number from the standard library's per-process random hash keys: enough to spread
+/// clients over brokers and to start request ids somewhere unpredictable, without a dependency.
+pub(crate) fn random() -> u64 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(std::process::id().into());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,109 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+use crate::client::sim::SimNet;
+use crate::protocol::Rejection;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A broker that loses the first `lose` requests and answers every other with `Ok`.
+fn lossy(lose: u32) -> impl FnMut(&Request<'_>) -> Option<Response> + Send + 'static {
+    let mut seen = 0;
+    move |_| {
+        seen += 1;
+        (seen > lose).then_some(Response::Ok)
+    }
+}
+
+fn client(net: SimNet, brokers: &[SocketAddr], first: usize) -> BrokerClient<SimNet> {
+    BrokerClient::with_transport(net, brokers, RetryPolicy::default(), first)
+}
+
+#[test]
+fn a_lost_request_is_retransmitted_with_backoff() {
+    let net = SimNet::new().broker(addr(1), lossy(2));
+    let mut c = client(net, &[addr(1)], 0);
+    c.heartbeat(Uuid::nil()).unwrap();
+    assert_eq!(c.transport().sent_at_ms(addr(1)), [0, 100, 300]);
+}
+
+#[test]
+fn a_silent_broker_is_failed_over_and_the_answering_one_kept() {
+    let net = SimNet::new().broker(addr(1), |_| None).broker(addr(2), lossy(0));
+    let mut c = client(net, &[addr(1), addr(2)], 0);
+    c.heartbeat(Uuid::nil()).unwrap();
+    assert_eq!(c.transport().sent_at_ms(addr(1)), [0, 100, 300]);
+    assert_eq!(c.transport().sent_at_ms(addr(2)), [700]);
+    assert_eq!(c.current_broker(), Some(addr(2)));
+
+    // The next call goes straight to the broker that answered.
+    c.heartbeat(Uuid::nil()).unwrap();
+    assert_eq!(c.transport().sent_at_ms(addr(2)), [700, 700]);
+    assert_eq!(c.transport().sent_at_ms(addr(1)).len(), 3);
+}
+
+#[test]
+fn when_no_broker_answers_the_call_fails_after_the_whole_plan() {
+    let net = SimNet::new().broker(addr(1), |_| None);
+    let mut c = client(net, &[addr(1), addr(2)], 1);
+    let err = c.query("echo").unwrap_err();
+    assert!(matches!(&err, ClientError::Unreachable(list) if list == &[addr(1), addr(2)]), "{err}");
+    assert_eq!(err.to_string(), "no broker answered (127.0.0.1:1, 127.0.0.1:2)");
+    let t = c.transport();
+    assert_eq!(t.now.duration_since(t.start), RetryPolicy::default().worst_case(2));
+    assert_eq!(t.sent_at_ms(addr(2)), [0, 100, 300]);
+    assert_eq!(t.sent_at_ms(addr(1)), [700, 800, 1000]);
+}
+
+#[test]
+fn stale_replies_and_strangers_are_ignored() {
+    let net = SimNet::new().broker(addr(1), lossy(0));
+    let mut c = client(net, &[addr(1)], 0);
+    let stale = {
+        let mut out = Vec::new();
+        binary::encode_response(c.next_id, &Response::NotFound, &mut out);
+        out
+    };
+    c.transport.inject(addr(1), stale.clone());
+    c.transport.inject(addr(9), stale);
+    c.transport.inject(addr(1), b"garbage".to_vec());
+    c.heartbeat(Uuid::nil()).unwrap();
+}
+
+#[test]
+fn replies_map_to_typed_results() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    let id = Uuid::from_u128(7);
+    let net = SimNet::new().broker(addr(1), move |request| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Some(match request {
+            Request::Register { service: "full", .. } => Response::Error(Rejection::Full { max: 1 }),
+            Request::Register { .. } => Response::Registered { id, ttl_ms: 1500 },
+            Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
+            Request::Query { .. } => Response::NotFound,
+            Request::Heartbeat { .. } => Response::NotFound,
+            Request::Deregister { .. } => Response::Stats(BrokerStats::default()),
+            Request::Stats => Response::Stats(BrokerStats::default()),
+        })
+    });
+    let mut c = client(net, &[addr(1)], 0);
+    assert_eq!(c.register("echo", None, 4000).unwrap(), Registered { id, ttl: Duration::from_millis(1500) });
+    assert!(matches!(c.register("full", None, 1), Err(ClientError::Rejected(Rejection::Full { max: 1 }))));
+    assert_eq!(c.query("echo").unwrap(), [addr(4000)]);
+    assert!(matches!(c.query("time"), Err(ClientError::NotFound)));
+    assert!(matches!(c.heartbeat(id), Err(ClientError::NotFound)));
+    assert!(matches!(c.deregister(id), Err(ClientError::Protocol(_))));
+    assert_eq!(c.stats().unwrap(), BrokerStats::default());
+    assert_eq!(calls.load(Ordering::SeqCst), 7, "every call was one request");
+}
+
+#[test]
+fn no_brokers_is_an_error_not_a_panic() {
+    assert!(matches!(BrokerClient::new(&[]), Err(ClientError::NoBrokers)));
+    let mut c = client(SimNet::new(), &[], 3);
+    assert!(matches!(c.stats(), Err(ClientError::NoBrokers)));
+}

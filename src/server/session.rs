@@ -1,0 +1,309 @@
+//! What the example services answer, with no I/O: bytes in, bytes out.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+/// The services `makler-server` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    /// Returns each line as it came.
+    Echo,
+    /// Returns each line in capitals.
+    Upper,
+    /// Returns the current time (UTC, RFC 3339) for each line.
+    Time,
+    /// A minimal HTTP/1.1 server (keep-alive, `Content-Length`) returning a short body that names
+    /// the server.
+    Http,
+}
+
+impl Service {
+    /// The service's name, as registered by default.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Echo => "echo",
+            Service::Upper => "upper",
+            Service::Time => "time",
+            Service::Http => "http",
+        }
+    }
+}
+
+impl std::str::FromStr for Service {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "echo" => Ok(Service::Echo),
+            "upper" => Ok(Service::Upper),
+            "time" => Ok(Service::Time),
+            "http" => Ok(Service::Http),
+            other => Err(format!("unknown service {other:?}: expected echo, upper, time or http")),
+        }
+    }
+}
+
+/// The longest line a line service accepts, and the longest HTTP request head.
+pub const MAX_LINE: usize = 64 * 1024;
+/// The largest HTTP request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What one call to [`Session::process`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Processed {
+    /// Requests answered.
+    pub requests: usize,
+    /// The connection should be closed once the output is written.
+    pub close: bool,
+}
+
+/// One connection's protocol state.
+#[derive(Debug)]
+pub struct Session {
+    service: Service,
+    /// Named in HTTP bodies, so a client can tell which server answered.
+    served_by: SocketAddr,
+}
+
+impl Session {
+    /// A session of `service` on the server listening at `served_by`.
+    pub fn new(service: Service, served_by: SocketAddr) -> Self {
+        Session { service, served_by }
+    }
+
+    /// Answers every complete request at the front of `input` (removing it) by appending to
+    /// `output`. With `eof`, a last line without a newline is answered too.
+    pub fn process(&mut self, input: &mut Vec<u8>, output: &mut Vec<u8>, eof: bool, now: SystemTime) -> Processed {
+        match self.service {
+            Service::Http => self.http(input, output),
+            _ => self.lines(input, output, eof, now),
+        }
+    }
+
+    fn lines(&self, input: &mut Vec<u8>, output: &mut Vec<u8>, eof: bool, now: SystemTime) -> Processed {
+        let mut done = Processed::default();
+        let mut consumed = 0;
+        loop {
+            let rest = &input[consumed..];
+            let (line, used) = match rest.iter().position(|&b| b == b'\n') {
+                Some(end) => (&rest[..end], end + 1),
+                None if eof && !rest.is_empty() => (rest, rest.len()),
+                None => break,
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > MAX_LINE {
+                break;
+            }
+            match self.service {
+                Service::Echo => output.extend_from_slice(line),
+                Service::Upper => output.extend_from_slice(String::from_utf8_lossy(line).to_uppercase().as_bytes()),
+                _ => output.extend_from_slice(rfc3339(now).as_bytes()),
+            }
+            output.push(b'\n');
+            consumed += used;
+            done.requests += 1;
+        }
+        input.drain(..consumed);
+        if input.len() > MAX_LINE {
+            output.extend_from_slice(format!("ERROR line longer than {MAX_LINE} bytes\n").as_bytes());
+            input.clear();
+            done.close = true;
+        }
+        done
+    }
+
+    fn http(&self, input: &mut Vec<u8>, output: &mut Vec<u8>) -> Processed {
+        let mut done = Processed::default();
+        while !done.close {
+            let Some(head_end) = find(input, b"\r\n\r\n") else {
+                if input.len() > MAX_LINE {
+                    http_error(output, "431 Request Header Fields Too Large");
+                    done.close = true;
+                }
+                break;
+            };
+            let request = match parse_head(&input[..head_end]) {
+                Ok(request) => request,
+                Err(status) => {
+                    http_error(output, status);
+                    done.close = true;
+                    break;
+                }
+            };
+            let total = head_end + 4 + request.content_length;
+            if input.len() < total {
+                break;
+            }
+            input.drain(..total);
+            let body = format!("served by {}\n", self.served_by);
+            let _ = write!(
+                output,
+                "HTTP/1.1 200 OK\r\nServer: makler-server\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+                body.len(),
+                if request.close { "Connection: close\r\n" } else { "" }
+            );
+            if !request.head_only {
+                output.extend_from_slice(body.as_bytes());
+            }
+            done.requests += 1;
+            done.close = request.close;
+        }
+        done
+    }
+}
+
+struct HttpRequest {
+    content_length: usize,
+    close: bool,
+    head_only: bool,
+}
+
+fn parse_head(head: &[u8]) -> Result<HttpRequest, &'static str> {
+    let head = std::str::from_utf8(head).map_err(|_| "400 Bad Request")?;
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(_target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err("400 Bad Request");
+    };
+    let mut close = match version {
+        "HTTP/1.1" => false,
+        "HTTP/1.0" => true,
+        _ => return Err("505 HTTP Version Not Supported"),
+    };
+    let mut content_length = 0;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or("400 Bad Request")?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse().map_err(|_| "400 Bad Request")?;
+            if content_length > MAX_BODY {
+                return Err("413 Content Too Large");
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("501 Not Implemented");
+        } else if name.eq_ignore_ascii_case("connection") {
+            if value.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if value.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        }
+    }
+    Ok(HttpRequest { content_length, close, head_only: method == "HEAD" })
+}
+
+fn http_error(output: &mut Vec<u8>, status: &str) {
+    let body = format!("{status}\n");
+    let _ = write!(
+        output,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Formats a time as RFC 3339 in UTC with milliseconds: `2026-11-23T02:53:04.123Z`.
+pub fn rfc3339(time: SystemTime) -> String {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const SERVER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000);
+
+    fn run(service: Service, input: &[u8], eof: bool) -> (String, Processed, Vec<u8>) {
+        let mut input = input.to_vec();
+        let mut output = Vec::new();
+        let done = Session::new(service, SERVER).process(&mut input, &mut output, eof, SystemTime::UNIX_EPOCH);
+        (String::from_utf8(output).unwrap(), done, input)
+    }
+
+    #[test]
+    fn line_services_answer_each_complete_line() {
+        let (out, done, rest) = run(Service::Echo, b"hello\r\nworld\npart", false);
+        assert_eq!((out.as_str(), done.requests, rest.as_slice()), ("hello\nworld\n", 2, &b"part"[..]));
+        let (out, _, rest) = run(Service::Upper, b"hello \xc3\xa9\npart", true);
+        assert_eq!((out.as_str(), rest.len()), ("HELLO \u{c9}\nPART\n", 0));
+        let (out, done, _) = run(Service::Time, b"\n\n", false);
+        assert_eq!((out.as_str(), done.requests), ("1970-01-01T00:00:00.000Z\n1970-01-01T00:00:00.000Z\n", 2));
+    }
+
+    #[test]
+    fn an_endless_line_is_refused_and_closed() {
+        let (out, done, rest) = run(Service::Echo, &vec![b'x'; MAX_LINE + 1], false);
+        assert!(out.starts_with("ERROR line longer than"), "{out}");
+        assert!(done.close && rest.is_empty());
+    }
+
+    #[test]
+    fn http_keep_alive_pipelining_and_bodies() {
+        let request =
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET /b HTTP/1.1\r\n";
+        let (out, done, rest) = run(Service::Http, request, false);
+        let one = "HTTP/1.1 200 OK\r\nServer: makler-server\r\nContent-Type: text/plain\r\nContent-Length: 25\r\n\r\nserved by 127.0.0.1:4000\n";
+        assert_eq!(out, format!("{one}{one}"));
+        assert_eq!((done.requests, done.close), (2, false));
+        assert_eq!(rest, b"GET /b HTTP/1.1\r\n", "an incomplete request waits");
+
+        let (_, done, _) = run(Service::Http, b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc", false);
+        assert_eq!(done.requests, 0, "waits for the whole body");
+    }
+
+    #[test]
+    fn http_close_and_errors() {
+        let (out, done, _) = run(Service::Http, b"GET / HTTP/1.0\r\n\r\n", false);
+        assert!(out.contains("Connection: close\r\n") && done.close, "{out}");
+        let (out, done, _) = run(Service::Http, b"HEAD / HTTP/1.1\r\nConnection: close\r\n\r\n", false);
+        assert!(out.ends_with("\r\n\r\n") && out.contains("Content-Length: 25") && done.close, "{out}");
+        for (request, status) in [
+            (&b"nonsense\r\n\r\n"[..], "400 Bad Request"),
+            (b"GET / HTTP/2\r\n\r\n", "505 HTTP Version Not Supported"),
+            (b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", "501 Not Implemented"),
+            (b"GET / HTTP/1.1\r\nContent-Length: nine\r\n\r\n", "400 Bad Request"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", "413 Content Too Large"),
+        ] {
+            let (out, done, _) = run(Service::Http, request, false);
+            assert!(out.starts_with(&format!("HTTP/1.1 {status}\r\n")) && done.close, "{out}");
+        }
+        let (out, done, _) = run(Service::Http, &vec![b'x'; MAX_LINE + 1], false);
+        assert!(out.starts_with("HTTP/1.1 431 ") && done.close, "{out}");
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        let at = |secs: u64, ms: u64| rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + ms));
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+        assert_eq!(at(1_795_402_384, 999), "2026-11-23T02:53:04.999Z");
+        assert_eq!(at(4_107_542_399, 0), "2100-02-28T23:59:59.000Z");
+    }
+}

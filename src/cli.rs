@@ -20,3 +20,44 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
+
+/// Parses a comma-separated list of addresses (`127.0.0.1:7000,[::1]:7000`, or host names such
+/// as `localhost:7000`), as `--broker` takes.
+///
+/// ```
+/// let brokers = makler::cli::parse_addrs("127.0.0.1:7000, 127.0.0.1:7001").unwrap();
+/// assert_eq!(brokers.len(), 2);
+/// assert!(makler::cli::parse_addrs("").is_err());
+/// ```
+pub fn parse_addrs(text: &str) -> Result<Vec<std::net::SocketAddr>, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let resolved = item.to_socket_addrs().map_err(|e| format!("{item:?}: {e}"))?;
+        let first = resolved.into_iter().next().ok_or_else(|| format!("{item:?} resolves to no address"))?;
+        addrs.push(first);
+    }
+    if addrs.is_empty() {
+        return Err("expected at least one address such as 127.0.0.1:7000".into());
+    }
+    Ok(addrs)
+}
+
+/// A comma-separated list of addresses as a flag value (see [`parse_addrs`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrList(pub Vec<std::net::SocketAddr>);
+
+impl std::str::FromStr for AddrList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        parse_addrs(text).map(AddrList)
+    }
+}
+
+impl std::fmt::Display for AddrList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let items: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&items.join(","))
+    }
+}

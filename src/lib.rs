@@ -25,6 +25,7 @@
 //! - [`client`]: the library side of servers and clients: a blocking broker client with
 //!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
+//! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //!
 //! The executables in `bins/` only parse flags and call the library.
@@ -36,4 +37,6 @@ pub mod load;
 pub mod net;
 pub mod protocol;
 pub mod registry;
+pub mod server;
 pub mod shutdown;
+pub mod slab;

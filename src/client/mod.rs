@@ -7,6 +7,39 @@
 //!   when dropped or shut down.
 //! - [`Resolver`]: the client side. Finds a service's instances, keeps the answer for a short
 //!   time, rotates through them and connects, trying the next instance when one fails.
+//!
+//! A server registers, a client finds it and calls it; neither sees a datagram:
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::time::Duration;
+//! use makler::client::{Registrar, RegistrarConfig, Resolver};
+//! # use makler::{broker, server, shutdown::Shutdown};
+//! # let shutdown = Shutdown::new();
+//! # let b = broker::Broker::bind(broker::Config { listen: "127.0.0.1:0".parse()?, ..Default::default() })?;
+//! # let brokers = [b.local_addr()];
+//! # let s = server::Server::bind(server::Config { service: server::Service::Upper, ..Default::default() })?;
+//! # let server_addr = s.local_addr();
+//! # let (stop1, stop2) = (shutdown.clone(), shutdown.clone());
+//! # std::thread::spawn(move || b.run(&stop1));
+//! # std::thread::spawn(move || s.run(&stop2));
+//!
+//! // The server side: register, and stay registered until `registration` is dropped.
+//! let registrar = Registrar::start(&brokers, RegistrarConfig::default())?;
+//! let registration = registrar.register("upper", None, server_addr.port())?;
+//!
+//! // The client side: find an instance and connect to it.
+//! let mut resolver = Resolver::new(&brokers)?;
+//! let (mut stream, _) = resolver.connect("upper", Some(Duration::from_secs(5)))?;
+//! stream.write_all(b"hello\n")?;
+//! let mut answer = String::new();
+//! BufReader::new(stream).read_line(&mut answer)?;
+//! assert_eq!(answer, "HELLO\n");
+//!
+//! drop(registration); // deregisters at once
+//! # shutdown.request();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod broker;
 mod registrar;

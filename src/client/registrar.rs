@@ -303,7 +303,9 @@ impl<T: Transport> Core<T> {
 
     fn failed(&mut self, index: usize, error: &ClientError) {
         self.log(index, &format!("cannot be kept registered: {error}"));
-        self.entries[index].due = self.now() + self.config.retry_after;
+        // Try again within half a heartbeat interval, so a broker that comes back learns of
+        // this endpoint within one interval.
+        self.entries[index].due = self.now() + self.config.retry_after.min(self.interval / 2);
     }
 
     /// Sets the heartbeat interval from the broker's TTL, and bounds retransmission so that one

@@ -87,6 +87,42 @@ pub fn broker(args: &[&str]) -> Process {
     Process::start(env!("CARGO_BIN_EXE_makler-broker"), &all)
 }
 
+/// Starts `makler-server` for `service`, registering at `broker`, with extra `args`.
+pub fn server(service: &str, broker: SocketAddr, args: &[&str]) -> Process {
+    let broker = broker.to_string();
+    let mut all = vec!["--service", service, "--broker", broker.as_str()];
+    all.extend_from_slice(args);
+    Process::start(env!("CARGO_BIN_EXE_makler-server"), &all)
+}
+
+/// Runs `makler-client` to completion and returns (exit code, stdout, stderr).
+pub fn client(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_makler-client"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("makler-client starts");
+    child.stdin.take().expect("stdin is piped").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("makler-client runs");
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).expect("UTF-8 output");
+    (output.status.code(), text(output.stdout), text(output.stderr))
+}
+
+/// The instances the broker lists for `service`, sorted; empty for NOT FOUND.
+pub fn listed(udp: &Udp, service: &str) -> Vec<SocketAddr> {
+    let reply = udp.text(&format!("query {service}"));
+    if reply == "NOT FOUND" {
+        return Vec::new();
+    }
+    let mut all: Vec<SocketAddr> =
+        reply.split(' ').map(|a| a.parse().unwrap_or_else(|_| panic!("bad reply {reply:?}"))).collect();
+    all.sort();
+    all
+}
+
 /// Polls `check` until it returns `Some` or `limit` has passed.
 #[track_caller]
 pub fn wait_until<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {

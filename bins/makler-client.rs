@@ -1,0 +1,119 @@
+//! `makler-client`: asks the broker for a service and talks to one of its servers.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use makler::cli::AddrList;
+use makler::client::{ClientError, ConnectError, Resolver};
+
+/// Asks a makler broker where SERVICE lives, connects to one of its servers, sends MESSAGE (or
+/// each line of standard input) and prints each answer line.
+///
+/// A server that does not accept the connection is skipped for the next one the broker named.
+///
+/// Exit codes: 0 answered, 2 bad usage, 3 service not registered, 4 no broker answered,
+/// 5 no server of the service could be reached or it did not answer, 1 anything else.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// Broker address; a comma-separated list fails over from one to the next.
+    #[arg(long, value_name = "ADDR[,ADDR…]", default_value = "127.0.0.1:7000")]
+    broker: AddrList,
+
+    /// Wait up to this many seconds for the service to be registered.
+    #[arg(long, value_name = "SECONDS", value_parser = makler::cli::parse_seconds)]
+    wait: Option<Duration>,
+
+    /// Seconds to wait for each answer from the server.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    timeout: Duration,
+
+    /// Speak HTTP: send `GET PATH` and print the response body (for `makler-server --service http`).
+    #[arg(long, value_name = "PATH")]
+    http: Option<String>,
+
+    /// The service to call.
+    service: String,
+
+    /// The message to send (the words are joined with spaces); without it, each line of
+    /// standard input is sent in turn.
+    message: Vec<String>,
+}
+
+const NOT_FOUND: u8 = 3;
+const BROKER_UNREACHABLE: u8 = 4;
+const SERVER_UNREACHABLE: u8 = 5;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut resolver = match Resolver::new(&args.broker.0) {
+        Ok(resolver) => resolver,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let (stream, server) = match resolver.connect(&args.service, args.wait) {
+        Ok(found) => found,
+        Err(ConnectError::NotFound(service)) => {
+            return fail(NOT_FOUND, &format!("service {service:?} is not registered at broker {}", args.broker));
+        }
+        Err(ConnectError::Broker(ClientError::Unreachable(brokers))) => {
+            let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
+            return fail(BROKER_UNREACHABLE, &format!("no broker answered ({})", list.join(", ")));
+        }
+        Err(e @ ConnectError::AllFailed { .. }) => return fail(SERVER_UNREACHABLE, &e.to_string()),
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    let result = match &args.http {
+        Some(path) => http(stream, server, path, args.timeout),
+        None => lines(stream, &args, args.timeout),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(SERVER_UNREACHABLE, &format!("server {server}: {e}")),
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("makler-client: {message}");
+    ExitCode::from(code)
+}
+
+fn lines(stream: TcpStream, args: &Args, timeout: Duration) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut send = |message: &str| -> std::io::Result<()> {
+        writer.write_all(message.as_bytes())?;
+        writer.write_all(b"\n")?;
+        let mut answer = String::new();
+        if reader.read_line(&mut answer)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed the connection"));
+        }
+        print!("{answer}");
+        std::io::stdout().flush()
+    };
+    if args.message.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            send(&line?)?;
+        }
+        Ok(())
+    } else {
+        send(&args.message.join(" "))
+    }
+}
+
+fn http(mut stream: TcpStream, server: std::net::SocketAddr, path: &str, timeout: Duration) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(timeout))?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("answered {}", head.lines().next().unwrap_or(""))));
+    }
+    print!("{body}");
+    Ok(())
+}

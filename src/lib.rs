@@ -22,6 +22,8 @@
 //! - [`broker`]: the thin I/O shell: [`broker::Handler`] turns a datagram into a reply (sans-IO,
 //!   reusable by anything that speaks the registration protocol), [`broker::Broker`] runs it in
 //!   a mio event loop on one UDP socket.
+//! - [`balancer`]: the TCP load balancer: its control port is a broker whose table feeds a pool
+//!   of backends, and a fixed pool of mio forwarding threads relays connections to them.
 //! - [`client`]: the library side of servers and clients: a blocking broker client with
 //!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
@@ -30,6 +32,7 @@
 //!
 //! The executables in `bins/` only parse flags and call the library.
 
+pub mod balancer;
 pub mod broker;
 pub mod cli;
 pub mod client;

@@ -29,6 +29,8 @@ pub struct Shutdown {
 struct Inner {
     requested: AtomicBool,
     wakers: Mutex<Vec<Arc<Waker>>>,
+    /// Dropped on request, which disconnects every receiver from [`Shutdown::stopped`].
+    senders: Mutex<Vec<crossbeam_channel::Sender<()>>>,
 }
 
 impl std::fmt::Debug for Shutdown {
@@ -49,9 +51,22 @@ impl Shutdown {
         if self.is_requested() { waker.wake() } else { Ok(()) }
     }
 
+    /// A channel that disconnects when shutdown is requested, for threads that wait on
+    /// channels or timers rather than on a mio poll: `recv_timeout` on it sleeps, and returns
+    /// `Disconnected` at once when it is time to stop.
+    pub fn stopped(&self) -> crossbeam_channel::Receiver<()> {
+        let (sender, receiver) = crossbeam_channel::bounded(0);
+        let mut senders = self.inner.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.is_requested() {
+            senders.push(sender);
+        }
+        receiver
+    }
+
     /// Sets the flag and wakes every watching loop.
     pub fn request(&self) {
         self.inner.requested.store(true, Ordering::SeqCst);
+        self.inner.senders.lock().unwrap_or_else(PoisonError::into_inner).clear();
         for waker in self.inner.wakers.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             // A loop whose poll is gone has stopped already.
             let _ = waker.wake();

@@ -25,7 +25,6 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
 /// assert_eq!(handler.handle(now, server, b"query echo"), b"127.0.0.1:4000\n");
 /// assert_eq!(handler.handle(now, server, b"query time"), b"NOT FOUND\n");
 /// ```
-#[derive(Debug)]
 pub struct Handler {
     registry: Registry,
     max_datagram: usize,
@@ -37,6 +36,21 @@ pub struct Handler {
     reply: Vec<u8>,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
+    /// Answers `stats` instead of the broker's counters (the balancer's control port).
+    stats_reply: Option<StatsReply>,
+}
+
+/// Makes the reply to `stats` from the handler's own counters.
+type StatsReply = Box<dyn FnMut(BrokerStats) -> Response + Send>;
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("registry", &self.registry)
+            .field("max_datagram", &self.max_datagram)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handler {
@@ -52,7 +66,14 @@ impl Handler {
             send_failures: 0,
             reply: Vec::with_capacity(MAX_REPLY_LEN),
             scratch: Vec::new(),
+            stats_reply: None,
         }
+    }
+
+    /// Answers `stats` with what `reply` makes of the handler's counters, instead of the
+    /// counters themselves. Lists in the reply are shortened until it fits one datagram.
+    pub fn set_stats_reply(&mut self, reply: impl FnMut(BrokerStats) -> Response + Send + 'static) {
+        self.stats_reply = Some(Box::new(reply));
     }
 
     /// The largest request datagram accepted. Callers read into a buffer one byte longer, so
@@ -107,6 +128,12 @@ impl Handler {
             self.rejected += 1;
         }
         protocol::encode_reply(form, &response, &mut self.reply);
+        if let Response::BalancerStats(mut stats) = response {
+            while self.reply.len() > MAX_REPLY_LEN && stats.backends.pop().is_some() {
+                protocol::encode_reply(form, &Response::BalancerStats(stats.clone()), &mut self.reply);
+            }
+            return &self.reply;
+        }
         if let Response::Instances(list) = response {
             self.scratch = list;
         }
@@ -150,7 +177,13 @@ impl Handler {
                 }
                 Response::Instances(list)
             }
-            Request::Stats => Response::Stats(self.stats()),
+            Request::Stats => {
+                let stats = self.stats();
+                match &mut self.stats_reply {
+                    Some(reply) => reply(stats),
+                    None => Response::Stats(stats),
+                }
+            }
         }
     }
 }

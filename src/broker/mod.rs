@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 pub use handler::{DEFAULT_MAX_DATAGRAM, Handler};
 
-use crate::registry::{self, EventKind, Registry};
+use crate::registry::{self, Event, EventKind, Registry};
 use crate::shutdown::Shutdown;
 
 const SOCKET: Token = Token(0);
@@ -86,8 +86,7 @@ impl Broker {
         let mut socket = crate::net::bind_udp(config.listen)?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
-        let mut registry = Registry::new(config.registry, Uuid::new_v4);
-        registry.record_events(config.log_changes);
+        let registry = Registry::new(config.registry, Uuid::new_v4);
         Ok(Broker {
             poll,
             socket,
@@ -103,8 +102,26 @@ impl Broker {
         self.local_addr
     }
 
-    /// Answers datagrams until `shutdown` is requested.
-    pub fn run(mut self, shutdown: &Shutdown) -> io::Result<()> {
+    /// The datagram handler, to adjust it before running (the balancer sets its `stats` reply).
+    pub fn handler_mut(&mut self) -> &mut Handler {
+        &mut self.handler
+    }
+
+    /// Answers datagrams until `shutdown` is requested, logging changes to the table when the
+    /// configuration says so.
+    pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
+        if self.log_changes { self.serve(shutdown, Some(&mut log_change)) } else { self.serve(shutdown, None) }
+    }
+
+    /// Answers datagrams until `shutdown` is requested, and hands every change to the table
+    /// (registered, refreshed, expired, deregistered) to `on_change`, in order, on the loop's
+    /// thread. `on_change` must not block: the loop waits for it.
+    pub fn run_with(self, shutdown: &Shutdown, mut on_change: impl FnMut(Event)) -> io::Result<()> {
+        self.serve(shutdown, Some(&mut on_change))
+    }
+
+    fn serve(mut self, shutdown: &Shutdown, mut on_change: Option<&mut dyn FnMut(Event)>) -> io::Result<()> {
+        self.handler.registry_mut().record_events(on_change.is_some());
         shutdown.watch(Arc::new(Waker::new(self.poll.registry(), WAKER)?))?;
         let mut events = Events::with_capacity(64);
         let mut backlog = false;
@@ -123,7 +140,11 @@ impl Broker {
                 backlog = self.drain();
             }
             self.handler.registry_mut().handle_timeout(Instant::now());
-            self.log_events();
+            if let Some(on_change) = on_change.as_mut() {
+                while let Some(event) = self.handler.registry_mut().poll_event() {
+                    on_change(event);
+                }
+            }
         }
         Ok(())
     }
@@ -149,19 +170,15 @@ impl Broker {
         }
         true
     }
+}
 
-    fn log_events(&mut self) {
-        if !self.log_changes {
-            return;
-        }
-        while let Some(event) = self.handler.registry_mut().poll_event() {
-            let what = match event.kind {
-                EventKind::Registered => "registered",
-                EventKind::Refreshed => continue,
-                EventKind::Expired => "expired",
-                EventKind::Deregistered => "deregistered",
-            };
-            eprintln!("makler-broker: {what} {} {} id={}", event.service, event.endpoint, event.id);
-        }
-    }
+/// Logs a change to the table on stderr (refreshes are too many to log).
+fn log_change(event: Event) {
+    let what = match event.kind {
+        EventKind::Registered => "registered",
+        EventKind::Refreshed => return,
+        EventKind::Expired => "expired",
+        EventKind::Deregistered => "deregistered",
+    };
+    eprintln!("makler-broker: {what} {} {} id={}", event.service, event.endpoint, event.id);
 }

@@ -64,6 +64,8 @@ pub struct Registration {
     key: u64,
     id: Arc<Mutex<Option<Uuid>>>,
     commands: Sender<Command>,
+    /// Whether dropping waits for the deregistration.
+    wait_on_drop: bool,
 }
 
 impl Registration {
@@ -72,12 +74,18 @@ impl Registration {
     pub fn id(&self) -> Option<Uuid> {
         *self.id.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Deregisters without waiting for the broker's answer: for callers, like an event loop,
+    /// that must not block.
+    pub fn deregister_in_background(mut self) {
+        self.wait_on_drop = false;
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let (done, wait) = crossbeam_channel::bounded(1);
-        if self.commands.send(Command::Remove { key: self.key, done }).is_ok() {
+        if self.commands.send(Command::Remove { key: self.key, done }).is_ok() && self.wait_on_drop {
             // Wait for the deregistration, so a process that exits right after still leaves
             // nothing behind; bounded, so a dead broker cannot hang the drop.
             let _ = wait.recv_timeout(Duration::from_secs(3));
@@ -93,7 +101,7 @@ enum Command {
         ip: Option<IpAddr>,
         port: u16,
         id: Arc<Mutex<Option<Uuid>>>,
-        done: Sender<Result<(), ClientError>>,
+        done: Option<Sender<Result<(), ClientError>>>,
     },
     Remove {
         key: u64,
@@ -124,14 +132,36 @@ impl Registrar {
     /// broker answers, the registration is kept and tried again in the background: a server
     /// may start before its broker.
     pub fn register(&self, service: &str, ip: Option<IpAddr>, port: u16) -> Result<Registration, ClientError> {
+        let (done, result) = crossbeam_channel::bounded(1);
+        let registration = self.add(service, ip, port, Some(done))?;
+        let stopped = || ClientError::Protocol("the registrar thread has stopped".into());
+        result.recv().map_err(|_| stopped())??;
+        Ok(registration)
+    }
+
+    /// Like [`register`](Self::register), without waiting for the broker: for callers, like an
+    /// event loop, that must not block. A refusal is only logged.
+    pub fn register_in_background(
+        &self,
+        service: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+    ) -> Result<Registration, ClientError> {
+        self.add(service, ip, port, None)
+    }
+
+    fn add(
+        &self,
+        service: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        done: Option<Sender<Result<(), ClientError>>>,
+    ) -> Result<Registration, ClientError> {
         let key = super::broker::random();
         let id = Arc::new(Mutex::new(None));
-        let (done, result) = crossbeam_channel::bounded(1);
         let command = Command::Add { key, service: service.to_owned(), ip, port, id: Arc::clone(&id), done };
-        let stopped = || ClientError::Protocol("the registrar thread has stopped".into());
-        self.commands.send(command).map_err(|_| stopped())?;
-        result.recv().map_err(|_| stopped())??;
-        Ok(Registration { key, id, commands: self.commands.clone() })
+        self.commands.send(command).map_err(|_| ClientError::Protocol("the registrar thread has stopped".into()))?;
+        Ok(Registration { key, id, commands: self.commands.clone(), wait_on_drop: true })
     }
 
     /// Deregisters everything still registered and stops the thread.
@@ -163,7 +193,17 @@ fn run<T: Transport>(mut core: Core<T>, inbox: &Receiver<Command>) {
         };
         match command {
             Ok(Command::Add { key, service, ip, port, id, done }) => {
-                let _ = done.send(core.add(key, service, ip, port, id));
+                let result = core.add(key, service, ip, port, id);
+                match done {
+                    Some(done) => {
+                        let _ = done.send(result);
+                    }
+                    None => {
+                        if let Err(e) = result {
+                            eprintln!("makler: registration refused: {e}");
+                        }
+                    }
+                }
             }
             Ok(Command::Remove { key, done }) => {
                 core.remove(key);

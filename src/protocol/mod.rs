@@ -86,6 +86,45 @@ pub enum Response {
     Stats(BrokerStats),
     /// The request was not carried out; the reason says why and what to change.
     Error(Rejection),
+    /// A balancer's counters, returned for [`Request::Stats`] on its control port.
+    BalancerStats(BalancerStats),
+}
+
+/// A balancer's counters and the state of each backend.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalancerStats {
+    /// Client connections open now.
+    pub active: u64,
+    /// Client connections accepted since start.
+    pub total: u64,
+    /// Connections refused because the connection cap was reached.
+    pub refused: u64,
+    /// Connections closed because no backend accepted them.
+    pub failed: u64,
+    /// The backends (as many as fit in one reply; `backend_count` says how many there are).
+    pub backends: Vec<BackendStats>,
+    /// How many backends are registered.
+    pub backend_count: u64,
+}
+
+/// One backend as a balancer sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendStats {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Whether it gets new connections (false after a failed connect or probe, until it proves
+    /// alive again).
+    pub up: bool,
+    /// Connections forwarded to it that are open now.
+    pub active: u64,
+    /// Connections forwarded to it since it registered.
+    pub total: u64,
+    /// Bytes sent to it.
+    pub bytes_to: u64,
+    /// Bytes received from it.
+    pub bytes_from: u64,
+    /// Failed connects and probes.
+    pub failures: u64,
 }
 
 /// Counters a broker keeps about itself, returned for [`Request::Stats`].

@@ -116,6 +116,28 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             s.instances, s.services, s.received, s.rejected, s.expired, s.send_failures
         ),
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
+        // The one reply of several lines: a summary, then a line per backend.
+        Response::BalancerStats(s) => {
+            let _ = writeln!(
+                out,
+                "backends={} active={} total={} refused={} failed={}",
+                s.backend_count, s.active, s.total, s.refused, s.failed
+            );
+            for b in &s.backends {
+                let _ = writeln!(
+                    out,
+                    "backend {} {} active={} total={} bytes_to={} bytes_from={} failures={}",
+                    b.addr,
+                    if b.up { "up" } else { "down" },
+                    b.active,
+                    b.total,
+                    b.bytes_to,
+                    b.bytes_from,
+                    b.failures
+                );
+            }
+            Ok(())
+        }
     };
 }
 

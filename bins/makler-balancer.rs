@@ -1,0 +1,122 @@
+//! `makler-balancer`: TCP load balancer whose backends register with it. See `--help`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use makler::balancer::{self, Balancer};
+use makler::cli::AddrList;
+use makler::registry;
+use makler::shutdown::Shutdown;
+
+/// The makler balancer: accepts TCP connections and forwards each to the next of its backends
+/// in round-robin order.
+///
+/// Backends register at the control address exactly as they would at a broker (`register`,
+/// `heartbeat`, `deregister`, same TTL rules; `makler-server --broker CONTROL`). Once the first
+/// backend is there the balancer registers itself at the broker under SERVICE, and it
+/// deregisters when the last one is gone. `stats` on the control port shows every backend.
+///
+/// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it.
+#[derive(Debug, Parser)]
+#[command(version, max_term_width = 100)]
+struct Args {
+    /// TCP address clients connect to.
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN)]
+    listen: SocketAddr,
+
+    /// UDP address backends register at.
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL)]
+    control: SocketAddr,
+
+    /// Broker to register the balancer at; a comma-separated list fails over.
+    #[arg(long, value_name = "ADDR[,ADDR…]", default_value = "127.0.0.1:7000")]
+    broker: AddrList,
+
+    /// Do not register at any broker.
+    #[arg(long, conflicts_with = "broker")]
+    no_broker: bool,
+
+    /// The service name to register under.
+    #[arg(long, value_name = "NAME")]
+    service: String,
+
+    /// Forwarding threads, each relaying many connections.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
+
+    /// Seconds a backend's registration lives after its last heartbeat.
+    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    ttl: Duration,
+
+    /// Client connections open at once; more are closed at once and counted as refused.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    max_connections: usize,
+
+    /// Seconds a backend connect may take before the next backend is tried.
+    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = makler::cli::parse_seconds)]
+    connect_timeout: Duration,
+
+    /// Seconds without traffic after which a connection is closed.
+    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = makler::cli::parse_seconds)]
+    idle_timeout: Duration,
+
+    /// Seconds between TCP health probes of every backend; 0 turns them off.
+    #[arg(long, value_name = "SECONDS", default_value = "2")]
+    health_interval: f64,
+
+    /// Do not log backend changes and the registration at the broker.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let health_interval = match args.health_interval {
+        0.0 => None,
+        seconds => match makler::cli::parse_seconds(&seconds.to_string()) {
+            Ok(interval) => Some(interval),
+            Err(e) => {
+                eprintln!("makler-balancer: --health-interval {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let config = balancer::Config {
+        listen: args.listen,
+        control: args.control,
+        brokers: if args.no_broker { Vec::new() } else { args.broker.0 },
+        service: args.service,
+        threads: args.threads.into(),
+        registry: registry::Config { ttl: args.ttl, ..registry::Config::default() },
+        max_connections: args.max_connections,
+        connect_timeout: args.connect_timeout,
+        idle_timeout: args.idle_timeout,
+        health_interval,
+        log: !args.quiet,
+    };
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("makler-balancer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: balancer::Config) -> std::io::Result<()> {
+    let (listen, control) = (config.listen, config.control);
+    let balancer = Balancer::bind(config)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on tcp {listen} and udp {control}: {e}")))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    balancer.run(&shutdown)?;
+    eprintln!("makler-balancer: stopped");
+    Ok(())
+}

@@ -95,6 +95,34 @@ pub fn server(service: &str, broker: SocketAddr, args: &[&str]) -> Process {
     Process::start(env!("CARGO_BIN_EXE_makler-server"), &all)
 }
 
+/// Starts `makler-balancer` for `service` on free loopback ports, registering at `broker` (or
+/// nowhere), with extra `args`.
+pub fn balancer(service: &str, broker: Option<SocketAddr>, args: &[&str]) -> Process {
+    let broker = broker.map(|b| b.to_string());
+    let mut all = vec!["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", service];
+    match &broker {
+        Some(broker) => all.extend_from_slice(&["--broker", broker.as_str()]),
+        None => all.push("--no-broker"),
+    }
+    all.extend_from_slice(args);
+    Process::start(env!("CARGO_BIN_EXE_makler-balancer"), &all)
+}
+
+/// One HTTP request on a new connection to `addr`; returns the body (which names the backend
+/// that answered).
+pub fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    match response.split_once("\r\n\r\n") {
+        Some((head, body)) if head.starts_with("HTTP/1.1 200 ") => Ok(body.to_owned()),
+        _ => Err(std::io::Error::other(format!("bad response {response:?}"))),
+    }
+}
+
 /// Runs `makler-client` to completion and returns (exit code, stdout, stderr).
 pub fn client(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     use std::io::Write;

@@ -1,0 +1,228 @@
+//! The balancer binary with real backends: round robin, failover, half-close, the connection
+//! cap, idle timeout, and its registration at the broker.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Process, Udp, balancer, broker, http_get, listed, server, wait_until};
+use makler::protocol::{Request, Response};
+
+/// The balancer's `stats` reply, parsed: backend address -> (up, total).
+fn backends(control: &Udp) -> HashMap<SocketAddr, (bool, u64)> {
+    let stats = control.text("stats");
+    stats
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("backend ")?.split(' ');
+            let addr = words.next()?.parse().ok()?;
+            let up = words.next()? == "up";
+            let total = words.find_map(|w| w.strip_prefix("total="))?.parse().ok()?;
+            Some((addr, (up, total)))
+        })
+        .collect()
+}
+
+fn summary(control: &Udp, key: &str) -> u64 {
+    let stats = control.text("stats");
+    let first = stats.lines().next().unwrap_or_default().to_owned();
+    first
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {first}"))
+}
+
+/// A balancer with `n` http backends registered at its control port.
+fn with_backends(n: usize, args: &[&str]) -> (Process, Vec<Process>, Udp) {
+    let balancer = balancer("web", None, args);
+    let control = Udp::new(balancer.addr("udp"));
+    let servers: Vec<_> = (0..n).map(|_| server("http", balancer.addr("udp"), &[])).collect();
+    wait_until(Duration::from_secs(5), "every backend is registered", || (backends(&control).len() == n).then_some(()));
+    (balancer, servers, control)
+}
+
+#[test]
+fn round_robin_is_even() {
+    let (balancer, servers, control) = with_backends(3, &[]);
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for _ in 0..300 {
+        *counts.entry(http_get(balancer.addr("tcp")).unwrap()).or_default() += 1;
+    }
+    let expected: HashMap<String, usize> =
+        servers.iter().map(|s| (format!("served by {}\n", s.addr("tcp")), 100)).collect();
+    assert_eq!(counts, expected);
+    assert!(backends(&control).values().all(|&(up, total)| up && total == 100));
+    assert_eq!(summary(&control, "total"), 300);
+}
+
+#[test]
+fn a_dead_backend_costs_no_client_a_failure_once_detected() {
+    let (balancer, mut servers, control) = with_backends(3, &["--health-interval", "0.2"]);
+    let target = balancer.addr("tcp");
+    let stop = Arc::new(AtomicBool::new(false));
+    // (started, ok) for every request.
+    let log = Arc::new(Mutex::new(Vec::<(Instant, bool)>::new()));
+    const CLIENTS: usize = 4;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (stop, log) = (Arc::clone(&stop), Arc::clone(&log));
+            std::thread::spawn(move || {
+                // Bounded: at most 20,000 requests or until told to stop.
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let started = Instant::now();
+                    let ok = http_get(target).is_ok();
+                    log.lock().unwrap().push((started, ok));
+                }
+            })
+        })
+        .collect();
+    wait_until(Duration::from_secs(5), "load is flowing", || (log.lock().unwrap().len() > 100).then_some(()));
+
+    let victim = servers[1].addr("tcp");
+    servers[1].child.kill().unwrap();
+    servers[1].child.wait().unwrap();
+    // Dead and reaped: its sockets are closed from here on.
+    let dead_at = Instant::now();
+    let detected_at = wait_until(Duration::from_secs(5), "the balancer marks the victim down", || {
+        (backends(&control).get(&victim).map(|&(up, _)| up) == Some(false)).then(Instant::now)
+    });
+    let after = Instant::now();
+    wait_until(Duration::from_secs(5), "more load has flowed", || {
+        (log.lock().unwrap().iter().filter(|(t, _)| *t > after).count() > 200).then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let log = log.lock().unwrap();
+    let failed_before: Vec<_> = log.iter().filter(|(t, ok)| !ok && *t <= detected_at).collect();
+    let failed_after = log.iter().filter(|(t, ok)| !ok && *t > detected_at).count();
+    assert_eq!(failed_after, 0, "{} requests in all", log.len());
+    // Before detection, only requests already in flight on the victim can fail.
+    assert!(failed_before.len() <= CLIENTS, "{} failed", failed_before.len());
+    assert!(failed_before.iter().all(|(t, _)| *t <= dead_at), "a request started after the victim died failed");
+}
+
+#[test]
+fn a_half_close_is_passed_on() {
+    let balancer = balancer("echo", None, &[]);
+    let control = Udp::new(balancer.addr("udp"));
+    let _echo = server("echo", balancer.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+
+    let mut stream = TcpStream::connect(balancer.addr("tcp")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(b"first line\nno newline").unwrap();
+    // Our end of sending reaches the server as end of stream: it answers the partial line and
+    // closes, which reaches us as end of stream in turn.
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "first line\nno newline\n");
+}
+
+#[test]
+fn the_balancer_registers_after_its_first_backend_and_deregisters_after_its_last() {
+    let broker = broker(&[]);
+    let udp = Udp::new(broker.addr("udp"));
+    let balancer = balancer("web", Some(broker.addr("udp")), &[]);
+    let control = Udp::new(balancer.addr("udp"));
+    assert_eq!(udp.text("query web"), "NOT FOUND", "no backend, no registration");
+
+    let mut first = server("http", balancer.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "the balancer is registered", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
+    let mut second = server("http", balancer.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "both backends are in", || (backends(&control).len() == 2).then_some(()));
+    assert!(first.terminate().success());
+    wait_until(Duration::from_secs(5), "one backend is left", || (backends(&control).len() == 1).then_some(()));
+    assert_eq!(listed(&udp, "web"), [balancer.addr("tcp")], "still registered with one backend");
+    assert!(second.terminate().success());
+    wait_until(Duration::from_secs(5), "the balancer deregisters", || {
+        (udp.text("query web") == "NOT FOUND").then_some(())
+    });
+
+    let _third = server("http", balancer.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "it registers again", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
+    assert!(http_get(balancer.addr("tcp")).is_ok());
+}
+
+#[test]
+fn a_connection_beyond_the_cap_is_refused_not_hung() {
+    let (balancer, _servers, control) = with_backends(1, &["--max-connections", "2"]);
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(balancer.addr("tcp")).unwrap()).collect();
+    wait_until(Duration::from_secs(5), "both are forwarded", || (summary(&control, "active") == 2).then_some(()));
+
+    let mut third = TcpStream::connect(balancer.addr("tcp")).unwrap();
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    match third.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the connection closed, got {other:?} after {:?}", started.elapsed()),
+    }
+    assert_eq!(summary(&control, "refused"), 1);
+    drop(held);
+    wait_until(Duration::from_secs(5), "the held ones are closed", || (summary(&control, "active") == 0).then_some(()));
+    assert!(http_get(balancer.addr("tcp")).is_ok(), "below the cap again");
+}
+
+#[test]
+fn refused_backends_are_skipped_and_marked_down() {
+    let (balancer, servers, control) = with_backends(1, &["--health-interval", "0"]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    assert_eq!(control.text(&format!("register web 127.0.0.1 {}", closed.port())).len(), 36);
+    wait_until(Duration::from_secs(5), "the dead backend is in", || (backends(&control).len() == 2).then_some(()));
+    for _ in 0..10 {
+        assert_eq!(http_get(balancer.addr("tcp")).unwrap(), format!("served by {}\n", servers[0].addr("tcp")));
+    }
+    let state = backends(&control);
+    assert_eq!(state[&closed], (false, 0), "tried once, marked down, never used");
+    assert_eq!(state[&servers[0].addr("tcp")], (true, 10));
+    assert_eq!(summary(&control, "failed"), 0);
+}
+
+#[test]
+fn idle_connections_time_out() {
+    let (balancer, _servers, control) = with_backends(1, &["--idle-timeout", "0.3"]);
+    let mut idle = TcpStream::connect(balancer.addr("tcp")).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(summary(&control, "active"), 0);
+}
+
+#[test]
+fn the_control_port_speaks_the_binary_protocol_too() {
+    let (_balancer, servers, _control) = with_backends(2, &[]);
+    let mut control = Udp::new(_balancer.addr("udp"));
+    let Response::BalancerStats(stats) = control.binary(&Request::Stats) else { panic!("not balancer stats") };
+    assert_eq!(stats.backend_count, 2);
+    let mut addrs: Vec<_> = stats.backends.iter().map(|b| b.addr).collect();
+    addrs.sort();
+    let mut expected: Vec<_> = servers.iter().map(|s| s.addr("tcp")).collect();
+    expected.sort();
+    assert_eq!(addrs, expected);
+    let Response::Registered { id, .. } = control.binary(&Request::Register { service: "web", ip: None, port: 9 })
+    else {
+        panic!("not registered")
+    };
+    assert_eq!(control.binary(&Request::Heartbeat { id }), Response::Ok);
+    assert_eq!(control.binary(&Request::Deregister { id }), Response::Ok);
+    assert_eq!(control.text("query web").split(' ').count(), 2, "queries work on the control port too");
+}

@@ -4,13 +4,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use makler::load::udp::{BrokerBench, BrokerReport, bench_broker};
-use makler::load::{Summary, micros};
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
-/// Load generator for makler: measures the broker (and, side by side, a reference) on loopback.
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use makler::load::tcp::{self, Mode, Progress, Protocol, TcpLoad};
+use makler::load::udp::{BrokerBench, BrokerReport, bench_broker};
+use makler::load::{Summary, check_target, micros};
+
+/// Load generator for makler: measures the broker, the balancer and their references.
 ///
-/// Every run is bounded in time and count and stops by itself.
+/// Every run is bounded in time and count and stops by itself. Targets must be loopback
+/// addresses unless --allow-remote is given.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -20,6 +27,39 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// HTTP load: each connection sends `GET PATH` and waits for the response before the next
+    /// (keep-alive), or opens a new connection per request (close).
+    Http {
+        #[command(flatten)]
+        load: LoadArgs,
+        /// The path to ask for.
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
+    /// Line load: each connection sends `ping` and waits for a line back (an echo server).
+    Tcp {
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Opens CONNECTIONS idle connections, holds them for HOLD seconds, and reports the memory
+    /// of process PID (the balancer) as they open and while they are held.
+    Idle {
+        /// Where to connect.
+        #[arg(long, value_name = "ADDR")]
+        target: SocketAddr,
+        /// Connections to open.
+        #[arg(long, short, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        connections: u32,
+        /// Seconds to hold them.
+        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        hold: Duration,
+        /// The process whose resident memory to report.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Allow a target that is not a loopback address.
+        #[arg(long)]
+        allow_remote: bool,
+    },
     /// Broker benchmark: queries/s, p50/p99 and heartbeats/s against a fresh broker holding
     /// INSTANCES over TYPES, next to a plain UDP echo server given the same datagrams; then the
     /// broker's memory per instance with RSS_INSTANCES registered.
@@ -49,8 +89,68 @@ enum Command {
     },
 }
 
+/// Settings shared by the TCP and HTTP loads.
+#[derive(Debug, ClapArgs)]
+struct LoadArgs {
+    /// Where to connect.
+    #[arg(long, value_name = "ADDR")]
+    target: SocketAddr,
+    /// Connections open at once.
+    #[arg(long, short, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    connections: u32,
+    /// Seconds to run (at most an hour).
+    #[arg(long, short, value_name = "SECONDS", default_value = "10", value_parser = makler::cli::parse_seconds)]
+    duration: Duration,
+    /// keepalive: many requests per connection; close: a new connection per request.
+    #[arg(long, value_enum, default_value_t = ModeArg::Keepalive)]
+    mode: ModeArg,
+    /// Threads to spread the connections over.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    threads: u16,
+    /// Stop after this many requests even if time is left.
+    #[arg(long, default_value_t = 100_000_000)]
+    max_requests: u64,
+    /// How to print the result.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// A name for this run in the result (for tables of several runs).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Allow a target that is not a loopback address.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Keepalive,
+    Close,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Csv,
+}
+
 fn main() -> ExitCode {
     match Args::parse().command {
+        Command::Http { load, path } => run_load(load, Protocol::Http { path }),
+        Command::Tcp { load } => run_load(load, Protocol::Line),
+        Command::Idle { target, connections, hold, pid, allow_remote } => {
+            if let Err(e) = check_target(target, allow_remote) {
+                eprintln!("makler-load: {e}");
+                return ExitCode::from(2);
+            }
+            match idle(target, connections as usize, hold, pid) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("makler-load: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Udp { instances, types, rss_instances, duration, window, rounds, broker_bin } => {
             if types == 0 || instances < types || rss_instances < instances {
                 eprintln!("makler-load: need 0 < --types <= --instances <= --rss-instances");
@@ -115,4 +215,144 @@ fn print_report(config: &BrokerBench, r: &BrokerReport) {
         config.rss_instances,
         verdict(per_instance <= 256.0)
     );
+}
+
+fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {
+    if let Err(e) = check_target(args.target, args.allow_remote) {
+        eprintln!("makler-load: {e}");
+        return ExitCode::from(2);
+    }
+    if args.duration > Duration::from_secs(3600) {
+        eprintln!("makler-load: --duration is at most 3600 seconds");
+        return ExitCode::from(2);
+    }
+    let mode = match args.mode {
+        ModeArg::Keepalive => Mode::KeepAlive,
+        ModeArg::Close => Mode::Close,
+    };
+    let load = TcpLoad {
+        target: args.target,
+        connections: args.connections as usize,
+        duration: args.duration,
+        mode,
+        protocol,
+        threads: args.threads.into(),
+        max_requests: args.max_requests,
+    };
+    let progress = Arc::new(Progress::default());
+    let reporter = std::io::stderr().is_terminal().then(|| {
+        let progress = Arc::clone(&progress);
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut last = 0;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(1)) {
+                let done = progress.completed.load(Relaxed);
+                eprint!(
+                    "\r{:6.1} s {:>10} requests/s {:>8} errors   ",
+                    started.elapsed().as_secs_f64(),
+                    done - last,
+                    progress.errors.load(Relaxed)
+                );
+                last = done;
+            }
+            eprint!("\r{:60}\r", "");
+        });
+        (stop, thread)
+    });
+    let result = tcp::run(&load, &progress);
+    if let Some((stop, thread)) = reporter {
+        drop(stop);
+        let _ = thread.join();
+    }
+    let result = match result {
+        Ok(result) => result,
+        Err(e) => {
+            eprintln!("makler-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let requests = result.measurement.latencies.count();
+    let s = result.measurement.summary();
+    let mode = match args.mode {
+        ModeArg::Keepalive => "keepalive",
+        ModeArg::Close => "close",
+    };
+    match args.format {
+        Format::Text => println!(
+            "{}{} {mode} {} connections {:.1} s: {:.0} requests/s, p50 {} µs, p90 {} µs, p99 {} µs, {requests} requests, {} errors",
+            if args.label.is_empty() { String::new() } else { format!("{}: ", args.label) },
+            args.target,
+            args.connections,
+            args.duration.as_secs_f64(),
+            s.rate,
+            micros(s.p50),
+            micros(s.p90),
+            micros(s.p99),
+            result.errors
+        ),
+        Format::Json => println!(
+            "{{\"label\":{:?},\"target\":\"{}\",\"mode\":\"{mode}\",\"connections\":{},\"duration_s\":{},\"requests\":{requests},\"rate\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"errors\":{}}}",
+            args.label,
+            args.target,
+            args.connections,
+            args.duration.as_secs_f64(),
+            s.rate,
+            micros(s.p50),
+            micros(s.p90),
+            micros(s.p99),
+            result.errors
+        ),
+        Format::Csv => {
+            println!("label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors");
+            println!(
+                "{},{},{mode},{},{},{requests},{:.1},{},{},{},{}",
+                args.label.replace(',', " "),
+                args.target,
+                args.connections,
+                args.duration.as_secs_f64(),
+                s.rate,
+                micros(s.p50),
+                micros(s.p90),
+                micros(s.p99),
+                result.errors
+            );
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Opens idle connections in steps, reporting `pid`'s memory at each, then holds them.
+fn idle(target: SocketAddr, connections: usize, hold: Duration, pid: Option<u32>) -> std::io::Result<()> {
+    let rss = |pid: Option<u32>| -> String {
+        pid.and_then(|p| makler::load::udp::rss_bytes(p).ok())
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+    };
+    println!("{:>12} {:>14}", "connections", "RSS");
+    println!("{:>12} {:>14}", 0, rss(pid));
+    let mut held = Vec::with_capacity(connections);
+    let step = (connections / 4).max(1);
+    while held.len() < connections {
+        let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("connection {} failed: {e} (is `ulimit -n` high enough?)", held.len() + 1),
+            )
+        })?;
+        held.push(stream);
+        if held.len() % step == 0 || held.len() == connections {
+            // Let the balancer take the connections in before measuring.
+            std::thread::sleep(Duration::from_millis(200));
+            println!("{:>12} {:>14}", held.len(), rss(pid));
+        }
+    }
+    let started = std::time::Instant::now();
+    let mut tick = 1;
+    while started.elapsed() < hold {
+        std::thread::sleep(Duration::from_secs(1).min(hold));
+        println!("{:>12} {:>14}   held {tick} s", held.len(), rss(pid));
+        tick += 1;
+    }
+    drop(held);
+    Ok(())
 }

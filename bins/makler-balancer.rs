@@ -52,8 +52,9 @@ struct Args {
     ttl: Duration,
 
     /// Client connections open at once; more are closed at once and counted as refused.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
-    max_connections: usize,
+    /// Default: as many as the open-file limit allows (two descriptors each), at most 20000.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// Seconds a backend connect may take before the next backend is tried.
     #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = makler::cli::parse_seconds)]
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
         service: args.service,
         threads: args.threads.into(),
         registry: registry::Config { ttl: args.ttl, ..registry::Config::default() },
-        max_connections: args.max_connections,
+        max_connections: args.max_connections.unwrap_or_else(default_cap),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         health_interval,
@@ -104,6 +105,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Each forwarded connection holds two descriptors (client and backend); keep some for the
+/// listener, the control socket and the probes.
+fn default_cap() -> usize {
+    let limit = makler::net::descriptor_limit().unwrap_or(1024);
+    let cap = (limit.saturating_sub(64) / 2).min(20_000) as usize;
+    if cap < 20_000 {
+        eprintln!(
+            "makler-balancer: at most {cap} connections (the open-file limit is {limit}; raise `ulimit -n` for more)"
+        );
+    }
+    cap
 }
 
 fn run(config: balancer::Config) -> std::io::Result<()> {

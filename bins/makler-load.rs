@@ -272,6 +272,9 @@ fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(error) = &result.first_error {
+        eprintln!("makler-load: {} connections failed; the first: {error}", result.errors);
+    }
     let requests = result.measurement.latencies.count();
     let s = result.measurement.summary();
     let mode = match args.mode {

@@ -22,3 +22,30 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
     socket.set_nonblocking(true)?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }
+
+/// Whether an error means this process has run out of file descriptors (EMFILE, ENFILE): a
+/// local shortage, which says nothing about the peer.
+pub fn is_out_of_descriptors(error: &io::Error) -> bool {
+    // EMFILE is 24 and ENFILE 23 on Linux and the BSDs.
+    matches!(error.raw_os_error(), Some(23 | 24))
+}
+
+/// This process's limit on open file descriptors, from `/proc/self/limits` (None where that
+/// cannot be read).
+pub fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_descriptor_limit_is_read() {
+        assert!(descriptor_limit().is_some_and(|n| n >= 64));
+        assert!(is_out_of_descriptors(&io::Error::from_raw_os_error(24)));
+        assert!(!is_out_of_descriptors(&io::Error::from(io::ErrorKind::ConnectionRefused)));
+    }
+}

@@ -54,6 +54,10 @@ struct Proxy {
     backend: Option<(TcpStream, Arc<Backend>)>,
     /// While the backend connect is in progress: when it started.
     connecting: Option<Instant>,
+    /// The client signalled data while the connect was going.
+    client_ready: bool,
+    /// The client closed its sending side while the connect was going.
+    client_closed: bool,
     tried: Vec<SocketAddr>,
     up: Pipe,
     down: Pipe,
@@ -68,6 +72,60 @@ pub(crate) struct Forwarder {
     pub timeouts: Timeouts,
     proxies: Slab<Proxy>,
     scratch: Box<[u8]>,
+}
+
+/// What an event says about one of a connection's sockets.
+#[derive(Debug, Clone, Copy)]
+struct Readiness {
+    /// The event is the backend socket's (else the client's).
+    backend: bool,
+    readable: bool,
+    writable: bool,
+    /// The peer closed its sending side (EPOLLRDHUP), or the socket is in error.
+    read_closed: bool,
+    error: bool,
+}
+
+impl Readiness {
+    fn of(backend: bool, event: &mio::event::Event) -> Self {
+        Readiness {
+            backend,
+            readable: event.is_readable() || event.is_read_closed() || event.is_error(),
+            writable: event.is_writable() || event.is_write_closed(),
+            read_closed: event.is_read_closed() || event.is_error(),
+            error: event.is_error(),
+        }
+    }
+}
+
+/// Which directions of a connection to work on.
+#[derive(Debug, Clone, Copy)]
+struct Moves {
+    /// The client has sent something.
+    up_read: bool,
+    /// The backend can take more.
+    up_write: bool,
+    /// See [`transfer`], for reading the client.
+    up_short_read_drains: bool,
+    /// The backend has sent something.
+    down_read: bool,
+    /// The client can take more.
+    down_write: bool,
+    /// See [`transfer`], for reading the backend.
+    down_short_read_drains: bool,
+}
+
+impl Moves {
+    fn for_event(r: Readiness) -> Moves {
+        Moves {
+            up_read: !r.backend && r.readable,
+            up_write: r.backend && r.writable,
+            down_read: r.backend && r.readable,
+            down_write: !r.backend && r.writable,
+            up_short_read_drains: !r.read_closed,
+            down_short_read_drains: !r.read_closed,
+        }
+    }
 }
 
 /// What happened to a connection in one step.
@@ -104,7 +162,7 @@ impl Forwarder {
             for event in &events {
                 match event.token() {
                     WAKER => self.adopt(),
-                    Token(token) => self.ready(token / 2),
+                    Token(token) => self.ready(token / 2, Readiness::of(token % 2 == 1, event)),
                 }
             }
             let now = Instant::now();
@@ -127,6 +185,8 @@ impl Forwarder {
                 client,
                 backend: None,
                 connecting: None,
+                client_ready: false,
+                client_closed: false,
                 tried: Vec::new(),
                 up: Pipe::default(),
                 down: Pipe::default(),
@@ -178,15 +238,29 @@ impl Forwarder {
                     p.connecting = Some(Instant::now());
                     return Step::Open;
                 }
+                // Out of file descriptors: this process's shortage, not the backend's fault.
+                Err(e) if crate::net::is_out_of_descriptors(&e) => {
+                    self.counters.failed.fetch_add(1, Relaxed);
+                    return Step::Close;
+                }
                 Err(_) => backend.mark_failed(),
             }
         }
     }
 
-    fn ready(&mut self, index: usize) {
+    fn ready(&mut self, index: usize, readiness: Readiness) {
         let step = match self.proxies.get(index) {
-            Some(p) if p.connecting.is_some() => self.check_connect(index),
-            Some(_) => self.relay(index),
+            // While the backend connect is going, only the backend's events matter; what the
+            // client sends meanwhile waits in its socket and is read once connected.
+            Some(_) if !readiness.backend && self.proxies.get(index).is_some_and(|p| p.connecting.is_some()) => {
+                if let Some(p) = self.proxies.get_mut(index) {
+                    p.client_ready |= readiness.readable;
+                    p.client_closed |= readiness.read_closed;
+                }
+                return;
+            }
+            Some(p) if p.connecting.is_some() => self.check_connect(index, readiness),
+            Some(_) => self.relay(index, Moves::for_event(readiness)),
             None => return,
         };
         if let Step::Close = step {
@@ -194,41 +268,56 @@ impl Forwarder {
         }
     }
 
-    /// Sees whether a connect in progress has completed, failed, or is still going.
-    fn check_connect(&mut self, index: usize) -> Step {
+    /// Sees whether a connect in progress has completed or failed.
+    fn check_connect(&mut self, index: usize, readiness: Readiness) -> Step {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         let Some((stream, backend)) = p.backend.as_ref() else { return Step::Close };
-        let failed = match stream.take_error() {
-            Ok(Some(_)) | Err(_) => true,
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => false,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return Step::Open, // still going
-                Err(_) => true,
-            },
-        };
+        let failed = readiness.error || matches!(stream.take_error(), Ok(Some(_)) | Err(_));
         if failed {
             backend.mark_failed();
             return self.connect_next(index);
+        }
+        if !readiness.writable {
+            return Step::Open; // still going
         }
         backend.mark_up();
         backend.opened();
         let _ = stream.set_nodelay(true);
         p.connecting = None;
-        self.relay(index)
+        // Read what the client sent meanwhile, and whatever the backend may have sent first.
+        let moves = Moves {
+            up_read: p.client_ready,
+            up_write: true,
+            up_short_read_drains: !p.client_closed,
+            down_read: readiness.readable,
+            down_write: true,
+            down_short_read_drains: !readiness.read_closed,
+        };
+        self.relay(index, moves)
     }
 
-    /// Moves what can be moved in both directions, passes half-closes on, and says whether
-    /// the connection is finished.
-    fn relay(&mut self, index: usize) -> Step {
+    /// Moves what `moves` says may move, passes half-closes on, and says whether the
+    /// connection is finished.
+    fn relay(&mut self, index: usize, moves: Moves) -> Step {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         let Some((backend_stream, backend)) = p.backend.as_mut() else { return Step::Close };
-        let to_backend = match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch) {
-            Ok(n) => n,
-            Err(_) => return Step::Close,
+        let to_backend = if moves.up_read || moves.up_write {
+            let drains = moves.up_short_read_drains;
+            match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch, moves.up_read, drains) {
+                Ok(n) => n,
+                Err(_) => return Step::Close,
+            }
+        } else {
+            0
         };
-        let from_backend = match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch) {
-            Ok(n) => n,
-            Err(_) => return Step::Close,
+        let from_backend = if moves.down_read || moves.down_write {
+            let drains = moves.down_short_read_drains;
+            match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch, moves.down_read, drains) {
+                Ok(n) => n,
+                Err(_) => return Step::Close,
+            }
+        } else {
+            0
         };
         if to_backend + from_backend > 0 {
             backend.transferred(to_backend, from_backend);
@@ -263,12 +352,10 @@ impl Forwarder {
         }
     }
 
+    /// Closes both sockets; closing a descriptor takes it out of the poll set as well.
     fn close(&mut self, index: usize) {
         let Some(mut p) = self.proxies.remove(index) else { return };
-        let registry = self.poll.registry();
-        let _ = registry.deregister(&mut p.client);
-        if let Some((mut stream, backend)) = p.backend.take() {
-            let _ = registry.deregister(&mut stream);
+        if let Some((_, backend)) = p.backend.take() {
             if p.connecting.is_none() {
                 backend.closed();
             }
@@ -279,8 +366,22 @@ impl Forwarder {
 
 /// Moves bytes from `src` to `dst` until either would block, passing `src`'s end of stream on
 /// as a shutdown of `dst`'s sending side. Returns how many bytes reached `dst`.
-fn transfer(src: &mut TcpStream, dst: &mut TcpStream, pipe: &mut Pipe, scratch: &mut [u8]) -> io::Result<u64> {
+///
+/// `src` is read when it signalled data (`readable`) or when bytes held back for `dst` have just
+/// gone out (reading had stopped for them). A read shorter than the buffer is taken to have
+/// emptied the socket when `short_read_drains`: on Linux a new arrival raises a new edge, so the
+/// read that would only say "would block" is saved. When the peer has also closed, reading goes
+/// on to see the end of the stream, for which no further event would come.
+fn transfer(
+    src: &mut TcpStream,
+    dst: &mut TcpStream,
+    pipe: &mut Pipe,
+    scratch: &mut [u8],
+    readable: bool,
+    short_read_drains: bool,
+) -> io::Result<u64> {
     let mut moved = 0u64;
+    let held_back = !pipe.pending.is_empty();
     // First what is waiting from before; until it is gone, the source is not read.
     while !pipe.pending.is_empty() {
         match dst.write(&pipe.pending) {
@@ -295,8 +396,11 @@ fn transfer(src: &mut TcpStream, dst: &mut TcpStream, pipe: &mut Pipe, scratch: 
         }
     }
     // Give the memory back: an idle connection holds no buffer.
-    pipe.pending = Vec::new();
-    while !pipe.eof {
+    if held_back {
+        pipe.pending = Vec::new();
+    }
+    let mut read_on = readable || held_back;
+    while read_on && !pipe.eof {
         let n = match src.read(scratch) {
             Ok(0) => {
                 pipe.eof = true;
@@ -322,6 +426,7 @@ fn transfer(src: &mut TcpStream, dst: &mut TcpStream, pipe: &mut Pipe, scratch: 
             pipe.pending.extend_from_slice(&scratch[written..n]);
             return Ok(moved);
         }
+        read_on = !(short_read_drains && n < scratch.len());
     }
     if pipe.eof && !pipe.shut {
         match dst.shutdown(Direction::Write) {

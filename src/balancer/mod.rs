@@ -214,11 +214,15 @@ impl Balancer {
 
         let mut events = Events::with_capacity(64);
         let mut next = 0usize;
+        // After running out of file descriptors, connections wait in the listen backlog and no
+        // new readiness event would tell of them: try again shortly.
+        let mut retry_accept = None;
+        let mut to_wake = vec![false; forwarders.len()];
         let result = loop {
             if shutdown.is_requested() {
                 break Ok(());
             }
-            match poll.poll(&mut events, None) {
+            match poll.poll(&mut events, retry_accept.take()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Err(e),
@@ -236,19 +240,28 @@ impl Balancer {
                         counters.active.fetch_add(1, Relaxed);
                         counters.total.fetch_add(1, Relaxed);
                         let _ = stream.set_nodelay(true);
-                        let (tx, waker) = &forwarders[next % forwarders.len()];
+                        let worker = next % forwarders.len();
                         next = next.wrapping_add(1);
-                        let stream = TcpStream::from(stream);
-                        if tx.send(stream).is_ok() {
-                            let _ = waker.wake();
+                        if forwarders[worker].0.send(TcpStream::from(stream)).is_ok() {
+                            to_wake[worker] = true;
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if crate::net::is_out_of_descriptors(&e) => {
+                        retry_accept = Some(Duration::from_millis(20));
+                        break;
+                    }
                     Err(e) => {
                         eprintln!("makler-balancer: accept failed: {e}");
                         break;
                     }
+                }
+            }
+            // One wake-up per thread for the whole batch of accepted connections.
+            for (wake, (_, waker)) in to_wake.iter_mut().zip(&forwarders) {
+                if std::mem::take(wake) {
+                    let _ = waker.wake();
                 }
             }
         };

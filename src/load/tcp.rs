@@ -62,6 +62,8 @@ pub struct TcpResult {
     pub measurement: Measurement,
     /// Connections that failed (refused, reset, closed before the answer).
     pub errors: u64,
+    /// What the first failure was.
+    pub first_error: Option<String>,
 }
 
 /// Live progress, readable while the run goes on.
@@ -105,6 +107,7 @@ pub fn run(load: &TcpLoad, progress: &Arc<Progress>) -> io::Result<TcpResult> {
     for handle in handles {
         let part = handle.join().map_err(|_| io::Error::other("a load thread panicked"))??;
         result.errors += part.errors;
+        result.first_error = result.first_error.or(part.first_error);
         longest = longest.max(part.measurement.elapsed);
         result.measurement.add(part.measurement);
     }
@@ -138,6 +141,7 @@ impl Worker {
         let mut conns: Vec<Option<Conn>> = Vec::with_capacity(connections);
         let mut latencies = Latencies::default();
         let (mut sent, mut errors) = (0u64, 0u64);
+        let mut first_error = None;
         let start = Instant::now();
         for index in 0..connections {
             conns.push(self.open(&poll, index, &mut sent));
@@ -176,7 +180,8 @@ impl Worker {
                             close(&poll, Some(conn));
                             break if more { self.open(&poll, index, &mut sent) } else { None };
                         }
-                        Err(_) => {
+                        Err(e) => {
+                            first_error.get_or_insert_with(|| e.to_string());
                             errors += 1;
                             self.progress.errors.fetch_add(1, Relaxed);
                             close(&poll, Some(conn));
@@ -191,7 +196,7 @@ impl Worker {
         for conn in &mut conns {
             close(&poll, conn.take());
         }
-        Ok(TcpResult { measurement: Measurement { latencies, elapsed: start.elapsed(), lost: 0 }, errors })
+        Ok(TcpResult { measurement: Measurement { latencies, elapsed: start.elapsed(), lost: 0 }, errors, first_error })
     }
 
     /// Opens a connection and counts its first request as sent.

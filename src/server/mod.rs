@@ -123,8 +123,10 @@ impl Server {
 
         let mut events = Events::with_capacity(64);
         let mut next = 0;
+        // See the balancer's acceptor: out of descriptors, try again shortly.
+        let mut retry_accept = None;
         while !shutdown.is_requested() {
-            match self.poll.poll(&mut events, None) {
+            match self.poll.poll(&mut events, retry_accept.take()) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
@@ -145,8 +147,11 @@ impl Server {
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    // Out of file descriptors, or a connection reset before it was accepted:
-                    // this connection is lost, the server goes on.
+                    Err(e) if crate::net::is_out_of_descriptors(&e) => {
+                        retry_accept = Some(Duration::from_millis(20));
+                        break;
+                    }
+                    // A connection reset before it was accepted: it is lost, the server goes on.
                     Err(e) => {
                         eprintln!("makler-server: accept failed: {e}");
                         break;

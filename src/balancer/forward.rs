@@ -272,7 +272,10 @@ impl Forwarder {
     fn check_connect(&mut self, index: usize, readiness: Readiness) -> Step {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         let Some((stream, backend)) = p.backend.as_ref() else { return Step::Close };
-        let failed = readiness.error || matches!(stream.take_error(), Ok(Some(_)) | Err(_));
+        // A writable event without an error flag means connected; only otherwise is the socket
+        // asked what happened.
+        let failed = readiness.error
+            || (!readiness.writable || readiness.read_closed) && matches!(stream.take_error(), Ok(Some(_)) | Err(_));
         if failed {
             backend.mark_failed();
             return self.connect_next(index);

@@ -147,7 +147,7 @@ impl Balancer {
     /// Binds the TCP listener and the control socket.
     pub fn bind(config: Config) -> io::Result<Balancer> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = crate::net::bind_tcp(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let listen_addr = listener.local_addr()?;
         let control = Broker::bind(broker::Config {
@@ -239,7 +239,6 @@ impl Balancer {
                         }
                         counters.active.fetch_add(1, Relaxed);
                         counters.total.fetch_add(1, Relaxed);
-                        let _ = stream.set_nodelay(true);
                         let worker = next % forwarders.len();
                         next = next.wrapping_add(1);
                         if forwarders[worker].0.send(TcpStream::from(stream)).is_ok() {

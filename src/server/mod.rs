@@ -86,7 +86,7 @@ impl Server {
     /// Binds the listening socket.
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = crate::net::bind_tcp(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
         Ok(Server { poll, listener, local_addr, config })
@@ -137,7 +137,6 @@ impl Server {
                         if open.load(Ordering::Relaxed) >= self.config.max_connections {
                             continue; // dropped: closed at once
                         }
-                        let _ = stream.set_nodelay(true);
                         open.fetch_add(1, Ordering::Relaxed);
                         let (tx, waker, _) = &workers[next % workers.len()];
                         next += 1;

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The balancer benchmark: makler-balancer side by side with HAProxy (mode tcp, balance
+# roundrobin, the same thread count) in front of the same 1, 2 and 3 `makler-server --service
+# http` backends, and direct to one backend as the limit. Every target is driven by the same load
+# generator (makler-load http) in keep-alive and connection-per-request mode, in two series:
+# backends with no work (the balancer's own cost) and with --work-ms 2 (scaling). Then it holds
+# idle connections through the balancer and reports its memory.
+#
+# Everything runs on loopback and every process it starts is stopped when it ends.
+# The targets are measured in alternating rounds (direct, HAProxy, makler, direct, …), so that a
+# change in the machine's speed during the benchmark affects all alike; a rate is all requests of
+# all rounds over their time, a latency the mean of the rounds' values.
+#
+# Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
+# THREADS (2), IDLE connections (10000, or as many as the open-file limit allows), SERIES ("0 2").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-6}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+THREADS=${THREADS:-2}
+SERIES=${SERIES:-"0 2"}
+
+need() {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    echo "installing $2" >&2
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+  fi
+}
+need haproxy haproxy
+need wrk wrk
+
+cargo build --release --quiet
+BIN=$PWD/target/release
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+WORK=$(mktemp -d)
+PIDS=()
+
+stop_all() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT
+
+# start NAME COMMAND...: runs COMMAND in the background, remembers its pid (in PIDS and LAST_PID)
+# and its `listening` line (in LINE). Not in a subshell, so that stop_all knows every process.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  LAST_PID=$!
+  PIDS+=("$LAST_PID")
+  for _ in $(seq 200); do
+    if grep -q '^listening' "$WORK/$name.out" 2>/dev/null; then
+      LINE=$(head -1 "$WORK/$name.out")
+      return
+    fi
+    sleep 0.05
+  done
+  echo "$name did not start:" >&2
+  cat "$WORK/$name.err" >&2
+  exit 1
+}
+
+# field LINE KEY: the address after KEY= in a `listening` line.
+field() { sed -n "s/.*$2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+wait_tcp() { # ADDR LOG
+  local host=${1%:*} port=${1##*:}
+  for _ in $(seq 200); do
+    if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return; fi
+    sleep 0.05
+  done
+  echo "nothing listens on $1:" >&2
+  cat "$2" >&2
+  exit 1
+}
+
+RESULTS=$WORK/results.csv
+echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors" >"$RESULTS"
+
+measure() { # LABEL TARGET MODE
+  "$BIN/makler-load" http --target "$2" --connections "$CONNECTIONS" \
+    --duration "$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { print d / r }')" \
+    --mode "$3" --threads 2 --format csv --label "$1" | tail -1 >>"$RESULTS"
+}
+
+for work in $SERIES; do
+  for n in 1 2 3; do
+    echo "series work=${work}ms, $n backend(s)" >&2
+    start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0 \
+      --no-broker --service bench --threads "$THREADS" --quiet
+    balancer_tcp=$(field "$LINE" tcp)
+    control=$(field "$LINE" udp)
+    backends=()
+    for i in $(seq "$n"); do
+      start "backend$i" "$BIN/makler-server" --service http --broker "$control" --work-ms "$work" --workers 2
+      backends+=("$(field "$LINE" tcp)")
+    done
+    for i in $(seq "$n"); do
+      for _ in $(seq 200); do
+        grep -q "registered" "$WORK/backend$i.err" && break
+        sleep 0.05
+      done
+    done
+
+    # Below the ephemeral range (32768 and up), where the load's own connections take ports.
+    haproxy_port=$((20000 + RANDOM % 10000))
+    {
+      printf 'global\n  nbthread %s\n  maxconn 9000\n' "$THREADS"
+      printf 'defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n'
+      printf 'frontend fe\n  bind 127.0.0.1:%s\n  default_backend be\n' "$haproxy_port"
+      printf 'backend be\n  balance roundrobin\n'
+      for i in "${!backends[@]}"; do printf '  server s%s %s\n' "$i" "${backends[$i]}"; done
+    } >"$WORK/haproxy.cfg"
+    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.out" 2>&1 &
+    PIDS+=($!)
+    wait_tcp "127.0.0.1:$haproxy_port" "$WORK/haproxy.out"
+
+    for mode in keepalive close; do
+      for _ in $(seq "$ROUNDS"); do
+        measure "w$work n$n direct" "${backends[0]}" "$mode"
+        measure "w$work n$n haproxy" "127.0.0.1:$haproxy_port" "$mode"
+        measure "w$work n$n makler" "$balancer_tcp" "$mode"
+      done
+    done
+    stop_all
+  done
+done
+
+echo
+echo "makler-balancer vs HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), $THREADS threads each," \
+  "$CONNECTIONS connections, ${DURATION}s per target and mode in $ROUNDS alternating rounds," \
+  "makler-load http; requests/s (mean p50/p99 ms)"
+awk -F, '
+  NR == 1 { next }
+  {
+    split($1, l, " ")
+    key = l[1] " " l[2] " " $3; who = l[3]
+    requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
+    rounds[key, who]++; errors += $11
+    if (!(key in seen)) { seen[key] = 1; order[++count] = key }
+  }
+  END {
+    split("direct haproxy makler", all, " ")
+    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy"
+    for (i = 1; i <= count; i++) {
+      key = order[i]
+      for (w = 1; w <= 3; w++) {
+        who = all[w]
+        rate[who] = requests[key, who] / seconds[key, who]
+        text[who] = sprintf("%8.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
+      }
+      split(key, k, " ")
+      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], rate["makler"] / rate["haproxy"]
+      if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
+    }
+    printf "errors in all runs: %d\n", errors
+    split("keepalive close", modes, " "); split("makler haproxy", who2, " ")
+    for (w = 1; w <= 2; w++) for (m = 1; m <= 2; m++)
+      if (scaled["n1", modes[m], who2[w]] > 0)
+        printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
+  }' "$RESULTS"
+
+# Idle connections held through the balancer, with its memory.
+limit=$(ulimit -n)
+idle=${IDLE:-10000}
+room=$(((limit - 200) / 2))
+if [ "$idle" -gt "$room" ]; then
+  echo
+  echo "note: the open-file limit is $limit, so one proxy process can hold at most $room connections" \
+    "(two descriptors each); measuring $room instead of $idle"
+  idle=$room
+fi
+start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0 --no-broker \
+  --service bench --threads "$THREADS" --quiet --idle-timeout 600
+balancer_tcp=$(field "$LINE" tcp)
+balancer_pid=$LAST_PID
+start idle-backend "$BIN/makler-server" --service http --broker "$(field "$LINE" udp)"
+for _ in $(seq 200); do grep -q registered "$WORK/idle-backend.err" && break; sleep 0.05; done
+echo
+echo "$idle idle connections through makler-balancer (its resident memory):"
+"$BIN/makler-load" idle --target "$balancer_tcp" --connections "$idle" --hold 5 --pid "$balancer_pid"
+stop_all

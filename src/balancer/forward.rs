@@ -8,7 +8,8 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, fence};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -64,9 +65,31 @@ struct Proxy {
     last_active: Instant,
 }
 
+/// How the acceptor hands connections to a forwarding thread: a channel, and a waker that is
+/// used only while the thread sleeps in its poll (a busy thread looks at the channel after every
+/// poll anyway), which saves a wake-up per connection under load.
+pub(crate) struct Mailbox {
+    pub sender: crossbeam_channel::Sender<std::net::TcpStream>,
+    pub waker: Arc<mio::Waker>,
+    pub sleeping: Arc<AtomicBool>,
+}
+
+impl Mailbox {
+    /// Wakes the thread if it may be asleep with connections waiting. Called after posting.
+    pub fn wake_if_sleeping(&self) {
+        // Pairs with the fence in `Forwarder::run`: either this sees the thread asleep, or the
+        // thread, having announced its sleep, sees the posted connection.
+        fence(SeqCst);
+        if self.sleeping.load(SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
 pub(crate) struct Forwarder {
     pub poll: Poll,
     pub inbox: Receiver<std::net::TcpStream>,
+    pub sleeping: Arc<AtomicBool>,
     pub pool: Arc<Pool>,
     pub counters: Arc<Counters>,
     pub timeouts: Timeouts,
@@ -138,20 +161,39 @@ impl Forwarder {
     pub fn new(
         poll: Poll,
         inbox: Receiver<std::net::TcpStream>,
+        sleeping: Arc<AtomicBool>,
         pool: Arc<Pool>,
         counters: Arc<Counters>,
         timeouts: Timeouts,
     ) -> Self {
-        Forwarder { poll, inbox, pool, counters, timeouts, proxies: Slab::new(), scratch: vec![0; SCRATCH].into() }
+        Forwarder {
+            poll,
+            inbox,
+            sleeping,
+            pool,
+            counters,
+            timeouts,
+            proxies: Slab::new(),
+            scratch: vec![0; SCRATCH].into(),
+        }
     }
 
     pub fn run(mut self, shutdown: &Shutdown) {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
         while !shutdown.is_requested() {
-            let timeout =
-                if self.proxies.is_empty() { None } else { Some(next_sweep.saturating_duration_since(Instant::now())) };
-            match self.poll.poll(&mut events, timeout) {
+            self.sleeping.store(true, SeqCst);
+            fence(SeqCst);
+            let timeout = if !self.inbox.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.proxies.is_empty() {
+                None
+            } else {
+                Some(next_sweep.saturating_duration_since(Instant::now()))
+            };
+            let polled = self.poll.poll(&mut events, timeout);
+            self.sleeping.store(false, SeqCst);
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -159,6 +201,7 @@ impl Forwarder {
                     break;
                 }
             }
+            self.adopt();
             for event in &events {
                 match event.token() {
                     WAKER => self.adopt(),

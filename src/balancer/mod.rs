@@ -192,15 +192,23 @@ impl Balancer {
         let control = spawn_control(control, &config, listen_addr, &pool, &counters, shutdown)?;
         let mut forwarders = Vec::new();
         for n in 0..config.threads.max(1) {
-            let (tx, rx) = crossbeam_channel::unbounded();
+            let (sender, inbox) = crossbeam_channel::unbounded();
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             shutdown.watch(Arc::clone(&waker))?;
+            let sleeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let timeouts = forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout };
-            let forwarder = forward::Forwarder::new(poll, rx, Arc::clone(&pool), Arc::clone(&counters), timeouts);
+            let forwarder = forward::Forwarder::new(
+                poll,
+                inbox,
+                Arc::clone(&sleeping),
+                Arc::clone(&pool),
+                Arc::clone(&counters),
+                timeouts,
+            );
             let stop = shutdown.clone();
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || forwarder.run(&stop))?);
-            forwarders.push((tx, waker));
+            forwarders.push(forward::Mailbox { sender, waker, sleeping });
         }
         if let Some(interval) = config.health_interval {
             let (pool, stop) = (Arc::clone(&pool), shutdown.stopped());
@@ -241,7 +249,7 @@ impl Balancer {
                         counters.total.fetch_add(1, Relaxed);
                         let worker = next % forwarders.len();
                         next = next.wrapping_add(1);
-                        if forwarders[worker].0.send(TcpStream::from(stream)).is_ok() {
+                        if forwarders[worker].sender.send(TcpStream::from(stream)).is_ok() {
                             to_wake[worker] = true;
                         }
                     }
@@ -258,9 +266,9 @@ impl Balancer {
                 }
             }
             // One wake-up per thread for the whole batch of accepted connections.
-            for (wake, (_, waker)) in to_wake.iter_mut().zip(&forwarders) {
+            for (wake, mailbox) in to_wake.iter_mut().zip(&forwarders) {
                 if std::mem::take(wake) {
-                    let _ = waker.wake();
+                    mailbox.wake_if_sleeping();
                 }
             }
         };

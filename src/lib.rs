@@ -27,6 +27,8 @@
 //! - [`client`]: the library side of servers and clients: a blocking broker client with
 //!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
+//! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
+//!   configuration and socket set-up (always on a named interface).
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //!
@@ -37,6 +39,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod load;
+pub mod multicast;
 pub mod net;
 pub mod protocol;
 pub mod registry;

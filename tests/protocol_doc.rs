@@ -1,6 +1,6 @@
 //! protocol.md shows real bytes: every binary example in it is checked against the encoder.
 
-use makler::protocol::{self, BrokerStats, Form, Rejection, Request, Response, binary};
+use makler::protocol::{self, BrokerStats, Form, Multicast, Rejection, Request, Response, binary};
 use uuid::Uuid;
 
 const ID: Uuid = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
@@ -14,6 +14,11 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
     let request = |id: u32, r: Request<'_>| {
         let mut out = Vec::new();
         binary::encode_request(id, &r, &mut out);
+        out
+    };
+    let multicast = |id: u32, m: Multicast<'_>| {
+        let mut out = Vec::new();
+        binary::encode(id, &m, &mut out);
         out
     };
     let reply = |id: u32, r: Response| {
@@ -49,10 +54,20 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     rejected: 1,
                     expired: 0,
                     send_failures: 0,
+                    announcements: 4,
+                    multicast_ignored: 1,
                 }),
             ),
         ),
         ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
+        ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
+        ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
+        ("discover", multicast(9, Multicast::Discover { origin: 0x99 })),
+        ("broker here", reply(9, Response::BrokerHere { addr: "127.0.0.1:7000".parse().unwrap() })),
+        (
+            "broker hello",
+            multicast(0, Multicast::BrokerHello { origin: 0x42, addr: "127.0.0.1:7000".parse().unwrap() }),
+        ),
     ]
 }
 

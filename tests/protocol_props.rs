@@ -59,14 +59,17 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Ok),
         proptest::collection::vec(addr(), 1..50).prop_map(Response::Instances),
         Just(Response::NotFound),
-        any::<[u64; 6]>().prop_map(|[a, b, c, d, e, f]| Response::Stats(BrokerStats {
+        any::<[u64; 8]>().prop_map(|[a, b, c, d, e, f, g, h]| Response::Stats(BrokerStats {
             instances: a,
             services: b,
             received: c,
             rejected: d,
             expired: e,
             send_failures: f,
+            announcements: g,
+            multicast_ignored: h,
         })),
+        addr().prop_map(|addr| Response::BrokerHere { addr }),
         any::<u32>().prop_map(|max| Response::Error(Rejection::Full { max })),
         ".{0,40}".prop_map(|why| Response::Error(Rejection::Malformed { why })),
     ]
@@ -80,6 +83,28 @@ proptest! {
         let _ = protocol::decode_request(&bytes);
         let _ = text::decode_request(&bytes);
         let _ = binary::decode_response(&bytes);
+    }
+
+    #[test]
+    fn no_bytes_on_the_group_make_the_decoder_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let _ = binary::decode::<protocol::Multicast<'_>>(&bytes);
+        let mut datagram = vec![binary::VERSION_BYTE];
+        datagram.extend_from_slice(&bytes);
+        let _ = binary::decode::<protocol::Multicast<'_>>(&datagram);
+    }
+
+    #[test]
+    fn multicast_messages_round_trip(id in any::<u32>(), origin in any::<u64>(), owned in owned_request(), addr in addr()) {
+        let message = match as_request(&owned) {
+            Request::Register { service, ip, port } => protocol::Multicast::Announce { origin, service, ip, port },
+            Request::Query { service } => protocol::Multicast::Goodbye { origin, service, ip: None, port: 1 },
+            Request::Heartbeat { .. } => protocol::Multicast::Discover { origin },
+            _ => protocol::Multicast::BrokerHello { origin, addr },
+        };
+        let mut datagram = Vec::new();
+        binary::encode(id, &message, &mut datagram);
+        let frame = binary::decode::<protocol::Multicast<'_>>(&datagram).unwrap();
+        prop_assert_eq!((frame.id, frame.body), (id, message));
     }
 
     #[test]

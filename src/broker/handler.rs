@@ -4,7 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use crate::protocol::{self, BrokerStats, DecodeError, Form, MAX_REPLY_LEN, Rejection, Request, Response};
+use crate::protocol::{
+    self, BrokerStats, DecodeError, Form, MAX_REPLY_LEN, Multicast, Rejection, Request, Response, binary,
+};
 use crate::registry::Registry;
 
 /// The default limit on request datagrams, in bytes.
@@ -33,6 +35,8 @@ pub struct Handler {
     received: u64,
     rejected: u64,
     send_failures: u64,
+    announcements: u64,
+    multicast_ignored: u64,
     reply: Vec<u8>,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
@@ -64,6 +68,8 @@ impl Handler {
             received: 0,
             rejected: 0,
             send_failures: 0,
+            announcements: 0,
+            multicast_ignored: 0,
             reply: Vec::with_capacity(MAX_REPLY_LEN),
             scratch: Vec::new(),
             stats_reply: None,
@@ -106,6 +112,58 @@ impl Handler {
             rejected: self.rejected,
             expired: self.registry.expired_total(),
             send_failures: self.send_failures,
+            announcements: self.announcements,
+            multicast_ignored: self.multicast_ignored,
+        }
+    }
+
+    /// Handles one datagram from the multicast group. Announcements and goodbyes change the
+    /// table like `register` and `deregister`; a discover gets a reply (to send to `source`
+    /// from the unicast socket) naming `unicast`, the broker's unicast address. Everything else
+    /// (malformed or foreign datagrams, refused announcements, and the broker's own datagrams,
+    /// which carry `own_origin`) is dropped and counted. Never panics, whatever the bytes.
+    pub fn handle_multicast(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+        own_origin: u64,
+        unicast: SocketAddr,
+    ) -> Option<&[u8]> {
+        let frame = match binary::decode::<Multicast<'_>>(datagram) {
+            Ok(frame) if frame_origin(&frame.body) != own_origin => frame,
+            _ => {
+                self.multicast_ignored += 1;
+                return None;
+            }
+        };
+        let source_ip = canonical(source.ip());
+        match frame.body {
+            Multicast::Announce { service, ip, port, .. } => {
+                match self.registry.register(now, service, SocketAddr::new(ip.unwrap_or(source_ip), port)) {
+                    Ok(_) => self.announcements += 1,
+                    Err(_) => self.multicast_ignored += 1,
+                }
+                None
+            }
+            Multicast::Goodbye { service, ip, port, .. } => {
+                let endpoint = SocketAddr::new(ip.unwrap_or(source_ip), port);
+                match self.registry.lookup(service, endpoint) {
+                    Some(id) => {
+                        let _ = self.registry.deregister(now, id);
+                        self.announcements += 1;
+                    }
+                    None => self.multicast_ignored += 1,
+                }
+                None
+            }
+            Multicast::Discover { .. } => {
+                self.reply.clear();
+                binary::encode_response(frame.id, &Response::BrokerHere { addr: unicast }, &mut self.reply);
+                Some(&self.reply)
+            }
+            // Another broker starting: nothing for this one to do.
+            Multicast::BrokerHello { .. } => None,
         }
     }
 
@@ -188,6 +246,15 @@ impl Handler {
     }
 }
 
+fn frame_origin(message: &Multicast<'_>) -> u64 {
+    match message {
+        Multicast::Announce { origin, .. }
+        | Multicast::Goodbye { origin, .. }
+        | Multicast::Discover { origin }
+        | Multicast::BrokerHello { origin, .. } => *origin,
+    }
+}
+
 /// An IPv4 peer talking to a dual-stack socket shows up as `::ffff:a.b.c.d`; it registers as
 /// `a.b.c.d`.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -244,7 +311,6 @@ impl std::fmt::Write for Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::binary;
     use crate::registry::{Config, Limits};
 
     fn binary_request(id: u32, request: &Request<'_>) -> Vec<u8> {

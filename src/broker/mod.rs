@@ -30,11 +30,14 @@ use uuid::Uuid;
 
 pub use handler::{DEFAULT_MAX_DATAGRAM, Handler};
 
+use crate::multicast::MulticastConfig;
+use crate::protocol::{Multicast, binary};
 use crate::registry::{self, Event, EventKind, Registry};
 use crate::shutdown::Shutdown;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
+const GROUP: Token = Token(2);
 
 /// How many datagrams one turn of the loop handles before it looks at timers and the shutdown
 /// flag again, so that a flood cannot stall them.
@@ -51,6 +54,8 @@ pub struct Config {
     pub max_datagram: usize,
     /// Log registrations, deregistrations and expiries to stderr.
     pub log_changes: bool,
+    /// Listen for announcements and discovery on this multicast group (`None`: no multicast).
+    pub multicast: Option<MulticastConfig>,
 }
 
 /// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
@@ -64,8 +69,18 @@ impl Default for Config {
             registry: registry::Config::default(),
             max_datagram: DEFAULT_MAX_DATAGRAM,
             log_changes: false,
+            multicast: None,
         }
     }
+}
+
+/// The broker's part in the multicast group.
+#[derive(Debug)]
+struct Group {
+    socket: UdpSocket,
+    config: MulticastConfig,
+    /// The id on the broker's own messages, so it can tell them from others'.
+    origin: u64,
 }
 
 /// A bound broker, ready to [`run`](Broker::run).
@@ -77,6 +92,7 @@ pub struct Broker {
     handler: Handler,
     buf: Vec<u8>,
     log_changes: bool,
+    group: Option<Group>,
 }
 
 impl Broker {
@@ -86,14 +102,28 @@ impl Broker {
         let mut socket = crate::net::bind_udp(config.listen)?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
+        let group = match config.multicast {
+            Some(multicast) => {
+                let mut socket = crate::multicast::receiver(&multicast).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("cannot join multicast group {} on {}: {e}", multicast.group, multicast.interface),
+                    )
+                })?;
+                poll.registry().register(&mut socket, GROUP, Interest::READABLE)?;
+                Some(Group { socket, config: multicast, origin: crate::multicast::origin() })
+            }
+            None => None,
+        };
         let registry = Registry::new(config.registry, Uuid::new_v4);
         Ok(Broker {
             poll,
             socket,
             local_addr,
             handler: Handler::new(registry, config.max_datagram),
-            buf: vec![0; config.max_datagram + 1],
+            buf: vec![0; config.max_datagram.max(crate::protocol::MAX_REPLY_LEN) + 1],
             log_changes: config.log_changes,
+            group,
         })
     }
 
@@ -123,10 +153,11 @@ impl Broker {
     fn serve(mut self, shutdown: &Shutdown, mut on_change: Option<&mut dyn FnMut(Event)>) -> io::Result<()> {
         self.handler.registry_mut().record_events(on_change.is_some());
         shutdown.watch(Arc::new(Waker::new(self.poll.registry(), WAKER)?))?;
+        self.say_hello();
         let mut events = Events::with_capacity(64);
-        let mut backlog = false;
+        let (mut backlog, mut group_backlog) = (false, false);
         while !shutdown.is_requested() {
-            let timeout = if backlog {
+            let timeout = if backlog || group_backlog {
                 Some(Duration::ZERO)
             } else {
                 self.handler.registry().poll_timeout().map(|at| at.saturating_duration_since(Instant::now()))
@@ -138,6 +169,9 @@ impl Broker {
             }
             if backlog || events.iter().any(|event| event.token() == SOCKET) {
                 backlog = self.drain();
+            }
+            if group_backlog || events.iter().any(|event| event.token() == GROUP) {
+                group_backlog = self.drain_group();
             }
             self.handler.registry_mut().handle_timeout(Instant::now());
             if let Some(on_change) = on_change.as_mut() {
@@ -164,6 +198,52 @@ impl Broker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     eprintln!("makler-broker: receive failed: {e}");
+                    return true;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl Broker {
+    /// Tells the group that this broker has started (best effort: a lost hello only means
+    /// waiting clients find the broker at their next discovery).
+    fn say_hello(&self) {
+        let Some(group) = &self.group else { return };
+        let mut datagram = Vec::new();
+        let hello = Multicast::BrokerHello { origin: group.origin, addr: self.local_addr };
+        binary::encode(0, &hello, &mut datagram);
+        if let Ok(sender) = crate::multicast::sender(&group.config) {
+            let _ = sender.send_to(&datagram, group.config.group);
+        }
+    }
+
+    /// Handles up to [`BUDGET`] datagrams from the group; returns whether more may be waiting.
+    fn drain_group(&mut self) -> bool {
+        let Some(group) = &self.group else { return false };
+        for _ in 0..BUDGET {
+            match group.socket.recv_from(&mut self.buf) {
+                Ok((len, source)) => {
+                    let reply = self.handler.handle_multicast(
+                        Instant::now(),
+                        source,
+                        &self.buf[..len],
+                        group.origin,
+                        self.local_addr,
+                    );
+                    // Discovery is answered from the unicast socket, so the reply's source is
+                    // the broker's address.
+                    if let Some(reply) = reply {
+                        if self.socket.send_to(reply, source).is_err() {
+                            self.handler.note_send_failure();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    eprintln!("makler-broker: receive on the multicast group failed: {e}");
                     return true;
                 }
             }

@@ -88,6 +88,55 @@ pub enum Response {
     Error(Rejection),
     /// A balancer's counters, returned for [`Request::Stats`] on its control port.
     BalancerStats(BalancerStats),
+    /// A broker's answer to [`Multicast::Discover`], sent from its unicast socket.
+    BrokerHere {
+        /// The broker's unicast address; an unspecified IP (a broker bound to `0.0.0.0`) means
+        /// "the address this reply came from".
+        addr: SocketAddr,
+    },
+}
+
+/// A message on the multicast group, in the binary form only: the version byte, then a
+/// [`Frame`] whose body is this. Every message names its `origin`, a random id per sending
+/// process, so that a process (which hears its own datagrams on the group) can drop them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Multicast<'a> {
+    /// A server offers an instance: brokers register it, or refresh it, exactly as a
+    /// [`Request::Register`] would (same TTL). Without an `ip`, the datagram's source address.
+    Announce {
+        /// The sending process.
+        origin: u64,
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None`: the datagram's source address.
+        ip: Option<IpAddr>,
+        /// The instance's port.
+        port: u16,
+    },
+    /// A server stops offering an instance: brokers drop it at once.
+    Goodbye {
+        /// The sending process.
+        origin: u64,
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None`: the datagram's source address.
+        ip: Option<IpAddr>,
+        /// The instance's port.
+        port: u16,
+    },
+    /// Who are the brokers? Every broker answers the sender, unicast, with
+    /// [`Response::BrokerHere`] carrying the frame's id.
+    Discover {
+        /// The sending process.
+        origin: u64,
+    },
+    /// A broker has started, and says where (sent to the group when it starts).
+    BrokerHello {
+        /// The sending broker.
+        origin: u64,
+        /// Its unicast address, as in [`Response::BrokerHere`].
+        addr: SocketAddr,
+    },
 }
 
 /// A balancer's counters and the state of each backend.
@@ -142,6 +191,11 @@ pub struct BrokerStats {
     pub expired: u64,
     /// Replies that could not be sent (the socket's buffer was full).
     pub send_failures: u64,
+    /// Announcements and goodbyes from the multicast group that changed or renewed the table.
+    pub announcements: u64,
+    /// Datagrams on the multicast group that were dropped: malformed, foreign (another
+    /// protocol or version), refused (a bad name, say), or the broker's own.
+    pub multicast_ignored: u64,
 }
 
 /// Why a request was refused. Each variant says what the sender should change; its

@@ -112,9 +112,17 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         Response::NotFound => writeln!(out, "NOT FOUND"),
         Response::Stats(s) => writeln!(
             out,
-            "instances={} services={} received={} rejected={} expired={} send_failures={}",
-            s.instances, s.services, s.received, s.rejected, s.expired, s.send_failures
+            "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} multicast_ignored={}",
+            s.instances,
+            s.services,
+            s.received,
+            s.rejected,
+            s.expired,
+            s.send_failures,
+            s.announcements,
+            s.multicast_ignored
         ),
+        Response::BrokerHere { addr } => writeln!(out, "BROKER {addr}"),
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {

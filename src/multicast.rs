@@ -1,0 +1,86 @@
+//! The multicast group: where servers announce themselves and clients look for brokers.
+//!
+//! Every socket names its interface explicitly. The defaults keep everything on the host: an
+//! administratively scoped group (`239.255.0.0/16`), TTL 1, and the loopback interface unless
+//! another is named. The set-up follows what works on Linux:
+//!
+//! - the receiver binds `0.0.0.0:PORT` with address and port reuse (several brokers on one
+//!   host all hear every datagram), joins the group on the named interface, and turns
+//!   `IP_MULTICAST_ALL` off so that it hears only the group it joined;
+//! - the sender binds the interface's address, sends through that interface with loopback on (a
+//!   broker on the same host hears it), and gets unicast replies on the same socket.
+//!
+//! The unicast port of a broker is a socket of its own: with port reuse, unicast datagrams to a
+//! shared port would reach only one of the sockets.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The group everything uses unless told otherwise.
+pub const DEFAULT_GROUP: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(239, 255, 77, 1), 7077);
+
+/// Where and how to multicast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MulticastConfig {
+    /// The group and port.
+    pub group: SocketAddrV4,
+    /// The interface to join and send on, by its address.
+    pub interface: Ipv4Addr,
+    /// How many routers a datagram may cross; 1 keeps it on the local network.
+    pub ttl: u32,
+}
+
+impl Default for MulticastConfig {
+    fn default() -> Self {
+        MulticastConfig { group: DEFAULT_GROUP, interface: Ipv4Addr::LOCALHOST, ttl: 1 }
+    }
+}
+
+/// Parses `GROUP:PORT`, which must be an IPv4 multicast address.
+///
+/// ```
+/// use makler::multicast::parse_group;
+/// assert!(parse_group("239.255.77.1:7077").is_ok());
+/// assert!(parse_group("10.0.0.1:7077").is_err());
+/// ```
+pub fn parse_group(text: &str) -> Result<SocketAddrV4, String> {
+    let group: SocketAddrV4 =
+        text.parse().map_err(|_| format!("{text:?} is not IPV4:PORT, such as 239.255.77.1:7077"))?;
+    if !group.ip().is_multicast() {
+        return Err(format!("{} is not a multicast address (224.0.0.0/4; 239.255.0.0/16 stays local)", group.ip()));
+    }
+    if group.port() == 0 {
+        return Err("the group's port must not be 0".into());
+    }
+    Ok(group)
+}
+
+/// A non-blocking socket that hears the group on the configured interface, for a mio loop.
+pub fn receiver(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.group.port())).into())?;
+    socket.join_multicast_v4(config.group.ip(), &config.interface)?;
+    socket.set_multicast_all_v4(false)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// A blocking socket that sends to the group through the configured interface, and receives
+/// unicast replies.
+pub fn sender(config: &MulticastConfig) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.bind(&SocketAddr::from((config.interface, 0)).into())?;
+    socket.set_multicast_if_v4(&config.interface)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(config.ttl)?;
+    Ok(socket.into())
+}
+
+/// A random id for the messages a process sends to the group.
+pub fn origin() -> u64 {
+    crate::client::random_u64()
+}

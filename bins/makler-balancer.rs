@@ -31,13 +31,18 @@ struct Args {
     #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL)]
     control: SocketAddr,
 
-    /// Broker to register the balancer at; a comma-separated list fails over.
-    #[arg(long, value_name = "ADDR[,ADDR…]", default_value = "127.0.0.1:7000")]
-    broker: AddrList,
+    /// Broker to register the balancer at; a comma-separated list fails over. Without it, the
+    /// balancer announces itself on the multicast group while it has backends (or, with
+    /// --no-multicast, registers at 127.0.0.1:7000).
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    broker: Option<AddrList>,
 
-    /// Do not register at any broker.
+    /// Do not register or announce anywhere.
     #[arg(long, conflicts_with = "broker")]
     no_broker: bool,
+
+    #[command(flatten)]
+    multicast: makler::cli::MulticastArgs,
 
     /// The service name to register under.
     #[arg(long, value_name = "NAME")]
@@ -88,7 +93,15 @@ fn main() -> ExitCode {
     let config = balancer::Config {
         listen: args.listen,
         control: args.control,
-        brokers: if args.no_broker { Vec::new() } else { args.broker.0 },
+        brokers: match (&args.broker, args.no_broker, args.multicast.config()) {
+            (Some(list), _, _) => list.0.clone(),
+            (None, false, None) => vec![makler::broker::DEFAULT_LISTEN],
+            _ => Vec::new(),
+        },
+        announce: match (&args.broker, args.no_broker, args.multicast.config()) {
+            (None, false, Some(multicast)) => Some(makler::client::AnnouncerConfig { multicast, ..Default::default() }),
+            _ => None,
+        },
         service: args.service,
         threads: args.threads.into(),
         registry: registry::Config { ttl: args.ttl, ..registry::Config::default() },

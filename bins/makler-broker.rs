@@ -17,6 +17,9 @@ use makler::shutdown::Shutdown;
 /// Speaks a text protocol (try `echo 'query echo' | socat -t0.2 - UDP:127.0.0.1:7000`) and a
 /// binary one; protocol.md describes both. The first line on stdout is `listening udp=IP:PORT`
 /// with the address really bound; logs go to stderr. SIGINT or SIGTERM stops it.
+///
+/// It also listens on a multicast group (on the loopback interface unless --multicast-if names
+/// another): servers announce themselves there, and clients ask there where the brokers are.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -50,6 +53,9 @@ struct Args {
     /// Do not log registrations, deregistrations and expiries.
     #[arg(long, short)]
     quiet: bool,
+
+    #[command(flatten)]
+    multicast: makler::cli::MulticastArgs,
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,7 @@ fn main() -> ExitCode {
         },
         max_datagram: args.max_datagram,
         log_changes: !args.quiet,
+        multicast: args.multicast.config(),
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +96,9 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     stdout.flush()?;
     drop(stdout);
     eprintln!("makler-broker: ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
+    if let Some(multicast) = &config.multicast {
+        eprintln!("makler-broker: listening on multicast group {} on {}", multicast.group, multicast.interface);
+    }
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;

@@ -19,9 +19,13 @@ use makler::client::{ClientError, ConnectError, Resolver};
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
-    /// Broker address; a comma-separated list fails over from one to the next.
-    #[arg(long, value_name = "ADDR[,ADDR…]", default_value = "127.0.0.1:7000")]
-    broker: AddrList,
+    /// Broker address; a comma-separated list fails over from one to the next. Without it, the
+    /// brokers are found on the multicast group.
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    broker: Option<AddrList>,
+
+    #[command(flatten)]
+    multicast: makler::cli::MulticastArgs,
 
     /// Wait up to this many seconds for the service to be registered.
     #[arg(long, value_name = "SECONDS", value_parser = makler::cli::parse_seconds)]
@@ -49,14 +53,19 @@ const SERVER_UNREACHABLE: u8 = 5;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut resolver = match Resolver::new(&args.broker.0) {
+    let brokers = match makler::cli::brokers_or_discover(args.broker.as_ref(), args.multicast.config().as_ref()) {
+        Ok(brokers) => brokers,
+        Err(e) => return fail(BROKER_UNREACHABLE, &e),
+    };
+    let broker_list = AddrList(brokers.clone());
+    let mut resolver = match Resolver::new(&brokers) {
         Ok(resolver) => resolver,
         Err(e) => return fail(1, &e.to_string()),
     };
     let (stream, server) = match resolver.connect(&args.service, args.wait) {
         Ok(found) => found,
         Err(ConnectError::NotFound(service)) => {
-            return fail(NOT_FOUND, &format!("service {service:?} is not registered at broker {}", args.broker));
+            return fail(NOT_FOUND, &format!("service {service:?} is not registered at broker {broker_list}"));
         }
         Err(ConnectError::Broker(ClientError::Unreachable(brokers))) => {
             let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();

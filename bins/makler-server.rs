@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use makler::cli::AddrList;
-use makler::client::{Registrar, RegistrarConfig};
+use makler::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig};
 use makler::server::{self, Server, Service};
 use makler::shutdown::Shutdown;
 
@@ -31,8 +31,22 @@ struct Args {
     listen: SocketAddr,
 
     /// Broker (or balancer control port) to register at; a comma-separated list fails over.
-    #[arg(long, value_name = "ADDR[,ADDR…]", default_value = "127.0.0.1:7000")]
-    broker: AddrList,
+    /// Without it, the brokers are found on the multicast group (or, with --announce, the server
+    /// only announces itself).
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    broker: Option<AddrList>,
+
+    /// Announce the server on the multicast group (brokers listening there register it), and
+    /// say goodbye when it stops.
+    #[arg(long)]
+    announce: bool,
+
+    /// Seconds between announcements after the first three; keep it well inside the brokers' TTL.
+    #[arg(long, value_name = "SECONDS", default_value = "1.5", value_parser = makler::cli::parse_seconds)]
+    announce_interval: Duration,
+
+    #[command(flatten)]
+    multicast: makler::cli::MulticastArgs,
 
     /// Register under this name instead of the service's.
     #[arg(long, value_name = "NAME")]
@@ -81,18 +95,36 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     shutdown.on_signals()?;
 
     let name = args.register_as.unwrap_or_else(|| args.service.name().to_owned());
-    let registered = if args.no_register {
+    // A wildcard listen address is no address to give clients: let the broker take the address
+    // this process's datagrams come from.
+    let ip = Some(addr.ip()).filter(|ip| !ip.is_unspecified());
+    let multicast = args.multicast.config();
+    let announcer = match (args.announce, multicast) {
+        (false, _) => None,
+        (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
+        (true, Some(multicast)) => {
+            let config = AnnouncerConfig { multicast, interval: args.announce_interval };
+            eprintln!(
+                "makler-server: announcing {name} on multicast group {} on {}",
+                multicast.group, multicast.interface
+            );
+            Some(Announcer::start(config, &name, ip, addr.port())?)
+        }
+    };
+    let registered = if args.no_register || (args.announce && args.broker.is_none()) {
         None
     } else {
-        let registrar = Registrar::start(&args.broker.0, RegistrarConfig { log: true, ..RegistrarConfig::default() })?;
-        // A wildcard listen address is no address to give clients: let the broker take the
-        // address this process's datagrams come from.
-        let ip = Some(addr.ip()).filter(|ip| !ip.is_unspecified());
+        let brokers = makler::cli::brokers_or_discover(args.broker.as_ref(), multicast.as_ref())?;
+        let registrar = Registrar::start(&brokers, RegistrarConfig { log: true, ..RegistrarConfig::default() })?;
         let registration = registrar.register(&name, ip, addr.port())?;
         Some((registrar, registration))
     };
 
     server.run(&shutdown)?;
+    if let Some(announcer) = announcer {
+        announcer.stop();
+        eprintln!("makler-server: said goodbye for {name}");
+    }
     if let Some((registrar, registration)) = registered {
         drop(registration);
         registrar.shutdown();

@@ -61,3 +61,54 @@ impl std::fmt::Display for AddrList {
         f.write_str(&items.join(","))
     }
 }
+
+/// The multicast flags every program takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MulticastArgs {
+    /// Multicast group for announcements and broker discovery.
+    #[arg(long = "multicast", value_name = "GROUP:PORT", default_value_t = crate::multicast::DEFAULT_GROUP,
+          value_parser = crate::multicast::parse_group)]
+    pub group: std::net::SocketAddrV4,
+
+    /// Interface, by its IPv4 address, to use the group on; the default keeps it on this host.
+    #[arg(long = "multicast-if", value_name = "IP", default_value_t = std::net::Ipv4Addr::LOCALHOST)]
+    pub interface: std::net::Ipv4Addr,
+
+    /// Use no multicast at all.
+    #[arg(long)]
+    pub no_multicast: bool,
+}
+
+impl MulticastArgs {
+    /// The configuration these flags describe (`None` with `--no-multicast`).
+    pub fn config(&self) -> Option<crate::multicast::MulticastConfig> {
+        (!self.no_multicast).then(|| crate::multicast::MulticastConfig {
+            group: self.group,
+            interface: self.interface,
+            ..Default::default()
+        })
+    }
+}
+
+/// The brokers a program talks to: those given, or else those that answer on the multicast
+/// group within a second, or else (with multicast off) the default local broker.
+pub fn brokers_or_discover(
+    given: Option<&AddrList>,
+    multicast: Option<&crate::multicast::MulticastConfig>,
+) -> Result<Vec<std::net::SocketAddr>, String> {
+    match (given, multicast) {
+        (Some(list), _) => Ok(list.0.clone()),
+        (None, Some(config)) => {
+            let found = crate::client::discover(config, std::time::Duration::from_secs(1))
+                .map_err(|e| format!("cannot ask multicast group {} on {}: {e}", config.group, config.interface))?;
+            if found.is_empty() {
+                return Err(format!(
+                    "no broker answered on multicast group {} on interface {}; give --broker ADDR",
+                    config.group, config.interface
+                ));
+            }
+            Ok(found)
+        }
+        (None, None) => Ok(vec![crate::broker::DEFAULT_LISTEN]),
+    }
+}

@@ -39,7 +39,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 pub use pool::{Backend, Pool};
 
 use crate::broker::{self, Broker};
-use crate::client::{Registrar, RegistrarConfig, Registration};
+use crate::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig, Registration};
 use crate::protocol::{BalancerStats, Response};
 use crate::registry::{self, Event, EventKind};
 use crate::shutdown::Shutdown;
@@ -56,6 +56,9 @@ pub struct Config {
     pub control: SocketAddr,
     /// Brokers to register the balancer at (none: it registers nowhere).
     pub brokers: Vec<SocketAddr>,
+    /// Announce the balancer on this multicast group while it has backends (with or instead of
+    /// registering at brokers).
+    pub announce: Option<AnnouncerConfig>,
     /// The service name the balancer registers under.
     pub service: String,
     /// Forwarding threads.
@@ -85,6 +88,7 @@ impl Default for Config {
             listen: DEFAULT_LISTEN,
             control: DEFAULT_CONTROL,
             brokers: vec![broker::DEFAULT_LISTEN],
+            announce: None,
             service: "http".into(),
             threads: 2,
             registry: registry::Config::default(),
@@ -155,6 +159,8 @@ impl Balancer {
             registry: config.registry.clone(),
             max_datagram: broker::DEFAULT_MAX_DATAGRAM,
             log_changes: false,
+            // Backends register at the control port by address; the group is the brokers'.
+            multicast: None,
         })?;
         Ok(Balancer {
             config,
@@ -306,6 +312,8 @@ fn spawn_control(
     let mut registering = SelfRegistration {
         registrar,
         registration: None,
+        announce: config.announce,
+        announcer: None,
         service: config.service.clone(),
         ip: Some(listen_addr.ip()).filter(|ip| !ip.is_unspecified()),
         port: listen_addr.port(),
@@ -355,10 +363,13 @@ fn spawn_control(
     }
 }
 
-/// The balancer's own registration at the broker, present while it has backends.
+/// The balancer's own registration at the broker (and announcement on the multicast group),
+/// present while it has backends.
 struct SelfRegistration {
     registrar: Option<Registrar>,
     registration: Option<Registration>,
+    announce: Option<AnnouncerConfig>,
+    announcer: Option<Announcer>,
     service: String,
     ip: Option<std::net::IpAddr>,
     port: u16,
@@ -369,6 +380,17 @@ impl SelfRegistration {
     /// Registers when there are backends and it is not registered; deregisters when there are
     /// none. Never blocks the control loop.
     fn follow(&mut self, backends: usize) {
+        if let Some(config) = self.announce {
+            match (backends > 0, self.announcer.is_some()) {
+                (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
+                    Ok(announcer) => self.announcer = Some(announcer),
+                    Err(e) => eprintln!("makler-balancer: cannot announce: {e}"),
+                },
+                // Stopping sends the goodbye and returns at once.
+                (false, true) => drop(self.announcer.take()),
+                _ => {}
+            }
+        }
         let Some(registrar) = &self.registrar else { return };
         match (backends > 0, self.registration.is_some()) {
             (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {

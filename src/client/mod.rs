@@ -7,6 +7,9 @@
 //!   when dropped or shut down.
 //! - [`Resolver`]: the client side. Finds a service's instances, keeps the answer for a short
 //!   time, rotates through them and connects, trying the next instance when one fails.
+//! - [`Announcer`] and [`discover`]: the same with no broker address configured. A server
+//!   announces itself on the multicast group (brokers listening there register it), and a client
+//!   asks the group for brokers.
 //!
 //! A server registers, a client finds it and calls it; neither sees a datagram:
 //!
@@ -41,7 +44,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod announcer;
 mod broker;
+mod discover;
 mod registrar;
 mod resolver;
 mod retry;
@@ -51,7 +56,10 @@ mod transport;
 
 use std::net::SocketAddr;
 
+pub use announcer::{Announcer, AnnouncerConfig, announce_schedule};
+pub(crate) use broker::random as random_u64;
 pub use broker::{BrokerClient, Registered};
+pub use discover::discover;
 pub use registrar::{Registrar, RegistrarConfig, Registration};
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;

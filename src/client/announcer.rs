@@ -1,0 +1,103 @@
+//! The server side on the multicast group: announce an instance until told to stop, then say
+//! goodbye, so brokers that nobody configured learn of it, and forget it at once when it goes.
+
+use std::io;
+use std::net::IpAddr;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{RecvTimeoutError, Sender};
+
+use crate::multicast::{self, MulticastConfig};
+use crate::protocol::{Multicast, binary};
+
+/// How an [`Announcer`] announces.
+#[derive(Debug, Clone, Copy)]
+pub struct AnnouncerConfig {
+    /// The group, interface and TTL.
+    pub multicast: MulticastConfig,
+    /// The steady interval between announcements. Keep it well inside the brokers' TTL: a third
+    /// leaves room for two lost datagrams.
+    pub interval: Duration,
+}
+
+impl Default for AnnouncerConfig {
+    /// The default group, and an interval of a third of the default TTL.
+    fn default() -> Self {
+        AnnouncerConfig { multicast: MulticastConfig::default(), interval: Duration::from_millis(1500) }
+    }
+}
+
+/// When announcements go out, as offsets from the start: three in quick succession, so that a
+/// broker that misses one (datagrams get lost) still learns of the server within a fraction of
+/// a second, then one every `interval`.
+///
+/// ```
+/// use std::time::Duration;
+/// let ms = Duration::from_millis;
+/// let first: Vec<_> = makler::client::announce_schedule(ms(1500)).take(5).collect();
+/// assert_eq!(first, [ms(0), ms(100), ms(300), ms(1800), ms(3300)]);
+/// ```
+pub fn announce_schedule(interval: Duration) -> impl Iterator<Item = Duration> {
+    let burst = [0, 100, 300].map(Duration::from_millis);
+    let last = burst[2];
+    burst.into_iter().chain((1u32..).map(move |k| last + interval.saturating_mul(k)))
+}
+
+/// Announces one instance on the multicast group from a background thread, until it is
+/// stopped or dropped; then it sends a goodbye that makes every broker drop the instance.
+#[derive(Debug)]
+pub struct Announcer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Announcer {
+    /// Starts announcing `service` at `ip:port` (`ip: None`: the address the datagrams come from,
+    /// which is the configured interface's).
+    pub fn start(config: AnnouncerConfig, service: &str, ip: Option<IpAddr>, port: u16) -> io::Result<Announcer> {
+        crate::registry::Limits::default()
+            .check_name(service)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let socket = multicast::sender(&config.multicast)?;
+        let origin = multicast::origin();
+        let (mut announce, mut goodbye) = (Vec::new(), Vec::new());
+        binary::encode(0, &Multicast::Announce { origin, service, ip, port }, &mut announce);
+        binary::encode(0, &Multicast::Goodbye { origin, service, ip, port }, &mut goodbye);
+        let group = config.multicast.group;
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::Builder::new().name("makler-announcer".into()).spawn(move || {
+            let start = Instant::now();
+            for offset in announce_schedule(config.interval) {
+                match stopped.recv_deadline(start + offset) {
+                    // Lost datagrams are made up for by the next announcement.
+                    Err(RecvTimeoutError::Timeout) => drop(socket.send_to(&announce, group)),
+                    _ => break,
+                }
+            }
+            // Twice, in case one is lost; a broker that misses both lets the entry expire.
+            for _ in 0..2 {
+                let _ = socket.send_to(&goodbye, group);
+            }
+        })?;
+        Ok(Announcer { stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// Stops announcing and sends the goodbye; returns once it is sent.
+    pub fn stop(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}

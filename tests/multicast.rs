@@ -1,0 +1,121 @@
+//! Zero configuration on loopback: servers announce themselves, brokers hear them, clients find
+//! the brokers, all over a multicast group on the loopback interface. Each test uses a group
+//! port of its own, since tests run side by side.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Process, Udp, client, listed, wait_until};
+
+/// A group port no other test uses: a port the system just handed out for UDP.
+fn group() -> String {
+    let port = UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    format!("239.255.77.1:{port}")
+}
+
+fn broker(group: &str) -> Process {
+    Process::start(env!("CARGO_BIN_EXE_makler-broker"), &["--listen", "127.0.0.1:0", "--quiet", "--multicast", group])
+}
+
+fn announcing_server(service: &str, group: &str, interval: &str) -> Process {
+    Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", service, "--announce", "--announce-interval", interval, "--multicast", group],
+    )
+}
+
+fn stat(udp: &Udp, key: &str) -> u64 {
+    let stats = udp.text("stats");
+    stats
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {stats}"))
+}
+
+#[test]
+fn a_broker_started_later_finds_an_announced_server_within_one_interval() {
+    let group = group();
+    let interval = Duration::from_millis(500);
+    let server = announcing_server("echo", &group, "0.5");
+    let broker = broker(&group);
+    let started = Instant::now();
+    let udp = Udp::new(broker.addr("udp"));
+    wait_until(Duration::from_secs(5), "the broker lists the server", || {
+        (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
+    });
+    let took = started.elapsed();
+    assert!(took <= interval + Duration::from_millis(250), "took {took:?}");
+    assert!(stat(&udp, "announcements") >= 1);
+}
+
+#[test]
+fn a_goodbye_removes_the_server_at_once_and_a_client_needs_no_broker_address() {
+    let group = group();
+    let broker = broker(&group);
+    let udp = Udp::new(broker.addr("udp"));
+    let mut upper = announcing_server("upper", &group, "1.5");
+    wait_until(Duration::from_secs(5), "the broker lists the server", || {
+        (listed(&udp, "upper") == [upper.addr("tcp")]).then_some(())
+    });
+
+    // The client finds the broker on the group and calls the server.
+    let (code, out, err) = client(&["--multicast", &group, "upper", "hello"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "HELLO\n"), "{err}");
+
+    assert!(upper.terminate().success());
+    assert_eq!(udp.text("query upper"), "NOT FOUND", "the goodbye came before the exit");
+    assert_eq!(stat(&udp, "expired"), 0);
+}
+
+#[test]
+fn a_server_without_a_broker_address_discovers_and_registers() {
+    let group = group();
+    let broker = broker(&group);
+    let udp = Udp::new(broker.addr("udp"));
+    let server = Process::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "time", "--multicast", &group]);
+    wait_until(Duration::from_secs(5), "the server registered", || {
+        (listed(&udp, "time") == [server.addr("tcp")]).then_some(())
+    });
+    assert_eq!(stat(&udp, "announcements"), 0, "registered over unicast, not announced");
+}
+
+#[test]
+fn with_no_broker_on_the_group_the_client_says_so() {
+    let group = group();
+    let (code, _, err) = client(&["--multicast", &group, "echo", "x"], "");
+    assert_eq!(code, Some(4));
+    assert!(err.contains(&format!("no broker answered on multicast group {group} on interface 127.0.0.1")), "{err}");
+}
+
+#[test]
+fn malformed_and_foreign_datagrams_on_the_group_change_nothing_and_are_counted() {
+    let group = group();
+    let broker = broker(&group);
+    let udp = Udp::new(broker.addr("udp"));
+    // The broker hears its own hello on the group, and ignores it.
+    wait_until(Duration::from_secs(5), "the broker's own hello is counted", || {
+        (stat(&udp, "multicast_ignored") == 1).then_some(())
+    });
+    let ignored_before = 1;
+
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&sender).set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    let to: SocketAddr = group.parse().unwrap();
+    let garbage: [&[u8]; 5] = [
+        b"query echo",                                                 // text has no place on the group
+        &[0x81, 0x00, 0x09],                                           // an unknown message
+        &[0x82, 0x00, 0x00],                                           // another version
+        &[0x81, 0x00, 0x00, 0x01],                                     // a truncated announcement
+        &[0x81, 0x00, 0x00, 0x01, 0x03, b'b', b'/', b'd', 0x00, 0x50], // announces "b/d": a bad name
+    ];
+    for datagram in garbage {
+        sender.send_to(datagram, to).unwrap();
+    }
+    wait_until(Duration::from_secs(5), "all five are counted", || {
+        (stat(&udp, "multicast_ignored") == ignored_before + 5).then_some(())
+    });
+    assert_eq!(stat(&udp, "instances"), 0);
+    assert_eq!(stat(&udp, "rejected"), 0, "nothing on the group is answered with an error");
+}

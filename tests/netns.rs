@@ -1,0 +1,149 @@
+//! Zero configuration across hosts: three network namespaces on one bridge (made here, deleted
+//! when done), a broker on the first, an announcing server on the second, a client on the third,
+//! each multicasting on its own interface. Runs as root; skipped with a message otherwise.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Process, wait_until};
+
+/// The namespaces of one run: `mk<pid>br` holds the bridge, `mk<pid>h1..3` the hosts
+/// 10.99.0.1..3. Dropping it deletes them all, and with them their interfaces.
+struct Lan {
+    prefix: String,
+}
+
+impl Lan {
+    fn host(&self, i: u8) -> String {
+        format!("{}h{i}", self.prefix)
+    }
+
+    fn create() -> Result<Lan, String> {
+        let lan = Lan { prefix: format!("mk{}", std::process::id()) };
+        let bridge = format!("{}br", lan.prefix);
+        let mut steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), bridge.clone()],
+            vec![
+                "-n".into(),
+                bridge.clone(),
+                "link".into(),
+                "add".into(),
+                "br0".into(),
+                "type".into(),
+                "bridge".into(),
+                "mcast_snooping".into(),
+                "0".into(),
+            ],
+            vec!["-n".into(), bridge.clone(), "link".into(), "set".into(), "br0".into(), "up".into()],
+        ];
+        for i in 1..=3u8 {
+            let host = lan.host(i);
+            let port = format!("p{i}");
+            let run = |args: &str| -> Vec<String> { args.split(' ').map(str::to_owned).collect() };
+            steps.push(run(&format!("netns add {host}")));
+            steps.push(run(&format!("-n {host} link add eth0 type veth peer name {port} netns {bridge}")));
+            steps.push(run(&format!("-n {bridge} link set {port} master br0 up")));
+            steps.push(run(&format!("-n {host} addr add 10.99.0.{i}/24 dev eth0")));
+            steps.push(run(&format!("-n {host} link set eth0 up")));
+            steps.push(run(&format!("-n {host} link set lo up")));
+            steps.push(run(&format!("-n {host} route add 224.0.0.0/4 dev eth0")));
+        }
+        for step in steps {
+            let output = Command::new("ip").args(&step).output().map_err(|e| format!("cannot run ip: {e}"))?;
+            if !output.status.success() {
+                return Err(format!("ip {}: {}", step.join(" "), String::from_utf8_lossy(&output.stderr).trim()));
+            }
+        }
+        Ok(lan)
+    }
+
+    /// Starts `program` in host `i`.
+    fn start(&self, i: u8, program: &str, args: &[&str]) -> Process {
+        let host = self.host(i);
+        let mut all = vec!["netns", "exec", host.as_str(), program];
+        all.extend_from_slice(args);
+        Process::start("ip", &all)
+    }
+
+    /// Runs `makler-client` in host `i` to completion: (exit code, stdout, stderr).
+    fn client(&self, i: u8, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new("ip")
+            .args(["netns", "exec", &self.host(i), env!("CARGO_BIN_EXE_makler-client")])
+            .args(args)
+            .output()
+            .expect("ip runs");
+        let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+        (output.status.code(), text(output.stdout), text(output.stderr))
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for name in [format!("{}br", self.prefix), self.host(1), self.host(2), self.host(3)] {
+            let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().next() == Some("0"))))
+        .unwrap_or(false)
+}
+
+#[test]
+fn broker_server_and_client_on_three_hosts_find_each_other() {
+    if !is_root() {
+        eprintln!("skipped: network namespaces need root");
+        return;
+    }
+    let lan = match Lan::create() {
+        Ok(lan) => lan,
+        Err(e) => {
+            eprintln!("skipped: cannot make network namespaces here ({e})");
+            return;
+        }
+    };
+    let group = "239.255.77.1:7077";
+    let _broker = lan.start(
+        1,
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", "10.99.0.1:7000", "--multicast", group, "--multicast-if", "10.99.0.1", "--quiet"],
+    );
+    let mut server = lan.start(
+        2,
+        env!("CARGO_BIN_EXE_makler-server"),
+        &[
+            "--service",
+            "upper",
+            "--listen",
+            "10.99.0.2:0",
+            "--announce",
+            "--announce-interval",
+            "0.5",
+            "--multicast",
+            group,
+            "--multicast-if",
+            "10.99.0.2",
+        ],
+    );
+    assert_eq!(server.addr("tcp").ip().to_string(), "10.99.0.2");
+
+    // The client on the third host knows no address: it finds the broker on the group, the
+    // broker knows the server from its announcements.
+    let client = ["--multicast", group, "--multicast-if", "10.99.0.3", "upper", "across hosts"];
+    let answer = wait_until(Duration::from_secs(10), "the client gets an answer", || {
+        let (code, out, _) = lan.client(3, &client);
+        (code == Some(0)).then_some(out)
+    });
+    assert_eq!(answer, "ACROSS HOSTS\n");
+
+    // The server's goodbye crosses the bridge too.
+    assert!(server.terminate().success());
+    let (code, _, err) = lan.client(3, &client);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("is not registered at broker 10.99.0.1:7000"), "{err}");
+}

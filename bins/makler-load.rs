@@ -281,48 +281,66 @@ fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {
         ModeArg::Keepalive => "keepalive",
         ModeArg::Close => "close",
     };
+    // The figures once; the formats only lay them out.
+    let fields: [(&str, String); 11] = [
+        ("label", args.label.clone()),
+        ("target", args.target.to_string()),
+        ("mode", mode.to_owned()),
+        ("connections", args.connections.to_string()),
+        ("duration_s", args.duration.as_secs_f64().to_string()),
+        ("requests", requests.to_string()),
+        ("rate", format!("{:.1}", s.rate)),
+        ("p50_us", micros(s.p50)),
+        ("p90_us", micros(s.p90)),
+        ("p99_us", micros(s.p99)),
+        ("errors", result.errors.to_string()),
+    ];
+    let value = |name: &str| fields.iter().find(|(k, _)| *k == name).map_or("", |(_, v)| v.as_str());
     match args.format {
         Format::Text => println!(
-            "{}{} {mode} {} connections {:.1} s: {:.0} requests/s, p50 {} µs, p90 {} µs, p99 {} µs, {requests} requests, {} errors",
+            "{}{} {mode} {} connections {} s: {:.0} requests/s, p50 {} µs, p90 {} µs, p99 {} µs, {requests} requests, {} errors",
             if args.label.is_empty() { String::new() } else { format!("{}: ", args.label) },
             args.target,
             args.connections,
-            args.duration.as_secs_f64(),
+            value("duration_s"),
             s.rate,
-            micros(s.p50),
-            micros(s.p90),
-            micros(s.p99),
+            value("p50_us"),
+            value("p90_us"),
+            value("p99_us"),
             result.errors
         ),
-        Format::Json => println!(
-            "{{\"label\":{:?},\"target\":\"{}\",\"mode\":\"{mode}\",\"connections\":{},\"duration_s\":{},\"requests\":{requests},\"rate\":{:.1},\"p50_us\":{},\"p90_us\":{},\"p99_us\":{},\"errors\":{}}}",
-            args.label,
-            args.target,
-            args.connections,
-            args.duration.as_secs_f64(),
-            s.rate,
-            micros(s.p50),
-            micros(s.p90),
-            micros(s.p99),
-            result.errors
-        ),
+        Format::Json => {
+            let pairs: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| match *k {
+                    "label" | "target" | "mode" => format!("\"{k}\":{}", json_string(v)),
+                    _ => format!("{k:?}:{v}"),
+                })
+                .collect();
+            println!("{{{}}}", pairs.join(","));
+        }
         Format::Csv => {
-            println!("label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors");
-            println!(
-                "{},{},{mode},{},{},{requests},{:.1},{},{},{},{}",
-                args.label.replace(',', " "),
-                args.target,
-                args.connections,
-                args.duration.as_secs_f64(),
-                s.rate,
-                micros(s.p50),
-                micros(s.p90),
-                micros(s.p99),
-                result.errors
-            );
+            println!("{}", fields.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(","));
+            println!("{}", fields.iter().map(|(_, v)| v.replace(',', " ")).collect::<Vec<_>>().join(","));
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Opens idle connections in steps, reporting `pid`'s memory at each, then holds them.

@@ -35,6 +35,30 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
+/// Accepts every connection waiting on `listener` (readiness is edge-triggered), handing each
+/// to `take`. Returns how soon to try again when the process ran out of file descriptors: the
+/// connections then wait in the listen backlog, and no new readiness event would tell of them.
+/// Other errors (a connection reset before it was accepted) lose that connection only; they are
+/// logged with `who` and the loop goes on at the next event.
+pub fn accept_all(
+    listener: &mio::net::TcpListener,
+    who: &str,
+    mut take: impl FnMut(mio::net::TcpStream),
+) -> Option<std::time::Duration> {
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => take(stream),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if is_out_of_descriptors(&e) => return Some(std::time::Duration::from_millis(20)),
+            Err(e) => {
+                eprintln!("{who}: accept failed: {e}");
+                return None;
+            }
+        }
+    }
+}
+
 /// Whether an error means this process has run out of file descriptors (EMFILE, ENFILE): a
 /// local shortage, which says nothing about the peer.
 pub fn is_out_of_descriptors(error: &io::Error) -> bool {

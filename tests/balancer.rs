@@ -226,3 +226,25 @@ fn the_control_port_speaks_the_binary_protocol_too() {
     assert_eq!(control.binary(&Request::Deregister { id }), Response::Ok);
     assert_eq!(control.text("query web").split(' ').count(), 2, "queries work on the control port too");
 }
+
+#[test]
+fn a_backend_marked_down_comes_back_when_a_probe_succeeds() {
+    let (balancer, _servers, control) = with_backends(1, &["--health-interval", "0.1"]);
+    // A port nobody listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let late: SocketAddr = ([127, 0, 0, 1], port).into();
+    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
+    wait_until(Duration::from_secs(5), "the probe marks it down", || {
+        (backends(&control).get(&late).map(|&(up, _)| up) == Some(false)).then_some(())
+    });
+    let listen = late.to_string();
+    let _now_alive = Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "http", "--listen", &listen, "--no-register"],
+    );
+    wait_until(Duration::from_secs(5), "a probe marks it up again", || {
+        (backends(&control).get(&late).map(|&(up, _)| up) == Some(true)).then_some(())
+    });
+    let served: Vec<_> = (0..4).map(|_| http_get(balancer.addr("tcp")).unwrap()).collect();
+    assert!(served.contains(&format!("served by {late}\n")), "{served:?}");
+}

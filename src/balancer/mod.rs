@@ -228,8 +228,6 @@ impl Balancer {
 
         let mut events = Events::with_capacity(64);
         let mut next = 0usize;
-        // After running out of file descriptors, connections wait in the listen backlog and no
-        // new readiness event would tell of them: try again shortly.
         let mut retry_accept = None;
         let mut to_wake = vec![false; forwarders.len()];
         let result = loop {
@@ -241,36 +239,21 @@ impl Balancer {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => break Err(e),
             }
-            loop {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        if counters.active.load(Relaxed) >= config.max_connections as u64 {
-                            // Refused cleanly: closed at once, so the client sees the end of the
-                            // stream rather than a hang.
-                            counters.refused.fetch_add(1, Relaxed);
-                            drop(stream);
-                            continue;
-                        }
-                        counters.active.fetch_add(1, Relaxed);
-                        counters.total.fetch_add(1, Relaxed);
-                        let worker = next % forwarders.len();
-                        next = next.wrapping_add(1);
-                        if forwarders[worker].sender.send(TcpStream::from(stream)).is_ok() {
-                            to_wake[worker] = true;
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if crate::net::is_out_of_descriptors(&e) => {
-                        retry_accept = Some(Duration::from_millis(20));
-                        break;
-                    }
-                    Err(e) => {
-                        eprintln!("makler-balancer: accept failed: {e}");
-                        break;
-                    }
+            retry_accept = crate::net::accept_all(&listener, "makler-balancer", |stream| {
+                if counters.active.load(Relaxed) >= config.max_connections as u64 {
+                    // Refused cleanly: closed at once, so the client sees the end of the stream
+                    // rather than a hang.
+                    counters.refused.fetch_add(1, Relaxed);
+                    return;
                 }
-            }
+                counters.active.fetch_add(1, Relaxed);
+                counters.total.fetch_add(1, Relaxed);
+                let worker = next % forwarders.len();
+                next = next.wrapping_add(1);
+                if forwarders[worker].sender.send(TcpStream::from(stream)).is_ok() {
+                    to_wake[worker] = true;
+                }
+            });
             // One wake-up per thread for the whole batch of accepted connections.
             for (wake, mailbox) in to_wake.iter_mut().zip(&forwarders) {
                 if std::mem::take(wake) {

@@ -123,7 +123,6 @@ impl Server {
 
         let mut events = Events::with_capacity(64);
         let mut next = 0;
-        // See the balancer's acceptor: out of descriptors, try again shortly.
         let mut retry_accept = None;
         while !shutdown.is_requested() {
             match self.poll.poll(&mut events, retry_accept.take()) {
@@ -131,32 +130,17 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            loop {
-                match self.listener.accept() {
-                    Ok((stream, _)) => {
-                        if open.load(Ordering::Relaxed) >= self.config.max_connections {
-                            continue; // dropped: closed at once
-                        }
-                        open.fetch_add(1, Ordering::Relaxed);
-                        let (tx, waker, _) = &workers[next % workers.len()];
-                        next += 1;
-                        if tx.send(stream).is_ok() {
-                            let _ = waker.wake();
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if crate::net::is_out_of_descriptors(&e) => {
-                        retry_accept = Some(Duration::from_millis(20));
-                        break;
-                    }
-                    // A connection reset before it was accepted: it is lost, the server goes on.
-                    Err(e) => {
-                        eprintln!("makler-server: accept failed: {e}");
-                        break;
-                    }
+            retry_accept = crate::net::accept_all(&self.listener, "makler-server", |stream| {
+                if open.load(Ordering::Relaxed) >= self.config.max_connections {
+                    return; // dropped: closed at once
                 }
-            }
+                open.fetch_add(1, Ordering::Relaxed);
+                let (tx, waker, _) = &workers[next % workers.len()];
+                next += 1;
+                if tx.send(stream).is_ok() {
+                    let _ = waker.wake();
+                }
+            });
         }
         for (_, _, thread) in workers {
             let _ = thread.join();

@@ -11,6 +11,8 @@
 # change in the machine's speed during the benchmark affects all alike; a rate is all requests of
 # all rounds over their time, a latency the mean of the rounds' values.
 #
+# wrk runs once, keep-alive against one backend, as a cross-check of makler-load's figures.
+#
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows), SERIES ("0 2").
 set -euo pipefail
@@ -120,6 +122,14 @@ for work in $SERIES; do
     PIDS+=($!)
     wait_tcp "127.0.0.1:$haproxy_port" "$WORK/haproxy.out"
 
+    # An independent load generator as a cross-check of makler-load: wrk, keep-alive, one backend.
+    if [ "$n" = 1 ] && [ "$work" = 0 ]; then
+      for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
+        set -- $target
+        rate=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
+        echo "$1 $rate" >>"$WORK/wrk.txt"
+      done
+    fi
     for mode in keepalive close; do
       for _ in $(seq "$ROUNDS"); do
         measure "w$work n$n direct" "${backends[0]}" "$mode"
@@ -164,6 +174,12 @@ awk -F, '
       if (scaled["n1", modes[m], who2[w]] > 0)
         printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
   }' "$RESULTS"
+
+if [ -s "$WORK/wrk.txt" ]; then
+  echo
+  echo "cross-check with wrk -t2 -c$CONNECTIONS, keep-alive, 1 backend, no service time (requests/s):"
+  awk '{ printf "  %-8s %10.0f\n", $1, $2; r[$1] = $2 } END { if (r["haproxy"] > 0) printf "  makler/HAProxy %.2f\n", r["makler"] / r["haproxy"] }' "$WORK/wrk.txt"
+fi
 
 # Idle connections held through the balancer, with its memory.
 limit=$(ulimit -n)

@@ -143,7 +143,7 @@ fn main() -> ExitCode {
                 eprintln!("makler-load: {e}");
                 return ExitCode::from(2);
             }
-            match idle(target, connections as usize, hold, pid) {
+            match makler::load::tcp::hold_idle(target, connections as usize, hold, pid, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("makler-load: {e}");
@@ -341,39 +341,4 @@ fn json_string(text: &str) -> String {
     }
     out.push('"');
     out
-}
-
-/// Opens idle connections in steps, reporting `pid`'s memory at each, then holds them.
-fn idle(target: SocketAddr, connections: usize, hold: Duration, pid: Option<u32>) -> std::io::Result<()> {
-    let rss = |pid: Option<u32>| -> String {
-        pid.and_then(|p| makler::load::udp::rss_bytes(p).ok())
-            .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
-    };
-    println!("{:>12} {:>14}", "connections", "RSS");
-    println!("{:>12} {:>14}", 0, rss(pid));
-    let mut held = Vec::with_capacity(connections);
-    let step = (connections / 4).max(1);
-    while held.len() < connections {
-        let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!("connection {} failed: {e} (is `ulimit -n` high enough?)", held.len() + 1),
-            )
-        })?;
-        held.push(stream);
-        if held.len() % step == 0 || held.len() == connections {
-            // Let the balancer take the connections in before measuring.
-            std::thread::sleep(Duration::from_millis(200));
-            println!("{:>12} {:>14}", held.len(), rss(pid));
-        }
-    }
-    let started = std::time::Instant::now();
-    let mut tick = 1;
-    while started.elapsed() < hold {
-        std::thread::sleep(Duration::from_secs(1).min(hold));
-        println!("{:>12} {:>14}   held {tick} s", held.len(), rss(pid));
-        tick += 1;
-    }
-    drop(held);
-    Ok(())
 }

@@ -30,7 +30,10 @@
 //! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
 //!   configuration and socket set-up (always on a named interface).
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
+//! - [`load`]: the load generators and benchmarks behind `makler-load`.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
+//! - [`net`], [`slab`], [`cli`]: socket set-up, reusable token slots, and the flag parsing the
+//!   executables share.
 //!
 //! The executables in `bins/` only parse flags and call the library.
 

@@ -252,6 +252,45 @@ impl Worker {
     }
 }
 
+/// Opens `connections` idle connections to `target` in steps, writing `pid`'s resident memory
+/// to `out` at each step, then holds them for `hold`, writing it once a second, and closes them.
+/// Bounded: it opens no more than asked and holds no longer than `hold`.
+pub fn hold_idle(
+    target: SocketAddr,
+    connections: usize,
+    hold: Duration,
+    pid: Option<u32>,
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let rss = |pid: Option<u32>| -> String {
+        pid.and_then(|p| super::udp::rss_bytes(p).ok())
+            .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+    };
+    writeln!(out, "{:>12} {:>14}", "connections", "RSS")?;
+    writeln!(out, "{:>12} {:>14}", 0, rss(pid))?;
+    let mut held = Vec::with_capacity(connections);
+    let step = (connections / 4).max(1);
+    while held.len() < connections {
+        let stream = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5)).map_err(|e| {
+            io::Error::new(e.kind(), format!("connection {} failed: {e} (is `ulimit -n` high enough?)", held.len() + 1))
+        })?;
+        held.push(stream);
+        if held.len() % step == 0 || held.len() == connections {
+            // Let the target take the connections in before measuring.
+            std::thread::sleep(Duration::from_millis(200));
+            writeln!(out, "{:>12} {:>14}", held.len(), rss(pid))?;
+        }
+    }
+    let started = Instant::now();
+    let mut second = 1;
+    while started.elapsed() < hold {
+        std::thread::sleep(Duration::from_secs(1).min(hold));
+        writeln!(out, "{:>12} {:>14}   held {second} s", held.len(), rss(pid))?;
+        second += 1;
+    }
+    Ok(())
+}
+
 /// Closes a connection without lingering in TIME_WAIT (a reset once the answer is in), so a
 /// connection-per-request run does not run out of local ports.
 fn close(poll: &Poll, conn: Option<Conn>) {
@@ -351,6 +390,20 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert!(result.errors > 0);
         assert_eq!(result.measurement.latencies.count(), 0);
+    }
+
+    #[test]
+    fn idle_connections_are_held_and_reported() {
+        let (addr, shutdown, thread) = serve(Service::Echo);
+        let mut out = Vec::new();
+        hold_idle(addr, 8, Duration::from_millis(10), Some(std::process::id()), &mut out).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["connections", "RSS"]);
+        assert!(lines.iter().any(|l| l.trim_start().starts_with("8 ") && l.contains("MiB")), "{out}");
+        assert!(lines.last().unwrap().contains("held 1 s"), "{out}");
+        shutdown.request();
+        thread.join().unwrap().unwrap();
     }
 
     #[test]

@@ -248,3 +248,16 @@ fn a_backend_marked_down_comes_back_when_a_probe_succeeds() {
     let served: Vec<_> = (0..4).map(|_| http_get(balancer.addr("tcp")).unwrap()).collect();
     assert!(served.contains(&format!("served by {late}\n")), "{served:?}");
 }
+
+#[test]
+fn sigterm_on_the_balancer_deregisters_it_from_the_broker() {
+    let broker = broker(&["--ttl", "60"]);
+    let udp = Udp::new(broker.addr("udp"));
+    let mut balancer = balancer("web", Some(broker.addr("udp")), &[]);
+    let _backend = server("http", balancer.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "the balancer is registered", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
+    assert!(balancer.terminate().success());
+    assert_eq!(udp.text("query web"), "NOT FOUND", "gone before the process exited, long before the TTL");
+}

@@ -119,3 +119,29 @@ fn malformed_and_foreign_datagrams_on_the_group_change_nothing_and_are_counted()
     assert_eq!(stat(&udp, "instances"), 0);
     assert_eq!(stat(&udp, "rejected"), 0, "nothing on the group is answered with an error");
 }
+
+#[test]
+fn a_balancer_without_a_broker_address_announces_itself_while_it_has_backends() {
+    let group = group();
+    let broker = broker(&group);
+    let udp = Udp::new(broker.addr("udp"));
+    let balancer = Process::start(
+        env!("CARGO_BIN_EXE_makler-balancer"),
+        &["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "web", "--multicast", &group, "--quiet"],
+    );
+    assert_eq!(udp.text("query web"), "NOT FOUND", "no backend, no announcement");
+    let control = balancer.addr("udp").to_string();
+    let mut backend = Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "http", "--broker", &control, "--register-as", "web"],
+    );
+    wait_until(Duration::from_secs(5), "the broker hears of the balancer", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
+    assert!(backend.terminate().success());
+    // The last backend gone, the balancer says goodbye.
+    wait_until(Duration::from_secs(5), "the broker drops the balancer", || {
+        (udp.text("query web") == "NOT FOUND").then_some(())
+    });
+    assert_eq!(stat(&udp, "expired"), 0, "dropped by the goodbye, not by expiry");
+}

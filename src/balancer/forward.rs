@@ -44,12 +44,6 @@ struct Pipe {
     shut: bool,
 }
 
-impl Pipe {
-    fn done(&self) -> bool {
-        self.shut
-    }
-}
-
 struct Proxy {
     client: TcpStream,
     backend: Option<(TcpStream, Arc<Backend>)>,
@@ -369,7 +363,7 @@ impl Forwarder {
             backend.transferred(to_backend, from_backend);
             p.last_active = Instant::now();
         }
-        if p.up.done() && p.down.done() { Step::Close } else { Step::Open }
+        if p.up.shut && p.down.shut { Step::Close } else { Step::Open }
     }
 
     /// Retries connects that take too long and closes connections idle for too long.
@@ -393,7 +387,6 @@ impl Forwarder {
             }
         }
         for index in expired {
-            self.counters.idle_closed.fetch_add(1, Relaxed);
             self.close(index);
         }
     }

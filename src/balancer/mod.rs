@@ -112,8 +112,6 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Connections closed because no backend accepted them.
     pub failed: AtomicU64,
-    /// Connections closed for being idle.
-    pub idle_closed: AtomicU64,
 }
 
 impl Counters {

@@ -73,6 +73,7 @@ fn main() -> ExitCode {
                 name_punctuation: args.name_chars,
                 max_instances: args.max_instances,
             },
+            ..registry::Config::default()
         },
         max_datagram: args.max_datagram,
         log_changes: !args.quiet,

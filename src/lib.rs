@@ -5,25 +5,40 @@
 //! a server themselves.
 //!
 //! ```text
-//!   server ──register/heartbeat──▶ ┌────────────────────────────┐
-//!                                  │ broker (one mio loop)      │
-//!   client ──query──────────────▶  │   protocol  ─▶  handler    │
-//!          ◀──ip:port ip:port────  │   (decode)      registry   │
-//!                                  └────────────────────────────┘
+//!   server ──register/heartbeat──▶ ┌───────────────────────── broker ─────────────────────────┐
+//!                                  │ shell (one mio loop: UDP faces, TCP listeners and their │
+//!   client ──query──────────────▶  │   connections, probe connects; one `now` per turn)      │
+//!          ◀──ip:port ip:port────  │   ▼ datagrams, bytes, probe outcomes, time    ▲ polled  │
+//!                                  │ node (sans-IO core): service ─▶ registry ─▶ change log  │
+//!                                  │   multicast group, prober       (tombstones, pages)     │
+//!                                  └─────────────────────────────────────────────────────────┘
 //!   client ──────────────── TCP ───────────────────────▶ server
 //! ```
+//!
+//! Everything that decides is a pure state machine with time passed in (the registry, the
+//! registration protocol, the node, the prober, the balancer's control core); everything that
+//! touches a socket is a thin shell around one. So the logic is tested to the nanosecond, and
+//! several brokers on a lossy network are simulated without a socket.
 //!
 //! # Layout
 //!
 //! - [`protocol`]: the wire types and both codecs, text and binary. Depends on nothing else in
 //!   the crate; no decoder panics on any input.
-//! - [`registry`]: the table of live instances as a pure state machine: time is passed in, it
-//!   owns no socket, and it queues change events.
-//! - [`broker`]: the thin I/O shell: [`broker::Handler`] turns a datagram into a reply (sans-IO,
-//!   reusable by anything that speaks the registration protocol), [`broker::Broker`] runs it in
-//!   a mio event loop on one UDP socket.
-//! - [`balancer`]: the TCP load balancer: its control port is a broker whose table feeds a pool
-//!   of backends, and a fixed pool of mio forwarding threads relays connections to them.
+//! - [`registry`]: the table of leases as a pure state machine: time is passed in, ids come
+//!   from a generator handed in, and every change goes to an always-on, numbered change log;
+//!   tombstones, remote leases and pages make it replicable.
+//! - [`service`]: the registration protocol (register, heartbeat, deregister, query) over a
+//!   registry, with no I/O; shared by the broker and the balancer's control port.
+//! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group
+//!   and the prober, and drains the change log to whatever follows the table.
+//! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
+//!   bounded concurrency) and a periodic schedule with hysteresis.
+//! - [`shell`]: the one generic mio driver every core runs on: a slab of UDP sockets, TCP
+//!   listeners, their connections and probe connects, one dispatch, budgets, a waker.
+//! - [`broker`]: binds the broker's sockets and runs a node on a shell.
+//! - [`balancer`]: the TCP load balancer: its control port is a core on the same shell whose
+//!   table feeds a pool of backends, and a fixed pool of mio forwarding threads relays
+//!   connections to them.
 //! - [`client`]: the library side of servers and clients: a blocking broker client with
 //!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
@@ -32,8 +47,10 @@
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`load`]: the load generators and benchmarks behind `makler-load`.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
-//! - [`net`], [`slab`], [`cli`]: socket set-up, reusable token slots, and the flag parsing the
-//!   executables share.
+//! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
+//!   set-up, reusable token slots, and the flag parsing the executables share.
+//!
+//! The library logs through the [`log`] facade; the executables choose where it goes.
 //!
 //! The executables in `bins/` only parse flags and call the library.
 
@@ -44,8 +61,15 @@ pub mod client;
 pub mod load;
 pub mod multicast;
 pub mod net;
+pub mod node;
+pub mod probe;
 pub mod protocol;
 pub mod registry;
 pub mod server;
+pub mod service;
+pub mod shell;
 pub mod shutdown;
+#[cfg(test)]
+pub(crate) mod sim;
 pub mod slab;
+pub mod timers;

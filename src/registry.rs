@@ -1,171 +1,149 @@
 //! The registry: which instances of which services are live, as a pure state machine.
 //!
 //! It owns no socket and reads no clock: every call takes `now`, and [`Registry::poll_timeout`]
-//! tells the caller when the next registration expires. Ids come from a generator handed in at
+//! tells the caller when the next lease expires. Ids come from a generator handed in at
 //! construction. So expiry, refresh and rotation are tested to the nanosecond without sleeping.
 //!
-//! An instance is live while its last registration or heartbeat is younger than the TTL: with
-//! the last one at `t`, it is live at every `now < t + ttl` and gone from `t + ttl` on.
+//! # Leases and instances
 //!
-//! Costs: register, heartbeat and deregister are a hash lookup plus an update of an ordered
-//! expiry index, O(log n); a query is a hash lookup plus the instances it returns. Expiry pops
-//! the front of the deadline index, so it never scans the table.
+//! A **lease** is one source's registration of an endpoint for a service: it has an id (the
+//! UUID the source got back), a [`Source`], and a deadline. An **instance** is a (service,
+//! endpoint) pair with at least one live lease; queries list instances, each once, however
+//! many leases hold it. A register from the same source refreshes that source's lease (and
+//! returns its id again, so a retransmission creates nothing new); a register from another
+//! source gets a lease of its own. So the id is a capability: only the source that registered
+//! learns it, and nobody else can deregister it. A lease is live while its last renewal is
+//! younger than the TTL: renewed at `t`, it is live at every `now < t + ttl`.
+//!
+//! # What replication builds on
+//!
+//! - **The change log** ([`Registry::poll_change`]) is always on and bounded: every change
+//!   carries a sequence number, so a consumer that finds a gap knows it missed some (the log
+//!   drops its oldest changes only when nobody drained it for
+//!   [`Config::change_log_capacity`] changes).
+//! - **Tombstones**: the id of a lease removed on purpose (deregistered, said goodbye, found
+//!   unreachable) is remembered for [`Config::tombstone_ttl`], so that a late or reordered
+//!   message from a peer cannot bring it back. Expiry leaves no tombstone: a peer that still
+//!   has time left on the lease heard a renewal this broker did not.
+//! - **Remote leases** ([`Registry::apply_remote`]) arrive with their id and *remaining* time,
+//!   so hosts need not agree on the clock. The merge rule is in [`remote`].
+//! - **Pages** ([`Registry::page`]) walk the table in a stable order for a peer catching up.
+//! - **Per-source counts** ([`Registry::source_count`]) for quotas.
+//!
+//! Costs: register, heartbeat and deregister are a hash lookup or two plus an update of an
+//! ordered expiry index, O(log n); a query is a hash lookup plus the instances it returns.
+//! Expiry pops the front of the deadline index, so it never scans the table.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
+//! use makler::protocol::Source;
 //! use makler::registry::{Config, Registry};
 //!
 //! let mut ids = 0u128;
 //! let mut registry = Registry::new(Config::default(), move || { ids += 1; uuid::Uuid::from_u128(ids) });
 //! let t0 = Instant::now();
 //! let ttl = Config::default().ttl;
+//! let server = Source::Unicast("127.0.0.1:50000".parse().unwrap());
 //!
-//! let id = registry.register(t0, "echo", "127.0.0.1:4000".parse().unwrap()).unwrap().id;
+//! let id = registry.register(t0, "echo", "127.0.0.1:4000".parse().unwrap(), server).unwrap().id;
 //! assert_eq!(registry.query(t0, "echo").unwrap().collect::<Vec<_>>(), ["127.0.0.1:4000".parse().unwrap()]);
 //! assert!(registry.heartbeat(t0 + ttl / 2, id).is_ok());
 //! assert!(registry.query(t0 + ttl / 2 + ttl, "echo").is_none());
 //! ```
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+mod changes;
+mod limits;
+pub mod remote;
+mod table;
+mod tombstones;
+
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+pub use changes::{Change, ChangeKind};
+pub use limits::{Limits, check_endpoint};
+pub use remote::{Applied, Cursor, LeaseView};
+
 use crate::protocol::Rejection;
+pub use crate::protocol::{RemoveReason, Source};
+use crate::timers::Timers;
 
 /// The registry's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// How long a registration lives after its last register or heartbeat.
+    /// How long a lease lives after its last register or heartbeat.
     pub ttl: Duration,
     /// The limits on what may be registered.
     pub limits: Limits,
+    /// How long the id of a lease removed on purpose is remembered (see the module docs). It
+    /// must outlast any message still in flight between brokers when the removal happens.
+    pub tombstone_ttl: Duration,
+    /// How many changes the change log holds before it drops the oldest.
+    pub change_log_capacity: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { ttl: Duration::from_secs(5), limits: Limits::default() }
-    }
-}
-
-/// Limits on what may be registered, each reported with its own error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// The longest service name, in bytes.
-    pub max_name_len: usize,
-    /// The characters a service name may hold besides ASCII letters and digits.
-    pub name_punctuation: String,
-    /// How many instances the table holds at most; beyond, registrations get `ERROR full`.
-    pub max_instances: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits { max_name_len: 64, name_punctuation: "-_.".to_owned(), max_instances: 100_000 }
-    }
-}
-
-impl Limits {
-    /// Checks a service name against the limits.
-    pub fn check_name(&self, name: &str) -> Result<(), Rejection> {
-        if name.len() > self.max_name_len {
-            return Err(Rejection::NameTooLong { len: saturate(name.len()), max: saturate(self.max_name_len) });
+        Config {
+            ttl: Duration::from_secs(5),
+            limits: Limits::default(),
+            tombstone_ttl: Duration::from_secs(30),
+            change_log_capacity: 1 << 16,
         }
-        if name.is_empty() {
-            return Err(Rejection::BadName { name: String::new(), why: "it is empty".to_owned() });
-        }
-        if let Some(bad) = name.chars().find(|&c| !c.is_ascii_alphanumeric() && !self.name_punctuation.contains(c)) {
-            return Err(Rejection::BadName {
-                name: crate::protocol::excerpt(name, 40),
-                why: format!("{bad:?} is not allowed; use ASCII letters, digits and {:?}", self.name_punctuation),
-            });
-        }
-        Ok(())
     }
-}
-
-/// Checks that clients could connect to an endpoint: a real unicast address and a port.
-pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), Rejection> {
-    let ip = endpoint.ip();
-    let why = if endpoint.port() == 0 {
-        return Err(Rejection::BadPort { port: "0".to_owned() });
-    } else if ip.is_unspecified() {
-        "it is the unspecified address"
-    } else if ip.is_multicast() {
-        "it is a multicast address"
-    } else if ip == IpAddr::from([255, 255, 255, 255]) {
-        "it is the broadcast address"
-    } else {
-        return Ok(());
-    };
-    Err(Rejection::UnusableIp { ip, why: why.to_owned() })
-}
-
-fn saturate(n: usize) -> u32 {
-    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The result of a successful [`Registry::register`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Registration {
-    /// The registration's id; the same for every registration of the same (service, endpoint).
+    /// The lease's id; the same for every register of the same (service, endpoint) from the
+    /// same source.
     pub id: Uuid,
-    /// Whether this call created the entry (false: it refreshed an existing one).
+    /// Whether this call created the lease (false: it refreshed the source's existing one).
     pub created: bool,
 }
 
-/// No live registration has that id: it never existed, expired, or was deregistered.
+/// No live lease has that id: it never existed, expired, or was removed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no live registration with that id")]
 pub struct NotFound;
 
-/// What happened to an entry; the registry queues one per change for whoever announces or
-/// replicates the table (see [`Registry::poll_event`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    /// A new entry.
-    Registered,
-    /// A register or heartbeat renewed an entry.
-    Refreshed,
-    /// An entry's TTL ran out.
-    Expired,
-    /// An entry was removed on request.
-    Deregistered,
-}
-
-/// One change to the table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// What happened.
-    pub kind: EventKind,
-    /// The entry's id.
-    pub id: Uuid,
-    /// The entry's service.
-    pub service: Arc<str>,
-    /// The entry's endpoint.
-    pub endpoint: SocketAddr,
-}
-
-/// Where a slot or service index is kept; `u32` keeps the indexes small.
+/// Where a lease or service is kept; `u32` keeps the indexes small.
 type Index = u32;
 
+/// The end of a list of leases.
+const NONE: Index = Index::MAX;
+
+fn saturate(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug)]
-struct Slot {
+struct Lease {
     id: Uuid,
     deadline: Instant,
     service: Index,
-    /// Position in the service's `members`, where the endpoint is kept.
+    /// Position of the instance in the service's `members`.
     position: Index,
+    /// The next lease on the same instance, or [`NONE`].
+    next: Index,
+    source: Source,
+    /// Other ids that name this lease: ids a peer gave the same source's registration before
+    /// the two were merged (see [`remote`]).
+    aliases: Vec<Uuid>,
 }
 
-/// An instance as its service lists it. The endpoint lives here rather than in the [`Slot`], so
-/// a query reads one contiguous array instead of a slot per instance scattered over the table.
+/// An instance as its service lists it. The endpoint lives here rather than in the [`Lease`],
+/// so a query reads one contiguous array instead of leases scattered over the table.
 #[derive(Debug)]
 struct Member {
     endpoint: SocketAddr,
-    slot: Index,
+    /// The first of the instance's leases.
+    head: Index,
 }
 
 #[derive(Debug)]
@@ -176,21 +154,26 @@ struct Service {
     cursor: usize,
 }
 
-/// The table of live registrations. See the [module documentation](self).
+/// The table of live leases. See the [module documentation](self).
 pub struct Registry {
     config: Config,
     new_id: Box<dyn FnMut() -> Uuid + Send>,
-    slots: Vec<Option<Slot>>,
-    free_slots: Vec<Index>,
+    leases: Vec<Option<Lease>>,
+    free_leases: Vec<Index>,
     services: Vec<Option<Service>>,
     free_services: Vec<Index>,
     by_name: HashMap<Arc<str>, Index>,
+    /// Every id, aliases included, to its lease.
     by_id: HashMap<Uuid, Index>,
+    /// Every instance to its position in its service's `members`.
     by_endpoint: HashMap<(Index, SocketAddr), Index>,
-    /// Every live slot, ordered by deadline: the front expires first.
-    expiry: BTreeSet<(Instant, Index)>,
-    events: VecDeque<Event>,
-    record_events: bool,
+    /// Every live lease, ordered by deadline: the front expires first.
+    expiry: Timers<Index>,
+    tombstones: tombstones::Tombstones,
+    changes: changes::ChangeLog,
+    per_source: HashMap<IpAddr, u32>,
+    lease_count: usize,
+    instance_count: usize,
     expired_total: u64,
 }
 
@@ -199,28 +182,32 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("config", &self.config)
             .field("instances", &self.len())
+            .field("leases", &self.lease_count)
             .field("services", &self.by_name.len())
             .finish_non_exhaustive()
     }
 }
 
 impl Registry {
-    /// Creates an empty registry. `new_id` is called once for every new entry; the broker passes
-    /// [`Uuid::new_v4`], tests a counter.
+    /// Creates an empty registry. `new_id` is called once for every new lease; the broker
+    /// passes [`Uuid::new_v4`], tests a counter.
     pub fn new(config: Config, new_id: impl FnMut() -> Uuid + Send + 'static) -> Self {
         Registry {
+            tombstones: tombstones::Tombstones::new(config.tombstone_ttl, config.limits.max_instances),
+            changes: changes::ChangeLog::new(config.change_log_capacity),
             config,
             new_id: Box::new(new_id),
-            slots: Vec::new(),
-            free_slots: Vec::new(),
+            leases: Vec::new(),
+            free_leases: Vec::new(),
             services: Vec::new(),
             free_services: Vec::new(),
             by_name: HashMap::new(),
             by_id: HashMap::new(),
             by_endpoint: HashMap::new(),
-            expiry: BTreeSet::new(),
-            events: VecDeque::new(),
-            record_events: false,
+            expiry: Timers::new(),
+            per_source: HashMap::new(),
+            lease_count: 0,
+            instance_count: 0,
             expired_total: 0,
         }
     }
@@ -230,23 +217,20 @@ impl Registry {
         &self.config
     }
 
-    /// Turns the event queue on or off. Off (the default) nothing is queued, so a registry
-    /// nobody reads events from does not grow.
-    pub fn record_events(&mut self, on: bool) {
-        self.record_events = on;
-        if !on {
-            self.events.clear();
-        }
-    }
-
-    /// How many live instances the table holds (as of the last call that took `now`).
+    /// How many live instances (distinct endpoints per service) the table holds, as of the
+    /// last call that took `now`.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.instance_count
     }
 
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.instance_count == 0
+    }
+
+    /// How many live leases the table holds (at least one per instance).
+    pub fn lease_count(&self) -> usize {
+        self.lease_count
     }
 
     /// How many services have at least one live instance.
@@ -254,70 +238,98 @@ impl Registry {
         self.by_name.len()
     }
 
-    /// How many entries have expired since the registry was made.
+    /// How many leases have expired since the registry was made.
     pub fn expired_total(&self) -> u64 {
         self.expired_total
     }
 
-    /// Registers `endpoint` for `service`, or refreshes it when it is registered already (then
-    /// the id is the same as before, so a retransmitted register creates no duplicate).
-    pub fn register(&mut self, now: Instant, service: &str, endpoint: SocketAddr) -> Result<Registration, Rejection> {
+    /// How many live leases were registered from `ip` (by any of its ports or announcers).
+    pub fn source_count(&self, ip: IpAddr) -> usize {
+        self.per_source.get(&ip).map_or(0, |&n| n as usize)
+    }
+
+    /// Registers `endpoint` for `service` on behalf of `source`, or refreshes the lease that
+    /// `source` holds on it already (then the id is the same as before).
+    pub fn register(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+    ) -> Result<Registration, Rejection> {
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
         self.handle_timeout(now);
-
-        let existing = self.by_name.get(service).copied();
-        if let Some(&slot) = existing.and_then(|s| self.by_endpoint.get(&(s, endpoint))) {
-            let id = self.refresh(now, slot);
+        if let Some(lease) = self.find_lease(service, endpoint, source) {
+            let id = self.renew(lease, now + self.config.ttl, false);
             return Ok(Registration { id, created: false });
         }
-        if self.len() >= self.config.limits.max_instances {
-            return Err(Rejection::Full { max: saturate(self.config.limits.max_instances) });
-        }
-
+        self.check_room()?;
         let id = loop {
             let id = (self.new_id)();
-            if !self.by_id.contains_key(&id) {
+            if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
                 break id;
             }
         };
-        let service_index = existing.unwrap_or_else(|| self.add_service(service));
-        let deadline = now + self.config.ttl;
-        let slot_index = match self.free_slots.pop() {
-            Some(index) => index,
-            None => {
-                self.slots.push(None);
-                index_of(self.slots.len() - 1)
-            }
-        };
-        let Some(service_entry) = self.services[service_index as usize].as_mut() else {
-            unreachable!("by_name points at a live service")
-        };
-        let position = index_of(service_entry.members.len());
-        service_entry.members.push(Member { endpoint, slot: slot_index });
-        let name = Arc::clone(&service_entry.name);
-        self.slots[slot_index as usize] = Some(Slot { id, deadline, service: service_index, position });
-        self.by_id.insert(id, slot_index);
-        self.by_endpoint.insert((service_index, endpoint), slot_index);
-        self.expiry.insert((deadline, slot_index));
-        self.emit(EventKind::Registered, id, name, endpoint);
+        self.insert(id, service, endpoint, source, now + self.config.ttl, false);
         Ok(Registration { id, created: true })
     }
 
-    /// Renews the registration with this id.
+    /// Renews the lease with this id.
     pub fn heartbeat(&mut self, now: Instant, id: Uuid) -> Result<(), NotFound> {
         self.handle_timeout(now);
-        let &slot = self.by_id.get(&id).ok_or(NotFound)?;
-        self.refresh(now, slot);
+        let &lease = self.by_id.get(&id).ok_or(NotFound)?;
+        self.renew(lease, now + self.config.ttl, false);
         Ok(())
     }
 
-    /// Removes the registration with this id at once.
+    /// Removes the lease with this id at once (its instance goes when no other lease holds it).
     pub fn deregister(&mut self, now: Instant, id: Uuid) -> Result<(), NotFound> {
         self.handle_timeout(now);
-        let &slot = self.by_id.get(&id).ok_or(NotFound)?;
-        self.remove(slot, EventKind::Deregistered);
+        let &lease = self.by_id.get(&id).ok_or(NotFound)?;
+        self.remove(now, lease, ChangeKind::Removed(RemoveReason::Deregistered), false);
         Ok(())
+    }
+
+    /// Removes the lease that `source` holds on `endpoint` of `service` (a goodbye removes what
+    /// the same announcer announced, nothing else). Returns its id.
+    pub fn remove_owned(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        reason: RemoveReason,
+    ) -> Result<Uuid, NotFound> {
+        self.handle_timeout(now);
+        let lease = self.find_lease(service, endpoint, source).ok_or(NotFound)?;
+        let id = self.lease(lease).id;
+        self.remove(now, lease, ChangeKind::Removed(reason), false);
+        Ok(id)
+    }
+
+    /// Removes an instance with every lease on it (it was found unreachable, say). Returns how
+    /// many leases went.
+    pub fn remove_instance(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        reason: RemoveReason,
+    ) -> usize {
+        self.handle_timeout(now);
+        let mut removed = 0;
+        while let Some(lease) = self.head_lease(service, endpoint) {
+            self.remove(now, lease, ChangeKind::Removed(reason), false);
+            removed += 1;
+        }
+        removed
+    }
+
+    /// Whether `endpoint` is a live instance of `service`.
+    pub fn contains(&mut self, now: Instant, service: &str, endpoint: SocketAddr) -> bool {
+        self.handle_timeout(now);
+        self.head_lease(service, endpoint).is_some()
     }
 
     /// The live instances of `service`, starting one further on than the previous query did, or
@@ -334,98 +346,61 @@ impl Registry {
         Some((0..len).map(move |k| members[(start + k) % len].endpoint))
     }
 
-    /// The id a live endpoint is registered under.
-    pub fn lookup(&self, service: &str, endpoint: SocketAddr) -> Option<Uuid> {
-        let &service_index = self.by_name.get(service)?;
-        let &slot = self.by_endpoint.get(&(service_index, endpoint))?;
-        self.slots[slot as usize].as_ref().map(|s| s.id)
+    /// Sets where `service`'s next query starts, `offset` places into its list (brokers that
+    /// replicate one table start their rotations at different places; see the node).
+    pub fn offset_rotation(&mut self, service: &str, offset: usize) {
+        if let Some(entry) = self.by_name.get(service).and_then(|&s| self.services[s as usize].as_mut()) {
+            entry.cursor = offset % entry.members.len().max(1);
+        }
     }
 
-    /// Removes every entry whose TTL has run out by `now`. Every other call does this first, so
-    /// calling it is needed only to see expiries (events) when nothing else happens.
+    /// The id of the lease `source` holds on `endpoint` of `service`.
+    pub fn lease_id(&self, service: &str, endpoint: SocketAddr, source: Source) -> Option<Uuid> {
+        self.find_lease(service, endpoint, source).map(|lease| self.lease(lease).id)
+    }
+
+    /// Removes every lease whose TTL has run out by `now`, and forgets tombstones that are old
+    /// enough. Every other call that takes `now` does this first, so calling it is needed only
+    /// to see expiries (changes) when nothing else happens.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(&(deadline, slot)) = self.expiry.first() {
+        while let Some((deadline, lease)) = self.expiry.first() {
             if deadline > now {
                 break;
             }
-            self.remove(slot, EventKind::Expired);
+            self.remove(now, lease, ChangeKind::Expired, false);
             self.expired_total += 1;
         }
+        self.tombstones.handle_timeout(now);
     }
 
-    /// When the next entry expires, if any: the caller should call
-    /// [`handle_timeout`](Self::handle_timeout) then (or act on any other input before).
+    /// When the next lease expires or the next tombstone is forgotten, if ever: the caller
+    /// should call [`handle_timeout`](Self::handle_timeout) then (or act on any other input
+    /// before).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiry.first().map(|&(deadline, _)| deadline)
-    }
-
-    /// The next queued change, when [`record_events`](Self::record_events) is on.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
-    }
-
-    fn refresh(&mut self, now: Instant, slot_index: Index) -> Uuid {
-        let deadline = now + self.config.ttl;
-        let Some(slot) = self.slots[slot_index as usize].as_mut() else { unreachable!("indexes point at live slots") };
-        self.expiry.remove(&(slot.deadline, slot_index));
-        slot.deadline = deadline;
-        self.expiry.insert((deadline, slot_index));
-        let (id, service, position) = (slot.id, slot.service, slot.position);
-        if self.record_events {
-            if let Some(entry) = self.services[service as usize].as_ref() {
-                let (name, endpoint) = (Arc::clone(&entry.name), entry.members[position as usize].endpoint);
-                self.emit(EventKind::Refreshed, id, name, endpoint);
-            }
+        match (self.expiry.next(), self.tombstones.next_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        id
     }
 
-    fn remove(&mut self, slot_index: Index, kind: EventKind) {
-        let Some(slot) = self.slots[slot_index as usize].take() else { unreachable!("indexes point at live slots") };
-        self.free_slots.push(slot_index);
-        self.by_id.remove(&slot.id);
-        self.expiry.remove(&(slot.deadline, slot_index));
-
-        let Some(service) = self.services[slot.service as usize].as_mut() else {
-            unreachable!("slots point at live services")
-        };
-        let Member { endpoint, .. } = service.members.swap_remove(slot.position as usize);
-        self.by_endpoint.remove(&(slot.service, endpoint));
-        if let Some(moved) = service.members.get(slot.position as usize) {
-            if let Some(moved) = self.slots[moved.slot as usize].as_mut() {
-                moved.position = slot.position;
-            }
-        }
-        let name = Arc::clone(&service.name);
-        if service.members.is_empty() {
-            self.by_name.remove(&name);
-            self.services[slot.service as usize] = None;
-            self.free_services.push(slot.service);
-        }
-        self.emit(kind, slot.id, name, endpoint);
+    /// When the next lease expires, if any.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.expiry.next()
     }
 
-    fn add_service(&mut self, name: &str) -> Index {
-        let service = Service { name: Arc::from(name), members: Vec::new(), cursor: 0 };
-        let name = Arc::clone(&service.name);
-        let index = match self.free_services.pop() {
-            Some(index) => {
-                self.services[index as usize] = Some(service);
-                index
-            }
-            None => {
-                self.services.push(Some(service));
-                index_of(self.services.len() - 1)
-            }
-        };
-        self.by_name.insert(name, index);
-        index
+    /// The oldest change not taken yet. The log is always on; see [`Change::seq`] for gaps.
+    pub fn poll_change(&mut self) -> Option<Change> {
+        self.changes.pop()
     }
 
-    fn emit(&mut self, kind: EventKind, id: Uuid, service: Arc<str>, endpoint: SocketAddr) {
-        if self.record_events {
-            self.events.push_back(Event { kind, id, service, endpoint });
-        }
+    /// How many changes the log dropped because nobody took them in time.
+    pub fn changes_dropped(&self) -> u64 {
+        self.changes.dropped()
+    }
+
+    /// Whether `id` was removed on purpose recently (see the module docs).
+    pub fn is_tombstoned(&self, id: Uuid) -> bool {
+        self.tombstones.contains(id)
     }
 }
 
@@ -435,5 +410,7 @@ fn index_of(position: usize) -> Index {
     Index::try_from(position).unwrap_or_else(|_| unreachable!("tables hold fewer than 2^32 entries"))
 }
 
+#[cfg(test)]
+mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -36,6 +36,12 @@ impl<T> Slab<T> {
         }
     }
 
+    /// The index the next [`insert`](Self::insert) will use (to register a socket under its
+    /// token before the socket is stored).
+    pub fn next_key(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.entries.len())
+    }
+
     /// Takes the value at `index` out, freeing the index.
     pub fn remove(&mut self, index: usize) -> Option<T> {
         let value = self.entries.get_mut(index)?.take()?;
@@ -80,7 +86,9 @@ mod tests {
         let a = slab.insert("a");
         let b = slab.insert("b");
         assert_eq!((a, b), (0, 1));
+        assert_eq!(slab.next_key(), 2);
         assert_eq!(slab.remove(a), Some("a"));
+        assert_eq!(slab.next_key(), a);
         assert_eq!(slab.remove(a), None);
         assert_eq!(slab.insert("c"), a);
         assert_eq!(slab.len(), 2);

@@ -4,28 +4,33 @@
 //! ```text
 //!                 control (UDP): register/heartbeat/deregister/stats
 //!   backends ───▶ ┌───────────────────────────────────────────────┐
-//!                 │ control thread: broker::Broker + Registry      │──▶ Pool (backends, atomic
-//!                 │   changes ─▶ pool; first backend ─▶ registers  │    round-robin index)
-//!                 │   itself at the broker, last gone ─▶ deregisters│        ▲      ▲
-//!                 └───────────────────────────────────────────────┘        │      │
-//!   clients ──TCP──▶ acceptor ──crossbeam channel──▶ forwarding threads ───┘   health thread
-//!                                                   (one mio loop each)         (TCP probes)
+//!                 │ control thread: Shell + control core           │──▶ Pool (backends, atomic
+//!                 │   registry changes ─▶ pool; health probes;     │    round-robin index)
+//!                 │   first backend ─▶ registers itself at the     │        ▲
+//!                 │   broker, last gone ─▶ deregisters             │        │
+//!                 └───────────────────────────────────────────────┘        │
+//!   clients ──TCP──▶ acceptor ──crossbeam channel──▶ forwarding threads ───┘
+//!                                                   (one mio loop each)
 //! ```
 //!
-//! - The control port is a [`Broker`]: the same socket handling, [`Handler`](crate::broker::Handler)
-//!   and [`Registry`](crate::registry::Registry), with the TTL rules of a broker. Its table's
-//!   changes feed the [`Pool`]; `stats` answers with the balancer's counters.
+//! - The control port runs on the same [`Shell`] as a broker, with the
+//!   same registration protocol ([`Service`](crate::service::Service)) over its own
+//!   [`Registry`] and the TTL rules of a broker. The table's changes
+//!   feed the [`Pool`]; `stats` answers with the balancer's counters.
 //! - The acceptor hands each connection to the forwarding threads in turn; a thread picks a
 //!   backend by the pool's atomic round-robin index, connects without blocking, and relays bytes
 //!   both ways. A refused or timed-out connect marks the backend down and moves on to the next,
 //!   so the client does not notice while any backend lives.
-//! - A backend marked down gets no new connections until a probe of the health thread or a
-//!   fresh heartbeat shows it alive.
+//! - Health checks are non-blocking connects run by the control loop's
+//!   [`Prober`](crate::probe::Prober), all backends concurrently, each at its own phase of the
+//!   interval: a black-holed backend costs one timeout, not one per backend per round. A
+//!   backend marked down gets no new connections until a probe or a fresh heartbeat shows it
+//!   alive.
 
+mod control;
 mod forward;
 pub mod pool;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -38,10 +43,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 pub use pool::{Backend, Pool};
 
-use crate::broker::{self, Broker};
-use crate::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig, Registration};
-use crate::protocol::{BalancerStats, Response};
-use crate::registry::{self, Event, EventKind};
+use crate::broker;
+use crate::client::{AnnouncerConfig, Registrar, RegistrarConfig};
+use crate::protocol::BalancerStats;
+use crate::registry::{self, Registry};
+use crate::shell::Shell;
 use crate::shutdown::Shutdown;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -133,7 +139,8 @@ pub struct Balancer {
     config: Config,
     poll: Poll,
     listener: TcpListener,
-    control: Broker,
+    control: mio::net::UdpSocket,
+    control_addr: SocketAddr,
     listen_addr: SocketAddr,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
@@ -152,19 +159,15 @@ impl Balancer {
         let mut listener = crate::net::bind_tcp(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let listen_addr = listener.local_addr()?;
-        let control = Broker::bind(broker::Config {
-            listen: config.control,
-            registry: config.registry.clone(),
-            max_datagram: broker::DEFAULT_MAX_DATAGRAM,
-            log_changes: false,
-            // Backends register at the control port by address; the group is the brokers'.
-            multicast: None,
-        })?;
+        // Backends register at the control port by address; the group is the brokers'.
+        let control = crate::net::bind_udp(config.control)?;
+        let control_addr = control.local_addr()?;
         Ok(Balancer {
             config,
             poll,
             listener,
             control,
+            control_addr,
             listen_addr,
             pool: Arc::new(Pool::new()),
             counters: Arc::new(Counters::default()),
@@ -178,7 +181,7 @@ impl Balancer {
 
     /// The UDP address backends register at.
     pub fn control_addr(&self) -> SocketAddr {
-        self.control.local_addr()
+        self.control_addr
     }
 
     /// The backends.
@@ -189,7 +192,7 @@ impl Balancer {
     /// Balances until `shutdown` is requested; then deregisters from the broker and closes
     /// every connection.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, mut poll, listener, control, listen_addr, pool, counters } = self;
+        let Balancer { config, mut poll, listener, control, listen_addr, pool, counters, .. } = self;
         shutdown.watch(Arc::new(Waker::new(poll.registry(), WAKER)?))?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
 
@@ -213,15 +216,6 @@ impl Balancer {
             let stop = shutdown.clone();
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || forwarder.run(&stop))?);
             forwarders.push(forward::Mailbox { sender, waker, sleeping });
-        }
-        if let Some(interval) = config.health_interval {
-            let (pool, stop) = (Arc::clone(&pool), shutdown.stopped());
-            let timeout = config.connect_timeout;
-            threads.push(
-                std::thread::Builder::new()
-                    .name("health".into())
-                    .spawn(move || health(&pool, interval, timeout, &stop))?,
-            );
         }
 
         let mut events = Events::with_capacity(64);
@@ -273,24 +267,20 @@ impl Balancer {
 /// Runs the control port on its own thread: changes to its table update the pool, and the
 /// first backend makes the balancer register at the broker, the last one gone deregister.
 fn spawn_control(
-    mut control: Broker,
+    socket: mio::net::UdpSocket,
     config: &Config,
     listen_addr: SocketAddr,
     pool: &Arc<Pool>,
     counters: &Arc<Counters>,
     shutdown: &Shutdown,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
-    let (pool, counters) = (Arc::clone(pool), Arc::clone(counters));
-    let stats_pool = Arc::clone(&pool);
-    control.handler_mut().set_stats_reply(move |_| Response::BalancerStats(counters.stats(&stats_pool)));
-
     let registrar = if config.brokers.is_empty() {
         None
     } else {
         let registrar_config = RegistrarConfig { log: config.log, ..RegistrarConfig::default() };
         Some(Registrar::start(&config.brokers, registrar_config).map_err(io::Error::other)?)
     };
-    let mut registering = SelfRegistration {
+    let registering = control::SelfRegistration {
         registrar,
         registration: None,
         announce: config.announce,
@@ -300,111 +290,15 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    // The same endpoint may be registered under several names; it stays while any does.
-    let mut names: HashMap<SocketAddr, usize> = HashMap::new();
-    let log = config.log;
+    let health = config.health_interval.map(|interval| control::Health::new(interval, config.connect_timeout));
+    let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
+    let core = control::Control::new(registry, Arc::clone(pool), Arc::clone(counters), registering, health, config.log);
+    let mut shell = Shell::new(core)?;
+    shell.add_udp(control::Face::Control, socket)?;
     let stop = shutdown.clone();
-    {
-        std::thread::Builder::new().name("control".into()).spawn(move || {
-            let result = control.run_with(&stop, |event: Event| {
-                match event.kind {
-                    EventKind::Registered => {
-                        *names.entry(event.endpoint).or_insert(0) += 1;
-                        if pool.add(event.endpoint) && log {
-                            eprintln!("makler-balancer: backend {} registered", event.endpoint);
-                        }
-                    }
-                    EventKind::Refreshed => {
-                        if let Some(backend) = pool.get(event.endpoint) {
-                            backend.mark_up();
-                        }
-                    }
-                    EventKind::Expired | EventKind::Deregistered => {
-                        let left = names.get_mut(&event.endpoint).map(|n| {
-                            *n -= 1;
-                            *n
-                        });
-                        if left == Some(0) {
-                            names.remove(&event.endpoint);
-                            pool.remove(event.endpoint);
-                            if log {
-                                eprintln!("makler-balancer: backend {} gone", event.endpoint);
-                            }
-                        }
-                    }
-                }
-                registering.follow(pool.len());
-            });
-            registering.follow(0);
-            if let Some(registrar) = registering.registrar.take() {
-                registrar.shutdown();
-            }
-            result
-        })
-    }
-}
-
-/// The balancer's own registration at the broker (and announcement on the multicast group),
-/// present while it has backends.
-struct SelfRegistration {
-    registrar: Option<Registrar>,
-    registration: Option<Registration>,
-    announce: Option<AnnouncerConfig>,
-    announcer: Option<Announcer>,
-    service: String,
-    ip: Option<std::net::IpAddr>,
-    port: u16,
-    log: bool,
-}
-
-impl SelfRegistration {
-    /// Registers when there are backends and it is not registered; deregisters when there are
-    /// none. Never blocks the control loop.
-    fn follow(&mut self, backends: usize) {
-        if let Some(config) = self.announce {
-            match (backends > 0, self.announcer.is_some()) {
-                (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
-                    Ok(announcer) => self.announcer = Some(announcer),
-                    Err(e) => eprintln!("makler-balancer: cannot announce: {e}"),
-                },
-                // Stopping sends the goodbye and returns at once.
-                (false, true) => drop(self.announcer.take()),
-                _ => {}
-            }
-        }
-        let Some(registrar) = &self.registrar else { return };
-        match (backends > 0, self.registration.is_some()) {
-            (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {
-                Ok(registration) => {
-                    if self.log {
-                        eprintln!("makler-balancer: first backend: registering as {}", self.service);
-                    }
-                    self.registration = Some(registration);
-                }
-                Err(e) => eprintln!("makler-balancer: cannot register: {e}"),
-            },
-            (false, true) => {
-                if self.log {
-                    eprintln!("makler-balancer: no backend left: deregistering {}", self.service);
-                }
-                if let Some(registration) = self.registration.take() {
-                    registration.deregister_in_background();
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Probes every backend with a TCP connect each `interval`, marking it up or down, until
-/// `stopped` disconnects.
-fn health(pool: &Pool, interval: Duration, timeout: Duration, stopped: &crossbeam_channel::Receiver<()>) {
-    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
-        for backend in pool.snapshot().iter() {
-            match TcpStream::connect_timeout(&backend.addr, timeout.min(interval)) {
-                Ok(_) => backend.mark_up(),
-                Err(_) => backend.mark_failed(),
-            }
-        }
-    }
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        let mut core = shell.run(&stop)?;
+        core.stop_registering();
+        Ok(())
+    })
 }

@@ -132,21 +132,27 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 s.backend_count, s.active, s.total, s.refused, s.failed
             );
             for b in &s.backends {
-                let _ = writeln!(
-                    out,
-                    "backend {} {} active={} total={} bytes_to={} bytes_from={} failures={}",
-                    b.addr,
-                    if b.up { "up" } else { "down" },
-                    b.active,
-                    b.total,
-                    b.bytes_to,
-                    b.bytes_from,
-                    b.failures
-                );
+                encode_backend_line(b, out);
             }
             Ok(())
         }
     };
+}
+
+/// Writes one backend's line of a balancer's `stats` reply at the end of `out`.
+pub fn encode_backend_line(b: &super::BackendStats, out: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = writeln!(
+        out,
+        "backend {} {} active={} total={} bytes_to={} bytes_from={} failures={}",
+        b.addr,
+        if b.up { "up" } else { "down" },
+        b.active,
+        b.total,
+        b.bytes_to,
+        b.bytes_from,
+        b.failures
+    );
 }
 
 /// The words after the verb; at most four are kept, which is more than any verb takes, so a

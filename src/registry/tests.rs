@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use proptest::prelude::*;
 
 use super::*;
+use std::net::IpAddr;
 
 const TTL: Duration = Duration::from_secs(5);
 const NS: Duration = Duration::from_nanos(1);
@@ -19,6 +20,13 @@ fn registry() -> Registry {
     Registry::new(Config::default(), counter_ids())
 }
 
+/// The source of every registration in these tests unless one says otherwise.
+const SERVER: Source = Source::Unicast(SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 50000));
+
+fn register(r: &mut Registry, now: Instant, service: &str, endpoint: SocketAddr) -> Result<Registration, Rejection> {
+    r.register(now, service, endpoint, SERVER)
+}
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -33,7 +41,7 @@ fn live(registry: &mut Registry, now: Instant, service: &str) -> Vec<SocketAddr>
 fn an_instance_expires_exactly_at_the_ttl() {
     let mut r = registry();
     let t0 = Instant::now();
-    let id = r.register(t0, "echo", addr(4000)).unwrap().id;
+    let id = register(&mut r, t0, "echo", addr(4000)).unwrap().id;
     assert_eq!(r.poll_timeout(), Some(t0 + TTL));
 
     assert_eq!(live(&mut r, t0 + TTL - NS, "echo"), [addr(4000)]);
@@ -49,7 +57,7 @@ fn an_instance_expires_exactly_at_the_ttl() {
 fn a_heartbeat_just_before_the_ttl_keeps_it_alive() {
     let mut r = registry();
     let t0 = Instant::now();
-    let id = r.register(t0, "echo", addr(4000)).unwrap().id;
+    let id = register(&mut r, t0, "echo", addr(4000)).unwrap().id;
     let t1 = t0 + TTL - NS;
     r.heartbeat(t1, id).unwrap();
     assert_eq!(r.poll_timeout(), Some(t1 + TTL));
@@ -61,28 +69,28 @@ fn a_heartbeat_just_before_the_ttl_keeps_it_alive() {
 fn registering_again_refreshes_and_keeps_the_id() {
     let mut r = registry();
     let t0 = Instant::now();
-    let first = r.register(t0, "echo", addr(4000)).unwrap();
+    let first = register(&mut r, t0, "echo", addr(4000)).unwrap();
     assert!(first.created);
-    let again = r.register(t0 + TTL / 2, "echo", addr(4000)).unwrap();
+    let again = register(&mut r, t0 + TTL / 2, "echo", addr(4000)).unwrap();
     assert_eq!(again, Registration { id: first.id, created: false });
     assert_eq!(r.len(), 1);
     assert_eq!(live(&mut r, t0 + TTL, "echo"), [addr(4000)]);
 
-    let other_port = r.register(t0 + TTL / 2, "echo", addr(4001)).unwrap();
-    let other_service = r.register(t0 + TTL / 2, "upper", addr(4000)).unwrap();
+    let other_port = register(&mut r, t0 + TTL / 2, "echo", addr(4001)).unwrap();
+    let other_service = register(&mut r, t0 + TTL / 2, "upper", addr(4000)).unwrap();
     assert!(other_port.created && other_service.created);
     assert_ne!(other_port.id, first.id);
     assert_ne!(other_service.id, first.id);
     assert_eq!(r.len(), 3);
-    assert_eq!(r.lookup("upper", addr(4000)), Some(other_service.id));
+    assert_eq!(r.lease_id("upper", addr(4000), SERVER), Some(other_service.id));
 }
 
 #[test]
 fn deregister_removes_at_once() {
     let mut r = registry();
     let t0 = Instant::now();
-    let a = r.register(t0, "echo", addr(4000)).unwrap().id;
-    let b = r.register(t0, "echo", addr(4001)).unwrap().id;
+    let a = register(&mut r, t0, "echo", addr(4000)).unwrap().id;
+    let b = register(&mut r, t0, "echo", addr(4001)).unwrap().id;
     r.deregister(t0, a).unwrap();
     assert_eq!(r.deregister(t0, a), Err(NotFound));
     assert_eq!(r.heartbeat(t0, a), Err(NotFound));
@@ -98,7 +106,7 @@ fn queries_rotate_evenly() {
     let mut r = registry();
     let t0 = Instant::now();
     for port in [4000, 4001, 4002] {
-        r.register(t0, "echo", addr(port)).unwrap();
+        register(&mut r, t0, "echo", addr(port)).unwrap();
     }
     let mut firsts = HashMap::new();
     for _ in 0..300 {
@@ -114,7 +122,7 @@ fn successive_queries_start_one_further_on() {
     let mut r = registry();
     let t0 = Instant::now();
     for port in [4000, 4001, 4002] {
-        r.register(t0, "echo", addr(port)).unwrap();
+        register(&mut r, t0, "echo", addr(port)).unwrap();
     }
     let rounds: Vec<Vec<_>> = (0..4).map(|_| r.query(t0, "echo").unwrap().collect()).collect();
     assert_eq!(rounds[0], [addr(4000), addr(4001), addr(4002)]);
@@ -128,7 +136,7 @@ fn a_prefix_of_each_answer_still_hands_out_every_instance() {
     let mut r = registry();
     let t0 = Instant::now();
     for port in 4000..4010 {
-        r.register(t0, "echo", addr(port)).unwrap();
+        register(&mut r, t0, "echo", addr(port)).unwrap();
     }
     let mut seen = HashMap::new();
     for _ in 0..10 {
@@ -143,18 +151,18 @@ fn a_prefix_of_each_answer_still_hands_out_every_instance() {
 #[test]
 fn names_are_checked_against_the_limits() {
     let limits = Limits { max_name_len: 8, name_punctuation: "-".into(), max_instances: 10 };
-    let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
+    let mut r = Registry::new(Config { ttl: TTL, limits, ..Config::default() }, counter_ids());
     let t0 = Instant::now();
-    assert!(r.register(t0, "echo-v2", addr(1)).is_ok());
-    assert!(r.register(t0, "abcdefgh", addr(1)).is_ok());
-    assert_eq!(r.register(t0, "abcdefghi", addr(1)), Err(Rejection::NameTooLong { len: 9, max: 8 }));
-    assert!(matches!(r.register(t0, "", addr(1)), Err(Rejection::BadName { .. })));
-    let err = r.register(t0, "echo_v2", addr(1)).unwrap_err();
+    assert!(register(&mut r, t0, "echo-v2", addr(1)).is_ok());
+    assert!(register(&mut r, t0, "abcdefgh", addr(1)).is_ok());
+    assert_eq!(register(&mut r, t0, "abcdefghi", addr(1)), Err(Rejection::NameTooLong { len: 9, max: 8 }));
+    assert!(matches!(register(&mut r, t0, "", addr(1)), Err(Rejection::BadName { .. })));
+    let err = register(&mut r, t0, "echo_v2", addr(1)).unwrap_err();
     assert_eq!(
         err.to_string(),
         "bad service name \"echo_v2\": '_' is not allowed; use ASCII letters, digits and \"-\""
     );
-    assert!(matches!(r.register(t0, "écho", addr(1)), Err(Rejection::BadName { .. })));
+    assert!(matches!(register(&mut r, t0, "écho", addr(1)), Err(Rejection::BadName { .. })));
     assert_eq!(r.len(), 2);
 }
 
@@ -163,72 +171,89 @@ fn endpoints_must_be_reachable() {
     let mut r = registry();
     let t0 = Instant::now();
     let unusable = |e: Result<Registration, Rejection>| matches!(e, Err(Rejection::UnusableIp { .. }));
-    assert!(unusable(r.register(t0, "echo", "0.0.0.0:80".parse().unwrap())));
-    assert!(unusable(r.register(t0, "echo", "[::]:80".parse().unwrap())));
-    assert!(unusable(r.register(t0, "echo", "239.1.2.3:80".parse().unwrap())));
-    assert!(unusable(r.register(t0, "echo", "255.255.255.255:80".parse().unwrap())));
-    assert!(matches!(r.register(t0, "echo", addr(0)), Err(Rejection::BadPort { .. })));
-    assert!(r.register(t0, "echo", "[fe80::1]:80".parse().unwrap()).is_ok());
+    assert!(unusable(register(&mut r, t0, "echo", "0.0.0.0:80".parse().unwrap())));
+    assert!(unusable(register(&mut r, t0, "echo", "[::]:80".parse().unwrap())));
+    assert!(unusable(register(&mut r, t0, "echo", "239.1.2.3:80".parse().unwrap())));
+    assert!(unusable(register(&mut r, t0, "echo", "255.255.255.255:80".parse().unwrap())));
+    assert!(matches!(register(&mut r, t0, "echo", addr(0)), Err(Rejection::BadPort { .. })));
+    assert!(register(&mut r, t0, "echo", "[fe80::1]:80".parse().unwrap()).is_ok());
     assert_eq!(r.len(), 1);
 }
 
 #[test]
 fn a_full_table_refuses_new_entries_but_refreshes_old_ones() {
     let limits = Limits { max_instances: 2, ..Limits::default() };
-    let mut r = Registry::new(Config { ttl: TTL, limits }, counter_ids());
+    let mut r = Registry::new(Config { ttl: TTL, limits, ..Config::default() }, counter_ids());
     let t0 = Instant::now();
-    r.register(t0, "echo", addr(1)).unwrap();
-    let b = r.register(t0 + TTL / 2, "echo", addr(2)).unwrap().id;
-    assert_eq!(r.register(t0, "echo", addr(3)), Err(Rejection::Full { max: 2 }));
-    assert_eq!(r.register(t0, "echo", addr(3)).unwrap_err().to_string(), "full: 2 instances registered");
-    assert!(!r.register(t0, "echo", addr(1)).unwrap().created);
+    register(&mut r, t0, "echo", addr(1)).unwrap();
+    let b = register(&mut r, t0 + TTL / 2, "echo", addr(2)).unwrap().id;
+    assert_eq!(register(&mut r, t0, "echo", addr(3)), Err(Rejection::Full { max: 2 }));
+    assert_eq!(register(&mut r, t0, "echo", addr(3)).unwrap_err().to_string(), "full: 2 instances registered");
+    assert!(!register(&mut r, t0, "echo", addr(1)).unwrap().created);
     r.heartbeat(t0 + TTL / 2, b).unwrap();
     // Once the first entry expires there is room again.
-    assert!(r.register(t0 + TTL, "echo", addr(3)).unwrap().created);
+    assert!(register(&mut r, t0 + TTL, "echo", addr(3)).unwrap().created);
     assert_eq!(r.len(), 2);
 }
 
 #[test]
-fn events_tell_every_change_in_order() {
+fn the_change_log_tells_every_change_in_order_with_numbers() {
     let mut r = registry();
     let t0 = Instant::now();
-    r.register(t0, "quiet", addr(9)).unwrap();
-    assert_eq!(r.poll_event(), None, "events are off by default");
-
-    r.record_events(true);
-    let a = r.register(t0, "echo", addr(1)).unwrap().id;
-    let b = r.register(t0 + NS, "echo", addr(2)).unwrap().id;
+    let quiet = register(&mut r, t0, "quiet", addr(9)).unwrap().id;
+    let a = register(&mut r, t0, "echo", addr(1)).unwrap().id;
+    let b = register(&mut r, t0 + NS, "echo", addr(2)).unwrap().id;
     r.heartbeat(t0 + NS, a).unwrap();
     r.deregister(t0 + NS, b).unwrap();
     r.handle_timeout(t0 + NS + TTL);
-    let kinds: Vec<_> = std::iter::from_fn(|| r.poll_event()).map(|e| (e.kind, e.id)).collect();
-    let quiet = Uuid::from_u128(1);
+    let changes: Vec<_> = std::iter::from_fn(|| r.poll_change()).collect();
+    let kinds: Vec<_> = changes.iter().map(|c| (c.kind, c.id, c.instance_changed)).collect();
     assert_eq!(
         kinds,
         [
-            (EventKind::Registered, a),
-            (EventKind::Registered, b),
-            (EventKind::Refreshed, a),
-            (EventKind::Deregistered, b),
-            (EventKind::Expired, quiet),
-            (EventKind::Expired, a),
+            (ChangeKind::Registered, quiet, true),
+            (ChangeKind::Registered, a, true),
+            (ChangeKind::Registered, b, true),
+            (ChangeKind::Refreshed, a, false),
+            (ChangeKind::Removed(RemoveReason::Deregistered), b, true),
+            (ChangeKind::Expired, quiet, true),
+            (ChangeKind::Expired, a, true),
         ]
     );
+    let seqs: Vec<u64> = changes.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<_>>());
+    assert_eq!(changes[3].deadline, t0 + NS + TTL, "a refresh carries the new deadline");
+    assert_eq!((&*changes[4].service, changes[4].endpoint, changes[4].source), ("echo", addr(2), SERVER));
+    assert!(changes.iter().all(|c| !c.by_peer));
+}
+
+#[test]
+fn the_change_log_is_bounded_and_a_gap_shows_in_the_numbers() {
+    let config = Config { change_log_capacity: 3, ..Config::default() };
+    let mut r = Registry::new(config, counter_ids());
+    let t0 = Instant::now();
+    for port in 1..=5 {
+        register(&mut r, t0, "echo", addr(port)).unwrap();
+    }
+    assert_eq!(r.changes_dropped(), 2);
+    let seqs: Vec<u64> = std::iter::from_fn(|| r.poll_change()).map(|c| c.seq).collect();
+    assert_eq!(seqs, [3, 4, 5], "the oldest went; the numbers show the gap");
+    register(&mut r, t0, "echo", addr(6)).unwrap();
+    assert_eq!(r.poll_change().map(|c| c.seq), Some(6));
 }
 
 #[test]
 fn expiry_follows_deadlines_not_registration_order() {
     let mut r = registry();
-    r.record_events(true);
     let t0 = Instant::now();
-    let a = r.register(t0, "echo", addr(1)).unwrap().id;
-    let b = r.register(t0, "echo", addr(2)).unwrap().id;
+    let a = register(&mut r, t0, "echo", addr(1)).unwrap().id;
+    let b = register(&mut r, t0, "echo", addr(2)).unwrap().id;
     r.heartbeat(t0 + Duration::from_secs(1), a).unwrap();
     assert_eq!(r.poll_timeout(), Some(t0 + TTL));
-    while r.poll_event().is_some() {}
+    while r.poll_change().is_some() {}
     r.handle_timeout(t0 + TTL);
-    assert_eq!(r.poll_event().map(|e| (e.kind, e.id)), Some((EventKind::Expired, b)));
-    assert_eq!(r.poll_event(), None);
+    assert_eq!(r.poll_change().map(|e| (e.kind, e.id)), Some((ChangeKind::Expired, b)));
+    assert_eq!(r.poll_change(), None);
     assert_eq!(r.poll_timeout(), Some(t0 + Duration::from_secs(1) + TTL));
 }
 
@@ -265,7 +290,7 @@ proptest! {
             model.retain(|_, (_, last)| now < *last + TTL);
             match op {
                 Op::Register { service, port } => {
-                    let reg = r.register(now, &format!("s{service}"), addr(port)).unwrap();
+                    let reg = register(&mut r, now, &format!("s{service}"), addr(port)).unwrap();
                     let existed = model.contains_key(&(service, port));
                     prop_assert_eq!(reg.created, !existed);
                     let entry = model.entry((service, port)).or_insert((reg.id, now));
@@ -295,7 +320,7 @@ proptest! {
                 prop_assert_eq!(live(&mut r, now, &format!("s{service}")), expected);
             }
             prop_assert_eq!(r.len(), model.len());
-            prop_assert_eq!(r.poll_timeout(), model.values().map(|&(_, last)| last + TTL).min());
+            prop_assert_eq!(r.next_expiry(), model.values().map(|&(_, last)| last + TTL).min());
         }
     }
 }

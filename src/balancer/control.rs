@@ -1,0 +1,338 @@
+//! The balancer's control port as a sans-IO core: the registration protocol over the backend
+//! table, the pool fed from the table's changes, the balancer's own registration at the broker
+//! while it has backends, health probes, and the `stats` answer.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Counters, Pool};
+use crate::client::{Announcer, AnnouncerConfig, Registrar, Registration};
+use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
+use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
+use crate::registry::{ChangeKind, Registry};
+use crate::service::{self, Handled, Service};
+use crate::shell::{Core, ProbeCmd, ProbeId, ProbeOutcome};
+
+/// The control port's one socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Face {
+    Control,
+}
+
+/// Health checks: every backend probed each interval; one failure takes it out of rotation,
+/// one success (or a heartbeat) brings it back.
+pub(crate) struct Health {
+    pub prober: Prober,
+    pub schedule: Schedule,
+}
+
+impl Health {
+    pub fn new(interval: Duration, timeout: Duration) -> Self {
+        let prober = Prober::new(ProberConfig { timeout: timeout.min(interval), max_in_flight: 1024 });
+        Health { prober, schedule: Schedule::new(interval, 1) }
+    }
+}
+
+/// The control core.
+pub(crate) struct Control {
+    registry: Registry,
+    service: Service,
+    pool: Arc<Pool>,
+    counters: Arc<Counters>,
+    /// How many services each backend endpoint is registered under; it stays while any is.
+    names: HashMap<SocketAddr, usize>,
+    registering: SelfRegistration,
+    health: Option<Health>,
+    log: bool,
+}
+
+impl Control {
+    pub fn new(
+        registry: Registry,
+        pool: Arc<Pool>,
+        counters: Arc<Counters>,
+        registering: SelfRegistration,
+        health: Option<Health>,
+        log: bool,
+    ) -> Self {
+        let service = Service::new(&registry, service::DEFAULT_MAX_DATAGRAM);
+        Control { registry, service, pool, counters, names: HashMap::new(), registering, health, log }
+    }
+
+    /// Feeds the table's changes to the pool and the health checks, and follows the pool's
+    /// size with the balancer's own registration.
+    fn drain_changes(&mut self, now: Instant) {
+        let mut changed = false;
+        while let Some(change) = self.registry.poll_change() {
+            let endpoint = change.endpoint;
+            match change.kind {
+                ChangeKind::Registered if change.instance_changed => {
+                    *self.names.entry(endpoint).or_insert(0) += 1;
+                    if self.pool.add(endpoint) && self.log {
+                        log::info!("backend {endpoint} registered");
+                    }
+                    if let Some(health) = &mut self.health {
+                        health.schedule.add(now, endpoint);
+                    }
+                    changed = true;
+                }
+                // A heartbeat says the backend lives.
+                ChangeKind::Registered | ChangeKind::Refreshed => {
+                    if let Some(backend) = self.pool.get(endpoint) {
+                        backend.mark_up();
+                    }
+                }
+                ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
+                    let left = self.names.get_mut(&endpoint).map(|n| {
+                        *n -= 1;
+                        *n
+                    });
+                    if left == Some(0) {
+                        self.names.remove(&endpoint);
+                        self.pool.remove(endpoint);
+                        if let Some(health) = &mut self.health {
+                            health.schedule.remove(endpoint);
+                        }
+                        if self.log {
+                            log::info!("backend {endpoint} gone");
+                        }
+                    }
+                    changed = true;
+                }
+                ChangeKind::Expired | ChangeKind::Removed(_) => {}
+            }
+        }
+        if changed {
+            self.registering.follow(self.pool.len());
+        }
+    }
+
+    /// The balancer's counters, with as many backends as fit in one reply in `form`. Linear in
+    /// the number of backends: each one's size is counted once.
+    fn stats(&self, form: Form) -> Response {
+        let mut stats = self.counters.stats(&self.pool);
+        let mut budget = MAX_REPLY_LEN.saturating_sub(header_len(form, &stats));
+        let mut fits = 0;
+        for backend in &stats.backends {
+            let cost = backend_len(form, backend);
+            if cost > budget {
+                break;
+            }
+            budget -= cost;
+            fits += 1;
+        }
+        stats.backends.truncate(fits);
+        Response::BalancerStats(stats)
+    }
+
+    /// Stops the balancer's own registration and announcement.
+    pub fn stop_registering(&mut self) {
+        self.registering.follow(0);
+        if let Some(registrar) = self.registering.registrar.take() {
+            registrar.shutdown();
+        }
+    }
+}
+
+impl Core for Control {
+    type Face = Face;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        _face: Face,
+        from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Option<Face> {
+        if let Handled::Other { form, request } = self.service.handle(&mut self.registry, now, from, datagram, reply) {
+            let response = match request {
+                Request::Stats => self.stats(form),
+                other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
+            };
+            self.service.reply(form, &response, reply);
+        }
+        self.drain_changes(now);
+        Some(Face::Control)
+    }
+
+    fn poll_probe(&mut self) -> Option<ProbeCmd> {
+        self.health.as_mut()?.prober.poll_command()
+    }
+
+    fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        if let Some(health) = &mut self.health {
+            health.prober.handle_outcome(now, id, outcome);
+        }
+        self.take_probe_results();
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let health = self.health.as_ref().map(|h| [h.prober.poll_timeout(), h.schedule.poll_timeout()]);
+        [self.registry.poll_timeout()].into_iter().chain(health.into_iter().flatten()).flatten().min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.registry.handle_timeout(now);
+        if let Some(health) = &mut self.health {
+            health.prober.handle_timeout(now);
+            health.schedule.handle_timeout(now, &mut health.prober);
+        }
+        self.take_probe_results();
+        self.drain_changes(now);
+    }
+}
+
+impl Control {
+    fn take_probe_results(&mut self) {
+        let Some(health) = &mut self.health else { return };
+        while let Some((addr, probe)) = health.prober.poll_result() {
+            let Some(backend) = self.pool.get(addr) else { continue };
+            match (health.schedule.on_result(addr, probe), probe) {
+                (Some(Verdict::Down), _) => {
+                    backend.mark_failed();
+                    if self.log {
+                        log::warn!("backend {addr} marked down: probe {probe:?}");
+                    }
+                }
+                (Some(Verdict::Up), _) | (None, Probe::Alive) => {
+                    backend.mark_up();
+                    if self.log && !backend.is_up() {
+                        log::info!("backend {addr} up again");
+                    }
+                }
+                // Still down: count the failure, as the blocking health check did.
+                (None, p) if p.is_dead() => backend.mark_failed(),
+                (None, _) => {}
+            }
+        }
+    }
+}
+
+/// Bytes of a `stats` reply that are not backends, at the most.
+fn header_len(form: Form, stats: &BalancerStats) -> usize {
+    match form {
+        Form::Text => {
+            let mut out = Vec::new();
+            let header = BalancerStats { backends: Vec::new(), ..stats.clone() };
+            crate::protocol::text::encode_response(&Response::BalancerStats(header), &mut out);
+            out.len()
+        }
+        // Version byte, request id (up to 5), variant (1), five u64 counters (up to 10 each),
+        // list length (up to 3 for any list that fits).
+        Form::Binary { .. } => 1 + 5 + 1 + 5 * 10 + 3,
+    }
+}
+
+/// Bytes one backend adds to a `stats` reply.
+fn backend_len(form: Form, backend: &crate::protocol::BackendStats) -> usize {
+    match form {
+        Form::Text => {
+            let mut line = Vec::with_capacity(128);
+            crate::protocol::text::encode_backend_line(backend, &mut line);
+            line.len()
+        }
+        Form::Binary { .. } => {
+            postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(backend, Default::default())
+                .unwrap_or(usize::MAX)
+        }
+    }
+}
+
+/// The balancer's own registration at the broker (and announcement on the multicast group),
+/// present while it has backends.
+pub(crate) struct SelfRegistration {
+    pub registrar: Option<Registrar>,
+    pub registration: Option<Registration>,
+    pub announce: Option<AnnouncerConfig>,
+    pub announcer: Option<Announcer>,
+    pub service: String,
+    pub ip: Option<std::net::IpAddr>,
+    pub port: u16,
+    pub log: bool,
+}
+
+impl SelfRegistration {
+    /// Registers when there are backends and it is not registered; deregisters when there are
+    /// none. Never blocks the control loop.
+    pub fn follow(&mut self, backends: usize) {
+        if let Some(config) = self.announce {
+            match (backends > 0, self.announcer.is_some()) {
+                (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
+                    Ok(announcer) => self.announcer = Some(announcer),
+                    Err(e) => log::error!("cannot announce: {e}"),
+                },
+                // Stopping sends the goodbye and returns at once.
+                (false, true) => drop(self.announcer.take()),
+                _ => {}
+            }
+        }
+        let Some(registrar) = &self.registrar else { return };
+        match (backends > 0, self.registration.is_some()) {
+            (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {
+                Ok(registration) => {
+                    if self.log {
+                        log::info!("first backend: registering as {}", self.service);
+                    }
+                    self.registration = Some(registration);
+                }
+                Err(e) => log::error!("cannot register: {e}"),
+            },
+            (false, true) => {
+                if self.log {
+                    log::info!("no backend left: deregistering {}", self.service);
+                }
+                if let Some(registration) = self.registration.take() {
+                    registration.deregister_in_background();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::BackendStats;
+
+    fn backend(i: u32) -> BackendStats {
+        let [_, _, hi, lo] = i.to_be_bytes();
+        BackendStats {
+            addr: SocketAddr::from(([10, 0, hi, lo], 40000 + (i % 1000) as u16)),
+            up: i % 3 != 0,
+            active: u64::from(i),
+            total: u64::from(i) * 1000,
+            bytes_to: u64::MAX - u64::from(i),
+            bytes_from: u64::from(i) << 20,
+            failures: u64::from(i % 7),
+        }
+    }
+
+    #[test]
+    fn the_size_of_each_backend_is_counted_exactly() {
+        for form in [Form::Text, Form::Binary { request_id: u32::MAX }] {
+            let mut total = BalancerStats {
+                active: u64::MAX,
+                total: u64::MAX,
+                refused: u64::MAX,
+                failed: u64::MAX,
+                backends: Vec::new(),
+                backend_count: u64::MAX,
+            };
+            let mut expected = header_len(form, &total);
+            let mut out = Vec::new();
+            crate::protocol::encode_reply(form, &Response::BalancerStats(total.clone()), &mut out);
+            assert!(out.len() <= expected, "{form:?}: header {} > {expected}", out.len());
+            for i in 0..20 {
+                total.backends.push(backend(i));
+                expected += backend_len(form, &backend(i));
+                crate::protocol::encode_reply(form, &Response::BalancerStats(total.clone()), &mut out);
+                assert!(out.len() <= expected, "{form:?}: {} > {expected}", out.len());
+                assert!(out.len() + 60 >= expected, "{form:?}: {} much less than {expected}", out.len());
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The broker: a [`Node`] (all the logic, sans-IO) run by a [`Shell`] (one thread, one mio
+//! event loop) on a unicast UDP socket and, optionally, the multicast group.
+//!
+//! This module only binds the sockets the configuration names and says hello to the group;
+//! everything a broker answers is decided in [`crate::node`].
+//!
+//! ```no_run
+//! use makler::broker::{Broker, Config};
+//! use makler::shutdown::Shutdown;
+//!
+//! let broker = Broker::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::default() })?;
+//! println!("listening udp={}", broker.local_addr());
+//! let shutdown = Shutdown::new();
+//! shutdown.on_signals()?;
+//! broker.run(&shutdown)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::io;
+use std::net::SocketAddr;
+
+use uuid::Uuid;
+
+pub use crate::service::DEFAULT_MAX_DATAGRAM;
+
+use crate::multicast::MulticastConfig;
+use crate::node::{Face, Node, NodeConfig};
+use crate::protocol::{Multicast, binary};
+use crate::registry;
+use crate::shell::Shell;
+use crate::shutdown::Shutdown;
+
+/// The broker's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The UDP address to listen on.
+    pub listen: SocketAddr,
+    /// TTL and limits of the table.
+    pub registry: registry::Config,
+    /// The longest request datagram accepted, in bytes.
+    pub max_datagram: usize,
+    /// Log registrations, deregistrations and expiries (at info level).
+    pub log_changes: bool,
+    /// Listen for announcements and discovery on this multicast group (`None`: no multicast).
+    pub multicast: Option<MulticastConfig>,
+}
+
+/// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
+/// can reach it by accident.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN,
+            registry: registry::Config::default(),
+            max_datagram: DEFAULT_MAX_DATAGRAM,
+            log_changes: false,
+            multicast: None,
+        }
+    }
+}
+
+/// A bound broker, ready to [`run`](Broker::run).
+#[derive(Debug)]
+pub struct Broker {
+    shell: Shell<Node>,
+    local_addr: SocketAddr,
+    /// The group and the origin id of the broker's datagrams on it.
+    group: Option<(MulticastConfig, u64)>,
+}
+
+impl Broker {
+    /// Binds the sockets. The broker answers nothing until [`run`](Broker::run) is called.
+    pub fn bind(config: Config) -> io::Result<Broker> {
+        let socket = crate::net::bind_udp(config.listen)?;
+        let local_addr = socket.local_addr()?;
+        let group = config.multicast.map(|multicast| (multicast, crate::multicast::origin()));
+        let node = Node::new(
+            NodeConfig {
+                registry: config.registry,
+                max_datagram: config.max_datagram,
+                log_changes: config.log_changes,
+                unicast: local_addr,
+                group_origin: group.map(|(_, origin)| origin),
+                ..NodeConfig::default()
+            },
+            Uuid::new_v4,
+        );
+        let mut shell = Shell::new(node)?;
+        shell.add_udp(Face::Client, socket)?;
+        if let Some((multicast, _)) = &group {
+            let receiver = crate::multicast::receiver(multicast).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot join multicast group {} on {}: {e}", multicast.group, multicast.interface),
+                )
+            })?;
+            shell.add_udp(Face::Group, receiver)?;
+        }
+        Ok(Broker { shell, local_addr, group })
+    }
+
+    /// The address the socket is really bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Answers datagrams until `shutdown` is requested.
+    pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
+        self.say_hello();
+        self.shell.run(shutdown).map(drop)
+    }
+
+    /// Tells the group that this broker has started (best effort: a lost hello only means
+    /// waiting clients find the broker at their next discovery).
+    fn say_hello(&self) {
+        let Some((config, origin)) = &self.group else { return };
+        let mut datagram = Vec::new();
+        binary::encode(0, &Multicast::BrokerHello { origin: *origin, addr: self.local_addr }, &mut datagram);
+        if let Ok(sender) = crate::multicast::sender(config) {
+            let _ = sender.send_to(&datagram, config.group);
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What may be registered: service names and endpoints.
+
+use std::net::{IpAddr, SocketAddr};
+
+use super::saturate;
+use crate::protocol::Rejection;
+
+/// Limits on what may be registered, each reported with its own error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// The longest service name, in bytes.
+    pub max_name_len: usize,
+    /// The characters a service name may hold besides ASCII letters and digits.
+    pub name_punctuation: String,
+    /// How many leases the table holds at most; beyond, registrations get `ERROR full`.
+    pub max_instances: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_name_len: 64, name_punctuation: "-_.".to_owned(), max_instances: 100_000 }
+    }
+}
+
+impl Limits {
+    /// Checks a service name against the limits.
+    pub fn check_name(&self, name: &str) -> Result<(), Rejection> {
+        if name.len() > self.max_name_len {
+            return Err(Rejection::NameTooLong { len: saturate(name.len()), max: saturate(self.max_name_len) });
+        }
+        if name.is_empty() {
+            return Err(Rejection::BadName { name: String::new(), why: "it is empty".to_owned() });
+        }
+        if let Some(bad) = name.chars().find(|&c| !c.is_ascii_alphanumeric() && !self.name_punctuation.contains(c)) {
+            return Err(Rejection::BadName {
+                name: crate::protocol::excerpt(name, 40),
+                why: format!("{bad:?} is not allowed; use ASCII letters, digits and {:?}", self.name_punctuation),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Checks that clients could connect to an endpoint: a real unicast address and a port.
+pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), Rejection> {
+    let ip = endpoint.ip();
+    let why = if endpoint.port() == 0 {
+        return Err(Rejection::BadPort { port: "0".to_owned() });
+    } else if ip.is_unspecified() {
+        "it is the unspecified address"
+    } else if ip.is_multicast() {
+        "it is a multicast address"
+    } else if ip == IpAddr::from([255, 255, 255, 255]) {
+        "it is the broadcast address"
+    } else {
+        return Ok(());
+    };
+    Err(Rejection::UnusableIp { ip, why: why.to_owned() })
+}

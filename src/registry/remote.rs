@@ -1,0 +1,222 @@
+//! Leases that come from peer brokers, and pages of the table for a peer that catches up.
+//!
+//! # The merge rule
+//!
+//! A remote lease arrives with its id, its source and the time it has *left* (so the hosts'
+//! clocks need not agree; the lease here runs out that long after `now`, capped at this
+//! broker's own TTL, so no peer can make a lease live longer than a local one would).
+//! [`Registry::apply_remote`] then does the first of these that applies:
+//!
+//! 1. **The id is tombstoned** (removed on purpose here or at a peer recently): ignored, so a
+//!    late or reordered renewal cannot undo a removal ([`Applied::Tombstoned`]).
+//! 2. **The id is known**: the deadline becomes the later of the two; never earlier, so
+//!    renewals may arrive in any order ([`Applied::Refreshed`] or [`Applied::Unchanged`]).
+//! 3. **The same source holds another lease on the same instance** (it registered at two
+//!    brokers before either heard of the other's lease): the two are one lease. The smaller id
+//!    names it, the other stays valid as an alias (heartbeats and deregisters with either id
+//!    work), and the deadline is the later one. Every broker picks the same id whatever order
+//!    the two arrive in, so they converge without flapping ([`Applied::Merged`]).
+//! 4. Otherwise the lease is **inserted** with its id, if the name and endpoint pass this
+//!    broker's limits and the table has room ([`Applied::Inserted`] or [`Applied::Refused`]).
+//!
+//! Another source's lease on the same instance is not a conflict: leases of different sources
+//! coexist, each with its own id, and the instance is listed once while any of them lives.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::{ChangeKind, Index, Registry, RemoveReason, Source, check_endpoint};
+use crate::protocol::Rejection;
+
+/// A lease as it travels between brokers: everything but the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseView<'a> {
+    /// The lease's id.
+    pub id: Uuid,
+    /// Its service.
+    pub service: &'a str,
+    /// Its endpoint.
+    pub endpoint: SocketAddr,
+    /// Who holds it.
+    pub source: Source,
+    /// How long it has left.
+    pub ttl_left: Duration,
+    /// Other ids it is known by (see the merge rule).
+    pub aliases: &'a [Uuid],
+}
+
+/// What [`Registry::apply_remote`] did with a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// A new lease.
+    Inserted,
+    /// A known lease now lasts longer.
+    Refreshed,
+    /// A known lease already lasted as long or longer.
+    Unchanged,
+    /// The same source's lease under another id: merged into one (rule 3).
+    Merged,
+    /// The id was removed on purpose recently; nothing changed.
+    Tombstoned,
+    /// The lease has no time left; nothing changed.
+    Expired,
+    /// The id names a lease on another instance here (ids collide, or a peer is broken);
+    /// nothing changed.
+    Conflict,
+    /// The lease breaks this broker's limits, or the table is full.
+    Refused(Rejection),
+}
+
+/// Where a walk through the table ([`Registry::page`]) goes on. Positions are slots, which a
+/// lease keeps for its whole life: a lease that lives through the whole walk is visited exactly
+/// once, and one added or removed meanwhile at most once (the live changes, sent meanwhile,
+/// cover those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cursor(pub u32);
+
+impl Cursor {
+    /// The start of the table.
+    pub const START: Cursor = Cursor(0);
+}
+
+/// How many aliases a lease keeps at most: one per broker that gave the same source's
+/// registration an id of its own is the most a sane cluster makes.
+const MAX_ALIASES: usize = 8;
+
+/// How many slots one [`Registry::page`] call looks at, at the most, so that a table with many
+/// free slots cannot make one call long.
+const SCAN_LIMIT: usize = 4096;
+
+impl Registry {
+    /// Takes a lease from a peer broker, by the merge rule of the [module docs](self).
+    pub fn apply_remote(&mut self, now: Instant, lease: LeaseView<'_>) -> Applied {
+        self.handle_timeout(now);
+        if self.tombstones.contains(lease.id) {
+            return Applied::Tombstoned;
+        }
+        let ttl = lease.ttl_left.min(self.config.ttl);
+        if ttl.is_zero() {
+            return Applied::Expired;
+        }
+        let deadline = now + ttl;
+        if let Some(&index) = self.by_id.get(&lease.id) {
+            let known = self.lease(index);
+            let service = self.service(known.service);
+            if &*service.name != lease.service || service.members[known.position as usize].endpoint != lease.endpoint {
+                return Applied::Conflict;
+            }
+            self.adopt_aliases(index, lease.id, lease.aliases);
+            let before = self.lease(index).deadline;
+            self.renew(index, deadline, true);
+            return if self.lease(index).deadline > before { Applied::Refreshed } else { Applied::Unchanged };
+        }
+        if let Err(rejection) =
+            self.config.limits.check_name(lease.service).and_then(|()| check_endpoint(lease.endpoint))
+        {
+            return Applied::Refused(rejection);
+        }
+        if let Some(index) = self.find_lease(lease.service, lease.endpoint, lease.source) {
+            self.merge(index, lease.id);
+            self.adopt_aliases(index, lease.id, lease.aliases);
+            self.renew(index, deadline, true);
+            return Applied::Merged;
+        }
+        if let Err(rejection) = self.check_room() {
+            return Applied::Refused(rejection);
+        }
+        let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true);
+        self.adopt_aliases(index, lease.id, lease.aliases);
+        Applied::Inserted
+    }
+
+    /// Takes a removal from a peer broker: the lease goes (with its aliases), and its id is
+    /// tombstoned even when this broker has not heard of it yet, so that the registration,
+    /// should it arrive after the removal, is refused. Returns whether a lease went.
+    pub fn apply_remote_removal(&mut self, now: Instant, id: Uuid, reason: RemoveReason) -> bool {
+        self.handle_timeout(now);
+        match self.by_id.get(&id) {
+            Some(&index) => {
+                self.remove(now, index, ChangeKind::Removed(reason), true);
+                true
+            }
+            None => {
+                self.tombstones.insert(now, id);
+                false
+            }
+        }
+    }
+
+    /// Walks the table from `cursor`, handing each live lease to `take` until it returns false
+    /// (the page is full; that lease is not taken and comes first next time). Returns where to
+    /// go on, or `None` when the walk has reached the end of the table. Looks at a bounded
+    /// number of slots per call, so a page may be short (even empty) and still not the last.
+    pub fn page(
+        &mut self,
+        now: Instant,
+        cursor: Cursor,
+        mut take: impl FnMut(LeaseView<'_>) -> bool,
+    ) -> Option<Cursor> {
+        self.handle_timeout(now);
+        let start = cursor.0 as usize;
+        let end = self.leases.len().min(start.saturating_add(SCAN_LIMIT));
+        for slot in start..end {
+            let Some(lease) = self.leases[slot].as_ref() else { continue };
+            let service = self.service(lease.service);
+            let view = LeaseView {
+                id: lease.id,
+                service: &service.name,
+                endpoint: service.members[lease.position as usize].endpoint,
+                source: lease.source,
+                ttl_left: lease.deadline.saturating_duration_since(now),
+                aliases: &lease.aliases,
+            };
+            if !take(view) {
+                return Some(Cursor(super::index_of(slot)));
+            }
+        }
+        (end < self.leases.len()).then(|| Cursor(super::index_of(end)))
+    }
+
+    /// The lease with this id (or alias) as a peer would be sent it.
+    pub fn view(&self, now: Instant, id: Uuid) -> Option<LeaseView<'_>> {
+        let &index = self.by_id.get(&id)?;
+        let lease = self.lease(index);
+        let service = self.service(lease.service);
+        Some(LeaseView {
+            id: lease.id,
+            service: &service.name,
+            endpoint: service.members[lease.position as usize].endpoint,
+            source: lease.source,
+            ttl_left: lease.deadline.saturating_duration_since(now),
+            aliases: &lease.aliases,
+        })
+        .filter(|view| !view.ttl_left.is_zero())
+    }
+
+    /// Makes `other` a name of the lease at `index` too; the smaller of the two ids becomes the
+    /// lease's id, the other an alias.
+    fn merge(&mut self, index: Index, other: Uuid) {
+        let lease = self.lease_mut(index);
+        if lease.aliases.len() >= MAX_ALIASES {
+            return;
+        }
+        if other < lease.id {
+            let old = std::mem::replace(&mut lease.id, other);
+            lease.aliases.push(old);
+        } else {
+            lease.aliases.push(other);
+        }
+        self.by_id.insert(other, index);
+    }
+
+    /// Takes the aliases a peer knows for a lease (those not known here and not tombstoned).
+    fn adopt_aliases(&mut self, index: Index, id: Uuid, aliases: &[Uuid]) {
+        for &alias in aliases {
+            if alias != id && !self.by_id.contains_key(&alias) && !self.tombstones.contains(alias) {
+                self.merge(index, alias);
+            }
+        }
+    }
+}

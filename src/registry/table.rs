@@ -1,0 +1,233 @@
+//! The table's internals: leases, their instances and services, and the indexes over them.
+//! Every change goes through here, so every change is recorded in the change log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::{Change, ChangeKind, Index, Lease, Member, NONE, Registry, Service, Source, index_of, saturate};
+use crate::protocol::Rejection;
+
+impl Registry {
+    pub(super) fn lease(&self, index: Index) -> &Lease {
+        self.leases[index as usize].as_ref().unwrap_or_else(|| unreachable!("indexes point at live leases"))
+    }
+
+    pub(super) fn lease_mut(&mut self, index: Index) -> &mut Lease {
+        self.leases[index as usize].as_mut().unwrap_or_else(|| unreachable!("indexes point at live leases"))
+    }
+
+    pub(super) fn service(&self, index: Index) -> &Service {
+        self.services[index as usize].as_ref().unwrap_or_else(|| unreachable!("indexes point at live services"))
+    }
+
+    pub(super) fn service_mut(&mut self, index: Index) -> &mut Service {
+        self.services[index as usize].as_mut().unwrap_or_else(|| unreachable!("indexes point at live services"))
+    }
+
+    pub(super) fn check_room(&self) -> Result<(), Rejection> {
+        if self.lease_count >= self.config.limits.max_instances {
+            return Err(Rejection::Full { max: saturate(self.config.limits.max_instances) });
+        }
+        Ok(())
+    }
+
+    /// The first lease on an instance.
+    pub(super) fn head_lease(&self, service: &str, endpoint: SocketAddr) -> Option<Index> {
+        let &service_index = self.by_name.get(service)?;
+        let &position = self.by_endpoint.get(&(service_index, endpoint))?;
+        Some(self.service(service_index).members[position as usize].head)
+    }
+
+    /// The lease `source` holds on an instance.
+    pub(super) fn find_lease(&self, service: &str, endpoint: SocketAddr, source: Source) -> Option<Index> {
+        let mut lease = self.head_lease(service, endpoint)?;
+        while lease != NONE {
+            let entry = self.lease(lease);
+            if entry.source == source {
+                return Some(lease);
+            }
+            lease = entry.next;
+        }
+        None
+    }
+
+    /// Adds a lease (the caller checked that there is room and that the id is new).
+    pub(super) fn insert(
+        &mut self,
+        id: Uuid,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        deadline: Instant,
+        by_peer: bool,
+    ) -> Index {
+        let service_index = match self.by_name.get(service) {
+            Some(&index) => index,
+            None => self.add_service(service),
+        };
+        let index = match self.free_leases.pop() {
+            Some(index) => index,
+            None => {
+                self.leases.push(None);
+                index_of(self.leases.len() - 1)
+            }
+        };
+        let (position, next, new_instance) = match self.by_endpoint.get(&(service_index, endpoint)) {
+            Some(&position) => {
+                let member = &mut self.service_mut(service_index).members[position as usize];
+                let next = std::mem::replace(&mut member.head, index);
+                (position, next, false)
+            }
+            None => {
+                let members = &mut self.service_mut(service_index).members;
+                let position = index_of(members.len());
+                members.push(Member { endpoint, head: index });
+                self.by_endpoint.insert((service_index, endpoint), position);
+                self.instance_count += 1;
+                (position, NONE, true)
+            }
+        };
+        self.leases[index as usize] =
+            Some(Lease { id, deadline, service: service_index, position, next, source, aliases: Vec::new() });
+        self.by_id.insert(id, index);
+        self.expiry.insert(deadline, index);
+        *self.per_source.entry(source.ip()).or_insert(0) += 1;
+        self.lease_count += 1;
+        self.record(ChangeKind::Registered, index, by_peer, new_instance, Vec::new());
+        index
+    }
+
+    /// Moves a lease's deadline to `deadline` unless it is later already; returns its id.
+    /// Local renewals are always recorded (a heartbeat is news to peers even when a peer's
+    /// renewal got here first), a peer's only when they extend the lease.
+    pub(super) fn renew(&mut self, index: Index, deadline: Instant, by_peer: bool) -> Uuid {
+        let lease = self.lease_mut(index);
+        let (old, id) = (lease.deadline, lease.id);
+        if deadline > old {
+            lease.deadline = deadline;
+            self.expiry.reschedule(old, deadline, index);
+        } else if by_peer {
+            return id;
+        }
+        self.record(ChangeKind::Refreshed, index, by_peer, false, Vec::new());
+        id
+    }
+
+    /// Takes a lease out, with its instance when it was the last lease on it, and its service
+    /// when that was the last instance.
+    pub(super) fn remove(&mut self, now: Instant, index: Index, kind: ChangeKind, by_peer: bool) {
+        let lease = self.leases[index as usize].take().unwrap_or_else(|| unreachable!("indexes point at live leases"));
+        self.free_leases.push(index);
+        self.by_id.remove(&lease.id);
+        for alias in &lease.aliases {
+            self.by_id.remove(alias);
+        }
+        self.expiry.remove(lease.deadline, index);
+        if let Some(count) = self.per_source.get_mut(&lease.source.ip()) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_source.remove(&lease.source.ip());
+            }
+        }
+        self.lease_count -= 1;
+
+        // Unlink it from its instance's list.
+        let position = lease.position as usize;
+        let head = self.service(lease.service).members[position].head;
+        if head == index {
+            self.service_mut(lease.service).members[position].head = lease.next;
+        } else {
+            let mut previous = head;
+            while self.lease(previous).next != index {
+                previous = self.lease(previous).next;
+            }
+            self.lease_mut(previous).next = lease.next;
+        }
+        let endpoint = self.service(lease.service).members[position].endpoint;
+        let instance_gone = self.service(lease.service).members[position].head == NONE;
+        if instance_gone {
+            self.instance_count -= 1;
+            self.by_endpoint.remove(&(lease.service, endpoint));
+            let service = self.service_mut(lease.service);
+            service.members.swap_remove(position);
+            if let Some(moved) = service.members.get(position) {
+                let (moved_endpoint, mut moved_lease) = (moved.endpoint, moved.head);
+                self.by_endpoint.insert((lease.service, moved_endpoint), lease.position);
+                while moved_lease != NONE {
+                    let entry = self.lease_mut(moved_lease);
+                    entry.position = lease.position;
+                    moved_lease = entry.next;
+                }
+            }
+        }
+        let name = Arc::clone(&self.service(lease.service).name);
+        if self.service(lease.service).members.is_empty() {
+            self.by_name.remove(&name);
+            self.services[lease.service as usize] = None;
+            self.free_services.push(lease.service);
+        }
+        if let ChangeKind::Removed(_) = kind {
+            self.tombstones.insert(now, lease.id);
+            for &alias in &lease.aliases {
+                self.tombstones.insert(now, alias);
+            }
+        }
+        self.changes.push(Change {
+            seq: 0,
+            kind,
+            id: lease.id,
+            service: name,
+            endpoint,
+            source: lease.source,
+            deadline: lease.deadline,
+            by_peer,
+            instance_changed: instance_gone,
+            aliases: lease.aliases,
+        });
+    }
+
+    pub(super) fn record(
+        &mut self,
+        kind: ChangeKind,
+        index: Index,
+        by_peer: bool,
+        instance_changed: bool,
+        aliases: Vec<Uuid>,
+    ) {
+        let lease = self.lease(index);
+        let service = self.service(lease.service);
+        let change = Change {
+            seq: 0,
+            kind,
+            id: lease.id,
+            service: Arc::clone(&service.name),
+            endpoint: service.members[lease.position as usize].endpoint,
+            source: lease.source,
+            deadline: lease.deadline,
+            by_peer,
+            instance_changed,
+            aliases,
+        };
+        self.changes.push(change);
+    }
+
+    pub(super) fn add_service(&mut self, name: &str) -> Index {
+        let service = Service { name: Arc::from(name), members: Vec::new(), cursor: 0 };
+        let name = Arc::clone(&service.name);
+        let index = match self.free_services.pop() {
+            Some(index) => {
+                self.services[index as usize] = Some(service);
+                index
+            }
+            None => {
+                self.services.push(Some(service));
+                index_of(self.services.len() - 1)
+            }
+        };
+        self.by_name.insert(name, index);
+        index
+    }
+}

@@ -1,0 +1,480 @@
+//! The event-loop shell: one generic mio driver for every socket a sans-IO core needs.
+//!
+//! A [`Core`] holds all the logic and no socket: it is handed datagrams, stream bytes, probe
+//! outcomes and the time, and it is *polled* for what to send, which probes to start and when to
+//! wake it next (the model of quinn-proto's `handle` / `poll_transmit` / `poll_timeout`). The
+//! [`Shell`] owns the sockets and moves bytes:
+//!
+//! ```text
+//!            ┌─────────────────────── Shell (one thread, one mio Poll) ───────────────────────┐
+//!  UDP faces │ Slab<Io>: Udp │ Listener │ Stream │ Probe        WAKER = Token(usize::MAX)     │
+//!  TCP faces │   one dispatch per ready Io, each within a budget; one `now` per turn          │
+//!            └──────┬────────────────────────────────────────────────────────▲──────────────┘
+//!                   │ handle_datagram / handle_stream / handle_probe / handle_timeout
+//!                   ▼                                                        │ poll_transmit /
+//!                 Core (sans-IO: no socket, no clock)  ──────────────────────┘ poll_probe / poll_timeout
+//! ```
+//!
+//! A turn: poll (no longer than the core's next timeout; not at all while a socket has more
+//! waiting than its budget let through), read the clock once, serve every ready socket within
+//! its budget, run the core's timers, then send everything the core queued and start or abort
+//! the probes it asked for. Readiness is edge-triggered, so a socket is drained until it would
+//! block, or put on the backlog for the next turn when its budget runs out.
+//!
+//! Faces are the core's own names for its sockets (`Client`, `Group`, `Dns`, …); an immediate
+//! reply or a queued [`Transmit`] names the face to leave from. Stream faces (TCP listeners)
+//! are request/response: the core sees every buffered byte and says how many it consumed and
+//! whether to close once its answer is written; the shell enforces the connection cap, the
+//! input limit and the idle timeout of each listener ([`StreamLimits`]). Probes are
+//! non-blocking TCP connects: the core asks for one with [`ProbeCmd::Start`], and hears the
+//! outcome through [`Core::handle_probe`]; the deadline is the core's, which aborts the probe
+//! with [`ProbeCmd::Abort`] when it passes.
+
+mod outbox;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+pub use outbox::Outbox;
+pub use stream::StreamLimits;
+
+use crate::shutdown::Shutdown;
+use crate::slab::Slab;
+use crate::timers::Timers;
+
+/// How many datagrams one socket may hand the core in one turn before the others get theirs,
+/// and timers run, again: a flood on one socket cannot stall the rest.
+const DATAGRAM_BUDGET: usize = 1024;
+/// How many connections one listener accepts in one turn.
+const ACCEPT_BUDGET: usize = 256;
+/// How soon to try accepting again after the process ran out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// The largest datagram read; longer ones are cut to this (and so show as too long).
+const MAX_DATAGRAM: usize = 65_536;
+
+const WAKER: Token = Token(usize::MAX);
+
+/// A probe's identity, chosen by the core.
+pub type ProbeId = u64;
+
+/// A stream connection's identity: unique for the shell's lifetime (not reused).
+pub type ConnId = u64;
+
+/// A datagram the core wants sent; its bytes are in the buffer handed to
+/// [`Core::poll_transmit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit<F> {
+    /// The socket to send from.
+    pub face: F,
+    /// Where to.
+    pub to: SocketAddr,
+}
+
+/// A probe the core wants started or stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeCmd {
+    /// Connect to `addr` over TCP without blocking, and report the outcome under `id`.
+    Start {
+        /// The probe's identity.
+        id: ProbeId,
+        /// Where to connect.
+        addr: SocketAddr,
+    },
+    /// Stop the probe (its deadline passed); no outcome is reported for it afterwards.
+    Abort {
+        /// The probe's identity.
+        id: ProbeId,
+    },
+}
+
+/// How a probe ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// The connect succeeded: something listens there.
+    Connected,
+    /// The connect failed (refused, unreachable, reset): the target's doing.
+    Failed(io::ErrorKind),
+    /// This process could not try (out of file descriptors, say): says nothing of the target.
+    Local(io::ErrorKind),
+}
+
+/// What the core did with a stream's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StreamStep {
+    /// How many bytes from the front of the input it used; they are dropped.
+    pub consumed: usize,
+    /// Close the connection once the output is written.
+    pub close: bool,
+}
+
+/// A sans-IO state machine run by a [`Shell`]. Every method but the `handle_*` inputs only
+/// reads or drains the core's queues; none may block.
+pub trait Core {
+    /// The core's names for its sockets.
+    type Face: Copy + Eq + std::fmt::Debug;
+
+    /// A datagram arrived on `face` from `from`. To answer at once (the hot path, no queue),
+    /// write the answer into `reply` (empty on entry) and return the face to send it from, to
+    /// `from`.
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        face: Self::Face,
+        from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Option<Self::Face>;
+
+    /// Bytes arrived on a connection accepted on `face`: `input` holds every byte not consumed
+    /// yet. Append any answer to `output`. The default closes the connection.
+    fn handle_stream(
+        &mut self,
+        now: Instant,
+        face: Self::Face,
+        conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        let _ = (now, face, conn, input, output);
+        StreamStep { consumed: input.len(), close: true }
+    }
+
+    /// The next datagram to send: its bytes go into `out` (empty on entry).
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Self::Face>> {
+        let _ = (now, out);
+        None
+    }
+
+    /// The next probe to start or abort.
+    fn poll_probe(&mut self) -> Option<ProbeCmd> {
+        None
+    }
+
+    /// A probe ended.
+    fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        let _ = (now, id, outcome);
+    }
+
+    /// When the core wants [`handle_timeout`](Self::handle_timeout) called next.
+    fn poll_timeout(&self) -> Option<Instant>;
+
+    /// Time has reached a deadline from [`poll_timeout`](Self::poll_timeout) (or later).
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// A datagram could not be sent (a full buffer, an unroutable address).
+    fn handle_send_error(&mut self, face: Self::Face, to: SocketAddr, error: &io::Error) {
+        let _ = (face, to, error);
+    }
+
+    /// Another thread woke the loop through [`Shell::waker`].
+    fn handle_wake(&mut self, now: Instant) {
+        let _ = now;
+    }
+
+    /// The loop is about to stop: a last chance to queue datagrams (a goodbye to peers), which
+    /// are sent before [`Shell::run`] returns.
+    fn handle_close(&mut self, now: Instant) {
+        let _ = now;
+    }
+}
+
+/// Counters the shell keeps about its own work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShellStats {
+    /// Connections closed at once because their listener was at its cap.
+    pub streams_refused: u64,
+    /// Connections closed because they sent more than the input limit without an answer.
+    pub streams_overflowed: u64,
+    /// Connections closed by the idle timeout.
+    pub streams_idle: u64,
+    /// Transmits for a face that has no socket (a core bug; dropped).
+    pub unknown_face: u64,
+}
+
+enum Io<F> {
+    Udp { face: F, socket: UdpSocket },
+    Listener { face: F, listener: TcpListener, limits: StreamLimits, open: usize },
+    Stream(stream::Conn<F>),
+    Probe { id: ProbeId, stream: TcpStream },
+}
+
+/// The mio driver. Build it with the sockets the core needs, then [`run`](Shell::run) it.
+pub struct Shell<C: Core> {
+    poll: Poll,
+    core: C,
+    ios: Slab<Io<C::Face>>,
+    /// Each UDP face's slab index, for transmits.
+    udp_faces: Vec<(C::Face, usize)>,
+    probes: HashMap<ProbeId, usize>,
+    /// Ios that had more to do than their budget allowed.
+    backlog: Vec<usize>,
+    /// Listeners to retry after running out of descriptors, and when.
+    accept_retry: Option<Instant>,
+    /// Stream idle deadlines by slab index.
+    idle: Timers<usize>,
+    next_conn: ConnId,
+    buf: Vec<u8>,
+    reply: Vec<u8>,
+    stats: ShellStats,
+    waker: Arc<Waker>,
+}
+
+impl<C: Core> std::fmt::Debug for Shell<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shell").field("ios", &self.ios.len()).field("stats", &self.stats).finish_non_exhaustive()
+    }
+}
+
+impl<C: Core> Shell<C> {
+    /// A shell around `core` with no sockets yet.
+    pub fn new(core: C) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok(Shell {
+            poll,
+            core,
+            ios: Slab::new(),
+            udp_faces: Vec::new(),
+            probes: HashMap::new(),
+            backlog: Vec::new(),
+            accept_retry: None,
+            idle: Timers::new(),
+            next_conn: 0,
+            buf: vec![0; MAX_DATAGRAM],
+            reply: Vec::with_capacity(2048),
+            stats: ShellStats::default(),
+            waker,
+        })
+    }
+
+    /// Serves a UDP socket as `face`. The socket must be non-blocking (see [`crate::net`]).
+    pub fn add_udp(&mut self, face: C::Face, mut socket: UdpSocket) -> io::Result<()> {
+        let index = self.ios.next_key();
+        self.poll.registry().register(&mut socket, Token(index), Interest::READABLE)?;
+        self.ios.insert(Io::Udp { face, socket });
+        self.udp_faces.push((face, index));
+        Ok(())
+    }
+
+    /// Accepts connections on `listener` as `face`, within `limits`.
+    pub fn add_listener(&mut self, face: C::Face, mut listener: TcpListener, limits: StreamLimits) -> io::Result<()> {
+        let index = self.ios.next_key();
+        self.poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
+        self.ios.insert(Io::Listener { face, listener, limits, open: 0 });
+        Ok(())
+    }
+
+    /// A waker other threads may use to make the loop call [`Core::handle_wake`].
+    pub fn waker(&self) -> Arc<Waker> {
+        Arc::clone(&self.waker)
+    }
+
+    /// The core.
+    pub fn core(&self) -> &C {
+        &self.core
+    }
+
+    /// The core, to set it up before running.
+    pub fn core_mut(&mut self) -> &mut C {
+        &mut self.core
+    }
+
+    /// The shell's counters.
+    pub fn stats(&self) -> &ShellStats {
+        &self.stats
+    }
+
+    /// Runs turns until `shutdown` is requested; then lets the core say goodbye, sends what it
+    /// queued, and returns the core.
+    pub fn run(mut self, shutdown: &Shutdown) -> io::Result<C> {
+        shutdown.watch(Arc::clone(&self.waker))?;
+        let mut events = Events::with_capacity(256);
+        self.flush(Instant::now());
+        while !shutdown.is_requested() {
+            self.turn(&mut events, None)?;
+        }
+        let now = Instant::now();
+        self.core.handle_close(now);
+        self.flush(now);
+        Ok(self.core)
+    }
+
+    /// One turn of the loop, waiting at most `max_wait` (tests drive the shell with this).
+    pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<()> {
+        let timeout = if self.backlog.is_empty() {
+            let wake = [self.core.poll_timeout(), self.idle.next(), self.accept_retry].into_iter().flatten().min();
+            let until = wake.map(|at| at.saturating_duration_since(Instant::now()));
+            match (until, max_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        } else {
+            Some(Duration::ZERO)
+        };
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        let mut ready: Vec<(usize, bool)> = std::mem::take(&mut self.backlog).into_iter().map(|i| (i, false)).collect();
+        for event in events.iter() {
+            match event.token() {
+                WAKER => self.core.handle_wake(now),
+                Token(index) => ready.push((index, event.is_error() || event.is_write_closed())),
+            }
+        }
+        if self.accept_retry.is_some_and(|at| at <= now) {
+            self.accept_retry = None;
+            let listeners = self.ios.iter().filter(|(_, io)| matches!(io, Io::Listener { .. })).map(|(i, _)| i);
+            ready.extend(listeners.map(|i| (i, false)).collect::<Vec<_>>());
+        }
+        ready.sort_unstable();
+        ready.dedup_by(|a, b| {
+            a.0 == b.0 && {
+                b.1 |= a.1;
+                true
+            }
+        });
+        for (index, error) in ready {
+            self.serve(now, index, error);
+            self.flush(now);
+        }
+        if self.core.poll_timeout().is_some_and(|at| at <= now) {
+            self.core.handle_timeout(now);
+        }
+        while let Some(index) = self.idle.pop_due(now) {
+            self.stats.streams_idle += 1;
+            self.close_stream(index);
+        }
+        self.flush(now);
+        Ok(())
+    }
+
+    /// Serves one ready socket.
+    fn serve(&mut self, now: Instant, index: usize, error: bool) {
+        match self.ios.get(index) {
+            Some(Io::Udp { .. }) => self.drain_udp(now, index),
+            Some(Io::Listener { .. }) => self.accept(now, index),
+            Some(Io::Stream(_)) => self.serve_stream(now, index),
+            Some(Io::Probe { .. }) => self.finish_probe(now, index, error),
+            None => {}
+        }
+    }
+
+    fn drain_udp(&mut self, now: Instant, index: usize) {
+        let Some(Io::Udp { face, socket }) = self.ios.get(index) else { return };
+        let face = *face;
+        for _ in 0..DATAGRAM_BUDGET {
+            match socket.recv_from(&mut self.buf) {
+                Ok((len, from)) => {
+                    self.reply.clear();
+                    if let Some(out) = self.core.handle_datagram(now, face, from, &self.buf[..len], &mut self.reply) {
+                        let sent = if out == face {
+                            socket.send_to(&self.reply, from)
+                        } else {
+                            match self.udp_faces.iter().find(|(f, _)| *f == out).and_then(|&(_, i)| self.ios.get(i)) {
+                                Some(Io::Udp { socket: other, .. }) => other.send_to(&self.reply, from),
+                                _ => {
+                                    self.stats.unknown_face += 1;
+                                    continue;
+                                }
+                            }
+                        };
+                        if let Err(e) = sent {
+                            self.core.handle_send_error(out, from, &e);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors of earlier sends surface here on some systems; the socket is
+                    // still good, so carry on next turn.
+                    log::warn!("receive on {face:?} failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.backlog.push(index);
+    }
+
+    /// Sends what the core queued and carries out its probe commands.
+    fn flush(&mut self, now: Instant) {
+        loop {
+            self.reply.clear();
+            let Some(transmit) = self.core.poll_transmit(now, &mut self.reply) else { break };
+            let socket = self.udp_faces.iter().find(|(f, _)| *f == transmit.face).and_then(|&(_, i)| self.ios.get(i));
+            match socket {
+                Some(Io::Udp { socket, .. }) => {
+                    if let Err(e) = socket.send_to(&self.reply, transmit.to) {
+                        self.core.handle_send_error(transmit.face, transmit.to, &e);
+                    }
+                }
+                _ => self.stats.unknown_face += 1,
+            }
+        }
+        while let Some(command) = self.core.poll_probe() {
+            match command {
+                ProbeCmd::Start { id, addr } => self.start_probe(now, id, addr),
+                ProbeCmd::Abort { id } => {
+                    if let Some(index) = self.probes.remove(&id) {
+                        self.ios.remove(index);
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_probe(&mut self, now: Instant, id: ProbeId, addr: SocketAddr) {
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let outcome = if crate::net::is_out_of_descriptors(&e) {
+                    ProbeOutcome::Local(e.kind())
+                } else {
+                    ProbeOutcome::Failed(e.kind())
+                };
+                self.core.handle_probe(now, id, outcome);
+                return;
+            }
+        };
+        let index = self.ios.next_key();
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(index), Interest::WRITABLE) {
+            self.core.handle_probe(now, id, ProbeOutcome::Local(e.kind()));
+            return;
+        }
+        self.ios.insert(Io::Probe { id, stream });
+        if let Some(old) = self.probes.insert(id, index) {
+            // The core reused a running probe's id: the old one is forgotten.
+            self.ios.remove(old);
+        }
+    }
+
+    fn finish_probe(&mut self, now: Instant, index: usize, error: bool) {
+        let Some(Io::Probe { id, stream }) = self.ios.get(index) else { return };
+        let id = *id;
+        let outcome = match stream.take_error() {
+            Ok(Some(e)) | Err(e) => ProbeOutcome::Failed(e.kind()),
+            Ok(None) => match stream.peer_addr() {
+                Ok(_) => ProbeOutcome::Connected,
+                // Not connected yet and no error: a spurious wake-up, unless the socket is in
+                // error, which take_error has not shown (then it was reset).
+                Err(_) if !error => return,
+                Err(e) => ProbeOutcome::Failed(e.kind()),
+            },
+        };
+        self.probes.remove(&id);
+        self.ios.remove(index);
+        self.core.handle_probe(now, id, outcome);
+    }
+}

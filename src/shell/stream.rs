@@ -1,0 +1,188 @@
+//! Stream faces: accepted TCP connections, buffered, request/response.
+//!
+//! A connection's bytes collect in its input buffer until the core consumes them; its answers
+//! collect in the output buffer until the socket takes them. The listener's [`StreamLimits`]
+//! bound everything a client can make the shell hold: connections, unconsumed input, and time
+//! without traffic.
+
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+
+use super::{ACCEPT_BUDGET, ACCEPT_RETRY, ConnId, Core, Io, Shell};
+
+/// How many reads one connection gets per turn.
+const READ_BUDGET: usize = 16;
+
+/// What a stream listener allows each client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Connections open at once; beyond, new ones are closed at once.
+    pub max_connections: usize,
+    /// Bytes a connection may send that the core has not consumed yet; beyond, it is closed.
+    pub max_input: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle: Duration,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits { max_connections: 256, max_input: 64 * 1024, idle: Duration::from_secs(30) }
+    }
+}
+
+pub(super) struct Conn<F> {
+    face: F,
+    listener: usize,
+    id: ConnId,
+    stream: TcpStream,
+    limits: StreamLimits,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// Close once the output is written.
+    closing: bool,
+    /// The client has closed its sending side.
+    eof: bool,
+    idle_at: Instant,
+}
+
+impl<C: Core> Shell<C> {
+    /// Accepts waiting connections on the listener at `index`, within its cap.
+    pub(super) fn accept(&mut self, now: Instant, index: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            let Some(Io::Listener { face, listener, limits, open }) = self.ios.get_mut(index) else { return };
+            let (face, limits) = (*face, *limits);
+            let mut stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if crate::net::is_out_of_descriptors(&e) => {
+                    // The connections wait in the backlog; no new event would tell of them.
+                    self.accept_retry = Some(now + ACCEPT_RETRY);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept on {face:?} failed: {e}");
+                    return;
+                }
+            };
+            if *open >= limits.max_connections {
+                // Closed at once: the client sees the end of the stream rather than a hang.
+                self.stats.streams_refused += 1;
+                continue;
+            }
+            *open += 1;
+            let key = self.ios.next_key();
+            if self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE).is_err()
+            {
+                self.release(index);
+                continue;
+            }
+            let id = self.next_conn;
+            self.next_conn += 1;
+            let idle_at = now + limits.idle;
+            self.ios.insert(Io::Stream(Conn {
+                face,
+                listener: index,
+                id,
+                stream,
+                limits,
+                input: Vec::new(),
+                output: Vec::new(),
+                written: 0,
+                closing: false,
+                eof: false,
+                idle_at,
+            }));
+            self.idle.insert(idle_at, key);
+        }
+        self.backlog.push(index);
+    }
+
+    /// Reads what a connection sent, lets the core answer, writes what it can.
+    pub(super) fn serve_stream(&mut self, now: Instant, index: usize) {
+        let Some(Io::Stream(conn)) = self.ios.get_mut(index) else { return };
+        let mut fresh = false;
+        let mut more = true;
+        for _ in 0..READ_BUDGET {
+            if conn.closing || conn.eof || conn.input.len() >= conn.limits.max_input {
+                more = false;
+                break;
+            }
+            let room = (conn.limits.max_input - conn.input.len()).min(self.buf.len());
+            match conn.stream.read(&mut self.buf[..room]) {
+                Ok(0) => conn.eof = true,
+                Ok(n) => {
+                    conn.input.extend_from_slice(&self.buf[..n]);
+                    fresh = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    more = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close_stream(index),
+            }
+        }
+        if fresh {
+            // The core takes as many whole requests as the input holds, one call each.
+            loop {
+                let step = self.core.handle_stream(now, conn.face, conn.id, &conn.input, &mut conn.output);
+                let consumed = step.consumed.min(conn.input.len());
+                conn.input.drain(..consumed);
+                conn.closing |= step.close;
+                if consumed == 0 || conn.input.is_empty() || conn.closing {
+                    break;
+                }
+            }
+            if !conn.closing && conn.input.len() >= conn.limits.max_input {
+                self.stats.streams_overflowed += 1;
+                return self.close_stream(index);
+            }
+        }
+        if conn.eof {
+            // Nothing more will come; what is left cannot become a request.
+            conn.closing = true;
+        }
+        while conn.written < conn.output.len() {
+            match conn.stream.write(&conn.output[conn.written..]) {
+                Ok(0) => return self.close_stream(index),
+                Ok(n) => conn.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.close_stream(index),
+            }
+        }
+        if conn.written == conn.output.len() {
+            conn.output.clear();
+            conn.written = 0;
+            if conn.closing {
+                return self.close_stream(index);
+            }
+        }
+        let (old, new) = (conn.idle_at, now + conn.limits.idle);
+        conn.idle_at = new;
+        self.idle.reschedule(old, new, index);
+        if more {
+            self.backlog.push(index);
+        }
+    }
+
+    /// Closes a connection (closing the descriptor takes it out of the poll set too).
+    pub(super) fn close_stream(&mut self, index: usize) {
+        if let Some(Io::Stream(conn)) = self.ios.remove(index) {
+            self.idle.remove(conn.idle_at, index);
+            self.release(conn.listener);
+        }
+    }
+
+    /// Gives a connection's place back to its listener.
+    fn release(&mut self, listener: usize) {
+        if let Some(Io::Listener { open, .. }) = self.ios.get_mut(listener) {
+            *open = open.saturating_sub(1);
+        }
+    }
+}

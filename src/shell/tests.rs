@@ -1,0 +1,285 @@
+//! The shell with a scripted core over real loopback sockets: replies on the same and on
+//! another face, queued datagrams to third parties, budgets, streams and their limits, probes,
+//! timers and a clean stop.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener as StdListener, TcpStream as StdStream, UdpSocket as StdUdp};
+
+use super::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum F {
+    A,
+    B,
+    S,
+}
+
+#[derive(Default)]
+struct Script {
+    outbox: Option<Outbox<F>>,
+    probes: std::collections::VecDeque<ProbeCmd>,
+    outcomes: Vec<(ProbeId, ProbeOutcome)>,
+    datagrams: HashMap<&'static str, usize>,
+    timer: Option<Instant>,
+    fired: usize,
+    closed: bool,
+}
+
+impl Core for Script {
+    type Face = F;
+
+    fn handle_datagram(
+        &mut self,
+        _now: Instant,
+        face: F,
+        _from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Option<F> {
+        *self.datagrams.entry(if face == F::A { "a" } else { "b" }).or_insert(0) += 1;
+        let text = std::str::from_utf8(datagram).unwrap_or("");
+        let mut words = text.split(' ');
+        match words.next() {
+            Some("echo") => {
+                reply.extend_from_slice(datagram);
+                Some(face)
+            }
+            Some("other") => {
+                reply.extend_from_slice(datagram);
+                Some(F::B)
+            }
+            Some("fanout") => {
+                let n: usize = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                let to: SocketAddr = words.next().and_then(|w| w.parse().ok()).unwrap();
+                for i in 0..n {
+                    let outbox = self.outbox.get_or_insert_with(|| Outbox::new(1000));
+                    outbox.push(F::A, to, |b| b.extend_from_slice(format!("copy {i}").as_bytes()));
+                }
+                None
+            }
+            Some("timer") => {
+                let ms: u64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0);
+                self.timer = Some(Instant::now() + Duration::from_millis(ms));
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn handle_stream(
+        &mut self,
+        _now: Instant,
+        face: F,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        assert_eq!(face, F::S);
+        let Some(end) = input.iter().position(|&b| b == b'\n') else { return StreamStep::default() };
+        let line = &input[..end];
+        if line == b"quit" {
+            output.extend_from_slice(b"bye\n");
+            return StreamStep { consumed: end + 1, close: true };
+        }
+        output.extend_from_slice(b"got ");
+        output.extend_from_slice(line);
+        output.push(b'\n');
+        StreamStep { consumed: end + 1, close: false }
+    }
+
+    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) -> Option<Transmit<F>> {
+        self.outbox.as_mut()?.pop(out)
+    }
+
+    fn poll_probe(&mut self) -> Option<ProbeCmd> {
+        self.probes.pop_front()
+    }
+
+    fn handle_probe(&mut self, _now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        self.outcomes.push((id, outcome));
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.timer
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if self.timer.is_some_and(|at| at <= now) {
+            self.timer = None;
+            self.fired += 1;
+        }
+    }
+
+    fn handle_close(&mut self, _now: Instant) {
+        self.closed = true;
+    }
+}
+
+struct Rig {
+    shell: Shell<Script>,
+    events: Events,
+    a: SocketAddr,
+    b: SocketAddr,
+    s: SocketAddr,
+}
+
+fn rig(limits: StreamLimits) -> Rig {
+    let mut shell = Shell::new(Script::default()).unwrap();
+    let udp_a = crate::net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let udp_b = crate::net::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = crate::net::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let (a, b, s) = (udp_a.local_addr().unwrap(), udp_b.local_addr().unwrap(), listener.local_addr().unwrap());
+    shell.add_udp(F::A, udp_a).unwrap();
+    shell.add_udp(F::B, udp_b).unwrap();
+    shell.add_listener(F::S, listener, limits).unwrap();
+    Rig { shell, events: Events::with_capacity(64), a, b, s }
+}
+
+impl Rig {
+    /// Runs turns until `done` holds, for at most 5 s.
+    #[track_caller]
+    fn until(&mut self, what: &str, mut done: impl FnMut(&Shell<Script>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done(&self.shell) {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            self.shell.turn(&mut self.events, Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+}
+
+fn client() -> StdUdp {
+    let socket = StdUdp::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+}
+
+fn recv(socket: &StdUdp) -> (String, SocketAddr) {
+    let mut buf = [0u8; 2048];
+    let (n, from) = socket.recv_from(&mut buf).unwrap();
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), from)
+}
+
+#[test]
+fn replies_leave_from_the_face_the_core_names_and_queued_datagrams_go_anywhere() {
+    let mut rig = rig(StreamLimits::default());
+    let c = client();
+    let third = client();
+    c.send_to(b"echo hi", rig.a).unwrap();
+    c.send_to(b"other hi", rig.a).unwrap();
+    c.send_to(format!("fanout 3 {}", third.local_addr().unwrap()).as_bytes(), rig.b).unwrap();
+    rig.until("three datagrams are handled", |s| s.core().datagrams.values().sum::<usize>() == 3);
+    assert_eq!(recv(&c), ("echo hi".into(), rig.a));
+    assert_eq!(recv(&c), ("other hi".into(), rig.b), "answered from face B's socket");
+    let copies: Vec<_> = (0..3).map(|_| recv(&third)).collect();
+    assert_eq!(copies, (0..3).map(|i| (format!("copy {i}"), rig.a)).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
+    let mut rig = rig(StreamLimits::default());
+    let c = client();
+    for _ in 0..3000 {
+        c.send_to(b"noop", rig.a).unwrap();
+    }
+    c.send_to(b"noop", rig.b).unwrap();
+    // Wait until the kernel holds all of them, then take one turn.
+    std::thread::sleep(Duration::from_millis(50));
+    rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
+    let counts = rig.shell.core().datagrams.clone();
+    assert_eq!(counts.get("a"), Some(&DATAGRAM_BUDGET), "one budget of A in the first turn");
+    assert_eq!(counts.get("b"), Some(&1), "B is served in the same turn");
+    rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
+}
+
+#[test]
+fn streams_are_request_response_within_their_limits() {
+    let limits = StreamLimits { max_connections: 2, max_input: 64, idle: Duration::from_millis(200) };
+    let mut rig = rig(limits);
+    let mut one = StdStream::connect(rig.s).unwrap();
+    one.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    one.write_all(b"a\nb").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    rig.until("the first answer", |_| {
+        one.set_nonblocking(true).unwrap();
+        if let Ok(n) = one.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        got == b"got a\n"
+    });
+    one.write_all(b"\nquit\n").unwrap();
+    rig.until("the rest and the close", |_| {
+        match one.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        false
+    });
+    assert_eq!(got, b"got a\ngot b\nbye\n", "answers do not depend on how the bytes were split");
+
+    // Over the input limit without a whole request: closed.
+    let mut greedy = StdStream::connect(rig.s).unwrap();
+    greedy.write_all(&[b'x'; 100]).unwrap();
+    rig.until("the greedy one is closed", |s| s.stats().streams_overflowed == 1);
+    // At the cap, a new connection is closed at once.
+    let mut idle = StdStream::connect(rig.s).unwrap();
+    let _second = StdStream::connect(rig.s).unwrap();
+    let mut third = StdStream::connect(rig.s).unwrap();
+    rig.until("the third is refused", |s| s.stats().streams_refused == 1);
+    third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(third.read(&mut buf), Ok(0) | Err(_)), "refused means closed");
+    // Idle ones are closed after the idle time.
+    rig.until("the idle ones are closed", |s| s.stats().streams_idle == 2);
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)));
+    let _ = greedy.read(&mut buf);
+}
+
+#[test]
+fn probes_report_connected_refused_and_nothing_once_aborted() {
+    let mut rig = rig(StreamLimits::default());
+    let open = StdListener::bind("127.0.0.1:0").unwrap();
+    let closed = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let probes = &mut rig.shell.core_mut().probes;
+    probes.push_back(ProbeCmd::Start { id: 1, addr: open.local_addr().unwrap() });
+    probes.push_back(ProbeCmd::Start { id: 2, addr: closed });
+    probes.push_back(ProbeCmd::Start { id: 3, addr: open.local_addr().unwrap() });
+    probes.push_back(ProbeCmd::Abort { id: 3 });
+    rig.until("two outcomes", |s| s.core().outcomes.len() >= 2);
+    // A little longer: an aborted probe must never report.
+    for _ in 0..5 {
+        rig.shell.turn(&mut rig.events, Some(Duration::from_millis(10))).unwrap();
+    }
+    let mut outcomes = rig.shell.core().outcomes.clone();
+    outcomes.sort_by_key(|&(id, _)| id);
+    assert_eq!(outcomes, [(1, ProbeOutcome::Connected), (2, ProbeOutcome::Failed(io::ErrorKind::ConnectionRefused))]);
+    assert!(rig.shell.probes.is_empty(), "finished probes leave no socket behind");
+}
+
+#[test]
+fn the_core_is_woken_for_its_timers_and_may_say_goodbye_on_stop() {
+    let mut rig = rig(StreamLimits::default());
+    let c = client();
+    c.send_to(b"timer 30", rig.a).unwrap();
+    let start = Instant::now();
+    rig.until("the timer fires", |s| s.core().fired == 1);
+    assert!(start.elapsed() >= Duration::from_millis(25));
+
+    let Rig { mut shell, a, .. } = rig;
+    let listener = client();
+    let to = listener.local_addr().unwrap();
+    shell.core_mut().outbox = Some(Outbox::new(10));
+    let shutdown = Shutdown::new();
+    let stop = shutdown.clone();
+    let runner = std::thread::spawn(move || {
+        let mut core = shell.run(&stop).unwrap();
+        assert!(core.closed);
+        core.outbox.take().map(|o| o.len())
+    });
+    // The loop answers while it runs, then stops when asked.
+    c.send_to(format!("fanout 1 {to}").as_bytes(), a).unwrap();
+    assert_eq!(recv(&listener), ("copy 0".into(), a));
+    shutdown.request();
+    assert_eq!(runner.join().unwrap(), Some(0));
+}

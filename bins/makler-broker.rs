@@ -19,7 +19,13 @@ use makler::shutdown::Shutdown;
 /// with the address really bound; logs go to stderr. SIGINT or SIGTERM stops it.
 ///
 /// It also listens on a multicast group (on the loopback interface unless --multicast-if names
-/// another): servers announce themselves there, and clients ask there where the brokers are.
+/// another): servers announce themselves there, clients ask there where the brokers are, and
+/// brokers find each other there as peers.
+///
+/// Several brokers run as one redundant service: give each the others with --peers (or let them
+/// find each other on the multicast group). They replicate their tables, a restarted broker
+/// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
+/// checked and removed everywhere.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -50,6 +56,17 @@ struct Args {
           value_parser = clap::value_parser!(u16).range(64..=65507).map(usize::from))]
     max_datagram: usize,
 
+    /// The other brokers of this redundant service, by the address clients use (this broker's
+    /// own address may be in the list: the same list can go to every broker).
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    peers: Option<makler::cli::AddrList>,
+
+    /// Seconds between TCP health checks of each registered instance (each instance is checked
+    /// by one broker of the service); two failures in a row remove it everywhere. 0 turns them
+    /// off.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_interval)]
+    probe_interval: f64,
+
     /// Do not log registrations, deregistrations and expiries.
     #[arg(long, short)]
     quiet: bool,
@@ -78,6 +95,15 @@ fn main() -> ExitCode {
         max_datagram: args.max_datagram,
         log_changes: !args.quiet,
         multicast: args.multicast.config(),
+        replica: broker::ReplicaConfig {
+            peers: args.peers.map(|list| list.0).unwrap_or_default(),
+            discover: true,
+            ..broker::ReplicaConfig::default()
+        },
+        verify: broker::VerifyConfig {
+            probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
+            ..broker::VerifyConfig::default()
+        },
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +111,14 @@ fn main() -> ExitCode {
             eprintln!("makler-broker: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A number of seconds, or 0 for "off".
+fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(0.0),
+        _ => makler::cli::parse_seconds(text).map(|d| d.as_secs_f64()),
     }
 }
 
@@ -99,6 +133,10 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     eprintln!("makler-broker: ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(multicast) = &config.multicast {
         eprintln!("makler-broker: listening on multicast group {} on {}", multicast.group, multicast.interface);
+    }
+    if !config.replica.peers.is_empty() {
+        let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();
+        eprintln!("makler-broker: peers {}", peers.join(","));
     }
 
     let shutdown = Shutdown::new();

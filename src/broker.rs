@@ -18,14 +18,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use uuid::Uuid;
 
+pub use crate::node::{ReplicaConfig, VerifyConfig};
 pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
 use crate::multicast::MulticastConfig;
-use crate::node::{Face, Node, NodeConfig};
-use crate::protocol::{Multicast, binary};
+use crate::node::{Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
@@ -43,7 +44,15 @@ pub struct Config {
     pub log_changes: bool,
     /// Listen for announcements and discovery on this multicast group (`None`: no multicast).
     pub multicast: Option<MulticastConfig>,
+    /// Replication with peer brokers (`replica.peers`), and whether brokers on the multicast
+    /// group count as peers too (`replica.discover`).
+    pub replica: ReplicaConfig,
+    /// Reports of dead instances and health checks.
+    pub verify: VerifyConfig,
 }
+
+/// How often a broker says hello on the multicast group.
+pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
 /// can reach it by accident.
@@ -57,6 +66,8 @@ impl Default for Config {
             max_datagram: DEFAULT_MAX_DATAGRAM,
             log_changes: false,
             multicast: None,
+            replica: ReplicaConfig::default(),
+            verify: VerifyConfig::default(),
         }
     }
 }
@@ -66,8 +77,6 @@ impl Default for Config {
 pub struct Broker {
     shell: Shell<Node>,
     local_addr: SocketAddr,
-    /// The group and the origin id of the broker's datagrams on it.
-    group: Option<(MulticastConfig, u64)>,
 }
 
 impl Broker {
@@ -75,21 +84,28 @@ impl Broker {
     pub fn bind(config: Config) -> io::Result<Broker> {
         let socket = crate::net::bind_udp(config.listen)?;
         let local_addr = socket.local_addr()?;
-        let group = config.multicast.map(|multicast| (multicast, crate::multicast::origin()));
+        let group = config.multicast.map(|multicast| GroupConfig {
+            group: multicast.group.into(),
+            origin: crate::multicast::origin(),
+            hello_interval: GROUP_HELLO_INTERVAL,
+        });
         let node = Node::new(
             NodeConfig {
                 registry: config.registry,
                 max_datagram: config.max_datagram,
                 log_changes: config.log_changes,
                 unicast: local_addr,
-                group_origin: group.map(|(_, origin)| origin),
+                group,
+                incarnation: crate::client::random_u64(),
+                replica: config.replica,
+                verify: config.verify,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,
         );
         let mut shell = Shell::new(node)?;
         shell.add_udp(Face::Client, socket)?;
-        if let Some((multicast, _)) = &group {
+        if let Some(multicast) = &config.multicast {
             let receiver = crate::multicast::receiver(multicast).map_err(|e| {
                 io::Error::new(
                     e.kind(),
@@ -98,7 +114,7 @@ impl Broker {
             })?;
             shell.add_udp(Face::Group, receiver)?;
         }
-        Ok(Broker { shell, local_addr, group })
+        Ok(Broker { shell, local_addr })
     }
 
     /// The address the socket is really bound to (useful with port 0).
@@ -108,18 +124,6 @@ impl Broker {
 
     /// Answers datagrams until `shutdown` is requested.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        self.say_hello();
         self.shell.run(shutdown).map(drop)
-    }
-
-    /// Tells the group that this broker has started (best effort: a lost hello only means
-    /// waiting clients find the broker at their next discovery).
-    fn say_hello(&self) {
-        let Some((config, origin)) = &self.group else { return };
-        let mut datagram = Vec::new();
-        binary::encode(0, &Multicast::BrokerHello { origin: *origin, addr: self.local_addr }, &mut datagram);
-        if let Ok(sender) = crate::multicast::sender(config) {
-            let _ = sender.send_to(&datagram, config.group);
-        }
     }
 }

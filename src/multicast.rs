@@ -57,7 +57,8 @@ pub fn parse_group(text: &str) -> Result<SocketAddrV4, String> {
     Ok(group)
 }
 
-/// A non-blocking socket that hears the group on the configured interface, for a mio loop.
+/// A non-blocking socket that hears the group on the configured interface, for a mio loop. It
+/// can also send to the group, through the same interface (a broker's periodic hello).
 pub fn receiver(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
@@ -65,6 +66,9 @@ pub fn receiver(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
     socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.group.port())).into())?;
     socket.join_multicast_v4(config.group.ip(), &config.interface)?;
     socket.set_multicast_all_v4(false)?;
+    socket.set_multicast_if_v4(&config.interface)?;
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(config.ttl)?;
     socket.set_nonblocking(true)?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
 }

@@ -62,6 +62,8 @@ pub struct Service {
     /// The TTL as registrations report it.
     ttl_ms: u32,
     counters: Counters,
+    /// Answer `NOT FOUND (catching up)` instead of `NOT FOUND`.
+    catching_up: bool,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
 }
@@ -71,12 +73,23 @@ impl Service {
     /// datagrams longer than `max_datagram`.
     pub fn new(registry: &Registry, max_datagram: usize) -> Self {
         let ttl_ms = u32::try_from(registry.config().ttl.as_millis()).unwrap_or(u32::MAX);
-        Service { max_datagram, ttl_ms, counters: Counters::default(), scratch: Vec::new() }
+        Service { max_datagram, ttl_ms, counters: Counters::default(), catching_up: false, scratch: Vec::new() }
     }
 
     /// The largest request datagram accepted.
     pub fn max_datagram(&self) -> usize {
         self.max_datagram
+    }
+
+    /// While the registry is still catching up from peers, what is not found may exist
+    /// elsewhere: answers say so ([`Response::CatchingUp`]) instead of a plain `NOT FOUND`.
+    pub fn set_catching_up(&mut self, catching_up: bool) {
+        self.catching_up = catching_up;
+    }
+
+    /// The answer for something that is not in the table.
+    pub fn not_found(&self) -> Response {
+        if self.catching_up { Response::CatchingUp } else { Response::NotFound }
     }
 
     /// The counters.
@@ -121,11 +134,11 @@ impl Service {
             }
             Request::Heartbeat { id } => match registry.heartbeat(now, id) {
                 Ok(()) => Response::Ok,
-                Err(_) => Response::NotFound,
+                Err(_) => self.not_found(),
             },
             Request::Deregister { id } => match registry.deregister(now, id) {
                 Ok(()) => Response::Ok,
-                Err(_) => Response::NotFound,
+                Err(_) => self.not_found(),
             },
             Request::Query { service } => self.query(registry, now, form, service),
             other => return Handled::Other { form, request: other },
@@ -152,7 +165,7 @@ impl Service {
             return Response::Error(rejection);
         }
         let Some(instances) = registry.query(now, service) else {
-            return Response::NotFound;
+            return self.not_found();
         };
         let mut list = std::mem::take(&mut self.scratch);
         list.clear();

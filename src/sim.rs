@@ -138,10 +138,20 @@ impl Sim {
         }
     }
 
-    /// Adds a node at `addr`; returns its index.
+    /// Adds a node at `addr` and starts it; returns its index.
     pub fn add_node(&mut self, addr: SocketAddr, core: Node) -> usize {
         self.nodes.push(SimNode { addr, core: Some(core), trace: Vec::new() });
-        self.nodes.len() - 1
+        let index = self.nodes.len() - 1;
+        self.start(index);
+        index
+    }
+
+    fn start(&mut self, node: usize) {
+        let now = self.now;
+        if let Some(core) = self.nodes[node].core.as_mut() {
+            core.handle_start(now);
+        }
+        self.flush(node);
     }
 
     /// Takes a node down: it loses its state, and datagrams to it are lost.
@@ -152,7 +162,12 @@ impl Sim {
     /// Brings a node back with a fresh core.
     pub fn restart(&mut self, node: usize, core: Node) {
         self.nodes[node].core = Some(core);
-        self.flush(node);
+        self.start(node);
+    }
+
+    /// Whether the node is up.
+    pub fn is_up(&self, node: usize) -> bool {
+        self.nodes[node].core.is_some()
     }
 
     /// The node's core (it must be up).

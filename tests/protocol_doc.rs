@@ -1,6 +1,9 @@
 //! protocol.md shows real bytes: every binary example in it is checked against the encoder.
 
-use makler::protocol::{self, BrokerStats, Form, Multicast, Rejection, Request, Response, binary};
+use makler::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
+use makler::protocol::{
+    self, BrokerStats, Form, Multicast, PeerStats, Rejection, RemoveReason, Request, Response, Source, binary,
+};
 use uuid::Uuid;
 
 const ID: Uuid = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
@@ -25,6 +28,40 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         let mut out = Vec::new();
         protocol::encode_reply(Form::Binary { request_id: id }, &r, &mut out);
         out
+    };
+    let to_peer = |node: u64, body: Peer<'_>| {
+        let mut out = Vec::new();
+        peer::encode(&PeerFrame { node, body }, &mut out);
+        out
+    };
+    let lease = Lease {
+        id: ID,
+        service: "echo",
+        endpoint: "127.0.0.1:4000".parse().unwrap(),
+        source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+        ttl_ms: 5000,
+        aliases: Vec::new(),
+    };
+    let one_peer = BrokerStats {
+        instances: 2,
+        services: 1,
+        received: 300,
+        rejected: 1,
+        announcements: 4,
+        multicast_ignored: 1,
+        complete: true,
+        replicated_out: 6,
+        replicated_in: 2,
+        peer_count: 1,
+        peers_up: 1,
+        peers: vec![PeerStats {
+            addr: "127.0.0.1:7001".parse().unwrap(),
+            up: true,
+            complete: true,
+            instances: 2,
+            last_heard_ms: Some(120),
+        }],
+        ..BrokerStats::default()
     };
     vec![
         ("register", request(1, Request::Register { service: "echo", ip: None, port: 4000 })),
@@ -56,10 +93,33 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     send_failures: 0,
                     announcements: 4,
                     multicast_ignored: 1,
+                    complete: true,
+                    ..BrokerStats::default()
                 }),
             ),
         ),
+        ("stats reply with a peer", reply(7, Response::Stats(one_peer))),
         ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
+        ("report", request(10, Request::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
+        ("catching up", reply(11, Response::CatchingUp)),
+        ("too many reports", reply(12, Response::Error(Rejection::TooMany { what: "reports".into(), max: 20 }))),
+        (
+            "peer hello",
+            to_peer(0x42, Peer::Hello { addr: "127.0.0.1:7001".parse().unwrap(), complete: true, instances: 3 }),
+        ),
+        ("peer delta", to_peer(0x42, Peer::Delta { seq: 1, entries: vec![Entry::Upsert(lease.clone())] })),
+        ("peer ack", to_peer(0x43, Peer::Ack { seq: 1 })),
+        (
+            "peer removal",
+            to_peer(
+                0x42,
+                Peer::Delta { seq: 2, entries: vec![Entry::Remove { id: ID, reason: RemoveReason::Unreachable }] },
+            ),
+        ),
+        ("sync request", to_peer(0x43, Peer::SyncRequest { cursor: 0, pages: 16 })),
+        ("page", to_peer(0x42, Peer::Page { cursor: 0, next: None, leases: vec![lease.clone()] })),
+        ("peer report", to_peer(0x43, Peer::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
+        ("bye", to_peer(0x42, Peer::Bye)),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("discover", multicast(9, Multicast::Discover { origin: 0x99 })),

@@ -108,7 +108,9 @@ impl<T: Transport> BrokerClient<T> {
 
     /// Sends one request and returns the reply, retransmitting and failing over as the policy
     /// says. Replies that do not carry this request's id (late answers to earlier requests) are
-    /// ignored, so retransmitting is safe.
+    /// ignored, so retransmitting is safe. A broker that answers [`Response::CatchingUp`] does
+    /// not know yet: the next broker is asked at once, and only when none knows better is
+    /// `CatchingUp` the answer.
     pub fn call(&mut self, request: &Request<'_>) -> Result<Response, ClientError> {
         if self.brokers.is_empty() {
             return Err(ClientError::NoBrokers);
@@ -118,12 +120,24 @@ impl<T: Transport> BrokerClient<T> {
         self.request.clear();
         binary::encode_request(id, request, &mut self.request);
 
+        let mut catching_up: Vec<usize> = Vec::new();
         for (broker, wait) in self.policy.plan(self.brokers.len(), self.current) {
+            if catching_up.contains(&broker) {
+                continue;
+            }
             self.transport.send(self.brokers[broker], &self.request)?;
             let deadline = self.transport.now() + wait;
             while let Some((len, from)) = self.transport.recv(&mut self.reply, deadline)? {
                 let Some(answered) = self.brokers.iter().position(|&b| b == from) else { continue };
                 match binary::decode_response(&self.reply[..len]) {
+                    Ok((reply_id, Response::CatchingUp)) if reply_id == id => {
+                        if !catching_up.contains(&answered) {
+                            catching_up.push(answered);
+                        }
+                        if answered == broker {
+                            break;
+                        }
+                    }
                     Ok((reply_id, response)) if reply_id == id => {
                         self.current = answered;
                         return Ok(response);
@@ -133,7 +147,21 @@ impl<T: Transport> BrokerClient<T> {
                 }
             }
         }
+        if !catching_up.is_empty() {
+            return Ok(Response::CatchingUp);
+        }
         Err(ClientError::Unreachable(self.brokers.clone()))
+    }
+
+    /// Sends a request once to the current broker without waiting for the reply: for news the
+    /// sender need not hear back about (a late reply is ignored by the next call).
+    pub fn notify(&mut self, request: &Request<'_>) -> Result<(), ClientError> {
+        let Some(broker) = self.current_broker() else { return Err(ClientError::NoBrokers) };
+        self.next_id = self.next_id.wrapping_add(1);
+        self.request.clear();
+        binary::encode_request(self.next_id, request, &mut self.request);
+        self.transport.send(broker, &self.request)?;
+        Ok(())
     }
 
     /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this client
@@ -161,10 +189,21 @@ impl<T: Transport> BrokerClient<T> {
         }
     }
 
-    /// The live instances of `service`, in the broker's rotating order.
+    /// The live instances of `service`, in the broker's rotating order. When every broker
+    /// that answered is still catching up, the service is taken as not registered.
     pub fn query(&mut self, service: &str) -> Result<Vec<SocketAddr>, ClientError> {
         match self.call(&Request::Query { service })? {
             Response::Instances(instances) => Ok(instances),
+            Response::CatchingUp => Err(ClientError::NotFound),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Reports an instance of `service` that could not be reached; the broker checks it and
+    /// removes it everywhere if it is dead. [`ClientError::NotFound`]: it is not registered.
+    pub fn report(&mut self, service: &str, endpoint: SocketAddr) -> Result<(), ClientError> {
+        match self.call(&Request::Report { service, endpoint })? {
+            Response::Ok => Ok(()),
             other => Err(unexpected(other)),
         }
     }
@@ -182,6 +221,7 @@ impl<T: Transport> BrokerClient<T> {
 fn unexpected(response: Response) -> ClientError {
     match response {
         Response::NotFound => ClientError::NotFound,
+        Response::CatchingUp => ClientError::CatchingUp,
         Response::Error(rejection) => ClientError::Rejected(rejection),
         other => ClientError::Protocol(format!("unexpected reply {other:?}")),
     }

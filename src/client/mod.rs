@@ -74,6 +74,10 @@ pub enum ClientError {
     /// (after a heartbeat: register again).
     #[error("not found")]
     NotFound,
+    /// Every broker that answered is still catching up from its peers and does not know the
+    /// thing asked for yet: ask again shortly (and do not register again because of it).
+    #[error("every broker that answered is still catching up from its peers")]
+    CatchingUp,
     /// No broker in the list answered within the retry policy. Check that a broker runs at
     /// one of these addresses, or give others.
     #[error("no broker answered ({})", list(.0))]

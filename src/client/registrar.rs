@@ -311,6 +311,8 @@ impl<T: Transport> Core<T> {
                         self.log(index, "was forgotten by the broker; registering again");
                         let _ = self.register(index);
                     }
+                    // The brokers are catching up and may learn of it any moment: heartbeat
+                    // again soon rather than register a second time.
                     Err(e) => self.failed(index, &e),
                 },
                 None => {
@@ -450,6 +452,38 @@ mod tests {
         // The heartbeat got NOT FOUND and the entry was registered again at once.
         assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 1000]);
         assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(2)));
+    }
+
+    #[test]
+    fn a_broker_catching_up_is_asked_again_not_registered_at_again() {
+        let catching_up = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&catching_up);
+        let mut registered = 0;
+        let net = SimNet::new().broker(BROKER, move |request| {
+            Some(match request {
+                _ if flag.load(Ordering::SeqCst) => Response::CatchingUp,
+                Request::Register { .. } => {
+                    registered += 1;
+                    Response::Registered { id: Uuid::from_u128(registered), ttl_ms: 3000 }
+                }
+                _ => Response::Ok,
+            })
+        });
+        let mut core = core(net);
+        let id = add(&mut core, "echo").unwrap();
+        catching_up.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            let due = core.next_due().unwrap();
+            core.client.transport_mut().sleep_until(due);
+            core.tick();
+        }
+        catching_up.store(false, Ordering::SeqCst);
+        let due = core.next_due().unwrap();
+        core.client.transport_mut().sleep_until(due);
+        core.tick();
+        // One register, then heartbeats only: soon again while the broker caught up.
+        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 1500, 2000, 2500]);
+        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(1)));
     }
 
     #[test]

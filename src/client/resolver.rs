@@ -63,6 +63,8 @@ struct Cached {
 /// Answers are cached for [`ResolverConfig::cache_for`]; successive connects rotate through the
 /// instances. A connect that fails moves on to the next instance and then to a fresh answer from
 /// the broker, so a dead server costs the caller time, not an error, while another instance lives.
+/// The resolver also tells the broker (`report`, without waiting for the answer), which checks the
+/// instance and removes it everywhere if it is dead, so other clients stop trying it too.
 ///
 /// ```no_run
 /// use std::io::{BufRead, BufReader, Write};
@@ -170,6 +172,8 @@ impl<T: Transport> Resolver<T> {
                 match connect(addr) {
                     Ok(stream) => return Ok((stream, addr)),
                     Err(e) => {
+                        // Best effort: a lost report only means the broker learns later.
+                        let _ = self.client.notify(&crate::protocol::Request::Report { service, endpoint: addr });
                         tried.push((addr, e));
                         // Skip it until the next answer from the broker.
                         if let Some(c) = self.cache.get_mut(service) {
@@ -222,6 +226,9 @@ mod tests {
     /// the queries.
     fn resolver(live: Arc<Mutex<Vec<SocketAddr>>>, queries: Arc<Mutex<u32>>) -> Resolver<SimNet> {
         let net = SimNet::new().broker(BROKER, move |request| {
+            if let Request::Report { .. } = request {
+                return Some(Response::Ok);
+            }
             assert!(matches!(request, Request::Query { .. }));
             *queries.lock().unwrap() += 1;
             let live = live.lock().unwrap().clone();
@@ -259,6 +266,18 @@ mod tests {
         }
         // The dead one was tried once, then skipped for as long as the answer is cached.
         assert_eq!(attempts, [server(1), server(2), server(2), server(2)]);
+        // And reported to the broker, once.
+        let reports: Vec<_> = r
+            .client()
+            .transport()
+            .sent_requests()
+            .into_iter()
+            .filter_map(|(_, request)| match request {
+                crate::client::sim::OwnedRequest::Report { service, endpoint } => Some((service, endpoint)),
+                crate::client::sim::OwnedRequest::Other(_) => None,
+            })
+            .collect();
+        assert_eq!(reports, [("echo".to_owned(), server(1))]);
     }
 
     #[test]

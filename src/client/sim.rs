@@ -18,12 +18,21 @@ pub(crate) struct SimNet {
     inbox: VecDeque<(SocketAddr, Vec<u8>)>,
     /// (to, at) of every datagram sent.
     pub sent: Vec<(SocketAddr, Instant)>,
+    /// Every datagram sent, with where to.
+    datagrams: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl SimNet {
     pub fn new() -> SimNet {
         let start = Instant::now();
-        SimNet { start, now: start, brokers: HashMap::new(), inbox: VecDeque::new(), sent: Vec::new() }
+        SimNet {
+            start,
+            now: start,
+            brokers: HashMap::new(),
+            inbox: VecDeque::new(),
+            sent: Vec::new(),
+            datagrams: Vec::new(),
+        }
     }
 
     /// A broker at `addr` answering with `answer` (`None`: the datagram is lost).
@@ -46,6 +55,14 @@ impl SimNet {
         self.sent.iter().filter(|(t, _)| *t == to).map(|(_, at)| at.duration_since(self.start).as_millis()).collect()
     }
 
+    /// Every request sent, decoded (with the service name owned), with where to.
+    pub fn sent_requests(&self) -> Vec<(SocketAddr, OwnedRequest)> {
+        self.datagrams
+            .iter()
+            .filter_map(|(to, d)| binary::decode_request(d).ok().map(|(_, r)| (*to, OwnedRequest::from(&r))))
+            .collect()
+    }
+
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
     }
@@ -58,6 +75,7 @@ impl Transport for SimNet {
 
     fn send(&mut self, to: SocketAddr, datagram: &[u8]) -> io::Result<()> {
         self.sent.push((to, self.now));
+        self.datagrams.push((to, datagram.to_vec()));
         let Some(answer) = self.brokers.get_mut(&to) else { return Ok(()) };
         let Ok((id, request)) = binary::decode_request(datagram) else { return Ok(()) };
         if let Some(response) = answer(&request) {
@@ -82,6 +100,24 @@ impl Transport for SimNet {
                 self.now = self.now.max(deadline);
                 Ok(None)
             }
+        }
+    }
+}
+
+/// A request as tests compare them (names owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OwnedRequest {
+    Report { service: String, endpoint: SocketAddr },
+    Other(String),
+}
+
+impl From<&Request<'_>> for OwnedRequest {
+    fn from(request: &Request<'_>) -> Self {
+        match request {
+            Request::Report { service, endpoint } => {
+                OwnedRequest::Report { service: (*service).to_owned(), endpoint: *endpoint }
+            }
+            other => OwnedRequest::Other(format!("{other:?}")),
         }
     }
 }

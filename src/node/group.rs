@@ -1,24 +1,29 @@
 //! The node's part in the multicast group: announcements and goodbyes change the table like
-//! `register` and `deregister`, and a discovery gets the node's unicast address.
+//! `register` and `deregister`, a discovery gets the node's unicast address, and brokers say
+//! hello there periodically, which is how they find each other as peers.
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::Node;
+use super::{Face, GroupConfig, Node};
 use crate::protocol::{Multicast, RemoveReason, Response, Source, binary};
 
 /// What the node knows to take part in the group.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Group {
-    /// The id on the node's own datagrams, so it can tell them from others'.
-    origin: u64,
-    /// The node's unicast address, for discovery answers.
+    config: GroupConfig,
+    /// The node's unicast address, for discovery answers and hellos.
     unicast: SocketAddr,
+    next_hello: Option<Instant>,
 }
 
 impl Group {
-    pub fn new(origin: u64, unicast: SocketAddr) -> Self {
-        Group { origin, unicast }
+    pub fn new(config: GroupConfig, unicast: SocketAddr) -> Self {
+        Group { config, unicast, next_hello: None }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_hello
     }
 }
 
@@ -34,12 +39,12 @@ impl Node {
         datagram: &[u8],
         reply: &mut Vec<u8>,
     ) -> bool {
-        let Some(group) = self.group else {
+        let Some(Group { config: GroupConfig { origin: own, .. }, unicast, .. }) = self.group else {
             self.counters.multicast_ignored += 1;
             return false;
         };
         let frame = match binary::decode::<Multicast<'_>>(datagram) {
-            Ok(frame) if origin(&frame.body) != group.origin => frame,
+            Ok(frame) if origin(&frame.body) != own => frame,
             _ => {
                 self.counters.multicast_ignored += 1;
                 return false;
@@ -66,12 +71,27 @@ impl Node {
             }
             Multicast::Discover { .. } => {
                 reply.clear();
-                binary::encode_response(frame.id, &Response::BrokerHere { addr: group.unicast }, reply);
+                binary::encode_response(frame.id, &Response::BrokerHere { addr: unicast }, reply);
                 true
             }
-            // Another broker starting: nothing for this one to do.
-            Multicast::BrokerHello { .. } => false,
+            // Another broker: a peer, when discovery is on.
+            Multicast::BrokerHello { addr, .. } => {
+                let addr = if addr.ip().is_unspecified() { SocketAddr::new(ip, addr.port()) } else { addr };
+                self.replicator.discovered(addr, &self.registry, &mut self.outbox);
+                false
+            }
         }
+    }
+
+    /// Says hello on the group when it is time.
+    pub(super) fn group_timeout(&mut self, now: Instant) {
+        let Some(group) = &mut self.group else { return };
+        if group.next_hello.is_some_and(|at| at > now) {
+            return;
+        }
+        group.next_hello = Some(now + group.config.hello_interval);
+        let hello = Multicast::BrokerHello { origin: group.config.origin, addr: group.unicast };
+        self.outbox.push(Face::Group, group.config.group, |bytes| binary::encode(0, &hello, bytes));
     }
 }
 

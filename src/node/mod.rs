@@ -1,11 +1,12 @@
 //! The broker's sans-IO core: everything a broker does, with no socket and no clock.
 //!
 //! A [`Node`] owns the [`Registry`] and everything that works on it: the registration protocol
-//! ([`Service`]), the multicast group, and the prober. The [`Shell`](crate::shell::Shell) feeds
-//! it datagrams and probe outcomes on its [`Face`]s and the time, and polls it for datagrams to
-//! send, probes to run and its next timeout (see [`Core`]). After every input the node drains
-//! the registry's change log once and hands each change to whatever follows the table (today
-//! the log; replication and watches take theirs from the same place).
+//! ([`Service`]), the multicast group, replication with peer brokers ([`replicate`]), catching
+//! up ([`sync`]), and checks of instances ([`verify`], on the [`Prober`]). The
+//! [`Shell`](crate::shell::Shell) feeds it datagrams and probe outcomes on its [`Face`]s and
+//! the time, and polls it for datagrams to send, probes to run and its next timeout (see
+//! [`Core`]). After every input the node drains the registry's change log once and hands each
+//! change to everything that follows the table: the log, the replicator, the verifier.
 //!
 //! ```
 //! use std::time::Instant;
@@ -15,36 +16,46 @@
 //! let mut node = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
 //! let (server, client) = ("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:40001".parse().unwrap());
 //! let (now, mut reply) = (Instant::now(), Vec::new());
+//! node.handle_start(now);
 //! assert_eq!(node.handle_datagram(now, Face::Client, server, b"register echo 4000", &mut reply), Some(Face::Client));
 //! reply.clear();
 //! node.handle_datagram(now, Face::Client, client, b"query echo", &mut reply);
 //! assert_eq!(reply, b"127.0.0.1:4000\n");
 //! ```
 
+mod deltas;
 mod group;
+pub mod replicate;
+#[cfg(test)]
+mod replicate_tests;
 #[cfg(test)]
 mod sim_tests;
+pub mod sync;
 #[cfg(test)]
 mod tests;
+pub mod verify;
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
 use crate::probe::{Prober, ProberConfig};
-use crate::protocol::{BrokerStats, Rejection, Request, Response};
+use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response, peer};
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::{self, Handled, Service};
 use crate::shell::{Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, Transmit};
+
+pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
+pub use verify::VerifyConfig;
 
 /// The broker's sockets, as the node names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Face {
     /// The unicast socket clients, servers and peers talk to.
     Client,
-    /// The multicast group socket (receive only; answers leave from [`Face::Client`]).
+    /// The multicast group socket (answers to discovery leave from [`Face::Client`]).
     Group,
 }
 
@@ -57,13 +68,29 @@ pub struct NodeConfig {
     pub max_datagram: usize,
     /// Log registrations, removals and expiries (at info level).
     pub log_changes: bool,
-    /// The node's unicast address, as a discovery answer names it.
+    /// The node's unicast address, as clients and peers know it.
     pub unicast: SocketAddr,
-    /// The origin id of the node's own datagrams on the multicast group (`None`: the node
-    /// takes no part in the group).
-    pub group_origin: Option<u64>,
+    /// The node's part in the multicast group (`None`: none).
+    pub group: Option<GroupConfig>,
+    /// This run's incarnation: a random id, new at every start.
+    pub incarnation: u64,
+    /// Replication with peer brokers.
+    pub replica: ReplicaConfig,
+    /// Reports and health checks.
+    pub verify: VerifyConfig,
     /// How probes run.
     pub prober: ProberConfig,
+}
+
+/// What a node needs to take part in the multicast group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// The group's address and port.
+    pub group: SocketAddr,
+    /// The id on the node's own datagrams, to tell them from others'.
+    pub origin: u64,
+    /// How often to say hello on the group (brokers find each other by it).
+    pub hello_interval: Duration,
 }
 
 impl Default for NodeConfig {
@@ -73,7 +100,10 @@ impl Default for NodeConfig {
             max_datagram: service::DEFAULT_MAX_DATAGRAM,
             log_changes: false,
             unicast: crate::broker::DEFAULT_LISTEN,
-            group_origin: None,
+            group: None,
+            incarnation: 0,
+            replica: ReplicaConfig::default(),
+            verify: VerifyConfig { probe_interval: None, ..VerifyConfig::default() },
             prober: ProberConfig::default(),
         }
     }
@@ -85,6 +115,7 @@ struct Counters {
     send_failures: u64,
     announcements: u64,
     multicast_ignored: u64,
+    removed_unreachable: u64,
 }
 
 /// How many datagrams may wait to be sent; more are dropped and counted.
@@ -96,25 +127,33 @@ pub struct Node {
     registry: Registry,
     service: Service,
     group: Option<group::Group>,
+    replicator: replicate::Replicator,
+    verifier: verify::Verifier,
     outbox: Outbox<Face>,
     prober: Prober,
     counters: Counters,
     log_changes: bool,
+    started: Option<Instant>,
 }
 
 impl Node {
     /// A node with an empty table; `new_id` makes the ids of new registrations.
     pub fn new(config: NodeConfig, new_id: impl FnMut() -> Uuid + Send + 'static) -> Self {
+        let mut replica = config.replica;
+        replica.discover &= config.group.is_some();
         let registry = Registry::new(config.registry, new_id);
         let service = Service::new(&registry, config.max_datagram);
         Node {
             registry,
             service,
-            group: config.group_origin.map(|origin| group::Group::new(origin, config.unicast)),
+            group: config.group.map(|group| group::Group::new(group, config.unicast)),
+            replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
+            verifier: verify::Verifier::new(config.verify),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             prober: Prober::new(config.prober),
             counters: Counters::default(),
             log_changes: config.log_changes,
+            started: None,
         }
     }
 
@@ -123,9 +162,17 @@ impl Node {
         &self.registry
     }
 
-    /// The counters, as `stats` reports them.
-    pub fn stats(&self) -> BrokerStats {
+    /// Whether the node holds the whole table (it is not catching up from peers).
+    pub fn is_complete(&self) -> bool {
+        self.replicator.is_complete()
+    }
+
+    /// The counters, as `stats` reports them, at `now`.
+    pub fn stats(&self, now: Instant) -> BrokerStats {
         let service = self.service.counters();
+        let replication = self.replicator.stats();
+        let probes = self.prober.stats();
+        let peers = self.replicator.peer_stats(now);
         BrokerStats {
             instances: self.registry.len() as u64,
             services: self.registry.service_count() as u64,
@@ -135,27 +182,115 @@ impl Node {
             send_failures: self.counters.send_failures + self.outbox.dropped(),
             announcements: self.counters.announcements,
             multicast_ignored: self.counters.multicast_ignored,
+            complete: self.is_complete(),
+            replicated_out: replication.sent,
+            replicated_in: replication.applied,
+            retransmits: replication.retransmits,
+            peer_rejected: replication.rejected,
+            probes: probes.started,
+            probes_dead: probes.dead,
+            reports: self.verifier.reports,
+            removed_unreachable: self.counters.removed_unreachable,
+            peer_count: peers.len() as u64,
+            peers_up: peers.iter().filter(|p| p.up).count() as u64,
+            peers,
         }
     }
 
-    /// A datagram on the client face.
-    fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) {
+    /// A datagram on the client face: a peer's, or a request.
+    fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
+        if peer::is_peer(datagram) {
+            let report = self.replicator.handle(now, from, datagram, &mut self.registry, &mut self.outbox);
+            if let Some((service, endpoint)) = report {
+                // Forwarded by a peer: verify it if it is registered here too.
+                if self.registry.contains(now, &service, endpoint) {
+                    self.verifier.verify(now, endpoint, &mut self.prober);
+                }
+            }
+            return false;
+        }
+        self.service.set_catching_up(!self.replicator.is_complete());
         let (form, request) = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            Handled::Replied => return,
+            Handled::Replied => return true,
             Handled::Other { form, request } => (form, request),
         };
         let response = match request {
-            Request::Stats => Response::Stats(self.stats()),
+            Request::Stats => return self.stats_reply(now, form, reply),
+            Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
             other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
         };
         self.service.reply(form, &response, reply);
+        true
     }
 
-    /// Hands every change since the last call to whatever follows the table.
-    fn drain_changes(&mut self) {
+    /// A client reports an instance dead: `OK` at once when it is registered; then it is
+    /// verified by the broker that owns its checks.
+    fn report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
+        if let Err(rejection) = self.registry.config().limits.check_name(service) {
+            return Response::Error(rejection);
+        }
+        if let Err(max) = self.verifier.admit(now, from.ip().to_canonical()) {
+            return Response::Error(Rejection::TooMany { what: "reports".into(), max });
+        }
+        if !self.registry.contains(now, service, endpoint) {
+            return self.service.not_found();
+        }
+        match self.replicator.owner(endpoint) {
+            None => self.verifier.verify(now, endpoint, &mut self.prober),
+            Some(owner) => self.replicator.forward_report(owner, service, endpoint, &mut self.outbox),
+        }
+        Response::Ok
+    }
+
+    /// The `stats` answer, with as many peers as fit in one reply.
+    fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) -> bool {
+        let mut stats = self.stats(now);
+        loop {
+            protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);
+            if reply.len() <= MAX_REPLY_LEN || stats.peers.pop().is_none() {
+                return true;
+            }
+        }
+    }
+
+    /// Hands every change since the last call to everything that follows the table, sends what
+    /// must go at once, and moves checks when the live brokers changed.
+    fn after_input(&mut self, now: Instant) {
         while let Some(change) = self.registry.poll_change() {
             if self.log_changes {
                 log_change(&change);
+            }
+            self.replicator.on_change(now, &change);
+            let replicator = &self.replicator;
+            self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+        }
+        self.replicator.flush(now, &self.registry, &mut self.outbox);
+        if self.replicator.take_membership_changed() {
+            let replicator = &self.replicator;
+            self.verifier.rebalance(now, |endpoint| replicator.owner(endpoint).is_none());
+        }
+        while let Some(event) = self.replicator.poll_event() {
+            log_peer_event(&event);
+        }
+    }
+
+    /// Acts on finished probes.
+    fn take_probe_results(&mut self, now: Instant) {
+        while let Some((endpoint, probe)) = self.prober.poll_result() {
+            match self.verifier.on_result(endpoint, probe) {
+                Some(verify::Action::Remove { endpoint, services, why }) => {
+                    for service in services {
+                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
+                        if removed > 0 {
+                            self.counters.removed_unreachable += 1;
+                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
+                        }
+                    }
+                }
+                Some(verify::Action::Kept { endpoint }) => {
+                    log::info!("{endpoint} was reported dead but answers: kept");
+                }
+                None => {}
             }
         }
     }
@@ -173,13 +308,10 @@ impl Core for Node {
         reply: &mut Vec<u8>,
     ) -> Option<Face> {
         let out = match face {
-            Face::Client => {
-                self.handle_client(now, from, datagram, reply);
-                Some(Face::Client)
-            }
+            Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
         };
-        self.drain_changes();
+        self.after_input(now);
         out
     }
 
@@ -193,24 +325,47 @@ impl Core for Node {
 
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         self.prober.handle_outcome(now, id, outcome);
-        // Nothing asks for probes yet; their results are dropped.
-        while self.prober.poll_result().is_some() {}
+        self.take_probe_results(now);
+        self.after_input(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.registry.poll_timeout(), self.prober.poll_timeout()].into_iter().flatten().min()
+        [
+            self.registry.poll_timeout(),
+            self.prober.poll_timeout(),
+            self.replicator.poll_timeout(),
+            self.verifier.poll_timeout(),
+            self.group.as_ref().and_then(group::Group::poll_timeout),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
+        self.replicator.handle_timeout(now, &mut self.registry, &mut self.outbox);
+        self.verifier.handle_timeout(now, &mut self.prober);
         self.prober.handle_timeout(now);
-        while self.prober.poll_result().is_some() {}
-        self.drain_changes();
+        self.take_probe_results(now);
+        self.group_timeout(now);
+        self.after_input(now);
     }
 
     fn handle_send_error(&mut self, _face: Face, _to: SocketAddr, _error: &io::Error) {
         // A full send buffer or an unroutable source: the client retransmits.
         self.counters.send_failures += 1;
+    }
+
+    fn handle_start(&mut self, now: Instant) {
+        self.started = Some(now);
+        self.replicator.start(now);
+        self.group_timeout(now);
+        self.after_input(now);
+    }
+
+    fn handle_close(&mut self, _now: Instant) {
+        self.replicator.bye(&mut self.outbox);
     }
 }
 
@@ -221,11 +376,25 @@ fn log_change(change: &Change) {
         ChangeKind::Refreshed => return,
         ChangeKind::Expired => "expired",
         ChangeKind::Removed(reason) => match reason {
-            registry::RemoveReason::Deregistered => "deregistered",
-            registry::RemoveReason::Goodbye => "said goodbye",
-            registry::RemoveReason::Unreachable => "removed as unreachable",
+            RemoveReason::Deregistered => "deregistered",
+            RemoveReason::Goodbye => "said goodbye",
+            RemoveReason::Unreachable => "removed as unreachable",
         },
     };
     let peer = if change.by_peer { " (from a peer)" } else { "" };
     log::info!("{what} {} {} id={} source={}{peer}", change.service, change.endpoint, change.id, change.source);
+}
+
+fn log_peer_event(event: &PeerEvent) {
+    match event {
+        PeerEvent::Joined(addr) => log::info!("peer {addr} joined"),
+        PeerEvent::Left(addr) => log::warn!("peer {addr} left"),
+        PeerEvent::Restarted(addr) => log::info!("peer {addr} restarted"),
+        PeerEvent::CaughtUp { from: Some(addr), leases } => {
+            log::info!("caught up: {leases} leases from peer {addr}")
+        }
+        PeerEvent::CaughtUp { from: None, .. } => {
+            log::info!("no complete peer answered: this broker's table is complete")
+        }
+    }
 }

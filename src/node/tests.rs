@@ -10,7 +10,11 @@ const OWN_ORIGIN: u64 = 0xAAAA;
 fn node() -> Node {
     let mut n = 0u128;
     let config = NodeConfig {
-        group_origin: Some(OWN_ORIGIN),
+        group: Some(GroupConfig {
+            group: "239.255.77.1:7077".parse().unwrap(),
+            origin: OWN_ORIGIN,
+            hello_interval: Duration::from_secs(2),
+        }),
         unicast: "127.0.0.1:7000".parse().unwrap(),
         ..NodeConfig::default()
     };
@@ -48,10 +52,12 @@ fn stats_counts_the_node_and_the_protocol() {
     let stats = text(&mut node, now, "127.0.0.1:1", "stats");
     assert_eq!(
         stats,
-        "instances=1 services=1 received=3 rejected=1 expired=0 send_failures=0 announcements=0 multicast_ignored=0\n"
+        "instances=1 services=1 received=3 rejected=1 expired=0 send_failures=0 announcements=0 multicast_ignored=0 \
+         complete=yes peers_up=0/0 replicated_out=0 replicated_in=0 retransmits=0 peer_rejected=0 probes=0 probes_dead=0 \
+         reports=0 removed_unreachable=0\n"
     );
     node.handle_send_error(Face::Client, "127.0.0.1:1".parse().unwrap(), &io::Error::other("full"));
-    assert_eq!(node.stats().send_failures, 1);
+    assert_eq!(node.stats(now).send_failures, 1);
 }
 
 #[test]
@@ -76,7 +82,7 @@ fn an_announcement_registers_and_only_its_announcer_can_say_goodbye() {
     assert_eq!(text(&mut node, now, "127.0.0.1:1", "query echo"), "NOT FOUND\n");
     // A goodbye for something gone already is not counted as an announcement.
     group(&mut node, now, "127.0.0.1:9999", &goodbye);
-    let stats = node.stats();
+    let stats = node.stats(now);
     assert_eq!((stats.announcements, stats.multicast_ignored), (2, 3));
 }
 
@@ -94,7 +100,7 @@ fn discovery_is_answered_and_own_or_foreign_datagrams_are_dropped() {
     let mut reply = Vec::new();
     assert_eq!(node.handle_datagram(now, Face::Group, "127.0.0.1:1".parse().unwrap(), b"query echo", &mut reply), None);
     assert!(node.registry().is_empty());
-    assert_eq!(node.stats().multicast_ignored, 2);
+    assert_eq!(node.stats(now).multicast_ignored, 2);
 }
 
 #[test]
@@ -106,6 +112,6 @@ fn the_node_wakes_for_expiry_and_drains_its_changes() {
     assert_eq!(node.poll_timeout(), Some(now + ttl));
     node.handle_timeout(now + ttl);
     assert!(node.registry().is_empty());
-    assert_eq!(node.stats().expired, 1);
+    assert_eq!(node.stats(now).expired, 1);
     assert_eq!(node.registry.poll_change(), None, "the node took every change");
 }

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod peer;
 pub mod text;
 
 use std::net::{IpAddr, SocketAddr};
@@ -62,6 +63,15 @@ pub enum Request<'a> {
     },
     /// Ask for the broker's counters. Answered with [`Response::Stats`].
     Stats,
+    /// Tell the broker that an instance could not be reached. Answered at once with
+    /// [`Response::Ok`] when the instance is registered ([`Response::NotFound`] otherwise); the
+    /// broker then checks it itself and removes it everywhere if it is dead.
+    Report {
+        /// The service.
+        service: &'a str,
+        /// The instance that did not answer.
+        endpoint: SocketAddr,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -94,6 +104,10 @@ pub enum Response {
         /// "the address this reply came from".
         addr: SocketAddr,
     },
+    /// Like [`Response::NotFound`], from a broker that is still catching up from its peers: the
+    /// answer may exist elsewhere, so ask another broker (and do not register again because of
+    /// it).
+    CatchingUp,
 }
 
 /// A message on the multicast group, in the binary form only: the version byte, then a
@@ -254,6 +268,45 @@ pub struct BrokerStats {
     /// Datagrams on the multicast group that were dropped: malformed, foreign (another
     /// protocol or version), refused (a bad name, say), or the broker's own.
     pub multicast_ignored: u64,
+    /// The broker holds the whole table (false while it catches up from its peers).
+    pub complete: bool,
+    /// Lease changes sent to peers (once per peer).
+    pub replicated_out: u64,
+    /// Lease changes received from peers and applied.
+    pub replicated_in: u64,
+    /// Deltas resent to peers for want of an acknowledgement.
+    pub retransmits: u64,
+    /// Peer datagrams dropped (not from a peer, malformed, another version, refused).
+    pub peer_rejected: u64,
+    /// TCP probes started (reports and health checks).
+    pub probes: u64,
+    /// Probes that found their target dead.
+    pub probes_dead: u64,
+    /// Reports of dead instances received (from clients and peers).
+    pub reports: u64,
+    /// Instances removed because a probe found them unreachable.
+    pub removed_unreachable: u64,
+    /// How many peers the broker knows.
+    pub peer_count: u64,
+    /// How many of them are up.
+    pub peers_up: u64,
+    /// The peers (as many as fit in one reply).
+    pub peers: Vec<PeerStats>,
+}
+
+/// One peer broker as a broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStats {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is live (heard from within the peer timeout).
+    pub up: bool,
+    /// Whether it holds the whole table.
+    pub complete: bool,
+    /// Its live instances, as it last said.
+    pub instances: u64,
+    /// Milliseconds since it was last heard from (`None`: never).
+    pub last_heard_ms: Option<u64>,
 }
 
 /// Why a request was refused. Each variant says what the sender should change; its
@@ -276,7 +329,7 @@ pub enum Rejection {
     #[error("one request per datagram: found more than one line")]
     MultipleLines,
     /// The first word is not a known verb.
-    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister or stats")]
+    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report or stats")]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
         verb: String,
@@ -355,6 +408,20 @@ pub enum Rejection {
     Unsupported {
         /// The request that is not offered.
         what: String,
+    },
+    /// An endpoint that is not `IP:PORT` (IPv6 in brackets: `[::1]:4000`).
+    #[error("bad endpoint {endpoint:?}: expected IP:PORT such as 127.0.0.1:4000 or [::1]:4000")]
+    BadEndpoint {
+        /// The text that was sent as an endpoint.
+        endpoint: String,
+    },
+    /// The sender made more requests of this kind than the broker takes from one source; wait.
+    #[error("too many {what} from this source: at most {max} a second")]
+    TooMany {
+        /// What was asked too often.
+        what: String,
+        /// The most the broker takes per second from one source.
+        max: u32,
     },
 }
 

@@ -7,6 +7,7 @@
 //! query <service>                    -> <ip:port> <ip:port> ... | NOT FOUND
 //! request <service>                  -> the same as query
 //! deregister <uuid>                  -> OK | NOT FOUND
+//! report <service> <ip:port>         -> OK | NOT FOUND
 //! stats                              -> instances=<n> services=<n> ...
 //! anything else                      -> ERROR <reason>
 //! ```
@@ -70,6 +71,11 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
             [id] => Ok(Request::Deregister { id: parse_id(id)? }),
             _ => Err(usage("deregister <uuid>")),
         }
+    } else if verb.eq_ignore_ascii_case("report") {
+        match args.as_slice() {
+            [service, endpoint] => Ok(Request::Report { service, endpoint: parse_endpoint(endpoint)? }),
+            _ => Err(usage("report <service> <ip:port>")),
+        }
     } else if verb.eq_ignore_ascii_case("stats") {
         match args.as_slice() {
             [] => Ok(Request::Stats),
@@ -91,6 +97,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Query { service } => writeln!(out, "query {service}"),
         Request::Deregister { id } => writeln!(out, "deregister {}", id.hyphenated()),
         Request::Stats => writeln!(out, "stats"),
+        Request::Report { service, endpoint } => writeln!(out, "report {service} {endpoint}"),
     };
 }
 
@@ -110,18 +117,44 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             writeln!(out)
         }
         Response::NotFound => writeln!(out, "NOT FOUND"),
-        Response::Stats(s) => writeln!(
-            out,
-            "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} multicast_ignored={}",
-            s.instances,
-            s.services,
-            s.received,
-            s.rejected,
-            s.expired,
-            s.send_failures,
-            s.announcements,
-            s.multicast_ignored
-        ),
+        Response::CatchingUp => writeln!(out, "NOT FOUND (catching up)"),
+        // A summary line, then a line per peer.
+        Response::Stats(s) => {
+            let _ = writeln!(
+                out,
+                "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
+                 multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
+                 peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={}",
+                s.instances,
+                s.services,
+                s.received,
+                s.rejected,
+                s.expired,
+                s.send_failures,
+                s.announcements,
+                s.multicast_ignored,
+                if s.complete { "yes" } else { "no" },
+                s.peers_up,
+                s.peer_count,
+                s.replicated_out,
+                s.replicated_in,
+                s.retransmits,
+                s.peer_rejected,
+                s.probes,
+                s.probes_dead,
+                s.reports,
+                s.removed_unreachable
+            );
+            for p in &s.peers {
+                let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
+                let _ = match p.last_heard_ms {
+                    Some(ms) => write!(out, " last_heard_ms={ms}"),
+                    None => write!(out, " last_heard_ms=never"),
+                };
+                let _ = writeln!(out, " complete={} instances={}", if p.complete { "yes" } else { "no" }, p.instances);
+            }
+            Ok(())
+        }
         Response::BrokerHere { addr } => writeln!(out, "BROKER {addr}"),
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
@@ -196,6 +229,10 @@ fn parse_ip(word: &str) -> Result<IpAddr, Rejection> {
     bare.parse().map_err(|_| Rejection::BadIp { ip: excerpt(word, ECHO_CHARS) })
 }
 
+fn parse_endpoint(word: &str) -> Result<std::net::SocketAddr, Rejection> {
+    word.parse().map_err(|_| Rejection::BadEndpoint { endpoint: excerpt(word, ECHO_CHARS) })
+}
+
 fn parse_id(word: &str) -> Result<Uuid, Rejection> {
     Uuid::try_parse(word).map_err(|_| Rejection::BadId { id: excerpt(word, ECHO_CHARS) })
 }
@@ -249,7 +286,7 @@ mod tests {
         assert_eq!(err(b"query a\nquery b"), "ERROR one request per datagram: found more than one line");
         assert_eq!(
             err(b"fetch echo"),
-            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister or stats"
+            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report or stats"
         );
         assert_eq!(err(b"query"), "ERROR usage: query <service>");
         assert_eq!(err(b"request a b"), "ERROR usage: request <service>");

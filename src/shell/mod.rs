@@ -180,6 +180,11 @@ pub trait Core {
         let _ = now;
     }
 
+    /// The loop starts: the first time the core sees the clock (it may queue hellos).
+    fn handle_start(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// The loop is about to stop: a last chance to queue datagrams (a goodbye to peers), which
     /// are sent before [`Shell::run`] returns.
     fn handle_close(&mut self, now: Instant) {
@@ -298,7 +303,9 @@ impl<C: Core> Shell<C> {
     pub fn run(mut self, shutdown: &Shutdown) -> io::Result<C> {
         shutdown.watch(Arc::clone(&self.waker))?;
         let mut events = Events::with_capacity(256);
-        self.flush(Instant::now());
+        let now = Instant::now();
+        self.core.handle_start(now);
+        self.flush(now);
         while !shutdown.is_requested() {
             self.turn(&mut events, None)?;
         }

@@ -87,7 +87,7 @@ fn replies_map_to_typed_results() {
             Request::Query { .. } => Response::NotFound,
             Request::Heartbeat { .. } => Response::NotFound,
             Request::Deregister { .. } => Response::Stats(BrokerStats::default()),
-            Request::Stats => Response::Stats(BrokerStats::default()),
+            Request::Stats | Request::Report { .. } => Response::Stats(BrokerStats::default()),
         })
     });
     let mut c = client(net, &[addr(1)], 0);
@@ -106,4 +106,39 @@ fn no_brokers_is_an_error_not_a_panic() {
     assert!(matches!(BrokerClient::new(&[]), Err(ClientError::NoBrokers)));
     let mut c = client(SimNet::new(), &[], 3);
     assert!(matches!(c.stats(), Err(ClientError::NoBrokers)));
+}
+
+#[test]
+fn a_broker_still_catching_up_sends_the_client_to_the_next_at_once() {
+    let net = SimNet::new()
+        .broker(addr(1), |_| Some(Response::CatchingUp))
+        .broker(addr(2), |_| Some(Response::Instances(vec![addr(4000)])));
+    let mut c = client(net, &[addr(1), addr(2)], 0);
+    assert_eq!(c.query("echo").unwrap(), [addr(4000)]);
+    assert_eq!(c.transport().sent_at_ms(addr(1)), [0], "no retransmission to a broker that answered");
+    assert_eq!(c.transport().sent_at_ms(addr(2)), [0], "and no wait before the next");
+    assert_eq!(c.current_broker(), Some(addr(2)));
+}
+
+#[test]
+fn when_every_broker_is_catching_up_a_query_finds_nothing_and_a_heartbeat_waits() {
+    let net =
+        SimNet::new().broker(addr(1), |_| Some(Response::CatchingUp)).broker(addr(2), |_| Some(Response::CatchingUp));
+    let mut c = client(net, &[addr(1), addr(2)], 0);
+    assert!(matches!(c.query("echo"), Err(ClientError::NotFound)));
+    assert!(matches!(c.heartbeat(Uuid::nil()), Err(ClientError::CatchingUp)), "not NotFound: no new registration");
+    assert!(matches!(c.report("echo", addr(4000)), Err(ClientError::CatchingUp)));
+}
+
+#[test]
+fn a_report_is_answered_ok_or_not_found() {
+    let net = SimNet::new().broker(addr(1), |request| {
+        Some(match request {
+            Request::Report { endpoint, .. } if endpoint.port() == 4000 => Response::Ok,
+            _ => Response::NotFound,
+        })
+    });
+    let mut c = client(net, &[addr(1)], 0);
+    c.report("echo", addr(4000)).unwrap();
+    assert!(matches!(c.report("echo", addr(4001)), Err(ClientError::NotFound)));
 }

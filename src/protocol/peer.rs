@@ -1,0 +1,343 @@
+//! The peer protocol: what brokers of one redundant service say to each other.
+//!
+//! Binary only: a version byte, then a [postcard] encoding of a [`PeerFrame`].
+//!
+//! ```text
+//! +---------+--------------------------------------------------+
+//! | 0xF9    | postcard(PeerFrame { node: u64, body: Peer })     |
+//! +---------+--------------------------------------------------+
+//! ```
+//!
+//! The version byte is `0xF8 | version`. Bytes `0xF8..=0xFF` never occur in UTF-8 and are not
+//! binary client versions (`0x80..=0xBF`), so peer datagrams arrive on the same port as client
+//! requests and are told apart by their first byte. `node` is the sender's incarnation: a
+//! random id drawn when it starts, so a restarted broker is recognised as new. Leases travel
+//! with the time they have *left*, in milliseconds, so clocks of different hosts need not agree.
+//! Variants are only ever appended. `protocol.md` documents every message with an example.
+//!
+//! ```
+//! use makler::protocol::peer::{self, Peer, PeerFrame};
+//!
+//! let hello = PeerFrame { node: 7, body: Peer::Hello { addr: "127.0.0.1:7000".parse().unwrap(), complete: true, instances: 3 } };
+//! let mut datagram = Vec::new();
+//! peer::encode(&hello, &mut datagram);
+//! assert_eq!(datagram[0], peer::VERSION_BYTE);
+//! assert_eq!(peer::decode(&datagram).unwrap(), hello);
+//! ```
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{RemoveReason, Source};
+
+/// The peer protocol version this crate speaks.
+pub const VERSION: u8 = 1;
+
+/// The first byte of every peer datagram of [`VERSION`].
+pub const VERSION_BYTE: u8 = 0xF8 | VERSION;
+
+/// The largest peer datagram sent: it fits an Ethernet frame without fragments.
+pub const MAX_DATAGRAM: usize = 1400;
+
+/// Whether a datagram is a peer datagram of any version (starts with a byte in `0xF8..=0xFF`).
+pub fn is_peer(datagram: &[u8]) -> bool {
+    matches!(datagram.first(), Some(0xF8..=0xFF))
+}
+
+/// One peer datagram after the version byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerFrame<'a> {
+    /// The sender's incarnation (random per start).
+    pub node: u64,
+    /// The message.
+    #[serde(borrow)]
+    pub body: Peer<'a>,
+}
+
+/// A message between brokers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Peer<'a> {
+    /// Sent to every peer every hello interval, and at start: "I am alive". A peer unheard of
+    /// for the peer timeout is down.
+    Hello {
+        /// The address clients use for the sender.
+        addr: SocketAddr,
+        /// The sender holds the whole table (it is not catching up).
+        complete: bool,
+        /// Its live instances (for `stats` and logs).
+        instances: u64,
+    },
+    /// Changes made at the sender: new and renewed leases, removals. Answered with [`Peer::Ack`];
+    /// resent a few times until acknowledged.
+    Delta {
+        /// Numbers the sender's deltas to this peer, for the acknowledgement.
+        seq: u32,
+        /// The changes.
+        #[serde(borrow)]
+        entries: Vec<Entry<'a>>,
+    },
+    /// "Delta `seq` arrived."
+    Ack {
+        /// The delta's number.
+        seq: u32,
+    },
+    /// A broker that is catching up asks the receiver for its table, from `cursor` on, in up
+    /// to `pages` [`Peer::Page`]s.
+    SyncRequest {
+        /// Where to start (0: the beginning). Valid only for the incarnation it came from.
+        cursor: u32,
+        /// How many pages to send at once.
+        pages: u8,
+    },
+    /// A page of the sender's table.
+    Page {
+        /// Where this page starts.
+        cursor: u32,
+        /// Where the next page starts; `None`: this is the last.
+        next: Option<u32>,
+        /// The leases.
+        #[serde(borrow)]
+        leases: Vec<Lease<'a>>,
+    },
+    /// A client reported this instance dead: the receiver, which owns its checks, verifies it.
+    Report {
+        /// The service.
+        service: &'a str,
+        /// The instance.
+        endpoint: SocketAddr,
+    },
+    /// The sender is shutting down: take it as down at once.
+    Bye,
+}
+
+/// One change in a [`Peer::Delta`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry<'a> {
+    /// A lease, new or renewed: the receiver merges it (see `registry::remote`).
+    Upsert(#[serde(borrow)] Lease<'a>),
+    /// A lease removed on purpose.
+    Remove {
+        /// Its id (one entry per id, aliases included).
+        id: Uuid,
+        /// Why.
+        reason: RemoveReason,
+    },
+}
+
+/// A lease as peers send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease<'a> {
+    /// The lease's id.
+    pub id: Uuid,
+    /// Its service.
+    pub service: &'a str,
+    /// Its endpoint.
+    pub endpoint: SocketAddr,
+    /// Who holds it.
+    pub source: Source,
+    /// Milliseconds it has left.
+    pub ttl_ms: u32,
+    /// Other ids it is known by.
+    pub aliases: Vec<Uuid>,
+}
+
+/// Why a peer datagram could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// Not a peer datagram at all.
+    #[error("not a peer datagram")]
+    NotPeer,
+    /// A peer that speaks another version; upgrade the older broker.
+    #[error("unsupported peer protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The body is not a valid encoding.
+    #[error("malformed peer datagram: {0}")]
+    Malformed(postcard::Error),
+    /// Bytes were left over.
+    #[error("{0} trailing bytes after the peer message")]
+    TrailingBytes(usize),
+}
+
+/// Decodes a peer datagram. Never panics, whatever the bytes.
+pub fn decode(datagram: &[u8]) -> Result<PeerFrame<'_>, Error> {
+    let (&first, body) = datagram.split_first().ok_or(Error::NotPeer)?;
+    if !is_peer(datagram) {
+        return Err(Error::NotPeer);
+    }
+    if first != VERSION_BYTE {
+        return Err(Error::UnsupportedVersion(first & 0x07));
+    }
+    let (frame, rest) = postcard::take_from_bytes::<PeerFrame<'_>>(body).map_err(Error::Malformed)?;
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes(rest.len()));
+    }
+    Ok(frame)
+}
+
+/// Appends the encoding of `frame` (version byte included) to `out`.
+pub fn encode(frame: &PeerFrame<'_>, out: &mut Vec<u8>) {
+    out.push(VERSION_BYTE);
+    // postcard fails only for types serde cannot describe without a length (none here).
+    if let Ok(extended) = postcard::to_extend(frame, std::mem::take(out)) {
+        *out = extended;
+    }
+}
+
+/// The encoded size of a value, for packing entries into a datagram.
+pub fn size_of<T: Serialize>(value: &T) -> usize {
+    postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(value, Default::default())
+        .unwrap_or(usize::MAX)
+}
+
+/// Bytes of a `Delta` or `Page` datagram that are not entries, at the most: the version byte,
+/// the incarnation (up to 10), the variant (1), `seq` or `cursor` and `next` (up to 6 each),
+/// and the list's length (up to 3).
+pub const FRAME_OVERHEAD: usize = 1 + 10 + 1 + 6 + 6 + 3;
+
+/// Packs list items (delta entries, page leases) into one datagram, encoding each as it comes,
+/// so that items borrowed from a table need not be copied first.
+///
+/// The list must be the last field of the frame: [`write`](Self::write) encodes the frame
+/// with an empty list and puts the real count and the items in the empty list's place.
+#[derive(Debug, Default)]
+pub struct ListPacker {
+    items: Vec<u8>,
+    count: usize,
+}
+
+impl ListPacker {
+    /// Room left for items in a datagram of [`MAX_DATAGRAM`] bytes.
+    pub fn room(&self) -> usize {
+        (MAX_DATAGRAM - FRAME_OVERHEAD).saturating_sub(self.items.len())
+    }
+
+    /// Adds `item` if it fits; returns false (adding nothing) when it does not.
+    pub fn push<T: Serialize>(&mut self, item: &T) -> bool {
+        if size_of(item) > self.room() {
+            return false;
+        }
+        if let Ok(extended) = postcard::to_extend(item, std::mem::take(&mut self.items)) {
+            self.items = extended;
+            self.count += 1;
+        }
+        true
+    }
+
+    /// How many items are packed.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing is packed.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes `frame` (whose list must be empty and its last field) with the packed items as
+    /// its list into `out` (cleared first). The packer keeps its items, so the same list can go
+    /// out under several headers; [`clear`](Self::clear) empties it.
+    pub fn write(&self, frame: &PeerFrame<'_>, out: &mut Vec<u8>) {
+        out.clear();
+        encode(frame, out);
+        // The empty list is its length, a single 0 byte, at the very end.
+        debug_assert_eq!(out.last(), Some(&0));
+        out.pop();
+        let mut count = self.count;
+        loop {
+            let byte = (count & 0x7f) as u8;
+            count >>= 7;
+            if count == 0 {
+                out.push(byte);
+                break;
+            }
+            out.push(byte | 0x80);
+        }
+        out.extend_from_slice(&self.items);
+    }
+
+    /// Empties the packer.
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.count = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(service: &str) -> Lease<'_> {
+        Lease {
+            id: Uuid::from_u128(u128::MAX),
+            service,
+            endpoint: "[ffff::1]:65535".parse().unwrap(),
+            source: Source::Announcer { ip: "ffff::2".parse().unwrap(), origin: u64::MAX },
+            ttl_ms: u32::MAX,
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_garbage_is_refused() {
+        let frames = [
+            PeerFrame {
+                node: u64::MAX,
+                body: Peer::Delta { seq: u32::MAX, entries: vec![Entry::Upsert(lease("echo"))] },
+            },
+            PeerFrame { node: 1, body: Peer::Page { cursor: 3, next: None, leases: vec![lease("x")] } },
+            PeerFrame { node: 1, body: Peer::Report { service: "echo", endpoint: "127.0.0.1:1".parse().unwrap() } },
+            PeerFrame { node: 1, body: Peer::Bye },
+        ];
+        for frame in frames {
+            let mut out = Vec::new();
+            encode(&frame, &mut out);
+            assert_eq!(decode(&out).unwrap(), frame);
+            out.push(0);
+            assert_eq!(decode(&out), Err(Error::TrailingBytes(1)));
+        }
+        assert_eq!(decode(b"query echo"), Err(Error::NotPeer));
+        assert_eq!(decode(&[0xFA, 0]), Err(Error::UnsupportedVersion(2)));
+        assert!(matches!(decode(&[VERSION_BYTE, 1, 99]), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn a_packed_list_decodes_like_an_encoded_one() {
+        let names: Vec<String> = (0..200).map(|i| format!("service-{i}")).collect();
+        let mut packer = ListPacker::default();
+        let mut packed = Vec::new();
+        for name in &names {
+            if !packer.push(&Entry::Upsert(lease(name))) {
+                break;
+            }
+            packed.push(Entry::Upsert(lease(name)));
+        }
+        assert!(packed.len() > 10 && packed.len() < 200, "{}", packed.len());
+        let mut out = Vec::new();
+        packer.write(&PeerFrame { node: u64::MAX, body: Peer::Delta { seq: 9, entries: Vec::new() } }, &mut out);
+        assert!(out.len() <= MAX_DATAGRAM, "{}", out.len());
+        let expected = PeerFrame { node: u64::MAX, body: Peer::Delta { seq: 9, entries: packed } };
+        assert_eq!(decode(&out).unwrap(), expected);
+        packer.clear();
+        assert!(packer.is_empty());
+    }
+
+    #[test]
+    fn the_overhead_bound_holds_for_the_largest_header() {
+        let delta = PeerFrame { node: u64::MAX, body: Peer::Delta { seq: u32::MAX, entries: Vec::new() } };
+        let page = PeerFrame {
+            node: u64::MAX,
+            body: Peer::Page { cursor: u32::MAX, next: Some(u32::MAX), leases: Vec::new() },
+        };
+        for frame in [delta, page] {
+            let mut out = Vec::new();
+            encode(&frame, &mut out);
+            // An empty list's length is one byte; a full datagram's at most three.
+            assert!(out.len() + 2 <= FRAME_OVERHEAD, "{} bytes", out.len());
+        }
+        let name = "s".repeat(64);
+        let entry = Entry::Upsert(lease(&name));
+        assert!(size_of(&entry) < 200, "{}", size_of(&entry));
+    }
+}

@@ -1,6 +1,8 @@
-//! Zero configuration across hosts: three network namespaces on one bridge (made here, deleted
-//! when done), a broker on the first, an announcing server on the second, a client on the third,
-//! each multicasting on its own interface. Runs as root; skipped with a message otherwise.
+//! Across hosts: three network namespaces on one bridge (made here, deleted when done). Zero
+//! configuration (a broker, an announcing server and a client, each multicasting on its own
+//! interface), and redundant brokers on two hosts (one catching up from the other, with
+//! `--peers` and by finding each other on the group). Runs as root; skipped with a message
+//! otherwise.
 
 mod common;
 
@@ -9,7 +11,7 @@ use std::time::Duration;
 
 use common::{Process, wait_until};
 
-/// The namespaces of one run: `mk<pid>br` holds the bridge, `mk<pid>h1..3` the hosts
+/// The namespaces of one test: `mk<pid><tag>br` holds the bridge, `mk<pid><tag>h1..3` the hosts
 /// 10.99.0.1..3. Dropping it deletes them all, and with them their interfaces.
 struct Lan {
     prefix: String,
@@ -20,8 +22,8 @@ impl Lan {
         format!("{}h{i}", self.prefix)
     }
 
-    fn create() -> Result<Lan, String> {
-        let lan = Lan { prefix: format!("mk{}", std::process::id()) };
+    fn create(tag: &str) -> Result<Lan, String> {
+        let lan = Lan { prefix: format!("mk{}{tag}", std::process::id()) };
         let bridge = format!("{}br", lan.prefix);
         let mut steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), bridge.clone()],
@@ -94,19 +96,24 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn broker_server_and_client_on_three_hosts_find_each_other() {
+/// The three hosts, or `None` (with a message) where they cannot be made.
+fn lan(tag: &str) -> Option<Lan> {
     if !is_root() {
         eprintln!("skipped: network namespaces need root");
-        return;
+        return None;
     }
-    let lan = match Lan::create() {
-        Ok(lan) => lan,
+    match Lan::create(tag) {
+        Ok(lan) => Some(lan),
         Err(e) => {
             eprintln!("skipped: cannot make network namespaces here ({e})");
-            return;
+            None
         }
-    };
+    }
+}
+
+#[test]
+fn broker_server_and_client_on_three_hosts_find_each_other() {
+    let Some(lan) = lan("z") else { return };
     let group = "239.255.77.1:7077";
     let _broker = lan.start(
         1,
@@ -146,4 +153,52 @@ fn broker_server_and_client_on_three_hosts_find_each_other() {
     let (code, _, err) = lan.client(3, &client);
     assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("is not registered at broker 10.99.0.1:7000"), "{err}");
+}
+
+/// A server on host 2 registers by unicast at the broker on host 1 only; a second broker starts
+/// on host 3 afterwards, catches up from the first, and answers a client that asks it alone.
+fn second_broker_catches_up(tag: &str, peers: bool) {
+    let Some(lan) = lan(tag) else { return };
+    let group = "239.255.77.1:7077";
+    let broker = |host: u8| {
+        let listen = format!("10.99.0.{host}:7000");
+        let interface = format!("10.99.0.{host}");
+        let mut args =
+            vec!["--listen".to_owned(), listen, "--quiet".to_owned(), "--multicast".to_owned(), group.to_owned()];
+        args.extend(["--multicast-if".to_owned(), interface]);
+        if peers {
+            args.extend(["--peers".to_owned(), "10.99.0.1:7000,10.99.0.3:7000".to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        lan.start(host, env!("CARGO_BIN_EXE_makler-broker"), &args)
+    };
+    let _first = broker(1);
+    let server = lan.start(
+        2,
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "upper", "--listen", "10.99.0.2:0", "--broker", "10.99.0.1:7000", "--no-multicast"],
+    );
+    let at_first = ["--broker", "10.99.0.1:7000", "--no-multicast", "upper", "first"];
+    wait_until(Duration::from_secs(10), "the first broker knows the server", || {
+        (lan.client(2, &at_first).0 == Some(0)).then_some(())
+    });
+
+    let _second = broker(3);
+    let at_second = ["--broker", "10.99.0.3:7000", "--no-multicast", "upper", "second"];
+    let answer = wait_until(Duration::from_secs(10), "the second broker answers", || {
+        let (code, out, _) = lan.client(3, &at_second);
+        (code == Some(0)).then_some(out)
+    });
+    assert_eq!(answer, "SECOND\n");
+    drop(server);
+}
+
+#[test]
+fn a_second_broker_on_another_host_catches_up_and_answers() {
+    second_broker_catches_up("p", true);
+}
+
+#[test]
+fn brokers_on_one_group_find_each_other_without_peers_across_hosts() {
+    second_broker_catches_up("d", false);
 }

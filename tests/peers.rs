@@ -1,0 +1,237 @@
+//! Redundant brokers as real processes on loopback: replication, a restarted broker catching up,
+//! reports of dead servers, and a black-holed probe that must not stall the loop.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Process, Udp, client, listed, server, wait_until};
+
+/// Free UDP ports on loopback, reserved just long enough to read them back.
+fn free_ports(n: usize) -> Vec<u16> {
+    let sockets: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    sockets.iter().map(|s| s.local_addr().unwrap().port()).collect()
+}
+
+fn broker_at(port: u16, peers: &str, extra: &[&str]) -> Process {
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["--listen", listen.as_str(), "--peers", peers, "--no-multicast", "--quiet"];
+    args.extend_from_slice(extra);
+    Process::start(env!("CARGO_BIN_EXE_makler-broker"), &args)
+}
+
+/// `n` brokers, each given the same list of all of them, started and met.
+fn cluster(n: usize, extra: &[&str]) -> (Vec<Process>, Vec<SocketAddr>, String) {
+    let ports = free_ports(n);
+    let addrs: Vec<SocketAddr> = ports.iter().map(|&p| SocketAddr::from(([127, 0, 0, 1], p))).collect();
+    let peers = addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let brokers: Vec<Process> = ports.iter().map(|&port| broker_at(port, &peers, extra)).collect();
+    // Started together, no broker finds a complete peer: each takes itself as complete after
+    // the grace time.
+    for &addr in &addrs {
+        wait_until(Duration::from_secs(10), "every broker sees its peers up and is complete", || {
+            let udp = Udp::new(addr);
+            (stat(&udp, "peers_up").starts_with(&format!("{}/", n - 1)) && stat(&udp, "complete") == "yes")
+                .then_some(())
+        });
+    }
+    (brokers, addrs, peers)
+}
+
+/// A value from the first line of `stats`.
+fn stat(udp: &Udp, key: &str) -> String {
+    let reply = udp.text("stats");
+    let line = reply.lines().next().unwrap_or_default().to_owned();
+    line.split(' ')
+        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')).map(str::to_owned))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+fn stat_u64(udp: &Udp, key: &str) -> u64 {
+    stat(udp, key).parse().unwrap()
+}
+
+#[test]
+fn a_server_registered_at_one_broker_is_answered_by_all_within_100_ms() {
+    let (_brokers, addrs, peers) = cluster(3, &[]);
+    let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
+    let id = udp[0].text("register echo 4000");
+    let registered = Instant::now();
+    wait_until(Duration::from_secs(5), "the others list it", || {
+        (listed(&udp[1], "echo").len() == 1 && listed(&udp[2], "echo").len() == 1).then_some(())
+    });
+    let took = registered.elapsed();
+    eprintln!("visible at every broker after {took:?}");
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    // The same id works at every broker.
+    assert_eq!(udp[2].text(&format!("heartbeat {id}")), "OK");
+
+    // End to end: a real server registers at the first broker only, a real client asks the last.
+    let echo = server("upper", addrs[0], &[]);
+    let (code, out, err) = client(&["--broker", &addrs[2].to_string(), "--wait", "5", "upper", "hi"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "HI\n"), "{err}");
+    drop(echo);
+    let _ = peers;
+}
+
+#[test]
+fn a_broker_killed_and_restarted_lists_everything_within_a_second_without_anyone_registering_again() {
+    let (mut brokers, addrs, peers) = cluster(3, &["--ttl", "60"]);
+    let udp = Udp::new(addrs[1]);
+    let mut ids = Vec::new();
+    for i in 0..300u32 {
+        ids.push(udp.text(&format!("register s{} 10.1.{}.{} 4000", i % 30, i / 250, i % 250)));
+    }
+    let servers: Vec<Process> = ["echo", "upper", "time"].iter().map(|s| server(s, addrs[0], &[])).collect();
+    let killed = Udp::new(addrs[2]);
+    wait_until(Duration::from_secs(5), "the third broker has all", || {
+        (stat_u64(&killed, "instances") == 303).then_some(())
+    });
+
+    brokers[2].child.kill().unwrap();
+    brokers[2].child.wait().unwrap();
+    brokers[2] = broker_at(addrs[2].port(), &peers, &["--ttl", "60"]);
+    let restarted = Instant::now();
+    let fresh = Udp::new(addrs[2]);
+    wait_until(Duration::from_secs(5), "the restarted broker lists everything", || {
+        (stat(&fresh, "complete") == "yes" && stat_u64(&fresh, "instances") == 303).then_some(())
+    });
+    let took = restarted.elapsed();
+    eprintln!("caught up after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Nobody registered again: the old ids are the ones it knows, and the leases are as many.
+    for id in ids.iter().step_by(37) {
+        assert_eq!(fresh.text(&format!("heartbeat {id}")), "OK");
+    }
+    let first = Udp::new(addrs[0]);
+    assert_eq!(stat_u64(&first, "instances"), 303);
+    for service in ["echo", "upper", "time"] {
+        assert_eq!(listed(&fresh, service).len(), 1, "{service}");
+    }
+    drop(servers);
+}
+
+#[test]
+fn a_reported_dead_server_is_gone_everywhere_and_a_live_one_stays() {
+    let (_brokers, addrs, _) = cluster(3, &["--ttl", "30", "--probe-interval", "0"]);
+    let mut dead = server("echo", addrs[0], &[]);
+    let live = server("echo", addrs[0], &[]);
+    let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
+    wait_until(Duration::from_secs(5), "both are everywhere", || {
+        udp.iter().all(|u| listed(u, "echo").len() == 2).then_some(())
+    });
+    let (dead_addr, live_addr) = (dead.addr("tcp"), live.addr("tcp"));
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+
+    assert_eq!(udp[1].text(&format!("report echo {dead_addr}")), "OK");
+    assert_eq!(udp[2].text(&format!("report echo {live_addr}")), "OK");
+    let reported = Instant::now();
+    wait_until(Duration::from_secs(5), "the dead one is gone everywhere", || {
+        udp.iter().all(|u| listed(u, "echo") == [live_addr]).then_some(())
+    });
+    let took = reported.elapsed();
+    eprintln!("gone everywhere after {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    // The live one was probed too, and stays.
+    wait_until(Duration::from_secs(5), "both probes ran", || {
+        (udp.iter().map(|u| stat_u64(u, "probes")).sum::<u64>() == 2).then_some(())
+    });
+    assert!(udp.iter().all(|u| listed(u, "echo") == [live_addr]));
+    assert_eq!(udp[0].text(&format!("report echo {dead_addr}")), "NOT FOUND");
+}
+
+#[test]
+fn two_clients_one_second_apart_cost_one_probe_and_both_get_answers() {
+    let (_brokers, addrs, _) = cluster(3, &["--ttl", "30", "--probe-interval", "0"]);
+    let mut dead = server("upper", addrs[0], &[]);
+    let _live = server("upper", addrs[0], &[]);
+    let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
+    wait_until(Duration::from_secs(5), "both are everywhere", || {
+        udp.iter().all(|u| listed(u, "upper").len() == 2).then_some(())
+    });
+    let dead_addr = dead.addr("tcp");
+    dead.child.kill().unwrap();
+    dead.child.wait().unwrap();
+    // Each client asks another broker; both are answered by the live server, and the first
+    // one's report removes the dead one everywhere.
+    for (k, broker) in [addrs[1], addrs[2]].iter().enumerate() {
+        if k == 1 {
+            // The scenario: the second client comes one second after the first.
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        for _ in 0..4 {
+            let (code, out, err) = client(&["--broker", &broker.to_string(), "upper", "x"], "");
+            assert_eq!((code, out.as_str()), (Some(0), "X\n"), "{err}");
+        }
+    }
+    wait_until(Duration::from_secs(5), "the dead one is gone everywhere", || {
+        udp.iter().all(|u| !listed(u, "upper").contains(&dead_addr)).then_some(())
+    });
+    let probes: u64 = udp.iter().map(|u| stat_u64(u, "probes")).sum();
+    assert_eq!(probes, 1, "one probe for every report of it");
+}
+
+/// A TCP listener that is never accepted from and whose queue is full, so the kernel drops
+/// every further SYN: a connect to it hangs like one to a black-holed host.
+fn black_hole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut held = Vec::new();
+    // Fill the queue until a connect no longer completes.
+    loop {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(stream) => held.push(stream),
+            Err(_) => break,
+        }
+        assert!(held.len() < 64, "the listen queue never filled");
+    }
+    (socket, held, addr)
+}
+
+#[test]
+fn queries_are_answered_at_once_while_a_black_holed_instance_is_probed() {
+    let (_brokers, addrs, _) = cluster(1, &["--ttl", "30", "--probe-interval", "0"]);
+    let (_hole, _held, hole) = black_hole();
+    let udp = Udp::new(addrs[0]);
+    udp.text(&format!("register web {} {}", hole.ip(), hole.port()));
+    udp.text("register other 4000");
+    assert_eq!(udp.text(&format!("report web {hole}")), "OK");
+    let probing = Instant::now();
+    let mut latencies = Vec::new();
+    while probing.elapsed() < Duration::from_millis(600) {
+        let asked = Instant::now();
+        assert_eq!(udp.text("query other"), "127.0.0.1:4000");
+        latencies.push(asked.elapsed());
+    }
+    latencies.sort();
+    let p95 = latencies[latencies.len() * 95 / 100];
+    let max = *latencies.last().unwrap();
+    eprintln!("{} queries during the probe: p95 {p95:?}, max {max:?}", latencies.len());
+    assert!(latencies.len() > 50);
+    assert!(p95 < Duration::from_millis(10), "p95 {p95:?}");
+    assert!(max < Duration::from_millis(250), "max {max:?}: the loop waited on the probe");
+    // The probe times out after a second and the instance goes.
+    wait_until(Duration::from_secs(5), "the black hole is removed", || listed(&udp, "web").is_empty().then_some(()));
+    assert!(probing.elapsed() >= Duration::from_millis(900), "removed by the timeout, not a refusal");
+    drop(TcpListener::bind("127.0.0.1:0"));
+}
+
+#[test]
+fn a_broker_keeps_serving_when_its_peers_are_gone_and_takes_them_back() {
+    let (mut brokers, addrs, peers) = cluster(2, &[]);
+    let udp = Udp::new(addrs[0]);
+    brokers[1].child.kill().unwrap();
+    brokers[1].child.wait().unwrap();
+    wait_until(Duration::from_secs(5), "the peer is down", || (stat(&udp, "peers_up") == "0/1").then_some(()));
+    let id = udp.text("register echo 4000");
+    assert_eq!(udp.text("query echo"), "127.0.0.1:4000");
+    brokers[1] = broker_at(addrs[1].port(), &peers, &[]);
+    wait_until(Duration::from_secs(5), "the peer is back", || (stat(&udp, "peers_up") == "1/1").then_some(()));
+    let back = Udp::new(addrs[1]);
+    wait_until(Duration::from_secs(5), "it caught up", || (listed(&back, "echo").len() == 1).then_some(()));
+    assert_eq!(back.text(&format!("heartbeat {id}")), "OK");
+}

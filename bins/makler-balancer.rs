@@ -76,6 +76,9 @@ struct Args {
     /// Do not log backend changes and the registration at the broker.
     #[arg(long, short)]
     quiet: bool,
+
+    #[command(flatten)]
+    rate_limit: makler::cli::RateLimitArgs,
 }
 
 fn main() -> ExitCode {
@@ -110,6 +113,7 @@ fn main() -> ExitCode {
         idle_timeout: args.idle_timeout,
         health_interval,
         log: !args.quiet,
+        rate_limit: args.rate_limit.config(),
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

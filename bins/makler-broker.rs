@@ -67,6 +67,23 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_interval)]
     probe_interval: f64,
 
+    /// Most instances one source address may hold (so one source cannot fill the table); 0: no
+    /// limit.
+    #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_SOURCE)]
+    max_per_source: usize,
+
+    /// Networks that may register (default: any). Example: 10.1.0.0/16,fd00::/8.
+    #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = makler::service::policy::parse_networks)]
+    allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
+
+    /// Whether a source may register an address other than its own: allow (the default, as the
+    /// protocol's `register <type> <ip> <port>` from another host expects) or deny.
+    #[arg(long, value_name = "allow|deny", default_value = "allow")]
+    foreign_ip: makler::service::policy::ForeignIp,
+
+    #[command(flatten)]
+    rate_limit: makler::cli::RateLimitArgs,
+
     /// Do not log registrations, deregistrations and expiries.
     #[arg(long, short)]
     quiet: bool,
@@ -89,6 +106,8 @@ fn main() -> ExitCode {
                 max_name_len: args.max_name_len,
                 name_punctuation: args.name_chars,
                 max_instances: args.max_instances,
+                max_per_source: args.max_per_source,
+                ..Limits::default()
             },
             ..registry::Config::default()
         },
@@ -99,6 +118,11 @@ fn main() -> ExitCode {
             peers: args.peers.map(|list| list.0).unwrap_or_default(),
             discover: true,
             ..broker::ReplicaConfig::default()
+        },
+        rate_limit: args.rate_limit.config(),
+        policy: makler::service::policy::Policy {
+            allow_register: args.allow_register.unwrap_or_default(),
+            foreign_ip: args.foreign_ip,
         },
         verify: broker::VerifyConfig {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),

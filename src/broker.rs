@@ -49,6 +49,10 @@ pub struct Config {
     pub replica: ReplicaConfig,
     /// Reports of dead instances and health checks.
     pub verify: VerifyConfig,
+    /// Response-rate limiting (off unless set; the program's default is on).
+    pub rate_limit: crate::limit::RateLimit,
+    /// Who may register what.
+    pub policy: crate::service::policy::Policy,
 }
 
 /// How often a broker says hello on the multicast group.
@@ -68,6 +72,8 @@ impl Default for Config {
             multicast: None,
             replica: ReplicaConfig::default(),
             verify: VerifyConfig::default(),
+            rate_limit: crate::limit::RateLimit::default(),
+            policy: crate::service::policy::Policy::default(),
         }
     }
 }
@@ -99,6 +105,8 @@ impl Broker {
                 incarnation: crate::client::random_u64(),
                 replica: config.replica,
                 verify: config.verify,
+                rate_limit: config.rate_limit,
+                policy: config.policy,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,

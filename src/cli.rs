@@ -112,3 +112,25 @@ pub fn brokers_or_discover(
         (None, None) => Ok(vec![crate::broker::DEFAULT_LISTEN]),
     }
 }
+
+/// The response-rate limiting flags of the programs that answer over UDP (broker, balancer).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RateLimitArgs {
+    /// Replies larger than their request, per second per source address (and four times as many
+    /// per /24 or /56 network); beyond, every second request gets a short `ERROR rate limited`,
+    /// the others nothing, so the service cannot be used as a reflector. 0 turns it off.
+    #[arg(long, value_name = "N", default_value_t = crate::limit::DEFAULT_RATE)]
+    pub rate_limit: u32,
+
+    /// Networks never rate-limited (a spoofed loopback source cannot come from the network).
+    #[arg(long, value_name = "CIDR[,CIDR…]", default_value = "127.0.0.0/8,::1/128",
+          value_parser = crate::service::policy::parse_networks)]
+    pub rate_limit_exempt: std::vec::Vec<ipnet::IpNet>,
+}
+
+impl RateLimitArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> crate::limit::RateLimit {
+        crate::limit::RateLimit { rate: self.rate_limit, exempt: self.rate_limit_exempt.clone() }
+    }
+}

@@ -58,6 +58,7 @@ pub mod balancer;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod limit;
 pub mod load;
 pub mod multicast;
 pub mod net;

@@ -65,7 +65,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 pub use changes::{Change, ChangeKind};
-pub use limits::{Limits, check_endpoint};
+pub use limits::{DEFAULT_MAX_PER_SOURCE, Limits, canonical, check_endpoint};
 pub use remote::{Applied, Cursor, LeaseView};
 
 use crate::protocol::Rejection;
@@ -257,6 +257,7 @@ impl Registry {
         endpoint: SocketAddr,
         source: Source,
     ) -> Result<Registration, Rejection> {
+        let endpoint = canonical(endpoint);
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
         self.handle_timeout(now);
@@ -265,6 +266,10 @@ impl Registry {
             return Ok(Registration { id, created: false });
         }
         self.check_room()?;
+        let max = self.config.limits.max_per_source;
+        if max > 0 && self.source_count(source.ip()) >= max {
+            return Err(Rejection::SourceQuota { max: saturate(max) });
+        }
         let id = loop {
             let id = (self.new_id)();
             if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
@@ -301,6 +306,7 @@ impl Registry {
         source: Source,
         reason: RemoveReason,
     ) -> Result<Uuid, NotFound> {
+        let endpoint = canonical(endpoint);
         self.handle_timeout(now);
         let lease = self.find_lease(service, endpoint, source).ok_or(NotFound)?;
         let id = self.lease(lease).id;
@@ -328,6 +334,7 @@ impl Registry {
 
     /// Whether `endpoint` is a live instance of `service`.
     pub fn contains(&mut self, now: Instant, service: &str, endpoint: SocketAddr) -> bool {
+        let endpoint = canonical(endpoint);
         self.handle_timeout(now);
         self.head_lease(service, endpoint).is_some()
     }
@@ -356,7 +363,7 @@ impl Registry {
 
     /// The id of the lease `source` holds on `endpoint` of `service`.
     pub fn lease_id(&self, service: &str, endpoint: SocketAddr, source: Source) -> Option<Uuid> {
-        self.find_lease(service, endpoint, source).map(|lease| self.lease(lease).id)
+        self.find_lease(service, canonical(endpoint), source).map(|lease| self.lease(lease).id)
     }
 
     /// Removes every lease whose TTL has run out by `now`, and forgets tombstones that are old

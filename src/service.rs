@@ -15,15 +15,19 @@
 //! let mut service = Service::new(&registry, 1400);
 //! let server = "127.0.0.1:40000".parse().unwrap();
 //! let (now, mut out) = (Instant::now(), Vec::new());
-//! assert!(matches!(service.handle(&mut registry, now, server, b"register echo 4000", &mut out), Handled::Replied));
+//! assert!(matches!(service.handle(&mut registry, now, server, b"register echo 4000", &mut out), Handled::Replied(_)));
 //! assert_eq!(out.len(), 37); // a UUID and a newline
 //! service.handle(&mut registry, now, server, b"query echo", &mut out);
 //! assert_eq!(out, b"127.0.0.1:4000\n");
 //! assert!(matches!(service.handle(&mut registry, now, server, b"stats", &mut out), Handled::Other { .. }));
 //! ```
 
+pub mod policy;
+
 use std::net::SocketAddr;
 use std::time::Instant;
+
+use policy::Policy;
 
 use crate::protocol::{self, DecodeError, Form, MAX_REPLY_LEN, Rejection, Request, Response, Source};
 use crate::registry::Registry;
@@ -34,8 +38,8 @@ pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
 /// What [`Service::handle`] did with a datagram.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled<'a> {
-    /// The reply is in the output buffer.
-    Replied,
+    /// The reply, in this form, is in the output buffer.
+    Replied(Form),
     /// A valid request that is not the registration protocol's: the caller answers it (with
     /// [`Service::reply`]), in this form.
     Other {
@@ -53,6 +57,14 @@ pub struct Counters {
     pub received: u64,
     /// Datagrams answered with `ERROR`.
     pub rejected: u64,
+    /// Registrations refused because the table was full.
+    pub full: u64,
+    /// Registrations refused by the per-source quota.
+    pub quota: u64,
+    /// Registrations refused by the registration policy.
+    pub not_allowed: u64,
+    /// Requests refused as too many from one source (reports).
+    pub too_many: u64,
 }
 
 /// The registration protocol. See the [module documentation](self).
@@ -62,6 +74,7 @@ pub struct Service {
     /// The TTL as registrations report it.
     ttl_ms: u32,
     counters: Counters,
+    policy: Policy,
     /// Answer `NOT FOUND (catching up)` instead of `NOT FOUND`.
     catching_up: bool,
     /// Reused for the instance list of every query reply.
@@ -73,7 +86,24 @@ impl Service {
     /// datagrams longer than `max_datagram`.
     pub fn new(registry: &Registry, max_datagram: usize) -> Self {
         let ttl_ms = u32::try_from(registry.config().ttl.as_millis()).unwrap_or(u32::MAX);
-        Service { max_datagram, ttl_ms, counters: Counters::default(), catching_up: false, scratch: Vec::new() }
+        Service {
+            max_datagram,
+            ttl_ms,
+            counters: Counters::default(),
+            policy: Policy::default(),
+            catching_up: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Registrations from now on follow `policy`.
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The registration policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// The largest request datagram accepted.
@@ -114,20 +144,24 @@ impl Service {
                 Ok((form, _)) | Err(DecodeError { form, .. }) => form,
             };
             self.reply(form, &Response::Error(Rejection::TooLarge { max: saturate(self.max_datagram) }), out);
-            return Handled::Replied;
+            return Handled::Replied(form);
         }
         let (form, request) = match protocol::decode_request(datagram) {
             Ok(decoded) => decoded,
             Err(DecodeError { form, rejection }) => {
                 self.reply(form, &Response::Error(rejection), out);
-                return Handled::Replied;
+                return Handled::Replied(form);
             }
         };
         let response = match request {
             Request::Register { service, ip, port } => {
                 let source = SocketAddr::new(source.ip().to_canonical(), source.port());
-                let endpoint = SocketAddr::new(ip.unwrap_or(source.ip()), port);
-                match registry.register(now, service, endpoint, Source::Unicast(source)) {
+                let endpoint = SocketAddr::new(ip.map_or(source.ip(), |ip| ip.to_canonical()), port);
+                match self
+                    .policy
+                    .check(source.ip(), endpoint.ip())
+                    .and_then(|()| registry.register(now, service, endpoint, Source::Unicast(source)))
+                {
                     Ok(registration) => Response::Registered { id: registration.id, ttl_ms: self.ttl_ms },
                     Err(rejection) => Response::Error(rejection),
                 }
@@ -147,14 +181,21 @@ impl Service {
         if let Response::Instances(list) = response {
             self.scratch = list;
         }
-        Handled::Replied
+        Handled::Replied(form)
     }
 
     /// Writes `response` into `out` (cleared first) in `form`, counting it when it is an error.
     /// The caller keeps it within [`MAX_REPLY_LEN`].
     pub fn reply(&mut self, form: Form, response: &Response, out: &mut Vec<u8>) {
-        if matches!(response, Response::Error(_)) {
+        if let Response::Error(rejection) = response {
             self.counters.rejected += 1;
+            match rejection {
+                Rejection::Full { .. } => self.counters.full += 1,
+                Rejection::SourceQuota { .. } => self.counters.quota += 1,
+                Rejection::NotAllowed { .. } => self.counters.not_allowed += 1,
+                Rejection::TooMany { .. } => self.counters.too_many += 1,
+                _ => {}
+            }
         }
         protocol::encode_reply(form, response, out);
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::{Counters, Pool};
 use crate::client::{Announcer, AnnouncerConfig, Registrar, Registration};
+use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
 use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
 use crate::registry::{ChangeKind, Registry};
@@ -45,6 +46,7 @@ pub(crate) struct Control {
     names: HashMap<SocketAddr, usize>,
     registering: SelfRegistration,
     health: Option<Health>,
+    limiter: ResponseLimiter,
     log: bool,
 }
 
@@ -55,10 +57,12 @@ impl Control {
         counters: Arc<Counters>,
         registering: SelfRegistration,
         health: Option<Health>,
+        rate_limit: RateLimit,
         log: bool,
     ) -> Self {
         let service = Service::new(&registry, service::DEFAULT_MAX_DATAGRAM);
-        Control { registry, service, pool, counters, names: HashMap::new(), registering, health, log }
+        let limiter = ResponseLimiter::new(rate_limit);
+        Control { registry, service, pool, counters, names: HashMap::new(), registering, health, limiter, log }
     }
 
     /// Feeds the table's changes to the pool and the health checks, and follows the pool's
@@ -147,15 +151,21 @@ impl Core for Control {
         datagram: &[u8],
         reply: &mut Vec<u8>,
     ) -> Option<Face> {
-        if let Handled::Other { form, request } = self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            let response = match request {
-                Request::Stats => self.stats(form),
-                other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
-            };
-            self.service.reply(form, &response, reply);
-        }
+        let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
+            Handled::Replied(form) => form,
+            Handled::Other { form, request } => {
+                let response = match request {
+                    Request::Stats => self.stats(form),
+                    other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
+                };
+                self.service.reply(form, &response, reply);
+                form
+            }
+        };
         self.drain_changes(now);
-        Some(Face::Control)
+        // The binary `stats` answer is the largest for the smallest request: limited like a
+        // broker's replies.
+        self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply).then_some(Face::Control)
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {

@@ -81,6 +81,8 @@ pub struct Config {
     pub health_interval: Option<Duration>,
     /// Log changes to the backend table and the registration at the broker on stderr.
     pub log: bool,
+    /// Response-rate limiting of the control port's replies larger than their request.
+    pub rate_limit: crate::limit::RateLimit,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -103,6 +105,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             health_interval: Some(Duration::from_secs(2)),
             log: false,
+            rate_limit: crate::limit::RateLimit::default(),
         }
     }
 }
@@ -292,7 +295,15 @@ fn spawn_control(
     };
     let health = config.health_interval.map(|interval| control::Health::new(interval, config.connect_timeout));
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
-    let core = control::Control::new(registry, Arc::clone(pool), Arc::clone(counters), registering, health, config.log);
+    let core = control::Control::new(
+        registry,
+        Arc::clone(pool),
+        Arc::clone(counters),
+        registering,
+        health,
+        config.rate_limit.clone(),
+        config.log,
+    );
     let mut shell = Shell::new(core)?;
     shell.add_udp(control::Face::Control, socket)?;
     let stop = shutdown.clone();

@@ -302,6 +302,9 @@ impl BrokerProcess {
         let max = config.rss_instances.max(config.instances).to_string();
         let mut child = std::process::Command::new(&config.broker_bin)
             .args(["--listen", "127.0.0.1:0", "--quiet", "--ttl", "600", "--max-instances", &max])
+            // One source registers every instance, nothing listens on them, and the load comes
+            // from one address: no quota, no health checks, no rate limit, no multicast.
+            .args(["--max-per-source", "0", "--probe-interval", "0", "--rate-limit", "0", "--no-multicast"])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())

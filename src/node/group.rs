@@ -53,8 +53,12 @@ impl Node {
         let ip = from.ip().to_canonical();
         match frame.body {
             Multicast::Announce { origin, service, ip: named, port } => {
-                let endpoint = SocketAddr::new(named.unwrap_or(ip), port);
-                match self.registry.register(now, service, endpoint, Source::Announcer { ip, origin }) {
+                let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
+                let registered =
+                    self.service.policy().check(ip, endpoint.ip()).and_then(|()| {
+                        self.registry.register(now, service, endpoint, Source::Announcer { ip, origin })
+                    });
+                match registered {
                     Ok(_) => self.counters.announcements += 1,
                     Err(_) => self.counters.multicast_ignored += 1,
                 }
@@ -72,7 +76,8 @@ impl Node {
             Multicast::Discover { .. } => {
                 reply.clear();
                 binary::encode_response(frame.id, &Response::BrokerHere { addr: unicast }, reply);
-                true
+                // The answer is larger than the question: rate-limited like any such reply.
+                self.limiter.check(now, from.ip(), datagram.len(), reply.len()) == crate::limit::Verdict::Send
             }
             // Another broker: a peer, when discovery is on.
             Multicast::BrokerHello { addr, .. } => {

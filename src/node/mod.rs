@@ -41,9 +41,11 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
 use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response, peer};
 use crate::registry::{self, Change, ChangeKind, Registry};
+use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
 use crate::shell::{Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, Transmit};
 
@@ -80,6 +82,10 @@ pub struct NodeConfig {
     pub verify: VerifyConfig,
     /// How probes run.
     pub prober: ProberConfig,
+    /// Response-rate limiting of replies larger than their request.
+    pub rate_limit: RateLimit,
+    /// Who may register what.
+    pub policy: Policy,
 }
 
 /// What a node needs to take part in the multicast group.
@@ -105,6 +111,8 @@ impl Default for NodeConfig {
             replica: ReplicaConfig::default(),
             verify: VerifyConfig { probe_interval: None, ..VerifyConfig::default() },
             prober: ProberConfig::default(),
+            rate_limit: RateLimit::default(),
+            policy: Policy::default(),
         }
     }
 }
@@ -131,6 +139,7 @@ pub struct Node {
     verifier: verify::Verifier,
     outbox: Outbox<Face>,
     prober: Prober,
+    limiter: ResponseLimiter,
     counters: Counters,
     log_changes: bool,
     started: Option<Instant>,
@@ -142,7 +151,8 @@ impl Node {
         let mut replica = config.replica;
         replica.discover &= config.group.is_some();
         let registry = Registry::new(config.registry, new_id);
-        let service = Service::new(&registry, config.max_datagram);
+        let mut service = Service::new(&registry, config.max_datagram);
+        service.set_policy(config.policy);
         Node {
             registry,
             service,
@@ -151,6 +161,7 @@ impl Node {
             verifier: verify::Verifier::new(config.verify),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             prober: Prober::new(config.prober),
+            limiter: ResponseLimiter::new(config.rate_limit),
             counters: Counters::default(),
             log_changes: config.log_changes,
             started: None,
@@ -173,6 +184,7 @@ impl Node {
         let replication = self.replicator.stats();
         let probes = self.prober.stats();
         let peers = self.replicator.peer_stats(now);
+        let limited = self.limiter.stats();
         BrokerStats {
             instances: self.registry.len() as u64,
             services: self.registry.service_count() as u64,
@@ -191,13 +203,20 @@ impl Node {
             probes_dead: probes.dead,
             reports: self.verifier.reports,
             removed_unreachable: self.counters.removed_unreachable,
+            refused_full: service.full,
+            refused_quota: service.quota,
+            refused_policy: service.not_allowed,
+            refused_reports: service.too_many,
+            rate_dropped: limited.dropped,
+            rate_slipped: limited.slipped,
             peer_count: peers.len() as u64,
             peers_up: peers.iter().filter(|p| p.up).count() as u64,
             peers,
         }
     }
 
-    /// A datagram on the client face: a peer's, or a request.
+    /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
+    /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         if peer::is_peer(datagram) {
             let report = self.replicator.handle(now, from, datagram, &mut self.registry, &mut self.outbox);
@@ -210,17 +229,28 @@ impl Node {
             return false;
         }
         self.service.set_catching_up(!self.replicator.is_complete());
-        let (form, request) = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            Handled::Replied => return true,
-            Handled::Other { form, request } => (form, request),
+        let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
+            Handled::Replied(form) => form,
+            Handled::Other { form, request } => {
+                let response = match request {
+                    Request::Stats => {
+                        self.stats_reply(now, form, reply);
+                        return self.limit(now, from, form, datagram.len(), reply);
+                    }
+                    Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
+                    other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
+                };
+                self.service.reply(form, &response, reply);
+                form
+            }
         };
-        let response = match request {
-            Request::Stats => return self.stats_reply(now, form, reply),
-            Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
-            other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
-        };
-        self.service.reply(form, &response, reply);
-        true
+        self.limit(now, from, form, datagram.len(), reply)
+    }
+
+    /// Response-rate limiting (see [`crate::limit`]): whether to send `reply` (or the short
+    /// answer it was replaced by) to `from`.
+    fn limit(&mut self, now: Instant, from: SocketAddr, form: Form, request_len: usize, reply: &mut Vec<u8>) -> bool {
+        self.limiter.limit_reply(now, from.ip(), form, request_len, reply)
     }
 
     /// A client reports an instance dead: `OK` at once when it is registered; then it is
@@ -243,12 +273,12 @@ impl Node {
     }
 
     /// The `stats` answer, with as many peers as fit in one reply.
-    fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) -> bool {
+    fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) {
         let mut stats = self.stats(now);
         loop {
             protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);
             if reply.len() <= MAX_REPLY_LEN || stats.peers.pop().is_none() {
-                return true;
+                return;
             }
         }
     }

@@ -286,6 +286,18 @@ pub struct BrokerStats {
     pub reports: u64,
     /// Instances removed because a probe found them unreachable.
     pub removed_unreachable: u64,
+    /// Registrations refused because the table was full.
+    pub refused_full: u64,
+    /// Registrations refused by the per-source quota (`--max-per-source`).
+    pub refused_quota: u64,
+    /// Registrations refused by the registration policy (`--allow-register`, `--foreign-ip`).
+    pub refused_policy: u64,
+    /// Reports refused as too many from one source.
+    pub refused_reports: u64,
+    /// Replies not sent because their source was over the rate limit.
+    pub rate_dropped: u64,
+    /// Short `rate limited` answers sent instead of replies.
+    pub rate_slipped: u64,
     /// How many peers the broker knows.
     pub peer_count: u64,
     /// How many of them are up.
@@ -423,6 +435,23 @@ pub enum Rejection {
         /// The most the broker takes per second from one source.
         max: u32,
     },
+    /// This source address holds as many registrations as the broker allows one source.
+    #[error("quota: at most {max} instances registered from one address")]
+    SourceQuota {
+        /// The most one source address may hold.
+        max: u32,
+    },
+    /// The broker's policy does not let this source register this (see `--allow-register`
+    /// and `--foreign-ip`).
+    #[error("not allowed: {why}")]
+    NotAllowed {
+        /// Which rule refused it.
+        why: String,
+    },
+    /// The source sends faster than the broker answers one source (`--rate-limit`): some of
+    /// its requests get this short answer, the others none. Slow down, or retry later.
+    #[error("rate limited")]
+    RateLimited,
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -124,7 +124,8 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 out,
                 "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
                  multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
-                 peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={}",
+                 peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={} refused_full={} \
+                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={}",
                 s.instances,
                 s.services,
                 s.received,
@@ -143,7 +144,13 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 s.probes,
                 s.probes_dead,
                 s.reports,
-                s.removed_unreachable
+                s.removed_unreachable,
+                s.refused_full,
+                s.refused_quota,
+                s.refused_policy,
+                s.refused_reports,
+                s.rate_dropped,
+                s.rate_slipped
             );
             for p in &s.peers {
                 let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
@@ -217,9 +224,11 @@ fn usage(usage: &str) -> Rejection {
     Rejection::Usage { usage: usage.to_owned() }
 }
 
+/// A port in its one canonical form: decimal digits, no sign, no leading zero, 1 to 65535.
 fn parse_port(word: &str) -> Result<u16, Rejection> {
+    let canonical = word.bytes().all(|b| b.is_ascii_digit()) && !word.starts_with('0');
     match word.parse::<u16>() {
-        Ok(port) if port != 0 => Ok(port),
+        Ok(port) if canonical && port != 0 => Ok(port),
         _ => Err(Rejection::BadPort { port: excerpt(word, ECHO_CHARS) }),
     }
 }
@@ -294,6 +303,8 @@ mod tests {
         assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
         assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");
         assert_eq!(err(b"register echo 65536"), "ERROR bad port \"65536\": expected a number from 1 to 65535");
+        assert_eq!(err(b"register echo +80"), "ERROR bad port \"+80\": expected a number from 1 to 65535");
+        assert_eq!(err(b"register echo 00080"), "ERROR bad port \"00080\": expected a number from 1 to 65535");
         assert_eq!(err(b"register echo 1.2.3 80"), "ERROR bad address \"1.2.3\": expected an IPv4 or IPv6 address");
         assert_eq!(
             err(b"heartbeat 1234"),

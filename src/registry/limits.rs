@@ -14,11 +14,23 @@ pub struct Limits {
     pub name_punctuation: String,
     /// How many leases the table holds at most; beyond, registrations get `ERROR full`.
     pub max_instances: usize,
+    /// How many leases one source IP address may hold at most (0: no limit), so that one
+    /// source cannot fill the table; beyond, its registrations get `ERROR quota`.
+    pub max_per_source: usize,
 }
+
+/// The default cap on leases per source address: far below the table's size, far above what
+/// one host of servers needs.
+pub const DEFAULT_MAX_PER_SOURCE: usize = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_name_len: 64, name_punctuation: "-_.".to_owned(), max_instances: 100_000 }
+        Limits {
+            max_name_len: 64,
+            name_punctuation: "-_.".to_owned(),
+            max_instances: 100_000,
+            max_per_source: DEFAULT_MAX_PER_SOURCE,
+        }
     }
 }
 
@@ -39,6 +51,12 @@ impl Limits {
         }
         Ok(())
     }
+}
+
+/// The one form of an endpoint the table keeps: an IPv4 address written as IPv6
+/// (`::ffff:a.b.c.d`) is the IPv4 address, so both forms name the same instance.
+pub fn canonical(endpoint: SocketAddr) -> SocketAddr {
+    SocketAddr::new(endpoint.ip().to_canonical(), endpoint.port())
 }
 
 /// Checks that clients could connect to an endpoint: a real unicast address and a port.

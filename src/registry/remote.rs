@@ -92,6 +92,7 @@ const SCAN_LIMIT: usize = 4096;
 impl Registry {
     /// Takes a lease from a peer broker, by the merge rule of the [module docs](self).
     pub fn apply_remote(&mut self, now: Instant, lease: LeaseView<'_>) -> Applied {
+        let lease = LeaseView { endpoint: super::canonical(lease.endpoint), ..lease };
         self.handle_timeout(now);
         if self.tombstones.contains(lease.id) {
             return Applied::Tombstoned;

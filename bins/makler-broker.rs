@@ -107,7 +107,6 @@ fn main() -> ExitCode {
                 name_punctuation: args.name_chars,
                 max_instances: args.max_instances,
                 max_per_source: args.max_per_source,
-                ..Limits::default()
             },
             ..registry::Config::default()
         },

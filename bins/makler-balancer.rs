@@ -102,7 +102,15 @@ fn main() -> ExitCode {
             _ => Vec::new(),
         },
         announce: match (&args.broker, args.no_broker, args.multicast.config()) {
-            (None, false, Some(multicast)) => Some(makler::client::AnnouncerConfig { multicast, ..Default::default() }),
+            (None, false, Some(multicast)) => {
+                if multicast.key.is_none() && !multicast.interface.is_loopback() {
+                    eprintln!(
+                        "makler-balancer: warning: announcing beyond this host without --key-file: anyone on the \
+                         network can announce or say goodbye in this balancer's name"
+                    );
+                }
+                Some(makler::client::AnnouncerConfig { multicast, ..Default::default() })
+            }
             _ => None,
         },
         service: args.service,

@@ -119,6 +119,7 @@ fn main() -> ExitCode {
             ..broker::ReplicaConfig::default()
         },
         rate_limit: args.rate_limit.config(),
+        key: args.multicast.key_file,
         policy: makler::service::policy::Policy {
             allow_register: args.allow_register.unwrap_or_default(),
             foreign_ip: args.foreign_ip,
@@ -156,6 +157,14 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     eprintln!("makler-broker: ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(multicast) = &config.multicast {
         eprintln!("makler-broker: listening on multicast group {} on {}", multicast.group, multicast.interface);
+    }
+    let beyond_loopback =
+        !config.listen.ip().is_loopback() || config.multicast.as_ref().is_some_and(|m| !m.interface.is_loopback());
+    if config.key.is_none() && beyond_loopback {
+        eprintln!(
+            "makler-broker: warning: reachable beyond this host and no --key-file: anyone on the network can talk to \
+             this broker as a peer and announce or say goodbye on the group"
+        );
     }
     if !config.replica.peers.is_empty() {
         let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();

@@ -103,6 +103,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (false, _) => None,
         (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
         (true, Some(multicast)) => {
+            if multicast.key.is_none() && !multicast.interface.is_loopback() {
+                eprintln!(
+                    "makler-server: warning: announcing beyond this host without --key-file: anyone on the network \
+                     can announce or say goodbye in this server's name"
+                );
+            }
             let config = AnnouncerConfig { multicast, interval: args.announce_interval };
             eprintln!(
                 "makler-server: announcing {name} on multicast group {} on {}",

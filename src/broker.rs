@@ -53,6 +53,8 @@ pub struct Config {
     pub rate_limit: crate::limit::RateLimit,
     /// Who may register what.
     pub policy: crate::service::policy::Policy,
+    /// The shared key sealing peer traffic (the multicast group's is in `multicast`).
+    pub key: Option<crate::protocol::seal::Key>,
 }
 
 /// How often a broker says hello on the multicast group.
@@ -74,6 +76,7 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             rate_limit: crate::limit::RateLimit::default(),
             policy: crate::service::policy::Policy::default(),
+            key: None,
         }
     }
 }
@@ -107,6 +110,8 @@ impl Broker {
                 verify: config.verify,
                 rate_limit: config.rate_limit,
                 policy: config.policy,
+                key: config.key.or(config.multicast.and_then(|m| m.key)),
+                wall: crate::node::WallClock::now(),
                 ..NodeConfig::default()
             },
             Uuid::new_v4,
@@ -121,6 +126,7 @@ impl Broker {
                 )
             })?;
             shell.add_udp(Face::Group, receiver)?;
+            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast)?)?;
         }
         Ok(Broker { shell, local_addr })
     }

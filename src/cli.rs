@@ -77,6 +77,17 @@ pub struct MulticastArgs {
     /// Use no multicast at all.
     #[arg(long)]
     pub no_multicast: bool,
+
+    /// A file holding the shared secret (16 bytes or more, e.g. `head -c 32 /dev/urandom |
+    /// base64`): brokers' peer traffic, announcements, goodbyes and discovery are then sealed
+    /// with it, and unsealed ones are ignored. Give every program the same file.
+    #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
+    pub key_file: Option<crate::protocol::seal::Key>,
+}
+
+/// Reads a key file (see [`crate::protocol::seal::Key::load`]).
+pub fn parse_key_file(path: &str) -> Result<crate::protocol::seal::Key, String> {
+    crate::protocol::seal::Key::load(std::path::Path::new(path))
 }
 
 impl MulticastArgs {
@@ -85,6 +96,7 @@ impl MulticastArgs {
         (!self.no_multicast).then(|| crate::multicast::MulticastConfig {
             group: self.group,
             interface: self.interface,
+            key: self.key_file,
             ..Default::default()
         })
     }

@@ -4,9 +4,11 @@
 //! administratively scoped group (`239.255.0.0/16`), TTL 1, and the loopback interface unless
 //! another is named. The set-up follows what works on Linux:
 //!
-//! - the receiver binds `0.0.0.0:PORT` with address and port reuse (several brokers on one
-//!   host all hear every datagram), joins the group on the named interface, and turns
-//!   `IP_MULTICAST_ALL` off so that it hears only the group it joined;
+//! - the receiver binds the group's own address, `GROUP:PORT`, with address and port reuse
+//!   (several brokers on one host all hear every datagram), joins the group on the named
+//!   interface, and turns `IP_MULTICAST_ALL` off so that it hears only the group it joined.
+//!   Bound to the group address, it receives only datagrams sent to the group: a unicast
+//!   datagram to one of the host's addresses at that port is not taken for group traffic;
 //! - the sender binds the interface's address, sends through that interface with loopback on (a
 //!   broker on the same host hears it), and gets unicast replies on the same socket.
 //!
@@ -30,11 +32,14 @@ pub struct MulticastConfig {
     pub interface: Ipv4Addr,
     /// How many routers a datagram may cross; 1 keeps it on the local network.
     pub ttl: u32,
+    /// With a key, every datagram on the group is sealed with it, and unsealed ones are
+    /// ignored (see [`crate::protocol::seal`]).
+    pub key: Option<crate::protocol::seal::Key>,
 }
 
 impl Default for MulticastConfig {
     fn default() -> Self {
-        MulticastConfig { group: DEFAULT_GROUP, interface: Ipv4Addr::LOCALHOST, ttl: 1 }
+        MulticastConfig { group: DEFAULT_GROUP, interface: Ipv4Addr::LOCALHOST, ttl: 1, key: None }
     }
 }
 
@@ -57,20 +62,25 @@ pub fn parse_group(text: &str) -> Result<SocketAddrV4, String> {
     Ok(group)
 }
 
-/// A non-blocking socket that hears the group on the configured interface, for a mio loop. It
-/// can also send to the group, through the same interface (a broker's periodic hello).
+/// A non-blocking socket that hears the group, and only the group, on the configured
+/// interface, for a mio loop. It cannot send (its address is the group's); see [`sender`].
 pub fn receiver(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, config.group.port())).into())?;
+    socket.bind(&SocketAddr::from(config.group).into())?;
     socket.join_multicast_v4(config.group.ip(), &config.interface)?;
     socket.set_multicast_all_v4(false)?;
-    socket.set_multicast_if_v4(&config.interface)?;
-    socket.set_multicast_loop_v4(true)?;
-    socket.set_multicast_ttl_v4(config.ttl)?;
     socket.set_nonblocking(true)?;
     Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// A non-blocking sender to the group through the configured interface, for a mio loop (a
+/// broker's periodic hello).
+pub fn loop_sender(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
+    let socket = sender(config)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::UdpSocket::from_std(socket))
 }
 
 /// A blocking socket that sends to the group through the configured interface, and receives

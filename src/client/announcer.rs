@@ -4,11 +4,12 @@
 use std::io;
 use std::net::IpAddr;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::multicast::{self, MulticastConfig};
+use crate::protocol::seal::{Sealer, unix_ms, unix_us};
 use crate::protocol::{Multicast, binary};
 
 /// How an [`Announcer`] announces.
@@ -65,19 +66,32 @@ impl Announcer {
         binary::encode(0, &Multicast::Announce { origin, service, ip, port }, &mut announce);
         binary::encode(0, &Multicast::Goodbye { origin, service, ip, port }, &mut goodbye);
         let group = config.multicast.group;
+        let mut sealer = config.multicast.key.map(|key| Sealer::new(key, unix_us(SystemTime::now())));
+        // With a key, each datagram is sealed afresh (its own number and time).
+        let mut send = move |datagram: &[u8]| {
+            let mut sealed = Vec::new();
+            let bytes = match &mut sealer {
+                Some(sealer) => {
+                    sealer.seal(datagram, unix_ms(SystemTime::now()), &mut sealed);
+                    &sealed[..]
+                }
+                None => datagram,
+            };
+            // Lost datagrams are made up for by the next announcement.
+            let _ = socket.send_to(bytes, group);
+        };
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new().name("makler-announcer".into()).spawn(move || {
             let start = Instant::now();
             for offset in announce_schedule(config.interval) {
                 match stopped.recv_deadline(start + offset) {
-                    // Lost datagrams are made up for by the next announcement.
-                    Err(RecvTimeoutError::Timeout) => drop(socket.send_to(&announce, group)),
+                    Err(RecvTimeoutError::Timeout) => send(&announce),
                     _ => break,
                 }
             }
             // Twice, in case one is lost; a broker that misses both lets the entry expire.
             for _ in 0..2 {
-                let _ = socket.send_to(&goodbye, group);
+                send(&goodbye);
             }
         })?;
         Ok(Announcer { stop: Some(stop), thread: Some(thread) })

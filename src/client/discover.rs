@@ -2,9 +2,10 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::multicast::{self, MulticastConfig};
+use crate::protocol::seal::{ReplayGuard, Sealer, unix_ms, unix_us};
 use crate::protocol::{Multicast, Response, binary};
 
 /// How long discovery waits for more brokers after the first answer: brokers on one network
@@ -35,13 +36,18 @@ pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<Sock
     let id = super::random_u64() as u32;
     let mut question = Vec::new();
     binary::encode(id, &Multicast::Discover { origin: multicast::origin() }, &mut question);
+    // With a key, the question is sealed and only sealed answers count.
+    let mut guard = ReplayGuard::new();
+    if let Some(key) = config.key {
+        Sealer::new(key, unix_us(SystemTime::now())).seal_in_place(&mut question, unix_ms(SystemTime::now()));
+    }
 
     let start = Instant::now();
     let deadline = start + wait;
     let (mut sent, mut next_send) = (0, start);
     let mut settle_at: Option<Instant> = None;
     let mut found = Vec::new();
-    let mut buf = [0u8; 512];
+    let mut buf = [0u8; 1024];
     loop {
         let now = Instant::now();
         let end = settle_at.map_or(deadline, |s| s.min(deadline));
@@ -57,7 +63,14 @@ pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<Sock
         socket.set_read_timeout(Some(until.saturating_duration_since(now).max(Duration::from_millis(1))))?;
         match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
-                if let Ok((reply_id, Response::BrokerHere { addr })) = binary::decode_response(&buf[..len]) {
+                let answer = match &config.key {
+                    Some(key) => match guard.open(key, from, &buf[..len], unix_ms(SystemTime::now())) {
+                        Ok(inner) => inner,
+                        Err(_) => continue,
+                    },
+                    None => &buf[..len],
+                };
+                if let Ok((reply_id, Response::BrokerHere { addr })) = binary::decode_response(answer) {
                     let addr = if addr.ip().is_unspecified() { SocketAddr::new(from.ip(), addr.port()) } else { addr };
                     if reply_id == id && !found.contains(&addr) {
                         found.push(addr);

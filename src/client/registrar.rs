@@ -9,6 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use uuid::Uuid;
 
 use super::{BrokerClient, ClientError, Registered, RetryPolicy, Transport};
+use crate::protocol::Rejection;
 
 /// How a [`Registrar`] keeps registrations alive.
 #[derive(Debug, Clone)]
@@ -128,9 +129,10 @@ impl Registrar {
     /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this process
     /// at) and keeps it registered until the returned [`Registration`] is dropped.
     ///
-    /// Fails only when the broker refuses the registration (a bad name, a full table). When no
-    /// broker answers, the registration is kept and tried again in the background: a server
-    /// may start before its broker.
+    /// Fails only when the broker refuses the registration for good (a bad name, a policy).
+    /// When no broker answers, or the table or this address's quota is full, the registration
+    /// is kept and tried again in the background (with backoff, for a full table): a server may
+    /// start before its broker, or before room comes back.
     pub fn register(&self, service: &str, ip: Option<IpAddr>, port: u16) -> Result<Registration, ClientError> {
         let (done, result) = crossbeam_channel::bounded(1);
         let registration = self.add(service, ip, port, Some(done))?;
@@ -225,6 +227,17 @@ struct Entry {
     port: u16,
     id: Arc<Mutex<Option<Uuid>>>,
     due: Instant,
+    /// Refusals in a row for want of room (a full table, the source's quota).
+    refusals: u32,
+}
+
+/// The longest wait between registrations refused for want of room.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Whether a refusal may pass by itself: the table or the source's quota was full, and room
+/// comes back as registrations expire.
+fn for_want_of_room(error: &ClientError) -> bool {
+    matches!(error, ClientError::Rejected(Rejection::Full { .. } | Rejection::SourceQuota { .. }))
 }
 
 impl Entry {
@@ -269,9 +282,11 @@ impl<T: Transport> Core<T> {
         id: Arc<Mutex<Option<Uuid>>>,
     ) -> Result<(), ClientError> {
         let now = self.now();
-        self.entries.push(Entry { key, service, ip, port, id, due: now });
+        self.entries.push(Entry { key, service, ip, port, id, due: now, refusals: 0 });
         let index = self.entries.len() - 1;
         match self.register(index) {
+            // Kept, and tried again with backoff: room comes back as registrations expire.
+            Err(e) if for_want_of_room(&e) => Ok(()),
             Err(e @ (ClientError::Rejected(_) | ClientError::Protocol(_) | ClientError::NoBrokers)) => {
                 self.entries.pop();
                 Err(e)
@@ -329,6 +344,7 @@ impl<T: Transport> Core<T> {
                 self.learn_ttl(ttl);
                 let entry = &mut self.entries[index];
                 entry.set_id(Some(id));
+                entry.refusals = 0;
                 entry.due = self.client.transport().now() + self.interval;
                 if self.config.log {
                     let broker = self.client.current_broker().map(|b| b.to_string()).unwrap_or_default();
@@ -345,9 +361,18 @@ impl<T: Transport> Core<T> {
 
     fn failed(&mut self, index: usize, error: &ClientError) {
         self.log(index, &format!("cannot be kept registered: {error}"));
-        // Try again within half a heartbeat interval, so a broker that comes back learns of
-        // this endpoint within one interval.
-        self.entries[index].due = self.now() + self.config.retry_after.min(self.interval / 2);
+        let retry = self.config.retry_after.min(self.interval / 2);
+        let wait = if for_want_of_room(error) {
+            // No room: back off, doubling up to half a minute, so a full broker is not pressed.
+            let entry = &mut self.entries[index];
+            entry.refusals += 1;
+            retry.saturating_mul(1 << entry.refusals.min(16)).min(MAX_BACKOFF)
+        } else {
+            // Try again within half a heartbeat interval, so a broker that comes back learns
+            // of this endpoint within one interval.
+            retry
+        };
+        self.entries[index].due = self.now() + wait;
     }
 
     /// Sets the heartbeat interval from the broker's TTL, and bounds retransmission so that one
@@ -394,7 +419,9 @@ mod tests {
                 known.clear();
             }
             Some(match request {
-                Request::Register { service: "bad", .. } => Response::Error(Rejection::Full { max: 0 }),
+                Request::Register { service: "bad", .. } => {
+                    Response::Error(Rejection::BadName { name: "bad".into(), why: "for the test".into() })
+                }
                 Request::Register { .. } => {
                     next += 1;
                     known.insert(next);
@@ -504,8 +531,37 @@ mod tests {
     #[test]
     fn a_refused_registration_is_an_error_and_not_kept() {
         let mut core = core(broker(Arc::default(), Arc::default()));
-        assert!(matches!(add(&mut core, "bad"), Err(ClientError::Rejected(Rejection::Full { .. }))));
+        assert!(matches!(add(&mut core, "bad"), Err(ClientError::Rejected(Rejection::BadName { .. }))));
         assert_eq!(core.next_due(), None);
+    }
+
+    #[test]
+    fn a_full_table_is_waited_out_with_backoff() {
+        let room = Arc::new(AtomicBool::new(false));
+        let has_room = Arc::clone(&room);
+        let net = SimNet::new().broker(BROKER, move |request| {
+            Some(match request {
+                Request::Register { .. } if has_room.load(Ordering::SeqCst) => {
+                    Response::Registered { id: Uuid::from_u128(7), ttl_ms: 3000 }
+                }
+                Request::Register { .. } => Response::Error(Rejection::SourceQuota { max: 1024 }),
+                _ => Response::Ok,
+            })
+        });
+        let mut core = core(net);
+        let id = add(&mut core, "echo").expect("kept, not refused");
+        for _ in 0..6 {
+            let due = core.next_due().unwrap();
+            core.client.transport_mut().sleep_until(due);
+            core.tick();
+        }
+        // 0.5 s doubling: 1, 2, 4, 8, 16, then at most 30 s between tries.
+        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 3000, 7000, 15000, 31000, 61000]);
+        room.store(true, Ordering::SeqCst);
+        let due = core.next_due().unwrap();
+        core.client.transport_mut().sleep_until(due);
+        core.tick();
+        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(7)));
     }
 
     #[test]

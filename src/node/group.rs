@@ -43,6 +43,11 @@ impl Node {
             self.counters.multicast_ignored += 1;
             return false;
         };
+        // With a key, the group's datagrams come sealed, and only so.
+        let Some(datagram) = self.open(now, from, datagram) else {
+            self.counters.multicast_ignored += 1;
+            return false;
+        };
         let frame = match binary::decode::<Multicast<'_>>(datagram) {
             Ok(frame) if origin(&frame.body) != own => frame,
             _ => {
@@ -76,6 +81,9 @@ impl Node {
             Multicast::Discover { .. } => {
                 reply.clear();
                 binary::encode_response(frame.id, &Response::BrokerHere { addr: unicast }, reply);
+                if let Some(sealer) = &mut self.sealer {
+                    sealer.seal_in_place(reply, self.wall.unix_ms(now));
+                }
                 // The answer is larger than the question: rate-limited like any such reply.
                 self.limiter.check(now, from.ip(), datagram.len(), reply.len()) == crate::limit::Verdict::Send
             }
@@ -96,7 +104,7 @@ impl Node {
         }
         group.next_hello = Some(now + group.config.hello_interval);
         let hello = Multicast::BrokerHello { origin: group.config.origin, addr: group.unicast };
-        self.outbox.push(Face::Group, group.config.group, |bytes| binary::encode(0, &hello, bytes));
+        self.outbox.push(Face::GroupOut, group.config.group, |bytes| binary::encode(0, &hello, bytes));
     }
 }
 

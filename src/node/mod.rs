@@ -43,6 +43,7 @@ use uuid::Uuid;
 
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
+use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response, peer};
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::policy::Policy;
@@ -57,8 +58,11 @@ pub use verify::VerifyConfig;
 pub enum Face {
     /// The unicast socket clients, servers and peers talk to.
     Client,
-    /// The multicast group socket (answers to discovery leave from [`Face::Client`]).
+    /// The multicast group socket, receive only (answers to discovery leave from
+    /// [`Face::Client`]).
     Group,
+    /// The socket the node's hellos to the group leave from.
+    GroupOut,
 }
 
 /// A node's settings.
@@ -86,6 +90,35 @@ pub struct NodeConfig {
     pub rate_limit: RateLimit,
     /// Who may register what.
     pub policy: Policy,
+    /// With a key, peer and group datagrams are sealed with it, and unsealed ones are dropped
+    /// (see [`crate::protocol::seal`]).
+    pub key: Option<Key>,
+    /// The wall clock at one instant, for the sealed envelopes' send times: the node reads no
+    /// clock, so the shell tells it once what time it is.
+    pub wall: WallClock,
+}
+
+/// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
+/// it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WallClock {
+    /// The instant.
+    pub at: Instant,
+    /// Unix time then, in milliseconds.
+    pub unix_ms: u64,
+}
+
+impl WallClock {
+    /// The wall clock now (read by the caller, a shell).
+    pub fn now() -> Self {
+        WallClock { at: Instant::now(), unix_ms: seal::unix_ms(std::time::SystemTime::now()) }
+    }
+
+    /// Unix time at `now`, in milliseconds.
+    pub fn unix_ms(&self, now: Instant) -> u64 {
+        let since = now.saturating_duration_since(self.at).as_millis();
+        self.unix_ms + u64::try_from(since).unwrap_or(u64::MAX)
+    }
 }
 
 /// What a node needs to take part in the multicast group.
@@ -113,6 +146,8 @@ impl Default for NodeConfig {
             prober: ProberConfig::default(),
             rate_limit: RateLimit::default(),
             policy: Policy::default(),
+            key: None,
+            wall: WallClock::now(),
         }
     }
 }
@@ -140,6 +175,10 @@ pub struct Node {
     outbox: Outbox<Face>,
     prober: Prober,
     limiter: ResponseLimiter,
+    /// With a key: seals what the node sends to peers and the group, and opens what they send.
+    sealer: Option<Sealer>,
+    guard: ReplayGuard,
+    wall: WallClock,
     counters: Counters,
     log_changes: bool,
     started: Option<Instant>,
@@ -162,6 +201,9 @@ impl Node {
             outbox: Outbox::new(OUTBOX_CAPACITY),
             prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
+            sealer: config.key.map(|key| Sealer::new(key, config.wall.unix_ms.saturating_mul(1000))),
+            guard: ReplayGuard::new(),
+            wall: config.wall,
             counters: Counters::default(),
             log_changes: config.log_changes,
             started: None,
@@ -218,8 +260,17 @@ impl Node {
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
-        if peer::is_peer(datagram) {
-            let report = self.replicator.handle(now, from, datagram, &mut self.registry, &mut self.outbox);
+        if peer::is_peer(datagram) || seal::is_sealed(datagram) {
+            // With a key, peers' datagrams come sealed, and only so.
+            let Some(inner) = self.open(now, from, datagram) else {
+                self.replicator.note_rejected();
+                return false;
+            };
+            if !peer::is_peer(inner) {
+                self.replicator.note_rejected();
+                return false;
+            }
+            let report = self.replicator.handle(now, from, inner, &mut self.registry, &mut self.outbox);
             if let Some((service, endpoint)) = report {
                 // Forwarded by a peer: verify it if it is registered here too.
                 if self.registry.contains(now, &service, endpoint) {
@@ -245,6 +296,15 @@ impl Node {
             }
         };
         self.limit(now, from, form, datagram.len(), reply)
+    }
+
+    /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
+    /// itself when none is and it is not sealed. `None`: drop it.
+    fn open<'a>(&mut self, now: Instant, from: SocketAddr, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        match &self.sealer {
+            Some(sealer) => self.guard.open(sealer.key(), from, datagram, self.wall.unix_ms(now)).ok(),
+            None => (!seal::is_sealed(datagram)).then_some(datagram),
+        }
     }
 
     /// Response-rate limiting (see [`crate::limit`]): whether to send `reply` (or the short
@@ -340,13 +400,20 @@ impl Core for Node {
         let out = match face {
             Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
+            // Nothing is sent to it but stray replies: ignored.
+            Face::GroupOut => None,
         };
         self.after_input(now);
         out
     }
 
-    fn poll_transmit(&mut self, _now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
-        self.outbox.pop(out)
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        let transmit = self.outbox.pop(out)?;
+        // Everything queued goes to peers or the group: sealed, with a key.
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal_in_place(out, self.wall.unix_ms(now));
+        }
+        Some(transmit)
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {

@@ -247,6 +247,11 @@ impl Replicator {
         self.events.pop_front()
     }
 
+    /// Counts a peer datagram dropped before it got here (unsealed, a wrong key, a replay).
+    pub fn note_rejected(&mut self) {
+        self.stats.rejected += 1;
+    }
+
     /// The counters.
     pub fn stats(&self) -> ReplicationStats {
         self.stats

@@ -16,6 +16,7 @@
 
 pub mod binary;
 pub mod peer;
+pub mod seal;
 pub mod text;
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,0 +1,400 @@
+//! Sealed datagrams: peer and multicast traffic authenticated with a shared key.
+//!
+//! With `--key-file`, every datagram between brokers and every datagram on the multicast group
+//! travels in an envelope that a holder of the key made, and that no one has sent before:
+//!
+//! ```text
+//! +------+--------+-----------+-----------+-------------+--------------------+-----------+
+//! | 0xFC | key id | epoch u64 | seq u64   | sent_ms u64 | the datagram       | tag       |
+//! |      | 1 byte | LE        | LE        | LE          | (0x81… or 0xF9…)   | 32 bytes  |
+//! +------+--------+-----------+-----------+-------------+--------------------+-----------+
+//! ```
+//!
+//! - The **tag** is keyed BLAKE3 (the `blake3` crate; no home-made cryptography) over
+//!   everything before it. The key is derived from the key file's contents with BLAKE3's key
+//!   derivation, so any file of 16 bytes or more of random data will do; the key id, the first
+//!   byte of the key's hash, tells a wrong key from a forged datagram in the counters.
+//! - **Replay protection**: each sending process picks an *epoch* when it starts (its start time
+//!   in microseconds) and numbers its datagrams (*seq*). A receiver keeps, per sender address,
+//!   the newest epoch and a window of the last 1,024 numbers seen, and drops a datagram from an
+//!   older epoch, below the window, or seen already. A datagram stamped (`sent_ms`) more than
+//!   30 s from the receiver's clock is dropped too, so a receiver that restarted (and forgot its
+//!   windows) cannot be fed old captures. Hosts' clocks must agree within that.
+//!
+//! The sealer and the guard are pure: the caller passes the time in.
+//!
+//! ```
+//! use makler::protocol::seal::{Key, ReplayGuard, Sealer};
+//!
+//! let key = Key::from_secret(b"sixteen or more bytes of secret").unwrap();
+//! let mut sealer = Sealer::new(key, 1_000);
+//! let mut sealed = Vec::new();
+//! sealer.seal(b"\x81\x00\x02\x99\x01", 5_000, &mut sealed);
+//! let mut guard = ReplayGuard::new();
+//! let from = "127.0.0.1:7077".parse().unwrap();
+//! assert_eq!(guard.open(&key, from, &sealed, 5_010).unwrap(), b"\x81\x00\x02\x99\x01");
+//! assert!(guard.open(&key, from, &sealed, 5_020).is_err(), "a replay");
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// The first byte of a sealed datagram (never UTF-8, not a client or peer version byte).
+pub const SEAL_BYTE: u8 = 0xFC;
+
+const HEADER: usize = 1 + 1 + 8 + 8 + 8;
+const TAG: usize = 32;
+
+/// Bytes a sealed datagram adds to the one inside.
+pub const OVERHEAD: usize = HEADER + TAG;
+
+/// How far a datagram's send time may be from the receiver's clock, in milliseconds.
+pub const WINDOW_MS: u64 = 30_000;
+
+/// Numbers of one epoch remembered per sender, below the newest.
+const REPLAY_WINDOW: u64 = 1024;
+
+/// Senders remembered at most.
+const MAX_SENDERS: usize = 4096;
+
+/// Whether a datagram is sealed.
+pub fn is_sealed(datagram: &[u8]) -> bool {
+    datagram.first() == Some(&SEAL_BYTE)
+}
+
+/// A shared key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Key {
+    id: u8,
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// The key derived from a secret (a key file's contents, white space at either end
+    /// ignored). At least 16 bytes are required.
+    pub fn from_secret(secret: &[u8]) -> Result<Key, String> {
+        let secret = secret.trim_ascii();
+        if secret.len() < 16 {
+            return Err(format!(
+                "the key is {} bytes; use at least 16 random bytes (for example: head -c 32 /dev/urandom | base64 > makler.key)",
+                secret.len()
+            ));
+        }
+        let key = blake3::derive_key("makler 2026-11 shared key for peers and multicast", secret);
+        Ok(Key { id: blake3::hash(&key).as_bytes()[0], key })
+    }
+
+    /// Reads a key file.
+    pub fn load(path: &std::path::Path) -> Result<Key, String> {
+        let secret = std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+        Key::from_secret(&secret).map_err(|e| format!("key file {}: {e}", path.display()))
+    }
+
+    /// The key's id (the first byte of its hash).
+    pub fn id(&self) -> u8 {
+        self.id
+    }
+
+    fn tag(&self, data: &[u8]) -> blake3::Hash {
+        blake3::keyed_hash(&self.key, data)
+    }
+}
+
+/// The time now as the envelope counts it: Unix time in milliseconds (and microseconds, for a
+/// process's epoch). Only the programs' shells and client threads read it; state machines are
+/// handed it.
+pub fn unix_ms(now: std::time::SystemTime) -> u64 {
+    now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds since the Unix epoch: a process's epoch for [`Sealer::new`].
+pub fn unix_us(now: std::time::SystemTime) -> u64 {
+    now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Seals datagrams for one sending process.
+#[derive(Debug, Clone)]
+pub struct Sealer {
+    key: Key,
+    epoch: u64,
+    seq: u64,
+}
+
+impl Sealer {
+    /// A sealer whose epoch is `epoch` (the process's start time in microseconds, so a
+    /// restarted process's epoch is newer).
+    pub fn new(key: Key, epoch: u64) -> Self {
+        Sealer { key, epoch, seq: 0 }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// Writes `datagram` sealed, stamped `now_ms` (Unix time in milliseconds), into `out`
+    /// (cleared first).
+    pub fn seal(&mut self, datagram: &[u8], now_ms: u64, out: &mut Vec<u8>) {
+        self.seq += 1;
+        out.clear();
+        out.push(SEAL_BYTE);
+        out.push(self.key.id);
+        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.seq.to_le_bytes());
+        out.extend_from_slice(&now_ms.to_le_bytes());
+        out.extend_from_slice(datagram);
+        let tag = self.key.tag(out);
+        out.extend_from_slice(tag.as_bytes());
+    }
+
+    /// Seals the datagram in `buf` in place.
+    pub fn seal_in_place(&mut self, buf: &mut Vec<u8>, now_ms: u64) {
+        let datagram = std::mem::take(buf);
+        self.seal(&datagram, now_ms, buf);
+    }
+}
+
+/// Why a sealed datagram was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Not sealed, or too short to be.
+    #[error("not a sealed datagram")]
+    NotSealed,
+    /// Sealed with another key (another key id): check that every program has the same key file.
+    #[error("sealed with another key")]
+    WrongKey,
+    /// The tag does not match: forged or damaged.
+    #[error("the tag does not match")]
+    BadTag,
+    /// Sent more than 30 s from this host's time: a replay, or clocks that disagree.
+    #[error("stamped outside the 30 s window")]
+    Stale,
+    /// Seen before, or from an older run of the sender: a replay.
+    #[error("a replay")]
+    Replay,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    epoch: u64,
+    newest: u64,
+    /// Bit k: number `newest - k` was seen.
+    seen: [u64; (REPLAY_WINDOW / 64) as usize],
+}
+
+impl Window {
+    fn new(epoch: u64, seq: u64) -> Self {
+        let mut seen = [0; (REPLAY_WINDOW / 64) as usize];
+        seen[0] = 1;
+        Window { epoch, newest: seq, seen }
+    }
+
+    fn bit(&mut self, back: u64) -> (&mut u64, u64) {
+        (&mut self.seen[(back / 64) as usize], 1 << (back % 64))
+    }
+
+    /// Marks `seq` seen; false if it was, or is below the window.
+    fn accept(&mut self, seq: u64) -> bool {
+        if seq > self.newest {
+            let shift = seq - self.newest;
+            if shift >= REPLAY_WINDOW {
+                self.seen = [0; (REPLAY_WINDOW / 64) as usize];
+            } else {
+                // Shift the whole window towards the old end by `shift` bits.
+                let (words, bits) = ((shift / 64) as usize, (shift % 64) as u32);
+                let old = self.seen;
+                for (i, word) in self.seen.iter_mut().enumerate() {
+                    let low = i.checked_sub(words).map_or(0, |j| old[j]);
+                    let below = i.checked_sub(words + 1).map_or(0, |j| old[j]);
+                    *word = if bits == 0 { low } else { (low << bits) | (below >> (64 - bits)) };
+                }
+            }
+            self.newest = seq;
+            self.seen[0] |= 1;
+            return true;
+        }
+        let back = self.newest - seq;
+        if back >= REPLAY_WINDOW {
+            return false;
+        }
+        let (word, bit) = self.bit(back);
+        if *word & bit != 0 {
+            return false;
+        }
+        *word |= bit;
+        true
+    }
+}
+
+/// Checks sealed datagrams from many senders: the key, the tag, the time, replays.
+#[derive(Debug, Default)]
+pub struct ReplayGuard {
+    senders: HashMap<SocketAddr, Window>,
+}
+
+impl ReplayGuard {
+    /// A guard that has seen nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Opens a sealed datagram from `from`, received at `now_ms` (Unix time in
+    /// milliseconds): returns the datagram inside, or why it must be dropped. A datagram is
+    /// opened once: a second copy is a replay.
+    pub fn open<'a>(
+        &mut self,
+        key: &Key,
+        from: SocketAddr,
+        sealed: &'a [u8],
+        now_ms: u64,
+    ) -> Result<&'a [u8], SealError> {
+        if !is_sealed(sealed) || sealed.len() < OVERHEAD {
+            return Err(SealError::NotSealed);
+        }
+        if sealed[1] != key.id {
+            return Err(SealError::WrongKey);
+        }
+        let (signed, tag) = sealed.split_at(sealed.len() - TAG);
+        let tag: [u8; TAG] = tag.try_into().map_err(|_| SealError::NotSealed)?;
+        // `blake3::Hash` compares in constant time.
+        if key.tag(signed) != blake3::Hash::from(tag) {
+            return Err(SealError::BadTag);
+        }
+        let word = |at: usize| u64::from_le_bytes(signed[at..at + 8].try_into().unwrap_or([0; 8]));
+        let (epoch, seq, sent_ms) = (word(2), word(10), word(18));
+        if sent_ms.abs_diff(now_ms) > WINDOW_MS {
+            return Err(SealError::Stale);
+        }
+        if !self.senders.contains_key(&from) && self.senders.len() >= MAX_SENDERS {
+            // Forget one sender: its next datagram starts a window afresh, which the send-time
+            // window keeps from being a way in for old captures.
+            if let Some(&oldest) = self.senders.keys().next() {
+                self.senders.remove(&oldest);
+            }
+        }
+        let accepted = match self.senders.get_mut(&from) {
+            Some(window) if epoch < window.epoch => false,
+            Some(window) if epoch == window.epoch => window.accept(seq),
+            _ => {
+                self.senders.insert(from, Window::new(epoch, seq));
+                true
+            }
+        };
+        if !accepted {
+            return Err(SealError::Replay);
+        }
+        Ok(&signed[HEADER..])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// The bit window agrees with a plain set of every number seen.
+        #[test]
+        fn the_window_is_a_set_of_the_last_numbers(steps in proptest::collection::vec(0u64..3000, 1..400)) {
+            let mut window = Window::new(1, steps[0]);
+            let mut seen = std::collections::HashSet::from([steps[0]]);
+            let mut newest = steps[0];
+            for &seq in &steps[1..] {
+                let fresh = seq + REPLAY_WINDOW > newest && !seen.contains(&seq);
+                prop_assert_eq!(window.accept(seq), fresh, "seq {} newest {}", seq, newest);
+                if fresh {
+                    seen.insert(seq);
+                    newest = newest.max(seq);
+                }
+            }
+        }
+    }
+
+    fn key() -> Key {
+        Key::from_secret(b"  a secret of sufficient length\n").unwrap()
+    }
+
+    fn from() -> SocketAddr {
+        "10.0.0.1:7000".parse().unwrap()
+    }
+
+    #[test]
+    fn a_sealed_datagram_opens_once_and_only_with_its_key() {
+        let mut sealer = Sealer::new(key(), 42);
+        let mut sealed = Vec::new();
+        sealer.seal(b"hello", 1_000_000, &mut sealed);
+        assert_eq!(sealed.len(), 5 + OVERHEAD);
+        let mut guard = ReplayGuard::new();
+        let other = Key::from_secret(b"another secret of some length").unwrap();
+        assert_eq!(guard.open(&other, from(), &sealed, 1_000_000), Err(SealError::WrongKey));
+        assert_eq!(guard.open(&key(), from(), &sealed, 1_000_000), Ok(&b"hello"[..]));
+        assert_eq!(guard.open(&key(), from(), &sealed, 1_000_000), Err(SealError::Replay));
+        assert_eq!(guard.open(&key(), from(), b"hello", 1_000_000), Err(SealError::NotSealed));
+        assert!(Key::from_secret(b"short").is_err());
+    }
+
+    #[test]
+    fn any_changed_byte_breaks_the_tag() {
+        let mut sealer = Sealer::new(key(), 42);
+        let mut sealed = Vec::new();
+        sealer.seal(b"\x81\x00\x01goodbye", 5_000, &mut sealed);
+        for at in 2..sealed.len() {
+            let mut forged = sealed.clone();
+            forged[at] ^= 0x01;
+            let result = ReplayGuard::new().open(&key(), from(), &forged, 5_000);
+            assert_eq!(result, Err(SealError::BadTag), "byte {at}");
+        }
+    }
+
+    #[test]
+    fn old_captures_and_older_runs_are_refused() {
+        let mut sealer = Sealer::new(key(), 42);
+        let mut old = Vec::new();
+        sealer.seal(b"x", 1_000, &mut old);
+        // A restarted receiver has no window, but the capture is too old.
+        assert_eq!(ReplayGuard::new().open(&key(), from(), &old, 1_000 + WINDOW_MS + 1), Err(SealError::Stale));
+
+        let mut guard = ReplayGuard::new();
+        let mut restarted = Sealer::new(key(), 43);
+        let mut fresh = Vec::new();
+        restarted.seal(b"y", 2_000, &mut fresh);
+        assert!(guard.open(&key(), from(), &fresh, 2_000).is_ok());
+        assert_eq!(guard.open(&key(), from(), &old, 2_000), Err(SealError::Replay), "an older run of the sender");
+    }
+
+    #[test]
+    fn reordered_datagrams_within_the_window_are_taken_once() {
+        let mut sealer = Sealer::new(key(), 7);
+        let sealed: Vec<Vec<u8>> = (0..3000)
+            .map(|_| {
+                let mut out = Vec::new();
+                sealer.seal(b"d", 10, &mut out);
+                out
+            })
+            .collect();
+        let mut guard = ReplayGuard::new();
+        // Deliver in a scrambled order: 1000 back, forward again, and everything twice.
+        let mut order: Vec<usize> = (0..3000).collect();
+        for chunk in order.chunks_mut(500) {
+            chunk.reverse();
+        }
+        let mut taken = 0;
+        for &i in order.iter().chain(&order) {
+            if guard.open(&key(), from(), &sealed[i], 10).is_ok() {
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 3000, "each once, none lost to the reordering");
+        // A number that fell out of the window is refused even if never seen.
+        let mut window = Window::new(1, 5000);
+        assert!(!window.accept(5000 - REPLAY_WINDOW));
+        assert!(window.accept(5000 - REPLAY_WINDOW + 1));
+    }
+}

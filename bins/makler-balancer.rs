@@ -8,7 +8,6 @@ use std::time::Duration;
 use clap::Parser;
 use makler::balancer::{self, Balancer};
 use makler::cli::AddrList;
-use makler::registry;
 use makler::shutdown::Shutdown;
 
 /// The makler balancer: accepts TCP connections and forwards each to the next of its backends
@@ -115,7 +114,7 @@ fn main() -> ExitCode {
         },
         service: args.service,
         threads: args.threads.into(),
-        registry: registry::Config { ttl: args.ttl, ..registry::Config::default() },
+        registry: makler::balancer::control_registry(args.ttl),
         max_connections: args.max_connections.unwrap_or_else(default_cap),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,

@@ -63,6 +63,7 @@ pub mod load;
 pub mod multicast;
 pub mod net;
 pub mod node;
+pub mod oracles;
 pub mod probe;
 pub mod protocol;
 pub mod registry;

@@ -99,7 +99,7 @@ impl Default for Config {
             announce: None,
             service: "http".into(),
             threads: 2,
-            registry: registry::Config::default(),
+            registry: control_registry(registry::Config::default().ttl),
             max_connections: 20_000,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
@@ -108,6 +108,13 @@ impl Default for Config {
             rate_limit: crate::limit::RateLimit::default(),
         }
     }
+}
+
+/// The control port's table: a broker's, with `ttl`, but no quota per source address, since a
+/// balancer's backends often share one host.
+pub fn control_registry(ttl: Duration) -> registry::Config {
+    let limits = registry::Limits { max_per_source: 0, ..registry::Limits::default() };
+    registry::Config { ttl, limits, ..registry::Config::default() }
 }
 
 /// Counters shared by the threads.
@@ -312,4 +319,40 @@ fn spawn_control(
         core.stop_registering();
         Ok(())
     })
+}
+
+/// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
+/// datagrams, each answer within the limit, `stats` answered whatever the table holds.
+pub(crate) fn fuzz_control(data: &[u8]) {
+    use crate::shell::Core;
+    let registering = control::SelfRegistration {
+        registrar: None,
+        registration: None,
+        announce: None,
+        announcer: None,
+        service: "web".into(),
+        ip: None,
+        port: 80,
+        log: false,
+    };
+    let registry = Registry::new(control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+    let pool = Arc::new(Pool::new());
+    let mut core = control::Control::new(
+        registry,
+        Arc::clone(&pool),
+        Arc::new(Counters::default()),
+        registering,
+        None,
+        crate::limit::RateLimit::default(),
+        false,
+    );
+    let now = std::time::Instant::now();
+    let mut reply = Vec::new();
+    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+    for datagram in data.split(|&b| b == 0xFF).chain([&b"stats"[..]]) {
+        reply.clear();
+        if core.handle_datagram(now, control::Face::Control, from, datagram, &mut reply).is_some() {
+            assert!(reply.len() <= crate::protocol::MAX_REPLY_LEN, "{} bytes", reply.len());
+        }
+    }
 }

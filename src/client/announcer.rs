@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::multicast::{self, MulticastConfig};
-use crate::protocol::seal::{Sealer, unix_ms, unix_us};
+use crate::protocol::seal::{Sealer, unix_ms};
 use crate::protocol::{Multicast, binary};
 
 /// How an [`Announcer`] announces.
@@ -66,7 +66,7 @@ impl Announcer {
         binary::encode(0, &Multicast::Announce { origin, service, ip, port }, &mut announce);
         binary::encode(0, &Multicast::Goodbye { origin, service, ip, port }, &mut goodbye);
         let group = config.multicast.group;
-        let mut sealer = config.multicast.key.map(|key| Sealer::new(key, unix_us(SystemTime::now())));
+        let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::client::random_u64()));
         // With a key, each datagram is sealed afresh (its own number and time).
         let mut send = move |datagram: &[u8]| {
             let mut sealed = Vec::new();

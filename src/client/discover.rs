@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::multicast::{self, MulticastConfig};
-use crate::protocol::seal::{ReplayGuard, Sealer, unix_ms, unix_us};
+use crate::protocol::seal::{ReplayGuard, Sealer, unix_ms};
 use crate::protocol::{Multicast, Response, binary};
 
 /// How long discovery waits for more brokers after the first answer: brokers on one network
@@ -39,7 +39,7 @@ pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<Sock
     // With a key, the question is sealed and only sealed answers count.
     let mut guard = ReplayGuard::new();
     if let Some(key) = config.key {
-        Sealer::new(key, unix_us(SystemTime::now())).seal_in_place(&mut question, unix_ms(SystemTime::now()));
+        Sealer::new(key, crate::client::random_u64()).seal_in_place(&mut question, unix_ms(SystemTime::now()));
     }
 
     let start = Instant::now();
@@ -64,7 +64,7 @@ pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<Sock
         match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
                 let answer = match &config.key {
-                    Some(key) => match guard.open(key, from, &buf[..len], unix_ms(SystemTime::now())) {
+                    Some(key) => match guard.open(key, &buf[..len], unix_ms(SystemTime::now())) {
                         Ok(inner) => inner,
                         Err(_) => continue,
                     },

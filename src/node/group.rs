@@ -44,7 +44,7 @@ impl Node {
             return false;
         };
         // With a key, the group's datagrams come sealed, and only so.
-        let Some(datagram) = self.open(now, from, datagram) else {
+        let Some(datagram) = self.open(now, datagram) else {
             self.counters.multicast_ignored += 1;
             return false;
         };

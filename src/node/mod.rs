@@ -201,7 +201,7 @@ impl Node {
             outbox: Outbox::new(OUTBOX_CAPACITY),
             prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
-            sealer: config.key.map(|key| Sealer::new(key, config.wall.unix_ms.saturating_mul(1000))),
+            sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
             wall: config.wall,
             counters: Counters::default(),
@@ -262,7 +262,7 @@ impl Node {
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
             // With a key, peers' datagrams come sealed, and only so.
-            let Some(inner) = self.open(now, from, datagram) else {
+            let Some(inner) = self.open(now, datagram) else {
                 self.replicator.note_rejected();
                 return false;
             };
@@ -300,9 +300,9 @@ impl Node {
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
     /// itself when none is and it is not sealed. `None`: drop it.
-    fn open<'a>(&mut self, now: Instant, from: SocketAddr, datagram: &'a [u8]) -> Option<&'a [u8]> {
+    fn open<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Option<&'a [u8]> {
         match &self.sealer {
-            Some(sealer) => self.guard.open(sealer.key(), from, datagram, self.wall.unix_ms(now)).ok(),
+            Some(sealer) => self.guard.open(sealer.key(), datagram, self.wall.unix_ms(now)).ok(),
             None => (!seal::is_sealed(datagram)).then_some(datagram),
         }
     }

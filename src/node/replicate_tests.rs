@@ -535,3 +535,42 @@ proptest! {
         run_random_cluster(seed, n);
     }
 }
+
+#[test]
+fn with_a_key_peers_replicate_sealed_and_strangers_are_refused() {
+    let key = seal::Key::from_secret(b"the cluster's shared secret").unwrap();
+    let mut sim = Sim::new(11, quiet());
+    for i in 0..3 {
+        let mut config = config(3, i as u64, None);
+        config.unicast = node_addr(i);
+        config.key = Some(key);
+        sim.add_node(node_addr(i), node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_millis(1500));
+    text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    sim.run_for(Duration::from_millis(5));
+    assert_eq!(live(&mut sim, 2, "echo").len(), 1, "sealed deltas arrive");
+
+    // A stranger speaking from a peer's address: unsealed, or sealed with another key.
+    let rejected = stats(&mut sim, 1).peer_rejected;
+    let lease = peer::Lease {
+        id: Uuid::from_u128(666),
+        service: "evil",
+        endpoint: "10.6.6.6:66".parse().unwrap(),
+        source: protocol::Source::Unicast("10.6.6.6:66".parse().unwrap()),
+        ttl_ms: 5000,
+        aliases: Vec::new(),
+    };
+    let frame =
+        peer::PeerFrame { node: 2, body: peer::Peer::Delta { seq: 1, entries: vec![peer::Entry::Upsert(lease)] } };
+    let mut plain = Vec::new();
+    peer::encode(&frame, &mut plain);
+    let mut forged = Vec::new();
+    let wrong = seal::Key::from_secret(b"a guess at the shared secret").unwrap();
+    seal::Sealer::new(wrong, 99).seal(&plain, seal::unix_ms(std::time::SystemTime::now()), &mut forged);
+    sim.send(node_addr(2), node_addr(1), plain);
+    sim.send(node_addr(2), node_addr(1), forged);
+    sim.run_for(Duration::from_millis(5));
+    assert!(live(&mut sim, 1, "evil").is_empty());
+    assert_eq!(stats(&mut sim, 1).peer_rejected, rejected + 2);
+}

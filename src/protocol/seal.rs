@@ -4,22 +4,23 @@
 //! travels in an envelope that a holder of the key made, and that no one has sent before:
 //!
 //! ```text
-//! +------+--------+-----------+-----------+-------------+--------------------+-----------+
-//! | 0xFC | key id | epoch u64 | seq u64   | sent_ms u64 | the datagram       | tag       |
-//! |      | 1 byte | LE        | LE        | LE          | (0x81… or 0xF9…)   | 32 bytes  |
-//! +------+--------+-----------+-----------+-------------+--------------------+-----------+
+//! +------+--------+------------+-----------+-------------+--------------------+-----------+
+//! | 0xFC | key id | sender u64 | seq u64   | sent_ms u64 | the datagram       | tag       |
+//! |      | 1 byte | LE         | LE        | LE          | (0x81… or 0xF9…)   | 32 bytes  |
+//! +------+--------+------------+-----------+-------------+--------------------+-----------+
 //! ```
 //!
 //! - The **tag** is keyed BLAKE3 (the `blake3` crate; no home-made cryptography) over
 //!   everything before it. The key is derived from the key file's contents with BLAKE3's key
 //!   derivation, so any file of 16 bytes or more of random data will do; the key id, the first
 //!   byte of the key's hash, tells a wrong key from a forged datagram in the counters.
-//! - **Replay protection**: each sending process picks an *epoch* when it starts (its start time
-//!   in microseconds) and numbers its datagrams (*seq*). A receiver keeps, per sender address,
-//!   the newest epoch and a window of the last 1,024 numbers seen, and drops a datagram from an
-//!   older epoch, below the window, or seen already. A datagram stamped (`sent_ms`) more than
-//!   30 s from the receiver's clock is dropped too, so a receiver that restarted (and forgot its
-//!   windows) cannot be fed old captures. Hosts' clocks must agree within that.
+//! - **Replay protection**: each sending process draws a random *sender* id when it starts and
+//!   numbers its datagrams (*seq*). A receiver keeps, per sender id (it is signed, so a replay
+//!   from another address or port is still the same sender), a window of the last 1,024
+//!   numbers seen, and drops a datagram below the window or seen already. A datagram stamped
+//!   (`sent_ms`) more than 30 s from the receiver's clock is dropped too, so captures of an
+//!   earlier run, or fed to a receiver that restarted and forgot its windows, are refused.
+//!   Hosts' clocks must agree within that.
 //!
 //! The sealer and the guard are pure: the caller passes the time in.
 //!
@@ -31,13 +32,11 @@
 //! let mut sealed = Vec::new();
 //! sealer.seal(b"\x81\x00\x02\x99\x01", 5_000, &mut sealed);
 //! let mut guard = ReplayGuard::new();
-//! let from = "127.0.0.1:7077".parse().unwrap();
-//! assert_eq!(guard.open(&key, from, &sealed, 5_010).unwrap(), b"\x81\x00\x02\x99\x01");
-//! assert!(guard.open(&key, from, &sealed, 5_020).is_err(), "a replay");
+//! assert_eq!(guard.open(&key, &sealed, 5_010).unwrap(), b"\x81\x00\x02\x99\x01");
+//! assert!(guard.open(&key, &sealed, 5_020).is_err(), "a replay");
 //! ```
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 /// The first byte of a sealed datagram (never UTF-8, not a client or peer version byte).
 pub const SEAL_BYTE: u8 = 0xFC;
@@ -113,24 +112,18 @@ pub fn unix_ms(now: std::time::SystemTime) -> u64 {
     now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Microseconds since the Unix epoch: a process's epoch for [`Sealer::new`].
-pub fn unix_us(now: std::time::SystemTime) -> u64 {
-    now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
 /// Seals datagrams for one sending process.
 #[derive(Debug, Clone)]
 pub struct Sealer {
     key: Key,
-    epoch: u64,
+    sender: u64,
     seq: u64,
 }
 
 impl Sealer {
-    /// A sealer whose epoch is `epoch` (the process's start time in microseconds, so a
-    /// restarted process's epoch is newer).
-    pub fn new(key: Key, epoch: u64) -> Self {
-        Sealer { key, epoch, seq: 0 }
+    /// A sealer for the sending process `sender`: a random id, new at every start.
+    pub fn new(key: Key, sender: u64) -> Self {
+        Sealer { key, sender, seq: 0 }
     }
 
     /// The key.
@@ -145,7 +138,7 @@ impl Sealer {
         out.clear();
         out.push(SEAL_BYTE);
         out.push(self.key.id);
-        out.extend_from_slice(&self.epoch.to_le_bytes());
+        out.extend_from_slice(&self.sender.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&now_ms.to_le_bytes());
         out.extend_from_slice(datagram);
@@ -175,24 +168,23 @@ pub enum SealError {
     /// Sent more than 30 s from this host's time: a replay, or clocks that disagree.
     #[error("stamped outside the 30 s window")]
     Stale,
-    /// Seen before, or from an older run of the sender: a replay.
+    /// Seen before: a replay.
     #[error("a replay")]
     Replay,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    epoch: u64,
     newest: u64,
     /// Bit k: number `newest - k` was seen.
     seen: [u64; (REPLAY_WINDOW / 64) as usize],
 }
 
 impl Window {
-    fn new(epoch: u64, seq: u64) -> Self {
+    fn new(seq: u64) -> Self {
         let mut seen = [0; (REPLAY_WINDOW / 64) as usize];
         seen[0] = 1;
-        Window { epoch, newest: seq, seen }
+        Window { newest: seq, seen }
     }
 
     fn bit(&mut self, back: u64) -> (&mut u64, u64) {
@@ -235,7 +227,7 @@ impl Window {
 /// Checks sealed datagrams from many senders: the key, the tag, the time, replays.
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
-    senders: HashMap<SocketAddr, Window>,
+    senders: HashMap<u64, Window>,
 }
 
 impl ReplayGuard {
@@ -244,16 +236,10 @@ impl ReplayGuard {
         Self::default()
     }
 
-    /// Opens a sealed datagram from `from`, received at `now_ms` (Unix time in
-    /// milliseconds): returns the datagram inside, or why it must be dropped. A datagram is
-    /// opened once: a second copy is a replay.
-    pub fn open<'a>(
-        &mut self,
-        key: &Key,
-        from: SocketAddr,
-        sealed: &'a [u8],
-        now_ms: u64,
-    ) -> Result<&'a [u8], SealError> {
+    /// Opens a sealed datagram received at `now_ms` (Unix time in milliseconds): returns the
+    /// datagram inside, or why it must be dropped. A datagram is opened once: a second copy,
+    /// from wherever it comes, is a replay.
+    pub fn open<'a>(&mut self, key: &Key, sealed: &'a [u8], now_ms: u64) -> Result<&'a [u8], SealError> {
         if !is_sealed(sealed) || sealed.len() < OVERHEAD {
             return Err(SealError::NotSealed);
         }
@@ -267,22 +253,21 @@ impl ReplayGuard {
             return Err(SealError::BadTag);
         }
         let word = |at: usize| u64::from_le_bytes(signed[at..at + 8].try_into().unwrap_or([0; 8]));
-        let (epoch, seq, sent_ms) = (word(2), word(10), word(18));
+        let (sender, seq, sent_ms) = (word(2), word(10), word(18));
         if sent_ms.abs_diff(now_ms) > WINDOW_MS {
             return Err(SealError::Stale);
         }
-        if !self.senders.contains_key(&from) && self.senders.len() >= MAX_SENDERS {
+        if !self.senders.contains_key(&sender) && self.senders.len() >= MAX_SENDERS {
             // Forget one sender: its next datagram starts a window afresh, which the send-time
             // window keeps from being a way in for old captures.
             if let Some(&oldest) = self.senders.keys().next() {
                 self.senders.remove(&oldest);
             }
         }
-        let accepted = match self.senders.get_mut(&from) {
-            Some(window) if epoch < window.epoch => false,
-            Some(window) if epoch == window.epoch => window.accept(seq),
-            _ => {
-                self.senders.insert(from, Window::new(epoch, seq));
+        let accepted = match self.senders.get_mut(&sender) {
+            Some(window) => window.accept(seq),
+            None => {
+                self.senders.insert(sender, Window::new(seq));
                 true
             }
         };
@@ -303,7 +288,7 @@ mod tests {
         /// The bit window agrees with a plain set of every number seen.
         #[test]
         fn the_window_is_a_set_of_the_last_numbers(steps in proptest::collection::vec(0u64..3000, 1..400)) {
-            let mut window = Window::new(1, steps[0]);
+            let mut window = Window::new(steps[0]);
             let mut seen = std::collections::HashSet::from([steps[0]]);
             let mut newest = steps[0];
             for &seq in &steps[1..] {
@@ -321,10 +306,6 @@ mod tests {
         Key::from_secret(b"  a secret of sufficient length\n").unwrap()
     }
 
-    fn from() -> SocketAddr {
-        "10.0.0.1:7000".parse().unwrap()
-    }
-
     #[test]
     fn a_sealed_datagram_opens_once_and_only_with_its_key() {
         let mut sealer = Sealer::new(key(), 42);
@@ -333,10 +314,10 @@ mod tests {
         assert_eq!(sealed.len(), 5 + OVERHEAD);
         let mut guard = ReplayGuard::new();
         let other = Key::from_secret(b"another secret of some length").unwrap();
-        assert_eq!(guard.open(&other, from(), &sealed, 1_000_000), Err(SealError::WrongKey));
-        assert_eq!(guard.open(&key(), from(), &sealed, 1_000_000), Ok(&b"hello"[..]));
-        assert_eq!(guard.open(&key(), from(), &sealed, 1_000_000), Err(SealError::Replay));
-        assert_eq!(guard.open(&key(), from(), b"hello", 1_000_000), Err(SealError::NotSealed));
+        assert_eq!(guard.open(&other, &sealed, 1_000_000), Err(SealError::WrongKey));
+        assert_eq!(guard.open(&key(), &sealed, 1_000_000), Ok(&b"hello"[..]));
+        assert_eq!(guard.open(&key(), &sealed, 1_000_000), Err(SealError::Replay));
+        assert_eq!(guard.open(&key(), b"hello", 1_000_000), Err(SealError::NotSealed));
         assert!(Key::from_secret(b"short").is_err());
     }
 
@@ -348,25 +329,22 @@ mod tests {
         for at in 2..sealed.len() {
             let mut forged = sealed.clone();
             forged[at] ^= 0x01;
-            let result = ReplayGuard::new().open(&key(), from(), &forged, 5_000);
+            let result = ReplayGuard::new().open(&key(), &forged, 5_000);
             assert_eq!(result, Err(SealError::BadTag), "byte {at}");
         }
     }
 
     #[test]
-    fn old_captures_and_older_runs_are_refused() {
+    fn old_captures_and_replays_from_anywhere_are_refused() {
         let mut sealer = Sealer::new(key(), 42);
         let mut old = Vec::new();
         sealer.seal(b"x", 1_000, &mut old);
         // A restarted receiver has no window, but the capture is too old.
-        assert_eq!(ReplayGuard::new().open(&key(), from(), &old, 1_000 + WINDOW_MS + 1), Err(SealError::Stale));
+        assert_eq!(ReplayGuard::new().open(&key(), &old, 1_000 + WINDOW_MS + 1), Err(SealError::Stale));
 
         let mut guard = ReplayGuard::new();
-        let mut restarted = Sealer::new(key(), 43);
-        let mut fresh = Vec::new();
-        restarted.seal(b"y", 2_000, &mut fresh);
-        assert!(guard.open(&key(), from(), &fresh, 2_000).is_ok());
-        assert_eq!(guard.open(&key(), from(), &old, 2_000), Err(SealError::Replay), "an older run of the sender");
+        assert!(guard.open(&key(), &old, 2_000).is_ok());
+        assert_eq!(guard.open(&key(), &old, 2_000), Err(SealError::Replay), "from any address");
     }
 
     #[test]
@@ -387,13 +365,13 @@ mod tests {
         }
         let mut taken = 0;
         for &i in order.iter().chain(&order) {
-            if guard.open(&key(), from(), &sealed[i], 10).is_ok() {
+            if guard.open(&key(), &sealed[i], 10).is_ok() {
                 taken += 1;
             }
         }
         assert_eq!(taken, 3000, "each once, none lost to the reordering");
         // A number that fell out of the window is refused even if never seen.
-        let mut window = Window::new(1, 5000);
+        let mut window = Window::new(5000);
         assert!(!window.accept(5000 - REPLAY_WINDOW));
         assert!(window.accept(5000 - REPLAY_WINDOW + 1));
     }

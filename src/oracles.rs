@@ -1,0 +1,206 @@
+//! Invariants checked on arbitrary input: the oracles of the fuzz targets (`fuzz/`, run with
+//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`), which run the same
+//! checks on inputs from proptest.
+//!
+//! Each takes arbitrary bytes and panics when an invariant breaks; none may panic otherwise,
+//! whatever the bytes.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::node::{Face, Node, NodeConfig};
+use crate::protocol::{self, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
+use crate::shell::Core;
+
+/// Every decoder on `data`: none panics, and what decodes encodes back to the same value.
+pub fn decoders(data: &[u8]) {
+    if let Ok((form, request)) = protocol::decode_request(data) {
+        let mut again = Vec::new();
+        match form {
+            protocol::Form::Text => text::encode_request(&request, &mut again),
+            protocol::Form::Binary { request_id } => binary::encode_request(request_id, &request, &mut again),
+        }
+        let (_, decoded) = protocol::decode_request(&again).expect("a re-encoded request decodes");
+        assert_eq!(decoded, request);
+    }
+    if let Ok((id, response)) = binary::decode_response(data) {
+        let mut again = Vec::new();
+        binary::encode_response(id, &response, &mut again);
+        assert_eq!(binary::decode_response(&again).expect("a re-encoded response decodes"), (id, response));
+    }
+    if let Ok(frame) = binary::decode::<Multicast<'_>>(data) {
+        let mut again = Vec::new();
+        binary::encode(frame.id, &frame.body, &mut again);
+        assert_eq!(binary::decode::<Multicast<'_>>(&again).expect("re-encoded multicast decodes"), frame);
+    }
+    if let Ok(frame) = peer::decode(data) {
+        let mut again = Vec::new();
+        peer::encode(&frame, &mut again);
+        assert_eq!(peer::decode(&again).expect("a re-encoded peer frame decodes"), frame);
+    }
+    let key = seal::Key::from_secret(b"the fuzzing key, long enough").expect("a key");
+    let _ = seal::ReplayGuard::new().open(&key, data, 0);
+}
+
+const TTL: Duration = Duration::from_secs(5);
+
+/// A broker's node driven by a sequence of operations that `data` spells, checked after each
+/// against a plain model of leases: no reply over the datagram limit, no expired instance
+/// answered, and the table holding exactly the model's live instances.
+pub fn node_session(data: &[u8]) {
+    let mut ids = 0u128;
+    let mut node = Node::new(NodeConfig::default(), move || {
+        ids += 1;
+        Uuid::from_u128(ids)
+    });
+    let t0 = Instant::now();
+    node.handle_start(t0);
+    let mut now = t0;
+    // (service, endpoint, source) -> (id, deadline)
+    let mut model: HashMap<(u8, SocketAddr, SocketAddr), (Uuid, Instant)> = HashMap::new();
+    let mut bytes = data.iter().copied();
+    let mut reply = Vec::new();
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        let source = SocketAddr::from(([127, 0, 0, 1 + arg % 3], 40_000));
+        let known: Vec<Uuid> = model.values().map(|&(id, _)| id).collect();
+        let pick = |k: u8| known.get(usize::from(k) % known.len().max(1)).copied().unwrap_or(Uuid::nil());
+        let request = match op % 7 {
+            0 => format!("register s{} {}", arg % 4, 1 + u16::from(arg % 8)),
+            1 => format!("heartbeat {}", pick(arg)),
+            2 => format!("deregister {}", pick(arg)),
+            3 => format!("query s{}", arg % 4),
+            4 => {
+                now += Duration::from_millis(u64::from(arg) * 20);
+                node.handle_timeout(now);
+                model.retain(|_, &mut (_, deadline)| now < deadline);
+                check_table(&node, &model);
+                continue;
+            }
+            5 => {
+                // A raw datagram: anything but a valid request that changes the table (the
+                // structured operations cover those, with the model following).
+                let raw: Vec<u8> = bytes.by_ref().take(usize::from(arg)).collect();
+                let changes = matches!(
+                    protocol::decode_request(&raw),
+                    Ok((_, Request::Register { .. } | Request::Heartbeat { .. } | Request::Deregister { .. }))
+                );
+                if !changes {
+                    reply.clear();
+                    node.handle_datagram(now, Face::Client, source, &raw, &mut reply);
+                    assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
+                }
+                check_table(&node, &model);
+                continue;
+            }
+            _ => format!("report s{} 127.0.0.{}:{}", arg % 4, 1 + arg % 3, 1 + arg % 8),
+        };
+        model.retain(|_, &mut (_, deadline)| now < deadline);
+        reply.clear();
+        node.handle_datagram(now, Face::Client, source, request.as_bytes(), &mut reply);
+        // Every reported instance answers its probe (the simulated network tests dead ones).
+        while let Some(command) = node.poll_probe() {
+            if let crate::shell::ProbeCmd::Start { id, .. } = command {
+                node.handle_probe(now, id, crate::shell::ProbeOutcome::Connected);
+            }
+        }
+        assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
+        let answer = String::from_utf8(reply.clone()).expect("text answers are UTF-8");
+        let answer = answer.trim_end();
+        match op % 7 {
+            0 => {
+                let endpoint = SocketAddr::new(source.ip(), 1 + u16::from(arg % 8));
+                let id = Uuid::try_parse(answer).expect("a registration succeeds");
+                let lease = model.entry((arg % 4, endpoint, source)).or_insert((id, now + TTL));
+                assert_eq!(lease.0, id, "the same source gets the same id");
+                lease.1 = now + TTL;
+            }
+            1 | 2 => {
+                let id = pick(arg);
+                let key = model.iter().find(|(_, (i, _))| *i == id).map(|(k, _)| *k);
+                assert_eq!(answer == "OK", key.is_some(), "{request}: {answer}");
+                match (op % 7, key) {
+                    (1, Some(key)) => drop(model.insert(key, (id, now + TTL))),
+                    (2, Some(key)) => drop(model.remove(&key)),
+                    _ => {}
+                }
+            }
+            3 => {
+                let mut answered: Vec<SocketAddr> = if answer == "NOT FOUND" {
+                    Vec::new()
+                } else {
+                    answer.split(' ').map(|a| a.parse().expect("ip:port")).collect()
+                };
+                answered.sort();
+                let mut expected: Vec<SocketAddr> =
+                    model.keys().filter(|k| k.0 == arg % 4).map(|k| k.1).collect::<HashSet<_>>().into_iter().collect();
+                expected.sort();
+                assert_eq!(answered, expected, "no expired instance, none missing");
+            }
+            _ => {}
+        }
+        check_table(&node, &model);
+    }
+}
+
+fn check_table(node: &Node, model: &HashMap<(u8, SocketAddr, SocketAddr), (Uuid, Instant)>) {
+    let instances: HashSet<(u8, SocketAddr)> = model.keys().map(|k| (k.0, k.1)).collect();
+    assert_eq!(node.registry().len(), instances.len());
+    assert_eq!(node.registry().lease_count(), model.len());
+}
+
+/// Arbitrary datagrams on a broker's multicast face: no panic, and the only answer is a
+/// discovery's, within the limit.
+pub fn group(data: &[u8]) {
+    let config = NodeConfig {
+        group: Some(crate::node::GroupConfig {
+            group: "239.255.77.1:7077".parse().expect("an address"),
+            origin: 1,
+            hello_interval: Duration::from_secs(2),
+        }),
+        ..NodeConfig::default()
+    };
+    let mut node = Node::new(config, Uuid::new_v4);
+    let now = Instant::now();
+    node.handle_start(now);
+    let mut reply = Vec::new();
+    for datagram in data.split(|&b| b == 0xFF) {
+        reply.clear();
+        let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+        if node.handle_datagram(now, Face::Group, from, datagram, &mut reply).is_some() {
+            assert!(reply.len() <= MAX_REPLY_LEN);
+            assert!(matches!(binary::decode_response(&reply), Ok((_, Response::BrokerHere { .. }))));
+        }
+    }
+}
+
+/// Arbitrary datagrams on a balancer's control port: no panic, no answer over the limit.
+pub fn control(data: &[u8]) {
+    crate::balancer::fuzz_control(data);
+}
+
+/// The example servers' sessions on arbitrary bytes split at arbitrary places (the first byte
+/// chooses the service and the split): no panic, and the same answer as in one piece.
+pub fn session(data: &[u8]) {
+    use crate::server::{Service, Session};
+    let Some((&choice, input)) = data.split_first() else { return };
+    let service = [Service::Echo, Service::Upper, Service::Time, Service::Http][usize::from(choice % 4)];
+    let served_by = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let when = std::time::SystemTime::UNIX_EPOCH;
+    let run = |chunk: usize| {
+        let mut session = Session::new(service, served_by);
+        let (mut pending, mut output) = (Vec::new(), Vec::new());
+        for piece in input.chunks(chunk.max(1)) {
+            pending.extend_from_slice(piece);
+            if session.process(&mut pending, &mut output, false, when).close {
+                return (output, true);
+            }
+        }
+        (output, false)
+    };
+    let whole = run(input.len());
+    assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
+}

@@ -1,0 +1,87 @@
+//! The fuzz targets' oracles (`makler::oracles`) on inputs from proptest, so that every run of
+//! the tests checks what `cargo fuzz` checks, on a stable toolchain. Biased generators reach the
+//! interesting inputs (valid frames, near-valid text) more often than uniform bytes would.
+
+use makler::oracles;
+use makler::protocol::{Request, binary, peer};
+use proptest::prelude::*;
+
+/// Bytes that are often close to something valid: a valid encoding with bytes changed, cut or
+/// added, or text built from the protocol's words.
+fn near_valid() -> impl Strategy<Value = Vec<u8>> {
+    let words = prop::sample::select(vec![
+        "register",
+        "heartbeat",
+        "query",
+        "request",
+        "deregister",
+        "report",
+        "stats",
+        "echo",
+        "4000",
+        "::1",
+        "127.0.0.1",
+        "[::ffff:1.2.3.4]:80",
+        "67e55044-10b1-426f-9247-bb680e5fe0c8",
+        "+80",
+        "\r",
+        "\n",
+        "\t",
+        "é",
+    ]);
+    let text = prop::collection::vec(words, 0..6).prop_map(|w| w.join(" ").into_bytes());
+    let binary_frame = (any::<u32>(), ".{0,20}").prop_map(|(id, service)| {
+        let mut out = Vec::new();
+        binary::encode_request(id, &Request::Query { service: &service }, &mut out);
+        out
+    });
+    let peer_frame = (any::<u64>(), any::<u32>()).prop_map(|(node, seq)| {
+        let mut out = Vec::new();
+        peer::encode(&peer::PeerFrame { node, body: peer::Peer::Ack { seq } }, &mut out);
+        out
+    });
+    let base = prop_oneof![text, binary_frame, peer_frame, prop::collection::vec(any::<u8>(), 0..64)];
+    (base, prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), any::<u8>()).prop_map(
+        |(mut bytes, edits, cut)| {
+            for (at, byte) in edits {
+                if !bytes.is_empty() {
+                    let at = at % bytes.len();
+                    bytes[at] = byte;
+                }
+            }
+            if cut % 5 == 0 {
+                bytes.truncate(usize::from(cut) % (bytes.len() + 1));
+            }
+            bytes
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    #[test]
+    fn decoders_never_panic_and_round_trip(data in near_valid()) {
+        oracles::decoders(&data);
+    }
+
+    #[test]
+    fn the_node_agrees_with_a_model_of_leases(data in prop::collection::vec(any::<u8>(), 0..400)) {
+        oracles::node_session(&data);
+    }
+
+    #[test]
+    fn the_group_face_takes_anything(data in prop::collection::vec(near_valid(), 0..8)) {
+        oracles::group(&data.join(&0xFF));
+    }
+
+    #[test]
+    fn the_control_port_takes_anything(data in prop::collection::vec(near_valid(), 0..8)) {
+        oracles::control(&data.join(&0xFF));
+    }
+
+    #[test]
+    fn sessions_answer_alike_however_split(data in prop::collection::vec(any::<u8>(), 0..600)) {
+        oracles::session(&data);
+    }
+}

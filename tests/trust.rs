@@ -1,0 +1,263 @@
+//! The holes a hostile user on loopback could use, each written as the attack: a registration
+//! taken over, a forged goodbye, unicast taken for group traffic, a reflector, a table filled by
+//! one source, a server that gave up on a full table, a broker open to any address, and a
+//! balancer stalled by one `stats` datagram.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use common::{Process, Udp, balancer, broker, listed, wait_until};
+use makler::protocol::seal::{Key, Sealer};
+use makler::protocol::{Multicast, Request, binary};
+
+/// A value from the first line of `stats`.
+fn stat(udp: &Udp, key: &str) -> u64 {
+    let reply = udp.text("stats");
+    let line = reply.lines().next().unwrap_or_default().to_owned();
+    line.split(' ')
+        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+#[test]
+fn another_source_can_neither_learn_nor_remove_a_registration() {
+    let broker = broker(&[]);
+    let victim = Udp::new(broker.addr("udp"));
+    let attacker = Udp::new(broker.addr("udp"));
+    let id = victim.text("register web 127.0.0.1 8080");
+    // Registering the victim's instance gives the attacker an id of its own, not the victim's.
+    let stolen = attacker.text("register web 127.0.0.1 8080");
+    assert_ne!(stolen, id);
+    assert_eq!(attacker.text(&format!("deregister {stolen}")), "OK");
+    assert_eq!(listed(&victim, "web"), ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()], "the victim's stays");
+    // The victim's own retransmission still gets its id; only it can deregister.
+    assert_eq!(victim.text("register web 127.0.0.1 8080"), id);
+    assert_eq!(victim.text(&format!("deregister {id}")), "OK");
+    assert!(listed(&victim, "web").is_empty());
+}
+
+fn group() -> String {
+    let port = UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    format!("239.255.77.1:{port}")
+}
+
+/// Sends `message` on the group from this process, sealed with `key` when given.
+fn send_to_group(group: &str, message: &Multicast<'_>, key: Option<Key>) {
+    let mut datagram = Vec::new();
+    binary::encode(0, message, &mut datagram);
+    if let Some(key) = key {
+        let now = std::time::SystemTime::now();
+        Sealer::new(key, rand_id()).seal_in_place(&mut datagram, makler::protocol::seal::unix_ms(now));
+    }
+    send_raw_to_group(group, &datagram);
+}
+
+/// A sender id for a sealer of the test's own.
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(7);
+    hasher.finish()
+}
+
+fn send_raw_to_group(group: &str, datagram: &[u8]) {
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket2::SockRef::from(&sender).set_multicast_if_v4(&Ipv4Addr::LOCALHOST).unwrap();
+    sender.send_to(datagram, group).unwrap();
+}
+
+#[test]
+fn a_forged_goodbye_removes_nothing_it_did_not_announce() {
+    let group = group();
+    let broker = broker(&["--multicast", &group]);
+    let udp = Udp::new(broker.addr("udp"));
+    udp.text("register web 127.0.0.1 8080");
+    let ignored = stat(&udp, "multicast_ignored");
+    let forged = Multicast::Goodbye { origin: 0xBAD, service: "web", ip: Some([127, 0, 0, 1].into()), port: 8080 };
+    send_to_group(&group, &forged, None);
+    wait_until(Duration::from_secs(5), "the goodbye is seen and ignored", || {
+        (stat(&udp, "multicast_ignored") > ignored).then_some(())
+    });
+    assert_eq!(listed(&udp, "web").len(), 1, "a unicast registration survives a forged goodbye");
+}
+
+#[test]
+fn unicast_to_the_group_port_is_not_taken_for_group_traffic() {
+    let group = group();
+    let port: u16 = group.rsplit(':').next().unwrap().parse().unwrap();
+    let broker = broker(&["--multicast", &group]);
+    let udp = Udp::new(broker.addr("udp"));
+    let mut announce = Vec::new();
+    binary::encode(0, &Multicast::Announce { origin: 1, service: "sneaky", ip: None, port: 9 }, &mut announce);
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..5 {
+        let _ = sender.send_to(&announce, ("127.0.0.1", port));
+    }
+    // The same announcement on the group does register: so the unicast ones were not heard.
+    send_raw_to_group(&group, &announce);
+    wait_until(Duration::from_secs(5), "the group announcement registers", || {
+        (!listed(&udp, "sneaky").is_empty()).then_some(())
+    });
+    assert_eq!(stat(&udp, "announcements"), 1, "only the one sent to the group");
+}
+
+#[test]
+fn with_a_key_only_sealed_fresh_announcements_count() {
+    let dir = std::env::temp_dir().join(format!("makler-key-{}", std::process::id()));
+    std::fs::write(&dir, "a shared secret for the trust tests\n").unwrap();
+    let key = Key::load(&dir).unwrap();
+    let group = group();
+    let key_path = dir.to_str().unwrap();
+    let broker = broker(&["--multicast", &group, "--key-file", key_path]);
+    let udp = Udp::new(broker.addr("udp"));
+
+    let announce = |service| Multicast::Announce { origin: 7, service, ip: None, port: 4000 };
+    send_to_group(&group, &announce("plain"), None);
+    let wrong = Key::from_secret(b"not the shared secret at all").unwrap();
+    send_to_group(&group, &announce("wrong"), Some(wrong));
+    // A sealed announcement, then the very same datagram again (a replay).
+    let mut sealed = Vec::new();
+    binary::encode(0, &announce("sealed"), &mut sealed);
+    let now = std::time::SystemTime::now();
+    Sealer::new(key, rand_id()).seal_in_place(&mut sealed, makler::protocol::seal::unix_ms(now));
+    send_raw_to_group(&group, &sealed);
+    wait_until(Duration::from_secs(5), "the sealed one registers", || {
+        (!listed(&udp, "sealed").is_empty()).then_some(())
+    });
+    let goodbye = Multicast::Goodbye { origin: 7, service: "sealed", ip: None, port: 4000 };
+    send_to_group(&group, &goodbye, None);
+    send_raw_to_group(&group, &sealed);
+    wait_until(Duration::from_secs(5), "all five are seen", || {
+        // Four of them, and the broker's own hello at least once.
+        (stat(&udp, "multicast_ignored") > 4).then_some(())
+    });
+    assert!(listed(&udp, "plain").is_empty() && listed(&udp, "wrong").is_empty());
+    assert_eq!(listed(&udp, "sealed").len(), 1, "the unsealed goodbye did nothing");
+    assert_eq!(stat(&udp, "announcements"), 1, "the replay did not count");
+
+    // A server with the key announces itself; without it, it cannot.
+    let server = Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "echo", "--announce", "--multicast", &group, "--key-file", key_path],
+    );
+    wait_until(Duration::from_secs(5), "the keyed server is announced", || {
+        (!listed(&udp, "echo").is_empty()).then_some(())
+    });
+    drop(server);
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[test]
+fn a_broker_is_no_reflector() {
+    // Loopback is exempt by default; here it is not, so loopback can stand for a victim.
+    let broker = broker(&["--rate-limit", "50", "--rate-limit-exempt", "192.0.2.0/24"]);
+    let udp = Udp::new(broker.addr("udp"));
+    for i in 0..60 {
+        udp.text(&format!("register big 10.0.{i}.1 40000"));
+    }
+    let mut query = Vec::new();
+    binary::encode_request(1, &Request::Query { service: "big" }, &mut query);
+    // The spoofed requests: small queries, as fast as they go, from the victim's address.
+    let victim = UdpSocket::bind("127.0.0.1:0").unwrap();
+    victim.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let started = Instant::now();
+    let (mut sent_bytes, mut got_bytes, mut full) = (0usize, 0usize, 0usize);
+    let mut buf = [0u8; 2048];
+    for _ in 0..2000 {
+        victim.send_to(&query, broker.addr("udp")).unwrap();
+        sent_bytes += query.len();
+    }
+    while let Ok((n, _)) = victim.recv_from(&mut buf) {
+        got_bytes += n;
+        if n > query.len() {
+            full += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    eprintln!("{sent_bytes} bytes in, {got_bytes} out, {full} full replies in {seconds} s");
+    assert!(full <= 50 * (seconds + 1), "{full} full replies");
+    assert!(got_bytes <= sent_bytes + 50 * (seconds + 1) * 1400, "{got_bytes} bytes out");
+    assert!(stat(&udp, "rate_dropped") + stat(&udp, "rate_slipped") > 1000);
+}
+
+#[test]
+fn one_source_cannot_fill_the_table() {
+    let broker = broker(&["--max-instances", "3000"]);
+    let flood = Udp::new(broker.addr("udp"));
+    let mut refused = 0;
+    for i in 0..1100u32 {
+        let reply = flood.text(&format!("register s 10.{}.{}.1 80", i / 250, i % 250));
+        if reply.starts_with("ERROR quota: at most 1024 instances registered from one address") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 1100 - 1024);
+    let other = UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    other.send_to(b"register t 80", broker.addr("udp")).unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = other.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 37, "another address still registers: {:?}", String::from_utf8_lossy(&buf[..n]));
+    assert_eq!(stat(&flood, "refused_quota"), 76);
+}
+
+#[test]
+fn a_server_waits_for_room_instead_of_exiting() {
+    let broker = broker(&["--max-instances", "1", "--ttl", "30"]);
+    let udp = Udp::new(broker.addr("udp"));
+    let blocker = udp.text("register block 127.0.0.1 1");
+    let mut server = common::server("echo", broker.addr("udp"), &[]);
+    wait_until(Duration::from_secs(5), "the server was refused", || (stat(&udp, "refused_full") >= 1).then_some(()));
+    assert!(server.child.try_wait().unwrap().is_none(), "still running");
+    assert_eq!(udp.text(&format!("deregister {blocker}")), "OK");
+    wait_until(Duration::from_secs(10), "the server registers once there is room", || {
+        (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
+    });
+}
+
+#[test]
+fn a_broker_can_be_locked_down() {
+    let own = broker(&["--foreign-ip", "deny"]);
+    let udp = Udp::new(own.addr("udp"));
+    assert_eq!(
+        udp.text("register web 10.1.2.3 80"),
+        "ERROR not allowed: 127.0.0.1 may register only its own address, not 10.1.2.3"
+    );
+    assert_eq!(udp.text("register web 80").len(), 36);
+    let lan_only = broker(&["--allow-register", "10.0.0.0/8"]);
+    let udp = Udp::new(lan_only.addr("udp"));
+    assert_eq!(udp.text("register web 80"), "ERROR not allowed: 127.0.0.1 may not register here");
+    assert_eq!(udp.text("query web"), "NOT FOUND", "queries stay open");
+    assert_eq!(stat(&udp, "refused_policy"), 1);
+}
+
+#[test]
+fn input_has_one_canonical_form() {
+    let broker = broker(&[]);
+    let udp = Udp::new(broker.addr("udp"));
+    udp.text("register echo ::ffff:127.0.0.1 4000");
+    assert_eq!(udp.text("query echo"), "127.0.0.1:4000");
+    assert_eq!(udp.text("register echo +80"), "ERROR bad port \"+80\": expected a number from 1 to 65535");
+    assert_eq!(udp.text("register echo 00080"), "ERROR bad port \"00080\": expected a number from 1 to 65535");
+}
+
+#[test]
+fn a_balancer_with_8000_backends_answers_stats_at_once() {
+    let lb = balancer("web", None, &["--health-interval", "0", "--ttl", "60"]);
+    let control = Udp::new(lb.addr("udp"));
+    for i in 0..8000u32 {
+        let _ = control.text(&format!("register web 10.{}.{}.1 80", i / 250, i % 250));
+    }
+    let mut request = Vec::new();
+    binary::encode_request(9, &Request::Stats, &mut request);
+    let started = Instant::now();
+    let reply = control.raw(&request);
+    let took = started.elapsed();
+    eprintln!("stats with 8000 backends answered in {took:?}, {} bytes", reply.len());
+    assert!(reply.len() <= 1400);
+    assert!(took < Duration::from_millis(250), "{took:?}");
+    assert_eq!(control.text("heartbeat 00000000-0000-0000-0000-000000000001"), "NOT FOUND");
+}

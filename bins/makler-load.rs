@@ -87,6 +87,33 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         broker_bin: Option<PathBuf>,
     },
+    /// Redundant-brokers benchmark: three brokers with --peers on loopback; the time from a
+    /// register at one to visible at the others, from a report of a dead instance to gone at all,
+    /// the catch-up of a restarted broker at each table size, and the query rate of a broker
+    /// while a peer takes HEARTBEATS a second, next to without.
+    Peers {
+        /// Table sizes at which a killed broker's catch-up is timed (the first is the base table).
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Services the instances are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        types: usize,
+        /// Samples of the visibility and report latencies.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Seconds of query load in all, split over the rounds.
+        #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = makler::cli::parse_seconds)]
+        duration: Duration,
+        /// Rounds the query runs (with and without heartbeats) alternate in.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        /// Heartbeats a second sent to a peer during the loaded query rounds.
+        #[arg(long, default_value_t = 10_000)]
+        heartbeats: u32,
+        /// The makler-broker executable (default: the one next to this program).
+        #[arg(long, value_name = "PATH")]
+        broker_bin: Option<PathBuf>,
+    },
 }
 
 /// Settings shared by the TCP and HTTP loads.
@@ -151,6 +178,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Peers { sizes, types, samples, duration, rounds, heartbeats, broker_bin } => {
+            peers(sizes, types, samples, duration, rounds, heartbeats, broker_bin)
+        }
         Command::Udp { instances, types, rss_instances, duration, window, rounds, broker_bin } => {
             if types == 0 || instances < types || rss_instances < instances {
                 eprintln!("makler-load: need 0 < --types <= --instances <= --rss-instances");
@@ -180,6 +210,82 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn peers(
+    sizes: Vec<usize>,
+    types: usize,
+    samples: usize,
+    duration: Duration,
+    rounds: u32,
+    heartbeats: u32,
+    broker_bin: Option<PathBuf>,
+) -> ExitCode {
+    use makler::load::peers::{PeersBench, bench_peers};
+    if types == 0 || sizes.is_empty() || sizes.iter().any(|&s| s < types) {
+        eprintln!("makler-load: need 0 < --types <= each of --sizes");
+        return ExitCode::from(2);
+    }
+    let broker_bin = match broker_bin.map_or_else(sibling_broker, Ok) {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("makler-load: cannot find makler-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = PeersBench { broker_bin, sizes, types, samples, duration, rounds, heartbeat_rate: heartbeats };
+    println!("makler-load peers: 3 brokers on loopback, {} instances over {types} types", config.sizes[0]);
+    let report = match bench_peers(&config) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("makler-load: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    println!("{:<44} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
+    println!(
+        "{:<44} {:>9} {:>9}",
+        format!("register at one -> answered by both others ({samples})"),
+        ms(report.visible.p50),
+        ms(report.visible.p99)
+    );
+    println!(
+        "{:<44} {:>9} {:>9}",
+        format!("report of a refusing instance -> gone at all ({samples})"),
+        ms(report.report.p50),
+        ms(report.report.p99)
+    );
+    for (size, took) in &report.catch_up {
+        println!("catch-up of a restarted broker at {size} instances: {} ms", ms(*took));
+    }
+    println!(
+        "queries at a broker while its peer takes {heartbeats} heartbeats/s: {:.0}/s (p99 {} µs)",
+        report.query_replicating.rate,
+        micros(report.query_replicating.p99)
+    );
+    println!(
+        "queries at the same broker without them:             {:.0}/s (p99 {} µs)",
+        report.query_quiet.rate,
+        micros(report.query_quiet.p99)
+    );
+    let mut ratios = report.ratios.clone();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "ratio replicating / quiet: {:.2} (rounds {:.2}..{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
+    let mut cpu = report.cpu_ratios.clone();
+    cpu.sort_by(f64::total_cmp);
+    println!(
+        "ratio per second of the broker's own CPU: {:.2} (rounds {:.2}..{:.2}); the rest is other processes on the same cores",
+        cpu[cpu.len() / 2],
+        cpu[0],
+        cpu[cpu.len() - 1]
+    );
+    ExitCode::SUCCESS
 }
 
 fn sibling_broker() -> std::io::Result<PathBuf> {

@@ -4,6 +4,7 @@
 //! Targets must be loopback addresses unless the caller explicitly allows others
 //! ([`check_target`]).
 
+pub mod peers;
 pub mod tcp;
 pub mod udp;
 

@@ -574,3 +574,15 @@ fn with_a_key_peers_replicate_sealed_and_strangers_are_refused() {
     assert!(live(&mut sim, 1, "evil").is_empty());
     assert_eq!(stats(&mut sim, 1).peer_rejected, rejected + 2);
 }
+
+#[test]
+fn an_instance_registered_again_where_a_dead_one_was_removed_is_checked_anew() {
+    let mut sim = cluster(1, 12, quiet(), None);
+    for round in 0..3 {
+        text(&mut sim, 0, 0, "register echo 4000").unwrap();
+        assert_eq!(text(&mut sim, 1, 0, "report echo 10.0.1.1:4000").as_deref(), Some("OK"), "round {round}");
+        sim.run_for(Duration::from_millis(20));
+        assert!(live(&mut sim, 0, "echo").is_empty(), "round {round}: removed within the cooldown");
+    }
+    assert_eq!(stats(&mut sim, 0).probes, 3);
+}

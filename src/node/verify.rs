@@ -189,6 +189,10 @@ impl Verifier {
         let verdict = self.schedule.as_mut().and_then(|s| s.on_result(endpoint, probe));
         let services = || self.services.get(&endpoint).cloned().unwrap_or_default();
         if reported && probe.is_dead() {
+            // Removed: whatever registers there next is a new life, and its reports count anew.
+            if let Some(at) = self.recent.remove(&endpoint) {
+                self.recent_timers.remove(at + self.config.report_cooldown, endpoint);
+            }
             return Some(Action::Remove { endpoint, services: services(), why: "reported, and a probe failed" });
         }
         if verdict == Some(Verdict::Down) {

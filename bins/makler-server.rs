@@ -67,6 +67,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    makler::cli::init_logging("makler-server", false);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -104,10 +105,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
         (true, Some(multicast)) => {
             let config = AnnouncerConfig { multicast, interval: args.announce_interval };
-            eprintln!(
-                "makler-server: announcing {name} on multicast group {} on {}",
-                multicast.group, multicast.interface
-            );
+            log::info!("announcing {name} on multicast group {} on {}", multicast.group, multicast.interface);
             Some(Announcer::start(config, &name, ip, addr.port())?)
         }
     };
@@ -123,13 +121,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     server.run(&shutdown)?;
     if let Some(announcer) = announcer {
         announcer.stop();
-        eprintln!("makler-server: said goodbye for {name}");
+        log::info!("said goodbye for {name}");
     }
     if let Some((registrar, registration)) = registered {
         drop(registration);
         registrar.shutdown();
-        eprintln!("makler-server: deregistered {name}");
+        log::info!("deregistered {name}");
     }
-    eprintln!("makler-server: stopped");
+    log::info!("stopped");
     Ok(())
 }

@@ -73,7 +73,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How often every backend is probed with a TCP connect; `None`: never.
     pub health_interval: Option<Duration>,
-    /// Log changes to the backend table and the registration at the broker on stderr.
+    /// Log changes to the backend table and the registration at the broker (through [`log`], at
+    /// info).
     pub log: bool,
 }
 
@@ -311,7 +312,7 @@ fn spawn_control(
                     EventKind::Registered => {
                         *names.entry(event.endpoint).or_insert(0) += 1;
                         if pool.add(event.endpoint) && log {
-                            eprintln!("makler-balancer: backend {} registered", event.endpoint);
+                            log::info!("backend {} registered", event.endpoint);
                         }
                     }
                     EventKind::Refreshed => {
@@ -328,7 +329,7 @@ fn spawn_control(
                             names.remove(&event.endpoint);
                             pool.remove(event.endpoint);
                             if log {
-                                eprintln!("makler-balancer: backend {} gone", event.endpoint);
+                                log::info!("backend {} gone", event.endpoint);
                             }
                         }
                     }
@@ -365,7 +366,7 @@ impl SelfRegistration {
             match (backends > 0, self.announcer.is_some()) {
                 (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
                     Ok(announcer) => self.announcer = Some(announcer),
-                    Err(e) => eprintln!("makler-balancer: cannot announce: {e}"),
+                    Err(e) => log::error!("cannot announce: {e}"),
                 },
                 // Stopping sends the goodbye and returns at once.
                 (false, true) => drop(self.announcer.take()),
@@ -377,15 +378,15 @@ impl SelfRegistration {
             (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {
                 Ok(registration) => {
                     if self.log {
-                        eprintln!("makler-balancer: first backend: registering as {}", self.service);
+                        log::info!("first backend: registering as {}", self.service);
                     }
                     self.registration = Some(registration);
                 }
-                Err(e) => eprintln!("makler-balancer: cannot register: {e}"),
+                Err(e) => log::error!("cannot register: {e}"),
             },
             (false, true) => {
                 if self.log {
-                    eprintln!("makler-balancer: no backend left: deregistering {}", self.service);
+                    log::info!("no backend left: deregistering {}", self.service);
                 }
                 if let Some(registration) = self.registration.take() {
                     registration.deregister_in_background();

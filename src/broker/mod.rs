@@ -52,7 +52,7 @@ pub struct Config {
     pub registry: registry::Config,
     /// The longest request datagram accepted, in bytes.
     pub max_datagram: usize,
-    /// Log registrations, deregistrations and expiries to stderr.
+    /// Log registrations, deregistrations and expiries (through [`log`], at info).
     pub log_changes: bool,
     /// Listen for announcements and discovery on this multicast group (`None`: no multicast).
     pub multicast: Option<MulticastConfig>,
@@ -197,7 +197,7 @@ impl Broker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("makler-broker: receive failed: {e}");
+                    log::warn!("receive failed: {e}");
                     return true;
                 }
             }
@@ -243,7 +243,7 @@ impl Broker {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("makler-broker: receive on the multicast group failed: {e}");
+                    log::warn!("receive on the multicast group failed: {e}");
                     return true;
                 }
             }
@@ -252,13 +252,16 @@ impl Broker {
     }
 }
 
-/// Logs a change to the table on stderr (refreshes are too many to log).
+/// Logs a change to the table at info (refreshes, one per heartbeat, only at trace).
 fn log_change(event: Event) {
     let what = match event.kind {
         EventKind::Registered => "registered",
-        EventKind::Refreshed => return,
+        EventKind::Refreshed => {
+            log::trace!("refreshed {} {} id={}", event.service, event.endpoint, event.id);
+            return;
+        }
         EventKind::Expired => "expired",
         EventKind::Deregistered => "deregistered",
     };
-    eprintln!("makler-broker: {what} {} {} id={}", event.service, event.endpoint, event.id);
+    log::info!("{what} {} {} id={}", event.service, event.endpoint, event.id);
 }

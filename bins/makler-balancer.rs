@@ -72,7 +72,8 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "2")]
     health_interval: f64,
 
-    /// Do not log backend changes and the registration at the broker.
+    /// Do not log backend changes and the registration at the broker; log only warnings and
+    /// errors unless RUST_LOG says otherwise.
     #[arg(long, short)]
     quiet: bool,
 
@@ -82,6 +83,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    makler::cli::init_logging("makler-balancer", args.quiet);
     let health_interval = match args.health_interval {
         0.0 => None,
         seconds => match makler::cli::parse_seconds(&seconds.to_string()) {
@@ -103,9 +105,9 @@ fn main() -> ExitCode {
         announce: match (&args.broker, args.no_broker, args.multicast.config()) {
             (None, false, Some(multicast)) => {
                 if multicast.key.is_none() && !multicast.interface.is_loopback() {
-                    eprintln!(
-                        "makler-balancer: warning: announcing beyond this host without --key-file: anyone on the \
-                         network can announce or say goodbye in this balancer's name"
+                    log::warn!(
+                        "announcing beyond this host without --key-file: anyone on the network can announce or say \
+                     goodbye in this balancer's name"
                     );
                 }
                 Some(makler::client::AnnouncerConfig { multicast, ..Default::default() })
@@ -137,9 +139,7 @@ fn default_cap() -> usize {
     let limit = makler::net::descriptor_limit().unwrap_or(1024);
     let cap = (limit.saturating_sub(64) / 2).min(20_000) as usize;
     if cap < 20_000 {
-        eprintln!(
-            "makler-balancer: at most {cap} connections (the open-file limit is {limit}; raise `ulimit -n` for more)"
-        );
+        log::warn!("at most {cap} connections (the open-file limit is {limit}; raise `ulimit -n` for more)");
     }
     cap
 }
@@ -155,6 +155,6 @@ fn run(config: balancer::Config) -> std::io::Result<()> {
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     balancer.run(&shutdown)?;
-    eprintln!("makler-balancer: stopped");
+    log::info!("stopped");
     Ok(())
 }

@@ -16,7 +16,8 @@ use makler::shutdown::Shutdown;
 ///
 /// Speaks a text protocol (try `echo 'query echo' | socat -t0.2 - UDP:127.0.0.1:7000`) and a
 /// binary one; protocol.md describes both. The first line on stdout is `listening udp=IP:PORT`
-/// with the address really bound; logs go to stderr. SIGINT or SIGTERM stops it.
+/// with the address really bound; logs go to stderr (RUST_LOG filters them, e.g.
+/// `RUST_LOG=makler=debug`). SIGINT or SIGTERM stops it.
 ///
 /// It also listens on a multicast group (on the loopback interface unless --multicast-if names
 /// another): servers announce themselves there, clients ask there where the brokers are, and
@@ -84,7 +85,8 @@ struct Args {
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
-    /// Do not log registrations, deregistrations and expiries.
+    /// Do not log registrations, deregistrations and expiries; log only warnings and errors
+    /// unless RUST_LOG says otherwise.
     #[arg(long, short)]
     quiet: bool,
 
@@ -94,6 +96,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    makler::cli::init_logging("makler-broker", args.quiet);
     if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
         eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
         return ExitCode::from(2);
@@ -154,26 +157,26 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     writeln!(stdout, "listening udp={}", broker.local_addr())?;
     stdout.flush()?;
     drop(stdout);
-    eprintln!("makler-broker: ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
+    log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(multicast) = &config.multicast {
-        eprintln!("makler-broker: listening on multicast group {} on {}", multicast.group, multicast.interface);
+        log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);
     }
     let beyond_loopback =
         !config.listen.ip().is_loopback() || config.multicast.as_ref().is_some_and(|m| !m.interface.is_loopback());
     if config.key.is_none() && beyond_loopback {
-        eprintln!(
-            "makler-broker: warning: reachable beyond this host and no --key-file: anyone on the network can talk to \
-             this broker as a peer and announce or say goodbye on the group"
+        log::warn!(
+            "reachable beyond this host and no --key-file: anyone on the network can talk to this broker as a \
+             peer and announce or say goodbye on the group"
         );
     }
     if !config.replica.peers.is_empty() {
         let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();
-        eprintln!("makler-broker: peers {}", peers.join(","));
+        log::info!("peers {}", peers.join(","));
     }
 
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     broker.run(&shutdown)?;
-    eprintln!("makler-broker: stopped");
+    log::info!("stopped");
     Ok(())
 }

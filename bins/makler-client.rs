@@ -53,6 +53,7 @@ const SERVER_UNREACHABLE: u8 = 5;
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    makler::cli::init_logging("makler-client", false);
     let brokers = match makler::cli::brokers_or_discover(args.broker.as_ref(), args.multicast.config().as_ref()) {
         Ok(brokers) => brokers,
         Err(e) => return fail(BROKER_UNREACHABLE, &e),

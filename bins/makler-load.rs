@@ -162,7 +162,9 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    match Args::parse().command {
+    let args = Args::parse();
+    makler::cli::init_logging("makler-load", false);
+    match args.command {
         Command::Http { load, path } => run_load(load, Protocol::Http { path }),
         Command::Tcp { load } => run_load(load, Protocol::Line),
         Command::Idle { target, connections, hold, pid, allow_remote } => {
@@ -346,6 +348,8 @@ fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {
         max_requests: args.max_requests,
     };
     let progress = Arc::new(Progress::default());
+    // The progress line is for a person at a terminal, redrawn in place: terminal output, not a
+    // log line, so it stays on stderr as it is (and the result goes to stdout).
     let reporter = std::io::stderr().is_terminal().then(|| {
         let progress = Arc::clone(&progress);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);

@@ -67,6 +67,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    makler::cli::init_logging("makler-server", false);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -104,16 +105,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
         (true, Some(multicast)) => {
             if multicast.key.is_none() && !multicast.interface.is_loopback() {
-                eprintln!(
-                    "makler-server: warning: announcing beyond this host without --key-file: anyone on the network \
-                     can announce or say goodbye in this server's name"
+                log::warn!(
+                    "announcing beyond this host without --key-file: anyone on the network can announce or say \
+                     goodbye in this server's name"
                 );
             }
             let config = AnnouncerConfig { multicast, interval: args.announce_interval };
-            eprintln!(
-                "makler-server: announcing {name} on multicast group {} on {}",
-                multicast.group, multicast.interface
-            );
+            log::info!("announcing {name} on multicast group {} on {}", multicast.group, multicast.interface);
             Some(Announcer::start(config, &name, ip, addr.port())?)
         }
     };
@@ -129,13 +127,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     server.run(&shutdown)?;
     if let Some(announcer) = announcer {
         announcer.stop();
-        eprintln!("makler-server: said goodbye for {name}");
+        log::info!("said goodbye for {name}");
     }
     if let Some((registrar, registration)) = registered {
         drop(registration);
         registrar.shutdown();
-        eprintln!("makler-server: deregistered {name}");
+        log::info!("deregistered {name}");
     }
-    eprintln!("makler-server: stopped");
+    log::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,37 @@
-//! Flag parsing shared by the executables, so every program reads durations and limits alike.
+//! Flag parsing and logging set-up shared by the executables, so every program reads durations
+//! and limits alike and writes log lines of one format.
 
 use std::time::Duration;
+
+/// Sets up the program's one logger: [`log`] records go to stderr as
+///
+/// ```text
+/// 2026-11-24T09:13:51.123Z INFO  makler-broker: registered echo 127.0.0.1:4000 id=…
+/// ```
+///
+/// (RFC 3339 UTC time with milliseconds, the level, `program`, the message). `RUST_LOG` filters
+/// them when it is set (`RUST_LOG=makler::broker=debug`, `RUST_LOG=warn`; targets are the
+/// library's module paths); otherwise `info` and above are written, or `warn` and above when
+/// `quiet`. Stdout stays the program's own. Call it once, first thing in `main`; a second call
+/// changes nothing.
+pub fn init_logging(program: &'static str, quiet: bool) {
+    let default = if quiet { "warn" } else { "info" };
+    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        .format(log_line(program))
+        .target(env_logger::Target::Stderr)
+        .try_init();
+}
+
+/// The format of [`init_logging`]: one line per record.
+fn log_line(
+    program: &'static str,
+) -> impl Fn(&mut env_logger::fmt::Formatter, &log::Record<'_>) -> std::io::Result<()> + Send + Sync + 'static {
+    move |out, record| {
+        use std::io::Write;
+        let time = out.timestamp_millis();
+        writeln!(out, "{time} {:<5} {program}: {}", record.level(), record.args())
+    }
+}
 
 /// Parses a positive number of seconds with optional decimals (`5`, `0.25`), as `--ttl` takes.
 ///
@@ -144,5 +175,71 @@ impl RateLimitArgs {
     /// The configuration these flags describe.
     pub fn config(&self) -> crate::limit::RateLimit {
         crate::limit::RateLimit { rate: self.rate_limit, exempt: self.rate_limit_exempt.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    /// A log target that keeps what is written to it.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Logs `records` through the format of `init_logging` and returns the lines written.
+    fn lines(records: &[(log::Level, &str)]) -> Vec<String> {
+        let captured = Captured::default();
+        let logger = env_logger::Builder::new()
+            .format(super::log_line("makler-test"))
+            .filter_level(log::LevelFilter::Trace)
+            .target(env_logger::Target::Pipe(Box::new(captured.clone())))
+            .build();
+        for (level, message) in records {
+            log::Log::log(
+                &logger,
+                &log::Record::builder().level(*level).target("makler::broker").args(format_args!("{message}")).build(),
+            );
+        }
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.ends_with('\n'), "{text:?}");
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_log_line_is_time_level_program_message() {
+        let before = jiff::Timestamp::now();
+        let lines = lines(&[
+            (log::Level::Info, "registered echo 127.0.0.1:4000 id=1"),
+            (log::Level::Error, "receive failed: boom"),
+        ]);
+        let after = jiff::Timestamp::now();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for (line, rest) in lines
+            .iter()
+            .zip(["INFO  makler-test: registered echo 127.0.0.1:4000 id=1", "ERROR makler-test: receive failed: boom"])
+        {
+            let (time, tail) = line.split_once(' ').unwrap();
+            assert_eq!(tail, rest);
+            // RFC 3339 in UTC, to the millisecond: 2026-11-24T09:13:51.123Z.
+            assert_eq!(time.len(), 24, "{time}");
+            assert!(time.ends_with('Z') && time.as_bytes()[19] == b'.', "{time}");
+            let time: jiff::Timestamp = time.parse().unwrap();
+            let millis = |t: jiff::Timestamp| t.as_millisecond();
+            assert!(
+                millis(before) <= millis(time) && millis(time) <= millis(after),
+                "{time} not in [{before}, {after}]"
+            );
+        }
     }
 }

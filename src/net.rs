@@ -39,7 +39,7 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
 /// to `take`. Returns how soon to try again when the process ran out of file descriptors: the
 /// connections then wait in the listen backlog, and no new readiness event would tell of them.
 /// Other errors (a connection reset before it was accepted) lose that connection only; they are
-/// logged with `who` and the loop goes on at the next event.
+/// logged (at warn, naming the listener `who`) and the loop goes on at the next event.
 pub fn accept_all(
     listener: &mio::net::TcpListener,
     who: &str,
@@ -52,7 +52,7 @@ pub fn accept_all(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) if is_out_of_descriptors(&e) => return Some(std::time::Duration::from_millis(20)),
             Err(e) => {
-                eprintln!("{who}: accept failed: {e}");
+                log::warn!("{who} listener: accept failed: {e}");
                 return None;
             }
         }

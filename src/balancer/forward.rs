@@ -191,7 +191,7 @@ impl Forwarder {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("makler-balancer: forwarding thread stopped: {e}");
+                    log::error!("forwarding thread stopped: {e}");
                     break;
                 }
             }

@@ -79,7 +79,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How often every backend is probed with a TCP connect; `None`: never.
     pub health_interval: Option<Duration>,
-    /// Log changes to the backend table and the registration at the broker on stderr.
+    /// Log changes to the backend table and the registration at the broker (through [`log`], at
+    /// info).
     pub log: bool,
     /// Response-rate limiting of the control port's replies larger than their request.
     pub rate_limit: crate::limit::RateLimit,

@@ -19,8 +19,8 @@ pub struct RegistrarConfig {
     pub heartbeat_fraction: f64,
     /// How soon to try again when no broker answered.
     pub retry_after: Duration,
-    /// Write a line to stderr when a registration is made, renewed after a broker forgot it, or
-    /// cannot reach any broker.
+    /// Log (through [`log`]) when a registration is made (info), renewed after a broker forgot it
+    /// or cannot reach any broker (warn).
     pub log: bool,
 }
 
@@ -202,7 +202,7 @@ fn run<T: Transport>(mut core: Core<T>, inbox: &Receiver<Command>) {
                     }
                     None => {
                         if let Err(e) = result {
-                            eprintln!("makler: registration refused: {e}");
+                            log::error!("registration refused: {e}");
                         }
                     }
                 }
@@ -323,7 +323,7 @@ impl<T: Transport> Core<T> {
                 Some(id) => match self.client.heartbeat(id) {
                     Ok(()) => self.entries[index].due = self.now() + self.interval,
                     Err(ClientError::NotFound) => {
-                        self.log(index, "was forgotten by the broker; registering again");
+                        self.log(log::Level::Warn, index, "was forgotten by the broker; registering again");
                         let _ = self.register(index);
                     }
                     // The brokers are catching up and may learn of it any moment: heartbeat
@@ -348,7 +348,7 @@ impl<T: Transport> Core<T> {
                 entry.due = self.client.transport().now() + self.interval;
                 if self.config.log {
                     let broker = self.client.current_broker().map(|b| b.to_string()).unwrap_or_default();
-                    eprintln!("makler: registered {} port {} at broker {broker} (id {id})", entry.service, entry.port);
+                    log::info!("registered {} port {} at broker {broker} (id {id})", entry.service, entry.port);
                 }
                 Ok(())
             }
@@ -360,7 +360,7 @@ impl<T: Transport> Core<T> {
     }
 
     fn failed(&mut self, index: usize, error: &ClientError) {
-        self.log(index, &format!("cannot be kept registered: {error}"));
+        self.log(log::Level::Warn, index, &format!("cannot be kept registered: {error}"));
         let retry = self.config.retry_after.min(self.interval / 2);
         let wait = if for_want_of_room(error) {
             // No room: back off, doubling up to half a minute, so a full broker is not pressed.
@@ -388,10 +388,10 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    fn log(&self, index: usize, what: &str) {
+    fn log(&self, level: log::Level, index: usize, what: &str) {
         if self.config.log {
             let entry = &self.entries[index];
-            eprintln!("makler: {} port {} {what}", entry.service, entry.port);
+            log::log!(level, "{} port {} {what}", entry.service, entry.port);
         }
     }
 }

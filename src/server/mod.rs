@@ -175,7 +175,7 @@ impl Worker {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    eprintln!("makler-server: worker stopped: {e}");
+                    log::error!("worker stopped: {e}");
                     break;
                 }
             }

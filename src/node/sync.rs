@@ -139,8 +139,9 @@ impl Replicator {
         leases: usize,
         out: &mut Outbox<Face>,
     ) {
-        let CatchUp::Pulling { peer, node: pulling, expected, batch_left, asks, leases: total, early, .. } =
-            &mut self.catch_up
+        let CatchUp::Pulling {
+            peer, node: pulling, expected, batch_left, asks, leases: total, early, background, ..
+        } = &mut self.catch_up
         else {
             return;
         };
@@ -162,9 +163,14 @@ impl Replicator {
         loop {
             match next {
                 None => {
-                    let leases = *total;
+                    let (leases, background) = (*total, *background);
                     self.catch_up = CatchUp::Done { pulled: true };
-                    self.events.push_back(PeerEvent::CaughtUp { from: Some(from), leases });
+                    if background {
+                        // Complete all along: nothing a reader of the log needs to know.
+                        log::debug!("pulled {leases} leases from peer {from}");
+                    } else {
+                        self.events.push_back(PeerEvent::CaughtUp { from: Some(from), leases });
+                    }
                     return;
                 }
                 Some(cursor) => {

@@ -466,12 +466,17 @@ impl Core for Node {
     }
 }
 
-/// Logs a change to the table (renewals are too many to log).
+/// Logs a change to the table (renewals only at trace level: they are many).
 fn log_change(change: &Change) {
     let what = match change.kind {
         ChangeKind::Registered => "registered",
-        ChangeKind::Refreshed => return,
+        ChangeKind::Refreshed => {
+            log::trace!("refreshed {} {} id={}", change.service, change.endpoint, change.id);
+            return;
+        }
         ChangeKind::Expired => "expired",
+        // Logged with its reason where it was found.
+        ChangeKind::Removed(RemoveReason::Unreachable) if !change.by_peer => return,
         ChangeKind::Removed(reason) => match reason {
             RemoveReason::Deregistered => "deregistered",
             RemoveReason::Goodbye => "said goodbye",

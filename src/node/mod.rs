@@ -24,6 +24,7 @@
 //! ```
 
 mod deltas;
+pub mod dns;
 mod group;
 pub mod replicate;
 #[cfg(test)]

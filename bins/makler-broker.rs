@@ -27,6 +27,10 @@ use makler::shutdown::Shutdown;
 /// find each other on the multicast group). They replicate their tables, a restarted broker
 /// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
 /// checked and removed everywhere.
+///
+/// With --dns it also answers DNS (UDP and TCP on that address) from the same table, so that
+/// HAProxy, nginx, dig and any resolver find makler services: `_<service>._tcp.<domain>` SRV
+/// and `<service>.<domain>` A/AAAA; the first line then ends with ` dns=IP:PORT`.
 #[derive(Debug, Parser)]
 #[command(version, max_term_width = 100)]
 struct Args {
@@ -82,6 +86,21 @@ struct Args {
     #[arg(long, value_name = "allow|deny", default_value = "allow")]
     foreign_ip: makler::service::policy::ForeignIp,
 
+    /// Answer DNS on this address, over UDP and TCP (off unless given; e.g. 127.0.0.1:8600,
+    /// Consul's port). Port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+
+    /// The zone the DNS face answers for; names outside it are REFUSED.
+    #[arg(long, value_name = "DOMAIN", default_value = makler::node::dns::DEFAULT_DOMAIN,
+          value_parser = makler::node::dns::check_domain)]
+    dns_domain: String,
+
+    /// The TTL of DNS records, in seconds: 0 (the default, as Consul's) keeps resolvers from
+    /// caching what changes within seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    dns_ttl: u32,
+
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
@@ -131,6 +150,8 @@ fn main() -> ExitCode {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
             ..broker::VerifyConfig::default()
         },
+        dns_listen: args.dns,
+        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,10 +175,16 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     let broker = Broker::bind(config.clone())
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening udp={}", broker.local_addr())?;
+    match broker.dns_addr() {
+        Some(dns) => writeln!(stdout, "listening udp={} dns={dns}", broker.local_addr())?,
+        None => writeln!(stdout, "listening udp={}", broker.local_addr())?,
+    }
     stdout.flush()?;
     drop(stdout);
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
+    if let Some(dns) = broker.dns_addr() {
+        log::info!("answering DNS for {} on udp and tcp {dns}, ttl {}s", config.dns.domain, config.dns.ttl);
+    }
     if let Some(multicast) = &config.multicast {
         log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);
     }

@@ -2,7 +2,9 @@
 //! event loop) on a unicast UDP socket and, optionally, the multicast group.
 //!
 //! This module only binds the sockets the configuration names and says hello to the group;
-//! everything a broker answers is decided in [`crate::node`].
+//! everything a broker answers is decided in [`crate::node`]. With a DNS address it also
+//! answers DNS there, over UDP and TCP on the same port, in the same loop
+//! ([`crate::node::dns`]).
 //!
 //! ```no_run
 //! use makler::broker::{Broker, Config};
@@ -22,11 +24,11 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-pub use crate::node::{ReplicaConfig, VerifyConfig};
+pub use crate::node::{DnsConfig, ReplicaConfig, VerifyConfig};
 pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
 use crate::multicast::MulticastConfig;
-use crate::node::{Face, GroupConfig, Node, NodeConfig};
+use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
@@ -55,6 +57,11 @@ pub struct Config {
     pub policy: crate::service::policy::Policy,
     /// The shared key sealing peer traffic (the multicast group's is in `multicast`).
     pub key: Option<crate::protocol::seal::Key>,
+    /// Where to answer DNS, over UDP and TCP on the same port (`None`: no DNS face; port 0
+    /// picks a port free for both).
+    pub dns_listen: Option<SocketAddr>,
+    /// The DNS face's zone and TTL.
+    pub dns: DnsConfig,
 }
 
 /// How often a broker says hello on the multicast group.
@@ -77,6 +84,8 @@ impl Default for Config {
             rate_limit: crate::limit::RateLimit::default(),
             policy: crate::service::policy::Policy::default(),
             key: None,
+            dns_listen: None,
+            dns: DnsConfig::default(),
         }
     }
 }
@@ -86,6 +95,7 @@ impl Default for Config {
 pub struct Broker {
     shell: Shell<Node>,
     local_addr: SocketAddr,
+    dns_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -93,6 +103,11 @@ impl Broker {
     pub fn bind(config: Config) -> io::Result<Broker> {
         let socket = crate::net::bind_udp(config.listen)?;
         let local_addr = socket.local_addr()?;
+        if config.dns_listen.is_some() {
+            // Checked here, so that a bad domain stops the broker rather than its DNS face.
+            crate::node::dns::Zone::new(&config.dns).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        }
+        let dns = config.dns_listen.map(bind_dns).transpose()?;
         let group = config.multicast.map(|multicast| GroupConfig {
             group: multicast.group.into(),
             origin: crate::multicast::origin(),
@@ -112,6 +127,7 @@ impl Broker {
                 policy: config.policy,
                 key: config.key.or(config.multicast.and_then(|m| m.key)),
                 wall: crate::node::WallClock::now(),
+                dns: dns.is_some().then_some(config.dns),
                 ..NodeConfig::default()
             },
             Uuid::new_v4,
@@ -128,7 +144,18 @@ impl Broker {
             shell.add_udp(Face::Group, receiver)?;
             shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast)?)?;
         }
-        Ok(Broker { shell, local_addr })
+        let mut dns_addr = None;
+        if let Some((udp, tcp)) = dns {
+            dns_addr = Some(udp.local_addr()?);
+            shell.add_udp(Face::Dns, udp)?;
+            shell.add_listener(Face::DnsTcp, tcp, DNS_TCP_LIMITS)?;
+        }
+        Ok(Broker { shell, local_addr, dns_addr })
+    }
+
+    /// The address the DNS face is really bound to (UDP and TCP), if it has one.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns_addr
     }
 
     /// The address the socket is really bound to (useful with port 0).
@@ -136,8 +163,25 @@ impl Broker {
         self.local_addr
     }
 
-    /// Answers datagrams until `shutdown` is requested.
+    /// Answers datagrams (and DNS) until `shutdown` is requested.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         self.shell.run(shutdown).map(drop)
+    }
+}
+
+/// Binds the DNS face's UDP socket and TCP listener on the same address. With port 0, the
+/// port the UDP socket got may be taken for TCP: then another is tried, a few times.
+fn bind_dns(addr: SocketAddr) -> io::Result<(mio::net::UdpSocket, mio::net::TcpListener)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 1;
+    loop {
+        let udp = crate::net::bind_udp(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen for DNS on udp {addr}: {e}")))?;
+        let bound = udp.local_addr()?;
+        match crate::net::bind_tcp(bound) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 && e.kind() == io::ErrorKind::AddrInUse && attempt < ATTEMPTS => attempt += 1,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("cannot listen for DNS on tcp {bound}: {e}"))),
+        }
     }
 }

@@ -25,6 +25,7 @@
 
 mod deltas;
 pub mod dns;
+mod dns_face;
 mod group;
 pub mod replicate;
 #[cfg(test)]
@@ -49,8 +50,10 @@ use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveR
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
-use crate::shell::{Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, Transmit};
+use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
+pub use dns::DnsConfig;
+pub use dns_face::DNS_TCP_LIMITS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 
@@ -64,6 +67,10 @@ pub enum Face {
     Group,
     /// The socket the node's hellos to the group leave from.
     GroupOut,
+    /// The DNS face's UDP socket (see [`dns`]).
+    Dns,
+    /// The DNS face's TCP listener, on the same address.
+    DnsTcp,
 }
 
 /// A node's settings.
@@ -97,6 +104,8 @@ pub struct NodeConfig {
     /// The wall clock at one instant, for the sealed envelopes' send times: the node reads no
     /// clock, so the shell tells it once what time it is.
     pub wall: WallClock,
+    /// The DNS face's zone (`None`: no DNS face; datagrams on [`Face::Dns`] are dropped).
+    pub dns: Option<DnsConfig>,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -149,6 +158,7 @@ impl Default for NodeConfig {
             policy: Policy::default(),
             key: None,
             wall: WallClock::now(),
+            dns: None,
         }
     }
 }
@@ -183,6 +193,8 @@ pub struct Node {
     counters: Counters,
     log_changes: bool,
     started: Option<Instant>,
+    /// The zone the DNS face answers for.
+    dns: Option<dns::Zone>,
 }
 
 impl Node {
@@ -208,6 +220,10 @@ impl Node {
             counters: Counters::default(),
             log_changes: config.log_changes,
             started: None,
+            dns: config
+                .dns
+                .as_ref()
+                .and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok()),
         }
     }
 
@@ -401,11 +417,28 @@ impl Core for Node {
         let out = match face {
             Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
+            Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
             // Nothing is sent to it but stray replies: ignored.
-            Face::GroupOut => None,
+            Face::GroupOut | Face::DnsTcp => None,
         };
         self.after_input(now);
         out
+    }
+
+    fn handle_stream(
+        &mut self,
+        now: Instant,
+        face: Face,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        let step = match face {
+            Face::DnsTcp => self.handle_dns_stream(now, input, output),
+            _ => StreamStep { consumed: input.len(), close: true },
+        };
+        self.after_input(now);
+        step
     }
 
     fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {

@@ -1,6 +1,7 @@
-//! The DNS face's answers, as a pure function of the query and the table.
+//! The DNS face: answers as a pure function of the query and the table, then its wiring into
+//! the node (rate limiting, TCP framing).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
@@ -316,4 +317,109 @@ fn the_slip_reply_is_the_question_with_tc() {
     let reply = Message::from_vec(&out).unwrap();
     assert!(reply.truncation && reply.answers.is_empty() && reply.queries.len() == 1);
     assert!(!truncated(b"short", &mut out));
+}
+
+mod face {
+    //! The node's DNS faces.
+
+    use super::*;
+    use crate::limit::RateLimit;
+    use crate::node::{Face, Node, NodeConfig};
+    use crate::shell::{Core, StreamStep};
+
+    fn node(rate: u32) -> Node {
+        let mut n = 0u128;
+        let config = NodeConfig {
+            dns: Some(DnsConfig::default()),
+            rate_limit: RateLimit { rate, ..RateLimit::default() },
+            ..NodeConfig::default()
+        };
+        Node::new(config, move || {
+            n += 1;
+            uuid::Uuid::from_u128(n)
+        })
+    }
+
+    fn register(node: &mut Node, now: Instant, line: &str) {
+        let mut reply = Vec::new();
+        let from: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+        node.handle_datagram(now, Face::Client, from, line.as_bytes(), &mut reply);
+        assert_eq!(reply.len(), 37, "{}", String::from_utf8_lossy(&reply));
+    }
+
+    #[test]
+    fn datagrams_on_the_dns_face_are_answered_and_rate_limited() {
+        let (mut node, t0) = (node(5), Instant::now());
+        node.handle_start(t0);
+        for i in 1..=8 {
+            register(&mut node, t0, &format!("register web 127.0.0.{i} 8000"));
+        }
+        let bytes = query("_web._tcp.makler.", RecordType::SRV, None);
+        let (mut sent, mut slipped) = (0, 0);
+        for source in ["192.0.2.1:53000", "127.0.0.1:53000"] {
+            for _ in 0..20 {
+                let mut reply = Vec::new();
+                let out = node.handle_datagram(t0, Face::Dns, source.parse().unwrap(), &bytes, &mut reply);
+                if out == Some(Face::Dns) {
+                    let message = Message::from_vec(&reply).unwrap();
+                    if message.answers.is_empty() {
+                        assert!(message.truncation && reply.len() <= bytes.len());
+                        slipped += 1;
+                    } else {
+                        sent += 1;
+                    }
+                }
+            }
+        }
+        // Five answers to the limited source, every second of the other 15 a slip; loopback is
+        // exempt.
+        assert_eq!((sent, slipped), (5 + 20, 7));
+        let stats = node.stats(t0);
+        assert_eq!((stats.rate_dropped, stats.rate_slipped), (8, 7));
+        // A node without a DNS face drops them.
+        let mut plain = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
+        let mut reply = Vec::new();
+        let from = "127.0.0.1:53000".parse().unwrap();
+        assert_eq!(plain.handle_datagram(t0, Face::Dns, from, &bytes, &mut reply), None);
+    }
+
+    #[test]
+    fn tcp_messages_are_framed_by_their_length() {
+        let (mut node, t0) = (node(0), Instant::now());
+        node.handle_start(t0);
+        register(&mut node, t0, "register web 127.0.0.1 8000");
+        let one = query("web.makler.", RecordType::A, None);
+        let mut input = Vec::new();
+        for _ in 0..2 {
+            input.extend_from_slice(&u16::try_from(one.len()).unwrap().to_be_bytes());
+            input.extend_from_slice(&one);
+        }
+        let mut output = Vec::new();
+        // Not whole yet: wait.
+        for partial in [&input[..1], &input[..one.len()]] {
+            let step = node.handle_stream(t0, Face::DnsTcp, 0, partial, &mut output);
+            assert_eq!(step, StreamStep { consumed: 0, close: false });
+        }
+        let step = node.handle_stream(t0, Face::DnsTcp, 0, &input, &mut output);
+        assert_eq!(step, StreamStep { consumed: 2 + one.len(), close: false });
+        let step = node.handle_stream(t0, Face::DnsTcp, 0, &input[step.consumed..], &mut output);
+        assert_eq!(step, StreamStep { consumed: 2 + one.len(), close: false });
+        let mut rest = output.as_slice();
+        for _ in 0..2 {
+            let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+            let reply = Message::from_vec(&rest[2..2 + len]).unwrap();
+            assert_eq!(ips(&reply.answers), ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+            rest = &rest[2 + len..];
+        }
+        assert!(rest.is_empty());
+        // A zero length, or a message that gets no answer, closes the connection.
+        assert!(node.handle_stream(t0, Face::DnsTcp, 1, &[0, 0, 1], &mut output).close);
+        assert!(node.handle_stream(t0, Face::DnsTcp, 2, &[0, 3, 1, 2, 3], &mut output).close);
+        // So does a client that reads no answers.
+        let mut full = vec![0; MAX_PENDING];
+        let step = node.handle_stream(t0, Face::DnsTcp, 3, &input, &mut full);
+        assert!(step.close);
+    }
+
+    const MAX_PENDING: usize = 1 << 20;
 }

@@ -6,9 +6,9 @@
 //! What is answered (see [`names`] for the names, and `protocol.md`):
 //!
 //! - `_<service>._tcp.<domain>` SRV: one record per live instance (priority and weight 1, its
-//!   port), each target `<hex>.addr.<domain>` with its A or AAAA record in the additional
-//!   section. `<service>.<domain>` A and AAAA: the instances' addresses.
-//!   `<hex>.addr.<domain>` A or AAAA: the address it encodes. The apex: its SOA.
+//!   port), each target `<hex address>-<port>.addr.<domain>` with its A or AAAA record in the
+//!   additional section. `<service>.<domain>` A and AAAA: the instances' addresses.
+//!   `<hex>[-<port>].addr.<domain>` A or AAAA: the address it encodes. The apex: its SOA.
 //! - NXDOMAIN for a name in the zone that does not exist (a service with no live instance);
 //!   NOERROR with no records (and the SOA in the authority section) where the name exists but
 //!   has no record of the asked type; REFUSED outside the zone or for a class other than IN;
@@ -25,7 +25,6 @@ pub mod names;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
@@ -51,8 +50,8 @@ pub const PLAIN_UDP_PAYLOAD: u16 = 512;
 /// The largest message over TCP, where a 2-byte length precedes each.
 pub const MAX_TCP_MESSAGE: usize = 65_535;
 
-/// The longest domain on the wire: room is left for `<32 hex digits>.addr.` before it.
-pub const MAX_DOMAIN_WIRE_LEN: usize = 255 - 33 - 5;
+/// The longest domain on the wire: room is left for `<32 hex digits>-<port>.addr.` before it.
+pub const MAX_DOMAIN_WIRE_LEN: usize = 255 - (names::MAX_TARGET_LABEL + 1) - 5;
 
 /// An OPT record without options.
 const OPT_LEN: usize = 11;
@@ -327,16 +326,12 @@ fn instances(
     registry.query(now, &lower).map(|found| found.filter(|a| keep(a.ip())).take(max).collect())
 }
 
-/// An SRV record per instance, and each target's address once in the additional section.
+/// An SRV record per instance, and each target's address in the additional section.
 fn srv_records(zone: &Zone, name: &Name, found: &[SocketAddr], response: &mut Message) {
-    let mut seen = HashSet::new();
-    let mut buf = [0; 32];
+    let mut buf = [0; names::MAX_TARGET_LABEL];
     for instance in found {
-        let ip = instance.ip();
-        let Ok(target) = zone.addr.prepend_label(names::addr_label(ip, &mut buf)) else { continue };
-        if seen.insert(ip) {
-            response.additionals.push(address(target.clone(), zone.ttl, ip));
-        }
+        let Ok(target) = zone.addr.prepend_label(names::target_label(*instance, &mut buf)) else { continue };
+        response.additionals.push(address(target.clone(), zone.ttl, instance.ip()));
         let srv = SRV::new(SRV_PRIORITY, SRV_WEIGHT, instance.port(), target);
         response.answers.push(Record::from_rdata(name.clone(), zone.ttl, RData::SRV(srv)));
     }

@@ -8,13 +8,20 @@
 //! | `makler.` | the apex: its SOA, nothing else |
 //! | `<service>.makler.` | the service's instances: A and AAAA |
 //! | `_<service>._tcp.makler.` | the service's instances: SRV |
-//! | `<hex>.addr.makler.` | one address: A (8 hex digits) or AAAA (32) |
+//! | `<hex>-<port>.addr.makler.` | an instance's address: A (8 hex digits) or AAAA (32) |
+//! | `<hex>.addr.makler.` | the same, without the port |
 //! | `_tcp.makler.`, `addr.makler.` | empty non-terminals: they exist, with no records |
 //!
 //! A service is reachable only when its registry name is one DNS label (at most 63 bytes, no
 //! `.`); its label is looked up as written, then in lower case.
+//!
+//! SRV targets name the instance, port included (`7f000001-8080.addr.makler.`), rather than
+//! only its address as Consul's `<hex>.addr.<dc>.consul.` do: then every SRV record has a
+//! target and an additional record of its own, even where instances share an address. HAProxy
+//! (2.6) gives an additional record to one SRV record only, so servers that shared a target
+//! waited for a resolution that never came.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use hickory_proto::rr::Name;
 
@@ -29,7 +36,7 @@ pub(super) enum Owner<'a> {
     Service(&'a [u8]),
     /// `_<service>._tcp.<origin>`: the service's label, without its `_`.
     Srv(&'a [u8]),
-    /// `<hex>.addr.<origin>`: the address it encodes.
+    /// `<hex>[-<port>].addr.<origin>`: the address it encodes.
     Addr(IpAddr),
     /// Anything else in the zone: no such name.
     Missing,
@@ -70,11 +77,14 @@ pub(super) fn classify<'a>(origin: &Name, name: &'a Name) -> Option<Owner<'a>> {
     Some(owner)
 }
 
-/// The hex label of an address: 8 digits for IPv4, 32 for IPv6, in lower case (as Consul's
-/// `<hex>.addr.<dc>.consul.`).
-pub(super) fn addr_label(ip: IpAddr, out: &mut [u8; 32]) -> &[u8] {
+/// The longest target label: 32 hex digits, `-` and 5 digits of port.
+pub(super) const MAX_TARGET_LABEL: usize = 38;
+
+/// The label of an instance's target: its address in hex, 8 digits for IPv4, 32 for IPv6, in
+/// lower case, then `-` and its port in decimal.
+pub(super) fn target_label(instance: SocketAddr, out: &mut [u8; MAX_TARGET_LABEL]) -> &[u8] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let (bytes, len): ([u8; 16], usize) = match ip {
+    let (bytes, len): ([u8; 16], usize) = match instance.ip() {
         IpAddr::V4(v4) => {
             let mut bytes = [0; 16];
             bytes[..4].copy_from_slice(&v4.octets());
@@ -86,14 +96,40 @@ pub(super) fn addr_label(ip: IpAddr, out: &mut [u8; 32]) -> &[u8] {
         out[2 * i] = DIGITS[usize::from(byte >> 4)];
         out[2 * i + 1] = DIGITS[usize::from(byte & 0xF)];
     }
-    &out[..2 * len]
+    let mut end = 2 * len;
+    out[end] = b'-';
+    end += 1;
+    let (mut port, mut digits, mut len) = (instance.port(), [0u8; 5], 0);
+    loop {
+        digits[len] = b'0' + (port % 10) as u8;
+        len += 1;
+        port /= 10;
+        if port == 0 {
+            break;
+        }
+    }
+    for (i, digit) in digits[..len].iter().rev().enumerate() {
+        out[end + i] = *digit;
+    }
+    &out[..end + len]
 }
 
-/// The address a hex label encodes (either case), if it is one.
+/// The address a target label encodes (hex digits of either case, and a port or not), if it
+/// is one.
 pub(super) fn decode_addr(label: &[u8]) -> Option<IpAddr> {
     fn nibble(c: u8) -> Option<u8> {
         char::from(c).to_digit(16).and_then(|d| u8::try_from(d).ok())
     }
+    let label = match label.iter().position(|&c| c == b'-') {
+        Some(dash) => {
+            let port = std::str::from_utf8(&label[dash + 1..]).ok()?;
+            // One spelling per port: digits only, no leading zero, 1 to 65535.
+            let digits = port.bytes().all(|c| c.is_ascii_digit()) && !port.starts_with('0');
+            port.parse::<u16>().ok().filter(|_| digits)?;
+            &label[..dash]
+        }
+        None => label,
+    };
     let mut bytes = [0u8; 16];
     if label.len() != 8 && label.len() != 32 {
         return None;
@@ -139,6 +175,14 @@ mod tests {
             ("7f000001.addr.makler.", Some(Owner::Addr("127.0.0.1".parse().unwrap()))),
             ("7F000001.ADDR.makler.", Some(Owner::Addr("127.0.0.1".parse().unwrap()))),
             ("00000000000000000000000000000001.addr.makler.", Some(Owner::Addr("::1".parse().unwrap()))),
+            ("7f000001-8080.addr.makler.", Some(Owner::Addr("127.0.0.1".parse().unwrap()))),
+            ("7f000001-65535.addr.makler.", Some(Owner::Addr("127.0.0.1".parse().unwrap()))),
+            ("7f000001-65536.addr.makler.", Some(Owner::Missing)),
+            ("7f000001-0.addr.makler.", Some(Owner::Missing)),
+            ("7f000001-080.addr.makler.", Some(Owner::Missing)),
+            ("7f000001-8x.addr.makler.", Some(Owner::Missing)),
+            ("7f000001-8-0.addr.makler.", Some(Owner::Missing)),
+            ("7f000001-.addr.makler.", Some(Owner::Missing)),
             ("7f00001.addr.makler.", Some(Owner::Missing)),
             ("7f00000g.addr.makler.", Some(Owner::Missing)),
             ("a.b.c.makler.", Some(Owner::Missing)),
@@ -152,14 +196,17 @@ mod tests {
     }
 
     #[test]
-    fn address_labels_round_trip() {
-        let mut buf = [0; 32];
-        for ip in ["127.0.0.1", "10.1.2.254", "::1", "fd00::ab:cdef", "::ffff:1.2.3.4"] {
-            let ip: IpAddr = ip.parse().unwrap();
-            let label = addr_label(ip, &mut buf).to_vec();
-            assert_eq!(decode_addr(&label), Some(ip), "{ip}");
+    fn target_labels_round_trip() {
+        let mut buf = [0; MAX_TARGET_LABEL];
+        for instance in ["127.0.0.1:1", "10.1.2.254:8080", "[::1]:65535", "[fd00::ab:cdef]:443", "[::ffff:1.2.3.4]:80"]
+        {
+            let instance: SocketAddr = instance.parse().unwrap();
+            let label = target_label(instance, &mut buf).to_vec();
+            assert_eq!(decode_addr(&label), Some(instance.ip()), "{instance}");
         }
-        assert_eq!(addr_label("127.0.0.1".parse().unwrap(), &mut buf), b"7f000001");
+        assert_eq!(target_label("127.0.0.1:8080".parse().unwrap(), &mut buf), b"7f000001-8080");
+        let longest = target_label("[fd00::1]:65535".parse().unwrap(), &mut buf);
+        assert_eq!(longest.len(), MAX_TARGET_LABEL);
         assert_eq!(wire_len(&name("makler.")), 8);
     }
 }

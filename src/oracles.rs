@@ -204,3 +204,86 @@ pub fn session(data: &[u8]) {
     let whole = run(input.len());
     assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
 }
+
+/// Arbitrary bytes as DNS queries: [`crate::node::dns::answer`] never panics; it answers
+/// only what is at least a header long and not a response; its reply decodes, is a response
+/// with the query's id, and is never larger than allowed: 512 bytes over UDP, or the EDNS
+/// size the query asks up to 1,232, and a query that does not decode gets no more bytes than
+/// it sent; 65,535 over TCP. Then the same bytes through a node's DNS faces, with rate
+/// limiting on, UDP and TCP framing alike: no panic, no reply over the UDP limit.
+pub fn dns(data: &[u8]) {
+    use crate::node::dns::{self, DnsConfig, Transport, Zone};
+    use hickory_proto::op::{Message, MessageType};
+
+    let now = Instant::now();
+    let mut node = Node::new(
+        NodeConfig {
+            dns: Some(DnsConfig::default()),
+            rate_limit: crate::limit::RateLimit { rate: 2, ..crate::limit::RateLimit::default() },
+            ..NodeConfig::default()
+        },
+        Uuid::new_v4,
+    );
+    node.handle_start(now);
+    let mut reply = Vec::new();
+    let client = SocketAddr::from(([127, 0, 0, 1], 40_000));
+    for i in 0..40u16 {
+        let line =
+            format!("register {} 127.0.{}.{} {}", ["web", "big"][usize::from(i % 2)], i / 200, i % 200 + 1, 1000 + i);
+        reply.clear();
+        node.handle_datagram(now, Face::Client, client, line.as_bytes(), &mut reply);
+    }
+    reply.clear();
+    node.handle_datagram(now, Face::Client, client, b"register web ::1 999", &mut reply);
+
+    let zone = Zone::new(&DnsConfig::default()).expect("the default zone");
+    let mut registry = crate::registry::Registry::new(crate::registry::Config::default(), Uuid::new_v4);
+    let source = crate::registry::Source::Unicast(client);
+    for i in 0..40u16 {
+        let endpoint = SocketAddr::from(([127, 0, 1, 1 + (i % 200) as u8], 1000 + i));
+        registry.register(now, ["web", "big"][usize::from(i % 2)], endpoint, source).expect("room");
+    }
+    let decoded = Message::from_vec(data).ok();
+    let edns = decoded.as_ref().and_then(|m| m.edns.as_ref()).map(|e| e.max_payload());
+    let udp_limit = usize::from(
+        edns.map_or(dns::PLAIN_UDP_PAYLOAD, |size| size.clamp(dns::PLAIN_UDP_PAYLOAD, dns::MAX_UDP_PAYLOAD)),
+    );
+    for (transport, limit) in [(Transport::Udp, udp_limit), (Transport::Tcp, dns::MAX_TCP_MESSAGE)] {
+        if !dns::answer(&zone, &mut registry, now, data, transport, &mut reply) {
+            continue;
+        }
+        assert!(data.len() >= 12 && data[2] & 0x80 == 0, "answered a non-query");
+        assert!(reply.len() <= limit, "{} bytes over {transport:?}, limit {limit}", reply.len());
+        if decoded.is_none() {
+            assert!(reply.len() <= data.len(), "an undecodable query drew {} bytes for {}", reply.len(), data.len());
+        }
+        let message = Message::from_vec(&reply).expect("the reply decodes");
+        assert_eq!(message.metadata.message_type, MessageType::Response);
+        assert_eq!(message.id.to_be_bytes(), [data[0], data[1]]);
+    }
+    if dns::truncated(data, &mut reply) {
+        assert!(reply.len() <= usize::from(dns::PLAIN_UDP_PAYLOAD));
+    }
+
+    for from in [SocketAddr::from(([192, 0, 2, 1], 53_000)), client] {
+        for _ in 0..3 {
+            reply.clear();
+            if node.handle_datagram(now, Face::Dns, from, data, &mut reply).is_some() {
+                assert!(reply.len() <= udp_limit, "{} bytes", reply.len());
+            }
+        }
+    }
+    let mut framed = u16::try_from(data.len()).unwrap_or(u16::MAX).to_be_bytes().to_vec();
+    framed.extend_from_slice(data);
+    framed.extend_from_slice(data);
+    let mut output = Vec::new();
+    let mut input = framed.as_slice();
+    while !input.is_empty() {
+        let step = node.handle_stream(now, Face::DnsTcp, 0, input, &mut output);
+        assert!(step.consumed <= input.len());
+        if step.close || step.consumed == 0 {
+            break;
+        }
+        input = &input[step.consumed..];
+    }
+}

@@ -236,7 +236,7 @@ pub fn dns(data: &[u8]) {
     reply.clear();
     node.handle_datagram(now, Face::Client, client, b"register web ::1 999", &mut reply);
 
-    let zone = Zone::new(&DnsConfig::default()).expect("the default zone");
+    let mut zone = Zone::new(&DnsConfig::default()).expect("the default zone");
     let mut registry = crate::registry::Registry::new(crate::registry::Config::default(), Uuid::new_v4);
     let source = crate::registry::Source::Unicast(client);
     for i in 0..40u16 {
@@ -249,7 +249,7 @@ pub fn dns(data: &[u8]) {
         edns.map_or(dns::PLAIN_UDP_PAYLOAD, |size| size.clamp(dns::PLAIN_UDP_PAYLOAD, dns::MAX_UDP_PAYLOAD)),
     );
     for (transport, limit) in [(Transport::Udp, udp_limit), (Transport::Tcp, dns::MAX_TCP_MESSAGE)] {
-        if !dns::answer(&zone, &mut registry, now, data, transport, &mut reply) {
+        if !dns::answer(&mut zone, &mut registry, now, data, transport, &mut reply) {
             continue;
         }
         assert!(data.len() >= 12 && data[2] & 0x80 == 0, "answered a non-query");

@@ -20,7 +20,11 @@
 //!   cut to whole records and TC is set (without additional records); when only additional
 //!   records do not fit, as many whole ones as fit are kept and TC is not set (RFC 2181 §9: the
 //!   targets resolve on their own).
+//!
+//! A [`Zone`] keeps the encoded answers that list instances, by everything they are made from
+//! (`dns/cache.rs`): answering again is a copy.
 
+mod cache;
 pub mod names;
 #[cfg(test)]
 mod tests;
@@ -91,7 +95,7 @@ pub enum Transport {
     Tcp,
 }
 
-/// A [`DnsConfig`] checked and made ready to answer with.
+/// A [`DnsConfig`] checked and made ready to answer with, and the answers it gave.
 #[derive(Debug, Clone)]
 pub struct Zone {
     origin: Name,
@@ -99,6 +103,7 @@ pub struct Zone {
     addr: Name,
     ttl: u32,
     soa: Record,
+    cache: cache::Cache,
 }
 
 impl Zone {
@@ -110,7 +115,7 @@ impl Zone {
         let (refresh, retry, expire) = SOA_TIMERS;
         let soa = SOA::new(origin.clone(), hostmaster, 1, refresh, retry, expire, config.ttl);
         let soa = Record::from_rdata(origin.clone(), config.ttl, RData::SOA(soa));
-        Ok(Zone { origin, addr, ttl: config.ttl, soa })
+        Ok(Zone { origin, addr, ttl: config.ttl, soa, cache: cache::Cache::default() })
     }
 
     /// The zone's domain, in lower case with its trailing dot.
@@ -146,7 +151,7 @@ fn parse_domain(text: &str) -> Result<Name, String> {
 /// (cleared first) and returns whether there is one to send. Never panics, whatever the bytes;
 /// the reply never exceeds the size the transport and the query allow.
 pub fn answer(
-    zone: &Zone,
+    zone: &mut Zone,
     registry: &mut Registry,
     now: Instant,
     query: &[u8],
@@ -173,8 +178,19 @@ pub fn answer(
         ),
         Transport::Tcp => MAX_TCP_MESSAGE,
     };
-    let mut response = respond(zone, registry, now, &request, limit);
-    encode_within(&mut response, limit, out)
+    let (mut response, found) = respond(zone, registry, now, &request, limit);
+    let Some(found) = found else { return encode_within(&mut response, limit, out) };
+    let (Found::Addresses(instances) | Found::Srv(instances)) = &found;
+    let Some(query) = response.queries.first() else { return false };
+    if zone.cache.lookup(&request, query, limit, instances, out) {
+        return true;
+    }
+    found.add_to(zone, &mut response);
+    if !encode_within(&mut response, limit, out) {
+        return false;
+    }
+    zone.cache.store(out);
+    true
 }
 
 /// The reply a rate-limited query gets instead of its answer (DNS servers' "slip"): its question
@@ -217,11 +233,42 @@ fn reply_edns(request: &Edns) -> Edns {
     edns
 }
 
-/// The whole response to a decoded query, before it is fitted to `limit` bytes.
-fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message, limit: usize) -> Message {
+/// Instances an answer lists, as addresses (A, AAAA) or as SRV records.
+enum Found {
+    Addresses(Vec<SocketAddr>),
+    Srv(Vec<SocketAddr>),
+}
+
+impl Found {
+    /// Their records, in the answer section (and, for SRV, the targets' addresses in the
+    /// additional section).
+    fn add_to(self, zone: &Zone, response: &mut Message) {
+        let Some(name) = response.queries.first().map(|q| q.name().clone()) else { return };
+        match self {
+            Found::Addresses(instances) => {
+                response.answers.extend(instances.into_iter().map(|a| address(name.clone(), zone.ttl, a.ip())));
+            }
+            Found::Srv(instances) => srv_records(zone, &name, &instances, response),
+        }
+    }
+}
+
+/// The response to a decoded query, before it is fitted to `limit` bytes; the instances it
+/// lists are returned apart, to be added once the cache has been asked.
+fn respond(
+    zone: &Zone,
+    registry: &mut Registry,
+    now: Instant,
+    request: &Message,
+    limit: usize,
+) -> (Message, Option<Found>) {
     let mut response = Message::new(request.id, MessageType::Response, request.op_code);
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.edns = request.edns.as_ref().map(reply_edns);
+    let fail = |mut response: Message, code| {
+        response.metadata.response_code = code;
+        (response, None)
+    };
     let [query] = request.queries.as_slice() else {
         return fail(response, ResponseCode::FormErr);
     };
@@ -242,50 +289,37 @@ fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message
         return fail(response, ResponseCode::NotImp);
     }
     response.metadata.authoritative = true;
-    let (name, ttl, max) = (query.name(), zone.ttl, limit / MIN_RECORD_LEN + 1);
-    let exists = match owner {
+    let max = limit / MIN_RECORD_LEN + 1;
+    let found = match owner {
         Owner::Apex => {
             if wants(qtype, RecordType::SOA) {
                 response.answers.push(zone.soa.clone());
             }
-            true
+            Some(None)
         }
-        Owner::Empty => true,
+        Owner::Empty => Some(None),
         Owner::Addr(ip) => {
             if wants_ip(qtype, ip) {
-                response.answers.push(address(name.clone(), ttl, ip));
+                response.answers.push(address(query.name().clone(), zone.ttl, ip));
             }
-            true
+            Some(None)
         }
-        Owner::Service(label) => match instances(registry, now, label, |ip| wants_ip(qtype, ip), max) {
-            Some(found) => {
-                response.answers.extend(found.into_iter().map(|a| address(name.clone(), ttl, a.ip())));
-                true
-            }
-            None => false,
-        },
-        Owner::Srv(label) => match instances(registry, now, label, |_| wants(qtype, RecordType::SRV), max) {
-            Some(found) => {
-                srv_records(zone, name, &found, &mut response);
-                true
-            }
-            None => false,
-        },
-        Owner::Missing => false,
+        Owner::Service(label) => instances(registry, now, label, |ip| wants_ip(qtype, ip), max)
+            .map(|list| (!list.is_empty()).then_some(Found::Addresses(list))),
+        Owner::Srv(label) => instances(registry, now, label, |_| wants(qtype, RecordType::SRV), max)
+            .map(|list| (!list.is_empty()).then_some(Found::Srv(list))),
+        Owner::Missing => None,
     };
-    if !exists {
+    let Some(found) = found else {
         response.metadata.response_code = ResponseCode::NXDomain;
-    }
-    if response.answers.is_empty() {
+        response.authorities.push(zone.soa.clone());
+        return (response, None);
+    };
+    if response.answers.is_empty() && found.is_none() {
         // Negative answers carry the SOA, whose minimum (the TTL) bounds how long they are kept.
         response.authorities.push(zone.soa.clone());
     }
-    response
-}
-
-fn fail(mut response: Message, code: ResponseCode) -> Message {
-    response.metadata.response_code = code;
-    response
+    (response, found)
 }
 
 /// Whether a query of type `qtype` asks for records of type `have`.

@@ -30,7 +30,7 @@ impl Node {
     /// limited query gets nothing, or every second one an empty reply with TC set, when that is
     /// no larger than the query.
     pub(super) fn handle_dns(&mut self, now: Instant, from: SocketAddr, query: &[u8], reply: &mut Vec<u8>) -> bool {
-        let Some(zone) = &self.dns else { return false };
+        let Some(zone) = &mut self.dns else { return false };
         if !dns::answer(zone, &mut self.registry, now, query, Transport::Udp, reply) {
             return false;
         }
@@ -52,7 +52,7 @@ impl Node {
     /// one that gets no answer (a response), closes the connection.
     pub(super) fn handle_dns_stream(&mut self, now: Instant, input: &[u8], output: &mut Vec<u8>) -> StreamStep {
         let wait = StreamStep { consumed: 0, close: false };
-        let Some(zone) = &self.dns else { return StreamStep { consumed: input.len(), close: true } };
+        let Some(zone) = &mut self.dns else { return StreamStep { consumed: input.len(), close: true } };
         let Some((prefix, rest)) = input.split_first_chunk::<2>() else { return wait };
         let len = usize::from(u16::from_be_bytes(*prefix));
         if len == 0 {

@@ -44,9 +44,15 @@ fn query(name: &str, qtype: RecordType, edns: Option<u16>) -> Vec<u8> {
     message.to_vec().unwrap()
 }
 
+thread_local! {
+    /// One zone per test, so that its answers go through the zone's cache.
+    static ZONE: std::cell::RefCell<Zone> = std::cell::RefCell::new(zone());
+}
+
 fn ask(registry: &mut Registry, now: Instant, bytes: &[u8], transport: Transport) -> (Vec<u8>, Message) {
     let mut out = Vec::new();
-    assert!(answer(&zone(), registry, now, bytes, transport, &mut out), "a reply");
+    let answered = ZONE.with_borrow_mut(|zone| answer(zone, registry, now, bytes, transport, &mut out));
+    assert!(answered, "a reply");
     let message = Message::from_vec(&out).expect("the reply decodes");
     assert_eq!(message.id, 4242);
     (out, message)
@@ -261,12 +267,12 @@ fn tcp_answers_stop_at_the_largest_message() {
 
 #[test]
 fn the_ttl_and_domain_are_the_configured_ones() {
-    let zone = Zone::new(&DnsConfig { domain: "Svc.Example".into(), ttl: 7 }).unwrap();
+    let mut zone = Zone::new(&DnsConfig { domain: "Svc.Example".into(), ttl: 7 }).unwrap();
     assert_eq!(zone.domain(), "svc.example.");
     let (mut reg, t0, mut out) = (registry(), Instant::now(), Vec::new());
     register(&mut reg, t0, "web", "127.0.0.1:8001");
     assert!(answer(
-        &zone,
+        &mut zone,
         &mut reg,
         t0,
         &query("_web._tcp.svc.example.", RecordType::SRV, None),
@@ -284,16 +290,16 @@ fn the_ttl_and_domain_are_the_configured_ones() {
 
 #[test]
 fn malformed_and_unsupported_queries_get_errors_or_nothing() {
-    let (mut reg, t0, zone, mut out) = (registry(), Instant::now(), zone(), Vec::new());
+    let (mut reg, t0, mut zone, mut out) = (registry(), Instant::now(), zone(), Vec::new());
     let good = query("web.makler.", RecordType::A, None);
     // Shorter than a header, or a response: nothing.
-    assert!(!answer(&zone, &mut reg, t0, &good[..11], Transport::Udp, &mut out));
+    assert!(!answer(&mut zone, &mut reg, t0, &good[..11], Transport::Udp, &mut out));
     let mut response = good.clone();
     response[2] |= 0x80;
-    assert!(!answer(&zone, &mut reg, t0, &response, Transport::Udp, &mut out));
+    assert!(!answer(&mut zone, &mut reg, t0, &response, Transport::Udp, &mut out));
     // A body that does not decode: FORMERR, no larger than the query.
     let cut = &good[..good.len() - 3];
-    assert!(answer(&zone, &mut reg, t0, cut, Transport::Udp, &mut out));
+    assert!(answer(&mut zone, &mut reg, t0, cut, Transport::Udp, &mut out));
     assert!(out.len() <= cut.len());
     assert_eq!(Message::from_vec(&out).unwrap().response_code, ResponseCode::FormErr);
     let rcode =
@@ -320,6 +326,41 @@ fn malformed_and_unsupported_queries_get_errors_or_nothing() {
     let mut axfr = base.clone();
     axfr.queries[0].set_query_type(RecordType::AXFR);
     assert_eq!(rcode(&mut reg, axfr), ResponseCode::NotImp);
+}
+
+#[test]
+fn cached_answers_are_the_answers_built_anew() {
+    let t0 = Instant::now();
+    let (mut cached, mut fresh) = (registry(), registry());
+    let mut cache = zone();
+    let questions = [
+        ("_web._tcp.makler.", RecordType::SRV, None),
+        ("_WEB._tcp.makler.", RecordType::SRV, None),
+        ("_web._tcp.makler.", RecordType::SRV, Some(1232)),
+        ("web.makler.", RecordType::A, None),
+        ("web.makler.", RecordType::AAAA, Some(600)),
+        ("web.makler.", RecordType::ANY, None),
+    ];
+    for step in 0..40u16 {
+        if step % 8 == 0 {
+            // The table changes between the queries.
+            let endpoint = format!("127.0.0.{}:{}", step / 8 + 1, 8000 + step);
+            register(&mut cached, t0, "web", &endpoint);
+            register(&mut fresh, t0, "web", &endpoint);
+            register(&mut cached, t0, "web", "[::1]:9000");
+            register(&mut fresh, t0, "web", "[::1]:9000");
+        }
+        let (name, qtype, edns) = questions[usize::from(step) % questions.len()];
+        let mut bytes = query(name, qtype, edns);
+        bytes[..2].copy_from_slice(&step.to_be_bytes());
+        bytes[2] ^= u8::from(step % 3 == 0); // RD now and then
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        assert!(answer(&mut cache, &mut cached, t0, &bytes, Transport::Udp, &mut a));
+        assert!(answer(&mut zone(), &mut fresh, t0, &bytes, Transport::Udp, &mut b));
+        assert_eq!(a, b, "step {step}: {name} {qtype}");
+    }
+    let (kept, hits) = cache.cache.counts();
+    assert!(kept > 10 && hits > 10, "{kept} kept, {hits} hits");
 }
 
 #[test]

@@ -54,6 +54,11 @@ use crate::timers::Timers;
 /// How many datagrams one socket may hand the core in one turn before the others get theirs,
 /// and timers run, again: a flood on one socket cannot stall the rest.
 const DATAGRAM_BUDGET: usize = 1024;
+/// How many immediate replies wait while a socket is drained, before they are sent back to
+/// back. Sent one by one, each reply to a waiting client wakes it; sent in a burst, the client
+/// is mostly awake already for all but the first. On loopback under load the wake-ups were a
+/// quarter of a DNS server's time.
+const SEND_BATCH: usize = 32;
 /// How many connections one listener accepts in one turn.
 const ACCEPT_BUDGET: usize = 256;
 /// How soon to try accepting again after the process ran out of file descriptors.
@@ -212,6 +217,45 @@ enum Io<F> {
     Probe { id: ProbeId, stream: TcpStream },
 }
 
+/// Immediate replies gathered while a socket is drained.
+struct Batch<'a, F> {
+    bytes: &'a mut Vec<u8>,
+    /// Each reply's face, destination and length, in order.
+    replies: &'a mut Vec<(F, SocketAddr, usize)>,
+}
+
+impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
+    fn push(&mut self, face: F, to: SocketAddr, reply: &[u8]) {
+        self.bytes.extend_from_slice(reply);
+        self.replies.push((face, to, reply.len()));
+    }
+
+    /// Sends every reply gathered, in order, each from its face's socket.
+    fn send<C: Core<Face = F>>(
+        &mut self,
+        ios: &Slab<Io<F>>,
+        udp_faces: &[(F, usize)],
+        core: &mut C,
+        stats: &mut ShellStats,
+    ) {
+        let mut start = 0;
+        for &(face, to, len) in self.replies.iter() {
+            let bytes = &self.bytes[start..start + len];
+            start += len;
+            match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
+                Some(Io::Udp { socket, .. }) => {
+                    if let Err(e) = socket.send_to(bytes, to) {
+                        core.handle_send_error(face, to, &e);
+                    }
+                }
+                _ => stats.unknown_face += 1,
+            }
+        }
+        self.bytes.clear();
+        self.replies.clear();
+    }
+}
+
 /// The mio driver. Build it with the sockets the core needs, then [`run`](Shell::run) it.
 pub struct Shell<C: Core> {
     poll: Poll,
@@ -229,6 +273,9 @@ pub struct Shell<C: Core> {
     next_conn: ConnId,
     buf: Vec<u8>,
     reply: Vec<u8>,
+    /// Immediate replies not sent yet, and their bytes, back to back (see [`SEND_BATCH`]).
+    batch_replies: Vec<(C::Face, SocketAddr, usize)>,
+    batch: Vec<u8>,
     stats: ShellStats,
     waker: Arc<Waker>,
 }
@@ -256,6 +303,8 @@ impl<C: Core> Shell<C> {
             next_conn: 0,
             buf: vec![0; MAX_DATAGRAM],
             reply: Vec::with_capacity(2048),
+            batch_replies: Vec::with_capacity(SEND_BATCH),
+            batch: Vec::with_capacity(SEND_BATCH * 2048),
             stats: ShellStats::default(),
             waker,
         })
@@ -381,28 +430,22 @@ impl<C: Core> Shell<C> {
     fn drain_udp(&mut self, now: Instant, index: usize) {
         let Some(Io::Udp { face, socket }) = self.ios.get(index) else { return };
         let face = *face;
+        let mut batch = Batch { bytes: &mut self.batch, replies: &mut self.batch_replies };
         for _ in 0..DATAGRAM_BUDGET {
             match socket.recv_from(&mut self.buf) {
                 Ok((len, from)) => {
                     self.reply.clear();
                     if let Some(out) = self.core.handle_datagram(now, face, from, &self.buf[..len], &mut self.reply) {
-                        let sent = if out == face {
-                            socket.send_to(&self.reply, from)
-                        } else {
-                            match self.udp_faces.iter().find(|(f, _)| *f == out).and_then(|&(_, i)| self.ios.get(i)) {
-                                Some(Io::Udp { socket: other, .. }) => other.send_to(&self.reply, from),
-                                _ => {
-                                    self.stats.unknown_face += 1;
-                                    continue;
-                                }
-                            }
-                        };
-                        if let Err(e) = sent {
-                            self.core.handle_send_error(out, from, &e);
+                        batch.push(out, from, &self.reply);
+                        if batch.replies.len() >= SEND_BATCH {
+                            batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
                         }
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
+                    return;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // ICMP errors of earlier sends surface here on some systems; the socket is
@@ -412,6 +455,7 @@ impl<C: Core> Shell<C> {
                 }
             }
         }
+        batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
         self.backlog.push(index);
     }
 

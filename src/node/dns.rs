@@ -178,13 +178,16 @@ pub fn answer(
         ),
         Transport::Tcp => MAX_TCP_MESSAGE,
     };
-    let (mut response, found) = respond(zone, registry, now, &request, limit);
-    let Some(found) = found else { return encode_within(&mut response, limit, out) };
+    let found = match respond(zone, registry, now, &request, limit) {
+        Reply::Instances(found) => found,
+        Reply::Whole(mut response) => return encode_within(&mut response, limit, out),
+    };
     let (Found::Addresses(instances) | Found::Srv(instances)) = &found;
-    let Some(query) = response.queries.first() else { return false };
+    let Some(query) = request.queries.first() else { return false };
     if zone.cache.lookup(&request, query, limit, instances, out) {
         return true;
     }
+    let mut response = base(&request);
     found.add_to(zone, &mut response);
     if !encode_within(&mut response, limit, out) {
         return false;
@@ -243,6 +246,7 @@ impl Found {
     /// Their records, in the answer section (and, for SRV, the targets' addresses in the
     /// additional section).
     fn add_to(self, zone: &Zone, response: &mut Message) {
+        response.metadata.authoritative = true;
         let Some(name) = response.queries.first().map(|q| q.name().clone()) else { return };
         match self {
             Found::Addresses(instances) => {
@@ -253,73 +257,84 @@ impl Found {
     }
 }
 
-/// The response to a decoded query, before it is fitted to `limit` bytes; the instances it
-/// lists are returned apart, to be added once the cache has been asked.
-fn respond(
-    zone: &Zone,
-    registry: &mut Registry,
-    now: Instant,
-    request: &Message,
-    limit: usize,
-) -> (Message, Option<Found>) {
+/// A response to `request` with its header and question (if it asked exactly one), and no
+/// records yet.
+fn base(request: &Message) -> Message {
     let mut response = Message::new(request.id, MessageType::Response, request.op_code);
     response.metadata = Metadata::response_from_request(&request.metadata);
     response.edns = request.edns.as_ref().map(reply_edns);
-    let fail = |mut response: Message, code| {
+    if let [query] = request.queries.as_slice() {
+        response.queries.push(query.clone());
+    }
+    response
+}
+
+/// What a decoded query gets.
+enum Reply {
+    /// The instances it lists, to be looked up in the cache before any record is built.
+    Instances(Found),
+    /// Any other response, whole, before it is fitted to the size limit.
+    Whole(Message),
+}
+
+/// What a decoded query gets (see [`Reply`]).
+fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message, limit: usize) -> Reply {
+    let fail = |code| {
+        let mut response = base(request);
         response.metadata.response_code = code;
-        (response, None)
+        Reply::Whole(response)
     };
     let [query] = request.queries.as_slice() else {
-        return fail(response, ResponseCode::FormErr);
+        return fail(ResponseCode::FormErr);
     };
-    response.queries.push(query.clone());
     if request.op_code != OpCode::Query {
-        return fail(response, ResponseCode::NotImp);
+        return fail(ResponseCode::NotImp);
     }
     if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
-        return fail(response, ResponseCode::BADVERS);
+        return fail(ResponseCode::BADVERS);
     }
     let outside = !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY);
     let owner = names::classify(&zone.origin, query.name());
     let Some(owner) = owner.filter(|_| !outside) else {
-        return fail(response, ResponseCode::Refused);
+        return fail(ResponseCode::Refused);
     };
     let qtype = query.query_type();
     if matches!(qtype, RecordType::AXFR | RecordType::IXFR) {
-        return fail(response, ResponseCode::NotImp);
+        return fail(ResponseCode::NotImp);
     }
-    response.metadata.authoritative = true;
     let max = limit / MIN_RECORD_LEN + 1;
-    let found = match owner {
+    let mut answer = None;
+    let exists = match owner {
         Owner::Apex => {
-            if wants(qtype, RecordType::SOA) {
-                response.answers.push(zone.soa.clone());
-            }
-            Some(None)
+            answer = wants(qtype, RecordType::SOA).then(|| zone.soa.clone());
+            true
         }
-        Owner::Empty => Some(None),
+        Owner::Empty => true,
         Owner::Addr(ip) => {
-            if wants_ip(qtype, ip) {
-                response.answers.push(address(query.name().clone(), zone.ttl, ip));
-            }
-            Some(None)
+            answer = wants_ip(qtype, ip).then(|| address(query.name().clone(), zone.ttl, ip));
+            true
         }
-        Owner::Service(label) => instances(registry, now, label, |ip| wants_ip(qtype, ip), max)
-            .map(|list| (!list.is_empty()).then_some(Found::Addresses(list))),
-        Owner::Srv(label) => instances(registry, now, label, |_| wants(qtype, RecordType::SRV), max)
-            .map(|list| (!list.is_empty()).then_some(Found::Srv(list))),
-        Owner::Missing => None,
+        Owner::Service(label) => match instances(registry, now, label, |ip| wants_ip(qtype, ip), max) {
+            Some(list) if !list.is_empty() => return Reply::Instances(Found::Addresses(list)),
+            found => found.is_some(),
+        },
+        Owner::Srv(label) => match instances(registry, now, label, |_| wants(qtype, RecordType::SRV), max) {
+            Some(list) if !list.is_empty() => return Reply::Instances(Found::Srv(list)),
+            found => found.is_some(),
+        },
+        Owner::Missing => false,
     };
-    let Some(found) = found else {
+    let mut response = base(request);
+    response.metadata.authoritative = true;
+    if !exists {
         response.metadata.response_code = ResponseCode::NXDomain;
-        response.authorities.push(zone.soa.clone());
-        return (response, None);
-    };
-    if response.answers.is_empty() && found.is_none() {
-        // Negative answers carry the SOA, whose minimum (the TTL) bounds how long they are kept.
-        response.authorities.push(zone.soa.clone());
     }
-    (response, found)
+    match answer {
+        Some(record) => response.answers.push(record),
+        // Negative answers carry the SOA, whose minimum (the TTL) bounds how long they are kept.
+        None => response.authorities.push(zone.soa.clone()),
+    }
+    Reply::Whole(response)
 }
 
 /// Whether a query of type `qtype` asks for records of type `have`.

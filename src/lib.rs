@@ -30,7 +30,8 @@
 //! - [`service`]: the registration protocol (register, heartbeat, deregister, query) over a
 //!   registry, with no I/O; shared by the broker and the balancer's control port.
 //! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group
-//!   and the prober, and drains the change log to whatever follows the table.
+//!   and the prober, and drains the change log to whatever follows the table; answers DNS from
+//!   the table ([`node::dns`], a pure function over hickory-proto's messages).
 //! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
 //!   bounded concurrency) and a periodic schedule with hysteresis.
 //! - [`shell`]: the one generic mio driver every core runs on: a slab of UDP sockets, TCP

@@ -72,6 +72,11 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "2")]
     health_interval: f64,
 
+    /// On SIGTERM or SIGINT: seconds that connections in flight may take to finish (the
+    /// balancer deregisters and stops accepting at once). A second signal stops at once.
+    #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = makler::cli::parse_seconds)]
+    drain_timeout: Duration,
+
     /// Do not log backend changes and the registration at the broker; log only warnings and
     /// errors unless RUST_LOG says otherwise.
     #[arg(long, short)]
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         health_interval,
+        drain_timeout: args.drain_timeout,
         log: !args.quiet,
         rate_limit: args.rate_limit.config(),
     };

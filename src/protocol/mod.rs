@@ -227,6 +227,8 @@ pub struct BalancerStats {
     pub backends: Vec<BackendStats>,
     /// How many backends are registered.
     pub backend_count: u64,
+    /// Connections each forwarding thread accepted (each accepts on its own listener).
+    pub accepted_per_thread: Vec<u64>,
 }
 
 /// One backend as a balancer sees it.

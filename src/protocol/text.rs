@@ -166,10 +166,16 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
+            let threads: Vec<String> = s.accepted_per_thread.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 out,
-                "backends={} active={} total={} refused={} failed={}",
-                s.backend_count, s.active, s.total, s.refused, s.failed
+                "backends={} active={} total={} refused={} failed={} threads={}",
+                s.backend_count,
+                s.active,
+                s.total,
+                s.refused,
+                s.failed,
+                threads.join("/")
             );
             for b in &s.backends {
                 encode_backend_line(b, out);

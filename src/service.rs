@@ -174,6 +174,10 @@ impl Service {
                 Ok(()) => Response::Ok,
                 Err(_) => self.not_found(),
             },
+            Request::Query { service } if form == Form::Text => {
+                self.query_text(registry, now, service, out);
+                return Handled::Replied(form);
+            }
             Request::Query { service } => self.query(registry, now, form, service),
             other => return Handled::Other { form, request: other },
         };
@@ -198,6 +202,31 @@ impl Service {
             }
         }
         protocol::encode_reply(form, response, out);
+    }
+
+    /// A text query's answer, written straight from the instances' ready text forms: as many
+    /// as fit in one reply, separated by spaces, ending in a newline.
+    fn query_text(&mut self, registry: &mut Registry, now: Instant, service: &str, out: &mut Vec<u8>) {
+        if let Err(rejection) = registry.config().limits.check_name(service) {
+            return self.reply(Form::Text, &Response::Error(rejection), out);
+        }
+        let not_found = self.not_found();
+        let Some(instances) = registry.query_text(now, service) else {
+            return self.reply(Form::Text, &not_found, out);
+        };
+        out.clear();
+        for (_, text) in instances {
+            // The separator before it, and room for the final newline.
+            let separator = usize::from(!out.is_empty());
+            if out.len() + separator + text.len() + 1 > MAX_REPLY_LEN {
+                break;
+            }
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.push(b'\n');
     }
 
     /// The live instances of `service` in rotation, as many as fit in one reply.

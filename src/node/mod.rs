@@ -332,8 +332,10 @@ impl Node {
         Response::Ok
     }
 
-    /// The `stats` answer, with as many peers as fit in one reply.
+    /// The `stats` answer, with as many peers as fit in one reply. Expired leases go first, so
+    /// the counts are of live instances only.
     fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) {
+        self.registry.handle_timeout(now);
         let mut stats = self.stats(now);
         loop {
             protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);

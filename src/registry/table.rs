@@ -84,7 +84,7 @@ impl Registry {
             None => {
                 let members = &mut self.service_mut(service_index).members;
                 let position = index_of(members.len());
-                members.push(Member { endpoint, head: index });
+                members.push(Member { endpoint, head: index, text: super::EndpointText::new(endpoint) });
                 self.by_endpoint.insert((service_index, endpoint), position);
                 self.instance_count += 1;
                 (position, NONE, true)

@@ -1,5 +1,5 @@
-//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister` and
-//! `query`, in both forms, with no I/O.
+//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister`,
+//! `query` and the listings (`services`, `instances`), in both forms, with no I/O.
 //!
 //! Anything that speaks the protocol uses this: the broker's node and the balancer's control
 //! port. Requests beyond the four (`stats`, and whatever a later version adds) are not its
@@ -22,6 +22,7 @@
 //! assert!(matches!(service.handle(&mut registry, now, server, b"stats", &mut out), Handled::Other { .. }));
 //! ```
 
+mod listing;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -175,6 +176,8 @@ impl Service {
                 Err(_) => self.not_found(),
             },
             Request::Query { service } => self.query(registry, now, form, service),
+            Request::Services { cursor } => self.services(registry, now, form, cursor),
+            Request::Instances { service, cursor } => self.instances(registry, now, form, service, cursor),
             other => return Handled::Other { form, request: other },
         };
         self.reply(form, &response, out);

@@ -79,6 +79,11 @@ struct Args {
 
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
+
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9101; port 0 picks a free port (the `listening` line shows it).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -123,6 +128,7 @@ fn main() -> ExitCode {
         health_interval,
         log: !args.quiet,
         rate_limit: args.rate_limit.config(),
+        metrics: args.metrics,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,11 +151,13 @@ fn default_cap() -> usize {
 }
 
 fn run(config: balancer::Config) -> std::io::Result<()> {
-    let (listen, control) = (config.listen, config.control);
-    let balancer = Balancer::bind(config)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on tcp {listen} and udp {control}: {e}")))?;
+    let balancer = Balancer::bind(config)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
+    write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
+    match balancer.metrics_addr() {
+        Some(metrics) => writeln!(stdout, " metrics={metrics}")?,
+        None => writeln!(stdout)?,
+    }
     stdout.flush()?;
     drop(stdout);
     let shutdown = Shutdown::new();

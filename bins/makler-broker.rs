@@ -92,6 +92,11 @@ struct Args {
 
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
+
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
             ..broker::VerifyConfig::default()
         },
+        metrics: args.metrics,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,10 +157,12 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 
 fn run(config: broker::Config) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    let broker = Broker::bind(config.clone())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
+    let broker = Broker::bind(config.clone())?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening udp={}", broker.local_addr())?;
+    match broker.metrics_addr() {
+        Some(metrics) => writeln!(stdout, "listening udp={} metrics={metrics}", broker.local_addr())?,
+        None => writeln!(stdout, "listening udp={}", broker.local_addr())?,
+    }
     stdout.flush()?;
     drop(stdout);
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);

@@ -46,6 +46,8 @@
 //!   configuration and socket set-up (always on a named interface).
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`load`]: the load generators and benchmarks behind `makler-load`.
+//! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
+//!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
 //!   set-up, reusable token slots, and the flag parsing the executables share.
@@ -60,6 +62,7 @@ pub mod cli;
 pub mod client;
 pub mod limit;
 pub mod load;
+pub mod metrics;
 pub mod multicast;
 pub mod net;
 pub mod node;

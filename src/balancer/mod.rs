@@ -84,6 +84,8 @@ pub struct Config {
     pub log: bool,
     /// Response-rate limiting of the control port's replies larger than their request.
     pub rate_limit: crate::limit::RateLimit,
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -107,6 +109,7 @@ impl Default for Config {
             health_interval: Some(Duration::from_secs(2)),
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
+            metrics: None,
         }
     }
 }
@@ -153,6 +156,8 @@ pub struct Balancer {
     control: mio::net::UdpSocket,
     control_addr: SocketAddr,
     listen_addr: SocketAddr,
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
 }
@@ -167,12 +172,22 @@ impl Balancer {
     /// Binds the TCP listener and the control socket.
     pub fn bind(config: Config) -> io::Result<Balancer> {
         let poll = Poll::new()?;
-        let mut listener = crate::net::bind_tcp(config.listen)?;
+        let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        let mut listener = crate::net::bind_tcp(config.listen)
+            .map_err(context(format!("cannot listen for clients on tcp {} (--listen)", config.listen)))?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let listen_addr = listener.local_addr()?;
         // Backends register at the control port by address; the group is the brokers'.
-        let control = crate::net::bind_udp(config.control)?;
+        let control = crate::net::bind_udp(config.control)
+            .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?;
         let control_addr = control.local_addr()?;
+        let metrics = match config.metrics {
+            Some(addr) => {
+                Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         Ok(Balancer {
             config,
             poll,
@@ -180,6 +195,8 @@ impl Balancer {
             control,
             control_addr,
             listen_addr,
+            metrics,
+            metrics_addr,
             pool: Arc::new(Pool::new()),
             counters: Arc::new(Counters::default()),
         })
@@ -195,6 +212,11 @@ impl Balancer {
         self.control_addr
     }
 
+    /// The address the metrics listener is really bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The backends.
     pub fn pool(&self) -> Arc<Pool> {
         Arc::clone(&self.pool)
@@ -203,11 +225,11 @@ impl Balancer {
     /// Balances until `shutdown` is requested; then deregisters from the broker and closes
     /// every connection.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, mut poll, listener, control, listen_addr, pool, counters, .. } = self;
+        let Balancer { config, mut poll, listener, control, listen_addr, pool, counters, metrics, .. } = self;
         shutdown.watch(Arc::new(Waker::new(poll.registry(), WAKER)?))?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
 
-        let control = spawn_control(control, &config, listen_addr, &pool, &counters, shutdown)?;
+        let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
         let mut forwarders = Vec::new();
         for n in 0..config.threads.max(1) {
             let (sender, inbox) = crossbeam_channel::unbounded();
@@ -279,6 +301,7 @@ impl Balancer {
 /// first backend makes the balancer register at the broker, the last one gone deregister.
 fn spawn_control(
     socket: mio::net::UdpSocket,
+    metrics: Option<TcpListener>,
     config: &Config,
     listen_addr: SocketAddr,
     pool: &Arc<Pool>,
@@ -314,6 +337,9 @@ fn spawn_control(
     );
     let mut shell = Shell::new(core)?;
     shell.add_udp(control::Face::Control, socket)?;
+    if let Some(listener) = metrics {
+        shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;
+    }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {
         let mut core = shell.run(&stop)?;

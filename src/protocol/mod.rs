@@ -364,7 +364,9 @@ pub enum Rejection {
     #[error("one request per datagram: found more than one line")]
     MultipleLines,
     /// The first word is not a known verb.
-    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list or instances")]
+    #[error(
+        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+    )]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
         verb: String,

@@ -95,7 +95,9 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
         let usage_line = || usage("instances <service> [<cursor>]");
         match args.as_slice() {
             [service] => Ok(Request::Instances { service, cursor: 0 }),
-            [service, cursor] => Ok(Request::Instances { service, cursor: parse_cursor(cursor).ok_or_else(usage_line)? }),
+            [service, cursor] => {
+                Ok(Request::Instances { service, cursor: parse_cursor(cursor).ok_or_else(usage_line)? })
+            }
             _ => Err(usage_line()),
         }
     } else {
@@ -358,11 +360,8 @@ mod tests {
     #[test]
     fn listings_are_a_summary_line_then_a_line_each() {
         use crate::protocol::{InstanceInfo, InstancePage, ServiceCount, ServicePage, Source};
-        let page = ServicePage {
-            total: 3,
-            services: vec![ServiceCount { name: "echo".into(), instances: 2 }],
-            next: Some(4),
-        };
+        let page =
+            ServicePage { total: 3, services: vec![ServiceCount { name: "echo".into(), instances: 2 }], next: Some(4) };
         assert_eq!(reply(&Response::Services(page)), "services=3 next=4\nservice echo instances=2\n");
         assert_eq!(reply(&Response::Services(ServicePage::default())), "services=0\n");
         let page = InstancePage {

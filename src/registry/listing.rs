@@ -145,7 +145,8 @@ mod tests {
         }
         assert_eq!(pages, 3);
         seen.sort();
-        let want: Vec<(String, usize)> = ["a", "b", "c", "d", "e"].iter().zip(1..).map(|(n, c)| (n.to_string(), c)).collect();
+        let want: Vec<(String, usize)> =
+            ["a", "b", "c", "d", "e"].iter().zip(1..).map(|(n, c)| (n.to_string(), c)).collect();
         assert_eq!(seen, want);
     }
 

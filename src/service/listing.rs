@@ -102,7 +102,6 @@ fn cost<T: Serialize>(form: Form, entry: &T, line: fn(&T, &mut Vec<u8>)) -> usiz
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
@@ -128,7 +127,13 @@ mod tests {
 
     /// Walks every page of `first` in `form`, checking each reply's size; returns the pages,
     /// decoded in the binary form (`Response::Ok` stands for a text page).
-    fn walk(service: &mut Service, registry: &mut Registry, now: Instant, form: Form, first: Request<'_>) -> Vec<Response> {
+    fn walk(
+        service: &mut Service,
+        registry: &mut Registry,
+        now: Instant,
+        form: Form,
+        first: Request<'_>,
+    ) -> Vec<Response> {
         let mut pages = Vec::new();
         let mut request = first;
         loop {

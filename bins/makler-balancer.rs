@@ -20,7 +20,7 @@ use makler::shutdown::Shutdown;
 ///
 /// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// TCP address clients connect to.
     #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN)]

@@ -28,7 +28,7 @@ use makler::shutdown::Shutdown;
 /// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
 /// checked and removed everywhere.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// UDP address to listen on; port 0 picks a free port.
     #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN)]

@@ -17,7 +17,7 @@ use makler::client::{ClientError, ConnectError, Resolver};
 /// Exit codes: 0 answered, 2 bad usage, 3 service not registered, 4 no broker answered,
 /// 5 no server of the service could be reached or it did not answer, 1 anything else.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// Broker address; a comma-separated list fails over from one to the next. Without it, the
     /// brokers are found on the multicast group.

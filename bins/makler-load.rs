@@ -19,7 +19,7 @@ use makler::load::{Summary, check_target, micros};
 /// Every run is bounded in time and count and stops by itself. Targets must be loopback
 /// addresses unless --allow-remote is given.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     #[command(subcommand)]
     command: Command,

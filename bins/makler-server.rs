@@ -20,7 +20,7 @@ use makler::shutdown::Shutdown;
 ///
 /// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// What to serve: echo, upper, time or http.
     #[arg(long)]

@@ -3,6 +3,16 @@
 
 use std::time::Duration;
 
+/// The version every program's `-V` prints: the package version and the commit it was built
+/// from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` outside a git checkout). A macro, so that
+/// the commit is read where the program is compiled.
+#[macro_export]
+macro_rules! version {
+    () => {
+        concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAKLER_COMMIT"), ")")
+    };
+}
+
 /// Sets up the program's one logger: [`log`] records go to stderr as
 ///
 /// ```text

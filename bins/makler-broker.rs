@@ -31,11 +31,11 @@ use makler::shutdown::Shutdown;
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// UDP address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
     listen: SocketAddr,
 
     /// Seconds a registration lives after its last register or heartbeat (decimals allowed).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_ttl)]
     ttl: Duration,
 
     /// Most instances the table holds; more registrations get `ERROR full`.
@@ -95,7 +95,7 @@ struct Args {
 
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
     /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
     metrics: Option<SocketAddr>,
 }
 

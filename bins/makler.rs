@@ -34,7 +34,7 @@ struct Args {
     json: bool,
 
     /// Seconds to wait for each answer before trying again or the next broker.
-    #[arg(long, global = true, value_name = "SECONDS", default_value = "0.25", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "0.25", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     timeout: Duration,
 
     /// Log nothing but errors.

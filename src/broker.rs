@@ -128,14 +128,9 @@ impl Broker {
         let mut shell = Shell::new(node)?;
         shell.add_udp(Face::Client, socket)?;
         if let Some(multicast) = &config.multicast {
-            let receiver = crate::multicast::receiver(multicast).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot join multicast group {} on {}: {e}", multicast.group, multicast.interface),
-                )
-            })?;
-            shell.add_udp(Face::Group, receiver)?;
-            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast)?)?;
+            let explain = |e| crate::multicast::explain(e, multicast);
+            shell.add_udp(Face::Group, crate::multicast::receiver(multicast).map_err(explain)?)?;
+            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast).map_err(explain)?)?;
         }
         let metrics_addr = match config.metrics {
             Some(addr) => {

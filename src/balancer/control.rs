@@ -219,18 +219,12 @@ impl Control {
         while let Some((addr, probe)) = health.prober.poll_result() {
             let Some(backend) = self.pool.get(addr) else { continue };
             match (health.schedule.on_result(addr, probe), probe) {
+                // The pool logs when the state changes.
                 (Some(Verdict::Down), _) => {
+                    log::debug!("backend {addr}: probe {probe:?}");
                     backend.mark_failed();
-                    if self.log {
-                        log::warn!("backend {addr} marked down: probe {probe:?}");
-                    }
                 }
-                (Some(Verdict::Up), _) | (None, Probe::Alive) => {
-                    backend.mark_up();
-                    if self.log && !backend.is_up() {
-                        log::info!("backend {addr} up again");
-                    }
-                }
+                (Some(Verdict::Up), _) | (None, Probe::Alive) => backend.mark_up(),
                 // Still down: count the failure, as the blocking health check did.
                 (None, p) if p.is_dead() => backend.mark_failed(),
                 (None, _) => {}

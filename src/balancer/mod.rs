@@ -86,6 +86,9 @@ pub struct Config {
     pub rate_limit: crate::limit::RateLimit,
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// When asked to stop: how long connections in flight may take to finish after the
+    /// balancer has deregistered and stopped accepting; then the rest are closed.
+    pub drain_timeout: Duration,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -110,6 +113,7 @@ impl Default for Config {
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
             metrics: None,
+            drain_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -222,20 +226,23 @@ impl Balancer {
         Arc::clone(&self.pool)
     }
 
-    /// Balances until `shutdown` is requested; then deregisters from the broker and closes
-    /// every connection.
+    /// Balances until `shutdown` is requested; then drains: deregisters from the broker, stops
+    /// accepting, lets the connections in flight finish for up to
+    /// [`Config::drain_timeout`], and closes the rest.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         let Balancer { config, mut poll, listener, control, listen_addr, pool, counters, metrics, .. } = self;
         shutdown.watch(Arc::new(Waker::new(poll.registry(), WAKER)?))?;
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
 
         let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
+        // The forwarders stop when the connections in flight are done, not at the signal.
+        let drained = Shutdown::new();
         let mut forwarders = Vec::new();
         for n in 0..config.threads.max(1) {
             let (sender, inbox) = crossbeam_channel::unbounded();
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            shutdown.watch(Arc::clone(&waker))?;
+            drained.watch(Arc::clone(&waker))?;
             let sleeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let timeouts = forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout };
             let forwarder = forward::Forwarder::new(
@@ -246,7 +253,7 @@ impl Balancer {
                 Arc::clone(&counters),
                 timeouts,
             );
-            let stop = shutdown.clone();
+            let stop = drained.clone();
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || forwarder.run(&stop))?);
             forwarders.push(forward::Mailbox { sender, waker, sleeping });
         }
@@ -287,6 +294,10 @@ impl Balancer {
             }
         };
         shutdown.request();
+        // The control thread deregisters now; no new connection is accepted from here on.
+        drop(listener);
+        drain(&counters, config.drain_timeout);
+        drained.request();
         for thread in threads {
             let _ = thread.join();
         }
@@ -294,6 +305,23 @@ impl Balancer {
             Ok(control_result) => result.and(control_result),
             Err(_) => result.and(Err(io::Error::other("the control thread panicked"))),
         }
+    }
+}
+
+/// Waits until no client connection is open, or `timeout` has passed.
+fn drain(counters: &Counters, timeout: Duration) {
+    let open = counters.active.load(Relaxed);
+    if open == 0 {
+        return;
+    }
+    log::info!("draining: waiting up to {} s for {open} connections to finish", timeout.as_secs_f64());
+    let deadline = std::time::Instant::now() + timeout;
+    while counters.active.load(Relaxed) > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    match counters.active.load(Relaxed) {
+        0 => log::info!("drained: every connection finished"),
+        left => log::warn!("{left} connections still open after --drain-timeout: closing them"),
     }
 }
 

@@ -38,15 +38,23 @@ impl Backend {
         self.up.load(Relaxed)
     }
 
-    /// Marks it alive (a connect or probe succeeded, or it heartbeated).
+    /// Marks it alive (a connect or probe succeeded, or it heartbeated); logs when it was down.
     pub fn mark_up(&self) {
-        self.up.store(true, Relaxed);
+        if !self.up.swap(true, Relaxed) {
+            log::info!("backend {} is up again: it gets new connections", self.addr);
+        }
     }
 
-    /// Counts a failed connect or probe and takes it out of rotation until it proves alive.
+    /// Counts a failed connect or probe and takes it out of rotation until it proves alive;
+    /// logs when it was up.
     pub fn mark_failed(&self) {
         self.failures.fetch_add(1, Relaxed);
-        self.up.store(false, Relaxed);
+        if self.up.swap(false, Relaxed) {
+            log::warn!(
+                "backend {} marked down: a connect or probe failed; no new connections until it answers",
+                self.addr
+            );
+        }
     }
 
     /// Counts a connection forwarded to it, open from now on.

@@ -201,3 +201,7 @@ echo
 echo "$idle idle connections through makler-balancer (its resident memory):"
 "$BIN/makler-load" idle --target "$balancer_tcp" --connections "$idle" --hold 5 --pid "$balancer_pid"
 stop_all
+
+# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw.
+cp "$RESULTS" "${CSV:-bench/balancer.csv}"
+echo "wrote ${CSV:-bench/balancer.csv}; bench/plot.sh draws it"

@@ -28,14 +28,14 @@ use makler::shutdown::Shutdown;
 /// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
 /// checked and removed everywhere.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// UDP address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
     listen: SocketAddr,
 
     /// Seconds a registration lives after its last register or heartbeat (decimals allowed).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_ttl)]
     ttl: Duration,
 
     /// Most instances the table holds; more registrations get `ERROR full`.
@@ -92,6 +92,11 @@ struct Args {
 
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
+
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
             ..broker::VerifyConfig::default()
         },
+        metrics: args.metrics,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,10 +157,12 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 
 fn run(config: broker::Config) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    let broker = Broker::bind(config.clone())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
+    let broker = Broker::bind(config.clone())?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening udp={}", broker.local_addr())?;
+    match broker.metrics_addr() {
+        Some(metrics) => writeln!(stdout, "listening udp={} metrics={metrics}", broker.local_addr())?,
+        None => writeln!(stdout, "listening udp={}", broker.local_addr())?,
+    }
     stdout.flush()?;
     drop(stdout);
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);

@@ -19,8 +19,12 @@ use makler::load::{Summary, check_target, micros};
 /// Every run is bounded in time and count and stops by itself. Targets must be loopback
 /// addresses unless --allow-remote is given.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
+    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +55,7 @@ enum Command {
         #[arg(long, short, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         connections: u32,
         /// Seconds to hold them.
-        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
         hold: Duration,
         /// The process whose resident memory to report.
         #[arg(long)]
@@ -74,7 +78,7 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         rss_instances: usize,
         /// Seconds each run lasts.
-        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
         duration: Duration,
         /// Requests in flight at once.
         #[arg(long, default_value_t = 8)]
@@ -102,7 +106,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
         /// Seconds of query load in all, split over the rounds.
-        #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = makler::cli::parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "6", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
         duration: Duration,
         /// Rounds the query runs (with and without heartbeats) alternate in.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -126,7 +130,7 @@ struct LoadArgs {
     #[arg(long, short, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
     /// Seconds to run (at most an hour).
-    #[arg(long, short, value_name = "SECONDS", default_value = "10", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, short, value_name = "SECONDS", default_value = "10", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     duration: Duration,
     /// keepalive: many requests per connection; close: a new connection per request.
     #[arg(long, value_enum, default_value_t = ModeArg::Keepalive)]
@@ -163,7 +167,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    makler::cli::init_logging("makler-load", false);
+    makler::cli::init_logging("makler-load", args.quiet);
     match args.command {
         Command::Http { load, path } => run_load(load, Protocol::Http { path }),
         Command::Tcp { load } => run_load(load, Protocol::Line),

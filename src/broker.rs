@@ -28,7 +28,7 @@ pub use crate::service::DEFAULT_MAX_DATAGRAM;
 use crate::multicast::MulticastConfig;
 use crate::node::{Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
-use crate::shell::Shell;
+use crate::shell::{Shell, StreamLimits};
 use crate::shutdown::Shutdown;
 
 /// The broker's settings.
@@ -55,7 +55,13 @@ pub struct Config {
     pub policy: crate::service::policy::Policy,
     /// The shared key sealing peer traffic (the multicast group's is in `multicast`).
     pub key: Option<crate::protocol::seal::Key>,
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
+
+/// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
+pub const METRICS_LIMITS: StreamLimits =
+    StreamLimits { max_connections: 16, max_input: 16 * 1024, idle: Duration::from_secs(10) };
 
 /// How often a broker says hello on the multicast group.
 pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);
@@ -77,6 +83,7 @@ impl Default for Config {
             rate_limit: crate::limit::RateLimit::default(),
             policy: crate::service::policy::Policy::default(),
             key: None,
+            metrics: None,
         }
     }
 }
@@ -86,12 +93,14 @@ impl Default for Config {
 pub struct Broker {
     shell: Shell<Node>,
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
     /// Binds the sockets. The broker answers nothing until [`run`](Broker::run) is called.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        let socket = crate::net::bind_udp(config.listen)?;
+        let socket = crate::net::bind_udp(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
         let local_addr = socket.local_addr()?;
         let group = config.multicast.map(|multicast| GroupConfig {
             group: multicast.group.into(),
@@ -119,16 +128,26 @@ impl Broker {
         let mut shell = Shell::new(node)?;
         shell.add_udp(Face::Client, socket)?;
         if let Some(multicast) = &config.multicast {
-            let receiver = crate::multicast::receiver(multicast).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot join multicast group {} on {}: {e}", multicast.group, multicast.interface),
-                )
-            })?;
-            shell.add_udp(Face::Group, receiver)?;
-            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast)?)?;
+            let explain = |e| crate::multicast::explain(e, multicast);
+            shell.add_udp(Face::Group, crate::multicast::receiver(multicast).map_err(explain)?)?;
+            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast).map_err(explain)?)?;
         }
-        Ok(Broker { shell, local_addr })
+        let metrics_addr = match config.metrics {
+            Some(addr) => {
+                let listener = crate::net::bind_tcp(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr} for --metrics: {e}")))?;
+                let bound = listener.local_addr()?;
+                shell.add_listener(Face::Metrics, listener, METRICS_LIMITS)?;
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(Broker { shell, local_addr, metrics_addr })
+    }
+
+    /// The address the metrics listener is really bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address the socket is really bound to (useful with port 0).

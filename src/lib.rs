@@ -49,6 +49,8 @@
 //!   configuration and socket set-up (always on a named interface).
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`load`]: the load generators and benchmarks behind `makler-load`.
+//! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
+//!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //! - [`oracles`]: invariants on arbitrary input, shared by the fuzz targets (`fuzz/`) and the
 //!   property tests.
@@ -68,6 +70,7 @@ pub mod cli;
 pub mod client;
 pub mod limit;
 pub mod load;
+pub mod metrics;
 pub mod multicast;
 pub mod net;
 pub mod node;

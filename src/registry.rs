@@ -53,6 +53,7 @@
 
 mod changes;
 mod limits;
+mod listing;
 pub mod remote;
 mod table;
 mod tombstones;
@@ -66,6 +67,7 @@ use uuid::Uuid;
 
 pub use changes::{Change, ChangeKind};
 pub use limits::{DEFAULT_MAX_PER_SOURCE, Limits, canonical, check_endpoint};
+pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
 use crate::protocol::Rejection;
@@ -126,6 +128,8 @@ fn saturate(n: usize) -> u32 {
 struct Lease {
     id: Uuid,
     deadline: Instant,
+    /// When this registry first held it (a local register, or the peer's lease arriving).
+    since: Instant,
     service: Index,
     /// Position of the instance in the service's `members`.
     position: Index,

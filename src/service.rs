@@ -1,5 +1,5 @@
-//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister` and
-//! `query`, in both forms, with no I/O.
+//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister`,
+//! `query` and the listings (`services`, `instances`), in both forms, with no I/O.
 //!
 //! Anything that speaks the protocol uses this: the broker's node and the balancer's control
 //! port. Requests beyond the four (`stats`, and whatever a later version adds) are not its
@@ -22,6 +22,7 @@
 //! assert!(matches!(service.handle(&mut registry, now, server, b"stats", &mut out), Handled::Other { .. }));
 //! ```
 
+mod listing;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -65,6 +66,60 @@ pub struct Counters {
     pub not_allowed: u64,
     /// Requests refused as too many from one source (reports).
     pub too_many: u64,
+    /// Requests that decoded, by kind.
+    pub requests: RequestCounts,
+}
+
+/// Requests that decoded, by kind (a datagram that does not decode counts in none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// `register`.
+    pub register: u64,
+    /// `heartbeat`.
+    pub heartbeat: u64,
+    /// `query` (and `request`).
+    pub query: u64,
+    /// `deregister`.
+    pub deregister: u64,
+    /// `stats`.
+    pub stats: u64,
+    /// `report`.
+    pub report: u64,
+    /// `services` (and `list`).
+    pub services: u64,
+    /// `instances`.
+    pub instances: u64,
+}
+
+impl RequestCounts {
+    /// Counts one request.
+    pub fn count(&mut self, request: &Request<'_>) {
+        let counter = match request {
+            Request::Register { .. } => &mut self.register,
+            Request::Heartbeat { .. } => &mut self.heartbeat,
+            Request::Query { .. } => &mut self.query,
+            Request::Deregister { .. } => &mut self.deregister,
+            Request::Stats => &mut self.stats,
+            Request::Report { .. } => &mut self.report,
+            Request::Services { .. } => &mut self.services,
+            Request::Instances { .. } => &mut self.instances,
+        };
+        *counter += 1;
+    }
+
+    /// Each kind's name (as the text form spells its verb) and count.
+    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
+        [
+            ("register", self.register),
+            ("heartbeat", self.heartbeat),
+            ("query", self.query),
+            ("deregister", self.deregister),
+            ("stats", self.stats),
+            ("report", self.report),
+            ("services", self.services),
+            ("instances", self.instances),
+        ]
+    }
 }
 
 /// The registration protocol. See the [module documentation](self).
@@ -153,6 +208,7 @@ impl Service {
                 return Handled::Replied(form);
             }
         };
+        self.counters.requests.count(&request);
         let response = match request {
             Request::Register { service, ip, port } => {
                 let source = SocketAddr::new(source.ip().to_canonical(), source.port());
@@ -179,6 +235,8 @@ impl Service {
                 return Handled::Replied(form);
             }
             Request::Query { service } => self.query(registry, now, form, service),
+            Request::Services { cursor } => self.services(registry, now, form, cursor),
+            Request::Instances { service, cursor } => self.instances(registry, now, form, service, cursor),
             other => return Handled::Other { form, request: other },
         };
         self.reply(form, &response, out);

@@ -14,12 +14,14 @@ use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
 use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
 use crate::registry::{ChangeKind, Registry};
 use crate::service::{self, Handled, Service};
-use crate::shell::{Core, ProbeCmd, ProbeId, ProbeOutcome};
+use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 
 /// The control port's one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Face {
     Control,
+    /// `GET /metrics` (see [`crate::metrics`]).
+    Metrics,
 }
 
 /// Health checks: every backend probed each interval; one failure takes it out of rotation,
@@ -218,6 +220,22 @@ impl Core for Control {
         // The binary `stats` answer is the largest for the smallest request: limited like a
         // broker's replies.
         self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply).then_some(Face::Control)
+    }
+
+    fn handle_stream(
+        &mut self,
+        _now: Instant,
+        face: Face,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        match face {
+            Face::Metrics => {
+                crate::metrics::serve_http(input, output, || crate::metrics::balancer(&self.counters.stats(&self.pool)))
+            }
+            Face::Control => StreamStep { consumed: input.len(), close: true },
+        }
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {

@@ -85,6 +85,8 @@ pub struct Config {
     pub log: bool,
     /// Response-rate limiting of the control port's replies larger than their request.
     pub rate_limit: crate::limit::RateLimit,
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -109,6 +111,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
+            metrics: None,
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct Balancer {
     control: mio::net::UdpSocket,
     control_addr: SocketAddr,
     listen_addr: SocketAddr,
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
 }
@@ -177,17 +182,29 @@ impl Balancer {
     /// Binds the TCP listener and the control socket.
     pub fn bind(config: Config) -> io::Result<Balancer> {
         let threads = config.threads.max(1);
-        let listeners = crate::net::bind_tcp_reuseport(config.listen, threads)?;
+        let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        let listeners = crate::net::bind_tcp_reuseport(config.listen, threads)
+            .map_err(context(format!("cannot listen for clients on tcp {} (--listen)", config.listen)))?;
         let listen_addr = listeners[0].local_addr()?;
         // Backends register at the control port by address; the group is the brokers'.
-        let control = crate::net::bind_udp(config.control)?;
+        let control = crate::net::bind_udp(config.control)
+            .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?;
         let control_addr = control.local_addr()?;
+        let metrics = match config.metrics {
+            Some(addr) => {
+                Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         Ok(Balancer {
             config,
             listeners,
             control,
             control_addr,
             listen_addr,
+            metrics,
+            metrics_addr,
             pool: Arc::new(Pool::new()),
             counters: Arc::new(Counters::with_threads(threads)),
         })
@@ -203,6 +220,11 @@ impl Balancer {
         self.control_addr
     }
 
+    /// The address the metrics listener is really bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The backends.
     pub fn pool(&self) -> Arc<Pool> {
         Arc::clone(&self.pool)
@@ -212,8 +234,8 @@ impl Balancer {
     /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
     /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, listeners, control, listen_addr, pool, counters, .. } = self;
-        let control = spawn_control(control, &config, listen_addr, &pool, &counters, shutdown)?;
+        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, .. } = self;
+        let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
         let limits = forward::Limits {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
             max_connections: config.max_connections as u64,
@@ -224,12 +246,31 @@ impl Balancer {
             let forwarder = forward::Forwarder::new(n, listener, Arc::clone(&pool), Arc::clone(&counters), limits)?;
             shutdown.watch(forwarder.waker()?)?;
             let stop = shutdown.clone();
-            threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || forwarder.run(&stop))?);
+            threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || {
+                forwarder.run(&stop);
+                // A thread that stopped on an error stops the balancer rather than leave it half.
+                stop.request();
+            })?);
+        }
+        // Only to say what the drain does: the forwarders drain on their own.
+        let _ = shutdown.stopped().recv();
+        let open = counters.active.load(Relaxed);
+        if open > 0 {
+            log::info!(
+                "draining: waiting up to {} s for {open} connections to finish",
+                config.drain_timeout.as_secs_f64()
+            );
         }
         let mut result = Ok(());
         for thread in threads {
             if thread.join().is_err() {
                 result = Err(io::Error::other("a forwarding thread panicked"));
+            }
+        }
+        if open > 0 {
+            match counters.active.load(Relaxed) {
+                0 => log::info!("drained: every connection finished"),
+                left => log::warn!("{left} connections were still open after --drain-timeout: closed them"),
             }
         }
         match control.join() {
@@ -243,6 +284,7 @@ impl Balancer {
 /// first backend makes the balancer register at the broker, the last one gone deregister.
 fn spawn_control(
     socket: mio::net::UdpSocket,
+    metrics: Option<TcpListener>,
     config: &Config,
     listen_addr: SocketAddr,
     pool: &Arc<Pool>,
@@ -278,6 +320,9 @@ fn spawn_control(
     );
     let mut shell = Shell::new(core)?;
     shell.add_udp(control::Face::Control, socket)?;
+    if let Some(listener) = metrics {
+        shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;
+    }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {
         let mut core = shell.run(&stop)?;

@@ -48,7 +48,7 @@ use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveR
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
-use crate::shell::{Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, Transmit};
+use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
@@ -63,6 +63,8 @@ pub enum Face {
     Group,
     /// The socket the node's hellos to the group leave from.
     GroupOut,
+    /// A TCP listener answering `GET /metrics` (see [`crate::metrics`]).
+    Metrics,
 }
 
 /// A node's settings.
@@ -257,6 +259,11 @@ impl Node {
         }
     }
 
+    /// What the metrics page shows, at `now`.
+    pub fn metrics(&self, now: Instant) -> crate::metrics::BrokerMetrics {
+        crate::metrics::BrokerMetrics { stats: self.stats(now), requests: self.service.counters().requests }
+    }
+
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
@@ -403,10 +410,24 @@ impl Core for Node {
             Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
             // Nothing is sent to it but stray replies: ignored.
-            Face::GroupOut => None,
+            Face::GroupOut | Face::Metrics => None,
         };
         self.after_input(now);
         out
+    }
+
+    fn handle_stream(
+        &mut self,
+        now: Instant,
+        face: Face,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        match face {
+            Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
+            _ => StreamStep { consumed: input.len(), close: true },
+        }
     }
 
     fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod listing;
 pub mod peer;
 pub mod seal;
 pub mod text;
@@ -23,6 +24,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
 /// many instances as fit, and the rotation makes sure every instance is handed out over time.
@@ -73,6 +76,21 @@ pub enum Request<'a> {
         /// The instance that did not answer.
         endpoint: SocketAddr,
     },
+    /// List the services with live instances and how many each has, a page at a time.
+    /// Answered with [`Response::Services`]. The text form accepts `services` and its synonym
+    /// `list`.
+    Services {
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
+    /// List a service's live instances with their age and source, a page at a time. Answered
+    /// with [`Response::InstanceList`] or [`Response::NotFound`].
+    Instances {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -109,6 +127,10 @@ pub enum Response {
     /// answer may exist elsewhere, so ask another broker (and do not register again because of
     /// it).
     CatchingUp,
+    /// A page of the services, for [`Request::Services`].
+    Services(ServicePage),
+    /// A page of a service's instances, for [`Request::Instances`].
+    InstanceList(InstancePage),
 }
 
 /// A message on the multicast group, in the binary form only: the version byte, then a
@@ -344,7 +366,9 @@ pub enum Rejection {
     #[error("one request per datagram: found more than one line")]
     MultipleLines,
     /// The first word is not a known verb.
-    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report or stats")]
+    #[error(
+        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+    )]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
         verb: String,

@@ -90,8 +90,11 @@ impl Registry {
                 (position, NONE, true)
             }
         };
+        // A local lease is inserted when it is registered, a full TTL before its deadline; a
+        // peer's lease gets its arrival time from `apply_remote`.
+        let since = deadline.checked_sub(self.config.ttl).unwrap_or(deadline);
         self.leases[index as usize] =
-            Some(Lease { id, deadline, service: service_index, position, next, source, aliases: Vec::new() });
+            Some(Lease { id, deadline, since, service: service_index, position, next, source, aliases: Vec::new() });
         self.by_id.insert(id, index);
         self.expiry.insert(deadline, index);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;

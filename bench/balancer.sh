@@ -13,6 +13,10 @@
 #
 # wrk runs once, keep-alive against one backend, as a cross-check of makler-load's figures.
 #
+# It fails loudly on any error: a process that does not start or dies, a backend that does not
+# register, an HAProxy config that `haproxy -c` refuses, an alert in HAProxy's log. Every process
+# writes to files of its own, created before it starts, so no wait reads an earlier series' file.
+#
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows), SERIES ("0 2").
 set -euo pipefail
@@ -24,13 +28,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 SERIES=${SERIES:-"0 2"}
 
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "installing $2" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  fi
-}
+. bench/lib.sh
 need haproxy haproxy
 need wrk wrk
 
@@ -38,47 +36,24 @@ cargo build --release --quiet
 BIN=$PWD/target/release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 WORK=$(mktemp -d)
-PIDS=()
+trap stop_all_and_clean EXIT
+echo "makler $(source_version), $(haproxy -v | head -1), $(machine_note)"
 
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT
-
-# start NAME COMMAND...: runs COMMAND in the background, remembers its pid (in PIDS and LAST_PID)
-# and its `listening` line (in LINE). Not in a subshell, so that stop_all knows every process.
-start() {
-  local name=$1
-  shift
-  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-  for _ in $(seq 200); do
-    if grep -q '^listening' "$WORK/$name.out" 2>/dev/null; then
-      LINE=$(head -1 "$WORK/$name.out")
-      return
-    fi
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2
-  cat "$WORK/$name.err" >&2
-  exit 1
-}
-
-# field LINE KEY: the address after KEY= in a `listening` line.
-field() { sed -n "s/.*$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-
-wait_tcp() { # ADDR LOG
+wait_tcp() { # ADDR PID LOG
   local host=${1%:*} port=${1##*:}
   for _ in $(seq 200); do
     if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return; fi
+    kill -0 "$2" 2>/dev/null || break
     sleep 0.05
   done
-  echo "nothing listens on $1:" >&2
-  cat "$2" >&2
+  echo "error: nothing listens on $1; the log:" >&2
+  cat "$3" >&2
   exit 1
+}
+
+# Fails loudly when HAProxy has written an alert or an error.
+check_haproxy_log() {
+  if grep -E '\[(ALERT|ERROR)\]|expects <name>' "$1" >&2; then die "HAProxy reported errors (above)"; fi
 }
 
 RESULTS=$WORK/results.csv
@@ -97,16 +72,19 @@ for work in $SERIES; do
       --no-broker --service bench --threads "$THREADS" --quiet
     balancer_tcp=$(field "$LINE" tcp)
     control=$(field "$LINE" udp)
+    balancer_pid=$LAST_PID
     backends=()
+    backend_pids=()
+    backend_logs=()
     for i in $(seq "$n"); do
       start "backend$i" "$BIN/makler-server" --service http --broker "$control" --work-ms "$work" --workers 2
       backends+=("$(field "$LINE" tcp)")
+      backend_pids+=("$LAST_PID")
+      backend_logs+=("$ERR")
     done
-    for i in $(seq "$n"); do
-      for _ in $(seq 200); do
-        grep -q "registered" "$WORK/backend$i.err" && break
-        sleep 0.05
-      done
+    # Each backend's own log of this series: it says so once the balancer has it.
+    for i in "${!backends[@]}"; do
+      wait_for_line "${backend_logs[$i]}" "registered" "${backend_pids[$i]}" "backend$((i + 1))"
     done
 
     # Below the ephemeral range (32768 and up), where the load's own connections take ports.
@@ -118,15 +96,24 @@ for work in $SERIES; do
       printf 'backend be\n  balance roundrobin\n'
       for i in "${!backends[@]}"; do printf '  server s%s %s\n' "$i" "${backends[$i]}"; done
     } >"$WORK/haproxy.cfg"
-    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.out" 2>&1 &
-    PIDS+=($!)
-    wait_tcp "127.0.0.1:$haproxy_port" "$WORK/haproxy.out"
+    [ "$(grep -c '^  server s[0-9]* 127\.0\.0\.1:[0-9]*$' "$WORK/haproxy.cfg")" = "$n" ] ||
+      die "the HAProxy config does not list $n backends: $(cat "$WORK/haproxy.cfg")"
+    haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy -c refused $WORK/haproxy.cfg: $(cat "$WORK/haproxy.cfg")"
+    haproxy_log=$WORK/haproxy.$n.$work.out
+    : >"$haproxy_log"
+    haproxy -db -f "$WORK/haproxy.cfg" >"$haproxy_log" 2>&1 &
+    haproxy_pid=$!
+    PIDS+=("$haproxy_pid")
+    wait_tcp "127.0.0.1:$haproxy_port" "$haproxy_pid" "$haproxy_log"
+    alive "$haproxy_pid" haproxy "$haproxy_log"
+    check_haproxy_log "$haproxy_log"
 
     # An independent load generator as a cross-check of makler-load: wrk, keep-alive, one backend.
     if [ "$n" = 1 ] && [ "$work" = 0 ]; then
       for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
         set -- $target
         rate=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
+        [ -n "$rate" ] || die "wrk measured nothing at $2"
         echo "$1 $rate" >>"$WORK/wrk.txt"
       done
     fi
@@ -137,6 +124,11 @@ for work in $SERIES; do
         measure "w$work n$n makler" "$balancer_tcp" "$mode"
       done
     done
+    # Everything must have lived through the series, or its figures mean nothing.
+    alive "$balancer_pid" balancer
+    for i in "${!backend_pids[@]}"; do alive "${backend_pids[$i]}" "backend$((i + 1))" "${backend_logs[$i]}"; done
+    alive "$haproxy_pid" haproxy "$haproxy_log"
+    check_haproxy_log "$haproxy_log"
     stop_all
   done
 done
@@ -196,7 +188,7 @@ start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0
 balancer_tcp=$(field "$LINE" tcp)
 balancer_pid=$LAST_PID
 start idle-backend "$BIN/makler-server" --service http --broker "$(field "$LINE" udp)"
-for _ in $(seq 200); do grep -q registered "$WORK/idle-backend.err" && break; sleep 0.05; done
+wait_for_line "$ERR" registered "$LAST_PID" idle-backend
 echo
 echo "$idle idle connections through makler-balancer (its resident memory):"
 "$BIN/makler-load" idle --target "$balancer_tcp" --connections "$idle" --hold 5 --pid "$balancer_pid"

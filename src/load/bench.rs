@@ -90,13 +90,13 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
                 label: label.into(),
                 addr: echo.addr(),
                 workload: Box::new(EchoLoad::new(Arc::clone(&table))),
-                server_pid: Some(echo.pid()),
+                server_pids: vec![echo.pid()],
             },
             Some((form, op)) => Target {
                 label: label.into(),
                 addr: broker.addr(),
                 workload: Box::new(BrokerLoad::new(Arc::clone(&table), form, op)),
-                server_pid: Some(broker.pid()),
+                server_pids: vec![broker.pid()],
             },
         })
         .collect();

@@ -30,15 +30,25 @@ pub struct TargetSpec {
     pub protocol: Protocol,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// The processes that answer, for their CPU time per reply (none: not reported).
+    pub pids: Vec<u32>,
 }
 
 impl std::str::FromStr for TargetSpec {
     type Err = String;
 
-    /// `[LABEL:]PROTOCOL=ADDR`, e.g. `nsd:dns=127.0.0.1:5353` or `binary=[::1]:7000`.
+    /// `[LABEL:]PROTOCOL=ADDR[/PID,PID…]`, e.g. `nsd:dns=127.0.0.1:5353/812,813` or
+    /// `binary=[::1]:7000`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{text:?}: expected [LABEL:]PROTOCOL=ADDR with PROTOCOL dns, binary or text");
-        let (left, addr) = text.split_once('=').ok_or_else(usage)?;
+        let usage = || format!("{text:?}: expected [LABEL:]PROTOCOL=ADDR[/PID,…] with PROTOCOL dns, binary or text");
+        let (left, right) = text.split_once('=').ok_or_else(usage)?;
+        let (addr, pids) = match right.split_once('/') {
+            Some((addr, pids)) => {
+                let pids = pids.split(',').map(|p| p.trim().parse::<u32>()).collect::<Result<Vec<_>, _>>();
+                (addr, pids.map_err(|_| usage())?)
+            }
+            None => (right, Vec::new()),
+        };
         let (label, protocol) = match left.split_once(':') {
             Some((label, protocol)) => (Some(label), protocol),
             None => (None, left),
@@ -54,7 +64,7 @@ impl std::str::FromStr for TargetSpec {
             Some(label) if !label.is_empty() => label.to_owned(),
             _ => left.trim_start_matches(':').to_owned(),
         };
-        Ok(TargetSpec { label, protocol, addr })
+        Ok(TargetSpec { label, protocol, addr, pids })
     }
 }
 
@@ -73,7 +83,7 @@ pub fn targets(specs: &[TargetSpec], names: Vec<String>, zone: &str) -> Result<V
                 Protocol::Binary => Box::new(BrokerLoad::new(Arc::clone(&table), Form::Binary, Op::Query)),
                 Protocol::Text => Box::new(BrokerLoad::new(Arc::clone(&table), Form::Text, Op::Query)),
             };
-            Target { label: spec.label.clone(), addr: spec.addr, workload, server_pid: None }
+            Target { label: spec.label.clone(), addr: spec.addr, workload, server_pids: spec.pids.clone() }
         })
         .collect())
 }
@@ -90,10 +100,11 @@ mod tests {
     #[test]
     fn target_specs() {
         let spec: TargetSpec = "nsd:dns=127.0.0.1:5353".parse().unwrap();
-        assert_eq!(
-            spec,
-            TargetSpec { label: "nsd".into(), protocol: Protocol::Dns, addr: "127.0.0.1:5353".parse().unwrap() }
-        );
+        let addr = "127.0.0.1:5353".parse().unwrap();
+        assert_eq!(spec, TargetSpec { label: "nsd".into(), protocol: Protocol::Dns, addr, pids: vec![] });
+        let spec: TargetSpec = "nsd:dns=127.0.0.1:5353/12,13".parse().unwrap();
+        assert_eq!(spec.pids, vec![12, 13]);
+        assert!("dns=127.0.0.1:53/x".parse::<TargetSpec>().is_err());
         let spec: TargetSpec = "text=[::1]:7000".parse().unwrap();
         assert_eq!((spec.label.as_str(), spec.protocol), ("text", Protocol::Text));
         assert!("smtp=127.0.0.1:25".parse::<TargetSpec>().is_err());

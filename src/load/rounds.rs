@@ -17,8 +17,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// What to send, and how to judge the replies.
     pub workload: Box<dyn Workload>,
-    /// The process that answers, when known: its CPU time per reply is reported.
-    pub server_pid: Option<u32>,
+    /// The processes that answer, when known: their CPU time per reply is reported.
+    pub server_pids: Vec<u32>,
 }
 
 impl std::fmt::Debug for Target {
@@ -104,13 +104,16 @@ pub fn alternate(targets: &[Target], shape: Shape, schedule: Schedule) -> io::Re
         (Some(sum), Some(before), Some(after)) => Some(sum + after.saturating_sub(before)),
         _ => None,
     };
-    let server_cpu = |pid: Option<u32>| pid.and_then(|pid| process_cpu_time(&pid.to_string()));
+    let server_cpu = |pids: &[u32]| {
+        let times = pids.iter().map(|pid| process_cpu_time(&pid.to_string())).collect::<Option<Vec<_>>>();
+        times.filter(|t| !t.is_empty()).map(|t| t.into_iter().sum::<Duration>())
+    };
     let mut cpu = vec![(Some(Duration::ZERO), Some(Duration::ZERO)); targets.len()];
     for _ in 0..rounds {
         for ((target, result), cpu) in targets.iter().zip(&mut results).zip(&mut cpu) {
-            let (client, server) = (cpu_time(), server_cpu(target.server_pid));
+            let (client, server) = (cpu_time(), server_cpu(&target.server_pids));
             let m = run_parallel(target.addr, shape.threads, shape.window, per_round, target.workload.as_ref())?;
-            *cpu = (add(cpu.0, client, cpu_time()), add(cpu.1, server, server_cpu(target.server_pid)));
+            *cpu = (add(cpu.0, client, cpu_time()), add(cpu.1, server, server_cpu(&target.server_pids)));
             if m.latencies.count() == 0 {
                 return Err(io::Error::other(format!(
                     "{} at {} answered nothing right ({} lost, {} bad)",

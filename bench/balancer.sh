@@ -37,7 +37,7 @@ BIN=$PWD/target/release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 WORK=$(mktemp -d)
 trap stop_all_and_clean EXIT
-echo "makler $(source_version), $(haproxy -v | head -1), $(machine_note)"
+echo "makler $(source_version), $(haproxy -v | sed -n 1p), $(machine_note)"
 
 wait_tcp() { # ADDR PID LOG
   local host=${1%:*} port=${1##*:}
@@ -112,7 +112,9 @@ for work in $SERIES; do
     if [ "$n" = 1 ] && [ "$work" = 0 ]; then
       for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
         set -- $target
-        rate=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
+        # wrk takes whole seconds only.
+        wrk_seconds=$(awk -v d="$DURATION" 'BEGIN { s = int(d); if (s < d) s++; print (s < 1 ? 1 : s) }')
+        rate=$(wrk -t2 -c"$CONNECTIONS" -d"${wrk_seconds}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
         [ -n "$rate" ] || die "wrk measured nothing at $2"
         echo "$1 $rate" >>"$WORK/wrk.txt"
       done
@@ -134,21 +136,26 @@ for work in $SERIES; do
 done
 
 echo
-echo "makler-balancer vs HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), $THREADS threads each," \
+echo "makler-balancer vs HAProxy $(haproxy -v | sed -n 1p | cut -d' ' -f3), $THREADS threads each," \
   "$CONNECTIONS connections, ${DURATION}s per target and mode in $ROUNDS alternating rounds," \
   "makler-load http; requests/s (mean p50/p99 ms)"
 awk -F, '
+  # Insertion sort of a[1..n] (mawk has no asort).
+  function asort_numbers(a, n,    i, j, v) {
+    for (i = 2; i <= n; i++) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+  }
   NR == 1 { next }
   {
     split($1, l, " ")
     key = l[1] " " l[2] " " $3; who = l[3]
     requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
     rounds[key, who]++; errors += $11
+    round_rate[key, who, rounds[key, who]] = $6 / $5
     if (!(key in seen)) { seen[key] = 1; order[++count] = key }
   }
   END {
     split("direct haproxy makler", all, " ")
-    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy"
+    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy (median of rounds, range)"
     for (i = 1; i <= count; i++) {
       key = order[i]
       for (w = 1; w <= 3; w++) {
@@ -157,7 +164,13 @@ awk -F, '
         text[who] = sprintf("%8.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
       }
       split(key, k, " ")
-      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], rate["makler"] / rate["haproxy"]
+      # The ratio round by round: the median and the range.
+      n = 0
+      for (r = 1; r <= rounds[key, "makler"]; r++)
+        if (round_rate[key, "haproxy", r] > 0) ratios[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
+      asort_numbers(ratios, n)
+      median = n % 2 ? ratios[(n + 1) / 2] : (ratios[n / 2] + ratios[n / 2 + 1]) / 2
+      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f (%.2f–%.2f)\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median, ratios[1], ratios[n]
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
     }
     printf "errors in all runs: %d\n", errors

@@ -8,6 +8,10 @@
 PIDS=()
 SEQ=0
 
+# Any command that fails and stops the script (set -e) says so, with its line.
+set -E
+trap 'echo "error: \"$BASH_COMMAND\" failed (exit $?) at ${BASH_SOURCE[0]}:$LINENO" >&2' ERR
+
 # need COMMAND PACKAGE: installs the Debian package when COMMAND is missing.
 need() {
   if ! command -v "$1" >/dev/null 2>&1; then

@@ -34,7 +34,7 @@ WORK=$(mktemp -d)
 chmod 755 "$WORK"
 trap stop_all_and_clean EXIT
 
-echo "makler $(source_version), $(nsd -v 2>&1 | head -1), $(machine_note)"
+echo "makler $(source_version), $(nsd -v 2>&1 | sed -n 1p), $(machine_note)"
 
 # The zone and the names, from the same code that registers the broker's table.
 "$BIN/makler-load" zone --zone "$ZONE" --instances "$INSTANCES" --types "$TYPES" --prefix svc >"$WORK/$ZONE.zone"
@@ -117,7 +117,7 @@ done
 [ -s "$RESULTS" ] || die "no results"
 
 echo
-echo "broker vs NSD $(nsd -v 2>&1 | head -1 | cut -d' ' -f3), one process each, $INSTANCES instances over $TYPES services," \
+echo "broker vs NSD $(nsd -v 2>&1 | sed -n 1p | cut -d' ' -f3), one process each, $INSTANCES instances over $TYPES services," \
   "${DURATION}s per target in $ROUNDS alternating rounds, makler-load query;" \
   "requests/s (p99 µs) reply bytes, server CPU µs per reply"
 echo "ratios: median of the per-round ratios (lowest-highest)"

@@ -78,9 +78,19 @@ fn the_echo_server_stops_when_its_parent_is_gone() {
     std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
     assert!(line.starts_with("listening udp=127.0.0.1:"), "{line}");
     drop(child.stdin.take());
-    // wait() returns once it has exited; a hang here would be the bug (the test harness's
-    // timeout catches it), so there is no timed assertion.
-    assert!(child.wait().unwrap().success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the echo server did not stop within 10 s of its stdin closing");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status}");
 }
 
 #[test]
@@ -93,24 +103,12 @@ fn zone_populate_and_query_compare_the_same_table() {
     let zone = String::from_utf8(zone.stdout).unwrap();
     assert_eq!(zone.lines().filter(|l| l.starts_with("_svc1._tcp.makler.test. IN SRV ")).count(), 10, "{zone}");
 
-    let mut broker = Command::new(env!("CARGO_BIN_EXE_makler-broker"))
-        .args(["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "600"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = broker.stdout.take().unwrap();
-    let broker = Kill(broker);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening udp=").unwrap().to_owned();
+    let broker = makler::load::child::ChildProcess::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_makler-broker")),
+        &["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "600"],
+    )
+    .expect("the broker starts");
+    let addr = broker.addr().to_string();
 
     let populate = Command::new(env!("CARGO_BIN_EXE_makler-load"))
         .args(["populate", "--target", &addr, "--instances", "30", "--types", "3", "--prefix", "svc"])

@@ -181,7 +181,8 @@ pub fn process_cpu_time(pid: &str) -> Option<Duration> {
 
 /// Says which executable is measured: its path, size, modification time and the git commit of
 /// the work tree it lies in (with `+changes` when files tracked there differ from it), so that
-/// a figure can be traced to the code that produced it.
+/// a figure can be traced to the code that produced it. The commit is the work tree's: an
+/// executable built before a later commit says so only by its age, so build before measuring.
 pub fn describe_binary(path: &Path) -> String {
     let meta = std::fs::metadata(path);
     let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
@@ -204,8 +205,8 @@ pub fn describe_binary(path: &Path) -> String {
     };
     let commit =
         match (git(&["rev-parse", "--short=12", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
-            (Some(commit), Some(changes)) if !changes.is_empty() => format!("commit {commit}+changes"),
-            (Some(commit), _) => format!("commit {commit}"),
+            (Some(commit), Some(changes)) if !changes.is_empty() => format!("work tree at commit {commit}+changes"),
+            (Some(commit), _) => format!("work tree at commit {commit}"),
             (None, _) => "no git work tree".to_owned(),
         };
     format!("{} ({size} bytes, built {age}; {commit})", path.display())

@@ -71,30 +71,19 @@ pub struct BrokerReport {
 /// Runs the broker benchmark. The broker and the echo server are child processes, killed at
 /// the end whatever happens (an error, a panic).
 pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
+    // Memory first, in a broker of its own: the measured runs below add leases (a register
+    // from another source than the first is a lease of its own, the UUID being the
+    // registrant's capability, and every client socket is a source).
+    let (rss_empty, rss_full) = {
+        let broker = start_broker(&config.broker_bin, config.rss_instances)?;
+        let rss_empty = rss_bytes(broker.pid())?;
+        let driver = Driver::new(broker.addr(), 8)?;
+        populate(&driver, PREFIX, 0, config.rss_instances, config.types)?;
+        (rss_empty, rss_bytes(broker.pid())?)
+    };
     let echo = super::echo::start_process(&config.load_bin)?;
-    let max = config.rss_instances.max(config.instances).to_string();
-    let mut broker = ChildProcess::start(
-        &config.broker_bin,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--no-multicast",
-            "--ttl",
-            "3600",
-            "--max-instances",
-            &max,
-            // One source registers every instance, nothing listens on them, and the load comes
-            // from one address: no quota, no health checks, no rate limit.
-            "--max-per-source",
-            "0",
-            "--probe-interval",
-            "0",
-            "--rate-limit",
-            "0",
-        ],
-    )?;
-    let rss_empty = rss_bytes(broker.pid())?;
+    // Room for the leases of every register run.
+    let mut broker = start_broker(&config.broker_bin, 10_000_000)?;
     let driver = Driver::new(broker.addr(), 8)?;
     let (ids, populate_run) = populate(&driver, PREFIX, 0, config.instances, config.types)?;
     let names = (0..config.types).map(|k| type_name(PREFIX, k)).collect();
@@ -126,12 +115,20 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
         shapes.push(ShapeReport { shape, results });
     }
     drop(echo);
-    populate(&driver, PREFIX, config.instances, config.rss_instances, config.types)?;
-    let rss_full = rss_bytes(broker.pid())?;
     if !broker.is_running() {
         return Err(io::Error::other("the broker exited during the benchmark"));
     }
     Ok(BrokerReport { shapes, populate: populate_run, rss_empty, rss_full })
+}
+
+/// A broker for the benchmark with room for `max` leases: one source registers every instance,
+/// nothing listens on them, and the load comes from one address: no quota, no health checks, no
+/// rate limit.
+fn start_broker(bin: &std::path::Path, max: usize) -> io::Result<ChildProcess> {
+    let max = max.to_string();
+    let mut args = vec!["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "3600"];
+    args.extend(["--max-instances", &max, "--max-per-source", "0", "--probe-interval", "0", "--rate-limit", "0"]);
+    ChildProcess::start(bin, &args)
 }
 
 /// The shape the targets are checked at: 1 thread and 8 in flight when measured, else the first.

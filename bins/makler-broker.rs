@@ -26,7 +26,8 @@ use makler::shutdown::Shutdown;
 /// Several brokers run as one redundant service: give each the others with --peers (or let them
 /// find each other on the multicast group). They replicate their tables, a restarted broker
 /// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
-/// checked and removed everywhere.
+/// checked and removed everywhere. Brokers of separate networks can be bridged (--bridge): each
+/// keeps its own table and asks the others for what it does not have.
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -61,6 +62,14 @@ struct Args {
     /// own address may be in the list: the same list can go to every broker).
     #[arg(long, value_name = "ADDR[,ADDR…]")]
     peers: Option<makler::cli::AddrList>,
+
+    /// Brokers of other networks (another site, another LAN) to ask for a service this broker
+    /// does not have: a query that finds nothing here is passed to them (one hop, never further)
+    /// and answered with their instances, or `NOT FOUND` after at most 300 ms. Their tables are
+    /// not replicated: see protocol.md on bridges, and on which addresses such answers can be
+    /// used from.
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    bridge: Option<makler::cli::AddrList>,
 
     /// Seconds between TCP health checks of each registered instance (each instance is checked
     /// by one broker of the service); two failures in a row remove it everywhere. 0 turns them
@@ -137,6 +146,10 @@ fn main() -> ExitCode {
             ..broker::VerifyConfig::default()
         },
         metrics: args.metrics,
+        bridges: makler::node::BridgeConfig {
+            bridges: args.bridge.map(|list| list.0).unwrap_or_default(),
+            ..makler::node::BridgeConfig::default()
+        },
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -180,6 +193,10 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     if !config.replica.peers.is_empty() {
         let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();
         log::info!("peers {}", peers.join(","));
+    }
+    if !config.bridges.bridges.is_empty() {
+        let bridges: Vec<String> = config.bridges.bridges.iter().map(ToString::to_string).collect();
+        log::info!("bridges {}", bridges.join(","));
     }
 
     let shutdown = Shutdown::new();

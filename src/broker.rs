@@ -57,6 +57,8 @@ pub struct Config {
     pub key: Option<crate::protocol::seal::Key>,
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Brokers of other networks asked for services this one does not have (`--bridge`).
+    pub bridges: crate::node::BridgeConfig,
 }
 
 /// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
@@ -84,6 +86,7 @@ impl Default for Config {
             policy: crate::service::policy::Policy::default(),
             key: None,
             metrics: None,
+            bridges: crate::node::BridgeConfig::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl Broker {
                 policy: config.policy,
                 key: config.key.or(config.multicast.and_then(|m| m.key)),
                 wall: crate::node::WallClock::now(),
+                bridges: config.bridges,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,

@@ -176,6 +176,25 @@ pub fn broker(metrics: &BrokerMetrics) -> String {
         "peer",
         peers.iter().map(|(a, p)| (a.as_str(), p.instances)),
     );
+    page.one("makler_bridged_total", "Queries for services not held here, asked at the bridges.", Counter, s.bridged);
+    page.one("makler_bridged_found_total", "Bridged queries answered with instances.", Counter, s.bridged_found);
+    page.one("makler_bridge_queries_total", "Other networks' bridge queries answered here.", Counter, s.bridge_queries);
+    let bridges: Vec<(String, &crate::protocol::BridgeStats)> =
+        s.bridges.iter().map(|b| (b.addr.to_string(), b)).collect();
+    page.by(
+        "makler_bridge_up",
+        "1 when the bridge is asked (it answered in time, or its time out is over).",
+        Gauge,
+        "bridge",
+        bridges.iter().map(|(a, b)| (a.as_str(), b.up.into())),
+    );
+    page.by(
+        "makler_bridge_timeouts_total",
+        "Bridge queries a bridge did not answer in time.",
+        Counter,
+        "bridge",
+        bridges.iter().map(|(a, b)| (a.as_str(), b.timeouts)),
+    );
     page.text
 }
 

@@ -375,6 +375,12 @@ impl Registry {
         self.head_lease(service, endpoint).is_some()
     }
 
+    /// Whether `service` has a live instance.
+    pub fn has_service(&mut self, now: Instant, service: &str) -> bool {
+        self.handle_timeout(now);
+        self.by_name.get(service).is_some_and(|&index| self.services[index as usize].is_some())
+    }
+
     /// The live instances of `service`, starting one further on than the previous query did, or
     /// `None` when it has none. The caller may take only a prefix: every instance comes first
     /// in turn, so all of them are handed out over successive queries.

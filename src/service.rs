@@ -132,6 +132,7 @@ pub struct Service {
     policy: Policy,
     /// Answer `NOT FOUND (catching up)` instead of `NOT FOUND`.
     catching_up: bool,
+    bridging: bool,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
 }
@@ -147,6 +148,7 @@ impl Service {
             counters: Counters::default(),
             policy: Policy::default(),
             catching_up: false,
+            bridging: false,
             scratch: Vec::new(),
         }
     }
@@ -170,6 +172,13 @@ impl Service {
     /// elsewhere: answers say so ([`Response::CatchingUp`]) instead of a plain `NOT FOUND`.
     pub fn set_catching_up(&mut self, catching_up: bool) {
         self.catching_up = catching_up;
+    }
+
+    /// With bridges (`--bridge`): a query for a service that has no live instance here (while
+    /// the table is complete) is handed back ([`Handled::Other`]) for the bridges to ask,
+    /// instead of being answered `NOT FOUND`.
+    pub fn set_bridging(&mut self, bridging: bool) {
+        self.bridging = bridging;
     }
 
     /// The answer for something that is not in the table.
@@ -230,6 +239,14 @@ impl Service {
                 Ok(()) => Response::Ok,
                 Err(_) => self.not_found(),
             },
+            Request::Query { service }
+                if self.bridging
+                    && !self.catching_up
+                    && registry.config().limits.check_name(service).is_ok()
+                    && !registry.has_service(now, service) =>
+            {
+                return Handled::Other { form, request: Request::Query { service } };
+            }
             Request::Query { service } if form == Form::Text => {
                 self.query_text(registry, now, service, out);
                 return Handled::Replied(form);
@@ -315,7 +332,7 @@ fn saturate(n: usize) -> u32 {
 }
 
 /// Bytes of a query reply that are not instances, at the most.
-fn reply_overhead(form: Form) -> usize {
+pub(crate) fn reply_overhead(form: Form) -> usize {
     match form {
         // The newline.
         Form::Text => 1,

@@ -121,6 +121,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("page", to_peer(0x42, Peer::Page { cursor: 0, next: None, leases: vec![lease.clone()] })),
         ("peer report", to_peer(0x43, Peer::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("bye", to_peer(0x42, Peer::Bye)),
+        ("bridge query", to_peer(0x43, Peer::Query { id: 7, service: "echo" })),
+        ("bridge answer", to_peer(0x42, Peer::Answer { id: 7, instances: vec!["127.0.0.1:4000".parse().unwrap()] })),
         ("services", request(13, Request::Services { cursor: 0 })),
         (
             "services reply",

@@ -209,7 +209,12 @@ impl Core for Control {
             Handled::Replied(form) => form,
             Handled::Other { form, request } => {
                 let response = match request {
-                    Request::Stats => self.stats(form),
+                    Request::Stats => {
+                        // What the table holds, the pool shows: staged changes go out first.
+                        self.drain_changes(now);
+                        self.publish(now);
+                        self.stats(form)
+                    }
                     other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
                 };
                 self.service.reply(form, &response, reply);

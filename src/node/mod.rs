@@ -23,6 +23,9 @@
 //! assert_eq!(reply, b"127.0.0.1:4000\n");
 //! ```
 
+pub mod bridge;
+#[cfg(test)]
+mod bridge_tests;
 mod deltas;
 mod group;
 pub mod replicate;
@@ -43,13 +46,15 @@ use uuid::Uuid;
 
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
+use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
-use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response, peer};
+use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response};
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
 use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
+pub use bridge::BridgeConfig;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 
@@ -98,6 +103,8 @@ pub struct NodeConfig {
     /// The wall clock at one instant, for the sealed envelopes' send times: the node reads no
     /// clock, so the shell tells it once what time it is.
     pub wall: WallClock,
+    /// Brokers of other networks asked for services this one does not have.
+    pub bridges: BridgeConfig,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -150,6 +157,7 @@ impl Default for NodeConfig {
             policy: Policy::default(),
             key: None,
             wall: WallClock::now(),
+            bridges: BridgeConfig::default(),
         }
     }
 }
@@ -174,7 +182,13 @@ pub struct Node {
     group: Option<group::Group>,
     replicator: replicate::Replicator,
     verifier: verify::Verifier,
+    bridges: bridge::Bridges,
+    /// Peer and group datagrams (sealed with a key).
     outbox: Outbox<Face>,
+    /// Deferred answers to clients (bridged queries): never sealed.
+    replies: Outbox<Face>,
+    /// This run's incarnation, on the node's peer datagrams.
+    incarnation: u64,
     prober: Prober,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
@@ -194,13 +208,18 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
+        let bridges = bridge::Bridges::new(config.bridges);
+        service.set_bridging(bridges.is_on());
         Node {
             registry,
             service,
             group: config.group.map(|group| group::Group::new(group, config.unicast)),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify),
+            bridges,
             outbox: Outbox::new(OUTBOX_CAPACITY),
+            replies: Outbox::new(OUTBOX_CAPACITY),
+            incarnation: config.incarnation,
             prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
@@ -235,7 +254,7 @@ impl Node {
             received: service.received,
             rejected: service.rejected,
             expired: self.registry.expired_total(),
-            send_failures: self.counters.send_failures + self.outbox.dropped(),
+            send_failures: self.counters.send_failures + self.outbox.dropped() + self.replies.dropped(),
             announcements: self.counters.announcements,
             multicast_ignored: self.counters.multicast_ignored,
             complete: self.is_complete(),
@@ -256,6 +275,10 @@ impl Node {
             peer_count: peers.len() as u64,
             peers_up: peers.iter().filter(|p| p.up).count() as u64,
             peers,
+            bridged: self.bridges.stats.bridged,
+            bridged_found: self.bridges.stats.found,
+            bridge_queries: self.bridges.stats.answered,
+            bridges: self.bridges.stats(now),
         }
     }
 
@@ -273,11 +296,15 @@ impl Node {
                 self.replicator.note_rejected();
                 return false;
             };
-            if !peer::is_peer(inner) {
+            let Ok(frame) = peer::decode(inner) else {
                 self.replicator.note_rejected();
                 return false;
+            };
+            if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
+                self.handle_bridge(now, from, datagram.len(), frame.body);
+                return false;
             }
-            let report = self.replicator.handle(now, from, inner, &mut self.registry, &mut self.outbox);
+            let report = self.replicator.handle(now, from, frame, &mut self.registry, &mut self.outbox);
             if let Some((service, endpoint)) = report {
                 // Forwarded by a peer: verify it if it is registered here too.
                 if self.registry.contains(now, &service, endpoint) {
@@ -289,6 +316,12 @@ impl Node {
         self.service.set_catching_up(!self.replicator.is_complete());
         let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
             Handled::Replied(form) => form,
+            Handled::Other { form, request: Request::Query { service } } => {
+                if !self.bridge_query(now, from, form, datagram.len(), service, reply) {
+                    return false;
+                }
+                form
+            }
             Handled::Other { form, request } => {
                 let response = match request {
                     Request::Stats => {
@@ -346,7 +379,7 @@ impl Node {
         let mut stats = self.stats(now);
         loop {
             protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);
-            if reply.len() <= MAX_REPLY_LEN || stats.peers.pop().is_none() {
+            if reply.len() <= MAX_REPLY_LEN || (stats.peers.pop().is_none() && stats.bridges.pop().is_none()) {
                 return;
             }
         }
@@ -431,6 +464,9 @@ impl Core for Node {
     }
 
     fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        if let Some(reply) = self.replies.pop(out) {
+            return Some(reply);
+        }
         let transmit = self.outbox.pop(out)?;
         // Everything queued goes to peers or the group: sealed, with a key.
         if let Some(sealer) = &mut self.sealer {
@@ -456,6 +492,7 @@ impl Core for Node {
             self.replicator.poll_timeout(),
             self.verifier.poll_timeout(),
             self.group.as_ref().and_then(group::Group::poll_timeout),
+            self.bridges.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -469,6 +506,8 @@ impl Core for Node {
         self.prober.handle_timeout(now);
         self.take_probe_results(now);
         self.group_timeout(now);
+        self.bridges.handle_timeout(now);
+        self.flush_bridges(now);
         self.after_input(now);
     }
 

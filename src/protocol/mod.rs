@@ -329,6 +329,29 @@ pub struct BrokerStats {
     pub peers_up: u64,
     /// The peers (as many as fit in one reply).
     pub peers: Vec<PeerStats>,
+    /// Queries for a service not held here that were asked at the bridges (`--bridge`).
+    pub bridged: u64,
+    /// Of those, how many a bridge answered with instances (from the cache or anew).
+    pub bridged_found: u64,
+    /// Queries from brokers of other networks answered from this broker's table.
+    pub bridge_queries: u64,
+    /// The bridges (as many as fit in one reply).
+    pub bridges: Vec<BridgeStats>,
+}
+
+/// One bridge (a broker of another network, `--bridge`) as a broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeStats {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is asked (it answered its last query in time, or its time out is over).
+    pub up: bool,
+    /// Queries sent to it.
+    pub asked: u64,
+    /// Its answers with instances.
+    pub found: u64,
+    /// Queries it did not answer in time.
+    pub timeouts: u64,
 }
 
 /// One peer broker as a broker sees it.

@@ -148,7 +148,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
                  multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
                  peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={} refused_full={} \
-                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={}",
+                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={} bridged={} bridged_found={} bridge_queries={}",
                 s.instances,
                 s.services,
                 s.received,
@@ -173,7 +173,10 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 s.refused_policy,
                 s.refused_reports,
                 s.rate_dropped,
-                s.rate_slipped
+                s.rate_slipped,
+                s.bridged,
+                s.bridged_found,
+                s.bridge_queries
             );
             for p in &s.peers {
                 let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
@@ -182,6 +185,17 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                     None => write!(out, " last_heard_ms=never"),
                 };
                 let _ = writeln!(out, " complete={} instances={}", if p.complete { "yes" } else { "no" }, p.instances);
+            }
+            for b in &s.bridges {
+                let _ = writeln!(
+                    out,
+                    "bridge {} {} asked={} found={} timeouts={}",
+                    b.addr,
+                    if b.up { "up" } else { "down" },
+                    b.asked,
+                    b.found,
+                    b.timeouts
+                );
             }
             Ok(())
         }

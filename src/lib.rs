@@ -32,7 +32,8 @@
 //!   registry, with no I/O; shared by the broker and the balancer's control port.
 //! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group,
 //!   replication with peer brokers (deltas, catch-up), the verifier of reports and health
-//!   checks, and the prober, and drains the change log to all of them after every input.
+//!   checks, the prober, and the bridges to brokers of other networks, and drains the change log
+//!   to all of them after every input.
 //! - [`limit`]: token buckets and response-rate limiting (no reflector).
 //! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
 //!   bounded concurrency) and a periodic schedule with hysteresis.

@@ -13,6 +13,10 @@
 #
 # wrk runs once, keep-alive against one backend, as a cross-check of makler-load's figures.
 #
+# It fails loudly on any error: a process that does not start or dies, a backend that does not
+# register, an HAProxy config that `haproxy -c` refuses, an alert in HAProxy's log. Every process
+# writes to files of its own, created before it starts, so no wait reads an earlier series' file.
+#
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows), SERIES ("0 2").
 set -euo pipefail
@@ -24,13 +28,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 SERIES=${SERIES:-"0 2"}
 
-need() {
-  if ! command -v "$1" >/dev/null 2>&1; then
-    echo "installing $2" >&2
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
-  fi
-}
+. bench/lib.sh
 need haproxy haproxy
 need wrk wrk
 
@@ -38,47 +36,24 @@ cargo build --release --quiet
 BIN=$PWD/target/release
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 WORK=$(mktemp -d)
-PIDS=()
+trap stop_all_and_clean EXIT
+echo "makler $(source_version), $(haproxy -v | sed -n 1p), $(machine_note)"
 
-stop_all() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT
-
-# start NAME COMMAND...: runs COMMAND in the background, remembers its pid (in PIDS and LAST_PID)
-# and its `listening` line (in LINE). Not in a subshell, so that stop_all knows every process.
-start() {
-  local name=$1
-  shift
-  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
-  LAST_PID=$!
-  PIDS+=("$LAST_PID")
-  for _ in $(seq 200); do
-    if grep -q '^listening' "$WORK/$name.out" 2>/dev/null; then
-      LINE=$(head -1 "$WORK/$name.out")
-      return
-    fi
-    sleep 0.05
-  done
-  echo "$name did not start:" >&2
-  cat "$WORK/$name.err" >&2
-  exit 1
-}
-
-# field LINE KEY: the address after KEY= in a `listening` line.
-field() { sed -n "s/.*$2=\([^ ]*\).*/\1/p" <<<"$1"; }
-
-wait_tcp() { # ADDR LOG
+wait_tcp() { # ADDR PID LOG
   local host=${1%:*} port=${1##*:}
   for _ in $(seq 200); do
     if (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; then return; fi
+    kill -0 "$2" 2>/dev/null || break
     sleep 0.05
   done
-  echo "nothing listens on $1:" >&2
-  cat "$2" >&2
+  echo "error: nothing listens on $1; the log:" >&2
+  cat "$3" >&2
   exit 1
+}
+
+# Fails loudly when HAProxy has written an alert or an error.
+check_haproxy_log() {
+  if grep -E '\[(ALERT|ERROR)\]|expects <name>' "$1" >&2; then die "HAProxy reported errors (above)"; fi
 }
 
 RESULTS=$WORK/results.csv
@@ -97,16 +72,19 @@ for work in $SERIES; do
       --no-broker --service bench --threads "$THREADS" --quiet
     balancer_tcp=$(field "$LINE" tcp)
     control=$(field "$LINE" udp)
+    balancer_pid=$LAST_PID
     backends=()
+    backend_pids=()
+    backend_logs=()
     for i in $(seq "$n"); do
       start "backend$i" "$BIN/makler-server" --service http --broker "$control" --work-ms "$work" --workers 2
       backends+=("$(field "$LINE" tcp)")
+      backend_pids+=("$LAST_PID")
+      backend_logs+=("$ERR")
     done
-    for i in $(seq "$n"); do
-      for _ in $(seq 200); do
-        grep -q "registered" "$WORK/backend$i.err" && break
-        sleep 0.05
-      done
+    # Each backend's own log of this series: it says so once the balancer has it.
+    for i in "${!backends[@]}"; do
+      wait_for_line "${backend_logs[$i]}" "registered" "${backend_pids[$i]}" "backend$((i + 1))"
     done
 
     # Below the ephemeral range (32768 and up), where the load's own connections take ports.
@@ -118,15 +96,26 @@ for work in $SERIES; do
       printf 'backend be\n  balance roundrobin\n'
       for i in "${!backends[@]}"; do printf '  server s%s %s\n' "$i" "${backends[$i]}"; done
     } >"$WORK/haproxy.cfg"
-    haproxy -db -f "$WORK/haproxy.cfg" >"$WORK/haproxy.out" 2>&1 &
-    PIDS+=($!)
-    wait_tcp "127.0.0.1:$haproxy_port" "$WORK/haproxy.out"
+    [ "$(grep -c '^  server s[0-9]* 127\.0\.0\.1:[0-9]*$' "$WORK/haproxy.cfg")" = "$n" ] ||
+      die "the HAProxy config does not list $n backends: $(cat "$WORK/haproxy.cfg")"
+    haproxy -c -q -f "$WORK/haproxy.cfg" || die "haproxy -c refused $WORK/haproxy.cfg: $(cat "$WORK/haproxy.cfg")"
+    haproxy_log=$WORK/haproxy.$n.$work.out
+    : >"$haproxy_log"
+    haproxy -db -f "$WORK/haproxy.cfg" >"$haproxy_log" 2>&1 &
+    haproxy_pid=$!
+    PIDS+=("$haproxy_pid")
+    wait_tcp "127.0.0.1:$haproxy_port" "$haproxy_pid" "$haproxy_log"
+    alive "$haproxy_pid" haproxy "$haproxy_log"
+    check_haproxy_log "$haproxy_log"
 
     # An independent load generator as a cross-check of makler-load: wrk, keep-alive, one backend.
     if [ "$n" = 1 ] && [ "$work" = 0 ]; then
       for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
         set -- $target
-        rate=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
+        # wrk takes whole seconds only.
+        wrk_seconds=$(awk -v d="$DURATION" 'BEGIN { s = int(d); if (s < d) s++; print (s < 1 ? 1 : s) }')
+        rate=$(wrk -t2 -c"$CONNECTIONS" -d"${wrk_seconds}s" "http://$2/" | awk '/Requests\/sec/ { print $2 }')
+        [ -n "$rate" ] || die "wrk measured nothing at $2"
         echo "$1 $rate" >>"$WORK/wrk.txt"
       done
     fi
@@ -137,26 +126,36 @@ for work in $SERIES; do
         measure "w$work n$n makler" "$balancer_tcp" "$mode"
       done
     done
+    # Everything must have lived through the series, or its figures mean nothing.
+    alive "$balancer_pid" balancer
+    for i in "${!backend_pids[@]}"; do alive "${backend_pids[$i]}" "backend$((i + 1))" "${backend_logs[$i]}"; done
+    alive "$haproxy_pid" haproxy "$haproxy_log"
+    check_haproxy_log "$haproxy_log"
     stop_all
   done
 done
 
 echo
-echo "makler-balancer vs HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), $THREADS threads each," \
+echo "makler-balancer vs HAProxy $(haproxy -v | sed -n 1p | cut -d' ' -f3), $THREADS threads each," \
   "$CONNECTIONS connections, ${DURATION}s per target and mode in $ROUNDS alternating rounds," \
   "makler-load http; requests/s (mean p50/p99 ms)"
 awk -F, '
+  # Insertion sort of a[1..n] (mawk has no asort).
+  function asort_numbers(a, n,    i, j, v) {
+    for (i = 2; i <= n; i++) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+  }
   NR == 1 { next }
   {
     split($1, l, " ")
     key = l[1] " " l[2] " " $3; who = l[3]
     requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
     rounds[key, who]++; errors += $11
+    round_rate[key, who, rounds[key, who]] = $6 / $5
     if (!(key in seen)) { seen[key] = 1; order[++count] = key }
   }
   END {
     split("direct haproxy makler", all, " ")
-    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy"
+    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy (median of rounds, range)"
     for (i = 1; i <= count; i++) {
       key = order[i]
       for (w = 1; w <= 3; w++) {
@@ -165,7 +164,13 @@ awk -F, '
         text[who] = sprintf("%8.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
       }
       split(key, k, " ")
-      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], rate["makler"] / rate["haproxy"]
+      # The ratio round by round: the median and the range.
+      n = 0
+      for (r = 1; r <= rounds[key, "makler"]; r++)
+        if (round_rate[key, "haproxy", r] > 0) ratios[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
+      asort_numbers(ratios, n)
+      median = n % 2 ? ratios[(n + 1) / 2] : (ratios[n / 2] + ratios[n / 2 + 1]) / 2
+      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f (%.2f–%.2f)\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median, ratios[1], ratios[n]
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
     }
     printf "errors in all runs: %d\n", errors
@@ -196,8 +201,12 @@ start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0
 balancer_tcp=$(field "$LINE" tcp)
 balancer_pid=$LAST_PID
 start idle-backend "$BIN/makler-server" --service http --broker "$(field "$LINE" udp)"
-for _ in $(seq 200); do grep -q registered "$WORK/idle-backend.err" && break; sleep 0.05; done
+wait_for_line "$ERR" registered "$LAST_PID" idle-backend
 echo
 echo "$idle idle connections through makler-balancer (its resident memory):"
 "$BIN/makler-load" idle --target "$balancer_tcp" --connections "$idle" --hold 5 --pid "$balancer_pid"
 stop_all
+
+# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw.
+cp "$RESULTS" "${CSV:-bench/balancer.csv}"
+echo "wrote ${CSV:-bench/balancer.csv}; bench/plot.sh draws it"

@@ -18,16 +18,18 @@ use makler::shutdown::Shutdown;
 /// backend is there the balancer registers itself at the broker under SERVICE, and it
 /// deregisters when the last one is gone. `stats` on the control port shows every backend.
 ///
-/// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it.
+/// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it
+/// gracefully: it deregisters, stops accepting and lets the connections in flight finish (up to
+/// --drain-timeout).
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// TCP address clients connect to.
-    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
     listen: SocketAddr,
 
     /// UDP address backends register at.
-    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL)]
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL, value_parser = makler::cli::parse_listen)]
     control: SocketAddr,
 
     /// Broker to register the balancer at; a comma-separated list fails over. Without it, the
@@ -36,9 +38,9 @@ struct Args {
     #[arg(long, value_name = "ADDR[,ADDR…]")]
     broker: Option<AddrList>,
 
-    /// Do not register or announce anywhere.
-    #[arg(long, conflicts_with = "broker")]
-    no_broker: bool,
+    /// Do not register or announce anywhere (was --no-broker, which still works).
+    #[arg(long, alias = "no-broker", conflicts_with = "broker")]
+    no_register: bool,
 
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
@@ -52,7 +54,7 @@ struct Args {
     threads: u16,
 
     /// Seconds a backend's registration lives after its last heartbeat.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_ttl)]
     ttl: Duration,
 
     /// Client connections open at once; more are closed at once and counted as refused.
@@ -61,11 +63,11 @@ struct Args {
     max_connections: Option<usize>,
 
     /// Seconds a backend connect may take before the next backend is tried.
-    #[arg(long, value_name = "SECONDS", default_value = "1", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     connect_timeout: Duration,
 
     /// Seconds without traffic after which a connection is closed.
-    #[arg(long, value_name = "SECONDS", default_value = "60", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "60", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     idle_timeout: Duration,
 
     /// Seconds between TCP health probes of every backend; 0 turns them off.
@@ -79,6 +81,18 @@ struct Args {
 
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
+
+    /// On SIGTERM or SIGINT: seconds the connections in flight may take to finish, after the
+    /// balancer has deregistered and stopped accepting; 0 closes them at once. A second signal
+    /// stops at once.
+    #[arg(long, value_name = "SECONDS", default_value = "10", allow_negative_numbers = true,
+          value_parser = parse_drain)]
+    drain_timeout: Duration,
+
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9101; port 0 picks a free port (the `listening` line shows it).
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -97,12 +111,12 @@ fn main() -> ExitCode {
     let config = balancer::Config {
         listen: args.listen,
         control: args.control,
-        brokers: match (&args.broker, args.no_broker, args.multicast.config()) {
+        brokers: match (&args.broker, args.no_register, args.multicast.config()) {
             (Some(list), _, _) => list.0.clone(),
             (None, false, None) => vec![makler::broker::DEFAULT_LISTEN],
             _ => Vec::new(),
         },
-        announce: match (&args.broker, args.no_broker, args.multicast.config()) {
+        announce: match (&args.broker, args.no_register, args.multicast.config()) {
             (None, false, Some(multicast)) => {
                 if multicast.key.is_none() && !multicast.interface.is_loopback() {
                     log::warn!(
@@ -123,6 +137,8 @@ fn main() -> ExitCode {
         health_interval,
         log: !args.quiet,
         rate_limit: args.rate_limit.config(),
+        metrics: args.metrics,
+        drain_timeout: args.drain_timeout,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +146,14 @@ fn main() -> ExitCode {
             eprintln!("makler-balancer: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A number of seconds, or 0 for "do not wait".
+fn parse_drain(text: &str) -> Result<Duration, String> {
+    match text.trim().parse::<f64>() {
+        Ok(0.0) => Ok(Duration::ZERO),
+        _ => makler::cli::parse_seconds(text),
     }
 }
 
@@ -145,11 +169,13 @@ fn default_cap() -> usize {
 }
 
 fn run(config: balancer::Config) -> std::io::Result<()> {
-    let (listen, control) = (config.listen, config.control);
-    let balancer = Balancer::bind(config)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on tcp {listen} and udp {control}: {e}")))?;
+    let balancer = Balancer::bind(config)?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
+    write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
+    match balancer.metrics_addr() {
+        Some(metrics) => writeln!(stdout, " metrics={metrics}")?,
+        None => writeln!(stdout)?,
+    }
     stdout.flush()?;
     drop(stdout);
     let shutdown = Shutdown::new();

@@ -26,20 +26,21 @@ use makler::shutdown::Shutdown;
 /// Several brokers run as one redundant service: give each the others with --peers (or let them
 /// find each other on the multicast group). They replicate their tables, a restarted broker
 /// catches up from the others, and an instance reported dead (`report SERVICE IP:PORT`) is
-/// checked and removed everywhere.
+/// checked and removed everywhere. Brokers of separate networks can be bridged (--bridge): each
+/// keeps its own table and asks the others for what it does not have.
 ///
 /// With --dns it also answers DNS (UDP and TCP on that address) from the same table, so that
 /// HAProxy, nginx, dig and any resolver find makler services: `_<service>._tcp.<domain>` SRV
-/// and `<service>.<domain>` A/AAAA; the first line then ends with ` dns=IP:PORT`.
+/// and `<service>.<domain>` A/AAAA; the first line then shows ` dns=IP:PORT`.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// UDP address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
     listen: SocketAddr,
 
     /// Seconds a registration lives after its last register or heartbeat (decimals allowed).
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_ttl)]
     ttl: Duration,
 
     /// Most instances the table holds; more registrations get `ERROR full`.
@@ -65,6 +66,14 @@ struct Args {
     /// own address may be in the list: the same list can go to every broker).
     #[arg(long, value_name = "ADDR[,ADDR…]")]
     peers: Option<makler::cli::AddrList>,
+
+    /// Brokers of other networks (another site, another LAN) to ask for a service this broker
+    /// does not have: a query that finds nothing here is passed to them (one hop, never further)
+    /// and answered with their instances, or `NOT FOUND` after at most 300 ms. Their tables are
+    /// not replicated: see protocol.md on bridges, and on which addresses such answers can be
+    /// used from.
+    #[arg(long, value_name = "ADDR[,ADDR…]")]
+    bridge: Option<makler::cli::AddrList>,
 
     /// Seconds between TCP health checks of each registered instance (each instance is checked
     /// by one broker of the service); two failures in a row remove it everywhere. 0 turns them
@@ -111,6 +120,11 @@ struct Args {
 
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
+
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
+    /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
+    metrics: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -152,6 +166,11 @@ fn main() -> ExitCode {
         },
         dns_listen: args.dns,
         dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
+        metrics: args.metrics,
+        bridges: makler::node::BridgeConfig {
+            bridges: args.bridge.map(|list| list.0).unwrap_or_default(),
+            ..makler::node::BridgeConfig::default()
+        },
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -172,13 +191,16 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 
 fn run(config: broker::Config) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    let broker = Broker::bind(config.clone())
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
+    let broker = Broker::bind(config.clone())?;
     let mut stdout = std::io::stdout().lock();
-    match broker.dns_addr() {
-        Some(dns) => writeln!(stdout, "listening udp={} dns={dns}", broker.local_addr())?,
-        None => writeln!(stdout, "listening udp={}", broker.local_addr())?,
+    let mut line = format!("listening udp={}", broker.local_addr());
+    if let Some(dns) = broker.dns_addr() {
+        line.push_str(&format!(" dns={dns}"));
     }
+    if let Some(metrics) = broker.metrics_addr() {
+        line.push_str(&format!(" metrics={metrics}"));
+    }
+    writeln!(stdout, "{line}")?;
     stdout.flush()?;
     drop(stdout);
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
@@ -199,6 +221,10 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     if !config.replica.peers.is_empty() {
         let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();
         log::info!("peers {}", peers.join(","));
+    }
+    if !config.bridges.bridges.is_empty() {
+        let bridges: Vec<String> = config.bridges.bridges.iter().map(ToString::to_string).collect();
+        log::info!("bridges {}", bridges.join(","));
     }
 
     let shutdown = Shutdown::new();

@@ -17,7 +17,7 @@ use makler::client::{ClientError, ConnectError, Resolver};
 /// Exit codes: 0 answered, 2 bad usage, 3 service not registered, 4 no broker answered,
 /// 5 no server of the service could be reached or it did not answer, 1 anything else.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// Broker address; a comma-separated list fails over from one to the next. Without it, the
     /// brokers are found on the multicast group.
@@ -28,16 +28,20 @@ struct Args {
     multicast: makler::cli::MulticastArgs,
 
     /// Wait up to this many seconds for the service to be registered.
-    #[arg(long, value_name = "SECONDS", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     wait: Option<Duration>,
 
     /// Seconds to wait for each answer from the server.
-    #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     timeout: Duration,
 
     /// Speak HTTP: send `GET PATH` and print the response body (for `makler-server --service http`).
     #[arg(long, value_name = "PATH")]
     http: Option<String>,
+
+    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    #[arg(long, short)]
+    quiet: bool,
 
     /// The service to call.
     service: String,
@@ -53,7 +57,7 @@ const SERVER_UNREACHABLE: u8 = 5;
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    makler::cli::init_logging("makler-client", false);
+    makler::cli::init_logging("makler-client", args.quiet);
     let brokers = match makler::cli::brokers_or_discover(args.broker.as_ref(), args.multicast.config().as_ref()) {
         Ok(brokers) => brokers,
         Err(e) => return fail(BROKER_UNREACHABLE, &e),
@@ -81,6 +85,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // What a read timeout looks like: "Resource temporarily unavailable" says nothing.
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => fail(
+            SERVER_UNREACHABLE,
+            &format!(
+                "server {server} accepted the connection but did not answer within {} s (--timeout)",
+                args.timeout.as_secs_f64()
+            ),
+        ),
         Err(e) => fail(SERVER_UNREACHABLE, &format!("server {server}: {e}")),
     }
 }

@@ -9,18 +9,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
+use std::io::Write;
+
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+use makler::load::bench::{self, BrokerBench};
+use makler::load::compare::{self, TargetSpec};
+use makler::load::echo::EchoServer;
+use makler::load::rounds::{self, Schedule, Shape};
 use makler::load::tcp::{self, Mode, Progress, Protocol, TcpLoad};
-use makler::load::udp::{BrokerBench, BrokerReport, bench_broker};
-use makler::load::{Summary, check_target, micros};
+use makler::load::udp::{self, Driver};
+use makler::load::{check_target, describe_binary, micros, report};
+use makler::shutdown::Shutdown;
 
 /// Load generator for makler: measures the broker, the balancer and their references.
 ///
 /// Every run is bounded in time and count and stops by itself. Targets must be loopback
 /// addresses unless --allow-remote is given.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
+    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -51,7 +62,7 @@ enum Command {
         #[arg(long, short, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         connections: u32,
         /// Seconds to hold them.
-        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
         hold: Duration,
         /// The process whose resident memory to report.
         #[arg(long)]
@@ -60,11 +71,13 @@ enum Command {
         #[arg(long)]
         allow_remote: bool,
     },
-    /// Broker benchmark: queries/s, p50/p99 and heartbeats/s against a fresh broker holding
-    /// INSTANCES over TYPES, next to a plain UDP echo server given the same datagrams; then the
+    /// Broker benchmark: a fresh broker holding INSTANCES over TYPES, next to a minimal UDP echo
+    /// server in a process of its own (the machine's limit for one socket and one thread), both
+    /// given the same load in alternating rounds: queries, heartbeats and registrations in the
+    /// binary and the text form, for every combination of --threads and --windows. Then the
     /// broker's memory per instance with RSS_INSTANCES registered.
     Udp {
-        /// Instances registered for the query and heartbeat runs.
+        /// Instances registered for the measured runs.
         #[arg(long, default_value_t = 10_000)]
         instances: usize,
         /// Services the instances are spread over.
@@ -73,14 +86,17 @@ enum Command {
         /// Instances registered for the memory figure.
         #[arg(long, default_value_t = 100_000)]
         rss_instances: usize,
-        /// Seconds each run lasts.
-        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        /// Measured seconds per run and shape of load, split over the rounds.
+        #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = makler::cli::parse_seconds)]
         duration: Duration,
-        /// Requests in flight at once.
-        #[arg(long, default_value_t = 8)]
-        window: usize,
-        /// How many times the echo and query runs alternate (each lasting DURATION / ROUNDS), so
-        /// that the machine's changing speed affects both alike.
+        /// Requests in flight per client thread: a comma-separated list (`1,8,64`).
+        #[arg(long, value_name = "N,N,…", default_value = "8", value_parser = bench::parse_list)]
+        windows: std::vec::Vec<usize>,
+        /// Client threads, each with its own socket: a comma-separated list (`1,4`).
+        #[arg(long, value_name = "N,N,…", default_value = "1", value_parser = bench::parse_list)]
+        threads: std::vec::Vec<usize>,
+        /// How many times the runs alternate (each lasting DURATION / ROUNDS), so that the
+        /// machine's changing speed affects all alike.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
         /// The makler-broker executable (default: the one next to this program).
@@ -102,7 +118,7 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         samples: usize,
         /// Seconds of query load in all, split over the rounds.
-        #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = makler::cli::parse_seconds)]
+        #[arg(long, value_name = "SECONDS", default_value = "6", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
         duration: Duration,
         /// Rounds the query runs (with and without heartbeats) alternate in.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
@@ -113,6 +129,86 @@ enum Command {
         /// The makler-broker executable (default: the one next to this program).
         #[arg(long, value_name = "PATH")]
         broker_bin: Option<PathBuf>,
+    },
+    /// Query load at one or more targets in alternating rounds, with the ratio of each to the
+    /// first: the broker's binary and text queries and DNS SRV queries (`_NAME._tcp.ZONE.`) for
+    /// the same service names, so that the broker can be compared with a DNS server.
+    Query {
+        /// `[LABEL:]PROTOCOL=ADDR[/PID,…]`, PROTOCOL one of dns, binary, text; repeat for more
+        /// targets. The first is the reference the others are divided by. With PIDs, the CPU
+        /// time of those processes per reply is reported.
+        #[arg(long = "target", value_name = "TARGET", required = true)]
+        targets: Vec<TargetSpec>,
+        /// A file of service names, one per line, queried in turn.
+        #[arg(long, value_name = "FILE")]
+        names: PathBuf,
+        /// The DNS zone the names are in.
+        #[arg(long, default_value = "makler.test")]
+        zone: String,
+        /// Measured seconds per target, split over the rounds.
+        #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = makler::cli::parse_seconds)]
+        duration: Duration,
+        /// How many times the targets alternate.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        /// Requests in flight per client thread.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        window: u32,
+        /// Client threads, each with its own socket.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        threads: u32,
+        /// Allow targets that are not loopback addresses.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Registers INSTANCES over TYPES services named PREFIX0, PREFIX1, … at a broker, in the
+    /// binary form (the table `makler-load udp` measures, and `zone` writes for DNS).
+    Populate {
+        /// The broker.
+        #[arg(long, value_name = "ADDR")]
+        target: SocketAddr,
+        /// Instances to register.
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        /// Services they are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        types: usize,
+        /// The services' names: PREFIX then a number.
+        #[arg(long, default_value = "svc")]
+        prefix: String,
+        /// Allow a target that is not a loopback address.
+        #[arg(long)]
+        allow_remote: bool,
+    },
+    /// Prints a DNS zone file holding the same table `populate` registers: one SRV record
+    /// `_PREFIXk._tcp.ZONE.` per instance, and an A record per instance address.
+    Zone {
+        /// The zone.
+        #[arg(long, default_value = "makler.test")]
+        zone: String,
+        /// Instances.
+        #[arg(long, default_value_t = 10_000)]
+        instances: usize,
+        /// Services.
+        #[arg(long, default_value_t = 1_000)]
+        types: usize,
+        /// The services' names: PREFIX then a number.
+        #[arg(long, default_value = "svc")]
+        prefix: String,
+    },
+    /// The reference for `udp`: a minimal UDP echo server, one thread, one socket, the broker's
+    /// loop without the broker's work. Prints `listening udp=ADDR`.
+    #[command(hide = true)]
+    EchoServer {
+        /// Where to listen.
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Stop after this many seconds at the latest.
+        #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = makler::cli::parse_seconds)]
+        lifetime: Duration,
+        /// Stop when standard input ends (the benchmark that started it is gone).
+        #[arg(long)]
+        stop_on_eof: bool,
     },
 }
 
@@ -126,7 +222,7 @@ struct LoadArgs {
     #[arg(long, short, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     connections: u32,
     /// Seconds to run (at most an hour).
-    #[arg(long, short, value_name = "SECONDS", default_value = "10", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, short, value_name = "SECONDS", default_value = "10", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     duration: Duration,
     /// keepalive: many requests per connection; close: a new connection per request.
     #[arg(long, value_enum, default_value_t = ModeArg::Keepalive)]
@@ -163,7 +259,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    makler::cli::init_logging("makler-load", false);
+    makler::cli::init_logging("makler-load", args.quiet);
     match args.command {
         Command::Http { load, path } => run_load(load, Protocol::Http { path }),
         Command::Tcp { load } => run_load(load, Protocol::Line),
@@ -183,34 +279,42 @@ fn main() -> ExitCode {
         Command::Peers { sizes, types, samples, duration, rounds, heartbeats, broker_bin } => {
             peers(sizes, types, samples, duration, rounds, heartbeats, broker_bin)
         }
-        Command::Udp { instances, types, rss_instances, duration, window, rounds, broker_bin } => {
-            if types == 0 || instances < types || rss_instances < instances {
-                eprintln!("makler-load: need 0 < --types <= --instances <= --rss-instances");
-                return ExitCode::from(2);
+        Command::Udp { instances, types, rss_instances, duration, windows, threads, rounds, broker_bin } => {
+            run_udp(instances, types, rss_instances, duration, &windows, &threads, rounds, broker_bin)
+        }
+        Command::Query { targets, names, zone, duration, rounds, window, threads, allow_remote } => {
+            let schedule = Schedule { per_target: duration, rounds, warmup: warmup(duration, rounds) };
+            let shape = Shape { threads: threads as usize, window: window as usize };
+            run_query(&targets, &names, &zone, shape, schedule, allow_remote)
+        }
+        Command::Populate { target, instances, types, prefix, allow_remote } => {
+            if let Err(e) = check_target(target, allow_remote) {
+                return fail(2, e);
             }
-            let broker_bin = match broker_bin.map_or_else(sibling_broker, Ok) {
-                Ok(path) => path,
-                Err(e) => {
-                    eprintln!("makler-load: cannot find makler-broker: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let config = BrokerBench { broker_bin, instances, types, rss_instances, duration, window, rounds };
-            println!(
-                "makler-load udp: broker with {instances} instances over {types} types, window {window}, {:.1} s per run",
-                duration.as_secs_f64()
-            );
-            match bench_broker(&config) {
-                Ok(report) => {
-                    print_report(&config, &report);
+            if types == 0 || instances < types {
+                return fail(2, "need 0 < --types <= --instances");
+            }
+            let result = Driver::new(target, 8).and_then(|d| udp::populate(&d, &prefix, 0, instances, types));
+            match result {
+                Ok((_, m)) => {
+                    let s = m.summary();
+                    println!("registered {instances} instances over {types} types at {target}: {:.0}/s", s.rate);
                     ExitCode::SUCCESS
                 }
-                Err(e) => {
-                    eprintln!("makler-load: {e}");
-                    ExitCode::FAILURE
-                }
+                Err(e) => fail(1, e),
             }
         }
+        Command::Zone { zone, instances, types, prefix } => {
+            if types == 0 || instances < types {
+                return fail(2, "need 0 < --types <= --instances");
+            }
+            print!("{}", makler::load::dns::zone_file(&zone, &prefix, instances, types));
+            ExitCode::SUCCESS
+        }
+        Command::EchoServer { listen, lifetime, stop_on_eof } => match run_echo(listen, lifetime, stop_on_eof) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        },
     }
 }
 
@@ -228,7 +332,7 @@ fn peers(
         eprintln!("makler-load: need 0 < --types <= each of --sizes");
         return ExitCode::from(2);
     }
-    let broker_bin = match broker_bin.map_or_else(sibling_broker, Ok) {
+    let broker_bin = match broker_bin.map_or_else(|| sibling("makler-broker"), Ok) {
         Ok(path) => path,
         Err(e) => {
             eprintln!("makler-load: cannot find makler-broker: {e}");
@@ -289,40 +393,132 @@ fn peers(
     );
     ExitCode::SUCCESS
 }
-
-fn sibling_broker() -> std::io::Result<PathBuf> {
-    Ok(std::env::current_exe()?.with_file_name("makler-broker"))
+fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("makler-load: {error}");
+    ExitCode::from(code)
 }
 
-fn print_report(config: &BrokerBench, r: &BrokerReport) {
-    println!("{:<18} {:>12} {:>9} {:>9} {:>9} {:>6}", "run", "requests/s", "p50 µs", "p90 µs", "p99 µs", "lost");
-    let row = |name: &str, s: &Summary| {
-        println!(
-            "{name:<18} {:>12.0} {:>9} {:>9} {:>9} {:>6}",
-            s.rate,
-            micros(s.p50),
-            micros(s.p90),
-            micros(s.p99),
-            s.lost
-        );
+/// An unmeasured run per target before the rounds: one round's time, at most 0.2 s.
+fn warmup(duration: Duration, rounds: u32) -> Duration {
+    (duration / rounds.max(1)).min(Duration::from_millis(200))
+}
+
+fn sibling(name: &str) -> std::io::Result<PathBuf> {
+    Ok(std::env::current_exe()?.with_file_name(name))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_udp(
+    instances: usize,
+    types: usize,
+    rss_instances: usize,
+    duration: Duration,
+    windows: &[usize],
+    threads: &[usize],
+    rounds: u32,
+    broker_bin: Option<PathBuf>,
+) -> ExitCode {
+    if types == 0 || instances < types || rss_instances < instances {
+        return fail(2, "need 0 < --types <= --instances <= --rss-instances");
+    }
+    let (broker_bin, load_bin) =
+        match (broker_bin.map_or_else(|| sibling("makler-broker"), Ok), std::env::current_exe()) {
+            (Ok(broker), Ok(load)) => (broker, load),
+            (Err(e), _) | (_, Err(e)) => return fail(1, format!("cannot find the executables: {e}")),
+        };
+    let config = BrokerBench {
+        broker_bin,
+        load_bin,
+        instances,
+        types,
+        rss_instances,
+        schedule: Schedule { per_target: duration, rounds, warmup: warmup(duration, rounds) },
+        shapes: bench::shapes(threads, windows),
     };
-    row("udp echo", &r.echo);
-    row("broker query", &r.query);
-    row("broker heartbeat", &r.heartbeat);
-    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
-    let ratio = r.ratio();
-    println!("query/echo ratio {ratio:.2} (target >= 0.80: {})", verdict(ratio >= 0.8));
-    let p99 = r.query.p99;
-    println!("query p99 {} µs (target < 1000 µs: {})", micros(p99), verdict(p99 < Duration::from_millis(1)));
-    println!("heartbeats {:.0}/s (target >= 100000/s: {})", r.heartbeat.rate, verdict(r.heartbeat.rate >= 100_000.0));
-    let per_instance = r.rss_full.saturating_sub(r.rss_empty) as f64 / config.rss_instances as f64;
     println!(
-        "broker RSS {:.1} MiB empty, {:.1} MiB with {} instances: {per_instance:.0} bytes/instance (target <= 256: {})",
-        r.rss_empty as f64 / 1048576.0,
-        r.rss_full as f64 / 1048576.0,
-        config.rss_instances,
-        verdict(per_instance <= 256.0)
+        "makler-load udp: broker with {instances} instances over {types} types; {:.1} s per run and shape in {rounds} alternating rounds",
+        duration.as_secs_f64()
     );
+    println!("broker:    {}", describe_binary(&config.broker_bin));
+    println!("reference: {} echo-server", describe_binary(&config.load_bin));
+    println!("machine:   {}", report::machine_note());
+    println!("bytes: mean reply size; cli µs, srv µs: CPU time per reply of makler-load and of the server process");
+    match bench::bench_broker(&config) {
+        Ok(result) => {
+            let mut out = std::io::stdout().lock();
+            let written = report::write_broker_report(&mut out, &config, &result)
+                .and_then(|()| writeln!(out, "machine after: {}", report::machine_note()));
+            if let Err(e) = written {
+                return fail(1, e);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
+fn run_query(
+    specs: &[TargetSpec],
+    names: &std::path::Path,
+    zone: &str,
+    shape: Shape,
+    schedule: Schedule,
+    allow_remote: bool,
+) -> ExitCode {
+    if let Some(e) = specs.iter().find_map(|s| check_target(s.addr, allow_remote).err()) {
+        return fail(2, e);
+    }
+    let names = match std::fs::read_to_string(names) {
+        Ok(text) => compare::read_names(&text),
+        Err(e) => return fail(2, format!("cannot read {}: {e}", names.display())),
+    };
+    let count = names.len();
+    let targets = match compare::targets(specs, names, zone) {
+        Ok(targets) => targets,
+        Err(e) => return fail(2, e),
+    };
+    println!(
+        "makler-load query: {count} names, {} client thread(s) × {} in flight, {:.1} s per target in {} alternating rounds",
+        shape.threads,
+        shape.window,
+        schedule.per_target.as_secs_f64(),
+        schedule.rounds
+    );
+    if let Ok(exe) = std::env::current_exe() {
+        println!("generator: {}", describe_binary(&exe));
+    }
+    println!("machine:   {}", report::machine_note());
+    match rounds::alternate(&targets, shape, schedule) {
+        Ok(results) => {
+            let mut out = std::io::stdout().lock();
+            let written = report::write_header(&mut out, &targets[0].label)
+                .and_then(|()| report::write_results(&mut out, &results))
+                .and_then(|()| writeln!(out, "machine after: {}", report::machine_note()));
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
+fn run_echo(listen: SocketAddr, lifetime: Duration, stop_on_eof: bool) -> std::io::Result<()> {
+    if !listen.ip().is_loopback() {
+        return Err(std::io::Error::other(format!("{listen}: the echo server listens on loopback only")));
+    }
+    let server = EchoServer::bind(listen)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening udp={}", server.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
+    if stop_on_eof {
+        makler::load::echo::stop_on_stdin_eof(&shutdown)?;
+    }
+    server.run(&shutdown, lifetime)?;
+    Ok(())
 }
 
 fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {

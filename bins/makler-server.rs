@@ -20,14 +20,14 @@ use makler::shutdown::Shutdown;
 ///
 /// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops.
 #[derive(Debug, Parser)]
-#[command(version, max_term_width = 100)]
+#[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// What to serve: echo, upper, time or http.
     #[arg(long)]
     service: Service,
 
-    /// TCP address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    /// TCP address to listen on, IP:PORT (a host name is resolved); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = makler::cli::parse_listen)]
     listen: SocketAddr,
 
     /// Broker (or balancer control port) to register at; a comma-separated list fails over.
@@ -42,7 +42,7 @@ struct Args {
     announce: bool,
 
     /// Seconds between announcements after the first three; keep it well inside the brokers' TTL.
-    #[arg(long, value_name = "SECONDS", default_value = "1.5", value_parser = makler::cli::parse_seconds)]
+    #[arg(long, value_name = "SECONDS", default_value = "1.5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     announce_interval: Duration,
 
     #[command(flatten)]
@@ -56,18 +56,23 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 0)]
     work_ms: u64,
 
-    /// Worker threads, each serving many connections.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
-    workers: u16,
+    /// Worker threads, each serving many connections (was --workers).
+    #[arg(long, alias = "workers", value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
 
-    /// Serve without registering anywhere.
-    #[arg(long)]
+    /// Do not register at a broker (with --announce: only announce). --no-broker is the same.
+    #[arg(long, alias = "no-broker")]
     no_register: bool,
+
+    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    makler::cli::init_logging("makler-server", false);
+    makler::cli::init_logging("makler-server", args.quiet);
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -81,7 +86,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = server::Config {
         listen: args.listen,
         service: args.service,
-        workers: args.workers.into(),
+        workers: args.threads.into(),
         work: Duration::from_millis(args.work_ms),
         ..server::Config::default()
     };
@@ -112,16 +117,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
             let config = AnnouncerConfig { multicast, interval: args.announce_interval };
             log::info!("announcing {name} on multicast group {} on {}", multicast.group, multicast.interface);
-            Some(Announcer::start(config, &name, ip, addr.port())?)
+            let announcer = Announcer::start(config, &name, ip, addr.port())
+                .map_err(|e| format!("cannot announce: {}", makler::multicast::explain(e, &multicast)))?;
+            Some(announcer)
         }
     };
-    let registered = if args.no_register || (args.announce && args.broker.is_none()) {
+    let registering = if args.no_register || (args.announce && args.broker.is_none()) {
         None
     } else {
-        let brokers = makler::cli::brokers_or_discover(args.broker.as_ref(), multicast.as_ref())?;
-        let registrar = Registrar::start(&brokers, RegistrarConfig { log: true, ..RegistrarConfig::default() })?;
-        let registration = registrar.register(&name, ip, addr.port())?;
-        Some((registrar, registration))
+        let (given, stop, name) = (args.broker.clone(), shutdown.clone(), name.clone());
+        let port = addr.port();
+        // In the background, so that the server serves while it looks for a broker.
+        Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port)))
     };
 
     server.run(&shutdown)?;
@@ -129,11 +136,68 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         announcer.stop();
         log::info!("said goodbye for {name}");
     }
-    if let Some((registrar, registration)) = registered {
-        drop(registration);
-        registrar.shutdown();
-        log::info!("deregistered {name}");
+    if let Some(registering) = registering {
+        match registering.join() {
+            Ok(Some((registrar, registration))) => {
+                let was_registered = registration.id().is_some();
+                drop(registration);
+                registrar.shutdown();
+                if was_registered {
+                    log::info!("deregistered {name}");
+                } else {
+                    log::info!("{name} was never registered: no broker answered");
+                }
+            }
+            Ok(None) => log::info!("{name} was never registered: no broker was found"),
+            Err(_) => log::error!("the registering thread panicked"),
+        }
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// How long to wait between two searches for a broker on the multicast group.
+const DISCOVER_AGAIN: Duration = Duration::from_secs(2);
+
+/// Finds the brokers (given, or on the multicast group: searched again and again until one
+/// answers or the server stops) and registers there. `None`: stopped before a broker was found.
+fn register(
+    given: Option<&AddrList>,
+    multicast: Option<&makler::multicast::MulticastConfig>,
+    stop: &Shutdown,
+    name: &str,
+    ip: Option<std::net::IpAddr>,
+    port: u16,
+) -> Option<(Registrar, makler::client::Registration)> {
+    let stopped = stop.stopped();
+    let mut said = false;
+    let brokers = loop {
+        match makler::cli::brokers_or_discover(given, multicast) {
+            Ok(brokers) => break brokers,
+            Err(e) => {
+                if !said {
+                    log::warn!("{e}; looking again every {}s", DISCOVER_AGAIN.as_secs());
+                    said = true;
+                }
+                // Returns at once when the server stops.
+                let _ = stopped.recv_timeout(DISCOVER_AGAIN);
+                if stop.is_requested() {
+                    return None;
+                }
+            }
+        }
+    };
+    if said {
+        let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
+        log::info!("found broker {}", list.join(","));
+    }
+    let started = Registrar::start(&brokers, RegistrarConfig { log: true, ..RegistrarConfig::default() })
+        .and_then(|registrar| registrar.register(name, ip, port).map(|registration| (registrar, registration)));
+    match started {
+        Ok(registered) => Some(registered),
+        Err(e) => {
+            log::error!("cannot register {name}: {e}");
+            None
+        }
+    }
 }

@@ -30,7 +30,7 @@ pub use crate::service::DEFAULT_MAX_DATAGRAM;
 use crate::multicast::MulticastConfig;
 use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
-use crate::shell::Shell;
+use crate::shell::{Shell, StreamLimits};
 use crate::shutdown::Shutdown;
 
 /// The broker's settings.
@@ -62,7 +62,15 @@ pub struct Config {
     pub dns_listen: Option<SocketAddr>,
     /// The DNS face's zone and TTL.
     pub dns: DnsConfig,
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
+    /// Brokers of other networks asked for services this one does not have (`--bridge`).
+    pub bridges: crate::node::BridgeConfig,
 }
+
+/// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
+pub const METRICS_LIMITS: StreamLimits =
+    StreamLimits { max_connections: 16, max_input: 16 * 1024, idle: Duration::from_secs(10) };
 
 /// How often a broker says hello on the multicast group.
 pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);
@@ -86,6 +94,8 @@ impl Default for Config {
             key: None,
             dns_listen: None,
             dns: DnsConfig::default(),
+            metrics: None,
+            bridges: crate::node::BridgeConfig::default(),
         }
     }
 }
@@ -96,12 +106,14 @@ pub struct Broker {
     shell: Shell<Node>,
     local_addr: SocketAddr,
     dns_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 impl Broker {
     /// Binds the sockets. The broker answers nothing until [`run`](Broker::run) is called.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        let socket = crate::net::bind_udp(config.listen)?;
+        let socket = crate::net::bind_udp(config.listen)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
         let local_addr = socket.local_addr()?;
         if config.dns_listen.is_some() {
             // Checked here, so that a bad domain stops the broker rather than its DNS face.
@@ -128,6 +140,7 @@ impl Broker {
                 key: config.key.or(config.multicast.and_then(|m| m.key)),
                 wall: crate::node::WallClock::now(),
                 dns: dns.is_some().then_some(config.dns),
+                bridges: config.bridges,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,
@@ -135,14 +148,9 @@ impl Broker {
         let mut shell = Shell::new(node)?;
         shell.add_udp(Face::Client, socket)?;
         if let Some(multicast) = &config.multicast {
-            let receiver = crate::multicast::receiver(multicast).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot join multicast group {} on {}: {e}", multicast.group, multicast.interface),
-                )
-            })?;
-            shell.add_udp(Face::Group, receiver)?;
-            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast)?)?;
+            let explain = |e| crate::multicast::explain(e, multicast);
+            shell.add_udp(Face::Group, crate::multicast::receiver(multicast).map_err(explain)?)?;
+            shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast).map_err(explain)?)?;
         }
         let mut dns_addr = None;
         if let Some((udp, tcp)) = dns {
@@ -150,12 +158,27 @@ impl Broker {
             shell.add_udp(Face::Dns, udp)?;
             shell.add_listener(Face::DnsTcp, tcp, DNS_TCP_LIMITS)?;
         }
-        Ok(Broker { shell, local_addr, dns_addr })
+        let metrics_addr = match config.metrics {
+            Some(addr) => {
+                let listener = crate::net::bind_tcp(addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr} for --metrics: {e}")))?;
+                let bound = listener.local_addr()?;
+                shell.add_listener(Face::Metrics, listener, METRICS_LIMITS)?;
+                Some(bound)
+            }
+            None => None,
+        };
+        Ok(Broker { shell, local_addr, dns_addr, metrics_addr })
     }
 
     /// The address the DNS face is really bound to (UDP and TCP), if it has one.
     pub fn dns_addr(&self) -> Option<SocketAddr> {
         self.dns_addr
+    }
+
+    /// The address the metrics listener is really bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The address the socket is really bound to (useful with port 0).

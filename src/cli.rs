@@ -3,6 +3,16 @@
 
 use std::time::Duration;
 
+/// The version every program's `-V` prints: the package version and the commit it was built
+/// from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` outside a git checkout). A macro, so that
+/// the commit is read where the program is compiled.
+#[macro_export]
+macro_rules! version {
+    () => {
+        concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAKLER_COMMIT"), ")")
+    };
+}
+
 /// Sets up the program's one logger: [`log`] records go to stderr as
 ///
 /// ```text
@@ -43,6 +53,9 @@ fn log_line(
 /// ```
 pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if seconds < 0.0 {
+        return Err(format!("{text:?}: must be more than 0 seconds, not negative"));
+    }
     if seconds.is_nan() || seconds <= 0.0 {
         return Err(format!("{text:?}: must be more than 0 seconds"));
     }
@@ -50,6 +63,50 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: must be at most a year"));
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// Parses an address to listen on: `IP:PORT` (`[::1]:7000` for IPv6), or `HOST:PORT` with a
+/// host name that resolves (`localhost:7000`; the first address it resolves to is taken).
+///
+/// ```
+/// assert_eq!(makler::cli::parse_listen("127.0.0.1:7000").unwrap().port(), 7000);
+/// assert!(makler::cli::parse_listen("localhost:7000").unwrap().ip().is_loopback());
+/// assert!(makler::cli::parse_listen("7000").unwrap_err().contains("IP:PORT"));
+/// ```
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let hint = "expected IP:PORT such as 127.0.0.1:7000, 0.0.0.0:7000 (every interface) or [::1]:7000";
+    if !text.contains(':') {
+        return Err(format!("{text:?}: {hint}"));
+    }
+    match text.to_socket_addrs() {
+        Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{text:?} resolves to no address; {hint}")),
+        Err(e) => Err(format!("{text:?}: cannot resolve the host name ({e}); {hint}")),
+    }
+}
+
+/// The shortest TTL a broker or balancer takes: with less, a registration would expire between
+/// two heartbeats on any real network.
+pub const MIN_TTL: Duration = Duration::from_millis(100);
+
+/// Parses `--ttl`: seconds as [`parse_seconds`] takes them, at least [`MIN_TTL`].
+///
+/// ```
+/// assert!(makler::cli::parse_ttl("5").is_ok());
+/// assert!(makler::cli::parse_ttl("0.01").unwrap_err().contains("at least 0.1"));
+/// ```
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = parse_seconds(text)?;
+    if ttl < MIN_TTL {
+        return Err(format!(
+            "{text:?}: must be at least {} seconds, or nothing could stay registered (servers heartbeat every third of it)",
+            MIN_TTL.as_secs_f64()
+        ));
+    }
+    Ok(ttl)
 }
 
 /// Parses a comma-separated list of addresses (`127.0.0.1:7000,[::1]:7000`, or host names such
@@ -143,7 +200,7 @@ pub fn brokers_or_discover(
         (Some(list), _) => Ok(list.0.clone()),
         (None, Some(config)) => {
             let found = crate::client::discover(config, std::time::Duration::from_secs(1))
-                .map_err(|e| format!("cannot ask multicast group {} on {}: {e}", config.group, config.interface))?;
+                .map_err(|e| format!("cannot look for brokers: {}", crate::multicast::explain(e, config)))?;
             if found.is_empty() {
                 return Err(format!(
                     "no broker answered on multicast group {} on interface {}; give --broker ADDR",

@@ -22,16 +22,20 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the wire types and both codecs, text and binary. Depends on nothing else in
-//!   the crate; no decoder panics on any input.
+//! - [`protocol`]: the wire types and the codecs: text, binary, the peer protocol, and sealed
+//!   envelopes for the shared key. Depends on nothing else in the crate; no decoder panics on
+//!   any input.
 //! - [`registry`]: the table of leases as a pure state machine: time is passed in, ids come
 //!   from a generator handed in, and every change goes to an always-on, numbered change log;
 //!   tombstones, remote leases and pages make it replicable.
 //! - [`service`]: the registration protocol (register, heartbeat, deregister, query) over a
 //!   registry, with no I/O; shared by the broker and the balancer's control port.
-//! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group
-//!   and the prober, and drains the change log to whatever follows the table; answers DNS from
-//!   the table ([`node::dns`], a pure function over hickory-proto's messages).
+//! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group,
+//!   replication with peer brokers (deltas, catch-up), the verifier of reports and health
+//!   checks, the prober, and the bridges to brokers of other networks, and drains the change log
+//!   to all of them after every input; answers DNS from the table ([`node::dns`], a pure
+//!   function over hickory-proto's messages).
+//! - [`limit`]: token buckets and response-rate limiting (no reflector).
 //! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
 //!   bounded concurrency) and a periodic schedule with hysteresis.
 //! - [`shell`]: the one generic mio driver every core runs on: a slab of UDP sockets, TCP
@@ -47,9 +51,16 @@
 //!   configuration and socket set-up (always on a named interface).
 //! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`load`]: the load generators and benchmarks behind `makler-load`.
+//! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
+//!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
+//! - [`oracles`]: invariants on arbitrary input, shared by the fuzz targets (`fuzz/`) and the
+//!   property tests.
 //! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
-//!   set-up, reusable token slots, and the flag parsing the executables share.
+//!   set-up, reusable token slots, and the flag parsing and logging the executables share.
+//!
+//! In tests only, `sim` runs several nodes on a seeded virtual network (delay, loss,
+//! duplication, reordering, partitions, crashes) on a virtual clock.
 //!
 //! The library logs through the [`log`] facade; the executables choose where it goes.
 //!
@@ -61,6 +72,7 @@ pub mod cli;
 pub mod client;
 pub mod limit;
 pub mod load;
+pub mod metrics;
 pub mod multicast;
 pub mod net;
 pub mod node;

@@ -98,3 +98,19 @@ pub fn sender(config: &MulticastConfig) -> io::Result<UdpSocket> {
 pub fn origin() -> u64 {
     crate::client::random_u64()
 }
+
+/// An error of setting up the group's sockets, saying which flag to look at: a
+/// `--multicast-if` that is no interface's address is the usual cause.
+pub fn explain(error: io::Error, config: &MulticastConfig) -> io::Error {
+    let hint = match error.raw_os_error() {
+        // ENODEV, EADDRNOTAVAIL: no interface has that address.
+        Some(19 | 99) => format!(
+            "--multicast-if {} is not the IPv4 address of an interface of this host (see `ip -4 addr`)",
+            config.interface
+        ),
+        _ => {
+            format!("multicast group {} on interface {} (--multicast, --multicast-if)", config.group, config.interface)
+        }
+    };
+    io::Error::new(error.kind(), format!("{hint}: {error}"))
+}

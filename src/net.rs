@@ -26,8 +26,28 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<mio::net::UdpSocket> {
 /// Binds a non-blocking TCP listener for a mio loop with `TCP_NODELAY` set on it: on Linux,
 /// accepted sockets inherit it, which saves a system call per connection.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<mio::net::TcpListener> {
+    bind_tcp_with(addr, false)
+}
+
+/// Binds `count` listeners on one address with `SO_REUSEPORT`, so that each thread of a pool
+/// accepts on its own and the kernel spreads new connections over them. The first resolves port
+/// 0; the others take the port it got.
+pub fn bind_tcp_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<mio::net::TcpListener>> {
+    let first = bind_tcp_with(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..count.max(1) {
+        listeners.push(bind_tcp_with(addr, true)?);
+    }
+    Ok(listeners)
+}
+
+fn bind_tcp_with(addr: SocketAddr, reuse_port: bool) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_tcp_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;

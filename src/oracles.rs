@@ -287,3 +287,101 @@ pub fn dns(data: &[u8]) {
         input = &input[step.consumed..];
     }
 }
+
+/// A broker with two bridges, driven by a sequence of operations that `data` spells: client
+/// queries for services it does not have (bridged), answers from the bridges and from
+/// strangers (structured with arbitrary ids and instances, or raw bytes), queries from other
+/// networks, and time. Checked after each: every datagram within the limit, every client
+/// answer a reply to a query that client sent (at most one per query), the client answers in
+/// the client's form, nothing stored in the table, and the waiting queries bounded.
+pub fn bridge_session(data: &[u8]) {
+    use crate::node::BridgeConfig;
+    use crate::protocol::peer::{Peer, PeerFrame};
+    let bridges = [SocketAddr::from(([127, 0, 1, 1], 7000)), SocketAddr::from(([127, 0, 1, 2], 7000))];
+    let config = NodeConfig {
+        bridges: BridgeConfig { bridges: bridges.to_vec(), ..BridgeConfig::default() },
+        // The one local registration outlives any session.
+        registry: crate::registry::Config { ttl: Duration::from_secs(1 << 30), ..crate::registry::Config::default() },
+        ..NodeConfig::default()
+    };
+    let mut node = Node::new(config, Uuid::new_v4);
+    let mut now = Instant::now();
+    node.handle_start(now);
+    node.handle_datagram(
+        now,
+        Face::Client,
+        SocketAddr::from(([127, 0, 0, 9], 1)),
+        b"register local 80",
+        &mut Vec::new(),
+    );
+    // Queries sent and not yet answered, per client.
+    let mut waiting: HashMap<SocketAddr, u32> = HashMap::new();
+    let mut asked_ids: Vec<u32> = Vec::new();
+    let (mut reply, mut out) = (Vec::new(), Vec::new());
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        let arg = bytes.next().unwrap_or(0);
+        let client = SocketAddr::from(([127, 0, 2, arg % 8], 40_000));
+        let bridge = bridges[usize::from(arg % 2)];
+        let datagram: Vec<u8> = match op % 6 {
+            0 => {
+                *waiting.entry(client).or_default() += 1;
+                format!("query s{}", arg % 5).into_bytes()
+            }
+            1 | 2 => {
+                let id = asked_ids.get(usize::from(arg) % asked_ids.len().max(1)).copied().unwrap_or(u32::from(arg));
+                let count = usize::from(bytes.next().unwrap_or(0) % 200);
+                let instances =
+                    (0..count).map(|k| SocketAddr::from(([10, 0, (k / 250) as u8, k as u8], 4000))).collect();
+                let mut frame = Vec::new();
+                peer::encode(&PeerFrame { node: 7, body: Peer::Answer { id, instances } }, &mut frame);
+                let from = if op % 6 == 1 { bridge } else { client };
+                reply.clear();
+                assert!(node.handle_datagram(now, Face::Client, from, &frame, &mut reply).is_none());
+                Vec::new()
+            }
+            3 => {
+                let mut frame = Vec::new();
+                let service = format!("s{}", arg % 5);
+                peer::encode(
+                    &PeerFrame { node: 7, body: Peer::Query { id: u32::from(arg), service: &service } },
+                    &mut frame,
+                );
+                frame
+            }
+            4 => {
+                now += Duration::from_millis(u64::from(arg) * 5);
+                node.handle_timeout(now);
+                Vec::new()
+            }
+            _ => bytes.by_ref().take(usize::from(arg)).collect(),
+        };
+        if !datagram.is_empty() {
+            reply.clear();
+            if node.handle_datagram(now, Face::Client, client, &datagram, &mut reply).is_some() {
+                assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
+                if op % 6 == 0 {
+                    *waiting.entry(client).or_default() -= 1;
+                }
+            }
+        }
+        while let Some(transmit) = node.poll_transmit(now, &mut out) {
+            assert!(out.len() <= MAX_REPLY_LEN, "{} bytes", out.len());
+            if bridges.contains(&transmit.to) {
+                match peer::decode(&out) {
+                    Ok(PeerFrame { body: Peer::Query { id, .. }, .. }) => asked_ids.push(id),
+                    other => panic!("to a bridge: {other:?}"),
+                }
+            } else if peer::is_peer(&out) {
+                assert!(matches!(peer::decode(&out), Ok(PeerFrame { body: Peer::Answer { .. }, .. })));
+            } else {
+                let answer = std::str::from_utf8(&out).expect("a text answer to a text query");
+                assert!(answer == "NOT FOUND\n" || answer.starts_with("10.0."), "{answer:?}");
+                let count = waiting.get_mut(&transmit.to).expect("an answer to a client that asked");
+                assert!(*count > 0, "more answers than queries for {}", transmit.to);
+                *count -= 1;
+            }
+        }
+        assert_eq!(node.registry().len(), 1, "bridged answers are never stored");
+    }
+}

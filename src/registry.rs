@@ -53,6 +53,7 @@
 
 mod changes;
 mod limits;
+mod listing;
 pub mod remote;
 mod table;
 mod tombstones;
@@ -66,6 +67,7 @@ use uuid::Uuid;
 
 pub use changes::{Change, ChangeKind};
 pub use limits::{DEFAULT_MAX_PER_SOURCE, Limits, canonical, check_endpoint};
+pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
 use crate::protocol::Rejection;
@@ -126,6 +128,8 @@ fn saturate(n: usize) -> u32 {
 struct Lease {
     id: Uuid,
     deadline: Instant,
+    /// When this registry first held it (a local register, or the peer's lease arriving).
+    since: Instant,
     service: Index,
     /// Position of the instance in the service's `members`.
     position: Index,
@@ -144,6 +148,38 @@ struct Member {
     endpoint: SocketAddr,
     /// The first of the instance's leases.
     head: Index,
+    /// The endpoint as text queries write it, made once rather than at every query.
+    text: EndpointText,
+}
+
+/// An endpoint's text form (`1.2.3.4:80`, `[::1]:80`), kept inline: the longest IPv6 form with
+/// a port is 47 bytes.
+#[derive(Clone, Copy)]
+struct EndpointText {
+    len: u8,
+    bytes: [u8; 47],
+}
+
+impl std::fmt::Debug for EndpointText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EndpointText {
+    fn new(endpoint: SocketAddr) -> Self {
+        use std::io::Write;
+        let mut bytes = [0u8; 47];
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        // The buffer holds the longest form; a failure would only shorten the text.
+        let _ = write!(cursor, "{endpoint}");
+        let len = u8::try_from(cursor.position()).unwrap_or(0);
+        EndpointText { len, bytes }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
 }
 
 #[derive(Debug)]
@@ -339,6 +375,12 @@ impl Registry {
         self.head_lease(service, endpoint).is_some()
     }
 
+    /// Whether `service` has a live instance.
+    pub fn has_service(&mut self, now: Instant, service: &str) -> bool {
+        self.handle_timeout(now);
+        self.by_name.get(service).is_some_and(|&index| self.services[index as usize].is_some())
+    }
+
     /// The live instances of `service`, starting one further on than the previous query did, or
     /// `None` when it has none. The caller may take only a prefix: every instance comes first
     /// in turn, so all of them are handed out over successive queries.
@@ -353,12 +395,24 @@ impl Registry {
         Some((0..len).map(move |k| members[(start + k) % len].endpoint))
     }
 
-    /// Sets where `service`'s next query starts, `offset` places into its list (brokers that
-    /// replicate one table start their rotations at different places; see the node).
-    pub fn offset_rotation(&mut self, service: &str, offset: usize) {
-        if let Some(entry) = self.by_name.get(service).and_then(|&s| self.services[s as usize].as_mut()) {
-            entry.cursor = offset % entry.members.len().max(1);
-        }
+    /// Like [`query`](Self::query), with each instance's text form (`ip:port`, IPv6 in
+    /// brackets), kept ready so that text answers need no formatting.
+    pub fn query_text(
+        &mut self,
+        now: Instant,
+        service: &str,
+    ) -> Option<impl ExactSizeIterator<Item = (SocketAddr, &str)> + '_> {
+        self.handle_timeout(now);
+        let &service_index = self.by_name.get(service)?;
+        let entry = self.services[service_index as usize].as_mut()?;
+        let len = entry.members.len();
+        let start = entry.cursor % len;
+        entry.cursor = (start + 1) % len;
+        let members = &entry.members;
+        Some((0..len).map(move |k| {
+            let member = &members[(start + k) % len];
+            (member.endpoint, member.text.as_str())
+        }))
     }
 
     /// The id of the lease `source` holds on `endpoint` of `service`.

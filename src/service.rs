@@ -1,5 +1,5 @@
-//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister` and
-//! `query`, in both forms, with no I/O.
+//! The registration protocol over a [`Registry`]: `register`, `heartbeat`, `deregister`,
+//! `query` and the listings (`services`, `instances`), in both forms, with no I/O.
 //!
 //! Anything that speaks the protocol uses this: the broker's node and the balancer's control
 //! port. Requests beyond the four (`stats`, and whatever a later version adds) are not its
@@ -22,6 +22,7 @@
 //! assert!(matches!(service.handle(&mut registry, now, server, b"stats", &mut out), Handled::Other { .. }));
 //! ```
 
+mod listing;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -65,6 +66,60 @@ pub struct Counters {
     pub not_allowed: u64,
     /// Requests refused as too many from one source (reports).
     pub too_many: u64,
+    /// Requests that decoded, by kind.
+    pub requests: RequestCounts,
+}
+
+/// Requests that decoded, by kind (a datagram that does not decode counts in none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// `register`.
+    pub register: u64,
+    /// `heartbeat`.
+    pub heartbeat: u64,
+    /// `query` (and `request`).
+    pub query: u64,
+    /// `deregister`.
+    pub deregister: u64,
+    /// `stats`.
+    pub stats: u64,
+    /// `report`.
+    pub report: u64,
+    /// `services` (and `list`).
+    pub services: u64,
+    /// `instances`.
+    pub instances: u64,
+}
+
+impl RequestCounts {
+    /// Counts one request.
+    pub fn count(&mut self, request: &Request<'_>) {
+        let counter = match request {
+            Request::Register { .. } => &mut self.register,
+            Request::Heartbeat { .. } => &mut self.heartbeat,
+            Request::Query { .. } => &mut self.query,
+            Request::Deregister { .. } => &mut self.deregister,
+            Request::Stats => &mut self.stats,
+            Request::Report { .. } => &mut self.report,
+            Request::Services { .. } => &mut self.services,
+            Request::Instances { .. } => &mut self.instances,
+        };
+        *counter += 1;
+    }
+
+    /// Each kind's name (as the text form spells its verb) and count.
+    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
+        [
+            ("register", self.register),
+            ("heartbeat", self.heartbeat),
+            ("query", self.query),
+            ("deregister", self.deregister),
+            ("stats", self.stats),
+            ("report", self.report),
+            ("services", self.services),
+            ("instances", self.instances),
+        ]
+    }
 }
 
 /// The registration protocol. See the [module documentation](self).
@@ -77,6 +132,7 @@ pub struct Service {
     policy: Policy,
     /// Answer `NOT FOUND (catching up)` instead of `NOT FOUND`.
     catching_up: bool,
+    bridging: bool,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
 }
@@ -92,6 +148,7 @@ impl Service {
             counters: Counters::default(),
             policy: Policy::default(),
             catching_up: false,
+            bridging: false,
             scratch: Vec::new(),
         }
     }
@@ -115,6 +172,13 @@ impl Service {
     /// elsewhere: answers say so ([`Response::CatchingUp`]) instead of a plain `NOT FOUND`.
     pub fn set_catching_up(&mut self, catching_up: bool) {
         self.catching_up = catching_up;
+    }
+
+    /// With bridges (`--bridge`): a query for a service that has no live instance here (while
+    /// the table is complete) is handed back ([`Handled::Other`]) for the bridges to ask,
+    /// instead of being answered `NOT FOUND`.
+    pub fn set_bridging(&mut self, bridging: bool) {
+        self.bridging = bridging;
     }
 
     /// The answer for something that is not in the table.
@@ -153,6 +217,7 @@ impl Service {
                 return Handled::Replied(form);
             }
         };
+        self.counters.requests.count(&request);
         let response = match request {
             Request::Register { service, ip, port } => {
                 let source = SocketAddr::new(source.ip().to_canonical(), source.port());
@@ -174,7 +239,21 @@ impl Service {
                 Ok(()) => Response::Ok,
                 Err(_) => self.not_found(),
             },
+            Request::Query { service }
+                if self.bridging
+                    && !self.catching_up
+                    && registry.config().limits.check_name(service).is_ok()
+                    && !registry.has_service(now, service) =>
+            {
+                return Handled::Other { form, request: Request::Query { service } };
+            }
+            Request::Query { service } if form == Form::Text => {
+                self.query_text(registry, now, service, out);
+                return Handled::Replied(form);
+            }
             Request::Query { service } => self.query(registry, now, form, service),
+            Request::Services { cursor } => self.services(registry, now, form, cursor),
+            Request::Instances { service, cursor } => self.instances(registry, now, form, service, cursor),
             other => return Handled::Other { form, request: other },
         };
         self.reply(form, &response, out);
@@ -198,6 +277,31 @@ impl Service {
             }
         }
         protocol::encode_reply(form, response, out);
+    }
+
+    /// A text query's answer, written straight from the instances' ready text forms: as many
+    /// as fit in one reply, separated by spaces, ending in a newline.
+    fn query_text(&mut self, registry: &mut Registry, now: Instant, service: &str, out: &mut Vec<u8>) {
+        if let Err(rejection) = registry.config().limits.check_name(service) {
+            return self.reply(Form::Text, &Response::Error(rejection), out);
+        }
+        let not_found = self.not_found();
+        let Some(instances) = registry.query_text(now, service) else {
+            return self.reply(Form::Text, &not_found, out);
+        };
+        out.clear();
+        for (_, text) in instances {
+            // The separator before it, and room for the final newline.
+            let separator = usize::from(!out.is_empty());
+            if out.len() + separator + text.len() + 1 > MAX_REPLY_LEN {
+                break;
+            }
+            if !out.is_empty() {
+                out.push(b' ');
+            }
+            out.extend_from_slice(text.as_bytes());
+        }
+        out.push(b'\n');
     }
 
     /// The live instances of `service` in rotation, as many as fit in one reply.
@@ -228,7 +332,7 @@ fn saturate(n: usize) -> u32 {
 }
 
 /// Bytes of a query reply that are not instances, at the most.
-fn reply_overhead(form: Form) -> usize {
+pub(crate) fn reply_overhead(form: Form) -> usize {
     match form {
         // The newline.
         Form::Text => 1,

@@ -71,6 +71,11 @@ proptest! {
     }
 
     #[test]
+    fn bridged_queries_get_one_answer_each(data in prop::collection::vec(any::<u8>(), 0..400)) {
+        oracles::bridge_session(&data);
+    }
+
+    #[test]
     fn the_group_face_takes_anything(data in prop::collection::vec(near_valid(), 0..8)) {
         oracles::group(&data.join(&0xFF));
     }

@@ -71,11 +71,13 @@ impl Lan {
 
     /// Runs `makler-client` in host `i` to completion: (exit code, stdout, stderr).
     fn client(&self, i: u8, args: &[&str]) -> (Option<i32>, String, String) {
-        let output = Command::new("ip")
-            .args(["netns", "exec", &self.host(i), env!("CARGO_BIN_EXE_makler-client")])
-            .args(args)
-            .output()
-            .expect("ip runs");
+        self.run(i, env!("CARGO_BIN_EXE_makler-client"), args)
+    }
+
+    /// Runs `program` in host `i` to completion: (exit code, stdout, stderr).
+    fn run(&self, i: u8, program: &str, args: &[&str]) -> (Option<i32>, String, String) {
+        let output =
+            Command::new("ip").args(["netns", "exec", &self.host(i), program]).args(args).output().expect("ip runs");
         let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
         (output.status.code(), text(output.stdout), text(output.stderr))
     }
@@ -201,4 +203,53 @@ fn a_second_broker_on_another_host_catches_up_and_answers() {
 #[test]
 fn brokers_on_one_group_find_each_other_without_peers_across_hosts() {
     second_broker_catches_up("d", false);
+}
+
+/// Two sites on separate multicast groups, connected only by a bridge: the server on host 2
+/// announces itself at site 1 (broker on host 1); the broker of site 2 (host 3) has
+/// `--bridge` to site 1's broker, and a client at site 2 that asks its own broker reaches the
+/// server. Neither broker takes the other as a peer: site 2's table stays empty.
+#[test]
+fn two_sites_connected_only_by_a_bridge() {
+    let Some(lan) = lan("b") else { return };
+    let site_broker = |host: u8, group: &str, extra: &[&str]| {
+        let (listen, interface) = (format!("10.99.0.{host}:7000"), format!("10.99.0.{host}"));
+        let mut args = vec!["--listen", listen.as_str(), "--quiet", "--multicast", group];
+        args.extend(["--multicast-if", interface.as_str()]);
+        args.extend_from_slice(extra);
+        lan.start(host, env!("CARGO_BIN_EXE_makler-broker"), &args)
+    };
+    let (site1, site2) = ("239.255.77.1:7077", "239.255.77.2:7077");
+    let _broker1 = site_broker(1, site1, &[]);
+    let _broker2 = site_broker(3, site2, &["--bridge", "10.99.0.1:7000"]);
+    let _server = lan.start(
+        2,
+        env!("CARGO_BIN_EXE_makler-server"),
+        &[
+            "--service",
+            "upper",
+            "--listen",
+            "10.99.0.2:0",
+            "--announce",
+            "--multicast",
+            site1,
+            "--multicast-if",
+            "10.99.0.2",
+        ],
+    );
+    let at_site2 = ["--broker", "10.99.0.3:7000", "--no-multicast", "upper", "across sites"];
+    let answer = wait_until(Duration::from_secs(10), "a client at site 2 reaches the server at site 1", || {
+        let (code, out, _) = lan.client(3, &at_site2);
+        (code == Some(0)).then_some(out)
+    });
+    assert_eq!(answer, "ACROSS SITES\n");
+    let (code, stats, err) =
+        lan.run(3, env!("CARGO_BIN_EXE_makler"), &["--broker", "10.99.0.3:7000", "stats", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["instances"], 0, "site 2 stores nothing: {stats}");
+    assert_eq!(stats["peer_count"], 0, "the sites are not peers: {stats}");
+    assert_eq!(stats["bridges"][0]["addr"], "10.99.0.1:7000", "{stats}");
+    assert_eq!(stats["bridges"][0]["up"], true, "{stats}");
+    assert!(stats["bridged_found"].as_u64() >= Some(1), "{stats}");
 }

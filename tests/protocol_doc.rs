@@ -2,7 +2,8 @@
 
 use makler::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
 use makler::protocol::{
-    self, BrokerStats, Form, Multicast, PeerStats, Rejection, RemoveReason, Request, Response, Source, binary,
+    self, BrokerStats, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason, Request,
+    Response, ServiceCount, ServicePage, Source, binary,
 };
 use uuid::Uuid;
 
@@ -120,6 +121,38 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("page", to_peer(0x42, Peer::Page { cursor: 0, next: None, leases: vec![lease.clone()] })),
         ("peer report", to_peer(0x43, Peer::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("bye", to_peer(0x42, Peer::Bye)),
+        ("bridge query", to_peer(0x43, Peer::Query { id: 7, service: "echo" })),
+        ("bridge answer", to_peer(0x42, Peer::Answer { id: 7, instances: vec!["127.0.0.1:4000".parse().unwrap()] })),
+        ("services", request(13, Request::Services { cursor: 0 })),
+        (
+            "services reply",
+            reply(
+                13,
+                Response::Services(ServicePage {
+                    total: 1,
+                    services: vec![ServiceCount { name: "echo".into(), instances: 2 }],
+                    next: None,
+                }),
+            ),
+        ),
+        ("instances", request(14, Request::Instances { service: "echo", cursor: 0 })),
+        (
+            "instances reply",
+            reply(
+                14,
+                Response::InstanceList(InstancePage {
+                    total: 1,
+                    instances: vec![InstanceInfo {
+                        endpoint: "127.0.0.1:4000".parse().unwrap(),
+                        age_ms: 1500,
+                        expires_ms: 3500,
+                        leases: 1,
+                        source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+                    }],
+                    next: Some(1),
+                }),
+            ),
+        ),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("discover", multicast(9, Multicast::Discover { origin: 0x99 })),

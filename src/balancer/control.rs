@@ -14,12 +14,14 @@ use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
 use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
 use crate::registry::{ChangeKind, Registry};
 use crate::service::{self, Handled, Service};
-use crate::shell::{Core, ProbeCmd, ProbeId, ProbeOutcome};
+use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 
 /// The control port's one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Face {
     Control,
+    /// `GET /metrics` (see [`crate::metrics`]).
+    Metrics,
 }
 
 /// Health checks: every backend probed each interval; one failure takes it out of rotation,
@@ -47,8 +49,23 @@ pub(crate) struct Control {
     registering: SelfRegistration,
     health: Option<Health>,
     limiter: ResponseLimiter,
+    /// Changes to the pool, published at the end of the turn (one new list per turn).
+    staged_adds: Vec<SocketAddr>,
+    staged_removes: Vec<SocketAddr>,
+    /// When to look again at how many backends are up (the forwarding threads mark them down).
+    next_follow: Option<Instant>,
+    /// When the pool was last published: staged changes wait for [`PUBLISH`] after it, so that
+    /// backends registering one after another cost one copy of the list per interval, not one
+    /// each.
+    last_publish: Option<Instant>,
     log: bool,
 }
+
+/// How often the balancer's own registration follows the number of backends that are up.
+const FOLLOW: Duration = Duration::from_millis(500);
+
+/// The least time between two publications of the pool.
+const PUBLISH: Duration = Duration::from_millis(10);
 
 impl Control {
     pub fn new(
@@ -62,30 +79,44 @@ impl Control {
     ) -> Self {
         let service = Service::new(&registry, service::DEFAULT_MAX_DATAGRAM);
         let limiter = ResponseLimiter::new(rate_limit);
-        Control { registry, service, pool, counters, names: HashMap::new(), registering, health, limiter, log }
+        Control {
+            registry,
+            service,
+            pool,
+            counters,
+            names: HashMap::new(),
+            registering,
+            health,
+            limiter,
+            staged_adds: Vec::new(),
+            staged_removes: Vec::new(),
+            next_follow: None,
+            last_publish: None,
+            log,
+        }
     }
 
-    /// Feeds the table's changes to the pool and the health checks, and follows the pool's
-    /// size with the balancer's own registration.
+    /// Feeds the table's changes to the health checks and stages them for the pool.
     fn drain_changes(&mut self, now: Instant) {
-        let mut changed = false;
         while let Some(change) = self.registry.poll_change() {
             let endpoint = change.endpoint;
             match change.kind {
                 ChangeKind::Registered if change.instance_changed => {
                     *self.names.entry(endpoint).or_insert(0) += 1;
-                    if self.pool.add(endpoint) && self.log {
-                        log::info!("backend {endpoint} registered");
-                    }
+                    self.staged_adds.push(endpoint);
                     if let Some(health) = &mut self.health {
                         health.schedule.add(now, endpoint);
                     }
-                    changed = true;
                 }
-                // A heartbeat says the backend lives.
+                // A heartbeat says the backend's registrar lives, not that it accepts
+                // connections: with health checks, only a probe or a connect brings a backend
+                // that failed one back (a hung server that heartbeats stays out). Without them,
+                // the heartbeat is all there is to go by.
                 ChangeKind::Registered | ChangeKind::Refreshed => {
-                    if let Some(backend) = self.pool.get(endpoint) {
-                        backend.mark_up();
+                    if self.health.is_none() {
+                        if let Some(backend) = self.pool.get(endpoint) {
+                            backend.mark_up();
+                        }
                     }
                 }
                 ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
@@ -95,24 +126,47 @@ impl Control {
                     });
                     if left == Some(0) {
                         self.names.remove(&endpoint);
-                        self.pool.remove(endpoint);
+                        self.staged_removes.push(endpoint);
                         if let Some(health) = &mut self.health {
                             health.schedule.remove(endpoint);
                         }
-                        if self.log {
-                            log::info!("backend {endpoint} gone");
-                        }
                     }
-                    changed = true;
                 }
                 ChangeKind::Expired | ChangeKind::Removed(_) => {}
             }
         }
-        if changed {
-            self.registering.follow(self.pool.len());
-        }
     }
 
+    /// Publishes the staged changes to the pool in one batch, and follows the number of
+    /// backends that are up with the balancer's own registration: none up, none registered.
+    fn publish(&mut self, now: Instant) {
+        if !self.staged_adds.is_empty() || !self.staged_removes.is_empty() {
+            let (adds, removes) = (std::mem::take(&mut self.staged_adds), std::mem::take(&mut self.staged_removes));
+            let (added, removed) = self.pool.update(adds.iter().copied(), removes.iter().copied());
+            if self.log {
+                if added + removed <= 8 {
+                    for endpoint in adds.iter().filter(|a| !removes.contains(a)) {
+                        log::info!("backend {endpoint} registered");
+                    }
+                    for endpoint in &removes {
+                        log::info!("backend {endpoint} gone");
+                    }
+                } else {
+                    log::info!("{added} backends registered, {removed} gone");
+                }
+            }
+        }
+        self.next_follow = Some(now + FOLLOW);
+        self.last_publish = Some(now);
+        self.registering.follow(self.pool.up_count());
+    }
+
+    /// When staged changes may be published next, if there are any.
+    fn publish_due(&self) -> Option<Instant> {
+        let staged = !self.staged_adds.is_empty() || !self.staged_removes.is_empty();
+        // Before the first publication: at once (the loop's start, or any time after).
+        staged.then(|| self.last_publish.map(|at| at + PUBLISH).or(self.next_follow)).flatten()
+    }
     /// The balancer's counters, with as many backends as fit in one reply in `form`. Linear in
     /// the number of backends: each one's size is counted once.
     fn stats(&self, form: Form) -> Response {
@@ -155,7 +209,12 @@ impl Core for Control {
             Handled::Replied(form) => form,
             Handled::Other { form, request } => {
                 let response = match request {
-                    Request::Stats => self.stats(form),
+                    Request::Stats => {
+                        // What the table holds, the pool shows: staged changes go out first.
+                        self.drain_changes(now);
+                        self.publish(now);
+                        self.stats(form)
+                    }
                     other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
                 };
                 self.service.reply(form, &response, reply);
@@ -166,6 +225,22 @@ impl Core for Control {
         // The binary `stats` answer is the largest for the smallest request: limited like a
         // broker's replies.
         self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply).then_some(Face::Control)
+    }
+
+    fn handle_stream(
+        &mut self,
+        _now: Instant,
+        face: Face,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        match face {
+            Face::Metrics => {
+                crate::metrics::serve_http(input, output, || crate::metrics::balancer(&self.counters.stats(&self.pool)))
+            }
+            Face::Control => StreamStep { consumed: input.len(), close: true },
+        }
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {
@@ -181,7 +256,21 @@ impl Core for Control {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let health = self.health.as_ref().map(|h| [h.prober.poll_timeout(), h.schedule.poll_timeout()]);
-        [self.registry.poll_timeout()].into_iter().chain(health.into_iter().flatten()).flatten().min()
+        [self.registry.poll_timeout(), self.next_follow, self.publish_due()]
+            .into_iter()
+            .chain(health.into_iter().flatten())
+            .flatten()
+            .min()
+    }
+
+    fn handle_start(&mut self, now: Instant) {
+        self.next_follow = Some(now);
+    }
+
+    fn handle_turn_end(&mut self, now: Instant) {
+        if self.publish_due().is_some_and(|at| at <= now) {
+            self.publish(now);
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
@@ -192,6 +281,9 @@ impl Core for Control {
         }
         self.take_probe_results();
         self.drain_changes(now);
+        if self.next_follow.is_none_or(|at| at <= now) || self.publish_due().is_some_and(|at| at <= now) {
+            self.publish(now);
+        }
     }
 }
 
@@ -202,19 +294,19 @@ impl Control {
             let Some(backend) = self.pool.get(addr) else { continue };
             match (health.schedule.on_result(addr, probe), probe) {
                 (Some(Verdict::Down), _) => {
-                    backend.mark_failed();
-                    if self.log {
-                        log::warn!("backend {addr} marked down: probe {probe:?}");
+                    if backend.mark_failed() {
+                        log::warn!("backend {addr} marked down: health check {probe:?}");
                     }
                 }
                 (Some(Verdict::Up), _) | (None, Probe::Alive) => {
-                    backend.mark_up();
-                    if self.log && !backend.is_up() {
-                        log::info!("backend {addr} up again");
+                    if backend.mark_up() {
+                        log::info!("backend {addr} up again: a health check connected");
                     }
                 }
-                // Still down: count the failure, as the blocking health check did.
-                (None, p) if p.is_dead() => backend.mark_failed(),
+                // Still down: count the failure.
+                (None, p) if p.is_dead() => {
+                    backend.mark_failed();
+                }
                 (None, _) => {}
             }
         }
@@ -231,8 +323,9 @@ fn header_len(form: Form, stats: &BalancerStats) -> usize {
             out.len()
         }
         // Version byte, request id (up to 5), variant (1), five u64 counters (up to 10 each),
-        // list length (up to 3 for any list that fits).
-        Form::Binary { .. } => 1 + 5 + 1 + 5 * 10 + 3,
+        // list length (up to 3 for any list that fits), and the threads' counters (a length,
+        // up to 10 each).
+        Form::Binary { .. } => 1 + 5 + 1 + 5 * 10 + 3 + 3 + 10 * stats.accepted_per_thread.len(),
     }
 }
 
@@ -331,6 +424,7 @@ mod tests {
                 failed: u64::MAX,
                 backends: Vec::new(),
                 backend_count: u64::MAX,
+                accepted_per_thread: vec![u64::MAX; 8],
             };
             let mut expected = header_len(form, &total);
             let mut out = Vec::new();

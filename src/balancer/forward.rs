@@ -1,19 +1,22 @@
 //! A forwarding thread: many client connections, each relayed to a backend, in one mio loop.
 //!
+//! Each thread accepts on a listener of its own (`SO_REUSEPORT`: the kernel spreads new
+//! connections over the threads' listeners), so a connection is accepted, connected and relayed
+//! by one thread, with no hand-off and no wake-up between threads. Accepts are bounded per turn
+//! (the rest wait for the next turn), so a burst of connections cannot starve the ones open.
+//!
 //! Each proxied connection is a client socket and a backend socket, tokens `2i` and `2i + 1`
-//! for slab index `i`. Bytes move through one scratch buffer per thread; only when a destination
+//! for slab index `i`; the listener has a token of its own. Bytes move through one scratch buffer per thread; only when a destination
 //! cannot take them all does the remainder wait in a per-connection buffer, and reading from
 //! that source stops until it drains (backpressure). Idle connections therefore hold no buffer.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::{Relaxed, SeqCst};
-use std::sync::atomic::{AtomicBool, fence};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
-use mio::net::TcpStream;
+use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::pool::{Backend, Pool};
@@ -25,6 +28,12 @@ use crate::slab::Slab;
 const SCRATCH: usize = 64 * 1024;
 /// How often connect and idle timeouts are checked.
 const SWEEP: Duration = Duration::from_millis(100);
+/// Connections accepted per turn of the loop, at most.
+const ACCEPT_BUDGET: usize = 64;
+/// How soon to try accepting again after the process ran out of file descriptors.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
+/// The listener's token; connections use `2i` and `2i + 1`, far below it.
+const LISTENER: Token = Token(usize::MAX - 1);
 
 /// Timeouts of a forwarding thread.
 #[derive(Debug, Clone, Copy)]
@@ -49,8 +58,6 @@ struct Proxy {
     backend: Option<(TcpStream, Arc<Backend>)>,
     /// While the backend connect is in progress: when it started.
     connecting: Option<Instant>,
-    /// The client signalled data while the connect was going.
-    client_ready: bool,
     /// The client closed its sending side while the connect was going.
     client_closed: bool,
     tried: Vec<SocketAddr>,
@@ -59,36 +66,31 @@ struct Proxy {
     last_active: Instant,
 }
 
-/// How the acceptor hands connections to a forwarding thread: a channel, and a waker that is
-/// used only while the thread sleeps in its poll (a busy thread looks at the channel after every
-/// poll anyway), which saves a wake-up per connection under load.
-pub(crate) struct Mailbox {
-    pub sender: crossbeam_channel::Sender<std::net::TcpStream>,
-    pub waker: Arc<mio::Waker>,
-    pub sleeping: Arc<AtomicBool>,
-}
-
-impl Mailbox {
-    /// Wakes the thread if it may be asleep with connections waiting. Called after posting.
-    pub fn wake_if_sleeping(&self) {
-        // Pairs with the fence in `Forwarder::run`: either this sees the thread asleep, or the
-        // thread, having announced its sleep, sees the posted connection.
-        fence(SeqCst);
-        if self.sleeping.load(SeqCst) {
-            let _ = self.waker.wake();
-        }
-    }
+/// Timeouts and limits of a forwarding thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub timeouts: Timeouts,
+    /// Client connections open at once over all threads; beyond, new ones are closed at once.
+    pub max_connections: u64,
+    /// On shutdown, how long connections in flight may take to finish.
+    pub drain: Duration,
 }
 
 pub(crate) struct Forwarder {
-    pub poll: Poll,
-    pub inbox: Receiver<std::net::TcpStream>,
-    pub sleeping: Arc<AtomicBool>,
-    pub pool: Arc<Pool>,
-    pub counters: Arc<Counters>,
-    pub timeouts: Timeouts,
+    /// The thread's number, for its counter of accepted connections.
+    number: usize,
+    poll: Poll,
+    /// `None` once the thread stopped accepting (shutting down).
+    listener: Option<TcpListener>,
+    pool: Arc<Pool>,
+    counters: Arc<Counters>,
+    limits: Limits,
     proxies: Slab<Proxy>,
     scratch: Box<[u8]>,
+    /// The listener may hold more than the last turn's budget took.
+    accept_more: bool,
+    /// Accepting paused for want of file descriptors, until then.
+    accept_retry: Option<Instant>,
 }
 
 /// What an event says about one of a connection's sockets.
@@ -153,41 +155,63 @@ enum Step {
 
 impl Forwarder {
     pub fn new(
-        poll: Poll,
-        inbox: Receiver<std::net::TcpStream>,
-        sleeping: Arc<AtomicBool>,
+        number: usize,
+        listener: TcpListener,
         pool: Arc<Pool>,
         counters: Arc<Counters>,
-        timeouts: Timeouts,
-    ) -> Self {
-        Forwarder {
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = listener;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Forwarder {
+            number,
             poll,
-            inbox,
-            sleeping,
+            listener: Some(listener),
             pool,
             counters,
-            timeouts,
+            limits,
             proxies: Slab::new(),
             scratch: vec![0; SCRATCH].into(),
-        }
+            accept_more: true,
+            accept_retry: None,
+        })
     }
 
+    /// A waker for this thread's loop (shutdown uses it).
+    pub fn waker(&self) -> io::Result<Arc<mio::Waker>> {
+        Ok(Arc::new(mio::Waker::new(self.poll.registry(), WAKER)?))
+    }
+
+    /// Runs until `shutdown`; then stops accepting, lets the connections in flight finish for
+    /// up to the drain time, and closes what is left.
     pub fn run(mut self, shutdown: &Shutdown) {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
-        while !shutdown.is_requested() {
-            self.sleeping.store(true, SeqCst);
-            fence(SeqCst);
-            let timeout = if !self.inbox.is_empty() {
+        let mut drain_until: Option<Instant> = None;
+        loop {
+            if drain_until.is_none() && shutdown.is_requested() {
+                // Take what the kernel queued for this listener, then close it: a closed
+                // listener drops its queue.
+                self.accept(usize::MAX);
+                self.listener = None;
+                drain_until = Some(Instant::now() + self.limits.drain);
+            }
+            if let Some(until) = drain_until {
+                if self.proxies.is_empty() || Instant::now() >= until {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            let wake = [Some(next_sweep), self.accept_retry, drain_until].into_iter().flatten().min();
+            let timeout = if self.accept_more && self.listener.is_some() && self.accept_retry.is_none() {
                 Some(Duration::ZERO)
-            } else if self.proxies.is_empty() {
+            } else if self.proxies.is_empty() && drain_until.is_none() && self.accept_retry.is_none() {
                 None
             } else {
-                Some(next_sweep.saturating_duration_since(Instant::now()))
+                wake.map(|at| at.saturating_duration_since(now))
             };
-            let polled = self.poll.poll(&mut events, timeout);
-            self.sleeping.store(false, SeqCst);
-            match polled {
+            match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -195,14 +219,21 @@ impl Forwarder {
                     break;
                 }
             }
-            self.adopt();
             for event in &events {
                 match event.token() {
-                    WAKER => self.adopt(),
+                    WAKER => {}
+                    LISTENER => self.accept_more = true,
                     Token(token) => self.ready(token / 2, Readiness::of(token % 2 == 1, event)),
                 }
             }
             let now = Instant::now();
+            if self.accept_retry.is_some_and(|at| at <= now) {
+                self.accept_retry = None;
+                self.accept_more = true;
+            }
+            if self.accept_more && self.accept_retry.is_none() {
+                self.accept(ACCEPT_BUDGET);
+            }
             if now >= next_sweep {
                 self.sweep(now);
                 next_sweep = now + SWEEP;
@@ -214,37 +245,69 @@ impl Forwarder {
         }
     }
 
-    /// Takes the connections the acceptor handed over and starts their backend connects.
-    fn adopt(&mut self) {
-        while let Ok(stream) = self.inbox.try_recv() {
-            let client = TcpStream::from_std(stream);
-            let proxy = Proxy {
-                client,
-                backend: None,
-                connecting: None,
-                client_ready: false,
-                client_closed: false,
-                tried: Vec::new(),
-                up: Pipe::default(),
-                down: Pipe::default(),
-                last_active: Instant::now(),
+    /// Accepts up to `budget` connections, closing those beyond the connection cap at once.
+    fn accept(&mut self, budget: usize) {
+        for _ in 0..budget {
+            let Some(listener) = &self.listener else { return };
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_more = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if crate::net::is_out_of_descriptors(&e) => {
+                    // The connections wait in the queue; no new readiness event would tell of
+                    // them, so look again shortly.
+                    self.accept_retry = Some(Instant::now() + ACCEPT_RETRY);
+                    return;
+                }
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    return;
+                }
             };
-            let index = self.proxies.insert(proxy);
-            let registered = match self.proxies.get_mut(index) {
-                Some(p) => self.poll.registry().register(
-                    &mut p.client,
-                    Token(2 * index),
-                    Interest::READABLE | Interest::WRITABLE,
-                ),
-                None => continue,
-            };
-            if registered.is_err() {
-                self.close(index);
+            if self.counters.active.load(Relaxed) >= self.limits.max_connections {
+                // Refused cleanly: closed at once, so the client sees the end of the stream
+                // rather than a hang.
+                self.counters.refused.fetch_add(1, Relaxed);
                 continue;
             }
-            if let Step::Close = self.connect_next(index) {
-                self.close(index);
+            self.counters.active.fetch_add(1, Relaxed);
+            self.counters.total.fetch_add(1, Relaxed);
+            if let Some(accepted) = self.counters.per_thread.get(self.number) {
+                accepted.fetch_add(1, Relaxed);
             }
+            self.adopt(stream);
+        }
+        self.accept_more = true;
+    }
+
+    /// Takes an accepted connection and starts its backend connect.
+    fn adopt(&mut self, client: TcpStream) {
+        let proxy = Proxy {
+            client,
+            backend: None,
+            connecting: None,
+            client_closed: false,
+            tried: Vec::new(),
+            up: Pipe::default(),
+            down: Pipe::default(),
+            last_active: Instant::now(),
+        };
+        let index = self.proxies.insert(proxy);
+        let registered = match self.proxies.get_mut(index) {
+            Some(p) => {
+                self.poll.registry().register(&mut p.client, Token(2 * index), Interest::READABLE | Interest::WRITABLE)
+            }
+            None => return,
+        };
+        if registered.is_err() {
+            self.close(index);
+            return;
+        }
+        if let Step::Close = self.connect_next(index) {
+            self.close(index);
         }
     }
 
@@ -280,7 +343,11 @@ impl Forwarder {
                     self.counters.failed.fetch_add(1, Relaxed);
                     return Step::Close;
                 }
-                Err(_) => backend.mark_failed(),
+                Err(e) => {
+                    if backend.mark_failed() {
+                        log::warn!("backend {} marked down: connect failed: {e}", backend.addr);
+                    }
+                }
             }
         }
     }
@@ -291,7 +358,6 @@ impl Forwarder {
             // client sends meanwhile waits in its socket and is read once connected.
             Some(_) if !readiness.backend && self.proxies.get(index).is_some_and(|p| p.connecting.is_some()) => {
                 if let Some(p) = self.proxies.get_mut(index) {
-                    p.client_ready |= readiness.readable;
                     p.client_closed |= readiness.read_closed;
                 }
                 return;
@@ -314,19 +380,25 @@ impl Forwarder {
         let failed = readiness.error
             || (!readiness.writable || readiness.read_closed) && matches!(stream.take_error(), Ok(Some(_)) | Err(_));
         if failed {
-            backend.mark_failed();
+            if backend.mark_failed() {
+                log::warn!("backend {} marked down: connect failed", backend.addr);
+            }
             return self.connect_next(index);
         }
         if !readiness.writable {
             return Step::Open; // still going
         }
-        backend.mark_up();
+        if backend.mark_up() {
+            log::info!("backend {} up again: a connect succeeded", backend.addr);
+        }
         backend.opened();
         let _ = stream.set_nodelay(true);
         p.connecting = None;
         // Read what the client sent meanwhile, and whatever the backend may have sent first.
+        // Read the client at once, whether or not its event came yet: its first bytes (the
+        // request) usually wait already, and sending them now saves a turn of the loop.
         let moves = Moves {
-            up_read: p.client_ready,
+            up_read: true,
             up_write: true,
             up_short_read_drains: !p.client_closed,
             down_read: readiness.readable,
@@ -343,7 +415,8 @@ impl Forwarder {
         let Some((backend_stream, backend)) = p.backend.as_mut() else { return Step::Close };
         let to_backend = if moves.up_read || moves.up_write {
             let drains = moves.up_short_read_drains;
-            match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch, moves.up_read, drains) {
+            let done = p.down.shut;
+            match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch, moves.up_read, drains, done) {
                 Ok(n) => n,
                 Err(_) => return Step::Close,
             }
@@ -352,7 +425,9 @@ impl Forwarder {
         };
         let from_backend = if moves.down_read || moves.down_write {
             let drains = moves.down_short_read_drains;
-            match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch, moves.down_read, drains) {
+            let done = p.up.shut;
+            match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch, moves.down_read, drains, done)
+            {
                 Ok(n) => n,
                 Err(_) => return Step::Close,
             }
@@ -372,15 +447,21 @@ impl Forwarder {
         let mut slow = Vec::new();
         for (index, p) in self.proxies.iter() {
             match p.connecting {
-                Some(since) if now.duration_since(since) >= self.timeouts.connect => slow.push(index),
+                Some(since) if now.duration_since(since) >= self.limits.timeouts.connect => slow.push(index),
                 Some(_) => {}
-                None if now.duration_since(p.last_active) >= self.timeouts.idle => expired.push(index),
+                None if now.duration_since(p.last_active) >= self.limits.timeouts.idle => expired.push(index),
                 None => {}
             }
         }
         for index in slow {
             if let Some((_, backend)) = self.proxies.get(index).and_then(|p| p.backend.as_ref()) {
-                backend.mark_failed();
+                if backend.mark_failed() {
+                    log::warn!(
+                        "backend {} marked down: no connect within {:?}",
+                        backend.addr,
+                        self.limits.timeouts.connect
+                    );
+                }
             }
             if let Step::Close = self.connect_next(index) {
                 self.close(index);
@@ -404,7 +485,9 @@ impl Forwarder {
 }
 
 /// Moves bytes from `src` to `dst` until either would block, passing `src`'s end of stream on
-/// as a shutdown of `dst`'s sending side. Returns how many bytes reached `dst`.
+/// as a shutdown of `dst`'s sending side (unless `other_done`: the other direction has ended too,
+/// so both sockets are about to be closed, which tells the peers as much without a system call
+/// more). Returns how many bytes reached `dst`.
 ///
 /// `src` is read when it signalled data (`readable`) or when bytes held back for `dst` have just
 /// gone out (reading had stopped for them). A read shorter than the buffer is taken to have
@@ -418,6 +501,7 @@ fn transfer(
     scratch: &mut [u8],
     readable: bool,
     short_read_drains: bool,
+    other_done: bool,
 ) -> io::Result<u64> {
     let mut moved = 0u64;
     let held_back = !pipe.pending.is_empty();
@@ -466,6 +550,9 @@ fn transfer(
             return Ok(moved);
         }
         read_on = !(short_read_drains && n < scratch.len());
+    }
+    if pipe.eof && !pipe.shut && other_done {
+        pipe.shut = true;
     }
     if pipe.eof && !pipe.shut {
         match dst.shutdown(Direction::Write) {

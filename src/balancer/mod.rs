@@ -32,14 +32,14 @@ mod forward;
 pub mod pool;
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use mio::Token;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
 
 pub use pool::{Backend, Pool};
 
@@ -50,7 +50,6 @@ use crate::registry::{self, Registry};
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
 
-const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
 /// A balancer's settings.
@@ -79,11 +78,15 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// How often every backend is probed with a TCP connect; `None`: never.
     pub health_interval: Option<Duration>,
+    /// On shutdown, how long connections in flight may take to finish before they are closed.
+    pub drain_timeout: Duration,
     /// Log changes to the backend table and the registration at the broker (through [`log`], at
     /// info).
     pub log: bool,
     /// Response-rate limiting of the control port's replies larger than their request.
     pub rate_limit: crate::limit::RateLimit,
+    /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -105,8 +108,10 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             health_interval: Some(Duration::from_secs(2)),
+            drain_timeout: Duration::from_secs(10),
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
+            metrics: None,
         }
     }
 }
@@ -129,9 +134,16 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Connections closed because no backend accepted them.
     pub failed: AtomicU64,
+    /// Connections accepted by each forwarding thread.
+    pub per_thread: Vec<AtomicU64>,
 }
 
 impl Counters {
+    /// Counters for `threads` forwarding threads.
+    pub fn with_threads(threads: usize) -> Self {
+        Counters { per_thread: (0..threads).map(|_| AtomicU64::new(0)).collect(), ..Counters::default() }
+    }
+
     fn stats(&self, pool: &Pool) -> BalancerStats {
         let backends = pool.stats();
         BalancerStats {
@@ -141,6 +153,7 @@ impl Counters {
             failed: self.failed.load(Relaxed),
             backend_count: backends.len() as u64,
             backends,
+            accepted_per_thread: self.per_thread.iter().map(|n| n.load(Relaxed)).collect(),
         }
     }
 }
@@ -148,11 +161,13 @@ impl Counters {
 /// A bound balancer, ready to [`run`](Balancer::run).
 pub struct Balancer {
     config: Config,
-    poll: Poll,
-    listener: TcpListener,
+    /// One listener per forwarding thread, on one port (`SO_REUSEPORT`).
+    listeners: Vec<TcpListener>,
     control: mio::net::UdpSocket,
     control_addr: SocketAddr,
     listen_addr: SocketAddr,
+    metrics: Option<TcpListener>,
+    metrics_addr: Option<SocketAddr>,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
 }
@@ -166,22 +181,32 @@ impl std::fmt::Debug for Balancer {
 impl Balancer {
     /// Binds the TCP listener and the control socket.
     pub fn bind(config: Config) -> io::Result<Balancer> {
-        let poll = Poll::new()?;
-        let mut listener = crate::net::bind_tcp(config.listen)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let listen_addr = listener.local_addr()?;
+        let threads = config.threads.max(1);
+        let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
+        let listeners = crate::net::bind_tcp_reuseport(config.listen, threads)
+            .map_err(context(format!("cannot listen for clients on tcp {} (--listen)", config.listen)))?;
+        let listen_addr = listeners[0].local_addr()?;
         // Backends register at the control port by address; the group is the brokers'.
-        let control = crate::net::bind_udp(config.control)?;
+        let control = crate::net::bind_udp(config.control)
+            .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?;
         let control_addr = control.local_addr()?;
+        let metrics = match config.metrics {
+            Some(addr) => {
+                Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)
+            }
+            None => None,
+        };
+        let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         Ok(Balancer {
             config,
-            poll,
-            listener,
+            listeners,
             control,
             control_addr,
             listen_addr,
+            metrics,
+            metrics_addr,
             pool: Arc::new(Pool::new()),
-            counters: Arc::new(Counters::default()),
+            counters: Arc::new(Counters::with_threads(threads)),
         })
     }
 
@@ -195,78 +220,58 @@ impl Balancer {
         self.control_addr
     }
 
+    /// The address the metrics listener is really bound to, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// The backends.
     pub fn pool(&self) -> Arc<Pool> {
         Arc::clone(&self.pool)
     }
 
-    /// Balances until `shutdown` is requested; then deregisters from the broker and closes
-    /// every connection.
+    /// Balances until `shutdown` is requested; then deregisters from the broker and stops
+    /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
+    /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, mut poll, listener, control, listen_addr, pool, counters, .. } = self;
-        shutdown.watch(Arc::new(Waker::new(poll.registry(), WAKER)?))?;
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
-
-        let control = spawn_control(control, &config, listen_addr, &pool, &counters, shutdown)?;
-        let mut forwarders = Vec::new();
-        for n in 0..config.threads.max(1) {
-            let (sender, inbox) = crossbeam_channel::unbounded();
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            shutdown.watch(Arc::clone(&waker))?;
-            let sleeping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let timeouts = forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout };
-            let forwarder = forward::Forwarder::new(
-                poll,
-                inbox,
-                Arc::clone(&sleeping),
-                Arc::clone(&pool),
-                Arc::clone(&counters),
-                timeouts,
-            );
-            let stop = shutdown.clone();
-            threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || forwarder.run(&stop))?);
-            forwarders.push(forward::Mailbox { sender, waker, sleeping });
-        }
-
-        let mut events = Events::with_capacity(64);
-        let mut next = 0usize;
-        let mut retry_accept = None;
-        let mut to_wake = vec![false; forwarders.len()];
-        let result = loop {
-            if shutdown.is_requested() {
-                break Ok(());
-            }
-            match poll.poll(&mut events, retry_accept.take()) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => break Err(e),
-            }
-            retry_accept = crate::net::accept_all(&listener, "makler-balancer", |stream| {
-                if counters.active.load(Relaxed) >= config.max_connections as u64 {
-                    // Refused cleanly: closed at once, so the client sees the end of the stream
-                    // rather than a hang.
-                    counters.refused.fetch_add(1, Relaxed);
-                    return;
-                }
-                counters.active.fetch_add(1, Relaxed);
-                counters.total.fetch_add(1, Relaxed);
-                let worker = next % forwarders.len();
-                next = next.wrapping_add(1);
-                if forwarders[worker].sender.send(TcpStream::from(stream)).is_ok() {
-                    to_wake[worker] = true;
-                }
-            });
-            // One wake-up per thread for the whole batch of accepted connections.
-            for (wake, mailbox) in to_wake.iter_mut().zip(&forwarders) {
-                if std::mem::take(wake) {
-                    mailbox.wake_if_sleeping();
-                }
-            }
+        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, .. } = self;
+        let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
+        let limits = forward::Limits {
+            timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
+            max_connections: config.max_connections as u64,
+            drain: config.drain_timeout,
         };
-        shutdown.request();
+        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        for (n, listener) in listeners.into_iter().enumerate() {
+            let forwarder = forward::Forwarder::new(n, listener, Arc::clone(&pool), Arc::clone(&counters), limits)?;
+            shutdown.watch(forwarder.waker()?)?;
+            let stop = shutdown.clone();
+            threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || {
+                forwarder.run(&stop);
+                // A thread that stopped on an error stops the balancer rather than leave it half.
+                stop.request();
+            })?);
+        }
+        // Only to say what the drain does: the forwarders drain on their own.
+        let _ = shutdown.stopped().recv();
+        let open = counters.active.load(Relaxed);
+        if open > 0 {
+            log::info!(
+                "draining: waiting up to {} s for {open} connections to finish",
+                config.drain_timeout.as_secs_f64()
+            );
+        }
+        let mut result = Ok(());
         for thread in threads {
-            let _ = thread.join();
+            if thread.join().is_err() {
+                result = Err(io::Error::other("a forwarding thread panicked"));
+            }
+        }
+        if open > 0 {
+            match counters.active.load(Relaxed) {
+                0 => log::info!("drained: every connection finished"),
+                left => log::warn!("{left} connections were still open after --drain-timeout: closed them"),
+            }
         }
         match control.join() {
             Ok(control_result) => result.and(control_result),
@@ -279,6 +284,7 @@ impl Balancer {
 /// first backend makes the balancer register at the broker, the last one gone deregister.
 fn spawn_control(
     socket: mio::net::UdpSocket,
+    metrics: Option<TcpListener>,
     config: &Config,
     listen_addr: SocketAddr,
     pool: &Arc<Pool>,
@@ -314,6 +320,9 @@ fn spawn_control(
     );
     let mut shell = Shell::new(core)?;
     shell.add_udp(control::Face::Control, socket)?;
+    if let Some(listener) = metrics {
+        shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;
+    }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {
         let mut core = shell.run(&stop)?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ClientError, RetryPolicy, Transport, UdpTransport};
-use crate::protocol::{BrokerStats, MAX_REPLY_LEN, Request, Response, binary};
+use crate::protocol::{BrokerStats, InstanceInfo, MAX_REPLY_LEN, Request, Response, ServiceCount, binary};
 
 /// Talks to a list of brokers. It starts with a broker picked at random (so clients spread over
 /// the brokers) and stays with whichever broker last answered; when that one stops answering it
@@ -208,6 +208,48 @@ impl<T: Transport> BrokerClient<T> {
         }
     }
 
+    /// Every service with live instances, and how many each has, page after page from the
+    /// broker that answers the first (in the table's order).
+    pub fn services(&mut self) -> Result<Vec<ServiceCount>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..MAX_PAGES {
+            match self.call(&Request::Services { cursor })? {
+                Response::Services(page) => {
+                    all.extend(page.services);
+                    match page.next {
+                        Some(next) if next > cursor => cursor = next,
+                        _ => return Ok(all),
+                    }
+                }
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Every live instance of `service`, with its age and source; [`ClientError::NotFound`]
+    /// when it has none.
+    pub fn instances(&mut self, service: &str) -> Result<Vec<InstanceInfo>, ClientError> {
+        let mut all = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..MAX_PAGES {
+            match self.call(&Request::Instances { service, cursor })? {
+                Response::InstanceList(page) => {
+                    all.extend(page.instances);
+                    match page.next {
+                        Some(next) if next > cursor => cursor = next,
+                        _ => return Ok(all),
+                    }
+                }
+                // The last instances went between two pages.
+                Response::NotFound | Response::CatchingUp if !all.is_empty() => return Ok(all),
+                other => return Err(unexpected(other)),
+            }
+        }
+        Ok(all)
+    }
+
     /// The broker's counters.
     pub fn stats(&mut self) -> Result<BrokerStats, ClientError> {
         match self.call(&Request::Stats)? {
@@ -216,6 +258,10 @@ impl<T: Transport> BrokerClient<T> {
         }
     }
 }
+
+/// The most pages a listing asks for: far more than any table holds, so that a broker that
+/// kept sending cursors could not keep a client busy for ever.
+const MAX_PAGES: usize = 100_000;
 
 /// Maps the replies that are not the expected success to errors.
 fn unexpected(response: Response) -> ClientError {

@@ -3,12 +3,31 @@
 //! Every load loop here is bounded by a duration and a request count, and stops by itself.
 //! Targets must be loopback addresses unless the caller explicitly allows others
 //! ([`check_target`]).
+//!
+//! - [`udp`]: request/response load over UDP with a window in flight, from one or several
+//!   threads, for any [`udp::Workload`]; [`wire`] (the broker's binary and text forms),
+//!   [`dns`] (SRV queries with `hickory-proto`) and the echo reference are workloads.
+//! - [`rounds`]: several targets measured in alternating rounds, with ratios round by round.
+//! - [`bench`](mod@bench): `makler-load udp`, the broker against a minimal echo in a process of its own
+//!   ([`echo`], started and stopped by a [`child`] guard), reported by [`report`].
+//! - [`compare`]: `makler-load query`, the broker's queries next to a DNS server's.
+//! - [`peers`]: `makler-load peers`, three brokers replicating on loopback.
+//! - [`tcp`]: TCP and HTTP load with connections.
 
+pub mod bench;
+pub mod child;
+pub mod compare;
+pub mod dns;
+pub mod echo;
 pub mod peers;
+pub mod report;
+pub mod rounds;
 pub mod tcp;
 pub mod udp;
+pub mod wire;
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
 /// Refuses targets off this host unless `allow_remote` is set, so a mistyped address cannot
@@ -68,14 +87,41 @@ pub struct Measurement {
     pub elapsed: Duration,
     /// Requests given up on.
     pub lost: u64,
+    /// Replies that came back but were wrong (an error, a refusal, a malformed answer).
+    pub bad: u64,
+    /// Bytes of all the good replies.
+    pub reply_bytes: u64,
 }
 
 impl Measurement {
-    /// Adds another run's figures, as if the runs had been one.
+    /// Adds a later run's figures, as if the runs had been one (the times add up).
     pub fn add(&mut self, other: Measurement) {
-        self.latencies.samples.extend(other.latencies.samples);
         self.elapsed += other.elapsed;
+        self.merge_counts(other);
+    }
+
+    /// Adds the figures of a run that went on at the same time (another client thread): the
+    /// time is the longer of the two.
+    pub fn add_parallel(&mut self, other: Measurement) {
+        self.elapsed = self.elapsed.max(other.elapsed);
+        self.merge_counts(other);
+    }
+
+    fn merge_counts(&mut self, other: Measurement) {
+        self.latencies.samples.extend(other.latencies.samples);
         self.lost += other.lost;
+        self.bad += other.bad;
+        self.reply_bytes += other.reply_bytes;
+    }
+
+    /// Good replies per second.
+    pub fn rate(&self) -> f64 {
+        self.latencies.count() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// Mean size of a good reply, in bytes.
+    pub fn mean_reply_bytes(&self) -> f64 {
+        self.reply_bytes as f64 / self.latencies.count().max(1) as f64
     }
 
     /// Rates and percentiles.
@@ -106,6 +152,68 @@ pub fn micros(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
+/// The median of `values` and their range (lowest, highest); zeros for an empty list.
+pub fn median_range(values: &[f64]) -> (f64, f64, f64) {
+    let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
+    if sorted.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
+    (median, sorted[0], sorted[n - 1])
+}
+
+/// CPU time (user and system) this process has used so far, from `/proc/self/stat`, in clock
+/// ticks of 10 ms; `None` where there is no such file.
+pub fn cpu_time() -> Option<Duration> {
+    process_cpu_time("self")
+}
+
+/// CPU time (user and system) process `pid` has used so far, from `/proc/PID/stat`.
+pub fn process_cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold spaces; the fields after it are numbers.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Says which executable is measured: its path, size, modification time and the git commit of
+/// the work tree it lies in (with `+changes` when files tracked there differ from it), so that
+/// a figure can be traced to the code that produced it. The commit is the work tree's: an
+/// executable built before a later commit says so only by its age, so build before measuring.
+pub fn describe_binary(path: &Path) -> String {
+    let meta = std::fs::metadata(path);
+    let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+    let age = meta
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .map_or_else(|| "?".to_owned(), |d| format!("{:.0} s ago", d.as_secs_f64()));
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    let commit =
+        match (git(&["rev-parse", "--short=12", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
+            (Some(commit), Some(changes)) if !changes.is_empty() => format!("work tree at commit {commit}+changes"),
+            (Some(commit), _) => format!("work tree at commit {commit}"),
+            (None, _) => "no git work tree".to_owned(),
+        };
+    format!("{} ({size} bytes, built {age}; {commit})", path.display())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +231,18 @@ mod tests {
         assert_eq!(s.p90, Duration::from_micros(90));
         assert_eq!(s.p99, Duration::from_micros(99));
         assert_eq!(Latencies::default().summary(Duration::from_secs(1), 0).p99, Duration::ZERO);
+    }
+
+    #[test]
+    fn median_and_range() {
+        assert_eq!(median_range(&[3.0, 1.0, 2.0]), (2.0, 1.0, 3.0));
+        assert_eq!(median_range(&[4.0, 1.0, 2.0, 3.0]), (2.5, 1.0, 4.0));
+        assert_eq!(median_range(&[]), (0.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn this_process_has_a_cpu_time() {
+        assert!(cpu_time().is_some());
     }
 
     #[test]

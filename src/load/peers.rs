@@ -22,6 +22,10 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::udp::{Driver, instance_endpoint, populate, type_name};
+use super::wire::{BrokerLoad, Form, Op, Table};
+
+/// The prefix of the benchmark table's service names.
+const PREFIX: &str = "type";
 use super::{Latencies, Measurement, Summary};
 use crate::protocol::{Request, Response, binary};
 
@@ -183,7 +187,7 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
     }
     let base = config.sizes.first().copied().unwrap_or(10_000);
     let loader = Driver::new(addrs[0], 64)?;
-    let ids = populate(&loader, 0, base, config.types)?;
+    let (ids, _) = populate(&loader, PREFIX, 0, base, config.types)?;
     for &addr in &addrs {
         wait("every broker holds the base table", || Ok(asker.stats(addr)?.instances >= base as u64))?;
     }
@@ -237,7 +241,7 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
     let mut catch_up = Vec::new();
     for &size in &config.sizes {
         if size > base {
-            populate(&loader, base + config.samples, base + config.samples + (size - base), config.types)?;
+            populate(&loader, PREFIX, base + config.samples, base + config.samples + (size - base), config.types)?;
         }
         let expected = size.max(base) + config.samples;
         wait("every broker holds the table", || Ok(asker.stats(addrs[2])?.instances >= expected as u64))?;
@@ -266,19 +270,13 @@ fn query_rates(
     let round = config.duration / config.rounds.max(1);
     let (mut busy, mut quiet, mut ratios, mut cpu_ratios) =
         (Measurement::default(), Measurement::default(), Vec::new(), Vec::new());
-    let types = config.types;
+    let names = (0..config.types).map(|k| type_name(PREFIX, k)).collect();
+    let table = Arc::new(Table { names, instances: ids.len(), ids: ids.to_vec() });
     // One run, and the broker's CPU seconds during it.
     let query = |driver: &Driver| -> io::Result<(Measurement, f64)> {
         let before = cpu_seconds(pid)?;
-        let run = driver.run(
-            round,
-            u64::MAX,
-            |id, out| {
-                let service = type_name(id as usize % types);
-                binary::encode_request(id, &Request::Query { service: &service }, out);
-            },
-            |_| {},
-        )?;
+        let mut load = BrokerLoad::new(Arc::clone(&table), Form::Binary, Op::Query);
+        let run = driver.run(round, u64::MAX, 0, &mut load)?;
         Ok((run, cpu_seconds(pid)? - before))
     };
     for _ in 0..config.rounds.max(1) {

@@ -196,7 +196,11 @@ impl Worker {
         for conn in &mut conns {
             close(&poll, conn.take());
         }
-        Ok(TcpResult { measurement: Measurement { latencies, elapsed: start.elapsed(), lost: 0 }, errors, first_error })
+        Ok(TcpResult {
+            measurement: Measurement { latencies, elapsed: start.elapsed(), lost: 0, ..Measurement::default() },
+            errors,
+            first_error,
+        })
     }
 
     /// Opens a connection and counts its first request as sent.

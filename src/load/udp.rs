@@ -1,21 +1,43 @@
-//! Request/response load over UDP with a bounded window in flight, and the broker benchmark:
-//! the broker's query and heartbeat rates side by side with a plain UDP echo server, the
-//! machine's limit for request/response on one socket.
+//! Request/response load over UDP with a bounded window in flight, from one or several client
+//! threads, for any protocol that can say what it sends and judge what comes back (a
+//! [`Workload`]: the broker's binary and text forms, DNS, an echo).
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Latencies, Measurement, Summary};
+use super::{Latencies, Measurement};
 use crate::protocol::{Request, Response, binary};
 
 /// How long a request may go unanswered before it counts as lost.
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What a [`Workload`] makes of one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The key of the request it answers, when the reply carries one (a request id).
+    pub key: Option<u64>,
+    /// Whether it is the right answer (an error, a refusal or garbage is not).
+    pub good: bool,
+}
+
+/// One kind of request and the judgement of its replies.
+pub trait Workload: Send {
+    /// Whether replies carry their request's key ([`Answer::key`]). Replies without one are
+    /// matched to requests in order, which is exact for a server that answers in order on
+    /// loopback; a lost request then shifts the match by one until its timeout.
+    fn keyed(&self) -> bool;
+    /// Writes request number `seq` into `out` (empty) and returns its key.
+    fn request(&mut self, seq: u64, out: &mut Vec<u8>) -> u64;
+    /// Judges one reply.
+    fn answer(&mut self, reply: &[u8]) -> Answer;
+    /// The same workload for another client thread.
+    fn fork(&self) -> Box<dyn Workload>;
+}
 
 /// Drives request/response load at one UDP target with at most `window` requests in flight.
 #[derive(Debug)]
@@ -41,31 +63,34 @@ impl Driver {
         Ok(Driver { socket, window: window.max(1) })
     }
 
-    /// Sends requests made by `make(id, out)` (a binary frame with that request id) until
-    /// `duration` has passed or `max_requests` have been sent, keeping the window full. Replies
-    /// are matched by the request id at the start of every binary frame; `check` sees each one.
+    /// Sends requests `first_seq`, `first_seq + 1`, … made by `workload` until `duration` has
+    /// passed or `max_requests` have been sent, keeping the window full, then waits for the
+    /// last replies (at most [`REQUEST_TIMEOUT`]). The time measured ends with the last reply.
     pub fn run(
         &self,
         duration: Duration,
         max_requests: u64,
-        mut make: impl FnMut(u32, &mut Vec<u8>),
-        mut check: impl FnMut(&[u8]),
+        first_seq: u64,
+        workload: &mut dyn Workload,
     ) -> io::Result<Measurement> {
-        let mut in_flight: HashMap<u32, Instant> = HashMap::with_capacity(self.window * 2);
+        let keyed = workload.keyed();
+        // Oldest first: requests are sent in order, so the expired ones are at the front.
+        let mut in_flight: VecDeque<(u64, Instant)> = VecDeque::with_capacity(self.window);
         let mut latencies = Latencies::default();
         let mut request = Vec::with_capacity(1500);
-        let mut reply = [0u8; 2048];
-        let (mut next_id, mut sent, mut lost) = (0u32, 0u64, 0u64);
+        let mut reply = vec![0u8; 65536];
+        let (mut seq, mut sent, mut lost, mut bad, mut reply_bytes) = (first_seq, 0u64, 0u64, 0u64, 0u64);
         let start = Instant::now();
         let stop_sending = start + duration;
+        let mut last_reply = None;
         loop {
             let now = Instant::now();
             while now < stop_sending && sent < max_requests && in_flight.len() < self.window {
-                next_id = next_id.wrapping_add(1);
                 request.clear();
-                make(next_id, &mut request);
+                let key = workload.request(seq, &mut request);
+                seq = seq.wrapping_add(1);
                 self.socket.send(&request)?;
-                in_flight.insert(next_id, Instant::now());
+                in_flight.push_back((key, Instant::now()));
                 sent += 1;
             }
             if in_flight.is_empty() {
@@ -73,11 +98,23 @@ impl Driver {
             }
             match self.socket.recv(&mut reply) {
                 Ok(len) => {
-                    let datagram = &reply[..len];
-                    let id = datagram.get(1..).and_then(|b| postcard::take_from_bytes::<u32>(b).ok()).map(|(id, _)| id);
-                    if let Some(sent_at) = id.and_then(|id| in_flight.remove(&id)) {
-                        latencies.record(sent_at.elapsed());
-                        check(datagram);
+                    let received = Instant::now();
+                    last_reply = Some(received);
+                    let answer = workload.answer(&reply[..len]);
+                    let position = match (keyed, answer.key) {
+                        (true, Some(key)) => in_flight.iter().position(|&(k, _)| k == key),
+                        (true, None) => None,
+                        (false, _) => Some(0),
+                    };
+                    // A reply to nothing in flight (a late one, or unreadable) is only counted
+                    // as bad; its request, if any, times out.
+                    match position.and_then(|i| in_flight.remove(i)) {
+                        Some((_, sent_at)) if answer.good => {
+                            latencies.record(received.duration_since(sent_at));
+                            reply_bytes += len as u64;
+                        }
+                        _ if answer.good => {}
+                        _ => bad += 1,
                     }
                 }
                 Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
@@ -87,60 +124,58 @@ impl Driver {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            let before = in_flight.len();
-            in_flight.retain(|_, &mut sent_at| now.duration_since(sent_at) < REQUEST_TIMEOUT);
-            lost += (before - in_flight.len()) as u64;
-        }
-        Ok(Measurement { latencies, elapsed: start.elapsed(), lost })
-    }
-}
-
-/// A plain UDP echo server on its own thread: the reference for what one socket and one thread
-/// can answer on this machine. Stops when dropped.
-#[derive(Debug)]
-pub struct EchoServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EchoServer {
-    /// Starts an echo server on a free loopback port.
-    pub fn start() -> io::Result<EchoServer> {
-        let socket = UdpSocket::bind("127.0.0.1:0")?;
-        socket.set_read_timeout(Some(Duration::from_millis(50)))?;
-        let addr = socket.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::Builder::new().name("udp-echo".into()).spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !flag.load(Ordering::Relaxed) {
-                if let Ok((len, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..len], from);
-                }
+            while in_flight.front().is_some_and(|&(_, sent_at)| now.duration_since(sent_at) >= REQUEST_TIMEOUT) {
+                in_flight.pop_front();
+                lost += 1;
             }
-        })?;
-        Ok(EchoServer { addr, stop, thread: Some(thread) })
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
         }
+        let end = last_reply.unwrap_or_else(Instant::now);
+        Ok(Measurement { latencies, elapsed: end.duration_since(start), lost, bad, reply_bytes })
     }
 }
 
-/// The service name of type `k` in the benchmark's table.
-pub fn type_name(k: usize) -> String {
-    format!("type{k}")
+/// Runs `workload` at `target` from `threads` client threads at once, each with its own socket
+/// and `window` requests in flight, for `duration`; the threads' figures are added up.
+pub fn run_parallel(
+    target: SocketAddr,
+    threads: usize,
+    window: usize,
+    duration: Duration,
+    workload: &dyn Workload,
+) -> io::Result<Measurement> {
+    let threads = threads.max(1);
+    let drivers = (0..threads).map(|_| Driver::new(target, window)).collect::<io::Result<Vec<_>>>()?;
+    let barrier = Barrier::new(threads);
+    let results: Vec<io::Result<Measurement>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = drivers
+            .iter()
+            .enumerate()
+            .map(|(t, driver)| {
+                let mut workload = workload.fork();
+                let barrier = &barrier;
+                // Threads start far apart in the sequence, so they ask for different names.
+                let first_seq = t as u64 * 7919;
+                scope.spawn(move || {
+                    barrier.wait();
+                    driver.run(duration, u64::MAX, first_seq, workload.as_mut())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("a client thread panicked"))))
+            .collect()
+    });
+    let mut total = Measurement::default();
+    for result in results {
+        total.add_parallel(result?);
+    }
+    Ok(total)
+}
+
+/// The service name of type `k` in a benchmark's table: `prefix` then `k`.
+pub fn type_name(prefix: &str, k: usize) -> String {
+    format!("{prefix}{k}")
 }
 
 /// The endpoint of instance `i` in the benchmark's table: distinct loopback addresses, which
@@ -150,38 +185,70 @@ pub fn instance_endpoint(i: usize) -> SocketAddr {
     SocketAddr::from(([127, a.wrapping_add(1), b, c], 4000 + (i % 1000) as u16))
 }
 
-/// Registers instances `from..to` (instance `i` under type `i % types`) and returns their ids in
-/// order. Fails when any registration is refused or lost.
-pub fn populate(driver: &Driver, from: usize, to: usize, types: usize) -> io::Result<Vec<Uuid>> {
-    let count = to.saturating_sub(from);
-    let mut ids = vec![Uuid::nil(); count];
-    let mut refused = None;
-    let summary = driver.run(
-        Duration::from_secs(600),
-        count as u64,
-        |id, out| {
-            let i = from + id as usize - 1;
-            let endpoint = instance_endpoint(i);
-            let service = type_name(i % types);
-            let request = Request::Register { service: &service, ip: Some(endpoint.ip()), port: endpoint.port() };
-            binary::encode_request(id, &request, out);
-        },
-        |reply| match binary::decode_response(reply) {
+/// Registrations of instances `from..to` (instance `i` under type `i % types`) in the binary
+/// form, collecting the ids the broker hands out.
+struct Populate<'a> {
+    prefix: &'a str,
+    from: usize,
+    types: usize,
+    ids: Vec<Uuid>,
+    refused: Option<String>,
+}
+
+impl Workload for Populate<'_> {
+    fn keyed(&self) -> bool {
+        true
+    }
+
+    fn request(&mut self, seq: u64, out: &mut Vec<u8>) -> u64 {
+        let i = self.from + seq as usize;
+        let endpoint = instance_endpoint(i);
+        let service = type_name(self.prefix, i % self.types);
+        let request = Request::Register { service: &service, ip: Some(endpoint.ip()), port: endpoint.port() };
+        binary::encode_request(seq as u32, &request, out);
+        seq
+    }
+
+    fn answer(&mut self, reply: &[u8]) -> Answer {
+        match binary::decode_response(reply) {
             Ok((id, Response::Registered { id: uuid, .. })) => {
-                if let Some(slot) = ids.get_mut(id as usize - 1) {
+                if let Some(slot) = self.ids.get_mut(id as usize) {
                     *slot = uuid;
                 }
+                Answer { key: Some(id.into()), good: true }
             }
-            other => refused = Some(format!("{other:?}")),
-        },
-    )?;
-    if let Some(reply) = refused {
+            other => {
+                self.refused = Some(format!("{other:?}"));
+                Answer { key: other.ok().map(|(id, _)| id.into()), good: false }
+            }
+        }
+    }
+
+    fn fork(&self) -> Box<dyn Workload> {
+        unreachable!("registrations run from one thread")
+    }
+}
+
+/// Registers instances `from..to` (instance `i` as `{prefix}{i % types}` at
+/// [`instance_endpoint`]`(i)`) in the binary form and returns their ids in order, with the
+/// measurement. Fails when any registration is refused or lost.
+pub fn populate(
+    driver: &Driver,
+    prefix: &str,
+    from: usize,
+    to: usize,
+    types: usize,
+) -> io::Result<(Vec<Uuid>, Measurement)> {
+    let count = to.saturating_sub(from);
+    let mut work = Populate { prefix, from, types: types.max(1), ids: vec![Uuid::nil(); count], refused: None };
+    let measurement = driver.run(Duration::from_secs(600), count as u64, 0, &mut work)?;
+    if let Some(reply) = work.refused {
         return Err(io::Error::other(format!("a registration was refused: {reply}")));
     }
-    if summary.lost > 0 || ids.iter().any(Uuid::is_nil) {
-        return Err(io::Error::other(format!("{} registrations were lost", summary.lost)));
+    if measurement.lost > 0 || work.ids.iter().any(Uuid::is_nil) {
+        return Err(io::Error::other(format!("{} registrations were lost", measurement.lost)));
     }
-    Ok(ids)
+    Ok((work.ids, measurement))
 }
 
 /// The resident memory of a process, from `/proc/PID/status`.
@@ -195,177 +262,68 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other("no VmRSS line"))
 }
 
-/// Settings of the broker benchmark.
-#[derive(Debug, Clone)]
-pub struct BrokerBench {
-    /// The `makler-broker` executable to start.
-    pub broker_bin: std::path::PathBuf,
-    /// Instances registered for the query and heartbeat runs.
-    pub instances: usize,
-    /// Services they are spread over.
-    pub types: usize,
-    /// Instances registered for the memory measurement.
-    pub rss_instances: usize,
-    /// How long each run lasts.
-    pub duration: Duration,
-    /// Requests in flight at once.
-    pub window: usize,
-    /// The echo and query runs alternate this many times, each lasting `duration / rounds`, so
-    /// that a change in the machine's speed during the benchmark affects both alike.
-    pub rounds: u32,
-}
-
-/// What the broker benchmark measured.
-#[derive(Debug, Clone)]
-pub struct BrokerReport {
-    /// The plain echo server: the reference.
-    pub echo: Summary,
-    /// Queries over all types, in turn.
-    pub query: Summary,
-    /// Heartbeats over all instances, in turn.
-    pub heartbeat: Summary,
-    /// The broker's resident memory just after it started.
-    pub rss_empty: u64,
-    /// The broker's resident memory with `rss_instances` registered.
-    pub rss_full: u64,
-}
-
-impl BrokerReport {
-    /// Broker queries per second over echoes per second.
-    pub fn ratio(&self) -> f64 {
-        self.query.rate / self.echo.rate.max(1e-9)
-    }
-}
-
-/// Runs the broker benchmark: the echo reference, then a fresh broker process loaded with the
-/// table, queried, heartbeated and finally filled for the memory figure. Kills the broker at
-/// the end, whatever happens.
-pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
-    // The echo server gets exactly the datagrams the broker's query run sends.
-    let query_request = |id: u32, out: &mut Vec<u8>| {
-        let service = type_name(id as usize % config.types);
-        binary::encode_request(id, &Request::Query { service: &service }, out);
-    };
-    let echo_server = EchoServer::start()?;
-    let echo_driver = Driver::new(echo_server.addr(), config.window)?;
-
-    let mut broker = BrokerProcess::start(config)?;
-    let rss_empty = rss_bytes(broker.pid())?;
-    let driver = Driver::new(broker.addr, config.window)?;
-    let ids = populate(&driver, 0, config.instances, config.types)?;
-
-    let per_type = config.instances.div_ceil(config.types);
-    let mut bad = None;
-    let round = config.duration / config.rounds.max(1);
-    let (mut echo, mut query) = (Measurement::default(), Measurement::default());
-    for _ in 0..config.rounds.max(1) {
-        echo.add(echo_driver.run(round, u64::MAX, query_request, |_| {})?);
-        query.add(driver.run(round, u64::MAX, query_request, |reply| match binary::decode_response(reply) {
-            Ok((_, Response::Instances(list))) if list.len() + 1 >= per_type => {}
-            other => bad = Some(format!("query: {other:?}")),
-        })?);
-    }
-    drop(echo_server);
-    let heartbeat = driver.run(
-        config.duration,
-        u64::MAX,
-        |id, out| binary::encode_request(id, &Request::Heartbeat { id: ids[id as usize % ids.len()] }, out),
-        |reply| match binary::decode_response(reply) {
-            Ok((_, Response::Ok)) => {}
-            other => bad = Some(format!("heartbeat: {other:?}")),
-        },
-    )?;
-    if let Some(bad) = bad {
-        return Err(io::Error::other(format!("the broker answered wrongly: {bad}")));
-    }
-    populate(&driver, config.instances, config.rss_instances, config.types)?;
-    let rss_full = rss_bytes(broker.pid())?;
-    broker.stop();
-    Ok(BrokerReport {
-        echo: echo.summary(),
-        query: query.summary(),
-        heartbeat: heartbeat.summary(),
-        rss_empty,
-        rss_full,
-    })
-}
-
-/// A broker child process for the benchmark, killed when dropped.
-struct BrokerProcess {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl BrokerProcess {
-    fn start(config: &BrokerBench) -> io::Result<BrokerProcess> {
-        use std::io::BufRead;
-        let max = config.rss_instances.max(config.instances).to_string();
-        let mut child = std::process::Command::new(&config.broker_bin)
-            .args(["--listen", "127.0.0.1:0", "--quiet", "--ttl", "600", "--max-instances", &max])
-            // One source registers every instance, nothing listens on them, and the load comes
-            // from one address: no quota, no health checks, no rate limit, no multicast.
-            .args(["--max-per-source", "0", "--probe-interval", "0", "--rate-limit", "0", "--no-multicast"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot start {}: {e}", config.broker_bin.display())))?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            io::BufReader::new(stdout).read_line(&mut line)?;
-        }
-        let addr = line.trim().strip_prefix("listening udp=").and_then(|a| a.parse().ok());
-        match addr {
-            Some(addr) => Ok(BrokerProcess { child, addr }),
-            None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(io::Error::other(format!("the broker printed {line:?} instead of its address")))
-            }
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load::echo::EchoServer;
+    use crate::shutdown::Shutdown;
+
+    /// Sends `Stats` requests and accepts any binary frame back, keyed by its id.
+    struct Stats {
+        keyed: bool,
+    }
+
+    impl Workload for Stats {
+        fn keyed(&self) -> bool {
+            self.keyed
+        }
+        fn request(&mut self, seq: u64, out: &mut Vec<u8>) -> u64 {
+            binary::encode_request(seq as u32, &Request::Stats, out);
+            seq
+        }
+        fn answer(&mut self, reply: &[u8]) -> Answer {
+            match binary::decode_request(reply) {
+                Ok((id, _)) => Answer { key: Some(id.into()), good: true },
+                Err(_) => Answer { key: None, good: false },
+            }
+        }
+        fn fork(&self) -> Box<dyn Workload> {
+            Box::new(Stats { keyed: self.keyed })
+        }
+    }
+
+    fn echo() -> (SocketAddr, Shutdown, std::thread::JoinHandle<io::Result<u64>>) {
+        let server = EchoServer::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = server.local_addr();
+        let shutdown = Shutdown::new();
+        let stopper = shutdown.clone();
+        (addr, shutdown, std::thread::spawn(move || server.run(&stopper, Duration::from_secs(60))))
+    }
 
     #[test]
-    fn the_driver_measures_an_echo_server() {
-        let echo = EchoServer::start().unwrap();
-        let driver = Driver::new(echo.addr(), 4).unwrap();
-        let mut checked = 0;
-        let summary = driver
-            .run(
-                Duration::from_secs(5),
-                500,
-                |id, out| binary::encode_request(id, &Request::Stats, out),
-                |reply| {
-                    assert!(binary::decode_request(reply).is_ok());
-                    checked += 1;
-                },
-            )
-            .unwrap()
-            .summary();
-        assert_eq!(summary.completed, 500);
-        assert_eq!(checked, 500);
-        assert_eq!(summary.lost, 0);
-        assert!(summary.p50 <= summary.p99);
+    fn the_driver_measures_an_echo_server_keyed_and_in_order() {
+        let (addr, shutdown, thread) = echo();
+        for keyed in [true, false] {
+            let driver = Driver::new(addr, 4).unwrap();
+            let m = driver.run(Duration::from_secs(5), 500, 0, &mut Stats { keyed }).unwrap();
+            assert_eq!((m.latencies.count(), m.lost, m.bad), (500, 0, 0));
+            // The echo returns each request: ids below 128 take one varint byte, the others two.
+            assert_eq!(m.reply_bytes, 128 * 3 + (500 - 128) * 4);
+            let s = m.summary();
+            assert!(s.p50 <= s.p99);
+        }
+        shutdown.request();
+        assert_eq!(thread.join().unwrap().unwrap(), 1000);
+    }
+
+    #[test]
+    fn parallel_threads_add_up() {
+        let (addr, shutdown, thread) = echo();
+        let m = run_parallel(addr, 3, 2, Duration::from_millis(50), &Stats { keyed: true }).unwrap();
+        assert!(m.latencies.count() > 0);
+        assert_eq!((m.lost, m.bad), (0, 0));
+        shutdown.request();
+        assert_eq!(thread.join().unwrap().unwrap(), m.latencies.count() as u64);
     }
 
     #[test]

@@ -23,6 +23,9 @@
 //! assert_eq!(reply, b"127.0.0.1:4000\n");
 //! ```
 
+pub mod bridge;
+#[cfg(test)]
+mod bridge_tests;
 mod deltas;
 pub mod dns;
 mod dns_face;
@@ -45,13 +48,15 @@ use uuid::Uuid;
 
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
+use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
-use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response, peer};
+use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response};
 use crate::registry::{self, Change, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
 use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
+pub use bridge::BridgeConfig;
 pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
@@ -71,6 +76,8 @@ pub enum Face {
     Dns,
     /// The DNS face's TCP listener, on the same address.
     DnsTcp,
+    /// A TCP listener answering `GET /metrics` (see [`crate::metrics`]).
+    Metrics,
 }
 
 /// A node's settings.
@@ -106,6 +113,8 @@ pub struct NodeConfig {
     pub wall: WallClock,
     /// The DNS face's zone (`None`: no DNS face; datagrams on [`Face::Dns`] are dropped).
     pub dns: Option<DnsConfig>,
+    /// Brokers of other networks asked for services this one does not have.
+    pub bridges: BridgeConfig,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -159,6 +168,7 @@ impl Default for NodeConfig {
             key: None,
             wall: WallClock::now(),
             dns: None,
+            bridges: BridgeConfig::default(),
         }
     }
 }
@@ -183,7 +193,13 @@ pub struct Node {
     group: Option<group::Group>,
     replicator: replicate::Replicator,
     verifier: verify::Verifier,
+    bridges: bridge::Bridges,
+    /// Peer and group datagrams (sealed with a key).
     outbox: Outbox<Face>,
+    /// Deferred answers to clients (bridged queries): never sealed.
+    replies: Outbox<Face>,
+    /// This run's incarnation, on the node's peer datagrams.
+    incarnation: u64,
     prober: Prober,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
@@ -205,13 +221,18 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
+        let bridges = bridge::Bridges::new(config.bridges);
+        service.set_bridging(bridges.is_on());
         Node {
             registry,
             service,
             group: config.group.map(|group| group::Group::new(group, config.unicast)),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify),
+            bridges,
             outbox: Outbox::new(OUTBOX_CAPACITY),
+            replies: Outbox::new(OUTBOX_CAPACITY),
+            incarnation: config.incarnation,
             prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
@@ -250,7 +271,7 @@ impl Node {
             received: service.received,
             rejected: service.rejected,
             expired: self.registry.expired_total(),
-            send_failures: self.counters.send_failures + self.outbox.dropped(),
+            send_failures: self.counters.send_failures + self.outbox.dropped() + self.replies.dropped(),
             announcements: self.counters.announcements,
             multicast_ignored: self.counters.multicast_ignored,
             complete: self.is_complete(),
@@ -271,7 +292,16 @@ impl Node {
             peer_count: peers.len() as u64,
             peers_up: peers.iter().filter(|p| p.up).count() as u64,
             peers,
+            bridged: self.bridges.stats.bridged,
+            bridged_found: self.bridges.stats.found,
+            bridge_queries: self.bridges.stats.answered,
+            bridges: self.bridges.stats(now),
         }
+    }
+
+    /// What the metrics page shows, at `now`.
+    pub fn metrics(&self, now: Instant) -> crate::metrics::BrokerMetrics {
+        crate::metrics::BrokerMetrics { stats: self.stats(now), requests: self.service.counters().requests }
     }
 
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
@@ -283,11 +313,15 @@ impl Node {
                 self.replicator.note_rejected();
                 return false;
             };
-            if !peer::is_peer(inner) {
+            let Ok(frame) = peer::decode(inner) else {
                 self.replicator.note_rejected();
                 return false;
+            };
+            if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
+                self.handle_bridge(now, from, datagram.len(), frame.body);
+                return false;
             }
-            let report = self.replicator.handle(now, from, inner, &mut self.registry, &mut self.outbox);
+            let report = self.replicator.handle(now, from, frame, &mut self.registry, &mut self.outbox);
             if let Some((service, endpoint)) = report {
                 // Forwarded by a peer: verify it if it is registered here too.
                 if self.registry.contains(now, &service, endpoint) {
@@ -299,6 +333,12 @@ impl Node {
         self.service.set_catching_up(!self.replicator.is_complete());
         let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
             Handled::Replied(form) => form,
+            Handled::Other { form, request: Request::Query { service } } => {
+                if !self.bridge_query(now, from, form, datagram.len(), service, reply) {
+                    return false;
+                }
+                form
+            }
             Handled::Other { form, request } => {
                 let response = match request {
                     Request::Stats => {
@@ -349,12 +389,14 @@ impl Node {
         Response::Ok
     }
 
-    /// The `stats` answer, with as many peers as fit in one reply.
+    /// The `stats` answer, with as many peers as fit in one reply. Expired leases go first, so
+    /// the counts are of live instances only.
     fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) {
+        self.registry.handle_timeout(now);
         let mut stats = self.stats(now);
         loop {
             protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);
-            if reply.len() <= MAX_REPLY_LEN || stats.peers.pop().is_none() {
+            if reply.len() <= MAX_REPLY_LEN || (stats.peers.pop().is_none() && stats.bridges.pop().is_none()) {
                 return;
             }
         }
@@ -419,7 +461,7 @@ impl Core for Node {
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
             Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
             // Nothing is sent to it but stray replies: ignored.
-            Face::GroupOut | Face::DnsTcp => None,
+            Face::GroupOut | Face::DnsTcp | Face::Metrics => None,
         };
         self.after_input(now);
         out
@@ -435,6 +477,7 @@ impl Core for Node {
     ) -> StreamStep {
         let step = match face {
             Face::DnsTcp => self.handle_dns_stream(now, input, output),
+            Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
             _ => StreamStep { consumed: input.len(), close: true },
         };
         self.after_input(now);
@@ -442,6 +485,9 @@ impl Core for Node {
     }
 
     fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        if let Some(reply) = self.replies.pop(out) {
+            return Some(reply);
+        }
         let transmit = self.outbox.pop(out)?;
         // Everything queued goes to peers or the group: sealed, with a key.
         if let Some(sealer) = &mut self.sealer {
@@ -467,6 +513,7 @@ impl Core for Node {
             self.replicator.poll_timeout(),
             self.verifier.poll_timeout(),
             self.group.as_ref().and_then(group::Group::poll_timeout),
+            self.bridges.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -480,6 +527,8 @@ impl Core for Node {
         self.prober.handle_timeout(now);
         self.take_probe_results(now);
         self.group_timeout(now);
+        self.bridges.handle_timeout(now);
+        self.flush_bridges(now);
         self.after_input(now);
     }
 

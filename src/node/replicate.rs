@@ -294,18 +294,13 @@ impl Replicator {
         &mut self,
         now: Instant,
         from: SocketAddr,
-        datagram: &[u8],
+        frame: PeerFrame<'_>,
         registry: &mut Registry,
         out: &mut Outbox<Face>,
     ) -> Option<(String, SocketAddr)> {
-        let Ok(frame) = peer::decode(datagram) else {
-            self.stats.rejected += 1;
-            return None;
-        };
-        if self.config.discover && matches!(frame.body, Peer::Hello { .. }) && frame.node != self.me {
-            // A broker that found this one on the group before this one found it.
-            self.add_peer(from, false);
-        }
+        // Peers are the configured ones and those found on the multicast group (whose hello
+        // also makes this broker say hello to them): nobody becomes a peer by saying hello to
+        // the unicast port, so a spoofed source cannot be made a peer and sent pages.
         let Some(index) = self.peers.iter().position(|p| p.addr == from) else {
             self.stats.rejected += 1;
             return None;
@@ -353,6 +348,8 @@ impl Replicator {
             }
             Peer::Report { service, endpoint } => return Some((service.to_owned(), endpoint)),
             Peer::Bye => self.down(index),
+            // Bridge traffic is the node's, not the replicator's.
+            Peer::Query { .. } | Peer::Answer { .. } => self.stats.rejected += 1,
         }
         None
     }

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod listing;
 pub mod peer;
 pub mod seal;
 pub mod text;
@@ -23,6 +24,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
 /// many instances as fit, and the rotation makes sure every instance is handed out over time.
@@ -73,6 +76,21 @@ pub enum Request<'a> {
         /// The instance that did not answer.
         endpoint: SocketAddr,
     },
+    /// List the services with live instances and how many each has, a page at a time.
+    /// Answered with [`Response::Services`]. The text form accepts `services` and its synonym
+    /// `list`.
+    Services {
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
+    /// List a service's live instances with their age and source, a page at a time. Answered
+    /// with [`Response::InstanceList`] or [`Response::NotFound`].
+    Instances {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -109,6 +127,10 @@ pub enum Response {
     /// answer may exist elsewhere, so ask another broker (and do not register again because of
     /// it).
     CatchingUp,
+    /// A page of the services, for [`Request::Services`].
+    Services(ServicePage),
+    /// A page of a service's instances, for [`Request::Instances`].
+    InstanceList(InstancePage),
 }
 
 /// A message on the multicast group, in the binary form only: the version byte, then a
@@ -227,6 +249,8 @@ pub struct BalancerStats {
     pub backends: Vec<BackendStats>,
     /// How many backends are registered.
     pub backend_count: u64,
+    /// Connections each forwarding thread accepted (each accepts on its own listener).
+    pub accepted_per_thread: Vec<u64>,
 }
 
 /// One backend as a balancer sees it.
@@ -305,6 +329,29 @@ pub struct BrokerStats {
     pub peers_up: u64,
     /// The peers (as many as fit in one reply).
     pub peers: Vec<PeerStats>,
+    /// Queries for a service not held here that were asked at the bridges (`--bridge`).
+    pub bridged: u64,
+    /// Of those, how many a bridge answered with instances (from the cache or anew).
+    pub bridged_found: u64,
+    /// Queries from brokers of other networks answered from this broker's table.
+    pub bridge_queries: u64,
+    /// The bridges (as many as fit in one reply).
+    pub bridges: Vec<BridgeStats>,
+}
+
+/// One bridge (a broker of another network, `--bridge`) as a broker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeStats {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Whether it is asked (it answered its last query in time, or its time out is over).
+    pub up: bool,
+    /// Queries sent to it.
+    pub asked: u64,
+    /// Its answers with instances.
+    pub found: u64,
+    /// Queries it did not answer in time.
+    pub timeouts: u64,
 }
 
 /// One peer broker as a broker sees it.
@@ -342,7 +389,9 @@ pub enum Rejection {
     #[error("one request per datagram: found more than one line")]
     MultipleLines,
     /// The first word is not a known verb.
-    #[error("unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report or stats")]
+    #[error(
+        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+    )]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
         verb: String,

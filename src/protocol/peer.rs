@@ -110,6 +110,23 @@ pub enum Peer<'a> {
     },
     /// The sender is shutting down: take it as down at once.
     Bye,
+    /// A broker of another network asks for a service it does not have (see `--bridge`).
+    /// Answered with [`Peer::Answer`] from the receiver's own table only: a bridged query is
+    /// never bridged again, so brokers that bridge to each other cannot loop.
+    Query {
+        /// Chosen by the asker; the answer carries it.
+        id: u32,
+        /// The service.
+        service: &'a str,
+    },
+    /// The answer to a [`Peer::Query`]: the live instances, in rotation (as many as fit), or
+    /// none.
+    Answer {
+        /// The query's id.
+        id: u32,
+        /// The instances; empty: not found.
+        instances: Vec<SocketAddr>,
+    },
 }
 
 /// One change in a [`Peer::Delta`].

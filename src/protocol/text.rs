@@ -9,6 +9,9 @@
 //! deregister <uuid>                  -> OK | NOT FOUND
 //! report <service> <ip:port>         -> OK | NOT FOUND
 //! stats                              -> instances=<n> services=<n> ...
+//! services [<cursor>]                -> services=<n> [next=<cursor>], then `service <name> instances=<n>` lines
+//! list [<cursor>]                    -> the same as services
+//! instances <service> [<cursor>]     -> instances=<n> [next=<cursor>], then `instance <ip:port> …` lines
 //! anything else                      -> ERROR <reason>
 //! ```
 //!
@@ -81,6 +84,22 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
             [] => Ok(Request::Stats),
             _ => Err(usage("stats")),
         }
+    } else if verb.eq_ignore_ascii_case("services") || verb.eq_ignore_ascii_case("list") {
+        let usage_line = || usage(&format!("{} [<cursor>]", verb.to_ascii_lowercase()));
+        match args.as_slice() {
+            [] => Ok(Request::Services { cursor: 0 }),
+            [cursor] => Ok(Request::Services { cursor: parse_cursor(cursor).ok_or_else(usage_line)? }),
+            _ => Err(usage_line()),
+        }
+    } else if verb.eq_ignore_ascii_case("instances") {
+        let usage_line = || usage("instances <service> [<cursor>]");
+        match args.as_slice() {
+            [service] => Ok(Request::Instances { service, cursor: 0 }),
+            [service, cursor] => {
+                Ok(Request::Instances { service, cursor: parse_cursor(cursor).ok_or_else(usage_line)? })
+            }
+            _ => Err(usage_line()),
+        }
     } else {
         Err(Rejection::UnknownCommand { verb: excerpt(verb, ECHO_CHARS) })
     }
@@ -98,6 +117,10 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Deregister { id } => writeln!(out, "deregister {}", id.hyphenated()),
         Request::Stats => writeln!(out, "stats"),
         Request::Report { service, endpoint } => writeln!(out, "report {service} {endpoint}"),
+        Request::Services { cursor: 0 } => writeln!(out, "services"),
+        Request::Services { cursor } => writeln!(out, "services {cursor}"),
+        Request::Instances { service, cursor: 0 } => writeln!(out, "instances {service}"),
+        Request::Instances { service, cursor } => writeln!(out, "instances {service} {cursor}"),
     };
 }
 
@@ -125,7 +148,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
                  multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
                  peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={} refused_full={} \
-                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={}",
+                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={} bridged={} bridged_found={} bridge_queries={}",
                 s.instances,
                 s.services,
                 s.received,
@@ -150,7 +173,10 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 s.refused_policy,
                 s.refused_reports,
                 s.rate_dropped,
-                s.rate_slipped
+                s.rate_slipped,
+                s.bridged,
+                s.bridged_found,
+                s.bridge_queries
             );
             for p in &s.peers {
                 let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
@@ -160,16 +186,50 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 };
                 let _ = writeln!(out, " complete={} instances={}", if p.complete { "yes" } else { "no" }, p.instances);
             }
+            for b in &s.bridges {
+                let _ = writeln!(
+                    out,
+                    "bridge {} {} asked={} found={} timeouts={}",
+                    b.addr,
+                    if b.up { "up" } else { "down" },
+                    b.asked,
+                    b.found,
+                    b.timeouts
+                );
+            }
             Ok(())
         }
         Response::BrokerHere { addr } => writeln!(out, "BROKER {addr}"),
+        // A summary line, then a line per service or instance.
+        Response::Services(page) => {
+            let _ = write!(out, "services={}", page.total);
+            encode_next(page.next, out);
+            for service in &page.services {
+                encode_service_line(service, out);
+            }
+            Ok(())
+        }
+        Response::InstanceList(page) => {
+            let _ = write!(out, "instances={}", page.total);
+            encode_next(page.next, out);
+            for instance in &page.instances {
+                encode_instance_line(instance, out);
+            }
+            Ok(())
+        }
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
+            let threads: Vec<String> = s.accepted_per_thread.iter().map(u64::to_string).collect();
             let _ = writeln!(
                 out,
-                "backends={} active={} total={} refused={} failed={}",
-                s.backend_count, s.active, s.total, s.refused, s.failed
+                "backends={} active={} total={} refused={} failed={} threads={}",
+                s.backend_count,
+                s.active,
+                s.total,
+                s.refused,
+                s.failed,
+                threads.join("/")
             );
             for b in &s.backends {
                 encode_backend_line(b, out);
@@ -193,6 +253,33 @@ pub fn encode_backend_line(b: &super::BackendStats, out: &mut Vec<u8>) {
         b.bytes_from,
         b.failures
     );
+}
+
+/// Ends a listing's summary line: ` next=<cursor>` when another page follows.
+fn encode_next(next: Option<u32>, out: &mut Vec<u8>) {
+    let _ = match next {
+        Some(cursor) => writeln!(out, " next={cursor}"),
+        None => writeln!(out),
+    };
+}
+
+/// Writes one service's line of a `services` reply at the end of `out`.
+pub fn encode_service_line(service: &super::ServiceCount, out: &mut Vec<u8>) {
+    let _ = writeln!(out, "service {} instances={}", service.name, service.instances);
+}
+
+/// Writes one instance's line of an `instances` reply at the end of `out`.
+pub fn encode_instance_line(i: &super::InstanceInfo, out: &mut Vec<u8>) {
+    let _ = writeln!(
+        out,
+        "instance {} age_ms={} expires_ms={} leases={} source={}",
+        i.endpoint, i.age_ms, i.expires_ms, i.leases, i.source
+    );
+}
+
+/// A page cursor: decimal digits, as `next=` wrote it.
+fn parse_cursor(word: &str) -> Option<u32> {
+    word.bytes().all(|b| b.is_ascii_digit()).then(|| word.parse().ok()).flatten()
 }
 
 /// The words after the verb; at most four are kept, which is more than any verb takes, so a
@@ -284,6 +371,38 @@ mod tests {
         assert_eq!(decode_request(b"query echo").unwrap(), Request::Query { service: "echo" });
         assert_eq!(decode_request(b"request\techo  ").unwrap(), Request::Query { service: "echo" });
         assert_eq!(decode_request(b"  stats\n").unwrap(), Request::Stats);
+        assert_eq!(decode_request(b"services").unwrap(), Request::Services { cursor: 0 });
+        assert_eq!(decode_request(b"LIST 17").unwrap(), Request::Services { cursor: 17 });
+        assert_eq!(decode_request(b"instances echo").unwrap(), Request::Instances { service: "echo", cursor: 0 });
+        assert_eq!(decode_request(b"instances echo 3").unwrap(), Request::Instances { service: "echo", cursor: 3 });
+    }
+
+    #[test]
+    fn listings_are_a_summary_line_then_a_line_each() {
+        use crate::protocol::{InstanceInfo, InstancePage, ServiceCount, ServicePage, Source};
+        let page =
+            ServicePage { total: 3, services: vec![ServiceCount { name: "echo".into(), instances: 2 }], next: Some(4) };
+        assert_eq!(reply(&Response::Services(page)), "services=3 next=4\nservice echo instances=2\n");
+        assert_eq!(reply(&Response::Services(ServicePage::default())), "services=0\n");
+        let page = InstancePage {
+            total: 1,
+            instances: vec![InstanceInfo {
+                endpoint: "127.0.0.1:4000".parse().unwrap(),
+                age_ms: 1500,
+                expires_ms: 3500,
+                leases: 1,
+                source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+            }],
+            next: None,
+        };
+        assert_eq!(
+            reply(&Response::InstanceList(page)),
+            "instances=1\ninstance 127.0.0.1:4000 age_ms=1500 expires_ms=3500 leases=1 source=127.0.0.1:50000\n"
+        );
+        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
+        assert_eq!(err(b"services x"), "ERROR usage: services [<cursor>]");
+        assert_eq!(err(b"instances"), "ERROR usage: instances <service> [<cursor>]");
+        assert_eq!(err(b"instances echo -1"), "ERROR usage: instances <service> [<cursor>]");
     }
 
     #[test]
@@ -295,7 +414,7 @@ mod tests {
         assert_eq!(err(b"query a\nquery b"), "ERROR one request per datagram: found more than one line");
         assert_eq!(
             err(b"fetch echo"),
-            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report or stats"
+            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
         );
         assert_eq!(err(b"query"), "ERROR usage: query <service>");
         assert_eq!(err(b"request a b"), "ERROR usage: request <service>");
@@ -317,7 +436,7 @@ mod tests {
     fn echoed_words_are_short_and_escaped() {
         let long = format!("x\u{1b}{}", "y".repeat(200));
         let message = format!("{}", decode_request(long.as_bytes()).unwrap_err());
-        assert!(message.len() < 160, "{message}");
+        assert!(message.len() < 200, "{message}");
         assert!(message.contains("\\u{1b}") && message.contains('…'), "{message}");
     }
 

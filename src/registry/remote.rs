@@ -128,6 +128,7 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true);
+        self.lease_mut(index).since = now;
         self.adopt_aliases(index, lease.id, lease.aliases);
         Applied::Inserted
     }

@@ -84,14 +84,17 @@ impl Registry {
             None => {
                 let members = &mut self.service_mut(service_index).members;
                 let position = index_of(members.len());
-                members.push(Member { endpoint, head: index });
+                members.push(Member { endpoint, head: index, text: super::EndpointText::new(endpoint) });
                 self.by_endpoint.insert((service_index, endpoint), position);
                 self.instance_count += 1;
                 (position, NONE, true)
             }
         };
+        // A local lease is inserted when it is registered, a full TTL before its deadline; a
+        // peer's lease gets its arrival time from `apply_remote`.
+        let since = deadline.checked_sub(self.config.ttl).unwrap_or(deadline);
         self.leases[index as usize] =
-            Some(Lease { id, deadline, service: service_index, position, next, source, aliases: Vec::new() });
+            Some(Lease { id, deadline, since, service: service_index, position, next, source, aliases: Vec::new() });
         self.by_id.insert(id, index);
         self.expiry.insert(deadline, index);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;

@@ -180,6 +180,12 @@ pub trait Core {
         let _ = (face, to, error);
     }
 
+    /// The turn's sockets have all been served: work that is cheaper once per turn than once
+    /// per input (publishing a table to other threads, say) goes here.
+    fn handle_turn_end(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// Another thread woke the loop through [`Shell::waker`].
     fn handle_wake(&mut self, now: Instant) {
         let _ = now;
@@ -412,6 +418,7 @@ impl<C: Core> Shell<C> {
             self.stats.streams_idle += 1;
             self.close_stream(index);
         }
+        self.core.handle_turn_end(now);
         self.flush(now);
         Ok(())
     }

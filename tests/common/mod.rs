@@ -107,7 +107,7 @@ pub fn balancer(service: &str, broker: Option<SocketAddr>, args: &[&str]) -> Pro
     let mut all = vec!["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", service];
     match &broker {
         Some(broker) => all.extend_from_slice(&["--broker", broker.as_str()]),
-        None => all.push("--no-broker"),
+        None => all.push("--no-register"),
     }
     all.extend_from_slice(args);
     Process::start(env!("CARGO_BIN_EXE_makler-balancer"), &all)

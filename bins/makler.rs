@@ -1,0 +1,230 @@
+//! `makler`: the control CLI. Lists what a broker (or a balancer's control port) holds, shows
+//! its counters, reports dead instances and removes registrations. See `makler --help`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use makler::cli::AddrList;
+use makler::client::{BrokerClient, ClientError, RetryPolicy};
+use makler::protocol::{Request, Response};
+use serde_json::json;
+
+/// Talks to a makler broker, or to a balancer's control port: lists the services and their
+/// instances, shows the counters, reports a dead instance, removes a registration.
+///
+/// Every subcommand prints a table for people, or JSON with --json.
+///
+/// Exit codes: 0 done, 1 anything else, 2 bad usage, 3 not found (no such service or
+/// registration), 4 no broker answered, 6 the broker refused the request.
+#[derive(Debug, Parser)]
+#[command(version = makler::version!(), max_term_width = 100)]
+struct Args {
+    /// Broker (or balancer control port) to ask; a comma-separated list fails over. Without
+    /// it, the brokers are found on the multicast group.
+    #[arg(long, global = true, value_name = "ADDR[,ADDR…]")]
+    broker: Option<AddrList>,
+
+    #[command(flatten)]
+    multicast: makler::cli::MulticastArgs,
+
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Seconds to wait for each answer before trying again or the next broker.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "0.25", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
+    timeout: Duration,
+
+    /// Log nothing but errors.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the services that have live instances, with how many each has (sorted by name).
+    #[command(alias = "services")]
+    List,
+    /// Show one service's live instances: address, age, time left, leases and source.
+    #[command(alias = "instances")]
+    Show {
+        /// The service.
+        service: String,
+    },
+    /// Show the counters (a broker's, or a balancer's with its backends).
+    Stats,
+    /// Tell the broker an instance does not answer: it checks it and removes it if dead.
+    Report {
+        /// The service.
+        service: String,
+        /// The instance, IP:PORT.
+        endpoint: SocketAddr,
+    },
+    /// Remove a registration at once, by the id it got when it registered.
+    Deregister {
+        /// The registration's id (a UUID, as the server logged it).
+        id: uuid::Uuid,
+    },
+}
+
+const NOT_FOUND: u8 = 3;
+const BROKER_UNREACHABLE: u8 = 4;
+const REFUSED: u8 = 6;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    makler::cli::init_logging("makler", true);
+    let brokers = match makler::cli::brokers_or_discover(args.broker.as_ref(), args.multicast.config().as_ref()) {
+        Ok(brokers) => brokers,
+        Err(e) => return fail(BROKER_UNREACHABLE, &e),
+    };
+    let mut client = match BrokerClient::new(&brokers) {
+        Ok(client) => client,
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    client.set_policy(RetryPolicy { timeout: args.timeout, ..client.policy() });
+    match run(&mut client, &args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::NotFound | ClientError::CatchingUp) => {
+            let what = match &args.command {
+                Command::Show { service } | Command::Report { service, .. } => format!("service {service:?}"),
+                Command::Deregister { id } => format!("registration {id}"),
+                _ => "it".into(),
+            };
+            fail(NOT_FOUND, &format!("{what} is not registered at {}", AddrList(brokers)))
+        }
+        Err(e @ ClientError::Unreachable(_)) => fail(BROKER_UNREACHABLE, &e.to_string()),
+        Err(e @ ClientError::Rejected(_)) => fail(REFUSED, &e.to_string()),
+        Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+fn fail(code: u8, message: &str) -> ExitCode {
+    eprintln!("makler: {message}");
+    ExitCode::from(code)
+}
+
+/// Carries out the command; returns what to print.
+fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
+    let json = args.json;
+    Ok(match &args.command {
+        Command::List => {
+            let mut services = client.services()?;
+            services.sort_by(|a, b| a.name.cmp(&b.name));
+            if json {
+                let list: Vec<_> = services.iter().map(|s| json!({"name": s.name, "instances": s.instances})).collect();
+                format!("{}\n", json!({ "services": list }))
+            } else {
+                let rows = services.iter().map(|s| vec![s.name.clone(), s.instances.to_string()]);
+                table(&["SERVICE", "INSTANCES"], rows)
+            }
+        }
+        Command::Show { service } => {
+            let mut instances = client.instances(service)?;
+            instances.sort_by_key(|i| i.endpoint);
+            if json {
+                let list: Vec<_> = instances
+                    .iter()
+                    .map(|i| {
+                        json!({
+                            "endpoint": i.endpoint.to_string(),
+                            "age_ms": i.age_ms,
+                            "expires_ms": i.expires_ms,
+                            "leases": i.leases,
+                            "source": i.source.to_string(),
+                        })
+                    })
+                    .collect();
+                format!("{}\n", json!({ "service": service, "instances": list }))
+            } else {
+                let rows = instances.iter().map(|i| {
+                    let seconds = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
+                    vec![
+                        i.endpoint.to_string(),
+                        seconds(i.age_ms),
+                        seconds(i.expires_ms),
+                        i.leases.to_string(),
+                        i.source.to_string(),
+                    ]
+                });
+                table(&["ENDPOINT", "AGE", "EXPIRES", "LEASES", "SOURCE"], rows)
+            }
+        }
+        Command::Stats => match client.call(&Request::Stats)? {
+            Response::Stats(stats) if json => format!("{}\n", serde_json::to_value(&stats).map_err(io)?),
+            Response::BalancerStats(stats) if json => format!("{}\n", serde_json::to_value(&stats).map_err(io)?),
+            response @ (Response::Stats(_) | Response::BalancerStats(_)) => stats_text(&response),
+            other => return Err(unexpected(other)),
+        },
+        Command::Report { service, endpoint } => {
+            client.report(service, *endpoint)?;
+            if json { format!("{}\n", json!({"reported": true})) } else { "OK: the broker checks it now\n".into() }
+        }
+        Command::Deregister { id } => {
+            client.deregister(*id)?;
+            if json { format!("{}\n", json!({"deregistered": true})) } else { "OK\n".into() }
+        }
+    })
+}
+
+/// The `stats` reply of the text form, one counter a line (`name  value`), then the peers' or
+/// backends' lines as they are.
+fn stats_text(response: &Response) -> String {
+    let mut out = Vec::new();
+    makler::protocol::text::encode_response(response, &mut out);
+    let text = String::from_utf8_lossy(&out);
+    let mut lines = text.lines();
+    let counters = lines.next().unwrap_or_default().split(' ').filter_map(|pair| pair.split_once('='));
+    let mut out = table(&["COUNTER", "VALUE"], counters.map(|(k, v)| vec![k.to_owned(), v.to_owned()]));
+    for line in lines {
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn io(e: serde_json::Error) -> ClientError {
+    ClientError::Io(std::io::Error::other(e))
+}
+
+fn unexpected(response: Response) -> ClientError {
+    match response {
+        Response::NotFound => ClientError::NotFound,
+        Response::CatchingUp => ClientError::CatchingUp,
+        Response::Error(rejection) => ClientError::Rejected(rejection),
+        other => ClientError::Protocol(format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Columns padded to their widest cell, the last one not padded.
+fn table(header: &[&str], rows: impl Iterator<Item = Vec<String>>) -> String {
+    let mut all: Vec<Vec<String>> = vec![header.iter().map(|h| (*h).to_owned()).collect()];
+    all.extend(rows);
+    let mut widths = vec![0; header.len()];
+    for row in &all {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &all {
+        let last = row.len() - 1;
+        for (i, cell) in row.iter().enumerate() {
+            if i == last {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,223 @@
+//! The listing requests, `services` and `instances`: pages of the table, each as long as fits
+//! in one reply.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Service;
+use crate::protocol::{
+    self, Form, InstanceInfo, InstancePage, MAX_REPLY_LEN, Response, ServiceCount, ServicePage, text,
+};
+use crate::registry::{Cursor, Registry};
+
+impl Service {
+    /// A page of the services, from `cursor` on.
+    pub(super) fn services(&mut self, registry: &mut Registry, now: Instant, form: Form, cursor: u32) -> Response {
+        let total = registry.service_count() as u64;
+        let header = ServicePage { total, services: Vec::new(), next: Some(u32::MAX) };
+        let mut budget = budget(form, &Response::Services(header));
+        let mut services = Vec::new();
+        let next = registry.services_page(now, Cursor(cursor), |name, instances| {
+            let entry = ServiceCount { name: name.to_owned(), instances: instances as u64 };
+            let cost = cost(form, &entry, text::encode_service_line);
+            if cost > budget {
+                return false;
+            }
+            budget -= cost;
+            services.push(entry);
+            true
+        });
+        Response::Services(ServicePage { total, services, next: next.map(|c| c.0) })
+    }
+
+    /// A page of `service`'s instances, from `cursor` on.
+    pub(super) fn instances(
+        &mut self,
+        registry: &mut Registry,
+        now: Instant,
+        form: Form,
+        service: &str,
+        cursor: u32,
+    ) -> Response {
+        if let Err(rejection) = registry.config().limits.check_name(service) {
+            return Response::Error(rejection);
+        }
+        let total = registry.instance_count(service) as u64;
+        let header = InstancePage { total, instances: Vec::new(), next: Some(u32::MAX) };
+        let mut budget = budget(form, &Response::InstanceList(header));
+        let mut instances = Vec::new();
+        let page = registry.instances_page(now, service, Cursor(cursor), |view| {
+            let entry = InstanceInfo {
+                endpoint: view.endpoint,
+                age_ms: millis(view.age),
+                expires_ms: millis(view.ttl_left),
+                leases: view.leases as u64,
+                source: view.source,
+            };
+            let cost = cost(form, &entry, text::encode_instance_line);
+            if cost > budget {
+                return false;
+            }
+            budget -= cost;
+            instances.push(entry);
+            true
+        });
+        match page {
+            Ok(next) => Response::InstanceList(InstancePage { total, instances, next: next.map(|c| c.0) }),
+            Err(_) => self.not_found(),
+        }
+    }
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The bytes left for entries once `header` (a page with no entries and the longest cursor)
+/// is written; in the binary form also the list's length (a varint of up to 3 bytes for any
+/// list that fits).
+fn budget(form: Form, header: &Response) -> usize {
+    let mut out = Vec::new();
+    protocol::encode_reply(form, header, &mut out);
+    let list_len = match form {
+        Form::Text => 0,
+        Form::Binary { .. } => 3,
+    };
+    MAX_REPLY_LEN.saturating_sub(out.len() + list_len)
+}
+
+/// The bytes one entry adds to a page.
+fn cost<T: Serialize>(form: Form, entry: &T, line: fn(&T, &mut Vec<u8>)) -> usize {
+    match form {
+        Form::Text => {
+            let mut out = Vec::with_capacity(128);
+            line(entry, &mut out);
+            out.len()
+        }
+        Form::Binary { .. } => {
+            postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(entry, Default::default())
+                .unwrap_or(usize::MAX)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::protocol::{Request, Source, binary};
+    use crate::registry::{Config, Limits};
+    use crate::service::Handled;
+
+    /// A table of 300 services with long names, the first with 300 instances from three sources.
+    fn table(now: Instant) -> Registry {
+        let limits = Limits { max_per_source: 0, ..Limits::default() };
+        let mut registry = Registry::new(Config { limits, ..Config::default() }, uuid::Uuid::new_v4);
+        for port in 1..=300u16 {
+            let endpoint = SocketAddr::from(([10, 0, (port >> 8) as u8, port as u8], 40000 + port));
+            let source = Source::Unicast(SocketAddr::from(([10, 0, 0, 1], 50000 + port % 3)));
+            registry.register(now, "a-service-with-a-name-of-some-length", endpoint, source).unwrap();
+            let name = format!("service-{port:03}-{}", "x".repeat(40));
+            registry.register(now, &name, endpoint, source).unwrap();
+        }
+        registry
+    }
+
+    /// Walks every page of `first` in `form`, checking each reply's size; returns the pages,
+    /// decoded in the binary form (`Response::Ok` stands for a text page).
+    fn walk(
+        service: &mut Service,
+        registry: &mut Registry,
+        now: Instant,
+        form: Form,
+        first: Request<'_>,
+    ) -> Vec<Response> {
+        let mut pages = Vec::new();
+        let mut request = first;
+        loop {
+            let mut datagram = Vec::new();
+            match form {
+                Form::Text => text::encode_request(&request, &mut datagram),
+                Form::Binary { .. } => binary::encode_request(9, &request, &mut datagram),
+            }
+            let from = "127.0.0.1:50000".parse().unwrap();
+            let mut out = Vec::new();
+            assert!(matches!(service.handle(registry, now, from, &datagram, &mut out), Handled::Replied(_)));
+            assert!(out.len() <= MAX_REPLY_LEN, "{form:?}: {} bytes", out.len());
+            let (response, next) = match form {
+                Form::Text => {
+                    let text = String::from_utf8(out).unwrap();
+                    assert!(text.ends_with('\n') && text.lines().count() >= 2, "{text}");
+                    let next = text.lines().next().unwrap().split_once(" next=").map(|(_, n)| n.parse().unwrap());
+                    (Response::Ok, next)
+                }
+                Form::Binary { .. } => match binary::decode_response(&out).unwrap().1 {
+                    Response::Services(page) => (Response::Services(page.clone()), page.next),
+                    Response::InstanceList(page) => (Response::InstanceList(page.clone()), page.next),
+                    other => panic!("{other:?}"),
+                },
+            };
+            pages.push(response);
+            request = match (next, request) {
+                (None, _) => return pages,
+                (Some(cursor), Request::Services { .. }) => Request::Services { cursor },
+                (Some(cursor), Request::Instances { service, .. }) => Request::Instances { service, cursor },
+                _ => unreachable!(),
+            };
+        }
+    }
+
+    #[test]
+    fn every_page_fits_and_the_pages_cover_the_table() {
+        let now = Instant::now();
+        let mut registry = table(now);
+        let mut service = Service::new(&registry, 1400);
+        for form in [Form::Text, Form::Binary { request_id: 9 }] {
+            let pages = walk(&mut service, &mut registry, now, form, Request::Services { cursor: 0 });
+            assert!(pages.len() > 2, "{form:?}: {} pages", pages.len());
+            if let Form::Binary { .. } = form {
+                let mut names: Vec<String> = pages
+                    .iter()
+                    .flat_map(|p| match p {
+                        Response::Services(page) => page.services.iter().map(|s| s.name.clone()).collect(),
+                        _ => Vec::new(),
+                    })
+                    .collect();
+                names.sort();
+                names.dedup();
+                assert_eq!(names.len(), 301);
+            }
+            let first = Request::Instances { service: "a-service-with-a-name-of-some-length", cursor: 0 };
+            let pages = walk(&mut service, &mut registry, now, form, first);
+            assert!(pages.len() > 2, "{form:?}: {} pages", pages.len());
+            if let Form::Binary { .. } = form {
+                let count: usize = pages
+                    .iter()
+                    .map(|p| match p {
+                        Response::InstanceList(page) => {
+                            assert_eq!(page.total, 300);
+                            page.instances.len()
+                        }
+                        _ => 0,
+                    })
+                    .sum();
+                assert_eq!(count, 300);
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_service_is_not_found() {
+        let now = Instant::now();
+        let mut registry = table(now);
+        let mut service = Service::new(&registry, 1400);
+        let from = "127.0.0.1:50000".parse().unwrap();
+        let mut out = Vec::new();
+        service.handle(&mut registry, now, from, b"instances nothing", &mut out);
+        assert_eq!(out, b"NOT FOUND\n");
+        service.handle(&mut registry, now, from, b"instances bad/name", &mut out);
+        assert!(out.starts_with(b"ERROR bad service name"), "{}", String::from_utf8_lossy(&out));
+    }
+}

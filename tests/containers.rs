@@ -1,0 +1,108 @@
+//! The whole system in containers: `dist/container/images.sh` builds the images (one static
+//! release build, FROM scratch images) and `dist/container/scenario.sh` runs a broker, two
+//! services, a balancer with three backends and the client against them, with podman set up
+//! the way it works offline here (runc, vfs, cgroupfs, no default ulimits). Skipped, with a
+//! message, where podman is not installed; `.ci/run` installs it. Every image the test builds
+//! is removed at the end (the script removes its containers).
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The podman command and flags that work here (see `shared/containers.md`).
+const PODMAN: &str = "podman --runtime /usr/sbin/runc --storage-driver vfs --cgroup-manager cgroupfs";
+
+const IMAGES: [&str; 5] = ["makler-broker", "makler-balancer", "makler-server", "makler-client", "makler"];
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Three consecutive loopback ports free for TCP and UDP.
+fn free_ports() -> u16 {
+    for _ in 0..100 {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base > 65_000 {
+            continue;
+        }
+        let free = (0..3).all(|k| {
+            TcpListener::bind(("127.0.0.1", base + k)).is_ok() && UdpSocket::bind(("127.0.0.1", base + k)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no three free ports in a row");
+}
+
+/// Removes the images of this run, whatever happens to the test.
+struct Images {
+    tag: String,
+    conf: PathBuf,
+}
+
+impl Drop for Images {
+    fn drop(&mut self) {
+        for image in IMAGES {
+            let _ = podman(&self.conf, &["rmi", "--force", &format!("localhost/{image}:{}", self.tag)]);
+        }
+        let _ = std::fs::remove_file(&self.conf);
+    }
+}
+
+fn podman(conf: &Path, args: &[&str]) -> Output {
+    let mut words = PODMAN.split(' ');
+    Command::new(words.next().unwrap())
+        .args(words)
+        .args(args)
+        .env("CONTAINERS_CONF", conf)
+        .output()
+        .expect("podman runs")
+}
+
+fn script(name: &str, images: &Images, env: &[(&str, String)]) -> String {
+    let output = Command::new("bash")
+        .arg(root().join("dist/container").join(name))
+        .env("PODMAN", PODMAN)
+        .env("TAG", &images.tag)
+        .env("CONTAINERS_CONF", &images.conf)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("bash runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{name} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[test]
+fn the_scenario_runs_in_containers() {
+    if Command::new("podman").arg("--version").output().is_err() {
+        println!("skipped: podman is not installed (Debian packages podman and runc; .ci/run installs them)");
+        return;
+    }
+    if !Path::new("/usr/sbin/runc").exists() {
+        println!("skipped: /usr/sbin/runc is not installed (Debian package runc)");
+        return;
+    }
+    let conf = std::env::temp_dir().join(format!("makler-containers-{}.conf", std::process::id()));
+    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    let images = Images { tag: format!("test-{}", std::process::id()), conf };
+
+    // A target directory of its own: the test's own cargo holds the lock on the default one.
+    let target = root().join("target/static").display().to_string();
+    let built = script("images.sh", &images, &[("MAKLER_TARGET_DIR", target)]);
+    assert_eq!(built.lines().count(), IMAGES.len(), "{built}");
+
+    let out = script("scenario.sh", &images, &[("BASE_PORT", free_ports().to_string())]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "hello from a container", "{out}");
+    assert_eq!(lines[1], "HELLO FROM A CONTAINER", "{out}");
+    // Three requests through the balancer, answered by its three backends in turn.
+    let mut backends: Vec<&str> = lines[2..5].to_vec();
+    backends.sort();
+    backends.dedup();
+    assert_eq!(backends.len(), 3, "{out}");
+    // The control CLI's list of the broker.
+    assert_eq!(&lines[5..], ["SERVICE  INSTANCES", "echo     1", "upper    1", "web      1"], "{out}");
+}

@@ -1,0 +1,227 @@
+//! What a newcomer runs into first: clear errors for bad flags and silent servers, a server
+//! that waits for a broker to appear, and a balancer that drains on SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Process, Udp, listed, wait_until};
+
+/// Runs `program` with `args` to completion; returns (exit code, stderr).
+fn run(program: &str, args: &[&str]) -> (Option<i32>, String) {
+    let output = Command::new(program).args(args).stdin(Stdio::null()).output().expect("runs");
+    (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A process whose log lines (stderr) are kept for the test to read.
+struct Logged {
+    process: Process,
+    log: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    fn start(program: &str, args: &[&str]) -> Logged {
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let kept = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = kept.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("a listening line");
+        let listening = line
+            .strip_prefix("listening ")
+            .unwrap()
+            .split(' ')
+            .map(|pair| {
+                let (key, addr) = pair.split_once('=').unwrap();
+                (key.to_owned(), addr.parse().unwrap())
+            })
+            .collect();
+        Logged { process: Process { child, listening }, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    #[track_caller]
+    fn wait_for_log(&self, what: &str) {
+        wait_until(Duration::from_secs(10), what, || self.log().contains(what).then_some(()));
+    }
+}
+
+#[test]
+fn bad_flags_say_what_is_wrong() {
+    let broker = env!("CARGO_BIN_EXE_makler-broker");
+    let (code, err) = run(broker, &["--ttl", "-1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("must be more than 0 seconds, not negative"), "{err}");
+    let (code, err) = run(broker, &["--ttl", "0.01"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("must be at least 0.1 seconds"), "{err}");
+    let (code, err) = run(broker, &["--listen", "7000"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("expected IP:PORT"), "{err}");
+    let (code, err) = run(broker, &["--listen", "127.0.0.1:0", "--multicast-if", "192.0.2.77"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--multicast-if 192.0.2.77 is not the IPv4 address of an interface"), "{err}");
+
+    // A host name is resolved.
+    let named = Process::start(broker, &["--listen", "localhost:0", "--no-multicast", "--quiet"]);
+    assert!(named.addr("udp").ip().is_loopback());
+
+    // Which of the balancer's ports is taken.
+    let taken = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let control = taken.local_addr().unwrap().to_string();
+    let balancer = env!("CARGO_BIN_EXE_makler-balancer");
+    let args = ["--listen", "127.0.0.1:0", "--control", &control, "--service", "web", "--no-register"];
+    let (code, err) = run(balancer, &args);
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&format!("cannot listen for backends on udp {control} (--control)")), "{err}");
+}
+
+#[test]
+fn a_server_that_accepts_but_does_not_answer_is_named() {
+    let broker = common::broker(&[]);
+    let mute = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = mute.local_addr().unwrap().port().to_string();
+    let udp = Udp::new(broker.addr("udp"));
+    udp.text(&format!("register mute {port}"));
+    let at = broker.addr("udp").to_string();
+    let (code, _, err) = common::client(&["--broker", &at, "--timeout", "0.2", "mute", "hello"], "");
+    assert_eq!(code, Some(5));
+    assert!(err.contains("accepted the connection but did not answer within 0.2 s (--timeout)"), "{err}");
+}
+
+#[test]
+fn a_server_started_before_any_broker_waits_for_one() {
+    let port = UdpSocket::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port();
+    let group = format!("239.255.77.1:{port}");
+    let server = Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--multicast", &group]);
+    server.wait_for_log("looking again every 2s");
+    let broker = Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", "127.0.0.1:0", "--quiet", "--multicast", &group],
+    );
+    let udp = Udp::new(broker.addr("udp"));
+    wait_until(Duration::from_secs(10), "the server registers at the new broker", || {
+        (listed(&udp, "echo") == [server.process.addr("tcp")]).then_some(())
+    });
+    assert!(server.log().contains("found broker"), "{}", server.log());
+}
+
+#[test]
+fn a_server_that_never_registered_does_not_say_it_deregistered() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = silent.local_addr().unwrap().to_string();
+    let mut server =
+        Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast"]);
+    server.wait_for_log("no broker answered");
+    assert!(server.process.terminate().success());
+    // The log thread reads to the end of the stream.
+    wait_until(Duration::from_secs(5), "the last log line", || server.log().contains("stopped").then_some(()));
+    let log = server.log();
+    assert!(log.contains("echo was never registered"), "{log}");
+    assert!(!log.contains("deregistered"), "{log}");
+}
+
+/// Sends a line on `stream` and reads the echoed line.
+fn try_echo(stream: &mut TcpStream, line: &str) -> std::io::Result<String> {
+    stream.write_all(format!("{line}\n").as_bytes())?;
+    let mut answer = Vec::new();
+    let mut byte = [0];
+    while stream.read(&mut byte)? == 1 && byte[0] != b'\n' {
+        answer.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[track_caller]
+fn echo(stream: &mut TcpStream, line: &str) -> String {
+    try_echo(stream, line).unwrap()
+}
+
+#[test]
+fn sigterm_drains_the_balancer() {
+    let broker = common::broker(&[]);
+    let udp = Udp::new(broker.addr("udp"));
+    let mut balancer = Logged::start(
+        env!("CARGO_BIN_EXE_makler-balancer"),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+            "--service",
+            "front",
+            "--broker",
+            &broker.addr("udp").to_string(),
+            "--drain-timeout",
+            "20",
+        ],
+    );
+    let _backend = common::server("echo", balancer.process.addr("udp"), &["--quiet"]);
+    let front = balancer.process.addr("tcp");
+    wait_until(Duration::from_secs(10), "the balancer registers", || (listed(&udp, "front") == [front]).then_some(()));
+    let mut stream = TcpStream::connect(front).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(echo(&mut stream, "before"), "before");
+
+    let pid = balancer.process.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    balancer.wait_for_log("draining: waiting up to 20 s for 1 connections");
+    // Deregistered and no longer accepting, while the connection in flight still works.
+    wait_until(Duration::from_secs(5), "the balancer deregisters", || listed(&udp, "front").is_empty().then_some(()));
+    assert!(TcpStream::connect(front).is_err(), "a new connection was accepted while draining");
+    assert_eq!(echo(&mut stream, "during"), "during");
+    let closed = Instant::now();
+    drop(stream);
+    let status =
+        wait_until(Duration::from_secs(10), "the balancer exits", || balancer.process.child.try_wait().ok().flatten());
+    assert!(status.success());
+    assert!(closed.elapsed() < Duration::from_secs(5), "it waited for the drain timeout");
+    assert!(balancer.log().contains("drained: every connection finished"), "{}", balancer.log());
+}
+
+#[test]
+fn the_drain_timeout_closes_what_is_left() {
+    let balancer = common::balancer("front", None, &["--drain-timeout", "0.3", "--quiet"]);
+    let _backend = common::server("echo", balancer.addr("udp"), &["--quiet"]);
+    let front: SocketAddr = balancer.addr("tcp");
+    let mut stream = wait_until(Duration::from_secs(10), "the backend serves", || {
+        let mut stream = TcpStream::connect(front).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        (try_echo(&mut stream, "hi").ok()? == "hi").then_some(stream)
+    });
+    let mut balancer = balancer;
+    let started = Instant::now();
+    assert!(balancer.terminate().success());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The connection was closed.
+    let mut rest = Vec::new();
+    assert!(matches!(stream.read_to_end(&mut rest), Ok(0) | Err(_)));
+}

@@ -75,6 +75,14 @@ struct Args {
     #[arg(long, value_name = "ADDR[,ADDR…]")]
     bridge: Option<makler::cli::AddrList>,
 
+    /// Most watches (`watch SERVICE`: changes pushed to the watcher) in all.
+    #[arg(long, value_name = "N", default_value_t = makler::node::WatchConfig::default().max_total)]
+    max_watches: usize,
+
+    /// Most watches one source address may hold; 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = makler::node::WatchConfig::default().max_per_source)]
+    max_watches_per_source: usize,
+
     /// Seconds between TCP health checks of each registered instance (each instance is checked
     /// by one broker of the service); two failures in a row remove it everywhere. 0 turns them
     /// off.
@@ -167,6 +175,7 @@ fn main() -> ExitCode {
         dns_listen: args.dns,
         dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
         metrics: args.metrics,
+        watches: makler::node::WatchConfig { max_total: args.max_watches, max_per_source: args.max_watches_per_source },
         bridges: makler::node::BridgeConfig {
             bridges: args.bridge.map(|list| list.0).unwrap_or_default(),
             ..makler::node::BridgeConfig::default()

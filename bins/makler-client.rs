@@ -14,8 +14,13 @@ use makler::client::{ClientError, ConnectError, Resolver};
 ///
 /// A server that does not accept the connection is skipped for the next one the broker named.
 ///
+/// With --watch SERVICE it calls nobody: it watches SERVICE at the broker and prints a line for
+/// its live instances now and for each change (`seq=N ip:port ...`; JSON with --json) until
+/// stopped, or until --count changes were printed.
+///
 /// Exit codes: 0 answered, 2 bad usage, 3 service not registered, 4 no broker answered,
-/// 5 no server of the service could be reached or it did not answer, 1 anything else.
+/// 5 no server of the service could be reached or it did not answer, 6 the broker refused,
+/// 1 anything else.
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -43,8 +48,22 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    /// Watch this service instead of calling it: print its live instances now and at every
+    /// change.
+    #[arg(long, value_name = "SERVICE", conflicts_with_all = ["service", "http", "wait"])]
+    watch: Option<String>,
+
+    /// With --watch: print each line as JSON (`{"service":…,"seq":…,"instances":[…]}`).
+    #[arg(long, requires = "watch")]
+    json: bool,
+
+    /// With --watch: stop after this many changes (the first line does not count).
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
+
     /// The service to call.
-    service: String,
+    #[arg(required_unless_present = "watch")]
+    service: Option<String>,
 
     /// The message to send (the words are joined with spaces); without it, each line of
     /// standard input is sent in turn.
@@ -63,11 +82,15 @@ fn main() -> ExitCode {
         Err(e) => return fail(BROKER_UNREACHABLE, &e),
     };
     let broker_list = AddrList(brokers.clone());
+    if let Some(service) = &args.watch {
+        return watch(&brokers, service, args.json, args.count);
+    }
+    let service = args.service.clone().unwrap_or_default();
     let mut resolver = match Resolver::new(&brokers) {
         Ok(resolver) => resolver,
         Err(e) => return fail(1, &e.to_string()),
     };
-    let (stream, server) = match resolver.connect(&args.service, args.wait) {
+    let (stream, server) = match resolver.connect(&service, args.wait) {
         Ok(found) => found,
         Err(ConnectError::NotFound(service)) => {
             return fail(NOT_FOUND, &format!("service {service:?} is not registered at broker {broker_list}"));
@@ -95,6 +118,49 @@ fn main() -> ExitCode {
         ),
         Err(e) => fail(SERVER_UNREACHABLE, &format!("server {server}: {e}")),
     }
+}
+
+/// `--watch`: a line now and at every change, until stopped or `count` changes.
+fn watch(brokers: &[std::net::SocketAddr], service: &str, json: bool, count: Option<u64>) -> ExitCode {
+    use makler::client::{Watch, WatchEvent};
+    let print = |seq: u64, instances: &[std::net::SocketAddr]| {
+        let line = if json {
+            serde_json::json!({"service": service, "seq": seq, "instances": instances}).to_string()
+        } else {
+            let mut line = format!("seq={seq}");
+            for instance in instances {
+                line.push_str(&format!(" {instance}"));
+            }
+            line
+        };
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+    };
+    let mut watch = match Watch::start(brokers, service) {
+        Ok(watch) => watch,
+        Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
+        Err(ClientError::Rejected(rejection)) => return fail(6, &format!("the broker refused: {rejection}")),
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    if print(watch.seq(), watch.instances()).is_err() {
+        return ExitCode::SUCCESS;
+    }
+    let mut printed = 0;
+    while count.is_none_or(|n| printed < n) {
+        match watch.next(std::time::Instant::now() + Duration::from_secs(3600)) {
+            Ok(Some(WatchEvent::Changed { seq, instances } | WatchEvent::Resynced { seq, instances })) => {
+                // A closed pipe (`| head`) ends it quietly.
+                if print(seq, &instances).is_err() {
+                    return ExitCode::SUCCESS;
+                }
+                printed += 1;
+            }
+            Ok(None) => {}
+            Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
+            Err(e) => return fail(1, &e.to_string()),
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(code: u8, message: &str) -> ExitCode {

@@ -348,49 +348,7 @@ fn peers(
             return ExitCode::FAILURE;
         }
     };
-    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
-    println!("{:<44} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms");
-    println!(
-        "{:<44} {:>9} {:>9}",
-        format!("register at one -> answered by both others ({samples})"),
-        ms(report.visible.p50),
-        ms(report.visible.p99)
-    );
-    println!(
-        "{:<44} {:>9} {:>9}",
-        format!("report of a refusing instance -> gone at all ({samples})"),
-        ms(report.report.p50),
-        ms(report.report.p99)
-    );
-    for (size, took) in &report.catch_up {
-        println!("catch-up of a restarted broker at {size} instances: {} ms", ms(*took));
-    }
-    println!(
-        "queries at a broker while its peer takes {heartbeats} heartbeats/s: {:.0}/s (p99 {} µs)",
-        report.query_replicating.rate,
-        micros(report.query_replicating.p99)
-    );
-    println!(
-        "queries at the same broker without them:             {:.0}/s (p99 {} µs)",
-        report.query_quiet.rate,
-        micros(report.query_quiet.p99)
-    );
-    let mut ratios = report.ratios.clone();
-    ratios.sort_by(f64::total_cmp);
-    println!(
-        "ratio replicating / quiet: {:.2} (rounds {:.2}..{:.2})",
-        ratios[ratios.len() / 2],
-        ratios[0],
-        ratios[ratios.len() - 1]
-    );
-    let mut cpu = report.cpu_ratios.clone();
-    cpu.sort_by(f64::total_cmp);
-    println!(
-        "ratio per second of the broker's own CPU: {:.2} (rounds {:.2}..{:.2}); the rest is other processes on the same cores",
-        cpu[cpu.len() / 2],
-        cpu[0],
-        cpu[cpu.len() - 1]
-    );
+    print!("{}", makler::load::peers::report_text(&report, samples, heartbeats));
     ExitCode::SUCCESS
 }
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {

@@ -66,6 +66,8 @@ pub struct Config {
     pub metrics: Option<SocketAddr>,
     /// Brokers of other networks asked for services this one does not have (`--bridge`).
     pub bridges: crate::node::BridgeConfig,
+    /// The caps on watches (`--max-watches`, `--max-watches-per-source`).
+    pub watches: crate::node::WatchConfig,
 }
 
 /// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
@@ -96,6 +98,7 @@ impl Default for Config {
             dns: DnsConfig::default(),
             metrics: None,
             bridges: crate::node::BridgeConfig::default(),
+            watches: crate::node::WatchConfig::default(),
         }
     }
 }
@@ -141,6 +144,7 @@ impl Broker {
                 wall: crate::node::WallClock::now(),
                 dns: dns.is_some().then_some(config.dns),
                 bridges: config.bridges,
+                watches: config.watches,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,

@@ -179,6 +179,14 @@ pub fn broker(metrics: &BrokerMetrics) -> String {
     page.one("makler_bridged_total", "Queries for services not held here, asked at the bridges.", Counter, s.bridged);
     page.one("makler_bridged_found_total", "Bridged queries answered with instances.", Counter, s.bridged_found);
     page.one("makler_bridge_queries_total", "Other networks' bridge queries answered here.", Counter, s.bridge_queries);
+    page.one("makler_watches", "Watches (watch SERVICE) now.", Gauge, s.watches);
+    page.one("makler_watch_notifications_total", "Notifications sent to watchers.", Counter, s.watch_notifications);
+    page.one(
+        "makler_watch_dropped_total",
+        "Notifications held back by the rate limit or a full queue.",
+        Counter,
+        s.watch_dropped,
+    );
     let bridges: Vec<(String, &crate::protocol::BridgeStats)> =
         s.bridges.iter().map(|b| (b.addr.to_string(), b)).collect();
     page.by(

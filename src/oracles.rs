@@ -68,7 +68,7 @@ pub fn node_session(data: &[u8]) {
         let source = SocketAddr::from(([127, 0, 0, 1 + arg % 3], 40_000));
         let known: Vec<Uuid> = model.values().map(|&(id, _)| id).collect();
         let pick = |k: u8| known.get(usize::from(k) % known.len().max(1)).copied().unwrap_or(Uuid::nil());
-        let request = match op % 7 {
+        let request = match op % 8 {
             0 => format!("register s{} {}", arg % 4, 1 + u16::from(arg % 8)),
             1 => format!("heartbeat {}", pick(arg)),
             2 => format!("deregister {}", pick(arg)),
@@ -78,6 +78,7 @@ pub fn node_session(data: &[u8]) {
                 node.handle_timeout(now);
                 model.retain(|_, &mut (_, deadline)| now < deadline);
                 check_table(&node, &model);
+                check_notifications(&mut node, now, &model);
                 continue;
             }
             5 => {
@@ -94,9 +95,11 @@ pub fn node_session(data: &[u8]) {
                     assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
                 }
                 check_table(&node, &model);
+                check_notifications(&mut node, now, &model);
                 continue;
             }
-            _ => format!("report s{} 127.0.0.{}:{}", arg % 4, 1 + arg % 3, 1 + arg % 8),
+            6 => format!("report s{} 127.0.0.{}:{}", arg % 4, 1 + arg % 3, 1 + arg % 8),
+            _ => format!("{} s{}", if arg & 0x80 == 0 { "watch" } else { "unwatch" }, arg % 4),
         };
         model.retain(|_, &mut (_, deadline)| now < deadline);
         reply.clear();
@@ -110,7 +113,7 @@ pub fn node_session(data: &[u8]) {
         assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
         let answer = String::from_utf8(reply.clone()).expect("text answers are UTF-8");
         let answer = answer.trim_end();
-        match op % 7 {
+        match op % 8 {
             0 => {
                 let endpoint = SocketAddr::new(source.ip(), 1 + u16::from(arg % 8));
                 let id = Uuid::try_parse(answer).expect("a registration succeeds");
@@ -122,7 +125,7 @@ pub fn node_session(data: &[u8]) {
                 let id = pick(arg);
                 let key = model.iter().find(|(_, (i, _))| *i == id).map(|(k, _)| *k);
                 assert_eq!(answer == "OK", key.is_some(), "{request}: {answer}");
-                match (op % 7, key) {
+                match (op % 8, key) {
                     (1, Some(key)) => drop(model.insert(key, (id, now + TTL))),
                     (2, Some(key)) => drop(model.remove(&key)),
                     _ => {}
@@ -140,9 +143,30 @@ pub fn node_session(data: &[u8]) {
                 expected.sort();
                 assert_eq!(answered, expected, "no expired instance, none missing");
             }
+            7 => assert!(!answer.starts_with("ERROR"), "{request}: {answer}"),
             _ => {}
         }
         check_table(&node, &model);
+        check_notifications(&mut node, now, &model);
+    }
+}
+
+/// Every notification the node queued is within the limit and tells the model's live set.
+fn check_notifications(node: &mut Node, now: Instant, model: &HashMap<(u8, SocketAddr, SocketAddr), (Uuid, Instant)>) {
+    let mut out = Vec::new();
+    while node.poll_transmit(now, &mut out).is_some() {
+        assert!(out.len() <= MAX_REPLY_LEN, "{} bytes", out.len());
+        let line = std::str::from_utf8(&out).expect("text notifications");
+        let mut words = line.trim_end().split(' ');
+        assert_eq!(words.next(), Some("CHANGED"), "{line}");
+        let service = words.next().and_then(|s| s.strip_prefix('s')).and_then(|n| n.parse::<u8>().ok());
+        let service = service.expect("a service of the session");
+        assert!(words.next().is_some_and(|seq| seq.starts_with("seq=")), "{line}");
+        let told: Vec<SocketAddr> = words.map(|a| a.parse().expect("ip:port")).collect();
+        let mut live: Vec<SocketAddr> =
+            model.keys().filter(|k| k.0 == service).map(|k| k.1).collect::<HashSet<_>>().into_iter().collect();
+        live.sort();
+        assert_eq!(told, live, "{line}");
     }
 }
 

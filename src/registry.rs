@@ -395,6 +395,14 @@ impl Registry {
         Some((0..len).map(move |k| members[(start + k) % len].endpoint))
     }
 
+    /// The live instances of `service` in table order, without moving its rotation (for
+    /// watchers, who are told the set, not handed an instance).
+    pub fn members(&mut self, now: Instant, service: &str) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.handle_timeout(now);
+        let members = self.by_name.get(service).and_then(|&index| self.services[index as usize].as_ref());
+        members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint))
+    }
+
     /// Like [`query`](Self::query), with each instance's text form (`ip:port`, IPv6 in
     /// brackets), kept ready so that text answers need no formatting.
     pub fn query_text(

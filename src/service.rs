@@ -89,6 +89,8 @@ pub struct RequestCounts {
     pub services: u64,
     /// `instances`.
     pub instances: u64,
+    /// `watch` and `unwatch`.
+    pub watch: u64,
 }
 
 impl RequestCounts {
@@ -103,12 +105,13 @@ impl RequestCounts {
             Request::Report { .. } => &mut self.report,
             Request::Services { .. } => &mut self.services,
             Request::Instances { .. } => &mut self.instances,
+            Request::Watch { .. } | Request::Unwatch { .. } => &mut self.watch,
         };
         *counter += 1;
     }
 
     /// Each kind's name (as the text form spells its verb) and count.
-    pub fn by_kind(&self) -> [(&'static str, u64); 8] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 9] {
         [
             ("register", self.register),
             ("heartbeat", self.heartbeat),
@@ -118,6 +121,7 @@ impl RequestCounts {
             ("report", self.report),
             ("services", self.services),
             ("instances", self.instances),
+            ("watch", self.watch),
         ]
     }
 }

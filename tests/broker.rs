@@ -45,7 +45,7 @@ fn every_text_line_works() {
 
     assert_eq!(
         udp.text("fetch echo"),
-        "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+        "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
     );
     assert_eq!(udp.text("register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
     assert_eq!(

@@ -85,7 +85,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             "stats reply",
             reply(
                 7,
-                Response::Stats(BrokerStats {
+                Response::Stats(Box::new(BrokerStats {
                     instances: 2,
                     services: 1,
                     received: 300,
@@ -96,10 +96,10 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     multicast_ignored: 1,
                     complete: true,
                     ..BrokerStats::default()
-                }),
+                })),
             ),
         ),
-        ("stats reply with a peer", reply(7, Response::Stats(one_peer))),
+        ("stats reply with a peer", reply(7, Response::Stats(Box::new(one_peer)))),
         ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
         ("report", request(10, Request::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("catching up", reply(11, Response::CatchingUp)),
@@ -153,6 +153,22 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 }),
             ),
         ),
+        ("watch", request(15, Request::Watch { service: "echo" })),
+        (
+            "watching",
+            reply(
+                15,
+                Response::Watching {
+                    service: "echo".into(),
+                    seq: 3,
+                    ttl_ms: 5000,
+                    instances: vec!["127.0.0.1:4000".parse().unwrap()],
+                },
+            ),
+        ),
+        ("changed", reply(15, Response::Changed { service: "echo".into(), seq: 4, instances: Vec::new() })),
+        ("unwatch", request(16, Request::Unwatch { service: "echo" })),
+        ("too many watches", reply(16, Response::Error(Rejection::TooManyWatches { scope: String::new(), max: 3 }))),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("discover", multicast(9, Multicast::Discover { origin: 0x99 })),

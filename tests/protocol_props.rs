@@ -59,7 +59,7 @@ fn response() -> impl Strategy<Value = Response> {
         Just(Response::Ok),
         proptest::collection::vec(addr(), 1..50).prop_map(Response::Instances),
         Just(Response::NotFound),
-        any::<[u64; 8]>().prop_map(|[a, b, c, d, e, f, g, h]| Response::Stats(BrokerStats {
+        any::<[u64; 8]>().prop_map(|[a, b, c, d, e, f, g, h]| Response::Stats(Box::new(BrokerStats {
             instances: a,
             services: b,
             received: c,
@@ -89,7 +89,7 @@ fn response() -> impl Strategy<Value = Response> {
                 },
             ],
             ..BrokerStats::default()
-        })),
+        }))),
         Just(Response::CatchingUp),
         addr().prop_map(|addr| Response::BrokerHere { addr }),
         any::<u32>().prop_map(|max| Response::Error(Rejection::Full { max })),

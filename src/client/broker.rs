@@ -253,7 +253,7 @@ impl<T: Transport> BrokerClient<T> {
     /// The broker's counters.
     pub fn stats(&mut self) -> Result<BrokerStats, ClientError> {
         match self.call(&Request::Stats)? {
-            Response::Stats(stats) => Ok(stats),
+            Response::Stats(stats) => Ok(*stats),
             other => Err(unexpected(other)),
         }
     }

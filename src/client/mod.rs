@@ -53,6 +53,7 @@ mod retry;
 #[cfg(test)]
 mod sim;
 mod transport;
+mod watch;
 
 use std::net::SocketAddr;
 
@@ -64,6 +65,7 @@ pub use registrar::{Registrar, RegistrarConfig, Registration};
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;
 pub use transport::{Transport, UdpTransport};
+pub use watch::{Watch, WatchEvent};
 
 use crate::protocol::Rejection;
 

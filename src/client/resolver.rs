@@ -16,6 +16,11 @@ pub struct ResolverConfig {
     pub connect_timeout: Duration,
     /// How often to ask the broker again while waiting for a service to appear.
     pub poll_interval: Duration,
+    /// Watch each service asked for (a [`Watch`](super::Watch), over a UDP socket of its
+    /// own) instead of asking again after `cache_for`: the instances are always the broker's
+    /// latest, and nothing is asked while nothing changes. Falls back to asking when the
+    /// broker does not answer the watch.
+    pub watch: bool,
 }
 
 impl Default for ResolverConfig {
@@ -24,6 +29,7 @@ impl Default for ResolverConfig {
             cache_for: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(1),
             poll_interval: Duration::from_millis(100),
+            watch: false,
         }
     }
 }
@@ -83,6 +89,7 @@ pub struct Resolver<T: Transport = UdpTransport> {
     client: BrokerClient<T>,
     config: ResolverConfig,
     cache: HashMap<String, Cached>,
+    watches: HashMap<String, super::Watch>,
 }
 
 impl Resolver<UdpTransport> {
@@ -102,7 +109,7 @@ impl Resolver<UdpTransport> {
 impl<T: Transport> Resolver<T> {
     /// A resolver over a given broker client.
     pub fn with_client(client: BrokerClient<T>, config: ResolverConfig) -> Self {
-        Resolver { client, config, cache: HashMap::new() }
+        Resolver { client, config, cache: HashMap::new(), watches: HashMap::new() }
     }
 
     /// The broker client.
@@ -186,7 +193,42 @@ impl<T: Transport> Resolver<T> {
         Err(ConnectError::AllFailed { service: service.to_owned(), tried })
     }
 
+    /// With [`ResolverConfig::watch`]: the watched instances of `service` put in the cache as
+    /// fresh (a watch is started on first use); `false` when there is no watch to use.
+    fn refresh_from_watch(&mut self, service: &str) -> bool {
+        if !self.watches.contains_key(service) {
+            match super::Watch::start(self.client.brokers(), service) {
+                Ok(watch) => drop(self.watches.insert(service.to_owned(), watch)),
+                Err(_) => return false,
+            }
+        }
+        let Some(watch) = self.watches.get_mut(service) else { return false };
+        // Take what has arrived, waiting no more than a moment.
+        let soon = Instant::now() + Duration::from_micros(200);
+        loop {
+            match watch.next(soon) {
+                Ok(Some(_)) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    self.watches.remove(service);
+                    return false;
+                }
+            }
+        }
+        let instances = watch.instances().to_vec();
+        let now = self.client.transport().now();
+        let next = self.cache.get(service).map_or(0, |c| c.next);
+        self.cache.insert(service.to_owned(), Cached { instances, fetched: now, next });
+        true
+    }
+
     fn cached(&mut self, service: &str) -> Result<&mut Cached, ConnectError> {
+        if self.config.watch && self.refresh_from_watch(service) {
+            return match self.cache.get_mut(service) {
+                Some(cached) if !cached.instances.is_empty() => Ok(cached),
+                _ => Err(ConnectError::NotFound(service.to_owned())),
+            };
+        }
         let now = self.client.transport().now();
         let fresh = self
             .cache

@@ -146,7 +146,7 @@ impl Asker {
 
     fn stats(&mut self, to: SocketAddr) -> io::Result<crate::protocol::BrokerStats> {
         match self.ask(to, &Request::Stats)? {
-            Response::Stats(stats) => Ok(stats),
+            Response::Stats(stats) => Ok(*stats),
             other => Err(io::Error::other(format!("unexpected {other:?}"))),
         }
     }
@@ -334,4 +334,54 @@ fn heartbeats(stop: &AtomicBool, ids: &[Uuid], to: SocketAddr, rate: u32) -> io:
         std::thread::sleep(Duration::from_micros(500));
     }
     Ok(sent)
+}
+
+/// The benchmark's figures as the lines `makler-load peers` prints.
+pub fn report_text(report: &PeersReport, samples: usize, heartbeats: u32) -> String {
+    use super::micros;
+    let mut lines: Vec<String> = Vec::new();
+    let ms = |d: Duration| format!("{:.2}", d.as_secs_f64() * 1e3);
+    lines.push(format!("{:<44} {:>9} {:>9} {:>9}", "", "p50 ms", "p99 ms", "max ms"));
+    lines.push(format!(
+        "{:<44} {:>9} {:>9}",
+        format!("register at one -> answered by both others ({samples})"),
+        ms(report.visible.p50),
+        ms(report.visible.p99)
+    ));
+    lines.push(format!(
+        "{:<44} {:>9} {:>9}",
+        format!("report of a refusing instance -> gone at all ({samples})"),
+        ms(report.report.p50),
+        ms(report.report.p99)
+    ));
+    for (size, took) in &report.catch_up {
+        lines.push(format!("catch-up of a restarted broker at {size} instances: {} ms", ms(*took)));
+    }
+    lines.push(format!(
+        "queries at a broker while its peer takes {heartbeats} heartbeats/s: {:.0}/s (p99 {} µs)",
+        report.query_replicating.rate,
+        micros(report.query_replicating.p99)
+    ));
+    lines.push(format!(
+        "queries at the same broker without them:             {:.0}/s (p99 {} µs)",
+        report.query_quiet.rate,
+        micros(report.query_quiet.p99)
+    ));
+    let mut ratios = report.ratios.clone();
+    ratios.sort_by(f64::total_cmp);
+    lines.push(format!(
+        "ratio replicating / quiet: {:.2} (rounds {:.2}..{:.2})",
+        ratios[ratios.len() / 2],
+        ratios[0],
+        ratios[ratios.len() - 1]
+    ));
+    let mut cpu = report.cpu_ratios.clone();
+    cpu.sort_by(f64::total_cmp);
+    lines.push(format!(
+        "ratio per second of the broker's own CPU: {:.2} (rounds {:.2}..{:.2}); the rest is other processes on the same cores",
+        cpu[cpu.len() / 2],
+        cpu[0],
+        cpu[cpu.len() - 1]
+    ));
+    lines.iter().map(|line| format!("{line}\n")).collect()
 }

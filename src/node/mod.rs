@@ -30,6 +30,7 @@ mod deltas;
 pub mod dns;
 mod dns_face;
 mod group;
+mod logging;
 pub mod replicate;
 #[cfg(test)]
 mod replicate_tests;
@@ -39,6 +40,9 @@ pub mod sync;
 #[cfg(test)]
 mod tests;
 pub mod verify;
+pub mod watch;
+#[cfg(test)]
+mod watch_tests;
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,12 +50,14 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use logging::{log_change, log_peer_event};
+
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
 use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response};
-use crate::registry::{self, Change, ChangeKind, Registry};
+use crate::registry::{self, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
 use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
@@ -61,6 +67,7 @@ pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
+pub use watch::WatchConfig;
 
 /// The broker's sockets, as the node names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,6 +122,8 @@ pub struct NodeConfig {
     pub dns: Option<DnsConfig>,
     /// Brokers of other networks asked for services this one does not have.
     pub bridges: BridgeConfig,
+    /// The caps on watches.
+    pub watches: WatchConfig,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -169,6 +178,7 @@ impl Default for NodeConfig {
             wall: WallClock::now(),
             dns: None,
             bridges: BridgeConfig::default(),
+            watches: WatchConfig::default(),
         }
     }
 }
@@ -194,6 +204,7 @@ pub struct Node {
     replicator: replicate::Replicator,
     verifier: verify::Verifier,
     bridges: bridge::Bridges,
+    watches: watch::Watches,
     /// Peer and group datagrams (sealed with a key).
     outbox: Outbox<Face>,
     /// Deferred answers to clients (bridged queries): never sealed.
@@ -230,6 +241,7 @@ impl Node {
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify),
             bridges,
+            watches: watch::Watches::new(config.watches),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             replies: Outbox::new(OUTBOX_CAPACITY),
             incarnation: config.incarnation,
@@ -296,6 +308,9 @@ impl Node {
             bridged_found: self.bridges.stats.found,
             bridge_queries: self.bridges.stats.answered,
             bridges: self.bridges.stats(now),
+            watches: self.watches.len() as u64,
+            watch_notifications: self.watches.stats.sent,
+            watch_dropped: self.watches.stats.dropped,
         }
     }
 
@@ -346,6 +361,8 @@ impl Node {
                         return self.limit(now, from, form, datagram.len(), reply);
                     }
                     Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
+                    Request::Watch { service } => self.watch(now, from, form, service),
+                    Request::Unwatch { service } => self.unwatch(from, service),
                     other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
                 };
                 self.service.reply(form, &response, reply);
@@ -395,7 +412,7 @@ impl Node {
         self.registry.handle_timeout(now);
         let mut stats = self.stats(now);
         loop {
-            protocol::encode_reply(form, &Response::Stats(stats.clone()), reply);
+            protocol::encode_reply(form, &Response::Stats(Box::new(stats.clone())), reply);
             if reply.len() <= MAX_REPLY_LEN || (stats.peers.pop().is_none() && stats.bridges.pop().is_none()) {
                 return;
             }
@@ -412,7 +429,11 @@ impl Node {
             self.replicator.on_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+            if change.kind != ChangeKind::Refreshed {
+                self.watches.on_change(&change.service);
+            }
         }
+        self.flush_watches(now);
         self.replicator.flush(now, &self.registry, &mut self.outbox);
         if self.replicator.take_membership_changed() {
             let replicator = &self.replicator;
@@ -514,6 +535,7 @@ impl Core for Node {
             self.verifier.poll_timeout(),
             self.group.as_ref().and_then(group::Group::poll_timeout),
             self.bridges.poll_timeout(),
+            self.watches.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -530,6 +552,8 @@ impl Core for Node {
         self.bridges.handle_timeout(now);
         self.flush_bridges(now);
         self.after_input(now);
+        // After the changes due by now were told: a watch live when they happened hears of them.
+        self.watches.handle_timeout(now);
     }
 
     fn handle_send_error(&mut self, _face: Face, _to: SocketAddr, _error: &io::Error) {
@@ -546,40 +570,5 @@ impl Core for Node {
 
     fn handle_close(&mut self, _now: Instant) {
         self.replicator.bye(&mut self.outbox);
-    }
-}
-
-/// Logs a change to the table (renewals only at trace level: they are many).
-fn log_change(change: &Change) {
-    let what = match change.kind {
-        ChangeKind::Registered => "registered",
-        ChangeKind::Refreshed => {
-            log::trace!("refreshed {} {} id={}", change.service, change.endpoint, change.id);
-            return;
-        }
-        ChangeKind::Expired => "expired",
-        // Logged with its reason where it was found.
-        ChangeKind::Removed(RemoveReason::Unreachable) if !change.by_peer => return,
-        ChangeKind::Removed(reason) => match reason {
-            RemoveReason::Deregistered => "deregistered",
-            RemoveReason::Goodbye => "said goodbye",
-            RemoveReason::Unreachable => "removed as unreachable",
-        },
-    };
-    let peer = if change.by_peer { " (from a peer)" } else { "" };
-    log::info!("{what} {} {} id={} source={}{peer}", change.service, change.endpoint, change.id, change.source);
-}
-
-fn log_peer_event(event: &PeerEvent) {
-    match event {
-        PeerEvent::Joined(addr) => log::info!("peer {addr} joined"),
-        PeerEvent::Left(addr) => log::warn!("peer {addr} left"),
-        PeerEvent::Restarted(addr) => log::info!("peer {addr} restarted"),
-        PeerEvent::CaughtUp { from: Some(addr), leases } => {
-            log::info!("caught up: {leases} leases from peer {addr}")
-        }
-        PeerEvent::CaughtUp { from: None, .. } => {
-            log::info!("no complete peer answered: this broker's table is complete")
-        }
     }
 }

@@ -18,6 +18,7 @@ pub mod binary;
 pub mod listing;
 pub mod peer;
 pub mod seal;
+mod stats;
 pub mod text;
 
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
+pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, PeerStats};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
 /// many instances as fit, and the rotation makes sure every instance is handed out over time.
@@ -91,6 +93,19 @@ pub enum Request<'a> {
         /// Where the page starts: 0 for the first, then the `next` of the previous page.
         cursor: u32,
     },
+    /// Watch a service: answered with [`Response::Watching`] (its live instances and sequence
+    /// number now), then a [`Response::Changed`] datagram whenever its live set changes. A
+    /// watch lives for the broker's TTL; send `Watch` again within it to keep it.
+    Watch {
+        /// The service's name.
+        service: &'a str,
+    },
+    /// End a watch at once. Answered with [`Response::Ok`], or [`Response::NotFound`] when this
+    /// source has no watch on the service.
+    Unwatch {
+        /// The service's name.
+        service: &'a str,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -112,7 +127,7 @@ pub enum Response {
     /// No live instance of that service, or no registration with that id.
     NotFound,
     /// The broker's counters.
-    Stats(BrokerStats),
+    Stats(Box<BrokerStats>),
     /// The request was not carried out; the reason says why and what to change.
     Error(Rejection),
     /// A balancer's counters, returned for [`Request::Stats`] on its control port.
@@ -131,6 +146,28 @@ pub enum Response {
     Services(ServicePage),
     /// A page of a service's instances, for [`Request::Instances`].
     InstanceList(InstancePage),
+    /// The answer to [`Request::Watch`]: the watch is on (or renewed) until `ttl_ms` from now.
+    Watching {
+        /// The service watched.
+        service: String,
+        /// The sequence number of its live set now; each change adds one.
+        seq: u64,
+        /// Milliseconds the watch lives unless renewed.
+        ttl_ms: u32,
+        /// Its live instances now (possibly none), as many as fit in [`MAX_REPLY_LEN`].
+        instances: Vec<SocketAddr>,
+    },
+    /// Pushed to a watcher when the service's live set changed: the new sequence number and
+    /// the live instances (possibly none). A watcher that sees a gap in `seq` missed a change
+    /// and should send [`Request::Watch`] again.
+    Changed {
+        /// The service.
+        service: String,
+        /// The new sequence number.
+        seq: u64,
+        /// Its live instances now, as many as fit in [`MAX_REPLY_LEN`].
+        instances: Vec<SocketAddr>,
+    },
 }
 
 /// A message on the multicast group, in the binary form only: the version byte, then a
@@ -234,141 +271,6 @@ impl std::fmt::Display for RemoveReason {
     }
 }
 
-/// A balancer's counters and the state of each backend.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BalancerStats {
-    /// Client connections open now.
-    pub active: u64,
-    /// Client connections accepted since start.
-    pub total: u64,
-    /// Connections refused because the connection cap was reached.
-    pub refused: u64,
-    /// Connections closed because no backend accepted them.
-    pub failed: u64,
-    /// The backends (as many as fit in one reply; `backend_count` says how many there are).
-    pub backends: Vec<BackendStats>,
-    /// How many backends are registered.
-    pub backend_count: u64,
-    /// Connections each forwarding thread accepted (each accepts on its own listener).
-    pub accepted_per_thread: Vec<u64>,
-}
-
-/// One backend as a balancer sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackendStats {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Whether it gets new connections (false after a failed connect or probe, until it proves
-    /// alive again).
-    pub up: bool,
-    /// Connections forwarded to it that are open now.
-    pub active: u64,
-    /// Connections forwarded to it since it registered.
-    pub total: u64,
-    /// Bytes sent to it.
-    pub bytes_to: u64,
-    /// Bytes received from it.
-    pub bytes_from: u64,
-    /// Failed connects and probes.
-    pub failures: u64,
-}
-
-/// Counters a broker keeps about itself, returned for [`Request::Stats`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BrokerStats {
-    /// Live instances in the table.
-    pub instances: u64,
-    /// Services with at least one live instance.
-    pub services: u64,
-    /// Datagrams received.
-    pub received: u64,
-    /// Datagrams answered with `ERROR`, or dropped because not even an error could be sent.
-    pub rejected: u64,
-    /// Registrations that expired because their heartbeats stopped.
-    pub expired: u64,
-    /// Replies that could not be sent (the socket's buffer was full).
-    pub send_failures: u64,
-    /// Announcements and goodbyes from the multicast group that changed or renewed the table.
-    pub announcements: u64,
-    /// Datagrams on the multicast group that were dropped: malformed, foreign (another
-    /// protocol or version), refused (a bad name, say), or the broker's own.
-    pub multicast_ignored: u64,
-    /// The broker holds the whole table (false while it catches up from its peers).
-    pub complete: bool,
-    /// Lease changes sent to peers (once per peer).
-    pub replicated_out: u64,
-    /// Lease changes received from peers and applied.
-    pub replicated_in: u64,
-    /// Deltas resent to peers for want of an acknowledgement.
-    pub retransmits: u64,
-    /// Peer datagrams dropped (not from a peer, malformed, another version, refused).
-    pub peer_rejected: u64,
-    /// TCP probes started (reports and health checks).
-    pub probes: u64,
-    /// Probes that found their target dead.
-    pub probes_dead: u64,
-    /// Reports of dead instances received (from clients and peers).
-    pub reports: u64,
-    /// Instances removed because a probe found them unreachable.
-    pub removed_unreachable: u64,
-    /// Registrations refused because the table was full.
-    pub refused_full: u64,
-    /// Registrations refused by the per-source quota (`--max-per-source`).
-    pub refused_quota: u64,
-    /// Registrations refused by the registration policy (`--allow-register`, `--foreign-ip`).
-    pub refused_policy: u64,
-    /// Reports refused as too many from one source.
-    pub refused_reports: u64,
-    /// Replies not sent because their source was over the rate limit.
-    pub rate_dropped: u64,
-    /// Short `rate limited` answers sent instead of replies.
-    pub rate_slipped: u64,
-    /// How many peers the broker knows.
-    pub peer_count: u64,
-    /// How many of them are up.
-    pub peers_up: u64,
-    /// The peers (as many as fit in one reply).
-    pub peers: Vec<PeerStats>,
-    /// Queries for a service not held here that were asked at the bridges (`--bridge`).
-    pub bridged: u64,
-    /// Of those, how many a bridge answered with instances (from the cache or anew).
-    pub bridged_found: u64,
-    /// Queries from brokers of other networks answered from this broker's table.
-    pub bridge_queries: u64,
-    /// The bridges (as many as fit in one reply).
-    pub bridges: Vec<BridgeStats>,
-}
-
-/// One bridge (a broker of another network, `--bridge`) as a broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BridgeStats {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Whether it is asked (it answered its last query in time, or its time out is over).
-    pub up: bool,
-    /// Queries sent to it.
-    pub asked: u64,
-    /// Its answers with instances.
-    pub found: u64,
-    /// Queries it did not answer in time.
-    pub timeouts: u64,
-}
-
-/// One peer broker as a broker sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStats {
-    /// Its address.
-    pub addr: SocketAddr,
-    /// Whether it is live (heard from within the peer timeout).
-    pub up: bool,
-    /// Whether it holds the whole table.
-    pub complete: bool,
-    /// Its live instances, as it last said.
-    pub instances: u64,
-    /// Milliseconds since it was last heard from (`None`: never).
-    pub last_heard_ms: Option<u64>,
-}
-
 /// Why a request was refused. Each variant says what the sender should change; its
 /// [`Display`](std::fmt::Display) is the text after `ERROR ` in the text form.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
@@ -390,7 +292,7 @@ pub enum Rejection {
     MultipleLines,
     /// The first word is not a known verb.
     #[error(
-        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+        "unknown command {verb:?}: expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
     )]
     UnknownCommand {
         /// The word that was sent (shortened to a few dozen characters).
@@ -502,6 +404,15 @@ pub enum Rejection {
     /// its requests get this short answer, the others none. Slow down, or retry later.
     #[error("rate limited")]
     RateLimited,
+    /// The broker holds as many watches as it allows (from this source address, or in all);
+    /// end one (`unwatch`) or wait for one to expire.
+    #[error("too many watches{scope}: at most {max}")]
+    TooManyWatches {
+        /// `" from this address"`, or empty for the cap on all watches.
+        scope: String,
+        /// The cap.
+        max: u32,
+    },
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -12,6 +12,9 @@
 //! services [<cursor>]                -> services=<n> [next=<cursor>], then `service <name> instances=<n>` lines
 //! list [<cursor>]                    -> the same as services
 //! instances <service> [<cursor>]     -> instances=<n> [next=<cursor>], then `instance <ip:port> …` lines
+//! watch <service>                    -> WATCHING <service> seq=<n> ttl_ms=<ms> <ip:port> ...
+//!                                       then, pushed on every change: CHANGED <service> seq=<n> <ip:port> ...
+//! unwatch <service>                  -> OK | NOT FOUND
 //! anything else                      -> ERROR <reason>
 //! ```
 //!
@@ -100,6 +103,16 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
             }
             _ => Err(usage_line()),
         }
+    } else if verb.eq_ignore_ascii_case("watch") {
+        match args.as_slice() {
+            [service] => Ok(Request::Watch { service }),
+            _ => Err(usage("watch <service>")),
+        }
+    } else if verb.eq_ignore_ascii_case("unwatch") {
+        match args.as_slice() {
+            [service] => Ok(Request::Unwatch { service }),
+            _ => Err(usage("unwatch <service>")),
+        }
     } else {
         Err(Rejection::UnknownCommand { verb: excerpt(verb, ECHO_CHARS) })
     }
@@ -121,7 +134,17 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Services { cursor } => writeln!(out, "services {cursor}"),
         Request::Instances { service, cursor: 0 } => writeln!(out, "instances {service}"),
         Request::Instances { service, cursor } => writeln!(out, "instances {service} {cursor}"),
+        Request::Watch { service } => writeln!(out, "watch {service}"),
+        Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
     };
+}
+
+/// ` <ip:port>` for each instance, then the newline.
+fn write_instances(instances: &[std::net::SocketAddr], out: &mut Vec<u8>) -> std::io::Result<()> {
+    for instance in instances {
+        write!(out, " {instance}")?;
+    }
+    writeln!(out)
 }
 
 /// Writes the text form of `response`, one line ending in `\n`, at the end of `out`.
@@ -148,7 +171,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
                  multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
                  peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={} refused_full={} \
-                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={} bridged={} bridged_found={} bridge_queries={}",
+                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={} bridged={} bridged_found={} bridge_queries={} watches={} watch_notifications={} watch_dropped={}",
                 s.instances,
                 s.services,
                 s.received,
@@ -176,7 +199,10 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
                 s.rate_slipped,
                 s.bridged,
                 s.bridged_found,
-                s.bridge_queries
+                s.bridge_queries,
+                s.watches,
+                s.watch_notifications,
+                s.watch_dropped
             );
             for p in &s.peers {
                 let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
@@ -200,6 +226,14 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             Ok(())
         }
         Response::BrokerHere { addr } => writeln!(out, "BROKER {addr}"),
+        Response::Watching { service, seq, ttl_ms, instances } => {
+            let _ = write!(out, "WATCHING {service} seq={seq} ttl_ms={ttl_ms}");
+            write_instances(instances, out)
+        }
+        Response::Changed { service, seq, instances } => {
+            let _ = write!(out, "CHANGED {service} seq={seq}");
+            write_instances(instances, out)
+        }
         // A summary line, then a line per service or instance.
         Response::Services(page) => {
             let _ = write!(out, "services={}", page.total);
@@ -414,7 +448,7 @@ mod tests {
         assert_eq!(err(b"query a\nquery b"), "ERROR one request per datagram: found more than one line");
         assert_eq!(
             err(b"fetch echo"),
-            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list or instances"
+            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
         );
         assert_eq!(err(b"query"), "ERROR usage: query <service>");
         assert_eq!(err(b"request a b"), "ERROR usage: request <service>");

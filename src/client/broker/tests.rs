@@ -86,10 +86,13 @@ fn replies_map_to_typed_results() {
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
             Request::Heartbeat { .. } => Response::NotFound,
-            Request::Deregister { .. } => Response::Stats(BrokerStats::default()),
-            Request::Stats | Request::Report { .. } | Request::Services { .. } | Request::Instances { .. } => {
-                Response::Stats(BrokerStats::default())
-            }
+            Request::Deregister { .. } => Response::Stats(Box::default()),
+            Request::Stats
+            | Request::Report { .. }
+            | Request::Services { .. }
+            | Request::Instances { .. }
+            | Request::Watch { .. }
+            | Request::Unwatch { .. } => Response::Stats(Box::default()),
         })
     });
     let mut c = client(net, &[addr(1)], 0);

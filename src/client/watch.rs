@@ -1,0 +1,183 @@
+//! The client side of a watch: told of every change to a service's live set instead of
+//! asking again (see `protocol.md`, "Watches").
+//!
+//! A [`Watch`] asks one broker (failing over to the next), keeps the watch alive by renewing it
+//! at a third of the broker's TTL, and checks the sequence numbers: a gap (a notification lost
+//! on the way) is repaired by watching again, which answers with the whole live set.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{ClientError, Transport, UdpTransport};
+use crate::protocol::{Request, Response, binary};
+
+/// How long to wait for a broker's answer to `watch` before trying the next.
+const ANSWER_WAIT: Duration = Duration::from_millis(500);
+
+/// What [`Watch::next`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// The live set changed; the next sequence number.
+    Changed {
+        /// The new sequence number.
+        seq: u64,
+        /// The live instances now.
+        instances: Vec<SocketAddr>,
+    },
+    /// A change was missed (a gap in the sequence, or a broker that restarted the count) and
+    /// the watch was asked again: the live set as it is now.
+    Resynced {
+        /// The sequence number now.
+        seq: u64,
+        /// The live instances now.
+        instances: Vec<SocketAddr>,
+    },
+}
+
+/// A watch on one service: asks one broker (failing over to the next), renews the watch at a
+/// third of the broker's TTL, and repairs a gap in the sequence numbers by watching again.
+///
+/// ```no_run
+/// use std::time::{Duration, Instant};
+/// use makler::client::Watch;
+///
+/// let mut watch = Watch::start(&["127.0.0.1:7000".parse()?], "web")?;
+/// println!("now: {:?}", watch.instances());
+/// while let Some(event) = watch.next(Instant::now() + Duration::from_secs(60))? {
+///     println!("{event:?}");
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Watch<T: Transport = UdpTransport> {
+    transport: T,
+    brokers: Vec<SocketAddr>,
+    broker: usize,
+    service: String,
+    request_id: u32,
+    seq: u64,
+    instances: Vec<SocketAddr>,
+    renew_at: Instant,
+    pending: Option<WatchEvent>,
+}
+
+impl Watch<UdpTransport> {
+    /// Watches `service` at the first of `brokers` that answers, over UDP.
+    pub fn start(brokers: &[SocketAddr], service: &str) -> Result<Self, ClientError> {
+        Self::with_transport(UdpTransport::for_peers(brokers)?, brokers, service)
+    }
+}
+
+impl<T: Transport> Watch<T> {
+    /// Watches `service` over `transport`.
+    pub fn with_transport(transport: T, brokers: &[SocketAddr], service: &str) -> Result<Self, ClientError> {
+        let now = transport.now();
+        let mut watch = Watch {
+            transport,
+            brokers: brokers.to_vec(),
+            broker: 0,
+            service: service.to_owned(),
+            request_id: 0,
+            seq: 0,
+            instances: Vec::new(),
+            renew_at: now,
+            pending: None,
+        };
+        watch.subscribe()?;
+        watch.pending = None;
+        Ok(watch)
+    }
+
+    /// The live instances, as last told.
+    pub fn instances(&self) -> &[SocketAddr] {
+        &self.instances
+    }
+
+    /// The sequence number, as last told.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The broker watched at.
+    pub fn broker(&self) -> SocketAddr {
+        self.brokers[self.broker]
+    }
+
+    /// Waits until `deadline` for the next change (renewing the watch when due); `None` when
+    /// none came in time.
+    pub fn next(&mut self, deadline: Instant) -> Result<Option<WatchEvent>, ClientError> {
+        let mut buf = [0u8; 2048];
+        loop {
+            if let Some(event) = self.pending.take() {
+                return Ok(Some(event));
+            }
+            let now = self.transport.now();
+            if now >= self.renew_at {
+                self.subscribe()?;
+                continue;
+            }
+            if now >= deadline {
+                return Ok(None);
+            }
+            let Some((len, from)) = self.transport.recv(&mut buf, deadline.min(self.renew_at))? else { continue };
+            if from != self.brokers[self.broker] {
+                continue;
+            }
+            let Ok((_, Response::Changed { service, seq, instances })) = binary::decode_response(&buf[..len]) else {
+                continue;
+            };
+            if service != self.service || seq <= self.seq {
+                // Another watch's, or a duplicate or a late one.
+                continue;
+            }
+            if seq == self.seq + 1 {
+                self.seq = seq;
+                self.instances = instances.clone();
+                return Ok(Some(WatchEvent::Changed { seq, instances }));
+            }
+            // A gap: ask for the whole state again.
+            self.subscribe()?;
+        }
+    }
+
+    /// Sends `watch` and waits for its answer, failing over between brokers. A state other
+    /// than the one held becomes a pending [`WatchEvent::Resynced`].
+    fn subscribe(&mut self) -> Result<(), ClientError> {
+        let mut buf = [0u8; 2048];
+        let mut request = Vec::new();
+        for k in 0..self.brokers.len() {
+            let broker_index = (self.broker + k) % self.brokers.len();
+            let broker = self.brokers[broker_index];
+            self.request_id = self.request_id.wrapping_add(1);
+            request.clear();
+            binary::encode_request(self.request_id, &Request::Watch { service: &self.service }, &mut request);
+            for _ in 0..2 {
+                self.transport.send(broker, &request)?;
+                let deadline = self.transport.now() + ANSWER_WAIT / 2;
+                while let Some((len, from)) = self.transport.recv(&mut buf, deadline)? {
+                    if from != broker {
+                        continue;
+                    }
+                    match binary::decode_response(&buf[..len]) {
+                        Ok((id, Response::Watching { seq, ttl_ms, instances, .. })) if id == self.request_id => {
+                            if (seq, &instances) != (self.seq, &self.instances) || broker_index != self.broker {
+                                self.pending = Some(WatchEvent::Resynced { seq, instances: instances.clone() });
+                            }
+                            self.broker = broker_index;
+                            self.seq = seq;
+                            self.instances = instances;
+                            let ttl = Duration::from_millis(ttl_ms.into()).max(Duration::from_millis(30));
+                            self.renew_at = self.transport.now() + ttl / 3;
+                            return Ok(());
+                        }
+                        Ok((id, Response::Error(rejection))) if id == self.request_id => {
+                            return Err(ClientError::Rejected(rejection));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Err(ClientError::Unreachable(self.brokers.clone()))
+    }
+}

@@ -144,6 +144,10 @@ for work in $SERIES; do
     for i in "${!backend_pids[@]}"; do alive "${backend_pids[$i]}" "backend$((i + 1))" "${backend_logs[$i]}"; done
     alive "$haproxy_pid" haproxy "$haproxy_log"
     check_haproxy_log "$haproxy_log"
+    # How the kernel spread the connections over the forwarding threads' listeners.
+    split=$("$BIN/makler" --broker "$control" stats | awk '$1 == "threads" { print $2 }')
+    [ -n "$split" ] || die "the balancer's stats say nothing of its threads"
+    echo "${work}ms, $n backend(s): connections accepted per makler thread $split" >>"$WORK/threads.txt"
     stop_all
   done
 done
@@ -205,6 +209,9 @@ awk -F, '
       if (scaled["n1", modes[m], who2[w]] > 0)
         printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
   }' "$RESULTS"
+
+echo
+cat "$WORK/threads.txt"
 
 if [ -s "$WORK/wrk.txt" ]; then
   echo

@@ -18,7 +18,8 @@
 # writes to files of its own, created before it starts, so no wait reads an earlier series' file.
 #
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
-# THREADS (2), IDLE connections (10000, or as many as the open-file limit allows), SERIES ("0 2").
+# THREADS (2), IDLE connections (10000, or as many as the open-file limit allows; 0: skip), SERIES
+# ("0 2"), WRK (1; 0 skips the cross-check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,12 +58,24 @@ check_haproxy_log() {
 }
 
 RESULTS=$WORK/results.csv
-echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors" >"$RESULTS"
+echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors,cpu_us,voluntary_switches" >"$RESULTS"
+TICK=$(getconf CLK_TCK)
 
-measure() { # LABEL TARGET MODE
-  "$BIN/makler-load" http --target "$2" --connections "$CONNECTIONS" \
+# cpu_ticks PID: the process's user + system time (all its threads), in clock ticks.
+cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# switches PID: voluntary context switches of all its threads.
+switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
+
+# measure LABEL TARGET MODE PID: one round against TARGET, with the CPU time and voluntary
+# context switches that PID (the proxy measured; the backend when direct) spent in it.
+measure() {
+  local cpu0 sw0 row
+  cpu0=$(cpu_ticks "$4")
+  sw0=$(switches "$4")
+  row=$("$BIN/makler-load" http --target "$2" --connections "$CONNECTIONS" \
     --duration "$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { print d / r }')" \
-    --mode "$3" --threads 2 --format csv --label "$1" | tail -1 >>"$RESULTS"
+    --mode "$3" --threads 2 --format csv --label "$1" | tail -1)
+  echo "$row,$((($(cpu_ticks "$4") - cpu0) * 1000000 / TICK)),$(($(switches "$4") - sw0))" >>"$RESULTS"
 }
 
 for work in $SERIES; do
@@ -109,7 +122,7 @@ for work in $SERIES; do
     check_haproxy_log "$haproxy_log"
 
     # An independent load generator as a cross-check of makler-load: wrk, keep-alive, one backend.
-    if [ "$n" = 1 ] && [ "$work" = 0 ]; then
+    if [ "${WRK:-1}" != 0 ] && [ "$n" = 1 ] && [ "$work" = 0 ]; then
       for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
         set -- $target
         # wrk takes whole seconds only.
@@ -121,9 +134,9 @@ for work in $SERIES; do
     fi
     for mode in keepalive close; do
       for _ in $(seq "$ROUNDS"); do
-        measure "w$work n$n direct" "${backends[0]}" "$mode"
-        measure "w$work n$n haproxy" "127.0.0.1:$haproxy_port" "$mode"
-        measure "w$work n$n makler" "$balancer_tcp" "$mode"
+        measure "w$work n$n direct" "${backends[0]}" "$mode" "${backend_pids[0]}"
+        measure "w$work n$n haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
+        measure "w$work n$n makler" "$balancer_tcp" "$mode" "$balancer_pid"
       done
     done
     # Everything must have lived through the series, or its figures mean nothing.
@@ -131,6 +144,10 @@ for work in $SERIES; do
     for i in "${!backend_pids[@]}"; do alive "${backend_pids[$i]}" "backend$((i + 1))" "${backend_logs[$i]}"; done
     alive "$haproxy_pid" haproxy "$haproxy_log"
     check_haproxy_log "$haproxy_log"
+    # How the kernel spread the connections over the forwarding threads' listeners.
+    split=$("$BIN/makler" --broker "$control" stats | awk '$1 == "threads" { print $2 }')
+    [ -n "$split" ] || die "the balancer's stats say nothing of its threads"
+    echo "${work}ms, $n backend(s): connections accepted per makler thread $split" >>"$WORK/threads.txt"
     stop_all
   done
 done
@@ -138,39 +155,52 @@ done
 echo
 echo "makler-balancer vs HAProxy $(haproxy -v | sed -n 1p | cut -d' ' -f3), $THREADS threads each," \
   "$CONNECTIONS connections, ${DURATION}s per target and mode in $ROUNDS alternating rounds," \
-  "makler-load http; requests/s (mean p50/p99 ms)"
+  "makler-load http; requests/s (mean p50/p99 ms), and for the proxies the CPU time (user + system, all" \
+  "threads, from /proc) and voluntary context switches per request; ratios: median (range) over the rounds"
 awk -F, '
   # Insertion sort of a[1..n] (mawk has no asort).
   function asort_numbers(a, n,    i, j, v) {
     for (i = 2; i <= n; i++) { v = a[i]; for (j = i - 1; j >= 1 && a[j] > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+  }
+  # "median (min–max)" of a[1..n], sorted in place.
+  function median_range(a, n,    m) {
+    if (n == 0) return "-"
+    asort_numbers(a, n)
+    m = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+    return sprintf("%.2f (%.2f–%.2f)", m, a[1], a[n])
   }
   NR == 1 { next }
   {
     split($1, l, " ")
     key = l[1] " " l[2] " " $3; who = l[3]
     requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
+    cpu[key, who] += $12; sw[key, who] += $13
     rounds[key, who]++; errors += $11
-    round_rate[key, who, rounds[key, who]] = $6 / $5
+    r = rounds[key, who]
+    round_rate[key, who, r] = $6 / $5
+    round_cpu[key, who, r] = $6 > 0 ? $12 / $6 : 0
     if (!(key in seen)) { seen[key] = 1; order[++count] = key }
   }
   END {
     split("direct haproxy makler", all, " ")
-    printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %s\n", "work", "backends", "mode", "direct", "HAProxy", "makler", "makler/HAProxy (median of rounds, range)"
+    printf "%-4s %-2s %-9s | %-22s | %-34s | %-34s | %-18s | %s\n", "work", "n", "mode", "direct", "HAProxy (CPU µs/req, vcsw/req)", "makler (CPU µs/req, vcsw/req)", "makler/HAProxy req/s", "makler/HAProxy CPU/req"
     for (i = 1; i <= count; i++) {
       key = order[i]
       for (w = 1; w <= 3; w++) {
         who = all[w]
         rate[who] = requests[key, who] / seconds[key, who]
-        text[who] = sprintf("%8.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
+        text[who] = sprintf("%7.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
+        if (who != "direct" && requests[key, who] > 0)
+          text[who] = text[who] sprintf(" %5.1f %.2f", cpu[key, who] / requests[key, who], sw[key, who] / requests[key, who])
       }
       split(key, k, " ")
-      # The ratio round by round: the median and the range.
-      n = 0
-      for (r = 1; r <= rounds[key, "makler"]; r++)
-        if (round_rate[key, "haproxy", r] > 0) ratios[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
-      asort_numbers(ratios, n)
-      median = n % 2 ? ratios[(n + 1) / 2] : (ratios[n / 2] + ratios[n / 2 + 1]) / 2
-      printf "%-6s %-8s %-9s | %-24s | %-24s | %-24s | %.2f (%.2f–%.2f)\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median, ratios[1], ratios[n]
+      # The ratios round by round: the median and the range.
+      n = 0; c = 0
+      for (r = 1; r <= rounds[key, "makler"]; r++) {
+        if (round_rate[key, "haproxy", r] > 0) rates[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
+        if (round_cpu[key, "haproxy", r] > 0) cpus[++c] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
+      }
+      printf "%-4s %-2s %-9s | %-22s | %-34s | %-34s | %-18s | %s\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median_range(rates, n), median_range(cpus, c)
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
     }
     printf "errors in all runs: %d\n", errors
@@ -179,6 +209,9 @@ awk -F, '
       if (scaled["n1", modes[m], who2[w]] > 0)
         printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
   }' "$RESULTS"
+
+echo
+cat "$WORK/threads.txt"
 
 if [ -s "$WORK/wrk.txt" ]; then
   echo
@@ -189,6 +222,11 @@ fi
 # Idle connections held through the balancer, with its memory.
 limit=$(ulimit -n)
 idle=${IDLE:-10000}
+if [ "$idle" = 0 ]; then
+  cp "$RESULTS" "${CSV:-bench/balancer.csv}"
+  echo "wrote ${CSV:-bench/balancer.csv}"
+  exit 0
+fi
 room=$(((limit - 200) / 2))
 if [ "$idle" -gt "$room" ]; then
   echo

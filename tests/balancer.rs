@@ -261,3 +261,43 @@ fn sigterm_on_the_balancer_deregisters_it_from_the_broker() {
     assert!(balancer.terminate().success());
     assert_eq!(udp.text("query web"), "NOT FOUND", "gone before the process exited, long before the TTL");
 }
+
+#[test]
+fn a_backend_that_closes_first_is_passed_on_whether_the_client_stays_or_resets() {
+    let balancer = balancer("web", None, &["--health-interval", "0"]);
+    let control = Udp::new(balancer.addr("udp"));
+    // A backend that answers at once and closes first.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let backend = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"bye\n").unwrap();
+        }
+    });
+    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
+    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+
+    // A client that keeps its side open gets the answer and then the end of the stream (the
+    // backend's end is passed on as a shutdown).
+    let mut stays = TcpStream::connect(balancer.addr("tcp")).unwrap();
+    stays.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = String::new();
+    stays.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "bye\n");
+    // A client that resets once it has its answer (the balancer reads it before it would shut
+    // it down).
+    let resets = TcpStream::connect(balancer.addr("tcp")).unwrap();
+    resets.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0; 4];
+    (&resets).read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"bye\n");
+    socket2::SockRef::from(&resets).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(resets);
+    backend.join().unwrap();
+    // The first client still may send; once it closes too, both connections are gone.
+    drop(stays);
+    wait_until(Duration::from_secs(5), "both connections closed", || (summary(&control, "active") == 0).then_some(()));
+    assert_eq!(summary(&control, "total"), 2);
+    assert_eq!(summary(&control, "failed"), 0);
+}

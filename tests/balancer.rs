@@ -301,3 +301,62 @@ fn a_backend_that_closes_first_is_passed_on_whether_the_client_stays_or_resets()
     assert_eq!(summary(&control, "total"), 2);
     assert_eq!(summary(&control, "failed"), 0);
 }
+
+/// Segments `stream` has received so far (`segs_in` in `ss -i`, from the kernel's `TCP_INFO`), or
+/// `None` where `ss` (iproute2) is missing.
+fn segments_in(stream: &TcpStream) -> Option<u32> {
+    let port = stream.local_addr().unwrap().port();
+    let out = std::process::Command::new("ss").args(["-Htina", &format!("sport = :{port}")]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = text.split_whitespace().find_map(|w| w.strip_prefix("segs_in:")?.parse().ok());
+    assert!(found.is_some(), "no segs_in for port {port} in: {text}");
+    found
+}
+
+#[test]
+fn the_last_bytes_and_the_end_of_the_stream_reach_the_client_in_one_segment() {
+    let balancer = balancer("web", None, &["--health-interval", "0"]);
+    let control = Udp::new(balancer.addr("udp"));
+    // A backend that speaks first and closes, its answer and its FIN in one segment (corked).
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let backend = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&stream).set_tcp_cork(true).unwrap();
+        (&stream).write_all(b"bye\n").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        // Keep the socket until the client has its answer, so nothing else (a reset) follows.
+        let _ = (&stream).read(&mut [0; 1]);
+    });
+    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
+    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+
+    // The same answer straight from a corked sender, for the count a merged end gives.
+    let direct_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let direct_addr = direct_listener.local_addr().unwrap();
+    let direct_backend = std::thread::spawn(move || {
+        let (stream, _) = direct_listener.accept().unwrap();
+        socket2::SockRef::from(&stream).set_tcp_cork(true).unwrap();
+        (&stream).write_all(b"bye\n").unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let _ = (&stream).read(&mut [0; 1]);
+    });
+    let read_all = |addr: SocketAddr| {
+        let mut client = TcpStream::connect(addr).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "bye\n");
+        segments_in(&client)
+    };
+    let direct = read_all(direct_addr);
+    let through = read_all(balancer.addr("tcp"));
+    direct_backend.join().unwrap();
+    backend.join().unwrap();
+    match (direct, through) {
+        (Some(direct), Some(through)) => {
+            assert_eq!(through, direct, "segments received through the balancer and straight from a corked sender")
+        }
+        _ => eprintln!("skipped: `ss` (iproute2) is not installed"),
+    }
+}

@@ -484,6 +484,16 @@ impl Forwarder {
     }
 }
 
+/// Sends `buf` with `MSG_MORE`: held back until the shutdown that follows, which sends it with
+/// the FIN in one segment.
+fn send_more(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    const FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    const FLAGS: libc::c_int = 0;
+    socket2::SockRef::from(dst).send_with_flags(buf, FLAGS)
+}
+
 /// Moves bytes from `src` to `dst` until either would block, passing `src`'s end of stream on
 /// as a shutdown of `dst`'s sending side (unless `other_done`: the other direction has ended too,
 /// so both sockets are about to be closed, which tells the peers as much without a system call
@@ -524,7 +534,7 @@ fn transfer(
     }
     let mut read_on = readable || held_back;
     while read_on && !pipe.eof {
-        let n = match src.read(scratch) {
+        let mut n = match src.read(scratch) {
             Ok(0) => {
                 pipe.eof = true;
                 break;
@@ -534,9 +544,23 @@ fn transfer(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
+        // The peer has closed and this read did not fill the buffer: the end of the stream is
+        // probably next. Look for it before sending, so that the data and the FIN that passes
+        // the end on can leave as one segment (sent with "more to come", then the shutdown
+        // below tacks the FIN on) instead of two.
+        if !short_read_drains && n < scratch.len() {
+            match src.read(&mut scratch[n..]) {
+                Ok(0) => pipe.eof = true,
+                Ok(m) => n += m,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let merge_fin = pipe.eof && !other_done;
         let mut written = 0;
         while written < n {
-            match dst.write(&scratch[written..n]) {
+            let sent = if merge_fin { send_more(dst, &scratch[written..n]) } else { dst.write(&scratch[written..n]) };
+            match sent {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => written += w,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -13,6 +13,12 @@
 #
 # wrk runs once, keep-alive against one backend, as a cross-check of makler-load's figures.
 #
+# For each proxy it reads the CPU time (user and system) and voluntary context switches per
+# request, and the whole machine's busy time per request; from these it prints the ceiling: the
+# ratio makler would reach if its own code took no time at all (its kernel time stays), and what
+# makler's CPU per request would have to be for 1.2 x HAProxy's rate. Both assume the machine is
+# saturated (the load generator, the backends and the proxy share its cores), as it is here.
+#
 # It fails loudly on any error: a process that does not start or dies, a backend that does not
 # register, an HAProxy config that `haproxy -c` refuses, an alert in HAProxy's log. Every process
 # writes to files of its own, created before it starts, so no wait reads an earlier series' file.
@@ -58,24 +64,31 @@ check_haproxy_log() {
 }
 
 RESULTS=$WORK/results.csv
-echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors,cpu_us,voluntary_switches" >"$RESULTS"
+echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors,cpu_us,voluntary_switches,user_us,machine_us" >"$RESULTS"
 TICK=$(getconf CLK_TCK)
 
 # cpu_ticks PID: the process's user + system time (all its threads), in clock ticks.
 cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+# user_ticks PID: its user time alone (its own code and libraries; the rest is the kernel's).
+user_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
+# machine_ticks: the time all cores were busy (user, nice, system, irq, softirq, steal), summed.
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
 # switches PID: voluntary context switches of all its threads.
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 
 # measure LABEL TARGET MODE PID: one round against TARGET, with the CPU time and voluntary
 # context switches that PID (the proxy measured; the backend when direct) spent in it.
 measure() {
-  local cpu0 sw0 row
+  local cpu0 sw0 user0 machine0 row
   cpu0=$(cpu_ticks "$4")
   sw0=$(switches "$4")
+  user0=$(user_ticks "$4")
+  machine0=$(machine_ticks)
   row=$("$BIN/makler-load" http --target "$2" --connections "$CONNECTIONS" \
     --duration "$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { print d / r }')" \
     --mode "$3" --threads 2 --format csv --label "$1" | tail -1)
-  echo "$row,$((($(cpu_ticks "$4") - cpu0) * 1000000 / TICK)),$(($(switches "$4") - sw0))" >>"$RESULTS"
+  echo "$row,$((($(cpu_ticks "$4") - cpu0) * 1000000 / TICK)),$(($(switches "$4") - sw0))$(
+  ),$((($(user_ticks "$4") - user0) * 1000000 / TICK)),$((($(machine_ticks) - machine0) * 1000000 / TICK))" >>"$RESULTS"
 }
 
 for work in $SERIES; do
@@ -174,7 +187,7 @@ awk -F, '
     split($1, l, " ")
     key = l[1] " " l[2] " " $3; who = l[3]
     requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
-    cpu[key, who] += $12; sw[key, who] += $13
+    cpu[key, who] += $12; sw[key, who] += $13; user[key, who] += $14; machine[key, who] += $15
     rounds[key, who]++; errors += $11
     r = rounds[key, who]
     round_rate[key, who, r] = $6 / $5
@@ -204,11 +217,29 @@ awk -F, '
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
     }
     printf "errors in all runs: %d\n", errors
+    # The ceiling: the machine is saturated, so the rate goes as the inverse of all the CPU time
+    # (load generator, backends, proxy, kernel) spent per request. A proxy with the kernel time of
+    # makler and no code of its own at all would cost the machine its CPU per request less the user
+    # time of makler; 1.2x the rate of HAProxy needs the machine at its CPU per request with HAProxy / 1.2.
+    printf "\nwhere the time goes (µs of CPU per request, totals over the rounds): machine = all cores busy;\n"
+    printf "ceiling = makler/HAProxy req/s if the code of makler took no time at all; only where the\n"
+    printf "machine was saturated (busy at least 90 %% of the time with both proxies; with a service time it is not)\n"
+    printf "%-4s %-2s %-9s | %-16s | %-16s | %-26s | %-7s | %s\n", "work", "n", "mode", "machine HAProxy", "machine makler", "makler: all (user, kernel)", "ceiling", "1.2x needs makler at"
+    for (i = 1; i <= count; i++) {
+      key = order[i]
+      if (requests[key, "haproxy"] == 0 || requests[key, "makler"] == 0 || machine[key, "makler"] == 0) continue
+      if (machine[key, "haproxy"] < 0.9 * cores * seconds[key, "haproxy"] * 1e6) continue
+      if (machine[key, "makler"] < 0.9 * cores * seconds[key, "makler"] * 1e6) continue
+      mh = machine[key, "haproxy"] / requests[key, "haproxy"]; mm = machine[key, "makler"] / requests[key, "makler"]
+      cm = cpu[key, "makler"] / requests[key, "makler"]; um = user[key, "makler"] / requests[key, "makler"]
+      split(key, k, " ")
+      printf "%-4s %-2s %-9s | %16.1f | %16.1f | %8.1f (%5.1f, %5.1f)     | %7.2f | %.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], mh, mm, cm, um, cm - um, mh / (mm - um), cm - (mm - mh / 1.2)
+    }
     split("keepalive close", modes, " "); split("makler haproxy", who2, " ")
     for (w = 1; w <= 2; w++) for (m = 1; m <= 2; m++)
       if (scaled["n1", modes[m], who2[w]] > 0)
         printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
-  }' "$RESULTS"
+  }' cores="$(nproc)" "$RESULTS"
 
 echo
 cat "$WORK/threads.txt"

@@ -9,17 +9,18 @@
 //!                 │   first backend ─▶ registers itself at the     │        ▲
 //!                 │   broker, last gone ─▶ deregisters             │        │
 //!                 └───────────────────────────────────────────────┘        │
-//!   clients ──TCP──▶ acceptor ──crossbeam channel──▶ forwarding threads ───┘
-//!                                                   (one mio loop each)
+//!   clients ──TCP──▶ forwarding threads, each with its own SO_REUSEPORT ───┘
+//!                    listener on the one address (one mio loop each)
 //! ```
 //!
 //! - The control port runs on the same [`Shell`] as a broker, with the
 //!   same registration protocol ([`Service`](crate::service::Service)) over its own
 //!   [`Registry`] and the TTL rules of a broker. The table's changes
 //!   feed the [`Pool`]; `stats` answers with the balancer's counters.
-//! - The acceptor hands each connection to the forwarding threads in turn; a thread picks a
-//!   backend by the pool's atomic round-robin index, connects without blocking, and relays bytes
-//!   both ways. A refused or timed-out connect marks the backend down and moves on to the next,
+//! - Each forwarding thread accepts on a listener of its own (the kernel spreads new connections
+//!   over the threads' `SO_REUSEPORT` listeners), so no connection is handed between threads; it
+//!   picks a backend by the pool's atomic round-robin index, connects without blocking, and relays
+//!   bytes both ways. A refused or timed-out connect marks the backend down and moves on to the next,
 //!   so the client does not notice while any backend lives.
 //! - Health checks are non-blocking connects run by the control loop's
 //!   [`Prober`](crate::probe::Prober), all backends concurrently, each at its own phase of the

@@ -1,5 +1,5 @@
-//! The sessions shown in README.md and protocol.md are real: every console block marked
-//! `<!-- replay -->` is replayed against a fresh broker, command by command, and each output is
+//! The sessions shown in README.md and protocol.md (and any in PERFORMANCE.md) are real: every
+//! console block marked `<!-- replay -->` is replayed against a fresh broker, command by command, and each output is
 //! compared with the one written down. What cannot repeat (ids, ages, ephemeral ports, the
 //! broker's own multicast hellos) is compared by its shape only. And every `stats` line in the
 //! docs has exactly the counters the broker writes today, in order.
@@ -11,7 +11,7 @@ use std::process::Command;
 
 use common::Udp;
 
-const DOCS: [&str; 2] = ["README.md", "protocol.md"];
+const DOCS: [&str; 3] = ["README.md", "protocol.md", "PERFORMANCE.md"];
 
 /// Counters whose value depends on timing, not on the session.
 const VOLATILE: [&str; 5] = ["multicast_ignored", "age_ms", "expires_ms", "last_heard_ms", "probes"];

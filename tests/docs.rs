@@ -1,8 +1,8 @@
 //! The sessions shown in README.md and protocol.md (and any in PERFORMANCE.md) are real: every
-//! console block marked `<!-- replay -->` is replayed against a fresh broker, command by command, and each output is
-//! compared with the one written down. What cannot repeat (ids, ages, ephemeral ports, the
-//! broker's own multicast hellos) is compared by its shape only. And every `stats` line in the
-//! docs has exactly the counters the broker writes today, in order.
+//! console block marked `<!-- replay -->` is replayed against a fresh broker, command by command,
+//! and each output is compared with the one written down. What cannot repeat (ids, ages,
+//! ephemeral ports, the broker's own multicast hellos) is compared by its shape only. And every
+//! `stats` line in the docs has exactly the counters the broker writes today, in order.
 
 mod common;
 

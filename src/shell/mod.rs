@@ -30,6 +30,7 @@
 //! outcome through [`Core::handle_probe`]; the deadline is the core's, which aborts the probe
 //! with [`ProbeCmd::Abort`] when it passes.
 
+mod batch_io;
 mod outbox;
 mod stream;
 #[cfg(test)]
@@ -236,7 +237,8 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
         self.replies.push((face, to, reply.len()));
     }
 
-    /// Sends every reply gathered, in order, each from its face's socket.
+    /// Sends every reply gathered, in order, each from its face's socket: the replies of one
+    /// face in a row go out in as few system calls as the kernel allows.
     fn send<C: Core<Face = F>>(
         &mut self,
         ios: &Slab<Io<F>>,
@@ -244,18 +246,27 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
         core: &mut C,
         stats: &mut ShellStats,
     ) {
-        let mut start = 0;
-        for &(face, to, len) in self.replies.iter() {
-            let bytes = &self.bytes[start..start + len];
-            start += len;
+        let mut messages: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(self.replies.len());
+        let mut offset = 0;
+        let mut run_start = 0;
+        while run_start < self.replies.len() {
+            let face = self.replies[run_start].0;
+            let run_end = self.replies[run_start..]
+                .iter()
+                .position(|&(f, _, _)| f != face)
+                .map_or(self.replies.len(), |n| run_start + n);
+            messages.clear();
+            for &(_, to, len) in &self.replies[run_start..run_end] {
+                messages.push((&self.bytes[offset..offset + len], to));
+                offset += len;
+            }
             match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
                 Some(Io::Udp { socket, .. }) => {
-                    if let Err(e) = socket.send_to(bytes, to) {
-                        core.handle_send_error(face, to, &e);
-                    }
+                    batch_io::send(socket, &messages, |i, e| core.handle_send_error(face, messages[i].1, e))
                 }
-                _ => stats.unknown_face += 1,
+                _ => stats.unknown_face += (run_end - run_start) as u64,
             }
+            run_start = run_end;
         }
         self.bytes.clear();
         self.replies.clear();
@@ -277,7 +288,10 @@ pub struct Shell<C: Core> {
     /// Stream idle deadlines by slab index.
     idle: Timers<usize>,
     next_conn: ConnId,
+    /// Stream reads.
     buf: Vec<u8>,
+    /// Datagram reads, many per system call.
+    datagrams: batch_io::RecvBuffers,
     reply: Vec<u8>,
     /// Immediate replies not sent yet, and their bytes, back to back (see [`SEND_BATCH`]).
     batch_replies: Vec<(C::Face, SocketAddr, usize)>,
@@ -308,6 +322,7 @@ impl<C: Core> Shell<C> {
             idle: Timers::new(),
             next_conn: 0,
             buf: vec![0; MAX_DATAGRAM],
+            datagrams: batch_io::RecvBuffers::new(MAX_DATAGRAM),
             reply: Vec::with_capacity(2048),
             batch_replies: Vec::with_capacity(SEND_BATCH),
             batch: Vec::with_capacity(SEND_BATCH * 2048),
@@ -438,15 +453,27 @@ impl<C: Core> Shell<C> {
         let Some(Io::Udp { face, socket }) = self.ios.get(index) else { return };
         let face = *face;
         let mut batch = Batch { bytes: &mut self.batch, replies: &mut self.batch_replies };
-        for _ in 0..DATAGRAM_BUDGET {
-            match socket.recv_from(&mut self.buf) {
-                Ok((len, from)) => {
-                    self.reply.clear();
-                    if let Some(out) = self.core.handle_datagram(now, face, from, &self.buf[..len], &mut self.reply) {
-                        batch.push(out, from, &self.reply);
-                        if batch.replies.len() >= SEND_BATCH {
-                            batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
+        let mut taken = 0;
+        while taken < DATAGRAM_BUDGET {
+            match batch_io::recv(socket, &mut self.datagrams) {
+                Ok(()) => {
+                    let got = self.datagrams.len();
+                    taken += got;
+                    for i in 0..got {
+                        let Some((datagram, from)) = self.datagrams.get(i) else { continue };
+                        self.reply.clear();
+                        if let Some(out) = self.core.handle_datagram(now, face, from, datagram, &mut self.reply) {
+                            batch.push(out, from, &self.reply);
+                            if batch.replies.len() >= SEND_BATCH {
+                                batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
+                            }
                         }
+                    }
+                    if got < batch_io::BATCH {
+                        // The socket was empty when it was read: a later datagram raises a
+                        // new event, so there is no need to read again only to hear that.
+                        batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
+                        return;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

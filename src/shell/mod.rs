@@ -19,7 +19,9 @@
 //! waiting than its budget let through), read the clock once, serve every ready socket within
 //! its budget, run the core's timers, then send everything the core queued and start or abort
 //! the probes it asked for. Readiness is edge-triggered, so a socket is drained until it would
-//! block, or put on the backlog for the next turn when its budget runs out.
+//! block (for UDP: until a batch of `recvmmsg` comes back short), or put on the backlog for the
+//! next turn when its budget runs out. Datagrams come in and go out many per system call
+//! (`batch_io`).
 //!
 //! Faces are the core's own names for its sockets (`Client`, `Group`, `Dns`, …); an immediate
 //! reply or a queued [`Transmit`] names the face to leave from. Stream faces (TCP listeners)

@@ -262,21 +262,30 @@ fn sigterm_on_the_balancer_deregisters_it_from_the_broker() {
     assert_eq!(udp.text("query web"), "NOT FOUND", "gone before the process exited, long before the TTL");
 }
 
-#[test]
-fn a_backend_that_closes_first_is_passed_on_whether_the_client_stays_or_resets() {
+/// A balancer (no health checks) with one backend of the test's own: `serve` runs on a thread
+/// with the backend's listener, registered at the balancer before this returns.
+fn with_own_backend(
+    serve: impl FnOnce(std::net::TcpListener) + Send + 'static,
+) -> (Process, Udp, std::thread::JoinHandle<()>) {
     let balancer = balancer("web", None, &["--health-interval", "0"]);
     let control = Udp::new(balancer.addr("udp"));
-    // A backend that answers at once and closes first.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let backend = std::thread::spawn(move || {
+    let backend = std::thread::spawn(move || serve(listener));
+    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
+    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+    (balancer, control, backend)
+}
+
+#[test]
+fn a_backend_that_closes_first_is_passed_on_whether_the_client_stays_or_resets() {
+    // A backend that answers at once and closes first.
+    let (balancer, control, backend) = with_own_backend(|listener| {
         for _ in 0..2 {
             let (mut stream, _) = listener.accept().unwrap();
             stream.write_all(b"bye\n").unwrap();
         }
     });
-    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
-    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
 
     // A client that keeps its side open gets the answer and then the end of the stream (the
     // backend's end is passed on as a shutdown).
@@ -315,32 +324,20 @@ fn segments_in(stream: &TcpStream) -> Option<u32> {
 
 #[test]
 fn the_last_bytes_and_the_end_of_the_stream_reach_the_client_in_one_segment() {
-    let balancer = balancer("web", None, &["--health-interval", "0"]);
-    let control = Udp::new(balancer.addr("udp"));
-    // A backend that speaks first and closes, its answer and its FIN in one segment (corked).
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let backend = std::thread::spawn(move || {
+    // A backend that speaks first and closes, its answer and its FIN in one segment (corked);
+    // it keeps the socket until the client has its answer, so nothing else (a reset) follows.
+    fn corked_bye(listener: std::net::TcpListener) {
         let (stream, _) = listener.accept().unwrap();
         socket2::SockRef::from(&stream).set_tcp_cork(true).unwrap();
         (&stream).write_all(b"bye\n").unwrap();
         stream.shutdown(Shutdown::Write).unwrap();
-        // Keep the socket until the client has its answer, so nothing else (a reset) follows.
         let _ = (&stream).read(&mut [0; 1]);
-    });
-    assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
-    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
-
+    }
+    let (balancer, _control, backend) = with_own_backend(corked_bye);
     // The same answer straight from a corked sender, for the count a merged end gives.
     let direct_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let direct_addr = direct_listener.local_addr().unwrap();
-    let direct_backend = std::thread::spawn(move || {
-        let (stream, _) = direct_listener.accept().unwrap();
-        socket2::SockRef::from(&stream).set_tcp_cork(true).unwrap();
-        (&stream).write_all(b"bye\n").unwrap();
-        stream.shutdown(Shutdown::Write).unwrap();
-        let _ = (&stream).read(&mut [0; 1]);
-    });
+    let direct_backend = std::thread::spawn(move || corked_bye(direct_listener));
     let read_all = |addr: SocketAddr| {
         let mut client = TcpStream::connect(addr).unwrap();
         client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -72,7 +72,8 @@ pub fn node_session(data: &[u8]) {
             0 => format!("register s{} {}", arg % 4, 1 + u16::from(arg % 8)),
             1 => format!("heartbeat {}", pick(arg)),
             2 => format!("deregister {}", pick(arg)),
-            3 => format!("query s{}", arg % 4),
+            // Half of them local only: with no bridges, answered the same.
+            3 => format!("query s{}{}", arg % 4, if arg & 0x80 == 0 { "" } else { " local" }),
             4 => {
                 now += Duration::from_millis(u64::from(arg) * 20);
                 node.handle_timeout(now);

@@ -99,7 +99,7 @@ impl RequestCounts {
         let counter = match request {
             Request::Register { .. } => &mut self.register,
             Request::Heartbeat { .. } => &mut self.heartbeat,
-            Request::Query { .. } => &mut self.query,
+            Request::Query { .. } | Request::QueryLocal { .. } => &mut self.query,
             Request::Deregister { .. } => &mut self.deregister,
             Request::Stats => &mut self.stats,
             Request::Report { .. } => &mut self.report,
@@ -251,11 +251,11 @@ impl Service {
             {
                 return Handled::Other { form, request: Request::Query { service } };
             }
-            Request::Query { service } if form == Form::Text => {
+            Request::Query { service } | Request::QueryLocal { service } if form == Form::Text => {
                 self.query_text(registry, now, service, out);
                 return Handled::Replied(form);
             }
-            Request::Query { service } => self.query(registry, now, form, service),
+            Request::Query { service } | Request::QueryLocal { service } => self.query(registry, now, form, service),
             Request::Services { cursor } => self.services(registry, now, form, cursor),
             Request::Instances { service, cursor } => self.instances(registry, now, form, service, cursor),
             other => return Handled::Other { form, request: other },

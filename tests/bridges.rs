@@ -52,6 +52,10 @@ fn a_service_registered_only_at_a_is_answered_by_b_through_the_client_and_text()
         (!listed.is_empty()).then_some(listed)
     });
     assert_eq!(listed(&udp_b, "upper"), at_a, "plain text query at B");
+    // Asked for B's own instances only, B does not pass the query on.
+    let bridged = stat(&udp_b, "bridged");
+    assert_eq!(udp_b.text("query upper local"), "NOT FOUND");
+    assert_eq!(stat(&udp_b, "bridged"), bridged);
     let (code, out, err) = client(&["--broker", &b.addr("udp").to_string(), "upper", "across"], "");
     assert_eq!((code, out.as_str()), (Some(0), "ACROSS\n"), "{err}");
     // Answered, not stored: B's table is empty.

@@ -199,6 +199,16 @@ impl<T: Transport> BrokerClient<T> {
         }
     }
 
+    /// [`query`](Self::query) answered from the broker's own table only: a broker with bridges
+    /// does not ask them (a service that lives only at another site is not found).
+    pub fn query_local(&mut self, service: &str) -> Result<Vec<SocketAddr>, ClientError> {
+        match self.call(&Request::QueryLocal { service })? {
+            Response::Instances(instances) => Ok(instances),
+            Response::CatchingUp => Err(ClientError::NotFound),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Reports an instance of `service` that could not be reached; the broker checks it and
     /// removes it everywhere if it is dead. [`ClientError::NotFound`]: it is not registered.
     pub fn report(&mut self, service: &str, endpoint: SocketAddr) -> Result<(), ClientError> {

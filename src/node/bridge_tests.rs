@@ -87,6 +87,25 @@ impl WithPort for SocketAddr {
 }
 
 #[test]
+fn a_local_only_query_is_not_passed_to_a_bridge_in_either_form() {
+    let mut sim = two_sites(NetConfig::default(), &[], &[A]);
+    let before = sim.sent;
+    assert_eq!(ask_b(&mut sim, "query echo local").0, "NOT FOUND\n");
+    let mut request = Vec::new();
+    binary::encode_request(78, &Request::QueryLocal { service: "echo" }, &mut request);
+    let reply = sim.request(CLIENT, B, &request).expect("an answer");
+    assert_eq!(binary::decode_response(&reply).unwrap(), (78, Response::NotFound));
+    sim.run_for(Duration::from_secs(1));
+    // Two queries and two answers; no question to A.
+    assert_eq!(sim.sent - before, 4);
+    assert_eq!((stats(&mut sim, 1).bridged, stats(&mut sim, 0).bridge_queries), (0, 0));
+    // Asked without `local`, B still finds it at A; and a local instance is found either way.
+    assert_eq!(ask_b(&mut sim, "query echo").0, "10.1.0.50:4000\n");
+    sim.request(SERVER_B, B, b"register echo 5000").expect("registered");
+    assert_eq!(ask_b(&mut sim, "query echo local").0, "10.2.0.50:5000\n");
+}
+
+#[test]
 fn local_instances_win() {
     let mut sim = two_sites(NetConfig::default(), &[], &[A]);
     sim.request(SERVER_B, B, b"register echo 5000").expect("registered");

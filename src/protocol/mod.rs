@@ -106,6 +106,13 @@ pub enum Request<'a> {
         /// The service's name.
         service: &'a str,
     },
+    /// [`Request::Query`] answered from the asked broker's own table only: never passed on to
+    /// a bridge (a broker with no bridges answers it as a `Query`). The text form is
+    /// `query <service> local`.
+    QueryLocal {
+        /// The service's name.
+        service: &'a str,
+    },
 }
 
 /// A reply to a [`Request`].

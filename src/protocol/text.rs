@@ -70,7 +70,8 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     } else if verb.eq_ignore_ascii_case("query") || verb.eq_ignore_ascii_case("request") {
         match args.as_slice() {
             [service] => Ok(Request::Query { service }),
-            _ => Err(usage(&format!("{} <service>", verb.to_ascii_lowercase()))),
+            [service, local] if local.eq_ignore_ascii_case("local") => Ok(Request::QueryLocal { service }),
+            _ => Err(usage(&format!("{} <service> [local]", verb.to_ascii_lowercase()))),
         }
     } else if verb.eq_ignore_ascii_case("deregister") {
         match args.as_slice() {
@@ -136,6 +137,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Instances { service, cursor } => writeln!(out, "instances {service} {cursor}"),
         Request::Watch { service } => writeln!(out, "watch {service}"),
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
+        Request::QueryLocal { service } => writeln!(out, "query {service} local"),
     };
 }
 
@@ -404,6 +406,12 @@ mod tests {
         );
         assert_eq!(decode_request(b"query echo").unwrap(), Request::Query { service: "echo" });
         assert_eq!(decode_request(b"request\techo  ").unwrap(), Request::Query { service: "echo" });
+        assert_eq!(decode_request(b"query echo local").unwrap(), Request::QueryLocal { service: "echo" });
+        assert_eq!(decode_request(b"REQUEST echo Local").unwrap(), Request::QueryLocal { service: "echo" });
+        assert!(matches!(
+            decode_request(b"query echo remote"),
+            Err(Rejection::Usage { usage }) if usage == "query <service> [local]"
+        ));
         assert_eq!(decode_request(b"  stats\n").unwrap(), Request::Stats);
         assert_eq!(decode_request(b"services").unwrap(), Request::Services { cursor: 0 });
         assert_eq!(decode_request(b"LIST 17").unwrap(), Request::Services { cursor: 17 });
@@ -450,8 +458,8 @@ mod tests {
             err(b"fetch echo"),
             "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
         );
-        assert_eq!(err(b"query"), "ERROR usage: query <service>");
-        assert_eq!(err(b"request a b"), "ERROR usage: request <service>");
+        assert_eq!(err(b"query"), "ERROR usage: query <service> [local]");
+        assert_eq!(err(b"request a b"), "ERROR usage: request <service> [local]");
         assert_eq!(err(b"register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
         assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
         assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");

@@ -85,6 +85,8 @@ fn replies_map_to_typed_results() {
             Request::Register { .. } => Response::Registered { id, ttl_ms: 1500 },
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
+            Request::QueryLocal { service: "echo" } => Response::Instances(vec![addr(4001)]),
+            Request::QueryLocal { .. } => Response::CatchingUp,
             Request::Heartbeat { .. } => Response::NotFound,
             Request::Deregister { .. } => Response::Stats(Box::default()),
             Request::Stats
@@ -100,10 +102,12 @@ fn replies_map_to_typed_results() {
     assert!(matches!(c.register("full", None, 1), Err(ClientError::Rejected(Rejection::Full { max: 1 }))));
     assert_eq!(c.query("echo").unwrap(), [addr(4000)]);
     assert!(matches!(c.query("time"), Err(ClientError::NotFound)));
+    assert_eq!(c.query_local("echo").unwrap(), [addr(4001)], "asked as QueryLocal, not Query");
+    assert!(matches!(c.query_local("time"), Err(ClientError::NotFound)));
     assert!(matches!(c.heartbeat(id), Err(ClientError::NotFound)));
     assert!(matches!(c.deregister(id), Err(ClientError::Protocol(_))));
     assert_eq!(c.stats().unwrap(), BrokerStats::default());
-    assert_eq!(calls.load(Ordering::SeqCst), 7, "every call was one request");
+    assert_eq!(calls.load(Ordering::SeqCst), 9, "every call was one request");
 }
 
 #[test]

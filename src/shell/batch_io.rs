@@ -56,6 +56,10 @@ pub(super) fn recv(socket: &UdpSocket, buffers: &mut RecvBuffers) -> io::Result<
     use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
 
     buffers.got.clear();
+    // Fresh headers each call, not kept: nix's `recvmmsg` does not reset each header's address
+    // length, which the kernel shrinks to the last source's (an IPv6 source after an IPv4 one
+    // would come back cut), and the headers hold raw pointers, so a shell keeping them could not
+    // move to its thread.
     let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut slices: Vec<[IoSliceMut<'_>; 1]> =
         buffers.bytes.chunks_mut(buffers.slot).map(|slot| [IoSliceMut::new(slot)]).collect();

@@ -157,6 +157,16 @@ fn check_notifications(node: &mut Node, now: Instant, model: &HashMap<(u8, Socke
     let mut out = Vec::new();
     while node.poll_transmit(now, &mut out).is_some() {
         assert!(out.len() <= MAX_REPLY_LEN, "{} bytes", out.len());
+        if peer::is_peer(&out) {
+            // A raw datagram was a bridge's query, which anyone may ask: its answer names live
+            // instances only.
+            let frame = peer::decode(&out).expect("the node's peer frames decode");
+            let peer::Peer::Answer { instances, .. } = frame.body else { panic!("unasked: {frame:?}") };
+            for instance in instances {
+                assert!(model.keys().any(|k| k.1 == instance), "{instance} is not live");
+            }
+            continue;
+        }
         let line = std::str::from_utf8(&out).expect("text notifications");
         let mut words = line.trim_end().split(' ');
         assert_eq!(words.next(), Some("CHANGED"), "{line}");

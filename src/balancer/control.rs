@@ -55,8 +55,7 @@ pub(crate) struct Control {
     /// When to look again at how many backends are up (the forwarding threads mark them down).
     next_follow: Option<Instant>,
     /// When the pool was last published: staged changes wait for [`PUBLISH`] after it, so that
-    /// backends registering one after another cost one copy of the list per interval, not one
-    /// each.
+    /// backends registering one after another make one new list per interval, not one each.
     last_publish: Option<Instant>,
     log: bool,
 }
@@ -158,7 +157,7 @@ impl Control {
         }
         self.next_follow = Some(now + FOLLOW);
         self.last_publish = Some(now);
-        self.registering.follow(self.pool.up_count());
+        self.registering.follow(self.pool.any_up());
     }
 
     /// When staged changes may be published next, if there are any.
@@ -187,7 +186,7 @@ impl Control {
 
     /// Stops the balancer's own registration and announcement.
     pub fn stop_registering(&mut self) {
-        self.registering.follow(0);
+        self.registering.follow(false);
         if let Some(registrar) = self.registering.registrar.take() {
             registrar.shutdown();
         }
@@ -358,11 +357,11 @@ pub(crate) struct SelfRegistration {
 }
 
 impl SelfRegistration {
-    /// Registers when there are backends and it is not registered; deregisters when there are
-    /// none. Never blocks the control loop.
-    pub fn follow(&mut self, backends: usize) {
+    /// Registers when a backend is up and it is not registered; deregisters when none is.
+    /// Never blocks the control loop.
+    pub fn follow(&mut self, any_up: bool) {
         if let Some(config) = self.announce {
-            match (backends > 0, self.announcer.is_some()) {
+            match (any_up, self.announcer.is_some()) {
                 (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
                     Ok(announcer) => self.announcer = Some(announcer),
                     Err(e) => log::error!("cannot announce: {e}"),
@@ -373,7 +372,7 @@ impl SelfRegistration {
             }
         }
         let Some(registrar) = &self.registrar else { return };
-        match (backends > 0, self.registration.is_some()) {
+        match (any_up, self.registration.is_some()) {
             (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {
                 Ok(registration) => {
                     if self.log {

@@ -90,9 +90,11 @@ impl Backend {
 /// The live backends and the round-robin index over them.
 ///
 /// Readers take a snapshot (an `Arc` of the list) under a read lock held for a pointer copy.
-/// The control thread changes the pool in batches ([`update`](Self::update)): one new list per
-/// batch, built in time linear in the pool plus the batch, and an index by address, so adding
-/// 20,000 backends costs a few list copies, not 20,000.
+/// The control thread changes the pool in batches ([`update`](Self::update)), each making a new
+/// list that shares what did not change with the old one: the list is held in chunks of
+/// [`CHUNK`] backends, so a batch of adds copies the chunk pointers and the last chunk, not
+/// every backend, and registering backends one at a time stays linear in their number. A
+/// batch with removals builds the list again (time linear in the pool).
 #[derive(Debug, Default)]
 pub struct Pool {
     inner: RwLock<Inner>,
@@ -102,8 +104,56 @@ pub struct Pool {
 #[derive(Debug, Default)]
 struct Inner {
     /// In the order they came: the round robin's order.
-    list: Arc<Vec<Arc<Backend>>>,
+    list: Arc<List>,
     by_addr: HashMap<SocketAddr, Arc<Backend>>,
+}
+
+/// Backends per chunk of a [`List`].
+const CHUNK: usize = 256;
+
+/// A list of backends in chunks of [`CHUNK`]; every chunk but the last is full. Chunks are
+/// shared between the lists of successive batches.
+#[derive(Debug, Default)]
+struct List {
+    chunks: Vec<Arc<Vec<Arc<Backend>>>>,
+    len: usize,
+}
+
+impl List {
+    fn get(&self, i: usize) -> &Arc<Backend> {
+        &self.chunks[i / CHUNK][i % CHUNK]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.chunks.iter().flat_map(|chunk| chunk.iter())
+    }
+
+    /// A list of `backends` in order.
+    fn collect(backends: impl Iterator<Item = Arc<Backend>>) -> List {
+        let mut list = List::default();
+        list.extend(backends);
+        list
+    }
+
+    /// This list with `added` at its end: the full chunks are shared, the last one copied.
+    fn appended(&self, added: impl Iterator<Item = Arc<Backend>>) -> List {
+        let mut list = List { chunks: self.chunks.clone(), len: self.len };
+        list.extend(added);
+        list
+    }
+
+    fn extend(&mut self, backends: impl Iterator<Item = Arc<Backend>>) {
+        for backend in backends {
+            if self.len % CHUNK == 0 {
+                self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
+            }
+            if let Some(last) = self.chunks.last_mut() {
+                // Copied on the first push when another list shares it; in place after that.
+                Arc::make_mut(last).push(backend);
+            }
+            self.len += 1;
+        }
+    }
 }
 
 impl Pool {
@@ -113,13 +163,13 @@ impl Pool {
     }
 
     /// The backends now.
-    pub fn snapshot(&self) -> Arc<Vec<Arc<Backend>>> {
+    fn snapshot(&self) -> Arc<List> {
         Arc::clone(&self.inner.read().unwrap_or_else(PoisonError::into_inner).list)
     }
 
     /// How many backends there are.
     pub fn len(&self) -> usize {
-        self.snapshot().len()
+        self.snapshot().len
     }
 
     /// Whether there is none.
@@ -130,6 +180,11 @@ impl Pool {
     /// How many backends are up.
     pub fn up_count(&self) -> usize {
         self.snapshot().iter().filter(|b| b.is_up()).count()
+    }
+
+    /// Whether any backend is up (stops at the first that is).
+    pub fn any_up(&self) -> bool {
+        self.snapshot().iter().any(|b| b.is_up())
     }
 
     /// Adds a backend (up), or marks it up when it is there already. Returns whether it is new.
@@ -145,7 +200,8 @@ impl Pool {
 
     /// Adds and removes backends in one step (a backend both added and removed is removed);
     /// returns how many were added and removed. Added backends that are there already are
-    /// marked up. Time linear in the pool and the batch.
+    /// marked up. Time linear in the batch and in the number of chunks, and with removals
+    /// linear in the pool.
     pub fn update(
         &self,
         adds: impl IntoIterator<Item = SocketAddr>,
@@ -174,11 +230,16 @@ impl Pool {
         }
         let by_addr = &inner.by_addr;
         let kept = |b: &&Arc<Backend>| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b));
-        let mut list: Vec<Arc<Backend>> = inner.list.iter().filter(kept).cloned().collect();
-        let kept_old = list.len();
-        list.extend(added.iter().filter(kept).cloned());
-        list.shrink_to_fit();
-        let counts = (list.len() - kept_old, inner.list.len() - kept_old);
+        let (list, kept_old) = if any_removed {
+            let mut list = List::collect(inner.list.iter().filter(kept).cloned());
+            let kept_old = list.len;
+            list.extend(added.iter().filter(kept).cloned());
+            (list, kept_old)
+        } else {
+            // Nothing left: every backend listed stays, and every one added is new.
+            (inner.list.appended(added.into_iter()), inner.list.len)
+        };
+        let counts = (list.len - kept_old, inner.list.len - kept_old);
         inner.list = Arc::new(list);
         counts
     }
@@ -193,11 +254,11 @@ impl Pool {
     /// connection outright.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
         let list = self.snapshot();
-        if list.is_empty() {
+        if list.len == 0 {
             return None;
         }
         let start = self.next.fetch_add(1, Relaxed);
-        let candidates = (0..list.len()).map(|k| &list[(start + k) % list.len()]).filter(|b| !tried.contains(&b.addr));
+        let candidates = (0..list.len).map(|k| list.get((start + k) % list.len)).filter(|b| !tried.contains(&b.addr));
         let mut fallback = None;
         for backend in candidates {
             if backend.is_up() {
@@ -272,20 +333,58 @@ mod tests {
         assert_eq!(pool.up_count(), 3);
     }
 
+    fn ten(i: u32) -> SocketAddr {
+        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80))
+    }
+
     #[test]
-    fn twenty_thousand_backends_in_batches_are_quick() {
+    fn backends_added_one_at_a_time_share_all_but_the_last_chunk() {
         let pool = Pool::new();
-        let addrs: Vec<SocketAddr> =
-            (0..20_000u32).map(|i| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 80))).collect();
+        for i in 0..20_000 {
+            assert!(pool.add(ten(i)));
+        }
+        let before = pool.snapshot();
+        assert_eq!(before.len, 20_000);
+        assert_eq!(before.chunks.len(), 20_000usize.div_ceil(CHUNK));
+        let (last, full) = before.chunks.split_last().unwrap();
+        assert!(full.iter().all(|chunk| chunk.len() == CHUNK) && last.len() == 20_000 % CHUNK);
+        assert!(before.iter().map(|b| b.addr).eq((0..20_000).map(ten)), "in the order they came");
+
+        // One more: only the last chunk is copied, so an add costs the same at any size.
+        assert!(pool.add(ten(20_000)));
+        let after = pool.snapshot();
+        let shared = before.chunks.iter().zip(&after.chunks).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+        assert_eq!(shared, before.chunks.len() - 1);
+        assert_eq!(before.len, 20_000, "a reader's snapshot does not change");
+
+        // Round robin over all of them: each once per cycle.
+        let mut seen = HashMap::new();
+        for _ in 0..2 * 20_001 {
+            *seen.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
+        }
+        assert!(seen.len() == 20_001 && seen.values().all(|&n| n == 2));
+    }
+
+    #[test]
+    fn removals_in_batches_keep_the_order_and_the_chunks_full() {
+        let pool = Pool::new();
+        let addrs: Vec<SocketAddr> = (0..20_000).map(ten).collect();
         // One batch per turn of the control loop: a turn takes up to 1,024 datagrams.
         for batch in addrs.chunks(1024) {
             pool.update(batch.iter().copied(), []);
         }
         assert_eq!(pool.len(), 20_000);
         for batch in addrs.chunks(1024).step_by(2) {
-            pool.update([], batch.iter().copied());
+            assert_eq!(pool.update([], batch.iter().copied()), (0, batch.len()));
         }
-        assert_eq!(pool.len(), 20_000 - 10 * 1024);
+        let left: Vec<SocketAddr> = addrs.chunks(1024).skip(1).step_by(2).flatten().copied().collect();
+        let list = pool.snapshot();
+        assert_eq!(list.len, left.len());
+        assert!(list.iter().map(|b| b.addr).eq(left.iter().copied()));
+        let (_, full) = list.chunks.split_last().unwrap();
+        assert!(full.iter().all(|chunk| chunk.len() == CHUNK));
+        assert_eq!(pool.get(left[0]).map(|b| b.addr), Some(left[0]));
+        assert!(pool.get(addrs[0]).is_none());
     }
 
     #[test]

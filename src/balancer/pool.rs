@@ -1,7 +1,7 @@
 //! The backends a balancer forwards to, shared by the control loop (which adds and removes
 //! them), the forwarding threads (which pick one per connection) and the health checker.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -91,10 +91,10 @@ impl Backend {
 ///
 /// Readers take a snapshot (an `Arc` of the list) under a read lock held for a pointer copy.
 /// The control thread changes the pool in batches ([`update`](Self::update)), each making a new
-/// list that shares what did not change with the old one: the list is held in chunks of
-/// [`CHUNK`] backends, so a batch of adds copies the chunk pointers and the last chunk, not
-/// every backend, and registering backends one at a time stays linear in their number. A
-/// batch with removals builds the list again (time linear in the pool).
+/// list that shares what did not change with the old one: the list is held in chunks of up to
+/// 256 backends, and a batch copies the chunk pointers and the chunks it changes (the
+/// last one for adds, the ones holding what it removes), not every backend. So registering or
+/// removing backends one at a time stays linear in their number.
 #[derive(Debug, Default)]
 pub struct Pool {
     inner: RwLock<Inner>,
@@ -106,53 +106,69 @@ struct Inner {
     /// In the order they came: the round robin's order.
     list: Arc<List>,
     by_addr: HashMap<SocketAddr, Arc<Backend>>,
+    /// The id of the chunk each listed backend is in.
+    chunk_of: HashMap<SocketAddr, u64>,
+    next_chunk: u64,
 }
 
-/// Backends per chunk of a [`List`].
+/// Backends per chunk of a [`List`], at most.
 const CHUNK: usize = 256;
 
-/// A list of backends in chunks of [`CHUNK`]; every chunk but the last is full. Chunks are
-/// shared between the lists of successive batches.
+/// Part of a [`List`], shared by the lists of successive batches until a batch changes it.
+#[derive(Debug, Clone)]
+struct Chunk {
+    /// Names the chunk within the pool, so that a removal finds the chunk to change.
+    id: u64,
+    backends: Vec<Arc<Backend>>,
+}
+
+/// The backends in order, in chunks of 1 to [`CHUNK`] backends.
 #[derive(Debug, Default)]
 struct List {
-    chunks: Vec<Arc<Vec<Arc<Backend>>>>,
+    chunks: Vec<Arc<Chunk>>,
+    /// Where each chunk starts in the list.
+    starts: Vec<usize>,
     len: usize,
 }
 
 impl List {
     fn get(&self, i: usize) -> &Arc<Backend> {
-        &self.chunks[i / CHUNK][i % CHUNK]
+        let chunk = self.starts.partition_point(|&start| start <= i) - 1;
+        &self.chunks[chunk].backends[i - self.starts[chunk]]
     }
 
     fn iter(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.chunks.iter().flat_map(|chunk| chunk.iter())
+        self.chunks.iter().flat_map(|chunk| chunk.backends.iter())
     }
 
-    /// A list of `backends` in order.
-    fn collect(backends: impl Iterator<Item = Arc<Backend>>) -> List {
-        let mut list = List::default();
-        list.extend(backends);
-        list
-    }
-
-    /// This list with `added` at its end: the full chunks are shared, the last one copied.
-    fn appended(&self, added: impl Iterator<Item = Arc<Backend>>) -> List {
-        let mut list = List { chunks: self.chunks.clone(), len: self.len };
-        list.extend(added);
-        list
-    }
-
-    fn extend(&mut self, backends: impl Iterator<Item = Arc<Backend>>) {
-        for backend in backends {
-            if self.len % CHUNK == 0 {
-                self.chunks.push(Arc::new(Vec::with_capacity(CHUNK)));
-            }
-            if let Some(last) = self.chunks.last_mut() {
-                // Copied on the first push when another list shares it; in place after that.
-                Arc::make_mut(last).push(backend);
-            }
-            self.len += 1;
+    fn from_chunks(chunks: Vec<Arc<Chunk>>) -> List {
+        let mut starts = Vec::with_capacity(chunks.len());
+        let mut len = 0;
+        for chunk in &chunks {
+            starts.push(len);
+            len += chunk.backends.len();
         }
+        List { chunks, starts, len }
+    }
+}
+
+impl Inner {
+    /// Appends `backend` to `chunks`: into the last chunk while it has room (copied first if
+    /// the old list shares it), else into a new one.
+    fn push(&mut self, chunks: &mut Vec<Arc<Chunk>>, backend: Arc<Backend>) {
+        if chunks.last().is_none_or(|last| last.backends.len() >= CHUNK) {
+            chunks.push(Arc::new(Chunk { id: self.new_chunk_id(), backends: Vec::with_capacity(CHUNK) }));
+        }
+        if let Some(last) = chunks.last_mut() {
+            let last = Arc::make_mut(last);
+            self.chunk_of.insert(backend.addr, last.id);
+            last.backends.push(backend);
+        }
+    }
+
+    fn new_chunk_id(&mut self) -> u64 {
+        self.next_chunk += 1;
+        self.next_chunk
     }
 }
 
@@ -200,14 +216,15 @@ impl Pool {
 
     /// Adds and removes backends in one step (a backend both added and removed is removed);
     /// returns how many were added and removed. Added backends that are there already are
-    /// marked up. Time linear in the batch and in the number of chunks, and with removals
-    /// linear in the pool.
+    /// marked up. Time linear in the batch, in the number of chunks and in the size of the
+    /// chunks it changes.
     pub fn update(
         &self,
         adds: impl IntoIterator<Item = SocketAddr>,
         removes: impl IntoIterator<Item = SocketAddr>,
     ) -> (usize, usize) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let inner = &mut *inner;
         let mut added = Vec::new();
         for addr in adds {
             match inner.by_addr.get(&addr) {
@@ -221,27 +238,57 @@ impl Pool {
                 }
             }
         }
-        let mut any_removed = false;
+        // The chunks holding what goes (a backend added in this batch is in none yet).
+        let mut touched = HashSet::new();
         for addr in removes {
-            any_removed |= inner.by_addr.remove(&addr).is_some();
-        }
-        if added.is_empty() && !any_removed {
-            return (0, 0);
+            if inner.by_addr.remove(&addr).is_some() {
+                if let Some(chunk) = inner.chunk_of.remove(&addr) {
+                    touched.insert(chunk);
+                }
+            }
         }
         let by_addr = &inner.by_addr;
-        let kept = |b: &&Arc<Backend>| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b));
-        let (list, kept_old) = if any_removed {
-            let mut list = List::collect(inner.list.iter().filter(kept).cloned());
-            let kept_old = list.len;
-            list.extend(added.iter().filter(kept).cloned());
-            (list, kept_old)
-        } else {
-            // Nothing left: every backend listed stays, and every one added is new.
-            (inner.list.appended(added.into_iter()), inner.list.len)
-        };
-        let counts = (list.len - kept_old, inner.list.len - kept_old);
-        inner.list = Arc::new(list);
-        counts
+        added.retain(|b| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b)));
+        if added.is_empty() && touched.is_empty() {
+            return (0, 0);
+        }
+        let old = Arc::clone(&inner.list);
+        let mut chunks = Vec::with_capacity(old.chunks.len() + 1);
+        let mut removed = 0;
+        for chunk in &old.chunks {
+            if !touched.contains(&chunk.id) {
+                chunks.push(Arc::clone(chunk));
+                continue;
+            }
+            let by_addr = &inner.by_addr;
+            let backends: Vec<Arc<Backend>> = chunk
+                .backends
+                .iter()
+                .filter(|b| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b)))
+                .cloned()
+                .collect();
+            removed += chunk.backends.len() - backends.len();
+            if !backends.is_empty() {
+                // Kept under its id: its backends' entries stay right.
+                chunks.push(Arc::new(Chunk { id: chunk.id, backends }));
+            }
+        }
+        let count = added.len();
+        for backend in added {
+            inner.push(&mut chunks, backend);
+        }
+        // Removals leave chunks part empty: when there are twice as many as full ones would
+        // need, pack them again (a cost linear in the pool, once per as many changes).
+        let len: usize = chunks.iter().map(|c| c.backends.len()).sum();
+        if chunks.len() > 2 * len.div_ceil(CHUNK) + 1 {
+            let all: Vec<Arc<Backend>> = chunks.iter().flat_map(|c| c.backends.iter().cloned()).collect();
+            chunks.clear();
+            for backend in all {
+                inner.push(&mut chunks, backend);
+            }
+        }
+        inner.list = Arc::new(List::from_chunks(chunks));
+        (count, removed)
     }
 
     /// The backend at `addr`, if it is in the pool.
@@ -337,8 +384,16 @@ mod tests {
         SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80))
     }
 
+    fn listed(pool: &Pool) -> Vec<SocketAddr> {
+        pool.snapshot().iter().map(|b| b.addr).collect()
+    }
+
+    fn shared(a: &List, b: &List) -> usize {
+        a.chunks.iter().filter(|x| b.chunks.iter().any(|y| Arc::ptr_eq(x, y))).count()
+    }
+
     #[test]
-    fn backends_added_one_at_a_time_share_all_but_the_last_chunk() {
+    fn a_change_copies_only_the_chunks_it_changes() {
         let pool = Pool::new();
         for i in 0..20_000 {
             assert!(pool.add(ten(i)));
@@ -346,45 +401,83 @@ mod tests {
         let before = pool.snapshot();
         assert_eq!(before.len, 20_000);
         assert_eq!(before.chunks.len(), 20_000usize.div_ceil(CHUNK));
-        let (last, full) = before.chunks.split_last().unwrap();
-        assert!(full.iter().all(|chunk| chunk.len() == CHUNK) && last.len() == 20_000 % CHUNK);
-        assert!(before.iter().map(|b| b.addr).eq((0..20_000).map(ten)), "in the order they came");
+        assert!(listed(&pool).into_iter().eq((0..20_000).map(ten)), "in the order they came");
 
         // One more: only the last chunk is copied, so an add costs the same at any size.
         assert!(pool.add(ten(20_000)));
         let after = pool.snapshot();
-        let shared = before.chunks.iter().zip(&after.chunks).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
-        assert_eq!(shared, before.chunks.len() - 1);
+        assert_eq!(shared(&before, &after), before.chunks.len() - 1);
         assert_eq!(before.len, 20_000, "a reader's snapshot does not change");
+
+        // One fewer, from the middle: only its chunk is copied.
+        assert!(pool.remove(ten(10_000)));
+        let removed = pool.snapshot();
+        assert_eq!(shared(&after, &removed), after.chunks.len() - 1);
+        assert_eq!(removed.len, 20_000);
+        assert!(!listed(&pool).contains(&ten(10_000)));
 
         // Round robin over all of them: each once per cycle.
         let mut seen = HashMap::new();
-        for _ in 0..2 * 20_001 {
+        for _ in 0..2 * 20_000 {
             *seen.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
         }
-        assert!(seen.len() == 20_001 && seen.values().all(|&n| n == 2));
+        assert!(seen.len() == 20_000 && seen.values().all(|&n| n == 2));
     }
 
     #[test]
-    fn removals_in_batches_keep_the_order_and_the_chunks_full() {
+    fn churn_keeps_the_order_the_round_robin_and_few_chunks() {
         let pool = Pool::new();
-        let addrs: Vec<SocketAddr> = (0..20_000).map(ten).collect();
-        // One batch per turn of the control loop: a turn takes up to 1,024 datagrams.
-        for batch in addrs.chunks(1024) {
-            pool.update(batch.iter().copied(), []);
+        let mut model: Vec<SocketAddr> = Vec::new();
+        let mut next = 0u32;
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut random = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n.max(1) as u64) as usize
+        };
+        for step in 0..1_500 {
+            // Batches like the control loop's: some adds, some removes (one unknown, now and
+            // then one of the batch's own adds).
+            let mut adds = Vec::new();
+            for _ in 0..random(40) {
+                next += 1;
+                adds.push(ten(next));
+            }
+            let mut removes: Vec<SocketAddr> = Vec::new();
+            for _ in 0..random(30) {
+                if let Some(&addr) = model.get(random(model.len())) {
+                    removes.push(addr);
+                }
+            }
+            removes.push(ten(u32::MAX));
+            if step % 7 == 0 && !adds.is_empty() {
+                removes.push(adds[0]);
+            }
+            removes.sort();
+            removes.dedup();
+            let before = model.len();
+            model.extend(adds.iter().copied());
+            model.retain(|a| !removes.contains(a));
+            let added = adds.iter().filter(|a| !removes.contains(a)).count();
+            let expected = (added, before + added - model.len());
+            assert_eq!(pool.update(adds.iter().copied(), removes.iter().copied()), expected, "step {step}");
+            let list = pool.snapshot();
+            assert_eq!(list.len, model.len());
+            assert!(list.iter().map(|b| b.addr).eq(model.iter().copied()), "step {step}");
+            assert!(list.chunks.iter().all(|c| !c.backends.is_empty() && c.backends.len() <= CHUNK));
+            let most = 2 * model.len().div_ceil(CHUNK) + 1;
+            assert!(list.chunks.len() <= most, "step {step}: {} chunks", list.chunks.len());
         }
-        assert_eq!(pool.len(), 20_000);
-        for batch in addrs.chunks(1024).step_by(2) {
-            assert_eq!(pool.update([], batch.iter().copied()), (0, batch.len()));
+        assert!(model.len() > 1_000, "{}", model.len());
+        let mut seen = HashMap::new();
+        for _ in 0..3 * model.len() {
+            *seen.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
         }
-        let left: Vec<SocketAddr> = addrs.chunks(1024).skip(1).step_by(2).flatten().copied().collect();
-        let list = pool.snapshot();
-        assert_eq!(list.len, left.len());
-        assert!(list.iter().map(|b| b.addr).eq(left.iter().copied()));
-        let (_, full) = list.chunks.split_last().unwrap();
-        assert!(full.iter().all(|chunk| chunk.len() == CHUNK));
-        assert_eq!(pool.get(left[0]).map(|b| b.addr), Some(left[0]));
-        assert!(pool.get(addrs[0]).is_none());
+        assert!(seen.len() == model.len() && seen.values().all(|&n| n == 3));
+        for addr in &model {
+            assert_eq!(pool.get(*addr).map(|b| b.addr), Some(*addr));
+        }
     }
 
     #[test]

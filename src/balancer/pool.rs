@@ -105,10 +105,17 @@ pub struct Pool {
 struct Inner {
     /// In the order they came: the round robin's order.
     list: Arc<List>,
-    by_addr: HashMap<SocketAddr, Arc<Backend>>,
-    /// The id of the chunk each listed backend is in.
-    chunk_of: HashMap<SocketAddr, u64>,
+    /// Every backend in the pool. An address added again keeps its backend, so the one here is
+    /// the one listed.
+    by_addr: HashMap<SocketAddr, Member>,
     next_chunk: u64,
+}
+
+/// A backend in the pool, and the id of the chunk that lists it (0 until one does).
+#[derive(Debug)]
+struct Member {
+    backend: Arc<Backend>,
+    chunk: u64,
 }
 
 /// Backends per chunk of a [`List`], at most.
@@ -161,7 +168,9 @@ impl Inner {
         }
         if let Some(last) = chunks.last_mut() {
             let last = Arc::make_mut(last);
-            self.chunk_of.insert(backend.addr, last.id);
+            if let Some(member) = self.by_addr.get_mut(&backend.addr) {
+                member.chunk = last.id;
+            }
             last.backends.push(backend);
         }
     }
@@ -229,11 +238,11 @@ impl Pool {
         for addr in adds {
             match inner.by_addr.get(&addr) {
                 Some(existing) => {
-                    existing.mark_up();
+                    existing.backend.mark_up();
                 }
                 None => {
                     let backend = Arc::new(Backend::new(addr));
-                    inner.by_addr.insert(addr, Arc::clone(&backend));
+                    inner.by_addr.insert(addr, Member { backend: Arc::clone(&backend), chunk: 0 });
                     added.push(backend);
                 }
             }
@@ -241,14 +250,13 @@ impl Pool {
         // The chunks holding what goes (a backend added in this batch is in none yet).
         let mut touched = HashSet::new();
         for addr in removes {
-            if inner.by_addr.remove(&addr).is_some() {
-                if let Some(chunk) = inner.chunk_of.remove(&addr) {
-                    touched.insert(chunk);
+            if let Some(member) = inner.by_addr.remove(&addr) {
+                if member.chunk != 0 {
+                    touched.insert(member.chunk);
                 }
             }
         }
-        let by_addr = &inner.by_addr;
-        added.retain(|b| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b)));
+        added.retain(|b| inner.by_addr.contains_key(&b.addr));
         if added.is_empty() && touched.is_empty() {
             return (0, 0);
         }
@@ -260,13 +268,8 @@ impl Pool {
                 chunks.push(Arc::clone(chunk));
                 continue;
             }
-            let by_addr = &inner.by_addr;
-            let backends: Vec<Arc<Backend>> = chunk
-                .backends
-                .iter()
-                .filter(|b| by_addr.get(&b.addr).is_some_and(|current| Arc::ptr_eq(current, b)))
-                .cloned()
-                .collect();
+            let backends: Vec<Arc<Backend>> =
+                chunk.backends.iter().filter(|b| inner.by_addr.contains_key(&b.addr)).cloned().collect();
             removed += chunk.backends.len() - backends.len();
             if !backends.is_empty() {
                 // Kept under its id: its backends' entries stay right.
@@ -279,7 +282,7 @@ impl Pool {
         }
         // Removals leave chunks part empty: when there are twice as many as full ones would
         // need, pack them again (a cost linear in the pool, once per as many changes).
-        let len: usize = chunks.iter().map(|c| c.backends.len()).sum();
+        let len = old.len - removed + count;
         if chunks.len() > 2 * len.div_ceil(CHUNK) + 1 {
             let all: Vec<Arc<Backend>> = chunks.iter().flat_map(|c| c.backends.iter().cloned()).collect();
             chunks.clear();
@@ -293,7 +296,8 @@ impl Pool {
 
     /// The backend at `addr`, if it is in the pool.
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<Backend>> {
-        self.inner.read().unwrap_or_else(PoisonError::into_inner).by_addr.get(&addr).cloned()
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.by_addr.get(&addr).map(|member| Arc::clone(&member.backend))
     }
 
     /// The next backend in round-robin order that is up and not in `tried`. When every such

@@ -186,24 +186,30 @@ pub fn balancer(metrics: &BalancerMetrics) -> String {
 /// The longest request head read before answering `431`.
 const MAX_HEAD: usize = 8 * 1024;
 
+/// The most header lines read; a request with more gets `431`.
+const MAX_HEADERS: usize = 64;
+
 /// Answers one HTTP request whose bytes are buffered in `input`: `GET /metrics` (or `HEAD`)
-/// with `body()` as `text/plain; version=0.0.4`, anything else with 404 or 405; every answer
-/// closes the connection. Waits (consumes nothing) while the head is incomplete.
+/// with `body()` as `text/plain; version=0.0.4`, anything else with 404 or 405, a head that is
+/// not HTTP with 400; every answer closes the connection. Waits (consumes nothing) while the
+/// head is incomplete. The head is parsed by `httparse`.
 pub fn serve_http(input: &[u8], out: &mut Vec<u8>, body: impl FnOnce() -> String) -> StreamStep {
-    let end = input.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let end = end.or_else(|| input.windows(2).position(|w| w == b"\n\n").map(|i| i + 2));
-    let Some(end) = end else {
-        if input.len() < MAX_HEAD {
-            return StreamStep { consumed: 0, close: false };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let end = match request.parse(input) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) if input.len() < MAX_HEAD => return StreamStep { consumed: 0, close: false },
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            respond(out, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", true);
+            return StreamStep { consumed: input.len(), close: true };
         }
-        respond(out, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", true);
-        return StreamStep { consumed: input.len(), close: true };
+        Err(e) => {
+            respond(out, "400 Bad Request", "text/plain", &format!("bad request ({e}): try GET /metrics\n"), true);
+            return StreamStep { consumed: input.len(), close: true };
+        }
     };
-    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_ascii_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let method = request.method.unwrap_or_default();
+    let path = request.path.unwrap_or_default().split('?').next().unwrap_or_default();
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             respond(out, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body(), method == "GET")
@@ -349,5 +355,54 @@ mod tests {
         out.clear();
         let step = serve_http(&[b'x'; MAX_HEAD], &mut out, || unreachable!());
         assert!(step.close && out.starts_with(b"HTTP/1.1 431 "));
+        out.clear();
+        let long = format!("GET /metrics HTTP/1.1\r\nA: {}", "b".repeat(MAX_HEAD));
+        let step = serve_http(long.as_bytes(), &mut out, || unreachable!());
+        assert!(step.close && out.starts_with(b"HTTP/1.1 431 "));
+        out.clear();
+        let many = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
+        serve_http(many.as_bytes(), &mut out, || unreachable!());
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn http_waits_for_a_head_split_across_reads() {
+        let request = b"HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        let mut out = Vec::new();
+        // Every prefix is waited on, whatever the cut (inside a word, between \r and \n).
+        for cut in 0..request.len() {
+            assert_eq!(
+                serve_http(&request[..cut], &mut out, || unreachable!()),
+                StreamStep { consumed: 0, close: false }
+            );
+            assert!(out.is_empty(), "answered after {cut} bytes");
+        }
+        // The whole head, with the start of whatever follows it, is answered and consumed to
+        // its end.
+        let mut more = request.to_vec();
+        more.extend_from_slice(b"GET");
+        let step = serve_http(&more, &mut out, || "m 1\n".into());
+        assert_eq!(step, StreamStep { consumed: request.len(), close: true });
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_head_gets_400() {
+        for head in [
+            &b"GET /metrics HTTP/9.9\r\n\r\n"[..],
+            b"GET /me trics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+            b"\x00\x01\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            let step = serve_http(head, &mut out, || unreachable!());
+            assert_eq!(step, StreamStep { consumed: head.len(), close: true });
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n") && text.contains("try GET /metrics"), "{text}");
+        }
     }
 }

@@ -23,8 +23,8 @@
 //!
 //! let stats = BrokerStats { counters: vec![Counter::new("instances", 2)], ..BrokerStats::default() };
 //! let bytes = postcard::to_allocvec(&stats).unwrap();
-//! // record length 13; 1 counter: "instances", 2; no peers; no bridges.
-//! assert_eq!(bytes, [13, 1, 9, b'i', b'n', b's', b't', b'a', b'n', b'c', b'e', b's', 2, 0, 0]);
+//! // The record: 14 bytes; 1 counter: "instances", 2; no peers; no bridges.
+//! assert_eq!(bytes, [14, 1, 9, b'i', b'n', b's', b't', b'a', b'n', b'c', b'e', b's', 2, 0, 0]);
 //! assert_eq!(postcard::from_bytes::<BrokerStats>(&bytes).unwrap(), stats);
 //! ```
 

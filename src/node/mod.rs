@@ -36,6 +36,7 @@ pub mod replicate;
 mod replicate_tests;
 #[cfg(test)]
 mod sim_tests;
+mod stats;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -270,53 +271,25 @@ impl Node {
         self.replicator.is_complete()
     }
 
-    /// The counters, as `stats` reports them, at `now`.
+    /// The counters, as `stats` reports them, at `now` (the table is in `stats.rs`).
     pub fn stats(&self, now: Instant) -> BrokerStats {
-        let service = self.service.counters();
-        let replication = self.replicator.stats();
-        let probes = self.prober.stats();
-        let peers = self.replicator.peer_stats(now);
-        let limited = self.limiter.stats();
-        BrokerStats {
-            instances: self.registry.len() as u64,
-            services: self.registry.service_count() as u64,
-            received: service.received,
-            rejected: service.rejected,
-            expired: self.registry.expired_total(),
-            send_failures: self.counters.send_failures + self.outbox.dropped() + self.replies.dropped(),
-            announcements: self.counters.announcements,
-            multicast_ignored: self.counters.multicast_ignored,
-            complete: self.is_complete(),
-            replicated_out: replication.sent,
-            replicated_in: replication.applied,
-            retransmits: replication.retransmits,
-            peer_rejected: replication.rejected,
-            probes: probes.started,
-            probes_dead: probes.dead,
-            reports: self.verifier.reports,
-            removed_unreachable: self.counters.removed_unreachable,
-            refused_full: service.full,
-            refused_quota: service.quota,
-            refused_policy: service.not_allowed,
-            refused_reports: service.too_many,
-            rate_dropped: limited.dropped,
-            rate_slipped: limited.slipped,
-            peer_count: peers.len() as u64,
-            peers_up: peers.iter().filter(|p| p.up).count() as u64,
-            peers,
-            bridged: self.bridges.stats.bridged,
-            bridged_found: self.bridges.stats.found,
-            bridge_queries: self.bridges.stats.answered,
-            bridges: self.bridges.stats(now),
-            watches: self.watches.len() as u64,
-            watch_notifications: self.watches.stats.sent,
-            watch_dropped: self.watches.stats.dropped,
-        }
+        stats::collect(self, now)
+    }
+
+    /// Every counter `stats` reports, in the order of its text line: what the counters are,
+    /// for documentation and tests.
+    pub fn counter_defs() -> impl Iterator<Item = &'static protocol::stats::Def> {
+        stats::COUNTERS.iter().map(|row| &row.def)
     }
 
     /// What the metrics page shows, at `now`.
     pub fn metrics(&self, now: Instant) -> crate::metrics::BrokerMetrics {
-        crate::metrics::BrokerMetrics { stats: self.stats(now), requests: self.service.counters().requests }
+        crate::metrics::BrokerMetrics {
+            counters: stats::values(self, now).collect(),
+            peers: self.replicator.peer_stats(now),
+            bridges: self.bridges.stats(now),
+            requests: self.service.counters().requests,
+        }
     }
 
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an

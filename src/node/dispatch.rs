@@ -1,0 +1,209 @@
+//! The node's glue: how input is routed between its sub-machines, and where their output is
+//! drained (see the [node's documentation](super)).
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::group::GroupEvent;
+use super::logging::{log_change, log_peer_event};
+use super::{Face, Node, verify};
+use crate::limit::Verdict;
+use crate::protocol::RemoveReason;
+use crate::registry::ChangeKind;
+use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
+
+impl Node {
+    /// A datagram from the multicast group: returns whether `reply` holds an answer to send
+    /// (from the unicast socket).
+    fn handle_group(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
+        // With a key, the group's datagrams come sealed, and only so.
+        let opened = if self.group.is_on() { self.open(now, datagram) } else { Some(datagram) };
+        let Some(datagram) = opened else {
+            self.group.note_ignored();
+            return false;
+        };
+        let policy = self.service.policy();
+        let answer = self.group.handle_datagram(now, from, datagram, &mut self.registry, policy, reply);
+        let answered = answer && {
+            if let Some(sealer) = &mut self.sealer {
+                sealer.seal_in_place(reply, self.wall.unix_ms(now));
+            }
+            // The answer is larger than the question: rate-limited like any such reply.
+            self.limiter.check(now, from.ip(), datagram.len(), reply.len()) == Verdict::Send
+        };
+        self.drain(now);
+        answered
+    }
+
+    /// Takes what every sub-machine queued: their datagrams go to the outbox (sealed when they
+    /// leave, see [`Core::poll_transmit`]), and their events are acted on. The one place where
+    /// the sub-machines' output meets the node's shared state; called after each input, so
+    /// datagrams leave in the order they were decided.
+    pub(super) fn drain(&mut self, _now: Instant) {
+        while let Some(transmit) = self.group.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
+        while let Some(event) = self.group.poll_event() {
+            match event {
+                GroupEvent::Hello(addr) => self.replicator.discovered(addr, &self.registry, &mut self.outbox),
+            }
+        }
+    }
+
+    /// Hands every change since the last call to everything that follows the table, sends what
+    /// must go at once, and moves checks when the live brokers changed.
+    fn after_input(&mut self, now: Instant) {
+        while let Some(change) = self.registry.poll_change() {
+            if self.log_changes {
+                log_change(&change);
+            }
+            self.replicator.on_change(now, &change);
+            let replicator = &self.replicator;
+            self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+            if change.kind != ChangeKind::Refreshed {
+                self.watches.on_change(&change.service);
+            }
+        }
+        self.flush_watches(now);
+        self.replicator.flush(now, &self.registry, &mut self.outbox);
+        if self.replicator.take_membership_changed() {
+            let replicator = &self.replicator;
+            self.verifier.rebalance(now, |endpoint| replicator.owner(endpoint).is_none());
+        }
+        while let Some(event) = self.replicator.poll_event() {
+            log_peer_event(&event);
+        }
+    }
+
+    /// Acts on finished probes.
+    fn take_probe_results(&mut self, now: Instant) {
+        while let Some((endpoint, probe)) = self.prober.poll_result() {
+            match self.verifier.on_result(endpoint, probe) {
+                Some(verify::Action::Remove { endpoint, services, why }) => {
+                    for service in services {
+                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
+                        if removed > 0 {
+                            self.counters.removed_unreachable += 1;
+                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
+                        }
+                    }
+                }
+                Some(verify::Action::Kept { endpoint }) => {
+                    log::info!("{endpoint} was reported dead but answers: kept");
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+impl Core for Node {
+    type Face = Face;
+
+    fn handle_datagram(
+        &mut self,
+        now: Instant,
+        face: Face,
+        from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Option<Face> {
+        let out = match face {
+            Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
+            Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
+            Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
+            // Nothing is sent to it but stray replies: ignored.
+            Face::GroupOut | Face::DnsTcp | Face::Metrics => None,
+        };
+        self.after_input(now);
+        out
+    }
+
+    fn handle_stream(
+        &mut self,
+        now: Instant,
+        face: Face,
+        _conn: ConnId,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
+        let step = match face {
+            Face::DnsTcp => self.handle_dns_stream(now, input, output),
+            Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
+            _ => StreamStep { consumed: input.len(), close: true },
+        };
+        self.after_input(now);
+        step
+    }
+
+    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        if let Some(reply) = self.replies.pop(out) {
+            return Some(reply);
+        }
+        let transmit = self.outbox.pop(out)?;
+        // Everything queued goes to peers or the group: sealed, with a key.
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal_in_place(out, self.wall.unix_ms(now));
+        }
+        Some(transmit)
+    }
+
+    fn poll_probe(&mut self) -> Option<ProbeCmd> {
+        self.prober.poll_command()
+    }
+
+    fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        self.prober.handle_outcome(now, id, outcome);
+        self.take_probe_results(now);
+        self.after_input(now);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.registry.poll_timeout(),
+            self.prober.poll_timeout(),
+            self.replicator.poll_timeout(),
+            self.verifier.poll_timeout(),
+            self.group.poll_timeout(),
+            self.bridges.poll_timeout(),
+            self.watches.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.registry.handle_timeout(now);
+        self.replicator.handle_timeout(now, &mut self.registry, &mut self.outbox);
+        self.verifier.handle_timeout(now, &mut self.prober);
+        self.prober.handle_timeout(now);
+        self.take_probe_results(now);
+        self.group.handle_timeout(now);
+        self.drain(now);
+        self.bridges.handle_timeout(now);
+        self.flush_bridges(now);
+        self.after_input(now);
+        // After the changes due by now were told: a watch live when they happened hears of them.
+        self.watches.handle_timeout(now);
+    }
+
+    fn handle_send_error(&mut self, _face: Face, _to: SocketAddr, _error: &io::Error) {
+        // A full send buffer or an unroutable source: the client retransmits.
+        self.counters.send_failures += 1;
+    }
+
+    fn handle_start(&mut self, now: Instant) {
+        self.started = Some(now);
+        self.replicator.start(now);
+        self.group.handle_timeout(now);
+        self.drain(now);
+        self.after_input(now);
+    }
+
+    fn handle_close(&mut self, _now: Instant) {
+        self.replicator.bye(&mut self.outbox);
+    }
+}

@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::dns_face::DnsFace;
 use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
 use super::{Face, Node, verify};
@@ -34,6 +35,27 @@ impl Node {
         };
         self.drain(now);
         answered
+    }
+
+    /// A DNS query over UDP: whether `reply` holds an answer to send. Answers larger than their
+    /// query are rate-limited like the registration protocol's (a DNS port is a reflector); a
+    /// limited query gets nothing, or every second one an empty reply with TC set, when that is
+    /// no larger than the query.
+    fn handle_dns(&mut self, now: Instant, from: SocketAddr, query: &[u8], reply: &mut Vec<u8>) -> bool {
+        if !self.dns.handle_datagram(now, &mut self.registry, query, reply) {
+            return false;
+        }
+        match self.limiter.check(now, from.ip(), query.len(), reply.len()) {
+            Verdict::Send => true,
+            Verdict::Drop => false,
+            Verdict::Slip => {
+                if DnsFace::slip(query, reply) {
+                    return true;
+                }
+                self.limiter.slip_dropped();
+                false
+            }
+        }
     }
 
     /// Takes what every sub-machine queued: their datagrams go to the outbox (sealed when they
@@ -130,7 +152,7 @@ impl Core for Node {
         output: &mut Vec<u8>,
     ) -> StreamStep {
         let step = match face {
-            Face::DnsTcp => self.handle_dns_stream(now, input, output),
+            Face::DnsTcp => self.dns.handle_stream(now, &mut self.registry, input, output),
             Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
             _ => StreamStep { consumed: input.len(), close: true },
         };

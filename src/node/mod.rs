@@ -105,8 +105,8 @@ pub struct Node {
     counters: Counters,
     log_changes: bool,
     started: Option<Instant>,
-    /// The zone the DNS face answers for.
-    dns: Option<dns::Zone>,
+    /// The DNS face.
+    dns: dns_face::DnsFace,
 }
 
 impl Node {
@@ -139,10 +139,7 @@ impl Node {
             counters: Counters::default(),
             log_changes: config.log_changes,
             started: None,
-            dns: config
-                .dns
-                .as_ref()
-                .and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok()),
+            dns: dns_face::DnsFace::new(config.dns.as_ref()),
         }
     }
 

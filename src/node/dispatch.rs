@@ -10,7 +10,7 @@ use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
 use super::{Face, Node, verify};
 use crate::limit::Verdict;
-use crate::protocol::RemoveReason;
+use crate::protocol::{Form, RemoveReason, Response};
 use crate::registry::ChangeKind;
 use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
@@ -58,14 +58,31 @@ impl Node {
         }
     }
 
+    /// `watch <service>` from `from`.
+    pub(super) fn watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
+        self.watches.handle_watch(now, from, form, service, &mut self.registry)
+    }
+
+    /// `unwatch <service>` from `from`.
+    pub(super) fn unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
+        self.watches.handle_unwatch(from, service)
+    }
+
     /// Takes what every sub-machine queued: their datagrams go to the outbox (sealed when they
     /// leave, see [`Core::poll_transmit`]), and their events are acted on. The one place where
     /// the sub-machines' output meets the node's shared state; called after each input, so
     /// datagrams leave in the order they were decided.
-    pub(super) fn drain(&mut self, _now: Instant) {
+    pub(super) fn drain(&mut self, now: Instant) {
         while let Some(transmit) = self.group.poll_transmit(&mut self.scratch) {
             let bytes = &self.scratch;
             self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
+        while let Some(transmit) = self.watches.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            // Unasked for: judged by the rate limit as a reply to an empty request.
+            let sent = self.limiter.check(now, transmit.to.ip(), 0, bytes.len()) == Verdict::Send
+                && self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+            self.watches.note_sent(sent);
         }
         while let Some(event) = self.group.poll_event() {
             match event {
@@ -85,10 +102,11 @@ impl Node {
             let replicator = &self.replicator;
             self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed {
-                self.watches.on_change(&change.service);
+                self.watches.handle_change(&change.service);
             }
         }
-        self.flush_watches(now);
+        self.watches.flush(now, &mut self.registry);
+        self.drain(now);
         self.replicator.flush(now, &self.registry, &mut self.outbox);
         if self.replicator.take_membership_changed() {
             let replicator = &self.replicator;

@@ -192,8 +192,8 @@ impl Node {
             bridge_queries: self.bridges.stats.answered,
             bridges: self.bridges.stats(now),
             watches: self.watches.len() as u64,
-            watch_notifications: self.watches.stats.sent,
-            watch_dropped: self.watches.stats.dropped,
+            watch_notifications: self.watches.stats().sent,
+            watch_dropped: self.watches.stats().dropped,
         }
     }
 

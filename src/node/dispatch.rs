@@ -5,12 +5,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::bridge::BridgeEvent;
 use super::dns_face::DnsFace;
 use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
 use super::{Face, Node, verify};
 use crate::limit::Verdict;
-use crate::protocol::{Form, RemoveReason, Response};
+use crate::protocol::peer::Peer;
+use crate::protocol::{Form, RemoveReason, Response, seal};
 use crate::registry::ChangeKind;
 use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
@@ -68,6 +70,32 @@ impl Node {
         self.watches.handle_unwatch(from, service)
     }
 
+    /// A client's query for `service`, which has no live instance here: asked at the
+    /// bridges. Returns whether `reply` holds the answer to send now (from the cache, or
+    /// `NOT FOUND` when no bridge is up); otherwise it is sent when the bridges answered or
+    /// the bound passed.
+    pub(super) fn bridge_query(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        request_len: usize,
+        service: &str,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let answer = self.bridges.handle_query(now, service, from, form, request_len);
+        self.drain(now);
+        let Some(response) = answer else { return false };
+        self.service.reply(form, &response, reply);
+        true
+    }
+
+    /// A bridge datagram from a broker of another network (see [`bridge`](super::bridge)).
+    pub(super) fn handle_bridge(&mut self, now: Instant, from: SocketAddr, request_len: usize, body: Peer<'_>) {
+        self.bridges.handle_peer(now, from, request_len, body, &mut self.registry);
+        self.drain(now);
+    }
+
     /// Takes what every sub-machine queued: their datagrams go to the outbox (sealed when they
     /// leave, see [`Core::poll_transmit`]), and their events are acted on. The one place where
     /// the sub-machines' output meets the node's shared state; called after each input, so
@@ -83,6 +111,29 @@ impl Node {
             let sent = self.limiter.check(now, transmit.to.ip(), 0, bytes.len()) == Verdict::Send
                 && self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
             self.watches.note_sent(sent);
+        }
+        while let Some(transmit) = self.bridges.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
+        while let Some(event) = self.bridges.poll_event() {
+            match event {
+                BridgeEvent::Answer { to, form, request_len, response } => {
+                    let mut reply = Vec::new();
+                    self.service.reply(form, &response, &mut reply);
+                    if self.limiter.limit_reply(now, to.ip(), form, request_len, &mut reply) {
+                        self.replies.push(Face::Client, to, |out| out.extend_from_slice(&reply));
+                    }
+                }
+                BridgeEvent::Serve { to, request_len, bytes } => {
+                    // Sealed, it grows by the envelope: the limit judges what leaves.
+                    let sealed_len = bytes.len() + if self.sealer.is_some() { seal::OVERHEAD } else { 0 };
+                    if self.limiter.check(now, to.ip(), request_len, sealed_len) == Verdict::Send {
+                        self.outbox.push(Face::Client, to, |out| out.extend_from_slice(&bytes));
+                    }
+                }
+                BridgeEvent::Rejected => self.replicator.note_rejected(),
+            }
         }
         while let Some(event) = self.group.poll_event() {
             match event {
@@ -224,7 +275,7 @@ impl Core for Node {
         self.group.handle_timeout(now);
         self.drain(now);
         self.bridges.handle_timeout(now);
-        self.flush_bridges(now);
+        self.drain(now);
         self.after_input(now);
         // After the changes due by now were told: a watch live when they happened hears of them.
         self.watches.handle_timeout(now);

@@ -94,8 +94,6 @@ pub struct Node {
     scratch: Vec<u8>,
     /// Deferred answers to clients (bridged queries): never sealed.
     replies: Outbox<Face>,
-    /// This run's incarnation, on the node's peer datagrams.
-    incarnation: u64,
     prober: Prober,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
@@ -117,7 +115,7 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
-        let bridges = bridge::Bridges::new(config.bridges);
+        let bridges = bridge::Bridges::new(config.bridges, config.incarnation);
         service.set_bridging(bridges.is_on());
         Node {
             registry,
@@ -130,7 +128,6 @@ impl Node {
             outbox: Outbox::new(OUTBOX_CAPACITY),
             scratch: Vec::new(),
             replies: Outbox::new(OUTBOX_CAPACITY),
-            incarnation: config.incarnation,
             prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
@@ -187,9 +184,9 @@ impl Node {
             peer_count: peers.len() as u64,
             peers_up: peers.iter().filter(|p| p.up).count() as u64,
             peers,
-            bridged: self.bridges.stats.bridged,
-            bridged_found: self.bridges.stats.found,
-            bridge_queries: self.bridges.stats.answered,
+            bridged: self.bridges.totals().bridged,
+            bridged_found: self.bridges.totals().found,
+            bridge_queries: self.bridges.totals().answered,
             bridges: self.bridges.stats(now),
             watches: self.watches.len() as u64,
             watch_notifications: self.watches.stats().sent,

@@ -9,7 +9,8 @@ use super::bridge::BridgeEvent;
 use super::dns_face::DnsFace;
 use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
-use super::{Face, Node, verify};
+use super::verify::VerifyEvent;
+use super::{Face, Node};
 use crate::limit::Verdict;
 use crate::protocol::peer::Peer;
 use crate::protocol::{Form, RemoveReason, Response, seal};
@@ -135,6 +136,20 @@ impl Node {
                 BridgeEvent::Rejected => self.replicator.note_rejected(),
             }
         }
+        while let Some(event) = self.verifier.poll_event() {
+            match event {
+                VerifyEvent::Remove { endpoint, services, why } => {
+                    for service in services {
+                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
+                        if removed > 0 {
+                            self.counters.removed_unreachable += 1;
+                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
+                        }
+                    }
+                }
+                VerifyEvent::Kept { endpoint } => log::info!("{endpoint} was reported dead but answers: kept"),
+            }
+        }
         while let Some(event) = self.group.poll_event() {
             match event {
                 GroupEvent::Hello(addr) => self.replicator.discovered(addr, &self.registry, &mut self.outbox),
@@ -151,7 +166,7 @@ impl Node {
             }
             self.replicator.on_change(now, &change);
             let replicator = &self.replicator;
-            self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+            self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed {
                 self.watches.handle_change(&change.service);
             }
@@ -161,31 +176,10 @@ impl Node {
         self.replicator.flush(now, &self.registry, &mut self.outbox);
         if self.replicator.take_membership_changed() {
             let replicator = &self.replicator;
-            self.verifier.rebalance(now, |endpoint| replicator.owner(endpoint).is_none());
+            self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
         }
         while let Some(event) = self.replicator.poll_event() {
             log_peer_event(&event);
-        }
-    }
-
-    /// Acts on finished probes.
-    fn take_probe_results(&mut self, now: Instant) {
-        while let Some((endpoint, probe)) = self.prober.poll_result() {
-            match self.verifier.on_result(endpoint, probe) {
-                Some(verify::Action::Remove { endpoint, services, why }) => {
-                    for service in services {
-                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
-                        if removed > 0 {
-                            self.counters.removed_unreachable += 1;
-                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
-                        }
-                    }
-                }
-                Some(verify::Action::Kept { endpoint }) => {
-                    log::info!("{endpoint} was reported dead but answers: kept");
-                }
-                None => {}
-            }
         }
     }
 }
@@ -242,19 +236,18 @@ impl Core for Node {
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {
-        self.prober.poll_command()
+        self.verifier.poll_probe()
     }
 
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
-        self.prober.handle_outcome(now, id, outcome);
-        self.take_probe_results(now);
+        self.verifier.handle_probe(now, id, outcome);
+        self.drain(now);
         self.after_input(now);
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
         [
             self.registry.poll_timeout(),
-            self.prober.poll_timeout(),
             self.replicator.poll_timeout(),
             self.verifier.poll_timeout(),
             self.group.poll_timeout(),
@@ -269,9 +262,8 @@ impl Core for Node {
     fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
         self.replicator.handle_timeout(now, &mut self.registry, &mut self.outbox);
-        self.verifier.handle_timeout(now, &mut self.prober);
-        self.prober.handle_timeout(now);
-        self.take_probe_results(now);
+        self.verifier.handle_timeout(now);
+        self.drain(now);
         self.group.handle_timeout(now);
         self.drain(now);
         self.bridges.handle_timeout(now);

@@ -52,7 +52,6 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::limit::ResponseLimiter;
-use crate::probe::Prober;
 use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, ReplayGuard, Sealer};
 use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
@@ -94,7 +93,6 @@ pub struct Node {
     scratch: Vec<u8>,
     /// Deferred answers to clients (bridged queries): never sealed.
     replies: Outbox<Face>,
-    prober: Prober,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
     sealer: Option<Sealer>,
@@ -122,13 +120,12 @@ impl Node {
             service,
             group: group::Group::new(config.group, config.unicast),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
-            verifier: verify::Verifier::new(config.verify),
+            verifier: verify::Verifier::new(config.verify, config.prober),
             bridges,
             watches: watch::Watches::new(config.watches),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             scratch: Vec::new(),
             replies: Outbox::new(OUTBOX_CAPACITY),
-            prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
@@ -154,7 +151,7 @@ impl Node {
     pub fn stats(&self, now: Instant) -> BrokerStats {
         let service = self.service.counters();
         let replication = self.replicator.stats();
-        let probes = self.prober.stats();
+        let probes = self.verifier.prober_stats();
         let peers = self.replicator.peer_stats(now);
         let limited = self.limiter.stats();
         BrokerStats {
@@ -173,7 +170,7 @@ impl Node {
             peer_rejected: replication.rejected,
             probes: probes.started,
             probes_dead: probes.dead,
-            reports: self.verifier.reports,
+            reports: self.verifier.reports(),
             removed_unreachable: self.counters.removed_unreachable,
             refused_full: service.full,
             refused_quota: service.quota,
@@ -220,7 +217,7 @@ impl Node {
             if let Some((service, endpoint)) = report {
                 // Forwarded by a peer: verify it if it is registered here too.
                 if self.registry.contains(now, &service, endpoint) {
-                    self.verifier.verify(now, endpoint, &mut self.prober);
+                    self.verifier.handle_report(now, endpoint);
                 }
             }
             return false;
@@ -280,7 +277,7 @@ impl Node {
             return self.service.not_found();
         }
         match self.replicator.owner(endpoint) {
-            None => self.verifier.verify(now, endpoint, &mut self.prober),
+            None => self.verifier.handle_report(now, endpoint),
             Some(owner) => self.replicator.forward_report(owner, service, endpoint, &mut self.outbox),
         }
         Response::Ok

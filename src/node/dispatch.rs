@@ -9,6 +9,7 @@ use super::bridge::BridgeEvent;
 use super::dns_face::DnsFace;
 use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
+use super::replicate::ReplicaEvent;
 use super::verify::VerifyEvent;
 use super::{Face, Node};
 use crate::limit::Verdict;
@@ -97,25 +98,33 @@ impl Node {
         self.drain(now);
     }
 
-    /// Takes what every sub-machine queued: their datagrams go to the outbox (sealed when they
-    /// leave, see [`Core::poll_transmit`]), and their events are acted on. The one place where
-    /// the sub-machines' output meets the node's shared state; called after each input, so
-    /// datagrams leave in the order they were decided.
+    /// Takes what the sub-machines queued: acts on their events (removals the verifier
+    /// asks for, brokers the group heard, answers the bridges need limited), then moves their
+    /// datagrams to the outbox (sealed when they leave, see [`Core::poll_transmit`]) or, for
+    /// answers to clients, through the rate limit to the reply queue. The one place where the
+    /// sub-machines' output meets the node's shared state; called after each input that gives
+    /// a sub-machine something to say, so datagrams leave in the order they were decided.
+    /// (The replicator's events wait for the end of the turn: see
+    /// [`after_input`](Self::after_input).)
     pub(super) fn drain(&mut self, now: Instant) {
-        while let Some(transmit) = self.group.poll_transmit(&mut self.scratch) {
-            let bytes = &self.scratch;
-            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        while let Some(event) = self.verifier.poll_event() {
+            match event {
+                VerifyEvent::Remove { endpoint, services, why } => {
+                    for service in services {
+                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
+                        if removed > 0 {
+                            self.counters.removed_unreachable += 1;
+                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
+                        }
+                    }
+                }
+                VerifyEvent::Kept { endpoint } => log::info!("{endpoint} was reported dead but answers: kept"),
+            }
         }
-        while let Some(transmit) = self.watches.poll_transmit(&mut self.scratch) {
-            let bytes = &self.scratch;
-            // Unasked for: judged by the rate limit as a reply to an empty request.
-            let sent = self.limiter.check(now, transmit.to.ip(), 0, bytes.len()) == Verdict::Send
-                && self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
-            self.watches.note_sent(sent);
-        }
-        while let Some(transmit) = self.bridges.poll_transmit(&mut self.scratch) {
-            let bytes = &self.scratch;
-            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        while let Some(event) = self.group.poll_event() {
+            match event {
+                GroupEvent::Hello(addr) => self.replicator.handle_discovered(addr, &self.registry),
+            }
         }
         while let Some(event) = self.bridges.poll_event() {
             match event {
@@ -136,35 +145,38 @@ impl Node {
                 BridgeEvent::Rejected => self.replicator.note_rejected(),
             }
         }
-        while let Some(event) = self.verifier.poll_event() {
-            match event {
-                VerifyEvent::Remove { endpoint, services, why } => {
-                    for service in services {
-                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
-                        if removed > 0 {
-                            self.counters.removed_unreachable += 1;
-                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
-                        }
-                    }
-                }
-                VerifyEvent::Kept { endpoint } => log::info!("{endpoint} was reported dead but answers: kept"),
-            }
+        // Peer and group datagrams, sealed when they leave.
+        while let Some(transmit) = self.replicator.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
         }
-        while let Some(event) = self.group.poll_event() {
-            match event {
-                GroupEvent::Hello(addr) => self.replicator.discovered(addr, &self.registry, &mut self.outbox),
-            }
+        while let Some(transmit) = self.group.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
+        while let Some(transmit) = self.bridges.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
+        // Notifications to watchers: unasked for, so judged by the rate limit as replies to an
+        // empty request.
+        while let Some(transmit) = self.watches.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            let sent = self.limiter.check(now, transmit.to.ip(), 0, bytes.len()) == Verdict::Send
+                && self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+            self.watches.note_sent(sent);
         }
     }
 
-    /// Hands every change since the last call to everything that follows the table, sends what
-    /// must go at once, and moves checks when the live brokers changed.
+    /// The end of every input: hands every change since the last call to everything that
+    /// follows the table, sends what must go at once, and acts on the replicator's events
+    /// (forwarded reports, checks that move when the live brokers changed, peer events to log).
     fn after_input(&mut self, now: Instant) {
         while let Some(change) = self.registry.poll_change() {
             if self.log_changes {
                 log_change(&change);
             }
-            self.replicator.on_change(now, &change);
+            self.replicator.handle_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed {
@@ -172,14 +184,22 @@ impl Node {
             }
         }
         self.watches.flush(now, &mut self.registry);
+        self.replicator.flush(now, &self.registry);
         self.drain(now);
-        self.replicator.flush(now, &self.registry, &mut self.outbox);
-        if self.replicator.take_membership_changed() {
-            let replicator = &self.replicator;
-            self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
-        }
         while let Some(event) = self.replicator.poll_event() {
-            log_peer_event(&event);
+            match event {
+                ReplicaEvent::Report { service, endpoint } => {
+                    // Forwarded by a peer: verify it if it is registered here too.
+                    if self.registry.contains(now, &service, endpoint) {
+                        self.verifier.handle_report(now, endpoint);
+                    }
+                }
+                ReplicaEvent::OwnersChanged => {
+                    let replicator = &self.replicator;
+                    self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
+                }
+                ReplicaEvent::Peer(event) => log_peer_event(&event),
+            }
         }
     }
 }
@@ -261,7 +281,7 @@ impl Core for Node {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.registry.handle_timeout(now);
-        self.replicator.handle_timeout(now, &mut self.registry, &mut self.outbox);
+        self.replicator.handle_timeout(now, &mut self.registry);
         self.verifier.handle_timeout(now);
         self.drain(now);
         self.group.handle_timeout(now);
@@ -280,13 +300,14 @@ impl Core for Node {
 
     fn handle_start(&mut self, now: Instant) {
         self.started = Some(now);
-        self.replicator.start(now);
+        self.replicator.handle_start(now);
         self.group.handle_timeout(now);
         self.drain(now);
         self.after_input(now);
     }
 
-    fn handle_close(&mut self, _now: Instant) {
-        self.replicator.bye(&mut self.outbox);
+    fn handle_close(&mut self, now: Instant) {
+        self.replicator.handle_close();
+        self.drain(now);
     }
 }

@@ -27,7 +27,6 @@ pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
 mod config;
-mod deltas;
 mod dispatch;
 pub mod dns;
 mod dns_face;
@@ -38,7 +37,6 @@ pub mod replicate;
 mod replicate_tests;
 #[cfg(test)]
 mod sim_tests;
-pub mod sync;
 #[cfg(test)]
 mod tests;
 pub mod verify;
@@ -213,13 +211,7 @@ impl Node {
                 self.handle_bridge(now, from, datagram.len(), frame.body);
                 return false;
             }
-            let report = self.replicator.handle(now, from, frame, &mut self.registry, &mut self.outbox);
-            if let Some((service, endpoint)) = report {
-                // Forwarded by a peer: verify it if it is registered here too.
-                if self.registry.contains(now, &service, endpoint) {
-                    self.verifier.handle_report(now, endpoint);
-                }
-            }
+            self.replicator.handle_datagram(now, from, frame, &mut self.registry);
             return false;
         }
         self.service.set_catching_up(!self.replicator.is_complete());
@@ -278,7 +270,7 @@ impl Node {
         }
         match self.replicator.owner(endpoint) {
             None => self.verifier.handle_report(now, endpoint),
-            Some(owner) => self.replicator.forward_report(owner, service, endpoint, &mut self.outbox),
+            Some(owner) => self.replicator.forward_report(owner, service, endpoint),
         }
         Response::Ok
     }

@@ -10,15 +10,12 @@
 //! replicated. A bridge that does not answer within the bound is down for a while, and queries
 //! skip it (fail fast while every bridge is down).
 //!
-//! [`Bridges`] owns the bridges' states, the waiting queries, the cache and the counters. It
-//! speaks the node's sub-machine convention (see the [node's documentation](super)): a
-//! client's query comes in through [`handle_query`](Bridges::handle_query), bridge datagrams
-//! through [`handle_peer`](Bridges::handle_peer), the bound through
-//! [`handle_timeout`](Bridges::handle_timeout); queries to bridges leave through
-//! [`poll_transmit`](Bridges::poll_transmit) (the node seals them like all peer traffic), and
-//! what needs the node's rate limit or its reply encoding through
-//! [`poll_event`](Bridges::poll_event). The table is the node's, lent to answer a bridged
-//! query.
+//! `Bridges` owns the bridges' states, the waiting queries, the cache and the counters. It speaks
+//! the node's sub-machine convention (see the [node's documentation](super)): a client's query
+//! comes in through `handle_query`, bridge datagrams through `handle_peer`, the bound through
+//! `handle_timeout`; queries to bridges leave through `poll_transmit` (the node seals them like all
+//! peer traffic), and what needs the node's rate limit or its reply encoding through `poll_event`.
+//! The table is the node's, lent to answer a bridged query.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

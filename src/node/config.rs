@@ -21,7 +21,7 @@ pub enum Face {
     Group,
     /// The socket the node's hellos to the group leave from.
     GroupOut,
-    /// The DNS face's UDP socket (see [`dns`]).
+    /// The DNS face's UDP socket (see [`dns`](super::dns)).
     Dns,
     /// The DNS face's TCP listener, on the same address.
     DnsTcp,

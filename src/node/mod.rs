@@ -1,12 +1,40 @@
 //! The broker's sans-IO core: everything a broker does, with no socket and no clock.
 //!
-//! A [`Node`] owns the [`Registry`] and everything that works on it: the registration protocol
-//! ([`Service`]), the multicast group, replication with peer brokers ([`replicate`]), catching
-//! up ([`sync`]), and checks of instances ([`verify`], on the [`Prober`]). The
-//! [`Shell`](crate::shell::Shell) feeds it datagrams and probe outcomes on its [`Face`]s and
-//! the time, and polls it for datagrams to send, probes to run and its next timeout (see
-//! [`Core`]). After every input the node drains the registry's change log once and hands each
-//! change to everything that follows the table: the log, the replicator, the verifier.
+//! A [`Node`] owns the [`Registry`] and everything that works on it. The
+//! [`Shell`](crate::shell::Shell) feeds it datagrams, bytes and probe outcomes on its
+//! [`Face`]s and the time, and polls it for datagrams to send, probes to run and its next
+//! timeout (see [`Core`](crate::shell::Core)).
+//!
+//! # Who owns what
+//!
+//! - The node (this file, its settings in `config.rs`) owns the shared state: the table
+//!   ([`Registry`]), the registration protocol ([`Service`]), the response-rate limiter, the
+//!   key that seals peer and group datagrams and the replay guard, the two outgoing queues
+//!   (peer and group datagrams, sealed when they leave; deferred answers to clients, never
+//!   sealed), and the counters of what it decides itself (send failures, removals).
+//! - Each sub-machine owns its own state, every field private:
+//!   [`Replicator`](replicate::Replicator) (the peers, [deltas](replicate) and
+//!   [catch-up](replicate::sync)), the verifier of reports and health checks ([`verify`], which
+//!   owns the [`Prober`](crate::probe::Prober)), the [bridges](bridge), the [watches](watch),
+//!   the multicast group (`group.rs`) and the DNS face (`dns_face.rs`, answering with
+//!   [`dns`]).
+//! - The node's glue is in `dispatch.rs`: how an input is routed between the sub-machines,
+//!   where their output is drained, and the [`Core`](crate::shell::Core) implementation.
+//!
+//! # One convention
+//!
+//! Every sub-machine speaks as quinn-proto's connection does: `handle_*` methods take input
+//! (with `now` when time matters), and output leaves through `poll_transmit` (a datagram with
+//! its face and destination), `poll_timeout` (when to call `handle_timeout` next) and
+//! `poll_event` (something only the node can act on: a broker heard on the group, a forwarded
+//! report, a change of the live brokers, an endpoint to remove, an answer that must pass the
+//! rate limit). No sub-machine writes into the node's queues: the node drains each one's
+//! output in one place (`Node::drain`), right after the input that produced it, so
+//! datagrams leave in the order they were decided, and seals peer and group datagrams when
+//! they leave. The table is lent (`&mut Registry`) for the one call that reads or changes it.
+//!
+//! After every input the node drains the registry's change log once and hands each change to
+//! everything that follows the table: the log, the replicator, the verifier, the watches.
 //!
 //! ```
 //! use std::time::Instant;

@@ -13,13 +13,12 @@
 //! - reports per source address are capped by a token bucket;
 //! - probes are non-blocking connects in the event loop with a deadline (see [`crate::probe`]).
 //!
-//! [`Verifier`] owns the [`Prober`], the health-check schedule, the report cooldowns and
-//! buckets, and which services each live endpoint is in. It speaks the node's sub-machine
-//! convention (see the [node's documentation](super)): `handle_*` take reports, the table's
-//! changes, moves of ownership, probe outcomes and the time; the probes to run leave through
-//! [`poll_probe`](Verifier::poll_probe) (the prober's commands, for the shell), what the node
-//! must do about a result (remove an endpoint, or log that it was kept) through
-//! [`poll_event`](Verifier::poll_event). Who owns an endpoint's checks is the replicator's
+//! `Verifier` owns the [`Prober`], the health-check schedule, the report cooldowns and buckets, and
+//! which services each live endpoint is in. It speaks the node's sub-machine convention (see the
+//! [node's documentation](super)): `handle_*` take reports, the table's changes, moves of
+//! ownership, probe outcomes and the time; the probes to run leave through `poll_probe` (the
+//! prober's commands, for the shell), what the node must do about a result (remove an endpoint, or
+//! log that it was kept) through `poll_event`. Who owns an endpoint's checks is the replicator's
 //! knowledge: the node hands it in as `owned`.
 
 use std::collections::HashMap;

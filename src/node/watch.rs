@@ -10,15 +10,12 @@
 //! go out from the node's loop, one datagram per watcher (linear in the watchers), in the
 //! watcher's form, through the response-rate limit like any reply larger than its request.
 //!
-//! [`Watches`] owns every watch, its lease and its sequence number, and the counters. It
-//! speaks the node's sub-machine convention (see the [node's documentation](super)): requests
-//! come in through [`handle_watch`](Watches::handle_watch) and
-//! [`handle_unwatch`](Watches::handle_unwatch), the table's changes through
-//! [`handle_change`](Watches::handle_change) and, once per turn,
-//! [`flush`](Watches::flush); notifications leave through
-//! [`poll_transmit`](Watches::poll_transmit), and the node tells it which ones the rate limit
-//! or a full queue held back ([`note_sent`](Watches::note_sent)). The table is the node's,
-//! lent for the calls that read it.
+//! `Watches` owns every watch, its lease and its sequence number, and the counters. It speaks the
+//! node's sub-machine convention (see the [node's documentation](super)): requests come in through
+//! `handle_watch` and `handle_unwatch`, the table's changes through `handle_change` and, once per
+//! turn, `flush`; notifications leave through `poll_transmit`, and the node tells it which ones the
+//! rate limit or a full queue held back (`note_sent`). The table is the node's, lent for the calls
+//! that read it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

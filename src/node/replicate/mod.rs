@@ -21,15 +21,14 @@
 //!   endpoint over the live, complete brokers' incarnations, so every broker agrees without
 //!   talking about it.
 //!
-//! Who owns what: [`Replicator`] (this file) owns the peer table, the hello clock, the
-//! counters of what it applied and refused, and its queues; [`deltas::Deltas`] owns what is
-//! still to be sent and each peer's unacknowledged deltas; [`sync::CatchUp`] owns where
-//! catching up stands. The table is the node's, lent for each call that reads or changes it.
-//! The replicator speaks the node's sub-machine convention (see the [node's
-//! documentation](super)): `handle_*` take peer datagrams, the table's changes and the time;
-//! datagrams leave through [`poll_transmit`](Replicator::poll_transmit), what the node must
-//! act on (a peer event to log, a forwarded report, a change of the live brokers) through
-//! [`poll_event`](Replicator::poll_event).
+//! Who owns what: [`Replicator`] (this file) owns the peer table, the hello clock, the counters of
+//! what it applied and refused, and its queues; `deltas::Deltas` owns what is still to be sent and
+//! each peer's unacknowledged deltas; `sync::CatchUp` owns where catching up stands. The table is
+//! the node's, lent for each call that reads or changes it. The replicator speaks the node's
+//! sub-machine convention (see the [node's documentation](super)): `handle_*` take peer datagrams,
+//! the table's changes and the time; datagrams leave through
+//! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
+//! forwarded report, a change of the live brokers) through `poll_event`.
 
 mod deltas;
 pub mod sync;
@@ -291,7 +290,7 @@ impl Replicator {
     }
 
     /// Handles a peer datagram from `from`. A report a peer forwarded comes out as
-    /// [`ReplicaEvent::Report`].
+    /// `ReplicaEvent::Report`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, frame: PeerFrame<'_>, registry: &mut Registry) {
         // Peers are the configured ones and those found on the multicast group (whose hello
         // also makes this broker say hello to them): nobody becomes a peer by saying hello to

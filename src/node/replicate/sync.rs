@@ -21,9 +21,9 @@
 //! answer `NOT FOUND` it answers `NOT FOUND (catching up)` instead, so clients ask another
 //! broker and servers do not register again (see `protocol.md`).
 //!
-//! [`CatchUp`] owns where catching up stands. It writes its page requests into the
-//! replicator's queue and returns what is worth a log line; which peers are live and
-//! complete is the replicator's knowledge, handed in. [`serve_pages`] is the serving side.
+//! `CatchUp` owns where catching up stands. It writes its page requests into the replicator's queue
+//! and returns what is worth a log line; which peers are live and complete is the replicator's
+//! knowledge, handed in. `serve_pages` is the serving side.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

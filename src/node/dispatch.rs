@@ -106,7 +106,7 @@ impl Node {
     /// a sub-machine something to say, so datagrams leave in the order they were decided.
     /// (The replicator's events wait for the end of the turn: see
     /// [`after_input`](Self::after_input).)
-    pub(super) fn drain(&mut self, now: Instant) {
+    fn drain(&mut self, now: Instant) {
         while let Some(event) = self.verifier.poll_event() {
             match event {
                 VerifyEvent::Remove { endpoint, services, why } => {

@@ -170,3 +170,64 @@ fn origin(message: &Multicast<'_>) -> u64 {
         | Multicast::BrokerHello { origin, .. } => *origin,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry;
+
+    const UNICAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 7000);
+
+    fn group() -> Group {
+        let config = GroupConfig {
+            group: "239.255.77.1:7077".parse().unwrap(),
+            origin: 1,
+            hello_interval: Duration::from_secs(2),
+        };
+        Group::new(Some(config), UNICAST)
+    }
+
+    #[test]
+    fn hellos_leave_through_poll_transmit_once_per_interval() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut out = Vec::new();
+        g.handle_timeout(t0);
+        let hello = g.poll_transmit(&mut out).unwrap();
+        assert_eq!((hello.face, hello.to), (Face::GroupOut, "239.255.77.1:7077".parse().unwrap()));
+        assert_eq!(
+            binary::decode::<Multicast<'_>>(&out).unwrap().body,
+            Multicast::BrokerHello { origin: 1, addr: UNICAST }
+        );
+        assert_eq!(g.poll_transmit(&mut out), None);
+        g.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(g.poll_transmit(&mut out), None, "not yet");
+        assert_eq!(g.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        g.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(g.poll_transmit(&mut out).is_some());
+        let mut off = Group::new(None, UNICAST);
+        off.handle_timeout(t0);
+        assert_eq!((off.poll_transmit(&mut out), off.poll_timeout()), (None, None));
+    }
+
+    #[test]
+    fn another_brokers_hello_is_an_event_and_a_discovery_is_answered() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let (from, mut reply, mut datagram) = ("10.0.0.2:9999".parse().unwrap(), Vec::new(), Vec::new());
+        let hello = Multicast::BrokerHello { origin: 2, addr: "0.0.0.0:7000".parse().unwrap() };
+        binary::encode(0, &hello, &mut datagram);
+        assert!(!g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(g.poll_event(), Some(GroupEvent::Hello("10.0.0.2:7000".parse().unwrap())), "its source address");
+        assert_eq!(g.poll_event(), None);
+        datagram.clear();
+        binary::encode(9, &Multicast::Discover { origin: 2 }, &mut datagram);
+        assert!(g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(binary::decode_response(&reply).unwrap(), (9, Response::BrokerHere { addr: UNICAST }));
+        assert!(!g.handle_datagram(t0, from, b"junk", &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(g.stats(), GroupStats { announcements: 0, ignored: 1 });
+    }
+}

@@ -32,6 +32,8 @@
 
 mod deltas;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

@@ -120,6 +120,11 @@ impl Deltas {
         }
     }
 
+    /// Whether changes wait to go at once (see [`flush`](Self::flush)).
+    pub fn has_urgent(&self) -> bool {
+        !self.urgent.is_empty()
+    }
+
     /// Sends the changes waiting to go at once (new leases, removals), in as few datagrams as
     /// they fit, to each of `targets`.
     pub fn flush(&mut self, now: Instant, targets: &[SocketAddr], registry: &Registry, out: &mut Outbox<Face>) {

@@ -356,6 +356,10 @@ impl Replicator {
     /// End of a turn: sends the changes waiting to go at once (new leases, removals), in as
     /// few datagrams as they fit, to every live peer.
     pub fn flush(&mut self, now: Instant, registry: &Registry) {
+        if !self.deltas.has_urgent() {
+            // The common case (a query, a renewal): no list of targets to make.
+            return;
+        }
         let targets = self.targets();
         self.deltas.flush(now, &targets, registry, &mut self.transmits);
     }

@@ -106,18 +106,20 @@ const OUTBOX_CAPACITY: usize = 65_536;
 /// The broker's core. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Node {
+    /// The table: the node's, lent to a sub-machine for the call that reads or changes it.
     registry: Registry,
     service: Service,
+    // The sub-machines: each owns its state; the node drains their output (see `drain`).
     group: group::Group,
     replicator: replicate::Replicator,
     verifier: verify::Verifier,
     bridges: bridge::Bridges,
     watches: watch::Watches,
-    /// Peer and group datagrams (sealed with a key).
+    /// Peer and group datagrams (sealed with a key when they leave).
     outbox: Outbox<Face>,
-    /// Where a sub-machine's datagram passes on its way to the outbox.
+    /// Where a sub-machine's datagram passes on its way to a queue.
     scratch: Vec<u8>,
-    /// Deferred answers to clients (bridged queries): never sealed.
+    /// Deferred answers to clients (bridged queries) and watch notifications: never sealed.
     replies: Outbox<Face>,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.

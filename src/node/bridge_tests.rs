@@ -9,6 +9,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::protocol::binary;
 use crate::protocol::peer::PeerFrame;
+use crate::protocol::seal::Key;
 use crate::sim::{NetConfig, Sim, node_with};
 
 /// Site A's broker, site B's broker, and a third address nobody listens on.

@@ -472,7 +472,7 @@ fn run_random_cluster(seed: u64, n: usize) {
                 if !sim.is_up(node) {
                     continue;
                 }
-                let incarnation = sim.node(node).replicator.me;
+                let incarnation = sim.node(node).replicator.incarnation();
                 let listed = live(&mut sim, node, &service).contains(&server.endpoint);
                 assert!(
                     !(listed && settled),

@@ -7,6 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::registry::Cursor;
+use crate::shell::Core;
 use crate::sim::{NetConfig, Sim, node_with};
 
 fn node_addr(i: usize) -> SocketAddr {

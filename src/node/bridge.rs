@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 use super::{Face, Node};
 use crate::limit::Verdict;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
-use crate::protocol::{BridgeStats, Form, MAX_REPLY_LEN, Response, seal};
-use crate::service;
+use crate::protocol::{BridgeStats, Form, Response, fit, seal};
 use crate::timers::Timers;
 
 /// How bridges are used.
@@ -256,10 +255,9 @@ impl Bridges {
 
 impl Node {
     /// A client's query for `service`, which has no live instance here (see
-    /// [`Service::set_bridging`](crate::service::Service::set_bridging)): asked at the bridges.
-    /// Returns whether `reply` holds the answer to send now (from the cache, or `NOT FOUND`
-    /// when no bridge is up); otherwise it is sent when the bridges answered or the bound
-    /// passed.
+    /// [`Context::bridging`](crate::service::Context::bridging)): asked at the bridges.
+    /// Returns the answer to give now (from the cache, or `NOT FOUND` when no bridge is up);
+    /// otherwise it is sent when the bridges answered or the bound passed.
     pub(super) fn bridge_query(
         &mut self,
         now: Instant,
@@ -267,17 +265,12 @@ impl Node {
         form: Form,
         request_len: usize,
         service: &str,
-        reply: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Option<Response> {
         match self.bridges.ask(now, service, from, form, request_len) {
-            Some(instances) => {
-                let response = client_answer(form, instances);
-                self.service.reply(form, &response, reply);
-                true
-            }
+            Some(instances) => Some(client_answer(form, instances)),
             None => {
                 self.flush_bridges(now);
-                false
+                None
             }
         }
     }
@@ -348,21 +341,14 @@ fn client_answer(form: Form, instances: &[SocketAddr]) -> Response {
     if instances.is_empty() {
         return Response::NotFound;
     }
-    let mut budget = MAX_REPLY_LEN - service::reply_overhead(form);
     let mut list = Vec::new();
-    for &instance in instances {
-        let cost = service::encoded_len(form, instance);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        list.push(instance);
-    }
+    fit::instances(form, instances.iter().copied(), &mut list);
     Response::Instances(list)
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MAX_REPLY_LEN;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))

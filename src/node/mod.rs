@@ -55,12 +55,13 @@ use logging::{log_change, log_peer_event};
 
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
+use crate::protocol::fit;
 use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
-use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response};
+use crate::protocol::{BrokerStats, Form, Rejection, RemoveReason, Response};
 use crate::registry::{self, ChangeKind, Registry};
 use crate::service::policy::Policy;
-use crate::service::{self, Handled, Service};
+use crate::service::{self, Service};
 use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
 pub use bridge::BridgeConfig;
@@ -233,15 +234,13 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
-        let bridges = bridge::Bridges::new(config.bridges);
-        service.set_bridging(bridges.is_on());
         Node {
             registry,
             service,
             group: config.group.map(|group| group::Group::new(group, config.unicast)),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify),
-            bridges,
+            bridges: bridge::Bridges::new(config.bridges),
             watches: watch::Watches::new(config.watches),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             replies: Outbox::new(OUTBOX_CAPACITY),
@@ -278,7 +277,7 @@ impl Node {
 
     /// Every counter `stats` reports, in the order of its text line: what the counters are,
     /// for documentation and tests.
-    pub fn counter_defs() -> impl Iterator<Item = &'static protocol::stats::Def> {
+    pub fn counter_defs() -> impl Iterator<Item = &'static crate::protocol::stats::Def> {
         stats::COUNTERS.iter().map(|row| &row.def)
     }
 
@@ -318,31 +317,10 @@ impl Node {
             }
             return false;
         }
-        self.service.set_catching_up(!self.replicator.is_complete());
-        let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            Handled::Replied(form) => form,
-            Handled::Other { form, request: Request::Query { service } } => {
-                if !self.bridge_query(now, from, form, datagram.len(), service, reply) {
-                    return false;
-                }
-                form
-            }
-            Handled::Other { form, request } => {
-                let response = match request {
-                    Request::Stats => {
-                        self.stats_reply(now, form, reply);
-                        return self.limit(now, from, form, datagram.len(), reply);
-                    }
-                    Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
-                    Request::Watch { service } => self.watch(now, from, form, service),
-                    Request::Unwatch { service } => self.unwatch(from, service),
-                    other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
-                };
-                self.service.reply(form, &response, reply);
-                form
-            }
-        };
-        self.limit(now, from, form, datagram.len(), reply)
+        match service::handle(self, now, from, datagram, reply) {
+            Some(form) => self.limit(now, from, form, datagram.len(), reply),
+            None => false,
+        }
     }
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
@@ -370,7 +348,7 @@ impl Node {
             return Response::Error(Rejection::TooMany { what: "reports".into(), max });
         }
         if !self.registry.contains(now, service, endpoint) {
-            return self.service.not_found();
+            return service::not_found(!self.is_complete());
         }
         match self.replicator.owner(endpoint) {
             None => self.verifier.verify(now, endpoint, &mut self.prober),
@@ -379,17 +357,11 @@ impl Node {
         Response::Ok
     }
 
-    /// The `stats` answer, with as many peers as fit in one reply. Expired leases go first, so
-    /// the counts are of live instances only.
-    fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) {
+    /// The `stats` answer in `form`, fitted to one reply ([`fit::broker_stats`]). Expired
+    /// leases go first, so the counts are of live instances only.
+    fn stats_reply(&mut self, now: Instant, form: Form) -> Response {
         self.registry.handle_timeout(now);
-        let mut stats = self.stats(now);
-        loop {
-            protocol::encode_reply(form, &Response::Stats(Box::new(stats.clone())), reply);
-            if reply.len() <= MAX_REPLY_LEN || (stats.peers.pop().is_none() && stats.bridges.pop().is_none()) {
-                return;
-            }
-        }
+        Response::Stats(Box::new(fit::broker_stats(form, self.stats(now))))
     }
 
     /// Hands every change since the last call to everything that follows the table, sends what
@@ -436,6 +408,49 @@ impl Node {
                 None => {}
             }
         }
+    }
+}
+
+/// The requests only the broker answers, for the registration protocol's router (see
+/// [`service::handle`]).
+impl service::Context for Node {
+    fn parts(&mut self) -> (&mut Service, &mut Registry) {
+        (&mut self.service, &mut self.registry)
+    }
+
+    fn catching_up(&self) -> bool {
+        !self.is_complete()
+    }
+
+    fn bridging(&self) -> bool {
+        self.bridges.is_on()
+    }
+
+    fn answer_bridged(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        request_len: usize,
+        service: &str,
+    ) -> Option<Response> {
+        self.bridge_query(now, from, form, request_len, service)
+    }
+
+    fn answer_stats(&mut self, now: Instant, form: Form) -> Response {
+        self.stats_reply(now, form)
+    }
+
+    fn answer_report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
+        self.report(now, from, service, endpoint)
+    }
+
+    fn answer_watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
+        self.watch(now, from, form, service)
+    }
+
+    fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
+        self.unwatch(from, service)
     }
 }
 

@@ -22,14 +22,17 @@
 //!
 //! # Layout
 //!
-//! - [`protocol`]: the wire types and the codecs: text, binary, the peer protocol, and sealed
-//!   envelopes for the shared key. Depends on nothing else in the crate; no decoder panics on
-//!   any input.
+//! - [`protocol`]: the wire types and the codecs: text, binary, the peer protocol, sealed
+//!   envelopes for the shared key, and the fitter that cuts a reply's list to one datagram
+//!   ([`protocol::fit`]). Depends on nothing else in the crate; no decoder panics on any input.
 //! - [`registry`]: the table of leases as a pure state machine: time is passed in, ids come
 //!   from a generator handed in, and every change goes to an always-on, numbered change log;
 //!   tombstones, remote leases and pages make it replicable.
-//! - [`service`]: the registration protocol (register, heartbeat, deregister, query) over a
-//!   registry, with no I/O; shared by the broker and the balancer's control port.
+//! - [`service`]: the registration protocol over a registry, with no I/O: one router decodes a
+//!   request once and hands it to its kind's handler, a file each (register, heartbeat,
+//!   deregister, query, the listings); what only the caller answers (stats, report, watch,
+//!   bridged queries) goes to the caller's [`service::Context`]. Shared by the broker's node
+//!   and the balancer's control port.
 //! - [`node`]: the broker's sans-IO core: owns the registry, the service and the rate limit,
 //!   and routes input between its sub-machines (replication with peer brokers, with its deltas
 //!   and catch-up; the verifier of reports and health checks, which owns the prober; the

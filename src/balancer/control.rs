@@ -11,9 +11,10 @@ use super::{Counters, Pool};
 use crate::client::{Announcer, AnnouncerConfig, Registrar, Registration};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
-use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
+use crate::protocol::fit;
+use crate::protocol::{Form, Response};
 use crate::registry::{ChangeKind, Registry};
-use crate::service::{self, Handled, Service};
+use crate::service::{self, Service};
 use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 
 /// The control port's one socket.
@@ -169,19 +170,7 @@ impl Control {
     /// The balancer's counters, with as many backends as fit in one reply in `form`. Linear in
     /// the number of backends: each one's size is counted once.
     fn stats(&self, form: Form) -> Response {
-        let mut stats = self.counters.stats(&self.pool);
-        let mut budget = MAX_REPLY_LEN.saturating_sub(header_len(form, &stats));
-        let mut fits = 0;
-        for backend in &stats.backends {
-            let cost = backend_len(form, backend);
-            if cost > budget {
-                break;
-            }
-            budget -= cost;
-            fits += 1;
-        }
-        stats.backends.truncate(fits);
-        Response::BalancerStats(stats)
+        Response::BalancerStats(fit::balancer_stats(form, self.counters.stats(&self.pool)))
     }
 
     /// Stops the balancer's own registration and announcement.
@@ -190,6 +179,20 @@ impl Control {
         if let Some(registrar) = self.registering.registrar.take() {
             registrar.shutdown();
         }
+    }
+}
+
+/// The control port answers `stats` besides the registration protocol.
+impl service::Context for Control {
+    fn parts(&mut self) -> (&mut Service, &mut Registry) {
+        (&mut self.service, &mut self.registry)
+    }
+
+    fn answer_stats(&mut self, now: Instant, form: Form) -> Response {
+        // What the table holds, the pool shows: staged changes go out first.
+        self.drain_changes(now);
+        self.publish(now);
+        self.stats(form)
     }
 }
 
@@ -204,26 +207,12 @@ impl Core for Control {
         datagram: &[u8],
         reply: &mut Vec<u8>,
     ) -> Option<Face> {
-        let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            Handled::Replied(form) => form,
-            Handled::Other { form, request } => {
-                let response = match request {
-                    Request::Stats => {
-                        // What the table holds, the pool shows: staged changes go out first.
-                        self.drain_changes(now);
-                        self.publish(now);
-                        self.stats(form)
-                    }
-                    other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
-                };
-                self.service.reply(form, &response, reply);
-                form
-            }
-        };
+        // Never `None`: the control port has no bridges.
+        let form = service::handle(self, now, from, datagram, reply);
         self.drain_changes(now);
         // The binary `stats` answer is the largest for the smallest request: limited like a
         // broker's replies.
-        self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply).then_some(Face::Control)
+        self.limiter.limit_reply(now, from.ip(), form?, datagram.len(), reply).then_some(Face::Control)
     }
 
     fn handle_stream(
@@ -312,31 +301,6 @@ impl Control {
     }
 }
 
-/// Bytes of a `stats` reply that are not backends, at the most.
-fn header_len(form: Form, stats: &BalancerStats) -> usize {
-    let header = BalancerStats { backends: Vec::new(), ..stats.clone() };
-    let mut out = Vec::new();
-    crate::protocol::encode_reply(form, &Response::BalancerStats(header), &mut out);
-    match form {
-        Form::Text => out.len(),
-        // The record's length and the list's length grow with the backends (by up to 2 bytes
-        // each for any reply that fits).
-        Form::Binary { .. } => out.len() + 2 + 2,
-    }
-}
-
-/// Bytes one backend adds to a `stats` reply.
-fn backend_len(form: Form, backend: &crate::protocol::BackendStats) -> usize {
-    match form {
-        Form::Text => {
-            let mut line = Vec::with_capacity(128);
-            crate::protocol::text::encode_backend_line(backend, &mut line);
-            line.len()
-        }
-        Form::Binary { .. } => crate::protocol::stats::record_len(backend),
-    }
-}
-
 /// The balancer's own registration at the broker (and announcement on the multicast group),
 /// present while it has backends.
 pub(crate) struct SelfRegistration {
@@ -385,48 +349,6 @@ impl SelfRegistration {
                 }
             }
             _ => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::BackendStats;
-
-    fn backend(i: u32) -> BackendStats {
-        let [_, _, hi, lo] = i.to_be_bytes();
-        BackendStats {
-            addr: SocketAddr::from(([10, 0, hi, lo], 40000 + (i % 1000) as u16)),
-            up: i % 3 != 0,
-            active: u64::from(i),
-            total: u64::from(i) * 1000,
-            bytes_to: u64::MAX - u64::from(i),
-            bytes_from: u64::from(i) << 20,
-            failures: u64::from(i % 7),
-        }
-    }
-
-    #[test]
-    fn the_size_of_each_backend_is_counted_exactly() {
-        for form in [Form::Text, Form::Binary { request_id: u32::MAX }] {
-            let counters = ["backend_count", "active", "total", "refused", "failed"];
-            let mut total = BalancerStats {
-                counters: counters.into_iter().map(|name| crate::protocol::Counter::new(name, u64::MAX)).collect(),
-                backends: Vec::new(),
-                accepted_per_thread: vec![u64::MAX; 8],
-            };
-            let mut expected = header_len(form, &total);
-            let mut out = Vec::new();
-            crate::protocol::encode_reply(form, &Response::BalancerStats(total.clone()), &mut out);
-            assert!(out.len() <= expected, "{form:?}: header {} > {expected}", out.len());
-            for i in 0..20 {
-                total.backends.push(backend(i));
-                expected += backend_len(form, &backend(i));
-                crate::protocol::encode_reply(form, &Response::BalancerStats(total.clone()), &mut out);
-                assert!(out.len() <= expected, "{form:?}: {} > {expected}", out.len());
-                assert!(out.len() + 60 >= expected, "{form:?}: {} much less than {expected}", out.len());
-            }
         }
     }
 }

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use super::Face;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
-use crate::protocol::{BridgeStats, Form, MAX_REPLY_LEN, Response};
+use crate::protocol::{BridgeStats, Form, Response, fit};
 use crate::registry::Registry;
-use crate::service;
 use crate::shell::{Outbox, Transmit};
 use crate::timers::Timers;
 
@@ -164,7 +163,7 @@ impl Bridges {
     }
 
     /// A client's query for `service`, which has no live instance here (see
-    /// [`Service::set_bridging`](crate::service::Service::set_bridging)): asked at the
+    /// [`Context::bridging`](crate::service::Context::bridging)): asked at the
     /// bridges. Returns the answer to give at once (from the cache, or `NOT FOUND` when no
     /// bridge is up), or `None`: the answer comes later, through
     /// [`poll_event`](Self::poll_event), when the bridges answered or the bound passed.
@@ -349,21 +348,14 @@ fn client_answer(form: Form, instances: &[SocketAddr]) -> Response {
     if instances.is_empty() {
         return Response::NotFound;
     }
-    let mut budget = MAX_REPLY_LEN - service::reply_overhead(form);
     let mut list = Vec::new();
-    for &instance in instances {
-        let cost = service::encoded_len(form, instance);
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        list.push(instance);
-    }
+    fit::instances(form, instances.iter().copied(), &mut list);
     Response::Instances(list)
 }
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MAX_REPLY_LEN;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))

@@ -7,9 +7,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::protocol::binary;
 use crate::protocol::peer::PeerFrame;
 use crate::protocol::seal::Key;
+use crate::protocol::{MAX_REPLY_LEN, Request, binary};
 use crate::sim::{NetConfig, Sim, node_with};
 
 /// Site A's broker, site B's broker, and a third address nobody listens on.

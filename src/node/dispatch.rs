@@ -72,10 +72,10 @@ impl Node {
         self.watches.handle_unwatch(from, service)
     }
 
-    /// A client's query for `service`, which has no live instance here: asked at the
-    /// bridges. Returns whether `reply` holds the answer to send now (from the cache, or
-    /// `NOT FOUND` when no bridge is up); otherwise it is sent when the bridges answered or
-    /// the bound passed.
+    /// A client's query for `service`, which has no live instance here (see
+    /// [`Context::bridging`](crate::service::Context::bridging)): asked at the bridges.
+    /// Returns the answer to give now (from the cache, or `NOT FOUND` when no bridge is up);
+    /// otherwise it is sent when the bridges answered or the bound passed.
     pub(super) fn bridge_query(
         &mut self,
         now: Instant,
@@ -83,13 +83,10 @@ impl Node {
         form: Form,
         request_len: usize,
         service: &str,
-        reply: &mut Vec<u8>,
-    ) -> bool {
+    ) -> Option<Response> {
         let answer = self.bridges.handle_query(now, service, from, form, request_len);
         self.drain(now);
-        let Some(response) = answer else { return false };
-        self.service.reply(form, &response, reply);
-        true
+        answer
     }
 
     /// A bridge datagram from a broker of another network (see [`bridge`](super::bridge)).

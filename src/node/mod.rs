@@ -79,11 +79,12 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use crate::limit::ResponseLimiter;
+use crate::protocol::fit;
 use crate::protocol::peer::{self, Peer};
 use crate::protocol::seal::{self, ReplayGuard, Sealer};
-use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
+use crate::protocol::{BrokerStats, Form, Rejection, Response};
 use crate::registry::Registry;
-use crate::service::{Handled, Service};
+use crate::service::{self, Service};
 use crate::shell::Outbox;
 
 pub use bridge::BridgeConfig;
@@ -143,7 +144,6 @@ impl Node {
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
         let bridges = bridge::Bridges::new(config.bridges, config.incarnation);
-        service.set_bridging(bridges.is_on());
         Node {
             registry,
             service,
@@ -183,7 +183,7 @@ impl Node {
 
     /// Every counter `stats` reports, in the order of its text line: what the counters are,
     /// for documentation and tests.
-    pub fn counter_defs() -> impl Iterator<Item = &'static protocol::stats::Def> {
+    pub fn counter_defs() -> impl Iterator<Item = &'static crate::protocol::stats::Def> {
         stats::COUNTERS.iter().map(|row| &row.def)
     }
 
@@ -217,31 +217,10 @@ impl Node {
             self.replicator.handle_datagram(now, from, frame, &mut self.registry);
             return false;
         }
-        self.service.set_catching_up(!self.replicator.is_complete());
-        let form = match self.service.handle(&mut self.registry, now, from, datagram, reply) {
-            Handled::Replied(form) => form,
-            Handled::Other { form, request: Request::Query { service } } => {
-                if !self.bridge_query(now, from, form, datagram.len(), service, reply) {
-                    return false;
-                }
-                form
-            }
-            Handled::Other { form, request } => {
-                let response = match request {
-                    Request::Stats => {
-                        self.stats_reply(now, form, reply);
-                        return self.limit(now, from, form, datagram.len(), reply);
-                    }
-                    Request::Report { service, endpoint } => self.report(now, from, service, endpoint),
-                    Request::Watch { service } => self.watch(now, from, form, service),
-                    Request::Unwatch { service } => self.unwatch(from, service),
-                    other => Response::Error(Rejection::Unsupported { what: format!("{other:?}") }),
-                };
-                self.service.reply(form, &response, reply);
-                form
-            }
-        };
-        self.limit(now, from, form, datagram.len(), reply)
+        match service::handle(self, now, from, datagram, reply) {
+            Some(form) => self.limit(now, from, form, datagram.len(), reply),
+            None => false,
+        }
     }
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
@@ -269,7 +248,7 @@ impl Node {
             return Response::Error(Rejection::TooMany { what: "reports".into(), max });
         }
         if !self.registry.contains(now, service, endpoint) {
-            return self.service.not_found();
+            return service::not_found(!self.is_complete());
         }
         match self.replicator.owner(endpoint) {
             None => self.verifier.handle_report(now, endpoint),
@@ -278,16 +257,53 @@ impl Node {
         Response::Ok
     }
 
-    /// The `stats` answer, with as many peers as fit in one reply. Expired leases go first, so
-    /// the counts are of live instances only.
-    fn stats_reply(&mut self, now: Instant, form: Form, reply: &mut Vec<u8>) {
+    /// The `stats` answer in `form`, fitted to one reply ([`fit::broker_stats`]). Expired
+    /// leases go first, so the counts are of live instances only.
+    fn stats_reply(&mut self, now: Instant, form: Form) -> Response {
         self.registry.handle_timeout(now);
-        let mut stats = self.stats(now);
-        loop {
-            protocol::encode_reply(form, &Response::Stats(Box::new(stats.clone())), reply);
-            if reply.len() <= MAX_REPLY_LEN || (stats.peers.pop().is_none() && stats.bridges.pop().is_none()) {
-                return;
-            }
-        }
+        Response::Stats(Box::new(fit::broker_stats(form, self.stats(now))))
+    }
+}
+
+/// The requests only the broker answers, for the registration protocol's router (see
+/// [`service::handle`]).
+impl service::Context for Node {
+    fn parts(&mut self) -> (&mut Service, &mut Registry) {
+        (&mut self.service, &mut self.registry)
+    }
+
+    fn catching_up(&self) -> bool {
+        !self.is_complete()
+    }
+
+    fn bridging(&self) -> bool {
+        self.bridges.is_on()
+    }
+
+    fn answer_bridged(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        request_len: usize,
+        service: &str,
+    ) -> Option<Response> {
+        self.bridge_query(now, from, form, request_len, service)
+    }
+
+    fn answer_stats(&mut self, now: Instant, form: Form) -> Response {
+        self.stats_reply(now, form)
+    }
+
+    fn answer_report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
+        self.report(now, from, service, endpoint)
+    }
+
+    fn answer_watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
+        self.watch(now, from, form, service)
+    }
+
+    fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
+        self.unwatch(from, service)
     }
 }

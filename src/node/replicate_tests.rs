@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::protocol;
 use crate::sim::{NetConfig, Sim, node_with};
 
 const TTL: Duration = Duration::from_secs(5);

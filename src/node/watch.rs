@@ -22,9 +22,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::Face;
-use crate::protocol::{self, Form, MAX_REPLY_LEN, Rejection, Response};
+use crate::protocol::fit::{self, Room};
+use crate::protocol::{self, Form, Rejection, Response};
 use crate::registry::Registry;
-use crate::service;
 use crate::shell::{Outbox, Transmit};
 use crate::timers::Timers;
 
@@ -294,26 +294,25 @@ fn saturate(n: usize) -> u32 {
 
 /// As many of `instances` as fit in one reply naming `service`, in either form.
 fn fit(form: Form, service: &str, mut instances: Vec<SocketAddr>) -> Vec<SocketAddr> {
-    // The verb, the name, the sequence number and the TTL, at the most.
-    let mut budget = MAX_REPLY_LEN - service::reply_overhead(form) - service.len() - 64;
-    let mut keep = 0;
-    for &instance in &instances {
-        // The longer of the two forms, so that one list fits both.
-        let cost = service::encoded_len(Form::Text, instance)
-            .max(service::encoded_len(Form::Binary { request_id: 0 }, instance));
-        if cost > budget {
-            break;
-        }
-        budget -= cost;
-        keep += 1;
-    }
+    let mut room = Room::after(fit::instances_header(form) + service.len() + WATCH_RESERVE);
+    // The longer of the two forms, so that one list fits both.
+    let cost = |&instance: &SocketAddr| {
+        fit::instance_len(Form::Text, instance).max(fit::instance_len(Form::Binary { request_id: 0 }, instance))
+    };
+    let keep = room.fit(instances.iter().copied(), cost);
     instances.truncate(keep);
     instances
 }
 
+/// Room kept in a watch's reply for the verb, the sequence number and the TTL, besides the
+/// name and a query reply's header. More than they take in either form (at most 52 bytes in
+/// text, 17 in binary), and kept as it was so that watchers get the same lists.
+const WATCH_RESERVE: usize = 64;
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::MAX_REPLY_LEN;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([10, 0, 0, 1], port))

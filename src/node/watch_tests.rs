@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::*;
+use crate::protocol::Request;
 use crate::sim::{NetConfig, Sim, node_with};
 
 const BROKER: SocketAddr = addr(10, 0, 0, 1, 7000);

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod fit;
 pub mod listing;
 pub mod peer;
 pub mod seal;
@@ -478,8 +479,8 @@ pub fn decode_request(datagram: &[u8]) -> Result<(Form, Request<'_>), DecodeErro
 
 /// Writes `response` into `out` (cleared first) in the given form.
 ///
-/// The caller keeps replies within [`MAX_REPLY_LEN`]; the broker's query handling does so by
-/// cutting the instance list to what fits.
+/// The caller keeps replies within [`MAX_REPLY_LEN`], by cutting their lists to what fits
+/// ([`fit`]).
 pub fn encode_reply(form: Form, response: &Response, out: &mut Vec<u8>) {
     out.clear();
     match form {

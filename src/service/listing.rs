@@ -5,68 +5,56 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::Service;
-use crate::protocol::{
-    self, Form, InstanceInfo, InstancePage, MAX_REPLY_LEN, Response, ServiceCount, ServicePage, text,
-};
-use crate::registry::{Cursor, Registry};
+use super::{Context, not_found_in};
+use crate::protocol::fit::{self, Room};
+use crate::protocol::{Form, InstanceInfo, InstancePage, Response, ServiceCount, ServicePage, text};
+use crate::registry::Cursor;
 
-impl Service {
-    /// A page of the services, from `cursor` on.
-    pub(super) fn services(&mut self, registry: &mut Registry, now: Instant, form: Form, cursor: u32) -> Response {
-        let total = registry.service_count() as u64;
-        let header = ServicePage { total, services: Vec::new(), next: Some(u32::MAX) };
-        let mut budget = budget(form, &Response::Services(header));
-        let mut services = Vec::new();
-        let next = registry.services_page(now, Cursor(cursor), |name, instances| {
-            let entry = ServiceCount { name: name.to_owned(), instances: instances as u64 };
-            let cost = cost(form, &entry, text::encode_service_line);
-            if cost > budget {
-                return false;
-            }
-            budget -= cost;
-            services.push(entry);
-            true
-        });
-        Response::Services(ServicePage { total, services, next: next.map(|c| c.0) })
+/// A page of the services, from `cursor` on.
+pub(super) fn services(ctx: &mut impl Context, now: Instant, form: Form, cursor: u32) -> Response {
+    let (_, registry) = ctx.parts();
+    let total = registry.service_count() as u64;
+    let header = ServicePage { total, services: Vec::new(), next: Some(u32::MAX) };
+    let mut room = room(form, &Response::Services(header));
+    let mut services = Vec::new();
+    let next = registry.services_page(now, Cursor(cursor), |name, instances| {
+        let entry = ServiceCount { name: name.to_owned(), instances: instances as u64 };
+        if !room.take(entry_len(form, &entry, text::encode_service_line)) {
+            return false;
+        }
+        services.push(entry);
+        true
+    });
+    Response::Services(ServicePage { total, services, next: next.map(|c| c.0) })
+}
+
+/// A page of `service`'s instances, from `cursor` on.
+pub(super) fn instances(ctx: &mut impl Context, now: Instant, form: Form, service: &str, cursor: u32) -> Response {
+    let (_, registry) = ctx.parts();
+    if let Err(rejection) = registry.config().limits.check_name(service) {
+        return Response::Error(rejection);
     }
-
-    /// A page of `service`'s instances, from `cursor` on.
-    pub(super) fn instances(
-        &mut self,
-        registry: &mut Registry,
-        now: Instant,
-        form: Form,
-        service: &str,
-        cursor: u32,
-    ) -> Response {
-        if let Err(rejection) = registry.config().limits.check_name(service) {
-            return Response::Error(rejection);
+    let total = registry.instance_count(service) as u64;
+    let header = InstancePage { total, instances: Vec::new(), next: Some(u32::MAX) };
+    let mut room = room(form, &Response::InstanceList(header));
+    let mut instances = Vec::new();
+    let page = registry.instances_page(now, service, Cursor(cursor), |view| {
+        let entry = InstanceInfo {
+            endpoint: view.endpoint,
+            age_ms: millis(view.age),
+            expires_ms: millis(view.ttl_left),
+            leases: view.leases as u64,
+            source: view.source,
+        };
+        if !room.take(entry_len(form, &entry, text::encode_instance_line)) {
+            return false;
         }
-        let total = registry.instance_count(service) as u64;
-        let header = InstancePage { total, instances: Vec::new(), next: Some(u32::MAX) };
-        let mut budget = budget(form, &Response::InstanceList(header));
-        let mut instances = Vec::new();
-        let page = registry.instances_page(now, service, Cursor(cursor), |view| {
-            let entry = InstanceInfo {
-                endpoint: view.endpoint,
-                age_ms: millis(view.age),
-                expires_ms: millis(view.ttl_left),
-                leases: view.leases as u64,
-                source: view.source,
-            };
-            let cost = cost(form, &entry, text::encode_instance_line);
-            if cost > budget {
-                return false;
-            }
-            budget -= cost;
-            instances.push(entry);
-            true
-        });
-        match page {
-            Ok(next) => Response::InstanceList(InstancePage { total, instances, next: next.map(|c| c.0) }),
-            Err(_) => self.not_found(),
-        }
+        instances.push(entry);
+        true
+    });
+    match page {
+        Ok(next) => Response::InstanceList(InstancePage { total, instances, next: next.map(|c| c.0) }),
+        Err(_) => not_found_in(ctx),
     }
 }
 
@@ -74,31 +62,23 @@ fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The bytes left for entries once `header` (a page with no entries and the longest cursor)
-/// is written; in the binary form also the list's length (a varint of up to 3 bytes for any
-/// list that fits).
-fn budget(form: Form, header: &Response) -> usize {
-    let mut out = Vec::new();
-    protocol::encode_reply(form, header, &mut out);
+/// The room for entries once `header` (a page with no entries and the longest cursor) is
+/// written; in the binary form also the list's length at its longest ([`fit::LIST_LEN`],
+/// besides the empty list's byte the header holds: one more than needed, which keeps the pages
+/// as they were).
+fn room(form: Form, header: &Response) -> Room {
     let list_len = match form {
         Form::Text => 0,
-        Form::Binary { .. } => 3,
+        Form::Binary { .. } => fit::LIST_LEN,
     };
-    MAX_REPLY_LEN.saturating_sub(out.len() + list_len)
+    Room::after(fit::reply_len(form, header) + list_len)
 }
 
-/// The bytes one entry adds to a page.
-fn cost<T: Serialize>(form: Form, entry: &T, line: fn(&T, &mut Vec<u8>)) -> usize {
+/// The bytes one entry adds to a page: its line in text, its postcard encoding in binary.
+fn entry_len<T: Serialize>(form: Form, entry: &T, line: fn(&T, &mut Vec<u8>)) -> usize {
     match form {
-        Form::Text => {
-            let mut out = Vec::with_capacity(128);
-            line(entry, &mut out);
-            out.len()
-        }
-        Form::Binary { .. } => {
-            postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(entry, Default::default())
-                .unwrap_or(usize::MAX)
-        }
+        Form::Text => fit::line_len(entry, line),
+        Form::Binary { .. } => fit::binary_len(entry),
     }
 }
 
@@ -107,9 +87,9 @@ mod tests {
     use std::net::SocketAddr;
 
     use super::*;
-    use crate::protocol::{Request, Source, binary};
-    use crate::registry::{Config, Limits};
-    use crate::service::Handled;
+    use crate::protocol::{MAX_REPLY_LEN, Request, Source, binary};
+    use crate::registry::{Config, Limits, Registry};
+    use crate::service::{self, Plain};
 
     /// A table of 300 services with long names, the first with 300 instances from three sources.
     fn table(now: Instant) -> Registry {
@@ -127,13 +107,7 @@ mod tests {
 
     /// Walks every page of `first` in `form`, checking each reply's size; returns the pages,
     /// decoded in the binary form (`Response::Ok` stands for a text page).
-    fn walk(
-        service: &mut Service,
-        registry: &mut Registry,
-        now: Instant,
-        form: Form,
-        first: Request<'_>,
-    ) -> Vec<Response> {
+    fn walk(table: &mut Plain, now: Instant, form: Form, first: Request<'_>) -> Vec<Response> {
         let mut pages = Vec::new();
         let mut request = first;
         loop {
@@ -144,7 +118,7 @@ mod tests {
             }
             let from = "127.0.0.1:50000".parse().unwrap();
             let mut out = Vec::new();
-            assert!(matches!(service.handle(registry, now, from, &datagram, &mut out), Handled::Replied(_)));
+            assert_eq!(service::handle(table, now, from, &datagram, &mut out), Some(form));
             assert!(out.len() <= MAX_REPLY_LEN, "{form:?}: {} bytes", out.len());
             let (response, next) = match form {
                 Form::Text => {
@@ -172,10 +146,9 @@ mod tests {
     #[test]
     fn every_page_fits_and_the_pages_cover_the_table() {
         let now = Instant::now();
-        let mut registry = table(now);
-        let mut service = Service::new(&registry, 1400);
+        let mut table = Plain::new(table(now), 1400);
         for form in [Form::Text, Form::Binary { request_id: 9 }] {
-            let pages = walk(&mut service, &mut registry, now, form, Request::Services { cursor: 0 });
+            let pages = walk(&mut table, now, form, Request::Services { cursor: 0 });
             assert!(pages.len() > 2, "{form:?}: {} pages", pages.len());
             if let Form::Binary { .. } = form {
                 let mut names: Vec<String> = pages
@@ -190,7 +163,7 @@ mod tests {
                 assert_eq!(names.len(), 301);
             }
             let first = Request::Instances { service: "a-service-with-a-name-of-some-length", cursor: 0 };
-            let pages = walk(&mut service, &mut registry, now, form, first);
+            let pages = walk(&mut table, now, form, first);
             assert!(pages.len() > 2, "{form:?}: {} pages", pages.len());
             if let Form::Binary { .. } = form {
                 let count: usize = pages
@@ -211,13 +184,12 @@ mod tests {
     #[test]
     fn an_unknown_service_is_not_found() {
         let now = Instant::now();
-        let mut registry = table(now);
-        let mut service = Service::new(&registry, 1400);
+        let mut table = Plain::new(table(now), 1400);
         let from = "127.0.0.1:50000".parse().unwrap();
         let mut out = Vec::new();
-        service.handle(&mut registry, now, from, b"instances nothing", &mut out);
+        service::handle(&mut table, now, from, b"instances nothing", &mut out);
         assert_eq!(out, b"NOT FOUND\n");
-        service.handle(&mut registry, now, from, b"instances bad/name", &mut out);
+        service::handle(&mut table, now, from, b"instances bad/name", &mut out);
         assert!(out.starts_with(b"ERROR bad service name"), "{}", String::from_utf8_lossy(&out));
     }
 }

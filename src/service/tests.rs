@@ -1,5 +1,6 @@
 use super::*;
-use crate::protocol::binary;
+use crate::protocol::fit::{binary_len, instance_len};
+use crate::protocol::{MAX_REPLY_LEN, Source, binary};
 use crate::registry::{Config, Limits};
 
 fn binary_request(id: u32, request: &Request<'_>) -> Vec<u8> {
@@ -9,8 +10,7 @@ fn binary_request(id: u32, request: &Request<'_>) -> Vec<u8> {
 }
 
 struct Fixture {
-    registry: Registry,
-    service: Service,
+    table: Plain,
     out: Vec<u8>,
 }
 
@@ -21,14 +21,12 @@ fn fixture(max_instances: usize) -> Fixture {
         n += 1;
         uuid::Uuid::from_u128(n)
     });
-    let service = Service::new(&registry, DEFAULT_MAX_DATAGRAM);
-    Fixture { registry, service, out: Vec::new() }
+    Fixture { table: Plain::new(registry, DEFAULT_MAX_DATAGRAM), out: Vec::new() }
 }
 
 impl Fixture {
     fn raw(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) -> Vec<u8> {
-        let handled = self.service.handle(&mut self.registry, now, source, datagram, &mut self.out);
-        assert!(matches!(handled, Handled::Replied(_)));
+        assert!(handle(&mut self.table, now, source, datagram, &mut self.out).is_some());
         self.out.clone()
     }
 
@@ -39,12 +37,13 @@ impl Fixture {
 }
 
 #[test]
-fn encoded_len_matches_postcard() {
+fn an_instance_is_sized_as_it_is_encoded() {
     for addr in ["1.2.3.4:1", "1.2.3.4:200", "1.2.3.4:65535", "[::1]:127", "[::1]:16384"] {
         let addr: SocketAddr = addr.parse().unwrap();
         let bytes = postcard::to_stdvec(&addr).unwrap();
-        assert_eq!(encoded_len(Form::Binary { request_id: 0 }, addr), bytes.len(), "{addr}");
-        assert_eq!(encoded_len(Form::Text, addr), addr.to_string().len() + 1);
+        assert_eq!(instance_len(Form::Binary { request_id: 0 }, addr), bytes.len(), "{addr}");
+        assert_eq!(binary_len(&addr), bytes.len(), "{addr}");
+        assert_eq!(instance_len(Form::Text, addr), addr.to_string().len() + 1);
     }
 }
 
@@ -92,7 +91,7 @@ fn register_takes_the_source_address_when_no_ip_is_given() {
     assert_eq!(f.text(now, "query echo"), "127.0.0.9:4000\n");
     let source = Source::Unicast("127.0.0.9:50000".parse().unwrap());
     assert!(
-        f.registry.lease_id("echo", "127.0.0.9:4000".parse().unwrap(), source).is_some(),
+        f.table.registry.lease_id("echo", "127.0.0.9:4000".parse().unwrap(), source).is_some(),
         "the source is canonical too"
     );
 }
@@ -111,15 +110,44 @@ fn a_register_from_another_source_gets_its_own_id() {
 }
 
 #[test]
-fn requests_beyond_the_protocol_are_handed_back() {
-    let mut f = fixture(10);
+fn requests_beyond_the_protocol_go_to_the_context() {
+    /// A context that answers `stats` and bridges every query, like a broker with bridges.
+    struct Broker {
+        plain: Plain,
+        asked: Vec<String>,
+    }
+    impl Context for Broker {
+        fn parts(&mut self) -> (&mut Service, &mut Registry) {
+            self.plain.parts()
+        }
+        fn bridging(&self) -> bool {
+            true
+        }
+        fn answer_bridged(&mut self, _: Instant, _: SocketAddr, _: Form, _: usize, service: &str) -> Option<Response> {
+            self.asked.push(service.to_owned());
+            None
+        }
+        fn answer_stats(&mut self, _: Instant, _: Form) -> Response {
+            Response::Ok
+        }
+    }
+    let mut broker = Broker { plain: fixture(10).table, asked: Vec::new() };
     let now = Instant::now();
     let source = "127.0.0.1:50000".parse().unwrap();
-    let handled = f.service.handle(&mut f.registry, now, source, b"stats", &mut f.out);
-    assert_eq!(handled, Handled::Other { form: Form::Text, request: Request::Stats });
+    let mut out = Vec::new();
+    assert_eq!(handle(&mut broker, now, source, b"stats", &mut out), Some(Form::Text));
+    assert_eq!(out, b"OK\n");
     let datagram = binary_request(9, &Request::Stats);
-    let handled = f.service.handle(&mut f.registry, now, source, &datagram, &mut f.out);
-    assert_eq!(handled, Handled::Other { form: Form::Binary { request_id: 9 }, request: Request::Stats });
+    assert_eq!(handle(&mut broker, now, source, &datagram, &mut out), Some(Form::Binary { request_id: 9 }));
+    assert_eq!(binary::decode_response(&out).unwrap(), (9, Response::Ok));
+    assert_eq!(handle(&mut broker, now, source, b"query elsewhere", &mut out), None, "answered later");
+    assert_eq!(handle(&mut broker, now, source, b"query elsewhere local", &mut out), Some(Form::Text));
+    assert_eq!(out, b"NOT FOUND\n", "a local query is never bridged");
+    assert_eq!(broker.asked, ["elsewhere"]);
+    assert_eq!(handle(&mut broker, now, source, b"watch echo", &mut out), Some(Form::Text));
+    assert_eq!(out, b"ERROR not supported here: Watch { service: \"echo\" }\n");
+    let counters = broker.plain.service.counters();
+    assert_eq!((counters.received, counters.rejected, counters.requests.query), (5, 1, 2));
 }
 
 #[test]
@@ -138,8 +166,8 @@ fn every_error_is_counted_and_answered_in_kind() {
     big.resize(1401, 0);
     let (id, response) = binary::decode_response(&f.raw(now, source, &big)).unwrap();
     assert_eq!((id, response), (42, Response::Error(Rejection::TooLarge { max: 1400 })));
-    f.service.reply(Form::Text, &Response::Error(Rejection::Empty), &mut f.out);
-    let counters = f.service.counters();
+    f.table.service.reply(Form::Text, &Response::Error(Rejection::Empty), &mut f.out);
+    let counters = f.table.service.counters();
     assert_eq!((counters.received, counters.rejected), (5, 5));
-    assert_eq!(f.registry.len(), 1);
+    assert_eq!(f.table.registry.len(), 1);
 }

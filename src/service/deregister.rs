@@ -1,0 +1,16 @@
+//! `deregister <id>`: ends a lease at once (its server is going away).
+
+use std::time::Instant;
+
+use uuid::Uuid;
+
+use super::{Context, not_found_in};
+use crate::protocol::Response;
+
+/// Removes the lease `id`.
+pub(super) fn apply(ctx: &mut impl Context, now: Instant, id: Uuid) -> Response {
+    match ctx.parts().1.deregister(now, id) {
+        Ok(()) => Response::Ok,
+        Err(_) => not_found_in(ctx),
+    }
+}

@@ -27,10 +27,11 @@ use uuid::Uuid;
 pub use crate::node::{DnsConfig, ReplicaConfig, VerifyConfig};
 pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
+use crate::core::StreamLimits;
 use crate::multicast::MulticastConfig;
 use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
-use crate::shell::{Shell, StreamLimits};
+use crate::shell::Shell;
 use crate::shutdown::Shutdown;
 
 /// The broker's settings.

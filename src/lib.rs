@@ -70,6 +70,7 @@ pub mod balancer;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod core;
 pub mod limit;
 pub mod load;
 pub mod metrics;

@@ -23,9 +23,9 @@
 
 use std::fmt::Write;
 
+use crate::core::StreamStep;
 use crate::protocol::{BalancerStats, BrokerStats};
 use crate::service::RequestCounts;
-use crate::shell::StreamStep;
 
 /// What the broker's metrics are made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

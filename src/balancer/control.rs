@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use super::{Counters, Pool};
 use crate::client::{Announcer, AnnouncerConfig, Registrar, Registration};
+use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
 use crate::protocol::{BalancerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
 use crate::registry::{ChangeKind, Registry};
 use crate::service::{self, Handled, Service};
-use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 
 /// The control port's one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -335,7 +335,7 @@ fn spawn_control(
 /// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
 /// datagrams, each answer within the limit, `stats` answered whatever the table holds.
 pub(crate) fn fuzz_control(data: &[u8]) {
-    use crate::shell::Core;
+    use crate::core::Core;
     let registering = control::SelfRegistration {
         registrar: None,
         registration: None,

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use super::Face;
 use super::replicate::{Item, MAX_UNACKED, Replicator, Unacked, lease_of};
+use crate::core::Outbox;
 use crate::protocol::peer::{Entry, ListPacker, Peer, PeerFrame};
 use crate::registry::Registry;
-use crate::shell::Outbox;
 
 impl Replicator {
     /// Packs changes (a lease, read from the table by id when sent, or a removal) into deltas

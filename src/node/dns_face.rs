@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use super::Node;
 use super::dns::{self, Transport};
+use crate::core::{StreamLimits, StreamStep};
 use crate::limit::Verdict;
-use crate::shell::{StreamLimits, StreamStep};
 
 /// Answers written but not yet taken by a TCP client beyond which its connection is closed
 /// (after what is written): a client that sends queries and reads no answers cannot make the

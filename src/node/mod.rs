@@ -11,7 +11,7 @@
 //! ```
 //! use std::time::Instant;
 //! use makler::node::{Face, Node, NodeConfig};
-//! use makler::shell::Core;
+//! use makler::core::Core;
 //!
 //! let mut node = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
 //! let (server, client) = ("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:40001".parse().unwrap());
@@ -52,6 +52,7 @@ use uuid::Uuid;
 
 use logging::{log_change, log_peer_event};
 
+use crate::core::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Prober, ProberConfig};
 use crate::protocol::peer::{self, Peer};
@@ -60,7 +61,6 @@ use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveR
 use crate::registry::{self, ChangeKind, Registry};
 use crate::service::policy::Policy;
 use crate::service::{self, Handled, Service};
-use crate::shell::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
 pub use bridge::BridgeConfig;
 pub use dns::DnsConfig;

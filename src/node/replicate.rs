@@ -29,10 +29,10 @@ use uuid::Uuid;
 
 use super::Face;
 use super::sync::CatchUp;
+use crate::core::Outbox;
 use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
 use crate::protocol::{PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, ChangeKind, LeaseView, Registry};
-use crate::shell::Outbox;
 use crate::timers::Timers;
 
 /// How brokers replicate.

@@ -27,9 +27,9 @@ use std::time::Instant;
 
 use super::Face;
 use super::replicate::{PeerEvent, ReplicaConfig, Replicator, lease_of};
+use crate::core::Outbox;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
 use crate::registry::{Cursor, Registry};
-use crate::shell::Outbox;
 
 /// Pages a peer sends for one request at the most.
 const MAX_PAGES: u8 = 32;

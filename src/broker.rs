@@ -78,9 +78,10 @@ pub const METRICS_LIMITS: StreamLimits =
 /// How often a broker says hello on the multicast group.
 pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
+/// The address a broker listens on unless told otherwise: the protocol's
+/// [`DEFAULT_BROKER`](crate::protocol::DEFAULT_BROKER), on loopback, so nothing outside the host
 /// can reach it by accident.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+pub const DEFAULT_LISTEN: SocketAddr = crate::protocol::DEFAULT_BROKER;
 
 impl Default for Config {
     fn default() -> Self {

@@ -137,7 +137,7 @@ impl Broker {
                 log_changes: config.log_changes,
                 unicast: local_addr,
                 group,
-                incarnation: crate::client::random_u64(),
+                incarnation: crate::random::u64(),
                 replica: config.replica,
                 verify: config.verify,
                 rate_limit: config.rate_limit,

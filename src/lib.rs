@@ -80,6 +80,7 @@ pub mod node;
 pub mod oracles;
 pub mod probe;
 pub mod protocol;
+pub(crate) mod random;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -1,4 +1,6 @@
-//! The boundary between the cores and the shell: no core's source names the shell.
+//! The boundary between the cores and the shell: no core's source names the shell, or any
+//! other module that owns sockets or threads (the broker's set-up, the client library with its
+//! registrar and announcer threads, the multicast sockets, socket set-up, shutdown).
 //!
 //! The rule is about dependencies, so what is checked is code: `use` paths and qualified names
 //! (and the `use` lines of doc tests). Prose that links to the shell in a doc comment is not a
@@ -53,18 +55,25 @@ fn code(source: &str) -> String {
     out
 }
 
-/// Where `code` names the shell: a path through it, or `shell` in a `use crate::{…}` group.
+/// The modules that do I/O, which no core may name.
+const IO: &[&str] = &["shell", "broker", "client", "multicast", "net", "shutdown"];
+
+/// Where `code` names an I/O module: a path through it, or its name in a `use crate::{…}` group.
 fn names_the_shell(code: &str) -> Option<String> {
-    for path in ["crate::shell", "super::shell", "makler::shell"] {
-        if code.contains(path) {
-            return Some(path.into());
+    for module in IO {
+        for root in ["crate", "super", "makler"] {
+            let path = format!("{root}::{module}");
+            let whole = |at: usize| !code[at + path.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '_');
+            if code.match_indices(&path).any(|(at, _)| whole(at)) {
+                return Some(path);
+            }
         }
     }
     for root in ["crate::{", "makler::{"] {
         for (at, _) in code.match_indices(root) {
             let group = &code[at..];
             let group = &group[..group.find(';').unwrap_or(group.len())];
-            if group.split(|c: char| !c.is_alphanumeric() && c != '_').any(|word| word == "shell") {
+            if group.split(|c: char| !c.is_alphanumeric() && c != '_').any(|word| IO.contains(&word)) {
                 return Some(group.into());
             }
         }
@@ -89,7 +98,10 @@ fn no_core_module_names_the_shell() {
             }
         }
     }
-    assert!(offenders.is_empty(), "core modules depend on the shell (use crate::core instead):\n{offenders:#?}");
+    assert!(
+        offenders.is_empty(),
+        "core modules depend on the shell or other I/O (take what they need from crate::core):\n{offenders:#?}"
+    );
 }
 
 #[test]
@@ -101,4 +113,6 @@ fn the_check_sees_imports_but_not_prose() {
     assert!(names_the_shell(&code("//! The [`Shell`](crate::shell::Shell) feeds it.")).is_none());
     assert!(names_the_shell(&code("use crate::core::{Core, Outbox}; // not the shell")).is_none());
     assert!(names_the_shell(&code("use crate::{protocol, registry};\nlet shell = 1;")).is_none());
+    assert!(names_the_shell(&code("use crate::client::{Announcer, Registrar};")).is_some());
+    assert!(names_the_shell(&code("let at = crate::network::X;")).is_none());
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use makler::cli::AddrList;
 use makler::client::{BrokerClient, ClientError, RetryPolicy};
-use makler::protocol::{Request, Response};
-use serde_json::json;
+use makler::protocol::{Counter, Request, Response, stats};
+use serde_json::{Value, json};
 
 /// Talks to a makler broker, or to a balancer's control port: lists the services and their
 /// instances, shows the counters, reports a dead instance, removes a registration.
@@ -159,8 +159,17 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
             }
         }
         Command::Stats => match client.call(&Request::Stats)? {
-            Response::Stats(stats) if json => format!("{}\n", serde_json::to_value(&stats).map_err(io)?),
-            Response::BalancerStats(stats) if json => format!("{}\n", serde_json::to_value(&stats).map_err(io)?),
+            Response::Stats(stats) if json => {
+                let lists = [("peers", json_of(&stats.peers)?), ("bridges", json_of(&stats.bridges)?)];
+                format!("{}\n", stats_json(&stats.counters, lists))
+            }
+            Response::BalancerStats(stats) if json => {
+                let lists = [
+                    ("backends", json_of(&stats.backends)?),
+                    ("accepted_per_thread", json!(stats.accepted_per_thread)),
+                ];
+                format!("{}\n", stats_json(&stats.counters, lists))
+            }
             response @ (Response::Stats(_) | Response::BalancerStats(_)) => stats_text(&response),
             other => return Err(unexpected(other)),
         },
@@ -175,20 +184,44 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
     })
 }
 
-/// The `stats` reply of the text form, one counter a line (`name  value`), then the peers' or
-/// backends' lines as they are.
+/// `stats` as a table, one counter a line (`name  value`, as the text line writes them), then
+/// the peers' or backends' lines of the text form.
 fn stats_text(response: &Response) -> String {
-    let mut out = Vec::new();
-    makler::protocol::text::encode_response(response, &mut out);
-    let text = String::from_utf8_lossy(&out);
-    let mut lines = text.lines();
-    let counters = lines.next().unwrap_or_default().split(' ').filter_map(|pair| pair.split_once('='));
-    let mut out = table(&["COUNTER", "VALUE"], counters.map(|(k, v)| vec![k.to_owned(), v.to_owned()]));
-    for line in lines {
+    let (counters, threads) = match response {
+        Response::Stats(stats) => (&stats.counters, None),
+        Response::BalancerStats(stats) => {
+            let threads: Vec<String> = stats.accepted_per_thread.iter().map(u64::to_string).collect();
+            (&stats.counters, Some(("threads", threads.join("/"))))
+        }
+        _ => return String::new(),
+    };
+    let rows = stats::text_words(counters).into_iter().chain(threads);
+    let mut out = table(&["COUNTER", "VALUE"], rows.map(|(name, value)| vec![name.to_owned(), value]));
+    let mut text = Vec::new();
+    makler::protocol::text::encode_response(response, &mut text);
+    for line in String::from_utf8_lossy(&text).lines().skip(1) {
         out.push_str(line);
         out.push('\n');
     }
     out
+}
+
+/// `stats --json`: an object with a key per counter (a flag as a bool), then the lists.
+fn stats_json<const N: usize>(counters: &[Counter], lists: [(&str, Value); N]) -> Value {
+    let mut object = serde_json::Map::new();
+    for c in counters {
+        let value = match stats::Shown::of(&c.name) {
+            stats::Shown::YesNo => json!(c.value != 0),
+            _ => json!(c.value),
+        };
+        object.insert(c.name.to_string(), value);
+    }
+    object.extend(lists.map(|(name, list)| (name.to_owned(), list)));
+    Value::Object(object)
+}
+
+fn json_of<T: serde::Serialize>(list: &T) -> Result<Value, ClientError> {
+    serde_json::to_value(list).map_err(io)
 }
 
 fn io(e: serde_json::Error) -> ClientError {

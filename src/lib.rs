@@ -33,11 +33,14 @@
 //!   tombstones, remote leases and pages make it replicable.
 //! - [`service`]: the registration protocol (register, heartbeat, deregister, query) over a
 //!   registry, with no I/O; shared by the broker and the balancer's control port.
-//! - [`node`]: the broker's sans-IO core: owns the registry, the service, the multicast group,
-//!   replication with peer brokers (deltas, catch-up), the verifier of reports and health
-//!   checks, the prober, and the bridges to brokers of other networks, and drains the change log
-//!   to all of them after every input; answers DNS from the table ([`node::dns`], a pure
-//!   function over hickory-proto's messages).
+//! - [`node`]: the broker's sans-IO core: owns the registry, the service and the rate limit,
+//!   and routes input between its sub-machines (replication with peer brokers, with its deltas
+//!   and catch-up; the verifier of reports and health checks, which owns the prober; the
+//!   bridges to brokers of other networks; the watches; the multicast group; the DNS face),
+//!   each with private state and one convention (`handle_*` in; `poll_transmit`,
+//!   `poll_timeout`, `poll_event` out, drained by the node in one place); drains the change log
+//!   to them after every input; answers DNS from the table ([`node::dns`], a pure function
+//!   over hickory-proto's messages).
 //! - [`core`]: the sans-IO vocabulary the cores and the shell share: the
 //!   [`Core`](crate::core::Core) trait (`handle_*` in, `poll_*` out),
 //!   [`Transmit`](crate::core::Transmit) and the [`Outbox`](crate::core::Outbox) that queues

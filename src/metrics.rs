@@ -3,8 +3,8 @@
 //! the shell (`--metrics ADDR`).
 //!
 //! Everything here is a pure function of a snapshot: the cores build a [`BrokerMetrics`] or a
-//! [`BalancerStats`] from the counters they keep anyway, and [`broker`] / [`balancer`] turn it
-//! into text; [`serve_http`] answers one buffered HTTP request. No socket, no clock, no global
+//! [`BalancerMetrics`] from their tables of counters (each row a [`Def`] and a value), and
+//! [`broker`] / [`balancer`] loop over it; [`serve_http`] answers one buffered HTTP request. No socket, no clock, no global
 //! registry.
 //!
 //! The format is written here rather than with a metrics crate: the crates (`prometheus`,
@@ -16,32 +16,84 @@
 //!
 //! ```
 //! use makler::metrics::{self, BrokerMetrics};
+//! use makler::protocol::stats::Def;
 //!
-//! let text = metrics::broker(&BrokerMetrics::default());
+//! static INSTANCES: Def = Def::gauge("instances", "makler_instances", "Live instances in the table.");
+//! let text = metrics::broker(&BrokerMetrics { counters: vec![(&INSTANCES, 0)], ..BrokerMetrics::default() });
 //! assert!(text.contains("# TYPE makler_instances gauge\nmakler_instances 0\n"));
 //! ```
 
 use std::fmt::Write;
 
 use crate::core::StreamStep;
-use crate::protocol::{BalancerStats, BrokerStats};
+use crate::protocol::stats::{Def, Kind};
+use crate::protocol::{BackendStats, BridgeStats, PeerStats};
 use crate::service::RequestCounts;
 
 /// What the broker's metrics are made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BrokerMetrics {
-    /// The counters `stats` reports, with every peer.
-    pub stats: BrokerStats,
+    /// The counters `stats` reports, each with its definition, in the table's order.
+    pub counters: Vec<(&'static Def, u64)>,
+    /// Every peer.
+    pub peers: Vec<PeerStats>,
+    /// Every bridge.
+    pub bridges: Vec<BridgeStats>,
     /// Requests by kind.
     pub requests: RequestCounts,
 }
 
-/// The kind of a metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Counter,
-    Gauge,
+/// What the balancer's metrics are made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BalancerMetrics {
+    /// The counters `stats` reports, each with its definition, in the table's order.
+    pub counters: Vec<(&'static Def, u64)>,
+    /// Every backend.
+    pub backends: Vec<BackendStats>,
 }
+
+/// A metric of a list's entries (peers, bridges, backends): one sample per entry, labelled with
+/// the entry's address.
+struct PerEntry<T> {
+    metric: &'static str,
+    kind: Kind,
+    help: &'static str,
+    value: fn(&T) -> u64,
+}
+
+/// The metrics of each peer.
+#[rustfmt::skip]
+const PEER: &[PerEntry<PeerStats>] = &[
+    PerEntry { metric: "makler_peer_up", kind: Kind::Gauge, help: "1 when the peer is up.", value: |p| p.up.into() },
+    PerEntry { metric: "makler_peer_instances", kind: Kind::Gauge, help: "Live instances each peer last said it has.",
+        value: |p| p.instances },
+];
+
+/// The metrics of each bridge.
+#[rustfmt::skip]
+const BRIDGE: &[PerEntry<BridgeStats>] = &[
+    PerEntry { metric: "makler_bridge_up", kind: Kind::Gauge,
+        help: "1 when the bridge is asked (it answered in time, or its time out is over).", value: |b| b.up.into() },
+    PerEntry { metric: "makler_bridge_timeouts_total", kind: Kind::Counter,
+        help: "Bridge queries a bridge did not answer in time.", value: |b| b.timeouts },
+];
+
+/// The metrics of each backend.
+#[rustfmt::skip]
+const BACKEND: &[PerEntry<BackendStats>] = &[
+    PerEntry { metric: "makler_backend_up", kind: Kind::Gauge, help: "1 when the backend gets new connections.",
+        value: |b| b.up.into() },
+    PerEntry { metric: "makler_backend_connections_active", kind: Kind::Gauge, help: "Connections open to the backend.",
+        value: |b| b.active },
+    PerEntry { metric: "makler_backend_connections_total", kind: Kind::Counter,
+        help: "Connections forwarded to the backend.", value: |b| b.total },
+    PerEntry { metric: "makler_backend_sent_bytes_total", kind: Kind::Counter, help: "Bytes sent to the backend.",
+        value: |b| b.bytes_to },
+    PerEntry { metric: "makler_backend_received_bytes_total", kind: Kind::Counter,
+        help: "Bytes received from the backend.", value: |b| b.bytes_from },
+    PerEntry { metric: "makler_backend_failures_total", kind: Kind::Counter, help: "Failed connects and probes.",
+        value: |b| b.failures },
+];
 
 /// A metrics page being written.
 #[derive(Debug, Default)]
@@ -54,7 +106,7 @@ impl Page {
     fn header(&mut self, name: &str, help: &str, kind: Kind) {
         let kind = match kind {
             Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
+            Kind::Gauge | Kind::Flag => "gauge",
         };
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(self.text, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -85,188 +137,79 @@ impl Page {
         let _ = writeln!(self.text, " {value}");
     }
 
-    /// A metric with one sample and no labels.
-    fn one(&mut self, name: &str, help: &str, kind: Kind, value: u64) {
-        self.header(name, help, kind);
-        self.sample(name, &[], value);
+    /// The counters of a table: a metric per row, or one for the rows that share it (each with
+    /// its label).
+    fn counters<'a>(&mut self, counters: impl IntoIterator<Item = &'a (&'static Def, u64)>) {
+        let mut last = "";
+        for &(def, value) in counters {
+            if def.metric != last {
+                self.header(def.metric, def.help, def.kind);
+                last = def.metric;
+            }
+            self.sample(def.metric, def.label.as_slice(), value);
+        }
     }
 
-    /// A metric with one sample per value of one label.
-    fn by<'a>(
-        &mut self,
-        name: &str,
-        help: &str,
-        kind: Kind,
-        label: &str,
-        samples: impl IntoIterator<Item = (&'a str, u64)>,
-    ) {
-        self.header(name, help, kind);
-        for (value_of_label, value) in samples {
-            self.sample(name, &[(label, value_of_label)], value);
+    /// The metrics of a list's entries, each sample labelled `label="address"`.
+    fn per_entry<T>(&mut self, metrics: &[PerEntry<T>], label: &str, entries: &[T], addr: fn(&T) -> String) {
+        let names: Vec<String> = entries.iter().map(addr).collect();
+        for metric in metrics {
+            self.header(metric.metric, metric.help, metric.kind);
+            for (name, entry) in names.iter().zip(entries) {
+                self.sample(metric.metric, &[(label, name)], (metric.value)(entry));
+            }
         }
     }
 }
 
 /// The broker's metrics page.
 pub fn broker(metrics: &BrokerMetrics) -> String {
-    use Kind::{Counter, Gauge};
-    let s = &metrics.stats;
     let mut page = Page::default();
-    page.one("makler_instances", "Live instances in the table.", Gauge, s.instances);
-    page.one("makler_services", "Services with at least one live instance.", Gauge, s.services);
-    page.one(
-        "makler_complete",
-        "1 when the broker holds the whole table, 0 while it catches up.",
-        Gauge,
-        s.complete.into(),
-    );
-    page.one("makler_datagrams_received_total", "Request datagrams received.", Counter, s.received);
-    page.by("makler_requests_total", "Requests that decoded, by kind.", Counter, "kind", metrics.requests.by_kind());
-    page.one("makler_rejected_total", "Requests answered with an error.", Counter, s.rejected);
-    page.by(
-        "makler_refused_total",
-        "Requests refused, by reason.",
-        Counter,
-        "reason",
-        [
-            ("full", s.refused_full),
-            ("quota", s.refused_quota),
-            ("policy", s.refused_policy),
-            ("reports", s.refused_reports),
-        ],
-    );
-    page.by(
-        "makler_rate_limited_total",
-        "Replies held back by the rate limit: dropped, or slipped (a short answer instead).",
-        Counter,
-        "action",
-        [("dropped", s.rate_dropped), ("slipped", s.rate_slipped)],
-    );
-    page.one("makler_expired_total", "Registrations that expired.", Counter, s.expired);
-    page.one("makler_send_failures_total", "Replies that could not be sent.", Counter, s.send_failures);
-    page.one(
-        "makler_announcements_total",
-        "Announcements and goodbyes taken from the multicast group.",
-        Counter,
-        s.announcements,
-    );
-    page.one("makler_multicast_ignored_total", "Multicast datagrams dropped.", Counter, s.multicast_ignored);
-    page.one("makler_replicated_out_total", "Lease changes sent to peers (once per peer).", Counter, s.replicated_out);
-    page.one("makler_replicated_in_total", "Lease changes received from peers and applied.", Counter, s.replicated_in);
-    page.one("makler_retransmits_total", "Deltas resent to peers.", Counter, s.retransmits);
-    page.one("makler_peer_rejected_total", "Peer datagrams dropped.", Counter, s.peer_rejected);
-    page.one("makler_probes_total", "TCP probes started (reports and health checks).", Counter, s.probes);
-    page.one("makler_probes_dead_total", "Probes that found their target dead.", Counter, s.probes_dead);
-    page.one("makler_reports_total", "Reports of dead instances received.", Counter, s.reports);
-    page.one("makler_removed_unreachable_total", "Instances removed as unreachable.", Counter, s.removed_unreachable);
-    page.one("makler_peers", "Peer brokers known.", Gauge, s.peer_count);
-    page.one("makler_peers_up", "Peer brokers up.", Gauge, s.peers_up);
-    let peers: Vec<(String, &crate::protocol::PeerStats)> = s.peers.iter().map(|p| (p.addr.to_string(), p)).collect();
-    page.by(
-        "makler_peer_up",
-        "1 when the peer is up.",
-        Gauge,
-        "peer",
-        peers.iter().map(|(a, p)| (a.as_str(), p.up.into())),
-    );
-    page.by(
-        "makler_peer_instances",
-        "Live instances each peer last said it has.",
-        Gauge,
-        "peer",
-        peers.iter().map(|(a, p)| (a.as_str(), p.instances)),
-    );
-    page.one("makler_bridged_total", "Queries for services not held here, asked at the bridges.", Counter, s.bridged);
-    page.one("makler_bridged_found_total", "Bridged queries answered with instances.", Counter, s.bridged_found);
-    page.one("makler_bridge_queries_total", "Other networks' bridge queries answered here.", Counter, s.bridge_queries);
-    page.one("makler_watches", "Watches (watch SERVICE) now.", Gauge, s.watches);
-    page.one("makler_watch_notifications_total", "Notifications sent to watchers.", Counter, s.watch_notifications);
-    page.one(
-        "makler_watch_dropped_total",
-        "Notifications held back by the rate limit or a full queue.",
-        Counter,
-        s.watch_dropped,
-    );
-    let bridges: Vec<(String, &crate::protocol::BridgeStats)> =
-        s.bridges.iter().map(|b| (b.addr.to_string(), b)).collect();
-    page.by(
-        "makler_bridge_up",
-        "1 when the bridge is asked (it answered in time, or its time out is over).",
-        Gauge,
-        "bridge",
-        bridges.iter().map(|(a, b)| (a.as_str(), b.up.into())),
-    );
-    page.by(
-        "makler_bridge_timeouts_total",
-        "Bridge queries a bridge did not answer in time.",
-        Counter,
-        "bridge",
-        bridges.iter().map(|(a, b)| (a.as_str(), b.timeouts)),
-    );
+    page.counters(&metrics.counters);
+    page.header("makler_requests_total", "Requests that decoded, by kind.", Kind::Counter);
+    for (kind, value) in metrics.requests.by_kind() {
+        page.sample("makler_requests_total", &[("kind", kind)], value);
+    }
+    page.per_entry(PEER, "peer", &metrics.peers, |p| p.addr.to_string());
+    page.per_entry(BRIDGE, "bridge", &metrics.bridges, |b| b.addr.to_string());
     page.text
 }
 
-/// The balancer's metrics page (`stats` holds every backend).
-pub fn balancer(s: &BalancerStats) -> String {
-    use Kind::{Counter, Gauge};
+/// The balancer's metrics page (`metrics` holds every backend).
+pub fn balancer(metrics: &BalancerMetrics) -> String {
     let mut page = Page::default();
-    page.one("makler_balancer_connections_active", "Client connections open now.", Gauge, s.active);
-    page.one("makler_balancer_connections_total", "Client connections accepted.", Counter, s.total);
-    page.one("makler_balancer_refused_total", "Connections refused at the connection cap.", Counter, s.refused);
-    page.one("makler_balancer_failed_total", "Connections no backend accepted.", Counter, s.failed);
-    page.one("makler_balancer_backends", "Registered backends.", Gauge, s.backend_count);
-    let names: Vec<String> = s.backends.iter().map(|b| b.addr.to_string()).collect();
-    let each = |f: fn(&crate::protocol::BackendStats) -> u64| {
-        names.iter().zip(&s.backends).map(move |(name, b)| (name.as_str(), f(b)))
-    };
-    page.by("makler_backend_up", "1 when the backend gets new connections.", Gauge, "backend", each(|b| b.up.into()));
-    page.by(
-        "makler_backend_connections_active",
-        "Connections open to the backend.",
-        Gauge,
-        "backend",
-        each(|b| b.active),
-    );
-    page.by(
-        "makler_backend_connections_total",
-        "Connections forwarded to the backend.",
-        Counter,
-        "backend",
-        each(|b| b.total),
-    );
-    page.by("makler_backend_sent_bytes_total", "Bytes sent to the backend.", Counter, "backend", each(|b| b.bytes_to));
-    page.by(
-        "makler_backend_received_bytes_total",
-        "Bytes received from the backend.",
-        Counter,
-        "backend",
-        each(|b| b.bytes_from),
-    );
-    page.by("makler_backend_failures_total", "Failed connects and probes.", Counter, "backend", each(|b| b.failures));
+    page.counters(&metrics.counters);
+    page.per_entry(BACKEND, "backend", &metrics.backends, |b| b.addr.to_string());
     page.text
 }
 
 /// The longest request head read before answering `431`.
 const MAX_HEAD: usize = 8 * 1024;
 
+/// The most header lines read; a request with more gets `431`.
+const MAX_HEADERS: usize = 64;
+
 /// Answers one HTTP request whose bytes are buffered in `input`: `GET /metrics` (or `HEAD`)
-/// with `body()` as `text/plain; version=0.0.4`, anything else with 404 or 405; every answer
-/// closes the connection. Waits (consumes nothing) while the head is incomplete.
+/// with `body()` as `text/plain; version=0.0.4`, anything else with 404 or 405, a head that is
+/// not HTTP with 400; every answer closes the connection. Waits (consumes nothing) while the
+/// head is incomplete. The head is parsed by `httparse`.
 pub fn serve_http(input: &[u8], out: &mut Vec<u8>, body: impl FnOnce() -> String) -> StreamStep {
-    let end = input.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    let end = end.or_else(|| input.windows(2).position(|w| w == b"\n\n").map(|i| i + 2));
-    let Some(end) = end else {
-        if input.len() < MAX_HEAD {
-            return StreamStep { consumed: 0, close: false };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let end = match request.parse(input) {
+        Ok(httparse::Status::Complete(end)) => end,
+        Ok(httparse::Status::Partial) if input.len() < MAX_HEAD => return StreamStep { consumed: 0, close: false },
+        Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            respond(out, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", true);
+            return StreamStep { consumed: input.len(), close: true };
         }
-        respond(out, "431 Request Header Fields Too Large", "text/plain", "request head too large\n", true);
-        return StreamStep { consumed: input.len(), close: true };
+        Err(e) => {
+            respond(out, "400 Bad Request", "text/plain", &format!("bad request ({e}): try GET /metrics\n"), true);
+            return StreamStep { consumed: input.len(), close: true };
+        }
     };
-    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = String::from_utf8_lossy(line);
-    let mut words = line.split_ascii_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
+    let method = request.method.unwrap_or_default();
+    let path = request.path.unwrap_or_default().split('?').next().unwrap_or_default();
     match (method, path) {
         ("GET" | "HEAD", "/metrics") => {
             respond(out, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body(), method == "GET")
@@ -295,7 +238,6 @@ fn respond(out: &mut Vec<u8>, status: &str, content_type: &str, body: &str, with
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{BackendStats, PeerStats};
 
     fn parse(text: &str) -> prometheus_parse::Scrape {
         prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
@@ -315,11 +257,16 @@ mod tests {
 
     #[test]
     fn the_broker_page_parses_with_every_counter() {
-        let mut metrics = BrokerMetrics::default();
-        metrics.stats.instances = 3;
-        metrics.stats.refused_quota = 7;
-        metrics.stats.complete = true;
-        metrics.stats.peers = vec![PeerStats {
+        static INSTANCES: Def = Def::gauge("instances", "makler_instances", "Live instances in the table.");
+        static COMPLETE: Def = Def::flag("complete", "makler_complete", "1 when complete.");
+        static FULL: Def = Def::counter("refused_full", "makler_refused_total", "Refused.").labelled("reason", "full");
+        static QUOTA: Def =
+            Def::counter("refused_quota", "makler_refused_total", "Refused.").labelled("reason", "quota");
+        let mut metrics = BrokerMetrics {
+            counters: vec![(&INSTANCES, 3), (&COMPLETE, 1), (&FULL, 0), (&QUOTA, 7)],
+            ..BrokerMetrics::default()
+        };
+        metrics.peers = vec![PeerStats {
             addr: "[::1]:7001".parse().unwrap(),
             up: true,
             complete: true,
@@ -335,6 +282,8 @@ mod tests {
         assert_eq!(value(&scrape, "makler_requests_total", Some(("kind", "heartbeat"))), 41.0);
         assert_eq!(value(&scrape, "makler_peer_up", Some(("peer", "[::1]:7001"))), 1.0);
         assert!(text.contains("# TYPE makler_requests_total counter\n"), "{text}");
+        // The rows of one metric share its help and type lines.
+        assert!(text.contains("makler_refused_total{reason=\"full\"} 0\nmakler_refused_total{reason=\"quota\"} 7\n"));
         // Every metric has its help and type, once.
         let types = text.lines().filter(|l| l.starts_with("# TYPE ")).count();
         let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
@@ -344,10 +293,9 @@ mod tests {
 
     #[test]
     fn the_balancer_page_has_each_backend() {
-        let stats = BalancerStats {
-            active: 1,
-            total: 9,
-            backend_count: 2,
+        static TOTAL: Def = Def::counter("total", "makler_balancer_connections_total", "Accepted.");
+        let stats = BalancerMetrics {
+            counters: vec![(&TOTAL, 9)],
             backends: vec![
                 BackendStats {
                     addr: "127.0.0.1:4000".parse().unwrap(),
@@ -368,7 +316,6 @@ mod tests {
                     failures: 2,
                 },
             ],
-            ..BalancerStats::default()
         };
         let scrape = parse(&balancer(&stats));
         assert_eq!(value(&scrape, "makler_balancer_connections_total", None), 9.0);
@@ -380,7 +327,8 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let mut page = Page::default();
-        page.by("m", "a\nb", Kind::Gauge, "l", [("x\"y\\z\n", 1)]);
+        page.header("m", "a\nb", Kind::Gauge);
+        page.sample("m", &[("l", "x\"y\\z\n")], 1);
         assert_eq!(page.text, "# HELP m a\\nb\n# TYPE m gauge\nm{l=\"x\\\"y\\\\z\\n\"} 1\n");
     }
 
@@ -407,5 +355,54 @@ mod tests {
         out.clear();
         let step = serve_http(&[b'x'; MAX_HEAD], &mut out, || unreachable!());
         assert!(step.close && out.starts_with(b"HTTP/1.1 431 "));
+        out.clear();
+        let long = format!("GET /metrics HTTP/1.1\r\nA: {}", "b".repeat(MAX_HEAD));
+        let step = serve_http(long.as_bytes(), &mut out, || unreachable!());
+        assert!(step.close && out.starts_with(b"HTTP/1.1 431 "));
+        out.clear();
+        let many = format!("GET /metrics HTTP/1.1\r\n{}\r\n", "A: b\r\n".repeat(MAX_HEADERS + 1));
+        serve_http(many.as_bytes(), &mut out, || unreachable!());
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+    }
+
+    #[test]
+    fn http_waits_for_a_head_split_across_reads() {
+        let request = b"HEAD /metrics?x=1 HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n";
+        let mut out = Vec::new();
+        // Every prefix is waited on, whatever the cut (inside a word, between \r and \n).
+        for cut in 0..request.len() {
+            assert_eq!(
+                serve_http(&request[..cut], &mut out, || unreachable!()),
+                StreamStep { consumed: 0, close: false }
+            );
+            assert!(out.is_empty(), "answered after {cut} bytes");
+        }
+        // The whole head, with the start of whatever follows it, is answered and consumed to
+        // its end.
+        let mut more = request.to_vec();
+        more.extend_from_slice(b"GET");
+        let step = serve_http(&more, &mut out, || "m 1\n".into());
+        assert_eq!(step, StreamStep { consumed: request.len(), close: true });
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 200 OK\r\n") && text.ends_with("Content-Length: 4\r\nConnection: close\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_head_gets_400() {
+        for head in [
+            &b"GET /metrics HTTP/9.9\r\n\r\n"[..],
+            b"GET /me trics HTTP/1.1\r\n\r\n",
+            b"GET /metrics HTTP/1.1\r\nno colon\r\n\r\n",
+            b"\x00\x01\r\n\r\n",
+        ] {
+            let mut out = Vec::new();
+            let step = serve_http(head, &mut out, || unreachable!());
+            assert_eq!(step, StreamStep { consumed: head.len(), close: true });
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n") && text.contains("try GET /metrics"), "{text}");
+        }
     }
 }

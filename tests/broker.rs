@@ -84,7 +84,7 @@ fn the_binary_form_offers_every_operation() {
         })
     );
     let Response::Stats(stats) = udp.binary(&Request::Stats) else { panic!("no stats") };
-    assert_eq!((stats.instances, stats.received, stats.rejected), (0, 8, 1));
+    assert_eq!((stats["instances"], stats["received"], stats["rejected"]), (0, 8, 1));
 
     let reply = udp.raw(&[0x85, 1, 2, 3]);
     assert_eq!(

@@ -2,8 +2,8 @@
 
 use makler::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
 use makler::protocol::{
-    self, BrokerStats, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason, Request,
-    Response, ServiceCount, ServicePage, Source, binary,
+    self, BrokerStats, Counter, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason,
+    Request, Response, ServiceCount, ServicePage, Source, binary,
 };
 use uuid::Uuid;
 
@@ -44,17 +44,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         aliases: Vec::new(),
     };
     let one_peer = BrokerStats {
-        instances: 2,
-        services: 1,
-        received: 300,
-        rejected: 1,
-        announcements: 4,
-        multicast_ignored: 1,
-        complete: true,
-        replicated_out: 6,
-        replicated_in: 2,
-        peer_count: 1,
-        peers_up: 1,
+        counters: vec![Counter::new("instances", 2), Counter::new("peer_count", 1), Counter::new("peers_up", 1)],
         peers: vec![PeerStats {
             addr: "127.0.0.1:7001".parse().unwrap(),
             up: true,
@@ -86,15 +76,11 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             reply(
                 7,
                 Response::Stats(Box::new(BrokerStats {
-                    instances: 2,
-                    services: 1,
-                    received: 300,
-                    rejected: 1,
-                    expired: 0,
-                    send_failures: 0,
-                    announcements: 4,
-                    multicast_ignored: 1,
-                    complete: true,
+                    counters: vec![
+                        Counter::new("instances", 2),
+                        Counter::new("services", 1),
+                        Counter::new("received", 300),
+                    ],
                     ..BrokerStats::default()
                 })),
             ),
@@ -192,4 +178,30 @@ fn every_binary_example_in_protocol_md_is_what_the_encoder_writes() {
         }
     }
     assert!(missing.is_empty(), "protocol.md lacks these encodings:\n{}", missing.join("\n"));
+}
+
+/// protocol.md's reply from a newer broker (a counter this client does not know, a field
+/// appended to a peer, a section appended after the bridges) decodes with today's client code.
+#[test]
+fn a_newer_brokers_stats_in_protocol_md_decodes_today() {
+    let newer = "81 07 04 24 02 09 69 6e 73 74 61 6e 63 65 73 02 05 7a 6f 6e 65 73 05 01 0d 00 7f 00 00 01 d9 36 01 01 \
+                 02 01 78 2a 00 00";
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md")).unwrap();
+    assert!(doc.contains(&newer.split_whitespace().collect::<Vec<_>>().join(" ")), "protocol.md lacks it");
+    let bytes: Vec<u8> = newer.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let (id, response) = binary::decode_response(&bytes).expect("today's decoder reads it");
+    let Response::Stats(stats) = response else { panic!("{response:?}") };
+    assert_eq!((id, stats["instances"], stats.get("zones")), (7, 2, Some(5)));
+    let peer = PeerStats {
+        addr: "127.0.0.1:7001".parse().unwrap(),
+        up: true,
+        complete: true,
+        instances: 2,
+        last_heard_ms: Some(120),
+    };
+    assert_eq!(stats.peers, [peer]);
+    // The text form shows the counter it does not know, like the others.
+    let mut text = Vec::new();
+    protocol::text::encode_response(&Response::Stats(stats), &mut text);
+    assert!(String::from_utf8(text).unwrap().starts_with("instances=2 zones=5\npeer 127.0.0.1:7001 up "));
 }

@@ -60,18 +60,23 @@ fn response() -> impl Strategy<Value = Response> {
         proptest::collection::vec(addr(), 1..50).prop_map(Response::Instances),
         Just(Response::NotFound),
         any::<[u64; 8]>().prop_map(|[a, b, c, d, e, f, g, h]| Response::Stats(Box::new(BrokerStats {
-            instances: a,
-            services: b,
-            received: c,
-            rejected: d,
-            expired: e,
-            send_failures: f,
-            announcements: g,
-            multicast_ignored: h,
-            complete: a % 2 == 0,
-            replicated_out: b ^ c,
-            peers_up: 1,
-            peer_count: 2,
+            counters: [
+                ("instances", a),
+                ("services", b),
+                ("received", c),
+                ("rejected", d),
+                ("expired", e),
+                ("send_failures", f),
+                ("announcements", g),
+                ("multicast_ignored", h),
+                ("complete", a % 2),
+                ("replicated_out", b ^ c),
+                ("peer_count", 2),
+                ("peers_up", 1),
+            ]
+            .into_iter()
+            .map(|(name, value)| makler::protocol::Counter::new(name, value))
+            .collect(),
             peers: vec![
                 makler::protocol::PeerStats {
                     addr: "127.0.0.1:7000".parse().unwrap(),

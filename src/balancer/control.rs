@@ -253,9 +253,9 @@ impl Core for Control {
         output: &mut Vec<u8>,
     ) -> StreamStep {
         match face {
-            Face::Metrics => {
-                crate::metrics::serve_http(input, output, || crate::metrics::balancer(&self.counters.stats(&self.pool)))
-            }
+            Face::Metrics => crate::metrics::serve_http(input, output, || {
+                crate::metrics::balancer(&self.counters.metrics(&self.pool))
+            }),
             Face::Control => StreamStep { consumed: input.len(), close: true },
         }
     }
@@ -332,17 +332,14 @@ impl Control {
 
 /// Bytes of a `stats` reply that are not backends, at the most.
 fn header_len(form: Form, stats: &BalancerStats) -> usize {
+    let header = BalancerStats { backends: Vec::new(), ..stats.clone() };
+    let mut out = Vec::new();
+    crate::protocol::encode_reply(form, &Response::BalancerStats(header), &mut out);
     match form {
-        Form::Text => {
-            let mut out = Vec::new();
-            let header = BalancerStats { backends: Vec::new(), ..stats.clone() };
-            crate::protocol::text::encode_response(&Response::BalancerStats(header), &mut out);
-            out.len()
-        }
-        // Version byte, request id (up to 5), variant (1), five u64 counters (up to 10 each),
-        // list length (up to 3 for any list that fits), and the threads' counters (a length,
-        // up to 10 each).
-        Form::Binary { .. } => 1 + 5 + 1 + 5 * 10 + 3 + 3 + 10 * stats.accepted_per_thread.len(),
+        Form::Text => out.len(),
+        // The record's length and the list's length grow with the backends (by up to 2 bytes
+        // each for any reply that fits).
+        Form::Binary { .. } => out.len() + 2 + 2,
     }
 }
 
@@ -354,10 +351,7 @@ fn backend_len(form: Form, backend: &crate::protocol::BackendStats) -> usize {
             crate::protocol::text::encode_backend_line(backend, &mut line);
             line.len()
         }
-        Form::Binary { .. } => {
-            postcard::serialize_with_flavor::<_, postcard::ser_flavors::Size, usize>(backend, Default::default())
-                .unwrap_or(usize::MAX)
-        }
+        Form::Binary { .. } => crate::protocol::stats::record_len(backend),
     }
 }
 
@@ -428,13 +422,10 @@ mod tests {
     #[test]
     fn the_size_of_each_backend_is_counted_exactly() {
         for form in [Form::Text, Form::Binary { request_id: u32::MAX }] {
+            let counters = ["backend_count", "active", "total", "refused", "failed"];
             let mut total = BalancerStats {
-                active: u64::MAX,
-                total: u64::MAX,
-                refused: u64::MAX,
-                failed: u64::MAX,
+                counters: counters.into_iter().map(|name| crate::protocol::Counter::new(name, u64::MAX)).collect(),
                 backends: Vec::new(),
-                backend_count: u64::MAX,
                 accepted_per_thread: vec![u64::MAX; 8],
             };
             let mut expected = header_len(form, &total);

@@ -51,7 +51,8 @@ pub use pool::{Backend, Pool};
 
 use crate::broker;
 use crate::client::{AnnouncerConfig, Registrar, RegistrarConfig};
-use crate::protocol::BalancerStats;
+use crate::protocol::stats::Def;
+use crate::protocol::{BackendStats, BalancerStats, Counter};
 use crate::registry::{self, Registry};
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
@@ -150,19 +151,45 @@ impl Counters {
         Counters { per_thread: (0..threads).map(|_| AtomicU64::new(0)).collect(), ..Counters::default() }
     }
 
+    /// The `stats` answer: every counter and backend.
     fn stats(&self, pool: &Pool) -> BalancerStats {
         let backends = pool.stats();
         BalancerStats {
-            active: self.active.load(Relaxed),
-            total: self.total.load(Relaxed),
-            refused: self.refused.load(Relaxed),
-            failed: self.failed.load(Relaxed),
-            backend_count: backends.len() as u64,
-            backends,
+            counters: self.values(&backends).map(|(def, value)| Counter::new(def.name, value)).collect(),
             accepted_per_thread: self.per_thread.iter().map(|n| n.load(Relaxed)).collect(),
+            backends,
         }
     }
+
+    /// What the metrics page shows: every counter, with its definition, and every backend.
+    fn metrics(&self, pool: &Pool) -> crate::metrics::BalancerMetrics {
+        let backends = pool.stats();
+        crate::metrics::BalancerMetrics { counters: self.values(&backends).collect(), backends }
+    }
+
+    /// Every counter's definition and value, in the table's order.
+    fn values<'a>(&'a self, backends: &'a [BackendStats]) -> impl Iterator<Item = (&'static Def, u64)> + 'a {
+        COUNTERS.iter().map(move |(def, read)| (def, read(self, backends)))
+    }
 }
+
+/// How a row of [`COUNTERS`] reads its value.
+type ReadCounter = fn(&Counters, &[BackendStats]) -> u64;
+
+/// A balancer's counters, in the order of its `stats` line: what each is, and how to read it.
+/// The text line, the binary answer, the metrics page and the CLI loop over this table.
+#[rustfmt::skip]
+static COUNTERS: &[(Def, ReadCounter)] = &[
+    (Def::gauge("backend_count", "makler_balancer_backends", "Registered backends."), |_, b| b.len() as u64),
+    (Def::gauge("active", "makler_balancer_connections_active", "Client connections open now."),
+        |c, _| c.active.load(Relaxed)),
+    (Def::counter("total", "makler_balancer_connections_total", "Client connections accepted."),
+        |c, _| c.total.load(Relaxed)),
+    (Def::counter("refused", "makler_balancer_refused_total", "Connections refused at the connection cap."),
+        |c, _| c.refused.load(Relaxed)),
+    (Def::counter("failed", "makler_balancer_failed_total", "Connections no backend accepted."),
+        |c, _| c.failed.load(Relaxed)),
+];
 
 /// A bound balancer, ready to [`run`](Balancer::run).
 pub struct Balancer {

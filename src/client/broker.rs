@@ -264,7 +264,8 @@ impl<T: Transport> BrokerClient<T> {
         Ok(all)
     }
 
-    /// The broker's counters.
+    /// The broker's counters, by name (`stats["instances"]`, or [`BrokerStats::get`] for one an
+    /// older broker may lack; those of a newer broker are there too), and its peers and bridges.
     pub fn stats(&mut self) -> Result<BrokerStats, ClientError> {
         match self.call(&Request::Stats)? {
             Response::Stats(stats) => Ok(*stats),

@@ -182,14 +182,14 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
     for &addr in &addrs {
         wait("the brokers have met", || {
             let stats = asker.stats(addr)?;
-            Ok(stats.complete && stats.peers_up == 2)
+            Ok(stats["complete"] == 1 && stats["peers_up"] == 2)
         })?;
     }
     let base = config.sizes.first().copied().unwrap_or(10_000);
     let loader = Driver::new(addrs[0], 64)?;
     let (ids, _) = populate(&loader, PREFIX, 0, base, config.types)?;
     for &addr in &addrs {
-        wait("every broker holds the base table", || Ok(asker.stats(addr)?.instances >= base as u64))?;
+        wait("every broker holds the base table", || Ok(asker.stats(addr)?["instances"] >= base as u64))?;
     }
 
     // Visibility.
@@ -244,14 +244,14 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
             populate(&loader, PREFIX, base + config.samples, base + config.samples + (size - base), config.types)?;
         }
         let expected = size.max(base) + config.samples;
-        wait("every broker holds the table", || Ok(asker.stats(addrs[2])?.instances >= expected as u64))?;
+        wait("every broker holds the table", || Ok(asker.stats(addrs[2])?["instances"] >= expected as u64))?;
         let _ = brokers[2].child.kill();
         let _ = brokers[2].child.wait();
         let restarted = Instant::now();
         brokers[2] = Broker::start(&config.broker_bin, ports[2], &peers)?;
         wait("the restarted broker caught up", || {
             let stats = asker.stats(addrs[2])?;
-            Ok(stats.complete && stats.instances >= expected as u64)
+            Ok(stats["complete"] == 1 && stats["instances"] >= expected as u64)
         })?;
         catch_up.push((expected, restarted.elapsed()));
     }

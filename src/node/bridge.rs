@@ -9,15 +9,23 @@
 //! loop. Answers are cached briefly (positive and negative), never put in the table and never
 //! replicated. A bridge that does not answer within the bound is down for a while, and queries
 //! skip it (fail fast while every bridge is down).
+//!
+//! `Bridges` owns the bridges' states, the waiting queries, the cache and the counters. It speaks
+//! the node's sub-machine convention (see the [node's documentation](super)): a client's query
+//! comes in through `handle_query`, bridge datagrams through `handle_peer`, the bound through
+//! `handle_timeout`; queries to bridges leave through `poll_transmit` (the node seals them like all
+//! peer traffic), and what needs the node's rate limit or its reply encoding through `poll_event`.
+//! The table is the node's, lent to answer a bridged query.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Face, Node};
-use crate::limit::Verdict;
+use super::Face;
+use crate::core::{Outbox, Transmit};
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
-use crate::protocol::{BridgeStats, Form, MAX_REPLY_LEN, Response, seal};
+use crate::protocol::{BridgeStats, Form, MAX_REPLY_LEN, Response};
+use crate::registry::Registry;
 use crate::service;
 use crate::timers::Timers;
 
@@ -45,24 +53,24 @@ impl Default for BridgeConfig {
     }
 }
 
-/// A bridge as `stats` shows it.
+/// A bridge, as `stats` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BridgeState {
+struct BridgeState {
     /// The remote broker.
-    pub addr: SocketAddr,
+    addr: SocketAddr,
     /// Until when it is skipped (it did not answer in time).
     down_until: Option<Instant>,
     /// Queries sent to it.
-    pub asked: u64,
+    asked: u64,
     /// Answers with instances.
-    pub found: u64,
+    found: u64,
     /// Queries it did not answer within the bound.
-    pub timeouts: u64,
+    timeouts: u64,
 }
 
 impl BridgeState {
     /// Whether it is asked now.
-    pub fn is_up(&self, now: Instant) -> bool {
+    fn is_up(&self, now: Instant) -> bool {
         self.down_until.is_none_or(|until| until <= now)
     }
 }
@@ -79,13 +87,17 @@ struct Pending {
     deadline: Instant,
 }
 
-/// What to send, decided by [`Bridges`]: datagrams for the node's outbox.
+/// What the node must act on for the bridges: sends that pass its rate limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Send {
-    /// A query to a bridge.
-    Ask { to: SocketAddr, id: u32, service: String },
-    /// The answer for a waiting client: these instances (none: `NOT FOUND`).
-    Answer { to: SocketAddr, form: Form, request_len: usize, instances: Vec<SocketAddr> },
+pub(super) enum BridgeEvent {
+    /// The deferred answer for a waiting client, in its form (unsealed, rate-limited like
+    /// any reply).
+    Answer { to: SocketAddr, form: Form, request_len: usize, response: Response },
+    /// The answer to another network's query, a peer datagram (sealed with a key; sent when
+    /// the rate limit lets it, judged by its sealed size).
+    Serve { to: SocketAddr, request_len: usize, bytes: Vec<u8> },
+    /// A bridge datagram refused (a bad name): counted as a rejected peer datagram.
+    Rejected,
 }
 
 /// Cached answers kept at most.
@@ -97,13 +109,16 @@ const MAX_PENDING: usize = 4096;
 #[derive(Debug)]
 pub(super) struct Bridges {
     config: BridgeConfig,
-    pub states: Vec<BridgeState>,
+    /// This run's incarnation, on the bridge datagrams.
+    me: u64,
+    states: Vec<BridgeState>,
     pending: HashMap<u32, Pending>,
     deadlines: Timers<u32>,
     cache: HashMap<String, (Instant, Vec<SocketAddr>)>,
     next_id: u32,
-    sends: Vec<Send>,
-    pub stats: Totals,
+    transmits: Outbox<Face>,
+    events: VecDeque<BridgeEvent>,
+    stats: Totals,
 }
 
 /// Counters over all bridges.
@@ -118,7 +133,7 @@ pub(super) struct Totals {
 }
 
 impl Bridges {
-    pub fn new(config: BridgeConfig) -> Self {
+    pub fn new(config: BridgeConfig, me: u64) -> Self {
         let states = config
             .bridges
             .iter()
@@ -126,12 +141,14 @@ impl Bridges {
             .collect();
         Bridges {
             config,
+            me,
             states,
             pending: HashMap::new(),
             deadlines: Timers::new(),
             cache: HashMap::new(),
             next_id: 1,
-            sends: Vec::new(),
+            transmits: Outbox::new(usize::MAX),
+            events: VecDeque::new(),
             stats: Totals::default(),
         }
     }
@@ -141,10 +158,85 @@ impl Bridges {
         !self.states.is_empty()
     }
 
-    /// A client asked for `service`, which the local table does not have. Returns the answer
-    /// to give at once (from the cache, or `NOT FOUND` when no bridge is up), or `None`: the
-    /// answer comes later, through [`take_sends`](Self::take_sends).
-    pub fn ask(
+    /// The counters over all bridges.
+    pub fn totals(&self) -> Totals {
+        self.stats
+    }
+
+    /// A client's query for `service`, which has no live instance here (see
+    /// [`Service::set_bridging`](crate::service::Service::set_bridging)): asked at the
+    /// bridges. Returns the answer to give at once (from the cache, or `NOT FOUND` when no
+    /// bridge is up), or `None`: the answer comes later, through
+    /// [`poll_event`](Self::poll_event), when the bridges answered or the bound passed.
+    pub fn handle_query(
+        &mut self,
+        now: Instant,
+        service: &str,
+        client: SocketAddr,
+        form: Form,
+        request_len: usize,
+    ) -> Option<Response> {
+        self.ask(now, service, client, form, request_len).map(|instances| client_answer(form, instances))
+    }
+
+    /// A bridge datagram from a broker of another network: a query, answered from this
+    /// table only (never bridged again), or an answer to one of this broker's queries.
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request_len: usize,
+        body: Peer<'_>,
+        registry: &mut Registry,
+    ) {
+        match body {
+            Peer::Query { id, service } => self.serve(now, from, request_len, id, service, registry),
+            Peer::Answer { id, instances } => self.on_answer(now, from, id, instances),
+            _ => {}
+        }
+    }
+
+    fn serve(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request_len: usize,
+        id: u32,
+        service: &str,
+        registry: &mut Registry,
+    ) {
+        if registry.config().limits.check_name(service).is_err() {
+            self.events.push_back(BridgeEvent::Rejected);
+            return;
+        }
+        self.stats.answered += 1;
+        let mut packer = ListPacker::default();
+        if let Some(instances) = registry.query(now, service) {
+            for instance in instances {
+                if !packer.push(&instance) {
+                    break;
+                }
+            }
+        }
+        let frame = PeerFrame { node: self.me, body: Peer::Answer { id, instances: Vec::new() } };
+        let mut bytes = Vec::new();
+        packer.write(&frame, &mut bytes);
+        self.events.push_back(BridgeEvent::Serve { to: from, request_len, bytes });
+    }
+
+    /// The next query to send to a bridge, its bytes moved into `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        self.transmits.pop(out)
+    }
+
+    /// The next thing the node must act on.
+    pub fn poll_event(&mut self) -> Option<BridgeEvent> {
+        self.events.pop_front()
+    }
+
+    /// Asks the bridges that are up for `service`, for `client`. Returns the instances to
+    /// answer with at once, or `None`: the answer comes later.
+    fn ask(
         &mut self,
         now: Instant,
         service: &str,
@@ -167,8 +259,9 @@ impl Bridges {
         for state in self.states.iter_mut().filter(|b| up.contains(&b.addr)) {
             state.asked += 1;
         }
+        let frame = PeerFrame { node: self.me, body: Peer::Query { id, service } };
         for &to in &up {
-            self.sends.push(Send::Ask { to, id, service: service.to_owned() });
+            self.transmits.push(Face::Client, to, |out| peer::encode(&frame, out));
         }
         let deadline = now + self.config.bound;
         self.pending
@@ -178,7 +271,7 @@ impl Bridges {
     }
 
     /// A bridge answered.
-    pub fn on_answer(&mut self, now: Instant, from: SocketAddr, id: u32, instances: Vec<SocketAddr>) {
+    fn on_answer(&mut self, now: Instant, from: SocketAddr, id: u32, instances: Vec<SocketAddr>) {
         let Some(pending) = self.pending.get_mut(&id) else { return };
         let Some(position) = pending.waiting.iter().position(|&b| b == from) else { return };
         pending.waiting.swap_remove(position);
@@ -218,11 +311,6 @@ impl Bridges {
         self.deadlines.next()
     }
 
-    /// What to send now.
-    pub fn take_sends(&mut self) -> Vec<Send> {
-        std::mem::take(&mut self.sends)
-    }
-
     fn finish(&mut self, now: Instant, id: u32, instances: Vec<SocketAddr>, cache: bool) {
         let Some(pending) = self.pending.remove(&id) else { return };
         self.deadlines.remove(pending.deadline, id);
@@ -236,7 +324,8 @@ impl Bridges {
             }
         }
         let Pending { client, form, request_len, .. } = pending;
-        self.sends.push(Send::Answer { to: client, form, request_len, instances });
+        let response = client_answer(form, &instances);
+        self.events.push_back(BridgeEvent::Answer { to: client, form, request_len, response });
     }
 
     /// The bridges as `stats` shows them.
@@ -251,94 +340,6 @@ impl Bridges {
                 timeouts: b.timeouts,
             })
             .collect()
-    }
-}
-
-impl Node {
-    /// A client's query for `service`, which has no live instance here (see
-    /// [`Service::set_bridging`](crate::service::Service::set_bridging)): asked at the bridges.
-    /// Returns whether `reply` holds the answer to send now (from the cache, or `NOT FOUND`
-    /// when no bridge is up); otherwise it is sent when the bridges answered or the bound
-    /// passed.
-    pub(super) fn bridge_query(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        form: Form,
-        request_len: usize,
-        service: &str,
-        reply: &mut Vec<u8>,
-    ) -> bool {
-        match self.bridges.ask(now, service, from, form, request_len) {
-            Some(instances) => {
-                let response = client_answer(form, instances);
-                self.service.reply(form, &response, reply);
-                true
-            }
-            None => {
-                self.flush_bridges(now);
-                false
-            }
-        }
-    }
-
-    /// A bridge datagram from a broker of another network: a query, answered from this table
-    /// only (never bridged again), or an answer to one of this broker's queries.
-    pub(super) fn handle_bridge(&mut self, now: Instant, from: SocketAddr, request_len: usize, body: Peer<'_>) {
-        match body {
-            Peer::Query { id, service } => self.answer_bridged(now, from, request_len, id, service),
-            Peer::Answer { id, instances } => {
-                self.bridges.on_answer(now, from, id, instances);
-                self.flush_bridges(now);
-            }
-            _ => {}
-        }
-    }
-
-    fn answer_bridged(&mut self, now: Instant, from: SocketAddr, request_len: usize, id: u32, service: &str) {
-        if self.registry.config().limits.check_name(service).is_err() {
-            self.replicator.note_rejected();
-            return;
-        }
-        self.bridges.stats.answered += 1;
-        let mut packer = ListPacker::default();
-        if let Some(instances) = self.registry.query(now, service) {
-            for instance in instances {
-                if !packer.push(&instance) {
-                    break;
-                }
-            }
-        }
-        let frame = PeerFrame { node: self.incarnation, body: Peer::Answer { id, instances: Vec::new() } };
-        let mut bytes = Vec::new();
-        packer.write(&frame, &mut bytes);
-        // Sealed, it grows by the envelope: the limit judges what leaves.
-        let sealed_len = bytes.len() + if self.sealer.is_some() { seal::OVERHEAD } else { 0 };
-        if self.limiter.check(now, from.ip(), request_len, sealed_len) != Verdict::Send {
-            return;
-        }
-        self.outbox.push(Face::Client, from, |out| out.extend_from_slice(&bytes));
-    }
-
-    /// Queues what the bridges decided to send: queries to bridges (sealed with a key, like
-    /// peer traffic) and the deferred answers to clients (in their own form, rate-limited
-    /// like any reply).
-    pub(super) fn flush_bridges(&mut self, now: Instant) {
-        for send in self.bridges.take_sends() {
-            match send {
-                Send::Ask { to, id, service } => {
-                    let frame = PeerFrame { node: self.incarnation, body: Peer::Query { id, service: &service } };
-                    self.outbox.push(Face::Client, to, |out| peer::encode(&frame, out));
-                }
-                Send::Answer { to, form, request_len, instances } => {
-                    let mut reply = Vec::new();
-                    self.service.reply(form, &client_answer(form, &instances), &mut reply);
-                    if self.limiter.limit_reply(now, to.ip(), form, request_len, &mut reply) {
-                        self.replies.push(Face::Client, to, |out| out.extend_from_slice(&reply));
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -371,21 +372,30 @@ mod tests {
     const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 9, 9, 9)), 5000);
 
     fn bridges(n: u16) -> Bridges {
-        Bridges::new(BridgeConfig { bridges: (1..=n).map(addr).collect(), ..BridgeConfig::default() })
+        Bridges::new(BridgeConfig { bridges: (1..=n).map(addr).collect(), ..BridgeConfig::default() }, 1)
     }
 
     fn asks(b: &mut Bridges) -> Vec<(SocketAddr, u32)> {
-        b.take_sends()
-            .into_iter()
-            .map(|s| match s {
-                Send::Ask { to, id, .. } => (to, id),
+        let mut out = Vec::new();
+        let mut asked = Vec::new();
+        while let Some(transmit) = b.poll_transmit(&mut out) {
+            match peer::decode(&out).map(|frame| frame.body) {
+                Ok(Peer::Query { id, .. }) => asked.push((transmit.to, id)),
                 other => panic!("not a query: {other:?}"),
-            })
-            .collect()
+            }
+        }
+        asked
     }
 
-    fn answer(instances: Vec<SocketAddr>) -> Send {
-        Send::Answer { to: CLIENT, form: Form::Text, request_len: 10, instances }
+    /// The events queued, and a check that nothing is left to send.
+    fn events(b: &mut Bridges) -> Vec<BridgeEvent> {
+        assert_eq!(b.poll_transmit(&mut Vec::new()), None);
+        std::iter::from_fn(|| b.poll_event()).collect()
+    }
+
+    fn answer(instances: Vec<SocketAddr>) -> BridgeEvent {
+        let response = client_answer(Form::Text, &instances);
+        BridgeEvent::Answer { to: CLIENT, form: Form::Text, request_len: 10, response }
     }
 
     #[test]
@@ -397,11 +407,11 @@ mod tests {
         assert_eq!(sent.iter().map(|s| s.0).collect::<Vec<_>>(), [addr(1), addr(2)]);
         let id = sent[0].1;
         b.on_answer(t0, addr(1), id, Vec::new());
-        assert!(b.take_sends().is_empty(), "one bridge has not answered yet");
+        assert!(events(&mut b).is_empty(), "one bridge has not answered yet");
         b.on_answer(t0, addr(2), id, vec![addr(4000)]);
-        assert_eq!(b.take_sends(), [answer(vec![addr(4000)])]);
+        assert_eq!(events(&mut b), [answer(vec![addr(4000)])]);
         assert_eq!(b.ask(t0, "echo", CLIENT, Form::Text, 10), Some(&[addr(4000)][..]), "cached");
-        assert!(b.take_sends().is_empty());
+        assert!(events(&mut b).is_empty());
         assert_eq!(b.ask(t0 + Duration::from_secs(1), "echo", CLIENT, Form::Text, 10), None, "the cache expired");
         // A late answer, or one from an address that was not asked, changes nothing.
         b.on_answer(t0, addr(3), id, vec![addr(1)]);
@@ -418,9 +428,9 @@ mod tests {
         asks(&mut b);
         assert_eq!(b.poll_timeout(), Some(t0 + Duration::from_millis(300)));
         b.handle_timeout(t0 + Duration::from_millis(299));
-        assert!(b.take_sends().is_empty());
+        assert!(events(&mut b).is_empty());
         b.handle_timeout(t0 + Duration::from_millis(300));
-        assert_eq!(b.take_sends(), [answer(Vec::new())]);
+        assert_eq!(events(&mut b), [answer(Vec::new())]);
         assert_eq!(b.poll_timeout(), None);
         let later = t0 + Duration::from_secs(1);
         assert_eq!(b.ask(later, "echo", CLIENT, Form::Text, 10), Some(&[][..]), "fails fast, not cached");
@@ -437,9 +447,9 @@ mod tests {
         b.ask(t0, "echo", CLIENT, Form::Text, 10);
         let id = asks(&mut b)[0].1;
         b.on_answer(t0, addr(1), id, Vec::new());
-        assert_eq!(b.take_sends(), [answer(Vec::new())]);
+        assert_eq!(events(&mut b), [answer(Vec::new())]);
         assert_eq!(b.ask(t0, "echo", CLIENT, Form::Text, 10), Some(&[][..]), "cached NOT FOUND");
-        assert!(b.take_sends().is_empty());
+        assert!(events(&mut b).is_empty());
     }
 
     #[test]
@@ -451,7 +461,8 @@ mod tests {
         }
         assert_eq!(b.ask(t0, "one-more", CLIENT, Form::Text, 10), Some(&[][..]), "NOT FOUND at once");
         b.handle_timeout(t0 + Duration::from_secs(1));
-        assert_eq!(b.take_sends().len(), MAX_PENDING * 2, "a query each, then an answer each");
+        assert_eq!(asks(&mut b).len(), MAX_PENDING, "a query each");
+        assert_eq!(events(&mut b).len(), MAX_PENDING, "then an answer each");
         assert!(b.pending.is_empty());
     }
 

@@ -2,14 +2,17 @@
 //! response-rate limiting, and DNS over TCP on [`Face::DnsTcp`](super::Face::DnsTcp), each
 //! message after its 2-byte length (RFC 1035 §4.2.2, RFC 7766). The answers themselves come
 //! from [`dns::answer`], a pure function.
+//!
+//! [`DnsFace`] owns the zone and answers at once (each query's answer is the reply to it): it
+//! has no timer, no datagram of its own to send and nothing for the node to act on. The table
+//! is the node's, lent for each answer; the response-rate limit is the node's too, applied to
+//! what the face answers (see [`DnsFace::slip`]).
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::Node;
 use super::dns::{self, Transport};
 use crate::core::{StreamLimits, StreamStep};
-use crate::limit::Verdict;
+use crate::registry::Registry;
 
 /// Answers written but not yet taken by a TCP client beyond which its connection is closed
 /// (after what is written): a client that sends queries and reads no answers cannot make the
@@ -24,35 +27,51 @@ pub const DNS_TCP_LIMITS: StreamLimits = StreamLimits {
     idle: std::time::Duration::from_secs(10),
 };
 
-impl Node {
-    /// A DNS query over UDP: whether `reply` holds an answer to send. Answers larger than their
-    /// query are rate-limited like the registration protocol's (a DNS port is a reflector); a
-    /// limited query gets nothing, or every second one an empty reply with TC set, when that is
-    /// no larger than the query.
-    pub(super) fn handle_dns(&mut self, now: Instant, from: SocketAddr, query: &[u8], reply: &mut Vec<u8>) -> bool {
-        let Some(zone) = &mut self.dns else { return false };
-        if !dns::answer(zone, &mut self.registry, now, query, Transport::Udp, reply) {
-            return false;
-        }
-        match self.limiter.check(now, from.ip(), query.len(), reply.len()) {
-            Verdict::Send => true,
-            Verdict::Drop => false,
-            Verdict::Slip => {
-                if dns::truncated(query, reply) && reply.len() <= query.len() {
-                    return true;
-                }
-                self.limiter.slip_dropped();
-                false
-            }
-        }
+/// The DNS face. See the [module documentation](self).
+#[derive(Debug)]
+pub(super) struct DnsFace {
+    /// The zone it answers for (`None`: no DNS face; queries are dropped).
+    zone: Option<dns::Zone>,
+}
+
+impl DnsFace {
+    pub fn new(config: Option<&dns::DnsConfig>) -> Self {
+        let zone = config.and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok());
+        DnsFace { zone }
+    }
+
+    /// A DNS query over UDP: whether `reply` holds an answer. The node judges it by the
+    /// response-rate limit (a DNS port is a reflector) before it is sent.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        registry: &mut Registry,
+        query: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let Some(zone) = &mut self.zone else { return false };
+        dns::answer(zone, registry, now, query, Transport::Udp, reply)
+    }
+
+    /// The "slip" of response-rate limiting: turns `reply` into the empty answer with TC set
+    /// that a limited query may get instead, and returns whether it is no larger than the query
+    /// (else nothing is sent).
+    pub fn slip(query: &[u8], reply: &mut Vec<u8>) -> bool {
+        dns::truncated(query, reply) && reply.len() <= query.len()
     }
 
     /// Bytes on a DNS TCP connection: answers the first whole message, if `input` holds one.
     /// Not rate-limited: the handshake has shown the source is real. A message of length 0, or
     /// one that gets no answer (a response), closes the connection.
-    pub(super) fn handle_dns_stream(&mut self, now: Instant, input: &[u8], output: &mut Vec<u8>) -> StreamStep {
+    pub fn handle_stream(
+        &mut self,
+        now: Instant,
+        registry: &mut Registry,
+        input: &[u8],
+        output: &mut Vec<u8>,
+    ) -> StreamStep {
         let wait = StreamStep { consumed: 0, close: false };
-        let Some(zone) = &mut self.dns else { return StreamStep { consumed: input.len(), close: true } };
+        let Some(zone) = &mut self.zone else { return StreamStep { consumed: input.len(), close: true } };
         let Some((prefix, rest)) = input.split_first_chunk::<2>() else { return wait };
         let len = usize::from(u16::from_be_bytes(*prefix));
         if len == 0 {
@@ -60,7 +79,7 @@ impl Node {
         }
         let Some(query) = rest.get(..len) else { return wait };
         let mut reply = Vec::new();
-        if !dns::answer(zone, &mut self.registry, now, query, Transport::Tcp, &mut reply) {
+        if !dns::answer(zone, registry, now, query, Transport::Tcp, &mut reply) {
             return StreamStep { consumed: input.len(), close: true };
         }
         // The reply is at most MAX_TCP_MESSAGE bytes, so its length fits the prefix.

@@ -1,57 +1,102 @@
 //! The node's part in the multicast group: announcements and goodbyes change the table like
 //! `register` and `deregister`, a discovery gets the node's unicast address, and brokers say
 //! hello there periodically, which is how they find each other as peers.
+//!
+//! [`Group`] owns the group's configuration, the hello clock and the group's counters. It
+//! speaks the node's sub-machine convention (see the [node's documentation](super)):
+//! [`handle_datagram`](Group::handle_datagram) and [`handle_timeout`](Group::handle_timeout)
+//! take input, hellos leave through [`poll_transmit`](Group::poll_transmit) (the node seals
+//! them), other brokers' hellos through [`poll_event`](Group::poll_event). The table is the
+//! node's: it is lent for the one call that changes it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::{Face, GroupConfig, Node};
+use super::{Face, GroupConfig};
+use crate::core::{Outbox, Transmit};
 use crate::protocol::{Multicast, RemoveReason, Response, Source, binary};
+use crate::registry::Registry;
+use crate::service::policy::Policy;
 
-/// What the node knows to take part in the group.
-#[derive(Debug, Clone, Copy)]
+/// What the node must act on after a group datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GroupEvent {
+    /// Another broker said hello from `addr`: a peer, when discovery is on.
+    Hello(SocketAddr),
+}
+
+/// Counters of the group face.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct GroupStats {
+    /// Announcements and goodbyes taken.
+    pub announcements: u64,
+    /// Datagrams dropped: malformed, foreign, refused, or the node's own.
+    pub ignored: u64,
+}
+
+/// The node's part in the group (none when `config` is `None`: every datagram is ignored).
+#[derive(Debug)]
 pub(super) struct Group {
-    config: GroupConfig,
+    config: Option<GroupConfig>,
     /// The node's unicast address, for discovery answers and hellos.
     unicast: SocketAddr,
     next_hello: Option<Instant>,
+    stats: GroupStats,
+    transmits: Outbox<Face>,
+    events: VecDeque<GroupEvent>,
 }
 
 impl Group {
-    pub fn new(config: GroupConfig, unicast: SocketAddr) -> Self {
-        Group { config, unicast, next_hello: None }
+    pub fn new(config: Option<GroupConfig>, unicast: SocketAddr) -> Self {
+        Group {
+            config,
+            unicast,
+            next_hello: None,
+            stats: GroupStats::default(),
+            transmits: Outbox::new(usize::MAX),
+            events: VecDeque::new(),
+        }
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_hello
+    /// Whether the node takes part in a group.
+    pub fn is_on(&self) -> bool {
+        self.config.is_some()
     }
-}
 
-impl Node {
-    /// Handles one datagram from the group; returns whether `reply` holds an answer to send
-    /// to `from` (from the unicast socket). Everything else (malformed or foreign datagrams,
+    /// The counters.
+    pub fn stats(&self) -> GroupStats {
+        self.stats
+    }
+
+    /// Counts a datagram dropped before it got here (with a key: unsealed, a wrong key, a
+    /// replay).
+    pub fn note_ignored(&mut self) {
+        self.stats.ignored += 1;
+    }
+
+    /// Handles one datagram from the group (opened already, when sealed); returns whether
+    /// `reply` holds an answer to send to `from` (from the unicast socket; the node seals it
+    /// and judges it by the rate limit). Everything else (malformed or foreign datagrams,
     /// refused announcements, goodbyes for leases the announcer does not hold, and the node's
     /// own datagrams) is dropped and counted. Never panics, whatever the bytes.
-    pub(super) fn handle_group(
+    pub fn handle_datagram(
         &mut self,
         now: Instant,
         from: SocketAddr,
         datagram: &[u8],
+        registry: &mut Registry,
+        policy: &Policy,
         reply: &mut Vec<u8>,
     ) -> bool {
-        let Some(Group { config: GroupConfig { origin: own, .. }, unicast, .. }) = self.group else {
-            self.counters.multicast_ignored += 1;
-            return false;
-        };
-        // With a key, the group's datagrams come sealed, and only so.
-        let Some(datagram) = self.open(now, datagram) else {
-            self.counters.multicast_ignored += 1;
+        let Some(GroupConfig { origin: own, .. }) = self.config else {
+            self.stats.ignored += 1;
             return false;
         };
         let frame = match binary::decode::<Multicast<'_>>(datagram) {
             Ok(frame) if origin(&frame.body) != own => frame,
             _ => {
-                self.counters.multicast_ignored += 1;
+                self.stats.ignored += 1;
                 return false;
             }
         };
@@ -59,52 +104,61 @@ impl Node {
         match frame.body {
             Multicast::Announce { origin, service, ip: named, port } => {
                 let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
-                let registered =
-                    self.service.policy().check(ip, endpoint.ip()).and_then(|()| {
-                        self.registry.register(now, service, endpoint, Source::Announcer { ip, origin })
-                    });
+                let registered = policy
+                    .check(ip, endpoint.ip())
+                    .and_then(|()| registry.register(now, service, endpoint, Source::Announcer { ip, origin }));
                 match registered {
-                    Ok(_) => self.counters.announcements += 1,
-                    Err(_) => self.counters.multicast_ignored += 1,
+                    Ok(_) => self.stats.announcements += 1,
+                    Err(_) => self.stats.ignored += 1,
                 }
                 false
             }
             Multicast::Goodbye { origin, service, ip: named, port } => {
                 let endpoint = SocketAddr::new(named.unwrap_or(ip), port);
                 let source = Source::Announcer { ip, origin };
-                match self.registry.remove_owned(now, service, endpoint, source, RemoveReason::Goodbye) {
-                    Ok(_) => self.counters.announcements += 1,
-                    Err(_) => self.counters.multicast_ignored += 1,
+                match registry.remove_owned(now, service, endpoint, source, RemoveReason::Goodbye) {
+                    Ok(_) => self.stats.announcements += 1,
+                    Err(_) => self.stats.ignored += 1,
                 }
                 false
             }
             Multicast::Discover { .. } => {
                 reply.clear();
-                binary::encode_response(frame.id, &Response::BrokerHere { addr: unicast }, reply);
-                if let Some(sealer) = &mut self.sealer {
-                    sealer.seal_in_place(reply, self.wall.unix_ms(now));
-                }
-                // The answer is larger than the question: rate-limited like any such reply.
-                self.limiter.check(now, from.ip(), datagram.len(), reply.len()) == crate::limit::Verdict::Send
+                binary::encode_response(frame.id, &Response::BrokerHere { addr: self.unicast }, reply);
+                true
             }
-            // Another broker: a peer, when discovery is on.
             Multicast::BrokerHello { addr, .. } => {
                 let addr = if addr.ip().is_unspecified() { SocketAddr::new(ip, addr.port()) } else { addr };
-                self.replicator.discovered(addr, &self.registry, &mut self.outbox);
+                self.events.push_back(GroupEvent::Hello(addr));
                 false
             }
         }
     }
 
     /// Says hello on the group when it is time.
-    pub(super) fn group_timeout(&mut self, now: Instant) {
-        let Some(group) = &mut self.group else { return };
-        if group.next_hello.is_some_and(|at| at > now) {
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let Some(config) = &self.config else { return };
+        if self.next_hello.is_some_and(|at| at > now) {
             return;
         }
-        group.next_hello = Some(now + group.config.hello_interval);
-        let hello = Multicast::BrokerHello { origin: group.config.origin, addr: group.unicast };
-        self.outbox.push(Face::GroupOut, group.config.group, |bytes| binary::encode(0, &hello, bytes));
+        self.next_hello = Some(now + config.hello_interval);
+        let hello = Multicast::BrokerHello { origin: config.origin, addr: self.unicast };
+        self.transmits.push(Face::GroupOut, config.group, |bytes| binary::encode(0, &hello, bytes));
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_hello
+    }
+
+    /// The next datagram to send (a hello), its bytes moved into `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        self.transmits.pop(out)
+    }
+
+    /// The next thing the node must act on.
+    pub fn poll_event(&mut self) -> Option<GroupEvent> {
+        self.events.pop_front()
     }
 }
 
@@ -114,5 +168,66 @@ fn origin(message: &Multicast<'_>) -> u64 {
         | Multicast::Goodbye { origin, .. }
         | Multicast::Discover { origin }
         | Multicast::BrokerHello { origin, .. } => *origin,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::registry;
+
+    const UNICAST: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1)), 7000);
+
+    fn group() -> Group {
+        let config = GroupConfig {
+            group: "239.255.77.1:7077".parse().unwrap(),
+            origin: 1,
+            hello_interval: Duration::from_secs(2),
+        };
+        Group::new(Some(config), UNICAST)
+    }
+
+    #[test]
+    fn hellos_leave_through_poll_transmit_once_per_interval() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut out = Vec::new();
+        g.handle_timeout(t0);
+        let hello = g.poll_transmit(&mut out).unwrap();
+        assert_eq!((hello.face, hello.to), (Face::GroupOut, "239.255.77.1:7077".parse().unwrap()));
+        assert_eq!(
+            binary::decode::<Multicast<'_>>(&out).unwrap().body,
+            Multicast::BrokerHello { origin: 1, addr: UNICAST }
+        );
+        assert_eq!(g.poll_transmit(&mut out), None);
+        g.handle_timeout(t0 + Duration::from_secs(1));
+        assert_eq!(g.poll_transmit(&mut out), None, "not yet");
+        assert_eq!(g.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+        g.handle_timeout(t0 + Duration::from_secs(2));
+        assert!(g.poll_transmit(&mut out).is_some());
+        let mut off = Group::new(None, UNICAST);
+        off.handle_timeout(t0);
+        assert_eq!((off.poll_transmit(&mut out), off.poll_timeout()), (None, None));
+    }
+
+    #[test]
+    fn another_brokers_hello_is_an_event_and_a_discovery_is_answered() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let (from, mut reply, mut datagram) = ("10.0.0.2:9999".parse().unwrap(), Vec::new(), Vec::new());
+        let hello = Multicast::BrokerHello { origin: 2, addr: "0.0.0.0:7000".parse().unwrap() };
+        binary::encode(0, &hello, &mut datagram);
+        assert!(!g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(g.poll_event(), Some(GroupEvent::Hello("10.0.0.2:7000".parse().unwrap())), "its source address");
+        assert_eq!(g.poll_event(), None);
+        datagram.clear();
+        binary::encode(9, &Multicast::Discover { origin: 2 }, &mut datagram);
+        assert!(g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(binary::decode_response(&reply).unwrap(), (9, Response::BrokerHere { addr: UNICAST }));
+        assert!(!g.handle_datagram(t0, from, b"junk", &mut registry, &Policy::default(), &mut reply));
+        assert_eq!(g.stats(), GroupStats { announcements: 0, ignored: 1 });
     }
 }

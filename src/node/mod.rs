@@ -1,12 +1,40 @@
 //! The broker's sans-IO core: everything a broker does, with no socket and no clock.
 //!
-//! A [`Node`] owns the [`Registry`] and everything that works on it: the registration protocol
-//! ([`Service`]), the multicast group, replication with peer brokers ([`replicate`]), catching
-//! up ([`sync`]), and checks of instances ([`verify`], on the [`Prober`]). The
-//! [`Shell`](crate::shell::Shell) feeds it datagrams and probe outcomes on its [`Face`]s and
-//! the time, and polls it for datagrams to send, probes to run and its next timeout (see
-//! [`Core`]). After every input the node drains the registry's change log once and hands each
-//! change to everything that follows the table: the log, the replicator, the verifier.
+//! A [`Node`] owns the [`Registry`] and everything that works on it. The
+//! [`Shell`](crate::shell::Shell) feeds it datagrams, bytes and probe outcomes on its
+//! [`Face`]s and the time, and polls it for datagrams to send, probes to run and its next
+//! timeout (see [`Core`](crate::core::Core)).
+//!
+//! # Who owns what
+//!
+//! - The node (this file, its settings in `config.rs`) owns the shared state: the table
+//!   ([`Registry`]), the registration protocol ([`Service`]), the response-rate limiter, the
+//!   key that seals peer and group datagrams and the replay guard, the two outgoing queues
+//!   (peer and group datagrams, sealed when they leave; deferred answers to clients, never
+//!   sealed), and the counters of what it decides itself (send failures, removals).
+//! - Each sub-machine owns its own state, every field private:
+//!   [`Replicator`](replicate::Replicator) (the peers, [deltas](replicate) and
+//!   [catch-up](replicate::sync)), the verifier of reports and health checks ([`verify`], which
+//!   owns the [`Prober`](crate::probe::Prober)), the [bridges](bridge), the [watches](watch),
+//!   the multicast group (`group.rs`) and the DNS face (`dns_face.rs`, answering with
+//!   [`dns`]).
+//! - The node's glue is in `dispatch.rs`: how an input is routed between the sub-machines,
+//!   where their output is drained, and the [`Core`](crate::core::Core) implementation.
+//!
+//! # One convention
+//!
+//! Every sub-machine speaks as quinn-proto's connection does: `handle_*` methods take input
+//! (with `now` when time matters), and output leaves through `poll_transmit` (a datagram with
+//! its face and destination), `poll_timeout` (when to call `handle_timeout` next) and
+//! `poll_event` (something only the node can act on: a broker heard on the group, a forwarded
+//! report, a change of the live brokers, an endpoint to remove, an answer that must pass the
+//! rate limit). No sub-machine writes into the node's queues: the node drains each one's
+//! output in one place (`Node::drain`), right after the input that produced it, so
+//! datagrams leave in the order they were decided, and seals peer and group datagrams when
+//! they leave. The table is lent (`&mut Registry`) for the one call that reads or changes it.
+//!
+//! After every input the node drains the registry's change log once and hands each change to
+//! everything that follows the table: the log, the replicator, the verifier, the watches.
 //!
 //! ```
 //! use std::time::Instant;
@@ -26,7 +54,8 @@
 pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
-mod deltas;
+mod config;
+mod dispatch;
 pub mod dns;
 mod dns_face;
 mod group;
@@ -36,7 +65,7 @@ pub mod replicate;
 mod replicate_tests;
 #[cfg(test)]
 mod sim_tests;
-pub mod sync;
+mod stats;
 #[cfg(test)]
 mod tests;
 pub mod verify;
@@ -44,151 +73,31 @@ pub mod watch;
 #[cfg(test)]
 mod watch_tests;
 
-use std::io;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use uuid::Uuid;
 
-use logging::{log_change, log_peer_event};
-
-use crate::core::{ConnId, Core, Outbox, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
-use crate::limit::{RateLimit, ResponseLimiter};
-use crate::probe::{Prober, ProberConfig};
+use crate::core::Outbox;
+use crate::limit::ResponseLimiter;
 use crate::protocol::peer::{self, Peer};
-use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
-use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, RemoveReason, Request, Response};
-use crate::registry::{self, ChangeKind, Registry};
-use crate::service::policy::Policy;
-use crate::service::{self, Handled, Service};
+use crate::protocol::seal::{self, ReplayGuard, Sealer};
+use crate::protocol::{self, BrokerStats, Form, MAX_REPLY_LEN, Rejection, Request, Response};
+use crate::registry::Registry;
+use crate::service::{Handled, Service};
 
 pub use bridge::BridgeConfig;
+pub use config::{Face, GroupConfig, NodeConfig, WallClock};
 pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 pub use watch::WatchConfig;
 
-/// The broker's sockets, as the node names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Face {
-    /// The unicast socket clients, servers and peers talk to.
-    Client,
-    /// The multicast group socket, receive only (answers to discovery leave from
-    /// [`Face::Client`]).
-    Group,
-    /// The socket the node's hellos to the group leave from.
-    GroupOut,
-    /// The DNS face's UDP socket (see [`dns`]).
-    Dns,
-    /// The DNS face's TCP listener, on the same address.
-    DnsTcp,
-    /// A TCP listener answering `GET /metrics` (see [`crate::metrics`]).
-    Metrics,
-}
-
-/// A node's settings.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// TTL and limits of the table.
-    pub registry: registry::Config,
-    /// The longest request datagram accepted, in bytes.
-    pub max_datagram: usize,
-    /// Log registrations, removals and expiries (at info level).
-    pub log_changes: bool,
-    /// The node's unicast address, as clients and peers know it.
-    pub unicast: SocketAddr,
-    /// The node's part in the multicast group (`None`: none).
-    pub group: Option<GroupConfig>,
-    /// This run's incarnation: a random id, new at every start.
-    pub incarnation: u64,
-    /// Replication with peer brokers.
-    pub replica: ReplicaConfig,
-    /// Reports and health checks.
-    pub verify: VerifyConfig,
-    /// How probes run.
-    pub prober: ProberConfig,
-    /// Response-rate limiting of replies larger than their request.
-    pub rate_limit: RateLimit,
-    /// Who may register what.
-    pub policy: Policy,
-    /// With a key, peer and group datagrams are sealed with it, and unsealed ones are dropped
-    /// (see [`crate::protocol::seal`]).
-    pub key: Option<Key>,
-    /// The wall clock at one instant, for the sealed envelopes' send times: the node reads no
-    /// clock, so the shell tells it once what time it is.
-    pub wall: WallClock,
-    /// The DNS face's zone (`None`: no DNS face; datagrams on [`Face::Dns`] are dropped).
-    pub dns: Option<DnsConfig>,
-    /// Brokers of other networks asked for services this one does not have.
-    pub bridges: BridgeConfig,
-    /// The caps on watches.
-    pub watches: WatchConfig,
-}
-
-/// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
-/// it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WallClock {
-    /// The instant.
-    pub at: Instant,
-    /// Unix time then, in milliseconds.
-    pub unix_ms: u64,
-}
-
-impl WallClock {
-    /// The wall clock now (read by the caller, a shell).
-    pub fn now() -> Self {
-        WallClock { at: Instant::now(), unix_ms: seal::unix_ms(std::time::SystemTime::now()) }
-    }
-
-    /// Unix time at `now`, in milliseconds.
-    pub fn unix_ms(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.at).as_millis();
-        self.unix_ms + u64::try_from(since).unwrap_or(u64::MAX)
-    }
-}
-
-/// What a node needs to take part in the multicast group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct GroupConfig {
-    /// The group's address and port.
-    pub group: SocketAddr,
-    /// The id on the node's own datagrams, to tell them from others'.
-    pub origin: u64,
-    /// How often to say hello on the group (brokers find each other by it).
-    pub hello_interval: Duration,
-}
-
-impl Default for NodeConfig {
-    fn default() -> Self {
-        NodeConfig {
-            registry: registry::Config::default(),
-            max_datagram: service::DEFAULT_MAX_DATAGRAM,
-            log_changes: false,
-            unicast: crate::protocol::DEFAULT_BROKER,
-            group: None,
-            incarnation: 0,
-            replica: ReplicaConfig::default(),
-            verify: VerifyConfig { probe_interval: None, ..VerifyConfig::default() },
-            prober: ProberConfig::default(),
-            rate_limit: RateLimit::default(),
-            policy: Policy::default(),
-            key: None,
-            wall: WallClock::now(),
-            dns: None,
-            bridges: BridgeConfig::default(),
-            watches: WatchConfig::default(),
-        }
-    }
-}
-
 /// Counters of the node beyond the registration protocol's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct Counters {
     send_failures: u64,
-    announcements: u64,
-    multicast_ignored: u64,
     removed_unreachable: u64,
 }
 
@@ -198,20 +107,21 @@ const OUTBOX_CAPACITY: usize = 65_536;
 /// The broker's core. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Node {
+    /// The table: the node's, lent to a sub-machine for the call that reads or changes it.
     registry: Registry,
     service: Service,
-    group: Option<group::Group>,
+    // The sub-machines: each owns its state; the node drains their output (see `drain`).
+    group: group::Group,
     replicator: replicate::Replicator,
     verifier: verify::Verifier,
     bridges: bridge::Bridges,
     watches: watch::Watches,
-    /// Peer and group datagrams (sealed with a key).
+    /// Peer and group datagrams (sealed with a key when they leave).
     outbox: Outbox<Face>,
-    /// Deferred answers to clients (bridged queries): never sealed.
+    /// Where a sub-machine's datagram passes on its way to a queue.
+    scratch: Vec<u8>,
+    /// Deferred answers to clients (bridged queries) and watch notifications: never sealed.
     replies: Outbox<Face>,
-    /// This run's incarnation, on the node's peer datagrams.
-    incarnation: u64,
-    prober: Prober,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
     sealer: Option<Sealer>,
@@ -220,8 +130,8 @@ pub struct Node {
     counters: Counters,
     log_changes: bool,
     started: Option<Instant>,
-    /// The zone the DNS face answers for.
-    dns: Option<dns::Zone>,
+    /// The DNS face.
+    dns: dns_face::DnsFace,
 }
 
 impl Node {
@@ -232,20 +142,19 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
-        let bridges = bridge::Bridges::new(config.bridges);
+        let bridges = bridge::Bridges::new(config.bridges, config.incarnation);
         service.set_bridging(bridges.is_on());
         Node {
             registry,
             service,
-            group: config.group.map(|group| group::Group::new(group, config.unicast)),
+            group: group::Group::new(config.group, config.unicast),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
-            verifier: verify::Verifier::new(config.verify),
+            verifier: verify::Verifier::new(config.verify, config.prober),
             bridges,
             watches: watch::Watches::new(config.watches),
             outbox: Outbox::new(OUTBOX_CAPACITY),
+            scratch: Vec::new(),
             replies: Outbox::new(OUTBOX_CAPACITY),
-            incarnation: config.incarnation,
-            prober: Prober::new(config.prober),
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
@@ -253,10 +162,7 @@ impl Node {
             counters: Counters::default(),
             log_changes: config.log_changes,
             started: None,
-            dns: config
-                .dns
-                .as_ref()
-                .and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok()),
+            dns: dns_face::DnsFace::new(config.dns.as_ref()),
         }
     }
 
@@ -270,53 +176,25 @@ impl Node {
         self.replicator.is_complete()
     }
 
-    /// The counters, as `stats` reports them, at `now`.
+    /// The counters, as `stats` reports them, at `now` (the table is in `stats.rs`).
     pub fn stats(&self, now: Instant) -> BrokerStats {
-        let service = self.service.counters();
-        let replication = self.replicator.stats();
-        let probes = self.prober.stats();
-        let peers = self.replicator.peer_stats(now);
-        let limited = self.limiter.stats();
-        BrokerStats {
-            instances: self.registry.len() as u64,
-            services: self.registry.service_count() as u64,
-            received: service.received,
-            rejected: service.rejected,
-            expired: self.registry.expired_total(),
-            send_failures: self.counters.send_failures + self.outbox.dropped() + self.replies.dropped(),
-            announcements: self.counters.announcements,
-            multicast_ignored: self.counters.multicast_ignored,
-            complete: self.is_complete(),
-            replicated_out: replication.sent,
-            replicated_in: replication.applied,
-            retransmits: replication.retransmits,
-            peer_rejected: replication.rejected,
-            probes: probes.started,
-            probes_dead: probes.dead,
-            reports: self.verifier.reports,
-            removed_unreachable: self.counters.removed_unreachable,
-            refused_full: service.full,
-            refused_quota: service.quota,
-            refused_policy: service.not_allowed,
-            refused_reports: service.too_many,
-            rate_dropped: limited.dropped,
-            rate_slipped: limited.slipped,
-            peer_count: peers.len() as u64,
-            peers_up: peers.iter().filter(|p| p.up).count() as u64,
-            peers,
-            bridged: self.bridges.stats.bridged,
-            bridged_found: self.bridges.stats.found,
-            bridge_queries: self.bridges.stats.answered,
-            bridges: self.bridges.stats(now),
-            watches: self.watches.len() as u64,
-            watch_notifications: self.watches.stats.sent,
-            watch_dropped: self.watches.stats.dropped,
-        }
+        stats::collect(self, now)
+    }
+
+    /// Every counter `stats` reports, in the order of its text line: what the counters are,
+    /// for documentation and tests.
+    pub fn counter_defs() -> impl Iterator<Item = &'static protocol::stats::Def> {
+        stats::COUNTERS.iter().map(|row| &row.def)
     }
 
     /// What the metrics page shows, at `now`.
     pub fn metrics(&self, now: Instant) -> crate::metrics::BrokerMetrics {
-        crate::metrics::BrokerMetrics { stats: self.stats(now), requests: self.service.counters().requests }
+        crate::metrics::BrokerMetrics {
+            counters: stats::values(self, now).collect(),
+            peers: self.replicator.peer_stats(now),
+            bridges: self.bridges.stats(now),
+            requests: self.service.counters().requests,
+        }
     }
 
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
@@ -336,13 +214,7 @@ impl Node {
                 self.handle_bridge(now, from, datagram.len(), frame.body);
                 return false;
             }
-            let report = self.replicator.handle(now, from, frame, &mut self.registry, &mut self.outbox);
-            if let Some((service, endpoint)) = report {
-                // Forwarded by a peer: verify it if it is registered here too.
-                if self.registry.contains(now, &service, endpoint) {
-                    self.verifier.verify(now, endpoint, &mut self.prober);
-                }
-            }
+            self.replicator.handle_datagram(now, from, frame, &mut self.registry);
             return false;
         }
         self.service.set_catching_up(!self.replicator.is_complete());
@@ -400,8 +272,8 @@ impl Node {
             return self.service.not_found();
         }
         match self.replicator.owner(endpoint) {
-            None => self.verifier.verify(now, endpoint, &mut self.prober),
-            Some(owner) => self.replicator.forward_report(owner, service, endpoint, &mut self.outbox),
+            None => self.verifier.handle_report(now, endpoint),
+            Some(owner) => self.replicator.forward_report(owner, service, endpoint),
         }
         Response::Ok
     }
@@ -417,158 +289,5 @@ impl Node {
                 return;
             }
         }
-    }
-
-    /// Hands every change since the last call to everything that follows the table, sends what
-    /// must go at once, and moves checks when the live brokers changed.
-    fn after_input(&mut self, now: Instant) {
-        while let Some(change) = self.registry.poll_change() {
-            if self.log_changes {
-                log_change(&change);
-            }
-            self.replicator.on_change(now, &change);
-            let replicator = &self.replicator;
-            self.verifier.on_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
-            if change.kind != ChangeKind::Refreshed {
-                self.watches.on_change(&change.service);
-            }
-        }
-        self.flush_watches(now);
-        self.replicator.flush(now, &self.registry, &mut self.outbox);
-        if self.replicator.take_membership_changed() {
-            let replicator = &self.replicator;
-            self.verifier.rebalance(now, |endpoint| replicator.owner(endpoint).is_none());
-        }
-        while let Some(event) = self.replicator.poll_event() {
-            log_peer_event(&event);
-        }
-    }
-
-    /// Acts on finished probes.
-    fn take_probe_results(&mut self, now: Instant) {
-        while let Some((endpoint, probe)) = self.prober.poll_result() {
-            match self.verifier.on_result(endpoint, probe) {
-                Some(verify::Action::Remove { endpoint, services, why }) => {
-                    for service in services {
-                        let removed = self.registry.remove_instance(now, &service, endpoint, RemoveReason::Unreachable);
-                        if removed > 0 {
-                            self.counters.removed_unreachable += 1;
-                            log::warn!("{service} {endpoint} is unreachable ({why}): removed everywhere");
-                        }
-                    }
-                }
-                Some(verify::Action::Kept { endpoint }) => {
-                    log::info!("{endpoint} was reported dead but answers: kept");
-                }
-                None => {}
-            }
-        }
-    }
-}
-
-impl Core for Node {
-    type Face = Face;
-
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        face: Face,
-        from: SocketAddr,
-        datagram: &[u8],
-        reply: &mut Vec<u8>,
-    ) -> Option<Face> {
-        let out = match face {
-            Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
-            Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
-            Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
-            // Nothing is sent to it but stray replies: ignored.
-            Face::GroupOut | Face::DnsTcp | Face::Metrics => None,
-        };
-        self.after_input(now);
-        out
-    }
-
-    fn handle_stream(
-        &mut self,
-        now: Instant,
-        face: Face,
-        _conn: ConnId,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> StreamStep {
-        let step = match face {
-            Face::DnsTcp => self.handle_dns_stream(now, input, output),
-            Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
-            _ => StreamStep { consumed: input.len(), close: true },
-        };
-        self.after_input(now);
-        step
-    }
-
-    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
-        if let Some(reply) = self.replies.pop(out) {
-            return Some(reply);
-        }
-        let transmit = self.outbox.pop(out)?;
-        // Everything queued goes to peers or the group: sealed, with a key.
-        if let Some(sealer) = &mut self.sealer {
-            sealer.seal_in_place(out, self.wall.unix_ms(now));
-        }
-        Some(transmit)
-    }
-
-    fn poll_probe(&mut self) -> Option<ProbeCmd> {
-        self.prober.poll_command()
-    }
-
-    fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
-        self.prober.handle_outcome(now, id, outcome);
-        self.take_probe_results(now);
-        self.after_input(now);
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        [
-            self.registry.poll_timeout(),
-            self.prober.poll_timeout(),
-            self.replicator.poll_timeout(),
-            self.verifier.poll_timeout(),
-            self.group.as_ref().and_then(group::Group::poll_timeout),
-            self.bridges.poll_timeout(),
-            self.watches.poll_timeout(),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.registry.handle_timeout(now);
-        self.replicator.handle_timeout(now, &mut self.registry, &mut self.outbox);
-        self.verifier.handle_timeout(now, &mut self.prober);
-        self.prober.handle_timeout(now);
-        self.take_probe_results(now);
-        self.group_timeout(now);
-        self.bridges.handle_timeout(now);
-        self.flush_bridges(now);
-        self.after_input(now);
-        // After the changes due by now were told: a watch live when they happened hears of them.
-        self.watches.handle_timeout(now);
-    }
-
-    fn handle_send_error(&mut self, _face: Face, _to: SocketAddr, _error: &io::Error) {
-        // A full send buffer or an unroutable source: the client retransmits.
-        self.counters.send_failures += 1;
-    }
-
-    fn handle_start(&mut self, now: Instant) {
-        self.started = Some(now);
-        self.replicator.start(now);
-        self.group_timeout(now);
-        self.after_input(now);
-    }
-
-    fn handle_close(&mut self, _now: Instant) {
-        self.replicator.bye(&mut self.outbox);
     }
 }

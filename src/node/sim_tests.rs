@@ -6,6 +6,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::core::Core;
 use crate::registry::Cursor;
 use crate::sim::{NetConfig, Sim, node_with};
 

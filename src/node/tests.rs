@@ -2,7 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::io;
+
 use super::*;
+use crate::core::Core;
 use crate::protocol::{Multicast, binary};
 
 const OWN_ORIGIN: u64 = 0xAAAA;
@@ -58,7 +61,7 @@ fn stats_counts_the_node_and_the_protocol() {
          rate_dropped=0 rate_slipped=0 bridged=0 bridged_found=0 bridge_queries=0 watches=0 watch_notifications=0 watch_dropped=0\n"
     );
     node.handle_send_error(Face::Client, "127.0.0.1:1".parse().unwrap(), &io::Error::other("full"));
-    assert_eq!(node.stats(now).send_failures, 1);
+    assert_eq!(node.stats(now)["send_failures"], 1);
 }
 
 #[test]
@@ -84,7 +87,7 @@ fn an_announcement_registers_and_only_its_announcer_can_say_goodbye() {
     // A goodbye for something gone already is not counted as an announcement.
     group(&mut node, now, "127.0.0.1:9999", &goodbye);
     let stats = node.stats(now);
-    assert_eq!((stats.announcements, stats.multicast_ignored), (2, 3));
+    assert_eq!((stats["announcements"], stats["multicast_ignored"]), (2, 3));
 }
 
 #[test]
@@ -101,7 +104,7 @@ fn discovery_is_answered_and_own_or_foreign_datagrams_are_dropped() {
     let mut reply = Vec::new();
     assert_eq!(node.handle_datagram(now, Face::Group, "127.0.0.1:1".parse().unwrap(), b"query echo", &mut reply), None);
     assert!(node.registry().is_empty());
-    assert_eq!(node.stats(now).multicast_ignored, 2);
+    assert_eq!(node.stats(now)["multicast_ignored"], 2);
 }
 
 #[test]
@@ -113,6 +116,6 @@ fn the_node_wakes_for_expiry_and_drains_its_changes() {
     assert_eq!(node.poll_timeout(), Some(now + ttl));
     node.handle_timeout(now + ttl);
     assert!(node.registry().is_empty());
-    assert_eq!(node.stats(now).expired, 1);
+    assert_eq!(node.stats(now)["expired"], 1);
     assert_eq!(node.registry.poll_change(), None, "the node took every change");
 }

@@ -12,13 +12,24 @@
 //!   owner);
 //! - reports per source address are capped by a token bucket;
 //! - probes are non-blocking connects in the event loop with a deadline (see [`crate::probe`]).
+//!
+//! `Verifier` owns the [`Prober`], the health-check schedule, the report cooldowns and buckets, and
+//! which services each live endpoint is in. It speaks the node's sub-machine convention (see the
+//! [node's documentation](super)): `handle_*` take reports, the table's changes, moves of
+//! ownership, probe outcomes and the time; the probes to run leave through `poll_probe` (the
+//! prober's commands, for the shell), what the node must do about a result (remove an endpoint, or
+//! log that it was kept) through `poll_event`. Who owns an endpoint's checks is the replicator's
+//! knowledge: the node hands it in as `owned`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::probe::{Probe, Prober, Schedule, Verdict};
+use std::collections::VecDeque;
+
+use crate::core::{ProbeCmd, ProbeId, ProbeOutcome};
+use crate::probe::{Probe, Prober, ProberConfig, ProberStats, Schedule, Verdict};
 use crate::registry::{Change, ChangeKind};
 use crate::timers::Timers;
 
@@ -48,7 +59,7 @@ impl Default for VerifyConfig {
 
 /// What a probe result asks the node to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Action {
+pub(super) enum VerifyEvent {
     /// Remove the endpoint from these services: it is unreachable.
     Remove { endpoint: SocketAddr, services: Vec<Arc<str>>, why: &'static str },
     /// A reported endpoint answered: it stays.
@@ -68,6 +79,7 @@ const MAX_BUCKETS: usize = 65_536;
 #[derive(Debug)]
 pub(super) struct Verifier {
     config: VerifyConfig,
+    prober: Prober,
     /// Endpoints probed because of a report, and when: the cooldown.
     recent: HashMap<SocketAddr, Instant>,
     recent_timers: Timers<SocketAddr>,
@@ -77,12 +89,14 @@ pub(super) struct Verifier {
     schedule: Option<Schedule>,
     /// The services of every live instance, by endpoint.
     services: HashMap<SocketAddr, Vec<Arc<str>>>,
-    pub reports: u64,
+    events: VecDeque<VerifyEvent>,
+    reports: u64,
 }
 
 impl Verifier {
-    pub fn new(config: VerifyConfig) -> Self {
+    pub fn new(config: VerifyConfig, prober: ProberConfig) -> Self {
         Verifier {
+            prober: Prober::new(prober),
             schedule: config.probe_interval.map(|interval| Schedule::new(interval, config.fall)),
             config,
             recent: HashMap::new(),
@@ -90,8 +104,19 @@ impl Verifier {
             reported: HashMap::new(),
             buckets: HashMap::new(),
             services: HashMap::new(),
+            events: VecDeque::new(),
             reports: 0,
         }
+    }
+
+    /// Reports taken (verified, or joined to a probe or a cooldown).
+    pub fn reports(&self) -> u64 {
+        self.reports
+    }
+
+    /// The prober's counters.
+    pub fn prober_stats(&self) -> ProberStats {
+        self.prober.stats()
     }
 
     /// Takes a report from `source` if its bucket has a token; the most it takes per second
@@ -119,8 +144,9 @@ impl Verifier {
 
     /// Probes a reported endpoint, unless it was probed for a report within the cooldown (or
     /// a probe of it runs, which the report joins). The caller checked it is registered.
-    pub fn verify(&mut self, now: Instant, endpoint: SocketAddr, prober: &mut Prober) {
+    pub fn handle_report(&mut self, now: Instant, endpoint: SocketAddr) {
         self.reports += 1;
+        let prober = &mut self.prober;
         if prober.is_probing(endpoint) {
             self.reported.insert(endpoint, ());
             prober.probe(now, endpoint);
@@ -139,7 +165,7 @@ impl Verifier {
 
     /// Follows the table: which services each endpoint is in, and which endpoints this broker
     /// checks (`owned` says whether it owns one).
-    pub fn on_change(&mut self, now: Instant, change: &Change, owned: impl Fn(SocketAddr) -> bool) {
+    pub fn handle_change(&mut self, now: Instant, change: &Change, owned: impl Fn(SocketAddr) -> bool) {
         if !change.instance_changed {
             return;
         }
@@ -172,7 +198,7 @@ impl Verifier {
     }
 
     /// The live brokers changed: checks move to their new owners.
-    pub fn rebalance(&mut self, now: Instant, owned: impl Fn(SocketAddr) -> bool) {
+    pub fn handle_owners_changed(&mut self, now: Instant, owned: impl Fn(SocketAddr) -> bool) {
         let Some(schedule) = &mut self.schedule else { return };
         for &endpoint in self.services.keys() {
             match (owned(endpoint), schedule.contains(endpoint)) {
@@ -183,8 +209,33 @@ impl Verifier {
         }
     }
 
+    /// The shell tells how probe `id` ended.
+    pub fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
+        self.prober.handle_outcome(now, id, outcome);
+        self.take_results();
+    }
+
+    /// The next probe for the shell to start or abort.
+    pub fn poll_probe(&mut self) -> Option<ProbeCmd> {
+        self.prober.poll_command()
+    }
+
+    /// The next thing the node must do about a result.
+    pub fn poll_event(&mut self) -> Option<VerifyEvent> {
+        self.events.pop_front()
+    }
+
+    /// Turns the prober's finished probes into events.
+    fn take_results(&mut self) {
+        while let Some((endpoint, probe)) = self.prober.poll_result() {
+            if let Some(event) = self.on_result(endpoint, probe) {
+                self.events.push_back(event);
+            }
+        }
+    }
+
     /// Turns a probe's result into what to do.
-    pub fn on_result(&mut self, endpoint: SocketAddr, probe: Probe) -> Option<Action> {
+    fn on_result(&mut self, endpoint: SocketAddr, probe: Probe) -> Option<VerifyEvent> {
         let reported = self.reported.remove(&endpoint).is_some();
         let verdict = self.schedule.as_mut().and_then(|s| s.on_result(endpoint, probe));
         let services = || self.services.get(&endpoint).cloned().unwrap_or_default();
@@ -193,25 +244,31 @@ impl Verifier {
             if let Some(at) = self.recent.remove(&endpoint) {
                 self.recent_timers.remove(at + self.config.report_cooldown, endpoint);
             }
-            return Some(Action::Remove { endpoint, services: services(), why: "reported, and a probe failed" });
+            return Some(VerifyEvent::Remove { endpoint, services: services(), why: "reported, and a probe failed" });
         }
         if verdict == Some(Verdict::Down) {
-            return Some(Action::Remove { endpoint, services: services(), why: "health checks failed" });
+            return Some(VerifyEvent::Remove { endpoint, services: services(), why: "health checks failed" });
         }
-        (reported && probe == Probe::Alive).then_some(Action::Kept { endpoint })
+        (reported && probe == Probe::Alive).then_some(VerifyEvent::Kept { endpoint })
     }
 
-    /// Runs due health checks and forgets cooldowns that are over.
-    pub fn handle_timeout(&mut self, now: Instant, prober: &mut Prober) {
+    /// Runs due health checks, forgets cooldowns that are over, and gives up probes past
+    /// their deadline.
+    pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(schedule) = &mut self.schedule {
-            schedule.handle_timeout(now, prober);
+            schedule.handle_timeout(now, &mut self.prober);
         }
         while let Some(endpoint) = self.recent_timers.pop_due(now) {
             self.recent.remove(&endpoint);
         }
+        self.prober.handle_timeout(now);
+        self.take_results();
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.schedule.as_ref().and_then(Schedule::poll_timeout), self.recent_timers.next()].into_iter().flatten().min()
+        [self.schedule.as_ref().and_then(Schedule::poll_timeout), self.recent_timers.next(), self.prober.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }

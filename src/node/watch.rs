@@ -9,14 +9,22 @@
 //! sending `watch` again. Watches are capped per source address and in total. Notifications
 //! go out from the node's loop, one datagram per watcher (linear in the watchers), in the
 //! watcher's form, through the response-rate limit like any reply larger than its request.
+//!
+//! `Watches` owns every watch, its lease and its sequence number, and the counters. It speaks the
+//! node's sub-machine convention (see the [node's documentation](super)): requests come in through
+//! `handle_watch` and `handle_unwatch`, the table's changes through `handle_change` and, once per
+//! turn, `flush`; notifications leave through `poll_transmit`, and the node tells it which ones the
+//! rate limit or a full queue held back (`note_sent`). The table is the node's, lent for the calls
+//! that read it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use super::Node;
-use crate::limit::Verdict;
-use crate::protocol::{Form, MAX_REPLY_LEN, Rejection, Response};
+use super::Face;
+use crate::core::{Outbox, Transmit};
+use crate::protocol::{self, Form, MAX_REPLY_LEN, Rejection, Response};
+use crate::registry::Registry;
 use crate::service;
 use crate::timers::Timers;
 
@@ -62,7 +70,7 @@ struct Watched {
 }
 
 /// Every watch. See the [module documentation](self).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Watches {
     config: WatchConfig,
     services: HashMap<String, Watched>,
@@ -73,12 +81,25 @@ pub(super) struct Watches {
     expiries: Timers<u64>,
     next_id: u64,
     dirty: Vec<String>,
-    pub stats: WatchStats,
+    /// Notifications to send.
+    transmits: Outbox<Face>,
+    stats: WatchStats,
 }
 
 impl Watches {
     pub fn new(config: WatchConfig) -> Self {
-        Watches { config, ..Watches::default() }
+        Watches {
+            config,
+            services: HashMap::new(),
+            per_source: HashMap::new(),
+            total: 0,
+            ids: HashMap::new(),
+            expiries: Timers::new(),
+            next_id: 0,
+            dirty: Vec::new(),
+            transmits: Outbox::new(usize::MAX),
+            stats: WatchStats::default(),
+        }
     }
 
     /// Watches now.
@@ -86,9 +107,77 @@ impl Watches {
         self.total
     }
 
+    /// The counters.
+    pub fn stats(&self) -> WatchStats {
+        self.stats
+    }
+
+    /// `watch <service>` from `from`: starts or renews the watch for the table's TTL, and
+    /// answers with the live set and the sequence number.
+    pub fn handle_watch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        service: &str,
+        registry: &mut Registry,
+    ) -> Response {
+        if let Err(rejection) = registry.config().limits.check_name(service) {
+            return Response::Error(rejection);
+        }
+        let mut current: Vec<SocketAddr> = registry.members(now, service).collect();
+        current.sort_unstable();
+        let ttl = registry.config().ttl;
+        match self.watch(now, from, form, service, ttl, current.clone()) {
+            Ok(seq) => Response::Watching {
+                service: service.to_owned(),
+                seq,
+                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
+                instances: fit(form, service, current),
+            },
+            Err(rejection) => Response::Error(rejection),
+        }
+    }
+
+    /// `unwatch <service>` from `from`.
+    pub fn handle_unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
+        if self.unwatch(from, service) { Response::Ok } else { Response::NotFound }
+    }
+
+    /// End of a turn: the watchers of every service whose live set changed in it are told,
+    /// through [`poll_transmit`](Self::poll_transmit).
+    pub fn flush(&mut self, now: Instant, registry: &mut Registry) {
+        for service in self.take_dirty() {
+            let mut current: Vec<SocketAddr> = registry.members(now, &service).collect();
+            current.sort_unstable();
+            let Some((seq, watchers)) = self.changed(&service, current.clone()) else { continue };
+            let instances = fit(Form::Binary { request_id: u32::MAX }, &service, current);
+            let response = Response::Changed { service, seq, instances };
+            for (to, form) in watchers {
+                self.transmits.push(Face::Client, to, |bytes| protocol::encode_reply(form, &response, bytes));
+            }
+        }
+    }
+
+    /// The next notification to send, its bytes moved into `out`. Unasked for, so the node
+    /// judges it by the rate limit as a reply to an empty request.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        self.transmits.pop(out)
+    }
+
+    /// Counts a notification taken from [`poll_transmit`](Self::poll_transmit): sent, or held
+    /// back by the rate limit or a full queue.
+    pub fn note_sent(&mut self, sent: bool) {
+        if sent {
+            self.stats.sent += 1;
+        } else {
+            self.stats.dropped += 1;
+        }
+    }
+
     /// Starts or renews `source`'s watch on `service` until `now + ttl`; `current` is the
     /// service's live set now, sorted. Returns the sequence number to tell the watcher.
-    pub fn watch(
+    fn watch(
         &mut self,
         now: Instant,
         source: SocketAddr,
@@ -130,7 +219,7 @@ impl Watches {
     }
 
     /// Ends `source`'s watch on `service`; returns whether there was one.
-    pub fn unwatch(&mut self, source: SocketAddr, service: &str) -> bool {
+    fn unwatch(&mut self, source: SocketAddr, service: &str) -> bool {
         let Some(watcher) = self.services.get_mut(service).and_then(|w| w.watchers.remove(&source)) else {
             return false;
         };
@@ -154,9 +243,9 @@ impl Watches {
         }
     }
 
-    /// The table changed for `service`: its watchers are told at the end of the turn, if
-    /// its live set is different.
-    pub fn on_change(&mut self, service: &str) {
+    /// The table changed for `service`: its watchers are told at the end of the turn (see
+    /// [`flush`](Self::flush)), if its live set is different.
+    pub fn handle_change(&mut self, service: &str) {
         if let Some(watched) = self.services.get_mut(service) {
             if !watched.dirty {
                 watched.dirty = true;
@@ -166,13 +255,13 @@ impl Watches {
     }
 
     /// The services that changed since the last call.
-    pub fn take_dirty(&mut self) -> Vec<String> {
+    fn take_dirty(&mut self) -> Vec<String> {
         std::mem::take(&mut self.dirty)
     }
 
     /// `service`'s live set is `current` (sorted): when it differs from what its watchers
     /// were told, the new sequence number and the watchers to tell.
-    pub fn changed(&mut self, service: &str, current: Vec<SocketAddr>) -> Option<(u64, Vec<(SocketAddr, Form)>)> {
+    fn changed(&mut self, service: &str, current: Vec<SocketAddr>) -> Option<(u64, Vec<(SocketAddr, Form)>)> {
         let watched = self.services.get_mut(service)?;
         watched.dirty = false;
         if watched.last == current {
@@ -201,55 +290,6 @@ impl Watches {
 
 fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-impl Node {
-    /// `watch <service>` from `from`.
-    pub(super) fn watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
-        if let Err(rejection) = self.registry.config().limits.check_name(service) {
-            return Response::Error(rejection);
-        }
-        let mut current: Vec<SocketAddr> = self.registry.members(now, service).collect();
-        current.sort_unstable();
-        let ttl = self.registry.config().ttl;
-        match self.watches.watch(now, from, form, service, ttl, current.clone()) {
-            Ok(seq) => Response::Watching {
-                service: service.to_owned(),
-                seq,
-                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
-                instances: fit(form, service, current),
-            },
-            Err(rejection) => Response::Error(rejection),
-        }
-    }
-
-    /// `unwatch <service>` from `from`.
-    pub(super) fn unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
-        if self.watches.unwatch(from, service) { Response::Ok } else { Response::NotFound }
-    }
-
-    /// Tells the watchers of every service whose live set changed in this turn.
-    pub(super) fn flush_watches(&mut self, now: Instant) {
-        let mut bytes = Vec::new();
-        for service in self.watches.take_dirty() {
-            let mut current: Vec<SocketAddr> = self.registry.members(now, &service).collect();
-            current.sort_unstable();
-            let Some((seq, watchers)) = self.watches.changed(&service, current.clone()) else { continue };
-            let instances = fit(Form::Binary { request_id: u32::MAX }, &service, current);
-            let response = Response::Changed { service, seq, instances };
-            for (to, form) in watchers {
-                crate::protocol::encode_reply(form, &response, &mut bytes);
-                // Unasked for: judged by the rate limit as a reply to an empty request.
-                let sent = self.limiter.check(now, to.ip(), 0, bytes.len()) == Verdict::Send
-                    && self.replies.push(super::Face::Client, to, |out| out.extend_from_slice(&bytes));
-                if sent {
-                    self.watches.stats.sent += 1;
-                } else {
-                    self.watches.stats.dropped += 1;
-                }
-            }
-        }
-    }
 }
 
 /// As many of `instances` as fit in one reply naming `service`, in either form.
@@ -301,12 +341,12 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Watches::new(WatchConfig::default());
         w.watch(t0, addr(1), Form::Text, "echo", TTL, vec![addr(4000)]).unwrap();
-        w.on_change("echo");
-        w.on_change("echo");
-        w.on_change("other");
+        w.handle_change("echo");
+        w.handle_change("echo");
+        w.handle_change("other");
         assert_eq!(w.take_dirty(), ["echo"], "once per turn, watched services only");
         assert_eq!(w.changed("echo", vec![addr(4000)]), None, "a renewal or a second lease changes no set");
-        w.on_change("echo");
+        w.handle_change("echo");
         w.take_dirty();
         assert_eq!(w.changed("echo", vec![addr(4000), addr(4001)]), Some((1, vec![(addr(1), Form::Text)])));
         assert_eq!(w.watch(t0, addr(2), Form::Text, "echo", TTL, vec![]), Ok(1), "a new watcher gets the current seq");

@@ -9,7 +9,8 @@
 //!
 //! The version byte is `0x80 | version`. Bytes `0x80..=0xBF` are UTF-8 continuation bytes and
 //! never start a UTF-8 string, so no text request can be mistaken for a binary one. Version 1 is
-//! the only version so far. Decoding rejects other versions and trailing bytes.
+//! the only version so far. Decoding rejects other versions and trailing bytes; the
+//! `stats` answers grow inside records of their own instead (see [`super::stats`]).
 //!
 //! ```
 //! use makler::protocol::{binary, Request};

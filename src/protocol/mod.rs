@@ -18,7 +18,7 @@ pub mod binary;
 pub mod listing;
 pub mod peer;
 pub mod seal;
-mod stats;
+pub mod stats;
 pub mod text;
 
 use std::net::{IpAddr, SocketAddr};
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
-pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, PeerStats};
+pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
 /// many instances as fit, and the rotation makes sure every instance is handed out over time.

@@ -168,44 +168,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         Response::CatchingUp => writeln!(out, "NOT FOUND (catching up)"),
         // A summary line, then a line per peer.
         Response::Stats(s) => {
-            let _ = writeln!(
-                out,
-                "instances={} services={} received={} rejected={} expired={} send_failures={} announcements={} \
-                 multicast_ignored={} complete={} peers_up={}/{} replicated_out={} replicated_in={} retransmits={} \
-                 peer_rejected={} probes={} probes_dead={} reports={} removed_unreachable={} refused_full={} \
-                 refused_quota={} refused_policy={} refused_reports={} rate_dropped={} rate_slipped={} bridged={} bridged_found={} bridge_queries={} watches={} watch_notifications={} watch_dropped={}",
-                s.instances,
-                s.services,
-                s.received,
-                s.rejected,
-                s.expired,
-                s.send_failures,
-                s.announcements,
-                s.multicast_ignored,
-                if s.complete { "yes" } else { "no" },
-                s.peers_up,
-                s.peer_count,
-                s.replicated_out,
-                s.replicated_in,
-                s.retransmits,
-                s.peer_rejected,
-                s.probes,
-                s.probes_dead,
-                s.reports,
-                s.removed_unreachable,
-                s.refused_full,
-                s.refused_quota,
-                s.refused_policy,
-                s.refused_reports,
-                s.rate_dropped,
-                s.rate_slipped,
-                s.bridged,
-                s.bridged_found,
-                s.bridge_queries,
-                s.watches,
-                s.watch_notifications,
-                s.watch_dropped
-            );
+            write_counters(&s.counters, &[], out);
             for p in &s.peers {
                 let _ = write!(out, "peer {} {}", p.addr, if p.up { "up" } else { "down" });
                 let _ = match p.last_heard_ms {
@@ -257,22 +220,23 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
             let threads: Vec<String> = s.accepted_per_thread.iter().map(u64::to_string).collect();
-            let _ = writeln!(
-                out,
-                "backends={} active={} total={} refused={} failed={} threads={}",
-                s.backend_count,
-                s.active,
-                s.total,
-                s.refused,
-                s.failed,
-                threads.join("/")
-            );
+            write_counters(&s.counters, &[("threads", threads.join("/"))], out);
             for b in &s.backends {
                 encode_backend_line(b, out);
             }
             Ok(())
         }
     };
+}
+
+/// Writes the counters' line of a `stats` reply (`name=value …`, then `more`) at the end of `out`.
+fn write_counters(counters: &[super::Counter], more: &[(&str, String)], out: &mut Vec<u8>) {
+    let words = super::stats::text_words(counters);
+    for (i, (name, value)) in words.iter().chain(more).enumerate() {
+        let space = if i == 0 { "" } else { " " };
+        let _ = write!(out, "{space}{name}={value}");
+    }
+    out.push(b'\n');
 }
 
 /// Writes one backend's line of a balancer's `stats` reply at the end of `out`.

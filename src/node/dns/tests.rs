@@ -430,7 +430,7 @@ mod face {
         // exempt.
         assert_eq!((sent, slipped), (5 + 20, 7));
         let stats = node.stats(t0);
-        assert_eq!((stats.rate_dropped, stats.rate_slipped), (8, 7));
+        assert_eq!((stats["rate_dropped"], stats["rate_slipped"]), (8, 7));
         // A node without a DNS face drops them.
         let mut plain = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
         let mut reply = Vec::new();

@@ -20,14 +20,18 @@
 //! its incarnation only. While catching up, the broker answers what it knows; where it would
 //! answer `NOT FOUND` it answers `NOT FOUND (catching up)` instead, so clients ask another
 //! broker and servers do not register again (see `protocol.md`).
+//!
+//! `CatchUp` owns where catching up stands. It writes its page requests into the replicator's queue
+//! and returns what is worth a log line; which peers are live and complete is the replicator's
+//! knowledge, handed in. `serve_pages` is the serving side.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use super::Face;
-use super::replicate::{PeerEvent, ReplicaConfig, Replicator, lease_of};
+use super::{PeerEvent, ReplicaConfig, lease_of};
 use crate::core::Outbox;
+use crate::node::Face;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
 use crate::registry::{Cursor, Registry};
 
@@ -39,7 +43,7 @@ const MAX_ASKS: u32 = 5;
 
 /// Where catching up stands.
 #[derive(Debug)]
-pub(super) enum CatchUp {
+enum State {
     /// Waiting for a complete peer since `since`.
     Waiting { since: Instant },
     /// Pulling from `peer`, incarnation `node`.
@@ -65,44 +69,66 @@ pub(super) enum CatchUp {
     Done { pulled: bool },
 }
 
+/// Catching up. See the [module documentation](self).
+#[derive(Debug)]
+pub(super) struct CatchUp {
+    me: u64,
+    grace: Duration,
+    /// A batch of pages not in after this is asked for again.
+    retry: Duration,
+    pages: u8,
+    state: State,
+}
+
 impl CatchUp {
+    /// Complete, until [`start`](Self::start).
+    pub fn new(me: u64, config: &ReplicaConfig) -> Self {
+        CatchUp {
+            me,
+            grace: config.catch_up_grace,
+            retry: config.retransmit * 4,
+            pages: config.sync_pages.clamp(1, MAX_PAGES),
+            state: State::Done { pulled: false },
+        }
+    }
+
+    /// The broker starts: with configured peers it waits for a complete one.
+    pub fn start(&mut self, now: Instant, has_peers: bool) {
+        self.state = if has_peers { State::Waiting { since: now } } else { State::Done { pulled: false } };
+    }
+
     /// When the catch-up needs a timeout next.
-    pub fn deadline(&self, config: &ReplicaConfig) -> Option<Instant> {
-        match *self {
-            CatchUp::Waiting { since } => Some(since + config.catch_up_grace),
-            CatchUp::Pulling { asked, .. } => Some(asked + config.retransmit * 4),
-            CatchUp::Done { .. } => None,
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Waiting { since } => Some(since + self.grace),
+            State::Pulling { asked, .. } => Some(asked + self.retry),
+            State::Done { .. } => None,
         }
     }
 
     /// The peer at `addr` went down.
     pub fn peer_left(&mut self, addr: SocketAddr) {
-        if let CatchUp::Pulling { peer, asked, background, .. } = *self {
+        if let State::Pulling { peer, asked, background, .. } = self.state {
             if peer == addr {
-                *self = if background { CatchUp::Done { pulled: false } } else { CatchUp::Waiting { since: asked } };
+                self.state = if background { State::Done { pulled: false } } else { State::Waiting { since: asked } };
             }
         }
     }
 
     /// Whether the broker holds the whole table.
     pub fn is_complete(&self) -> bool {
-        matches!(self, CatchUp::Done { .. } | CatchUp::Pulling { background: true, .. })
+        matches!(self.state, State::Done { .. } | State::Pulling { background: true, .. })
     }
-}
 
-impl Replicator {
-    /// Starts pulling from peer `index` if it is complete and the broker is waiting (or never
-    /// pulled from anyone).
-    pub(super) fn consider_sync(&mut self, now: Instant, index: usize, out: &mut Outbox<Face>) {
-        let peer = &self.peers[index];
-        let (true, Some(node)) = (peer.complete && peer.up, peer.node) else { return };
-        let background = match self.catch_up {
-            CatchUp::Waiting { .. } => false,
-            CatchUp::Done { pulled: false } => true,
+    /// A live, complete peer (`addr`, incarnation `node`) is there: pull from it if the broker
+    /// is waiting (or never pulled from anyone).
+    pub fn consider(&mut self, now: Instant, addr: SocketAddr, node: u64, out: &mut Outbox<Face>) {
+        let background = match self.state {
+            State::Waiting { .. } => false,
+            State::Done { pulled: false } => true,
             _ => return,
         };
-        let addr = peer.addr;
-        self.catch_up = CatchUp::Pulling {
+        self.state = State::Pulling {
             background,
             peer: addr,
             node,
@@ -118,8 +144,8 @@ impl Replicator {
 
     /// Asks the peer being pulled from for the next batch of pages.
     fn ask_pages(&mut self, now: Instant, out: &mut Outbox<Face>) {
-        let pages = self.config.sync_pages.clamp(1, MAX_PAGES);
-        let CatchUp::Pulling { peer, expected, batch_left, asked, asks, .. } = &mut self.catch_up else { return };
+        let pages = self.pages;
+        let State::Pulling { peer, expected, batch_left, asked, asks, .. } = &mut self.state else { return };
         *batch_left = pages;
         *asked = now;
         *asks += 1;
@@ -127,9 +153,10 @@ impl Replicator {
         out.push(Face::Client, *peer, |bytes| peer::encode(&frame, bytes));
     }
 
-    /// A page arrived (its leases are applied already).
+    /// A page arrived from `from`, incarnation `node` (its leases are applied already).
+    /// Returns what is worth a log line: the broker caught up.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn on_page(
+    pub fn handle_page(
         &mut self,
         now: Instant,
         from: SocketAddr,
@@ -138,15 +165,15 @@ impl Replicator {
         next: Option<u32>,
         leases: usize,
         out: &mut Outbox<Face>,
-    ) {
-        let CatchUp::Pulling {
+    ) -> Option<PeerEvent> {
+        let State::Pulling {
             peer, node: pulling, expected, batch_left, asks, leases: total, early, background, ..
-        } = &mut self.catch_up
+        } = &mut self.state
         else {
-            return;
+            return None;
         };
         if *peer != from || *pulling != node {
-            return;
+            return None;
         }
         *total += leases as u64;
         *batch_left = batch_left.saturating_sub(1);
@@ -156,7 +183,7 @@ impl Replicator {
             if cursor > *expected && early.len() < 4 * usize::from(MAX_PAGES) {
                 early.insert(cursor, next);
             }
-            return;
+            return None;
         }
         *asks = 0;
         let mut next = next;
@@ -164,14 +191,13 @@ impl Replicator {
             match next {
                 None => {
                     let (leases, background) = (*total, *background);
-                    self.catch_up = CatchUp::Done { pulled: true };
+                    self.state = State::Done { pulled: true };
                     if background {
                         // Complete all along: nothing a reader of the log needs to know.
                         log::debug!("pulled {leases} leases from peer {from}");
-                    } else {
-                        self.events.push_back(PeerEvent::CaughtUp { from: Some(from), leases });
+                        return None;
                     }
-                    return;
+                    return Some(PeerEvent::CaughtUp { from: Some(from), leases });
                 }
                 Some(cursor) => {
                     *expected = cursor;
@@ -186,28 +212,30 @@ impl Replicator {
         if *batch_left == 0 {
             self.ask_pages(now, out);
         }
+        None
     }
 
-    /// Gives up waiting, or asks again for pages that did not come.
-    pub(super) fn catch_up_timeout(&mut self, now: Instant, out: &mut Outbox<Face>) {
-        match self.catch_up {
-            CatchUp::Waiting { since } if since + self.config.catch_up_grace <= now => {
-                let ready = self.peers.iter().position(|p| p.up && p.complete);
-                match ready {
-                    Some(index) => self.consider_sync(now, index, out),
-                    None => {
-                        self.catch_up = CatchUp::Done { pulled: false };
-                        self.events.push_back(PeerEvent::CaughtUp { from: None, leases: 0 });
-                    }
+    /// Gives up waiting, or asks again for pages that did not come; `ready` is the first live,
+    /// complete peer (its address and incarnation), if any. Returns what is worth a log line.
+    pub fn handle_timeout(
+        &mut self,
+        now: Instant,
+        ready: Option<(SocketAddr, u64)>,
+        out: &mut Outbox<Face>,
+    ) -> Option<PeerEvent> {
+        match self.state {
+            State::Waiting { since } if since + self.grace <= now => match ready {
+                Some((addr, node)) => self.consider(now, addr, node, out),
+                None => {
+                    self.state = State::Done { pulled: false };
+                    return Some(PeerEvent::CaughtUp { from: None, leases: 0 });
                 }
-            }
-            CatchUp::Pulling { asked, asks, background, .. } if asked + self.config.retransmit * 4 <= now => {
+            },
+            State::Pulling { asked, asks, background, .. } if asked + self.retry <= now => {
                 if asks >= MAX_ASKS {
-                    self.catch_up =
-                        if background { CatchUp::Done { pulled: false } } else { CatchUp::Waiting { since: now } };
-                    let ready = self.peers.iter().position(|p| p.up && p.complete);
-                    if let Some(index) = ready {
-                        self.consider_sync(now, index, out);
+                    self.state = if background { State::Done { pulled: false } } else { State::Waiting { since: now } };
+                    if let Some((addr, node)) = ready {
+                        self.consider(now, addr, node, out);
                     }
                 } else {
                     self.ask_pages(now, out);
@@ -215,31 +243,31 @@ impl Replicator {
             }
             _ => {}
         }
+        None
     }
+}
 
-    /// Answers a sync request with up to `pages` pages of the table from `cursor`.
-    pub(super) fn serve_pages(
-        &mut self,
-        now: Instant,
-        to: SocketAddr,
-        cursor: u32,
-        pages: u8,
-        registry: &mut Registry,
-        out: &mut Outbox<Face>,
-    ) {
-        let mut at = Some(Cursor(cursor));
-        let mut packer = ListPacker::default();
-        let mut bytes = Vec::new();
-        for _ in 0..pages.clamp(1, MAX_PAGES) {
-            let Some(start) = at else { break };
-            at = registry.page(now, start, |view| packer.push(&lease_of(&view)));
-            let frame = PeerFrame {
-                node: self.me,
-                body: Peer::Page { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() },
-            };
-            packer.write(&frame, &mut bytes);
-            packer.clear();
-            out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));
-        }
+/// Answers a sync request from broker `me`'s table with up to `pages` pages from `cursor`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn serve_pages(
+    me: u64,
+    now: Instant,
+    to: SocketAddr,
+    cursor: u32,
+    pages: u8,
+    registry: &mut Registry,
+    out: &mut Outbox<Face>,
+) {
+    let mut at = Some(Cursor(cursor));
+    let mut packer = ListPacker::default();
+    let mut bytes = Vec::new();
+    for _ in 0..pages.clamp(1, MAX_PAGES) {
+        let Some(start) = at else { break };
+        at = registry.page(now, start, |view| packer.push(&lease_of(&view)));
+        let frame =
+            PeerFrame { node: me, body: Peer::Page { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() } };
+        packer.write(&frame, &mut bytes);
+        packer.clear();
+        out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));
     }
 }

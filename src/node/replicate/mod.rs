@@ -14,26 +14,38 @@
 //!   retransmission, not a TTL. Leases travel with their remaining time; the receiver merges
 //!   them by the registry's rule (`registry::remote`), which makes every delta idempotent and
 //!   order-free, and tombstones keep a removal from being undone by a late renewal.
-//! - **Catch-up** (see [`sync`](super::sync)): a broker that starts while peers run pulls a
+//! - **Catch-up** (see [`sync`]): a broker that starts while peers run pulls a
 //!   complete peer's table page by page before it claims to be complete, applying live deltas
 //!   meanwhile.
 //! - **Ownership**: each instance is probed by one broker, chosen by rendezvous hashing of the
 //!   endpoint over the live, complete brokers' incarnations, so every broker agrees without
 //!   talking about it.
+//!
+//! Who owns what: [`Replicator`] (this file) owns the peer table, the hello clock, the counters of
+//! what it applied and refused, and its queues; `deltas::Deltas` owns what is still to be sent and
+//! each peer's unacknowledged deltas; `sync::CatchUp` owns where catching up stands. The table is
+//! the node's, lent for each call that reads or changes it. The replicator speaks the node's
+//! sub-machine convention (see the [node's documentation](super)): `handle_*` take peer datagrams,
+//! the table's changes and the time; datagrams leave through
+//! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
+//! forwarded report, a change of the live brokers) through `poll_event`.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+mod deltas;
+pub mod sync;
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use uuid::Uuid;
-
 use super::Face;
-use super::sync::CatchUp;
-use crate::core::Outbox;
+use crate::core::{Outbox, Transmit};
+use crate::protocol::PeerStats;
 use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
-use crate::protocol::{PeerStats, RemoveReason};
-use crate::registry::{Applied, Change, ChangeKind, LeaseView, Registry};
-use crate::timers::Timers;
+use crate::registry::{Applied, Change, LeaseView, Registry};
+use deltas::Deltas;
+use sync::CatchUp;
 
 /// How brokers replicate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,54 +126,49 @@ pub struct ReplicationStats {
     pub rejected: u64,
 }
 
+/// What the node must act on for the replicator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum ReplicaEvent {
+    /// Something about the peers worth a log line.
+    Peer(PeerEvent),
+    /// A peer asks this broker to verify a reported instance (it owns its checks).
+    Report { service: String, endpoint: SocketAddr },
+    /// The live, complete brokers changed: who owns which checks moves (see
+    /// [`Replicator::owner`]).
+    OwnersChanged,
+}
+
 #[derive(Debug)]
-pub(super) struct PeerState {
-    pub addr: SocketAddr,
-    pub configured: bool,
+struct PeerState {
+    addr: SocketAddr,
+    configured: bool,
     /// The incarnation last heard from.
-    pub node: Option<u64>,
-    pub up: bool,
-    pub last_heard: Option<Instant>,
-    pub complete: bool,
-    pub instances: u64,
+    node: Option<u64>,
+    up: bool,
+    last_heard: Option<Instant>,
+    complete: bool,
+    instances: u64,
     /// The address is this broker's own (it heard its own hello).
-    pub is_self: bool,
-    pub next_seq: u32,
-    pub unacked: BTreeMap<u32, Unacked>,
+    is_self: bool,
 }
-
-/// A change to send: a lease by id (read from the table when sent), or a removal.
-pub(super) type Item = (Uuid, Option<RemoveReason>);
-
-#[derive(Debug)]
-pub(super) struct Unacked {
-    pub items: Vec<Item>,
-    pub tries: u8,
-    pub due: Instant,
-}
-
-/// An unacknowledged delta at most per peer is kept this many; older ones are given up.
-pub(super) const MAX_UNACKED: usize = 4096;
 
 /// The replicator. See the [module documentation](self).
 #[derive(Debug)]
 pub struct Replicator {
-    pub(super) me: u64,
+    me: u64,
     addr: SocketAddr,
-    pub(super) config: ReplicaConfig,
-    pub(super) peers: Vec<PeerState>,
-    /// Changes to send at once: new leases (by id, read from the table when sent) and removals.
-    urgent: Vec<(Uuid, Option<RemoveReason>)>,
-    refreshed: Vec<Uuid>,
-    refreshed_set: HashSet<Uuid>,
-    refresh_due: Option<Instant>,
+    config: ReplicaConfig,
+    peers: Vec<PeerState>,
     next_hello: Option<Instant>,
-    pub(super) retransmits: Timers<(SocketAddr, u32)>,
-    pub(super) catch_up: CatchUp,
+    deltas: Deltas,
+    catch_up: CatchUp,
     membership_changed: bool,
-    pub(super) events: VecDeque<PeerEvent>,
-    pub(super) stats: ReplicationStats,
-    pub(super) scratch: Vec<u8>,
+    events: VecDeque<ReplicaEvent>,
+    /// Entries received in deltas and pages and applied.
+    applied: u64,
+    /// Peer datagrams dropped.
+    rejected: u64,
+    transmits: Outbox<Face>,
 }
 
 impl Replicator {
@@ -171,17 +178,14 @@ impl Replicator {
             me,
             addr,
             peers: Vec::new(),
-            urgent: Vec::new(),
-            refreshed: Vec::new(),
-            refreshed_set: HashSet::new(),
-            refresh_due: None,
             next_hello: None,
-            retransmits: Timers::new(),
-            catch_up: CatchUp::Done { pulled: false },
+            deltas: Deltas::new(me, &config),
+            catch_up: CatchUp::new(me, &config),
             membership_changed: false,
             events: VecDeque::new(),
-            stats: ReplicationStats::default(),
-            scratch: Vec::new(),
+            applied: 0,
+            rejected: 0,
+            transmits: Outbox::new(usize::MAX),
             config,
         };
         for addr in replicator.config.peers.clone() {
@@ -190,44 +194,33 @@ impl Replicator {
         replicator
     }
 
+    /// This broker's incarnation.
+    #[cfg(test)]
+    pub(super) fn incarnation(&self) -> u64 {
+        self.me
+    }
+
     /// Starts the clock: the first hellos go out, and catching up begins when peers are
-    /// configured (see [`sync`](super::sync)).
-    pub fn start(&mut self, now: Instant) {
+    /// configured (see [`sync`]).
+    pub fn handle_start(&mut self, now: Instant) {
         self.next_hello = Some(now);
-        self.catch_up =
-            if self.peers.is_empty() { CatchUp::Done { pulled: false } } else { CatchUp::Waiting { since: now } };
+        self.catch_up.start(now, !self.peers.is_empty());
     }
 
     /// Follows a change of the table: this broker's own changes are sent to the peers.
-    pub fn on_change(&mut self, now: Instant, change: &Change) {
-        if change.by_peer {
-            return;
-        }
-        match change.kind {
-            ChangeKind::Registered => self.urgent.push((change.id, None)),
-            ChangeKind::Refreshed => {
-                if self.refreshed_set.insert(change.id) {
-                    self.refreshed.push(change.id);
-                    self.refresh_due.get_or_insert(now + self.config.refresh_batch);
-                }
-            }
-            ChangeKind::Removed(reason) => {
-                for &id in std::iter::once(&change.id).chain(&change.aliases) {
-                    self.urgent.push((id, Some(reason)));
-                }
-            }
-            // Every broker expires leases on its own clock.
-            ChangeKind::Expired => {}
+    pub fn handle_change(&mut self, now: Instant, change: &Change) {
+        if !change.by_peer {
+            self.deltas.handle_change(now, change);
         }
     }
 
     /// A broker said hello on the multicast group: take it as a peer (when discovery is on),
     /// and say hello to it at once, so it knows this broker within a round trip.
-    pub fn discovered(&mut self, addr: SocketAddr, registry: &Registry, out: &mut Outbox<Face>) {
+    pub fn handle_discovered(&mut self, addr: SocketAddr, registry: &Registry) {
         if self.config.discover && addr != self.addr && !self.peers.iter().any(|p| p.addr == addr) {
             self.add_peer(addr, false);
             if self.peers.iter().any(|p| p.addr == addr) {
-                self.send_hello(addr, registry, out);
+                self.send_hello(addr, registry);
             }
         }
     }
@@ -237,24 +230,34 @@ impl Replicator {
         self.catch_up.is_complete()
     }
 
-    /// Whether the live brokers changed since the last call (ownership of probes moves).
-    pub fn take_membership_changed(&mut self) -> bool {
-        std::mem::take(&mut self.membership_changed)
+    /// The next datagram to send to a peer, its bytes moved into `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        self.transmits.pop(out)
     }
 
-    /// The next thing worth logging about the peers.
-    pub fn poll_event(&mut self) -> Option<PeerEvent> {
-        self.events.pop_front()
+    /// The next thing the node must act on: events in the order they happened, then a change
+    /// of the live brokers (once, however many changes led to it).
+    pub(super) fn poll_event(&mut self) -> Option<ReplicaEvent> {
+        self.events
+            .pop_front()
+            .or_else(|| std::mem::take(&mut self.membership_changed).then_some(ReplicaEvent::OwnersChanged))
     }
 
     /// Counts a peer datagram dropped before it got here (unsealed, a wrong key, a replay).
     pub fn note_rejected(&mut self) {
-        self.stats.rejected += 1;
+        self.rejected += 1;
     }
 
     /// The counters.
     pub fn stats(&self) -> ReplicationStats {
-        self.stats
+        let deltas = self.deltas.stats();
+        ReplicationStats {
+            sent: deltas.sent,
+            applied: self.applied,
+            retransmits: deltas.retransmits,
+            given_up: deltas.given_up,
+            rejected: self.rejected,
+        }
     }
 
     /// Every peer as `stats` shows it.
@@ -288,29 +291,21 @@ impl Replicator {
         best.1
     }
 
-    /// Handles a peer datagram from `from`. Returns a report to verify, when a peer forwarded
-    /// one.
-    pub fn handle(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        frame: PeerFrame<'_>,
-        registry: &mut Registry,
-        out: &mut Outbox<Face>,
-    ) -> Option<(String, SocketAddr)> {
+    /// Handles a peer datagram from `from`. A report a peer forwarded comes out as
+    /// `ReplicaEvent::Report`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, frame: PeerFrame<'_>, registry: &mut Registry) {
         // Peers are the configured ones and those found on the multicast group (whose hello
         // also makes this broker say hello to them): nobody becomes a peer by saying hello to
         // the unicast port, so a spoofed source cannot be made a peer and sent pages.
         let Some(index) = self.peers.iter().position(|p| p.addr == from) else {
-            self.stats.rejected += 1;
-            return None;
+            self.rejected += 1;
+            return;
         };
         if frame.node == self.me {
             // Our own address is in the peer list.
-            let peer = &mut self.peers[index];
-            peer.is_self = true;
-            peer.unacked.clear();
-            return None;
+            self.peers[index].is_self = true;
+            self.deltas.drop_unacked(from);
+            return;
         }
         let fresh = self.heard(now, index, frame.node);
         match frame.body {
@@ -323,57 +318,59 @@ impl Replicator {
                 peer.instances = instances;
                 if fresh {
                     // A new incarnation: tell it about us at once.
-                    self.send_hello(from, registry, out);
+                    self.send_hello(from, registry);
                 }
-                self.consider_sync(now, index, out);
+                let peer = &self.peers[index];
+                if let (true, Some(node)) = (peer.complete && peer.up, peer.node) {
+                    self.catch_up.consider(now, peer.addr, node, &mut self.transmits);
+                }
             }
             Peer::Delta { seq, entries } => {
                 for entry in &entries {
                     self.apply(now, entry, registry);
                 }
                 let ack = PeerFrame { node: self.me, body: Peer::Ack { seq } };
-                out.push(Face::Client, from, |bytes| peer::encode(&ack, bytes));
+                self.transmits.push(Face::Client, from, |bytes| peer::encode(&ack, bytes));
             }
-            Peer::Ack { seq } => {
-                if let Some(unacked) = self.peers[index].unacked.remove(&seq) {
-                    self.retransmits.remove(unacked.due, (from, seq));
-                }
+            Peer::Ack { seq } => self.deltas.handle_ack(from, seq),
+            Peer::SyncRequest { cursor, pages } => {
+                sync::serve_pages(self.me, now, from, cursor, pages, registry, &mut self.transmits);
             }
-            Peer::SyncRequest { cursor, pages } => self.serve_pages(now, from, cursor, pages, registry, out),
             Peer::Page { cursor, next, leases } => {
                 for lease in &leases {
                     self.apply_lease(now, lease, registry);
                 }
-                self.on_page(now, from, frame.node, cursor, next, leases.len(), out);
+                let caught_up =
+                    self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
+                self.events.extend(caught_up.map(ReplicaEvent::Peer));
             }
-            Peer::Report { service, endpoint } => return Some((service.to_owned(), endpoint)),
+            Peer::Report { service, endpoint } => {
+                self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
+            }
             Peer::Bye => self.down(index),
             // Bridge traffic is the node's, not the replicator's.
-            Peer::Query { .. } | Peer::Answer { .. } => self.stats.rejected += 1,
+            Peer::Query { .. } | Peer::Answer { .. } => self.rejected += 1,
         }
-        None
     }
 
-    /// Sends the changes waiting to go at once (new leases, removals), in as few datagrams as
-    /// they fit, to every live peer.
-    pub fn flush(&mut self, now: Instant, registry: &Registry, out: &mut Outbox<Face>) {
-        if self.urgent.is_empty() {
+    /// End of a turn: sends the changes waiting to go at once (new leases, removals), in as
+    /// few datagrams as they fit, to every live peer.
+    pub fn flush(&mut self, now: Instant, registry: &Registry) {
+        if !self.deltas.has_urgent() {
+            // The common case (a query, a renewal): no list of targets to make.
             return;
         }
-        let urgent = std::mem::take(&mut self.urgent);
-        let entries = urgent.iter().map(|&(id, removal)| (id, removal));
-        self.send_entries(now, entries, registry, out);
-        self.urgent = urgent;
-        self.urgent.clear();
+        let targets = self.targets();
+        self.deltas.flush(now, &targets, registry, &mut self.transmits);
     }
 
     /// Hellos, peers going down, retransmissions, coalesced renewals, catch-up.
-    pub fn handle_timeout(&mut self, now: Instant, registry: &mut Registry, out: &mut Outbox<Face>) {
+    pub fn handle_timeout(&mut self, now: Instant, registry: &mut Registry) {
         if self.next_hello.is_some_and(|at| at <= now) {
             self.next_hello = Some(now + self.config.hello_interval);
             for index in 0..self.peers.len() {
                 if !self.peers[index].is_self {
-                    self.send_hello(self.peers[index].addr, registry, out);
+                    self.send_hello(self.peers[index].addr, registry);
                 }
             }
             self.forget_silent_discoveries(now);
@@ -384,18 +381,11 @@ impl Replicator {
                 self.down(index);
             }
         }
-        while let Some((addr, seq)) = self.retransmits.pop_due(now) {
-            self.retransmit(now, addr, seq, registry, out);
-        }
-        if self.refresh_due.is_some_and(|at| at <= now) {
-            self.refresh_due = None;
-            let ids = std::mem::take(&mut self.refreshed);
-            self.refreshed_set.clear();
-            self.send_entries(now, ids.iter().map(|&id| (id, None)), registry, out);
-            self.refreshed = ids;
-            self.refreshed.clear();
-        }
-        self.catch_up_timeout(now, out);
+        let targets = self.targets();
+        self.deltas.handle_timeout(now, &targets, registry, &mut self.transmits);
+        let ready = self.peers.iter().find(|p| p.up && p.complete).and_then(|p| p.node.map(|node| (p.addr, node)));
+        let caught_up = self.catch_up.handle_timeout(now, ready, &mut self.transmits);
+        self.events.extend(caught_up.map(ReplicaEvent::Peer));
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
@@ -407,24 +397,26 @@ impl Replicator {
             .filter_map(|p| p.last_heard)
             .min()
             .map(|at| at + self.config.peer_timeout);
-        [self.next_hello, self.refresh_due, self.retransmits.next(), down, self.catch_up.deadline(&self.config)]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.next_hello, self.deltas.poll_timeout(), down, self.catch_up.poll_timeout()].into_iter().flatten().min()
     }
 
     /// Asks `owner` to verify a reported instance.
-    pub fn forward_report(&mut self, owner: SocketAddr, service: &str, endpoint: SocketAddr, out: &mut Outbox<Face>) {
+    pub fn forward_report(&mut self, owner: SocketAddr, service: &str, endpoint: SocketAddr) {
         let frame = PeerFrame { node: self.me, body: Peer::Report { service, endpoint } };
-        out.push(Face::Client, owner, |bytes| peer::encode(&frame, bytes));
+        self.transmits.push(Face::Client, owner, |bytes| peer::encode(&frame, bytes));
     }
 
     /// Tells every live peer this broker is going.
-    pub fn bye(&mut self, out: &mut Outbox<Face>) {
+    pub fn handle_close(&mut self) {
         let frame = PeerFrame { node: self.me, body: Peer::Bye };
         for peer in self.peers.iter().filter(|p| p.up && !p.is_self) {
-            out.push(Face::Client, peer.addr, |bytes| peer::encode(&frame, bytes));
+            self.transmits.push(Face::Client, peer.addr, |bytes| peer::encode(&frame, bytes));
         }
+    }
+
+    /// The peers deltas go to: the live ones, in the order of the peer table.
+    fn targets(&self) -> Vec<SocketAddr> {
+        self.peers.iter().filter(|p| p.up && !p.is_self).map(|p| p.addr).collect()
     }
 
     fn add_peer(&mut self, addr: SocketAddr, configured: bool) {
@@ -443,8 +435,6 @@ impl Replicator {
             complete: false,
             instances: 0,
             is_self: false,
-            next_seq: 1,
-            unacked: BTreeMap::new(),
         });
     }
 
@@ -456,19 +446,17 @@ impl Replicator {
         let fresh = peer.node != Some(node);
         if fresh {
             if peer.node.is_some() {
-                self.events.push_back(PeerEvent::Restarted(peer.addr));
+                self.events.push_back(ReplicaEvent::Peer(PeerEvent::Restarted(peer.addr)));
             }
             peer.node = Some(node);
             peer.complete = false;
             // The old incarnation will never acknowledge.
-            for (seq, unacked) in std::mem::take(&mut peer.unacked) {
-                self.retransmits.remove(unacked.due, (peer.addr, seq));
-            }
+            self.deltas.drop_unacked(peer.addr);
             self.membership_changed = true;
         }
         if !peer.up {
             peer.up = true;
-            self.events.push_back(PeerEvent::Joined(peer.addr));
+            self.events.push_back(ReplicaEvent::Peer(PeerEvent::Joined(peer.addr)));
             self.membership_changed = true;
         }
         fresh
@@ -481,10 +469,8 @@ impl Replicator {
         }
         peer.up = false;
         peer.complete = false;
-        for (seq, unacked) in std::mem::take(&mut peer.unacked) {
-            self.retransmits.remove(unacked.due, (peer.addr, seq));
-        }
-        self.events.push_back(PeerEvent::Left(peer.addr));
+        self.deltas.drop_unacked(peer.addr);
+        self.events.push_back(ReplicaEvent::Peer(PeerEvent::Left(peer.addr)));
         self.membership_changed = true;
         let addr = peer.addr;
         self.catch_up.peer_left(addr);
@@ -493,17 +479,23 @@ impl Replicator {
     /// Peers found on the group that have not spoken for a long time are forgotten.
     fn forget_silent_discoveries(&mut self, now: Instant) {
         let limit = self.config.peer_timeout * 15;
+        let deltas = &mut self.deltas;
         self.peers.retain(|p| {
-            p.configured || p.up || p.last_heard.is_some_and(|at| at + limit > now) || p.last_heard.is_none()
+            let keep =
+                p.configured || p.up || p.last_heard.is_some_and(|at| at + limit > now) || p.last_heard.is_none();
+            if !keep {
+                deltas.forget(p.addr);
+            }
+            keep
         });
     }
 
-    fn send_hello(&mut self, to: SocketAddr, registry: &Registry, out: &mut Outbox<Face>) {
+    fn send_hello(&mut self, to: SocketAddr, registry: &Registry) {
         let frame = PeerFrame {
             node: self.me,
             body: Peer::Hello { addr: self.addr, complete: self.is_complete(), instances: registry.len() as u64 },
         };
-        out.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+        self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
     }
 
     fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) {
@@ -511,12 +503,12 @@ impl Replicator {
             Entry::Upsert(lease) => self.apply_lease(now, lease, registry),
             Entry::Remove { id, reason } => {
                 registry.apply_remote_removal(now, *id, *reason);
-                self.stats.applied += 1;
+                self.applied += 1;
             }
         }
     }
 
-    pub(super) fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) {
+    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) {
         let view = LeaseView {
             id: lease.id,
             service: lease.service,
@@ -526,14 +518,14 @@ impl Replicator {
             aliases: &lease.aliases,
         };
         match registry.apply_remote(now, view) {
-            Applied::Refused(_) | Applied::Conflict => self.stats.rejected += 1,
-            _ => self.stats.applied += 1,
+            Applied::Refused(_) | Applied::Conflict => self.rejected += 1,
+            _ => self.applied += 1,
         }
     }
 }
 
 /// A lease as a peer is sent it.
-pub(super) fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
+fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
     Lease {
         id: view.id,
         service: view.service,

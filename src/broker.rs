@@ -27,10 +27,11 @@ use uuid::Uuid;
 pub use crate::node::{DnsConfig, ReplicaConfig, VerifyConfig};
 pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
+use crate::core::StreamLimits;
 use crate::multicast::MulticastConfig;
 use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, Node, NodeConfig};
 use crate::registry;
-use crate::shell::{Shell, StreamLimits};
+use crate::shell::Shell;
 use crate::shutdown::Shutdown;
 
 /// The broker's settings.
@@ -77,9 +78,10 @@ pub const METRICS_LIMITS: StreamLimits =
 /// How often a broker says hello on the multicast group.
 pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);
 
-/// The address a broker listens on unless told otherwise: loopback, so nothing outside the host
+/// The address a broker listens on unless told otherwise: the protocol's
+/// [`DEFAULT_BROKER`](crate::protocol::DEFAULT_BROKER), on loopback, so nothing outside the host
 /// can reach it by accident.
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+pub const DEFAULT_LISTEN: SocketAddr = crate::protocol::DEFAULT_BROKER;
 
 impl Default for Config {
     fn default() -> Self {
@@ -135,7 +137,7 @@ impl Broker {
                 log_changes: config.log_changes,
                 unicast: local_addr,
                 group,
-                incarnation: crate::client::random_u64(),
+                incarnation: crate::random::u64(),
                 replica: config.replica,
                 verify: config.verify,
                 rate_limit: config.rate_limit,

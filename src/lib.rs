@@ -9,6 +9,7 @@
 //!                                  │ shell (one mio loop: UDP faces, TCP listeners and their │
 //!   client ──query──────────────▶  │   connections, probe connects; one `now` per turn)      │
 //!          ◀──ip:port ip:port────  │   ▼ datagrams, bytes, probe outcomes, time    ▲ polled  │
+//!                                  │ ┈┈┈┈┈ core: Core, Transmit, ProbeCmd, StreamStep ┈┈┈┈┈┈ │
 //!                                  │ node (sans-IO core): service ─▶ registry ─▶ change log  │
 //!                                  │   multicast group, prober       (tombstones, pages)     │
 //!                                  └─────────────────────────────────────────────────────────┘
@@ -17,8 +18,10 @@
 //!
 //! Everything that decides is a pure state machine with time passed in (the registry, the
 //! registration protocol, the node, the prober, the balancer's control core); everything that
-//! touches a socket is a thin shell around one. So the logic is tested to the nanosecond, and
-//! several brokers on a lossy network are simulated without a socket.
+//! touches a socket or starts a thread is a thin shell around one. The two speak the words of
+//! [`core`] (the dotted line), which depends on neither; no core imports a shell.
+//! So the logic is tested to the nanosecond, and several brokers on a lossy network are
+//! simulated without a socket.
 //!
 //! # Layout
 //!
@@ -41,15 +44,25 @@
 //!   `poll_timeout`, `poll_event` out, drained by the node in one place); drains the change log
 //!   to them after every input; answers DNS from the table ([`node::dns`], a pure function
 //!   over hickory-proto's messages).
+//! - [`core`]: the sans-IO vocabulary the cores and the shell share: the
+//!   [`Core`](crate::core::Core) trait (`handle_*` in, `poll_*` out),
+//!   [`Transmit`](crate::core::Transmit) and the [`Outbox`](crate::core::Outbox) that queues
+//!   them, probe commands and outcomes, and stream steps and limits. Depends on nothing else in
+//!   the crate; a unit test keeps the imports of every core module free of the shell and of the
+//!   other modules that own sockets or threads.
 //! - [`limit`]: token buckets and response-rate limiting (no reflector).
 //! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
-//!   bounded concurrency) and a periodic schedule with hysteresis.
+//!   bounded concurrency) and a periodic schedule with hysteresis; it asks for connects in
+//!   [`ProbeCmd`](crate::core::ProbeCmd)s.
 //! - [`shell`]: the one generic mio driver every core runs on: a slab of UDP sockets, TCP
-//!   listeners, their connections and probe connects, one dispatch, budgets, a waker.
+//!   listeners, their connections and probe connects, one dispatch, budgets, a waker. It
+//!   consumes [`core`]'s vocabulary and defines none of its own.
 //! - [`broker`]: binds the broker's sockets and runs a node on a shell.
-//! - [`balancer`]: the TCP load balancer: its control port is a core on the same shell whose
-//!   table feeds a pool of backends, and a fixed pool of mio forwarding threads relays
-//!   connections to them.
+//! - [`balancer`]: the TCP load balancer: its control port is a sans-IO core on the same shell
+//!   whose table feeds a pool of backends (a snapshot the forwarding threads load without a
+//!   lock), and which says by an event when the first backend is up or the last one gone; the
+//!   balancer's shell then registers and announces the balancer, or stops, with the client
+//!   library's threads. A fixed pool of mio forwarding threads relays connections.
 //! - [`client`]: the library side of servers and clients: a blocking broker client with
 //!   retransmission and failover, the [`client::Registrar`] that keeps a server's registrations
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
@@ -63,7 +76,9 @@
 //! - [`oracles`]: invariants on arbitrary input, shared by the fuzz targets (`fuzz/`) and the
 //!   property tests.
 //! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
-//!   set-up, reusable token slots, and the flag parsing and logging the executables share.
+//!   set-up, reusable token slots, and the flag parsing and logging the executables share;
+//!   `random`, the one source of random ids (the operating system's, through `getrandom`),
+//!   which only shells and clients draw from.
 //!
 //! In tests only, `sim` runs several nodes on a seeded virtual network (delay, loss,
 //! duplication, reordering, partitions, crashes) on a virtual clock.
@@ -76,6 +91,7 @@ pub mod balancer;
 pub mod broker;
 pub mod cli;
 pub mod client;
+pub mod core;
 pub mod limit;
 pub mod load;
 pub mod metrics;
@@ -85,6 +101,7 @@ pub mod node;
 pub mod oracles;
 pub mod probe;
 pub mod protocol;
+pub(crate) mod random;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -25,10 +25,10 @@
 
 use std::fmt::Write;
 
+use crate::core::StreamStep;
 use crate::protocol::stats::{Def, Kind};
 use crate::protocol::{BackendStats, BridgeStats, PeerStats};
 use crate::service::RequestCounts;
-use crate::shell::StreamStep;
 
 /// What the broker's metrics are made from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -96,7 +96,7 @@ pub fn sender(config: &MulticastConfig) -> io::Result<UdpSocket> {
 
 /// A random id for the messages a process sends to the group.
 pub fn origin() -> u64 {
-    crate::client::random_u64()
+    crate::random::u64()
 }
 
 /// An error of setting up the group's sockets, saying which flag to look at: a

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::core::Core;
 use crate::node::{Face, Node, NodeConfig};
 use crate::protocol::{self, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
-use crate::shell::Core;
 
 /// Every decoder on `data`: none panics, and what decodes encodes back to the same value.
 pub fn decoders(data: &[u8]) {
@@ -107,8 +107,8 @@ pub fn node_session(data: &[u8]) {
         node.handle_datagram(now, Face::Client, source, request.as_bytes(), &mut reply);
         // Every reported instance answers its probe (the simulated network tests dead ones).
         while let Some(command) = node.poll_probe() {
-            if let crate::shell::ProbeCmd::Start { id, .. } = command {
-                node.handle_probe(now, id, crate::shell::ProbeOutcome::Connected);
+            if let crate::core::ProbeCmd::Start { id, .. } = command {
+                node.handle_probe(now, id, crate::core::ProbeOutcome::Connected);
             }
         }
         assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());

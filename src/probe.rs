@@ -16,7 +16,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use makler::probe::{Probe, Prober, ProberConfig};
-//! use makler::shell::{ProbeCmd, ProbeOutcome};
+//! use makler::core::{ProbeCmd, ProbeOutcome};
 //!
 //! let t0 = Instant::now();
 //! let mut prober = Prober::new(ProberConfig { timeout: Duration::from_secs(1), max_in_flight: 8 });
@@ -34,7 +34,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::shell::{ProbeCmd, ProbeId, ProbeOutcome};
+use crate::core::{ProbeCmd, ProbeId, ProbeOutcome};
 use crate::timers::Timers;
 
 /// What a probe found.

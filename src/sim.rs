@@ -14,8 +14,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::core::{Core, ProbeCmd, ProbeId, ProbeOutcome};
 use crate::node::{Face, Node};
-use crate::shell::{Core, ProbeCmd, ProbeId, ProbeOutcome};
 
 /// A small, fast, seeded generator (SplitMix64): the simulation's only source of chance.
 #[derive(Debug, Clone)]

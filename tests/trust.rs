@@ -57,10 +57,7 @@ fn send_to_group(group: &str, message: &Multicast<'_>, key: Option<Key>) {
 
 /// A sender id for a sealer of the test's own.
 fn rand_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(7);
-    hasher.finish()
+    getrandom::u64().unwrap()
 }
 
 fn send_raw_to_group(group: &str, datagram: &[u8]) {

@@ -1,21 +1,25 @@
 //! The balancer's control port as a sans-IO core: the registration protocol over the backend
-//! table, the pool fed from the table's changes, the balancer's own registration at the broker
-//! while it has backends, health probes, and the `stats` answer.
+//! table, the pool fed from the table's changes, health probes, and the `stats` answer.
+//!
+//! The balancer registers itself at the broker while it has a backend up; the core decides when
+//! and says so with an [`Event`] (polled with [`Control::poll_event`], as quinn-proto's
+//! connection reports its events), and the balancer's shell acts on it with the threads that
+//! register and announce (`super::registration`). The core starts no thread and opens no
+//! socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Counters, Pool};
-use crate::client::{Announcer, AnnouncerConfig, Registrar, Registration};
+use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
 use crate::protocol::fit;
 use crate::protocol::{Form, Response};
 use crate::registry::{ChangeKind, Registry};
 use crate::service::{self, Service};
-use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 
 /// The control port's one socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,17 @@ pub(crate) enum Face {
     Control,
     /// `GET /metrics` (see [`crate::metrics`]).
     Metrics,
+}
+
+/// What the control core tells its shell, besides datagrams and probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    /// A backend is up and none was before (the first one, or the first back): the balancer
+    /// has something to offer, so it registers at the broker and announces itself.
+    FirstBackendUp,
+    /// No backend is up any more (the last one gone or marked down): the balancer deregisters
+    /// and stops announcing, so that clients are not sent where nothing answers.
+    LastBackendGone,
 }
 
 /// Health checks: every backend probed each interval; one failure takes it out of rotation,
@@ -47,7 +62,9 @@ pub(crate) struct Control {
     counters: Arc<Counters>,
     /// How many services each backend endpoint is registered under; it stays while any is.
     names: HashMap<SocketAddr, usize>,
-    registering: SelfRegistration,
+    /// Whether a backend was up when the pool was last looked at: what the last [`Event`] said.
+    any_up: bool,
+    events: VecDeque<Event>,
     health: Option<Health>,
     limiter: ResponseLimiter,
     /// Changes to the pool, published at the end of the turn (one new list per turn).
@@ -61,8 +78,8 @@ pub(crate) struct Control {
     log: bool,
 }
 
-/// How often the balancer's own registration follows the number of backends that are up.
-const FOLLOW: Duration = Duration::from_millis(500);
+/// How often the core looks at whether any backend is up (for its [`Event`]s).
+pub(crate) const FOLLOW: Duration = Duration::from_millis(500);
 
 /// The least time between two publications of the pool.
 const PUBLISH: Duration = Duration::from_millis(10);
@@ -72,7 +89,6 @@ impl Control {
         registry: Registry,
         pool: Arc<Pool>,
         counters: Arc<Counters>,
-        registering: SelfRegistration,
         health: Option<Health>,
         rate_limit: RateLimit,
         log: bool,
@@ -85,7 +101,8 @@ impl Control {
             pool,
             counters,
             names: HashMap::new(),
-            registering,
+            any_up: false,
+            events: VecDeque::new(),
             health,
             limiter,
             staged_adds: Vec::new(),
@@ -137,8 +154,8 @@ impl Control {
         }
     }
 
-    /// Publishes the staged changes to the pool in one batch, and follows the number of
-    /// backends that are up with the balancer's own registration: none up, none registered.
+    /// Publishes the staged changes to the pool in one batch, and looks at whether any backend
+    /// is up: when that changed, an [`Event`] says so.
     fn publish(&mut self, now: Instant) {
         if !self.staged_adds.is_empty() || !self.staged_removes.is_empty() {
             let (adds, removes) = (std::mem::take(&mut self.staged_adds), std::mem::take(&mut self.staged_removes));
@@ -158,7 +175,16 @@ impl Control {
         }
         self.next_follow = Some(now + FOLLOW);
         self.last_publish = Some(now);
-        self.registering.follow(self.pool.any_up());
+        let any_up = self.pool.any_up();
+        if any_up != self.any_up {
+            self.any_up = any_up;
+            self.events.push_back(if any_up { Event::FirstBackendUp } else { Event::LastBackendGone });
+        }
+    }
+
+    /// The next thing the shell should act on: whether the balancer should be registered.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 
     /// When staged changes may be published next, if there are any.
@@ -171,14 +197,6 @@ impl Control {
     /// the number of backends: each one's size is counted once.
     fn stats(&self, form: Form) -> Response {
         Response::BalancerStats(fit::balancer_stats(form, self.counters.stats(&self.pool)))
-    }
-
-    /// Stops the balancer's own registration and announcement.
-    pub fn stop_registering(&mut self) {
-        self.registering.follow(false);
-        if let Some(registrar) = self.registering.registrar.take() {
-            registrar.shutdown();
-        }
     }
 }
 
@@ -301,54 +319,52 @@ impl Control {
     }
 }
 
-/// The balancer's own registration at the broker (and announcement on the multicast group),
-/// present while it has backends.
-pub(crate) struct SelfRegistration {
-    pub registrar: Option<Registrar>,
-    pub registration: Option<Registration>,
-    pub announce: Option<AnnouncerConfig>,
-    pub announcer: Option<Announcer>,
-    pub service: String,
-    pub ip: Option<std::net::IpAddr>,
-    pub port: u16,
-    pub log: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    fn control(pool: &Arc<Pool>) -> Control {
+        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let rate_limit = RateLimit::default();
+        Control::new(registry, Arc::clone(pool), Arc::new(Counters::default()), None, rate_limit, false)
+    }
 
-impl SelfRegistration {
-    /// Registers when a backend is up and it is not registered; deregisters when none is.
-    /// Never blocks the control loop.
-    pub fn follow(&mut self, any_up: bool) {
-        if let Some(config) = self.announce {
-            match (any_up, self.announcer.is_some()) {
-                (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
-                    Ok(announcer) => self.announcer = Some(announcer),
-                    Err(e) => log::error!("cannot announce: {e}"),
-                },
-                // Stopping sends the goodbye and returns at once.
-                (false, true) => drop(self.announcer.take()),
-                _ => {}
-            }
+    #[test]
+    fn events_follow_whether_any_backend_is_up() {
+        let pool = Arc::new(Pool::new());
+        let mut core = control(&pool);
+        let t0 = Instant::now();
+        let from = SocketAddr::from(([127, 0, 0, 1], 4000));
+        let mut reply = Vec::new();
+        core.handle_start(t0);
+        core.handle_timeout(t0);
+        assert_eq!(core.poll_event(), None, "no backend yet, and none was");
+        let register = |core: &mut Control, name: &str| {
+            let mut reply = Vec::new();
+            core.handle_datagram(t0, Face::Control, from, format!("register {name} 4000").as_bytes(), &mut reply);
+            String::from_utf8(reply).unwrap().trim().to_owned()
+        };
+        let web = register(&mut core, "web");
+        core.handle_turn_end(t0 + PUBLISH);
+        assert_eq!((core.poll_event(), core.poll_event()), (Some(Event::FirstBackendUp), None));
+        let api = register(&mut core, "api");
+        core.handle_timeout(t0 + FOLLOW * 2);
+        assert_eq!(core.poll_event(), None, "a second name for a backend that is up already");
+
+        // The forwarding threads mark it down: the core sees it at its next look.
+        pool.get(from).unwrap().mark_failed();
+        core.handle_timeout(t0 + FOLLOW * 4);
+        assert_eq!(core.poll_event(), Some(Event::LastBackendGone));
+        pool.get(from).unwrap().mark_up();
+        core.handle_timeout(t0 + FOLLOW * 6);
+        assert_eq!(core.poll_event(), Some(Event::FirstBackendUp));
+
+        // Deregistered under both names: gone from the pool, so none is up.
+        for id in [web, api] {
+            reply.clear();
+            core.handle_datagram(t0, Face::Control, from, format!("deregister {id}").as_bytes(), &mut reply);
+            assert_eq!(reply, b"OK\n");
         }
-        let Some(registrar) = &self.registrar else { return };
-        match (any_up, self.registration.is_some()) {
-            (true, false) => match registrar.register_in_background(&self.service, self.ip, self.port) {
-                Ok(registration) => {
-                    if self.log {
-                        log::info!("first backend: registering as {}", self.service);
-                    }
-                    self.registration = Some(registration);
-                }
-                Err(e) => log::error!("cannot register: {e}"),
-            },
-            (false, true) => {
-                if self.log {
-                    log::info!("no backend left: deregistering {}", self.service);
-                }
-                if let Some(registration) = self.registration.take() {
-                    registration.deregister_in_background();
-                }
-            }
-            _ => {}
-        }
+        core.handle_timeout(t0 + FOLLOW * 8);
+        assert_eq!((core.poll_event(), core.poll_event()), (Some(Event::LastBackendGone), None));
     }
 }

@@ -4,10 +4,11 @@
 //! ```text
 //!                 control (UDP): register/heartbeat/deregister/stats
 //!   backends ───▶ ┌───────────────────────────────────────────────┐
-//!                 │ control thread: Shell + control core           │──▶ Pool (backends, atomic
+//!                 │ control thread: Shell + control core (sans-IO) │──▶ Pool (backends, atomic
 //!                 │   registry changes ─▶ pool; health probes;     │    round-robin index)
-//!                 │   first backend ─▶ registers itself at the     │        ▲
-//!                 │   broker, last gone ─▶ deregisters             │        │
+//!                 │   events: first backend up / last one gone     │        ▲
+//!                 │   ─▶ Registrar, Announcer threads register /   │        │
+//!                 │      announce the balancer, or stop            │        │
 //!                 └───────────────────────────────────────────────┘        │
 //!   clients ──TCP──▶ forwarding threads, each with its own SO_REUSEPORT ───┘
 //!                    listener on the one address (one mio loop each)
@@ -16,7 +17,10 @@
 //! - The control port runs on the same [`Shell`] as a broker, with the
 //!   same registration protocol ([`Service`](crate::service::Service)) over its own
 //!   [`Registry`] and the TTL rules of a broker. The table's changes
-//!   feed the [`Pool`]; `stats` answers with the balancer's counters.
+//!   feed the [`Pool`]; `stats` answers with the balancer's counters. The core owns no thread
+//!   and no socket: when the first backend is up or the last one gone it emits an event, and
+//!   the shell's side (`registration`) registers the balancer at the broker, announces it on
+//!   the multicast group, or stops, with the client library's registrar and announcer threads.
 //! - Each forwarding thread accepts on a listener of its own (the kernel spreads new connections
 //!   over the threads' `SO_REUSEPORT` listeners), so no connection is handed between threads; it
 //!   picks a backend by the pool's atomic round-robin index, connects without blocking, and relays
@@ -31,6 +35,7 @@
 mod control;
 mod forward;
 pub mod pool;
+mod registration;
 
 use std::io;
 use std::net::SocketAddr;
@@ -325,7 +330,7 @@ fn spawn_control(
         let registrar_config = RegistrarConfig { log: config.log, ..RegistrarConfig::default() };
         Some(Registrar::start(&config.brokers, registrar_config).map_err(io::Error::other)?)
     };
-    let registering = control::SelfRegistration {
+    let registering = registration::SelfRegistration {
         registrar,
         registration: None,
         announce: config.announce,
@@ -341,20 +346,18 @@ fn spawn_control(
         registry,
         Arc::clone(pool),
         Arc::clone(counters),
-        registering,
         health,
         config.rate_limit.clone(),
         config.log,
     );
-    let mut shell = Shell::new(core)?;
+    let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {
         shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;
     }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {
-        let mut core = shell.run(&stop)?;
-        core.stop_registering();
+        shell.run(&stop)?.stop();
         Ok(())
     })
 }
@@ -362,24 +365,13 @@ fn spawn_control(
 /// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
 /// datagrams, each answer within the limit, `stats` answered whatever the table holds.
 pub(crate) fn fuzz_control(data: &[u8]) {
-    use crate::shell::Core;
-    let registering = control::SelfRegistration {
-        registrar: None,
-        registration: None,
-        announce: None,
-        announcer: None,
-        service: "web".into(),
-        ip: None,
-        port: 80,
-        log: false,
-    };
+    use crate::core::Core;
     let registry = Registry::new(control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
     let pool = Arc::new(Pool::new());
     let mut core = control::Control::new(
         registry,
         Arc::clone(&pool),
         Arc::new(Counters::default()),
-        registering,
         None,
         crate::limit::RateLimit::default(),
         false,

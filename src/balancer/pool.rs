@@ -4,7 +4,9 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use crate::protocol::BackendStats;
 
@@ -89,22 +91,27 @@ impl Backend {
 
 /// The live backends and the round-robin index over them.
 ///
-/// Readers take a snapshot (an `Arc` of the list) under a read lock held for a pointer copy.
-/// The control thread changes the pool in batches ([`update`](Self::update)), each making a new
-/// list that shares what did not change with the old one: the list is held in chunks of up to
-/// 256 backends, and a batch copies the chunk pointers and the chunks it changes (the
-/// last one for adds, the ones holding what it removes), not every backend. So registering or
-/// removing backends one at a time stays linear in their number.
+/// Readers (a forwarding thread per pick) load the list from an [`ArcSwap`]: no lock and no
+/// count on the list to raise and lower, so the threads no longer write to one lock word and
+/// one reference count for every connection, as they did with a read lock and a cloned `Arc`
+/// (what is shared per pick is the round-robin index and the picked backend). The control thread
+/// changes the pool in batches ([`update`](Self::update)), each storing a new list that shares
+/// what did not change with the old one: the list is held in chunks of up to 256 backends, and
+/// a batch copies the chunk pointers and the chunks it changes (the last one for adds, the
+/// ones holding what it removes), not every backend. So registering or removing backends one
+/// at a time stays linear in their number. A reader that loaded the old list finishes its pick
+/// on it.
 #[derive(Debug, Default)]
 pub struct Pool {
-    inner: RwLock<Inner>,
+    /// In the order they came: the round robin's order.
+    list: ArcSwap<List>,
+    /// What only changes of the pool use, behind a lock only they (and [`get`](Self::get)) take.
+    members: Mutex<Members>,
     next: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
-struct Inner {
-    /// In the order they came: the round robin's order.
-    list: Arc<List>,
+struct Members {
     /// Every backend in the pool. An address added again keeps its backend, so the one here is
     /// the one listed.
     by_addr: HashMap<SocketAddr, Member>,
@@ -159,7 +166,7 @@ impl List {
     }
 }
 
-impl Inner {
+impl Members {
     /// Appends `backend` to `chunks`: into the last chunk while it has room (copied first if
     /// the old list shares it), else into a new one.
     fn push(&mut self, chunks: &mut Vec<Arc<Chunk>>, backend: Arc<Backend>) {
@@ -187,14 +194,14 @@ impl Pool {
         Self::default()
     }
 
-    /// The backends now.
+    /// The backends now, to go through them all (the forwarding threads' picks only borrow).
     fn snapshot(&self) -> Arc<List> {
-        Arc::clone(&self.inner.read().unwrap_or_else(PoisonError::into_inner).list)
+        self.list.load_full()
     }
 
     /// How many backends there are.
     pub fn len(&self) -> usize {
-        self.snapshot().len
+        self.list.load().len
     }
 
     /// Whether there is none.
@@ -232,17 +239,18 @@ impl Pool {
         adds: impl IntoIterator<Item = SocketAddr>,
         removes: impl IntoIterator<Item = SocketAddr>,
     ) -> (usize, usize) {
-        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let inner = &mut *inner;
+        // The lock makes this the only writer: the list loaded here is the one replaced.
+        let mut guard = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let members = &mut *guard;
         let mut added = Vec::new();
         for addr in adds {
-            match inner.by_addr.get(&addr) {
+            match members.by_addr.get(&addr) {
                 Some(existing) => {
                     existing.backend.mark_up();
                 }
                 None => {
                     let backend = Arc::new(Backend::new(addr));
-                    inner.by_addr.insert(addr, Member { backend: Arc::clone(&backend), chunk: 0 });
+                    members.by_addr.insert(addr, Member { backend: Arc::clone(&backend), chunk: 0 });
                     added.push(backend);
                 }
             }
@@ -250,17 +258,17 @@ impl Pool {
         // The chunks holding what goes (a backend added in this batch is in none yet).
         let mut touched = HashSet::new();
         for addr in removes {
-            if let Some(member) = inner.by_addr.remove(&addr) {
+            if let Some(member) = members.by_addr.remove(&addr) {
                 if member.chunk != 0 {
                     touched.insert(member.chunk);
                 }
             }
         }
-        added.retain(|b| inner.by_addr.contains_key(&b.addr));
+        added.retain(|b| members.by_addr.contains_key(&b.addr));
         if added.is_empty() && touched.is_empty() {
             return (0, 0);
         }
-        let old = Arc::clone(&inner.list);
+        let old = self.list.load_full();
         let mut chunks = Vec::with_capacity(old.chunks.len() + 1);
         let mut removed = 0;
         for chunk in &old.chunks {
@@ -269,7 +277,7 @@ impl Pool {
                 continue;
             }
             let backends: Vec<Arc<Backend>> =
-                chunk.backends.iter().filter(|b| inner.by_addr.contains_key(&b.addr)).cloned().collect();
+                chunk.backends.iter().filter(|b| members.by_addr.contains_key(&b.addr)).cloned().collect();
             removed += chunk.backends.len() - backends.len();
             if !backends.is_empty() {
                 // Kept under its id: its backends' entries stay right.
@@ -278,7 +286,7 @@ impl Pool {
         }
         let count = added.len();
         for backend in added {
-            inner.push(&mut chunks, backend);
+            members.push(&mut chunks, backend);
         }
         // Removals leave chunks part empty: when there are twice as many as full ones would
         // need, pack them again (a cost linear in the pool, once per as many changes).
@@ -287,24 +295,24 @@ impl Pool {
             let all: Vec<Arc<Backend>> = chunks.iter().flat_map(|c| c.backends.iter().cloned()).collect();
             chunks.clear();
             for backend in all {
-                inner.push(&mut chunks, backend);
+                members.push(&mut chunks, backend);
             }
         }
-        inner.list = Arc::new(List::from_chunks(chunks));
+        self.list.store(Arc::new(List::from_chunks(chunks)));
         (count, removed)
     }
 
     /// The backend at `addr`, if it is in the pool.
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<Backend>> {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.by_addr.get(&addr).map(|member| Arc::clone(&member.backend))
+        let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        members.by_addr.get(&addr).map(|member| Arc::clone(&member.backend))
     }
 
     /// The next backend in round-robin order that is up and not in `tried`. When every such
     /// backend is down, a down one not yet tried is given a chance rather than failing the
     /// connection outright.
     pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
-        let list = self.snapshot();
+        let list = self.list.load();
         if list.len == 0 {
             return None;
         }

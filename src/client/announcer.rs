@@ -66,7 +66,7 @@ impl Announcer {
         binary::encode(0, &Multicast::Announce { origin, service, ip, port }, &mut announce);
         binary::encode(0, &Multicast::Goodbye { origin, service, ip, port }, &mut goodbye);
         let group = config.multicast.group;
-        let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::client::random_u64()));
+        let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::random::u64()));
         // With a key, each datagram is sealed afresh (its own number and time).
         let mut send = move |datagram: &[u8]| {
             let mut sealed = Vec::new();

@@ -1,7 +1,6 @@
 //! The blocking broker client: one request, one reply, over the binary protocol, with
 //! retransmission and failover between brokers.
 
-use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -58,7 +57,12 @@ impl BrokerClient<UdpTransport> {
             return Err(ClientError::NoBrokers);
         }
         let transport = UdpTransport::for_peers(brokers)?;
-        Ok(Self::with_transport(transport, brokers, RetryPolicy::default(), random() as usize % brokers.len()))
+        Ok(Self::with_transport(
+            transport,
+            brokers,
+            RetryPolicy::default(),
+            crate::random::u64() as usize % brokers.len(),
+        ))
     }
 }
 
@@ -70,7 +74,7 @@ impl<T: Transport> BrokerClient<T> {
             brokers: brokers.to_vec(),
             current: first % brokers.len().max(1),
             policy,
-            next_id: random() as u32,
+            next_id: crate::random::u64() as u32,
             request: Vec::new(),
             reply: vec![0; MAX_REPLY_LEN + 1],
         }
@@ -282,14 +286,6 @@ fn unexpected(response: Response) -> ClientError {
         Response::Error(rejection) => ClientError::Rejected(rejection),
         other => ClientError::Protocol(format!("unexpected reply {other:?}")),
     }
-}
-
-/// A random number from the standard library's per-process random hash keys: enough to spread
-/// clients over brokers and to start request ids somewhere unpredictable, without a dependency.
-pub(crate) fn random() -> u64 {
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(std::process::id().into());
-    hasher.finish()
 }
 
 #[cfg(test)]

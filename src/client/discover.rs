@@ -33,13 +33,13 @@ const SETTLE: Duration = Duration::from_millis(50);
 /// ```
 pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<SocketAddr>> {
     let socket = multicast::sender(config)?;
-    let id = super::random_u64() as u32;
+    let id = crate::random::u64() as u32;
     let mut question = Vec::new();
     binary::encode(id, &Multicast::Discover { origin: multicast::origin() }, &mut question);
     // With a key, the question is sealed and only sealed answers count.
     let mut guard = ReplayGuard::new();
     if let Some(key) = config.key {
-        Sealer::new(key, crate::client::random_u64()).seal_in_place(&mut question, unix_ms(SystemTime::now()));
+        Sealer::new(key, crate::random::u64()).seal_in_place(&mut question, unix_ms(SystemTime::now()));
     }
 
     let start = Instant::now();

@@ -58,7 +58,6 @@ mod watch;
 use std::net::SocketAddr;
 
 pub use announcer::{Announcer, AnnouncerConfig, announce_schedule};
-pub(crate) use broker::random as random_u64;
 pub use broker::{BrokerClient, Registered};
 pub use discover::discover;
 pub use registrar::{Registrar, RegistrarConfig, Registration};

@@ -159,7 +159,7 @@ impl Registrar {
         port: u16,
         done: Option<Sender<Result<(), ClientError>>>,
     ) -> Result<Registration, ClientError> {
-        let key = super::broker::random();
+        let key = crate::random::u64();
         let id = Arc::new(Mutex::new(None));
         let command = Command::Add { key, service: service.to_owned(), ip, port, id: Arc::clone(&id), done };
         self.commands.send(command).map_err(|_| ClientError::Protocol("the registrar thread has stopped".into()))?;

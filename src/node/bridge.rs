@@ -22,10 +22,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Face;
+use crate::core::{Outbox, Transmit};
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
 use crate::protocol::{BridgeStats, Form, Response, fit};
 use crate::registry::Registry;
-use crate::shell::{Outbox, Transmit};
 use crate::timers::Timers;
 
 /// How bridges are used.

@@ -108,7 +108,7 @@ impl Default for NodeConfig {
             registry: registry::Config::default(),
             max_datagram: service::DEFAULT_MAX_DATAGRAM,
             log_changes: false,
-            unicast: crate::broker::DEFAULT_LISTEN,
+            unicast: crate::protocol::DEFAULT_BROKER,
             group: None,
             incarnation: 0,
             replica: ReplicaConfig::default(),

@@ -12,11 +12,11 @@ use super::logging::{log_change, log_peer_event};
 use super::replicate::ReplicaEvent;
 use super::verify::VerifyEvent;
 use super::{Face, Node};
+use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 use crate::limit::Verdict;
 use crate::protocol::peer::Peer;
 use crate::protocol::{Form, RemoveReason, Response, seal};
 use crate::registry::ChangeKind;
-use crate::shell::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 
 impl Node {
     /// A datagram from the multicast group: returns whether `reply` holds an answer to send

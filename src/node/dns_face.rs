@@ -11,8 +11,8 @@
 use std::time::Instant;
 
 use super::dns::{self, Transport};
+use crate::core::{StreamLimits, StreamStep};
 use crate::registry::Registry;
-use crate::shell::{StreamLimits, StreamStep};
 
 /// Answers written but not yet taken by a TCP client beyond which its connection is closed
 /// (after what is written): a client that sends queries and reads no answers cannot make the

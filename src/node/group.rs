@@ -14,10 +14,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Face, GroupConfig};
+use crate::core::{Outbox, Transmit};
 use crate::protocol::{Multicast, RemoveReason, Response, Source, binary};
 use crate::registry::Registry;
 use crate::service::policy::Policy;
-use crate::shell::{Outbox, Transmit};
 
 /// What the node must act on after a group datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! A [`Node`] owns the [`Registry`] and everything that works on it. The
 //! [`Shell`](crate::shell::Shell) feeds it datagrams, bytes and probe outcomes on its
 //! [`Face`]s and the time, and polls it for datagrams to send, probes to run and its next
-//! timeout (see [`Core`](crate::shell::Core)).
+//! timeout (see [`Core`](crate::core::Core)).
 //!
 //! # Who owns what
 //!
@@ -19,7 +19,7 @@
 //!   the multicast group (`group.rs`) and the DNS face (`dns_face.rs`, answering with
 //!   [`dns`]).
 //! - The node's glue is in `dispatch.rs`: how an input is routed between the sub-machines,
-//!   where their output is drained, and the [`Core`](crate::shell::Core) implementation.
+//!   where their output is drained, and the [`Core`](crate::core::Core) implementation.
 //!
 //! # One convention
 //!
@@ -39,7 +39,7 @@
 //! ```
 //! use std::time::Instant;
 //! use makler::node::{Face, Node, NodeConfig};
-//! use makler::shell::Core;
+//! use makler::core::Core;
 //!
 //! let mut node = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
 //! let (server, client) = ("127.0.0.1:40000".parse().unwrap(), "127.0.0.1:40001".parse().unwrap());
@@ -78,6 +78,7 @@ use std::time::Instant;
 
 use uuid::Uuid;
 
+use crate::core::Outbox;
 use crate::limit::ResponseLimiter;
 use crate::protocol::fit;
 use crate::protocol::peer::{self, Peer};
@@ -85,7 +86,6 @@ use crate::protocol::seal::{self, ReplayGuard, Sealer};
 use crate::protocol::{BrokerStats, Form, Rejection, Response};
 use crate::registry::Registry;
 use crate::service::{self, Service};
-use crate::shell::Outbox;
 
 pub use bridge::BridgeConfig;
 pub use config::{Face, GroupConfig, NodeConfig, WallClock};

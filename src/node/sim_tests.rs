@@ -6,8 +6,8 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
+use crate::core::Core;
 use crate::registry::Cursor;
-use crate::shell::Core;
 use crate::sim::{NetConfig, Sim, node_with};
 
 fn node_addr(i: usize) -> SocketAddr {

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use std::io;
 
 use super::*;
+use crate::core::Core;
 use crate::protocol::{Multicast, binary};
-use crate::shell::Core;
 
 const OWN_ORIGIN: u64 = 0xAAAA;
 

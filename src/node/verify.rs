@@ -28,9 +28,9 @@ use std::time::{Duration, Instant};
 
 use std::collections::VecDeque;
 
+use crate::core::{ProbeCmd, ProbeId, ProbeOutcome};
 use crate::probe::{Probe, Prober, ProberConfig, ProberStats, Schedule, Verdict};
 use crate::registry::{Change, ChangeKind};
-use crate::shell::{ProbeCmd, ProbeId, ProbeOutcome};
 use crate::timers::Timers;
 
 /// How instances are checked.

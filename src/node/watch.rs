@@ -22,10 +22,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::Face;
+use crate::core::{Outbox, Transmit};
 use crate::protocol::fit::{self, Room};
 use crate::protocol::{self, Form, Rejection, Response};
 use crate::registry::Registry;
-use crate::shell::{Outbox, Transmit};
 use crate::timers::Timers;
 
 /// The caps on watches.

@@ -34,6 +34,11 @@ pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, 
 /// many instances as fit, and the rotation makes sure every instance is handed out over time.
 pub const MAX_REPLY_LEN: usize = 1400;
 
+/// Where a broker listens unless told otherwise, and so where everything that speaks to one
+/// looks for it first: port 7000 on loopback, so nothing outside the host can reach a broker
+/// started without flags by accident.
+pub const DEFAULT_BROKER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
+
 /// A request to a broker (or to anything that speaks the registration protocol, like the
 /// balancer's control port).
 ///

@@ -2,8 +2,9 @@
 //!
 //! A [`Core`] holds all the logic and no socket: it is handed datagrams, stream bytes, probe
 //! outcomes and the time, and it is *polled* for what to send, which probes to start and when to
-//! wake it next (the model of quinn-proto's `handle` / `poll_transmit` / `poll_timeout`). The
-//! [`Shell`] owns the sockets and moves bytes:
+//! wake it next (the model of quinn-proto's `handle` / `poll_transmit` / `poll_timeout`); the
+//! words the two speak are [`crate::core`]'s, which the shell only consumes. The [`Shell`] owns
+//! the sockets and moves bytes:
 //!
 //! ```text
 //!            ┌─────────────────────── Shell (one thread, one mio Poll) ───────────────────────┐
@@ -24,7 +25,7 @@
 //! (`batch_io`).
 //!
 //! Faces are the core's own names for its sockets (`Client`, `Group`, `Dns`, …); an immediate
-//! reply or a queued [`Transmit`] names the face to leave from. Stream faces (TCP listeners)
+//! reply or a queued [`Transmit`](crate::core::Transmit) names the face to leave from. Stream faces (TCP listeners)
 //! are request/response: the core sees every buffered byte and says how many it consumed and
 //! whether to close once its answer is written; the shell enforces the connection cap, the
 //! input limit and the idle timeout of each listener ([`StreamLimits`]). Probes are
@@ -33,7 +34,6 @@
 //! with [`ProbeCmd::Abort`] when it passes.
 
 mod batch_io;
-mod outbox;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -47,9 +47,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-pub use outbox::Outbox;
-pub use stream::StreamLimits;
-
+use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamLimits};
 use crate::shutdown::Shutdown;
 use crate::slab::Slab;
 use crate::timers::Timers;
@@ -70,141 +68,6 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 const MAX_DATAGRAM: usize = 65_536;
 
 const WAKER: Token = Token(usize::MAX);
-
-/// A probe's identity, chosen by the core.
-pub type ProbeId = u64;
-
-/// A stream connection's identity: unique for the shell's lifetime (not reused).
-pub type ConnId = u64;
-
-/// A datagram the core wants sent; its bytes are in the buffer handed to
-/// [`Core::poll_transmit`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Transmit<F> {
-    /// The socket to send from.
-    pub face: F,
-    /// Where to.
-    pub to: SocketAddr,
-}
-
-/// A probe the core wants started or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeCmd {
-    /// Connect to `addr` over TCP without blocking, and report the outcome under `id`.
-    Start {
-        /// The probe's identity.
-        id: ProbeId,
-        /// Where to connect.
-        addr: SocketAddr,
-    },
-    /// Stop the probe (its deadline passed); no outcome is reported for it afterwards.
-    Abort {
-        /// The probe's identity.
-        id: ProbeId,
-    },
-}
-
-/// How a probe ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeOutcome {
-    /// The connect succeeded: something listens there.
-    Connected,
-    /// The connect failed (refused, unreachable, reset): the target's doing.
-    Failed(io::ErrorKind),
-    /// This process could not try (out of file descriptors, say): says nothing of the target.
-    Local(io::ErrorKind),
-}
-
-/// What the core did with a stream's input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct StreamStep {
-    /// How many bytes from the front of the input it used; they are dropped.
-    pub consumed: usize,
-    /// Close the connection once the output is written.
-    pub close: bool,
-}
-
-/// A sans-IO state machine run by a [`Shell`]. Every method but the `handle_*` inputs only
-/// reads or drains the core's queues; none may block.
-pub trait Core {
-    /// The core's names for its sockets.
-    type Face: Copy + Eq + std::fmt::Debug;
-
-    /// A datagram arrived on `face` from `from`. To answer at once (the hot path, no queue),
-    /// write the answer into `reply` (empty on entry) and return the face to send it from, to
-    /// `from`.
-    fn handle_datagram(
-        &mut self,
-        now: Instant,
-        face: Self::Face,
-        from: SocketAddr,
-        datagram: &[u8],
-        reply: &mut Vec<u8>,
-    ) -> Option<Self::Face>;
-
-    /// Bytes arrived on a connection accepted on `face`: `input` holds every byte not consumed
-    /// yet. Append any answer to `output`. The default closes the connection.
-    fn handle_stream(
-        &mut self,
-        now: Instant,
-        face: Self::Face,
-        conn: ConnId,
-        input: &[u8],
-        output: &mut Vec<u8>,
-    ) -> StreamStep {
-        let _ = (now, face, conn, input, output);
-        StreamStep { consumed: input.len(), close: true }
-    }
-
-    /// The next datagram to send: its bytes go into `out` (empty on entry).
-    fn poll_transmit(&mut self, now: Instant, out: &mut Vec<u8>) -> Option<Transmit<Self::Face>> {
-        let _ = (now, out);
-        None
-    }
-
-    /// The next probe to start or abort.
-    fn poll_probe(&mut self) -> Option<ProbeCmd> {
-        None
-    }
-
-    /// A probe ended.
-    fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
-        let _ = (now, id, outcome);
-    }
-
-    /// When the core wants [`handle_timeout`](Self::handle_timeout) called next.
-    fn poll_timeout(&self) -> Option<Instant>;
-
-    /// Time has reached a deadline from [`poll_timeout`](Self::poll_timeout) (or later).
-    fn handle_timeout(&mut self, now: Instant);
-
-    /// A datagram could not be sent (a full buffer, an unroutable address).
-    fn handle_send_error(&mut self, face: Self::Face, to: SocketAddr, error: &io::Error) {
-        let _ = (face, to, error);
-    }
-
-    /// The turn's sockets have all been served: work that is cheaper once per turn than once
-    /// per input (publishing a table to other threads, say) goes here.
-    fn handle_turn_end(&mut self, now: Instant) {
-        let _ = now;
-    }
-
-    /// Another thread woke the loop through [`Shell::waker`].
-    fn handle_wake(&mut self, now: Instant) {
-        let _ = now;
-    }
-
-    /// The loop starts: the first time the core sees the clock (it may queue hellos).
-    fn handle_start(&mut self, now: Instant) {
-        let _ = now;
-    }
-
-    /// The loop is about to stop: a last chance to queue datagrams (a goodbye to peers), which
-    /// are sent before [`Shell::run`] returns.
-    fn handle_close(&mut self, now: Instant) {
-        let _ = now;
-    }
-}
 
 /// Counters the shell keeps about its own work.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

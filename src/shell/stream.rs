@@ -6,32 +6,16 @@
 //! without traffic.
 
 use std::io::{self, Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Token};
 
-use super::{ACCEPT_BUDGET, ACCEPT_RETRY, ConnId, Core, Io, Shell};
+use super::{ACCEPT_BUDGET, ACCEPT_RETRY, Io, Shell};
+use crate::core::{ConnId, Core, StreamLimits};
 
 /// How many reads one connection gets per turn.
 const READ_BUDGET: usize = 16;
-
-/// What a stream listener allows each client.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StreamLimits {
-    /// Connections open at once; beyond, new ones are closed at once.
-    pub max_connections: usize,
-    /// Bytes a connection may send that the core has not consumed yet; beyond, it is closed.
-    pub max_input: usize,
-    /// A connection with no traffic for this long is closed.
-    pub idle: Duration,
-}
-
-impl Default for StreamLimits {
-    fn default() -> Self {
-        StreamLimits { max_connections: 256, max_input: 64 * 1024, idle: Duration::from_secs(30) }
-    }
-}
 
 pub(super) struct Conn<F> {
     face: F,

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener as StdListener, TcpStream as StdStream, UdpSocket as StdUdp};
 
 use super::*;
+use crate::core::{Outbox, StreamStep, Transmit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum F {

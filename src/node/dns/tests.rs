@@ -378,9 +378,9 @@ mod face {
     //! The node's DNS faces.
 
     use super::*;
+    use crate::core::{Core, StreamStep};
     use crate::limit::RateLimit;
     use crate::node::{Face, Node, NodeConfig};
-    use crate::shell::{Core, StreamStep};
 
     fn node(rate: u32) -> Node {
         let mut n = 0u128;

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{ReplicaConfig, lease_of};
+use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::RemoveReason;
 use crate::protocol::peer::{Entry, ListPacker, Peer, PeerFrame};
 use crate::registry::{Change, ChangeKind, Registry};
-use crate::shell::Outbox;
 use crate::timers::Timers;
 
 /// A change to send: a lease by id (read from the table when sent), or a removal.

@@ -40,10 +40,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Face;
+use crate::core::{Outbox, Transmit};
 use crate::protocol::PeerStats;
 use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
 use crate::registry::{Applied, Change, LeaseView, Registry};
-use crate::shell::{Outbox, Transmit};
 use deltas::Deltas;
 use sync::CatchUp;
 

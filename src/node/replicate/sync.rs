@@ -30,10 +30,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{PeerEvent, ReplicaConfig, lease_of};
+use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
 use crate::registry::{Cursor, Registry};
-use crate::shell::Outbox;
 
 /// Pages a peer sends for one request at the most.
 const MAX_PAGES: u8 = 32;

@@ -49,7 +49,6 @@
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
 //! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
 //!   configuration and socket set-up (always on a named interface).
-//! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
 //! - [`load`]: the load generators and benchmarks behind `makler-load`.
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
@@ -64,7 +63,9 @@
 //!
 //! The library logs through the [`log`] facade; the executables choose where it goes.
 //!
-//! The executables in `bins/` only parse flags and call the library.
+//! The executables in `bins/` only parse flags and call the library; the example servers
+//! (echo, upper, time, http) are the `makler-server` program's own modules
+//! (`bins/makler-server/`), not part of the library.
 
 pub mod balancer;
 pub mod broker;
@@ -80,7 +81,6 @@ pub mod oracles;
 pub mod probe;
 pub mod protocol;
 pub mod registry;
-pub mod server;
 pub mod service;
 pub mod shell;
 pub mod shutdown;

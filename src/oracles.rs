@@ -217,29 +217,6 @@ pub fn control(data: &[u8]) {
     crate::balancer::fuzz_control(data);
 }
 
-/// The example servers' sessions on arbitrary bytes split at arbitrary places (the first byte
-/// chooses the service and the split): no panic, and the same answer as in one piece.
-pub fn session(data: &[u8]) {
-    use crate::server::{Service, Session};
-    let Some((&choice, input)) = data.split_first() else { return };
-    let service = [Service::Echo, Service::Upper, Service::Time, Service::Http][usize::from(choice % 4)];
-    let served_by = SocketAddr::from(([127, 0, 0, 1], 4000));
-    let when = std::time::SystemTime::UNIX_EPOCH;
-    let run = |chunk: usize| {
-        let mut session = Session::new(service, served_by);
-        let (mut pending, mut output) = (Vec::new(), Vec::new());
-        for piece in input.chunks(chunk.max(1)) {
-            pending.extend_from_slice(piece);
-            if session.process(&mut pending, &mut output, false, when).close {
-                return (output, true);
-            }
-        }
-        (output, false)
-    };
-    let whole = run(input.len());
-    assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
-}
-
 /// Arbitrary bytes as DNS queries: [`crate::node::dns::answer`] never panics; it answers
 /// only what is at least a header long and not a response; its reply decodes, is a response
 /// with the query's id, and is never larger than allowed: 512 bytes over UDP, or the EDNS

@@ -325,20 +325,51 @@ fn http_response_len(input: &[u8]) -> io::Result<Option<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{self, Server, Service};
-    use crate::shutdown::Shutdown;
 
-    fn serve(service: Service) -> (SocketAddr, Shutdown, std::thread::JoinHandle<io::Result<()>>) {
-        let server = Server::bind(server::Config { service, ..server::Config::default() }).unwrap();
-        let addr = server.local_addr();
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        (addr, shutdown, std::thread::spawn(move || server.run(&stop)))
+    /// What the test server answers.
+    #[derive(Debug, Clone, Copy)]
+    enum Service {
+        Echo,
+        Http,
+    }
+
+    /// A small server for the loads to measure, a thread per connection (the example servers
+    /// are a program of their own): echoes each line, or answers each HTTP request head with a
+    /// short body. Its threads end with the test process.
+    fn serve(service: Service) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || answer(service, &stream));
+            }
+        });
+        addr
+    }
+
+    fn answer(service: Service, stream: &std::net::TcpStream) {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if !matches!(reader.read_line(&mut line), Ok(1..)) {
+                return;
+            }
+            let reply: &[u8] = match service {
+                Service::Echo => line.as_bytes(),
+                Service::Http if line == "\r\n" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+                Service::Http => continue,
+            };
+            if (&*stream).write_all(reply).is_err() {
+                return;
+            }
+        }
     }
 
     #[test]
     fn http_responses_are_measured_in_both_modes() {
-        let (addr, shutdown, thread) = serve(Service::Http);
+        let addr = serve(Service::Http);
         for mode in [Mode::KeepAlive, Mode::Close] {
             let load = TcpLoad {
                 target: addr,
@@ -355,13 +386,11 @@ mod tests {
             assert_eq!(result.measurement.latencies.count(), 400, "{mode:?}");
             assert_eq!(progress.completed.load(Relaxed), 400);
         }
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]
     fn line_answers_are_measured() {
-        let (addr, shutdown, thread) = serve(Service::Echo);
+        let addr = serve(Service::Echo);
         let load = TcpLoad {
             target: addr,
             connections: 3,
@@ -373,8 +402,6 @@ mod tests {
         };
         let result = run(&load, &Arc::new(Progress::default())).unwrap();
         assert_eq!((result.errors, result.measurement.latencies.count()), (0, 300));
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]
@@ -398,7 +425,7 @@ mod tests {
 
     #[test]
     fn idle_connections_are_held_and_reported() {
-        let (addr, shutdown, thread) = serve(Service::Echo);
+        let addr = serve(Service::Echo);
         let mut out = Vec::new();
         hold_idle(addr, 8, Duration::from_millis(10), Some(std::process::id()), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
@@ -406,8 +433,6 @@ mod tests {
         assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["connections", "RSS"]);
         assert!(lines.iter().any(|l| l.trim_start().starts_with("8 ") && l.contains("MiB")), "{out}");
         assert!(lines.last().unwrap().contains("held 1 s"), "{out}");
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]

@@ -271,6 +271,31 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// The fuzzing oracle of the sessions (the `session` fuzz target includes this file, and a
+/// property test below runs it on stable): arbitrary bytes split at arbitrary places (the first
+/// byte chooses the service and the split) never panic, and draw the same answer as in one
+/// piece.
+#[cfg(any(test, fuzzing))]
+pub fn oracle(data: &[u8]) {
+    let Some((&choice, input)) = data.split_first() else { return };
+    let service = [Service::Echo, Service::Upper, Service::Time, Service::Http][usize::from(choice % 4)];
+    let served_by = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let when = SystemTime::UNIX_EPOCH;
+    let run = |chunk: usize| {
+        let mut session = Session::new(service, served_by);
+        let (mut pending, mut output) = (Vec::new(), Vec::new());
+        for piece in input.chunks(chunk.max(1)) {
+            pending.extend_from_slice(piece);
+            if session.process(&mut pending, &mut output, false, when).close {
+                return (output, true);
+            }
+        }
+        (output, false)
+    };
+    let whole = run(input.len());
+    assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -396,6 +421,12 @@ mod tests {
             let (service, input) = edge_inputs().swap_remove(which);
             let whole = in_chunks(service, &input, &[input.len()]);
             proptest::prop_assert_eq!(in_chunks(service, &input, &sizes), whole);
+        }
+
+        /// The fuzz target's oracle on arbitrary bytes, on a stable toolchain.
+        #[test]
+        fn sessions_answer_alike_however_split(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            oracle(&data);
         }
     }
 

@@ -49,7 +49,6 @@
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
 //! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
 //!   configuration and socket set-up (always on a named interface).
-//! - [`load`]: the load generators and benchmarks behind `makler-load`.
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
@@ -65,14 +64,15 @@
 //!
 //! The executables in `bins/` only parse flags and call the library; the example servers
 //! (echo, upper, time, http) are the `makler-server` program's own modules
-//! (`bins/makler-server/`), not part of the library.
+//! (`bins/makler-server/`), and the load generator and benchmarks are a package of their own in
+//! the workspace (`bins/makler-load/`, which `cargo install --path .` leaves out): neither is
+//! part of the library.
 
 pub mod balancer;
 pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod limit;
-pub mod load;
 pub mod metrics;
 pub mod multicast;
 pub mod net;

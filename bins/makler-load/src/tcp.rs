@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{Latencies, Measurement};
+use crate::{Latencies, Measurement};
 
 /// What is spoken on each connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub fn hold_idle(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let rss = |pid: Option<u32>| -> String {
-        pid.and_then(|p| super::udp::rss_bytes(p).ok())
+        pid.and_then(|p| crate::udp::rss_bytes(p).ok())
             .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
     };
     writeln!(out, "{:>12} {:>14}", "connections", "RSS")?;

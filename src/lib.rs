@@ -52,8 +52,9 @@
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
-//! - [`oracles`]: invariants on arbitrary input, shared by the fuzz targets (`fuzz/`) and the
-//!   property tests.
+//! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
+//!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
+//!   the property tests check.
 //! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
 //!   set-up, reusable token slots, and the flag parsing and logging the executables share.
 //!
@@ -77,6 +78,7 @@ pub mod metrics;
 pub mod multicast;
 pub mod net;
 pub mod node;
+#[cfg(feature = "fuzzing")]
 pub mod oracles;
 pub mod probe;
 pub mod protocol;

@@ -1,6 +1,11 @@
 //! Invariants checked on arbitrary input: the oracles of the fuzz targets (`fuzz/`, run with
-//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`), which run the same
-//! checks on inputs from proptest.
+//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`, `tests/dns_props.rs`),
+//! which run the same checks on inputs from proptest.
+//!
+//! Compiled only with the `fuzzing` feature: fuzz/Cargo.toml turns it on, and so does this
+//! package's dev-dependency on itself, so that the integration tests (which do not see the
+//! library's `cfg(test)`) have it under plain `cargo test` while builds and dependents do not.
+//! The example servers' session oracle is beside the session, in `bins/makler-server/`.
 //!
 //! Each takes arbitrary bytes and panics when an invariant breaks; none may panic otherwise,
 //! whatever the bytes.

@@ -334,6 +334,7 @@ fn spawn_control(
 
 /// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
 /// datagrams, each answer within the limit, `stats` answered whatever the table holds.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_control(data: &[u8]) {
     use crate::shell::Core;
     let registering = control::SelfRegistration {

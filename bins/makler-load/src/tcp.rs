@@ -304,21 +304,27 @@ fn close(poll: &Poll, conn: Option<Conn>) {
     }
 }
 
-/// The length of the complete HTTP response at the start of `input`, if it is all there.
+/// The length of the complete HTTP response at the start of `input`, if it is all there: a
+/// `200` with a `Content-Length` and that many bytes of body.
 fn http_response_len(input: &[u8]) -> io::Result<Option<usize>> {
-    let Some(head_end) = input.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
-    let head = std::str::from_utf8(&input[..head_end]).map_err(|_| io::Error::other("response head is not UTF-8"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(io::Error::other(format!("answered {}", head.lines().next().unwrap_or_default())));
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("malformed response head: {e}"))),
+    };
+    if response.code != Some(200) {
+        let line = input.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+        return Err(io::Error::other(format!("answered {}", String::from_utf8_lossy(line))));
     }
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
-        })
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
         .ok_or_else(|| io::Error::other("response without Content-Length"))?;
-    let total = head_end + 4 + length;
+    let total = head_len + length;
     Ok((input.len() >= total).then_some(total))
 }
 
@@ -440,6 +446,17 @@ mod tests {
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap(), Some(40));
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok").unwrap(), None);
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
-        assert!(http_response_len(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").is_err());
+        let busy = http_response_len(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert_eq!(busy.to_string(), "answered HTTP/1.1 503 Busy");
+        // Split anywhere, a response is complete only once it is all there.
+        let whole = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 3\r\n\r\nok\n";
+        for end in 0..whole.len() {
+            assert_eq!(http_response_len(&whole[..end]).unwrap(), None, "{end} bytes");
+        }
+        assert_eq!(http_response_len(whole).unwrap(), Some(whole.len()));
+        // Malformed heads are errors, not waited on.
+        assert!(http_response_len(b"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n").is_err());
+        assert!(http_response_len(b"HTTP/1.1 200 OK\r\n\r\n").is_err(), "no Content-Length");
+        assert!(http_response_len(b"SMTP 220 hi\r\n\r\n").is_err());
     }
 }

@@ -55,8 +55,10 @@
 //! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
 //!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
 //!   the property tests check.
-//! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
-//!   set-up, reusable token slots, and the flag parsing and logging the executables share.
+//! - [`timers`], [`net`], [`cli`]: the deadline set every state machine uses, socket set-up,
+//!   and the flag parsing and logging the executables share. Values kept at small reused keys
+//!   (the shell's sockets and mio tokens, the registry's leases and services) are in the
+//!   `slab` crate's slabs.
 //!
 //! In tests only, `sim` runs several nodes on a seeded virtual network (delay, loss,
 //! duplication, reordering, partitions, crashes) on a virtual clock.
@@ -88,5 +90,4 @@ pub mod shell;
 pub mod shutdown;
 #[cfg(test)]
 pub(crate) mod sim;
-pub mod slab;
 pub mod timers;

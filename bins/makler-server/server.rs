@@ -16,7 +16,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use makler::shutdown::Shutdown;
-use makler::slab::Slab;
+use slab::Slab;
 
 use crate::session::{MAX_BODY, MAX_LINE, Service, Session};
 
@@ -243,7 +243,7 @@ impl Worker {
     }
 
     fn close(&mut self, index: usize) {
-        if let Some(mut c) = self.connections.remove(index) {
+        if let Some(mut c) = self.connections.try_remove(index) {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.open.fetch_sub(1, Ordering::Relaxed);
         }

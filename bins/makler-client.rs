@@ -197,11 +197,17 @@ fn http(mut stream: TcpStream, server: std::net::SocketAddr, path: &str, timeout
     write!(stream, "GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n")?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("answered {}", head.lines().next().unwrap_or(""))));
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut head = httparse::Response::new(&mut headers);
+    let head_len = match head.parse(&response) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Err(std::io::Error::other("the response ended inside its head")),
+        Err(e) => return Err(std::io::Error::other(format!("malformed response head: {e}"))),
+    };
+    if (head.version, head.code) != (Some(1), Some(200)) {
+        let line = response.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+        return Err(std::io::Error::other(format!("answered {}", String::from_utf8_lossy(line))));
     }
-    print!("{body}");
+    print!("{}", String::from_utf8_lossy(&response[head_len..]));
     Ok(())
 }

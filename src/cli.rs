@@ -4,12 +4,16 @@
 use std::time::Duration;
 
 /// The version every program's `-V` prints: the package version and the commit it was built
-/// from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` outside a git checkout). A macro, so that
-/// the commit is read where the program is compiled.
+/// from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` outside a git checkout). Read when the library
+/// is compiled, which its build script makes happen whenever HEAD moves, so that programs of
+/// other packages (`makler-load`) print the same.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAKLER_COMMIT"), ")");
+
+/// [`VERSION`], for clap's `#[command(version = makler::version!())]`.
 #[macro_export]
 macro_rules! version {
     () => {
-        concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAKLER_COMMIT"), ")")
+        $crate::cli::VERSION
     };
 }
 

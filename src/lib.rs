@@ -68,24 +68,28 @@
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
 //! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
 //!   configuration and socket set-up (always on a named interface).
-//! - [`server`]: the example servers (echo, upper, time, http) behind `makler-server`.
-//! - [`load`]: the load generators and benchmarks behind `makler-load`.
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
-//! - [`oracles`]: invariants on arbitrary input, shared by the fuzz targets (`fuzz/`) and the
-//!   property tests.
-//! - [`timers`], [`net`], [`slab`], [`cli`]: the deadline set every state machine uses, socket
-//!   set-up, reusable token slots, and the flag parsing and logging the executables share;
-//!   `random`, the one source of random ids (the operating system's, through `getrandom`),
-//!   which only shells and clients draw from.
+//! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
+//!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
+//!   the property tests check.
+//! - [`timers`], [`net`], [`cli`]: the deadline set every state machine uses, socket set-up,
+//!   and the flag parsing and logging the executables share; `random`, the one source of random
+//!   ids (the operating system's, through `getrandom`), which only shells and clients draw
+//!   from. Values kept at small reused keys (the shell's sockets and mio tokens, the registry's
+//!   leases and services) are in the `slab` crate's slabs.
 //!
 //! In tests only, `sim` runs several nodes on a seeded virtual network (delay, loss,
 //! duplication, reordering, partitions, crashes) on a virtual clock.
 //!
 //! The library logs through the [`log`] facade; the executables choose where it goes.
 //!
-//! The executables in `bins/` only parse flags and call the library.
+//! The executables in `bins/` only parse flags and call the library; the example servers
+//! (echo, upper, time, http) are the `makler-server` program's own modules
+//! (`bins/makler-server/`), and the load generator and benchmarks are a package of their own in
+//! the workspace (`bins/makler-load/`, which `cargo install --path .` leaves out): neither is
+//! part of the library.
 
 pub mod balancer;
 pub mod broker;
@@ -93,21 +97,19 @@ pub mod cli;
 pub mod client;
 pub mod core;
 pub mod limit;
-pub mod load;
 pub mod metrics;
 pub mod multicast;
 pub mod net;
 pub mod node;
+#[cfg(feature = "fuzzing")]
 pub mod oracles;
 pub mod probe;
 pub mod protocol;
 pub(crate) mod random;
 pub mod registry;
-pub mod server;
 pub mod service;
 pub mod shell;
 pub mod shutdown;
 #[cfg(test)]
 pub(crate) mod sim;
-pub mod slab;
 pub mod timers;

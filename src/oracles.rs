@@ -1,6 +1,11 @@
 //! Invariants checked on arbitrary input: the oracles of the fuzz targets (`fuzz/`, run with
-//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`), which run the same
-//! checks on inputs from proptest.
+//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`, `tests/dns_props.rs`),
+//! which run the same checks on inputs from proptest.
+//!
+//! Compiled only with the `fuzzing` feature: fuzz/Cargo.toml turns it on, and so does this
+//! package's dev-dependency on itself, so that the integration tests (which do not see the
+//! library's `cfg(test)`) have it under plain `cargo test` while builds and dependents do not.
+//! The example servers' session oracle is beside the session, in `bins/makler-server/`.
 //!
 //! Each takes arbitrary bytes and panics when an invariant breaks; none may panic otherwise,
 //! whatever the bytes.
@@ -215,29 +220,6 @@ pub fn group(data: &[u8]) {
 /// Arbitrary datagrams on a balancer's control port: no panic, no answer over the limit.
 pub fn control(data: &[u8]) {
     crate::balancer::fuzz_control(data);
-}
-
-/// The example servers' sessions on arbitrary bytes split at arbitrary places (the first byte
-/// chooses the service and the split): no panic, and the same answer as in one piece.
-pub fn session(data: &[u8]) {
-    use crate::server::{Service, Session};
-    let Some((&choice, input)) = data.split_first() else { return };
-    let service = [Service::Echo, Service::Upper, Service::Time, Service::Http][usize::from(choice % 4)];
-    let served_by = SocketAddr::from(([127, 0, 0, 1], 4000));
-    let when = std::time::SystemTime::UNIX_EPOCH;
-    let run = |chunk: usize| {
-        let mut session = Session::new(service, served_by);
-        let (mut pending, mut output) = (Vec::new(), Vec::new());
-        for piece in input.chunks(chunk.max(1)) {
-            pending.extend_from_slice(piece);
-            if session.process(&mut pending, &mut output, false, when).close {
-                return (output, true);
-            }
-        }
-        (output, false)
-    };
-    let whole = run(input.len());
-    assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
 }
 
 /// Arbitrary bytes as DNS queries: [`crate::node::dns::answer`] never panics; it answers

@@ -63,6 +63,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use slab::Slab;
 use uuid::Uuid;
 
 pub use changes::{Change, ChangeKind};
@@ -194,10 +195,12 @@ struct Service {
 pub struct Registry {
     config: Config,
     new_id: Box<dyn FnMut() -> Uuid + Send>,
-    leases: Vec<Option<Lease>>,
-    free_leases: Vec<Index>,
-    services: Vec<Option<Service>>,
-    free_services: Vec<Index>,
+    leases: Slab<Lease>,
+    services: Slab<Service>,
+    /// Slots the two slabs have ever used (they never shrink): where a walk by slot
+    /// ([`Registry::page`], [`Registry::services_page`]) ends.
+    lease_slots: usize,
+    service_slots: usize,
     by_name: HashMap<Arc<str>, Index>,
     /// Every id, aliases included, to its lease.
     by_id: HashMap<Uuid, Index>,
@@ -233,10 +236,10 @@ impl Registry {
             changes: changes::ChangeLog::new(config.change_log_capacity),
             config,
             new_id: Box::new(new_id),
-            leases: Vec::new(),
-            free_leases: Vec::new(),
-            services: Vec::new(),
-            free_services: Vec::new(),
+            leases: Slab::new(),
+            services: Slab::new(),
+            lease_slots: 0,
+            service_slots: 0,
             by_name: HashMap::new(),
             by_id: HashMap::new(),
             by_endpoint: HashMap::new(),
@@ -378,7 +381,7 @@ impl Registry {
     /// Whether `service` has a live instance.
     pub fn has_service(&mut self, now: Instant, service: &str) -> bool {
         self.handle_timeout(now);
-        self.by_name.get(service).is_some_and(|&index| self.services[index as usize].is_some())
+        self.by_name.get(service).is_some_and(|&index| self.services.contains(index as usize))
     }
 
     /// The live instances of `service`, starting one further on than the previous query did, or
@@ -387,7 +390,7 @@ impl Registry {
     pub fn query(&mut self, now: Instant, service: &str) -> Option<impl ExactSizeIterator<Item = SocketAddr> + '_> {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
-        let entry = self.services[service_index as usize].as_mut()?;
+        let entry = self.services.get_mut(service_index as usize)?;
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
@@ -399,7 +402,7 @@ impl Registry {
     /// watchers, who are told the set, not handed an instance).
     pub fn members(&mut self, now: Instant, service: &str) -> impl Iterator<Item = SocketAddr> + '_ {
         self.handle_timeout(now);
-        let members = self.by_name.get(service).and_then(|&index| self.services[index as usize].as_ref());
+        let members = self.by_name.get(service).and_then(|&index| self.services.get(index as usize));
         members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint))
     }
 
@@ -412,7 +415,7 @@ impl Registry {
     ) -> Option<impl ExactSizeIterator<Item = (SocketAddr, &str)> + '_> {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
-        let entry = self.services[service_index as usize].as_mut()?;
+        let entry = self.services.get_mut(service_index as usize)?;
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;

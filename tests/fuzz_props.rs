@@ -84,11 +84,6 @@ proptest! {
     fn the_control_port_takes_anything(data in prop::collection::vec(near_valid(), 0..8)) {
         oracles::control(&data.join(&0xFF));
     }
-
-    #[test]
-    fn sessions_answer_alike_however_split(data in prop::collection::vec(any::<u8>(), 0..600)) {
-        oracles::session(&data);
-    }
 }
 
 /// Inputs the fuzzer once found failing, kept so they stay fixed.

@@ -22,7 +22,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::pool::{Backend, Pool};
 use super::{Counters, WAKER};
 use crate::shutdown::Shutdown;
-use crate::slab::Slab;
+use slab::Slab;
 
 /// Bytes moved per read.
 const SCRATCH: usize = 64 * 1024;
@@ -474,7 +474,7 @@ impl Forwarder {
 
     /// Closes both sockets; closing a descriptor takes it out of the poll set as well.
     fn close(&mut self, index: usize) {
-        let Some(mut p) = self.proxies.remove(index) else { return };
+        let Some(mut p) = self.proxies.try_remove(index) else { return };
         if let Some((_, backend)) = p.backend.take() {
             if p.connecting.is_none() {
                 backend.closed();

@@ -364,6 +364,7 @@ fn spawn_control(
 
 /// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
 /// datagrams, each answer within the limit, `stats` answered whatever the table holds.
+#[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_control(data: &[u8]) {
     use crate::core::Core;
     let registry = Registry::new(control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);

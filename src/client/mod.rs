@@ -17,15 +17,22 @@
 //! use std::io::{BufRead, BufReader, Write};
 //! use std::time::Duration;
 //! use makler::client::{Registrar, RegistrarConfig, Resolver};
-//! # use makler::{broker, server, shutdown::Shutdown};
+//! # use makler::{broker, shutdown::Shutdown};
 //! # let shutdown = Shutdown::new();
 //! # let b = broker::Broker::bind(broker::Config { listen: "127.0.0.1:0".parse()?, ..Default::default() })?;
 //! # let brokers = [b.local_addr()];
-//! # let s = server::Server::bind(server::Config { service: server::Service::Upper, ..Default::default() })?;
-//! # let server_addr = s.local_addr();
-//! # let (stop1, stop2) = (shutdown.clone(), shutdown.clone());
-//! # std::thread::spawn(move || b.run(&stop1));
-//! # std::thread::spawn(move || s.run(&stop2));
+//! # let stop = shutdown.clone();
+//! # std::thread::spawn(move || b.run(&stop));
+//! # // The server: answers a line in capitals.
+//! # let s = std::net::TcpListener::bind("127.0.0.1:0")?;
+//! # let server_addr = s.local_addr()?;
+//! # std::thread::spawn(move || {
+//! #     for stream in s.incoming().flatten() {
+//! #         let mut line = String::new();
+//! #         let _ = BufReader::new(&stream).read_line(&mut line);
+//! #         let _ = (&stream).write_all(line.to_uppercase().as_bytes());
+//! #     }
+//! # });
 //!
 //! // The server side: register, and stay registered until `registration` is dropped.
 //! let registrar = Registrar::start(&brokers, RegistrarConfig::default())?;

@@ -20,7 +20,6 @@ const CORES: &[&str] = &[
     "limit",
     "metrics",
     "timers",
-    "slab",
     "sim",
     "oracles",
     "balancer/control",

@@ -42,14 +42,14 @@ impl Registry {
     ) -> Option<Cursor> {
         self.handle_timeout(now);
         let start = cursor.0 as usize;
-        let end = self.services.len().min(start.saturating_add(SCAN_LIMIT));
+        let end = self.service_slots.min(start.saturating_add(SCAN_LIMIT));
         for slot in start..end {
-            let Some(service) = self.services[slot].as_ref() else { continue };
+            let Some(service) = self.services.get(slot) else { continue };
             if !take(&service.name, service.members.len()) {
                 return Some(Cursor(super::index_of(slot)));
             }
         }
-        (end < self.services.len()).then(|| Cursor(super::index_of(end)))
+        (end < self.service_slots).then(|| Cursor(super::index_of(end)))
     }
 
     /// Hands `take` each live instance of `service` from `cursor` on, until `take` returns

@@ -162,9 +162,9 @@ impl Registry {
     ) -> Option<Cursor> {
         self.handle_timeout(now);
         let start = cursor.0 as usize;
-        let end = self.leases.len().min(start.saturating_add(SCAN_LIMIT));
+        let end = self.lease_slots.min(start.saturating_add(SCAN_LIMIT));
         for slot in start..end {
-            let Some(lease) = self.leases[slot].as_ref() else { continue };
+            let Some(lease) = self.leases.get(slot) else { continue };
             let service = self.service(lease.service);
             let view = LeaseView {
                 id: lease.id,
@@ -178,7 +178,7 @@ impl Registry {
                 return Some(Cursor(super::index_of(slot)));
             }
         }
-        (end < self.leases.len()).then(|| Cursor(super::index_of(end)))
+        (end < self.lease_slots).then(|| Cursor(super::index_of(end)))
     }
 
     /// The lease with this id (or alias) as a peer would be sent it.

@@ -12,19 +12,19 @@ use crate::protocol::Rejection;
 
 impl Registry {
     pub(super) fn lease(&self, index: Index) -> &Lease {
-        self.leases[index as usize].as_ref().unwrap_or_else(|| unreachable!("indexes point at live leases"))
+        self.leases.get(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"))
     }
 
     pub(super) fn lease_mut(&mut self, index: Index) -> &mut Lease {
-        self.leases[index as usize].as_mut().unwrap_or_else(|| unreachable!("indexes point at live leases"))
+        self.leases.get_mut(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"))
     }
 
     pub(super) fn service(&self, index: Index) -> &Service {
-        self.services[index as usize].as_ref().unwrap_or_else(|| unreachable!("indexes point at live services"))
+        self.services.get(index as usize).unwrap_or_else(|| unreachable!("indexes point at live services"))
     }
 
     pub(super) fn service_mut(&mut self, index: Index) -> &mut Service {
-        self.services[index as usize].as_mut().unwrap_or_else(|| unreachable!("indexes point at live services"))
+        self.services.get_mut(index as usize).unwrap_or_else(|| unreachable!("indexes point at live services"))
     }
 
     pub(super) fn check_room(&self) -> Result<(), Rejection> {
@@ -68,13 +68,8 @@ impl Registry {
             Some(&index) => index,
             None => self.add_service(service),
         };
-        let index = match self.free_leases.pop() {
-            Some(index) => index,
-            None => {
-                self.leases.push(None);
-                index_of(self.leases.len() - 1)
-            }
-        };
+        // The key the lease will be inserted at, once its place on its instance is known.
+        let index = index_of(self.leases.vacant_key());
         let (position, next, new_instance) = match self.by_endpoint.get(&(service_index, endpoint)) {
             Some(&position) => {
                 let member = &mut self.service_mut(service_index).members[position as usize];
@@ -93,8 +88,18 @@ impl Registry {
         // A local lease is inserted when it is registered, a full TTL before its deadline; a
         // peer's lease gets its arrival time from `apply_remote`.
         let since = deadline.checked_sub(self.config.ttl).unwrap_or(deadline);
-        self.leases[index as usize] =
-            Some(Lease { id, deadline, since, service: service_index, position, next, source, aliases: Vec::new() });
+        let key = self.leases.insert(Lease {
+            id,
+            deadline,
+            since,
+            service: service_index,
+            position,
+            next,
+            source,
+            aliases: Vec::new(),
+        });
+        debug_assert_eq!(key, index as usize);
+        self.lease_slots = self.lease_slots.max(key + 1);
         self.by_id.insert(id, index);
         self.expiry.insert(deadline, index);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;
@@ -122,8 +127,8 @@ impl Registry {
     /// Takes a lease out, with its instance when it was the last lease on it, and its service
     /// when that was the last instance.
     pub(super) fn remove(&mut self, now: Instant, index: Index, kind: ChangeKind, by_peer: bool) {
-        let lease = self.leases[index as usize].take().unwrap_or_else(|| unreachable!("indexes point at live leases"));
-        self.free_leases.push(index);
+        let lease =
+            self.leases.try_remove(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"));
         self.by_id.remove(&lease.id);
         for alias in &lease.aliases {
             self.by_id.remove(alias);
@@ -169,8 +174,7 @@ impl Registry {
         let name = Arc::clone(&self.service(lease.service).name);
         if self.service(lease.service).members.is_empty() {
             self.by_name.remove(&name);
-            self.services[lease.service as usize] = None;
-            self.free_services.push(lease.service);
+            self.services.remove(lease.service as usize);
         }
         if let ChangeKind::Removed(_) = kind {
             self.tombstones.insert(now, lease.id);
@@ -220,16 +224,9 @@ impl Registry {
     pub(super) fn add_service(&mut self, name: &str) -> Index {
         let service = Service { name: Arc::from(name), members: Vec::new(), cursor: 0 };
         let name = Arc::clone(&service.name);
-        let index = match self.free_services.pop() {
-            Some(index) => {
-                self.services[index as usize] = Some(service);
-                index
-            }
-            None => {
-                self.services.push(Some(service));
-                index_of(self.services.len() - 1)
-            }
-        };
+        let key = self.services.insert(service);
+        self.service_slots = self.service_slots.max(key + 1);
+        let index = index_of(key);
         self.by_name.insert(name, index);
         index
     }

@@ -49,8 +49,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamLimits};
 use crate::shutdown::Shutdown;
-use crate::slab::Slab;
 use crate::timers::Timers;
+use slab::Slab;
 
 /// How many datagrams one socket may hand the core in one turn before the others get theirs,
 /// and timers run, again: a flood on one socket cannot stall the rest.
@@ -198,7 +198,7 @@ impl<C: Core> Shell<C> {
 
     /// Serves a UDP socket as `face`. The socket must be non-blocking (see [`crate::net`]).
     pub fn add_udp(&mut self, face: C::Face, mut socket: UdpSocket) -> io::Result<()> {
-        let index = self.ios.next_key();
+        let index = self.ios.vacant_key();
         self.poll.registry().register(&mut socket, Token(index), Interest::READABLE)?;
         self.ios.insert(Io::Udp { face, socket });
         self.udp_faces.push((face, index));
@@ -207,7 +207,7 @@ impl<C: Core> Shell<C> {
 
     /// Accepts connections on `listener` as `face`, within `limits`.
     pub fn add_listener(&mut self, face: C::Face, mut listener: TcpListener, limits: StreamLimits) -> io::Result<()> {
-        let index = self.ios.next_key();
+        let index = self.ios.vacant_key();
         self.poll.registry().register(&mut listener, Token(index), Interest::READABLE)?;
         self.ios.insert(Io::Listener { face, listener, limits, open: 0 });
         Ok(())
@@ -378,7 +378,7 @@ impl<C: Core> Shell<C> {
                 ProbeCmd::Start { id, addr } => self.start_probe(now, id, addr),
                 ProbeCmd::Abort { id } => {
                     if let Some(index) = self.probes.remove(&id) {
-                        self.ios.remove(index);
+                        self.ios.try_remove(index);
                     }
                 }
             }
@@ -398,7 +398,7 @@ impl<C: Core> Shell<C> {
                 return;
             }
         };
-        let index = self.ios.next_key();
+        let index = self.ios.vacant_key();
         if let Err(e) = self.poll.registry().register(&mut stream, Token(index), Interest::WRITABLE) {
             self.core.handle_probe(now, id, ProbeOutcome::Local(e.kind()));
             return;
@@ -406,7 +406,7 @@ impl<C: Core> Shell<C> {
         self.ios.insert(Io::Probe { id, stream });
         if let Some(old) = self.probes.insert(id, index) {
             // The core reused a running probe's id: the old one is forgotten.
-            self.ios.remove(old);
+            self.ios.try_remove(old);
         }
     }
 
@@ -424,7 +424,7 @@ impl<C: Core> Shell<C> {
             },
         };
         self.probes.remove(&id);
-        self.ios.remove(index);
+        self.ios.try_remove(index);
         self.core.handle_probe(now, id, outcome);
     }
 }

@@ -59,7 +59,7 @@ impl<C: Core> Shell<C> {
                 continue;
             }
             *open += 1;
-            let key = self.ios.next_key();
+            let key = self.ios.vacant_key();
             if self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE).is_err()
             {
                 self.release(index);
@@ -157,7 +157,7 @@ impl<C: Core> Shell<C> {
 
     /// Closes a connection (closing the descriptor takes it out of the poll set too).
     pub(super) fn close_stream(&mut self, index: usize) {
-        if let Some(Io::Stream(conn)) = self.ios.remove(index) {
+        if let Some(Io::Stream(conn)) = self.ios.try_remove(index) {
             self.idle.remove(conn.idle_at, index);
             self.release(conn.listener);
         }

@@ -1,7 +1,21 @@
 //! The benchmark program runs end to end in a small configuration (figures are not checked:
 //! speed is measured by running it for real, not asserted in tests).
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// A program of the main package (`makler-broker`, `makler-server`). Cargo names only this
+/// package's programs to its tests; the workspace builds the others into the same directory
+/// (`cargo build`, or `cargo test` at the top; `cargo test -p makler-load` alone does not).
+fn makler_bin(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_makler-load")).with_file_name(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build` or `cargo test` at the top)",
+        path.display()
+    );
+    path
+}
 
 /// The value of column `column` (0: the first after the label) in the row for `run`.
 fn column(stdout: &str, run: &str, column: usize) -> f64 {
@@ -17,7 +31,8 @@ fn the_udp_benchmark_runs_and_reports_every_figure() {
     let output = Command::new(env!("CARGO_BIN_EXE_makler-load"))
         .args(["udp", "--duration", "0.2", "--instances", "200", "--types", "20", "--rss-instances", "400"])
         .args(["--rounds", "2", "--windows", "1,4", "--threads", "1,2"])
-        .args(["--broker-bin", env!("CARGO_BIN_EXE_makler-broker")])
+        .arg("--broker-bin")
+        .arg(makler_bin("makler-broker"))
         .output()
         .expect("makler-load runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -38,8 +53,8 @@ fn the_udp_benchmark_runs_and_reports_every_figure() {
 
 #[test]
 fn the_echo_reference_is_a_child_process_that_is_stopped() {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_makler-load"));
-    let echo = makler::load::echo::start_process(bin).expect("the echo server starts");
+    let bin = Path::new(env!("CARGO_BIN_EXE_makler-load"));
+    let echo = makler_load::echo::start_process(bin).expect("the echo server starts");
     let pid = echo.pid();
     assert_ne!(pid, std::process::id(), "the echo runs in a process of its own");
     let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -56,7 +71,7 @@ fn the_echo_reference_is_a_child_process_that_is_stopped() {
     // A panic in the benchmark stops it too: the guard is dropped while unwinding.
     let started = std::sync::Mutex::new(None);
     let result = std::panic::catch_unwind(|| {
-        let echo = makler::load::echo::start_process(bin).unwrap();
+        let echo = makler_load::echo::start_process(bin).unwrap();
         *started.lock().unwrap() = Some(echo.pid());
         panic!("the benchmark failed");
     });
@@ -103,8 +118,8 @@ fn zone_populate_and_query_compare_the_same_table() {
     let zone = String::from_utf8(zone.stdout).unwrap();
     assert_eq!(zone.lines().filter(|l| l.starts_with("_svc1._tcp.makler.test. IN SRV ")).count(), 10, "{zone}");
 
-    let broker = makler::load::child::ChildProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_makler-broker")),
+    let broker = makler_load::child::ChildProcess::start(
+        &makler_bin("makler-broker"),
         &["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "600"],
     )
     .expect("the broker starts");
@@ -147,7 +162,7 @@ fn inconsistent_sizes_are_refused() {
 
 #[test]
 fn http_load_reports_json_and_csv() {
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_makler-server"))
+    let server = Command::new(makler_bin("makler-server"))
         .args(["--service", "http", "--no-register"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

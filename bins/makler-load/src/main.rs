@@ -12,14 +12,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::io::Write;
 
 use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
-use makler::load::bench::{self, BrokerBench};
-use makler::load::compare::{self, TargetSpec};
-use makler::load::echo::EchoServer;
-use makler::load::rounds::{self, Schedule, Shape};
-use makler::load::tcp::{self, Mode, Progress, Protocol, TcpLoad};
-use makler::load::udp::{self, Driver};
-use makler::load::{check_target, describe_binary, micros, report};
 use makler::shutdown::Shutdown;
+use makler_load::bench::{self, BrokerBench};
+use makler_load::compare::{self, TargetSpec};
+use makler_load::echo::EchoServer;
+use makler_load::rounds::{self, Schedule, Shape};
+use makler_load::tcp::{self, Mode, Progress, Protocol, TcpLoad};
+use makler_load::udp::{self, Driver};
+use makler_load::{check_target, describe_binary, micros, report};
 
 /// Load generator for makler: measures the broker, the balancer and their references.
 ///
@@ -268,7 +268,7 @@ fn main() -> ExitCode {
                 eprintln!("makler-load: {e}");
                 return ExitCode::from(2);
             }
-            match makler::load::tcp::hold_idle(target, connections as usize, hold, pid, &mut std::io::stdout()) {
+            match makler_load::tcp::hold_idle(target, connections as usize, hold, pid, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("makler-load: {e}");
@@ -308,7 +308,7 @@ fn main() -> ExitCode {
             if types == 0 || instances < types {
                 return fail(2, "need 0 < --types <= --instances");
             }
-            print!("{}", makler::load::dns::zone_file(&zone, &prefix, instances, types));
+            print!("{}", makler_load::dns::zone_file(&zone, &prefix, instances, types));
             ExitCode::SUCCESS
         }
         Command::EchoServer { listen, lifetime, stop_on_eof } => match run_echo(listen, lifetime, stop_on_eof) {
@@ -327,7 +327,7 @@ fn peers(
     heartbeats: u32,
     broker_bin: Option<PathBuf>,
 ) -> ExitCode {
-    use makler::load::peers::{PeersBench, bench_peers};
+    use makler_load::peers::{PeersBench, bench_peers};
     if types == 0 || sizes.is_empty() || sizes.iter().any(|&s| s < types) {
         eprintln!("makler-load: need 0 < --types <= each of --sizes");
         return ExitCode::from(2);
@@ -348,7 +348,7 @@ fn peers(
             return ExitCode::FAILURE;
         }
     };
-    print!("{}", makler::load::peers::report_text(&report, samples, heartbeats));
+    print!("{}", makler_load::peers::report_text(&report, samples, heartbeats));
     ExitCode::SUCCESS
 }
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
@@ -473,7 +473,7 @@ fn run_echo(listen: SocketAddr, lifetime: Duration, stop_on_eof: bool) -> std::i
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     if stop_on_eof {
-        makler::load::echo::stop_on_stdin_eof(&shutdown)?;
+        makler_load::echo::stop_on_stdin_eof(&shutdown)?;
     }
     server.run(&shutdown, lifetime)?;
     Ok(())

@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::udp::{Driver, instance_endpoint, populate, type_name};
-use super::wire::{BrokerLoad, Form, Op, Table};
+use crate::udp::{Driver, instance_endpoint, populate, type_name};
+use crate::wire::{BrokerLoad, Form, Op, Table};
 
 /// The prefix of the benchmark table's service names.
 const PREFIX: &str = "type";
-use super::{Latencies, Measurement, Summary};
-use crate::protocol::{Request, Response, binary};
+use crate::{Latencies, Measurement, Summary};
+use makler::protocol::{Request, Response, binary};
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ impl Asker {
         Err(io::Error::other(format!("{to} did not answer")))
     }
 
-    fn stats(&mut self, to: SocketAddr) -> io::Result<crate::protocol::BrokerStats> {
+    fn stats(&mut self, to: SocketAddr) -> io::Result<makler::protocol::BrokerStats> {
         match self.ask(to, &Request::Stats)? {
             Response::Stats(stats) => Ok(*stats),
             other => Err(io::Error::other(format!("unexpected {other:?}"))),

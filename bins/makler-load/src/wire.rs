@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::udp::{Answer, Workload, instance_endpoint};
-use crate::protocol::{Request, Response, binary, text};
+use crate::udp::{Answer, Workload, instance_endpoint};
+use makler::protocol::{Request, Response, binary, text};
 
 /// Which of the broker's two forms a load speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

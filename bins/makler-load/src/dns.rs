@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 
-use super::udp::{Answer, Workload, instance_endpoint, type_name};
+use crate::udp::{Answer, Workload, instance_endpoint, type_name};
 
 /// The query name of service `name` in `zone`: `_NAME._tcp.ZONE.` (RFC 2782).
 pub fn srv_name(name: &str, zone: &str) -> String {

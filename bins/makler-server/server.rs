@@ -1,32 +1,9 @@
-//! The example servers behind `makler-server`: an acceptor thread hands each connection over a
+//! The server loop of `makler-server`: an acceptor thread hands each connection over a
 //! channel to a fixed pool of workers, each multiplexing its connections in its own mio loop.
 //!
 //! The fixed pool makes simulated service time (`work`) behave like real work: a worker busy
 //! with one request serves no other, so a server's capacity is `workers / work` requests per
 //! second, and adding servers adds capacity, which is what the balancer benchmark measures.
-//!
-//! ```
-//! use std::io::{BufRead, BufReader, Write};
-//! use makler::server::{Config, Server, Service};
-//! use makler::shutdown::Shutdown;
-//!
-//! let server = Server::bind(Config { service: Service::Upper, ..Config::default() })?;
-//! let addr = server.local_addr();
-//! let shutdown = Shutdown::new();
-//! let stop = shutdown.clone();
-//! let thread = std::thread::spawn(move || server.run(&stop));
-//!
-//! let mut stream = std::net::TcpStream::connect(addr)?;
-//! stream.write_all(b"hello\n")?;
-//! let mut line = String::new();
-//! BufReader::new(stream).read_line(&mut line)?;
-//! assert_eq!(line, "HELLO\n");
-//! shutdown.request();
-//! thread.join().unwrap()?;
-//! # Ok::<(), std::io::Error>(())
-//! ```
-
-mod session;
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -38,10 +15,10 @@ use crossbeam_channel::Receiver;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-pub use session::{MAX_BODY, MAX_LINE, Processed, Service, Session, rfc3339};
+use makler::shutdown::Shutdown;
+use slab::Slab;
 
-use crate::shutdown::Shutdown;
-use crate::slab::Slab;
+use crate::session::{MAX_BODY, MAX_LINE, Service, Session};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKER: Token = Token(usize::MAX);
@@ -86,7 +63,7 @@ impl Server {
     /// Binds the listening socket.
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = crate::net::bind_tcp(config.listen)?;
+        let mut listener = makler::net::bind_tcp(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
         Ok(Server { poll, listener, local_addr, config })
@@ -130,7 +107,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            retry_accept = crate::net::accept_all(&self.listener, "makler-server", |stream| {
+            retry_accept = makler::net::accept_all(&self.listener, "makler-server", |stream| {
                 if open.load(Ordering::Relaxed) >= self.config.max_connections {
                     return; // dropped: closed at once
                 }
@@ -266,9 +243,33 @@ impl Worker {
     }
 
     fn close(&mut self, index: usize) {
-        if let Some(mut c) = self.connections.remove(index) {
+        if let Some(mut c) = self.connections.try_remove(index) {
             let _ = self.poll.registry().deregister(&mut c.stream);
             self.open.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+
+    use super::*;
+
+    #[test]
+    fn serves_until_stopped() {
+        let server = Server::bind(Config { service: Service::Upper, ..Config::default() }).unwrap();
+        let addr = server.local_addr();
+        let shutdown = Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || server.run(&stop));
+
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream.write_all(b"hello\n").unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        assert_eq!(line, "HELLO\n");
+        shutdown.request();
+        thread.join().unwrap().unwrap();
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Latencies, Measurement};
-use crate::protocol::{Request, Response, binary};
+use crate::{Latencies, Measurement};
+use makler::protocol::{Request, Response, binary};
 
 /// How long a request may go unanswered before it counts as lost.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
@@ -265,8 +265,8 @@ pub fn rss_bytes(pid: u32) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::load::echo::EchoServer;
-    use crate::shutdown::Shutdown;
+    use crate::echo::EchoServer;
+    use makler::shutdown::Shutdown;
 
     /// Sends `Stats` requests and accepts any binary frame back, keyed by its id.
     struct Stats {

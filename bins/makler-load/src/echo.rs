@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::child::ChildProcess;
-use crate::shutdown::Shutdown;
+use crate::child::ChildProcess;
+use makler::shutdown::Shutdown;
 
 const SOCKET: Token = Token(0);
 const WAKER: Token = Token(1);
@@ -34,7 +34,7 @@ impl EchoServer {
     /// Binds the socket, with the broker's receive buffer.
     pub fn bind(listen: SocketAddr) -> io::Result<EchoServer> {
         let poll = Poll::new()?;
-        let mut socket = crate::net::bind_udp(listen)?;
+        let mut socket = makler::net::bind_udp(listen)?;
         poll.registry().register(&mut socket, SOCKET, Interest::READABLE)?;
         let local_addr = socket.local_addr()?;
         Ok(EchoServer { poll, socket, local_addr })

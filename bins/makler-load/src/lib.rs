@@ -1,5 +1,10 @@
 //! Load generation and measurement: the code behind `makler-load`.
 //!
+//! A package of its own in makler's workspace (never published), not part of the makler
+//! library's API: `cargo build` and `cargo test` at the top build and test it, and
+//! `cargo install --path .` installs makler's programs without it. Its programs find makler's
+//! (`makler-broker`) beside their own executable, where the workspace builds them.
+//!
 //! Every load loop here is bounded by a duration and a request count, and stops by itself.
 //! Targets must be loopback addresses unless the caller explicitly allows others
 //! ([`check_target`]).

@@ -6,8 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::udp::{Workload, run_parallel};
-use super::{Measurement, cpu_time, median_range, process_cpu_time};
+use crate::udp::{Workload, run_parallel};
+use crate::{Measurement, cpu_time, median_range, process_cpu_time};
 
 /// One thing to measure: a workload at an address.
 pub struct Target {

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use super::dns::DnsLoad;
-use super::rounds::Target;
-use super::udp::Workload;
-use super::wire::{BrokerLoad, Form, Op, Table};
+use crate::dns::DnsLoad;
+use crate::rounds::Target;
+use crate::udp::Workload;
+use crate::wire::{BrokerLoad, Form, Op, Table};
 
 /// The protocols a query target can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,13 @@ use std::time::Duration;
 use clap::Parser;
 use makler::cli::AddrList;
 use makler::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig};
-use makler::server::{self, Server, Service};
 use makler::shutdown::Shutdown;
+
+use server::Server;
+use session::Service;
+
+mod server;
+mod session;
 
 /// An example makler server: serves a small TCP service, registers it at a broker and keeps
 /// the registration alive until it stops.

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Measurement;
-use super::child::ChildProcess;
-use super::rounds::{Schedule, Shape, Target, TargetResult, alternate};
-use super::udp::{Driver, populate, rss_bytes, type_name};
-use super::wire::{BrokerLoad, EchoLoad, Form, Op, Table};
+use crate::Measurement;
+use crate::child::ChildProcess;
+use crate::rounds::{Schedule, Shape, Target, TargetResult, alternate};
+use crate::udp::{Driver, populate, rss_bytes, type_name};
+use crate::wire::{BrokerLoad, EchoLoad, Form, Op, Table};
 
 /// The service names' prefix in the broker benchmark (`type0`, `type1`, …).
 pub const PREFIX: &str = "type";
@@ -81,7 +81,7 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
         populate(&driver, PREFIX, 0, config.rss_instances, config.types)?;
         (rss_empty, rss_bytes(broker.pid())?)
     };
-    let echo = super::echo::start_process(&config.load_bin)?;
+    let echo = crate::echo::start_process(&config.load_bin)?;
     // Room for the leases of every register run.
     let mut broker = start_broker(&config.broker_bin, 10_000_000)?;
     let driver = Driver::new(broker.addr(), 8)?;

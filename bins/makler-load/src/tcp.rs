@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{Latencies, Measurement};
+use crate::{Latencies, Measurement};
 
 /// What is spoken on each connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,7 +267,7 @@ pub fn hold_idle(
     out: &mut impl Write,
 ) -> io::Result<()> {
     let rss = |pid: Option<u32>| -> String {
-        pid.and_then(|p| super::udp::rss_bytes(p).ok())
+        pid.and_then(|p| crate::udp::rss_bytes(p).ok())
             .map_or_else(|| "-".to_owned(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
     };
     writeln!(out, "{:>12} {:>14}", "connections", "RSS")?;
@@ -304,41 +304,78 @@ fn close(poll: &Poll, conn: Option<Conn>) {
     }
 }
 
-/// The length of the complete HTTP response at the start of `input`, if it is all there.
+/// The length of the complete HTTP response at the start of `input`, if it is all there: a
+/// `200` with a `Content-Length` and that many bytes of body.
 fn http_response_len(input: &[u8]) -> io::Result<Option<usize>> {
-    let Some(head_end) = input.windows(4).position(|w| w == b"\r\n\r\n") else { return Ok(None) };
-    let head = std::str::from_utf8(&input[..head_end]).map_err(|_| io::Error::other("response head is not UTF-8"))?;
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(io::Error::other(format!("answered {}", head.lines().next().unwrap_or_default())));
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(input) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::other(format!("malformed response head: {e}"))),
+    };
+    if response.code != Some(200) {
+        let line = input.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
+        return Err(io::Error::other(format!("answered {}", String::from_utf8_lossy(line))));
     }
-    let length = head
-        .lines()
-        .find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
-        })
+    let length = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok())
         .ok_or_else(|| io::Error::other("response without Content-Length"))?;
-    let total = head_end + 4 + length;
+    let total = head_len + length;
     Ok((input.len() >= total).then_some(total))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::{self, Server, Service};
-    use crate::shutdown::Shutdown;
 
-    fn serve(service: Service) -> (SocketAddr, Shutdown, std::thread::JoinHandle<io::Result<()>>) {
-        let server = Server::bind(server::Config { service, ..server::Config::default() }).unwrap();
-        let addr = server.local_addr();
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        (addr, shutdown, std::thread::spawn(move || server.run(&stop)))
+    /// What the test server answers.
+    #[derive(Debug, Clone, Copy)]
+    enum Service {
+        Echo,
+        Http,
+    }
+
+    /// A small server for the loads to measure, a thread per connection (the example servers
+    /// are a program of their own): echoes each line, or answers each HTTP request head with a
+    /// short body. Its threads end with the test process.
+    fn serve(service: Service) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || answer(service, &stream));
+            }
+        });
+        addr
+    }
+
+    fn answer(service: Service, stream: &std::net::TcpStream) {
+        use std::io::BufRead;
+        let mut reader = std::io::BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if !matches!(reader.read_line(&mut line), Ok(1..)) {
+                return;
+            }
+            let reply: &[u8] = match service {
+                Service::Echo => line.as_bytes(),
+                Service::Http if line == "\r\n" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n",
+                Service::Http => continue,
+            };
+            if (&*stream).write_all(reply).is_err() {
+                return;
+            }
+        }
     }
 
     #[test]
     fn http_responses_are_measured_in_both_modes() {
-        let (addr, shutdown, thread) = serve(Service::Http);
+        let addr = serve(Service::Http);
         for mode in [Mode::KeepAlive, Mode::Close] {
             let load = TcpLoad {
                 target: addr,
@@ -355,13 +392,11 @@ mod tests {
             assert_eq!(result.measurement.latencies.count(), 400, "{mode:?}");
             assert_eq!(progress.completed.load(Relaxed), 400);
         }
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]
     fn line_answers_are_measured() {
-        let (addr, shutdown, thread) = serve(Service::Echo);
+        let addr = serve(Service::Echo);
         let load = TcpLoad {
             target: addr,
             connections: 3,
@@ -373,8 +408,6 @@ mod tests {
         };
         let result = run(&load, &Arc::new(Progress::default())).unwrap();
         assert_eq!((result.errors, result.measurement.latencies.count()), (0, 300));
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]
@@ -398,7 +431,7 @@ mod tests {
 
     #[test]
     fn idle_connections_are_held_and_reported() {
-        let (addr, shutdown, thread) = serve(Service::Echo);
+        let addr = serve(Service::Echo);
         let mut out = Vec::new();
         hold_idle(addr, 8, Duration::from_millis(10), Some(std::process::id()), &mut out).unwrap();
         let out = String::from_utf8(out).unwrap();
@@ -406,8 +439,6 @@ mod tests {
         assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["connections", "RSS"]);
         assert!(lines.iter().any(|l| l.trim_start().starts_with("8 ") && l.contains("MiB")), "{out}");
         assert!(lines.last().unwrap().contains("held 1 s"), "{out}");
-        shutdown.request();
-        thread.join().unwrap().unwrap();
     }
 
     #[test]
@@ -415,6 +446,17 @@ mod tests {
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").unwrap(), Some(40));
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok").unwrap(), None);
         assert_eq!(http_response_len(b"HTTP/1.1 200 OK\r\n").unwrap(), None);
-        assert!(http_response_len(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").is_err());
+        let busy = http_response_len(b"HTTP/1.1 503 Busy\r\nContent-Length: 0\r\n\r\n").unwrap_err();
+        assert_eq!(busy.to_string(), "answered HTTP/1.1 503 Busy");
+        // Split anywhere, a response is complete only once it is all there.
+        let whole = b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 3\r\n\r\nok\n";
+        for end in 0..whole.len() {
+            assert_eq!(http_response_len(&whole[..end]).unwrap(), None, "{end} bytes");
+        }
+        assert_eq!(http_response_len(whole).unwrap(), Some(whole.len()));
+        // Malformed heads are errors, not waited on.
+        assert!(http_response_len(b"HTTP/1.1 200 OK\r\nNo colon\r\n\r\n").is_err());
+        assert!(http_response_len(b"HTTP/1.1 200 OK\r\n\r\n").is_err(), "no Content-Length");
+        assert!(http_response_len(b"SMTP 220 hi\r\n\r\n").is_err());
     }
 }

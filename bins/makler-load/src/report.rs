@@ -3,9 +3,9 @@
 use std::io::{self, Write};
 use std::time::Duration;
 
-use super::bench::{BrokerBench, BrokerReport, headline};
-use super::micros;
-use super::rounds::TargetResult;
+use crate::bench::{BrokerBench, BrokerReport, headline};
+use crate::micros;
+use crate::rounds::TargetResult;
 
 /// The machine's state, for the header of a benchmark's output: cores and load average (the
 /// other work that shares the machine).

@@ -156,7 +156,7 @@ impl Session {
                 done.close = true;
                 break;
             }
-            let request = match parse_head(&rest[..head_end]) {
+            let request = match parse_head(&rest[..head_end + 4]) {
                 Ok(request) => request,
                 Err(status) => {
                     http_error(output, status);
@@ -198,32 +198,55 @@ struct HttpRequest {
     head_only: bool,
 }
 
+/// Headers a request head is parsed into without allocating; one with more is parsed again with
+/// room for every line.
+const HEADERS: usize = 32;
+
+/// Parses a whole request head, its blank line included, with `httparse`; the error is the
+/// status to answer.
 fn parse_head(head: &[u8]) -> Result<HttpRequest, &'static str> {
-    let head = std::str::from_utf8(head).map_err(|_| "400 Bad Request")?;
-    let mut lines = head.split("\r\n");
-    let request_line = lines.next().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (Some(method), Some(_target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err("400 Bad Request");
-    };
-    let mut close = match version {
-        "HTTP/1.1" => false,
-        "HTTP/1.0" => true,
-        _ => return Err("505 HTTP Version Not Supported"),
-    };
+    // httparse takes any byte above 0x7F in a header value; a head that is not UTF-8 is refused,
+    // as it always was.
+    std::str::from_utf8(head).map_err(|_| "400 Bad Request")?;
+    match parse_head_into(head, &mut [httparse::EMPTY_HEADER; HEADERS]) {
+        Err(httparse::Error::TooManyHeaders) => {
+            // A header takes a line: this is room for all of them.
+            let lines = head.iter().filter(|&&b| b == b'\n').count();
+            parse_head_into(head, &mut vec![httparse::EMPTY_HEADER; lines])
+        }
+        parsed => parsed,
+    }
+    .unwrap_or_else(|e| match e {
+        httparse::Error::Version => Err("505 HTTP Version Not Supported"),
+        httparse::Error::TooManyHeaders => Err("431 Request Header Fields Too Large"),
+        _ => Err("400 Bad Request"),
+    })
+}
+
+/// The request in `head`, or the status to refuse it with; `Err` where httparse refuses it.
+fn parse_head_into<'b>(
+    head: &'b [u8],
+    headers: &mut [httparse::Header<'b>],
+) -> Result<Result<HttpRequest, &'static str>, httparse::Error> {
+    let mut request = httparse::Request::new(headers);
+    // The head must end where the session found its end (httparse also ends one at a bare
+    // `\n\n`), so that what follows is framed alike however it was split.
+    if request.parse(head)? != httparse::Status::Complete(head.len()) {
+        return Ok(Err("400 Bad Request"));
+    }
+    let mut close = request.version == Some(0);
     let mut content_length = 0;
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or("400 Bad Request")?;
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse().map_err(|_| "400 Bad Request")?;
-            if content_length > MAX_BODY {
-                return Err("413 Content Too Large");
+    for header in request.headers.iter() {
+        let value = std::str::from_utf8(header.value).unwrap_or_default().trim();
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let Ok(length) = value.parse() else { return Ok(Err("400 Bad Request")) };
+            if length > MAX_BODY {
+                return Ok(Err("413 Content Too Large"));
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err("501 Not Implemented");
-        } else if name.eq_ignore_ascii_case("connection") {
+            content_length = length;
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Ok(Err("501 Not Implemented"));
+        } else if header.name.eq_ignore_ascii_case("connection") {
             if value.eq_ignore_ascii_case("close") {
                 close = true;
             } else if value.eq_ignore_ascii_case("keep-alive") {
@@ -231,7 +254,7 @@ fn parse_head(head: &[u8]) -> Result<HttpRequest, &'static str> {
             }
         }
     }
-    Ok(HttpRequest { content_length, close, head_only: method == "HEAD" })
+    Ok(Ok(HttpRequest { content_length, close, head_only: request.method == Some("HEAD") }))
 }
 
 fn http_error(output: &mut Vec<u8>, status: &str) {
@@ -269,6 +292,31 @@ pub fn rfc3339(time: SystemTime) -> String {
         rest % 60,
         since.subsec_millis()
     )
+}
+
+/// The fuzzing oracle of the sessions (the `session` fuzz target includes this file, and a
+/// property test below runs it on stable): arbitrary bytes split at arbitrary places (the first
+/// byte chooses the service and the split) never panic, and draw the same answer as in one
+/// piece.
+#[cfg(any(test, fuzzing))]
+pub fn oracle(data: &[u8]) {
+    let Some((&choice, input)) = data.split_first() else { return };
+    let service = [Service::Echo, Service::Upper, Service::Time, Service::Http][usize::from(choice % 4)];
+    let served_by = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let when = SystemTime::UNIX_EPOCH;
+    let run = |chunk: usize| {
+        let mut session = Session::new(service, served_by);
+        let (mut pending, mut output) = (Vec::new(), Vec::new());
+        for piece in input.chunks(chunk.max(1)) {
+            pending.extend_from_slice(piece);
+            if session.process(&mut pending, &mut output, false, when).close {
+                return (output, true);
+            }
+        }
+        (output, false)
+    };
+    let whole = run(input.len());
+    assert_eq!(run(usize::from(choice / 4) + 1), whole, "the split changed the answer");
 }
 
 #[cfg(test)]
@@ -340,6 +388,42 @@ mod tests {
         assert!(out.starts_with("HTTP/1.1 431 ") && done.close, "{out}");
     }
 
+    #[test]
+    fn malformed_heads_are_refused() {
+        for request in [
+            &b"GET / HTTP/1.1\r\nNo colon here\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\n: no name\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: caf\xe9\r\n\r\n",
+            b"G\x01T / HTTP/1.1\r\n\r\n",
+            b"GET /\r\n\r\n",
+            // httparse ends a head at a bare "\n\n" too: not where the session found its end.
+            b"GET / HTTP/1.1\n\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            let (out, done, _) = run(Service::Http, request, false);
+            assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n") && done.close, "{request:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_split_head_is_answered_once_it_is_whole() {
+        let request = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi";
+        for size in 1..request.len() {
+            let (out, closed) = in_chunks(Service::Http, request, &[size]);
+            assert_eq!((out.matches("HTTP/1.1 200 OK\r\n").count(), closed), (1, false), "in pieces of {size}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_head_with_many_headers_is_answered() {
+        let mut request = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..500 {
+            request.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
+        }
+        request.extend_from_slice(b"Connection: close\r\n\r\n");
+        let (out, done, _) = run(Service::Http, &request, false);
+        assert!(out.starts_with("HTTP/1.1 200 OK\r\n") && done.close, "{out}");
+    }
+
     /// Feeds `input` to one session in the given chunk sizes, as TCP might split it.
     fn in_chunks(service: Service, input: &[u8], sizes: &[usize]) -> (String, bool) {
         let mut session = Session::new(service, SERVER);
@@ -396,6 +480,12 @@ mod tests {
             let (service, input) = edge_inputs().swap_remove(which);
             let whole = in_chunks(service, &input, &[input.len()]);
             proptest::prop_assert_eq!(in_chunks(service, &input, &sizes), whole);
+        }
+
+        /// The fuzz target's oracle on arbitrary bytes, on a stable toolchain.
+        #[test]
+        fn sessions_answer_alike_however_split(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600)) {
+            oracle(&data);
         }
     }
 

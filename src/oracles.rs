@@ -1,5 +1,5 @@
 //! Invariants checked on arbitrary input: the oracles of the fuzz targets (`fuzz/`, run with
-//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`), which run the same
+//! `cargo fuzz`) and of the stable property tests (`tests/it/fuzz_props.rs`), which run the same
 //! checks on inputs from proptest.
 //!
 //! Each takes arbitrary bytes and panics when an invariant breaks; none may panic otherwise,

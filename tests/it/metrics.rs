@@ -1,13 +1,13 @@
 //! `--metrics`: the broker and the balancer serve their counters in the Prometheus text format
 //! over HTTP; a scrape parses (with the `prometheus-parse` crate) and shows the live state.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use common::{Udp, wait_until};
+use crate::common::{Udp, wait_until};
 
 /// One HTTP GET of `path`; returns the status line and the body.
 fn get(addr: SocketAddr, path: &str) -> (String, String) {

@@ -1,6 +1,5 @@
 //! Helpers for the integration tests: start the real binaries on port 0, talk UDP with
 //! retransmission, and wait on conditions with deadlines.
-#![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -1,7 +1,7 @@
 //! What a newcomer runs into first: clear errors for bad flags and silent servers, a server
 //! that waits for a broker to appear, and a balancer that drains on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, listed, wait_until};
+use crate::common::{Process, Udp, listed, wait_until};
 
 /// Runs `program` with `args` to completion; returns (exit code, stderr).
 fn run(program: &str, args: &[&str]) -> (Option<i32>, String) {

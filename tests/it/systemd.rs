@@ -3,15 +3,13 @@
 //! starts a program that comes up (on free loopback ports instead of the files' fixed ones).
 //! Skipped, with a message, where `systemd-analyze` is not installed (Debian: `systemd`).
 
-mod common;
-
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Process, Udp, listed, wait_until};
+use crate::common::{Process, Udp, listed, wait_until};
 
 const UNITS: [&str; 3] = ["makler-broker", "makler-balancer", "makler-server"];
 

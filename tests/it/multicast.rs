@@ -2,12 +2,10 @@
 //! the brokers, all over a multicast group on the loopback interface. Each test uses a group
 //! port of its own, since tests run side by side.
 
-mod common;
-
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, client, listed, wait_until};
+use crate::common::{Process, Udp, client, listed, wait_until};
 
 /// A group port no other test uses: a port the system just handed out for UDP.
 fn group() -> String {

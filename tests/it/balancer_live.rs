@@ -2,14 +2,12 @@
 //! a hung backend that keeps heartbeating costs at most one stall per thread; connections are
 //! spread over the forwarding threads; SIGTERM drains the connections in flight.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Udp, balancer, broker, http_get, listed, server, wait_until};
+use crate::common::{Udp, balancer, broker, http_get, listed, server, wait_until};
 
 /// A value of the first line of the balancer's `stats`.
 fn summary(control: &Udp, key: &str) -> String {

@@ -3,12 +3,12 @@
 //! one source, a server that gave up on a full table, a broker open to any address, and a
 //! balancer stalled by one `stats` datagram.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, balancer, broker, listed, wait_until};
+use crate::common::{Process, Udp, balancer, broker, listed, wait_until};
 use makler::protocol::seal::{Key, Sealer};
 use makler::protocol::{Multicast, Request, binary};
 

@@ -1,12 +1,10 @@
 //! Redundant brokers as real processes on loopback: replication, a restarted broker catching up,
 //! reports of dead servers, and a black-holed probe that must not stall the loop.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, client, listed, server, wait_until};
+use crate::common::{Process, Udp, client, listed, server, wait_until};
 
 /// Free UDP ports on loopback, reserved just long enough to read them back.
 fn free_ports(n: usize) -> Vec<u16> {

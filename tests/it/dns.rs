@@ -1,13 +1,11 @@
 //! The broker's DNS face, asked by `dig` (Debian's bind9-dnsutils): a client makler did not
 //! write. Every test skips itself, saying so, where dig is not installed.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Process, Udp, broker, wait_until};
+use crate::common::{Process, Udp, broker, wait_until};
 
 /// Whether dig can run; if not, says why the test is skipped.
 fn have_dig() -> bool {

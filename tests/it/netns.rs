@@ -4,12 +4,10 @@
 //! `--peers` and by finding each other on the group). Runs as root; skipped with a message
 //! otherwise.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Process, wait_until};
+use crate::common::{Process, wait_until};
 
 /// The namespaces of one test: `mk<pid><tag>br` holds the bridge, `mk<pid><tag>h1..3` the hosts
 /// 10.99.0.1..3. Dropping it deletes them all, and with them their interfaces.

@@ -3,15 +3,13 @@
 //! servers come and go, without a restart. Skips itself, saying so, where haproxy is not
 //! installed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, broker, http_get, listed, server, wait_until};
+use crate::common::{Process, Udp, broker, http_get, listed, server, wait_until};
 
 /// An HAProxy process and its directory, both gone when dropped; the log is printed if the test
 /// failed.

@@ -1,11 +1,9 @@
 //! The whole scenario with the real binaries: a broker, servers that register themselves, and
 //! the client that finds them.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, broker, client, listed, server, wait_until};
+use crate::common::{Process, Udp, broker, client, listed, server, wait_until};
 
 const CLIENT_OK: Option<i32> = Some(0);
 

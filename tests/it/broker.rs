@@ -1,12 +1,10 @@
 //! The broker binary over real UDP sockets: every text line of the protocol, the binary form,
 //! expiry, hostile input and a clean stop.
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use common::{Udp, broker, wait_until};
+use crate::common::{Udp, broker, wait_until};
 use makler::protocol::{Rejection, Request, Response, binary};
 
 fn is_uuid(text: &str) -> bool {

@@ -1,8 +1,6 @@
 //! The balancer binary with real backends: round robin, failover, half-close, the connection
 //! cap, idle timeout, and its registration at the broker.
 
-mod common;
-
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -10,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, balancer, broker, http_get, listed, server, wait_until};
+use crate::common::{Process, Udp, balancer, broker, http_get, listed, server, wait_until};
 use makler::protocol::{Request, Response};
 
 /// The balancer's `stats` reply, parsed: backend address -> (up, total).

@@ -1,0 +1,30 @@
+//! Every integration test in one binary: one module per area, the shared helpers (starting the
+//! real programs, talking to them, waiting on conditions) in `common`. One binary links once and
+//! runs every test even when one fails; `cargo test --test it peers::` runs one area.
+
+mod common;
+
+mod balancer;
+mod balancer_live;
+mod bridges;
+mod broker;
+mod cli;
+mod containers;
+mod dns;
+mod dns_haproxy;
+mod dns_props;
+mod docs;
+mod e2e;
+mod fuzz_props;
+mod load;
+mod metrics;
+mod multicast;
+mod netns;
+mod peers;
+mod polish;
+mod protocol_doc;
+mod protocol_props;
+mod stress;
+mod systemd;
+mod trust;
+mod watch;

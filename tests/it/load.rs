@@ -2,6 +2,9 @@
 //! speed is measured by running it for real, not asserted in tests).
 
 use std::process::Command;
+use std::time::Duration;
+
+use crate::common::{self, Process, wait_until};
 
 /// The value of column `column` (0: the first after the label) in the row for `run`.
 fn column(stdout: &str, run: &str, column: usize) -> f64 {
@@ -68,28 +71,14 @@ fn the_echo_reference_is_a_child_process_that_is_stopped() {
 #[test]
 fn the_echo_server_stops_when_its_parent_is_gone() {
     // Its stdin is the benchmark's pipe; closing it is what the benchmark's death does.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_makler-load"))
-        .args(["echo-server", "--listen", "127.0.0.1:0", "--stop-on-eof"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    assert!(line.starts_with("listening udp=127.0.0.1:"), "{line}");
-    drop(child.stdin.take());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the echo server did not stop within 10 s of its stdin closing");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    };
+    let mut command = Command::new(env!("CARGO_BIN_EXE_makler-load"));
+    command.args(["echo-server", "--listen", "127.0.0.1:0", "--stop-on-eof"]).stdin(std::process::Stdio::piped());
+    let mut echo = Process::spawn(command);
+    assert_eq!(echo.addr("udp").ip().to_string(), "127.0.0.1");
+    drop(echo.child.stdin.take());
+    let status = wait_until(Duration::from_secs(10), "the echo server stops after its stdin closed", || {
+        echo.child.try_wait().unwrap()
+    });
     assert!(status.success(), "{status}");
 }
 
@@ -103,12 +92,8 @@ fn zone_populate_and_query_compare_the_same_table() {
     let zone = String::from_utf8(zone.stdout).unwrap();
     assert_eq!(zone.lines().filter(|l| l.starts_with("_svc1._tcp.makler.test. IN SRV ")).count(), 10, "{zone}");
 
-    let broker = makler::load::child::ChildProcess::start(
-        std::path::Path::new(env!("CARGO_BIN_EXE_makler-broker")),
-        &["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "600"],
-    )
-    .expect("the broker starts");
-    let addr = broker.addr().to_string();
+    let broker = common::broker(&["--ttl", "600"]);
+    let addr = broker.addr("udp").to_string();
 
     let populate = Command::new(env!("CARGO_BIN_EXE_makler-load"))
         .args(["populate", "--target", &addr, "--instances", "30", "--types", "3", "--prefix", "svc"])
@@ -147,23 +132,10 @@ fn inconsistent_sizes_are_refused() {
 
 #[test]
 fn http_load_reports_json_and_csv() {
-    let server = std::process::Command::new(env!("CARGO_BIN_EXE_makler-server"))
-        .args(["--service", "http", "--no-register"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut server = Kill(server);
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.0.stdout.take().unwrap()), &mut line).unwrap();
-    let target = line.trim().strip_prefix("listening tcp=").unwrap().to_owned();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_makler-server"));
+    command.args(["--service", "http", "--no-register"]).stderr(std::process::Stdio::null());
+    let server = Process::spawn(command);
+    let target = server.addr("tcp").to_string();
 
     let run = |format: &str| {
         let output = Command::new(env!("CARGO_BIN_EXE_makler-load"))

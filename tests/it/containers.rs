@@ -92,10 +92,16 @@ fn the_scenario_runs_in_containers() {
     assert_eq!(lines[0], "hello from a container", "{out}");
     assert_eq!(lines[1], "HELLO FROM A CONTAINER", "{out}");
     // Three requests through the balancer, answered by its three backends in turn.
-    let mut backends: Vec<&str> = lines[2..5].to_vec();
+    let mut backends: Vec<&str> =
+        lines.get(2..5).unwrap_or_else(|| panic!("three answers through the balancer:\n{out}")).to_vec();
     backends.sort();
     backends.dedup();
-    assert_eq!(backends.len(), 3, "{out}");
+    assert_eq!(
+        backends.len(),
+        3,
+        "the balancer's rotation reached {} backends, not 3: {backends:?}\n{out}",
+        backends.len()
+    );
     // The control CLI's list of the broker.
     assert_eq!(&lines[5..], ["SERVICE  INSTANCES", "echo     1", "upper    1", "web      1"], "{out}");
 }

@@ -70,3 +70,6 @@ for _ in 1 2 3; do
   once makler-client --broker "$broker" --no-multicast --wait 10 --http / web
 done
 once makler --broker "$broker" --no-multicast list
+# What the balancer did, backend by backend: how many connections each took, failures.
+echo "--- balancer stats"
+once makler --broker "$control" --no-multicast stats

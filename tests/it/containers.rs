@@ -88,7 +88,9 @@ fn the_scenario_runs_in_containers() {
     assert_eq!(built.lines().count(), IMAGES.len(), "{built}");
 
     let out = script("scenario.sh", &images, &[("BASE_PORT", free_ports().to_string())]);
-    let lines: Vec<&str> = out.lines().collect();
+    // The balancer's stats come last, for the messages below.
+    let (scenario, _) = out.split_once("--- balancer stats\n").unwrap_or_else(|| panic!("no stats:\n{out}"));
+    let lines: Vec<&str> = scenario.lines().collect();
     assert_eq!(lines[0], "hello from a container", "{out}");
     assert_eq!(lines[1], "HELLO FROM A CONTAINER", "{out}");
     // Three requests through the balancer, answered by its three backends in turn.

@@ -43,7 +43,10 @@ once() {
   $podman run --rm --network host "$image" "$@"
 }
 
-start broker makler-broker --listen "$broker" --no-multicast --quiet
+# No health checks from the broker: each would be a connection to the balancer, which sends it on
+# to a backend, and a turn of the rotation taken between the three requests below would leave a
+# backend out of them (what made one run in ten or so see two backends).
+start broker makler-broker --listen "$broker" --no-multicast --quiet --probe-interval 0
 start echo makler-server --service echo --listen 127.0.0.1:0 --broker "$broker" --no-multicast --quiet
 start upper makler-server --service upper --listen 127.0.0.1:0 --broker "$broker" --no-multicast --quiet
 start balancer makler-balancer --service web --listen "$front" --control "$control" --broker "$broker" --no-multicast --quiet

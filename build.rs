@@ -1,12 +1,55 @@
 //! Records the commit the programs are built from, for `-V` (see `makler::version!`): the
 //! short hash of HEAD, or `unknown` outside a git checkout (a source tarball, a container build
 //! without `.git`).
+//!
+//! And tells the integration tests (`tests/it/`) which outside tools they can use: a test that
+//! needs one is `#[ignore]`d, with the package to install, where this script did not find it, so
+//! that the runner reports it as ignored, never as passed. With `CI` set (as `.ci/run` sets it,
+//! after installing the tools) every such test is compiled in regardless: a tool missing there
+//! fails its test loudly.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
     let output = Command::new("git").args(args).output().ok()?;
     output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// The cfgs for outside tools, each with the programs it needs on `PATH`.
+const TOOLS: [(&str, &[&str]); 6] = [
+    ("has_dig", &["dig"]),
+    ("has_haproxy", &["haproxy"]),
+    ("has_podman", &["podman", "runc"]),
+    ("has_promtool", &["promtool"]),
+    ("has_ss", &["ss"]),
+    ("has_systemd_analyze", &["systemd-analyze"]),
+];
+
+/// The cfg for tests that make network namespaces: `ip`, root and CAP_SYS_ADMIN.
+const NETNS: &str = "has_netns";
+
+/// The directories of `PATH`.
+fn path_dirs() -> Vec<PathBuf> {
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default()
+}
+
+/// Whether `program` is an executable file in one of `dirs`.
+fn on_path(dirs: &[PathBuf], program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dirs.iter().any(|dir| {
+        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Whether this process runs as root with CAP_SYS_ADMIN (bit 21 of the effective set), which
+/// `ip netns add` needs; the tests run as the same user as this script.
+fn may_make_namespaces() -> bool {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
+    let root = field("Uid:").and_then(|u| u.split_whitespace().nth(1)) == Some("0");
+    let sys_admin = field("CapEff:").and_then(|c| u64::from_str_radix(c, 16).ok()).is_some_and(|c| c & (1 << 21) != 0);
+    root && sys_admin
 }
 
 fn main() {
@@ -18,4 +61,32 @@ fn main() {
         println!("cargo:rerun-if-changed={dir}/HEAD");
     }
     println!("cargo:rerun-if-changed=build.rs");
+
+    println!("cargo::rerun-if-env-changed=PATH");
+    println!("cargo::rerun-if-env-changed=CI");
+    let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    let dirs = path_dirs();
+    let mut missing = false;
+    for (cfg, programs) in TOOLS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+        let found = programs.iter().all(|p| on_path(&dirs, p));
+        missing |= !found;
+        if found || ci {
+            println!("cargo::rustc-cfg={cfg}");
+        }
+    }
+    println!("cargo::rustc-check-cfg=cfg({NETNS})");
+    let netns = on_path(&dirs, "ip") && may_make_namespaces();
+    missing |= !on_path(&dirs, "ip");
+    if netns || ci {
+        println!("cargo::rustc-cfg={NETNS}");
+    }
+    // A tool installed later lands in a directory of PATH and changes that directory's mtime:
+    // look again then. Watched only while a tool is missing, so that installing unrelated
+    // packages does not rebuild the crate on a machine that has them all.
+    if missing {
+        for dir in dirs.iter().filter(|d| d.is_absolute() && Path::new(d).is_dir()) {
+            println!("cargo::rerun-if-changed={}", dir.display());
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! Invariants checked on arbitrary input: the oracles of the fuzz targets (`fuzz/`, run with
-//! `cargo fuzz`) and of the stable property tests (`tests/fuzz_props.rs`, `tests/dns_props.rs`),
+//! `cargo fuzz`) and of the stable property tests (`tests/it/fuzz_props.rs`, `tests/it/dns_props.rs`),
 //! which run the same checks on inputs from proptest.
 //!
 //! Compiled only with the `fuzzing` feature: fuzz/Cargo.toml turns it on, and so does this

@@ -43,7 +43,10 @@ once() {
   $podman run --rm --network host "$image" "$@"
 }
 
-start broker makler-broker --listen "$broker" --no-multicast --quiet
+# No health checks from the broker: each would be a connection to the balancer, which sends it on
+# to a backend, and a turn of the rotation taken between the three requests below would leave a
+# backend out of them (what made one run in ten or so see two backends).
+start broker makler-broker --listen "$broker" --no-multicast --quiet --probe-interval 0
 start echo makler-server --service echo --listen 127.0.0.1:0 --broker "$broker" --no-multicast --quiet
 start upper makler-server --service upper --listen 127.0.0.1:0 --broker "$broker" --no-multicast --quiet
 start balancer makler-balancer --service web --listen "$front" --control "$control" --broker "$broker" --no-multicast --quiet
@@ -51,10 +54,17 @@ for n in 1 2 3; do
   start "web-$n" makler-server --service http --listen 127.0.0.1:0 --broker "$control" --no-multicast --quiet
 done
 
-# Wait (10 s at most) until the balancer has its three backends.
-for _ in $(seq 100); do
-  if once makler --broker "$control" --no-multicast list 2>/dev/null | grep -Eq '^http +3$'; then break; fi
-  sleep 0.1
+# Wait until the balancer has its three backends up (registered and in its rotation), 60 s at
+# most (each look starts a container); if they never are, stop here and say what it had, rather
+# than go on and fail later on a rotation of two.
+deadline=$((SECONDS + 60))
+until seen=$(once makler --broker "$control" --no-multicast stats 2>&1) && [ "$(grep -Ec '^backend [^ ]+ up ' <<<"$seen")" -eq 3 ]; do
+  if [ "$SECONDS" -ge "$deadline" ]; then
+    echo "the balancer at $control never had 3 backends up within 60 s; its last stats:" >&2
+    echo "$seen" >&2
+    exit 1
+  fi
+  sleep 0.2
 done
 
 once makler-client --broker "$broker" --no-multicast --wait 10 echo hello from a container
@@ -63,3 +73,6 @@ for _ in 1 2 3; do
   once makler-client --broker "$broker" --no-multicast --wait 10 --http / web
 done
 once makler --broker "$broker" --no-multicast list
+# What the balancer did, backend by backend: how many connections each took, failures.
+echo "--- balancer stats"
+once makler --broker "$control" --no-multicast stats

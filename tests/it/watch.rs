@@ -1,14 +1,14 @@
 //! Watches against a real broker on loopback: plain text datagrams, `makler-client --watch`,
 //! the resolver's watch mode, and a thousand watchers told of one change.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Udp, wait_until};
+use crate::common::{Udp, wait_until};
 use makler::client::{BrokerClient, Resolver, ResolverConfig};
 
 fn watcher() -> UdpSocket {

@@ -2,14 +2,12 @@
 //! a hung backend that keeps heartbeating costs at most one stall per thread; connections are
 //! spread over the forwarding threads; SIGTERM drains the connections in flight.
 
-mod common;
-
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Udp, balancer, broker, http_get, listed, server, wait_until};
+use crate::common::{Udp, balancer, broker, http_get, listed, server, wait_until};
 
 /// A value of the first line of the balancer's `stats`.
 fn summary(control: &Udp, key: &str) -> String {
@@ -58,7 +56,10 @@ fn black_hole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
 
 #[test]
 fn a_hung_backend_that_keeps_heartbeating_stalls_at_most_once_a_thread() {
-    let lb = balancer("web", None, &["--health-interval", "0.5", "--connect-timeout", "0.3", "--threads", "2"]);
+    // A stall is a connect to the hung backend waiting out its 2 s timeout; a request that
+    // takes over a second is counted as one. Requests take milliseconds here, so a loaded
+    // machine stays far below that, and a stall far above it.
+    let lb = balancer("web", None, &["--health-interval", "0.5", "--connect-timeout", "2", "--threads", "2"]);
     let _live = server("http", lb.addr("udp"), &[]);
     let (_hole, _held, hole) = black_hole();
     // Something keeps the hung backend's registration alive: it heartbeats every 100 ms.
@@ -82,7 +83,7 @@ fn a_hung_backend_that_keeps_heartbeating_stalls_at_most_once_a_thread() {
     for _ in 0..100 {
         let asked = Instant::now();
         http_get(lb.addr("tcp")).expect("every request is answered");
-        if asked.elapsed() > Duration::from_millis(200) {
+        if asked.elapsed() > Duration::from_secs(1) {
             stalls += 1;
         }
     }
@@ -119,7 +120,10 @@ fn sigterm_drains_connections_in_flight_and_stops_accepting() {
     let target = lb.addr("tcp");
     let in_flight = std::thread::spawn(move || http_get(target));
     // The request is in flight (the backend takes 800 ms); then SIGTERM.
-    std::thread::sleep(Duration::from_millis(200));
+    let control = Udp::new(lb.addr("udp"));
+    wait_until(Duration::from_secs(5), "the request is in flight", || {
+        (summary(&control, "active") == "1").then_some(())
+    });
     let pid = lb.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     wait_until(Duration::from_secs(5), "the balancer deregistered", || listed(&udp, "web").is_empty().then_some(()));

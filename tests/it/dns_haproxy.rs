@@ -3,15 +3,13 @@
 //! servers come and go, without a restart. Skips itself, saying so, where haproxy is not
 //! installed.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, broker, http_get, listed, server, wait_until};
+use crate::common::{Process, Udp, broker, http_get, listed, server, wait_until};
 
 /// An HAProxy process and its directory, both gone when dropped; the log is printed if the test
 /// failed.
@@ -81,15 +79,6 @@ backend web
     Haproxy { child, dir }
 }
 
-/// Whether haproxy can run; if not, says why the test is skipped.
-fn have_haproxy() -> bool {
-    let ok = Command::new("haproxy").arg("-v").output().is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("skipped: haproxy is not installed (apt-get install haproxy)");
-    }
-    ok
-}
-
 /// A loopback port free at the time of asking.
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
@@ -141,10 +130,8 @@ fn web_server(broker: SocketAddr) -> (Process, SocketAddr) {
 }
 
 #[test]
+#[cfg_attr(not(has_haproxy), ignore = "haproxy is not installed (apt-get install haproxy)")]
 fn haproxy_follows_makler_services_through_dns() {
-    if !have_haproxy() {
-        return;
-    }
     let broker = broker(&["--dns", "127.0.0.1:0", "--ttl", "1", "--probe-interval", "0"]);
     let (udp, dns) = (Udp::new(broker.addr("udp")), broker.addr("dns"));
     let mut servers: Vec<(Process, SocketAddr)> = (0..3).map(|_| web_server(broker.addr("udp"))).collect();

@@ -1,12 +1,10 @@
 //! Redundant brokers as real processes on loopback: replication, a restarted broker catching up,
 //! reports of dead servers, and a black-holed probe that must not stall the loop.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, client, listed, server, wait_until};
+use crate::common::{Process, Udp, client, listed, server, wait_until};
 
 /// Free UDP ports on loopback, reserved just long enough to read them back.
 fn free_ports(n: usize) -> Vec<u16> {
@@ -52,18 +50,27 @@ fn stat_u64(udp: &Udp, key: &str) -> u64 {
     stat(udp, key).parse().unwrap()
 }
 
+/// Wall-clock bounds in this file are ten or more times what the brokers take here (a few
+/// milliseconds), so that a loaded 2-core machine running a debug build meets them: they catch
+/// a change that waits on a timer or a timeout instead of acting at once. The exact figures
+/// are asserted on the simulated network's virtual clock, in `src/node/replicate_tests.rs`
+/// (seen everywhere 5 ms after a registration, caught up within a second of a restart, a report
+/// acted on within 20 ms).
+const AT_ONCE: Duration = Duration::from_secs(1);
+
 #[test]
-fn a_server_registered_at_one_broker_is_answered_by_all_within_100_ms() {
+fn a_server_registered_at_one_broker_is_answered_by_all_at_once() {
     let (_brokers, addrs, peers) = cluster(3, &[]);
     let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
     let id = udp[0].text("register echo 4000");
     let registered = Instant::now();
-    wait_until(Duration::from_secs(5), "the others list it", || {
+    wait_until(Duration::from_secs(10), "the others list it", || {
         (listed(&udp[1], "echo").len() == 1 && listed(&udp[2], "echo").len() == 1).then_some(())
     });
     let took = registered.elapsed();
     eprintln!("visible at every broker after {took:?}");
-    assert!(took < Duration::from_millis(100), "{took:?}");
+    // Pushed to the peers, not pulled by a periodic sync (see AT_ONCE).
+    assert!(took < AT_ONCE, "{took:?}");
     // The same id works at every broker.
     assert_eq!(udp[2].text(&format!("heartbeat {id}")), "OK");
 
@@ -76,7 +83,7 @@ fn a_server_registered_at_one_broker_is_answered_by_all_within_100_ms() {
 }
 
 #[test]
-fn a_broker_killed_and_restarted_lists_everything_within_a_second_without_anyone_registering_again() {
+fn a_broker_killed_and_restarted_lists_everything_without_anyone_registering_again() {
     let (mut brokers, addrs, peers) = cluster(3, &["--ttl", "60"]);
     let udp = Udp::new(addrs[1]);
     let mut ids = Vec::new();
@@ -94,12 +101,12 @@ fn a_broker_killed_and_restarted_lists_everything_within_a_second_without_anyone
     brokers[2] = broker_at(addrs[2].port(), &peers, &["--ttl", "60"]);
     let restarted = Instant::now();
     let fresh = Udp::new(addrs[2]);
-    wait_until(Duration::from_secs(5), "the restarted broker lists everything", || {
+    // The first leases expire after 60 s: a broker that caught up only by hearing the
+    // servers register again would take that long (the simulator times the catch-up).
+    wait_until(Duration::from_secs(20), "the restarted broker lists everything", || {
         (stat(&fresh, "complete") == "yes" && stat_u64(&fresh, "instances") == 303).then_some(())
     });
-    let took = restarted.elapsed();
-    eprintln!("caught up after {took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
+    eprintln!("caught up after {:?}", restarted.elapsed());
     // Nobody registered again: the old ids are the ones it knows, and the leases are as many.
     for id in ids.iter().step_by(37) {
         assert_eq!(fresh.text(&format!("heartbeat {id}")), "OK");
@@ -128,12 +135,12 @@ fn a_reported_dead_server_is_gone_everywhere_and_a_live_one_stays() {
     assert_eq!(udp[1].text(&format!("report echo {dead_addr}")), "OK");
     assert_eq!(udp[2].text(&format!("report echo {live_addr}")), "OK");
     let reported = Instant::now();
-    wait_until(Duration::from_secs(5), "the dead one is gone everywhere", || {
+    // Gone long before its 30 s lease runs out: removed for the report (the simulator
+    // times it), not expired.
+    wait_until(Duration::from_secs(20), "the dead one is gone everywhere", || {
         udp.iter().all(|u| listed(u, "echo") == [live_addr]).then_some(())
     });
-    let took = reported.elapsed();
-    eprintln!("gone everywhere after {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    eprintln!("gone everywhere after {:?}", reported.elapsed());
     // The live one was probed too, and stays.
     wait_until(Duration::from_secs(5), "both probes ran", || {
         (udp.iter().map(|u| stat_u64(u, "probes")).sum::<u64>() == 2).then_some(())
@@ -201,19 +208,29 @@ fn queries_are_answered_at_once_while_a_black_holed_instance_is_probed() {
     udp.text("register other 4000");
     assert_eq!(udp.text(&format!("report web {hole}")), "OK");
     let probing = Instant::now();
+    // Queries answered while the probe is still in flight (started, not yet found dead): were
+    // the loop waiting on the probe's connect, no query could be answered before the probe's
+    // one-second timeout, and the `stats` after it would show the probe done. So the count
+    // proves the loop went on, whatever the machine's speed; 10 in a second leaves a margin of
+    // 30 or more over the millisecond or two a query and a `stats` take here.
     let mut latencies = Vec::new();
-    while probing.elapsed() < Duration::from_millis(600) {
+    loop {
         let asked = Instant::now();
         assert_eq!(udp.text("query other"), "127.0.0.1:4000");
-        latencies.push(asked.elapsed());
+        let took = asked.elapsed();
+        let (started, dead) = (stat_u64(&udp, "probes"), stat_u64(&udp, "probes_dead"));
+        if dead > 0 {
+            break;
+        }
+        if started == 1 {
+            latencies.push(took);
+        }
+        assert!(probing.elapsed() < Duration::from_secs(10), "the probe never ended");
     }
+    assert!(latencies.len() >= 10, "{} queries answered during the probe", latencies.len());
     latencies.sort();
-    let p95 = latencies[latencies.len() * 95 / 100];
-    let max = *latencies.last().unwrap();
-    eprintln!("{} queries during the probe: p95 {p95:?}, max {max:?}", latencies.len());
-    assert!(latencies.len() > 50);
-    assert!(p95 < Duration::from_millis(10), "p95 {p95:?}");
-    assert!(max < Duration::from_millis(250), "max {max:?}: the loop waited on the probe");
+    let (p95, max) = (latencies[latencies.len() * 95 / 100], *latencies.last().unwrap());
+    eprintln!("{} queries answered while the probe was in flight: p95 {p95:?}, max {max:?}", latencies.len());
     // The probe times out after a second and the instance goes.
     wait_until(Duration::from_secs(5), "the black hole is removed", || listed(&udp, "web").is_empty().then_some(()));
     assert!(probing.elapsed() >= Duration::from_millis(900), "removed by the timeout, not a refusal");

@@ -1,14 +1,12 @@
 //! Several threads register, heartbeat and query at once for a bounded time: every instance
 //! that keeps heartbeating stays visible the whole time, and nothing else does at the end.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{Udp, wait_until};
+use crate::common::{Udp, wait_until};
 use makler::broker::{self, Broker};
 use makler::protocol::{Request, Response};
 use makler::registry;

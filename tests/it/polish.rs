@@ -1,7 +1,7 @@
 //! What a newcomer runs into first: clear errors for bad flags and silent servers, a server
 //! that waits for a broker to appear, and a balancer that drains on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, listed, wait_until};
+use crate::common::{Process, Udp, listed, wait_until};
 
 /// Runs `program` with `args` to completion; returns (exit code, stderr).
 fn run(program: &str, args: &[&str]) -> (Option<i32>, String) {
@@ -25,15 +25,11 @@ struct Logged {
 
 impl Logged {
     fn start(program: &str, args: &[&str]) -> Logged {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starts");
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stderr(Stdio::piped());
+        let mut process = Process::spawn(command);
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
+        let stderr = process.child.stderr.take().unwrap();
         let kept = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -42,26 +38,7 @@ impl Logged {
                 log.push('\n');
             }
         });
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let line = rx.recv_timeout(Duration::from_secs(10)).expect("a listening line");
-        let listening = line
-            .strip_prefix("listening ")
-            .unwrap()
-            .split(' ')
-            .map(|pair| {
-                let (key, addr) = pair.split_once('=').unwrap();
-                (key.to_owned(), addr.parse().unwrap())
-            })
-            .collect();
-        Logged { process: Process { child, listening }, log }
+        Logged { process, log }
     }
 
     fn log(&self) -> String {

@@ -1,12 +1,10 @@
 //! Bridged brokers as real processes on loopback: two brokers that are not peers, each with
 //! its own table, one asking the other (`--bridge`) for what it does not have.
 
-mod common;
-
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, client, listed, server, wait_until};
+use crate::common::{Process, Udp, client, listed, server, wait_until};
 
 fn broker(extra: &[&str]) -> Process {
     broker_at("127.0.0.1:0", extra)

@@ -1,12 +1,12 @@
 //! `makler`, the control CLI, against a real broker and balancer: every subcommand, in tables
 //! and in JSON, and its exit codes.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Udp, wait_until};
+use crate::common::{Udp, wait_until};
 
 /// Runs `makler` with `args`; returns (exit code, stdout, stderr).
 fn makler(args: &[&str]) -> (Option<i32>, String, String) {

@@ -1,15 +1,13 @@
 //! Across hosts: three network namespaces on one bridge (made here, deleted when done). Zero
 //! configuration (a broker, an announcing server and a client, each multicasting on its own
 //! interface), and redundant brokers on two hosts (one catching up from the other, with
-//! `--peers` and by finding each other on the group). Runs as root; skipped with a message
-//! otherwise.
-
-mod common;
+//! `--peers` and by finding each other on the group). Needs root (ignored, saying so,
+//! otherwise).
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Process, wait_until};
+use crate::common::{Process, wait_until};
 
 /// The namespaces of one test: `mk<pid><tag>br` holds the bridge, `mk<pid><tag>h1..3` the hosts
 /// 10.99.0.1..3. Dropping it deletes them all, and with them their interfaces.
@@ -91,31 +89,16 @@ impl Drop for Lan {
     }
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:").map(|u| u.split_whitespace().next() == Some("0"))))
-        .unwrap_or(false)
-}
-
-/// The three hosts, or `None` (with a message) where they cannot be made.
-fn lan(tag: &str) -> Option<Lan> {
-    if !is_root() {
-        eprintln!("skipped: network namespaces need root");
-        return None;
-    }
-    match Lan::create(tag) {
-        Ok(lan) => Some(lan),
-        Err(e) => {
-            eprintln!("skipped: cannot make network namespaces here ({e})");
-            None
-        }
-    }
+/// The three hosts.
+#[track_caller]
+fn lan(tag: &str) -> Lan {
+    Lan::create(tag).unwrap_or_else(|e| panic!("cannot make network namespaces here: {e}"))
 }
 
 #[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
 fn broker_server_and_client_on_three_hosts_find_each_other() {
-    let Some(lan) = lan("z") else { return };
+    let lan = lan("z");
     let group = "239.255.77.1:7077";
     let _broker = lan.start(
         1,
@@ -160,7 +143,7 @@ fn broker_server_and_client_on_three_hosts_find_each_other() {
 /// A server on host 2 registers by unicast at the broker on host 1 only; a second broker starts
 /// on host 3 afterwards, catches up from the first, and answers a client that asks it alone.
 fn second_broker_catches_up(tag: &str, peers: bool) {
-    let Some(lan) = lan(tag) else { return };
+    let lan = lan(tag);
     let group = "239.255.77.1:7077";
     let broker = |host: u8| {
         let listen = format!("10.99.0.{host}:7000");
@@ -196,11 +179,13 @@ fn second_broker_catches_up(tag: &str, peers: bool) {
 }
 
 #[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
 fn a_second_broker_on_another_host_catches_up_and_answers() {
     second_broker_catches_up("p", true);
 }
 
 #[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
 fn brokers_on_one_group_find_each_other_without_peers_across_hosts() {
     second_broker_catches_up("d", false);
 }
@@ -210,8 +195,9 @@ fn brokers_on_one_group_find_each_other_without_peers_across_hosts() {
 /// `--bridge` to site 1's broker, and a client at site 2 that asks its own broker reaches the
 /// server. Neither broker takes the other as a peer: site 2's table stays empty.
 #[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
 fn two_sites_connected_only_by_a_bridge() {
-    let Some(lan) = lan("b") else { return };
+    let lan = lan("b");
     let site_broker = |host: u8, group: &str, extra: &[&str]| {
         let (listen, interface) = (format!("10.99.0.{host}:7000"), format!("10.99.0.{host}"));
         let mut args = vec!["--listen", listen.as_str(), "--quiet", "--multicast", group];

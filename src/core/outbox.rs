@@ -37,7 +37,16 @@ impl<F: Copy> Outbox<F> {
     }
 
     /// Moves the oldest datagram's bytes into `out` and returns where it goes.
+    ///
+    /// The node polls several queues after every datagram and they are empty nearly always:
+    /// that answer is inlined at the caller, and only a datagram to move makes a call (an
+    /// out-of-line pop cost a query 20 instructions per queue, callgrind).
+    #[inline(always)]
     pub fn pop(&mut self, out: &mut Vec<u8>) -> Option<Transmit<F>> {
+        if self.queue.is_empty() { None } else { self.pop_front(out) }
+    }
+
+    fn pop_front(&mut self, out: &mut Vec<u8>) -> Option<Transmit<F>> {
         let (transmit, bytes) = self.queue.pop_front()?;
         out.clear();
         out.extend_from_slice(&bytes);

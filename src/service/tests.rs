@@ -38,7 +38,18 @@ impl Fixture {
 
 #[test]
 fn an_instance_is_sized_as_it_is_encoded() {
-    for addr in ["1.2.3.4:1", "1.2.3.4:200", "1.2.3.4:65535", "[::1]:127", "[::1]:16384"] {
+    for addr in [
+        "1.2.3.4:1",
+        "1.2.3.4:127",
+        "1.2.3.4:128",
+        "1.2.3.4:200",
+        "1.2.3.4:16383",
+        "1.2.3.4:16384",
+        "1.2.3.4:65535",
+        "[::1]:127",
+        "[::1]:128",
+        "[::1]:16384",
+    ] {
         let addr: SocketAddr = addr.parse().unwrap();
         let bytes = postcard::to_stdvec(&addr).unwrap();
         assert_eq!(instance_len(Form::Binary { request_id: 0 }, addr), bytes.len(), "{addr}");

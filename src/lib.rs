@@ -10,8 +10,9 @@
 //!   client ──query──────────────▶  │   connections, probe connects; one `now` per turn)      │
 //!          ◀──ip:port ip:port────  │   ▼ datagrams, bytes, probe outcomes, time    ▲ polled  │
 //!                                  │ ┈┈┈┈┈ core: Core, Transmit, ProbeCmd, StreamStep ┈┈┈┈┈┈ │
-//!                                  │ node (sans-IO core): service ─▶ registry ─▶ change log  │
-//!                                  │   multicast group, prober       (tombstones, pages)     │
+//!                                  │ node (sans-IO): service router ─▶ registry ─▶ changes   │
+//!                                  │   sub-machines, handle_* in, poll_* out: replicator,    │
+//!                                  │   verifier (prober), bridges, watches, group, DNS face  │
 //!                                  └─────────────────────────────────────────────────────────┘
 //!   client ──────────────── TCP ───────────────────────▶ server
 //! ```

@@ -222,7 +222,8 @@ pub fn brokers_or_discover(
 pub struct RateLimitArgs {
     /// Replies larger than their request, per second per source address (and four times as many
     /// per /24 or /56 network); beyond, every second request gets a short `ERROR rate limited`,
-    /// the others nothing, so the service cannot be used as a reflector. 0 turns it off.
+    /// the others nothing, so the service cannot be used as a reflector. The id, OK or NOT FOUND
+    /// answering register, heartbeat, deregister or report is never limited. 0 turns it off.
     #[arg(long, value_name = "N", default_value_t = crate::limit::DEFAULT_RATE)]
     pub rate_limit: u32,
 

@@ -13,11 +13,21 @@
 //! - Beyond, every second limited request gets a short answer instead (`ERROR rate limited`,
 //!   "slip 2" as DNS servers do), sent only when it is no larger than the request, so a real
 //!   client learns why and slows down; the others get nothing. Both are counted.
+//! - Acknowledgements are not limited: the id, `OK`, `NOT FOUND` (or "catching up") answering
+//!   `register`, `heartbeat`, `deregister` or `report` ([`ReplyKind::Ack`]). They are not
+//!   reflection: an id is 37 bytes in text for a request of at least 12 (`register a 1`), 25 in
+//!   binary for at least 7, the rest are shorter still: less than four times the request
+//!   whatever the table holds, where a query's reply grows with it (278 times a 5-byte
+//!   request). And a heartbeat's or deregistration's `OK` needs an id only its holder knows. A host registering 1,000 instances in a burst gets its 1,000 ids. They take
+//!   no token and leave no state behind. Their errors (`ERROR quota …`, a bad name echoed) are
+//!   limited like any reply, and so is everything else: queries, listings, `stats`, `watch` and
+//!   its notifications, a bridge's answers.
 //! - Sources in the exempt networks (loopback by default: a spoofed loopback source cannot come
 //!   from the network) are not limited.
 //!
-//! So the bytes sent towards any one address are at most the bytes it (or a spoofer) sent, plus
-//! `rate × 1400` bytes a second; towards one network, plus `4 × rate × 1400`.
+//! So the bytes sent towards any one address are at most four times the bytes it (or a
+//! spoofer) sent, plus `rate × 1400` bytes a second; towards one network, plus
+//! `4 × rate × 1400`.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -93,6 +103,16 @@ pub enum Verdict {
     Slip,
     /// Send nothing.
     Drop,
+}
+
+/// What a reply is to the limit: see the [module documentation](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyKind {
+    /// The acknowledgement of `register`, `heartbeat`, `deregister` or `report` (not an
+    /// error): small whatever the table holds, so never limited.
+    Ack,
+    /// Anything else: limited when larger than its request.
+    Data,
 }
 
 /// Response-rate limiting settings.
@@ -214,9 +234,9 @@ impl ResponseLimiter {
         self.stats.dropped += 1;
     }
 
-    /// Applies the limit to a reply of the registration protocol in `reply`: returns whether to
-    /// send what `reply` then holds (the reply, or the short `rate limited` answer in the same
-    /// form).
+    /// Applies the limit to a reply of the registration protocol in `reply`, of `kind`: returns
+    /// whether to send what `reply` then holds (the reply, or the short `rate limited` answer in
+    /// the same form). An [`Ack`](ReplyKind::Ack) is sent without a look at the buckets.
     pub fn limit_reply(
         &mut self,
         now: Instant,
@@ -224,8 +244,12 @@ impl ResponseLimiter {
         form: crate::protocol::Form,
         request_len: usize,
         reply: &mut Vec<u8>,
+        kind: ReplyKind,
     ) -> bool {
         use crate::protocol::{Rejection, Response, encode_reply};
+        if kind == ReplyKind::Ack {
+            return true;
+        }
         match self.check(now, source, request_len, reply.len()) {
             Verdict::Send => true,
             Verdict::Drop => false,

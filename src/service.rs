@@ -4,7 +4,8 @@
 //! A request datagram goes through [`handle`], the router: it is decoded once, counted, and
 //! sent to the handler of its kind, each in a file of its own that applies it to the table and
 //! returns the reply (`register`, `heartbeat`, `deregister`, `query`, and the listings
-//! `services` and `instances`); the router writes the reply in the request's form. Requests
+//! `services` and `instances`); the router writes the reply in the request's form, and says
+//! whether it is an acknowledgement, which the rate limit lets through (see [`crate::limit`]). Requests
 //! only the caller can answer go to the caller's handlers: it implements [`Context`], which
 //! hands the router the table and the protocol's state, answers `stats`, `report`, `watch` and
 //! `unwatch`, asks its bridges when a query finds nothing here, and says whether its table is
@@ -13,6 +14,7 @@
 //!
 //! ```
 //! use std::time::Instant;
+//! use makler::limit::ReplyKind;
 //! use makler::protocol::Form;
 //! use makler::registry::{Config, Registry};
 //! use makler::service::{self, Plain};
@@ -20,8 +22,10 @@
 //! let mut table = Plain::new(Registry::new(Config::default(), uuid::Uuid::new_v4), 1400);
 //! let server = "127.0.0.1:40000".parse().unwrap();
 //! let (now, mut out) = (Instant::now(), Vec::new());
-//! assert_eq!(service::handle(&mut table, now, server, b"register echo 4000", &mut out), Some(Form::Text));
+//! let written = service::handle(&mut table, now, server, b"register echo 4000", &mut out).unwrap();
+//! assert_eq!(written.form, Form::Text);
 //! assert_eq!(out.len(), 37); // a UUID and a newline
+//! assert_eq!(written.kind, ReplyKind::Ack); // not rate-limited
 //! service::handle(&mut table, now, server, b"query echo", &mut out);
 //! assert_eq!(out, b"127.0.0.1:4000\n");
 //! service::handle(&mut table, now, server, b"stats", &mut out);
@@ -43,6 +47,7 @@ use policy::Policy;
 
 pub use counters::{Counters, RequestCounts};
 
+use crate::limit::ReplyKind;
 use crate::protocol::{self, DecodeError, Form, Rejection, Request, Response};
 use crate::registry::Registry;
 
@@ -104,17 +109,33 @@ pub trait Context {
     }
 }
 
+/// What [`handle`] wrote: the reply's form, and what it is to the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The form of the reply: the request's.
+    pub form: Form,
+    /// An acknowledgement of a lease request, or anything else (see [`crate::limit`]).
+    pub kind: ReplyKind,
+}
+
+impl Written {
+    /// A reply the rate limit judges by its size: every one but an acknowledgement.
+    fn data(form: Form) -> Self {
+        Written { form, kind: ReplyKind::Data }
+    }
+}
+
 /// Handles one request datagram from `source`: the router. The reply, of at most
 /// [`MAX_REPLY_LEN`](protocol::MAX_REPLY_LEN) bytes, goes into `out` (cleared first); returns
-/// its form, or `None` when there is nothing to send now (a query asked at the bridges).
-/// Never panics, whatever the bytes.
+/// its form and kind, or `None` when there is nothing to send now (a query asked at the
+/// bridges). Never panics, whatever the bytes.
 pub fn handle<C: Context>(
     ctx: &mut C,
     now: Instant,
     source: SocketAddr,
     datagram: &[u8],
     out: &mut Vec<u8>,
-) -> Option<Form> {
+) -> Option<Written> {
     let (state, _) = ctx.parts();
     state.counters.received += 1;
     if datagram.len() > state.max_datagram {
@@ -122,16 +143,20 @@ pub fn handle<C: Context>(
             Ok((form, _)) | Err(DecodeError { form, .. }) => form,
         };
         state.reply(form, &Response::Error(Rejection::TooLarge { max: saturate(state.max_datagram) }), out);
-        return Some(form);
+        return Some(Written::data(form));
     }
     let (form, request) = match protocol::decode_request(datagram) {
         Ok(decoded) => decoded,
         Err(DecodeError { form, rejection }) => {
             state.reply(form, &Response::Error(rejection), out);
-            return Some(form);
+            return Some(Written::data(form));
         }
     };
     state.counters.requests.count(&request);
+    let lease = matches!(
+        request,
+        Request::Register { .. } | Request::Heartbeat { .. } | Request::Deregister { .. } | Request::Report { .. }
+    );
     let response = match request {
         Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port),
         Request::Heartbeat { id } => heartbeat::apply(ctx, now, id),
@@ -141,7 +166,7 @@ pub fn handle<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } if form == Form::Text => {
             query::apply_text(ctx, now, service, out);
-            return Some(form);
+            return Some(Written::data(form));
         }
         Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
@@ -151,12 +176,15 @@ pub fn handle<C: Context>(
         Request::Watch { service } => ctx.answer_watch(now, source, form, service),
         Request::Unwatch { service } => ctx.answer_unwatch(now, source, service),
     };
+    // An acknowledgement: an id, `OK`, `NOT FOUND` (or catching up); never an error, which may
+    // echo what was sent.
+    let kind = if lease && !matches!(response, Response::Error(_)) { ReplyKind::Ack } else { ReplyKind::Data };
     let (state, _) = ctx.parts();
     state.reply(form, &response, out);
     if let Response::Instances(list) = response {
         state.scratch = list;
     }
-    Some(form)
+    Some(Written { form, kind })
 }
 
 /// The answer for something that is not in the table: [`Response::CatchingUp`] while the

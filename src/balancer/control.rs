@@ -226,11 +226,12 @@ impl Core for Control {
         reply: &mut Vec<u8>,
     ) -> Option<Face> {
         // Never `None`: the control port has no bridges.
-        let form = service::handle(self, now, from, datagram, reply);
+        let written = service::handle(self, now, from, datagram, reply);
         self.drain_changes(now);
         // The binary `stats` answer is the largest for the smallest request: limited like a
         // broker's replies.
-        self.limiter.limit_reply(now, from.ip(), form?, datagram.len(), reply).then_some(Face::Control)
+        let service::Written { form, kind } = written?;
+        self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply, kind).then_some(Face::Control)
     }
 
     fn handle_stream(

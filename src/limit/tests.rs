@@ -107,3 +107,21 @@ fn a_flood_of_sources_is_tracked_within_bounds() {
     assert!(l.addresses.len() <= CAPACITY && l.networks.len() <= CAPACITY);
     assert!(l.limited.len() <= CAPACITY);
 }
+
+#[test]
+fn acknowledgements_pass_and_leave_no_state() {
+    let mut l = limiter(1);
+    let t0 = Instant::now();
+    let host: IpAddr = "192.0.2.7".parse().unwrap();
+    for _ in 0..1000 {
+        let mut reply = vec![b'x'; 37];
+        assert!(l.limit_reply(t0, host, crate::protocol::Form::Text, 20, &mut reply, ReplyKind::Ack));
+        assert_eq!(reply.len(), 37);
+    }
+    assert_eq!((l.addresses.len(), l.networks.len(), l.limited.len()), (0, 0, 0));
+    assert_eq!(l.stats(), LimitStats::default());
+    // Its one token still serves a larger reply; the next is limited.
+    let mut reply = vec![b'x'; 37];
+    assert!(l.limit_reply(t0, host, crate::protocol::Form::Text, 20, &mut reply, ReplyKind::Data));
+    assert!(!l.limit_reply(t0, host, crate::protocol::Form::Text, 20, &mut reply, ReplyKind::Data));
+}

@@ -13,7 +13,7 @@ use super::replicate::ReplicaEvent;
 use super::verify::VerifyEvent;
 use super::{Face, Node};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
-use crate::limit::Verdict;
+use crate::limit::{ReplyKind, Verdict};
 use crate::protocol::peer::Peer;
 use crate::protocol::{Form, RemoveReason, Response, seal};
 use crate::registry::ChangeKind;
@@ -128,7 +128,7 @@ impl Node {
                 BridgeEvent::Answer { to, form, request_len, response } => {
                     let mut reply = Vec::new();
                     self.service.reply(form, &response, &mut reply);
-                    if self.limiter.limit_reply(now, to.ip(), form, request_len, &mut reply) {
+                    if self.limiter.limit_reply(now, to.ip(), form, request_len, &mut reply, ReplyKind::Data) {
                         self.replies.push(Face::Client, to, |out| out.extend_from_slice(&reply));
                     }
                 }

@@ -218,7 +218,7 @@ impl Node {
             return false;
         }
         match service::handle(self, now, from, datagram, reply) {
-            Some(form) => self.limit(now, from, form, datagram.len(), reply),
+            Some(written) => self.limit(now, from, written, datagram.len(), reply),
             None => false,
         }
     }
@@ -234,8 +234,15 @@ impl Node {
 
     /// Response-rate limiting (see [`crate::limit`]): whether to send `reply` (or the short
     /// answer it was replaced by) to `from`.
-    fn limit(&mut self, now: Instant, from: SocketAddr, form: Form, request_len: usize, reply: &mut Vec<u8>) -> bool {
-        self.limiter.limit_reply(now, from.ip(), form, request_len, reply)
+    fn limit(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        written: service::Written,
+        request_len: usize,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        self.limiter.limit_reply(now, from.ip(), written.form, request_len, reply, written.kind)
     }
 
     /// A client reports an instance dead: `OK` at once when it is registered; then it is

@@ -119,3 +119,56 @@ fn the_node_wakes_for_expiry_and_drains_its_changes() {
     assert_eq!(node.stats(now)["expired"], 1);
     assert_eq!(node.registry.poll_change(), None, "the node took every change");
 }
+
+/// A LAN host (not exempt) registering 1,000 instances at once gets its 1,000 ids, renews and
+/// drops them, while its queries, listings and `stats` stay limited, and so does a refusal.
+#[test]
+fn acknowledgements_are_not_rate_limited_but_queries_are() {
+    let config =
+        NodeConfig { rate_limit: crate::limit::RateLimit { rate: 5, exempt: Vec::new() }, ..NodeConfig::default() };
+    let mut n = 0u128;
+    let mut node = Node::new(config, move || {
+        n += 1;
+        Uuid::from_u128(n)
+    });
+    let now = Instant::now();
+    let host: SocketAddr = "192.0.2.7:5000".parse().unwrap();
+    let send = |node: &mut Node, line: &[u8]| {
+        let mut reply = Vec::new();
+        node.handle_datagram(now, Face::Client, host, line, &mut reply).map(|_| reply)
+    };
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let reply = send(&mut node, format!("register s 10.0.{}.{} 80", i / 250, i % 250).as_bytes());
+        let reply = reply.expect("every registration gets its id");
+        ids.push(String::from_utf8(reply).unwrap().trim().to_owned());
+    }
+    assert_eq!(node.registry().len(), 1000);
+    let mut request = Vec::new();
+    binary::encode_request(7, &crate::protocol::Request::Register { service: "b", ip: None, port: 9 }, &mut request);
+    assert!(send(&mut node, &request).is_some_and(|reply| reply.len() > request.len()), "binary too");
+    for id in &ids {
+        assert_eq!(send(&mut node, format!("heartbeat {id}").as_bytes()).unwrap(), b"OK\n");
+    }
+    assert_eq!(send(&mut node, format!("deregister {}", ids[0]).as_bytes()).unwrap(), b"OK\n");
+    assert_eq!(send(&mut node, b"report s 10.0.0.2:80").unwrap(), b"OK\n");
+    assert_eq!(node.stats(now)["rate_dropped"] + node.stats(now)["rate_slipped"], 0, "nothing limited yet");
+
+    // Queries are limited as before: 5 full replies, then every second one a slip or nothing.
+    let full = (0..100).filter(|_| send(&mut node, b"query s").is_some_and(|r| r.len() > 7)).count();
+    assert_eq!(full, 5);
+    for request in [&b"services"[..], b"instances s", b"stats"] {
+        assert!(send(&mut node, request).is_none_or(|r| r.len() <= request.len()), "{request:?} is limited");
+    }
+    // A refusal may echo what was sent: limited too.
+    assert_eq!(send(&mut node, b"register bad/name 1"), None);
+    assert!(node.stats(now)["rate_dropped"] >= 50);
+    // And the acknowledgements still go out.
+    assert_eq!(send(&mut node, format!("heartbeat {}", ids[1]).as_bytes()).unwrap(), b"OK\n");
+    assert_eq!(send(&mut node, b"register s 10.9.9.9 80").unwrap().len(), 37);
+    // Time refills the bucket for queries.
+    let later = now + Duration::from_secs(1);
+    let mut reply = Vec::new();
+    assert_eq!(node.handle_datagram(later, Face::Client, host, b"query s", &mut reply), Some(Face::Client));
+    assert!(reply.len() > 1000);
+}

@@ -146,16 +146,19 @@ fn requests_beyond_the_protocol_go_to_the_context() {
     let now = Instant::now();
     let source = "127.0.0.1:50000".parse().unwrap();
     let mut out = Vec::new();
-    assert_eq!(handle(&mut broker, now, source, b"stats", &mut out), Some(Form::Text));
+    assert_eq!(handle(&mut broker, now, source, b"stats", &mut out).map(|w| w.form), Some(Form::Text));
     assert_eq!(out, b"OK\n");
     let datagram = binary_request(9, &Request::Stats);
-    assert_eq!(handle(&mut broker, now, source, &datagram, &mut out), Some(Form::Binary { request_id: 9 }));
+    assert_eq!(
+        handle(&mut broker, now, source, &datagram, &mut out).map(|w| w.form),
+        Some(Form::Binary { request_id: 9 })
+    );
     assert_eq!(binary::decode_response(&out).unwrap(), (9, Response::Ok));
-    assert_eq!(handle(&mut broker, now, source, b"query elsewhere", &mut out), None, "answered later");
-    assert_eq!(handle(&mut broker, now, source, b"query elsewhere local", &mut out), Some(Form::Text));
+    assert_eq!(handle(&mut broker, now, source, b"query elsewhere", &mut out).map(|w| w.form), None, "answered later");
+    assert_eq!(handle(&mut broker, now, source, b"query elsewhere local", &mut out).map(|w| w.form), Some(Form::Text));
     assert_eq!(out, b"NOT FOUND\n", "a local query is never bridged");
     assert_eq!(broker.asked, ["elsewhere"]);
-    assert_eq!(handle(&mut broker, now, source, b"watch echo", &mut out), Some(Form::Text));
+    assert_eq!(handle(&mut broker, now, source, b"watch echo", &mut out).map(|w| w.form), Some(Form::Text));
     assert_eq!(out, b"ERROR not supported here: Watch { service: \"echo\" }\n");
     let counters = broker.plain.service.counters();
     assert_eq!((counters.received, counters.rejected, counters.requests.query), (5, 1, 2));

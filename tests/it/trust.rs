@@ -180,6 +180,53 @@ fn a_broker_is_no_reflector() {
     assert!(stat(&udp, "rate_dropped") + stat(&udp, "rate_slipped") > 1000);
 }
 
+/// A LAN host (loopback, not exempt here) registering fast: every id comes back, since an id
+/// answering a registration is no reflection; its queries are still limited.
+#[test]
+fn a_burst_of_registrations_gets_every_id_and_queries_stay_limited() {
+    let rate = 20;
+    let broker = broker(&["--rate-limit", &rate.to_string(), "--rate-limit-exempt", "192.0.2.0/24"]);
+    let to = broker.addr("udp");
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    // Room for every reply, so only the broker decides what arrives.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into()).unwrap();
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let reader = socket.try_clone().unwrap();
+    let replies = std::thread::spawn(move || {
+        let (mut ids, mut buf) = (std::collections::HashSet::new(), [0u8; 2048]);
+        while let Ok((n, _)) = reader.recv_from(&mut buf) {
+            if let Some(id) = std::str::from_utf8(&buf[..n]).ok().and_then(|r| uuid::Uuid::try_parse(r.trim()).ok()) {
+                ids.insert(id);
+            }
+        }
+        ids.len()
+    });
+    for i in 0..1000u32 {
+        socket.send_to(format!("register lan 10.0.{}.{} 80", i / 250, i % 250).as_bytes(), to).unwrap();
+    }
+    let ids = replies.join().unwrap();
+    assert!(ids >= 990, "{ids} ids for 1,000 registrations");
+    let udp = Udp::new(to);
+    assert_eq!(stat(&udp, "instances"), 1000);
+
+    // Queries from the same source: `rate` full replies a second, as before.
+    let started = Instant::now();
+    for _ in 0..500 {
+        socket.send_to(b"query lan", to).unwrap();
+    }
+    let (mut full, mut buf) = (0usize, [0u8; 2048]);
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        if n > "query lan".len() {
+            full += 1;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(full >= 1 && full <= rate * (seconds + 1), "{full} full replies in {seconds} s");
+    assert!(stat(&udp, "rate_dropped") + stat(&udp, "rate_slipped") >= 400);
+}
+
 #[test]
 fn one_source_cannot_fill_the_table() {
     let broker = broker(&["--max-instances", "3000"]);

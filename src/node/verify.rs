@@ -348,7 +348,7 @@ impl Verifier {
                 self.cool_down(now, endpoint);
                 Some(Err(()))
             }
-            Probe::Failed(_) => Some(Ok("reported, and the connect was refused or failed")),
+            Probe::Failed(_) => Some(Ok("reported, and a probe failed")),
             Probe::TimedOut => {
                 check.timeouts += 1;
                 if check.timeouts >= self.config.report_timeouts.max(1) {

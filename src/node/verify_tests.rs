@@ -73,7 +73,7 @@ impl Bench {
     }
 }
 
-const REFUSED: &str = "reported, and the connect was refused or failed";
+const REFUSED: &str = "reported, and a probe failed";
 const TIMED_OUT: &str = "reported, and its probes timed out";
 
 #[test]

@@ -19,9 +19,9 @@
 //!
 //! What keeps this from being a port scanner or a stall:
 //! - only registered instances are probed (checked again when a forwarded report arrives);
-//! - one probe per endpoint at a time, and at most one per endpoint per cooldown for reports,
-//!   however many clients report it at however many brokers (reports are forwarded to the one
-//!   owner);
+//! - one probe per endpoint at a time, one verification per endpoint at a time (two probes at
+//!   most) and none for a cooldown after one kept it, however many clients report it at however
+//!   many brokers (reports are forwarded to the one owner);
 //! - reports per source address are capped by a token bucket;
 //! - probes are non-blocking connects in the event loop with a deadline (see [`crate::probe`]).
 //!
@@ -364,8 +364,11 @@ impl Verifier {
                 None
             }
             Probe::Unknown => {
-                // This process could not try: no verdict, and the next report tries again.
-                self.end_check(endpoint);
+                // This process could not try: no verdict, and the next report tries again. (A
+                // health check's such result while the re-check waits changes nothing.)
+                if check.step == Step::Probing {
+                    self.end_check(endpoint);
+                }
                 None
             }
         }

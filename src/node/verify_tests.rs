@@ -229,6 +229,18 @@ fn a_health_check_timeout_counts_for_a_waiting_verification() {
 }
 
 #[test]
+fn a_probe_this_process_could_not_make_gives_no_verdict() {
+    let mut b = Bench::new(None);
+    b.verifier.handle_report(b.t0, b.endpoint);
+    let [id] = b.started()[..] else { panic!("one probe") };
+    b.verifier.handle_probe(b.t0 + MS, id, ProbeOutcome::Local(io::ErrorKind::OutOfMemory));
+    assert_eq!(b.events(), []);
+    // No cooldown: the next report tries again.
+    b.verifier.handle_report(b.t0 + 2 * MS, b.endpoint);
+    assert_eq!(b.started().len(), 1);
+}
+
+#[test]
 fn an_unregistered_endpoint_is_not_rechecked() {
     let mut b = Bench::new(None);
     b.verifier.handle_report(b.t0, b.endpoint);

@@ -89,6 +89,13 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_interval)]
     probe_interval: f64,
 
+    /// Seconds a TCP probe's connect may take (health checks' and reports'). A reported
+    /// instance whose connect is refused is removed at once; one whose connect times out is
+    /// probed again after 1 s and removed only if that times out too, so a black-holed instance
+    /// goes 2 × this + 1 s after the report (7 s by default), and a slow one stays.
+    #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = makler::cli::parse_seconds)]
+    probe_timeout: Duration,
+
     /// Most instances one source address may hold (so one source cannot fill the table); 0: no
     /// limit.
     #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_SOURCE)]
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
         },
         verify: broker::VerifyConfig {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
+            probe_timeout: args.probe_timeout,
             ..broker::VerifyConfig::default()
         },
         dns_listen: args.dns,

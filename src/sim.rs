@@ -109,6 +109,8 @@ pub(crate) struct Sim {
     /// Endpoints where probes connect; black holes never answer; everything else refuses.
     pub listening: HashSet<SocketAddr>,
     pub black_holes: HashSet<SocketAddr>,
+    /// Listening endpoints whose connect takes this long (a loaded server).
+    pub slow: HashMap<SocketAddr, Duration>,
     aborted: HashSet<(usize, ProbeId)>,
     pub keep_traces: bool,
     pub sent: u64,
@@ -131,6 +133,7 @@ impl Sim {
             inboxes: HashMap::new(),
             listening: HashSet::new(),
             black_holes: HashSet::new(),
+            slow: HashMap::new(),
             aborted: HashSet::new(),
             keep_traces: false,
             sent: 0,
@@ -342,7 +345,8 @@ impl Sim {
                     } else {
                         ProbeOutcome::Failed(io::ErrorKind::ConnectionRefused)
                     };
-                    let at = self.now + self.rng.between(self.net.min_delay, self.net.max_delay);
+                    let slow = self.slow.get(&addr).copied().unwrap_or_default();
+                    let at = self.now + slow + self.rng.between(self.net.min_delay, self.net.max_delay);
                     self.schedule(at, Event::ProbeDone { node, id, outcome });
                 }
                 ProbeCmd::Abort { id } => {

@@ -48,7 +48,7 @@ pub struct NodeConfig {
     pub replica: ReplicaConfig,
     /// Reports and health checks.
     pub verify: VerifyConfig,
-    /// How probes run.
+    /// How probes run: how many at once (its `timeout` is replaced by `verify.probe_timeout`).
     pub prober: ProberConfig,
     /// Response-rate limiting of replies larger than their request.
     pub rate_limit: RateLimit,

@@ -69,6 +69,8 @@ mod stats;
 #[cfg(test)]
 mod tests;
 pub mod verify;
+#[cfg(test)]
+mod verify_tests;
 pub mod watch;
 #[cfg(test)]
 mod watch_tests;

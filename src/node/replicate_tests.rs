@@ -32,7 +32,7 @@ fn config(n: usize, incarnation: u64, probe_interval: Option<Duration>) -> NodeC
 }
 
 /// `n` brokers, each told of all; run until they have met.
-fn cluster(n: usize, seed: u64, net: NetConfig, probe_interval: Option<Duration>) -> Sim {
+pub(super) fn cluster(n: usize, seed: u64, net: NetConfig, probe_interval: Option<Duration>) -> Sim {
     let mut sim = Sim::new(seed, net);
     for i in 0..n {
         let mut config = config(n, i as u64, probe_interval);
@@ -52,24 +52,24 @@ fn restart(sim: &mut Sim, i: usize, n: usize, incarnation: u64, probe_interval: 
     sim.restart(i, node_with(incarnation, config));
 }
 
-fn text(sim: &mut Sim, client: usize, node: usize, line: &str) -> Option<String> {
+pub(super) fn text(sim: &mut Sim, client: usize, node: usize, line: &str) -> Option<String> {
     let reply = sim.request(client_addr(client), node_addr(node), line.as_bytes())?;
     Some(String::from_utf8(reply).unwrap().trim_end().to_owned())
 }
 
-fn live(sim: &mut Sim, node: usize, service: &str) -> Vec<SocketAddr> {
+pub(super) fn live(sim: &mut Sim, node: usize, service: &str) -> Vec<SocketAddr> {
     let now = sim.now;
     let mut all: Vec<_> = sim.node(node).registry.query(now, service).map(Iterator::collect).unwrap_or_default();
     all.sort();
     all
 }
 
-fn stats(sim: &mut Sim, node: usize) -> BrokerStats {
+pub(super) fn stats(sim: &mut Sim, node: usize) -> BrokerStats {
     let now = sim.now;
     sim.node(node).stats(now)
 }
 
-fn quiet() -> NetConfig {
+pub(super) fn quiet() -> NetConfig {
     NetConfig { min_delay: Duration::from_micros(50), max_delay: Duration::from_micros(300), ..NetConfig::default() }
 }
 

@@ -1,15 +1,27 @@
 //! Checking instances: reports of dead instances, and periodic health checks.
 //!
 //! A report of a registered instance is answered at once; the broker that owns the instance's
-//! checks (see `Replicator::owner`) then probes it with a TCP connect, and a dead one is removed
+//! checks (see `Replicator::owner`) then verifies it with TCP connects, and a dead one is removed
 //! here and, through replication, everywhere. Health checks probe every instance this broker
 //! owns once per interval, and remove one that fails twice in a row.
 //!
+//! How a report is verified (a refusal is proof, a timeout is only a hint):
+//! - a connect that is refused, reset or unreachable is conclusive: the instance is removed at once;
+//! - a connect that times out (after `probe_timeout`) is not: a slow or loaded server looks the
+//!   same as a dead host for a moment. It is tried again after a backoff (`recheck_after`,
+//!   doubling), and removed only when `report_timeouts` probes in a row timed out;
+//! - a connect that succeeds keeps it, and reports of it are ignored for `report_cooldown`;
+//! - reports that come while a verification runs (probing or waiting to re-check) join it: one
+//!   probe at a time, however many reports.
+//!
+//! So with the defaults a server whose connect takes 1 s survives any number of reports, and a
+//! black-holed one is gone `2 × probe_timeout + recheck_after` (7 s) after the first report.
+//!
 //! What keeps this from being a port scanner or a stall:
 //! - only registered instances are probed (checked again when a forwarded report arrives);
-//! - one probe per endpoint at a time, and at most one per endpoint per cooldown for reports,
-//!   however many clients report it at however many brokers (reports are forwarded to the one
-//!   owner);
+//! - one probe per endpoint at a time, one verification per endpoint at a time (two probes at
+//!   most) and none for a cooldown after one kept it, however many clients report it at however
+//!   many brokers (reports are forwarded to the one owner);
 //! - reports per source address are capped by a token bucket;
 //! - probes are non-blocking connects in the event loop with a deadline (see [`crate::probe`]).
 //!
@@ -44,7 +56,20 @@ pub struct VerifyConfig {
     pub report_cooldown: Duration,
     /// Reports per second taken from one source address (the bucket holds twice as many).
     pub reports_per_second: u32,
+    /// How long a connect may take before the probe counts as timed out (every probe: reports'
+    /// and health checks'). Long enough for a loaded server whose first SYN was dropped.
+    pub probe_timeout: Duration,
+    /// Timed-out probes in a row before a report removes an instance (a refusal removes it at
+    /// once).
+    pub report_timeouts: u32,
+    /// The wait before a reported instance whose probe timed out is probed again; it doubles
+    /// with every further timeout.
+    pub recheck_after: Duration,
 }
+
+/// The broker's default `--probe-timeout`: a server whose first SYN was dropped (a full accept
+/// queue; the kernel retries after 1 s) still answers well within it.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl Default for VerifyConfig {
     fn default() -> Self {
@@ -53,6 +78,9 @@ impl Default for VerifyConfig {
             fall: 2,
             report_cooldown: Duration::from_secs(2),
             reports_per_second: 20,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
+            report_timeouts: 2,
+            recheck_after: Duration::from_secs(1),
         }
     }
 }
@@ -72,6 +100,23 @@ struct Bucket {
     last: Instant,
 }
 
+/// Where the verification of a report stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A probe of the endpoint runs (or waits its turn in the prober).
+    Probing,
+    /// The last probe timed out; the next starts at this time.
+    Waiting(Instant),
+}
+
+/// A report being verified.
+#[derive(Debug, Clone, Copy)]
+struct Check {
+    /// Probes of it that timed out, in a row.
+    timeouts: u32,
+    step: Step,
+}
+
 /// Source buckets kept at most; beyond, idle ones are dropped first.
 const MAX_BUCKETS: usize = 65_536;
 
@@ -80,38 +125,53 @@ const MAX_BUCKETS: usize = 65_536;
 pub(super) struct Verifier {
     config: VerifyConfig,
     prober: Prober,
-    /// Endpoints probed because of a report, and when: the cooldown.
+    /// Endpoints a report's verification kept, and when: the cooldown.
     recent: HashMap<SocketAddr, Instant>,
     recent_timers: Timers<SocketAddr>,
-    /// Reported endpoints whose probe runs.
-    reported: HashMap<SocketAddr, ()>,
+    /// Reported endpoints being verified.
+    checks: HashMap<SocketAddr, Check>,
+    /// When the re-checks of endpoints whose probe timed out are due.
+    rechecks: Timers<SocketAddr>,
     buckets: HashMap<IpAddr, Bucket>,
     schedule: Option<Schedule>,
     /// The services of every live instance, by endpoint.
     services: HashMap<SocketAddr, Vec<Arc<str>>>,
     events: VecDeque<VerifyEvent>,
     reports: u64,
+    /// Reports that joined a verification already running.
+    #[cfg_attr(not(test), allow(dead_code))]
+    joined: u64,
 }
 
 impl Verifier {
+    /// A verifier whose prober runs `prober.max_in_flight` probes at once, each for
+    /// `config.probe_timeout` at most.
     pub fn new(config: VerifyConfig, prober: ProberConfig) -> Self {
         Verifier {
-            prober: Prober::new(prober),
+            prober: Prober::new(ProberConfig { timeout: config.probe_timeout, ..prober }),
             schedule: config.probe_interval.map(|interval| Schedule::new(interval, config.fall)),
             config,
             recent: HashMap::new(),
             recent_timers: Timers::new(),
-            reported: HashMap::new(),
+            checks: HashMap::new(),
+            rechecks: Timers::new(),
             buckets: HashMap::new(),
             services: HashMap::new(),
             events: VecDeque::new(),
             reports: 0,
+            joined: 0,
         }
     }
 
     /// Reports taken (verified, or joined to a probe or a cooldown).
     pub fn reports(&self) -> u64 {
         self.reports
+    }
+
+    /// Reports that joined a verification already running.
+    #[cfg(test)]
+    pub fn joined(&self) -> u64 {
+        self.joined
     }
 
     /// The prober's counters.
@@ -142,25 +202,46 @@ impl Verifier {
         Ok(())
     }
 
-    /// Probes a reported endpoint, unless it was probed for a report within the cooldown (or
-    /// a probe of it runs, which the report joins). The caller checked it is registered.
+    /// Verifies a reported endpoint, unless a verification of it runs (which the report joins)
+    /// or one kept it within the cooldown. The caller checked it is registered.
     pub fn handle_report(&mut self, now: Instant, endpoint: SocketAddr) {
         self.reports += 1;
-        let prober = &mut self.prober;
-        if prober.is_probing(endpoint) {
-            self.reported.insert(endpoint, ());
-            prober.probe(now, endpoint);
+        if self.checks.contains_key(&endpoint) {
+            self.joined += 1;
             return;
         }
         if self.recent.get(&endpoint).is_some_and(|&at| at + self.config.report_cooldown > now) {
             return;
         }
+        self.checks.insert(endpoint, Check { timeouts: 0, step: Step::Probing });
+        // Joins a health check's probe of it, if one runs: its result counts.
+        self.prober.probe(now, endpoint);
+    }
+
+    /// Ends the verification of `endpoint`, if one runs, and cancels its re-check.
+    fn end_check(&mut self, endpoint: SocketAddr) -> Option<Check> {
+        let check = self.checks.remove(&endpoint)?;
+        if let Step::Waiting(at) = check.step {
+            self.rechecks.remove(at, endpoint);
+        }
+        Some(check)
+    }
+
+    /// Starts the cooldown of an endpoint a verification kept.
+    fn cool_down(&mut self, now: Instant, endpoint: SocketAddr) {
         if let Some(old) = self.recent.insert(endpoint, now) {
             self.recent_timers.remove(old + self.config.report_cooldown, endpoint);
         }
         self.recent_timers.insert(now + self.config.report_cooldown, endpoint);
-        self.reported.insert(endpoint, ());
-        prober.probe(now, endpoint);
+    }
+
+    /// Removes the cooldown of an endpoint that goes: whatever registers there next is a new
+    /// life, and its reports count anew.
+    fn forget(&mut self, endpoint: SocketAddr) {
+        self.end_check(endpoint);
+        if let Some(at) = self.recent.remove(&endpoint) {
+            self.recent_timers.remove(at + self.config.report_cooldown, endpoint);
+        }
     }
 
     /// Follows the table: which services each endpoint is in, and which endpoints this broker
@@ -187,6 +268,8 @@ impl Verifier {
                     services.retain(|s| *s != change.service);
                     if services.is_empty() {
                         self.services.remove(&endpoint);
+                        // No longer registered: not probed again.
+                        self.end_check(endpoint);
                         if let Some(schedule) = &mut self.schedule {
                             schedule.remove(endpoint);
                         }
@@ -212,7 +295,7 @@ impl Verifier {
     /// The shell tells how probe `id` ended.
     pub fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         self.prober.handle_outcome(now, id, outcome);
-        self.take_results();
+        self.take_results(now);
     }
 
     /// The next probe for the shell to start or abort.
@@ -226,34 +309,73 @@ impl Verifier {
     }
 
     /// Turns the prober's finished probes into events.
-    fn take_results(&mut self) {
+    fn take_results(&mut self, now: Instant) {
         while let Some((endpoint, probe)) = self.prober.poll_result() {
-            if let Some(event) = self.on_result(endpoint, probe) {
+            if let Some(event) = self.on_result(now, endpoint, probe) {
                 self.events.push_back(event);
             }
         }
     }
 
     /// Turns a probe's result into what to do.
-    fn on_result(&mut self, endpoint: SocketAddr, probe: Probe) -> Option<VerifyEvent> {
-        let reported = self.reported.remove(&endpoint).is_some();
+    /// Any probe of a reported endpoint counts for its verification, a health check's too.
+    fn on_result(&mut self, now: Instant, endpoint: SocketAddr, probe: Probe) -> Option<VerifyEvent> {
         let verdict = self.schedule.as_mut().and_then(|s| s.on_result(endpoint, probe));
-        let services = || self.services.get(&endpoint).cloned().unwrap_or_default();
-        if reported && probe.is_dead() {
-            // Removed: whatever registers there next is a new life, and its reports count anew.
-            if let Some(at) = self.recent.remove(&endpoint) {
-                self.recent_timers.remove(at + self.config.report_cooldown, endpoint);
-            }
-            return Some(VerifyEvent::Remove { endpoint, services: services(), why: "reported, and a probe failed" });
-        }
-        if verdict == Some(Verdict::Down) {
-            return Some(VerifyEvent::Remove { endpoint, services: services(), why: "health checks failed" });
-        }
-        (reported && probe == Probe::Alive).then_some(VerifyEvent::Kept { endpoint })
+        let report = self.on_report_result(now, endpoint, probe);
+        let why = match (report, verdict) {
+            (Some(Ok(why)), _) => why,
+            (_, Some(Verdict::Down)) => "health checks failed",
+            (Some(Err(())), _) => return Some(VerifyEvent::Kept { endpoint }),
+            _ => return None,
+        };
+        self.forget(endpoint);
+        let services = self.services.get(&endpoint).cloned().unwrap_or_default();
+        Some(VerifyEvent::Remove { endpoint, services, why })
     }
 
-    /// Runs due health checks, forgets cooldowns that are over, and gives up probes past
-    /// their deadline.
+    /// Moves the verification of `endpoint` on: `Ok(why)` when the result removes it, `Err(())`
+    /// when it keeps it, `None` when there is no verification or no verdict yet.
+    fn on_report_result(
+        &mut self,
+        now: Instant,
+        endpoint: SocketAddr,
+        probe: Probe,
+    ) -> Option<Result<&'static str, ()>> {
+        let check = self.checks.get_mut(&endpoint)?;
+        match probe {
+            Probe::Alive => {
+                self.end_check(endpoint);
+                self.cool_down(now, endpoint);
+                Some(Err(()))
+            }
+            Probe::Failed(_) => Some(Ok("reported, and a probe failed")),
+            Probe::TimedOut => {
+                check.timeouts += 1;
+                if check.timeouts >= self.config.report_timeouts.max(1) {
+                    return Some(Ok("reported, and its probes timed out"));
+                }
+                if let Step::Waiting(at) = check.step {
+                    // A health check's probe timed out while the re-check waited.
+                    self.rechecks.remove(at, endpoint);
+                }
+                let backoff = self.config.recheck_after.saturating_mul(1 << (check.timeouts - 1).min(16));
+                check.step = Step::Waiting(now + backoff);
+                self.rechecks.insert(now + backoff, endpoint);
+                None
+            }
+            Probe::Unknown => {
+                // This process could not try: no verdict, and the next report tries again. (A
+                // health check's such result while the re-check waits changes nothing.)
+                if check.step == Step::Probing {
+                    self.end_check(endpoint);
+                }
+                None
+            }
+        }
+    }
+
+    /// Runs due health checks and re-checks of reported endpoints, forgets cooldowns that are
+    /// over, and gives up probes past their deadline.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(schedule) = &mut self.schedule {
             schedule.handle_timeout(now, &mut self.prober);
@@ -261,14 +383,26 @@ impl Verifier {
         while let Some(endpoint) = self.recent_timers.pop_due(now) {
             self.recent.remove(&endpoint);
         }
+        while let Some(endpoint) = self.rechecks.pop_due(now) {
+            if let Some(check) = self.checks.get_mut(&endpoint) {
+                check.step = Step::Probing;
+                self.prober.probe(now, endpoint);
+            }
+        }
         self.prober.handle_timeout(now);
-        self.take_results();
+        self.take_results(now);
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) must run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.schedule.as_ref().and_then(Schedule::poll_timeout), self.recent_timers.next(), self.prober.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.schedule.as_ref().and_then(Schedule::poll_timeout),
+            self.recent_timers.next(),
+            self.rechecks.next(),
+            self.prober.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -28,6 +28,7 @@ mod peers;
 mod polish;
 mod protocol_doc;
 mod protocol_props;
+mod reports;
 mod stress;
 mod systemd;
 mod trust;

@@ -34,6 +34,9 @@ impl SlowServer {
             held.push(stream);
             assert!(held.len() < 64, "the listen queue never filled");
         }
+        // Never block on an empty queue (a client that gave up leaves nothing to take), so the
+        // thread always sees the stop flag.
+        socket.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = Arc::clone(&stop);
         let thread = std::thread::spawn(move || {

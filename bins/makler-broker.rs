@@ -67,6 +67,13 @@ struct Args {
     #[arg(long, value_name = "ADDR[,ADDR…]")]
     peers: Option<makler::cli::AddrList>,
 
+    /// This broker's cluster: brokers on the multicast group take each other as peers only when
+    /// their names match, so a test broker on the same network does not merge into production.
+    /// Brokers given with --peers are peers whatever their name.
+    #[arg(long, value_name = "NAME", default_value = makler::protocol::DEFAULT_CLUSTER,
+          value_parser = parse_cluster)]
+    cluster: String,
+
     /// Brokers of other networks (another site, another LAN) to ask for a service this broker
     /// does not have: a query that finds nothing here is passed to them (one hop, never further)
     /// and answered with their instances, or `NOT FOUND` after at most 300 ms. Their tables are
@@ -170,6 +177,7 @@ fn main() -> ExitCode {
             ..broker::ReplicaConfig::default()
         },
         rate_limit: args.rate_limit.config(),
+        cluster: args.cluster,
         key: args.multicast.key_file,
         policy: makler::service::policy::Policy {
             allow_register: args.allow_register.unwrap_or_default(),
@@ -226,6 +234,9 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     }
     if let Some(multicast) = &config.multicast {
         log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);
+        if config.cluster != makler::protocol::DEFAULT_CLUSTER {
+            log::info!("cluster {}: brokers of other clusters on the group are ignored", config.cluster);
+        }
     }
     let beyond_loopback =
         !config.listen.ip().is_loopback() || config.multicast.as_ref().is_some_and(|m| !m.interface.is_loopback());
@@ -249,4 +260,9 @@ fn run(config: broker::Config) -> std::io::Result<()> {
     broker.run(&shutdown)?;
     log::info!("stopped");
     Ok(())
+}
+
+/// `--cluster`: a name that reads the same in every log line.
+fn parse_cluster(name: &str) -> Result<String, String> {
+    makler::protocol::check_cluster_name(name).map(|()| name.to_owned())
 }

@@ -69,6 +69,9 @@ pub struct Config {
     pub bridges: crate::node::BridgeConfig,
     /// The caps on watches (`--max-watches`, `--max-watches-per-source`).
     pub watches: crate::node::WatchConfig,
+    /// The cluster's name (`--cluster`): brokers on the multicast group that say hello with
+    /// another name are ignored rather than taken as peers.
+    pub cluster: String,
 }
 
 /// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
@@ -101,6 +104,7 @@ impl Default for Config {
             metrics: None,
             bridges: crate::node::BridgeConfig::default(),
             watches: crate::node::WatchConfig::default(),
+            cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
         }
     }
 }
@@ -147,6 +151,7 @@ impl Broker {
                 dns: dns.is_some().then_some(config.dns),
                 bridges: config.bridges,
                 watches: config.watches,
+                cluster: config.cluster,
                 ..NodeConfig::default()
             },
             Uuid::new_v4,

@@ -206,10 +206,7 @@ pub fn brokers_or_discover(
             let found = crate::client::discover(config, std::time::Duration::from_secs(1))
                 .map_err(|e| format!("cannot look for brokers: {}", crate::multicast::explain(e, config)))?;
             if found.is_empty() {
-                return Err(format!(
-                    "no broker answered on multicast group {} on interface {}; give --broker ADDR",
-                    config.group, config.interface
-                ));
+                return Err(crate::client::no_broker_message(config));
             }
             Ok(found)
         }

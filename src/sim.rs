@@ -113,6 +113,9 @@ pub(crate) struct Sim {
     pub slow: HashMap<SocketAddr, Duration>,
     aborted: HashSet<(usize, ProbeId)>,
     pub keep_traces: bool,
+    /// The multicast group's address: a datagram sent there reaches every node that is up (its
+    /// sender included) on [`Face::Group`], unless a partition cuts the pair off.
+    pub group: Option<SocketAddr>,
     pub sent: u64,
     pub lost: u64,
 }
@@ -136,6 +139,7 @@ impl Sim {
             slow: HashMap::new(),
             aborted: HashSet::new(),
             keep_traces: false,
+            group: None,
             sent: 0,
             lost: 0,
         }
@@ -288,6 +292,20 @@ impl Sim {
     fn deliver(&mut self, event: Event) {
         let now = self.now;
         match event {
+            Event::Datagram { from, to, bytes } if Some(to) == self.group => {
+                for index in 0..self.nodes.len() {
+                    let node = self.nodes[index].addr;
+                    let Some(core) = self.nodes[index].core.as_mut() else { continue };
+                    if self.blocked.contains(&(from, node)) {
+                        continue;
+                    }
+                    let mut reply = Vec::new();
+                    if core.handle_datagram(now, Face::Group, from, &bytes, &mut reply).is_some() && !reply.is_empty() {
+                        self.send(node, from, reply);
+                    }
+                    self.flush(index);
+                }
+            }
             Event::Datagram { from, to, bytes } => {
                 let Some(index) = self.nodes.iter().position(|n| n.addr == to) else {
                     self.inboxes.entry(to).or_default().push_back((from, bytes));

@@ -84,3 +84,26 @@ pub fn discover(config: &MulticastConfig, wait: Duration) -> io::Result<Vec<Sock
         }
     }
 }
+
+/// What to tell a user when [`discover`] found no broker: where it looked, and, when it had no
+/// key, that brokers given a `--key-file` ignore questions that are not sealed with it (they
+/// cannot tell them from a stranger's), which is otherwise indistinguishable from no broker at
+/// all.
+///
+/// ```
+/// let config = makler::multicast::MulticastConfig::default();
+/// assert!(makler::client::no_broker_message(&config).contains("may require a key"));
+/// ```
+pub fn no_broker_message(config: &MulticastConfig) -> String {
+    let mut message = format!(
+        "no broker answered on multicast group {} on interface {}; give --broker ADDR",
+        config.group, config.interface
+    );
+    if config.key.is_none() {
+        message.push_str(
+            " (brokers may require a key: those started with --key-file answer only programs given the same \
+             --key-file)",
+        );
+    }
+    message
+}

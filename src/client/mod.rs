@@ -66,7 +66,7 @@ use std::net::SocketAddr;
 
 pub use announcer::{Announcer, AnnouncerConfig, announce_schedule};
 pub use broker::{BrokerClient, Registered};
-pub use discover::discover;
+pub use discover::{discover, no_broker_message};
 pub use registrar::{Registrar, RegistrarConfig, Registration};
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;

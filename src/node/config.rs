@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub bridges: BridgeConfig,
     /// The caps on watches.
     pub watches: WatchConfig,
+    /// The cluster's name (`--cluster`): brokers on the group that say hello with another name
+    /// are not taken as peers.
+    pub cluster: String,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -121,6 +124,7 @@ impl Default for NodeConfig {
             dns: None,
             bridges: BridgeConfig::default(),
             watches: WatchConfig::default(),
+            cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
         }
     }
 }

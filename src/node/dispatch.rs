@@ -23,7 +23,7 @@ impl Node {
     /// (from the unicast socket).
     fn handle_group(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         // With a key, the group's datagrams come sealed, and only so.
-        let opened = if self.group.is_on() { self.open(now, datagram) } else { Some(datagram) };
+        let opened = if self.group.is_on() { self.open(now, from, datagram) } else { Some(datagram) };
         let Some(datagram) = opened else {
             self.group.note_ignored();
             return false;
@@ -120,7 +120,10 @@ impl Node {
         }
         while let Some(event) = self.group.poll_event() {
             match event {
-                GroupEvent::Hello(addr) => self.replicator.handle_discovered(addr, &self.registry),
+                GroupEvent::Hello(addr) => self.replicator.handle_discovered(now, addr, &self.registry),
+                GroupEvent::Foreign { addr, cluster } => {
+                    log::info!("broker {addr} on the group is of cluster {cluster:?}, not ours: ignored");
+                }
             }
         }
         while let Some(event) = self.bridges.poll_event() {

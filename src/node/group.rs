@@ -9,22 +9,34 @@
 //! them), other brokers' hellos through [`poll_event`](Group::poll_event). The table is the
 //! node's: it is lent for the one call that changes it.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Face, GroupConfig};
 use crate::core::{Outbox, Transmit};
-use crate::protocol::{Multicast, RemoveReason, Response, Source, binary};
+use crate::protocol::{DEFAULT_CLUSTER, Multicast, RemoveReason, Response, Source, binary};
 use crate::registry::Registry;
 use crate::service::policy::Policy;
 
 /// What the node must act on after a group datagram.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum GroupEvent {
     /// Another broker said hello from `addr`: a peer, when discovery is on.
     Hello(SocketAddr),
+    /// A broker of another cluster said hello from `addr` (first heard): ignored, worth a log
+    /// line.
+    Foreign {
+        /// Its unicast address.
+        addr: SocketAddr,
+        /// Its cluster's name.
+        cluster: String,
+    },
 }
+
+/// How many brokers of other clusters are remembered, so that each is logged once (more are
+/// still ignored and counted, not logged).
+const FOREIGN_LOGGED: usize = 64;
 
 /// Counters of the group face.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,6 +45,8 @@ pub(super) struct GroupStats {
     pub announcements: u64,
     /// Datagrams dropped: malformed, foreign, refused, or the node's own.
     pub ignored: u64,
+    /// Hellos from brokers of another cluster, ignored.
+    pub foreign: u64,
 }
 
 /// The node's part in the group (none when `config` is `None`: every datagram is ignored).
@@ -41,6 +55,10 @@ pub(super) struct Group {
     config: Option<GroupConfig>,
     /// The node's unicast address, for discovery answers and hellos.
     unicast: SocketAddr,
+    /// The cluster's name: hellos of other names are ignored.
+    cluster: String,
+    /// Brokers of other clusters already logged.
+    foreign: HashSet<SocketAddr>,
     next_hello: Option<Instant>,
     stats: GroupStats,
     transmits: Outbox<Face>,
@@ -48,10 +66,12 @@ pub(super) struct Group {
 }
 
 impl Group {
-    pub fn new(config: Option<GroupConfig>, unicast: SocketAddr) -> Self {
+    pub fn new(config: Option<GroupConfig>, unicast: SocketAddr, cluster: String) -> Self {
         Group {
             config,
             unicast,
+            cluster,
+            foreign: HashSet::new(),
             next_hello: None,
             stats: GroupStats::default(),
             transmits: Outbox::new(usize::MAX),
@@ -128,10 +148,27 @@ impl Group {
                 true
             }
             Multicast::BrokerHello { addr, .. } => {
-                let addr = if addr.ip().is_unspecified() { SocketAddr::new(ip, addr.port()) } else { addr };
-                self.events.push_back(GroupEvent::Hello(addr));
+                self.hello(ip, addr, DEFAULT_CLUSTER);
                 false
             }
+            Multicast::ClusterHello { addr, cluster, .. } => {
+                self.hello(ip, addr, cluster);
+                false
+            }
+        }
+    }
+
+    /// Another broker's hello: a peer when of this cluster, else ignored and counted (and
+    /// logged the first time).
+    fn hello(&mut self, ip: std::net::IpAddr, addr: SocketAddr, cluster: &str) {
+        let addr = if addr.ip().is_unspecified() { SocketAddr::new(ip, addr.port()) } else { addr };
+        if cluster == self.cluster {
+            self.events.push_back(GroupEvent::Hello(addr));
+            return;
+        }
+        self.stats.foreign += 1;
+        if self.foreign.len() < FOREIGN_LOGGED && self.foreign.insert(addr) {
+            self.events.push_back(GroupEvent::Foreign { addr, cluster: cluster.to_owned() });
         }
     }
 
@@ -142,7 +179,7 @@ impl Group {
             return;
         }
         self.next_hello = Some(now + config.hello_interval);
-        let hello = Multicast::BrokerHello { origin: config.origin, addr: self.unicast };
+        let hello = Multicast::ClusterHello { origin: config.origin, addr: self.unicast, cluster: &self.cluster };
         self.transmits.push(Face::GroupOut, config.group, |bytes| binary::encode(0, &hello, bytes));
     }
 
@@ -167,7 +204,8 @@ fn origin(message: &Multicast<'_>) -> u64 {
         Multicast::Announce { origin, .. }
         | Multicast::Goodbye { origin, .. }
         | Multicast::Discover { origin }
-        | Multicast::BrokerHello { origin, .. } => *origin,
+        | Multicast::BrokerHello { origin, .. }
+        | Multicast::ClusterHello { origin, .. } => *origin,
     }
 }
 
@@ -186,7 +224,7 @@ mod tests {
             origin: 1,
             hello_interval: Duration::from_secs(2),
         };
-        Group::new(Some(config), UNICAST)
+        Group::new(Some(config), UNICAST, "prod".into())
     }
 
     #[test]
@@ -199,7 +237,7 @@ mod tests {
         assert_eq!((hello.face, hello.to), (Face::GroupOut, "239.255.77.1:7077".parse().unwrap()));
         assert_eq!(
             binary::decode::<Multicast<'_>>(&out).unwrap().body,
-            Multicast::BrokerHello { origin: 1, addr: UNICAST }
+            Multicast::ClusterHello { origin: 1, addr: UNICAST, cluster: "prod" }
         );
         assert_eq!(g.poll_transmit(&mut out), None);
         g.handle_timeout(t0 + Duration::from_secs(1));
@@ -207,7 +245,7 @@ mod tests {
         assert_eq!(g.poll_timeout(), Some(t0 + Duration::from_secs(2)));
         g.handle_timeout(t0 + Duration::from_secs(2));
         assert!(g.poll_transmit(&mut out).is_some());
-        let mut off = Group::new(None, UNICAST);
+        let mut off = Group::new(None, UNICAST, DEFAULT_CLUSTER.into());
         off.handle_timeout(t0);
         assert_eq!((off.poll_transmit(&mut out), off.poll_timeout()), (None, None));
     }
@@ -218,7 +256,7 @@ mod tests {
         let mut g = group();
         let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
         let (from, mut reply, mut datagram) = ("10.0.0.2:9999".parse().unwrap(), Vec::new(), Vec::new());
-        let hello = Multicast::BrokerHello { origin: 2, addr: "0.0.0.0:7000".parse().unwrap() };
+        let hello = Multicast::ClusterHello { origin: 2, addr: "0.0.0.0:7000".parse().unwrap(), cluster: "prod" };
         binary::encode(0, &hello, &mut datagram);
         assert!(!g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
         assert_eq!(g.poll_event(), Some(GroupEvent::Hello("10.0.0.2:7000".parse().unwrap())), "its source address");
@@ -228,6 +266,27 @@ mod tests {
         assert!(g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply));
         assert_eq!(binary::decode_response(&reply).unwrap(), (9, Response::BrokerHere { addr: UNICAST }));
         assert!(!g.handle_datagram(t0, from, b"junk", &mut registry, &Policy::default(), &mut reply));
-        assert_eq!(g.stats(), GroupStats { announcements: 0, ignored: 1 });
+        assert_eq!(g.stats(), GroupStats { announcements: 0, ignored: 1, foreign: 0 });
+    }
+
+    #[test]
+    fn a_broker_of_another_cluster_is_ignored_counted_and_logged_once() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let (from, mut reply, mut datagram) = ("10.0.0.3:9999".parse().unwrap(), Vec::new(), Vec::new());
+        let hello = Multicast::ClusterHello { origin: 3, addr: "10.0.0.3:7000".parse().unwrap(), cluster: "test" };
+        binary::encode(0, &hello, &mut datagram);
+        for _ in 0..3 {
+            g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply);
+        }
+        let foreign = GroupEvent::Foreign { addr: "10.0.0.3:7000".parse().unwrap(), cluster: "test".into() };
+        assert_eq!((g.poll_event(), g.poll_event()), (Some(foreign), None), "logged once, never a peer");
+        assert_eq!(g.stats(), GroupStats { announcements: 0, ignored: 0, foreign: 3 });
+        // A hello from a broker older than names is of the default cluster.
+        datagram.clear();
+        binary::encode(0, &Multicast::BrokerHello { origin: 4, addr: "10.0.0.4:7000".parse().unwrap() }, &mut datagram);
+        g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply);
+        assert!(matches!(g.poll_event(), Some(GroupEvent::Foreign { cluster, .. }) if cluster == DEFAULT_CLUSTER));
     }
 }

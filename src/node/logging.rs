@@ -30,6 +30,9 @@ pub(super) fn log_peer_event(event: &PeerEvent) {
         PeerEvent::Joined(addr) => log::info!("peer {addr} joined"),
         PeerEvent::Left(addr) => log::warn!("peer {addr} left"),
         PeerEvent::Restarted(addr) => log::info!("peer {addr} restarted"),
+        PeerEvent::Forgotten(addr) => {
+            log::info!("peer {addr} (found on the group) silent for the forget time: forgotten")
+        }
         PeerEvent::CaughtUp { from: Some(addr), leases } => {
             log::info!("caught up: {leases} leases from peer {addr}")
         }

@@ -59,6 +59,7 @@ mod dispatch;
 pub mod dns;
 mod dns_face;
 mod group;
+mod key_warn;
 mod logging;
 pub mod replicate;
 #[cfg(test)]
@@ -129,6 +130,8 @@ pub struct Node {
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
     sealer: Option<Sealer>,
     guard: ReplayGuard,
+    /// Rate-limited warnings about datagrams that do not open with the key.
+    key_warnings: key_warn::KeyWarnings,
     wall: WallClock,
     counters: Counters,
     log_changes: bool,
@@ -149,7 +152,7 @@ impl Node {
         Node {
             registry,
             service,
-            group: group::Group::new(config.group, config.unicast),
+            group: group::Group::new(config.group, config.unicast, config.cluster),
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify, config.prober),
             bridges,
@@ -160,6 +163,7 @@ impl Node {
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
+            key_warnings: key_warn::KeyWarnings::default(),
             wall: config.wall,
             counters: Counters::default(),
             log_changes: config.log_changes,
@@ -204,7 +208,7 @@ impl Node {
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
             // With a key, peers' datagrams come sealed, and only so.
-            let Some(inner) = self.open(now, datagram) else {
+            let Some(inner) = self.open(now, from, datagram) else {
                 self.replicator.note_rejected();
                 return false;
             };
@@ -226,12 +230,22 @@ impl Node {
     }
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
-    /// itself when none is and it is not sealed. `None`: drop it.
-    fn open<'a>(&mut self, now: Instant, datagram: &'a [u8]) -> Option<&'a [u8]> {
-        match &self.sealer {
-            Some(sealer) => self.guard.open(sealer.key(), datagram, self.wall.unix_ms(now)).ok(),
-            None => (!seal::is_sealed(datagram)).then_some(datagram),
+    /// itself when none is and it is not sealed. `None`: drop it; when the key is the likely
+    /// reason (brokers given different key files, or one none), a warning naming `from` is
+    /// logged, at most once a minute per source.
+    fn open<'a>(&mut self, now: Instant, from: SocketAddr, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        let trouble = match &self.sealer {
+            Some(sealer) => match self.guard.open(sealer.key(), datagram, self.wall.unix_ms(now)) {
+                Ok(inner) => return Some(inner),
+                Err(error) => key_warn::KeyTrouble::of(error),
+            },
+            None if !seal::is_sealed(datagram) => return Some(datagram),
+            None => Some(key_warn::KeyTrouble::NoKey),
+        };
+        if let Some(warning) = trouble.and_then(|trouble| self.key_warnings.warning(now, from, trouble)) {
+            log::warn!("{warning}");
         }
+        None
     }
 
     /// Response-rate limiting (see [`crate::limit`]): whether to send `reply` (or the short

@@ -134,3 +134,98 @@ fn partitions_and_crashes_cut_a_node_off() {
         "restarted empty"
     );
 }
+
+const GROUP: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(239, 255, 77, 1)), 7077);
+
+/// A node on the simulated group, of cluster `cluster`, with `peers` configured.
+fn group_node(i: usize, cluster: &str, peers: &[SocketAddr]) -> Node {
+    let config = NodeConfig {
+        unicast: node_addr(i),
+        incarnation: 100 + i as u64,
+        group: Some(GroupConfig { group: GROUP, origin: 200 + i as u64, hello_interval: Duration::from_secs(2) }),
+        replica: ReplicaConfig { peers: peers.to_vec(), discover: true, ..ReplicaConfig::default() },
+        cluster: cluster.to_owned(),
+        ..NodeConfig::default()
+    };
+    node_with(i as u64, config)
+}
+
+/// The peers a node's `stats` lists: address and whether up.
+fn listed(sim: &mut Sim, node: usize) -> Vec<(SocketAddr, bool)> {
+    let now = sim.now;
+    let mut peers: Vec<_> = sim.node(node).stats(now).peers.iter().map(|p| (p.addr, p.up)).collect();
+    peers.sort();
+    peers
+}
+
+#[test]
+fn brokers_of_another_cluster_on_the_group_are_ignored_and_counted() {
+    let mut sim = Sim::new(3, NetConfig::default());
+    sim.group = Some(GROUP);
+    let (prod_a, prod_b) = (sim.add_node(node_addr(0), group_node(0, "prod", &[])), node_addr(1));
+    sim.add_node(prod_b, group_node(1, "prod", &[]));
+    let test = sim.add_node(node_addr(2), group_node(2, "test", &[]));
+    sim.run_for(Duration::from_secs(10));
+    assert_eq!(listed(&mut sim, prod_a), [(prod_b, true)], "the other prod broker only");
+    assert_eq!(listed(&mut sim, test), [], "the test broker peers with nobody");
+    let now = sim.now;
+    // Five hellos in 10 s from each stranger.
+    assert!(sim.node(prod_a).stats(now)["foreign_hellos"] >= 4);
+    assert!(sim.node(test).stats(now)["foreign_hellos"] >= 8, "it hears both prod brokers");
+    let client = client_addr(0);
+    assert_eq!(sim.request(client, node_addr(test), b"register echo 4000").map(|id| id.len()), Some(37));
+    sim.request(client, node_addr(prod_a), b"register web 8080").expect("an id");
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(sim.request(client, prod_b, b"query web").as_deref(), Some(&b"10.0.1.1:8080\n"[..]));
+    assert_eq!(sim.request(client, prod_b, b"query echo").as_deref(), Some(&b"NOT FOUND\n"[..]), "not merged");
+    assert_eq!(sim.request(client, node_addr(test), b"query web").as_deref(), Some(&b"NOT FOUND\n"[..]));
+}
+
+#[test]
+fn discovered_peers_that_stay_down_are_forgotten_and_configured_ones_kept() {
+    let mut sim = Sim::new(4, NetConfig::default());
+    sim.group = Some(GROUP);
+    let (found, configured) = (node_addr(1), node_addr(2));
+    let a = sim.add_node(node_addr(0), group_node(0, "makler", &[configured]));
+    let b = sim.add_node(found, group_node(1, "makler", &[]));
+    let c = sim.add_node(configured, group_node(2, "makler", &[node_addr(0)]));
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(listed(&mut sim, a), [(found, true), (configured, true)]);
+    sim.crash(b);
+    sim.crash(c);
+    sim.run_for(Duration::from_secs(20));
+    assert_eq!(listed(&mut sim, a), [(found, false), (configured, false)], "down, not yet forgotten");
+    sim.run_for(Duration::from_secs(15));
+    assert_eq!(listed(&mut sim, a), [(configured, false)], "the one found on the group is forgotten");
+    let now = sim.now;
+    assert_eq!(sim.node(a).stats(now)["peer_count"], 1);
+    // It comes back: found again on the group.
+    sim.restart(b, group_node(1, "makler", &[]));
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(listed(&mut sim, a), [(found, true), (configured, false)]);
+}
+
+#[test]
+fn a_peer_heard_only_on_the_group_is_kept_while_it_says_hello_and_then_forgotten() {
+    // A broker whose hellos reach the group but whose unicast datagrams never arrive (a
+    // firewall): listed as `last_heard_ms=never` while it says hello there, forgotten once it
+    // stops, not kept forever.
+    let mut sim = Sim::new(5, NetConfig::default());
+    sim.group = Some(GROUP);
+    let a = sim.add_node(node_addr(0), group_node(0, "makler", &[]));
+    let ghost = node_addr(9);
+    let mut hello = Vec::new();
+    let body = crate::protocol::Multicast::ClusterHello { origin: 9, addr: ghost, cluster: "makler" };
+    crate::protocol::binary::encode(0, &body, &mut hello);
+    for _ in 0..20 {
+        sim.send(ghost, GROUP, hello.clone());
+        sim.run_for(Duration::from_secs(2));
+    }
+    let now = sim.now;
+    let peers = sim.node(a).stats(now).peers;
+    assert_eq!((peers.len(), peers[0].addr, peers[0].up, peers[0].last_heard_ms), (1, ghost, false, None));
+    sim.run_for(Duration::from_secs(25));
+    assert_eq!(listed(&mut sim, a), [(ghost, false)], "seen on the group 27 s ago");
+    sim.run_for(Duration::from_secs(5));
+    assert_eq!(listed(&mut sim, a), [], "forgotten");
+}

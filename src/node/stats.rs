@@ -91,6 +91,9 @@ pub(super) static COUNTERS: &[Row] = &[
     row(Def::counter("watch_dropped", "makler_watch_dropped_total",
             "Notifications held back by the rate limit or a full queue."),
         |n, _| n.watches.stats().dropped),
+    row(Def::counter("foreign_hellos", "makler_foreign_hellos_total",
+            "Hellos on the multicast group from brokers of another cluster, ignored."),
+        |n, _| n.group.stats().foreign),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

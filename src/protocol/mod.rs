@@ -224,6 +224,37 @@ pub enum Multicast<'a> {
         /// Its unicast address, as in [`Response::BrokerHere`].
         addr: SocketAddr,
     },
+    /// A broker says where it is, and of which cluster (`--cluster`): the hello brokers send
+    /// since clusters were named. Brokers take the sender as a peer only when the name is
+    /// theirs, so a test broker on the same group does not merge its table into production. A
+    /// [`Multicast::BrokerHello`] (from a broker older than names) is of cluster
+    /// [`DEFAULT_CLUSTER`].
+    ClusterHello {
+        /// The sending broker.
+        origin: u64,
+        /// Its unicast address, as in [`Response::BrokerHere`].
+        addr: SocketAddr,
+        /// Its cluster's name (see [`check_cluster_name`]).
+        cluster: &'a str,
+    },
+}
+
+/// The cluster a broker belongs to unless `--cluster` names another.
+pub const DEFAULT_CLUSTER: &str = "makler";
+
+/// The longest cluster name, in bytes.
+pub const MAX_CLUSTER_NAME: usize = 64;
+
+/// Checks a cluster name: 1 to [`MAX_CLUSTER_NAME`] ASCII letters, digits, `-`, `_` or `.`, so
+/// that it reads the same in every log line and flag.
+pub fn check_cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_CLUSTER_NAME {
+        return Err(format!("a cluster name has 1 to {MAX_CLUSTER_NAME} characters"));
+    }
+    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        Some(bad) => Err(format!("a cluster name holds ASCII letters, digits, '-', '_' and '.' only, not {bad:?}")),
+        None => Ok(()),
+    }
 }
 
 /// Who holds a registration (a lease). Each source has its own lease on an endpoint, and only

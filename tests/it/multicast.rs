@@ -27,7 +27,7 @@ fn announcing_server(service: &str, group: &str, interval: &str) -> Process {
 fn stat(udp: &Udp, key: &str) -> u64 {
     let stats = udp.text("stats");
     stats
-        .split(' ')
+        .split_whitespace()
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
         .unwrap_or_else(|| panic!("{key} in {stats}"))
 }
@@ -92,6 +92,7 @@ fn with_no_broker_on_the_group_the_client_says_so() {
     let (code, _, err) = client(&["--multicast", &group, "echo", "x"], "");
     assert_eq!(code, Some(4));
     assert!(err.contains(&format!("no broker answered on multicast group {group} on interface 127.0.0.1")), "{err}");
+    assert!(err.contains("brokers may require a key"), "{err}");
 }
 
 #[test]
@@ -149,4 +150,35 @@ fn a_balancer_without_a_broker_address_announces_itself_while_it_has_backends() 
         (udp.text("query web") == "NOT FOUND").then_some(())
     });
     assert_eq!(stat(&udp, "expired"), 0, "dropped by the goodbye, not by expiry");
+}
+
+fn broker_of(group: &str, cluster: &str) -> Process {
+    Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", "127.0.0.1:0", "--quiet", "--multicast", group, "--cluster", cluster],
+    )
+}
+
+#[test]
+fn brokers_of_different_clusters_on_one_group_do_not_peer() {
+    let group = group();
+    let (prod_a, prod_b, test) = (broker_of(&group, "prod"), broker_of(&group, "prod"), broker_of(&group, "test"));
+    let (a, b, t) = (Udp::new(prod_a.addr("udp")), Udp::new(prod_b.addr("udp")), Udp::new(test.addr("udp")));
+    // Hellos go out every 2 s: within a few, each has heard the others.
+    wait_until(Duration::from_secs(10), "the prod brokers peer and hear the stranger", || {
+        let seen = |udp: &Udp| udp.text("stats").contains(" peers_up=1/1 ") && stat(udp, "foreign_hellos") >= 1;
+        (seen(&a) && seen(&b)).then_some(())
+    });
+    wait_until(Duration::from_secs(10), "the test broker hears both prod brokers", || {
+        (stat(&t, "foreign_hellos") >= 2).then_some(())
+    });
+    let stats = t.text("stats");
+    assert!(stats.contains(" peers_up=0/0 ") && !stats.contains("\npeer "), "{stats}");
+    // A registration at the stranger stays there; one at prod reaches prod only.
+    assert_eq!(t.text("register echo 4000").len(), 36);
+    assert_eq!(a.text("register web 8080").len(), 36);
+    wait_until(Duration::from_secs(5), "prod replicates", || (listed(&b, "web").len() == 1).then_some(()));
+    assert_eq!((b.text("query echo"), t.text("query web")), ("NOT FOUND".into(), "NOT FOUND".into()));
+    let stats = a.text("stats");
+    assert!(!stats.contains(&test.addr("udp").to_string()), "the stranger is no peer: {stats}");
 }

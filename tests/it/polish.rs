@@ -202,3 +202,26 @@ fn the_drain_timeout_closes_what_is_left() {
     let mut rest = Vec::new();
     assert!(matches!(stream.read_to_end(&mut rest), Ok(0) | Err(_)));
 }
+
+#[test]
+fn brokers_with_different_key_files_say_why_they_do_not_peer() {
+    let dir = std::env::temp_dir();
+    let (one, two) =
+        (dir.join(format!("makler-k1-{}", std::process::id())), dir.join(format!("makler-k2-{}", std::process::id())));
+    std::fs::write(&one, "the first secret of the key mismatch test\n").unwrap();
+    std::fs::write(&two, "the second secret of the key mismatch test\n").unwrap();
+    let ports: Vec<u16> =
+        (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
+    let peers = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);
+    let broker = |port: u16, key: &std::path::Path| {
+        let listen = format!("127.0.0.1:{port}");
+        let args = ["--listen", &listen, "--peers", &peers, "--no-multicast", "--key-file", key.to_str().unwrap()];
+        Logged::start(env!("CARGO_BIN_EXE_makler-broker"), &args)
+    };
+    let (a, _b) = (broker(ports[0], &one), broker(ports[1], &two));
+    a.wait_for_log(&format!("from 127.0.0.1:{}: it is sealed with another key", ports[1]));
+    // Hellos go out twice a second: still one line, not one per datagram.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(a.log().matches("sealed with another key").count(), 1, "{}", a.log());
+    let _ = (std::fs::remove_file(one), std::fs::remove_file(two));
+}

@@ -164,6 +164,13 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             "broker hello",
             multicast(0, Multicast::BrokerHello { origin: 0x42, addr: "127.0.0.1:7000".parse().unwrap() }),
         ),
+        (
+            "cluster hello",
+            multicast(
+                0,
+                Multicast::ClusterHello { origin: 0x42, addr: "127.0.0.1:7000".parse().unwrap(), cluster: "makler" },
+            ),
+        ),
     ]
 }
 

@@ -126,6 +126,7 @@ proptest! {
             Request::Register { service, ip, port } => protocol::Multicast::Announce { origin, service, ip, port },
             Request::Query { service } => protocol::Multicast::Goodbye { origin, service, ip: None, port: 1 },
             Request::Heartbeat { .. } => protocol::Multicast::Discover { origin },
+            Request::Deregister { .. } => protocol::Multicast::ClusterHello { origin, addr, cluster: "makler" },
             _ => protocol::Multicast::BrokerHello { origin, addr },
         };
         let mut datagram = Vec::new();

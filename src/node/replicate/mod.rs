@@ -73,6 +73,9 @@ pub struct ReplicaConfig {
     pub sync_pages: u8,
     /// Peers kept at most (configured ones count too).
     pub max_peers: usize,
+    /// A peer found on the multicast group that is down and has been heard neither on the
+    /// group nor directly for this long is forgotten (configured peers are kept).
+    pub forget_after: Duration,
 }
 
 impl Default for ReplicaConfig {
@@ -88,6 +91,7 @@ impl Default for ReplicaConfig {
             catch_up_grace: Duration::from_secs(1),
             sync_pages: 16,
             max_peers: 32,
+            forget_after: Duration::from_secs(30),
         }
     }
 }
@@ -101,6 +105,9 @@ pub enum PeerEvent {
     Left(SocketAddr),
     /// A peer restarted (a new incarnation at the same address).
     Restarted(SocketAddr),
+    /// A peer found on the group stayed down for the forget time: it is no longer a peer (it
+    /// becomes one again when it says hello on the group).
+    Forgotten(SocketAddr),
     /// This broker holds the whole table now: pulled `leases` from `from`, or from nobody
     /// because no complete peer answered within the grace time.
     CaughtUp {
@@ -138,10 +145,16 @@ pub(super) enum ReplicaEvent {
     OwnersChanged,
 }
 
+impl PeerState {
+    /// Given with `--peers` (never forgotten), not found on the group.
+    fn configured(&self) -> bool {
+        self.seen_on_group.is_none()
+    }
+}
+
 #[derive(Debug)]
 struct PeerState {
     addr: SocketAddr,
-    configured: bool,
     /// The incarnation last heard from.
     node: Option<u64>,
     up: bool,
@@ -150,6 +163,8 @@ struct PeerState {
     instances: u64,
     /// The address is this broker's own (it heard its own hello).
     is_self: bool,
+    /// For a peer found on the group: when it last said hello there.
+    seen_on_group: Option<Instant>,
 }
 
 /// The replicator. See the [module documentation](self).
@@ -189,7 +204,7 @@ impl Replicator {
             config,
         };
         for addr in replicator.config.peers.clone() {
-            replicator.add_peer(addr, true);
+            replicator.add_peer(addr, None);
         }
         replicator
     }
@@ -214,14 +229,22 @@ impl Replicator {
         }
     }
 
-    /// A broker said hello on the multicast group: take it as a peer (when discovery is on),
-    /// and say hello to it at once, so it knows this broker within a round trip.
-    pub fn handle_discovered(&mut self, addr: SocketAddr, registry: &Registry) {
-        if self.config.discover && addr != self.addr && !self.peers.iter().any(|p| p.addr == addr) {
-            self.add_peer(addr, false);
-            if self.peers.iter().any(|p| p.addr == addr) {
-                self.send_hello(addr, registry);
+    /// A broker of this cluster said hello on the multicast group: take it as a peer (when
+    /// discovery is on), and say hello to it at once, so it knows this broker within a round
+    /// trip. A peer found so is kept while it speaks, here or on the group.
+    pub fn handle_discovered(&mut self, now: Instant, addr: SocketAddr, registry: &Registry) {
+        if !self.config.discover || addr == self.addr {
+            return;
+        }
+        if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+            if !peer.configured() {
+                peer.seen_on_group = Some(now);
             }
+            return;
+        }
+        self.add_peer(addr, Some(now));
+        if self.peers.iter().any(|p| p.addr == addr) {
+            self.send_hello(addr, registry);
         }
     }
 
@@ -419,7 +442,8 @@ impl Replicator {
         self.peers.iter().filter(|p| p.up && !p.is_self).map(|p| p.addr).collect()
     }
 
-    fn add_peer(&mut self, addr: SocketAddr, configured: bool) {
+    /// Adds a peer: a configured one (`seen_on_group` `None`) or one found on the group then.
+    fn add_peer(&mut self, addr: SocketAddr, seen_on_group: Option<Instant>) {
         if (addr == self.addr && !addr.ip().is_unspecified()) || self.peers.len() >= self.config.max_peers {
             return;
         }
@@ -428,13 +452,13 @@ impl Replicator {
         }
         self.peers.push(PeerState {
             addr,
-            configured,
             node: None,
             up: false,
             last_heard: None,
             complete: false,
             instances: 0,
             is_self: false,
+            seen_on_group,
         });
     }
 
@@ -476,15 +500,19 @@ impl Replicator {
         self.catch_up.peer_left(addr);
     }
 
-    /// Peers found on the group that have not spoken for a long time are forgotten.
+    /// Peers found on the group that are down and have been heard neither directly nor on the
+    /// group for the forget time are forgotten (one that was never heard directly, too), so
+    /// `stats` stops listing brokers that are gone. Configured peers are kept.
     fn forget_silent_discoveries(&mut self, now: Instant) {
-        let limit = self.config.peer_timeout * 15;
-        let deltas = &mut self.deltas;
+        let limit = self.config.forget_after;
+        let (deltas, events) = (&mut self.deltas, &mut self.events);
         self.peers.retain(|p| {
-            let keep =
-                p.configured || p.up || p.last_heard.is_some_and(|at| at + limit > now) || p.last_heard.is_none();
+            let Some(seen) = p.seen_on_group else { return true };
+            let last = p.last_heard.map_or(seen, |heard| heard.max(seen));
+            let keep = p.up || p.is_self || last + limit > now;
             if !keep {
                 deltas.forget(p.addr);
+                events.push_back(ReplicaEvent::Peer(PeerEvent::Forgotten(p.addr)));
             }
             keep
         });

@@ -67,7 +67,7 @@ use std::net::SocketAddr;
 pub use announcer::{Announcer, AnnouncerConfig, announce_schedule};
 pub use broker::{BrokerClient, Registered};
 pub use discover::discover;
-pub use registrar::{Registrar, RegistrarConfig, Registration};
+pub use registrar::{NO_BROKER_BACKOFF, NO_ROOM_BACKOFF, Registrar, RegistrarConfig, Registration, RegistrationState};
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;
 pub use transport::{Transport, UdpTransport};

@@ -45,10 +45,15 @@ impl Default for RegistrarConfig {
 /// # let shutdown = makler::shutdown::Shutdown::new();
 /// # let s = shutdown.clone();
 /// # let thread = std::thread::spawn(move || broker.run(&s));
-/// use makler::client::{BrokerClient, Registrar, RegistrarConfig};
+/// use makler::client::{BrokerClient, ClientError, Registrar, RegistrarConfig, RegistrationState};
+/// use makler::protocol::Rejection;
 ///
 /// let registrar = Registrar::start(&[addr], RegistrarConfig::default())?;
 /// let registration = registrar.register("echo", None, 4000)?;
+/// assert_eq!(registration.state(), RegistrationState::Registered);
+/// // A name the broker refuses for good is an error, not tried again.
+/// let refused = registrar.register("bad/name", None, 4001);
+/// assert!(matches!(refused, Err(ClientError::Rejected(Rejection::BadName { .. }))));
 /// let mut client = BrokerClient::new(&[addr])?;
 /// assert_eq!(client.query("echo")?, ["127.0.0.1:4000".parse().unwrap()]);
 /// drop(registration); // deregisters

@@ -163,6 +163,26 @@ fn a_server_the_policy_refuses_exits_with_one_line() {
 }
 
 #[test]
+fn a_server_refused_after_a_broker_restart_exits() {
+    let mut broker = common::broker(&[]);
+    let at = broker.addr("udp").to_string();
+    let mut server =
+        Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast"]);
+    server.wait_for_log("registered echo");
+    broker.terminate();
+    // The same address, now with a policy that refuses the server: its heartbeat is not found,
+    // its registration again refused, for good.
+    let _broker = Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", &at, "--quiet", "--no-multicast", "--allow-register", "10.0.0.0/8"],
+    );
+    let (code, last) = exit_of(&mut server);
+    assert_eq!(code, Some(6), "{}", server.log());
+    assert!(last.starts_with("makler-server: echo is no longer registered: "), "{last}");
+    assert!(last.contains("not allowed"), "{last}");
+}
+
+#[test]
 fn a_server_without_a_broker_says_so_once_and_backs_off() {
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();

@@ -513,6 +513,7 @@ impl<T: Transport> Core<T> {
     /// whether the entry is still kept (false: refused for good).
     fn failed(&mut self, index: usize, error: &ClientError) -> bool {
         let retry = self.config.retry_after.min(self.interval / 2);
+        let first_try = self.entries[index].state() == RegistrationState::Starting;
         let (state, wait) = match outcome(error) {
             Outcome::NoBroker => (RegistrationState::NoBroker, self.backoff(index, retry, NO_BROKER_BACKOFF)),
             Outcome::NoRoom(r) => (RegistrationState::NoRoom(r), self.backoff(index, retry, NO_ROOM_BACKOFF)),
@@ -523,13 +524,17 @@ impl<T: Transport> Core<T> {
                 return true;
             }
             Outcome::Refused(r) => (RegistrationState::Refused(r), None),
+            // Once registered, an odd answer (a broker of another version, a stray reply) is
+            // no reason to give the endpoint up: tried again like a silent broker.
+            Outcome::Failed(_) if !first_try => {
+                (RegistrationState::NoBroker, self.backoff(index, retry, NO_BROKER_BACKOFF))
+            }
             Outcome::Failed(why) => (RegistrationState::Failed(why), None),
         };
         let kept = wait.is_some();
         if let Some(wait) = wait {
             self.entries[index].due = self.now() + wait;
         }
-        let first_try = self.entries[index].state() == RegistrationState::Starting;
         if self.entries[index].set_state(state) {
             if kept {
                 let what = format!("cannot be kept registered: {error}; trying again with backoff");

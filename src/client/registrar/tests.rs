@@ -287,3 +287,19 @@ fn the_state_follows_the_broker() {
     assert_eq!(id_of(&registration), None);
     assert_eq!(core.next_due(), None, "no longer tried");
 }
+
+#[test]
+fn an_odd_answer_to_a_heartbeat_is_tried_again_not_given_up() {
+    let net = SimNet::new().broker(BROKER, |request| {
+        Some(match request {
+            // Neither OK nor NOT FOUND: an answer that makes no sense for a heartbeat.
+            Request::Heartbeat { .. } => Response::Registered { id: Uuid::from_u128(9), ttl_ms: 3000 },
+            _ => Response::Registered { id: Uuid::from_u128(1), ttl_ms: 3000 },
+        })
+    });
+    let mut core = core(net);
+    let registration = add(&mut core, "echo").unwrap();
+    assert_eq!(next_try(&mut core).as_millis(), 500);
+    assert_eq!(state(&registration), RegistrationState::NoBroker);
+    assert_eq!(id_of(&registration), Some(Uuid::from_u128(1)), "kept");
+}

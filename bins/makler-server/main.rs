@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use makler::cli::AddrList;
-use makler::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig};
+use makler::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig, RegistrationState};
 use makler::shutdown::Shutdown;
 
 use server::Server;
@@ -24,6 +24,12 @@ mod session;
 /// (keep-alive, Content-Length) whose body names the server that answered.
 ///
 /// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops.
+/// While no broker answers, or a broker has no room (`ERROR full`), the server serves and tries
+/// again with backoff (up to 10 s and 30 s between tries).
+///
+/// Exit codes: 0 stopped by SIGTERM or SIGINT, 2 bad usage, 6 the broker refused the
+/// registration for good (a bad name, its `--allow-register` policy: the one-line error says
+/// which), 1 anything else.
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -82,10 +88,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-server: {e}");
-            ExitCode::FAILURE
+            if e.is::<Refused>() { ExitCode::from(REFUSED) } else { ExitCode::FAILURE }
         }
     }
 }
+
+/// The exit code when the broker refused the registration for good: the code `makler-client`
+/// and `makler` give for a refusal.
+const REFUSED: u8 = 6;
+
+/// The broker refused the registration for good: the server stops rather than serve
+/// unregistered.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = server::Config {
@@ -143,7 +166,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(registering) = registering {
         match registering.join() {
-            Ok(Some((registrar, registration))) => {
+            Ok(Err(refused)) => return Err(refused.into()),
+            Ok(Ok(Some((registrar, registration)))) => {
                 let was_registered = registration.id().is_some();
                 drop(registration);
                 registrar.shutdown();
@@ -153,7 +177,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     log::info!("{name} was never registered: no broker answered");
                 }
             }
-            Ok(None) => log::info!("{name} was never registered: no broker was found"),
+            Ok(Ok(None)) => log::info!("{name} was never registered: no broker was found"),
             Err(_) => log::error!("the registering thread panicked"),
         }
     }
@@ -164,8 +188,13 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 /// How long to wait between two searches for a broker on the multicast group.
 const DISCOVER_AGAIN: Duration = Duration::from_secs(2);
 
+/// How often the registering thread looks whether the registration was refused since.
+const WATCH_REFUSAL: Duration = Duration::from_secs(1);
+
 /// Finds the brokers (given, or on the multicast group: searched again and again until one
-/// answers or the server stops) and registers there. `None`: stopped before a broker was found.
+/// answers or the server stops) and registers there, then watches the registration until the
+/// server stops. `None`: stopped before a broker was found. A refusal for good, at once or
+/// later (a broker restarted with another policy), stops the server and is the error.
 fn register(
     given: Option<&AddrList>,
     multicast: Option<&makler::multicast::MulticastConfig>,
@@ -173,7 +202,7 @@ fn register(
     name: &str,
     ip: Option<std::net::IpAddr>,
     port: u16,
-) -> Option<(Registrar, makler::client::Registration)> {
+) -> Result<Option<(Registrar, makler::client::Registration)>, Refused> {
     let stopped = stop.stopped();
     let mut said = false;
     let brokers = loop {
@@ -187,7 +216,7 @@ fn register(
                 // Returns at once when the server stops.
                 let _ = stopped.recv_timeout(DISCOVER_AGAIN);
                 if stop.is_requested() {
-                    return None;
+                    return Ok(None);
                 }
             }
         }
@@ -198,11 +227,23 @@ fn register(
     }
     let started = Registrar::start(&brokers, RegistrarConfig { log: true, ..RegistrarConfig::default() })
         .and_then(|registrar| registrar.register(name, ip, port).map(|registration| (registrar, registration)));
-    match started {
-        Ok(registered) => Some(registered),
+    let (registrar, registration) = match started {
+        Ok(registered) => registered,
+        Err(e @ makler::client::ClientError::Rejected(_)) => {
+            stop.request();
+            return Err(Refused(format!("cannot register {name}: {e}")));
+        }
         Err(e) => {
             log::error!("cannot register {name}: {e}");
-            None
+            return Ok(None);
+        }
+    };
+    // Returns at once when the server stops.
+    while stopped.recv_timeout(WATCH_REFUSAL).is_err() && !stop.is_requested() {
+        if let RegistrationState::Refused(why) = registration.state() {
+            stop.request();
+            return Err(Refused(format!("{name} is no longer registered: the broker refused it: {why}")));
         }
     }
+    Ok(Some((registrar, registration)))
 }

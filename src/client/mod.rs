@@ -4,7 +4,8 @@
 //!   retransmission with backoff ([`RetryPolicy`]) and failover between brokers.
 //! - [`Registrar`]: the server side. Registers endpoints, heartbeats them from one background
 //!   thread per process, registers again when a broker has forgotten them, and deregisters them
-//!   when dropped or shut down.
+//!   when dropped or shut down. A missing or full broker is tried again with jittered backoff; a
+//!   refusal for good ends the tries and is an error ([`RegistrationState`] for background ones).
 //! - [`Resolver`]: the client side. Finds a service's instances, keeps the answer for a short
 //!   time, rotates through them and connects, trying the next instance when one fails.
 //! - [`Announcer`] and [`discover`]: the same with no broker address configured. A server
@@ -67,7 +68,7 @@ use std::net::SocketAddr;
 pub use announcer::{Announcer, AnnouncerConfig, announce_schedule};
 pub use broker::{BrokerClient, Registered};
 pub use discover::{discover, no_broker_message};
-pub use registrar::{Registrar, RegistrarConfig, Registration};
+pub use registrar::{NO_BROKER_BACKOFF, NO_ROOM_BACKOFF, Registrar, RegistrarConfig, Registration, RegistrationState};
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;
 pub use transport::{Transport, UdpTransport};

@@ -17,10 +17,13 @@ pub struct RegistrarConfig {
     /// Heartbeat every this fraction of the broker's TTL (which the broker reports when it
     /// registers an endpoint). A third leaves room for two lost heartbeats.
     pub heartbeat_fraction: f64,
-    /// How soon to try again when no broker answered.
+    /// How soon to try again the first time no broker answered (or one had no room); each
+    /// further failure in a row doubles the wait (with jitter) up to [`NO_BROKER_BACKOFF`] or
+    /// [`NO_ROOM_BACKOFF`].
     pub retry_after: Duration,
-    /// Log (through [`log`]) when a registration is made (info), renewed after a broker forgot it
-    /// or cannot reach any broker (warn).
+    /// Log (through [`log`]) when a registration is made (info), renewed after a broker forgot
+    /// it, or changes state (no broker answers, no room: warn; refused for good: error). Once per
+    /// change of state, not once per try.
     pub log: bool,
 }
 
@@ -42,10 +45,15 @@ impl Default for RegistrarConfig {
 /// # let shutdown = makler::shutdown::Shutdown::new();
 /// # let s = shutdown.clone();
 /// # let thread = std::thread::spawn(move || broker.run(&s));
-/// use makler::client::{BrokerClient, Registrar, RegistrarConfig};
+/// use makler::client::{BrokerClient, ClientError, Registrar, RegistrarConfig, RegistrationState};
+/// use makler::protocol::Rejection;
 ///
 /// let registrar = Registrar::start(&[addr], RegistrarConfig::default())?;
 /// let registration = registrar.register("echo", None, 4000)?;
+/// assert_eq!(registration.state(), RegistrationState::Registered);
+/// // A name the broker refuses for good is an error, not tried again.
+/// let refused = registrar.register("bad/name", None, 4001);
+/// assert!(matches!(refused, Err(ClientError::Rejected(Rejection::BadName { .. }))));
 /// let mut client = BrokerClient::new(&[addr])?;
 /// assert_eq!(client.query("echo")?, ["127.0.0.1:4000".parse().unwrap()]);
 /// drop(registration); // deregisters
@@ -59,11 +67,55 @@ pub struct Registrar {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where a [`Registration`] stands, as [`Registration::state`] tells it: how a caller that
+/// registered in the background learns that the broker refused the name for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistrationState {
+    /// No broker has answered yet: the first try is under way.
+    Starting,
+    /// Registered at a broker and kept alive by heartbeats.
+    Registered,
+    /// No broker answers (or the socket fails): tried again with backoff, up to
+    /// [`NO_BROKER_BACKOFF`] between tries. Start a broker, or check the addresses.
+    NoBroker,
+    /// A broker answered but has no room or takes no more from this source now (`ERROR full`,
+    /// a quota, a rate limit): tried again with backoff, up to [`NO_ROOM_BACKOFF`] between tries.
+    NoRoom(Rejection),
+    /// The broker refused the registration for good (a bad name, its `--allow-register` or
+    /// `--foreign-ip` policy): it is no longer tried. Change the name or the broker's policy and
+    /// register again.
+    Refused(Rejection),
+    /// Given up for another reason than a refusal (the broker's answer made no sense to this
+    /// client); the text says what.
+    Failed(String),
+}
+
+/// What the registrar's thread and a [`Registration`] share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    id: Option<Uuid>,
+    state: RegistrationState,
+}
+
+impl Shared {
+    /// A registration not tried yet.
+    pub(crate) fn new() -> SharedRef {
+        Arc::new(Mutex::new(Shared { id: None, state: RegistrationState::Starting }))
+    }
+}
+
+pub(crate) type SharedRef = Arc<Mutex<Shared>>;
+
+pub(crate) fn shared(shared: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// One endpoint kept registered by a [`Registrar`]; dropping it deregisters the endpoint.
 #[derive(Debug)]
 pub struct Registration {
     key: u64,
-    id: Arc<Mutex<Option<Uuid>>>,
+    shared: SharedRef,
     commands: Sender<Command>,
     /// Whether dropping waits for the deregistration.
     wait_on_drop: bool,
@@ -73,7 +125,14 @@ impl Registration {
     /// The id the broker knows the endpoint by now; `None` while no broker has answered. It
     /// changes when the endpoint had to be registered again.
     pub fn id(&self) -> Option<Uuid> {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
+        shared(&self.shared).id
+    }
+
+    /// Where the registration stands now. A registration made with
+    /// [`register_in_background`](Registrar::register_in_background) that the broker refused
+    /// for good is [`RegistrationState::Refused`]: the one way its caller learns of it.
+    pub fn state(&self) -> RegistrationState {
+        shared(&self.shared).state.clone()
     }
 
     /// Deregisters without waiting for the broker's answer: for callers, like an event loop,
@@ -101,7 +160,7 @@ enum Command {
         service: String,
         ip: Option<IpAddr>,
         port: u16,
-        id: Arc<Mutex<Option<Uuid>>>,
+        shared: SharedRef,
         done: Option<Sender<Result<(), ClientError>>>,
     },
     Remove {
@@ -121,7 +180,7 @@ impl Registrar {
         let (commands, inbox) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("makler-registrar".into())
-            .spawn(move || run(Core::new(client, config), &inbox))
+            .spawn(move || run(Core::new(client, config, Box::new(crate::random::u64)), &inbox))
             .ok();
         Registrar { commands, thread }
     }
@@ -129,10 +188,12 @@ impl Registrar {
     /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this process
     /// at) and keeps it registered until the returned [`Registration`] is dropped.
     ///
-    /// Fails only when the broker refuses the registration for good (a bad name, a policy).
-    /// When no broker answers, or the table or this address's quota is full, the registration
-    /// is kept and tried again in the background (with backoff, for a full table): a server may
-    /// start before its broker, or before room comes back.
+    /// Fails only when the broker refuses the registration for good (a bad name, a policy):
+    /// [`ClientError::Rejected`] with the reason. When no broker answers, or the table or this
+    /// address's quota is full, the registration is kept and tried again in the background with
+    /// backoff (see [`Registration::state`]): a server may start before its broker, or before
+    /// room comes back. A later refusal for good (a broker restarted with another policy) ends
+    /// the tries and shows in [`Registration::state`].
     pub fn register(&self, service: &str, ip: Option<IpAddr>, port: u16) -> Result<Registration, ClientError> {
         let (done, result) = crossbeam_channel::bounded(1);
         let registration = self.add(service, ip, port, Some(done))?;
@@ -142,7 +203,8 @@ impl Registrar {
     }
 
     /// Like [`register`](Self::register), without waiting for the broker: for callers, like an
-    /// event loop, that must not block. A refusal is only logged.
+    /// event loop, that must not block. A refusal for good is logged and shows in
+    /// [`Registration::state`].
     pub fn register_in_background(
         &self,
         service: &str,
@@ -160,10 +222,10 @@ impl Registrar {
         done: Option<Sender<Result<(), ClientError>>>,
     ) -> Result<Registration, ClientError> {
         let key = crate::random::u64();
-        let id = Arc::new(Mutex::new(None));
-        let command = Command::Add { key, service: service.to_owned(), ip, port, id: Arc::clone(&id), done };
+        let shared = Shared::new();
+        let command = Command::Add { key, service: service.to_owned(), ip, port, shared: Arc::clone(&shared), done };
         self.commands.send(command).map_err(|_| ClientError::Protocol("the registrar thread has stopped".into()))?;
-        Ok(Registration { key, id, commands: self.commands.clone(), wait_on_drop: true })
+        Ok(Registration { key, shared, commands: self.commands.clone(), wait_on_drop: true })
     }
 
     /// Deregisters everything still registered and stops the thread.
@@ -194,8 +256,8 @@ fn run<T: Transport>(mut core: Core<T>, inbox: &Receiver<Command>) {
             None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match command {
-            Ok(Command::Add { key, service, ip, port, id, done }) => {
-                let result = core.add(key, service, ip, port, id);
+            Ok(Command::Add { key, service, ip, port, shared, done }) => {
+                let result = core.add(key, service, ip, port, shared);
                 match done {
                     Some(done) => {
                         let _ = done.send(result);
@@ -225,30 +287,97 @@ struct Entry {
     service: String,
     ip: Option<IpAddr>,
     port: u16,
-    id: Arc<Mutex<Option<Uuid>>>,
+    shared: SharedRef,
     due: Instant,
-    /// Refusals in a row for want of room (a full table, the source's quota).
-    refusals: u32,
+    /// Failed tries in a row (no broker, no room): the backoff's exponent.
+    failures: u32,
 }
 
-/// The longest wait between registrations refused for want of room.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The longest wait between tries while no broker answers: a broker that comes back (or a
+/// server started long before its broker) is registered at within about this long.
+pub const NO_BROKER_BACKOFF: Duration = Duration::from_secs(10);
 
-/// Whether a refusal may pass by itself: the table or the source's quota was full, and room
-/// comes back as registrations expire.
-fn for_want_of_room(error: &ClientError) -> bool {
-    matches!(error, ClientError::Rejected(Rejection::Full { .. } | Rejection::SourceQuota { .. }))
+/// The longest wait between registrations refused for want of room, so a full broker is not
+/// pressed while registrations expire.
+pub const NO_ROOM_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What a failed request means for the registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// No broker answered, or the socket failed: try again with backoff.
+    NoBroker,
+    /// A broker answered but had no room now: try again with backoff.
+    NoRoom(Rejection),
+    /// The brokers that answered are catching up from their peers: ask again soon.
+    CatchingUp,
+    /// The broker forgot the registration: register again.
+    NotFound,
+    /// Refused for good: stop trying.
+    Refused(Rejection),
+    /// An answer that makes no sense: stop trying.
+    Failed(String),
+}
+
+/// Sorts an error: which refusals may pass by themselves (room comes back as registrations
+/// expire, a rate limit lifts) and which stand until someone changes the name or the broker's
+/// policy. A refusal this client does not know of is taken as standing, so it is reported
+/// rather than pressed again and again.
+fn outcome(error: &ClientError) -> Outcome {
+    match error {
+        ClientError::Unreachable(_) | ClientError::Io(_) => Outcome::NoBroker,
+        ClientError::CatchingUp => Outcome::CatchingUp,
+        ClientError::NotFound => Outcome::NotFound,
+        ClientError::Rejected(
+            r @ (Rejection::Full { .. }
+            | Rejection::SourceQuota { .. }
+            | Rejection::TooMany { .. }
+            | Rejection::RateLimited),
+        ) => Outcome::NoRoom(r.clone()),
+        ClientError::Rejected(r) => Outcome::Refused(r.clone()),
+        ClientError::Protocol(_) | ClientError::NoBrokers => Outcome::Failed(error.to_string()),
+    }
+}
+
+/// `base` shortened by a random part of up to a quarter, so that servers started together (or
+/// cut off by the same outage) spread their tries instead of arriving in step.
+fn jittered(base: Duration, random: u64) -> Duration {
+    // The top 53 bits as a fraction in [0, 1).
+    #[allow(clippy::cast_precision_loss)]
+    let fraction = (random >> 11) as f64 / (1u64 << 53) as f64;
+    base.saturating_sub(base.mul_f64(fraction / 4.0))
 }
 
 impl Entry {
     fn set_id(&self, id: Option<Uuid>) {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner) = id;
+        shared(&self.shared).id = id;
     }
 
     fn id(&self) -> Option<Uuid> {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
+        shared(&self.shared).id
+    }
+
+    fn state(&self) -> RegistrationState {
+        shared(&self.shared).state.clone()
+    }
+
+    /// Whether it is still tried: not refused for good, not given up.
+    fn is_kept(&self) -> bool {
+        !matches!(shared(&self.shared).state, RegistrationState::Refused(_) | RegistrationState::Failed(_))
+    }
+
+    /// Moves to `state`; whether that is a change (of kind: another rejection of the same kind
+    /// is no news worth a log line).
+    fn set_state(&self, state: RegistrationState) -> bool {
+        let mut shared = shared(&self.shared);
+        let changed = std::mem::discriminant(&shared.state) != std::mem::discriminant(&state);
+        shared.state = state;
+        changed
     }
 }
+
+/// A source of random numbers, for the jitter; the shell passes [`crate::random::u64`], tests a
+/// fixed sequence.
+pub(crate) type Random = Box<dyn FnMut() -> u64 + Send>;
 
 /// The registrar's logic, with time taken from the client's transport so tests can simulate it.
 pub(crate) struct Core<T: Transport> {
@@ -257,12 +386,13 @@ pub(crate) struct Core<T: Transport> {
     entries: Vec<Entry>,
     /// Heartbeat interval; learnt from the broker's TTL.
     interval: Duration,
+    random: Random,
 }
 
 impl<T: Transport> Core<T> {
-    pub(crate) fn new(client: BrokerClient<T>, config: RegistrarConfig) -> Self {
+    pub(crate) fn new(client: BrokerClient<T>, config: RegistrarConfig, random: Random) -> Self {
         let interval = Duration::from_secs(5).mul_f64(config.heartbeat_fraction);
-        Core { client, config, entries: Vec::new(), interval }
+        Core { client, config, entries: Vec::new(), interval, random }
     }
 
     fn now(&self) -> Instant {
@@ -273,21 +403,21 @@ impl<T: Transport> Core<T> {
         self.entries.iter().map(|e| e.due).min()
     }
 
+    /// Adds an entry and makes the first try. An error only for a refusal for good (or an
+    /// answer that makes no sense), and then the entry is not kept.
     pub(crate) fn add(
         &mut self,
         key: u64,
         service: String,
         ip: Option<IpAddr>,
         port: u16,
-        id: Arc<Mutex<Option<Uuid>>>,
+        shared: SharedRef,
     ) -> Result<(), ClientError> {
         let now = self.now();
-        self.entries.push(Entry { key, service, ip, port, id, due: now, refusals: 0 });
+        self.entries.push(Entry { key, service, ip, port, shared, due: now, failures: 0 });
         let index = self.entries.len() - 1;
         match self.register(index) {
-            // Kept, and tried again with backoff: room comes back as registrations expire.
-            Err(e) if for_want_of_room(&e) => Ok(()),
-            Err(e @ (ClientError::Rejected(_) | ClientError::Protocol(_) | ClientError::NoBrokers)) => {
+            Err(e) if !self.entries[index].is_kept() => {
                 self.entries.pop();
                 Err(e)
             }
@@ -315,24 +445,34 @@ impl<T: Transport> Core<T> {
     /// Heartbeats (or registers) every entry that is due.
     pub(crate) fn tick(&mut self) {
         let now = self.now();
-        for index in 0..self.entries.len() {
-            if self.entries[index].due > now {
-                continue;
-            }
-            match self.entries[index].id() {
-                Some(id) => match self.client.heartbeat(id) {
-                    Ok(()) => self.entries[index].due = self.now() + self.interval,
-                    Err(ClientError::NotFound) => {
-                        self.log(log::Level::Warn, index, "was forgotten by the broker; registering again");
-                        let _ = self.register(index);
-                    }
-                    // The brokers are catching up and may learn of it any moment: heartbeat
-                    // again soon rather than register a second time.
-                    Err(e) => self.failed(index, &e),
-                },
-                None => {
-                    let _ = self.register(index);
+        let mut index = 0;
+        while index < self.entries.len() {
+            let kept = if self.entries[index].due > now {
+                true
+            } else {
+                match self.entries[index].id() {
+                    Some(id) => match self.client.heartbeat(id) {
+                        Ok(()) => {
+                            if self.succeeded(index) {
+                                self.log(log::Level::Info, index, "reaches a broker again");
+                            }
+                            true
+                        }
+                        Err(ClientError::NotFound) => {
+                            self.log(log::Level::Warn, index, "was forgotten by the broker; registering again");
+                            self.register(index).is_ok() || self.entries[index].is_kept()
+                        }
+                        Err(e) => self.failed(index, &e),
+                    },
+                    None => self.register(index).is_ok() || self.entries[index].is_kept(),
                 }
+            };
+            if kept {
+                index += 1;
+            } else {
+                // Refused for good: no longer tried (the registration's state says why).
+                let entry = self.entries.swap_remove(index);
+                entry.set_id(None);
             }
         }
     }
@@ -342,11 +482,10 @@ impl<T: Transport> Core<T> {
         match self.client.register(&entry.service, entry.ip, entry.port) {
             Ok(Registered { id, ttl }) => {
                 self.learn_ttl(ttl);
-                let entry = &mut self.entries[index];
-                entry.set_id(Some(id));
-                entry.refusals = 0;
-                entry.due = self.client.transport().now() + self.interval;
+                self.entries[index].set_id(Some(id));
+                self.succeeded(index);
                 if self.config.log {
+                    let entry = &self.entries[index];
                     let broker = self.client.current_broker().map(|b| b.to_string()).unwrap_or_default();
                     log::info!("registered {} port {} at broker {broker} (id {id})", entry.service, entry.port);
                 }
@@ -359,20 +498,63 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    fn failed(&mut self, index: usize, error: &ClientError) {
-        self.log(log::Level::Warn, index, &format!("cannot be kept registered: {error}"));
+    /// A broker answered yes: heartbeat next after one interval. Returns whether that is a
+    /// change of state.
+    fn succeeded(&mut self, index: usize) -> bool {
+        let interval = self.interval;
+        let now = self.now();
+        let entry = &mut self.entries[index];
+        entry.failures = 0;
+        entry.due = now + interval;
+        entry.set_state(RegistrationState::Registered)
+    }
+
+    /// Moves the entry to the state the error calls for and sets when to try again. Returns
+    /// whether the entry is still kept (false: refused for good).
+    fn failed(&mut self, index: usize, error: &ClientError) -> bool {
         let retry = self.config.retry_after.min(self.interval / 2);
-        let wait = if for_want_of_room(error) {
-            // No room: back off, doubling up to half a minute, so a full broker is not pressed.
-            let entry = &mut self.entries[index];
-            entry.refusals += 1;
-            retry.saturating_mul(1 << entry.refusals.min(16)).min(MAX_BACKOFF)
-        } else {
-            // Try again within half a heartbeat interval, so a broker that comes back learns
-            // of this endpoint within one interval.
-            retry
+        let first_try = self.entries[index].state() == RegistrationState::Starting;
+        let (state, wait) = match outcome(error) {
+            Outcome::NoBroker => (RegistrationState::NoBroker, self.backoff(index, retry, NO_BROKER_BACKOFF)),
+            Outcome::NoRoom(r) => (RegistrationState::NoRoom(r), self.backoff(index, retry, NO_ROOM_BACKOFF)),
+            // The brokers are catching up and may learn of it any moment: ask again soon
+            // rather than register a second time. A broker answered: no news to log.
+            Outcome::CatchingUp | Outcome::NotFound => {
+                self.entries[index].due = self.now() + retry;
+                return true;
+            }
+            Outcome::Refused(r) => (RegistrationState::Refused(r), None),
+            // Once registered, an odd answer (a broker of another version, a stray reply) is
+            // no reason to give the endpoint up: tried again like a silent broker.
+            Outcome::Failed(_) if !first_try => {
+                (RegistrationState::NoBroker, self.backoff(index, retry, NO_BROKER_BACKOFF))
+            }
+            Outcome::Failed(why) => (RegistrationState::Failed(why), None),
         };
-        self.entries[index].due = self.now() + wait;
+        let kept = wait.is_some();
+        if let Some(wait) = wait {
+            self.entries[index].due = self.now() + wait;
+        }
+        if self.entries[index].set_state(state) {
+            if kept {
+                let what = format!("cannot be kept registered: {error}; trying again with backoff");
+                self.log(log::Level::Warn, index, &what);
+            } else if !first_try {
+                // A refusal of the first try is the caller's error to report, not a log line.
+                self.log(log::Level::Error, index, &format!("is no longer registered: {error}"));
+            }
+        }
+        kept
+    }
+
+    /// The wait before the next try after one more failure in a row: `retry` doubled per
+    /// failure up to `cap`, shortened by up to a quarter at random.
+    fn backoff(&mut self, index: usize, retry: Duration, cap: Duration) -> Option<Duration> {
+        let entry = &mut self.entries[index];
+        let doublings = entry.failures.min(16);
+        entry.failures = entry.failures.saturating_add(1);
+        let base = retry.saturating_mul(1 << doublings).min(cap);
+        Some(jittered(base, (self.random)()))
     }
 
     /// Sets the heartbeat interval from the broker's TTL, and bounds retransmission so that one
@@ -397,180 +579,4 @@ impl<T: Transport> Core<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    use super::*;
-    use crate::client::sim::SimNet;
-    use crate::protocol::{Rejection, Request, Response};
-
-    const BROKER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
-
-    /// A broker with TTL 3 s that forgets everything while `amnesia` is set and is silent
-    /// while `down` is.
-    fn broker(amnesia: Arc<AtomicBool>, down: Arc<AtomicBool>) -> SimNet {
-        let mut next = 0u128;
-        let mut known = std::collections::HashSet::new();
-        SimNet::new().broker(BROKER, move |request| {
-            if down.load(Ordering::SeqCst) {
-                return None;
-            }
-            if amnesia.swap(false, Ordering::SeqCst) {
-                known.clear();
-            }
-            Some(match request {
-                Request::Register { service: "bad", .. } => {
-                    Response::Error(Rejection::BadName { name: "bad".into(), why: "for the test".into() })
-                }
-                Request::Register { .. } => {
-                    next += 1;
-                    known.insert(next);
-                    Response::Registered { id: Uuid::from_u128(next), ttl_ms: 3000 }
-                }
-                Request::Heartbeat { id } | Request::Deregister { id } => {
-                    if known.contains(&id.as_u128()) {
-                        Response::Ok
-                    } else {
-                        Response::NotFound
-                    }
-                }
-                _ => Response::NotFound,
-            })
-        })
-    }
-
-    fn core(net: SimNet) -> Core<SimNet> {
-        Core::new(BrokerClient::with_transport(net, &[BROKER], RetryPolicy::default(), 0), RegistrarConfig::default())
-    }
-
-    fn add(core: &mut Core<SimNet>, service: &str) -> Result<Arc<Mutex<Option<Uuid>>>, ClientError> {
-        let id = Arc::new(Mutex::new(None));
-        core.add(1, service.into(), None, 4000, Arc::clone(&id)).map(|()| id)
-    }
-
-    fn ms(core: &Core<SimNet>, at: Instant) -> u128 {
-        at.duration_since(core.client.transport().start).as_millis()
-    }
-
-    #[test]
-    fn heartbeats_come_at_a_third_of_the_ttl() {
-        let mut core = core(broker(Arc::default(), Arc::default()));
-        let id = add(&mut core, "echo").unwrap();
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(1)));
-        for beat in 1..=3u64 {
-            let due = core.next_due().unwrap();
-            assert_eq!(ms(&core, due), u128::from(beat) * 1000);
-            core.client.transport_mut().sleep_until(due);
-            core.tick();
-        }
-        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 2000, 3000]);
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(1)), "same registration throughout");
-    }
-
-    #[test]
-    fn a_forgetful_broker_gets_the_registration_again() {
-        let amnesia = Arc::new(AtomicBool::new(false));
-        let mut core = core(broker(Arc::clone(&amnesia), Arc::default()));
-        let id = add(&mut core, "echo").unwrap();
-        amnesia.store(true, Ordering::SeqCst);
-        let due = core.next_due().unwrap();
-        core.client.transport_mut().sleep_until(due);
-        core.tick();
-        // The heartbeat got NOT FOUND and the entry was registered again at once.
-        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 1000]);
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(2)));
-    }
-
-    #[test]
-    fn a_broker_catching_up_is_asked_again_not_registered_at_again() {
-        let catching_up = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&catching_up);
-        let mut registered = 0;
-        let net = SimNet::new().broker(BROKER, move |request| {
-            Some(match request {
-                _ if flag.load(Ordering::SeqCst) => Response::CatchingUp,
-                Request::Register { .. } => {
-                    registered += 1;
-                    Response::Registered { id: Uuid::from_u128(registered), ttl_ms: 3000 }
-                }
-                _ => Response::Ok,
-            })
-        });
-        let mut core = core(net);
-        let id = add(&mut core, "echo").unwrap();
-        catching_up.store(true, Ordering::SeqCst);
-        for _ in 0..3 {
-            let due = core.next_due().unwrap();
-            core.client.transport_mut().sleep_until(due);
-            core.tick();
-        }
-        catching_up.store(false, Ordering::SeqCst);
-        let due = core.next_due().unwrap();
-        core.client.transport_mut().sleep_until(due);
-        core.tick();
-        // One register, then heartbeats only: soon again while the broker caught up.
-        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 1500, 2000, 2500]);
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(1)));
-    }
-
-    #[test]
-    fn a_silent_broker_is_retried_until_it_answers() {
-        let down = Arc::new(AtomicBool::new(true));
-        let mut core = core(broker(Arc::default(), Arc::clone(&down)));
-        let id = add(&mut core, "echo").unwrap();
-        assert_eq!(*id.lock().unwrap(), None, "kept, though nobody answered");
-        let due = core.next_due().unwrap();
-        // Three tries of the default policy (0.7 s), then the retry delay.
-        assert_eq!(ms(&core, due), 700 + 500);
-        down.store(false, Ordering::SeqCst);
-        core.client.transport_mut().sleep_until(due);
-        core.tick();
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(1)));
-    }
-
-    #[test]
-    fn a_refused_registration_is_an_error_and_not_kept() {
-        let mut core = core(broker(Arc::default(), Arc::default()));
-        assert!(matches!(add(&mut core, "bad"), Err(ClientError::Rejected(Rejection::BadName { .. }))));
-        assert_eq!(core.next_due(), None);
-    }
-
-    #[test]
-    fn a_full_table_is_waited_out_with_backoff() {
-        let room = Arc::new(AtomicBool::new(false));
-        let has_room = Arc::clone(&room);
-        let net = SimNet::new().broker(BROKER, move |request| {
-            Some(match request {
-                Request::Register { .. } if has_room.load(Ordering::SeqCst) => {
-                    Response::Registered { id: Uuid::from_u128(7), ttl_ms: 3000 }
-                }
-                Request::Register { .. } => Response::Error(Rejection::SourceQuota { max: 1024 }),
-                _ => Response::Ok,
-            })
-        });
-        let mut core = core(net);
-        let id = add(&mut core, "echo").expect("kept, not refused");
-        for _ in 0..6 {
-            let due = core.next_due().unwrap();
-            core.client.transport_mut().sleep_until(due);
-            core.tick();
-        }
-        // 0.5 s doubling: 1, 2, 4, 8, 16, then at most 30 s between tries.
-        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 1000, 3000, 7000, 15000, 31000, 61000]);
-        room.store(true, Ordering::SeqCst);
-        let due = core.next_due().unwrap();
-        core.client.transport_mut().sleep_until(due);
-        core.tick();
-        assert_eq!(*id.lock().unwrap(), Some(Uuid::from_u128(7)));
-    }
-
-    #[test]
-    fn removing_deregisters() {
-        let mut core = core(broker(Arc::default(), Arc::default()));
-        let id = add(&mut core, "echo").unwrap();
-        core.remove(1);
-        assert_eq!(core.client.transport().sent_at_ms(BROKER), [0, 0]);
-        assert_eq!(*id.lock().unwrap(), None);
-        assert_eq!(core.next_due(), None);
-    }
-}
+mod tests;

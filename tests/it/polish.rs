@@ -126,6 +126,89 @@ fn a_server_that_never_registered_does_not_say_it_deregistered() {
     assert!(!log.contains("deregistered"), "{log}");
 }
 
+/// Waits up to 5 s for `server` to exit by itself; its exit code and last line on stderr.
+fn exit_of(server: &mut Logged) -> (Option<i32>, String) {
+    let status = wait_until(Duration::from_secs(5), "the server exits by itself", || {
+        server.process.child.try_wait().ok().flatten()
+    });
+    // The log thread reads to the end of the stream.
+    wait_until(Duration::from_secs(5), "the error line", || server.log().contains("makler-server: ").then_some(()));
+    let log = server.log();
+    (status.code(), log.lines().last().unwrap_or_default().to_owned())
+}
+
+#[test]
+fn a_server_whose_name_is_refused_exits_with_one_line() {
+    let broker = common::broker(&[]);
+    let at = broker.addr("udp").to_string();
+    let args = ["--service", "echo", "--register-as", "bad/name", "--broker", &at, "--no-multicast"];
+    let mut server = Logged::start(env!("CARGO_BIN_EXE_makler-server"), &args);
+    let (code, last) = exit_of(&mut server);
+    assert_eq!(code, Some(6), "{}", server.log());
+    assert!(last.starts_with("makler-server: cannot register bad/name: "), "{last}");
+    assert!(last.contains("bad service name"), "{last}");
+    assert_eq!(server.log().matches("bad service name").count(), 1, "said once: {}", server.log());
+}
+
+#[test]
+fn a_server_the_policy_refuses_exits_with_one_line() {
+    let broker = common::broker(&["--allow-register", "10.0.0.0/8"]);
+    let at = broker.addr("udp").to_string();
+    let mut server =
+        Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast"]);
+    let (code, last) = exit_of(&mut server);
+    assert_eq!(code, Some(6), "{}", server.log());
+    assert!(last.starts_with("makler-server: cannot register echo: "), "{last}");
+    assert!(last.contains("not allowed"), "{last}");
+}
+
+#[test]
+fn a_server_refused_after_a_broker_restart_exits() {
+    let mut broker = common::broker(&[]);
+    let at = broker.addr("udp").to_string();
+    let mut server =
+        Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast"]);
+    server.wait_for_log("registered echo");
+    broker.terminate();
+    // The same address, now with a policy that refuses the server: its heartbeat is not found,
+    // its registration again refused, for good.
+    let _broker = Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", &at, "--quiet", "--no-multicast", "--allow-register", "10.0.0.0/8"],
+    );
+    let (code, last) = exit_of(&mut server);
+    assert_eq!(code, Some(6), "{}", server.log());
+    assert!(last.starts_with("makler-server: echo is no longer registered: "), "{last}");
+    assert!(last.contains("not allowed"), "{last}");
+}
+
+#[test]
+fn a_server_without_a_broker_says_so_once_and_backs_off() {
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    silent.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let at = silent.local_addr().unwrap().to_string();
+    let server =
+        Logged::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast"]);
+    server.wait_for_log("no broker answered");
+    // Tries of three datagrams (0.7 s) each, 0.5, 1, 2, 4 s apart: in the next 5 s, the tries
+    // at about 1.2, 2.9 and 5.6 s, where a fixed 1.2 s period made four (12 datagrams); and one
+    // warning where it logged one per try.
+    // The first try's datagrams wait in the socket's buffer: they are not counted.
+    let mut buf = [0; 1500];
+    silent.set_nonblocking(true).unwrap();
+    while silent.recv_from(&mut buf).is_ok() {}
+    silent.set_nonblocking(false).unwrap();
+    let start = Instant::now();
+    let mut datagrams = 0;
+    while start.elapsed() < Duration::from_secs(5) {
+        if silent.recv_from(&mut buf).is_ok() {
+            datagrams += 1;
+        }
+    }
+    assert!((4..=10).contains(&datagrams), "{datagrams} datagrams in 5 s");
+    assert_eq!(server.log().matches("no broker answered").count(), 1, "{}", server.log());
+}
+
 /// Sends a line on `stream` and reads the echoed line.
 fn try_echo(stream: &mut TcpStream, line: &str) -> std::io::Result<String> {
     stream.write_all(format!("{line}\n").as_bytes())?;

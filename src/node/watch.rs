@@ -147,6 +147,10 @@ impl Watches {
     /// End of a turn: the watchers of every service whose live set changed in it are told,
     /// through [`poll_transmit`](Self::poll_transmit).
     pub fn flush(&mut self, now: Instant, registry: &mut Registry) {
+        // Called after every input: nearly always nothing changed that anyone watches.
+        if self.dirty.is_empty() {
+            return;
+        }
         for service in self.take_dirty() {
             let mut current: Vec<SocketAddr> = registry.members(now, &service).collect();
             current.sort_unstable();

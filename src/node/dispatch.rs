@@ -15,7 +15,7 @@ use super::{Face, Node};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep, Transmit};
 use crate::limit::{ReplyKind, Verdict};
 use crate::protocol::peer::Peer;
-use crate::protocol::{Form, RemoveReason, Response, seal};
+use crate::protocol::{RemoveReason, seal};
 use crate::registry::ChangeKind;
 
 impl Node {
@@ -62,33 +62,6 @@ impl Node {
         }
     }
 
-    /// `watch <service>` from `from`.
-    pub(super) fn watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
-        self.watches.handle_watch(now, from, form, service, &mut self.registry)
-    }
-
-    /// `unwatch <service>` from `from`.
-    pub(super) fn unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
-        self.watches.handle_unwatch(from, service)
-    }
-
-    /// A client's query for `service`, which has no live instance here (see
-    /// [`Context::bridging`](crate::service::Context::bridging)): asked at the bridges.
-    /// Returns the answer to give now (from the cache, or `NOT FOUND` when no bridge is up);
-    /// otherwise it is sent when the bridges answered or the bound passed.
-    pub(super) fn bridge_query(
-        &mut self,
-        now: Instant,
-        from: SocketAddr,
-        form: Form,
-        request_len: usize,
-        service: &str,
-    ) -> Option<Response> {
-        let answer = self.bridges.handle_query(now, service, from, form, request_len);
-        self.drain(now);
-        answer
-    }
-
     /// A bridge datagram from a broker of another network (see [`bridge`](super::bridge)).
     pub(super) fn handle_bridge(&mut self, now: Instant, from: SocketAddr, request_len: usize, body: Peer<'_>) {
         self.bridges.handle_peer(now, from, request_len, body, &mut self.registry);
@@ -103,7 +76,7 @@ impl Node {
     /// a sub-machine something to say, so datagrams leave in the order they were decided.
     /// (The replicator's events wait for the end of the turn: see
     /// [`after_input`](Self::after_input).)
-    fn drain(&mut self, now: Instant) {
+    pub(super) fn drain(&mut self, now: Instant) {
         while let Some(event) = self.verifier.poll_event() {
             match event {
                 VerifyEvent::Remove { endpoint, services, why } => {

@@ -311,7 +311,10 @@ impl service::Context for Node {
         request_len: usize,
         service: &str,
     ) -> Option<Response> {
-        self.bridge_query(now, from, form, request_len, service)
+        // From the cache, or `NOT FOUND` with no bridge up; else answered when the bridges have.
+        let answer = self.bridges.handle_query(now, service, from, form, request_len);
+        self.drain(now);
+        answer
     }
 
     fn answer_stats(&mut self, now: Instant, form: Form) -> Response {
@@ -323,10 +326,10 @@ impl service::Context for Node {
     }
 
     fn answer_watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
-        self.watch(now, from, form, service)
+        self.watches.handle_watch(now, from, form, service, &mut self.registry)
     }
 
     fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
-        self.unwatch(from, service)
+        self.watches.handle_unwatch(from, service)
     }
 }

@@ -80,7 +80,10 @@ fn a_restarted_broker_sees_every_server_within_one_heartbeat_interval() {
     first.child.kill().expect("SIGKILL");
     first.child.wait().expect("reaped");
     let listen = format!("127.0.0.1:{port}");
-    let second = Process::start(env!("CARGO_BIN_EXE_makler-broker"), &["--listen", &listen, "--ttl", "1.5", "--quiet"]);
+    let second = Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", &listen, "--ttl", "1.5", "--quiet", "--no-multicast"],
+    );
     let restarted = Instant::now();
     let udp = Udp::new(second.addr("udp"));
     wait_until(Duration::from_secs(5), "all three are registered again", || {

@@ -151,6 +151,7 @@ impl Broker {
                 dns: dns.is_some().then_some(config.dns),
                 bridges: config.bridges,
                 watches: config.watches,
+                watch_key: crate::random::key(),
                 cluster: config.cluster,
                 ..NodeConfig::default()
             },

@@ -99,6 +99,7 @@ pub fn node_session(data: &[u8]) {
                     reply.clear();
                     node.handle_datagram(now, Face::Client, source, &raw, &mut reply);
                     assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
+                    check_unconfirmed(&raw, &reply);
                 }
                 check_table(&node, &model);
                 check_notifications(&mut node, now, &model);
@@ -110,6 +111,17 @@ pub fn node_session(data: &[u8]) {
         model.retain(|_, &mut (_, deadline)| now < deadline);
         reply.clear();
         node.handle_datagram(now, Face::Client, source, request.as_bytes(), &mut reply);
+        if op % 8 == 7 && arg & 0x80 == 0 {
+            // A watch is answered with a cookie, within three times its bytes; echoed from the
+            // same source, it watches.
+            check_unconfirmed(request.as_bytes(), &reply);
+            let answer = String::from_utf8(reply.clone()).expect("text answers are UTF-8");
+            let cookie = answer.strip_prefix("COOKIE ").expect("a cookie first").trim().to_owned();
+            let echo = format!("{request} {cookie}");
+            reply.clear();
+            node.handle_datagram(now, Face::Client, source, echo.as_bytes(), &mut reply);
+            assert!(reply.starts_with(b"WATCHING "), "{echo}: {:?}", String::from_utf8_lossy(&reply));
+        }
         // Every reported instance answers its probe (the simulated network tests dead ones).
         while let Some(command) = node.poll_probe() {
             if let crate::core::ProbeCmd::Start { id, .. } = command {
@@ -154,6 +166,23 @@ pub fn node_session(data: &[u8]) {
         }
         check_table(&node, &model);
         check_notifications(&mut node, now, &model);
+    }
+}
+
+/// A watch's answer while its source has not shown that it receives (no cookie, or one that
+/// does not match) is a cookie of at most three times the request's bytes, or nothing.
+fn check_unconfirmed(request: &[u8], reply: &[u8]) {
+    let cookie = match protocol::decode_request(request) {
+        Ok((_, Request::Watch { .. })) => true,
+        Ok((protocol::Form::Text, Request::WatchEcho { .. })) => reply.starts_with(b"COOKIE "),
+        Ok((protocol::Form::Binary { .. }, Request::WatchEcho { .. })) => {
+            matches!(binary::decode_response(reply), Ok((_, Response::WatchCookie { .. })))
+        }
+        _ => false,
+    };
+    if cookie {
+        let gain = crate::service::MAX_UNCONFIRMED_GAIN;
+        assert!(reply.len() <= gain * request.len(), "{} bytes for {}", reply.len(), request.len());
     }
 }
 

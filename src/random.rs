@@ -18,6 +18,18 @@ pub(crate) fn u64() -> u64 {
     getrandom::u64().expect("the operating system's random number generator failed")
 }
 
+/// A 32-byte key from the operating system's CSPRNG, for what the broker keys for itself alone
+/// (the watches' cookies).
+///
+/// # Panics
+///
+/// As [`u64`]: when the operating system cannot provide random numbers at all.
+pub(crate) fn key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).expect("the operating system's random number generator failed");
+    key
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -51,6 +51,11 @@ use crate::limit::ReplyKind;
 use crate::protocol::{self, DecodeError, Form, Rejection, Request, Response};
 use crate::registry::Registry;
 
+/// How many times the bytes of a request the broker sends back, at most, to an address that has
+/// not shown that it receives there (a watch's cookie): QUIC's anti-amplification factor
+/// (RFC 9000, section 8).
+pub const MAX_UNCONFIRMED_GAIN: usize = 3;
+
 /// The default limit on request datagrams, in bytes.
 pub const DEFAULT_MAX_DATAGRAM: usize = 1400;
 
@@ -98,8 +103,16 @@ pub trait Context {
         unsupported(&Request::Report { service, endpoint })
     }
 
-    /// `watch <service>` from `from`, answered in `form` (and so are its notifications).
-    fn answer_watch(&mut self, _now: Instant, _from: SocketAddr, _form: Form, service: &str) -> Response {
+    /// `watch <service>` from `from` (with the `cookie` it echoes, for
+    /// [`Request::WatchEcho`]), answered in `form` (and so are its notifications).
+    fn answer_watch(
+        &mut self,
+        _now: Instant,
+        _from: SocketAddr,
+        _form: Form,
+        service: &str,
+        _cookie: Option<u64>,
+    ) -> Response {
         unsupported(&Request::Watch { service })
     }
 
@@ -173,7 +186,8 @@ pub fn handle<C: Context>(
         Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor),
         Request::Stats => ctx.answer_stats(now, form),
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
-        Request::Watch { service } => ctx.answer_watch(now, source, form, service),
+        Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),
+        Request::WatchEcho { service, cookie } => ctx.answer_watch(now, source, form, service, Some(cookie)),
         Request::Unwatch { service } => ctx.answer_unwatch(now, source, service),
     };
     // An acknowledgement: an id, `OK`, `NOT FOUND` (or catching up); never an error, which may
@@ -181,6 +195,12 @@ pub fn handle<C: Context>(
     let kind = if lease && !matches!(response, Response::Error(_)) { ReplyKind::Ack } else { ReplyKind::Data };
     let (state, _) = ctx.parts();
     state.reply(form, &response, out);
+    if matches!(response, Response::WatchCookie { .. }) && out.len() > MAX_UNCONFIRMED_GAIN * datagram.len() {
+        // To an address that has not shown it receives: never more than three times what came
+        // from it (only `watch x`, one letter without a newline, is short enough to get nothing).
+        out.clear();
+        return None;
+    }
     if let Response::Instances(list) = response {
         state.scratch = list;
     }

@@ -4,6 +4,12 @@
 //! A [`Watch`] asks one broker (failing over to the next), keeps the watch alive by renewing it
 //! at a third of the broker's TTL, and checks the sequence numbers: a gap (a notification lost
 //! on the way) is repaired by watching again, which answers with the whole live set.
+//!
+//! A broker starts a watch only when the watcher echoes the cookie it answered `watch` with
+//! (the proof that the watcher receives at its address, so that nobody can aim notifications
+//! at another): the `Watch` echoes it at once, and renews with the cookie it holds until the
+//! broker answers with a new one. A broker older than cookies answers `watch` at once, which
+//! is taken as well.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -59,6 +65,8 @@ pub struct Watch<T: Transport = UdpTransport> {
     instances: Vec<SocketAddr>,
     renew_at: Instant,
     pending: Option<WatchEvent>,
+    /// The last cookie the broker gave (see the [module documentation](self)).
+    cookie: Option<u64>,
 }
 
 impl Watch<UdpTransport> {
@@ -82,6 +90,7 @@ impl<T: Transport> Watch<T> {
             instances: Vec::new(),
             renew_at: now,
             pending: None,
+            cookie: None,
         };
         watch.subscribe()?;
         watch.pending = None;
@@ -140,19 +149,32 @@ impl<T: Transport> Watch<T> {
         }
     }
 
-    /// Sends `watch` and waits for its answer, failing over between brokers. A state other
-    /// than the one held becomes a pending [`WatchEvent::Resynced`].
+    /// Sends `watch` (with the cookie held, if any) under a new request id.
+    fn send_watch(&mut self, broker: SocketAddr) -> Result<(), ClientError> {
+        self.request_id = self.request_id.wrapping_add(1);
+        let service = self.service.as_str();
+        let request = match self.cookie {
+            Some(cookie) => Request::WatchEcho { service, cookie },
+            None => Request::Watch { service },
+        };
+        let mut bytes = Vec::new();
+        binary::encode_request(self.request_id, &request, &mut bytes);
+        self.transport.send(broker, &bytes)?;
+        Ok(())
+    }
+
+    /// Sends `watch` and waits for its answer, echoing the broker's cookie, failing over
+    /// between brokers. A state other than the one held becomes a pending
+    /// [`WatchEvent::Resynced`].
     fn subscribe(&mut self) -> Result<(), ClientError> {
         let mut buf = [0u8; 2048];
-        let mut request = Vec::new();
         for k in 0..self.brokers.len() {
             let broker_index = (self.broker + k) % self.brokers.len();
             let broker = self.brokers[broker_index];
-            self.request_id = self.request_id.wrapping_add(1);
-            request.clear();
-            binary::encode_request(self.request_id, &Request::Watch { service: &self.service }, &mut request);
             for _ in 0..2 {
-                self.transport.send(broker, &request)?;
+                self.send_watch(broker)?;
+                // A new cookie is echoed at once; a few, in case the slot turns in between.
+                let mut echoes = 0;
                 let deadline = self.transport.now() + ANSWER_WAIT / 2;
                 while let Some((len, from)) = self.transport.recv(&mut buf, deadline)? {
                     if from != broker {
@@ -169,6 +191,11 @@ impl<T: Transport> Watch<T> {
                             let ttl = Duration::from_millis(ttl_ms.into()).max(Duration::from_millis(30));
                             self.renew_at = self.transport.now() + ttl / 3;
                             return Ok(());
+                        }
+                        Ok((id, Response::WatchCookie { cookie })) if id == self.request_id && echoes < 3 => {
+                            echoes += 1;
+                            self.cookie = Some(cookie);
+                            self.send_watch(broker)?;
                         }
                         Ok((id, Response::Error(rejection))) if id == self.request_id => {
                             return Err(ClientError::Rejected(rejection));

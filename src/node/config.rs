@@ -66,6 +66,10 @@ pub struct NodeConfig {
     pub bridges: BridgeConfig,
     /// The caps on watches.
     pub watches: WatchConfig,
+    /// The key of the watches' cookies (see [`watch`](super::watch)): drawn at random at every
+    /// start (`crate::random`), so that nobody can make a cookie for an address they do not
+    /// receive at. All zeros by default, for tests.
+    pub watch_key: [u8; 32],
     /// The cluster's name (`--cluster`): brokers on the group that say hello with another name
     /// are not taken as peers.
     pub cluster: String,
@@ -124,6 +128,7 @@ impl Default for NodeConfig {
             dns: None,
             bridges: BridgeConfig::default(),
             watches: WatchConfig::default(),
+            watch_key: [0; 32],
             cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
         }
     }

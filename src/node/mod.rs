@@ -156,7 +156,7 @@ impl Node {
             replicator: replicate::Replicator::new(config.incarnation, config.unicast, replica),
             verifier: verify::Verifier::new(config.verify, config.prober),
             bridges,
-            watches: watch::Watches::new(config.watches),
+            watches: watch::Watches::new(config.watches, config.watch_key),
             outbox: Outbox::new(OUTBOX_CAPACITY),
             scratch: Vec::new(),
             replies: Outbox::new(OUTBOX_CAPACITY),
@@ -325,8 +325,15 @@ impl service::Context for Node {
         self.report(now, from, service, endpoint)
     }
 
-    fn answer_watch(&mut self, now: Instant, from: SocketAddr, form: Form, service: &str) -> Response {
-        self.watches.handle_watch(now, from, form, service, &mut self.registry)
+    fn answer_watch(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        service: &str,
+        cookie: Option<u64>,
+    ) -> Response {
+        self.watches.handle_watch(now, from, form, service, cookie, &mut self.registry)
     }
 
     fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {

@@ -10,6 +10,19 @@
 //! go out from the node's loop, one datagram per watcher (linear in the watchers), in the
 //! watcher's form, through the response-rate limit like any reply larger than its request.
 //!
+//! # Watches cannot be aimed
+//!
+//! A watch starts (or is renewed) only when the watcher has shown that it receives at the
+//! address it sends from: `watch <service>` is answered with a cookie, and only
+//! `watch <service> <cookie>` from the same address and port watches. The cookie is a keyed
+//! BLAKE3 hash of that address and a time slot ([`COOKIE_SLOT`]; taken in its slot and the next),
+//! under a key drawn at the broker's start, so the broker keeps nothing for a watch that was
+//! never confirmed, and the cookie reply is never larger than three times its request (see
+//! [`MAX_UNCONFIRMED_GAIN`](crate::service::MAX_UNCONFIRMED_GAIN)): a watch sent from a forged
+//! address draws at most three times its bytes. Whatever the number of watches, one IP address
+//! is sent at most [`NOTIFY_BYTES_PER_SECOND`] of notifications a second; what is over is
+//! dropped and counted with the rate limit's drops (`watch_dropped`).
+//!
 //! `Watches` owns every watch, its lease and its sequence number, and the counters. It speaks the
 //! node's sub-machine convention (see the [node's documentation](super)): requests come in through
 //! `handle_watch` and `handle_unwatch`, the table's changes through `handle_change` and, once per
@@ -41,6 +54,22 @@ impl Default for WatchConfig {
     fn default() -> Self {
         WatchConfig { max_per_source: 1024, max_total: 100_000 }
     }
+}
+
+/// How long a cookie's time slot lasts. A cookie is taken in the slot it was made in and in
+/// the next, so for one to two slots: more than the renewal interval (a third of the TTL) of
+/// any TTL up to three minutes.
+pub const COOKIE_SLOT: Duration = Duration::from_secs(60);
+
+/// The most bytes of notifications sent to one IP address in a second, whatever the number of
+/// its watches: about 45 full notifications, many more small ones.
+pub const NOTIFY_BYTES_PER_SECOND: usize = 64 * 1024;
+
+/// Notification bytes sent to one address in the second that started at `since`.
+#[derive(Debug, Clone, Copy)]
+struct Spent {
+    since: Instant,
+    bytes: usize,
 }
 
 /// Counters of the watches.
@@ -84,10 +113,21 @@ pub(super) struct Watches {
     /// Notifications to send.
     transmits: Outbox<Face>,
     stats: WatchStats,
+    /// The key of the cookies.
+    key: [u8; 32],
+    /// When the first cookie's slot started: slots count from it.
+    epoch: Option<Instant>,
+    /// Notification bytes per IP address this second (see [`NOTIFY_BYTES_PER_SECOND`]).
+    spent: HashMap<IpAddr, Spent>,
+    /// When `spent` was last swept of past seconds.
+    swept: Option<Instant>,
+    /// Where a notification is written before it is counted.
+    buffer: Vec<u8>,
 }
 
 impl Watches {
-    pub fn new(config: WatchConfig) -> Self {
+    /// No watches; `key` makes the cookies (drawn at random by the shell).
+    pub fn new(config: WatchConfig, key: [u8; 32]) -> Self {
         Watches {
             config,
             services: HashMap::new(),
@@ -99,6 +139,11 @@ impl Watches {
             dirty: Vec::new(),
             transmits: Outbox::new(usize::MAX),
             stats: WatchStats::default(),
+            key,
+            epoch: None,
+            spent: HashMap::new(),
+            swept: None,
+            buffer: Vec::new(),
         }
     }
 
@@ -112,16 +157,24 @@ impl Watches {
         self.stats
     }
 
-    /// `watch <service>` from `from`: starts or renews the watch for the table's TTL, and
-    /// answers with the live set and the sequence number.
+    /// `watch <service>` from `from`, with the `cookie` it echoes: with the right one, starts or
+    /// renews the watch for the table's TTL, and answers with the live set and the sequence
+    /// number; without (or with a wrong or old one), answers with the cookie to echo.
     pub fn handle_watch(
         &mut self,
         now: Instant,
         from: SocketAddr,
         form: Form,
         service: &str,
+        cookie: Option<u64>,
         registry: &mut Registry,
     ) -> Response {
+        let slot = self.slot(now);
+        let fresh = self.cookie(slot, from);
+        let shown = cookie.is_some_and(|c| c == fresh || (slot > 0 && c == self.cookie(slot - 1, from)));
+        if !shown {
+            return Response::WatchCookie { cookie: fresh };
+        }
         if let Err(rejection) = registry.config().limits.check_name(service) {
             return Response::Error(rejection);
         }
@@ -158,9 +211,57 @@ impl Watches {
             let instances = fit(Form::Binary { request_id: u32::MAX }, &service, current);
             let response = Response::Changed { service, seq, instances };
             for (to, form) in watchers {
-                self.transmits.push(Face::Client, to, |bytes| protocol::encode_reply(form, &response, bytes));
+                protocol::encode_reply(form, &response, &mut self.buffer);
+                if !self.spend(now, to.ip().to_canonical(), self.buffer.len()) {
+                    self.stats.dropped += 1;
+                    continue;
+                }
+                let bytes = &self.buffer;
+                self.transmits.push(Face::Client, to, |out| out.extend_from_slice(bytes));
             }
         }
+    }
+
+    /// The time slot of `now`, for the cookies.
+    fn slot(&mut self, now: Instant) -> u64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        now.saturating_duration_since(epoch).as_secs() / COOKIE_SLOT.as_secs()
+    }
+
+    /// The cookie of `from` in `slot`: the first 8 bytes of a keyed BLAKE3 hash of the slot
+    /// and the address (IPv4 as IPv6-mapped, so that both spellings of one address agree).
+    fn cookie(&self, slot: u64, from: SocketAddr) -> u64 {
+        let ip = match from.ip().to_canonical() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+            IpAddr::V6(v6) => v6.octets(),
+        };
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(b"makler watch cookie v1");
+        hasher.update(&slot.to_le_bytes());
+        hasher.update(&ip);
+        hasher.update(&from.port().to_le_bytes());
+        let hash = hasher.finalize();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&hash.as_bytes()[..8]);
+        u64::from_le_bytes(first)
+    }
+
+    /// Whether `bytes` more of notifications may go to `ip` this second (and counts them).
+    fn spend(&mut self, now: Instant, ip: IpAddr, bytes: usize) -> bool {
+        const SECOND: Duration = Duration::from_secs(1);
+        if self.swept.is_none_or(|swept| now >= swept + SECOND) {
+            self.spent.retain(|_, spent| now < spent.since + SECOND);
+            self.swept = Some(now);
+        }
+        let spent = self.spent.entry(ip).or_insert(Spent { since: now, bytes: 0 });
+        if now >= spent.since + SECOND {
+            *spent = Spent { since: now, bytes: 0 };
+        }
+        if spent.bytes + bytes > NOTIFY_BYTES_PER_SECOND {
+            return false;
+        }
+        spent.bytes += bytes;
+        true
     }
 
     /// The next notification to send, its bytes moved into `out`. Unasked for, so the node
@@ -327,7 +428,7 @@ mod tests {
     #[test]
     fn a_watch_is_renewed_by_watching_again_and_expires_otherwise() {
         let t0 = Instant::now();
-        let mut w = Watches::new(WatchConfig::default());
+        let mut w = Watches::new(WatchConfig::default(), [7; 32]);
         assert_eq!(w.watch(t0, addr(1), Form::Text, "echo", TTL, vec![]), Ok(0));
         assert_eq!(w.watch(t0 + TTL / 2, addr(1), Form::Text, "echo", TTL, vec![]), Ok(0), "renewed");
         assert_eq!(w.len(), 1);
@@ -342,7 +443,7 @@ mod tests {
     #[test]
     fn only_a_different_live_set_is_a_change() {
         let t0 = Instant::now();
-        let mut w = Watches::new(WatchConfig::default());
+        let mut w = Watches::new(WatchConfig::default(), [7; 32]);
         w.watch(t0, addr(1), Form::Text, "echo", TTL, vec![addr(4000)]).unwrap();
         w.handle_change("echo");
         w.handle_change("echo");
@@ -358,7 +459,7 @@ mod tests {
     #[test]
     fn caps_per_source_and_in_total_give_clear_errors() {
         let t0 = Instant::now();
-        let mut w = Watches::new(WatchConfig { max_per_source: 2, max_total: 3 });
+        let mut w = Watches::new(WatchConfig { max_per_source: 2, max_total: 3 }, [7; 32]);
         let at = |ip: u8, port: u16| SocketAddr::from(([10, 0, 0, ip], port));
         assert!(w.watch(t0, at(1, 1), Form::Text, "a", TTL, vec![]).is_ok());
         assert!(w.watch(t0, at(1, 2), Form::Text, "a", TTL, vec![]).is_ok());
@@ -371,6 +472,77 @@ mod tests {
         assert!(w.unwatch(at(1, 1), "a"));
         assert!(!w.unwatch(at(1, 1), "a"));
         assert!(w.watch(t0, at(3, 1), Form::Text, "b", TTL, vec![]).is_ok(), "room again");
+    }
+
+    #[test]
+    fn only_the_echoed_cookie_of_the_same_address_and_port_watches_and_it_ages() {
+        let t0 = Instant::now();
+        let mut registry = Registry::new(crate::registry::Config::default(), uuid::Uuid::new_v4);
+        let mut w = Watches::new(WatchConfig::default(), [7; 32]);
+        let mut ask =
+            |w: &mut Watches, now, from, cookie| w.handle_watch(now, from, Form::Text, "echo", cookie, &mut registry);
+        let Response::WatchCookie { cookie } = ask(&mut w, t0, addr(1), None) else { panic!("a cookie first") };
+        assert_eq!(w.len(), 0, "nothing kept for an unconfirmed watch");
+        assert!(w.services.is_empty() && w.per_source.is_empty());
+        assert_eq!(ask(&mut w, t0, addr(1), Some(cookie ^ 1)), Response::WatchCookie { cookie }, "a wrong one: again");
+        assert!(matches!(ask(&mut w, t0, addr(2), Some(cookie)), Response::WatchCookie { .. }), "another port's");
+        let other_host = SocketAddr::from(([10, 0, 0, 2], 1));
+        assert!(matches!(ask(&mut w, t0, other_host, Some(cookie)), Response::WatchCookie { .. }));
+        assert_eq!(w.len(), 0);
+        assert!(matches!(ask(&mut w, t0, addr(1), Some(cookie)), Response::Watching { seq: 0, .. }));
+        assert_eq!(w.len(), 1);
+        // Taken in its slot and the next; a new one after that.
+        let next_slot = t0 + COOKIE_SLOT + Duration::from_secs(1);
+        assert!(matches!(ask(&mut w, next_slot, addr(1), Some(cookie)), Response::Watching { .. }));
+        let Response::WatchCookie { cookie: newer } = ask(&mut w, t0 + COOKIE_SLOT * 2, addr(1), Some(cookie)) else {
+            panic!("too old")
+        };
+        assert_ne!(newer, cookie);
+        // Another key, other cookies.
+        let mut other = Watches::new(WatchConfig::default(), [8; 32]);
+        let slot = other.slot(t0);
+        assert_ne!(other.cookie(slot, addr(1)), cookie);
+    }
+
+    #[test]
+    fn notifications_to_one_address_are_bounded_whatever_the_watches() {
+        let t0 = Instant::now();
+        let mut config = crate::registry::Config::default();
+        config.limits.max_per_source = 0;
+        let mut registry = Registry::new(config, uuid::Uuid::new_v4);
+        let mut w = Watches::new(WatchConfig::default(), [7; 32]);
+        let services: Vec<String> = (0..300).map(|k| format!("s{k}")).collect();
+        for (k, service) in services.iter().enumerate() {
+            let from = addr(1000 + k as u16);
+            w.watch(t0, from, Form::Text, service, TTL, vec![]).unwrap();
+        }
+        // Every service gets a full-size live set at once.
+        let big: Vec<SocketAddr> = (0..60).map(|k| SocketAddr::from(([10, 9, 9, 9], 20000 + k))).collect();
+        for service in &services {
+            for &instance in &big {
+                let id = registry.register(t0, service, instance, crate::protocol::Source::Unicast(instance));
+                assert!(id.is_ok());
+            }
+            w.handle_change(service);
+        }
+        w.flush(t0, &mut registry);
+        let mut bytes = 0;
+        let mut out = Vec::new();
+        while w.poll_transmit(&mut out).is_some() {
+            bytes += out.len();
+        }
+        assert!(bytes <= NOTIFY_BYTES_PER_SECOND, "{bytes}");
+        assert!(bytes > NOTIFY_BYTES_PER_SECOND - MAX_REPLY_LEN, "{bytes}");
+        let dropped = w.stats().dropped;
+        assert!(dropped > 200, "{dropped} counted as dropped");
+        // A second later, more may go.
+        let t1 = t0 + Duration::from_secs(1);
+        for service in &services {
+            registry.register(t1, service, addr(9), crate::protocol::Source::Unicast(addr(9))).unwrap();
+            w.handle_change(service);
+        }
+        w.flush(t1, &mut registry);
+        assert!(w.poll_transmit(&mut out).is_some());
     }
 
     #[test]

@@ -55,8 +55,15 @@ fn next_at(sim: &mut Sim, to: SocketAddr, limit: Duration) -> Option<(String, Du
     }
 }
 
+/// `watch web` from `watcher`, and the cookie it was answered with echoed: the answer to that.
 fn watch(sim: &mut Sim, watcher: SocketAddr, broker: SocketAddr) -> String {
-    text(sim.request(watcher, broker, b"watch web").expect("an answer"))
+    watch_as(sim, watcher, broker, "web")
+}
+
+fn watch_as(sim: &mut Sim, watcher: SocketAddr, broker: SocketAddr, service: &str) -> String {
+    let answer = text(sim.request(watcher, broker, format!("watch {service}").as_bytes()).expect("an answer"));
+    let cookie = answer.strip_prefix("COOKIE ").expect("a cookie first").trim();
+    text(sim.request(watcher, broker, format!("watch {service} {cookie}").as_bytes()).expect("an answer"))
 }
 
 #[test]
@@ -73,6 +80,7 @@ fn a_watcher_hears_of_a_registration_an_expiry_and_a_deregistration_within_50_ms
 
     // The watch is renewed; the instance is not, and expires.
     sim.run_for(Duration::from_secs(3));
+    sim.take_inbox(SERVER);
     assert_eq!(watch(&mut sim, WATCHER, BROKER), "WATCHING web seq=1 ttl_ms=5000 10.0.9.1:8001\n");
     let (told, _) = next_at(&mut sim, WATCHER, Duration::from_secs(3)).expect("told of the expiry");
     assert_eq!(told, "CHANGED web seq=2\n");
@@ -144,7 +152,11 @@ fn binary_watchers_get_their_request_id_and_caps_hold() {
     let config = NodeConfig { watches: WatchConfig { max_per_source: 1, max_total: 10 }, ..NodeConfig::default() };
     let mut sim = one_broker(config);
     let mut request = Vec::new();
-    binary::encode_request(42, &Request::Watch { service: "web" }, &mut request);
+    binary::encode_request(41, &Request::Watch { service: "web" }, &mut request);
+    let reply = sim.request(WATCHER, BROKER, &request).unwrap();
+    let Ok((41, Response::WatchCookie { cookie })) = binary::decode_response(&reply) else { panic!("{reply:?}") };
+    request.clear();
+    binary::encode_request(42, &Request::WatchEcho { service: "web", cookie }, &mut request);
     let reply = sim.request(WATCHER, BROKER, &request).unwrap();
     assert!(matches!(binary::decode_response(&reply), Ok((42, Response::Watching { seq: 0, .. }))));
     sim.send(SERVER, BROKER, b"register web 8001".to_vec());
@@ -169,10 +181,7 @@ fn binary_watchers_get_their_request_id_and_caps_hold() {
         )
     );
     let same_host = addr(10, 0, 2, 1, 40001);
-    assert_eq!(
-        text(sim.request(same_host, BROKER, b"watch web").unwrap()),
-        "ERROR too many watches from this address: at most 1\n"
-    );
+    assert_eq!(watch(&mut sim, same_host, BROKER), "ERROR too many watches from this address: at most 1\n");
 }
 
 #[test]
@@ -186,6 +195,13 @@ fn a_thousand_watchers_are_all_told_of_one_change() {
         (0..1000).map(|i| addr(10, 0, 10 + (i / 250) as u8, (i % 250) as u8 + 1, 40000)).collect();
     for &w in &watchers {
         sim.send(w, BROKER, b"watch web".to_vec());
+    }
+    sim.run_for(Duration::from_millis(100));
+    for &w in &watchers {
+        let told = sim.take_inbox(w);
+        assert_eq!(told.len(), 1);
+        let cookie = text(told[0].1.clone()).strip_prefix("COOKIE ").unwrap().trim().to_owned();
+        sim.send(w, BROKER, format!("watch web {cookie}").into_bytes());
     }
     sim.run_for(Duration::from_millis(100));
     for &w in &watchers {

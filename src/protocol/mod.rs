@@ -119,6 +119,18 @@ pub enum Request<'a> {
         /// The service's name.
         service: &'a str,
     },
+    /// [`Request::Watch`] with the cookie the broker answered a watch from this address with
+    /// ([`Response::WatchCookie`]): the proof that the watcher receives at the address it sends
+    /// from, so that nobody can aim a watch's notifications at another. Starts or renews the
+    /// watch (answered like a `Watch` was before, with [`Response::Watching`]); a cookie that is
+    /// wrong or too old is answered with a new cookie. The text form is
+    /// `watch <service> <cookie>`, the cookie in 16 hexadecimal digits.
+    WatchEcho {
+        /// The service's name.
+        service: &'a str,
+        /// The cookie, as the broker sent it.
+        cookie: u64,
+    },
 }
 
 /// A reply to a [`Request`].
@@ -180,6 +192,14 @@ pub enum Response {
         seq: u64,
         /// Its live instances now, as many as fit in [`MAX_REPLY_LEN`].
         instances: Vec<SocketAddr>,
+    },
+    /// The answer to [`Request::Watch`] (and to a [`Request::WatchEcho`] whose cookie is wrong
+    /// or too old): send [`Request::WatchEcho`] with this cookie from the same address and port
+    /// to start or renew the watch. Never larger than three times the request it answers, so a
+    /// watch sent from a forged address draws no more than that.
+    WatchCookie {
+        /// The cookie to echo.
+        cookie: u64,
     },
 }
 

@@ -12,7 +12,8 @@
 //! services [<cursor>]                -> services=<n> [next=<cursor>], then `service <name> instances=<n>` lines
 //! list [<cursor>]                    -> the same as services
 //! instances <service> [<cursor>]     -> instances=<n> [next=<cursor>], then `instance <ip:port> …` lines
-//! watch <service>                    -> WATCHING <service> seq=<n> ttl_ms=<ms> <ip:port> ...
+//! watch <service>                    -> COOKIE <cookie>   (16 hexadecimal digits, to echo:)
+//! watch <service> <cookie>           -> WATCHING <service> seq=<n> ttl_ms=<ms> <ip:port> ... | COOKIE <cookie>
 //!                                       then, pushed on every change: CHANGED <service> seq=<n> <ip:port> ...
 //! unwatch <service>                  -> OK | NOT FOUND
 //! anything else                      -> ERROR <reason>
@@ -41,6 +42,8 @@ use super::{Rejection, Request, Response, excerpt};
 
 /// How many characters of an unparsable word an error message repeats.
 const ECHO_CHARS: usize = 40;
+
+const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
 
 const REGISTER_USAGE: &str = "register <service> <port> | register <service> <ip> <port>";
 
@@ -107,7 +110,11 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     } else if verb.eq_ignore_ascii_case("watch") {
         match args.as_slice() {
             [service] => Ok(Request::Watch { service }),
-            _ => Err(usage("watch <service>")),
+            [service, cookie] => match parse_cookie(cookie) {
+                Some(cookie) => Ok(Request::WatchEcho { service, cookie }),
+                None => Err(usage(WATCH_USAGE)),
+            },
+            _ => Err(usage(WATCH_USAGE)),
         }
     } else if verb.eq_ignore_ascii_case("unwatch") {
         match args.as_slice() {
@@ -138,6 +145,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Watch { service } => writeln!(out, "watch {service}"),
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
+        Request::WatchEcho { service, cookie } => writeln!(out, "watch {service} {cookie:016x}"),
     };
 }
 
@@ -199,6 +207,7 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             let _ = write!(out, "CHANGED {service} seq={seq}");
             write_instances(instances, out)
         }
+        Response::WatchCookie { cookie } => writeln!(out, "COOKIE {cookie:016x}"),
         // A summary line, then a line per service or instance.
         Response::Services(page) => {
             let _ = write!(out, "services={}", page.total);
@@ -278,6 +287,14 @@ pub fn encode_instance_line(i: &super::InstanceInfo, out: &mut Vec<u8>) {
 }
 
 /// A page cursor: decimal digits, as `next=` wrote it.
+/// A watch cookie: 1 to 16 hexadecimal digits (the broker writes 16), nothing else.
+fn parse_cookie(word: &str) -> Option<u64> {
+    if word.is_empty() || word.len() > 16 || !word.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(word, 16).ok()
+}
+
 fn parse_cursor(word: &str) -> Option<u32> {
     word.bytes().all(|b| b.is_ascii_digit()).then(|| word.parse().ok()).flatten()
 }
@@ -444,6 +461,22 @@ mod tests {
         let message = format!("{}", decode_request(long.as_bytes()).unwrap_err());
         assert!(message.len() < 200, "{message}");
         assert!(message.contains("\\u{1b}") && message.contains('…'), "{message}");
+    }
+
+    #[test]
+    fn a_watch_echoes_its_cookie_in_16_hexadecimal_digits() {
+        assert_eq!(
+            decode_request(b"watch web 00c0ffee00c0ffee\n").unwrap(),
+            Request::WatchEcho { service: "web", cookie: 0xc0ffee00c0ffee }
+        );
+        for bad in [&b"watch web xyz"[..], b"watch web +1", b"watch web 00c0ffee00c0ffee0", b"watch web 1 2"] {
+            let usage = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
+            assert_eq!(decode_request(bad), Err(Rejection::Usage { usage: usage.into() }), "{bad:?}");
+        }
+        let mut out = Vec::new();
+        encode_request(&Request::WatchEcho { service: "web", cookie: 0xc0ffee }, &mut out);
+        assert_eq!(out, b"watch web 0000000000c0ffee\n");
+        assert_eq!(reply(&Response::WatchCookie { cookie: 0xc0ffee }), "COOKIE 0000000000c0ffee\n");
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl RequestCounts {
             Request::Report { .. } => &mut self.report,
             Request::Services { .. } => &mut self.services,
             Request::Instances { .. } => &mut self.instances,
-            Request::Watch { .. } | Request::Unwatch { .. } => &mut self.watch,
+            Request::Watch { .. } | Request::WatchEcho { .. } | Request::Unwatch { .. } => &mut self.watch,
         };
         *counter += 1;
     }

@@ -17,6 +17,8 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         "deregister",
         "report",
         "stats",
+        "watch",
+        "00c0ffee00c0ffee",
         "echo",
         "4000",
         "::1",
@@ -30,9 +32,13 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         "é",
     ]);
     let text = prop::collection::vec(words, 0..6).prop_map(|w| w.join(" ").into_bytes());
-    let binary_frame = (any::<u32>(), ".{0,20}").prop_map(|(id, service)| {
+    let binary_frame = (any::<u32>(), ".{0,20}", any::<Option<u64>>()).prop_map(|(id, service, cookie)| {
         let mut out = Vec::new();
-        binary::encode_request(id, &Request::Query { service: &service }, &mut out);
+        let request = match cookie {
+            None => Request::Query { service: &service },
+            Some(cookie) => Request::WatchEcho { service: &service, cookie },
+        };
+        binary::encode_request(id, &request, &mut out);
         out
     });
     let peer_frame = (any::<u64>(), any::<u32>()).prop_map(|(node, seq)| {

@@ -155,6 +155,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("changed", reply(15, Response::Changed { service: "echo".into(), seq: 4, instances: Vec::new() })),
         ("unwatch", request(16, Request::Unwatch { service: "echo" })),
         ("query local", request(17, Request::QueryLocal { service: "echo" })),
+        ("watch cookie", reply(15, Response::WatchCookie { cookie: 0x5f0e_3a17_c2d9_4b61 })),
+        ("watch echo", request(18, Request::WatchEcho { service: "echo", cookie: 0x5f0e_3a17_c2d9_4b61 })),
         ("too many watches", reply(16, Response::Error(Rejection::TooManyWatches { scope: String::new(), max: 3 }))),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),

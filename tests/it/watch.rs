@@ -1,5 +1,6 @@
 //! Watches against a real broker on loopback: plain text datagrams, `makler-client --watch`,
-//! the resolver's watch mode, and a thousand watchers told of one change.
+//! the resolver's watch mode, a thousand watchers told of one change, and a watch forged from
+//! another address drawing no more than three times its bytes.
 
 use crate::common;
 
@@ -23,13 +24,23 @@ fn receive(socket: &UdpSocket) -> String {
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
+/// `watch <service>` by hand: the broker answers with a cookie, which is echoed; returns the
+/// answer to the echo.
+fn watch(w: &UdpSocket, at: SocketAddr, service: &str) -> String {
+    w.send_to(format!("watch {service}").as_bytes(), at).unwrap();
+    let answer = receive(w);
+    let cookie = answer.strip_prefix("COOKIE ").unwrap_or_else(|| panic!("a cookie, not {answer:?}")).trim();
+    assert_eq!(cookie.len(), 16, "{answer:?}");
+    w.send_to(format!("watch {service} {cookie}").as_bytes(), at).unwrap();
+    receive(w)
+}
+
 #[test]
 fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     let broker = common::broker(&["--ttl", "1"]);
     let at = broker.addr("udp");
     let w = watcher();
-    w.send_to(b"watch web", at).unwrap();
-    assert_eq!(receive(&w), "WATCHING web seq=0 ttl_ms=1000\n");
+    assert_eq!(watch(&w, at, "web"), "WATCHING web seq=0 ttl_ms=1000\n");
 
     let udp = Udp::new(at);
     let registered = Instant::now();
@@ -37,15 +48,13 @@ fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     assert_eq!(receive(&w), "CHANGED web seq=1 127.0.0.1:8001\n");
     eprintln!("registration told after {:?}", registered.elapsed());
     // Renew the watch (it would expire with the instance), then let the instance expire.
-    w.send_to(b"watch web", at).unwrap();
-    assert_eq!(receive(&w), "WATCHING web seq=1 ttl_ms=1000 127.0.0.1:8001\n");
+    assert_eq!(watch(&w, at, "web"), "WATCHING web seq=1 ttl_ms=1000 127.0.0.1:8001\n");
     assert_eq!(receive(&w), "CHANGED web seq=2\n");
     let late = registered.elapsed().saturating_sub(Duration::from_secs(1));
     eprintln!("expiry told {late:?} after the TTL");
     // The watch lives a TTL too, and has just run out with the instance (or is about to):
     // watched again. A service nobody watched starts its count again at 0.
-    w.send_to(b"watch web", at).unwrap();
-    let again = receive(&w);
+    let again = watch(&w, at, "web");
     let seq: u64 = match again.as_str() {
         "WATCHING web seq=2 ttl_ms=1000\n" => 2,
         "WATCHING web seq=0 ttl_ms=1000\n" => 0,
@@ -128,6 +137,10 @@ fn a_thousand_watchers_are_all_told_of_one_change() {
         w.send_to(b"watch web", at).unwrap();
     }
     for w in &watchers {
+        let cookie = receive(w);
+        w.send_to(format!("watch web {}", cookie.strip_prefix("COOKIE ").unwrap().trim()).as_bytes(), at).unwrap();
+    }
+    for w in &watchers {
         assert_eq!(receive(w), "WATCHING web seq=0 ttl_ms=5000\n");
     }
     let udp = Udp::new(at);
@@ -139,6 +152,47 @@ fn a_thousand_watchers_are_all_told_of_one_change() {
     let took = changed.elapsed();
     eprintln!("1000 watchers: the last one told {took:?} after the registration was sent");
     assert!(udp.text("stats").contains(" watches=1000 watch_notifications=1000 watch_dropped=0"));
+}
+
+/// An attacker sends watches "from" a victim (here the victim is 127.0.0.66, a loopback
+/// address the test binds and never answers from) while the service churns: the victim
+/// receives at most three times the bytes sent in its name, and no watch starts.
+#[test]
+fn a_watch_forged_from_another_address_draws_at_most_three_times_its_bytes() {
+    let broker = common::broker(&["--rate-limit", "0"]);
+    let at = broker.addr("udp");
+    let victim = UdpSocket::bind("127.0.0.66:0").unwrap();
+    victim.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let udp = Udp::new(at);
+    let mut sent = 0;
+    let mut binary = Vec::new();
+    for round in 0..50u32 {
+        // Text and binary watches, on a short name (the most a reply could gain).
+        for request in [&b"watch ab"[..], b"watch web\n", b"watch a"] {
+            sent += victim.send_to(request, at).unwrap();
+        }
+        binary.clear();
+        makler::protocol::binary::encode_request(
+            round,
+            &makler::protocol::Request::Watch { service: "w" },
+            &mut binary,
+        );
+        sent += victim.send_to(&binary, at).unwrap();
+        // A forged echo, guessing.
+        sent += victim.send_to(format!("watch web {:016x}", round).as_bytes(), at).unwrap();
+        let id = udp.text(&format!("register web {}", 9000 + round));
+        assert_eq!(udp.text(&format!("deregister {id}")), "OK");
+        udp.text(&format!("register ab {}", 9000 + round));
+    }
+    let mut received = 0;
+    let mut buf = [0u8; 2048];
+    while let Ok((n, _)) = victim.recv_from(&mut buf) {
+        received += n;
+    }
+    eprintln!("forged watches: {sent} bytes sent, {received} received ({:.2}x)", received as f64 / sent as f64);
+    assert!(received <= 3 * sent, "{received} bytes drawn by {sent}");
+    assert!(received > 0, "the cookies came back");
+    assert!(udp.text("stats").contains(" watches=0 watch_notifications=0 "));
 }
 
 /// A broker played by the test: the client library's `Watch` must notice a gap in the

@@ -94,6 +94,7 @@ fn replies_map_to_typed_results() {
             | Request::Services { .. }
             | Request::Instances { .. }
             | Request::Watch { .. }
+            | Request::WatchEcho { .. }
             | Request::Unwatch { .. } => Response::Stats(Box::default()),
         })
     });

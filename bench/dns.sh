@@ -70,7 +70,7 @@ done >"$WORK/instances"
 
 # --- makler-broker, filled through its registration protocol ---
 "$BIN/makler-broker" --listen 127.0.0.1:0 --no-multicast --dns 127.0.0.1:0 --ttl 86400 --probe-interval 0 \
-  --max-per-source 0 --rate-limit 0 --quiet >"$WORK/broker.out" 2>"$WORK/broker.err" &
+  --max-per-source 0 --max-per-network 0 --rate-limit 0 --quiet >"$WORK/broker.out" 2>"$WORK/broker.err" &
 PIDS+=("$!")
 for _ in $(seq 200); do grep -q '^listening' "$WORK/broker.out" 2>/dev/null && break; sleep 0.05; done
 LINE=$(head -1 "$WORK/broker.out")

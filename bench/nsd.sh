@@ -92,7 +92,7 @@ done
 echo "NSD processes: $nsd_pids"
 
 start broker "$BIN/makler-broker" --listen 127.0.0.1:0 --quiet --no-multicast --ttl 3600 --max-instances 20000 \
-  --max-per-source 0 --probe-interval 0 --rate-limit 0
+  --max-per-source 0 --max-per-network 0 --probe-interval 0 --rate-limit 0
 broker=$(field "$LINE" udp)
 broker_pid=$LAST_PID
 "$BIN/makler-load" populate --target "$broker" --instances "$INSTANCES" --types "$TYPES" --prefix svc

@@ -110,6 +110,13 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_SOURCE)]
     max_per_source: usize,
 
+    /// Most instances, and most watches, the addresses of one network (a /24 in IPv4, a /56 in
+    /// IPv6) may hold together, so many addresses of one network cannot fill the table; 0: no
+    /// limit. Once the table (or the watches) is 90% full, a source holding a sixteenth of its
+    /// quota or more, or a network holding a sixteenth of this, is refused before a newcomer.
+    #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_NETWORK)]
+    max_per_network: usize,
+
     /// Networks that may register (default: any). Example: 10.1.0.0/16,fd00::/8.
     #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = makler::service::policy::parse_networks)]
     allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
@@ -167,6 +174,7 @@ fn main() -> ExitCode {
                 name_punctuation: args.name_chars,
                 max_instances: args.max_instances,
                 max_per_source: args.max_per_source,
+                max_per_network: args.max_per_network,
             },
             ..registry::Config::default()
         },
@@ -193,7 +201,11 @@ fn main() -> ExitCode {
         dns_listen: args.dns,
         dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
         metrics: args.metrics,
-        watches: makler::node::WatchConfig { max_total: args.max_watches, max_per_source: args.max_watches_per_source },
+        watches: makler::node::WatchConfig {
+            max_total: args.max_watches,
+            max_per_source: args.max_watches_per_source,
+            max_per_network: args.max_per_network,
+        },
         bridges: makler::node::BridgeConfig {
             bridges: args.bridge.map(|list| list.0).unwrap_or_default(),
             ..makler::node::BridgeConfig::default()

@@ -28,7 +28,8 @@
 //! - **Remote leases** ([`Registry::apply_remote`]) arrive with their id and *remaining* time,
 //!   so hosts need not agree on the clock. The merge rule is in [`remote`].
 //! - **Pages** ([`Registry::page`]) walk the table in a stable order for a peer catching up.
-//! - **Per-source counts** ([`Registry::source_count`]) for quotas.
+//! - **Per-source and per-network counts** ([`Registry::source_count`],
+//!   [`Registry::network_count`]) for quotas.
 //!
 //! Costs: register, heartbeat and deregister are a hash lookup or two plus an update of an
 //! ordered expiry index, O(log n); a query is a hash lookup plus the instances it returns.
@@ -67,7 +68,10 @@ use slab::Slab;
 use uuid::Uuid;
 
 pub use changes::{Change, ChangeKind};
-pub use limits::{DEFAULT_MAX_PER_SOURCE, Limits, canonical, check_endpoint};
+pub use limits::{
+    DEFAULT_MAX_PER_NETWORK, DEFAULT_MAX_PER_SOURCE, Limits, NEARLY_FULL_PERCENT, NEARLY_FULL_SHARE, Refusal,
+    canonical, check_endpoint, network,
+};
 pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
@@ -211,6 +215,8 @@ pub struct Registry {
     tombstones: tombstones::Tombstones,
     changes: changes::ChangeLog,
     per_source: HashMap<IpAddr, u32>,
+    /// Leases per source network ([`network`]), for the per-network quota.
+    per_network: HashMap<IpAddr, u32>,
     lease_count: usize,
     instance_count: usize,
     expired_total: u64,
@@ -245,6 +251,7 @@ impl Registry {
             by_endpoint: HashMap::new(),
             expiry: Timers::new(),
             per_source: HashMap::new(),
+            per_network: HashMap::new(),
             lease_count: 0,
             instance_count: 0,
             expired_total: 0,
@@ -287,6 +294,11 @@ impl Registry {
         self.per_source.get(&ip).map_or(0, |&n| n as usize)
     }
 
+    /// How many live leases were registered from `ip`'s network ([`network`]).
+    pub fn network_count(&self, ip: IpAddr) -> usize {
+        self.per_network.get(&network(ip)).map_or(0, |&n| n as usize)
+    }
+
     /// Registers `endpoint` for `service` on behalf of `source`, or refreshes the lease that
     /// `source` holds on it already (then the id is the same as before).
     pub fn register(
@@ -305,10 +317,8 @@ impl Registry {
             return Ok(Registration { id, created: false });
         }
         self.check_room()?;
-        let max = self.config.limits.max_per_source;
-        if max > 0 && self.source_count(source.ip()) >= max {
-            return Err(Rejection::SourceQuota { max: saturate(max) });
-        }
+        let ip = source.ip();
+        self.config.limits.admit(self.lease_count, self.source_count(ip), self.network_count(ip))?;
         let id = loop {
             let id = (self.new_id)();
             if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
@@ -482,6 +492,8 @@ fn index_of(position: usize) -> Index {
     Index::try_from(position).unwrap_or_else(|_| unreachable!("tables hold fewer than 2^32 entries"))
 }
 
+#[cfg(test)]
+mod quota_tests;
 #[cfg(test)]
 mod remote_tests;
 #[cfg(test)]

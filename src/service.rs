@@ -267,7 +267,8 @@ impl Service {
             self.counters.rejected += 1;
             match rejection {
                 Rejection::Full { .. } => self.counters.full += 1,
-                Rejection::SourceQuota { .. } => self.counters.quota += 1,
+                Rejection::SourceQuota { .. } | Rejection::NetworkQuota { .. } => self.counters.quota += 1,
+                Rejection::NearlyFull { .. } => self.counters.full += 1,
                 Rejection::NotAllowed { .. } => self.counters.not_allowed += 1,
                 Rejection::TooMany { .. } => self.counters.too_many += 1,
                 _ => {}

@@ -126,7 +126,7 @@ impl Default for Config {
 /// The control port's table: a broker's, with `ttl`, but no quota per source address, since a
 /// balancer's backends often share one host.
 pub fn control_registry(ttl: Duration) -> registry::Config {
-    let limits = registry::Limits { max_per_source: 0, ..registry::Limits::default() };
+    let limits = registry::Limits { max_per_source: 0, max_per_network: 0, ..registry::Limits::default() };
     registry::Config { ttl, limits, ..registry::Config::default() }
 }
 

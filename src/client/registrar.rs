@@ -330,6 +330,8 @@ fn outcome(error: &ClientError) -> Outcome {
         ClientError::Rejected(
             r @ (Rejection::Full { .. }
             | Rejection::SourceQuota { .. }
+            | Rejection::NetworkQuota { .. }
+            | Rejection::NearlyFull { .. }
             | Rejection::TooMany { .. }
             | Rejection::RateLimited),
         ) => Outcome::NoRoom(r.clone()),

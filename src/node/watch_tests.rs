@@ -149,7 +149,10 @@ fn an_expired_or_ended_watch_gets_nothing_more() {
 #[test]
 fn binary_watchers_get_their_request_id_and_caps_hold() {
     use crate::protocol::binary;
-    let config = NodeConfig { watches: WatchConfig { max_per_source: 1, max_total: 10 }, ..NodeConfig::default() };
+    let config = NodeConfig {
+        watches: WatchConfig { max_per_source: 1, max_total: 10, max_per_network: 0 },
+        ..NodeConfig::default()
+    };
     let mut sim = one_broker(config);
     let mut request = Vec::new();
     binary::encode_request(41, &Request::Watch { service: "web" }, &mut request);

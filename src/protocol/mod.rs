@@ -472,10 +472,25 @@ pub enum Rejection {
     /// end one (`unwatch`) or wait for one to expire.
     #[error("too many watches{scope}: at most {max}")]
     TooManyWatches {
-        /// `" from this address"`, or empty for the cap on all watches.
+        /// `" from this address"`, `" from this network"`, `" from this address while nearly
+        /// full"`, or empty for the cap on all watches.
         scope: String,
         /// The cap.
         max: u32,
+    },
+    /// The sources of this source's network (its /24 in IPv4, its /56 in IPv6) hold as many
+    /// registrations as the broker allows one network (`--max-per-network`).
+    #[error("quota: at most {max} instances registered from one network (/24 or /56)")]
+    NetworkQuota {
+        /// The most one network may hold.
+        max: u32,
+    },
+    /// The table is nearly full, and this source (or its network) holds much of it already:
+    /// the rest is kept for sources that hold little. Try another broker, or later.
+    #[error("nearly full: the rest is kept for sources holding fewer than {held} instances")]
+    NearlyFull {
+        /// What "much" is: this source, or its network, holds this many or more.
+        held: u32,
     },
 }
 

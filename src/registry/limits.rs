@@ -17,11 +17,85 @@ pub struct Limits {
     /// How many leases one source IP address may hold at most (0: no limit), so that one
     /// source cannot fill the table; beyond, its registrations get `ERROR quota`.
     pub max_per_source: usize,
+    /// How many leases the sources of one network ([`network`]: a /24 in IPv4, a /56 in IPv6)
+    /// may hold at most together (0: no limit), so that many addresses of one network cannot
+    /// fill the table either; beyond, their registrations get `ERROR quota`.
+    pub max_per_network: usize,
 }
 
 /// The default cap on leases per source address: far below the table's size, far above what
 /// one host of servers needs.
 pub const DEFAULT_MAX_PER_SOURCE: usize = 1024;
+
+/// The default cap on leases (and on watches) per network: four times a source's, as the rate
+/// limit allows a network four times a source's replies; 25 networks to fill the table.
+pub const DEFAULT_MAX_PER_NETWORK: usize = 4096;
+
+/// How full the table (or the watches) must be, in percent, before a source or network that
+/// holds much already is refused before a newcomer (see [`Limits::admit`]).
+pub const NEARLY_FULL_PERCENT: usize = 90;
+
+/// Above [`NEARLY_FULL_PERCENT`], what "holds much" means: a sixteenth of its quota (64 leases
+/// of a source, 256 of a network, by default).
+pub const NEARLY_FULL_SHARE: usize = 16;
+
+/// The network an address counts in for the per-network quotas: its /24 in IPv4, its /56 in
+/// IPv6 (what one site is usually given), IPv4-mapped IPv6 as IPv4.
+pub fn network(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            IpAddr::from([a, b, c, 0])
+        }
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[7..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
+/// What [`Limits::admit`] and the watches' caps refuse for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The source holds its quota.
+    Source(usize),
+    /// The source's network holds its quota.
+    Network(usize),
+    /// The table is nearly full and the source (or its network) holds this many or more.
+    NearlyFull(usize),
+}
+
+impl Refusal {
+    /// Whether one more may be added by a source that holds `source` and whose network holds
+    /// `network`, to `len` held in all out of at most `max`, with these quotas (0: none).
+    pub fn check(
+        max_per_source: usize,
+        max_per_network: usize,
+        max: usize,
+        len: usize,
+        source: usize,
+        network: usize,
+    ) -> Result<(), Refusal> {
+        if max_per_source > 0 && source >= max_per_source {
+            return Err(Refusal::Source(max_per_source));
+        }
+        if max_per_network > 0 && network >= max_per_network {
+            return Err(Refusal::Network(max_per_network));
+        }
+        if len.saturating_mul(100) >= max.saturating_mul(NEARLY_FULL_PERCENT) {
+            let much_source = (max_per_source / NEARLY_FULL_SHARE).max(1);
+            if max_per_source > 0 && source >= much_source {
+                return Err(Refusal::NearlyFull(much_source));
+            }
+            let much_network = (max_per_network / NEARLY_FULL_SHARE).max(1);
+            if max_per_network > 0 && network >= much_network {
+                return Err(Refusal::NearlyFull(much_network));
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Default for Limits {
     fn default() -> Self {
@@ -30,11 +104,25 @@ impl Default for Limits {
             name_punctuation: "-_.".to_owned(),
             max_instances: 100_000,
             max_per_source: DEFAULT_MAX_PER_SOURCE,
+            max_per_network: DEFAULT_MAX_PER_NETWORK,
         }
     }
 }
 
 impl Limits {
+    /// Whether a new lease may be added by a source that holds `source` leases, whose network
+    /// holds `network`, to a table of `len`: the quotas per source and per network, and, once the
+    /// table is [`NEARLY_FULL_PERCENT`] full, room kept for those that hold little.
+    pub fn admit(&self, len: usize, source: usize, network: usize) -> Result<(), Rejection> {
+        Refusal::check(self.max_per_source, self.max_per_network, self.max_instances, len, source, network).map_err(
+            |refusal| match refusal {
+                Refusal::Source(max) => Rejection::SourceQuota { max: saturate(max) },
+                Refusal::Network(max) => Rejection::NetworkQuota { max: saturate(max) },
+                Refusal::NearlyFull(held) => Rejection::NearlyFull { held: saturate(held) },
+            },
+        )
+    }
+
     /// Checks a service name against the limits.
     pub fn check_name(&self, name: &str) -> Result<(), Rejection> {
         if name.len() > self.max_name_len {

@@ -299,7 +299,7 @@ fn a_walk_visits_every_lease_that_lives_through_it_exactly_once() {
 
 #[test]
 fn a_page_over_free_slots_is_bounded_but_goes_on() {
-    let limits = Limits { max_instances: 50_000, max_per_source: 0, ..Limits::default() };
+    let limits = Limits { max_instances: 50_000, max_per_source: 0, max_per_network: 0, ..Limits::default() };
     let mut r = Registry::new(Config { limits, ..Config::default() }, ids_from(0));
     let t0 = Instant::now();
     let mut ids = Vec::new();

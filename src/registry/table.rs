@@ -103,6 +103,7 @@ impl Registry {
         self.by_id.insert(id, index);
         self.expiry.insert(deadline, index);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;
+        *self.per_network.entry(super::network(source.ip())).or_insert(0) += 1;
         self.lease_count += 1;
         self.record(ChangeKind::Registered, index, by_peer, new_instance, Vec::new());
         index
@@ -138,6 +139,13 @@ impl Registry {
             *count -= 1;
             if *count == 0 {
                 self.per_source.remove(&lease.source.ip());
+            }
+        }
+        let network = super::network(lease.source.ip());
+        if let Some(count) = self.per_network.get_mut(&network) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_network.remove(&network);
             }
         }
         self.lease_count -= 1;

@@ -150,7 +150,7 @@ fn a_prefix_of_each_answer_still_hands_out_every_instance() {
 
 #[test]
 fn names_are_checked_against_the_limits() {
-    let limits = Limits { max_name_len: 8, name_punctuation: "-".into(), max_instances: 10, max_per_source: 0 };
+    let limits = Limits { max_name_len: 8, name_punctuation: "-".into(), max_instances: 10, ..Limits::default() };
     let mut r = Registry::new(Config { ttl: TTL, limits, ..Config::default() }, counter_ids());
     let t0 = Instant::now();
     assert!(register(&mut r, t0, "echo-v2", addr(1)).is_ok());

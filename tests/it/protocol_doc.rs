@@ -87,6 +87,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("stats reply with a peer", reply(7, Response::Stats(Box::new(one_peer)))),
         ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
+        ("network quota", reply(8, Response::Error(Rejection::NetworkQuota { max: 4096 }))),
+        ("nearly full", reply(8, Response::Error(Rejection::NearlyFull { held: 64 }))),
         ("report", request(10, Request::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("catching up", reply(11, Response::CatchingUp)),
         ("too many reports", reply(12, Response::Error(Rejection::TooMany { what: "reports".into(), max: 20 }))),

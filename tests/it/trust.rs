@@ -248,6 +248,40 @@ fn one_source_cannot_fill_the_table() {
     assert_eq!(stat(&flood, "refused_quota"), 76);
 }
 
+/// 100 addresses of one /24, each under its own quota, cannot take more than the network's:
+/// another network still registers.
+#[test]
+fn many_sources_of_one_network_hold_at_most_its_quota() {
+    let broker = broker(&["--max-per-network", "200"]);
+    let at = broker.addr("udp");
+    let (mut held, mut refused) = (0, 0);
+    let mut buf = [0u8; 256];
+    for host in 10..110u8 {
+        let socket = UdpSocket::bind(SocketAddr::from(([127, 0, 0, host], 0))).unwrap();
+        socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        for port in 1..=5 {
+            socket.send_to(format!("register s {port}").as_bytes(), at).unwrap();
+            let (n, _) = socket.recv_from(&mut buf).unwrap();
+            match std::str::from_utf8(&buf[..n]).unwrap() {
+                "ERROR quota: at most 200 instances registered from one network (/24 or /56)\n" => refused += 1,
+                id => {
+                    assert_eq!(id.len(), 37, "{id:?}");
+                    held += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((held, refused), (200, 300));
+    let other = UdpSocket::bind("127.0.1.5:0").unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    other.send_to(b"register s 80", at).unwrap();
+    let (n, _) = other.recv_from(&mut buf).unwrap();
+    assert_eq!(n, 37, "another network still registers: {:?}", String::from_utf8_lossy(&buf[..n]));
+    let udp = Udp::new(at);
+    assert_eq!(stat(&udp, "refused_quota"), 300);
+    assert_eq!(stat(&udp, "instances"), 201);
+}
+
 #[test]
 fn a_server_waits_for_room_instead_of_exiting() {
     let broker = broker(&["--max-instances", "1", "--ttl", "30"]);

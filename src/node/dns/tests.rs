@@ -13,7 +13,7 @@ use crate::registry::{self, Registry};
 
 fn registry() -> Registry {
     let mut n = 0u128;
-    let limits = registry::Limits { max_per_source: 0, ..registry::Limits::default() };
+    let limits = registry::Limits { max_per_source: 0, max_per_network: 0, ..registry::Limits::default() };
     let config = registry::Config { ttl: Duration::from_secs(5), limits, ..registry::Config::default() };
     Registry::new(config, move || {
         n += 1;

@@ -221,8 +221,10 @@ fn check_table(node: &Node, model: &HashMap<(u8, SocketAddr, SocketAddr), (Uuid,
     assert_eq!(node.registry().lease_count(), model.len());
 }
 
-/// Arbitrary datagrams on a broker's multicast face: no panic, and the only answer is a
-/// discovery's, within the limit.
+/// Arbitrary datagrams on a broker's multicast face: no panic, the only answer is a
+/// discovery's, within the limit, and an instance announced with a commitment stays: no
+/// datagram that does not know its secret says goodbye for it, whatever it copies (the same
+/// origin, service and address, from the same source).
 pub fn group(data: &[u8]) {
     let config = NodeConfig {
         group: Some(crate::node::GroupConfig {
@@ -236,15 +238,28 @@ pub fn group(data: &[u8]) {
     let now = Instant::now();
     node.handle_start(now);
     let mut reply = Vec::new();
+    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
+    let commitment = protocol::goodbye_commitment(&GROUP_SECRET);
+    let announce = Multicast::AnnounceCommitted { origin: 2, service: "kept", ip: None, port: 4000, commitment };
+    let mut datagram = Vec::new();
+    binary::encode(0, &announce, &mut datagram);
+    node.handle_datagram(now, Face::Group, from, &datagram, &mut reply);
+    let kept = SocketAddr::from(([127, 0, 0, 1], 4000));
+    let announcer = protocol::Source::Announcer { ip: from.ip(), origin: 2 };
+    assert!(node.registry().lease_id("kept", kept, announcer).is_some());
     for datagram in data.split(|&b| b == 0xFF) {
         reply.clear();
-        let from = SocketAddr::from(([127, 0, 0, 1], 5000));
         if node.handle_datagram(now, Face::Group, from, datagram, &mut reply).is_some() {
             assert!(reply.len() <= MAX_REPLY_LEN);
             assert!(matches!(binary::decode_response(&reply), Ok((_, Response::BrokerHere { .. }))));
         }
+        let held = node.registry().lease_id("kept", kept, announcer);
+        assert!(held.is_some(), "a goodbye without the secret removed it");
     }
 }
+
+/// The secret of the [`group`] oracle's announcement: never in its input.
+const GROUP_SECRET: [u8; 32] = [0x5e; 32];
 
 /// Arbitrary datagrams on a balancer's control port: no panic, no answer over the limit.
 pub fn control(data: &[u8]) {

@@ -48,7 +48,9 @@ struct Args {
     broker: Option<AddrList>,
 
     /// Announce the server on the multicast group (brokers listening there register it), and
-    /// say goodbye when it stops.
+    /// say goodbye when it stops. The announcements commit to a secret the goodbye reveals, so
+    /// nobody else can say goodbye for it (brokers older than that ignore them: upgrade them
+    /// first).
     #[arg(long)]
     announce: bool,
 

@@ -1,5 +1,10 @@
 //! The server side on the multicast group: announce an instance until told to stop, then say
 //! goodbye, so brokers that nobody configured learn of it, and forget it at once when it goes.
+//!
+//! The announcements commit to a secret drawn at start ([`Multicast::AnnounceCommitted`]) and
+//! the goodbye reveals it ([`Multicast::GoodbyeRevealed`]), so that a goodbye copied from a
+//! sniffed announcement removes nothing. Brokers older than these forms ignore them: upgrade
+//! the brokers first.
 
 use std::io;
 use std::net::IpAddr;
@@ -10,7 +15,7 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::multicast::{self, MulticastConfig};
 use crate::protocol::seal::{Sealer, unix_ms};
-use crate::protocol::{Multicast, binary};
+use crate::protocol::{Multicast, binary, goodbye_commitment};
 
 /// How an [`Announcer`] announces.
 #[derive(Debug, Clone, Copy)]
@@ -62,9 +67,13 @@ impl Announcer {
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let socket = multicast::sender(&config.multicast)?;
         let origin = multicast::origin();
+        // A new secret for this announcer's life: the announcements commit to it, the goodbye
+        // reveals it, so nobody who only heard the announcements can say goodbye for it.
+        let secret = crate::random::key();
+        let commitment = goodbye_commitment(&secret);
         let (mut announce, mut goodbye) = (Vec::new(), Vec::new());
-        binary::encode(0, &Multicast::Announce { origin, service, ip, port }, &mut announce);
-        binary::encode(0, &Multicast::Goodbye { origin, service, ip, port }, &mut goodbye);
+        binary::encode(0, &Multicast::AnnounceCommitted { origin, service, ip, port, commitment }, &mut announce);
+        binary::encode(0, &Multicast::GoodbyeRevealed { origin, service, ip, port, secret }, &mut goodbye);
         let group = config.multicast.group;
         let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::random::u64()));
         // With a key, each datagram is sealed afresh (its own number and time).

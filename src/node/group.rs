@@ -8,14 +8,25 @@
 //! take input, hellos leave through [`poll_transmit`](Group::poll_transmit) (the node seals
 //! them), other brokers' hellos through [`poll_event`](Group::poll_event). The table is the
 //! node's: it is lent for the one call that changes it.
+//!
+//! # Goodbyes that cannot be forged
+//!
+//! A goodbye removes only a lease this broker heard announced, by the same announcer (address
+//! and origin), within the TTL. An announcement that commits to a secret
+//! ([`Multicast::AnnounceCommitted`]) is taken with the commitment of the first one heard for
+//! its lease (a later one that differs renews the lease but does not replace it), and its lease
+//! is removed only by a goodbye that reveals the secret ([`Multicast::GoodbyeRevealed`]): a
+//! goodbye copied from a sniffed announcement, sent from the server's address, does nothing.
+//! An announcement without a commitment (from an announcer older than commitments) still
+//! takes a plain goodbye from the same source, as before.
 
-use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::{Face, GroupConfig};
 use crate::core::{Outbox, Transmit};
-use crate::protocol::{DEFAULT_CLUSTER, Multicast, RemoveReason, Response, Source, binary};
+use crate::protocol::{DEFAULT_CLUSTER, Multicast, RemoveReason, Response, Source, binary, goodbye_commitment};
 use crate::registry::Registry;
 use crate::service::policy::Policy;
 
@@ -49,6 +60,18 @@ pub(super) struct GroupStats {
     pub foreign: u64,
 }
 
+/// A lease announced on the group: its announcer, service and instance.
+type Announced = (Source, String, SocketAddr);
+
+/// What a broker remembers of an announced lease, to judge its goodbye.
+#[derive(Debug, Clone, Copy)]
+struct Heard {
+    /// The commitment of its first announcement, if that had one.
+    commitment: Option<[u8; 32]>,
+    /// A TTL after the last announcement heard: the lease lives as long.
+    until: Instant,
+}
+
 /// The node's part in the group (none when `config` is `None`: every datagram is ignored).
 #[derive(Debug)]
 pub(super) struct Group {
@@ -63,6 +86,9 @@ pub(super) struct Group {
     stats: GroupStats,
     transmits: Outbox<Face>,
     events: VecDeque<GroupEvent>,
+    /// The leases announced within the TTL (see the [module documentation](self)); swept at
+    /// every hello.
+    heard: HashMap<Announced, Heard>,
 }
 
 impl Group {
@@ -76,6 +102,7 @@ impl Group {
             stats: GroupStats::default(),
             transmits: Outbox::new(usize::MAX),
             events: VecDeque::new(),
+            heard: HashMap::new(),
         }
     }
 
@@ -123,23 +150,19 @@ impl Group {
         let ip = from.ip().to_canonical();
         match frame.body {
             Multicast::Announce { origin, service, ip: named, port } => {
-                let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
-                let registered = policy
-                    .check(ip, endpoint.ip())
-                    .and_then(|()| registry.register(now, service, endpoint, Source::Announcer { ip, origin }));
-                match registered {
-                    Ok(_) => self.stats.announcements += 1,
-                    Err(_) => self.stats.ignored += 1,
-                }
+                self.announce(now, (ip, origin), service, named, port, None, registry, policy);
+                false
+            }
+            Multicast::AnnounceCommitted { origin, service, ip: named, port, commitment } => {
+                self.announce(now, (ip, origin), service, named, port, Some(commitment), registry, policy);
                 false
             }
             Multicast::Goodbye { origin, service, ip: named, port } => {
-                let endpoint = SocketAddr::new(named.unwrap_or(ip), port);
-                let source = Source::Announcer { ip, origin };
-                match registry.remove_owned(now, service, endpoint, source, RemoveReason::Goodbye) {
-                    Ok(_) => self.stats.announcements += 1,
-                    Err(_) => self.stats.ignored += 1,
-                }
+                self.goodbye(now, (ip, origin), service, named, port, None, registry);
+                false
+            }
+            Multicast::GoodbyeRevealed { origin, service, ip: named, port, secret } => {
+                self.goodbye(now, (ip, origin), service, named, port, Some(&secret), registry);
                 false
             }
             Multicast::Discover { .. } => {
@@ -155,6 +178,74 @@ impl Group {
                 self.hello(ip, addr, cluster);
                 false
             }
+        }
+    }
+
+    /// An announcement from `announcer` (its address and origin): registers or renews, as a
+    /// `register` would, and remembers the lease (with the first commitment) for its goodbye.
+    #[allow(clippy::too_many_arguments)]
+    fn announce(
+        &mut self,
+        now: Instant,
+        (ip, origin): (IpAddr, u64),
+        service: &str,
+        named: Option<IpAddr>,
+        port: u16,
+        commitment: Option<[u8; 32]>,
+        registry: &mut Registry,
+        policy: &Policy,
+    ) {
+        let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
+        let source = Source::Announcer { ip, origin };
+        let registered =
+            policy.check(ip, endpoint.ip()).and_then(|()| registry.register(now, service, endpoint, source));
+        if registered.is_err() {
+            self.stats.ignored += 1;
+            return;
+        }
+        self.stats.announcements += 1;
+        let until = now + registry.config().ttl;
+        let heard = self.heard.entry((source, service.to_owned(), endpoint)).or_insert(Heard { commitment, until });
+        if heard.until <= now {
+            // Its lease ran out since: a new lifetime, with this announcement's commitment.
+            heard.commitment = commitment;
+        }
+        heard.until = until;
+    }
+
+    /// A goodbye from `announcer`: removes the lease if this broker heard it announced by the
+    /// same announcer within the TTL and, when that announcement committed to a secret, only
+    /// with the secret.
+    #[allow(clippy::too_many_arguments)]
+    fn goodbye(
+        &mut self,
+        now: Instant,
+        (ip, origin): (IpAddr, u64),
+        service: &str,
+        named: Option<IpAddr>,
+        port: u16,
+        secret: Option<&[u8; 32]>,
+        registry: &mut Registry,
+    ) {
+        let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
+        let source = Source::Announcer { ip, origin };
+        let key = (source, service.to_owned(), endpoint);
+        let shown = match self.heard.get(&key) {
+            Some(heard) if heard.until > now => match (heard.commitment, secret) {
+                (None, _) => true,
+                (Some(commitment), Some(secret)) => goodbye_commitment(secret) == commitment,
+                (Some(_), None) => false,
+            },
+            _ => false,
+        };
+        if !shown {
+            self.stats.ignored += 1;
+            return;
+        }
+        self.heard.remove(&key);
+        match registry.remove_owned(now, service, endpoint, source, RemoveReason::Goodbye) {
+            Ok(_) => self.stats.announcements += 1,
+            Err(_) => self.stats.ignored += 1,
         }
     }
 
@@ -178,6 +269,7 @@ impl Group {
         if self.next_hello.is_some_and(|at| at > now) {
             return;
         }
+        self.heard.retain(|_, heard| heard.until > now);
         self.next_hello = Some(now + config.hello_interval);
         let hello = Multicast::ClusterHello { origin: config.origin, addr: self.unicast, cluster: &self.cluster };
         self.transmits.push(Face::GroupOut, config.group, |bytes| binary::encode(0, &hello, bytes));
@@ -202,7 +294,9 @@ impl Group {
 fn origin(message: &Multicast<'_>) -> u64 {
     match message {
         Multicast::Announce { origin, .. }
+        | Multicast::AnnounceCommitted { origin, .. }
         | Multicast::Goodbye { origin, .. }
+        | Multicast::GoodbyeRevealed { origin, .. }
         | Multicast::Discover { origin }
         | Multicast::BrokerHello { origin, .. }
         | Multicast::ClusterHello { origin, .. } => *origin,
@@ -288,5 +382,64 @@ mod tests {
         binary::encode(0, &Multicast::BrokerHello { origin: 4, addr: "10.0.0.4:7000".parse().unwrap() }, &mut datagram);
         g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply);
         assert!(matches!(g.poll_event(), Some(GroupEvent::Foreign { cluster, .. }) if cluster == DEFAULT_CLUSTER));
+    }
+
+    #[test]
+    fn only_the_revealed_secret_says_goodbye_to_a_committed_announcement() {
+        let t0 = Instant::now();
+        let ttl = registry::Config::default().ttl;
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let server: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let send = |g: &mut Group, registry: &mut Registry, now, from: SocketAddr, message: &Multicast<'_>| {
+            let (mut datagram, mut reply) = (Vec::new(), Vec::new());
+            binary::encode(0, message, &mut datagram);
+            g.handle_datagram(now, from, &datagram, registry, &Policy::default(), &mut reply);
+        };
+        let live = |registry: &mut Registry, now| registry.members(now, "web").count();
+        let (secret, forged_secret) = ([1u8; 32], [2u8; 32]);
+        let commitment = goodbye_commitment(&secret);
+        let announce = Multicast::AnnounceCommitted { origin: 9, service: "web", ip: None, port: 8080, commitment };
+        send(&mut g, &mut registry, t0, server, &announce);
+        assert_eq!(live(&mut registry, t0), 1);
+
+        // What one who sniffed the announcement can send, from the server's address, any port.
+        let spoofed: SocketAddr = "10.0.0.5:1".parse().unwrap();
+        let plain = Multicast::Goodbye { origin: 9, service: "web", ip: None, port: 8080 };
+        send(&mut g, &mut registry, t0, spoofed, &plain);
+        let guessed =
+            Multicast::GoodbyeRevealed { origin: 9, service: "web", ip: None, port: 8080, secret: forged_secret };
+        send(&mut g, &mut registry, t0, spoofed, &guessed);
+        // Its own commitment, then its own secret: the first commitment stands.
+        let own = goodbye_commitment(&forged_secret);
+        let hijack = Multicast::AnnounceCommitted { origin: 9, service: "web", ip: None, port: 8080, commitment: own };
+        send(&mut g, &mut registry, t0, spoofed, &hijack);
+        send(&mut g, &mut registry, t0, spoofed, &guessed);
+        // Nor does revealing the commitment itself.
+        let echoed = Multicast::GoodbyeRevealed { origin: 9, service: "web", ip: None, port: 8080, secret: commitment };
+        send(&mut g, &mut registry, t0, spoofed, &echoed);
+        assert_eq!(live(&mut registry, t0), 1, "no forged goodbye removed it");
+        assert_eq!(g.stats().ignored, 4);
+
+        let goodbye = Multicast::GoodbyeRevealed { origin: 9, service: "web", ip: None, port: 8080, secret };
+        send(&mut g, &mut registry, t0, server, &goodbye);
+        assert_eq!(live(&mut registry, t0), 0, "the announcer's goodbye removes it at once");
+
+        // An announcer without a commitment still takes a plain goodbye from its own source; a
+        // goodbye for what was never announced here (or too long ago) is ignored.
+        let old = Multicast::Announce { origin: 10, service: "web", ip: None, port: 8081 };
+        send(&mut g, &mut registry, t0, server, &old);
+        let old_goodbye = Multicast::Goodbye { origin: 10, service: "web", ip: None, port: 8081 };
+        send(&mut g, &mut registry, t0, server, &old_goodbye);
+        assert_eq!(live(&mut registry, t0), 0);
+        send(&mut g, &mut registry, t0, server, &old);
+        g.handle_timeout(t0 + ttl);
+        send(&mut g, &mut registry, t0 + ttl, server, &old_goodbye);
+        assert!(g.heard.is_empty(), "swept");
+        // A new lifetime takes the commitment of its first announcement.
+        let t1 = t0 + ttl * 2;
+        send(&mut g, &mut registry, t1, server, &hijack);
+        send(&mut g, &mut registry, t1, server, &guessed);
+        assert_eq!(live(&mut registry, t1), 0);
     }
 }

@@ -16,6 +16,7 @@
 
 pub mod binary;
 pub mod fit;
+mod group;
 pub mod listing;
 pub mod peer;
 pub mod seal;
@@ -27,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use group::{DEFAULT_CLUSTER, MAX_CLUSTER_NAME, Multicast, check_cluster_name, goodbye_commitment};
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
 pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
 
@@ -201,80 +203,6 @@ pub enum Response {
         /// The cookie to echo.
         cookie: u64,
     },
-}
-
-/// A message on the multicast group, in the binary form only: the version byte, then a
-/// [`Frame`] whose body is this. Every message names its `origin`, a random id per sending
-/// process, so that a process (which hears its own datagrams on the group) can drop them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Multicast<'a> {
-    /// A server offers an instance: brokers register it, or refresh it, exactly as a
-    /// [`Request::Register`] would (same TTL). Without an `ip`, the datagram's source address.
-    Announce {
-        /// The sending process.
-        origin: u64,
-        /// The service's name.
-        service: &'a str,
-        /// The instance's address; `None`: the datagram's source address.
-        ip: Option<IpAddr>,
-        /// The instance's port.
-        port: u16,
-    },
-    /// A server stops offering an instance: brokers drop it at once.
-    Goodbye {
-        /// The sending process.
-        origin: u64,
-        /// The service's name.
-        service: &'a str,
-        /// The instance's address; `None`: the datagram's source address.
-        ip: Option<IpAddr>,
-        /// The instance's port.
-        port: u16,
-    },
-    /// Who are the brokers? Every broker answers the sender, unicast, with
-    /// [`Response::BrokerHere`] carrying the frame's id.
-    Discover {
-        /// The sending process.
-        origin: u64,
-    },
-    /// A broker has started, and says where (sent to the group when it starts).
-    BrokerHello {
-        /// The sending broker.
-        origin: u64,
-        /// Its unicast address, as in [`Response::BrokerHere`].
-        addr: SocketAddr,
-    },
-    /// A broker says where it is, and of which cluster (`--cluster`): the hello brokers send
-    /// since clusters were named. Brokers take the sender as a peer only when the name is
-    /// theirs, so a test broker on the same group does not merge its table into production. A
-    /// [`Multicast::BrokerHello`] (from a broker older than names) is of cluster
-    /// [`DEFAULT_CLUSTER`].
-    ClusterHello {
-        /// The sending broker.
-        origin: u64,
-        /// Its unicast address, as in [`Response::BrokerHere`].
-        addr: SocketAddr,
-        /// Its cluster's name (see [`check_cluster_name`]).
-        cluster: &'a str,
-    },
-}
-
-/// The cluster a broker belongs to unless `--cluster` names another.
-pub const DEFAULT_CLUSTER: &str = "makler";
-
-/// The longest cluster name, in bytes.
-pub const MAX_CLUSTER_NAME: usize = 64;
-
-/// Checks a cluster name: 1 to [`MAX_CLUSTER_NAME`] ASCII letters, digits, `-`, `_` or `.`, so
-/// that it reads the same in every log line and flag.
-pub fn check_cluster_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > MAX_CLUSTER_NAME {
-        return Err(format!("a cluster name has 1 to {MAX_CLUSTER_NAME} characters"));
-    }
-    match name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
-        Some(bad) => Err(format!("a cluster name holds ASCII letters, digits, '-', '_' and '.' only, not {bad:?}")),
-        None => Ok(()),
-    }
 }
 
 /// Who holds a registration (a lease). Each source has its own lease on an endpoint, and only

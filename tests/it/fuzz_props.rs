@@ -3,7 +3,7 @@
 //! interesting inputs (valid frames, near-valid text) more often than uniform bytes would.
 
 use makler::oracles;
-use makler::protocol::{Request, binary, peer};
+use makler::protocol::{Multicast, Request, binary, peer};
 use proptest::prelude::*;
 
 /// Bytes that are often close to something valid: a valid encoding with bytes changed, cut or
@@ -46,7 +46,20 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         peer::encode(&peer::PeerFrame { node, body: peer::Peer::Ack { seq } }, &mut out);
         out
     });
-    let base = prop_oneof![text, binary_frame, peer_frame, prop::collection::vec(any::<u8>(), 0..64)];
+    // What a sniffer copies from an announcement, and the goodbyes it could make of it.
+    let multicast_frame = (0..4u8, any::<[u8; 32]>()).prop_map(|(kind, bytes)| {
+        let (origin, service, ip, port) = (2, "kept", None, 4000);
+        let message = match kind {
+            0 => Multicast::Goodbye { origin, service, ip, port },
+            1 => Multicast::GoodbyeRevealed { origin, service, ip, port, secret: bytes },
+            2 => Multicast::AnnounceCommitted { origin, service, ip, port, commitment: bytes },
+            _ => Multicast::Announce { origin, service, ip, port },
+        };
+        let mut out = Vec::new();
+        binary::encode(0, &message, &mut out);
+        out
+    });
+    let base = prop_oneof![text, binary_frame, peer_frame, multicast_frame, prop::collection::vec(any::<u8>(), 0..64)];
     (base, prop::collection::vec((any::<usize>(), any::<u8>()), 0..4), any::<u8>()).prop_map(
         |(mut bytes, edits, cut)| {
             for (at, byte) in edits {

@@ -162,6 +162,32 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("too many watches", reply(16, Response::Error(Rejection::TooManyWatches { scope: String::new(), max: 3 }))),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
+        (
+            "announce committed",
+            multicast(
+                0,
+                Multicast::AnnounceCommitted {
+                    origin: 0x1234,
+                    service: "echo",
+                    ip: None,
+                    port: 4000,
+                    commitment: protocol::goodbye_commitment(&[0x11; 32]),
+                },
+            ),
+        ),
+        (
+            "goodbye revealed",
+            multicast(
+                0,
+                Multicast::GoodbyeRevealed {
+                    origin: 0x1234,
+                    service: "echo",
+                    ip: None,
+                    port: 4000,
+                    secret: [0x11; 32],
+                },
+            ),
+        ),
         ("discover", multicast(9, Multicast::Discover { origin: 0x99 })),
         ("broker here", reply(9, Response::BrokerHere { addr: "127.0.0.1:7000".parse().unwrap() })),
         (

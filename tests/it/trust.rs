@@ -1,5 +1,5 @@
 //! The holes a hostile user on loopback could use, each written as the attack: a registration
-//! taken over, a forged goodbye, unicast taken for group traffic, a reflector, a table filled by
+//! taken over, a forged goodbye (also one made from a sniffed announcement), unicast taken for group traffic, a reflector, a table filled by
 //! one source, a server that gave up on a full table, a broker open to any address, and a
 //! balancer stalled by one `stats` datagram.
 
@@ -79,6 +79,66 @@ fn a_forged_goodbye_removes_nothing_it_did_not_announce() {
         (stat(&udp, "multicast_ignored") > ignored).then_some(())
     });
     assert_eq!(listed(&udp, "web").len(), 1, "a unicast registration survives a forged goodbye");
+}
+
+/// A socket that hears the group on loopback, as a sniffer on the LAN would.
+fn sniff(group: &str) -> UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let group: std::net::SocketAddrV4 = group.parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket.bind(&SocketAddr::from(([0, 0, 0, 0], group.port())).into()).unwrap();
+    socket.join_multicast_v4(group.ip(), &Ipv4Addr::LOCALHOST).unwrap();
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+}
+
+/// Everything an attacker can copy from a sniffed announcement, sent from the server's own
+/// address (another port), without a key: no goodbye it can make removes the server; the
+/// server's own goodbye does, at once.
+#[test]
+fn a_goodbye_forged_from_a_sniffed_announcement_is_ignored() {
+    let group = group();
+    let sniffer = sniff(&group);
+    let broker = broker(&["--multicast", &group]);
+    let udp = Udp::new(broker.addr("udp"));
+    let mut server = Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "echo", "--announce", "--announce-interval", "0.5", "--multicast", &group],
+    );
+    wait_until(Duration::from_secs(5), "the broker lists the server", || {
+        (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
+    });
+    let mut buf = [0u8; 1500];
+    let (origin, ip, port, commitment) = loop {
+        let (n, _) = sniffer.recv_from(&mut buf).expect("an announcement within 5 s");
+        if let Ok(frame) = binary::decode::<Multicast<'_>>(&buf[..n]) {
+            if let Multicast::AnnounceCommitted { origin, service: "echo", ip, port, commitment } = frame.body {
+                break (origin, ip, port, commitment);
+            }
+        }
+    };
+    let ignored = stat(&udp, "multicast_ignored");
+    let forged = [
+        Multicast::Goodbye { origin, service: "echo", ip, port },
+        Multicast::GoodbyeRevealed { origin, service: "echo", ip, port, secret: commitment },
+        Multicast::GoodbyeRevealed { origin, service: "echo", ip, port, secret: [0x5a; 32] },
+    ];
+    for message in &forged {
+        send_to_group(&group, message, None);
+    }
+    wait_until(Duration::from_secs(5), "the forged goodbyes are seen and ignored", || {
+        (stat(&udp, "multicast_ignored") >= ignored + 3).then_some(())
+    });
+    assert_eq!(listed(&udp, "echo"), [server.addr("tcp")], "still listed");
+
+    assert!(server.terminate().success());
+    wait_until(Duration::from_secs(1), "the server's own goodbye removes it", || {
+        (udp.text("query echo") == "NOT FOUND").then_some(())
+    });
+    assert_eq!(stat(&udp, "expired"), 0, "removed by the goodbye, not by expiry");
 }
 
 #[test]

@@ -84,7 +84,7 @@ struct Args {
 
     /// Most watches (`watch SERVICE`: changes pushed to the watcher) in all. A watch starts only
     /// once the watcher echoes the cookie the broker answered with (so nobody can aim one at
-    /// another address), and one address gets at most 64 KiB of notifications a second.
+    /// another address), and one address gets at most 256 KiB of notifications a second.
     #[arg(long, value_name = "N", default_value_t = makler::node::WatchConfig::default().max_total)]
     max_watches: usize,
 

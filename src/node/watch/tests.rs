@@ -96,7 +96,7 @@ fn notifications_to_one_address_are_bounded_whatever_the_watches() {
     config.limits.max_per_network = 0;
     let mut registry = Registry::new(config, uuid::Uuid::new_v4);
     let mut w = Watches::new(WatchConfig::default(), [7; 32]);
-    let services: Vec<String> = (0..300).map(|k| format!("s{k}")).collect();
+    let services: Vec<String> = (0..1000).map(|k| format!("s{k}")).collect();
     for (k, service) in services.iter().enumerate() {
         let from = addr(1000 + k as u16);
         w.watch(t0, from, Form::Text, service, TTL, vec![]).unwrap();

@@ -25,7 +25,7 @@
 //!
 //! `Entropy` owns the digest clock, the per-peer counts and budgets, and its counters; it
 //! writes its datagrams into the replicator's queue and pushes leases through
-//! [`Deltas`](super::deltas::Deltas).
+//! `deltas::Deltas`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

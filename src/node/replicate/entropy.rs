@@ -109,6 +109,12 @@ impl Entropy {
         self.next_digest
     }
 
+    /// Whether anti-entropy is on (a digest interval is set): when off, peers' anti-entropy
+    /// messages are ignored too, since no clock renews the budgets.
+    pub fn is_on(&self) -> bool {
+        !self.interval.is_zero()
+    }
+
     /// The peer at `addr` is forgotten, restarted or down: what was counted for it goes.
     pub fn forget(&mut self, addr: SocketAddr) {
         self.peers.remove(&addr);

@@ -34,6 +34,7 @@
 //! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
 //! forwarded report, a change of the live brokers) through `poll_event`.
 
+mod config;
 mod deltas;
 pub mod entropy;
 pub mod sync;
@@ -49,62 +50,10 @@ use crate::core::{Outbox, Transmit};
 use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
 use crate::protocol::{PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, LeaseView, Registry};
+pub use config::ReplicaConfig;
 use deltas::Deltas;
 use entropy::Entropy;
 use sync::CatchUp;
-
-/// How brokers replicate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaConfig {
-    /// The other brokers, by the address clients use (the broker's own address may be in the
-    /// list; it is recognised and skipped).
-    pub peers: Vec<SocketAddr>,
-    /// Take brokers that say hello on the multicast group as peers too.
-    pub discover: bool,
-    /// How often to say hello to every peer.
-    pub hello_interval: Duration,
-    /// A peer unheard of for this long is down.
-    pub peer_timeout: Duration,
-    /// Renewals are collected for this long and sent together.
-    pub refresh_batch: Duration,
-    /// The first retransmission of an unacknowledged delta comes after this; then twice as long
-    /// each time.
-    pub retransmit: Duration,
-    /// How often a delta is resent before it is given up (the next renewal repairs it).
-    pub retries: u8,
-    /// How long a starting broker waits for a complete peer before it takes itself as complete
-    /// (it is the first, or its peers are starting too).
-    pub catch_up_grace: Duration,
-    /// Pages asked for at once while catching up.
-    pub sync_pages: u8,
-    /// Peers kept at most (configured ones count too).
-    pub max_peers: usize,
-    /// A peer found on the multicast group that is down and has been heard neither on the
-    /// group nor directly for this long is forgotten (configured peers are kept).
-    pub forget_after: Duration,
-    /// How often a complete broker sends each live, complete peer a digest of its table (see
-    /// [`entropy`]); zero: never (no anti-entropy).
-    pub digest_interval: Duration,
-}
-
-impl Default for ReplicaConfig {
-    fn default() -> Self {
-        ReplicaConfig {
-            peers: Vec::new(),
-            discover: false,
-            hello_interval: Duration::from_millis(500),
-            peer_timeout: Duration::from_secs(2),
-            refresh_batch: Duration::from_millis(200),
-            retransmit: Duration::from_millis(100),
-            retries: 4,
-            catch_up_grace: Duration::from_secs(1),
-            sync_pages: 16,
-            max_peers: 32,
-            forget_after: Duration::from_secs(30),
-            digest_interval: Duration::from_secs(1),
-        }
-    }
-}
 
 /// Something about the peers worth a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -396,6 +345,9 @@ impl Replicator {
                 self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
             }
             Peer::Bye => self.down(index),
+            // Anti-entropy is off here.
+            Peer::Digest { .. } | Peer::Buckets { .. } | Peer::Elements { .. } | Peer::Want { .. }
+                if !self.entropy.is_on() => {}
             Peer::Digest { leases, root } => {
                 let peer = &self.peers[index];
                 let comparable = peer.up && peer.complete && self.catch_up.is_complete();

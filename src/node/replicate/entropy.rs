@@ -2,7 +2,8 @@
 //! converge after any loss (deltas given up, a partition, a peer back under the same
 //! incarnation) without waiting for each lease's next renewal or expiry.
 //!
-//! 1. **Digest.** Every digest interval a complete broker sends each live, complete peer a
+//! 1. **Digest.** Every digest interval (and at once to a peer that comes back up complete,
+//!    since deltas to it may have been given up) a complete broker sends each live, complete peer a
 //!    [`Peer::Digest`]: its lease count and the XOR of its leases' element hashes (a hash of
 //!    (service, endpoint, source), see `registry::digest`), about 25 bytes. Nothing is compared
 //!    while either side catches up.
@@ -147,12 +148,20 @@ impl Entropy {
         if !complete {
             return;
         }
+        for &to in targets {
+            self.send_digest(to, registry, out);
+        }
+    }
+
+    /// Sends `to` a digest now (when anti-entropy is on).
+    pub fn send_digest(&mut self, to: SocketAddr, registry: &Registry, out: &mut Outbox<Face>) {
+        if self.interval.is_zero() {
+            return;
+        }
         let (leases, root) = registry.digest();
         let frame = PeerFrame { node: self.me, body: Peer::Digest { leases, root } };
-        for &to in targets {
-            out.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
-            self.stats.digests_sent += 1;
-        }
+        out.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+        self.stats.digests_sent += 1;
     }
 
     /// A digest from `from`; `comparable`: both sides are complete. After [`PERSIST`]

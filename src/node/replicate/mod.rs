@@ -295,6 +295,7 @@ impl Replicator {
             self.deltas.drop_unacked(from);
             return;
         }
+        let was_ready = self.peers[index].up && self.peers[index].complete;
         let fresh = self.heard(now, index, frame.node);
         match frame.body {
             Peer::Hello { complete, instances, .. } => {
@@ -307,6 +308,12 @@ impl Replicator {
                 if fresh {
                     // A new incarnation: tell it about us at once.
                     self.send_hello(from, registry);
+                }
+                let peer = &self.peers[index];
+                if !was_ready && peer.complete && peer.up && self.is_complete() {
+                    // Back (or new) and complete: compare at once, not at the next tick, since
+                    // deltas to it may have been given up meanwhile.
+                    self.entropy.send_digest(from, registry, &mut self.transmits);
                 }
                 let peer = &self.peers[index];
                 if let (true, Some(node)) = (peer.complete && peer.up, peer.node) {

@@ -19,8 +19,8 @@
 //!    side of a partition wins on the other.
 //!
 //! Every step is bounded by its input and by a budget per peer per digest interval (datagrams
-//! answered, leases pushed), so a broken or hostile peer cannot make a broker send more than
-//! that, whatever it sends; no state is kept between steps but a mismatch count per peer.
+//! answered, leases pushed; a push is a delta, resent at most four times until acknowledged),
+//! so a broken or hostile peer cannot make a broker send more than that, whatever it sends; no state is kept between steps but a mismatch count per peer.
 //! Leases with less than [`PUSH_MARGIN`] left are not pushed: they are about to expire
 //! everywhere anyway.
 //!

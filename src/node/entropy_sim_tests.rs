@@ -252,3 +252,29 @@ fn partitions_heal_over_lossy_networks_for_other_seeds() {
         partition_heals(seed, net);
     }
 }
+
+#[test]
+fn churn_without_loss_starts_no_repair() {
+    // Registrations and deregistrations at all brokers, ten a second: a digest may cross a delta
+    // (one mismatch), but two in a row take a real difference, so nothing is repaired.
+    let mut sim = cluster(5, NetConfig::default(), 3, None, Duration::from_secs(1));
+    preload(&mut sim, 1000);
+    sim.run_for(Duration::from_secs(2));
+    let mut ids = Vec::new();
+    for k in 0..300u32 {
+        let node = (k % 3) as usize;
+        let id = ask(&mut sim, client(k), node, &format!("register churn {}", 6000 + k));
+        ids.push((node, id.trim().to_owned()));
+        if k % 2 == 1 {
+            let (at, id) = ids.remove(0);
+            assert_eq!(ask(&mut sim, client(k - 1), (at + 1) % 3, &format!("deregister {id}")), "OK\n");
+        }
+        sim.run_for(Duration::from_millis(100));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let mismatches: u64 = (0..3).map(|i| counter(&mut sim, i, "digest_mismatches")).sum();
+    let pushed: u64 = (0..3).map(|i| counter(&mut sim, i, "repairs_pushed")).sum();
+    println!("30 s of churn: {mismatches} mismatching digests, {pushed} leases pushed");
+    assert_eq!(pushed, 0);
+    assert!(converge(&mut sim, Duration::from_millis(1)).is_some(), "in sync");
+}

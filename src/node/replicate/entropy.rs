@@ -18,6 +18,11 @@
 //!    `Remove` for it (see [`Replicator`](super::Replicator)), so a deregistration made on one
 //!    side of a partition wins on the other.
 //!
+//! Both brokers of a pair run this, each on the other's digests: twice the repair traffic of a
+//! single initiator, but under loss each difference has two chances a round. Measured on the
+//! simulator (three brokers, 10,000 leases, 200 differing, 10 % loss): one initiator per pair
+//! (the lower incarnation) halved the bytes but took 4.5 s and more to converge; both, at most 3 s.
+//!
 //! Every step is bounded by its input and by a budget per peer per digest interval (datagrams
 //! answered, leases pushed; a push is a delta, resent at most four times until acknowledged),
 //! so a broken or hostile peer cannot make a broker send more than that, whatever it sends; no state is kept between steps but a mismatch count per peer.

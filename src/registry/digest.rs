@@ -10,6 +10,11 @@
 //! elements', the root the XOR of all. Insert and remove update the bucket, the root and an
 //! ordered index of the elements in O(log n): nothing is rescanned when a digest is sent. The
 //! hash is a checksum between trusted peers, not a defence against a forger.
+//!
+//! Memory: the buckets are 2 KB; the index (which a repair needs, to list a bucket's elements
+//! and find the lease behind a hash) is a `BTreeSet` of 16-byte entries, about 25 bytes per
+//! lease. A leaner index (hash-only keys, or per-bucket vectors) would trade it for a scan of
+//! the table per repair round.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};

@@ -22,12 +22,15 @@
 //!   drops its oldest changes only when nobody drained it for
 //!   [`Config::change_log_capacity`] changes).
 //! - **Tombstones**: the id of a lease removed on purpose (deregistered, said goodbye, found
-//!   unreachable) is remembered for [`Config::tombstone_ttl`], so that a late or reordered
-//!   message from a peer cannot bring it back. Expiry leaves no tombstone: a peer that still
+//!   unreachable) is remembered for [`Config::tombstone_ttl`] or the TTL, whichever is longer
+//!   (at most as many ids as the table holds leases), so that a late or reordered message from
+//!   a peer, or a peer that still held the lease during a partition, cannot bring it back. Expiry leaves no tombstone: a peer that still
 //!   has time left on the lease heard a renewal this broker did not.
 //! - **Remote leases** ([`Registry::apply_remote`]) arrive with their id and *remaining* time,
 //!   so hosts need not agree on the clock. The merge rule is in [`remote`].
 //! - **Pages** ([`Registry::page`]) walk the table in a stable order for a peer catching up.
+//! - **A digest** ([`Registry::digest`], see [`digest`]): per-bucket XORs of the leases'
+//!   identities, kept up to date as they come and go, for comparing tables cheaply.
 //! - **Per-source and per-network counts** ([`Registry::source_count`],
 //!   [`Registry::network_count`]) for quotas.
 //!
@@ -53,6 +56,7 @@
 //! ```
 
 mod changes;
+pub mod digest;
 mod limits;
 mod listing;
 pub mod remote;
@@ -86,8 +90,9 @@ pub struct Config {
     pub ttl: Duration,
     /// The limits on what may be registered.
     pub limits: Limits,
-    /// How long the id of a lease removed on purpose is remembered (see the module docs). It
-    /// must outlast any message still in flight between brokers when the removal happens.
+    /// How long the id of a lease removed on purpose is remembered (see the module docs), at
+    /// least: a tombstone lasts the longer of this and [`ttl`](Self::ttl), so that it outlives
+    /// any copy of the lease it buries that a peer cut off by a partition may still hold.
     pub tombstone_ttl: Duration,
     /// How many changes the change log holds before it drops the oldest.
     pub change_log_capacity: usize,
@@ -213,6 +218,8 @@ pub struct Registry {
     /// Every live lease, ordered by deadline: the front expires first.
     expiry: Timers<Index>,
     tombstones: tombstones::Tombstones,
+    /// The table's summary for anti-entropy.
+    digest: digest::Digest,
     changes: changes::ChangeLog,
     per_source: HashMap<IpAddr, u32>,
     /// Leases per source network ([`network`]), for the per-network quota.
@@ -238,7 +245,8 @@ impl Registry {
     /// passes [`Uuid::new_v4`], tests a counter.
     pub fn new(config: Config, new_id: impl FnMut() -> Uuid + Send + 'static) -> Self {
         Registry {
-            tombstones: tombstones::Tombstones::new(config.tombstone_ttl, config.limits.max_instances),
+            tombstones: tombstones::Tombstones::new(config.tombstone_ttl.max(config.ttl), config.limits.max_instances),
+            digest: digest::Digest::default(),
             changes: changes::ChangeLog::new(config.change_log_capacity),
             config,
             new_id: Box::new(new_id),

@@ -225,6 +225,10 @@ impl Core for Node {
         if let Some(sealer) = &mut self.sealer {
             sealer.seal_in_place(out, self.wall.unix_ms(now));
         }
+        if transmit.face == Face::Client {
+            // To peers and bridges (the group's hellos leave on their own face).
+            self.counters.peer_bytes_out += out.len() as u64;
+        }
         Some(transmit)
     }
 

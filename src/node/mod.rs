@@ -58,6 +58,8 @@ mod config;
 mod dispatch;
 pub mod dns;
 mod dns_face;
+#[cfg(test)]
+mod entropy_sim_tests;
 mod group;
 mod key_warn;
 mod logging;
@@ -103,6 +105,9 @@ pub use watch::WatchConfig;
 struct Counters {
     send_failures: u64,
     removed_unreachable: u64,
+    /// Peer datagrams sent and received (bridges' included), bytes as on the wire (sealed).
+    peer_bytes_out: u64,
+    peer_bytes_in: u64,
 }
 
 /// How many datagrams may wait to be sent; more are dropped and counted.
@@ -207,6 +212,7 @@ impl Node {
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
+            self.counters.peer_bytes_in += datagram.len() as u64;
             // With a key, peers' datagrams come sealed, and only so.
             let Some(inner) = self.open(now, from, datagram) else {
                 self.replicator.note_rejected();

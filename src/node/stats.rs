@@ -94,6 +94,20 @@ pub(super) static COUNTERS: &[Row] = &[
     row(Def::counter("foreign_hellos", "makler_foreign_hellos_total",
             "Hellos on the multicast group from brokers of another cluster, ignored."),
         |n, _| n.group.stats().foreign),
+    row(Def::counter("digests_sent", "makler_digests_sent_total", "Anti-entropy digests sent to peers."),
+        |n, _| n.replicator.stats().entropy.digests_sent),
+    row(Def::counter("digest_mismatches", "makler_digest_mismatches_total",
+            "Peers' digests that differed from this broker's table."),
+        |n, _| n.replicator.stats().entropy.mismatches),
+    row(Def::counter("repairs_pushed", "makler_repairs_pushed_total", "Leases pushed to a peer that lacked them."),
+        |n, _| n.replicator.stats().entropy.pushed),
+    row(Def::counter("repairs_removed", "makler_repairs_removed_total",
+            "Removals sent back for leases a peer still held that were removed here."),
+        |n, _| n.replicator.stats().entropy.removed),
+    row(Def::counter("peer_bytes_out", "makler_peer_bytes_out_total", "Bytes of peer datagrams sent (sealed size)."),
+        |n, _| n.counters.peer_bytes_out),
+    row(Def::counter("peer_bytes_in", "makler_peer_bytes_in_total", "Bytes of peer datagrams received (sealed size)."),
+        |n, _| n.counters.peer_bytes_in),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

@@ -127,6 +127,41 @@ pub enum Peer<'a> {
         /// The instances; empty: not found.
         instances: Vec<SocketAddr>,
     },
+    /// Anti-entropy: sent every digest interval by a complete broker to every live, complete
+    /// peer: a summary of its table (see `registry::digest`). A receiver whose own summary
+    /// differs at two digests in a row answers with its [`Peer::Buckets`].
+    Digest {
+        /// How many leases the sender holds.
+        leases: u64,
+        /// The XOR of their element hashes.
+        root: u64,
+    },
+    /// Anti-entropy: the sender's bucket hashes, from bucket `first` on (as many as fit; the
+    /// rest follow in further datagrams). The receiver sends its [`Peer::Elements`] for every
+    /// bucket whose hash differs from its own.
+    Buckets {
+        /// The first bucket in the list.
+        first: u16,
+        /// Each bucket's hash, in order.
+        hashes: Vec<u64>,
+    },
+    /// Anti-entropy: *all* the sender's element hashes from `from` to `to` (inclusive, within one
+    /// bucket), ascending. The receiver pushes (as a [`Peer::Delta`]) the leases it holds in that
+    /// range that are not listed, and asks with [`Peer::Want`] for those listed it lacks.
+    Elements {
+        /// The first hash of the range.
+        from: u64,
+        /// The last hash of the range.
+        to: u64,
+        /// The hashes.
+        hashes: Vec<u64>,
+    },
+    /// Anti-entropy: "send me the leases with these element hashes" (answered with a
+    /// [`Peer::Delta`] of them).
+    Want {
+        /// The element hashes.
+        hashes: Vec<u64>,
+    },
 }
 
 /// One change in a [`Peer::Delta`].
@@ -222,12 +257,20 @@ pub const FRAME_OVERHEAD: usize = 1 + 10 + 1 + 6 + 6 + 3;
 pub struct ListPacker {
     items: Vec<u8>,
     count: usize,
+    /// Header bytes beyond [`FRAME_OVERHEAD`] (frames with larger fields before the list).
+    extra: usize,
 }
 
 impl ListPacker {
+    /// A packer for a frame whose fields before the list take up to `extra` bytes more than
+    /// [`FRAME_OVERHEAD`] allows for.
+    pub fn with_extra_header(extra: usize) -> Self {
+        ListPacker { extra, ..ListPacker::default() }
+    }
+
     /// Room left for items in a datagram of [`MAX_DATAGRAM`] bytes.
     pub fn room(&self) -> usize {
-        (MAX_DATAGRAM - FRAME_OVERHEAD).saturating_sub(self.items.len())
+        (MAX_DATAGRAM - FRAME_OVERHEAD - self.extra).saturating_sub(self.items.len())
     }
 
     /// Adds `item` if it fits; returns false (adding nothing) when it does not.
@@ -306,6 +349,10 @@ mod tests {
             PeerFrame { node: 1, body: Peer::Page { cursor: 3, next: None, leases: vec![lease("x")] } },
             PeerFrame { node: 1, body: Peer::Report { service: "echo", endpoint: "127.0.0.1:1".parse().unwrap() } },
             PeerFrame { node: 1, body: Peer::Bye },
+            PeerFrame { node: 1, body: Peer::Digest { leases: 10_000, root: u64::MAX } },
+            PeerFrame { node: 1, body: Peer::Buckets { first: 255, hashes: vec![0, u64::MAX] } },
+            PeerFrame { node: 1, body: Peer::Elements { from: 0, to: u64::MAX, hashes: vec![1, 2] } },
+            PeerFrame { node: 1, body: Peer::Want { hashes: vec![u64::MAX] } },
         ];
         for frame in frames {
             let mut out = Vec::new();

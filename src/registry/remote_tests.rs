@@ -380,3 +380,20 @@ proptest! {
         prop_assert_eq!(&tables[0], &tables[2]);
     }
 }
+
+#[test]
+fn a_tombstone_lasts_as_long_as_the_lease_it_buries_could_have() {
+    // With leases of ten minutes, a peer cut off by a partition may hold a deregistered lease for
+    // that long: its tombstone here must outlive it, or the peer would bring it back.
+    let ttl = Duration::from_secs(600);
+    let config = Config { ttl, tombstone_ttl: Duration::from_secs(30), ..Config::default() };
+    let mut r = Registry::new(config, ids_from(0));
+    let t0 = Instant::now();
+    let source = from([127, 0, 0, 1], 1);
+    let id = r.register(t0, "echo", addr(1), source).unwrap().id;
+    r.deregister(t0, id).unwrap();
+    let late = t0 + ttl - Duration::from_secs(1);
+    assert_eq!(r.apply_remote(late, view(id, "echo", addr(1), source, Duration::from_secs(1))), Applied::Tombstoned);
+    r.handle_timeout(t0 + ttl);
+    assert!(!r.is_tombstoned(id), "forgotten once no copy can be live");
+}

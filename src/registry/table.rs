@@ -100,6 +100,7 @@ impl Registry {
         });
         debug_assert_eq!(key, index as usize);
         self.lease_slots = self.lease_slots.max(key + 1);
+        self.digest.insert(super::digest::element_hash(service, endpoint, source), index);
         self.by_id.insert(id, index);
         self.expiry.insert(deadline, index);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;
@@ -128,6 +129,7 @@ impl Registry {
     /// Takes a lease out, with its instance when it was the last lease on it, and its service
     /// when that was the last instance.
     pub(super) fn remove(&mut self, now: Instant, index: Index, kind: ChangeKind, by_peer: bool) {
+        self.digest.remove(self.element_hash_of(index), index);
         let lease =
             self.leases.try_remove(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"));
         self.by_id.remove(&lease.id);

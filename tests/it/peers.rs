@@ -258,3 +258,23 @@ fn a_broker_keeps_serving_when_its_peers_are_gone_and_takes_them_back() {
     wait_until(Duration::from_secs(5), "it caught up", || (listed(&back, "echo").len() == 1).then_some(()));
     assert_eq!(back.text(&format!("heartbeat {id}")), "OK");
 }
+
+#[test]
+fn brokers_in_sync_exchange_digests_and_count_their_peer_bytes() {
+    let (_brokers, addrs, _) = cluster(2, &[]);
+    let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
+    udp[0].text("register echo 4000");
+    wait_until(Duration::from_secs(10), "the other lists it", || (listed(&udp[1], "echo").len() == 1).then_some(()));
+    let (sent, bytes) = (stat_u64(&udp[0], "digests_sent"), stat_u64(&udp[0], "peer_bytes_out"));
+    std::thread::sleep(Duration::from_secs(3));
+    let digests = stat_u64(&udp[0], "digests_sent") - sent;
+    let rate = (stat_u64(&udp[0], "peer_bytes_out") - bytes) / 3;
+    eprintln!("{digests} digests and {rate} peer bytes per second to one peer");
+    // One digest a second to the one peer; hellos and digests, unsealed, well under 200 B/s.
+    assert!((2..=4).contains(&digests), "{digests}");
+    assert!((40..200).contains(&rate), "{rate}");
+    // In sync (one digest may have crossed the registration's delta).
+    assert!(stat_u64(&udp[1], "digest_mismatches") <= 1);
+    assert_eq!(stat_u64(&udp[1], "repairs_pushed") + stat_u64(&udp[0], "repairs_pushed"), 0);
+    assert!(stat_u64(&udp[1], "peer_bytes_in") > 0);
+}

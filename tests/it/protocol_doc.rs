@@ -9,6 +9,9 @@ use uuid::Uuid;
 
 const ID: Uuid = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
 
+/// The element hash of the lease in the examples (`echo`, `127.0.0.1:4000`, from `127.0.0.1:50000`).
+const HASH: u64 = 0x0ba4_ae25_e355_1888;
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
@@ -111,6 +114,10 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("bye", to_peer(0x42, Peer::Bye)),
         ("bridge query", to_peer(0x43, Peer::Query { id: 7, service: "echo" })),
         ("bridge answer", to_peer(0x42, Peer::Answer { id: 7, instances: vec!["127.0.0.1:4000".parse().unwrap()] })),
+        ("digest", to_peer(0x42, Peer::Digest { leases: 1, root: HASH })),
+        ("buckets", to_peer(0x43, Peer::Buckets { first: 11, hashes: vec![0] })),
+        ("elements", to_peer(0x42, Peer::Elements { from: 0x0b << 56, to: (0x0c << 56) - 1, hashes: vec![HASH] })),
+        ("want", to_peer(0x43, Peer::Want { hashes: vec![HASH] })),
         ("services", request(13, Request::Services { cursor: 0 })),
         (
             "services reply",
@@ -202,6 +209,12 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
     ]
+}
+
+#[test]
+fn the_element_hash_in_protocol_md_is_the_registrys() {
+    let source = Source::Unicast("127.0.0.1:50000".parse().unwrap());
+    assert_eq!(makler::registry::digest::element_hash("echo", "127.0.0.1:4000".parse().unwrap(), source), HASH);
 }
 
 #[test]

@@ -22,7 +22,7 @@ use crate::registry::{Change, ChangeKind, Registry};
 use crate::timers::Timers;
 
 /// A change to send: a lease by id (read from the table when sent), or a removal.
-type Item = (Uuid, Option<RemoveReason>);
+pub(super) type Item = (Uuid, Option<RemoveReason>);
 
 /// Unacknowledged deltas kept at most per peer; older ones are given up.
 const MAX_UNACKED: usize = 4096;
@@ -186,6 +186,19 @@ impl Deltas {
     /// The peer at `addr` is forgotten: a peer at that address later starts anew.
     pub fn forget(&mut self, addr: SocketAddr) {
         self.peers.remove(&addr);
+    }
+
+    /// Sends leases (by id, read from the table now) and removals to one peer, as deltas kept
+    /// until acknowledged like any other: what anti-entropy repairs.
+    pub fn send_to(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        items: impl Iterator<Item = Item>,
+        registry: &Registry,
+        out: &mut Outbox<Face>,
+    ) {
+        self.send_items(now, items, registry, out, &[to], 0);
     }
 
     /// Sends `items` as deltas to `targets`, each delta remembered until acknowledged. A

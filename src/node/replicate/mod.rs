@@ -17,6 +17,10 @@
 //! - **Catch-up** (see [`sync`]): a broker that starts while peers run pulls a
 //!   complete peer's table page by page before it claims to be complete, applying live deltas
 //!   meanwhile.
+//! - **Anti-entropy** (see [`entropy`]): every digest interval, each complete broker sends each
+//!   live, complete peer a summary of its table; a summary that differs twice in a row starts a
+//!   repair that finds the differing leases by bucket and pushes them, so views converge after
+//!   any loss without waiting for the TTL.
 //! - **Ownership**: each instance is probed by one broker, chosen by rendezvous hashing of the
 //!   endpoint over the live, complete brokers' incarnations, so every broker agrees without
 //!   talking about it.
@@ -30,7 +34,9 @@
 //! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
 //! forwarded report, a change of the live brokers) through `poll_event`.
 
+mod config;
 mod deltas;
+pub mod entropy;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -41,60 +47,13 @@ use std::time::{Duration, Instant};
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
-use crate::protocol::PeerStats;
 use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
+use crate::protocol::{PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, LeaseView, Registry};
+pub use config::ReplicaConfig;
 use deltas::Deltas;
+use entropy::Entropy;
 use sync::CatchUp;
-
-/// How brokers replicate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplicaConfig {
-    /// The other brokers, by the address clients use (the broker's own address may be in the
-    /// list; it is recognised and skipped).
-    pub peers: Vec<SocketAddr>,
-    /// Take brokers that say hello on the multicast group as peers too.
-    pub discover: bool,
-    /// How often to say hello to every peer.
-    pub hello_interval: Duration,
-    /// A peer unheard of for this long is down.
-    pub peer_timeout: Duration,
-    /// Renewals are collected for this long and sent together.
-    pub refresh_batch: Duration,
-    /// The first retransmission of an unacknowledged delta comes after this; then twice as long
-    /// each time.
-    pub retransmit: Duration,
-    /// How often a delta is resent before it is given up (the next renewal repairs it).
-    pub retries: u8,
-    /// How long a starting broker waits for a complete peer before it takes itself as complete
-    /// (it is the first, or its peers are starting too).
-    pub catch_up_grace: Duration,
-    /// Pages asked for at once while catching up.
-    pub sync_pages: u8,
-    /// Peers kept at most (configured ones count too).
-    pub max_peers: usize,
-    /// A peer found on the multicast group that is down and has been heard neither on the
-    /// group nor directly for this long is forgotten (configured peers are kept).
-    pub forget_after: Duration,
-}
-
-impl Default for ReplicaConfig {
-    fn default() -> Self {
-        ReplicaConfig {
-            peers: Vec::new(),
-            discover: false,
-            hello_interval: Duration::from_millis(500),
-            peer_timeout: Duration::from_secs(2),
-            refresh_batch: Duration::from_millis(200),
-            retransmit: Duration::from_millis(100),
-            retries: 4,
-            catch_up_grace: Duration::from_secs(1),
-            sync_pages: 16,
-            max_peers: 32,
-            forget_after: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Something about the peers worth a log line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +90,8 @@ pub struct ReplicationStats {
     pub given_up: u64,
     /// Peer datagrams dropped: from addresses that are not peers, malformed, or another version.
     pub rejected: u64,
+    /// Anti-entropy's counters.
+    pub entropy: entropy::EntropyStats,
 }
 
 /// What the node must act on for the replicator.
@@ -177,6 +138,7 @@ pub struct Replicator {
     next_hello: Option<Instant>,
     deltas: Deltas,
     catch_up: CatchUp,
+    entropy: Entropy,
     membership_changed: bool,
     events: VecDeque<ReplicaEvent>,
     /// Entries received in deltas and pages and applied.
@@ -196,6 +158,7 @@ impl Replicator {
             next_hello: None,
             deltas: Deltas::new(me, &config),
             catch_up: CatchUp::new(me, &config),
+            entropy: Entropy::new(me, config.digest_interval),
             membership_changed: false,
             events: VecDeque::new(),
             applied: 0,
@@ -220,6 +183,7 @@ impl Replicator {
     pub fn handle_start(&mut self, now: Instant) {
         self.next_hello = Some(now);
         self.catch_up.start(now, !self.peers.is_empty());
+        self.entropy.start(now);
     }
 
     /// Follows a change of the table: this broker's own changes are sent to the peers.
@@ -280,6 +244,7 @@ impl Replicator {
             retransmits: deltas.retransmits,
             given_up: deltas.given_up,
             rejected: self.rejected,
+            entropy: self.entropy.stats(),
         }
     }
 
@@ -330,6 +295,7 @@ impl Replicator {
             self.deltas.drop_unacked(from);
             return;
         }
+        let was_ready = self.peers[index].up && self.peers[index].complete;
         let fresh = self.heard(now, index, frame.node);
         match frame.body {
             Peer::Hello { complete, instances, .. } => {
@@ -344,16 +310,31 @@ impl Replicator {
                     self.send_hello(from, registry);
                 }
                 let peer = &self.peers[index];
+                if !was_ready && peer.complete && peer.up && self.is_complete() {
+                    // Back (or new) and complete: compare at once, not at the next tick, since
+                    // deltas to it may have been given up meanwhile.
+                    self.entropy.send_digest(from, registry, &mut self.transmits);
+                }
+                let peer = &self.peers[index];
                 if let (true, Some(node)) = (peer.complete && peer.up, peer.node) {
                     self.catch_up.consider(now, peer.addr, node, &mut self.transmits);
                 }
             }
             Peer::Delta { seq, entries } => {
+                let mut buried = Vec::new();
                 for entry in &entries {
-                    self.apply(now, entry, registry);
+                    if let Some(id) = self.apply(now, entry, registry) {
+                        buried.push((id, Some(RemoveReason::Deregistered)));
+                    }
                 }
                 let ack = PeerFrame { node: self.me, body: Peer::Ack { seq } };
                 self.transmits.push(Face::Client, from, |bytes| peer::encode(&ack, bytes));
+                if !buried.is_empty() {
+                    // Removed here on purpose, still held there (a partition, a lost removal):
+                    // the removal goes back.
+                    self.entropy.note_removed(buried.len() as u64);
+                    self.deltas.send_to(now, from, buried.into_iter(), registry, &mut self.transmits);
+                }
             }
             Peer::Ack { seq } => self.deltas.handle_ack(from, seq),
             Peer::SyncRequest { cursor, pages } => {
@@ -371,6 +352,27 @@ impl Replicator {
                 self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
             }
             Peer::Bye => self.down(index),
+            // Anti-entropy is off here.
+            Peer::Digest { .. } | Peer::Buckets { .. } | Peer::Elements { .. } | Peer::Want { .. }
+                if !self.entropy.is_on() => {}
+            Peer::Digest { leases, root } => {
+                let peer = &self.peers[index];
+                let comparable = peer.up && peer.complete && self.catch_up.is_complete();
+                self.entropy.handle_digest(from, comparable, (leases, root), registry, &mut self.transmits);
+            }
+            Peer::Buckets { first, hashes } if self.is_complete() => {
+                self.entropy.handle_buckets(from, first, &hashes, registry, &mut self.transmits);
+            }
+            Peer::Elements { from: start, to: end, hashes } if self.is_complete() => {
+                let (entropy, deltas) = (&mut self.entropy, &mut self.deltas);
+                entropy.handle_elements(now, from, (start, end), &hashes, registry, deltas, &mut self.transmits);
+            }
+            Peer::Want { hashes } => {
+                let (entropy, deltas) = (&mut self.entropy, &mut self.deltas);
+                entropy.handle_want(now, from, &hashes, registry, deltas, &mut self.transmits);
+            }
+            // Repairs wait until this broker is complete.
+            Peer::Buckets { .. } | Peer::Elements { .. } => {}
             // Bridge traffic is the node's, not the replicator's.
             Peer::Query { .. } | Peer::Answer { .. } => self.rejected += 1,
         }
@@ -409,6 +411,10 @@ impl Replicator {
         let ready = self.peers.iter().find(|p| p.up && p.complete).and_then(|p| p.node.map(|node| (p.addr, node)));
         let caught_up = self.catch_up.handle_timeout(now, ready, &mut self.transmits);
         self.events.extend(caught_up.map(ReplicaEvent::Peer));
+        let complete: Vec<SocketAddr> =
+            self.peers.iter().filter(|p| p.up && p.complete && !p.is_self).map(|p| p.addr).collect();
+        let is_complete = self.is_complete();
+        self.entropy.handle_timeout(now, is_complete, &complete, registry, &mut self.transmits);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due next.
@@ -420,7 +426,10 @@ impl Replicator {
             .filter_map(|p| p.last_heard)
             .min()
             .map(|at| at + self.config.peer_timeout);
-        [self.next_hello, self.deltas.poll_timeout(), down, self.catch_up.poll_timeout()].into_iter().flatten().min()
+        [self.next_hello, self.deltas.poll_timeout(), down, self.catch_up.poll_timeout(), self.entropy.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Asks `owner` to verify a reported instance.
@@ -476,6 +485,7 @@ impl Replicator {
             peer.complete = false;
             // The old incarnation will never acknowledge.
             self.deltas.drop_unacked(peer.addr);
+            self.entropy.forget(peer.addr);
             self.membership_changed = true;
         }
         if !peer.up {
@@ -494,6 +504,7 @@ impl Replicator {
         peer.up = false;
         peer.complete = false;
         self.deltas.drop_unacked(peer.addr);
+        self.entropy.forget(peer.addr);
         self.events.push_back(ReplicaEvent::Peer(PeerEvent::Left(peer.addr)));
         self.membership_changed = true;
         let addr = peer.addr;
@@ -505,13 +516,14 @@ impl Replicator {
     /// `stats` stops listing brokers that are gone. Configured peers are kept.
     fn forget_silent_discoveries(&mut self, now: Instant) {
         let limit = self.config.forget_after;
-        let (deltas, events) = (&mut self.deltas, &mut self.events);
+        let (deltas, events, entropy) = (&mut self.deltas, &mut self.events, &mut self.entropy);
         self.peers.retain(|p| {
             let Some(seen) = p.seen_on_group else { return true };
             let last = p.last_heard.map_or(seen, |heard| heard.max(seen));
             let keep = p.up || p.is_self || last + limit > now;
             if !keep {
                 deltas.forget(p.addr);
+                entropy.forget(p.addr);
                 events.push_back(ReplicaEvent::Peer(PeerEvent::Forgotten(p.addr)));
             }
             keep
@@ -526,17 +538,20 @@ impl Replicator {
         self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
     }
 
-    fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) {
+    /// Applies a delta's entry; returns the id of a lease sent that was removed here on
+    /// purpose (tombstoned).
+    fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) -> Option<uuid::Uuid> {
         match entry {
-            Entry::Upsert(lease) => self.apply_lease(now, lease, registry),
+            Entry::Upsert(lease) => (self.apply_lease(now, lease, registry) == Applied::Tombstoned).then_some(lease.id),
             Entry::Remove { id, reason } => {
                 registry.apply_remote_removal(now, *id, *reason);
                 self.applied += 1;
+                None
             }
         }
     }
 
-    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) {
+    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) -> Applied {
         let view = LeaseView {
             id: lease.id,
             service: lease.service,
@@ -545,10 +560,12 @@ impl Replicator {
             ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
             aliases: &lease.aliases,
         };
-        match registry.apply_remote(now, view) {
+        let applied = registry.apply_remote(now, view);
+        match applied {
             Applied::Refused(_) | Applied::Conflict => self.rejected += 1,
             _ => self.applied += 1,
         }
+        applied
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::registry;
+use std::time::Duration;
 
 fn addr(i: u8) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, i], 7000))
@@ -74,4 +75,98 @@ fn a_stranger_is_refused_and_its_datagram_sends_nothing() {
     assert!(sent(&mut r).is_empty());
     assert_eq!(r.poll_event(), None);
     assert_eq!(r.stats().rejected, 1);
+}
+
+/// A replicator whose peer `addr(2)` is up and complete, and a table of `leases` leases.
+fn with_peer(leases: u32) -> (Replicator, Registry, Instant) {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    let config = registry::Config { ttl: Duration::from_secs(600), ..registry::Config::default() };
+    let mut registry = Registry::new(config, uuid::Uuid::new_v4);
+    for k in 0..leases {
+        let endpoint = SocketAddr::from(([10, 1, (k >> 8) as u8, k as u8], 4000));
+        let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 2, (k >> 8) as u8, k as u8], 5000)));
+        registry.register(t0, "echo", endpoint, source).unwrap();
+    }
+    r.handle_start(t0);
+    let hello = PeerFrame { node: 7, body: Peer::Hello { addr: addr(2), complete: true, instances: 0 } };
+    r.handle_datagram(t0, addr(2), hello, &mut registry);
+    // The peer's table is empty: one last page, and this broker is complete.
+    let page = PeerFrame { node: 7, body: Peer::Page { cursor: 0, next: None, leases: Vec::new() } };
+    r.handle_datagram(t0, addr(2), page, &mut registry);
+    assert!(r.is_complete());
+    let mut out = Vec::new();
+    while r.poll_transmit(&mut out).is_some() {}
+    (r, registry, t0)
+}
+
+/// What the replicator sent, by kind: (bucket, element and want datagrams, leases pushed).
+fn answers(r: &mut Replicator) -> (usize, usize) {
+    let (mut datagrams, mut leases) = (0, 0);
+    let mut out = Vec::new();
+    while r.poll_transmit(&mut out).is_some() {
+        match peer::decode(&out).unwrap().body {
+            Peer::Buckets { .. } | Peer::Elements { .. } | Peer::Want { .. } => datagrams += 1,
+            Peer::Delta { entries, .. } => leases += entries.len(),
+            _ => {}
+        }
+    }
+    (datagrams, leases)
+}
+
+#[test]
+fn a_peer_cannot_make_a_repair_grow_past_its_budgets() {
+    let (mut r, mut registry, now) = with_peer(6000);
+    // Bucket hashes that differ everywhere, sent over and over: at most 256 datagrams go back in
+    // a digest interval, however many come in.
+    for _ in 0..20 {
+        let buckets = PeerFrame { node: 7, body: Peer::Buckets { first: 0, hashes: vec![1; 256] } };
+        r.handle_datagram(now, addr(2), buckets, &mut registry);
+    }
+    assert_eq!(answers(&mut r), (256, 0));
+    // An empty range over the whole hash space would make it push the whole table: ignored.
+    let all = PeerFrame { node: 7, body: Peer::Elements { from: 0, to: u64::MAX, hashes: Vec::new() } };
+    r.handle_datagram(now, addr(2), all, &mut registry);
+    assert_eq!(answers(&mut r), (0, 0));
+    // Wants for every lease, twice: at most 4,096 leases pushed per interval.
+    let hashes: Vec<u64> = registry.element_hashes(0, u64::MAX).collect();
+    for _ in 0..2 {
+        for chunk in hashes.chunks(150) {
+            let want = PeerFrame { node: 7, body: Peer::Want { hashes: chunk.to_vec() } };
+            r.handle_datagram(now, addr(2), want, &mut registry);
+        }
+    }
+    assert_eq!(answers(&mut r), (0, 4096));
+    // The next interval brings new budgets (pushes are deltas: unacknowledged, they are resent
+    // like any other, a few times).
+    r.handle_timeout(now + Duration::from_secs(1), &mut registry);
+    let want = PeerFrame { node: 7, body: Peer::Want { hashes: hashes[..10].to_vec() } };
+    r.handle_datagram(now + Duration::from_secs(1), addr(2), want, &mut registry);
+    answers(&mut r);
+    assert_eq!(r.stats().entropy.pushed, 4106);
+}
+
+#[test]
+fn digests_go_to_complete_peers_and_two_mismatches_start_a_repair() {
+    let (mut r, mut registry, now) = with_peer(10);
+    let now = now + Duration::from_secs(1);
+    r.handle_timeout(now, &mut registry);
+    let mut out = Vec::new();
+    let mut digests = 0;
+    while r.poll_transmit(&mut out).is_some() {
+        if let Peer::Digest { leases, root } = peer::decode(&out).unwrap().body {
+            assert_eq!((leases, root), registry.digest());
+            digests += 1;
+        }
+    }
+    assert_eq!(digests, 1);
+    let same = PeerFrame { node: 7, body: Peer::Digest { leases: 10, root: registry.digest().1 } };
+    r.handle_datagram(now, addr(2), same, &mut registry);
+    let other = PeerFrame { node: 7, body: Peer::Digest { leases: 9, root: 0 } };
+    r.handle_datagram(now, addr(2), other.clone(), &mut registry);
+    assert_eq!(answers(&mut r), (0, 0), "one mismatch may be a delta in flight");
+    r.handle_datagram(now, addr(2), other, &mut registry);
+    assert_eq!(answers(&mut r), (1, 0), "the second sends the bucket hashes (one datagram: most are empty)");
+    assert_eq!(r.stats().entropy.mismatches, 2);
 }

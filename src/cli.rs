@@ -172,7 +172,8 @@ pub struct MulticastArgs {
 
     /// A file holding the shared secret (16 bytes or more, e.g. `head -c 32 /dev/urandom |
     /// base64`): brokers' peer traffic, announcements, goodbyes and discovery are then sealed
-    /// with it, and unsealed ones are ignored. Give every program the same file.
+    /// with it, and unsealed ones are ignored. Give every program the same file. It must be
+    /// readable by its owner only (`chmod 600 PATH`): one others may read is refused.
     #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }

@@ -79,6 +79,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --max-per-source, --allow-register, --foreign-ip: as the broker's, for backends.
+    #[command(flatten)]
+    register_policy: makler::cli::RegisterPolicyArgs,
+
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
@@ -130,7 +134,12 @@ fn main() -> ExitCode {
         },
         service: args.service,
         threads: args.threads.into(),
-        registry: makler::balancer::control_registry(args.ttl),
+        registry: {
+            let mut registry = makler::balancer::control_registry(args.ttl);
+            registry.limits.max_per_source = args.register_policy.max_per_source;
+            registry
+        },
+        policy: args.register_policy.policy(),
         max_connections: args.max_connections.unwrap_or_else(default_cap),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,

@@ -5,6 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::common;
@@ -150,4 +151,94 @@ fn health_probes_toward_one_address_are_bounded() {
     assert!(sent <= 100.0 * (seconds + 1.0), "{sent} probes in {seconds:.2} s");
     assert!(sent >= 50.0 * seconds, "the backends are still probed: {sent} in {seconds:.2} s");
     assert!(skipped >= 300.0 * seconds - sent - 100.0, "skipped {skipped}, sent {sent} in {seconds:.2} s");
+}
+
+/// Makes sure this process may open `needed` more descriptors, raising its soft limit toward the
+/// hard one (with util-linux's `prlimit`) if it must; the reason it cannot, if it cannot.
+fn ensure_descriptors(needed: u64) -> Result<(), String> {
+    let soft = makler::net::descriptor_limit().ok_or("cannot read the open-file limit")?;
+    if soft >= needed {
+        return Ok(());
+    }
+    let pid = std::process::id().to_string();
+    let raised = Command::new("prlimit")
+        .args(["--pid", &pid, &format!("--nofile={needed}:")])
+        .status()
+        .is_ok_and(|status| status.success());
+    match makler::net::descriptor_limit() {
+        Some(now) if raised && now >= needed => Ok(()),
+        _ => Err(format!("the open-file soft limit is {soft}, below {needed}, and cannot be raised")),
+    }
+}
+
+/// Slow clients, as slowloris: `count` connections to `addr`, each sending a request head one
+/// byte at a time, every `every`, and connecting again when closed, until `stop` is set.
+/// Returns how many times they were closed by the server.
+fn slowloris(addr: SocketAddr, count: usize, every: Duration, stop: &AtomicBool, up: &AtomicUsize) -> usize {
+    let connect = || {
+        let mut stream = TcpStream::connect(addr).ok()?;
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ").ok()?;
+        Some(stream)
+    };
+    let mut streams: Vec<Option<TcpStream>> = (0..count).map(|_| connect()).collect();
+    up.store(streams.iter().flatten().count(), Ordering::SeqCst);
+    let mut closed = 0;
+    while !stop.load(Ordering::SeqCst) {
+        for slot in &mut streams {
+            if slot.as_mut().is_none_or(|stream| stream.write_all(b"a").is_err()) {
+                closed += 1;
+                *slot = connect();
+            }
+        }
+        std::thread::sleep(every);
+    }
+    closed
+}
+
+/// 300 slowloris connections to a metrics face (the broker's, then the balancer's): every scrape
+/// meanwhile is answered within 1 s, and the slow ones are closed at the head deadline (2 s)
+/// and come back, for about 4 s.
+#[test]
+fn scrapes_are_answered_under_300_slow_connections() {
+    if let Err(why) = ensure_descriptors(1024) {
+        eprintln!("skipped: {why} (300 slow connections need as many descriptors)");
+        return;
+    }
+    let broker = common::broker(&["--metrics", "127.0.0.1:0"]);
+    let balancer = common::balancer("web", None, &["--metrics", "127.0.0.1:0"]);
+    for metrics in [broker.addr("metrics"), balancer.addr("metrics")] {
+        let (stop, up) = (AtomicBool::new(false), AtomicUsize::new(0));
+        std::thread::scope(|scope| {
+            let attack = scope.spawn(|| slowloris(metrics, 300, Duration::from_millis(400), &stop, &up));
+            // Stops the attack however this scope ends (a failed assertion too).
+            let _stop = StopOnDrop(&stop);
+            common::wait_until(Duration::from_secs(10), "300 slow connections are open", || {
+                (up.load(Ordering::SeqCst) == 300).then_some(())
+            });
+            let started = Instant::now();
+            let mut slowest = Duration::ZERO;
+            let mut scrapes = 0;
+            while started.elapsed() < Duration::from_secs(4) {
+                let asked = Instant::now();
+                let page = scrape(metrics);
+                slowest = slowest.max(asked.elapsed());
+                assert!(page.contains("# TYPE"), "{page}");
+                scrapes += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            stop.store(true, Ordering::SeqCst);
+            let closed = attack.join().unwrap();
+            assert!(slowest < Duration::from_secs(1), "{metrics}: a scrape took {slowest:?} ({scrapes} scrapes)");
+            assert!(closed >= 300, "{metrics}: the slow connections were closed at the head deadline ({closed})");
+        });
+    }
+}
+
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
 }

@@ -111,12 +111,17 @@ impl Key {
 
 /// Refuses a key file that its group or others may read or write (the file a symbolic link
 /// points to is the one judged). Only Unix has such permission bits.
+///
+/// One exception: a credential systemd hands the service (`LoadCredential=`, in
+/// `$CREDENTIALS_DIRECTORY`) is written 0400 and, for a `DynamicUser`, made readable by the
+/// service's user with an ACL entry, whose mask shows in the group bits (0440) though no group
+/// may read it; there, group bits are taken as that mask.
 #[cfg(unix)]
 fn check_private(path: &std::path::Path) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
     let mode = metadata.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !in_credentials_directory(path)) {
         return Err(format!(
             "key file {path} has permissions {mode:04o}: others than its owner may read it, and with it forge sealed \
              datagrams; run `chmod 600 {path}`",
@@ -129,6 +134,16 @@ fn check_private(path: &std::path::Path) -> Result<(), String> {
 #[cfg(not(unix))]
 fn check_private(_path: &std::path::Path) -> Result<(), String> {
     Ok(())
+}
+
+/// Whether `path` is in the directory of credentials systemd made for this service.
+#[cfg(unix)]
+fn in_credentials_directory(path: &std::path::Path) -> bool {
+    let Some(directory) = std::env::var_os("CREDENTIALS_DIRECTORY") else { return false };
+    match (std::fs::canonicalize(path), std::fs::canonicalize(directory)) {
+        (Ok(path), Ok(directory)) => path.starts_with(directory),
+        _ => false,
+    }
 }
 
 /// The time now as the envelope counts it: Unix time in milliseconds (and microseconds, for a

@@ -40,6 +40,32 @@ fn a_key_file_others_may_read_is_refused_with_the_fix() {
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A systemd credential (`LoadCredential=` under `DynamicUser=`) reads 0440: the group bits are
+/// the mask of the ACL that lets the service's user read it. In `$CREDENTIALS_DIRECTORY` that is
+/// taken; a file others may read is refused even there.
+#[test]
+fn a_systemd_credential_is_taken() {
+    use std::os::unix::fs::PermissionsExt;
+    let directory = std::env::temp_dir().join(format!("makler-credentials-{}", std::process::id()));
+    std::fs::create_dir_all(&directory).unwrap();
+    let key = directory.join("key");
+    common::write_key_file(&key, "a secret systemd handed to the service\n");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o440)).unwrap();
+    let broker = |key: &std::path::Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_makler-broker"));
+        command.args(["--listen", "127.0.0.1:0", "--no-multicast", "--key-file", key.to_str().unwrap()]);
+        command.env("CREDENTIALS_DIRECTORY", &directory).stdin(Stdio::null());
+        command
+    };
+    let mut started = common::Process::spawn(broker(&key));
+    started.terminate();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let output = broker(&key).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("chmod 600"));
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
 /// Sends `line` from `socket` to `to` and returns the reply line, retransmitting a few times.
 #[track_caller]
 fn ask(socket: &UdpSocket, to: SocketAddr, line: &str) -> String {

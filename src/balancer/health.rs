@@ -63,7 +63,7 @@ impl Health {
         let mut skipped = 0;
         while let Some(command) = self.prober.poll_command() {
             match command {
-                ProbeCmd::Start { id, addr } if !self.allow(now, addr.ip()) => {
+                ProbeCmd::Start { id, addr, .. } if !self.allow(now, addr.ip()) => {
                     skipped += 1;
                     self.prober.handle_outcome(now, id, ProbeOutcome::Local(std::io::ErrorKind::WouldBlock));
                     if self.warned_at.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
@@ -137,7 +137,7 @@ mod tests {
             health.schedule.handle_timeout(now, &mut health.prober);
             health.gate(now);
             while let Some(command) = health.poll_command() {
-                if let ProbeCmd::Start { id, addr } = command {
+                if let ProbeCmd::Start { id, addr, .. } = command {
                     if addr == other {
                         other_probed += 1;
                     } else {

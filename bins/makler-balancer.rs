@@ -79,6 +79,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --max-per-source, --allow-register, --foreign-ip: as the broker's, for backends.
+    #[command(flatten)]
+    register_policy: makler::cli::RegisterPolicyArgs,
+
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
@@ -130,8 +134,13 @@ fn main() -> ExitCode {
         },
         service: args.service,
         threads: args.threads.into(),
-        registry: makler::balancer::control_registry(args.ttl),
-        max_connections: args.max_connections.unwrap_or_else(default_cap),
+        registry: {
+            let mut registry = makler::balancer::control_registry(args.ttl);
+            registry.limits.max_per_source = args.register_policy.max_per_source;
+            registry
+        },
+        policy: args.register_policy.policy(),
+        max_connections: args.max_connections.unwrap_or_else(|| default_cap(args.metrics.is_some())),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         health_interval,
@@ -158,10 +167,12 @@ fn parse_drain(text: &str) -> Result<Duration, String> {
 }
 
 /// Each forwarded connection holds two descriptors (client and backend); keep some for the
-/// listener, the control socket and the probes.
-fn default_cap() -> usize {
+/// listener, the control socket and the probes, and, with `--metrics`, for the metrics
+/// listener's connections.
+fn default_cap(metrics: bool) -> usize {
     let limit = makler::net::descriptor_limit().unwrap_or(1024);
-    let cap = (limit.saturating_sub(64) / 2).min(20_000) as usize;
+    let metrics = if metrics { makler::broker::METRICS_MAX_CONNECTIONS as u64 } else { 0 };
+    let cap = (limit.saturating_sub(64 + metrics) / 2).min(20_000) as usize;
     if cap < 20_000 {
         log::warn!("at most {cap} connections (the open-file limit is {limit}; raise `ulimit -n` for more)");
     }

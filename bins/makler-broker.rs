@@ -105,10 +105,9 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = makler::cli::parse_seconds)]
     probe_timeout: Duration,
 
-    /// Most instances one source address may hold (so one source cannot fill the table); 0: no
-    /// limit.
-    #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_SOURCE)]
-    max_per_source: usize,
+    // --max-per-source, --allow-register, --foreign-ip: shared with the balancer's control port.
+    #[command(flatten)]
+    register_policy: makler::cli::RegisterPolicyArgs,
 
     /// Most instances, and most watches, the addresses of one network (a /24 in IPv4, a /56 in
     /// IPv6) may hold together, so many addresses of one network cannot fill the table; 0: no
@@ -116,15 +115,6 @@ struct Args {
     /// quota or more, or a network holding a sixteenth of this, is refused before a newcomer.
     #[arg(long, value_name = "N", default_value_t = makler::registry::DEFAULT_MAX_PER_NETWORK)]
     max_per_network: usize,
-
-    /// Networks that may register (default: any). Example: 10.1.0.0/16,fd00::/8.
-    #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = makler::service::policy::parse_networks)]
-    allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
-
-    /// Whether a source may register an address other than its own: allow (the default, as the
-    /// protocol's `register <type> <ip> <port>` from another host expects) or deny.
-    #[arg(long, value_name = "allow|deny", default_value = "allow")]
-    foreign_ip: makler::service::policy::ForeignIp,
 
     /// Answer DNS on this address, over UDP and TCP (off unless given; e.g. 127.0.0.1:8600,
     /// Consul's port). Port 0 picks a free port.
@@ -173,7 +163,7 @@ fn main() -> ExitCode {
                 max_name_len: args.max_name_len,
                 name_punctuation: args.name_chars,
                 max_instances: args.max_instances,
-                max_per_source: args.max_per_source,
+                max_per_source: args.register_policy.max_per_source,
                 max_per_network: args.max_per_network,
             },
             ..registry::Config::default()
@@ -189,10 +179,7 @@ fn main() -> ExitCode {
         rate_limit: args.rate_limit.config(),
         cluster: args.cluster,
         key: args.multicast.key_file,
-        policy: makler::service::policy::Policy {
-            allow_register: args.allow_register.unwrap_or_default(),
-            foreign_ip: args.foreign_ip,
-        },
+        policy: args.register_policy.policy(),
         verify: broker::VerifyConfig {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),
             probe_timeout: args.probe_timeout,

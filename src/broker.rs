@@ -74,9 +74,22 @@ pub struct Config {
     pub cluster: String,
 }
 
-/// What a metrics listener allows: a few scrapers at a time, a request head, a few seconds.
-pub const METRICS_LIMITS: StreamLimits =
-    StreamLimits { max_connections: 16, max_input: 16 * 1024, idle: Duration::from_secs(10) };
+/// What a metrics listener allows: a request head within [`HTTP_HEAD_TIMEOUT`] of connecting,
+/// then a few seconds to read the answer. Slow clients (slowloris: a byte now and then) are
+/// closed at the head deadline, and beyond [`METRICS_MAX_CONNECTIONS`] each new connection
+/// closes the one that has waited longest for its head, so they cannot keep a scrape out.
+pub const METRICS_LIMITS: StreamLimits = StreamLimits {
+    max_connections: METRICS_MAX_CONNECTIONS,
+    max_input: 16 * 1024,
+    idle: Duration::from_secs(10),
+    request: Some(HTTP_HEAD_TIMEOUT),
+};
+
+/// How long an HTTP face (`--metrics`) waits for a whole request head.
+pub const HTTP_HEAD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections a metrics listener holds at once (each a file descriptor).
+pub const METRICS_MAX_CONNECTIONS: usize = 512;
 
 /// How often a broker says hello on the multicast group.
 pub const GROUP_HELLO_INTERVAL: Duration = Duration::from_secs(2);

@@ -172,7 +172,8 @@ pub struct MulticastArgs {
 
     /// A file holding the shared secret (16 bytes or more, e.g. `head -c 32 /dev/urandom |
     /// base64`): brokers' peer traffic, announcements, goodbyes and discovery are then sealed
-    /// with it, and unsealed ones are ignored. Give every program the same file.
+    /// with it, and unsealed ones are ignored. Give every program the same file. It must be
+    /// readable by its owner only (`chmod 600 PATH`): one others may read is refused.
     #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }
@@ -211,6 +212,36 @@ pub fn brokers_or_discover(
             Ok(found)
         }
         (None, None) => Ok(vec![crate::broker::DEFAULT_LISTEN]),
+    }
+}
+
+/// Who may register what, and how much: the flags of the programs that take registrations (the
+/// broker, and the balancer's control port), with the same names, defaults and replies.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RegisterPolicyArgs {
+    /// Most instances one source address may hold (so one source cannot fill the table); 0: no
+    /// limit.
+    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_MAX_PER_SOURCE)]
+    pub max_per_source: usize,
+
+    /// Networks that may register (default: any). Example: 10.1.0.0/16,fd00::/8.
+    #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = crate::service::policy::parse_networks)]
+    pub allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
+
+    /// Whether a source may register an address other than its own: allow (the default, as the
+    /// protocol's `register <type> <ip> <port>` from another host expects) or deny.
+    #[arg(long, value_name = "allow|deny", default_value = "allow")]
+    pub foreign_ip: crate::service::policy::ForeignIp,
+}
+
+impl RegisterPolicyArgs {
+    /// The registration policy these flags describe (`--max-per-source` goes to the table's
+    /// limits instead).
+    pub fn policy(&self) -> crate::service::policy::Policy {
+        crate::service::policy::Policy {
+            allow_register: self.allow_register.clone().unwrap_or_default(),
+            foreign_ip: self.foreign_ip,
+        }
     }
 }
 

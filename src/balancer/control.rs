@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::health::Health;
 use super::{Counters, Pool};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
-use crate::probe::{Probe, Prober, ProberConfig, Schedule, Verdict};
+use crate::probe::{Probe, Verdict};
 use crate::protocol::fit;
 use crate::protocol::{Form, Response};
 use crate::registry::{ChangeKind, Registry};
@@ -38,20 +39,6 @@ pub(crate) enum Event {
     /// No backend is up any more (the last one gone or marked down): the balancer deregisters
     /// and stops announcing, so that clients are not sent where nothing answers.
     LastBackendGone,
-}
-
-/// Health checks: every backend probed each interval; one failure takes it out of rotation,
-/// one success (or a heartbeat) brings it back.
-pub(crate) struct Health {
-    pub prober: Prober,
-    pub schedule: Schedule,
-}
-
-impl Health {
-    pub fn new(interval: Duration, timeout: Duration) -> Self {
-        let prober = Prober::new(ProberConfig { timeout: timeout.min(interval), max_in_flight: 1024 });
-        Health { prober, schedule: Schedule::new(interval, 1) }
-    }
 }
 
 /// The control core.
@@ -111,6 +98,11 @@ impl Control {
             last_publish: None,
             log,
         }
+    }
+
+    /// Registrations from now on follow `policy` (the broker's rules and replies).
+    pub fn set_policy(&mut self, policy: service::policy::Policy) {
+        self.service.set_policy(policy);
     }
 
     /// Feeds the table's changes to the health checks and stages them for the pool.
@@ -251,13 +243,14 @@ impl Core for Control {
     }
 
     fn poll_probe(&mut self) -> Option<ProbeCmd> {
-        self.health.as_mut()?.prober.poll_command()
+        self.health.as_mut()?.poll_command()
     }
 
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         if let Some(health) = &mut self.health {
             health.prober.handle_outcome(now, id, outcome);
         }
+        self.gate_probes(now);
         self.take_probe_results();
     }
 
@@ -286,6 +279,7 @@ impl Core for Control {
             health.prober.handle_timeout(now);
             health.schedule.handle_timeout(now, &mut health.prober);
         }
+        self.gate_probes(now);
         self.take_probe_results();
         self.drain_changes(now);
         if self.next_follow.is_none_or(|at| at <= now) || self.publish_due().is_some_and(|at| at <= now) {
@@ -295,6 +289,15 @@ impl Core for Control {
 }
 
 impl Control {
+    /// Holds back the probes beyond the bound toward one address (see [`super::health`]) and
+    /// counts them.
+    fn gate_probes(&mut self, now: Instant) {
+        if let Some(health) = &mut self.health {
+            let skipped = health.gate(now);
+            self.counters.probes_skipped.fetch_add(skipped, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn take_probe_results(&mut self) {
         let Some(health) = &mut self.health else { return };
         while let Some((addr, probe)) = health.prober.poll_result() {

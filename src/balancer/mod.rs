@@ -34,6 +34,7 @@
 
 mod control;
 mod forward;
+mod health;
 pub mod pool;
 mod registration;
 
@@ -75,8 +76,11 @@ pub struct Config {
     pub service: String,
     /// Forwarding threads.
     pub threads: usize,
-    /// TTL and limits of the backend table.
+    /// TTL and limits of the backend table (`--max-per-source` among them).
     pub registry: registry::Config,
+    /// Who may register which backends (`--allow-register`, `--foreign-ip`): the broker's
+    /// rules, with the broker's replies.
+    pub policy: crate::service::policy::Policy,
     /// Client connections open at once; beyond, new ones are closed at once and counted.
     pub max_connections: usize,
     /// How long a backend connect may take before the next backend is tried.
@@ -111,6 +115,7 @@ impl Default for Config {
             service: "http".into(),
             threads: 2,
             registry: control_registry(registry::Config::default().ttl),
+            policy: crate::service::policy::Policy::default(),
             max_connections: 20_000,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
@@ -124,7 +129,8 @@ impl Default for Config {
 }
 
 /// The control port's table: a broker's, with `ttl`, but no quota per source address, since a
-/// balancer's backends often share one host.
+/// balancer's backends often share one host (`makler-balancer` sets `--max-per-source`, whose
+/// default is the broker's).
 pub fn control_registry(ttl: Duration) -> registry::Config {
     let limits = registry::Limits { max_per_source: 0, max_per_network: 0, ..registry::Limits::default() };
     registry::Config { ttl, limits, ..registry::Config::default() }
@@ -141,6 +147,8 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Connections closed because no backend accepted them.
     pub failed: AtomicU64,
+    /// Health probes not sent: beyond the bound toward one address (see `health`).
+    pub probes_skipped: AtomicU64,
     /// Connections accepted by each forwarding thread.
     pub per_thread: Vec<AtomicU64>,
 }
@@ -189,6 +197,9 @@ static COUNTERS: &[(Def, ReadCounter)] = &[
         |c, _| c.refused.load(Relaxed)),
     (Def::counter("failed", "makler_balancer_failed_total", "Connections no backend accepted."),
         |c, _| c.failed.load(Relaxed)),
+    (Def::counter("probes_skipped", "makler_balancer_probes_skipped_total",
+        "Health probes not sent: beyond 100 a second toward one address."),
+        |c, _| c.probes_skipped.load(Relaxed)),
 ];
 
 /// A bound balancer, ready to [`run`](Balancer::run).
@@ -340,9 +351,9 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    let health = config.health_interval.map(|interval| control::Health::new(interval, config.connect_timeout));
+    let health = config.health_interval.map(|interval| health::Health::new(interval, config.connect_timeout));
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
-    let core = control::Control::new(
+    let mut core = control::Control::new(
         registry,
         Arc::clone(pool),
         Arc::clone(counters),
@@ -350,6 +361,7 @@ fn spawn_control(
         config.rate_limit.clone(),
         config.log,
     );
+    core.set_policy(config.policy.clone());
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {

@@ -170,10 +170,16 @@ pub struct StreamLimits {
     pub max_input: usize,
     /// A connection with no traffic for this long is closed.
     pub idle: Duration,
+    /// A whole request must arrive within this long of the connection's opening (and of the
+    /// previous request's answer); beyond, the connection is closed, however often it sends a
+    /// byte, so slow clients cannot hold the listener's places. With it, a listener at its cap
+    /// closes the connection that has waited longest for its request to take a new one, rather
+    /// than refuse the new one. `None`: only `idle` applies.
+    pub request: Option<Duration>,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        StreamLimits { max_connections: 256, max_input: 64 * 1024, idle: Duration::from_secs(30) }
+        StreamLimits { max_connections: 256, max_input: 64 * 1024, idle: Duration::from_secs(30), request: None }
     }
 }

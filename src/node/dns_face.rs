@@ -25,6 +25,7 @@ pub const DNS_TCP_LIMITS: StreamLimits = StreamLimits {
     max_connections: 256,
     max_input: 2 + dns::MAX_TCP_MESSAGE + 1,
     idle: std::time::Duration::from_secs(10),
+    request: None,
 };
 
 /// The DNS face. See the [module documentation](self).

@@ -81,7 +81,7 @@ impl Key {
         let secret = secret.trim_ascii();
         if secret.len() < 16 {
             return Err(format!(
-                "the key is {} bytes; use at least 16 random bytes (for example: head -c 32 /dev/urandom | base64 > makler.key)",
+                "the key is {} bytes; use at least 16 random bytes (for example: (umask 077; head -c 32 /dev/urandom | base64 > makler.key))",
                 secret.len()
             ));
         }
@@ -89,8 +89,12 @@ impl Key {
         Ok(Key { id: blake3::hash(&key).as_bytes()[0], key })
     }
 
-    /// Reads a key file.
+    /// Reads a key file. A file that others than its owner may read or write is refused, as
+    /// ssh refuses such a private key: whoever can read it can forge every sealed datagram, so
+    /// a secret readable by every account of a host is no secret. The error says how to fix it
+    /// (`chmod 600 PATH`).
     pub fn load(path: &std::path::Path) -> Result<Key, String> {
+        check_private(path)?;
         let secret = std::fs::read(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
         Key::from_secret(&secret).map_err(|e| format!("key file {}: {e}", path.display()))
     }
@@ -102,6 +106,43 @@ impl Key {
 
     fn tag(&self, data: &[u8]) -> blake3::Hash {
         blake3::keyed_hash(&self.key, data)
+    }
+}
+
+/// Refuses a key file that its group or others may read or write (the file a symbolic link
+/// points to is the one judged). Only Unix has such permission bits.
+///
+/// One exception: a credential systemd hands the service (`LoadCredential=`, in
+/// `$CREDENTIALS_DIRECTORY`) is written 0400 and, for a `DynamicUser`, made readable by the
+/// service's user with an ACL entry, whose mask shows in the group bits (0440) though no group
+/// may read it; there, group bits are taken as that mask.
+#[cfg(unix)]
+fn check_private(path: &std::path::Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let metadata = std::fs::metadata(path).map_err(|e| format!("cannot read key file {}: {e}", path.display()))?;
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !in_credentials_directory(path)) {
+        return Err(format!(
+            "key file {path} has permissions {mode:04o}: others than its owner may read it, and with it forge sealed \
+             datagrams; run `chmod 600 {path}`",
+            path = path.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &std::path::Path) -> Result<(), String> {
+    Ok(())
+}
+
+/// Whether `path` is in the directory of credentials systemd made for this service.
+#[cfg(unix)]
+fn in_credentials_directory(path: &std::path::Path) -> bool {
+    let Some(directory) = std::env::var_os("CREDENTIALS_DIRECTORY") else { return false };
+    match (std::fs::canonicalize(path), std::fs::canonicalize(directory)) {
+        (Ok(path), Ok(directory)) => path.starts_with(directory),
+        _ => false,
     }
 }
 
@@ -304,6 +345,25 @@ mod tests {
 
     fn key() -> Key {
         Key::from_secret(b"  a secret of sufficient length\n").unwrap()
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_key_file_others_may_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let path = std::env::temp_dir().join(format!("makler-seal-mode-{}", std::process::id()));
+        std::fs::write(&path, "a secret of sufficient length\n").unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let error = Key::load(&path).unwrap_err();
+            assert!(error.contains(&format!("chmod 600 {}", path.display())), "{mode:o}: {error}");
+            assert!(error.contains(&format!("{mode:04o}")), "{error}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(Key::load(&path).unwrap().id(), key().id(), "{mode:o}");
+        }
+        std::fs::remove_file(&path).unwrap();
     }
 
     #[test]

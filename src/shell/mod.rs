@@ -78,6 +78,11 @@ pub struct ShellStats {
     pub streams_overflowed: u64,
     /// Connections closed by the idle timeout.
     pub streams_idle: u64,
+    /// Connections closed because no whole request came within the listener's request time.
+    pub streams_slow: u64,
+    /// Connections closed at a full listener to make room for a new one, while they waited for
+    /// their request.
+    pub streams_evicted: u64,
     /// Transmits for a face that has no socket (a core bug; dropped).
     pub unknown_face: u64,
 }
@@ -152,6 +157,9 @@ pub struct Shell<C: Core> {
     accept_retry: Option<Instant>,
     /// Stream idle deadlines by slab index.
     idle: Timers<usize>,
+    /// The deadlines of streams waiting for a whole request, by slab index (listeners with a
+    /// request time only); the first is the one that has waited longest.
+    heads: Timers<usize>,
     next_conn: ConnId,
     /// Stream reads.
     buf: Vec<u8>,
@@ -185,6 +193,7 @@ impl<C: Core> Shell<C> {
             backlog: Vec::new(),
             accept_retry: None,
             idle: Timers::new(),
+            heads: Timers::new(),
             next_conn: 0,
             buf: vec![0; MAX_DATAGRAM],
             datagrams: batch_io::RecvBuffers::new(MAX_DATAGRAM),
@@ -253,7 +262,10 @@ impl<C: Core> Shell<C> {
     /// One turn of the loop, waiting at most `max_wait` (tests drive the shell with this).
     pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<()> {
         let timeout = if self.backlog.is_empty() {
-            let wake = [self.core.poll_timeout(), self.idle.next(), self.accept_retry].into_iter().flatten().min();
+            let wake = [self.core.poll_timeout(), self.idle.next(), self.heads.next(), self.accept_retry]
+                .into_iter()
+                .flatten()
+                .min();
             let until = wake.map(|at| at.saturating_duration_since(Instant::now()));
             match (until, max_wait) {
                 (Some(a), Some(b)) => Some(a.min(b)),
@@ -296,6 +308,10 @@ impl<C: Core> Shell<C> {
         }
         while let Some(index) = self.idle.pop_due(now) {
             self.stats.streams_idle += 1;
+            self.close_stream(index);
+        }
+        while let Some(index) = self.heads.pop_due(now) {
+            self.stats.streams_slow += 1;
             self.close_stream(index);
         }
         self.core.handle_turn_end(now);

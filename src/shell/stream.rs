@@ -2,8 +2,11 @@
 //!
 //! A connection's bytes collect in its input buffer until the core consumes them; its answers
 //! collect in the output buffer until the socket takes them. The listener's [`StreamLimits`]
-//! bound everything a client can make the shell hold: connections, unconsumed input, and time
-//! without traffic.
+//! bound everything a client can make the shell hold: connections, unconsumed input, time
+//! without traffic, and (where the listener sets a request time) time without a whole request,
+//! so that a client sending a byte now and then cannot hold a place for long; a full listener
+//! with a request time closes the connection that has waited longest for its request to take a
+//! new one.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -31,6 +34,8 @@ pub(super) struct Conn<F> {
     /// The client has closed its sending side.
     eof: bool,
     idle_at: Instant,
+    /// When a whole request must have come by (listeners with a request time, while waiting).
+    head_at: Option<Instant>,
 }
 
 impl<C: Core> Shell<C> {
@@ -53,11 +58,12 @@ impl<C: Core> Shell<C> {
                     return;
                 }
             };
-            if *open >= limits.max_connections {
+            if *open >= limits.max_connections && !(limits.request.is_some() && self.evict(index)) {
                 // Closed at once: the client sees the end of the stream rather than a hang.
                 self.stats.streams_refused += 1;
                 continue;
             }
+            let Some(Io::Listener { open, .. }) = self.ios.get_mut(index) else { return };
             *open += 1;
             let key = self.ios.vacant_key();
             if self.poll.registry().register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE).is_err()
@@ -68,6 +74,7 @@ impl<C: Core> Shell<C> {
             let id = self.next_conn;
             self.next_conn += 1;
             let idle_at = now + limits.idle;
+            let head_at = limits.request.map(|request| now + request);
             self.ios.insert(Io::Stream(Conn {
                 face,
                 listener: index,
@@ -80,8 +87,12 @@ impl<C: Core> Shell<C> {
                 closing: false,
                 eof: false,
                 idle_at,
+                head_at,
             }));
             self.idle.insert(idle_at, key);
+            if let Some(at) = head_at {
+                self.heads.insert(at, key);
+            }
         }
         self.backlog.push(index);
     }
@@ -118,6 +129,16 @@ impl<C: Core> Shell<C> {
                 let consumed = step.consumed.min(conn.input.len());
                 conn.input.drain(..consumed);
                 conn.closing |= step.close;
+                if consumed > 0 {
+                    // A request came whole: the next one's time starts now (none while closing).
+                    if let Some(at) = conn.head_at.take() {
+                        self.heads.remove(at, index);
+                    }
+                    if let Some(request) = conn.limits.request.filter(|_| !conn.closing) {
+                        conn.head_at = Some(now + request);
+                        self.heads.insert(now + request, index);
+                    }
+                }
                 if consumed == 0 || conn.input.is_empty() || conn.closing {
                     break;
                 }
@@ -159,8 +180,24 @@ impl<C: Core> Shell<C> {
     pub(super) fn close_stream(&mut self, index: usize) {
         if let Some(Io::Stream(conn)) = self.ios.try_remove(index) {
             self.idle.remove(conn.idle_at, index);
+            if let Some(at) = conn.head_at {
+                self.heads.remove(at, index);
+            }
             self.release(conn.listener);
         }
+    }
+
+    /// Makes room at the full listener at `listener` by closing its connection that has waited
+    /// longest for a whole request; false when the longest waiting is another listener's, or
+    /// none waits.
+    fn evict(&mut self, listener: usize) -> bool {
+        let Some((_, oldest)) = self.heads.first() else { return false };
+        if !matches!(self.ios.get(oldest), Some(Io::Stream(conn)) if conn.listener == listener) {
+            return false;
+        }
+        self.stats.streams_evicted += 1;
+        self.close_stream(oldest);
+        true
     }
 
     /// Gives a connection's place back to its listener.

@@ -192,9 +192,61 @@ fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
 }
 
+/// A client that sends a byte now and then is closed at the request time, though it is never
+/// idle; at the cap, a new client takes the place of the one that waited longest for its
+/// request, and is answered.
+#[test]
+fn slow_clients_lose_their_place_to_whole_requests() {
+    let limits = StreamLimits {
+        max_connections: 2,
+        max_input: 1024,
+        idle: Duration::from_secs(10),
+        request: Some(Duration::from_millis(300)),
+    };
+    let mut rig = rig(limits);
+    let mut slow: Vec<StdStream> = (0..2).map(|_| StdStream::connect(rig.s).unwrap()).collect();
+    let started = Instant::now();
+    // A byte every 50 ms from each, and a whole request from a third once both are in.
+    let mut third = None;
+    let mut buf = [0u8; 64];
+    let mut answer = Vec::new();
+    let mut last_byte = started;
+    while rig.shell.stats().streams_slow + rig.shell.stats().streams_evicted < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", rig.shell.stats());
+        if last_byte.elapsed() >= Duration::from_millis(50) {
+            last_byte = Instant::now();
+            for stream in &mut slow {
+                let _ = stream.write_all(b"x");
+            }
+        }
+        if third.is_none() && started.elapsed() > Duration::from_millis(100) {
+            let mut stream = StdStream::connect(rig.s).unwrap();
+            stream.write_all(b"hello\n").unwrap();
+            stream.set_nonblocking(true).unwrap();
+            third = Some(stream);
+        }
+        if let Some(stream) = &mut third {
+            if let Ok(n) = stream.read(&mut buf) {
+                answer.extend_from_slice(&buf[..n]);
+            }
+        }
+        rig.shell.turn(&mut rig.events, Some(Duration::from_millis(50))).unwrap();
+    }
+    let stats = rig.shell.stats();
+    assert_eq!((stats.streams_evicted, stats.streams_slow, stats.streams_refused), (1, 1, 0), "{stats:?}");
+    assert!(started.elapsed() < Duration::from_secs(1), "closed at the request time, not the idle time");
+    let mut third = third.unwrap();
+    rig.until("the third is answered", |_| {
+        if let Ok(n) = third.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
+        }
+        answer == b"got hello\n"
+    });
+}
+
 #[test]
 fn streams_are_request_response_within_their_limits() {
-    let limits = StreamLimits { max_connections: 2, max_input: 64, idle: Duration::from_millis(200) };
+    let limits = StreamLimits { max_connections: 2, max_input: 64, idle: Duration::from_millis(200), request: None };
     let mut rig = rig(limits);
     let mut one = StdStream::connect(rig.s).unwrap();
     one.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -21,6 +21,7 @@ mod dns_props;
 mod docs;
 mod e2e;
 mod fuzz_props;
+mod guard;
 mod metrics;
 mod multicast;
 mod netns;

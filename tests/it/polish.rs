@@ -292,8 +292,8 @@ fn brokers_with_different_key_files_say_why_they_do_not_peer() {
     let dir = std::env::temp_dir();
     let (one, two) =
         (dir.join(format!("makler-k1-{}", std::process::id())), dir.join(format!("makler-k2-{}", std::process::id())));
-    std::fs::write(&one, "the first secret of the key mismatch test\n").unwrap();
-    std::fs::write(&two, "the second secret of the key mismatch test\n").unwrap();
+    common::write_key_file(&one, "the first secret of the key mismatch test\n");
+    common::write_key_file(&two, "the second secret of the key mismatch test\n");
     let ports: Vec<u16> =
         (0..2).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()).collect();
     let peers = format!("127.0.0.1:{},127.0.0.1:{}", ports[0], ports[1]);

@@ -164,7 +164,7 @@ fn unicast_to_the_group_port_is_not_taken_for_group_traffic() {
 #[test]
 fn with_a_key_only_sealed_fresh_announcements_count() {
     let dir = std::env::temp_dir().join(format!("makler-key-{}", std::process::id()));
-    std::fs::write(&dir, "a shared secret for the trust tests\n").unwrap();
+    common::write_key_file(&dir, "a shared secret for the trust tests\n");
     let key = Key::load(&dir).unwrap();
     let group = group();
     let key_path = dir.to_str().unwrap();

@@ -157,6 +157,17 @@ pub fn client(args: &[&str], stdin: &str) -> (Option<i32>, String, String) {
     (output.status.code(), text(output.stdout), text(output.stderr))
 }
 
+/// Writes a key file as an operator should: readable by its owner only (mode 0600), which
+/// every program that takes `--key-file` requires.
+pub fn write_key_file(path: &std::path::Path, secret: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).expect("create the key file");
+    file.write_all(secret.as_bytes()).expect("write the key file");
+}
+
 /// The instances the broker lists for `service`, sorted; empty for NOT FOUND.
 pub fn listed(udp: &Udp, service: &str) -> Vec<SocketAddr> {
     let reply = udp.text(&format!("query {service}"));

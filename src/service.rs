@@ -48,7 +48,7 @@ use policy::Policy;
 pub use counters::{Counters, RequestCounts};
 
 use crate::limit::ReplyKind;
-use crate::protocol::{self, DecodeError, Form, Rejection, Request, Response};
+use crate::protocol::{self, Check, DecodeError, Form, Rejection, Request, Response};
 use crate::registry::Registry;
 
 /// The default limit on request datagrams, in bytes.
@@ -155,10 +155,17 @@ pub fn handle<C: Context>(
     state.counters.requests.count(&request);
     let lease = matches!(
         request,
-        Request::Register { .. } | Request::Heartbeat { .. } | Request::Deregister { .. } | Request::Report { .. }
+        Request::Register { .. }
+            | Request::RegisterChecked { .. }
+            | Request::Heartbeat { .. }
+            | Request::Deregister { .. }
+            | Request::Report { .. }
     );
     let response = match request {
-        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port),
+        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port, Check::None),
+        Request::RegisterChecked { service, ip, port, check } => {
+            register::apply(ctx, now, source, service, ip, port, check)
+        }
         Request::Heartbeat { id } => heartbeat::apply(ctx, now, id),
         Request::Deregister { id } => deregister::apply(ctx, now, id),
         Request::Query { service } if query::is_bridged(ctx, now, service) => {

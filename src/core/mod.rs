@@ -23,6 +23,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::protocol::check::SharedCheck;
+
 pub use outbox::Outbox;
 
 /// A probe's identity, chosen by the core.
@@ -42,14 +44,21 @@ pub struct Transmit<F> {
 }
 
 /// A probe the core wants started or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeCmd {
-    /// Connect to `addr` over TCP without blocking, and report the outcome under `id`.
+    /// Connect to `addr` over TCP without blocking, check it as `check` says, and report the
+    /// outcome under `id`.
     Start {
         /// The probe's identity.
         id: ProbeId,
         /// Where to connect.
         addr: SocketAddr,
+        /// What makes it healthy: [`Check::Tcp`] (or `None`) an accepted connect,
+        /// [`Check::Http`] a 2xx or 3xx answer to a `GET` of the path.
+        ///
+        /// [`Check::Tcp`]: crate::protocol::Check::Tcp
+        /// [`Check::Http`]: crate::protocol::Check::Http
+        check: SharedCheck,
     },
     /// Stop the probe (its deadline passed); no outcome is reported for it afterwards.
     Abort {
@@ -61,7 +70,8 @@ pub enum ProbeCmd {
 /// How a probe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeOutcome {
-    /// The connect succeeded: something listens there.
+    /// The connect succeeded: something listens there (and, for an HTTP check, answered with
+    /// a 2xx or 3xx status).
     Connected,
     /// The connect failed (refused, unreachable, reset): the target's doing.
     Failed(io::ErrorKind),

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod check;
 pub mod fit;
 pub mod listing;
 pub mod peer;
@@ -27,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use check::Check;
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
 pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
 
@@ -119,6 +121,32 @@ pub enum Request<'a> {
         /// The service's name.
         service: &'a str,
     },
+    /// [`Request::Register`] with a declared health check (see [`check`]): how the broker may
+    /// check the instance. A plain `Register` declares [`Check::None`]. The text form is
+    /// `register <service> [<ip>] <port> check=tcp|check=http:<path>|check=none`.
+    RegisterChecked {
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None` means "the address this datagram came from".
+        ip: Option<IpAddr>,
+        /// The instance's port, never 0.
+        port: u16,
+        /// How the instance may be checked.
+        #[serde(borrow)]
+        check: Check<&'a str>,
+    },
+}
+
+impl<'a> Request<'a> {
+    /// The parts of a registration, whichever variant carries it (a plain
+    /// [`Request::Register`] declares no check); `None` for any other request.
+    pub fn registration(&self) -> Option<(&'a str, Option<IpAddr>, u16, Check<&'a str>)> {
+        match *self {
+            Request::Register { service, ip, port } => Some((service, ip, port, Check::None)),
+            Request::RegisterChecked { service, ip, port, check } => Some((service, ip, port, check)),
+            _ => None,
+        }
+    }
 }
 
 /// A reply to a [`Request`].
@@ -456,6 +484,21 @@ pub enum Rejection {
         scope: String,
         /// The cap.
         max: u32,
+    },
+    /// A `key=value` option this endpoint does not know; remove it, or check its spelling.
+    #[error("unknown option {key:?}: expected check=tcp, check=http:<path> or check=none")]
+    UnknownOption {
+        /// The key that was sent (shortened to a few dozen characters).
+        key: String,
+    },
+    /// A declared health check that is not `tcp`, `http:<path>` or `none`, or whose path
+    /// breaks the rules of [`check`].
+    #[error("bad check {value:?}: {why}")]
+    BadCheck {
+        /// The check as it was sent (shortened).
+        value: String,
+        /// Which rule it breaks.
+        why: String,
     },
 }
 

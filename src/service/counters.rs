@@ -49,7 +49,7 @@ impl RequestCounts {
     /// Counts one request.
     pub fn count(&mut self, request: &Request<'_>) {
         let counter = match request {
-            Request::Register { .. } => &mut self.register,
+            Request::Register { .. } | Request::RegisterChecked { .. } => &mut self.register,
             Request::Heartbeat { .. } => &mut self.heartbeat,
             Request::Query { .. } | Request::QueryLocal { .. } => &mut self.query,
             Request::Deregister { .. } => &mut self.deregister,

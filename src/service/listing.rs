@@ -45,6 +45,7 @@ pub(super) fn instances(ctx: &mut impl Context, now: Instant, form: Form, servic
             expires_ms: millis(view.ttl_left),
             leases: view.leases as u64,
             source: view.source,
+            check: view.check.to_owned_check(),
         };
         if !room.take(entry_len(form, &entry, text::encode_instance_line)) {
             return false;

@@ -243,9 +243,17 @@ fn probes_report_connected_refused_and_nothing_once_aborted() {
     let open = StdListener::bind("127.0.0.1:0").unwrap();
     let closed = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let probes = &mut rig.shell.core_mut().probes;
-    probes.push_back(ProbeCmd::Start { id: 1, addr: open.local_addr().unwrap() });
-    probes.push_back(ProbeCmd::Start { id: 2, addr: closed });
-    probes.push_back(ProbeCmd::Start { id: 3, addr: open.local_addr().unwrap() });
+    probes.push_back(ProbeCmd::Start {
+        id: 1,
+        addr: open.local_addr().unwrap(),
+        check: Arc::new(crate::protocol::Check::Tcp),
+    });
+    probes.push_back(ProbeCmd::Start { id: 2, addr: closed, check: Arc::new(crate::protocol::Check::Tcp) });
+    probes.push_back(ProbeCmd::Start {
+        id: 3,
+        addr: open.local_addr().unwrap(),
+        check: Arc::new(crate::protocol::Check::Tcp),
+    });
     probes.push_back(ProbeCmd::Abort { id: 3 });
     rig.until("two outcomes", |s| s.core().outcomes.len() >= 2);
     // A little longer: an aborted probe must never report.

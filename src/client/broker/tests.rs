@@ -81,8 +81,10 @@ fn replies_map_to_typed_results() {
     let net = SimNet::new().broker(addr(1), move |request| {
         counter.fetch_add(1, Ordering::SeqCst);
         Some(match request {
-            Request::Register { service: "full", .. } => Response::Error(Rejection::Full { max: 1 }),
-            Request::Register { .. } => Response::Registered { id, ttl_ms: 1500 },
+            Request::Register { service: "full", .. } | Request::RegisterChecked { service: "full", .. } => {
+                Response::Error(Rejection::Full { max: 1 })
+            }
+            Request::Register { .. } | Request::RegisterChecked { .. } => Response::Registered { id, ttl_ms: 1500 },
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
             Request::QueryLocal { service: "echo" } => Response::Instances(vec![addr(4001)]),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{ReplicaConfig, lease_of};
+use super::{ReplicaConfig, upsert_of};
 use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::RemoveReason;
@@ -207,7 +207,7 @@ impl Deltas {
                 Some(reason) => Entry::Remove { id, reason },
                 // Gone already (its removal follows), or expired: nothing to renew.
                 None => match registry.view(now, id) {
-                    Some(view) => Entry::Upsert(lease_of(&view)),
+                    Some(view) => upsert_of(&view),
                     None => continue,
                 },
             };

@@ -41,8 +41,9 @@ use std::time::{Duration, Instant};
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
+use crate::protocol::Check;
 use crate::protocol::PeerStats;
-use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
+use crate::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
 use crate::registry::{Applied, Change, LeaseView, Registry};
 use deltas::Deltas;
 use sync::CatchUp;
@@ -361,7 +362,15 @@ impl Replicator {
             }
             Peer::Page { cursor, next, leases } => {
                 for lease in &leases {
-                    self.apply_lease(now, lease, registry);
+                    self.apply_lease(now, lease, Check::None, registry);
+                }
+                let caught_up =
+                    self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
+                self.events.extend(caught_up.map(ReplicaEvent::Peer));
+            }
+            Peer::PageChecked { cursor, next, leases } => {
+                for CheckedLease { lease, check } in &leases {
+                    self.apply_lease(now, lease, *check, registry);
                 }
                 let caught_up =
                     self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
@@ -528,7 +537,8 @@ impl Replicator {
 
     fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) {
         match entry {
-            Entry::Upsert(lease) => self.apply_lease(now, lease, registry),
+            Entry::Upsert(lease) => self.apply_lease(now, lease, Check::None, registry),
+            Entry::UpsertChecked(CheckedLease { lease, check }) => self.apply_lease(now, lease, *check, registry),
             Entry::Remove { id, reason } => {
                 registry.apply_remote_removal(now, *id, *reason);
                 self.applied += 1;
@@ -536,7 +546,7 @@ impl Replicator {
         }
     }
 
-    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) {
+    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, check: Check<&str>, registry: &mut Registry) {
         let view = LeaseView {
             id: lease.id,
             service: lease.service,
@@ -544,6 +554,7 @@ impl Replicator {
             source: lease.source,
             ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
             aliases: &lease.aliases,
+            check,
         };
         match registry.apply_remote(now, view) {
             Applied::Refused(_) | Applied::Conflict => self.rejected += 1,
@@ -561,6 +572,20 @@ fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
         source: view.source,
         ttl_ms: u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX),
         aliases: view.aliases.to_vec(),
+    }
+}
+
+/// A lease with its check, as a page carries it.
+fn checked_lease_of<'a>(view: &LeaseView<'a>) -> CheckedLease<'a> {
+    CheckedLease { lease: lease_of(view), check: view.check }
+}
+
+/// A lease as a delta carries it: an [`Entry::Upsert`] when it declares no check, so that
+/// such leases travel as they always did.
+fn upsert_of<'a>(view: &LeaseView<'a>) -> Entry<'a> {
+    match view.check {
+        Check::None => Entry::Upsert(lease_of(view)),
+        check => Entry::UpsertChecked(CheckedLease { lease: lease_of(view), check }),
     }
 }
 

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{PeerEvent, ReplicaConfig, lease_of};
+use super::{PeerEvent, ReplicaConfig, checked_lease_of};
 use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
@@ -263,9 +263,11 @@ pub(super) fn serve_pages(
     let mut bytes = Vec::new();
     for _ in 0..pages.clamp(1, MAX_PAGES) {
         let Some(start) = at else { break };
-        at = registry.page(now, start, |view| packer.push(&lease_of(&view)));
-        let frame =
-            PeerFrame { node: me, body: Peer::Page { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() } };
+        at = registry.page(now, start, |view| packer.push(&checked_lease_of(&view)));
+        let frame = PeerFrame {
+            node: me,
+            body: Peer::PageChecked { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() },
+        };
         packer.write(&frame, &mut bytes);
         packer.clear();
         out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));

@@ -1,8 +1,8 @@
 //! protocol.md shows real bytes: every binary example in it is checked against the encoder.
 
-use makler::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
+use makler::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
 use makler::protocol::{
-    self, BrokerStats, Counter, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason,
+    self, BrokerStats, Check, Counter, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason,
     Request, Response, ServiceCount, ServicePage, Source, binary,
 };
 use uuid::Uuid;
@@ -105,6 +105,27 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("sync request", to_peer(0x43, Peer::SyncRequest { cursor: 0, pages: 16 })),
         ("page", to_peer(0x42, Peer::Page { cursor: 0, next: None, leases: vec![lease.clone()] })),
+        (
+            "checked upsert",
+            to_peer(
+                0x42,
+                Peer::Delta {
+                    seq: 3,
+                    entries: vec![Entry::UpsertChecked(CheckedLease { lease: lease.clone(), check: Check::Tcp })],
+                },
+            ),
+        ),
+        (
+            "checked page",
+            to_peer(
+                0x42,
+                Peer::PageChecked {
+                    cursor: 0,
+                    next: None,
+                    leases: vec![CheckedLease { lease: lease.clone(), check: Check::Http("/") }],
+                },
+            ),
+        ),
         ("peer report", to_peer(0x43, Peer::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("bye", to_peer(0x42, Peer::Bye)),
         ("bridge query", to_peer(0x43, Peer::Query { id: 7, service: "echo" })),
@@ -156,6 +177,18 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("changed", reply(15, Response::Changed { service: "echo".into(), seq: 4, instances: Vec::new() })),
         ("unwatch", request(16, Request::Unwatch { service: "echo" })),
         ("query local", request(17, Request::QueryLocal { service: "echo" })),
+        (
+            "register with a check",
+            request(
+                18,
+                Request::RegisterChecked { service: "echo", ip: None, port: 4000, check: Check::Http("/health") },
+            ),
+        ),
+        (
+            "register checked tcp",
+            request(19, Request::RegisterChecked { service: "echo", ip: None, port: 4000, check: Check::Tcp }),
+        ),
+        ("unknown option", reply(18, Response::Error(Rejection::UnknownOption { key: "chek".into() }))),
         ("too many watches", reply(16, Response::Error(Rejection::TooManyWatches { scope: String::new(), max: 3 }))),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),

@@ -546,6 +546,8 @@ fn index_of(position: usize) -> Index {
 }
 
 #[cfg(test)]
+mod check_tests;
+#[cfg(test)]
 mod remote_tests;
 #[cfg(test)]
 mod tests;

@@ -177,7 +177,8 @@ pub fn handle<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
-        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor),
+        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor, false),
+        Request::InstancesChecked { service, cursor } => listing::instances(ctx, now, form, service, cursor, true),
         Request::Stats => ctx.answer_stats(now, form),
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
         Request::Watch { service } => ctx.answer_watch(now, source, form, service),

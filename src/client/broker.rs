@@ -268,13 +268,32 @@ impl<T: Transport> BrokerClient<T> {
         Ok(all)
     }
 
-    /// Every live instance of `service`, with its age and source; [`ClientError::NotFound`]
-    /// when it has none.
+    /// Every live instance of `service`, with its age, source and declared check;
+    /// [`ClientError::NotFound`] when it has none. (From a broker older than checks, which
+    /// answers `InstancesChecked` as malformed, without the checks: each says none.)
     pub fn instances(&mut self, service: &str) -> Result<Vec<InstanceInfo>, ClientError> {
         let mut all = Vec::new();
         let mut cursor = 0;
+        let mut checked = true;
         for _ in 0..MAX_PAGES {
-            match self.call(&Request::Instances { service, cursor })? {
+            let request = match checked {
+                true => Request::InstancesChecked { service, cursor },
+                false => Request::Instances { service, cursor },
+            };
+            let reply = match self.call(&request)? {
+                Response::InstanceListChecked { mut page, checks } => {
+                    for (instance, check) in page.instances.iter_mut().zip(checks) {
+                        instance.check = check;
+                    }
+                    Response::InstanceList(page)
+                }
+                Response::Error(Rejection::Malformed { .. }) if checked => {
+                    checked = false;
+                    continue;
+                }
+                reply => reply,
+            };
+            match reply {
                 Response::InstanceList(page) => {
                     all.extend(page.instances);
                     match page.next {

@@ -135,6 +135,15 @@ pub enum Request<'a> {
         #[serde(borrow)]
         check: Check<&'a str>,
     },
+    /// [`Request::Instances`] answered with [`Response::InstanceListChecked`]: the page and each
+    /// instance's declared check, which [`InstanceInfo`]'s binary form cannot carry. Its text
+    /// form is `instances` (whose text lines show the check).
+    InstancesChecked {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -208,6 +217,14 @@ pub enum Response {
         seq: u64,
         /// Its live instances now, as many as fit in [`MAX_REPLY_LEN`].
         instances: Vec<SocketAddr>,
+    },
+    /// The answer to [`Request::InstancesChecked`]: a page of instances, and the check each
+    /// declares, in the same order.
+    InstanceListChecked {
+        /// The page (its instances' `check` is not encoded; `checks` carries it).
+        page: InstancePage,
+        /// The check of each instance of the page, in order.
+        checks: Vec<Check<Box<str>>>,
     },
 }
 

@@ -38,7 +38,7 @@ use std::net::IpAddr;
 
 use uuid::Uuid;
 
-use super::{Rejection, Request, Response, excerpt};
+use super::{Check, Rejection, Request, Response, excerpt};
 
 /// How many characters of an unparsable word an error message repeats.
 const ECHO_CHARS: usize = 40;
@@ -155,8 +155,13 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Report { service, endpoint } => writeln!(out, "report {service} {endpoint}"),
         Request::Services { cursor: 0 } => writeln!(out, "services"),
         Request::Services { cursor } => writeln!(out, "services {cursor}"),
-        Request::Instances { service, cursor: 0 } => writeln!(out, "instances {service}"),
-        Request::Instances { service, cursor } => writeln!(out, "instances {service} {cursor}"),
+        // The text listing shows each instance's check: `instances` is both.
+        Request::Instances { service, cursor: 0 } | Request::InstancesChecked { service, cursor: 0 } => {
+            writeln!(out, "instances {service}")
+        }
+        Request::Instances { service, cursor } | Request::InstancesChecked { service, cursor } => {
+            writeln!(out, "instances {service} {cursor}")
+        }
         Request::Watch { service } => writeln!(out, "watch {service}"),
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
@@ -241,6 +246,14 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             encode_next(page.next, out);
             for instance in &page.instances {
                 encode_instance_line(instance, out);
+            }
+            Ok(())
+        }
+        Response::InstanceListChecked { page, checks } => {
+            let _ = write!(out, "instances={}", page.total);
+            encode_next(page.next, out);
+            for (instance, check) in page.instances.iter().zip(checks.iter().chain(std::iter::repeat(&Check::None))) {
+                encode_instance_line(&super::InstanceInfo { check: check.clone(), ..instance.clone() }, out);
             }
             Ok(())
         }

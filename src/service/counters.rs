@@ -56,7 +56,7 @@ impl RequestCounts {
             Request::Stats => &mut self.stats,
             Request::Report { .. } => &mut self.report,
             Request::Services { .. } => &mut self.services,
-            Request::Instances { .. } => &mut self.instances,
+            Request::Instances { .. } | Request::InstancesChecked { .. } => &mut self.instances,
             Request::Watch { .. } | Request::Unwatch { .. } => &mut self.watch,
         };
         *counter += 1;

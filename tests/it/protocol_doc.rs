@@ -161,6 +161,28 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 }),
             ),
         ),
+        ("instances checked", request(20, Request::InstancesChecked { service: "echo", cursor: 0 })),
+        (
+            "instances checked reply",
+            reply(
+                20,
+                Response::InstanceListChecked {
+                    page: InstancePage {
+                        total: 1,
+                        instances: vec![InstanceInfo {
+                            check: Default::default(),
+                            endpoint: "127.0.0.1:4000".parse().unwrap(),
+                            age_ms: 1500,
+                            expires_ms: 3500,
+                            leases: 1,
+                            source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+                        }],
+                        next: None,
+                    },
+                    checks: vec![Check::Http("/".into())],
+                },
+            ),
+        ),
         ("watch", request(15, Request::Watch { service: "echo" })),
         (
             "watching",

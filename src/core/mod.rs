@@ -11,7 +11,8 @@
 //! - [`Core`]: the inputs a core is handed (`handle_*`) and the outputs it is polled for
 //!   (`poll_*`).
 //! - [`Transmit`], and [`Outbox`], the bounded queue most cores keep them in.
-//! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking TCP connects a core asks for.
+//! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking probes a core asks for (a TCP
+//!   connect, or an HTTP check: the command carries the declared check, a protocol type).
 //! - [`ConnId`], [`StreamStep`], [`StreamLimits`]: stream faces (TCP listeners), whose limits a
 //!   core declares and the shell enforces.
 

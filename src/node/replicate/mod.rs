@@ -575,20 +575,6 @@ fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
     }
 }
 
-/// A lease with its check, as a page carries it.
-fn checked_lease_of<'a>(view: &LeaseView<'a>) -> CheckedLease<'a> {
-    CheckedLease { lease: lease_of(view), check: view.check }
-}
-
-/// A lease as a delta carries it: an [`Entry::Upsert`] when it declares no check, so that
-/// such leases travel as they always did.
-fn upsert_of<'a>(view: &LeaseView<'a>) -> Entry<'a> {
-    match view.check {
-        Check::None => Entry::Upsert(lease_of(view)),
-        check => Entry::UpsertChecked(CheckedLease { lease: lease_of(view), check }),
-    }
-}
-
 /// A broker's rendezvous score for an endpoint: FNV-1a over both, mixed.
 fn score(node: u64, endpoint: SocketAddr) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;

@@ -29,11 +29,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{PeerEvent, ReplicaConfig, checked_lease_of};
+use super::{PeerEvent, ReplicaConfig, lease_of};
 use crate::core::Outbox;
 use crate::node::Face;
-use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
-use crate::registry::{Cursor, Registry};
+use crate::protocol::peer::{self, CheckedLease, ListPacker, Peer, PeerFrame};
+use crate::registry::{Cursor, LeaseView, Registry};
 
 /// Pages a peer sends for one request at the most.
 const MAX_PAGES: u8 = 32;
@@ -272,4 +272,9 @@ pub(super) fn serve_pages(
         packer.clear();
         out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));
     }
+}
+
+/// A lease with its check, as a page carries it.
+fn checked_lease_of<'a>(view: &LeaseView<'a>) -> CheckedLease<'a> {
+    CheckedLease { lease: lease_of(view), check: view.check }
 }

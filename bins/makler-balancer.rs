@@ -70,7 +70,8 @@ struct Args {
     #[arg(long, value_name = "SECONDS", default_value = "60", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     idle_timeout: Duration,
 
-    /// Seconds between TCP health probes of every backend; 0 turns them off.
+    /// Seconds between health probes of every backend: a TCP connect, or the HTTP GET a backend
+    /// declared when it registered (`check=http:PATH`); 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value = "2")]
     health_interval: f64,
 

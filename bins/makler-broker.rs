@@ -92,14 +92,16 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = makler::node::WatchConfig::default().max_per_source)]
     max_watches_per_source: usize,
 
-    /// Seconds between TCP health checks of each registered instance (each instance is checked
-    /// by one broker of the service); two failures in a row remove it everywhere. 0 turns them
-    /// off.
+    /// Seconds between health checks of each registered instance that declares one
+    /// (`check=tcp`: a connect; `check=http:<path>`: a GET, 2xx/3xx healthy; an instance
+    /// registered without a check is never probed). Each instance is checked by one broker of
+    /// the service; two failures in a row remove it everywhere. 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value = "10", value_parser = parse_interval)]
     probe_interval: f64,
 
-    /// Seconds a TCP probe's connect may take (health checks' and reports'). A reported
-    /// instance whose connect is refused is removed at once; one whose connect times out is
+    /// Seconds a probe may take (a connect, and for an HTTP check its answer; health checks'
+    /// and reports'). A reported instance whose connect is refused (or whose HTTP answer is not
+    /// 2xx/3xx) is removed at once; one whose probe times out is
     /// probed again after 1 s and removed only if that times out too, so a black-holed instance
     /// goes 2 × this + 1 s after the report (7 s by default), and a slow one stays.
     #[arg(long, value_name = "SECONDS", default_value = "3", value_parser = makler::cli::parse_seconds)]

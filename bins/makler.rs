@@ -50,7 +50,8 @@ enum Command {
     /// List the services that have live instances, with how many each has (sorted by name).
     #[command(alias = "services")]
     List,
-    /// Show one service's live instances: address, age, time left, leases and source.
+    /// Show one service's live instances: address, age, time left, leases, source and the
+    /// health check each declared.
     #[command(alias = "instances")]
     Show {
         /// The service.
@@ -140,6 +141,7 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
                             "expires_ms": i.expires_ms,
                             "leases": i.leases,
                             "source": i.source.to_string(),
+                            "check": i.check.to_string(),
                         })
                     })
                     .collect();
@@ -153,9 +155,10 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
                         seconds(i.expires_ms),
                         i.leases.to_string(),
                         i.source.to_string(),
+                        i.check.to_string(),
                     ]
                 });
-                table(&["ENDPOINT", "AGE", "EXPIRES", "LEASES", "SOURCE"], rows)
+                table(&["ENDPOINT", "AGE", "EXPIRES", "LEASES", "SOURCE", "CHECK"], rows)
             }
         }
         Command::Stats => match client.call(&Request::Stats)? {

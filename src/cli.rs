@@ -47,6 +47,12 @@ fn log_line(
     }
 }
 
+/// Parses a health check as `--check` takes it: `tcp`, `http:<path>` or `none` (see
+/// [`crate::protocol::check`]).
+pub fn parse_check(text: &str) -> Result<crate::protocol::Check<Box<str>>, String> {
+    crate::protocol::Check::parse(text).map(|check| check.to_owned_check()).map_err(|e| e.to_string())
+}
+
 /// Parses a positive number of seconds with optional decimals (`5`, `0.25`), as `--ttl` takes.
 ///
 /// ```

@@ -49,14 +49,16 @@
 //!   [`Core`](crate::core::Core) trait (`handle_*` in, `poll_*` out),
 //!   [`Transmit`](crate::core::Transmit) and the [`Outbox`](crate::core::Outbox) that queues
 //!   them, probe commands and outcomes, and stream steps and limits. Depends on nothing else in
-//!   the crate; a unit test keeps the imports of every core module free of the shell and of the
+//!   the crate but [`protocol`] (a probe command carries the check an instance declared); a
+//!   unit test keeps the imports of every core module free of the shell and of the
 //!   other modules that own sockets or threads.
 //! - [`limit`]: token buckets and response-rate limiting (no reflector).
-//! - [`probe`]: non-blocking TCP probes as a state machine (deadlines, one probe per address,
-//!   bounded concurrency) and a periodic schedule with hysteresis; it asks for connects in
-//!   [`ProbeCmd`](crate::core::ProbeCmd)s.
+//! - [`probe`]: non-blocking probes (a TCP connect, or an HTTP check) as a state machine
+//!   (deadlines, one probe per address, bounded concurrency) and a periodic schedule with
+//!   hysteresis; it asks for them in [`ProbeCmd`](crate::core::ProbeCmd)s.
 //! - [`shell`]: the one generic mio driver every core runs on: a slab of UDP sockets, TCP
-//!   listeners, their connections and probe connects, one dispatch, budgets, a waker. It
+//!   listeners, their connections and probes (a connect, then for an HTTP check a `GET`), one
+//!   dispatch, budgets, a waker. It
 //!   consumes [`core`]'s vocabulary and defines none of its own.
 //! - [`broker`]: binds the broker's sockets and runs a node on a shell.
 //! - [`balancer`]: the TCP load balancer: its control port is a sans-IO core on the same shell

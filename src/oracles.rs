@@ -74,7 +74,13 @@ pub fn node_session(data: &[u8]) {
         let known: Vec<Uuid> = model.values().map(|&(id, _)| id).collect();
         let pick = |k: u8| known.get(usize::from(k) % known.len().max(1)).copied().unwrap_or(Uuid::nil());
         let request = match op % 8 {
-            0 => format!("register s{} {}", arg % 4, 1 + u16::from(arg % 8)),
+            // Some declare a check, so that some reports are verified (and the probe answered).
+            0 => format!(
+                "register s{} {}{}",
+                arg % 4,
+                1 + u16::from(arg % 8),
+                ["", " check=tcp", " check=http:/health", " check=none"][usize::from(arg >> 6)]
+            ),
             1 => format!("heartbeat {}", pick(arg)),
             2 => format!("deregister {}", pick(arg)),
             // Half of them local only: with no bridges, answered the same.
@@ -93,7 +99,13 @@ pub fn node_session(data: &[u8]) {
                 let raw: Vec<u8> = bytes.by_ref().take(usize::from(arg)).collect();
                 let changes = matches!(
                     protocol::decode_request(&raw),
-                    Ok((_, Request::Register { .. } | Request::Heartbeat { .. } | Request::Deregister { .. }))
+                    Ok((
+                        _,
+                        Request::Register { .. }
+                            | Request::RegisterChecked { .. }
+                            | Request::Heartbeat { .. }
+                            | Request::Deregister { .. }
+                    ))
                 );
                 if !changes {
                     reply.clear();

@@ -1,11 +1,13 @@
-//! Probing endpoints with TCP connects, as a sans-IO state machine.
+//! Probing endpoints with TCP connects or HTTP checks, as a sans-IO state machine.
 //!
-//! A [`Prober`] owns no socket and reads no clock. Asked to probe an address, it queues a
-//! [`ProbeCmd::Start`] for the shell, which connects without blocking and reports the
-//! [`ProbeOutcome`]; the prober keeps each probe's deadline and aborts it when it passes. At
+//! A [`Prober`] owns no socket and reads no clock. Asked to probe an address (with a check: a
+//! TCP connect, or an HTTP `GET` of a path), it queues a [`ProbeCmd::Start`] for the shell,
+//! which connects without blocking, runs the check and reports the [`ProbeOutcome`]; the
+//! prober keeps each probe's deadline (for the whole exchange) and aborts it when it passes. At
 //! most one probe per address runs at a time (asking again while one runs joins it), and at most
 //! `max_in_flight` run at once (more wait their turn), so a thousand reports of one endpoint
-//! cost one connect, and a black-holed address costs one timeout, not one per caller.
+//! cost one connect, and a black-holed address costs one timeout, not one per caller. (A request
+//! with another check while one runs joins it too: an address is probed once at a time.)
 //!
 //! A [`Schedule`] on top probes a set of targets periodically, each at its own phase of the
 //! interval (so a large set is spread out, not probed in bursts), and turns results into
@@ -23,7 +25,7 @@
 //! let addr = "127.0.0.1:4000".parse().unwrap();
 //! prober.probe(t0, addr);
 //! prober.probe(t0, addr); // joins the first
-//! let Some(ProbeCmd::Start { id, addr: target }) = prober.poll_command() else { panic!() };
+//! let Some(ProbeCmd::Start { id, addr: target, .. }) = prober.poll_command() else { panic!() };
 //! assert_eq!((target, prober.poll_command()), (addr, None));
 //! prober.handle_outcome(t0, id, ProbeOutcome::Connected);
 //! assert_eq!(prober.poll_result(), Some((addr, Probe::Alive)));
@@ -35,6 +37,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::core::{ProbeCmd, ProbeId, ProbeOutcome};
+use crate::protocol::Check;
+use crate::protocol::check::SharedCheck;
 use crate::timers::Timers;
 
 /// What a probe found.
@@ -93,11 +97,13 @@ pub struct Prober {
     running: HashMap<ProbeId, (SocketAddr, Instant)>,
     by_addr: HashMap<SocketAddr, ProbeId>,
     deadlines: Timers<ProbeId>,
-    waiting: VecDeque<SocketAddr>,
+    waiting: VecDeque<(SocketAddr, SharedCheck)>,
     waiting_set: HashSet<SocketAddr>,
     commands: VecDeque<ProbeCmd>,
     results: VecDeque<(SocketAddr, Probe)>,
     stats: ProberStats,
+    /// The TCP check [`Prober::probe`] runs.
+    tcp: SharedCheck,
 }
 
 impl Prober {
@@ -114,20 +120,28 @@ impl Prober {
             commands: VecDeque::new(),
             results: VecDeque::new(),
             stats: ProberStats::default(),
+            tcp: SharedCheck::new(Check::Tcp),
         }
     }
 
-    /// Probes `addr` (or joins the probe of it that is running or waiting). Returns false when
-    /// it joined.
+    /// Probes `addr` with a TCP connect (or joins the probe of it that is running or waiting).
+    /// Returns false when it joined.
     pub fn probe(&mut self, now: Instant, addr: SocketAddr) -> bool {
+        let tcp = SharedCheck::clone(&self.tcp);
+        self.probe_checked(now, addr, tcp)
+    }
+
+    /// Probes `addr` with `check` (or joins the probe of it that is running or waiting, whatever
+    /// its check). Returns false when it joined.
+    pub fn probe_checked(&mut self, now: Instant, addr: SocketAddr, check: SharedCheck) -> bool {
         if self.by_addr.contains_key(&addr) || self.waiting_set.contains(&addr) {
             self.stats.joined += 1;
             return false;
         }
         if self.running.len() < self.config.max_in_flight {
-            self.start(now, addr);
+            self.start(now, addr, check);
         } else {
-            self.waiting.push_back(addr);
+            self.waiting.push_back((addr, check));
             self.waiting_set.insert(addr);
         }
         true
@@ -188,14 +202,14 @@ impl Prober {
         self.stats
     }
 
-    fn start(&mut self, now: Instant, addr: SocketAddr) {
+    fn start(&mut self, now: Instant, addr: SocketAddr, check: SharedCheck) {
         let id = self.next_id;
         self.next_id += 1;
         let deadline = now + self.config.timeout;
         self.running.insert(id, (addr, deadline));
         self.by_addr.insert(addr, id);
         self.deadlines.insert(deadline, id);
-        self.commands.push_back(ProbeCmd::Start { id, addr });
+        self.commands.push_back(ProbeCmd::Start { id, addr, check });
         self.stats.started += 1;
     }
 
@@ -207,9 +221,9 @@ impl Prober {
         }
         self.results.push_back((addr, probe));
         while self.running.len() < self.config.max_in_flight {
-            let Some(next) = self.waiting.pop_front() else { break };
+            let Some((next, check)) = self.waiting.pop_front() else { break };
             self.waiting_set.remove(&next);
-            self.start(now, next);
+            self.start(now, next, check);
         }
     }
 }
@@ -223,11 +237,12 @@ pub enum Verdict {
     Up,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Target {
     next_at: Instant,
     failures: u32,
     down: bool,
+    check: SharedCheck,
 }
 
 /// Periodic probes of a set of targets, with hysteresis. See the [module documentation](self).
@@ -237,22 +252,42 @@ pub struct Schedule {
     fall: u32,
     targets: HashMap<SocketAddr, Target>,
     timers: Timers<SocketAddr>,
+    /// The check [`Schedule::add`] runs.
+    tcp: SharedCheck,
 }
 
 impl Schedule {
     /// Probes each target every `interval`; `fall` failures in a row make it down.
     pub fn new(interval: Duration, fall: u32) -> Self {
-        Schedule { interval, fall: fall.max(1), targets: HashMap::new(), timers: Timers::new() }
+        Schedule {
+            interval,
+            fall: fall.max(1),
+            targets: HashMap::new(),
+            timers: Timers::new(),
+            tcp: SharedCheck::new(Check::Tcp),
+        }
     }
 
-    /// Adds a target (nothing when it is there). Its first probe comes at its own phase of the
-    /// interval, from a hash of the address, so targets added together are spread out.
+    /// Adds a target checked with TCP connects (nothing when it is there). Its first probe
+    /// comes at its own phase of the interval, from a hash of the address, so targets added
+    /// together are spread out.
     pub fn add(&mut self, now: Instant, addr: SocketAddr) {
-        if self.targets.contains_key(&addr) {
+        let tcp = SharedCheck::clone(&self.tcp);
+        self.add_checked(now, addr, tcp);
+    }
+
+    /// Adds a target checked with `check`, or changes the check of one that is there (its
+    /// failures so far are forgotten then: they were another check's).
+    pub fn add_checked(&mut self, now: Instant, addr: SocketAddr, check: SharedCheck) {
+        if let Some(target) = self.targets.get_mut(&addr) {
+            if target.check != check {
+                target.check = check;
+                target.failures = 0;
+            }
             return;
         }
         let next_at = now + self.phase(addr);
-        self.targets.insert(addr, Target { next_at, failures: 0, down: false });
+        self.targets.insert(addr, Target { next_at, failures: 0, down: false, check });
         self.timers.insert(next_at, addr);
     }
 
@@ -287,7 +322,7 @@ impl Schedule {
                 target.next_at += self.interval;
             }
             self.timers.insert(target.next_at, addr);
-            prober.probe(now, addr);
+            prober.probe_checked(now, addr, SharedCheck::clone(&target.check));
         }
     }
 

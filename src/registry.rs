@@ -79,7 +79,8 @@ pub use limits::{
 pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
-use crate::protocol::Rejection;
+pub use crate::protocol::check::SharedCheck;
+use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
 use crate::timers::Timers;
 
@@ -149,6 +150,36 @@ struct Lease {
     /// Other ids that name this lease: ids a peer gave the same source's registration before
     /// the two were merged (see [`remote`]).
     aliases: Vec<Uuid>,
+    /// The health check its holder declared (8 bytes: shared, see [`SharedCheck`]).
+    check: SharedCheck,
+}
+
+/// The shared [`SharedCheck`]s of the checks without a path: every lease that declares no
+/// check or `tcp` points at one of these, so only an `http` check costs an allocation of its
+/// own.
+#[derive(Debug)]
+struct CommonChecks {
+    none: SharedCheck,
+    tcp: SharedCheck,
+}
+
+impl CommonChecks {
+    fn new() -> Self {
+        CommonChecks { none: Arc::new(Check::None), tcp: Arc::new(Check::Tcp) }
+    }
+
+    /// `check` as a lease keeps it; `current` (the lease's check so far) is kept when it says
+    /// the same, so a refresh allocates nothing.
+    fn share(&self, check: Check<&str>, current: Option<&SharedCheck>) -> SharedCheck {
+        match check {
+            Check::None => Arc::clone(&self.none),
+            Check::Tcp => Arc::clone(&self.tcp),
+            Check::Http(path) => match current {
+                Some(current) if current.as_deref() == check => Arc::clone(current),
+                _ => Arc::new(Check::Http(path.into())),
+            },
+        }
+    }
 }
 
 /// An instance as its service lists it. The endpoint lives here rather than in the [`Lease`],
@@ -227,6 +258,7 @@ pub struct Registry {
     lease_count: usize,
     instance_count: usize,
     expired_total: u64,
+    common_checks: CommonChecks,
 }
 
 impl std::fmt::Debug for Registry {
@@ -263,6 +295,7 @@ impl Registry {
             lease_count: 0,
             instance_count: 0,
             expired_total: 0,
+            common_checks: CommonChecks::new(),
         }
     }
 
@@ -308,7 +341,8 @@ impl Registry {
     }
 
     /// Registers `endpoint` for `service` on behalf of `source`, or refreshes the lease that
-    /// `source` holds on it already (then the id is the same as before).
+    /// `source` holds on it already (then the id is the same as before). Declares no check:
+    /// [`Registry::register_checked`] with [`Check::None`].
     pub fn register(
         &mut self,
         now: Instant,
@@ -316,11 +350,26 @@ impl Registry {
         endpoint: SocketAddr,
         source: Source,
     ) -> Result<Registration, Rejection> {
+        self.register_checked(now, service, endpoint, source, Check::None)
+    }
+
+    /// [`Registry::register`] with the health check the source declares. A refresh with
+    /// another check than before changes the lease's check.
+    pub fn register_checked(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        check: Check<&str>,
+    ) -> Result<Registration, Rejection> {
         let endpoint = canonical(endpoint);
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
+        check.validate()?;
         self.handle_timeout(now);
         if let Some(lease) = self.find_lease(service, endpoint, source) {
+            self.set_check(lease, check);
             let id = self.renew(lease, now + self.config.ttl, false);
             return Ok(Registration { id, created: false });
         }
@@ -333,8 +382,22 @@ impl Registry {
                 break id;
             }
         };
-        self.insert(id, service, endpoint, source, now + self.config.ttl, false);
+        let check = self.common_checks.share(check, None);
+        self.insert(id, service, endpoint, source, now + self.config.ttl, false, check);
         Ok(Registration { id, created: true })
+    }
+
+    /// Sets the check of the lease at `index` (a refresh that declares another one).
+    fn set_check(&mut self, index: Index, check: Check<&str>) {
+        if self.lease(index).check.as_deref() != check {
+            let shared = self.common_checks.share(check, None);
+            self.lease_mut(index).check = shared;
+        }
+    }
+
+    /// The check declared for the lease with this id (or alias).
+    pub fn check_of(&self, id: Uuid) -> Option<&SharedCheck> {
+        self.by_id.get(&id).map(|&index| &self.lease(index).check)
     }
 
     /// Renews the lease with this id.
@@ -500,6 +563,8 @@ fn index_of(position: usize) -> Index {
     Index::try_from(position).unwrap_or_else(|_| unreachable!("tables hold fewer than 2^32 entries"))
 }
 
+#[cfg(test)]
+mod check_tests;
 #[cfg(test)]
 mod quota_tests;
 #[cfg(test)]

@@ -48,7 +48,7 @@ use policy::Policy;
 pub use counters::{Counters, RequestCounts};
 
 use crate::limit::ReplyKind;
-use crate::protocol::{self, DecodeError, Form, Rejection, Request, Response};
+use crate::protocol::{self, Check, DecodeError, Form, Rejection, Request, Response};
 use crate::registry::Registry;
 
 /// How many times the bytes of a request the broker sends back, at most, to an address that has
@@ -168,10 +168,17 @@ pub fn handle<C: Context>(
     state.counters.requests.count(&request);
     let lease = matches!(
         request,
-        Request::Register { .. } | Request::Heartbeat { .. } | Request::Deregister { .. } | Request::Report { .. }
+        Request::Register { .. }
+            | Request::RegisterChecked { .. }
+            | Request::Heartbeat { .. }
+            | Request::Deregister { .. }
+            | Request::Report { .. }
     );
     let response = match request {
-        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port),
+        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port, Check::None),
+        Request::RegisterChecked { service, ip, port, check } => {
+            register::apply(ctx, now, source, service, ip, port, check)
+        }
         Request::Heartbeat { id } => heartbeat::apply(ctx, now, id),
         Request::Deregister { id } => deregister::apply(ctx, now, id),
         Request::Query { service } if query::is_bridged(ctx, now, service) => {
@@ -183,7 +190,8 @@ pub fn handle<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
-        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor),
+        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor, false),
+        Request::InstancesChecked { service, cursor } => listing::instances(ctx, now, form, service, cursor, true),
         Request::Stats => ctx.answer_stats(now, form),
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
         Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),

@@ -354,7 +354,7 @@ impl Sim {
         }
         for command in probes {
             match command {
-                ProbeCmd::Start { id, addr } => {
+                ProbeCmd::Start { id, addr, .. } => {
                     if self.black_holes.contains(&addr) || self.blocked.contains(&(from, addr)) {
                         continue;
                     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use makler::cli::AddrList;
 use makler::client::{Announcer, AnnouncerConfig, Registrar, RegistrarConfig, RegistrationState};
+use makler::protocol::Check;
 use makler::shutdown::Shutdown;
 
 use server::Server;
@@ -64,6 +65,12 @@ struct Args {
     /// Register under this name instead of the service's.
     #[arg(long, value_name = "NAME")]
     register_as: Option<String>,
+
+    /// The health check the registration declares, which the broker runs: tcp (a connect),
+    /// http:PATH (a GET of PATH; 2xx and 3xx are healthy) or none (never probed; only
+    /// heartbeats keep it). Default: http:/ for the http service, tcp for the others.
+    #[arg(long, value_name = "CHECK", value_parser = makler::cli::parse_check)]
+    check: Option<Check<Box<str>>>,
 
     /// Simulated service time per request, in milliseconds (a worker is busy for that long).
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -157,8 +164,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let (given, stop, name) = (args.broker.clone(), shutdown.clone(), name.clone());
         let port = addr.port();
+        let check = args.check.clone().unwrap_or(match args.service {
+            Service::Http => Check::Http("/".into()),
+            Service::Echo | Service::Upper | Service::Time => Check::Tcp,
+        });
         // In the background, so that the server serves while it looks for a broker.
-        Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port)))
+        Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port, check)))
     };
 
     server.run(&shutdown)?;
@@ -204,6 +215,7 @@ fn register(
     name: &str,
     ip: Option<std::net::IpAddr>,
     port: u16,
+    check: Check<Box<str>>,
 ) -> Result<Option<(Registrar, makler::client::Registration)>, Refused> {
     let stopped = stop.stopped();
     let mut said = false;
@@ -227,7 +239,9 @@ fn register(
         let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
         log::info!("found broker {}", list.join(","));
     }
-    let started = Registrar::start(&brokers, RegistrarConfig { log: true, ..RegistrarConfig::default() })
+    // It watches the registration and says a later refusal in its exit line itself.
+    let config = RegistrarConfig { log: true, quiet_refusals: true, check, ..RegistrarConfig::default() };
+    let started = Registrar::start(&brokers, config)
         .and_then(|registrar| registrar.register(name, ip, port).map(|registration| (registrar, registration)));
     let (registrar, registration) = match started {
         Ok(registered) => registered,

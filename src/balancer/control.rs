@@ -18,7 +18,7 @@ use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Verdict};
 use crate::protocol::fit;
-use crate::protocol::{Form, Response};
+use crate::protocol::{Check, Form, Response};
 use crate::registry::{ChangeKind, Registry};
 use crate::service::{self, Service};
 
@@ -114,7 +114,13 @@ impl Control {
                     *self.names.entry(endpoint).or_insert(0) += 1;
                     self.staged_adds.push(endpoint);
                     if let Some(health) = &mut self.health {
-                        health.schedule.add(now, endpoint);
+                        // A TCP connect, unless the backend declared an HTTP check: the
+                        // balancer forwards TCP, so a backend that declared none is still
+                        // checked with a connect.
+                        match &*change.check {
+                            Check::Http(_) => health.schedule.add_checked(now, endpoint, Arc::clone(&change.check)),
+                            Check::None | Check::Tcp => health.schedule.add(now, endpoint),
+                        }
                     }
                 }
                 // A heartbeat says the backend's registrar lives, not that it accepts
@@ -370,5 +376,37 @@ mod tests {
         }
         core.handle_timeout(t0 + FOLLOW * 8);
         assert_eq!((core.poll_event(), core.poll_event()), (Some(Event::LastBackendGone), None));
+    }
+
+    #[test]
+    fn backends_are_checked_with_a_connect_unless_they_declare_an_http_check() {
+        let pool = Arc::new(Pool::new());
+        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
+        let mut core = Control::new(
+            registry,
+            Arc::clone(&pool),
+            Arc::new(Counters::default()),
+            Some(health),
+            RateLimit::default(),
+            false,
+        );
+        let t0 = Instant::now();
+        core.handle_start(t0);
+        let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+        for line in ["register web 4000", "register web 4001 check=none", "register web 4002 check=http:/up"] {
+            let mut reply = Vec::new();
+            core.handle_datagram(t0, Face::Control, from, line.as_bytes(), &mut reply);
+            assert_eq!(reply.len(), 37, "{line}: {}", String::from_utf8_lossy(&reply));
+        }
+        core.handle_timeout(t0 + Duration::from_secs(2));
+        let mut checks: Vec<(u16, String)> = std::iter::from_fn(|| core.poll_probe())
+            .filter_map(|command| match command {
+                ProbeCmd::Start { addr, check, .. } => Some((addr.port(), check.to_string())),
+                ProbeCmd::Abort { .. } => None,
+            })
+            .collect();
+        checks.sort();
+        assert_eq!(checks, [(4000, "tcp".into()), (4001, "tcp".into()), (4002, "http:/up".into())]);
     }
 }

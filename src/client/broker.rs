@@ -7,7 +7,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ClientError, RetryPolicy, Transport, UdpTransport};
-use crate::protocol::{BrokerStats, InstanceInfo, MAX_REPLY_LEN, Request, Response, ServiceCount, binary};
+use crate::protocol::{
+    BrokerStats, Check, InstanceInfo, MAX_REPLY_LEN, Rejection, Request, Response, ServiceCount, binary,
+};
 
 /// Talks to a list of brokers. It starts with a broker picked at random (so clients spread over
 /// the brokers) and stays with whichever broker last answered; when that one stops answering it
@@ -169,9 +171,33 @@ impl<T: Transport> BrokerClient<T> {
     }
 
     /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this client
-    /// at), or refreshes that registration.
+    /// at), or refreshes that registration. Declares no health check: see
+    /// [`register_checked`](Self::register_checked).
     pub fn register(&mut self, service: &str, ip: Option<IpAddr>, port: u16) -> Result<Registered, ClientError> {
-        match self.call(&Request::Register { service, ip, port })? {
+        self.register_checked(service, ip, port, Check::None)
+    }
+
+    /// [`register`](Self::register) with the health check the broker may run on the endpoint
+    /// (see [`Check`]). A broker older than declared checks refuses the request as malformed:
+    /// then the registration is sent again without the check (such a broker checks with a
+    /// TCP connect whatever is declared).
+    pub fn register_checked(
+        &mut self,
+        service: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        check: Check<&str>,
+    ) -> Result<Registered, ClientError> {
+        let plain = Request::Register { service, ip, port };
+        let request = match check {
+            Check::None => plain.clone(),
+            check => Request::RegisterChecked { service, ip, port, check },
+        };
+        let reply = match self.call(&request)? {
+            Response::Error(Rejection::Malformed { .. }) if request != plain => self.call(&plain)?,
+            reply => reply,
+        };
+        match reply {
             Response::Registered { id, ttl_ms } => Ok(Registered { id, ttl: Duration::from_millis(ttl_ms.into()) }),
             other => Err(unexpected(other)),
         }
@@ -242,13 +268,32 @@ impl<T: Transport> BrokerClient<T> {
         Ok(all)
     }
 
-    /// Every live instance of `service`, with its age and source; [`ClientError::NotFound`]
-    /// when it has none.
+    /// Every live instance of `service`, with its age, source and declared check;
+    /// [`ClientError::NotFound`] when it has none. (From a broker older than checks, which
+    /// answers `InstancesChecked` as malformed, without the checks: each says none.)
     pub fn instances(&mut self, service: &str) -> Result<Vec<InstanceInfo>, ClientError> {
         let mut all = Vec::new();
         let mut cursor = 0;
+        let mut checked = true;
         for _ in 0..MAX_PAGES {
-            match self.call(&Request::Instances { service, cursor })? {
+            let request = match checked {
+                true => Request::InstancesChecked { service, cursor },
+                false => Request::Instances { service, cursor },
+            };
+            let reply = match self.call(&request)? {
+                Response::InstanceListChecked { mut page, checks } => {
+                    for (instance, check) in page.instances.iter_mut().zip(checks) {
+                        instance.check = check;
+                    }
+                    Response::InstanceList(page)
+                }
+                Response::Error(Rejection::Malformed { .. }) if checked => {
+                    checked = false;
+                    continue;
+                }
+                reply => reply,
+            };
+            match reply {
                 Response::InstanceList(page) => {
                     all.extend(page.instances);
                     match page.next {

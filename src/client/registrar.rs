@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use uuid::Uuid;
 
 use super::{BrokerClient, ClientError, Registered, RetryPolicy, Transport};
-use crate::protocol::Rejection;
+use crate::protocol::{Check, Rejection};
 
 /// How a [`Registrar`] keeps registrations alive.
 #[derive(Debug, Clone)]
@@ -25,11 +25,25 @@ pub struct RegistrarConfig {
     /// it, or changes state (no broker answers, no room: warn; refused for good: error). Once per
     /// change of state, not once per try.
     pub log: bool,
+    /// Leave a refusal for good that comes after the first try out of the log: the caller
+    /// watches [`Registration::state`] and reports it itself (as `makler-server` does, in the
+    /// one line it exits with). A refusal of the first try is always the caller's to report.
+    pub quiet_refusals: bool,
+    /// The health check every registration declares (see [`Check`]): by default `tcp`, a
+    /// connect to the endpoint. `Check::None` for an endpoint that takes no TCP connections
+    /// (a UDP service): then it is never probed, and only its heartbeats keep it.
+    pub check: Check<Box<str>>,
 }
 
 impl Default for RegistrarConfig {
     fn default() -> Self {
-        RegistrarConfig { heartbeat_fraction: 1.0 / 3.0, retry_after: Duration::from_millis(500), log: false }
+        RegistrarConfig {
+            heartbeat_fraction: 1.0 / 3.0,
+            retry_after: Duration::from_millis(500),
+            log: false,
+            quiet_refusals: false,
+            check: Check::Tcp,
+        }
     }
 }
 
@@ -481,7 +495,7 @@ impl<T: Transport> Core<T> {
 
     fn register(&mut self, index: usize) -> Result<(), ClientError> {
         let entry = &self.entries[index];
-        match self.client.register(&entry.service, entry.ip, entry.port) {
+        match self.client.register_checked(&entry.service, entry.ip, entry.port, self.config.check.as_deref()) {
             Ok(Registered { id, ttl }) => {
                 self.learn_ttl(ttl);
                 self.entries[index].set_id(Some(id));
@@ -541,7 +555,7 @@ impl<T: Transport> Core<T> {
             if kept {
                 let what = format!("cannot be kept registered: {error}; trying again with backoff");
                 self.log(log::Level::Warn, index, &what);
-            } else if !first_try {
+            } else if !first_try && !self.config.quiet_refusals {
                 // A refusal of the first try is the caller's error to report, not a log line.
                 self.log(log::Level::Error, index, &format!("is no longer registered: {error}"));
             }

@@ -11,7 +11,8 @@
 //! - [`Core`]: the inputs a core is handed (`handle_*`) and the outputs it is polled for
 //!   (`poll_*`).
 //! - [`Transmit`], and [`Outbox`], the bounded queue most cores keep them in.
-//! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking TCP connects a core asks for.
+//! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking probes a core asks for (a TCP
+//!   connect, or an HTTP check: the command carries the declared check, a protocol type).
 //! - [`ConnId`], [`StreamStep`], [`StreamLimits`]: stream faces (TCP listeners), whose limits a
 //!   core declares and the shell enforces.
 
@@ -22,6 +23,8 @@ mod tests;
 use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use crate::protocol::check::SharedCheck;
 
 pub use outbox::Outbox;
 
@@ -42,14 +45,21 @@ pub struct Transmit<F> {
 }
 
 /// A probe the core wants started or stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeCmd {
-    /// Connect to `addr` over TCP without blocking, and report the outcome under `id`.
+    /// Connect to `addr` over TCP without blocking, check it as `check` says, and report the
+    /// outcome under `id`.
     Start {
         /// The probe's identity.
         id: ProbeId,
         /// Where to connect.
         addr: SocketAddr,
+        /// What makes it healthy: [`Check::Tcp`] (or `None`) an accepted connect,
+        /// [`Check::Http`] a 2xx or 3xx answer to a `GET` of the path.
+        ///
+        /// [`Check::Tcp`]: crate::protocol::Check::Tcp
+        /// [`Check::Http`]: crate::protocol::Check::Http
+        check: SharedCheck,
     },
     /// Stop the probe (its deadline passed); no outcome is reported for it afterwards.
     Abort {
@@ -61,7 +71,8 @@ pub enum ProbeCmd {
 /// How a probe ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProbeOutcome {
-    /// The connect succeeded: something listens there.
+    /// The connect succeeded: something listens there (and, for an HTTP check, answered with
+    /// a 2xx or 3xx status).
     Connected,
     /// The connect failed (refused, unreachable, reset): the target's doing.
     Failed(io::ErrorKind),

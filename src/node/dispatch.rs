@@ -163,7 +163,7 @@ impl Node {
             match event {
                 ReplicaEvent::Report { service, endpoint } => {
                     // Forwarded by a peer: verify it if it is registered here too.
-                    if self.registry.contains(now, &service, endpoint) {
+                    if self.registry.contains(now, &service, endpoint) && self.verifier.is_checked(&service, endpoint) {
                         self.verifier.handle_report(now, endpoint);
                     }
                 }

@@ -63,8 +63,15 @@ fn preload(sim: &mut Sim, count: u32) {
         let node = sim.node(i);
         for k in 0..count {
             let (id, service, endpoint, source) = preloaded(k);
-            let view =
-                LeaseView { id, service: &service, endpoint, source, ttl_left: Duration::from_secs(600), aliases: &[] };
+            let view = LeaseView {
+                id,
+                service: &service,
+                endpoint,
+                source,
+                ttl_left: Duration::from_secs(600),
+                aliases: &[],
+                check: crate::protocol::Check::None,
+            };
             node.registry.apply_remote(now, view);
         }
         node.handle_timeout(now);

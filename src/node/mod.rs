@@ -54,6 +54,8 @@
 pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
+#[cfg(test)]
+mod check_tests;
 mod config;
 mod dispatch;
 pub mod dns;
@@ -267,8 +269,8 @@ impl Node {
         self.limiter.limit_reply(now, from.ip(), written.form, request_len, reply, written.kind)
     }
 
-    /// A client reports an instance dead: `OK` at once when it is registered; then it is
-    /// verified by the broker that owns its checks.
+    /// A client reports an instance dead: `OK` at once when it is registered; then, if it
+    /// declares a check, it is verified by the broker that owns its checks.
     fn report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
         if let Err(rejection) = self.registry.config().limits.check_name(service) {
             return Response::Error(rejection);
@@ -278,6 +280,10 @@ impl Node {
         }
         if !self.registry.contains(now, service, endpoint) {
             return service::not_found(!self.is_complete());
+        }
+        // An instance that declares no check is never probed: the report is only counted.
+        if !self.verifier.is_checked(service, endpoint) {
+            return Response::Ok;
         }
         match self.replicator.owner(endpoint) {
             None => self.verifier.handle_report(now, endpoint),

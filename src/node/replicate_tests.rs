@@ -46,7 +46,7 @@ pub(super) fn cluster(n: usize, seed: u64, net: NetConfig, probe_interval: Optio
     sim
 }
 
-fn restart(sim: &mut Sim, i: usize, n: usize, incarnation: u64, probe_interval: Option<Duration>) {
+pub(super) fn restart(sim: &mut Sim, i: usize, n: usize, incarnation: u64, probe_interval: Option<Duration>) {
     let mut config = config(n, incarnation, probe_interval);
     config.unicast = node_addr(i);
     sim.restart(i, node_with(incarnation, config));
@@ -167,8 +167,8 @@ fn a_report_removes_a_dead_instance_everywhere_and_keeps_a_live_one() {
     let mut sim = cluster(3, 5, quiet(), None);
     let alive: SocketAddr = "10.0.1.1:4001".parse().unwrap();
     sim.listening.insert(alive);
-    text(&mut sim, 0, 0, "register echo 4000").unwrap();
-    text(&mut sim, 0, 0, "register echo 4001").unwrap();
+    text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
+    text(&mut sim, 0, 0, "register echo 4001 check=tcp").unwrap();
     sim.run_for(Duration::from_millis(5));
     assert_eq!(text(&mut sim, 1, 1, "report echo 10.0.1.1:4000").as_deref(), Some("OK"));
     assert_eq!(text(&mut sim, 1, 2, "report echo 10.0.1.1:4001").as_deref(), Some("OK"));
@@ -187,7 +187,7 @@ fn many_reports_of_one_instance_cost_one_probe_per_cooldown() {
     let mut sim = cluster(3, 6, quiet(), None);
     let endpoint: SocketAddr = "10.0.1.1:4000".parse().unwrap();
     sim.listening.insert(endpoint);
-    text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     sim.run_for(Duration::from_millis(5));
     let probes = |sim: &mut Sim| (0..3).map(|i| stats(sim, i)["probes"]).sum::<u64>();
     for round in 0..3 {
@@ -208,7 +208,7 @@ fn many_reports_of_one_instance_cost_one_probe_per_cooldown() {
 fn reports_per_source_are_capped() {
     let mut sim = cluster(1, 7, quiet(), None);
     sim.listening.insert("10.0.1.1:4000".parse().unwrap());
-    text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     let rate = VerifyConfig::default().reports_per_second as usize;
     let answers: Vec<String> =
         (0..3 * rate).map(|_| text(&mut sim, 1, 0, "report echo 10.0.1.1:4000").unwrap()).collect();
@@ -226,7 +226,7 @@ fn health_checks_split_instances_between_brokers_and_remove_the_dead() {
         if port % 2 == 0 {
             sim.listening.insert(endpoint);
         }
-        text(&mut sim, 0, usize::from(port % 3), &format!("register web {}", 5000 + port)).unwrap();
+        text(&mut sim, 0, usize::from(port % 3), &format!("register web {} check=tcp", 5000 + port)).unwrap();
     }
     sim.run_for(Duration::from_millis(50));
     let before: Vec<u64> = (0..3).map(|i| stats(&mut sim, i)["probes"]).collect();
@@ -548,7 +548,7 @@ fn with_a_key_peers_replicate_sealed_and_strangers_are_refused() {
         sim.add_node(node_addr(i), node_with(i as u64, config));
     }
     sim.run_for(Duration::from_millis(1500));
-    text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     sim.run_for(Duration::from_millis(5));
     assert_eq!(live(&mut sim, 2, "echo").len(), 1, "sealed deltas arrive");
 
@@ -580,7 +580,7 @@ fn with_a_key_peers_replicate_sealed_and_strangers_are_refused() {
 fn an_instance_registered_again_where_a_dead_one_was_removed_is_checked_anew() {
     let mut sim = cluster(1, 12, quiet(), None);
     for round in 0..3 {
-        text(&mut sim, 0, 0, "register echo 4000").unwrap();
+        text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
         assert_eq!(text(&mut sim, 1, 0, "report echo 10.0.1.1:4000").as_deref(), Some("OK"), "round {round}");
         sim.run_for(Duration::from_millis(20));
         assert!(live(&mut sim, 0, "echo").is_empty(), "round {round}: removed within the cooldown");

@@ -1,9 +1,17 @@
 //! Checking instances: reports of dead instances, and periodic health checks.
 //!
 //! A report of a registered instance is answered at once; the broker that owns the instance's
-//! checks (see `Replicator::owner`) then verifies it with TCP connects, and a dead one is removed
-//! here and, through replication, everywhere. Health checks probe every instance this broker
-//! owns once per interval, and remove one that fails twice in a row.
+//! checks (see `Replicator::owner`) then verifies it with the check the instance declared, and a
+//! dead one is removed here and, through replication, everywhere. Health checks probe every
+//! instance this broker owns once per interval, and remove one that fails twice in a row.
+//!
+//! Only declared checks run (Consul's rule): an instance registered without a check (or with
+//! `check=none`) is never probed, and a report of it is counted (`reports_unchecked`) but not
+//! verified. An endpoint is probed with the check its registrations declare: an HTTP check
+//! when one of its services declares one, else a TCP connect when one declares that (one probe
+//! per endpoint at a time); a failure removes it from the services that declared a check, never
+//! from one that declared none. An instance's check is the one its latest registration or
+//! renewal declared.
 //!
 //! How a report is verified (a refusal is proof, a timeout is only a hint):
 //! - a connect that is refused, reset or unreachable is conclusive: the instance is removed at once;
@@ -42,7 +50,8 @@ use std::collections::VecDeque;
 
 use crate::core::{ProbeCmd, ProbeId, ProbeOutcome};
 use crate::probe::{Probe, Prober, ProberConfig, ProberStats, Schedule, Verdict};
-use crate::registry::{Change, ChangeKind};
+use crate::protocol::Check;
+use crate::registry::{Change, ChangeKind, SharedCheck};
 use crate::timers::Timers;
 
 /// How instances are checked.
@@ -111,7 +120,7 @@ enum Step {
 
 /// A report being verified.
 #[derive(Debug, Clone, Copy)]
-struct Check {
+struct Verification {
     /// Probes of it that timed out, in a row.
     timeouts: u32,
     step: Step,
@@ -129,15 +138,17 @@ pub(super) struct Verifier {
     recent: HashMap<SocketAddr, Instant>,
     recent_timers: Timers<SocketAddr>,
     /// Reported endpoints being verified.
-    checks: HashMap<SocketAddr, Check>,
+    checks: HashMap<SocketAddr, Verification>,
     /// When the re-checks of endpoints whose probe timed out are due.
     rechecks: Timers<SocketAddr>,
     buckets: HashMap<IpAddr, Bucket>,
     schedule: Option<Schedule>,
-    /// The services of every live instance, by endpoint.
-    services: HashMap<SocketAddr, Vec<Arc<str>>>,
+    /// The services of every live instance, by endpoint, each with the check it declares.
+    services: HashMap<SocketAddr, Vec<(Arc<str>, SharedCheck)>>,
     events: VecDeque<VerifyEvent>,
     reports: u64,
+    /// Reports of instances that declare no check: counted, not verified.
+    reports_unchecked: u64,
     /// Reports that joined a verification already running.
     #[cfg_attr(not(test), allow(dead_code))]
     joined: u64,
@@ -159,6 +170,7 @@ impl Verifier {
             services: HashMap::new(),
             events: VecDeque::new(),
             reports: 0,
+            reports_unchecked: 0,
             joined: 0,
         }
     }
@@ -166,6 +178,39 @@ impl Verifier {
     /// Reports taken (verified, or joined to a probe or a cooldown).
     pub fn reports(&self) -> u64 {
         self.reports
+    }
+
+    /// Reports of instances that declare no check, which are not verified.
+    pub fn reports_unchecked(&self) -> u64 {
+        self.reports_unchecked
+    }
+
+    /// The check `endpoint` is probed with: an HTTP check when one of its services declares
+    /// one, else TCP when one declares that; `None` when none declares a check.
+    fn check_of(&self, endpoint: SocketAddr) -> Option<SharedCheck> {
+        let services = self.services.get(&endpoint)?;
+        let find = |http: bool| {
+            services
+                .iter()
+                .map(|(_, check)| check)
+                .find(|check| matches!(***check, Check::Http(_)) == http && !check.is_none())
+        };
+        find(true).or_else(|| find(false)).cloned()
+    }
+
+    /// Whether a report of `service` at `endpoint` is verified: whether that instance declares
+    /// a check. Counts the report as unchecked when it is not.
+    pub fn is_checked(&mut self, service: &str, endpoint: SocketAddr) -> bool {
+        let checked = self
+            .services
+            .get(&endpoint)
+            .and_then(|services| services.iter().find(|(name, _)| &**name == service))
+            .is_some_and(|(_, check)| !check.is_none());
+        if !checked {
+            self.reports += 1;
+            self.reports_unchecked += 1;
+        }
+        checked
     }
 
     /// Reports that joined a verification already running.
@@ -203,8 +248,10 @@ impl Verifier {
     }
 
     /// Verifies a reported endpoint, unless a verification of it runs (which the report joins)
-    /// or one kept it within the cooldown. The caller checked it is registered.
+    /// or one kept it within the cooldown. The caller checked that it is registered, and that
+    /// the reported instance declares a check ([`Verifier::is_checked`]).
     pub fn handle_report(&mut self, now: Instant, endpoint: SocketAddr) {
+        let Some(check) = self.check_of(endpoint) else { return };
         self.reports += 1;
         if self.checks.contains_key(&endpoint) {
             self.joined += 1;
@@ -213,13 +260,13 @@ impl Verifier {
         if self.recent.get(&endpoint).is_some_and(|&at| at + self.config.report_cooldown > now) {
             return;
         }
-        self.checks.insert(endpoint, Check { timeouts: 0, step: Step::Probing });
+        self.checks.insert(endpoint, Verification { timeouts: 0, step: Step::Probing });
         // Joins a health check's probe of it, if one runs: its result counts.
-        self.prober.probe(now, endpoint);
+        self.prober.probe_checked(now, endpoint, check);
     }
 
     /// Ends the verification of `endpoint`, if one runs, and cancels its re-check.
-    fn end_check(&mut self, endpoint: SocketAddr) -> Option<Check> {
+    fn end_check(&mut self, endpoint: SocketAddr) -> Option<Verification> {
         let check = self.checks.remove(&endpoint)?;
         if let Step::Waiting(at) = check.step {
             self.rechecks.remove(at, endpoint);
@@ -244,50 +291,59 @@ impl Verifier {
         }
     }
 
-    /// Follows the table: which services each endpoint is in, and which endpoints this broker
-    /// checks (`owned` says whether it owns one).
+    /// Follows the table: which services each endpoint is in with which check, and which
+    /// endpoints this broker checks (`owned` says whether it owns one).
     pub fn handle_change(&mut self, now: Instant, change: &Change, owned: impl Fn(SocketAddr) -> bool) {
-        if !change.instance_changed {
-            return;
-        }
         let endpoint = change.endpoint;
         match change.kind {
-            ChangeKind::Registered => {
+            ChangeKind::Registered | ChangeKind::Refreshed => {
                 let services = self.services.entry(endpoint).or_default();
-                if !services.contains(&change.service) {
-                    services.push(Arc::clone(&change.service));
+                match services.iter_mut().find(|(name, _)| *name == change.service) {
+                    // A renewal that declares what it declared before: nothing to do (the
+                    // common case, a heartbeat, compares two pointers).
+                    Some((_, check)) if Arc::ptr_eq(check, &change.check) || *check == change.check => return,
+                    Some((_, check)) => *check = Arc::clone(&change.check),
+                    None => services.push((Arc::clone(&change.service), Arc::clone(&change.check))),
                 }
-                if let Some(schedule) = &mut self.schedule {
-                    if owned(endpoint) {
-                        schedule.add(now, endpoint);
-                    }
-                }
+                self.reschedule(now, endpoint, owned(endpoint));
             }
-            ChangeKind::Expired | ChangeKind::Removed(_) => {
+            ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
                 if let Some(services) = self.services.get_mut(&endpoint) {
-                    services.retain(|s| *s != change.service);
+                    services.retain(|(s, _)| *s != change.service);
                     if services.is_empty() {
                         self.services.remove(&endpoint);
                         // No longer registered: not probed again.
                         self.end_check(endpoint);
-                        if let Some(schedule) = &mut self.schedule {
-                            schedule.remove(endpoint);
-                        }
                     }
+                    self.reschedule(now, endpoint, owned(endpoint));
                 }
             }
-            ChangeKind::Refreshed => {}
+            ChangeKind::Expired | ChangeKind::Removed(_) => {}
+        }
+    }
+
+    /// Puts `endpoint` on the health-check schedule with its check when this broker owns it
+    /// and it declares one, and takes it off otherwise.
+    fn reschedule(&mut self, now: Instant, endpoint: SocketAddr, owned: bool) {
+        let check = if owned { self.check_of(endpoint) } else { None };
+        let Some(schedule) = &mut self.schedule else { return };
+        match check {
+            Some(check) => schedule.add_checked(now, endpoint, check),
+            None => schedule.remove(endpoint),
         }
     }
 
     /// The live brokers changed: checks move to their new owners.
     pub fn handle_owners_changed(&mut self, now: Instant, owned: impl Fn(SocketAddr) -> bool) {
-        let Some(schedule) = &mut self.schedule else { return };
-        for &endpoint in self.services.keys() {
-            match (owned(endpoint), schedule.contains(endpoint)) {
-                (true, false) => schedule.add(now, endpoint),
-                (false, true) => schedule.remove(endpoint),
-                _ => {}
+        if self.schedule.is_none() {
+            return;
+        }
+        let endpoints: Vec<SocketAddr> = self.services.keys().copied().collect();
+        for endpoint in endpoints {
+            let owned = owned(endpoint);
+            let scheduled = self.schedule.as_ref().is_some_and(|s| s.contains(endpoint));
+            if owned != scheduled {
+                self.reschedule(now, endpoint, owned);
             }
         }
     }
@@ -329,7 +385,10 @@ impl Verifier {
             _ => return None,
         };
         self.forget(endpoint);
-        let services = self.services.get(&endpoint).cloned().unwrap_or_default();
+        // The services that declared a check; one that declared none stays.
+        let services = self.services.get(&endpoint).map_or_else(Vec::new, |services| {
+            services.iter().filter(|(_, check)| !check.is_none()).map(|(name, _)| Arc::clone(name)).collect()
+        });
         Some(VerifyEvent::Remove { endpoint, services, why })
     }
 
@@ -384,13 +443,22 @@ impl Verifier {
             self.recent.remove(&endpoint);
         }
         while let Some(endpoint) = self.rechecks.pop_due(now) {
-            if let Some(check) = self.checks.get_mut(&endpoint) {
-                check.step = Step::Probing;
-                self.prober.probe(now, endpoint);
+            let check = self.check_of(endpoint);
+            if let (Some(verification), Some(check)) = (self.checks.get_mut(&endpoint), check) {
+                verification.step = Step::Probing;
+                self.prober.probe_checked(now, endpoint, check);
             }
         }
         self.prober.handle_timeout(now);
         self.take_results(now);
+    }
+
+    /// Runs the timers due up to `at`, in order.
+    #[cfg(test)]
+    pub fn run_for_test(&mut self, at: Instant) {
+        while let Some(due) = self.poll_timeout().filter(|&due| due <= at) {
+            self.handle_timeout(due);
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must run next.

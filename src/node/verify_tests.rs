@@ -39,6 +39,7 @@ impl Bench {
             by_peer: false,
             instance_changed: true,
             aliases: Vec::new(),
+            check: Arc::new(crate::protocol::Check::Tcp),
         };
         verifier.handle_change(t0, &change, |_| true);
         Bench { t0, verifier, config, endpoint }
@@ -48,7 +49,7 @@ impl Bench {
     fn started(&mut self) -> Vec<ProbeId> {
         std::iter::from_fn(|| self.verifier.poll_probe())
             .filter_map(|c| match c {
-                ProbeCmd::Start { id, addr } => {
+                ProbeCmd::Start { id, addr, .. } => {
                     assert_eq!(addr, self.endpoint);
                     Some(id)
                 }
@@ -257,6 +258,7 @@ fn an_unregistered_endpoint_is_not_rechecked() {
         by_peer: false,
         instance_changed: true,
         aliases: Vec::new(),
+        check: Arc::new(crate::protocol::Check::Tcp),
     };
     b.verifier.handle_change(b.t0 + b.config.probe_timeout, &change, |_| true);
     b.run_until(b.t0 + Duration::from_secs(60));
@@ -275,7 +277,7 @@ fn a_one_second_connect_survives_a_hundred_reports_at_three_brokers() {
     let endpoint: SocketAddr = "10.0.1.1:4000".parse().unwrap();
     sim.listening.insert(endpoint);
     sim.slow.insert(endpoint, Duration::from_secs(1));
-    let id = text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    let id = text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     sim.run_for(5 * MS);
     for k in 0..100 {
         if k % 10 == 0 {
@@ -301,7 +303,7 @@ fn a_black_holed_instance_goes_after_two_timeouts_within_ten_seconds() {
     let mut sim = cluster(3, 12, quiet(), None);
     let endpoint: SocketAddr = "10.0.1.1:4000".parse().unwrap();
     sim.black_holes.insert(endpoint);
-    let id = text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    let id = text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     sim.run_for(5 * MS);
     let config = VerifyConfig::default();
     let reported = sim.now;
@@ -334,7 +336,7 @@ fn a_black_holed_instance_goes_after_two_timeouts_within_ten_seconds() {
 #[test]
 fn a_refused_instance_goes_everywhere_within_300_ms() {
     let mut sim = cluster(3, 13, quiet(), None);
-    text(&mut sim, 0, 0, "register echo 4000").unwrap();
+    text(&mut sim, 0, 0, "register echo 4000 check=tcp").unwrap();
     sim.run_for(5 * MS);
     assert_eq!(text(&mut sim, 1, 2, "report echo 10.0.1.1:4000").as_deref(), Some("OK"));
     sim.run_for(300 * MS);

@@ -7,7 +7,7 @@ fn addr(port: u16) -> SocketAddr {
 fn starts(prober: &mut Prober) -> Vec<(ProbeId, SocketAddr)> {
     std::iter::from_fn(|| prober.poll_command())
         .filter_map(|c| match c {
-            ProbeCmd::Start { id, addr } => Some((id, addr)),
+            ProbeCmd::Start { id, addr, .. } => Some((id, addr)),
             ProbeCmd::Abort { .. } => None,
         })
         .collect()
@@ -139,4 +139,39 @@ fn a_late_wake_does_not_probe_twice_and_a_removed_target_is_not_probed() {
     schedule.handle_timeout(t0 + 5 * SECOND, &mut prober);
     assert_eq!(starts(&mut prober).len(), 1);
     assert!(schedule.poll_timeout().is_some_and(|at| at > t0 + 5 * SECOND && at <= t0 + 6 * SECOND));
+}
+
+#[test]
+fn probes_carry_their_check_even_when_they_wait() {
+    let t0 = Instant::now();
+    let http = SharedCheck::new(Check::Http("/health".into()));
+    let mut prober = Prober::new(ProberConfig { timeout: SECOND, max_in_flight: 1 });
+    prober.probe(t0, addr(1));
+    prober.probe_checked(t0, addr(2), SharedCheck::clone(&http));
+    assert!(!prober.probe(t0, addr(2)), "another check of the same address joins it");
+    let Some(ProbeCmd::Start { id, check, .. }) = prober.poll_command() else { panic!() };
+    assert_eq!(*check, Check::Tcp);
+    prober.handle_outcome(t0, id, ProbeOutcome::Connected);
+    let Some(ProbeCmd::Start { addr: second, check, .. }) = prober.poll_command() else { panic!() };
+    assert_eq!((second, check), (addr(2), http));
+}
+
+#[test]
+fn a_schedule_probes_each_target_with_its_check() {
+    let t0 = Instant::now();
+    let http = SharedCheck::new(Check::Http("/".into()));
+    let mut prober = Prober::new(ProberConfig { timeout: SECOND, max_in_flight: 8 });
+    let mut schedule = Schedule::new(SECOND, 2);
+    schedule.add(t0, addr(1));
+    schedule.add_checked(t0, addr(2), SharedCheck::new(Check::Tcp));
+    schedule.add_checked(t0, addr(2), SharedCheck::clone(&http));
+    schedule.handle_timeout(t0 + SECOND, &mut prober);
+    let mut checks: Vec<_> = std::iter::from_fn(|| prober.poll_command())
+        .filter_map(|c| match c {
+            ProbeCmd::Start { addr, check, .. } => Some((addr, check)),
+            ProbeCmd::Abort { .. } => None,
+        })
+        .collect();
+    checks.sort_by_key(|&(a, _)| a);
+    assert_eq!(checks, [(addr(1), SharedCheck::new(Check::Tcp)), (addr(2), http)]);
 }

@@ -82,7 +82,17 @@ pub fn encode<T: Serialize>(id: u32, body: &T, out: &mut Vec<u8>) {
 
 /// Decodes a binary request as a broker receives it, mapping failures to the rejection the
 /// sender gets back (with its request id when that much could be read).
+///
+/// A declared check is held to the text form's rules (see [`super::check`]).
 pub fn decode_request(datagram: &[u8]) -> Result<(u32, Request<'_>), DecodeError> {
+    let decoded = decode_request_unchecked(datagram)?;
+    if let (id, Request::RegisterChecked { check, .. }) = &decoded {
+        check.validate().map_err(|rejection| DecodeError { form: Form::Binary { request_id: *id }, rejection })?;
+    }
+    Ok(decoded)
+}
+
+fn decode_request_unchecked(datagram: &[u8]) -> Result<(u32, Request<'_>), DecodeError> {
     decode::<Request<'_>>(datagram).map(|frame| (frame.id, frame.body)).map_err(|error| {
         let request_id =
             datagram.get(1..).and_then(|body| postcard::take_from_bytes::<u32>(body).ok()).map_or(0, |(id, _)| id);

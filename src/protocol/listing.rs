@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Source;
+use super::{Check, Source};
 
 /// One page of the services a broker knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,4 +54,8 @@ pub struct InstanceInfo {
     pub leases: u64,
     /// Who registered it (the oldest lease's source).
     pub source: Source,
+    /// The health check its oldest lease declares. The text form prints it (`check=tcp`); the
+    /// binary form does not carry it, so that its encoding stays what older clients read.
+    #[serde(skip)]
+    pub check: Check<Box<str>>,
 }

@@ -15,6 +15,7 @@
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
+pub mod check;
 pub mod fit;
 mod group;
 pub mod listing;
@@ -28,6 +29,7 @@ use std::net::{IpAddr, SocketAddr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use check::Check;
 pub use group::{DEFAULT_CLUSTER, MAX_CLUSTER_NAME, Multicast, check_cluster_name, goodbye_commitment};
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
 pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
@@ -133,6 +135,41 @@ pub enum Request<'a> {
         /// The cookie, as the broker sent it.
         cookie: u64,
     },
+    /// [`Request::Register`] with a declared health check (see [`check`]): how the broker may
+    /// check the instance. A plain `Register` declares [`Check::None`]. The text form is
+    /// `register <service> [<ip>] <port> check=tcp|check=http:<path>|check=none`.
+    RegisterChecked {
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None` means "the address this datagram came from".
+        ip: Option<IpAddr>,
+        /// The instance's port, never 0.
+        port: u16,
+        /// How the instance may be checked.
+        #[serde(borrow)]
+        check: Check<&'a str>,
+    },
+    /// [`Request::Instances`] answered with [`Response::InstanceListChecked`]: the page and each
+    /// instance's declared check, which [`InstanceInfo`]'s binary form cannot carry. Its text
+    /// form is `instances` (whose text lines show the check).
+    InstancesChecked {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
+}
+
+impl<'a> Request<'a> {
+    /// The parts of a registration, whichever variant carries it (a plain
+    /// [`Request::Register`] declares no check); `None` for any other request.
+    pub fn registration(&self) -> Option<(&'a str, Option<IpAddr>, u16, Check<&'a str>)> {
+        match *self {
+            Request::Register { service, ip, port } => Some((service, ip, port, Check::None)),
+            Request::RegisterChecked { service, ip, port, check } => Some((service, ip, port, check)),
+            _ => None,
+        }
+    }
 }
 
 /// A reply to a [`Request`].
@@ -202,6 +239,14 @@ pub enum Response {
     WatchCookie {
         /// The cookie to echo.
         cookie: u64,
+    },
+    /// The answer to [`Request::InstancesChecked`]: a page of instances, and the check each
+    /// declares, in the same order.
+    InstanceListChecked {
+        /// The page (its instances' `check` is not encoded; `checks` carries it).
+        page: InstancePage,
+        /// The check of each instance of the page, in order.
+        checks: Vec<Check<Box<str>>>,
     },
 }
 
@@ -419,6 +464,21 @@ pub enum Rejection {
     NearlyFull {
         /// What "much" is: this source, or its network, holds this many or more.
         held: u32,
+    },
+    /// A `key=value` option this endpoint does not know; remove it, or check its spelling.
+    #[error("unknown option {key:?}: expected check=tcp, check=http:<path> or check=none")]
+    UnknownOption {
+        /// The key that was sent (shortened to a few dozen characters).
+        key: String,
+    },
+    /// A declared health check that is not `tcp`, `http:<path>` or `none`, or whose path
+    /// breaks the rules of [`check`].
+    #[error("bad check {value:?}: {why}")]
+    BadCheck {
+        /// The check as it was sent (shortened).
+        value: String,
+        /// Which rule it breaks.
+        why: String,
     },
 }
 

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{RemoveReason, Source};
+use super::{Check, RemoveReason, Source};
 
 /// The peer protocol version this crate speaks.
 pub const VERSION: u8 = 1;
@@ -162,6 +162,17 @@ pub enum Peer<'a> {
         /// The element hashes.
         hashes: Vec<u64>,
     },
+    /// A page of the sender's table whose leases carry their declared checks: what a broker
+    /// that knows checks sends for [`Peer::Page`].
+    PageChecked {
+        /// Where this page starts.
+        cursor: u32,
+        /// Where the next page starts; `None`: this is the last.
+        next: Option<u32>,
+        /// The leases.
+        #[serde(borrow)]
+        leases: Vec<CheckedLease<'a>>,
+    },
 }
 
 /// One change in a [`Peer::Delta`].
@@ -176,6 +187,20 @@ pub enum Entry<'a> {
         /// Why.
         reason: RemoveReason,
     },
+    /// [`Entry::Upsert`] of a lease that declares a check; an `Upsert` declares none (so a
+    /// lease without a check travels as it always did).
+    UpsertChecked(#[serde(borrow)] CheckedLease<'a>),
+}
+
+/// A lease with the health check its holder declared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckedLease<'a> {
+    /// The lease.
+    #[serde(borrow)]
+    pub lease: Lease<'a>,
+    /// Its declared check.
+    #[serde(borrow)]
+    pub check: Check<&'a str>,
 }
 
 /// A lease as peers send it.

@@ -3,6 +3,7 @@
 //! ```text
 //! register <service> <port>          -> <uuid>            (the IP is the datagram's source)
 //! register <service> <ip> <port>     -> <uuid>
+//! register … <port> check=<check>    -> <uuid>            (check=tcp, check=http:<path>, check=none)
 //! heartbeat <uuid>                   -> OK | NOT FOUND
 //! query <service>                    -> <ip:port> <ip:port> ... | NOT FOUND
 //! request <service>                  -> the same as query
@@ -38,14 +39,14 @@ use std::net::IpAddr;
 
 use uuid::Uuid;
 
-use super::{Rejection, Request, Response, excerpt};
+use super::{Check, Rejection, Request, Response, excerpt};
 
 /// How many characters of an unparsable word an error message repeats.
 const ECHO_CHARS: usize = 40;
 
 const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
 
-const REGISTER_USAGE: &str = "register <service> <port> | register <service> <ip> <port>";
+const REGISTER_USAGE: &str = "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]";
 
 /// Decodes one text request. Never panics; every failure is a [`Rejection`] whose text says
 /// what is wrong.
@@ -57,15 +58,12 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     }
     let mut words = line.split_ascii_whitespace();
     let verb = words.next().ok_or(Rejection::Empty)?;
+    if verb.eq_ignore_ascii_case("register") {
+        return decode_register(words);
+    }
     let args: Args<'_> = Args::collect(words);
 
-    if verb.eq_ignore_ascii_case("register") {
-        match args.as_slice() {
-            [service, port] => Ok(Request::Register { service, ip: None, port: parse_port(port)? }),
-            [service, ip, port] => Ok(Request::Register { service, ip: Some(parse_ip(ip)?), port: parse_port(port)? }),
-            _ => Err(usage(REGISTER_USAGE)),
-        }
-    } else if verb.eq_ignore_ascii_case("heartbeat") {
+    if verb.eq_ignore_ascii_case("heartbeat") {
         match args.as_slice() {
             [id] => Ok(Request::Heartbeat { id: parse_id(id)? }),
             _ => Err(usage("heartbeat <uuid>")),
@@ -126,6 +124,30 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     }
 }
 
+/// `register <service> [<ip>] <port> [key=value …]`: the positional words, then the options
+/// (the first word with a `=` starts them; no IP, port or service name has one).
+fn decode_register<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Request<'a>, Rejection> {
+    let service = words.next().ok_or_else(|| usage(REGISTER_USAGE))?;
+    let mut positional: Args<'a> = Args { words: [""; 4], len: 0 };
+    let mut words = words.peekable();
+    while let Some(word) = words.next_if(|word| !word.contains('=')) {
+        if positional.len == 2 {
+            return Err(usage(REGISTER_USAGE));
+        }
+        positional.words[positional.len] = word;
+        positional.len += 1;
+    }
+    let (ip, port) = match positional.as_slice() {
+        [port] => (None, parse_port(port)?),
+        [ip, port] => (Some(parse_ip(ip)?), parse_port(port)?),
+        _ => return Err(usage(REGISTER_USAGE)),
+    };
+    match super::check::Options::parse(words)? {
+        super::check::Options { check: None } => Ok(Request::Register { service, ip, port }),
+        super::check::Options { check: Some(check) } => Ok(Request::RegisterChecked { service, ip, port, check }),
+    }
+}
+
 /// Writes the text form of `request` as one line ending in `\n` at the end of `out`, the way a
 /// person would type it.
 pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
@@ -140,12 +162,23 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Report { service, endpoint } => writeln!(out, "report {service} {endpoint}"),
         Request::Services { cursor: 0 } => writeln!(out, "services"),
         Request::Services { cursor } => writeln!(out, "services {cursor}"),
-        Request::Instances { service, cursor: 0 } => writeln!(out, "instances {service}"),
-        Request::Instances { service, cursor } => writeln!(out, "instances {service} {cursor}"),
+        // The text listing shows each instance's check: `instances` is both.
+        Request::Instances { service, cursor: 0 } | Request::InstancesChecked { service, cursor: 0 } => {
+            writeln!(out, "instances {service}")
+        }
+        Request::Instances { service, cursor } | Request::InstancesChecked { service, cursor } => {
+            writeln!(out, "instances {service} {cursor}")
+        }
         Request::Watch { service } => writeln!(out, "watch {service}"),
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
         Request::WatchEcho { service, cookie } => writeln!(out, "watch {service} {cookie:016x}"),
+        Request::RegisterChecked { service, ip: None, port, check } => {
+            writeln!(out, "register {service} {port} check={check}")
+        }
+        Request::RegisterChecked { service, ip: Some(ip), port, check } => {
+            writeln!(out, "register {service} {ip} {port} check={check}")
+        }
     };
 }
 
@@ -225,6 +258,14 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             }
             Ok(())
         }
+        Response::InstanceListChecked { page, checks } => {
+            let _ = write!(out, "instances={}", page.total);
+            encode_next(page.next, out);
+            for (instance, check) in page.instances.iter().zip(checks.iter().chain(std::iter::repeat(&Check::None))) {
+                encode_instance_line(&super::InstanceInfo { check: check.clone(), ..instance.clone() }, out);
+            }
+            Ok(())
+        }
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
@@ -281,8 +322,8 @@ pub fn encode_service_line(service: &super::ServiceCount, out: &mut Vec<u8>) {
 pub fn encode_instance_line(i: &super::InstanceInfo, out: &mut Vec<u8>) {
     let _ = writeln!(
         out,
-        "instance {} age_ms={} expires_ms={} leases={} source={}",
-        i.endpoint, i.age_ms, i.expires_ms, i.leases, i.source
+        "instance {} age_ms={} expires_ms={} leases={} source={} check={}",
+        i.endpoint, i.age_ms, i.expires_ms, i.leases, i.source, i.check
     );
 }
 
@@ -415,12 +456,13 @@ mod tests {
                 expires_ms: 3500,
                 leases: 1,
                 source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+                check: crate::protocol::Check::Tcp,
             }],
             next: None,
         };
         assert_eq!(
             reply(&Response::InstanceList(page)),
-            "instances=1\ninstance 127.0.0.1:4000 age_ms=1500 expires_ms=3500 leases=1 source=127.0.0.1:50000\n"
+            "instances=1\ninstance 127.0.0.1:4000 age_ms=1500 expires_ms=3500 leases=1 source=127.0.0.1:50000 check=tcp\n"
         );
         let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
         assert_eq!(err(b"services x"), "ERROR usage: services [<cursor>]");
@@ -441,7 +483,10 @@ mod tests {
         );
         assert_eq!(err(b"query"), "ERROR usage: query <service> [local]");
         assert_eq!(err(b"request a b"), "ERROR usage: request <service> [local]");
-        assert_eq!(err(b"register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
+        assert_eq!(
+            err(b"register echo"),
+            "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]"
+        );
         assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
         assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");
         assert_eq!(err(b"register echo 65536"), "ERROR bad port \"65536\": expected a number from 1 to 65535");
@@ -453,6 +498,38 @@ mod tests {
             "ERROR bad id \"1234\": expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
         );
         assert_eq!(err(b"stats now"), "ERROR usage: stats");
+    }
+
+    #[test]
+    fn registrations_declare_checks() {
+        use crate::protocol::Check;
+        let checked = |ip: Option<&str>, check| Request::RegisterChecked {
+            service: "echo",
+            ip: ip.map(|ip| ip.parse().unwrap()),
+            port: 4000,
+            check,
+        };
+        assert_eq!(decode_request(b"register echo 4000 check=tcp").unwrap(), checked(None, Check::Tcp));
+        assert_eq!(
+            decode_request(b"register echo 10.0.0.7 4000 check=http:/health\n").unwrap(),
+            checked(Some("10.0.0.7"), Check::Http("/health"))
+        );
+        assert_eq!(decode_request(b"register echo 4000 check=none").unwrap(), checked(None, Check::None));
+        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
+        assert_eq!(
+            err(b"register echo 4000 chek=tcp"),
+            "ERROR unknown option \"chek\": expected check=tcp, check=http:<path> or check=none"
+        );
+        assert_eq!(err(b"register echo 4000 check=http:x"), "ERROR bad check \"http:x\": a path starts with /");
+        assert_eq!(err(b"register echo 4000 check=tcp 5"), "ERROR usage: options are key=value, not \"5\"");
+        assert_eq!(err(b"register echo 1 2 3 check=tcp"), format!("ERROR usage: {REGISTER_USAGE}"));
+        assert_eq!(err(b"register echo check=tcp"), format!("ERROR usage: {REGISTER_USAGE}"));
+        for request in [checked(None, Check::Tcp), checked(Some("::1"), Check::Http("/h")), checked(None, Check::None)]
+        {
+            let mut line = Vec::new();
+            encode_request(&request, &mut line);
+            assert_eq!(decode_request(&line).unwrap(), request, "{}", String::from_utf8_lossy(&line));
+        }
     }
 
     #[test]

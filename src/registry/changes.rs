@@ -54,6 +54,9 @@ pub struct Change {
     pub instance_changed: bool,
     /// For removals: the other ids the lease was known by, which are gone with it.
     pub aliases: Vec<Uuid>,
+    /// The health check the lease declares (for a refresh: as of this refresh, which may have
+    /// changed it).
+    pub check: super::SharedCheck,
 }
 
 /// A bounded queue of changes that numbers them.

@@ -235,6 +235,7 @@ mod tests {
                             source: Source::Unicast(SocketAddr::from(([10, 0, 0, source], 5000))),
                             ttl_left: Duration::from_secs(u64::from(ttl)),
                             aliases: &[],
+                            check: crate::protocol::Check::None,
                         };
                         registry.apply_remote(now, view);
                     }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{Cursor, NONE, NotFound, Registry, Source};
+use crate::protocol::Check;
 
 /// How many slots one [`Registry::services_page`] call looks at, at the most, so that a table
 /// with many free slots cannot make one call long.
@@ -17,7 +18,7 @@ const SCAN_LIMIT: usize = 4096;
 
 /// One instance as a listing shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InstanceView {
+pub struct InstanceView<'a> {
     /// Where it listens.
     pub endpoint: SocketAddr,
     /// How long this registry has held it (its oldest lease's age).
@@ -28,6 +29,8 @@ pub struct InstanceView {
     pub leases: usize,
     /// The source of its oldest lease.
     pub source: Source,
+    /// The health check its oldest lease declares.
+    pub check: Check<&'a str>,
 }
 
 impl Registry {
@@ -60,7 +63,7 @@ impl Registry {
         now: Instant,
         service: &str,
         cursor: Cursor,
-        mut take: impl FnMut(InstanceView) -> bool,
+        mut take: impl FnMut(InstanceView<'_>) -> bool,
     ) -> Result<Option<Cursor>, NotFound> {
         self.handle_timeout(now);
         let &index = self.by_name.get(service).ok_or(NotFound)?;
@@ -73,6 +76,7 @@ impl Registry {
                 ttl_left: Duration::ZERO,
                 leases: 0,
                 source: self.lease(lease).source,
+                check: self.lease(lease).check.as_deref(),
             };
             let mut oldest = None;
             while lease != NONE {
@@ -82,6 +86,7 @@ impl Registry {
                 if oldest.is_none_or(|since| entry.since < since) {
                     oldest = Some(entry.since);
                     view.source = entry.source;
+                    view.check = entry.check.as_deref();
                 }
                 lease = entry.next;
             }
@@ -161,7 +166,7 @@ mod tests {
         let now = t0 + Duration::from_secs(2);
         let mut views = Vec::new();
         let next = r.instances_page(now, "echo", Cursor::START, |v| {
-            views.push(v);
+            views.push(InstanceView { check: crate::protocol::Check::None, ..v });
             true
         });
         assert_eq!(next, Ok(None));

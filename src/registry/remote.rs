@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::{ChangeKind, Index, Registry, RemoveReason, Source, check_endpoint};
-use crate::protocol::Rejection;
+use crate::protocol::{Check, Rejection};
 
 /// A lease as it travels between brokers: everything but the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +45,8 @@ pub struct LeaseView<'a> {
     pub ttl_left: Duration,
     /// Other ids it is known by (see the merge rule).
     pub aliases: &'a [Uuid],
+    /// The health check its holder declared.
+    pub check: Check<&'a str>,
 }
 
 /// What [`Registry::apply_remote`] did with a lease.
@@ -109,6 +111,7 @@ impl Registry {
                 return Applied::Conflict;
             }
             self.adopt_aliases(index, lease.id, lease.aliases);
+            self.set_check(index, lease.check);
             let before = self.lease(index).deadline;
             self.renew(index, deadline, true);
             return if self.lease(index).deadline > before { Applied::Refreshed } else { Applied::Unchanged };
@@ -121,13 +124,18 @@ impl Registry {
         if let Some(index) = self.find_lease(lease.service, lease.endpoint, lease.source) {
             self.merge(index, lease.id);
             self.adopt_aliases(index, lease.id, lease.aliases);
+            self.set_check(index, lease.check);
             self.renew(index, deadline, true);
             return Applied::Merged;
         }
         if let Err(rejection) = self.check_room() {
             return Applied::Refused(rejection);
         }
-        let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true);
+        if let Err(rejection) = lease.check.validate() {
+            return Applied::Refused(rejection);
+        }
+        let check = self.common_checks.share(lease.check, None);
+        let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true, check);
         self.lease_mut(index).since = now;
         self.adopt_aliases(index, lease.id, lease.aliases);
         Applied::Inserted
@@ -173,6 +181,7 @@ impl Registry {
                 source: lease.source,
                 ttl_left: lease.deadline.saturating_duration_since(now),
                 aliases: &lease.aliases,
+                check: lease.check.as_deref(),
             };
             if !take(view) {
                 return Some(Cursor(super::index_of(slot)));
@@ -193,6 +202,7 @@ impl Registry {
             source: lease.source,
             ttl_left: lease.deadline.saturating_duration_since(now),
             aliases: &lease.aliases,
+            check: lease.check.as_deref(),
         })
         .filter(|view| !view.ttl_left.is_zero())
     }

@@ -30,7 +30,7 @@ fn from(ip: [u8; 4], port: u16) -> Source {
 }
 
 fn view(id: Uuid, service: &str, endpoint: SocketAddr, source: Source, ttl_left: Duration) -> LeaseView<'_> {
-    LeaseView { id, service, endpoint, source, ttl_left, aliases: &[] }
+    LeaseView { id, service, endpoint, source, ttl_left, aliases: &[], check: crate::protocol::Check::None }
 }
 
 fn live(r: &mut Registry, now: Instant, service: &str) -> Vec<SocketAddr> {

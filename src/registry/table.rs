@@ -55,6 +55,7 @@ impl Registry {
     }
 
     /// Adds a lease (the caller checked that there is room and that the id is new).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn insert(
         &mut self,
         id: Uuid,
@@ -63,6 +64,7 @@ impl Registry {
         source: Source,
         deadline: Instant,
         by_peer: bool,
+        check: super::SharedCheck,
     ) -> Index {
         let service_index = match self.by_name.get(service) {
             Some(&index) => index,
@@ -97,6 +99,7 @@ impl Registry {
             next,
             source,
             aliases: Vec::new(),
+            check,
         });
         debug_assert_eq!(key, index as usize);
         self.lease_slots = self.lease_slots.max(key + 1);
@@ -203,6 +206,7 @@ impl Registry {
             by_peer,
             instance_changed: instance_gone,
             aliases: lease.aliases,
+            check: lease.check,
         });
     }
 
@@ -227,6 +231,7 @@ impl Registry {
             by_peer,
             instance_changed,
             aliases,
+            check: Arc::clone(&lease.check),
         };
         self.changes.push(change);
     }

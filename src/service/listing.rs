@@ -28,15 +28,31 @@ pub(super) fn services(ctx: &mut impl Context, now: Instant, form: Form, cursor:
     Response::Services(ServicePage { total, services, next: next.map(|c| c.0) })
 }
 
-/// A page of `service`'s instances, from `cursor` on.
-pub(super) fn instances(ctx: &mut impl Context, now: Instant, form: Form, service: &str, cursor: u32) -> Response {
+/// A page of `service`'s instances, from `cursor` on; `checked`: as
+/// [`Response::InstanceListChecked`], with each instance's check (the binary form's other list).
+pub(super) fn instances(
+    ctx: &mut impl Context,
+    now: Instant,
+    form: Form,
+    service: &str,
+    cursor: u32,
+    checked: bool,
+) -> Response {
     let (_, registry) = ctx.parts();
     if let Err(rejection) = registry.config().limits.check_name(service) {
         return Response::Error(rejection);
     }
     let total = registry.instance_count(service) as u64;
     let header = InstancePage { total, instances: Vec::new(), next: Some(u32::MAX) };
-    let mut room = room(form, &Response::InstanceList(header));
+    let mut room = match (checked, form) {
+        // The second list's length may grow too.
+        (true, Form::Binary { .. }) => {
+            let mut room = room(form, &Response::InstanceListChecked { page: header, checks: Vec::new() });
+            room.take(fit::LIST_GROWTH);
+            room
+        }
+        _ => room(form, &Response::InstanceList(header)),
+    };
     let mut instances = Vec::new();
     let page = registry.instances_page(now, service, Cursor(cursor), |view| {
         let entry = InstanceInfo {
@@ -45,14 +61,23 @@ pub(super) fn instances(ctx: &mut impl Context, now: Instant, form: Form, servic
             expires_ms: millis(view.ttl_left),
             leases: view.leases as u64,
             source: view.source,
+            check: view.check.to_owned_check(),
         };
-        if !room.take(entry_len(form, &entry, text::encode_instance_line)) {
+        let check_len = match form {
+            Form::Binary { .. } if checked => fit::binary_len(&entry.check),
+            _ => 0,
+        };
+        if !room.take(entry_len(form, &entry, text::encode_instance_line) + check_len) {
             return false;
         }
         instances.push(entry);
         true
     });
     match page {
+        Ok(next) if checked => {
+            let checks = instances.iter().map(|i| i.check.clone()).collect();
+            Response::InstanceListChecked { page: InstancePage { total, instances, next: next.map(|c| c.0) }, checks }
+        }
         Ok(next) => Response::InstanceList(InstancePage { total, instances, next: next.map(|c| c.0) }),
         Err(_) => not_found_in(ctx),
     }
@@ -130,6 +155,11 @@ mod tests {
                 Form::Binary { .. } => match binary::decode_response(&out).unwrap().1 {
                     Response::Services(page) => (Response::Services(page.clone()), page.next),
                     Response::InstanceList(page) => (Response::InstanceList(page.clone()), page.next),
+                    Response::InstanceListChecked { page, checks } => {
+                        assert_eq!(page.instances.len(), checks.len());
+                        let next = page.next;
+                        (Response::InstanceListChecked { page, checks }, next)
+                    }
                     other => panic!("{other:?}"),
                 },
             };
@@ -138,6 +168,9 @@ mod tests {
                 (None, _) => return pages,
                 (Some(cursor), Request::Services { .. }) => Request::Services { cursor },
                 (Some(cursor), Request::Instances { service, .. }) => Request::Instances { service, cursor },
+                (Some(cursor), Request::InstancesChecked { service, .. }) => {
+                    Request::InstancesChecked { service, cursor }
+                }
                 _ => unreachable!(),
             };
         }
@@ -179,6 +212,35 @@ mod tests {
                 assert_eq!(count, 300);
             }
         }
+    }
+
+    #[test]
+    fn checked_pages_fit_with_the_longest_paths() {
+        let now = Instant::now();
+        let mut registry = table(now);
+        let path = format!("/{}", "p".repeat(crate::protocol::check::MAX_CHECK_PATH - 1));
+        let check = crate::protocol::Check::Http(path.as_str());
+        for port in 1..=100u16 {
+            let endpoint = SocketAddr::from(([10, 1, 0, port as u8], 4000));
+            let source = Source::Unicast(SocketAddr::from(([10, 0, 0, 1], 50000)));
+            registry.register_checked(now, "long-checks", endpoint, source, check).unwrap();
+        }
+        let mut table = Plain::new(registry, 1400);
+        let pages = walk(
+            &mut table,
+            now,
+            Form::Binary { request_id: 9 },
+            Request::InstancesChecked { service: "long-checks", cursor: 0 },
+        );
+        let checks: Vec<String> = pages
+            .iter()
+            .flat_map(|p| match p {
+                Response::InstanceListChecked { checks, .. } => checks.iter().map(ToString::to_string).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        assert_eq!(checks.len(), 100, "{} pages", pages.len());
+        assert!(checks.iter().all(|c| *c == format!("http:{path}")));
     }
 
     #[test]

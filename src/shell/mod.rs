@@ -29,11 +29,13 @@
 //! are request/response: the core sees every buffered byte and says how many it consumed and
 //! whether to close once its answer is written; the shell enforces the connection cap, the
 //! input limit and the idle timeout of each listener ([`StreamLimits`]). Probes are
-//! non-blocking TCP connects: the core asks for one with [`ProbeCmd::Start`], and hears the
-//! outcome through [`Core::handle_probe`]; the deadline is the core's, which aborts the probe
-//! with [`ProbeCmd::Abort`] when it passes.
+//! non-blocking TCP connects, followed for an HTTP check by a `GET` on the same connection
+//! (`probe_io`): the core asks for one with [`ProbeCmd::Start`], and hears the outcome through
+//! [`Core::handle_probe`]; the deadline is the core's, which aborts the probe with
+//! [`ProbeCmd::Abort`] when it passes.
 
 mod batch_io;
+mod probe_io;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -44,10 +46,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamLimits};
+use crate::protocol::Check;
 use crate::shutdown::Shutdown;
 use crate::timers::Timers;
 use slab::Slab;
@@ -91,7 +94,7 @@ enum Io<F> {
     Udp { face: F, socket: UdpSocket },
     Listener { face: F, listener: TcpListener, limits: StreamLimits, open: usize },
     Stream(stream::Conn<F>),
-    Probe { id: ProbeId, stream: TcpStream },
+    Probe(probe_io::ProbeIo),
 }
 
 /// Immediate replies gathered while a socket is drained.
@@ -325,7 +328,7 @@ impl<C: Core> Shell<C> {
             Some(Io::Udp { .. }) => self.drain_udp(now, index),
             Some(Io::Listener { .. }) => self.accept(now, index),
             Some(Io::Stream(_)) => self.serve_stream(now, index),
-            Some(Io::Probe { .. }) => self.finish_probe(now, index, error),
+            Some(Io::Probe(_)) => self.finish_probe(now, index, error),
             None => {}
         }
     }
@@ -391,7 +394,7 @@ impl<C: Core> Shell<C> {
         }
         while let Some(command) = self.core.poll_probe() {
             match command {
-                ProbeCmd::Start { id, addr } => self.start_probe(now, id, addr),
+                ProbeCmd::Start { id, addr, check } => self.start_probe(now, id, addr, &check),
                 ProbeCmd::Abort { id } => {
                     if let Some(index) = self.probes.remove(&id) {
                         self.ios.try_remove(index);
@@ -401,9 +404,9 @@ impl<C: Core> Shell<C> {
         }
     }
 
-    fn start_probe(&mut self, now: Instant, id: ProbeId, addr: SocketAddr) {
-        let mut stream = match TcpStream::connect(addr) {
-            Ok(stream) => stream,
+    fn start_probe(&mut self, now: Instant, id: ProbeId, addr: SocketAddr, check: &Check<Box<str>>) {
+        let mut probe = match probe_io::ProbeIo::connect(id, addr, check) {
+            Ok(probe) => probe,
             Err(e) => {
                 let outcome = if crate::net::is_out_of_descriptors(&e) {
                     ProbeOutcome::Local(e.kind())
@@ -415,11 +418,12 @@ impl<C: Core> Shell<C> {
             }
         };
         let index = self.ios.vacant_key();
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(index), Interest::WRITABLE) {
+        let interest = probe.interest();
+        if let Err(e) = self.poll.registry().register(&mut probe.stream, Token(index), interest) {
             self.core.handle_probe(now, id, ProbeOutcome::Local(e.kind()));
             return;
         }
-        self.ios.insert(Io::Probe { id, stream });
+        self.ios.insert(Io::Probe(probe));
         if let Some(old) = self.probes.insert(id, index) {
             // The core reused a running probe's id: the old one is forgotten.
             self.ios.try_remove(old);
@@ -427,18 +431,9 @@ impl<C: Core> Shell<C> {
     }
 
     fn finish_probe(&mut self, now: Instant, index: usize, error: bool) {
-        let Some(Io::Probe { id, stream }) = self.ios.get(index) else { return };
-        let id = *id;
-        let outcome = match stream.take_error() {
-            Ok(Some(e)) | Err(e) => ProbeOutcome::Failed(e.kind()),
-            Ok(None) => match stream.peer_addr() {
-                Ok(_) => ProbeOutcome::Connected,
-                // Not connected yet and no error: a spurious wake-up, unless the socket is in
-                // error, which take_error has not shown (then it was reset).
-                Err(_) if !error => return,
-                Err(e) => ProbeOutcome::Failed(e.kind()),
-            },
-        };
+        let Some(Io::Probe(probe)) = self.ios.get_mut(index) else { return };
+        let id = probe.id;
+        let Some(outcome) = probe.on_ready(error) else { return };
         self.probes.remove(&id);
         self.ios.try_remove(index);
         self.core.handle_probe(now, id, outcome);

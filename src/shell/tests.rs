@@ -295,9 +295,17 @@ fn probes_report_connected_refused_and_nothing_once_aborted() {
     let open = StdListener::bind("127.0.0.1:0").unwrap();
     let closed = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let probes = &mut rig.shell.core_mut().probes;
-    probes.push_back(ProbeCmd::Start { id: 1, addr: open.local_addr().unwrap() });
-    probes.push_back(ProbeCmd::Start { id: 2, addr: closed });
-    probes.push_back(ProbeCmd::Start { id: 3, addr: open.local_addr().unwrap() });
+    probes.push_back(ProbeCmd::Start {
+        id: 1,
+        addr: open.local_addr().unwrap(),
+        check: Arc::new(crate::protocol::Check::Tcp),
+    });
+    probes.push_back(ProbeCmd::Start { id: 2, addr: closed, check: Arc::new(crate::protocol::Check::Tcp) });
+    probes.push_back(ProbeCmd::Start {
+        id: 3,
+        addr: open.local_addr().unwrap(),
+        check: Arc::new(crate::protocol::Check::Tcp),
+    });
     probes.push_back(ProbeCmd::Abort { id: 3 });
     rig.until("two outcomes", |s| s.core().outcomes.len() >= 2);
     // A little longer: an aborted probe must never report.
@@ -335,4 +343,61 @@ fn the_core_is_woken_for_its_timers_and_may_say_goodbye_on_stop() {
     assert_eq!(recv(&listener), ("copy 0".into(), a));
     shutdown.request();
     assert_eq!(runner.join().unwrap(), Some(0));
+}
+
+/// A listener that answers every connection with `reply` once the request's head is in (or,
+/// with `None`, closes it at once), from a thread of its own.
+fn http_answering(reply: Option<&'static str>) -> SocketAddr {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let Some(reply) = reply else { continue };
+            let mut head = Vec::new();
+            let mut buf = [0; 256];
+            while !head.ends_with(b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            if head.starts_with(b"GET /health HTTP/1.1\r\n") {
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn http_probes_are_healthy_on_2xx_and_3xx_only() {
+    let mut rig = rig(StreamLimits::default());
+    let check = Arc::new(crate::protocol::Check::Http("/health".into()));
+    let targets = [
+        (1, http_answering(Some("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"))),
+        (2, http_answering(Some("HTTP/1.1 301 Moved\r\nLocation: /\r\n\r\n"))),
+        (3, http_answering(Some("HTTP/1.1 500 Internal Server Error\r\n\r\n"))),
+        (4, http_answering(Some("SSH-2.0-OpenSSH_9.6\r\n\r\n"))),
+        (5, http_answering(None)),
+    ];
+    let probes = &mut rig.shell.core_mut().probes;
+    for (id, addr) in targets {
+        probes.push_back(ProbeCmd::Start { id, addr, check: Arc::clone(&check) });
+    }
+    rig.until("five outcomes", |s| s.core().outcomes.len() >= 5);
+    let mut outcomes = rig.shell.core().outcomes.clone();
+    outcomes.sort_by_key(|&(id, _)| id);
+    let kinds: Vec<_> = outcomes.iter().map(|&(_, outcome)| outcome).collect();
+    assert_eq!(
+        kinds[..4],
+        [
+            ProbeOutcome::Connected,
+            ProbeOutcome::Connected,
+            ProbeOutcome::Failed(io::ErrorKind::Other),
+            ProbeOutcome::Failed(io::ErrorKind::InvalidData),
+        ]
+    );
+    // Closed before any answer: a failure (no head, or the connection reset).
+    assert!(matches!(kinds[4], ProbeOutcome::Failed(_)), "{kinds:?}");
 }

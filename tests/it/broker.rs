@@ -45,7 +45,10 @@ fn every_text_line_works() {
         udp.text("fetch echo"),
         "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
     );
-    assert_eq!(udp.text("register echo"), "ERROR usage: register <service> <port> | register <service> <ip> <port>");
+    assert_eq!(
+        udp.text("register echo"),
+        "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]"
+    );
     assert_eq!(
         udp.text("register echo 0.0.0.0 80"),
         "ERROR address 0.0.0.0 cannot be registered: it is the unspecified address"

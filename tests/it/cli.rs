@@ -25,7 +25,7 @@ fn lists_shows_reports_and_deregisters() {
     let at = broker.addr("udp").to_string();
     let udp = Udp::new(broker.addr("udp"));
     let id = udp.text("register echo 4000");
-    udp.text("register echo 127.0.0.2 4001");
+    udp.text("register echo 127.0.0.2 4001 check=http:/up");
     udp.text("register time 4002");
 
     let (code, out, _) = makler(&["--broker", &at, "list"]);
@@ -41,10 +41,11 @@ fn lists_shows_reports_and_deregisters() {
     assert_eq!(code, Some(0));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");
-    assert!(lines[0].starts_with("ENDPOINT ") && lines[0].ends_with("LEASES  SOURCE"), "{out}");
+    assert!(lines[0].starts_with("ENDPOINT ") && lines[0].ends_with("LEASES  SOURCE           CHECK"), "{out}");
     let cells: Vec<&str> = lines[1].split_whitespace().collect();
     assert_eq!((cells[0], cells[3]), ("127.0.0.1:4000", "1"), "{out}");
     assert!(cells[1].ends_with('s') && cells[4].starts_with("127.0.0.1:"), "{out}");
+    assert_eq!((cells[5], lines[2].split_whitespace().nth(5)), ("none", Some("http:/up")), "{out}");
     let (_, out, _) = makler(&["--broker", &at, "show", "echo", "--json"]);
     let shown = json(&out);
     let first = &shown["instances"][0];
@@ -52,6 +53,7 @@ fn lists_shows_reports_and_deregisters() {
     assert_eq!(first["leases"], 1);
     assert!(first["age_ms"].as_u64().unwrap() < 60_000 && first["expires_ms"].as_u64().unwrap() <= 5000);
     assert!(first["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{out}");
+    assert_eq!((&first["check"], &shown["instances"][1]["check"]), (&"none".into(), &"http:/up".into()), "{out}");
 
     let (_, out, _) = makler(&["--broker", &at, "stats", "--json"]);
     let stats = json(&out);

@@ -13,6 +13,7 @@ mod balancer;
 mod balancer_live;
 mod bridges;
 mod broker;
+mod checks;
 mod cli;
 mod containers;
 mod dns;

@@ -204,7 +204,7 @@ fn queries_are_answered_at_once_while_a_black_holed_instance_is_probed() {
     let (_brokers, addrs, _) = cluster(1, &["--ttl", "30", "--probe-interval", "0", "--probe-timeout", "1"]);
     let (_hole, _held, hole) = black_hole();
     let udp = Udp::new(addrs[0]);
-    udp.text(&format!("register web {} {}", hole.ip(), hole.port()));
+    udp.text(&format!("register web {} {} check=tcp", hole.ip(), hole.port()));
     udp.text("register other 4000");
     assert_eq!(udp.text(&format!("report web {hole}")), "OK");
     let probing = Instant::now();

@@ -181,6 +181,8 @@ fn a_server_refused_after_a_broker_restart_exits() {
     assert_eq!(code, Some(6), "{}", server.log());
     assert!(last.starts_with("makler-server: echo is no longer registered: "), "{last}");
     assert!(last.contains("not allowed"), "{last}");
+    // One line says it, as for a refusal of the first try: not the registrar's log line too.
+    assert_eq!(server.log().matches("no longer registered").count(), 1, "said once: {}", server.log());
 }
 
 #[test]

@@ -1,8 +1,8 @@
 //! protocol.md shows real bytes: every binary example in it is checked against the encoder.
 
-use makler::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
+use makler::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
 use makler::protocol::{
-    self, BrokerStats, Counter, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason,
+    self, BrokerStats, Check, Counter, Form, InstanceInfo, InstancePage, Multicast, PeerStats, Rejection, RemoveReason,
     Request, Response, ServiceCount, ServicePage, Source, binary,
 };
 use uuid::Uuid;
@@ -110,6 +110,27 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("sync request", to_peer(0x43, Peer::SyncRequest { cursor: 0, pages: 16 })),
         ("page", to_peer(0x42, Peer::Page { cursor: 0, next: None, leases: vec![lease.clone()] })),
+        (
+            "checked upsert",
+            to_peer(
+                0x42,
+                Peer::Delta {
+                    seq: 3,
+                    entries: vec![Entry::UpsertChecked(CheckedLease { lease: lease.clone(), check: Check::Tcp })],
+                },
+            ),
+        ),
+        (
+            "checked page",
+            to_peer(
+                0x42,
+                Peer::PageChecked {
+                    cursor: 0,
+                    next: None,
+                    leases: vec![CheckedLease { lease: lease.clone(), check: Check::Http("/") }],
+                },
+            ),
+        ),
         ("peer report", to_peer(0x43, Peer::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("bye", to_peer(0x42, Peer::Bye)),
         ("bridge query", to_peer(0x43, Peer::Query { id: 7, service: "echo" })),
@@ -138,6 +159,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                 Response::InstanceList(InstancePage {
                     total: 1,
                     instances: vec![InstanceInfo {
+                        check: Default::default(),
                         endpoint: "127.0.0.1:4000".parse().unwrap(),
                         age_ms: 1500,
                         expires_ms: 3500,
@@ -146,6 +168,28 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     }],
                     next: Some(1),
                 }),
+            ),
+        ),
+        ("instances checked", request(20, Request::InstancesChecked { service: "echo", cursor: 0 })),
+        (
+            "instances checked reply",
+            reply(
+                20,
+                Response::InstanceListChecked {
+                    page: InstancePage {
+                        total: 1,
+                        instances: vec![InstanceInfo {
+                            check: Default::default(),
+                            endpoint: "127.0.0.1:4000".parse().unwrap(),
+                            age_ms: 1500,
+                            expires_ms: 3500,
+                            leases: 1,
+                            source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+                        }],
+                        next: None,
+                    },
+                    checks: vec![Check::Http("/".into())],
+                },
             ),
         ),
         ("watch", request(15, Request::Watch { service: "echo" })),
@@ -166,6 +210,18 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("query local", request(17, Request::QueryLocal { service: "echo" })),
         ("watch cookie", reply(15, Response::WatchCookie { cookie: 0x5f0e_3a17_c2d9_4b61 })),
         ("watch echo", request(18, Request::WatchEcho { service: "echo", cookie: 0x5f0e_3a17_c2d9_4b61 })),
+        (
+            "register with a check",
+            request(
+                18,
+                Request::RegisterChecked { service: "echo", ip: None, port: 4000, check: Check::Http("/health") },
+            ),
+        ),
+        (
+            "register checked tcp",
+            request(19, Request::RegisterChecked { service: "echo", ip: None, port: 4000, check: Check::Tcp }),
+        ),
+        ("unknown option", reply(18, Response::Error(Rejection::UnknownOption { key: "chek".into() }))),
         ("too many watches", reply(16, Response::Error(Rejection::TooManyWatches { scope: String::new(), max: 3 }))),
         ("announce", multicast(0, Multicast::Announce { origin: 0x1234, service: "echo", ip: None, port: 4000 })),
         ("goodbye", multicast(0, Multicast::Goodbye { origin: 0x1234, service: "echo", ip: None, port: 4000 })),

@@ -27,6 +27,7 @@ fn uuid() -> impl Strategy<Value = Uuid> {
 #[derive(Debug, Clone)]
 enum Owned {
     Register(String, Option<IpAddr>, u16),
+    RegisterChecked(String, Option<IpAddr>, u16, Option<String>, bool),
     Heartbeat(Uuid),
     Query(String),
     Deregister(Uuid),
@@ -36,6 +37,8 @@ enum Owned {
 fn owned_request() -> impl Strategy<Value = Owned> {
     prop_oneof![
         (service(), proptest::option::of(ip()), 1u16..).prop_map(|(s, ip, p)| Owned::Register(s, ip, p)),
+        (service(), proptest::option::of(ip()), 1u16.., proptest::option::of("/[!-~]{0,40}"), any::<bool>())
+            .prop_map(|(s, ip, p, path, tcp)| Owned::RegisterChecked(s, ip, p, path, tcp)),
         uuid().prop_map(Owned::Heartbeat),
         service().prop_map(Owned::Query),
         uuid().prop_map(Owned::Deregister),
@@ -46,6 +49,16 @@ fn owned_request() -> impl Strategy<Value = Owned> {
 fn as_request(owned: &Owned) -> Request<'_> {
     match owned {
         Owned::Register(service, ip, port) => Request::Register { service, ip: *ip, port: *port },
+        Owned::RegisterChecked(service, ip, port, path, tcp) => Request::RegisterChecked {
+            service,
+            ip: *ip,
+            port: *port,
+            check: match (path, tcp) {
+                (Some(path), _) => protocol::Check::Http(path),
+                (None, true) => protocol::Check::Tcp,
+                (None, false) => protocol::Check::None,
+            },
+        },
         Owned::Heartbeat(id) => Request::Heartbeat { id: *id },
         Owned::Query(service) => Request::Query { service },
         Owned::Deregister(id) => Request::Deregister { id: *id },

@@ -115,7 +115,7 @@ fn a_server_whose_connect_takes_a_second_is_kept_after_100_reports() {
     let mut process = broker(&["--ttl", "60", "--probe-interval", "0"]);
     let udp = Udp::new(process.addr("udp"));
     let (ip, port) = (slow.addr.ip(), slow.addr.port());
-    udp.text(&format!("register web {ip} {port}"));
+    udp.text(&format!("register web {ip} {port} check=tcp"));
     assert_eq!(listed(&udp, "web"), [slow.addr]);
     // 100 reports, 60 ms apart (under the per-source cap of 20 a second).
     let started = Instant::now();

@@ -81,8 +81,10 @@ fn replies_map_to_typed_results() {
     let net = SimNet::new().broker(addr(1), move |request| {
         counter.fetch_add(1, Ordering::SeqCst);
         Some(match request {
-            Request::Register { service: "full", .. } => Response::Error(Rejection::Full { max: 1 }),
-            Request::Register { .. } => Response::Registered { id, ttl_ms: 1500 },
+            Request::Register { service: "full", .. } | Request::RegisterChecked { service: "full", .. } => {
+                Response::Error(Rejection::Full { max: 1 })
+            }
+            Request::Register { .. } | Request::RegisterChecked { .. } => Response::Registered { id, ttl_ms: 1500 },
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
             Request::QueryLocal { service: "echo" } => Response::Instances(vec![addr(4001)]),
@@ -93,6 +95,7 @@ fn replies_map_to_typed_results() {
             | Request::Report { .. }
             | Request::Services { .. }
             | Request::Instances { .. }
+            | Request::InstancesChecked { .. }
             | Request::Watch { .. }
             | Request::WatchEcho { .. }
             | Request::Unwatch { .. } => Response::Stats(Box::default()),
@@ -151,4 +154,42 @@ fn a_report_is_answered_ok_or_not_found() {
     let mut c = client(net, &[addr(1)], 0);
     c.report("echo", addr(4000)).unwrap();
     assert!(matches!(c.report("echo", addr(4001)), Err(ClientError::NotFound)));
+}
+
+#[test]
+fn instances_come_with_their_checks_and_without_from_an_older_broker() {
+    use crate::protocol::{Check, InstanceInfo, InstancePage, Source};
+    fn info(port: u16) -> InstanceInfo {
+        InstanceInfo {
+            endpoint: addr(port),
+            age_ms: 1,
+            expires_ms: 2,
+            leases: 1,
+            source: Source::Unicast(addr(9)),
+            check: Check::None,
+        }
+    }
+    let page = |port| InstancePage { total: 1, instances: vec![info(port)], next: None };
+    let net = || {
+        SimNet::new()
+            .broker(addr(1), move |request| {
+                Some(match request {
+                    Request::InstancesChecked { .. } => {
+                        Response::InstanceListChecked { page: page(4000), checks: vec![Check::Http("/up".into())] }
+                    }
+                    _ => Response::NotFound,
+                })
+            })
+            .broker(addr(2), move |request| {
+                Some(match request {
+                    Request::InstancesChecked { .. } => Response::Error(Rejection::Malformed { why: "old".into() }),
+                    Request::Instances { .. } => Response::InstanceList(page(4001)),
+                    _ => Response::NotFound,
+                })
+            })
+    };
+    let shown = client(net(), &[addr(1)], 0).instances("echo").unwrap();
+    assert_eq!(shown, [InstanceInfo { check: Check::Http("/up".into()), ..info(4000) }]);
+    let shown = client(net(), &[addr(2)], 0).instances("echo").unwrap();
+    assert_eq!(shown, [info(4001)], "an older broker: no checks");
 }

@@ -2,7 +2,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::*;
 use crate::client::sim::SimNet;
-use crate::protocol::{Rejection, Request, Response};
+use crate::protocol::{Check, Rejection, Request, Response};
 
 const BROKER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7000);
 
@@ -19,10 +19,10 @@ fn broker(amnesia: Arc<AtomicBool>, down: Arc<AtomicBool>) -> SimNet {
             known.clear();
         }
         Some(match request {
-            Request::Register { service: "bad", .. } => {
+            Request::RegisterChecked { service: "bad", .. } => {
                 Response::Error(Rejection::BadName { name: "bad".into(), why: "for the test".into() })
             }
-            Request::Register { .. } => {
+            Request::RegisterChecked { .. } => {
                 next += 1;
                 known.insert(next);
                 Response::Registered { id: Uuid::from_u128(next), ttl_ms: 3000 }
@@ -112,7 +112,7 @@ fn a_broker_catching_up_is_asked_again_not_registered_at_again() {
     let net = SimNet::new().broker(BROKER, move |request| {
         Some(match request {
             _ if flag.load(Ordering::SeqCst) => Response::CatchingUp,
-            Request::Register { .. } => {
+            Request::RegisterChecked { .. } => {
                 registered += 1;
                 Response::Registered { id: Uuid::from_u128(registered), ttl_ms: 3000 }
             }
@@ -167,10 +167,10 @@ fn a_full_table_is_waited_out_with_backoff() {
     let has_room = Arc::clone(&room);
     let net = SimNet::new().broker(BROKER, move |request| {
         Some(match request {
-            Request::Register { .. } if has_room.load(Ordering::SeqCst) => {
+            Request::RegisterChecked { .. } if has_room.load(Ordering::SeqCst) => {
                 Response::Registered { id: Uuid::from_u128(7), ttl_ms: 3000 }
             }
-            Request::Register { .. } => Response::Error(Rejection::SourceQuota { max: 1024 }),
+            Request::RegisterChecked { .. } => Response::Error(Rejection::SourceQuota { max: 1024 }),
             _ => Response::Ok,
         })
     });
@@ -248,7 +248,7 @@ fn scripted(answer: Arc<Mutex<Option<Response>>>) -> SimNet {
     SimNet::new().broker(BROKER, move |request| {
         let answer = answer.lock().unwrap().clone();
         match request {
-            Request::Register { .. } => answer,
+            Request::RegisterChecked { .. } => answer,
             // Heartbeats: forgotten while registering is refused, else fine; none while down.
             _ => {
                 answer.map(|a| if matches!(a, Response::Registered { .. }) { Response::Ok } else { Response::NotFound })
@@ -302,4 +302,38 @@ fn an_odd_answer_to_a_heartbeat_is_tried_again_not_given_up() {
     assert_eq!(next_try(&mut core).as_millis(), 500);
     assert_eq!(state(&registration), RegistrationState::NoBroker);
     assert_eq!(id_of(&registration), Some(Uuid::from_u128(1)), "kept");
+}
+
+/// A broker that records every request, and cannot decode a checked registration of `old`
+/// (as a broker older than declared checks).
+fn recording(seen: Arc<Mutex<Vec<String>>>) -> SimNet {
+    SimNet::new().broker(BROKER, move |request| {
+        seen.lock().unwrap().push(format!("{request:?}"));
+        Some(match request {
+            Request::RegisterChecked { service: "old", .. } => {
+                Response::Error(Rejection::Malformed { why: "unknown variant".into() })
+            }
+            _ => Response::Registered { id: Uuid::from_u128(1), ttl_ms: 3000 },
+        })
+    })
+}
+
+#[test]
+fn registrations_declare_the_configured_check_and_fall_back_for_an_older_broker() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut core = core(recording(Arc::clone(&seen)));
+    add(&mut core, "echo").unwrap();
+    add(&mut core, "old").unwrap();
+    let client = BrokerClient::with_transport(recording(Arc::clone(&seen)), &[BROKER], RetryPolicy::default(), 0);
+    let config = RegistrarConfig { check: Check::Http("/health".into()), ..RegistrarConfig::default() };
+    let mut core = Core::new(client, config, Box::new(|| 0));
+    add(&mut core, "web").unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert!(
+        seen[0].starts_with("RegisterChecked { service: \"echo\"") && seen[0].ends_with("check: Tcp }"),
+        "{seen:?}"
+    );
+    assert!(seen[2].starts_with("Register { service: \"old\""), "sent again without the check: {seen:?}");
+    assert!(seen[3].ends_with("check: Http(\"/health\") }"), "{seen:?}");
 }

@@ -16,9 +16,10 @@ use uuid::Uuid;
 use super::{ReplicaConfig, lease_of};
 use crate::core::Outbox;
 use crate::node::Face;
+use crate::protocol::Check;
 use crate::protocol::RemoveReason;
-use crate::protocol::peer::{Entry, ListPacker, Peer, PeerFrame};
-use crate::registry::{Change, ChangeKind, Registry};
+use crate::protocol::peer::{CheckedLease, Entry, ListPacker, Peer, PeerFrame};
+use crate::registry::{Change, ChangeKind, LeaseView, Registry};
 use crate::timers::Timers;
 
 /// A change to send: a lease by id (read from the table when sent), or a removal.
@@ -220,7 +221,7 @@ impl Deltas {
                 Some(reason) => Entry::Remove { id, reason },
                 // Gone already (its removal follows), or expired: nothing to renew.
                 None => match registry.view(now, id) {
-                    Some(view) => Entry::Upsert(lease_of(&view)),
+                    Some(view) => upsert_of(&view),
                     None => continue,
                 },
             };
@@ -281,5 +282,14 @@ impl Deltas {
             return;
         }
         self.send_items(now, unacked.items.into_iter(), registry, out, &[addr], unacked.tries + 1);
+    }
+}
+
+/// A lease as a delta carries it: an [`Entry::Upsert`] when it declares no check, so that
+/// such leases travel as they always did.
+fn upsert_of<'a>(view: &LeaseView<'a>) -> Entry<'a> {
+    match view.check {
+        Check::None => Entry::Upsert(lease_of(view)),
+        check => Entry::UpsertChecked(CheckedLease { lease: lease_of(view), check }),
     }
 }

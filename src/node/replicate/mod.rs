@@ -47,8 +47,8 @@ use std::time::{Duration, Instant};
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
-use crate::protocol::peer::{self, Entry, Lease, Peer, PeerFrame};
-use crate::protocol::{PeerStats, RemoveReason};
+use crate::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
+use crate::protocol::{Check, PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, LeaseView, Registry};
 pub use config::ReplicaConfig;
 use deltas::Deltas;
@@ -342,7 +342,15 @@ impl Replicator {
             }
             Peer::Page { cursor, next, leases } => {
                 for lease in &leases {
-                    self.apply_lease(now, lease, registry);
+                    self.apply_lease(now, lease, Check::None, registry);
+                }
+                let caught_up =
+                    self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
+                self.events.extend(caught_up.map(ReplicaEvent::Peer));
+            }
+            Peer::PageChecked { cursor, next, leases } => {
+                for CheckedLease { lease, check } in &leases {
+                    self.apply_lease(now, lease, *check, registry);
                 }
                 let caught_up =
                     self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
@@ -542,7 +550,12 @@ impl Replicator {
     /// purpose (tombstoned).
     fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) -> Option<uuid::Uuid> {
         match entry {
-            Entry::Upsert(lease) => (self.apply_lease(now, lease, registry) == Applied::Tombstoned).then_some(lease.id),
+            Entry::Upsert(lease) => {
+                (self.apply_lease(now, lease, Check::None, registry) == Applied::Tombstoned).then_some(lease.id)
+            }
+            Entry::UpsertChecked(CheckedLease { lease, check }) => {
+                (self.apply_lease(now, lease, *check, registry) == Applied::Tombstoned).then_some(lease.id)
+            }
             Entry::Remove { id, reason } => {
                 registry.apply_remote_removal(now, *id, *reason);
                 self.applied += 1;
@@ -551,7 +564,7 @@ impl Replicator {
         }
     }
 
-    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, registry: &mut Registry) -> Applied {
+    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, check: Check<&str>, registry: &mut Registry) -> Applied {
         let view = LeaseView {
             id: lease.id,
             service: lease.service,
@@ -559,6 +572,7 @@ impl Replicator {
             source: lease.source,
             ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
             aliases: &lease.aliases,
+            check,
         };
         let applied = registry.apply_remote(now, view);
         match applied {

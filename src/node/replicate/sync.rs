@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use super::{PeerEvent, ReplicaConfig, lease_of};
 use crate::core::Outbox;
 use crate::node::Face;
-use crate::protocol::peer::{self, ListPacker, Peer, PeerFrame};
-use crate::registry::{Cursor, Registry};
+use crate::protocol::peer::{self, CheckedLease, ListPacker, Peer, PeerFrame};
+use crate::registry::{Cursor, LeaseView, Registry};
 
 /// Pages a peer sends for one request at the most.
 const MAX_PAGES: u8 = 32;
@@ -263,11 +263,18 @@ pub(super) fn serve_pages(
     let mut bytes = Vec::new();
     for _ in 0..pages.clamp(1, MAX_PAGES) {
         let Some(start) = at else { break };
-        at = registry.page(now, start, |view| packer.push(&lease_of(&view)));
-        let frame =
-            PeerFrame { node: me, body: Peer::Page { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() } };
+        at = registry.page(now, start, |view| packer.push(&checked_lease_of(&view)));
+        let frame = PeerFrame {
+            node: me,
+            body: Peer::PageChecked { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() },
+        };
         packer.write(&frame, &mut bytes);
         packer.clear();
         out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));
     }
+}
+
+/// A lease with its check, as a page carries it.
+fn checked_lease_of<'a>(view: &LeaseView<'a>) -> CheckedLease<'a> {
+    CheckedLease { lease: lease_of(view), check: view.check }
 }

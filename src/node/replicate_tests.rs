@@ -402,7 +402,20 @@ fn run_random_cluster(seed: u64, n: usize) {
                 match (reply.trim_end(), server.state) {
                     // An answer to an earlier heartbeat is not the deregistration's.
                     (_, State::Gone(None)) if server.sent != "deregister" => {}
-                    ("OK", State::Gone(None)) => server.state = State::Gone(Some(now)),
+                    // The text form's `OK` does not say what it answers: a late or duplicated
+                    // answer to a heartbeat may arrive after a deregister that was lost. Only a
+                    // broker that no longer lists the instance has taken the deregistration (one
+                    // that crashed since cannot say: ask again).
+                    ("OK", State::Gone(None)) => {
+                        let service = format!("s{}", i % 4);
+                        if !sim.is_up(server.broker)
+                            || live(&mut sim, server.broker, &service).contains(&server.endpoint)
+                        {
+                            server.next = now;
+                        } else {
+                            server.state = State::Gone(Some(now));
+                        }
+                    }
                     ("NOT FOUND (catching up)", _) => {
                         server.broker = (server.broker + 1) % n;
                         server.next = now;

@@ -19,7 +19,7 @@ use crate::limit::{RateLimit, ResponseLimiter};
 use crate::probe::{Probe, Verdict};
 use crate::protocol::fit;
 use crate::protocol::{Check, Form, Response};
-use crate::registry::{ChangeKind, Registry};
+use crate::registry::{ChangeKind, Registry, SharedCheck};
 use crate::service::{self, Service};
 
 /// The control port's one socket.
@@ -114,26 +114,23 @@ impl Control {
                     *self.names.entry(endpoint).or_insert(0) += 1;
                     self.staged_adds.push(endpoint);
                     if let Some(health) = &mut self.health {
-                        // A TCP connect, unless the backend declared an HTTP check: the
-                        // balancer forwards TCP, so a backend that declared none is still
-                        // checked with a connect.
-                        match &*change.check {
-                            Check::Http(_) => health.schedule.add_checked(now, endpoint, Arc::clone(&change.check)),
-                            Check::None | Check::Tcp => health.schedule.add(now, endpoint),
-                        }
+                        follow_check(health, now, endpoint, &change.check);
                     }
                 }
                 // A heartbeat says the backend's registrar lives, not that it accepts
                 // connections: with health checks, only a probe or a connect brings a backend
                 // that failed one back (a hung server that heartbeats stays out). Without them,
                 // the heartbeat is all there is to go by.
-                ChangeKind::Registered | ChangeKind::Refreshed => {
-                    if self.health.is_none() {
+                ChangeKind::Registered | ChangeKind::Refreshed => match &mut self.health {
+                    // The backend may declare another check now (the change carries what it
+                    // declares after it).
+                    Some(health) => follow_check(health, now, endpoint, &change.check),
+                    None => {
                         if let Some(backend) = self.pool.get(endpoint) {
                             backend.mark_up();
                         }
                     }
-                }
+                },
                 ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
                     let left = self.names.get_mut(&endpoint).map(|n| {
                         *n -= 1;
@@ -147,7 +144,12 @@ impl Control {
                         }
                     }
                 }
-                ChangeKind::Expired | ChangeKind::Removed(_) => {}
+                // One lease of several went: what the others declare is checked now.
+                ChangeKind::Expired | ChangeKind::Removed(_) => {
+                    if let Some(health) = &mut self.health {
+                        follow_check(health, now, endpoint, &change.check);
+                    }
+                }
             }
         }
     }
@@ -329,9 +331,21 @@ impl Control {
     }
 }
 
+/// Checks a backend as it declares: a TCP connect, unless it declared an HTTP check (the
+/// balancer forwards TCP, so a backend that declared none is still checked with a connect).
+/// Changing nothing when the check is the one already scheduled.
+fn follow_check(health: &mut Health, now: Instant, endpoint: SocketAddr, check: &SharedCheck) {
+    match &**check {
+        Check::Http(_) => health.schedule.add_checked(now, endpoint, Arc::clone(check)),
+        Check::None | Check::Tcp => health.schedule.add(now, endpoint),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::Source;
+
     fn control(pool: &Arc<Pool>) -> Control {
         let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
         let rate_limit = RateLimit::default();
@@ -408,5 +422,62 @@ mod tests {
             .collect();
         checks.sort();
         assert_eq!(checks, [(4000, "tcp".into()), (4001, "tcp".into()), (4002, "http:/up".into())]);
+    }
+
+    #[test]
+    fn a_backend_that_declares_another_check_is_checked_with_it() {
+        let pool = Arc::new(Pool::new());
+        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
+        let mut core = Control::new(
+            registry,
+            Arc::clone(&pool),
+            Arc::new(Counters::default()),
+            Some(health),
+            RateLimit::default(),
+            false,
+        );
+        let t0 = Instant::now();
+        core.handle_start(t0);
+        let register = |core: &mut Control, from: u16, line: &str| {
+            let mut reply = Vec::new();
+            core.handle_datagram(
+                t0,
+                Face::Control,
+                SocketAddr::from(([127, 0, 0, 1], from)),
+                line.as_bytes(),
+                &mut reply,
+            );
+            assert_eq!(reply.len(), 37, "{line}: {}", String::from_utf8_lossy(&reply));
+        };
+        let probes = |core: &mut Control, at: Duration| {
+            core.handle_timeout(t0 + at);
+            std::iter::from_fn(|| core.poll_probe())
+                .filter_map(|command| match command {
+                    ProbeCmd::Start { check, .. } => Some(check.to_string()),
+                    ProbeCmd::Abort { .. } => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        register(&mut core, 40000, "register web 4000 check=http:/health");
+        assert_eq!(probes(&mut core, Duration::from_secs(2)), ["http:/health"]);
+        // Its replacement, from another source, declares a connect; the old lease goes.
+        register(&mut core, 40001, "register web 4000 check=tcp");
+        let mut reply = Vec::new();
+        let old = core.registry.lease_id(
+            "web",
+            SocketAddr::from(([127, 0, 0, 1], 4000)),
+            Source::Unicast(SocketAddr::from(([127, 0, 0, 1], 40000))),
+        );
+        core.handle_datagram(
+            t0,
+            Face::Control,
+            SocketAddr::from(([127, 0, 0, 1], 40000)),
+            format!("deregister {}", old.unwrap()).as_bytes(),
+            &mut reply,
+        );
+        assert_eq!(reply, b"OK\n");
+        let later: Vec<String> = (3..6).flat_map(|s| probes(&mut core, Duration::from_secs(s))).collect();
+        assert!(!later.is_empty() && later.iter().all(|check| check == "tcp"), "{later:?}");
     }
 }

@@ -295,31 +295,30 @@ impl Verifier {
     /// endpoints this broker checks (`owned` says whether it owns one).
     pub fn handle_change(&mut self, now: Instant, change: &Change, owned: impl Fn(SocketAddr) -> bool) {
         let endpoint = change.endpoint;
-        match change.kind {
-            ChangeKind::Registered | ChangeKind::Refreshed => {
-                let services = self.services.entry(endpoint).or_default();
-                match services.iter_mut().find(|(name, _)| *name == change.service) {
-                    // A renewal that declares what it declared before: nothing to do (the
-                    // common case, a heartbeat, compares two pointers).
-                    Some((_, check)) if Arc::ptr_eq(check, &change.check) || *check == change.check => return,
-                    Some((_, check)) => *check = Arc::clone(&change.check),
-                    None => services.push((Arc::clone(&change.service), Arc::clone(&change.check))),
+        let removed = matches!(change.kind, ChangeKind::Expired | ChangeKind::Removed(_));
+        if removed && change.instance_changed {
+            if let Some(services) = self.services.get_mut(&endpoint) {
+                services.retain(|(s, _)| *s != change.service);
+                if services.is_empty() {
+                    self.services.remove(&endpoint);
+                    // No longer registered: not probed again.
+                    self.end_check(endpoint);
                 }
                 self.reschedule(now, endpoint, owned(endpoint));
             }
-            ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
-                if let Some(services) = self.services.get_mut(&endpoint) {
-                    services.retain(|(s, _)| *s != change.service);
-                    if services.is_empty() {
-                        self.services.remove(&endpoint);
-                        // No longer registered: not probed again.
-                        self.end_check(endpoint);
-                    }
-                    self.reschedule(now, endpoint, owned(endpoint));
-                }
-            }
-            ChangeKind::Expired | ChangeKind::Removed(_) => {}
+            return;
         }
+        // A lease came, was renewed, or went while others hold the instance: the check the
+        // instance declares (the change carries it) may have changed.
+        let services = self.services.entry(endpoint).or_default();
+        match services.iter_mut().find(|(name, _)| *name == change.service) {
+            // A renewal that declares what it declared before: nothing to do (the common case,
+            // a heartbeat, compares two pointers).
+            Some((_, check)) if Arc::ptr_eq(check, &change.check) || *check == change.check => return,
+            Some((_, check)) => *check = Arc::clone(&change.check),
+            None => services.push((Arc::clone(&change.service), Arc::clone(&change.check))),
+        }
+        self.reschedule(now, endpoint, owned(endpoint));
     }
 
     /// Puts `endpoint` on the health-check schedule with its check when this broker owns it

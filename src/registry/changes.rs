@@ -54,8 +54,10 @@ pub struct Change {
     pub instance_changed: bool,
     /// For removals: the other ids the lease was known by, which are gone with it.
     pub aliases: Vec<Uuid>,
-    /// The health check the lease declares (for a refresh: as of this refresh, which may have
-    /// changed it).
+    /// The health check the instance declares after this change: the strongest any of its
+    /// live leases declares (an HTTP check, then a TCP connect, then none), so that leases of
+    /// two sources declaring different checks do not make it flip with each renewal. For a
+    /// removal that took the instance away, the removed lease's.
     pub check: super::SharedCheck,
 }
 

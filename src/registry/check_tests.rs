@@ -91,3 +91,59 @@ fn a_peers_lease_brings_its_check_and_a_renewal_changes_it() {
     let bad = LeaseView { id: Uuid::from_u128(78), endpoint: addr(81), ..view(Check::Http("x")) };
     assert!(matches!(r.apply_remote(t0, bad), Applied::Refused(Rejection::BadCheck { .. })));
 }
+
+#[test]
+fn a_peers_late_renewal_does_not_undo_a_newer_check_nor_may_a_peer_inject_a_path() {
+    let (mut r, t0) = (registry(), Instant::now());
+    let id = Uuid::from_u128(90);
+    let view = |check, ttl| LeaseView {
+        id,
+        service: "web",
+        endpoint: addr(80),
+        source: SERVER,
+        ttl_left: Duration::from_secs(ttl),
+        aliases: &[],
+        check,
+    };
+    assert_eq!(r.apply_remote(t0, view(Check::Tcp, 3)), Applied::Inserted);
+    assert_eq!(r.apply_remote(t0, view(Check::Http("/up"), 4)), Applied::Refreshed);
+    // An older renewal (less time left than the lease has) arriving late changes nothing.
+    assert_eq!(r.apply_remote(t0, view(Check::None, 2)), Applied::Unchanged);
+    assert_eq!(r.view(t0, id).unwrap().check, Check::Http("/up"));
+    // A known lease is held to the rules too: its path would go into a request line.
+    let injected = view(Check::Http("/\r\nHost: evil\r\nX: "), 5);
+    assert!(matches!(r.apply_remote(t0, injected), Applied::Refused(Rejection::BadCheck { .. })));
+    assert_eq!(r.view(t0, id).unwrap().check, Check::Http("/up"));
+}
+
+#[test]
+fn an_instance_declares_the_strongest_check_of_its_leases() {
+    let (mut r, t0) = (registry(), Instant::now());
+    let other = Source::Unicast(addr(50001));
+    let plain = r.register(t0, "web", addr(80), other).unwrap().id;
+    let tcp = r.register_checked(t0, "web", addr(80), SERVER, Check::Tcp).unwrap().id;
+    // Renewals of either lease say what the instance declares, so they do not flip it.
+    r.heartbeat(t0, plain).unwrap();
+    r.heartbeat(t0, tcp).unwrap();
+    r.heartbeat(t0, plain).unwrap();
+    assert_eq!(
+        changes(&mut r),
+        [
+            (ChangeKind::Registered, "none".into()),
+            (ChangeKind::Registered, "tcp".into()),
+            (ChangeKind::Refreshed, "tcp".into()),
+            (ChangeKind::Refreshed, "tcp".into()),
+            (ChangeKind::Refreshed, "tcp".into())
+        ]
+    );
+    // The lease that declared the check goes: the instance declares what the other one does.
+    r.deregister(t0, tcp).unwrap();
+    assert_eq!(changes(&mut r), [(ChangeKind::Removed(RemoveReason::Deregistered), "none".into())]);
+    // An HTTP check is stronger than a connect.
+    r.register_checked(t0, "web", addr(80), SERVER, Check::Http("/h")).unwrap();
+    r.register_checked(t0, "web", addr(80), Source::Unicast(addr(50002)), Check::Tcp).unwrap();
+    assert_eq!(
+        changes(&mut r),
+        [(ChangeKind::Registered, "http:/h".into()), (ChangeKind::Registered, "http:/h".into())]
+    );
+}

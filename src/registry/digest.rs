@@ -125,7 +125,13 @@ impl Registry {
 
     /// The element hashes in `from..=to`, ascending (a hash two leases share comes twice).
     pub fn element_hashes(&self, from: u64, to: u64) -> impl Iterator<Item = u64> + '_ {
-        let range = if from <= to { (from, 0)..=(to, Index::MAX) } else { (1, 0)..=(0, 0) };
+        use std::ops::Bound::{Excluded, Included};
+        // A reversed range is empty (`BTreeSet::range` would panic on it).
+        let range = if from <= to {
+            (Included((from, 0)), Included((to, Index::MAX)))
+        } else {
+            (Included((0, 0)), Excluded((0, 0)))
+        };
         self.digest.elements.range(range).map(|&(hash, _)| hash)
     }
 

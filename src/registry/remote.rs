@@ -103,6 +103,10 @@ impl Registry {
         if ttl.is_zero() {
             return Applied::Expired;
         }
+        // A peer is held to the rules a client is: a check's path goes into a request line.
+        if let Err(rejection) = lease.check.validate() {
+            return Applied::Refused(rejection);
+        }
         let deadline = now + ttl;
         if let Some(&index) = self.by_id.get(&lease.id) {
             let known = self.lease(index);
@@ -111,8 +115,11 @@ impl Registry {
                 return Applied::Conflict;
             }
             self.adopt_aliases(index, lease.id, lease.aliases);
-            self.set_check(index, lease.check);
             let before = self.lease(index).deadline;
+            // Only a newer renewal says what the lease declares now; a late one is stale.
+            if deadline > before {
+                self.set_check(index, lease.check);
+            }
             self.renew(index, deadline, true);
             return if self.lease(index).deadline > before { Applied::Refreshed } else { Applied::Unchanged };
         }
@@ -124,14 +131,13 @@ impl Registry {
         if let Some(index) = self.find_lease(lease.service, lease.endpoint, lease.source) {
             self.merge(index, lease.id);
             self.adopt_aliases(index, lease.id, lease.aliases);
-            self.set_check(index, lease.check);
+            if deadline > self.lease(index).deadline {
+                self.set_check(index, lease.check);
+            }
             self.renew(index, deadline, true);
             return Applied::Merged;
         }
         if let Err(rejection) = self.check_room() {
-            return Applied::Refused(rejection);
-        }
-        if let Err(rejection) = lease.check.validate() {
             return Applied::Refused(rejection);
         }
         let check = self.common_checks.share(lease.check, None);

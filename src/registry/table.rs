@@ -8,7 +8,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::{Change, ChangeKind, Index, Lease, Member, NONE, Registry, Service, Source, index_of, saturate};
-use crate::protocol::Rejection;
+use crate::protocol::{Check, Rejection};
 
 impl Registry {
     pub(super) fn lease(&self, index: Index) -> &Lease {
@@ -168,7 +168,10 @@ impl Registry {
             self.lease_mut(previous).next = lease.next;
         }
         let endpoint = self.service(lease.service).members[position].endpoint;
-        let instance_gone = self.service(lease.service).members[position].head == NONE;
+        let remaining = self.service(lease.service).members[position].head;
+        let instance_gone = remaining == NONE;
+        // What the instance declares now: the other leases' check, or (gone) the lease's own.
+        let check = if instance_gone { lease.check } else { self.instance_check(remaining) };
         if instance_gone {
             self.instance_count -= 1;
             self.by_endpoint.remove(&(lease.service, endpoint));
@@ -206,8 +209,29 @@ impl Registry {
             by_peer,
             instance_changed: instance_gone,
             aliases: lease.aliases,
-            check: lease.check,
+            check,
         });
+    }
+
+    /// The check an instance declares, from the first of its leases (`head`): the strongest
+    /// any of them declares (an HTTP check, then a TCP connect, then none), so that two sources
+    /// declaring different checks on one instance do not make it flip with each renewal.
+    pub(super) fn instance_check(&self, head: Index) -> super::SharedCheck {
+        let mut best = None::<&super::SharedCheck>;
+        let mut at = head;
+        while at != NONE {
+            let lease = self.lease(at);
+            let rank = |check: &Check<Box<str>>| match check {
+                Check::Http(_) => 2,
+                Check::Tcp => 1,
+                Check::None => 0,
+            };
+            if best.is_none_or(|best| rank(&lease.check) > rank(best)) {
+                best = Some(&lease.check);
+            }
+            at = lease.next;
+        }
+        best.map_or_else(|| Arc::clone(&self.common_checks.none), Arc::clone)
     }
 
     pub(super) fn record(
@@ -220,6 +244,8 @@ impl Registry {
     ) {
         let lease = self.lease(index);
         let service = self.service(lease.service);
+        let member = &service.members[lease.position as usize];
+        let check = self.instance_check(member.head);
         let change = Change {
             seq: 0,
             kind,
@@ -231,7 +257,7 @@ impl Registry {
             by_peer,
             instance_changed,
             aliases,
-            check: Arc::clone(&lease.check),
+            check,
         };
         self.changes.push(change);
     }

@@ -47,6 +47,11 @@ use crate::registry::digest::{self, BUCKETS};
 /// Consecutive mismatching digests before a repair starts.
 const PERSIST: u8 = 2;
 
+/// A repair that changes nothing is tried again after 1, 2, 4, … digests, at most 2^this
+/// (about a minute): a difference that cannot be repaired does not cost a repair a second for
+/// ever.
+const MAX_BACKOFF: u8 = 6;
+
 /// Datagrams of buckets, elements and wants answered per peer per digest interval.
 const ANSWER_BUDGET: u32 = 256;
 
@@ -74,6 +79,14 @@ struct PeerRepair {
     mismatches: u8,
     answers: u32,
     pushes: u32,
+    /// Both sides' summaries when the last repair started: the same again at the next one
+    /// means that repair changed nothing (the difference cannot be repaired: a peer refuses
+    /// what it is pushed, its table is full, its limits differ).
+    last: Option<((u64, u64), (u64, u64))>,
+    /// Repairs in a row that changed nothing (at most [`MAX_BACKOFF`]).
+    stuck: u8,
+    /// Mismatching digests still to let pass before the next repair.
+    wait: u32,
 }
 
 /// Anti-entropy. See the [module documentation](self).
@@ -180,8 +193,9 @@ impl Entropy {
         out: &mut Outbox<Face>,
     ) {
         let peer = self.peers.entry(from).or_default();
-        if !comparable || theirs == registry.digest() {
-            peer.mismatches = 0;
+        let ours = registry.digest();
+        if !comparable || theirs == ours {
+            (peer.mismatches, peer.last, peer.stuck, peer.wait) = (0, None, 0, 0);
             return;
         }
         self.stats.mismatches += 1;
@@ -189,6 +203,17 @@ impl Entropy {
         if peer.mismatches < PERSIST {
             return;
         }
+        if peer.last == Some((theirs, ours)) {
+            if peer.wait > 0 {
+                peer.wait -= 1;
+                return;
+            }
+            peer.stuck = (peer.stuck + 1).min(MAX_BACKOFF);
+            peer.wait = (1 << peer.stuck) - 1;
+        } else {
+            (peer.stuck, peer.wait) = (0, 0);
+        }
+        peer.last = Some((theirs, ours));
         let buckets = registry.bucket_hashes();
         let mut packer = ListPacker::default();
         let mut first = 0;

@@ -170,3 +170,25 @@ fn digests_go_to_complete_peers_and_two_mismatches_start_a_repair() {
     assert_eq!(answers(&mut r), (1, 0), "the second sends the bucket hashes (one datagram: most are empty)");
     assert_eq!(r.stats().entropy.mismatches, 2);
 }
+
+#[test]
+fn a_difference_no_repair_changes_is_retried_less_and_less_often() {
+    let (mut r, mut registry, t0) = with_peer(10);
+    // A peer that never takes what it is pushed (it is full, or its limits differ): its digest
+    // stays the same, and so does this broker's.
+    let stuck = PeerFrame { node: 7, body: Peer::Digest { leases: 9, root: 0 } };
+    let mut repairs = Vec::new();
+    for second in 1..=40u64 {
+        let now = t0 + Duration::from_secs(second);
+        r.handle_datagram(now, addr(2), stuck.clone(), &mut registry);
+        if answers(&mut r).0 > 0 {
+            repairs.push(second);
+        }
+    }
+    // The second mismatch starts one; then after 1, 2, 4, 8 and 16 digests more.
+    assert_eq!(repairs, [2, 3, 5, 9, 17, 33]);
+    // Anything that changes either side starts again at once.
+    let moved = PeerFrame { node: 7, body: Peer::Digest { leases: 8, root: 1 } };
+    r.handle_datagram(t0 + Duration::from_secs(41), addr(2), moved, &mut registry);
+    assert_eq!(answers(&mut r).0, 1);
+}

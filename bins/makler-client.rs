@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         Ok(resolver) => resolver,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if let Some(key) = args.multicast.key_file {
+        resolver.client().set_key(key);
+    }
     let (stream, server) = match resolver.connect(&service, args.wait) {
         Ok(found) => found,
         Err(ConnectError::NotFound(service)) => {

@@ -64,6 +64,7 @@ mod dns_face;
 mod entropy_sim_tests;
 mod group;
 mod key_warn;
+mod keyed;
 mod logging;
 pub mod replicate;
 #[cfg(test)]
@@ -98,6 +99,7 @@ pub use bridge::BridgeConfig;
 pub use config::{Face, GroupConfig, NodeConfig, WallClock};
 pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
+pub use keyed::MAX_CLIENTS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 pub use watch::WatchConfig;
@@ -110,6 +112,9 @@ struct Counters {
     /// Peer datagrams sent and received (bridges' included), bytes as on the wire (sealed).
     peer_bytes_out: u64,
     peer_bytes_in: u64,
+    /// Sealed datagrams on the client face that did not open (another key, forged, stale,
+    /// replayed), peers' and clients' alike.
+    sealed_dropped: u64,
 }
 
 /// How many datagrams may wait to be sent; more are dropped and counted.
@@ -137,6 +142,9 @@ pub struct Node {
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
     sealer: Option<Sealer>,
     guard: ReplayGuard,
+    /// The replay windows of clients' sealed requests: apart from the peers', so that many
+    /// short-lived clients cannot push a peer's window out (see [`keyed`]).
+    client_guard: ReplayGuard,
     /// Rate-limited warnings about datagrams that do not open with the key.
     key_warnings: key_warn::KeyWarnings,
     wall: WallClock,
@@ -155,6 +163,7 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
+        service.set_require_key(config.require_key);
         let bridges = bridge::Bridges::new(config.bridges, config.incarnation);
         Node {
             registry,
@@ -170,6 +179,7 @@ impl Node {
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
+            client_guard: ReplayGuard::with_capacity(keyed::MAX_CLIENTS),
             key_warnings: key_warn::KeyWarnings::default(),
             wall: config.wall,
             counters: Counters::default(),
@@ -213,6 +223,9 @@ impl Node {
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
+        if seal::is_sealed(datagram) && self.sealer.is_some() {
+            return self.handle_sealed(now, from, datagram, reply);
+        }
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
             self.counters.peer_bytes_in += datagram.len() as u64;
             // With a key, peers' datagrams come sealed, and only so.
@@ -220,21 +233,26 @@ impl Node {
                 self.replicator.note_rejected();
                 return false;
             };
-            let Ok(frame) = peer::decode(inner) else {
-                self.replicator.note_rejected();
-                return false;
-            };
-            if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
-                self.handle_bridge(now, from, datagram.len(), frame.body);
-                return false;
-            }
-            self.replicator.handle_datagram(now, from, frame, &mut self.registry);
-            return false;
+            return self.handle_peer(now, from, datagram.len(), inner);
         }
         match service::handle(self, now, from, datagram, reply) {
             Some(written) => self.limit(now, from, written, datagram.len(), reply),
             None => false,
         }
+    }
+
+    /// A peer's datagram (`inner`, opened if it came sealed, `len` bytes on the wire).
+    fn handle_peer(&mut self, now: Instant, from: SocketAddr, len: usize, inner: &[u8]) -> bool {
+        let Ok(frame) = peer::decode(inner) else {
+            self.replicator.note_rejected();
+            return false;
+        };
+        if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
+            self.handle_bridge(now, from, len, frame.body);
+            return false;
+        }
+        self.replicator.handle_datagram(now, from, frame, &mut self.registry);
+        false
     }
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram

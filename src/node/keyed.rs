@@ -1,0 +1,79 @@
+//! Sealed datagrams on the client face: a peer's, or a client's request (`--require-key`).
+//!
+//! With a key, a datagram that starts with the seal byte is opened with it first (key, tag,
+//! time), and what is inside says who sent it: a peer frame goes to the replicator as before,
+//! anything else is a client's request, which the router answers without `--require-key`'s
+//! refusal ([`service::handle_sealed`]) and whose reply leaves sealed with the same key, so
+//! that a client holding the key can tell this broker's replies from forged ones.
+//!
+//! Replays are judged per sender, but in two tables: the peers' (as before) and the clients'
+//! ([`MAX_CLIENTS`]). Every run of `makler-client` is a new sender; in one table, a burst of
+//! them would fill it and leave no room, and a peer's window would have to wait for it (or be
+//! forgotten while its datagrams could still be replayed). Apart, the peers' table never sees a
+//! client, and the clients' table forgets only senders whose datagrams are all stale (older
+//! than the 30 s window), refusing a newcomer while it is full of live ones: memory stays
+//! bounded (about 160 bytes a client) and no replay gets through.
+//!
+//! A sealed datagram that does not open, or is a replay, is dropped without an answer and
+//! counted (`sealed_dropped`); one that fails the key or the tag is also a dropped peer datagram
+//! (`peer_rejected`) as before, with the same warning, since nothing tells whose it was.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use super::{Node, key_warn};
+use crate::protocol::{peer, seal};
+use crate::service;
+
+/// How many clients sealing requests within 30 s of one another a broker remembers at most
+/// (about 2.6 MB of windows when all are there); more are dropped until older ones go stale.
+pub const MAX_CLIENTS: usize = 16_384;
+
+impl Node {
+    /// A sealed datagram on the client face, with a key configured: returns whether `reply`
+    /// holds an answer to send (sealed).
+    pub(super) fn handle_sealed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let Some(key) = self.sealer.as_ref().map(|sealer| *sealer.key()) else { return false };
+        let now_ms = self.wall.unix_ms(now);
+        let unsealed = match seal::unseal(&key, datagram, now_ms) {
+            Ok(unsealed) => unsealed,
+            Err(error) => {
+                self.counters.sealed_dropped += 1;
+                self.counters.peer_bytes_in += datagram.len() as u64;
+                self.replicator.note_rejected();
+                let trouble = key_warn::KeyTrouble::of(error);
+                if let Some(warning) = trouble.and_then(|trouble| self.key_warnings.warning(now, from, trouble)) {
+                    log::warn!("{warning}");
+                }
+                return false;
+            }
+        };
+        if peer::is_peer(unsealed.inner) {
+            self.counters.peer_bytes_in += datagram.len() as u64;
+            if self.guard.admit(&unsealed, now_ms).is_err() {
+                self.counters.sealed_dropped += 1;
+                self.replicator.note_rejected();
+                return false;
+            }
+            return self.handle_peer(now, from, datagram.len(), unsealed.inner);
+        }
+        if self.client_guard.admit(&unsealed, now_ms).is_err() {
+            self.counters.sealed_dropped += 1;
+            return false;
+        }
+        let Some(written) = service::handle_sealed(self, now, from, unsealed.inner, reply) else { return false };
+        if !self.limit(now, from, written, datagram.len(), reply) {
+            return false;
+        }
+        if let Some(sealer) = &mut self.sealer {
+            sealer.seal_in_place(reply, now_ms);
+        }
+        true
+    }
+}

@@ -178,8 +178,9 @@ pub struct MulticastArgs {
 
     /// A file holding the shared secret (16 bytes or more, e.g. `head -c 32 /dev/urandom |
     /// base64`): brokers' peer traffic, announcements, goodbyes and discovery are then sealed
-    /// with it, and unsealed ones are ignored. Give every program the same file. It must be
-    /// readable by its owner only (`chmod 600 PATH`): one others may read is refused.
+    /// with it, and unsealed ones are ignored; clients seal their requests to brokers (for
+    /// --require-key) and take only sealed replies. Give every program the same file. It must
+    /// be readable by its owner only (`chmod 600 PATH`): one others may read is refused.
     #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }

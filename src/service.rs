@@ -12,6 +12,11 @@
 //! still catching up. Each handler has a default, "not supported here", so the balancer's
 //! control port answers only `stats` and the broker's node answers them all.
 //!
+//! A request that came sealed with the shared key goes through [`handle_sealed`] once the caller
+//! opened it (the caller also seals the reply); with [`RequireKey`] set,
+//! [`handle`] answers the unsealed requests it names `ERROR key required`, one branch before the
+//! handlers, so unkeyed queries cost what they did.
+//!
 //! ```
 //! use std::time::Instant;
 //! use makler::limit::ReplyKind;

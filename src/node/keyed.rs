@@ -4,7 +4,9 @@
 //! time), and what is inside says who sent it: a peer frame goes to the replicator as before,
 //! anything else is a client's request, which the router answers without `--require-key`'s
 //! refusal ([`service::handle_sealed`]) and whose reply leaves sealed with the same key, so
-//! that a client holding the key can tell this broker's replies from forged ones.
+//! that a client holding the key can tell this broker's replies from forged ones. What is
+//! answered later to a client that asked sealed (a query asked at the bridges, a watch's
+//! notifications) leaves sealed too ([`SealedTo`]).
 //!
 //! Replays are judged per sender, but in two tables: the peers' (as before) and the clients'
 //! ([`MAX_CLIENTS`]). Every run of `makler-client` is a new sender; in one table, a burst of
@@ -18,10 +20,12 @@
 //! counted (`sealed_dropped`); one that fails the key or the tag is also a dropped peer datagram
 //! (`peer_rejected`) as before, with the same warning, since nothing tells whose it was.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::{Node, key_warn};
+use crate::protocol::seal::Sealer;
 use crate::protocol::{peer, seal};
 use crate::service;
 
@@ -67,7 +71,10 @@ impl Node {
             self.counters.sealed_dropped += 1;
             return false;
         }
-        let Some(written) = service::handle_sealed(self, now, from, unsealed.inner, reply) else { return false };
+        self.sealed_to.asking = true;
+        let written = service::handle_sealed(self, now, from, unsealed.inner, reply);
+        self.sealed_to.asking = false;
+        let Some(written) = written else { return false };
         if !self.limit(now, from, written, datagram.len(), reply) {
             return false;
         }
@@ -75,5 +82,37 @@ impl Node {
             sealer.seal_in_place(reply, now_ms);
         }
         true
+    }
+}
+
+/// The clients that asked sealed for something answered later: a query asked at the bridges, a
+/// watch's notifications. What the node sends them later leaves sealed too, or they would
+/// ignore it. At most [`MAX_CLIENTS`] addresses; beyond, the set starts afresh (a client
+/// forgotten so gets unsealed notifications until it watches again, which it does every
+/// renewal).
+#[derive(Debug, Default)]
+pub(super) struct SealedTo {
+    /// A sealed request is being answered now.
+    pub(super) asking: bool,
+    addrs: HashSet<SocketAddr>,
+}
+
+impl SealedTo {
+    /// `from` asked, for something answered later: remember it if it asked sealed.
+    pub(super) fn note(&mut self, from: SocketAddr) {
+        if !self.asking {
+            return;
+        }
+        if self.addrs.len() >= MAX_CLIENTS && !self.addrs.contains(&from) {
+            self.addrs.clear();
+        }
+        self.addrs.insert(from);
+    }
+
+    /// Seals `datagram` (in place) when it goes to a client that asked sealed.
+    pub(super) fn seal(&self, to: SocketAddr, sealer: &mut Option<Sealer>, now_ms: u64, datagram: &mut Vec<u8>) {
+        if let Some(sealer) = sealer.as_mut().filter(|_| self.addrs.contains(&to)) {
+            sealer.seal_in_place(datagram, now_ms);
+        }
     }
 }

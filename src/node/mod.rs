@@ -145,6 +145,8 @@ pub struct Node {
     /// The replay windows of clients' sealed requests: apart from the peers', so that many
     /// short-lived clients cannot push a peer's window out (see [`keyed`]).
     client_guard: ReplayGuard,
+    /// Clients whose deferred answers and watch notifications leave sealed (see [`keyed`]).
+    sealed_to: keyed::SealedTo,
     /// Rate-limited warnings about datagrams that do not open with the key.
     key_warnings: key_warn::KeyWarnings,
     wall: WallClock,
@@ -180,6 +182,7 @@ impl Node {
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
             client_guard: ReplayGuard::with_capacity(keyed::MAX_CLIENTS),
+            sealed_to: keyed::SealedTo::default(),
             key_warnings: key_warn::KeyWarnings::default(),
             wall: config.wall,
             counters: Counters::default(),
@@ -341,6 +344,7 @@ impl service::Context for Node {
         request_len: usize,
         service: &str,
     ) -> Option<Response> {
+        self.sealed_to.note(from);
         // From the cache, or `NOT FOUND` with no bridge up; else answered when the bridges have.
         let answer = self.bridges.handle_query(now, service, from, form, request_len);
         self.drain(now);
@@ -363,6 +367,7 @@ impl service::Context for Node {
         service: &str,
         cookie: Option<u64>,
     ) -> Response {
+        self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, cookie, &mut self.registry)
     }
 

@@ -125,3 +125,45 @@ fn the_balancers_control_port_takes_only_sealed_registrations_under_require_key(
     assert!(stats.starts_with("backends=2 ") && stats.contains(" sealed_dropped=1"), "{stats}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_keyed_watch_is_taken_and_its_notifications_come_sealed() {
+    use makler::client::{Watch, WatchEvent};
+    let (path, key) = key_file("watch");
+    let broker = broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let at = broker.addr("udp");
+    let refused = Watch::start(&[at], "web").unwrap_err();
+    assert!(matches!(refused, ClientError::Rejected(Rejection::KeyRequired)), "{refused}");
+    let mut watch = Watch::start_keyed(&[at], "web", Some(key)).unwrap();
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    client.register("web", None, 8080).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let event = watch.next(deadline).unwrap().expect("a notification, sealed, taken");
+    let instances = match event {
+        WatchEvent::Changed { instances, .. } | WatchEvent::Resynced { instances, .. } => instances,
+    };
+    assert_eq!(instances, ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
+    let (path, _) = key_file("e2e");
+    let key_path = path.to_str().unwrap();
+    let broker = broker(&["--key-file", key_path, "--require-key", "all"]);
+    let at = broker.addr("udp").to_string();
+    let server = common::server("echo", broker.addr("udp"), &["--no-multicast", "--key-file", key_path]);
+    let (code, out, err) = common::client(&["--broker", &at, "--no-multicast", "--key-file", key_path, "echo"], "hi\n");
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+    let (code, _, err) = common::client(&["--broker", &at, "--no-multicast", "echo"], "hi\n");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("key required") && err.lines().count() == 1, "{err}");
+    // A server without the key stops as for any refusal for good (exit 6).
+    let mut unkeyed = common::server("echo", broker.addr("udp"), &["--no-multicast"]);
+    let status =
+        wait_until(Duration::from_secs(10), "the unkeyed server exits", || unkeyed.child.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(6));
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}

@@ -149,11 +149,14 @@ fn a_keyed_watch_is_taken_and_its_notifications_come_sealed() {
 
 #[test]
 fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
-    let (path, _) = key_file("e2e");
+    let (path, key) = key_file("e2e");
     let key_path = path.to_str().unwrap();
     let broker = broker(&["--key-file", key_path, "--require-key", "all"]);
     let at = broker.addr("udp").to_string();
     let server = common::server("echo", broker.addr("udp"), &["--no-multicast", "--key-file", key_path]);
+    wait_until(Duration::from_secs(10), "the keyed server registers", || {
+        (keyed_stat(broker.addr("udp"), key, "instances") == 1).then_some(())
+    });
     let (code, out, err) = common::client(&["--broker", &at, "--no-multicast", "--key-file", key_path, "echo"], "hi\n");
     assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
     let (code, _, err) = common::client(&["--broker", &at, "--no-multicast", "echo"], "hi\n");
@@ -165,5 +168,21 @@ fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
         wait_until(Duration::from_secs(10), "the unkeyed server exits", || unkeyed.child.try_wait().ok().flatten());
     assert_eq!(status.code(), Some(6));
     drop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_keyed_balancer_registers_at_a_broker_that_requires_the_key() {
+    let (path, _) = key_file("chain");
+    let key_path = path.to_str().unwrap();
+    let broker = broker(&["--key-file", key_path, "--require-key", "writes"]);
+    let udp = Udp::new(broker.addr("udp"));
+    let args = ["--no-multicast", "--key-file", key_path, "--require-key", "writes", "--health-interval", "0.2"];
+    let balancer = balancer("web", Some(broker.addr("udp")), &args);
+    // A backend given the key registers at the balancer, which then registers at the broker.
+    let _backend = common::server("http", balancer.addr("udp"), &["--no-multicast", "--key-file", key_path]);
+    wait_until(Duration::from_secs(10), "the balancer is registered at the broker", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
     let _ = std::fs::remove_file(&path);
 }

@@ -9,9 +9,10 @@
 //!
 //! - The node (this file, its settings in `config.rs`) owns the shared state: the table
 //!   ([`Registry`]), the registration protocol ([`Service`]), the response-rate limiter, the
-//!   key that seals peer and group datagrams and the replay guard, the two outgoing queues
-//!   (peer and group datagrams, sealed when they leave; deferred answers to clients, never
-//!   sealed), and the counters of what it decides itself (send failures, removals).
+//!   key that seals peer and group datagrams and the replay guards (the peers', and the
+//!   clients' for sealed requests: `keyed.rs`), the two outgoing queues (peer and group
+//!   datagrams, sealed when they leave; deferred answers to clients, sealed only to clients that
+//!   asked sealed), and the counters of what it decides itself (send failures, removals).
 //! - Each sub-machine owns its own state, every field private:
 //!   [`Replicator`](replicate::Replicator) (the peers, [deltas](replicate) and
 //!   [catch-up](replicate::sync)), the verifier of reports and health checks ([`verify`], which
@@ -136,7 +137,8 @@ pub struct Node {
     outbox: Outbox<Face>,
     /// Where a sub-machine's datagram passes on its way to a queue.
     scratch: Vec<u8>,
-    /// Deferred answers to clients (bridged queries) and watch notifications: never sealed.
+    /// Deferred answers to clients (bridged queries) and watch notifications: sealed only to
+    /// clients that asked sealed (see [`keyed`]).
     replies: Outbox<Face>,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.

@@ -1,12 +1,14 @@
-//! Sealed datagrams: peer and multicast traffic authenticated with a shared key.
+//! Sealed datagrams: peer, multicast and (keyed) client traffic authenticated with a shared key.
 //!
 //! With `--key-file`, every datagram between brokers and every datagram on the multicast group
-//! travels in an envelope that a holder of the key made, and that no one has sent before:
+//! travels in an envelope that a holder of the key made, and that no one has sent before; so do
+//! the requests of clients given the key, and the broker's replies to them (`--require-key`
+//! makes brokers refuse unsealed ones):
 //!
 //! ```text
 //! +------+--------+------------+-----------+-------------+--------------------+-----------+
 //! | 0xFC | key id | sender u64 | seq u64   | sent_ms u64 | the datagram       | tag       |
-//! |      | 1 byte | LE         | LE        | LE          | (0x81… or 0xF9…)   | 32 bytes  |
+//! |      | 1 byte | LE         | LE        | LE          | (any form)         | 32 bytes  |
 //! +------+--------+------------+-----------+-------------+--------------------+-----------+
 //! ```
 //!

@@ -116,3 +116,56 @@ impl SealedTo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::core::Core;
+    use crate::node::{Face, NodeConfig, WallClock};
+    use crate::protocol::peer::{Peer, PeerFrame};
+    use crate::protocol::seal::{Key, Sealer};
+
+    fn key() -> Key {
+        Key::from_secret(b"the keyed node tests' secret").unwrap()
+    }
+
+    #[test]
+    fn many_short_lived_clients_neither_push_out_a_peers_window_nor_grow_the_table() {
+        let wall = WallClock { at: Instant::now(), unix_ms: 1_800_000_000_000 };
+        let config = NodeConfig { key: Some(key()), wall, ..NodeConfig::default() };
+        let mut node = Node::new(config, uuid::Uuid::new_v4);
+        let now = wall.at;
+        node.handle_start(now);
+        let (peer, client) = ("127.0.0.1:7001".parse().unwrap(), "127.0.0.1:40000".parse().unwrap());
+        let mut hello = Vec::new();
+        let body = Peer::Hello { addr: peer, complete: true, instances: 0 };
+        peer::encode(&PeerFrame { node: 9, body }, &mut hello);
+        let mut sealed_hello = Vec::new();
+        Sealer::new(key(), 1).seal(&hello, wall.unix_ms(now), &mut sealed_hello);
+        let mut reply = Vec::new();
+        node.handle_datagram(now, Face::Client, peer, &sealed_hello, &mut reply);
+        assert_eq!(node.stats(now)["sealed_dropped"], 0);
+
+        // A client per request, as many as the table holds and one more.
+        let mut sealed = Vec::new();
+        for sender in 0..=MAX_CLIENTS as u64 {
+            Sealer::new(key(), 1_000 + sender).seal(b"query echo", wall.unix_ms(now), &mut sealed);
+            reply.clear();
+            let answered = node.handle_datagram(now, Face::Client, client, &sealed, &mut reply).is_some();
+            assert_eq!(answered, sender < MAX_CLIENTS as u64, "client {sender}");
+        }
+        assert_eq!(node.client_guard.len(), MAX_CLIENTS);
+        assert_eq!(node.stats(now)["sealed_dropped"], 1, "the one over, while every window is live");
+        // The peer's window is where it was: its datagram replayed is still a replay.
+        node.handle_datagram(now, Face::Client, peer, &sealed_hello, &mut reply);
+        assert_eq!(node.stats(now)["sealed_dropped"], 2);
+
+        // Once the clients' datagrams are stale, a newcomer takes a place.
+        let later = now + Duration::from_secs(31);
+        Sealer::new(key(), 7).seal(b"query echo", wall.unix_ms(later), &mut sealed);
+        assert!(node.handle_datagram(later, Face::Client, client, &sealed, &mut reply).is_some());
+        assert_eq!(node.client_guard.len(), 1);
+    }
+}

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::core::Core;
 use crate::node::{Face, Node, NodeConfig};
-use crate::protocol::{self, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
+use crate::protocol::{self, Check, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
 
 mod keyed;
 
@@ -256,7 +256,14 @@ pub fn group(data: &[u8]) {
     let mut reply = Vec::new();
     let from = SocketAddr::from(([127, 0, 0, 1], 5000));
     let commitment = protocol::goodbye_commitment(&GROUP_SECRET);
-    let announce = Multicast::AnnounceCommitted { origin: 2, service: "kept", ip: None, port: 4000, commitment };
+    let announce = Multicast::AnnounceCommitted {
+        origin: 2,
+        service: "kept",
+        ip: None,
+        port: 4000,
+        commitment,
+        check: Check::Tcp,
+    };
     let mut datagram = Vec::new();
     binary::encode(0, &announce, &mut datagram);
     node.handle_datagram(now, Face::Group, from, &datagram, &mut reply);

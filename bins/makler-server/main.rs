@@ -142,6 +142,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // this process's datagrams come from.
     let ip = Some(addr.ip()).filter(|ip| !ip.is_unspecified());
     let multicast = args.multicast.config();
+    // What the broker may check: the registration and the announcements declare the same.
+    let check = args.check.clone().unwrap_or(match args.service {
+        Service::Http => Check::Http("/".into()),
+        Service::Echo | Service::Upper | Service::Time => Check::Tcp,
+    });
     let announcer = match (args.announce, multicast) {
         (false, _) => None,
         (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
@@ -152,7 +157,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                      goodbye in this server's name"
                 );
             }
-            let config = AnnouncerConfig { multicast, interval: args.announce_interval };
+            let config = AnnouncerConfig { multicast, interval: args.announce_interval, check: check.clone() };
             log::info!("announcing {name} on multicast group {} on {}", multicast.group, multicast.interface);
             let announcer = Announcer::start(config, &name, ip, addr.port())
                 .map_err(|e| format!("cannot announce: {}", makler::multicast::explain(e, &multicast)))?;
@@ -164,10 +169,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let (given, stop, name) = (args.broker.clone(), shutdown.clone(), name.clone());
         let port = addr.port();
-        let check = args.check.clone().unwrap_or(match args.service {
-            Service::Http => Check::Http("/".into()),
-            Service::Echo | Service::Upper | Service::Time => Check::Tcp,
-        });
         // It watches the registration and says a later refusal in its exit line itself; with a
         // key, its requests are sealed (for brokers with --require-key).
         let key = args.multicast.key_file;

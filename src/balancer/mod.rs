@@ -356,7 +356,7 @@ fn spawn_control(
     let registering = registration::SelfRegistration {
         registrar,
         registration: None,
-        announce: config.announce,
+        announce: config.announce.clone(),
         announcer: None,
         service: config.service.clone(),
         ip: Some(listen_addr.ip()).filter(|ip| !ip.is_unspecified()),

@@ -31,9 +31,9 @@ impl SelfRegistration {
     /// failed, to be tried again).
     pub fn follow(&mut self, any_up: bool) -> bool {
         let mut settled = true;
-        if let Some(config) = self.announce {
+        if let Some(config) = &self.announce {
             match (any_up, self.announcer.is_some()) {
-                (true, false) => match Announcer::start(config, &self.service, self.ip, self.port) {
+                (true, false) => match Announcer::start(config.clone(), &self.service, self.ip, self.port) {
                     Ok(announcer) => self.announcer = Some(announcer),
                     Err(e) => {
                         log::error!("cannot announce: {e}");

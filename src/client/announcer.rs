@@ -15,22 +15,29 @@ use crossbeam_channel::{RecvTimeoutError, Sender};
 
 use crate::multicast::{self, MulticastConfig};
 use crate::protocol::seal::{Sealer, unix_ms};
-use crate::protocol::{Multicast, binary, goodbye_commitment};
+use crate::protocol::{Check, Multicast, binary, goodbye_commitment};
 
 /// How an [`Announcer`] announces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AnnouncerConfig {
     /// The group, interface and TTL.
     pub multicast: MulticastConfig,
     /// The steady interval between announcements. Keep it well inside the brokers' TTL: a third
     /// leaves room for two lost datagrams.
     pub interval: Duration,
+    /// The health check the announcements declare, which the brokers run (see
+    /// [`Check`]): a TCP connect unless told otherwise.
+    pub check: Check<Box<str>>,
 }
 
 impl Default for AnnouncerConfig {
     /// The default group, and an interval of a third of the default TTL.
     fn default() -> Self {
-        AnnouncerConfig { multicast: MulticastConfig::default(), interval: Duration::from_millis(1500) }
+        AnnouncerConfig {
+            multicast: MulticastConfig::default(),
+            interval: Duration::from_millis(1500),
+            check: Check::Tcp,
+        }
     }
 }
 
@@ -64,6 +71,7 @@ impl Announcer {
     pub fn start(config: AnnouncerConfig, service: &str, ip: Option<IpAddr>, port: u16) -> io::Result<Announcer> {
         crate::registry::Limits::default()
             .check_name(service)
+            .and_then(|()| config.check.validate())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let socket = multicast::sender(&config.multicast)?;
         let origin = multicast::origin();
@@ -72,7 +80,11 @@ impl Announcer {
         let secret = crate::random::key();
         let commitment = goodbye_commitment(&secret);
         let (mut announce, mut goodbye) = (Vec::new(), Vec::new());
-        binary::encode(0, &Multicast::AnnounceCommitted { origin, service, ip, port, commitment }, &mut announce);
+        binary::encode(
+            0,
+            &Multicast::AnnounceCommitted { origin, service, ip, port, commitment, check: config.check.as_deref() },
+            &mut announce,
+        );
         binary::encode(0, &Multicast::GoodbyeRevealed { origin, service, ip, port, secret }, &mut goodbye);
         let group = config.multicast.group;
         let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::random::u64()));

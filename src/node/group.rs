@@ -26,7 +26,7 @@ use std::time::Instant;
 
 use super::{Face, GroupConfig};
 use crate::core::{Outbox, Transmit};
-use crate::protocol::{DEFAULT_CLUSTER, Multicast, RemoveReason, Response, Source, binary, goodbye_commitment};
+use crate::protocol::{Check, DEFAULT_CLUSTER, Multicast, RemoveReason, Response, Source, binary, goodbye_commitment};
 use crate::registry::Registry;
 use crate::service::policy::Policy;
 
@@ -150,11 +150,11 @@ impl Group {
         let ip = from.ip().to_canonical();
         match frame.body {
             Multicast::Announce { origin, service, ip: named, port } => {
-                self.announce(now, (ip, origin), service, named, port, None, registry, policy);
+                self.announce(now, (ip, origin), (service, named, port, Check::None), None, registry, policy);
                 false
             }
-            Multicast::AnnounceCommitted { origin, service, ip: named, port, commitment } => {
-                self.announce(now, (ip, origin), service, named, port, Some(commitment), registry, policy);
+            Multicast::AnnounceCommitted { origin, service, ip: named, port, commitment, check } => {
+                self.announce(now, (ip, origin), (service, named, port, check), Some(commitment), registry, policy);
                 false
             }
             Multicast::Goodbye { origin, service, ip: named, port } => {
@@ -188,24 +188,34 @@ impl Group {
         &mut self,
         now: Instant,
         (ip, origin): (IpAddr, u64),
-        service: &str,
-        named: Option<IpAddr>,
-        port: u16,
+        (service, named, port, check): (&str, Option<IpAddr>, u16, Check<&str>),
         commitment: Option<[u8; 32]>,
         registry: &mut Registry,
         policy: &Policy,
     ) {
         let endpoint = SocketAddr::new(named.map_or(ip, |named| named.to_canonical()), port);
         let source = Source::Announcer { ip, origin };
-        let registered =
-            policy.check(ip, endpoint.ip()).and_then(|()| registry.register(now, service, endpoint, source));
+        let key = (source, service.to_owned(), endpoint);
+        if self
+            .heard
+            .get(&key)
+            .is_some_and(|heard| heard.until > now && heard.commitment.is_some_and(|c| commitment != Some(c)))
+        {
+            // Not the announcer that committed first (one who sniffed its announcements): it may
+            // not change what the lease declares (its check, say) any more than say goodbye.
+            self.stats.ignored += 1;
+            return;
+        }
+        let registered = policy
+            .check(ip, endpoint.ip())
+            .and_then(|()| registry.register_checked(now, service, endpoint, source, check));
         if registered.is_err() {
             self.stats.ignored += 1;
             return;
         }
         self.stats.announcements += 1;
         let until = now + registry.config().ttl;
-        let heard = self.heard.entry((source, service.to_owned(), endpoint)).or_insert(Heard { commitment, until });
+        let heard = self.heard.entry(key).or_insert(Heard { commitment, until });
         if heard.until <= now {
             // Its lease ran out since: a new lifetime, with this announcement's commitment.
             heard.commitment = commitment;
@@ -399,7 +409,14 @@ mod tests {
         let live = |registry: &mut Registry, now| registry.members(now, "web").count();
         let (secret, forged_secret) = ([1u8; 32], [2u8; 32]);
         let commitment = goodbye_commitment(&secret);
-        let announce = Multicast::AnnounceCommitted { origin: 9, service: "web", ip: None, port: 8080, commitment };
+        let announce = Multicast::AnnounceCommitted {
+            origin: 9,
+            service: "web",
+            ip: None,
+            port: 8080,
+            commitment,
+            check: Check::Tcp,
+        };
         send(&mut g, &mut registry, t0, server, &announce);
         assert_eq!(live(&mut registry, t0), 1);
 
@@ -412,14 +429,21 @@ mod tests {
         send(&mut g, &mut registry, t0, spoofed, &guessed);
         // Its own commitment, then its own secret: the first commitment stands.
         let own = goodbye_commitment(&forged_secret);
-        let hijack = Multicast::AnnounceCommitted { origin: 9, service: "web", ip: None, port: 8080, commitment: own };
+        let hijack = Multicast::AnnounceCommitted {
+            origin: 9,
+            service: "web",
+            ip: None,
+            port: 8080,
+            commitment: own,
+            check: Check::Tcp,
+        };
         send(&mut g, &mut registry, t0, spoofed, &hijack);
         send(&mut g, &mut registry, t0, spoofed, &guessed);
         // Nor does revealing the commitment itself.
         let echoed = Multicast::GoodbyeRevealed { origin: 9, service: "web", ip: None, port: 8080, secret: commitment };
         send(&mut g, &mut registry, t0, spoofed, &echoed);
         assert_eq!(live(&mut registry, t0), 1, "no forged goodbye removed it");
-        assert_eq!(g.stats().ignored, 4);
+        assert_eq!(g.stats().ignored, 5, "three goodbyes, the other commitment's announcement and its goodbye");
 
         let goodbye = Multicast::GoodbyeRevealed { origin: 9, service: "web", ip: None, port: 8080, secret };
         send(&mut g, &mut registry, t0, server, &goodbye);
@@ -441,5 +465,42 @@ mod tests {
         send(&mut g, &mut registry, t1, server, &hijack);
         send(&mut g, &mut registry, t1, server, &guessed);
         assert_eq!(live(&mut registry, t1), 0);
+    }
+
+    #[test]
+    fn an_announcement_declares_its_check_and_only_its_announcer_changes_it() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let server: SocketAddr = "10.0.0.6:40000".parse().unwrap();
+        let send = |g: &mut Group, registry: &mut Registry, message: &Multicast<'_>| {
+            let (mut datagram, mut reply) = (Vec::new(), Vec::new());
+            binary::encode(0, message, &mut datagram);
+            g.handle_datagram(t0, server, &datagram, registry, &Policy::default(), &mut reply);
+        };
+        let check_of = |registry: &Registry| {
+            let source = Source::Announcer { ip: server.ip(), origin: 9 };
+            let id = registry.lease_id("web", "10.0.0.6:8080".parse().unwrap(), source).expect("announced");
+            registry.check_of(id).map(|check| check.as_deref().to_owned_check())
+        };
+        let announce = |commitment, check| Multicast::AnnounceCommitted {
+            origin: 9,
+            service: "web",
+            ip: None,
+            port: 8080,
+            commitment,
+            check,
+        };
+        let own = goodbye_commitment(&[1u8; 32]);
+        send(&mut g, &mut registry, &announce(own, Check::Http("/health")));
+        assert_eq!(check_of(&registry), Some(Check::Http("/health".into())));
+        // One who sniffed it cannot make the broker check something that fails.
+        send(&mut g, &mut registry, &announce(goodbye_commitment(&[2u8; 32]), Check::Http("/nothing-here")));
+        send(&mut g, &mut registry, &Multicast::Announce { origin: 9, service: "web", ip: None, port: 8080 });
+        assert_eq!(check_of(&registry), Some(Check::Http("/health".into())));
+        assert_eq!(g.stats().ignored, 2);
+        // The announcer itself may.
+        send(&mut g, &mut registry, &announce(own, Check::Tcp));
+        assert_eq!(check_of(&registry), Some(Check::Tcp));
     }
 }

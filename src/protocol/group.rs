@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use super::Check;
+
 /// A message on the multicast group, in the binary form only: the version byte, then a
 /// [`Frame`](super::Frame) whose body is this. Every message names its `origin`, a random id per sending
 /// process, so that a process (which hears its own datagrams on the group) can drop them.
@@ -74,6 +76,9 @@ pub enum Multicast<'a> {
         port: u16,
         /// [`goodbye_commitment`] of the secret, new for each announcer's lifetime.
         commitment: [u8; 32],
+        /// How the instance may be checked, as `register … check=` declares it.
+        #[serde(borrow)]
+        check: Check<&'a str>,
     },
     /// [`Multicast::Goodbye`] that reveals the secret its announcements committed to: brokers
     /// drop the instance only when the secret's [`goodbye_commitment`] is the one they hold.

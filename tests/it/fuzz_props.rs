@@ -3,7 +3,7 @@
 //! interesting inputs (valid frames, near-valid text) more often than uniform bytes would.
 
 use makler::oracles;
-use makler::protocol::{Multicast, Request, binary, peer};
+use makler::protocol::{Check, Multicast, Request, binary, peer};
 use proptest::prelude::*;
 
 /// Bytes that are often close to something valid: a valid encoding with bytes changed, cut or
@@ -52,7 +52,7 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         let message = match kind {
             0 => Multicast::Goodbye { origin, service, ip, port },
             1 => Multicast::GoodbyeRevealed { origin, service, ip, port, secret: bytes },
-            2 => Multicast::AnnounceCommitted { origin, service, ip, port, commitment: bytes },
+            2 => Multicast::AnnounceCommitted { origin, service, ip, port, commitment: bytes, check: Check::Tcp },
             _ => Multicast::Announce { origin, service, ip, port },
         };
         let mut out = Vec::new();

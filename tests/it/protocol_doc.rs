@@ -251,6 +251,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     ip: None,
                     port: 4000,
                     commitment: protocol::goodbye_commitment(&[0x11; 32]),
+                    check: Check::Tcp,
                 },
             ),
         ),

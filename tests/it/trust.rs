@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Process, Udp, balancer, broker, listed, wait_until};
 use makler::protocol::seal::{Key, Sealer};
-use makler::protocol::{Multicast, Request, binary};
+use makler::protocol::{Check, Multicast, Request, binary};
 
 /// A value from the first line of `stats`.
 fn stat(udp: &Udp, key: &str) -> u64 {
@@ -115,7 +115,9 @@ fn a_goodbye_forged_from_a_sniffed_announcement_is_ignored() {
     let (origin, ip, port, commitment) = loop {
         let (n, _) = sniffer.recv_from(&mut buf).expect("an announcement within 5 s");
         if let Ok(frame) = binary::decode::<Multicast<'_>>(&buf[..n]) {
-            if let Multicast::AnnounceCommitted { origin, service: "echo", ip, port, commitment } = frame.body {
+            if let Multicast::AnnounceCommitted { origin, service: "echo", ip, port, commitment, check } = frame.body {
+                // makler-server's announcements declare the check its registrations do.
+                assert_eq!(check, Check::Tcp);
                 break (origin, ip, port, commitment);
             }
         }

@@ -113,6 +113,13 @@ fn main() -> ExitCode {
             }
         },
     };
+    let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        Ok(require_key) => require_key,
+        Err(e) => {
+            eprintln!("makler-balancer: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = balancer::Config {
         listen: args.listen,
         control: args.control,
@@ -141,6 +148,8 @@ fn main() -> ExitCode {
             registry
         },
         policy: args.register_policy.policy(),
+        key: args.multicast.key_file,
+        require_key,
         max_connections: args.max_connections.unwrap_or_else(|| default_cap(args.metrics.is_some())),
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,

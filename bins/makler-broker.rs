@@ -157,6 +157,13 @@ fn main() -> ExitCode {
         eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
         return ExitCode::from(2);
     }
+    let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        Ok(require_key) => require_key,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = broker::Config {
         listen: args.listen,
         registry: registry::Config {
@@ -181,6 +188,7 @@ fn main() -> ExitCode {
         rate_limit: args.rate_limit.config(),
         cluster: args.cluster,
         key: args.multicast.key_file,
+        require_key,
         policy: args.register_policy.policy(),
         verify: broker::VerifyConfig {
             probe_interval: (args.probe_interval > 0.0).then(|| Duration::from_secs_f64(args.probe_interval)),

@@ -83,13 +83,16 @@ fn main() -> ExitCode {
     };
     let broker_list = AddrList(brokers.clone());
     if let Some(service) = &args.watch {
-        return watch(&brokers, service, args.json, args.count);
+        return watch(&brokers, service, &args);
     }
     let service = args.service.clone().unwrap_or_default();
     let mut resolver = match Resolver::new(&brokers) {
         Ok(resolver) => resolver,
         Err(e) => return fail(1, &e.to_string()),
     };
+    if let Some(key) = args.multicast.key_file {
+        resolver.client().set_key(key);
+    }
     let (stream, server) = match resolver.connect(&service, args.wait) {
         Ok(found) => found,
         Err(ConnectError::NotFound(service)) => {
@@ -121,7 +124,8 @@ fn main() -> ExitCode {
 }
 
 /// `--watch`: a line now and at every change, until stopped or `count` changes.
-fn watch(brokers: &[std::net::SocketAddr], service: &str, json: bool, count: Option<u64>) -> ExitCode {
+fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCode {
+    let (json, count) = (args.json, args.count);
     use makler::client::{Watch, WatchEvent};
     let print = |seq: u64, instances: &[std::net::SocketAddr]| {
         let line = if json {
@@ -136,7 +140,7 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, json: bool, count: Opt
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "{line}").and_then(|()| stdout.flush())
     };
-    let mut watch = match Watch::start(brokers, service) {
+    let mut watch = match Watch::start_keyed(brokers, service, args.multicast.key_file) {
         Ok(watch) => watch,
         Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
         Err(ClientError::Rejected(rejection)) => return fail(6, &format!("the broker refused: {rejection}")),

@@ -89,6 +89,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(1, &e.to_string()),
     };
     client.set_policy(RetryPolicy { timeout: args.timeout, ..client.policy() });
+    if let Some(key) = args.multicast.key_file {
+        client.set_key(key);
+    }
     match run(&mut client, &args) {
         Ok(text) => {
             print!("{text}");

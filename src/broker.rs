@@ -58,6 +58,8 @@ pub struct Config {
     pub policy: crate::service::policy::Policy,
     /// The shared key sealing peer traffic (the multicast group's is in `multicast`).
     pub key: Option<crate::protocol::seal::Key>,
+    /// Which requests must come sealed with the key (`--require-key`; needs one).
+    pub require_key: crate::service::policy::RequireKey,
     /// Where to answer DNS, over UDP and TCP on the same port (`None`: no DNS face; port 0
     /// picks a port free for both).
     pub dns_listen: Option<SocketAddr>,
@@ -112,6 +114,7 @@ impl Default for Config {
             rate_limit: crate::limit::RateLimit::default(),
             policy: crate::service::policy::Policy::default(),
             key: None,
+            require_key: crate::service::policy::RequireKey::No,
             dns_listen: None,
             dns: DnsConfig::default(),
             metrics: None,
@@ -159,6 +162,7 @@ impl Broker {
                 verify: config.verify,
                 rate_limit: config.rate_limit,
                 policy: config.policy,
+                require_key: config.require_key,
                 key: config.key.or(config.multicast.and_then(|m| m.key)),
                 wall: crate::node::WallClock::now(),
                 dns: dns.is_some().then_some(config.dns),

@@ -178,8 +178,9 @@ pub struct MulticastArgs {
 
     /// A file holding the shared secret (16 bytes or more, e.g. `head -c 32 /dev/urandom |
     /// base64`): brokers' peer traffic, announcements, goodbyes and discovery are then sealed
-    /// with it, and unsealed ones are ignored. Give every program the same file. It must be
-    /// readable by its owner only (`chmod 600 PATH`): one others may read is refused.
+    /// with it, and unsealed ones are ignored; clients seal their requests to brokers (for
+    /// --require-key) and take only sealed replies. Give every program the same file. It must
+    /// be readable by its owner only (`chmod 600 PATH`): one others may read is refused.
     #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }
@@ -238,9 +239,28 @@ pub struct RegisterPolicyArgs {
     /// protocol's `register <type> <ip> <port>` from another host expects) or deny.
     #[arg(long, value_name = "allow|deny", default_value = "allow")]
     pub foreign_ip: crate::service::policy::ForeignIp,
+
+    /// Take only requests sealed with the --key-file key: `writes` (register, heartbeat,
+    /// deregister, report, watch, unwatch) or `all` (queries and listings too). Unsealed ones
+    /// are answered `ERROR key required`; sealed replays are dropped. Default: none required.
+    /// Give the clients the key file too.
+    #[arg(long, value_name = "writes|all")]
+    pub require_key: Option<crate::service::policy::RequireKey>,
 }
 
 impl RegisterPolicyArgs {
+    /// `--require-key` (none by default), checked against whether there is a key: without
+    /// one it is an error to report at startup.
+    pub fn require_key(
+        &self,
+        key: Option<&crate::protocol::seal::Key>,
+    ) -> Result<crate::service::policy::RequireKey, String> {
+        match (self.require_key, key) {
+            (Some(_), None) => Err("--require-key needs --key-file (the key requests must be sealed with)".into()),
+            (require, _) => Ok(require.unwrap_or_default()),
+        }
+    }
+
     /// The registration policy these flags describe (`--max-per-source` goes to the table's
     /// limits instead).
     pub fn policy(&self) -> crate::service::policy::Policy {

@@ -20,6 +20,10 @@ use crate::core::Core;
 use crate::node::{Face, Node, NodeConfig};
 use crate::protocol::{self, Check, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
 
+mod keyed;
+
+pub use keyed::keyed_session;
+
 /// Every decoder on `data`: none panics, and what decodes encodes back to the same value.
 pub fn decoders(data: &[u8]) {
     if let Ok((form, request)) = protocol::decode_request(data) {

@@ -12,6 +12,11 @@
 //! still catching up. Each handler has a default, "not supported here", so the balancer's
 //! control port answers only `stats` and the broker's node answers them all.
 //!
+//! A request that came sealed with the shared key goes through [`handle_sealed`] once the caller
+//! opened it (the caller also seals the reply); with [`RequireKey`] set,
+//! [`handle`] answers the unsealed requests it names `ERROR key required`, one branch before the
+//! handlers, so unkeyed queries cost what they did.
+//!
 //! ```
 //! use std::time::Instant;
 //! use makler::limit::ReplyKind;
@@ -43,7 +48,7 @@ mod register;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use policy::Policy;
+use policy::{Policy, RequireKey};
 
 pub use counters::{Counters, RequestCounts};
 
@@ -149,6 +154,29 @@ pub fn handle<C: Context>(
     datagram: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<Written> {
+    route(ctx, now, source, datagram, false, out)
+}
+
+/// [`handle`] for a request that came sealed with the shared key and opened (the caller opened
+/// it, and seals the reply): `--require-key` does not refuse it.
+pub fn handle_sealed<C: Context>(
+    ctx: &mut C,
+    now: Instant,
+    source: SocketAddr,
+    request: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Written> {
+    route(ctx, now, source, request, true, out)
+}
+
+fn route<C: Context>(
+    ctx: &mut C,
+    now: Instant,
+    source: SocketAddr,
+    datagram: &[u8],
+    sealed: bool,
+    out: &mut Vec<u8>,
+) -> Option<Written> {
     let (state, _) = ctx.parts();
     state.counters.received += 1;
     if datagram.len() > state.max_datagram {
@@ -166,6 +194,11 @@ pub fn handle<C: Context>(
         }
     };
     state.counters.requests.count(&request);
+    if !sealed && state.require_key != RequireKey::No && state.require_key.refuses(&request) {
+        state.counters.key_required += 1;
+        state.reply(form, &Response::Error(Rejection::KeyRequired), out);
+        return Some(Written::data(form));
+    }
     let lease = matches!(
         request,
         Request::Register { .. }
@@ -235,6 +268,8 @@ pub struct Service {
     ttl_ms: u32,
     counters: Counters,
     policy: Policy,
+    /// Which unsealed requests are refused.
+    require_key: RequireKey,
     /// Reused for the instance list of every query reply.
     scratch: Vec<SocketAddr>,
 }
@@ -244,12 +279,29 @@ impl Service {
     /// datagrams longer than `max_datagram`.
     pub fn new(registry: &Registry, max_datagram: usize) -> Self {
         let ttl_ms = u32::try_from(registry.config().ttl.as_millis()).unwrap_or(u32::MAX);
-        Service { max_datagram, ttl_ms, counters: Counters::default(), policy: Policy::default(), scratch: Vec::new() }
+        Service {
+            max_datagram,
+            ttl_ms,
+            counters: Counters::default(),
+            policy: Policy::default(),
+            require_key: RequireKey::No,
+            scratch: Vec::new(),
+        }
     }
 
     /// Registrations from now on follow `policy`.
     pub fn set_policy(&mut self, policy: Policy) {
         self.policy = policy;
+    }
+
+    /// From now on, refuse the unsealed requests `require` names (see [`RequireKey`]).
+    pub fn set_require_key(&mut self, require: RequireKey) {
+        self.require_key = require;
+    }
+
+    /// Which unsealed requests are refused.
+    pub fn require_key(&self) -> RequireKey {
+        self.require_key
     }
 
     /// The registration policy.

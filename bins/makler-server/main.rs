@@ -169,8 +169,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         let (given, stop, name) = (args.broker.clone(), shutdown.clone(), name.clone());
         let port = addr.port();
+        // It watches the registration and says a later refusal in its exit line itself; with a
+        // key, its requests are sealed (for brokers with --require-key).
+        let key = args.multicast.key_file;
+        let config = RegistrarConfig { log: true, quiet_refusals: true, check, key, ..RegistrarConfig::default() };
         // In the background, so that the server serves while it looks for a broker.
-        Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port, check)))
+        Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port, config)))
     };
 
     server.run(&shutdown)?;
@@ -216,7 +220,7 @@ fn register(
     name: &str,
     ip: Option<std::net::IpAddr>,
     port: u16,
-    check: Check<Box<str>>,
+    config: RegistrarConfig,
 ) -> Result<Option<(Registrar, makler::client::Registration)>, Refused> {
     let stopped = stop.stopped();
     let mut said = false;
@@ -240,8 +244,6 @@ fn register(
         let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
         log::info!("found broker {}", list.join(","));
     }
-    // It watches the registration and says a later refusal in its exit line itself.
-    let config = RegistrarConfig { log: true, quiet_refusals: true, check, ..RegistrarConfig::default() };
     let started = Registrar::start(&brokers, config)
         .and_then(|registrar| registrar.register(name, ip, port).map(|registration| (registrar, registration)));
     let (registrar, registration) = match started {

@@ -16,10 +16,13 @@ use super::health::Health;
 use super::{Counters, Pool};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
+use crate::node::WallClock;
 use crate::probe::{Probe, Verdict};
 use crate::protocol::fit;
+use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{Check, Form, Response};
 use crate::registry::{ChangeKind, Registry, SharedCheck};
+use crate::service::policy::RequireKey;
 use crate::service::{self, Service};
 
 /// The control port's one socket.
@@ -63,6 +66,18 @@ pub(crate) struct Control {
     /// backends registering one after another make one new list per interval, not one each.
     last_publish: Option<Instant>,
     log: bool,
+    /// With a key: sealed requests are opened, and their replies sealed.
+    keyed: Option<Keyed>,
+}
+
+/// The control port's key: as a broker's for its clients (see `crate::node` and
+/// [`crate::protocol::seal`]).
+#[derive(Debug)]
+struct Keyed {
+    sealer: Sealer,
+    /// The backends' and tools' windows, bounded as a broker's clients' are.
+    guard: ReplayGuard,
+    wall: WallClock,
 }
 
 /// How often the core looks at whether any backend is up (for its [`Event`]s).
@@ -97,7 +112,35 @@ impl Control {
             next_follow: None,
             last_publish: None,
             log,
+            keyed: None,
         }
+    }
+
+    /// Opens requests sealed with `key` (and seals their replies), and refuses the unsealed
+    /// requests `require` names (`--require-key`). `wall` is the time at one instant.
+    pub fn set_key(&mut self, key: Key, require: RequireKey, wall: WallClock) {
+        let guard = ReplayGuard::with_capacity(crate::node::MAX_CLIENTS);
+        self.keyed = Some(Keyed { sealer: Sealer::new(key, crate::random::u64()), guard, wall });
+        self.service.set_require_key(require);
+    }
+
+    /// A sealed datagram: the reply (sealed) in `reply`, or `None` when it is dropped.
+    fn handle_sealed(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        reply: &mut Vec<u8>,
+    ) -> Option<service::Written> {
+        let keyed = self.keyed.as_mut()?;
+        let now_ms = keyed.wall.unix_ms(now);
+        let opened = seal::unseal(keyed.sealer.key(), datagram, now_ms)
+            .and_then(|unsealed| keyed.guard.admit(&unsealed, now_ms).map(|()| unsealed.inner));
+        let Ok(request) = opened else {
+            self.counters.sealed_dropped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        };
+        service::handle_sealed(self, now, from, request, reply)
     }
 
     /// Registrations from now on follow `policy` (the broker's rules and replies).
@@ -225,13 +268,23 @@ impl Core for Control {
         datagram: &[u8],
         reply: &mut Vec<u8>,
     ) -> Option<Face> {
-        // Never `None`: the control port has no bridges.
-        let written = service::handle(self, now, from, datagram, reply);
+        // Never `None` unsealed: the control port has no bridges.
+        let sealed = self.keyed.is_some() && seal::is_sealed(datagram);
+        let written = match sealed {
+            true => self.handle_sealed(now, from, datagram, reply),
+            false => service::handle(self, now, from, datagram, reply),
+        };
         self.drain_changes(now);
         // The binary `stats` answer is the largest for the smallest request: limited like a
         // broker's replies.
         let service::Written { form, kind } = written?;
-        self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply, kind).then_some(Face::Control)
+        let send = self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply, kind);
+        if send && sealed {
+            if let Some(keyed) = &mut self.keyed {
+                keyed.sealer.seal_in_place(reply, keyed.wall.unix_ms(now));
+            }
+        }
+        send.then_some(Face::Control)
     }
 
     fn handle_stream(

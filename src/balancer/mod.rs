@@ -81,6 +81,11 @@ pub struct Config {
     /// Who may register which backends (`--allow-register`, `--foreign-ip`): the broker's
     /// rules, with the broker's replies.
     pub policy: crate::service::policy::Policy,
+    /// The shared key (`--key-file`): the balancer seals its requests to the brokers with it,
+    /// and the control port opens sealed requests and seals its replies.
+    pub key: Option<crate::protocol::seal::Key>,
+    /// Which requests the control port takes only sealed (`--require-key`; needs a key).
+    pub require_key: crate::service::policy::RequireKey,
     /// Client connections open at once; beyond, new ones are closed at once and counted.
     pub max_connections: usize,
     /// How long a backend connect may take before the next backend is tried.
@@ -116,6 +121,8 @@ impl Default for Config {
             threads: 2,
             registry: control_registry(registry::Config::default().ttl),
             policy: crate::service::policy::Policy::default(),
+            key: None,
+            require_key: crate::service::policy::RequireKey::No,
             max_connections: 20_000,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
@@ -149,6 +156,8 @@ pub struct Counters {
     pub failed: AtomicU64,
     /// Health probes not sent: beyond the bound toward one address (see `health`).
     pub probes_skipped: AtomicU64,
+    /// Sealed datagrams on the control port dropped: another key, forged, stale or replayed.
+    pub sealed_dropped: AtomicU64,
     /// Connections accepted by each forwarding thread.
     pub per_thread: Vec<AtomicU64>,
 }
@@ -200,6 +209,9 @@ static COUNTERS: &[(Def, ReadCounter)] = &[
     (Def::counter("probes_skipped", "makler_balancer_probes_skipped_total",
         "Health probes not sent: beyond 100 a second toward one address."),
         |c, _| c.probes_skipped.load(Relaxed)),
+    (Def::counter("sealed_dropped", "makler_balancer_sealed_dropped_total",
+        "Sealed requests dropped: another key, forged, stale or replayed."),
+        |c, _| c.sealed_dropped.load(Relaxed)),
 ];
 
 /// A bound balancer, ready to [`run`](Balancer::run).
@@ -338,7 +350,7 @@ fn spawn_control(
     let registrar = if config.brokers.is_empty() {
         None
     } else {
-        let registrar_config = RegistrarConfig { log: config.log, ..RegistrarConfig::default() };
+        let registrar_config = RegistrarConfig { log: config.log, key: config.key, ..RegistrarConfig::default() };
         Some(Registrar::start(&config.brokers, registrar_config).map_err(io::Error::other)?)
     };
     let registering = registration::SelfRegistration {
@@ -362,6 +374,9 @@ fn spawn_control(
         config.log,
     );
     core.set_policy(config.policy.clone());
+    if let Some(key) = config.key {
+        core.set_key(key, config.require_key, crate::node::WallClock::now());
+    }
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {

@@ -7,8 +7,10 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::{ClientError, RetryPolicy, Transport, UdpTransport};
+use crate::node::WallClock;
+use crate::protocol::seal::{Key, ReplayGuard, Sealer};
 use crate::protocol::{
-    BrokerStats, Check, InstanceInfo, MAX_REPLY_LEN, Rejection, Request, Response, ServiceCount, binary,
+    BrokerStats, Check, InstanceInfo, MAX_REPLY_LEN, Rejection, Request, Response, ServiceCount, binary, seal,
 };
 
 /// Talks to a list of brokers. It starts with a broker picked at random (so clients spread over
@@ -41,6 +43,19 @@ pub struct BrokerClient<T: Transport = UdpTransport> {
     next_id: u32,
     request: Vec<u8>,
     reply: Vec<u8>,
+    /// With a key: requests leave sealed, and only sealed replies are taken.
+    keyed: Option<Keyed>,
+}
+
+/// A client's key: it seals every request (afresh for each retransmission, which the broker
+/// would otherwise drop as a replay) and opens the replies.
+#[derive(Debug)]
+struct Keyed {
+    sealer: Sealer,
+    /// The brokers' replies seen (a replayed reply is dropped).
+    guard: ReplayGuard,
+    wall: WallClock,
+    sealed: Vec<u8>,
 }
 
 /// A successful registration: its id, and how often to heartbeat it.
@@ -78,8 +93,41 @@ impl<T: Transport> BrokerClient<T> {
             policy,
             next_id: crate::random::u64() as u32,
             request: Vec::new(),
-            reply: vec![0; MAX_REPLY_LEN + 1],
+            reply: vec![0; MAX_REPLY_LEN + seal::OVERHEAD + 1],
+            keyed: None,
         }
+    }
+
+    /// From now on, seal every request with `key` (a new random sender id; see
+    /// [`crate::protocol::seal`]), and take only replies sealed with it: so a broker with
+    /// `--require-key` takes the requests, and a reply forged by someone without the key is
+    /// ignored. A broker with no key drops sealed requests: this client then gets no answer.
+    pub fn set_key(&mut self, key: Key) {
+        let wall = WallClock { at: self.transport.now(), unix_ms: seal::unix_ms(std::time::SystemTime::now()) };
+        self.keyed = Some(Keyed {
+            sealer: Sealer::new(key, crate::random::u64()),
+            guard: ReplayGuard::new(),
+            wall,
+            sealed: Vec::new(),
+        });
+    }
+
+    /// Whether requests leave sealed.
+    pub fn is_keyed(&self) -> bool {
+        self.keyed.is_some()
+    }
+
+    /// Sends the request in `self.request` to `to`, sealed afresh with a key.
+    fn send_request(&mut self, to: SocketAddr) -> Result<(), ClientError> {
+        match &mut self.keyed {
+            Some(keyed) => {
+                let now_ms = keyed.wall.unix_ms(self.transport.now());
+                keyed.sealer.seal(&self.request, now_ms, &mut keyed.sealed);
+                self.transport.send(to, &keyed.sealed)?;
+            }
+            None => self.transport.send(to, &self.request)?,
+        }
+        Ok(())
     }
 
     /// The broker the next request goes to first.
@@ -131,11 +179,22 @@ impl<T: Transport> BrokerClient<T> {
             if catching_up.contains(&broker) {
                 continue;
             }
-            self.transport.send(self.brokers[broker], &self.request)?;
+            self.send_request(self.brokers[broker])?;
             let deadline = self.transport.now() + wait;
             while let Some((len, from)) = self.transport.recv(&mut self.reply, deadline)? {
                 let Some(answered) = self.brokers.iter().position(|&b| b == from) else { continue };
-                match binary::decode_response(&self.reply[..len]) {
+                let reply = match &mut self.keyed {
+                    // Only a sealed reply is the broker's: anything else is ignored.
+                    Some(keyed) => {
+                        let now_ms = keyed.wall.unix_ms(self.transport.now());
+                        match keyed.guard.open(keyed.sealer.key(), &self.reply[..len], now_ms) {
+                            Ok(inner) => inner,
+                            Err(_) => continue,
+                        }
+                    }
+                    None => &self.reply[..len],
+                };
+                match binary::decode_response(reply) {
                     Ok((reply_id, Response::CatchingUp)) if reply_id == id => {
                         if !catching_up.contains(&answered) {
                             catching_up.push(answered);
@@ -166,8 +225,7 @@ impl<T: Transport> BrokerClient<T> {
         self.next_id = self.next_id.wrapping_add(1);
         self.request.clear();
         binary::encode_request(self.next_id, request, &mut self.request);
-        self.transport.send(broker, &self.request)?;
-        Ok(())
+        self.send_request(broker)
     }
 
     /// Registers `service` at `ip:port` (`ip: None`: the address the broker sees this client

@@ -92,7 +92,7 @@ pub enum ClientError {
     #[error("no broker answered ({})", list(.0))]
     Unreachable(Vec<SocketAddr>),
     /// The broker refused the request; the reason says what to change.
-    #[error("the broker refused the request: {0}")]
+    #[error("the broker refused the request: {0}{hint}", hint = key_hint(.0))]
     Rejected(Rejection),
     /// The broker answered with something this client did not ask for: a bug on one side.
     #[error("protocol error: {0}")]
@@ -107,4 +107,12 @@ pub enum ClientError {
 
 fn list(addrs: &[SocketAddr]) -> String {
     addrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+/// What to do about a refusal for want of the key, in the one line that reports it.
+fn key_hint(rejection: &Rejection) -> &'static str {
+    match rejection {
+        Rejection::KeyRequired => " (it takes only requests sealed with its key: give --key-file)",
+        _ => "",
+    }
 }

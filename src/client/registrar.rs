@@ -33,6 +33,9 @@ pub struct RegistrarConfig {
     /// connect to the endpoint. `Check::None` for an endpoint that takes no TCP connections
     /// (a UDP service): then it is never probed, and only its heartbeats keep it.
     pub check: Check<Box<str>>,
+    /// With a key, every request is sealed with it and only sealed replies are taken (see
+    /// [`BrokerClient::set_key`]): for brokers with `--require-key`.
+    pub key: Option<crate::protocol::seal::Key>,
 }
 
 impl Default for RegistrarConfig {
@@ -43,6 +46,7 @@ impl Default for RegistrarConfig {
             log: false,
             quiet_refusals: false,
             check: Check::Tcp,
+            key: None,
         }
     }
 }
@@ -186,7 +190,11 @@ enum Command {
 impl Registrar {
     /// Starts the background thread, talking to these brokers over UDP.
     pub fn start(brokers: &[SocketAddr], config: RegistrarConfig) -> Result<Registrar, ClientError> {
-        Ok(Self::with_client(BrokerClient::new(brokers)?, config))
+        let mut client = BrokerClient::new(brokers)?;
+        if let Some(key) = config.key {
+            client.set_key(key);
+        }
+        Ok(Self::with_client(client, config))
     }
 
     /// Starts the background thread with a given client.

@@ -15,6 +15,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{ClientError, Transport, UdpTransport};
+use crate::node::WallClock;
+use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{Request, Response, binary};
 
 /// How long to wait for a broker's answer to `watch` before trying the next.
@@ -67,6 +69,16 @@ pub struct Watch<T: Transport = UdpTransport> {
     pending: Option<WatchEvent>,
     /// The last cookie the broker gave (see the [module documentation](self)).
     cookie: Option<u64>,
+    /// With a key: requests leave sealed, and only sealed answers and notifications are taken.
+    keyed: Option<Keyed>,
+}
+
+/// A watch's key (see [`BrokerClient::set_key`](super::BrokerClient::set_key)).
+#[derive(Debug)]
+struct Keyed {
+    sealer: Sealer,
+    guard: ReplayGuard,
+    wall: WallClock,
 }
 
 impl Watch<UdpTransport> {
@@ -74,12 +86,33 @@ impl Watch<UdpTransport> {
     pub fn start(brokers: &[SocketAddr], service: &str) -> Result<Self, ClientError> {
         Self::with_transport(UdpTransport::for_peers(brokers)?, brokers, service)
     }
+
+    /// [`start`](Self::start), sealing every request with `key` (when given) and taking only
+    /// answers and notifications sealed with it: for brokers with `--require-key`.
+    pub fn start_keyed(brokers: &[SocketAddr], service: &str, key: Option<Key>) -> Result<Self, ClientError> {
+        Self::with_transport_keyed(UdpTransport::for_peers(brokers)?, brokers, service, key)
+    }
 }
 
 impl<T: Transport> Watch<T> {
     /// Watches `service` over `transport`.
     pub fn with_transport(transport: T, brokers: &[SocketAddr], service: &str) -> Result<Self, ClientError> {
+        Self::with_transport_keyed(transport, brokers, service, None)
+    }
+
+    /// Watches `service` over `transport`, sealing with `key` when given.
+    pub fn with_transport_keyed(
+        transport: T,
+        brokers: &[SocketAddr],
+        service: &str,
+        key: Option<Key>,
+    ) -> Result<Self, ClientError> {
         let now = transport.now();
+        let keyed = key.map(|key| Keyed {
+            sealer: Sealer::new(key, crate::random::u64()),
+            guard: ReplayGuard::new(),
+            wall: WallClock { at: now, unix_ms: seal::unix_ms(std::time::SystemTime::now()) },
+        });
         let mut watch = Watch {
             transport,
             brokers: brokers.to_vec(),
@@ -91,6 +124,7 @@ impl<T: Transport> Watch<T> {
             renew_at: now,
             pending: None,
             cookie: None,
+            keyed,
         };
         watch.subscribe()?;
         watch.pending = None;
@@ -132,7 +166,8 @@ impl<T: Transport> Watch<T> {
             if from != self.brokers[self.broker] {
                 continue;
             }
-            let Ok((_, Response::Changed { service, seq, instances })) = binary::decode_response(&buf[..len]) else {
+            let Some(datagram) = self.open(&buf[..len]) else { continue };
+            let Ok((_, Response::Changed { service, seq, instances })) = binary::decode_response(datagram) else {
                 continue;
             };
             if service != self.service || seq <= self.seq {
@@ -159,8 +194,22 @@ impl<T: Transport> Watch<T> {
         };
         let mut bytes = Vec::new();
         binary::encode_request(self.request_id, &request, &mut bytes);
+        if let Some(keyed) = &mut self.keyed {
+            keyed.sealer.seal_in_place(&mut bytes, keyed.wall.unix_ms(self.transport.now()));
+        }
         self.transport.send(broker, &bytes)?;
         Ok(())
+    }
+
+    /// What a datagram from the broker holds: itself without a key; with one, what is inside
+    /// if it is sealed with it (and no replay), else nothing.
+    fn open<'b>(&mut self, datagram: &'b [u8]) -> Option<&'b [u8]> {
+        match &mut self.keyed {
+            None => Some(datagram),
+            Some(keyed) => {
+                keyed.guard.open(keyed.sealer.key(), datagram, keyed.wall.unix_ms(self.transport.now())).ok()
+            }
+        }
     }
 
     /// Sends `watch` and waits for its answer, echoing the broker's cookie, failing over
@@ -180,7 +229,8 @@ impl<T: Transport> Watch<T> {
                     if from != broker {
                         continue;
                     }
-                    match binary::decode_response(&buf[..len]) {
+                    let Some(datagram) = self.open(&buf[..len]) else { continue };
+                    match binary::decode_response(datagram) {
                         Ok((id, Response::Watching { seq, ttl_ms, instances, .. })) if id == self.request_id => {
                             if (seq, &instances) != (self.seq, &self.instances) || broker_index != self.broker {
                                 self.pending = Some(WatchEvent::Resynced { seq, instances: instances.clone() });

@@ -7,7 +7,10 @@ use crate::limit::RateLimit;
 use crate::probe::ProberConfig;
 use crate::protocol::seal::{self, Key};
 use crate::registry;
-use crate::service::{self, policy::Policy};
+use crate::service::{
+    self,
+    policy::{Policy, RequireKey},
+};
 
 use super::{BridgeConfig, DnsConfig, ReplicaConfig, VerifyConfig, WatchConfig};
 
@@ -54,6 +57,8 @@ pub struct NodeConfig {
     pub rate_limit: RateLimit,
     /// Who may register what.
     pub policy: Policy,
+    /// Which requests must come sealed with [`key`](Self::key) (`--require-key`; needs a key).
+    pub require_key: RequireKey,
     /// With a key, peer and group datagrams are sealed with it, and unsealed ones are dropped
     /// (see [`crate::protocol::seal`]).
     pub key: Option<Key>,
@@ -123,6 +128,7 @@ impl Default for NodeConfig {
             prober: ProberConfig::default(),
             rate_limit: RateLimit::default(),
             policy: Policy::default(),
+            require_key: RequireKey::No,
             key: None,
             wall: WallClock::now(),
             dns: None,

@@ -105,6 +105,7 @@ impl Node {
                     let mut reply = Vec::new();
                     self.service.reply(form, &response, &mut reply);
                     if self.limiter.limit_reply(now, to.ip(), form, request_len, &mut reply, ReplyKind::Data) {
+                        self.sealed_to.seal(to, &mut self.sealer, self.wall.unix_ms(now), &mut reply);
                         self.replies.push(Face::Client, to, |out| out.extend_from_slice(&reply));
                     }
                 }
@@ -134,6 +135,7 @@ impl Node {
         // Notifications to watchers: unasked for, so judged by the rate limit as replies to an
         // empty request.
         while let Some(transmit) = self.watches.poll_transmit(&mut self.scratch) {
+            self.sealed_to.seal(transmit.to, &mut self.sealer, self.wall.unix_ms(now), &mut self.scratch);
             let bytes = &self.scratch;
             let sent = self.limiter.check(now, transmit.to.ip(), 0, bytes.len()) == Verdict::Send
                 && self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));

@@ -38,7 +38,7 @@ impl KeyTrouble {
             SealError::NotSealed => Some(KeyTrouble::Unsealed),
             SealError::WrongKey | SealError::BadTag => Some(KeyTrouble::OtherKey),
             SealError::Stale => Some(KeyTrouble::Stale),
-            SealError::Replay => None,
+            SealError::Replay | SealError::Busy => None,
         }
     }
 

@@ -9,9 +9,10 @@
 //!
 //! - The node (this file, its settings in `config.rs`) owns the shared state: the table
 //!   ([`Registry`]), the registration protocol ([`Service`]), the response-rate limiter, the
-//!   key that seals peer and group datagrams and the replay guard, the two outgoing queues
-//!   (peer and group datagrams, sealed when they leave; deferred answers to clients, never
-//!   sealed), and the counters of what it decides itself (send failures, removals).
+//!   key that seals peer and group datagrams and the replay guards (the peers', and the
+//!   clients' for sealed requests: `keyed.rs`), the two outgoing queues (peer and group
+//!   datagrams, sealed when they leave; deferred answers to clients, sealed only to clients that
+//!   asked sealed), and the counters of what it decides itself (send failures, removals).
 //! - Each sub-machine owns its own state, every field private:
 //!   [`Replicator`](replicate::Replicator) (the peers, [deltas](replicate) and
 //!   [catch-up](replicate::sync)), the verifier of reports and health checks ([`verify`], which
@@ -64,6 +65,7 @@ mod dns_face;
 mod entropy_sim_tests;
 mod group;
 mod key_warn;
+mod keyed;
 mod logging;
 pub mod replicate;
 #[cfg(test)]
@@ -98,6 +100,7 @@ pub use bridge::BridgeConfig;
 pub use config::{Face, GroupConfig, NodeConfig, WallClock};
 pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
+pub use keyed::MAX_CLIENTS;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 pub use watch::WatchConfig;
@@ -110,6 +113,9 @@ struct Counters {
     /// Peer datagrams sent and received (bridges' included), bytes as on the wire (sealed).
     peer_bytes_out: u64,
     peer_bytes_in: u64,
+    /// Sealed datagrams on the client face that did not open (another key, forged, stale,
+    /// replayed), peers' and clients' alike.
+    sealed_dropped: u64,
 }
 
 /// How many datagrams may wait to be sent; more are dropped and counted.
@@ -131,12 +137,18 @@ pub struct Node {
     outbox: Outbox<Face>,
     /// Where a sub-machine's datagram passes on its way to a queue.
     scratch: Vec<u8>,
-    /// Deferred answers to clients (bridged queries) and watch notifications: never sealed.
+    /// Deferred answers to clients (bridged queries) and watch notifications: sealed only to
+    /// clients that asked sealed (see [`keyed`]).
     replies: Outbox<Face>,
     limiter: ResponseLimiter,
     /// With a key: seals what the node sends to peers and the group, and opens what they send.
     sealer: Option<Sealer>,
     guard: ReplayGuard,
+    /// The replay windows of clients' sealed requests: apart from the peers', so that many
+    /// short-lived clients cannot push a peer's window out (see [`keyed`]).
+    client_guard: ReplayGuard,
+    /// Clients whose deferred answers and watch notifications leave sealed (see [`keyed`]).
+    sealed_to: keyed::SealedTo,
     /// Rate-limited warnings about datagrams that do not open with the key.
     key_warnings: key_warn::KeyWarnings,
     wall: WallClock,
@@ -155,6 +167,7 @@ impl Node {
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);
+        service.set_require_key(config.require_key);
         let bridges = bridge::Bridges::new(config.bridges, config.incarnation);
         Node {
             registry,
@@ -170,6 +183,8 @@ impl Node {
             limiter: ResponseLimiter::new(config.rate_limit),
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
+            client_guard: ReplayGuard::with_capacity(keyed::MAX_CLIENTS),
+            sealed_to: keyed::SealedTo::default(),
             key_warnings: key_warn::KeyWarnings::default(),
             wall: config.wall,
             counters: Counters::default(),
@@ -213,6 +228,9 @@ impl Node {
     /// A datagram on the client face: a peer's, or a request. Returns whether `reply` holds an
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
+        if seal::is_sealed(datagram) && self.sealer.is_some() {
+            return self.handle_sealed(now, from, datagram, reply);
+        }
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
             self.counters.peer_bytes_in += datagram.len() as u64;
             // With a key, peers' datagrams come sealed, and only so.
@@ -220,21 +238,26 @@ impl Node {
                 self.replicator.note_rejected();
                 return false;
             };
-            let Ok(frame) = peer::decode(inner) else {
-                self.replicator.note_rejected();
-                return false;
-            };
-            if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
-                self.handle_bridge(now, from, datagram.len(), frame.body);
-                return false;
-            }
-            self.replicator.handle_datagram(now, from, frame, &mut self.registry);
-            return false;
+            return self.handle_peer(now, from, datagram.len(), inner);
         }
         match service::handle(self, now, from, datagram, reply) {
             Some(written) => self.limit(now, from, written, datagram.len(), reply),
             None => false,
         }
+    }
+
+    /// A peer's datagram (`inner`, opened if it came sealed, `len` bytes on the wire).
+    fn handle_peer(&mut self, now: Instant, from: SocketAddr, len: usize, inner: &[u8]) -> bool {
+        let Ok(frame) = peer::decode(inner) else {
+            self.replicator.note_rejected();
+            return false;
+        };
+        if let Peer::Query { .. } | Peer::Answer { .. } = frame.body {
+            self.handle_bridge(now, from, len, frame.body);
+            return false;
+        }
+        self.replicator.handle_datagram(now, from, frame, &mut self.registry);
+        false
     }
 
     /// The datagram inside a sealed one, when a key is configured (and it opens); the datagram
@@ -323,6 +346,7 @@ impl service::Context for Node {
         request_len: usize,
         service: &str,
     ) -> Option<Response> {
+        self.sealed_to.note(from);
         // From the cache, or `NOT FOUND` with no bridge up; else answered when the bridges have.
         let answer = self.bridges.handle_query(now, service, from, form, request_len);
         self.drain(now);
@@ -345,6 +369,7 @@ impl service::Context for Node {
         service: &str,
         cookie: Option<u64>,
     ) -> Response {
+        self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, cookie, &mut self.registry)
     }
 

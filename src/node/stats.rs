@@ -111,6 +111,12 @@ pub(super) static COUNTERS: &[Row] = &[
         |n, _| n.counters.peer_bytes_out),
     row(Def::counter("peer_bytes_in", "makler_peer_bytes_in_total", "Bytes of peer datagrams received (sealed size)."),
         |n, _| n.counters.peer_bytes_in),
+    row(Def::counter("refused_key", "makler_key_required_total",
+            "Unsealed requests refused because --require-key asks for the key."),
+        |n, _| n.service.counters().key_required),
+    row(Def::counter("sealed_dropped", "makler_sealed_dropped_total",
+            "Sealed datagrams dropped: another key, forged, stale or replayed (peers' and clients')."),
+        |n, _| n.counters.sealed_dropped),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

@@ -480,6 +480,10 @@ pub enum Rejection {
         /// Which rule it breaks.
         why: String,
     },
+    /// This endpoint takes this request only sealed with the shared key (`--require-key`):
+    /// give the client the key file (`--key-file`).
+    #[error("key required")]
+    KeyRequired,
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -1,12 +1,14 @@
-//! Sealed datagrams: peer and multicast traffic authenticated with a shared key.
+//! Sealed datagrams: peer, multicast and (keyed) client traffic authenticated with a shared key.
 //!
 //! With `--key-file`, every datagram between brokers and every datagram on the multicast group
-//! travels in an envelope that a holder of the key made, and that no one has sent before:
+//! travels in an envelope that a holder of the key made, and that no one has sent before; so do
+//! the requests of clients given the key, and the broker's replies to them (`--require-key`
+//! makes brokers refuse unsealed ones):
 //!
 //! ```text
 //! +------+--------+------------+-----------+-------------+--------------------+-----------+
 //! | 0xFC | key id | sender u64 | seq u64   | sent_ms u64 | the datagram       | tag       |
-//! |      | 1 byte | LE         | LE        | LE          | (0x81… or 0xF9…)   | 32 bytes  |
+//! |      | 1 byte | LE         | LE        | LE          | (any form)         | 32 bytes  |
 //! +------+--------+------------+-----------+-------------+--------------------+-----------+
 //! ```
 //!
@@ -212,11 +214,17 @@ pub enum SealError {
     /// Seen before: a replay.
     #[error("a replay")]
     Replay,
+    /// The receiver remembers as many senders as it can, all of them sent within 30 s: the
+    /// datagram is refused rather than a window forgotten. Try again later.
+    #[error("too many senders at once")]
+    Busy,
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Window {
     newest: u64,
+    /// The latest send time of a datagram taken (Unix time in milliseconds).
+    latest_ms: u64,
     /// Bit k: number `newest - k` was seen.
     seen: [u64; (REPLAY_WINDOW / 64) as usize],
 }
@@ -225,7 +233,7 @@ impl Window {
     fn new(seq: u64) -> Self {
         let mut seen = [0; (REPLAY_WINDOW / 64) as usize];
         seen[0] = 1;
-        Window { newest: seq, seen }
+        Window { newest: seq, latest_ms: 0, seen }
     }
 
     fn bit(&mut self, back: u64) -> (&mut u64, u64) {
@@ -265,44 +273,104 @@ impl Window {
     }
 }
 
+/// A sealed datagram whose key and tag are right and whose time is within the window: who sent
+/// it, its number, and the datagram inside. Not yet checked against replays: a
+/// [`ReplayGuard`] does that ([`ReplayGuard::admit`]), so that the caller may choose the guard
+/// by what is inside (a broker keeps its peers' windows apart from its clients').
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsealed<'a> {
+    /// The sending process's random id.
+    pub sender: u64,
+    /// The datagram's number.
+    pub seq: u64,
+    /// When it was sent (Unix time in milliseconds).
+    pub sent_ms: u64,
+    /// The datagram inside.
+    pub inner: &'a [u8],
+}
+
+/// Checks a sealed datagram received at `now_ms`: the key, the tag, the time (not replays).
+pub fn unseal<'a>(key: &Key, sealed: &'a [u8], now_ms: u64) -> Result<Unsealed<'a>, SealError> {
+    if !is_sealed(sealed) || sealed.len() < OVERHEAD {
+        return Err(SealError::NotSealed);
+    }
+    if sealed[1] != key.id {
+        return Err(SealError::WrongKey);
+    }
+    let (signed, tag) = sealed.split_at(sealed.len() - TAG);
+    let tag: [u8; TAG] = tag.try_into().map_err(|_| SealError::NotSealed)?;
+    // `blake3::Hash` compares in constant time.
+    if key.tag(signed) != blake3::Hash::from(tag) {
+        return Err(SealError::BadTag);
+    }
+    let word = |at: usize| u64::from_le_bytes(signed[at..at + 8].try_into().unwrap_or([0; 8]));
+    let (sender, seq, sent_ms) = (word(2), word(10), word(18));
+    if sent_ms.abs_diff(now_ms) > WINDOW_MS {
+        return Err(SealError::Stale);
+    }
+    Ok(Unsealed { sender, seq, sent_ms, inner: &signed[HEADER..] })
+}
+
 /// Checks sealed datagrams from many senders: the key, the tag, the time, replays.
-#[derive(Debug, Default)]
+///
+/// It remembers a bounded number of senders. When the table is full, a new sender takes the
+/// place of one whose every datagram is already outside the 30 s window (so forgetting it lets
+/// no replay through); when there is none, the new sender's datagram is refused
+/// ([`SealError::Busy`]) rather than a live window forgotten. A broker keeps one guard for its
+/// peers and another for its clients, so that many short-lived clients (each run of
+/// `makler-client` is a new sender) neither grow its memory nor push its peers' windows out.
+#[derive(Debug)]
 pub struct ReplayGuard {
     senders: HashMap<u64, Window>,
+    capacity: usize,
+}
+
+impl Default for ReplayGuard {
+    fn default() -> Self {
+        ReplayGuard::with_capacity(MAX_SENDERS)
+    }
 }
 
 impl ReplayGuard {
-    /// A guard that has seen nothing.
+    /// A guard that has seen nothing, for up to 4,096 senders at once.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A guard that has seen nothing and remembers up to `capacity` senders (at least one)
+    /// sending within 30 s of one another (each costs about 160 bytes).
+    pub fn with_capacity(capacity: usize) -> Self {
+        ReplayGuard { senders: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// How many senders it remembers now.
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Whether it remembers no sender.
+    pub fn is_empty(&self) -> bool {
+        self.senders.is_empty()
     }
 
     /// Opens a sealed datagram received at `now_ms` (Unix time in milliseconds): returns the
     /// datagram inside, or why it must be dropped. A datagram is opened once: a second copy,
     /// from wherever it comes, is a replay.
     pub fn open<'a>(&mut self, key: &Key, sealed: &'a [u8], now_ms: u64) -> Result<&'a [u8], SealError> {
-        if !is_sealed(sealed) || sealed.len() < OVERHEAD {
-            return Err(SealError::NotSealed);
-        }
-        if sealed[1] != key.id {
-            return Err(SealError::WrongKey);
-        }
-        let (signed, tag) = sealed.split_at(sealed.len() - TAG);
-        let tag: [u8; TAG] = tag.try_into().map_err(|_| SealError::NotSealed)?;
-        // `blake3::Hash` compares in constant time.
-        if key.tag(signed) != blake3::Hash::from(tag) {
-            return Err(SealError::BadTag);
-        }
-        let word = |at: usize| u64::from_le_bytes(signed[at..at + 8].try_into().unwrap_or([0; 8]));
-        let (sender, seq, sent_ms) = (word(2), word(10), word(18));
-        if sent_ms.abs_diff(now_ms) > WINDOW_MS {
-            return Err(SealError::Stale);
-        }
-        if !self.senders.contains_key(&sender) && self.senders.len() >= MAX_SENDERS {
-            // Forget one sender: its next datagram starts a window afresh, which the send-time
-            // window keeps from being a way in for old captures.
-            if let Some(&oldest) = self.senders.keys().next() {
-                self.senders.remove(&oldest);
+        let unsealed = unseal(key, sealed, now_ms)?;
+        self.admit(&unsealed, now_ms)?;
+        Ok(unsealed.inner)
+    }
+
+    /// Checks an [`unseal`]ed datagram against replays, received at `now_ms`, and remembers it.
+    pub fn admit(&mut self, unsealed: &Unsealed<'_>, now_ms: u64) -> Result<(), SealError> {
+        let Unsealed { sender, seq, sent_ms, .. } = *unsealed;
+        if !self.senders.contains_key(&sender) && self.senders.len() >= self.capacity {
+            // Forget the senders whose datagrams are all stale by now: a copy of any of them
+            // is refused by its time, so no window is needed to refuse it.
+            self.senders.retain(|_, window| window.latest_ms.saturating_add(WINDOW_MS) >= now_ms);
+            if self.senders.len() >= self.capacity {
+                return Err(SealError::Busy);
             }
         }
         let accepted = match self.senders.get_mut(&sender) {
@@ -315,7 +383,10 @@ impl ReplayGuard {
         if !accepted {
             return Err(SealError::Replay);
         }
-        Ok(&signed[HEADER..])
+        if let Some(window) = self.senders.get_mut(&sender) {
+            window.latest_ms = window.latest_ms.max(sent_ms);
+        }
+        Ok(())
     }
 }
 
@@ -434,5 +505,27 @@ mod tests {
         let mut window = Window::new(5000);
         assert!(!window.accept(5000 - REPLAY_WINDOW));
         assert!(window.accept(5000 - REPLAY_WINDOW + 1));
+    }
+
+    #[test]
+    fn a_full_guard_forgets_only_senders_whose_datagrams_are_all_stale() {
+        let mut guard = ReplayGuard::with_capacity(2);
+        let sealed = |sender: u64, at: u64| {
+            let mut out = Vec::new();
+            Sealer::new(key(), sender).seal(b"r", at, &mut out);
+            out
+        };
+        let (one, two) = (sealed(1, 1_000), sealed(2, 2_000));
+        assert!(guard.open(&key(), &one, 2_000).is_ok());
+        assert!(guard.open(&key(), &two, 2_000).is_ok());
+        // Both within the window: a third sender is refused, and the first's capture still is.
+        assert_eq!(guard.open(&key(), &sealed(3, 2_000), 2_000), Err(SealError::Busy));
+        assert_eq!(guard.open(&key(), &one, 2_000), Err(SealError::Replay));
+        // Once the first sender's datagrams are stale, a newcomer takes its place.
+        let now = 1_000 + WINDOW_MS + 1;
+        assert!(guard.open(&key(), &sealed(3, now), now).is_ok());
+        assert_eq!(guard.len(), 2);
+        assert_eq!(guard.open(&key(), &one, now), Err(SealError::Stale), "forgotten, and refused by its time");
+        assert_eq!(guard.open(&key(), &two, now), Err(SealError::Replay), "still remembered");
     }
 }

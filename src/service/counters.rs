@@ -18,6 +18,8 @@ pub struct Counters {
     pub not_allowed: u64,
     /// Requests refused as too many from one source (reports).
     pub too_many: u64,
+    /// Unsealed requests refused because the key is required (`--require-key`).
+    pub key_required: u64,
     /// Requests that decoded, by kind.
     pub requests: RequestCounts,
 }

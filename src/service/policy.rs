@@ -42,6 +42,54 @@ impl std::str::FromStr for ForeignIp {
     }
 }
 
+/// Which requests must come sealed with the shared key (`--require-key`; see
+/// [`crate::protocol::seal`]). Unsealed, they are answered [`Rejection::KeyRequired`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RequireKey {
+    /// None: anyone may send any request, by hand too (the default).
+    #[default]
+    No,
+    /// The requests that change something: `register`, `heartbeat`, `deregister`, `report`,
+    /// `watch` (and its echo) and `unwatch`.
+    Writes,
+    /// Every request, queries and listings too.
+    All,
+}
+
+impl RequireKey {
+    /// Whether `request`, unsealed, is refused.
+    pub fn refuses(self, request: &crate::protocol::Request<'_>) -> bool {
+        use crate::protocol::Request;
+        match self {
+            RequireKey::No => false,
+            RequireKey::All => true,
+            RequireKey::Writes => matches!(
+                request,
+                Request::Register { .. }
+                    | Request::RegisterChecked { .. }
+                    | Request::Heartbeat { .. }
+                    | Request::Deregister { .. }
+                    | Request::Report { .. }
+                    | Request::Watch { .. }
+                    | Request::WatchEcho { .. }
+                    | Request::Unwatch { .. }
+            ),
+        }
+    }
+}
+
+impl std::str::FromStr for RequireKey {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "writes" => Ok(RequireKey::Writes),
+            "all" => Ok(RequireKey::All),
+            _ => Err(format!("{text:?}: expected writes or all")),
+        }
+    }
+}
+
 /// The registration policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {

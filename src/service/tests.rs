@@ -185,3 +185,41 @@ fn every_error_is_counted_and_answered_in_kind() {
     assert_eq!((counters.received, counters.rejected), (5, 5));
     assert_eq!(f.table.registry.len(), 1);
 }
+
+#[test]
+fn require_key_refuses_unsealed_writes_or_everything_and_never_sealed_requests() {
+    use policy::RequireKey;
+    let now = Instant::now();
+    let source: SocketAddr = "127.0.0.1:50000".parse().unwrap();
+    let writes = [
+        "register echo 4000",
+        "register echo 10.0.0.1 4000 check=tcp",
+        "heartbeat 00000000-0000-0000-0000-000000000001",
+        "deregister 00000000-0000-0000-0000-000000000001",
+        "report echo 127.0.0.1:4000",
+        "watch echo",
+        "watch echo 00000000000000aa",
+        "unwatch echo",
+    ];
+    let queries = ["query echo", "request echo", "services", "instances echo", "stats"];
+    for (require, refused_queries) in [(RequireKey::Writes, false), (RequireKey::All, true)] {
+        let mut f = fixture(10);
+        f.table.service.set_require_key(require);
+        for line in writes.iter().chain(&queries) {
+            let refused = queries.contains(line) == refused_queries || writes.contains(line);
+            let reply = f.text(now, line);
+            assert_eq!(reply == "ERROR key required\n", refused, "{require:?} {line}: {reply}");
+            // Sealed (opened by the caller), nothing is refused for the key.
+            handle_sealed(&mut f.table, now, source, line.as_bytes(), &mut f.out);
+            assert_ne!(f.out, b"ERROR key required\n", "{require:?} sealed {line}");
+        }
+        let refused = f.table.service.counters().key_required;
+        assert_eq!(refused as usize, writes.len() + if refused_queries { queries.len() } else { 0 });
+        // In binary, the rejection has its own variant.
+        let reply = f.raw(now, source, &binary_request(7, &Request::Register { service: "x", ip: None, port: 1 }));
+        assert_eq!(binary::decode_response(&reply).unwrap(), (7, Response::Error(Rejection::KeyRequired)));
+    }
+    // By default nothing is required.
+    let mut f = fixture(10);
+    assert_eq!(f.text(now, "register echo 4000").len(), 37);
+}

@@ -90,6 +90,11 @@ proptest! {
     }
 
     #[test]
+    fn keyed_requests_are_refused_opened_or_dropped_as_the_key_says(data in prop::collection::vec(any::<u8>(), 0..200)) {
+        oracles::keyed_session(&data);
+    }
+
+    #[test]
     fn bridged_queries_get_one_answer_each(data in prop::collection::vec(any::<u8>(), 0..400)) {
         oracles::bridge_session(&data);
     }

@@ -23,6 +23,7 @@ mod docs;
 mod e2e;
 mod fuzz_props;
 mod guard;
+mod keyed;
 mod metrics;
 mod multicast;
 mod netns;

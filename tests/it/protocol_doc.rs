@@ -16,6 +16,19 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
+/// The sealed example of protocol.md: `register echo 4000` in text, sealed with the key of the
+/// file `makler example key, not for use`, sender 0x0102030405060708, seq 1, sent at Unix time
+/// 1,800,000,000,000 ms.
+const SEALED_TEXT: &[u8] = b"register echo 4000";
+
+fn sealed(datagram: &[u8]) -> Vec<u8> {
+    use makler::protocol::seal::{Key, Sealer};
+    let key = Key::from_secret(b"makler example key, not for use").unwrap();
+    let mut out = Vec::new();
+    Sealer::new(key, 0x0102_0304_0506_0708).seal(datagram, 1_800_000_000_000, &mut out);
+    out
+}
+
 /// Each example as protocol.md writes it: a name and the encoded bytes.
 fn examples() -> Vec<(&'static str, Vec<u8>)> {
     let request = |id: u32, r: Request<'_>| {
@@ -92,6 +105,9 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("error full", reply(8, Response::Error(Rejection::Full { max: 100_000 }))),
         ("network quota", reply(8, Response::Error(Rejection::NetworkQuota { max: 4096 }))),
         ("nearly full", reply(8, Response::Error(Rejection::NearlyFull { held: 64 }))),
+        ("key required", reply(8, Response::Error(Rejection::KeyRequired))),
+        ("sealed request", sealed(SEALED_TEXT)),
+        ("sealed request, binary", sealed(&request(1, Request::Register { service: "echo", ip: None, port: 4000 }))),
         ("report", request(10, Request::Report { service: "echo", endpoint: "127.0.0.1:4000".parse().unwrap() })),
         ("catching up", reply(11, Response::CatchingUp)),
         ("too many reports", reply(12, Response::Error(Rejection::TooMany { what: "reports".into(), max: 20 }))),

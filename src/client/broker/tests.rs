@@ -193,3 +193,95 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
     let shown = client(net(), &[addr(2)], 0).instances("echo").unwrap();
     assert_eq!(shown, [info(4001)], "an older broker: no checks");
 }
+
+/// A transport whose other end is a broker's core, in process: what the client sends is
+/// handled at once, and the replies wait to be received (the first `lose` are lost; `forge`
+/// goes before each reply, as from the broker).
+struct ToNode {
+    node: crate::node::Node,
+    now: std::time::Instant,
+    replies: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
+    lose: u32,
+    forge: Option<Vec<u8>>,
+}
+
+const NODE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7);
+
+fn key() -> Key {
+    Key::from_secret(b"the broker's and the client's key").unwrap()
+}
+
+impl ToNode {
+    fn new(require_key: crate::service::policy::RequireKey) -> Self {
+        use crate::core::Core;
+        let config = crate::node::NodeConfig {
+            key: Some(key()),
+            require_key,
+            wall: WallClock::now(),
+            ..crate::node::NodeConfig::default()
+        };
+        let mut node = crate::node::Node::new(config, Uuid::new_v4);
+        let now = std::time::Instant::now();
+        node.handle_start(now);
+        ToNode { node, now, replies: Default::default(), lose: 0, forge: None }
+    }
+}
+
+impl Transport for ToNode {
+    fn now(&self) -> std::time::Instant {
+        self.now
+    }
+
+    fn send(&mut self, _to: SocketAddr, datagram: &[u8]) -> std::io::Result<()> {
+        use crate::core::Core;
+        let mut reply = Vec::new();
+        let from = addr(40000);
+        if self.node.handle_datagram(self.now, crate::node::Face::Client, from, datagram, &mut reply).is_some() {
+            if let Some(forged) = &self.forge {
+                self.replies.push_back((forged.clone(), NODE));
+            }
+            match self.lose {
+                0 => self.replies.push_back((reply, NODE)),
+                _ => self.lose -= 1,
+            }
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8], deadline: std::time::Instant) -> std::io::Result<Option<(usize, SocketAddr)>> {
+        match self.replies.pop_front() {
+            Some((reply, from)) => {
+                buf[..reply.len()].copy_from_slice(&reply);
+                Ok(Some((reply.len(), from)))
+            }
+            None => {
+                self.now = self.now.max(deadline);
+                Ok(None)
+            }
+        }
+    }
+
+    fn sleep_until(&mut self, deadline: std::time::Instant) {
+        self.now = self.now.max(deadline);
+    }
+}
+
+#[test]
+fn a_keyed_client_seals_its_requests_and_takes_only_sealed_replies() {
+    use crate::service::policy::RequireKey;
+    let mut plain = BrokerClient::with_transport(ToNode::new(RequireKey::Writes), &[NODE], RetryPolicy::default(), 0);
+    let refused = plain.register("echo", None, 4000).unwrap_err();
+    assert!(matches!(refused, ClientError::Rejected(Rejection::KeyRequired)), "{refused}");
+    assert!(matches!(plain.query("echo"), Err(ClientError::NotFound)), "queries need no key with `writes`");
+
+    let mut keyed = BrokerClient::with_transport(ToNode::new(RequireKey::All), &[NODE], RetryPolicy::default(), 0);
+    keyed.set_key(key());
+    // The first reply is lost: the retransmission is sealed afresh (the same bytes again would
+    // be dropped as a replay), and a forged unsealed reply before the real one is ignored.
+    keyed.transport_mut().lose = 1;
+    keyed.transport_mut().forge = Some(b"\x01\x00\x00\x00\x00\x00".to_vec());
+    let registered = keyed.register("echo", None, 4000).unwrap();
+    assert_eq!(keyed.query("echo").unwrap(), [addr(4000)]);
+    keyed.heartbeat(registered.id).unwrap();
+    assert_eq!(keyed.transport().node.stats(keyed.transport().now).get("sealed_dropped"), Some(0));
+}

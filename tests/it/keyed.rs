@@ -1,0 +1,188 @@
+//! Keyed writes (`--require-key`): the attack (an unsealed register from anyone who reaches the
+//! broker), and what still works: sealed requests from the programs given the key, the text form
+//! by hand where no key is required.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::common::{self, Udp, balancer, broker, listed, wait_until};
+use makler::client::{BrokerClient, ClientError};
+use makler::protocol::Rejection;
+use makler::protocol::seal::{Key, ReplayGuard, Sealer, unix_ms};
+
+/// A key file of its own for each test, and its key.
+fn key_file(name: &str) -> (std::path::PathBuf, Key) {
+    let path = std::env::temp_dir().join(format!("makler-keyed-{name}-{}", std::process::id()));
+    common::write_key_file(&path, "the secret of the keyed-writes tests\n");
+    let key = Key::load(&path).unwrap();
+    (path, key)
+}
+
+fn now_ms() -> u64 {
+    unix_ms(std::time::SystemTime::now())
+}
+
+/// A value from the first line of `stats`, asked with the key.
+fn keyed_stat(at: SocketAddr, key: Key, name: &str) -> u64 {
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    client.stats().unwrap().get(name).unwrap_or_else(|| panic!("no {name}"))
+}
+
+#[test]
+fn under_require_key_an_unsealed_register_is_refused_and_a_sealed_one_registers_once() {
+    let (path, key) = key_file("writes");
+    let broker = broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let at = broker.addr("udp");
+    let attacker = Udp::new(at);
+    // The attack: anyone who reaches the broker adds its address to a service.
+    assert_eq!(attacker.text("register web 127.0.0.1 8080"), "ERROR key required");
+    assert_eq!(attacker.text("heartbeat 00000000-0000-0000-0000-000000000001"), "ERROR key required");
+    assert_eq!(attacker.text("watch web"), "ERROR key required");
+    assert!(listed(&attacker, "web").is_empty(), "not in the table; queries stay open by hand");
+
+    // Sealed by hand, it registers, and the reply is sealed with the same key.
+    let mut sealer = Sealer::new(key, 0x5eed);
+    let mut sealed = Vec::new();
+    sealer.seal(b"register web 127.0.0.1 8080", now_ms(), &mut sealed);
+    let reply = attacker.raw(&sealed);
+    let id = ReplayGuard::new().open(&key, &reply, now_ms()).expect("a sealed reply").to_vec();
+    assert_eq!(id.len(), 37, "{:?}", String::from_utf8_lossy(&id));
+    assert_eq!(listed(&attacker, "web"), ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+
+    // The same sealed datagram again (captured and replayed): dropped, unanswered, counted.
+    attacker.socket.send_to(&sealed, at).unwrap();
+    let mut buf = [0; 2048];
+    assert!(attacker.socket.recv_from(&mut buf).is_err(), "a replay gets no answer");
+    assert_eq!(keyed_stat(at, key, "sealed_dropped"), 1);
+    assert_eq!(keyed_stat(at, key, "refused_key"), 3);
+    assert_eq!(keyed_stat(at, key, "instances"), 1);
+
+    // makler-server given the key registers; a client without it is told in one line.
+    let server = common::server("echo", at, &["--no-multicast", "--key-file", path.to_str().unwrap()]);
+    wait_until(Duration::from_secs(10), "the keyed server registers", || {
+        (listed(&attacker, "echo") == [server.addr("tcp")]).then_some(())
+    });
+    let mut unkeyed = BrokerClient::new(&[at]).unwrap();
+    let refused = unkeyed.register("echo", None, 1).unwrap_err();
+    assert!(matches!(refused, ClientError::Rejected(Rejection::KeyRequired)), "{refused}");
+    assert!(refused.to_string().contains("give --key-file"), "{refused}");
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn require_key_all_refuses_unsealed_queries_and_a_keyed_client_gets_answers() {
+    let (path, key) = key_file("all");
+    let broker = broker(&["--key-file", path.to_str().unwrap(), "--require-key", "all"]);
+    let at = broker.addr("udp");
+    let udp = Udp::new(at);
+    assert_eq!(udp.text("query web"), "ERROR key required");
+    assert_eq!(udp.text("services"), "ERROR key required");
+    assert_eq!(udp.text("stats"), "ERROR key required");
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    client.register("web", None, 8080).unwrap();
+    assert_eq!(client.query("web").unwrap(), ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+    assert_eq!(keyed_stat(at, key, "refused_key"), 3);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn require_key_without_a_key_file_is_refused_at_startup() {
+    let broker = [env!("CARGO_BIN_EXE_makler-broker"), "--quiet"];
+    let balancer = [env!("CARGO_BIN_EXE_makler-balancer"), "--service=web"];
+    for [program, extra] in [broker, balancer] {
+        let output = std::process::Command::new(program)
+            .args(["--require-key", "writes", "--no-multicast", extra])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{program}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("--require-key needs --key-file"), "{program}: {stderr}");
+    }
+}
+
+#[test]
+fn the_balancers_control_port_takes_only_sealed_registrations_under_require_key() {
+    let (path, key) = key_file("balancer");
+    let balancer =
+        balancer("web", None, &["--no-multicast", "--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let control = balancer.addr("udp");
+    let outsider = Udp::new(control);
+    assert_eq!(outsider.text("register web 127.0.0.1 8080"), "ERROR key required");
+    let mut backend = BrokerClient::new(&[control]).unwrap();
+    backend.set_key(key);
+    backend.register("web", None, 8080).unwrap();
+    let mut sealer = Sealer::new(key, 0xba1);
+    let mut sealed = Vec::new();
+    sealer.seal(b"register web 127.0.0.1 8081", now_ms(), &mut sealed);
+    outsider.raw(&sealed);
+    outsider.socket.send_to(&sealed, control).unwrap();
+    let mut buf = [0; 2048];
+    assert!(outsider.socket.recv_from(&mut buf).is_err(), "a replay gets no answer");
+    let stats = outsider.text("stats");
+    assert!(stats.starts_with("backends=2 ") && stats.contains(" sealed_dropped=1"), "{stats}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_keyed_watch_is_taken_and_its_notifications_come_sealed() {
+    use makler::client::{Watch, WatchEvent};
+    let (path, key) = key_file("watch");
+    let broker = broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let at = broker.addr("udp");
+    let refused = Watch::start(&[at], "web").unwrap_err();
+    assert!(matches!(refused, ClientError::Rejected(Rejection::KeyRequired)), "{refused}");
+    let mut watch = Watch::start_keyed(&[at], "web", Some(key)).unwrap();
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    client.register("web", None, 8080).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let event = watch.next(deadline).unwrap().expect("a notification, sealed, taken");
+    let instances = match event {
+        WatchEvent::Changed { instances, .. } | WatchEvent::Resynced { instances, .. } => instances,
+    };
+    assert_eq!(instances, ["127.0.0.1:8080".parse::<SocketAddr>().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
+    let (path, key) = key_file("e2e");
+    let key_path = path.to_str().unwrap();
+    let broker = broker(&["--key-file", key_path, "--require-key", "all"]);
+    let at = broker.addr("udp").to_string();
+    let server = common::server("echo", broker.addr("udp"), &["--no-multicast", "--key-file", key_path]);
+    wait_until(Duration::from_secs(10), "the keyed server registers", || {
+        (keyed_stat(broker.addr("udp"), key, "instances") == 1).then_some(())
+    });
+    let (code, out, err) = common::client(&["--broker", &at, "--no-multicast", "--key-file", key_path, "echo"], "hi\n");
+    assert_eq!((code, out.as_str()), (Some(0), "hi\n"), "{err}");
+    let (code, _, err) = common::client(&["--broker", &at, "--no-multicast", "echo"], "hi\n");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("key required") && err.lines().count() == 1, "{err}");
+    // A server without the key stops as for any refusal for good (exit 6).
+    let mut unkeyed = common::server("echo", broker.addr("udp"), &["--no-multicast"]);
+    let status =
+        wait_until(Duration::from_secs(10), "the unkeyed server exits", || unkeyed.child.try_wait().ok().flatten());
+    assert_eq!(status.code(), Some(6));
+    drop(server);
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_keyed_balancer_registers_at_a_broker_that_requires_the_key() {
+    let (path, _) = key_file("chain");
+    let key_path = path.to_str().unwrap();
+    let broker = broker(&["--key-file", key_path, "--require-key", "writes"]);
+    let udp = Udp::new(broker.addr("udp"));
+    let args = ["--no-multicast", "--key-file", key_path, "--require-key", "writes", "--health-interval", "0.2"];
+    let balancer = balancer("web", Some(broker.addr("udp")), &args);
+    // A backend given the key registers at the balancer, which then registers at the broker.
+    let _backend = common::server("http", balancer.addr("udp"), &["--no-multicast", "--key-file", key_path]);
+    wait_until(Duration::from_secs(10), "the balancer is registered at the broker", || {
+        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
+    });
+    let _ = std::fs::remove_file(&path);
+}

@@ -111,6 +111,9 @@ pub(super) static COUNTERS: &[Row] = &[
         |n, _| n.counters.peer_bytes_out),
     row(Def::counter("peer_bytes_in", "makler_peer_bytes_in_total", "Bytes of peer datagrams received (sealed size)."),
         |n, _| n.counters.peer_bytes_in),
+    row(Def::counter("acks_dropped", "makler_acks_dropped_total",
+            "Acknowledgements not sent: their source had more than its generous allowance (2,048 at once, 2,048 a second)."),
+        |n, _| n.limiter.stats().acks_dropped),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

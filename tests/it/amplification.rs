@@ -210,3 +210,41 @@ fn every_binary_request_stays_within_its_stated_amplification() {
     ];
     run(&kinds, 40);
 }
+
+/// A registration forged in one address's name, repeated as fast as one socket sends: the address gets at
+/// most 2,048 acknowledgements at once and 2,048 a second after, every registration is still
+/// carried out, and the rest are counted.
+#[test]
+fn forged_registrations_draw_a_bounded_number_of_acknowledgements() {
+    let broker = broker(&["--rate-limit-exempt", "192.0.2.0/24"]);
+    let to = broker.addr("udp");
+    let victim = source(90);
+    let reader = victim.try_clone().unwrap();
+    let acks = std::thread::spawn(move || {
+        let (mut count, mut buf) = (0u64, [0u8; 2048]);
+        while reader.recv_from(&mut buf).is_ok() {
+            count += 1;
+        }
+        count
+    });
+    let started = std::time::Instant::now();
+    let sent = 10_000u64;
+    for i in 0..sent {
+        victim.send_to(b"register forged 127.205.0.1 80", to).unwrap();
+        if i % 200 == 199 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let acks = acks.join().unwrap();
+    let control = Udp::new(to);
+    let dropped = stat(&control, "acks_dropped");
+    eprintln!("{acks} acknowledgements for {sent} registrations in {seconds:.2} s, {dropped} dropped");
+    let bound = 2048 + (2048.0 * (seconds + 0.3)).ceil() as u64;
+    assert!(acks <= bound, "{acks} acknowledgements, at most {bound}");
+    assert!(acks >= 2048, "the first burst is whole: {acks}");
+    // Every registration the broker took is acknowledged or counted (the pace leaves its socket
+    // buffer room for nearly all).
+    assert!(acks + dropped <= sent && acks + dropped >= sent * 9 / 10, "{acks} + {dropped} for {sent}");
+    assert_eq!(stat(&control, "instances"), 1, "and carried out");
+}

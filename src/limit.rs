@@ -23,7 +23,10 @@
 //!   the reply buckets, only from a bucket of their own per source address, generous enough for
 //!   any real host ([`ACK_BURST`] at once, [`ACK_RATE`] a second) and there only so that a flood
 //!   of forged registrations cannot draw acknowledgements without bound towards one address:
-//!   beyond it they are dropped and counted ([`LimitStats::acks_dropped`]). Their errors
+//!   beyond it they are dropped and counted ([`LimitStats::acks_dropped`]). Buckets are kept for
+//!   65,536 addresses at once, like the others; the addresses beyond, during a flood from more
+//!   sources than that, share one more bucket, so a host that arrives then is not refused
+//!   outright and the flood's sources together get no more than one address. Their errors
 //!   (`ERROR quota …`, a bad name echoed) are limited like any reply, and so is everything else:
 //!   queries, listings, `stats`, `watch` and its notifications, a bridge's answers.
 //! - Sources in the exempt networks (loopback by default: a spoofed loopback source cannot come
@@ -71,6 +74,12 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         }
         *tokens -= 1.0;
         true
+    }
+
+    /// Whether `key` would be refused only for want of room: it has no bucket, and the table is
+    /// full.
+    pub fn is_full_for(&self, key: K) -> bool {
+        self.buckets.len() >= self.capacity && !self.buckets.contains_key(&key)
     }
 
     /// Whether `key` has a token now (without taking it).
@@ -177,6 +186,10 @@ pub struct ResponseLimiter {
     networks: Buckets<IpAddr>,
     /// Acknowledgements, per address: a bucket of their own, see [`ACK_BURST`].
     acks: Buckets<IpAddr>,
+    /// One bucket of the same size shared by the addresses for which `acks` has no room (while
+    /// a flood from more sources than it tracks lasts): a real host that arrives then still gets
+    /// acknowledgements, and all those addresses together no more than one address would.
+    acks_overflow: Buckets<()>,
     /// Limited requests per address since its last token, for "every second one slips".
     limited: HashMap<IpAddr, u32>,
     next_sweep: Option<Instant>,
@@ -192,6 +205,7 @@ impl ResponseLimiter {
             addresses: Buckets::new(rate, rate.max(1.0), CAPACITY),
             networks: Buckets::new(4.0 * rate, 4.0 * rate.max(1.0), CAPACITY),
             acks: Buckets::new(f64::from(ACK_RATE), f64::from(ACK_BURST), CAPACITY),
+            acks_overflow: Buckets::new(f64::from(ACK_RATE), f64::from(ACK_BURST), 1),
             config,
             limited: HashMap::new(),
             next_sweep: None,
@@ -257,7 +271,9 @@ impl ResponseLimiter {
             return true;
         }
         self.sweep(now);
-        if self.acks.take(now, source) {
+        let taken =
+            if self.acks.is_full_for(source) { self.acks_overflow.take(now, ()) } else { self.acks.take(now, source) };
+        if taken {
             return true;
         }
         self.stats.acks_dropped += 1;

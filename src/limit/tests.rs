@@ -186,7 +186,16 @@ fn acknowledgement_buckets_stay_within_bounds() {
         l.check_ack(t0, IpAddr::from(u32::to_be_bytes(0x0a00_0000 + k)));
     }
     assert!(l.acks.len() <= CAPACITY);
+    // Past the table's room, the addresses it cannot track share one bucket (which the flood
+    // spent): a second later a newcomer gets its acknowledgement, and all of them together no
+    // more than one address would.
+    assert_eq!(l.stats().acks_dropped, 200_000 - CAPACITY as u64 - u64::from(ACK_BURST));
+    let later = t0 + Duration::from_secs(1);
+    let newcomer: IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(l.check_ack(later, newcomer));
+    let others = (0..10_000u32).filter(|k| l.check_ack(later, IpAddr::from(u32::to_be_bytes(0x0b00_0000 + k)))).count();
+    assert_eq!(others, ACK_BURST as usize - 1);
     // Buckets that refilled are forgotten at the next sweep.
-    l.check_ack(t0 + SWEEP + Duration::from_secs(2), "192.0.2.1".parse().unwrap());
+    l.check_ack(t0 + SWEEP + Duration::from_secs(2), "192.0.2.2".parse().unwrap());
     assert_eq!(l.acks.len(), 1);
 }

@@ -277,7 +277,8 @@ pub struct RateLimitArgs {
     /// Replies larger than their request, per second per source address (and four times as many
     /// per /24 or /56 network); beyond, every second request gets a short `ERROR rate limited`,
     /// the others nothing, so the service cannot be used as a reflector. The id, OK or NOT FOUND
-    /// answering register, heartbeat, deregister or report is never limited. 0 turns it off.
+    /// answering register, heartbeat, deregister or report is limited only to 2048 at once and
+    /// 2048 a second per source address. 0 turns it all off.
     #[arg(long, value_name = "N", default_value_t = crate::limit::DEFAULT_RATE)]
     pub rate_limit: u32,
 

@@ -13,21 +13,29 @@
 //! - Beyond, every second limited request gets a short answer instead (`ERROR rate limited`,
 //!   "slip 2" as DNS servers do), sent only when it is no larger than the request, so a real
 //!   client learns why and slows down; the others get nothing. Both are counted.
-//! - Acknowledgements are not limited: the id, `OK`, `NOT FOUND` (or "catching up") answering
-//!   `register`, `heartbeat`, `deregister` or `report` ([`ReplyKind::Ack`]). They are not
-//!   reflection: an id is 37 bytes in text for a request of at least 12 (`register a 1`), 25 in
-//!   binary for at least 7, the rest are shorter still: less than four times the request
+//! - Acknowledgements are not limited by `rate`: the id, `OK`, `NOT FOUND` (or "catching up")
+//!   answering `register`, `heartbeat`, `deregister` or `report` ([`ReplyKind::Ack`]). They are
+//!   hardly reflection: an id is 37 bytes in text for a request of at least 12 (`register a 1`),
+//!   25 in binary for at least 7, the rest are shorter still: less than four times the request
 //!   whatever the table holds, where a query's reply grows with it (278 times a 5-byte
-//!   request). And a heartbeat's or deregistration's `OK` needs an id only its holder knows. A host registering 1,000 instances in a burst gets its 1,000 ids. They take
-//!   no token and leave no state behind. Their errors (`ERROR quota …`, a bad name echoed) are
-//!   limited like any reply, and so is everything else: queries, listings, `stats`, `watch` and
-//!   its notifications, a bridge's answers.
+//!   request). And a heartbeat's or deregistration's `OK` needs an id only its holder knows. A
+//!   host registering 1,000 instances in a burst gets its 1,000 ids. They take no token from
+//!   the reply buckets, only from a bucket of their own per source address, generous enough for
+//!   any real host ([`ACK_BURST`] at once, [`ACK_RATE`] a second) and there only so that a flood
+//!   of forged registrations cannot draw acknowledgements without bound towards one address:
+//!   beyond it they are dropped and counted ([`LimitStats::acks_dropped`]). Buckets are kept for
+//!   65,536 addresses at once, like the others; the addresses beyond, during a flood from more
+//!   sources than that, share one more bucket, so a host that arrives then is not refused
+//!   outright and the flood's sources together get no more than one address. Their errors
+//!   (`ERROR quota …`, a bad name echoed) are limited like any reply, and so is everything else:
+//!   queries, listings, `stats`, `watch` and its notifications, a bridge's answers.
 //! - Sources in the exempt networks (loopback by default: a spoofed loopback source cannot come
 //!   from the network) are not limited.
 //!
 //! So the bytes sent towards any one address are at most four times the bytes it (or a
 //! spoofer) sent, plus `rate × 1400` bytes a second; towards one network, plus
-//! `4 × rate × 1400`.
+//! `4 × rate × 1400`. Of those four times, acknowledgements are at most
+//! `ACK_RATE × 37` bytes a second after a first `ACK_BURST × 37` (76 kB each).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -66,6 +74,12 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         }
         *tokens -= 1.0;
         true
+    }
+
+    /// Whether `key` would be refused only for want of room: it has no bucket, and the table is
+    /// full.
+    pub fn is_full_for(&self, key: K) -> bool {
+        self.buckets.len() >= self.capacity && !self.buckets.contains_key(&key)
     }
 
     /// Whether `key` has a token now (without taking it).
@@ -109,7 +123,8 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyKind {
     /// The acknowledgement of `register`, `heartbeat`, `deregister` or `report` (not an
-    /// error): small whatever the table holds, so never limited.
+    /// error): small whatever the table holds, so not limited by the rate, only by a generous
+    /// bucket of its own per source ([`ACK_BURST`]).
     Ack,
     /// Anything else: limited when larger than its request.
     Data,
@@ -146,7 +161,17 @@ pub struct LimitStats {
     pub dropped: u64,
     /// Short `rate limited` answers sent instead of replies.
     pub slipped: u64,
+    /// Acknowledgements not sent: their source had had [`ACK_BURST`] at once, or more than
+    /// [`ACK_RATE`] a second.
+    pub acks_dropped: u64,
 }
+
+/// Acknowledgements a source may get at once (see the [module documentation](self)): twice the
+/// 1,000 registrations a host might send in a burst at its start.
+pub const ACK_BURST: u32 = 2048;
+/// Acknowledgements a source may get a second, once its burst is spent: more than a busy
+/// host renews (1,000 instances heartbeating every second), 76 kB a second of ids at most.
+pub const ACK_RATE: u32 = 2048;
 
 /// How many addresses (and networks) are tracked at once.
 const CAPACITY: usize = 65_536;
@@ -159,6 +184,12 @@ pub struct ResponseLimiter {
     config: RateLimit,
     addresses: Buckets<IpAddr>,
     networks: Buckets<IpAddr>,
+    /// Acknowledgements, per address: a bucket of their own, see [`ACK_BURST`].
+    acks: Buckets<IpAddr>,
+    /// One bucket of the same size shared by the addresses for which `acks` has no room (while
+    /// a flood from more sources than it tracks lasts): a real host that arrives then still gets
+    /// acknowledgements, and all those addresses together no more than one address would.
+    acks_overflow: Buckets<()>,
     /// Limited requests per address since its last token, for "every second one slips".
     limited: HashMap<IpAddr, u32>,
     next_sweep: Option<Instant>,
@@ -173,6 +204,8 @@ impl ResponseLimiter {
         ResponseLimiter {
             addresses: Buckets::new(rate, rate.max(1.0), CAPACITY),
             networks: Buckets::new(4.0 * rate, 4.0 * rate.max(1.0), CAPACITY),
+            acks: Buckets::new(f64::from(ACK_RATE), f64::from(ACK_BURST), CAPACITY),
+            acks_overflow: Buckets::new(f64::from(ACK_RATE), f64::from(ACK_BURST), 1),
             config,
             limited: HashMap::new(),
             next_sweep: None,
@@ -196,12 +229,7 @@ impl ResponseLimiter {
         if self.config.exempt.iter().any(|net| net.contains(&source)) {
             return Verdict::Send;
         }
-        if self.next_sweep.is_none_or(|at| at <= now) {
-            self.addresses.sweep(now);
-            self.networks.sweep(now);
-            self.limited.clear();
-            self.next_sweep = Some(now + SWEEP);
-        }
+        self.sweep(now);
         let network = network_of(source);
         if self.networks.has(now, network) && self.addresses.take(now, source) {
             self.networks.take(now, network);
@@ -223,6 +251,35 @@ impl ResponseLimiter {
         }
     }
 
+    /// Forgets idle buckets every [`SWEEP`], so that the tables hold only active sources.
+    fn sweep(&mut self, now: Instant) {
+        if self.next_sweep.is_none_or(|at| at <= now) {
+            self.addresses.sweep(now);
+            self.networks.sweep(now);
+            self.acks.sweep(now);
+            self.limited.clear();
+            self.next_sweep = Some(now + SWEEP);
+        }
+    }
+
+    /// Whether an acknowledgement may go to `source`: always where limiting is off or the
+    /// source exempt, else while its own bucket has a token (see [`ACK_BURST`]). One that may
+    /// not is counted.
+    pub fn check_ack(&mut self, now: Instant, source: IpAddr) -> bool {
+        let source = source.to_canonical();
+        if !self.is_on() || self.config.exempt.iter().any(|net| net.contains(&source)) {
+            return true;
+        }
+        self.sweep(now);
+        let taken =
+            if self.acks.is_full_for(source) { self.acks_overflow.take(now, ()) } else { self.acks.take(now, source) };
+        if taken {
+            return true;
+        }
+        self.stats.acks_dropped += 1;
+        false
+    }
+
     /// The counters.
     pub fn stats(&self) -> LimitStats {
         self.stats
@@ -236,7 +293,8 @@ impl ResponseLimiter {
 
     /// Applies the limit to a reply of the registration protocol in `reply`, of `kind`: returns
     /// whether to send what `reply` then holds (the reply, or the short `rate limited` answer in
-    /// the same form). An [`Ack`](ReplyKind::Ack) is sent without a look at the buckets.
+    /// the same form). An [`Ack`](ReplyKind::Ack) takes only from its own bucket
+    /// ([`check_ack`](Self::check_ack)).
     pub fn limit_reply(
         &mut self,
         now: Instant,
@@ -248,7 +306,7 @@ impl ResponseLimiter {
     ) -> bool {
         use crate::protocol::{Rejection, Response, encode_reply};
         if kind == ReplyKind::Ack {
-            return true;
+            return self.check_ack(now, source);
         }
         match self.check(now, source, request_len, reply.len()) {
             Verdict::Send => true,

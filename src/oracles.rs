@@ -87,6 +87,12 @@ pub fn node_session(data: &[u8]) {
             ),
             1 => format!("heartbeat {}", pick(arg)),
             2 => format!("deregister {}", pick(arg)),
+            // A quarter are binary listings with the checks: the page holds live instances only,
+            // and every one of them, with a check each.
+            3 if arg & 0x40 != 0 => {
+                check_listing(&mut node, now, source, arg % 4, &model);
+                continue;
+            }
             // Half of them local only: with no bridges, answered the same.
             3 => format!("query s{}{}", arg % 4, if arg & 0x80 == 0 { "" } else { " local" }),
             4 => {
@@ -199,6 +205,38 @@ fn check_unconfirmed(request: &[u8], reply: &[u8]) {
     if cookie {
         let gain = crate::service::MAX_UNCONFIRMED_GAIN;
         assert!(reply.len() <= gain * request.len(), "{} bytes for {}", reply.len(), request.len());
+    }
+}
+
+/// `InstancesChecked` (binary) for service `s{service}`: one page (the session's services hold
+/// at most 24 instances), exactly the model's live instances, a declared check for each.
+fn check_listing(
+    node: &mut Node,
+    now: Instant,
+    source: SocketAddr,
+    service: u8,
+    model: &HashMap<(u8, SocketAddr, SocketAddr), (Uuid, Instant)>,
+) {
+    let name = format!("s{service}");
+    let mut request = Vec::new();
+    binary::encode_request(9, &Request::InstancesChecked { service: &name, cursor: 0 }, &mut request);
+    let mut reply = Vec::new();
+    node.handle_datagram(now, Face::Client, source, &request, &mut reply);
+    assert!(reply.len() <= MAX_REPLY_LEN, "{} bytes", reply.len());
+    let mut live: Vec<SocketAddr> =
+        model.keys().filter(|k| k.0 == service).map(|k| k.1).collect::<HashSet<_>>().into_iter().collect();
+    live.sort();
+    match binary::decode_response(&reply).expect("a binary answer") {
+        (9, Response::InstanceListChecked { page, checks }) => {
+            assert_eq!(page.next, None, "one page");
+            assert_eq!(checks.len(), page.instances.len(), "a check for each instance");
+            assert_eq!(page.total, live.len() as u64);
+            let mut listed: Vec<SocketAddr> = page.instances.iter().map(|i| i.endpoint).collect();
+            listed.sort();
+            assert_eq!(listed, live, "no expired instance, none missing");
+        }
+        (9, Response::NotFound) => assert!(live.is_empty(), "{live:?} not listed"),
+        other => panic!("InstancesChecked answered {other:?}"),
     }
 }
 

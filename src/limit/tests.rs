@@ -109,7 +109,7 @@ fn a_flood_of_sources_is_tracked_within_bounds() {
 }
 
 #[test]
-fn acknowledgements_pass_and_leave_no_state() {
+fn acknowledgements_pass_and_take_nothing_from_the_reply_buckets() {
     let mut l = limiter(1);
     let t0 = Instant::now();
     let host: IpAddr = "192.0.2.7".parse().unwrap();
@@ -124,4 +124,78 @@ fn acknowledgements_pass_and_leave_no_state() {
     let mut reply = vec![b'x'; 37];
     assert!(l.limit_reply(t0, host, crate::protocol::Form::Text, 20, &mut reply, ReplyKind::Data));
     assert!(!l.limit_reply(t0, host, crate::protocol::Form::Text, 20, &mut reply, ReplyKind::Data));
+}
+
+/// A flood of forged registrations naming one victim: the first `ACK_BURST` acknowledgements
+/// go, then `ACK_RATE` a second; the rest are dropped and counted. Another source is not
+/// touched, and the victim's allowance comes back.
+#[test]
+fn acknowledgements_to_one_source_are_bounded() {
+    let mut l = limiter(DEFAULT_RATE);
+    let t0 = Instant::now();
+    let victim: IpAddr = "198.51.100.9".parse().unwrap();
+    let mut sent = 0u64;
+    // 100,000 a second for 3 s.
+    for k in 0..300_000u64 {
+        let now = t0 + Duration::from_micros(10 * k);
+        sent += u64::from(l.check_ack(now, victim));
+    }
+    let bound = u64::from(ACK_BURST) + 3 * u64::from(ACK_RATE) + 1;
+    assert!(sent <= bound && sent >= bound - 10, "{sent} acknowledgements, at most {bound}");
+    assert_eq!(l.stats().acks_dropped, 300_000 - sent);
+    assert_eq!((l.stats().dropped, l.stats().slipped), (0, 0), "the reply counters are not theirs");
+    assert!(l.check_ack(t0 + Duration::from_secs(3), "198.51.100.10".parse().unwrap()));
+    let later = t0 + Duration::from_secs(5);
+    assert!((0..ACK_BURST).all(|_| l.check_ack(later, victim)), "a full burst again");
+    assert!(!l.check_ack(later, victim));
+}
+
+/// A host registering 1,000 instances at once, then heartbeating them every second: never
+/// held back.
+#[test]
+fn a_busy_host_keeps_every_acknowledgement() {
+    let mut l = limiter(DEFAULT_RATE);
+    let t0 = Instant::now();
+    let host: IpAddr = "192.0.2.7".parse().unwrap();
+    for second in 0..20u64 {
+        for k in 0..1000u64 {
+            let now = t0 + Duration::from_secs(second) + Duration::from_micros(k);
+            assert!(l.check_ack(now, host), "second {second}, ack {k}");
+        }
+    }
+    assert_eq!(l.stats(), LimitStats::default());
+}
+
+#[test]
+fn acknowledgements_are_unbounded_where_limiting_is_off_or_exempt() {
+    let t0 = Instant::now();
+    let mut off = limiter(0);
+    let mut on = limiter(DEFAULT_RATE);
+    for _ in 0..10_000 {
+        assert!(off.check_ack(t0, "192.0.2.7".parse().unwrap()));
+        assert!(on.check_ack(t0, "127.0.0.66".parse().unwrap()));
+    }
+    assert_eq!((off.acks.len(), on.acks.len()), (0, 0));
+}
+
+#[test]
+fn acknowledgement_buckets_stay_within_bounds() {
+    let mut l = limiter(DEFAULT_RATE);
+    let t0 = Instant::now();
+    for k in 0..200_000u32 {
+        l.check_ack(t0, IpAddr::from(u32::to_be_bytes(0x0a00_0000 + k)));
+    }
+    assert!(l.acks.len() <= CAPACITY);
+    // Past the table's room, the addresses it cannot track share one bucket (which the flood
+    // spent): a second later a newcomer gets its acknowledgement, and all of them together no
+    // more than one address would.
+    assert_eq!(l.stats().acks_dropped, 200_000 - CAPACITY as u64 - u64::from(ACK_BURST));
+    let later = t0 + Duration::from_secs(1);
+    let newcomer: IpAddr = "192.0.2.1".parse().unwrap();
+    assert!(l.check_ack(later, newcomer));
+    let others = (0..10_000u32).filter(|k| l.check_ack(later, IpAddr::from(u32::to_be_bytes(0x0b00_0000 + k)))).count();
+    assert_eq!(others, ACK_BURST as usize - 1);
+    // Buckets that refilled are forgotten at the next sweep.
+    l.check_ack(t0 + SWEEP + Duration::from_secs(2), "192.0.2.2".parse().unwrap());
+    assert_eq!(l.acks.len(), 1);
 }

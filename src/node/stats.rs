@@ -117,6 +117,9 @@ pub(super) static COUNTERS: &[Row] = &[
     row(Def::counter("sealed_dropped", "makler_sealed_dropped_total",
             "Sealed datagrams dropped: another key, forged, stale or replayed (peers' and clients')."),
         |n, _| n.counters.sealed_dropped),
+    row(Def::counter("acks_dropped", "makler_acks_dropped_total",
+            "Acknowledgements not sent: their source had more than its generous allowance (2,048 at once, 2,048 a second)."),
+        |n, _| n.limiter.stats().acks_dropped),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

@@ -18,6 +18,14 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         "report",
         "stats",
         "watch",
+        "unwatch",
+        "instances",
+        "services",
+        "local",
+        "check=tcp",
+        "check=http:/health",
+        "check=none",
+        "check=",
         "00c0ffee00c0ffee",
         "echo",
         "4000",
@@ -32,15 +40,23 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         "é",
     ]);
     let text = prop::collection::vec(words, 0..6).prop_map(|w| w.join(" ").into_bytes());
-    let binary_frame = (any::<u32>(), ".{0,20}", any::<Option<u64>>()).prop_map(|(id, service, cookie)| {
-        let mut out = Vec::new();
-        let request = match cookie {
-            None => Request::Query { service: &service },
-            Some(cookie) => Request::WatchEcho { service: &service, cookie },
-        };
-        binary::encode_request(id, &request, &mut out);
-        out
-    });
+    let binary_frame =
+        (any::<u32>(), ".{0,20}", any::<Option<u64>>(), 0..3u8).prop_map(|(id, service, cookie, kind)| {
+            let mut out = Vec::new();
+            let request = match (cookie, kind) {
+                (None, 0) => Request::Query { service: &service },
+                (None, 1) => Request::InstancesChecked { service: &service, cursor: id % 4 },
+                (None, _) => Request::RegisterChecked {
+                    service: &service,
+                    ip: None,
+                    port: (id % 65_536) as u16,
+                    check: makler::protocol::Check::Http("/health"),
+                },
+                (Some(cookie), _) => Request::WatchEcho { service: &service, cookie },
+            };
+            binary::encode_request(id, &request, &mut out);
+            out
+        });
     let peer_frame = (any::<u64>(), any::<u32>()).prop_map(|(node, seq)| {
         let mut out = Vec::new();
         peer::encode(&peer::PeerFrame { node, body: peer::Peer::Ack { seq } }, &mut out);
@@ -115,4 +131,11 @@ proptest! {
 fn the_node_session_inputs_that_once_failed_pass() {
     // CI, 2026-11-24: a raw datagram that is a bridge's query, answered as anyone's is.
     oracles::node_session(&[13, 5, 140, 249, 38, 255, 9, 255, 7, 141, 140, 249, 255, 9, 7, 255, 61, 1, 45]);
+}
+
+#[test]
+fn the_node_session_lists_instances_with_their_checks() {
+    // Registrations with each kind of check, the binary `InstancesChecked` listing of them, then
+    // again once they expired.
+    oracles::node_session(&[0, 0x00, 0, 0x41, 0, 0x80, 0, 0xC4, 0, 0x45, 3, 0x40, 3, 0x41, 4, 250, 4, 10, 3, 0x40]);
 }

@@ -9,6 +9,7 @@
 
 mod common;
 
+mod amplification;
 mod balancer;
 mod balancer_live;
 mod bridges;

@@ -16,9 +16,10 @@ use makler::protocol::{Check, Request, binary};
 /// Requests in a flood: past the acknowledgements' own burst of 2,048.
 const FLOOD: usize = 4000;
 
-/// A value from the first line of `stats`.
+/// A value from the first line of `stats`, asked from a socket of its own: a reply that came
+/// late to an earlier ask (on a loaded machine, after a retransmission) cannot be taken for it.
 fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = udp.text("stats");
+    let reply = Udp::new(udp.peer).text("stats");
     let line = reply.lines().next().unwrap_or_default().to_owned();
     line.split(' ')
         .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
@@ -90,8 +91,13 @@ fn cookie(socket: &UdpSocket, broker: SocketAddr, form_binary: bool) -> u64 {
     panic!("no cookie");
 }
 
-/// Single and flood ratios of `kind`, sent from `127.k.0.1`.
-fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usize, f64, f64) {
+/// How long a flood may take the broker, from the first request sent to the last reply, for
+/// the bounds to hold as stated: a slower run (a loaded machine) gives the buckets more time to
+/// refill, and its bounds grow in proportion.
+const FLOOD_TIME: Duration = Duration::from_millis(300);
+
+/// Single and flood ratios of `kind`, sent from `127.k.0.1`, and how long the flood took.
+fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usize, f64, f64, Duration) {
     let socket = source(k);
     let request = (kind.make)(&socket, broker);
     let mut buf = [0u8; 2048];
@@ -111,12 +117,14 @@ fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usi
     // is counted as it comes, and what the broker received is its own count.
     let before = stat(control, "received");
     let reader = socket.try_clone().unwrap();
+    let started = std::time::Instant::now();
     let replies = std::thread::spawn(move || {
-        let (mut bytes, mut buf) = (0usize, [0u8; 2048]);
+        let (mut bytes, mut buf, mut last) = (0usize, [0u8; 2048], started);
         while let Ok((n, _)) = reader.recv_from(&mut buf) {
             bytes += n;
+            last = std::time::Instant::now();
         }
-        bytes
+        (bytes, last)
     });
     for chunk in 0..FLOOD / 100 {
         for _ in 0..100 {
@@ -126,11 +134,13 @@ fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usi
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let out = replies.join().unwrap();
+    let sent = started.elapsed();
+    let (out, last) = replies.join().unwrap();
+    let took = last.saturating_duration_since(started).max(sent);
     // Less this `stats` request itself.
     let received = (stat(control, "received") - before - 1) as usize;
     let flood = out as f64 / (received * request.len()) as f64;
-    (request.len(), single, single as f64 / request.len() as f64, flood)
+    (request.len(), single, single as f64 / request.len() as f64, flood, took)
 }
 
 fn run(kinds: &[Kind], first_k: u8) {
@@ -143,10 +153,14 @@ fn run(kinds: &[Kind], first_k: u8) {
     }
     let mut failures = Vec::new();
     for (k, kind) in (first_k..).zip(kinds) {
-        let (request, reply, single, flood) = measure(to, &control, k, kind);
-        eprintln!("| {} | {request} | {reply} | {single:.2} | {flood:.2} |", kind.name);
-        if single > kind.bounds.0 || flood > kind.bounds.1 {
-            failures.push(format!("{}: {single:.2} single, {flood:.2} flooded; bounds {:?}", kind.name, kind.bounds));
+        let (request, reply, single, flood, took) = measure(to, &control, k, kind);
+        eprintln!("| {} | {request} | {reply} | {single:.2} | {flood:.2} | {took:?} |", kind.name);
+        let slower = (took.as_secs_f64() / FLOOD_TIME.as_secs_f64()).max(1.0);
+        if single > kind.bounds.0 || flood > kind.bounds.1 * slower {
+            failures.push(format!(
+                "{}: {single:.2} single, {flood:.2} flooded in {took:?}; bounds {:?} (the flood's × {slower:.2})",
+                kind.name, kind.bounds
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -220,14 +234,17 @@ fn forged_registrations_draw_a_bounded_number_of_acknowledgements() {
     let to = broker.addr("udp");
     let victim = source(90);
     let reader = victim.try_clone().unwrap();
+    let control = Udp::new(to);
+    let before = stat(&control, "received");
+    let started = std::time::Instant::now();
     let acks = std::thread::spawn(move || {
-        let (mut count, mut buf) = (0u64, [0u8; 2048]);
+        let (mut count, mut buf, mut last) = (0u64, [0u8; 2048], started);
         while reader.recv_from(&mut buf).is_ok() {
             count += 1;
+            last = std::time::Instant::now();
         }
-        count
+        (count, last)
     });
-    let started = std::time::Instant::now();
     let sent = 10_000u64;
     for i in 0..sent {
         victim.send_to(b"register forged 127.205.0.1 80", to).unwrap();
@@ -235,16 +252,21 @@ fn forged_registrations_draw_a_bounded_number_of_acknowledgements() {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let acks = acks.join().unwrap();
-    let control = Udp::new(to);
+    let sending = started.elapsed();
+    let (acks, last) = acks.join().unwrap();
+    // The broker took the flood in from the first datagram to its last answer (at the latest):
+    // its buckets refilled for no longer than that.
+    let seconds = last.saturating_duration_since(started).max(sending).as_secs_f64();
     let dropped = stat(&control, "acks_dropped");
-    eprintln!("{acks} acknowledgements for {sent} registrations in {seconds:.2} s, {dropped} dropped");
-    let bound = 2048 + (2048.0 * (seconds + 0.3)).ceil() as u64;
-    assert!(acks <= bound, "{acks} acknowledgements, at most {bound}");
-    assert!(acks >= 2048, "the first burst is whole: {acks}");
-    // Every registration the broker took is acknowledged or counted (the pace leaves its socket
-    // buffer room for nearly all).
-    assert!(acks + dropped <= sent && acks + dropped >= sent * 9 / 10, "{acks} + {dropped} for {sent}");
+    // What the broker took of the flood (its socket may have lost some on a loaded machine),
+    // less the `stats` that asked, and so what it sent: its own count, whatever this socket lost.
+    let taken = stat(&control, "received") - before - 2;
+    let answered = taken - dropped;
+    eprintln!("{acks} acknowledgements for {sent} registrations in {seconds:.2} s, {taken} taken, {dropped} dropped");
+    let bound = 2048 + (2048.0 * (seconds + 0.05)).ceil() as u64;
+    assert!(answered <= bound, "{answered} acknowledgements, at most {bound}");
+    assert!(acks <= answered, "{acks} arrived of {answered} sent");
+    assert!(answered >= 2048.min(taken), "the first burst is whole: {answered} of {taken}");
+    assert!(taken >= 2048, "the broker took a flood: {taken} of {sent}");
     assert_eq!(stat(&control, "instances"), 1, "and carried out");
 }

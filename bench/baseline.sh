@@ -31,9 +31,13 @@ echo "makler $(source_version) against $BASELINE, $(machine_note)"
 
 # Long TTLs: nothing heartbeats during the run; no quota, no probes, no rate limit: one
 # generator registers and asks everything (as bench/nsd.sh).
-flags=(--listen 127.0.0.1:0 --quiet --no-multicast --ttl 3600 --max-instances 20000 --max-per-source 0 --max-per-network 0
+flags=(--listen 127.0.0.1:0 --quiet --no-multicast --ttl 3600 --max-instances 20000 --max-per-source 0
   --probe-interval 0 --rate-limit 0)
-start baseline "$BASELINE" "${flags[@]}"
+# Builds older than per-network quotas do not know the flag (and have no such quota).
+old_flags=("${flags[@]}")
+if "$BASELINE" --help | grep -q -- --max-per-network; then old_flags+=(--max-per-network 0); fi
+flags+=(--max-per-network 0)
+start baseline "$BASELINE" "${old_flags[@]}"
 old=${LINE#listening udp=}
 old_pid=$LAST_PID
 start current "$BIN/makler-broker" "${flags[@]}"

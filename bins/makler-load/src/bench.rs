@@ -127,18 +127,12 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
 fn start_broker(bin: &std::path::Path, max: usize) -> io::Result<ChildProcess> {
     let max = max.to_string();
     let mut args = vec!["--listen", "127.0.0.1:0", "--quiet", "--no-multicast", "--ttl", "3600"];
-    args.extend([
-        "--max-instances",
-        &max,
-        "--max-per-source",
-        "0",
-        "--max-per-network",
-        "0",
-        "--probe-interval",
-        "0",
-        "--rate-limit",
-        "0",
-    ]);
+    args.extend(["--max-instances", &max, "--max-per-source", "0", "--probe-interval", "0", "--rate-limit", "0"]);
+    // A build older than per-network quotas (`--broker-bin`) neither knows the flag nor limits.
+    let help = std::process::Command::new(bin).arg("--help").output()?;
+    if String::from_utf8_lossy(&help.stdout).contains("--max-per-network") {
+        args.extend(["--max-per-network", "0"]);
+    }
     ChildProcess::start(bin, &args)
 }
 

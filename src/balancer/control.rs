@@ -279,6 +279,9 @@ impl Core for Control {
         // broker's replies.
         let service::Written { form, kind } = written?;
         let send = self.limiter.limit_reply(now, from.ip(), form, datagram.len(), reply, kind);
+        let limited = self.limiter.stats();
+        self.counters.rate_dropped.store(limited.dropped, std::sync::atomic::Ordering::Relaxed);
+        self.counters.acks_dropped.store(limited.acks_dropped, std::sync::atomic::Ordering::Relaxed);
         if send && sealed {
             if let Some(keyed) = &mut self.keyed {
                 keyed.sealer.seal_in_place(reply, keyed.wall.unix_ms(now));
@@ -532,5 +535,32 @@ mod tests {
         assert_eq!(reply, b"OK\n");
         let later: Vec<String> = (3..6).flat_map(|s| probes(&mut core, Duration::from_secs(s))).collect();
         assert!(!later.is_empty() && later.iter().all(|check| check == "tcp"), "{later:?}");
+    }
+
+    #[test]
+    fn the_control_ports_limits_are_counted_in_its_stats() {
+        let pool = Arc::new(Pool::new());
+        let counters = Arc::new(Counters::default());
+        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let limit = RateLimit { rate: 5, exempt: Vec::new() };
+        let mut core = Control::new(registry, Arc::clone(&pool), Arc::clone(&counters), None, limit, false);
+        let t0 = Instant::now();
+        core.handle_start(t0);
+        let from = SocketAddr::from(([10, 0, 0, 9], 40000));
+        let mut reply = Vec::new();
+        // One forged registration, over and over: past its 2,048 acknowledgements at once.
+        for _ in 0..3000 {
+            reply.clear();
+            core.handle_datagram(t0, Face::Control, from, b"register web 10.0.0.9 4000", &mut reply);
+        }
+        // Stats, a reply larger than its request, over and over: past the rate.
+        for _ in 0..50 {
+            reply.clear();
+            core.handle_datagram(t0, Face::Control, from, b"stats", &mut reply);
+        }
+        let stats = counters.stats(&pool);
+        let value = |name: &str| stats.counters.iter().find(|c| c.name == name).map(|c| c.value);
+        assert_eq!(value("acks_dropped"), Some(3000 - 2048));
+        assert!(value("rate_dropped").is_some_and(|n| n > 0), "{:?}", value("rate_dropped"));
     }
 }

@@ -158,6 +158,10 @@ pub struct Counters {
     pub probes_skipped: AtomicU64,
     /// Sealed datagrams on the control port dropped: another key, forged, stale or replayed.
     pub sealed_dropped: AtomicU64,
+    /// Replies of the control port not sent by the response-rate limit (as the broker's).
+    pub rate_dropped: AtomicU64,
+    /// Acknowledgements of the control port not sent: their source's own bucket was empty.
+    pub acks_dropped: AtomicU64,
     /// Connections accepted by each forwarding thread.
     pub per_thread: Vec<AtomicU64>,
 }
@@ -212,6 +216,12 @@ static COUNTERS: &[(Def, ReadCounter)] = &[
     (Def::counter("sealed_dropped", "makler_balancer_sealed_dropped_total",
         "Sealed requests dropped: another key, forged, stale or replayed."),
         |c, _| c.sealed_dropped.load(Relaxed)),
+    (Def::counter("rate_dropped", "makler_balancer_rate_dropped_total",
+        "Control-port replies not sent: over the response-rate limit."),
+        |c, _| c.rate_dropped.load(Relaxed)),
+    (Def::counter("acks_dropped", "makler_balancer_acks_dropped_total",
+        "Control-port acknowledgements not sent: their source had more than 2,048 at once, 2,048 a second."),
+        |c, _| c.acks_dropped.load(Relaxed)),
 ];
 
 /// A bound balancer, ready to [`run`](Balancer::run).

@@ -8,8 +8,9 @@
 //! answered later to a client that asked sealed (a query asked at the bridges, a watch's
 //! notifications) leaves sealed too ([`SealedTo`]).
 //!
-//! Replays are judged per sender, but in two tables: the peers' (as before) and the clients'
-//! ([`MAX_CLIENTS`]). Every run of `makler-client` is a new sender; in one table, a burst of
+//! Replays are judged per sender, but in three tables: the peers' (as before), the clients'
+//! ([`MAX_CLIENTS`]), and the multicast group's (announcers and discoveries: each a new sender
+//! too, so they stay out of the peers' table as well). Every run of `makler-client` is a new sender; in one table, a burst of
 //! them would fill it and leave no room, and a peer's window would have to wait for it (or be
 //! forgotten while its datagrams could still be replayed). Apart, the peers' table never sees a
 //! client, and the clients' table forgets only senders whose datagrams are all stale (older
@@ -167,5 +168,34 @@ mod tests {
         Sealer::new(key(), 7).seal(b"query echo", wall.unix_ms(later), &mut sealed);
         assert!(node.handle_datagram(later, Face::Client, client, &sealed, &mut reply).is_some());
         assert_eq!(node.client_guard.len(), 1);
+    }
+
+    #[test]
+    fn announcers_and_discoveries_stay_out_of_the_peers_table() {
+        let wall = WallClock { at: Instant::now(), unix_ms: 1_800_000_000_000 };
+        let group = super::super::GroupConfig {
+            group: "239.255.77.1:7077".parse().unwrap(),
+            origin: 1,
+            hello_interval: Duration::from_secs(2),
+        };
+        let config = NodeConfig { key: Some(key()), wall, group: Some(group), ..NodeConfig::default() };
+        let mut node = Node::new(config, uuid::Uuid::new_v4);
+        let now = wall.at;
+        node.handle_start(now);
+        // A hundred keyed discoveries, each a sender of its own, each answered.
+        let from: SocketAddr = "127.0.0.9:5000".parse().unwrap();
+        let (mut datagram, mut sealed, mut reply) = (Vec::new(), Vec::new(), Vec::new());
+        for sender in 0..100u64 {
+            datagram.clear();
+            let discover = crate::protocol::Multicast::Discover { origin: 50 + sender };
+            crate::protocol::binary::encode(0, &discover, &mut datagram);
+            Sealer::new(key(), 5_000 + sender).seal(&datagram, wall.unix_ms(now), &mut sealed);
+            reply.clear();
+            assert!(node.handle_datagram(now, Face::Group, from, &sealed, &mut reply).is_some(), "{sender}");
+        }
+        assert_eq!((node.group_guard.len(), node.guard.len()), (100, 0), "the peers' table saw none");
+        // The group's windows still refuse a replay.
+        reply.clear();
+        assert!(node.handle_datagram(now, Face::Group, from, &sealed, &mut reply).is_none());
     }
 }

@@ -9,8 +9,8 @@
 //!
 //! - The node (this file, its settings in `config.rs`) owns the shared state: the table
 //!   ([`Registry`]), the registration protocol ([`Service`]), the response-rate limiter, the
-//!   key that seals peer and group datagrams and the replay guards (the peers', and the
-//!   clients' for sealed requests: `keyed.rs`), the two outgoing queues (peer and group
+//!   key that seals peer and group datagrams and the replay guards (the peers', the clients'
+//!   for sealed requests: `keyed.rs`, and the group's), the two outgoing queues (peer and group
 //!   datagrams, sealed when they leave; deferred answers to clients, sealed only to clients that
 //!   asked sealed), and the counters of what it decides itself (send failures, removals).
 //! - Each sub-machine owns its own state, every field private:
@@ -147,6 +147,10 @@ pub struct Node {
     /// The replay windows of clients' sealed requests: apart from the peers', so that many
     /// short-lived clients cannot push a peer's window out (see [`keyed`]).
     client_guard: ReplayGuard,
+    /// The replay windows of what arrives on the multicast group (announcers, discoveries,
+    /// brokers' hellos): apart from the peers' too, since every announcer and every discovery
+    /// is a new sender.
+    group_guard: ReplayGuard,
     /// Clients whose deferred answers and watch notifications leave sealed (see [`keyed`]).
     sealed_to: keyed::SealedTo,
     /// Rate-limited warnings about datagrams that do not open with the key.
@@ -184,6 +188,7 @@ impl Node {
             sealer: config.key.map(|key| Sealer::new(key, config.incarnation)),
             guard: ReplayGuard::new(),
             client_guard: ReplayGuard::with_capacity(keyed::MAX_CLIENTS),
+            group_guard: ReplayGuard::with_capacity(keyed::MAX_CLIENTS),
             sealed_to: keyed::SealedTo::default(),
             key_warnings: key_warn::KeyWarnings::default(),
             wall: config.wall,
@@ -266,7 +271,7 @@ impl Node {
     /// logged, at most once a minute per source.
     fn open<'a>(&mut self, now: Instant, from: SocketAddr, datagram: &'a [u8]) -> Option<&'a [u8]> {
         let trouble = match &self.sealer {
-            Some(sealer) => match self.guard.open(sealer.key(), datagram, self.wall.unix_ms(now)) {
+            Some(sealer) => match self.group_guard.open(sealer.key(), datagram, self.wall.unix_ms(now)) {
                 Ok(inner) => return Some(inner),
                 Err(error) => key_warn::KeyTrouble::of(error),
             },

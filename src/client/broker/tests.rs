@@ -195,14 +195,15 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
 }
 
 /// A transport whose other end is a broker's core, in process: what the client sends is
-/// handled at once, and the replies wait to be received (the first `lose` are lost; `forge`
-/// goes before each reply, as from the broker).
+/// handled at once, and the replies wait to be received (the first `lose` are lost; with
+/// `forge`, two forgeries of each sealed reply go before it, as from the broker: its content
+/// with the first byte after the header changed, unsealed and sealed with another key).
 struct ToNode {
     node: crate::node::Node,
     now: std::time::Instant,
     replies: std::collections::VecDeque<(Vec<u8>, SocketAddr)>,
     lose: u32,
-    forge: Option<Vec<u8>>,
+    forge: bool,
 }
 
 const NODE: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7);
@@ -223,7 +224,7 @@ impl ToNode {
         let mut node = crate::node::Node::new(config, Uuid::new_v4);
         let now = std::time::Instant::now();
         node.handle_start(now);
-        ToNode { node, now, replies: Default::default(), lose: 0, forge: None }
+        ToNode { node, now, replies: Default::default(), lose: 0, forge: false }
     }
 }
 
@@ -237,8 +238,15 @@ impl Transport for ToNode {
         let mut reply = Vec::new();
         let from = addr(40000);
         if self.node.handle_datagram(self.now, crate::node::Face::Client, from, datagram, &mut reply).is_some() {
-            if let Some(forged) = &self.forge {
-                self.replies.push_back((forged.clone(), NODE));
+            if self.forge {
+                let unix_ms = crate::node::WallClock::now().unix_ms(self.now);
+                let mut forged = crate::protocol::seal::unseal(&key(), &reply, unix_ms).unwrap().inner.to_vec();
+                forged[3] ^= 0xff;
+                let mut other_key = Vec::new();
+                let other = Key::from_secret(b"a forger's key, not the broker's").unwrap();
+                crate::protocol::seal::Sealer::new(other, 99).seal(&forged, unix_ms, &mut other_key);
+                self.replies.push_back((forged, NODE));
+                self.replies.push_back((other_key, NODE));
             }
             match self.lose {
                 0 => self.replies.push_back((reply, NODE)),
@@ -277,10 +285,14 @@ fn a_keyed_client_seals_its_requests_and_takes_only_sealed_replies() {
     let mut keyed = BrokerClient::with_transport(ToNode::new(RequireKey::All), &[NODE], RetryPolicy::default(), 0);
     keyed.set_key(key());
     // The first reply is lost: the retransmission is sealed afresh (the same bytes again would
-    // be dropped as a replay), and a forged unsealed reply before the real one is ignored.
+    // be dropped as a replay), and forgeries before the real reply (another id, unsealed or
+    // sealed with another key) are ignored.
     keyed.transport_mut().lose = 1;
-    keyed.transport_mut().forge = Some(b"\x01\x00\x00\x00\x00\x00".to_vec());
+    keyed.transport_mut().forge = true;
     let registered = keyed.register("echo", None, 4000).unwrap();
+    let source = crate::protocol::Source::Unicast(addr(40000));
+    let held = keyed.transport().node.registry().lease_id("echo", addr(4000), source);
+    assert_eq!(Some(registered.id), held, "the broker's id, not a forged one");
     assert_eq!(keyed.query("echo").unwrap(), [addr(4000)]);
     keyed.heartbeat(registered.id).unwrap();
     assert_eq!(keyed.transport().node.stats(keyed.transport().now).get("sealed_dropped"), Some(0));

@@ -7,8 +7,9 @@
 //! broker's own TTL, so no peer can make a lease live longer than a local one would).
 //! [`Registry::apply_remote`] then does the first of these that applies:
 //!
-//! 1. **The id is tombstoned** (removed on purpose here or at a peer recently): ignored, so a
-//!    late or reordered renewal cannot undo a removal ([`Applied::Tombstoned`]).
+//! 1. **The id, or one of its aliases, is tombstoned** (removed on purpose here or at a peer
+//!    recently): ignored, so a late or reordered renewal cannot undo a removal, whichever of
+//!    the lease's names it arrives under ([`Applied::Tombstoned`]).
 //! 2. **The id is known**: the deadline becomes the later of the two; never earlier, so
 //!    renewals may arrive in any order ([`Applied::Refreshed`] or [`Applied::Unchanged`]).
 //! 3. **The same source holds another lease on the same instance** (it registered at two
@@ -96,7 +97,9 @@ impl Registry {
     pub fn apply_remote(&mut self, now: Instant, lease: LeaseView<'_>) -> Applied {
         let lease = LeaseView { endpoint: super::canonical(lease.endpoint), ..lease };
         self.handle_timeout(now);
-        if self.tombstones.contains(lease.id) {
+        // A lease known by an id removed on purpose here is that removal's, whichever of its
+        // names it arrives under.
+        if self.tombstones.contains(lease.id) || lease.aliases.iter().any(|&alias| self.tombstones.contains(alias)) {
             return Applied::Tombstoned;
         }
         let ttl = lease.ttl_left.min(self.config.ttl);

@@ -397,3 +397,24 @@ fn a_tombstone_lasts_as_long_as_the_lease_it_buries_could_have() {
     r.handle_timeout(t0 + ttl);
     assert!(!r.is_tombstoned(id), "forgotten once no copy can be live");
 }
+
+#[test]
+fn a_lease_arriving_under_another_name_of_a_removed_one_stays_removed() {
+    let t0 = Instant::now();
+    let mut r = Registry::new(Config::default(), Uuid::new_v4);
+    let (removed, other) = (Uuid::from_u128(41), Uuid::from_u128(42));
+    // Removed on purpose here (deregistered at a peer), before this broker learned the lease.
+    assert!(!r.apply_remote_removal(t0, removed, RemoveReason::Deregistered));
+    // The same lease, by the id another broker gave it, with the removed one among its names.
+    let view = LeaseView {
+        id: other,
+        service: "echo",
+        endpoint: "10.0.0.1:4000".parse().unwrap(),
+        source: Source::Unicast("10.0.0.1:50000".parse().unwrap()),
+        ttl_left: Duration::from_secs(3),
+        aliases: &[removed],
+        check: crate::protocol::Check::None,
+    };
+    assert_eq!(r.apply_remote(t0, view), Applied::Tombstoned);
+    assert!(r.query(t0, "echo").is_none());
+}

@@ -280,6 +280,7 @@ impl Watches {
         current: Vec<SocketAddr>,
     ) -> Result<u64, Rejection> {
         let expires = now + ttl;
+        self.store.maintain(now);
         if let Some(watch) = self.store.find(service, source) {
             self.store.renew(watch, form, expires);
             return Ok(self.store.seq_of(watch));
@@ -371,6 +372,7 @@ impl Watches {
         while let Some(source) = self.store.pop_due(now) {
             self.forget(source);
         }
+        self.store.maintain(now);
     }
 
     /// When the next watch expires.

@@ -205,6 +205,10 @@ impl<T: Copy> Queue<T> {
         self.blocks.front()?.front()
     }
 
+    fn back(&self) -> Option<&T> {
+        self.blocks.back()?.back()
+    }
+
     fn pop_front(&mut self) -> Option<T> {
         let block = self.blocks.front_mut()?;
         let value = block.pop_front();
@@ -283,6 +287,10 @@ pub(super) struct Store {
     stamp: u32,
     live: usize,
     services_live: usize,
+    /// When the storage, found sparse, is rebuilt if it still is: the last deadline it held
+    /// then, so that a mass expiry ends in [`clear`](Self::clear) rather than rebuilding its
+    /// way down (each rebuild's blocks would land above the freed ones and keep the heap).
+    rebuild_at: Option<i64>,
 }
 
 impl Store {
@@ -302,6 +310,7 @@ impl Store {
             stamp: 0,
             live: 0,
             services_live: 0,
+            rebuild_at: None,
         }
     }
 
@@ -466,7 +475,9 @@ impl Store {
             self.services_live -= 1;
         }
         self.settle();
-        self.shrink();
+        if self.live == 0 {
+            self.clear();
+        }
         slot.peer.addr()
     }
 
@@ -512,22 +523,55 @@ impl Store {
         Some(self.remove(id))
     }
 
-    /// Rebuilds everything at its size when fewer than a quarter of the slots are in use.
-    fn shrink(&mut self) {
+    /// Rebuilds everything at its size when fewer than a quarter of the slots have been in use
+    /// since the last deadline held when that was first seen. Called on each turn of expiries
+    /// and with each new watch.
+    pub fn maintain(&mut self, now: Instant) {
         let (watches, services) = (self.watches.capacity(), self.services.capacity());
         let sparse = |live: usize, cap: usize| cap > CHUNK && live < cap / 4;
-        if self.live == 0 && watches > 0 {
-            let epoch = self.epoch;
-            *self = Store { hasher: self.hasher.clone(), epoch, ..Store::new() };
-        } else if sparse(self.live, watches) || sparse(self.services_live, services) {
-            self.rebuild();
+        if !(sparse(self.live, watches) || sparse(self.services_live, services)) {
+            self.rebuild_at = None;
+            return;
         }
+        let now = self.nanos(now);
+        match self.rebuild_at {
+            None => {
+                let last = self.expiries.back().map(|&(id, _)| self.watches.get(id).expires);
+                self.rebuild_at = Some(last.unwrap_or(now));
+            }
+            Some(at) if now >= at => self.rebuild(),
+            Some(_) => {}
+        }
+    }
+
+    /// No watch: every block freed, and nothing allocated meanwhile (a new allocation would
+    /// land above the freed blocks and keep glibc from returning them).
+    fn clear(&mut self) {
+        self.watches = Chunks::new();
+        self.services = Chunks::new();
+        (self.free_watches, self.free_services) = (NONE, NONE);
+        for shard in self.by_name.shards.iter_mut().chain(self.by_key.shards.iter_mut()) {
+            *shard = HashMap::default();
+        }
+        self.name_clash = HashMap::new();
+        self.key_clash = HashMap::new();
+        self.expiries = Queue::default();
+        (self.live, self.services_live) = (0, 0);
+        self.rebuild_at = None;
     }
 
     /// The same watches, services and deadlines, in storage of their size.
     pub fn rebuild(&mut self) {
         self.settle();
         let mut fresh = Store { hasher: self.hasher.clone(), epoch: self.epoch, ..Store::new() };
+        // At their size at once: no trail of outgrown tables in the heap.
+        let per_shard = |n: usize| n.div_ceil(SHARDS) + n.div_ceil(SHARDS) / 4;
+        for shard in &mut fresh.by_key.shards {
+            shard.reserve(per_shard(self.live));
+        }
+        for shard in &mut fresh.by_name.shards {
+            shard.reserve(per_shard(self.services_live));
+        }
         // In deadline order: the queue stays in order.
         for &(id, stamp) in self.expiries.iter() {
             let slot = self.watches.get(id);

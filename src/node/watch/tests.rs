@@ -218,10 +218,20 @@ fn the_storage_shrinks_when_most_watches_expired_and_the_rest_are_kept_whole() {
     assert_eq!(w.store.capacity().0, 3 * store::CHUNK);
     w.handle_timeout(t0 + TTL);
     assert_eq!(w.len(), 201);
+    assert_eq!(w.store.capacity().0, 3 * store::CHUNK, "kept until the last deadline it held: all may be going");
+    // The rest renewed: still sparse at that deadline, so rebuilt.
+    let t2 = t0 + TTL + Duration::from_millis(500);
+    for k in 0..100 {
+        w.watch(t2, port_addr(50_000 + k), Form::Binary { request_id: k as u32 }, "s7", TTL, vec![]).unwrap();
+        w.watch(t2, port_addr(60_000 + k), Form::Text, "late", TTL, vec![]).unwrap();
+    }
+    w.watch(t2, port_addr(7), Form::Text, "s7", TTL, vec![]).unwrap();
+    w.handle_timeout(t1 + TTL);
+    assert_eq!(w.len(), 201);
     assert_eq!(w.store.capacity(), (store::CHUNK, store::CHUNK), "rebuilt at its size");
-    assert_eq!(w.poll_timeout(), Some(t1 + TTL));
+    assert_eq!(w.poll_timeout(), Some(t2 + TTL));
     // What is kept is whole: renewals, notifications with each watcher's form, sequence numbers.
-    assert_eq!(w.watch(t1, port_addr(7), Form::Text, "s7", TTL, vec![]), Ok(0));
+    assert_eq!(w.watch(t2, port_addr(7), Form::Text, "s7", TTL, vec![]), Ok(0));
     w.handle_change("s7");
     assert_eq!(w.take_dirty(), ["s7"]);
     let (seq, mut watchers) = w.changed("s7", vec![addr(4000)]).unwrap();
@@ -232,7 +242,7 @@ fn the_storage_shrinks_when_most_watches_expired_and_the_rest_are_kept_whole() {
     assert!(watchers.contains(&(port_addr(50_003), Form::Binary { request_id: 3 })));
     assert!(w.unwatch(port_addr(60_001), "late"));
     assert!(!w.unwatch(port_addr(60_001), "late"));
-    w.handle_timeout(t1 + TTL);
+    w.handle_timeout(t2 + TTL);
     assert_eq!(w.len(), 0);
     assert_eq!(w.store.capacity(), (0, 0));
 }

@@ -19,10 +19,14 @@
 //!   were last told instead of the set, the first watcher, whether it changed this turn), and its
 //!   entry in the index by name, 16 B a bucket, about 21 B.
 //!
-//! Blocks hold [`CHUNK`] entries (about 200–230 kB), above glibc's threshold for `mmap`, so a
-//! block freed is returned to the system at once. When fewer than a quarter of the slots are
-//! in use (and when none is), everything is rebuilt at its size ([`Store::rebuild`]): the
-//! slots, the indexes and the queue; the hash maps never shrink by themselves.
+//! Blocks hold [`CHUNK`] entries (about 100–115 kB), the queue's 64 kB and the indexes are in
+//! [`SHARDS`] tables: every block stays under glibc's 128 kB threshold for `mmap`. A block over it
+//! would be returned at once when freed, but its free would raise the threshold (and the heap
+//! glibc keeps untrimmed) to its size; under it, the blocks freed together at the top of the heap
+//! are trimmed down to glibc's 128 kB + 128 kB. When the last watch goes, everything is freed
+//! without an allocation meanwhile ([`Store::clear`]); when fewer than a quarter of the slots
+//! are in use, and still are once every deadline held then has passed, everything is rebuilt at
+//! its size ([`Store::rebuild`]): the hash maps never shrink by themselves.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -33,7 +37,7 @@ use std::time::{Duration, Instant};
 use crate::protocol::Form;
 
 /// Entries per block of [`Chunks`].
-pub(super) const CHUNK: usize = 4096;
+pub(super) const CHUNK: usize = 2048;
 
 /// No watch, no service.
 const NONE: u32 = u32::MAX;
@@ -182,8 +186,8 @@ impl Hasher for Prehashed {
     }
 }
 
-/// Entries per block of [`Queue`]: 128 kB.
-const QUEUE_BLOCK: usize = 16_384;
+/// Entries per block of [`Queue`]: 64 kB.
+const QUEUE_BLOCK: usize = 8192;
 
 /// A queue in blocks of [`QUEUE_BLOCK`] entries, for the same reason as [`ByHash`]'s shards.
 #[derive(Debug, Default)]
@@ -227,8 +231,8 @@ impl<T: Copy> Queue<T> {
 const SHARDS: usize = 64;
 
 /// An index from keyed 64-bit hashes to numbers, in [`SHARDS`] maps chosen by the hash's top
-/// bits: no single table grows past a few hundred kilobytes below millions of watches, so no
-/// large block's free raises glibc's threshold for `mmap` (and with it the heap it keeps).
+/// bits: no single table passes 128 kB below about 450,000 watches, so no large block's free
+/// raises glibc's threshold for `mmap` (and with it the heap it keeps).
 #[derive(Debug)]
 struct ByHash {
     shards: Vec<HashMap<u64, u32, BuildHasherDefault<Prehashed>>>,

@@ -325,8 +325,12 @@ impl Watches {
                 *held -= 1;
                 if *held == 0 {
                     map.remove(&key);
-                    // A map never shrinks by itself.
-                    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+                    // A map never shrinks by itself. Freed when empty, shrunk when sparse and
+                    // large; not below, as a new small table could land above the watches'
+                    // blocks in the heap and keep it from being trimmed when they go.
+                    if map.is_empty() {
+                        *map = HashMap::new();
+                    } else if map.capacity() > 4096 && map.len() < map.capacity() / 4 {
                         map.shrink_to_fit();
                     }
                 }

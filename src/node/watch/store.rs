@@ -230,7 +230,7 @@ impl<T: Copy> Queue<T> {
 /// Shards of an index by keyed hash ([`SHARDS`]).
 const SHARDS: usize = 64;
 
-/// An index from keyed 64-bit hashes to numbers, in [`SHARDS`] maps chosen by the hash's top
+/// An index from keyed 64-bit hashes to numbers, in [`SHARDS`] maps chosen by the hash's middle
 /// bits: no single table passes 128 kB below about 450,000 watches, so no large block's free
 /// raises glibc's threshold for `mmap` (and with it the heap it keeps).
 #[derive(Debug)]
@@ -245,8 +245,10 @@ impl Default for ByHash {
 }
 
 impl ByHash {
+    /// Middle bits: the table takes a bucket from the low ones and a tag from the top seven, which
+    /// must vary within a shard.
     fn shard(&self, hash: u64) -> usize {
-        (hash >> 58) as usize % SHARDS
+        (hash >> 32) as usize % SHARDS
     }
 
     fn get(&self, hash: &u64) -> Option<&u32> {

@@ -20,7 +20,7 @@
 //!   entry in the index by name, 16 B a bucket, about 21 B.
 //!
 //! Blocks hold [`CHUNK`] entries (about 100–115 kB), the queue's 64 kB and the indexes are in
-//! [`SHARDS`] tables: every block stays under glibc's 128 kB threshold for `mmap`. A block over it
+//! [`SHARDS`](blocks::SHARDS) tables: every block stays under glibc's 128 kB threshold for `mmap`. A block over it
 //! would be returned at once when freed, but its free would raise the threshold (and the heap
 //! glibc keeps untrimmed) to its size; under it, the blocks freed together at the top of the heap
 //! are trimmed down to glibc's 128 kB + 128 kB. When the last watch goes, everything is freed
@@ -28,16 +28,17 @@
 //! are in use, and still are once every deadline held then has passed, everything is rebuilt at
 //! its size ([`Store::rebuild`]): the hash maps never shrink by themselves.
 
+use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use crate::protocol::Form;
+pub(super) use blocks::CHUNK;
+use blocks::{ByHash, Chunks, Queue};
 
-/// Entries per block of [`Chunks`].
-pub(super) const CHUNK: usize = 2048;
+mod blocks;
 
 /// No watch, no service.
 const NONE: u32 = u32::MAX;
@@ -127,149 +128,6 @@ pub(super) struct Service {
 impl Service {
     pub fn name(&self) -> &str {
         self.name.as_str()
-    }
-}
-
-/// A slab in blocks of [`CHUNK`] entries: no copy of the whole when it grows, and the last
-/// blocks freed when it is rebuilt smaller.
-#[derive(Debug, Clone)]
-pub(super) struct Chunks<T> {
-    blocks: Vec<Vec<T>>,
-    len: usize,
-}
-
-impl<T> Chunks<T> {
-    fn new() -> Self {
-        Chunks { blocks: Vec::new(), len: 0 }
-    }
-
-    fn push(&mut self, value: T) -> u32 {
-        if self.len == self.blocks.len() * CHUNK {
-            self.blocks.push(Vec::with_capacity(CHUNK));
-        }
-        if let Some(block) = self.blocks.last_mut() {
-            block.push(value);
-        }
-        self.len += 1;
-        (self.len - 1) as u32
-    }
-
-    fn get(&self, k: u32) -> &T {
-        &self.blocks[k as usize / CHUNK][k as usize % CHUNK]
-    }
-
-    fn get_mut(&mut self, k: u32) -> &mut T {
-        &mut self.blocks[k as usize / CHUNK][k as usize % CHUNK]
-    }
-
-    /// Slots, used and free.
-    pub fn capacity(&self) -> usize {
-        self.blocks.len() * CHUNK
-    }
-}
-
-/// The hasher of maps whose keys are already keyed hashes.
-#[derive(Debug, Default, Clone, Copy)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
-/// Entries per block of [`Queue`]: 64 kB.
-const QUEUE_BLOCK: usize = 8192;
-
-/// A queue in blocks of [`QUEUE_BLOCK`] entries, for the same reason as [`ByHash`]'s shards.
-#[derive(Debug, Default)]
-struct Queue<T> {
-    blocks: VecDeque<VecDeque<T>>,
-}
-
-impl<T: Copy> Queue<T> {
-    fn push_back(&mut self, value: T) {
-        if self.blocks.back().is_none_or(|block| block.len() == QUEUE_BLOCK) {
-            self.blocks.push_back(VecDeque::with_capacity(QUEUE_BLOCK));
-        }
-        if let Some(block) = self.blocks.back_mut() {
-            block.push_back(value);
-        }
-    }
-
-    fn front(&self) -> Option<&T> {
-        self.blocks.front()?.front()
-    }
-
-    fn back(&self) -> Option<&T> {
-        self.blocks.back()?.back()
-    }
-
-    fn pop_front(&mut self) -> Option<T> {
-        let block = self.blocks.front_mut()?;
-        let value = block.pop_front();
-        if block.is_empty() {
-            self.blocks.pop_front();
-        }
-        value
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.blocks.iter().flatten()
-    }
-}
-
-/// Shards of an index by keyed hash ([`SHARDS`]).
-const SHARDS: usize = 64;
-
-/// An index from keyed 64-bit hashes to numbers, in [`SHARDS`] maps chosen by the hash's middle
-/// bits: no single table passes 128 kB below about 450,000 watches, so no large block's free
-/// raises glibc's threshold for `mmap` (and with it the heap it keeps).
-#[derive(Debug)]
-struct ByHash {
-    shards: Vec<HashMap<u64, u32, BuildHasherDefault<Prehashed>>>,
-}
-
-impl Default for ByHash {
-    fn default() -> Self {
-        ByHash { shards: (0..SHARDS).map(|_| HashMap::default()).collect() }
-    }
-}
-
-impl ByHash {
-    /// Middle bits: the table takes a bucket from the low ones and a tag from the top seven, which
-    /// must vary within a shard.
-    fn shard(&self, hash: u64) -> usize {
-        (hash >> 32) as usize % SHARDS
-    }
-
-    fn get(&self, hash: &u64) -> Option<&u32> {
-        self.shards[self.shard(*hash)].get(hash)
-    }
-
-    /// Inserts `hash` unless it is taken; returns whether it was.
-    fn insert_new(&mut self, hash: u64, id: u32) -> bool {
-        let shard = self.shard(hash);
-        match self.shards[shard].entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(id);
-                true
-            }
-        }
-    }
-
-    fn remove(&mut self, hash: &u64) {
-        let shard = self.shard(*hash);
-        self.shards[shard].remove(hash);
     }
 }
 
@@ -556,9 +414,8 @@ impl Store {
         self.watches = Chunks::new();
         self.services = Chunks::new();
         (self.free_watches, self.free_services) = (NONE, NONE);
-        for shard in self.by_name.shards.iter_mut().chain(self.by_key.shards.iter_mut()) {
-            *shard = HashMap::default();
-        }
+        self.by_name.clear();
+        self.by_key.clear();
         self.name_clash = HashMap::new();
         self.key_clash = HashMap::new();
         self.expiries = Queue::default();
@@ -571,13 +428,8 @@ impl Store {
         self.settle();
         let mut fresh = Store { hasher: self.hasher.clone(), epoch: self.epoch, ..Store::new() };
         // At their size at once: no trail of outgrown tables in the heap.
-        let per_shard = |n: usize| n.div_ceil(SHARDS) + n.div_ceil(SHARDS) / 4;
-        for shard in &mut fresh.by_key.shards {
-            shard.reserve(per_shard(self.live));
-        }
-        for shard in &mut fresh.by_name.shards {
-            shard.reserve(per_shard(self.services_live));
-        }
+        fresh.by_key.reserve_for(self.live);
+        fresh.by_name.reserve_for(self.services_live);
         // In deadline order: the queue stays in order.
         for &(id, stamp) in self.expiries.iter() {
             let slot = self.watches.get(id);

@@ -39,7 +39,9 @@ use crate::core::{Outbox, Transmit};
 use crate::protocol::fit::{self, Room};
 use crate::protocol::{self, Form, Rejection, Response};
 use crate::registry::{Refusal, Registry, network};
-use crate::timers::Timers;
+use store::Store;
+
+mod store;
 
 /// The caps on watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,36 +91,15 @@ pub(super) struct WatchStats {
     pub dropped: u64,
 }
 
-#[derive(Debug)]
-struct Watcher {
-    id: u64,
-    form: Form,
-    expires: Instant,
-}
-
-/// A watched service: its sequence number, the live set its watchers were last told, and
-/// the watchers.
-#[derive(Debug, Default)]
-struct Watched {
-    seq: u64,
-    last: Vec<SocketAddr>,
-    dirty: bool,
-    watchers: HashMap<SocketAddr, Watcher>,
-}
-
 /// Every watch. See the [module documentation](self).
 #[derive(Debug)]
 pub(super) struct Watches {
     config: WatchConfig,
-    services: HashMap<String, Watched>,
+    /// The watches, their services and their deadlines.
+    store: Store,
     per_source: HashMap<IpAddr, usize>,
     /// Watches per network ([`network`]).
     per_network: HashMap<IpAddr, usize>,
-    total: usize,
-    /// Watch id -> (service, watcher), for the expiry timers.
-    ids: HashMap<u64, (String, SocketAddr)>,
-    expiries: Timers<u64>,
-    next_id: u64,
     dirty: Vec<String>,
     /// Notifications to send.
     transmits: Outbox<Face>,
@@ -140,13 +121,9 @@ impl Watches {
     pub fn new(config: WatchConfig, key: [u8; 32]) -> Self {
         Watches {
             config,
-            services: HashMap::new(),
+            store: Store::new(),
             per_source: HashMap::new(),
             per_network: HashMap::new(),
-            total: 0,
-            ids: HashMap::new(),
-            expiries: Timers::new(),
-            next_id: 0,
             dirty: Vec::new(),
             transmits: Outbox::new(usize::MAX),
             stats: WatchStats::default(),
@@ -160,7 +137,7 @@ impl Watches {
 
     /// Watches now.
     pub fn len(&self) -> usize {
-        self.total
+        self.store.len()
     }
 
     /// The counters.
@@ -303,22 +280,20 @@ impl Watches {
         current: Vec<SocketAddr>,
     ) -> Result<u64, Rejection> {
         let expires = now + ttl;
-        if let Some(watched) = self.services.get_mut(service) {
-            if let Some(watcher) = watched.watchers.get_mut(&source) {
-                self.expiries.reschedule(watcher.expires, expires, watcher.id);
-                watcher.expires = expires;
-                watcher.form = form;
-                return Ok(watched.seq);
-            }
+        self.store.maintain(now);
+        if let Some(watch) = self.store.find(service, source) {
+            self.store.renew(watch, form, expires);
+            return Ok(self.store.seq_of(watch));
         }
         let ip = source.ip().to_canonical();
-        if self.total >= self.config.max_total {
+        let total = self.store.len();
+        if total >= self.config.max_total {
             return Err(Rejection::TooManyWatches { scope: String::new(), max: saturate(self.config.max_total) });
         }
         let held = self.per_source.get(&ip).copied().unwrap_or(0);
         let network_held = self.per_network.get(&network(ip)).copied().unwrap_or(0);
         let config = &self.config;
-        Refusal::check(config.max_per_source, config.max_per_network, config.max_total, self.total, held, network_held)
+        Refusal::check(config.max_per_source, config.max_per_network, config.max_total, total, held, network_held)
             .map_err(|refusal| {
                 let (scope, max) = match refusal {
                     Refusal::Source(max) => (" from this address", max),
@@ -327,54 +302,47 @@ impl Watches {
                 };
                 Rejection::TooManyWatches { scope: scope.into(), max: saturate(max) }
             })?;
-        let id = self.next_id;
-        self.next_id += 1;
-        let watched =
-            self.services.entry(service.to_owned()).or_insert_with(|| Watched { last: current, ..Watched::default() });
-        watched.watchers.insert(source, Watcher { id, form, expires });
-        self.ids.insert(id, (service.to_owned(), source));
-        self.expiries.insert(expires, id);
+        let last = self.store.set_hash(&current);
+        let seq = self.store.insert(service, source, form, expires, last);
         *self.per_source.entry(ip).or_default() += 1;
         *self.per_network.entry(network(ip)).or_default() += 1;
-        self.total += 1;
-        Ok(watched.seq)
+        Ok(seq)
     }
 
     /// Ends `source`'s watch on `service`; returns whether there was one.
     fn unwatch(&mut self, source: SocketAddr, service: &str) -> bool {
-        let Some(watcher) = self.services.get_mut(service).and_then(|w| w.watchers.remove(&source)) else {
-            return false;
-        };
-        self.expiries.remove(watcher.expires, watcher.id);
-        self.forget(watcher.id, service, source);
+        let Some(watch) = self.store.find(service, source) else { return false };
+        let source = self.store.remove(watch);
+        self.forget(source);
         true
     }
 
-    fn forget(&mut self, id: u64, service: &str, source: SocketAddr) {
-        self.ids.remove(&id);
-        self.total -= 1;
+    /// Counts a watch of `source` gone.
+    fn forget(&mut self, source: SocketAddr) {
         let ip = source.ip().to_canonical();
-        if let Some(held) = self.per_source.get_mut(&ip) {
-            *held -= 1;
-            if *held == 0 {
-                self.per_source.remove(&ip);
+        for (map, key) in [(&mut self.per_source, ip), (&mut self.per_network, network(ip))] {
+            if let Some(held) = map.get_mut(&key) {
+                *held -= 1;
+                if *held == 0 {
+                    map.remove(&key);
+                    // A map never shrinks by itself. Freed when empty, shrunk when sparse and
+                    // large; not below, as a new small table could land above the watches'
+                    // blocks in the heap and keep it from being trimmed when they go.
+                    if map.is_empty() {
+                        *map = HashMap::new();
+                    } else if map.capacity() > 4096 && map.len() < map.capacity() / 4 {
+                        map.shrink_to_fit();
+                    }
+                }
             }
-        }
-        if let Some(held) = self.per_network.get_mut(&network(ip)) {
-            *held -= 1;
-            if *held == 0 {
-                self.per_network.remove(&network(ip));
-            }
-        }
-        if self.services.get(service).is_some_and(|w| w.watchers.is_empty()) {
-            self.services.remove(service);
         }
     }
 
     /// The table changed for `service`: its watchers are told at the end of the turn (see
     /// [`flush`](Self::flush)), if its live set is different.
     pub fn handle_change(&mut self, service: &str) {
-        if let Some(watched) = self.services.get_mut(service) {
+        if let Some(id) = self.store.service_id(service) {
+            let watched = self.store.service_mut(id);
             if !watched.dirty {
                 watched.dirty = true;
                 self.dirty.push(service.to_owned());
@@ -390,29 +358,30 @@ impl Watches {
     /// `service`'s live set is `current` (sorted): when it differs from what its watchers
     /// were told, the new sequence number and the watchers to tell.
     fn changed(&mut self, service: &str, current: Vec<SocketAddr>) -> Option<(u64, Vec<(SocketAddr, Form)>)> {
-        let watched = self.services.get_mut(service)?;
+        let id = self.store.service_id(service)?;
+        let last = self.store.set_hash(&current);
+        let watched = self.store.service_mut(id);
         watched.dirty = false;
-        if watched.last == current {
+        if watched.last == last {
             return None;
         }
-        watched.last = current;
+        watched.last = last;
         watched.seq += 1;
-        Some((watched.seq, watched.watchers.iter().map(|(&addr, w)| (addr, w.form)).collect()))
+        let seq = watched.seq;
+        Some((seq, self.store.watchers(id)))
     }
 
     /// Ends the watches that were not renewed in time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(id) = self.expiries.pop_due(now) {
-            let Some((service, source)) = self.ids.get(&id).cloned() else { continue };
-            if let Some(watched) = self.services.get_mut(&service) {
-                watched.watchers.remove(&source);
-            }
-            self.forget(id, &service, source);
+        while let Some(source) = self.store.pop_due(now) {
+            self.forget(source);
         }
+        self.store.maintain(now);
     }
 
+    /// When the next watch expires.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.expiries.next()
+        self.store.next_expiry()
     }
 }
 

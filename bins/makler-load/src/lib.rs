@@ -29,6 +29,7 @@ pub mod report;
 pub mod rounds;
 pub mod tcp;
 pub mod udp;
+pub mod watches;
 pub mod wire;
 
 use std::net::SocketAddr;

@@ -130,6 +130,27 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         broker_bin: Option<PathBuf>,
     },
+    /// Watch memory benchmark: a fresh broker with a short TTL is given SOCKETS x SERVICES
+    /// confirmed watches (each socket on a loopback address of its own, its cookie echoed), which
+    /// are then left to expire, CYCLES times; prints the broker's RSS before, with the watches
+    /// (bytes per watch) and after they expired (the ratio to before).
+    Watches {
+        /// Sockets the watches come from (one file descriptor each).
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=900))]
+        sockets: u32,
+        /// Services each socket watches.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        services: u32,
+        /// The broker's TTL, the life of an unrenewed watch.
+        #[arg(long, value_name = "SECONDS", default_value = "5", value_parser = makler::cli::parse_seconds)]
+        ttl: Duration,
+        /// Times the watches come and go.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=20))]
+        cycles: u32,
+        /// The makler-broker executable (default: the one next to this program).
+        #[arg(long, value_name = "PATH")]
+        broker_bin: Option<PathBuf>,
+    },
     /// Query load at one or more targets in alternating rounds, with the ratio of each to the
     /// first: the broker's binary and text queries and DNS SRV queries (`_NAME._tcp.ZONE.`) for
     /// the same service names, so that the broker can be compared with a DNS server.
@@ -281,6 +302,24 @@ fn main() -> ExitCode {
         }
         Command::Udp { instances, types, rss_instances, duration, windows, threads, rounds, broker_bin } => {
             run_udp(instances, types, rss_instances, duration, &windows, &threads, rounds, broker_bin)
+        }
+        Command::Watches { sockets, services, ttl, cycles, broker_bin } => {
+            let broker_bin = match broker_bin.map_or_else(|| sibling("makler-broker"), Ok) {
+                Ok(path) => path,
+                Err(e) => return fail(1, format!("cannot find makler-broker: {e}")),
+            };
+            let config = makler_load::watches::WatchBench {
+                broker_bin,
+                sockets: sockets as usize,
+                services: services as usize,
+                ttl,
+                cycles: cycles as usize,
+            };
+            println!("broker:    {}", describe_binary(&config.broker_bin));
+            match makler_load::watches::bench_watches(&config, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
         }
         Command::Query { targets, names, zone, duration, rounds, window, threads, allow_remote } => {
             let schedule = Schedule { per_target: duration, rounds, warmup: warmup(duration, rounds) };

@@ -21,7 +21,7 @@ fn a_watch_is_renewed_by_watching_again_and_expires_otherwise() {
     assert_eq!(w.poll_timeout(), Some(t0 + TTL / 2 + TTL));
     w.handle_timeout(t0 + TTL / 2 + TTL);
     assert_eq!(w.len(), 0);
-    assert!(w.services.is_empty() && w.per_source.is_empty() && w.ids.is_empty());
+    assert!(w.store.len() == 0 && w.per_source.is_empty() && w.per_network.is_empty());
 }
 
 #[test]
@@ -67,7 +67,7 @@ fn only_the_echoed_cookie_of_the_same_address_and_port_watches_and_it_ages() {
         |w: &mut Watches, now, from, cookie| w.handle_watch(now, from, Form::Text, "echo", cookie, &mut registry);
     let Response::WatchCookie { cookie } = ask(&mut w, t0, addr(1), None) else { panic!("a cookie first") };
     assert_eq!(w.len(), 0, "nothing kept for an unconfirmed watch");
-    assert!(w.services.is_empty() && w.per_source.is_empty());
+    assert!(w.store.len() == 0 && w.per_source.is_empty());
     assert_eq!(ask(&mut w, t0, addr(1), Some(cookie ^ 1)), Response::WatchCookie { cookie }, "a wrong one: again");
     assert!(matches!(ask(&mut w, t0, addr(2), Some(cookie)), Response::WatchCookie { .. }), "another port's");
     let other_host = SocketAddr::from(([10, 0, 0, 2], 1));
@@ -171,4 +171,92 @@ fn a_notification_fits_one_reply_in_both_forms() {
         crate::protocol::encode_reply(form, &watching, &mut out);
         assert!(out.len() <= MAX_REPLY_LEN, "{form:?}: {}", out.len());
     }
+}
+
+/// Watches without caps.
+fn many() -> Watches {
+    Watches::new(WatchConfig { max_per_source: 0, max_total: 1_000_000, max_per_network: 0 }, [7; 32])
+}
+
+fn port_addr(k: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, (k >> 16) as u8, 1], k as u16))
+}
+
+#[test]
+fn the_storage_is_freed_when_every_watch_has_expired() {
+    let t0 = Instant::now();
+    let mut w = many();
+    for k in 0..10_000 {
+        w.watch(t0, port_addr(k), Form::Text, &format!("s{}", k % 3000), TTL, vec![]).unwrap();
+    }
+    let (watches, services) = w.store.capacity();
+    assert!(watches >= 10_000 && services >= 3000, "{watches} {services}");
+    w.handle_timeout(t0 + TTL - Duration::from_millis(1));
+    assert_eq!(w.len(), 10_000, "not yet");
+    w.handle_timeout(t0 + TTL);
+    assert_eq!(w.len(), 0);
+    assert_eq!(w.store.capacity(), (0, 0), "every block freed");
+    assert!(w.per_source.is_empty() && w.per_source.capacity() < 64);
+    assert_eq!(w.poll_timeout(), None);
+    assert_eq!(w.watch(t0 + TTL, addr(1), Form::Text, "s1", TTL, vec![]), Ok(0), "and watching again works");
+}
+
+#[test]
+fn the_storage_shrinks_when_most_watches_expired_and_the_rest_are_kept_whole() {
+    let t0 = Instant::now();
+    let t1 = t0 + Duration::from_secs(1);
+    let mut w = many();
+    for k in 0..12_000 {
+        w.watch(t0, port_addr(k), Form::Text, &format!("s{k}"), TTL, vec![]).unwrap();
+    }
+    // A few more on a service of the first ones and on their own, renewed or not.
+    for k in 0..100 {
+        w.watch(t1, port_addr(50_000 + k), Form::Binary { request_id: k as u32 }, "s7", TTL, vec![]).unwrap();
+        w.watch(t1, port_addr(60_000 + k), Form::Text, "late", TTL, vec![]).unwrap();
+    }
+    w.watch(t1, port_addr(7), Form::Text, "s7", TTL, vec![]).unwrap();
+    assert_eq!(w.store.capacity().0, 12_201usize.div_ceil(store::CHUNK) * store::CHUNK);
+    w.handle_timeout(t0 + TTL);
+    assert_eq!(w.len(), 201);
+    assert_eq!(
+        w.store.capacity().0,
+        12_201usize.div_ceil(store::CHUNK) * store::CHUNK,
+        "kept until the last deadline it held: all may be going"
+    );
+    // The rest renewed: still sparse at that deadline, so rebuilt.
+    let t2 = t0 + TTL + Duration::from_millis(500);
+    for k in 0..100 {
+        w.watch(t2, port_addr(50_000 + k), Form::Binary { request_id: k as u32 }, "s7", TTL, vec![]).unwrap();
+        w.watch(t2, port_addr(60_000 + k), Form::Text, "late", TTL, vec![]).unwrap();
+    }
+    w.watch(t2, port_addr(7), Form::Text, "s7", TTL, vec![]).unwrap();
+    w.handle_timeout(t1 + TTL);
+    assert_eq!(w.len(), 201);
+    assert_eq!(w.store.capacity(), (store::CHUNK, store::CHUNK), "rebuilt at its size");
+    assert_eq!(w.poll_timeout(), Some(t2 + TTL));
+    // What is kept is whole: renewals, notifications with each watcher's form, sequence numbers.
+    assert_eq!(w.watch(t2, port_addr(7), Form::Text, "s7", TTL, vec![]), Ok(0));
+    w.handle_change("s7");
+    assert_eq!(w.take_dirty(), ["s7"]);
+    let (seq, mut watchers) = w.changed("s7", vec![addr(4000)]).unwrap();
+    assert_eq!(seq, 1);
+    watchers.sort_unstable_by_key(|&(a, _)| a);
+    assert_eq!(watchers.len(), 101);
+    assert_eq!(watchers[0], (port_addr(7), Form::Text));
+    assert!(watchers.contains(&(port_addr(50_003), Form::Binary { request_id: 3 })));
+    assert!(w.unwatch(port_addr(60_001), "late"));
+    assert!(!w.unwatch(port_addr(60_001), "late"));
+    w.handle_timeout(t2 + TTL);
+    assert_eq!(w.len(), 0);
+    assert_eq!(w.store.capacity(), (0, 0));
+}
+
+#[test]
+fn packed_addresses_come_back_as_they_were() {
+    let v6: SocketAddr = "[fe80::1%3]:53".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:10.0.0.1]:53".parse().unwrap();
+    for a in [addr(9), v6, mapped, "[::1]:1".parse().unwrap()] {
+        assert_eq!(store::Peer::new(a).addr(), a);
+    }
+    assert_ne!(store::Peer::new(mapped), store::Peer::new(SocketAddr::from(([10, 0, 0, 1], 53))));
 }

@@ -408,6 +408,14 @@ mod tests {
         Control::new(registry, Arc::clone(pool), Arc::new(Counters::default()), None, rate_limit, false)
     }
 
+    /// A control core whose health checks run (every second, 500 ms timeout).
+    fn checking_control() -> Control {
+        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
+        let counters = Arc::new(Counters::default());
+        Control::new(registry, Arc::new(Pool::new()), counters, Some(health), RateLimit::default(), false)
+    }
+
     #[test]
     fn events_follow_whether_any_backend_is_up() {
         let pool = Arc::new(Pool::new());
@@ -450,17 +458,7 @@ mod tests {
 
     #[test]
     fn backends_are_checked_with_a_connect_unless_they_declare_an_http_check() {
-        let pool = Arc::new(Pool::new());
-        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
-        let mut core = Control::new(
-            registry,
-            Arc::clone(&pool),
-            Arc::new(Counters::default()),
-            Some(health),
-            RateLimit::default(),
-            false,
-        );
+        let mut core = checking_control();
         let t0 = Instant::now();
         core.handle_start(t0);
         let from = SocketAddr::from(([127, 0, 0, 1], 40000));
@@ -482,17 +480,7 @@ mod tests {
 
     #[test]
     fn a_backend_that_declares_another_check_is_checked_with_it() {
-        let pool = Arc::new(Pool::new());
-        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
-        let mut core = Control::new(
-            registry,
-            Arc::clone(&pool),
-            Arc::new(Counters::default()),
-            Some(health),
-            RateLimit::default(),
-            false,
-        );
+        let mut core = checking_control();
         let t0 = Instant::now();
         core.handle_start(t0);
         let register = |core: &mut Control, from: u16, line: &str| {

@@ -10,22 +10,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
-use crate::common::{Udp, broker};
+use crate::common::{Udp, broker, stat};
 use makler::protocol::{Check, Request, binary};
 
 /// Requests in a flood: past the acknowledgements' own burst of 2,048.
 const FLOOD: usize = 4000;
-
-/// A value from the first line of `stats`, asked from a socket of its own: a reply that came
-/// late to an earlier ask (on a loaded machine, after a retransmission) cannot be taken for it.
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = Udp::new(udp.peer).text("stats");
-    let line = reply.lines().next().unwrap_or_default().to_owned();
-    line.split(' ')
-        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
 
 /// A socket on `127.k.0.1` with room for every reply, so that only the broker decides what
 /// arrives.

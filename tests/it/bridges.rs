@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::{Process, Udp, client, listed, server, wait_until};
+use crate::common::{Process, Udp, client, listed, server, stat, wait_until};
 
 fn broker(extra: &[&str]) -> Process {
     broker_at("127.0.0.1:0", extra)
@@ -19,17 +19,6 @@ fn broker_at(listen: &str, extra: &[&str]) -> Process {
 /// The lines of `stats` after the first that start with `prefix`.
 fn stat_lines(udp: &Udp, prefix: &str) -> Vec<String> {
     udp.text("stats").lines().skip(1).filter(|l| l.starts_with(prefix)).map(str::to_owned).collect()
-}
-
-/// A value from the first line of `stats`.
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = udp.text("stats");
-    let line = reply.lines().next().unwrap_or_default().to_owned();
-    line.split(' ')
-        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .parse()
-        .unwrap()
 }
 
 /// A UDP address on loopback where nothing listens (a dead bridge).

@@ -9,17 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Udp, broker, listed, server, wait_until};
-
-/// A value from the first line of `stats`.
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = udp.text("stats");
-    let line = reply.lines().next().unwrap_or_default().to_owned();
-    line.split(' ')
-        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
+use crate::common::{Udp, broker, listed, server, stat, wait_until};
 
 /// The `check=` of each instance of `service` in the `instances` listing.
 fn listed_checks(udp: &Udp, service: &str) -> Vec<String> {

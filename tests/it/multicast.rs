@@ -5,7 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::{Process, Udp, client, listed, wait_until};
+use crate::common::{Process, Udp, client, listed, stat, wait_until};
 
 /// A group port no other test uses: a port the system just handed out for UDP.
 fn group() -> String {
@@ -22,14 +22,6 @@ fn announcing_server(service: &str, group: &str, interval: &str) -> Process {
         env!("CARGO_BIN_EXE_makler-server"),
         &["--service", service, "--announce", "--announce-interval", interval, "--multicast", group],
     )
-}
-
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let stats = udp.text("stats");
-    stats
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-        .unwrap_or_else(|| panic!("{key} in {stats}"))
 }
 
 #[test]

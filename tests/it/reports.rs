@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{Udp, broker, listed};
+use crate::common::{Udp, broker, listed, stat};
 
 /// A listener whose connects each take about one second (see the module documentation). The
 /// thread stops when the value is dropped.
@@ -85,16 +85,6 @@ impl Drop for SlowServer {
             let _ = thread.join();
         }
     }
-}
-
-/// A value from the first line of `stats`.
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = udp.text("stats");
-    let line = reply.lines().next().unwrap_or_default().to_owned();
-    line.split(' ')
-        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
 
 #[test]

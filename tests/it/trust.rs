@@ -8,19 +8,9 @@ use crate::common;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-use crate::common::{Process, Udp, balancer, broker, listed, wait_until};
+use crate::common::{Process, Udp, balancer, broker, listed, stat, wait_until};
 use makler::protocol::seal::{Key, Sealer};
 use makler::protocol::{Check, Multicast, Request, binary};
-
-/// A value from the first line of `stats`.
-fn stat(udp: &Udp, key: &str) -> u64 {
-    let reply = udp.text("stats");
-    let line = reply.lines().next().unwrap_or_default().to_owned();
-    line.split(' ')
-        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-}
 
 #[test]
 fn another_source_can_neither_learn_nor_remove_a_registration() {

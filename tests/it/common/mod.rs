@@ -241,3 +241,15 @@ impl Udp {
         response
     }
 }
+
+/// A counter from the first line of a broker's (or balancer's) `stats`, asked from a socket of
+/// its own, so that a late reply to an earlier, retransmitted ask cannot be read for this one.
+#[track_caller]
+pub fn stat(udp: &Udp, key: &str) -> u64 {
+    let reply = Udp::new(udp.peer).text("stats");
+    let line = reply.lines().next().unwrap_or_default();
+    line.split(' ')
+        .find_map(|pair| pair.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}

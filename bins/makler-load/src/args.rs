@@ -117,6 +117,44 @@ pub(crate) enum Command {
         #[arg(long, value_name = "PATH")]
         broker_bin: Option<PathBuf>,
     },
+    /// Cluster benchmark: INSTANCES registered at the first of N brokers and heartbeated there
+    /// every TTL/3; per N and size, the peer bytes per broker per second, the keep-alive bytes
+    /// per instance per TTL at each other broker, a register's and a removal's convergence
+    /// (p50/p99) and a restarted broker's catch-up, as a table, then per-broker traffic
+    /// against 3 brokers. Real broker processes on loopback for --brokers, the library's nodes
+    /// on a simulated network and clock for --sim-brokers.
+    Cluster {
+        /// Cluster sizes run as real makler-broker processes on loopback (`none`: none).
+        #[arg(long, value_name = "N,N,…", default_value = "3,5", value_parser = makler_load::cluster::parse_brokers)]
+        brokers: std::vec::Vec<usize>,
+        /// Cluster sizes simulated (`none`: none).
+        #[arg(long, value_name = "N,N,…", default_value = "3,5,9,15", value_parser = makler_load::cluster::parse_brokers)]
+        sim_brokers: std::vec::Vec<usize>,
+        /// Table sizes.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000")]
+        sizes: Vec<usize>,
+        /// Services the instances are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        types: usize,
+        /// The brokers' TTL; instances heartbeat every third of it.
+        #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = makler::cli::parse_seconds)]
+        ttl: Duration,
+        /// Seconds of heartbeats before the traffic is measured.
+        #[arg(long, value_name = "SECONDS", default_value = "6", value_parser = makler::cli::parse_seconds)]
+        settle: Duration,
+        /// Seconds over which the traffic is measured.
+        #[arg(long, value_name = "SECONDS", default_value = "12", value_parser = makler::cli::parse_seconds)]
+        window: Duration,
+        /// Samples of each convergence (a register, then its removal).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        samples: u32,
+        /// The simulation's seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// The makler-broker executable (default: the one next to this program).
+        #[arg(long, value_name = "PATH")]
+        broker_bin: Option<PathBuf>,
+    },
     /// Watch memory benchmark: a fresh broker with a short TTL is given SOCKETS x SERVICES
     /// confirmed watches (each socket on a loopback address of its own, its cookie echoed), which
     /// are then left to expire, CYCLES times; prints the broker's RSS before, with the watches

@@ -27,7 +27,9 @@ use args::{Args, Command, Format, LoadArgs, ModeArg};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    makler::cli::init_logging("makler-load", args.quiet);
+    // The cluster benchmark's simulated brokers log as real ones do: only their warnings.
+    let quiet = args.quiet || matches!(args.command, Command::Cluster { .. });
+    makler::cli::init_logging("makler-load", quiet);
     match args.command {
         Command::Http { load, path } => run_load(load, Protocol::Http { path }),
         Command::Tcp { load } => run_load(load, Protocol::Line),
@@ -46,6 +48,20 @@ fn main() -> ExitCode {
         }
         Command::Peers { sizes, types, samples, duration, rounds, heartbeats, broker_bin } => {
             peers(sizes, types, samples, duration, rounds, heartbeats, broker_bin)
+        }
+        Command::Cluster { brokers, sim_brokers, sizes, types, ttl, settle, window, samples, seed, broker_bin } => {
+            let plan = makler_load::cluster::Plan {
+                real: brokers,
+                simulated: sim_brokers,
+                sizes,
+                types,
+                ttl,
+                settle,
+                window,
+                samples: samples as usize,
+                seed,
+            };
+            cluster(&plan, broker_bin)
         }
         Command::Udp { instances, types, rss_instances, duration, windows, threads, rounds, broker_bin } => {
             run_udp(instances, types, rss_instances, duration, &windows, &threads, rounds, broker_bin)
@@ -137,6 +153,44 @@ fn peers(
     print!("{}", makler_load::peers::report_text(&report, samples, heartbeats));
     ExitCode::SUCCESS
 }
+fn cluster(plan: &makler_load::cluster::Plan, broker_bin: Option<PathBuf>) -> ExitCode {
+    if plan.types == 0 || plan.sizes.iter().any(|&s| s < plan.types) {
+        return fail(2, "need 0 < --types <= each of --sizes");
+    }
+    let broker_bin = match broker_bin.map_or_else(|| sibling("makler-broker"), Ok) {
+        Ok(path) => path,
+        Err(e) => return fail(1, format!("cannot find makler-broker: {e}")),
+    };
+    println!(
+        "makler-load cluster: instances registered at the first broker, heartbeated there every {:.1} s (TTL {:.1} s); \
+         {:.0} s settle, {:.0} s measured; {} convergence samples",
+        plan.ttl.as_secs_f64() / 3.0,
+        plan.ttl.as_secs_f64(),
+        plan.settle.as_secs_f64(),
+        plan.window.as_secs_f64(),
+        plan.samples
+    );
+    if !plan.real.is_empty() {
+        println!("broker:  {}", describe_binary(&broker_bin));
+    }
+    println!("machine: {}", report::machine_note());
+    println!(
+        "B/broker/s: peer bytes sent+received per broker per second (mean); busiest: the most of one broker; \
+         keep B/i/TTL/p: bytes received per instance per TTL at each broker not heartbeated (with what it sends); \
+         reg, rm: ms from a register (deregister) at the first broker until every other answers it (none does); \
+         catch-up: a killed broker restarted until complete with the table; alive: instances at the first at the end; \
+         sim: the library's nodes on a simulated network (delay 0.1-0.5 ms, no CPU or bandwidth modelled)"
+    );
+    let mut out = std::io::stdout().lock();
+    match makler_load::cluster::run(plan, &broker_bin, &mut out) {
+        Ok(_) => {
+            let _ = writeln!(out, "machine after: {}", report::machine_note());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(1, e),
+    }
+}
+
 fn fail(code: u8, error: impl std::fmt::Display) -> ExitCode {
     eprintln!("makler-load: {error}");
     ExitCode::from(code)

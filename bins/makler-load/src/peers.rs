@@ -119,14 +119,14 @@ impl Drop for Broker {
 }
 
 /// One request, one reply, with retransmission.
-struct Asker {
+pub(crate) struct Asker {
     socket: UdpSocket,
     next: u32,
     buf: Vec<u8>,
 }
 
 impl Asker {
-    fn new() -> io::Result<Asker> {
+    pub(crate) fn new() -> io::Result<Asker> {
         Asker::on("127.0.0.1")
     }
 
@@ -137,7 +137,7 @@ impl Asker {
         Ok(Asker { socket, next: 1, buf: vec![0; 2048] })
     }
 
-    fn ask(&mut self, to: SocketAddr, request: &Request<'_>) -> io::Result<Response> {
+    pub(crate) fn ask(&mut self, to: SocketAddr, request: &Request<'_>) -> io::Result<Response> {
         self.next += 1;
         let mut datagram = Vec::new();
         binary::encode_request(self.next, request, &mut datagram);
@@ -154,14 +154,14 @@ impl Asker {
         Err(io::Error::other(format!("{to} did not answer")))
     }
 
-    fn stats(&mut self, to: SocketAddr) -> io::Result<makler::protocol::BrokerStats> {
+    pub(crate) fn stats(&mut self, to: SocketAddr) -> io::Result<makler::protocol::BrokerStats> {
         match self.ask(to, &Request::Stats)? {
             Response::Stats(stats) => Ok(*stats),
             other => Err(io::Error::other(format!("unexpected {other:?}"))),
         }
     }
 
-    fn has(&mut self, to: SocketAddr, service: &str) -> io::Result<bool> {
+    pub(crate) fn has(&mut self, to: SocketAddr, service: &str) -> io::Result<bool> {
         Ok(matches!(self.ask(to, &Request::Query { service })?, Response::Instances(_)))
     }
 }

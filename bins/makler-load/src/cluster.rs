@@ -253,16 +253,32 @@ fn beat(
     Ok(())
 }
 
-/// Waits until `done` or [`WAIT_LIMIT`]; how long it took.
+/// Waits until `done` or [`WAIT_LIMIT`]; how long it took. A broker that does not answer
+/// (an overloaded one drops requests) is asked again until the limit.
 fn wait(what: &str, mut done: impl FnMut() -> io::Result<bool>) -> io::Result<Duration> {
     let start = Instant::now();
-    while !done()? {
+    loop {
+        let error = match done() {
+            Ok(true) => return Ok(start.elapsed()),
+            Ok(false) => None,
+            Err(e) => Some(e),
+        };
         if start.elapsed() > WAIT_LIMIT {
-            return Err(io::Error::other(format!("timed out waiting until {what}")));
+            let why = error.map_or_else(String::new, |e| format!(" ({e})"));
+            return Err(io::Error::other(format!("timed out waiting until {what}{why}")));
         }
         std::thread::sleep(Duration::from_micros(100));
     }
-    Ok(start.elapsed())
+}
+
+/// Asks `to` until it answers, up to [`WAIT_LIMIT`] (for requests that may be repeated).
+fn ask_patiently(asker: &mut Asker, to: SocketAddr, request: &Request<'_>) -> io::Result<Response> {
+    let mut answer = None;
+    wait("a broker answered", || {
+        answer = Some(asker.ask(to, request)?);
+        Ok(true)
+    })?;
+    answer.ok_or_else(|| io::Error::other("no answer"))
 }
 
 /// Waits until every broker in `pending` satisfies `done`, asking each in turn.
@@ -351,21 +367,38 @@ pub fn run_real(plan: &Plan, bin: &Path, brokers: usize, instances: usize) -> io
     // In chunks, each heartbeated from the moment it is registered, so none expires while
     // the rest are registered.
     for from in (0..instances).step_by(5_000) {
-        let (ids, _) = populate(&loader, PREFIX, from, (from + 5_000).min(instances), types)?;
+        let to = (from + 5_000).min(instances);
+        // A registration lost under the heartbeats is sent again with its chunk: registering
+        // the same instance from the same socket again renews it under the same id.
+        let mut tries = 0;
+        let ids = loop {
+            match populate(&loader, PREFIX, from, to, types) {
+                Ok((ids, _)) => break ids,
+                Err(_) if tries < 5 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        };
         beater.add(&ids);
     }
+    let mut held = Vec::new();
     wait("every broker holds the table", || {
-        for &addr in &addrs {
-            if asker.stats(addr)?["instances"] < instances as u64 {
-                return Ok(false);
-            }
-        }
+        held = addrs.iter().map(|&a| asker.stats(a).map(|s| s["instances"])).collect::<io::Result<Vec<u64>>>()?;
+        Ok(held.iter().all(|&n| n >= instances as u64))
+    })
+    .map_err(|e| io::Error::other(format!("{e}; they hold {held:?}; heartbeats sent, ok: {:?}", beater.counts())))?;
+    std::thread::sleep(plan.settle);
+    let (mut before, mut after) = (Vec::new(), Vec::new());
+    wait("every broker answered", || {
+        before = traffic_of(&mut asker, &addrs)?;
         Ok(true)
     })?;
-    std::thread::sleep(plan.settle);
-    let (before, counts_before, started) = (traffic_of(&mut asker, &addrs)?, beater.counts(), Instant::now());
+    let (counts_before, started) = (beater.counts(), Instant::now());
     std::thread::sleep(plan.window);
-    let (after, counts_after) = (traffic_of(&mut asker, &addrs)?, beater.counts());
+    wait("every broker answered", || {
+        after = traffic_of(&mut asker, &addrs)?;
+        Ok(true)
+    })?;
+    let counts_after = beater.counts();
     let window = started.elapsed();
     let traffic = Traffic::between(&before, &after, window);
     let per_s = |n: u64| n as f64 / window.as_secs_f64();
@@ -382,13 +415,18 @@ pub fn run_real(plan: &Plan, bin: &Path, brokers: usize, instances: usize) -> io
         let endpoint = instance_endpoint(instances + k);
         let request = Request::Register { service: &service, ip: Some(endpoint.ip()), port: endpoint.port() };
         let started = Instant::now();
-        let Response::Registered { id, .. } = asker.ask(addrs[0], &request)? else {
+        // (Registering again from the same socket renews the same lease, so a repeat is safe.)
+        let Response::Registered { id, .. } = ask_patiently(&mut asker, addrs[0], &request)? else {
             return Err(io::Error::other("a sample registration was refused"));
         };
         converge(&mut asker, "the others answer", others.clone(), true, &service)?;
         register.record(started.elapsed());
         let started = Instant::now();
-        if !matches!(asker.ask(addrs[0], &Request::Deregister { id })?, Response::Ok) {
+        // (A repeated deregistration is answered "not found".)
+        if !matches!(
+            ask_patiently(&mut asker, addrs[0], &Request::Deregister { id })?,
+            Response::Ok | Response::NotFound
+        ) {
             return Err(io::Error::other("a sample deregistration was refused"));
         }
         converge(&mut asker, "the others drop it", others.clone(), false, &service)?;
@@ -405,7 +443,11 @@ pub fn run_real(plan: &Plan, bin: &Path, brokers: usize, instances: usize) -> io
         Ok(stats["complete"] == 1 && stats["instances"] >= expected)
     })?;
     let catch_up = restarted.elapsed();
-    let alive = asker.stats(addrs[0])?["instances"];
+    let mut alive = 0;
+    wait("the first broker answered", || {
+        alive = asker.stats(addrs[0])?["instances"];
+        Ok(true)
+    })?;
     beater.stop()?;
     Ok(ClusterRow {
         simulated: false,
@@ -528,26 +570,35 @@ pub fn write_linearity(out: &mut impl Write, rows: &[ClusterRow]) -> io::Result<
     Ok(())
 }
 
-/// Runs the whole plan, printing each row as it is measured and then the linearity check;
-/// returns the rows.
-pub fn run(plan: &Plan, bin: &Path, out: &mut impl Write) -> io::Result<Vec<ClusterRow>> {
+/// Runs the whole plan, printing each row as it is measured (or why it could not be) and then
+/// the linearity check; returns the rows and how many configurations failed.
+pub fn run(plan: &Plan, bin: &Path, out: &mut impl Write) -> io::Result<(Vec<ClusterRow>, usize)> {
     write_header(out)?;
-    let mut rows = Vec::new();
+    let (mut rows, mut failed) = (Vec::new(), 0);
     for &instances in &plan.sizes {
-        for &brokers in &plan.real {
-            let row = run_real(plan, bin, brokers, instances)?;
-            write_row(out, &row, plan.ttl)?;
-            rows.push(row);
+        let real = plan.real.iter().map(|&n| (false, n));
+        for (simulated, brokers) in real.chain(plan.simulated.iter().map(|&n| (true, n))) {
+            let result = if simulated {
+                crate::cluster_sim::run(plan, brokers, instances)
+            } else {
+                run_real(plan, bin, brokers, instances)
+            };
+            match result {
+                Ok(row) => {
+                    write_row(out, &row, plan.ttl)?;
+                    rows.push(row);
+                }
+                Err(e) => {
+                    failed += 1;
+                    let kind = if simulated { "sim" } else { "real" };
+                    writeln!(out, "{kind:<5} {brokers:>3} {instances:>7} failed: {e}")?;
+                }
+            }
+            out.flush()?;
         }
-        for &brokers in &plan.simulated {
-            let row = crate::cluster_sim::run(plan, brokers, instances)?;
-            write_row(out, &row, plan.ttl)?;
-            rows.push(row);
-        }
-        out.flush()?;
     }
     write_linearity(out, &rows)?;
-    Ok(rows)
+    Ok((rows, failed))
 }
 
 #[cfg(test)]
@@ -583,7 +634,8 @@ mod tests {
     fn small_simulated_clusters_grow_at_most_linearly_and_converge() {
         let plan = plan();
         let mut out = Vec::new();
-        let rows = run(&plan, Path::new("/nonexistent"), &mut out).unwrap();
+        let (rows, failed) = run(&plan, Path::new("/nonexistent"), &mut out).unwrap();
+        assert_eq!(failed, 0);
         print!("{}", String::from_utf8_lossy(&out));
         assert_eq!(rows.len(), 3);
         for row in &rows {

@@ -183,9 +183,9 @@ fn cluster(plan: &makler_load::cluster::Plan, broker_bin: Option<PathBuf>) -> Ex
     );
     let mut out = std::io::stdout().lock();
     match makler_load::cluster::run(plan, &broker_bin, &mut out) {
-        Ok(_) => {
+        Ok((_, failed)) => {
             let _ = writeln!(out, "machine after: {}", report::machine_note());
-            ExitCode::SUCCESS
+            if failed > 0 { fail(1, format!("{failed} configuration(s) failed")) } else { ExitCode::SUCCESS }
         }
         Err(e) => fail(1, e),
     }

@@ -18,13 +18,14 @@
 //! - [`compare`]: `makler-load query`, the broker's queries next to a DNS server's.
 //! - [`peers`]: `makler-load peers`, three brokers replicating on loopback.
 //! - [`cluster`]: `makler-load cluster`, peer traffic, convergence and catch-up at 3 to 15
-//!   brokers: real processes on loopback, and the library's nodes on a simulated network
-//!   ([`cluster_sim`]).
+//!   brokers: real processes on loopback ([`cluster_real`]), and the library's nodes on a
+//!   simulated network ([`cluster_sim`]).
 //! - [`tcp`]: TCP and HTTP load with connections.
 
 pub mod bench;
 pub mod child;
 pub mod cluster;
+pub mod cluster_real;
 pub mod cluster_sim;
 pub mod compare;
 pub mod dns;

@@ -152,6 +152,25 @@ fn zone_populate_and_query_compare_the_same_table() {
 }
 
 #[test]
+fn the_cluster_benchmark_runs_real_and_simulated_brokers() {
+    let output = Command::new(env!("CARGO_BIN_EXE_makler-load"))
+        .args(["cluster", "--brokers", "3", "--sim-brokers", "3,5", "--sizes", "300", "--types", "10"])
+        .args(["--ttl", "3", "--settle", "0.5", "--window", "1", "--samples", "3"])
+        .arg("--broker-bin")
+        .arg(makler_bin("makler-broker"))
+        .output()
+        .expect("makler-load runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    for run in ["real    3     300", "sim     3     300", "sim     5     300"] {
+        let row = stdout.lines().find(|l| l.starts_with(run)).unwrap_or_else(|| panic!("no {run:?} row:\n{stdout}"));
+        // Every instance alive at the end: heartbeats every TTL/3 kept them.
+        assert!(row.ends_with(" 300"), "{row}");
+    }
+    assert!(stdout.contains("sim      300 instances, N=5 : B/broker/s ratio"), "{stdout}");
+}
+
+#[test]
 fn inconsistent_sizes_are_refused() {
     let output = Command::new(env!("CARGO_BIN_EXE_makler-load"))
         .args(["udp", "--instances", "10", "--types", "20"])

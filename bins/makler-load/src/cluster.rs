@@ -69,13 +69,17 @@ pub struct Traffic {
     pub bytes: Vec<(u64, u64)>,
     /// The window.
     pub seconds: f64,
+    /// Instances the first broker held at the window's end (all of them, unless the machine
+    /// could not answer every heartbeat).
+    pub held: u64,
 }
 
 impl Traffic {
-    /// The difference of two readings of `(peer_bytes_out, peer_bytes_in)` per broker.
-    pub fn between(before: &[(u64, u64)], after: &[(u64, u64)], window: Duration) -> Traffic {
+    /// The difference of two readings of `(peer_bytes_out, peer_bytes_in)` per broker, with
+    /// the instances held at the end.
+    pub fn between(before: &[(u64, u64)], after: &[(u64, u64)], window: Duration, held: u64) -> Traffic {
         let bytes = before.iter().zip(after).map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))).collect();
-        Traffic { bytes, seconds: window.as_secs_f64() }
+        Traffic { bytes, seconds: window.as_secs_f64(), held }
     }
 
     /// Bytes sent and received per broker per second: the mean over the brokers.
@@ -89,9 +93,10 @@ impl Traffic {
         self.bytes.iter().map(|(o, i)| o + i).max().unwrap_or(0) as f64 / self.seconds.max(1e-9)
     }
 
-    /// Bytes received per instance per TTL at each broker that is not heartbeated (the mean
-    /// over them), and the same with what they send (acknowledgements, hellos, digests).
-    pub fn keep_alive(&self, instances: usize, ttl: Duration) -> (f64, f64) {
+    /// Bytes received per live instance per TTL at each broker that is not heartbeated (the
+    /// mean over them), and the same with what they send (acknowledgements, hellos, digests).
+    pub fn keep_alive(&self, ttl: Duration) -> (f64, f64) {
+        let instances = self.held;
         let others = &self.bytes[1.min(self.bytes.len())..];
         let ttls = self.seconds / ttl.as_secs_f64();
         let per = |bytes: u64| bytes as f64 / others.len().max(1) as f64 / instances.max(1) as f64 / ttls.max(1e-9);
@@ -202,7 +207,7 @@ pub fn write_header(out: &mut impl Write) -> io::Result<()> {
 /// One row of the table.
 pub fn write_row(out: &mut impl Write, row: &ClusterRow, ttl: Duration) -> io::Result<()> {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let (keep_in, keep_all) = row.traffic.keep_alive(row.instances, ttl);
+    let (keep_in, keep_all) = row.traffic.keep_alive(ttl);
     let h = row.heartbeats;
     writeln!(
         out,
@@ -292,13 +297,17 @@ mod tests {
 
     #[test]
     fn traffic_figures() {
-        let t =
-            Traffic::between(&[(0, 0), (10, 10), (0, 0)], &[(600, 60), (70, 310), (60, 300)], Duration::from_secs(2));
+        let t = Traffic::between(
+            &[(0, 0), (10, 10), (0, 0)],
+            &[(600, 60), (70, 310), (60, 300)],
+            Duration::from_secs(2),
+            10,
+        );
         assert_eq!(t.bytes, vec![(600, 60), (60, 300), (60, 300)]);
         assert_eq!(t.per_broker(), (660.0 + 360.0 + 360.0) / 3.0 / 2.0);
         assert_eq!(t.busiest(), 330.0);
         // 300 B received by each other broker over 2 s, a third of a TTL of 6 s, for 10 instances.
-        assert_eq!(t.keep_alive(10, Duration::from_secs(6)), (90.0, 108.0));
+        assert_eq!(t.keep_alive(Duration::from_secs(6)), (90.0, 108.0));
     }
 
     #[test]
@@ -312,7 +321,7 @@ mod tests {
         for row in &rows {
             assert_eq!(row.alive, 300, "every instance kept alive: {row:?}");
             assert!(row.heartbeats.ok >= row.heartbeats.target * 0.99, "{row:?}");
-            assert!(row.traffic.keep_alive(300, plan.ttl).0 > 0.0);
+            assert!(row.traffic.keep_alive(plan.ttl).0 > 0.0);
             assert!(row.register.p99 < Duration::from_millis(50), "{row:?}");
             assert!(row.removal.p99 < Duration::from_millis(50), "{row:?}");
             assert!(row.catch_up < Duration::from_secs(3), "{row:?}");

@@ -288,13 +288,15 @@ pub fn run_real(plan: &Plan, bin: &Path, brokers: usize, instances: usize) -> io
     })?;
     let (counts_before, started) = (beater.counts(), Instant::now());
     std::thread::sleep(plan.window);
+    let mut held = 0;
     wait("every broker answered", || {
         after = traffic_of(&mut asker, &addrs)?;
+        held = asker.stats(addrs[0])?["instances"];
         Ok(true)
     })?;
     let counts_after = beater.counts();
     let window = started.elapsed();
-    let traffic = Traffic::between(&before, &after, window);
+    let traffic = Traffic::between(&before, &after, window, held);
     let per_s = |n: u64| n as f64 / window.as_secs_f64();
     let heartbeats = Heartbeats {
         target: instances as f64 / (plan.ttl / 3).as_secs_f64(),

@@ -345,7 +345,8 @@ pub fn run(plan: &Plan, brokers: usize, instances: usize) -> io::Result<ClusterR
     let (sent_before, missed_before) = (net.beats_sent, net.beats_missed);
     net.run_for(plan.window);
     let after = net.traffic();
-    let traffic = Traffic::between(&before, &after, plan.window);
+    let held = net.stats(0).map_or(0, |s| s["instances"]);
+    let traffic = Traffic::between(&before, &after, plan.window, held);
     let beats_per_s = (net.beats_sent - sent_before) as f64 / plan.window.as_secs_f64();
     let missed = net.beats_missed - missed_before;
 

@@ -176,7 +176,7 @@ fn cluster(plan: &makler_load::cluster::Plan, broker_bin: Option<PathBuf>) -> Ex
     println!("machine: {}", report::machine_note());
     println!(
         "B/broker/s: peer bytes sent+received per broker per second (mean); busiest: the most of one broker; \
-         keep B/i/TTL/p: bytes received per instance per TTL at each broker not heartbeated (with what it sends); \
+         keep B/i/TTL/p: bytes received per live instance per TTL at each broker not heartbeated (with what it sends); \
          reg, rm: ms from a register (deregister) at the first broker until every other answers it (none does); \
          catch-up: a killed broker restarted until complete with the table; alive: instances at the first at the end; \
          sim: the library's nodes on a simulated network (delay 0.1-0.5 ms, no CPU or bandwidth modelled)"

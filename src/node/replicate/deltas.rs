@@ -50,6 +50,9 @@ struct Batch {
     confirms: Vec<(u32, u32)>,
 }
 
+/// Slots of one `Unknown` answered at the most: about 15 datagrams of whole leases.
+const MAX_ASKED: usize = 256;
+
 /// Leases of one window whose time left differs by less than this share a `Renew` entry.
 const RENEW_GRAIN_MS: u32 = 250;
 
@@ -218,7 +221,9 @@ impl Deltas {
             return;
         }
         let mut items = Vec::new();
-        for slot in slots {
+        // A peer that asks for more (a broken one, or one that lost everything) is answered
+        // in part; it asks again at the next renewal.
+        for slot in slots.take(MAX_ASKED) {
             self.confirmed.unconfirm(to, slot);
             if let Some(view) = registry.view_at(now, crate::registry::Cursor(slot)) {
                 items.push((view.id, None));

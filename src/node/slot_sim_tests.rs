@@ -250,3 +250,28 @@ fn a_broker_that_does_not_read_slots_gets_whole_leases() {
     // Nothing it could not read reached it.
     assert_eq!(counter(&mut sim, 2, "peer_rejected"), 0);
 }
+
+#[test]
+fn a_short_partition_loses_nothing_and_a_long_one_heals() {
+    let mut sim = cluster(9, NetConfig::default(), 3, &[]);
+    let ids = register(&mut sim, 0, 500);
+    heartbeat(&mut sim, &ids, TTL, |_| 0, |_| {});
+    // 1.5 s apart: what is lost meanwhile is resent after (100 + 200 + 400 + 800 ms).
+    sim.partition(node_addr(0), node_addr(1));
+    heartbeat(&mut sim, &ids, Duration::from_millis(1_500), |_| 0, |_| {});
+    sim.heal();
+    heartbeat(&mut sim, &ids, 2 * TTL, |_| 0, |sim| assert_eq!(leases(sim, 1), 500));
+    assert_eq!(sim.node(1).registry.expired_total(), 0);
+    // 10 s alone: its peers go down (their confirmations are dropped), the copies run out on
+    // its own clock, as before, and come back whole after the heal, then renewed by slot.
+    sim.partition(node_addr(0), node_addr(1));
+    sim.partition(node_addr(2), node_addr(1));
+    heartbeat(&mut sim, &ids, Duration::from_secs(10), |_| 0, |_| {});
+    assert_eq!(leases(&mut sim, 1), 0, "expired at the cut-off broker");
+    sim.heal();
+    heartbeat(&mut sim, &ids, TTL, |_| 0, |_| {});
+    assert_eq!(leases(&mut sim, 1), 500, "back after the heal");
+    let expired = sim.node(1).registry.expired_total();
+    heartbeat(&mut sim, &ids, 2 * TTL, |_| 0, |sim| assert_eq!(leases(sim, 1), 500));
+    assert_eq!(sim.node(1).registry.expired_total(), expired);
+}

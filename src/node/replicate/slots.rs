@@ -44,7 +44,7 @@
 //!    until the peer acknowledged the new mapping.
 //! 3. Reordering: a `Renew` that left before a slot was remapped and arrives after the new
 //!    `UpsertSlot` would renew the new lease. Deltas are numbered per peer; the receiver keeps,
-//!    for 30 s, the number of the delta that last mapped each slot, and ignores that
+//!    for 30 s, the number of the delta that gave a slot to another lease, and ignores that
 //!    slot in older deltas (and an older `UpsertSlot` does not undo a newer mapping). A
 //!    datagram older than that is taken as gone: the guard assumes no datagram spends 30 s
 //!    in the network.
@@ -90,9 +90,11 @@ pub(super) const FEATURE_SLOTS: u32 = 1;
 /// How long the number of the delta that last mapped a slot is kept (guard 3 above).
 pub(super) const REMAP_GUARD: Duration = Duration::from_secs(30);
 
-/// A lease id's fingerprint: its low 32 bits, never 0 (0 marks a slot mapped to nothing).
+/// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
+/// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
 pub(super) fn fingerprint(id: Uuid) -> u32 {
-    (id.as_u128() as u32) | 1
+    let x = id.as_u128();
+    ((x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) as u32).max(1)
 }
 
 /// The sender's side: per peer, the fingerprint of the lease each slot was confirmed for.
@@ -186,14 +188,20 @@ impl SlotMaps {
         if self.remapped.get(&(sender, slot)).is_some_and(|&last| older(seq, last)) {
             return;
         }
-        self.remapped.insert((sender, slot), seq);
-        self.remapped_order.push_back((now, sender, slot, seq));
         let slots = self.senders.entry(sender).or_default();
         let at = slot as usize;
         if slots.len() <= at {
             slots.resize(at + 1, Mapped::default());
         }
+        // Only a slot taken from another lease needs the guard: a renewal by slot goes only
+        // after the mapping was acknowledged, so none of a lease never mapped here is in
+        // flight. So registering many leases at once adds nothing here.
+        let before = slots[at].fingerprint;
         slots[at] = Mapped { local: local.0, fingerprint };
+        if before != 0 && before != fingerprint {
+            self.remapped.insert((sender, slot), seq);
+            self.remapped_order.push_back((now, sender, slot, seq));
+        }
     }
 
     /// What `sender`'s `slot` names, for its delta `seq`.
@@ -306,16 +314,20 @@ mod tests {
     fn an_older_delta_neither_renews_nor_remaps_a_slot() {
         let now = Instant::now();
         let mut maps = SlotMaps::default();
+        maps.map(now, addr(), 2, 7, Cursor(2), 0x01, 100);
         maps.map(now, addr(), 10, 7, Cursor(3), 0x11, 100);
         assert_eq!(maps.lookup(addr(), 11, 7), Lookup::Known(Cursor(3), 0x11));
-        assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Stale, "a renewal that left before the mapping");
+        assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Stale, "a renewal that left before the slot was reused");
         maps.map(now, addr(), 8, 7, Cursor(4), 0x21, 100);
         assert_eq!(maps.lookup(addr(), 12, 7), Lookup::Known(Cursor(3), 0x11), "a late UpsertSlot is ignored");
+        maps.map(now, addr(), 12, 7, Cursor(3), 0x11, 100);
+        assert_eq!(maps.remapped.len(), 1, "the same lease again is no reuse");
         assert_eq!(maps.lookup(addr(), 12, 8), Lookup::Unknown);
         maps.map(now, addr(), 5, 1_000, Cursor(4), 0x21, 100);
         assert_eq!(maps.lookup(addr(), 12, 1_000), Lookup::Unknown, "past the limit: not mapped");
         // After the guard, numbers are not compared any more.
         maps.map(now + REMAP_GUARD, addr(), 20, 9, Cursor(5), 0x31, 100);
+        maps.map(now + REMAP_GUARD, addr(), 21, 9, Cursor(5), 0x41, 100);
         assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Known(Cursor(3), 0x11));
         maps.forget(addr());
         assert_eq!(maps.lookup(addr(), 30, 9), Lookup::Unknown);

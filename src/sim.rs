@@ -335,6 +335,16 @@ impl Sim {
         }
     }
 
+    /// Lets a node act on what was done to its state directly (a test that drives its
+    /// registry without requests): runs its timers now and sends what it queued.
+    pub fn poke(&mut self, node: usize) {
+        let now = self.now;
+        if let Some(core) = self.nodes[node].core.as_mut() {
+            core.handle_timeout(now);
+        }
+        self.flush(node);
+    }
+
     /// Sends what a node queued and runs the probes it asked for.
     fn flush(&mut self, node: usize) {
         let from = self.nodes[node].addr;

@@ -72,6 +72,8 @@ pub mod replicate;
 mod replicate_tests;
 #[cfg(test)]
 mod sim_tests;
+#[cfg(test)]
+mod slot_sim_tests;
 mod stats;
 #[cfg(test)]
 mod tests;

@@ -173,6 +173,21 @@ pub enum Peer<'a> {
         #[serde(borrow)]
         leases: Vec<CheckedLease<'a>>,
     },
+    /// Sent with every hello by a broker that reads [`Entry::UpsertSlot`] and
+    /// [`Entry::Renew`]: only a peer that said so is sent them (an older broker drops this as
+    /// an unknown variant, and goes on getting [`Entry::Upsert`]s).
+    Features {
+        /// Bit 0: slot renewals. Other bits are reserved (0).
+        bits: u32,
+    },
+    /// "These slots of yours, renewed in your delta, name no lease I know": the receiver of
+    /// an [`Entry::Renew`] asks its sender for the leases, which come back as
+    /// [`Entry::UpsertSlot`]s. The slots are a [slot list](encode_slots).
+    Unknown {
+        /// The slots.
+        #[serde(borrow)]
+        slots: &'a [u8],
+    },
 }
 
 /// One change in a [`Peer::Delta`].
@@ -190,6 +205,111 @@ pub enum Entry<'a> {
     /// [`Entry::Upsert`] of a lease that declares a check; an `Upsert` declares none (so a
     /// lease without a check travels as it always did).
     UpsertChecked(#[serde(borrow)] CheckedLease<'a>),
+    /// A lease, new or renewed, with its *slot*: a number the sender gave it, which names the
+    /// lease in the sender's [`Entry::Renew`]s to this receiver for as long as it lives there.
+    /// Sent only to peers that announced [`Peer::Features`].
+    UpsertSlot {
+        /// The lease's slot at the sender.
+        slot: u32,
+        /// The lease and its check.
+        #[serde(borrow)]
+        lease: CheckedLease<'a>,
+    },
+    /// Renewals as slots: every lease named by a slot in the list has `ttl_ms` left. A slot
+    /// the receiver cannot map to a lease it holds is asked for with [`Peer::Unknown`].
+    Renew {
+        /// Milliseconds the leases have left (the least of them, rounded down).
+        ttl_ms: u32,
+        /// The slots, a [slot list](encode_slots).
+        #[serde(borrow)]
+        slots: &'a [u8],
+    },
+}
+
+/// Appends a varint (7 bits a byte, least significant first, high bit: more follows).
+fn push_varint(out: &mut Vec<u8>, mut value: u32) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Encodes ascending, distinct slots as a *slot list*: the first slot as a varint, then each
+/// next one as a varint of its distance from the previous minus one. Slots given at
+/// [`Entry::UpsertSlot`] are dense, so a renewal costs one byte whenever the slots renewed
+/// together are less than 128 apart. Slots out of order are skipped.
+///
+/// ```
+/// use makler::protocol::peer::{decode_slots, encode_slots};
+///
+/// let mut list = Vec::new();
+/// encode_slots([3, 4, 10, 300], &mut list);
+/// assert_eq!(list, [0x03, 0x00, 0x05, 0x9d, 0x02]);
+/// assert_eq!(decode_slots(&list).collect::<Vec<_>>(), [3, 4, 10, 300]);
+/// ```
+pub fn encode_slots(slots: impl IntoIterator<Item = u32>, out: &mut Vec<u8>) {
+    let mut previous: Option<u32> = None;
+    for slot in slots {
+        match previous {
+            None => push_varint(out, slot),
+            Some(p) if slot > p => push_varint(out, slot - p - 1),
+            Some(_) => continue,
+        }
+        previous = Some(slot);
+    }
+}
+
+/// Appends `slot` to a slot list whose last slot is `previous` (`None`: the list is empty);
+/// `slot` must be larger than `previous`.
+pub fn push_slot(out: &mut Vec<u8>, previous: Option<u32>, slot: u32) {
+    push_varint(out, previous.map_or(slot, |p| slot.wrapping_sub(p).wrapping_sub(1)));
+}
+
+/// The bytes [`encode_slots`] adds for `slot` after `previous` (`None`: the first).
+pub fn slot_size(previous: Option<u32>, slot: u32) -> usize {
+    let value = previous.map_or(slot, |p| slot.wrapping_sub(p).wrapping_sub(1));
+    match value {
+        0..0x80 => 1,
+        0x80..0x4000 => 2,
+        0x4000..0x20_0000 => 3,
+        0x20_0000..0x1000_0000 => 4,
+        _ => 5,
+    }
+}
+
+/// Decodes a slot list. Never panics: it stops at the first malformed varint or at a slot
+/// past `u32::MAX`.
+pub fn decode_slots(list: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let mut at = 0;
+    let mut previous: Option<u32> = None;
+    std::iter::from_fn(move || {
+        let mut value: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let &byte = list.get(at)?;
+            at += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+            if shift > 28 {
+                at = list.len();
+                return None;
+            }
+        }
+        let slot = match previous {
+            None => value,
+            Some(p) => u64::from(p) + value + 1,
+        };
+        let Ok(slot) = u32::try_from(slot) else {
+            at = list.len();
+            return None;
+        };
+        previous = Some(slot);
+        Some(slot)
+    })
 }
 
 /// A lease with the health check its holder declared.
@@ -378,6 +498,21 @@ mod tests {
             PeerFrame { node: 1, body: Peer::Buckets { first: 255, hashes: vec![0, u64::MAX] } },
             PeerFrame { node: 1, body: Peer::Elements { from: 0, to: u64::MAX, hashes: vec![1, 2] } },
             PeerFrame { node: 1, body: Peer::Want { hashes: vec![u64::MAX] } },
+            PeerFrame { node: 1, body: Peer::Features { bits: 1 } },
+            PeerFrame { node: 1, body: Peer::Unknown { slots: &[0x05, 0x00] } },
+            PeerFrame {
+                node: 1,
+                body: Peer::Delta {
+                    seq: 2,
+                    entries: vec![
+                        Entry::UpsertSlot {
+                            slot: u32::MAX,
+                            lease: CheckedLease { lease: lease("x"), check: Check::Tcp },
+                        },
+                        Entry::Renew { ttl_ms: 6_000, slots: &[0x03, 0x00, 0x05] },
+                    ],
+                },
+            },
         ];
         for frame in frames {
             let mut out = Vec::new();
@@ -389,6 +524,29 @@ mod tests {
         assert_eq!(decode(b"query echo"), Err(Error::NotPeer));
         assert_eq!(decode(&[0xFA, 0]), Err(Error::UnsupportedVersion(2)));
         assert!(matches!(decode(&[VERSION_BYTE, 1, 99]), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn slot_lists_round_trip_and_garbage_stops_them() {
+        let slots = [0, 1, 2, 200, 70_000, u32::MAX];
+        let mut list = Vec::new();
+        encode_slots(slots, &mut list);
+        assert_eq!(decode_slots(&list).collect::<Vec<_>>(), slots);
+        let mut pushed = Vec::new();
+        let mut previous = None;
+        for slot in slots {
+            assert_eq!(slot_size(previous, slot), {
+                let before = pushed.len();
+                push_slot(&mut pushed, previous, slot);
+                pushed.len() - before
+            });
+            previous = Some(slot);
+        }
+        assert_eq!(pushed, list);
+        // Past u32::MAX, an endless varint, a cut one: the list just ends.
+        assert_eq!(decode_slots(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]).collect::<Vec<_>>(), [u32::MAX]);
+        assert_eq!(decode_slots(&[0x80; 20]).count(), 0);
+        assert_eq!(decode_slots(&[0x01, 0x80]).collect::<Vec<_>>(), [1]);
     }
 
     #[test]

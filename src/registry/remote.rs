@@ -216,6 +216,35 @@ impl Registry {
         .filter(|view| !view.ttl_left.is_zero())
     }
 
+    /// Where the lease with this id (or alias) is kept: its slot, which it keeps for its whole
+    /// life (replication names leases by it, see `node::replicate::slots`).
+    pub fn slot_of(&self, id: Uuid) -> Option<Cursor> {
+        self.by_id.get(&id).map(|&index| Cursor(index))
+    }
+
+    /// The lease kept at `slot`, as a peer would be sent it.
+    pub fn view_at(&self, now: Instant, slot: Cursor) -> Option<LeaseView<'_>> {
+        let lease = self.leases.get(slot.0 as usize)?;
+        self.view(now, lease.id)
+    }
+
+    /// A peer's renewal of the lease kept at `slot`, if `is_it` takes its id or one of its
+    /// aliases (the slot may hold another lease by now): it gets the later of its deadline and
+    /// `ttl_left` from now (at most the TTL), as [`apply_remote`](Self::apply_remote) would give
+    /// it. Returns whether the lease was there.
+    pub fn renew_at(&mut self, now: Instant, slot: Cursor, ttl_left: Duration, is_it: impl Fn(Uuid) -> bool) -> bool {
+        self.handle_timeout(now);
+        let Some(lease) = self.leases.get(slot.0 as usize) else { return false };
+        if !is_it(lease.id) && !lease.aliases.iter().any(|&alias| is_it(alias)) {
+            return false;
+        }
+        let ttl = ttl_left.min(self.config.ttl);
+        if !ttl.is_zero() {
+            self.renew(slot.0, now + ttl, true);
+        }
+        true
+    }
+
     /// Makes `other` a name of the lease at `index` too; the smaller of the two ids becomes the
     /// lease's id, the other an alias.
     fn merge(&mut self, index: Index, other: Uuid) {

@@ -155,6 +155,28 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ("buckets", to_peer(0x43, Peer::Buckets { first: 11, hashes: vec![0] })),
         ("elements", to_peer(0x42, Peer::Elements { from: 0x0b << 56, to: (0x0c << 56) - 1, hashes: vec![HASH] })),
         ("want", to_peer(0x43, Peer::Want { hashes: vec![HASH] })),
+        ("features", to_peer(0x43, Peer::Features { bits: 1 })),
+        (
+            "slot upsert",
+            to_peer(
+                0x42,
+                Peer::Delta {
+                    seq: 4,
+                    entries: vec![Entry::UpsertSlot {
+                        slot: 7,
+                        lease: CheckedLease { lease: lease.clone(), check: Check::None },
+                    }],
+                },
+            ),
+        ),
+        (
+            "slot renewal",
+            to_peer(
+                0x42,
+                Peer::Delta { seq: 5, entries: vec![Entry::Renew { ttl_ms: 5750, slots: &[0x03, 0x00, 0x05] }] },
+            ),
+        ),
+        ("unknown slots", to_peer(0x43, Peer::Unknown { slots: &[0x07] })),
         ("services", request(13, Request::Services { cursor: 0 })),
         (
             "services reply",

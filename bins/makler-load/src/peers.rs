@@ -10,6 +10,10 @@
 //! - **Query rate under replication**: one broker's query rate while another receives 10,000
 //!   heartbeats a second (whose renewals it replicates), next to the same broker without them,
 //!   in alternating rounds, with the ratio.
+//! - **What the renewals cost**: the peer bytes all three brokers sent (their `peer_bytes_out`)
+//!   while the first took those heartbeats, per heartbeat and per peer it goes to; at a
+//!   heartbeat every TTL/3 (as servers send them) three times that is the cost per instance per
+//!   TTL per peer.
 
 use std::io::{self, BufRead};
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -56,8 +60,8 @@ pub struct PeersReport {
     pub visible: Summary,
     /// Table size and catch-up time of a restarted broker.
     pub catch_up: Vec<(usize, Duration)>,
-    /// Report to gone at all three.
-    pub report: Summary,
+    /// Report to gone at all three, or why it could not be measured.
+    pub report: Result<Summary, String>,
     /// Queries at a broker while its peer takes heartbeats.
     pub query_replicating: Summary,
     /// Queries at the same broker without them.
@@ -67,6 +71,9 @@ pub struct PeersReport {
     /// Per-round ratios of queries per second of the broker's own CPU time, with and without:
     /// the replication's cost to the broker, apart from the other processes sharing the cores.
     pub cpu_ratios: Vec<f64>,
+    /// Peer bytes sent by all three brokers during the heartbeat rounds, and the heartbeats
+    /// sent meanwhile (`None`: the brokers do not count peer bytes).
+    pub renewal_bytes: Option<(u64, u64)>,
 }
 
 /// A broker child process, killed when dropped.
@@ -216,36 +223,13 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
     }
     let visible = visible.summary(started.elapsed(), 0);
 
-    // Report of a refusing instance until gone everywhere.
-    let mut report = Latencies::default();
-    let started = Instant::now();
-    for k in 0..config.samples {
-        let refusing = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-        let service = format!("dead{k}");
-        asker
-            .ask(addrs[0], &Request::Register { service: &service, ip: Some(refusing.ip()), port: refusing.port() })?;
-        wait("the instance is everywhere", || Ok(asker.has(addrs[1], &service)? && asker.has(addrs[2], &service)?))?;
-        // Each report from an address of its own: one source is allowed 20 reports a second.
-        let mut reporter = Asker::on(&format!("127.0.{}.{}", 1 + k / 250, 2 + k % 250))?;
-        let reported = Instant::now();
-        match reporter.ask(addrs[1], &Request::Report { service: &service, endpoint: refusing })? {
-            Response::Ok => {}
-            other => return Err(io::Error::other(format!("the report was answered {other:?}"))),
-        }
-        wait("the instance is gone everywhere", || {
-            let mut gone = true;
-            for &addr in &addrs {
-                gone &= !asker.has(addr, &service)?;
-            }
-            Ok(gone)
-        })?;
-        report.record(reported.elapsed());
-    }
-    let report = report.summary(started.elapsed(), 0);
+    // Report of a refusing instance until gone everywhere. A failure is printed rather than
+    // ending the run, so the figures after it are still measured.
+    let report = reports(config, &addrs, &mut asker).map_err(|e| e.to_string());
 
     // Query rate with and without 10,000 heartbeats a second replicated.
     let pid = brokers[1].child.id();
-    let (query_replicating, query_quiet, ratios, cpu_ratios) = query_rates(config, &addrs, &ids, pid)?;
+    let (query_replicating, query_quiet, ratios, cpu_ratios, renewal_bytes) = query_rates(config, &addrs, &ids, pid)?;
 
     // Catch-up at each size: grow the table, kill and restart the third broker.
     let mut catch_up = Vec::new();
@@ -265,17 +249,58 @@ pub fn bench_peers(config: &PeersBench) -> io::Result<PeersReport> {
         })?;
         catch_up.push((expected, restarted.elapsed()));
     }
-    Ok(PeersReport { visible, catch_up, report, query_replicating, query_quiet, ratios, cpu_ratios })
+    Ok(PeersReport { visible, catch_up, report, query_replicating, query_quiet, ratios, cpu_ratios, renewal_bytes })
 }
 
+/// From `report` of a registered instance whose port refuses connections to the instance being
+/// gone at all three brokers.
+fn reports(config: &PeersBench, addrs: &[SocketAddr], asker: &mut Asker) -> io::Result<Summary> {
+    let mut report = Latencies::default();
+    let started = Instant::now();
+    for k in 0..config.samples {
+        let refusing = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let service = format!("dead{k}");
+        asker
+            .ask(addrs[0], &Request::Register { service: &service, ip: Some(refusing.ip()), port: refusing.port() })?;
+        wait("the instance is everywhere", || Ok(asker.has(addrs[1], &service)? && asker.has(addrs[2], &service)?))?;
+        // Each report from an address of its own: one source is allowed 20 reports a second.
+        let mut reporter = Asker::on(&format!("127.0.{}.{}", 1 + k / 250, 2 + k % 250))?;
+        let reported = Instant::now();
+        match reporter.ask(addrs[1], &Request::Report { service: &service, endpoint: refusing })? {
+            Response::Ok => {}
+            other => return Err(io::Error::other(format!("the report was answered {other:?}"))),
+        }
+        wait("the instance is gone everywhere", || {
+            let mut gone = true;
+            for &addr in addrs {
+                gone &= !asker.has(addr, &service)?;
+            }
+            Ok(gone)
+        })?;
+        report.record(reported.elapsed());
+    }
+    Ok(report.summary(started.elapsed(), 0))
+}
+
+/// The peer bytes all brokers sent so far (`None` if one does not count them).
+fn peer_bytes(asker: &mut Asker, addrs: &[SocketAddr]) -> io::Result<Option<u64>> {
+    let mut total = Some(0);
+    for &addr in addrs {
+        let sent = asker.stats(addr)?.get("peer_bytes_out");
+        total = total.zip(sent).map(|(a, b)| a + b);
+    }
+    Ok(total)
+}
+
+/// What [`query_rates`] measured.
+type Rates = (Summary, Summary, Vec<f64>, Vec<f64>, Option<(u64, u64)>);
+
 /// The second broker's query rate while the first takes heartbeats, next to without, in
-/// alternating rounds; also per second of the second broker's CPU time (`pid`).
-fn query_rates(
-    config: &PeersBench,
-    addrs: &[SocketAddr],
-    ids: &[Uuid],
-    pid: u32,
-) -> io::Result<(Summary, Summary, Vec<f64>, Vec<f64>)> {
+/// alternating rounds; also per second of the second broker's CPU time (`pid`), and the peer
+/// bytes the heartbeats cost.
+fn query_rates(config: &PeersBench, addrs: &[SocketAddr], ids: &[Uuid], pid: u32) -> io::Result<Rates> {
+    let mut asker = Asker::new()?;
+    let mut renewal_bytes = Some((0, 0));
     let driver = Driver::new(addrs[1], 8)?;
     let round = config.duration / config.rounds.max(1);
     let (mut busy, mut quiet, mut ratios, mut cpu_ratios) =
@@ -290,6 +315,7 @@ fn query_rates(
         Ok((run, cpu_seconds(pid)? - before))
     };
     for _ in 0..config.rounds.max(1) {
+        let bytes_before = peer_bytes(&mut asker, addrs)?;
         let stop = Arc::new(AtomicBool::new(false));
         let beats = {
             let (stop, ids, to, rate) = (Arc::clone(&stop), ids.to_vec(), addrs[0], config.heartbeat_rate);
@@ -297,7 +323,11 @@ fn query_rates(
         };
         let (loaded, loaded_cpu) = query(&driver)?;
         stop.store(true, Ordering::SeqCst);
-        beats.join().map_err(|_| io::Error::other("the heartbeat thread panicked"))??;
+        let beaten = beats.join().map_err(|_| io::Error::other("the heartbeat thread panicked"))??;
+        // The last renewals leave within the 200 ms batch, and are acknowledged.
+        std::thread::sleep(Duration::from_millis(400));
+        let bytes = bytes_before.zip(peer_bytes(&mut asker, addrs)?).map(|(before, after)| after - before);
+        renewal_bytes = renewal_bytes.zip(bytes).map(|((total, beats), bytes)| (total + bytes, beats + beaten));
         let (alone, alone_cpu) = query(&driver)?;
         ratios.push(rate_of(&loaded) / rate_of(&alone).max(1.0));
         let per_cpu = |m: &Measurement, cpu: f64| m.latencies.count() as f64 / cpu.max(1e-3);
@@ -305,7 +335,7 @@ fn query_rates(
         busy.add(loaded);
         quiet.add(alone);
     }
-    Ok((busy.summary(), quiet.summary(), ratios, cpu_ratios))
+    Ok((busy.summary(), quiet.summary(), ratios, cpu_ratios, renewal_bytes))
 }
 
 /// User and system CPU seconds a process has used, from `/proc/PID/stat`.
@@ -358,12 +388,15 @@ pub fn report_text(report: &PeersReport, samples: usize, heartbeats: u32) -> Str
         ms(report.visible.p50),
         ms(report.visible.p99)
     ));
-    lines.push(format!(
-        "{:<44} {:>9} {:>9}",
-        format!("report of a refusing instance -> gone at all ({samples})"),
-        ms(report.report.p50),
-        ms(report.report.p99)
-    ));
+    match &report.report {
+        Ok(summary) => lines.push(format!(
+            "{:<44} {:>9} {:>9}",
+            format!("report of a refusing instance -> gone at all ({samples})"),
+            ms(summary.p50),
+            ms(summary.p99)
+        )),
+        Err(e) => lines.push(format!("report of a refusing instance -> gone at all: not measured ({e})")),
+    }
     for (size, took) in &report.catch_up {
         lines.push(format!("catch-up of a restarted broker at {size} instances: {} ms", ms(*took)));
     }
@@ -393,5 +426,17 @@ pub fn report_text(report: &PeersReport, samples: usize, heartbeats: u32) -> Str
         cpu[0],
         cpu[cpu.len() - 1]
     ));
+    match report.renewal_bytes {
+        Some((bytes, beats)) if beats > 0 => {
+            // Each heartbeat's renewal goes to the two peers of the broker that took it.
+            let per_peer = bytes as f64 / beats as f64 / 2.0;
+            lines.push(format!(
+                "peer bytes while taking heartbeats: {bytes} for {beats} heartbeats, {per_peer:.2} B per heartbeat per \
+                 peer; at a heartbeat every TTL/3: {:.2} B per instance per TTL per peer",
+                3.0 * per_peer
+            ));
+        }
+        _ => lines.push("peer bytes: the brokers do not count them (peer_bytes_out)".to_owned()),
+    }
     lines.iter().map(|line| format!("{line}\n")).collect()
 }

@@ -35,6 +35,10 @@ pub struct ReplicaConfig {
     /// How often a complete broker sends each live, complete peer a digest of its table (see
     /// [`entropy`](super::entropy)); zero: never (no anti-entropy).
     pub digest_interval: Duration,
+    /// Send leases with slots and renewals by slot to peers that read them (see
+    /// [`slots`](super::slots)); off: whole leases, as brokers before slots did (and do not
+    /// announce that this one reads slots).
+    pub slot_renewals: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -52,6 +56,7 @@ impl Default for ReplicaConfig {
             max_peers: 32,
             forget_after: Duration::from_secs(30),
             digest_interval: Duration::from_secs(1),
+            slot_renewals: true,
         }
     }
 }

@@ -5,20 +5,25 @@
 //! coalesced over the refresh window), each peer's next sequence number and unacknowledged
 //! deltas, the retransmission timers, and the counters of what it sent. It writes its
 //! datagrams into the replicator's queue; which peers are live is the replicator's
-//! knowledge, handed in as `targets`.
+//! knowledge, handed in as `targets`. To a peer that reads slots (see [`slots`](super::slots))
+//! leases go as `UpsertSlot`s and renewals by slot, one peer at a time, since what a peer has
+//! confirmed differs from peer to peer; to the others, the same datagram goes to all.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::mem::take;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{ReplicaConfig, lease_of};
+use super::ReplicaConfig;
+use super::slots::{Confirmed, fingerprint};
 use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::Check;
 use crate::protocol::RemoveReason;
-use crate::protocol::peer::{CheckedLease, Entry, ListPacker, Peer, PeerFrame};
+use crate::protocol::peer::Lease;
+use crate::protocol::peer::{self, CheckedLease, Entry, ListPacker, Peer, PeerFrame};
 use crate::registry::{Change, ChangeKind, LeaseView, Registry};
 use crate::timers::Timers;
 
@@ -30,10 +35,26 @@ const MAX_UNACKED: usize = 4096;
 
 #[derive(Debug)]
 struct Unacked {
-    items: Vec<Item>,
+    batch: Batch,
     tries: u8,
     due: Instant,
 }
+
+/// What one delta carries, to rebuild it and to learn from its acknowledgement.
+#[derive(Debug, Clone, Default)]
+struct Batch {
+    items: Vec<Item>,
+    /// Sent in the slot form (to one peer).
+    slotted: bool,
+    /// The `UpsertSlot`s in it: (slot, fingerprint), confirmed when it is acknowledged.
+    confirms: Vec<(u32, u32)>,
+}
+
+/// Slots of one `Unknown` answered at the most: about 15 datagrams of whole leases.
+const MAX_ASKED: usize = 256;
+
+/// Leases of one window whose time left differs by less than this share a `Renew` entry.
+const RENEW_GRAIN_MS: u32 = 250;
 
 /// What is sent to one peer.
 #[derive(Debug)]
@@ -72,6 +93,9 @@ pub(super) struct Deltas {
     refreshed_set: HashSet<Uuid>,
     refresh_due: Option<Instant>,
     peers: HashMap<SocketAddr, Outgoing>,
+    /// Peers that read slots.
+    slotted: HashSet<SocketAddr>,
+    confirmed: Confirmed,
     retransmits: Timers<(SocketAddr, u32)>,
     stats: DeltaStats,
     scratch: Vec<u8>,
@@ -89,6 +113,8 @@ impl Deltas {
             refreshed_set: HashSet::new(),
             refresh_due: None,
             peers: HashMap::new(),
+            slotted: HashSet::new(),
+            confirmed: Confirmed::default(),
             retransmits: Timers::new(),
             stats: DeltaStats::default(),
             scratch: Vec::new(),
@@ -132,10 +158,8 @@ impl Deltas {
         if self.urgent.is_empty() {
             return;
         }
-        let urgent = std::mem::take(&mut self.urgent);
-        if !targets.is_empty() {
-            self.send_items(now, urgent.iter().copied(), registry, out, targets, 0);
-        }
+        let urgent = take(&mut self.urgent);
+        self.send_all(now, &urgent, registry, out, targets);
         self.urgent = urgent;
         self.urgent.clear();
     }
@@ -153,13 +177,9 @@ impl Deltas {
         }
         if self.refresh_due.is_some_and(|at| at <= now) {
             self.refresh_due = None;
-            let ids = std::mem::take(&mut self.refreshed);
+            let ids: Vec<Item> = self.refreshed.drain(..).map(|id| (id, None)).collect();
             self.refreshed_set.clear();
-            if !targets.is_empty() {
-                self.send_items(now, ids.iter().map(|&id| (id, None)), registry, out, targets, 0);
-            }
-            self.refreshed = ids;
-            self.refreshed.clear();
+            self.send_all(now, &ids, registry, out, targets);
         }
     }
 
@@ -168,10 +188,70 @@ impl Deltas {
         [self.refresh_due, self.retransmits.next()].into_iter().flatten().min()
     }
 
-    /// `from` acknowledged delta `seq`.
+    /// `from` acknowledged delta `seq`: the slots it mapped are confirmed.
     pub fn handle_ack(&mut self, from: SocketAddr, seq: u32) {
         if let Some(unacked) = self.peers.get_mut(&from).and_then(|p| p.unacked.remove(&seq)) {
             self.retransmits.remove(unacked.due, (from, seq));
+            for &(slot, print) in &unacked.batch.confirms {
+                self.confirmed.confirm(from, slot, print);
+            }
+        }
+    }
+
+    /// Whether the peer at `addr` reads slots (it said so in its `Features`, since its last
+    /// restart).
+    pub fn set_slotted(&mut self, addr: SocketAddr, slotted: bool) {
+        if slotted {
+            self.slotted.insert(addr);
+        } else if self.slotted.remove(&addr) {
+            self.confirmed.forget(addr);
+        }
+    }
+
+    /// `to` asked for leases it could not map from their slots: they go whole.
+    pub fn send_slots_to(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        slots: impl Iterator<Item = u32>,
+        registry: &Registry,
+        out: &mut Outbox<Face>,
+    ) {
+        if !self.slotted.contains(&to) {
+            return;
+        }
+        let mut items = Vec::new();
+        // A peer that asks for more (a broken one, or one that lost everything) is answered
+        // in part; it asks again at the next renewal.
+        for slot in slots.take(MAX_ASKED) {
+            self.confirmed.unconfirm(to, slot);
+            if let Some(view) = registry.view_at(now, crate::registry::Cursor(slot)) {
+                items.push((view.id, None));
+            }
+        }
+        self.send_slotted(now, to, &items, registry, out, 0);
+    }
+
+    /// Sends `items` to every target: one datagram for all that do not read slots, and the
+    /// slot form to each that does.
+    fn send_all(
+        &mut self,
+        now: Instant,
+        items: &[Item],
+        registry: &Registry,
+        out: &mut Outbox<Face>,
+        targets: &[SocketAddr],
+    ) {
+        if items.is_empty() {
+            return;
+        }
+        let (slotted, plain): (Vec<SocketAddr>, Vec<SocketAddr>) =
+            targets.iter().partition(|t| self.slotted.contains(t));
+        if !plain.is_empty() {
+            self.send_items(now, items.iter().copied(), registry, out, &plain, 0);
+        }
+        for to in slotted {
+            self.send_slotted(now, to, items, registry, out, 0);
         }
     }
 
@@ -179,14 +259,17 @@ impl Deltas {
     /// is this broker): nothing is sent to it again.
     pub fn drop_unacked(&mut self, addr: SocketAddr) {
         let Some(peer) = self.peers.get_mut(&addr) else { return };
-        for (seq, unacked) in std::mem::take(&mut peer.unacked) {
+        for (seq, unacked) in take(&mut peer.unacked) {
             self.retransmits.remove(unacked.due, (addr, seq));
         }
+        self.confirmed.forget(addr);
     }
 
     /// The peer at `addr` is forgotten: a peer at that address later starts anew.
     pub fn forget(&mut self, addr: SocketAddr) {
         self.peers.remove(&addr);
+        self.slotted.remove(&addr);
+        self.confirmed.forget(addr);
     }
 
     /// Sends leases (by id, read from the table now) and removals to one peer, as deltas kept
@@ -215,7 +298,7 @@ impl Deltas {
         tries: u8,
     ) {
         let mut packer = ListPacker::default();
-        let mut batch = Vec::new();
+        let mut batch = Batch::default();
         for (id, removal) in items {
             let entry = match removal {
                 Some(reason) => Entry::Remove { id, reason },
@@ -226,13 +309,94 @@ impl Deltas {
                 },
             };
             if !packer.push(&entry) {
-                self.send_delta(now, &mut packer, std::mem::take(&mut batch), out, targets, tries);
+                self.send_delta(now, &mut packer, take(&mut batch), out, targets, tries);
                 let added = packer.push(&entry);
                 debug_assert!(added, "one entry always fits an empty datagram");
             }
-            batch.push((id, removal));
+            batch.items.push((id, removal));
         }
         self.send_delta(now, &mut packer, batch, out, targets, tries);
+    }
+
+    /// Sends `items` to one peer that reads slots: removals by id, leases it has confirmed at
+    /// their slots as `Renew` entries, the others whole as `UpsertSlot`s.
+    fn send_slotted(
+        &mut self,
+        now: Instant,
+        to: SocketAddr,
+        items: &[Item],
+        registry: &Registry,
+        out: &mut Outbox<Face>,
+        tries: u8,
+    ) {
+        let mut packer = ListPacker::default();
+        let mut batch = Batch { slotted: true, ..Batch::default() };
+        // (time left in grains, slot, id) of the leases renewed by slot.
+        let mut renewed: Vec<(u32, u32, Uuid)> = Vec::new();
+        for &(id, removal) in items {
+            let mut confirm = None;
+            let entry = match removal {
+                Some(reason) => Entry::Remove { id, reason },
+                None => {
+                    let (Some(view), Some(slot)) = (registry.view(now, id), registry.slot_of(id)) else { continue };
+                    let print = fingerprint(view.id);
+                    let ttl_ms = u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX);
+                    if self.confirmed.is_confirmed(to, slot.0, print) {
+                        renewed.push((ttl_ms / RENEW_GRAIN_MS, slot.0, id));
+                        continue;
+                    }
+                    confirm = Some((slot.0, print));
+                    let check = view.check;
+                    Entry::UpsertSlot { slot: slot.0, lease: CheckedLease { lease: lease_of(&view), check } }
+                }
+            };
+            if !packer.push(&entry) {
+                self.send_delta(now, &mut packer, take(&mut batch), out, &[to], tries);
+                batch.slotted = true;
+                let added = packer.push(&entry);
+                debug_assert!(added, "one entry always fits an empty datagram");
+            }
+            batch.items.push((id, removal));
+            batch.confirms.extend(confirm);
+        }
+        // Longest time left first, then by slot: each run of one grain is one entry (or more,
+        // when it does not fit what is left of a datagram).
+        renewed.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        let mut list = Vec::new();
+        let mut at = 0;
+        while at < renewed.len() {
+            // An entry's own bytes: the variant, the time left and the list's length.
+            if packer.room() < 16 {
+                self.send_delta(now, &mut packer, take(&mut batch), out, &[to], tries);
+                batch.slotted = true;
+            }
+            let room = packer.room() - 10;
+            let grain = renewed[at].0;
+            list.clear();
+            let mut previous = None;
+            while let Some(&(g, slot, id)) = renewed.get(at) {
+                if g != grain {
+                    break;
+                }
+                if previous == Some(slot) {
+                    // Two names of one lease.
+                    batch.items.push((id, None));
+                    at += 1;
+                    continue;
+                }
+                if list.len() + peer::slot_size(previous, slot) > room {
+                    break;
+                }
+                peer::push_slot(&mut list, previous, slot);
+                previous = Some(slot);
+                batch.items.push((id, None));
+                at += 1;
+            }
+            let entry = Entry::Renew { ttl_ms: grain * RENEW_GRAIN_MS, slots: &list };
+            let added = packer.push(&entry);
+            debug_assert!(added, "the list was cut to the room left");
+        }
+        self.send_delta(now, &mut packer, batch, out, &[to], tries);
     }
 
     /// Sends the packed entries as one delta to each of `targets`, each with its own number.
@@ -240,7 +404,7 @@ impl Deltas {
         &mut self,
         now: Instant,
         packer: &mut ListPacker,
-        batch: Vec<Item>,
+        batch: Batch,
         out: &mut Outbox<Face>,
         targets: &[SocketAddr],
         tries: u8,
@@ -263,7 +427,7 @@ impl Deltas {
                     self.stats.given_up += 1;
                 }
             }
-            peer.unacked.insert(seq, Unacked { items: batch.clone(), tries, due });
+            peer.unacked.insert(seq, Unacked { batch: batch.clone(), tries, due });
             self.retransmits.insert(due, (to, seq));
             if tries == 0 {
                 self.stats.sent += count;
@@ -281,7 +445,12 @@ impl Deltas {
             self.stats.given_up += 1;
             return;
         }
-        self.send_items(now, unacked.items.into_iter(), registry, out, &[addr], unacked.tries + 1);
+        let tries = unacked.tries + 1;
+        if unacked.batch.slotted && self.slotted.contains(&addr) {
+            self.send_slotted(now, addr, &unacked.batch.items, registry, out, tries);
+        } else {
+            self.send_items(now, unacked.batch.items.into_iter(), registry, out, &[addr], tries);
+        }
     }
 }
 
@@ -291,5 +460,17 @@ fn upsert_of<'a>(view: &LeaseView<'a>) -> Entry<'a> {
     match view.check {
         Check::None => Entry::Upsert(lease_of(view)),
         check => Entry::UpsertChecked(CheckedLease { lease: lease_of(view), check }),
+    }
+}
+
+/// A lease as a peer is sent it.
+pub(super) fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
+    Lease {
+        id: view.id,
+        service: view.service,
+        endpoint: view.endpoint,
+        source: view.source,
+        ttl_ms: u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX),
+        aliases: view.aliases.to_vec(),
     }
 }

@@ -14,6 +14,9 @@
 //!   retransmission, not a TTL. Leases travel with their remaining time; the receiver merges
 //!   them by the registry's rule (`registry::remote`), which makes every delta idempotent and
 //!   order-free, and tombstones keep a removal from being undone by a late renewal.
+//! - **Slot renewals** (see [`slots`]): to a peer that reads them, a lease travels once with
+//!   a slot number, and renewals as lists of slots, about a byte each, so keeping replicas
+//!   alive costs bytes rather than whole leases.
 //! - **Catch-up** (see [`sync`]): a broker that starts while peers run pulls a
 //!   complete peer's table page by page before it claims to be complete, applying live deltas
 //!   meanwhile.
@@ -38,6 +41,7 @@ mod config;
 mod deltas;
 pub mod entropy;
 mod events;
+pub mod slots;
 pub mod sync;
 #[cfg(test)]
 mod tests;
@@ -52,10 +56,11 @@ use crate::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
 use crate::protocol::{Check, PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, LeaseView, Registry};
 pub use config::ReplicaConfig;
-use deltas::Deltas;
+use deltas::{Deltas, lease_of};
 use entropy::Entropy;
 pub(super) use events::ReplicaEvent;
 pub use events::{PeerEvent, ReplicationStats};
+use slots::SlotMaps;
 use sync::CatchUp;
 
 #[derive(Debug)]
@@ -91,6 +96,8 @@ pub struct Replicator {
     deltas: Deltas,
     catch_up: CatchUp,
     entropy: Entropy,
+    /// What the peers' slots name here.
+    slot_maps: SlotMaps,
     membership_changed: bool,
     events: VecDeque<ReplicaEvent>,
     /// Entries received in deltas and pages and applied.
@@ -111,6 +118,7 @@ impl Replicator {
             deltas: Deltas::new(me, &config),
             catch_up: CatchUp::new(me, &config),
             entropy: Entropy::new(me, config.digest_interval),
+            slot_maps: SlotMaps::default(),
             membership_changed: false,
             events: VecDeque::new(),
             applied: 0,
@@ -128,6 +136,15 @@ impl Replicator {
     #[cfg(test)]
     pub(super) fn incarnation(&self) -> u64 {
         self.me
+    }
+
+    /// Forgets what every peer's slots name here, as a broker that lost them would (a test of
+    /// the healing).
+    #[cfg(test)]
+    pub(super) fn forget_slots(&mut self) {
+        for peer in &self.peers {
+            self.slot_maps.forget(peer.addr);
+        }
     }
 
     /// Starts the clock: the first hellos go out, and catching up begins when peers are
@@ -274,13 +291,15 @@ impl Replicator {
             }
             Peer::Delta { seq, entries } => {
                 let mut buried = Vec::new();
+                let mut unknown = Vec::new();
                 for entry in &entries {
-                    if let Some(id) = self.apply(now, entry, registry) {
+                    if let Some(id) = self.apply(now, (from, seq), entry, registry, &mut unknown) {
                         buried.push((id, Some(RemoveReason::Deregistered)));
                     }
                 }
                 let ack = PeerFrame { node: self.me, body: Peer::Ack { seq } };
                 self.transmits.push(Face::Client, from, |bytes| peer::encode(&ack, bytes));
+                slots::ask_for(self.me, from, unknown, &mut self.transmits);
                 if !buried.is_empty() {
                     // Removed here on purpose, still held there (a partition, a lost removal):
                     // the removal goes back.
@@ -312,6 +331,13 @@ impl Replicator {
                 self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
             }
             Peer::Bye => self.down(index),
+            Peer::Features { bits } => {
+                let slotted = self.config.slot_renewals && bits & slots::FEATURE_SLOTS != 0;
+                self.deltas.set_slotted(from, slotted);
+            }
+            Peer::Unknown { slots } => {
+                self.deltas.send_slots_to(now, from, peer::decode_slots(slots), registry, &mut self.transmits);
+            }
             // Anti-entropy is off here.
             Peer::Digest { .. } | Peer::Buckets { .. } | Peer::Elements { .. } | Peer::Want { .. }
                 if !self.entropy.is_on() => {}
@@ -443,8 +469,10 @@ impl Replicator {
             }
             peer.node = Some(node);
             peer.complete = false;
-            // The old incarnation will never acknowledge.
+            // The old incarnation will never acknowledge, and its slots mean nothing now.
             self.deltas.drop_unacked(peer.addr);
+            self.deltas.set_slotted(peer.addr, false);
+            self.slot_maps.forget(peer.addr);
             self.entropy.forget(peer.addr);
             self.membership_changed = true;
         }
@@ -477,6 +505,7 @@ impl Replicator {
     fn forget_silent_discoveries(&mut self, now: Instant) {
         let limit = self.config.forget_after;
         let (deltas, events, entropy) = (&mut self.deltas, &mut self.events, &mut self.entropy);
+        let slot_maps = &mut self.slot_maps;
         self.peers.retain(|p| {
             let Some(seen) = p.seen_on_group else { return true };
             let last = p.last_heard.map_or(seen, |heard| heard.max(seen));
@@ -484,6 +513,7 @@ impl Replicator {
             if !keep {
                 deltas.forget(p.addr);
                 entropy.forget(p.addr);
+                slot_maps.forget(p.addr);
                 events.push_back(ReplicaEvent::Peer(PeerEvent::Forgotten(p.addr)));
             }
             keep
@@ -496,12 +526,37 @@ impl Replicator {
             body: Peer::Hello { addr: self.addr, complete: self.is_complete(), instances: registry.len() as u64 },
         };
         self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+        if self.config.slot_renewals {
+            let frame = PeerFrame { node: self.me, body: Peer::Features { bits: slots::FEATURE_SLOTS } };
+            self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+        }
     }
 
-    /// Applies a delta's entry; returns the id of a lease sent that was removed here on
-    /// purpose (tombstoned).
-    fn apply(&mut self, now: Instant, entry: &Entry<'_>, registry: &mut Registry) -> Option<uuid::Uuid> {
+    /// Applies a delta's entry (delta `seq` from `from`); returns the id of a lease sent that
+    /// was removed here on purpose (tombstoned). Slots renewed that name nothing here go to
+    /// `unknown`.
+    fn apply(
+        &mut self,
+        now: Instant,
+        (from, seq): (SocketAddr, u32),
+        entry: &Entry<'_>,
+        registry: &mut Registry,
+        unknown: &mut Vec<u32>,
+    ) -> Option<uuid::Uuid> {
         match entry {
+            Entry::UpsertSlot { slot, lease: CheckedLease { lease, check } } => {
+                let applied = self.apply_lease(now, lease, *check, registry);
+                if applied == Applied::Tombstoned {
+                    return Some(lease.id);
+                }
+                self.slot_maps.map_lease(now, (from, seq), *slot, lease.id, registry);
+                None
+            }
+            Entry::Renew { ttl_ms, slots } => {
+                let ttl = Duration::from_millis(u64::from(*ttl_ms));
+                self.applied += self.slot_maps.renew(now, (from, seq), ttl, slots, registry, unknown);
+                None
+            }
             Entry::Upsert(lease) => {
                 (self.apply_lease(now, lease, Check::None, registry) == Applied::Tombstoned).then_some(lease.id)
             }
@@ -532,18 +587,6 @@ impl Replicator {
             _ => self.applied += 1,
         }
         applied
-    }
-}
-
-/// A lease as a peer is sent it.
-fn lease_of<'a>(view: &LeaseView<'a>) -> Lease<'a> {
-    Lease {
-        id: view.id,
-        service: view.service,
-        endpoint: view.endpoint,
-        source: view.source,
-        ttl_ms: u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX),
-        aliases: view.aliases.to_vec(),
     }
 }
 

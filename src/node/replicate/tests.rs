@@ -20,6 +20,8 @@ fn sent(r: &mut Replicator) -> Vec<(SocketAddr, PeerFrame<'static>)> {
             Peer::SyncRequest { cursor, pages } => Peer::SyncRequest { cursor, pages },
             Peer::Ack { seq } => Peer::Ack { seq },
             Peer::Bye => Peer::Bye,
+            // Sent with every hello (see `slots`); not what these tests are about.
+            Peer::Features { .. } => continue,
             other => panic!("unexpected {other:?}"),
         };
         all.push((transmit.to, PeerFrame { node: frame.node, body }));
@@ -191,4 +193,79 @@ fn a_difference_no_repair_changes_is_retried_less_and_less_often() {
     let moved = PeerFrame { node: 7, body: Peer::Digest { leases: 8, root: 1 } };
     r.handle_datagram(t0 + Duration::from_secs(41), addr(2), moved, &mut registry);
     assert_eq!(answers(&mut r).0, 1);
+}
+
+/// A delta from `from`'s incarnation 7.
+fn delta(r: &mut Replicator, registry: &mut Registry, now: Instant, seq: u32, entries: Vec<Entry<'_>>) {
+    r.handle_datagram(now, addr(2), PeerFrame { node: 7, body: Peer::Delta { seq, entries } }, registry);
+}
+
+fn slotted(id: u128, port: u16) -> Entry<'static> {
+    Entry::UpsertSlot {
+        slot: 5,
+        lease: CheckedLease {
+            lease: Lease {
+                id: uuid::Uuid::from_u128(id),
+                service: "echo",
+                endpoint: SocketAddr::from(([10, 1, 0, 1], port)),
+                source: crate::protocol::Source::Unicast(SocketAddr::from(([10, 3, 0, 1], port))),
+                ttl_ms: 1_000,
+                aliases: Vec::new(),
+            },
+            check: Check::None,
+        },
+    }
+}
+
+/// The `Unknown`s sent, as slots.
+fn asked(r: &mut Replicator) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut slots = Vec::new();
+    while r.poll_transmit(&mut out).is_some() {
+        if let Peer::Unknown { slots: list } = peer::decode(&out).unwrap().body {
+            slots.extend(peer::decode_slots(list));
+        }
+    }
+    slots
+}
+
+#[test]
+fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+    r.handle_start(t0);
+    let (a, b) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128(0xb));
+    let renew = |list: &'static [u8]| Entry::Renew { ttl_ms: 5_000, slots: list };
+    let left = |registry: &Registry, id, now| registry.view(now, id).map(|v| v.ttl_left);
+
+    // A at the sender's slot 5; renewed by slot.
+    delta(&mut r, &mut registry, t0, 1, vec![slotted(0xa, 4000)]);
+    delta(&mut r, &mut registry, t0, 2, vec![renew(&[5])]);
+    assert_eq!(left(&registry, a, t0), Some(Duration::from_secs(5)));
+    assert_eq!(asked(&mut r), []);
+
+    // A removed, slot 5 reused for B; a renewal that left before both arrives last.
+    delta(&mut r, &mut registry, t0, 4, vec![Entry::Remove { id: a, reason: RemoveReason::Deregistered }]);
+    delta(&mut r, &mut registry, t0, 5, vec![slotted(0xb, 4001)]);
+    let t1 = t0 + Duration::from_millis(100);
+    delta(&mut r, &mut registry, t1, 3, vec![renew(&[5])]);
+    assert_eq!(left(&registry, a, t1), None, "A stays removed");
+    assert_eq!(left(&registry, b, t1), Some(Duration::from_millis(900)), "B is not renewed by A's renewal");
+    assert_eq!(asked(&mut r), [], "a stale renewal asks for nothing");
+    // B's own renewals do renew it.
+    delta(&mut r, &mut registry, t1, 6, vec![renew(&[5])]);
+    assert_eq!(left(&registry, b, t1), Some(Duration::from_secs(5)));
+
+    // B goes here (its removal lost at the sender's side, say) and its place here is taken by
+    // another lease: a renewal of slot 5 finds another id there, renews nothing, and asks.
+    registry.apply_remote_removal(t1, b, RemoveReason::Deregistered);
+    let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, 1], 1)));
+    let c = registry.register(t1, "other", SocketAddr::from(([10, 1, 0, 9], 1)), source).unwrap().id;
+    assert_eq!(registry.slot_of(c), Some(crate::registry::Cursor(0)), "C is kept where A and B were");
+    let t2 = t1 + Duration::from_secs(1);
+    delta(&mut r, &mut registry, t2, 7, vec![renew(&[5]), renew(&[9])]);
+    assert_eq!(left(&registry, c, t2), Some(Duration::from_secs(4)), "C is not renewed");
+    assert_eq!(asked(&mut r), [5, 9], "both slots asked for");
 }

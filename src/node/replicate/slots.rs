@@ -1,0 +1,347 @@
+//! Slot renewals: what keeps a peer's copy of a lease alive costs about a byte a renewal.
+//!
+//! # Why
+//!
+//! A heartbeat is news to every peer: without it the peer's copy runs out. Sent as a whole
+//! lease (id, service, endpoint, source, time left, check: 40–60 bytes), with 10,000 instances
+//! heartbeating every TTL/3, renewals are most of a cluster's traffic, and they grow with the
+//! number of brokers. Most of those bytes say what the receiver already knows.
+//!
+//! # How
+//!
+//! - **Slots.** A lease's *slot* at a broker is where its table keeps it
+//!   ([`Registry::slot_of`](crate::registry::Registry::slot_of)): a small number, dense, that
+//!   the lease keeps for its whole life there, so the sender keeps nothing per lease to give
+//!   it one. A lease goes to a peer that reads slots (it said so with `Peer::Features`) as an
+//!   `Entry::UpsertSlot`: the lease and its slot. The receiver remembers, per sender, which of
+//!   its own leases each slot names.
+//! - **Renewals** to such a peer are `Entry::Renew { ttl_ms, slots }`: the time left, and the
+//!   slots renewed in the refresh window, ascending, each as the varint of its distance from the
+//!   previous one (a [slot list](crate::protocol::peer::encode_slots)). 10,000 leases renewed
+//!   every 2 s give 1,000 slots per 200 ms window about 10 apart: one byte each, in one
+//!   datagram, acknowledged like any delta. Leases of one window whose time left differs by
+//!   more than 250 ms go in separate entries, each with the least time left of its leases, so
+//!   a renewal never gives a peer's copy more time than the lease has here.
+//! - **Only what the peer can map goes as a slot.** The sender renews a lease by slot only once
+//!   the peer acknowledged the delta that carried that lease's `UpsertSlot` (it keeps, per
+//!   peer, the fingerprint of the lease each slot was confirmed for); otherwise the lease goes
+//!   whole again. So a lost `UpsertSlot` costs another whole lease, not a renewal lost.
+//! - **A slot the receiver cannot map** (it learned the lease from a catch-up page or a
+//!   repair, it restarted, its copy expired or was removed meanwhile) is asked for with
+//!   `Peer::Unknown`; the sender forgets the confirmation and sends the lease whole. It heals
+//!   itself, at the price of one lease per slot asked for.
+//!
+//! # A slot never renews the wrong lease
+//!
+//! A table reuses a slot as soon as its lease goes, so "slot 7" names different leases over
+//! time. Three guards:
+//!
+//! 1. The receiver keeps, per slot, a 32-bit fingerprint of the id the sender gave with the
+//!    slot, and renews its lease at the mapped place only if that lease's id (or an alias) has
+//!    that fingerprint: a place of its own table reused by another lease is never renewed.
+//! 2. The sender renews by slot only a lease the peer confirmed *at that slot with that
+//!    fingerprint*: a slot reused by a new lease goes whole (`UpsertSlot`, which remaps it)
+//!    until the peer acknowledged the new mapping.
+//! 3. Reordering: a `Renew` that left before a slot was remapped and arrives after the new
+//!    `UpsertSlot` would renew the new lease. Deltas are numbered per peer; the receiver keeps,
+//!    for 30 s, the number of the delta that gave a slot to another lease, and ignores that
+//!    slot in older deltas (and an older `UpsertSlot` does not undo a newer mapping). A
+//!    datagram older than that is taken as gone: the guard assumes no datagram spends 30 s
+//!    in the network.
+//!
+//! A removal still travels as `Entry::Remove` by id at once, and tombstones still keep it from
+//! being undone: a renewal by slot of a removed lease finds nothing to renew.
+//!
+//! # What it costs in memory
+//!
+//! The sender: 4 bytes per slot and peer (the confirmed fingerprint). The receiver: 8 bytes per
+//! slot of the sender's table (where its copy is, and the fingerprint), in an array indexed by
+//! the sender's slot. With the leases held at one broker that is 8 bytes per replicated lease;
+//! a sender's table holds the leases it learned from others too, so with leases spread over
+//! several holders the arrays are sparser (up to 8 bytes per lease of the cluster per holder).
+//!
+//! # Loss, partitions, restarts, moves
+//!
+//! - *Loss*: a `Renew` is acknowledged and resent (rebuilt from the table) like any delta.
+//! - *Partition*: nothing changes while it lasts; copies run out on their own clocks as before,
+//!   and anti-entropy repairs what differs after it, by whole leases.
+//! - *Restart*: a peer with a new incarnation has forgotten its mappings, and the sender its
+//!   confirmations for it; leases go whole once, then by slot again. Until a peer says
+//!   `Features` (again), it gets whole leases.
+//! - *A client moving its heartbeats to another broker*: that broker's renewals are its own
+//!   changes, sent with its own slots (whole once, then by slot); the first holder stops
+//!   renewing a lease it no longer hears heartbeats for.
+//! - *Mixed versions*: an older broker never says `Features`, so it is sent what it always was.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::core::Outbox;
+use crate::node::Face;
+use crate::protocol::peer::{self, Peer, PeerFrame};
+use crate::registry::{Cursor, Registry};
+
+/// `Peer::Features` bit: this broker reads `Entry::UpsertSlot` and `Entry::Renew`.
+pub(super) const FEATURE_SLOTS: u32 = 1;
+
+/// How long the number of the delta that last mapped a slot is kept (guard 3 above).
+pub(super) const REMAP_GUARD: Duration = Duration::from_secs(30);
+
+/// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
+/// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
+pub(super) fn fingerprint(id: Uuid) -> u32 {
+    let x = id.as_u128();
+    ((x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) as u32).max(1)
+}
+
+/// The sender's side: per peer, the fingerprint of the lease each slot was confirmed for.
+#[derive(Debug, Default)]
+pub(super) struct Confirmed {
+    peers: HashMap<SocketAddr, Vec<u32>>,
+}
+
+impl Confirmed {
+    /// Whether `peer` acknowledged the lease of fingerprint `fingerprint` at `slot`.
+    pub fn is_confirmed(&self, peer: SocketAddr, slot: u32, fingerprint: u32) -> bool {
+        self.peers.get(&peer).and_then(|slots| slots.get(slot as usize)) == Some(&fingerprint)
+    }
+
+    /// `peer` acknowledged an `UpsertSlot`.
+    pub fn confirm(&mut self, peer: SocketAddr, slot: u32, fingerprint: u32) {
+        let slots = self.peers.entry(peer).or_default();
+        let at = slot as usize;
+        if slots.len() <= at {
+            slots.resize(at + 1, 0);
+        }
+        slots[at] = fingerprint;
+    }
+
+    /// `peer` asked for `slot`: it goes whole until confirmed again.
+    pub fn unconfirm(&mut self, peer: SocketAddr, slot: u32) {
+        if let Some(entry) = self.peers.get_mut(&peer).and_then(|slots| slots.get_mut(slot as usize)) {
+            *entry = 0;
+        }
+    }
+
+    /// `peer` restarted or is gone.
+    pub fn forget(&mut self, peer: SocketAddr) {
+        self.peers.remove(&peer);
+    }
+}
+
+/// Where a sender's slot points in this broker's table. 8 bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Mapped {
+    /// The slot of the copy here.
+    local: u32,
+    /// The sender's id's [`fingerprint`]; 0: nothing.
+    fingerprint: u32,
+}
+
+/// What a sender's slot names here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lookup {
+    /// The copy's slot here and the fingerprint its id must have.
+    Known(Cursor, u32),
+    /// Nothing: ask the sender.
+    Unknown,
+    /// The delta is older than the slot's mapping: skip it (guard 3).
+    Stale,
+}
+
+/// The receiver's side: per sender, its slots mapped to this table.
+#[derive(Debug, Default)]
+pub(super) struct SlotMaps {
+    senders: HashMap<SocketAddr, Vec<Mapped>>,
+    /// The delta that last mapped (sender, slot), for [`REMAP_GUARD`].
+    remapped: HashMap<(SocketAddr, u32), u32>,
+    remapped_order: VecDeque<(Instant, SocketAddr, u32, u32)>,
+}
+
+/// Whether delta `seq` left before delta `than` (numbers wrap).
+fn older(seq: u32, than: u32) -> bool {
+    (seq.wrapping_sub(than) as i32) < 0
+}
+
+impl SlotMaps {
+    /// `sender`'s delta `seq` gave `slot` to the lease of fingerprint `fingerprint`, kept here at
+    /// `local`. Slots at or past `limit` are not mapped (a broken or hostile peer cannot make
+    /// the array large).
+    #[allow(clippy::too_many_arguments)]
+    pub fn map(
+        &mut self,
+        now: Instant,
+        sender: SocketAddr,
+        seq: u32,
+        slot: u32,
+        local: Cursor,
+        fingerprint: u32,
+        limit: usize,
+    ) {
+        self.prune(now);
+        if slot as usize >= limit {
+            return;
+        }
+        if self.remapped.get(&(sender, slot)).is_some_and(|&last| older(seq, last)) {
+            return;
+        }
+        let slots = self.senders.entry(sender).or_default();
+        let at = slot as usize;
+        if slots.len() <= at {
+            slots.resize(at + 1, Mapped::default());
+        }
+        // Only a slot taken from another lease needs the guard: a renewal by slot goes only
+        // after the mapping was acknowledged, so none of a lease never mapped here is in
+        // flight. So registering many leases at once adds nothing here.
+        let before = slots[at].fingerprint;
+        slots[at] = Mapped { local: local.0, fingerprint };
+        if before != 0 && before != fingerprint {
+            self.remapped.insert((sender, slot), seq);
+            self.remapped_order.push_back((now, sender, slot, seq));
+        }
+    }
+
+    /// What `sender`'s `slot` names, for its delta `seq`.
+    pub fn lookup(&self, sender: SocketAddr, seq: u32, slot: u32) -> Lookup {
+        if self.remapped.get(&(sender, slot)).is_some_and(|&last| older(seq, last)) {
+            return Lookup::Stale;
+        }
+        match self.senders.get(&sender).and_then(|slots| slots.get(slot as usize)) {
+            Some(mapped) if mapped.fingerprint != 0 => Lookup::Known(Cursor(mapped.local), mapped.fingerprint),
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// `sender`'s delta `seq` gave `slot` to the lease `id`, just applied here.
+    pub fn map_lease(
+        &mut self,
+        now: Instant,
+        (sender, seq): (SocketAddr, u32),
+        slot: u32,
+        id: Uuid,
+        registry: &Registry,
+    ) {
+        if let Some(local) = registry.slot_of(id) {
+            let limit = registry.config().limits.max_instances.saturating_mul(4);
+            self.map(now, sender, seq, slot, local, fingerprint(id), limit);
+        }
+    }
+
+    /// Applies a `Renew` of `sender`'s delta `seq`: every slot it names here is renewed to
+    /// `ttl`; the others go to `unknown`. Returns how many were renewed.
+    pub fn renew(
+        &self,
+        now: Instant,
+        (sender, seq): (SocketAddr, u32),
+        ttl: Duration,
+        list: &[u8],
+        registry: &mut Registry,
+        unknown: &mut Vec<u32>,
+    ) -> u64 {
+        let mut renewed = 0;
+        for slot in peer::decode_slots(list) {
+            match self.lookup(sender, seq, slot) {
+                Lookup::Known(local, print) => {
+                    if registry.renew_at(now, local, ttl, |id| fingerprint(id) == print) {
+                        renewed += 1;
+                    } else {
+                        unknown.push(slot);
+                    }
+                }
+                Lookup::Unknown => unknown.push(slot),
+                Lookup::Stale => {}
+            }
+        }
+        renewed
+    }
+
+    /// `sender` restarted or is gone: its slots mean nothing any more.
+    pub fn forget(&mut self, sender: SocketAddr) {
+        self.senders.remove(&sender);
+        self.remapped.retain(|&(s, _), _| s != sender);
+        self.remapped_order.retain(|&(_, s, _, _)| s != sender);
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(&(at, sender, slot, seq)) = self.remapped_order.front() {
+            if at + REMAP_GUARD > now {
+                break;
+            }
+            self.remapped_order.pop_front();
+            if self.remapped.get(&(sender, slot)) == Some(&seq) {
+                self.remapped.remove(&(sender, slot));
+            }
+        }
+    }
+}
+
+/// Asks `to` (from incarnation `me`) for the leases of slots it renewed that name nothing
+/// here, in as few `Unknown`s as they fit.
+pub(super) fn ask_for(me: u64, to: SocketAddr, mut unknown: Vec<u32>, out: &mut Outbox<Face>) {
+    unknown.sort_unstable();
+    unknown.dedup();
+    let mut send = |list: &[u8]| {
+        let frame = PeerFrame { node: me, body: Peer::Unknown { slots: list } };
+        out.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+    };
+    let mut list = Vec::new();
+    let mut previous = None;
+    for slot in unknown {
+        if list.len() + 5 > peer::MAX_DATAGRAM - peer::FRAME_OVERHEAD {
+            send(&list);
+            (list, previous) = (Vec::new(), None);
+        }
+        peer::push_slot(&mut list, previous, slot);
+        previous = Some(slot);
+    }
+    if !list.is_empty() {
+        send(&list);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "10.0.0.1:7000".parse().unwrap()
+    }
+
+    #[test]
+    fn an_older_delta_neither_renews_nor_remaps_a_slot() {
+        let now = Instant::now();
+        let mut maps = SlotMaps::default();
+        maps.map(now, addr(), 2, 7, Cursor(2), 0x01, 100);
+        maps.map(now, addr(), 10, 7, Cursor(3), 0x11, 100);
+        assert_eq!(maps.lookup(addr(), 11, 7), Lookup::Known(Cursor(3), 0x11));
+        assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Stale, "a renewal that left before the slot was reused");
+        maps.map(now, addr(), 8, 7, Cursor(4), 0x21, 100);
+        assert_eq!(maps.lookup(addr(), 12, 7), Lookup::Known(Cursor(3), 0x11), "a late UpsertSlot is ignored");
+        maps.map(now, addr(), 12, 7, Cursor(3), 0x11, 100);
+        assert_eq!(maps.remapped.len(), 1, "the same lease again is no reuse");
+        assert_eq!(maps.lookup(addr(), 12, 8), Lookup::Unknown);
+        maps.map(now, addr(), 5, 1_000, Cursor(4), 0x21, 100);
+        assert_eq!(maps.lookup(addr(), 12, 1_000), Lookup::Unknown, "past the limit: not mapped");
+        // After the guard, numbers are not compared any more.
+        maps.map(now + REMAP_GUARD, addr(), 20, 9, Cursor(5), 0x31, 100);
+        maps.map(now + REMAP_GUARD, addr(), 21, 9, Cursor(5), 0x41, 100);
+        assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Known(Cursor(3), 0x11));
+        maps.forget(addr());
+        assert_eq!(maps.lookup(addr(), 30, 9), Lookup::Unknown);
+    }
+
+    #[test]
+    fn confirmations_are_per_peer_slot_and_lease() {
+        let mut confirmed = Confirmed::default();
+        confirmed.confirm(addr(), 4, 0x11);
+        assert!(confirmed.is_confirmed(addr(), 4, 0x11));
+        assert!(!confirmed.is_confirmed(addr(), 4, 0x21), "another lease at the same slot");
+        assert!(!confirmed.is_confirmed("10.0.0.2:7000".parse().unwrap(), 4, 0x11));
+        confirmed.unconfirm(addr(), 4);
+        assert!(!confirmed.is_confirmed(addr(), 4, 0x11));
+        assert_eq!(std::mem::size_of::<Mapped>(), 8);
+    }
+}

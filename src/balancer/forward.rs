@@ -91,6 +91,9 @@ pub(crate) struct Forwarder {
     accept_more: bool,
     /// Accepting paused for want of file descriptors, until then.
     accept_retry: Option<Instant>,
+    /// When the last poll returned: the time connections are stamped with (idle and connect
+    /// timeouts need no finer clock, and one reading per turn saves one per transfer).
+    now: Instant,
 }
 
 /// What an event says about one of a connection's sockets.
@@ -175,6 +178,7 @@ impl Forwarder {
             scratch: vec![0; SCRATCH].into(),
             accept_more: true,
             accept_retry: None,
+            now: Instant::now(),
         })
     }
 
@@ -219,6 +223,7 @@ impl Forwarder {
                     break;
                 }
             }
+            self.now = Instant::now();
             for event in &events {
                 match event.token() {
                     WAKER => {}
@@ -226,7 +231,7 @@ impl Forwarder {
                     Token(token) => self.ready(token / 2, Readiness::of(token % 2 == 1, event)),
                 }
             }
-            let now = Instant::now();
+            let now = self.now;
             if self.accept_retry.is_some_and(|at| at <= now) {
                 self.accept_retry = None;
                 self.accept_more = true;
@@ -293,7 +298,7 @@ impl Forwarder {
             tried: Vec::new(),
             up: Pipe::default(),
             down: Pipe::default(),
-            last_active: Instant::now(),
+            last_active: self.now,
         };
         let index = self.proxies.insert(proxy);
         let registered = match self.proxies.get_mut(index) {
@@ -335,7 +340,7 @@ impl Forwarder {
                         return Step::Close;
                     }
                     p.backend = Some((stream, backend));
-                    p.connecting = Some(Instant::now());
+                    p.connecting = Some(self.now);
                     return Step::Open;
                 }
                 // Out of file descriptors: this process's shortage, not the backend's fault.
@@ -363,6 +368,11 @@ impl Forwarder {
                 return;
             }
             Some(p) if p.connecting.is_some() => self.check_connect(index, readiness),
+            // The client reset its connection after the backend's side had ended and been passed
+            // on in full: nothing is left to deliver either way, and a read would only return
+            // the error. (Clients that close with a reset, to stay out of TIME_WAIT, do this on
+            // every connection.)
+            Some(p) if !readiness.backend && readiness.error && p.down.shut && p.up.pending.is_empty() => Step::Close,
             Some(_) => self.relay(index, Moves::for_event(readiness)),
             None => return,
         };
@@ -436,7 +446,7 @@ impl Forwarder {
         };
         if to_backend + from_backend > 0 {
             backend.transferred(to_backend, from_backend);
-            p.last_active = Instant::now();
+            p.last_active = self.now;
         }
         if p.up.shut && p.down.shut { Step::Close } else { Step::Open }
     }

@@ -364,7 +364,17 @@ impl Forwarder {
             // the error. (Clients that close with a reset, to stay out of TIME_WAIT, do this on
             // every connection.)
             Some(p) if !readiness.backend && readiness.error && p.down.shut && p.up.pending.is_empty() => Step::Close,
-            Some(_) => self.relay(index, Moves::for_event(readiness)),
+            Some(_) => {
+                // Remembered for good: once a source's end-of-stream edge has come, no other
+                // will, even if reading it had to wait (see `Pipe::source_closed`).
+                if let Some(p) = self.proxies.get_mut(index) {
+                    if readiness.read_closed {
+                        let source = if readiness.backend { &mut p.down } else { &mut p.up };
+                        source.source_closed = true;
+                    }
+                }
+                self.relay(index, Moves::for_event(readiness))
+            }
             None => return,
         };
         if let Step::Close = step {
@@ -397,6 +407,8 @@ impl Forwarder {
         // Read what the client sent meanwhile, and whatever the backend may have sent first.
         // Read the client at once, whether or not its event came yet: its first bytes (the
         // request) usually wait already, and sending them now saves a turn of the loop.
+        p.up.source_closed |= p.client_closed;
+        p.down.source_closed |= readiness.read_closed;
         let moves = Moves {
             up_read: true,
             up_write: true,
@@ -414,7 +426,7 @@ impl Forwarder {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         let Some((backend_stream, backend)) = p.backend.as_mut() else { return Step::Close };
         let to_backend = if moves.up_read || moves.up_write {
-            let drains = moves.up_short_read_drains;
+            let drains = moves.up_short_read_drains && !p.up.source_closed;
             let done = p.down.shut;
             match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch, moves.up_read, drains, done) {
                 Ok(n) => n,
@@ -424,7 +436,7 @@ impl Forwarder {
             0
         };
         let from_backend = if moves.down_read || moves.down_write {
-            let drains = moves.down_short_read_drains;
+            let drains = moves.down_short_read_drains && !p.down.source_closed;
             let done = p.up.shut;
             match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch, moves.down_read, drains, done)
             {

@@ -12,6 +12,14 @@ use mio::net::TcpStream;
 pub(super) struct Pipe {
     /// Bytes read from the source that the destination has not taken yet.
     pub pending: Vec<u8>,
+    /// How much of `pending` has gone out already: the rest is not moved down after each partial
+    /// write (with large responses that would copy up to a buffer's worth per write).
+    pub sent: usize,
+    /// The source has said it closed its sending side (EPOLLRDHUP), whether or not its end of
+    /// stream has been read yet. A read shorter than the buffer then no longer means that a new
+    /// edge will tell of what is left: that edge has come, perhaps while reading waited for the
+    /// destination to drain, so reading goes on until the end of the stream is seen.
+    pub source_closed: bool,
     /// The source has closed its sending side.
     pub eof: bool,
     /// The destination's sending side has been shut down after `eof`.
@@ -77,12 +85,12 @@ pub(super) fn transfer(
     let mut moved = 0u64;
     let held_back = !pipe.pending.is_empty();
     // First what is waiting from before; until it is gone, the source is not read.
-    while !pipe.pending.is_empty() {
+    while pipe.sent < pipe.pending.len() {
         pipe.nagle.before_write(dst);
-        match dst.write(&pipe.pending) {
+        match dst.write(&pipe.pending[pipe.sent..]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {
-                pipe.pending.drain(..n);
+                pipe.sent += n;
                 moved += n as u64;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
@@ -93,6 +101,7 @@ pub(super) fn transfer(
     // Give the memory back: an idle connection holds no buffer.
     if held_back {
         pipe.pending = Vec::new();
+        pipe.sent = 0;
     }
     let mut read_on = readable || held_back;
     while read_on && !pipe.eof {

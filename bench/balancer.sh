@@ -23,9 +23,17 @@
 # register, an HAProxy config that `haproxy -c` refuses, an alert in HAProxy's log. Every process
 # writes to files of its own, created before it starts, so no wait reads an earlier series' file.
 #
+# System calls and segments per request: after the rounds of each series with no service time, each
+# proxy serves one more short run per mode under `strace -c -f` (its system calls, by name); the
+# segments are those the whole machine sent over TCP (`/proc/net/snmp`, OutSegs: both legs of a proxied
+# request, and anything else on the machine) in the rounds themselves, which strace does not slow.
+#
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows; 0: skip), SERIES
-# ("0 2"), WRK (1; 0 skips the cross-check).
+# ("0 2"), BACKENDS ("1 2 3"), WRK (1; 0 skips the cross-check), STRACE (1; 0 skips the system call
+# count), BEFORE (the path of another makler-balancer, measured as a fourth target "before" in the same
+# rounds, in front of the same backends), CSV (a file for the rows; none unless set: the tracked
+# bench/balancer.csv is rewritten only when asked, CSV=bench/balancer.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,10 +42,13 @@ ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 SERIES=${SERIES:-"0 2"}
+BACKENDS=${BACKENDS:-"1 2 3"}
+BEFORE=${BEFORE:-}
 
 . bench/lib.sh
 need haproxy haproxy
 need wrk wrk
+[ "${STRACE:-1}" = 0 ] || need strace strace
 
 cargo build --release --quiet
 BIN=$PWD/target/release
@@ -64,7 +75,9 @@ check_haproxy_log() {
 }
 
 RESULTS=$WORK/results.csv
-echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors,cpu_us,voluntary_switches,user_us,machine_us" >"$RESULTS"
+echo "label,target,mode,connections,duration_s,requests,rate,p50_us,p90_us,p99_us,errors,cpu_us,voluntary_switches,user_us,machine_us,segments" >"$RESULTS"
+SYSCALLS=$WORK/syscalls.txt
+: >"$SYSCALLS"
 TICK=$(getconf CLK_TCK)
 
 # cpu_ticks PID: the process's user + system time (all its threads), in clock ticks.
@@ -73,13 +86,16 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 user_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 }'; }
 # machine_ticks: the time all cores were busy (user, nice, system, irq, softirq, steal), summed.
 machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
+# segments: TCP segments the machine has sent (all sockets, loopback included).
+segments() { awk '$1 == "Tcp:" && !h { for (i = 1; i <= NF; i++) col[$i] = i; h = 1; next } $1 == "Tcp:" { print $col["OutSegs"]; exit }' /proc/net/snmp; }
 # switches PID: voluntary context switches of all its threads.
 switches() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ { n += $2 } END { print n + 0 }'; }
 
 # measure LABEL TARGET MODE PID: one round against TARGET, with the CPU time and voluntary
 # context switches that PID (the proxy measured; the backend when direct) spent in it.
 measure() {
-  local cpu0 sw0 user0 machine0 row
+  local cpu0 sw0 user0 machine0 seg0 row
+  seg0=$(segments)
   cpu0=$(cpu_ticks "$4")
   sw0=$(switches "$4")
   user0=$(user_ticks "$4")
@@ -88,11 +104,29 @@ measure() {
     --duration "$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { print d / r }')" \
     --mode "$3" --threads 2 --format csv --label "$1" | tail -1)
   echo "$row,$((($(cpu_ticks "$4") - cpu0) * 1000000 / TICK)),$(($(switches "$4") - sw0))$(
-  ),$((($(user_ticks "$4") - user0) * 1000000 / TICK)),$((($(machine_ticks) - machine0) * 1000000 / TICK))" >>"$RESULTS"
+  ),$((($(user_ticks "$4") - user0) * 1000000 / TICK)),$((($(machine_ticks) - machine0) * 1000000 / TICK)),$(($(segments) - seg0))" >>"$RESULTS"
+}
+
+# count_syscalls LABEL TARGET MODE PID: one short run against TARGET with PID under strace -c -f;
+# appends "LABEL MODE requests syscall count ..." to $SYSCALLS.
+count_syscalls() {
+  local out=$WORK/strace.out tracer requests
+  strace -c -f -q -p "$4" -o "$out" 2>/dev/null &
+  tracer=$!
+  sleep 0.5 # attached to every thread before the first request
+  requests=$("$BIN/makler-load" http --target "$2" --connections "$CONNECTIONS" --duration 1 --mode "$3" \
+    --threads 2 --format csv --label "$1" | tail -1 | cut -d, -f6)
+  kill -INT "$tracer"
+  wait "$tracer" 2>/dev/null || true
+  # strace -c: "% time seconds usecs/call calls [errors] syscall"; the errors column may be empty.
+  awk -v label="$1" -v mode="$3" -v requests="$requests" '
+    /^-/ || /total$/ || !($4 ~ /^[0-9]+$/) { next }
+    { calls[$NF] = $4 }
+    END { printf "%s %s %s", label, mode, requests; for (c in calls) printf " %s %s", c, calls[c]; print "" }' "$out" >>"$SYSCALLS"
 }
 
 for work in $SERIES; do
-  for n in 1 2 3; do
+  for n in $BACKENDS; do
     echo "series work=${work}ms, $n backend(s)" >&2
     start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0 \
       --no-broker --service bench --threads "$THREADS" --quiet
@@ -112,6 +146,23 @@ for work in $SERIES; do
     for i in "${!backends[@]}"; do
       wait_for_line "${backend_logs[$i]}" "registered" "${backend_pids[$i]}" "backend$((i + 1))"
     done
+    # Another build of makler-balancer, in front of the same backends (registered by hand, for
+    # as long as the series lasts).
+    if [ -n "$BEFORE" ]; then
+      start before "$BEFORE" --listen 127.0.0.1:0 --control 127.0.0.1:0 --no-broker --service bench \
+        --threads "$THREADS" --quiet --ttl 3600
+      before_tcp=$(field "$LINE" tcp)
+      before_control=$(field "$LINE" udp)
+      before_pid=$LAST_PID
+      for b in "${backends[@]}"; do
+        printf 'register bench %s %s' "${b%:*}" "${b##*:}" >"/dev/udp/${before_control%:*}/${before_control##*:}"
+      done
+      for _ in $(seq 100); do
+        "$BIN/makler" --broker "$before_control" stats | grep -q "^backends  *$n$" && break
+        sleep 0.05
+      done
+      "$BIN/makler" --broker "$before_control" stats | grep -q "^backends  *$n$" || die "the build in BEFORE does not list $n backends"
+    fi
 
     # Below the ephemeral range (32768 and up), where the load's own connections take ports.
     haproxy_port=$((20000 + RANDOM % 10000))
@@ -150,7 +201,13 @@ for work in $SERIES; do
         measure "w$work n$n direct" "${backends[0]}" "$mode" "${backend_pids[0]}"
         measure "w$work n$n haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
         measure "w$work n$n makler" "$balancer_tcp" "$mode" "$balancer_pid"
+        if [ -n "$BEFORE" ]; then measure "w$work n$n before" "$before_tcp" "$mode" "$before_pid"; fi
       done
+      if [ "${STRACE:-1}" != 0 ] && [ "$work" = 0 ]; then
+        count_syscalls "n$n haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
+        count_syscalls "n$n makler" "$balancer_tcp" "$mode" "$balancer_pid"
+        if [ -n "$BEFORE" ]; then count_syscalls "n$n before" "$before_tcp" "$mode" "$before_pid"; fi
+      fi
     done
     # Everything must have lived through the series, or its figures mean nothing.
     alive "$balancer_pid" balancer
@@ -187,16 +244,17 @@ awk -F, '
     split($1, l, " ")
     key = l[1] " " l[2] " " $3; who = l[3]
     requests[key, who] += $6; seconds[key, who] += $5; p50[key, who] += $8; p99[key, who] += $10
-    cpu[key, who] += $12; sw[key, who] += $13; user[key, who] += $14; machine[key, who] += $15
+    cpu[key, who] += $12; sw[key, who] += $13; user[key, who] += $14; machine[key, who] += $15; seg[key, who] += $16
     rounds[key, who]++; errors += $11
     r = rounds[key, who]
     round_rate[key, who, r] = $6 / $5
     round_cpu[key, who, r] = $6 > 0 ? $12 / $6 : 0
+    if (who == "before") has_before = 1
     if (!(key in seen)) { seen[key] = 1; order[++count] = key }
   }
   END {
     split("direct haproxy makler", all, " ")
-    printf "%-4s %-2s %-9s | %-22s | %-34s | %-34s | %-18s | %s\n", "work", "n", "mode", "direct", "HAProxy (CPU µs/req, vcsw/req)", "makler (CPU µs/req, vcsw/req)", "makler/HAProxy req/s", "makler/HAProxy CPU/req"
+    printf "%-4s %-2s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", "work", "n", "mode", "direct", "HAProxy (CPU µs, vcsw, segments /req)", "makler (CPU µs, vcsw, segments /req)", "makler/HAProxy req/s", "makler/HAProxy CPU/req"
     for (i = 1; i <= count; i++) {
       key = order[i]
       for (w = 1; w <= 3; w++) {
@@ -204,7 +262,7 @@ awk -F, '
         rate[who] = requests[key, who] / seconds[key, who]
         text[who] = sprintf("%7.0f (%.2f/%.2f)", rate[who], p50[key, who] / rounds[key, who] / 1000, p99[key, who] / rounds[key, who] / 1000)
         if (who != "direct" && requests[key, who] > 0)
-          text[who] = text[who] sprintf(" %5.1f %.2f", cpu[key, who] / requests[key, who], sw[key, who] / requests[key, who])
+          text[who] = text[who] sprintf(" %5.1f %.2f %4.1f", cpu[key, who] / requests[key, who], sw[key, who] / requests[key, who], seg[key, who] / requests[key, who])
       }
       split(key, k, " ")
       # The ratios round by round: the median and the range.
@@ -213,10 +271,40 @@ awk -F, '
         if (round_rate[key, "haproxy", r] > 0) rates[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
         if (round_cpu[key, "haproxy", r] > 0) cpus[++c] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
       }
-      printf "%-4s %-2s %-9s | %-22s | %-34s | %-34s | %-18s | %s\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median_range(rates, n), median_range(cpus, c)
+      printf "%-4s %-2s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median_range(rates, n), median_range(cpus, c)
+      # Every round of every series with no service time, per mode, for the summary.
+      if (k[1] == "w0") for (r = 1; r <= rounds[key, "makler"]; r++) if (round_cpu[key, "haproxy", r] > 0 && round_rate[key, "haproxy", r] > 0) {
+        all_cpu[k[3], ++all_n[k[3]]] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
+        all_rate[k[3], all_n[k[3]]] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
+        if (has_before && round_cpu[key, "before", r] > 0) {
+          before_cpu[k[3], ++before_n[k[3]]] = round_cpu[key, "before", r] / round_cpu[key, "haproxy", r]
+          before_rate[k[3], before_n[k[3]]] = round_rate[key, "before", r] / round_rate[key, "haproxy", r]
+        }
+      }
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
     }
     printf "errors in all runs: %d\n", errors
+    if (has_before) {
+      printf "\nthe build in BEFORE, in the same rounds (requests/s (p50/p99 ms) CPU µs, vcsw, segments per request):\n"
+      for (i = 1; i <= count; i++) {
+        key = order[i]; split(key, k, " ")
+        if (requests[key, "before"] == 0) continue
+        printf "%-4s %-2s %-9s | %7.0f (%.2f/%.2f) %5.1f %.2f %4.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], requests[key, "before"] / seconds[key, "before"], p50[key, "before"] / rounds[key, "before"] / 1000, p99[key, "before"] / rounds[key, "before"] / 1000, cpu[key, "before"] / requests[key, "before"], sw[key, "before"] / requests[key, "before"], seg[key, "before"] / requests[key, "before"]
+      }
+    }
+    # The summary: every round with no service time, all backend counts together.
+    printf "\nsummary, no service time, every round of every backend count: median (range) of the ratios of the rounds\n"
+    split("keepalive close", modes, " ")
+    for (m = 1; m <= 2; m++) {
+      mode = modes[m]
+      if (all_n[mode] == 0) continue
+      for (r = 1; r <= all_n[mode]; r++) { a[r] = all_cpu[mode, r]; b[r] = all_rate[mode, r] }
+      printf "  %-9s makler ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, all_n[mode]), median_range(b, all_n[mode])
+      if (before_n[mode] > 0) {
+        for (r = 1; r <= before_n[mode]; r++) { a[r] = before_cpu[mode, r]; b[r] = before_rate[mode, r] }
+        printf "  %-9s before ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, before_n[mode]), median_range(b, before_n[mode])
+      }
+    }
     # The ceiling: the machine is saturated, so the rate goes as the inverse of all the CPU time
     # (load generator, backends, proxy, kernel) spent per request. A proxy with the kernel time of
     # makler and no code of its own at all would cost the machine its CPU per request less the user
@@ -241,6 +329,22 @@ awk -F, '
         printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
   }' cores="$(nproc)" "$RESULTS"
 
+if [ -s "$SYSCALLS" ]; then
+  echo
+  echo "system calls per request (strace -c -f, one run of 1 s per proxy and mode, no service time):"
+  awk '{
+    label = $1 " " $2; printf "  %-10s %-9s", label, $3; total = 0
+    for (i = 5; i < NF; i += 2) total += $(i + 1)
+    printf " %5.2f total:", total / $4
+    # The calls by how many, the most first (at least 0.01 per request).
+    n = 0
+    for (i = 5; i < NF; i += 2) if ($(i + 1) / $4 >= 0.01) { name[++n] = $i; per[n] = $(i + 1) / $4 }
+    for (x = 1; x <= n; x++) for (y = x + 1; y <= n; y++) if (per[y] > per[x]) { t = per[x]; per[x] = per[y]; per[y] = t; t = name[x]; name[x] = name[y]; name[y] = t }
+    for (x = 1; x <= n; x++) printf " %s %.2f", name[x], per[x]
+    print ""
+  }' "$SYSCALLS"
+fi
+
 echo
 cat "$WORK/threads.txt"
 
@@ -253,11 +357,13 @@ fi
 # Idle connections held through the balancer, with its memory.
 limit=$(ulimit -n)
 idle=${IDLE:-10000}
-if [ "$idle" = 0 ]; then
-  cp "$RESULTS" "${CSV:-bench/balancer.csv}"
-  echo "wrote ${CSV:-bench/balancer.csv}"
-  exit 0
+# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw; only
+# where asked (the tracked bench/balancer.csv is the one of PERFORMANCE.md's run).
+if [ -n "${CSV:-}" ]; then
+  cp "$RESULTS" "$CSV"
+  echo "wrote $CSV; bench/plot.sh $CSV draws it"
 fi
+if [ "$idle" = 0 ]; then exit 0; fi
 room=$(((limit - 200) / 2))
 if [ "$idle" -gt "$room" ]; then
   echo
@@ -275,7 +381,3 @@ echo
 echo "$idle idle connections through makler-balancer (its resident memory):"
 "$BIN/makler-load" idle --target "$balancer_tcp" --connections "$idle" --hold 5 --pid "$balancer_pid"
 stop_all
-
-# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw.
-cp "$RESULTS" "${CSV:-bench/balancer.csv}"
-echo "wrote ${CSV:-bench/balancer.csv}; bench/plot.sh draws it"

@@ -10,8 +10,8 @@
 //! cannot take them all does the remainder wait in a per-connection buffer, and reading from
 //! that source stops until it drains (backpressure). Idle connections therefore hold no buffer.
 
-use std::io::{self, Read, Write};
-use std::net::{Shutdown as Direction, SocketAddr};
+use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
 use super::pool::{Backend, Pool};
+use super::relay::{Nagle, Pipe, transfer};
 use super::{Counters, WAKER};
 use crate::shutdown::Shutdown;
 use slab::Slab;
@@ -40,17 +41,6 @@ const LISTENER: Token = Token(usize::MAX - 1);
 pub(crate) struct Timeouts {
     pub connect: Duration,
     pub idle: Duration,
-}
-
-/// One direction of a connection.
-#[derive(Debug, Default)]
-struct Pipe {
-    /// Bytes read from the source that the destination has not taken yet.
-    pending: Vec<u8>,
-    /// The source has closed its sending side.
-    eof: bool,
-    /// The destination's sending side has been shut down after `eof`.
-    shut: bool,
 }
 
 struct Proxy {
@@ -91,6 +81,9 @@ pub(crate) struct Forwarder {
     accept_more: bool,
     /// Accepting paused for want of file descriptors, until then.
     accept_retry: Option<Instant>,
+    /// When the last poll returned: the time connections are stamped with (idle and connect
+    /// timeouts need no finer clock, and one reading per turn saves one per transfer).
+    now: Instant,
 }
 
 /// What an event says about one of a connection's sockets.
@@ -175,6 +168,7 @@ impl Forwarder {
             scratch: vec![0; SCRATCH].into(),
             accept_more: true,
             accept_retry: None,
+            now: Instant::now(),
         })
     }
 
@@ -219,6 +213,7 @@ impl Forwarder {
                     break;
                 }
             }
+            self.now = Instant::now();
             for event in &events {
                 match event.token() {
                     WAKER => {}
@@ -226,7 +221,7 @@ impl Forwarder {
                     Token(token) => self.ready(token / 2, Readiness::of(token % 2 == 1, event)),
                 }
             }
-            let now = Instant::now();
+            let now = self.now;
             if self.accept_retry.is_some_and(|at| at <= now) {
                 self.accept_retry = None;
                 self.accept_more = true;
@@ -292,8 +287,9 @@ impl Forwarder {
             client_closed: false,
             tried: Vec::new(),
             up: Pipe::default(),
-            down: Pipe::default(),
-            last_active: Instant::now(),
+            // The client socket has TCP_NODELAY from the listener.
+            down: Pipe { nagle: Nagle { wrote: false, off: true }, ..Pipe::default() },
+            last_active: self.now,
         };
         let index = self.proxies.insert(proxy);
         let registered = match self.proxies.get_mut(index) {
@@ -335,7 +331,7 @@ impl Forwarder {
                         return Step::Close;
                     }
                     p.backend = Some((stream, backend));
-                    p.connecting = Some(Instant::now());
+                    p.connecting = Some(self.now);
                     return Step::Open;
                 }
                 // Out of file descriptors: this process's shortage, not the backend's fault.
@@ -363,7 +359,22 @@ impl Forwarder {
                 return;
             }
             Some(p) if p.connecting.is_some() => self.check_connect(index, readiness),
-            Some(_) => self.relay(index, Moves::for_event(readiness)),
+            // The client reset its connection after the backend's side had ended and been passed
+            // on in full: nothing is left to deliver either way, and a read would only return
+            // the error. (Clients that close with a reset, to stay out of TIME_WAIT, do this on
+            // every connection.)
+            Some(p) if !readiness.backend && readiness.error && p.down.shut && p.up.pending.is_empty() => Step::Close,
+            Some(_) => {
+                // Remembered for good: once a source's end-of-stream edge has come, no other
+                // will, even if reading it had to wait (see `Pipe::source_closed`).
+                if let Some(p) = self.proxies.get_mut(index) {
+                    if readiness.read_closed {
+                        let source = if readiness.backend { &mut p.down } else { &mut p.up };
+                        source.source_closed = true;
+                    }
+                }
+                self.relay(index, Moves::for_event(readiness))
+            }
             None => return,
         };
         if let Step::Close = step {
@@ -392,11 +403,12 @@ impl Forwarder {
             log::info!("backend {} up again: a connect succeeded", backend.addr);
         }
         backend.opened();
-        let _ = stream.set_nodelay(true);
         p.connecting = None;
         // Read what the client sent meanwhile, and whatever the backend may have sent first.
         // Read the client at once, whether or not its event came yet: its first bytes (the
         // request) usually wait already, and sending them now saves a turn of the loop.
+        p.up.source_closed |= p.client_closed;
+        p.down.source_closed |= readiness.read_closed;
         let moves = Moves {
             up_read: true,
             up_write: true,
@@ -414,7 +426,7 @@ impl Forwarder {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         let Some((backend_stream, backend)) = p.backend.as_mut() else { return Step::Close };
         let to_backend = if moves.up_read || moves.up_write {
-            let drains = moves.up_short_read_drains;
+            let drains = moves.up_short_read_drains && !p.up.source_closed;
             let done = p.down.shut;
             match transfer(&mut p.client, backend_stream, &mut p.up, &mut self.scratch, moves.up_read, drains, done) {
                 Ok(n) => n,
@@ -424,7 +436,7 @@ impl Forwarder {
             0
         };
         let from_backend = if moves.down_read || moves.down_write {
-            let drains = moves.down_short_read_drains;
+            let drains = moves.down_short_read_drains && !p.down.source_closed;
             let done = p.up.shut;
             match transfer(backend_stream, &mut p.client, &mut p.down, &mut self.scratch, moves.down_read, drains, done)
             {
@@ -436,7 +448,7 @@ impl Forwarder {
         };
         if to_backend + from_backend > 0 {
             backend.transferred(to_backend, from_backend);
-            p.last_active = Instant::now();
+            p.last_active = self.now;
         }
         if p.up.shut && p.down.shut { Step::Close } else { Step::Open }
     }
@@ -482,109 +494,4 @@ impl Forwarder {
         }
         self.counters.active.fetch_sub(1, Relaxed);
     }
-}
-
-/// Sends `buf` with `MSG_MORE`: held back until the shutdown that follows, which sends it with
-/// the FIN in one segment.
-fn send_more(dst: &TcpStream, buf: &[u8]) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
-    const FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
-    #[cfg(not(target_os = "linux"))]
-    const FLAGS: libc::c_int = 0;
-    socket2::SockRef::from(dst).send_with_flags(buf, FLAGS)
-}
-
-/// Moves bytes from `src` to `dst` until either would block, passing `src`'s end of stream on
-/// as a shutdown of `dst`'s sending side (unless `other_done`: the other direction has ended too,
-/// so both sockets are about to be closed, which tells the peers as much without a system call
-/// more). Returns how many bytes reached `dst`.
-///
-/// `src` is read when it signalled data (`readable`) or when bytes held back for `dst` have just
-/// gone out (reading had stopped for them). A read shorter than the buffer is taken to have
-/// emptied the socket when `short_read_drains`: on Linux a new arrival raises a new edge, so the
-/// read that would only say "would block" is saved. When the peer has also closed, reading goes
-/// on to see the end of the stream, for which no further event would come.
-fn transfer(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    pipe: &mut Pipe,
-    scratch: &mut [u8],
-    readable: bool,
-    short_read_drains: bool,
-    other_done: bool,
-) -> io::Result<u64> {
-    let mut moved = 0u64;
-    let held_back = !pipe.pending.is_empty();
-    // First what is waiting from before; until it is gone, the source is not read.
-    while !pipe.pending.is_empty() {
-        match dst.write(&pipe.pending) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => {
-                pipe.pending.drain(..n);
-                moved += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(moved),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    // Give the memory back: an idle connection holds no buffer.
-    if held_back {
-        pipe.pending = Vec::new();
-    }
-    let mut read_on = readable || held_back;
-    while read_on && !pipe.eof {
-        let mut n = match src.read(scratch) {
-            Ok(0) => {
-                pipe.eof = true;
-                break;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        // The peer has closed and this read did not fill the buffer: the end of the stream is
-        // probably next. Look for it before sending, so that the data and the FIN that passes
-        // the end on can leave as one segment (sent with "more to come", then the shutdown
-        // below tacks the FIN on) instead of two.
-        if !short_read_drains && n < scratch.len() {
-            match src.read(&mut scratch[n..]) {
-                Ok(0) => pipe.eof = true,
-                Ok(m) => n += m,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let merge_fin = pipe.eof && !other_done;
-        let mut written = 0;
-        while written < n {
-            let sent = if merge_fin { send_more(dst, &scratch[written..n]) } else { dst.write(&scratch[written..n]) };
-            match sent {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(w) => written += w,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        moved += written as u64;
-        if written < n {
-            pipe.pending.extend_from_slice(&scratch[written..n]);
-            return Ok(moved);
-        }
-        read_on = !(short_read_drains && n < scratch.len());
-    }
-    if pipe.eof && !pipe.shut && other_done {
-        pipe.shut = true;
-    }
-    if pipe.eof && !pipe.shut {
-        match dst.shutdown(Direction::Write) {
-            Ok(()) => pipe.shut = true,
-            // The other side is gone already: nothing left to tell it.
-            Err(e) if e.kind() == io::ErrorKind::NotConnected => pipe.shut = true,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(moved)
 }

@@ -37,6 +37,7 @@ mod forward;
 mod health;
 pub mod pool;
 mod registration;
+mod relay;
 
 use std::io;
 use std::net::SocketAddr;

@@ -41,6 +41,7 @@ mod config;
 mod deltas;
 pub mod entropy;
 mod events;
+mod membership;
 pub mod slots;
 pub mod sync;
 #[cfg(test)]
@@ -60,30 +61,9 @@ use deltas::{Deltas, lease_of};
 use entropy::Entropy;
 pub(super) use events::ReplicaEvent;
 pub use events::{PeerEvent, ReplicationStats};
+use membership::{PeerState, score};
 use slots::SlotMaps;
 use sync::CatchUp;
-
-#[derive(Debug)]
-struct PeerState {
-    addr: SocketAddr,
-    /// The incarnation last heard from.
-    node: Option<u64>,
-    up: bool,
-    last_heard: Option<Instant>,
-    complete: bool,
-    instances: u64,
-    /// The address is this broker's own (it heard its own hello).
-    is_self: bool,
-    /// For a peer found on the group: when it last said hello there.
-    seen_on_group: Option<Instant>,
-}
-
-impl PeerState {
-    /// Given with `--peers` (never forgotten), not found on the group.
-    fn configured(&self) -> bool {
-        self.seen_on_group.is_none()
-    }
-}
 
 /// The replicator. See the [module documentation](self).
 #[derive(Debug)]
@@ -588,20 +568,4 @@ impl Replicator {
         }
         applied
     }
-}
-
-/// A broker's rendezvous score for an endpoint: FNV-1a over both, mixed.
-fn score(node: u64, endpoint: SocketAddr) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let ip = match endpoint.ip() {
-        std::net::IpAddr::V4(ip) => ip.to_ipv6_mapped().octets(),
-        std::net::IpAddr::V6(ip) => ip.octets(),
-    };
-    for byte in node.to_le_bytes().into_iter().chain(ip).chain(endpoint.port().to_be_bytes()) {
-        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-    }
-    // A final mix, so nearby inputs spread over the whole range.
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^ (hash >> 33)
 }

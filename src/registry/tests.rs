@@ -324,3 +324,9 @@ proptest! {
         }
     }
 }
+
+/// The sizes the module docs' memory table gives.
+#[test]
+fn a_lease_and_its_slot_are_as_small_as_the_docs_say() {
+    assert_eq!(std::mem::size_of::<super::Lease>(), 96);
+}

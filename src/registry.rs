@@ -47,7 +47,7 @@
 //! | what | bytes | where |
 //! |---|---|---|
 //! | the lease (id 16, deadline and first-held time as 8-byte [`Ticks`], service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
-//! | its member: the endpoint packed in 18 bytes, its first lease | 24 | the service's array ([`members`]) |
+//! | its member: the endpoint, its first lease | 36 | the service's array ([`members`]) |
 //! | its text form and where it starts | ~19 | the service's text block ([`members`]) |
 //! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | [`index`] |
 //! | its expiry heap entry (deadline, lease, generation) | 16 | [`expiry`] |

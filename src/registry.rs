@@ -46,11 +46,11 @@
 //!
 //! | what | bytes | where |
 //! |---|---|---|
-//! | the lease (id 16, deadline and first-held time as 8-byte [`Ticks`], service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
-//! | its member: the endpoint, its first lease | 36 | the service's array ([`members`]) |
-//! | its text form and where it starts | ~19 | the service's text block ([`members`]) |
-//! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | [`index`] |
-//! | its expiry heap entry (deadline, lease, generation) | 16 | [`expiry`] |
+//! | the lease (id 16, deadline and first-held time as 8-byte `Ticks`, service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
+//! | its member: the endpoint, its first lease | 36 | the service's array (`registry::members`) |
+//! | its text form and where it starts | ~19 | the service's text block (`registry::members`) |
+//! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | `registry::index` |
+//! | its expiry heap entry (deadline, lease, generation) | 16 | `registry::expiry` |
 //! | its number in its digest bucket | 4 | [`digest`] |
 //!
 //! with each array's room to grow on top (up to 2× for the last doubling). Aliases (rare) are
@@ -160,7 +160,7 @@ fn saturate(n: usize) -> u32 {
 /// 8 bytes where an `Instant` takes 16, exact to the nanosecond for ±292 years.
 type Ticks = i64;
 
-/// A lease: 96 bytes (104 in its slab slot). Its other ids, when two brokers' leases were
+/// A lease: 96 bytes. Its other ids, when two brokers' leases were
 /// merged (see [`remote`]), are rare and live in a side map ([`index`]).
 #[derive(Debug)]
 struct Lease {

@@ -11,6 +11,10 @@
 //! deadline, and so the front's deadline is the earliest of all, to the nanosecond, as the
 //! ordered index it replaces (a `BTreeSet<(Instant, u32)>`, about 44 bytes a lease with its
 //! nodes' free room) gave it. Ties expire in lease order, as before.
+//!
+//! Orphans are counted: when they outnumber the live leases (by more than [`SLACK`]), as many
+//! removals with a long TTL can make them, the heap is rebuilt with the live entries only, so
+//! it never holds more than about twice the leases (amortized O(1) a removal).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -22,7 +26,12 @@ use super::{Index, Registry, Ticks};
 pub(super) struct Expiry {
     heap: BinaryHeap<Reverse<(Ticks, Index, u32)>>,
     next_generation: u32,
+    /// Entries of removed leases still in the heap.
+    orphans: usize,
 }
+
+/// How many orphans more than live leases the heap holds before it is rebuilt.
+const SLACK: usize = 1024;
 
 impl Expiry {
     /// A generation for a new lease.
@@ -44,6 +53,17 @@ impl Expiry {
     fn pop(&mut self) {
         self.heap.pop();
     }
+
+    /// A lease was removed: its entry is an orphan now.
+    pub(super) fn orphaned(&mut self) {
+        self.orphans += 1;
+    }
+
+    /// How many entries of removed leases the heap holds.
+    #[cfg(test)]
+    pub(super) fn orphans(&self) -> usize {
+        self.orphans
+    }
 }
 
 impl Registry {
@@ -60,9 +80,24 @@ impl Registry {
                     self.expiry.pop();
                     self.expiry.push(deadline, index, generation);
                 }
-                _ => self.expiry.pop(),
+                _ => {
+                    self.expiry.pop();
+                    self.expiry.orphans = self.expiry.orphans.saturating_sub(1);
+                }
             }
         }
+    }
+
+    /// Rebuilds the heap without its orphans when they outnumber the live leases.
+    pub(super) fn compact_expiry(&mut self) {
+        if self.expiry.orphans <= self.lease_count + SLACK {
+            return;
+        }
+        let leases = &self.leases;
+        self.expiry.heap.retain(|Reverse((_, index, generation))| {
+            leases.get(*index as usize).is_some_and(|lease| lease.generation == *generation)
+        });
+        self.expiry.orphans = 0;
     }
 
     /// The lease that runs out first, with its deadline (the heap must be settled).

@@ -172,7 +172,9 @@ impl Registry {
         let aliases = self.index.take_aliases(index);
         let deadline = self.instant(lease.deadline);
         // Its expiry entry is left behind, and dropped when it reaches the front.
+        self.expiry.orphaned();
         self.settle_expiry();
+        self.compact_expiry();
         if let Some(count) = self.per_source.get_mut(&lease.source.ip()) {
             *count -= 1;
             if *count == 0 {

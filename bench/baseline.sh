@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# This build's broker next to an earlier build's, answering the same table: 1,000 services with
+# This build's broker next to an earlier build's, answering the same table (by default 1,000 services with
 # 10 instances each, registered at both by `makler-load populate`. `makler-load query` then asks
 # both for the same names, binary queries and text queries, in alternating rounds with the same
 # generator, and prints each rate as a ratio to the earlier build's.
@@ -11,7 +11,8 @@
 #
 # Everything listens on 127.0.0.1 only, and every process the script starts is stopped when it
 # ends. Settings (environment): DURATION seconds per target (20), ROUNDS (10), WINDOW requests in
-# flight (8), THREADS (1).
+# flight (8), THREADS (1), INSTANCES (10000) over TYPES services (1000): `INSTANCES=10000 TYPES=10`
+# measures full replies (1,000 instances per service, as many as fit in one reply).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/lib.sh
@@ -22,6 +23,8 @@ DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-10}
 WINDOW=${WINDOW:-8}
 THREADS=${THREADS:-1}
+INSTANCES=${INSTANCES:-10000}
+TYPES=${TYPES:-1000}
 
 cargo build --release --quiet
 BIN=$PWD/target/release
@@ -31,7 +34,7 @@ echo "makler $(source_version) against $BASELINE, $(machine_note)"
 
 # Long TTLs: nothing heartbeats during the run; no quota, no probes, no rate limit: one
 # generator registers and asks everything (as bench/nsd.sh).
-flags=(--listen 127.0.0.1:0 --quiet --no-multicast --ttl 3600 --max-instances 20000 --max-per-source 0
+flags=(--listen 127.0.0.1:0 --quiet --no-multicast --ttl 3600 --max-instances $((INSTANCES * 2)) --max-per-source 0
   --probe-interval 0 --rate-limit 0)
 # Builds older than per-network quotas do not know the flag (and have no such quota).
 old_flags=("${flags[@]}")
@@ -44,9 +47,9 @@ start current "$BIN/makler-broker" "${flags[@]}"
 new=${LINE#listening udp=}
 new_pid=$LAST_PID
 for target in "$old" "$new"; do
-  "$BIN/makler-load" populate --quiet --target "$target" --instances 10000 --types 1000 --prefix svc
+  "$BIN/makler-load" populate --quiet --target "$target" --instances "$INSTANCES" --types "$TYPES" --prefix svc
 done
-seq 0 999 | sed 's/^/svc/' >"$WORK/names"
+seq 0 $((TYPES - 1)) | sed 's/^/svc/' >"$WORK/names"
 
 for form in binary text; do
   "$BIN/makler-load" query --quiet --names "$WORK/names" --duration "$DURATION" --rounds "$ROUNDS" \

@@ -34,9 +34,27 @@
 //! - **Per-source and per-network counts** ([`Registry::source_count`],
 //!   [`Registry::network_count`]) for quotas.
 //!
-//! Costs: register, heartbeat and deregister are a hash lookup or two plus an update of an
-//! ordered expiry index, O(log n); a query is a hash lookup plus the instances it returns.
-//! Expiry pops the front of the deadline index, so it never scans the table.
+//! Costs: register and deregister are a hash lookup or two plus a push on the expiry heap,
+//! O(log n); a heartbeat is a hash lookup (its lease's expiry entry moves once per TTL, when
+//! it reaches the heap's front, not at every renewal); a query is a hash lookup plus the
+//! instances it returns, and a text query two copies from the service's text block. Expiry
+//! pops the front of the heap, so it never scans the table.
+//!
+//! # Memory
+//!
+//! What the table keeps per instance (one lease each), in bytes, and where:
+//!
+//! | what | bytes | where |
+//! |---|---|---|
+//! | the lease (id 16, deadline and first-held time as 8-byte `Ticks`, service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
+//! | its member: the endpoint, its first lease | 36 | the service's array (`registry::members`) |
+//! | its text form and where it starts | ~19 | the service's text block (`registry::members`) |
+//! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | `registry::index` |
+//! | its expiry heap entry (deadline, lease, generation) | 16 | `registry::expiry` |
+//! | its number in its digest bucket | 4 | [`digest`] |
+//!
+//! with each array's room to grow on top (up to 2× for the last doubling). Aliases (rare) are
+//! in a side map; services, per-source and per-network counts are per service or source.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -57,8 +75,11 @@
 
 mod changes;
 pub mod digest;
+mod expiry;
+mod index;
 mod limits;
 mod listing;
+mod members;
 pub mod remote;
 mod table;
 mod tombstones;
@@ -82,7 +103,7 @@ pub use remote::{Applied, Cursor, LeaseView};
 pub use crate::protocol::check::SharedCheck;
 use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
-use crate::timers::Timers;
+use members::{Member, TextBlock};
 
 /// The registry's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,21 +156,26 @@ fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
+/// A point in time as nanoseconds from the registry's epoch (the first `now` it was given):
+/// 8 bytes where an `Instant` takes 16, exact to the nanosecond for ±292 years.
+type Ticks = i64;
+
+/// A lease: 96 bytes. Its other ids, when two brokers' leases were
+/// merged (see [`remote`]), are rare and live in a side map ([`index`]).
 #[derive(Debug)]
 struct Lease {
     id: Uuid,
-    deadline: Instant,
+    deadline: Ticks,
     /// When this registry first held it (a local register, or the peer's lease arriving).
-    since: Instant,
+    since: Ticks,
     service: Index,
     /// Position of the instance in the service's `members`.
     position: Index,
     /// The next lease on the same instance, or [`NONE`].
     next: Index,
+    /// Tells its entry in the expiry heap from an earlier lease's in the same slot ([`expiry`]).
+    generation: u32,
     source: Source,
-    /// Other ids that name this lease: ids a peer gave the same source's registration before
-    /// the two were merged (see [`remote`]).
-    aliases: Vec<Uuid>,
     /// The health check its holder declared (8 bytes: shared, see [`SharedCheck`]).
     check: SharedCheck,
 }
@@ -182,51 +208,12 @@ impl CommonChecks {
     }
 }
 
-/// An instance as its service lists it. The endpoint lives here rather than in the [`Lease`],
-/// so a query reads one contiguous array instead of leases scattered over the table.
-#[derive(Debug)]
-struct Member {
-    endpoint: SocketAddr,
-    /// The first of the instance's leases.
-    head: Index,
-    /// The endpoint as text queries write it, made once rather than at every query.
-    text: EndpointText,
-}
-
-/// An endpoint's text form (`1.2.3.4:80`, `[::1]:80`), kept inline: the longest IPv6 form with
-/// a port is 47 bytes.
-#[derive(Clone, Copy)]
-struct EndpointText {
-    len: u8,
-    bytes: [u8; 47],
-}
-
-impl std::fmt::Debug for EndpointText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl EndpointText {
-    fn new(endpoint: SocketAddr) -> Self {
-        use std::io::Write;
-        let mut bytes = [0u8; 47];
-        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
-        // The buffer holds the longest form; a failure would only shorten the text.
-        let _ = write!(cursor, "{endpoint}");
-        let len = u8::try_from(cursor.position()).unwrap_or(0);
-        EndpointText { len, bytes }
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
-    }
-}
-
 #[derive(Debug)]
 struct Service {
     name: Arc<str>,
     members: Vec<Member>,
+    /// The members' text forms, for text answers.
+    text: TextBlock,
     /// Where the next query starts.
     cursor: usize,
 }
@@ -242,12 +229,12 @@ pub struct Registry {
     lease_slots: usize,
     service_slots: usize,
     by_name: HashMap<Arc<str>, Index>,
-    /// Every id, aliases included, to its lease.
-    by_id: HashMap<Uuid, Index>,
-    /// Every instance to its position in its service's `members`.
-    by_endpoint: HashMap<(Index, SocketAddr), Index>,
-    /// Every live lease, ordered by deadline: the front expires first.
-    expiry: Timers<Index>,
+    /// Leases by id (aliases included) and instances by (service, endpoint).
+    index: index::Indexes,
+    /// What [`Ticks`] count from: the first `now` the registry was given.
+    epoch: Option<Instant>,
+    /// Every live lease by deadline: the front expires first ([`expiry`]).
+    expiry: expiry::Expiry,
     tombstones: tombstones::Tombstones,
     /// The table's summary for anti-entropy.
     digest: digest::Digest,
@@ -287,9 +274,9 @@ impl Registry {
             lease_slots: 0,
             service_slots: 0,
             by_name: HashMap::new(),
-            by_id: HashMap::new(),
-            by_endpoint: HashMap::new(),
-            expiry: Timers::new(),
+            index: index::Indexes::default(),
+            epoch: None,
+            expiry: expiry::Expiry::default(),
             per_source: HashMap::new(),
             per_network: HashMap::new(),
             lease_count: 0,
@@ -378,7 +365,7 @@ impl Registry {
         self.config.limits.admit(self.lease_count, self.source_count(ip), self.network_count(ip))?;
         let id = loop {
             let id = (self.new_id)();
-            if !self.by_id.contains_key(&id) && !self.tombstones.contains(id) {
+            if self.find_id(id).is_none() && !self.tombstones.contains(id) {
                 break id;
             }
         };
@@ -397,13 +384,13 @@ impl Registry {
 
     /// The check declared for the lease with this id (or alias).
     pub fn check_of(&self, id: Uuid) -> Option<&SharedCheck> {
-        self.by_id.get(&id).map(|&index| &self.lease(index).check)
+        self.find_id(id).map(|index| &self.lease(index).check)
     }
 
     /// Renews the lease with this id.
     pub fn heartbeat(&mut self, now: Instant, id: Uuid) -> Result<(), NotFound> {
         self.handle_timeout(now);
-        let &lease = self.by_id.get(&id).ok_or(NotFound)?;
+        let lease = self.find_id(id).ok_or(NotFound)?;
         self.renew(lease, now + self.config.ttl, false);
         Ok(())
     }
@@ -411,7 +398,7 @@ impl Registry {
     /// Removes the lease with this id at once (its instance goes when no other lease holds it).
     pub fn deregister(&mut self, now: Instant, id: Uuid) -> Result<(), NotFound> {
         self.handle_timeout(now);
-        let &lease = self.by_id.get(&id).ok_or(NotFound)?;
+        let lease = self.find_id(id).ok_or(NotFound)?;
         self.remove(now, lease, ChangeKind::Removed(RemoveReason::Deregistered), false);
         Ok(())
     }
@@ -476,7 +463,7 @@ impl Registry {
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
         let members = &entry.members;
-        Some((0..len).map(move |k| members[(start + k) % len].endpoint))
+        Some((0..len).map(move |k| members[(start + k) % len].endpoint.get()))
     }
 
     /// The live instances of `service` in table order, without moving its rotation (for
@@ -484,7 +471,7 @@ impl Registry {
     pub fn members(&mut self, now: Instant, service: &str) -> impl Iterator<Item = SocketAddr> + '_ {
         self.handle_timeout(now);
         let members = self.by_name.get(service).and_then(|&index| self.services.get(index as usize));
-        members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint))
+        members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint.get()))
     }
 
     /// Like [`query`](Self::query), with each instance's text form (`ip:port`, IPv6 in
@@ -497,14 +484,30 @@ impl Registry {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
         let entry = self.services.get_mut(service_index as usize)?;
+        entry.text.refresh(&entry.members);
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
-        let members = &entry.members;
+        let entry = &*entry;
         Some((0..len).map(move |k| {
-            let member = &members[(start + k) % len];
-            (member.endpoint, member.text.as_str())
+            let k = (start + k) % len;
+            (entry.members[k].endpoint.get(), entry.text.text(k))
         }))
+    }
+
+    /// A text query's answer, cut from the service's text block and moving its rotation as
+    /// [`query`](Self::query) does: the instances' text forms separated by spaces, as many as
+    /// fit in `room` bytes (the greedy cut: up to the first that does not fit), as two slices
+    /// to write one after the other. `None` when the service has no live instance.
+    pub fn query_text_block(&mut self, now: Instant, service: &str, room: usize) -> Option<(&[u8], &[u8])> {
+        self.handle_timeout(now);
+        let &service_index = self.by_name.get(service)?;
+        let entry = self.services.get_mut(service_index as usize)?;
+        entry.text.refresh(&entry.members);
+        let len = entry.members.len();
+        let start = entry.cursor % len;
+        entry.cursor = (start + 1) % len;
+        Some(entry.text.answer(start, room))
     }
 
     /// The id of the lease `source` holds on `endpoint` of `service`.
@@ -516,8 +519,10 @@ impl Registry {
     /// enough. Every other call that takes `now` does this first, so calling it is needed only
     /// to see expiries (changes) when nothing else happens.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((deadline, lease)) = self.expiry.first() {
-            if deadline > now {
+        self.epoch.get_or_insert(now);
+        let now_ticks = self.ticks(now);
+        while let Some((deadline, lease)) = self.first_expiry() {
+            if deadline > now_ticks {
                 break;
             }
             self.remove(now, lease, ChangeKind::Expired, false);
@@ -530,7 +535,7 @@ impl Registry {
     /// should call [`handle_timeout`](Self::handle_timeout) then (or act on any other input
     /// before).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.expiry.next(), self.tombstones.next_timeout()) {
+        match (self.next_expiry(), self.tombstones.next_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -538,7 +543,7 @@ impl Registry {
 
     /// When the next lease expires, if any.
     pub fn next_expiry(&self) -> Option<Instant> {
-        self.expiry.next()
+        self.first_expiry().map(|(at, _)| self.instant(at))
     }
 
     /// The oldest change not taken yet. The log is always on; see [`Change::seq`] for gaps.

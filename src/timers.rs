@@ -1,10 +1,11 @@
-//! An ordered set of deadlines, the one timer structure every state machine here uses.
+//! An ordered set of deadlines, the timer structure the state machines here use.
 //!
-//! The registry's leases and tombstones, the prober's deadlines and the replicator's peer
-//! timers all need the same three things: add a deadline for a key, take it away again, and
-//! pop whatever is due by `now`. A `BTreeSet<(Instant, K)>` does all three in O(log n), and its
-//! first element is the next wake-up (see quinn-proto's timer table and mini-redis's expiry
-//! index for the same idea).
+//! The registry's tombstones, the prober's deadlines and the replicator's peer timers all need
+//! the same three things: add a deadline for a key, take it away again, and pop whatever is due
+//! by `now`. A `BTreeSet<(Instant, K)>` does all three in O(log n), and its first element is
+//! the next wake-up (see quinn-proto's timer table and mini-redis's expiry index for the same
+//! idea). The registry's leases, the most numerous and renewed all the time, have a lazier
+//! heap of their own (`registry::expiry`), which a renewal does not touch.
 //!
 //! ```
 //! use std::time::{Duration, Instant};

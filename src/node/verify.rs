@@ -143,7 +143,8 @@ pub(super) struct Verifier {
     rechecks: Timers<SocketAddr>,
     buckets: HashMap<IpAddr, Bucket>,
     schedule: Option<Schedule>,
-    /// The services of every live instance, by endpoint, each with the check it declares.
+    /// The services of every live instance that declares a check, by endpoint, each with that
+    /// check (the instances that declare none, the most, are not kept).
     services: HashMap<SocketAddr, Vec<(Arc<str>, SharedCheck)>>,
     events: VecDeque<VerifyEvent>,
     reports: u64,
@@ -309,7 +310,22 @@ impl Verifier {
             return;
         }
         // A lease came, was renewed, or went while others hold the instance: the check the
-        // instance declares (the change carries it) may have changed.
+        // instance declares (the change carries it) may have changed. An instance that declares
+        // none is neither probed nor verified, so it is not kept here: most declare none, and
+        // an entry costs about a hundred bytes.
+        if change.check.is_none() {
+            if let Some(services) = self.services.get_mut(&endpoint) {
+                let before = services.len();
+                services.retain(|(s, _)| *s != change.service);
+                if services.len() != before {
+                    if services.is_empty() {
+                        self.services.remove(&endpoint);
+                    }
+                    self.reschedule(now, endpoint, owned(endpoint));
+                }
+            }
+            return;
+        }
         let services = self.services.entry(endpoint).or_default();
         match services.iter_mut().find(|(name, _)| *name == change.service) {
             // A renewal that declares what it declared before: nothing to do (the common case,

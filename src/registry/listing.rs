@@ -71,7 +71,7 @@ impl Registry {
         for (position, member) in members.iter().enumerate().skip(cursor.0 as usize) {
             let mut lease = member.head;
             let mut view = InstanceView {
-                endpoint: member.endpoint,
+                endpoint: member.endpoint.get(),
                 age: Duration::ZERO,
                 ttl_left: Duration::ZERO,
                 leases: 0,
@@ -82,7 +82,7 @@ impl Registry {
             while lease != NONE {
                 let entry = self.lease(lease);
                 view.leases += 1;
-                view.ttl_left = view.ttl_left.max(entry.deadline.saturating_duration_since(now));
+                view.ttl_left = view.ttl_left.max(self.instant(entry.deadline).saturating_duration_since(now));
                 if oldest.is_none_or(|since| entry.since < since) {
                     oldest = Some(entry.since);
                     view.source = entry.source;
@@ -90,7 +90,7 @@ impl Registry {
                 }
                 lease = entry.next;
             }
-            view.age = oldest.map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
+            view.age = oldest.map_or(Duration::ZERO, |since| now.saturating_duration_since(self.instant(since)));
             if !take(view) {
                 return Ok(Some(Cursor(super::index_of(position))));
             }

@@ -111,16 +111,18 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let deadline = now + ttl;
-        if let Some(&index) = self.by_id.get(&lease.id) {
+        if let Some(index) = self.find_id(lease.id) {
             let known = self.lease(index);
             let service = self.service(known.service);
-            if &*service.name != lease.service || service.members[known.position as usize].endpoint != lease.endpoint {
+            if &*service.name != lease.service
+                || service.members[known.position as usize].endpoint.get() != lease.endpoint
+            {
                 return Applied::Conflict;
             }
             self.adopt_aliases(index, lease.id, lease.aliases);
             let before = self.lease(index).deadline;
             // Only a newer renewal says what the lease declares now; a late one is stale.
-            if deadline > before {
+            if self.ticks(deadline) > before {
                 self.set_check(index, lease.check);
             }
             self.renew(index, deadline, true);
@@ -134,7 +136,7 @@ impl Registry {
         if let Some(index) = self.find_lease(lease.service, lease.endpoint, lease.source) {
             self.merge(index, lease.id);
             self.adopt_aliases(index, lease.id, lease.aliases);
-            if deadline > self.lease(index).deadline {
+            if self.ticks(deadline) > self.lease(index).deadline {
                 self.set_check(index, lease.check);
             }
             self.renew(index, deadline, true);
@@ -145,7 +147,8 @@ impl Registry {
         }
         let check = self.common_checks.share(lease.check, None);
         let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true, check);
-        self.lease_mut(index).since = now;
+        let since = self.ticks(now);
+        self.lease_mut(index).since = since;
         self.adopt_aliases(index, lease.id, lease.aliases);
         Applied::Inserted
     }
@@ -155,8 +158,8 @@ impl Registry {
     /// should it arrive after the removal, is refused. Returns whether a lease went.
     pub fn apply_remote_removal(&mut self, now: Instant, id: Uuid, reason: RemoveReason) -> bool {
         self.handle_timeout(now);
-        match self.by_id.get(&id) {
-            Some(&index) => {
+        match self.find_id(id) {
+            Some(index) => {
                 self.remove(now, index, ChangeKind::Removed(reason), true);
                 true
             }
@@ -186,10 +189,10 @@ impl Registry {
             let view = LeaseView {
                 id: lease.id,
                 service: &service.name,
-                endpoint: service.members[lease.position as usize].endpoint,
+                endpoint: service.members[lease.position as usize].endpoint.get(),
                 source: lease.source,
-                ttl_left: lease.deadline.saturating_duration_since(now),
-                aliases: &lease.aliases,
+                ttl_left: self.instant(lease.deadline).saturating_duration_since(now),
+                aliases: self.index.aliases(super::index_of(slot)),
                 check: lease.check.as_deref(),
             };
             if !take(view) {
@@ -201,16 +204,16 @@ impl Registry {
 
     /// The lease with this id (or alias) as a peer would be sent it.
     pub fn view(&self, now: Instant, id: Uuid) -> Option<LeaseView<'_>> {
-        let &index = self.by_id.get(&id)?;
+        let index = self.find_id(id)?;
         let lease = self.lease(index);
         let service = self.service(lease.service);
         Some(LeaseView {
             id: lease.id,
             service: &service.name,
-            endpoint: service.members[lease.position as usize].endpoint,
+            endpoint: service.members[lease.position as usize].endpoint.get(),
             source: lease.source,
-            ttl_left: lease.deadline.saturating_duration_since(now),
-            aliases: &lease.aliases,
+            ttl_left: self.instant(lease.deadline).saturating_duration_since(now),
+            aliases: self.index.aliases(index),
             check: lease.check.as_deref(),
         })
         .filter(|view| !view.ttl_left.is_zero())
@@ -219,7 +222,7 @@ impl Registry {
     /// Where the lease with this id (or alias) is kept: its slot, which it keeps for its whole
     /// life (replication names leases by it, see `node::replicate::slots`).
     pub fn slot_of(&self, id: Uuid) -> Option<Cursor> {
-        self.by_id.get(&id).map(|&index| Cursor(index))
+        self.find_id(id).map(Cursor)
     }
 
     /// The lease kept at `slot`, as a peer would be sent it.
@@ -235,7 +238,7 @@ impl Registry {
     pub fn renew_at(&mut self, now: Instant, slot: Cursor, ttl_left: Duration, is_it: impl Fn(Uuid) -> bool) -> bool {
         self.handle_timeout(now);
         let Some(lease) = self.leases.get(slot.0 as usize) else { return false };
-        if !is_it(lease.id) && !lease.aliases.iter().any(|&alias| is_it(alias)) {
+        if !is_it(lease.id) && !self.index.aliases(slot.0).iter().any(|&alias| is_it(alias)) {
             return false;
         }
         let ttl = ttl_left.min(self.config.ttl);
@@ -248,23 +251,25 @@ impl Registry {
     /// Makes `other` a name of the lease at `index` too; the smaller of the two ids becomes the
     /// lease's id, the other an alias.
     fn merge(&mut self, index: Index, other: Uuid) {
-        let lease = self.lease_mut(index);
-        if lease.aliases.len() >= MAX_ALIASES {
+        if self.index.aliases(index).len() >= MAX_ALIASES {
             return;
         }
-        if other < lease.id {
-            let old = std::mem::replace(&mut lease.id, other);
-            lease.aliases.push(old);
+        let id = self.lease(index).id;
+        if other < id {
+            // The id table finds a lease by its id's hash: out under the old id, in under the new.
+            self.index.remove_id(id, index);
+            self.lease_mut(index).id = other;
+            self.index.insert_id(&self.leases, index);
+            self.index.add_alias(index, id);
         } else {
-            lease.aliases.push(other);
+            self.index.add_alias(index, other);
         }
-        self.by_id.insert(other, index);
     }
 
     /// Takes the aliases a peer knows for a lease (those not known here and not tombstoned).
     fn adopt_aliases(&mut self, index: Index, id: Uuid, aliases: &[Uuid]) {
         for &alias in aliases {
-            if alias != id && !self.by_id.contains_key(&alias) && !self.tombstones.contains(alias) {
+            if alias != id && self.find_id(alias).is_none() && !self.tombstones.contains(alias) {
                 self.merge(index, alias);
             }
         }

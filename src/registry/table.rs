@@ -3,14 +3,38 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{Change, ChangeKind, Index, Lease, Member, NONE, Registry, Service, Source, index_of, saturate};
+use super::members::{Endpoint, TextBlock};
+use super::{Change, ChangeKind, Index, Lease, Member, NONE, Registry, Service, Source, Ticks, index_of, saturate};
 use crate::protocol::{Check, Rejection};
 
 impl Registry {
+    /// `at` as [`Ticks`] (the epoch is set by the first `handle_timeout`, which every call that
+    /// adds a lease makes first).
+    pub(super) fn ticks(&self, at: Instant) -> Ticks {
+        let epoch = self.epoch.unwrap_or(at);
+        let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+        match at.checked_duration_since(epoch) {
+            Some(after) => nanos(after),
+            None => -nanos(epoch.duration_since(at)),
+        }
+    }
+
+    /// The instant `ticks` stands for.
+    pub(super) fn instant(&self, ticks: Ticks) -> Instant {
+        let epoch = self.epoch.unwrap_or_else(|| unreachable!("a lease's time is after the epoch is set"));
+        let span = Duration::from_nanos(ticks.unsigned_abs());
+        if ticks >= 0 { epoch + span } else { epoch - span }
+    }
+
+    /// The lease with this id or alias.
+    pub(super) fn find_id(&self, id: Uuid) -> Option<Index> {
+        self.index.lease(&self.leases, id)
+    }
+
     pub(super) fn lease(&self, index: Index) -> &Lease {
         self.leases.get(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"))
     }
@@ -37,8 +61,7 @@ impl Registry {
     /// The first lease on an instance.
     pub(super) fn head_lease(&self, service: &str, endpoint: SocketAddr) -> Option<Index> {
         let &service_index = self.by_name.get(service)?;
-        let &position = self.by_endpoint.get(&(service_index, endpoint))?;
-        Some(self.service(service_index).members[position as usize].head)
+        self.index.head(&self.leases, &self.services, service_index, Endpoint::new(endpoint))
     }
 
     /// The lease `source` holds on an instance.
@@ -70,19 +93,22 @@ impl Registry {
             Some(&index) => index,
             None => self.add_service(service),
         };
+        let packed = Endpoint::new(endpoint);
         // The key the lease will be inserted at, once its place on its instance is known.
         let index = index_of(self.leases.vacant_key());
-        let (position, next, new_instance) = match self.by_endpoint.get(&(service_index, endpoint)) {
-            Some(&position) => {
-                let member = &mut self.service_mut(service_index).members[position as usize];
-                let next = std::mem::replace(&mut member.head, index);
-                (position, next, false)
+        let (position, next, new_instance) = match self.index.head(&self.leases, &self.services, service_index, packed)
+        {
+            Some(head) => {
+                let position = self.lease(head).position;
+                self.service_mut(service_index).members[position as usize].head = index;
+                self.index.move_head(service_index, packed, head, index);
+                (position, head, false)
             }
             None => {
-                let members = &mut self.service_mut(service_index).members;
-                let position = index_of(members.len());
-                members.push(Member { endpoint, head: index, text: super::EndpointText::new(endpoint) });
-                self.by_endpoint.insert((service_index, endpoint), position);
+                let entry = self.service_mut(service_index);
+                let position = index_of(entry.members.len());
+                entry.members.push(Member { endpoint: packed, head: index });
+                entry.text.push(endpoint);
                 self.instance_count += 1;
                 (position, NONE, true)
             }
@@ -90,22 +116,27 @@ impl Registry {
         // A local lease is inserted when it is registered, a full TTL before its deadline; a
         // peer's lease gets its arrival time from `apply_remote`.
         let since = deadline.checked_sub(self.config.ttl).unwrap_or(deadline);
+        let (deadline_ticks, since) = (self.ticks(deadline), self.ticks(since));
+        let generation = self.expiry.generation();
         let key = self.leases.insert(Lease {
             id,
-            deadline,
+            deadline: deadline_ticks,
             since,
             service: service_index,
             position,
             next,
+            generation,
             source,
-            aliases: Vec::new(),
             check,
         });
         debug_assert_eq!(key, index as usize);
+        if new_instance {
+            self.index.insert_instance(&self.leases, &self.services, index);
+        }
         self.lease_slots = self.lease_slots.max(key + 1);
         self.digest.insert(super::digest::element_hash(service, endpoint, source), index);
-        self.by_id.insert(id, index);
-        self.expiry.insert(deadline, index);
+        self.index.insert_id(&self.leases, index);
+        self.expiry.push(deadline_ticks, index, generation);
         *self.per_source.entry(source.ip()).or_insert(0) += 1;
         *self.per_network.entry(super::network(source.ip())).or_insert(0) += 1;
         self.lease_count += 1;
@@ -117,11 +148,13 @@ impl Registry {
     /// Local renewals are always recorded (a heartbeat is news to peers even when a peer's
     /// renewal got here first), a peer's only when they extend the lease.
     pub(super) fn renew(&mut self, index: Index, deadline: Instant, by_peer: bool) -> Uuid {
+        let ticks = self.ticks(deadline);
         let lease = self.lease_mut(index);
         let (old, id) = (lease.deadline, lease.id);
-        if deadline > old {
-            lease.deadline = deadline;
-            self.expiry.reschedule(old, deadline, index);
+        if ticks > old {
+            // Its expiry entry stays where it is, early, until it reaches the front.
+            lease.deadline = ticks;
+            self.settle_expiry();
         } else if by_peer {
             return id;
         }
@@ -135,11 +168,13 @@ impl Registry {
         self.digest.remove(self.element_hash_of(index), index);
         let lease =
             self.leases.try_remove(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"));
-        self.by_id.remove(&lease.id);
-        for alias in &lease.aliases {
-            self.by_id.remove(alias);
-        }
-        self.expiry.remove(lease.deadline, index);
+        self.index.remove_id(lease.id, index);
+        let aliases = self.index.take_aliases(index);
+        let deadline = self.instant(lease.deadline);
+        // Its expiry entry is left behind, and dropped when it reaches the front.
+        self.expiry.orphaned();
+        self.settle_expiry();
+        self.compact_expiry();
         if let Some(count) = self.per_source.get_mut(&lease.source.ip()) {
             *count -= 1;
             if *count == 0 {
@@ -158,8 +193,12 @@ impl Registry {
         // Unlink it from its instance's list.
         let position = lease.position as usize;
         let head = self.service(lease.service).members[position].head;
+        let packed = self.service(lease.service).members[position].endpoint;
         if head == index {
             self.service_mut(lease.service).members[position].head = lease.next;
+            if lease.next != NONE {
+                self.index.move_head(lease.service, packed, index, lease.next);
+            }
         } else {
             let mut previous = head;
             while self.lease(previous).next != index {
@@ -167,19 +206,19 @@ impl Registry {
             }
             self.lease_mut(previous).next = lease.next;
         }
-        let endpoint = self.service(lease.service).members[position].endpoint;
+        let endpoint = packed.get();
         let remaining = self.service(lease.service).members[position].head;
         let instance_gone = remaining == NONE;
         // What the instance declares now: the other leases' check, or (gone) the lease's own.
         let check = if instance_gone { lease.check } else { self.instance_check(remaining) };
         if instance_gone {
             self.instance_count -= 1;
-            self.by_endpoint.remove(&(lease.service, endpoint));
+            self.index.remove_instance(lease.service, packed, index);
             let service = self.service_mut(lease.service);
             service.members.swap_remove(position);
+            service.text.invalidate();
             if let Some(moved) = service.members.get(position) {
-                let (moved_endpoint, mut moved_lease) = (moved.endpoint, moved.head);
-                self.by_endpoint.insert((lease.service, moved_endpoint), lease.position);
+                let mut moved_lease = moved.head;
                 while moved_lease != NONE {
                     let entry = self.lease_mut(moved_lease);
                     entry.position = lease.position;
@@ -194,7 +233,7 @@ impl Registry {
         }
         if let ChangeKind::Removed(_) = kind {
             self.tombstones.insert(now, lease.id);
-            for &alias in &lease.aliases {
+            for &alias in &aliases {
                 self.tombstones.insert(now, alias);
             }
         }
@@ -205,10 +244,10 @@ impl Registry {
             service: name,
             endpoint,
             source: lease.source,
-            deadline: lease.deadline,
+            deadline,
             by_peer,
             instance_changed: instance_gone,
-            aliases: lease.aliases,
+            aliases,
             check,
         });
     }
@@ -251,9 +290,9 @@ impl Registry {
             kind,
             id: lease.id,
             service: Arc::clone(&service.name),
-            endpoint: service.members[lease.position as usize].endpoint,
+            endpoint: service.members[lease.position as usize].endpoint.get(),
             source: lease.source,
-            deadline: lease.deadline,
+            deadline: self.instant(lease.deadline),
             by_peer,
             instance_changed,
             aliases,
@@ -263,7 +302,7 @@ impl Registry {
     }
 
     pub(super) fn add_service(&mut self, name: &str) -> Index {
-        let service = Service { name: Arc::from(name), members: Vec::new(), cursor: 0 };
+        let service = Service { name: Arc::from(name), members: Vec::new(), text: TextBlock::default(), cursor: 0 };
         let name = Arc::clone(&service.name);
         let key = self.services.insert(service);
         self.service_slots = self.service_slots.max(key + 1);

@@ -324,3 +324,29 @@ proptest! {
         }
     }
 }
+
+/// The sizes the module docs' memory table gives.
+#[test]
+fn a_lease_and_its_slot_are_as_small_as_the_docs_say() {
+    assert_eq!(std::mem::size_of::<super::Lease>(), 96);
+}
+
+/// Removals leave their expiry entries behind; with a long TTL they would pile up, so the
+/// heap is rebuilt once they outnumber the live leases.
+#[test]
+fn removed_leases_do_not_pile_up_in_the_expiry_heap() {
+    let config = Config { ttl: Duration::from_secs(3600), ..Config::default() };
+    let mut r = Registry::new(config, counter_ids());
+    let t0 = Instant::now();
+    let source = Source::Unicast("127.0.0.1:50000".parse().unwrap());
+    let keep = r.register(t0, "echo", "127.0.0.1:3999".parse().unwrap(), source).unwrap().id;
+    for k in 0..5000u16 {
+        let endpoint = SocketAddr::from(([127, 0, 0, 1], 4000 + k));
+        let id = r.register(t0, "echo", endpoint, source).unwrap().id;
+        r.deregister(t0, id).unwrap();
+        assert!(r.expiry.orphans() <= 1 + 1024 + 1);
+    }
+    assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(3600)));
+    assert!(r.heartbeat(t0 + Duration::from_secs(10), keep).is_ok());
+    assert_eq!(r.next_expiry(), Some(t0 + Duration::from_secs(3610)));
+}

@@ -33,28 +33,22 @@ pub(super) fn apply(ctx: &mut impl Context, now: Instant, form: Form, service: &
     Response::Instances(list)
 }
 
-/// A text query's answer, written into `out` (cleared first) straight from the instances'
-/// ready text forms: as many as fit in one reply, separated by spaces, ending in a newline.
+/// A text query's answer, written into `out` (cleared first) straight from the service's
+/// ready text block: as many instances as fit in one reply, separated by spaces, ending in a
+/// newline; at most two copies, however many instances fit.
 pub(super) fn apply_text(ctx: &mut impl Context, now: Instant, service: &str, out: &mut Vec<u8>) {
     let (state, registry) = ctx.parts();
     if let Err(rejection) = registry.config().limits.check_name(service) {
         return state.reply(Form::Text, &Response::Error(rejection), out);
     }
-    let Some(instances) = registry.query_text(now, service) else {
+    // Exact: the newline, then each instance and the separator before it (the first has none).
+    let room = Room::after(fit::instances_header(Form::Text)).left();
+    let Some((first, second)) = registry.query_text_block(now, service, room) else {
         let response = not_found_in(ctx);
         return ctx.parts().0.reply(Form::Text, &response, out);
     };
     out.clear();
-    // Exact: the newline, then each instance and the separator before it (the first has none).
-    let mut room = Room::after(fit::instances_header(Form::Text));
-    for (_, text) in instances {
-        if !room.take(usize::from(!out.is_empty()) + text.len()) {
-            break;
-        }
-        if !out.is_empty() {
-            out.push(b' ');
-        }
-        out.extend_from_slice(text.as_bytes());
-    }
+    out.extend_from_slice(first);
+    out.extend_from_slice(second);
     out.push(b'\n');
 }

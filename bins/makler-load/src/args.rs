@@ -73,6 +73,12 @@ pub(crate) enum Command {
         /// Instances registered for the memory figure.
         #[arg(long, default_value_t = 100_000)]
         rss_instances: usize,
+        /// Services the memory figure's instances are spread over (default: --types).
+        #[arg(long)]
+        rss_types: Option<usize>,
+        /// Only the memory figure: no measured runs.
+        #[arg(long)]
+        memory_only: bool,
         /// Measured seconds per run and shape of load, split over the rounds.
         #[arg(long, value_name = "SECONDS", default_value = "2", value_parser = makler::cli::parse_seconds)]
         duration: Duration,

@@ -29,6 +29,10 @@ pub struct BrokerBench {
     pub types: usize,
     /// Instances registered for the memory measurement.
     pub rss_instances: usize,
+    /// Services they are spread over.
+    pub rss_types: usize,
+    /// Only the memory measurement: no measured runs.
+    pub memory_only: bool,
     /// Measured time per target and shape, and the rounds it is split into.
     pub schedule: Schedule,
     /// The shapes of load to measure, in order.
@@ -66,6 +70,10 @@ pub struct BrokerReport {
     pub rss_empty: u64,
     /// The broker's resident memory with `rss_instances` registered.
     pub rss_full: u64,
+    /// The most resident memory sampled (every 5 ms) while they were registered.
+    pub rss_peak: u64,
+    /// The resident memory after a text query for every service (queries should add nothing).
+    pub rss_queried: u64,
 }
 
 /// Runs the broker benchmark. The broker and the echo server are child processes, killed at
@@ -74,13 +82,12 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
     // Memory first, in a broker of its own: the measured runs below add leases (a register
     // from another source than the first is a lease of its own, the UUID being the
     // registrant's capability, and every client socket is a source).
-    let (rss_empty, rss_full) = {
-        let broker = start_broker(&config.broker_bin, config.rss_instances)?;
-        let rss_empty = rss_bytes(broker.pid())?;
-        let driver = Driver::new(broker.addr(), 8)?;
-        populate(&driver, PREFIX, 0, config.rss_instances, config.types)?;
-        (rss_empty, rss_bytes(broker.pid())?)
-    };
+    let memory = measure_memory(config)?;
+    if config.memory_only {
+        return Ok(BrokerReport { shapes: Vec::new(), populate: memory.1, ..memory.0 });
+    }
+    let (rss_empty, rss_full, rss_peak, rss_queried) =
+        (memory.0.rss_empty, memory.0.rss_full, memory.0.rss_peak, memory.0.rss_queried);
     let echo = crate::echo::start_process(&config.load_bin)?;
     // Room for the leases of every register run.
     let mut broker = start_broker(&config.broker_bin, 10_000_000)?;
@@ -118,7 +125,61 @@ pub fn bench_broker(config: &BrokerBench) -> io::Result<BrokerReport> {
     if !broker.is_running() {
         return Err(io::Error::other("the broker exited during the benchmark"));
     }
-    Ok(BrokerReport { shapes, populate: populate_run, rss_empty, rss_full })
+    Ok(BrokerReport { shapes, populate: populate_run, rss_empty, rss_full, rss_peak, rss_queried })
+}
+
+/// The memory figures, in a broker of its own: resident memory empty, at its peak while the
+/// table is registered (sampled by a thread every 5 ms), full, and after one text query per
+/// service.
+fn measure_memory(config: &BrokerBench) -> io::Result<(BrokerReport, Measurement)> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let broker = start_broker(&config.broker_bin, config.rss_instances)?;
+    let pid = broker.pid();
+    let rss_empty = rss_bytes(pid)?;
+    let (done, peak) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(rss_empty)));
+    let sampler = {
+        let (done, peak) = (Arc::clone(&done), Arc::clone(&peak));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                if let Ok(rss) = rss_bytes(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    let driver = Driver::new(broker.addr(), 8)?;
+    // A registration lost on a busy machine is sent again: registering the table again from
+    // the same source refreshes what is there and adds what was lost.
+    let mut populated = populate(&driver, PREFIX, 0, config.rss_instances, config.rss_types);
+    for _ in 0..6 {
+        if populated.is_ok() {
+            break;
+        }
+        populated = populate(&driver, PREFIX, 0, config.rss_instances, config.rss_types);
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    let (_, run) = populated?;
+    let rss_full = rss_bytes(pid)?;
+    let rss_peak = peak.load(Ordering::Relaxed).max(rss_full);
+    text_query_each(broker.addr(), config.rss_types)?;
+    let rss_queried = rss_bytes(pid)?;
+    let report = BrokerReport { shapes: Vec::new(), populate: run.clone(), rss_empty, rss_full, rss_peak, rss_queried };
+    Ok((report, run))
+}
+
+/// One text query for each of the first `types` services, one at a time.
+fn text_query_each(broker: std::net::SocketAddr, types: usize) -> io::Result<()> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    socket.connect(broker)?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut reply = [0u8; 2048];
+    for k in 0..types {
+        socket.send(format!("query {}\n", type_name(PREFIX, k)).as_bytes())?;
+        socket.recv(&mut reply)?;
+    }
+    Ok(())
 }
 
 /// A broker for the benchmark with room for `max` leases: one source registers every instance,

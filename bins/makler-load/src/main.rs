@@ -63,8 +63,20 @@ fn main() -> ExitCode {
             };
             cluster(&plan, broker_bin)
         }
-        Command::Udp { instances, types, rss_instances, duration, windows, threads, rounds, broker_bin } => {
-            run_udp(instances, types, rss_instances, duration, &windows, &threads, rounds, broker_bin)
+        Command::Udp {
+            instances,
+            types,
+            rss_instances,
+            rss_types,
+            memory_only,
+            duration,
+            windows,
+            threads,
+            rounds,
+            broker_bin,
+        } => {
+            let memory = Memory { instances: rss_instances, types: rss_types.unwrap_or(types), only: memory_only };
+            run_udp(instances, types, memory, duration, &windows, &threads, rounds, broker_bin)
         }
         Command::Watches { sockets, services, ttl, cycles, broker_bin } => {
             let broker_bin = match broker_bin.map_or_else(|| sibling("makler-broker"), Ok) {
@@ -205,19 +217,26 @@ fn sibling(name: &str) -> std::io::Result<PathBuf> {
     Ok(std::env::current_exe()?.with_file_name(name))
 }
 
+/// The memory figure's settings of `makler-load udp`.
+struct Memory {
+    instances: usize,
+    types: usize,
+    only: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn run_udp(
     instances: usize,
     types: usize,
-    rss_instances: usize,
+    memory: Memory,
     duration: Duration,
     windows: &[usize],
     threads: &[usize],
     rounds: u32,
     broker_bin: Option<PathBuf>,
 ) -> ExitCode {
-    if types == 0 || instances < types || rss_instances < instances {
-        return fail(2, "need 0 < --types <= --instances <= --rss-instances");
+    if types == 0 || instances < types || memory.instances < instances || memory.types == 0 {
+        return fail(2, "need 0 < --types <= --instances <= --rss-instances, and --rss-types > 0");
     }
     let (broker_bin, load_bin) =
         match (broker_bin.map_or_else(|| sibling("makler-broker"), Ok), std::env::current_exe()) {
@@ -229,7 +248,9 @@ fn run_udp(
         load_bin,
         instances,
         types,
-        rss_instances,
+        rss_instances: memory.instances,
+        rss_types: memory.types,
+        memory_only: memory.only,
         schedule: Schedule { per_target: duration, rounds, warmup: warmup(duration, rounds) },
         shapes: bench::shapes(threads, windows),
     };

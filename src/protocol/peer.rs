@@ -245,7 +245,7 @@ fn push_varint(out: &mut Vec<u8>, mut value: u32) {
 ///
 /// let mut list = Vec::new();
 /// encode_slots([3, 4, 10, 300], &mut list);
-/// assert_eq!(list, [0x03, 0x00, 0x05, 0x9d, 0x02]);
+/// assert_eq!(list, [0x03, 0x00, 0x05, 0xa1, 0x02]);
 /// assert_eq!(decode_slots(&list).collect::<Vec<_>>(), [3, 4, 10, 300]);
 /// ```
 pub fn encode_slots(slots: impl IntoIterator<Item = u32>, out: &mut Vec<u8>) {

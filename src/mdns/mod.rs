@@ -6,6 +6,8 @@
 //!   (`<instance>._<service>._tcp.<domain>`, [`crate::node::dns`]) and the link.
 //! - [`records`]: what is advertised for an instance, under which names, with which TTLs.
 //! - [`responder`]: probing, announcing, answering and goodbyes for the instances advertised.
+//! - [`browser`]: continuous querying for the types imported, a cache of what the link
+//!   answers, and events when an instance is found, changes or goes.
 //! - `wire`: decoding (never panics) and encoding within a packet, and RFC 6762's record
 //!   comparisons.
 //!
@@ -25,6 +27,7 @@
 //! other responders' records) is bridged to the unicast DNS face or to other links. Only TCP
 //! services (`_tcp`) are advertised.
 
+pub mod browser;
 pub mod names;
 pub mod records;
 pub mod responder;
@@ -32,6 +35,7 @@ mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+pub use browser::{Browser, BrowserConfig, BrowserEvent, Instance};
 pub use responder::{Advert, Responder, ResponderConfig, ResponderEvent};
 
 /// The mDNS port.
@@ -46,5 +50,7 @@ pub const HOST_TTL: u32 = 120;
 /// see [TTLs](self#ttls).
 pub const SERVICE_TTL: u32 = 120;
 
+#[cfg(test)]
+mod browser_tests;
 #[cfg(test)]
 mod responder_tests;

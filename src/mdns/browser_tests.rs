@@ -77,7 +77,7 @@ fn an_announced_instance_is_found_then_gone_a_second_after_its_goodbye() {
     assert_eq!(found.len(), 1, "{found:?}");
     let BrowserEvent::Found(instance) = &found[0] else { panic!("{found:?}") };
     assert_eq!(instance.service_type, "_web._tcp");
-    assert_eq!(instance.label, "10.0.0.5:8080");
+    assert_eq!(instance.label, "10-0-0-5:8080");
     assert_eq!(instance.host, "10-0-0-5.makler.local.");
     assert_eq!(instance.addresses, ["10.0.0.5".parse::<std::net::IpAddr>().unwrap()]);
     assert_eq!((instance.port, instance.ttl), (8080, SERVICE_TTL));
@@ -99,7 +99,7 @@ fn an_announced_instance_is_found_then_gone_a_second_after_its_goodbye() {
     b.handle_timeout(now + Duration::from_secs(1));
     assert_eq!(
         events(&mut b),
-        [BrowserEvent::Gone { service_type: "_web._tcp".to_owned(), label: "10.0.0.5:8080".to_owned() }]
+        [BrowserEvent::Gone { service_type: "_web._tcp".to_owned(), label: "10-0-0-5:8080".to_owned() }]
     );
 }
 

@@ -2,7 +2,7 @@
 //! discovery language, as sans-IO state machines (time passed in, datagrams polled out), with
 //! hickory-proto for the wire format.
 //!
-//! - [`names`]: the instance label, `<ip>:<port>`, shared by the unicast DNS face
+//! - [`names`]: the instance label, the endpoint without dots (`10-0-0-5:8080`), shared by the unicast DNS face
 //!   (`<instance>._<service>._tcp.<domain>`, [`crate::node::dns`]) and the link.
 //! - [`records`]: what is advertised for an instance, under which names, with which TTLs.
 //! - [`responder`]: probing, announcing, answering and goodbyes for the instances advertised.

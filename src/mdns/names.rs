@@ -2,19 +2,22 @@
 //! same on the unicast DNS face (`<instance>._<service>._tcp.<domain>`) and on the link
 //! (`<instance>._<service>._tcp.local.`).
 //!
-//! The label is the instance's endpoint as text: `10.0.0.5:8080`, `[fd00::1]:443`. It is
-//! readable (what a Bonjour browser lists is where the service listens), stable (the same for as
-//! long as the instance lives, on every broker of a cluster, with no state to keep), unique
-//! within a service, and read back without a table. It holds dots and, for IPv6, colons and
-//! brackets: on the wire a label is any bytes; in presentation form (a zone file, `dig`'s output)
-//! dots and backslashes inside it are escaped as `\.` and `\\` (RFC 6763 §4.3), e.g.
-//! `10\.0\.0\.5:8080._web._tcp.makler.`. hickory-proto's `Name` keeps a label's bytes whole, so
-//! no code here splits or joins on dots.
+//! The label is the instance's endpoint, written without dots: `10-0-0-5:8080` for IPv4 (the
+//! dots of the address as dashes), `[fd00::1]:443` for IPv6. It is readable (what a Bonjour
+//! browser lists is where the service listens), stable (the same for as long as the instance
+//! lives, on every broker of a cluster, with no state to keep), unique within a service, and
+//! read back without a table.
 //!
-//! On the link a name may be taken: the responder then claims `10.0.0.5:8080 (2)`, `(3)`, …
+//! Why no dots: a label may hold any bytes, and RFC 6763 §4.3 escapes dots and backslashes
+//! inside a label as `\.` and `\\` in presentation form ([`escape_label`]; hickory-proto's
+//! `Name` keeps a label's bytes whole). But python-zeroconf, the implementation Home Assistant
+//! uses, joins a name's labels with `.` and splits on `.` again when it asks for the instance's
+//! SRV: a dotted label would be listed and never resolved. With no dot, every peer reads it.
+//!
+//! On the link a name may be taken: the responder then claims `10-0-0-5:8080 (2)`, `(3)`, …
 //! (RFC 6762 §9), which [`parse_instance_label`] reads back too.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 /// The longest label (RFC 1035).
 pub const MAX_LABEL: usize = 63;
@@ -22,7 +25,13 @@ pub const MAX_LABEL: usize = 63;
 /// The instance label of `endpoint` (see the [module documentation](self)). At most 47 bytes
 /// (`[` 39 `]:` 5), so a ` (NNN)` suffix still fits a label.
 pub fn instance_label(endpoint: SocketAddr) -> String {
-    SocketAddr::new(endpoint.ip(), endpoint.port()).to_string()
+    match endpoint.ip() {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{a}-{b}-{c}-{d}:{}", endpoint.port())
+        }
+        IpAddr::V6(_) => SocketAddr::new(endpoint.ip(), endpoint.port()).to_string(),
+    }
 }
 
 /// The label `base` renamed for its `n`th claim after a conflict: `base (n)`.
@@ -38,7 +47,12 @@ pub fn parse_instance_label(label: &[u8]) -> Option<SocketAddr> {
         Some((base, n)) if n.parse::<u32>().is_ok_and(|n| n >= 2) && !n.starts_with('0') => base,
         _ => text,
     };
-    let endpoint: SocketAddr = base.parse().ok()?;
+    let endpoint: SocketAddr = if base.starts_with('[') {
+        base.parse().ok()?
+    } else {
+        let (ip, port) = base.rsplit_once(':')?;
+        SocketAddr::new(IpAddr::V4(ip.replace('-', ".").parse::<Ipv4Addr>().ok()?), port.parse().ok()?)
+    };
     (instance_label(endpoint) == base).then_some(endpoint)
 }
 
@@ -61,8 +75,12 @@ mod tests {
 
     #[test]
     fn labels_round_trip_and_have_one_spelling() {
-        for text in ["10.0.0.5:8080", "[::1]:8003", "[fd00::ab:cdef]:443", "127.0.0.1:1"] {
-            let endpoint: SocketAddr = text.parse().unwrap();
+        for (text, endpoint) in [
+            ("10-0-0-5:8080", "10.0.0.5:8080"),
+            ("[::1]:8003", "[::1]:8003"),
+            ("[fd00::ab:cdef]:443", "[fd00::ab:cdef]:443"),
+        ] {
+            let endpoint: SocketAddr = endpoint.parse().unwrap();
             assert_eq!(instance_label(endpoint), text);
             assert_eq!(parse_instance_label(text.as_bytes()), Some(endpoint));
             assert_eq!(parse_instance_label(renamed(text, 2).as_bytes()), Some(endpoint));

@@ -5,9 +5,9 @@
 //! | record | name | data | kind | TTL |
 //! |---|---|---|---|---|
 //! | PTR | `_services._dns-sd._udp.local.` | `_web._tcp.local.` | shared | [`SERVICE_TTL`] |
-//! | PTR | `_web._tcp.local.` | `10\.0\.0\.5:8080._web._tcp.local.` | shared | [`SERVICE_TTL`] |
-//! | SRV | `10\.0\.0\.5:8080._web._tcp.local.` | `0 0 8080 10-0-0-5.makler.local.` | unique | [`HOST_TTL`] |
-//! | TXT | `10\.0\.0\.5:8080._web._tcp.local.` | the metadata, or one empty string | unique | [`SERVICE_TTL`] |
+//! | PTR | `_web._tcp.local.` | `10-0-0-5:8080._web._tcp.local.` | shared | [`SERVICE_TTL`] |
+//! | SRV | `10-0-0-5:8080._web._tcp.local.` | `0 0 8080 10-0-0-5.makler.local.` | unique | [`HOST_TTL`] |
+//! | TXT | `10-0-0-5:8080._web._tcp.local.` | the metadata, or one empty string | unique | [`SERVICE_TTL`] |
 //! | A | `10-0-0-5.makler.local.` | `10.0.0.5` | unique | [`HOST_TTL`] |
 //!
 //! The SRV target is a host name of makler's own under `makler.local.` for the instance's

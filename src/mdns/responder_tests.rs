@@ -72,7 +72,7 @@ fn probes_three_times_then_announces_three_times() {
     let all = run(&mut r, t0 + Duration::from_secs(10));
     let times: Vec<Duration> = all.iter().map(|(at, _, _)| *at - first).collect();
     assert_eq!(times, [Duration::ZERO, 250 * MS, 500 * MS, 750 * MS, 1750 * MS, 3750 * MS]);
-    let name = web_name("10.0.0.5:8080");
+    let name = web_name("10-0-0-5:8080");
     for (i, (_, to, probe)) in all[..3].iter().enumerate() {
         assert_eq!(*to, GROUP_V4);
         assert_eq!(probe.message_type, MessageType::Query);
@@ -95,8 +95,8 @@ fn probes_three_times_then_announces_three_times() {
             records,
             [
                 ("_web._tcp.local.".to_owned(), RecordType::PTR, false, SERVICE_TTL),
-                (r"10\.0\.0\.5\:8080._web._tcp.local.".to_owned(), RecordType::SRV, true, HOST_TTL),
-                (r"10\.0\.0\.5\:8080._web._tcp.local.".to_owned(), RecordType::TXT, true, SERVICE_TTL),
+                (r"10-0-0-5\:8080._web._tcp.local.".to_owned(), RecordType::SRV, true, HOST_TTL),
+                (r"10-0-0-5\:8080._web._tcp.local.".to_owned(), RecordType::TXT, true, SERVICE_TTL),
                 ("10-0-0-5.makler.local.".to_owned(), RecordType::A, true, HOST_TTL),
                 ("_services._dns-sd._udp.local.".to_owned(), RecordType::PTR, false, SERVICE_TTL),
             ]
@@ -104,7 +104,7 @@ fn probes_three_times_then_announces_three_times() {
     }
     let event = r.poll_event();
     assert!(
-        matches!(event, Some(ResponderEvent::Announced { ref label, .. }) if label == "10.0.0.5:8080"),
+        matches!(event, Some(ResponderEvent::Announced { ref label, .. }) if label == "10-0-0-5:8080"),
         "{event:?}"
     );
     assert_eq!(r.poll_timeout(), None, "live: nothing more until asked");
@@ -122,20 +122,20 @@ fn a_conflict_while_probing_renames_the_instance() {
     r.handle_timeout(first);
     sent(&mut r);
     let mut answer = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
-    answer.answers.push(srv_record(web_name("10.0.0.5:8080"), 9999));
+    answer.answers.push(srv_record(web_name("10-0-0-5:8080"), 9999));
     r.handle_datagram(first + 10 * MS, peer(), &answer.to_vec().unwrap());
     let renamed = r.poll_event();
     assert!(
-        matches!(renamed, Some(ResponderEvent::Renamed { ref label, .. }) if label == "10.0.0.5:8080 (2)"),
+        matches!(renamed, Some(ResponderEvent::Renamed { ref label, .. }) if label == "10-0-0-5:8080 (2)"),
         "{renamed:?}"
     );
-    assert_eq!(r.label("web", "10.0.0.5:8080".parse().unwrap()), Some("10.0.0.5:8080 (2)"));
+    assert_eq!(r.label("web", "10.0.0.5:8080".parse().unwrap()), Some("10-0-0-5:8080 (2)"));
     let all = run(&mut r, first + Duration::from_secs(1));
-    assert_eq!(all[0].2.queries[0].name(), &web_name("10.0.0.5:8080 (2)"));
+    assert_eq!(all[0].2.queries[0].name(), &web_name("10-0-0-5:8080 (2)"));
     // Our own probe or announcement coming back (multicast loopback) is no conflict.
     let (mut r, now) = live();
     let mut own = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
-    own.answers.push(srv_record(web_name("10.0.0.5:8080"), 8080));
+    own.answers.push(srv_record(web_name("10-0-0-5:8080"), 8080));
     own.answers[0].data = RData::SRV(SRV::new(0, 0, 8080, host_name("10.0.0.5".parse().unwrap())));
     r.handle_datagram(now, peer(), &own.to_vec().unwrap());
     assert_eq!(r.poll_timeout(), None, "still live");
@@ -152,13 +152,13 @@ fn simultaneous_probes_are_settled_by_the_later_data() {
         let first = r.poll_timeout().unwrap();
         r.handle_timeout(first);
         sent(&mut r);
-        let mut probe = question(web_name("10.0.0.5:8080"), RecordType::ANY, true);
-        let mut theirs = srv_record(web_name("10.0.0.5:8080"), their_port);
+        let mut probe = question(web_name("10-0-0-5:8080"), RecordType::ANY, true);
+        let mut theirs = srv_record(web_name("10-0-0-5:8080"), their_port);
         theirs.data = RData::SRV(SRV::new(0, 0, their_port, host_name("10.0.0.5".parse().unwrap())));
         probe.authorities.push(theirs);
         // The same TXT as ours, so that the SRV records decide (§8.2 compares sorted sets).
         let txt = hickory_proto::rr::rdata::TXT::from_bytes(vec![&b""[..]]);
-        probe.authorities.push(Record::from_rdata(web_name("10.0.0.5:8080"), 120, RData::TXT(txt)));
+        probe.authorities.push(Record::from_rdata(web_name("10-0-0-5:8080"), 120, RData::TXT(txt)));
         r.handle_datagram(first + 10 * MS, peer(), &probe.to_vec().unwrap());
         let next = r.poll_timeout().unwrap();
         if we_lose {
@@ -198,7 +198,7 @@ fn known_answers_with_half_our_ttl_or_more_are_not_repeated() {
     let (mut r, now) = live();
     let known = |ttl: u32| {
         let mut ptr = question(type_name("web").unwrap(), RecordType::PTR, false);
-        let instance = web_name("10.0.0.5:8080");
+        let instance = web_name("10-0-0-5:8080");
         ptr.answers.push(Record::from_rdata(
             type_name("web").unwrap(),
             ttl,
@@ -216,7 +216,7 @@ fn known_answers_with_half_our_ttl_or_more_are_not_repeated() {
 fn unicast_and_legacy_questions_are_answered_to_the_querier() {
     let (mut r, now) = live();
     // QU: unicast, at once.
-    let srv = question(web_name("10.0.0.5:8080"), RecordType::SRV, true);
+    let srv = question(web_name("10-0-0-5:8080"), RecordType::SRV, true);
     r.handle_datagram(now, peer(), &srv.to_vec().unwrap());
     let reply = sent(&mut r);
     assert_eq!(reply.len(), 1);
@@ -224,7 +224,7 @@ fn unicast_and_legacy_questions_are_answered_to_the_querier() {
     assert_eq!(reply[0].1.answers[0].record_type(), RecordType::SRV);
     assert_eq!(reply[0].1.additionals[0].record_type(), RecordType::A);
     // A unique answer to a multicast question: multicast at once.
-    let plain = question(web_name("10.0.0.5:8080"), RecordType::TXT, false);
+    let plain = question(web_name("10-0-0-5:8080"), RecordType::TXT, false);
     r.handle_datagram(now, peer(), &plain.to_vec().unwrap());
     let reply = sent(&mut r);
     assert_eq!(reply.len(), 1);
@@ -293,7 +293,7 @@ fn two_responders_on_one_link_claim_distinct_names() {
     let endpoint = "10.0.0.5:8080".parse().unwrap();
     let labels = [a.label("web", endpoint).unwrap().to_owned(), b.label("web", endpoint).unwrap().to_owned()];
     assert_ne!(labels[0], labels[1], "{labels:?}");
-    assert!(labels.contains(&"10.0.0.5:8080".to_owned()), "{labels:?}");
+    assert!(labels.contains(&"10-0-0-5:8080".to_owned()), "{labels:?}");
 }
 
 #[test]

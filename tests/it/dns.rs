@@ -220,12 +220,12 @@ fn dig_browses_service_types_and_instances_with_dns_sd() {
     }
     // PTR → instance names, escaped as RFC 6763 §4.3 asks, with SRV and TXT as additional.
     let web = short(dns, &["_web._tcp.makler", "PTR"]);
-    assert_eq!(web, [r"127\.0\.0\.1:8001._web._tcp.makler."]);
+    assert_eq!(web, [r"127-0-0-1:8001._web._tcp.makler."]);
     let full = dig(dns, &["_web._tcp.makler", "PTR"]);
     assert_eq!(header(&full), ("NOERROR".to_owned(), "qr aa rd".to_owned(), 1), "{full}");
     for line in [
-        r#"127\.0\.0\.1:8001._web._tcp.makler. 0 IN SRV 1 1 8001 7f000001-8001.addr.makler."#,
-        r#"127\.0\.0\.1:8001._web._tcp.makler. 0 IN TXT """#,
+        r#"127-0-0-1:8001._web._tcp.makler. 0 IN SRV 1 1 8001 7f000001-8001.addr.makler."#,
+        r#"127-0-0-1:8001._web._tcp.makler. 0 IN TXT """#,
         "7f000001-8001.addr.makler. 0 IN A 127.0.0.1",
     ] {
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -237,5 +237,5 @@ fn dig_browses_service_types_and_instances_with_dns_sd() {
     let db = short(dns, &["_db._tcp.makler", "PTR"]);
     assert_eq!(db.len(), 1, "{db:?}");
     assert_eq!(short(dns, &[&db[0], "SRV"]), ["1 1 5432 00000000000000000000000000000001-5432.addr.makler."]);
-    assert_eq!(header(&dig(dns, &[r"127\.0\.0\.1:8002._web._tcp.makler", "SRV"])).0, "NXDOMAIN");
+    assert_eq!(header(&dig(dns, &[r"127-0-0-1:8002._web._tcp.makler", "SRV"])).0, "NXDOMAIN");
 }

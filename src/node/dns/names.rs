@@ -245,10 +245,10 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(classify(&origin, &name(text)), expected, "{text}");
         }
-        // An instance label holds dots and colons (which `Name::from_ascii` refuses).
-        let labels: [&[u8]; 4] = [b"10.0.0.5:80", b"_web", b"_tcp", b"makler"];
+        // An instance label holds colons (which `Name::from_ascii` refuses).
+        let labels: [&[u8]; 4] = [b"10-0-0-5:80", b"_web", b"_tcp", b"makler"];
         let instance = Name::from_labels(labels).unwrap();
-        assert_eq!(classify(&origin, &instance), Some(Owner::Instance { service: b"web", instance: b"10.0.0.5:80" }));
+        assert_eq!(classify(&origin, &instance), Some(Owner::Instance { service: b"web", instance: b"10-0-0-5:80" }));
     }
 
     #[test]

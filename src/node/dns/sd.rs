@@ -9,8 +9,8 @@
 //! | `<instance>._<service>._tcp.<domain>` SRV | priority and weight 1, the port, the target `<hex>-<port>.addr.<domain>`; its A/AAAA as additional |
 //! | `<instance>._<service>._tcp.<domain>` TXT | the instance's metadata: for now one empty string (§6.1), see [`txt`] |
 //!
-//! The instance label is the endpoint as text ([`crate::mdns::names`]): a query needs no table
-//! of names, and a label that is not a live instance of the service is NXDOMAIN. Services are
+//! The instance label is the endpoint, written without dots (`10-0-0-5:8080`, see
+//! [`crate::mdns::names`]): a query needs no table of names, and a label that is not a live instance of the service is NXDOMAIN. Services are
 //! listed in table order, instances too (browsing does not advance the rotation that SRV and A
 //! answers take); answers that do not fit are cut as the face's others are.
 

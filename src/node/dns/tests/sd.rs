@@ -78,15 +78,15 @@ fn a_service_ptr_lists_its_instances_with_srv_txt_and_addresses() {
     }
     let reply = udp(&mut reg, t0, "_web._tcp.makler.", RecordType::PTR);
     assert_eq!(reply.response_code, ResponseCode::NoError);
-    assert_eq!(ptrs(&reply.answers), [r"127\.0\.0\.1\:8001._web._tcp.makler.", r"\[\:\:1\]\:8003._web._tcp.makler."]);
+    assert_eq!(ptrs(&reply.answers), [r"127-0-0-1\:8001._web._tcp.makler.", r"\[\:\:1\]\:8003._web._tcp.makler."]);
     let additional: Vec<(String, RecordType)> =
         reply.additionals.iter().map(|r| (r.name.to_ascii(), r.record_type())).collect();
     assert_eq!(
         additional,
         [
             ("7f000001-8001.addr.makler.".to_owned(), RecordType::A),
-            (r"127\.0\.0\.1\:8001._web._tcp.makler.".to_owned(), RecordType::SRV),
-            (r"127\.0\.0\.1\:8001._web._tcp.makler.".to_owned(), RecordType::TXT),
+            (r"127-0-0-1\:8001._web._tcp.makler.".to_owned(), RecordType::SRV),
+            (r"127-0-0-1\:8001._web._tcp.makler.".to_owned(), RecordType::TXT),
             ("00000000000000000000000000000001-8003.addr.makler.".to_owned(), RecordType::AAAA),
             (r"\[\:\:1\]\:8003._web._tcp.makler.".to_owned(), RecordType::SRV),
             (r"\[\:\:1\]\:8003._web._tcp.makler.".to_owned(), RecordType::TXT),
@@ -104,7 +104,7 @@ fn a_service_ptr_lists_its_instances_with_srv_txt_and_addresses() {
 fn an_instance_name_has_srv_and_txt() {
     let (mut reg, t0) = (registry(), Instant::now());
     register(&mut reg, t0, "web", "127.0.0.1:8001");
-    let name = instance("127.0.0.1:8001", "_web._tcp.makler.");
+    let name = instance("127-0-0-1:8001", "_web._tcp.makler.");
     let reply = ask_name(&mut reg, t0, name.clone(), RecordType::SRV);
     assert_eq!(reply.response_code, ResponseCode::NoError);
     assert_eq!(
@@ -122,16 +122,16 @@ fn an_instance_name_has_srv_and_txt() {
     let nodata = ask_name(&mut reg, t0, name.clone(), RecordType::A);
     assert_eq!((nodata.response_code, nodata.answers.len(), nodata.authorities.len()), (ResponseCode::NoError, 0, 1));
     for missing in [
-        instance("127.0.0.1:8002", "_web._tcp.makler."),
-        instance("127.0.0.01:8001", "_web._tcp.makler."),
-        instance("127.0.0.1:8001", "_db._tcp.makler."),
+        instance("127-0-0-1:8002", "_web._tcp.makler."),
+        instance("127-0-0-01:8001", "_web._tcp.makler."),
+        instance("127-0-0-1:8001", "_db._tcp.makler."),
         instance("nope", "_web._tcp.makler."),
     ] {
         let code = ask_name(&mut reg, t0, missing.clone(), RecordType::SRV).response_code;
         assert_eq!(code, ResponseCode::NXDomain, "{missing}");
     }
     // The service label is looked up in lower case too, as the face's other names are.
-    let upper = instance("127.0.0.1:8001", "_WEB._tcp.makler.");
+    let upper = instance("127-0-0-1:8001", "_WEB._tcp.makler.");
     assert_eq!(ask_name(&mut reg, t0, upper, RecordType::SRV).answers.len(), 1);
     // Gone with the lease.
     let later = t0 + Duration::from_secs(6);

@@ -37,6 +37,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 pub use browser::{Browser, BrowserConfig, BrowserEvent, Instance};
 pub use responder::{Advert, Responder, ResponderConfig, ResponderEvent};
+pub use wire::MAX_PACKET;
 
 /// The mDNS port.
 pub const PORT: u16 = 5353;

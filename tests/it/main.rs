@@ -26,6 +26,7 @@ mod fuzz_props;
 mod guard;
 mod keyed;
 mod mdns_peers;
+mod mdns_props;
 mod metrics;
 mod multicast;
 mod netns;

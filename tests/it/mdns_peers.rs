@@ -165,6 +165,44 @@ fn a_zeroconf_announcement_is_found_by_the_browser_and_gone_after_its_goodbye() 
     assert_eq!(line(&out, "GONE"), Some("GONE _zc._tcp zc-web"), "{out}{err}");
 }
 
+/// A python-zeroconf announcer on 10.98.0.2 that holds the name the responder will want,
+/// `10-98-0-1:8080._web._tcp.local.` (port 9999, host `other.local.`), for 8 s.
+const ZEROCONF_SQUATTER: &str = r#"
+import socket, time
+from zeroconf import Zeroconf, ServiceInfo, IPVersion
+zc = Zeroconf(interfaces=["10.98.0.2"], ip_version=IPVersion.V4Only)
+info = ServiceInfo("_web._tcp.local.", "10-98-0-1:8080._web._tcp.local.", addresses=[socket.inet_aton("10.98.0.2")],
+                   port=9999, properties={"who": "zeroconf"}, server="other.local.")
+zc.register_service(info, allow_name_change=False)
+print("REGISTERED", flush=True)
+time.sleep(8)
+zc.unregister_service(info)
+zc.close()
+"#;
+
+#[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
+#[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
+fn a_name_that_zeroconf_holds_makes_the_responder_rename() {
+    use std::io::BufRead;
+    let link = link("c");
+    let mut squatter = link.spawn('b', "python3", &["-c", ZEROCONF_SQUATTER], &[]);
+    let mut lines = std::io::BufReader::new(squatter.stdout.take().expect("piped"));
+    let mut first = String::new();
+    lines.read_line(&mut first).expect("the announcer's first line");
+    assert_eq!(first.trim(), "REGISTERED");
+    let responder = link.helper('a', "respond");
+    let responded = responder.wait_with_output().unwrap();
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    let (out, err) = text(&responded);
+    assert!(responded.status.success(), "{out}{err}");
+    let renamed = line(&out, "EVENT Renamed").unwrap_or_else(|| panic!("no rename: {out}{err}"));
+    assert!(renamed.contains(r#"label: "10-98-0-1:8080 (2)""#), "{renamed}");
+    let announced = line(&out, "EVENT Announced").unwrap_or_else(|| panic!("never announced: {out}{err}"));
+    assert!(announced.contains(r#"label: "10-98-0-1:8080 (2)""#), "{announced}");
+}
+
 /// Runs inside a namespace for the tests above (see the module documentation); does nothing
 /// elsewhere.
 #[test]

@@ -10,6 +10,7 @@
 //!   and the SRV, TXT and A/AAAA of the instances they name. A record lives for its TTL from
 //!   when it was heard; a goodbye (TTL 0) leaves it 1 s more (§10.1); a unique record with the
 //!   cache-flush bit replaces those of its name and type heard more than 1 s before (§10.2).
+//!   It holds at most [`MAX_RECORDS`].
 //! - **Refreshing**: a record still wanted is asked again at 80, 85, 90 and 95 % of its TTL
 //!   (§5.2); missing SRV, TXT or addresses of an instance are asked for, at most once a
 //!   second.
@@ -17,7 +18,7 @@
 //!   least one address, [changed](BrowserEvent::Changed) when any of that (or its TXT) changes,
 //!   and [gone](BrowserEvent::Gone) when its PTR or SRV expires or its addresses all do.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,11 @@ const GRACE: Duration = Duration::from_secs(1);
 const REFRESH_AT: [u32; 4] = [80, 85, 90, 95];
 /// How often a missing record of an instance is asked for.
 const RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+/// The most records the cache holds (about 200 instances of five records each): a link that
+/// sends more (a flood of instance names) gets the rest ignored until some expire, so memory
+/// and the cost of a packet stay bounded. Storing a record scans the cache (a `Vec`); an index
+/// by name would let this grow.
+pub const MAX_RECORDS: usize = 1024;
 
 /// The browser's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +194,9 @@ impl Browser {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.cache.retain(|e| e.expires > now);
         let mut query = wire::query();
+        // The questions asked, to ask each once: a set, so that many refreshes due at once
+        // cost what they are, not their square.
+        let mut questions: HashSet<(Name, RecordType)> = HashSet::new();
         for browsed in &mut self.types {
             if browsed.next > now {
                 continue;
@@ -202,9 +211,8 @@ impl Browser {
                 while entry.refresh_at().is_some_and(|at| at <= now) {
                     entry.refreshed += 1;
                 }
-                let question = Query::query(entry.record.name.clone(), entry.record.record_type());
-                if !query.queries.contains(&question) {
-                    query.queries.push(question);
+                if questions.insert((entry.record.name.clone(), entry.record.record_type())) {
+                    query.queries.push(Query::query(entry.record.name.clone(), entry.record.record_type()));
                 }
             }
         }
@@ -215,9 +223,8 @@ impl Browser {
                 continue;
             }
             self.asked.insert(key, now);
-            let question = Query::query(name, qtype);
-            if !query.queries.contains(&question) {
-                query.queries.push(question);
+            if questions.insert((name.clone(), qtype)) {
+                query.queries.push(Query::query(name, qtype));
             }
         }
         self.asked.retain(|_, at| now.saturating_duration_since(*at) < RESOLVE_INTERVAL);
@@ -226,8 +233,8 @@ impl Browser {
         }
         // Known answers: the PTRs asked about with more than half their TTL left (§7.1).
         for entry in &self.cache {
-            let asked =
-                query.queries.iter().any(|q| q.query_type() == RecordType::PTR && q.name() == &entry.record.name);
+            let asked = self.types.iter().any(|t| t.name == entry.record.name)
+                && query.queries.iter().take(self.types.len()).any(|q| q.name() == &entry.record.name);
             let left = entry.expires.saturating_duration_since(now);
             if asked && entry.record.record_type() == RecordType::PTR && left * 2 > ttl(&entry.record) {
                 let mut known = entry.record.clone();
@@ -278,10 +285,11 @@ impl Browser {
             });
         }
         let expires = if record.ttl == 0 { now + GRACE } else { now + ttl(record) };
+        let full = self.cache.len() >= MAX_RECORDS;
         match self.cache.iter_mut().find(|e| same_record(&e.record, record)) {
             Some(entry) if record.ttl == 0 => entry.expires = entry.expires.min(expires),
             Some(entry) => *entry = Entry { record: record.clone(), heard: now, expires, refreshed: 0 },
-            None if record.ttl == 0 => {}
+            None if record.ttl == 0 || full => {}
             None => self.cache.push(Entry { record: record.clone(), heard: now, expires, refreshed: 0 }),
         }
     }
@@ -289,23 +297,39 @@ impl Browser {
     /// The questions that would complete an instance: SRV and TXT of a PTR's target, the
     /// addresses of an SRV's target.
     fn missing(&self) -> Vec<(Name, RecordType)> {
+        let index = self.index(None);
+        let has = |name: &Name, qtype: RecordType| {
+            index.get(name).is_some_and(|entries| entries.iter().any(|e| e.record.record_type() == qtype))
+        };
         let mut wanted = Vec::new();
         for ptr in self.records(RecordType::PTR) {
             let RData::PTR(target) = &ptr.data else { continue };
             for qtype in [RecordType::SRV, RecordType::TXT] {
-                if !self.records(qtype).any(|r| r.name == target.0) {
+                if !has(&target.0, qtype) {
                     wanted.push((target.0.clone(), qtype));
                 }
             }
         }
         for srv in self.records(RecordType::SRV) {
             let RData::SRV(srv) = &srv.data else { continue };
-            if !self.records(RecordType::A).chain(self.records(RecordType::AAAA)).any(|r| r.name == srv.target) {
+            if !has(&srv.target, RecordType::A) && !has(&srv.target, RecordType::AAAA) {
                 wanted.push((srv.target.clone(), RecordType::A));
                 wanted.push((srv.target.clone(), RecordType::AAAA));
             }
         }
         wanted
+    }
+
+    /// The cache's live records (not goodbyes; at `now` when given, unexpired) by name, in the
+    /// order heard: one pass, so that a packet costs what the cache holds, not its square.
+    fn index(&self, now: Option<Instant>) -> HashMap<&Name, Vec<&Entry>> {
+        let mut index: HashMap<&Name, Vec<&Entry>> = HashMap::new();
+        for entry in &self.cache {
+            if entry.record.ttl > 0 && now.is_none_or(|now| entry.expires > now) {
+                index.entry(&entry.record.name).or_default().push(entry);
+            }
+        }
+        index
     }
 
     fn records(&self, qtype: RecordType) -> impl Iterator<Item = &Record> {
@@ -314,27 +338,18 @@ impl Browser {
 
     /// The complete instances now, compared with those last reported: the events.
     fn update(&mut self, now: Instant) {
-        let live = |e: &&Entry| e.expires > now && e.record.ttl > 0;
+        let index = self.index(Some(now));
         let mut current = BTreeMap::new();
         for browsed in &self.types {
-            for ptr in self.cache.iter().filter(live).filter(|e| e.record.name == browsed.name) {
+            for ptr in index.get(&browsed.name).into_iter().flatten() {
                 let RData::PTR(name) = &ptr.record.data else { continue };
-                let of_name = |qtype| {
-                    self.cache
-                        .iter()
-                        .filter(live)
-                        .filter(move |e| e.record.name == name.0 && e.record.record_type() == qtype)
-                };
+                let of_name =
+                    |qtype| index.get(&name.0).into_iter().flatten().filter(move |e| e.record.record_type() == qtype);
                 let Some(RData::SRV(srv)) = of_name(RecordType::SRV).next_back().map(|e| &e.record.data) else {
                     continue;
                 };
-                let mut addresses: Vec<IpAddr> = self
-                    .cache
-                    .iter()
-                    .filter(live)
-                    .filter(|e| e.record.name == srv.target)
-                    .filter_map(|e| e.record.data.ip_addr())
-                    .collect();
+                let mut addresses: Vec<IpAddr> =
+                    index.get(&srv.target).into_iter().flatten().filter_map(|e| e.record.data.ip_addr()).collect();
                 if addresses.is_empty() {
                     continue;
                 }

@@ -164,3 +164,24 @@ fn responses_from_other_ports_and_other_types_are_ignored() {
         b.handle_datagram(now, "10.0.0.2:5353".parse().unwrap(), &bytes);
     }
 }
+
+#[test]
+fn the_cache_is_bounded() {
+    use hickory_proto::rr::rdata::PTR;
+    use hickory_proto::rr::{Name, RData, Record};
+    let t0 = Instant::now();
+    let mut b = browser(t0);
+    let type_name = Name::from_ascii("_web._tcp.local.").unwrap();
+    for chunk in 0..(browser::MAX_RECORDS / 50 + 2) {
+        let mut message = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
+        for i in 0..50 {
+            let instance = type_name.prepend_label(format!("flood-{chunk}-{i}").into_bytes()).unwrap();
+            message.answers.push(Record::from_rdata(type_name.clone(), 120, RData::PTR(PTR(instance))));
+        }
+        b.handle_datagram(t0, "10.0.0.2:5353".parse().unwrap(), &message.to_vec().unwrap());
+    }
+    b.handle_timeout(t0 + Duration::from_millis(200));
+    let asked: usize = queries(&mut b).iter().map(|q| q.queries.len()).sum();
+    assert!(asked <= 2 * browser::MAX_RECORDS + 1, "{asked}");
+    assert!(b.instances().next().is_none(), "PTRs alone make no instance");
+}

@@ -95,7 +95,8 @@ fn text(output: &Output) -> (String, String) {
 /// <addresses> <server> <properties>` once it resolved an instance, `GONE <name>` when it left;
 /// stops after a GONE or 12 s.
 const ZEROCONF_BROWSER: &str = r#"
-import sys, time
+import time
+began = time.time()
 from zeroconf import Zeroconf, ServiceBrowser, ServiceStateChange, IPVersion
 zc = Zeroconf(interfaces=["10.98.0.2"], ip_version=IPVersion.V4Only)
 added, gone = [], []
@@ -112,8 +113,11 @@ while time.time() < start + 12 and not gone:
         if info:
             props = ",".join(sorted(k.decode() + "=" + (v or b"").decode() for k, v in info.properties.items()))
             print("FOUND", name, info.port, ",".join(info.parsed_addresses()), info.server, props, flush=True)
+            print("AFTER-ADD %.2f" % (time.time() - began), flush=True)
             resolved.add(name)
     time.sleep(0.05)
+if gone:
+    print("AFTER-BYE %.2f" % (time.time() - began), flush=True)
 for name in gone:
     print("GONE", name, flush=True)
 zc.close()
@@ -148,6 +152,16 @@ fn a_zeroconf_browser_sees_the_responders_instance_come_and_go() {
     let found = line(&out, "FOUND").unwrap_or_else(|| panic!("no FOUND: {out}{err}"));
     assert_eq!(found, "FOUND 10-98-0-1:8080._web._tcp.local. 8080 10.98.0.1 10-98-0-1.makler.local. path=/,v=1");
     assert_eq!(line(&out, "GONE"), Some("GONE 10-98-0-1:8080._web._tcp.local."), "{out}{err}");
+    // How soon the browser saw each change, counted from the browser's start (the responder
+    // starts after it, and says goodbye 4 s after its own start; the browser checks every 50 ms): the issue asks 2 s; the bound
+    // here leaves room for a loaded machine, and the figures are printed.
+    let at = |what: &str| -> f64 {
+        let text = line(&out, what).unwrap_or_else(|| panic!("no {what}: {out}"));
+        text.rsplit(' ').next().and_then(|t| t.parse().ok()).expect("seconds")
+    };
+    let (found, gone) = (at("AFTER-ADD"), at("AFTER-BYE") - 4.0);
+    println!("a zeroconf browser saw the instance {found:.2} s after it was added, its goodbye {gone:.2} s after");
+    assert!(found < 3.0 && gone < 3.0, "found after {found:.2} s, gone after {gone:.2} s: {out}");
 }
 
 #[test]

@@ -29,6 +29,9 @@ const TOOLS: [(&str, &[&str]); 6] = [
 /// The cfg for tests that make network namespaces: `ip`, root and CAP_SYS_ADMIN.
 const NETNS: &str = "has_netns";
 
+/// The cfg for tests that talk to python-zeroconf (PyPI `zeroconf`): a `python3` that imports it.
+const ZEROCONF: &str = "has_zeroconf";
+
 /// The directories of `PATH`.
 fn path_dirs() -> Vec<PathBuf> {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default()
@@ -80,6 +83,13 @@ fn main() {
     missing |= !on_path(&dirs, "ip");
     if netns || ci {
         println!("cargo::rustc-cfg={NETNS}");
+    }
+    println!("cargo::rustc-check-cfg=cfg({ZEROCONF})");
+    let zeroconf =
+        Command::new("python3").args(["-c", "import zeroconf"]).output().is_ok_and(|output| output.status.success());
+    missing |= !zeroconf;
+    if zeroconf || ci {
+        println!("cargo::rustc-cfg={ZEROCONF}");
     }
     // A tool installed later lands in a directory of PATH and changes that directory's mtime:
     // look again then. Watched only while a tool is missing, so that installing unrelated

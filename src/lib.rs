@@ -71,6 +71,9 @@
 //!   alive, and the [`client::Resolver`] that finds a service and connects to it.
 //! - [`multicast`]: the group where servers announce themselves and clients find brokers: its
 //!   configuration and socket set-up (always on a named interface).
+//! - [`mdns`]: DNS-SD and multicast DNS, sans-IO: the instance names the DNS face and the link
+//!   share, the responder that advertises services on a link and the browser that imports
+//!   them (the wire format is hickory-proto's).
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
@@ -100,6 +103,7 @@ pub mod cli;
 pub mod client;
 pub mod core;
 pub mod limit;
+pub mod mdns;
 pub mod metrics;
 pub mod multicast;
 pub mod net;

@@ -21,8 +21,10 @@ use crate::node::{Face, Node, NodeConfig};
 use crate::protocol::{self, Check, MAX_REPLY_LEN, Multicast, Request, Response, binary, peer, seal, text};
 
 mod keyed;
+mod mdns;
 
 pub use keyed::keyed_session;
+pub use mdns::mdns;
 
 /// Every decoder on `data`: none panics, and what decodes encodes back to the same value.
 pub fn decoders(data: &[u8]) {

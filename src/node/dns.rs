@@ -9,6 +9,10 @@
 //!   port), each target `<hex address>-<port>.addr.<domain>` with its A or AAAA record in the
 //!   additional section. `<service>.<domain>` A and AAAA: the instances' addresses.
 //!   `<hex>[-<port>].addr.<domain>` A or AAAA: the address it encodes. The apex: its SOA.
+//! - DNS-SD (RFC 6763, `dns/sd.rs`): `_services._dns-sd._udp.<domain>` PTR lists the service
+//!   types, `_<service>._tcp.<domain>` PTR the instances' names, each
+//!   `<instance>._<service>._tcp.<domain>` has SRV and TXT, and `b`/`lb._dns-sd._udp.<domain>`
+//!   name the domain for browsing.
 //! - NXDOMAIN for a name in the zone that does not exist (a service with no live instance);
 //!   NOERROR with no records (and the SOA in the authority section) where the name exists but
 //!   has no record of the asked type; REFUSED outside the zone or for a class other than IN;
@@ -26,6 +30,7 @@
 
 mod cache;
 pub mod names;
+mod sd;
 #[cfg(test)]
 mod tests;
 
@@ -293,7 +298,9 @@ fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message
     if request.edns.as_ref().is_some_and(|edns| edns.version() > 0) {
         return fail(ResponseCode::BADVERS);
     }
-    let outside = !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY);
+    // The mDNS unicast-response bit (hickory-proto reads it out of the class) has no place in
+    // unicast DNS: such a class is another class, as it was before the bit was read.
+    let outside = !matches!(query.query_class(), DNSClass::IN | DNSClass::ANY) || query.mdns_unicast_response();
     let owner = names::classify(&zone.origin, query.name());
     let Some(owner) = owner.filter(|_| !outside) else {
         return fail(ResponseCode::Refused);
@@ -303,6 +310,9 @@ fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message
         return fail(ResponseCode::NotImp);
     }
     let max = limit / MIN_RECORD_LEN + 1;
+    if let Some(response) = sd::respond(zone, registry, now, request, owner, qtype, max) {
+        return Reply::Whole(response);
+    }
     let mut answer = None;
     let exists = match owner {
         Owner::Apex => {
@@ -322,7 +332,8 @@ fn respond(zone: &Zone, registry: &mut Registry, now: Instant, request: &Message
             Some(list) if !list.is_empty() => return Reply::Instances(Found::Srv(list)),
             found => found.is_some(),
         },
-        Owner::Missing => false,
+        // `sd::respond` answered these.
+        Owner::Missing | Owner::ServiceTypes | Owner::BrowseDomain | Owner::Instance { .. } => false,
     };
     let mut response = base(request);
     response.metadata.authoritative = true;

@@ -206,3 +206,36 @@ fn a_bad_domain_stops_the_broker() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("at least one label"));
 }
+
+#[test]
+#[cfg_attr(not(has_dig), ignore = "dig is not installed (apt-get install bind9-dnsutils)")]
+fn dig_browses_service_types_and_instances_with_dns_sd() {
+    let (_broker, udp, dns) = dns_broker(&[]);
+    register(&udp, "register web 127.0.0.1 8001");
+    register(&udp, "register db ::1 5432");
+    let types = sorted(short(dns, &["_services._dns-sd._udp.makler", "PTR"]));
+    assert_eq!(types, ["_db._tcp.makler.", "_web._tcp.makler."]);
+    for browse in ["b._dns-sd._udp.makler", "lb._dns-sd._udp.makler"] {
+        assert_eq!(short(dns, &[browse, "PTR"]), ["makler."], "{browse}");
+    }
+    // PTR → instance names, escaped as RFC 6763 §4.3 asks, with SRV and TXT as additional.
+    let web = short(dns, &["_web._tcp.makler", "PTR"]);
+    assert_eq!(web, [r"127-0-0-1:8001._web._tcp.makler."]);
+    let full = dig(dns, &["_web._tcp.makler", "PTR"]);
+    assert_eq!(header(&full), ("NOERROR".to_owned(), "qr aa rd".to_owned(), 1), "{full}");
+    for line in [
+        r#"127-0-0-1:8001._web._tcp.makler. 0 IN SRV 1 1 8001 7f000001-8001.addr.makler."#,
+        r#"127-0-0-1:8001._web._tcp.makler. 0 IN TXT """#,
+        "7f000001-8001.addr.makler. 0 IN A 127.0.0.1",
+    ] {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert!(full.lines().any(|l| l.split_whitespace().eq(words.iter().copied())), "no {line:?} in {full}");
+    }
+    // Each instance name resolves on its own: SRV, then TXT (one empty string until metadata).
+    assert_eq!(short(dns, &[&web[0], "SRV"]), ["1 1 8001 7f000001-8001.addr.makler."]);
+    assert_eq!(short(dns, &[&web[0], "TXT"]), [r#""""#]);
+    let db = short(dns, &["_db._tcp.makler", "PTR"]);
+    assert_eq!(db.len(), 1, "{db:?}");
+    assert_eq!(short(dns, &[&db[0], "SRV"]), ["1 1 5432 00000000000000000000000000000001-5432.addr.makler."]);
+    assert_eq!(header(&dig(dns, &[r"127-0-0-1:8002._web._tcp.makler", "SRV"])).0, "NXDOMAIN");
+}

@@ -21,11 +21,16 @@ fn near_valid_query() -> impl Strategy<Value = Vec<u8>> {
         "7f000101-1000.addr.makler.",
         "00000000000000000000000000000001.addr.makler.",
         "nope.makler.",
+        "_services._dns-sd._udp.makler.",
+        "b._dns-sd._udp.makler.",
+        "_dns-sd._udp.makler.",
+        "x._web._tcp.makler.",
         "example.com.",
         ".",
     ]);
     let types = prop::sample::select(vec![
         RecordType::SRV,
+        RecordType::PTR,
         RecordType::A,
         RecordType::AAAA,
         RecordType::ANY,

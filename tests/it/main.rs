@@ -25,6 +25,8 @@ mod e2e;
 mod fuzz_props;
 mod guard;
 mod keyed;
+mod mdns_peers;
+mod mdns_props;
 mod metrics;
 mod multicast;
 mod netns;

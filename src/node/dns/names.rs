@@ -10,7 +10,14 @@
 //! | `_<service>._tcp.makler.` | the service's instances: SRV |
 //! | `<hex>-<port>.addr.makler.` | an instance's address: A (8 hex digits) or AAAA (32) |
 //! | `<hex>.addr.makler.` | the same, without the port |
-//! | `_tcp.makler.`, `addr.makler.` | empty non-terminals: they exist, with no records |
+//! | `_services._dns-sd._udp.makler.` | the service types: PTR (DNS-SD, RFC 6763 §9) |
+//! | `b._dns-sd._udp.makler.`, `lb._dns-sd._udp.makler.` | the browse domain: PTR to `makler.` (§11) |
+//! | `<instance>._<service>._tcp.makler.` | one instance: SRV and TXT (§4; the label in [`crate::mdns::names`]) |
+//! | `_tcp.makler.`, `addr.makler.`, `_udp.makler.`, `_dns-sd._udp.makler.` | empty non-terminals: they exist, with no records |
+//!
+//! `_<service>._tcp.makler.` also answers PTR, listing its instances' names (DNS-SD browsing).
+//! (`_udp` is an empty non-terminal since DNS-SD's names came: a service named `_udp` is not
+//! reachable by A.)
 //!
 //! A service is reachable only when its registry name is one DNS label (at most 63 bytes, no
 //! `.`); its label is looked up as written, then in lower case.
@@ -38,6 +45,18 @@ pub(super) enum Owner<'a> {
     Srv(&'a [u8]),
     /// `<hex>[-<port>].addr.<origin>`: the address it encodes.
     Addr(IpAddr),
+    /// `_services._dns-sd._udp.<origin>`: the service types (RFC 6763 §9).
+    ServiceTypes,
+    /// `b._dns-sd._udp.<origin>` or `lb._dns-sd._udp.<origin>`: the browse domain (§11).
+    BrowseDomain,
+    /// `<instance>._<service>._tcp.<origin>`: the service's label (without its `_`) and the
+    /// instance's label.
+    Instance {
+        /// The service's label, without its `_`.
+        service: &'a [u8],
+        /// The instance's label.
+        instance: &'a [u8],
+    },
     /// Anything else in the zone: no such name.
     Missing,
 }
@@ -53,7 +72,7 @@ pub(super) fn classify<'a>(origin: &Name, name: &'a Name) -> Option<Owner<'a>> {
         0 => Owner::Apex,
         1 => {
             let label = labels.next()?;
-            if label.eq_ignore_ascii_case(b"_tcp") || label.eq_ignore_ascii_case(b"addr") {
+            if [&b"_tcp"[..], b"addr", b"_udp"].iter().any(|l| label.eq_ignore_ascii_case(l)) {
                 Owner::Empty
             } else {
                 Owner::Service(label)
@@ -68,6 +87,27 @@ pub(super) fn classify<'a>(origin: &Name, name: &'a Name) -> Option<Owner<'a>> {
                 }
             } else if second.eq_ignore_ascii_case(b"addr") {
                 decode_addr(first).map_or(Owner::Missing, Owner::Addr)
+            } else if second.eq_ignore_ascii_case(b"_udp") && first.eq_ignore_ascii_case(b"_dns-sd") {
+                Owner::Empty
+            } else {
+                Owner::Missing
+            }
+        }
+        3 => {
+            let (first, second, third) = (labels.next()?, labels.next()?, labels.next()?);
+            if third.eq_ignore_ascii_case(b"_tcp") {
+                match second.strip_prefix(b"_") {
+                    Some(service) if !service.is_empty() => Owner::Instance { service, instance: first },
+                    _ => Owner::Missing,
+                }
+            } else if third.eq_ignore_ascii_case(b"_udp") && second.eq_ignore_ascii_case(b"_dns-sd") {
+                if first.eq_ignore_ascii_case(b"_services") {
+                    Owner::ServiceTypes
+                } else if first.eq_ignore_ascii_case(b"b") || first.eq_ignore_ascii_case(b"lb") {
+                    Owner::BrowseDomain
+                } else {
+                    Owner::Missing
+                }
             } else {
                 Owner::Missing
             }
@@ -186,6 +226,18 @@ mod tests {
             ("7f00001.addr.makler.", Some(Owner::Missing)),
             ("7f00000g.addr.makler.", Some(Owner::Missing)),
             ("a.b.c.makler.", Some(Owner::Missing)),
+            ("_udp.makler.", Some(Owner::Empty)),
+            ("_dns-sd._udp.makler.", Some(Owner::Empty)),
+            ("_x._udp.makler.", Some(Owner::Missing)),
+            ("_services._dns-sd._udp.makler.", Some(Owner::ServiceTypes)),
+            ("_Services._DNS-SD._udp.makler.", Some(Owner::ServiceTypes)),
+            ("b._dns-sd._udp.makler.", Some(Owner::BrowseDomain)),
+            ("lb._dns-sd._udp.makler.", Some(Owner::BrowseDomain)),
+            ("db._dns-sd._udp.makler.", Some(Owner::Missing)),
+            ("x._web._tcp.makler.", Some(Owner::Instance { service: b"web", instance: b"x" })),
+            ("x._._tcp.makler.", Some(Owner::Missing)),
+            ("x.web._tcp.makler.", Some(Owner::Missing)),
+            ("a.x._web._tcp.makler.", Some(Owner::Missing)),
             ("example.com.", None),
             ("makler.com.", None),
             (".", None),
@@ -193,6 +245,10 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(classify(&origin, &name(text)), expected, "{text}");
         }
+        // An instance label holds colons (which `Name::from_ascii` refuses).
+        let labels: [&[u8]; 4] = [b"10-0-0-5:80", b"_web", b"_tcp", b"makler"];
+        let instance = Name::from_labels(labels).unwrap();
+        assert_eq!(classify(&origin, &instance), Some(Owner::Instance { service: b"web", instance: b"10-0-0-5:80" }));
     }
 
     #[test]

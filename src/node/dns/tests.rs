@@ -8,6 +8,9 @@ use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 use super::*;
+
+/// DNS-SD's answers (`dns/sd.rs`).
+mod sd;
 use crate::protocol::Source;
 use crate::registry::{self, Registry};
 

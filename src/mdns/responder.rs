@@ -1,0 +1,524 @@
+//! The responder (RFC 6762): advertises makler's instances on one link.
+//!
+//! Sans-IO, as the node's other sub-machines: [`Responder::add`] and [`Responder::remove`] say
+//! what to advertise, [`Responder::handle_datagram`] takes what arrives on the mDNS socket,
+//! [`Responder::handle_timeout`] the time; [`Responder::poll_transmit`] gives datagrams to send
+//! (to the group, or unicast to a querier), [`Responder::poll_timeout`] when to call again,
+//! [`Responder::poll_event`] what the node may log. Random delays come from a seed in the
+//! configuration, not from a generator read here.
+//!
+//! Per instance:
+//!
+//! 1. **Probing** (§8.1): after 0–250 ms, three probes 250 ms apart, each a query for the
+//!    instance name (type ANY; the first with the unicast-response bit) with the proposed SRV
+//!    and TXT in the authority section. A response holding a record of that name with other
+//!    data is a conflict: the instance is renamed `<label> (2)`, `(3)`, … and probes again
+//!    (§9). A simultaneous probe for the name (a query with authority records of that name) is
+//!    settled by comparing both sets (§8.2): the lexicographically later one wins; the loser
+//!    probes again after 1 s.
+//! 2. **Announcing** (§8.3): three announcements of all its records, 1 s then 2 s apart.
+//! 3. **Live**: it answers questions (§6): unicast to a question with the unicast-response bit
+//!    (or from a port other than 5353: a legacy unicast reply, §6.7, with the query's id and
+//!    TTLs of at most 10 s); otherwise multicast, at once when every answer is a unique record,
+//!    after 20–120 ms when a shared record (PTR) is among them (400–500 ms for a truncated
+//!    query), aggregated with other pending answers. Known answers in the query whose TTL is at
+//!    least half ours are left out (§7.1), as are answers another responder multicast meanwhile
+//!    (§7.4), and a record is multicast at most once a second (§6). A PTR answer carries the
+//!    SRV, TXT and address as additional records (RFC 6763 §12). A response with other data for
+//!    its SRV or TXT sends it back to probing (§9).
+//! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
+//!    other instance has that address, the service type only if no other instance has it).
+//!
+//! Not done: the §9 limit of 15 conflicts in 10 s, sleep proxies, and answers through the
+//! additional records of other responders.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, Query};
+use hickory_proto::rr::{Name, Record, RecordType};
+
+use super::records::{self, InstanceRecords, is_unique};
+use super::wire::{self, compare_sets, same_record};
+use super::{PORT, names};
+
+/// The probes' interval, and the most the first waits (§8.1).
+const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How many probes before a name is claimed.
+const PROBES: u8 = 3;
+/// How many announcements (§8.3: at least two).
+const ANNOUNCEMENTS: u8 = 3;
+/// A record is multicast at most this often (§6), except in probe defence.
+const RATE_LIMIT: Duration = Duration::from_secs(1);
+/// How long a probe that lost a simultaneous probe waits (§8.2).
+const LOST_TIE: Duration = Duration::from_secs(1);
+/// The TTL cap of a legacy unicast reply (§6.7).
+const LEGACY_TTL: u32 = 10;
+
+/// What to advertise: an instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advert {
+    /// The service's name in makler (`web`): the type is `_web._tcp`.
+    pub service: String,
+    /// Where it listens.
+    pub endpoint: SocketAddr,
+    /// Its TXT strings (`key=value`), each at most 255 bytes; none makes one empty string.
+    pub txt: Vec<Vec<u8>>,
+}
+
+/// The responder's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponderConfig {
+    /// Where multicast goes: [`super::GROUP_V4`] or [`super::GROUP_V6`] (or a test's group).
+    pub group: SocketAddr,
+    /// Seeds the random delays (probe start, shared answers), so that two responders started
+    /// together do not probe in step.
+    pub seed: u64,
+}
+
+/// Something the node may want to know (and log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponderEvent {
+    /// The instance's name was taken on the link: it probes for `name` instead.
+    Renamed {
+        /// The service.
+        service: String,
+        /// The instance.
+        endpoint: SocketAddr,
+        /// The new instance label.
+        label: String,
+    },
+    /// The instance's name is claimed and announced.
+    Announced {
+        /// The service.
+        service: String,
+        /// The instance.
+        endpoint: SocketAddr,
+        /// Its instance label.
+        label: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// `sent` probes so far; the next (or the claim) at `next`.
+    Probing {
+        sent: u8,
+        next: Instant,
+    },
+    /// `sent` announcements so far; the next at `next`.
+    Announcing {
+        sent: u8,
+        next: Instant,
+    },
+    Live,
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    advert: Advert,
+    /// Which claim of the name: 1 for the label itself, n for `label (n)`.
+    claim: u32,
+    label: String,
+    records: InstanceRecords,
+    state: State,
+}
+
+impl Instance {
+    fn answers(&self) -> bool {
+        !matches!(self.state, State::Probing { .. })
+    }
+}
+
+/// A multicast response waiting for its delay (§6), aggregating the answers decided meanwhile.
+#[derive(Debug, Clone)]
+struct Pending {
+    at: Instant,
+    answers: Vec<Record>,
+    additionals: Vec<Record>,
+}
+
+/// See the [module documentation](self).
+#[derive(Debug)]
+pub struct Responder {
+    config: ResponderConfig,
+    rng: u64,
+    instances: BTreeMap<(String, SocketAddr), Instance>,
+    pending: Option<Pending>,
+    /// When each record (by name, type, data) was last multicast.
+    multicast_at: HashMap<(String, RecordType, Vec<u8>), Instant>,
+    out: VecDeque<(SocketAddr, Vec<u8>)>,
+    events: VecDeque<ResponderEvent>,
+}
+
+impl Responder {
+    /// A responder advertising nothing yet.
+    pub fn new(config: ResponderConfig) -> Responder {
+        let rng = config.seed | 1;
+        Responder {
+            config,
+            rng,
+            instances: BTreeMap::new(),
+            pending: None,
+            multicast_at: HashMap::new(),
+            out: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// Advertises `advert` (probing first), or, when it is advertised already, updates its TXT
+    /// (announced again). Returns false when its service's name makes no DNS label.
+    pub fn add(&mut self, now: Instant, advert: Advert) -> bool {
+        let key = (advert.service.clone(), advert.endpoint);
+        if let Some(instance) = self.instances.get_mut(&key) {
+            if instance.advert.txt != advert.txt {
+                instance.advert.txt = advert.txt;
+                instance.records = build(&instance.advert, &instance.label).unwrap_or(instance.records.clone());
+                if instance.state == State::Live {
+                    instance.state = State::Announcing { sent: 0, next: now };
+                }
+            }
+            return true;
+        }
+        let label = names::instance_label(advert.endpoint);
+        let Some(records) = build(&advert, &label) else { return false };
+        let next = now + self.jitter(PROBE_INTERVAL);
+        let state = State::Probing { sent: 0, next };
+        self.instances.insert(key, Instance { advert, claim: 1, label, records, state });
+        true
+    }
+
+    /// Stops advertising an instance: its goodbye (TTL 0) goes at once if it was announced.
+    pub fn remove(&mut self, now: Instant, service: &str, endpoint: SocketAddr) {
+        let Some(instance) = self.instances.remove(&(service.to_owned(), endpoint)) else { return };
+        if instance.answers() {
+            let records = self.goodbye_records(&instance);
+            self.multicast(now, records, Vec::new());
+        }
+    }
+
+    /// Goodbyes for every announced instance, as when the broker stops.
+    pub fn remove_all(&mut self, now: Instant) {
+        let keys: Vec<_> = self.instances.keys().cloned().collect();
+        for (service, endpoint) in keys {
+            self.remove(now, &service, endpoint);
+        }
+    }
+
+    /// The instance label `endpoint` of `service` is advertised under now (after renames).
+    pub fn label(&self, service: &str, endpoint: SocketAddr) -> Option<&str> {
+        self.instances.get(&(service.to_owned(), endpoint)).map(|i| i.label.as_str())
+    }
+
+    /// Takes a datagram that arrived on the mDNS socket from `from`.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+        let Some(message) = wire::decode(bytes) else { return };
+        match message.message_type {
+            // §11: responses from another port are not mDNS responses.
+            MessageType::Response if from.port() == PORT => self.handle_response(now, &message),
+            MessageType::Response => {}
+            MessageType::Query => {
+                self.settle_probes(now, &message);
+                self.answer(now, from, &message);
+            }
+        }
+    }
+
+    /// Sends what is due at `now`: probes, announcements, delayed answers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut probes = wire::query();
+        let mut announce = Vec::new();
+        let mut announced = Vec::new();
+        for instance in self.instances.values_mut() {
+            match instance.state {
+                State::Probing { sent, next } if next <= now => {
+                    if sent == PROBES {
+                        instance.state = State::Announcing { sent: 0, next: now };
+                    } else {
+                        let mut question = Query::query(instance.records.srv.name.clone(), RecordType::ANY);
+                        question.set_mdns_unicast_response(sent == 0);
+                        probes.queries.push(question);
+                        // No cache-flush bit in a probe's authority section (§10.2).
+                        for record in [&instance.records.srv, &instance.records.txt] {
+                            let mut record = record.clone();
+                            record.mdns_cache_flush = false;
+                            probes.authorities.push(record);
+                        }
+                        instance.state = State::Probing { sent: sent + 1, next: now + PROBE_INTERVAL };
+                    }
+                }
+                _ => {}
+            }
+            if let State::Announcing { sent, next } = instance.state
+                && next <= now
+            {
+                announce.extend(instance.records.all().into_iter().cloned());
+                let sent = sent + 1;
+                instance.state = if sent == ANNOUNCEMENTS {
+                    State::Live
+                } else {
+                    State::Announcing { sent, next: now + RATE_LIMIT * u32::from(sent) }
+                };
+                if sent == 1 {
+                    announced.push(ResponderEvent::Announced {
+                        service: instance.advert.service.clone(),
+                        endpoint: instance.advert.endpoint,
+                        label: instance.label.clone(),
+                    });
+                }
+            }
+        }
+        if !probes.queries.is_empty() {
+            self.send(self.config.group, &probes);
+        }
+        if !announce.is_empty() {
+            dedup(&mut announce);
+            let mut message = wire::response();
+            message.answers = announce;
+            self.stamp(now, &message.answers);
+            self.send(self.config.group, &message);
+        }
+        self.events.extend(announced);
+        if let Some(pending) = self.pending.take_if(|p| p.at <= now) {
+            self.multicast(now, pending.answers, pending.additionals);
+        }
+        self.multicast_at.retain(|_, at| now.saturating_duration_since(*at) < RATE_LIMIT);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let states = self.instances.values().filter_map(|i| match i.state {
+            State::Probing { next, .. } | State::Announcing { next, .. } => Some(next),
+            State::Live => None,
+        });
+        states.chain(self.pending.as_ref().map(|p| p.at)).min()
+    }
+
+    /// The next datagram to send: its bytes into `out` (cleared first), and where to.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<SocketAddr> {
+        let (to, bytes) = self.out.pop_front()?;
+        out.clear();
+        out.extend_from_slice(&bytes);
+        Some(to)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ResponderEvent> {
+        self.events.pop_front()
+    }
+
+    fn jitter(&mut self, max: Duration) -> Duration {
+        // xorshift64: deterministic from the seed, good enough to spread delays.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let millis = u64::try_from(max.as_millis()).unwrap_or(u64::MAX).max(1);
+        Duration::from_millis(self.rng % (millis + 1))
+    }
+
+    fn send(&mut self, to: SocketAddr, message: &Message) {
+        self.out.extend(wire::encode(message).into_iter().map(|bytes| (to, bytes)));
+    }
+
+    /// Multicasts answers now, noting when each was sent.
+    fn multicast(&mut self, now: Instant, answers: Vec<Record>, additionals: Vec<Record>) {
+        if answers.is_empty() {
+            return;
+        }
+        let mut message = wire::response();
+        message.answers = answers;
+        message.additionals = additionals;
+        self.stamp(now, &message.answers);
+        self.send(self.config.group, &message);
+    }
+
+    fn stamp(&mut self, now: Instant, records: &[Record]) {
+        for record in records {
+            self.multicast_at.insert(key(record), now);
+        }
+    }
+
+    /// The goodbye of an instance being removed (it is no longer in the table).
+    fn goodbye_records(&self, instance: &Instance) -> Vec<Record> {
+        let r = &instance.records;
+        let mut records = vec![r.ptr.clone(), r.srv.clone(), r.txt.clone()];
+        let others = || self.instances.values().filter(|i| i.answers());
+        if !others().any(|i| i.advert.endpoint.ip() == instance.advert.endpoint.ip()) {
+            records.push(r.host.clone());
+        }
+        if !others().any(|i| i.advert.service == instance.advert.service) {
+            records.push(r.types_ptr.clone());
+        }
+        for record in &mut records {
+            record.ttl = 0;
+        }
+        records
+    }
+
+    /// A response on the link: conflicts with our unique records (§9), and answers of ours
+    /// another responder gave (§7.4).
+    fn handle_response(&mut self, now: Instant, message: &Message) {
+        let mut renamed = Vec::new();
+        for instance in self.instances.values_mut() {
+            let ours = [&instance.records.srv, &instance.records.txt];
+            let conflict = message.answers.iter().chain(&message.additionals).any(|theirs| {
+                theirs.name == instance.records.srv.name
+                    && theirs.ttl > 0
+                    && !ours.iter().any(|o| same_record(o, theirs))
+                    && (matches!(instance.state, State::Probing { .. })
+                        || ours.iter().any(|o| o.record_type() == theirs.record_type()))
+            });
+            if !conflict {
+                continue;
+            }
+            match instance.state {
+                State::Probing { .. } => {
+                    instance.claim += 1;
+                    instance.label = names::renamed(&names::instance_label(instance.advert.endpoint), instance.claim);
+                    if let Some(records) = build(&instance.advert, &instance.label) {
+                        instance.records = records;
+                    }
+                    instance.state = State::Probing { sent: 0, next: now };
+                    renamed.push(ResponderEvent::Renamed {
+                        service: instance.advert.service.clone(),
+                        endpoint: instance.advert.endpoint,
+                        label: instance.label.clone(),
+                    });
+                }
+                // §9: verify the name again by probing; a real conflict then renames it.
+                _ => instance.state = State::Probing { sent: 0, next: now },
+            }
+        }
+        self.events.extend(renamed);
+        if let Some(pending) = &mut self.pending {
+            pending.answers.retain(|ours| {
+                !message.answers.iter().any(|theirs| same_record(ours, theirs) && theirs.ttl >= ours.ttl / 2)
+            });
+        }
+    }
+
+    /// §8.2: a probe for a name we are probing for too; the lexicographically later set wins.
+    fn settle_probes(&mut self, now: Instant, message: &Message) {
+        if message.authorities.is_empty() {
+            return;
+        }
+        for instance in self.instances.values_mut() {
+            let State::Probing { .. } = instance.state else { continue };
+            let name = &instance.records.srv.name;
+            let theirs: Vec<&Record> = message.authorities.iter().filter(|r| &r.name == name).collect();
+            if theirs.is_empty() {
+                continue;
+            }
+            let ours = [&instance.records.srv, &instance.records.txt];
+            if compare_sets(&ours, &theirs) == std::cmp::Ordering::Less {
+                instance.state = State::Probing { sent: 0, next: now + LOST_TIE };
+            }
+        }
+    }
+
+    /// Answers a query (see the [module documentation](self)).
+    fn answer(&mut self, now: Instant, from: SocketAddr, query: &Message) {
+        let mut answers: Vec<Record> = Vec::new();
+        let mut additionals: Vec<Record> = Vec::new();
+        let mut unicast = !query.queries.is_empty();
+        for question in &query.queries {
+            if !wire::is_in(question.query_class()) {
+                continue;
+            }
+            unicast &= question.mdns_unicast_response();
+            let (name, qtype) = (question.name(), question.query_type());
+            for instance in self.instances.values().filter(|i| i.answers()) {
+                for record in instance.records.answering(name, qtype) {
+                    if !answers.iter().any(|a| same_record(a, record)) {
+                        answers.push(record.clone());
+                        additionals.extend(instance.records.additional_for(record).into_iter().cloned());
+                    }
+                }
+            }
+        }
+        // Known answers (§7.1).
+        let known = |ours: &Record| query.answers.iter().any(|k| same_record(ours, k) && k.ttl >= ours.ttl / 2);
+        answers.retain(|a| !known(a));
+        additionals.retain(|a| !known(a) && !answers.iter().any(|b| same_record(a, b)));
+        dedup(&mut additionals);
+        if answers.is_empty() {
+            return;
+        }
+        if from.port() != PORT {
+            // Legacy unicast (§6.7): a plain DNS reply.
+            let mut reply = wire::response();
+            reply.metadata.id = query.id;
+            reply.queries = query.queries.clone();
+            for record in answers.iter_mut().chain(additionals.iter_mut()) {
+                record.ttl = record.ttl.min(LEGACY_TTL);
+                record.mdns_cache_flush = false;
+            }
+            reply.answers = answers;
+            reply.additionals = additionals;
+            self.send(from, &reply);
+            return;
+        }
+        if unicast {
+            let mut reply = wire::response();
+            reply.answers = answers;
+            reply.additionals = additionals;
+            self.send(from, &reply);
+            return;
+        }
+        // The 1 s rate limit (§6).
+        answers.retain(|a| {
+            self.multicast_at.get(&key(a)).is_none_or(|at| now.saturating_duration_since(*at) >= RATE_LIMIT)
+        });
+        if answers.is_empty() {
+            return;
+        }
+        let delay = if query.truncation {
+            Duration::from_millis(400) + self.jitter(Duration::from_millis(100))
+        } else if answers.iter().all(is_unique) {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20) + self.jitter(Duration::from_millis(100))
+        };
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            at: now + delay,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        });
+        pending.at = pending.at.min(now + delay);
+        for answer in answers {
+            if !pending.answers.iter().any(|a| same_record(a, &answer)) {
+                pending.answers.push(answer);
+            }
+        }
+        pending.additionals.extend(additionals);
+        dedup(&mut pending.additionals);
+        let answers = pending.answers.clone();
+        pending.additionals.retain(|a| !answers.iter().any(|b| same_record(a, b)));
+        if pending.at <= now {
+            self.handle_timeout(now);
+        }
+    }
+}
+
+/// The records of `advert` under `label`, or `None` when the names cannot be made.
+fn build(advert: &Advert, label: &str) -> Option<InstanceRecords> {
+    let type_name = records::type_name(&advert.service)?;
+    let name: Name = records::instance_name(&advert.service, label)?;
+    Some(InstanceRecords::new(&type_name, &name, advert.endpoint, &advert.txt))
+}
+
+fn key(record: &Record) -> (String, RecordType, Vec<u8>) {
+    (record.name.to_lowercase().to_ascii(), record.record_type(), wire::rdata_bytes(&record.data))
+}
+
+/// Leaves one of each record.
+fn dedup(records: &mut Vec<Record>) {
+    let mut kept: Vec<Record> = Vec::with_capacity(records.len());
+    for record in records.drain(..) {
+        if !kept.iter().any(|k| same_record(k, &record)) {
+            kept.push(record);
+        }
+    }
+    *records = kept;
+}

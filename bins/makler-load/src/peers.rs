@@ -31,7 +31,7 @@ use crate::wire::{BrokerLoad, Form, Op, Table};
 /// The prefix of the benchmark table's service names.
 const PREFIX: &str = "type";
 use crate::{Latencies, Measurement, Summary};
-use makler::protocol::{Request, Response, binary};
+use makler::protocol::{Check, Request, Response, binary};
 
 /// Settings of the benchmark.
 #[derive(Debug, Clone)]
@@ -260,8 +260,15 @@ fn reports(config: &PeersBench, addrs: &[SocketAddr], asker: &mut Asker) -> io::
     for k in 0..config.samples {
         let refusing = TcpListener::bind("127.0.0.1:0")?.local_addr()?;
         let service = format!("dead{k}");
-        asker
-            .ask(addrs[0], &Request::Register { service: &service, ip: Some(refusing.ip()), port: refusing.port() })?;
+        // Declared `check=tcp`: a report of an instance that declares no check is answered but
+        // not verified (issue 20), so it would never go.
+        let register = Request::RegisterChecked {
+            service: &service,
+            ip: Some(refusing.ip()),
+            port: refusing.port(),
+            check: Check::Tcp,
+        };
+        asker.ask(addrs[0], &register)?;
         wait("the instance is everywhere", || Ok(asker.has(addrs[1], &service)? && asker.has(addrs[2], &service)?))?;
         // Each report from an address of its own: one source is allowed 20 reports a second.
         let mut reporter = Asker::on(&format!("127.0.{}.{}", 1 + k / 250, 2 + k % 250))?;

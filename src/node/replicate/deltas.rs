@@ -53,6 +53,10 @@ struct Batch {
 /// Slots of one `Unknown` answered at the most: about 15 datagrams of whole leases.
 const MAX_ASKED: usize = 256;
 
+/// Slots answered to one peer's `Unknown`s per second at the most (16 full `Unknown`s): a peer
+/// that asks faster (a broken one) is answered in part, and asks again at the next renewal.
+const ASKED_PER_SECOND: u32 = 4096;
+
 /// Leases of one window whose time left differs by less than this share a `Renew` entry.
 const RENEW_GRAIN_MS: u32 = 250;
 
@@ -93,6 +97,9 @@ pub(super) struct Deltas {
     refreshed_set: HashSet<Uuid>,
     refresh_due: Option<Instant>,
     peers: HashMap<SocketAddr, Outgoing>,
+    /// Per peer: since when, and how many slots of its `Unknown`s were answered
+    /// ([`ASKED_PER_SECOND`]).
+    asked: HashMap<SocketAddr, (Instant, u32)>,
     /// Peers that read slots.
     slotted: HashSet<SocketAddr>,
     confirmed: Confirmed,
@@ -113,6 +120,7 @@ impl Deltas {
             refreshed_set: HashSet::new(),
             refresh_due: None,
             peers: HashMap::new(),
+            asked: HashMap::new(),
             slotted: HashSet::new(),
             confirmed: Confirmed::default(),
             retransmits: Timers::new(),
@@ -223,12 +231,20 @@ impl Deltas {
         let mut items = Vec::new();
         // A peer that asks for more (a broken one, or one that lost everything) is answered
         // in part; it asks again at the next renewal.
-        for slot in slots.take(MAX_ASKED) {
+        let (since, used) = self.asked.entry(to).or_insert((now, 0));
+        if now.saturating_duration_since(*since) >= Duration::from_secs(1) {
+            (*since, *used) = (now, 0);
+        }
+        let room = ASKED_PER_SECOND.saturating_sub(*used).min(MAX_ASKED as u32);
+        let mut answered = 0;
+        for slot in slots.take(room as usize) {
+            answered += 1;
             self.confirmed.unconfirm(to, slot);
             if let Some(view) = registry.view_at(now, crate::registry::Cursor(slot)) {
                 items.push((view.id, None));
             }
         }
+        *used += answered;
         self.send_slotted(now, to, &items, registry, out, 0);
     }
 
@@ -268,6 +284,7 @@ impl Deltas {
     /// The peer at `addr` is forgotten: a peer at that address later starts anew.
     pub fn forget(&mut self, addr: SocketAddr) {
         self.peers.remove(&addr);
+        self.asked.remove(&addr);
         self.slotted.remove(&addr);
         self.confirmed.forget(addr);
     }

@@ -525,11 +525,13 @@ impl Replicator {
     ) -> Option<uuid::Uuid> {
         match entry {
             Entry::UpsertSlot { slot, lease: CheckedLease { lease, check } } => {
-                let applied = self.apply_lease(now, lease, *check, registry);
-                if applied == Applied::Tombstoned {
-                    return Some(lease.id);
+                match self.apply_lease(now, lease, *check, registry) {
+                    Applied::Tombstoned => return Some(lease.id),
+                    // The id names a lease of another instance here (or the lease was refused):
+                    // its slot must renew nothing.
+                    Applied::Conflict | Applied::Refused(_) => {}
+                    _ => self.slot_maps.map_lease((from, seq), *slot, lease.id, registry),
                 }
-                self.slot_maps.map_lease(now, (from, seq), *slot, lease.id, registry);
                 None
             }
             Entry::Renew { ttl_ms, slots } => {

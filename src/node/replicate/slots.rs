@@ -43,22 +43,26 @@
 //!    fingerprint*: a slot reused by a new lease goes whole (`UpsertSlot`, which remaps it)
 //!    until the peer acknowledged the new mapping.
 //! 3. Reordering: a `Renew` that left before a slot was remapped and arrives after the new
-//!    `UpsertSlot` would renew the new lease. Deltas are numbered per peer; the receiver keeps,
-//!    for 30 s, the number of the delta that gave a slot to another lease, and ignores that
-//!    slot in older deltas (and an older `UpsertSlot` does not undo a newer mapping). A
-//!    datagram older than that is taken as gone: the guard assumes no datagram spends 30 s
-//!    in the network.
+//!    `UpsertSlot` would renew the new lease, and a late `UpsertSlot` of the slot's earlier
+//!    lease would take the slot back from the new one. Deltas are numbered per peer; the
+//!    receiver keeps, with each mapping, the number of the delta that made it, ignores the slot
+//!    in older deltas' `Renew`s, and never lets an older `UpsertSlot` undo a newer mapping. (A
+//!    renewal by slot goes only after its mapping was acknowledged, so no legitimate `Renew` is
+//!    older than its slot's mapping.) Numbers are compared with wrapping, which holds while a
+//!    datagram in flight is less than 2^31 deltas old.
 //!
 //! A removal still travels as `Entry::Remove` by id at once, and tombstones still keep it from
 //! being undone: a renewal by slot of a removed lease finds nothing to renew.
 //!
 //! # What it costs in memory
 //!
-//! The sender: 4 bytes per slot and peer (the confirmed fingerprint). The receiver: 8 bytes per
-//! slot of the sender's table (where its copy is, and the fingerprint), in an array indexed by
-//! the sender's slot. With the leases held at one broker that is 8 bytes per replicated lease;
-//! a sender's table holds the leases it learned from others too, so with leases spread over
-//! several holders the arrays are sparser (up to 8 bytes per lease of the cluster per holder).
+//! The sender: 4 bytes per slot and peer (the confirmed fingerprint). The receiver: 12 bytes per
+//! slot of the sender's table (where its copy is, the fingerprint, and the number of the delta
+//! that mapped it), in an array indexed by the sender's slot, never longer than the broker's
+//! `--max-instances` (a slot past it is not mapped; its lease is asked for whole). With the
+//! leases held at one broker that is 12 bytes per replicated lease; a sender's table holds the
+//! leases it learned from others too, so with leases spread over several holders the arrays are
+//! sparser (up to 12 bytes per lease of the cluster per holder).
 //!
 //! # Loss, partitions, restarts, moves
 //!
@@ -73,7 +77,7 @@
 //!   renewing a lease it no longer hears heartbeats for.
 //! - *Mixed versions*: an older broker never says `Features`, so it is sent what it always was.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -86,9 +90,6 @@ use crate::registry::{Cursor, Registry};
 
 /// `Peer::Features` bit: this broker reads `Entry::UpsertSlot` and `Entry::Renew`.
 pub(super) const FEATURE_SLOTS: u32 = 1;
-
-/// How long the number of the delta that last mapped a slot is kept (guard 3 above).
-pub(super) const REMAP_GUARD: Duration = Duration::from_secs(30);
 
 /// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
 /// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
@@ -132,13 +133,15 @@ impl Confirmed {
     }
 }
 
-/// Where a sender's slot points in this broker's table. 8 bytes.
+/// Where a sender's slot points in this broker's table. 12 bytes.
 #[derive(Debug, Clone, Copy, Default)]
 struct Mapped {
     /// The slot of the copy here.
     local: u32,
     /// The sender's id's [`fingerprint`]; 0: nothing.
     fingerprint: u32,
+    /// The delta that mapped it (guard 3).
+    seq: u32,
 }
 
 /// What a sender's slot names here.
@@ -156,9 +159,6 @@ pub(super) enum Lookup {
 #[derive(Debug, Default)]
 pub(super) struct SlotMaps {
     senders: HashMap<SocketAddr, Vec<Mapped>>,
-    /// The delta that last mapped (sender, slot), for [`REMAP_GUARD`].
-    remapped: HashMap<(SocketAddr, u32), u32>,
-    remapped_order: VecDeque<(Instant, SocketAddr, u32, u32)>,
 }
 
 /// Whether delta `seq` left before delta `than` (numbers wrap).
@@ -169,23 +169,9 @@ fn older(seq: u32, than: u32) -> bool {
 impl SlotMaps {
     /// `sender`'s delta `seq` gave `slot` to the lease of fingerprint `fingerprint`, kept here at
     /// `local`. Slots at or past `limit` are not mapped (a broken or hostile peer cannot make
-    /// the array large).
-    #[allow(clippy::too_many_arguments)]
-    pub fn map(
-        &mut self,
-        now: Instant,
-        sender: SocketAddr,
-        seq: u32,
-        slot: u32,
-        local: Cursor,
-        fingerprint: u32,
-        limit: usize,
-    ) {
-        self.prune(now);
+    /// the array large); a delta older than the slot's mapping does not change it.
+    pub fn map(&mut self, sender: SocketAddr, seq: u32, slot: u32, local: Cursor, fingerprint: u32, limit: usize) {
         if slot as usize >= limit {
-            return;
-        }
-        if self.remapped.get(&(sender, slot)).is_some_and(|&last| older(seq, last)) {
             return;
         }
         let slots = self.senders.entry(sender).or_default();
@@ -193,40 +179,27 @@ impl SlotMaps {
         if slots.len() <= at {
             slots.resize(at + 1, Mapped::default());
         }
-        // Only a slot taken from another lease needs the guard: a renewal by slot goes only
-        // after the mapping was acknowledged, so none of a lease never mapped here is in
-        // flight. So registering many leases at once adds nothing here.
-        let before = slots[at].fingerprint;
-        slots[at] = Mapped { local: local.0, fingerprint };
-        if before != 0 && before != fingerprint {
-            self.remapped.insert((sender, slot), seq);
-            self.remapped_order.push_back((now, sender, slot, seq));
+        let before = slots[at];
+        if before.fingerprint != 0 && older(seq, before.seq) {
+            return;
         }
+        slots[at] = Mapped { local: local.0, fingerprint, seq };
     }
 
     /// What `sender`'s `slot` names, for its delta `seq`.
     pub fn lookup(&self, sender: SocketAddr, seq: u32, slot: u32) -> Lookup {
-        if self.remapped.get(&(sender, slot)).is_some_and(|&last| older(seq, last)) {
-            return Lookup::Stale;
-        }
         match self.senders.get(&sender).and_then(|slots| slots.get(slot as usize)) {
+            Some(mapped) if mapped.fingerprint != 0 && older(seq, mapped.seq) => Lookup::Stale,
             Some(mapped) if mapped.fingerprint != 0 => Lookup::Known(Cursor(mapped.local), mapped.fingerprint),
             _ => Lookup::Unknown,
         }
     }
 
     /// `sender`'s delta `seq` gave `slot` to the lease `id`, just applied here.
-    pub fn map_lease(
-        &mut self,
-        now: Instant,
-        (sender, seq): (SocketAddr, u32),
-        slot: u32,
-        id: Uuid,
-        registry: &Registry,
-    ) {
+    pub fn map_lease(&mut self, (sender, seq): (SocketAddr, u32), slot: u32, id: Uuid, registry: &Registry) {
         if let Some(local) = registry.slot_of(id) {
-            let limit = registry.config().limits.max_instances.saturating_mul(4);
-            self.map(now, sender, seq, slot, local, fingerprint(id), limit);
+            let limit = registry.config().limits.max_instances;
+            self.map(sender, seq, slot, local, fingerprint(id), limit);
         }
     }
 
@@ -261,20 +234,6 @@ impl SlotMaps {
     /// `sender` restarted or is gone: its slots mean nothing any more.
     pub fn forget(&mut self, sender: SocketAddr) {
         self.senders.remove(&sender);
-        self.remapped.retain(|&(s, _), _| s != sender);
-        self.remapped_order.retain(|&(_, s, _, _)| s != sender);
-    }
-
-    fn prune(&mut self, now: Instant) {
-        while let Some(&(at, sender, slot, seq)) = self.remapped_order.front() {
-            if at + REMAP_GUARD > now {
-                break;
-            }
-            self.remapped_order.pop_front();
-            if self.remapped.get(&(sender, slot)) == Some(&seq) {
-                self.remapped.remove(&(sender, slot));
-            }
-        }
     }
 }
 
@@ -312,25 +271,34 @@ mod tests {
 
     #[test]
     fn an_older_delta_neither_renews_nor_remaps_a_slot() {
-        let now = Instant::now();
         let mut maps = SlotMaps::default();
-        maps.map(now, addr(), 2, 7, Cursor(2), 0x01, 100);
-        maps.map(now, addr(), 10, 7, Cursor(3), 0x11, 100);
+        maps.map(addr(), 2, 7, Cursor(2), 0x01, 100);
+        maps.map(addr(), 10, 7, Cursor(3), 0x11, 100);
         assert_eq!(maps.lookup(addr(), 11, 7), Lookup::Known(Cursor(3), 0x11));
         assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Stale, "a renewal that left before the slot was reused");
-        maps.map(now, addr(), 8, 7, Cursor(4), 0x21, 100);
+        maps.map(addr(), 8, 7, Cursor(4), 0x21, 100);
         assert_eq!(maps.lookup(addr(), 12, 7), Lookup::Known(Cursor(3), 0x11), "a late UpsertSlot is ignored");
-        maps.map(now, addr(), 12, 7, Cursor(3), 0x11, 100);
-        assert_eq!(maps.remapped.len(), 1, "the same lease again is no reuse");
+        maps.map(addr(), 12, 7, Cursor(3), 0x11, 100);
         assert_eq!(maps.lookup(addr(), 12, 8), Lookup::Unknown);
-        maps.map(now, addr(), 5, 1_000, Cursor(4), 0x21, 100);
+        maps.map(addr(), 5, 1_000, Cursor(4), 0x21, 100);
         assert_eq!(maps.lookup(addr(), 12, 1_000), Lookup::Unknown, "past the limit: not mapped");
-        // After the guard, numbers are not compared any more.
-        maps.map(now + REMAP_GUARD, addr(), 20, 9, Cursor(5), 0x31, 100);
-        maps.map(now + REMAP_GUARD, addr(), 21, 9, Cursor(5), 0x41, 100);
-        assert_eq!(maps.lookup(addr(), 9, 7), Lookup::Known(Cursor(3), 0x11));
         maps.forget(addr());
-        assert_eq!(maps.lookup(addr(), 30, 9), Lookup::Unknown);
+        assert_eq!(maps.lookup(addr(), 30, 7), Lookup::Unknown);
+    }
+
+    #[test]
+    fn a_late_upsert_of_an_earlier_lease_does_not_take_a_first_mapping_back() {
+        // The reviewer's case: X at slot 7 expired at the sender (no removal travels for an
+        // expiry), Y took the slot in delta 11, and a delayed copy of delta 10 (X) arrives last.
+        let mut maps = SlotMaps::default();
+        maps.map(addr(), 11, 7, Cursor(3), 0x22, 100);
+        maps.map(addr(), 10, 7, Cursor(4), 0x11, 100);
+        assert_eq!(maps.lookup(addr(), 13, 7), Lookup::Known(Cursor(3), 0x22), "Y's renewals still renew Y");
+        assert_eq!(maps.lookup(addr(), 10, 7), Lookup::Stale);
+        // Numbers wrap: delta 1 after delta u32::MAX is newer.
+        maps.map(addr(), u32::MAX, 8, Cursor(5), 0x33, 100);
+        maps.map(addr(), 1, 8, Cursor(6), 0x44, 100);
+        assert_eq!(maps.lookup(addr(), 2, 8), Lookup::Known(Cursor(6), 0x44));
     }
 
     #[test]
@@ -342,6 +310,6 @@ mod tests {
         assert!(!confirmed.is_confirmed("10.0.0.2:7000".parse().unwrap(), 4, 0x11));
         confirmed.unconfirm(addr(), 4);
         assert!(!confirmed.is_confirmed(addr(), 4, 0x11));
-        assert_eq!(std::mem::size_of::<Mapped>(), 8);
+        assert_eq!(std::mem::size_of::<Mapped>(), 12);
     }
 }

@@ -269,3 +269,59 @@ fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
     assert_eq!(left(&registry, c, t2), Some(Duration::from_secs(4)), "C is not renewed");
     assert_eq!(asked(&mut r), [5, 9], "both slots asked for");
 }
+
+#[test]
+fn unknowns_are_answered_for_at_most_4096_slots_a_second_per_peer() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    let limits = registry::Limits { max_per_source: 0, max_per_network: 0, ..registry::Limits::default() };
+    let mut registry = Registry::new(registry::Config { limits, ..registry::Config::default() }, uuid::Uuid::new_v4);
+    r.handle_start(t0);
+    let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, 1], 1)));
+    for port in 1..=300 {
+        registry.register(t0, "echo", SocketAddr::from(([10, 1, 0, 9], port)), source).unwrap();
+    }
+    let features = PeerFrame { node: 7, body: Peer::Features { bits: super::slots::FEATURE_SLOTS } };
+    r.handle_datagram(t0, addr(2), features, &mut registry);
+    let mut list = Vec::new();
+    peer::encode_slots(0..256, &mut list);
+    // Whole leases sent in answer, as UpsertSlot entries.
+    let mut answered = |r: &mut Replicator, now: Instant, times: usize| {
+        for _ in 0..times {
+            r.handle_datagram(now, addr(2), PeerFrame { node: 7, body: Peer::Unknown { slots: &list } }, &mut registry);
+        }
+        let mut out = Vec::new();
+        let mut upserts = 0;
+        while r.poll_transmit(&mut out).is_some() {
+            if let Peer::Delta { entries, .. } = peer::decode(&out).unwrap().body {
+                upserts += entries.iter().filter(|e| matches!(e, Entry::UpsertSlot { .. })).count();
+            }
+        }
+        upserts
+    };
+    assert_eq!(answered(&mut r, t0, 1), 256, "one Unknown is answered whole");
+    assert_eq!(answered(&mut r, t0, 40), 4096 - 256, "then the second's budget runs out");
+    assert_eq!(answered(&mut r, t0 + Duration::from_millis(500), 1), 0);
+    assert_eq!(answered(&mut r, t0 + Duration::from_secs(1), 1), 256, "the next second answers again");
+}
+
+#[test]
+fn a_slot_whose_lease_conflicts_here_renews_nothing() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    let mut ids = 0xa_u128..;
+    let mut registry = Registry::new(registry::Config::default(), move || uuid::Uuid::from_u128(ids.next().unwrap()));
+    r.handle_start(t0);
+    // 0xa is a lease of another instance here: the peer's lease with that id is a conflict.
+    let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, 1], 1)));
+    let here = registry.register(t0, "other", SocketAddr::from(([10, 1, 0, 9], 1)), source).unwrap().id;
+    assert_eq!(here, uuid::Uuid::from_u128(0xa));
+    delta(&mut r, &mut registry, t0, 1, vec![slotted(0xa, 4000)]);
+    let t1 = t0 + Duration::from_secs(1);
+    delta(&mut r, &mut registry, t1, 2, vec![Entry::Renew { ttl_ms: 60_000, slots: &[5] }]);
+    let left = registry.view(t1, here).map(|v| v.ttl_left);
+    assert_eq!(left, Some(registry::Config::default().ttl - Duration::from_secs(1)), "the lease here is not renewed");
+    assert_eq!(asked(&mut r), [5]);
+}

@@ -336,17 +336,18 @@ impl Entropy {
     ) {
         let peer = self.peers.entry(to).or_default();
         let mut items: Vec<Item> = Vec::new();
-        for &hash in hashes {
-            for id in registry.leases_by_hash(hash) {
-                if peer.pushes >= PUSH_BUDGET {
-                    break;
-                }
-                if registry.view(now, id).is_some_and(|view| view.ttl_left >= PUSH_MARGIN) {
-                    peer.pushes += 1;
-                    items.push((id, None));
-                }
-            }
+        if peer.pushes >= PUSH_BUDGET {
+            return;
         }
+        // One lookup for all the hashes (one pass over each bucket they fall in, cached across
+        // the datagrams of one bucket), stopped as soon as the budget is spent.
+        registry.leases_by_hashes(hashes, |id| {
+            if registry.view(now, id).is_some_and(|view| view.ttl_left >= PUSH_MARGIN) {
+                peer.pushes += 1;
+                items.push((id, None));
+            }
+            peer.pushes < PUSH_BUDGET
+        });
         if items.is_empty() {
             return;
         }

@@ -325,3 +325,30 @@ fn a_slot_whose_lease_conflicts_here_renews_nothing() {
     assert_eq!(left, Some(registry::Config::default().ttl - Duration::from_secs(1)), "the lease here is not renewed");
     assert_eq!(asked(&mut r), [5]);
 }
+
+#[test]
+fn a_repair_of_a_bucket_hashes_its_leases_once() {
+    use crate::registry::digest::{self, HASHED};
+    let (mut r, mut registry, now) = with_peer(6000);
+    // Bucket 7, not among the last looked at (the listing ends with bucket 255).
+    let all: Vec<u64> = registry.element_hashes(0, u64::MAX).collect();
+    let mine: Vec<u64> = all.iter().copied().filter(|&hash| digest::bucket_of(hash) == 7).collect();
+    let n = mine.len() as u64;
+    assert!(n > 10);
+    let before = HASHED.with(|hashed| hashed.get());
+    // The peer has none of the bucket: its elements come in four datagrams, each answered with
+    // pushes, then it wants them all again.
+    let (first, last) = digest::bucket_range(7);
+    let cuts: Vec<u64> = (0..=4).map(|k| first + (last - first) / 4 * k).collect();
+    for pair in cuts.windows(2) {
+        let to = if pair[1] == cuts[4] { last } else { pair[1] - 1 };
+        let elements = PeerFrame { node: 7, body: Peer::Elements { from: pair[0], to, hashes: Vec::new() } };
+        r.handle_datagram(now, addr(2), elements, &mut registry);
+    }
+    let want = PeerFrame { node: 7, body: Peer::Want { hashes: mine.iter().rev().copied().collect() } };
+    r.handle_datagram(now, addr(2), want, &mut registry);
+    let hashed = HASHED.with(|hashed| hashed.get()) - before;
+    assert_eq!(r.stats().entropy.pushed, 2 * n);
+    // Before: each datagram hashed the bucket, each pushed lease the bucket again (n² + 4n).
+    assert!(hashed <= n, "{hashed} element hashes for a bucket of {n}");
+}

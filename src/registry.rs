@@ -484,7 +484,6 @@ impl Registry {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
         let entry = self.services.get_mut(service_index as usize)?;
-        entry.text.refresh(&entry.members);
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
@@ -503,7 +502,6 @@ impl Registry {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
         let entry = self.services.get_mut(service_index as usize)?;
-        entry.text.refresh(&entry.members);
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;

@@ -216,7 +216,7 @@ impl Registry {
             self.index.remove_instance(lease.service, packed, index);
             let service = self.service_mut(lease.service);
             service.members.swap_remove(position);
-            service.text.invalidate();
+            service.text.swap_remove(position);
             if let Some(moved) = service.members.get(position) {
                 let mut moved_lease = moved.head;
                 while moved_lease != NONE {

@@ -168,8 +168,10 @@ pub struct MulticastArgs {
           value_parser = crate::multicast::parse_group)]
     pub group: std::net::SocketAddrV4,
 
-    /// Interface, by its IPv4 address, to use the group on; the default keeps it on this host.
-    #[arg(long = "multicast-if", value_name = "IP", default_value_t = std::net::Ipv4Addr::LOCALHOST)]
+    /// Interface to use the group on, by its IPv4 address or its name (`eth0`: its first IPv4
+    /// address); the default keeps it on this host.
+    #[arg(long = "multicast-if", value_name = "IP|NAME", default_value_t = std::net::Ipv4Addr::LOCALHOST,
+          value_parser = parse_interface)]
     pub interface: std::net::Ipv4Addr,
 
     /// Use no multicast at all.
@@ -183,6 +185,39 @@ pub struct MulticastArgs {
     /// be readable by its owner only (`chmod 600 PATH`): one others may read is refused.
     #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
+}
+
+/// An interface given by its IPv4 address or by its name (`eth0`, `lo`): its first IPv4 address,
+/// as `ip -4 addr` lists it. A name without an IPv4 address, or no such interface, is refused
+/// with the names there are.
+pub fn parse_interface(text: &str) -> Result<std::net::Ipv4Addr, String> {
+    if let Ok(ip) = text.parse() {
+        return Ok(ip);
+    }
+    interface_ipv4(text)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn interface_ipv4(name: &str) -> Result<std::net::Ipv4Addr, String> {
+    let addrs = nix::ifaddrs::getifaddrs().map_err(|e| format!("cannot list the interfaces: {e}"))?;
+    let mut names = Vec::new();
+    for ifaddr in addrs {
+        let v4 = ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|a| a.ip());
+        if ifaddr.interface_name == name {
+            if let Some(ip) = v4 {
+                return Ok(ip);
+            }
+        }
+        if v4.is_some() && !names.contains(&ifaddr.interface_name) {
+            names.push(ifaddr.interface_name);
+        }
+    }
+    Err(format!("\"{name}\" is neither an IPv4 address nor an interface with one (interfaces: {})", names.join(", ")))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn interface_ipv4(name: &str) -> Result<std::net::Ipv4Addr, String> {
+    Err(format!("\"{name}\" is not an IPv4 address (interface names are read on Linux only)"))
 }
 
 /// Reads a key file (see [`crate::protocol::seal::Key::load`]).
@@ -299,6 +334,19 @@ impl RateLimitArgs {
 mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn an_interface_is_an_ipv4_address_or_a_name() {
+        assert_eq!(super::parse_interface("10.0.0.5"), Ok(std::net::Ipv4Addr::new(10, 0, 0, 5)));
+        #[cfg(target_os = "linux")]
+        {
+            // Every Linux host has a loopback interface named lo holding 127.0.0.1.
+            assert_eq!(super::parse_interface("lo"), Ok(std::net::Ipv4Addr::LOCALHOST));
+            let refused = super::parse_interface("no-such-if0").unwrap_err();
+            assert!(refused.contains("\"no-such-if0\"") && refused.contains("lo"), "{refused}");
+        }
+        assert!(super::parse_interface("::1").is_err(), "an IPv6 address is no IPv4 interface");
+    }
 
     /// A log target that keeps what is written to it.
     #[derive(Clone, Default)]

@@ -456,13 +456,8 @@ impl Registry {
     /// `None` when it has none. The caller may take only a prefix: every instance comes first
     /// in turn, so all of them are handed out over successive queries.
     pub fn query(&mut self, now: Instant, service: &str) -> Option<impl ExactSizeIterator<Item = SocketAddr> + '_> {
-        self.handle_timeout(now);
-        let &service_index = self.by_name.get(service)?;
-        let entry = self.services.get_mut(service_index as usize)?;
-        let len = entry.members.len();
-        let start = entry.cursor % len;
-        entry.cursor = (start + 1) % len;
-        let members = &entry.members;
+        let (entry, start) = self.turn(now, service)?;
+        let (members, len) = (&entry.members, entry.members.len());
         Some((0..len).map(move |k| members[(start + k) % len].endpoint.get()))
     }
 
@@ -481,13 +476,8 @@ impl Registry {
         now: Instant,
         service: &str,
     ) -> Option<impl ExactSizeIterator<Item = (SocketAddr, &str)> + '_> {
-        self.handle_timeout(now);
-        let &service_index = self.by_name.get(service)?;
-        let entry = self.services.get_mut(service_index as usize)?;
-        let len = entry.members.len();
-        let start = entry.cursor % len;
-        entry.cursor = (start + 1) % len;
-        let entry = &*entry;
+        let (entry, start) = self.turn(now, service)?;
+        let (entry, len) = (&*entry, entry.members.len());
         Some((0..len).map(move |k| {
             let k = (start + k) % len;
             (entry.members[k].endpoint.get(), entry.text.text(k))
@@ -499,13 +489,20 @@ impl Registry {
     /// fit in `room` bytes (the greedy cut: up to the first that does not fit), as two slices
     /// to write one after the other. `None` when the service has no live instance.
     pub fn query_text_block(&mut self, now: Instant, service: &str, room: usize) -> Option<(&[u8], &[u8])> {
+        let (entry, start) = self.turn(now, service)?;
+        Some(entry.text.answer(start, room))
+    }
+
+    /// One turn of `service`'s rotation, for a query: the service and where this answer starts
+    /// (the next one starts one further on). `None` when it has no live instance.
+    fn turn(&mut self, now: Instant, service: &str) -> Option<(&mut Service, usize)> {
         self.handle_timeout(now);
         let &service_index = self.by_name.get(service)?;
         let entry = self.services.get_mut(service_index as usize)?;
         let len = entry.members.len();
         let start = entry.cursor % len;
         entry.cursor = (start + 1) % len;
-        Some(entry.text.answer(start, room))
+        Some((entry, start))
     }
 
     /// The id of the lease `source` holds on `endpoint` of `service`.

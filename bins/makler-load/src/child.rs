@@ -12,6 +12,12 @@ use std::time::Duration;
 /// How long a child may take to print its address.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The flags of a benchmark's broker that lift every limit (per source, per network, probing, rate
+/// limiting) and keep it off the multicast group: one generator, on loopback, registers and asks
+/// everything.
+pub const UNLIMITED_BROKER: [&str; 9] =
+    ["--max-per-source", "0", "--max-per-network", "0", "--probe-interval", "0", "--rate-limit", "0", "--no-multicast"];
+
 /// A running child process, killed (and reaped) when dropped.
 #[derive(Debug)]
 pub struct ChildProcess {

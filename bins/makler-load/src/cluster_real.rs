@@ -188,29 +188,11 @@ fn converge(
 fn broker_args(port: u16, peers: &str, ttl: Duration) -> Vec<String> {
     let listen = format!("127.0.0.1:{port}");
     let ttl = format!("{}", ttl.as_secs_f64());
-    [
-        "--listen",
-        &listen,
-        "--peers",
-        peers,
-        "--quiet",
-        "--ttl",
-        &ttl,
-        "--max-instances",
-        "10000000",
-        "--max-per-source",
-        "0",
-        "--max-per-network",
-        "0",
-        "--probe-interval",
-        "0",
-        "--rate-limit",
-        "0",
-        "--no-multicast",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect()
+    ["--listen", &listen, "--peers", peers, "--quiet", "--ttl", &ttl, "--max-instances", "10000000"]
+        .iter()
+        .chain(&crate::child::UNLIMITED_BROKER)
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 fn start_broker(bin: &Path, args: &[String]) -> io::Result<ChildProcess> {

@@ -87,17 +87,7 @@ impl Broker {
         let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(bin)
             .args(["--listen", &listen, "--peers", peers, "--quiet", "--ttl", "600", "--max-instances", "1000000"])
-            .args([
-                "--max-per-source",
-                "0",
-                "--max-per-network",
-                "0",
-                "--probe-interval",
-                "0",
-                "--rate-limit",
-                "0",
-                "--no-multicast",
-            ])
+            .args(crate::child::UNLIMITED_BROKER)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

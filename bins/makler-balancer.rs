@@ -98,6 +98,13 @@ struct Args {
     /// 127.0.0.1:9101; port 0 picks a free port (the `listening` line shows it).
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
     metrics: Option<SocketAddr>,
+
+    /// Write a PROXY protocol header (HAProxy's; v1 text or v2 binary) to each backend before the
+    /// client's bytes, with the client's address and the address it connected to, so that
+    /// backends see who the client is. The backends must expect it (`makler-server
+    /// --accept-proxy`, HAProxy's `accept-proxy`, nginx's `proxy_protocol`).
+    #[arg(long, value_name = "v1|v2")]
+    send_proxy: Option<makler::proxy_protocol::Version>,
 }
 
 fn main() -> ExitCode {
@@ -158,6 +165,7 @@ fn main() -> ExitCode {
         rate_limit: args.rate_limit.config(),
         metrics: args.metrics,
         drain_timeout: args.drain_timeout,
+        send_proxy: args.send_proxy,
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,

@@ -76,6 +76,8 @@
 //!   them (the wire format is hickory-proto's).
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
+//! - [`proxy_protocol`]: HAProxy's PROXY protocol header (v1 and v2), written by the balancer
+//!   toward backends and read by `makler-server --accept-proxy`; pure functions over bytes.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
 //! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
 //!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
@@ -112,6 +114,7 @@ pub mod node;
 pub mod oracles;
 pub mod probe;
 pub mod protocol;
+pub mod proxy_protocol;
 pub(crate) mod random;
 pub mod registry;
 pub mod service;

@@ -24,6 +24,9 @@ mod session;
 /// current time (UTC, RFC 3339) for each line, `http` is a minimal HTTP/1.1 server
 /// (keep-alive, Content-Length) whose body names the server that answered.
 ///
+/// With --accept-proxy, every connection opens with a PROXY protocol header (behind
+/// `makler-balancer --send-proxy` or HAProxy), and the services see the client it names.
+///
 /// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops.
 /// While no broker answers, or a broker has no room (`ERROR full`), the server serves and tries
 /// again with backoff (up to 10 s and 30 s between tries).
@@ -88,6 +91,19 @@ struct Args {
     /// Log only warnings and errors unless RUST_LOG says otherwise.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Expect a PROXY protocol header (HAProxy's, v1 or v2) at the start of every connection, as
+    /// `makler-balancer --send-proxy` or HAProxy's `send-proxy`/`send-proxy-v2` write it: the
+    /// client it names is the one the services see (the http service's answer says `for client
+    /// IP:PORT`). A connection without one, or with one malformed or longer than 1024 bytes,
+    /// is closed, counted and logged; so is one whose header has not come within
+    /// --proxy-timeout. The default --check becomes tcp, since an HTTP check sends no header.
+    #[arg(long)]
+    accept_proxy: bool,
+
+    /// With --accept-proxy: seconds a new connection has to send its PROXY header.
+    #[arg(long, value_name = "SECONDS", default_value = "3", requires = "accept_proxy", value_parser = makler::cli::parse_seconds)]
+    proxy_timeout: Duration,
 }
 
 fn main() -> ExitCode {
@@ -125,6 +141,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         service: args.service,
         workers: args.threads.into(),
         work: Duration::from_millis(args.work_ms),
+        accept_proxy: args.accept_proxy.then_some(args.proxy_timeout),
         ..server::Config::default()
     };
     let server = Server::bind(config).map_err(|e| format!("cannot listen on tcp {}: {e}", args.listen))?;
@@ -144,6 +161,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let multicast = args.multicast.config();
     // What the broker may check: the registration and the announcements declare the same.
     let check = args.check.clone().unwrap_or(match args.service {
+        // A checker's GET would come without a PROXY header and be refused.
+        _ if args.accept_proxy => Check::Tcp,
         Service::Http => Check::Http("/".into()),
         Service::Echo | Service::Upper | Service::Time => Check::Tcp,
     });

@@ -72,12 +72,20 @@ pub struct Session {
     /// How much of the pending input was scanned for the end of a line or head, without finding
     /// it.
     scanned: usize,
+    /// The client as a PROXY protocol header named it (`--accept-proxy`): HTTP bodies name it,
+    /// so that a client behind a proxy can see the server knows who it is.
+    client: Option<SocketAddr>,
 }
 
 impl Session {
     /// A session of `service` on the server listening at `served_by`.
     pub fn new(service: Service, served_by: SocketAddr) -> Self {
-        Session { service, served_by, scanned: 0 }
+        Session { service, served_by, scanned: 0, client: None }
+    }
+
+    /// Sets the client's address as the proxy in front reported it.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.client = Some(client);
     }
 
     /// Answers every complete request at the front of `input` (removing it) by appending to
@@ -171,7 +179,10 @@ impl Session {
                 break;
             }
             consumed += total;
-            let body = format!("served by {}\n", self.served_by);
+            let body = match self.client {
+                Some(client) => format!("served by {} for client {client}\n", self.served_by),
+                None => format!("served by {}\n", self.served_by),
+            };
             let _ = write!(
                 output,
                 "HTTP/1.1 200 OK\r\nServer: makler-server\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",

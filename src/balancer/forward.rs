@@ -64,6 +64,8 @@ pub(crate) struct Limits {
     pub max_connections: u64,
     /// On shutdown, how long connections in flight may take to finish.
     pub drain: Duration,
+    /// Write a PROXY protocol header of this version to each backend before the client's bytes.
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 pub(crate) struct Forwarder {
@@ -404,6 +406,13 @@ impl Forwarder {
         }
         backend.opened();
         p.connecting = None;
+        if let Some(version) = self.limits.send_proxy {
+            // The header goes first: bytes waiting for the backend are written before the
+            // client is read (see `transfer`), so none of the client's can overtake it.
+            let (Ok(client), Ok(local)) = (p.client.peer_addr(), p.client.local_addr()) else { return Step::Close };
+            p.up.pending = crate::proxy_protocol::header(version, client, local);
+            p.up.sent = 0;
+        }
         // Read what the client sent meanwhile, and whatever the backend may have sent first.
         // Read the client at once, whether or not its event came yet: its first bytes (the
         // request) usually wait already, and sending them now saves a turn of the loop.

@@ -104,6 +104,9 @@ pub struct Config {
     pub rate_limit: crate::limit::RateLimit,
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Write a PROXY protocol header (this version) to each backend before the client's bytes,
+    /// so that backends see the client's address (`--send-proxy`).
+    pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
 
 /// Where a balancer listens for clients unless told otherwise.
@@ -132,6 +135,7 @@ impl Default for Config {
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
             metrics: None,
+            send_proxy: None,
         }
     }
 }
@@ -307,6 +311,7 @@ impl Balancer {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
             max_connections: config.max_connections as u64,
             drain: config.drain_timeout,
+            send_proxy: config.send_proxy,
         };
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for (n, listener) in listeners.into_iter().enumerate() {

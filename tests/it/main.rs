@@ -34,6 +34,8 @@ mod peers;
 mod polish;
 mod protocol_doc;
 mod protocol_props;
+mod proxy_haproxy;
+mod proxy_protocol;
 mod reports;
 mod stress;
 mod systemd;

@@ -17,13 +17,14 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// The cfgs for outside tools, each with the programs it needs on `PATH`.
-const TOOLS: [(&str, &[&str]); 6] = [
+const TOOLS: [(&str, &[&str]); 7] = [
     ("has_dig", &["dig"]),
     ("has_haproxy", &["haproxy"]),
     ("has_podman", &["podman", "runc"]),
     ("has_promtool", &["promtool"]),
     ("has_ss", &["ss"]),
     ("has_systemd_analyze", &["systemd-analyze"]),
+    ("has_wrk", &["wrk"]),
 ];
 
 /// The cfg for tests that make network namespaces: `ip`, root and CAP_SYS_ADMIN.

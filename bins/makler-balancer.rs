@@ -21,6 +21,12 @@ use makler::shutdown::Shutdown;
 /// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it
 /// gracefully: it deregisters, stops accepting and lets the connections in flight finish (up to
 /// --drain-timeout).
+///
+/// Socket activation: sockets passed by systemd (LISTEN_FDS, LISTEN_PID; LISTEN_FDNAMES names
+/// them) replace --listen (TCP, or named `listen`), --control (UDP, or named `control`) and
+/// --metrics (named `metrics`). The socket then outlives the process: stopped, the balancer
+/// leaves it with the manager, and the next one accepts what queued meanwhile, once it has a
+/// backend (it waits up to --ttl for one). See OPERATIONS.md for upgrades that refuse nobody.
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -108,8 +114,17 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
+    let activated = makler::activation::Activated::from_env();
     let args = Args::parse();
     makler::cli::init_logging("makler-balancer", args.quiet);
+    let mut activated = match activated {
+        Ok(activated) => activated,
+        Err(e) => {
+            eprintln!("makler-balancer: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let health_interval = match args.health_interval {
         0.0 => None,
         seconds => match makler::cli::parse_seconds(&seconds.to_string()) {
@@ -167,7 +182,7 @@ fn main() -> ExitCode {
         drain_timeout: args.drain_timeout,
         send_proxy: args.send_proxy,
     };
-    match run(config) {
+    match run(config, &mut activated) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-balancer: {e}");
@@ -197,8 +212,15 @@ fn default_cap(metrics: bool) -> usize {
     cap
 }
 
-fn run(config: balancer::Config) -> std::io::Result<()> {
-    let balancer = Balancer::bind(config)?;
+fn run(config: balancer::Config, activated: &mut makler::activation::Activated) -> std::io::Result<()> {
+    let passed = !activated.is_empty();
+    let balancer = Balancer::bind_with(config, activated)?;
+    if passed {
+        log::info!("took the sockets the service manager passed (their addresses replace --listen and --control)");
+    }
+    for name in activated.unused() {
+        log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics)");
+    }
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
     match balancer.metrics_addr() {

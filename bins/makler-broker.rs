@@ -32,6 +32,10 @@ use makler::shutdown::Shutdown;
 /// With --dns it also answers DNS (UDP and TCP on that address) from the same table, so that
 /// HAProxy, nginx, dig and any resolver find makler services: `_<service>._tcp.<domain>` SRV
 /// and `<service>.<domain>` A/AAAA; the first line then shows ` dns=IP:PORT`.
+///
+/// Socket activation: a UDP socket passed by systemd (LISTEN_FDS, LISTEN_PID) replaces
+/// --listen, so that datagrams sent while the broker restarts wait in it (dist/systemd has the
+/// .socket unit).
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -151,8 +155,24 @@ struct Args {
 }
 
 fn main() -> ExitCode {
+    // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
+    let activated = makler::activation::Activated::from_env();
     let args = Args::parse();
     makler::cli::init_logging("makler-broker", args.quiet);
+    // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
+    let passed = match activated.and_then(|mut activated| {
+        let socket = activated.take_udp("listen", &["listen"])?;
+        for name in activated.unused() {
+            log::warn!("a passed socket named {name:?} is not used: the broker takes one UDP socket");
+        }
+        Ok(socket)
+    }) {
+        Ok(passed) => passed,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
         eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
         return ExitCode::from(2);
@@ -208,7 +228,7 @@ fn main() -> ExitCode {
             ..makler::node::BridgeConfig::default()
         },
     };
-    match run(config) {
+    match run(config, passed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-broker: {e}");
@@ -225,9 +245,12 @@ fn parse_interval(text: &str) -> Result<f64, String> {
     }
 }
 
-fn run(config: broker::Config) -> std::io::Result<()> {
+fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    let broker = Broker::bind(config.clone())?;
+    if passed.is_some() {
+        log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
+    }
+    let broker = Broker::bind_with(config.clone(), passed)?;
     let mut stdout = std::io::stdout().lock();
     let mut line = format!("listening udp={}", broker.local_addr());
     if let Some(dns) = broker.dns_addr() {

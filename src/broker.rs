@@ -137,8 +137,21 @@ pub struct Broker {
 impl Broker {
     /// Binds the sockets. The broker answers nothing until [`run`](Broker::run) is called.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        let socket = crate::net::bind_udp(config.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?;
+        Broker::bind_with(config, None)
+    }
+
+    /// As [`bind`](Broker::bind), with the UDP socket for clients and servers passed by a service
+    /// manager (systemd socket activation) instead of bound to `--listen`: datagrams that come
+    /// while the broker restarts wait in it.
+    pub fn bind_with(config: Config, passed: Option<std::net::UdpSocket>) -> io::Result<Broker> {
+        let socket = match passed {
+            Some(socket) => {
+                socket.set_nonblocking(true)?;
+                mio::net::UdpSocket::from_std(socket)
+            }
+            None => crate::net::bind_udp(config.listen)
+                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?,
+        };
         let local_addr = socket.local_addr()?;
         if config.dns_listen.is_some() {
             // Checked here, so that a bad domain stops the broker rather than its DNS face.

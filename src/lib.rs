@@ -82,6 +82,8 @@
 //! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
 //!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
 //!   the property tests check.
+//! - [`activation`]: the sockets a service manager passes (systemd socket activation), taken
+//!   by name or by type, for the balancer and the broker.
 //! - [`timers`], [`net`], [`cli`]: the deadline set every state machine uses, socket set-up,
 //!   and the flag parsing and logging the executables share; `random`, the one source of random
 //!   ids (the operating system's, through `getrandom`), which only shells and clients draw
@@ -99,6 +101,7 @@
 //! the workspace (`bins/makler-load/`, which `cargo install --path .` leaves out): neither is
 //! part of the library.
 
+pub mod activation;
 pub mod balancer;
 pub mod broker;
 pub mod cli;

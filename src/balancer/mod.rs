@@ -51,6 +51,8 @@ use mio::net::TcpListener;
 
 pub use pool::{Backend, Pool};
 
+use crate::activation::Activated;
+
 use crate::broker;
 use crate::client::{AnnouncerConfig, Registrar, RegistrarConfig};
 use crate::protocol::stats::Def;
@@ -239,6 +241,8 @@ pub struct Balancer {
     listen_addr: SocketAddr,
     metrics: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    /// The client listeners were passed by a service manager.
+    inherited: bool,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
 }
@@ -252,20 +256,44 @@ impl std::fmt::Debug for Balancer {
 impl Balancer {
     /// Binds the TCP listener and the control socket.
     pub fn bind(config: Config) -> io::Result<Balancer> {
+        Balancer::bind_with(config, &mut Activated::default())
+    }
+
+    /// Takes the sockets a service manager passed (see [`SOCKET_NAMES`]) and binds the others:
+    /// passed TCP listeners replace `--listen`, a passed UDP socket `--control`, a TCP listener
+    /// named `metrics` `--metrics`. Every forwarding thread accepts on a passed listener (a
+    /// duplicate of it; there are at least as many threads as listeners), and the balancer
+    /// waits for its first backend before it accepts at all: the socket outlives the process,
+    /// so connections that came during a restart wait in its queue instead of finding a
+    /// balancer without backends.
+    pub fn bind_with(config: Config, activated: &mut Activated) -> io::Result<Balancer> {
         let threads = config.threads.max(1);
         let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-        let listeners = crate::net::bind_tcp_reuseport(config.listen, threads)
-            .map_err(context(format!("cannot listen for clients on tcp {} (--listen)", config.listen)))?;
+        let passed = activated.take_tcp("listen", &SOCKET_NAMES)?;
+        let inherited = !passed.is_empty();
+        let listeners = if passed.is_empty() {
+            crate::net::bind_tcp_reuseport(config.listen, threads)
+                .map_err(context(format!("cannot listen for clients on tcp {} (--listen)", config.listen)))?
+        } else {
+            (0..threads.max(passed.len()))
+                .map(|n| passed[n % passed.len()].try_clone().map(TcpListener::from_std))
+                .collect::<io::Result<Vec<_>>>()?
+        };
+        let threads = listeners.len();
         let listen_addr = listeners[0].local_addr()?;
         // Backends register at the control port by address; the group is the brokers'.
-        let control = crate::net::bind_udp(config.control)
-            .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?;
+        let control = match activated.take_udp("control", &SOCKET_NAMES)? {
+            Some(socket) => mio::net::UdpSocket::from_std(socket),
+            None => crate::net::bind_udp(config.control)
+                .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?,
+        };
         let control_addr = control.local_addr()?;
-        let metrics = match config.metrics {
-            Some(addr) => {
+        let metrics = match (activated.take_tcp("metrics", &SOCKET_NAMES)?.into_iter().next(), config.metrics) {
+            (Some(listener), _) => Some(TcpListener::from_std(listener)),
+            (None, Some(addr)) => {
                 Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)
             }
-            None => None,
+            (None, None) => None,
         };
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         Ok(Balancer {
@@ -276,6 +304,7 @@ impl Balancer {
             listen_addr,
             metrics,
             metrics_addr,
+            inherited,
             pool: Arc::new(Pool::new()),
             counters: Arc::new(Counters::with_threads(threads)),
         })
@@ -305,8 +334,11 @@ impl Balancer {
     /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
     /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, .. } = self;
+        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, inherited, .. } = self;
         let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
+        if inherited {
+            wait_for_backend(&pool, config.registry.ttl, shutdown);
+        }
         let limits = forward::Limits {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
             max_connections: config.max_connections as u64,
@@ -349,6 +381,31 @@ impl Balancer {
             Ok(control_result) => result.and(control_result),
             Err(_) => result.and(Err(io::Error::other("the control thread panicked"))),
         }
+    }
+}
+
+/// The names a passed socket may have (`FileDescriptorName=` in a `.socket` unit): `listen`,
+/// TCP for clients; `control`, UDP for backends; `metrics`, TCP for `GET /metrics`. A socket
+/// with another name is the clients' listener if TCP, the control port if UDP.
+pub const SOCKET_NAMES: [&str; 3] = ["listen", "control", "metrics"];
+
+/// Waits until the pool has a backend, for up to `limit` (a backend that heartbeats at all does
+/// so within its TTL) or until shutdown. Meanwhile nothing accepts, and new connections wait in
+/// the passed socket's queue.
+fn wait_for_backend(pool: &Pool, limit: Duration, shutdown: &Shutdown) {
+    if !pool.is_empty() {
+        return;
+    }
+    log::info!("waiting up to {} s for a backend before accepting", limit.as_secs_f64());
+    let stopped = shutdown.stopped();
+    let until = std::time::Instant::now() + limit;
+    while pool.is_empty() && !shutdown.is_requested() {
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            log::warn!("no backend within {} s: accepting anyway", limit.as_secs_f64());
+            return;
+        }
+        let _ = stopped.recv_timeout(left.min(Duration::from_millis(20)));
     }
 }
 

@@ -37,6 +37,7 @@ mod protocol_props;
 mod proxy_haproxy;
 mod proxy_protocol;
 mod reports;
+mod restart;
 mod stress;
 mod systemd;
 mod trust;

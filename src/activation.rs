@@ -1,0 +1,125 @@
+//! Sockets handed over by a service manager (systemd socket activation): `LISTEN_FDS` open
+//! descriptors from 3 on, meant for this process (`LISTEN_PID`), named by `LISTEN_FDNAMES`
+//! (`FileDescriptorName=` in a `.socket` unit).
+//!
+//! A socket the manager holds outlives the process: connections that arrive while no process
+//! accepts wait in its queue, and the next process takes them, so a restart or an upgrade refuses
+//! nobody. Taking the descriptors is the `listenfd` crate's job (it checks `LISTEN_PID`, the
+//! socket's type and family, marks them close-on-exec, and gives std sockets through a safe API:
+//! this crate forbids `unsafe`); the names, which it does not read, are read here.
+//!
+//! Which socket plays which part: a socket named after a part (`listen`, `control`, `metrics`)
+//! plays it; one with another name (systemd names a socket after its unit by default) plays the
+//! program's part for its type: TCP clients for a stream socket, the UDP face for a datagram one.
+
+use std::io;
+use std::net::{TcpListener, UdpSocket};
+
+/// One inherited socket.
+#[derive(Debug)]
+enum Inherited {
+    Tcp(TcpListener),
+    Udp(UdpSocket),
+}
+
+/// The sockets a service manager passed, each with its name.
+#[derive(Debug, Default)]
+pub struct Activated {
+    sockets: Vec<(String, Inherited)>,
+}
+
+impl Activated {
+    /// Takes the sockets the environment passes to this process (none without `LISTEN_FDS`, or
+    /// when `LISTEN_PID` names another process). Call it first thing, before any thread is
+    /// started: it clears `LISTEN_FDS` and `LISTEN_PID` (so that children do not take them too).
+    ///
+    /// Errors: a passed descriptor that is neither a TCP listener nor a UDP socket.
+    pub fn from_env() -> io::Result<Activated> {
+        let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+            .map(|names| names.split(':').map(str::to_owned).collect())
+            .unwrap_or_default();
+        let mut fds = listenfd::ListenFd::from_env();
+        let mut sockets = Vec::new();
+        for index in 0..fds.len() {
+            let name = names.get(index).cloned().unwrap_or_default();
+            let socket = match fds.take_tcp_listener(index) {
+                Ok(Some(listener)) => Inherited::Tcp(listener),
+                Ok(None) => continue,
+                Err(_) => match fds.take_udp_socket(index) {
+                    Ok(Some(socket)) => Inherited::Udp(socket),
+                    Ok(None) => continue,
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!(
+                                "passed socket {} ({name:?}) is neither a TCP listener nor a UDP socket: {e}",
+                                index + 3
+                            ),
+                        ));
+                    }
+                },
+            };
+            sockets.push((name, socket));
+        }
+        Ok(Activated { sockets })
+    }
+
+    /// Whether the manager passed no socket.
+    pub fn is_empty(&self) -> bool {
+        self.sockets.is_empty()
+    }
+
+    /// Takes the TCP listeners for `part`: those named `part`, or, when none is, those whose
+    /// name is none of `parts` (the program's names). Each is made non-blocking (and given
+    /// `TCP_NODELAY`, which accepted sockets inherit on Linux), ready for a mio loop.
+    pub fn take_tcp(&mut self, part: &str, parts: &[&str]) -> io::Result<Vec<TcpListener>> {
+        let named = self.sockets.iter().any(|(name, s)| name == part && matches!(s, Inherited::Tcp(_)));
+        let mut taken = Vec::new();
+        let mut rest = Vec::new();
+        for (name, socket) in std::mem::take(&mut self.sockets) {
+            let ours = if named { name == part } else { !parts.contains(&name.as_str()) };
+            match socket {
+                Inherited::Tcp(listener) if ours => {
+                    listener.set_nonblocking(true)?;
+                    let _ = socket2::SockRef::from(&listener).set_tcp_nodelay(true);
+                    taken.push(listener);
+                }
+                other => rest.push((name, other)),
+            }
+        }
+        self.sockets = rest;
+        Ok(taken)
+    }
+
+    /// Takes the UDP socket for `part`, chosen as [`take_tcp`](Activated::take_tcp) chooses,
+    /// made non-blocking. More than one such socket is an error: the part has one address.
+    pub fn take_udp(&mut self, part: &str, parts: &[&str]) -> io::Result<Option<UdpSocket>> {
+        let named = self.sockets.iter().any(|(name, s)| name == part && matches!(s, Inherited::Udp(_)));
+        let mut taken = None;
+        let mut rest = Vec::new();
+        for (name, socket) in std::mem::take(&mut self.sockets) {
+            let ours = if named { name == part } else { !parts.contains(&name.as_str()) };
+            match socket {
+                Inherited::Udp(socket) if ours => {
+                    if taken.is_some() {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("more than one passed UDP socket for {part}: name them (FileDescriptorName=)"),
+                        ));
+                    }
+                    socket.set_nonblocking(true)?;
+                    taken = Some(socket);
+                }
+                other => rest.push((name, other)),
+            }
+        }
+        self.sockets = rest;
+        Ok(taken)
+    }
+
+    /// The names of the sockets no part took (the caller warns of them: they are held open
+    /// for nothing).
+    pub fn unused(&self) -> Vec<String> {
+        self.sockets.iter().map(|(name, _)| name.clone()).collect()
+    }
+}

@@ -1,0 +1,237 @@
+//! Socket activation and restarts that refuse nobody: the test plays the service manager. It
+//! binds and holds the listening socket, starts balancer A with it as descriptor 3
+//! (`LISTEN_FDS=1`, `LISTEN_PID` its own pid, as systemd sets them), runs load that opens a new
+//! connection per request, starts balancer B on the same socket, stops A with SIGTERM, and
+//! counts failed requests: none.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use command_fds::{CommandFdExt, FdMapping};
+
+use crate::common::{Process, Udp, wait_until};
+
+/// The manager's socket: a loopback listener with a deep queue.
+fn held_listener() -> TcpListener {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(1024).unwrap();
+    socket.into()
+}
+
+/// Starts `program` with `listener` as descriptor 3 and the variables systemd sets: `LISTEN_PID`
+/// must be the program's own pid, known only once it runs, so a shell sets it and `exec`s the
+/// program under the same pid.
+fn activated(program: &str, args: &[&str], listener: &TcpListener, name: &str, pid: Option<&str>) -> Process {
+    let mut command = Command::new("sh");
+    let script = match pid {
+        None => "LISTEN_PID=$$ exec \"$0\" \"$@\"",
+        Some(_) => "exec \"$0\" \"$@\"",
+    };
+    command.arg("-c").arg(script).arg(program).args(args);
+    command.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", name).stdin(Stdio::null()).stderr(Stdio::inherit());
+    if let Some(pid) = pid {
+        command.env("LISTEN_PID", pid);
+    }
+    let fd: OwnedFd = listener.try_clone().unwrap().into();
+    command.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
+    Process::spawn(command)
+}
+
+/// A balancer on the passed socket, its control port on a free one, backends registered there
+/// by the test (a long TTL: no heartbeats needed).
+fn balancer_on(listener: &TcpListener) -> Process {
+    let args = ["--control", "127.0.0.1:0", "--service", "web", "--no-register", "--ttl", "60", "--quiet"];
+    activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, listener, "listen", None)
+}
+
+/// Registers every backend at `balancer`'s control port and waits until they are in its pool.
+fn register(balancer: &Process, backends: &[Process]) {
+    let control = Udp::new(balancer.addr("udp"));
+    for backend in backends {
+        let addr = backend.addr("tcp");
+        let reply = control.text(&format!("register web {} {}", addr.ip(), addr.port()));
+        assert!(!reply.starts_with("ERROR"), "{reply}");
+    }
+    wait_until(Duration::from_secs(5), "the backends are in the pool", || {
+        let stats = control.text("stats");
+        backends.iter().all(|b| stats.contains(&format!("backend {} up", b.addr("tcp")))).then_some(())
+    });
+}
+
+/// The `total=` of a balancer's `stats`: connections it accepted.
+fn accepted(balancer: &Process) -> u64 {
+    let stats = Udp::new(balancer.addr("udp")).text("stats");
+    let first = stats.lines().next().unwrap_or_default().to_owned();
+    first.split(' ').find_map(|kv| kv.strip_prefix("total=")?.parse().ok()).unwrap_or_else(|| panic!("{first}"))
+}
+
+/// One request on a new connection; whether a whole 200 answer came back.
+fn request(addr: SocketAddr) -> bool {
+    let attempt = || -> std::io::Result<bool> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        Ok(response.starts_with("HTTP/1.1 200 ") && response.ends_with('\n'))
+    };
+    attempt().unwrap_or(false)
+}
+
+/// Clients that each send requests on new connections until told to stop (bounded: 20,000
+/// each, and 60 s); the counts of good and failed requests.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: SocketAddr, clients: usize) -> Load {
+        let (stop, ok, failed) = (Arc::default(), Arc::default(), Arc::default());
+        let threads = (0..clients)
+            .map(|_| {
+                let (stop, ok, failed): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) =
+                    (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+                std::thread::spawn(move || {
+                    let until = Instant::now() + Duration::from_secs(60);
+                    for _ in 0..20_000 {
+                        if stop.load(Ordering::SeqCst) || Instant::now() > until {
+                            break;
+                        }
+                        let counter = if request(addr) { &ok } else { &failed };
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                })
+            })
+            .collect();
+        Load { stop, ok, failed, threads }
+    }
+
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the clients: (good, failed).
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self.threads {
+            thread.join().unwrap();
+        }
+        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+    }
+}
+
+/// Two http backends that register nowhere.
+fn backends() -> Vec<Process> {
+    let args = ["--service", "http", "--no-register", "--quiet"];
+    (0..2).map(|_| Process::start(env!("CARGO_BIN_EXE_makler-server"), &args)).collect()
+}
+
+/// Balancer A serves on the held socket; B starts on it; A gets SIGTERM and exits after its
+/// drain; B goes on. `during` runs while both are up and after A is gone.
+fn restart(listener: &TcpListener, backends: &[Process], mut during: impl FnMut(&str)) -> (Process, u64) {
+    let mut a = balancer_on(listener);
+    assert_eq!(a.addr("tcp"), listener.local_addr().unwrap(), "A serves on the passed socket");
+    register(&a, backends);
+    during("A alone");
+    // B waits for its first backend before it accepts; A serves meanwhile.
+    let b = balancer_on(listener);
+    assert_eq!(b.addr("tcp"), listener.local_addr().unwrap());
+    register(&b, backends);
+    during("A and B");
+    let served_by_a = accepted(&a);
+    let status = a.terminate();
+    assert!(status.success(), "A drained and exited: {status}");
+    during("B alone");
+    (b, served_by_a)
+}
+
+#[test]
+fn a_restart_on_a_held_socket_fails_no_request() {
+    let listener = held_listener();
+    let addr = listener.local_addr().unwrap();
+    let backends = backends();
+    let mut load: Option<Load> = None;
+    let (b, served_by_a) = restart(&listener, &backends, |phase| {
+        let load = load.get_or_insert_with(|| Load::start(addr, 4));
+        // Let each phase see some requests.
+        let from = load.ok();
+        wait_until(Duration::from_secs(10), &format!("requests during {phase}"), || {
+            (load.ok() >= from + 200).then_some(())
+        });
+    });
+    let (ok, failed) = load.take().unwrap().stop();
+    assert_eq!(failed, 0, "{failed} of {} requests failed across the restart", ok + failed);
+    assert!(served_by_a > 0 && accepted(&b) > 0, "both served: A {served_by_a}, B {}", accepted(&b));
+}
+
+#[test]
+#[cfg_attr(not(has_wrk), ignore = "needs wrk (apt-get install wrk)")]
+fn a_restart_under_wrk_fails_no_request() {
+    let listener = held_listener();
+    let addr = listener.local_addr().unwrap();
+    let backends = backends();
+    let mut wrk = None;
+    let started = Instant::now();
+    let (_b, _) = restart(&listener, &backends, |phase| {
+        if wrk.is_none() {
+            // `Connection: close`: a new connection for every request. Runs through all three
+            // phases (the test's steps take well under its 8 s).
+            let child = Command::new("wrk")
+                .args(["-t", "2", "-c", "16", "-d", "8s", "-H", "Connection: close", &format!("http://{addr}/")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("wrk starts");
+            wrk = Some(child);
+        }
+        // Each phase lasts a little while under wrk's load.
+        let _ = phase;
+        std::thread::sleep(Duration::from_millis(700));
+    });
+    assert!(started.elapsed() < Duration::from_secs(7), "the restart fell inside wrk's run");
+    let output = wrk.take().unwrap().wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk: {report}{}", String::from_utf8_lossy(&output.stderr));
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|(n, _)| n.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("no request count in {report}"));
+    assert!(requests > 100, "{report}");
+    assert!(!report.contains("Socket errors"), "failed connections: {report}");
+    assert!(!report.contains("Non-2xx"), "failed requests: {report}");
+}
+
+#[test]
+fn sockets_passed_to_another_pid_are_not_taken() {
+    let listener = held_listener();
+    let args = ["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "web", "--no-register", "--quiet"];
+    let balancer = activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, &listener, "listen", Some("1"));
+    assert_ne!(balancer.addr("tcp"), listener.local_addr().unwrap(), "LISTEN_PID=1 is not for it: it binds --listen");
+}
+
+#[test]
+fn the_broker_takes_its_udp_socket_from_the_manager() {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let mut command = Command::new("sh");
+    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-broker"));
+    command.args(["--no-multicast", "--quiet"]).env("LISTEN_FDS", "1").stdin(Stdio::null());
+    let fd: OwnedFd = socket.try_clone().unwrap().into();
+    command.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
+    let broker = Process::spawn(command);
+    assert_eq!(broker.addr("udp"), addr);
+    // The broker answers on it; the manager's copy stays open for the next one.
+    let udp = Udp::new(addr);
+    assert!(!udp.text("register echo 127.0.0.1 4000").starts_with("ERROR"));
+    assert_eq!(crate::common::listed(&udp, "echo"), [SocketAddr::from(([127, 0, 0, 1], 4000))]);
+}

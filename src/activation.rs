@@ -92,7 +92,7 @@ impl Activated {
     }
 
     /// Takes the UDP socket for `part`, chosen as [`take_tcp`](Activated::take_tcp) chooses,
-    /// made non-blocking. More than one such socket is an error: the part has one address.
+    /// made non-blocking, with the receive buffer of a socket bound here. More than one such socket is an error: the part has one address.
     pub fn take_udp(&mut self, part: &str, parts: &[&str]) -> io::Result<Option<UdpSocket>> {
         let named = self.sockets.iter().any(|(name, s)| name == part && matches!(s, Inherited::Udp(_)));
         let mut taken = None;
@@ -108,6 +108,8 @@ impl Activated {
                         ));
                     }
                     socket.set_nonblocking(true)?;
+                    // Best effort, as for a socket bound here: a smaller one only drops more under a burst.
+                    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(crate::net::RECV_BUFFER);
                     taken = Some(socket);
                 }
                 other => rest.push((name, other)),

@@ -143,12 +143,11 @@ impl Broker {
     /// As [`bind`](Broker::bind), with the UDP socket for clients and servers passed by a service
     /// manager (systemd socket activation) instead of bound to `--listen`: datagrams that come
     /// while the broker restarts wait in it.
+    /// The socket is expected as [`Activated::take_udp`](crate::activation::Activated::take_udp)
+    /// gives it: non-blocking.
     pub fn bind_with(config: Config, passed: Option<std::net::UdpSocket>) -> io::Result<Broker> {
         let socket = match passed {
-            Some(socket) => {
-                socket.set_nonblocking(true)?;
-                mio::net::UdpSocket::from_std(socket)
-            }
+            Some(socket) => mio::net::UdpSocket::from_std(socket),
             None => crate::net::bind_udp(config.listen)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?,
         };

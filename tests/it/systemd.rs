@@ -13,6 +13,9 @@ use crate::common::{Process, Udp, listed, wait_until};
 
 const UNITS: [&str; 3] = ["makler-broker", "makler-balancer", "makler-server"];
 
+/// The units whose sockets systemd holds (socket activation): a `.socket` unit each.
+const SOCKETS: [&str; 2] = ["makler-broker", "makler-balancer"];
+
 fn dist() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd")
 }
@@ -93,6 +96,12 @@ fn systemd_analyze_verify_finds_nothing_wrong() {
         std::fs::write(&path, localized(&unit)).unwrap();
         paths.push(path);
     }
+    for name in SOCKETS {
+        let unit = std::fs::read_to_string(dist().join(format!("{name}.socket"))).unwrap();
+        let path = dir.join(format!("{name}.socket"));
+        std::fs::write(&path, unit).unwrap();
+        paths.push(path);
+    }
     let output = Command::new("systemd-analyze").arg("verify").args(&paths).output().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     let said = String::from_utf8_lossy(&output.stderr);
@@ -120,4 +129,24 @@ fn every_unit_starts_its_program_with_its_environment_file() {
     wait_until(Duration::from_secs(10), "the server registers at the broker", || {
         (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
     });
+}
+
+#[test]
+fn socket_units_listen_where_the_environment_files_say() {
+    for (name, pairs) in [
+        ("makler-balancer", &[("ListenStream", "--listen"), ("ListenDatagram", "--control")][..]),
+        ("makler-broker", &[("ListenDatagram", "--listen")][..]),
+    ] {
+        let socket = std::fs::read_to_string(dist().join(format!("{name}.socket"))).unwrap();
+        let service = localized(&std::fs::read_to_string(dist().join(format!("{name}.service"))).unwrap());
+        assert_eq!(directive(&service, "Sockets"), format!("{name}.socket"), "{name} uses its socket unit");
+        assert_eq!(directive(&service, "Requires"), format!("{name}.socket"));
+        let env = environment(directive(&service, "EnvironmentFile"));
+        let args: Vec<&str> = env.values().flat_map(|v| v.split_whitespace()).collect();
+        for (key, flag) in pairs {
+            let addr = directive(&socket, key);
+            let given = args.windows(2).find(|w| w[0] == *flag).map(|w| w[1]);
+            assert_eq!(given, Some(addr), "{name}.socket's {key} and {flag} in its environment file");
+        }
+    }
 }

@@ -161,7 +161,7 @@ fn main() -> ExitCode {
     makler::cli::init_logging("makler-broker", args.quiet);
     // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
     let passed = match activated.and_then(|mut activated| {
-        let socket = activated.take_udp("listen", &["listen"])?;
+        let socket = activated.take_udp("listen", &["listen"], true)?;
         for name in activated.unused() {
             log::warn!("a passed socket named {name:?} is not used: the broker takes one UDP socket");
         }

@@ -69,15 +69,15 @@ impl Activated {
         self.sockets.is_empty()
     }
 
-    /// Takes the TCP listeners for `part`: those named `part`, or, when none is, those whose
-    /// name is none of `parts` (the program's names). Each is made non-blocking (and given
-    /// `TCP_NODELAY`, which accepted sockets inherit on Linux), ready for a mio loop.
-    pub fn take_tcp(&mut self, part: &str, parts: &[&str]) -> io::Result<Vec<TcpListener>> {
-        let named = self.sockets.iter().any(|(name, s)| name == part && matches!(s, Inherited::Tcp(_)));
+    /// Takes the TCP listeners for `part`: those named `part`, and, if `by_type` (the part
+    /// TCP sockets play unless named otherwise), those whose name is none of `parts` (the
+    /// program's names). Each is made non-blocking (and given `TCP_NODELAY`, which accepted
+    /// sockets inherit on Linux), ready for a mio loop.
+    pub fn take_tcp(&mut self, part: &str, parts: &[&str], by_type: bool) -> io::Result<Vec<TcpListener>> {
         let mut taken = Vec::new();
         let mut rest = Vec::new();
         for (name, socket) in std::mem::take(&mut self.sockets) {
-            let ours = if named { name == part } else { !parts.contains(&name.as_str()) };
+            let ours = name == part || by_type && !parts.contains(&name.as_str());
             match socket {
                 Inherited::Tcp(listener) if ours => {
                     listener.set_nonblocking(true)?;
@@ -93,12 +93,11 @@ impl Activated {
 
     /// Takes the UDP socket for `part`, chosen as [`take_tcp`](Activated::take_tcp) chooses,
     /// made non-blocking, with the receive buffer of a socket bound here. More than one such socket is an error: the part has one address.
-    pub fn take_udp(&mut self, part: &str, parts: &[&str]) -> io::Result<Option<UdpSocket>> {
-        let named = self.sockets.iter().any(|(name, s)| name == part && matches!(s, Inherited::Udp(_)));
+    pub fn take_udp(&mut self, part: &str, parts: &[&str], by_type: bool) -> io::Result<Option<UdpSocket>> {
         let mut taken = None;
         let mut rest = Vec::new();
         for (name, socket) in std::mem::take(&mut self.sockets) {
-            let ours = if named { name == part } else { !parts.contains(&name.as_str()) };
+            let ours = name == part || by_type && !parts.contains(&name.as_str());
             match socket {
                 Inherited::Udp(socket) if ours => {
                     if taken.is_some() {
@@ -123,5 +122,71 @@ impl Activated {
     /// for nothing).
     pub fn unused(&self) -> Vec<String> {
         self.sockets.iter().map(|(name, _)| name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn passed(sockets: &[(&str, bool)]) -> Activated {
+        let sockets = sockets
+            .iter()
+            .map(|&(name, tcp)| {
+                let socket = if tcp {
+                    Inherited::Tcp(TcpListener::bind("127.0.0.1:0").unwrap())
+                } else {
+                    Inherited::Udp(UdpSocket::bind("127.0.0.1:0").unwrap())
+                };
+                (name.to_owned(), socket)
+            })
+            .collect();
+        Activated { sockets }
+    }
+
+    const PARTS: [&str; 3] = ["listen", "control", "metrics"];
+
+    #[test]
+    fn named_sockets_play_their_part() {
+        let mut activated = passed(&[("metrics", true), ("listen", true), ("control", false), ("listen", true)]);
+        assert_eq!(activated.take_tcp("listen", &PARTS, true).unwrap().len(), 2);
+        assert!(activated.take_udp("control", &PARTS, true).unwrap().is_some());
+        assert_eq!(activated.take_tcp("metrics", &PARTS, false).unwrap().len(), 1);
+        assert!(activated.unused().is_empty());
+    }
+
+    #[test]
+    fn other_names_go_by_type() {
+        // systemd names a socket after its unit unless FileDescriptorName= says otherwise.
+        let mut activated = passed(&[("makler-balancer.socket", true), ("makler-balancer.socket", false)]);
+        let listeners = activated.take_tcp("listen", &PARTS, true).unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert!(listeners[0].set_nonblocking(true).is_ok());
+        assert!(activated.take_udp("control", &PARTS, true).unwrap().is_some());
+        assert!(activated.take_tcp("metrics", &PARTS, false).unwrap().is_empty(), "metrics only by name");
+        assert!(activated.is_empty());
+    }
+
+    #[test]
+    fn a_socket_no_part_takes_is_reported() {
+        // Named after a part of another type: a UDP socket named `metrics`.
+        let mut activated = passed(&[("listen", true), ("metrics", false), ("control", false)]);
+        activated.take_tcp("listen", &PARTS, true).unwrap();
+        activated.take_udp("control", &PARTS, true).unwrap();
+        activated.take_tcp("metrics", &PARTS, false).unwrap();
+        assert_eq!(activated.unused(), ["metrics"]);
+    }
+
+    #[test]
+    fn with_the_part_named_other_names_still_go_by_type() {
+        let mut activated = passed(&[("listen", true), ("makler-balancer.socket", true)]);
+        assert_eq!(activated.take_tcp("listen", &PARTS, true).unwrap().len(), 2);
+        assert!(activated.take_tcp("metrics", &PARTS, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn two_unnamed_udp_sockets_for_one_part_are_refused() {
+        let mut activated = passed(&[("a", false), ("b", false)]);
+        assert!(activated.take_udp("control", &PARTS, true).is_err());
     }
 }

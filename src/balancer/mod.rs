@@ -269,7 +269,7 @@ impl Balancer {
     pub fn bind_with(config: Config, activated: &mut Activated) -> io::Result<Balancer> {
         let threads = config.threads.max(1);
         let context = |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
-        let passed = activated.take_tcp("listen", &SOCKET_NAMES)?;
+        let passed = activated.take_tcp("listen", &SOCKET_NAMES, true)?;
         let inherited = !passed.is_empty();
         let listeners = if passed.is_empty() {
             crate::net::bind_tcp_reuseport(config.listen, threads)
@@ -282,13 +282,13 @@ impl Balancer {
         let threads = listeners.len();
         let listen_addr = listeners[0].local_addr()?;
         // Backends register at the control port by address; the group is the brokers'.
-        let control = match activated.take_udp("control", &SOCKET_NAMES)? {
+        let control = match activated.take_udp("control", &SOCKET_NAMES, true)? {
             Some(socket) => mio::net::UdpSocket::from_std(socket),
             None => crate::net::bind_udp(config.control)
                 .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?,
         };
         let control_addr = control.local_addr()?;
-        let metrics = match (activated.take_tcp("metrics", &SOCKET_NAMES)?.into_iter().next(), config.metrics) {
+        let metrics = match (activated.take_tcp("metrics", &SOCKET_NAMES, false)?.into_iter().next(), config.metrics) {
             (Some(listener), _) => Some(TcpListener::from_std(listener)),
             (None, Some(addr)) => {
                 Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)

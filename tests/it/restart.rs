@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -234,4 +234,45 @@ fn the_broker_takes_its_udp_socket_from_the_manager() {
     let udp = Udp::new(addr);
     assert!(!udp.text("register echo 127.0.0.1 4000").starts_with("ERROR"));
     assert_eq!(crate::common::listed(&udp, "echo"), [SocketAddr::from(([127, 0, 0, 1], 4000))]);
+}
+
+#[test]
+fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_next() {
+    let listener = held_listener();
+    let addr = listener.local_addr().unwrap();
+    let backends = backends();
+    let mut a = balancer_on(&listener);
+    register(&a, &backends);
+    // A request in flight through A: its head is not whole yet.
+    let mut in_flight = TcpStream::connect(addr).unwrap();
+    in_flight.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    in_flight.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n").unwrap();
+    wait_until(Duration::from_secs(5), "A accepted it", || (accepted(&a) == 1).then_some(()));
+    let pid = a.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    // A closes its copies of the socket once it stops accepting: none of its descriptors is it.
+    let socket = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
+    wait_until(Duration::from_secs(5), "A stopped accepting", || {
+        let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+        let held = fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link == socket));
+        (!held).then_some(())
+    });
+    // No balancer accepts now; the manager's socket still queues a new connection.
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    queued.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    // A finishes the request it had.
+    in_flight.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    in_flight.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    let status = wait_until(Duration::from_secs(10), "A exits", || a.child.try_wait().ok().flatten());
+    assert!(status.success(), "{status}");
+    // B takes what queued meanwhile.
+    let b = balancer_on(&listener);
+    register(&b, &backends);
+    let mut answer = String::new();
+    queued.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert_eq!(accepted(&b), 1);
 }

@@ -272,8 +272,8 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
             log::info!("cluster {}: brokers of other clusters on the group are ignored", config.cluster);
         }
     }
-    let beyond_loopback =
-        !config.listen.ip().is_loopback() || config.multicast.as_ref().is_some_and(|m| !m.interface.is_loopback());
+    let beyond_loopback = !broker.local_addr().ip().is_loopback()
+        || config.multicast.as_ref().is_some_and(|m| !m.interface.is_loopback());
     if config.key.is_none() && beyond_loopback {
         log::warn!(
             "reachable beyond this host and no --key-file: anyone on the network can talk to this broker as a \

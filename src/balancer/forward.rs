@@ -410,7 +410,16 @@ impl Forwarder {
             // The header goes first: bytes waiting for the backend are written before the
             // client is read (see `transfer`), so none of the client's can overtake it.
             let (Ok(client), Ok(local)) = (p.client.peer_addr(), p.client.local_addr()) else { return Step::Close };
-            p.up.pending = crate::proxy_protocol::header(version, client, local);
+            let mut pending = crate::proxy_protocol::header(version, client, local);
+            // The client's first bytes (its request) usually wait already: they go out with the
+            // header in one write, instead of a second one that would need Nagle's algorithm off.
+            match std::io::Read::read(&mut p.client, &mut self.scratch) {
+                Ok(0) => p.up.eof = true,
+                Ok(n) => pending.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return Step::Close,
+            }
+            p.up.pending = pending;
             p.up.sent = 0;
         }
         // Read what the client sent meanwhile, and whatever the backend may have sent first.

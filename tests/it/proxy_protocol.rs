@@ -207,3 +207,30 @@ fn the_server_refuses_a_client_that_skips_the_proxy() {
     let (_, body) = get(server.addr("tcp"));
     assert_eq!(body, "", "closed without an answer");
 }
+
+#[test]
+fn the_header_goes_first_whatever_the_client_sends_and_its_end_follows() {
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let balancer = balancer_to("127.0.0.1:0", "v1", backend.local_addr().unwrap());
+    // Nothing sent, the sending side closed at once; then a request and a close together.
+    for sent in [&b""[..], b"GET / HTTP/1.0\r\n\r\n"] {
+        let mut client = TcpStream::connect(balancer.addr("tcp")).unwrap();
+        let from = client.local_addr().unwrap();
+        client.write_all(sent).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        let (mut accepted, _) = backend.accept().unwrap();
+        accepted.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        accepted.read_to_end(&mut got).unwrap();
+        let header = decode_v1(&got);
+        assert_eq!(header.source, from);
+        assert_eq!(&got[header.len..], sent, "then the client's bytes and the end of its stream");
+        // The way back still works after the client's half-close.
+        accepted.write_all(b"bye").unwrap();
+        drop(accepted);
+        let mut answer = Vec::new();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        client.read_to_end(&mut answer).unwrap();
+        assert_eq!(answer, b"bye");
+    }
+}

@@ -17,7 +17,7 @@ use super::{Counters, Pool};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::node::WallClock;
-use crate::probe::{Probe, Verdict};
+use crate::probe::Verdict;
 use crate::protocol::fit;
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{Check, Form, Response};
@@ -366,22 +366,19 @@ impl Control {
         let Some(health) = &mut self.health else { return };
         while let Some((addr, probe)) = health.prober.poll_result() {
             let Some(backend) = self.pool.get(addr) else { continue };
-            match (health.schedule.on_result(addr, probe), probe) {
-                (Some(Verdict::Down), _) => {
-                    if backend.mark_failed() {
-                        log::warn!("backend {addr} marked down: health check {probe:?}");
-                    }
+            // The forwarding threads mark backends down on a failed connect (and, without
+            // checks, up on one that succeeds): the verdicts count from the pool's state.
+            health.schedule.set_down(addr, !backend.is_up());
+            match health.schedule.on_result(addr, probe) {
+                Some(Verdict::Down) if backend.mark_failed() => {
+                    log::warn!("backend {addr} marked down: health check {probe:?}");
                 }
-                (Some(Verdict::Up), _) | (None, Probe::Alive) => {
-                    if backend.mark_up() {
-                        log::info!("backend {addr} up again: a health check connected");
-                    }
+                Some(Verdict::Up) if backend.mark_up() => {
+                    log::info!("backend {addr} up again: its health checks passed");
                 }
-                // Still down: count the failure.
-                (None, p) if p.is_dead() => {
-                    backend.mark_failed();
-                }
-                (None, _) => {}
+                Some(_) => {}
+                None if probe.is_dead() => backend.count_failure(),
+                None => {}
             }
         }
     }
@@ -411,7 +408,7 @@ mod tests {
     /// A control core whose health checks run (every second, 500 ms timeout).
     fn checking_control() -> Control {
         let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
+        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500), 2, 3);
         let counters = Arc::new(Counters::default());
         Control::new(registry, Arc::new(Pool::new()), counters, Some(health), RateLimit::default(), false)
     }

@@ -35,6 +35,7 @@
 mod control;
 mod forward;
 mod health;
+pub mod policy;
 pub mod pool;
 mod registration;
 mod relay;
@@ -49,7 +50,8 @@ use std::time::Duration;
 use mio::Token;
 use mio::net::TcpListener;
 
-pub use pool::{Backend, Pool};
+pub use policy::Policy;
+pub use pool::{Backend, Lease, Pool};
 
 use crate::broker;
 use crate::client::{AnnouncerConfig, Registrar, RegistrarConfig};
@@ -89,12 +91,19 @@ pub struct Config {
     pub require_key: crate::service::policy::RequireKey,
     /// Client connections open at once; beyond, new ones are closed at once and counted.
     pub max_connections: usize,
-    /// How long a backend connect may take before the next backend is tried.
+    /// How a backend is chosen for each connection (`--policy`).
+    pub balance: Policy,
+    /// How long a backend connect may take before the next backend is tried (a redispatch).
     pub connect_timeout: Duration,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
-    /// How often every backend is probed with a TCP connect; `None`: never.
+    /// How often every backend is probed with a TCP connect, or the HTTP check it declared;
+    /// `None`: never.
     pub health_interval: Option<Duration>,
+    /// Checks in a row that bring a backend marked down up again (`--rise`, HAProxy's `rise`).
+    pub rise: u32,
+    /// Checks failed in a row that mark a backend down (`--fall`, HAProxy's `fall`).
+    pub fall: u32,
     /// On shutdown, how long connections in flight may take to finish before they are closed.
     pub drain_timeout: Duration,
     /// Log changes to the backend table and the registration at the broker (through [`log`], at
@@ -125,9 +134,12 @@ impl Default for Config {
             key: None,
             require_key: crate::service::policy::RequireKey::No,
             max_connections: 20_000,
+            balance: Policy::RoundRobin,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             health_interval: Some(Duration::from_secs(2)),
+            rise: 2,
+            fall: 3,
             drain_timeout: Duration::from_secs(10),
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
@@ -155,6 +167,9 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Connections closed because no backend accepted them.
     pub failed: AtomicU64,
+    /// Connects that failed (refused, or no answer within the connect timeout) and were tried
+    /// again on another backend.
+    pub redispatches: AtomicU64,
     /// Health probes not sent: beyond the bound toward one address (see `health`).
     pub probes_skipped: AtomicU64,
     /// Sealed datagrams on the control port dropped: another key, forged, stale or replayed.
@@ -223,6 +238,9 @@ static COUNTERS: &[(Def, ReadCounter)] = &[
     (Def::counter("acks_dropped", "makler_balancer_acks_dropped_total",
         "Control-port acknowledgements not sent: their source had more than 2,048 at once, 2,048 a second."),
         |c, _| c.acks_dropped.load(Relaxed)),
+    (Def::counter("redispatches", "makler_balancer_redispatches_total",
+        "Backend connects refused or timed out, tried again on another backend."),
+        |c, _| c.redispatches.load(Relaxed)),
 ];
 
 /// A bound balancer, ready to [`run`](Balancer::run).
@@ -264,6 +282,7 @@ impl Balancer {
             None => None,
         };
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+        let balance = config.balance;
         Ok(Balancer {
             config,
             listeners,
@@ -272,7 +291,7 @@ impl Balancer {
             listen_addr,
             metrics,
             metrics_addr,
-            pool: Arc::new(Pool::new()),
+            pool: Arc::new(Pool::with_policy(balance)),
             counters: Arc::new(Counters::with_threads(threads)),
         })
     }
@@ -307,6 +326,10 @@ impl Balancer {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
             max_connections: config.max_connections as u64,
             drain: config.drain_timeout,
+            revival: match config.health_interval {
+                Some(_) => forward::Revival::HealthChecks,
+                None => forward::Revival::Connect,
+            },
         };
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
         for (n, listener) in listeners.into_iter().enumerate() {
@@ -374,7 +397,9 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    let health = config.health_interval.map(|interval| health::Health::new(interval, config.connect_timeout));
+    let health = config
+        .health_interval
+        .map(|interval| health::Health::new(interval, config.connect_timeout, config.rise, config.fall));
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
     let mut core = control::Control::new(
         registry,

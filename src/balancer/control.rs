@@ -58,7 +58,8 @@ pub(crate) struct Control {
     health: Option<Health>,
     limiter: ResponseLimiter,
     /// Changes to the pool, published at the end of the turn (one new list per turn).
-    staged_adds: Vec<SocketAddr>,
+    /// Backends added, with their weights.
+    staged_adds: Vec<(SocketAddr, u32)>,
     staged_removes: Vec<SocketAddr>,
     /// When to look again at how many backends are up (the forwarding threads mark them down).
     next_follow: Option<Instant>,
@@ -155,7 +156,9 @@ impl Control {
             match change.kind {
                 ChangeKind::Registered if change.instance_changed => {
                     *self.names.entry(endpoint).or_insert(0) += 1;
-                    self.staged_adds.push(endpoint);
+                    // The seam for issue 23's metadata: once `Change` carries the registration's
+                    // pairs, pass its `weight` here (`weight_of(change.meta.get("weight"))`).
+                    self.staged_adds.push((endpoint, weight_of(None)));
                     if let Some(health) = &mut self.health {
                         follow_check(health, now, endpoint, &change.check);
                     }
@@ -202,11 +205,14 @@ impl Control {
     fn publish(&mut self, now: Instant) {
         if !self.staged_adds.is_empty() || !self.staged_removes.is_empty() {
             let (adds, removes) = (std::mem::take(&mut self.staged_adds), std::mem::take(&mut self.staged_removes));
-            let (added, removed) = self.pool.update(adds.iter().copied(), removes.iter().copied());
+            let (added, removed) = self.pool.update_weighted(adds.iter().copied(), removes.iter().copied());
             if self.log {
                 if added + removed <= 8 {
-                    for endpoint in adds.iter().filter(|a| !removes.contains(a)) {
-                        log::info!("backend {endpoint} registered");
+                    for (endpoint, weight) in adds.iter().filter(|(a, _)| !removes.contains(a)) {
+                        match weight {
+                            1 => log::info!("backend {endpoint} registered"),
+                            _ => log::info!("backend {endpoint} registered, weight {weight}"),
+                        }
                     }
                     for endpoint in &removes {
                         log::info!("backend {endpoint} gone");
@@ -384,6 +390,18 @@ impl Control {
     }
 }
 
+/// A backend's weight from the value of its registration's `weight` pair (`Some(None)`: the key
+/// alone): 1 to [`MAX_WEIGHT`](super::policy::MAX_WEIGHT), 1 when absent; a value that is no
+/// weight counts as 1 and is logged (the registration itself stands).
+fn weight_of(value: Option<Option<&[u8]>>) -> u32 {
+    let Some(value) = value else { return 1 };
+    let text = String::from_utf8_lossy(value.unwrap_or_default());
+    super::policy::parse_weight(&text).unwrap_or_else(|e| {
+        log::warn!("a backend's weight= ignored: {e}");
+        1
+    })
+}
+
 /// Checks a backend as it declares: a TCP connect, unless it declared an HTTP check (the
 /// balancer forwards TCP, so a backend that declared none is still checked with a connect).
 /// Changing nothing when the check is the one already scheduled.
@@ -411,6 +429,16 @@ mod tests {
         let health = Health::new(Duration::from_secs(1), Duration::from_millis(500), 2, 3);
         let counters = Arc::new(Counters::default());
         Control::new(registry, Arc::new(Pool::new()), counters, Some(health), RateLimit::default(), false)
+    }
+
+    #[test]
+    fn a_weight_is_read_from_its_pair() {
+        assert_eq!(weight_of(None), 1);
+        assert_eq!(weight_of(Some(Some(b"3"))), 3);
+        assert_eq!(weight_of(Some(Some(b"256"))), 256);
+        for bad in [Some(&b"0"[..]), Some(b"257"), Some(b"x"), None] {
+            assert_eq!(weight_of(Some(bad)), 1, "{bad:?}");
+        }
     }
 
     #[test]

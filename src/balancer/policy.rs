@@ -5,9 +5,9 @@
 //!   round robin: over a cycle of as many picks as the weights add up to, each backend is picked
 //!   as often as its weight, its picks spread over the cycle rather than in a run.
 //! - **least-conn**: the backend with the fewest connections in flight for its weight (HAProxy's
-//!   `leastconn`): in-flight ÷ weight, compared by cross-multiplying. Ties go to the first in the
-//!   round robin's order from the round-robin position, so backends that are equally loaded (idle
-//!   ones, say) still share the connections as round robin would.
+//!   `leastconn`): in-flight ÷ weight, compared by cross-multiplying. Ties are broken by a
+//!   rotating position over the tied backends' weights, so backends that are equally loaded (idle
+//!   ones, say) still share the connections as (weighted) round robin would.
 //! - **random-two**: two distinct backends drawn at random (with weights: each drawn as often as
 //!   its weight), and the one with fewer connections in flight for its weight wins (the power of
 //!   two choices, as sozu offers); never the busier of the two.

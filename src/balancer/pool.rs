@@ -256,22 +256,41 @@ impl List {
     }
 
     /// The backend up and not tried with the fewest connections in flight for its weight; of
-    /// equals, the first from the `k`-th round-robin position. Else the first not tried.
+    /// equals, the one at the `k`-th position of their weights, so that equally loaded backends
+    /// (idle ones, say) share by weight as the round robin would. Else the first not tried.
     fn least_conn(&self, k: usize, tried: &[SocketAddr]) -> Option<&Arc<Backend>> {
-        let start = self.round_robin_index(k);
         let mut best: Option<&Arc<Backend>> = None;
+        // The weights of the backends as light as the best so far.
+        let mut ties = 0u64;
         let mut fallback = None;
-        for backend in self.iter().skip(start).chain(self.iter().take(start)) {
-            if tried.contains(&backend.addr) {
-                continue;
-            }
+        for backend in self.iter().filter(|b| !tried.contains(&b.addr)) {
             if !backend.is_up() {
                 fallback.get_or_insert(backend);
-            } else if best.is_none_or(|b| backend.lighter_than(b)) {
-                best = Some(backend);
+                continue;
+            }
+            let weight = u64::from(backend.weight());
+            match best {
+                Some(b) if backend.lighter_than(b) => (best, ties) = (Some(backend), weight),
+                Some(b) if !b.lighter_than(backend) => ties += weight,
+                Some(_) => {}
+                None => (best, ties) = (Some(backend), weight),
             }
         }
-        best.or(fallback)
+        let Some(best) = best else { return fallback };
+        if ties == u64::from(best.weight()) {
+            return Some(best);
+        }
+        // Loads may have moved since (other threads): then the first found stands.
+        let mut position = k as u64 % ties;
+        let equal = |b: &&Arc<Backend>| !b.lighter_than(best) && !best.lighter_than(b);
+        for backend in self.iter().filter(|b| b.is_up() && !tried.contains(&b.addr)).filter(equal) {
+            let weight = u64::from(backend.weight());
+            if position < weight {
+                return Some(backend);
+            }
+            position -= weight;
+        }
+        Some(best)
     }
 
     /// Two distinct backends drawn at random (by weight), the less loaded for its weight; of

@@ -12,6 +12,7 @@ mod common;
 mod amplification;
 mod balancer;
 mod balancer_live;
+mod balancer_policy;
 mod bridges;
 mod broker;
 mod checks;

@@ -79,6 +79,7 @@ pub(crate) struct Limits {
     pub max_connections: u64,
     /// On shutdown, how long connections in flight may take to finish.
     pub drain: Duration,
+    /// Who brings a backend marked down back.
     pub revival: Revival,
 }
 
@@ -334,17 +335,17 @@ impl Forwarder {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         loop {
-            if !p.tried.is_empty() {
-                if p.tried.len() >= MAX_TRIES {
-                    self.counters.failed.fetch_add(1, Relaxed);
-                    return Step::Close;
-                }
-                self.counters.redispatches.fetch_add(1, Relaxed);
+            if p.tried.len() >= MAX_TRIES {
+                self.counters.failed.fetch_add(1, Relaxed);
+                return Step::Close;
             }
             let Some(backend) = self.pool.pick(&p.tried, &mut self.draw) else {
                 self.counters.failed.fetch_add(1, Relaxed);
                 return Step::Close;
             };
+            if !p.tried.is_empty() {
+                self.counters.redispatches.fetch_add(1, Relaxed);
+            }
             p.tried.push(backend.addr);
             match TcpStream::connect(backend.addr) {
                 Ok(mut stream) => {

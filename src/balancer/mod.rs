@@ -4,8 +4,8 @@
 //! ```text
 //!                 control (UDP): register/heartbeat/deregister/stats
 //!   backends ───▶ ┌───────────────────────────────────────────────┐
-//!                 │ control thread: Shell + control core (sans-IO) │──▶ Pool (backends, atomic
-//!                 │   registry changes ─▶ pool; health probes;     │    round-robin index)
+//!                 │ control thread: Shell + control core (sans-IO) │──▶ Pool (backends, policy,
+//!                 │   registry changes ─▶ pool; health probes;     │    atomic counts in flight)
 //!                 │   events: first backend up / last one gone     │        ▲
 //!                 │   ─▶ Registrar, Announcer threads register /   │        │
 //!                 │      announce the balancer, or stop            │        │
@@ -23,14 +23,17 @@
 //!   the multicast group, or stops, with the client library's registrar and announcer threads.
 //! - Each forwarding thread accepts on a listener of its own (the kernel spreads new connections
 //!   over the threads' `SO_REUSEPORT` listeners), so no connection is handed between threads; it
-//!   picks a backend by the pool's atomic round-robin index, connects without blocking, and relays
-//!   bytes both ways. A refused or timed-out connect marks the backend down and moves on to the next,
-//!   so the client does not notice while any backend lives.
-//! - Health checks are non-blocking connects run by the control loop's
-//!   [`Prober`](crate::probe::Prober), all backends concurrently, each at its own phase of the
-//!   interval: a black-holed backend costs one timeout, not one per backend per round. A
-//!   backend marked down gets no new connections until a probe or a fresh heartbeat shows it
-//!   alive.
+//!   picks a backend by the pool's [`Policy`] (round robin by an atomic index; least-conn and
+//!   random-two by the backends' atomic counts in flight), connects without blocking, and relays
+//!   bytes both ways. A refused or timed-out connect marks the backend down and redispatches the
+//!   connection to another (at most `forward::MAX_TRIES` backends in all, each retry counted), so
+//!   the client does not notice while any backend lives.
+//! - Health checks are non-blocking connects (or the HTTP `GET` a backend declared) run by the
+//!   control loop's [`Prober`](crate::probe::Prober), all backends concurrently, each at its own
+//!   phase of the interval: a black-holed backend costs one timeout, not one per backend per round.
+//!   `fall` failures in a row mark a backend down, `rise` successes in a row bring it back (a
+//!   backend a failed connect marked down too); without health checks, a fresh heartbeat or a
+//!   connect that succeeds does.
 
 mod control;
 mod forward;

@@ -60,15 +60,18 @@ fn one_backend_loaded(policy: &str) -> (Process, Udp, Process, [Process; 2], Vec
 #[test]
 fn least_conn_sends_new_connections_away_from_a_backend_holding_many() {
     let (lb, control, loaded, others, held) = one_backend_loaded("least-conn");
+    // (A request's connection may still be open at the balancer when the next one comes, so
+    // the split between the idle ones is only about even.)
     let answers = count((0..20).map(|_| http_get(lb.addr("tcp")).unwrap()));
-    let expected = HashMap::from([(served_by(&others[0]), 10), (served_by(&others[1]), 10)]);
-    assert_eq!(answers, expected, "none to the loaded one; ties between the idle ones go round robin");
+    assert_eq!(answers.get(&served_by(&loaded)), None, "none to the loaded one: {answers:?}");
+    assert!(others.iter().all(|s| answers.get(&served_by(s)).is_some_and(|&n| n >= 6)), "{answers:?}");
     drop(held);
     wait_until(Duration::from_secs(5), "the held connections ended", || {
         (backends(&control).values().all(|b| b.1 == 0)).then_some(())
     });
     let answers = count((0..30).map(|_| http_get(lb.addr("tcp")).unwrap()));
-    assert!([&loaded, &others[0], &others[1]].iter().all(|s| answers.get(&served_by(s)) == Some(&10)), "{answers:?}");
+    let all = [&loaded, &others[0], &others[1]];
+    assert!(all.iter().all(|s| answers.get(&served_by(s)).is_some_and(|&n| n >= 6)), "shared again: {answers:?}");
 }
 
 #[test]

@@ -136,7 +136,6 @@ struct HttpBackend {
 impl HttpBackend {
     fn start() -> HttpBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let healthy = Arc::new(AtomicBool::new(true));
         let answers = Arc::new((AtomicU32::new(0), AtomicU32::new(0)));
@@ -144,11 +143,7 @@ impl HttpBackend {
         let (h, a, s) = (Arc::clone(&healthy), Arc::clone(&answers), Arc::clone(&stop));
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
-                let Ok((mut stream, _)) = listener.accept() else {
-                    std::thread::sleep(Duration::from_millis(5));
-                    continue;
-                };
-                stream.set_nonblocking(false).unwrap();
+                let Ok((mut stream, _)) = listener.accept() else { continue };
                 stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -180,6 +175,8 @@ impl HttpBackend {
 impl Drop for HttpBackend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept that waits.
+        let _ = TcpStream::connect(self.addr);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -225,5 +222,43 @@ fn policy_rise_and_fall_are_checked_at_the_command_line() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
+    }
+}
+
+/// Weights through the whole forwarding path, in process (registrations do not carry a weight
+/// yet: the pool is given them as the control port will): 1:2 gives 1:2 shares under every
+/// policy, and round robin's are exact.
+#[test]
+fn weights_one_to_two_give_shares_of_one_to_two() {
+    for policy in
+        [makler::balancer::Policy::RoundRobin, makler::balancer::Policy::LeastConn, makler::balancer::Policy::RandomTwo]
+    {
+        let config = makler::balancer::Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control: SocketAddr::from(([127, 0, 0, 1], 0)),
+            brokers: Vec::new(),
+            health_interval: None,
+            balance: policy,
+            ..makler::balancer::Config::default()
+        };
+        let lb = makler::balancer::Balancer::bind(config).unwrap();
+        let (target, pool) = (lb.local_addr(), lb.pool());
+        // Two backends of the test's own, registered nowhere but in the pool.
+        let backends = [HttpBackend::start(), HttpBackend::start()];
+        pool.update_weighted([(backends[0].addr, 1), (backends[1].addr, 2)], []);
+        let shutdown = makler::shutdown::Shutdown::new();
+        let stop = shutdown.clone();
+        let running = std::thread::spawn(move || lb.run(&stop));
+        let answers = count((0..300).map(|_| http_get(target).unwrap()));
+        let share = |b: &HttpBackend| answers.get(&format!("served by {}\n", b.addr)).copied().unwrap_or(0);
+        let (one, two) = (share(&backends[0]), share(&backends[1]));
+        assert_eq!(one + two, 300, "{policy}");
+        if policy == makler::balancer::Policy::RoundRobin {
+            assert_eq!((one, two), (100, 200), "{policy}");
+        } else {
+            assert!((70..=130).contains(&one), "{policy}: {one} and {two}");
+        }
+        shutdown.request();
+        running.join().unwrap().unwrap();
     }
 }

@@ -80,7 +80,8 @@ struct Args {
     idle_timeout: Duration,
 
     /// Seconds between health probes of every backend: a TCP connect, or the HTTP GET a backend
-    /// declared when it registered (`check=http:PATH`); 0 turns them off.
+    /// declared when it registered (`check=http:PATH`; 2xx and 3xx are healthy), each within
+    /// --connect-timeout; 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value = "2")]
     health_interval: f64,
 

@@ -482,6 +482,23 @@ impl Pool {
         (count, removed)
     }
 
+    /// Gives the backend at `addr` another weight (1 to [`MAX_WEIGHT`](super::policy::MAX_WEIGHT)),
+    /// leaving its state as it is; returns whether it changed. Publishes a new list (the same
+    /// chunks, the weighted order computed again).
+    pub fn reweight(&self, addr: SocketAddr, weight: u32) -> bool {
+        let weight = weight.clamp(1, super::policy::MAX_WEIGHT);
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(member) = members.by_addr.get(&addr) else { return false };
+        let old = member.backend.weight.swap(weight, Relaxed);
+        if old == weight {
+            return false;
+        }
+        members.weighted = members.weighted + usize::from(weight != 1) - usize::from(old != 1);
+        let chunks = self.list.load().chunks.clone();
+        self.list.store(Arc::new(List::from_chunks(chunks, members.weighted > 0)));
+        true
+    }
+
     /// The backend at `addr`, if it is in the pool.
     pub fn get(&self, addr: SocketAddr) -> Option<Arc<Backend>> {
         let members = self.members.lock().unwrap_or_else(PoisonError::into_inner);

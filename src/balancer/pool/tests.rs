@@ -228,6 +228,21 @@ fn round_robin_with_weights_is_smooth_and_follows_changes() {
 /// Connections held on one backend: least-conn sends the new ones to the others until they
 /// carry as many, and releases count.
 #[test]
+fn a_new_weight_keeps_the_backends_state() {
+    let pool = pool_of(Policy::RoundRobin, &[1, 1]);
+    pool.get(addr(2)).unwrap().mark_failed();
+    assert!(pool.reweight(addr(2), 3));
+    assert!(!pool.reweight(addr(2), 3) && !pool.reweight(addr(9), 2));
+    assert!(!pool.get(addr(2)).unwrap().is_up(), "still down");
+    pool.get(addr(2)).unwrap().mark_up();
+    let mut draw = Draw::new(1);
+    let shares = counts((0..400).map(|_| pool.pick(&[], &mut draw).unwrap().addr));
+    assert_eq!((shares[&1], shares[&2]), (100, 300));
+    assert!(pool.reweight(addr(2), 1));
+    assert!(pool.snapshot().weighted.is_none());
+}
+
+#[test]
 fn least_conn_sends_new_connections_away_from_held_ones() {
     let pool = pool_of(Policy::LeastConn, &[1, 1, 1]);
     let mut draw = Draw::new(1);

@@ -23,7 +23,7 @@
 //! block, or put on the backlog for the next turn when its budget runs out. A UDP socket with a
 //! short queue is read and answered one datagram at a time, each reply sent before the next
 //! datagram is read; one with a long queue many datagrams per system call (`batch_io`, see
-//! [`PROBE_EVERY`]).
+//! `PROBE_EVERY`).
 //!
 //! Faces are the core's own names for its sockets (`Client`, `Group`, `Dns`, …); an immediate
 //! reply or a queued [`Transmit`](crate::core::Transmit) names the face to leave from. Stream faces (TCP listeners)

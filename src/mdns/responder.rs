@@ -29,8 +29,9 @@
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
 //!
-//! Not done: the §9 limit of 15 conflicts in 10 s, sleep proxies, and answers through the
-//! additional records of other responders.
+//! After 15 conflicts within 10 s, each further probing waits 5 s before it starts (§8.1).
+//!
+//! Not done: sleep proxies, and answers through the additional records of other responders.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +56,14 @@ const RATE_LIMIT: Duration = Duration::from_secs(1);
 const LOST_TIE: Duration = Duration::from_secs(1);
 /// The TTL cap of a legacy unicast reply (§6.7).
 const LEGACY_TTL: u32 = 10;
+/// §8.1: after this many conflicts within [`CONFLICT_WINDOW`], each further probing waits
+/// [`CONFLICT_BACKOFF`] before it starts, so that a host whose names are all taken (or a
+/// peer that answers every probe) cannot make it flood the link with probes.
+const CONFLICT_LIMIT: usize = 15;
+/// See [`CONFLICT_LIMIT`].
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+/// See [`CONFLICT_LIMIT`].
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// What to advertise: an instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +159,8 @@ pub struct Responder {
     multicast_at: HashMap<(String, RecordType, Vec<u8>), Instant>,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ResponderEvent>,
+    /// When the conflicts of the last [`CONFLICT_WINDOW`] happened (§8.1's rate limit).
+    conflicts: VecDeque<Instant>,
 }
 
 impl Responder {
@@ -164,6 +175,7 @@ impl Responder {
             multicast_at: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            conflicts: VecDeque::new(),
         }
     }
 
@@ -360,6 +372,7 @@ impl Responder {
     /// another responder gave (§7.4).
     fn handle_response(&mut self, now: Instant, message: &Message) {
         let mut renamed = Vec::new();
+        let conflicts = &mut self.conflicts;
         for instance in self.instances.values_mut() {
             let ours = [&instance.records.srv, &instance.records.txt];
             let conflict = message.answers.iter().chain(&message.additionals).any(|theirs| {
@@ -379,7 +392,12 @@ impl Responder {
                     if let Some(records) = build(&instance.advert, &instance.label) {
                         instance.records = records;
                     }
-                    instance.state = State::Probing { sent: 0, next: now };
+                    conflicts.push_back(now);
+                    while conflicts.front().is_some_and(|at| now.saturating_duration_since(*at) >= CONFLICT_WINDOW) {
+                        conflicts.pop_front();
+                    }
+                    let wait = if conflicts.len() >= CONFLICT_LIMIT { CONFLICT_BACKOFF } else { Duration::ZERO };
+                    instance.state = State::Probing { sent: 0, next: now + wait };
                     renamed.push(ResponderEvent::Renamed {
                         service: instance.advert.service.clone(),
                         endpoint: instance.advert.endpoint,

@@ -241,7 +241,7 @@ impl Mdns {
                     log::info!("mdns: the name of {service} {endpoint} is taken on the link: claiming \"{label}\"");
                 }
                 ResponderEvent::Announced { service, endpoint, label } => {
-                    log::debug!("mdns: {service} {endpoint} announced as \"{label}\"");
+                    log::info!("mdns: advertising {service} {endpoint} as \"{label}\"");
                 }
             }
         }
@@ -271,6 +271,7 @@ impl Mdns {
             self.forget(now, &key, registry);
         }
         let id = pick_id(registry, &service, endpoint);
+        log::info!("mdns: imported {service} {endpoint} (\"{}\")", key.1);
         self.imported.insert(key.clone(), Imported { service, endpoint, id });
         self.hold(now, key, registry);
         self.renew_at.get_or_insert_with(|| now + renew_interval(registry));
@@ -286,10 +287,7 @@ impl Mdns {
         }
         let source = Source::Announcer { ip: imported.endpoint.ip(), origin: IMPORT_ORIGIN };
         match registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source) {
-            Applied::Inserted => {
-                log::info!("mdns: imported {} {} (\"{}\")", imported.service, imported.endpoint, key.1)
-            }
-            Applied::Refreshed => {}
+            Applied::Inserted | Applied::Refreshed => {}
             other => {
                 log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
                 self.imported.remove(&key);

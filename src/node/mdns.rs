@@ -13,7 +13,7 @@
 //! rendezvous owner the health checks use ([`Replicator::owner`](super::replicate::Replicator::owner)),
 //! so that with several brokers on one link each instance is advertised once. When the live
 //! brokers change, the new owner starts advertising (probing first) and the old one says
-//! goodbye. The TXT record holds the lease's metadata ([`advert_txt`]).
+//! goodbye. The TXT record holds the lease's metadata (`advert_metadata`, [`Metadata::to_txt`]).
 //!
 //! # What is imported, and the no-loop rule
 //!
@@ -25,7 +25,9 @@
 //! ([`is_imported`]) with nothing more on the wire. It is renewed every third of the table's
 //! TTL while the browser holds the instance (for its mDNS TTL, refreshed as mDNS refreshes
 //! it), and deregistered when the browser says it is gone (a goodbye, or its records expired).
-//! A generation is skipped when its id is tombstoned (the instance left and came back within
+//! Its TXT record is read as its metadata ([`Metadata::from_txt`]; kept here, and logged,
+//! until the table keeps metadata with its leases). A generation is skipped when its id is
+//! tombstoned (the instance left and came back within
 //! the tombstones' life).
 //!
 //! No loops: an imported lease is never advertised (here or by a peer: its id says what it
@@ -42,6 +44,7 @@ use uuid::Uuid;
 use super::Face;
 use crate::core::Transmit;
 use crate::mdns::{Advert, Browser, BrowserConfig, BrowserEvent, Instance, Responder, ResponderConfig, ResponderEvent};
+use crate::meta::Metadata;
 use crate::registry::{Applied, Change, ChangeKind, Registry, RemoveReason, Source};
 
 /// The origin id of the [`Source::Announcer`] that holds imported leases: `mdns` in ASCII.
@@ -79,6 +82,8 @@ struct Imported {
     service: String,
     endpoint: SocketAddr,
     id: Uuid,
+    /// Its TXT record read as metadata (RFC 6763 §6.4: invalid strings skipped).
+    meta: Metadata,
 }
 
 /// The node's mDNS face. See the [module documentation](self).
@@ -224,7 +229,7 @@ impl Mdns {
         let want = self.native.contains_key(&key) && !endpoint.ip().is_loopback() && owns(endpoint);
         let advertised = self.advertised.contains(&key);
         if want && !advertised {
-            let txt = advert_txt(&key.0, endpoint);
+            let txt = advert_metadata(&key.0, endpoint).to_txt();
             if self.responder.add(now, Advert { service: key.0.to_string(), endpoint, txt }) {
                 self.advertised.insert(key);
             }
@@ -264,15 +269,21 @@ impl Mdns {
             self.forget(now, &key, registry);
             return;
         };
-        if let Some(old) = self.imported.get(&key) {
+        let meta = Metadata::from_txt(&instance.txt);
+        if let Some(old) = self.imported.get_mut(&key) {
             if old.service == service && old.endpoint == endpoint {
+                if old.meta != meta {
+                    log::info!("mdns: {service} {endpoint} (\"{}\") now has {meta}", key.1);
+                    old.meta = meta;
+                }
                 return;
             }
             self.forget(now, &key, registry);
         }
         let id = pick_id(registry, &service, endpoint);
-        log::info!("mdns: imported {service} {endpoint} (\"{}\")", key.1);
-        self.imported.insert(key.clone(), Imported { service, endpoint, id });
+        let pairs = if meta.is_empty() { String::new() } else { format!(" {meta}") };
+        log::info!("mdns: imported {service} {endpoint} (\"{}\"){pairs}", key.1);
+        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta });
         self.hold(now, key, registry);
         self.renew_at.get_or_insert_with(|| now + renew_interval(registry));
     }
@@ -308,10 +319,11 @@ impl Mdns {
     }
 }
 
-/// The TXT strings advertised for an instance: the seam where the lease's metadata becomes TXT
-/// (RFC 6763 §6). Empty (one empty string on the wire) until leases carry metadata.
-fn advert_txt(_service: &str, _endpoint: SocketAddr) -> Vec<Vec<u8>> {
-    Vec::new()
+/// The metadata an advertised instance's TXT record holds (RFC 6763 §6): the one seam where
+/// the lease's metadata is read. Empty (one empty string on the wire) until the table keeps
+/// metadata with its leases.
+fn advert_metadata(_service: &str, _endpoint: SocketAddr) -> Metadata {
+    Metadata::new()
 }
 
 /// How often imported leases are renewed: three times per TTL of the table, so that one late

@@ -250,7 +250,7 @@ fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_
         query("query zc").starts_with("NOT FOUND").then_some(())
     });
     let log = log(&log_path);
-    assert!(log.contains("mdns: imported zc 10.98.0.2:9090 (\"zc-web\")"), "{log}");
+    assert!(log.contains("mdns: imported zc 10.98.0.2:9090 (\"zc-web\") v=1"), "its TXT as metadata: {log}");
     assert!(log.contains("mdns: zc 10.98.0.2:9090 left the link"), "{log}");
 }
 

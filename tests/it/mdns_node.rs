@@ -12,7 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::common::{Process, wait_until};
+use super::common::Process;
+pub(super) use super::common::wait_until;
 use super::mdns_peers::{Link, link};
 
 /// Sends each argument after the first (an `ip:port`) as one UDP datagram to it and prints
@@ -82,18 +83,43 @@ time.sleep(0.5)
 zc.close()
 "#;
 
-fn address(side: char) -> &'static str {
+pub(super) fn address(side: char) -> &'static str {
     if side == 'a' { "10.98.0.1" } else { "10.98.0.2" }
 }
 
-/// A file under the temporary directory named for the link and `what`.
-fn temp(link: &Link, what: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("{}-{what}", link.ns('a')))
+/// The link's temporary directory: `<temp>/<namespace a>.d`.
+fn temp_dir(link: &Link) -> PathBuf {
+    std::env::temp_dir().join(format!("{}.d", link.ns('a')))
+}
+
+/// The path of `what` in the link's temporary directory (made if need be; see [`files`]).
+pub(super) fn temp(link: &Link, what: &str) -> PathBuf {
+    let dir = temp_dir(link);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    dir.join(what)
+}
+
+/// Deletes the link's temporary directory (logs, stop files, configurations) when dropped.
+pub(super) struct Files(PathBuf);
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        // Only ever the directory `temp_dir` names, nothing above it.
+        let name = self.0.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("mk") && name.ends_with(".d") {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The guard of the link's temporary directory: made after the link, so that it goes before.
+pub(super) fn files(link: &Link) -> Files {
+    Files(temp_dir(link))
 }
 
 /// A broker in namespace `side` on `<its address>:7000`, with `--mdns eth0` and `args`; its
 /// stderr (the log) goes to a file, read by [`log`].
-fn broker(link: &Link, side: char, args: &[&str]) -> (Process, PathBuf) {
+pub(super) fn broker(link: &Link, side: char, args: &[&str]) -> (Process, PathBuf) {
     let log = temp(link, &format!("broker-{side}.log"));
     let listen = format!("{}:7000", address(side));
     let mut command = Command::new("ip");
@@ -107,12 +133,12 @@ fn broker(link: &Link, side: char, args: &[&str]) -> (Process, PathBuf) {
     (Process::spawn(command), log)
 }
 
-fn log(path: &Path) -> String {
+pub(super) fn log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
 /// Sends `requests` from namespace `side` to the broker there, returning its replies.
-fn ask(link: &Link, side: char, requests: &[&str]) -> Vec<String> {
+pub(super) fn ask(link: &Link, side: char, requests: &[&str]) -> Vec<String> {
     let to = format!("{}:7000", address(side));
     let mut args = vec!["-c", UDP, to.as_str()];
     args.extend_from_slice(requests);
@@ -122,23 +148,33 @@ fn ask(link: &Link, side: char, requests: &[&str]) -> Vec<String> {
 
 /// A Python program in a namespace whose output lines are read as they come, each with when
 /// it came, and which stops (its loop ends) when told to.
-struct Script {
+pub(super) struct Script {
     child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
-    stop: PathBuf,
+    pub(super) stop: PathBuf,
     seen: Vec<String>,
 }
 
+/// Stands for the stop file's path in [`Script::run`]'s arguments.
+pub(super) const STOP: &str = "{stop}";
+
 impl Script {
-    /// Starts `script` in namespace `side` with `args` and the stop file last.
+    /// Starts the Python `script` in namespace `side` with `args` and the stop file last.
     fn start(link: &Link, side: char, name: &str, script: &str, args: &[&str]) -> Script {
-        let stop = temp(link, &format!("{name}.stop"));
-        let _ = std::fs::remove_file(&stop);
         let mut all = vec!["-c", script];
         all.extend_from_slice(args);
-        let stop_arg = stop.to_str().expect("a UTF-8 path");
-        all.push(stop_arg);
-        let mut child = link.spawn(side, "python3", &all, &[]);
+        all.push(STOP);
+        Script::run(link, side, name, "python3", &all)
+    }
+
+    /// Starts `program` in namespace `side` with `args`, where [`STOP`] stands for the stop
+    /// file's path (also in the environment as `STOP`).
+    pub(super) fn run(link: &Link, side: char, name: &str, program: &str, args: &[&str]) -> Script {
+        let stop = temp(link, &format!("{name}.stop"));
+        let _ = std::fs::remove_file(&stop);
+        let stop_arg = stop.to_str().expect("a UTF-8 path").to_owned();
+        let args: Vec<&str> = args.iter().map(|&a| if a == STOP { stop_arg.as_str() } else { a }).collect();
+        let mut child = link.spawn(side, program, &args, &[("STOP", &stop_arg)]);
         let stdout = child.stdout.take().expect("piped");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -151,7 +187,7 @@ impl Script {
 
     /// Waits up to `limit` for a line starting with `prefix`: when it came, and the line.
     #[track_caller]
-    fn wait_for(&mut self, prefix: &str, limit: Duration) -> (Instant, String) {
+    pub(super) fn wait_for(&mut self, prefix: &str, limit: Duration) -> (Instant, String) {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -168,7 +204,7 @@ impl Script {
     }
 
     /// Tells it to stop and returns every line it wrote.
-    fn finish(mut self) -> Vec<String> {
+    pub(super) fn finish(mut self) -> Vec<String> {
         std::fs::write(&self.stop, b"").expect("the stop file");
         let _ = self.child.wait();
         while let Ok((_, line)) = self.lines.recv_timeout(Duration::from_secs(5)) {
@@ -179,23 +215,28 @@ impl Script {
 }
 
 impl Drop for Script {
+    /// Tells it to stop, and gives it 5 s to (a script that starts daemons stops them on its
+    /// way out) before it is killed.
     fn drop(&mut self) {
         let _ = std::fs::write(&self.stop, b"");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.stop);
     }
 }
 
 /// A zeroconf browser of `kind` in namespace `side`, started (it said `BROWSING`).
-fn browse(link: &Link, side: char, kind: &str) -> Script {
+pub(super) fn browse(link: &Link, side: char, kind: &str) -> Script {
     let mut script = Script::start(link, side, &format!("browse{kind}"), BROWSER, &[address(side), kind]);
     script.wait_for("BROWSING", Duration::from_secs(20));
     script
 }
 
 /// A zeroconf announcer in namespace `side`, registered (it said `REGISTERED`).
-fn announce(link: &Link, side: char, label: &str, kind: &str, port: &str) -> Script {
+pub(super) fn announce(link: &Link, side: char, label: &str, kind: &str, port: &str) -> Script {
     let mut script =
         Script::start(link, side, &format!("announce{kind}"), ANNOUNCER, &[address(side), label, kind, port]);
     script.wait_for("REGISTERED", Duration::from_secs(20));
@@ -207,6 +248,7 @@ fn announce(link: &Link, side: char, label: &str, kind: &str, port: &str) -> Scr
 #[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
 fn a_zeroconf_browser_sees_a_registered_service_with_its_port_and_sees_it_go() {
     let link = link("na");
+    let _files = files(&link);
     let (_broker, log_path) = broker(&link, 'a', &[]);
     let mut browser = browse(&link, 'b', "_web._tcp");
     let registered = Instant::now();
@@ -232,6 +274,7 @@ fn a_zeroconf_browser_sees_a_registered_service_with_its_port_and_sees_it_go() {
 #[cfg_attr(not(has_dig), ignore = "dig is not installed (apt-get install bind9-dnsutils)")]
 fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_its_goodbye() {
     let link = link("nb");
+    let _files = files(&link);
     let (_broker, log_path) = broker(&link, 'a', &["--mdns-import", "_zc._tcp", "--dns", "10.98.0.1:8600"]);
     let mut announcer = announce(&link, 'b', "zc-web", "_zc._tcp", "9090");
     let query = |request: &str| ask(&link, 'a', &[request]).remove(0);
@@ -259,6 +302,7 @@ fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_
 #[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
 fn a_name_zeroconf_holds_makes_the_broker_claim_another() {
     let link = link("nc");
+    let _files = files(&link);
     // zeroconf on 10.98.0.2 holds the name the broker will want for web 10.98.0.1:8080.
     let _squatter = announce(&link, 'b', "10-98-0-1:8080", "_web._tcp", "9999");
     let (_broker, log_path) = broker(&link, 'a', &[]);
@@ -275,6 +319,7 @@ fn a_name_zeroconf_holds_makes_the_broker_claim_another() {
 #[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
 fn two_peer_brokers_import_and_advertise_without_loops() {
     let link = link("nd");
+    let _files = files(&link);
     let peers = ["--peers", "10.98.0.1:7000,10.98.0.2:7000", "--mdns-import", "_web._tcp,_zc._tcp"];
     let (_a, path_a) = broker(&link, 'a', &peers);
     let (_b, path_b) = broker(&link, 'b', &peers);

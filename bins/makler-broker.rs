@@ -32,6 +32,11 @@ use makler::shutdown::Shutdown;
 /// With --dns it also answers DNS (UDP and TCP on that address) from the same table, so that
 /// HAProxy, nginx, dig and any resolver find makler services: `_<service>._tcp.<domain>` SRV
 /// and `<service>.<domain>` A/AAAA; the first line then shows ` dns=IP:PORT`.
+///
+/// With --mdns it speaks the LAN's own discovery language, multicast DNS (Bonjour, Avahi,
+/// python-zeroconf), on that interface's link: every live service is advertised as
+/// `<ip-port>._<service>._tcp.local` (by one broker of several), and with --mdns-import the
+/// link's instances of those types become leases; imported instances are never advertised back.
 #[derive(Debug, Parser)]
 #[command(version = makler::version!(), max_term_width = 100)]
 struct Args {

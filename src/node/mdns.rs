@@ -2,7 +2,7 @@
 //! advertising the table's instances on the link, and the [browser](crate::mdns::browser)
 //! importing the link's instances into the table, wired as the node's other sub-machines are
 //! (`handle_*` in, `poll_transmit` / `poll_timeout` out, the table lent for the call that
-//! changes it). Its datagrams use [`Face::Mdns`](super::Face::Mdns), one socket on port 5353
+//! changes it). Its datagrams use [`Face::Mdns`], one socket on port 5353
 //! ([`crate::mdns::socket`]).
 //!
 //! # What is advertised

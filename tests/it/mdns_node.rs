@@ -317,12 +317,12 @@ fn a_name_zeroconf_holds_makes_the_broker_claim_another() {
 #[test]
 #[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
 #[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
-fn two_peer_brokers_import_and_advertise_without_loops() {
+fn two_peer_brokers_import_and_advertise_without_loops_and_hand_over() {
     let link = link("nd");
     let _files = files(&link);
     let peers = ["--peers", "10.98.0.1:7000,10.98.0.2:7000", "--mdns-import", "_web._tcp,_zc._tcp"];
-    let (_a, path_a) = broker(&link, 'a', &peers);
-    let (_b, path_b) = broker(&link, 'b', &peers);
+    let (mut a, path_a) = broker(&link, 'a', &peers);
+    let (mut b, path_b) = broker(&link, 'b', &peers);
     let _announcer = announce(&link, 'b', "zc-web", "_zc._tcp", "9090");
     let web = browse(&link, 'b', "_web._tcp");
     let zc = browse(&link, 'a', "_zc._tcp");
@@ -364,4 +364,13 @@ fn two_peer_brokers_import_and_advertise_without_loops() {
         assert_eq!(web, ["10.98.0.1:8080", "10.98.0.1:8081", "10.98.0.1:8082", "10.98.0.1:8083"], "at {side}");
         assert_eq!(answers[1], "10.98.0.2:9090", "at {side}");
     }
+    // A broker that stops says goodbye for what it advertised and bye to its peer, which then
+    // owns everything and advertises it.
+    let b_advertises = ports.iter().any(|p| log_b.contains(&advertised(p)));
+    let (stopping, survivor) = if b_advertises { (&mut b, &path_a) } else { (&mut a, &path_b) };
+    assert!(stopping.terminate().success());
+    wait_until(Duration::from_secs(10), "the survivor advertises every instance", || {
+        let log = log(survivor);
+        ports.iter().all(|p| log.contains(&advertised(p))).then_some(())
+    });
 }

@@ -189,3 +189,54 @@ fn names_ids_and_the_loop_rule() {
     assert_ne!(id, import_id("ipp", endpoint, 0));
     assert!(is_imported(id) && !is_imported(Uuid::new_v4()) && !is_imported(Uuid::from_u128(1)));
 }
+
+/// The SRV records announced (TTL > 0) in the mDNS datagrams `from` sent to the group, by
+/// instance label.
+fn announced_by(datagrams: &[(SocketAddr, Vec<u8>)], from: SocketAddr) -> std::collections::BTreeSet<String> {
+    let messages = datagrams.iter().filter(|(f, _)| *f == from).filter_map(|(_, b)| Message::from_vec(b).ok());
+    let records: Vec<Record> = messages.flat_map(|m| m.answers).collect();
+    let srv = records.iter().filter(|r| r.record_type() == RecordType::SRV && r.ttl > 0);
+    srv.filter_map(|r| r.name.iter().next().map(|l| String::from_utf8_lossy(l).into_owned())).collect()
+}
+
+#[test]
+fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
+    use crate::sim::{NetConfig, Sim, node_with};
+    let addrs: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7000"].iter().map(|a| a.parse().unwrap()).collect();
+    let net = NetConfig {
+        min_delay: Duration::from_micros(100),
+        max_delay: Duration::from_millis(2),
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+    let mut sim = Sim::new(5, net);
+    for (i, &addr) in addrs.iter().enumerate() {
+        let config = NodeConfig {
+            unicast: addr,
+            incarnation: 100 + i as u64,
+            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+            mdns: Some(MdnsConfig::new(Vec::new(), i as u64)),
+            ..NodeConfig::default()
+        };
+        sim.add_node(addr, node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let labels: Vec<String> = (0..8).map(|i| format!("10-0-1-{}:8080", i + 1)).collect();
+    for i in 0..8u8 {
+        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[0], b"register web 8080".to_vec());
+    }
+    sim.run_for(Duration::from_secs(6));
+    let sent = sim.take_inbox(crate::mdns::GROUP_V4);
+    let (first, second) = (announced_by(&sent, addrs[0]), announced_by(&sent, addrs[1]));
+    assert!(!first.is_empty() && !second.is_empty(), "both own some: {first:?} {second:?}");
+    assert!(first.is_disjoint(&second), "each instance advertised by one: {first:?} {second:?}");
+    let all: std::collections::BTreeSet<String> = first.union(&second).cloned().collect();
+    assert_eq!(all, labels.iter().cloned().collect(), "every instance advertised");
+    // The second broker crashes (no goodbye, no bye): once the first finds it down, it owns
+    // and advertises the rest.
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(8));
+    let taken = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[0]);
+    assert_eq!(taken, second, "the survivor advertises what the crashed one did");
+}

@@ -177,7 +177,10 @@ impl Broker {
                 watches: config.watches,
                 watch_key: crate::random::key(),
                 cluster: config.cluster,
-                mdns: config.mdns.map(|_| MdnsConfig::new(config.mdns_import, crate::random::u64())),
+                mdns: config.mdns.map(|interface| MdnsConfig {
+                    link: crate::mdns::socket::link_network(interface),
+                    ..MdnsConfig::new(config.mdns_import, crate::random::u64())
+                }),
                 ..NodeConfig::default()
             },
             Uuid::new_v4,

@@ -23,6 +23,31 @@ const GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 /// packets from off the link).
 pub const MULTICAST_TTL: u32 = 255;
 
+/// The network of the interface whose IPv4 address is `interface` (its address and netmask),
+/// if the system lists it: where mDNS datagrams may come from (RFC 6762 §11: a responder
+/// answers only queries from its own link, or it would reflect traffic for anyone who can
+/// route a datagram to port 5353).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn link_network(interface: Ipv4Addr) -> Option<ipnet::Ipv4Net> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for ifaddr in addrs {
+        let address = ifaddr.address.as_ref().and_then(|a| a.as_sockaddr_in()).map(|a| a.ip());
+        if address != Some(interface) {
+            continue;
+        }
+        let mask = ifaddr.netmask.as_ref().and_then(|m| m.as_sockaddr_in()).map(|m| m.ip())?;
+        let prefix = u8::try_from(u32::from(mask).leading_ones()).ok()?;
+        return ipnet::Ipv4Net::new(interface, prefix).ok().map(|net| net.trunc());
+    }
+    None
+}
+
+/// The network of an interface: not read on this system (every source is taken).
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub fn link_network(_interface: Ipv4Addr) -> Option<ipnet::Ipv4Net> {
+    None
+}
+
 /// The non-blocking mDNS socket for the interface whose IPv4 address is `interface`, for a mio
 /// loop (see the [module documentation](self)).
 pub fn bind(interface: Ipv4Addr) -> io::Result<mio::net::UdpSocket> {

@@ -67,12 +67,16 @@ pub struct MdnsConfig {
     pub import: Vec<String>,
     /// Seeds the responder's and the browser's random delays.
     pub seed: u64,
+    /// The link's network: datagrams from other sources are dropped (RFC 6762 §11: answering
+    /// them would reflect traffic for anyone who can route a datagram to port 5353). `None`:
+    /// every source is taken.
+    pub link: Option<ipnet::Ipv4Net>,
 }
 
 impl MdnsConfig {
     /// Advertising on the IPv4 group, importing `import`.
     pub fn new(import: Vec<String>, seed: u64) -> Self {
-        MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed }
+        MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed, link: None }
     }
 }
 
@@ -105,6 +109,7 @@ pub(super) struct Mdns {
     import: Vec<String>,
     group: SocketAddr,
     seed: u64,
+    link: Option<ipnet::Ipv4Net>,
 }
 
 impl Mdns {
@@ -123,6 +128,7 @@ impl Mdns {
             advertise: config.is_some_and(|c| c.advertise),
             group,
             seed,
+            link: config.and_then(|c| c.link),
         }
     }
 
@@ -137,7 +143,7 @@ impl Mdns {
 
     /// A datagram on the mDNS socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
-        if !self.on {
+        if !self.on || !self.on_link(from) {
             return;
         }
         self.responder.handle_datagram(now, from, datagram);
@@ -145,6 +151,15 @@ impl Mdns {
             browser.handle_datagram(now, from, datagram);
         }
         self.take_events(now, registry);
+    }
+
+    /// Whether `from` is on the link (see [`MdnsConfig::link`]).
+    fn on_link(&self, from: SocketAddr) -> bool {
+        match (self.link, from.ip()) {
+            (None, _) => true,
+            (Some(link), std::net::IpAddr::V4(ip)) => link.contains(&ip),
+            (Some(_), std::net::IpAddr::V6(_)) => false,
+        }
     }
 
     /// A change of the table: what it holds of its own is advertised by its owner.

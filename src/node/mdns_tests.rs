@@ -240,3 +240,26 @@ fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
     let taken = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[0]);
     assert_eq!(taken, second, "the survivor advertises what the crashed one did");
 }
+
+#[test]
+fn datagrams_from_off_the_link_are_dropped() {
+    let mut n = 0u128;
+    let config = NodeConfig {
+        mdns: Some(MdnsConfig {
+            link: Some("10.0.0.0/24".parse().unwrap()),
+            ..MdnsConfig::new(vec!["_http._tcp".into()], 7)
+        }),
+        ..NodeConfig::default()
+    };
+    let mut node = Node::new(config, move || {
+        n += 1;
+        Uuid::from_u128(n)
+    });
+    let t0 = Instant::now();
+    node.handle_start(t0);
+    let datagram = announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120);
+    mdns_in(&mut node, t0, "192.0.2.9:5353", &datagram);
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "off the link: dropped");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &datagram);
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
+}

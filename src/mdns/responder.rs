@@ -29,7 +29,10 @@
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
 //!
-//! After 15 conflicts within 10 s, each further probing waits 5 s before it starts (§8.1).
+//! After 15 conflicts within 10 s, each further probing waits 5 s before it starts (§8.1). A
+//! goodbye another host sends for one of its announced records is answered by announcing that
+//! record again (as mDNSResponder does): two brokers handing an instance over advertise the same
+//! records, and the old owner's goodbye must not take it off the link.
 //!
 //! Not done: sleep proxies, and answers through the additional records of other responders.
 
@@ -64,6 +67,8 @@ const CONFLICT_LIMIT: usize = 15;
 const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 /// See [`CONFLICT_LIMIT`].
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// A record of ours another host said goodbye for is multicast again, at most this often.
+const DEFEND_LIMIT: Duration = Duration::from_millis(250);
 
 /// What to advertise: an instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -409,11 +414,30 @@ impl Responder {
             }
         }
         self.events.extend(renamed);
+        self.defend(now, message);
         if let Some(pending) = &mut self.pending {
             pending.answers.retain(|ours| {
                 !message.answers.iter().any(|theirs| same_record(ours, theirs) && theirs.ttl >= ours.ttl / 2)
             });
         }
+    }
+
+    /// Another host's goodbye (TTL 0) for a record we announce, as when a broker hands an
+    /// instance over to another that advertises it already: browsers would drop it in 1 s, so
+    /// it is multicast again at once (as mDNSResponder does), at most every [`DEFEND_LIMIT`].
+    fn defend(&mut self, now: Instant, message: &Message) {
+        let mut defend: Vec<Record> = Vec::new();
+        for theirs in message.answers.iter().filter(|r| r.ttl == 0) {
+            for instance in self.instances.values().filter(|i| i.answers()) {
+                let ours = instance.records.all().into_iter().filter(|ours| same_record(ours, theirs));
+                defend.extend(ours.cloned());
+            }
+        }
+        defend.retain(|r| {
+            self.multicast_at.get(&key(r)).is_none_or(|at| now.saturating_duration_since(*at) >= DEFEND_LIMIT)
+        });
+        dedup(&mut defend);
+        self.multicast(now, defend, Vec::new());
     }
 
     /// §8.2: a probe for a name we are probing for too; the lexicographically later set wins.

@@ -351,3 +351,26 @@ fn arbitrary_datagrams_never_panic() {
         sent(&mut r);
     }
 }
+
+#[test]
+fn another_hosts_goodbye_for_our_record_is_answered_by_announcing_it_again() {
+    let (mut r, now) = live();
+    let ours = srv_record(web_name("10-0-0-5:8080"), 8080);
+    let mut goodbye = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
+    goodbye.answers.push(ours);
+    goodbye.answers[0].data = RData::SRV(SRV::new(0, 0, 8080, host_name("10.0.0.5".parse().unwrap())));
+    goodbye.answers[0].ttl = 0;
+    r.handle_datagram(now, peer(), &goodbye.to_vec().unwrap());
+    let again = sent(&mut r);
+    assert_eq!(again.len(), 1, "{again:?}");
+    let (to, message) = &again[0];
+    assert_eq!(*to, GROUP_V4);
+    assert_eq!(message.answers.len(), 1);
+    assert_eq!((message.answers[0].record_type(), message.answers[0].ttl), (RecordType::SRV, 120));
+    // Not again within 250 ms; a goodbye for a record that is not ours changes nothing.
+    r.handle_datagram(now + 100 * MS, peer(), &goodbye.to_vec().unwrap());
+    assert!(sent(&mut r).is_empty());
+    goodbye.answers[0].data = RData::SRV(SRV::new(0, 0, 9999, host_name("10.0.0.5".parse().unwrap())));
+    r.handle_datagram(now + Duration::from_secs(2), peer(), &goodbye.to_vec().unwrap());
+    assert!(sent(&mut r).is_empty());
+}

@@ -160,7 +160,7 @@ impl Node {
             self.replicator.handle_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
-            self.mdns.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+            self.mdns.handle_change(now, &change, &self.registry, |endpoint| replicator.owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed {
                 self.watches.handle_change(&change.service);
             }
@@ -179,7 +179,8 @@ impl Node {
                 ReplicaEvent::OwnersChanged => {
                     let replicator = &self.replicator;
                     self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
-                    self.mdns.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
+                    let registry = &self.registry;
+                    self.mdns.handle_owners_changed(now, registry, |endpoint| replicator.owner(endpoint).is_none());
                     self.drain(now);
                 }
                 ReplicaEvent::Peer(event) => log_peer_event(&event),

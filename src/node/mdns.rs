@@ -162,17 +162,22 @@ impl Mdns {
         }
     }
 
-    /// A change of the table: what it holds of its own is advertised by its owner.
-    pub fn handle_change(&mut self, now: Instant, change: &Change, owns: impl Fn(SocketAddr) -> bool) {
+    /// A change of the table: what it holds of its own is advertised by its owner (a renewal
+    /// may bring new metadata: the TXT record follows).
+    pub fn handle_change(
+        &mut self,
+        now: Instant,
+        change: &Change,
+        registry: &Registry,
+        owns: impl Fn(SocketAddr) -> bool,
+    ) {
         if !self.advertise || is_imported(change.id) {
             return;
         }
         let key = (Arc::clone(&change.service), change.endpoint);
         match change.kind {
             ChangeKind::Registered | ChangeKind::Refreshed => {
-                if !self.native.entry(key.clone()).or_default().insert(change.id) && self.advertised.contains(&key) {
-                    return;
-                }
+                self.native.entry(key.clone()).or_default().insert(change.id);
             }
             ChangeKind::Expired | ChangeKind::Removed(_) => {
                 if let Some(ids) = self.native.get_mut(&key) {
@@ -186,15 +191,15 @@ impl Mdns {
                 }
             }
         }
-        self.sync(now, key, &owns);
+        self.sync(now, key, registry, &owns, true);
     }
 
     /// The live brokers changed: advertise what this broker owns now, and say goodbye for what
     /// it no longer does.
-    pub fn handle_owners_changed(&mut self, now: Instant, owns: impl Fn(SocketAddr) -> bool) {
+    pub fn handle_owners_changed(&mut self, now: Instant, registry: &Registry, owns: impl Fn(SocketAddr) -> bool) {
         let keys: HashSet<_> = self.native.keys().chain(&self.advertised).cloned().collect();
         for key in keys {
-            self.sync(now, key, &owns);
+            self.sync(now, key, registry, &owns, false);
         }
     }
 
@@ -238,13 +243,22 @@ impl Mdns {
         Some(Transmit { face: Face::Mdns, to })
     }
 
-    /// Advertises or withdraws one instance, as the table and the owners say now.
-    fn sync(&mut self, now: Instant, key: (Arc<str>, SocketAddr), owns: &impl Fn(SocketAddr) -> bool) {
+    /// Advertises or withdraws one instance, as the table and the owners say now; with
+    /// `update`, an advertised one's TXT record follows its metadata.
+    fn sync(
+        &mut self,
+        now: Instant,
+        key: (Arc<str>, SocketAddr),
+        registry: &Registry,
+        owns: &impl Fn(SocketAddr) -> bool,
+        update: bool,
+    ) {
         let endpoint = key.1;
         let want = self.native.contains_key(&key) && !endpoint.ip().is_loopback() && owns(endpoint);
         let advertised = self.advertised.contains(&key);
-        if want && !advertised {
-            let txt = advert_metadata(&key.0, endpoint).to_txt();
+        if want && (!advertised || update) {
+            let txt = advert_metadata(registry, &key.0, endpoint).to_txt();
+            // Advertised already: only a changed TXT record is announced again.
             if self.responder.add(now, Advert { service: key.0.to_string(), endpoint, txt }) {
                 self.advertised.insert(key);
             }
@@ -335,9 +349,10 @@ impl Mdns {
 }
 
 /// The metadata an advertised instance's TXT record holds (RFC 6763 §6): the one seam where
-/// the lease's metadata is read. Empty (one empty string on the wire) until the table keeps
-/// metadata with its leases.
-fn advert_metadata(_service: &str, _endpoint: SocketAddr) -> Metadata {
+/// the table's metadata is read (with the registry's metadata API:
+/// `registry.metadata(service, endpoint).cloned().unwrap_or_default()`). Empty (one empty
+/// string on the wire) until the table keeps metadata with its leases.
+fn advert_metadata(_registry: &Registry, _service: &str, _endpoint: SocketAddr) -> Metadata {
     Metadata::new()
 }
 

@@ -101,11 +101,11 @@ fn the_owner_advertises_and_hands_over() {
     text(&mut node, t0, "10.0.0.5:40000", "register web 8080");
     let t1 = t0 + Duration::from_secs(4);
     run(&mut node, t1);
-    node.mdns.handle_owners_changed(t1, |_| false);
+    node.mdns.handle_owners_changed(t1, &node.registry, |_| false);
     node.drain(t1);
     let goodbye = records(&run(&mut node, t1));
     assert_eq!(srv_port(&goodbye, "10-0-0-5:8080"), Some((8080, 0)), "the old owner says goodbye");
-    node.mdns.handle_owners_changed(t1, |_| true);
+    node.mdns.handle_owners_changed(t1, &node.registry, |_| true);
     node.drain(t1);
     let again = run(&mut node, t1 + Duration::from_millis(4900));
     assert_eq!(srv_port(&records(&again), "10-0-0-5:8080"), Some((8080, 120)), "the new owner announces");

@@ -360,6 +360,15 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     #[test]
+    fn service_types_are_underscored_names_with_a_protocol() {
+        let types = super::parse_service_types("_http._tcp, _ipp._tcp.local., _HTTP._tcp,_x._udp").unwrap();
+        assert_eq!(types.0, ["_http._tcp", "_ipp._tcp", "_x._udp"], "trimmed, .local dropped, duplicates once");
+        for bad in ["http", "_http", "_a.b._tcp", "http._tcp", "", ","] {
+            assert!(super::parse_service_types(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn an_interface_is_an_ipv4_address_or_a_name() {
         assert_eq!(super::parse_interface("10.0.0.5"), Ok(std::net::Ipv4Addr::new(10, 0, 0, 5)));
         #[cfg(target_os = "linux")]

@@ -26,6 +26,8 @@ mod e2e;
 mod fuzz_props;
 mod guard;
 mod keyed;
+mod mdns_avahi;
+mod mdns_node;
 mod mdns_peers;
 mod mdns_props;
 mod metrics;

@@ -17,7 +17,10 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// The cfgs for outside tools, each with the programs it needs on `PATH`.
-const TOOLS: [(&str, &[&str]); 7] = [
+const TOOLS: [(&str, &[&str]); 8] = [
+    // Avahi for the mDNS interop tests (tests/it/mdns_avahi.rs): the daemon, its tools, a
+    // D-Bus daemon for its private system bus, stdbuf for its tools' output.
+    ("has_avahi", &["avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon", "stdbuf"]),
     ("has_dig", &["dig"]),
     ("has_haproxy", &["haproxy"]),
     ("has_podman", &["podman", "runc"]),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The balancer benchmark: makler-balancer side by side with HAProxy (mode tcp, balance
-# roundrobin, the same thread count) in front of the same 1, 2 and 3 `makler-server --service
-# http` backends, and direct to one backend as the limit. Every target is driven by the same load
+# The balancer benchmark: makler-balancer side by side with HAProxy (mode tcp, the same thread
+# count) in front of the same 1, 2 and 3 `makler-server --service http` backends, and direct to
+# one backend as the limit, for each policy beside HAProxy's equivalent: round-robin and `balance
+# roundrobin`, least-conn and `balance leastconn`, random-two and `balance random(2)`. Every target is driven by the same load
 # generator (makler-load http) in keep-alive and connection-per-request mode, in two series:
 # backends with no work (the balancer's own cost) and with --work-ms 2 (scaling). Then it holds
 # idle connections through the balancer and reports its memory.
@@ -30,9 +31,9 @@
 #
 # Settings (environment): DURATION seconds per target and mode (6), ROUNDS (3), CONNECTIONS (50),
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows; 0: skip), SERIES
-# ("0 2"), BACKENDS ("1 2 3"), WRK (1; 0 skips the cross-check), STRACE (1; 0 skips the system call
+# ("0 2"), BACKENDS ("1 2 3"), POLICIES ("round-robin least-conn random-two"), WRK (1; 0 skips the cross-check), STRACE (1; 0 skips the system call
 # count), BEFORE (the path of another makler-balancer, measured as a fourth target "before" in the same
-# rounds, in front of the same backends), CSV (a file for the rows; none unless set: the tracked
+# rounds, in front of the same backends; round-robin only), CSV (a file for the rows; none unless set: the tracked
 # bench/balancer.csv is rewritten only when asked, CSV=bench/balancer.csv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 THREADS=${THREADS:-2}
 SERIES=${SERIES:-"0 2"}
 BACKENDS=${BACKENDS:-"1 2 3"}
+POLICIES=${POLICIES:-"round-robin least-conn random-two"}
 BEFORE=${BEFORE:-}
 
 . bench/lib.sh
@@ -125,11 +127,25 @@ count_syscalls() {
     END { printf "%s %s %s", label, mode, requests; for (c in calls) printf " %s %s", c, calls[c]; print "" }' "$out" >>"$SYSCALLS"
 }
 
+# haproxy_balance POLICY: HAProxy's equivalent of a makler-balancer --policy.
+haproxy_balance() {
+  case $1 in
+  round-robin) echo roundrobin ;;
+  least-conn) echo leastconn ;;
+  random-two) echo 'random(2)' ;;
+  *) die "unknown policy $1 (POLICIES takes round-robin, least-conn, random-two)" ;;
+  esac
+}
+for policy in $POLICIES; do haproxy_balance "$policy" >/dev/null; done
+
 for work in $SERIES; do
   for n in $BACKENDS; do
-    echo "series work=${work}ms, $n backend(s)" >&2
+  for policy in $POLICIES; do
+    # The label's second word: backends and policy (the report's rows).
+    np="n$n:$policy"
+    echo "series work=${work}ms, $n backend(s), $policy" >&2
     start balancer "$BIN/makler-balancer" --listen 127.0.0.1:0 --control 127.0.0.1:0 \
-      --no-broker --service bench --threads "$THREADS" --quiet
+      --no-broker --service bench --threads "$THREADS" --quiet --policy "$policy"
     balancer_tcp=$(field "$LINE" tcp)
     control=$(field "$LINE" udp)
     balancer_pid=$LAST_PID
@@ -148,7 +164,9 @@ for work in $SERIES; do
     done
     # Another build of makler-balancer, in front of the same backends (registered by hand, for
     # as long as the series lasts).
-    if [ -n "$BEFORE" ]; then
+    before=$BEFORE
+    [ "$policy" = round-robin ] || before=
+    if [ -n "$before" ]; then
       start before "$BEFORE" --listen 127.0.0.1:0 --control 127.0.0.1:0 --no-broker --service bench \
         --threads "$THREADS" --quiet --ttl 3600
       before_tcp=$(field "$LINE" tcp)
@@ -170,7 +188,7 @@ for work in $SERIES; do
       printf 'global\n  nbthread %s\n  maxconn 9000\n' "$THREADS"
       printf 'defaults\n  mode tcp\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n'
       printf 'frontend fe\n  bind 127.0.0.1:%s\n  default_backend be\n' "$haproxy_port"
-      printf 'backend be\n  balance roundrobin\n'
+      printf 'backend be\n  balance %s\n' "$(haproxy_balance "$policy")"
       for i in "${!backends[@]}"; do printf '  server s%s %s\n' "$i" "${backends[$i]}"; done
     } >"$WORK/haproxy.cfg"
     [ "$(grep -c '^  server s[0-9]* 127\.0\.0\.1:[0-9]*$' "$WORK/haproxy.cfg")" = "$n" ] ||
@@ -186,7 +204,7 @@ for work in $SERIES; do
     check_haproxy_log "$haproxy_log"
 
     # An independent load generator as a cross-check of makler-load: wrk, keep-alive, one backend.
-    if [ "${WRK:-1}" != 0 ] && [ "$n" = 1 ] && [ "$work" = 0 ]; then
+    if [ "${WRK:-1}" != 0 ] && [ "$n" = 1 ] && [ "$work" = 0 ] && [ "$policy" = round-robin ]; then
       for target in "direct ${backends[0]}" "haproxy 127.0.0.1:$haproxy_port" "makler $balancer_tcp"; do
         set -- $target
         # wrk takes whole seconds only.
@@ -198,15 +216,15 @@ for work in $SERIES; do
     fi
     for mode in keepalive close; do
       for _ in $(seq "$ROUNDS"); do
-        measure "w$work n$n direct" "${backends[0]}" "$mode" "${backend_pids[0]}"
-        measure "w$work n$n haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
-        measure "w$work n$n makler" "$balancer_tcp" "$mode" "$balancer_pid"
-        if [ -n "$BEFORE" ]; then measure "w$work n$n before" "$before_tcp" "$mode" "$before_pid"; fi
+        measure "w$work $np direct" "${backends[0]}" "$mode" "${backend_pids[0]}"
+        measure "w$work $np haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
+        measure "w$work $np makler" "$balancer_tcp" "$mode" "$balancer_pid"
+        if [ -n "$before" ]; then measure "w$work $np before" "$before_tcp" "$mode" "$before_pid"; fi
       done
       if [ "${STRACE:-1}" != 0 ] && [ "$work" = 0 ]; then
-        count_syscalls "n$n haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
-        count_syscalls "n$n makler" "$balancer_tcp" "$mode" "$balancer_pid"
-        if [ -n "$BEFORE" ]; then count_syscalls "n$n before" "$before_tcp" "$mode" "$before_pid"; fi
+        count_syscalls "$np haproxy" "127.0.0.1:$haproxy_port" "$mode" "$haproxy_pid"
+        count_syscalls "$np makler" "$balancer_tcp" "$mode" "$balancer_pid"
+        if [ -n "$before" ]; then count_syscalls "$np before" "$before_tcp" "$mode" "$before_pid"; fi
       fi
     done
     # Everything must have lived through the series, or its figures mean nothing.
@@ -217,8 +235,9 @@ for work in $SERIES; do
     # How the kernel spread the connections over the forwarding threads' listeners.
     split=$("$BIN/makler" --broker "$control" stats | awk '$1 == "threads" { print $2 }')
     [ -n "$split" ] || die "the balancer's stats say nothing of its threads"
-    echo "${work}ms, $n backend(s): connections accepted per makler thread $split" >>"$WORK/threads.txt"
+    echo "${work}ms, $n backend(s), $policy: connections accepted per makler thread $split" >>"$WORK/threads.txt"
     stop_all
+  done
   done
 done
 
@@ -254,7 +273,7 @@ awk -F, '
   }
   END {
     split("direct haproxy makler", all, " ")
-    printf "%-4s %-2s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", "work", "n", "mode", "direct", "HAProxy (CPU µs, vcsw, segments /req)", "makler (CPU µs, vcsw, segments /req)", "makler/HAProxy req/s", "makler/HAProxy CPU/req"
+    printf "%-4s %-13s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", "work", "n:policy", "mode", "direct", "HAProxy (CPU µs, vcsw, segments /req)", "makler (CPU µs, vcsw, segments /req)", "makler/HAProxy req/s", "makler/HAProxy CPU/req"
     for (i = 1; i <= count; i++) {
       key = order[i]
       for (w = 1; w <= 3; w++) {
@@ -271,14 +290,15 @@ awk -F, '
         if (round_rate[key, "haproxy", r] > 0) rates[++n] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
         if (round_cpu[key, "haproxy", r] > 0) cpus[++c] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
       }
-      printf "%-4s %-2s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median_range(rates, n), median_range(cpus, c)
-      # Every round of every series with no service time, per mode, for the summary.
+      printf "%-4s %-13s %-9s | %-22s | %-39s | %-39s | %-18s | %s\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], text["direct"], text["haproxy"], text["makler"], median_range(rates, n), median_range(cpus, c)
+      # Every round of every series with no service time, per policy and mode, for the summary.
+      split(k[2], np, ":"); pm = np[2] " " k[3]
       if (k[1] == "w0") for (r = 1; r <= rounds[key, "makler"]; r++) if (round_cpu[key, "haproxy", r] > 0 && round_rate[key, "haproxy", r] > 0) {
-        all_cpu[k[3], ++all_n[k[3]]] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
-        all_rate[k[3], all_n[k[3]]] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
+        all_cpu[pm, ++all_n[pm]] = round_cpu[key, "makler", r] / round_cpu[key, "haproxy", r]
+        all_rate[pm, all_n[pm]] = round_rate[key, "makler", r] / round_rate[key, "haproxy", r]
         if (has_before && round_cpu[key, "before", r] > 0) {
-          before_cpu[k[3], ++before_n[k[3]]] = round_cpu[key, "before", r] / round_cpu[key, "haproxy", r]
-          before_rate[k[3], before_n[k[3]]] = round_rate[key, "before", r] / round_rate[key, "haproxy", r]
+          before_cpu[pm, ++before_n[pm]] = round_cpu[key, "before", r] / round_cpu[key, "haproxy", r]
+          before_rate[pm, before_n[pm]] = round_rate[key, "before", r] / round_rate[key, "haproxy", r]
         }
       }
       if (k[1] != "w0") { scaled[k[2], k[3], "makler"] = rate["makler"]; scaled[k[2], k[3], "haproxy"] = rate["haproxy"] }
@@ -289,20 +309,20 @@ awk -F, '
       for (i = 1; i <= count; i++) {
         key = order[i]; split(key, k, " ")
         if (requests[key, "before"] == 0) continue
-        printf "%-4s %-2s %-9s | %7.0f (%.2f/%.2f) %5.1f %.2f %4.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], requests[key, "before"] / seconds[key, "before"], p50[key, "before"] / rounds[key, "before"] / 1000, p99[key, "before"] / rounds[key, "before"] / 1000, cpu[key, "before"] / requests[key, "before"], sw[key, "before"] / requests[key, "before"], seg[key, "before"] / requests[key, "before"]
+        printf "%-4s %-13s %-9s | %7.0f (%.2f/%.2f) %5.1f %.2f %4.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], requests[key, "before"] / seconds[key, "before"], p50[key, "before"] / rounds[key, "before"] / 1000, p99[key, "before"] / rounds[key, "before"] / 1000, cpu[key, "before"] / requests[key, "before"], sw[key, "before"] / requests[key, "before"], seg[key, "before"] / requests[key, "before"]
       }
     }
     # The summary: every round with no service time, all backend counts together.
     printf "\nsummary, no service time, every round of every backend count: median (range) of the ratios of the rounds\n"
-    split("keepalive close", modes, " ")
-    for (m = 1; m <= 2; m++) {
-      mode = modes[m]
+    split("keepalive close", modes, " "); npol = split(policies, pols, " ")
+    for (q = 1; q <= npol; q++) for (m = 1; m <= 2; m++) {
+      mode = pols[q] " " modes[m]
       if (all_n[mode] == 0) continue
       for (r = 1; r <= all_n[mode]; r++) { a[r] = all_cpu[mode, r]; b[r] = all_rate[mode, r] }
-      printf "  %-9s makler ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, all_n[mode]), median_range(b, all_n[mode])
+      printf "  %-21s makler ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, all_n[mode]), median_range(b, all_n[mode])
       if (before_n[mode] > 0) {
         for (r = 1; r <= before_n[mode]; r++) { a[r] = before_cpu[mode, r]; b[r] = before_rate[mode, r] }
-        printf "  %-9s before ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, before_n[mode]), median_range(b, before_n[mode])
+        printf "  %-21s before ÷ HAProxy: CPU per request %s, requests/s %s\n", mode, median_range(a, before_n[mode]), median_range(b, before_n[mode])
       }
     }
     # The ceiling: the machine is saturated, so the rate goes as the inverse of all the CPU time
@@ -312,7 +332,7 @@ awk -F, '
     printf "\nwhere the time goes (µs of CPU per request, totals over the rounds): machine = all cores busy;\n"
     printf "ceiling = makler/HAProxy req/s if the code of makler took no time at all; only where the\n"
     printf "machine was saturated (busy at least 90 %% of the time with both proxies; with a service time it is not)\n"
-    printf "%-4s %-2s %-9s | %-16s | %-16s | %-26s | %-7s | %s\n", "work", "n", "mode", "machine HAProxy", "machine makler", "makler: all (user, kernel)", "ceiling", "1.2x needs makler at"
+    printf "%-4s %-13s %-9s | %-16s | %-16s | %-26s | %-7s | %s\n", "work", "n:policy", "mode", "machine HAProxy", "machine makler", "makler: all (user, kernel)", "ceiling", "1.2x needs makler at"
     for (i = 1; i <= count; i++) {
       key = order[i]
       if (requests[key, "haproxy"] == 0 || requests[key, "makler"] == 0 || machine[key, "makler"] == 0) continue
@@ -321,19 +341,19 @@ awk -F, '
       mh = machine[key, "haproxy"] / requests[key, "haproxy"]; mm = machine[key, "makler"] / requests[key, "makler"]
       cm = cpu[key, "makler"] / requests[key, "makler"]; um = user[key, "makler"] / requests[key, "makler"]
       split(key, k, " ")
-      printf "%-4s %-2s %-9s | %16.1f | %16.1f | %8.1f (%5.1f, %5.1f)     | %7.2f | %.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], mh, mm, cm, um, cm - um, mh / (mm - um), cm - (mm - mh / 1.2)
+      printf "%-4s %-13s %-9s | %16.1f | %16.1f | %8.1f (%5.1f, %5.1f)     | %7.2f | %.1f\n", substr(k[1], 2) "ms", substr(k[2], 2), k[3], mh, mm, cm, um, cm - um, mh / (mm - um), cm - (mm - mh / 1.2)
     }
     split("keepalive close", modes, " "); split("makler haproxy", who2, " ")
-    for (w = 1; w <= 2; w++) for (m = 1; m <= 2; m++)
-      if (scaled["n1", modes[m], who2[w]] > 0)
-        printf "%s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], modes[m], scaled["n3", modes[m], who2[w]] / scaled["n1", modes[m], who2[w]]
-  }' cores="$(nproc)" "$RESULTS"
+    for (q = 1; q <= npol; q++) for (w = 1; w <= 2; w++) for (m = 1; m <= 2; m++)
+      if (scaled["n1:" pols[q], modes[m], who2[w]] > 0)
+        printf "%s %s scaling 1 -> 3 backends with service time (%s): %.2fx\n", who2[w], pols[q], modes[m], scaled["n3:" pols[q], modes[m], who2[w]] / scaled["n1:" pols[q], modes[m], who2[w]]
+  }' cores="$(nproc)" policies="$POLICIES" "$RESULTS"
 
 if [ -s "$SYSCALLS" ]; then
   echo
   echo "system calls per request (strace -c -f, one run of 1 s per proxy and mode, no service time):"
   awk '{
-    label = $1 " " $2; printf "  %-10s %-9s", label, $3; total = 0
+    label = $1 " " $2; printf "  %-24s %-9s", label, $3; total = 0
     for (i = 5; i < NF; i += 2) total += $(i + 1)
     printf " %5.2f total:", total / $4
     # The calls by how many, the most first (at least 0.01 per request).

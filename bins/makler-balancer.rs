@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use clap::builder::TypedValueParser;
 use makler::balancer::{self, Balancer};
 use makler::cli::AddrList;
 use makler::shutdown::Shutdown;
 
-/// The makler balancer: accepts TCP connections and forwards each to the next of its backends
-/// in round-robin order.
+/// The makler balancer: accepts TCP connections and forwards each to one of its backends, in
+/// round-robin order or by --policy.
 ///
 /// Backends register at the control address exactly as they would at a broker (`register`,
 /// `heartbeat`, `deregister`, same TTL rules; `makler-server --broker CONTROL`). Once the first
@@ -68,7 +69,15 @@ struct Args {
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
 
-    /// Seconds a backend connect may take before the next backend is tried.
+    /// How a backend is chosen for each connection: round-robin (each in turn), least-conn (the
+    /// fewest connections in flight), random-two (the less loaded of two drawn at random). Each
+    /// honours the backends' weights (smooth weighted round robin, in flight ÷ weight).
+    #[arg(long, value_name = "POLICY", default_value = "round-robin", value_parser = clap::builder::PossibleValuesParser::new(balancer::Policy::NAMES).map(|name| name.parse::<balancer::Policy>().unwrap_or_default()))]
+    policy: balancer::Policy,
+
+    /// Seconds a backend connect may take before the connection is redispatched: sent to
+    /// another backend (at most 4 tried in all), and the backend marked down until its health
+    /// checks pass again.
     #[arg(long, value_name = "SECONDS", default_value = "1", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     connect_timeout: Duration,
 
@@ -77,9 +86,18 @@ struct Args {
     idle_timeout: Duration,
 
     /// Seconds between health probes of every backend: a TCP connect, or the HTTP GET a backend
-    /// declared when it registered (`check=http:PATH`); 0 turns them off.
+    /// declared when it registered (`check=http:PATH`; 2xx and 3xx are healthy), each within
+    /// --connect-timeout; 0 turns them off.
     #[arg(long, value_name = "SECONDS", default_value = "2")]
     health_interval: f64,
+
+    /// Health checks passed in a row that bring a backend marked down back (HAProxy's rise).
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rise: u32,
+
+    /// Health checks failed in a row that mark a backend down (HAProxy's fall).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    fall: u32,
 
     /// Do not log backend changes and the registration at the broker; log only warnings and
     /// errors unless RUST_LOG says otherwise.
@@ -173,9 +191,12 @@ fn main() -> ExitCode {
         key: args.multicast.key_file,
         require_key,
         max_connections: args.max_connections.unwrap_or_else(|| default_cap(args.metrics.is_some())),
+        balance: args.policy,
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
         health_interval,
+        rise: args.rise,
+        fall: args.fall,
         log: !args.quiet,
         rate_limit: args.rate_limit.config(),
         metrics: args.metrics,

@@ -33,6 +33,11 @@ use makler::shutdown::Shutdown;
 /// HAProxy, nginx, dig and any resolver find makler services: `_<service>._tcp.<domain>` SRV
 /// and `<service>.<domain>` A/AAAA; the first line then shows ` dns=IP:PORT`.
 ///
+/// With --mdns it speaks the LAN's own discovery language, multicast DNS (Bonjour, Avahi,
+/// python-zeroconf), on that interface's link: every live service is advertised as
+/// `<ip-port>._<service>._tcp.local` (by one broker of several), and with --mdns-import the
+/// link's instances of those types become leases; imported instances are never advertised back.
+///
 /// Socket activation: a UDP socket passed by systemd (LISTEN_FDS, LISTEN_PID) replaces
 /// --listen, so that datagrams sent while the broker restarts wait in it (dist/systemd has the
 /// .socket unit).
@@ -148,6 +153,20 @@ struct Args {
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
 
+    /// Advertise every live service on the link of this interface (an IPv4 address or a name)
+    /// with mDNS (DNS-SD), as `<ip-port>._<service>._tcp.local`, so that Bonjour, Avahi and
+    /// python-zeroconf browsers see them; with several brokers each instance is advertised by
+    /// one (the one that checks it).
+    #[arg(long, value_name = "IP|NAME", value_parser = makler::cli::parse_interface)]
+    mdns: Option<std::net::Ipv4Addr>,
+
+    /// Import these DNS-SD service types from the --mdns link (e.g. `_http._tcp,_ipp._tcp`):
+    /// each instance found is a lease of the service named by its type (`_ipp._tcp` → `ipp`)
+    /// for as long as mDNS holds it. Instances makler advertises are never imported.
+    #[arg(long = "mdns-import", value_name = "TYPE[,TYPE…]", requires = "mdns",
+          value_parser = makler::cli::parse_service_types)]
+    mdns_import: Option<makler::cli::ServiceTypes>,
+
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
     /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
@@ -227,6 +246,8 @@ fn main() -> ExitCode {
             bridges: args.bridge.map(|list| list.0).unwrap_or_default(),
             ..makler::node::BridgeConfig::default()
         },
+        mdns: args.mdns,
+        mdns_import: args.mdns_import.map(|types| types.0).unwrap_or_default(),
     };
     match run(config, passed) {
         Ok(()) => ExitCode::SUCCESS,
@@ -283,6 +304,10 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     if !config.replica.peers.is_empty() {
         let peers: Vec<String> = config.replica.peers.iter().map(ToString::to_string).collect();
         log::info!("peers {}", peers.join(","));
+    }
+    if let Some(interface) = config.mdns {
+        let import = if config.mdns_import.is_empty() { "nothing".to_owned() } else { config.mdns_import.join(",") };
+        log::info!("mdns on {interface}: advertising this table's services, importing {import}");
     }
     if !config.bridges.bridges.is_empty() {
         let bridges: Vec<String> = config.bridges.bridges.iter().map(ToString::to_string).collect();

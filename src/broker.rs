@@ -29,7 +29,7 @@ pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
 use crate::core::StreamLimits;
 use crate::multicast::MulticastConfig;
-use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, Node, NodeConfig};
+use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, MdnsConfig, Node, NodeConfig};
 use crate::registry;
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
@@ -74,6 +74,11 @@ pub struct Config {
     /// The cluster's name (`--cluster`): brokers on the multicast group that say hello with
     /// another name are ignored rather than taken as peers.
     pub cluster: String,
+    /// Advertise the table's services with mDNS on the link of the interface with this IPv4
+    /// address (`--mdns`; `None`: no mDNS at all).
+    pub mdns: Option<std::net::Ipv4Addr>,
+    /// The DNS-SD service types to import from that link (`--mdns-import`), as `_http._tcp`.
+    pub mdns_import: Vec<String>,
 }
 
 /// What a metrics listener allows: a request head within [`HTTP_HEAD_TIMEOUT`] of connecting,
@@ -121,6 +126,8 @@ impl Default for Config {
             bridges: crate::node::BridgeConfig::default(),
             watches: crate::node::WatchConfig::default(),
             cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
+            mdns: None,
+            mdns_import: Vec::new(),
         }
     }
 }
@@ -182,6 +189,10 @@ impl Broker {
                 watches: config.watches,
                 watch_key: crate::random::key(),
                 cluster: config.cluster,
+                mdns: config.mdns.map(|interface| MdnsConfig {
+                    link: crate::mdns::socket::link_network(interface),
+                    ..MdnsConfig::new(config.mdns_import, crate::random::u64())
+                }),
                 ..NodeConfig::default()
             },
             Uuid::new_v4,
@@ -192,6 +203,12 @@ impl Broker {
             let explain = |e| crate::multicast::explain(e, multicast);
             shell.add_udp(Face::Group, crate::multicast::receiver(multicast).map_err(explain)?)?;
             shell.add_udp(Face::GroupOut, crate::multicast::loop_sender(multicast).map_err(explain)?)?;
+        }
+        if let Some(interface) = config.mdns {
+            let socket = crate::mdns::socket::bind(interface).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot use mDNS (udp 5353, group 224.0.0.251) on {interface}: {e}"))
+            })?;
+            shell.add_udp(Face::Mdns, socket)?;
         }
         let mut dns_addr = None;
         if let Some((udp, tcp)) = dns {

@@ -187,6 +187,30 @@ pub struct MulticastArgs {
     pub key_file: Option<crate::protocol::seal::Key>,
 }
 
+/// DNS-SD service types (`--mdns-import`), comma-separated: `_http._tcp,_ipp._tcp`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceTypes(pub Vec<String>);
+
+/// Parses [`ServiceTypes`]: each `_<name>._tcp` or `_<name>._udp` (a trailing `.local` or dot
+/// is dropped), imported as the service `<name>`.
+pub fn parse_service_types(text: &str) -> Result<ServiceTypes, String> {
+    let mut types = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let item = item.trim_end_matches('.');
+        let item = item.strip_suffix(".local").unwrap_or(item);
+        if crate::node::mdns::service_of_type(item).is_none() {
+            return Err(format!("{item:?} is not a service type such as _http._tcp"));
+        }
+        if !types.iter().any(|t: &String| t.eq_ignore_ascii_case(item)) {
+            types.push(item.to_owned());
+        }
+    }
+    if types.is_empty() {
+        return Err("no service type given (e.g. _http._tcp)".to_owned());
+    }
+    Ok(ServiceTypes(types))
+}
+
 /// An interface given by its IPv4 address or by its name (`eth0`, `lo`): its first IPv4 address,
 /// as `ip -4 addr` lists it. A name without an IPv4 address, or no such interface, is refused
 /// with the names there are.
@@ -334,6 +358,15 @@ impl RateLimitArgs {
 mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn service_types_are_underscored_names_with_a_protocol() {
+        let types = super::parse_service_types("_http._tcp, _ipp._tcp.local., _HTTP._tcp,_x._udp").unwrap();
+        assert_eq!(types.0, ["_http._tcp", "_ipp._tcp", "_x._udp"], "trimmed, .local dropped, duplicates once");
+        for bad in ["http", "_http", "_a.b._tcp", "http._tcp", "", ","] {
+            assert!(super::parse_service_types(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn an_interface_is_an_ipv4_address_or_a_name() {

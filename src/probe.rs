@@ -12,7 +12,8 @@
 //! A [`Schedule`] on top probes a set of targets periodically, each at its own phase of the
 //! interval (so a large set is spread out, not probed in bursts), and turns results into
 //! verdicts with hysteresis: a target is down after `fall` failures in a row and up again
-//! after one success. The balancer's health checks and the broker's checks of registered
+//! after `rise` successes in a row (one unless [`Schedule::with_rise`] says otherwise; HAProxy's
+//! `rise` and `fall`). The balancer's health checks and the broker's checks of registered
 //! instances both use it.
 //!
 //! ```
@@ -233,7 +234,7 @@ impl Prober {
 pub enum Verdict {
     /// It failed `fall` probes in a row.
     Down,
-    /// It answered after being down.
+    /// It answered `rise` probes in a row after being down.
     Up,
 }
 
@@ -241,6 +242,8 @@ pub enum Verdict {
 struct Target {
     next_at: Instant,
     failures: u32,
+    /// Successes in a row while down.
+    successes: u32,
     down: bool,
     check: SharedCheck,
 }
@@ -250,6 +253,7 @@ struct Target {
 pub struct Schedule {
     interval: Duration,
     fall: u32,
+    rise: u32,
     targets: HashMap<SocketAddr, Target>,
     timers: Timers<SocketAddr>,
     /// The check [`Schedule::add`] runs.
@@ -262,10 +266,17 @@ impl Schedule {
         Schedule {
             interval,
             fall: fall.max(1),
+            rise: 1,
             targets: HashMap::new(),
             timers: Timers::new(),
             tcp: SharedCheck::new(Check::Tcp),
         }
+    }
+
+    /// `rise` successes in a row (at least one) bring a target that is down up again.
+    pub fn with_rise(mut self, rise: u32) -> Self {
+        self.rise = rise.max(1);
+        self
     }
 
     /// Adds a target checked with TCP connects (nothing when it is there). Its first probe
@@ -287,7 +298,7 @@ impl Schedule {
             return;
         }
         let next_at = now + self.phase(addr);
-        self.targets.insert(addr, Target { next_at, failures: 0, down: false, check });
+        self.targets.insert(addr, Target { next_at, failures: 0, successes: 0, down: false, check });
         self.timers.insert(next_at, addr);
     }
 
@@ -338,13 +349,32 @@ impl Schedule {
         match probe {
             Probe::Alive => {
                 target.failures = 0;
-                std::mem::replace(&mut target.down, false).then_some(Verdict::Up)
+                if !target.down {
+                    return None;
+                }
+                target.successes += 1;
+                (target.successes >= self.rise).then(|| {
+                    (target.down, target.successes) = (false, 0);
+                    Verdict::Up
+                })
             }
             Probe::Failed(_) | Probe::TimedOut => {
+                target.successes = 0;
                 target.failures += 1;
                 (target.failures >= self.fall && !std::mem::replace(&mut target.down, true)).then_some(Verdict::Down)
             }
             Probe::Unknown => None,
+        }
+    }
+
+    /// Takes a target as down or up because something else said so (a balancer's failed
+    /// connect, say): from then on its verdicts count from that state, `rise` successes or
+    /// `fall` failures in a row. Nothing when it is so already.
+    pub fn set_down(&mut self, addr: SocketAddr, down: bool) {
+        if let Some(target) = self.targets.get_mut(&addr) {
+            if target.down != down {
+                (target.down, target.failures, target.successes) = (down, 0, 0);
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use super::{Counters, Pool};
 use crate::core::{ConnId, Core, ProbeCmd, ProbeId, ProbeOutcome, StreamStep};
 use crate::limit::{RateLimit, ResponseLimiter};
 use crate::node::WallClock;
-use crate::probe::{Probe, Verdict};
+use crate::probe::Verdict;
 use crate::protocol::fit;
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
 use crate::protocol::{Check, Form, Response};
@@ -58,7 +58,8 @@ pub(crate) struct Control {
     health: Option<Health>,
     limiter: ResponseLimiter,
     /// Changes to the pool, published at the end of the turn (one new list per turn).
-    staged_adds: Vec<SocketAddr>,
+    /// Backends added, with their weights.
+    staged_adds: Vec<(SocketAddr, u32)>,
     staged_removes: Vec<SocketAddr>,
     /// When to look again at how many backends are up (the forwarding threads mark them down).
     next_follow: Option<Instant>,
@@ -155,7 +156,7 @@ impl Control {
             match change.kind {
                 ChangeKind::Registered if change.instance_changed => {
                     *self.names.entry(endpoint).or_insert(0) += 1;
-                    self.staged_adds.push(endpoint);
+                    self.staged_adds.push((endpoint, declared_weight(&change)));
                     if let Some(health) = &mut self.health {
                         follow_check(health, now, endpoint, &change.check);
                     }
@@ -164,16 +165,22 @@ impl Control {
                 // connections: with health checks, only a probe or a connect brings a backend
                 // that failed one back (a hung server that heartbeats stays out). Without them,
                 // the heartbeat is all there is to go by.
-                ChangeKind::Registered | ChangeKind::Refreshed => match &mut self.health {
-                    // The backend may declare another check now (the change carries what it
-                    // declares after it).
-                    Some(health) => follow_check(health, now, endpoint, &change.check),
-                    None => {
-                        if let Some(backend) = self.pool.get(endpoint) {
-                            backend.mark_up();
+                ChangeKind::Registered | ChangeKind::Refreshed => {
+                    // Registered again: perhaps with another weight.
+                    if matches!(change.kind, ChangeKind::Registered) {
+                        self.follow_weight(endpoint, declared_weight(&change));
+                    }
+                    match &mut self.health {
+                        // The backend may declare another check now (the change carries what
+                        // it declares after it).
+                        Some(health) => follow_check(health, now, endpoint, &change.check),
+                        None => {
+                            if let Some(backend) = self.pool.get(endpoint) {
+                                backend.mark_up();
+                            }
                         }
                     }
-                },
+                }
                 ChangeKind::Expired | ChangeKind::Removed(_) if change.instance_changed => {
                     let left = self.names.get_mut(&endpoint).map(|n| {
                         *n -= 1;
@@ -197,16 +204,29 @@ impl Control {
         }
     }
 
+    /// A backend registered again with `weight`: the pool takes it when it differs (without
+    /// marking the backend up), or the staged add does when the pool does not have it yet.
+    fn follow_weight(&mut self, endpoint: SocketAddr, weight: u32) {
+        if let Some(staged) = self.staged_adds.iter_mut().find(|(addr, _)| *addr == endpoint) {
+            staged.1 = weight;
+        } else if self.pool.get(endpoint).is_some_and(|b| b.weight() != weight) {
+            self.pool.reweight(endpoint, weight);
+        }
+    }
+
     /// Publishes the staged changes to the pool in one batch, and looks at whether any backend
     /// is up: when that changed, an [`Event`] says so.
     fn publish(&mut self, now: Instant) {
         if !self.staged_adds.is_empty() || !self.staged_removes.is_empty() {
             let (adds, removes) = (std::mem::take(&mut self.staged_adds), std::mem::take(&mut self.staged_removes));
-            let (added, removed) = self.pool.update(adds.iter().copied(), removes.iter().copied());
+            let (added, removed) = self.pool.update_weighted(adds.iter().copied(), removes.iter().copied());
             if self.log {
                 if added + removed <= 8 {
-                    for endpoint in adds.iter().filter(|a| !removes.contains(a)) {
-                        log::info!("backend {endpoint} registered");
+                    for (endpoint, weight) in adds.iter().filter(|(a, _)| !removes.contains(a)) {
+                        match weight {
+                            1 => log::info!("backend {endpoint} registered"),
+                            _ => log::info!("backend {endpoint} registered, weight {weight}"),
+                        }
                     }
                     for endpoint in &removes {
                         log::info!("backend {endpoint} gone");
@@ -366,25 +386,42 @@ impl Control {
         let Some(health) = &mut self.health else { return };
         while let Some((addr, probe)) = health.prober.poll_result() {
             let Some(backend) = self.pool.get(addr) else { continue };
-            match (health.schedule.on_result(addr, probe), probe) {
-                (Some(Verdict::Down), _) => {
-                    if backend.mark_failed() {
-                        log::warn!("backend {addr} marked down: health check {probe:?}");
-                    }
+            // The forwarding threads mark backends down on a failed connect (and, without
+            // checks, up on one that succeeds): the verdicts count from the pool's state.
+            health.schedule.set_down(addr, !backend.is_up());
+            match health.schedule.on_result(addr, probe) {
+                Some(Verdict::Down) if backend.mark_failed() => {
+                    log::warn!("backend {addr} marked down: health check {probe:?}");
                 }
-                (Some(Verdict::Up), _) | (None, Probe::Alive) => {
-                    if backend.mark_up() {
-                        log::info!("backend {addr} up again: a health check connected");
-                    }
+                Some(Verdict::Up) if backend.mark_up() => {
+                    log::info!("backend {addr} up again: its health checks passed");
                 }
-                // Still down: count the failure.
-                (None, p) if p.is_dead() => {
-                    backend.mark_failed();
-                }
-                (None, _) => {}
+                Some(_) => {}
+                None if probe.is_dead() => backend.count_failure(),
+                None => {}
             }
         }
     }
+}
+
+/// The weight a registration declares. **The seam for issue 23's metadata**: every backend weighs
+/// 1 until `Change` carries the registration's pairs; then this is
+/// `weight_of(change.meta.get("weight"))` (or however the metadata is reached), and nothing else
+/// changes.
+fn declared_weight(_change: &crate::registry::Change) -> u32 {
+    weight_of(None)
+}
+
+/// A backend's weight from the value of its registration's `weight` pair (`Some(None)`: the key
+/// alone): 1 to [`MAX_WEIGHT`](super::policy::MAX_WEIGHT), 1 when absent; a value that is no
+/// weight counts as 1 and is logged (the registration itself stands).
+fn weight_of(value: Option<Option<&[u8]>>) -> u32 {
+    let Some(value) = value else { return 1 };
+    let text = String::from_utf8_lossy(value.unwrap_or_default());
+    super::policy::parse_weight(&text).unwrap_or_else(|e| {
+        log::warn!("a backend's weight= ignored: {e}");
+        1
+    })
 }
 
 /// Checks a backend as it declares: a TCP connect, unless it declared an HTTP check (the
@@ -398,157 +435,4 @@ fn follow_check(health: &mut Health, now: Instant, endpoint: SocketAddr, check: 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::registry::Source;
-
-    fn control(pool: &Arc<Pool>) -> Control {
-        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let rate_limit = RateLimit::default();
-        Control::new(registry, Arc::clone(pool), Arc::new(Counters::default()), None, rate_limit, false)
-    }
-
-    /// A control core whose health checks run (every second, 500 ms timeout).
-    fn checking_control() -> Control {
-        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let health = Health::new(Duration::from_secs(1), Duration::from_millis(500));
-        let counters = Arc::new(Counters::default());
-        Control::new(registry, Arc::new(Pool::new()), counters, Some(health), RateLimit::default(), false)
-    }
-
-    #[test]
-    fn events_follow_whether_any_backend_is_up() {
-        let pool = Arc::new(Pool::new());
-        let mut core = control(&pool);
-        let t0 = Instant::now();
-        let from = SocketAddr::from(([127, 0, 0, 1], 4000));
-        let mut reply = Vec::new();
-        core.handle_start(t0);
-        core.handle_timeout(t0);
-        assert_eq!(core.poll_event(), None, "no backend yet, and none was");
-        let register = |core: &mut Control, name: &str| {
-            let mut reply = Vec::new();
-            core.handle_datagram(t0, Face::Control, from, format!("register {name} 4000").as_bytes(), &mut reply);
-            String::from_utf8(reply).unwrap().trim().to_owned()
-        };
-        let web = register(&mut core, "web");
-        core.handle_turn_end(t0 + PUBLISH);
-        assert_eq!((core.poll_event(), core.poll_event()), (Some(Event::FirstBackendUp), None));
-        let api = register(&mut core, "api");
-        core.handle_timeout(t0 + FOLLOW * 2);
-        assert_eq!(core.poll_event(), None, "a second name for a backend that is up already");
-
-        // The forwarding threads mark it down: the core sees it at its next look.
-        pool.get(from).unwrap().mark_failed();
-        core.handle_timeout(t0 + FOLLOW * 4);
-        assert_eq!(core.poll_event(), Some(Event::LastBackendGone));
-        pool.get(from).unwrap().mark_up();
-        core.handle_timeout(t0 + FOLLOW * 6);
-        assert_eq!(core.poll_event(), Some(Event::FirstBackendUp));
-
-        // Deregistered under both names: gone from the pool, so none is up.
-        for id in [web, api] {
-            reply.clear();
-            core.handle_datagram(t0, Face::Control, from, format!("deregister {id}").as_bytes(), &mut reply);
-            assert_eq!(reply, b"OK\n");
-        }
-        core.handle_timeout(t0 + FOLLOW * 8);
-        assert_eq!((core.poll_event(), core.poll_event()), (Some(Event::LastBackendGone), None));
-    }
-
-    #[test]
-    fn backends_are_checked_with_a_connect_unless_they_declare_an_http_check() {
-        let mut core = checking_control();
-        let t0 = Instant::now();
-        core.handle_start(t0);
-        let from = SocketAddr::from(([127, 0, 0, 1], 40000));
-        for line in ["register web 4000", "register web 4001 check=none", "register web 4002 check=http:/up"] {
-            let mut reply = Vec::new();
-            core.handle_datagram(t0, Face::Control, from, line.as_bytes(), &mut reply);
-            assert_eq!(reply.len(), 37, "{line}: {}", String::from_utf8_lossy(&reply));
-        }
-        core.handle_timeout(t0 + Duration::from_secs(2));
-        let mut checks: Vec<(u16, String)> = std::iter::from_fn(|| core.poll_probe())
-            .filter_map(|command| match command {
-                ProbeCmd::Start { addr, check, .. } => Some((addr.port(), check.to_string())),
-                ProbeCmd::Abort { .. } => None,
-            })
-            .collect();
-        checks.sort();
-        assert_eq!(checks, [(4000, "tcp".into()), (4001, "tcp".into()), (4002, "http:/up".into())]);
-    }
-
-    #[test]
-    fn a_backend_that_declares_another_check_is_checked_with_it() {
-        let mut core = checking_control();
-        let t0 = Instant::now();
-        core.handle_start(t0);
-        let register = |core: &mut Control, from: u16, line: &str| {
-            let mut reply = Vec::new();
-            core.handle_datagram(
-                t0,
-                Face::Control,
-                SocketAddr::from(([127, 0, 0, 1], from)),
-                line.as_bytes(),
-                &mut reply,
-            );
-            assert_eq!(reply.len(), 37, "{line}: {}", String::from_utf8_lossy(&reply));
-        };
-        let probes = |core: &mut Control, at: Duration| {
-            core.handle_timeout(t0 + at);
-            std::iter::from_fn(|| core.poll_probe())
-                .filter_map(|command| match command {
-                    ProbeCmd::Start { check, .. } => Some(check.to_string()),
-                    ProbeCmd::Abort { .. } => None,
-                })
-                .collect::<Vec<_>>()
-        };
-        register(&mut core, 40000, "register web 4000 check=http:/health");
-        assert_eq!(probes(&mut core, Duration::from_secs(2)), ["http:/health"]);
-        // Its replacement, from another source, declares a connect; the old lease goes.
-        register(&mut core, 40001, "register web 4000 check=tcp");
-        let mut reply = Vec::new();
-        let old = core.registry.lease_id(
-            "web",
-            SocketAddr::from(([127, 0, 0, 1], 4000)),
-            Source::Unicast(SocketAddr::from(([127, 0, 0, 1], 40000))),
-        );
-        core.handle_datagram(
-            t0,
-            Face::Control,
-            SocketAddr::from(([127, 0, 0, 1], 40000)),
-            format!("deregister {}", old.unwrap()).as_bytes(),
-            &mut reply,
-        );
-        assert_eq!(reply, b"OK\n");
-        let later: Vec<String> = (3..6).flat_map(|s| probes(&mut core, Duration::from_secs(s))).collect();
-        assert!(!later.is_empty() && later.iter().all(|check| check == "tcp"), "{later:?}");
-    }
-
-    #[test]
-    fn the_control_ports_limits_are_counted_in_its_stats() {
-        let pool = Arc::new(Pool::new());
-        let counters = Arc::new(Counters::default());
-        let registry = Registry::new(super::super::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-        let limit = RateLimit { rate: 5, exempt: Vec::new() };
-        let mut core = Control::new(registry, Arc::clone(&pool), Arc::clone(&counters), None, limit, false);
-        let t0 = Instant::now();
-        core.handle_start(t0);
-        let from = SocketAddr::from(([10, 0, 0, 9], 40000));
-        let mut reply = Vec::new();
-        // One forged registration, over and over: past its 2,048 acknowledgements at once.
-        for _ in 0..3000 {
-            reply.clear();
-            core.handle_datagram(t0, Face::Control, from, b"register web 10.0.0.9 4000", &mut reply);
-        }
-        // Stats, a reply larger than its request, over and over: past the rate.
-        for _ in 0..50 {
-            reply.clear();
-            core.handle_datagram(t0, Face::Control, from, b"stats", &mut reply);
-        }
-        let stats = counters.stats(&pool);
-        let value = |name: &str| stats.counters.iter().find(|c| c.name == name).map(|c| c.value);
-        assert_eq!(value("acks_dropped"), Some(3000 - 2048));
-        assert!(value("rate_dropped").is_some_and(|n| n > 0), "{:?}", value("rate_dropped"));
-    }
-}
+mod tests;

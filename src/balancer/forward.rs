@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
-use super::pool::{Backend, Pool};
+use super::policy::Draw;
+use super::pool::{Lease, Pool};
 use super::relay::{Nagle, Pipe, transfer};
 use super::{Counters, WAKER};
 use crate::shutdown::Shutdown;
@@ -35,6 +36,9 @@ const ACCEPT_BUDGET: usize = 64;
 const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 /// The listener's token; connections use `2i` and `2i + 1`, far below it.
 const LISTENER: Token = Token(usize::MAX - 1);
+/// Backends one connection tries at most: the first and up to three redispatches after a
+/// refused or timed-out connect (HAProxy's `retries 3` with `option redispatch`).
+pub(crate) const MAX_TRIES: usize = 4;
 
 /// Timeouts of a forwarding thread.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +47,20 @@ pub(crate) struct Timeouts {
     pub idle: Duration,
 }
 
+/// Who brings a backend marked down back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Revival {
+    /// Health checks run: only they (`--rise` successes in a row) bring it back.
+    HealthChecks,
+    /// No health checks: a connect that succeeds (when every backend up was tried) does.
+    Connect,
+}
+
 struct Proxy {
     client: TcpStream,
-    backend: Option<(TcpStream, Arc<Backend>)>,
+    /// The backend socket, and the lease that counts the connection in flight to its backend
+    /// until dropped.
+    backend: Option<(TcpStream, Lease)>,
     /// While the backend connect is in progress: when it started.
     connecting: Option<Instant>,
     /// The client closed its sending side while the connect was going.
@@ -64,6 +79,8 @@ pub(crate) struct Limits {
     pub max_connections: u64,
     /// On shutdown, how long connections in flight may take to finish.
     pub drain: Duration,
+    /// Who brings a backend marked down back.
+    pub revival: Revival,
     /// Write a PROXY protocol header of this version to each backend before the client's bytes.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
 }
@@ -86,6 +103,8 @@ pub(crate) struct Forwarder {
     /// When the last poll returned: the time connections are stamped with (idle and connect
     /// timeouts need no finer clock, and one reading per turn saves one per transfer).
     now: Instant,
+    /// This thread's draws for random-two.
+    draw: Draw,
 }
 
 /// What an event says about one of a connection's sockets.
@@ -171,6 +190,7 @@ impl Forwarder {
             accept_more: true,
             accept_retry: None,
             now: Instant::now(),
+            draw: Draw::from_os(),
         })
     }
 
@@ -309,17 +329,25 @@ impl Forwarder {
         }
     }
 
-    /// Starts a connect to the next backend in rotation that this connection has not tried.
+    /// Starts a connect to the backend the policy picks among those this connection has not
+    /// tried; after a failed one (a redispatch, counted), up to [`MAX_TRIES`] in all.
     fn connect_next(&mut self, index: usize) -> Step {
         let Some(p) = self.proxies.get_mut(index) else { return Step::Close };
         if let Some((mut stream, _)) = p.backend.take() {
             let _ = self.poll.registry().deregister(&mut stream);
         }
         loop {
-            let Some(backend) = self.pool.pick(&p.tried) else {
+            if p.tried.len() >= MAX_TRIES {
+                self.counters.failed.fetch_add(1, Relaxed);
+                return Step::Close;
+            }
+            let Some(backend) = self.pool.pick(&p.tried, &mut self.draw) else {
                 self.counters.failed.fetch_add(1, Relaxed);
                 return Step::Close;
             };
+            if !p.tried.is_empty() {
+                self.counters.redispatches.fetch_add(1, Relaxed);
+            }
             p.tried.push(backend.addr);
             match TcpStream::connect(backend.addr) {
                 Ok(mut stream) => {
@@ -401,10 +429,10 @@ impl Forwarder {
         if !readiness.writable {
             return Step::Open; // still going
         }
-        if backend.mark_up() {
+        if self.limits.revival == Revival::Connect && backend.mark_up() {
             log::info!("backend {} up again: a connect succeeded", backend.addr);
         }
-        backend.opened();
+        backend.connected();
         p.connecting = None;
         if let Some(version) = self.limits.send_proxy {
             // The header goes first: bytes waiting for the backend are written before the
@@ -502,14 +530,13 @@ impl Forwarder {
         }
     }
 
-    /// Closes both sockets; closing a descriptor takes it out of the poll set as well.
+    /// Closes both sockets (closing a descriptor takes it out of the poll set as well); the
+    /// lease, dropped with them, takes the connection off its backend's count in flight. The
+    /// counts go down before the sockets close, so a client that saw the end of its connection
+    /// sees it gone from `stats` too.
     fn close(&mut self, index: usize) {
         let Some(mut p) = self.proxies.try_remove(index) else { return };
-        if let Some((_, backend)) = p.backend.take() {
-            if p.connecting.is_none() {
-                backend.closed();
-            }
-        }
         self.counters.active.fetch_sub(1, Relaxed);
+        p.backend = None;
     }
 }

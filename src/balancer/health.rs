@@ -28,8 +28,10 @@ const KEEP_WINDOWS: usize = 4096;
 /// How often, at most, a warning says that probes are being skipped.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
-/// Health checks: every backend probed each interval; one failure takes it out of rotation,
-/// one success (or a heartbeat) brings it back.
+/// Health checks: every backend probed each interval (a TCP connect, or the HTTP `GET` it
+/// declared, 2xx or 3xx healthy); `fall` failures in a row take it out of rotation, `rise`
+/// successes in a row bring it back (HAProxy's semantics). A backend the forwarding threads
+/// marked down (a failed connect) needs `rise` successes too.
 pub(crate) struct Health {
     pub prober: Prober,
     pub schedule: Schedule,
@@ -43,11 +45,13 @@ pub(crate) struct Health {
 }
 
 impl Health {
-    pub fn new(interval: Duration, timeout: Duration) -> Self {
+    /// Checks every `interval`, each given `timeout` (at most the interval); `rise` checks in a
+    /// row bring a backend marked down up, `fall` failed ones mark it down.
+    pub fn new(interval: Duration, timeout: Duration, rise: u32, fall: u32) -> Self {
         let prober = Prober::new(ProberConfig { timeout: timeout.min(interval), max_in_flight: 1024 });
         Health {
             prober,
-            schedule: Schedule::new(interval, 1),
+            schedule: Schedule::new(interval, fall).with_rise(rise),
             windows: HashMap::new(),
             ready: VecDeque::new(),
             skipped: 0,
@@ -121,7 +125,7 @@ mod tests {
     #[test]
     fn probes_toward_one_address_are_bounded_per_second() {
         let t0 = Instant::now();
-        let mut health = Health::new(Duration::from_secs(2), Duration::from_millis(500));
+        let mut health = Health::new(Duration::from_secs(2), Duration::from_millis(500), 1, 1);
         let victim = |port: u16| SocketAddr::from(([10, 0, 0, 66], port));
         for port in 1..=3000 {
             health.schedule.add(t0, victim(port));

@@ -4,8 +4,8 @@
 //! ```text
 //!                 control (UDP): register/heartbeat/deregister/stats
 //!   backends ───▶ ┌───────────────────────────────────────────────┐
-//!                 │ control thread: Shell + control core (sans-IO) │──▶ Pool (backends, atomic
-//!                 │   registry changes ─▶ pool; health probes;     │    round-robin index)
+//!                 │ control thread: Shell + control core (sans-IO) │──▶ Pool (backends, policy,
+//!                 │   registry changes ─▶ pool; health probes;     │    atomic counts in flight)
 //!                 │   events: first backend up / last one gone     │        ▲
 //!                 │   ─▶ Registrar, Announcer threads register /   │        │
 //!                 │      announce the balancer, or stop            │        │
@@ -23,18 +23,22 @@
 //!   the multicast group, or stops, with the client library's registrar and announcer threads.
 //! - Each forwarding thread accepts on a listener of its own (the kernel spreads new connections
 //!   over the threads' `SO_REUSEPORT` listeners), so no connection is handed between threads; it
-//!   picks a backend by the pool's atomic round-robin index, connects without blocking, and relays
-//!   bytes both ways. A refused or timed-out connect marks the backend down and moves on to the next,
-//!   so the client does not notice while any backend lives.
-//! - Health checks are non-blocking connects run by the control loop's
-//!   [`Prober`](crate::probe::Prober), all backends concurrently, each at its own phase of the
-//!   interval: a black-holed backend costs one timeout, not one per backend per round. A
-//!   backend marked down gets no new connections until a probe or a fresh heartbeat shows it
-//!   alive.
+//!   picks a backend by the pool's [`Policy`] (round robin by an atomic index; least-conn and
+//!   random-two by the backends' atomic counts in flight), connects without blocking, and relays
+//!   bytes both ways. A refused or timed-out connect marks the backend down and redispatches the
+//!   connection to another (at most `forward::MAX_TRIES` backends in all, each retry counted), so
+//!   the client does not notice while any backend lives.
+//! - Health checks are non-blocking connects (or the HTTP `GET` a backend declared) run by the
+//!   control loop's [`Prober`](crate::probe::Prober), all backends concurrently, each at its own
+//!   phase of the interval: a black-holed backend costs one timeout, not one per backend per round.
+//!   `fall` failures in a row mark a backend down, `rise` successes in a row bring it back (a
+//!   backend a failed connect marked down too); without health checks, a fresh heartbeat or a
+//!   connect that succeeds does.
 
 mod control;
 mod forward;
 mod health;
+pub mod policy;
 pub mod pool;
 mod registration;
 mod relay;
@@ -49,7 +53,8 @@ use std::time::Duration;
 use mio::Token;
 use mio::net::TcpListener;
 
-pub use pool::{Backend, Pool};
+pub use policy::Policy;
+pub use pool::{Backend, Lease, Pool};
 
 use crate::activation::Activated;
 
@@ -91,12 +96,19 @@ pub struct Config {
     pub require_key: crate::service::policy::RequireKey,
     /// Client connections open at once; beyond, new ones are closed at once and counted.
     pub max_connections: usize,
-    /// How long a backend connect may take before the next backend is tried.
+    /// How a backend is chosen for each connection (`--policy`).
+    pub balance: Policy,
+    /// How long a backend connect may take before the next backend is tried (a redispatch).
     pub connect_timeout: Duration,
     /// Connections with no traffic for this long are closed.
     pub idle_timeout: Duration,
-    /// How often every backend is probed with a TCP connect; `None`: never.
+    /// How often every backend is probed with a TCP connect, or the HTTP check it declared;
+    /// `None`: never.
     pub health_interval: Option<Duration>,
+    /// Checks in a row that bring a backend marked down up again (`--rise`, HAProxy's `rise`).
+    pub rise: u32,
+    /// Checks failed in a row that mark a backend down (`--fall`, HAProxy's `fall`).
+    pub fall: u32,
     /// On shutdown, how long connections in flight may take to finish before they are closed.
     pub drain_timeout: Duration,
     /// Log changes to the backend table and the registration at the broker (through [`log`], at
@@ -130,9 +142,12 @@ impl Default for Config {
             key: None,
             require_key: crate::service::policy::RequireKey::No,
             max_connections: 20_000,
+            balance: Policy::RoundRobin,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(60),
             health_interval: Some(Duration::from_secs(2)),
+            rise: 2,
+            fall: 3,
             drain_timeout: Duration::from_secs(10),
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
@@ -161,6 +176,9 @@ pub struct Counters {
     pub refused: AtomicU64,
     /// Connections closed because no backend accepted them.
     pub failed: AtomicU64,
+    /// Connects that failed (refused, or no answer within the connect timeout) and were tried
+    /// again on another backend.
+    pub redispatches: AtomicU64,
     /// Health probes not sent: beyond the bound toward one address (see `health`).
     pub probes_skipped: AtomicU64,
     /// Sealed datagrams on the control port dropped: another key, forged, stale or replayed.
@@ -229,6 +247,9 @@ static COUNTERS: &[(Def, ReadCounter)] = &[
     (Def::counter("acks_dropped", "makler_balancer_acks_dropped_total",
         "Control-port acknowledgements not sent: their source had more than 2,048 at once, 2,048 a second."),
         |c, _| c.acks_dropped.load(Relaxed)),
+    (Def::counter("redispatches", "makler_balancer_redispatches_total",
+        "Backend connects refused or timed out, tried again on another backend."),
+        |c, _| c.redispatches.load(Relaxed)),
 ];
 
 /// A bound balancer, ready to [`run`](Balancer::run).
@@ -296,6 +317,7 @@ impl Balancer {
             (None, None) => None,
         };
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
+        let balance = config.balance;
         Ok(Balancer {
             config,
             listeners,
@@ -305,7 +327,7 @@ impl Balancer {
             metrics,
             metrics_addr,
             inherited,
-            pool: Arc::new(Pool::new()),
+            pool: Arc::new(Pool::with_policy(balance)),
             counters: Arc::new(Counters::with_threads(threads)),
         })
     }
@@ -343,6 +365,10 @@ impl Balancer {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
             max_connections: config.max_connections as u64,
             drain: config.drain_timeout,
+            revival: match config.health_interval {
+                Some(_) => forward::Revival::HealthChecks,
+                None => forward::Revival::Connect,
+            },
             send_proxy: config.send_proxy,
         };
         let mut threads: Vec<JoinHandle<()>> = Vec::new();
@@ -436,7 +462,9 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    let health = config.health_interval.map(|interval| health::Health::new(interval, config.connect_timeout));
+    let health = config
+        .health_interval
+        .map(|interval| health::Health::new(interval, config.connect_timeout, config.rise, config.fall));
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
     let mut core = control::Control::new(
         registry,

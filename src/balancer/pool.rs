@@ -1,13 +1,15 @@
 //! The backends a balancer forwards to, shared by the control loop (which adds and removes
-//! them), the forwarding threads (which pick one per connection) and the health checker.
+//! them), the forwarding threads (which pick one per connection, by the [`Policy`]) and the
+//! health checker.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 
+use super::policy::{Draw, Policy, Weighted};
 use crate::protocol::BackendStats;
 
 /// One backend and its counters.
@@ -16,6 +18,10 @@ pub struct Backend {
     /// Where it listens.
     pub addr: SocketAddr,
     up: AtomicBool,
+    /// Its share of connections beside the others' (1 unless it registered with a weight).
+    weight: AtomicU32,
+    /// Connections assigned to it and not yet ended, connects in progress included: what
+    /// least-conn and random-two compare.
     active: AtomicU64,
     total: AtomicU64,
     bytes_to: AtomicU64,
@@ -28,6 +34,7 @@ impl Backend {
         Backend {
             addr,
             up: AtomicBool::new(true),
+            weight: AtomicU32::new(1),
             active: AtomicU64::new(0),
             total: AtomicU64::new(0),
             bytes_to: AtomicU64::new(0),
@@ -47,6 +54,11 @@ impl Backend {
         !self.up.swap(true, Relaxed)
     }
 
+    /// Counts a failed probe that does not (yet) take it out of rotation.
+    pub fn count_failure(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+
     /// Counts a failed connect or probe and takes it out of rotation until it proves alive;
     /// returns whether it was up.
     pub fn mark_failed(&self) -> bool {
@@ -54,15 +66,25 @@ impl Backend {
         self.up.swap(false, Relaxed)
     }
 
-    /// Counts a connection forwarded to it, open from now on.
-    pub fn opened(&self) {
-        self.active.fetch_add(1, Relaxed);
+    /// Counts a connection whose connect to it succeeded (its [`Lease`] counts it in flight).
+    pub fn connected(&self) {
         self.total.fetch_add(1, Relaxed);
     }
 
-    /// Counts the end of a connection [`opened`](Self::opened) before.
-    pub fn closed(&self) {
-        self.active.fetch_sub(1, Relaxed);
+    /// Its weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Connections in flight to it.
+    fn load(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Whether it carries less load than `other` for its weight (in flight ÷ weight, compared
+    /// without division).
+    fn lighter_than(&self, other: &Backend) -> bool {
+        u128::from(self.load()) * u128::from(other.weight()) < u128::from(other.load()) * u128::from(self.weight())
     }
 
     /// Counts bytes sent to it and received from it.
@@ -89,6 +111,33 @@ impl Backend {
     }
 }
 
+/// A connection assigned to a backend: counted among its connections in flight from the pick
+/// until the lease is dropped, however the connection ends (a failed connect, a timeout, either
+/// side closing, the balancer stopping).
+#[derive(Debug)]
+pub struct Lease(Arc<Backend>);
+
+impl Lease {
+    fn new(backend: &Arc<Backend>) -> Lease {
+        backend.active.fetch_add(1, Relaxed);
+        Lease(Arc::clone(backend))
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Backend;
+
+    fn deref(&self) -> &Backend {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
 /// The live backends and the round-robin index over them.
 ///
 /// Readers (a forwarding thread per pick) load the list from an [`ArcSwap`]: no lock and no
@@ -108,6 +157,7 @@ pub struct Pool {
     /// What only changes of the pool use, behind a lock only they (and [`get`](Self::get)) take.
     members: Mutex<Members>,
     next: AtomicUsize,
+    policy: Policy,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +166,9 @@ struct Members {
     /// the one listed.
     by_addr: HashMap<SocketAddr, Member>,
     next_chunk: u64,
+    /// How many members weigh other than 1: while none does, a list needs no weighted order
+    /// (and publishing one costs nothing per backend).
+    weighted: usize,
 }
 
 /// A backend in the pool, and the id of the chunk that lists it (0 until one does).
@@ -143,6 +196,8 @@ struct List {
     /// Where each chunk starts in the list.
     starts: Vec<usize>,
     len: usize,
+    /// The weighted order, when the backends do not all weigh the same.
+    weighted: Option<Weighted>,
 }
 
 impl List {
@@ -155,14 +210,114 @@ impl List {
         self.chunks.iter().flat_map(|chunk| chunk.backends.iter())
     }
 
-    fn from_chunks(chunks: Vec<Arc<Chunk>>) -> List {
+    /// The list of `chunks`; with `weighted`, its weighted order too (time linear in the list).
+    fn from_chunks(chunks: Vec<Arc<Chunk>>, weighted: bool) -> List {
         let mut starts = Vec::with_capacity(chunks.len());
         let mut len = 0;
         for chunk in &chunks {
             starts.push(len);
             len += chunk.backends.len();
         }
-        List { chunks, starts, len }
+        let mut list = List { chunks, starts, len, weighted: None };
+        if weighted {
+            let weights: Vec<u32> = list.iter().map(|b| b.weight()).collect();
+            list.weighted = Weighted::new(&weights);
+        }
+        list
+    }
+
+    /// The list index of the `k`-th pick of the (weighted) round robin.
+    fn round_robin_index(&self, k: usize) -> usize {
+        match &self.weighted {
+            Some(weighted) => weighted.nth(k),
+            None => k % self.len,
+        }
+    }
+
+    /// From the `k`-th round-robin position on: the first backend that is up and not tried,
+    /// else the first not tried.
+    fn round_robin(&self, k: usize, tried: &[SocketAddr]) -> Option<&Arc<Backend>> {
+        let steps = match &self.weighted {
+            Some(weighted) => usize::try_from(weighted.total()).unwrap_or(usize::MAX),
+            None => self.len,
+        };
+        let mut fallback = None;
+        for step in 0..steps {
+            let backend = self.get(self.round_robin_index(k.wrapping_add(step)));
+            if tried.contains(&backend.addr) {
+                continue;
+            }
+            if backend.is_up() {
+                return Some(backend);
+            }
+            fallback.get_or_insert(backend);
+        }
+        fallback
+    }
+
+    /// The backend up and not tried with the fewest connections in flight for its weight; of
+    /// equals, the one at the `k`-th position of their weights, so that equally loaded backends
+    /// (idle ones, say) share by weight as the round robin would. Else the first not tried.
+    fn least_conn(&self, k: usize, tried: &[SocketAddr]) -> Option<&Arc<Backend>> {
+        let mut best: Option<&Arc<Backend>> = None;
+        // The weights of the backends as light as the best so far.
+        let mut ties = 0u64;
+        let mut fallback = None;
+        for backend in self.iter().filter(|b| !tried.contains(&b.addr)) {
+            if !backend.is_up() {
+                fallback.get_or_insert(backend);
+                continue;
+            }
+            let weight = u64::from(backend.weight());
+            match best {
+                Some(b) if backend.lighter_than(b) => (best, ties) = (Some(backend), weight),
+                Some(b) if !b.lighter_than(backend) => ties += weight,
+                Some(_) => {}
+                None => (best, ties) = (Some(backend), weight),
+            }
+        }
+        let Some(best) = best else { return fallback };
+        if ties == u64::from(best.weight()) {
+            return Some(best);
+        }
+        // Loads may have moved since (other threads): then the first found stands.
+        let mut position = k as u64 % ties;
+        let equal = |b: &&Arc<Backend>| !b.lighter_than(best) && !best.lighter_than(b);
+        for backend in self.iter().filter(|b| b.is_up() && !tried.contains(&b.addr)).filter(equal) {
+            let weight = u64::from(backend.weight());
+            if position < weight {
+                return Some(backend);
+            }
+            position -= weight;
+        }
+        Some(best)
+    }
+
+    /// Two distinct backends drawn at random (by weight), the less loaded for its weight; of
+    /// equals, the first drawn. `None` when neither is up and not tried.
+    fn random_two(&self, draw: &mut Draw, tried: &[SocketAddr]) -> Option<&Arc<Backend>> {
+        let (a, b) = match (&self.weighted, self.len) {
+            (_, 1) => (0, 0),
+            (None, n) => {
+                let a = draw.below(n as u64) as usize;
+                let b = draw.below(n as u64 - 1) as usize;
+                (a, if b >= a { b + 1 } else { b })
+            }
+            (Some(weighted), n) => {
+                let a = weighted.at(draw.below(weighted.total()));
+                // Drawn again until another comes (a few times: a heavy backend is likely).
+                let b = (0..8).map(|_| weighted.at(draw.below(weighted.total()))).find(|&b| b != a);
+                (a, b.unwrap_or((a + 1) % n))
+            }
+        };
+        let usable = |backend: &Arc<Backend>| backend.is_up() && !tried.contains(&backend.addr);
+        let (a, b) = (self.get(a), self.get(b));
+        match (usable(a), usable(b)) {
+            (true, true) if b.lighter_than(a) => Some(b),
+            (true, _) => Some(a),
+            (false, true) => Some(b),
+            (false, false) => None,
+        }
     }
 }
 
@@ -189,9 +344,14 @@ impl Members {
 }
 
 impl Pool {
-    /// An empty pool.
+    /// An empty pool, round robin.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty pool that picks by `policy`.
+    pub fn with_policy(policy: Policy) -> Self {
+        Pool { policy, ..Self::default() }
     }
 
     /// The backends now, to go through them all (the forwarding threads' picks only borrow).
@@ -239,17 +399,36 @@ impl Pool {
         adds: impl IntoIterator<Item = SocketAddr>,
         removes: impl IntoIterator<Item = SocketAddr>,
     ) -> (usize, usize) {
+        self.update_weighted(adds.into_iter().map(|addr| (addr, 1)), removes)
+    }
+
+    /// As [`update`](Self::update), each backend added with its weight (1 to
+    /// [`MAX_WEIGHT`](super::policy::MAX_WEIGHT)); one there already takes the weight given.
+    pub fn update_weighted(
+        &self,
+        adds: impl IntoIterator<Item = (SocketAddr, u32)>,
+        removes: impl IntoIterator<Item = SocketAddr>,
+    ) -> (usize, usize) {
         // The lock makes this the only writer: the list loaded here is the one replaced.
         let mut guard = self.members.lock().unwrap_or_else(PoisonError::into_inner);
         let members = &mut *guard;
         let mut added = Vec::new();
-        for addr in adds {
+        let mut reweighted = false;
+        for (addr, weight) in adds {
+            let weight = weight.clamp(1, super::policy::MAX_WEIGHT);
             match members.by_addr.get(&addr) {
                 Some(existing) => {
                     existing.backend.mark_up();
+                    let old = existing.backend.weight.swap(weight, Relaxed);
+                    if old != weight {
+                        reweighted = true;
+                        members.weighted = members.weighted + usize::from(weight != 1) - usize::from(old != 1);
+                    }
                 }
                 None => {
                     let backend = Arc::new(Backend::new(addr));
+                    backend.weight.store(weight, Relaxed);
+                    members.weighted += usize::from(weight != 1);
                     members.by_addr.insert(addr, Member { backend: Arc::clone(&backend), chunk: 0 });
                     added.push(backend);
                 }
@@ -259,13 +438,14 @@ impl Pool {
         let mut touched = HashSet::new();
         for addr in removes {
             if let Some(member) = members.by_addr.remove(&addr) {
+                members.weighted -= usize::from(member.backend.weight() != 1);
                 if member.chunk != 0 {
                     touched.insert(member.chunk);
                 }
             }
         }
         added.retain(|b| members.by_addr.contains_key(&b.addr));
-        if added.is_empty() && touched.is_empty() {
+        if added.is_empty() && touched.is_empty() && !reweighted {
             return (0, 0);
         }
         let old = self.list.load_full();
@@ -298,8 +478,25 @@ impl Pool {
                 members.push(&mut chunks, backend);
             }
         }
-        self.list.store(Arc::new(List::from_chunks(chunks)));
+        self.list.store(Arc::new(List::from_chunks(chunks, members.weighted > 0)));
         (count, removed)
+    }
+
+    /// Gives the backend at `addr` another weight (1 to [`MAX_WEIGHT`](super::policy::MAX_WEIGHT)),
+    /// leaving its state as it is; returns whether it changed. Publishes a new list (the same
+    /// chunks, the weighted order computed again).
+    pub fn reweight(&self, addr: SocketAddr, weight: u32) -> bool {
+        let weight = weight.clamp(1, super::policy::MAX_WEIGHT);
+        let mut members = self.members.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(member) = members.by_addr.get(&addr) else { return false };
+        let old = member.backend.weight.swap(weight, Relaxed);
+        if old == weight {
+            return false;
+        }
+        members.weighted = members.weighted + usize::from(weight != 1) - usize::from(old != 1);
+        let chunks = self.list.load().chunks.clone();
+        self.list.store(Arc::new(List::from_chunks(chunks, members.weighted > 0)));
+        true
     }
 
     /// The backend at `addr`, if it is in the pool.
@@ -308,24 +505,24 @@ impl Pool {
         members.by_addr.get(&addr).map(|member| Arc::clone(&member.backend))
     }
 
-    /// The next backend in round-robin order that is up and not in `tried`. When every such
-    /// backend is down, a down one not yet tried is given a chance rather than failing the
-    /// connection outright.
-    pub fn pick(&self, tried: &[SocketAddr]) -> Option<Arc<Backend>> {
+    /// A backend for a new connection, by the pool's [`Policy`], among those up and not in
+    /// `tried`; counted in flight until the lease is dropped. When every such backend is down, a
+    /// down one not yet tried is given a chance rather than failing the connection outright.
+    /// `draw` is the calling thread's generator (random-two draws from it).
+    pub fn pick(&self, tried: &[SocketAddr], draw: &mut Draw) -> Option<Lease> {
         let list = self.list.load();
         if list.len == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Relaxed);
-        let candidates = (0..list.len).map(|k| list.get((start + k) % list.len)).filter(|b| !tried.contains(&b.addr));
-        let mut fallback = None;
-        for backend in candidates {
-            if backend.is_up() {
-                return Some(Arc::clone(backend));
-            }
-            fallback.get_or_insert(backend);
-        }
-        fallback.cloned()
+        let backend = match self.policy {
+            Policy::RoundRobin => list.round_robin(self.next.fetch_add(1, Relaxed), tried),
+            Policy::LeastConn => list.least_conn(self.next.fetch_add(1, Relaxed), tried),
+            Policy::RandomTwo => match list.random_two(draw, tried) {
+                Some(backend) => Some(backend),
+                None => list.least_conn(self.next.fetch_add(1, Relaxed), tried),
+            },
+        };
+        backend.map(Lease::new)
     }
 
     /// Every backend's counters.
@@ -335,175 +532,4 @@ impl Pool {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::collections::HashMap;
-
-    use super::*;
-
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
-    }
-
-    #[test]
-    fn round_robin_is_even() {
-        let pool = Pool::new();
-        for port in 1..=3 {
-            assert!(pool.add(addr(port)));
-        }
-        assert!(!pool.add(addr(2)));
-        let mut counts = HashMap::new();
-        for _ in 0..300 {
-            *counts.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
-        }
-        assert_eq!(counts.len(), 3);
-        assert!(counts.values().all(|&n| n == 100), "{counts:?}");
-    }
-
-    #[test]
-    fn down_and_tried_backends_are_skipped() {
-        let pool = Pool::new();
-        for port in 1..=3 {
-            pool.add(addr(port));
-        }
-        pool.get(addr(2)).unwrap().mark_failed();
-        for _ in 0..10 {
-            let picked = pool.pick(&[addr(1)]).unwrap().addr;
-            assert_eq!(picked, addr(3));
-        }
-        // Only down or tried backends left: a down one gets a chance.
-        assert_eq!(pool.pick(&[addr(1), addr(3)]).unwrap().addr, addr(2));
-        assert!(pool.pick(&[addr(1), addr(2), addr(3)]).is_none());
-        // A heartbeat (add again) or a probe brings it back.
-        pool.add(addr(2));
-        assert!(pool.get(addr(2)).unwrap().is_up());
-        assert_eq!(pool.get(addr(2)).unwrap().stats().failures, 1);
-    }
-
-    #[test]
-    fn a_batch_adds_and_removes_at_once_keeping_the_order() {
-        let pool = Pool::new();
-        assert_eq!(pool.update((1..=5).map(addr), []), (5, 0));
-        assert_eq!(pool.update([addr(6), addr(2)], [addr(3), addr(6), addr(9)]), (0, 1));
-        let order: Vec<u16> = pool.snapshot().iter().map(|b| b.addr.port()).collect();
-        assert_eq!(order, [1, 2, 4, 5], "added and removed in one batch: removed; the rest keep their order");
-        assert_eq!(pool.get(addr(4)).map(|b| b.addr), Some(addr(4)));
-        assert!(pool.get(addr(3)).is_none());
-        pool.get(addr(1)).unwrap().mark_failed();
-        assert_eq!(pool.up_count(), 3);
-    }
-
-    fn ten(i: u32) -> SocketAddr {
-        SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 80))
-    }
-
-    fn listed(pool: &Pool) -> Vec<SocketAddr> {
-        pool.snapshot().iter().map(|b| b.addr).collect()
-    }
-
-    fn shared(a: &List, b: &List) -> usize {
-        a.chunks.iter().filter(|x| b.chunks.iter().any(|y| Arc::ptr_eq(x, y))).count()
-    }
-
-    #[test]
-    fn a_change_copies_only_the_chunks_it_changes() {
-        let pool = Pool::new();
-        for i in 0..20_000 {
-            assert!(pool.add(ten(i)));
-        }
-        let before = pool.snapshot();
-        assert_eq!(before.len, 20_000);
-        assert_eq!(before.chunks.len(), 20_000usize.div_ceil(CHUNK));
-        assert!(listed(&pool).into_iter().eq((0..20_000).map(ten)), "in the order they came");
-
-        // One more: only the last chunk is copied, so an add costs the same at any size.
-        assert!(pool.add(ten(20_000)));
-        let after = pool.snapshot();
-        assert_eq!(shared(&before, &after), before.chunks.len() - 1);
-        assert_eq!(before.len, 20_000, "a reader's snapshot does not change");
-
-        // One fewer, from the middle: only its chunk is copied.
-        assert!(pool.remove(ten(10_000)));
-        let removed = pool.snapshot();
-        assert_eq!(shared(&after, &removed), after.chunks.len() - 1);
-        assert_eq!(removed.len, 20_000);
-        assert!(!listed(&pool).contains(&ten(10_000)));
-
-        // Round robin over all of them: each once per cycle.
-        let mut seen = HashMap::new();
-        for _ in 0..2 * 20_000 {
-            *seen.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
-        }
-        assert!(seen.len() == 20_000 && seen.values().all(|&n| n == 2));
-    }
-
-    #[test]
-    fn churn_keeps_the_order_the_round_robin_and_few_chunks() {
-        let pool = Pool::new();
-        let mut model: Vec<SocketAddr> = Vec::new();
-        let mut next = 0u32;
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut random = |n: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % n.max(1) as u64) as usize
-        };
-        for step in 0..1_500 {
-            // Batches like the control loop's: some adds, some removes (one unknown, now and
-            // then one of the batch's own adds).
-            let mut adds = Vec::new();
-            for _ in 0..random(40) {
-                next += 1;
-                adds.push(ten(next));
-            }
-            let mut removes: Vec<SocketAddr> = Vec::new();
-            for _ in 0..random(30) {
-                if let Some(&addr) = model.get(random(model.len())) {
-                    removes.push(addr);
-                }
-            }
-            removes.push(ten(u32::MAX));
-            if step % 7 == 0 && !adds.is_empty() {
-                removes.push(adds[0]);
-            }
-            removes.sort();
-            removes.dedup();
-            let before = model.len();
-            model.extend(adds.iter().copied());
-            model.retain(|a| !removes.contains(a));
-            let added = adds.iter().filter(|a| !removes.contains(a)).count();
-            let expected = (added, before + added - model.len());
-            assert_eq!(pool.update(adds.iter().copied(), removes.iter().copied()), expected, "step {step}");
-            let list = pool.snapshot();
-            assert_eq!(list.len, model.len());
-            assert!(list.iter().map(|b| b.addr).eq(model.iter().copied()), "step {step}");
-            assert!(list.chunks.iter().all(|c| !c.backends.is_empty() && c.backends.len() <= CHUNK));
-            let most = 2 * model.len().div_ceil(CHUNK) + 1;
-            assert!(list.chunks.len() <= most, "step {step}: {} chunks", list.chunks.len());
-        }
-        assert!(model.len() > 1_000, "{}", model.len());
-        let mut seen = HashMap::new();
-        for _ in 0..3 * model.len() {
-            *seen.entry(pool.pick(&[]).unwrap().addr).or_insert(0) += 1;
-        }
-        assert!(seen.len() == model.len() && seen.values().all(|&n| n == 3));
-        for addr in &model {
-            assert_eq!(pool.get(*addr).map(|b| b.addr), Some(*addr));
-        }
-    }
-
-    #[test]
-    fn removal_keeps_the_others() {
-        let pool = Pool::new();
-        assert!(pool.pick(&[]).is_none());
-        pool.add(addr(1));
-        pool.add(addr(2));
-        let held = pool.get(addr(1)).unwrap();
-        assert!(pool.remove(addr(1)));
-        assert!(!pool.remove(addr(1)));
-        assert_eq!(pool.len(), 1);
-        assert_eq!(pool.pick(&[]).unwrap().addr, addr(2));
-        held.opened();
-        assert_eq!(held.stats().active, 1, "a removed backend's counters live on with its connections");
-    }
-}
+mod tests;

@@ -8,6 +8,7 @@
 //! - [`responder`]: probing, announcing, answering and goodbyes for the instances advertised.
 //! - [`browser`]: continuous querying for the types imported, a cache of what the link
 //!   answers, and events when an instance is found, changes or goes.
+//! - [`socket`]: the one UDP socket on port 5353 that `--mdns` opens.
 //! - `wire`: decoding (never panics) and encoding within a packet, and RFC 6762's record
 //!   comparisons.
 //!
@@ -31,6 +32,7 @@ pub mod browser;
 pub mod names;
 pub mod records;
 pub mod responder;
+pub mod socket;
 mod wire;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

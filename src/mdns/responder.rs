@@ -29,8 +29,12 @@
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
 //!
-//! Not done: the §9 limit of 15 conflicts in 10 s, sleep proxies, and answers through the
-//! additional records of other responders.
+//! After 15 conflicts within 10 s, each further probing waits 5 s before it starts (§8.1). A
+//! goodbye another host sends for one of its announced records is answered by announcing that
+//! record again (as mDNSResponder does): two brokers handing an instance over advertise the same
+//! records, and the old owner's goodbye must not take it off the link.
+//!
+//! Not done: sleep proxies, and answers through the additional records of other responders.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -55,6 +59,16 @@ const RATE_LIMIT: Duration = Duration::from_secs(1);
 const LOST_TIE: Duration = Duration::from_secs(1);
 /// The TTL cap of a legacy unicast reply (§6.7).
 const LEGACY_TTL: u32 = 10;
+/// §8.1: after this many conflicts within [`CONFLICT_WINDOW`], each further probing waits
+/// [`CONFLICT_BACKOFF`] before it starts, so that a host whose names are all taken (or a
+/// peer that answers every probe) cannot make it flood the link with probes.
+const CONFLICT_LIMIT: usize = 15;
+/// See [`CONFLICT_LIMIT`].
+const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
+/// See [`CONFLICT_LIMIT`].
+const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
+/// A record of ours another host said goodbye for is multicast again, at most this often.
+const DEFEND_LIMIT: Duration = Duration::from_millis(250);
 
 /// What to advertise: an instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +164,8 @@ pub struct Responder {
     multicast_at: HashMap<(String, RecordType, Vec<u8>), Instant>,
     out: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<ResponderEvent>,
+    /// When the conflicts of the last [`CONFLICT_WINDOW`] happened (§8.1's rate limit).
+    conflicts: VecDeque<Instant>,
 }
 
 impl Responder {
@@ -164,6 +180,7 @@ impl Responder {
             multicast_at: HashMap::new(),
             out: VecDeque::new(),
             events: VecDeque::new(),
+            conflicts: VecDeque::new(),
         }
     }
 
@@ -360,6 +377,7 @@ impl Responder {
     /// another responder gave (§7.4).
     fn handle_response(&mut self, now: Instant, message: &Message) {
         let mut renamed = Vec::new();
+        let conflicts = &mut self.conflicts;
         for instance in self.instances.values_mut() {
             let ours = [&instance.records.srv, &instance.records.txt];
             let conflict = message.answers.iter().chain(&message.additionals).any(|theirs| {
@@ -379,7 +397,12 @@ impl Responder {
                     if let Some(records) = build(&instance.advert, &instance.label) {
                         instance.records = records;
                     }
-                    instance.state = State::Probing { sent: 0, next: now };
+                    conflicts.push_back(now);
+                    while conflicts.front().is_some_and(|at| now.saturating_duration_since(*at) >= CONFLICT_WINDOW) {
+                        conflicts.pop_front();
+                    }
+                    let wait = if conflicts.len() >= CONFLICT_LIMIT { CONFLICT_BACKOFF } else { Duration::ZERO };
+                    instance.state = State::Probing { sent: 0, next: now + wait };
                     renamed.push(ResponderEvent::Renamed {
                         service: instance.advert.service.clone(),
                         endpoint: instance.advert.endpoint,
@@ -391,11 +414,30 @@ impl Responder {
             }
         }
         self.events.extend(renamed);
+        self.defend(now, message);
         if let Some(pending) = &mut self.pending {
             pending.answers.retain(|ours| {
                 !message.answers.iter().any(|theirs| same_record(ours, theirs) && theirs.ttl >= ours.ttl / 2)
             });
         }
+    }
+
+    /// Another host's goodbye (TTL 0) for a record we announce, as when a broker hands an
+    /// instance over to another that advertises it already: browsers would drop it in 1 s, so
+    /// it is multicast again at once (as mDNSResponder does), at most every [`DEFEND_LIMIT`].
+    fn defend(&mut self, now: Instant, message: &Message) {
+        let mut defend: Vec<Record> = Vec::new();
+        for theirs in message.answers.iter().filter(|r| r.ttl == 0) {
+            for instance in self.instances.values().filter(|i| i.answers()) {
+                let ours = instance.records.all().into_iter().filter(|ours| same_record(ours, theirs));
+                defend.extend(ours.cloned());
+            }
+        }
+        defend.retain(|r| {
+            self.multicast_at.get(&key(r)).is_none_or(|at| now.saturating_duration_since(*at) >= DEFEND_LIMIT)
+        });
+        dedup(&mut defend);
+        self.multicast(now, defend, Vec::new());
     }
 
     /// §8.2: a probe for a name we are probing for too; the lexicographically later set wins.

@@ -144,6 +144,38 @@ fn a_conflict_while_probing_renames_the_instance() {
     assert_eq!(r.poll_timeout(), Some(now));
 }
 
+/// A conflicting response for the name `r` probes for now.
+fn conflict(r: &mut Responder, at: Instant) {
+    let label = r.label("web", "10.0.0.5:8080".parse().unwrap()).unwrap().to_owned();
+    let mut answer = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
+    answer.answers.push(srv_record(web_name(&label), 9999));
+    r.handle_datagram(at, peer(), &answer.to_vec().unwrap());
+}
+
+#[test]
+fn fifteen_conflicts_in_ten_seconds_make_each_further_probing_wait_five_seconds() {
+    let (mut r, t0) = (responder(4), Instant::now());
+    r.add(t0, advert("web", "10.0.0.5:8080"));
+    // 14 conflicts, 100 ms apart: each renaming probes again at once.
+    for n in 0..14u32 {
+        let at = t0 + 100 * MS * n;
+        conflict(&mut r, at);
+        assert_eq!(r.poll_timeout(), Some(at), "conflict {}", n + 1);
+    }
+    // The 15th within 10 s: the next probing waits 5 s, and so does each one after it.
+    let at = t0 + 1400 * MS;
+    conflict(&mut r, at);
+    assert_eq!(r.poll_timeout(), Some(at + Duration::from_secs(5)));
+    assert_eq!(r.label("web", "10.0.0.5:8080".parse().unwrap()), Some("10-0-0-5:8080 (16)"));
+    let at = t0 + Duration::from_secs(7);
+    conflict(&mut r, at);
+    assert_eq!(r.poll_timeout(), Some(at + Duration::from_secs(5)));
+    // Ten seconds after the first ones, fewer than 15 are left in the window: at once again.
+    let at = t0 + Duration::from_secs(12);
+    conflict(&mut r, at);
+    assert_eq!(r.poll_timeout(), Some(at));
+}
+
 #[test]
 fn simultaneous_probes_are_settled_by_the_later_data() {
     for (their_port, we_lose) in [(9999, true), (80, false)] {
@@ -318,4 +350,27 @@ fn arbitrary_datagrams_never_panic() {
         r.handle_timeout(now + Duration::from_secs(2));
         sent(&mut r);
     }
+}
+
+#[test]
+fn another_hosts_goodbye_for_our_record_is_answered_by_announcing_it_again() {
+    let (mut r, now) = live();
+    let ours = srv_record(web_name("10-0-0-5:8080"), 8080);
+    let mut goodbye = Message::new(0, MessageType::Response, hickory_proto::op::OpCode::Query);
+    goodbye.answers.push(ours);
+    goodbye.answers[0].data = RData::SRV(SRV::new(0, 0, 8080, host_name("10.0.0.5".parse().unwrap())));
+    goodbye.answers[0].ttl = 0;
+    r.handle_datagram(now, peer(), &goodbye.to_vec().unwrap());
+    let again = sent(&mut r);
+    assert_eq!(again.len(), 1, "{again:?}");
+    let (to, message) = &again[0];
+    assert_eq!(*to, GROUP_V4);
+    assert_eq!(message.answers.len(), 1);
+    assert_eq!((message.answers[0].record_type(), message.answers[0].ttl), (RecordType::SRV, 120));
+    // Not again within 250 ms; a goodbye for a record that is not ours changes nothing.
+    r.handle_datagram(now + 100 * MS, peer(), &goodbye.to_vec().unwrap());
+    assert!(sent(&mut r).is_empty());
+    goodbye.answers[0].data = RData::SRV(SRV::new(0, 0, 9999, host_name("10.0.0.5".parse().unwrap())));
+    r.handle_datagram(now + Duration::from_secs(2), peer(), &goodbye.to_vec().unwrap());
+    assert!(sent(&mut r).is_empty());
 }

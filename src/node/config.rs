@@ -12,7 +12,7 @@ use crate::service::{
     policy::{Policy, RequireKey},
 };
 
-use super::{BridgeConfig, DnsConfig, ReplicaConfig, VerifyConfig, WatchConfig};
+use super::{BridgeConfig, DnsConfig, MdnsConfig, ReplicaConfig, VerifyConfig, WatchConfig};
 
 /// The broker's sockets, as the node names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,6 +30,8 @@ pub enum Face {
     DnsTcp,
     /// A TCP listener answering `GET /metrics` (see [`crate::metrics`]).
     Metrics,
+    /// The mDNS socket (`--mdns`, see [`mdns`](super::mdns)).
+    Mdns,
 }
 
 /// A node's settings.
@@ -78,6 +80,9 @@ pub struct NodeConfig {
     /// The cluster's name (`--cluster`): brokers on the group that say hello with another name
     /// are not taken as peers.
     pub cluster: String,
+    /// Advertising on and importing from the link with mDNS (`--mdns`, `--mdns-import`;
+    /// `None`: neither).
+    pub mdns: Option<MdnsConfig>,
 }
 
 /// The wall clock at one [`Instant`]: the node derives the Unix time of any later instant from
@@ -136,6 +141,7 @@ impl Default for NodeConfig {
             watches: WatchConfig::default(),
             watch_key: [0; 32],
             cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
+            mdns: None,
         }
     }
 }

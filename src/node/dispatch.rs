@@ -132,6 +132,12 @@ impl Node {
             let bytes = &self.scratch;
             self.outbox.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
         }
+        // mDNS datagrams: never sealed (they are for every mDNS peer of the link), limited by the
+        // responder's own rules (RFC 6762 §6, §7, §8).
+        while let Some(transmit) = self.mdns.poll_transmit(&mut self.scratch) {
+            let bytes = &self.scratch;
+            self.replies.push(transmit.face, transmit.to, |out| out.extend_from_slice(bytes));
+        }
         // Notifications to watchers: unasked for, so judged by the rate limit as replies to an
         // empty request.
         while let Some(transmit) = self.watches.poll_transmit(&mut self.scratch) {
@@ -154,6 +160,7 @@ impl Node {
             self.replicator.handle_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
+            self.mdns.handle_change(now, &change, &self.registry, |endpoint| replicator.owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed {
                 self.watches.handle_change(&change.service);
             }
@@ -172,6 +179,9 @@ impl Node {
                 ReplicaEvent::OwnersChanged => {
                     let replicator = &self.replicator;
                     self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
+                    let registry = &self.registry;
+                    self.mdns.handle_owners_changed(now, registry, |endpoint| replicator.owner(endpoint).is_none());
+                    self.drain(now);
                 }
                 ReplicaEvent::Peer(event) => log_peer_event(&event),
             }
@@ -194,6 +204,11 @@ impl Core for Node {
             Face::Client => self.handle_client(now, from, datagram, reply).then_some(Face::Client),
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
             Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
+            Face::Mdns => {
+                self.mdns.handle_datagram(now, from, datagram, &mut self.registry);
+                self.drain(now);
+                None
+            }
             // Nothing is sent to it but stray replies: ignored.
             Face::GroupOut | Face::DnsTcp | Face::Metrics => None,
         };
@@ -252,6 +267,7 @@ impl Core for Node {
             self.group.poll_timeout(),
             self.bridges.poll_timeout(),
             self.watches.poll_timeout(),
+            self.mdns.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -267,6 +283,8 @@ impl Core for Node {
         self.drain(now);
         self.bridges.handle_timeout(now);
         self.drain(now);
+        self.mdns.handle_timeout(now, &mut self.registry);
+        self.drain(now);
         self.after_input(now);
         // After the changes due by now were told: a watch live when they happened hears of them.
         self.watches.handle_timeout(now);
@@ -281,12 +299,14 @@ impl Core for Node {
         self.started = Some(now);
         self.replicator.handle_start(now);
         self.group.handle_timeout(now);
+        self.mdns.handle_start(now);
         self.drain(now);
         self.after_input(now);
     }
 
     fn handle_close(&mut self, now: Instant) {
         self.replicator.handle_close();
+        self.mdns.handle_close(now);
         self.drain(now);
     }
 }

@@ -17,8 +17,8 @@
 //!   [`Replicator`](replicate::Replicator) (the peers, [deltas](replicate) and
 //!   [catch-up](replicate::sync)), the verifier of reports and health checks ([`verify`], which
 //!   owns the [`Prober`](crate::probe::Prober)), the [bridges](bridge), the [watches](watch),
-//!   the multicast group (`group.rs`) and the DNS face (`dns_face.rs`, answering with
-//!   [`dns`]).
+//!   the multicast group (`group.rs`), the DNS face (`dns_face.rs`, answering with
+//!   [`dns`]) and the mDNS face ([`mdns`]).
 //! - The node's glue is in `dispatch.rs`: how an input is routed between the sub-machines,
 //!   where their output is drained, and the [`Core`](crate::core::Core) implementation.
 //!
@@ -67,6 +67,9 @@ mod group;
 mod key_warn;
 mod keyed;
 mod logging;
+pub mod mdns;
+#[cfg(test)]
+mod mdns_tests;
 pub mod replicate;
 #[cfg(test)]
 mod replicate_tests;
@@ -103,6 +106,7 @@ pub use config::{Face, GroupConfig, NodeConfig, WallClock};
 pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
 pub use keyed::MAX_CLIENTS;
+pub use mdns::MdnsConfig;
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 pub use watch::WatchConfig;
@@ -163,6 +167,8 @@ pub struct Node {
     started: Option<Instant>,
     /// The DNS face.
     dns: dns_face::DnsFace,
+    /// Advertising on and importing from the link (`--mdns`).
+    mdns: mdns::Mdns,
 }
 
 impl Node {
@@ -198,6 +204,7 @@ impl Node {
             log_changes: config.log_changes,
             started: None,
             dns: dns_face::DnsFace::new(config.dns.as_ref()),
+            mdns: mdns::Mdns::new(config.mdns.as_ref()),
         }
     }
 

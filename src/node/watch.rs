@@ -304,8 +304,14 @@ impl Watches {
             })?;
         let last = self.store.set_hash(&current);
         let seq = self.store.insert(service, source, form, expires, last);
-        *self.per_source.entry(ip).or_default() += 1;
-        *self.per_network.entry(network(ip)).or_default() += 1;
+        for (map, key) in [(&mut self.per_source, ip), (&mut self.per_network, network(ip))] {
+            if map.capacity() == 0 {
+                // Never a table small enough for glibc's per-thread cache (see the store's
+                // blocks): outgrown high in the heap, it would keep the heap from shrinking.
+                map.reserve(FIRST_COUNTS);
+            }
+            *map.entry(key).or_default() += 1;
+        }
         Ok(seq)
     }
 
@@ -331,7 +337,7 @@ impl Watches {
                     if map.is_empty() {
                         *map = HashMap::new();
                     } else if map.capacity() > 4096 && map.len() < map.capacity() / 4 {
-                        map.shrink_to_fit();
+                        map.shrink_to(FIRST_COUNTS);
                     }
                 }
             }
@@ -384,6 +390,10 @@ impl Watches {
         self.store.next_expiry()
     }
 }
+
+/// The first capacity of the counts per address and per network: 64 buckets of 32 bytes, more
+/// than the largest chunk glibc keeps in its per-thread cache.
+const FIRST_COUNTS: usize = 56;
 
 fn saturate(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)

@@ -175,3 +175,22 @@ fn a_schedule_probes_each_target_with_its_check() {
     checks.sort_by_key(|&(a, _)| a);
     assert_eq!(checks, [(addr(1), SharedCheck::new(Check::Tcp)), (addr(2), http)]);
 }
+
+#[test]
+fn with_rise_a_target_needs_that_many_successes_in_a_row_and_can_be_told_its_state() {
+    let mut schedule = Schedule::new(Duration::from_secs(1), 3).with_rise(2);
+    let a = addr(1);
+    schedule.add(Instant::now(), a);
+    let fail = Probe::Failed(io::ErrorKind::ConnectionRefused);
+    let verdicts: Vec<_> =
+        [fail, fail, Probe::Alive, fail, fail, fail].into_iter().map(|p| schedule.on_result(a, p)).collect();
+    assert_eq!(verdicts, [None, None, None, None, None, Some(Verdict::Down)], "three failures in a row");
+    let verdicts: Vec<_> =
+        [Probe::Alive, fail, Probe::Alive, Probe::Alive].into_iter().map(|p| schedule.on_result(a, p)).collect();
+    assert_eq!(verdicts, [None, None, None, Some(Verdict::Up)], "two successes in a row");
+    // Marked down elsewhere (a balancer's failed connect): two successes bring it back.
+    schedule.set_down(a, true);
+    assert!(schedule.is_down(a));
+    assert_eq!(schedule.on_result(a, Probe::Alive), None);
+    assert_eq!(schedule.on_result(a, Probe::Alive), Some(Verdict::Up));
+}

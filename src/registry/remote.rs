@@ -153,6 +153,46 @@ impl Registry {
         Applied::Inserted
     }
 
+    /// Registers `endpoint` for `service` under an id the caller chose, or renews the lease
+    /// with that id: for instances imported from mDNS (`node::mdns`), whose id every broker
+    /// that imports them derives alike, so that their leases are one lease. Declares no check.
+    /// The caller avoids tombstoned ids ([`Registry::is_tombstoned`]): peers would refuse them.
+    /// Returns [`Applied::Inserted`], [`Applied::Refreshed`], [`Applied::Conflict`] (the id
+    /// names another instance) or [`Applied::Refused`].
+    pub fn register_with_id(
+        &mut self,
+        now: Instant,
+        id: Uuid,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+    ) -> Applied {
+        let endpoint = super::canonical(endpoint);
+        if let Err(rejection) = self.config.limits.check_name(service).and_then(|()| check_endpoint(endpoint)) {
+            return Applied::Refused(rejection);
+        }
+        self.handle_timeout(now);
+        if let Some(index) = self.find_id(id) {
+            let known = self.lease(index);
+            let entry = self.service(known.service);
+            if &*entry.name != service || entry.members[known.position as usize].endpoint.get() != endpoint {
+                return Applied::Conflict;
+            }
+            self.renew(index, now + self.config.ttl, false);
+            return Applied::Refreshed;
+        }
+        let ip = source.ip();
+        if let Err(rejection) = self
+            .check_room()
+            .and_then(|()| self.config.limits.admit(self.lease_count, self.source_count(ip), self.network_count(ip)))
+        {
+            return Applied::Refused(rejection);
+        }
+        let check = self.common_checks.share(Check::None, None);
+        self.insert(id, service, endpoint, source, now + self.config.ttl, false, check);
+        Applied::Inserted
+    }
+
     /// Takes a removal from a peer broker: the lease goes (with its aliases), and its id is
     /// tombstoned even when this broker has not heard of it yet, so that the registration,
     /// should it arrive after the removal, is refused. Returns whether a lease went.

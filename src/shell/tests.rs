@@ -24,6 +24,10 @@ struct Script {
     timer: Option<Instant>,
     fired: usize,
     closed: bool,
+    /// The client's socket, read by `arrived?` to see whether an earlier reply had already left.
+    watcher: Option<StdUdp>,
+    /// What each `arrived?` found at the client (the earlier reply, or nothing).
+    arrivals: Vec<Option<String>>,
 }
 
 impl Core for Script {
@@ -56,6 +60,14 @@ impl Core for Script {
                     let outbox = self.outbox.get_or_insert_with(|| Outbox::new(1000));
                     outbox.push(F::A, to, |b| b.extend_from_slice(format!("copy {i}").as_bytes()));
                 }
+                None
+            }
+            Some("arrived?") => {
+                let watcher = self.watcher.as_ref().expect("a watcher");
+                watcher.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                let mut buf = [0u8; 64];
+                let seen = watcher.recv(&mut buf).ok().map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+                self.arrivals.push(seen);
                 None
             }
             Some("timer") => {
@@ -173,6 +185,35 @@ fn replies_leave_from_the_face_the_core_names_and_queued_datagrams_go_anywhere()
     assert_eq!(recv(&c), ("other hi".into(), rig.b), "answered from face B's socket");
     let copies: Vec<_> = (0..3).map(|_| recv(&third)).collect();
     assert_eq!(copies, (0..3).map(|i| (format!("copy {i}"), rig.a)).collect::<Vec<_>>());
+}
+
+/// A reply to a datagram of a short queue leaves before the next datagram is read: held back
+/// for a batch, it would keep a client with a few requests in flight waiting for the rest.
+#[test]
+fn a_reply_leaves_before_the_next_datagram_of_a_short_queue_is_read() {
+    let mut rig = rig(StreamLimits::default());
+    let c = client();
+    rig.shell.core_mut().watcher = Some(c.try_clone().unwrap());
+    c.send_to(b"echo one", rig.a).unwrap();
+    c.send_to(b"arrived?", rig.a).unwrap();
+    rig.until("both are handled", |s| s.core().datagrams.get("a") == Some(&2));
+    assert_eq!(rig.shell.core().arrivals, vec![Some("echo one".to_string())]);
+}
+
+/// A queue longer than a batch is read in batches (see `PROBE_EVERY`), and every reply still
+/// goes in the order of its datagram.
+#[test]
+fn a_long_queue_is_answered_in_order() {
+    let mut rig = rig(StreamLimits::default());
+    let c = client();
+    let n = 5 * batch_io::BATCH;
+    for i in 0..n {
+        c.send_to(format!("echo {i}").as_bytes(), rig.a).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    rig.until("all are handled", |s| s.core().datagrams.get("a") == Some(&n));
+    let replies: Vec<String> = (0..n).map(|_| recv(&c).0).collect();
+    assert_eq!(replies, (0..n).map(|i| format!("echo {i}")).collect::<Vec<_>>());
 }
 
 #[test]

@@ -41,7 +41,7 @@ fn the_balancer_leaves_the_broker_while_no_backend_is_up_and_returns_with_one() 
 }
 
 /// A listener never accepted from, whose queue is full: connects to it hang.
-fn black_hole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
+pub(crate) fn black_hole() -> (socket2::Socket, Vec<TcpStream>, SocketAddr) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
     socket.listen(0).unwrap();

@@ -16,12 +16,12 @@ use makler::mdns::{self, Advert, Browser, BrowserConfig, BrowserEvent, Responder
 
 /// Two namespaces, `mk<pid><tag>a` (10.98.0.1) and `…b` (10.98.0.2), one veth pair between
 /// them. Dropping it deletes both, and the pair with them.
-struct Link {
+pub(crate) struct Link {
     prefix: String,
 }
 
 impl Link {
-    fn ns(&self, side: char) -> String {
+    pub(crate) fn ns(&self, side: char) -> String {
         format!("{}{side}", self.prefix)
     }
 
@@ -47,7 +47,7 @@ impl Link {
     }
 
     /// Starts `program` with `args` in namespace `side`, its output piped.
-    fn spawn(&self, side: char, program: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+    pub(crate) fn spawn(&self, side: char, program: &str, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
         Command::new("ip")
             .args(["netns", "exec", &self.ns(side), program])
             .args(args)
@@ -77,17 +77,17 @@ impl Drop for Link {
 }
 
 #[track_caller]
-fn link(tag: &str) -> Link {
+pub(crate) fn link(tag: &str) -> Link {
     Link::create(tag).unwrap_or_else(|e| panic!("cannot make network namespaces here: {e}"))
 }
 
 /// The line that has `word`, from `word` on (libtest writes `test … ... ` before a helper's
 /// first line).
-fn line<'a>(out: &'a str, word: &str) -> Option<&'a str> {
+pub(crate) fn line<'a>(out: &'a str, word: &str) -> Option<&'a str> {
     out.lines().find_map(|l| l.find(word).map(|at| &l[at..]))
 }
 
-fn text(output: &Output) -> (String, String) {
+pub(crate) fn text(output: &Output) -> (String, String) {
     (String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 

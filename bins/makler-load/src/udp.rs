@@ -253,13 +253,25 @@ pub fn populate(
 
 /// The resident memory of a process, from `/proc/PID/status`.
 pub fn rss_bytes(pid: u32) -> io::Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// The resident memory of process `pid` that is its own (`RssAnon`: the heap, stacks, anonymous
+/// maps) and that is pages of files (`RssFile`: mostly its code, which stays resident once run),
+/// in bytes.
+pub fn rss_split(pid: u32) -> io::Result<(u64, u64)> {
+    Ok((status_bytes(pid, "RssAnon:")?, status_bytes(pid, "RssFile:")?))
+}
+
+/// A `kB` line of `/proc/PID/status`, in bytes.
+fn status_bytes(pid: u32, field: &str) -> io::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kb| kb * 1024)
-        .ok_or_else(|| io::Error::other("no VmRSS line"))
+        .ok_or_else(|| io::Error::other(format!("no {field} line")))
 }
 
 #[cfg(test)]

@@ -201,6 +201,25 @@ fn the_storage_is_freed_when_every_watch_has_expired() {
     assert_eq!(w.watch(t0 + TTL, addr(1), Form::Text, "s1", TTL, vec![]), Ok(0), "and watching again works");
 }
 
+/// No table of the store is ever as small as the chunks glibc keeps in its per-thread cache
+/// (up to 1,032 bytes): outgrown while watches live and freed high in the heap, such a chunk is
+/// never merged with the blocks freed around it and keeps the heap from shrinking when the
+/// watches expire.
+#[test]
+fn no_table_of_the_store_is_small_enough_to_pin_the_heap() {
+    let t0 = Instant::now();
+    let mut w = many();
+    for k in 0..5000 {
+        w.watch(t0, port_addr(k), Form::Text, &format!("s{k}"), TTL, vec![]).unwrap();
+        if k % 97 == 0 || k < 300 {
+            let tables = w.store.table_bytes();
+            assert!(tables.iter().all(|&bytes| bytes > 1032), "with {} watches: {tables:?}", k + 1);
+            // The counts per address and network: 64 buckets of 32 bytes at least.
+            assert!(w.per_source.capacity() >= 56 && w.per_network.capacity() >= 56);
+        }
+    }
+}
+
 #[test]
 fn the_storage_shrinks_when_most_watches_expired_and_the_rest_are_kept_whole() {
     let t0 = Instant::now();

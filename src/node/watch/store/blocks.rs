@@ -8,6 +8,19 @@ use std::hash::{BuildHasherDefault, Hasher};
 /// Entries per block of [`Chunks`].
 pub(in crate::node::watch) const CHUNK: usize = 2048;
 
+/// The fewest bytes of any table here (the lists of blocks, the shards of an index): more than
+/// the largest chunk glibc keeps in its per-thread cache (1,032 bytes). A table outgrown while
+/// the watches lived is freed high in the heap; from that cache it would never be merged with
+/// the blocks freed around it, and one such chunk pins the whole heap beneath it when the
+/// watches expire (the small first tables of a growing list or shard did: 0.4–0.8 MB kept).
+/// Larger, it goes to glibc's bins and is merged and trimmed with the rest.
+const SMALLEST_TABLE_BYTES: usize = 1536;
+
+/// Entries of `T` in a first table of [`SMALLEST_TABLE_BYTES`].
+const fn first_table<T>() -> usize {
+    SMALLEST_TABLE_BYTES.div_ceil(std::mem::size_of::<T>())
+}
+
 /// A slab in blocks of [`CHUNK`] entries: no copy of the whole when it grows, and the last
 /// blocks freed when it is rebuilt smaller.
 #[derive(Debug, Clone)]
@@ -23,6 +36,9 @@ impl<T> Chunks<T> {
 
     pub(super) fn push(&mut self, value: T) -> u32 {
         if self.len == self.blocks.len() * CHUNK {
+            if self.blocks.capacity() == 0 {
+                self.blocks.reserve_exact(first_table::<Vec<T>>());
+            }
             self.blocks.push(Vec::with_capacity(CHUNK));
         }
         if let Some(block) = self.blocks.last_mut() {
@@ -76,6 +92,9 @@ pub(super) struct Queue<T> {
 impl<T: Copy> Queue<T> {
     pub(super) fn push_back(&mut self, value: T) {
         if self.blocks.back().is_none_or(|block| block.len() == QUEUE_BLOCK) {
+            if self.blocks.capacity() == 0 {
+                self.blocks.reserve_exact(first_table::<VecDeque<T>>());
+            }
             self.blocks.push_back(VecDeque::with_capacity(QUEUE_BLOCK));
         }
         if let Some(block) = self.blocks.back_mut() {
@@ -102,6 +121,42 @@ impl<T: Copy> Queue<T> {
 
     pub(super) fn iter(&self) -> impl Iterator<Item = &T> {
         self.blocks.iter().flatten()
+    }
+}
+
+/// Every table's size in bytes, at least (for the tests: see [`SMALLEST_TABLE_BYTES`]).
+#[cfg(test)]
+pub(super) trait Tables {
+    /// The capacity in bytes of each table that holds memory.
+    fn table_bytes(&self) -> Vec<usize>;
+}
+
+#[cfg(test)]
+impl<T> Tables for Chunks<T> {
+    fn table_bytes(&self) -> Vec<usize> {
+        let outer = self.blocks.capacity() * std::mem::size_of::<Vec<T>>();
+        let inner = self.blocks.iter().map(|block| block.capacity() * std::mem::size_of::<T>());
+        std::iter::once(outer).chain(inner).filter(|&bytes| bytes > 0).collect()
+    }
+}
+
+#[cfg(test)]
+impl<T> Tables for Queue<T> {
+    fn table_bytes(&self) -> Vec<usize> {
+        let outer = self.blocks.capacity() * std::mem::size_of::<VecDeque<T>>();
+        let inner = self.blocks.iter().map(|block| block.capacity() * std::mem::size_of::<T>());
+        std::iter::once(outer).chain(inner).filter(|&bytes| bytes > 0).collect()
+    }
+}
+
+#[cfg(test)]
+impl Tables for ByHash {
+    fn table_bytes(&self) -> Vec<usize> {
+        // hashbrown: a power of two of buckets at least 8/7 of the capacity, 16 bytes each,
+        // and a control byte each with 16 more.
+        let buckets = |capacity: usize| (capacity * 8).div_ceil(7).next_power_of_two();
+        let bytes = |buckets: usize| buckets * 17 + 16;
+        self.shards.iter().filter(|shard| shard.capacity() > 0).map(|shard| bytes(buckets(shard.capacity()))).collect()
     }
 }
 
@@ -135,8 +190,13 @@ impl ByHash {
 
     /// Inserts `hash` unless it is taken; returns whether it was.
     pub(super) fn insert_new(&mut self, hash: u64, id: u32) -> bool {
-        let shard = self.shard(hash);
-        match self.shards[shard].entry(hash) {
+        let index = self.shard(hash);
+        let shard = &mut self.shards[index];
+        if shard.capacity() == 0 {
+            // A table of 64 buckets (16 bytes and a control byte each): 1,104 bytes.
+            shard.reserve(56);
+        }
+        match shard.entry(hash) {
             std::collections::hash_map::Entry::Occupied(_) => false,
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(id);

@@ -1,0 +1,409 @@
+//! The node's mDNS face (`--mdns`, `--mdns-import`): the [responder](crate::mdns::responder)
+//! advertising the table's instances on the link, and the [browser](crate::mdns::browser)
+//! importing the link's instances into the table, wired as the node's other sub-machines are
+//! (`handle_*` in, `poll_transmit` / `poll_timeout` out, the table lent for the call that
+//! changes it). Its datagrams use [`Face::Mdns`], one socket on port 5353
+//! ([`crate::mdns::socket`]).
+//!
+//! # What is advertised
+//!
+//! Every live instance of the table that holds a lease of its own (registered here or at a
+//! peer, not imported), whose endpoint is not a loopback address (meaningless to another host
+//! of the link), whose service name makes a DNS label, and which this broker *owns*: the same
+//! rendezvous owner the health checks use ([`Replicator::owner`](super::replicate::Replicator::owner)),
+//! so that with several brokers on one link each instance is advertised once. When the live
+//! brokers change, the new owner starts advertising (probing first) and the old one says
+//! goodbye. The TXT record holds the lease's metadata (`advert_metadata`, [`Metadata::to_txt`]).
+//!
+//! # What is imported, and the no-loop rule
+//!
+//! Each instance the browser finds of a type named in `--mdns-import` becomes a lease of the
+//! service named by the type (`_printer._tcp` → `printer`), at the SRV port of its first
+//! address, held by [`Source::Announcer`] with the address and [`IMPORT_ORIGIN`]. Its id is
+//! derived from the service, the endpoint and a generation ([`import_id`]), so that brokers
+//! importing the same instance make the same lease, and peers tell an imported lease by its id
+//! ([`is_imported`]) with nothing more on the wire. It is renewed every third of the table's
+//! TTL while the browser holds the instance (for its mDNS TTL, refreshed as mDNS refreshes
+//! it), and deregistered when the browser says it is gone (a goodbye, or its records expired).
+//! Its TXT record is read as its metadata ([`Metadata::from_txt`]; kept here, and logged,
+//! until the table keeps metadata with its leases). A generation is skipped when its id is
+//! tombstoned (the instance left and came back within
+//! the tombstones' life).
+//!
+//! No loops: an imported lease is never advertised (here or by a peer: its id says what it
+//! is), and an instance whose SRV target is under `makler.local.` (the host names every makler
+//! responder gives the instances it advertises, [`host_name`](crate::mdns::records::host_name)) is never imported.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use super::Face;
+use crate::core::Transmit;
+use crate::mdns::{Advert, Browser, BrowserConfig, BrowserEvent, Instance, Responder, ResponderConfig, ResponderEvent};
+use crate::meta::Metadata;
+use crate::registry::{Applied, Change, ChangeKind, Registry, RemoveReason, Source};
+
+/// The origin id of the [`Source::Announcer`] that holds imported leases: `mdns` in ASCII.
+pub const IMPORT_ORIGIN: u64 = u64::from_be_bytes(*b"\0\0\0\0mdns");
+
+/// How many generations of an imported instance's id are tried (see [`import_id`]).
+const GENERATIONS: u8 = 8;
+
+/// The first two bytes of an imported lease's id.
+const IMPORT_MARK: [u8; 2] = *b"md";
+
+/// What the node's mDNS face does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MdnsConfig {
+    /// Where multicast goes: [`crate::mdns::GROUP_V4`] (a test may name another).
+    pub group: SocketAddr,
+    /// Advertise the table's instances (`--mdns`).
+    pub advertise: bool,
+    /// The service types to import (`--mdns-import`), as `_http._tcp`.
+    pub import: Vec<String>,
+    /// Seeds the responder's and the browser's random delays.
+    pub seed: u64,
+    /// The link's network: datagrams from other sources are dropped (RFC 6762 §11: answering
+    /// them would reflect traffic for anyone who can route a datagram to port 5353). `None`:
+    /// every source is taken.
+    pub link: Option<ipnet::Ipv4Net>,
+}
+
+impl MdnsConfig {
+    /// Advertising on the IPv4 group, importing `import`.
+    pub fn new(import: Vec<String>, seed: u64) -> Self {
+        MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed, link: None }
+    }
+}
+
+/// An instance imported from the link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Imported {
+    service: String,
+    endpoint: SocketAddr,
+    id: Uuid,
+    /// Its TXT record read as metadata (RFC 6763 §6.4: invalid strings skipped).
+    meta: Metadata,
+}
+
+/// The node's mDNS face. See the [module documentation](self).
+#[derive(Debug)]
+pub(super) struct Mdns {
+    on: bool,
+    responder: Responder,
+    browser: Option<Browser>,
+    /// The ids of the leases (not imported) that hold each instance.
+    native: HashMap<(Arc<str>, SocketAddr), HashSet<Uuid>>,
+    /// The instances the responder advertises.
+    advertised: HashSet<(Arc<str>, SocketAddr)>,
+    /// The imported instances, by type and instance label.
+    imported: HashMap<(String, String), Imported>,
+    /// When imported leases are renewed next.
+    renew_at: Option<Instant>,
+    advertise: bool,
+    /// The types to browse, until the browser starts.
+    import: Vec<String>,
+    group: SocketAddr,
+    seed: u64,
+    link: Option<ipnet::Ipv4Net>,
+}
+
+impl Mdns {
+    /// The face (off without a configuration); it browses from [`handle_start`](Self::handle_start).
+    pub fn new(config: Option<&MdnsConfig>) -> Self {
+        let (group, seed) = config.map_or((crate::mdns::GROUP_V4, 0), |c| (c.group, c.seed));
+        Mdns {
+            on: config.is_some(),
+            responder: Responder::new(ResponderConfig { group, seed }),
+            browser: None,
+            import: config.map(|c| c.import.clone()).unwrap_or_default(),
+            native: HashMap::new(),
+            advertised: HashSet::new(),
+            imported: HashMap::new(),
+            renew_at: None,
+            advertise: config.is_some_and(|c| c.advertise),
+            group,
+            seed,
+            link: config.and_then(|c| c.link),
+        }
+    }
+
+    /// The node starts: the browser's first queries go out soon after `now`.
+    pub fn handle_start(&mut self, now: Instant) {
+        if self.on && !self.import.is_empty() {
+            let config =
+                BrowserConfig { group: self.group, types: self.import.clone(), seed: self.seed.rotate_left(17) };
+            self.browser = Some(Browser::new(now, config));
+        }
+    }
+
+    /// A datagram on the mDNS socket.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
+        if !self.on || !self.on_link(from) {
+            return;
+        }
+        self.responder.handle_datagram(now, from, datagram);
+        if let Some(browser) = &mut self.browser {
+            browser.handle_datagram(now, from, datagram);
+        }
+        self.take_events(now, registry);
+    }
+
+    /// Whether `from` is on the link (see [`MdnsConfig::link`]).
+    fn on_link(&self, from: SocketAddr) -> bool {
+        match (self.link, from.ip()) {
+            (None, _) => true,
+            (Some(link), std::net::IpAddr::V4(ip)) => link.contains(&ip),
+            (Some(_), std::net::IpAddr::V6(_)) => false,
+        }
+    }
+
+    /// A change of the table: what it holds of its own is advertised by its owner (a renewal
+    /// may bring new metadata: the TXT record follows).
+    pub fn handle_change(
+        &mut self,
+        now: Instant,
+        change: &Change,
+        registry: &Registry,
+        owns: impl Fn(SocketAddr) -> bool,
+    ) {
+        if !self.advertise || is_imported(change.id) {
+            return;
+        }
+        let key = (Arc::clone(&change.service), change.endpoint);
+        match change.kind {
+            ChangeKind::Registered | ChangeKind::Refreshed => {
+                self.native.entry(key.clone()).or_default().insert(change.id);
+            }
+            ChangeKind::Expired | ChangeKind::Removed(_) => {
+                if let Some(ids) = self.native.get_mut(&key) {
+                    ids.remove(&change.id);
+                    for alias in &change.aliases {
+                        ids.remove(alias);
+                    }
+                    if ids.is_empty() {
+                        self.native.remove(&key);
+                    }
+                }
+            }
+        }
+        self.sync(now, key, registry, &owns, true);
+    }
+
+    /// The live brokers changed: advertise what this broker owns now, and say goodbye for what
+    /// it no longer does.
+    pub fn handle_owners_changed(&mut self, now: Instant, registry: &Registry, owns: impl Fn(SocketAddr) -> bool) {
+        let keys: HashSet<_> = self.native.keys().chain(&self.advertised).cloned().collect();
+        for key in keys {
+            self.sync(now, key, registry, &owns, false);
+        }
+    }
+
+    /// Sends what is due, and renews the imported leases.
+    pub fn handle_timeout(&mut self, now: Instant, registry: &mut Registry) {
+        if !self.on {
+            return;
+        }
+        self.responder.handle_timeout(now);
+        if let Some(browser) = &mut self.browser {
+            browser.handle_timeout(now);
+        }
+        self.take_events(now, registry);
+        if self.renew_at.is_some_and(|at| at <= now) {
+            let imported: Vec<(String, String)> = self.imported.keys().cloned().collect();
+            for key in imported {
+                self.hold(now, key, registry);
+            }
+            self.renew_at = (!self.imported.is_empty()).then(|| now + renew_interval(registry));
+        }
+    }
+
+    /// The broker stops: goodbyes for everything advertised.
+    pub fn handle_close(&mut self, now: Instant) {
+        self.responder.remove_all(now);
+        self.advertised.clear();
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let browser = self.browser.as_ref().and_then(Browser::poll_timeout);
+        [self.responder.poll_timeout(), browser, self.renew_at].into_iter().flatten().min()
+    }
+
+    /// The next datagram to send, from [`Face::Mdns`].
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> Option<Transmit<Face>> {
+        if let Some(to) = self.responder.poll_transmit(out) {
+            return Some(Transmit { face: Face::Mdns, to });
+        }
+        let to = self.browser.as_mut()?.poll_transmit(out)?;
+        Some(Transmit { face: Face::Mdns, to })
+    }
+
+    /// Advertises or withdraws one instance, as the table and the owners say now; with
+    /// `update`, an advertised one's TXT record follows its metadata.
+    fn sync(
+        &mut self,
+        now: Instant,
+        key: (Arc<str>, SocketAddr),
+        registry: &Registry,
+        owns: &impl Fn(SocketAddr) -> bool,
+        update: bool,
+    ) {
+        let endpoint = key.1;
+        let want = self.native.contains_key(&key) && !endpoint.ip().is_loopback() && owns(endpoint);
+        let advertised = self.advertised.contains(&key);
+        if want && (!advertised || update) {
+            let txt = advert_metadata(registry, &key.0, endpoint).to_txt();
+            // Advertised already: only a changed TXT record is announced again.
+            if self.responder.add(now, Advert { service: key.0.to_string(), endpoint, txt }) {
+                self.advertised.insert(key);
+            }
+        } else if !want && advertised {
+            self.responder.remove(now, &key.0, endpoint);
+            self.advertised.remove(&key);
+        }
+    }
+
+    fn take_events(&mut self, now: Instant, registry: &mut Registry) {
+        while let Some(event) = self.responder.poll_event() {
+            match event {
+                ResponderEvent::Renamed { service, endpoint, label } => {
+                    log::info!("mdns: the name of {service} {endpoint} is taken on the link: claiming \"{label}\"");
+                }
+                ResponderEvent::Announced { service, endpoint, label } => {
+                    log::info!("mdns: advertising {service} {endpoint} as \"{label}\"");
+                }
+            }
+        }
+        while let Some(event) = self.browser.as_mut().and_then(Browser::poll_event) {
+            match event {
+                BrowserEvent::Found(instance) | BrowserEvent::Changed(instance) => {
+                    self.import(now, &instance, registry);
+                }
+                BrowserEvent::Gone { service_type, label } => self.forget(now, &(service_type, label), registry),
+            }
+        }
+    }
+
+    /// An instance the browser found or saw change: imported, unless makler advertises it.
+    fn import(&mut self, now: Instant, instance: &Instance, registry: &mut Registry) {
+        let key = (instance.service_type.clone(), instance.label.clone());
+        let service = service_of_type(&instance.service_type);
+        let endpoint = instance.addresses.first().map(|&ip| SocketAddr::new(ip, instance.port));
+        let (Some(service), Some(endpoint), false) = (service, endpoint, is_makler_host(&instance.host)) else {
+            self.forget(now, &key, registry);
+            return;
+        };
+        let meta = Metadata::from_txt(&instance.txt);
+        if let Some(old) = self.imported.get_mut(&key) {
+            if old.service == service && old.endpoint == endpoint {
+                if old.meta != meta {
+                    log::info!("mdns: {service} {endpoint} (\"{}\") now has {meta}", key.1);
+                    old.meta = meta;
+                }
+                return;
+            }
+            self.forget(now, &key, registry);
+        }
+        let id = pick_id(registry, &service, endpoint);
+        let pairs = if meta.is_empty() { String::new() } else { format!(" {meta}") };
+        log::info!("mdns: imported {service} {endpoint} (\"{}\"){pairs}", key.1);
+        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta });
+        self.hold(now, key, registry);
+        self.renew_at.get_or_insert_with(|| now + renew_interval(registry));
+    }
+
+    /// Registers or renews an imported instance's lease.
+    fn hold(&mut self, now: Instant, key: (String, String), registry: &mut Registry) {
+        let Some(imported) = self.imported.get_mut(&key) else { return };
+        if registry.is_tombstoned(imported.id) {
+            // Removed on purpose meanwhile (by a peer's import seeing a goodbye this one missed,
+            // say): the link still has it, so it comes back under the next generation.
+            imported.id = pick_id(registry, &imported.service, imported.endpoint);
+        }
+        let source = Source::Announcer { ip: imported.endpoint.ip(), origin: IMPORT_ORIGIN };
+        match registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source) {
+            Applied::Inserted | Applied::Refreshed => {}
+            other => {
+                log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
+                self.imported.remove(&key);
+            }
+        }
+    }
+
+    /// An imported instance that left the link: its lease goes.
+    fn forget(&mut self, now: Instant, key: &(String, String), registry: &mut Registry) {
+        let Some(imported) = self.imported.remove(key) else { return };
+        let source = Source::Announcer { ip: imported.endpoint.ip(), origin: IMPORT_ORIGIN };
+        if registry.remove_owned(now, &imported.service, imported.endpoint, source, RemoveReason::Goodbye).is_ok() {
+            log::info!("mdns: {} {} left the link", imported.service, imported.endpoint);
+        }
+        if self.imported.is_empty() {
+            self.renew_at = None;
+        }
+    }
+}
+
+/// The metadata an advertised instance's TXT record holds (RFC 6763 §6): the one seam where
+/// the table's metadata is read (with the registry's metadata API:
+/// `registry.metadata(service, endpoint).cloned().unwrap_or_default()`). Empty (one empty
+/// string on the wire) until the table keeps metadata with its leases.
+fn advert_metadata(_registry: &Registry, _service: &str, _endpoint: SocketAddr) -> Metadata {
+    Metadata::new()
+}
+
+/// How often imported leases are renewed: three times per TTL of the table, so that one late
+/// turn of the loop does not let them lapse.
+fn renew_interval(registry: &Registry) -> Duration {
+    (registry.config().ttl / 3).max(Duration::from_millis(100))
+}
+
+/// The makler service a type is imported as: `_printer._tcp` → `printer`. `None` for a type
+/// that is not `_<name>._tcp` or `_<name>._udp`.
+pub fn service_of_type(service_type: &str) -> Option<String> {
+    let name = service_type.trim_end_matches('.');
+    let name = name.strip_suffix("._tcp").or_else(|| name.strip_suffix("._udp"))?;
+    let name = name.strip_prefix('_')?;
+    (!name.is_empty() && !name.contains('.')).then(|| name.to_ascii_lowercase())
+}
+
+/// Whether a host name is one a makler responder gives the instances it advertises (under
+/// `makler.local.`): such instances are never imported.
+pub fn is_makler_host(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.ends_with(".makler.local") || host == "makler.local"
+}
+
+/// The id of an imported instance of `service` at `endpoint`, in its `generation`: the same on
+/// every broker. A UUID of version 8 (custom) whose first two bytes are `md` and whose others
+/// are a BLAKE3 hash of the three.
+pub fn import_id(service: &str, endpoint: SocketAddr, generation: u8) -> Uuid {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"makler mdns import\0");
+    hasher.update(service.as_bytes());
+    hasher.update(b"\0");
+    hasher.update(endpoint.to_string().as_bytes());
+    hasher.update(&[0, generation]);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+    bytes[..2].copy_from_slice(&IMPORT_MARK);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Whether a lease's id is an imported instance's ([`import_id`]). Registered leases have
+/// random (version 4) ids.
+pub fn is_imported(id: Uuid) -> bool {
+    id.get_version_num() == 8 && id.as_bytes()[..2] == IMPORT_MARK
+}
+
+/// The id to import an instance under: the first generation held already or not tombstoned.
+fn pick_id(registry: &Registry, service: &str, endpoint: SocketAddr) -> Uuid {
+    let ids = (0..GENERATIONS).map(|g| import_id(service, endpoint, g));
+    ids.clone()
+        .find(|&id| registry.check_of(id).is_some() || !registry.is_tombstoned(id))
+        .unwrap_or_else(|| import_id(service, endpoint, 0))
+}

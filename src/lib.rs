@@ -74,6 +74,8 @@
 //! - [`mdns`]: DNS-SD and multicast DNS, sans-IO: the instance names the DNS face and the link
 //!   share, the responder that advertises services on a link and the browser that imports
 //!   them (the wire format is hickory-proto's).
+//! - [`meta`]: service metadata, the `key=value` pairs a registration may carry, kept in one
+//!   block per instance in the form of a DNS-SD TXT record, with DNS-SD's limits.
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
@@ -104,6 +106,7 @@ pub mod client;
 pub mod core;
 pub mod limit;
 pub mod mdns;
+pub mod meta;
 pub mod metrics;
 pub mod multicast;
 pub mod net;

@@ -54,7 +54,10 @@
 //! | its number in its digest bucket | 4 | [`digest`] |
 //!
 //! with each array's room to grow on top (up to 2× for the last doubling). Aliases (rare) are
-//! in a side map; services, per-source and per-network counts are per service or source.
+//! in a side map; so is metadata ([`crate::meta`]): a lease without any costs nothing more, one
+//! with some an entry in the side map (its lease number and the 16-byte box, about 24 bytes
+//! with the map's control byte and spare room) and the block on the heap (its TXT bytes, at
+//! most 1,024). Services, per-source and per-network counts are per service or source.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -100,6 +103,7 @@ pub use limits::{
 pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
+pub use crate::meta::Metadata;
 pub use crate::protocol::check::SharedCheck;
 use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
@@ -246,6 +250,12 @@ pub struct Registry {
     instance_count: usize,
     expired_total: u64,
     common_checks: CommonChecks,
+    /// Metadata for the lease [`Registry::insert`] adds next (set by a register).
+    pending_meta: Option<Metadata>,
+    /// Set while a refresh whose metadata changed is recorded ([`Change::meta_changed`]).
+    meta_changed: bool,
+    /// The metadata of the leases that carry some, by lease (a side map: most carry none).
+    meta: HashMap<Index, Metadata>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -283,6 +293,9 @@ impl Registry {
             instance_count: 0,
             expired_total: 0,
             common_checks: CommonChecks::new(),
+            meta: HashMap::new(),
+            pending_meta: None,
+            meta_changed: false,
         }
     }
 
@@ -341,7 +354,8 @@ impl Registry {
     }
 
     /// [`Registry::register`] with the health check the source declares. A refresh with
-    /// another check than before changes the lease's check.
+    /// another check than before changes the lease's check. Keeps the lease's metadata (see
+    /// [`Registry::register_meta`]).
     pub fn register_checked(
         &mut self,
         now: Instant,
@@ -350,6 +364,33 @@ impl Registry {
         source: Source,
         check: Check<&str>,
     ) -> Result<Registration, Rejection> {
+        self.register_with(now, service, endpoint, source, check, None)
+    }
+
+    /// [`Registry::register_checked`] with the lease's metadata. A refresh replaces the
+    /// metadata with this (none: the lease carries none any more): the last register of the
+    /// source that holds the lease wins.
+    pub fn register_meta(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        check: Check<&str>,
+        meta: Metadata,
+    ) -> Result<Registration, Rejection> {
+        self.register_with(now, service, endpoint, source, check, Some(meta))
+    }
+
+    fn register_with(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        check: Check<&str>,
+        meta: Option<Metadata>,
+    ) -> Result<Registration, Rejection> {
         let endpoint = canonical(endpoint);
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
@@ -357,7 +398,10 @@ impl Registry {
         self.handle_timeout(now);
         if let Some(lease) = self.find_lease(service, endpoint, source) {
             self.set_check(lease, check);
+            let changed = meta.is_some_and(|meta| self.set_meta(lease, meta));
+            self.meta_changed = changed;
             let id = self.renew(lease, now + self.config.ttl, false);
+            self.meta_changed = false;
             return Ok(Registration { id, created: false });
         }
         self.check_room()?;
@@ -370,8 +414,75 @@ impl Registry {
             }
         };
         let check = self.common_checks.share(check, None);
-        self.insert(id, service, endpoint, source, now + self.config.ttl, false, check);
+        let index = self.insert_with_meta(id, service, endpoint, source, now + self.config.ttl, check, meta);
+        debug_assert!(self.leases.contains(index as usize));
         Ok(Registration { id, created: true })
+    }
+
+    /// Adds a local lease with its metadata: set before the change is recorded, so that
+    /// whoever follows the change log sees it.
+    #[allow(clippy::too_many_arguments)]
+    fn insert_with_meta(
+        &mut self,
+        id: Uuid,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        deadline: Instant,
+        check: SharedCheck,
+        meta: Option<Metadata>,
+    ) -> Index {
+        self.pending_meta = meta.filter(|meta| !meta.is_empty());
+        self.insert(id, service, endpoint, source, deadline, false, check)
+    }
+
+    /// Sets the metadata of the lease at `index`; returns whether it changed.
+    fn set_meta(&mut self, index: Index, meta: Metadata) -> bool {
+        if meta.is_empty() {
+            return self.meta.remove(&index).is_some();
+        }
+        if self.meta.get(&index) == Some(&meta) {
+            return false;
+        }
+        self.meta.insert(index, meta);
+        true
+    }
+
+    /// The metadata of the lease with this id (or alias); empty when it carries none.
+    pub fn meta_of(&self, id: Uuid) -> Option<&Metadata> {
+        self.find_id(id).and_then(|index| self.meta.get(&index))
+    }
+
+    /// The metadata of a live instance: that of its lease with the smallest id among those
+    /// that carry some (the same on every broker, whatever order the leases arrived in), or
+    /// `None` when none does or the instance is not live. Served as its DNS-SD TXT record.
+    pub fn metadata(&self, service: &str, endpoint: SocketAddr) -> Option<&Metadata> {
+        if self.meta.is_empty() {
+            return None;
+        }
+        let head = self.head_lease(service, canonical(endpoint))?;
+        self.instance_meta(head)
+    }
+
+    /// [`Registry::metadata`] from the instance's first lease.
+    pub(crate) fn instance_meta(&self, head: Index) -> Option<&Metadata> {
+        let mut best: Option<(Uuid, &Metadata)> = None;
+        let mut at = head;
+        while at != NONE {
+            let lease = self.lease(at);
+            if let Some(meta) = self.meta.get(&at)
+                && best.is_none_or(|(id, _)| lease.id < id)
+            {
+                best = Some((lease.id, meta));
+            }
+            at = lease.next;
+        }
+        best.map(|(_, meta)| meta)
+    }
+
+    /// How many leases carry metadata.
+    pub fn meta_count(&self) -> usize {
+        self.meta.len()
     }
 
     /// Sets the check of the lease at `index` (a refresh that declares another one).
@@ -565,6 +676,8 @@ fn index_of(position: usize) -> Index {
 
 #[cfg(test)]
 mod check_tests;
+#[cfg(test)]
+mod meta_tests;
 #[cfg(test)]
 mod quota_tests;
 #[cfg(test)]

@@ -203,14 +203,20 @@ fn route<C: Context>(
         request,
         Request::Register { .. }
             | Request::RegisterChecked { .. }
+            | Request::RegisterMeta { .. }
             | Request::Heartbeat { .. }
             | Request::Deregister { .. }
             | Request::Report { .. }
     );
     let response = match request {
-        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port, Check::None),
+        Request::Register { service, ip, port } => {
+            register::apply(ctx, now, source, service, ip, port, Check::None, None)
+        }
         Request::RegisterChecked { service, ip, port, check } => {
-            register::apply(ctx, now, source, service, ip, port, check)
+            register::apply(ctx, now, source, service, ip, port, check, None)
+        }
+        Request::RegisterMeta { service, ip, port, check, ref meta } => {
+            register::apply(ctx, now, source, service, ip, port, check, Some(meta))
         }
         Request::Heartbeat { id } => heartbeat::apply(ctx, now, id),
         Request::Deregister { id } => deregister::apply(ctx, now, id),
@@ -223,8 +229,15 @@ fn route<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
-        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor, false),
-        Request::InstancesChecked { service, cursor } => listing::instances(ctx, now, form, service, cursor, true),
+        Request::Instances { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Plain)
+        }
+        Request::InstancesChecked { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Checks)
+        }
+        Request::InstancesMeta { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Meta)
+        }
         Request::Stats => ctx.answer_stats(now, form),
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
         Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),

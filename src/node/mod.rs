@@ -67,6 +67,8 @@ mod group;
 mod key_warn;
 mod keyed;
 mod logging;
+#[cfg(test)]
+mod meta_sim_tests;
 pub mod replicate;
 #[cfg(test)]
 mod replicate_tests;

@@ -11,7 +11,8 @@
 //! can never start a UTF-8 string (see [`binary::VERSION_BYTE`]). [`decode_request`] looks at it
 //! and dispatches; [`encode_reply`] writes a reply in the form the request came in.
 //!
-//! This module depends on nothing else in the crate, and no decoder in it panics on any input.
+//! This module depends on nothing else in the crate but [`crate::meta`] (the rules of service
+//! metadata, which depends on nothing), and no decoder in it panics on any input.
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
@@ -158,6 +159,34 @@ pub enum Request<'a> {
         /// Where the page starts: 0 for the first, then the `next` of the previous page.
         cursor: u32,
     },
+    /// [`Request::RegisterChecked`] with service metadata: `key=value` pairs (see
+    /// [`crate::meta`] for their rules and limits), in order. The text form puts them after the
+    /// port, beside `check=`, in any order: `register web 8080 path=/ version=2`. A register
+    /// without pairs is sent as a `Register` or `RegisterChecked`, as before; a refresh with
+    /// other pairs (or none) replaces the lease's.
+    RegisterMeta {
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None` means "the address this datagram came from".
+        ip: Option<IpAddr>,
+        /// The instance's port, never 0.
+        port: u16,
+        /// How the instance may be checked.
+        #[serde(borrow)]
+        check: Check<&'a str>,
+        /// The pairs, `(key, value)`, in order.
+        #[serde(borrow)]
+        meta: Vec<(&'a str, &'a str)>,
+    },
+    /// [`Request::InstancesChecked`] answered with [`Response::InstanceListMeta`]: the page,
+    /// each instance's check and its metadata. Its text form is `instances`, whose lines show
+    /// both.
+    InstancesMeta {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -167,7 +196,16 @@ impl<'a> Request<'a> {
         match *self {
             Request::Register { service, ip, port } => Some((service, ip, port, Check::None)),
             Request::RegisterChecked { service, ip, port, check } => Some((service, ip, port, check)),
+            Request::RegisterMeta { service, ip, port, check, .. } => Some((service, ip, port, check)),
             _ => None,
+        }
+    }
+
+    /// The metadata pairs a registration carries (none but for [`Request::RegisterMeta`]).
+    pub fn metadata(&self) -> &[(&'a str, &'a str)] {
+        match self {
+            Request::RegisterMeta { meta, .. } => meta,
+            _ => &[],
         }
     }
 }
@@ -247,6 +285,17 @@ pub enum Response {
         page: InstancePage,
         /// The check of each instance of the page, in order.
         checks: Vec<Check<Box<str>>>,
+    },
+    /// The answer to [`Request::InstancesMeta`]: a page of instances, the check each declares
+    /// and the metadata each carries, in the same order.
+    InstanceListMeta {
+        /// The page (its instances' `check` is not encoded; `checks` carries it).
+        page: InstancePage,
+        /// The check of each instance of the page, in order.
+        checks: Vec<Check<Box<str>>>,
+        /// The metadata of each instance of the page, in order: its pairs, `(key, value)`
+        /// (a boolean attribute's value is `None`; values are bytes, as in a TXT record).
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
     },
 }
 
@@ -484,6 +533,13 @@ pub enum Rejection {
     /// give the client the key file (`--key-file`).
     #[error("key required")]
     KeyRequired,
+    /// Metadata that breaks a rule of [`crate::meta`] (a key, a value, a pair too long, too
+    /// many or too large in all): `why` says which; fix that pair.
+    #[error("{why}")]
+    BadMeta {
+        /// The rule broken, as [`crate::meta::MetaError`] words it.
+        why: String,
+    },
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -177,7 +177,8 @@ pub enum Peer<'a> {
     /// [`Entry::Renew`]: only a peer that said so is sent them (an older broker drops this as
     /// an unknown variant, and goes on getting [`Entry::Upsert`]s).
     Features {
-        /// Bit 0: slot renewals. Other bits are reserved (0).
+        /// Bit 0: slot renewals. Bit 1: metadata ([`Entry::UpsertMeta`], [`Peer::PageMeta`]).
+        /// Other bits are reserved (0).
         bits: u32,
     },
     /// "These slots of yours, renewed in your delta, name no lease I know": the receiver of
@@ -187,6 +188,18 @@ pub enum Peer<'a> {
         /// The slots.
         #[serde(borrow)]
         slots: &'a [u8],
+    },
+    /// A page of the sender's table whose leases carry their checks and metadata: what a
+    /// broker sends for [`Peer::Page`] to a peer that announced metadata in its
+    /// [`Peer::Features`] (bit 1).
+    PageMeta {
+        /// Where this page starts.
+        cursor: u32,
+        /// Where the next page starts; `None`: this is the last.
+        next: Option<u32>,
+        /// The leases.
+        #[serde(borrow)]
+        leases: Vec<MetaLease<'a>>,
     },
 }
 
@@ -223,6 +236,21 @@ pub enum Entry<'a> {
         /// The slots, a [slot list](encode_slots).
         #[serde(borrow)]
         slots: &'a [u8],
+    },
+    /// [`Entry::UpsertSlot`] with the lease's metadata (empty: it carries none, and a receiver
+    /// that held some drops them). Sent only to peers that announced metadata in their
+    /// [`Peer::Features`] (bit 1); the others get `UpsertSlot`s, which leave a lease's metadata
+    /// as it is.
+    UpsertMeta {
+        /// The lease's slot at the sender.
+        slot: u32,
+        /// The lease and its check.
+        #[serde(borrow)]
+        lease: CheckedLease<'a>,
+        /// Its metadata: for each pair a length byte, then `key=value` (a DNS-SD TXT record's
+        /// data, see `crate::meta`).
+        #[serde(borrow)]
+        meta: &'a [u8],
     },
 }
 
@@ -321,6 +349,17 @@ pub struct CheckedLease<'a> {
     /// Its declared check.
     #[serde(borrow)]
     pub check: Check<&'a str>,
+}
+
+/// A lease with its check and metadata, as [`Peer::PageMeta`] carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetaLease<'a> {
+    /// The lease and its check.
+    #[serde(borrow)]
+    pub lease: CheckedLease<'a>,
+    /// Its metadata, as in [`Entry::UpsertMeta`].
+    #[serde(borrow)]
+    pub meta: &'a [u8],
 }
 
 /// A lease as peers send it.

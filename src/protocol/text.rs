@@ -4,6 +4,7 @@
 //! register <service> <port>          -> <uuid>            (the IP is the datagram's source)
 //! register <service> <ip> <port>     -> <uuid>
 //! register … <port> check=<check>    -> <uuid>            (check=tcp, check=http:<path>, check=none)
+//! register … <port> <key>=<value> …  -> <uuid>            (metadata, beside check= in any order)
 //! heartbeat <uuid>                   -> OK | NOT FOUND
 //! query <service>                    -> <ip:port> <ip:port> ... | NOT FOUND
 //! request <service>                  -> the same as query
@@ -46,7 +47,8 @@ const ECHO_CHARS: usize = 40;
 
 const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
 
-const REGISTER_USAGE: &str = "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]";
+const REGISTER_USAGE: &str =
+    "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]";
 
 /// Decodes one text request. Never panics; every failure is a [`Rejection`] whose text says
 /// what is wrong.
@@ -143,8 +145,13 @@ fn decode_register<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Reque
         _ => return Err(usage(REGISTER_USAGE)),
     };
     match super::check::Options::parse(words)? {
-        super::check::Options { check: None } => Ok(Request::Register { service, ip, port }),
-        super::check::Options { check: Some(check) } => Ok(Request::RegisterChecked { service, ip, port, check }),
+        super::check::Options { check: None, meta } if meta.is_empty() => Ok(Request::Register { service, ip, port }),
+        super::check::Options { check: Some(check), meta } if meta.is_empty() => {
+            Ok(Request::RegisterChecked { service, ip, port, check })
+        }
+        super::check::Options { check, meta } => {
+            Ok(Request::RegisterMeta { service, ip, port, check: check.unwrap_or_default(), meta })
+        }
     }
 }
 
@@ -178,6 +185,22 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         }
         Request::RegisterChecked { service, ip: Some(ip), port, check } => {
             writeln!(out, "register {service} {ip} {port} check={check}")
+        }
+        Request::InstancesMeta { service, cursor: 0 } => writeln!(out, "instances {service}"),
+        Request::InstancesMeta { service, cursor } => writeln!(out, "instances {service} {cursor}"),
+        Request::RegisterMeta { service, ip, port, check, meta } => {
+            let _ = write!(out, "register {service}");
+            if let Some(ip) = ip {
+                let _ = write!(out, " {ip}");
+            }
+            let _ = write!(out, " {port}");
+            if !check.is_none() {
+                let _ = write!(out, " check={check}");
+            }
+            for (key, value) in meta {
+                let _ = write!(out, " {key}={value}");
+            }
+            writeln!(out)
         }
     };
 }
@@ -266,6 +289,16 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             }
             Ok(())
         }
+        Response::InstanceListMeta { page, checks, meta } => {
+            let _ = write!(out, "instances={}", page.total);
+            encode_next(page.next, out);
+            for (k, instance) in page.instances.iter().enumerate() {
+                let check = checks.get(k).cloned().unwrap_or_default();
+                let meta = meta.get(k).map(|pairs| super::listing::metadata_of(pairs)).unwrap_or_default();
+                encode_instance_line(&super::InstanceInfo { check, meta, ..instance.clone() }, out);
+            }
+            Ok(())
+        }
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
@@ -318,13 +351,18 @@ pub fn encode_service_line(service: &super::ServiceCount, out: &mut Vec<u8>) {
     let _ = writeln!(out, "service {} instances={}", service.name, service.instances);
 }
 
-/// Writes one instance's line of an `instances` reply at the end of `out`.
+/// Writes one instance's line of an `instances` reply at the end of `out`: its fixed fields,
+/// then its metadata pairs, if any (escaped as [`crate::meta::Metadata`]'s `Display` says).
 pub fn encode_instance_line(i: &super::InstanceInfo, out: &mut Vec<u8>) {
-    let _ = writeln!(
+    let _ = write!(
         out,
         "instance {} age_ms={} expires_ms={} leases={} source={} check={}",
         i.endpoint, i.age_ms, i.expires_ms, i.leases, i.source, i.check
     );
+    if !i.meta.is_empty() {
+        let _ = write!(out, " {}", i.meta);
+    }
+    out.push(b'\n');
 }
 
 /// A page cursor: decimal digits, as `next=` wrote it.
@@ -457,6 +495,7 @@ mod tests {
                 leases: 1,
                 source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
                 check: crate::protocol::Check::Tcp,
+                meta: crate::meta::Metadata::default(),
             }],
             next: None,
         };
@@ -485,7 +524,7 @@ mod tests {
         assert_eq!(err(b"request a b"), "ERROR usage: request <service> [local]");
         assert_eq!(
             err(b"register echo"),
-            "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]"
+            "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]"
         );
         assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
         assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");
@@ -516,10 +555,6 @@ mod tests {
         );
         assert_eq!(decode_request(b"register echo 4000 check=none").unwrap(), checked(None, Check::None));
         let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
-        assert_eq!(
-            err(b"register echo 4000 chek=tcp"),
-            "ERROR unknown option \"chek\": expected check=tcp, check=http:<path> or check=none"
-        );
         assert_eq!(err(b"register echo 4000 check=http:x"), "ERROR bad check \"http:x\": a path starts with /");
         assert_eq!(err(b"register echo 4000 check=tcp 5"), "ERROR usage: options are key=value, not \"5\"");
         assert_eq!(err(b"register echo 1 2 3 check=tcp"), format!("ERROR usage: {REGISTER_USAGE}"));
@@ -530,6 +565,55 @@ mod tests {
             encode_request(&request, &mut line);
             assert_eq!(decode_request(&line).unwrap(), request, "{}", String::from_utf8_lossy(&line));
         }
+    }
+
+    #[test]
+    fn registrations_carry_metadata() {
+        use crate::protocol::Check;
+        assert_eq!(
+            decode_request(b"register web 8080 path=/ version=2").unwrap(),
+            Request::RegisterMeta {
+                service: "web",
+                ip: None,
+                port: 8080,
+                check: Check::None,
+                meta: vec![("path", "/"), ("version", "2")]
+            }
+        );
+        let request = decode_request(b"register web ::1 8080 a= check=tcp b=x=y").unwrap();
+        assert_eq!(
+            request,
+            Request::RegisterMeta {
+                service: "web",
+                ip: Some("::1".parse().unwrap()),
+                port: 8080,
+                check: Check::Tcp,
+                meta: vec![("a", ""), ("b", "x=y")]
+            }
+        );
+        let mut line = Vec::new();
+        encode_request(&request, &mut line);
+        assert_eq!(line, b"register web ::1 8080 check=tcp a= b=x=y\n");
+        assert_eq!(decode_request(&line).unwrap(), request);
+        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
+        assert_eq!(err(b"register web 80 =x"), "ERROR bad metadata \"=x\": the key is empty");
+        assert_eq!(err(b"register web 80 a=1 A=2"), "ERROR metadata key \"A\" given twice");
+        assert_eq!(
+            err(b"register web 80 Check=tcp"),
+            "ERROR metadata key \"Check\" is reserved: check= declares the health check"
+        );
+        assert_eq!(
+            err("register web 80 k\u{e9}=1".as_bytes()),
+            "ERROR bad metadata key \"k\u{e9}\": printable ASCII other than '=' (0x21-0x7E)"
+        );
+        let long = format!("register web 80 k={}", "v".repeat(254));
+        assert_eq!(err(long.as_bytes()), "ERROR metadata pair too long: 256 bytes, at most 255");
+        let many: String = (0..33).map(|i| format!(" k{i}=1")).collect();
+        assert_eq!(err(format!("register web 80{many}").as_bytes()), "ERROR too much metadata: at most 32 pairs");
+        let many: String = (0..34).map(|i| format!(" k{i}=1")).collect();
+        assert_eq!(err(format!("register web 80{many}").as_bytes()), "ERROR usage: at most 33 key=value options");
+        // The balancer's weight is a pair like any other.
+        assert_eq!(decode_request(b"register web 80 weight=3").unwrap().metadata(), [("weight", "3")]);
     }
 
     #[test]

@@ -67,6 +67,7 @@ impl RequireKey {
                 request,
                 Request::Register { .. }
                     | Request::RegisterChecked { .. }
+                    | Request::RegisterMeta { .. }
                     | Request::Heartbeat { .. }
                     | Request::Deregister { .. }
                     | Request::Report { .. }

@@ -198,6 +198,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     total: 1,
                     instances: vec![InstanceInfo {
                         check: Default::default(),
+                        meta: Default::default(),
                         endpoint: "127.0.0.1:4000".parse().unwrap(),
                         age_ms: 1500,
                         expires_ms: 3500,
@@ -218,6 +219,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                         total: 1,
                         instances: vec![InstanceInfo {
                             check: Default::default(),
+                            meta: Default::default(),
                             endpoint: "127.0.0.1:4000".parse().unwrap(),
                             age_ms: 1500,
                             expires_ms: 3500,

@@ -84,7 +84,9 @@ fn replies_map_to_typed_results() {
             Request::Register { service: "full", .. } | Request::RegisterChecked { service: "full", .. } => {
                 Response::Error(Rejection::Full { max: 1 })
             }
-            Request::Register { .. } | Request::RegisterChecked { .. } => Response::Registered { id, ttl_ms: 1500 },
+            Request::Register { .. } | Request::RegisterChecked { .. } | Request::RegisterMeta { .. } => {
+                Response::Registered { id, ttl_ms: 1500 }
+            }
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
             Request::QueryLocal { service: "echo" } => Response::Instances(vec![addr(4001)]),
@@ -96,6 +98,7 @@ fn replies_map_to_typed_results() {
             | Request::Services { .. }
             | Request::Instances { .. }
             | Request::InstancesChecked { .. }
+            | Request::InstancesMeta { .. }
             | Request::Watch { .. }
             | Request::WatchEcho { .. }
             | Request::Unwatch { .. } => Response::Stats(Box::default()),
@@ -167,6 +170,7 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
             leases: 1,
             source: Source::Unicast(addr(9)),
             check: Check::None,
+            meta: Default::default(),
         }
     }
     let page = |port| InstancePage { total: 1, instances: vec![info(port)], next: None };

@@ -53,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
-use crate::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
+use crate::protocol::peer::{self, CheckedLease, Entry, Lease, MetaLease, Peer, PeerFrame};
 use crate::protocol::{Check, PeerStats, RemoveReason};
 use crate::registry::{Applied, Change, LeaseView, Registry};
 pub use config::ReplicaConfig;
@@ -289,7 +289,8 @@ impl Replicator {
             }
             Peer::Ack { seq } => self.deltas.handle_ack(from, seq),
             Peer::SyncRequest { cursor, pages } => {
-                sync::serve_pages(self.me, now, from, cursor, pages, registry, &mut self.transmits);
+                let meta = self.deltas.reads_meta(from);
+                sync::serve_pages(self.me, now, from, (cursor, pages, meta), registry, &mut self.transmits);
             }
             Peer::Page { cursor, next, leases } => {
                 for lease in &leases {
@@ -307,6 +308,14 @@ impl Replicator {
                     self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
                 self.events.extend(caught_up.map(ReplicaEvent::Peer));
             }
+            Peer::PageMeta { cursor, next, leases } => {
+                for MetaLease { lease: CheckedLease { lease, check }, meta } in &leases {
+                    self.apply_lease_meta(now, lease, *check, Some(meta), registry);
+                }
+                let caught_up =
+                    self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
+                self.events.extend(caught_up.map(ReplicaEvent::Peer));
+            }
             Peer::Report { service, endpoint } => {
                 self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
             }
@@ -314,6 +323,7 @@ impl Replicator {
             Peer::Features { bits } => {
                 let slotted = self.config.slot_renewals && bits & slots::FEATURE_SLOTS != 0;
                 self.deltas.set_slotted(from, slotted);
+                self.deltas.set_reads_meta(from, self.config.metadata && bits & slots::FEATURE_META != 0);
             }
             Peer::Unknown { slots } => {
                 self.deltas.send_slots_to(now, from, peer::decode_slots(slots), registry, &mut self.transmits);
@@ -506,8 +516,10 @@ impl Replicator {
             body: Peer::Hello { addr: self.addr, complete: self.is_complete(), instances: registry.len() as u64 },
         };
         self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
-        if self.config.slot_renewals {
-            let frame = PeerFrame { node: self.me, body: Peer::Features { bits: slots::FEATURE_SLOTS } };
+        let bits = if self.config.slot_renewals { slots::FEATURE_SLOTS } else { 0 }
+            | if self.config.metadata { slots::FEATURE_META } else { 0 };
+        if bits != 0 {
+            let frame = PeerFrame { node: self.me, body: Peer::Features { bits } };
             self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
         }
     }
@@ -525,14 +537,10 @@ impl Replicator {
     ) -> Option<uuid::Uuid> {
         match entry {
             Entry::UpsertSlot { slot, lease: CheckedLease { lease, check } } => {
-                match self.apply_lease(now, lease, *check, registry) {
-                    Applied::Tombstoned => return Some(lease.id),
-                    // The id names a lease of another instance here (or the lease was refused):
-                    // its slot must renew nothing.
-                    Applied::Conflict | Applied::Refused(_) => {}
-                    _ => self.slot_maps.map_lease((from, seq), *slot, lease.id, registry),
-                }
-                None
+                self.apply_slotted(now, (from, seq), *slot, lease, *check, None, registry)
+            }
+            Entry::UpsertMeta { slot, lease: CheckedLease { lease, check }, meta } => {
+                self.apply_slotted(now, (from, seq), *slot, lease, *check, Some(meta), registry)
             }
             Entry::Renew { ttl_ms, slots } => {
                 let ttl = Duration::from_millis(u64::from(*ttl_ms));
@@ -553,7 +561,42 @@ impl Replicator {
         }
     }
 
+    /// Applies a lease sent with its slot (and its metadata, from a peer that sends them).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_slotted(
+        &mut self,
+        now: Instant,
+        (from, seq): (SocketAddr, u32),
+        slot: u32,
+        lease: &Lease<'_>,
+        check: Check<&str>,
+        meta: Option<&[u8]>,
+        registry: &mut Registry,
+    ) -> Option<uuid::Uuid> {
+        match self.apply_lease_meta(now, lease, check, meta, registry) {
+            Applied::Tombstoned => return Some(lease.id),
+            // The id names a lease of another instance here (or the lease was refused):
+            // its slot must renew nothing.
+            Applied::Conflict | Applied::Refused(_) => {}
+            _ => self.slot_maps.map_lease((from, seq), slot, lease.id, registry),
+        }
+        None
+    }
+
     fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, check: Check<&str>, registry: &mut Registry) -> Applied {
+        self.apply_lease_meta(now, lease, check, None, registry)
+    }
+
+    /// Applies a lease; `meta`: its metadata block, `None` when the message carries none
+    /// (then the lease keeps what it has here).
+    fn apply_lease_meta(
+        &mut self,
+        now: Instant,
+        lease: &Lease<'_>,
+        check: Check<&str>,
+        meta: Option<&[u8]>,
+        registry: &mut Registry,
+    ) -> Applied {
         let view = LeaseView {
             id: lease.id,
             service: lease.service,
@@ -562,6 +605,7 @@ impl Replicator {
             ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
             aliases: &lease.aliases,
             check,
+            meta,
         };
         let applied = registry.apply_remote(now, view);
         match applied {

@@ -1,0 +1,135 @@
+//! Metadata on the simulated network: it travels with the lease to every broker (deltas,
+//! catch-up pages, slot renewals that must not lose a change), converges after a
+//! re-registration, and is not sent to a broker that did not say it reads it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::*;
+use crate::sim::{NetConfig, Sim, node_with};
+
+fn node_addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 1 + i as u8], 7000))
+}
+
+const CLIENT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 5)), 50000);
+
+fn endpoint() -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, 5], 8080))
+}
+
+fn node(i: usize, n: usize, metadata: bool) -> Node {
+    let config = NodeConfig {
+        unicast: node_addr(i),
+        incarnation: 0xfeed_0000_0000_0000 + i as u64,
+        replica: ReplicaConfig {
+            peers: (0..n).filter(|&j| j != i).map(node_addr).collect(),
+            metadata,
+            ..ReplicaConfig::default()
+        },
+        ..NodeConfig::default()
+    };
+    node_with(i as u64, config)
+}
+
+/// Brokers `0..n`, those in `old` without metadata (as brokers before it).
+fn cluster(seed: u64, net: NetConfig, n: usize, old: &[usize]) -> Sim {
+    let mut sim = Sim::new(seed, net);
+    for i in 0..n {
+        sim.add_node(node_addr(i), node(i, n, !old.contains(&i)));
+    }
+    sim.run_for(Duration::from_secs(3));
+    sim
+}
+
+fn shown(sim: &mut Sim, i: usize) -> String {
+    let now = sim.now;
+    sim.node(i).registry.handle_timeout(now);
+    sim.node(i).registry.metadata("web", endpoint()).map(ToString::to_string).unwrap_or_default()
+}
+
+/// Registers at broker `at` as a client does: again until answered (the network may lose it).
+fn register(sim: &mut Sim, at: usize, line: &str) {
+    let reply = (0..10)
+        .find_map(|_| {
+            // A duplicated answer to an earlier register would answer this one.
+            sim.take_inbox(CLIENT);
+            sim.request(CLIENT, node_addr(at), line.as_bytes())
+        })
+        .expect("an answer");
+    assert_eq!(reply.len(), 37, "{}", String::from_utf8_lossy(&reply));
+}
+
+#[test]
+fn metadata_converges_on_three_brokers_through_loss() {
+    for seed in 0..16 {
+        converges(seed);
+    }
+}
+
+fn converges(seed: u64) {
+    let net = NetConfig { loss: 0.2, duplicate: 0.05, ..NetConfig::default() };
+    let mut sim = cluster(seed, net, 3, &[]);
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(shown(&mut sim, i), "path=/ version=2", "seed {seed} broker {i}");
+    }
+    // Renewals (by slot once confirmed) for a while, then other pairs at the same broker: the
+    // change goes whole, not as a renewal.
+    for _ in 0..6 {
+        register(&mut sim, 0, "register web 8080 path=/ version=2");
+        sim.run_for(Duration::from_secs(1));
+    }
+    register(&mut sim, 0, "register web 8080 path=/v3 version=3");
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(shown(&mut sim, i), "path=/v3 version=3", "seed {seed} broker {i}");
+    }
+    // The same source at another broker: the one lease, its pairs replaced everywhere.
+    register(&mut sim, 2, "register web 8080 version=4");
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(shown(&mut sim, i), "version=4", "seed {seed} broker {i}");
+        assert_eq!(sim.node(i).registry.lease_count(), 1, "seed {seed} broker {i}");
+    }
+    // A plain register keeps them; one with `check=` only too.
+    register(&mut sim, 1, "register web 8080");
+    register(&mut sim, 1, "register web 8080 check=tcp");
+    sim.run_for(Duration::from_secs(1));
+    for i in 0..3 {
+        assert_eq!(shown(&mut sim, i), "version=4", "broker {i}");
+    }
+}
+
+#[test]
+fn a_broker_that_catches_up_gets_the_metadata_from_its_pages() {
+    let mut sim = Sim::new(5, NetConfig::default());
+    sim.add_node(node_addr(0), node(0, 3, true));
+    sim.add_node(node_addr(1), node(1, 3, true));
+    sim.run_for(Duration::from_secs(3));
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    sim.run_for(Duration::from_millis(500));
+    assert_eq!(shown(&mut sim, 1), "path=/ version=2");
+    // The third starts late and pulls the table; no renewal happens meanwhile.
+    sim.add_node(node_addr(2), node(2, 3, true));
+    sim.run_for(Duration::from_millis(2500));
+    assert!(sim.node(2).registry.lease_count() == 1);
+    assert_eq!(shown(&mut sim, 2), "path=/ version=2");
+}
+
+#[test]
+fn an_older_broker_is_not_sent_metadata_and_keeps_the_lease() {
+    let mut sim = cluster(3, NetConfig::default(), 3, &[2]);
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    for _ in 0..4 {
+        sim.run_for(Duration::from_secs(1));
+        register(&mut sim, 0, "register web 8080 path=/ version=2");
+    }
+    sim.run_for(Duration::from_secs(1));
+    assert_eq!(shown(&mut sim, 1), "path=/ version=2");
+    assert_eq!(shown(&mut sim, 2), "");
+    for i in 0..3 {
+        assert_eq!(sim.node(i).registry.lease_count(), 1, "broker {i}");
+    }
+}

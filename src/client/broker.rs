@@ -235,6 +235,30 @@ impl<T: Transport> BrokerClient<T> {
         self.register_checked(service, ip, port, Check::None)
     }
 
+    /// [`register_checked`](Self::register_checked) with the endpoint's metadata (see
+    /// [`crate::meta`]), which replaces what the lease carried. Empty metadata sends a plain
+    /// or checked register, which leaves the lease's metadata as it is. A boolean attribute
+    /// (from a TXT record) goes as `key=`. A broker older than metadata refuses the request as
+    /// malformed: then it is sent again without the pairs.
+    pub fn register_meta(
+        &mut self,
+        service: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        check: Check<&str>,
+        meta: &crate::meta::Metadata,
+    ) -> Result<Registered, ClientError> {
+        if meta.is_empty() {
+            return self.register_checked(service, ip, port, check);
+        }
+        let pairs = meta.iter().map(|pair| (pair.key, pair.value_str().unwrap_or_default())).collect();
+        match self.call(&Request::RegisterMeta { service, ip, port, check, meta: pairs })? {
+            Response::Error(Rejection::Malformed { .. }) => self.register_checked(service, ip, port, check),
+            Response::Registered { id, ttl_ms } => Ok(Registered { id, ttl: Duration::from_millis(ttl_ms.into()) }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// [`register`](Self::register) with the health check the broker may run on the endpoint
     /// (see [`Check`]). A broker older than declared checks refuses the request as malformed:
     /// then the registration is sent again without the check (such a broker checks with a

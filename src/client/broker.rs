@@ -356,21 +356,31 @@ impl<T: Transport> BrokerClient<T> {
     pub fn instances(&mut self, service: &str) -> Result<Vec<InstanceInfo>, ClientError> {
         let mut all = Vec::new();
         let mut cursor = 0;
-        let mut checked = true;
+        // What the broker answers: 2 checks and metadata, 1 checks, 0 neither (older ones
+        // refuse the newer requests as malformed).
+        let mut detail = 2;
         for _ in 0..MAX_PAGES {
-            let request = match checked {
-                true => Request::InstancesChecked { service, cursor },
-                false => Request::Instances { service, cursor },
+            let request = match detail {
+                2 => Request::InstancesMeta { service, cursor },
+                1 => Request::InstancesChecked { service, cursor },
+                _ => Request::Instances { service, cursor },
             };
             let reply = match self.call(&request)? {
+                Response::InstanceListMeta { mut page, checks, meta } => {
+                    for ((instance, check), pairs) in page.instances.iter_mut().zip(checks).zip(meta) {
+                        instance.check = check;
+                        instance.meta = crate::protocol::listing::metadata_of(&pairs);
+                    }
+                    Response::InstanceList(page)
+                }
                 Response::InstanceListChecked { mut page, checks } => {
                     for (instance, check) in page.instances.iter_mut().zip(checks) {
                         instance.check = check;
                     }
                     Response::InstanceList(page)
                 }
-                Response::Error(Rejection::Malformed { .. }) if checked => {
-                    checked = false;
+                Response::Error(Rejection::Malformed { .. }) if detail > 0 => {
+                    detail -= 1;
                     continue;
                 }
                 reply => reply,

@@ -10,6 +10,7 @@
 mod common;
 
 mod amplification;
+mod amplification_dns;
 mod balancer;
 mod balancer_live;
 mod bridges;

@@ -28,6 +28,7 @@ mod guard;
 mod keyed;
 mod mdns_peers;
 mod mdns_props;
+mod meta;
 mod metrics;
 mod multicast;
 mod netns;

@@ -160,7 +160,7 @@ fn a_report_is_answered_ok_or_not_found() {
 }
 
 #[test]
-fn instances_come_with_their_checks_and_without_from_an_older_broker() {
+fn instances_come_with_their_checks_and_metadata_and_without_from_an_older_broker() {
     use crate::protocol::{Check, InstanceInfo, InstancePage, Source};
     fn info(port: u16) -> InstanceInfo {
         InstanceInfo {
@@ -178,6 +178,7 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
         SimNet::new()
             .broker(addr(1), move |request| {
                 Some(match request {
+                    Request::InstancesMeta { .. } => Response::Error(Rejection::Malformed { why: "old".into() }),
                     Request::InstancesChecked { .. } => {
                         Response::InstanceListChecked { page: page(4000), checks: vec![Check::Http("/up".into())] }
                     }
@@ -186,8 +187,20 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
             })
             .broker(addr(2), move |request| {
                 Some(match request {
-                    Request::InstancesChecked { .. } => Response::Error(Rejection::Malformed { why: "old".into() }),
+                    Request::InstancesMeta { .. } | Request::InstancesChecked { .. } => {
+                        Response::Error(Rejection::Malformed { why: "old".into() })
+                    }
                     Request::Instances { .. } => Response::InstanceList(page(4001)),
+                    _ => Response::NotFound,
+                })
+            })
+            .broker(addr(3), move |request| {
+                Some(match request {
+                    Request::InstancesMeta { .. } => Response::InstanceListMeta {
+                        page: page(4002),
+                        checks: vec![Check::Tcp],
+                        meta: vec![vec![("path".into(), Some(b"/".to_vec()))]],
+                    },
                     _ => Response::NotFound,
                 })
             })
@@ -196,6 +209,9 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
     assert_eq!(shown, [InstanceInfo { check: Check::Http("/up".into()), ..info(4000) }]);
     let shown = client(net(), &[addr(2)], 0).instances("echo").unwrap();
     assert_eq!(shown, [info(4001)], "an older broker: no checks");
+    let shown = client(net(), &[addr(3)], 0).instances("echo").unwrap();
+    let meta = crate::meta::Metadata::parse_words(["path=/"]).unwrap();
+    assert_eq!(shown, [InstanceInfo { check: Check::Tcp, meta, ..info(4002) }], "checks and metadata");
 }
 
 /// A transport whose other end is a broker's core, in process: what the client sends is

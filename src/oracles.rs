@@ -219,8 +219,10 @@ pub fn node_session(data: &[u8]) {
 fn check_unconfirmed(request: &[u8], reply: &[u8]) {
     let cookie = match protocol::decode_request(request) {
         Ok((_, Request::Watch { .. })) => true,
-        Ok((protocol::Form::Text, Request::WatchEcho { .. })) => reply.starts_with(b"COOKIE "),
-        Ok((protocol::Form::Binary { .. }, Request::WatchEcho { .. })) => {
+        Ok((protocol::Form::Text, Request::WatchEcho { .. } | Request::WatchMeta { .. })) => {
+            reply.starts_with(b"COOKIE ")
+        }
+        Ok((protocol::Form::Binary { .. }, Request::WatchEcho { .. } | Request::WatchMeta { .. })) => {
             matches!(binary::decode_response(reply), Ok((_, Response::WatchCookie { .. })))
         }
         _ => false,

@@ -121,6 +121,19 @@ pub trait Context {
         unsupported(&Request::Watch { service })
     }
 
+    /// A [`Request::WatchMeta`] from `from`: a watch whose replies and notifications carry each
+    /// instance's metadata.
+    fn answer_watch_meta(
+        &mut self,
+        _now: Instant,
+        _from: SocketAddr,
+        _form: Form,
+        service: &str,
+        cookie: u64,
+    ) -> Response {
+        unsupported(&Request::WatchMeta { service, cookie })
+    }
+
     /// `unwatch <service>` from `from`.
     fn answer_unwatch(&mut self, _now: Instant, _from: SocketAddr, service: &str) -> Response {
         unsupported(&Request::Unwatch { service })
@@ -242,6 +255,7 @@ fn route<C: Context>(
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
         Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),
         Request::WatchEcho { service, cookie } => ctx.answer_watch(now, source, form, service, Some(cookie)),
+        Request::WatchMeta { service, cookie } => ctx.answer_watch_meta(now, source, form, service, cookie),
         Request::Unwatch { service } => ctx.answer_unwatch(now, source, service),
     };
     // An acknowledgement: an id, `OK`, `NOT FOUND` (or catching up); never an error, which may

@@ -154,7 +154,7 @@ impl Node {
             self.replicator.handle_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
-            if change.kind != ChangeKind::Refreshed {
+            if change.kind != ChangeKind::Refreshed || change.meta_changed {
                 self.watches.handle_change(&change.service);
             }
         }

@@ -133,3 +133,74 @@ fn an_older_broker_is_not_sent_metadata_and_keeps_the_lease() {
         assert_eq!(sim.node(i).registry.lease_count(), 1, "broker {i}");
     }
 }
+
+const WATCHER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 2, 1)), 40000);
+
+/// Everything that reached the watcher so far, as text.
+fn heard(sim: &mut Sim) -> Vec<String> {
+    sim.take_inbox(WATCHER).into_iter().map(|(_, bytes)| String::from_utf8(bytes).unwrap()).collect()
+}
+
+#[test]
+fn a_watch_with_meta_hears_of_the_pairs_and_of_their_changes_at_another_broker() {
+    let mut sim = cluster(9, NetConfig::default(), 2, &[]);
+    let cookie = sim.request(WATCHER, node_addr(1), b"watch web").unwrap();
+    let cookie = String::from_utf8(cookie).unwrap();
+    let cookie = cookie.trim().strip_prefix("COOKIE ").unwrap().to_owned();
+    let answer = sim.request(WATCHER, node_addr(1), format!("watch web {cookie} meta").as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(answer).unwrap(), "WATCHING web seq=0 ttl_ms=5000\n");
+
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(heard(&mut sim), ["CHANGED web seq=1 10.0.0.5:8080\nmeta 10.0.0.5:8080 path=/ version=2\n"]);
+    // A refresh with the same pairs is no change; other pairs are, at the other broker too.
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    sim.run_for(Duration::from_millis(300));
+    assert_eq!(heard(&mut sim), Vec::<String>::new());
+    register(&mut sim, 0, "register web 8080 version=3");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(heard(&mut sim), ["CHANGED web seq=2 10.0.0.5:8080\nmeta 10.0.0.5:8080 version=3\n"]);
+
+    // The same watch renewed without `meta`: the plain lines again.
+    let answer = sim.request(WATCHER, node_addr(1), format!("watch web {cookie}").as_bytes()).unwrap();
+    assert_eq!(String::from_utf8(answer).unwrap(), "WATCHING web seq=2 ttl_ms=5000 10.0.0.5:8080\n");
+    register(&mut sim, 0, "register web 8080 version=4");
+    sim.run_for(Duration::from_millis(100));
+    assert_eq!(heard(&mut sim), ["CHANGED web seq=3 10.0.0.5:8080\n"]);
+}
+
+#[test]
+fn a_watch_with_meta_keeps_its_replies_within_a_datagram() {
+    let mut sim = cluster(4, NetConfig::default(), 1, &[]);
+    let pairs: String = (0..4).map(|i| format!(" k{i}={}", "v".repeat(252))).collect();
+    for port in 8000..8004 {
+        register(&mut sim, 0, &format!("register web {port}{pairs}"));
+    }
+    for binary in [false, true] {
+        let cookie = sim.request(WATCHER, node_addr(0), b"watch web").unwrap();
+        let cookie = u64::from_str_radix(String::from_utf8(cookie).unwrap().trim().trim_start_matches("COOKIE "), 16);
+        let request = crate::protocol::Request::WatchMeta { service: "web", cookie: cookie.unwrap() };
+        let mut datagram = Vec::new();
+        match binary {
+            true => crate::protocol::binary::encode_request(5, &request, &mut datagram),
+            false => crate::protocol::text::encode_request(&request, &mut datagram),
+        }
+        let answer = sim.request(WATCHER, node_addr(0), &datagram).unwrap();
+        assert!(answer.len() <= crate::protocol::MAX_REPLY_LEN, "{}", answer.len());
+        if binary {
+            let (_, response) = crate::protocol::binary::decode_response(&answer).unwrap();
+            let crate::protocol::Response::WatchingMeta { instances, meta, .. } = response else {
+                panic!("{response:?}")
+            };
+            assert_eq!((instances.len(), meta.len()), (1, 1), "one instance with 1,024 bytes fits");
+        } else {
+            let text = String::from_utf8(answer).unwrap();
+            assert_eq!(text.lines().filter(|line| line.starts_with("meta ")).count(), 1, "{text}");
+        }
+    }
+    register(&mut sim, 0, &format!("register web 8004{pairs}"));
+    sim.run_for(Duration::from_millis(100));
+    for bytes in sim.take_inbox(WATCHER).into_iter().map(|(_, bytes)| bytes) {
+        assert!(bytes.len() <= crate::protocol::MAX_REPLY_LEN, "{}", bytes.len());
+    }
+}

@@ -65,6 +65,10 @@ pub struct InstanceInfo {
     pub meta: crate::meta::Metadata,
 }
 
+/// One instance's metadata as the binary replies carry it: its pairs, `(key, value)`, a boolean
+/// attribute's value `None`.
+pub type MetaPairs = Vec<(String, Option<Vec<u8>>)>;
+
 /// A [`Metadata`](crate::meta::Metadata) as [`Response::InstanceListMeta`](super::Response::InstanceListMeta)
 /// carries it: its pairs, `(key, value)`, a boolean attribute's value `None`.
 pub fn pairs_of(meta: &crate::meta::Metadata) -> Vec<(String, Option<Vec<u8>>)> {

@@ -187,6 +187,16 @@ pub enum Request<'a> {
         /// Where the page starts: 0 for the first, then the `next` of the previous page.
         cursor: u32,
     },
+    /// [`Request::WatchEcho`] by a watcher that wants each instance's metadata too: answered
+    /// with [`Response::WatchingMeta`], its notifications are [`Response::ChangedMeta`], and a
+    /// change of an instance's metadata is a change. The text form is
+    /// `watch <service> <cookie> meta`.
+    WatchMeta {
+        /// The service's name.
+        service: &'a str,
+        /// The cookie, as the broker sent it.
+        cookie: u64,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -295,6 +305,32 @@ pub enum Response {
         checks: Vec<Check<Box<str>>>,
         /// The metadata of each instance of the page, in order: its pairs, `(key, value)`
         /// (a boolean attribute's value is `None`; values are bytes, as in a TXT record).
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
+    },
+    /// [`Response::Watching`] for a [`Request::WatchMeta`]: with each instance's metadata, in
+    /// the same order as `instances` (as many as fit in [`MAX_REPLY_LEN`] with it).
+    WatchingMeta {
+        /// The service watched.
+        service: String,
+        /// The sequence number of its live set now; each change adds one.
+        seq: u64,
+        /// Milliseconds the watch lives unless renewed.
+        ttl_ms: u32,
+        /// Its live instances now (possibly none).
+        instances: Vec<SocketAddr>,
+        /// Their metadata, as [`Response::InstanceListMeta`] carries it.
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
+    },
+    /// [`Response::Changed`] for a watch started with [`Request::WatchMeta`]: pushed when the
+    /// live set or an instance's metadata changed.
+    ChangedMeta {
+        /// The service.
+        service: String,
+        /// The new sequence number.
+        seq: u64,
+        /// Its live instances now.
+        instances: Vec<SocketAddr>,
+        /// Their metadata, as [`Response::InstanceListMeta`] carries it.
         meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
     },
 }

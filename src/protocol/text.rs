@@ -17,6 +17,8 @@
 //! watch <service>                    -> COOKIE <cookie>   (16 hexadecimal digits, to echo:)
 //! watch <service> <cookie>           -> WATCHING <service> seq=<n> ttl_ms=<ms> <ip:port> ... | COOKIE <cookie>
 //!                                       then, pushed on every change: CHANGED <service> seq=<n> <ip:port> ...
+//! watch <service> <cookie> meta      -> the same, each reply followed by `meta <ip:port> <key>=<value> ...`
+//!                                       lines; a change of metadata is a change
 //! unwatch <service>                  -> OK | NOT FOUND
 //! anything else                      -> ERROR <reason>
 //! ```
@@ -45,7 +47,7 @@ use super::{Check, Rejection, Request, Response, excerpt};
 /// How many characters of an unparsable word an error message repeats.
 const ECHO_CHARS: usize = 40;
 
-const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
+const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)> [meta]";
 
 const REGISTER_USAGE: &str =
     "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]";
@@ -114,6 +116,10 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
                 Some(cookie) => Ok(Request::WatchEcho { service, cookie }),
                 None => Err(usage(WATCH_USAGE)),
             },
+            [service, cookie, meta] if meta.eq_ignore_ascii_case("meta") => match parse_cookie(cookie) {
+                Some(cookie) => Ok(Request::WatchMeta { service, cookie }),
+                None => Err(usage(WATCH_USAGE)),
+            },
             _ => Err(usage(WATCH_USAGE)),
         }
     } else if verb.eq_ignore_ascii_case("unwatch") {
@@ -180,6 +186,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
         Request::WatchEcho { service, cookie } => writeln!(out, "watch {service} {cookie:016x}"),
+        Request::WatchMeta { service, cookie } => writeln!(out, "watch {service} {cookie:016x} meta"),
         Request::RegisterChecked { service, ip: None, port, check } => {
             writeln!(out, "register {service} {port} check={check}")
         }
@@ -264,6 +271,19 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             write_instances(instances, out)
         }
         Response::WatchCookie { cookie } => writeln!(out, "COOKIE {cookie:016x}"),
+        // The line of a `Watching` or `Changed`, then a `meta` line per instance with metadata.
+        Response::WatchingMeta { service, seq, ttl_ms, instances, meta } => {
+            let _ = write!(out, "WATCHING {service} seq={seq} ttl_ms={ttl_ms}");
+            let _ = write_instances(instances, out);
+            write_meta_lines(instances, meta, out);
+            Ok(())
+        }
+        Response::ChangedMeta { service, seq, instances, meta } => {
+            let _ = write!(out, "CHANGED {service} seq={seq}");
+            let _ = write_instances(instances, out);
+            write_meta_lines(instances, meta, out);
+            Ok(())
+        }
         // A summary line, then a line per service or instance.
         Response::Services(page) => {
             let _ = write!(out, "services={}", page.total);
@@ -310,6 +330,17 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             Ok(())
         }
     };
+}
+
+/// `meta <ip:port> <key>=<value> …` for each instance that has metadata (escaped as
+/// [`crate::meta::Metadata`]'s `Display` says).
+fn write_meta_lines(instances: &[std::net::SocketAddr], meta: &[super::listing::MetaPairs], out: &mut Vec<u8>) {
+    for (instance, pairs) in instances.iter().zip(meta) {
+        let meta = super::listing::metadata_of(pairs);
+        if !meta.is_empty() {
+            let _ = writeln!(out, "meta {instance} {meta}");
+        }
+    }
 }
 
 /// Writes the counters' line of a `stats` reply (`name=value …`, then `more`) at the end of `out`.

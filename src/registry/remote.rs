@@ -130,7 +130,8 @@ impl Registry {
             if self.ticks(deadline) > before {
                 self.set_check(index, lease.check);
                 if let Some(meta) = meta {
-                    self.set_meta(index, meta);
+                    // Recorded with the renewal, for watchers here (peers are not sent it).
+                    self.meta_changed = self.set_meta(index, meta);
                 }
             }
             self.renew(index, deadline, true);
@@ -147,7 +148,7 @@ impl Registry {
             if self.ticks(deadline) > self.lease(index).deadline {
                 self.set_check(index, lease.check);
                 if let Some(meta) = meta {
-                    self.set_meta(index, meta);
+                    self.meta_changed = self.set_meta(index, meta);
                 }
             }
             self.renew(index, deadline, true);

@@ -63,7 +63,9 @@ impl RequestCounts {
             Request::Instances { .. } | Request::InstancesChecked { .. } | Request::InstancesMeta { .. } => {
                 &mut self.instances
             }
-            Request::Watch { .. } | Request::WatchEcho { .. } | Request::Unwatch { .. } => &mut self.watch,
+            Request::Watch { .. } | Request::WatchEcho { .. } | Request::WatchMeta { .. } | Request::Unwatch { .. } => {
+                &mut self.watch
+            }
         };
         *counter += 1;
     }

@@ -73,6 +73,7 @@ impl RequireKey {
                     | Request::Report { .. }
                     | Request::Watch { .. }
                     | Request::WatchEcho { .. }
+                    | Request::WatchMeta { .. }
                     | Request::Unwatch { .. }
             ),
         }

@@ -99,6 +99,7 @@ fn replies_map_to_typed_results() {
             | Request::Instances { .. }
             | Request::InstancesChecked { .. }
             | Request::InstancesMeta { .. }
+            | Request::WatchMeta { .. }
             | Request::Watch { .. }
             | Request::WatchEcho { .. }
             | Request::Unwatch { .. } => Response::Stats(Box::default()),

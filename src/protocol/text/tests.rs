@@ -196,7 +196,7 @@ fn a_watch_echoes_its_cookie_in_16_hexadecimal_digits() {
         Request::WatchEcho { service: "web", cookie: 0xc0ffee00c0ffee }
     );
     for bad in [&b"watch web xyz"[..], b"watch web +1", b"watch web 00c0ffee00c0ffee0", b"watch web 1 2"] {
-        let usage = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
+        let usage = "watch <service> | watch <service> <cookie (16 hexadecimal digits)> [meta]";
         assert_eq!(decode_request(bad), Err(Rejection::Usage { usage: usage.into() }), "{bad:?}");
     }
     let mut out = Vec::new();

@@ -22,6 +22,7 @@ mod group;
 pub mod listing;
 pub mod peer;
 pub mod seal;
+mod source;
 pub mod stats;
 pub mod text;
 
@@ -33,6 +34,7 @@ use uuid::Uuid;
 pub use check::Check;
 pub use group::{DEFAULT_CLUSTER, MAX_CLUSTER_NAME, Multicast, check_cluster_name, goodbye_commitment};
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
+pub use source::{RemoveReason, Source};
 pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
@@ -333,64 +335,6 @@ pub enum Response {
         /// Their metadata, as [`Response::InstanceListMeta`] carries it.
         meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
     },
-}
-
-/// Who holds a registration (a lease). Each source has its own lease on an endpoint, and only
-/// that source learns the lease's id, which acts as its capability: a register from another
-/// source for the same endpoint gets a lease (and an id) of its own rather than the first one's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Source {
-    /// A register request that came from this address (IP and port).
-    Unicast(SocketAddr),
-    /// An announcement on the multicast group from the process with this origin id, sent from
-    /// `ip`.
-    Announcer {
-        /// The address the announcement came from.
-        ip: IpAddr,
-        /// The announcing process's origin id (see [`Multicast`]).
-        origin: u64,
-    },
-}
-
-impl Source {
-    /// The IP address the source sends from (what quotas count by).
-    pub fn ip(&self) -> IpAddr {
-        match *self {
-            Source::Unicast(addr) => addr.ip(),
-            Source::Announcer { ip, .. } => ip,
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Unicast(addr) => write!(f, "{addr}"),
-            Source::Announcer { ip, origin } => write!(f, "{ip} (announcer {origin:016x})"),
-        }
-    }
-}
-
-/// Why a registration was removed before its lease ran out. Travels between brokers with the
-/// removal, so every broker logs the same reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RemoveReason {
-    /// Its holder deregistered it.
-    Deregistered,
-    /// Its announcer said goodbye on the multicast group.
-    Goodbye,
-    /// A broker found the endpoint unreachable (a failed probe after a report or a health check).
-    Unreachable,
-}
-
-impl std::fmt::Display for RemoveReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RemoveReason::Deregistered => "deregistered",
-            RemoveReason::Goodbye => "goodbye",
-            RemoveReason::Unreachable => "unreachable",
-        })
-    }
 }
 
 /// Why a request was refused. Each variant says what the sender should change; its

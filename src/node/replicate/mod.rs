@@ -37,6 +37,7 @@
 //! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
 //! forwarded report, a change of the live brokers) through `poll_event`.
 
+mod apply;
 mod config;
 mod deltas;
 pub mod entropy;
@@ -49,13 +50,13 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
-use crate::protocol::peer::{self, CheckedLease, Entry, Lease, MetaLease, Peer, PeerFrame};
+use crate::protocol::peer::{self, CheckedLease, MetaLease, Peer, PeerFrame};
 use crate::protocol::{Check, PeerStats, RemoveReason};
-use crate::registry::{Applied, Change, LeaseView, Registry};
+use crate::registry::{Change, Registry};
 pub use config::ReplicaConfig;
 use deltas::{Deltas, lease_of};
 use entropy::Entropy;
@@ -522,96 +523,5 @@ impl Replicator {
             let frame = PeerFrame { node: self.me, body: Peer::Features { bits } };
             self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
         }
-    }
-
-    /// Applies a delta's entry (delta `seq` from `from`); returns the id of a lease sent that
-    /// was removed here on purpose (tombstoned). Slots renewed that name nothing here go to
-    /// `unknown`.
-    fn apply(
-        &mut self,
-        now: Instant,
-        (from, seq): (SocketAddr, u32),
-        entry: &Entry<'_>,
-        registry: &mut Registry,
-        unknown: &mut Vec<u32>,
-    ) -> Option<uuid::Uuid> {
-        match entry {
-            Entry::UpsertSlot { slot, lease: CheckedLease { lease, check } } => {
-                self.apply_slotted(now, (from, seq), *slot, lease, *check, None, registry)
-            }
-            Entry::UpsertMeta { slot, lease: CheckedLease { lease, check }, meta } => {
-                self.apply_slotted(now, (from, seq), *slot, lease, *check, Some(meta), registry)
-            }
-            Entry::Renew { ttl_ms, slots } => {
-                let ttl = Duration::from_millis(u64::from(*ttl_ms));
-                self.applied += self.slot_maps.renew(now, (from, seq), ttl, slots, registry, unknown);
-                None
-            }
-            Entry::Upsert(lease) => {
-                (self.apply_lease(now, lease, Check::None, registry) == Applied::Tombstoned).then_some(lease.id)
-            }
-            Entry::UpsertChecked(CheckedLease { lease, check }) => {
-                (self.apply_lease(now, lease, *check, registry) == Applied::Tombstoned).then_some(lease.id)
-            }
-            Entry::Remove { id, reason } => {
-                registry.apply_remote_removal(now, *id, *reason);
-                self.applied += 1;
-                None
-            }
-        }
-    }
-
-    /// Applies a lease sent with its slot (and its metadata, from a peer that sends them).
-    #[allow(clippy::too_many_arguments)]
-    fn apply_slotted(
-        &mut self,
-        now: Instant,
-        (from, seq): (SocketAddr, u32),
-        slot: u32,
-        lease: &Lease<'_>,
-        check: Check<&str>,
-        meta: Option<&[u8]>,
-        registry: &mut Registry,
-    ) -> Option<uuid::Uuid> {
-        match self.apply_lease_meta(now, lease, check, meta, registry) {
-            Applied::Tombstoned => return Some(lease.id),
-            // The id names a lease of another instance here (or the lease was refused):
-            // its slot must renew nothing.
-            Applied::Conflict | Applied::Refused(_) => {}
-            _ => self.slot_maps.map_lease((from, seq), slot, lease.id, registry),
-        }
-        None
-    }
-
-    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, check: Check<&str>, registry: &mut Registry) -> Applied {
-        self.apply_lease_meta(now, lease, check, None, registry)
-    }
-
-    /// Applies a lease; `meta`: its metadata block, `None` when the message carries none
-    /// (then the lease keeps what it has here).
-    fn apply_lease_meta(
-        &mut self,
-        now: Instant,
-        lease: &Lease<'_>,
-        check: Check<&str>,
-        meta: Option<&[u8]>,
-        registry: &mut Registry,
-    ) -> Applied {
-        let view = LeaseView {
-            id: lease.id,
-            service: lease.service,
-            endpoint: lease.endpoint,
-            source: lease.source,
-            ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
-            aliases: &lease.aliases,
-            check,
-            meta,
-        };
-        let applied = registry.apply_remote(now, view);
-        match applied {
-            Applied::Refused(_) | Applied::Conflict => self.rejected += 1,
-            _ => self.applied += 1,
-        }
-        applied
     }
 }

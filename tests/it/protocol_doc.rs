@@ -210,6 +210,19 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             reply(20, Response::Error(Rejection::BadMeta { why: "bad metadata \"=x\": the key is empty".into() })),
         ),
         ("instances with metadata", request(21, Request::InstancesMeta { service: "web", cursor: 0 })),
+        ("watch with metadata", request(22, Request::WatchMeta { service: "web", cookie: 0x5f0e_3a17_c2d9_4b61 })),
+        (
+            "changed with metadata",
+            reply(
+                22,
+                Response::ChangedMeta {
+                    service: "web".into(),
+                    seq: 2,
+                    instances: vec!["127.0.0.1:8080".parse().unwrap()],
+                    meta: vec![vec![("v".into(), Some(b"3".to_vec()))]],
+                },
+            ),
+        ),
         (
             "instances with metadata reply",
             reply(

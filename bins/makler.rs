@@ -50,8 +50,8 @@ enum Command {
     /// List the services that have live instances, with how many each has (sorted by name).
     #[command(alias = "services")]
     List,
-    /// Show one service's live instances: address, age, time left, leases, source and the
-    /// health check each declared.
+    /// Show one service's live instances: address, age, time left, leases, source, the
+    /// health check each declared and its metadata (key=value pairs).
     #[command(alias = "instances")]
     Show {
         /// The service.
@@ -145,23 +145,31 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
                             "leases": i.leases,
                             "source": i.source.to_string(),
                             "check": i.check.to_string(),
+                            "meta": meta_json(&i.meta),
                         })
                     })
                     .collect();
                 format!("{}\n", json!({ "service": service, "instances": list }))
             } else {
+                // The META column only when an instance has metadata.
+                let with_meta = instances.iter().any(|i| !i.meta.is_empty());
                 let rows = instances.iter().map(|i| {
                     let seconds = |ms: u64| format!("{:.1}s", ms as f64 / 1000.0);
-                    vec![
+                    let mut row = vec![
                         i.endpoint.to_string(),
                         seconds(i.age_ms),
                         seconds(i.expires_ms),
                         i.leases.to_string(),
                         i.source.to_string(),
                         i.check.to_string(),
-                    ]
+                    ];
+                    if with_meta {
+                        row.push(i.meta.to_string());
+                    }
+                    row
                 });
-                table(&["ENDPOINT", "AGE", "EXPIRES", "LEASES", "SOURCE", "CHECK"], rows)
+                let header = ["ENDPOINT", "AGE", "EXPIRES", "LEASES", "SOURCE", "CHECK", "META"];
+                table(&header[..if with_meta { 7 } else { 6 }], rows)
             }
         }
         Command::Stats => match client.call(&Request::Stats)? {
@@ -210,6 +218,24 @@ fn stats_text(response: &Response) -> String {
         out.push('\n');
     }
     out
+}
+
+/// An instance's metadata in `show --json`: an object, a key per pair in order, its value a
+/// string (`true` for a boolean attribute; a value that is not UTF-8 escaped as `\xHH`).
+fn meta_json(meta: &makler::meta::Metadata) -> Value {
+    let mut object = serde_json::Map::new();
+    for pair in meta {
+        let value = match (pair.value, pair.value_str()) {
+            (None, _) => json!(true),
+            (Some(_), Some(text)) => json!(text),
+            (Some(_), None) => {
+                let shown = pair.to_string();
+                json!(shown.split_once('=').map_or("", |(_, value)| value))
+            }
+        };
+        object.insert(pair.key.to_owned(), value);
+    }
+    Value::Object(object)
 }
 
 /// `stats --json`: an object with a key per counter (a flag as a bool), then the lists.

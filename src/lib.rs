@@ -28,7 +28,8 @@
 //!
 //! - [`protocol`]: the wire types and the codecs: text, binary, the peer protocol, sealed
 //!   envelopes for the shared key, and the fitter that cuts a reply's list to one datagram
-//!   ([`protocol::fit`]). Depends on nothing else in the crate; no decoder panics on any input.
+//!   ([`protocol::fit`]). Depends on nothing else in the crate but [`meta`] (the rules of
+//!   service metadata, which depends on nothing); no decoder panics on any input.
 //! - [`registry`]: the table of leases as a pure state machine: time is passed in, ids come
 //!   from a generator handed in, and every change goes to an always-on, numbered change log;
 //!   tombstones, remote leases and pages make it replicable.

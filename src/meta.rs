@@ -137,9 +137,9 @@ pub struct Pair<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-impl Pair<'_> {
+impl<'a> Pair<'a> {
     /// The value as text, when it is UTF-8 (an empty string for a boolean attribute).
-    pub fn value_str(&self) -> Option<&str> {
+    pub fn value_str(&self) -> Option<&'a str> {
         std::str::from_utf8(self.value.unwrap_or_default()).ok()
     }
 }

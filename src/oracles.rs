@@ -54,6 +54,26 @@ pub fn decoders(data: &[u8]) {
     }
     let key = seal::Key::from_secret(b"the fuzzing key, long enough").expect("a key");
     let _ = seal::ReplayGuard::new().open(&key, data, 0);
+    metadata(data);
+}
+
+/// Service metadata ([`crate::meta`]) from arbitrary bytes: a block that is accepted is kept
+/// byte for byte; TXT strings (the bytes cut at every 0xFF) give metadata within the limits
+/// that survives its own TXT strings and block, and shows as one line.
+fn metadata(data: &[u8]) {
+    use crate::meta::{MAX_PAIRS, MAX_TOTAL, Metadata};
+    if let Ok(meta) = Metadata::from_block(data) {
+        assert_eq!(meta.as_block(), data);
+    }
+    let strings: Vec<Vec<u8>> = data.split(|&b| b == 0xff).map(<[u8]>::to_vec).collect();
+    let meta = Metadata::from_txt(&strings);
+    assert!(meta.len() <= MAX_PAIRS && meta.byte_len() <= MAX_TOTAL);
+    assert_eq!(Metadata::from_txt(&meta.to_txt()), meta);
+    assert_eq!(Metadata::from_block(meta.as_block()).as_ref(), Ok(&meta));
+    assert!(!meta.to_string().contains(['\n', '\r']));
+    for pair in &meta {
+        assert!(!pair.to_string().contains(char::is_whitespace), "{pair}");
+    }
 }
 
 const TTL: Duration = Duration::from_secs(5);
@@ -115,6 +135,7 @@ pub fn node_session(data: &[u8]) {
                         _,
                         Request::Register { .. }
                             | Request::RegisterChecked { .. }
+                            | Request::RegisterMeta { .. }
                             | Request::Heartbeat { .. }
                             | Request::Deregister { .. }
                     ))
@@ -198,8 +219,10 @@ pub fn node_session(data: &[u8]) {
 fn check_unconfirmed(request: &[u8], reply: &[u8]) {
     let cookie = match protocol::decode_request(request) {
         Ok((_, Request::Watch { .. })) => true,
-        Ok((protocol::Form::Text, Request::WatchEcho { .. })) => reply.starts_with(b"COOKIE "),
-        Ok((protocol::Form::Binary { .. }, Request::WatchEcho { .. })) => {
+        Ok((protocol::Form::Text, Request::WatchEcho { .. } | Request::WatchMeta { .. })) => {
+            reply.starts_with(b"COOKIE ")
+        }
+        Ok((protocol::Form::Binary { .. }, Request::WatchEcho { .. } | Request::WatchMeta { .. })) => {
             matches!(binary::decode_response(reply), Ok((_, Response::WatchCookie { .. })))
         }
         _ => false,

@@ -54,7 +54,10 @@
 //! | its number in its digest bucket | 4 | [`digest`] |
 //!
 //! with each array's room to grow on top (up to 2× for the last doubling). Aliases (rare) are
-//! in a side map; services, per-source and per-network counts are per service or source.
+//! in a side map; so is metadata ([`crate::meta`]): a lease without any costs nothing more, one
+//! with some an entry in the side map (its lease number and the 16-byte box, about 24 bytes
+//! with the map's control byte and spare room) and the block on the heap (its TXT bytes, at
+//! most 1,024). Services, per-source and per-network counts are per service or source.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -80,6 +83,7 @@ mod index;
 mod limits;
 mod listing;
 mod members;
+mod meta;
 pub mod remote;
 mod table;
 mod tombstones;
@@ -100,6 +104,7 @@ pub use limits::{
 pub use listing::InstanceView;
 pub use remote::{Applied, Cursor, LeaseView};
 
+pub use crate::meta::Metadata;
 pub use crate::protocol::check::SharedCheck;
 use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
@@ -246,6 +251,12 @@ pub struct Registry {
     instance_count: usize,
     expired_total: u64,
     common_checks: CommonChecks,
+    /// Metadata for the lease [`Registry::insert`] adds next (set by a register).
+    pending_meta: Option<Metadata>,
+    /// Set while a refresh whose metadata changed is recorded ([`Change::meta_changed`]).
+    meta_changed: bool,
+    /// The metadata of the leases that carry some, by lease (a side map: most carry none).
+    meta: HashMap<Index, Metadata>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -283,6 +294,9 @@ impl Registry {
             instance_count: 0,
             expired_total: 0,
             common_checks: CommonChecks::new(),
+            meta: HashMap::new(),
+            pending_meta: None,
+            meta_changed: false,
         }
     }
 
@@ -341,7 +355,8 @@ impl Registry {
     }
 
     /// [`Registry::register`] with the health check the source declares. A refresh with
-    /// another check than before changes the lease's check.
+    /// another check than before changes the lease's check. Keeps the lease's metadata (see
+    /// [`Registry::register_meta`]).
     pub fn register_checked(
         &mut self,
         now: Instant,
@@ -350,6 +365,18 @@ impl Registry {
         source: Source,
         check: Check<&str>,
     ) -> Result<Registration, Rejection> {
+        self.register_with(now, service, endpoint, source, check, None)
+    }
+
+    pub(super) fn register_with(
+        &mut self,
+        now: Instant,
+        service: &str,
+        endpoint: SocketAddr,
+        source: Source,
+        check: Check<&str>,
+        meta: Option<Metadata>,
+    ) -> Result<Registration, Rejection> {
         let endpoint = canonical(endpoint);
         self.config.limits.check_name(service)?;
         check_endpoint(endpoint)?;
@@ -357,7 +384,10 @@ impl Registry {
         self.handle_timeout(now);
         if let Some(lease) = self.find_lease(service, endpoint, source) {
             self.set_check(lease, check);
+            let changed = meta.is_some_and(|meta| self.set_meta(lease, meta));
+            self.meta_changed = changed;
             let id = self.renew(lease, now + self.config.ttl, false);
+            self.meta_changed = false;
             return Ok(Registration { id, created: false });
         }
         self.check_room()?;
@@ -370,7 +400,7 @@ impl Registry {
             }
         };
         let check = self.common_checks.share(check, None);
-        self.insert(id, service, endpoint, source, now + self.config.ttl, false, check);
+        self.insert_with_meta(id, service, endpoint, source, now + self.config.ttl, check, meta);
         Ok(Registration { id, created: true })
     }
 
@@ -565,6 +595,8 @@ fn index_of(position: usize) -> Index {
 
 #[cfg(test)]
 mod check_tests;
+#[cfg(test)]
+mod meta_tests;
 #[cfg(test)]
 mod quota_tests;
 #[cfg(test)]

@@ -121,6 +121,19 @@ pub trait Context {
         unsupported(&Request::Watch { service })
     }
 
+    /// A [`Request::WatchMeta`] from `from`: a watch whose replies and notifications carry each
+    /// instance's metadata.
+    fn answer_watch_meta(
+        &mut self,
+        _now: Instant,
+        _from: SocketAddr,
+        _form: Form,
+        service: &str,
+        cookie: u64,
+    ) -> Response {
+        unsupported(&Request::WatchMeta { service, cookie })
+    }
+
     /// `unwatch <service>` from `from`.
     fn answer_unwatch(&mut self, _now: Instant, _from: SocketAddr, service: &str) -> Response {
         unsupported(&Request::Unwatch { service })
@@ -203,14 +216,20 @@ fn route<C: Context>(
         request,
         Request::Register { .. }
             | Request::RegisterChecked { .. }
+            | Request::RegisterMeta { .. }
             | Request::Heartbeat { .. }
             | Request::Deregister { .. }
             | Request::Report { .. }
     );
     let response = match request {
-        Request::Register { service, ip, port } => register::apply(ctx, now, source, service, ip, port, Check::None),
+        Request::Register { service, ip, port } => {
+            register::apply(ctx, now, source, service, ip, port, Check::None, None)
+        }
         Request::RegisterChecked { service, ip, port, check } => {
-            register::apply(ctx, now, source, service, ip, port, check)
+            register::apply(ctx, now, source, service, ip, port, check, None)
+        }
+        Request::RegisterMeta { service, ip, port, check, ref meta } => {
+            register::apply(ctx, now, source, service, ip, port, check, Some(meta))
         }
         Request::Heartbeat { id } => heartbeat::apply(ctx, now, id),
         Request::Deregister { id } => deregister::apply(ctx, now, id),
@@ -223,12 +242,20 @@ fn route<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
-        Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor, false),
-        Request::InstancesChecked { service, cursor } => listing::instances(ctx, now, form, service, cursor, true),
+        Request::Instances { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Plain)
+        }
+        Request::InstancesChecked { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Checks)
+        }
+        Request::InstancesMeta { service, cursor } => {
+            listing::instances(ctx, now, form, service, cursor, listing::Detail::Meta)
+        }
         Request::Stats => ctx.answer_stats(now, form),
         Request::Report { service, endpoint } => ctx.answer_report(now, source, service, endpoint),
         Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),
         Request::WatchEcho { service, cookie } => ctx.answer_watch(now, source, form, service, Some(cookie)),
+        Request::WatchMeta { service, cookie } => ctx.answer_watch_meta(now, source, form, service, cookie),
         Request::Unwatch { service } => ctx.answer_unwatch(now, source, service),
     };
     // An acknowledgement: an id, `OK`, `NOT FOUND` (or catching up); never an error, which may

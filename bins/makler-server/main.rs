@@ -75,6 +75,14 @@ struct Args {
     #[arg(long, value_name = "CHECK", value_parser = makler::cli::parse_check)]
     check: Option<Check<Box<str>>>,
 
+    /// A metadata pair the registration carries, KEY=VALUE (repeat for more, e.g. --meta
+    /// path=/ --meta version=2): shown by `makler show`, in listings and watches, and served as
+    /// the instance's DNS-SD TXT record. Keys are printable ASCII without '=' (check is
+    /// reserved), values have no spaces; a pair is at most 255 bytes, an instance holds at most
+    /// 32 pairs and 1,024 bytes.
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta_pair)]
+    meta: Vec<String>,
+
     /// Simulated service time per request, in milliseconds (a worker is busy for that long).
     #[arg(long, value_name = "N", default_value_t = 0)]
     work_ms: u64,
@@ -191,7 +199,10 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // It watches the registration and says a later refusal in its exit line itself; with a
         // key, its requests are sealed (for brokers with --require-key).
         let key = args.multicast.key_file;
-        let config = RegistrarConfig { log: true, quiet_refusals: true, check, key, ..RegistrarConfig::default() };
+        let meta = makler::meta::Metadata::parse_words(args.meta.iter().map(String::as_str))
+            .map_err(|e| format!("--meta: {e}"))?;
+        let config =
+            RegistrarConfig { log: true, quiet_refusals: true, check, meta, key, ..RegistrarConfig::default() };
         // In the background, so that the server serves while it looks for a broker.
         Some(std::thread::spawn(move || register(given.as_ref(), multicast.as_ref(), &stop, &name, ip, port, config)))
     };
@@ -284,4 +295,14 @@ fn register(
         }
     }
     Ok(Some((registrar, registration)))
+}
+
+/// One `--meta KEY=VALUE`: a metadata pair as the broker takes it (`check` is reserved).
+fn parse_meta_pair(text: &str) -> Result<String, String> {
+    let (key, value) = makler::meta::parse_pair(text).map_err(|e| e.to_string())?;
+    if !text.contains('=') {
+        return Err(format!("{text:?}: expected KEY=VALUE"));
+    }
+    makler::protocol::check::check_meta(&[(key, value)]).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
 }

@@ -235,6 +235,30 @@ impl<T: Transport> BrokerClient<T> {
         self.register_checked(service, ip, port, Check::None)
     }
 
+    /// [`register_checked`](Self::register_checked) with the endpoint's metadata (see
+    /// [`crate::meta`]), which replaces what the lease carried. Empty metadata sends a plain
+    /// or checked register, which leaves the lease's metadata as it is. A boolean attribute
+    /// (from a TXT record) goes as `key=`. A broker older than metadata refuses the request as
+    /// malformed: then it is sent again without the pairs.
+    pub fn register_meta(
+        &mut self,
+        service: &str,
+        ip: Option<IpAddr>,
+        port: u16,
+        check: Check<&str>,
+        meta: &crate::meta::Metadata,
+    ) -> Result<Registered, ClientError> {
+        if meta.is_empty() {
+            return self.register_checked(service, ip, port, check);
+        }
+        let pairs = meta.iter().map(|pair| (pair.key, pair.value_str().unwrap_or_default())).collect();
+        match self.call(&Request::RegisterMeta { service, ip, port, check, meta: pairs })? {
+            Response::Error(Rejection::Malformed { .. }) => self.register_checked(service, ip, port, check),
+            Response::Registered { id, ttl_ms } => Ok(Registered { id, ttl: Duration::from_millis(ttl_ms.into()) }),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// [`register`](Self::register) with the health check the broker may run on the endpoint
     /// (see [`Check`]). A broker older than declared checks refuses the request as malformed:
     /// then the registration is sent again without the check (such a broker checks with a
@@ -332,21 +356,31 @@ impl<T: Transport> BrokerClient<T> {
     pub fn instances(&mut self, service: &str) -> Result<Vec<InstanceInfo>, ClientError> {
         let mut all = Vec::new();
         let mut cursor = 0;
-        let mut checked = true;
+        // What the broker answers: 2 checks and metadata, 1 checks, 0 neither (older ones
+        // refuse the newer requests as malformed).
+        let mut detail = 2;
         for _ in 0..MAX_PAGES {
-            let request = match checked {
-                true => Request::InstancesChecked { service, cursor },
-                false => Request::Instances { service, cursor },
+            let request = match detail {
+                2 => Request::InstancesMeta { service, cursor },
+                1 => Request::InstancesChecked { service, cursor },
+                _ => Request::Instances { service, cursor },
             };
             let reply = match self.call(&request)? {
+                Response::InstanceListMeta { mut page, checks, meta } => {
+                    for ((instance, check), pairs) in page.instances.iter_mut().zip(checks).zip(meta) {
+                        instance.check = check;
+                        instance.meta = crate::protocol::listing::metadata_of(&pairs);
+                    }
+                    Response::InstanceList(page)
+                }
                 Response::InstanceListChecked { mut page, checks } => {
                     for (instance, check) in page.instances.iter_mut().zip(checks) {
                         instance.check = check;
                     }
                     Response::InstanceList(page)
                 }
-                Response::Error(Rejection::Malformed { .. }) if checked => {
-                    checked = false;
+                Response::Error(Rejection::Malformed { .. }) if detail > 0 => {
+                    detail -= 1;
                     continue;
                 }
                 reply => reply,

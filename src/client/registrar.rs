@@ -35,6 +35,10 @@ pub struct RegistrarConfig {
     /// connect to the endpoint. `Check::None` for an endpoint that takes no TCP connections
     /// (a UDP service): then it is never probed, and only its heartbeats keep it.
     pub check: Check<Box<str>>,
+    /// The metadata every registration carries (see [`crate::meta`]; `makler-server --meta`):
+    /// sent with each register, a re-registration after the broker forgot the lease included;
+    /// heartbeats leave it as it is. Empty by default.
+    pub meta: crate::meta::Metadata,
     /// With a key, every request is sealed with it and only sealed replies are taken (see
     /// [`BrokerClient::set_key`]): for brokers with `--require-key`.
     pub key: Option<crate::protocol::seal::Key>,
@@ -48,6 +52,7 @@ impl Default for RegistrarConfig {
             log: false,
             quiet_refusals: false,
             check: Check::Tcp,
+            meta: crate::meta::Metadata::default(),
             key: None,
         }
     }
@@ -449,7 +454,8 @@ impl<T: Transport> Core<T> {
 
     fn register(&mut self, index: usize) -> Result<(), ClientError> {
         let entry = &self.entries[index];
-        match self.client.register_checked(&entry.service, entry.ip, entry.port, self.config.check.as_deref()) {
+        let check = self.config.check.as_deref();
+        match self.client.register_meta(&entry.service, entry.ip, entry.port, check, &self.config.meta) {
             Ok(Registered { id, ttl }) => {
                 self.learn_ttl(ttl);
                 self.entries[index].set_id(Some(id));

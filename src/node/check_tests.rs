@@ -102,6 +102,7 @@ fn change(t0: Instant, kind: ChangeKind, service: &str, endpoint: SocketAddr, ch
         instance_changed: true,
         aliases: Vec::new(),
         check: SharedCheck::new(check.to_owned_check()),
+        meta_changed: false,
     }
 }
 

@@ -161,7 +161,7 @@ impl Node {
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
             self.mdns.handle_change(now, &change, &self.registry, |endpoint| replicator.owner(endpoint).is_none());
-            if change.kind != ChangeKind::Refreshed {
+            if change.kind != ChangeKind::Refreshed || change.meta_changed {
                 self.watches.handle_change(&change.service);
             }
         }

@@ -71,6 +71,7 @@ fn preload(sim: &mut Sim, count: u32) {
                 ttl_left: Duration::from_secs(600),
                 aliases: &[],
                 check: crate::protocol::Check::None,
+                meta: None,
             };
             node.registry.apply_remote(now, view);
         }

@@ -70,6 +70,8 @@ mod logging;
 pub mod mdns;
 #[cfg(test)]
 mod mdns_tests;
+#[cfg(test)]
+mod meta_sim_tests;
 pub mod replicate;
 #[cfg(test)]
 mod replicate_tests;
@@ -384,7 +386,19 @@ impl service::Context for Node {
         cookie: Option<u64>,
     ) -> Response {
         self.sealed_to.note(from);
-        self.watches.handle_watch(now, from, form, service, cookie, &mut self.registry)
+        self.watches.handle_watch(now, from, form, service, cookie, false, &mut self.registry)
+    }
+
+    fn answer_watch_meta(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        form: Form,
+        service: &str,
+        cookie: u64,
+    ) -> Response {
+        self.sealed_to.note(from);
+        self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
     fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {

@@ -40,6 +40,7 @@ impl Bench {
             instance_changed: true,
             aliases: Vec::new(),
             check: Arc::new(crate::protocol::Check::Tcp),
+            meta_changed: false,
         };
         verifier.handle_change(t0, &change, |_| true);
         Bench { t0, verifier, config, endpoint }
@@ -259,6 +260,7 @@ fn an_unregistered_endpoint_is_not_rechecked() {
         instance_changed: true,
         aliases: Vec::new(),
         check: Arc::new(crate::protocol::Check::Tcp),
+        meta_changed: false,
     };
     b.verifier.handle_change(b.t0 + b.config.probe_timeout, &change, |_| true);
     b.run_until(b.t0 + Duration::from_secs(60));

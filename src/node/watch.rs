@@ -30,7 +30,7 @@
 //! rate limit or a full queue held back (`note_sent`). The table is the node's, lent for the calls
 //! that read it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,11 @@ pub(super) struct Watches {
     swept: Option<Instant>,
     /// Where a notification is written before it is counted.
     buffer: Vec<u8>,
+    /// The watches started with `WatchMeta` (by address and service), told each instance's
+    /// metadata: a side set, so that the others cost nothing more. Swept of watches that ended
+    /// once a second ([`Watches::handle_timeout`]).
+    meta_watchers: HashSet<(SocketAddr, Box<str>)>,
+    meta_swept: Option<Instant>,
 }
 
 impl Watches {
@@ -132,6 +137,8 @@ impl Watches {
             spent: HashMap::new(),
             swept: None,
             buffer: Vec::new(),
+            meta_watchers: HashSet::new(),
+            meta_swept: None,
         }
     }
 
@@ -147,7 +154,9 @@ impl Watches {
 
     /// `watch <service>` from `from`, with the `cookie` it echoes: with the right one, starts or
     /// renews the watch for the table's TTL, and answers with the live set and the sequence
-    /// number; without (or with a wrong or old one), answers with the cookie to echo.
+    /// number; without (or with a wrong or old one), answers with the cookie to echo. `meta`: a
+    /// `WatchMeta`, whose replies and notifications carry each instance's metadata.
+    #[allow(clippy::too_many_arguments)]
     pub fn handle_watch(
         &mut self,
         now: Instant,
@@ -155,6 +164,7 @@ impl Watches {
         form: Form,
         service: &str,
         cookie: Option<u64>,
+        meta: bool,
         registry: &mut Registry,
     ) -> Response {
         let slot = self.slot(now);
@@ -169,19 +179,29 @@ impl Watches {
         let mut current: Vec<SocketAddr> = registry.members(now, service).collect();
         current.sort_unstable();
         let ttl = registry.config().ttl;
-        match self.watch(now, from, form, service, ttl, current.clone()) {
-            Ok(seq) => Response::Watching {
-                service: service.to_owned(),
-                seq,
-                ttl_ms: u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX),
-                instances: fit(form, service, current),
-            },
+        let ttl_ms = u32::try_from(ttl.as_millis()).unwrap_or(u32::MAX);
+        let meta_hash = meta_hash(registry, service, &current);
+        match self.watch_hashed(now, from, form, service, ttl, (current.clone(), meta_hash)) {
+            Ok(seq) if meta => {
+                self.meta_watchers.insert((from, service.into()));
+                let (instances, meta) = fit_meta(service, current, registry);
+                Response::WatchingMeta { service: service.to_owned(), seq, ttl_ms, instances, meta }
+            }
+            Ok(seq) => {
+                if !self.meta_watchers.is_empty() {
+                    self.meta_watchers.remove(&(from, service.into()));
+                }
+                Response::Watching { service: service.to_owned(), seq, ttl_ms, instances: fit(form, service, current) }
+            }
             Err(rejection) => Response::Error(rejection),
         }
     }
 
     /// `unwatch <service>` from `from`.
     pub fn handle_unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
+        if !self.meta_watchers.is_empty() {
+            self.meta_watchers.remove(&(from, service.into()));
+        }
         if self.unwatch(from, service) { Response::Ok } else { Response::NotFound }
     }
 
@@ -195,11 +215,24 @@ impl Watches {
         for service in self.take_dirty() {
             let mut current: Vec<SocketAddr> = registry.members(now, &service).collect();
             current.sort_unstable();
-            let Some((seq, watchers)) = self.changed(&service, current.clone()) else { continue };
-            let instances = fit(Form::Binary { request_id: u32::MAX }, &service, current);
-            let response = Response::Changed { service, seq, instances };
+            let meta_hash = meta_hash(registry, &service, &current);
+            let Some((seq, watchers)) = self.changed_hashed(&service, current.clone(), meta_hash) else { continue };
+            // Made only when a watcher of the service asked for metadata.
+            let mut with_meta = None;
+            let instances = fit(Form::Binary { request_id: u32::MAX }, &service, current.clone());
+            let response = Response::Changed { service: service.clone(), seq, instances };
             for (to, form) in watchers {
-                protocol::encode_reply(form, &response, &mut self.buffer);
+                let wants_meta =
+                    !self.meta_watchers.is_empty() && self.meta_watchers.contains(&(to, service.as_str().into()));
+                let response = if wants_meta {
+                    with_meta.get_or_insert_with(|| {
+                        let (instances, meta) = fit_meta(&service, current.clone(), registry);
+                        Response::ChangedMeta { service: service.clone(), seq, instances, meta }
+                    })
+                } else {
+                    &response
+                };
+                protocol::encode_reply(form, response, &mut self.buffer);
                 if !self.spend(now, to.ip().to_canonical(), self.buffer.len()) {
                     self.stats.dropped += 1;
                     continue;
@@ -270,6 +303,7 @@ impl Watches {
 
     /// Starts or renews `source`'s watch on `service` until `now + ttl`; `current` is the
     /// service's live set now, sorted. Returns the sequence number to tell the watcher.
+    #[cfg(test)]
     fn watch(
         &mut self,
         now: Instant,
@@ -278,6 +312,19 @@ impl Watches {
         service: &str,
         ttl: Duration,
         current: Vec<SocketAddr>,
+    ) -> Result<u64, Rejection> {
+        self.watch_hashed(now, source, form, service, ttl, (current, 0))
+    }
+
+    /// [`watch`](Self::watch) with the hash of the instances' metadata ([`meta_hash`]).
+    fn watch_hashed(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        form: Form,
+        service: &str,
+        ttl: Duration,
+        (current, meta_hash): (Vec<SocketAddr>, u64),
     ) -> Result<u64, Rejection> {
         let expires = now + ttl;
         self.store.maintain(now);
@@ -302,7 +349,7 @@ impl Watches {
                 };
                 Rejection::TooManyWatches { scope: scope.into(), max: saturate(max) }
             })?;
-        let last = self.store.set_hash(&current);
+        let last = self.store.set_hash(&current) ^ meta_hash;
         let seq = self.store.insert(service, source, form, expires, last);
         for (map, key) in [(&mut self.per_source, ip), (&mut self.per_network, network(ip))] {
             if map.capacity() == 0 {
@@ -363,9 +410,20 @@ impl Watches {
 
     /// `service`'s live set is `current` (sorted): when it differs from what its watchers
     /// were told, the new sequence number and the watchers to tell.
+    #[cfg(test)]
     fn changed(&mut self, service: &str, current: Vec<SocketAddr>) -> Option<(u64, Vec<(SocketAddr, Form)>)> {
+        self.changed_hashed(service, current, 0)
+    }
+
+    /// [`changed`](Self::changed) with the hash of the instances' metadata ([`meta_hash`]).
+    fn changed_hashed(
+        &mut self,
+        service: &str,
+        current: Vec<SocketAddr>,
+        meta_hash: u64,
+    ) -> Option<(u64, Vec<(SocketAddr, Form)>)> {
         let id = self.store.service_id(service)?;
-        let last = self.store.set_hash(&current);
+        let last = self.store.set_hash(&current) ^ meta_hash;
         let watched = self.store.service_mut(id);
         watched.dirty = false;
         if watched.last == last {
@@ -383,6 +441,11 @@ impl Watches {
             self.forget(source);
         }
         self.store.maintain(now);
+        if !self.meta_watchers.is_empty() && self.meta_swept.is_none_or(|at| now >= at + Duration::from_secs(1)) {
+            self.meta_swept = Some(now);
+            let store = &self.store;
+            self.meta_watchers.retain(|(addr, service)| store.find(service, *addr).is_some());
+        }
     }
 
     /// When the next watch expires.
@@ -409,6 +472,51 @@ fn fit(form: Form, service: &str, mut instances: Vec<SocketAddr>) -> Vec<SocketA
     let keep = room.fit(instances.iter().copied(), cost);
     instances.truncate(keep);
     instances
+}
+
+/// A hash of the metadata of `current`'s instances (0 when none has any), mixed into the hash of
+/// the set its watchers were told, so that a change of metadata is a change.
+fn meta_hash(registry: &Registry, service: &str, current: &[SocketAddr]) -> u64 {
+    if registry.meta_count() == 0 {
+        return 0;
+    }
+    let mut hash = 0u64;
+    for (k, &endpoint) in current.iter().enumerate() {
+        if let Some(meta) = registry.metadata(service, endpoint) {
+            let block = meta
+                .as_block()
+                .iter()
+                .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
+            hash ^= block.rotate_left((k % 64) as u32) ^ (k as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    hash
+}
+
+/// `instances` and their metadata cut to what fits one reply of a `WatchMeta` in either form:
+/// each instance's `meta` line in text or its pairs in binary, whichever is longer, counted too.
+fn fit_meta(
+    service: &str,
+    instances: Vec<SocketAddr>,
+    registry: &Registry,
+) -> (Vec<SocketAddr>, Vec<protocol::listing::MetaPairs>) {
+    let mut room = Room::after(fit::instances_header(Form::Text) + service.len() + WATCH_RESERVE + fit::LIST_LEN);
+    let mut kept = Vec::new();
+    let mut metas = Vec::new();
+    for instance in instances {
+        let meta = registry.metadata(service, instance).cloned().unwrap_or_default();
+        let pairs = protocol::listing::pairs_of(&meta);
+        let text = if meta.is_empty() { 0 } else { 7 + instance.to_string().len() + meta.to_string().len() };
+        let cost = fit::instance_len(Form::Text, instance)
+            .max(fit::instance_len(Form::Binary { request_id: 0 }, instance))
+            + text.max(fit::binary_len(&pairs));
+        if !room.take(cost) {
+            break;
+        }
+        kept.push(instance);
+        metas.push(pairs);
+    }
+    (kept, metas)
 }
 
 /// Room kept in a watch's reply for the verb, the sequence number and the TTL, besides the

@@ -89,6 +89,12 @@ pub fn decode_request(datagram: &[u8]) -> Result<(u32, Request<'_>), DecodeError
     if let (id, Request::RegisterChecked { check, .. }) = &decoded {
         check.validate().map_err(|rejection| DecodeError { form: Form::Binary { request_id: *id }, rejection })?;
     }
+    if let (id, Request::RegisterMeta { check, meta, .. }) = &decoded {
+        check
+            .validate()
+            .and_then(|()| super::check::check_meta(meta))
+            .map_err(|rejection| DecodeError { form: Form::Binary { request_id: *id }, rejection })?;
+    }
     Ok(decoded)
 }
 

@@ -13,9 +13,8 @@
 //!   when the status is 2xx or 3xx. The path starts with `/`, is printable ASCII without spaces
 //!   and at most [`MAX_CHECK_PATH`] bytes.
 //!
-//! Options are `key=value` words after the positional ones; [`Options::parse`] takes them, one
-//! parser that metadata pairs can grow into. An unknown key is refused by name, so a typo is
-//! not silently ignored.
+//! Options are `key=value` words after the positional ones; [`Options::parse`] takes them:
+//! `check=` is the check, any other key a metadata pair (see [`crate::meta`]).
 //!
 //! ```
 //! use makler::protocol::check::{Check, Options};
@@ -23,7 +22,8 @@
 //! let options = Options::parse(["check=http:/health"]).unwrap();
 //! assert_eq!(options.check, Some(Check::Http("/health")));
 //! assert_eq!(Check::Http("/health").to_string(), "http:/health");
-//! assert!(Options::parse(["color=red"]).is_err());
+//! assert_eq!(Options::parse(["color=red"]).unwrap().meta, [("color", "red")]);
+//! assert!(Options::parse(["=red"]).is_err());
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -123,19 +123,24 @@ fn bad_check(value: &str, why: &str) -> Rejection {
     Rejection::BadCheck { value: excerpt(value, 40), why: why.to_owned() }
 }
 
-/// The most options one request may carry.
-pub const MAX_OPTIONS: usize = 8;
+/// The most options one request may carry: `check=` and as many metadata pairs as an instance
+/// holds ([`crate::meta::MAX_PAIRS`]).
+pub const MAX_OPTIONS: usize = 1 + crate::meta::MAX_PAIRS;
 
-/// The `key=value` options of a text request. Today only `check`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The `key=value` options of a text request: `check=`, and any other key is a metadata pair
+/// (see [`crate::meta`]), in the order given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options<'a> {
     /// `check=…`, when given.
     pub check: Option<Check<&'a str>>,
+    /// The metadata pairs, `(key, value)`, in order.
+    pub meta: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Options<'a> {
-    /// Parses `key=value` words. An unknown key, a key given twice or a word without `=` is
-    /// refused, each with its own message.
+    /// Parses `key=value` words. A word without `=`, `check=` given twice, a bad check or
+    /// metadata that breaks a rule of [`crate::meta`] is refused, each with its own message.
+    /// `check` is reserved: as a metadata key in another case (`Check=1`) it is refused too.
     pub fn parse(words: impl IntoIterator<Item = &'a str>) -> Result<Self, Rejection> {
         let mut options = Options::default();
         for (i, word) in words.into_iter().enumerate() {
@@ -150,11 +155,31 @@ impl<'a> Options<'a> {
                     return Err(Rejection::Usage { usage: "check= given twice".to_owned() });
                 }
                 "check" => options.check = Some(Check::parse(value)?),
-                _ => return Err(Rejection::UnknownOption { key: excerpt(key, 40) }),
+                _ => {
+                    crate::meta::parse_pair(word).map_err(meta_rejection)?;
+                    options.meta.push((key, value));
+                }
             }
         }
+        check_meta(&options.meta)?;
         Ok(options)
     }
+}
+
+/// Checks metadata pairs as a registration carries them: each pair, the key `check` reserved
+/// (in any case), and the instance's limits (see [`crate::meta`]).
+pub fn check_meta(pairs: &[(&str, &str)]) -> Result<(), Rejection> {
+    if let Some((key, _)) = pairs.iter().find(|(key, _)| key.eq_ignore_ascii_case("check")) {
+        return Err(Rejection::BadMeta {
+            why: format!("metadata key {:?} is reserved: check= declares the health check", excerpt(key, 40)),
+        });
+    }
+    crate::meta::Metadata::from_pairs(pairs.iter().copied()).map(drop).map_err(meta_rejection)
+}
+
+/// A metadata error as a request's rejection.
+pub fn meta_rejection(error: crate::meta::MetaError) -> Rejection {
+    Rejection::BadMeta { why: error.to_string() }
 }
 
 #[cfg(test)]
@@ -171,16 +196,16 @@ mod tests {
             let check = Check::parse(text).unwrap();
             assert_eq!(check.to_string(), text);
         }
-        assert_eq!(Options::parse([]).unwrap(), Options { check: None });
+        assert_eq!(Options::parse([]).unwrap(), Options::default());
         assert_eq!(Options::parse(["check=tcp"]).unwrap().check, Some(Check::Tcp));
     }
 
     #[test]
     fn bad_options_are_refused_precisely() {
-        assert_eq!(
-            err(&["color=red"]),
-            "unknown option \"color\": expected check=tcp, check=http:<path> or check=none"
-        );
+        assert_eq!(Options::parse(["color=red"]).unwrap().meta, [("color", "red")]);
+        assert_eq!(err(&["CHECK=tcp"]), "metadata key \"CHECK\" is reserved: check= declares the health check");
+        assert_eq!(err(&["=red"]), "bad metadata \"=red\": the key is empty");
+        assert_eq!(err(&["a=1", "A=2"]), "metadata key \"A\" given twice");
         assert_eq!(err(&["check=udp"]), "bad check \"udp\": expected tcp, http:<path> or none");
         assert_eq!(err(&["check=http:health"]), "bad check \"http:health\": a path starts with /");
         assert_eq!(

@@ -58,4 +58,36 @@ pub struct InstanceInfo {
     /// binary form does not carry it, so that its encoding stays what older clients read.
     #[serde(skip)]
     pub check: Check<Box<str>>,
+    /// Its metadata (see [`crate::meta`]): the text form prints the pairs after the check;
+    /// the binary form carries them only in [`Response::InstanceListMeta`](super::Response::InstanceListMeta),
+    /// so that this encoding stays what older clients read.
+    #[serde(skip)]
+    pub meta: crate::meta::Metadata,
+}
+
+/// One instance's metadata as the binary replies carry it: its pairs, `(key, value)`, a boolean
+/// attribute's value `None`.
+pub type MetaPairs = Vec<(String, Option<Vec<u8>>)>;
+
+/// A [`Metadata`](crate::meta::Metadata) as [`Response::InstanceListMeta`](super::Response::InstanceListMeta)
+/// carries it: its pairs, `(key, value)`, a boolean attribute's value `None`.
+pub fn pairs_of(meta: &crate::meta::Metadata) -> Vec<(String, Option<Vec<u8>>)> {
+    meta.iter().map(|pair| (pair.key.to_owned(), pair.value.map(<[u8]>::to_vec))).collect()
+}
+
+/// The [`Metadata`](crate::meta::Metadata) of pairs [`pairs_of`] wrote (read as a TXT record
+/// is: pairs that break a rule are left out).
+pub fn metadata_of(pairs: &[(String, Option<Vec<u8>>)]) -> crate::meta::Metadata {
+    let strings: Vec<Vec<u8>> = pairs
+        .iter()
+        .map(|(key, value)| {
+            let mut string = key.as_bytes().to_vec();
+            if let Some(value) = value {
+                string.push(b'=');
+                string.extend_from_slice(value);
+            }
+            string
+        })
+        .collect();
+    crate::meta::Metadata::from_txt(&strings)
 }

@@ -11,7 +11,8 @@
 //! can never start a UTF-8 string (see [`binary::VERSION_BYTE`]). [`decode_request`] looks at it
 //! and dispatches; [`encode_reply`] writes a reply in the form the request came in.
 //!
-//! This module depends on nothing else in the crate, and no decoder in it panics on any input.
+//! This module depends on nothing else in the crate but [`crate::meta`] (the rules of service
+//! metadata, which depends on nothing), and no decoder in it panics on any input.
 //! `protocol.md` at the top of the repository is the reference for both forms.
 
 pub mod binary;
@@ -21,6 +22,7 @@ mod group;
 pub mod listing;
 pub mod peer;
 pub mod seal;
+mod source;
 pub mod stats;
 pub mod text;
 
@@ -32,6 +34,7 @@ use uuid::Uuid;
 pub use check::Check;
 pub use group::{DEFAULT_CLUSTER, MAX_CLUSTER_NAME, Multicast, check_cluster_name, goodbye_commitment};
 pub use listing::{InstanceInfo, InstancePage, ServiceCount, ServicePage};
+pub use source::{RemoveReason, Source};
 pub use stats::{BackendStats, BalancerStats, BridgeStats, BrokerStats, Counter, PeerStats};
 
 /// The largest reply the broker ever sends, in bytes. Query replies that would be longer hold as
@@ -158,6 +161,44 @@ pub enum Request<'a> {
         /// Where the page starts: 0 for the first, then the `next` of the previous page.
         cursor: u32,
     },
+    /// [`Request::RegisterChecked`] with service metadata: `key=value` pairs (see
+    /// [`crate::meta`] for their rules and limits), in order. The text form puts them after the
+    /// port, beside `check=`, in any order: `register web 8080 path=/ version=2`. A register
+    /// without pairs is sent as a `Register` or `RegisterChecked`, as before; a refresh with
+    /// other pairs (or none) replaces the lease's.
+    RegisterMeta {
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None` means "the address this datagram came from".
+        ip: Option<IpAddr>,
+        /// The instance's port, never 0.
+        port: u16,
+        /// How the instance may be checked.
+        #[serde(borrow)]
+        check: Check<&'a str>,
+        /// The pairs, `(key, value)`, in order.
+        #[serde(borrow)]
+        meta: Vec<(&'a str, &'a str)>,
+    },
+    /// [`Request::InstancesChecked`] answered with [`Response::InstanceListMeta`]: the page,
+    /// each instance's check and its metadata. Its text form is `instances`, whose lines show
+    /// both.
+    InstancesMeta {
+        /// The service's name.
+        service: &'a str,
+        /// Where the page starts: 0 for the first, then the `next` of the previous page.
+        cursor: u32,
+    },
+    /// [`Request::WatchEcho`] by a watcher that wants each instance's metadata too: answered
+    /// with [`Response::WatchingMeta`], its notifications are [`Response::ChangedMeta`], and a
+    /// change of an instance's metadata is a change. The text form is
+    /// `watch <service> <cookie> meta`.
+    WatchMeta {
+        /// The service's name.
+        service: &'a str,
+        /// The cookie, as the broker sent it.
+        cookie: u64,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -167,7 +208,16 @@ impl<'a> Request<'a> {
         match *self {
             Request::Register { service, ip, port } => Some((service, ip, port, Check::None)),
             Request::RegisterChecked { service, ip, port, check } => Some((service, ip, port, check)),
+            Request::RegisterMeta { service, ip, port, check, .. } => Some((service, ip, port, check)),
             _ => None,
+        }
+    }
+
+    /// The metadata pairs a registration carries (none but for [`Request::RegisterMeta`]).
+    pub fn metadata(&self) -> &[(&'a str, &'a str)] {
+        match self {
+            Request::RegisterMeta { meta, .. } => meta,
+            _ => &[],
         }
     }
 }
@@ -248,64 +298,43 @@ pub enum Response {
         /// The check of each instance of the page, in order.
         checks: Vec<Check<Box<str>>>,
     },
-}
-
-/// Who holds a registration (a lease). Each source has its own lease on an endpoint, and only
-/// that source learns the lease's id, which acts as its capability: a register from another
-/// source for the same endpoint gets a lease (and an id) of its own rather than the first one's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Source {
-    /// A register request that came from this address (IP and port).
-    Unicast(SocketAddr),
-    /// An announcement on the multicast group from the process with this origin id, sent from
-    /// `ip`.
-    Announcer {
-        /// The address the announcement came from.
-        ip: IpAddr,
-        /// The announcing process's origin id (see [`Multicast`]).
-        origin: u64,
+    /// The answer to [`Request::InstancesMeta`]: a page of instances, the check each declares
+    /// and the metadata each carries, in the same order.
+    InstanceListMeta {
+        /// The page (its instances' `check` is not encoded; `checks` carries it).
+        page: InstancePage,
+        /// The check of each instance of the page, in order.
+        checks: Vec<Check<Box<str>>>,
+        /// The metadata of each instance of the page, in order: its pairs, `(key, value)`
+        /// (a boolean attribute's value is `None`; values are bytes, as in a TXT record).
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
     },
-}
-
-impl Source {
-    /// The IP address the source sends from (what quotas count by).
-    pub fn ip(&self) -> IpAddr {
-        match *self {
-            Source::Unicast(addr) => addr.ip(),
-            Source::Announcer { ip, .. } => ip,
-        }
-    }
-}
-
-impl std::fmt::Display for Source {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Source::Unicast(addr) => write!(f, "{addr}"),
-            Source::Announcer { ip, origin } => write!(f, "{ip} (announcer {origin:016x})"),
-        }
-    }
-}
-
-/// Why a registration was removed before its lease ran out. Travels between brokers with the
-/// removal, so every broker logs the same reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum RemoveReason {
-    /// Its holder deregistered it.
-    Deregistered,
-    /// Its announcer said goodbye on the multicast group.
-    Goodbye,
-    /// A broker found the endpoint unreachable (a failed probe after a report or a health check).
-    Unreachable,
-}
-
-impl std::fmt::Display for RemoveReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RemoveReason::Deregistered => "deregistered",
-            RemoveReason::Goodbye => "goodbye",
-            RemoveReason::Unreachable => "unreachable",
-        })
-    }
+    /// [`Response::Watching`] for a [`Request::WatchMeta`]: with each instance's metadata, in
+    /// the same order as `instances` (as many as fit in [`MAX_REPLY_LEN`] with it).
+    WatchingMeta {
+        /// The service watched.
+        service: String,
+        /// The sequence number of its live set now; each change adds one.
+        seq: u64,
+        /// Milliseconds the watch lives unless renewed.
+        ttl_ms: u32,
+        /// Its live instances now (possibly none).
+        instances: Vec<SocketAddr>,
+        /// Their metadata, as [`Response::InstanceListMeta`] carries it.
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
+    },
+    /// [`Response::Changed`] for a watch started with [`Request::WatchMeta`]: pushed when the
+    /// live set or an instance's metadata changed.
+    ChangedMeta {
+        /// The service.
+        service: String,
+        /// The new sequence number.
+        seq: u64,
+        /// Its live instances now.
+        instances: Vec<SocketAddr>,
+        /// Their metadata, as [`Response::InstanceListMeta`] carries it.
+        meta: Vec<Vec<(String, Option<Vec<u8>>)>>,
+    },
 }
 
 /// Why a request was refused. Each variant says what the sender should change; its
@@ -484,6 +513,13 @@ pub enum Rejection {
     /// give the client the key file (`--key-file`).
     #[error("key required")]
     KeyRequired,
+    /// Metadata that breaks a rule of [`crate::meta`] (a key, a value, a pair too long, too
+    /// many or too large in all): `why` says which; fix that pair.
+    #[error("{why}")]
+    BadMeta {
+        /// The rule broken, as [`crate::meta::MetaError`] words it.
+        why: String,
+    },
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -4,6 +4,7 @@
 //! register <service> <port>          -> <uuid>            (the IP is the datagram's source)
 //! register <service> <ip> <port>     -> <uuid>
 //! register … <port> check=<check>    -> <uuid>            (check=tcp, check=http:<path>, check=none)
+//! register … <port> <key>=<value> …  -> <uuid>            (metadata, beside check= in any order)
 //! heartbeat <uuid>                   -> OK | NOT FOUND
 //! query <service>                    -> <ip:port> <ip:port> ... | NOT FOUND
 //! request <service>                  -> the same as query
@@ -16,6 +17,8 @@
 //! watch <service>                    -> COOKIE <cookie>   (16 hexadecimal digits, to echo:)
 //! watch <service> <cookie>           -> WATCHING <service> seq=<n> ttl_ms=<ms> <ip:port> ... | COOKIE <cookie>
 //!                                       then, pushed on every change: CHANGED <service> seq=<n> <ip:port> ...
+//! watch <service> <cookie> meta      -> the same, each reply followed by `meta <ip:port> <key>=<value> ...`
+//!                                       lines; a change of metadata is a change
 //! unwatch <service>                  -> OK | NOT FOUND
 //! anything else                      -> ERROR <reason>
 //! ```
@@ -44,9 +47,10 @@ use super::{Check, Rejection, Request, Response, excerpt};
 /// How many characters of an unparsable word an error message repeats.
 const ECHO_CHARS: usize = 40;
 
-const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
+const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)> [meta]";
 
-const REGISTER_USAGE: &str = "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]";
+const REGISTER_USAGE: &str =
+    "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]";
 
 /// Decodes one text request. Never panics; every failure is a [`Rejection`] whose text says
 /// what is wrong.
@@ -112,6 +116,10 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
                 Some(cookie) => Ok(Request::WatchEcho { service, cookie }),
                 None => Err(usage(WATCH_USAGE)),
             },
+            [service, cookie, meta] if meta.eq_ignore_ascii_case("meta") => match parse_cookie(cookie) {
+                Some(cookie) => Ok(Request::WatchMeta { service, cookie }),
+                None => Err(usage(WATCH_USAGE)),
+            },
             _ => Err(usage(WATCH_USAGE)),
         }
     } else if verb.eq_ignore_ascii_case("unwatch") {
@@ -143,8 +151,13 @@ fn decode_register<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<Reque
         _ => return Err(usage(REGISTER_USAGE)),
     };
     match super::check::Options::parse(words)? {
-        super::check::Options { check: None } => Ok(Request::Register { service, ip, port }),
-        super::check::Options { check: Some(check) } => Ok(Request::RegisterChecked { service, ip, port, check }),
+        super::check::Options { check: None, meta } if meta.is_empty() => Ok(Request::Register { service, ip, port }),
+        super::check::Options { check: Some(check), meta } if meta.is_empty() => {
+            Ok(Request::RegisterChecked { service, ip, port, check })
+        }
+        super::check::Options { check, meta } => {
+            Ok(Request::RegisterMeta { service, ip, port, check: check.unwrap_or_default(), meta })
+        }
     }
 }
 
@@ -173,11 +186,28 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::Unwatch { service } => writeln!(out, "unwatch {service}"),
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
         Request::WatchEcho { service, cookie } => writeln!(out, "watch {service} {cookie:016x}"),
+        Request::WatchMeta { service, cookie } => writeln!(out, "watch {service} {cookie:016x} meta"),
         Request::RegisterChecked { service, ip: None, port, check } => {
             writeln!(out, "register {service} {port} check={check}")
         }
         Request::RegisterChecked { service, ip: Some(ip), port, check } => {
             writeln!(out, "register {service} {ip} {port} check={check}")
+        }
+        Request::InstancesMeta { service, cursor: 0 } => writeln!(out, "instances {service}"),
+        Request::InstancesMeta { service, cursor } => writeln!(out, "instances {service} {cursor}"),
+        Request::RegisterMeta { service, ip, port, check, meta } => {
+            let _ = write!(out, "register {service}");
+            if let Some(ip) = ip {
+                let _ = write!(out, " {ip}");
+            }
+            let _ = write!(out, " {port}");
+            if !check.is_none() {
+                let _ = write!(out, " check={check}");
+            }
+            for (key, value) in meta {
+                let _ = write!(out, " {key}={value}");
+            }
+            writeln!(out)
         }
     };
 }
@@ -241,6 +271,19 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             write_instances(instances, out)
         }
         Response::WatchCookie { cookie } => writeln!(out, "COOKIE {cookie:016x}"),
+        // The line of a `Watching` or `Changed`, then a `meta` line per instance with metadata.
+        Response::WatchingMeta { service, seq, ttl_ms, instances, meta } => {
+            let _ = write!(out, "WATCHING {service} seq={seq} ttl_ms={ttl_ms}");
+            let _ = write_instances(instances, out);
+            write_meta_lines(instances, meta, out);
+            Ok(())
+        }
+        Response::ChangedMeta { service, seq, instances, meta } => {
+            let _ = write!(out, "CHANGED {service} seq={seq}");
+            let _ = write_instances(instances, out);
+            write_meta_lines(instances, meta, out);
+            Ok(())
+        }
         // A summary line, then a line per service or instance.
         Response::Services(page) => {
             let _ = write!(out, "services={}", page.total);
@@ -266,6 +309,16 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             }
             Ok(())
         }
+        Response::InstanceListMeta { page, checks, meta } => {
+            let _ = write!(out, "instances={}", page.total);
+            encode_next(page.next, out);
+            for (k, instance) in page.instances.iter().enumerate() {
+                let check = checks.get(k).cloned().unwrap_or_default();
+                let meta = meta.get(k).map(|pairs| super::listing::metadata_of(pairs)).unwrap_or_default();
+                encode_instance_line(&super::InstanceInfo { check, meta, ..instance.clone() }, out);
+            }
+            Ok(())
+        }
         Response::Error(rejection) => writeln!(out, "ERROR {rejection}"),
         // The one reply of several lines: a summary, then a line per backend.
         Response::BalancerStats(s) => {
@@ -277,6 +330,17 @@ pub fn encode_response(response: &Response, out: &mut Vec<u8>) {
             Ok(())
         }
     };
+}
+
+/// `meta <ip:port> <key>=<value> …` for each instance that has metadata (escaped as
+/// [`crate::meta::Metadata`]'s `Display` says).
+fn write_meta_lines(instances: &[std::net::SocketAddr], meta: &[super::listing::MetaPairs], out: &mut Vec<u8>) {
+    for (instance, pairs) in instances.iter().zip(meta) {
+        let meta = super::listing::metadata_of(pairs);
+        if !meta.is_empty() {
+            let _ = writeln!(out, "meta {instance} {meta}");
+        }
+    }
 }
 
 /// Writes the counters' line of a `stats` reply (`name=value …`, then `more`) at the end of `out`.
@@ -318,13 +382,18 @@ pub fn encode_service_line(service: &super::ServiceCount, out: &mut Vec<u8>) {
     let _ = writeln!(out, "service {} instances={}", service.name, service.instances);
 }
 
-/// Writes one instance's line of an `instances` reply at the end of `out`.
+/// Writes one instance's line of an `instances` reply at the end of `out`: its fixed fields,
+/// then its metadata pairs, if any (escaped as [`crate::meta::Metadata`]'s `Display` says).
 pub fn encode_instance_line(i: &super::InstanceInfo, out: &mut Vec<u8>) {
-    let _ = writeln!(
+    let _ = write!(
         out,
         "instance {} age_ms={} expires_ms={} leases={} source={} check={}",
         i.endpoint, i.age_ms, i.expires_ms, i.leases, i.source, i.check
     );
+    if !i.meta.is_empty() {
+        let _ = write!(out, " {}", i.meta);
+    }
+    out.push(b'\n');
 }
 
 /// A page cursor: decimal digits, as `next=` wrote it.
@@ -392,179 +461,4 @@ fn parse_id(word: &str) -> Result<Uuid, Rejection> {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::net::SocketAddr;
-
-    use super::*;
-
-    fn reply(response: &Response) -> String {
-        let mut out = Vec::new();
-        encode_response(response, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn every_verb_in_every_case() {
-        assert_eq!(
-            decode_request(b"register echo 4000").unwrap(),
-            Request::Register { service: "echo", ip: None, port: 4000 }
-        );
-        assert_eq!(
-            decode_request(b"Register echo 10.0.0.7 4000\n").unwrap(),
-            Request::Register { service: "echo", ip: Some("10.0.0.7".parse().unwrap()), port: 4000 }
-        );
-        assert_eq!(
-            decode_request(b"REGISTER echo [::1] 4000\r\n").unwrap(),
-            Request::Register { service: "echo", ip: Some("::1".parse().unwrap()), port: 4000 }
-        );
-        let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
-        assert_eq!(
-            decode_request(b"heartbeat 67e55044-10b1-426f-9247-bb680e5fe0c8").unwrap(),
-            Request::Heartbeat { id }
-        );
-        assert_eq!(
-            decode_request(b"deregister 67e55044-10b1-426f-9247-bb680e5fe0c8\n").unwrap(),
-            Request::Deregister { id }
-        );
-        assert_eq!(decode_request(b"query echo").unwrap(), Request::Query { service: "echo" });
-        assert_eq!(decode_request(b"request\techo  ").unwrap(), Request::Query { service: "echo" });
-        assert_eq!(decode_request(b"query echo local").unwrap(), Request::QueryLocal { service: "echo" });
-        assert_eq!(decode_request(b"REQUEST echo Local").unwrap(), Request::QueryLocal { service: "echo" });
-        assert!(matches!(
-            decode_request(b"query echo remote"),
-            Err(Rejection::Usage { usage }) if usage == "query <service> [local]"
-        ));
-        assert_eq!(decode_request(b"  stats\n").unwrap(), Request::Stats);
-        assert_eq!(decode_request(b"services").unwrap(), Request::Services { cursor: 0 });
-        assert_eq!(decode_request(b"LIST 17").unwrap(), Request::Services { cursor: 17 });
-        assert_eq!(decode_request(b"instances echo").unwrap(), Request::Instances { service: "echo", cursor: 0 });
-        assert_eq!(decode_request(b"instances echo 3").unwrap(), Request::Instances { service: "echo", cursor: 3 });
-    }
-
-    #[test]
-    fn listings_are_a_summary_line_then_a_line_each() {
-        use crate::protocol::{InstanceInfo, InstancePage, ServiceCount, ServicePage, Source};
-        let page =
-            ServicePage { total: 3, services: vec![ServiceCount { name: "echo".into(), instances: 2 }], next: Some(4) };
-        assert_eq!(reply(&Response::Services(page)), "services=3 next=4\nservice echo instances=2\n");
-        assert_eq!(reply(&Response::Services(ServicePage::default())), "services=0\n");
-        let page = InstancePage {
-            total: 1,
-            instances: vec![InstanceInfo {
-                endpoint: "127.0.0.1:4000".parse().unwrap(),
-                age_ms: 1500,
-                expires_ms: 3500,
-                leases: 1,
-                source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
-                check: crate::protocol::Check::Tcp,
-            }],
-            next: None,
-        };
-        assert_eq!(
-            reply(&Response::InstanceList(page)),
-            "instances=1\ninstance 127.0.0.1:4000 age_ms=1500 expires_ms=3500 leases=1 source=127.0.0.1:50000 check=tcp\n"
-        );
-        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
-        assert_eq!(err(b"services x"), "ERROR usage: services [<cursor>]");
-        assert_eq!(err(b"instances"), "ERROR usage: instances <service> [<cursor>]");
-        assert_eq!(err(b"instances echo -1"), "ERROR usage: instances <service> [<cursor>]");
-    }
-
-    #[test]
-    fn errors_say_what_is_wrong() {
-        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
-        assert_eq!(err(b""), "ERROR empty request");
-        assert_eq!(err(b" \n"), "ERROR empty request");
-        assert_eq!(err(b"\xff\xfe"), "ERROR request is not valid UTF-8");
-        assert_eq!(err(b"query a\nquery b"), "ERROR one request per datagram: found more than one line");
-        assert_eq!(
-            err(b"fetch echo"),
-            "ERROR unknown command \"fetch\": expected register, heartbeat, query, request, deregister, report, stats, services, list, instances, watch or unwatch"
-        );
-        assert_eq!(err(b"query"), "ERROR usage: query <service> [local]");
-        assert_eq!(err(b"request a b"), "ERROR usage: request <service> [local]");
-        assert_eq!(
-            err(b"register echo"),
-            "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]"
-        );
-        assert_eq!(err(b"register a b c d e f"), format!("ERROR usage: {REGISTER_USAGE}"));
-        assert_eq!(err(b"register echo 0"), "ERROR bad port \"0\": expected a number from 1 to 65535");
-        assert_eq!(err(b"register echo 65536"), "ERROR bad port \"65536\": expected a number from 1 to 65535");
-        assert_eq!(err(b"register echo +80"), "ERROR bad port \"+80\": expected a number from 1 to 65535");
-        assert_eq!(err(b"register echo 00080"), "ERROR bad port \"00080\": expected a number from 1 to 65535");
-        assert_eq!(err(b"register echo 1.2.3 80"), "ERROR bad address \"1.2.3\": expected an IPv4 or IPv6 address");
-        assert_eq!(
-            err(b"heartbeat 1234"),
-            "ERROR bad id \"1234\": expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8"
-        );
-        assert_eq!(err(b"stats now"), "ERROR usage: stats");
-    }
-
-    #[test]
-    fn registrations_declare_checks() {
-        use crate::protocol::Check;
-        let checked = |ip: Option<&str>, check| Request::RegisterChecked {
-            service: "echo",
-            ip: ip.map(|ip| ip.parse().unwrap()),
-            port: 4000,
-            check,
-        };
-        assert_eq!(decode_request(b"register echo 4000 check=tcp").unwrap(), checked(None, Check::Tcp));
-        assert_eq!(
-            decode_request(b"register echo 10.0.0.7 4000 check=http:/health\n").unwrap(),
-            checked(Some("10.0.0.7"), Check::Http("/health"))
-        );
-        assert_eq!(decode_request(b"register echo 4000 check=none").unwrap(), checked(None, Check::None));
-        let err = |line: &[u8]| format!("ERROR {}", decode_request(line).unwrap_err());
-        assert_eq!(
-            err(b"register echo 4000 chek=tcp"),
-            "ERROR unknown option \"chek\": expected check=tcp, check=http:<path> or check=none"
-        );
-        assert_eq!(err(b"register echo 4000 check=http:x"), "ERROR bad check \"http:x\": a path starts with /");
-        assert_eq!(err(b"register echo 4000 check=tcp 5"), "ERROR usage: options are key=value, not \"5\"");
-        assert_eq!(err(b"register echo 1 2 3 check=tcp"), format!("ERROR usage: {REGISTER_USAGE}"));
-        assert_eq!(err(b"register echo check=tcp"), format!("ERROR usage: {REGISTER_USAGE}"));
-        for request in [checked(None, Check::Tcp), checked(Some("::1"), Check::Http("/h")), checked(None, Check::None)]
-        {
-            let mut line = Vec::new();
-            encode_request(&request, &mut line);
-            assert_eq!(decode_request(&line).unwrap(), request, "{}", String::from_utf8_lossy(&line));
-        }
-    }
-
-    #[test]
-    fn echoed_words_are_short_and_escaped() {
-        let long = format!("x\u{1b}{}", "y".repeat(200));
-        let message = format!("{}", decode_request(long.as_bytes()).unwrap_err());
-        assert!(message.len() < 200, "{message}");
-        assert!(message.contains("\\u{1b}") && message.contains('…'), "{message}");
-    }
-
-    #[test]
-    fn a_watch_echoes_its_cookie_in_16_hexadecimal_digits() {
-        assert_eq!(
-            decode_request(b"watch web 00c0ffee00c0ffee\n").unwrap(),
-            Request::WatchEcho { service: "web", cookie: 0xc0ffee00c0ffee }
-        );
-        for bad in [&b"watch web xyz"[..], b"watch web +1", b"watch web 00c0ffee00c0ffee0", b"watch web 1 2"] {
-            let usage = "watch <service> | watch <service> <cookie (16 hexadecimal digits)>";
-            assert_eq!(decode_request(bad), Err(Rejection::Usage { usage: usage.into() }), "{bad:?}");
-        }
-        let mut out = Vec::new();
-        encode_request(&Request::WatchEcho { service: "web", cookie: 0xc0ffee }, &mut out);
-        assert_eq!(out, b"watch web 0000000000c0ffee\n");
-        assert_eq!(reply(&Response::WatchCookie { cookie: 0xc0ffee }), "COOKIE 0000000000c0ffee\n");
-    }
-
-    #[test]
-    fn replies_are_single_lines() {
-        let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
-        assert_eq!(reply(&Response::Registered { id, ttl_ms: 5000 }), "67e55044-10b1-426f-9247-bb680e5fe0c8\n");
-        assert_eq!(reply(&Response::Ok), "OK\n");
-        assert_eq!(reply(&Response::NotFound), "NOT FOUND\n");
-        let a: SocketAddr = "127.0.0.1:4000".parse().unwrap();
-        let b: SocketAddr = "[::1]:4001".parse().unwrap();
-        assert_eq!(reply(&Response::Instances(vec![a, b])), "127.0.0.1:4000 [::1]:4001\n");
-        assert_eq!(reply(&Response::Error(Rejection::Full { max: 3 })), "ERROR full: 3 instances registered\n");
-    }
-}
+mod tests;

@@ -59,6 +59,9 @@ pub struct Change {
     /// two sources declaring different checks do not make it flip with each renewal. For a
     /// removal that took the instance away, the removed lease's.
     pub check: super::SharedCheck,
+    /// A refresh that changed the lease's metadata (see [`crate::meta`]): peers must be sent
+    /// the lease whole, not only its new deadline.
+    pub meta_changed: bool,
 }
 
 /// A bounded queue of changes that numbers them.

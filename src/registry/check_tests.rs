@@ -76,6 +76,7 @@ fn a_peers_lease_brings_its_check_and_a_renewal_changes_it() {
         ttl_left: Duration::from_secs(3),
         aliases: &[],
         check,
+        meta: None,
     };
     assert_eq!(r.apply_remote(t0, view(Check::Http("/up"))), Applied::Inserted);
     assert_eq!(r.view(t0, id).unwrap().check, Check::Http("/up"));
@@ -104,6 +105,7 @@ fn a_peers_late_renewal_does_not_undo_a_newer_check_nor_may_a_peer_inject_a_path
         ttl_left: Duration::from_secs(ttl),
         aliases: &[],
         check,
+        meta: None,
     };
     assert_eq!(r.apply_remote(t0, view(Check::Tcp, 3)), Applied::Inserted);
     assert_eq!(r.apply_remote(t0, view(Check::Http("/up"), 4)), Applied::Refreshed);

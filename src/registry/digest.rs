@@ -511,6 +511,7 @@ mod tests {
                             ttl_left: Duration::from_secs(u64::from(ttl)),
                             aliases: &[],
                             check: crate::protocol::Check::None,
+                            meta: None,
                         };
                         registry.apply_remote(now, view);
                     }

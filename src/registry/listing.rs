@@ -31,6 +31,8 @@ pub struct InstanceView<'a> {
     pub source: Source,
     /// The health check its oldest lease declares.
     pub check: Check<&'a str>,
+    /// Its metadata ([`Registry::metadata`]), if any.
+    pub meta: Option<&'a crate::meta::Metadata>,
 }
 
 impl Registry {
@@ -77,6 +79,7 @@ impl Registry {
                 leases: 0,
                 source: self.lease(lease).source,
                 check: self.lease(lease).check.as_deref(),
+                meta: self.instance_meta(lease),
             };
             let mut oldest = None;
             while lease != NONE {
@@ -166,7 +169,7 @@ mod tests {
         let now = t0 + Duration::from_secs(2);
         let mut views = Vec::new();
         let next = r.instances_page(now, "echo", Cursor::START, |v| {
-            views.push(InstanceView { check: crate::protocol::Check::None, ..v });
+            views.push(InstanceView { check: crate::protocol::Check::None, meta: None, ..v });
             true
         });
         assert_eq!(next, Ok(None));

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::{ChangeKind, Index, Registry, RemoveReason, Source, check_endpoint};
+use super::{ChangeKind, Index, Metadata, Registry, RemoveReason, Source, check_endpoint};
 use crate::protocol::{Check, Rejection};
 
 /// A lease as it travels between brokers: everything but the clock.
@@ -48,6 +48,9 @@ pub struct LeaseView<'a> {
     pub aliases: &'a [Uuid],
     /// The health check its holder declared.
     pub check: Check<&'a str>,
+    /// Its metadata as a block ([`Metadata::as_block`], empty: none), or `None` when the
+    /// sender does not say (a peer too old to carry metadata): then the lease keeps what it has.
+    pub meta: Option<&'a [u8]>,
 }
 
 /// What [`Registry::apply_remote`] did with a lease.
@@ -111,6 +114,8 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let deadline = now + ttl;
+        // A block a peer cannot have built is taken as no word on metadata.
+        let meta = lease.meta.and_then(|block| Metadata::from_block(block).ok());
         if let Some(index) = self.find_id(lease.id) {
             let known = self.lease(index);
             let service = self.service(known.service);
@@ -124,6 +129,10 @@ impl Registry {
             // Only a newer renewal says what the lease declares now; a late one is stale.
             if self.ticks(deadline) > before {
                 self.set_check(index, lease.check);
+                if let Some(meta) = meta {
+                    // Recorded with the renewal, for watchers here (peers are not sent it).
+                    self.meta_changed = self.set_meta(index, meta);
+                }
             }
             self.renew(index, deadline, true);
             return if self.lease(index).deadline > before { Applied::Refreshed } else { Applied::Unchanged };
@@ -138,6 +147,9 @@ impl Registry {
             self.adopt_aliases(index, lease.id, lease.aliases);
             if self.ticks(deadline) > self.lease(index).deadline {
                 self.set_check(index, lease.check);
+                if let Some(meta) = meta {
+                    self.meta_changed = self.set_meta(index, meta);
+                }
             }
             self.renew(index, deadline, true);
             return Applied::Merged;
@@ -146,6 +158,7 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let check = self.common_checks.share(lease.check, None);
+        self.pending_meta = meta.filter(|meta| !meta.is_empty());
         let index = self.insert(lease.id, lease.service, lease.endpoint, lease.source, deadline, true, check);
         let since = self.ticks(now);
         self.lease_mut(index).since = since;
@@ -234,6 +247,7 @@ impl Registry {
                 ttl_left: self.instant(lease.deadline).saturating_duration_since(now),
                 aliases: self.index.aliases(super::index_of(slot)),
                 check: lease.check.as_deref(),
+                meta: Some(self.meta.get(&super::index_of(slot)).map_or(&[][..], Metadata::as_block)),
             };
             if !take(view) {
                 return Some(Cursor(super::index_of(slot)));
@@ -255,6 +269,7 @@ impl Registry {
             ttl_left: self.instant(lease.deadline).saturating_duration_since(now),
             aliases: self.index.aliases(index),
             check: lease.check.as_deref(),
+            meta: Some(self.meta.get(&index).map_or(&[][..], Metadata::as_block)),
         })
         .filter(|view| !view.ttl_left.is_zero())
     }

@@ -30,7 +30,7 @@ fn from(ip: [u8; 4], port: u16) -> Source {
 }
 
 fn view(id: Uuid, service: &str, endpoint: SocketAddr, source: Source, ttl_left: Duration) -> LeaseView<'_> {
-    LeaseView { id, service, endpoint, source, ttl_left, aliases: &[], check: crate::protocol::Check::None }
+    LeaseView { id, service, endpoint, source, ttl_left, aliases: &[], check: crate::protocol::Check::None, meta: None }
 }
 
 fn live(r: &mut Registry, now: Instant, service: &str) -> Vec<SocketAddr> {
@@ -414,6 +414,7 @@ fn a_lease_arriving_under_another_name_of_a_removed_one_stays_removed() {
         ttl_left: Duration::from_secs(3),
         aliases: &[removed],
         check: crate::protocol::Check::None,
+        meta: None,
     };
     assert_eq!(r.apply_remote(t0, view), Applied::Tombstoned);
     assert!(r.query(t0, "echo").is_none());

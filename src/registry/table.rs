@@ -130,6 +130,9 @@ impl Registry {
             check,
         });
         debug_assert_eq!(key, index as usize);
+        if let Some(meta) = self.pending_meta.take() {
+            self.meta.insert(index, meta);
+        }
         if new_instance {
             self.index.insert_instance(&self.leases, &self.services, index);
         }
@@ -170,6 +173,9 @@ impl Registry {
             self.leases.try_remove(index as usize).unwrap_or_else(|| unreachable!("indexes point at live leases"));
         self.index.remove_id(lease.id, index);
         let aliases = self.index.take_aliases(index);
+        if !self.meta.is_empty() {
+            self.meta.remove(&index);
+        }
         let deadline = self.instant(lease.deadline);
         // Its expiry entry is left behind, and dropped when it reaches the front.
         self.expiry.orphaned();
@@ -249,6 +255,7 @@ impl Registry {
             instance_changed: instance_gone,
             aliases,
             check,
+            meta_changed: false,
         });
     }
 
@@ -297,6 +304,7 @@ impl Registry {
             instance_changed,
             aliases,
             check,
+            meta_changed: std::mem::take(&mut self.meta_changed),
         };
         self.changes.push(change);
     }

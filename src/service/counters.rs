@@ -51,15 +51,21 @@ impl RequestCounts {
     /// Counts one request.
     pub fn count(&mut self, request: &Request<'_>) {
         let counter = match request {
-            Request::Register { .. } | Request::RegisterChecked { .. } => &mut self.register,
+            Request::Register { .. } | Request::RegisterChecked { .. } | Request::RegisterMeta { .. } => {
+                &mut self.register
+            }
             Request::Heartbeat { .. } => &mut self.heartbeat,
             Request::Query { .. } | Request::QueryLocal { .. } => &mut self.query,
             Request::Deregister { .. } => &mut self.deregister,
             Request::Stats => &mut self.stats,
             Request::Report { .. } => &mut self.report,
             Request::Services { .. } => &mut self.services,
-            Request::Instances { .. } | Request::InstancesChecked { .. } => &mut self.instances,
-            Request::Watch { .. } | Request::WatchEcho { .. } | Request::Unwatch { .. } => &mut self.watch,
+            Request::Instances { .. } | Request::InstancesChecked { .. } | Request::InstancesMeta { .. } => {
+                &mut self.instances
+            }
+            Request::Watch { .. } | Request::WatchEcho { .. } | Request::WatchMeta { .. } | Request::Unwatch { .. } => {
+                &mut self.watch
+            }
         };
         *counter += 1;
     }

@@ -28,15 +28,26 @@ pub(super) fn services(ctx: &mut impl Context, now: Instant, form: Form, cursor:
     Response::Services(ServicePage { total, services, next: next.map(|c| c.0) })
 }
 
-/// A page of `service`'s instances, from `cursor` on; `checked`: as
-/// [`Response::InstanceListChecked`], with each instance's check (the binary form's other list).
+/// What an instance listing's binary form carries besides the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Detail {
+    /// The page alone ([`Response::InstanceList`]).
+    Plain,
+    /// Each instance's check too ([`Response::InstanceListChecked`]).
+    Checks,
+    /// Each instance's check and metadata too ([`Response::InstanceListMeta`]).
+    Meta,
+}
+
+/// A page of `service`'s instances, from `cursor` on, with the `detail` asked for (the text
+/// form's lines always show checks and metadata).
 pub(super) fn instances(
     ctx: &mut impl Context,
     now: Instant,
     form: Form,
     service: &str,
     cursor: u32,
-    checked: bool,
+    detail: Detail,
 ) -> Response {
     let (_, registry) = ctx.parts();
     if let Err(rejection) = registry.config().limits.check_name(service) {
@@ -44,11 +55,18 @@ pub(super) fn instances(
     }
     let total = registry.instance_count(service) as u64;
     let header = InstancePage { total, instances: Vec::new(), next: Some(u32::MAX) };
-    let mut room = match (checked, form) {
+    let mut room = match (detail, form) {
         // The second list's length may grow too.
-        (true, Form::Binary { .. }) => {
+        (Detail::Checks, Form::Binary { .. }) => {
             let mut room = room(form, &Response::InstanceListChecked { page: header, checks: Vec::new() });
             room.take(fit::LIST_GROWTH);
+            room
+        }
+        // And the third's.
+        (Detail::Meta, Form::Binary { .. }) => {
+            let empty = Response::InstanceListMeta { page: header, checks: Vec::new(), meta: Vec::new() };
+            let mut room = room(form, &empty);
+            room.take(2 * fit::LIST_GROWTH);
             room
         }
         _ => room(form, &Response::InstanceList(header)),
@@ -62,9 +80,13 @@ pub(super) fn instances(
             leases: view.leases as u64,
             source: view.source,
             check: view.check.to_owned_check(),
+            meta: view.meta.cloned().unwrap_or_default(),
         };
-        let check_len = match form {
-            Form::Binary { .. } if checked => fit::binary_len(&entry.check),
+        let check_len = match (form, detail) {
+            (Form::Binary { .. }, Detail::Checks) => fit::binary_len(&entry.check),
+            (Form::Binary { .. }, Detail::Meta) => {
+                fit::binary_len(&entry.check) + fit::binary_len(&crate::protocol::listing::pairs_of(&entry.meta))
+            }
             _ => 0,
         };
         if !room.take(entry_len(form, &entry, text::encode_instance_line) + check_len) {
@@ -74,9 +96,15 @@ pub(super) fn instances(
         true
     });
     match page {
-        Ok(next) if checked => {
+        Ok(next) if detail == Detail::Checks => {
             let checks = instances.iter().map(|i| i.check.clone()).collect();
             Response::InstanceListChecked { page: InstancePage { total, instances, next: next.map(|c| c.0) }, checks }
+        }
+        Ok(next) if detail == Detail::Meta => {
+            let checks = instances.iter().map(|i| i.check.clone()).collect();
+            let meta = instances.iter().map(|i| crate::protocol::listing::pairs_of(&i.meta)).collect();
+            let page = InstancePage { total, instances, next: next.map(|c| c.0) };
+            Response::InstanceListMeta { page, checks, meta }
         }
         Ok(next) => Response::InstanceList(InstancePage { total, instances, next: next.map(|c| c.0) }),
         Err(_) => not_found_in(ctx),

@@ -67,11 +67,13 @@ impl RequireKey {
                 request,
                 Request::Register { .. }
                     | Request::RegisterChecked { .. }
+                    | Request::RegisterMeta { .. }
                     | Request::Heartbeat { .. }
                     | Request::Deregister { .. }
                     | Request::Report { .. }
                     | Request::Watch { .. }
                     | Request::WatchEcho { .. }
+                    | Request::WatchMeta { .. }
                     | Request::Unwatch { .. }
             ),
         }

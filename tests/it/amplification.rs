@@ -165,6 +165,7 @@ fn every_text_request_stays_within_its_stated_amplification() {
     let kinds = vec![
         kind("register", (1.5, 1.2), text("register big 127.201.0.1 80")),
         kind("register … check=tcp", (1.1, 1.0), text("register big 127.202.0.1 80 check=tcp")),
+        kind("register … path=/ version=2", (1.0, 1.0), text("register big 127.205.0.1 80 path=/ version=2")),
         kind("heartbeat", (0.3, 0.3), text(concat!("heartbeat ", "67e55044-10b1-426f-9247-bb680e5fe0c8"))),
         kind("deregister", (0.3, 0.3), text("deregister 67e55044-10b1-426f-9247-bb680e5fe0c8")),
         kind("report", (0.5, 1.0), text("report big 127.203.0.1:9")),
@@ -191,6 +192,17 @@ fn every_binary_request_stays_within_its_stated_amplification() {
             "RegisterChecked",
             (2.0, 1.5),
             bin(Request::RegisterChecked { service: "big", ip: ip(1), port: 80, check: Check::Tcp }),
+        ),
+        kind(
+            "RegisterMeta",
+            (1.5, 1.2),
+            bin(Request::RegisterMeta {
+                service: "big",
+                ip: ip(2),
+                port: 80,
+                check: Check::None,
+                meta: vec![("path", "/"), ("version", "2")],
+            }),
         ),
         kind("Heartbeat", (0.2, 0.2), bin(Request::Heartbeat { id })),
         kind("Deregister", (0.2, 0.2), bin(Request::Deregister { id })),

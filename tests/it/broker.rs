@@ -47,7 +47,7 @@ fn every_text_line_works() {
     );
     assert_eq!(
         udp.text("register echo"),
-        "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none]"
+        "ERROR usage: register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]"
     );
     assert_eq!(
         udp.text("register echo 0.0.0.0 80"),

@@ -55,6 +55,16 @@ fn lists_shows_reports_and_deregisters() {
     assert!(first["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{out}");
     assert_eq!((&first["check"], &shown["instances"][1]["check"]), (&"none".into(), &"http:/up".into()), "{out}");
 
+    assert_eq!(first["meta"], serde_json::json!({}));
+
+    // Metadata: a column of its own, and an object in JSON.
+    udp.text("register time 4002 path=/ version=2");
+    let (_, out, _) = makler(&["--broker", &at, "show", "time"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].ends_with("CHECK  META") && lines[1].ends_with("none   path=/ version=2"), "{out}");
+    let (_, out, _) = makler(&["--broker", &at, "show", "time", "--json"]);
+    assert_eq!(json(&out)["instances"][0]["meta"], serde_json::json!({"path": "/", "version": "2"}), "{out}");
+
     let (_, out, _) = makler(&["--broker", &at, "stats", "--json"]);
     let stats = json(&out);
     assert_eq!(stats["instances"], 3);

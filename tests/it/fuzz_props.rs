@@ -38,14 +38,27 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
         "\n",
         "\t",
         "é",
+        "path=/",
+        "v=2",
+        "=x",
+        "Check=1",
+        "k\u{1}=1",
     ]);
     let text = prop::collection::vec(words, 0..6).prop_map(|w| w.join(" ").into_bytes());
     let binary_frame =
-        (any::<u32>(), ".{0,20}", any::<Option<u64>>(), 0..3u8).prop_map(|(id, service, cookie, kind)| {
+        (any::<u32>(), ".{0,20}", any::<Option<u64>>(), 0..5u8).prop_map(|(id, service, cookie, kind)| {
             let mut out = Vec::new();
             let request = match (cookie, kind) {
                 (None, 0) => Request::Query { service: &service },
                 (None, 1) => Request::InstancesChecked { service: &service, cursor: id % 4 },
+                (None, 3) => Request::InstancesMeta { service: &service, cursor: id % 4 },
+                (None, 4) => Request::RegisterMeta {
+                    service: &service,
+                    ip: None,
+                    port: (id % 65_536) as u16,
+                    check: makler::protocol::Check::Tcp,
+                    meta: vec![("path", "/"), (&service, "x")],
+                },
                 (None, _) => Request::RegisterChecked {
                     service: &service,
                     ip: None,

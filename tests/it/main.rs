@@ -10,6 +10,7 @@
 mod common;
 
 mod amplification;
+mod amplification_dns;
 mod balancer;
 mod balancer_live;
 mod balancer_policy;
@@ -30,6 +31,7 @@ mod mdns_avahi;
 mod mdns_node;
 mod mdns_peers;
 mod mdns_props;
+mod meta;
 mod metrics;
 mod multicast;
 mod netns;

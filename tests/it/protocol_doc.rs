@@ -177,6 +177,75 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         ("unknown slots", to_peer(0x43, Peer::Unknown { slots: &[0x07] })),
+        ("features with metadata", to_peer(0x43, Peer::Features { bits: 3 })),
+        (
+            "slot upsert with metadata",
+            to_peer(
+                0x42,
+                Peer::Delta {
+                    seq: 6,
+                    entries: vec![Entry::UpsertMeta {
+                        slot: 7,
+                        lease: CheckedLease { lease: lease.clone(), check: Check::None },
+                        meta: b"\x06path=/",
+                    }],
+                },
+            ),
+        ),
+        (
+            "register with metadata",
+            request(
+                20,
+                Request::RegisterMeta {
+                    service: "web",
+                    ip: None,
+                    port: 8080,
+                    check: Check::None,
+                    meta: vec![("path", "/"), ("version", "2")],
+                },
+            ),
+        ),
+        (
+            "bad metadata",
+            reply(20, Response::Error(Rejection::BadMeta { why: "bad metadata \"=x\": the key is empty".into() })),
+        ),
+        ("instances with metadata", request(21, Request::InstancesMeta { service: "web", cursor: 0 })),
+        ("watch with metadata", request(22, Request::WatchMeta { service: "web", cookie: 0x5f0e_3a17_c2d9_4b61 })),
+        (
+            "changed with metadata",
+            reply(
+                22,
+                Response::ChangedMeta {
+                    service: "web".into(),
+                    seq: 2,
+                    instances: vec!["127.0.0.1:8080".parse().unwrap()],
+                    meta: vec![vec![("v".into(), Some(b"3".to_vec()))]],
+                },
+            ),
+        ),
+        (
+            "instances with metadata reply",
+            reply(
+                21,
+                Response::InstanceListMeta {
+                    page: InstancePage {
+                        total: 1,
+                        instances: vec![InstanceInfo {
+                            endpoint: "127.0.0.1:8080".parse().unwrap(),
+                            age_ms: 1500,
+                            expires_ms: 3500,
+                            leases: 1,
+                            source: Source::Unicast("127.0.0.1:50000".parse().unwrap()),
+                            check: Check::None,
+                            meta: Default::default(),
+                        }],
+                        next: None,
+                    },
+                    checks: vec![Check::None],
+                    meta: vec![vec![("path".into(), Some(b"/".to_vec()))]],
+                },
+            ),
+        ),
         ("services", request(13, Request::Services { cursor: 0 })),
         (
             "services reply",
@@ -198,6 +267,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     total: 1,
                     instances: vec![InstanceInfo {
                         check: Default::default(),
+                        meta: Default::default(),
                         endpoint: "127.0.0.1:4000".parse().unwrap(),
                         age_ms: 1500,
                         expires_ms: 3500,
@@ -218,6 +288,7 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                         total: 1,
                         instances: vec![InstanceInfo {
                             check: Default::default(),
+                            meta: Default::default(),
                             endpoint: "127.0.0.1:4000".parse().unwrap(),
                             age_ms: 1500,
                             expires_ms: 3500,

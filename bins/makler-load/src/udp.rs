@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::{Latencies, Measurement};
-use makler::protocol::{Request, Response, binary};
+use makler::protocol::{Check, Request, Response, binary};
 
 /// How long a request may go unanswered before it counts as lost.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_millis(200);
@@ -193,6 +193,15 @@ struct Populate<'a> {
     types: usize,
     ids: Vec<Uuid>,
     refused: Option<String>,
+    /// Metadata pairs every instance carries (`MAKLER_LOAD_META`), if any.
+    meta: Option<Vec<(&'static str, &'static str)>>,
+}
+
+/// The metadata pairs of `MAKLER_LOAD_META` (`key=value` words), if set: a benchmark's whole
+/// run registers with them, so the string lives as long (leaked once).
+fn meta_from_env() -> Option<Vec<(&'static str, &'static str)>> {
+    let words: &'static str = Box::leak(std::env::var("MAKLER_LOAD_META").ok()?.into_boxed_str());
+    Some(words.split_whitespace().map(|word| word.split_once('=').unwrap_or((word, ""))).collect())
 }
 
 impl Workload for Populate<'_> {
@@ -204,7 +213,13 @@ impl Workload for Populate<'_> {
         let i = self.from + seq as usize;
         let endpoint = instance_endpoint(i);
         let service = type_name(self.prefix, i % self.types);
-        let request = Request::Register { service: &service, ip: Some(endpoint.ip()), port: endpoint.port() };
+        let (ip, port) = (Some(endpoint.ip()), endpoint.port());
+        // `MAKLER_LOAD_META="path=/ version=2"`: every instance carries these metadata pairs
+        // (what an instance with metadata costs the broker).
+        let request = match &self.meta {
+            Some(meta) => Request::RegisterMeta { service: &service, ip, port, check: Check::None, meta: meta.clone() },
+            None => Request::Register { service: &service, ip, port },
+        };
         binary::encode_request(seq as u32, &request, out);
         seq
     }
@@ -240,7 +255,14 @@ pub fn populate(
     types: usize,
 ) -> io::Result<(Vec<Uuid>, Measurement)> {
     let count = to.saturating_sub(from);
-    let mut work = Populate { prefix, from, types: types.max(1), ids: vec![Uuid::nil(); count], refused: None };
+    let mut work = Populate {
+        prefix,
+        from,
+        types: types.max(1),
+        ids: vec![Uuid::nil(); count],
+        refused: None,
+        meta: meta_from_env(),
+    };
     let measurement = driver.run(Duration::from_secs(600), count as u64, 0, &mut work)?;
     if let Some(reply) = work.refused {
         return Err(io::Error::other(format!("a registration was refused: {reply}")));

@@ -84,7 +84,9 @@ fn replies_map_to_typed_results() {
             Request::Register { service: "full", .. } | Request::RegisterChecked { service: "full", .. } => {
                 Response::Error(Rejection::Full { max: 1 })
             }
-            Request::Register { .. } | Request::RegisterChecked { .. } => Response::Registered { id, ttl_ms: 1500 },
+            Request::Register { .. } | Request::RegisterChecked { .. } | Request::RegisterMeta { .. } => {
+                Response::Registered { id, ttl_ms: 1500 }
+            }
             Request::Query { service: "echo" } => Response::Instances(vec![addr(4000)]),
             Request::Query { .. } => Response::NotFound,
             Request::QueryLocal { service: "echo" } => Response::Instances(vec![addr(4001)]),
@@ -96,6 +98,8 @@ fn replies_map_to_typed_results() {
             | Request::Services { .. }
             | Request::Instances { .. }
             | Request::InstancesChecked { .. }
+            | Request::InstancesMeta { .. }
+            | Request::WatchMeta { .. }
             | Request::Watch { .. }
             | Request::WatchEcho { .. }
             | Request::Unwatch { .. } => Response::Stats(Box::default()),
@@ -157,7 +161,7 @@ fn a_report_is_answered_ok_or_not_found() {
 }
 
 #[test]
-fn instances_come_with_their_checks_and_without_from_an_older_broker() {
+fn instances_come_with_their_checks_and_metadata_and_without_from_an_older_broker() {
     use crate::protocol::{Check, InstanceInfo, InstancePage, Source};
     fn info(port: u16) -> InstanceInfo {
         InstanceInfo {
@@ -167,6 +171,7 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
             leases: 1,
             source: Source::Unicast(addr(9)),
             check: Check::None,
+            meta: Default::default(),
         }
     }
     let page = |port| InstancePage { total: 1, instances: vec![info(port)], next: None };
@@ -174,6 +179,7 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
         SimNet::new()
             .broker(addr(1), move |request| {
                 Some(match request {
+                    Request::InstancesMeta { .. } => Response::Error(Rejection::Malformed { why: "old".into() }),
                     Request::InstancesChecked { .. } => {
                         Response::InstanceListChecked { page: page(4000), checks: vec![Check::Http("/up".into())] }
                     }
@@ -182,8 +188,20 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
             })
             .broker(addr(2), move |request| {
                 Some(match request {
-                    Request::InstancesChecked { .. } => Response::Error(Rejection::Malformed { why: "old".into() }),
+                    Request::InstancesMeta { .. } | Request::InstancesChecked { .. } => {
+                        Response::Error(Rejection::Malformed { why: "old".into() })
+                    }
                     Request::Instances { .. } => Response::InstanceList(page(4001)),
+                    _ => Response::NotFound,
+                })
+            })
+            .broker(addr(3), move |request| {
+                Some(match request {
+                    Request::InstancesMeta { .. } => Response::InstanceListMeta {
+                        page: page(4002),
+                        checks: vec![Check::Tcp],
+                        meta: vec![vec![("path".into(), Some(b"/".to_vec()))]],
+                    },
                     _ => Response::NotFound,
                 })
             })
@@ -192,6 +210,9 @@ fn instances_come_with_their_checks_and_without_from_an_older_broker() {
     assert_eq!(shown, [InstanceInfo { check: Check::Http("/up".into()), ..info(4000) }]);
     let shown = client(net(), &[addr(2)], 0).instances("echo").unwrap();
     assert_eq!(shown, [info(4001)], "an older broker: no checks");
+    let shown = client(net(), &[addr(3)], 0).instances("echo").unwrap();
+    let meta = crate::meta::Metadata::parse_words(["path=/"]).unwrap();
+    assert_eq!(shown, [InstanceInfo { check: Check::Tcp, meta, ..info(4002) }], "checks and metadata");
 }
 
 /// A transport whose other end is a broker's core, in process: what the client sends is

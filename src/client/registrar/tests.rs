@@ -337,3 +337,32 @@ fn registrations_declare_the_configured_check_and_fall_back_for_an_older_broker(
     assert!(seen[2].starts_with("Register { service: \"old\""), "sent again without the check: {seen:?}");
     assert!(seen[3].ends_with("check: Http(\"/health\") }"), "{seen:?}");
 }
+
+#[test]
+fn registrations_carry_the_configured_metadata_and_fall_back_for_an_older_broker() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&seen);
+    let net = SimNet::new().broker(BROKER, move |request| {
+        recorded.lock().unwrap().push(format!("{request:?}"));
+        Some(match request {
+            Request::RegisterMeta { service: "old", .. } => {
+                Response::Error(Rejection::Malformed { why: "unknown variant".into() })
+            }
+            _ => Response::Registered { id: Uuid::from_u128(1), ttl_ms: 3000 },
+        })
+    });
+    let client = BrokerClient::with_transport(net, &[BROKER], RetryPolicy::default(), 0);
+    let meta = crate::meta::Metadata::parse_words(["path=/", "version=2"]).unwrap();
+    let config = RegistrarConfig { meta, ..RegistrarConfig::default() };
+    let mut core = Core::new(client, config, Box::new(|| 0));
+    add(&mut core, "web").unwrap();
+    add(&mut core, "old").unwrap();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert!(
+        seen[0].starts_with("RegisterMeta { service: \"web\"")
+            && seen[0].ends_with("check: Tcp, meta: [(\"path\", \"/\"), (\"version\", \"2\")] }"),
+        "{seen:?}"
+    );
+    assert!(seen[2].starts_with("RegisterChecked { service: \"old\""), "sent again without the pairs: {seen:?}");
+}

@@ -7,7 +7,7 @@
 //! | `b._dns-sd._udp.<domain>` PTR, `lb.…` | one PTR: `<domain>` (the domain to browse, and the default one) |
 //! | `_<service>._tcp.<domain>` PTR | one PTR per live instance: `<instance>._<service>._tcp.<domain>`, with its SRV, TXT and A/AAAA as additional records (§12.1) |
 //! | `<instance>._<service>._tcp.<domain>` SRV | priority and weight 1, the port, the target `<hex>-<port>.addr.<domain>`; its A/AAAA as additional |
-//! | `<instance>._<service>._tcp.<domain>` TXT | the instance's metadata: for now one empty string (§6.1), see [`txt`] |
+//! | `<instance>._<service>._tcp.<domain>` TXT | the instance's metadata, a `key=value` string per pair (one empty string without any, §6.1), see [`txt`] |
 //!
 //! The instance label is the endpoint, written without dots (`10-0-0-5:8080`, see
 //! [`crate::mdns::names`]): a query needs no table of names, and a label that is not a live instance of the service is NXDOMAIN. Services are
@@ -26,11 +26,14 @@ use super::{SRV_PRIORITY, SRV_WEIGHT, Zone, address, base, wants};
 use crate::mdns::names::{instance_label, parse_instance_label};
 use crate::registry::{Cursor, Registry};
 
-/// The TXT strings of an instance: one empty string while registrations carry no metadata
-/// (RFC 6763 §6.1: a TXT record is never empty). When metadata lands, its `key=value` pairs go
-/// here, one string each (at most 255 bytes, §6.1-6.4), in the order they were registered.
-pub(super) fn txt(_service: &str, _endpoint: SocketAddr) -> TXT {
-    TXT::from_bytes(vec![&b""[..]])
+/// The TXT strings of an instance: its metadata's `key=value` pairs (see [`crate::meta`]), one
+/// string each (at most 255 bytes, RFC 6763 §6.1-6.4), in the order they were registered; one
+/// empty string when it has none (§6.1: a TXT record is never empty). At most 1,024 bytes
+/// ([`crate::meta::MAX_TOTAL`]), so an answer with one TXT record stays within what the face
+/// sends without truncating (see the amplification table in protocol.md).
+pub(super) fn txt(registry: &Registry, service: &str, endpoint: SocketAddr) -> TXT {
+    let strings = registry.metadata(service, endpoint).map_or_else(|| vec![Vec::new()], crate::meta::Metadata::to_txt);
+    TXT::from_bytes(strings.iter().map(Vec::as_slice).collect())
 }
 
 /// The answer to a DNS-SD question (see the [module documentation](self)), or `None` when
@@ -76,7 +79,11 @@ pub(super) fn respond(
                         instance_srv(zone, name.clone(), endpoint, &mut response.answers, &mut response.additionals);
                     }
                     if wants(qtype, RecordType::TXT) {
-                        response.answers.push(Record::from_rdata(name, zone.ttl, RData::TXT(txt(&service, endpoint))));
+                        response.answers.push(Record::from_rdata(
+                            name,
+                            zone.ttl,
+                            RData::TXT(txt(registry, &service, endpoint)),
+                        ));
                     }
                     true
                 }
@@ -144,7 +151,7 @@ fn browse(
     for endpoint in endpoints {
         let Ok(instance) = name.prepend_label(instance_label(endpoint).into_bytes()) else { continue };
         response.answers.push(ptr(name.clone(), zone.ttl, instance.clone()));
-        let txt = Record::from_rdata(instance.clone(), zone.ttl, RData::TXT(txt(service, endpoint)));
+        let txt = Record::from_rdata(instance.clone(), zone.ttl, RData::TXT(txt(registry, service, endpoint)));
         let mut srv = Vec::with_capacity(1);
         instance_srv(zone, instance, endpoint, &mut srv, &mut response.additionals);
         response.additionals.extend(srv);

@@ -39,6 +39,10 @@ pub struct ReplicaConfig {
     /// [`slots`](super::slots)); off: whole leases, as brokers before slots did (and do not
     /// announce that this one reads slots).
     pub slot_renewals: bool,
+    /// Send leases with their metadata (`Entry::UpsertMeta`, `Peer::PageMeta`) to peers that
+    /// read them, and announce that this one does; off: as brokers before metadata did (tests
+    /// of mixed versions).
+    pub metadata: bool,
 }
 
 impl Default for ReplicaConfig {
@@ -57,6 +61,7 @@ impl Default for ReplicaConfig {
             forget_after: Duration::from_secs(30),
             digest_interval: Duration::from_secs(1),
             slot_renewals: true,
+            metadata: true,
         }
     }
 }

@@ -102,6 +102,9 @@ pub(super) struct Deltas {
     asked: HashMap<SocketAddr, (Instant, u32)>,
     /// Peers that read slots.
     slotted: HashSet<SocketAddr>,
+    /// Peers that read metadata (`UpsertMeta`; only those that read slots are sent them).
+    reads_meta: HashSet<SocketAddr>,
+
     confirmed: Confirmed,
     retransmits: Timers<(SocketAddr, u32)>,
     stats: DeltaStats,
@@ -122,6 +125,7 @@ impl Deltas {
             peers: HashMap::new(),
             asked: HashMap::new(),
             slotted: HashSet::new(),
+            reads_meta: HashSet::new(),
             confirmed: Confirmed::default(),
             retransmits: Timers::new(),
             stats: DeltaStats::default(),
@@ -139,6 +143,9 @@ impl Deltas {
     pub fn handle_change(&mut self, now: Instant, change: &Change) {
         match change.kind {
             ChangeKind::Registered => self.urgent.push((change.id, None)),
+            // New metadata goes at once; whole, since its confirmation (see `send_slotted`) is
+            // for the metadata it had.
+            ChangeKind::Refreshed if change.meta_changed => self.urgent.push((change.id, None)),
             ChangeKind::Refreshed => {
                 if self.refreshed_set.insert(change.id) {
                     self.refreshed.push(change.id);
@@ -216,6 +223,20 @@ impl Deltas {
         }
     }
 
+    /// Whether the peer at `addr` reads metadata (it said so in its `Features`).
+    pub fn set_reads_meta(&mut self, addr: SocketAddr, reads: bool) {
+        if reads {
+            self.reads_meta.insert(addr);
+        } else {
+            self.reads_meta.remove(&addr);
+        }
+    }
+
+    /// Whether the peer at `addr` said it reads metadata.
+    pub fn reads_meta(&self, addr: SocketAddr) -> bool {
+        self.reads_meta.contains(&addr)
+    }
+
     /// `to` asked for leases it could not map from their slots: they go whole.
     pub fn send_slots_to(
         &mut self,
@@ -286,6 +307,7 @@ impl Deltas {
         self.peers.remove(&addr);
         self.asked.remove(&addr);
         self.slotted.remove(&addr);
+        self.reads_meta.remove(&addr);
         self.confirmed.forget(addr);
     }
 
@@ -356,15 +378,26 @@ impl Deltas {
                 Some(reason) => Entry::Remove { id, reason },
                 None => {
                     let (Some(view), Some(slot)) = (registry.view(now, id), registry.slot_of(id)) else { continue };
-                    let print = fingerprint(view.id);
+                    // To a peer that reads metadata, a slot is confirmed for the lease with the
+                    // metadata it was sent: other metadata (a re-registration) goes whole until
+                    // that is acknowledged, retransmissions included.
+                    let print = match view.meta {
+                        Some(meta) if self.reads_meta.contains(&to) => meta_fingerprint(view.id, meta),
+                        _ => fingerprint(view.id),
+                    };
                     let ttl_ms = u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX);
                     if self.confirmed.is_confirmed(to, slot.0, print) {
                         renewed.push((ttl_ms / RENEW_GRAIN_MS, slot.0, id));
                         continue;
                     }
                     confirm = Some((slot.0, print));
-                    let check = view.check;
-                    Entry::UpsertSlot { slot: slot.0, lease: CheckedLease { lease: lease_of(&view), check } }
+                    let lease = CheckedLease { lease: lease_of(&view), check: view.check };
+                    let meta = view.meta.filter(|_| self.reads_meta.contains(&to));
+                    match meta.map(|meta| Entry::UpsertMeta { slot: slot.0, lease: lease.clone(), meta }) {
+                        // A lease too large for one datagram with its metadata goes without.
+                        Some(entry) if ListPacker::default().push(&entry) => entry,
+                        _ => Entry::UpsertSlot { slot: slot.0, lease },
+                    }
                 }
             };
             if !packer.push(&entry) {
@@ -469,6 +502,15 @@ impl Deltas {
             self.send_items(now, unacked.batch.items.into_iter(), registry, out, &[addr], tries);
         }
     }
+}
+
+/// A lease's [`fingerprint`] with its metadata block's (FNV-1a) mixed in; never 0.
+fn meta_fingerprint(id: Uuid, meta: &[u8]) -> u32 {
+    if meta.is_empty() {
+        return fingerprint(id);
+    }
+    let hash = meta.iter().fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    (fingerprint(id) ^ hash).max(1)
 }
 
 /// A lease as a delta carries it: an [`Entry::Upsert`] when it declares no check, so that

@@ -37,6 +37,7 @@
 //! [`poll_transmit`](Replicator::poll_transmit), what the node must act on (a peer event to log, a
 //! forwarded report, a change of the live brokers) through `poll_event`.
 
+mod apply;
 mod config;
 mod deltas;
 pub mod entropy;
@@ -49,13 +50,13 @@ mod tests;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::Face;
 use crate::core::{Outbox, Transmit};
-use crate::protocol::peer::{self, CheckedLease, Entry, Lease, Peer, PeerFrame};
+use crate::protocol::peer::{self, CheckedLease, MetaLease, Peer, PeerFrame};
 use crate::protocol::{Check, PeerStats, RemoveReason};
-use crate::registry::{Applied, Change, LeaseView, Registry};
+use crate::registry::{Change, Registry};
 pub use config::ReplicaConfig;
 use deltas::{Deltas, lease_of};
 use entropy::Entropy;
@@ -289,7 +290,8 @@ impl Replicator {
             }
             Peer::Ack { seq } => self.deltas.handle_ack(from, seq),
             Peer::SyncRequest { cursor, pages } => {
-                sync::serve_pages(self.me, now, from, cursor, pages, registry, &mut self.transmits);
+                let meta = self.deltas.reads_meta(from);
+                sync::serve_pages(self.me, now, from, (cursor, pages, meta), registry, &mut self.transmits);
             }
             Peer::Page { cursor, next, leases } => {
                 for lease in &leases {
@@ -307,6 +309,14 @@ impl Replicator {
                     self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
                 self.events.extend(caught_up.map(ReplicaEvent::Peer));
             }
+            Peer::PageMeta { cursor, next, leases } => {
+                for MetaLease { lease: CheckedLease { lease, check }, meta } in &leases {
+                    self.apply_lease_meta(now, lease, *check, Some(meta), registry);
+                }
+                let caught_up =
+                    self.catch_up.handle_page(now, from, frame.node, cursor, next, leases.len(), &mut self.transmits);
+                self.events.extend(caught_up.map(ReplicaEvent::Peer));
+            }
             Peer::Report { service, endpoint } => {
                 self.events.push_back(ReplicaEvent::Report { service: service.to_owned(), endpoint });
             }
@@ -314,6 +324,7 @@ impl Replicator {
             Peer::Features { bits } => {
                 let slotted = self.config.slot_renewals && bits & slots::FEATURE_SLOTS != 0;
                 self.deltas.set_slotted(from, slotted);
+                self.deltas.set_reads_meta(from, self.config.metadata && bits & slots::FEATURE_META != 0);
             }
             Peer::Unknown { slots } => {
                 self.deltas.send_slots_to(now, from, peer::decode_slots(slots), registry, &mut self.transmits);
@@ -506,68 +517,11 @@ impl Replicator {
             body: Peer::Hello { addr: self.addr, complete: self.is_complete(), instances: registry.len() as u64 },
         };
         self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
-        if self.config.slot_renewals {
-            let frame = PeerFrame { node: self.me, body: Peer::Features { bits: slots::FEATURE_SLOTS } };
+        let bits = if self.config.slot_renewals { slots::FEATURE_SLOTS } else { 0 }
+            | if self.config.metadata { slots::FEATURE_META } else { 0 };
+        if bits != 0 {
+            let frame = PeerFrame { node: self.me, body: Peer::Features { bits } };
             self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
         }
-    }
-
-    /// Applies a delta's entry (delta `seq` from `from`); returns the id of a lease sent that
-    /// was removed here on purpose (tombstoned). Slots renewed that name nothing here go to
-    /// `unknown`.
-    fn apply(
-        &mut self,
-        now: Instant,
-        (from, seq): (SocketAddr, u32),
-        entry: &Entry<'_>,
-        registry: &mut Registry,
-        unknown: &mut Vec<u32>,
-    ) -> Option<uuid::Uuid> {
-        match entry {
-            Entry::UpsertSlot { slot, lease: CheckedLease { lease, check } } => {
-                match self.apply_lease(now, lease, *check, registry) {
-                    Applied::Tombstoned => return Some(lease.id),
-                    // The id names a lease of another instance here (or the lease was refused):
-                    // its slot must renew nothing.
-                    Applied::Conflict | Applied::Refused(_) => {}
-                    _ => self.slot_maps.map_lease((from, seq), *slot, lease.id, registry),
-                }
-                None
-            }
-            Entry::Renew { ttl_ms, slots } => {
-                let ttl = Duration::from_millis(u64::from(*ttl_ms));
-                self.applied += self.slot_maps.renew(now, (from, seq), ttl, slots, registry, unknown);
-                None
-            }
-            Entry::Upsert(lease) => {
-                (self.apply_lease(now, lease, Check::None, registry) == Applied::Tombstoned).then_some(lease.id)
-            }
-            Entry::UpsertChecked(CheckedLease { lease, check }) => {
-                (self.apply_lease(now, lease, *check, registry) == Applied::Tombstoned).then_some(lease.id)
-            }
-            Entry::Remove { id, reason } => {
-                registry.apply_remote_removal(now, *id, *reason);
-                self.applied += 1;
-                None
-            }
-        }
-    }
-
-    fn apply_lease(&mut self, now: Instant, lease: &Lease<'_>, check: Check<&str>, registry: &mut Registry) -> Applied {
-        let view = LeaseView {
-            id: lease.id,
-            service: lease.service,
-            endpoint: lease.endpoint,
-            source: lease.source,
-            ttl_left: Duration::from_millis(u64::from(lease.ttl_ms)),
-            aliases: &lease.aliases,
-            check,
-        };
-        let applied = registry.apply_remote(now, view);
-        match applied {
-            Applied::Refused(_) | Applied::Conflict => self.rejected += 1,
-            _ => self.applied += 1,
-        }
-        applied
     }
 }

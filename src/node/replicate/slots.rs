@@ -91,6 +91,9 @@ use crate::registry::{Cursor, Registry};
 /// `Peer::Features` bit: this broker reads `Entry::UpsertSlot` and `Entry::Renew`.
 pub(super) const FEATURE_SLOTS: u32 = 1;
 
+/// `Peer::Features` bit: this broker reads `Entry::UpsertMeta` and `Peer::PageMeta`.
+pub(super) const FEATURE_META: u32 = 2;
+
 /// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
 /// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
 pub(super) fn fingerprint(id: Uuid) -> u32 {

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use super::{PeerEvent, ReplicaConfig, lease_of};
 use crate::core::Outbox;
 use crate::node::Face;
-use crate::protocol::peer::{self, CheckedLease, ListPacker, Peer, PeerFrame};
+use crate::protocol::peer::{self, CheckedLease, ListPacker, MetaLease, Peer, PeerFrame};
 use crate::registry::{Cursor, LeaseView, Registry};
 
 /// Pages a peer sends for one request at the most.
@@ -247,14 +247,13 @@ impl CatchUp {
     }
 }
 
-/// Answers a sync request from broker `me`'s table with up to `pages` pages from `cursor`.
-#[allow(clippy::too_many_arguments)]
+/// Answers a sync request from broker `me`'s table with up to `pages` pages from `cursor`;
+/// `meta`: the asker reads metadata, so the pages are [`Peer::PageMeta`]s.
 pub(super) fn serve_pages(
     me: u64,
     now: Instant,
     to: SocketAddr,
-    cursor: u32,
-    pages: u8,
+    (cursor, pages, meta): (u32, u8, bool),
     registry: &mut Registry,
     out: &mut Outbox<Face>,
 ) {
@@ -263,11 +262,22 @@ pub(super) fn serve_pages(
     let mut bytes = Vec::new();
     for _ in 0..pages.clamp(1, MAX_PAGES) {
         let Some(start) = at else { break };
-        at = registry.page(now, start, |view| packer.push(&checked_lease_of(&view)));
-        let frame = PeerFrame {
-            node: me,
-            body: Peer::PageChecked { cursor: start.0, next: at.map(|c| c.0), leases: Vec::new() },
+        at = registry.page(now, start, |view| {
+            if !meta {
+                return packer.push(&checked_lease_of(&view));
+            }
+            let lease = MetaLease { lease: checked_lease_of(&view), meta: view.meta.unwrap_or_default() };
+            // A lease too large for an empty page with its metadata goes without (its next
+            // renewal carries them).
+            packer.push(&lease) || (packer.is_empty() && packer.push(&MetaLease { meta: &[], ..lease }))
+        });
+        let next = at.map(|c| c.0);
+        let body = if meta {
+            Peer::PageMeta { cursor: start.0, next, leases: Vec::new() }
+        } else {
+            Peer::PageChecked { cursor: start.0, next, leases: Vec::new() }
         };
+        let frame = PeerFrame { node: me, body };
         packer.write(&frame, &mut bytes);
         packer.clear();
         out.push(Face::Client, to, |buf| buf.extend_from_slice(&bytes));

@@ -1,6 +1,7 @@
 //! The replicator alone: what leaves through `poll_transmit` and `poll_event`.
 
 use super::*;
+use crate::protocol::peer::{Entry, Lease};
 use crate::registry;
 use std::time::Duration;
 

@@ -63,8 +63,9 @@ fn only_the_echoed_cookie_of_the_same_address_and_port_watches_and_it_ages() {
     let t0 = Instant::now();
     let mut registry = Registry::new(crate::registry::Config::default(), uuid::Uuid::new_v4);
     let mut w = Watches::new(WatchConfig::default(), [7; 32]);
-    let mut ask =
-        |w: &mut Watches, now, from, cookie| w.handle_watch(now, from, Form::Text, "echo", cookie, &mut registry);
+    let mut ask = |w: &mut Watches, now, from, cookie| {
+        w.handle_watch(now, from, Form::Text, "echo", cookie, false, &mut registry)
+    };
     let Response::WatchCookie { cookie } = ask(&mut w, t0, addr(1), None) else { panic!("a cookie first") };
     assert_eq!(w.len(), 0, "nothing kept for an unconfirmed watch");
     assert!(w.store.len() == 0 && w.per_source.is_empty());

@@ -138,3 +138,35 @@ fn an_instance_name_has_srv_and_txt() {
     assert_eq!(ask_name(&mut reg, later, name, RecordType::SRV).response_code, ResponseCode::NXDomain);
     assert_eq!(udp(&mut reg, later, "_services._dns-sd._udp.makler.", RecordType::PTR).answers.len(), 0);
 }
+
+#[test]
+fn txt_serves_the_metadata_and_a_large_one_is_truncated_over_plain_udp() {
+    use crate::meta::Metadata;
+    let (mut reg, t0) = (registry(), Instant::now());
+    let source = crate::protocol::Source::Unicast("10.9.9.9:50000".parse().unwrap());
+    let meta = Metadata::parse_words(["path=/", "version=2"]).unwrap();
+    let check = crate::protocol::Check::None;
+    reg.register_meta(t0, "web", "127.0.0.1:8001".parse().unwrap(), source, check, meta).unwrap();
+    let name = instance("127-0-0-1:8001", "_web._tcp.makler.");
+    let txt = ask_name(&mut reg, t0, name.clone(), RecordType::TXT);
+    assert_eq!(txt_strings(&txt.answers[0]), [b"path=/".to_vec(), b"version=2".to_vec()]);
+    // Browsing carries it in the additional TXT record.
+    let browse = udp(&mut reg, t0, "_web._tcp.makler.", RecordType::PTR);
+    let additional = browse.additionals.iter().find(|r| r.record_type() == RecordType::TXT).unwrap();
+    assert_eq!(txt_strings(additional), [b"path=/".to_vec(), b"version=2".to_vec()]);
+
+    // The most an instance holds: 1,024 bytes of TXT data.
+    let big: Vec<String> = (0..4).map(|i| format!("k{i}={}", "v".repeat(252))).collect();
+    let meta = Metadata::parse_words(big.iter().map(String::as_str)).unwrap();
+    reg.register_meta(t0, "big", "127.0.0.1:8002".parse().unwrap(), source, check, meta).unwrap();
+    let name = instance("127-0-0-1:8002", "_big._tcp.makler.");
+    let mut query = Message::query();
+    query.metadata.id = 4242;
+    query.add_query(Query::query(name, RecordType::TXT));
+    let query = query.to_vec().unwrap();
+    let (bytes, plain) = ask(&mut reg, t0, &query, Transport::Udp);
+    assert!(bytes.len() <= 512 && plain.truncation && plain.answers.is_empty(), "{}", bytes.len());
+    let (bytes, tcp) = ask(&mut reg, t0, &query, Transport::Tcp);
+    assert!(!tcp.truncation && bytes.len() > 1024, "{}", bytes.len());
+    assert_eq!(txt_strings(&tcp.answers[0]).len(), 4);
+}

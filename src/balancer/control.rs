@@ -156,7 +156,7 @@ impl Control {
             match change.kind {
                 ChangeKind::Registered if change.instance_changed => {
                     *self.names.entry(endpoint).or_insert(0) += 1;
-                    self.staged_adds.push((endpoint, declared_weight(&change)));
+                    self.staged_adds.push((endpoint, declared_weight(&self.registry, &change)));
                     if let Some(health) = &mut self.health {
                         follow_check(health, now, endpoint, &change.check);
                     }
@@ -166,9 +166,9 @@ impl Control {
                 // that failed one back (a hung server that heartbeats stays out). Without them,
                 // the heartbeat is all there is to go by.
                 ChangeKind::Registered | ChangeKind::Refreshed => {
-                    // Registered again: perhaps with another weight.
-                    if matches!(change.kind, ChangeKind::Registered) {
-                        self.follow_weight(endpoint, declared_weight(&change));
+                    // Registered again: perhaps with another weight (a refresh whose metadata changed too).
+                    if matches!(change.kind, ChangeKind::Registered) || change.meta_changed {
+                        self.follow_weight(endpoint, declared_weight(&self.registry, &change));
                     }
                     match &mut self.health {
                         // The backend may declare another check now (the change carries what
@@ -404,12 +404,10 @@ impl Control {
     }
 }
 
-/// The weight a registration declares. **The seam for issue 23's metadata**: every backend weighs
-/// 1 until `Change` carries the registration's pairs; then this is
-/// `weight_of(change.meta.get("weight"))` (or however the metadata is reached), and nothing else
-/// changes.
-fn declared_weight(_change: &crate::registry::Change) -> u32 {
-    weight_of(None)
+/// The weight a registration declares: its instance's `weight=N` pair (issue 23's metadata,
+/// see [`Registry::metadata`](crate::registry::Registry::metadata)), 1 without one.
+fn declared_weight(registry: &crate::registry::Registry, change: &crate::registry::Change) -> u32 {
+    weight_of(registry.metadata(&change.service, change.endpoint).and_then(|meta| meta.get("weight")))
 }
 
 /// A backend's weight from the value of its registration's `weight` pair (`Some(None)`: the key

@@ -25,8 +25,8 @@
 //! ([`is_imported`]) with nothing more on the wire. It is renewed every third of the table's
 //! TTL while the browser holds the instance (for its mDNS TTL, refreshed as mDNS refreshes
 //! it), and deregistered when the browser says it is gone (a goodbye, or its records expired).
-//! Its TXT record is read as its metadata ([`Metadata::from_txt`]; kept here, and logged,
-//! until the table keeps metadata with its leases). A generation is skipped when its id is
+//! Its TXT record is read as the lease's metadata ([`Metadata::from_txt`], logged with the
+//! import). A generation is skipped when its id is
 //! tombstoned (the instance left and came back within
 //! the tombstones' life).
 //!
@@ -326,7 +326,14 @@ impl Mdns {
             imported.id = pick_id(registry, &imported.service, imported.endpoint);
         }
         let source = Source::Announcer { ip: imported.endpoint.ip(), origin: IMPORT_ORIGIN };
-        match registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source) {
+        match registry.register_with_id(
+            now,
+            imported.id,
+            &imported.service,
+            imported.endpoint,
+            source,
+            imported.meta.clone(),
+        ) {
             Applied::Inserted | Applied::Refreshed => {}
             other => {
                 log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
@@ -348,12 +355,10 @@ impl Mdns {
     }
 }
 
-/// The metadata an advertised instance's TXT record holds (RFC 6763 §6): the one seam where
-/// the table's metadata is read (with the registry's metadata API:
-/// `registry.metadata(service, endpoint).cloned().unwrap_or_default()`). Empty (one empty
-/// string on the wire) until the table keeps metadata with its leases.
-fn advert_metadata(_registry: &Registry, _service: &str, _endpoint: SocketAddr) -> Metadata {
-    Metadata::new()
+/// An advertised instance's TXT record: the table's metadata of the instance (see
+/// [`Registry::metadata`]); one empty string on the wire when it has none.
+fn advert_metadata(registry: &Registry, service: &str, endpoint: SocketAddr) -> Metadata {
+    registry.metadata(service, endpoint).cloned().unwrap_or_default()
 }
 
 /// How often imported leases are renewed: three times per TTL of the table, so that one late

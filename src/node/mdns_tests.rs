@@ -71,10 +71,20 @@ fn srv_port(records: &[Record], label: &str) -> Option<(u16, u32)> {
 fn a_registered_instance_is_advertised_and_withdrawn_with_a_goodbye() {
     let (mut node, t0) = (node(&[]), Instant::now());
     node.handle_start(t0);
-    let id = text(&mut node, t0, "10.0.0.5:40000", "register web 8080");
+    let id = text(&mut node, t0, "10.0.0.5:40000", "register web 8080 path=/ v=2");
     let id = id.trim().strip_prefix("OK ").unwrap_or(id.trim()).to_owned();
     text(&mut node, t0, "127.0.0.1:40000", "register web 8081");
     let sent = run(&mut node, t0 + Duration::from_secs(2));
+    let txt: Vec<Vec<u8>> = records(&sent)
+        .iter()
+        .find_map(|r| match &r.data {
+            RData::TXT(txt) if r.name.iter().next() == Some(&b"10-0-0-5:8080"[..]) => {
+                Some(txt.txt_data.iter().map(|s| s.to_vec()).collect())
+            }
+            _ => None,
+        })
+        .expect("a TXT record announced");
+    assert_eq!(txt, vec![b"path=/".to_vec(), b"v=2".to_vec()], "the TXT record is the registration's metadata");
     let probes: Vec<_> = sent.iter().filter(|(_, _, m)| m.message_type == MessageType::Query).collect();
     assert_eq!(probes.len(), 3, "three probes");
     assert_eq!(probes[0].2.queries[0].name().iter().next(), Some(&b"10-0-0-5:8080"[..]));
@@ -146,6 +156,8 @@ fn an_announced_instance_is_imported_while_mdns_holds_it_and_goes_with_its_goodb
     assert_eq!(text(&mut node, t1, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
     let endpoint: SocketAddr = "10.0.0.9:80".parse().unwrap();
     assert_eq!(node.registry.lease_id("http", endpoint, ann()), Some(import_id("http", endpoint, 0)));
+    let meta = node.registry.metadata("http", endpoint).expect("the TXT record became the lease's metadata");
+    assert_eq!(meta.get_str("path"), Some("/"));
     // Held past the table's TTL (5 s) while mDNS holds it; never advertised back.
     let t2 = t1 + Duration::from_secs(30);
     let sent = run(&mut node, t2);

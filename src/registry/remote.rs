@@ -168,7 +168,8 @@ impl Registry {
 
     /// Registers `endpoint` for `service` under an id the caller chose, or renews the lease
     /// with that id: for instances imported from mDNS (`node::mdns`), whose id every broker
-    /// that imports them derives alike, so that their leases are one lease. Declares no check.
+    /// that imports them derives alike, so that their leases are one lease. Declares no check;
+    /// `meta` (the instance's TXT record) replaces the lease's metadata, as a local register's does.
     /// The caller avoids tombstoned ids ([`Registry::is_tombstoned`]): peers would refuse them.
     /// Returns [`Applied::Inserted`], [`Applied::Refreshed`], [`Applied::Conflict`] (the id
     /// names another instance) or [`Applied::Refused`].
@@ -179,6 +180,7 @@ impl Registry {
         service: &str,
         endpoint: SocketAddr,
         source: Source,
+        meta: Metadata,
     ) -> Applied {
         let endpoint = super::canonical(endpoint);
         if let Err(rejection) = self.config.limits.check_name(service).and_then(|()| check_endpoint(endpoint)) {
@@ -191,7 +193,9 @@ impl Registry {
             if &*entry.name != service || entry.members[known.position as usize].endpoint.get() != endpoint {
                 return Applied::Conflict;
             }
+            self.meta_changed = self.set_meta(index, meta);
             self.renew(index, now + self.config.ttl, false);
+            self.meta_changed = false;
             return Applied::Refreshed;
         }
         let ip = source.ip();
@@ -202,7 +206,7 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let check = self.common_checks.share(Check::None, None);
-        self.insert(id, service, endpoint, source, now + self.config.ttl, false, check);
+        self.insert_with_meta(id, service, endpoint, source, now + self.config.ttl, check, Some(meta));
         Applied::Inserted
     }
 

@@ -252,10 +252,13 @@ fn a_zeroconf_browser_sees_a_registered_service_with_its_port_and_sees_it_go() {
     let (_broker, log_path) = broker(&link, 'a', &[]);
     let mut browser = browse(&link, 'b', "_web._tcp");
     let registered = Instant::now();
-    let id = ask(&link, 'a', &["register web 8080"]).remove(0);
+    let id = ask(&link, 'a', &["register web 8080 path=/ version=2"]).remove(0);
     assert_eq!(id.len(), 36, "an id: {id:?}\n{}", log(&log_path));
     let (seen, found) = browser.wait_for("FOUND", Duration::from_secs(10));
-    assert_eq!(found, "FOUND 10-98-0-1:8080._web._tcp.local. 8080 10.98.0.1 10-98-0-1.makler.local. -");
+    assert_eq!(
+        found, "FOUND 10-98-0-1:8080._web._tcp.local. 8080 10.98.0.1 10-98-0-1.makler.local. path=/,version=2",
+        "its port, and its metadata as TXT"
+    );
     let deregistered = Instant::now();
     assert_eq!(ask(&link, 'a', &[&format!("deregister {id}")]), ["OK"]);
     let (gone_at, gone) = browser.wait_for("GONE", Duration::from_secs(10));
@@ -287,6 +290,8 @@ fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_
         .expect("dig runs");
     let srv = String::from_utf8_lossy(&dig.stdout);
     assert!(srv.split_whitespace().nth(2) == Some("9090"), "SRV: {srv}");
+    let instances = ask(&link, 'a', &["instances zc"]).join("\n");
+    assert!(instances.contains("10.98.0.2:9090") && instances.contains("v=1"), "its TXT as metadata: {instances}");
     std::fs::write(&announcer.stop, b"").unwrap();
     announcer.wait_for("UNREGISTERED", Duration::from_secs(10));
     wait_until(Duration::from_secs(5), "the instance goes after its goodbye", || {

@@ -26,6 +26,27 @@ fn a_weight_is_read_from_its_pair() {
 }
 
 #[test]
+fn a_backend_weighs_what_its_registrations_weight_pair_says() {
+    let pool = Arc::new(Pool::new());
+    let mut core = control(&pool);
+    let t0 = Instant::now();
+    let from = SocketAddr::from(([127, 0, 0, 1], 4000));
+    core.handle_start(t0);
+    let register = |core: &mut Control, at: Instant, words: &str| {
+        let mut reply = Vec::new();
+        core.handle_datagram(at, Face::Control, from, format!("register web 4000{words}").as_bytes(), &mut reply);
+        assert!(!reply.starts_with(b"ERROR"), "{}", String::from_utf8_lossy(&reply));
+        core.handle_turn_end(at + PUBLISH);
+    };
+    register(&mut core, t0, " weight=3 path=/");
+    assert_eq!(pool.get(from).unwrap().weight(), 3, "the pair, from the registration's metadata");
+    register(&mut core, t0 + FOLLOW, " weight=1");
+    assert_eq!(pool.get(from).unwrap().weight(), 1, "registered again with another weight");
+    register(&mut core, t0 + FOLLOW * 2, " weight=nonsense");
+    assert_eq!(pool.get(from).unwrap().weight(), 1, "no weight: 1");
+}
+
+#[test]
 fn events_follow_whether_any_backend_is_up() {
     let pool = Arc::new(Pool::new());
     let mut core = control(&pool);

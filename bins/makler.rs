@@ -71,6 +71,17 @@ enum Command {
         /// The registration's id (a UUID, as the server logged it).
         id: uuid::Uuid,
     },
+    /// Watch a service: print its live set now and at every change, one line each
+    /// (`seq=N ENDPOINT…`, an instance's metadata after it in brackets; with --json an object
+    /// a line: service, seq, instances with their metadata), until stopped or --count
+    /// changes. The broker pushes the changes; nothing is polled.
+    Watch {
+        /// The service.
+        service: String,
+        /// Stop after this many changes (the first line, the live set now, does not count).
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
 }
 
 const NOT_FOUND: u8 = 3;
@@ -89,6 +100,9 @@ fn main() -> ExitCode {
         Err(e) => return fail(1, &e.to_string()),
     };
     client.set_policy(RetryPolicy { timeout: args.timeout, ..client.policy() });
+    if let Command::Watch { service, count } = &args.command {
+        return watch(&brokers, service, *count, &args);
+    }
     if let Some(key) = args.multicast.key_file {
         client.set_key(key);
     }
@@ -108,6 +122,102 @@ fn main() -> ExitCode {
         Err(e @ ClientError::Unreachable(_)) => fail(BROKER_UNREACHABLE, &e.to_string()),
         Err(e @ ClientError::Rejected(_)) => fail(REFUSED, &e.to_string()),
         Err(e) => fail(1, &e.to_string()),
+    }
+}
+
+/// `makler watch`: a line now and at every change, until stopped or `count` changes; exits
+/// as the other subcommands do (4 when no broker answers, 6 when it refuses).
+fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args) -> ExitCode {
+    use makler::client::{Watch, WatchEvent};
+    use std::io::Write;
+    let print = |watch: &Watch| {
+        let line = watch_line(service, watch.seq(), watch.instances(), watch.meta(), args.json);
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "{line}").and_then(|()| stdout.flush())
+    };
+    let mut watch = match Watch::start_with_meta(brokers, service, args.multicast.key_file) {
+        Ok(watch) => watch,
+        Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
+        Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
+        Err(e) => return fail(1, &e.to_string()),
+    };
+    // A closed pipe (`| head`) ends it quietly.
+    if print(&watch).is_err() {
+        return ExitCode::SUCCESS;
+    }
+    let mut printed = 0;
+    while count.is_none_or(|n| printed < n) {
+        match watch.next(std::time::Instant::now() + Duration::from_secs(3600)) {
+            Ok(Some(WatchEvent::Changed { .. } | WatchEvent::Resynced { .. })) => {
+                if print(&watch).is_err() {
+                    return ExitCode::SUCCESS;
+                }
+                printed += 1;
+            }
+            Ok(None) => {}
+            Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
+            Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
+            Err(e) => return fail(1, &e.to_string()),
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// One line of `makler watch`: `seq=N ENDPOINT[k=v …] …`, or with `json` an object.
+fn watch_line(
+    service: &str,
+    seq: u64,
+    instances: &[SocketAddr],
+    meta: &[makler::client::InstanceMeta],
+    json: bool,
+) -> String {
+    let none = Vec::new();
+    let meta_of = |i: usize| meta.get(i).unwrap_or(&none);
+    if json {
+        let list: Vec<_> = instances
+            .iter()
+            .enumerate()
+            .map(|(i, endpoint)| json!({"endpoint": endpoint.to_string(), "meta": pairs_json(meta_of(i))}))
+            .collect();
+        return json!({"service": service, "seq": seq, "instances": list}).to_string();
+    }
+    let mut line = format!("seq={seq}");
+    for (i, endpoint) in instances.iter().enumerate() {
+        line.push_str(&format!(" {endpoint}"));
+        let pairs = meta_of(i);
+        if !pairs.is_empty() {
+            let words: Vec<String> = pairs
+                .iter()
+                .map(|(key, value)| match value {
+                    None => key.clone(),
+                    Some(value) => format!("{key}={}", shown_bytes(value)),
+                })
+                .collect();
+            line.push_str(&format!("[{}]", words.join(" ")));
+        }
+    }
+    line
+}
+
+/// A watch's metadata pairs as `show --json` prints an instance's `meta`: an object, a key
+/// per pair in order, its value a string (`true` for a boolean attribute).
+fn pairs_json(pairs: &makler::client::InstanceMeta) -> Value {
+    let mut object = serde_json::Map::new();
+    for (key, value) in pairs {
+        let value = value.as_ref().map_or(json!(true), |bytes| json!(shown_bytes(bytes)));
+        object.insert(key.clone(), value);
+    }
+    Value::Object(object)
+}
+
+/// A value as text: itself when UTF-8, else printable ASCII kept and other bytes as `\xHH`.
+fn shown_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => bytes
+            .iter()
+            .map(|&b| if b.is_ascii_graphic() || b == b' ' { char::from(b).to_string() } else { format!("\\x{b:02x}") })
+            .collect(),
     }
 }
 
@@ -195,6 +305,8 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
             client.deregister(*id)?;
             if json { format!("{}\n", json!({"deregistered": true})) } else { "OK\n".into() }
         }
+        // Streams its lines itself (see `watch`); `main` never gets here with it.
+        Command::Watch { .. } => String::new(),
     })
 }
 

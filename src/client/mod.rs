@@ -72,7 +72,7 @@ pub use registrar::{NO_BROKER_BACKOFF, NO_ROOM_BACKOFF, Registrar, RegistrarConf
 pub use resolver::{ConnectError, Resolver, ResolverConfig};
 pub use retry::RetryPolicy;
 pub use transport::{Transport, UdpTransport};
-pub use watch::{Watch, WatchEvent};
+pub use watch::{InstanceMeta, Watch, WatchEvent};
 
 use crate::protocol::Rejection;
 

@@ -71,7 +71,15 @@ pub struct Watch<T: Transport = UdpTransport> {
     cookie: Option<u64>,
     /// With a key: requests leave sealed, and only sealed answers and notifications are taken.
     keyed: Option<Keyed>,
+    /// Whether the watch asks for each instance's metadata (`WatchMeta`).
+    with_meta: bool,
+    /// The metadata of each of `instances`, in order, when `with_meta` (else empty).
+    meta: Vec<InstanceMeta>,
 }
+
+/// One instance's metadata as a watch is told it: its pairs, `(key, value)` (a boolean
+/// attribute's value is `None`; values are bytes, as in a TXT record).
+pub type InstanceMeta = Vec<(String, Option<Vec<u8>>)>;
 
 /// A watch's key (see [`BrokerClient::set_key`](super::BrokerClient::set_key)).
 #[derive(Debug)]
@@ -85,6 +93,14 @@ impl Watch<UdpTransport> {
     /// Watches `service` at the first of `brokers` that answers, over UDP.
     pub fn start(brokers: &[SocketAddr], service: &str) -> Result<Self, ClientError> {
         Self::with_transport(UdpTransport::for_peers(brokers)?, brokers, service)
+    }
+
+    /// [`start_keyed`](Self::start_keyed) for a watcher that shows metadata: asks for each
+    /// instance's metadata too (a `WatchMeta` watch, whose notifications also come when only
+    /// an instance's metadata changed), so that it need not ask after each change; see
+    /// [`meta`](Self::meta). A broker older than metadata answers without it.
+    pub fn start_with_meta(brokers: &[SocketAddr], service: &str, key: Option<Key>) -> Result<Self, ClientError> {
+        Self::build(UdpTransport::for_peers(brokers)?, brokers, service, key, true)
     }
 
     /// [`start`](Self::start), sealing every request with `key` (when given) and taking only
@@ -107,6 +123,16 @@ impl<T: Transport> Watch<T> {
         service: &str,
         key: Option<Key>,
     ) -> Result<Self, ClientError> {
+        Self::build(transport, brokers, service, key, false)
+    }
+
+    fn build(
+        transport: T,
+        brokers: &[SocketAddr],
+        service: &str,
+        key: Option<Key>,
+        with_meta: bool,
+    ) -> Result<Self, ClientError> {
         let now = transport.now();
         let keyed = key.map(|key| Keyed {
             sealer: Sealer::new(key, crate::random::u64()),
@@ -125,10 +151,18 @@ impl<T: Transport> Watch<T> {
             pending: None,
             cookie: None,
             keyed,
+            with_meta,
+            meta: Vec::new(),
         };
         watch.subscribe()?;
         watch.pending = None;
         Ok(watch)
+    }
+
+    /// The metadata of each of [`instances`](Self::instances), in order, as last told: empty
+    /// unless the watch was made [`with_meta`](Self::with_meta).
+    pub fn meta(&self) -> &[InstanceMeta] {
+        &self.meta
     }
 
     /// The live instances, as last told.
@@ -167,8 +201,10 @@ impl<T: Transport> Watch<T> {
                 continue;
             }
             let Some(datagram) = self.open(&buf[..len]) else { continue };
-            let Ok((_, Response::Changed { service, seq, instances })) = binary::decode_response(datagram) else {
-                continue;
+            let (service, seq, instances, meta) = match binary::decode_response(datagram) {
+                Ok((_, Response::Changed { service, seq, instances })) => (service, seq, instances, Vec::new()),
+                Ok((_, Response::ChangedMeta { service, seq, instances, meta })) => (service, seq, instances, meta),
+                _ => continue,
             };
             if service != self.service || seq <= self.seq {
                 // Another watch's, or a duplicate or a late one.
@@ -177,6 +213,7 @@ impl<T: Transport> Watch<T> {
             if seq == self.seq + 1 {
                 self.seq = seq;
                 self.instances = instances.clone();
+                self.meta = meta;
                 return Ok(Some(WatchEvent::Changed { seq, instances }));
             }
             // A gap: ask for the whole state again.
@@ -189,6 +226,7 @@ impl<T: Transport> Watch<T> {
         self.request_id = self.request_id.wrapping_add(1);
         let service = self.service.as_str();
         let request = match self.cookie {
+            Some(cookie) if self.with_meta => Request::WatchMeta { service, cookie },
             Some(cookie) => Request::WatchEcho { service, cookie },
             None => Request::Watch { service },
         };
@@ -230,24 +268,32 @@ impl<T: Transport> Watch<T> {
                         continue;
                     }
                     let Some(datagram) = self.open(&buf[..len]) else { continue };
-                    match binary::decode_response(datagram) {
-                        Ok((id, Response::Watching { seq, ttl_ms, instances, .. })) if id == self.request_id => {
+                    let answer = match binary::decode_response(datagram) {
+                        Ok((id, Response::WatchingMeta { seq, ttl_ms, instances, meta, .. })) => {
+                            Ok((id, Response::Watching { service: String::new(), seq, ttl_ms, instances }, meta))
+                        }
+                        Ok((id, response)) => Ok((id, response, Vec::new())),
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok((id, Response::Watching { seq, ttl_ms, instances, .. }, meta)) if id == self.request_id => {
                             if (seq, &instances) != (self.seq, &self.instances) || broker_index != self.broker {
                                 self.pending = Some(WatchEvent::Resynced { seq, instances: instances.clone() });
                             }
                             self.broker = broker_index;
                             self.seq = seq;
                             self.instances = instances;
+                            self.meta = meta;
                             let ttl = Duration::from_millis(ttl_ms.into()).max(Duration::from_millis(30));
                             self.renew_at = self.transport.now() + ttl / 3;
                             return Ok(());
                         }
-                        Ok((id, Response::WatchCookie { cookie })) if id == self.request_id && echoes < 3 => {
+                        Ok((id, Response::WatchCookie { cookie }, _)) if id == self.request_id && echoes < 3 => {
                             echoes += 1;
                             self.cookie = Some(cookie);
                             self.send_watch(broker)?;
                         }
-                        Ok((id, Response::Error(rejection))) if id == self.request_id => {
+                        Ok((id, Response::Error(rejection), _)) if id == self.request_id => {
                             return Err(ClientError::Rejected(rejection));
                         }
                         _ => {}

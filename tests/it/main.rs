@@ -18,6 +18,7 @@ mod bridges;
 mod broker;
 mod checks;
 mod cli;
+mod cli_watch;
 mod containers;
 mod dns;
 mod dns_haproxy;

@@ -33,8 +33,9 @@
 # THREADS (2), IDLE connections (10000, or as many as the open-file limit allows; 0: skip), SERIES
 # ("0 2"), BACKENDS ("1 2 3"), POLICIES ("round-robin least-conn random-two"), WRK (1; 0 skips the cross-check), STRACE (1; 0 skips the system call
 # count), BEFORE (the path of another makler-balancer, measured as a fourth target "before" in the same
-# rounds, in front of the same backends; round-robin only), CSV (a file for the rows; none unless set: the tracked
-# bench/balancer.csv is rewritten only when asked, CSV=bench/balancer.csv).
+# rounds, in front of the same backends; round-robin only), CSV (the file for the rows:
+# bench/results/<UTC date>/balancer.csv unless set; the tracked bench/balancer.csv, the run PERFORMANCE.md
+# quotes, is rewritten only when asked, CSV=bench/balancer.csv; CSV= writes none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,8 @@ SERIES=${SERIES:-"0 2"}
 BACKENDS=${BACKENDS:-"1 2 3"}
 POLICIES=${POLICIES:-"round-robin least-conn random-two"}
 BEFORE=${BEFORE:-}
+# Never a tracked file unless asked (see above).
+CSV=${CSV-bench/results/$(date -u +%F)/balancer.csv}
 
 . bench/lib.sh
 need haproxy haproxy
@@ -377,9 +380,10 @@ fi
 # Idle connections held through the balancer, with its memory.
 limit=$(ulimit -n)
 idle=${IDLE:-10000}
-# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw; only
-# where asked (the tracked bench/balancer.csv is the one of PERFORMANCE.md's run).
-if [ -n "${CSV:-}" ]; then
+# The measurements as CSV (one row per target, mode and round), for bench/plot.sh to draw; under
+# bench/results/ unless CSV names another file (the tracked bench/balancer.csv is PERFORMANCE.md's run).
+if [ -n "$CSV" ]; then
+  mkdir -p "$(dirname "$CSV")"
   cp "$RESULTS" "$CSV"
   echo "wrote $CSV; bench/plot.sh $CSV draws it"
 fi

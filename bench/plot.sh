@@ -3,13 +3,16 @@
 # backends (1, 2, 3), makler-balancer next to HAProxy, in keep-alive and connection-per-request
 # mode, with no service time (the balancer's own cost) and with 2 ms (scaling).
 #
-# Usage: bench/plot.sh [CSV [SVG]]; by default bench/balancer.csv, which bench/balancer.sh
-# writes (one row per target, mode and round), and bench/balancer.svg, which README.md shows.
+# Usage: bench/plot.sh [CSV [SVG]]; CSV by default the tracked bench/balancer.csv (the run
+# PERFORMANCE.md quotes; bench/balancer.sh writes one row per target, mode and round), SVG by
+# default bench/results/<UTC date>/balancer.svg (or $SVG). The tracked bench/balancer.svg, which
+# README.md shows, is rewritten only when named: bench/plot.sh bench/balancer.csv bench/balancer.svg.
 # Needs gnuplot (installs Debian's gnuplot-nox when it is missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CSV=${1:-bench/balancer.csv}
-SVG=${2:-bench/balancer.svg}
+SVG=${2:-${SVG:-bench/results/$(date -u +%F)/balancer.svg}}
+mkdir -p "$(dirname "$SVG")"
 
 if ! command -v gnuplot >/dev/null 2>&1; then
   echo "installing gnuplot-nox" >&2

@@ -14,6 +14,7 @@ mod amplification_dns;
 mod balancer;
 mod balancer_live;
 mod balancer_policy;
+mod bench_scripts;
 mod bridges;
 mod broker;
 mod checks;

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole system in containers, on this host's network: a broker, two services (echo and
 # upper), a balancer registered as `web` with three http backends, and the client calling each;
-# the control CLI lists what the broker holds. Every container is removed at the end.
+# the control CLI lists what the broker holds. Every container it made is removed at the end,
+# however it ends (a failed `podman run` too: podman may have created the container before the
+# run failed, e.g. when the runtime cannot start it; the script creates no networks or volumes).
 #
 # Build the images first (dist/container/images.sh). Environment: PODMAN (default podman),
 # TAG (default latest), BASE_PORT (default 17000; the broker listens on 127.0.0.1:BASE_PORT, the
@@ -13,34 +15,47 @@ base=${BASE_PORT:-17000}
 broker=127.0.0.1:$base
 front=127.0.0.1:$((base + 1))
 control=127.0.0.1:$((base + 2))
-prefix=makler-scenario-$$
+# Every container's name starts with it (PREFIX overrides it, for tests).
+prefix=${PREFIX:-makler-scenario-$$}
 containers=()
+runs=0
 
+# Every container named with the prefix, whether its run succeeded or not (a container is
+# listed before its `podman run`, and the prefix catches any other).
 cleanup() {
   status=$?
-  for c in "${containers[@]}"; do
-    if [ "$status" -ne 0 ]; then
+  trap - EXIT INT TERM
+  local c all
+  all=$($podman ps --all --filter "name=^$prefix-" --format '{{.Names}}' 2>/dev/null || true)
+  for c in $(printf '%s\n' "${containers[@]}" $all | sort -u); do
+    if [ "$status" -ne 0 ] && [[ $c != *-once-* ]]; then
       echo "--- logs of $c" >&2
       $podman logs "$c" >&2 || true
     fi
     $podman rm -f "$c" >/dev/null 2>&1 || true
   done
+  exit "$status"
 }
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # Starts a container in the background: a name, the image, the program's flags.
 start() {
-  local name=$prefix-$1 image=localhost/$2:$tag
+  local name=$prefix-$1 image=localhost/${2}:$tag
   shift 2
-  $podman run --detach --name "$name" --network host "$image" "$@" >/dev/null
   containers+=("$name")
+  $podman run --detach --name "$name" --network host "$image" "$@" >/dev/null
 }
 
-# Runs a program's container to its end.
+# Runs a program's container to its end (named, so that cleanup finds it if `--rm` did not
+# remove it).
 once() {
-  local image=localhost/$1:$tag
+  runs=$((runs + 1))
+  local name=$prefix-once-$runs image=localhost/$1:$tag
   shift
-  $podman run --rm --network host "$image" "$@"
+  containers+=("$name")
+  $podman run --rm --name "$name" --network host "$image" "$@"
 }
 
 # No health checks from the broker: each would be a connection to the balancer, which sends it on

@@ -45,6 +45,7 @@ mod proxy_haproxy;
 mod proxy_protocol;
 mod reports;
 mod restart;
+mod scenario_cleanup;
 mod stress;
 mod systemd;
 mod trust;

@@ -49,10 +49,10 @@ start() {
 }
 
 # Runs a program's container to its end (named, so that cleanup finds it if `--rm` did not
-# remove it).
+# remove it; BASHPID keeps names apart when it runs in a command substitution's subshell).
 once() {
   runs=$((runs + 1))
-  local name=$prefix-once-$runs image=localhost/$1:$tag
+  local name=$prefix-once-$BASHPID-$runs image=localhost/$1:$tag
   shift
   containers+=("$name")
   $podman run --rm --name "$name" --network host "$image" "$@"

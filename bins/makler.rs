@@ -71,10 +71,11 @@ enum Command {
         /// The registration's id (a UUID, as the server logged it).
         id: uuid::Uuid,
     },
-    /// Watch a service: print its live set now and at every change, one line each
-    /// (`seq=N ENDPOINT…`, an instance's metadata after it in brackets; with --json an object
-    /// a line: service, seq, instances with their metadata), until stopped or --count
-    /// changes. The broker pushes the changes; nothing is polled.
+    /// Watch a service: print its live set now and at every change, until stopped or --count.
+    ///
+    /// One line each: `seq=N ENDPOINT…`, an instance's metadata after it in brackets; with
+    /// --json an object a line (service, seq, instances with their metadata as `show --json`
+    /// prints it). The broker pushes the changes; nothing is polled.
     Watch {
         /// The service.
         service: String,

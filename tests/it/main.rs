@@ -21,6 +21,7 @@ mod checks;
 mod cli;
 mod cli_watch;
 mod containers;
+mod containers_arm64;
 mod dns;
 mod dns_haproxy;
 mod dns_props;

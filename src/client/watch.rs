@@ -160,7 +160,7 @@ impl<T: Transport> Watch<T> {
     }
 
     /// The metadata of each of [`instances`](Self::instances), in order, as last told: empty
-    /// unless the watch was made [`with_meta`](Self::with_meta).
+    /// unless the watch was started [`start_with_meta`](Watch::start_with_meta).
     pub fn meta(&self) -> &[InstanceMeta] {
         &self.meta
     }

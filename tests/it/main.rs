@@ -44,6 +44,7 @@ mod protocol_doc;
 mod protocol_props;
 mod proxy_haproxy;
 mod proxy_protocol;
+mod readme_newcomer;
 mod reports;
 mod restart;
 mod scenario_cleanup;

@@ -58,3 +58,34 @@ fn makler_watch_exits_4_when_no_broker_answers() {
     assert_eq!(output.status.code(), Some(4), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("no broker answered"), "{output:?}");
 }
+
+#[test]
+fn makler_watch_exits_6_when_the_broker_refuses_the_watch() {
+    let broker = common::broker(&["--max-watches", "1"]);
+    let at = broker.addr("udp").to_string();
+    // The one watch the broker takes, until this test ends.
+    let mut first = Killed(
+        Command::new(env!("CARGO_BIN_EXE_makler"))
+            .args(["--broker", &at, "watch", "web"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(first.0.stdout.take().unwrap()).lines();
+    assert!(lines.next().is_some_and(|line| line.is_ok_and(|l| l.starts_with("seq="))), "the first watch started");
+    let output = Command::new(env!("CARGO_BIN_EXE_makler")).args(["--broker", &at, "watch", "web"]).output().unwrap();
+    drop(first);
+    assert_eq!(output.status.code(), Some(6), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("too many watches"), "{output:?}");
+}
+
+/// A child killed when dropped, the test failing or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

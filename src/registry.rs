@@ -37,8 +37,9 @@
 //! Costs: register and deregister are a hash lookup or two plus a push on the expiry heap,
 //! O(log n); a heartbeat is a hash lookup (its lease's expiry entry moves once per TTL, when
 //! it reaches the heap's front, not at every renewal); a query is a hash lookup plus the
-//! instances it returns, and a text query two copies from the service's text block. Expiry
-//! pops the front of the heap, so it never scans the table.
+//! instances it returns, and a text or binary query two copies from the service's text or
+//! binary block (`registry::block`). Expiry pops the front of the heap, so it never scans the
+//! table.
 //!
 //! # Memory
 //!
@@ -49,6 +50,7 @@
 //! | the lease (id 16, deadline and first-held time as 8-byte `Ticks`, service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
 //! | its member: the endpoint, its first lease | 36 | the service's array (`registry::members`) |
 //! | its text form and where it starts | ~19 | the service's text block (`registry::members`) |
+//! | its postcard form and where it starts, once its service was queried in binary | 0 or ~11 | the service's binary block (`registry::block`) |
 //! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | `registry::index` |
 //! | its expiry heap entry (deadline, lease, generation) | 16 | `registry::expiry` |
 //! | its number in its digest bucket | 4 | [`digest`] |
@@ -73,6 +75,7 @@
 //! assert!(registry.query(t0 + ttl / 2 + ttl, "echo").is_none());
 //! ```
 
+mod block;
 mod changes;
 pub mod digest;
 mod expiry;
@@ -103,6 +106,7 @@ pub use remote::{Applied, Cursor, LeaseView};
 pub use crate::protocol::check::SharedCheck;
 use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
+use block::BinaryBlock;
 use members::{Member, TextBlock};
 
 /// The registry's settings.
@@ -214,6 +218,9 @@ struct Service {
     members: Vec<Member>,
     /// The members' text forms, for text answers.
     text: TextBlock,
+    /// The members' postcard encodings, for binary answers: built at the first binary query,
+    /// then kept up to date with `text` (see `registry::block`).
+    binary: Option<Box<BinaryBlock>>,
     /// Where the next query starts.
     cursor: usize,
 }
@@ -491,6 +498,19 @@ impl Registry {
     pub fn query_text_block(&mut self, now: Instant, service: &str, room: usize) -> Option<(&[u8], &[u8])> {
         let (entry, start) = self.turn(now, service)?;
         Some(entry.text.answer(start, room))
+    }
+
+    /// A binary query's answer, cut from the service's binary block (built at its first binary
+    /// query) and moving its rotation as [`query`](Self::query) does: how many instances fit in
+    /// `room` bytes (the greedy cut), and their postcard encodings, concatenated, as two slices
+    /// to write one after the other (a binary reply's list, after its length). `None` when the
+    /// service has no live instance.
+    pub fn query_binary_block(&mut self, now: Instant, service: &str, room: usize) -> Option<(usize, &[u8], &[u8])> {
+        let (entry, start) = self.turn(now, service)?;
+        let members = &entry.members;
+        let block =
+            entry.binary.get_or_insert_with(|| Box::new(BinaryBlock::of(members.iter().map(|m| m.endpoint.get()))));
+        Some(block.answer(start, room))
     }
 
     /// One turn of `service`'s rotation, for a query: the service and where this answer starts

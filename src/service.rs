@@ -217,11 +217,10 @@ fn route<C: Context>(
         Request::Query { service } if query::is_bridged(ctx, now, service) => {
             ctx.answer_bridged(now, source, form, datagram.len(), service)?
         }
-        Request::Query { service } | Request::QueryLocal { service } if form == Form::Text => {
-            query::apply_text(ctx, now, service, out);
+        Request::Query { service } | Request::QueryLocal { service } => {
+            query::apply(ctx, now, form, service, out);
             return Some(Written::data(form));
         }
-        Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
         Request::Instances { service, cursor } => listing::instances(ctx, now, form, service, cursor, false),
         Request::InstancesChecked { service, cursor } => listing::instances(ctx, now, form, service, cursor, true),
@@ -241,9 +240,6 @@ fn route<C: Context>(
         // from it (only `watch x`, one letter without a newline, is short enough to get nothing).
         out.clear();
         return None;
-    }
-    if let Response::Instances(list) = response {
-        state.scratch = list;
     }
     Some(Written { form, kind })
 }
@@ -270,8 +266,6 @@ pub struct Service {
     policy: Policy,
     /// Which unsealed requests are refused.
     require_key: RequireKey,
-    /// Reused for the instance list of every query reply.
-    scratch: Vec<SocketAddr>,
 }
 
 impl Service {
@@ -285,7 +279,6 @@ impl Service {
             counters: Counters::default(),
             policy: Policy::default(),
             require_key: RequireKey::No,
-            scratch: Vec::new(),
         }
     }
 

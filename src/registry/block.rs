@@ -97,11 +97,15 @@ pub(super) struct BinaryBlock(Block);
 
 impl BinaryBlock {
     /// The block of `members`, in their order (a service's first binary query builds it).
+    /// Its arrays are trimmed to their length: a block for each service queried in binary
+    /// costs the bytes it holds, not up to twice as many.
     pub(super) fn of(members: impl Iterator<Item = SocketAddr>) -> Self {
         let mut block = BinaryBlock::default();
         for member in members {
             block.push(member);
         }
+        block.0.bytes.shrink_to_fit();
+        block.0.starts.shrink_to_fit();
         block
     }
 

@@ -83,8 +83,8 @@ mod index;
 mod limits;
 mod listing;
 mod members;
-mod query;
 pub mod remote;
+mod rotation;
 mod table;
 mod tombstones;
 

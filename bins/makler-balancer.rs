@@ -255,6 +255,10 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     for name in activated.unused() {
         log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics)");
     }
+    // Before the listening line: a SIGTERM sent as soon as it is read stops the balancer as
+    // any other SIGTERM does, rather than kill it unlogged.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
     match balancer.metrics_addr() {
@@ -263,8 +267,6 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     }
     stdout.flush()?;
     drop(stdout);
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
     balancer.run(&shutdown)?;
     log::info!("stopped");
     Ok(())

@@ -272,6 +272,10 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
     }
     let broker = Broker::bind_with(config.clone(), passed)?;
+    // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
+    // as any other does.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     let mut line = format!("listening udp={}", broker.local_addr());
     if let Some(dns) = broker.dns_addr() {
@@ -314,8 +318,6 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
         log::info!("bridges {}", bridges.join(","));
     }
 
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
     broker.run(&shutdown)?;
     log::info!("stopped");
     Ok(())

@@ -154,13 +154,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let server = Server::bind(config).map_err(|e| format!("cannot listen on tcp {}: {e}", args.listen))?;
     let addr = server.local_addr();
+    // Before the listening line, so that a SIGTERM sent as soon as it is read stops the server
+    // as any other does.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening tcp={addr}")?;
     stdout.flush()?;
     drop(stdout);
-
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
 
     let name = args.register_as.unwrap_or_else(|| args.service.name().to_owned());
     // A wildcard listen address is no address to give clients: let the broker take the address

@@ -146,3 +146,26 @@ fn timeouts_have_one_name_each_and_the_old_spelling_still_works() {
         assert!(help.contains("Log only warnings and errors"), "{name}: {help}");
     }
 }
+
+#[test]
+fn a_sigterm_right_after_the_listening_line_stops_a_program_cleanly() {
+    // The signal handlers are in place before the line is printed: a SIGTERM sent as soon as
+    // it is read stops the program as any other (exit 0), rather than kill it unlogged.
+    let broker = common::broker(&[]);
+    let at = broker.addr("udp").to_string();
+    let runs: [(&str, &[&str]); 3] = [
+        (env!("CARGO_BIN_EXE_makler-broker"), &["--listen", "127.0.0.1:0", "--no-multicast", "-q"]),
+        (env!("CARGO_BIN_EXE_makler-server"), &["--service", "echo", "--broker", &at, "--no-multicast", "-q"]),
+        (
+            env!("CARGO_BIN_EXE_makler-balancer"),
+            &["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "web", "--no-register", "-q"],
+        ),
+    ];
+    for (program, args) in runs {
+        for _ in 0..5 {
+            let mut process = Process::start(program, args);
+            let status = process.terminate();
+            assert!(status.success(), "{program}: {status}");
+        }
+    }
+}

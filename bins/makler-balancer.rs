@@ -29,14 +29,14 @@ use makler::shutdown::Shutdown;
 /// leaves it with the manager, and the next one accepts what queued meanwhile, once it has a
 /// backend (it waits up to --ttl for one). See OPERATIONS.md for upgrades that refuse nobody.
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler-balancer", version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// TCP address clients connect to.
-    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_LISTEN, value_parser = makler::cli::parse_addr)]
     listen: SocketAddr,
 
     /// UDP address backends register at.
-    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL, value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value_t = balancer::DEFAULT_CONTROL, value_parser = makler::cli::parse_addr)]
     control: SocketAddr,
 
     /// Broker to register the balancer at; a comma-separated list fails over. Without it, the
@@ -99,8 +99,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     fall: u32,
 
-    /// Do not log backend changes and the registration at the broker; log only warnings and
-    /// errors unless RUST_LOG says otherwise.
+    /// Log only warnings and errors unless RUST_LOG says otherwise (so not backend changes and
+    /// the registration at the broker).
     #[arg(long, short)]
     quiet: bool,
 
@@ -120,7 +120,7 @@ struct Args {
 
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
     /// 127.0.0.1:9101; port 0 picks a free port (the `listening` line shows it).
-    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     metrics: Option<SocketAddr>,
 
     /// Write a PROXY protocol header (HAProxy's; v1 text or v2 binary) to each backend before the
@@ -143,13 +143,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before the connection cap is worked out from it.
+    if let Err(e) = balancer::raise_descriptor_limit() {
+        log::debug!("could not raise the open-file limit to its hard limit: {e}");
+    }
     let health_interval = match args.health_interval {
         0.0 => None,
         seconds => match makler::cli::parse_seconds(&seconds.to_string()) {
             Ok(interval) => Some(interval),
             Err(e) => {
                 eprintln!("makler-balancer: --health-interval {e}");
-                return ExitCode::from(2);
+                return ExitCode::from(makler::cli::exit::USAGE);
             }
         },
     };
@@ -157,7 +161,7 @@ fn main() -> ExitCode {
         Ok(require_key) => require_key,
         Err(e) => {
             eprintln!("makler-balancer: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(makler::cli::exit::USAGE);
         }
     };
     let config = balancer::Config {
@@ -222,16 +226,25 @@ fn parse_drain(text: &str) -> Result<Duration, String> {
 
 /// Each forwarded connection holds two descriptors (client and backend); keep some for the
 /// listener, the control socket and the probes, and, with `--metrics`, for the metrics
-/// listener's connections.
+/// listener's connections. The limit is read after `main` raised the soft limit to the hard
+/// one, so the warning comes only when even the hard limit leaves fewer than
+/// [`FEW_CONNECTIONS`].
 fn default_cap(metrics: bool) -> usize {
     let limit = makler::net::descriptor_limit().unwrap_or(1024);
     let metrics = if metrics { makler::broker::METRICS_MAX_CONNECTIONS as u64 } else { 0 };
     let cap = (limit.saturating_sub(64 + metrics) / 2).min(20_000) as usize;
-    if cap < 20_000 {
-        log::warn!("at most {cap} connections (the open-file limit is {limit}; raise `ulimit -n` for more)");
+    if cap < FEW_CONNECTIONS {
+        log::warn!(
+            "at most {cap} connections (the open-file limit is {limit}, the hard limit; raise it with `ulimit -Hn` \
+             or LimitNOFILE= in the unit for more)"
+        );
     }
     cap
 }
+
+/// Fewer connections than this by default is worth a warning at start: a busy LAN service can
+/// reach it. A hard limit of 4096 (a common default) gives about 2000, and no warning.
+const FEW_CONNECTIONS: usize = 1000;
 
 fn run(config: balancer::Config, activated: &mut makler::activation::Activated) -> std::io::Result<()> {
     let passed = !activated.is_empty();
@@ -242,6 +255,10 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     for name in activated.unused() {
         log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics)");
     }
+    // Before the listening line: a SIGTERM sent as soon as it is read stops the balancer as
+    // any other SIGTERM does, rather than kill it unlogged.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
     match balancer.metrics_addr() {
@@ -250,8 +267,6 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     }
     stdout.flush()?;
     drop(stdout);
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
     balancer.run(&shutdown)?;
     log::info!("stopped");
     Ok(())

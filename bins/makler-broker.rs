@@ -42,10 +42,10 @@ use makler::shutdown::Shutdown;
 /// --listen, so that datagrams sent while the broker restarts wait in it (dist/systemd has the
 /// .socket unit).
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler-broker", version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// UDP address to listen on; port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN, value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value_t = broker::DEFAULT_LISTEN, value_parser = makler::cli::parse_addr)]
     listen: SocketAddr,
 
     /// Seconds a registration lives after its last register or heartbeat (decimals allowed).
@@ -129,7 +129,7 @@ struct Args {
 
     /// Answer DNS on this address, over UDP and TCP (off unless given; e.g. 127.0.0.1:8600,
     /// Consul's port). Port 0 picks a free port.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     dns: Option<SocketAddr>,
 
     /// The zone the DNS face answers for; names outside it are REFUSED.
@@ -145,8 +145,8 @@ struct Args {
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
-    /// Do not log registrations, deregistrations and expiries; log only warnings and errors
-    /// unless RUST_LOG says otherwise.
+    /// Log only warnings and errors unless RUST_LOG says otherwise (so not registrations,
+    /// deregistrations and expiries).
     #[arg(long, short)]
     quiet: bool,
 
@@ -169,7 +169,7 @@ struct Args {
 
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`), e.g.
     /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
-    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     metrics: Option<SocketAddr>,
 }
 
@@ -194,13 +194,13 @@ fn main() -> ExitCode {
     };
     if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
         eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
-        return ExitCode::from(2);
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
         Ok(require_key) => require_key,
         Err(e) => {
             eprintln!("makler-broker: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(makler::cli::exit::USAGE);
         }
     };
     let config = broker::Config {
@@ -272,6 +272,10 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
     }
     let broker = Broker::bind_with(config.clone(), passed)?;
+    // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
+    // as any other does.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     let mut line = format!("listening udp={}", broker.local_addr());
     if let Some(dns) = broker.dns_addr() {
@@ -314,8 +318,6 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
         log::info!("bridges {}", bridges.join(","));
     }
 
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
     broker.run(&shutdown)?;
     log::info!("stopped");
     Ok(())

@@ -22,7 +22,7 @@ use makler::client::{ClientError, ConnectError, Resolver};
 /// 5 no server of the service could be reached or it did not answer, 6 the broker refused,
 /// 1 anything else.
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler-client", version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// Broker address; a comma-separated list fails over from one to the next. Without it, the
     /// brokers are found on the multicast group.
@@ -36,9 +36,9 @@ struct Args {
     #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
     wait: Option<Duration>,
 
-    /// Seconds to wait for each answer from the server.
-    #[arg(long, value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
-    timeout: Duration,
+    /// Seconds to wait for each answer from the server. `--timeout` is its old spelling.
+    #[arg(long, alias = "timeout", value_name = "SECONDS", default_value = "5", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
+    server_timeout: Duration,
 
     /// Speak HTTP: send `GET PATH` and print the response body (for `makler-server --service http`).
     #[arg(long, value_name = "PATH")]
@@ -70,9 +70,7 @@ struct Args {
     message: Vec<String>,
 }
 
-const NOT_FOUND: u8 = 3;
-const BROKER_UNREACHABLE: u8 = 4;
-const SERVER_UNREACHABLE: u8 = 5;
+use makler::cli::exit::{BROKER_UNREACHABLE, FAILURE, NOT_FOUND, REFUSED, SERVER_UNREACHABLE};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -88,7 +86,7 @@ fn main() -> ExitCode {
     let service = args.service.clone().unwrap_or_default();
     let mut resolver = match Resolver::new(&brokers) {
         Ok(resolver) => resolver,
-        Err(e) => return fail(1, &e.to_string()),
+        Err(e) => return fail(FAILURE, &e.to_string()),
     };
     if let Some(key) = args.multicast.key_file {
         resolver.client().set_key(key);
@@ -102,12 +100,15 @@ fn main() -> ExitCode {
             let list: Vec<String> = brokers.iter().map(ToString::to_string).collect();
             return fail(BROKER_UNREACHABLE, &format!("no broker answered ({})", list.join(", ")));
         }
+        Err(ConnectError::Broker(ClientError::Rejected(rejection))) => {
+            return fail(REFUSED, &format!("the broker refused: {rejection}"));
+        }
         Err(e @ ConnectError::AllFailed { .. }) => return fail(SERVER_UNREACHABLE, &e.to_string()),
-        Err(e) => return fail(1, &e.to_string()),
+        Err(e) => return fail(FAILURE, &e.to_string()),
     };
     let result = match &args.http {
-        Some(path) => http(stream, server, path, args.timeout),
-        None => lines(stream, &args, args.timeout),
+        Some(path) => http(stream, server, path, args.server_timeout),
+        None => lines(stream, &args, args.server_timeout),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,8 +116,8 @@ fn main() -> ExitCode {
         Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => fail(
             SERVER_UNREACHABLE,
             &format!(
-                "server {server} accepted the connection but did not answer within {} s (--timeout)",
-                args.timeout.as_secs_f64()
+                "server {server} accepted the connection but did not answer within {} s (--server-timeout)",
+                args.server_timeout.as_secs_f64()
             ),
         ),
         Err(e) => fail(SERVER_UNREACHABLE, &format!("server {server}: {e}")),
@@ -143,8 +144,8 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCo
     let mut watch = match Watch::start_keyed(brokers, service, args.multicast.key_file) {
         Ok(watch) => watch,
         Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
-        Err(ClientError::Rejected(rejection)) => return fail(6, &format!("the broker refused: {rejection}")),
-        Err(e) => return fail(1, &e.to_string()),
+        Err(ClientError::Rejected(rejection)) => return fail(REFUSED, &format!("the broker refused: {rejection}")),
+        Err(e) => return fail(FAILURE, &e.to_string()),
     };
     if print(watch.seq(), watch.instances()).is_err() {
         return ExitCode::SUCCESS;
@@ -161,7 +162,7 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCo
             }
             Ok(None) => {}
             Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
-            Err(e) => return fail(1, &e.to_string()),
+            Err(e) => return fail(FAILURE, &e.to_string()),
         }
     }
     ExitCode::SUCCESS

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 /// Exit codes: 0 done, 1 anything else, 2 bad usage, 3 not found (no such service or
 /// registration), 4 no broker answered, 6 the broker refused the request.
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler", version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// Broker (or balancer control port) to ask; a comma-separated list fails over. Without
     /// it, the brokers are found on the multicast group.
@@ -33,11 +33,13 @@ struct Args {
     #[arg(long, global = true)]
     json: bool,
 
-    /// Seconds to wait for each answer before trying again or the next broker.
-    #[arg(long, global = true, value_name = "SECONDS", default_value = "0.25", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
-    timeout: Duration,
+    /// Seconds to wait for a broker's first answer before asking again (each wait twice the
+    /// last) or asking the next broker. `--timeout` is its old spelling.
+    #[arg(long, alias = "timeout", global = true, value_name = "SECONDS", default_value = "0.25", allow_negative_numbers = true, value_parser = makler::cli::parse_seconds)]
+    broker_timeout: Duration,
 
-    /// Log nothing but errors.
+    /// Log only warnings and errors unless RUST_LOG says otherwise (the default here: this
+    /// program logs nothing else; the flag is taken as every program takes it).
     #[arg(long, short, global = true)]
     quiet: bool,
 
@@ -64,6 +66,7 @@ enum Command {
         /// The service.
         service: String,
         /// The instance, IP:PORT.
+        #[arg(value_parser = makler::cli::parse_addr)]
         endpoint: SocketAddr,
     },
     /// Remove a registration at once, by the id it got when it registered.
@@ -85,9 +88,7 @@ enum Command {
     },
 }
 
-const NOT_FOUND: u8 = 3;
-const BROKER_UNREACHABLE: u8 = 4;
-const REFUSED: u8 = 6;
+use makler::cli::exit::{BROKER_UNREACHABLE, FAILURE, NOT_FOUND, REFUSED};
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -98,9 +99,9 @@ fn main() -> ExitCode {
     };
     let mut client = match BrokerClient::new(&brokers) {
         Ok(client) => client,
-        Err(e) => return fail(1, &e.to_string()),
+        Err(e) => return fail(FAILURE, &e.to_string()),
     };
-    client.set_policy(RetryPolicy { timeout: args.timeout, ..client.policy() });
+    client.set_policy(RetryPolicy { timeout: args.broker_timeout, ..client.policy() });
     if let Command::Watch { service, count } = &args.command {
         return watch(&brokers, service, *count, &args);
     }
@@ -122,7 +123,7 @@ fn main() -> ExitCode {
         }
         Err(e @ ClientError::Unreachable(_)) => fail(BROKER_UNREACHABLE, &e.to_string()),
         Err(e @ ClientError::Rejected(_)) => fail(REFUSED, &e.to_string()),
-        Err(e) => fail(1, &e.to_string()),
+        Err(e) => fail(FAILURE, &e.to_string()),
     }
 }
 
@@ -140,7 +141,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
         Ok(watch) => watch,
         Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
         Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
-        Err(e) => return fail(1, &e.to_string()),
+        Err(e) => return fail(FAILURE, &e.to_string()),
     };
     // A closed pipe (`| head`) ends it quietly.
     if print(&watch).is_err() {
@@ -158,7 +159,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
             Ok(None) => {}
             Err(ClientError::Unreachable(_)) => return fail(BROKER_UNREACHABLE, "no broker answered the watch"),
             Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
-            Err(e) => return fail(1, &e.to_string()),
+            Err(e) => return fail(FAILURE, &e.to_string()),
         }
     }
     ExitCode::SUCCESS

@@ -75,16 +75,20 @@ pub fn parse_seconds(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
-/// Parses an address to listen on: `IP:PORT` (`[::1]:7000` for IPv6), or `HOST:PORT` with a
-/// host name that resolves (`localhost:7000`; the first address it resolves to is taken).
+/// Parses any address a flag takes (`--listen`, `--control`, `--metrics`, `--dns`, `--broker`,
+/// `--peers`, `--bridge`, `makler report`'s endpoint, `makler-load --target`): `IP:PORT`
+/// (`[::1]:7000` for IPv6), or `HOST:PORT` with a host name that resolves (`localhost:7000`; the
+/// first address it resolves to is taken). One parser, so that every flag takes the same
+/// spellings and says the same thing about a bad one.
 ///
 /// ```
-/// assert_eq!(makler::cli::parse_listen("127.0.0.1:7000").unwrap().port(), 7000);
-/// assert!(makler::cli::parse_listen("localhost:7000").unwrap().ip().is_loopback());
-/// assert!(makler::cli::parse_listen("7000").unwrap_err().contains("IP:PORT"));
+/// assert_eq!(makler::cli::parse_addr("127.0.0.1:7000").unwrap().port(), 7000);
+/// assert!(makler::cli::parse_addr("localhost:7000").unwrap().ip().is_loopback());
+/// assert!(makler::cli::parse_addr("7000").unwrap_err().contains("IP:PORT"));
 /// ```
-pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+pub fn parse_addr(text: &str) -> Result<std::net::SocketAddr, String> {
     use std::net::ToSocketAddrs;
+    let text = text.trim();
     if let Ok(addr) = text.parse() {
         return Ok(addr);
     }
@@ -96,6 +100,28 @@ pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
         Ok(mut addrs) => addrs.next().ok_or_else(|| format!("{text:?} resolves to no address; {hint}")),
         Err(e) => Err(format!("{text:?}: cannot resolve the host name ({e}); {hint}")),
     }
+}
+
+/// [`parse_addr`], under the name the listening flags have used.
+pub fn parse_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    parse_addr(text)
+}
+
+/// The exit codes, the same in every program (README's "Exit codes" table): a script can tell
+/// a bad flag from a missing service from a refusal whichever program it ran.
+pub mod exit {
+    /// Anything not named below (a port taken, an I/O error); the message says which.
+    pub const FAILURE: u8 = 1;
+    /// Bad flags or arguments (clap's own code for a usage error).
+    pub const USAGE: u8 = 2;
+    /// No such service or registration.
+    pub const NOT_FOUND: u8 = 3;
+    /// No broker answered.
+    pub const BROKER_UNREACHABLE: u8 = 4;
+    /// No server of the service could be reached, or it did not answer in time.
+    pub const SERVER_UNREACHABLE: u8 = 5;
+    /// The broker refused the request (`ERROR …`: a policy, a bad name, a missing key).
+    pub const REFUSED: u8 = 6;
 }
 
 /// The shortest TTL a broker or balancer takes: with less, a registration would expire between
@@ -120,7 +146,7 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 }
 
 /// Parses a comma-separated list of addresses (`127.0.0.1:7000,[::1]:7000`, or host names such
-/// as `localhost:7000`), as `--broker` takes.
+/// as `localhost:7000`), each as [`parse_addr`] takes it, as `--broker` takes.
 ///
 /// ```
 /// let brokers = makler::cli::parse_addrs("127.0.0.1:7000, 127.0.0.1:7001").unwrap();
@@ -128,12 +154,9 @@ pub fn parse_ttl(text: &str) -> Result<Duration, String> {
 /// assert!(makler::cli::parse_addrs("").is_err());
 /// ```
 pub fn parse_addrs(text: &str) -> Result<Vec<std::net::SocketAddr>, String> {
-    use std::net::ToSocketAddrs;
     let mut addrs = Vec::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let resolved = item.to_socket_addrs().map_err(|e| format!("{item:?}: {e}"))?;
-        let first = resolved.into_iter().next().ok_or_else(|| format!("{item:?} resolves to no address"))?;
-        addrs.push(first);
+        addrs.push(parse_addr(item)?);
     }
     if addrs.is_empty() {
         return Err("expected at least one address such as 127.0.0.1:7000".into());

@@ -37,8 +37,9 @@
 //! Costs: register and deregister are a hash lookup or two plus a push on the expiry heap,
 //! O(log n); a heartbeat is a hash lookup (its lease's expiry entry moves once per TTL, when
 //! it reaches the heap's front, not at every renewal); a query is a hash lookup plus the
-//! instances it returns, and a text query two copies from the service's text block. Expiry
-//! pops the front of the heap, so it never scans the table.
+//! instances it returns, and a text or binary query two copies from the service's text or
+//! binary block (`registry::block`). Expiry pops the front of the heap, so it never scans the
+//! table.
 //!
 //! # Memory
 //!
@@ -49,6 +50,7 @@
 //! | the lease (id 16, deadline and first-held time as 8-byte `Ticks`, service, position, next lease, expiry generation 4 each, source 40, shared check 8) | 96 | `leases`, a slab |
 //! | its member: the endpoint, its first lease | 36 | the service's array (`registry::members`) |
 //! | its text form and where it starts | ~19 | the service's text block (`registry::members`) |
+//! | its postcard form and where it starts, once its service was queried in binary | 0 or ~11 | the service's binary block (`registry::block`) |
 //! | lookups by id and by instance: a lease number and a control byte per slot | 10–20 | `registry::index` |
 //! | its expiry heap entry (deadline, lease, generation) | 16 | `registry::expiry` |
 //! | its number in its digest bucket | 4 | [`digest`] |
@@ -76,6 +78,7 @@
 //! assert!(registry.query(t0 + ttl / 2 + ttl, "echo").is_none());
 //! ```
 
+mod block;
 mod changes;
 pub mod digest;
 mod expiry;
@@ -85,6 +88,7 @@ mod listing;
 mod members;
 mod meta;
 pub mod remote;
+mod rotation;
 mod table;
 mod tombstones;
 
@@ -108,6 +112,7 @@ pub use crate::meta::Metadata;
 pub use crate::protocol::check::SharedCheck;
 use crate::protocol::{Check, Rejection};
 pub use crate::protocol::{RemoveReason, Source};
+use block::BinaryBlock;
 use members::{Member, TextBlock};
 
 /// The registry's settings.
@@ -219,6 +224,9 @@ struct Service {
     members: Vec<Member>,
     /// The members' text forms, for text answers.
     text: TextBlock,
+    /// The members' postcard encodings, for binary answers: built at the first binary query,
+    /// then kept up to date with `text` (see `registry::block`).
+    binary: Option<Box<BinaryBlock>>,
     /// Where the next query starts.
     cursor: usize,
 }
@@ -480,59 +488,6 @@ impl Registry {
     pub fn has_service(&mut self, now: Instant, service: &str) -> bool {
         self.handle_timeout(now);
         self.by_name.get(service).is_some_and(|&index| self.services.contains(index as usize))
-    }
-
-    /// The live instances of `service`, starting one further on than the previous query did, or
-    /// `None` when it has none. The caller may take only a prefix: every instance comes first
-    /// in turn, so all of them are handed out over successive queries.
-    pub fn query(&mut self, now: Instant, service: &str) -> Option<impl ExactSizeIterator<Item = SocketAddr> + '_> {
-        let (entry, start) = self.turn(now, service)?;
-        let (members, len) = (&entry.members, entry.members.len());
-        Some((0..len).map(move |k| members[(start + k) % len].endpoint.get()))
-    }
-
-    /// The live instances of `service` in table order, without moving its rotation (for
-    /// watchers, who are told the set, not handed an instance).
-    pub fn members(&mut self, now: Instant, service: &str) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.handle_timeout(now);
-        let members = self.by_name.get(service).and_then(|&index| self.services.get(index as usize));
-        members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint.get()))
-    }
-
-    /// Like [`query`](Self::query), with each instance's text form (`ip:port`, IPv6 in
-    /// brackets), kept ready so that text answers need no formatting.
-    pub fn query_text(
-        &mut self,
-        now: Instant,
-        service: &str,
-    ) -> Option<impl ExactSizeIterator<Item = (SocketAddr, &str)> + '_> {
-        let (entry, start) = self.turn(now, service)?;
-        let (entry, len) = (&*entry, entry.members.len());
-        Some((0..len).map(move |k| {
-            let k = (start + k) % len;
-            (entry.members[k].endpoint.get(), entry.text.text(k))
-        }))
-    }
-
-    /// A text query's answer, cut from the service's text block and moving its rotation as
-    /// [`query`](Self::query) does: the instances' text forms separated by spaces, as many as
-    /// fit in `room` bytes (the greedy cut: up to the first that does not fit), as two slices
-    /// to write one after the other. `None` when the service has no live instance.
-    pub fn query_text_block(&mut self, now: Instant, service: &str, room: usize) -> Option<(&[u8], &[u8])> {
-        let (entry, start) = self.turn(now, service)?;
-        Some(entry.text.answer(start, room))
-    }
-
-    /// One turn of `service`'s rotation, for a query: the service and where this answer starts
-    /// (the next one starts one further on). `None` when it has no live instance.
-    fn turn(&mut self, now: Instant, service: &str) -> Option<(&mut Service, usize)> {
-        self.handle_timeout(now);
-        let &service_index = self.by_name.get(service)?;
-        let entry = self.services.get_mut(service_index as usize)?;
-        let len = entry.members.len();
-        let start = entry.cursor % len;
-        entry.cursor = (start + 1) % len;
-        Some((entry, start))
     }
 
     /// The id of the lease `source` holds on `endpoint` of `service`.

@@ -236,11 +236,10 @@ fn route<C: Context>(
         Request::Query { service } if query::is_bridged(ctx, now, service) => {
             ctx.answer_bridged(now, source, form, datagram.len(), service)?
         }
-        Request::Query { service } | Request::QueryLocal { service } if form == Form::Text => {
-            query::apply_text(ctx, now, service, out);
+        Request::Query { service } | Request::QueryLocal { service } => {
+            query::apply(ctx, now, form, service, out);
             return Some(Written::data(form));
         }
-        Request::Query { service } | Request::QueryLocal { service } => query::apply(ctx, now, form, service),
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),
         Request::Instances { service, cursor } => {
             listing::instances(ctx, now, form, service, cursor, listing::Detail::Plain)
@@ -269,9 +268,6 @@ fn route<C: Context>(
         out.clear();
         return None;
     }
-    if let Response::Instances(list) = response {
-        state.scratch = list;
-    }
     Some(Written { form, kind })
 }
 
@@ -297,8 +293,6 @@ pub struct Service {
     policy: Policy,
     /// Which unsealed requests are refused.
     require_key: RequireKey,
-    /// Reused for the instance list of every query reply.
-    scratch: Vec<SocketAddr>,
 }
 
 impl Service {
@@ -312,7 +306,6 @@ impl Service {
             counters: Counters::default(),
             policy: Policy::default(),
             require_key: RequireKey::No,
-            scratch: Vec::new(),
         }
     }
 

@@ -35,14 +35,14 @@ mod session;
 /// registration for good (a bad name, its `--allow-register` policy: the one-line error says
 /// which), 1 anything else.
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler-server", version = makler::version!(), max_term_width = 100)]
 struct Args {
     /// What to serve: echo, upper, time or http.
     #[arg(long)]
     service: Service,
 
     /// TCP address to listen on, IP:PORT (a host name is resolved); port 0 picks a free port.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = makler::cli::parse_listen)]
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = makler::cli::parse_addr)]
     listen: SocketAddr,
 
     /// Broker (or balancer control port) to register at; a comma-separated list fails over.
@@ -126,9 +126,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// The exit code when the broker refused the registration for good: the code `makler-client`
-/// and `makler` give for a refusal.
-const REFUSED: u8 = 6;
+/// The exit code when the broker refused the registration for good: the code every program
+/// gives for a refusal.
+const REFUSED: u8 = makler::cli::exit::REFUSED;
 
 /// The broker refused the registration for good: the server stops rather than serve
 /// unregistered.
@@ -154,13 +154,14 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let server = Server::bind(config).map_err(|e| format!("cannot listen on tcp {}: {e}", args.listen))?;
     let addr = server.local_addr();
+    // Before the listening line, so that a SIGTERM sent as soon as it is read stops the server
+    // as any other does.
+    let shutdown = Shutdown::new();
+    shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening tcp={addr}")?;
     stdout.flush()?;
     drop(stdout);
-
-    let shutdown = Shutdown::new();
-    shutdown.on_signals()?;
 
     let name = args.register_as.unwrap_or_else(|| args.service.name().to_owned());
     // A wildcard listen address is no address to give clients: let the broker take the address

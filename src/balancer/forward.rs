@@ -200,8 +200,9 @@ impl Forwarder {
     }
 
     /// Runs until `shutdown`; then stops accepting, lets the connections in flight finish for
-    /// up to the drain time, and closes what is left.
-    pub fn run(mut self, shutdown: &Shutdown) {
+    /// up to the drain time, and closes what is left. Returns how many it closed so (the drain
+    /// time ran out on them), for the drain's last log line to say.
+    pub fn run(mut self, shutdown: &Shutdown) -> usize {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
         let mut drain_until: Option<Instant> = None;
@@ -257,9 +258,11 @@ impl Forwarder {
             }
         }
         let open: Vec<usize> = self.proxies.iter().map(|(i, _)| i).collect();
+        let cut = open.len();
         for index in open {
             self.close(index);
         }
+        cut
     }
 
     /// Accepts up to `budget` connections, closing those beyond the connection cap at once.

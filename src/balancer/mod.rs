@@ -371,15 +371,16 @@ impl Balancer {
             },
             send_proxy: config.send_proxy,
         };
-        let mut threads: Vec<JoinHandle<()>> = Vec::new();
+        let mut threads: Vec<JoinHandle<usize>> = Vec::new();
         for (n, listener) in listeners.into_iter().enumerate() {
             let forwarder = forward::Forwarder::new(n, listener, Arc::clone(&pool), Arc::clone(&counters), limits)?;
             shutdown.watch(forwarder.waker()?)?;
             let stop = shutdown.clone();
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || {
-                forwarder.run(&stop);
+                let cut = forwarder.run(&stop);
                 // A thread that stopped on an error stops the balancer rather than leave it half.
                 stop.request();
+                cut
             })?);
         }
         // Only to say what the drain does: the forwarders drain on their own.
@@ -392,15 +393,19 @@ impl Balancer {
             );
         }
         let mut result = Ok(());
+        // The forwarders close what the drain time left open themselves, so the count of open
+        // connections is 0 by now whatever happened: what they cut is what they return.
+        let mut cut = 0;
         for thread in threads {
-            if thread.join().is_err() {
-                result = Err(io::Error::other("a forwarding thread panicked"));
+            match thread.join() {
+                Ok(closed) => cut += closed,
+                Err(_) => result = Err(io::Error::other("a forwarding thread panicked")),
             }
         }
-        if open > 0 {
-            match counters.active.load(Relaxed) {
+        if open > 0 || cut > 0 {
+            match cut {
                 0 => log::info!("drained: every connection finished"),
-                left => log::warn!("{left} connections were still open after --drain-timeout: closed them"),
+                cut => log::warn!("{cut} connections were still open after --drain-timeout: closed them"),
             }
         }
         match control.join() {
@@ -408,6 +413,21 @@ impl Balancer {
             Err(_) => result.and(Err(io::Error::other("the control thread panicked"))),
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit, as nginx
+/// (`worker_rlimit_nofile`) and Go's runtime do: the soft limit (1024 on most systems) only
+/// guards programs that still use `select(2)`, and a balancer holds two descriptors for each
+/// connection. Returns the soft limit in force afterwards; an error leaves the limit as it was
+/// (then the caller's cap on connections follows the lower limit).
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft >= hard {
+        return Ok(soft);
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    Ok(hard)
 }
 
 /// The names a passed socket may have (`FileDescriptorName=` in a `.socket` unit): `listen`,

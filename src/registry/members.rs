@@ -19,6 +19,7 @@
 use std::net::SocketAddr;
 
 use super::Index;
+use super::block::Block;
 
 /// An endpoint as a member keeps it: the `SocketAddr` itself (32 bytes). Packing it in 19
 /// bytes (16 address bytes, the port, the family) saved 13 bytes a member but cost a binary
@@ -50,47 +51,24 @@ pub(super) struct Member {
 /// The text forms of a service's instances, in the order of its members, each followed by a
 /// space (the separator of a text answer). See the [module documentation](self).
 #[derive(Debug, Default)]
-pub(super) struct TextBlock {
-    bytes: Vec<u8>,
-    /// Where each member's text starts in `bytes`, and (last) the block's length: one more
-    /// entry than members (once a member was added).
-    starts: Vec<u32>,
-}
+pub(super) struct TextBlock(Block);
 
 impl TextBlock {
     /// A member was added at the end.
     pub(super) fn push(&mut self, endpoint: SocketAddr) {
-        if self.starts.is_empty() {
-            self.starts.push(0);
-        }
-        write_text(&mut self.bytes, endpoint);
-        self.starts.push(offset(self.bytes.len()));
+        self.0.push(|bytes| write_text(bytes, endpoint));
     }
 
     /// Member `k` was removed with `swap_remove` (the last member moved into its place): the
     /// last text moves into `k`'s place the same way, without formatting anything.
     pub(super) fn swap_remove(&mut self, k: usize) {
-        let last = self.starts.len() - 2;
-        let at = |k: usize| self.starts[k] as usize;
-        let (from, to, moved) = (at(k), at(k + 1), at(last + 1) - at(last));
-        if k < last {
-            // [k's text][between][last's text] becomes [last's text][between].
-            self.bytes[from..].rotate_right(moved);
-            self.bytes.drain(from + moved..to + moved);
-            // The texts after `k` (and the end) shift by the difference in length.
-            for start in &mut self.starts[k + 1..=last] {
-                *start = offset(*start as usize + moved - (to - from));
-            }
-        } else {
-            self.bytes.truncate(from);
-        }
-        self.starts.pop();
+        self.0.swap_remove(k);
     }
 
     /// Member `k`'s text.
     pub(super) fn text(&self, k: usize) -> &str {
-        let (from, to) = (self.starts[k] as usize, self.starts[k + 1] as usize - 1);
-        std::str::from_utf8(&self.bytes[from..to]).unwrap_or("")
+        let entry = self.0.entry(k);
+        std::str::from_utf8(&entry[..entry.len() - 1]).unwrap_or("")
     }
 
     /// The text answer that starts at member `start`: as many members, in rotation, as fit in
@@ -98,36 +76,13 @@ impl TextBlock {
     /// does not fit), as at most two slices; the answer is their concatenation. `start` must be
     /// a member.
     pub(super) fn answer(&self, start: usize, room: usize) -> (&[u8], &[u8]) {
-        let len = self.starts.len() - 1;
-        let at = |k: usize| self.starts[k] as usize;
-        // The bytes of the first `count` members from `start`, with the space after each:
-        // monotonic in `count`, so the largest count that fits is found by bisection.
-        let cost = |count: usize| {
-            let end = start + count;
-            if end <= len { at(end) - at(start) } else { at(len) - at(start) + at(end - len) }
-        };
-        let count = partition(len, |count| cost(count) <= room + 1);
-        if count == 0 {
-            return (&[], &[]);
-        }
-        let end = start + count;
-        if end <= len {
-            (&self.bytes[at(start)..at(end) - 1], &[])
-        } else {
-            (&self.bytes[at(start)..at(len)], &self.bytes[..at(end - len) - 1])
+        // Each text is followed by its space, the last one's not sent: one byte more fits.
+        match self.0.cut(start, |len| len <= room + 1) {
+            (0, ..) => (&[], &[]),
+            (_, first, []) => (&first[..first.len() - 1], &[]),
+            (_, first, second) => (first, &second[..second.len() - 1]),
         }
     }
-}
-
-/// The largest `n` in `0..=max` with `fits(n)`, for `fits` true up to some point and false
-/// after (`fits(0)` is taken to hold).
-fn partition(max: usize, fits: impl Fn(usize) -> bool) -> usize {
-    let (mut lo, mut hi) = (0usize, max);
-    while lo < hi {
-        let mid = lo + (hi - lo).div_ceil(2);
-        if fits(mid) { lo = mid } else { hi = mid - 1 }
-    }
-    lo
 }
 
 fn write_text(bytes: &mut Vec<u8>, endpoint: SocketAddr) {
@@ -149,10 +104,6 @@ thread_local! {
 #[cfg(test)]
 pub(super) fn formatted() -> usize {
     FORMATTED.with(std::cell::Cell::get)
-}
-
-fn offset(len: usize) -> u32 {
-    u32::try_from(len).unwrap_or_else(|_| unreachable!("a service's text is far below 4 GB"))
 }
 
 #[cfg(test)]
@@ -188,7 +139,7 @@ mod tests {
     /// The block holds the members' texts in order, and every cut is the greedy fit.
     fn assert_follows(block: &TextBlock, members: &[SocketAddr]) {
         let total: usize = members.iter().map(|m| m.to_string().len() + 1).sum();
-        assert_eq!(block.bytes.len(), total, "{members:?}");
+        assert_eq!(block.0.bytes.len(), total, "{members:?}");
         for (k, m) in members.iter().enumerate() {
             assert_eq!(block.text(k), m.to_string(), "member {k} of {members:?}");
         }
@@ -251,7 +202,7 @@ mod tests {
                 block.swap_remove(k);
                 assert_follows(&block, &members);
             }
-            assert!(block.bytes.is_empty() && block.starts == [0], "{order:?}");
+            assert!(block.0.bytes.is_empty() && block.0.starts == [0], "{order:?}");
             // An emptied block takes members again.
             let again = endpoints(&TEXTS[4..]);
             for &m in &again {

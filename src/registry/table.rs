@@ -109,6 +109,9 @@ impl Registry {
                 let position = index_of(entry.members.len());
                 entry.members.push(Member { endpoint: packed, head: index });
                 entry.text.push(endpoint);
+                if let Some(binary) = &mut entry.binary {
+                    binary.push(endpoint);
+                }
                 self.instance_count += 1;
                 (position, NONE, true)
             }
@@ -223,6 +226,9 @@ impl Registry {
             let service = self.service_mut(lease.service);
             service.members.swap_remove(position);
             service.text.swap_remove(position);
+            if let Some(binary) = &mut service.binary {
+                binary.swap_remove(position);
+            }
             if let Some(moved) = service.members.get(position) {
                 let mut moved_lease = moved.head;
                 while moved_lease != NONE {
@@ -310,7 +316,8 @@ impl Registry {
     }
 
     pub(super) fn add_service(&mut self, name: &str) -> Index {
-        let service = Service { name: Arc::from(name), members: Vec::new(), text: TextBlock::default(), cursor: 0 };
+        let service =
+            Service { name: Arc::from(name), members: Vec::new(), text: TextBlock::default(), binary: None, cursor: 0 };
         let name = Arc::clone(&service.name);
         let key = self.services.insert(service);
         self.service_slots = self.service_slots.max(key + 1);

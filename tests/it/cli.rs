@@ -92,7 +92,7 @@ fn lists_shows_reports_and_deregisters() {
     assert_eq!(code, Some(3), "{err}");
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let silent = silent.local_addr().unwrap().to_string();
-    let (code, _, err) = makler(&["--broker", &silent, "--timeout", "0.05", "list"]);
+    let (code, _, err) = makler(&["--broker", &silent, "--broker-timeout", "0.05", "list"]);
     assert_eq!(code, Some(4));
     assert!(err.contains("no broker answered"), "{err}");
     let (code, _, _) = makler(&["--broker", &at, "fly"]);

@@ -27,6 +27,7 @@ mod dns_haproxy;
 mod dns_props;
 mod docs;
 mod e2e;
+mod edges;
 mod fuzz_props;
 mod guard;
 mod keyed;

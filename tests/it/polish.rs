@@ -89,9 +89,9 @@ fn a_server_that_accepts_but_does_not_answer_is_named() {
     let udp = Udp::new(broker.addr("udp"));
     udp.text(&format!("register mute {port}"));
     let at = broker.addr("udp").to_string();
-    let (code, _, err) = common::client(&["--broker", &at, "--timeout", "0.2", "mute", "hello"], "");
+    let (code, _, err) = common::client(&["--broker", &at, "--server-timeout", "0.2", "mute", "hello"], "");
     assert_eq!(code, Some(5));
-    assert!(err.contains("accepted the connection but did not answer within 0.2 s (--timeout)"), "{err}");
+    assert!(err.contains("accepted the connection but did not answer within 0.2 s (--server-timeout)"), "{err}");
 }
 
 #[test]
@@ -271,22 +271,66 @@ fn sigterm_drains_the_balancer() {
 }
 
 #[test]
-fn the_drain_timeout_closes_what_is_left() {
-    let balancer = common::balancer("front", None, &["--drain-timeout", "0.3", "--quiet"]);
-    let _backend = common::server("echo", balancer.addr("udp"), &["--quiet"]);
-    let front: SocketAddr = balancer.addr("tcp");
+fn the_drain_timeout_closes_what_is_left_and_says_so() {
+    let args = ["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "front", "--no-register"];
+    let mut balancer =
+        Logged::start(env!("CARGO_BIN_EXE_makler-balancer"), &[&args[..], &["--drain-timeout", "0.3"]].concat());
+    let _backend = common::server("echo", balancer.process.addr("udp"), &["--quiet"]);
+    let front: SocketAddr = balancer.process.addr("tcp");
     let mut stream = wait_until(Duration::from_secs(10), "the backend serves", || {
         let mut stream = TcpStream::connect(front).ok()?;
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         (try_echo(&mut stream, "hi").ok()? == "hi").then_some(stream)
     });
-    let mut balancer = balancer;
     let started = Instant::now();
-    assert!(balancer.terminate().success());
+    assert!(balancer.process.terminate().success());
     assert!(started.elapsed() < Duration::from_secs(5));
     // The connection was closed.
     let mut rest = Vec::new();
     assert!(matches!(stream.read_to_end(&mut rest), Ok(0) | Err(_)));
+    // And the log says the drain cut it, not that every connection finished.
+    balancer.wait_for_log("stopped");
+    let log = balancer.log();
+    assert!(log.contains("1 connections were still open after --drain-timeout: closed them"), "{log}");
+    assert!(!log.contains("every connection finished"), "{log}");
+}
+
+/// Starts the balancer under `prlimit --nofile=SOFT:HARD`; its open-file limits as
+/// `/proc/PID/limits` gives them once it listens, and its log.
+fn balancer_with_nofile(limits: &str) -> ((u64, u64), String) {
+    let nofile = format!("--nofile={limits}");
+    let args = [
+        &nofile,
+        env!("CARGO_BIN_EXE_makler-balancer"),
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--service",
+        "web",
+        "--no-register",
+    ];
+    let mut balancer = Logged::start("prlimit", &args);
+    let _ = balancer.process.addr("tcp");
+    let pid = balancer.process.child.id();
+    let proc_limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = proc_limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let numbers: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(balancer.process.terminate().success());
+    balancer.wait_for_log("stopped");
+    ((numbers[0], numbers[1]), balancer.log())
+}
+
+#[test]
+#[cfg_attr(not(target_os = "linux"), ignore = "reads /proc and runs prlimit (util-linux)")]
+fn the_balancer_raises_its_open_file_limit_to_the_hard_one() {
+    let (limits, log) = balancer_with_nofile("256:4096");
+    assert_eq!(limits, (4096, 4096), "{log}");
+    assert!(!log.contains("open-file limit"), "no warning once raised: {log}");
+    // A hard limit too low for a thousand connections is still worth a line.
+    let (limits, log) = balancer_with_nofile("256:512");
+    assert_eq!(limits, (512, 512), "{log}");
+    assert!(log.contains("at most 224 connections (the open-file limit is 512, the hard limit"), "{log}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use makler_load::compare::TargetSpec;
 /// Every run is bounded in time and count and stops by itself. Targets must be loopback
 /// addresses unless --allow-remote is given.
 #[derive(Debug, Parser)]
-#[command(version = makler::version!(), max_term_width = 100)]
+#[command(name = "makler-load", version = makler::version!(), max_term_width = 100)]
 pub(crate) struct Args {
     /// Log only warnings and errors unless RUST_LOG says otherwise.
     #[arg(long, short, global = true)]
@@ -43,7 +43,7 @@ pub(crate) enum Command {
     /// of process PID (the balancer) as they open and while they are held.
     Idle {
         /// Where to connect.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
         target: SocketAddr,
         /// Connections to open.
         #[arg(long, short, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -217,7 +217,7 @@ pub(crate) enum Command {
     /// binary form (the table `makler-load udp` measures, and `zone` writes for DNS).
     Populate {
         /// The broker.
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
         target: SocketAddr,
         /// Instances to register.
         #[arg(long, default_value_t = 10_000)]
@@ -253,7 +253,7 @@ pub(crate) enum Command {
     #[command(hide = true)]
     EchoServer {
         /// Where to listen.
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0", value_parser = makler::cli::parse_addr)]
         listen: SocketAddr,
         /// Stop after this many seconds at the latest.
         #[arg(long, value_name = "SECONDS", default_value = "3600", value_parser = makler::cli::parse_seconds)]
@@ -268,7 +268,7 @@ pub(crate) enum Command {
 #[derive(Debug, ClapArgs)]
 pub(crate) struct LoadArgs {
     /// Where to connect.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     pub(crate) target: SocketAddr,
     /// Connections open at once.
     #[arg(long, short, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]

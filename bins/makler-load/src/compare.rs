@@ -59,7 +59,7 @@ impl std::str::FromStr for TargetSpec {
             "text" => Protocol::Text,
             _ => return Err(usage()),
         };
-        let addr = addr.parse().map_err(|_| format!("{addr:?} is not an address such as 127.0.0.1:7000"))?;
+        let addr = makler::cli::parse_addr(addr)?;
         let label = match label {
             Some(label) if !label.is_empty() => label.to_owned(),
             _ => left.trim_start_matches(':').to_owned(),
@@ -110,6 +110,9 @@ mod tests {
         assert!("smtp=127.0.0.1:25".parse::<TargetSpec>().is_err());
         assert!("dns:127.0.0.1:53".parse::<TargetSpec>().is_err());
         assert!("dns=localhost".parse::<TargetSpec>().is_err());
+        // A host name, as every address flag takes one.
+        let spec: TargetSpec = "dns=localhost:53".parse().unwrap();
+        assert!(spec.addr.ip().is_loopback() && spec.addr.port() == 53);
     }
 
     #[test]

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Command::Idle { target, connections, hold, pid, allow_remote } => {
             if let Err(e) = check_target(target, allow_remote) {
                 eprintln!("makler-load: {e}");
-                return ExitCode::from(2);
+                return ExitCode::from(makler::cli::exit::USAGE);
             }
             match makler_load::tcp::hold_idle(target, connections as usize, hold, pid, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -144,7 +144,7 @@ fn peers(
     use makler_load::peers::{PeersBench, bench_peers};
     if types == 0 || sizes.is_empty() || sizes.iter().any(|&s| s < types) {
         eprintln!("makler-load: need 0 < --types <= each of --sizes");
-        return ExitCode::from(2);
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     let broker_bin = match broker_bin.map_or_else(|| sibling("makler-broker"), Ok) {
         Ok(path) => path,
@@ -343,11 +343,11 @@ fn run_echo(listen: SocketAddr, lifetime: Duration, stop_on_eof: bool) -> std::i
 fn run_load(args: LoadArgs, protocol: Protocol) -> ExitCode {
     if let Err(e) = check_target(args.target, args.allow_remote) {
         eprintln!("makler-load: {e}");
-        return ExitCode::from(2);
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     if args.duration > Duration::from_secs(3600) {
         eprintln!("makler-load: --duration is at most 3600 seconds");
-        return ExitCode::from(2);
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     let mode = match args.mode {
         ModeArg::Keepalive => Mode::KeepAlive,

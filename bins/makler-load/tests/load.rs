@@ -222,3 +222,21 @@ fn http_load_reports_json_and_csv() {
         .unwrap();
     assert_eq!(refused.status.code(), Some(2), "non-loopback targets need --allow-remote");
 }
+
+#[test]
+fn it_names_itself_and_takes_host_names_and_exits_2_on_bad_flags() {
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_makler-load")).args(args).output().expect("runs");
+    let version = run(&["--version"]);
+    let stdout = String::from_utf8_lossy(&version.stdout);
+    assert!(stdout.starts_with(&format!("makler-load {} (commit ", env!("CARGO_PKG_VERSION"))), "{stdout}");
+    // A host name is taken (a port nobody listens on: the run itself fails, exit 1, not 2).
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let target = format!("localhost:{port}");
+    let named = run(&["tcp", "--target", &target, "--duration", "0.2", "--connections", "1"]);
+    let stderr = String::from_utf8_lossy(&named.stderr);
+    assert_ne!(named.status.code(), Some(2), "{stderr}");
+    let bad = run(&["tcp", "--target", "7000"]);
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("expected IP:PORT"), "{stderr}");
+}

@@ -517,10 +517,8 @@ fn fit_meta(
     };
     let marker = crate::meta::Metadata::new().truncated(0);
     let marker_pairs = protocol::listing::pairs_of(&marker);
-    let metas_of: Vec<_> = instances
-        .iter()
-        .map(|&instance| registry.metadata(service, instance).cloned().unwrap_or_default())
-        .collect();
+    let metas_of: Vec<_> =
+        instances.iter().map(|&instance| registry.metadata(service, instance).cloned().unwrap_or_default()).collect();
     // First without room for the marker; again with it when some metadata is left out.
     let attempt = |reserve: usize| {
         let mut room = room;

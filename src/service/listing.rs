@@ -86,8 +86,7 @@ pub(super) fn instances(
             let check_len = match (form, detail) {
                 (Form::Binary { .. }, Detail::Checks) => fit::binary_len(&entry.check),
                 (Form::Binary { .. }, Detail::Meta) => {
-                    fit::binary_len(&entry.check)
-                        + fit::binary_len(&crate::protocol::listing::pairs_of(&entry.meta))
+                    fit::binary_len(&entry.check) + fit::binary_len(&crate::protocol::listing::pairs_of(&entry.meta))
                 }
                 _ => 0,
             };

@@ -517,6 +517,10 @@ fn fit_meta(
     };
     let marker = crate::meta::Metadata::new().truncated(0);
     let marker_pairs = protocol::listing::pairs_of(&marker);
+    // No more than a plain watch lists are looked at (a service may have thousands).
+    let mut instances = instances;
+    let mut plain = room;
+    instances.truncate(plain.fit(instances.iter(), |instance| endpoint(instance)));
     let metas_of: Vec<_> =
         instances.iter().map(|&instance| registry.metadata(service, instance).cloned().unwrap_or_default()).collect();
     // First without room for the marker; again with it when some metadata is left out.
@@ -545,7 +549,6 @@ fn fit_meta(
         metas.push(marker_pairs);
         metas.resize(kept, Vec::new());
     }
-    let mut instances = instances;
     instances.truncate(kept);
     (instances, metas)
 }

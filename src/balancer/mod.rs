@@ -482,9 +482,13 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    let health = config
-        .health_interval
-        .map(|interval| health::Health::new(interval, config.connect_timeout, config.rise, config.fall));
+    let health = config.health_interval.map(|interval| {
+        let mut health = health::Health::new(interval, config.connect_timeout, config.rise, config.fall);
+        // A backend behind `--send-proxy` may require the header (`--accept-proxy`): its
+        // checks carry one too, as HAProxy's do, saying the connection is the balancer's own.
+        health.preamble = config.send_proxy.map(crate::proxy_protocol::local_header).unwrap_or_default();
+        health
+    });
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
     let mut core = control::Control::new(
         registry,

@@ -280,3 +280,24 @@ fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_ne
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
     assert_eq!(accepted(&b), 1);
 }
+
+/// A balancer stopped while it waits for its first backend accepts nothing: what queued in the
+/// manager's socket meanwhile is served by the next one, not accepted and closed unserved.
+#[test]
+fn a_balancer_stopped_before_its_first_backend_leaves_the_queue_to_the_next() {
+    let listener = held_listener();
+    let addr = listener.local_addr().unwrap();
+    let mut a = balancer_on(&listener);
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    queued.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let status = a.terminate();
+    assert!(status.success(), "A exits on SIGTERM while it waits: {status}");
+    let backends = backends();
+    let b = balancer_on(&listener);
+    register(&b, &backends);
+    let mut answer = String::new();
+    queued.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert_eq!(accepted(&b), 1);
+}

@@ -4,9 +4,11 @@
 //!
 //! A socket the manager holds outlives the process: connections that arrive while no process
 //! accepts wait in its queue, and the next process takes them, so a restart or an upgrade refuses
-//! nobody. Taking the descriptors is the `listenfd` crate's job (it checks `LISTEN_PID`, the
+//! nobody. Taking the descriptors is the `listenfd` crate's job (it checks the
 //! socket's type and family, marks them close-on-exec, and gives std sockets through a safe API:
-//! this crate forbids `unsafe`); the names, which it does not read, are read here.
+//! this crate forbids `unsafe`); the names, which it does not read, are read here, and
+//! `LISTEN_PID` is checked here too (listenfd takes the descriptors when it is missing), as is
+//! that a passed TCP socket listens.
 //!
 //! Which socket plays which part: a socket named after a part (`listen`, `control`, `metrics`)
 //! plays it; one with another name (systemd names a socket after its unit by default) plays the
@@ -14,6 +16,27 @@
 
 use std::io;
 use std::net::{TcpListener, UdpSocket};
+
+/// Whether descriptors passed with `LISTEN_PID` set to `listen_pid` are this process's (`pid`):
+/// only when it is present and names it.
+fn meant_for(listen_pid: Option<&str>, pid: u32) -> bool {
+    listen_pid.and_then(|p| p.trim().parse::<u32>().ok()) == Some(pid)
+}
+
+/// `listener` if it listens. A connected TCP socket (what an `Accept=yes` unit passes, one per
+/// connection) is refused: `accept()` on it fails with `EINVAL` every time.
+fn listening(listener: TcpListener, fd: usize, name: &str) -> io::Result<TcpListener> {
+    if socket2::SockRef::from(&listener).is_listener()? {
+        return Ok(listener);
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "passed socket {fd} ({name:?}) is a TCP socket that is not listening (a connection: Accept=yes in the \
+             .socket unit?); makler needs the listening socket (Accept=no)"
+        ),
+    ))
+}
 
 /// One inherited socket.
 #[derive(Debug)]
@@ -31,10 +54,19 @@ pub struct Activated {
 impl Activated {
     /// Takes the sockets the environment passes to this process (none without `LISTEN_FDS`, or
     /// when `LISTEN_PID` names another process). Call it first thing, before any thread is
-    /// started: it clears `LISTEN_FDS` and `LISTEN_PID` (so that children do not take them too).
+    /// started: when they are ours it clears `LISTEN_FDS` and `LISTEN_PID` (so that children do not take them too).
     ///
-    /// Errors: a passed descriptor that is neither a TCP listener nor a UDP socket.
+    /// Errors: a passed descriptor that is neither a TCP listener nor a UDP socket, or a TCP
+    /// socket that is not listening (an `Accept=yes` unit passes each connection instead).
     pub fn from_env() -> io::Result<Activated> {
+        // listenfd takes the descriptors when `LISTEN_PID` is missing; systemd always sets it,
+        // and descriptors without it may be meant for a parent that exec'd us without clearing
+        // the variables, so they are left alone.
+        if std::env::var_os("LISTEN_FDS").is_some()
+            && !meant_for(std::env::var("LISTEN_PID").ok().as_deref(), std::process::id())
+        {
+            return Ok(Activated::default());
+        }
         let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
             .map(|names| names.split(':').map(str::to_owned).collect())
             .unwrap_or_default();
@@ -43,7 +75,7 @@ impl Activated {
         for index in 0..fds.len() {
             let name = names.get(index).cloned().unwrap_or_default();
             let socket = match fds.take_tcp_listener(index) {
-                Ok(Some(listener)) => Inherited::Tcp(listener),
+                Ok(Some(listener)) => Inherited::Tcp(listening(listener, index + 3, &name)?),
                 Ok(None) => continue,
                 Err(_) => match fds.take_udp_socket(index) {
                     Ok(Some(socket)) => Inherited::Udp(socket),
@@ -182,6 +214,28 @@ mod tests {
         let mut activated = passed(&[("listen", true), ("makler-balancer.socket", true)]);
         assert_eq!(activated.take_tcp("listen", &PARTS, true).unwrap().len(), 2);
         assert!(activated.take_tcp("metrics", &PARTS, false).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_descriptors_for_our_pid_are_taken() {
+        assert!(meant_for(Some("4242"), 4242));
+        assert!(!meant_for(Some("1"), 4242));
+        assert!(!meant_for(None, 4242), "a missing LISTEN_PID is not ours");
+        assert!(!meant_for(Some(""), 4242));
+    }
+
+    #[test]
+    fn a_connected_tcp_socket_is_refused() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        for connected in [stream, accepted] {
+            // What an `Accept=yes` unit passes: a connected socket where a listener should be.
+            let passed = TcpListener::from(std::os::fd::OwnedFd::from(connected));
+            let error = listening(passed, 3, "listen").unwrap_err();
+            assert!(error.to_string().contains("not listening"), "{error}");
+        }
+        assert!(listening(listener, 3, "listen").is_ok());
     }
 
     #[test]

@@ -79,6 +79,21 @@ pub fn header(version: Version, client: SocketAddr, proxy: SocketAddr) -> Vec<u8
     }
 }
 
+/// The header of a connection the proxy makes on its own behalf, such as its health checks: v1
+/// `PROXY UNKNOWN\r\n`, v2 `LOCAL` (signature, version 2 command 0, family 0, no addresses). A
+/// backend that requires the header (`--accept-proxy`) takes the connection as the proxy's and
+/// uses the connection's own addresses, as HAProxy's checks with `send-proxy` expect.
+pub fn local_header(version: Version) -> Vec<u8> {
+    match version {
+        Version::V1 => b"PROXY UNKNOWN\r\n".to_vec(),
+        Version::V2 => {
+            let mut bytes = V2_SIGNATURE.to_vec();
+            bytes.extend_from_slice(&[0x20, 0x00, 0x00, 0x00]);
+            bytes
+        }
+    }
+}
+
 /// `addr` with an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) written as the IPv4 address.
 fn unmapped(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
@@ -267,6 +282,8 @@ mod tests {
         local.extend_from_slice(&[0x20, 0x00, 0, 0]);
         assert_eq!(decode(&local), Ok(Some(Received { source: None, destination: None, len: 16 })));
         assert_eq!(decode(b"PROXY UNKNOWN\r\nx"), Ok(Some(Received { source: None, destination: None, len: 15 })));
+        assert_eq!(local_header(Version::V2), local);
+        assert_eq!(local_header(Version::V1), b"PROXY UNKNOWN\r\n");
     }
 
     #[test]

@@ -105,7 +105,9 @@ struct Args {
     /// client it names is the one the services see (the http service's answer says `for client
     /// IP:PORT`). A connection without one, or with one malformed or longer than 1024 bytes,
     /// is closed, counted and logged; so is one whose header has not come within
-    /// --proxy-timeout. The default --check becomes tcp, since an HTTP check sends no header.
+    /// --proxy-timeout. The default --check becomes tcp, since a broker's HTTP check sends no
+    /// header; `--check http:/…` suits a server only a `makler-balancer --send-proxy` checks
+    /// (its checks carry a `LOCAL` or `UNKNOWN` header, as HAProxy's do).
     #[arg(long)]
     accept_proxy: bool,
 

@@ -332,6 +332,10 @@ impl Core for Control {
         self.health.as_mut()?.poll_command()
     }
 
+    fn probe_preamble(&self) -> &[u8] {
+        self.health.as_ref().map_or(&[], |health| &health.preamble)
+    }
+
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         if let Some(health) = &mut self.health {
             health.prober.handle_outcome(now, id, outcome);

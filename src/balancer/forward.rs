@@ -83,6 +83,9 @@ pub(crate) struct Limits {
     pub revival: Revival,
     /// Write a PROXY protocol header of this version to each backend before the client's bytes.
     pub send_proxy: Option<crate::proxy_protocol::Version>,
+    /// The listener was passed (socket activation): on shutdown its queue is left to the socket
+    /// the manager still holds, for the next process, rather than accepted and closed.
+    pub keep_queue: bool,
 }
 
 pub(crate) struct Forwarder {
@@ -209,8 +212,11 @@ impl Forwarder {
         loop {
             if drain_until.is_none() && shutdown.is_requested() {
                 // Take what the kernel queued for this listener, then close it: a closed
-                // listener drops its queue.
-                self.accept(usize::MAX);
+                // listener drops its queue. A passed one is not closed by our close (the manager
+                // holds it): what waits in its queue is left for the next process.
+                if !self.limits.keep_queue {
+                    self.accept(usize::MAX);
+                }
                 self.listener = None;
                 drain_until = Some(Instant::now() + self.limits.drain);
             }

@@ -42,6 +42,8 @@ pub(crate) struct Health {
     /// Probes not sent because of the bound, since start.
     skipped: u64,
     warned_at: Option<Instant>,
+    /// Written before every HTTP check's `GET`: the PROXY `LOCAL` header under `--send-proxy`.
+    pub preamble: Vec<u8>,
 }
 
 impl Health {
@@ -56,6 +58,7 @@ impl Health {
             ready: VecDeque::new(),
             skipped: 0,
             warned_at: None,
+            preamble: Vec::new(),
         }
     }
 

@@ -360,6 +360,12 @@ impl Balancer {
         let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
         if inherited {
             wait_for_backend(&pool, config.registry.ttl, shutdown);
+            if shutdown.is_requested() {
+                // Stopped before any backend came: nothing was accepted, and the passed
+                // listeners close unaccepted, their queues kept for the next process.
+                drop(listeners);
+                return join_control(control, Ok(()));
+            }
         }
         let limits = forward::Limits {
             timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
@@ -370,6 +376,7 @@ impl Balancer {
                 None => forward::Revival::Connect,
             },
             send_proxy: config.send_proxy,
+            keep_queue: inherited,
         };
         let mut threads: Vec<JoinHandle<usize>> = Vec::new();
         for (n, listener) in listeners.into_iter().enumerate() {
@@ -408,10 +415,15 @@ impl Balancer {
                 cut => log::warn!("{cut} connections were still open after --drain-timeout: closed them"),
             }
         }
-        match control.join() {
-            Ok(control_result) => result.and(control_result),
-            Err(_) => result.and(Err(io::Error::other("the control thread panicked"))),
-        }
+        join_control(control, result)
+    }
+}
+
+/// Waits for the control thread to end: `result` and its own, the first error of the two.
+fn join_control(control: JoinHandle<io::Result<()>>, result: io::Result<()>) -> io::Result<()> {
+    match control.join() {
+        Ok(control_result) => result.and(control_result),
+        Err(_) => result.and(Err(io::Error::other("the control thread panicked"))),
     }
 }
 
@@ -482,9 +494,13 @@ fn spawn_control(
         port: listen_addr.port(),
         log: config.log,
     };
-    let health = config
-        .health_interval
-        .map(|interval| health::Health::new(interval, config.connect_timeout, config.rise, config.fall));
+    let health = config.health_interval.map(|interval| {
+        let mut health = health::Health::new(interval, config.connect_timeout, config.rise, config.fall);
+        // A backend behind `--send-proxy` may require the header (`--accept-proxy`): its
+        // checks carry one too, as HAProxy's do, saying the connection is the balancer's own.
+        health.preamble = config.send_proxy.map(crate::proxy_protocol::local_header).unwrap_or_default();
+        health
+    });
     let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
     let mut core = control::Control::new(
         registry,

@@ -257,17 +257,20 @@ impl List {
 
     /// The backend up and not tried with the fewest connections in flight for its weight; of
     /// equals, the one at the `k`-th position of their weights, so that equally loaded backends
-    /// (idle ones, say) share by weight as the round robin would. Else the first not tried.
+    /// (idle ones, say) share by weight as the round robin would. When none is up, the same among
+    /// the down ones not tried: while every backend is down (until `rise` checks bring one
+    /// back) the connections that give them a chance spread over them, not all on the first.
     fn least_conn(&self, k: usize, tried: &[SocketAddr]) -> Option<&Arc<Backend>> {
+        self.least_loaded(k, tried, true).or_else(|| self.least_loaded(k, tried, false))
+    }
+
+    /// [`least_conn`](Self::least_conn) among the backends not tried that are up (`up`) or down.
+    fn least_loaded(&self, k: usize, tried: &[SocketAddr], up: bool) -> Option<&Arc<Backend>> {
         let mut best: Option<&Arc<Backend>> = None;
         // The weights of the backends as light as the best so far.
         let mut ties = 0u64;
-        let mut fallback = None;
-        for backend in self.iter().filter(|b| !tried.contains(&b.addr)) {
-            if !backend.is_up() {
-                fallback.get_or_insert(backend);
-                continue;
-            }
+        let candidate = |b: &&Arc<Backend>| b.is_up() == up && !tried.contains(&b.addr);
+        for backend in self.iter().filter(candidate) {
             let weight = u64::from(backend.weight());
             match best {
                 Some(b) if backend.lighter_than(b) => (best, ties) = (Some(backend), weight),
@@ -276,14 +279,14 @@ impl List {
                 None => (best, ties) = (Some(backend), weight),
             }
         }
-        let Some(best) = best else { return fallback };
+        let best = best?;
         if ties == u64::from(best.weight()) {
             return Some(best);
         }
         // Loads may have moved since (other threads): then the first found stands.
         let mut position = k as u64 % ties;
         let equal = |b: &&Arc<Backend>| !b.lighter_than(best) && !best.lighter_than(b);
-        for backend in self.iter().filter(|b| b.is_up() && !tried.contains(&b.addr)).filter(equal) {
+        for backend in self.iter().filter(candidate).filter(equal) {
             let weight = u64::from(backend.weight());
             if position < weight {
                 return Some(backend);
@@ -507,7 +510,8 @@ impl Pool {
 
     /// A backend for a new connection, by the pool's [`Policy`], among those up and not in
     /// `tried`; counted in flight until the lease is dropped. When every such backend is down, a
-    /// down one not yet tried is given a chance rather than failing the connection outright.
+    /// down one not yet tried is given a chance rather than failing the connection outright,
+    /// chosen by the policy too (the next in turn, or the least loaded with ties rotating).
     /// `draw` is the calling thread's generator (random-two draws from it).
     pub fn pick(&self, tried: &[SocketAddr], draw: &mut Draw) -> Option<Lease> {
         let list = self.list.load();

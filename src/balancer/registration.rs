@@ -152,6 +152,10 @@ impl Core for ControlLoop {
         self.core.poll_probe()
     }
 
+    fn probe_preamble(&self) -> &[u8] {
+        self.core.probe_preamble()
+    }
+
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         self.core.handle_probe(now, id, outcome);
     }

@@ -132,6 +132,12 @@ pub trait Core {
         None
     }
 
+    /// Bytes every HTTP check writes before its `GET`: the balancer's PROXY header when it sends
+    /// one (a backend that requires the header would refuse a check without it). Empty by default.
+    fn probe_preamble(&self) -> &[u8] {
+        &[]
+    }
+
     /// A probe ended.
     fn handle_probe(&mut self, now: Instant, id: ProbeId, outcome: ProbeOutcome) {
         let _ = (now, id, outcome);

@@ -435,7 +435,7 @@ impl<C: Core> Shell<C> {
     }
 
     fn start_probe(&mut self, now: Instant, id: ProbeId, addr: SocketAddr, check: &Check<Box<str>>) {
-        let mut probe = match probe_io::ProbeIo::connect(id, addr, check) {
+        let mut probe = match probe_io::ProbeIo::connect(id, addr, check, self.core.probe_preamble()) {
             Ok(probe) => probe,
             Err(e) => {
                 let outcome = if crate::net::is_out_of_descriptors(&e) {

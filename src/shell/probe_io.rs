@@ -39,11 +39,15 @@ struct Exchange {
 }
 
 impl ProbeIo {
-    /// Starts connecting to `addr` for `check` (a check of none is run as a connect).
-    pub fn connect(id: ProbeId, addr: SocketAddr, check: &Check<Box<str>>) -> io::Result<Self> {
+    /// Starts connecting to `addr` for `check` (a check of none is run as a connect); an HTTP
+    /// check writes `preamble` (a PROXY header, or nothing) before its request.
+    pub fn connect(id: ProbeId, addr: SocketAddr, check: &Check<Box<str>>, preamble: &[u8]) -> io::Result<Self> {
         let stream = TcpStream::connect(addr)?;
         let http = match check {
-            Check::Http(path) => Some(Exchange { request: request(addr, path), written: 0, response: Vec::new() }),
+            Check::Http(path) => {
+                let request = [preamble, &request(addr, path)].concat();
+                Some(Exchange { request, written: 0, response: Vec::new() })
+            }
             Check::None | Check::Tcp => None,
         };
         Ok(ProbeIo { id, stream, connected: false, http })

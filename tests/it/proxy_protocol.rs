@@ -234,3 +234,30 @@ fn the_header_goes_first_whatever_the_client_sends_and_its_end_follows() {
         assert_eq!(answer, b"bye");
     }
 }
+
+/// A backend that requires the header and declares an HTTP check stays up behind
+/// `--send-proxy`: the balancer's checks carry a `LOCAL` (v2) or `UNKNOWN` (v1) header too, as
+/// HAProxy's do; without it every check failed and the backend was marked down for good.
+#[test]
+fn http_checks_carry_the_header_to_a_server_that_requires_it() {
+    for version in ["v1", "v2"] {
+        let args = ["--send-proxy", version, "--health-interval", "0.1", "--fall", "1"];
+        let balancer = crate::common::balancer("web", None, &args);
+        let control = Udp::new(balancer.addr("udp"));
+        let broker = balancer.addr("udp").to_string();
+        let server_args = ["--service", "http", "--broker", &broker, "--accept-proxy", "--check", "http:/", "--quiet"];
+        let server = Process::start(env!("CARGO_BIN_EXE_makler-server"), &server_args);
+        let up = format!("backend {} up", server.addr("tcp"));
+        wait_until(Duration::from_secs(5), "the server is registered", || {
+            control.text("stats").contains(&up).then_some(())
+        });
+        // Ten check intervals: one failed check (--fall 1) would have marked it down.
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(100));
+            let stats = control.text("stats");
+            assert!(stats.contains(&up), "{version}: {stats}");
+        }
+        let (client, body) = get(balancer.addr("tcp"));
+        assert_eq!(body, format!("served by {} for client {client}\n", server.addr("tcp")));
+    }
+}

@@ -280,3 +280,83 @@ fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_ne
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
     assert_eq!(accepted(&b), 1);
 }
+
+/// A balancer stopped while it waits for its first backend accepts nothing: what queued in the
+/// manager's socket meanwhile is served by the next one, not accepted and closed unserved.
+#[test]
+fn a_balancer_stopped_before_its_first_backend_leaves_the_queue_to_the_next() {
+    let listener = held_listener();
+    let addr = listener.local_addr().unwrap();
+    let mut a = balancer_on(&listener);
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    queued.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").unwrap();
+    let status = a.terminate();
+    assert!(status.success(), "A exits on SIGTERM while it waits: {status}");
+    let backends = backends();
+    let b = balancer_on(&listener);
+    register(&b, &backends);
+    let mut answer = String::new();
+    queued.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
+    assert_eq!(accepted(&b), 1);
+}
+
+/// A balancer on both held sockets, as OPERATIONS.md's upgrade without systemd says: the clients'
+/// listener as descriptor 3 and the control socket as 4 (`LISTEN_FDS=2`,
+/// `LISTEN_FDNAMES=listen:control`), `--control` naming the control socket's address as a
+/// configuration would. Backends heartbeat every 2 s (`--ttl 6`), and B waits up to 6 s for one.
+fn balancer_on_both(listener: &TcpListener, control: &std::net::UdpSocket) -> Process {
+    let control_addr = control.local_addr().unwrap().to_string();
+    let args = ["--control", &control_addr, "--service", "web", "--no-register", "--ttl", "6", "--quiet"];
+    let mut command = Command::new("sh");
+    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-balancer")).args(args);
+    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "listen:control").stdin(Stdio::null());
+    command.stderr(Stdio::inherit());
+    let listen: OwnedFd = listener.try_clone().unwrap().into();
+    let control: OwnedFd = control.try_clone().unwrap().into();
+    command
+        .fd_mappings(vec![FdMapping { parent_fd: listen, child_fd: 3 }, FdMapping { parent_fd: control, child_fd: 4 }])
+        .unwrap();
+    Process::spawn(command)
+}
+
+/// OPERATIONS.md's upgrade without systemd, step by step: the manager holds both sockets, a
+/// backend registers itself at the one control address, B starts on both sockets while A runs
+/// (given only the listener, B would bind `--control` itself and exit), A is stopped, and no
+/// request fails; B then has the backend by its heartbeats.
+#[test]
+fn an_upgrade_without_systemd_passes_both_sockets_and_fails_no_request() {
+    let listener = held_listener();
+    let control = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (addr, control_addr) = (listener.local_addr().unwrap(), control.local_addr().unwrap());
+    let mut a = balancer_on_both(&listener, &control);
+    assert_eq!((a.addr("tcp"), a.addr("udp")), (addr, control_addr), "A serves on the passed sockets");
+    let broker = control_addr.to_string();
+    let server =
+        Process::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "http", "--broker", &broker, "--quiet"]);
+    let up = format!("backend {} up", server.addr("tcp"));
+    let stats = Udp::new(control_addr);
+    wait_until(Duration::from_secs(5), "the backend registered itself", || {
+        stats.text("stats").contains(&up).then_some(())
+    });
+    let load = Load::start(addr, 2);
+    let requests = |phase: &str| {
+        let from = load.ok();
+        wait_until(Duration::from_secs(10), &format!("requests during {phase}"), || {
+            (load.ok() >= from + 100).then_some(())
+        });
+    };
+    requests("A alone");
+    let b = balancer_on_both(&listener, &control);
+    assert_eq!((b.addr("tcp"), b.addr("udp")), (addr, control_addr), "B serves on the same sockets");
+    requests("A and B");
+    let status = a.terminate();
+    assert!(status.success(), "A drained and exited: {status}");
+    requests("B alone");
+    let (ok, failed) = load.stop();
+    assert_eq!(failed, 0, "{failed} of {} requests failed across the upgrade", ok + failed);
+    // Only B reads the control socket now: the backend is in its pool, and B served.
+    wait_until(Duration::from_secs(5), "B has the backend", || stats.text("stats").contains(&up).then_some(()));
+    assert!(accepted(&b) > 0);
+}

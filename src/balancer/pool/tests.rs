@@ -306,3 +306,23 @@ fn down_and_tried_backends_are_skipped_by_every_policy() {
         }
     }
 }
+
+/// Every backend down (until `rise` checks bring one back): the connections that give a down
+/// backend a chance spread over all of them by the policy, not all onto the first listed.
+#[test]
+fn with_every_backend_down_each_policy_spreads_the_chances() {
+    for policy in [Policy::RoundRobin, Policy::LeastConn, Policy::RandomTwo] {
+        let pool = pool_of(policy, &[1, 1, 1]);
+        for port in 1..=3 {
+            pool.get(addr(port)).unwrap().mark_failed();
+        }
+        let mut draw = Draw::new(7);
+        let picks = counts((0..300).map(|_| pool.pick(&[], &mut draw).unwrap().addr));
+        assert_eq!(picks.len(), 3, "{policy:?}: {picks:?}");
+        assert!(picks.values().all(|&n| n == 100), "{policy:?}: {picks:?}");
+        // Held connections steer least-conn and random-two's fallback away too.
+        let held: Vec<Lease> = (0..2).map(|_| pool.pick(&[], &mut draw).unwrap()).collect();
+        let next = pool.pick(&[], &mut draw).unwrap().addr;
+        assert!(held.iter().all(|lease| lease.addr != next), "{policy:?}");
+    }
+}

@@ -69,7 +69,8 @@ pub struct MdnsConfig {
     pub seed: u64,
     /// The link's network: datagrams from other sources are dropped (RFC 6762 §11: answering
     /// them would reflect traffic for anyone who can route a datagram to port 5353). `None`:
-    /// every source is taken.
+    /// every source is taken (tests only: the broker refuses `--mdns` on an interface whose
+    /// network it cannot read).
     pub link: Option<ipnet::Ipv4Net>,
 }
 
@@ -143,7 +144,8 @@ impl Mdns {
 
     /// A datagram on the mDNS socket.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
-        if !self.on || !self.on_link(from) {
+        // RFC 6762 §17: an mDNS message is at most 9000 bytes; a larger one is dropped unread.
+        if !self.on || datagram.len() > crate::mdns::MAX_DATAGRAM || !self.on_link(from) {
             return;
         }
         self.responder.handle_datagram(now, from, datagram);

@@ -275,3 +275,21 @@ fn datagrams_from_off_the_link_are_dropped() {
     mdns_in(&mut node, t0, "10.0.0.9:5353", &datagram);
     assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
 }
+
+#[test]
+fn a_datagram_over_9000_bytes_is_dropped() {
+    let (mut node, t0) = (node(&["_http._tcp"]), Instant::now());
+    node.handle_start(t0);
+    let mut message = Message::from_vec(&announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120)).unwrap();
+    let filler = Name::from_ascii("filler.local.").unwrap();
+    for i in 0..40 {
+        let txt = TXT::new(vec![format!("{i}").repeat(250 / format!("{i}").len())]);
+        message.additionals.push(Record::from_rdata(filler.clone(), 120, RData::TXT(txt)));
+    }
+    let big = message.to_vec().unwrap();
+    assert!(big.len() > crate::mdns::MAX_DATAGRAM);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &big);
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "too big: dropped");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
+}

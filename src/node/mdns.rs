@@ -28,7 +28,10 @@
 //! Its TXT record is read as the lease's metadata ([`Metadata::from_txt`], logged with the
 //! import). A generation is skipped when its id is
 //! tombstoned (the instance left and came back within
-//! the tombstones' life).
+//! the tombstones' life); a tombstoned id is never registered, and a lease the announcer holds
+//! already under another generation is renewed rather than doubled
+//! ([`Registry::register_with_id`]). An imported lease is the link's to end: a client's
+//! `deregister` or `heartbeat` of its id answers `NOT FOUND` (`crate::service`).
 //!
 //! No loops: an imported lease is never advertised (here or by a peer: its id says what it
 //! is), and an instance whose SRV target is under `makler.local.` (the host names every makler
@@ -336,7 +339,7 @@ impl Mdns {
             source,
             imported.meta.clone(),
         ) {
-            Applied::Inserted | Applied::Refreshed => {}
+            Applied::Inserted | Applied::Refreshed | Applied::Merged => {}
             other => {
                 log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
                 self.imported.remove(&key);

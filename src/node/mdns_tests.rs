@@ -293,3 +293,43 @@ fn a_datagram_over_9000_bytes_is_dropped() {
     mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
     assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
 }
+
+#[test]
+fn an_imported_lease_is_the_links_to_end() {
+    let (mut node, t0) = (node(&["_http._tcp"]), Instant::now());
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    let id = import_id("http", "10.0.0.9:80".parse().unwrap(), 0);
+    for _ in 0..10 {
+        assert!(text(&mut node, t0, "10.0.0.66:1", &format!("deregister {id}")).starts_with("NOT FOUND"));
+        assert!(text(&mut node, t0, "10.0.0.66:1", &format!("heartbeat {id}")).starts_with("NOT FOUND"));
+    }
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n", "still held");
+    assert!(!node.registry.is_tombstoned(id));
+}
+
+#[test]
+fn register_with_id_refuses_tombstones_and_renews_the_same_sources_lease() {
+    use crate::meta::Metadata;
+    use crate::registry::{Applied, RemoveReason};
+    let (mut node, t0) = (node(&[]), Instant::now());
+    let endpoint: SocketAddr = "10.0.0.9:80".parse().unwrap();
+    let (gen0, gen1) = (import_id("http", endpoint, 0), import_id("http", endpoint, 1));
+    let registry = &mut node.registry;
+    // A tombstoned id is refused, not inserted for peers to bounce.
+    registry.apply_remote_removal(t0, gen0, RemoveReason::Goodbye);
+    assert_eq!(registry.register_with_id(t0, gen0, "http", endpoint, ann(), Metadata::default()), Applied::Tombstoned);
+    assert_eq!(registry.register_with_id(t0, gen1, "http", endpoint, ann(), Metadata::default()), Applied::Inserted);
+    // Another generation of the same source's instance renews that lease: still one.
+    let gen2 = import_id("http", endpoint, 2);
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(registry.register_with_id(t1, gen2, "http", endpoint, ann(), Metadata::default()), Applied::Merged);
+    assert_eq!(text(&mut node, t1, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
+    let held = node.registry.lease_id("http", endpoint, ann());
+    assert_eq!(held, Some(gen1.min(gen2)), "one lease, under the lesser id (rule 3)");
+    for id in [gen1, gen2] {
+        let again = node.registry.register_with_id(t1, id, "http", endpoint, ann(), Metadata::default());
+        assert!(matches!(again, Applied::Refreshed | Applied::Merged), "{again:?}");
+        assert_eq!(node.registry.lease_id("http", endpoint, ann()), held);
+    }
+}

@@ -333,3 +333,43 @@ fn register_with_id_refuses_tombstones_and_renews_the_same_sources_lease() {
         assert_eq!(node.registry.lease_id("http", endpoint, ann()), held);
     }
 }
+
+fn node_with_policy(policy: crate::service::policy::Policy) -> Node {
+    let mut n = 0u128;
+    let config =
+        NodeConfig { mdns: Some(MdnsConfig::new(vec!["_http._tcp".into()], 7)), policy, ..NodeConfig::default() };
+    Node::new(config, move || {
+        n += 1;
+        Uuid::from_u128(n)
+    })
+}
+
+#[test]
+fn imports_follow_the_registration_policy_and_refuse_meaningless_endpoints() {
+    use crate::service::policy::{ForeignIp, Policy};
+    let t0 = Instant::now();
+    // --foreign-ip deny: an announcer may import only its own address.
+    let mut node = node_with_policy(Policy { foreign_ip: ForeignIp::Deny, ..Policy::default() });
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Far", "far.local.", "203.0.113.5", 80, 120));
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "a foreign address");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Far", "far.local.", "203.0.113.5", 80, 120));
+    assert_eq!(node.mdns.refused(), 1, "counted once while the browser holds it");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n", "its own address");
+    // --allow-register: only announcers of those networks.
+    let allowed = crate::service::policy::parse_networks("10.0.0.0/29").unwrap();
+    let mut node = node_with_policy(Policy { allow_register: allowed, ..Policy::default() });
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.99:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.99", 80, 120));
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "not allowed to register");
+    // Whatever the policy: no loopback, unspecified, multicast or link-local endpoint.
+    let mut node = node_with_policy(Policy::default());
+    node.handle_start(t0);
+    for (label, ip) in [("L", "127.0.0.1"), ("U", "0.0.0.0"), ("M", "224.0.0.9"), ("K", "169.254.3.4")] {
+        let host = format!("{label}.local.");
+        mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement(label, &host, ip, 80, 120));
+        assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "{ip} refused");
+    }
+    assert_eq!(node.mdns.refused(), 4);
+}

@@ -52,6 +52,13 @@ pub const MAX_PAIRS: usize = 32;
 /// (the TXT record's RDATA length). See the [module documentation](self) for why.
 pub const MAX_TOTAL: usize = 1024;
 
+/// The boolean attribute a reply puts last in an instance's metadata when it had to leave
+/// pairs out to fit one datagram ([`Metadata::truncated`]): escaped for the text form, 1,024
+/// bytes of TXT data may take four times as many, more than a reply holds, and a listing page
+/// must still show its first instance so that paging goes on. Clients read it as "ask again
+/// elsewhere (DNS-SD TXT, the binary form) for the rest".
+pub const TRUNCATED: &str = "meta_truncated";
+
 /// Why metadata was refused. Each variant says which rule was broken; its
 /// [`Display`](std::fmt::Display) is made to follow `ERROR ` in a text reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -340,6 +347,29 @@ impl Metadata {
         }
         builder.finish()
     }
+
+    /// The first `keep` pairs, then the attribute [`TRUNCATED`]: what a reply shows of
+    /// metadata too long for it. For display only (the marker may take the total a few bytes
+    /// past [`MAX_TOTAL`]); a pair already keyed [`TRUNCATED`] is not repeated.
+    pub fn truncated(&self, keep: usize) -> Metadata {
+        let mut block = Vec::with_capacity(self.block.len() + 1 + TRUNCATED.len());
+        let mut rest = &self.block[..];
+        let mut kept = 0;
+        while let Some((&len, tail)) = rest.split_first()
+            && kept < keep
+        {
+            let string = &tail[..usize::from(len)];
+            rest = &tail[usize::from(len)..];
+            if !split_txt(string).0.eq_ignore_ascii_case(TRUNCATED.as_bytes()) {
+                block.push(len);
+                block.extend_from_slice(string);
+            }
+            kept += 1;
+        }
+        block.push(TRUNCATED.len() as u8);
+        block.extend_from_slice(TRUNCATED.as_bytes());
+        Metadata { block: block.into() }
+    }
 }
 
 /// A TXT string's key and value: the value after the first `=`, none without one.
@@ -438,6 +468,14 @@ impl Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncated_keeps_a_prefix_and_says_so() {
+        let meta = Metadata::parse_words(["a=1", "b=2", "c=3"]).unwrap();
+        assert_eq!(meta.truncated(2).to_string(), "a=1 b=2 meta_truncated");
+        assert_eq!(meta.truncated(0).to_string(), "meta_truncated");
+        assert_eq!(meta.truncated(0).get(TRUNCATED), Some(None));
+    }
 
     #[test]
     fn none_costs_nothing() {

@@ -194,8 +194,10 @@ impl Control {
                         }
                     }
                 }
-                // One lease of several went: what the others declare is checked now.
+                // One lease of several went: what the others declare is checked now, and
+                // weighed (the weight came from the lowest-id lease with metadata, perhaps this).
                 ChangeKind::Expired | ChangeKind::Removed(_) => {
+                    self.follow_weight(endpoint, declared_weight(&self.registry, &change));
                     if let Some(health) = &mut self.health {
                         follow_check(health, now, endpoint, &change.check);
                     }

@@ -99,6 +99,11 @@ struct Imported {
     meta: Metadata,
     /// Who announced it: the source of the datagram that completed it.
     announcer: IpAddr,
+    /// Whether `meta` went into the lease since this broker last saw it change. Renewals then
+    /// say nothing of metadata, so that two brokers importing one instance, one of them with a
+    /// stale TXT record, do not overwrite each other's pairs every renewal (each write a change
+    /// to every watcher and balancer); the last broker whose view changed wins, everywhere.
+    written: bool,
 }
 
 /// The node's mDNS face. See the [module documentation](self).
@@ -364,6 +369,7 @@ impl Mdns {
                 if old.meta != meta {
                     log::info!("mdns: {service} {endpoint} (\"{}\") now has {meta}", key.1);
                     old.meta = meta;
+                    old.written = false;
                 }
                 return;
             }
@@ -372,7 +378,7 @@ impl Mdns {
         let id = pick_id(registry, &service, endpoint);
         let pairs = if meta.is_empty() { String::new() } else { format!(" {meta}") };
         log::info!("mdns: imported {service} {endpoint} (\"{}\"){pairs}", key.1);
-        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta, announcer });
+        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta, announcer, written: false });
         self.hold(now, key, registry);
         self.renew_at.get_or_insert_with(|| now + renew_interval(registry));
     }
@@ -384,17 +390,19 @@ impl Mdns {
             // Removed on purpose meanwhile (by a peer's import seeing a goodbye this one missed,
             // say): the link still has it, so it comes back under the next generation.
             imported.id = pick_id(registry, &imported.service, imported.endpoint);
+            imported.written = false;
         }
         let source = Source::Announcer { ip: imported.endpoint.ip(), origin: IMPORT_ORIGIN };
-        match registry.register_with_id(
-            now,
-            imported.id,
-            &imported.service,
-            imported.endpoint,
-            source,
-            imported.meta.clone(),
-        ) {
-            Applied::Inserted | Applied::Refreshed | Applied::Merged => {}
+        let meta = (!imported.written).then(|| imported.meta.clone());
+        let mut applied =
+            registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source, meta);
+        if imported.written && applied == Applied::Inserted {
+            // The lease had gone (expired, say): it takes the pairs again.
+            let meta = Some(imported.meta.clone());
+            applied = registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source, meta);
+        }
+        match applied {
+            Applied::Inserted | Applied::Refreshed | Applied::Merged => imported.written = true,
             other => {
                 log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
                 self.imported.remove(&key);

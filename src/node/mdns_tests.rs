@@ -123,6 +123,11 @@ fn the_owner_advertises_and_hands_over() {
 
 /// A zeroconf-like announcement of `label` of `_http._tcp` at `ip:port` on `host`, with `ttl`.
 fn announcement(label: &str, host: &str, ip: &str, port: u16, ttl: u32) -> Vec<u8> {
+    announcement_txt(label, host, ip, port, ttl, "path=/")
+}
+
+/// [`announcement`] with the TXT string `txt`.
+fn announcement_txt(label: &str, host: &str, ip: &str, port: u16, ttl: u32, txt: &str) -> Vec<u8> {
     let type_name = Name::from_ascii("_http._tcp.local.").unwrap();
     let name = type_name.prepend_label(label.as_bytes()).unwrap();
     let host = Name::from_ascii(host).unwrap();
@@ -131,7 +136,7 @@ fn announcement(label: &str, host: &str, ip: &str, port: u16, ttl: u32) -> Vec<u
     message.answers = vec![
         Record::from_rdata(type_name, ttl, RData::PTR(PTR(name.clone()))),
         Record::from_rdata(name.clone(), ttl, RData::SRV(SRV::new(0, 0, port, host.clone()))),
-        Record::from_rdata(name, ttl, RData::TXT(TXT::new(vec!["path=/".to_owned()]))),
+        Record::from_rdata(name, ttl, RData::TXT(TXT::new(vec![txt.to_owned()]))),
         Record::from_rdata(host, ttl, RData::A(A(ip.parse().unwrap()))),
     ];
     message.to_vec().unwrap()
@@ -171,6 +176,39 @@ fn an_announced_instance_is_imported_while_mdns_holds_it_and_goes_with_its_goodb
     // Back within the tombstones' life: imported under the next generation.
     mdns_in(&mut node, t3, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
     assert_eq!(node.registry.lease_id("http", endpoint, ann()), Some(import_id("http", endpoint, 1)));
+}
+
+#[test]
+fn an_import_renews_its_lease_without_rewriting_the_pairs_a_peer_wrote() {
+    let (mut node, t0) = (node(&["_http._tcp"]), Instant::now());
+    node.handle_start(t0);
+    run(&mut node, t0 + Duration::from_millis(200));
+    let t1 = t0 + Duration::from_millis(300);
+    mdns_in(&mut node, t1, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    let endpoint: SocketAddr = "10.0.0.9:80".parse().unwrap();
+    let shown = |node: &Node| node.registry.metadata("http", endpoint).map(ToString::to_string);
+    assert_eq!(shown(&node), Some("path=/".to_owned()));
+    // Another broker importing it, with another TXT record, writes the same lease.
+    let id = import_id("http", endpoint, 0);
+    let theirs = crate::meta::Metadata::parse_words(["path=/v2"]).unwrap();
+    let applied = node.registry.register_with_id(t1, id, "http", endpoint, ann(), Some(theirs));
+    assert_eq!(applied, crate::registry::Applied::Refreshed);
+    // This broker's renewals (every ttl/3) and an unchanged announcement leave those pairs.
+    let t2 = t1 + Duration::from_secs(30);
+    run(&mut node, t2);
+    mdns_in(&mut node, t2, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    run(&mut node, t2 + Duration::from_secs(10));
+    assert_eq!(shown(&node), Some("path=/v2".to_owned()), "renewals say nothing of the pairs");
+    // A change of this broker's own view is written at its next renewal.
+    let t3 = t2 + Duration::from_secs(10);
+    mdns_in(
+        &mut node,
+        t3,
+        "10.0.0.9:5353",
+        &announcement_txt("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120, "path=/v3"),
+    );
+    run(&mut node, t3 + Duration::from_secs(10));
+    assert_eq!(shown(&node), Some("path=/v3".to_owned()));
 }
 
 fn ann() -> Source {
@@ -318,17 +356,26 @@ fn register_with_id_refuses_tombstones_and_renews_the_same_sources_lease() {
     let registry = &mut node.registry;
     // A tombstoned id is refused, not inserted for peers to bounce.
     registry.apply_remote_removal(t0, gen0, RemoveReason::Goodbye);
-    assert_eq!(registry.register_with_id(t0, gen0, "http", endpoint, ann(), Metadata::default()), Applied::Tombstoned);
-    assert_eq!(registry.register_with_id(t0, gen1, "http", endpoint, ann(), Metadata::default()), Applied::Inserted);
+    assert_eq!(
+        registry.register_with_id(t0, gen0, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Tombstoned
+    );
+    assert_eq!(
+        registry.register_with_id(t0, gen1, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Inserted
+    );
     // Another generation of the same source's instance renews that lease: still one.
     let gen2 = import_id("http", endpoint, 2);
     let t1 = t0 + Duration::from_secs(1);
-    assert_eq!(registry.register_with_id(t1, gen2, "http", endpoint, ann(), Metadata::default()), Applied::Merged);
+    assert_eq!(
+        registry.register_with_id(t1, gen2, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Merged
+    );
     assert_eq!(text(&mut node, t1, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
     let held = node.registry.lease_id("http", endpoint, ann());
     assert_eq!(held, Some(gen1.min(gen2)), "one lease, under the lesser id (rule 3)");
     for id in [gen1, gen2] {
-        let again = node.registry.register_with_id(t1, id, "http", endpoint, ann(), Metadata::default());
+        let again = node.registry.register_with_id(t1, id, "http", endpoint, ann(), Some(Metadata::default()));
         assert!(matches!(again, Applied::Refreshed | Applied::Merged), "{again:?}");
         assert_eq!(node.registry.lease_id("http", endpoint, ann()), held);
     }

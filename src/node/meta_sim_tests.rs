@@ -192,15 +192,31 @@ fn a_watch_with_meta_keeps_its_replies_within_a_datagram() {
             let crate::protocol::Response::WatchingMeta { instances, meta, .. } = response else {
                 panic!("{response:?}")
             };
-            assert_eq!((instances.len(), meta.len()), (1, 1), "one instance with 1,024 bytes fits");
+            // Every instance, as a plain watch lists them; the pairs of the first, which
+            // alone fit, and the marker on the next, whose pairs were left out.
+            assert_eq!((instances.len(), meta.len()), (4, 4), "every instance is listed");
+            assert_eq!(meta[0].len(), 4);
+            assert_eq!(meta[1], [(crate::meta::TRUNCATED.to_owned(), None)]);
+            assert!(meta[2].is_empty() && meta[3].is_empty());
         } else {
             let text = String::from_utf8(answer).unwrap();
-            assert_eq!(text.lines().filter(|line| line.starts_with("meta ")).count(), 1, "{text}");
+            let first = text.lines().next().unwrap();
+            assert_eq!(first.split(' ').filter(|w| w.starts_with("10.0.0.5:")).count(), 4, "{text}");
+            let metas: Vec<&str> = text.lines().filter(|line| line.starts_with("meta ")).collect();
+            assert_eq!(metas.len(), 2, "{text}");
+            assert_eq!(metas[1], "meta 10.0.0.5:8001 meta_truncated");
         }
     }
     register(&mut sim, 0, &format!("register web 8004{pairs}"));
     sim.run_for(Duration::from_millis(100));
-    for bytes in sim.take_inbox(WATCHER).into_iter().map(|(_, bytes)| bytes) {
+    let heard = sim.take_inbox(WATCHER);
+    assert!(!heard.is_empty());
+    for bytes in heard.into_iter().map(|(_, bytes)| bytes) {
         assert!(bytes.len() <= crate::protocol::MAX_REPLY_LEN, "{}", bytes.len());
+        // The watch was last renewed in the binary form.
+        let (_, response) = crate::protocol::binary::decode_response(&bytes).unwrap();
+        let crate::protocol::Response::ChangedMeta { instances, meta, .. } = response else { panic!("{response:?}") };
+        assert_eq!((instances.len(), meta.len()), (5, 5));
+        assert_eq!(meta[1], [(crate::meta::TRUNCATED.to_owned(), None)]);
     }
 }

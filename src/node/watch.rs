@@ -495,28 +495,62 @@ fn meta_hash(registry: &Registry, service: &str, current: &[SocketAddr]) -> u64 
 
 /// `instances` and their metadata cut to what fits one reply of a `WatchMeta` in either form:
 /// each instance's `meta` line in text or its pairs in binary, whichever is longer, counted too.
+///
+/// The endpoints come first, as many as a plain watch lists ([`fit`]), so that metadata never
+/// hides a live instance; then the metadata, in order, while it fits. The first instance whose
+/// metadata does not fit carries the attribute [`meta::TRUNCATED`](crate::meta::TRUNCATED)
+/// instead, and the ones after it none, so that a watcher tells "left out" from "has none"
+/// (room for that marker is kept, at the cost of the last endpoints only when the list alone
+/// nearly fills a reply).
 fn fit_meta(
     service: &str,
     instances: Vec<SocketAddr>,
     registry: &Registry,
 ) -> (Vec<SocketAddr>, Vec<protocol::listing::MetaPairs>) {
-    let mut room = Room::after(fit::instances_header(Form::Text) + service.len() + WATCH_RESERVE + fit::LIST_LEN);
-    let mut kept = Vec::new();
-    let mut metas = Vec::new();
-    for instance in instances {
-        let meta = registry.metadata(service, instance).cloned().unwrap_or_default();
-        let pairs = protocol::listing::pairs_of(&meta);
+    let room = Room::after(fit::instances_header(Form::Text) + service.len() + WATCH_RESERVE + fit::LIST_LEN);
+    let endpoint = |&instance: &SocketAddr| {
+        fit::instance_len(Form::Text, instance).max(fit::instance_len(Form::Binary { request_id: 0 }, instance))
+    };
+    let meta_len = |instance: SocketAddr, meta: &crate::meta::Metadata, pairs: &protocol::listing::MetaPairs| {
         let text = if meta.is_empty() { 0 } else { 7 + instance.to_string().len() + meta.to_string().len() };
-        let cost = fit::instance_len(Form::Text, instance)
-            .max(fit::instance_len(Form::Binary { request_id: 0 }, instance))
-            + text.max(fit::binary_len(&pairs));
-        if !room.take(cost) {
-            break;
+        text.max(fit::binary_len(pairs))
+    };
+    let marker = crate::meta::Metadata::new().truncated(0);
+    let marker_pairs = protocol::listing::pairs_of(&marker);
+    // No more than a plain watch lists are looked at (a service may have thousands).
+    let mut instances = instances;
+    let mut plain = room;
+    instances.truncate(plain.fit(instances.iter(), |instance| endpoint(instance)));
+    let metas_of: Vec<_> =
+        instances.iter().map(|&instance| registry.metadata(service, instance).cloned().unwrap_or_default()).collect();
+    // First without room for the marker; again with it when some metadata is left out.
+    let attempt = |reserve: usize| {
+        let mut room = room;
+        if !room.take(reserve) {
+            return None;
         }
-        kept.push(instance);
-        metas.push(pairs);
+        let kept = room.fit(instances.iter(), |instance| endpoint(instance));
+        let mut metas = Vec::with_capacity(kept);
+        for (&instance, meta) in instances[..kept].iter().zip(&metas_of) {
+            let pairs = protocol::listing::pairs_of(meta);
+            if !room.take(meta_len(instance, meta, &pairs)) {
+                break;
+            }
+            metas.push(pairs);
+        }
+        Some((kept, metas))
+    };
+    let reserve = instances.iter().map(|&i| meta_len(i, &marker, &marker_pairs)).max().unwrap_or(0);
+    let (kept, mut metas) = match attempt(0) {
+        Some((kept, metas)) if metas.len() == kept => (kept, metas),
+        _ => attempt(reserve).unwrap_or_default(),
+    };
+    if metas.len() < kept {
+        metas.push(marker_pairs);
+        metas.resize(kept, Vec::new());
     }
-    (kept, metas)
+    instances.truncate(kept);
+    (instances, metas)
 }
 
 /// Room kept in a watch's reply for the verb, the sequence number and the TTL, besides the

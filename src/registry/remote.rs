@@ -169,7 +169,8 @@ impl Registry {
     /// Registers `endpoint` for `service` under an id the caller chose, or renews the lease
     /// with that id: for instances imported from mDNS (`node::mdns`), whose id every broker
     /// that imports them derives alike, so that their leases are one lease. Declares no check;
-    /// `meta` (the instance's TXT record) replaces the lease's metadata, as a local register's does.
+    /// `meta` (the instance's TXT record) replaces the lease's metadata, as a local register's does;
+    /// `None` says nothing of it (a renewal: the lease keeps its pairs, a new one has none).
     /// A tombstoned id ([`Registry::is_tombstoned`]) is refused ([`Applied::Tombstoned`]): peers
     /// would refuse it. When `source` holds a lease on the instance under another id already,
     /// that lease is renewed and takes `id` as an alias ([`Applied::Merged`]) rather than a second
@@ -182,7 +183,7 @@ impl Registry {
         service: &str,
         endpoint: SocketAddr,
         source: Source,
-        meta: Metadata,
+        meta: Option<Metadata>,
     ) -> Applied {
         let endpoint = super::canonical(endpoint);
         if let Err(rejection) = self.config.limits.check_name(service).and_then(|()| check_endpoint(endpoint)) {
@@ -195,7 +196,7 @@ impl Registry {
             if &*entry.name != service || entry.members[known.position as usize].endpoint.get() != endpoint {
                 return Applied::Conflict;
             }
-            self.meta_changed = self.set_meta(index, meta);
+            self.meta_changed = meta.is_some_and(|meta| self.set_meta(index, meta));
             self.renew(index, now + self.config.ttl, false);
             self.meta_changed = false;
             return Applied::Refreshed;
@@ -208,7 +209,7 @@ impl Registry {
         // while its peers hold generation 1): renewed and merged into one, as peers do (rule 3).
         if let Some(index) = self.find_lease(service, endpoint, source) {
             self.merge(index, id);
-            self.meta_changed = self.set_meta(index, meta);
+            self.meta_changed = meta.is_some_and(|meta| self.set_meta(index, meta));
             self.renew(index, now + self.config.ttl, false);
             self.meta_changed = false;
             return Applied::Merged;
@@ -221,7 +222,7 @@ impl Registry {
             return Applied::Refused(rejection);
         }
         let check = self.common_checks.share(Check::None, None);
-        self.insert_with_meta(id, service, endpoint, source, now + self.config.ttl, check, Some(meta));
+        self.insert_with_meta(id, service, endpoint, source, now + self.config.ttl, check, meta);
         Applied::Inserted
     }
 

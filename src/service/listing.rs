@@ -73,7 +73,7 @@ pub(super) fn instances(
     };
     let mut instances = Vec::new();
     let page = registry.instances_page(now, service, Cursor(cursor), |view| {
-        let entry = InstanceInfo {
+        let mut entry = InstanceInfo {
             endpoint: view.endpoint,
             age_ms: millis(view.age),
             expires_ms: millis(view.ttl_left),
@@ -82,15 +82,31 @@ pub(super) fn instances(
             check: view.check.to_owned_check(),
             meta: view.meta.cloned().unwrap_or_default(),
         };
-        let check_len = match (form, detail) {
-            (Form::Binary { .. }, Detail::Checks) => fit::binary_len(&entry.check),
-            (Form::Binary { .. }, Detail::Meta) => {
-                fit::binary_len(&entry.check) + fit::binary_len(&crate::protocol::listing::pairs_of(&entry.meta))
-            }
-            _ => 0,
+        let cost = |entry: &InstanceInfo| {
+            let check_len = match (form, detail) {
+                (Form::Binary { .. }, Detail::Checks) => fit::binary_len(&entry.check),
+                (Form::Binary { .. }, Detail::Meta) => {
+                    fit::binary_len(&entry.check) + fit::binary_len(&crate::protocol::listing::pairs_of(&entry.meta))
+                }
+                _ => 0,
+            };
+            entry_len(form, entry, text::encode_instance_line) + check_len
         };
-        if !room.take(entry_len(form, &entry, text::encode_instance_line) + check_len) {
-            return false;
+        if !room.take(cost(&entry)) {
+            // A page always shows its first instance, so that paging goes on: with fewer of
+            // its pairs and the marker that says so, when all of them do not fit.
+            if !instances.is_empty() || entry.meta.is_empty() {
+                return false;
+            }
+            let full = std::mem::take(&mut entry.meta);
+            let fitted = (0..full.len()).rev().map(|keep| full.truncated(keep)).find(|meta| {
+                entry.meta = meta.clone();
+                room.take(cost(&entry))
+            });
+            match fitted {
+                Some(meta) => entry.meta = meta,
+                None => return false,
+            }
         }
         instances.push(entry);
         true
@@ -269,6 +285,52 @@ mod tests {
             .collect();
         assert_eq!(checks.len(), 100, "{} pages", pages.len());
         assert!(checks.iter().all(|c| *c == format!("http:{path}")));
+    }
+
+    /// The most metadata an instance holds, every value byte one the text form escapes
+    /// (`\\` → `\\x5c`): four pairs of 253 bytes, about 4 KB when shown.
+    fn widest_meta() -> crate::meta::Metadata {
+        let txt: Vec<Vec<u8>> = (b'a'..=b'd').map(|k| [&[k, b'='][..], &[b'\\'; 253][..]].concat()).collect();
+        let meta = crate::meta::Metadata::from_txt(&txt);
+        assert_eq!((meta.len(), meta.byte_len()), (4, 4 * 256));
+        meta
+    }
+
+    #[test]
+    fn text_pages_go_on_past_metadata_too_wide_to_show() {
+        let now = Instant::now();
+        let mut registry = table(now);
+        for port in 1..=5u16 {
+            let endpoint = SocketAddr::from(([10, 2, 0, port as u8], 4000));
+            let source = Source::Unicast(SocketAddr::from(([10, 0, 0, 1], 50000)));
+            let check = crate::protocol::Check::None;
+            registry.register_meta(now, "wide", endpoint, source, check, widest_meta()).unwrap();
+        }
+        let mut table = Plain::new(registry, 1400);
+        let from = "127.0.0.1:50000".parse().unwrap();
+        let mut listed = Vec::new();
+        let mut cursor = 0;
+        for _ in 0..10 {
+            let mut out = Vec::new();
+            let request = format!("instances wide {cursor}");
+            service::handle(&mut table, now, from, request.as_bytes(), &mut out);
+            assert!(out.len() <= MAX_REPLY_LEN, "{} bytes", out.len());
+            let text = String::from_utf8(out).unwrap();
+            let mut lines = text.lines();
+            let header = lines.next().unwrap();
+            let page: Vec<&str> = lines.filter(|l| l.starts_with("instance ")).collect();
+            assert!(!page.is_empty(), "a page with no instance: {text}");
+            assert!(page.iter().all(|l| l.ends_with(" meta_truncated")), "{text}");
+            assert!(page[0].contains(" a=\\x5c\\x5c"), "{text}");
+            listed.extend(page.iter().map(|l| l.split(' ').nth(1).unwrap().to_owned()));
+            match header.split_once(" next=") {
+                Some((_, next)) => cursor = next.parse().unwrap(),
+                None => break,
+            }
+        }
+        assert_eq!(listed.len(), 5, "{listed:?}");
+        listed.dedup();
+        assert_eq!(listed.len(), 5, "{listed:?}");
     }
 
     #[test]

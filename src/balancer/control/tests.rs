@@ -47,6 +47,33 @@ fn a_backend_weighs_what_its_registrations_weight_pair_says() {
 }
 
 #[test]
+fn a_backend_held_by_two_leases_is_weighed_again_when_the_one_it_weighed_by_goes() {
+    let pool = Arc::new(Pool::new());
+    let mut core = control(&pool);
+    let t0 = Instant::now();
+    let backend = SocketAddr::from(([127, 0, 0, 1], 4000));
+    core.handle_start(t0);
+    let send = |core: &mut Control, at: Instant, source: u16, line: &str| {
+        let mut reply = Vec::new();
+        let from = SocketAddr::from(([127, 0, 0, 1], source));
+        core.handle_datagram(at, Face::Control, from, line.as_bytes(), &mut reply);
+        assert!(!reply.starts_with(b"ERROR"), "{}", String::from_utf8_lossy(&reply));
+        core.handle_turn_end(at + PUBLISH);
+        String::from_utf8(reply).unwrap()
+    };
+    // Two sources register the backend with other weights: it weighs by one of them.
+    let three = send(&mut core, t0, 5001, "register web 4000 weight=3");
+    let five = send(&mut core, t0, 5002, "register web 4000 weight=5");
+    let weight = pool.get(backend).unwrap().weight();
+    assert!(weight == 3 || weight == 5, "{weight}");
+    // The lease it weighs by goes; the backend lives on, and weighs by the other.
+    let (gone, reply, other) = if weight == 3 { (5001, three, 5) } else { (5002, five, 3) };
+    let id = reply.split_whitespace().find(|w| w.len() == 36).expect("a lease id");
+    send(&mut core, t0 + FOLLOW, gone, &format!("deregister {id}"));
+    assert_eq!(pool.get(backend).map(|b| b.weight()), Some(other));
+}
+
+#[test]
 fn events_follow_whether_any_backend_is_up() {
     let pool = Arc::new(Pool::new());
     let mut core = control(&pool);

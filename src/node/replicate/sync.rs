@@ -262,17 +262,26 @@ pub(super) fn serve_pages(
     let mut bytes = Vec::new();
     for _ in 0..pages.clamp(1, MAX_PAGES) {
         let Some(start) = at else { break };
+        // A lease too large for an empty page with its metadata goes alone in a page that says
+        // nothing of metadata (`PageChecked`), so that the asker keeps the pairs it holds
+        // (`PageMeta` with none would clear them); its next renewal carries them.
+        let mut alone = false;
         at = registry.page(now, start, |view| {
             if !meta {
                 return packer.push(&checked_lease_of(&view));
             }
+            if alone {
+                return false;
+            }
             let lease = MetaLease { lease: checked_lease_of(&view), meta: view.meta.unwrap_or_default() };
-            // A lease too large for an empty page with its metadata goes without (its next
-            // renewal carries them).
-            packer.push(&lease) || (packer.is_empty() && packer.push(&MetaLease { meta: &[], ..lease }))
+            if packer.push(&lease) {
+                return true;
+            }
+            alone = packer.is_empty();
+            alone && packer.push(&lease.lease)
         });
         let next = at.map(|c| c.0);
-        let body = if meta {
+        let body = if meta && !alone {
             Peer::PageMeta { cursor: start.0, next, leases: Vec::new() }
         } else {
             Peer::PageChecked { cursor: start.0, next, leases: Vec::new() }

@@ -353,3 +353,40 @@ fn a_repair_of_a_bucket_hashes_its_leases_once() {
     // Before: each datagram hashed the bucket, each pushed lease the bucket again (n² + 4n).
     assert!(hashed <= n, "{hashed} element hashes for a bucket of {n}");
 }
+
+#[test]
+fn a_lease_too_large_with_its_metadata_goes_in_a_page_that_says_nothing_of_it() {
+    let (mut r, registry, now) = with_peer(0);
+    // A name longer than the default limit, so that the lease cannot fit a page with its pairs.
+    let mut config = registry.config().clone();
+    config.limits.max_name_len = 250;
+    let mut registry = Registry::new(config, uuid::Uuid::new_v4);
+    let txt: Vec<Vec<u8>> = (b'a'..=b'd').map(|k| [&[k, b'='][..], &[b'v'; 253][..]].concat()).collect();
+    let meta = crate::meta::Metadata::from_txt(&txt);
+    let path = format!("/{}", "p".repeat(crate::protocol::check::MAX_CHECK_PATH - 1));
+    let source = crate::protocol::Source::Unicast(addr(9));
+    let service = "s".repeat(250);
+    let (big, small) = (SocketAddr::from(([10, 1, 0, 1], 4000)), SocketAddr::from(([10, 1, 0, 2], 4000)));
+    let check = crate::protocol::Check::Http(path.as_str());
+    registry.register_meta(now, &service, big, source, check, meta).unwrap();
+    let small_meta = crate::meta::Metadata::parse_words(["a=1"]).unwrap();
+    registry.register_meta(now, "echo", small, source, Check::None, small_meta).unwrap();
+
+    sync::serve_pages(r.me, now, addr(2), (0, 4, true), &mut registry, &mut r.transmits);
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    while r.poll_transmit(&mut out).is_some() {
+        match peer::decode(&out).unwrap().body {
+            Peer::PageChecked { leases, .. } => {
+                seen.extend(leases.iter().map(|l| (l.lease.endpoint, None)));
+            }
+            Peer::PageMeta { leases, .. } => {
+                seen.extend(leases.iter().map(|l| (l.lease.lease.endpoint, Some(l.meta.len()))));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seen.sort();
+    // The large lease without a word on its metadata, never with "none"; the other with its own.
+    assert_eq!(seen, [(big, None), (small, Some(4))]);
+}

@@ -164,6 +164,17 @@ impl Broker {
             crate::node::dns::Zone::new(&config.dns).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         }
         let dns = config.dns_listen.map(bind_dns).transpose()?;
+        // RFC 6762 §11: mDNS answers only its own link; a link whose network is unknown would
+        // take (and answer) every source, so `--mdns` refuses to start instead.
+        let mdns_link = match config.mdns {
+            Some(interface) => Some(crate::mdns::socket::link_network(interface).ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("cannot use mDNS on {interface}: no interface has that address (its netmask is unknown)"),
+                )
+            })?),
+            None => None,
+        };
         let group = config.multicast.map(|multicast| GroupConfig {
             group: multicast.group.into(),
             origin: crate::multicast::origin(),
@@ -189,8 +200,8 @@ impl Broker {
                 watches: config.watches,
                 watch_key: crate::random::key(),
                 cluster: config.cluster,
-                mdns: config.mdns.map(|interface| MdnsConfig {
-                    link: crate::mdns::socket::link_network(interface),
+                mdns: config.mdns.map(|_| MdnsConfig {
+                    link: mdns_link,
                     ..MdnsConfig::new(config.mdns_import, crate::random::u64())
                 }),
                 ..NodeConfig::default()

@@ -43,6 +43,9 @@ pub use wire::MAX_PACKET;
 
 /// The mDNS port.
 pub const PORT: u16 = 5353;
+/// The largest mDNS message (RFC 6762 §17): a larger datagram is dropped unread, so that one
+/// datagram's work stays bounded.
+pub const MAX_DATAGRAM: usize = 9000;
 /// The IPv4 group, 224.0.0.251:5353.
 pub const GROUP_V4: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(224, 0, 0, 251)), PORT);
 /// The IPv6 group, `[ff02::fb]:5353`.

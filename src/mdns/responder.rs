@@ -26,6 +26,12 @@
 //!    (§7.4), and a record is multicast at most once a second (§6). A PTR answer carries the
 //!    SRV, TXT and address as additional records (RFC 6763 §12). A response with other data for
 //!    its SRV or TXT sends it back to probing (§9).
+//!
+//!    Work and replies are bounded per datagram: at most [`MAX_QUESTIONS`] distinct questions
+//!    (repeats are ignored) and [`MAX_RECORDS`] records are read, answers are de-duplicated by
+//!    hashing, and a unicast reply (QU or legacy) is ONE packet (truncated; TC on a legacy reply),
+//!    at most [`UNICAST_PER_SOURCE`] a second to one source address: a small query from a
+//!    spoofed on-link source is not amplified.
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
 //!
@@ -36,16 +42,18 @@
 //!
 //! Not done: sleep proxies, and answers through the additional records of other responders.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::{Name, Record, RecordType};
 
 use super::records::{self, InstanceRecords, is_unique};
-use super::wire::{self, compare_sets, same_record};
+use super::wire;
 use super::{PORT, names};
+
+mod conflicts;
 
 /// The probes' interval, and the most the first waits (§8.1).
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -69,6 +77,22 @@ const CONFLICT_WINDOW: Duration = Duration::from_secs(10);
 const CONFLICT_BACKOFF: Duration = Duration::from_secs(5);
 /// A record of ours another host said goodbye for is multicast again, at most this often.
 const DEFEND_LIMIT: Duration = Duration::from_millis(250);
+
+/// The most distinct questions of one query answered; the others are ignored. With
+/// [`MAX_RECORDS`], this bounds the work one datagram costs: a datagram of thousands of repeated
+/// questions is de-duplicated first, and at most this many are matched against the instances.
+pub const MAX_QUESTIONS: usize = 32;
+/// The most records of one datagram read: a query's known answers, a response's answers and
+/// additional records (for conflicts and defence); the others are ignored.
+pub const MAX_RECORDS: usize = 64;
+/// The most unicast replies (QU or legacy) one source address gets per second:
+/// a unicast reply goes to an address nobody checked (a spoofed on-link source), so it is
+/// one packet at most, and a burst of queries gets only a few of them.
+pub const UNICAST_PER_SOURCE: u32 = 4;
+/// See [`UNICAST_PER_SOURCE`].
+const UNICAST_WINDOW: Duration = Duration::from_secs(1);
+/// The most sources whose unicast replies are counted at once; when full, the counts restart.
+const UNICAST_SOURCES: usize = 1024;
 
 /// What to advertise: an instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +190,10 @@ pub struct Responder {
     events: VecDeque<ResponderEvent>,
     /// When the conflicts of the last [`CONFLICT_WINDOW`] happened (§8.1's rate limit).
     conflicts: VecDeque<Instant>,
+    /// Unicast replies per source in the current [`UNICAST_WINDOW`] (see [`UNICAST_PER_SOURCE`]).
+    unicast_sent: HashMap<IpAddr, (Instant, u32)>,
+    /// The records compared while handling the last datagram: what the caps bound.
+    work: usize,
 }
 
 impl Responder {
@@ -181,6 +209,8 @@ impl Responder {
             out: VecDeque::new(),
             events: VecDeque::new(),
             conflicts: VecDeque::new(),
+            unicast_sent: HashMap::new(),
+            work: 0,
         }
     }
 
@@ -230,7 +260,11 @@ impl Responder {
 
     /// Takes a datagram that arrived on the mDNS socket from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
-        let Some(message) = wire::decode(bytes) else { return };
+        self.work = 0;
+        let Some(mut message) = wire::decode(bytes) else { return };
+        message.answers.truncate(MAX_RECORDS);
+        message.additionals.truncate(MAX_RECORDS.saturating_sub(message.answers.len()));
+        message.authorities.truncate(MAX_RECORDS);
         match message.message_type {
             // §11: responses from another port are not mDNS responses.
             MessageType::Response if from.port() == PORT => self.handle_response(now, &message),
@@ -338,6 +372,41 @@ impl Responder {
         self.out.extend(wire::encode(message).into_iter().map(|bytes| (to, bytes)));
     }
 
+    /// Sends a unicast reply as ONE packet: what does not fit is left out (legacy unicast sets
+    /// TC, as DNS does), so that a small query from a spoofed source is not amplified.
+    fn send_one(&mut self, to: SocketAddr, reply: &mut Message, legacy: bool) {
+        let mut packets = wire::encode(reply);
+        let truncated = packets.len() > 1;
+        let Some(mut bytes) = packets.drain(..).next() else { return };
+        if truncated && legacy && bytes.len() > 2 {
+            // The header's TC bit (RFC 1035 §4.1.1): the querier may ask again over TCP.
+            bytes[2] |= 0x02;
+        }
+        self.out.push_back((to, bytes));
+    }
+
+    /// Whether `source` may get one more unicast reply now (see [`UNICAST_PER_SOURCE`]).
+    fn may_unicast(&mut self, now: Instant, source: IpAddr) -> bool {
+        if self.unicast_sent.len() >= UNICAST_SOURCES {
+            self.unicast_sent.retain(|_, (at, _)| now.saturating_duration_since(*at) < UNICAST_WINDOW);
+            if self.unicast_sent.len() >= UNICAST_SOURCES {
+                return false;
+            }
+        }
+        let (at, count) = self.unicast_sent.entry(source).or_insert((now, 0));
+        if now.saturating_duration_since(*at) >= UNICAST_WINDOW {
+            (*at, *count) = (now, 0);
+        }
+        *count += 1;
+        *count <= UNICAST_PER_SOURCE
+    }
+
+    /// The records compared while handling the last datagram (tests bound it).
+    #[cfg(test)]
+    pub(crate) fn work(&self) -> usize {
+        self.work
+    }
+
     /// Multicasts answers now, noting when each was sent.
     fn multicast(&mut self, now: Instant, answers: Vec<Record>, additionals: Vec<Record>) {
         if answers.is_empty() {
@@ -373,96 +442,13 @@ impl Responder {
         records
     }
 
-    /// A response on the link: conflicts with our unique records (§9), and answers of ours
-    /// another responder gave (§7.4).
-    fn handle_response(&mut self, now: Instant, message: &Message) {
-        let mut renamed = Vec::new();
-        let conflicts = &mut self.conflicts;
-        for instance in self.instances.values_mut() {
-            let ours = [&instance.records.srv, &instance.records.txt];
-            let conflict = message.answers.iter().chain(&message.additionals).any(|theirs| {
-                theirs.name == instance.records.srv.name
-                    && theirs.ttl > 0
-                    && !ours.iter().any(|o| same_record(o, theirs))
-                    && (matches!(instance.state, State::Probing { .. })
-                        || ours.iter().any(|o| o.record_type() == theirs.record_type()))
-            });
-            if !conflict {
-                continue;
-            }
-            match instance.state {
-                State::Probing { .. } => {
-                    instance.claim += 1;
-                    instance.label = names::renamed(&names::instance_label(instance.advert.endpoint), instance.claim);
-                    if let Some(records) = build(&instance.advert, &instance.label) {
-                        instance.records = records;
-                    }
-                    conflicts.push_back(now);
-                    while conflicts.front().is_some_and(|at| now.saturating_duration_since(*at) >= CONFLICT_WINDOW) {
-                        conflicts.pop_front();
-                    }
-                    let wait = if conflicts.len() >= CONFLICT_LIMIT { CONFLICT_BACKOFF } else { Duration::ZERO };
-                    instance.state = State::Probing { sent: 0, next: now + wait };
-                    renamed.push(ResponderEvent::Renamed {
-                        service: instance.advert.service.clone(),
-                        endpoint: instance.advert.endpoint,
-                        label: instance.label.clone(),
-                    });
-                }
-                // §9: verify the name again by probing; a real conflict then renames it.
-                _ => instance.state = State::Probing { sent: 0, next: now },
-            }
-        }
-        self.events.extend(renamed);
-        self.defend(now, message);
-        if let Some(pending) = &mut self.pending {
-            pending.answers.retain(|ours| {
-                !message.answers.iter().any(|theirs| same_record(ours, theirs) && theirs.ttl >= ours.ttl / 2)
-            });
-        }
-    }
-
-    /// Another host's goodbye (TTL 0) for a record we announce, as when a broker hands an
-    /// instance over to another that advertises it already: browsers would drop it in 1 s, so
-    /// it is multicast again at once (as mDNSResponder does), at most every [`DEFEND_LIMIT`].
-    fn defend(&mut self, now: Instant, message: &Message) {
-        let mut defend: Vec<Record> = Vec::new();
-        for theirs in message.answers.iter().filter(|r| r.ttl == 0) {
-            for instance in self.instances.values().filter(|i| i.answers()) {
-                let ours = instance.records.all().into_iter().filter(|ours| same_record(ours, theirs));
-                defend.extend(ours.cloned());
-            }
-        }
-        defend.retain(|r| {
-            self.multicast_at.get(&key(r)).is_none_or(|at| now.saturating_duration_since(*at) >= DEFEND_LIMIT)
-        });
-        dedup(&mut defend);
-        self.multicast(now, defend, Vec::new());
-    }
-
-    /// §8.2: a probe for a name we are probing for too; the lexicographically later set wins.
-    fn settle_probes(&mut self, now: Instant, message: &Message) {
-        if message.authorities.is_empty() {
-            return;
-        }
-        for instance in self.instances.values_mut() {
-            let State::Probing { .. } = instance.state else { continue };
-            let name = &instance.records.srv.name;
-            let theirs: Vec<&Record> = message.authorities.iter().filter(|r| &r.name == name).collect();
-            if theirs.is_empty() {
-                continue;
-            }
-            let ours = [&instance.records.srv, &instance.records.txt];
-            if compare_sets(&ours, &theirs) == std::cmp::Ordering::Less {
-                instance.state = State::Probing { sent: 0, next: now + LOST_TIE };
-            }
-        }
-    }
-
-    /// Answers a query (see the [module documentation](self)).
+    /// Answers a query (see the [module documentation](self)): its distinct questions, at most
+    /// [`MAX_QUESTIONS`] of them.
     fn answer(&mut self, now: Instant, from: SocketAddr, query: &Message) {
         let mut answers: Vec<Record> = Vec::new();
         let mut additionals: Vec<Record> = Vec::new();
+        let mut seen: HashSet<(String, RecordType, Vec<u8>)> = HashSet::new();
+        let mut asked: HashSet<(String, RecordType)> = HashSet::new();
         let mut unicast = !query.queries.is_empty();
         for question in &query.queries {
             if !wire::is_in(question.query_class()) {
@@ -470,9 +456,16 @@ impl Responder {
             }
             unicast &= question.mdns_unicast_response();
             let (name, qtype) = (question.name(), question.query_type());
+            if !asked.insert((name.to_lowercase().to_ascii(), qtype)) {
+                continue;
+            }
+            if asked.len() > MAX_QUESTIONS {
+                break;
+            }
             for instance in self.instances.values().filter(|i| i.answers()) {
+                self.work += 1;
                 for record in instance.records.answering(name, qtype) {
-                    if !answers.iter().any(|a| same_record(a, record)) {
+                    if seen.insert(key(record)) {
                         answers.push(record.clone());
                         additionals.extend(instance.records.additional_for(record).into_iter().cloned());
                     }
@@ -480,32 +473,33 @@ impl Responder {
             }
         }
         // Known answers (§7.1).
-        let known = |ours: &Record| query.answers.iter().any(|k| same_record(ours, k) && k.ttl >= ours.ttl / 2);
-        answers.retain(|a| !known(a));
-        additionals.retain(|a| !known(a) && !answers.iter().any(|b| same_record(a, b)));
+        let known = known_ttls(&query.answers);
+        let is_known = |ours: &Record| known.get(&key(ours)).is_some_and(|&ttl| ttl >= ours.ttl / 2);
+        answers.retain(|a| !is_known(a));
+        additionals.retain(|a| !is_known(a) && !seen.contains(&key(a)));
         dedup(&mut additionals);
         if answers.is_empty() {
             return;
         }
-        if from.port() != PORT {
-            // Legacy unicast (§6.7): a plain DNS reply.
+        let legacy = from.port() != PORT;
+        if legacy || unicast {
+            if !self.may_unicast(now, from.ip()) {
+                return;
+            }
             let mut reply = wire::response();
-            reply.metadata.id = query.id;
-            reply.queries = query.queries.clone();
-            for record in answers.iter_mut().chain(additionals.iter_mut()) {
-                record.ttl = record.ttl.min(LEGACY_TTL);
-                record.mdns_cache_flush = false;
+            if legacy {
+                // Legacy unicast (§6.7): a plain DNS reply.
+                reply.metadata.id = query.id;
+                reply.queries = query.queries.clone();
+                reply.queries.truncate(MAX_QUESTIONS);
+                for record in answers.iter_mut().chain(additionals.iter_mut()) {
+                    record.ttl = record.ttl.min(LEGACY_TTL);
+                    record.mdns_cache_flush = false;
+                }
             }
             reply.answers = answers;
             reply.additionals = additionals;
-            self.send(from, &reply);
-            return;
-        }
-        if unicast {
-            let mut reply = wire::response();
-            reply.answers = answers;
-            reply.additionals = additionals;
-            self.send(from, &reply);
+            self.send_one(from, &mut reply, legacy);
             return;
         }
         // The 1 s rate limit (§6).
@@ -528,15 +522,12 @@ impl Responder {
             additionals: Vec::new(),
         });
         pending.at = pending.at.min(now + delay);
-        for answer in answers {
-            if !pending.answers.iter().any(|a| same_record(a, &answer)) {
-                pending.answers.push(answer);
-            }
-        }
+        pending.answers.extend(answers);
+        dedup(&mut pending.answers);
         pending.additionals.extend(additionals);
         dedup(&mut pending.additionals);
-        let answers = pending.answers.clone();
-        pending.additionals.retain(|a| !answers.iter().any(|b| same_record(a, b)));
+        let answered: HashSet<_> = pending.answers.iter().map(key).collect();
+        pending.additionals.retain(|a| !answered.contains(&key(a)));
         if pending.at <= now {
             self.handle_timeout(now);
         }
@@ -554,13 +545,19 @@ fn key(record: &Record) -> (String, RecordType, Vec<u8>) {
     (record.name.to_lowercase().to_ascii(), record.record_type(), wire::rdata_bytes(&record.data))
 }
 
-/// Leaves one of each record.
+/// Leaves one of each record (the first), in linear time.
 fn dedup(records: &mut Vec<Record>) {
-    let mut kept: Vec<Record> = Vec::with_capacity(records.len());
-    for record in records.drain(..) {
-        if !kept.iter().any(|k| same_record(k, &record)) {
-            kept.push(record);
-        }
+    let mut seen = HashSet::with_capacity(records.len());
+    records.retain(|record| seen.insert(key(record)));
+}
+
+/// The largest TTL given for each record among `records` (known answers, another responder's
+/// answers).
+fn known_ttls(records: &[Record]) -> HashMap<(String, RecordType, Vec<u8>), u32> {
+    let mut ttls = HashMap::with_capacity(records.len());
+    for record in records {
+        let ttl = ttls.entry(key(record)).or_insert(0);
+        *ttl = (*ttl).max(record.ttl);
     }
-    *records = kept;
+    ttls
 }

@@ -8,6 +8,7 @@ use hickory_proto::rr::rdata::SRV;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use super::records::{host_name, instance_name, type_name};
+use super::responder::{MAX_QUESTIONS, MAX_RECORDS, UNICAST_PER_SOURCE};
 use super::*;
 
 const MS: Duration = Duration::from_millis(1);
@@ -373,4 +374,72 @@ fn another_hosts_goodbye_for_our_record_is_answered_by_announcing_it_again() {
     goodbye.answers[0].data = RData::SRV(SRV::new(0, 0, 9999, host_name("10.0.0.5".parse().unwrap())));
     r.handle_datagram(now + Duration::from_secs(2), peer(), &goodbye.to_vec().unwrap());
     assert!(sent(&mut r).is_empty());
+}
+
+/// A live responder for `n` instances of `web` at 10.0.0.5 and the time they went live.
+fn live_many(n: u16) -> (Responder, Instant) {
+    let (mut r, t0) = (responder(7), Instant::now());
+    for i in 0..n {
+        assert!(r.add(t0, advert("web", &format!("10.0.0.5:{}", 8000 + i))));
+    }
+    run(&mut r, t0 + Duration::from_secs(10));
+    (r, t0 + Duration::from_secs(10))
+}
+
+#[test]
+fn thousands_of_repeated_questions_cost_bounded_work() {
+    let (mut r, now) = live_many(200);
+    let mut query = question(type_name("web").unwrap(), RecordType::PTR, false);
+    let repeated = query.queries[0].clone();
+    query.queries.extend(std::iter::repeat_n(repeated, 2000));
+    // Distinct questions past the cap are ignored too.
+    for i in 0..100 {
+        query.queries.push(Query::query(type_name(&format!("x{i}")).unwrap(), RecordType::PTR));
+    }
+    r.handle_datagram(now, peer(), &query.to_vec().unwrap());
+    assert!(r.work() <= MAX_QUESTIONS * 200, "{} instances visited", r.work());
+    let answers: usize = run(&mut r, now + Duration::from_secs(1)).iter().map(|(_, _, m)| m.answers.len()).sum();
+    assert!((1..=200).contains(&answers), "{answers} answers for 200 instances");
+    // A response's records are read up to the cap.
+    let mut response = super::wire::response();
+    let record =
+        Record::from_rdata(web_name("x"), 0, RData::SRV(SRV::new(0, 0, 1, host_name("10.0.0.9".parse().unwrap()))));
+    response.answers = vec![record; 2000];
+    r.handle_datagram(now, peer(), &response.to_vec().unwrap());
+    // Each record against each instance's 1 (conflict) + 5 (goodbye defence) records.
+    assert!(r.work() <= MAX_RECORDS * 200 * 6, "{} records compared", r.work());
+}
+
+#[test]
+fn a_unicast_reply_is_one_packet_and_a_source_gets_few() {
+    let (mut r, now) = live_many(200);
+    // Legacy unicast: one packet, truncated (TC), though 200 PTRs do not fit one.
+    let legacy: SocketAddr = "10.0.0.9:40000".parse().unwrap();
+    let query = question(type_name("web").unwrap(), RecordType::PTR, false);
+    r.handle_datagram(now, legacy, &query.to_vec().unwrap());
+    let (mut out, mut packets) = (Vec::new(), Vec::new());
+    while let Some(to) = r.poll_transmit(&mut out) {
+        packets.push((to, out.clone()));
+    }
+    assert_eq!(packets.len(), 1, "one packet");
+    assert!(packets[0].1.len() <= MAX_PACKET);
+    let reply = Message::from_vec(&packets[0].1).unwrap();
+    assert!(reply.truncation && !reply.answers.is_empty());
+    // QU: one packet too, no TC.
+    let qu = question(type_name("web").unwrap(), RecordType::PTR, true);
+    r.handle_datagram(now, peer(), &qu.to_vec().unwrap());
+    let reply = sent(&mut r);
+    assert_eq!(reply.len(), 1);
+    assert!(!reply[0].1.truncation);
+    // A burst from one source (any port): capped per second.
+    let mut replies = 0;
+    for port in 0..50 {
+        let from = SocketAddr::new("10.0.0.7".parse().unwrap(), 40000 + port);
+        r.handle_datagram(now, from, &query.to_vec().unwrap());
+        replies += sent(&mut r).len();
+    }
+    assert_eq!(replies, UNICAST_PER_SOURCE as usize);
+    // Another second, another few.
+    r.handle_datagram(now + Duration::from_secs(1), legacy, &query.to_vec().unwrap());
+    assert_eq!(sent(&mut r).len(), 1);
 }

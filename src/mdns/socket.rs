@@ -42,7 +42,7 @@ pub fn link_network(interface: Ipv4Addr) -> Option<ipnet::Ipv4Net> {
     None
 }
 
-/// The network of an interface: not read on this system (every source is taken).
+/// The network of an interface: not read on this system (so `--mdns` refuses to start).
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 pub fn link_network(_interface: Ipv4Addr) -> Option<ipnet::Ipv4Net> {
     None

@@ -205,7 +205,7 @@ impl Core for Node {
             Face::Group => self.handle_group(now, from, datagram, reply).then_some(Face::Client),
             Face::Dns => self.handle_dns(now, from, datagram, reply).then_some(Face::Dns),
             Face::Mdns => {
-                self.mdns.handle_datagram(now, from, datagram, &mut self.registry);
+                self.mdns.handle_datagram(now, from, datagram, &mut self.registry, self.service.policy());
                 self.drain(now);
                 None
             }
@@ -283,7 +283,7 @@ impl Core for Node {
         self.drain(now);
         self.bridges.handle_timeout(now);
         self.drain(now);
-        self.mdns.handle_timeout(now, &mut self.registry);
+        self.mdns.handle_timeout(now, &mut self.registry, self.service.policy());
         self.drain(now);
         self.after_input(now);
         // After the changes due by now were told: a watch live when they happened hears of them.

@@ -28,14 +28,21 @@
 //! Its TXT record is read as the lease's metadata ([`Metadata::from_txt`], logged with the
 //! import). A generation is skipped when its id is
 //! tombstoned (the instance left and came back within
-//! the tombstones' life).
+//! the tombstones' life); a tombstoned id is never registered, and a lease the announcer holds
+//! already under another generation is renewed rather than doubled
+//! ([`Registry::register_with_id`]). An imported lease is the link's to end: a client's
+//! `deregister` or `heartbeat` of its id answers `NOT FOUND` (`crate::service`).
+//!
+//! The registration policy ([`Policy`]) applies to an import as to a `register`, with the
+//! announcer (the source of the datagram that completed the instance) as the source; loopback,
+//! unspecified, multicast and link-local endpoints are never imported.
 //!
 //! No loops: an imported lease is never advertised (here or by a peer: its id says what it
 //! is), and an instance whose SRV target is under `makler.local.` (the host names every makler
 //! responder gives the instances it advertises, [`host_name`](crate::mdns::records::host_name)) is never imported.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,6 +53,7 @@ use crate::core::Transmit;
 use crate::mdns::{Advert, Browser, BrowserConfig, BrowserEvent, Instance, Responder, ResponderConfig, ResponderEvent};
 use crate::meta::Metadata;
 use crate::registry::{Applied, Change, ChangeKind, Registry, RemoveReason, Source};
+use crate::service::policy::Policy;
 
 /// The origin id of the [`Source::Announcer`] that holds imported leases: `mdns` in ASCII.
 pub const IMPORT_ORIGIN: u64 = u64::from_be_bytes(*b"\0\0\0\0mdns");
@@ -69,7 +77,8 @@ pub struct MdnsConfig {
     pub seed: u64,
     /// The link's network: datagrams from other sources are dropped (RFC 6762 §11: answering
     /// them would reflect traffic for anyone who can route a datagram to port 5353). `None`:
-    /// every source is taken.
+    /// every source is taken (tests only: the broker refuses `--mdns` on an interface whose
+    /// network it cannot read).
     pub link: Option<ipnet::Ipv4Net>,
 }
 
@@ -88,6 +97,8 @@ struct Imported {
     id: Uuid,
     /// Its TXT record read as metadata (RFC 6763 §6.4: invalid strings skipped).
     meta: Metadata,
+    /// Who announced it: the source of the datagram that completed it.
+    announcer: IpAddr,
     /// Whether `meta` went into the lease since this broker last saw it change. Renewals then
     /// say nothing of metadata, so that two brokers importing one instance, one of them with a
     /// stale TXT record, do not overwrite each other's pairs every renewal (each write a change
@@ -115,7 +126,16 @@ pub(super) struct Mdns {
     group: SocketAddr,
     seed: u64,
     link: Option<ipnet::Ipv4Net>,
+    /// The source of the datagram being handled (the announcer of what it completes).
+    from: Option<IpAddr>,
+    /// Announcements refused by the policy or for their endpoint (see [`Mdns::import`]).
+    refused: u64,
+    /// The refused instances logged already (each is logged once), at most [`REFUSED_LOGGED`].
+    refused_logged: HashSet<(String, SocketAddr)>,
 }
+
+/// How many refused instances are remembered so as to log each once.
+const REFUSED_LOGGED: usize = 1024;
 
 impl Mdns {
     /// The face (off without a configuration); it browses from [`handle_start`](Self::handle_start).
@@ -134,6 +154,9 @@ impl Mdns {
             group,
             seed,
             link: config.and_then(|c| c.link),
+            from: None,
+            refused: 0,
+            refused_logged: HashSet::new(),
         }
     }
 
@@ -147,15 +170,25 @@ impl Mdns {
     }
 
     /// A datagram on the mDNS socket.
-    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], registry: &mut Registry) {
-        if !self.on || !self.on_link(from) {
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        datagram: &[u8],
+        registry: &mut Registry,
+        policy: &Policy,
+    ) {
+        // RFC 6762 §17: an mDNS message is at most 9000 bytes; a larger one is dropped unread.
+        if !self.on || datagram.len() > crate::mdns::MAX_DATAGRAM || !self.on_link(from) {
             return;
         }
         self.responder.handle_datagram(now, from, datagram);
         if let Some(browser) = &mut self.browser {
             browser.handle_datagram(now, from, datagram);
         }
-        self.take_events(now, registry);
+        self.from = Some(from.ip().to_canonical());
+        self.take_events(now, registry, policy);
+        self.from = None;
     }
 
     /// Whether `from` is on the link (see [`MdnsConfig::link`]).
@@ -208,8 +241,14 @@ impl Mdns {
         }
     }
 
+    /// How many announcements were not imported (policy or endpoint; see [`Mdns::import`]).
+    #[cfg(test)]
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
     /// Sends what is due, and renews the imported leases.
-    pub fn handle_timeout(&mut self, now: Instant, registry: &mut Registry) {
+    pub fn handle_timeout(&mut self, now: Instant, registry: &mut Registry, policy: &Policy) {
         if !self.on {
             return;
         }
@@ -217,7 +256,7 @@ impl Mdns {
         if let Some(browser) = &mut self.browser {
             browser.handle_timeout(now);
         }
-        self.take_events(now, registry);
+        self.take_events(now, registry, policy);
         if self.renew_at.is_some_and(|at| at <= now) {
             let imported: Vec<(String, String)> = self.imported.keys().cloned().collect();
             for key in imported {
@@ -273,7 +312,7 @@ impl Mdns {
         }
     }
 
-    fn take_events(&mut self, now: Instant, registry: &mut Registry) {
+    fn take_events(&mut self, now: Instant, registry: &mut Registry, policy: &Policy) {
         while let Some(event) = self.responder.poll_event() {
             match event {
                 ResponderEvent::Renamed { service, endpoint, label } => {
@@ -287,15 +326,19 @@ impl Mdns {
         while let Some(event) = self.browser.as_mut().and_then(Browser::poll_event) {
             match event {
                 BrowserEvent::Found(instance) | BrowserEvent::Changed(instance) => {
-                    self.import(now, &instance, registry);
+                    self.import(now, &instance, registry, policy);
                 }
                 BrowserEvent::Gone { service_type, label } => self.forget(now, &(service_type, label), registry),
             }
         }
     }
 
-    /// An instance the browser found or saw change: imported, unless makler advertises it.
-    fn import(&mut self, now: Instant, instance: &Instance, registry: &mut Registry) {
+    /// An instance the browser found or saw change: imported, unless makler advertises it, or
+    /// the registration policy refuses its announcer (the source of the datagram that completed
+    /// it) for its endpoint as it would refuse a `register`, or its endpoint is loopback,
+    /// unspecified, multicast or link-local (meaningless as another host's service). Refused
+    /// ones are counted and each logged once.
+    fn import(&mut self, now: Instant, instance: &Instance, registry: &mut Registry, policy: &Policy) {
         let key = (instance.service_type.clone(), instance.label.clone());
         let service = service_of_type(&instance.service_type);
         let endpoint = instance.addresses.first().map(|&ip| SocketAddr::new(ip, instance.port));
@@ -303,6 +346,23 @@ impl Mdns {
             self.forget(now, &key, registry);
             return;
         };
+        let announcer = self.from.or_else(|| self.imported.get(&key).map(|old| old.announcer));
+        let allowed = match announcer {
+            None => Err("its announcer is not known".to_owned()),
+            Some(_) if !is_usable(endpoint.ip()) => {
+                Err("a loopback, unspecified, multicast or link-local address".into())
+            }
+            Some(ip) => policy.check(ip, endpoint.ip().to_canonical()).map_err(|r| r.to_string()),
+        };
+        if let Err(why) = allowed {
+            self.refused += 1;
+            if self.refused_logged.len() < REFUSED_LOGGED && self.refused_logged.insert((service.clone(), endpoint)) {
+                log::warn!("mdns: not importing {service} {endpoint} (\"{}\"): {why}", key.1);
+            }
+            self.forget(now, &key, registry);
+            return;
+        }
+        let announcer = announcer.unwrap_or(endpoint.ip());
         let meta = Metadata::from_txt(&instance.txt);
         if let Some(old) = self.imported.get_mut(&key) {
             if old.service == service && old.endpoint == endpoint {
@@ -318,7 +378,7 @@ impl Mdns {
         let id = pick_id(registry, &service, endpoint);
         let pairs = if meta.is_empty() { String::new() } else { format!(" {meta}") };
         log::info!("mdns: imported {service} {endpoint} (\"{}\"){pairs}", key.1);
-        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta, written: false });
+        self.imported.insert(key.clone(), Imported { service, endpoint, id, meta, announcer, written: false });
         self.hold(now, key, registry);
         self.renew_at.get_or_insert_with(|| now + renew_interval(registry));
     }
@@ -342,7 +402,7 @@ impl Mdns {
             applied = registry.register_with_id(now, imported.id, &imported.service, imported.endpoint, source, meta);
         }
         match applied {
-            Applied::Inserted | Applied::Refreshed => imported.written = true,
+            Applied::Inserted | Applied::Refreshed | Applied::Merged => imported.written = true,
             other => {
                 log::warn!("mdns: cannot import {} {}: {other:?}", imported.service, imported.endpoint);
                 self.imported.remove(&key);
@@ -361,6 +421,17 @@ impl Mdns {
             self.renew_at = None;
         }
     }
+}
+
+/// Whether `ip` may be an imported instance's address: not loopback, unspecified, multicast
+/// or link-local (169.254/16, fe80::/10), which mean nothing as another host's service.
+fn is_usable(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_unicast_link_local(),
+    };
+    !(ip.is_loopback() || ip.is_unspecified() || ip.is_multicast() || link_local)
 }
 
 /// An advertised instance's TXT record: the table's metadata of the instance (see

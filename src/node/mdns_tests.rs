@@ -313,3 +313,110 @@ fn datagrams_from_off_the_link_are_dropped() {
     mdns_in(&mut node, t0, "10.0.0.9:5353", &datagram);
     assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
 }
+
+#[test]
+fn a_datagram_over_9000_bytes_is_dropped() {
+    let (mut node, t0) = (node(&["_http._tcp"]), Instant::now());
+    node.handle_start(t0);
+    let mut message = Message::from_vec(&announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120)).unwrap();
+    let filler = Name::from_ascii("filler.local.").unwrap();
+    for i in 0..40 {
+        let txt = TXT::new(vec![format!("{i}").repeat(250 / format!("{i}").len())]);
+        message.additionals.push(Record::from_rdata(filler.clone(), 120, RData::TXT(txt)));
+    }
+    let big = message.to_vec().unwrap();
+    assert!(big.len() > crate::mdns::MAX_DATAGRAM);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &big);
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "too big: dropped");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
+}
+
+#[test]
+fn an_imported_lease_is_the_links_to_end() {
+    let (mut node, t0) = (node(&["_http._tcp"]), Instant::now());
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    let id = import_id("http", "10.0.0.9:80".parse().unwrap(), 0);
+    for _ in 0..10 {
+        assert!(text(&mut node, t0, "10.0.0.66:1", &format!("deregister {id}")).starts_with("NOT FOUND"));
+        assert!(text(&mut node, t0, "10.0.0.66:1", &format!("heartbeat {id}")).starts_with("NOT FOUND"));
+    }
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n", "still held");
+    assert!(!node.registry.is_tombstoned(id));
+}
+
+#[test]
+fn register_with_id_refuses_tombstones_and_renews_the_same_sources_lease() {
+    use crate::meta::Metadata;
+    use crate::registry::{Applied, RemoveReason};
+    let (mut node, t0) = (node(&[]), Instant::now());
+    let endpoint: SocketAddr = "10.0.0.9:80".parse().unwrap();
+    let (gen0, gen1) = (import_id("http", endpoint, 0), import_id("http", endpoint, 1));
+    let registry = &mut node.registry;
+    // A tombstoned id is refused, not inserted for peers to bounce.
+    registry.apply_remote_removal(t0, gen0, RemoveReason::Goodbye);
+    assert_eq!(
+        registry.register_with_id(t0, gen0, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Tombstoned
+    );
+    assert_eq!(
+        registry.register_with_id(t0, gen1, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Inserted
+    );
+    // Another generation of the same source's instance renews that lease: still one.
+    let gen2 = import_id("http", endpoint, 2);
+    let t1 = t0 + Duration::from_secs(1);
+    assert_eq!(
+        registry.register_with_id(t1, gen2, "http", endpoint, ann(), Some(Metadata::default())),
+        Applied::Merged
+    );
+    assert_eq!(text(&mut node, t1, "127.0.0.1:1", "query http"), "10.0.0.9:80\n");
+    let held = node.registry.lease_id("http", endpoint, ann());
+    assert_eq!(held, Some(gen1.min(gen2)), "one lease, under the lesser id (rule 3)");
+    for id in [gen1, gen2] {
+        let again = node.registry.register_with_id(t1, id, "http", endpoint, ann(), Some(Metadata::default()));
+        assert!(matches!(again, Applied::Refreshed | Applied::Merged), "{again:?}");
+        assert_eq!(node.registry.lease_id("http", endpoint, ann()), held);
+    }
+}
+
+fn node_with_policy(policy: crate::service::policy::Policy) -> Node {
+    let mut n = 0u128;
+    let config =
+        NodeConfig { mdns: Some(MdnsConfig::new(vec!["_http._tcp".into()], 7)), policy, ..NodeConfig::default() };
+    Node::new(config, move || {
+        n += 1;
+        Uuid::from_u128(n)
+    })
+}
+
+#[test]
+fn imports_follow_the_registration_policy_and_refuse_meaningless_endpoints() {
+    use crate::service::policy::{ForeignIp, Policy};
+    let t0 = Instant::now();
+    // --foreign-ip deny: an announcer may import only its own address.
+    let mut node = node_with_policy(Policy { foreign_ip: ForeignIp::Deny, ..Policy::default() });
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Far", "far.local.", "203.0.113.5", 80, 120));
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "a foreign address");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Far", "far.local.", "203.0.113.5", 80, 120));
+    assert_eq!(node.mdns.refused(), 1, "counted once while the browser holds it");
+    mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.9", 80, 120));
+    assert_eq!(text(&mut node, t0, "127.0.0.1:1", "query http"), "10.0.0.9:80\n", "its own address");
+    // --allow-register: only announcers of those networks.
+    let allowed = crate::service::policy::parse_networks("10.0.0.0/29").unwrap();
+    let mut node = node_with_policy(Policy { allow_register: allowed, ..Policy::default() });
+    node.handle_start(t0);
+    mdns_in(&mut node, t0, "10.0.0.99:5353", &announcement("Kitchen", "kitchen.local.", "10.0.0.99", 80, 120));
+    assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "not allowed to register");
+    // Whatever the policy: no loopback, unspecified, multicast or link-local endpoint.
+    let mut node = node_with_policy(Policy::default());
+    node.handle_start(t0);
+    for (label, ip) in [("L", "127.0.0.1"), ("U", "0.0.0.0"), ("M", "224.0.0.9"), ("K", "169.254.3.4")] {
+        let host = format!("{label}.local.");
+        mdns_in(&mut node, t0, "10.0.0.9:5353", &announcement(label, &host, ip, 80, 120));
+        assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "{ip} refused");
+    }
+    assert_eq!(node.mdns.refused(), 4);
+}

@@ -171,9 +171,11 @@ impl Registry {
     /// that imports them derives alike, so that their leases are one lease. Declares no check;
     /// `meta` (the instance's TXT record) replaces the lease's metadata, as a local register's does;
     /// `None` says nothing of it (a renewal: the lease keeps its pairs, a new one has none).
-    /// The caller avoids tombstoned ids ([`Registry::is_tombstoned`]): peers would refuse them.
-    /// Returns [`Applied::Inserted`], [`Applied::Refreshed`], [`Applied::Conflict`] (the id
-    /// names another instance) or [`Applied::Refused`].
+    /// A tombstoned id ([`Registry::is_tombstoned`]) is refused ([`Applied::Tombstoned`]): peers
+    /// would refuse it. When `source` holds a lease on the instance under another id already,
+    /// that lease is renewed and takes `id` as an alias ([`Applied::Merged`]) rather than a second
+    /// lease being made. Otherwise returns [`Applied::Inserted`], [`Applied::Refreshed`],
+    /// [`Applied::Conflict`] (the id names another instance) or [`Applied::Refused`].
     pub fn register_with_id(
         &mut self,
         now: Instant,
@@ -198,6 +200,19 @@ impl Registry {
             self.renew(index, now + self.config.ttl, false);
             self.meta_changed = false;
             return Applied::Refreshed;
+        }
+        // Removed on purpose: peers would refuse it (and bounce it back as a removal).
+        if self.tombstones.contains(id) {
+            return Applied::Tombstoned;
+        }
+        // The same source's lease under another id (a restarted broker picking generation 0
+        // while its peers hold generation 1): renewed and merged into one, as peers do (rule 3).
+        if let Some(index) = self.find_lease(service, endpoint, source) {
+            self.merge(index, id);
+            self.meta_changed = meta.is_some_and(|meta| self.set_meta(index, meta));
+            self.renew(index, now + self.config.ttl, false);
+            self.meta_changed = false;
+            return Applied::Merged;
         }
         let ip = source.ip();
         if let Err(rejection) = self

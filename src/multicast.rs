@@ -65,14 +65,23 @@ pub fn parse_group(text: &str) -> Result<SocketAddrV4, String> {
 /// A non-blocking socket that hears the group, and only the group, on the configured
 /// interface, for a mio loop. It cannot send (its address is the group's); see [`sender`].
 pub fn receiver(config: &MulticastConfig) -> io::Result<mio::net::UdpSocket> {
+    let socket = group_member(config.group.into(), *config.group.ip(), config.interface)?;
+    socket.set_nonblocking(true)?;
+    Ok(mio::net::UdpSocket::from_std(socket.into()))
+}
+
+/// A socket bound to `bind` (shared with other listeners of the group: address and port
+/// reused) that has joined `group` on `interface`, and hears only the groups it joined
+/// (`IP_MULTICAST_ALL` off). The group receivers of makler's own group and of mDNS
+/// ([`crate::mdns::socket`]) both start from it.
+pub fn group_member(bind: SocketAddr, group: Ipv4Addr, interface: Ipv4Addr) -> io::Result<Socket> {
     let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    socket.bind(&SocketAddr::from(config.group).into())?;
-    socket.join_multicast_v4(config.group.ip(), &config.interface)?;
+    socket.bind(&bind.into())?;
+    socket.join_multicast_v4(&group, &interface)?;
     socket.set_multicast_all_v4(false)?;
-    socket.set_nonblocking(true)?;
-    Ok(mio::net::UdpSocket::from_std(socket.into()))
+    Ok(socket)
 }
 
 /// A non-blocking sender to the group through the configured interface, for a mio loop (a

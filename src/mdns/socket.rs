@@ -12,8 +12,6 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
-use socket2::{Domain, Protocol, Socket, Type};
-
 use super::PORT;
 
 /// The group of [`super::GROUP_V4`].
@@ -51,12 +49,8 @@ pub fn link_network(_interface: Ipv4Addr) -> Option<ipnet::Ipv4Net> {
 /// The non-blocking mDNS socket for the interface whose IPv4 address is `interface`, for a mio
 /// loop (see the [module documentation](self)).
 pub fn bind(interface: Ipv4Addr) -> io::Result<mio::net::UdpSocket> {
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.bind(&SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT)).into())?;
-    socket.join_multicast_v4(&GROUP, &interface)?;
-    socket.set_multicast_all_v4(false)?;
+    let any = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, PORT));
+    let socket = crate::multicast::group_member(any, GROUP, interface)?;
     socket.set_multicast_if_v4(&interface)?;
     socket.set_multicast_loop_v4(true)?;
     socket.set_multicast_ttl_v4(MULTICAST_TTL)?;

@@ -46,6 +46,7 @@ pub fn init_logging_at(program: &'static str, filter: &str) {
     if let Some(logger) = LOGGER.get() {
         if log::set_logger(logger).is_ok() {
             log::set_max_level(logger.current.load().filter());
+            log::debug!("logging with the filter {filter:?}");
         }
     }
 }
@@ -71,7 +72,8 @@ pub fn set_log_level(filter: &str) -> Result<(), String> {
 }
 
 /// Checks a log filter as `--log-level` takes it: env_logger's syntax (`debug`,
-/// `makler=debug`, `warn,makler::broker=trace`), nothing dropped silently.
+/// `makler=debug`, `warn,makler::broker=trace`), nothing dropped silently, and a target always
+/// with its level.
 ///
 /// ```
 /// assert!(makler::cli::parse_log_filter("warn,makler::broker=debug").is_ok());
@@ -82,9 +84,17 @@ pub fn parse_log_filter(filter: &str) -> Result<String, String> {
     if filter.is_empty() {
         return Err("empty; expected a level (error, warn, info, debug, trace) or a filter such as makler=debug".into());
     }
-    env_filter::Builder::new().try_parse(filter).map_err(|e| {
-        format!("{filter:?}: {e}; expected a level (error, warn, info, debug, trace) or a filter such as makler=debug")
-    })?;
+    let hint = "expected a level (error, warn, info, debug, trace) or a filter such as makler=debug";
+    env_filter::Builder::new().try_parse(filter).map_err(|e| format!("{filter:?}: {e}; {hint}"))?;
+    // env_logger reads a bare word as a target to log at every level, so that a mistyped level
+    // (`verbose`) would silently log nothing: a target takes its level after `=` here.
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    let directives = filter.split(',').map(str::trim).filter(|d| !d.is_empty());
+    if let Some(word) =
+        directives.filter(|d| !d.contains('=')).find(|d| !levels.contains(&d.to_ascii_lowercase().as_str()))
+    {
+        return Err(format!("{word:?} is not a level; {hint} (a target takes its level after =)"));
+    }
     Ok(filter.to_owned())
 }
 
@@ -534,6 +544,58 @@ mod tests {
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(text.ends_with('\n'), "{text:?}");
         text.lines().map(str::to_owned).collect()
+    }
+
+    /// What the switchable logger of the test below wrote.
+    static SWITCHED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct ToSwitched;
+
+    impl Write for ToSwitched {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            SWITCHED.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_filter_changes_at_run_time() {
+        let logger = super::Switchable::new("makler-test", "info", || env_logger::Target::Pipe(Box::new(ToSwitched)));
+        let log = |level, message: &str| {
+            log::Log::log(
+                &logger,
+                &log::Record::builder().level(level).target("makler::broker").args(format_args!("{message}")).build(),
+            );
+        };
+        log(log::Level::Debug, "hidden");
+        log(log::Level::Info, "shown");
+        logger.switch("warn,makler::broker=debug");
+        assert_eq!(log::max_level(), log::LevelFilter::Debug, "the global cut-off follows");
+        log(log::Level::Debug, "now shown");
+        logger.switch("error");
+        log(log::Level::Warn, "hidden again");
+        let text = String::from_utf8(SWITCHED.lock().unwrap().clone()).unwrap();
+        let messages: Vec<&str> = text.lines().map(|line| line.split_once(": ").unwrap().1).collect();
+        assert_eq!(messages, ["shown", "now shown"]);
+        assert!(super::set_log_level("loud").unwrap_err().contains("\"loud\""), "a bad filter is refused");
+    }
+
+    #[test]
+    fn log_level_overrides_rust_log_and_quiet() {
+        assert_eq!(super::log_filter(true, Some("debug")), "debug");
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(super::log_filter(true, None), "warn");
+            assert_eq!(super::log_filter(false, None), "info");
+        }
+        for good in ["trace", "makler=debug", "warn,makler::broker=trace", "OFF"] {
+            assert_eq!(super::parse_log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "loud", "makler=loud", "a=b=c"] {
+            assert!(super::parse_log_filter(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

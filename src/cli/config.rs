@@ -81,8 +81,11 @@ pub fn parse<A: Parser>() -> A {
 
 /// Parses `argv` (the program's name first, as [`std::env::args_os`] gives it) and re-reads
 /// the `--config` file it names, with the same rules as [`parse`]: what a reload calls to
-/// learn the new settings. An error (or a `--help` in `argv`) is returned as the message
-/// [`parse`] would print, never an exit, so that a bad file leaves the running settings alone.
+/// learn the new settings (keep `std::env::args_os().collect::<Vec<_>>()` from the start, and
+/// pass it again). An error (or a `--help` in `argv`) is returned as the message [`parse`]
+/// would print, without the program's name, never an exit, so that a bad file leaves the
+/// running settings alone. The new log filter is then
+/// `cli::log_filter(args.quiet, args.config.log_level.as_deref())`, for [`super::set_log_level`].
 pub fn reparse<A: Parser>(argv: &[OsString]) -> Result<A, String> {
     resolve::<A>(argv, read_file).map_err(|failure| match failure {
         Failure::Clap(e) => e.render().to_string().trim_start_matches("error: ").trim_end().to_owned(),

@@ -147,13 +147,8 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
         stats: &mut ShellStats,
     ) {
         if let [(face, to, _)] = self.replies[..] {
-            // One reply (a short queue's): no list of messages to build.
-            match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
-                Some(Io::Udp { socket, .. }) => {
-                    batch_io::send(socket, &[(&self.bytes[..], to)], |_, e| core.handle_send_error(face, to, e))
-                }
-                _ => stats.unknown_face += 1,
-            }
+            // One reply: no list of messages to build.
+            send_now(ios, udp_faces, core, stats, face, to, self.bytes);
             self.bytes.clear();
             self.replies.clear();
             return;
@@ -182,6 +177,24 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
         }
         self.bytes.clear();
         self.replies.clear();
+    }
+}
+
+/// Sends one reply from `face`'s socket at once.
+fn send_now<F: Copy + Eq, C: Core<Face = F>>(
+    ios: &Slab<Io<F>>,
+    udp_faces: &[(F, usize)],
+    core: &mut C,
+    stats: &mut ShellStats,
+    face: F,
+    to: SocketAddr,
+    reply: &[u8],
+) {
+    match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
+        Some(Io::Udp { socket, .. }) => {
+            batch_io::send(socket, &[(reply, to)], |_, e| core.handle_send_error(face, to, e))
+        }
+        _ => stats.unknown_face += 1,
     }
 }
 
@@ -404,6 +417,20 @@ impl<C: Core> Shell<C> {
                         let Some((datagram, from)) = self.datagrams.get(i) else { continue };
                         self.reply.clear();
                         if let Some(out) = self.core.handle_datagram(now, face, from, datagram, &mut self.reply) {
+                            if !deep && batch.replies.is_empty() {
+                                // A short queue's reply, with none waiting before it: sent at
+                                // once, from where it was written.
+                                send_now(
+                                    &self.ios,
+                                    &self.udp_faces,
+                                    &mut self.core,
+                                    &mut self.stats,
+                                    out,
+                                    from,
+                                    &self.reply,
+                                );
+                                continue;
+                            }
                             batch.push(out, from, &self.reply);
                             if !deep || batch.replies.len() >= SEND_BATCH {
                                 batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);

@@ -10,7 +10,7 @@
 //! that collide, which would turn every lookup into a walk over all of them. What changes is
 //! only how it is called: one pass over the name's bytes ([`sip13`]) instead of std's streaming
 //! `Hasher`, which buffers each write and hashes a `str` as its bytes and a separator, about 200
-//! instructions for a short name against about 80 here. Faster hashes were not taken: foldhash
+//! instructions for a short name against about 110 here. Faster hashes were not taken: foldhash
 //! says itself that it is not for programs whose random state could be learnt by studying their
 //! behaviour over a long time (a broker runs for months and answers anyone), and ahash's
 //! fallback without AES is the same kind of folded multiply.

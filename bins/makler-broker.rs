@@ -17,7 +17,9 @@ use makler::shutdown::Shutdown;
 /// Speaks a text protocol (try `echo 'query echo' | socat -t0.2 - UDP:127.0.0.1:7000`) and a
 /// binary one; protocol.md describes both. The first line on stdout is `listening udp=IP:PORT`
 /// with the address really bound; logs go to stderr (RUST_LOG filters them, e.g.
-/// `RUST_LOG=makler=debug`). SIGINT or SIGTERM stops it.
+/// `RUST_LOG=makler=debug`). SIGINT or SIGTERM stops it; SIGHUP (`systemctl reload`) reloads the
+/// settings that can change at run time (peers, bridges, policies, quotas, rate limits, watch
+/// caps, checks) from the command line and its files, keeping the table (OPERATIONS.md).
 ///
 /// It also listens on a multicast group (on the loopback interface unless --multicast-if names
 /// another): servers announce themselves there, clients ask there where the brokers are, and
@@ -192,18 +194,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
-        return ExitCode::from(makler::cli::exit::USAGE);
-    }
-    let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
-        Ok(require_key) => require_key,
+    let config = match broker_config(args) {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("makler-broker: {e}");
             return ExitCode::from(makler::cli::exit::USAGE);
         }
     };
-    let config = broker::Config {
+    match run(config, passed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The broker's settings from its flags: at start, and again on every reload (SIGHUP), so
+/// that a reload reads them exactly as a start does.
+fn broker_config(args: Args) -> Result<broker::Config, String> {
+    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("--name-chars may not hold white space or control characters ({bad:?})"));
+    }
+    let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref())?;
+    Ok(broker::Config {
         listen: args.listen,
         registry: registry::Config {
             ttl: args.ttl,
@@ -248,14 +262,7 @@ fn main() -> ExitCode {
         },
         mdns: args.mdns,
         mdns_import: args.mdns_import.map(|types| types.0).unwrap_or_default(),
-    };
-    match run(config, passed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("makler-broker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// A number of seconds, or 0 for "off".
@@ -271,9 +278,10 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     if passed.is_some() {
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
     }
-    let broker = Broker::bind_with(config.clone(), passed)?;
+    let mut broker = Broker::bind_with(config.clone(), passed)?;
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
-    // as any other does.
+    // as any other does, and a SIGHUP reloads it rather than ending it.
+    reload_on_sighup(config.clone(), broker.commands())?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -321,6 +329,51 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     broker.run(&shutdown)?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Reloads on every SIGHUP (see [`reload`]), from a small thread that waits for the signal.
+fn reload_on_sighup(
+    started: broker::Config,
+    commands: makler::shell::Commands<makler::node::Command>,
+) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new().name("reload".into()).spawn(move || {
+        for _ in signals.forever() {
+            reload(&started, &commands);
+        }
+    })?;
+    Ok(())
+}
+
+/// SIGHUP: reads the command line (and the files it names) again, as a start would, and hands
+/// the running broker what may change at run time; says which settings differ that cannot
+/// (compared with `started`: those never change). Bad settings change nothing.
+fn reload(started: &broker::Config, commands: &makler::shell::Commands<makler::node::Command>) {
+    log::info!("SIGHUP: reloading");
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let new = reparse(&argv).and_then(broker_config);
+    let new = match new {
+        Ok(new) => new,
+        Err(e) => {
+            log::error!("reload refused: {e}; the old settings stay");
+            return;
+        }
+    };
+    for line in started.fixed_differences(&new) {
+        log::warn!("reload: {line}");
+    }
+    if let Err(e) = commands.send(makler::node::Command::Reload(Box::new(new.reloadable()))) {
+        log::warn!("reload: {e}");
+    }
+}
+
+/// The flags again, for a reload; a bad one is the first line of clap's message.
+fn reparse(argv: &[std::ffi::OsString]) -> Result<Args, String> {
+    Args::try_parse_from(argv).map_err(|e| {
+        let text = e.to_string();
+        let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("bad arguments");
+        first.trim_start_matches("error: ").to_owned()
+    })
 }
 
 /// `--cluster`: a name that reads the same in every log line.

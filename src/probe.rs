@@ -108,6 +108,11 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// Probes started from now on may take `timeout` (a reload); running ones keep theirs.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.config.timeout = timeout;
+    }
+
     /// A prober with nothing to do.
     pub fn new(config: ProberConfig) -> Self {
         Prober {

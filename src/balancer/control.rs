@@ -281,6 +281,7 @@ impl service::Context for Control {
 
 impl Core for Control {
     type Face = Face;
+    type Command = std::convert::Infallible;
 
     fn handle_datagram(
         &mut self,

@@ -121,6 +121,7 @@ impl ControlLoop {
 
 impl Core for ControlLoop {
     type Face = Face;
+    type Command = std::convert::Infallible;
 
     fn handle_datagram(
         &mut self,

@@ -152,6 +152,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --config, --check-config, --log-level.
+    #[command(flatten)]
+    config: makler::cli::ConfigArgs,
+
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
 
@@ -178,8 +182,16 @@ struct Args {
 fn main() -> ExitCode {
     // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
     let activated = makler::activation::Activated::from_env();
-    let args = Args::parse();
-    makler::cli::init_logging("makler-broker", args.quiet);
+    let args: Args = makler::cli::parse();
+    makler::cli::init_logging_at(
+        "makler-broker",
+        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
+    );
+    let problems = problems(&args);
+    if args.config.check_config {
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems(&args)).collect();
+        return makler::cli::config::report_check("makler-broker", &problems);
+    }
     // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
     let passed = match activated.and_then(|mut activated| {
         let socket = activated.take_udp("listen", &["listen"], true)?;
@@ -194,6 +206,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(problem) = problems.first() {
+        eprintln!("makler-broker: {problem}");
+        return ExitCode::from(makler::cli::exit::USAGE);
+    }
     let config = match broker_config(args) {
         Ok(config) => config,
         Err(e) => {
@@ -210,13 +226,14 @@ fn main() -> ExitCode {
     }
 }
 
-/// The broker's settings from its flags: at start, and again on every reload (SIGHUP), so
-/// that a reload reads them exactly as a start does.
+/// The broker's settings from its flags (and config file): at start, and again on every
+/// reload (SIGHUP), so that a reload reads them exactly as a start does.
 fn broker_config(args: Args) -> Result<broker::Config, String> {
-    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!("--name-chars may not hold white space or control characters ({bad:?})"));
+    if let Some(problem) = problems(&args).into_iter().next() {
+        return Err(problem);
     }
-    let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref())?;
+    // Checked among the problems above.
+    let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref()).unwrap_or_default();
     Ok(broker::Config {
         listen: args.listen,
         registry: registry::Config {
@@ -263,6 +280,32 @@ fn broker_config(args: Args) -> Result<broker::Config, String> {
         mdns: args.mdns,
         mdns_import: args.mdns_import.map(|types| types.0).unwrap_or_default(),
     })
+}
+
+/// What is wrong with the settings beyond what each flag's parser checks, before any socket is
+/// bound: what `--check-config` reports, and what stops a start.
+fn problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(format!("--name-chars may not hold white space or control characters ({bad:?})"));
+    }
+    if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket.
+fn bind_problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(interface) = args.mdns {
+        if makler::mdns::socket::link_network(interface).is_none() {
+            problems.push(format!(
+                "cannot use mDNS on {interface}: no interface has that address (its netmask is unknown)"
+            ));
+        }
+    }
+    problems
 }
 
 /// A number of seconds, or 0 for "off".
@@ -338,21 +381,34 @@ fn reload_on_sighup(
 ) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new().name("reload".into()).spawn(move || {
+        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        // What the start chose, from the same command line.
+        let mut level = makler::cli::config::reparse::<Args>(&argv)
+            .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
+            .unwrap_or_default();
         for _ in signals.forever() {
-            reload(&started, &commands);
+            reload(&argv, &started, &mut level, &commands);
         }
     })?;
     Ok(())
 }
 
-/// SIGHUP: reads the command line (and the files it names) again, as a start would, and hands
+/// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands
 /// the running broker what may change at run time; says which settings differ that cannot
-/// (compared with `started`: those never change). Bad settings change nothing.
-fn reload(started: &broker::Config, commands: &makler::shell::Commands<makler::node::Command>) {
+/// (compared with `started`: those never change). A bad file or value changes nothing.
+fn reload(
+    argv: &[std::ffi::OsString],
+    started: &broker::Config,
+    level: &mut String,
+    commands: &makler::shell::Commands<makler::node::Command>,
+) {
     log::info!("SIGHUP: reloading");
-    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let new = reparse(&argv).and_then(broker_config);
-    let new = match new {
+    let new = makler::cli::config::reparse::<Args>(argv).and_then(|args| {
+        let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+        makler::cli::parse_log_filter(&filter)?;
+        Ok((filter, broker_config(args)?))
+    });
+    let (filter, new) = match new {
         Ok(new) => new,
         Err(e) => {
             log::error!("reload refused: {e}; the old settings stay");
@@ -362,18 +418,19 @@ fn reload(started: &broker::Config, commands: &makler::shell::Commands<makler::n
     for line in started.fixed_differences(&new) {
         log::warn!("reload: {line}");
     }
-    if let Err(e) = commands.send(makler::node::Command::Reload(Box::new(new.reloadable()))) {
+    let mut applied = Vec::new();
+    if filter != *level {
+        if let Err(e) = makler::cli::set_log_level(&filter) {
+            log::warn!("reload: --log-level {filter}: {e}");
+        } else {
+            applied.push(makler::node::Change { setting: "--log-level", was: level.clone(), now: filter.clone() });
+            *level = filter;
+        }
+    }
+    let settings = Box::new(new.reloadable());
+    if let Err(e) = commands.send(makler::node::Command::Reload { settings, applied }) {
         log::warn!("reload: {e}");
     }
-}
-
-/// The flags again, for a reload; a bad one is the first line of clap's message.
-fn reparse(argv: &[std::ffi::OsString]) -> Result<Args, String> {
-    Args::try_parse_from(argv).map_err(|e| {
-        let text = e.to_string();
-        let first = text.lines().find(|line| !line.trim().is_empty()).unwrap_or("bad arguments");
-        first.trim_start_matches("error: ").to_owned()
-    })
 }
 
 /// `--cluster`: a name that reads the same in every log line.

@@ -71,7 +71,12 @@ impl Reloadable {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Take these settings (SIGHUP): each change is logged, then `reloaded: N changes`.
-    Reload(Box<Reloadable>),
+    Reload {
+        /// The new settings.
+        settings: Box<Reloadable>,
+        /// Changes the program made itself (the log level): logged first, and counted.
+        applied: Vec<Change>,
+    },
 }
 
 /// One setting a reload changed, as logged: `reload: --peers A → A,B`.
@@ -186,8 +191,10 @@ impl Node {
     /// A command from another thread: a reload, logged one line per change.
     pub(super) fn command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Reload(new) => {
-                let changes = self.reconfigure(*new, now);
+            Command::Reload { settings, mut applied } => {
+                let mut changes = self.reconfigure(*settings, now);
+                applied.append(&mut changes);
+                let changes = applied;
                 for change in &changes {
                     log::info!("reload: {change}");
                 }

@@ -374,23 +374,18 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     Ok(())
 }
 
-/// Reloads on every SIGHUP (see [`reload`]), from a small thread that waits for the signal.
+/// Reloads on every SIGHUP (see [`reload`]).
 fn reload_on_sighup(
     started: broker::Config,
     commands: makler::shell::Commands<makler::node::Command>,
 ) -> std::io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new().name("reload".into()).spawn(move || {
-        let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-        // What the start chose, from the same command line.
-        let mut level = makler::cli::config::reparse::<Args>(&argv)
-            .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
-            .unwrap_or_default();
-        for _ in signals.forever() {
-            reload(&argv, &started, &mut level, &commands);
-        }
-    })?;
-    Ok(())
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // What the start chose, from the same command line.
+    let level = makler::cli::config::reparse::<Args>(&argv)
+        .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
+        .unwrap_or_default();
+    let mut level = makler::reload::LogLevel::new(level);
+    makler::reload::on_sighup(move || reload(&argv, &started, &mut level, &commands))
 }
 
 /// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands
@@ -399,37 +394,33 @@ fn reload_on_sighup(
 fn reload(
     argv: &[std::ffi::OsString],
     started: &broker::Config,
-    level: &mut String,
+    level: &mut makler::reload::LogLevel,
     commands: &makler::shell::Commands<makler::node::Command>,
 ) {
-    log::info!("SIGHUP: reloading");
     let new = makler::cli::config::reparse::<Args>(argv).and_then(|args| {
         let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
-        makler::cli::parse_log_filter(&filter)?;
-        Ok((filter, broker_config(args)?))
+        let level_change = level.change_to(&filter)?;
+        Ok((filter, level_change, broker_config(args)?))
     });
-    let (filter, new) = match new {
+    let (filter, level_change, new) = match new {
         Ok(new) => new,
-        Err(e) => {
-            log::error!("reload refused: {e}; the old settings stay");
-            return;
-        }
+        Err(e) => return makler::reload::log_refused(&e),
     };
     for line in started.fixed_differences(&new) {
         log::warn!("reload: {line}");
     }
-    let mut applied = Vec::new();
-    if filter != *level {
-        if let Err(e) = makler::cli::set_log_level(&filter) {
-            log::warn!("reload: --log-level {filter}: {e}");
-        } else {
-            applied.push(makler::node::Change { setting: "--log-level", was: level.clone(), now: filter.clone() });
-            *level = filter;
-        }
-    }
+    let (reply, changes) = crossbeam_channel::bounded(1);
     let settings = Box::new(new.reloadable());
-    if let Err(e) = commands.send(makler::node::Command::Reload { settings, applied }) {
-        log::warn!("reload: {e}");
+    if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
+        return log::warn!("reload: {e}");
+    }
+    let Ok(mut changes) = changes.recv_timeout(std::time::Duration::from_secs(10)) else {
+        return log::warn!("reload: the broker did not take the settings within 10 s");
+    };
+    changes.extend(level_change);
+    makler::reload::log_changes(&changes);
+    if let Err(e) = level.switch(filter) {
+        log::warn!("reload: --log-level: {e}");
     }
 }
 

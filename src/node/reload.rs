@@ -17,6 +17,8 @@
 //! peer removed goes down and is sent nothing more.
 
 use std::fmt;
+
+pub use crate::reload::Change;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -68,32 +70,16 @@ impl Reloadable {
 }
 
 /// What another thread asks of a running node (through the shell's command channel).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Command {
-    /// Take these settings (SIGHUP): each change is logged, then `reloaded: N changes`.
+    /// Take these settings (SIGHUP).
     Reload {
         /// The new settings.
         settings: Box<Reloadable>,
-        /// Changes the program made itself (the log level): logged first, and counted.
-        applied: Vec<Change>,
+        /// Where the changes go, for the program to log with its own (see
+        /// [`crate::reload::log_changes`]); `None`: the node logs them itself.
+        reply: Option<crossbeam_channel::Sender<Vec<Change>>>,
     },
-}
-
-/// One setting a reload changed, as logged: `reload: --peers A → A,B`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    /// The flag that names it.
-    pub setting: &'static str,
-    /// Its value before.
-    pub was: String,
-    /// Its value now.
-    pub now: String,
-}
-
-impl fmt::Display for Change {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {} → {}", self.setting, self.was, self.now)
-    }
 }
 
 /// A list as the flags take it: comma-separated, `none` when empty.
@@ -188,17 +174,17 @@ impl Node {
         changes
     }
 
-    /// A command from another thread: a reload, logged one line per change.
+    /// A command from another thread: a reload, whose changes go back to the sender (or to
+    /// the log).
     pub(super) fn command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Reload { settings, mut applied } => {
-                let mut changes = self.reconfigure(*settings, now);
-                applied.append(&mut changes);
-                let changes = applied;
-                for change in &changes {
-                    log::info!("reload: {change}");
+            Command::Reload { settings, reply } => {
+                let changes = self.reconfigure(*settings, now);
+                match reply {
+                    // A sender that gave up waiting has logged that already.
+                    Some(reply) => drop(reply.send(changes)),
+                    None => crate::reload::log_changes(&changes),
                 }
-                log::info!("reloaded: {} change{}", changes.len(), if changes.len() == 1 { "" } else { "s" });
             }
         }
     }

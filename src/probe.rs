@@ -383,6 +383,22 @@ impl Schedule {
         }
     }
 
+    /// Probes every `interval` from now on, with new `rise` and `fall` (a reload): each target
+    /// keeps its check, its state and its counts, and is next probed at its own phase of the
+    /// new interval.
+    pub fn retime(&mut self, now: Instant, interval: Duration, rise: u32, fall: u32) {
+        (self.interval, self.rise, self.fall) = (interval, rise.max(1), fall.max(1));
+        let addrs: Vec<SocketAddr> = self.targets.keys().copied().collect();
+        for addr in addrs {
+            let next_at = now + self.phase(addr);
+            if let Some(target) = self.targets.get_mut(&addr) {
+                self.timers.remove(target.next_at, addr);
+                target.next_at = next_at;
+                self.timers.insert(next_at, addr);
+            }
+        }
+    }
+
     /// Whether a target is down now.
     pub fn is_down(&self, addr: SocketAddr) -> bool {
         self.targets.get(&addr).is_some_and(|t| t.down)

@@ -205,3 +205,79 @@ fn every_unit_reloads_with_sighup() {
         assert!(text.lines().any(|l| l == "ExecReload=/bin/kill -HUP $MAINPID"), "{unit} has no ExecReload");
     }
 }
+
+/// One `GET /` on a kept-alive connection: the body (which names the backend).
+fn get_on(stream: &mut std::net::TcpStream) -> String {
+    use std::io::{Read, Write};
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0; 4096];
+    loop {
+        let n = stream.read(&mut buf).expect("an answer on the kept connection");
+        assert!(n > 0, "the connection closed: {:?}", String::from_utf8_lossy(&response));
+        response.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                .expect("a Content-Length");
+            if body.len() >= length {
+                return body.to_owned();
+            }
+        }
+    }
+}
+
+#[test]
+fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections() {
+    let file = TempFile::new("balancer.toml");
+    file.write("policy = \"round-robin\"\nrise = 2\nfall = 3\n");
+    let args = [
+        "--config",
+        file.path(),
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--service",
+        "web",
+        "--no-register",
+    ];
+    let mut balancer = Logged::start(env!("CARGO_BIN_EXE_makler-balancer"), &args);
+    let (tcp, control) = (balancer.process.addr("tcp"), balancer.process.addr("udp"));
+    let _servers: Vec<Process> = (0..2).map(|_| crate::common::server("http", control, &[])).collect();
+    let udp = Udp::new(control);
+    wait_until(Duration::from_secs(5), "both backends are registered", || {
+        (udp.text("stats").lines().filter(|l| l.starts_with("backend ")).count() == 2).then_some(())
+    });
+    // A connection open across the reload, held on one backend.
+    let mut held = std::net::TcpStream::connect(tcp).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let busy = get_on(&mut held);
+
+    file.write("policy = \"least-conn\"\nrise = 1\nfall = 2\nallow-register = [\"127.0.0.1/32\"]\nthreads = 7\n");
+    balancer.reload("reloaded: 4 changes");
+    let log = balancer.log();
+    for line in [
+        "reload: --policy round-robin → least-conn",
+        "reload: --rise 2 → 1",
+        "reload: --fall 3 → 2",
+        "reload: --allow-register none → 127.0.0.1/32",
+        "reload: --threads cannot change at run time: kept 2 (restart to apply)",
+    ] {
+        assert!(log.contains(line), "{line:?} in\n{log}");
+    }
+    // The connection still works; new ones go to the backend that holds none (least-conn).
+    assert_eq!(get_on(&mut held), busy, "the held connection keeps its backend");
+    for _ in 0..4 {
+        let body = crate::common::http_get(tcp).unwrap();
+        assert_ne!(body, busy, "least-conn picks the backend with no connection in flight");
+    }
+    assert!(other_network(control).text("register web 4000").starts_with("ERROR not allowed"));
+    assert_eq!(udp.text("stats").lines().filter(|l| l.starts_with("backend ")).count(), 2, "no backend lost");
+
+    file.write("policy = \"fastest\"\n");
+    balancer.reload("reload refused:");
+    assert_eq!(get_on(&mut held), busy, "still open after a refused reload");
+}

@@ -81,8 +81,11 @@ pub fn parse<A: Parser>() -> A {
 
 /// Parses `argv` (the program's name first, as [`std::env::args_os`] gives it) and re-reads
 /// the `--config` file it names, with the same rules as [`parse`]: what a reload calls to
-/// learn the new settings. An error (or a `--help` in `argv`) is returned as the message
-/// [`parse`] would print, never an exit, so that a bad file leaves the running settings alone.
+/// learn the new settings (keep `std::env::args_os().collect::<Vec<_>>()` from the start, and
+/// pass it again). An error (or a `--help` in `argv`) is returned as the message [`parse`]
+/// would print, without the program's name, never an exit, so that a bad file leaves the
+/// running settings alone. The new log filter is then
+/// `cli::log_filter(args.quiet, args.config.log_level.as_deref())`, for [`super::set_log_level`].
 pub fn reparse<A: Parser>(argv: &[OsString]) -> Result<A, String> {
     resolve::<A>(argv, read_file).map_err(|failure| match failure {
         Failure::Clap(e) => e.render().to_string().trim_start_matches("error: ").trim_end().to_owned(),
@@ -132,9 +135,10 @@ fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result
     if tokens.is_empty() {
         tokens.push(cmd.get_name().into());
     }
+    let overridden = overridden(&cmd, &given.ids);
     let mut from_file = BTreeMap::new();
     for entry in entries {
-        if given.ids.contains(&entry.id) {
+        if overridden.contains(&entry.id) {
             continue;
         }
         tokens.extend(entry.tokens.iter().map(OsString::from));
@@ -143,6 +147,23 @@ fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result
     tokens.extend(argv.iter().skip(1).cloned());
     let mut matches = cmd.clone().try_get_matches_from(tokens).map_err(|e| blame(e, &from_file, &shown))?;
     A::from_arg_matches_mut(&mut matches).map_err(|e| blame(e.with_cmd(&cmd), &from_file, &shown))
+}
+
+/// The args whose values in the file the command line overrides: those it gives, and those
+/// that conflict with one it gives, either way (a file's `broker` and a command line's
+/// `--no-register`), so that the command line wins rather than clashes with the file.
+fn overridden(cmd: &Command, given: &HashSet<String>) -> HashSet<String> {
+    let mut overridden = given.clone();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let conflicts: Vec<&str> = cmd.get_arg_conflicts_with(arg).iter().map(|a| a.get_id().as_str()).collect();
+        if given.contains(id) {
+            overridden.extend(conflicts.into_iter().map(str::to_owned));
+        } else if conflicts.iter().any(|c| given.contains(*c)) {
+            overridden.insert(id.to_owned());
+        }
+    }
+    overridden
 }
 
 /// clap's error, or, when it is about a flag whose value came from the file, a message that
@@ -337,6 +358,8 @@ mod tests {
         ttl: std::time::Duration,
         #[arg(long)]
         peers: Option<AddrList>,
+        #[arg(long, conflicts_with = "peers")]
+        no_peers: bool,
         #[arg(long, value_parser = crate::service::policy::parse_networks)]
         allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
         #[arg(long = "meta")]
@@ -411,6 +434,16 @@ log-level = "makler=debug"
             .unwrap();
         assert_eq!(args.listen, "127.0.0.1:5".parse().unwrap());
         assert!(args.quiet);
+    }
+
+    #[test]
+    fn the_command_line_overrides_what_conflicts_with_it_in_the_file() {
+        let args = with(FILE, &["--no-peers"]).unwrap();
+        assert!(args.no_peers && args.peers.is_none(), "the file's peers dropped");
+        let args = with("no-peers = true\n", &["--peers", "127.0.0.1:1"]).unwrap();
+        assert!(!args.no_peers && args.peers.is_some(), "the file's no-peers dropped");
+        let refused = with("no-peers = true\npeers = [\"127.0.0.1:1\"]\n", &[]).unwrap_err();
+        assert!(refused.contains("cannot be used with"), "a file at odds with itself is refused: {refused}");
     }
 
     #[test]

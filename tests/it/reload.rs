@@ -229,6 +229,16 @@ fn get_on(stream: &mut std::net::TcpStream) -> String {
     }
 }
 
+/// Connections in flight over every backend, from the balancer's `stats`.
+fn active(control: &Udp) -> u64 {
+    let stats = Udp::new(control.peer).text("stats");
+    let counts = stats
+        .lines()
+        .filter(|l| l.starts_with("backend "))
+        .filter_map(|l| l.split(' ').find_map(|w| w.strip_prefix("active=")).and_then(|n| n.parse::<u64>().ok()));
+    counts.sum()
+}
+
 #[test]
 fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections() {
     let file = TempFile::new("balancer.toml");
@@ -273,6 +283,8 @@ fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections(
     for _ in 0..4 {
         let body = crate::common::http_get(tcp).unwrap();
         assert_ne!(body, busy, "least-conn picks the backend with no connection in flight");
+        // The balancer counts a connection in flight until it has seen both ends close.
+        wait_until(Duration::from_secs(5), "one connection is in flight", || (active(&udp) == 1).then_some(()));
     }
     assert!(other_network(control).text("register web 4000").starts_with("ERROR not allowed"));
     assert_eq!(udp.text("stats").lines().filter(|l| l.starts_with("backend ")).count(), 2, "no backend lost");

@@ -22,7 +22,8 @@ use crate::limit::RateLimit;
 use crate::reload::Change;
 use crate::service::policy::ForeignIp;
 
-/// The settings a running balancer takes anew (see the [module documentation](self)).
+/// The settings a running balancer takes anew on SIGHUP; the rest are fixed for its life
+/// (OPERATIONS.md, "Reloading settings").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reloadable {
     /// `--allow-register`, `--foreign-ip`.

@@ -42,6 +42,7 @@ pub mod policy;
 pub mod pool;
 mod registration;
 mod relay;
+mod reload;
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,9 +54,10 @@ use std::time::Duration;
 use mio::Token;
 use mio::net::TcpListener;
 
-pub use control::reload::{Reloadable, Reloader};
+pub use control::reload::Reloadable;
 pub use policy::Policy;
 pub use pool::{Backend, Lease, Pool};
+pub use reload::Reloader;
 
 use crate::activation::Activated;
 

@@ -226,3 +226,34 @@ fn a_peer_added_at_run_time_converges_seeds_1_to_4() {
         a_peer_added_at_run_time_converges(seed);
     }
 }
+
+/// Health checks turned on by a reload probe the instances already registered, and a new
+/// interval is taken at once.
+#[test]
+fn health_checks_follow_a_new_interval() {
+    let mut node = node();
+    let start = Instant::now();
+    node.handle_start(start);
+    let at = |seconds: u64| start + Duration::from_secs(seconds);
+    assert_eq!(text(&mut node, start, "127.0.0.1:1", "register echo 4000 check=tcp").len(), 37);
+    // Runs the timers at `now`; every probe started is answered: how many.
+    let probes = |node: &mut Node, now: Instant| {
+        node.handle_timeout(now);
+        let started: Vec<_> = std::iter::from_fn(|| node.poll_probe()).collect();
+        for command in &started {
+            if let crate::core::ProbeCmd::Start { id, .. } = command {
+                node.handle_probe(now, *id, crate::core::ProbeOutcome::Connected);
+            }
+        }
+        started.len()
+    };
+    assert_eq!(probes(&mut node, at(1)), 0, "no checks yet");
+    let mut new = node.reloadable();
+    new.probe_interval = Some(Duration::from_secs(1));
+    assert_eq!(shown(&node.reconfigure(new.clone(), at(1))), ["--probe-interval off → 1s"]);
+    assert_eq!(probes(&mut node, at(2)), 1, "probed within one new interval");
+    new.probe_interval = Some(Duration::from_secs(3));
+    node.reconfigure(new, at(2));
+    text(&mut node, at(3), "127.0.0.1:1", "register echo 4000 check=tcp");
+    assert_eq!(probes(&mut node, at(5)), 1, "probed within the new interval");
+}

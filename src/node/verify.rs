@@ -182,9 +182,9 @@ impl Verifier {
     }
 
     /// A new health-check interval and probe timeout (a reload). Probes running keep their
-    /// deadline; later ones get the new timeout. A new interval starts the schedule again:
-    /// every owned instance that declares a check is probed within one new interval (at its
-    /// own phase), and failures counted so far are forgotten.
+    /// deadline; later ones get the new timeout. With a new interval every owned instance that
+    /// declares a check is probed within one new interval (at its own phase), keeping the
+    /// failures counted so far; checks turned on start a schedule, turned off end it.
     pub fn set_timing(
         &mut self,
         now: Instant,
@@ -198,6 +198,10 @@ impl Verifier {
             return;
         }
         self.config.probe_interval = probe_interval;
+        if let (Some(schedule), Some(interval)) = (&mut self.schedule, probe_interval) {
+            schedule.retime(now, interval, 1, self.config.fall);
+            return;
+        }
         self.schedule = probe_interval.map(|interval| Schedule::new(interval, self.config.fall));
         let endpoints: Vec<SocketAddr> = self.services.keys().copied().collect();
         for endpoint in endpoints {

@@ -10,10 +10,11 @@
 //! kept (see [`crate::broker::Config::fixed_differences`]).
 //!
 //! What is already there when a setting narrows is kept, as Consul and HAProxy do: new
-//! settings apply to requests from then on. A lease registered from a network no longer allowed,
-//! or beyond a lowered quota, stays until it lapses (renewing it by registering again is a
-//! registration, and is refused); a watch beyond a lowered cap stays until it is renewed no
-//! more. A peer added is said hello to at once and replicated with as a restarted one is; a
+//! settings apply to requests from then on. A lease registered from a network no longer allowed
+//! stays while its heartbeats renew it (a heartbeat names a lease by its id; it is no new
+//! registration), and goes when it lapses or is deregistered; registering it again is a
+//! registration, and is refused. Leases beyond a lowered quota stay and renew (quotas count new
+//! instances only). A watch beyond a lowered cap stays until it is renewed no more. A peer added is said hello to at once and replicated with as a restarted one is; a
 //! peer removed goes down and is sent nothing more.
 
 use std::fmt;

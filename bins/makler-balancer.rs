@@ -21,7 +21,9 @@ use makler::shutdown::Shutdown;
 ///
 /// The first line on stdout is `listening tcp=IP:PORT udp=IP:PORT`. SIGINT or SIGTERM stops it
 /// gracefully: it deregisters, stops accepting and lets the connections in flight finish (up to
-/// --drain-timeout).
+/// --drain-timeout). SIGHUP (`systemctl reload`) reloads what can change at run time from the
+/// command line and its --config file (who may register, rate limits, quotas, health checks,
+/// --policy, timeouts, log level) without dropping a connection or a backend (OPERATIONS.md).
 ///
 /// Socket activation: sockets passed by systemd (LISTEN_FDS, LISTEN_PID; LISTEN_FDNAMES names
 /// them) replace --listen (TCP, or named `listen`), --control (UDP, or named `control`) and
@@ -162,10 +164,33 @@ fn main() -> ExitCode {
         eprintln!("makler-balancer: {problem}");
         return ExitCode::from(makler::cli::exit::USAGE);
     }
+    let config = match balancer_config(args, default_cap) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("makler-balancer: {e}");
+            return ExitCode::from(makler::cli::exit::USAGE);
+        }
+    };
+    match run(config, &mut activated) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("makler-balancer: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The balancer's settings from its flags (and config file): at start, and again on every
+/// reload (SIGHUP), so that a reload reads them exactly as a start does. `default_cap` gives
+/// the connection cap when `--max-connections` is not given (from the open-file limit).
+fn balancer_config(args: Args, default_cap: impl FnOnce(bool) -> usize) -> Result<balancer::Config, String> {
+    if let Some(problem) = problems(&args).into_iter().next() {
+        return Err(problem);
+    }
     // Both checked among the problems above.
     let health_interval = health_interval(args.health_interval).unwrap_or_default();
     let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref()).unwrap_or_default();
-    let config = balancer::Config {
+    Ok(balancer::Config {
         listen: args.listen,
         control: args.control,
         brokers: match (&args.broker, args.no_register, args.multicast.config()) {
@@ -207,14 +232,7 @@ fn main() -> ExitCode {
         metrics: args.metrics,
         drain_timeout: args.drain_timeout,
         send_proxy: args.send_proxy,
-    };
-    match run(config, &mut activated) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("makler-balancer: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// What is wrong with the settings beyond what each flag's parser checks, before any socket is
@@ -270,6 +288,7 @@ const FEW_CONNECTIONS: usize = 1000;
 
 fn run(config: balancer::Config, activated: &mut makler::activation::Activated) -> std::io::Result<()> {
     let passed = !activated.is_empty();
+    let started = config.clone();
     let balancer = Balancer::bind_with(config, activated)?;
     if passed {
         log::info!("took the sockets the service manager passed (their addresses replace --listen and --control)");
@@ -278,7 +297,8 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
         log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics)");
     }
     // Before the listening line: a SIGTERM sent as soon as it is read stops the balancer as
-    // any other SIGTERM does, rather than kill it unlogged.
+    // any other SIGTERM does, rather than kill it unlogged, and a SIGHUP reloads it.
+    reload_on_sighup(started, balancer.reloader())?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -292,4 +312,47 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     balancer.run(&shutdown)?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Reloads on every SIGHUP (see [`reload`]).
+fn reload_on_sighup(started: balancer::Config, reloader: balancer::Reloader) -> std::io::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // What the start chose, from the same command line.
+    let level = makler::cli::config::reparse::<Args>(&argv)
+        .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
+        .unwrap_or_default();
+    let mut level = makler::reload::LogLevel::new(level);
+    makler::reload::on_sighup(move || reload(&argv, &started, &mut level, &reloader))
+}
+
+/// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands
+/// the running balancer what may change at run time; says which settings differ that cannot
+/// (compared with `started`: those never change). A bad file or value changes nothing.
+fn reload(
+    argv: &[std::ffi::OsString],
+    started: &balancer::Config,
+    level: &mut makler::reload::LogLevel,
+    reloader: &balancer::Reloader,
+) {
+    let new = makler::cli::config::reparse::<Args>(argv).and_then(|args| {
+        let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+        let level_change = level.change_to(&filter)?;
+        Ok((filter, level_change, balancer_config(args, |_| started.max_connections)?))
+    });
+    let (filter, level_change, new) = match new {
+        Ok(new) => new,
+        Err(e) => return makler::reload::log_refused(&e),
+    };
+    for line in started.fixed_differences(&new) {
+        log::warn!("reload: {line}");
+    }
+    let mut changes = match reloader.reload(new.reloadable(), Duration::from_secs(10)) {
+        Ok(changes) => changes,
+        Err(e) => return log::warn!("reload: {e}"),
+    };
+    changes.extend(level_change);
+    makler::reload::log_changes(&changes);
+    if let Err(e) = level.switch(filter) {
+        log::warn!("reload: --log-level: {e}");
+    }
 }

@@ -17,7 +17,9 @@ use makler::shutdown::Shutdown;
 /// Speaks a text protocol (try `echo 'query echo' | socat -t0.2 - UDP:127.0.0.1:7000`) and a
 /// binary one; protocol.md describes both. The first line on stdout is `listening udp=IP:PORT`
 /// with the address really bound; logs go to stderr (RUST_LOG filters them, e.g.
-/// `RUST_LOG=makler=debug`). SIGINT or SIGTERM stops it.
+/// `RUST_LOG=makler=debug`). SIGINT or SIGTERM stops it; SIGHUP (`systemctl reload`) reloads the
+/// settings that can change at run time (peers, bridges, policies, quotas, rate limits, watch
+/// caps, checks) from the command line and its files, keeping the table (OPERATIONS.md).
 ///
 /// It also listens on a multicast group (on the loopback interface unless --multicast-if names
 /// another): servers announce themselves there, clients ask there where the brokers are, and
@@ -208,9 +210,31 @@ fn main() -> ExitCode {
         eprintln!("makler-broker: {problem}");
         return ExitCode::from(makler::cli::exit::USAGE);
     }
+    let config = match broker_config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            return ExitCode::from(makler::cli::exit::USAGE);
+        }
+    };
+    match run(config, passed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("makler-broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The broker's settings from its flags (and config file): at start, and again on every
+/// reload (SIGHUP), so that a reload reads them exactly as a start does.
+fn broker_config(args: Args) -> Result<broker::Config, String> {
+    if let Some(problem) = problems(&args).into_iter().next() {
+        return Err(problem);
+    }
     // Checked among the problems above.
     let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref()).unwrap_or_default();
-    let config = broker::Config {
+    Ok(broker::Config {
         listen: args.listen,
         registry: registry::Config {
             ttl: args.ttl,
@@ -255,14 +279,7 @@ fn main() -> ExitCode {
         },
         mdns: args.mdns,
         mdns_import: args.mdns_import.map(|types| types.0).unwrap_or_default(),
-    };
-    match run(config, passed) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("makler-broker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// What is wrong with the settings beyond what each flag's parser checks, before any socket is
@@ -304,9 +321,10 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     if passed.is_some() {
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
     }
-    let broker = Broker::bind_with(config.clone(), passed)?;
+    let mut broker = Broker::bind_with(config.clone(), passed)?;
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
-    // as any other does.
+    // as any other does, and a SIGHUP reloads it rather than ending it.
+    reload_on_sighup(config.clone(), broker.commands())?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -354,6 +372,56 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     broker.run(&shutdown)?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Reloads on every SIGHUP (see [`reload`]).
+fn reload_on_sighup(
+    started: broker::Config,
+    commands: makler::shell::Commands<makler::node::Command>,
+) -> std::io::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // What the start chose, from the same command line.
+    let level = makler::cli::config::reparse::<Args>(&argv)
+        .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
+        .unwrap_or_default();
+    let mut level = makler::reload::LogLevel::new(level);
+    makler::reload::on_sighup(move || reload(&argv, &started, &mut level, &commands))
+}
+
+/// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands
+/// the running broker what may change at run time; says which settings differ that cannot
+/// (compared with `started`: those never change). A bad file or value changes nothing.
+fn reload(
+    argv: &[std::ffi::OsString],
+    started: &broker::Config,
+    level: &mut makler::reload::LogLevel,
+    commands: &makler::shell::Commands<makler::node::Command>,
+) {
+    let new = makler::cli::config::reparse::<Args>(argv).and_then(|args| {
+        let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+        let level_change = level.change_to(&filter)?;
+        Ok((filter, level_change, broker_config(args)?))
+    });
+    let (filter, level_change, new) = match new {
+        Ok(new) => new,
+        Err(e) => return makler::reload::log_refused(&e),
+    };
+    for line in started.fixed_differences(&new) {
+        log::warn!("reload: {line}");
+    }
+    let (reply, changes) = crossbeam_channel::bounded(1);
+    let settings = Box::new(new.reloadable());
+    if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
+        return log::warn!("reload: {e}");
+    }
+    let Ok(mut changes) = changes.recv_timeout(std::time::Duration::from_secs(10)) else {
+        return log::warn!("reload: the broker did not take the settings within 10 s");
+    };
+    changes.extend(level_change);
+    makler::reload::log_changes(&changes);
+    if let Err(e) = level.switch(filter) {
+        log::warn!("reload: --log-level: {e}");
+    }
 }
 
 /// `--cluster`: a name that reads the same in every log line.

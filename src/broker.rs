@@ -29,7 +29,7 @@ pub use crate::service::DEFAULT_MAX_DATAGRAM;
 
 use crate::core::StreamLimits;
 use crate::multicast::MulticastConfig;
-use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, MdnsConfig, Node, NodeConfig};
+use crate::node::{DNS_TCP_LIMITS, Face, GroupConfig, MdnsConfig, Node, NodeConfig, Reloadable};
 use crate::registry;
 use crate::shell::Shell;
 use crate::shutdown::Shutdown;
@@ -79,6 +79,70 @@ pub struct Config {
     pub mdns: Option<std::net::Ipv4Addr>,
     /// The DNS-SD service types to import from that link (`--mdns-import`), as `_http._tcp`.
     pub mdns_import: Vec<String>,
+}
+
+impl Config {
+    /// The part of these settings a running broker takes anew on a reload (see
+    /// [`crate::node::reload`]).
+    pub fn reloadable(&self) -> Reloadable {
+        Reloadable {
+            peers: self.replica.peers.clone(),
+            bridges: self.bridges.bridges.clone(),
+            policy: self.policy.clone(),
+            max_per_source: self.registry.limits.max_per_source,
+            max_per_network: self.registry.limits.max_per_network,
+            rate_limit: self.rate_limit.clone(),
+            watches: self.watches,
+            probe_interval: self.verify.probe_interval,
+            probe_timeout: self.verify.probe_timeout,
+            log_changes: self.log_changes,
+        }
+    }
+
+    /// The settings fixed for the process's life that `new` gives otherwise: one line each,
+    /// to log on a reload (`--listen cannot change at run time: kept 127.0.0.1:7000 (restart to
+    /// apply)`). The running broker keeps its own.
+    pub fn fixed_differences(&self, new: &Config) -> Vec<String> {
+        fn differs<T: PartialEq>(lines: &mut Vec<String>, flag: &str, was: &T, is: &T, show: impl Fn(&T) -> String) {
+            if was != is {
+                lines.push(format!("{flag} cannot change at run time: kept {} (restart to apply)", show(was)));
+            }
+        }
+        let addr = |a: &Option<SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+        let (old_limits, new_limits) = (&self.registry.limits, &new.registry.limits);
+        let mut lines = Vec::new();
+        differs(&mut lines, "--listen", &self.listen, &new.listen, ToString::to_string);
+        differs(&mut lines, "--ttl", &self.registry.ttl, &new.registry.ttl, |d| format!("{}s", d.as_secs_f64()));
+        differs(
+            &mut lines,
+            "--max-instances",
+            &old_limits.max_instances,
+            &new_limits.max_instances,
+            ToString::to_string,
+        );
+        differs(&mut lines, "--max-name-len", &old_limits.max_name_len, &new_limits.max_name_len, ToString::to_string);
+        differs(&mut lines, "--name-chars", &old_limits.name_punctuation, &new_limits.name_punctuation, Clone::clone);
+        differs(&mut lines, "--max-datagram", &self.max_datagram, &new.max_datagram, ToString::to_string);
+        differs(&mut lines, "--cluster", &self.cluster, &new.cluster, Clone::clone);
+        differs(&mut lines, "--dns", &self.dns_listen, &new.dns_listen, addr);
+        differs(&mut lines, "--dns-domain", &self.dns.domain, &new.dns.domain, Clone::clone);
+        differs(&mut lines, "--dns-ttl", &self.dns.ttl, &new.dns.ttl, ToString::to_string);
+        differs(&mut lines, "--metrics", &self.metrics, &new.metrics, addr);
+        // The group's key is --key-file's.
+        let [old_group, new_group] =
+            [&self.multicast, &new.multicast].map(|m| m.map(|m| (m.group, m.interface, m.ttl)));
+        let group = |m: &Option<_>| m.map_or_else(|| "none".to_owned(), |(g, i, t)| format!("{g} on {i}, ttl {t}"));
+        differs(&mut lines, "--multicast", &old_group, &new_group, group);
+        let interface = |m: &Option<std::net::Ipv4Addr>| m.map_or_else(|| "none".to_owned(), |m| m.to_string());
+        differs(&mut lines, "--mdns", &self.mdns, &new.mdns, interface);
+        differs(&mut lines, "--mdns-import", &self.mdns_import, &new.mdns_import, |t| t.join(","));
+        // Keys are never shown.
+        differs(&mut lines, "--key-file", &self.key, &new.key, |k| {
+            if k.is_some() { "the key" } else { "no key" }.into()
+        });
+        differs(&mut lines, "--require-key", &self.require_key, &new.require_key, |r| format!("{r:?}").to_lowercase());
+        lines
+    }
 }
 
 /// What a metrics listener allows: a request head within [`HTTP_HEAD_TIMEOUT`] of connecting,
@@ -253,6 +317,12 @@ impl Broker {
     /// The address the socket is really bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle to hand the running broker commands from another thread: a reload
+    /// ([`crate::node::Command::Reload`], on SIGHUP), taken at once.
+    pub fn commands(&mut self) -> crate::shell::Commands<crate::node::Command> {
+        self.shell.commands()
     }
 
     /// Answers datagrams (and DNS) until `shutdown` is requested.

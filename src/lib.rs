@@ -82,6 +82,8 @@
 //! - [`proxy_protocol`]: HAProxy's PROXY protocol header (v1 and v2), written by the balancer
 //!   toward backends and read by `makler-server --accept-proxy`; pure functions over bytes.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
+//! - [`reload`]: what SIGHUP reloads share: the thread that waits for the signal, the change
+//!   lines logged, the log level switched (the broker's part is [`node::reload`]).
 //! - `oracles` (only with the `fuzzing` feature, which `fuzz/` and this package's own tests
 //!   turn on; not part of the API): the invariants on arbitrary input that the fuzz targets and
 //!   the property tests check.
@@ -125,6 +127,7 @@ pub mod protocol;
 pub mod proxy_protocol;
 pub(crate) mod random;
 pub mod registry;
+pub mod reload;
 pub mod service;
 pub mod shell;
 pub mod shutdown;

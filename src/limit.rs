@@ -214,6 +214,23 @@ impl ResponseLimiter {
         }
     }
 
+    /// The settings.
+    pub fn config(&self) -> &RateLimit {
+        &self.config
+    }
+
+    /// New settings (a reload): the buckets start again (full) at a new rate, and the
+    /// counters are kept.
+    pub fn set_config(&mut self, config: RateLimit) {
+        if config.rate != self.config.rate {
+            let stats = self.stats;
+            *self = ResponseLimiter::new(config);
+            self.stats = stats;
+        } else {
+            self.config = config;
+        }
+    }
+
     /// Whether limiting is on.
     pub fn is_on(&self) -> bool {
         self.config.rate > 0

@@ -108,6 +108,11 @@ pub struct Prober {
 }
 
 impl Prober {
+    /// Probes started from now on may take `timeout` (a reload); running ones keep theirs.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.config.timeout = timeout;
+    }
+
     /// A prober with nothing to do.
     pub fn new(config: ProberConfig) -> Self {
         Prober {
@@ -374,6 +379,22 @@ impl Schedule {
         if let Some(target) = self.targets.get_mut(&addr) {
             if target.down != down {
                 (target.down, target.failures, target.successes) = (down, 0, 0);
+            }
+        }
+    }
+
+    /// Probes every `interval` from now on, with new `rise` and `fall` (a reload): each target
+    /// keeps its check, its state and its counts, and is next probed at its own phase of the
+    /// new interval.
+    pub fn retime(&mut self, now: Instant, interval: Duration, rise: u32, fall: u32) {
+        (self.interval, self.rise, self.fall) = (interval, rise.max(1), fall.max(1));
+        let addrs: Vec<SocketAddr> = self.targets.keys().copied().collect();
+        for addr in addrs {
+            let next_at = now + self.phase(addr);
+            if let Some(target) = self.targets.get_mut(&addr) {
+                self.timers.remove(target.next_at, addr);
+                target.next_at = next_at;
+                self.timers.insert(next_at, addr);
             }
         }
     }

@@ -314,6 +314,13 @@ impl Registry {
         &self.config
     }
 
+    /// New quotas per source and per network (a reload): they apply to registrations from now
+    /// on; the leases held are kept, even beyond a lowered quota, until they lapse.
+    pub fn set_quotas(&mut self, max_per_source: usize, max_per_network: usize) {
+        self.config.limits.max_per_source = max_per_source;
+        self.config.limits.max_per_network = max_per_network;
+    }
+
     /// How many live instances (distinct endpoints per service) the table holds, as of the
     /// last call that took `now`.
     pub fn len(&self) -> usize {

@@ -27,7 +27,8 @@ mod session;
 /// With --accept-proxy, every connection opens with a PROXY protocol header (behind
 /// `makler-balancer --send-proxy` or HAProxy), and the services see the client it names.
 ///
-/// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops.
+/// The first line on stdout is `listening tcp=IP:PORT`. SIGINT or SIGTERM deregisters and stops;
+/// SIGHUP reloads the log level (--log-level, --quiet) from the command line and --config file.
 /// While no broker answers, or a broker has no room (`ERROR full`), the server serves and tries
 /// again with backoff (up to 10 s and 30 s between tries).
 ///
@@ -180,7 +181,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind(config).map_err(|e| format!("cannot listen on tcp {}: {e}", args.listen))?;
     let addr = server.local_addr();
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the server
-    // as any other does.
+    // as any other does, and a SIGHUP reloads it rather than ending it.
+    reload_on_sighup()?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -331,4 +333,42 @@ fn parse_meta_pair(text: &str) -> Result<String, String> {
     }
     makler::protocol::check::check_meta(&[(key, value)]).map_err(|e| e.to_string())?;
     Ok(text.to_owned())
+}
+
+/// On SIGHUP, reads the command line and the `--config` file again and takes the log level
+/// (`--log-level`, `--quiet`): the one thing a server changes at run time. Any other setting
+/// that differs is named as kept (the service, its address and its registration are the
+/// server's identity: a restart re-registers cleanly).
+fn reload_on_sighup() -> std::io::Result<()> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (level, fixed) = makler::cli::config::reparse::<Args>(&argv).map(split).map_err(std::io::Error::other)?;
+    let mut level = makler::reload::LogLevel::new(level);
+    makler::reload::on_sighup(move || {
+        let (filter, now) = match makler::cli::config::reparse::<Args>(&argv).map(split) {
+            Ok(new) => new,
+            Err(e) => return makler::reload::log_refused(&e),
+        };
+        if now != fixed {
+            log::warn!(
+                "reload: makler-server takes only --log-level and --quiet at run time: its other settings are kept \
+                 (restart to apply)"
+            );
+        }
+        let change = match level.change_to(&filter) {
+            Ok(change) => change,
+            Err(e) => return makler::reload::log_refused(&e),
+        };
+        makler::reload::log_changes(&change.into_iter().collect::<Vec<_>>());
+        if let Err(e) = level.switch(filter) {
+            log::warn!("reload: --log-level: {e}");
+        }
+    })
+}
+
+/// The log filter `args` choose, and the rest of them (to tell whether anything else changed).
+fn split(mut args: Args) -> (String, String) {
+    let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+    args.quiet = false;
+    args.config.log_level = None;
+    (filter, format!("{args:?}"))
 }

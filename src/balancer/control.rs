@@ -7,6 +7,8 @@
 //! register and announce (`super::registration`). The core starts no thread and opens no
 //! socket.
 
+pub(crate) mod reload;
+
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -69,6 +71,9 @@ pub(crate) struct Control {
     log: bool,
     /// With a key: sealed requests are opened, and their replies sealed.
     keyed: Option<Keyed>,
+    /// The settings a reload may change, as they are, and the forwarding threads' timeouts
+    /// (see [`reload`]); `None` until set (a core of a test or the fuzzer).
+    reloadable: Option<(reload::Reloadable, Arc<super::forward::Timeouts>)>,
 }
 
 /// The control port's key: as a broker's for its clients (see `crate::node` and
@@ -114,6 +119,7 @@ impl Control {
             last_publish: None,
             log,
             keyed: None,
+            reloadable: None,
         }
     }
 
@@ -281,6 +287,17 @@ impl service::Context for Control {
 
 impl Core for Control {
     type Face = Face;
+    type Command = reload::Command;
+
+    fn handle_command(&mut self, now: Instant, command: reload::Command) {
+        match command {
+            reload::Command::Reload { settings, reply } => {
+                let changes = self.reconfigure(*settings, now);
+                // A sender that gave up waiting has said so already.
+                let _ = reply.send(changes);
+            }
+        }
+    }
 
     fn handle_datagram(
         &mut self,

@@ -13,6 +13,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -40,11 +41,52 @@ const LISTENER: Token = Token(usize::MAX - 1);
 /// refused or timed-out connect (HAProxy's `retries 3` with `option redispatch`).
 pub(crate) const MAX_TRIES: usize = 4;
 
-/// Timeouts of a forwarding thread.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Timeouts {
-    pub connect: Duration,
-    pub idle: Duration,
+/// The timeouts of the forwarding threads (`--connect-timeout`, `--idle-timeout`,
+/// `--drain-timeout`): shared with the control port, which changes them on a reload; each
+/// thread reads them when it sweeps (and the drain time when it starts draining), so a change
+/// applies to the connections already open too.
+#[derive(Debug)]
+pub struct Timeouts {
+    connect_us: AtomicU64,
+    idle_us: AtomicU64,
+    drain_us: AtomicU64,
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl Timeouts {
+    /// These timeouts.
+    pub fn new(connect: Duration, idle: Duration, drain: Duration) -> Self {
+        Timeouts {
+            connect_us: AtomicU64::new(micros(connect)),
+            idle_us: AtomicU64::new(micros(idle)),
+            drain_us: AtomicU64::new(micros(drain)),
+        }
+    }
+
+    /// How long a backend connect may take before the next backend is tried.
+    pub fn connect(&self) -> Duration {
+        Duration::from_micros(self.connect_us.load(Relaxed))
+    }
+
+    /// How long a connection may be idle.
+    pub fn idle(&self) -> Duration {
+        Duration::from_micros(self.idle_us.load(Relaxed))
+    }
+
+    /// How long connections in flight may take to finish on shutdown.
+    pub fn drain(&self) -> Duration {
+        Duration::from_micros(self.drain_us.load(Relaxed))
+    }
+
+    /// New timeouts (a reload).
+    pub fn set(&self, connect: Duration, idle: Duration, drain: Duration) {
+        self.connect_us.store(micros(connect), Relaxed);
+        self.idle_us.store(micros(idle), Relaxed);
+        self.drain_us.store(micros(drain), Relaxed);
+    }
 }
 
 /// Who brings a backend marked down back.
@@ -72,13 +114,12 @@ struct Proxy {
 }
 
 /// Timeouts and limits of a forwarding thread.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Limits {
-    pub timeouts: Timeouts,
+    /// The timeouts, the drain time among them (shared: a reload changes them).
+    pub timeouts: Arc<Timeouts>,
     /// Client connections open at once over all threads; beyond, new ones are closed at once.
     pub max_connections: u64,
-    /// On shutdown, how long connections in flight may take to finish.
-    pub drain: Duration,
     /// Who brings a backend marked down back.
     pub revival: Revival,
     /// Write a PROXY protocol header of this version to each backend before the client's bytes.
@@ -218,7 +259,7 @@ impl Forwarder {
                     self.accept(usize::MAX);
                 }
                 self.listener = None;
-                drain_until = Some(Instant::now() + self.limits.drain);
+                drain_until = Some(Instant::now() + self.limits.timeouts.drain());
             }
             if let Some(until) = drain_until {
                 if self.proxies.is_empty() || Instant::now() >= until {
@@ -512,22 +553,19 @@ impl Forwarder {
     fn sweep(&mut self, now: Instant) {
         let mut expired = Vec::new();
         let mut slow = Vec::new();
+        let (connect, idle) = (self.limits.timeouts.connect(), self.limits.timeouts.idle());
         for (index, p) in self.proxies.iter() {
             match p.connecting {
-                Some(since) if now.duration_since(since) >= self.limits.timeouts.connect => slow.push(index),
+                Some(since) if now.duration_since(since) >= connect => slow.push(index),
                 Some(_) => {}
-                None if now.duration_since(p.last_active) >= self.limits.timeouts.idle => expired.push(index),
+                None if now.duration_since(p.last_active) >= idle => expired.push(index),
                 None => {}
             }
         }
         for index in slow {
             if let Some((_, backend)) = self.proxies.get(index).and_then(|p| p.backend.as_ref()) {
                 if backend.mark_failed() {
-                    log::warn!(
-                        "backend {} marked down: no connect within {:?}",
-                        backend.addr,
-                        self.limits.timeouts.connect
-                    );
+                    log::warn!("backend {} marked down: no connect within {:?}", backend.addr, connect);
                 }
             }
             if let Step::Close = self.connect_next(index) {

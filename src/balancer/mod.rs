@@ -42,6 +42,7 @@ pub mod policy;
 pub mod pool;
 mod registration;
 mod relay;
+mod reload;
 
 use std::io;
 use std::net::SocketAddr;
@@ -53,8 +54,10 @@ use std::time::Duration;
 use mio::Token;
 use mio::net::TcpListener;
 
+pub use control::reload::Reloadable;
 pub use policy::Policy;
 pub use pool::{Backend, Lease, Pool};
+pub use reload::Reloader;
 
 use crate::activation::Activated;
 
@@ -266,6 +269,7 @@ pub struct Balancer {
     inherited: bool,
     pool: Arc<Pool>,
     counters: Arc<Counters>,
+    reloader: Reloader,
 }
 
 impl std::fmt::Debug for Balancer {
@@ -329,6 +333,7 @@ impl Balancer {
             inherited,
             pool: Arc::new(Pool::with_policy(balance)),
             counters: Arc::new(Counters::with_threads(threads)),
+            reloader: Reloader::default(),
         })
     }
 
@@ -347,6 +352,11 @@ impl Balancer {
         self.metrics_addr
     }
 
+    /// A handle to reload the balancer once it runs (SIGHUP; see [`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
     /// The backends.
     pub fn pool(&self) -> Arc<Pool> {
         Arc::clone(&self.pool)
@@ -356,8 +366,12 @@ impl Balancer {
     /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
     /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, inherited, .. } = self;
-        let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
+        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, inherited, reloader, .. } =
+            self;
+        let timeouts =
+            Arc::new(forward::Timeouts::new(config.connect_timeout, config.idle_timeout, config.drain_timeout));
+        let shared = Shared { listen_addr, pool: &pool, counters: &counters, timeouts: &timeouts, reloader: &reloader };
+        let control = spawn_control(control, metrics, &config, shared, shutdown)?;
         if inherited {
             wait_for_backend(&pool, config.registry.ttl, shutdown);
             if shutdown.is_requested() {
@@ -368,9 +382,8 @@ impl Balancer {
             }
         }
         let limits = forward::Limits {
-            timeouts: forward::Timeouts { connect: config.connect_timeout, idle: config.idle_timeout },
+            timeouts: Arc::clone(&timeouts),
             max_connections: config.max_connections as u64,
-            drain: config.drain_timeout,
             revival: match config.health_interval {
                 Some(_) => forward::Revival::HealthChecks,
                 None => forward::Revival::Connect,
@@ -380,7 +393,8 @@ impl Balancer {
         };
         let mut threads: Vec<JoinHandle<usize>> = Vec::new();
         for (n, listener) in listeners.into_iter().enumerate() {
-            let forwarder = forward::Forwarder::new(n, listener, Arc::clone(&pool), Arc::clone(&counters), limits)?;
+            let (pool, counters, limits) = (Arc::clone(&pool), Arc::clone(&counters), limits.clone());
+            let forwarder = forward::Forwarder::new(n, listener, pool, counters, limits)?;
             shutdown.watch(forwarder.waker()?)?;
             let stop = shutdown.clone();
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || {
@@ -394,10 +408,7 @@ impl Balancer {
         let _ = shutdown.stopped().recv();
         let open = counters.active.load(Relaxed);
         if open > 0 {
-            log::info!(
-                "draining: waiting up to {} s for {open} connections to finish",
-                config.drain_timeout.as_secs_f64()
-            );
+            log::info!("draining: waiting up to {} s for {open} connections to finish", timeouts.drain().as_secs_f64());
         }
         let mut result = Ok(());
         // The forwarders close what the drain time left open themselves, so the count of open
@@ -467,17 +478,27 @@ fn wait_for_backend(pool: &Pool, limit: Duration, shutdown: &Shutdown) {
     }
 }
 
+/// What the control thread shares with the rest of the balancer.
+struct Shared<'a> {
+    listen_addr: SocketAddr,
+    pool: &'a Arc<Pool>,
+    counters: &'a Arc<Counters>,
+    /// The forwarding threads' timeouts, which a reload changes.
+    timeouts: &'a Arc<forward::Timeouts>,
+    /// Made live here, with the control loop's command channel.
+    reloader: &'a Reloader,
+}
+
 /// Runs the control port on its own thread: changes to its table update the pool, and the
 /// first backend makes the balancer register at the broker, the last one gone deregister.
 fn spawn_control(
     socket: mio::net::UdpSocket,
     metrics: Option<TcpListener>,
     config: &Config,
-    listen_addr: SocketAddr,
-    pool: &Arc<Pool>,
-    counters: &Arc<Counters>,
+    shared: Shared<'_>,
     shutdown: &Shutdown,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
+    let Shared { listen_addr, pool, counters, timeouts, reloader } = shared;
     let registrar = if config.brokers.is_empty() {
         None
     } else {
@@ -511,10 +532,12 @@ fn spawn_control(
         config.log,
     );
     core.set_policy(config.policy.clone());
+    core.set_reloadable(config.reloadable(), Arc::clone(timeouts));
     if let Some(key) = config.key {
         core.set_key(key, config.require_key, crate::node::WallClock::now());
     }
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
+    *reloader.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shell.commands());
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {
         shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
@@ -157,7 +157,9 @@ pub struct Pool {
     /// What only changes of the pool use, behind a lock only they (and [`get`](Self::get)) take.
     members: Mutex<Members>,
     next: AtomicUsize,
-    policy: Policy,
+    /// The [`Policy`] (its index in [`Policy::NAMES`]): an atomic, so that a reload changes it
+    /// under the forwarding threads' picks, each of which reads it once.
+    policy: AtomicU8,
 }
 
 #[derive(Debug, Default)]
@@ -354,7 +356,29 @@ impl Pool {
 
     /// An empty pool that picks by `policy`.
     pub fn with_policy(policy: Policy) -> Self {
-        Pool { policy, ..Self::default() }
+        let pool = Self::default();
+        pool.set_policy(policy);
+        pool
+    }
+
+    /// How backends are chosen.
+    pub fn policy(&self) -> Policy {
+        match self.policy.load(Relaxed) {
+            1 => Policy::LeastConn,
+            2 => Policy::RandomTwo,
+            _ => Policy::RoundRobin,
+        }
+    }
+
+    /// Picks from now on follow `policy` (a reload); the backends and their counts in flight
+    /// stay as they are.
+    pub fn set_policy(&self, policy: Policy) {
+        let index = match policy {
+            Policy::RoundRobin => 0,
+            Policy::LeastConn => 1,
+            Policy::RandomTwo => 2,
+        };
+        self.policy.store(index, Relaxed);
     }
 
     /// The backends now, to go through them all (the forwarding threads' picks only borrow).
@@ -518,7 +542,7 @@ impl Pool {
         if list.len == 0 {
             return None;
         }
-        let backend = match self.policy {
+        let backend = match self.policy() {
             Policy::RoundRobin => list.round_robin(self.next.fetch_add(1, Relaxed), tried),
             Policy::LeastConn => list.least_conn(self.next.fetch_add(1, Relaxed), tried),
             Policy::RandomTwo => match list.random_two(draw, tried) {

@@ -121,6 +121,11 @@ impl ControlLoop {
 
 impl Core for ControlLoop {
     type Face = Face;
+    type Command = super::control::reload::Command;
+
+    fn handle_command(&mut self, now: Instant, command: Self::Command) {
+        self.core.handle_command(now, command);
+    }
 
     fn handle_datagram(
         &mut self,

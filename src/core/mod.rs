@@ -8,8 +8,8 @@
 //! as quinn-proto owns its `Transmit` and the `quinn` crate consumes it (a unit test here keeps
 //! the cores' sources free of the shell's path).
 //!
-//! - [`Core`]: the inputs a core is handed (`handle_*`) and the outputs it is polled for
-//!   (`poll_*`).
+//! - [`Core`]: the inputs a core is handed (`handle_*`, commands from other threads among them)
+//!   and the outputs it is polled for (`poll_*`).
 //! - [`Transmit`], and [`Outbox`], the bounded queue most cores keep them in.
 //! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking probes a core asks for (a TCP
 //!   connect, or an HTTP check: the command carries the declared check, a protocol type).
@@ -95,6 +95,11 @@ pub trait Core {
     /// The core's names for its sockets.
     type Face: Copy + Eq + std::fmt::Debug;
 
+    /// What another thread may hand the core through the shell's command channel
+    /// ([`Shell::commands`](crate::shell::Shell::commands)): a reload of its settings, say. A
+    /// core that takes none says [`std::convert::Infallible`].
+    type Command: Send + 'static;
+
     /// A datagram arrived on `face` from `from`. To answer at once (the hot path, no queue),
     /// write the answer into `reply` (empty on entry) and return the face to send it from, to
     /// `from`.
@@ -163,6 +168,12 @@ pub trait Core {
     /// Another thread woke the loop through [`Shell::waker`](crate::shell::Shell::waker).
     fn handle_wake(&mut self, now: Instant) {
         let _ = now;
+    }
+
+    /// Another thread sent `command` through the shell's command channel (it is handed over in
+    /// the turn the loop is woken for it, before [`handle_wake`](Self::handle_wake)).
+    fn handle_command(&mut self, now: Instant, command: Self::Command) {
+        let _ = (now, command);
     }
 
     /// The loop starts: the first time the core sees the clock (it may queue hellos).

@@ -152,6 +152,26 @@ impl Bridges {
         }
     }
 
+    /// The bridges are now `bridges` (a reload): the kept ones keep their state and counters,
+    /// the new ones start up, the removed ones are asked nothing more (a query already waiting
+    /// on one ends at its bound as it would have). The cache is emptied, since it may hold a
+    /// removed bridge's answers.
+    pub fn set_bridges(&mut self, bridges: &[SocketAddr]) {
+        let mut states = Vec::with_capacity(bridges.len());
+        for &addr in bridges {
+            let kept = self.states.iter().find(|b| b.addr == addr).copied();
+            states.push(kept.unwrap_or(BridgeState { addr, down_until: None, asked: 0, found: 0, timeouts: 0 }));
+        }
+        self.states = states;
+        self.cache.clear();
+        self.config.bridges = bridges.to_vec();
+    }
+
+    /// The configured bridges.
+    pub fn bridges(&self) -> &[SocketAddr] {
+        &self.config.bridges
+    }
+
     /// Whether any bridge is configured.
     pub fn is_on(&self) -> bool {
         !self.states.is_empty()

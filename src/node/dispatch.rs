@@ -191,6 +191,12 @@ impl Node {
 
 impl Core for Node {
     type Face = Face;
+    type Command = super::Command;
+
+    fn handle_command(&mut self, now: Instant, command: super::Command) {
+        self.command(now, command);
+        self.after_input(now);
+    }
 
     fn handle_datagram(
         &mut self,

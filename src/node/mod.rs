@@ -19,6 +19,8 @@
 //!   owns the [`Prober`](crate::probe::Prober)), the [bridges](bridge), the [watches](watch),
 //!   the multicast group (`group.rs`), the DNS face (`dns_face.rs`, answering with
 //!   [`dns`]) and the mDNS face ([`mdns`]).
+//! - Reloads (SIGHUP) are in [`reload`]: which settings a running node takes anew, and what
+//!   becomes of what is already there.
 //! - The node's glue is in `dispatch.rs`: how an input is routed between the sub-machines,
 //!   where their output is drained, and the [`Core`](crate::core::Core) implementation.
 //!
@@ -72,6 +74,9 @@ pub mod mdns;
 mod mdns_tests;
 #[cfg(test)]
 mod meta_sim_tests;
+pub mod reload;
+#[cfg(test)]
+mod reload_tests;
 pub mod replicate;
 #[cfg(test)]
 mod replicate_tests;
@@ -109,6 +114,7 @@ pub use dns::DnsConfig;
 pub use dns_face::DNS_TCP_LIMITS;
 pub use keyed::MAX_CLIENTS;
 pub use mdns::MdnsConfig;
+pub use reload::{Change, Command, Reloadable};
 pub use replicate::{PeerEvent, ReplicaConfig, ReplicationStats};
 pub use verify::VerifyConfig;
 pub use watch::WatchConfig;

@@ -176,6 +176,39 @@ impl Verifier {
         }
     }
 
+    /// The health-check interval (`None`: off) and the probe timeout.
+    pub fn timing(&self) -> (Option<Duration>, Duration) {
+        (self.config.probe_interval, self.config.probe_timeout)
+    }
+
+    /// A new health-check interval and probe timeout (a reload). Probes running keep their
+    /// deadline; later ones get the new timeout. With a new interval every owned instance that
+    /// declares a check is probed within one new interval (at its own phase), keeping the
+    /// failures counted so far; checks turned on start a schedule, turned off end it.
+    pub fn set_timing(
+        &mut self,
+        now: Instant,
+        probe_interval: Option<Duration>,
+        probe_timeout: Duration,
+        owned: impl Fn(SocketAddr) -> bool,
+    ) {
+        self.prober.set_timeout(probe_timeout);
+        self.config.probe_timeout = probe_timeout;
+        if probe_interval == self.config.probe_interval {
+            return;
+        }
+        self.config.probe_interval = probe_interval;
+        if let (Some(schedule), Some(interval)) = (&mut self.schedule, probe_interval) {
+            schedule.retime(now, interval, 1, self.config.fall);
+            return;
+        }
+        self.schedule = probe_interval.map(|interval| Schedule::new(interval, self.config.fall));
+        let endpoints: Vec<SocketAddr> = self.services.keys().copied().collect();
+        for endpoint in endpoints {
+            self.reschedule(now, endpoint, owned(endpoint));
+        }
+    }
+
     /// Reports taken (verified, or joined to a probe or a cooldown).
     pub fn reports(&self) -> u64 {
         self.reports

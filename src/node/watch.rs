@@ -142,6 +142,17 @@ impl Watches {
         }
     }
 
+    /// The caps on watches (`--max-watches`, …).
+    pub fn config(&self) -> &WatchConfig {
+        &self.config
+    }
+
+    /// New caps (a reload): they apply to watches started from now on; the watches held are
+    /// kept, even beyond a lowered cap (a renewal of a held watch is not a new one).
+    pub fn set_config(&mut self, config: WatchConfig) {
+        self.config = config;
+    }
+
     /// Watches now.
     pub fn len(&self) -> usize {
         self.store.len()

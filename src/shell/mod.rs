@@ -33,7 +33,9 @@
 //! non-blocking TCP connects, followed for an HTTP check by a `GET` on the same connection
 //! (`probe_io`): the core asks for one with [`ProbeCmd::Start`], and hears the outcome through
 //! [`Core::handle_probe`]; the deadline is the core's, which aborts the probe with
-//! [`ProbeCmd::Abort`] when it passes.
+//! [`ProbeCmd::Abort`] when it passes. Other threads hand the core commands (a reload of its
+//! settings on SIGHUP) through [`Shell::commands`]: a channel and the loop's waker, read only
+//! when the waker fires, and made only when asked for.
 
 mod batch_io;
 mod probe_io;
@@ -226,6 +228,40 @@ pub struct Shell<C: Core> {
     batch: Vec<u8>,
     stats: ShellStats,
     waker: Arc<Waker>,
+    /// The command channel, made on the first [`Shell::commands`]: until then a wake-up costs
+    /// no channel read.
+    commands: Option<Channel<C::Command>>,
+}
+
+/// Both ends of the command channel.
+type Channel<T> = (crossbeam_channel::Sender<T>, crossbeam_channel::Receiver<T>);
+
+/// A handle other threads use to hand the core a command ([`Core::handle_command`]): a
+/// channel plus the loop's waker, so the command is taken at once, not at the next timeout.
+/// Cheap to clone.
+pub struct Commands<T> {
+    sender: crossbeam_channel::Sender<T>,
+    waker: Arc<Waker>,
+}
+
+impl<T> Clone for Commands<T> {
+    fn clone(&self) -> Self {
+        Commands { sender: self.sender.clone(), waker: Arc::clone(&self.waker) }
+    }
+}
+
+impl<T> std::fmt::Debug for Commands<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands").field("waiting", &self.sender.len()).finish()
+    }
+}
+
+impl<T> Commands<T> {
+    /// Queues `command` and wakes the loop. Fails only once the loop has stopped.
+    pub fn send(&self, command: T) -> io::Result<()> {
+        self.sender.send(command).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the loop has stopped"))?;
+        self.waker.wake()
+    }
 }
 
 impl<C: Core> std::fmt::Debug for Shell<C> {
@@ -257,6 +293,7 @@ impl<C: Core> Shell<C> {
             batch: Vec::with_capacity(SEND_BATCH * 2048),
             stats: ShellStats::default(),
             waker,
+            commands: None,
         })
     }
 
@@ -280,6 +317,13 @@ impl<C: Core> Shell<C> {
     /// A waker other threads may use to make the loop call [`Core::handle_wake`].
     pub fn waker(&self) -> Arc<Waker> {
         Arc::clone(&self.waker)
+    }
+
+    /// A handle to hand the core commands from other threads (see [`Commands`]); the channel
+    /// is made on the first call, so a shell nobody commands reads none.
+    pub fn commands(&mut self) -> Commands<C::Command> {
+        let (sender, _) = self.commands.get_or_insert_with(crossbeam_channel::unbounded);
+        Commands { sender: sender.clone(), waker: Arc::clone(&self.waker) }
     }
 
     /// The core.
@@ -338,7 +382,14 @@ impl<C: Core> Shell<C> {
         let mut ready: Vec<(usize, bool)> = std::mem::take(&mut self.backlog).into_iter().map(|i| (i, false)).collect();
         for event in events.iter() {
             match event.token() {
-                WAKER => self.core.handle_wake(now),
+                WAKER => {
+                    if let Some((_, receiver)) = &self.commands {
+                        while let Ok(command) = receiver.try_recv() {
+                            self.core.handle_command(now, command);
+                        }
+                    }
+                    self.core.handle_wake(now);
+                }
                 Token(index) => ready.push((index, event.is_error() || event.is_write_closed())),
             }
         }

@@ -17,6 +17,8 @@ enum F {
 
 #[derive(Default)]
 struct Script {
+    /// Commands handed over from other threads, in order.
+    commands: Vec<String>,
     outbox: Option<Outbox<F>>,
     probes: std::collections::VecDeque<ProbeCmd>,
     outcomes: Vec<(ProbeId, ProbeOutcome)>,
@@ -32,6 +34,11 @@ struct Script {
 
 impl Core for Script {
     type Face = F;
+    type Command = String;
+
+    fn handle_command(&mut self, _now: Instant, command: String) {
+        self.commands.push(command);
+    }
 
     fn handle_datagram(
         &mut self,
@@ -198,6 +205,25 @@ fn a_reply_leaves_before_the_next_datagram_of_a_short_queue_is_read() {
     c.send_to(b"arrived?", rig.a).unwrap();
     rig.until("both are handled", |s| s.core().datagrams.get("a") == Some(&2));
     assert_eq!(rig.shell.core().arrivals, vec![Some("echo one".to_string())]);
+}
+
+/// A command sent from another thread is handed to the core at once (the waker ends the
+/// poll), in order, and a handle outlives nothing: sending after the shell is gone fails.
+#[test]
+fn commands_from_another_thread_reach_the_core_in_order() {
+    let mut rig = rig(StreamLimits::default());
+    let commands = rig.shell.commands();
+    let sender = commands.clone();
+    std::thread::spawn(move || {
+        sender.send("one".to_owned()).unwrap();
+        sender.send("two".to_owned()).unwrap();
+    })
+    .join()
+    .unwrap();
+    rig.until("both commands are handed over", |s| s.core().commands.len() == 2);
+    assert_eq!(rig.shell.core().commands, ["one", "two"]);
+    drop(rig);
+    assert!(commands.send("late".to_owned()).is_err(), "the loop is gone");
 }
 
 /// A queue longer than a batch is read in batches (see `PROBE_EVERY`), and every reply still

@@ -47,6 +47,7 @@ mod protocol_props;
 mod proxy_haproxy;
 mod proxy_protocol;
 mod readme_newcomer;
+mod reload;
 mod reports;
 mod restart;
 mod scenario_cleanup;

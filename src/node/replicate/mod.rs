@@ -162,6 +162,45 @@ impl Replicator {
         }
     }
 
+    /// The configured peers are now `peers` (a reload): a new one is said hello to at once and
+    /// from then on replicated with as a restarted broker is (its hello answered, then a digest
+    /// and repairs, or pages if one of the two is catching up); one no longer named goes down
+    /// and is forgotten (a broker it is also found on the group as is taken again by
+    /// discovery). Peers found on the group are left as they are.
+    pub fn set_peers(&mut self, peers: &[SocketAddr], registry: &Registry) {
+        let mut index = 0;
+        while index < self.peers.len() {
+            let peer = &self.peers[index];
+            if peer.configured() && !peers.contains(&peer.addr) {
+                let addr = peer.addr;
+                self.down(index);
+                self.peers.remove(index);
+                self.deltas.forget(addr);
+                self.entropy.forget(addr);
+                self.slot_maps.forget(addr);
+            } else {
+                index += 1;
+            }
+        }
+        for &addr in peers {
+            if let Some(peer) = self.peers.iter_mut().find(|p| p.addr == addr) {
+                // Found on the group before: configured from now on, so kept.
+                peer.seen_on_group = None;
+                continue;
+            }
+            self.add_peer(addr, None);
+            if self.peers.iter().any(|p| p.addr == addr) {
+                self.send_hello(addr, registry);
+            }
+        }
+        self.config.peers = peers.to_vec();
+    }
+
+    /// The configured peers (`--peers`).
+    pub fn configured_peers(&self) -> &[SocketAddr] {
+        &self.config.peers
+    }
+
     /// Whether the broker holds the whole table (it is not catching up).
     pub fn is_complete(&self) -> bool {
         self.catch_up.is_complete()

@@ -20,6 +20,7 @@ mod broker;
 mod checks;
 mod cli;
 mod cli_watch;
+mod config;
 mod containers;
 mod containers_arm64;
 mod dns;

@@ -79,6 +79,9 @@
 //!   block per instance in the form of a DNS-SD TXT record, with DNS-SD's limits.
 //! - [`metrics`]: the Prometheus text format of the broker's and the balancer's counters, and
 //!   the one HTTP request (`GET /metrics`) their `--metrics` face answers; pure functions.
+//! - [`http`]: the `--http` face: `GET /metrics`, the JSON catalog under `/v1/` (its shapes in
+//!   [`http::catalog`], filled by the node and the balancer's control core) and the status
+//!   page's files ([`http::ui`]); a pure router over a buffered request.
 //! - [`proxy_protocol`]: HAProxy's PROXY protocol header (v1 and v2), written by the balancer
 //!   toward backends and read by `makler-server --accept-proxy`; pure functions over bytes.
 //! - [`shutdown`]: a handle that stops an event loop from another thread or a signal.
@@ -113,6 +116,7 @@ pub mod broker;
 pub mod cli;
 pub mod client;
 pub mod core;
+pub mod http;
 pub mod limit;
 pub mod mdns;
 pub mod meta;

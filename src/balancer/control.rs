@@ -33,6 +33,8 @@ pub(crate) enum Face {
     Control,
     /// `GET /metrics` (see [`crate::metrics`]).
     Metrics,
+    /// `--http`: `GET /metrics`, `/v1/backends` and the status page (see [`crate::http`]).
+    Http,
 }
 
 /// What the control core tells its shell, besides datagrams and probes.
@@ -74,6 +76,8 @@ pub(crate) struct Control {
     /// The settings a reload may change, as they are, and the forwarding threads' timeouts
     /// (see [`reload`]); `None` until set (a core of a test or the fuzzer).
     reloadable: Option<(reload::Reloadable, Arc<super::forward::Timeouts>)>,
+    /// The service the balancer offers, as `/v1/backends` shows it (with the pool's policy).
+    offer: String,
 }
 
 /// The control port's key: as a broker's for its clients (see `crate::node` and
@@ -120,7 +124,14 @@ impl Control {
             log,
             keyed: None,
             reloadable: None,
+            offer: String::new(),
         }
+    }
+
+    /// The service the balancer offers (`--service`), for the HTTP catalog (which reads the
+    /// policy from the pool, where a reload changes it).
+    pub fn set_offer(&mut self, service: String) {
+        self.offer = service;
     }
 
     /// Opens requests sealed with `key` (and seals their replies), and refuses the unsealed
@@ -341,6 +352,7 @@ impl Core for Control {
             Face::Metrics => crate::metrics::serve_http(input, output, || {
                 crate::metrics::balancer(&self.counters.metrics(&self.pool))
             }),
+            Face::Http => crate::http::serve(input, output, &mut catalog::ControlCatalog(self)),
             Face::Control => StreamStep { consumed: input.len(), close: true },
         }
     }
@@ -455,5 +467,6 @@ fn follow_check(health: &mut Health, now: Instant, endpoint: SocketAddr, check: 
     }
 }
 
+mod catalog;
 #[cfg(test)]
 mod tests;

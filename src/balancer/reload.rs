@@ -40,6 +40,7 @@ impl super::Config {
         differs(&mut lines, "--control", &self.control, &new.control, ToString::to_string);
         differs(&mut lines, "--threads", &self.threads, &new.threads, ToString::to_string);
         differs(&mut lines, "--metrics", &self.metrics, &new.metrics, addr);
+        differs(&mut lines, "--http", &self.http, &new.http, addr);
         differs(&mut lines, "--service", &self.service, &new.service, Clone::clone);
         differs(&mut lines, "--broker", &self.brokers, &new.brokers, |b| list(b));
         differs(&mut lines, "--max-connections", &self.max_connections, &new.max_connections, ToString::to_string);

@@ -110,7 +110,7 @@ fn two_timeouts_remove_after_a_backoff() {
     assert_eq!(b.events(), []);
     assert_eq!(b.verifier.poll_timeout(), Some(b.t0 + timeout + b.config.recheck_after));
     b.run_until(b.t0 + timeout + b.config.recheck_after - MS);
-    assert_eq!(b.started(), [], "no probe during the backoff");
+    assert_eq!(b.started(), Vec::<ProbeId>::new(), "no probe during the backoff");
     b.run_until(b.t0 + timeout + b.config.recheck_after);
     assert_eq!(b.started().len(), 1, "the re-check");
     b.run_until(b.t0 + 2 * timeout + b.config.recheck_after - MS);
@@ -163,7 +163,7 @@ fn a_slow_server_survives_a_hundred_reports_during_one_verification() {
         let at = b.t0 + step * k;
         b.run_until(at);
         b.verifier.handle_report(at, b.endpoint);
-        assert_eq!(b.started(), [], "report {k} started a probe");
+        assert_eq!(b.started(), Vec::<ProbeId>::new(), "report {k} started a probe");
     }
     b.verifier.handle_probe(b.t0 + 1000 * MS, id, ProbeOutcome::Connected);
     assert_eq!(b.events(), [VerifyEvent::Kept { endpoint: b.endpoint }]);
@@ -181,7 +181,7 @@ fn reports_during_the_backoff_join_and_start_no_probe() {
     for k in 0..100 {
         b.verifier.handle_report(timed_out + MS * k, b.endpoint);
     }
-    assert_eq!(b.started(), [], "the backoff holds");
+    assert_eq!(b.started(), Vec::<ProbeId>::new(), "the backoff holds");
     assert_eq!(b.verifier.joined(), 100);
     b.run_until(timed_out + b.config.recheck_after);
     assert_eq!(b.started().len(), 1, "one re-check for all of them");
@@ -221,7 +221,7 @@ fn a_health_check_timeout_counts_for_a_waiting_verification() {
     b.run_until(b.t0 + 100 * MS);
     b.started();
     b.verifier.handle_report(b.t0 + 100 * MS, b.endpoint);
-    assert_eq!(b.started(), [], "joins the health check's probe");
+    assert_eq!(b.started(), Vec::<ProbeId>::new(), "joins the health check's probe");
     // The first timeout counts for both; the next health check's probe times out too: two
     // failures remove it (by either rule), once.
     b.run_until(b.t0 + 4 * b.config.probe_timeout);
@@ -264,7 +264,7 @@ fn an_unregistered_endpoint_is_not_rechecked() {
     };
     b.verifier.handle_change(b.t0 + b.config.probe_timeout, &change, |_| true);
     b.run_until(b.t0 + Duration::from_secs(60));
-    assert_eq!(b.started(), [], "no re-check of what left the table");
+    assert_eq!(b.started(), Vec::<ProbeId>::new(), "no re-check of what left the table");
     assert_eq!(b.verifier.poll_timeout(), None);
 }
 

@@ -245,7 +245,7 @@ fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
     delta(&mut r, &mut registry, t0, 1, vec![slotted(0xa, 4000)]);
     delta(&mut r, &mut registry, t0, 2, vec![renew(&[5])]);
     assert_eq!(left(&registry, a, t0), Some(Duration::from_secs(5)));
-    assert_eq!(asked(&mut r), []);
+    assert_eq!(asked(&mut r), Vec::<u32>::new());
 
     // A removed, slot 5 reused for B; a renewal that left before both arrives last.
     delta(&mut r, &mut registry, t0, 4, vec![Entry::Remove { id: a, reason: RemoveReason::Deregistered }]);
@@ -254,7 +254,7 @@ fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
     delta(&mut r, &mut registry, t1, 3, vec![renew(&[5])]);
     assert_eq!(left(&registry, a, t1), None, "A stays removed");
     assert_eq!(left(&registry, b, t1), Some(Duration::from_millis(900)), "B is not renewed by A's renewal");
-    assert_eq!(asked(&mut r), [], "a stale renewal asks for nothing");
+    assert_eq!(asked(&mut r), Vec::<u32>::new(), "a stale renewal asks for nothing");
     // B's own renewals do renew it.
     delta(&mut r, &mut registry, t1, 6, vec![renew(&[5])]);
     assert_eq!(left(&registry, b, t1), Some(Duration::from_secs(5)));

@@ -25,7 +25,7 @@ use makler::shutdown::Shutdown;
 ///
 /// Socket activation: sockets passed by systemd (LISTEN_FDS, LISTEN_PID; LISTEN_FDNAMES names
 /// them) replace --listen (TCP, or named `listen`), --control (UDP, or named `control`) and
-/// --metrics (named `metrics`). The socket then outlives the process: stopped, the balancer
+/// --metrics (named `metrics`) and --http (named `http`). The socket then outlives the process: stopped, the balancer
 /// leaves it with the manager, and the next one accepts what queued meanwhile, once it has a
 /// backend (it waits up to --ttl for one). See OPERATIONS.md for upgrades that refuse nobody.
 #[derive(Debug, Parser)]
@@ -123,6 +123,12 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     metrics: Option<SocketAddr>,
 
+    /// Serve HTTP on this TCP address, e.g. 127.0.0.1:8501: `GET /metrics` (as --metrics), the
+    /// backends as JSON (`/v1/backends`) and the status page at `/`; port 0 picks a free port
+    /// (the `listening` line shows it as ` http=`).
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
+    http: Option<SocketAddr>,
+
     /// Write a PROXY protocol header (HAProxy's; v1 text or v2 binary) to each backend before the
     /// client's bytes, with the client's address and the address it connected to, so that
     /// backends see who the client is. The backends must expect it (`makler-server
@@ -194,7 +200,9 @@ fn main() -> ExitCode {
         policy: args.register_policy.policy(),
         key: args.multicast.key_file,
         require_key,
-        max_connections: args.max_connections.unwrap_or_else(|| default_cap(args.metrics.is_some())),
+        max_connections: args
+            .max_connections
+            .unwrap_or_else(|| default_cap(args.metrics.is_some(), args.http.is_some())),
         balance: args.policy,
         connect_timeout: args.connect_timeout,
         idle_timeout: args.idle_timeout,
@@ -204,6 +212,7 @@ fn main() -> ExitCode {
         log: !args.quiet,
         rate_limit: args.rate_limit.config(),
         metrics: args.metrics,
+        http: args.http,
         drain_timeout: args.drain_timeout,
         send_proxy: args.send_proxy,
     };
@@ -225,13 +234,14 @@ fn parse_drain(text: &str) -> Result<Duration, String> {
 }
 
 /// Each forwarded connection holds two descriptors (client and backend); keep some for the
-/// listener, the control socket and the probes, and, with `--metrics`, for the metrics
-/// listener's connections. The limit is read after `main` raised the soft limit to the hard
+/// listener, the control socket and the probes, and, with `--metrics` and `--http`, for those
+/// listeners' connections. The limit is read after `main` raised the soft limit to the hard
 /// one, so the warning comes only when even the hard limit leaves fewer than
 /// [`FEW_CONNECTIONS`].
-fn default_cap(metrics: bool) -> usize {
+fn default_cap(metrics: bool, http: bool) -> usize {
     let limit = makler::net::descriptor_limit().unwrap_or(1024);
-    let metrics = if metrics { makler::broker::METRICS_MAX_CONNECTIONS as u64 } else { 0 };
+    let metrics = if metrics { makler::broker::METRICS_MAX_CONNECTIONS as u64 } else { 0 }
+        + if http { makler::http::MAX_CONNECTIONS as u64 } else { 0 };
     let cap = (limit.saturating_sub(64 + metrics) / 2).min(20_000) as usize;
     if cap < FEW_CONNECTIONS {
         log::warn!(
@@ -253,7 +263,7 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
         log::info!("took the sockets the service manager passed (their addresses replace --listen and --control)");
     }
     for name in activated.unused() {
-        log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics)");
+        log::warn!("a passed socket named {name:?} is not used (names: listen, control, metrics, http)");
     }
     // Before the listening line: a SIGTERM sent as soon as it is read stops the balancer as
     // any other SIGTERM does, rather than kill it unlogged.
@@ -261,10 +271,13 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
     write!(stdout, "listening tcp={} udp={}", balancer.local_addr(), balancer.control_addr())?;
-    match balancer.metrics_addr() {
-        Some(metrics) => writeln!(stdout, " metrics={metrics}")?,
-        None => writeln!(stdout)?,
+    if let Some(metrics) = balancer.metrics_addr() {
+        write!(stdout, " metrics={metrics}")?;
     }
+    if let Some(http) = balancer.http_addr() {
+        write!(stdout, " http={http}")?;
+    }
+    writeln!(stdout)?;
     stdout.flush()?;
     drop(stdout);
     balancer.run(&shutdown)?;

@@ -171,6 +171,12 @@ struct Args {
     /// 127.0.0.1:9100; port 0 picks a free port (the `listening` line shows it).
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     metrics: Option<SocketAddr>,
+
+    /// Serve HTTP on this TCP address, e.g. 127.0.0.1:8500: `GET /metrics` (as --metrics), the
+    /// JSON catalog (`/v1/services`, `/v1/services/NAME`, `/v1/peers`) and the status page at
+    /// `/`; port 0 picks a free port (the `listening` line shows it as ` http=`).
+    #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
+    http: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -237,6 +243,7 @@ fn main() -> ExitCode {
         dns_listen: args.dns,
         dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
         metrics: args.metrics,
+        http: args.http,
         watches: makler::node::WatchConfig {
             max_total: args.max_watches,
             max_per_source: args.max_watches_per_source,
@@ -283,6 +290,9 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     }
     if let Some(metrics) = broker.metrics_addr() {
         line.push_str(&format!(" metrics={metrics}"));
+    }
+    if let Some(http) = broker.http_addr() {
+        line.push_str(&format!(" http={http}"));
     }
     writeln!(stdout, "{line}")?;
     stdout.flush()?;

@@ -67,6 +67,9 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Serve the HTTP face on this TCP address (`--http`): `GET /metrics`, the JSON catalog
+    /// and the status page (see [`crate::http`]).
+    pub http: Option<SocketAddr>,
     /// Brokers of other networks asked for services this one does not have (`--bridge`).
     pub bridges: crate::node::BridgeConfig,
     /// The caps on watches (`--max-watches`, `--max-watches-per-source`).
@@ -123,6 +126,7 @@ impl Default for Config {
             dns_listen: None,
             dns: DnsConfig::default(),
             metrics: None,
+            http: None,
             bridges: crate::node::BridgeConfig::default(),
             watches: crate::node::WatchConfig::default(),
             cluster: crate::protocol::DEFAULT_CLUSTER.to_owned(),
@@ -139,6 +143,7 @@ pub struct Broker {
     local_addr: SocketAddr,
     dns_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl Broker {
@@ -228,16 +233,14 @@ impl Broker {
             shell.add_listener(Face::DnsTcp, tcp, DNS_TCP_LIMITS)?;
         }
         let metrics_addr = match config.metrics {
-            Some(addr) => {
-                let listener = crate::net::bind_tcp(addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr} for --metrics: {e}")))?;
-                let bound = listener.local_addr()?;
-                shell.add_listener(Face::Metrics, listener, METRICS_LIMITS)?;
-                Some(bound)
-            }
+            Some(addr) => Some(listen_tcp(&mut shell, addr, Face::Metrics, METRICS_LIMITS, "--metrics")?),
             None => None,
         };
-        Ok(Broker { shell, local_addr, dns_addr, metrics_addr })
+        let http_addr = match config.http {
+            Some(addr) => Some(listen_tcp(&mut shell, addr, Face::Http, crate::http::LIMITS, "--http")?),
+            None => None,
+        };
+        Ok(Broker { shell, local_addr, dns_addr, metrics_addr, http_addr })
     }
 
     /// The address the DNS face is really bound to (UDP and TCP), if it has one.
@@ -250,6 +253,11 @@ impl Broker {
         self.metrics_addr
     }
 
+    /// The address the HTTP face (`--http`) is really bound to, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The address the socket is really bound to (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -259,6 +267,22 @@ impl Broker {
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         self.shell.run(shutdown).map(drop)
     }
+}
+
+/// Binds a TCP listener for `face` (named by `flag` in errors) and adds it to the shell:
+/// returns the address it is bound to.
+fn listen_tcp(
+    shell: &mut Shell<Node>,
+    addr: SocketAddr,
+    face: Face,
+    limits: StreamLimits,
+    flag: &str,
+) -> io::Result<SocketAddr> {
+    let listener = crate::net::bind_tcp(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp {addr} for {flag}: {e}")))?;
+    let bound = listener.local_addr()?;
+    shell.add_listener(face, listener, limits)?;
+    Ok(bound)
 }
 
 /// Binds the DNS face's UDP socket and TCP listener on the same address. With port 0, the

@@ -314,6 +314,12 @@ impl Schedule {
         self.targets.contains_key(&addr)
     }
 
+    /// The failures in a row of the target `addr` (`None`: not a target), for people to see
+    /// (the HTTP catalog's `check_state`).
+    pub fn failures(&self, addr: SocketAddr) -> Option<u32> {
+        self.targets.get(&addr).map(|target| target.failures)
+    }
+
     /// How many targets there are.
     pub fn len(&self) -> usize {
         self.targets.len()

@@ -31,6 +31,8 @@ pub(crate) enum Face {
     Control,
     /// `GET /metrics` (see [`crate::metrics`]).
     Metrics,
+    /// `--http`: `GET /metrics`, `/v1/backends` and the status page (see [`crate::http`]).
+    Http,
 }
 
 /// What the control core tells its shell, besides datagrams and probes.
@@ -69,6 +71,8 @@ pub(crate) struct Control {
     log: bool,
     /// With a key: sealed requests are opened, and their replies sealed.
     keyed: Option<Keyed>,
+    /// The service the balancer offers and its policy, as `/v1/backends` shows them.
+    offer: (String, super::Policy),
 }
 
 /// The control port's key: as a broker's for its clients (see `crate::node` and
@@ -114,7 +118,14 @@ impl Control {
             last_publish: None,
             log,
             keyed: None,
+            offer: (String::new(), super::Policy::default()),
         }
+    }
+
+    /// The service the balancer offers (`--service`) and how it picks a backend (`--policy`),
+    /// for the HTTP catalog.
+    pub fn set_offer(&mut self, service: String, policy: super::Policy) {
+        self.offer = (service, policy);
     }
 
     /// Opens requests sealed with `key` (and seals their replies), and refuses the unsealed
@@ -324,6 +335,7 @@ impl Core for Control {
             Face::Metrics => crate::metrics::serve_http(input, output, || {
                 crate::metrics::balancer(&self.counters.metrics(&self.pool))
             }),
+            Face::Http => crate::http::serve(input, output, &mut catalog::ControlCatalog(self)),
             Face::Control => StreamStep { consumed: input.len(), close: true },
         }
     }
@@ -438,5 +450,6 @@ fn follow_check(health: &mut Health, now: Instant, endpoint: SocketAddr, check: 
     }
 }
 
+mod catalog;
 #[cfg(test)]
 mod tests;

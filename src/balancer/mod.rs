@@ -118,6 +118,9 @@ pub struct Config {
     pub rate_limit: crate::limit::RateLimit,
     /// Serve Prometheus metrics over HTTP on this TCP address (`GET /metrics`).
     pub metrics: Option<SocketAddr>,
+    /// Serve the HTTP face on this TCP address (`--http`): `GET /metrics`, `/v1/backends` and
+    /// the status page (see [`crate::http`]).
+    pub http: Option<SocketAddr>,
     /// Write a PROXY protocol header (this version) to each backend before the client's bytes,
     /// so that backends see the client's address (`--send-proxy`).
     pub send_proxy: Option<crate::proxy_protocol::Version>,
@@ -152,6 +155,7 @@ impl Default for Config {
             log: false,
             rate_limit: crate::limit::RateLimit::default(),
             metrics: None,
+            http: None,
             send_proxy: None,
         }
     }
@@ -262,6 +266,7 @@ pub struct Balancer {
     listen_addr: SocketAddr,
     metrics: Option<TcpListener>,
     metrics_addr: Option<SocketAddr>,
+    http: Option<TcpListener>,
     /// The client listeners were passed by a service manager.
     inherited: bool,
     pool: Arc<Pool>,
@@ -282,7 +287,7 @@ impl Balancer {
 
     /// Takes the sockets a service manager passed (see [`SOCKET_NAMES`]) and binds the others:
     /// passed TCP listeners replace `--listen`, a passed UDP socket `--control`, a TCP listener
-    /// named `metrics` `--metrics`. Every forwarding thread accepts on a passed listener (a
+    /// named `metrics` `--metrics`, one named `http` `--http`. Every forwarding thread accepts on a passed listener (a
     /// duplicate of it; there are at least as many threads as listeners), and the balancer
     /// waits for its first backend before it accepts at all: the socket outlives the process,
     /// so connections that came during a restart wait in its queue instead of finding a
@@ -309,13 +314,17 @@ impl Balancer {
                 .map_err(context(format!("cannot listen for backends on udp {} (--control)", config.control)))?,
         };
         let control_addr = control.local_addr()?;
-        let metrics = match (activated.take_tcp("metrics", &SOCKET_NAMES, false)?.into_iter().next(), config.metrics) {
-            (Some(listener), _) => Some(TcpListener::from_std(listener)),
-            (None, Some(addr)) => {
-                Some(crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--metrics)")))?)
-            }
-            (None, None) => None,
+        let mut listen_tcp = |name: &str, addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
+            Ok(match (activated.take_tcp(name, &SOCKET_NAMES, false)?.into_iter().next(), addr) {
+                (Some(listener), _) => Some(TcpListener::from_std(listener)),
+                (None, Some(addr)) => Some(
+                    crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--{name})")))?,
+                ),
+                (None, None) => None,
+            })
         };
+        let metrics = listen_tcp("metrics", config.metrics)?;
+        let http = listen_tcp("http", config.http)?;
         let metrics_addr = metrics.as_ref().map(TcpListener::local_addr).transpose()?;
         let balance = config.balance;
         Ok(Balancer {
@@ -326,6 +335,7 @@ impl Balancer {
             listen_addr,
             metrics,
             metrics_addr,
+            http,
             inherited,
             pool: Arc::new(Pool::with_policy(balance)),
             counters: Arc::new(Counters::with_threads(threads)),
@@ -347,6 +357,11 @@ impl Balancer {
         self.metrics_addr
     }
 
+    /// The address the HTTP face (`--http`) is really bound to, if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The backends.
     pub fn pool(&self) -> Arc<Pool> {
         Arc::clone(&self.pool)
@@ -356,8 +371,8 @@ impl Balancer {
     /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
     /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
-        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, inherited, .. } = self;
-        let control = spawn_control(control, metrics, &config, listen_addr, &pool, &counters, shutdown)?;
+        let Balancer { config, listeners, control, listen_addr, pool, counters, metrics, http, inherited, .. } = self;
+        let control = spawn_control(control, [metrics, http], &config, listen_addr, &pool, &counters, shutdown)?;
         if inherited {
             wait_for_backend(&pool, config.registry.ttl, shutdown);
             if shutdown.is_requested() {
@@ -443,9 +458,10 @@ pub fn raise_descriptor_limit() -> io::Result<u64> {
 }
 
 /// The names a passed socket may have (`FileDescriptorName=` in a `.socket` unit): `listen`,
-/// TCP for clients; `control`, UDP for backends; `metrics`, TCP for `GET /metrics`. A socket
-/// with another name is the clients' listener if TCP, the control port if UDP.
-pub const SOCKET_NAMES: [&str; 3] = ["listen", "control", "metrics"];
+/// TCP for clients; `control`, UDP for backends; `metrics`, TCP for `GET /metrics`; `http`, TCP
+/// for `--http`. A socket with another name is the clients' listener if TCP, the control port if
+/// UDP.
+pub const SOCKET_NAMES: [&str; 4] = ["listen", "control", "metrics", "http"];
 
 /// Waits until the pool has a backend, for up to `limit` (a backend that heartbeats at all does
 /// so within its TTL) or until shutdown. Meanwhile nothing accepts, and new connections wait in
@@ -469,9 +485,10 @@ fn wait_for_backend(pool: &Pool, limit: Duration, shutdown: &Shutdown) {
 
 /// Runs the control port on its own thread: changes to its table update the pool, and the
 /// first backend makes the balancer register at the broker, the last one gone deregister.
+/// `[metrics, http]`: the listeners of `--metrics` and `--http`.
 fn spawn_control(
     socket: mio::net::UdpSocket,
-    metrics: Option<TcpListener>,
+    [metrics, http]: [Option<TcpListener>; 2],
     config: &Config,
     listen_addr: SocketAddr,
     pool: &Arc<Pool>,
@@ -511,6 +528,7 @@ fn spawn_control(
         config.log,
     );
     core.set_policy(config.policy.clone());
+    core.set_offer(config.service.clone(), config.balance);
     if let Some(key) = config.key {
         core.set_key(key, config.require_key, crate::node::WallClock::now());
     }
@@ -518,6 +536,9 @@ fn spawn_control(
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {
         shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;
+    }
+    if let Some(listener) = http {
+        shell.add_listener(control::Face::Http, listener, crate::http::LIMITS)?;
     }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {

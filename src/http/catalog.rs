@@ -91,16 +91,15 @@ pub enum CheckState {
     Unchecked,
 }
 
-/// Where a broker learned of an instance.
+/// Where a broker learned of an instance (what its oldest lease's source says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Origin {
-    /// A register request sent to this broker.
-    Local,
+    /// A register request, to this broker or to a peer (a replicated lease keeps its source, so
+    /// a broker does not tell the two apart).
+    Registered,
     /// An announcement on the multicast group.
     Announced,
-    /// A peer broker's lease (replicated).
-    Peer,
     /// An mDNS import (`--mdns-import`).
     Mdns,
 }

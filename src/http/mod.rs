@@ -15,7 +15,7 @@
 //! What one answer may cost is bounded: at most `?limit=N` entries ([`DEFAULT_LIMIT`], at most
 //! [`MAX_LIMIT`]) and about [`MAX_BODY`] bytes; beyond, the answer says `"truncated": true`.
 //! What a client may make the shell hold is bounded by the listener's
-//! [`StreamLimits`](crate::core::StreamLimits) ([`LIMITS`]).
+//! [`StreamLimits`] ([`LIMITS`]).
 
 pub mod catalog;
 pub mod ui;
@@ -71,6 +71,18 @@ pub enum Route {
     Peers,
     /// `/v1/backends`.
     Backends,
+}
+
+impl Route {
+    /// The route's path, for a 404's `name` (a service's name alone, as it was asked).
+    pub fn path(&self) -> String {
+        match self {
+            Route::Services => "/v1/services".into(),
+            Route::Service(name) => name.clone(),
+            Route::Peers => "/v1/peers".into(),
+            Route::Backends => "/v1/backends".into(),
+        }
+    }
 }
 
 /// A request's query string, parsed (unknown parameters are ignored).

@@ -30,6 +30,9 @@ pub enum Face {
     DnsTcp,
     /// A TCP listener answering `GET /metrics` (see [`crate::metrics`]).
     Metrics,
+    /// A TCP listener answering `GET /metrics`, the JSON catalog and the status page (`--http`,
+    /// see [`crate::http`]).
+    Http,
     /// The mDNS socket (`--mdns`, see [`mdns`](super::mdns)).
     Mdns,
 }

@@ -210,7 +210,7 @@ impl Core for Node {
                 None
             }
             // Nothing is sent to it but stray replies: ignored.
-            Face::GroupOut | Face::DnsTcp | Face::Metrics => None,
+            Face::GroupOut | Face::DnsTcp | Face::Metrics | Face::Http => None,
         };
         self.after_input(now);
         out
@@ -227,6 +227,7 @@ impl Core for Node {
         let step = match face {
             Face::DnsTcp => self.dns.handle_stream(now, &mut self.registry, input, output),
             Face::Metrics => crate::metrics::serve_http(input, output, || crate::metrics::broker(&self.metrics(now))),
+            Face::Http => crate::http::serve(input, output, &mut super::catalog::NodeCatalog { node: self, now }),
             _ => StreamStep { consumed: input.len(), close: true },
         };
         self.after_input(now);

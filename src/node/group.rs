@@ -92,6 +92,16 @@ pub(super) struct Group {
 }
 
 impl Group {
+    /// The node's unicast address.
+    pub fn unicast(&self) -> SocketAddr {
+        self.unicast
+    }
+
+    /// The cluster's name.
+    pub fn cluster(&self) -> &str {
+        &self.cluster
+    }
+
     pub fn new(config: Option<GroupConfig>, unicast: SocketAddr, cluster: String) -> Self {
         Group {
             config,

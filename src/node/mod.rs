@@ -55,6 +55,7 @@
 pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
+mod catalog;
 #[cfg(test)]
 mod check_tests;
 mod config;

@@ -199,6 +199,12 @@ impl Verifier {
         find(true).or_else(|| find(false)).cloned()
     }
 
+    /// The failures in a row of `endpoint`'s health checks, when this broker checks it
+    /// (`None`: it does not, or checks are off).
+    pub fn check_failures(&self, endpoint: SocketAddr) -> Option<u32> {
+        self.schedule.as_ref()?.failures(endpoint)
+    }
+
     /// Whether a report of `service` at `endpoint` is verified: whether that instance declares
     /// a check. Counts the report as unchecked when it is not.
     pub fn is_checked(&mut self, service: &str, endpoint: SocketAddr) -> bool {

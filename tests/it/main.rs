@@ -30,6 +30,7 @@ mod e2e;
 mod edges;
 mod fuzz_props;
 mod guard;
+mod http;
 mod keyed;
 mod mdns_avahi;
 mod mdns_node;

@@ -1,0 +1,204 @@
+//! The broker's answers to the HTTP catalog ([`crate::http`]): what the node knows of its
+//! services, instances, peers and bridges, in the shapes of [`crate::http::catalog`].
+//!
+//! Each answer is bounded work: at most `limit` entries are kept (services in a heap of that
+//! size, instances taken from the front of the service's list), and instances stop at about
+//! [`MAX_BODY`](crate::http::MAX_BODY) bytes of JSON.
+
+use std::collections::{BTreeMap, BinaryHeap};
+use std::time::{Duration, Instant};
+
+use super::Node;
+use crate::http::catalog as shape;
+use crate::http::{Answer, Catalog, Query, Route};
+use crate::protocol::{Check, Source};
+use crate::registry::Cursor;
+
+/// The node at one instant, as the HTTP face asks it.
+pub(super) struct NodeCatalog<'a> {
+    pub node: &'a mut Node,
+    pub now: Instant,
+}
+
+impl Catalog for NodeCatalog<'_> {
+    fn metrics(&mut self) -> String {
+        crate::metrics::broker(&self.node.metrics(self.now))
+    }
+
+    fn answer(&mut self, route: &Route, query: &Query) -> Answer {
+        match route {
+            Route::Services => Answer::json(200, &self.node.catalog_services(self.now, query.limit)),
+            Route::Service(name) => match self.node.catalog_service(self.now, name, query.limit) {
+                Some(service) => Answer::json(200, &service),
+                None => Answer::not_found(name),
+            },
+            Route::Peers => Answer::json(200, &self.node.catalog_peers(self.now)),
+            Route::Backends => Answer::not_found(&route.path()),
+        }
+    }
+}
+
+/// Counts the bytes written to it.
+struct Count(usize);
+
+impl std::io::Write for Count {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The bytes of `value`'s JSON.
+fn json_len(value: &impl serde::Serialize) -> usize {
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
+fn seconds(duration: Duration) -> f64 {
+    // Milliseconds are enough for people, and keep the JSON short.
+    (duration.as_millis() as f64) / 1000.0
+}
+
+impl Node {
+    /// `/v1/services`: the first `limit` services by name, with the node.
+    fn catalog_services(&mut self, now: Instant, limit: usize) -> shape::Services {
+        // The `limit` smallest names, in a max-heap: what a larger table costs is a comparison
+        // per service, not a sort or a copy of every name.
+        let mut heap: BinaryHeap<(String, usize)> = BinaryHeap::with_capacity(limit.min(1024) + 1);
+        let mut total = 0usize;
+        let mut cursor = Some(Cursor::START);
+        while let Some(at) = cursor {
+            cursor = self.registry.services_page(now, at, |name, instances| {
+                if instances == 0 {
+                    return true;
+                }
+                total += 1;
+                if heap.len() < limit {
+                    heap.push((name.to_owned(), instances));
+                } else if heap.peek().is_some_and(|(top, _)| name < top.as_str()) {
+                    heap.pop();
+                    heap.push((name.to_owned(), instances));
+                }
+                true
+            });
+        }
+        let services = heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(name, instances)| shape::ServiceSummary { name, instances })
+            .collect::<Vec<_>>();
+        shape::Services {
+            node: shape::NodeInfo {
+                addr: self.group.unicast().to_string(),
+                cluster: self.group.cluster().to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                ttl_s: self.registry.config().ttl.as_secs_f64(),
+            },
+            truncated: total > limit,
+            services,
+        }
+    }
+
+    /// `/v1/services/<name>`: its first `limit` instances (and about
+    /// [`MAX_BODY`](crate::http::MAX_BODY) bytes), or `None` when it has none.
+    fn catalog_service(&mut self, now: Instant, name: &str, limit: usize) -> Option<shape::Service> {
+        let mut instances = Vec::new();
+        let mut sources = Vec::new();
+        let mut bytes = 0;
+        let mut truncated = false;
+        let verifier = &self.verifier;
+        let page = self.registry.instances_page(now, name, Cursor::START, |view| {
+            if instances.len() >= limit || bytes >= crate::http::MAX_BODY {
+                truncated = true;
+                return false;
+            }
+            let check = match view.check {
+                Check::None => None,
+                check => Some(check.to_string()),
+            };
+            let check_state = match (&check, verifier.check_failures(view.endpoint)) {
+                (Some(_), Some(0)) => shape::CheckState::Passing,
+                (Some(_), Some(_)) => shape::CheckState::Failing,
+                _ => shape::CheckState::Unchecked,
+            };
+            let meta: BTreeMap<String, String> = view
+                .meta
+                .map(|meta| {
+                    meta.iter()
+                        .map(|pair| {
+                            (pair.key.to_owned(), String::from_utf8_lossy(pair.value.unwrap_or_default()).into_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let origin = match view.source {
+                Source::Announcer { origin, .. } if origin == super::mdns::IMPORT_ORIGIN => shape::Origin::Mdns,
+                Source::Announcer { .. } => shape::Origin::Announced,
+                Source::Unicast(_) => shape::Origin::Registered,
+            };
+            let instance = shape::Instance {
+                id: None,
+                addr: view.endpoint.to_string(),
+                age_s: seconds(view.age),
+                ttl_left_s: seconds(view.ttl_left),
+                leases: view.leases,
+                source: view.source.to_string(),
+                check,
+                check_state,
+                meta,
+                origin,
+            };
+            // An id's 36 characters and quotes, in place of `null`.
+            bytes += json_len(&instance) + 40;
+            instances.push((view.endpoint, instance));
+            sources.push(view.source);
+            true
+        });
+        page.ok()?;
+        for ((endpoint, instance), source) in instances.iter_mut().zip(sources) {
+            instance.id = self.registry.lease_id(name, *endpoint, source).map(|id| id.to_string());
+        }
+        instances.sort_by_key(|(endpoint, _)| *endpoint);
+        Some(shape::Service {
+            name: name.to_owned(),
+            instances: instances.into_iter().map(|(_, instance)| instance).collect(),
+            truncated,
+        })
+    }
+
+    /// `/v1/peers`: the peers and bridges, each by address.
+    fn catalog_peers(&self, now: Instant) -> shape::Peers {
+        let state = |up: bool| if up { "up" } else { "down" }.to_owned();
+        let mut peers = self.replicator.peer_stats(now);
+        peers.sort_by_key(|p| p.addr);
+        let mut bridges = self.bridges.stats(now);
+        bridges.sort_by_key(|b| b.addr);
+        shape::Peers {
+            peers: peers
+                .into_iter()
+                .map(|p| shape::PeerInfo {
+                    addr: p.addr.to_string(),
+                    state: state(p.up),
+                    complete: p.complete,
+                    instances: p.instances,
+                    last_heard_s: p.last_heard_ms.map(|ms| ms as f64 / 1000.0),
+                })
+                .collect(),
+            bridges: bridges
+                .into_iter()
+                .map(|b| shape::BridgeInfo {
+                    addr: b.addr.to_string(),
+                    state: state(b.up),
+                    asked: b.asked,
+                    found: b.found,
+                    timeouts: b.timeouts,
+                })
+                .collect(),
+        }
+    }
+}

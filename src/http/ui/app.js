@@ -37,11 +37,12 @@
   /** A duration in seconds as a person reads it: 7 s, 3 min 20 s, 2 h 5 min, 4 d 1 h. */
   function duration(seconds) {
     if (typeof seconds !== 'number' || !Number.isFinite(seconds)) return '—';
-    let s = Math.max(0, Math.round(seconds));
+    const s = Math.max(0, Math.round(seconds));
     if (s < 60) return `${s} s`;
-    if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
-    if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-    return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+    const two = (big, bigUnit, small, smallUnit) => (small === 0 ? `${big} ${bigUnit}` : `${big} ${bigUnit} ${small} ${smallUnit}`);
+    if (s < 3600) return two(Math.floor(s / 60), 'min', s % 60, 's');
+    if (s < 86400) return two(Math.floor(s / 3600), 'h', Math.floor((s % 3600) / 60), 'min');
+    return two(Math.floor(s / 86400), 'd', Math.floor((s % 86400) / 3600), 'h');
   }
 
   /** A byte count as a person reads it: 512 B, 4.1 KiB, 20 MiB. */
@@ -102,6 +103,7 @@
     else if (key.endsWith('_s') && typeof value === 'number') { td.className = 'num'; td.append(duration(value)); }
     else if (key.startsWith('bytes') && typeof value === 'number') { td.className = 'num'; td.append(bytes(value)); }
     else if (typeof value === 'number') { td.className = 'num'; td.append(String(value)); }
+    else if (typeof value === 'boolean') td.append(value ? 'yes' : 'no');
     else td.append(text(value));
     return td;
   }
@@ -275,7 +277,7 @@
       const open = typeof data.connections === 'number'
         ? data.connections : rows.reduce((sum, b) => sum + (Number(b.connections) || 0), 0);
       const up = rows.filter((b) => tone(b.state) === 'ok').length;
-      line.append(' · ', el('b', {}, String(up)), ` of ${rows.length} up · `, el('b', {}, String(open)), ' open connections');
+      line.append(' · ', el('b', {}, String(up)), ` of ${rows.length} up · `, el('b', {}, String(open)), open === 1 ? ' open connection' : ' open connections');
       this.backends.count.textContent = `${rows.length}`;
       this.backends.body.replaceChildren(rows.length === 0
         ? el('p', { class: 'empty' }, 'No backend.')

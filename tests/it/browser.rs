@@ -136,10 +136,14 @@ const HOSTILE: &str = "<img/src=x/onerror=alert(1)>";
     ignore = "needs chromium and node with tests/browser's packages (Debian: chromium nodejs npm; npm ci --prefix tests/browser)"
 )]
 fn the_broker_page_shows_its_catalog_and_a_new_registration_without_a_reload() {
-    let mut broker = common::broker(&["--http", "127.0.0.1:0", "--ttl", "60", "--cluster", "lab"]);
+    // Punctuation an operator may allow in names, enough to write markup with.
+    let mut broker =
+        common::broker(&["--http", "127.0.0.1:0", "--ttl", "60", "--cluster", "lab", "--name-chars=-_.<>/"]);
     let page = format!("http://{}/", broker.addr("http"));
     let udp = Udp::new(broker.addr("udp"));
     let reply = udp.text(&format!("register echo 127.0.0.1 4000 path=/v1 note={HOSTILE}"));
+    assert!(!reply.starts_with("ERROR"), "{reply}");
+    let reply = udp.text("register <b>bold</b> 127.0.0.1 4001");
     assert!(!reply.starts_with("ERROR"), "{reply}");
 
     let mut browser = Browser::start();
@@ -149,6 +153,12 @@ fn the_broker_page_shows_its_catalog_and_a_new_registration_without_a_reload() {
     assert!(row.contains("path=/v1"), "{row}");
     assert!(row.contains(&format!("note={HOSTILE}")), "the hostile value shows as text: {row}");
     assert_eq!(browser.eval("document.querySelectorAll('img').length"), 0, "and made no element");
+    // A service named with markup: its name shows as text, its instance under it, and no <b>.
+    let bold = "[...document.querySelectorAll('details.service')].find(d => d.dataset.name === '<b>bold</b>')";
+    let name = browser
+        .wait(&format!("{bold} && {bold}.querySelector('tr.instance') && {bold}.querySelector('.name').textContent"));
+    assert_eq!(name, "<b>bold</b>");
+    assert_eq!(browser.eval("document.querySelectorAll('#services b').length"), 0);
     let header = browser.eval("document.querySelector('header').textContent");
     assert!(header.as_str().is_some_and(|h| h.contains("makler-broker") && h.contains("lab")), "{header}");
     browser.wait("document.getElementById('status').textContent.startsWith('updated')");
@@ -161,7 +171,7 @@ fn the_broker_page_shows_its_catalog_and_a_new_registration_without_a_reload() {
     browser.wait(&format!("{} !== null", instance("web", "127.0.0.1:4100")));
     assert_eq!(browser.eval("window.loadedOnce"), "this page");
     let services = browser.eval("document.querySelector('#services h2').textContent");
-    assert!(services.as_str().is_some_and(|s| s.contains("2 · 2 instances")), "{services}");
+    assert!(services.as_str().is_some_and(|s| s.contains("3 · 3 instances")), "{services}");
     browser.screenshot("broker");
     browser.call(json!({"op": "viewport", "width": 390, "height": 844}));
     browser.screenshot("broker-phone");

@@ -14,6 +14,10 @@
   const DETAIL_LIMIT = 50;
   // Services open when they first appear: the first ones of the list.
   const OPEN_BY_DEFAULT = 20;
+  // The most instances of one service shown (the answer says when there are more).
+  const INSTANCE_LIMIT = 200;
+  // While the page is not visible (another tab), it polls this seldom.
+  const HIDDEN_POLL_MS = 10000;
   const TIMEOUT_MS = 4000;
 
   const $ = (id) => document.getElementById(id);
@@ -153,10 +157,10 @@
     async poll() {
       const [catalog, peers] = await Promise.all([getJson('/v1/services'), getJson('/v1/peers', true)]);
       this.header(catalog.node || {});
-      this.catalog(Array.isArray(catalog.services) ? catalog.services : []);
+      this.catalog(Array.isArray(catalog.services) ? catalog.services : [], catalog.truncated);
       const wanted = this.shown().filter(([, row]) => row.node.open).slice(0, DETAIL_LIMIT);
       const answers = await Promise.all(wanted.map(([name]) =>
-        getJson(`/v1/services/${encodeURIComponent(name)}`, true).then((d) => [name, d], (e) => [name, e])));
+        getJson(`/v1/services/${encodeURIComponent(name)}?limit=${INSTANCE_LIMIT}`, true).then((d) => [name, d], (e) => [name, e])));
       for (const [name, answer] of answers) this.instances(name, answer);
       const skipped = this.shown().filter(([, row]) => row.node.open).slice(DETAIL_LIMIT);
       for (const [, row] of skipped) {
@@ -183,7 +187,7 @@
       return [...this.rows].filter(([, row]) => !row.node.hidden);
     },
 
-    catalog(services) {
+    catalog(services, truncated) {
       const names = new Set();
       let total = 0;
       services.forEach((service, i) => {
@@ -209,7 +213,12 @@
       for (const [name, row] of this.rows) {
         if (!names.has(name)) { row.node.remove(); this.rows.delete(name); }
       }
-      this.services.count.textContent = `${services.length} · ${total} instances`;
+      this.services.count.textContent = `${services.length}${truncated ? '+' : ''} · ${total} instances`;
+      if (truncated) {
+        if (!this.more) this.more = el('p', { class: 'note' });
+        this.more.textContent = `The first ${services.length} services by name; the broker has more.`;
+        this.list.after(this.more);
+      } else if (this.more) this.more.remove();
       if (services.length === 0) {
         if (!this.empty) this.empty = el('p', { class: 'empty' }, 'No service is registered.');
         this.list.append(this.empty);
@@ -319,6 +328,8 @@
   let program = null;
   let lastOk = null;
   let failingSince = null;
+  let polling = false;
+  let next = null;
 
   function showStatus() {
     const ago = lastOk === null ? null : duration((Date.now() - lastOk) / 1000);
@@ -332,6 +343,7 @@
   }
 
   async function tick() {
+    polling = true;
     try {
       if (program === null) {
         program = await detect();
@@ -346,15 +358,25 @@
     } catch (e) {
       if (failingSince === null) failingSince = Date.now();
       const since = new Date(failingSince).toLocaleTimeString();
-      banner.textContent = `${location.host} is not answering since ${since} (${e.message || e}). `
+      const who = program === balancer ? 'The balancer' : program === broker ? 'The broker' : 'The program';
+      banner.textContent = `${who} at ${location.host} is not answering since ${since} (${e.message || e}). `
         + 'The page shows what it last said and keeps trying.';
       banner.hidden = false;
       if (lastOk !== null) view.dataset.stale = '';
     }
     showStatus();
-    setTimeout(tick, POLL_MS);
+    polling = false;
+    next = setTimeout(tick, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
   }
 
   setInterval(showStatus, 1000);
   tick();
+  // Back on the page after a while away: fresh data now rather than after the slow interval
+  // (one chain of polls only: the waiting one is cancelled).
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && !polling) {
+      clearTimeout(next);
+      tick();
+    }
+  });
 })();

@@ -7,6 +7,11 @@
 //! so that a client sending a byte now and then cannot hold a place for long; a full listener
 //! with a request time closes the connection that has waited longest for its request to take a
 //! new one.
+//!
+//! Answers are bounded too: while more than [`MAX_PENDING`] bytes of a connection's answers wait
+//! for a client that does not read them, the shell reads no more of its requests and hands none
+//! to the core, so that a client pipelining requests it never reads the answers to cannot make
+//! the process hold more than that (and one answer) for it; the idle time then closes it.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -19,6 +24,10 @@ use crate::core::{ConnId, Core, StreamLimits};
 
 /// How many reads one connection gets per turn.
 const READ_BUDGET: usize = 16;
+
+/// The most bytes of answers a connection may have waiting before the shell stops taking its
+/// requests (see the [module documentation](self)).
+pub(super) const MAX_PENDING: usize = 256 * 1024;
 
 pub(super) struct Conn<F> {
     face: F,
@@ -36,6 +45,16 @@ pub(super) struct Conn<F> {
     idle_at: Instant,
     /// When a whole request must have come by (listeners with a request time, while waiting).
     head_at: Option<Instant>,
+    /// Requests wait (in `input`, or unread in the socket), held back while the answers wait
+    /// for the client.
+    held: bool,
+}
+
+impl<F> Conn<F> {
+    /// Bytes of answers not yet written.
+    fn pending(&self) -> usize {
+        self.output.len() - self.written
+    }
 }
 
 impl<C: Core> Shell<C> {
@@ -88,6 +107,7 @@ impl<C: Core> Shell<C> {
                 eof: false,
                 idle_at,
                 head_at,
+                held: false,
             }));
             self.idle.insert(idle_at, key);
             if let Some(at) = head_at {
@@ -102,9 +122,15 @@ impl<C: Core> Shell<C> {
         let Some(Io::Stream(conn)) = self.ios.get_mut(index) else { return };
         let mut fresh = false;
         let mut more = true;
+        // Reading stopped while the answers wait: what the client sent since waits in the socket.
+        let mut paused = false;
         for _ in 0..READ_BUDGET {
             if conn.closing || conn.eof || conn.input.len() >= conn.limits.max_input {
                 more = false;
+                break;
+            }
+            if conn.pending() >= MAX_PENDING {
+                (paused, more) = (true, false);
                 break;
             }
             let room = (conn.limits.max_input - conn.input.len()).min(self.buf.len());
@@ -122,9 +148,15 @@ impl<C: Core> Shell<C> {
                 Err(_) => return self.close_stream(index),
             }
         }
-        if fresh {
-            // The core takes as many whole requests as the input holds, one call each.
+        if fresh || conn.held {
+            // The core takes as many whole requests as the input holds, one call each, while
+            // the answers waiting are within bounds.
+            conn.held = false;
             loop {
+                if conn.pending() >= MAX_PENDING {
+                    conn.held = !conn.input.is_empty();
+                    break;
+                }
                 let step = self.core.handle_stream(now, conn.face, conn.id, &conn.input, &mut conn.output);
                 let consumed = step.consumed.min(conn.input.len());
                 conn.input.drain(..consumed);
@@ -143,12 +175,13 @@ impl<C: Core> Shell<C> {
                     break;
                 }
             }
-            if !conn.closing && conn.input.len() >= conn.limits.max_input {
+            if !conn.closing && !conn.held && conn.input.len() >= conn.limits.max_input {
                 self.stats.streams_overflowed += 1;
                 return self.close_stream(index);
             }
         }
-        if conn.eof {
+        conn.held |= paused;
+        if conn.eof && !conn.held {
             // Nothing more will come; what is left cannot become a request.
             conn.closing = true;
         }
@@ -161,12 +194,20 @@ impl<C: Core> Shell<C> {
                 Err(_) => return self.close_stream(index),
             }
         }
+        if conn.written >= MAX_PENDING && conn.written < conn.output.len() {
+            // A client that reads, slowly, while answers are added: what it read is dropped.
+            conn.output.drain(..conn.written);
+            conn.written = 0;
+        }
         if conn.written == conn.output.len() {
             conn.output.clear();
             conn.written = 0;
             if conn.closing {
                 return self.close_stream(index);
             }
+            // The client read what held its requests back: take them (and read on) next turn,
+            // as no new event may come for bytes already here.
+            more |= conn.held;
         }
         let (old, new) = (conn.idle_at, now + conn.limits.idle);
         conn.idle_at = new;
@@ -198,6 +239,15 @@ impl<C: Core> Shell<C> {
         self.stats.streams_evicted += 1;
         self.close_stream(oldest);
         true
+    }
+
+    /// The bytes of answers waiting on each open connection, for tests.
+    #[cfg(test)]
+    pub(super) fn pending_output(&self) -> Vec<usize> {
+        self.ios
+            .iter()
+            .filter_map(|(_, io)| if let Io::Stream(conn) = io { Some(conn.pending()) } else { None })
+            .collect()
     }
 
     /// Gives a connection's place back to its listener.

@@ -94,6 +94,11 @@ impl Core for Script {
             output.extend_from_slice(b"bye\n");
             return StreamStep { consumed: end + 1, close: true };
         }
+        if let Some(n) = line.strip_prefix(b"big ") {
+            let n: usize = std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+            output.resize(output.len() + n, b'x');
+            return StreamStep { consumed: end + 1, close: false };
+        }
         output.extend_from_slice(b"got ");
         output.extend_from_slice(line);
         output.push(b'\n');
@@ -328,6 +333,39 @@ fn streams_are_request_response_within_their_limits() {
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     assert!(matches!(idle.read(&mut buf), Ok(0) | Err(_)));
     let _ = greedy.read(&mut buf);
+}
+
+#[test]
+fn a_client_that_does_not_read_holds_a_bounded_answer() {
+    let limits = StreamLimits { max_connections: 2, max_input: 4096, idle: Duration::from_secs(5), request: None };
+    let mut rig = rig(limits);
+    // Forty answers of 100 kB asked at once (4 MB), none read for a while.
+    const ANSWER: usize = 100_000;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&rig.s.into()).unwrap();
+    let mut client: StdStream = socket.into();
+    client.write_all(&b"big 100000\n".repeat(40)).unwrap();
+    let mut most = 0;
+    for _ in 0..50 {
+        rig.shell.turn(&mut rig.events, Some(Duration::from_millis(5))).unwrap();
+        most = most.max(rig.shell.pending_output().into_iter().max().unwrap_or(0));
+    }
+    assert!(most > 0, "the answers wait");
+    assert!(most < stream::MAX_PENDING + ANSWER, "{most} bytes held");
+    // Read now: every answer comes, the held requests taken as the client reads.
+    client.set_nonblocking(true).unwrap();
+    let mut got = 0;
+    let mut buf = vec![0u8; 65536];
+    rig.until("every answer is read", |_| {
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got == 40 * ANSWER
+    });
 }
 
 #[test]

@@ -104,6 +104,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --config, --check-config, --log-level.
+    #[command(flatten)]
+    config: makler::cli::ConfigArgs,
+
     // --max-per-source, --allow-register, --foreign-ip: as the broker's, for backends.
     #[command(flatten)]
     register_policy: makler::cli::RegisterPolicyArgs,
@@ -140,8 +144,15 @@ struct Args {
 fn main() -> ExitCode {
     // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
     let activated = makler::activation::Activated::from_env();
-    let args = Args::parse();
-    makler::cli::init_logging("makler-balancer", args.quiet);
+    let args: Args = makler::cli::parse();
+    makler::cli::init_logging_at(
+        "makler-balancer",
+        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
+    );
+    let problems = problems(&args);
+    if args.config.check_config {
+        return makler::cli::config::report_check("makler-balancer", &problems);
+    }
     let mut activated = match activated {
         Ok(activated) => activated,
         Err(e) => {
@@ -153,23 +164,13 @@ fn main() -> ExitCode {
     if let Err(e) = balancer::raise_descriptor_limit() {
         log::debug!("could not raise the open-file limit to its hard limit: {e}");
     }
-    let health_interval = match args.health_interval {
-        0.0 => None,
-        seconds => match makler::cli::parse_seconds(&seconds.to_string()) {
-            Ok(interval) => Some(interval),
-            Err(e) => {
-                eprintln!("makler-balancer: --health-interval {e}");
-                return ExitCode::from(makler::cli::exit::USAGE);
-            }
-        },
-    };
-    let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
-        Ok(require_key) => require_key,
-        Err(e) => {
-            eprintln!("makler-balancer: {e}");
-            return ExitCode::from(makler::cli::exit::USAGE);
-        }
-    };
+    if let Some(problem) = problems.first() {
+        eprintln!("makler-balancer: {problem}");
+        return ExitCode::from(makler::cli::exit::USAGE);
+    }
+    // Both checked among the problems above.
+    let health_interval = health_interval(args.health_interval).unwrap_or_default();
+    let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref()).unwrap_or_default();
     let config = balancer::Config {
         listen: args.listen,
         control: args.control,
@@ -222,6 +223,27 @@ fn main() -> ExitCode {
             eprintln!("makler-balancer: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What is wrong with the settings beyond what each flag's parser checks, before any socket is
+/// bound: what `--check-config` reports, and what stops a start.
+fn problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = health_interval(args.health_interval) {
+        problems.push(format!("--health-interval {e}"));
+    }
+    if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// `--health-interval`: seconds, or 0 for no health checks.
+fn health_interval(seconds: f64) -> Result<Option<Duration>, String> {
+    match seconds {
+        0.0 => Ok(None),
+        seconds => makler::cli::parse_seconds(&seconds.to_string()).map(Some),
     }
 }
 

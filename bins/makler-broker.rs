@@ -150,6 +150,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --config, --check-config, --log-level.
+    #[command(flatten)]
+    config: makler::cli::ConfigArgs,
+
     #[command(flatten)]
     multicast: makler::cli::MulticastArgs,
 
@@ -182,8 +186,16 @@ struct Args {
 fn main() -> ExitCode {
     // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
     let activated = makler::activation::Activated::from_env();
-    let args = Args::parse();
-    makler::cli::init_logging("makler-broker", args.quiet);
+    let args: Args = makler::cli::parse();
+    makler::cli::init_logging_at(
+        "makler-broker",
+        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
+    );
+    let problems = problems(&args);
+    if args.config.check_config {
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems(&args)).collect();
+        return makler::cli::config::report_check("makler-broker", &problems);
+    }
     // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
     let passed = match activated.and_then(|mut activated| {
         let socket = activated.take_udp("listen", &["listen"], true)?;
@@ -198,17 +210,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        eprintln!("makler-broker: --name-chars may not hold white space or control characters ({bad:?})");
+    if let Some(problem) = problems.first() {
+        eprintln!("makler-broker: {problem}");
         return ExitCode::from(makler::cli::exit::USAGE);
     }
-    let require_key = match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
-        Ok(require_key) => require_key,
-        Err(e) => {
-            eprintln!("makler-broker: {e}");
-            return ExitCode::from(makler::cli::exit::USAGE);
-        }
-    };
+    // Checked among the problems above.
+    let require_key = args.register_policy.require_key(args.multicast.key_file.as_ref()).unwrap_or_default();
     let config = broker::Config {
         listen: args.listen,
         registry: registry::Config {
@@ -263,6 +270,32 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// What is wrong with the settings beyond what each flag's parser checks, before any socket is
+/// bound: what `--check-config` reports, and what stops a start.
+fn problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        problems.push(format!("--name-chars may not hold white space or control characters ({bad:?})"));
+    }
+    if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        problems.push(e);
+    }
+    problems
+}
+
+/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket.
+fn bind_problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(interface) = args.mdns {
+        if makler::mdns::socket::link_network(interface).is_none() {
+            problems.push(format!(
+                "cannot use mDNS on {interface}: no interface has that address (its netmask is unknown)"
+            ));
+        }
+    }
+    problems
 }
 
 /// A number of seconds, or 0 for "off".

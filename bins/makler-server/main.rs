@@ -100,6 +100,10 @@ struct Args {
     #[arg(long, short)]
     quiet: bool,
 
+    // --config, --check-config, --log-level.
+    #[command(flatten)]
+    config: makler::cli::ConfigArgs,
+
     /// Expect a PROXY protocol header (HAProxy's, v1 or v2) at the start of every connection, as
     /// `makler-balancer --send-proxy` or HAProxy's `send-proxy`/`send-proxy-v2` write it: the
     /// client it names is the one the services see (the http service's answer says `for client
@@ -117,8 +121,14 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    makler::cli::init_logging("makler-server", args.quiet);
+    let args: Args = makler::cli::parse();
+    makler::cli::init_logging_at(
+        "makler-server",
+        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
+    );
+    if args.config.check_config {
+        return makler::cli::config::report_check("makler-server", &problems(&args));
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -126,6 +136,19 @@ fn main() -> ExitCode {
             if e.is::<Refused>() { ExitCode::from(REFUSED) } else { ExitCode::FAILURE }
         }
     }
+}
+
+/// What `--check-config` reports beyond what each flag's parser checks: what a start would
+/// refuse before or just after it binds (`run` checks the same as it goes).
+fn problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if args.announce && args.multicast.no_multicast {
+        problems.push("--announce needs multicast (drop --no-multicast)".to_owned());
+    }
+    if let Err(e) = makler::meta::Metadata::parse_words(args.meta.iter().map(String::as_str)) {
+        problems.push(format!("--meta: {e}"));
+    }
+    problems
 }
 
 /// The exit code when the broker refused the registration for good: the code every program

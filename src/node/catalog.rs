@@ -202,3 +202,128 @@ impl Node {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::core::Core;
+    use crate::node::{Face, NodeConfig};
+
+    fn node() -> (Node, Instant) {
+        let mut node = Node::new(NodeConfig::default(), uuid::Uuid::new_v4);
+        let now = Instant::now();
+        node.handle_start(now);
+        (node, now)
+    }
+
+    fn register(node: &mut Node, now: Instant, line: &str) -> String {
+        let from: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let mut reply = Vec::new();
+        node.handle_datagram(now, Face::Client, from, line.as_bytes(), &mut reply);
+        String::from_utf8(reply).unwrap().trim().to_owned()
+    }
+
+    /// A GET on the HTTP face: the status and the JSON body.
+    fn get(node: &mut Node, now: Instant, target: &str) -> (u16, Value) {
+        let mut out = Vec::new();
+        let request = format!("GET {target} HTTP/1.1\r\n\r\n");
+        node.handle_stream(now, Face::Http, 0, request.as_bytes(), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head[9..12].parse().unwrap();
+        (status, serde_json::from_str(body).unwrap())
+    }
+
+    #[test]
+    fn services_are_the_first_by_name_within_the_limit() {
+        let (mut node, now) = node();
+        for (name, port) in [("zeta", 1), ("alpha", 2), ("mid", 3), ("alpha", 4)] {
+            register(&mut node, now, &format!("register {name} 127.0.0.1 {port}"));
+        }
+        let (status, all) = get(&mut node, now, "/v1/services");
+        assert_eq!(status, 200);
+        assert_eq!(
+            all["services"],
+            serde_json::json!([
+                {"name": "alpha", "instances": 2}, {"name": "mid", "instances": 1}, {"name": "zeta", "instances": 1}
+            ])
+        );
+        assert_eq!(all["truncated"], false);
+        assert_eq!(all["node"]["ttl_s"], 5.0);
+        let (_, two) = get(&mut node, now, "/v1/services?limit=2");
+        let names: Vec<&str> =
+            two["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["alpha", "mid"]);
+        assert_eq!(two["truncated"], true);
+        let (_, none) = get(&mut node, now, "/v1/services?limit=0");
+        assert_eq!((none["services"].as_array().unwrap().len(), &none["truncated"]), (0, &Value::Bool(true)));
+        // Expired services are gone.
+        let later = now + Duration::from_secs(60);
+        assert_eq!(get(&mut node, later, "/v1/services").1["services"], serde_json::json!([]));
+        assert_eq!(get(&mut node, later, "/v1/services/alpha").0, 404);
+    }
+
+    #[test]
+    fn instances_carry_their_lease_check_metadata_and_origin() {
+        let (mut node, now) = node();
+        let id = register(&mut node, now, "register echo 127.0.0.1 4001 check=http:/health zone=a empty=");
+        assert_eq!(id.len(), 36, "{id}");
+        register(&mut node, now, "register echo 127.0.0.1 4000");
+        let later = now + Duration::from_millis(1500);
+        let (status, echo) = get(&mut node, later, "/v1/services/echo");
+        assert_eq!(status, 200);
+        let instances = echo["instances"].as_array().unwrap();
+        assert_eq!(instances[0]["addr"], "127.0.0.1:4000");
+        let checked = &instances[1];
+        assert_eq!(checked["id"], id.as_str());
+        assert_eq!(checked["check"], "http:/health");
+        // Checks are off in the default settings: this broker does not probe it.
+        assert_eq!(checked["check_state"], "unchecked");
+        assert_eq!(checked["meta"], serde_json::json!({"zone": "a", "empty": ""}));
+        assert_eq!(checked["origin"], "registered");
+        assert_eq!(checked["source"], "127.0.0.1:40000");
+        assert_eq!(checked["age_s"], 1.5);
+        assert_eq!(checked["ttl_left_s"], 3.5);
+        let (_, one) = get(&mut node, later, "/v1/services/echo?limit=1");
+        assert_eq!((one["instances"].as_array().unwrap().len(), &one["truncated"]), (1, &Value::Bool(true)));
+    }
+
+    #[test]
+    fn a_checked_instance_passes_until_its_probe_fails() {
+        let interval = Duration::from_secs(1);
+        let verify = crate::node::VerifyConfig { probe_interval: Some(interval), fall: 3, ..Default::default() };
+        let mut node = Node::new(NodeConfig { verify, ..NodeConfig::default() }, uuid::Uuid::new_v4);
+        let now = Instant::now();
+        node.handle_start(now);
+        register(&mut node, now, "register echo 127.0.0.1 4000 check=tcp");
+        let state = |node: &mut Node, at| get(node, at, "/v1/services/echo").1["instances"][0]["check_state"].clone();
+        assert_eq!(state(&mut node, now), "passing", "none ran yet");
+        let mut at = now;
+        let id = loop {
+            at += Duration::from_millis(100);
+            node.handle_timeout(at);
+            if let Some(crate::core::ProbeCmd::Start { id, .. }) = node.poll_probe() {
+                break id;
+            }
+            assert!(at < now + interval * 3, "no probe");
+        };
+        let refused = crate::core::ProbeOutcome::Failed(std::io::ErrorKind::ConnectionRefused);
+        node.handle_probe(at, id, refused);
+        assert_eq!(state(&mut node, at), "failing");
+    }
+
+    #[test]
+    fn peers_and_bridges_are_listed_and_backends_are_not_here() {
+        let (mut node, now) = node();
+        let (status, peers) = get(&mut node, now, "/v1/peers");
+        assert_eq!((status, peers), (200, serde_json::json!({"peers": [], "bridges": []})));
+        assert_eq!(
+            get(&mut node, now, "/v1/backends"),
+            (404, serde_json::json!({"error": "not found", "name": "/v1/backends"}))
+        );
+    }
+}

@@ -21,6 +21,7 @@ mod browser;
 mod checks;
 mod cli;
 mod cli_watch;
+mod config;
 mod containers;
 mod containers_arm64;
 mod dns;

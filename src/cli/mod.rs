@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+pub mod config;
+
+pub use config::{ConfigArgs, parse, reparse};
+
 /// The version every program's `-V` prints: the package version and the commit it was built
 /// from (`0.1.0 (commit 1a2b3c4d5e6f)`; `unknown` outside a git checkout). Read when the library
 /// is compiled, which its build script makes happen whenever HEAD moves, so that programs of
@@ -29,11 +33,116 @@ macro_rules! version {
 /// `quiet`. Stdout stays the program's own. Call it once, first thing in `main`; a second call
 /// changes nothing.
 pub fn init_logging(program: &'static str, quiet: bool) {
-    let default = if quiet { "warn" } else { "info" };
-    let _ = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        .format(log_line(program))
-        .target(env_logger::Target::Stderr)
-        .try_init();
+    init_logging_at(program, &log_filter(quiet, None));
+}
+
+/// [`init_logging`] for the programs that take `--log-level` (see [`ConfigArgs`]): `filter`, as
+/// [`log_filter`] works it out, is what is logged, and [`set_log_level`] can change it later.
+pub fn init_logging_at(program: &'static str, filter: &str) {
+    let logger = Switchable::new(program, filter, || env_logger::Target::Stderr);
+    if LOGGER.set(logger).is_err() {
+        return;
+    }
+    if let Some(logger) = LOGGER.get() {
+        if log::set_logger(logger).is_ok() {
+            log::set_max_level(logger.current.load().filter());
+            log::debug!("logging with the filter {filter:?}");
+        }
+    }
+}
+
+/// The filter a program logs with: `--log-level` when given, else `RUST_LOG` when set, else
+/// `info` (`warn` when `quiet`). What a reload passes to [`set_log_level`], too.
+pub fn log_filter(quiet: bool, log_level: Option<&str>) -> String {
+    match (log_level, std::env::var("RUST_LOG")) {
+        (Some(level), _) => level.to_owned(),
+        (None, Ok(env)) if !env.trim().is_empty() => env,
+        _ => if quiet { "warn" } else { "info" }.to_owned(),
+    }
+}
+
+/// Changes what the running program logs to `filter` (a level, or an env_logger filter such as
+/// `makler=debug`), as a reload does on SIGHUP: records already on their way are unaffected,
+/// and [`log::max_level`] follows, so that disabled levels stay cheap. An error when `filter`
+/// does not parse, or when the program set up no logger with [`init_logging`].
+pub fn set_log_level(filter: &str) -> Result<(), String> {
+    parse_log_filter(filter)?;
+    LOGGER.get().ok_or("logging is not set up")?.switch(filter);
+    Ok(())
+}
+
+/// Checks a log filter as `--log-level` takes it: env_logger's syntax (`debug`,
+/// `makler=debug`, `warn,makler::broker=trace`), nothing dropped silently, and a target always
+/// with its level.
+///
+/// ```
+/// assert!(makler::cli::parse_log_filter("warn,makler::broker=debug").is_ok());
+/// assert!(makler::cli::parse_log_filter("loud").unwrap_err().contains("loud"));
+/// ```
+pub fn parse_log_filter(filter: &str) -> Result<String, String> {
+    let filter = filter.trim();
+    if filter.is_empty() {
+        return Err("empty; expected a level (error, warn, info, debug, trace) or a filter such as makler=debug".into());
+    }
+    let hint = "expected a level (error, warn, info, debug, trace) or a filter such as makler=debug";
+    env_filter::Builder::new().try_parse(filter).map_err(|e| format!("{filter:?}: {e}; {hint}"))?;
+    // env_logger reads a bare word as a target to log at every level, so that a mistyped level
+    // (`verbose`) would silently log nothing: a target takes its level after `=` here.
+    let levels = ["off", "error", "warn", "info", "debug", "trace"];
+    let directives = filter.split(',').map(str::trim).filter(|d| !d.is_empty());
+    if let Some(word) =
+        directives.filter(|d| !d.contains('=')).find(|d| !levels.contains(&d.to_ascii_lowercase().as_str()))
+    {
+        return Err(format!("{word:?} is not a level; {hint} (a target takes its level after =)"));
+    }
+    Ok(filter.to_owned())
+}
+
+/// The process's logger, installed by [`init_logging_at`].
+static LOGGER: std::sync::OnceLock<Switchable> = std::sync::OnceLock::new();
+
+/// A logger whose filter can change while the program runs: env_logger's [`Logger`] (which
+/// fixes its filter when built), rebuilt with the new filter and swapped in whole, so that a
+/// record is never logged by half of one and half of the other and logging takes no lock.
+///
+/// [`Logger`]: env_logger::Logger
+struct Switchable {
+    program: &'static str,
+    target: fn() -> env_logger::Target,
+    current: arc_swap::ArcSwap<env_logger::Logger>,
+}
+
+impl Switchable {
+    fn new(program: &'static str, filter: &str, target: fn() -> env_logger::Target) -> Self {
+        let current = arc_swap::ArcSwap::from_pointee(Self::build(program, filter, target));
+        Switchable { program, target, current }
+    }
+
+    fn build(program: &'static str, filter: &str, target: fn() -> env_logger::Target) -> env_logger::Logger {
+        env_logger::Builder::new().parse_filters(filter).format(log_line(program)).target(target()).build()
+    }
+
+    /// Logs by `filter` from now on.
+    fn switch(&self, filter: &str) {
+        let logger = Self::build(self.program, filter, self.target);
+        let max = logger.filter();
+        self.current.store(std::sync::Arc::new(logger));
+        log::set_max_level(max);
+    }
+}
+
+impl log::Log for Switchable {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        self.current.load().enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        self.current.load().log(record);
+    }
+
+    fn flush(&self) {
+        self.current.load().flush();
+    }
 }
 
 /// The format of [`init_logging`]: one line per record.
@@ -435,6 +544,58 @@ mod tests {
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         assert!(text.ends_with('\n'), "{text:?}");
         text.lines().map(str::to_owned).collect()
+    }
+
+    /// What the switchable logger of the test below wrote.
+    static SWITCHED: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+    struct ToSwitched;
+
+    impl Write for ToSwitched {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            SWITCHED.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_filter_changes_at_run_time() {
+        let logger = super::Switchable::new("makler-test", "info", || env_logger::Target::Pipe(Box::new(ToSwitched)));
+        let log = |level, message: &str| {
+            log::Log::log(
+                &logger,
+                &log::Record::builder().level(level).target("makler::broker").args(format_args!("{message}")).build(),
+            );
+        };
+        log(log::Level::Debug, "hidden");
+        log(log::Level::Info, "shown");
+        logger.switch("warn,makler::broker=debug");
+        assert_eq!(log::max_level(), log::LevelFilter::Debug, "the global cut-off follows");
+        log(log::Level::Debug, "now shown");
+        logger.switch("error");
+        log(log::Level::Warn, "hidden again");
+        let text = String::from_utf8(SWITCHED.lock().unwrap().clone()).unwrap();
+        let messages: Vec<&str> = text.lines().map(|line| line.split_once(": ").unwrap().1).collect();
+        assert_eq!(messages, ["shown", "now shown"]);
+        assert!(super::set_log_level("loud").unwrap_err().contains("\"loud\""), "a bad filter is refused");
+    }
+
+    #[test]
+    fn log_level_overrides_rust_log_and_quiet() {
+        assert_eq!(super::log_filter(true, Some("debug")), "debug");
+        if std::env::var_os("RUST_LOG").is_none() {
+            assert_eq!(super::log_filter(true, None), "warn");
+            assert_eq!(super::log_filter(false, None), "info");
+        }
+        for good in ["trace", "makler=debug", "warn,makler::broker=trace", "OFF"] {
+            assert_eq!(super::parse_log_filter(good).as_deref(), Ok(good));
+        }
+        for bad in ["", "loud", "makler=loud", "a=b=c"] {
+            assert!(super::parse_log_filter(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

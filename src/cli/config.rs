@@ -1,0 +1,500 @@
+//! The config file layer (`--config PATH`) of the long-running programs, over any clap
+//! [`Parser`]: a TOML file whose keys are the program's long flag names, so that everything a
+//! flag can say a file can say, in the same words, checked by the same value parsers.
+//!
+//! ```toml
+//! listen = "127.0.0.1:7000"
+//! ttl = 60
+//! peers = ["127.0.0.1:7001", "127.0.0.1:7002"]
+//! allow-register = ["10.0.0.0/8"]
+//! quiet = true
+//! ```
+//!
+//! How a file becomes arguments: each key is looked up among the command's long flags (an
+//! unknown key is refused with the file and line; `config`, `check-config`, `help` and `version`
+//! cannot be set from a file); its value becomes `--key=value` tokens: strings, integers and
+//! floats as written, `true` for a flag (`quiet = true`: `--quiet`; `false`: absent), an array
+//! as the flag's list form (comma-joined for a single-valued flag such as `--peers`, one
+//! `--key=item` each for a repeated one such as makler-server's `--meta`; an empty array is
+//! absent). Every flag the command line gives (by its long name, `--x=y`, an alias or its
+//! short form) drops that key's tokens, so the command line wins, and a list on it replaces
+//! the file's rather than adding to it. clap then parses `[program, file tokens…, command-line
+//! tokens…]`, so a value from the file goes through the flag's own parser, and a bad one is
+//! reported with the key, the file and the line.
+//!
+//! [`parse`] is what `main` calls; [`reparse`] is what a reload calls with the same argv.
+//! `--check-config` is left to each program (see [`ConfigArgs::check_config`] and
+//! [`report_check`]): only it knows the checks it makes before it binds its sockets.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use clap::{Arg, ArgAction, Command, Parser};
+
+/// The flags every long-running program takes for its configuration (flattened into its
+/// `Args`), so that they are spelled and explained alike everywhere.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArgs {
+    /// Read settings from this TOML file. Its keys are the long flag names (`listen =
+    /// "127.0.0.1:7000"`, `ttl = 60`, `peers = ["127.0.0.1:7001", "127.0.0.1:7002"]`, `quiet =
+    /// true`); a flag given on the command line overrides the file's value for it (a list
+    /// replaces the file's list). See OPERATIONS.md, and dist/config for examples.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Check the flags and the --config file (addresses, policies, lists, …) as a start would,
+    /// print `config ok` or each problem, and exit (0, or 2 on a problem) without binding
+    /// anything.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// What to log: a level (error, warn, info, debug, trace) or an env_logger filter such as
+    /// `makler=debug` or `warn,makler::broker=debug`. Overrides RUST_LOG when given; --quiet
+    /// still keeps registrations out of the log.
+    #[arg(long, value_name = "LEVEL", value_parser = super::parse_log_filter)]
+    pub log_level: Option<String>,
+}
+
+/// Keys a file may not set: they say which file to read, or ask for a one-off answer.
+const REFUSED_KEYS: [&str; 4] = ["config", "check-config", "help", "version"];
+
+/// Parses the program's arguments (`std::env::args_os`) and the `--config` file they name into
+/// `A`, as described in the [module docs](self). Call it in `main` instead of `A::parse()`.
+///
+/// `--help` and `--version` are answered as clap answers them (even with a broken file). Any
+/// error (a flag's, the file's: unreadable, not TOML, an unknown key, a bad value) is printed
+/// on stderr, naming the key, the file and the line where it comes from the file, and the
+/// process exits with [`super::exit::USAGE`] (2). `--check-config` is not acted on here: the
+/// program reads [`ConfigArgs::check_config`] once its own checks are done.
+pub fn parse<A: Parser>() -> A {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    match resolve::<A>(&argv, read_file) {
+        Ok(args) => args,
+        Err(Failure::Clap(e)) => e.exit(),
+        Err(Failure::File(message)) => {
+            eprintln!("{}: {message}", A::command().get_name());
+            std::process::exit(i32::from(super::exit::USAGE))
+        }
+    }
+}
+
+/// Parses `argv` (the program's name first, as [`std::env::args_os`] gives it) and re-reads
+/// the `--config` file it names, with the same rules as [`parse`]: what a reload calls to
+/// learn the new settings (keep `std::env::args_os().collect::<Vec<_>>()` from the start, and
+/// pass it again). An error (or a `--help` in `argv`) is returned as the message [`parse`]
+/// would print, without the program's name, never an exit, so that a bad file leaves the
+/// running settings alone. The new log filter is then
+/// `cli::log_filter(args.quiet, args.config.log_level.as_deref())`, for [`super::set_log_level`].
+pub fn reparse<A: Parser>(argv: &[OsString]) -> Result<A, String> {
+    resolve::<A>(argv, read_file).map_err(|failure| match failure {
+        Failure::Clap(e) => e.render().to_string().trim_start_matches("error: ").trim_end().to_owned(),
+        Failure::File(message) => message,
+    })
+}
+
+/// For `--check-config`: prints `config ok` on stdout when `problems` is empty, else each
+/// problem on a line of its own on stderr (`program: problem`), and returns the exit code to
+/// leave with (0, or [`super::exit::USAGE`]).
+pub fn report_check(program: &str, problems: &[String]) -> std::process::ExitCode {
+    if problems.is_empty() {
+        println!("config ok");
+        return std::process::ExitCode::SUCCESS;
+    }
+    for problem in problems {
+        eprintln!("{program}: {problem}");
+    }
+    std::process::ExitCode::from(super::exit::USAGE)
+}
+
+/// Why [`resolve`] failed: clap's own error (printed and exited with as clap does), or one
+/// about the file.
+#[derive(Debug)]
+enum Failure {
+    Clap(clap::Error),
+    File(String),
+}
+
+fn read_file(path: &Path) -> std::io::Result<String> {
+    std::fs::read_to_string(path)
+}
+
+/// [`parse`] and [`reparse`], with the file read by `read` (tests give text).
+fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result<String>) -> Result<A, Failure> {
+    let mut cmd = A::command();
+    cmd.build();
+    let given = scan(&cmd, argv);
+    let path = match (&given.config, given.help_or_version) {
+        (Some(path), false) => PathBuf::from(path),
+        _ => return A::try_parse_from(argv).map_err(Failure::Clap),
+    };
+    let shown = path.display().to_string();
+    let text = read(&path).map_err(|e| Failure::File(format!("cannot read the config file {shown}: {e}")))?;
+    let entries = file_entries(&cmd, &shown, &text).map_err(Failure::File)?;
+    let mut tokens: Vec<OsString> = argv.iter().take(1).cloned().collect();
+    if tokens.is_empty() {
+        tokens.push(cmd.get_name().into());
+    }
+    let overridden = overridden(&cmd, &given.ids);
+    let mut from_file = BTreeMap::new();
+    for entry in entries {
+        if overridden.contains(&entry.id) {
+            continue;
+        }
+        tokens.extend(entry.tokens.iter().map(OsString::from));
+        from_file.insert(entry.key.clone(), entry);
+    }
+    tokens.extend(argv.iter().skip(1).cloned());
+    let mut matches = cmd.clone().try_get_matches_from(tokens).map_err(|e| blame(e, &from_file, &shown))?;
+    A::from_arg_matches_mut(&mut matches).map_err(|e| blame(e.with_cmd(&cmd), &from_file, &shown))
+}
+
+/// The args whose values in the file the command line overrides: those it gives, and those
+/// that conflict with one it gives, either way (a file's `broker` and a command line's
+/// `--no-register`), so that the command line wins rather than clashes with the file.
+fn overridden(cmd: &Command, given: &HashSet<String>) -> HashSet<String> {
+    let mut overridden = given.clone();
+    for arg in cmd.get_arguments() {
+        let id = arg.get_id().as_str();
+        let conflicts: Vec<&str> = cmd.get_arg_conflicts_with(arg).iter().map(|a| a.get_id().as_str()).collect();
+        if given.contains(id) {
+            overridden.extend(conflicts.into_iter().map(str::to_owned));
+        } else if conflicts.iter().any(|c| given.contains(*c)) {
+            overridden.insert(id.to_owned());
+        }
+    }
+    overridden
+}
+
+/// clap's error, or, when it is about a flag whose value came from the file, a message that
+/// names the key, the file and its line.
+fn blame(error: clap::Error, from_file: &BTreeMap<String, Entry>, file: &str) -> Failure {
+    use clap::error::{ContextKind, ContextValue};
+    let arg = match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) => arg.clone(),
+        Some(ContextValue::Strings(args)) => args.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    };
+    let long = arg.strip_prefix("--").map(|rest| rest.split([' ', '=']).next().unwrap_or(rest));
+    match long.and_then(|long| from_file.get(long)) {
+        Some(entry) => {
+            let rendered = error.render().to_string();
+            let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
+            Failure::File(format!("{file}:{}: {}: {first}", entry.line, entry.key))
+        }
+        None => Failure::Clap(error),
+    }
+}
+
+/// What the command line itself gives: the ids of the args it sets, the `--config` path, and
+/// whether it asks for help or the version.
+#[derive(Debug, Default)]
+struct Given {
+    ids: HashSet<String>,
+    config: Option<OsString>,
+    help_or_version: bool,
+}
+
+/// Reads `argv` (program name first) as clap will, far enough to know which args it sets.
+fn scan(cmd: &Command, argv: &[OsString]) -> Given {
+    let mut given = Given::default();
+    let mut tokens = argv.iter().skip(1);
+    while let Some(token) = tokens.next() {
+        let Some(token) = token.to_str() else { continue };
+        if token == "--" {
+            break;
+        }
+        if let Some(rest) = token.strip_prefix("--") {
+            let (name, inline) = match rest.split_once('=') {
+                Some((name, value)) => (name, Some(OsString::from(value))),
+                None => (rest, None),
+            };
+            let Some(arg) = cmd.get_arguments().find(|arg| by_long(arg, name)) else { continue };
+            let value = if takes_value(arg) && inline.is_none() { tokens.next().cloned() } else { inline };
+            given.note(arg, value);
+        } else if let Some(shorts) = token.strip_prefix('-') {
+            for (at, c) in shorts.char_indices() {
+                let Some(arg) = cmd.get_arguments().find(|arg| by_short(arg, c)) else { break };
+                if takes_value(arg) {
+                    let rest = &shorts[at + c.len_utf8()..];
+                    let rest = rest.strip_prefix('=').unwrap_or(rest);
+                    let value = if rest.is_empty() { tokens.next().cloned() } else { Some(rest.into()) };
+                    given.note(arg, value);
+                    break;
+                }
+                given.note(arg, None);
+            }
+        }
+    }
+    given
+}
+
+impl Given {
+    fn note(&mut self, arg: &Arg, value: Option<OsString>) {
+        let id = arg.get_id().as_str();
+        match id {
+            "help" | "version" => self.help_or_version = true,
+            _ if arg.get_long() == Some("config") => self.config = value,
+            _ => {}
+        }
+        self.ids.insert(id.to_owned());
+    }
+}
+
+fn by_long(arg: &Arg, name: &str) -> bool {
+    arg.get_long() == Some(name) || arg.get_all_aliases().is_some_and(|aliases| aliases.contains(&name))
+}
+
+fn by_short(arg: &Arg, c: char) -> bool {
+    arg.get_short() == Some(c) || arg.get_all_short_aliases().is_some_and(|aliases| aliases.contains(&c))
+}
+
+fn takes_value(arg: &Arg) -> bool {
+    arg.get_action().takes_values()
+}
+
+/// One key of the file, turned into the tokens that say the same on a command line.
+#[derive(Debug)]
+struct Entry {
+    key: String,
+    line: usize,
+    id: String,
+    tokens: Vec<String>,
+}
+
+/// Reads the file's keys into [`Entry`]s, refusing what no flag of `cmd` means.
+fn file_entries(cmd: &Command, file: &str, text: &str) -> Result<Vec<Entry>, String> {
+    type Table = BTreeMap<toml::Spanned<String>, toml::Spanned<toml::Value>>;
+    let table: Table = toml::from_str(text).map_err(|e| format!("{file}: {}", e.to_string().trim_end()))?;
+    let line_of = |at: usize| text[..at.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1;
+    let mut entries = Vec::new();
+    for (key, value) in table {
+        let line = line_of(key.span().start);
+        let key = key.into_inner();
+        if REFUSED_KEYS.contains(&key.as_str()) {
+            return Err(format!(
+                "{file}:{line}: `{key}` cannot be set in a config file (give --{key} on the command line)"
+            ));
+        }
+        let arg = cmd
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(key.as_str()) && !arg.is_positional())
+            .ok_or_else(|| {
+                format!("{file}:{line}: unknown key `{key}` (the keys are the long flag names, as --help lists them)")
+            })?;
+        let tokens = tokens(arg, &key, value.get_ref()).map_err(|e| format!("{file}:{line}: {key}: {e}"))?;
+        entries.push(Entry { key, line, id: arg.get_id().as_str().to_owned(), tokens });
+    }
+    Ok(entries)
+}
+
+/// The command-line tokens saying what `value` says for `arg` (see the module docs).
+fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, String> {
+    match arg.get_action() {
+        ArgAction::SetTrue | ArgAction::SetFalse => match value {
+            toml::Value::Boolean(true) => Ok(vec![format!("--{key}")]),
+            toml::Value::Boolean(false) => Ok(Vec::new()),
+            other => Err(format!("expected true or false, not {}", describe(other))),
+        },
+        ArgAction::Count => match value {
+            toml::Value::Integer(n @ 0..=255) => Ok(vec![format!("--{key}"); *n as usize]),
+            other => Err(format!("expected a count (0 to 255), not {}", describe(other))),
+        },
+        ArgAction::Append => match value {
+            toml::Value::Array(items) => {
+                items.iter().map(|item| scalar(item).map(|text| format!("--{key}={text}"))).collect()
+            }
+            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+        },
+        ArgAction::Set => match value {
+            toml::Value::Array(items) if items.is_empty() => Ok(Vec::new()),
+            toml::Value::Array(items) => {
+                let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                Ok(vec![format!("--{key}={}", items.join(","))])
+            }
+            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+        },
+        _ => Err("cannot be set in a config file".to_owned()),
+    }
+}
+
+/// A value as a flag would spell it.
+fn scalar(value: &toml::Value) -> Result<String, String> {
+    match value {
+        toml::Value::String(text) => Ok(text.clone()),
+        toml::Value::Integer(n) => Ok(n.to_string()),
+        toml::Value::Float(x) => Ok(x.to_string()),
+        toml::Value::Boolean(b) => Ok(b.to_string()),
+        toml::Value::Datetime(time) => Ok(time.to_string()),
+        other => Err(format!("expected a string, a number or a list of them, not {}", describe(other))),
+    }
+}
+
+fn describe(value: &toml::Value) -> String {
+    match value {
+        toml::Value::Array(_) => "a list".to_owned(),
+        toml::Value::Table(_) => "a table".to_owned(),
+        toml::Value::String(text) => format!("string {text:?}"),
+        other => format!("{} {}", other.type_str(), scalar(other).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+    use std::net::SocketAddr;
+    use std::path::Path;
+
+    use super::{ConfigArgs, Failure};
+    use crate::cli::AddrList;
+
+    /// A program with one flag of each kind the real ones have.
+    #[derive(Debug, clap::Parser)]
+    #[command(name = "prog")]
+    struct Args {
+        #[arg(long, default_value = "127.0.0.1:7000", value_parser = crate::cli::parse_addr)]
+        listen: SocketAddr,
+        #[arg(long, default_value = "5", allow_negative_numbers = true, value_parser = crate::cli::parse_ttl)]
+        ttl: std::time::Duration,
+        #[arg(long)]
+        peers: Option<AddrList>,
+        #[arg(long, conflicts_with = "peers")]
+        no_peers: bool,
+        #[arg(long, value_parser = crate::service::policy::parse_networks)]
+        allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
+        #[arg(long = "meta")]
+        meta: Vec<String>,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long, alias = "workers", default_value_t = 2)]
+        threads: u16,
+        #[arg(long)]
+        health_interval: Option<f64>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    fn argv(tokens: &[&str]) -> Vec<OsString> {
+        tokens.iter().map(OsString::from).collect()
+    }
+
+    /// Parses `tokens` with `file` as the text of whatever `--config` names.
+    fn with(file: &str, tokens: &[&str]) -> Result<Args, String> {
+        let mut all = vec!["prog", "--config", "test.toml"];
+        all.extend_from_slice(tokens);
+        let read = |path: &Path| {
+            assert_eq!(path, Path::new("test.toml"));
+            Ok(file.to_owned())
+        };
+        super::resolve::<Args>(&argv(&all), read).map_err(|failure| match failure {
+            Failure::Clap(e) => e.render().to_string(),
+            Failure::File(message) => message,
+        })
+    }
+
+    const FILE: &str = r#"# a broker
+listen = "127.0.0.1:0"
+ttl = 60
+peers = ["127.0.0.1:7001", "127.0.0.1:7002"]
+allow-register = ["10.0.0.0/8"]
+meta = ["a=1", "b=2"]
+quiet = true
+health-interval = 2.5
+log-level = "makler=debug"
+"#;
+
+    #[test]
+    fn the_file_sets_every_kind_of_flag() {
+        let args = with(FILE, &[]).unwrap();
+        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());
+        assert_eq!(args.ttl, std::time::Duration::from_secs(60));
+        assert_eq!(args.peers.unwrap().to_string(), "127.0.0.1:7001,127.0.0.1:7002");
+        assert_eq!(args.allow_register.unwrap(), ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+        assert_eq!(args.meta, ["a=1", "b=2"]);
+        assert!(args.quiet);
+        assert_eq!(args.health_interval, Some(2.5));
+        assert_eq!(args.config.log_level.as_deref(), Some("makler=debug"));
+        assert_eq!(args.config.config.as_deref(), Some(Path::new("test.toml")));
+        assert_eq!(args.threads, 2, "defaults stay for what the file does not say");
+    }
+
+    #[test]
+    fn the_command_line_overrides_the_file_in_every_spelling() {
+        let args = with(FILE, &["--ttl", "7", "--peers=127.0.0.1:9000", "--meta", "c=3", "--workers", "4"]).unwrap();
+        assert_eq!(args.ttl, std::time::Duration::from_secs(7));
+        assert_eq!(args.peers.unwrap().0, ["127.0.0.1:9000".parse::<SocketAddr>().unwrap()], "replaced, not added");
+        assert_eq!(args.meta, ["c=3"], "a repeated flag on the command line replaces the file's list");
+        assert_eq!(args.threads, 4, "an alias counts as the flag");
+        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap(), "the rest still from the file");
+        // A flag given before --config, and a short one.
+        let args =
+            super::resolve::<Args>(&argv(&["prog", "-q", "--listen=127.0.0.1:5", "--config", "x.toml"]), |_: &Path| {
+                Ok("listen = \"127.0.0.1:6\"\nquiet = false\n".to_owned())
+            })
+            .unwrap();
+        assert_eq!(args.listen, "127.0.0.1:5".parse().unwrap());
+        assert!(args.quiet);
+    }
+
+    #[test]
+    fn the_command_line_overrides_what_conflicts_with_it_in_the_file() {
+        let args = with(FILE, &["--no-peers"]).unwrap();
+        assert!(args.no_peers && args.peers.is_none(), "the file's peers dropped");
+        let args = with("no-peers = true\n", &["--peers", "127.0.0.1:1"]).unwrap();
+        assert!(!args.no_peers && args.peers.is_some(), "the file's no-peers dropped");
+        let refused = with("no-peers = true\npeers = [\"127.0.0.1:1\"]\n", &[]).unwrap_err();
+        assert!(refused.contains("cannot be used with"), "a file at odds with itself is refused: {refused}");
+    }
+
+    #[test]
+    fn false_and_empty_lists_are_absent() {
+        let args = with("quiet = false\npeers = []\n", &[]).unwrap();
+        assert!(!args.quiet);
+        assert!(args.peers.is_none());
+    }
+
+    #[test]
+    fn unknown_and_refused_keys_are_named_with_their_line() {
+        let refused = with("ttl = 6\n\nlisten-on = \"127.0.0.1:1\"\n", &[]).unwrap_err();
+        assert_eq!(
+            refused,
+            "test.toml:3: unknown key `listen-on` (the keys are the long flag names, as --help lists them)"
+        );
+        for key in ["config", "check-config", "help", "version"] {
+            let refused = with(&format!("{key} = true\n"), &[]).unwrap_err();
+            assert!(refused.starts_with(&format!("test.toml:1: `{key}` cannot be set")), "{refused}");
+        }
+        let refused = with("workers = 3\n", &[]).unwrap_err();
+        assert!(refused.contains("unknown key `workers`"), "only long names are keys, not aliases: {refused}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_file_and_line() {
+        let refused = with("quiet = true\nttl = 0.01\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:2: ttl: invalid value '0.01' for '--ttl"), "{refused}");
+        assert!(refused.contains("at least 0.1"), "{refused}");
+        let refused = with("peers = [\"127.0.0.1:1\", \"nowhere\"]\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:1: peers: invalid value"), "{refused}");
+        let refused = with("quiet = \"yes\"\n", &[]).unwrap_err();
+        assert_eq!(refused, "test.toml:1: quiet: expected true or false, not string \"yes\"");
+        let refused = with("peers = [[\"a\"]]\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:1: peers: expected a string"), "{refused}");
+        let refused = with("ttl = 5\nttl = 6\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml: TOML parse error at line 2"), "{refused}");
+        // A bad value on the command line is clap's own error, about the flag.
+        let refused = with("", &["--ttl", "0"]).unwrap_err();
+        assert!(refused.contains("'--ttl <TTL>'") && !refused.contains("test.toml"), "{refused}");
+    }
+
+    #[test]
+    fn without_a_file_or_with_help_it_is_plain_clap() {
+        let args = super::resolve::<Args>(&argv(&["prog", "--ttl", "9"]), |_: &Path| unreachable!()).unwrap();
+        assert_eq!(args.ttl, std::time::Duration::from_secs(9));
+        let help = super::resolve::<Args>(&argv(&["prog", "--config", "gone.toml", "--help"]), |_: &Path| {
+            Err(std::io::ErrorKind::NotFound.into())
+        });
+        assert!(matches!(help, Err(Failure::Clap(e)) if e.kind() == clap::error::ErrorKind::DisplayHelp));
+        let refused = super::reparse::<Args>(&argv(&["prog", "--config", "/nonexistent/makler.toml"])).unwrap_err();
+        assert!(refused.starts_with("cannot read the config file /nonexistent/makler.toml: "), "{refused}");
+    }
+}

@@ -17,10 +17,12 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 /// The cfgs for outside tools, each with the programs it needs on `PATH`.
-const TOOLS: [(&str, &[&str]); 8] = [
+const TOOLS: [(&str, &[&str]); 9] = [
     // Avahi for the mDNS interop tests (tests/it/mdns_avahi.rs): the daemon, its tools, a
     // D-Bus daemon for its private system bus, stdbuf for its tools' output.
     ("has_avahi", &["avahi-daemon", "avahi-browse", "avahi-publish", "dbus-daemon", "stdbuf"]),
+    // Debian's Chromium for the status page's browser test (tests/it/browser.rs).
+    ("has_chromium", &["chromium"]),
     ("has_dig", &["dig"]),
     ("has_haproxy", &["haproxy"]),
     ("has_podman", &["podman", "runc"]),
@@ -35,6 +37,10 @@ const NETNS: &str = "has_netns";
 
 /// The cfg for tests that talk to python-zeroconf (PyPI `zeroconf`): a `python3` that imports it.
 const ZEROCONF: &str = "has_zeroconf";
+
+/// The cfg for the browser test's driver: `node` on `PATH` and tests/browser's packages
+/// (playwright-core) installed there by `npm ci`.
+const NODE: &str = "has_node";
 
 /// The directories of `PATH`.
 fn path_dirs() -> Vec<PathBuf> {
@@ -94,6 +100,17 @@ fn main() {
     missing |= !zeroconf;
     if zeroconf || ci {
         println!("cargo::rustc-cfg={ZEROCONF}");
+    }
+    println!("cargo::rustc-check-cfg=cfg({NODE})");
+    let packages = Path::new("tests/browser/node_modules/playwright-core/package.json").is_file();
+    let node = on_path(&dirs, "node") && packages;
+    if !packages {
+        // `npm ci` there adds node_modules, which changes the directory's mtime.
+        println!("cargo::rerun-if-changed=tests/browser");
+    }
+    missing |= !node;
+    if node || ci {
+        println!("cargo::rustc-cfg={NODE}");
     }
     // A tool installed later lands in a directory of PATH and changes that directory's mtime:
     // look again then. Watched only while a tool is missing, so that installing unrelated

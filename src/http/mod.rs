@@ -5,8 +5,9 @@
 //! `httparse`, routes it, and asks a [`Catalog`] (the broker's node, or the balancer's control
 //! core) for what only it knows; the page's files come from [`ui`]. No socket, no clock.
 //!
-//! Every answer has a `Content-Type`, a `Content-Length` and `Cache-Control: no-store` (the
-//! catalog changes by the second), and closes the connection, as `--metrics` does: one request
+//! Every answer has a `Content-Type`, a `Content-Length`, `Cache-Control: no-store` (the
+//! catalog changes by the second) and the status page's `Content-Security-Policy` (see [`ui`]),
+//! and closes the connection, as `--metrics` does: one request
 //! per connection, so a client holds nothing once answered. Errors are JSON
 //! ([`catalog::Error`]): 400 for a head that is not HTTP or a bad query, 404 for an unknown path
 //! or service, 405 for a method other than `GET` and `HEAD`, 431 for a head too large.
@@ -241,11 +242,12 @@ fn write(out: &mut Vec<u8>, answer: &Answer, with_body: bool, allow: bool) {
     let _ = std::io::Write::write_fmt(
         out,
         format_args!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\n{}Connection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nContent-Security-Policy: {}\r\n{}Connection: close\r\n\r\n",
             answer.status,
             reason(answer.status),
             answer.content_type,
             answer.body.len(),
+            ui::CONTENT_SECURITY_POLICY,
             if allow { "Allow: GET, HEAD\r\n" } else { "" },
         ),
     );

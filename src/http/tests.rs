@@ -77,7 +77,7 @@ fn metrics_are_the_prometheus_page() {
 
 #[test]
 fn unknown_paths_get_404_with_json() {
-    for path in ["/v1", "/v1/", "/v1/nope", "/v1/services/", "/v1/services/a/b", "/favicon.ico", "/"] {
+    for path in ["/v1", "/v1/", "/v1/nope", "/v1/services/", "/v1/services/a/b", "/nope", "/ui/"] {
         let (status, headers, body, fake) = get(path);
         assert_eq!(status, 404, "{path}");
         assert_eq!(header(&headers, "content-type"), Some("application/json"), "{path}");

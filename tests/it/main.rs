@@ -2,8 +2,8 @@
 //! real programs, talking to them, waiting on conditions) in `common`. One binary links once and
 //! runs every test even when one fails; `cargo test --test it peers::` runs one area.
 //!
-//! A test that needs a tool from outside (podman, haproxy, dig, promtool, `ss`, root for network
-//! namespaces) is compiled `#[ignore]`d, with the package to install, where `build.rs` did not
+//! A test that needs a tool from outside (podman, haproxy, dig, promtool, `ss`, Chromium and
+//! Node.js, root for network namespaces) is compiled `#[ignore]`d, with the package to install, where `build.rs` did not
 //! find the tool: the runner reports it as ignored, never as passed. Under `CI=true` (as
 //! `.ci/run` sets) it runs regardless and fails if the tool is missing.
 
@@ -17,6 +17,7 @@ mod balancer_policy;
 mod bench_scripts;
 mod bridges;
 mod broker;
+mod browser;
 mod checks;
 mod cli;
 mod cli_watch;

@@ -9,9 +9,11 @@
 //!
 //! Every live instance of the table that holds a lease of its own (registered here or at a
 //! peer, not imported), whose endpoint is not a loopback address (meaningless to another host
-//! of the link), whose service name makes a DNS label, and which this broker *owns*: the same
-//! rendezvous owner the health checks use ([`Replicator::owner`](super::replicate::Replicator::owner)),
-//! so that with several brokers on one link each instance is advertised once. When the live
+//! of the link), whose service name makes a DNS label, and which this broker *owns* among the
+//! brokers that advertise on the same link: the health checks' rendezvous hashing over those
+//! brokers only ([`Replicator::mdns_owner`](super::replicate::Replicator::mdns_owner); peers say
+//! where they advertise in their hellos, see [`advertised_link`]), so that with several brokers
+//! on one link each instance is advertised once, and a broker without `--mdns` takes none off it. When the live
 //! brokers change, the new owner starts advertising (probing first) and the old one says
 //! goodbye. The TXT record holds the lease's metadata (`advert_metadata`, [`Metadata::to_txt`]).
 //!
@@ -87,6 +89,13 @@ impl MdnsConfig {
     pub fn new(import: Vec<String>, seed: u64) -> Self {
         MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed, link: None }
     }
+}
+
+/// The link this broker advertises on, as peers are told it ([`Peer::MdnsLink`](crate::protocol::peer::Peer::MdnsLink)):
+/// `None` without advertising, `0.0.0.0/0` when its network is not known (tests).
+pub fn advertised_link(config: Option<&MdnsConfig>) -> Option<ipnet::Ipv4Net> {
+    let config = config.filter(|c| c.advertise)?;
+    Some(config.link.unwrap_or_default())
 }
 
 /// An instance imported from the link.

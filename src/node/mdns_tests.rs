@@ -420,3 +420,58 @@ fn imports_follow_the_registration_policy_and_refuse_meaningless_endpoints() {
     }
     assert_eq!(node.mdns.refused(), 4);
 }
+
+#[test]
+fn the_advertiser_is_chosen_among_the_brokers_of_the_link() {
+    use crate::sim::{NetConfig, Sim, node_with};
+    // Brokers 0 and 1 advertise on 10.0.0.0/24, broker 2 on another link, broker 3 not at all:
+    // every instance is advertised once on each link, whoever checks it.
+    let addrs: Vec<SocketAddr> = (1..=4).map(|i| SocketAddr::from(([10, 0, 0, i], 7000))).collect();
+    let net = NetConfig {
+        min_delay: Duration::from_micros(100),
+        max_delay: Duration::from_millis(2),
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+    let links = [Some("10.0.0.0/24"), Some("10.0.0.0/24"), Some("10.9.0.0/16"), None];
+    let mut sim = Sim::new(11, net);
+    for (i, &addr) in addrs.iter().enumerate() {
+        let mdns = links[i]
+            .map(|link| MdnsConfig { link: Some(link.parse().unwrap()), ..MdnsConfig::new(Vec::new(), i as u64) });
+        let config = NodeConfig {
+            unicast: addr,
+            incarnation: 200 + i as u64,
+            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+            mdns,
+            ..NodeConfig::default()
+        };
+        sim.add_node(addr, node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let labels: std::collections::BTreeSet<String> = (0..16).map(|i| format!("10-0-1-{}:8080", i + 1)).collect();
+    for i in 0..16u8 {
+        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[3], b"register web 8080".to_vec());
+    }
+    sim.run_for(Duration::from_secs(6));
+    let sent = sim.take_inbox(crate::mdns::GROUP_V4);
+    let (first, second) = (announced_by(&sent, addrs[0]), announced_by(&sent, addrs[1]));
+    assert!(!first.is_empty() && !second.is_empty(), "both brokers of the link own some: {first:?} {second:?}");
+    assert!(first.is_disjoint(&second), "each instance advertised by one: {first:?} {second:?}");
+    let link: std::collections::BTreeSet<String> = first.union(&second).cloned().collect();
+    assert_eq!(link, labels, "every instance advertised on the first link");
+    assert_eq!(announced_by(&sent, addrs[2]), labels, "the other link's only broker advertises all");
+    assert!(announced_by(&sent, addrs[3]).is_empty());
+    // Broker 1 stops advertising (restarted without --mdns): broker 0 takes its share.
+    let config = NodeConfig {
+        unicast: addrs[1],
+        incarnation: 300,
+        replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+        registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+        ..NodeConfig::default()
+    };
+    sim.restart(1, node_with(9, config));
+    sim.run_for(Duration::from_secs(8));
+    let taken = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[0]);
+    assert_eq!(taken, second, "the remaining broker of the link advertises what the other did");
+}

@@ -178,6 +178,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("unknown slots", to_peer(0x43, Peer::Unknown { slots: &[0x07] })),
         ("features with metadata", to_peer(0x43, Peer::Features { bits: 3 })),
+        ("features with mdns", to_peer(0x43, Peer::Features { bits: 7 })),
+        ("mdns link", to_peer(0x43, Peer::MdnsLink { network: "10.0.0.0".parse().unwrap(), prefix: 24 })),
         (
             "slot upsert with metadata",
             to_peer(

@@ -54,6 +54,7 @@ use super::wire;
 use super::{PORT, names};
 
 mod conflicts;
+pub mod handover;
 
 /// The probes' interval, and the most the first waits (§8.1).
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -161,6 +162,9 @@ struct Instance {
     label: String,
     records: InstanceRecords,
     state: State,
+    /// Handed over to another responder (see [`Responder::hand_over`]): it answers until then,
+    /// or until the new owner's announcement is heard, and goes without a goodbye only then.
+    leaving: Option<Instant>,
 }
 
 impl Instance {
@@ -194,6 +198,8 @@ pub struct Responder {
     unicast_sent: HashMap<IpAddr, (Instant, u32)>,
     /// The records compared while handling the last datagram: what the caps bound.
     work: usize,
+    /// This host's address on the link, if known: datagrams from it are our own, looped back.
+    own: Option<IpAddr>,
 }
 
 impl Responder {
@@ -211,14 +217,28 @@ impl Responder {
             conflicts: VecDeque::new(),
             unicast_sent: HashMap::new(),
             work: 0,
+            own: None,
         }
+    }
+
+    /// Names this host's address on the link: a datagram from it is our own multicast, looped
+    /// back, never another responder's (see [`handover`]).
+    pub fn set_own_address(&mut self, own: IpAddr) {
+        self.own = Some(own);
     }
 
     /// Advertises `advert` (probing first), or, when it is advertised already, updates its TXT
     /// (announced again). Returns false when its service's name makes no DNS label.
     pub fn add(&mut self, now: Instant, advert: Advert) -> bool {
+        self.add_as(now, advert, false)
+    }
+
+    /// [`add`](Self::add), or, with `claimed`, [`take_over`](Self::take_over).
+    fn add_as(&mut self, now: Instant, advert: Advert, claimed: bool) -> bool {
         let key = (advert.service.clone(), advert.endpoint);
         if let Some(instance) = self.instances.get_mut(&key) {
+            // Owned again before the handover ended: it stays, as it is.
+            instance.leaving = None;
             if instance.advert.txt != advert.txt {
                 instance.advert.txt = advert.txt;
                 instance.records = build(&instance.advert, &instance.label).unwrap_or(instance.records.clone());
@@ -230,9 +250,12 @@ impl Responder {
         }
         let label = names::instance_label(advert.endpoint);
         let Some(records) = build(&advert, &label) else { return false };
-        let next = now + self.jitter(PROBE_INTERVAL);
-        let state = State::Probing { sent: 0, next };
-        self.instances.insert(key, Instance { advert, claim: 1, label, records, state });
+        let state = if claimed {
+            State::Announcing { sent: 0, next: now }
+        } else {
+            State::Probing { sent: 0, next: now + self.jitter(PROBE_INTERVAL) }
+        };
+        self.instances.insert(key, Instance { advert, claim: 1, label, records, state, leaving: None });
         true
     }
 
@@ -267,7 +290,7 @@ impl Responder {
         message.authorities.truncate(MAX_RECORDS);
         match message.message_type {
             // §11: responses from another port are not mDNS responses.
-            MessageType::Response if from.port() == PORT => self.handle_response(now, &message),
+            MessageType::Response if from.port() == PORT => self.handle_response(now, from, &message),
             MessageType::Response => {}
             MessageType::Query => {
                 self.settle_probes(now, &message);
@@ -331,6 +354,7 @@ impl Responder {
             self.send(self.config.group, &message);
         }
         self.events.extend(announced);
+        self.end_handovers(now);
         if let Some(pending) = self.pending.take_if(|p| p.at <= now) {
             self.multicast(now, pending.answers, pending.additionals);
         }
@@ -343,7 +367,8 @@ impl Responder {
             State::Probing { next, .. } | State::Announcing { next, .. } => Some(next),
             State::Live => None,
         });
-        states.chain(self.pending.as_ref().map(|p| p.at)).min()
+        let leaving = self.instances.values().filter_map(|i| i.leaving);
+        states.chain(leaving).chain(self.pending.as_ref().map(|p| p.at)).min()
     }
 
     /// The next datagram to send: its bytes into `out` (cleared first), and where to.

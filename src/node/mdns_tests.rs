@@ -111,14 +111,30 @@ fn the_owner_advertises_and_hands_over() {
     text(&mut node, t0, "10.0.0.5:40000", "register web 8080");
     let t1 = t0 + Duration::from_secs(4);
     run(&mut node, t1);
+    text(&mut node, t1, "10.0.0.5:40000", "register web 8080");
     node.mdns.handle_owners_changed(t1, &node.registry, |_| false);
     node.drain(t1);
-    let goodbye = records(&run(&mut node, t1));
+    assert!(run(&mut node, t1).is_empty(), "no goodbye while the new owner may take it over");
+    // Nobody announced it within the handover's wait: the old owner says goodbye.
+    let t2 = t1 + crate::mdns::responder::handover::HANDOVER_WAIT;
+    let goodbye = records(&run(&mut node, t2));
     assert_eq!(srv_port(&goodbye, "10-0-0-5:8080"), Some((8080, 0)), "the old owner says goodbye");
-    node.mdns.handle_owners_changed(t1, &node.registry, |_| true);
-    node.drain(t1);
-    let again = run(&mut node, t1 + Duration::from_millis(4900));
-    assert_eq!(srv_port(&records(&again), "10-0-0-5:8080"), Some((8080, 120)), "the new owner announces");
+    // The new owner takes it over: announced at once, without probes.
+    node.mdns.handle_owners_changed(t2, &node.registry, |_| true);
+    node.drain(t2);
+    let again = run(&mut node, t2);
+    assert!(again.iter().all(|(_, _, m)| m.message_type == MessageType::Response), "no probes: {again:?}");
+    assert_eq!(srv_port(&records(&again), "10-0-0-5:8080"), Some((8080, 120)), "the new owner announces at once");
+    // Handed over again, then gone from the table before anyone took it: the goodbye goes at once.
+    let t3 = t2 + Duration::from_secs(1);
+    run(&mut node, t3);
+    let id = text(&mut node, t3, "10.0.0.5:40000", "register web 8080");
+    node.mdns.handle_owners_changed(t3, &node.registry, |_| false);
+    node.drain(t3);
+    assert!(run(&mut node, t3).is_empty());
+    text(&mut node, t3, "10.0.0.5:40000", &format!("deregister {}", id.trim().trim_start_matches("OK ")));
+    let goodbye = records(&run(&mut node, t3));
+    assert_eq!(srv_port(&goodbye, "10-0-0-5:8080"), Some((8080, 0)), "the goodbye goes when it leaves the table");
 }
 
 /// A zeroconf-like announcement of `label` of `_http._tcp` at `ip:port` on `host`, with `ttl`.

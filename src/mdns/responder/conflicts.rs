@@ -17,7 +17,8 @@ use super::{
 impl Responder {
     /// A response on the link: conflicts with our unique records (§9), and answers of ours
     /// another responder gave (§7.4).
-    pub(super) fn handle_response(&mut self, now: Instant, message: &Message) {
+    pub(super) fn handle_response(&mut self, now: Instant, from: std::net::SocketAddr, message: &Message) {
+        self.confirm_handovers(now, from, message);
         let mut renamed = Vec::new();
         let conflicts = &mut self.conflicts;
         for instance in self.instances.values_mut() {

@@ -351,6 +351,21 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
             ),
         ),
         (
+            "announce with metadata",
+            multicast(
+                0,
+                Multicast::AnnounceMeta {
+                    origin: 0x1234,
+                    service: "echo",
+                    ip: None,
+                    port: 4000,
+                    commitment: protocol::goodbye_commitment(&[0x11; 32]),
+                    check: Check::Tcp,
+                    meta: vec![("path", "/")],
+                },
+            ),
+        ),
+        (
             "goodbye revealed",
             multicast(
                 0,

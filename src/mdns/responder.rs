@@ -28,7 +28,8 @@
 //!    its SRV or TXT sends it back to probing (§9).
 //!
 //!    Work and replies are bounded per datagram: at most [`MAX_QUESTIONS`] distinct questions
-//!    (repeats are ignored) and [`MAX_RECORDS`] records are read, answers are de-duplicated by
+//!    (repeats are ignored) and [`MAX_RECORDS`] records are read, each question visits only the
+//!    instances that answer it (a by-name index, `index`), answers are de-duplicated by
 //!    hashing, and a unicast reply (QU or legacy) is ONE packet (truncated; TC on a legacy reply),
 //!    at most [`UNICAST_PER_SOURCE`] a second to one source address: a small query from a
 //!    spoofed on-link source is not amplified.
@@ -53,8 +54,10 @@ use super::records::{self, InstanceRecords, is_unique};
 use super::wire;
 use super::{PORT, names};
 
+mod answer;
 mod conflicts;
 pub mod handover;
+mod index;
 
 /// The probes' interval, and the most the first waits (§8.1).
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -200,6 +203,8 @@ pub struct Responder {
     work: usize,
     /// This host's address on the link, if known: datagrams from it are our own, looped back.
     own: Option<IpAddr>,
+    /// Which instances answer each name (see [`index`]).
+    index: index::NameIndex,
 }
 
 impl Responder {
@@ -218,6 +223,7 @@ impl Responder {
             unicast_sent: HashMap::new(),
             work: 0,
             own: None,
+            index: index::NameIndex::default(),
         }
     }
 
@@ -241,6 +247,7 @@ impl Responder {
             instance.leaving = None;
             if instance.advert.txt != advert.txt {
                 instance.advert.txt = advert.txt;
+                // Same names: the index does not change.
                 instance.records = build(&instance.advert, &instance.label).unwrap_or(instance.records.clone());
                 if instance.state == State::Live {
                     instance.state = State::Announcing { sent: 0, next: now };
@@ -255,13 +262,16 @@ impl Responder {
         } else {
             State::Probing { sent: 0, next: now + self.jitter(PROBE_INTERVAL) }
         };
+        self.index.insert(&key, &records);
         self.instances.insert(key, Instance { advert, claim: 1, label, records, state, leaving: None });
         true
     }
 
     /// Stops advertising an instance: its goodbye (TTL 0) goes at once if it was announced.
     pub fn remove(&mut self, now: Instant, service: &str, endpoint: SocketAddr) {
-        let Some(instance) = self.instances.remove(&(service.to_owned(), endpoint)) else { return };
+        let key = (service.to_owned(), endpoint);
+        let Some(instance) = self.instances.remove(&key) else { return };
+        self.index.remove(&key, &instance.records);
         if instance.answers() {
             let records = self.goodbye_records(&instance);
             self.multicast(now, records, Vec::new());
@@ -397,33 +407,10 @@ impl Responder {
         self.out.extend(wire::encode(message).into_iter().map(|bytes| (to, bytes)));
     }
 
-    /// Sends a unicast reply as ONE packet: what does not fit is left out (legacy unicast sets
-    /// TC, as DNS does), so that a small query from a spoofed source is not amplified.
-    fn send_one(&mut self, to: SocketAddr, reply: &mut Message, legacy: bool) {
-        let mut packets = wire::encode(reply);
-        let truncated = packets.len() > 1;
-        let Some(mut bytes) = packets.drain(..).next() else { return };
-        if truncated && legacy && bytes.len() > 2 {
-            // The header's TC bit (RFC 1035 §4.1.1): the querier may ask again over TCP.
-            bytes[2] |= 0x02;
-        }
-        self.out.push_back((to, bytes));
-    }
-
-    /// Whether `source` may get one more unicast reply now (see [`UNICAST_PER_SOURCE`]).
-    fn may_unicast(&mut self, now: Instant, source: IpAddr) -> bool {
-        if self.unicast_sent.len() >= UNICAST_SOURCES {
-            self.unicast_sent.retain(|_, (at, _)| now.saturating_duration_since(*at) < UNICAST_WINDOW);
-            if self.unicast_sent.len() >= UNICAST_SOURCES {
-                return false;
-            }
-        }
-        let (at, count) = self.unicast_sent.entry(source).or_insert((now, 0));
-        if now.saturating_duration_since(*at) >= UNICAST_WINDOW {
-            (*at, *count) = (now, 0);
-        }
-        *count += 1;
-        *count <= UNICAST_PER_SOURCE
+    /// How many names the by-name index holds (tests).
+    #[cfg(test)]
+    pub(crate) fn index_len(&self) -> usize {
+        self.index.len()
     }
 
     /// The records compared while handling the last datagram (tests bound it).
@@ -465,97 +452,6 @@ impl Responder {
             record.ttl = 0;
         }
         records
-    }
-
-    /// Answers a query (see the [module documentation](self)): its distinct questions, at most
-    /// [`MAX_QUESTIONS`] of them.
-    fn answer(&mut self, now: Instant, from: SocketAddr, query: &Message) {
-        let mut answers: Vec<Record> = Vec::new();
-        let mut additionals: Vec<Record> = Vec::new();
-        let mut seen: HashSet<(String, RecordType, Vec<u8>)> = HashSet::new();
-        let mut asked: HashSet<(String, RecordType)> = HashSet::new();
-        let mut unicast = !query.queries.is_empty();
-        for question in &query.queries {
-            if !wire::is_in(question.query_class()) {
-                continue;
-            }
-            unicast &= question.mdns_unicast_response();
-            let (name, qtype) = (question.name(), question.query_type());
-            if !asked.insert((name.to_lowercase().to_ascii(), qtype)) {
-                continue;
-            }
-            if asked.len() > MAX_QUESTIONS {
-                break;
-            }
-            for instance in self.instances.values().filter(|i| i.answers()) {
-                self.work += 1;
-                for record in instance.records.answering(name, qtype) {
-                    if seen.insert(key(record)) {
-                        answers.push(record.clone());
-                        additionals.extend(instance.records.additional_for(record).into_iter().cloned());
-                    }
-                }
-            }
-        }
-        // Known answers (§7.1).
-        let known = known_ttls(&query.answers);
-        let is_known = |ours: &Record| known.get(&key(ours)).is_some_and(|&ttl| ttl >= ours.ttl / 2);
-        answers.retain(|a| !is_known(a));
-        additionals.retain(|a| !is_known(a) && !seen.contains(&key(a)));
-        dedup(&mut additionals);
-        if answers.is_empty() {
-            return;
-        }
-        let legacy = from.port() != PORT;
-        if legacy || unicast {
-            if !self.may_unicast(now, from.ip()) {
-                return;
-            }
-            let mut reply = wire::response();
-            if legacy {
-                // Legacy unicast (§6.7): a plain DNS reply.
-                reply.metadata.id = query.id;
-                reply.queries = query.queries.clone();
-                reply.queries.truncate(MAX_QUESTIONS);
-                for record in answers.iter_mut().chain(additionals.iter_mut()) {
-                    record.ttl = record.ttl.min(LEGACY_TTL);
-                    record.mdns_cache_flush = false;
-                }
-            }
-            reply.answers = answers;
-            reply.additionals = additionals;
-            self.send_one(from, &mut reply, legacy);
-            return;
-        }
-        // The 1 s rate limit (§6).
-        answers.retain(|a| {
-            self.multicast_at.get(&key(a)).is_none_or(|at| now.saturating_duration_since(*at) >= RATE_LIMIT)
-        });
-        if answers.is_empty() {
-            return;
-        }
-        let delay = if query.truncation {
-            Duration::from_millis(400) + self.jitter(Duration::from_millis(100))
-        } else if answers.iter().all(is_unique) {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(20) + self.jitter(Duration::from_millis(100))
-        };
-        let pending = self.pending.get_or_insert_with(|| Pending {
-            at: now + delay,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-        });
-        pending.at = pending.at.min(now + delay);
-        pending.answers.extend(answers);
-        dedup(&mut pending.answers);
-        pending.additionals.extend(additionals);
-        dedup(&mut pending.additionals);
-        let answered: HashSet<_> = pending.answers.iter().map(key).collect();
-        pending.additionals.retain(|a| !answered.contains(&key(a)));
-        if pending.at <= now {
-            self.handle_timeout(now);
-        }
     }
 }
 

@@ -443,3 +443,36 @@ fn a_unicast_reply_is_one_packet_and_a_source_gets_few() {
     r.handle_datagram(now + Duration::from_secs(1), legacy, &query.to_vec().unwrap());
     assert_eq!(sent(&mut r).len(), 1);
 }
+
+#[test]
+fn a_question_visits_only_the_instances_that_answer_it() {
+    let (mut r, now) = live_many(200);
+    assert!(r.add(now, advert("db", "10.0.0.6:5432")));
+    run(&mut r, now + Duration::from_secs(10));
+    let now = now + Duration::from_secs(10);
+    let ask = |r: &mut Responder, questions: Vec<(Name, RecordType)>| {
+        let mut query = question(questions[0].0.clone(), questions[0].1, false);
+        query.queries.extend(questions[1..].iter().map(|(n, t)| Query::query(n.clone(), *t)));
+        r.handle_datagram(now, peer(), &query.to_vec().unwrap());
+        sent(r);
+        r.work()
+    };
+    // 32 instance names: one instance each (it was 32 × 201).
+    let names: Vec<(Name, RecordType)> =
+        (0..32).map(|i| (web_name(&format!("10-0-0-5:{}", 8000 + i)), RecordType::SRV)).collect();
+    assert_eq!(ask(&mut r, names), 32);
+    // Another type's instances, the address shared by 200 instances, the type enumeration.
+    assert_eq!(ask(&mut r, vec![(type_name("db").unwrap(), RecordType::PTR)]), 1);
+    assert_eq!(ask(&mut r, vec![(host_name("10.0.0.5".parse().unwrap()), RecordType::A)]), 1);
+    let services = super::records::services_name();
+    assert_eq!(ask(&mut r, vec![(services, RecordType::PTR)]), 2, "one per type");
+    // A name nobody holds costs nothing; a type costs its instances (its answers).
+    assert_eq!(ask(&mut r, vec![(type_name("nope").unwrap(), RecordType::PTR)]), 0);
+    assert_eq!(ask(&mut r, vec![(type_name("web").unwrap(), RecordType::PTR)]), 200);
+    // The index follows removals and renames.
+    for i in 0..200u16 {
+        r.remove(now, "web", format!("10.0.0.5:{}", 8000 + i).parse().unwrap());
+    }
+    r.remove(now, "db", "10.0.0.6:5432".parse().unwrap());
+    assert_eq!(r.index_len(), 0);
+}

@@ -51,7 +51,9 @@ impl Responder {
         let key = (service.to_owned(), endpoint);
         let Some(instance) = self.instances.get_mut(&key) else { return };
         if !instance.answers() {
-            self.instances.remove(&key);
+            if let Some(instance) = self.instances.remove(&key) {
+                self.index.remove(&key, &instance.records);
+            }
         } else if instance.leaving.is_none() {
             instance.leaving = Some(now + HANDOVER_WAIT);
         }
@@ -76,12 +78,16 @@ impl Responder {
                     theirs.ttl > 0 && theirs.record_type() == srv.record_type() && theirs.name == srv.name
                 })
             };
-        let multicast_at = &self.multicast_at;
-        self.instances.retain(|_, instance| {
+        let (multicast_at, index) = (&self.multicast_at, &mut self.index);
+        self.instances.retain(|k, instance| {
             let srv = &instance.records.srv;
             let own = !own_known
                 && multicast_at.get(&key(srv)).is_some_and(|at| now.saturating_duration_since(*at) < OWN_ECHO);
-            instance.leaving.is_none() || own || !heard(srv)
+            let keep = instance.leaving.is_none() || own || !heard(srv);
+            if !keep {
+                index.remove(k, &instance.records);
+            }
+            keep
         });
     }
 

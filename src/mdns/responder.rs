@@ -31,7 +31,8 @@
 //!    (repeats are ignored) and [`MAX_RECORDS`] records are read, each question visits only the
 //!    instances that answer it (a by-name index, `index`), answers are de-duplicated by
 //!    hashing, and a unicast reply (QU or legacy) is ONE packet (truncated; TC on a legacy reply),
-//!    at most [`UNICAST_PER_SOURCE`] a second to one source address: a small query from a
+//!    at most [`UNICAST_PER_SOURCE`] a second to one source address and [`UNICAST_TOTAL`] a
+//!    second to all of them (counted when refused, [`Responder::unicast_dropped`]): a small query from a
 //!    spoofed on-link source is not amplified.
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
@@ -93,6 +94,10 @@ pub const MAX_RECORDS: usize = 64;
 /// a unicast reply goes to an address nobody checked (a spoofed on-link source), so it is
 /// one packet at most, and a burst of queries gets only a few of them.
 pub const UNICAST_PER_SOURCE: u32 = 4;
+/// The most unicast replies all sources together get per second: a host that forges many
+/// on-link source addresses, each within [`UNICAST_PER_SOURCE`], still draws at most this many
+/// packets of at most [`super::MAX_PACKET`] bytes a second towards the link (about 92 kB).
+pub const UNICAST_TOTAL: u32 = 64;
 /// See [`UNICAST_PER_SOURCE`].
 const UNICAST_WINDOW: Duration = Duration::from_secs(1);
 /// The most sources whose unicast replies are counted at once; when full, the counts restart.
@@ -205,6 +210,11 @@ pub struct Responder {
     own: Option<IpAddr>,
     /// Which instances answer each name (see [`index`]).
     index: index::NameIndex,
+    /// Unicast replies in the current [`UNICAST_WINDOW`], from every source (see
+    /// [`UNICAST_TOTAL`]).
+    unicast_total: (Option<Instant>, u32),
+    /// Unicast replies not sent for a cap (per source or in all).
+    unicast_dropped: u64,
 }
 
 impl Responder {
@@ -224,6 +234,8 @@ impl Responder {
             work: 0,
             own: None,
             index: index::NameIndex::default(),
+            unicast_total: (None, 0),
+            unicast_dropped: 0,
         }
     }
 
@@ -405,6 +417,12 @@ impl Responder {
 
     fn send(&mut self, to: SocketAddr, message: &Message) {
         self.out.extend(wire::encode(message).into_iter().map(|bytes| (to, bytes)));
+    }
+
+    /// Unicast replies not sent because their source had [`UNICAST_PER_SOURCE`] this second,
+    /// or all sources [`UNICAST_TOTAL`] (`stats`: `mdns_unicast_dropped`).
+    pub fn unicast_dropped(&self) -> u64 {
+        self.unicast_dropped
     }
 
     /// How many names the by-name index holds (tests).

@@ -476,3 +476,22 @@ fn a_question_visits_only_the_instances_that_answer_it() {
     r.remove(now, "db", "10.0.0.6:5432".parse().unwrap());
     assert_eq!(r.index_len(), 0);
 }
+
+#[test]
+fn many_sources_share_one_budget_of_unicast_replies() {
+    use super::responder::UNICAST_TOTAL;
+    let (mut r, now) = live_many(200);
+    let query = question(type_name("web").unwrap(), RecordType::PTR, false).to_vec().unwrap();
+    // 200 forged sources, one legacy query each (within every source's own cap).
+    let mut replies = 0;
+    for i in 0..200u8 {
+        let from = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 1, i).into(), 40000);
+        r.handle_datagram(now, from, &query);
+        replies += sent(&mut r).len();
+    }
+    assert_eq!(replies, UNICAST_TOTAL as usize, "at most the budget in all");
+    assert_eq!(r.unicast_dropped(), 200 - u64::from(UNICAST_TOTAL), "the others counted");
+    // The next second, the budget is back.
+    r.handle_datagram(now + Duration::from_secs(1), "10.0.2.1:40000".parse().unwrap(), &query);
+    assert_eq!(sent(&mut r).len(), 1);
+}

@@ -260,6 +260,11 @@ impl Mdns {
         }
     }
 
+    /// Unicast replies the responder did not send for its caps (per source, in all).
+    pub fn unicast_dropped(&self) -> u64 {
+        self.responder.unicast_dropped()
+    }
+
     /// How many announcements were not imported (policy or endpoint; see [`Mdns::import`]).
     #[cfg(test)]
     pub fn refused(&self) -> u64 {

@@ -12,7 +12,7 @@ use super::super::{PORT, records, wire};
 use super::index::{Key, Kind, spelling};
 use super::{
     Instance, LEGACY_TTL, MAX_QUESTIONS, Pending, RATE_LIMIT, Responder, UNICAST_PER_SOURCE, UNICAST_SOURCES,
-    UNICAST_WINDOW, dedup, is_unique, key, known_ttls,
+    UNICAST_TOTAL, UNICAST_WINDOW, dedup, is_unique, key, known_ttls,
 };
 
 impl Responder {
@@ -29,8 +29,18 @@ impl Responder {
         self.out.push_back((to, bytes));
     }
 
-    /// Whether `source` may get one more unicast reply now (see [`UNICAST_PER_SOURCE`]).
+    /// Whether `source` may get one more unicast reply now: within its own
+    /// [`UNICAST_PER_SOURCE`] and everyone's [`UNICAST_TOTAL`] this second. A reply refused is
+    /// counted ([`Responder::unicast_dropped`]).
     fn may_unicast(&mut self, now: Instant, source: IpAddr) -> bool {
+        let allowed = self.within_source_cap(now, source) && self.within_total(now);
+        if !allowed {
+            self.unicast_dropped += 1;
+        }
+        allowed
+    }
+
+    fn within_source_cap(&mut self, now: Instant, source: IpAddr) -> bool {
         if self.unicast_sent.len() >= UNICAST_SOURCES {
             self.unicast_sent.retain(|_, (at, _)| now.saturating_duration_since(*at) < UNICAST_WINDOW);
             if self.unicast_sent.len() >= UNICAST_SOURCES {
@@ -43,6 +53,17 @@ impl Responder {
         }
         *count += 1;
         *count <= UNICAST_PER_SOURCE
+    }
+
+    /// The budget all sources share: many forged on-link sources, each within its own cap,
+    /// still draw at most [`UNICAST_TOTAL`] replies a second in all.
+    fn within_total(&mut self, now: Instant) -> bool {
+        let (at, count) = &mut self.unicast_total;
+        if at.is_none_or(|at| now.saturating_duration_since(at) >= UNICAST_WINDOW) {
+            (*at, *count) = (Some(now), 0);
+        }
+        *count += 1;
+        *count <= UNICAST_TOTAL
     }
 
     /// The instances (announced, not probing) whose records answer a question for `name` (in

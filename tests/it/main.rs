@@ -31,6 +31,7 @@ mod edges;
 mod fuzz_props;
 mod guard;
 mod keyed;
+mod mdns_amplification;
 mod mdns_avahi;
 mod mdns_node;
 mod mdns_peers;

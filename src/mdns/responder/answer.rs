@@ -40,6 +40,15 @@ impl Responder {
         allowed
     }
 
+    /// Whether `source` could get no unicast reply now (its cap or the total spent this
+    /// second), without counting one: then a query that asks for one is not even worked on.
+    fn unicast_spent(&self, now: Instant, source: IpAddr) -> bool {
+        let live = |at: Instant| now.saturating_duration_since(at) < UNICAST_WINDOW;
+        let own = self.unicast_sent.get(&source).is_some_and(|&(at, count)| live(at) && count >= UNICAST_PER_SOURCE);
+        let (at, count) = self.unicast_total;
+        own || (at.is_some_and(live) && count >= UNICAST_TOTAL)
+    }
+
     fn within_source_cap(&mut self, now: Instant, source: IpAddr) -> bool {
         if self.unicast_sent.len() >= UNICAST_SOURCES {
             self.unicast_sent.retain(|_, (at, _)| now.saturating_duration_since(*at) < UNICAST_WINDOW);
@@ -95,6 +104,14 @@ impl Responder {
     /// Answers a query (see the [module documentation](self)): its distinct questions, at most
     /// [`MAX_QUESTIONS`] of them.
     pub(super) fn answer(&mut self, now: Instant, from: SocketAddr, query: &Message) {
+        // A query whose reply would be unicast, from a source past its cap (or when the total
+        // is spent), costs no work: a flood of them is dropped before any lookup.
+        let asks_unicast = from.port() != PORT
+            || (!query.queries.is_empty() && query.queries.iter().all(|q| q.mdns_unicast_response()));
+        if asks_unicast && self.unicast_spent(now, from.ip()) {
+            self.unicast_dropped += 1;
+            return;
+        }
         let mut answers: Vec<Record> = Vec::new();
         let mut additionals: Vec<Record> = Vec::new();
         let mut seen: HashSet<(String, RecordType, Vec<u8>)> = HashSet::new();

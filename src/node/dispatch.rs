@@ -307,7 +307,8 @@ impl Core for Node {
 
     fn handle_close(&mut self, now: Instant) {
         self.replicator.handle_close();
-        self.mdns.handle_close(now);
+        let replicator = &self.replicator;
+        self.mdns.handle_close(now, |endpoint| replicator.mdns_successor(endpoint).is_some());
         self.drain(now);
     }
 }

@@ -290,10 +290,16 @@ impl Mdns {
         }
     }
 
-    /// The broker stops: goodbyes for everything advertised.
-    pub fn handle_close(&mut self, now: Instant) {
+    /// The broker stops: what a peer of the link takes over (`successor`, told by this
+    /// broker's `Bye`; it announces at once) goes without a goodbye, so browsers see no gap;
+    /// goodbyes for the rest.
+    pub fn handle_close(&mut self, now: Instant, successor: impl Fn(SocketAddr) -> bool) {
+        for (service, endpoint) in std::mem::take(&mut self.advertised) {
+            if successor(endpoint) {
+                self.responder.withdraw(&service, endpoint);
+            }
+        }
         self.responder.remove_all(now);
-        self.advertised.clear();
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.

@@ -491,3 +491,51 @@ fn the_advertiser_is_chosen_among_the_brokers_of_the_link() {
     let taken = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[0]);
     assert_eq!(taken, second, "the remaining broker of the link advertises what the other did");
 }
+
+#[test]
+fn a_broker_that_stops_leaves_its_adverts_to_the_survivor_without_goodbyes() {
+    use crate::sim::{NetConfig, Sim, node_with};
+    let addrs: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7000"].iter().map(|a| a.parse().unwrap()).collect();
+    let net = NetConfig {
+        min_delay: Duration::from_micros(100),
+        max_delay: Duration::from_millis(2),
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+    let mut sim = Sim::new(9, net);
+    for (i, &addr) in addrs.iter().enumerate() {
+        let config = NodeConfig {
+            unicast: addr,
+            incarnation: 400 + i as u64,
+            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+            mdns: Some(MdnsConfig::new(Vec::new(), i as u64)),
+            ..NodeConfig::default()
+        };
+        sim.add_node(addr, node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_secs(3));
+    for i in 0..8u8 {
+        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[0], b"register web 8080".to_vec());
+    }
+    sim.run_for(Duration::from_secs(6));
+    let second = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[1]);
+    assert!(!second.is_empty());
+    // Broker 1 stops: its Bye goes to broker 0, and no goodbye to the link.
+    let now = sim.now;
+    sim.node(1).handle_close(now);
+    sim.poke(1);
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(1));
+    let sent = sim.take_inbox(crate::mdns::GROUP_V4);
+    let messages: Vec<(SocketAddr, Message)> =
+        sent.iter().filter_map(|(from, b)| Message::from_vec(b).ok().map(|m| (*from, m))).collect();
+    let goodbyes: Vec<String> = messages
+        .iter()
+        .flat_map(|(from, m)| m.answers.iter().filter(|r| r.ttl == 0).map(move |r| format!("{from} {}", r.name)))
+        .collect();
+    assert!(goodbyes.is_empty(), "no goodbye: {goodbyes:?}");
+    let probes = messages.iter().filter(|(_, m)| m.message_type == MessageType::Query).count();
+    assert_eq!(probes, 0, "the survivor takes over without probing");
+    assert_eq!(announced_by(&sent, addrs[0]), second, "the survivor announced them at once");
+}

@@ -59,6 +59,15 @@ impl Responder {
         }
     }
 
+    /// Stops advertising an instance at once and without a goodbye: another makler responder
+    /// advertises it from now on (this broker stops, and a peer of the link takes over).
+    pub fn withdraw(&mut self, service: &str, endpoint: std::net::SocketAddr) {
+        let key = (service.to_owned(), endpoint);
+        if let Some(instance) = self.instances.remove(&key) {
+            self.index.remove(&key, &instance.records);
+        }
+    }
+
     /// Whether the instance is being handed over (tests).
     #[cfg(test)]
     pub(crate) fn is_leaving(&self, service: &str, endpoint: std::net::SocketAddr) -> bool {

@@ -249,6 +249,17 @@ impl Replicator {
         best.1
     }
 
+    /// The peer that will advertise `endpoint` on this broker's link once this broker is gone
+    /// ([`mdns_owner`](Self::mdns_owner) without this broker), if any: at shutdown, what it will
+    /// take over goes without a goodbye.
+    pub fn mdns_successor(&self, endpoint: SocketAddr) -> Option<SocketAddr> {
+        let link = self.config.mdns_link?;
+        let same_link = |p: &&PeerState| p.up && p.complete && !p.is_self && p.mdns == Some(link);
+        let scored =
+            self.peers.iter().filter(same_link).filter_map(|p| p.node.map(|node| (score(node, endpoint), p.addr)));
+        scored.max_by_key(|&(score, _)| score).map(|(_, addr)| addr)
+    }
+
     /// Handles a peer datagram from `from`. A report a peer forwarded comes out as
     /// `ReplicaEvent::Report`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, frame: PeerFrame<'_>, registry: &mut Registry) {

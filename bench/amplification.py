@@ -3,7 +3,12 @@
 127.0.0.66 (standing in for a victim whose address an attacker forges) to BROKER, counting the
 bytes that come back to that address. Prints bytes in, bytes out and their ratio.
 
-Usage: bench/amplification.py BROKER_PORT SERVICE [RATE [SECONDS]]. Loopback only."""
+Usage: bench/amplification.py BROKER_PORT SERVICE [RATE [SECONDS]]. Loopback only.
+
+With a SERVICE that ends in `.local.` (`_web._tcp.local.`), the query is an mDNS legacy unicast
+question for its PTR records instead, sent to BROKER_PORT (5353 for `makler-broker --mdns
+127.0.0.1`): what a forged on-link source draws from the mDNS responder (tests/it/mdns_amplification.rs
+checks the bounds)."""
 import socket, sys, threading, time
 
 port, service = int(sys.argv[1]), sys.argv[2].encode()
@@ -12,8 +17,13 @@ seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
 victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 victim.bind(("127.0.0.66", 0))
 victim.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-# Binary query: version 0x81, request id 1 (varint), Request::Query (2), the name (varint length).
-request = bytes([0x81, 0x01, 0x02, len(service)]) + service
+if service.endswith(b".local."):
+    # A DNS query (id 0x4d4b, no flags, one question) for the name's PTR records, class IN.
+    labels = b"".join(bytes([len(l)]) + l for l in service.rstrip(b".").split(b".")) + b"\0"
+    request = bytes.fromhex("4d4b00000001000000000000") + labels + bytes.fromhex("000c0001")
+else:
+    # Binary query: version 0x81, request id 1 (varint), Request::Query (2), the name (varint length).
+    request = bytes([0x81, 0x01, 0x02, len(service)]) + service
 received = [0, 0]
 stop = threading.Event()
 

@@ -272,6 +272,7 @@ impl Broker {
                 cluster: config.cluster,
                 mdns: config.mdns.map(|_| MdnsConfig {
                     link: mdns_link,
+                    own: config.mdns,
                     ..MdnsConfig::new(config.mdns_import, crate::random::u64())
                 }),
                 ..NodeConfig::default()

@@ -76,11 +76,11 @@ struct Args {
     #[arg(long, value_name = "CHECK", value_parser = makler::cli::parse_check)]
     check: Option<Check<Box<str>>>,
 
-    /// A metadata pair the registration carries, KEY=VALUE (repeat for more, e.g. --meta
-    /// path=/ --meta version=2): shown by `makler show`, in listings and watches, and served as
-    /// the instance's DNS-SD TXT record. Keys are printable ASCII without '=' (check is
-    /// reserved), values have no spaces; a pair is at most 255 bytes, an instance holds at most
-    /// 32 pairs and 1,024 bytes.
+    /// A metadata pair the registration (and each --announce announcement) carries, KEY=VALUE
+    /// (repeat for more, e.g. --meta path=/ --meta version=2): shown by `makler show`, in
+    /// listings and watches, and served as the instance's DNS-SD TXT record. Keys are printable
+    /// ASCII without '=' (check is reserved), values have no spaces; a pair is at most 255
+    /// bytes, an instance holds at most 32 pairs and 1,024 bytes.
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta_pair)]
     meta: Vec<String>,
 
@@ -202,6 +202,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Service::Http => Check::Http("/".into()),
         Service::Echo | Service::Upper | Service::Time => Check::Tcp,
     });
+    let meta = makler::meta::Metadata::parse_words(args.meta.iter().map(String::as_str))
+        .map_err(|e| format!("--meta: {e}"))?;
     let announcer = match (args.announce, multicast) {
         (false, _) => None,
         (true, None) => return Err("--announce needs multicast (drop --no-multicast)".into()),
@@ -212,7 +214,12 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                      goodbye in this server's name"
                 );
             }
-            let config = AnnouncerConfig { multicast, interval: args.announce_interval, check: check.clone() };
+            let config = AnnouncerConfig {
+                multicast,
+                interval: args.announce_interval,
+                check: check.clone(),
+                meta: meta.clone(),
+            };
             log::info!("announcing {name} on multicast group {} on {}", multicast.group, multicast.interface);
             let announcer = Announcer::start(config, &name, ip, addr.port())
                 .map_err(|e| format!("cannot announce: {}", makler::multicast::explain(e, &multicast)))?;
@@ -227,8 +234,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         // It watches the registration and says a later refusal in its exit line itself; with a
         // key, its requests are sealed (for brokers with --require-key).
         let key = args.multicast.key_file;
-        let meta = makler::meta::Metadata::parse_words(args.meta.iter().map(String::as_str))
-            .map_err(|e| format!("--meta: {e}"))?;
         let config =
             RegistrarConfig { log: true, quiet_refusals: true, check, meta, key, ..RegistrarConfig::default() };
         // In the background, so that the server serves while it looks for a broker.

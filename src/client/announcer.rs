@@ -4,7 +4,8 @@
 //! The announcements commit to a secret drawn at start ([`Multicast::AnnounceCommitted`]) and
 //! the goodbye reveals it ([`Multicast::GoodbyeRevealed`]), so that a goodbye copied from a
 //! sniffed announcement removes nothing. Brokers older than these forms ignore them: upgrade
-//! the brokers first.
+//! the brokers first. An instance with metadata is announced with them
+//! ([`Multicast::AnnounceMeta`]) and without (for brokers older than metadata).
 
 use std::io;
 use std::net::IpAddr;
@@ -28,6 +29,10 @@ pub struct AnnouncerConfig {
     /// The health check the announcements declare, which the brokers run (see
     /// [`Check`]): a TCP connect unless told otherwise.
     pub check: Check<Box<str>>,
+    /// The instance's metadata pairs (`makler-server --meta`). When there are some, each
+    /// announcement goes twice: as [`Multicast::AnnounceMeta`] with them, then as the
+    /// [`Multicast::AnnounceCommitted`] that brokers older than metadata take.
+    pub meta: crate::meta::Metadata,
 }
 
 impl Default for AnnouncerConfig {
@@ -37,6 +42,7 @@ impl Default for AnnouncerConfig {
             multicast: MulticastConfig::default(),
             interval: Duration::from_millis(1500),
             check: Check::Tcp,
+            meta: crate::meta::Metadata::default(),
         }
     }
 }
@@ -85,6 +91,15 @@ impl Announcer {
             &Multicast::AnnounceCommitted { origin, service, ip, port, commitment, check: config.check.as_deref() },
             &mut announce,
         );
+        // Metadata go first, so that a newer broker registers the instance with its pairs at
+        // once; the plain announcement after it renews the lease and keeps them.
+        let mut announce_meta = Vec::new();
+        if !config.meta.is_empty() {
+            let check = config.check.as_deref();
+            let meta = config.meta.iter().map(|pair| (pair.key, pair.value_str().unwrap_or_default())).collect();
+            let message = Multicast::AnnounceMeta { origin, service, ip, port, commitment, check, meta };
+            binary::encode(0, &message, &mut announce_meta);
+        }
         binary::encode(0, &Multicast::GoodbyeRevealed { origin, service, ip, port, secret }, &mut goodbye);
         let group = config.multicast.group;
         let mut sealer = config.multicast.key.map(|key| Sealer::new(key, crate::random::u64()));
@@ -106,7 +121,12 @@ impl Announcer {
             let start = Instant::now();
             for offset in announce_schedule(config.interval) {
                 match stopped.recv_deadline(start + offset) {
-                    Err(RecvTimeoutError::Timeout) => send(&announce),
+                    Err(RecvTimeoutError::Timeout) => {
+                        if !announce_meta.is_empty() {
+                            send(&announce_meta);
+                        }
+                        send(&announce);
+                    }
                     _ => break,
                 }
             }

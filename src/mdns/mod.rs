@@ -59,4 +59,6 @@ pub const SERVICE_TTL: u32 = 120;
 #[cfg(test)]
 mod browser_tests;
 #[cfg(test)]
+mod handover_tests;
+#[cfg(test)]
 mod responder_tests;

@@ -28,9 +28,11 @@
 //!    its SRV or TXT sends it back to probing (§9).
 //!
 //!    Work and replies are bounded per datagram: at most [`MAX_QUESTIONS`] distinct questions
-//!    (repeats are ignored) and [`MAX_RECORDS`] records are read, answers are de-duplicated by
+//!    (repeats are ignored) and [`MAX_RECORDS`] records are read, each question visits only the
+//!    instances that answer it (a by-name index, `index`), answers are de-duplicated by
 //!    hashing, and a unicast reply (QU or legacy) is ONE packet (truncated; TC on a legacy reply),
-//!    at most [`UNICAST_PER_SOURCE`] a second to one source address: a small query from a
+//!    at most [`UNICAST_PER_SOURCE`] a second to one source address and [`UNICAST_TOTAL`] a
+//!    second to all of them (counted when refused, [`Responder::unicast_dropped`]): a small query from a
 //!    spoofed on-link source is not amplified.
 //! 4. **Goodbye** (§10.1): when removed, its records with TTL 0 (the host record only if no
 //!    other instance has that address, the service type only if no other instance has it).
@@ -53,7 +55,10 @@ use super::records::{self, InstanceRecords, is_unique};
 use super::wire;
 use super::{PORT, names};
 
+mod answer;
 mod conflicts;
+pub mod handover;
+mod index;
 
 /// The probes' interval, and the most the first waits (§8.1).
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -89,6 +94,10 @@ pub const MAX_RECORDS: usize = 64;
 /// a unicast reply goes to an address nobody checked (a spoofed on-link source), so it is
 /// one packet at most, and a burst of queries gets only a few of them.
 pub const UNICAST_PER_SOURCE: u32 = 4;
+/// The most unicast replies all sources together get per second: a host that forges many
+/// on-link source addresses, each within [`UNICAST_PER_SOURCE`], still draws at most this many
+/// packets of at most [`super::MAX_PACKET`] bytes a second towards the link (about 92 kB).
+pub const UNICAST_TOTAL: u32 = 64;
 /// See [`UNICAST_PER_SOURCE`].
 const UNICAST_WINDOW: Duration = Duration::from_secs(1);
 /// The most sources whose unicast replies are counted at once; when full, the counts restart.
@@ -161,6 +170,9 @@ struct Instance {
     label: String,
     records: InstanceRecords,
     state: State,
+    /// Handed over to another responder (see [`Responder::hand_over`]): it answers until then,
+    /// or until the new owner's announcement is heard, and goes without a goodbye only then.
+    leaving: Option<Instant>,
 }
 
 impl Instance {
@@ -194,6 +206,15 @@ pub struct Responder {
     unicast_sent: HashMap<IpAddr, (Instant, u32)>,
     /// The records compared while handling the last datagram: what the caps bound.
     work: usize,
+    /// This host's address on the link, if known: datagrams from it are our own, looped back.
+    own: Option<IpAddr>,
+    /// Which instances answer each name (see [`index`]).
+    index: index::NameIndex,
+    /// Unicast replies in the current [`UNICAST_WINDOW`], from every source (see
+    /// [`UNICAST_TOTAL`]).
+    unicast_total: (Option<Instant>, u32),
+    /// Unicast replies not sent for a cap (per source or in all).
+    unicast_dropped: u64,
 }
 
 impl Responder {
@@ -211,16 +232,34 @@ impl Responder {
             conflicts: VecDeque::new(),
             unicast_sent: HashMap::new(),
             work: 0,
+            own: None,
+            index: index::NameIndex::default(),
+            unicast_total: (None, 0),
+            unicast_dropped: 0,
         }
+    }
+
+    /// Names this host's address on the link: a datagram from it is our own multicast, looped
+    /// back, never another responder's (see [`handover`]).
+    pub fn set_own_address(&mut self, own: IpAddr) {
+        self.own = Some(own);
     }
 
     /// Advertises `advert` (probing first), or, when it is advertised already, updates its TXT
     /// (announced again). Returns false when its service's name makes no DNS label.
     pub fn add(&mut self, now: Instant, advert: Advert) -> bool {
+        self.add_as(now, advert, false)
+    }
+
+    /// [`add`](Self::add), or, with `claimed`, [`take_over`](Self::take_over).
+    fn add_as(&mut self, now: Instant, advert: Advert, claimed: bool) -> bool {
         let key = (advert.service.clone(), advert.endpoint);
         if let Some(instance) = self.instances.get_mut(&key) {
+            // Owned again before the handover ended: it stays, as it is.
+            instance.leaving = None;
             if instance.advert.txt != advert.txt {
                 instance.advert.txt = advert.txt;
+                // Same names: the index does not change.
                 instance.records = build(&instance.advert, &instance.label).unwrap_or(instance.records.clone());
                 if instance.state == State::Live {
                     instance.state = State::Announcing { sent: 0, next: now };
@@ -230,15 +269,21 @@ impl Responder {
         }
         let label = names::instance_label(advert.endpoint);
         let Some(records) = build(&advert, &label) else { return false };
-        let next = now + self.jitter(PROBE_INTERVAL);
-        let state = State::Probing { sent: 0, next };
-        self.instances.insert(key, Instance { advert, claim: 1, label, records, state });
+        let state = if claimed {
+            State::Announcing { sent: 0, next: now }
+        } else {
+            State::Probing { sent: 0, next: now + self.jitter(PROBE_INTERVAL) }
+        };
+        self.index.insert(&key, &records);
+        self.instances.insert(key, Instance { advert, claim: 1, label, records, state, leaving: None });
         true
     }
 
     /// Stops advertising an instance: its goodbye (TTL 0) goes at once if it was announced.
     pub fn remove(&mut self, now: Instant, service: &str, endpoint: SocketAddr) {
-        let Some(instance) = self.instances.remove(&(service.to_owned(), endpoint)) else { return };
+        let key = (service.to_owned(), endpoint);
+        let Some(instance) = self.instances.remove(&key) else { return };
+        self.index.remove(&key, &instance.records);
         if instance.answers() {
             let records = self.goodbye_records(&instance);
             self.multicast(now, records, Vec::new());
@@ -267,7 +312,7 @@ impl Responder {
         message.authorities.truncate(MAX_RECORDS);
         match message.message_type {
             // §11: responses from another port are not mDNS responses.
-            MessageType::Response if from.port() == PORT => self.handle_response(now, &message),
+            MessageType::Response if from.port() == PORT => self.handle_response(now, from, &message),
             MessageType::Response => {}
             MessageType::Query => {
                 self.settle_probes(now, &message);
@@ -331,6 +376,7 @@ impl Responder {
             self.send(self.config.group, &message);
         }
         self.events.extend(announced);
+        self.end_handovers(now);
         if let Some(pending) = self.pending.take_if(|p| p.at <= now) {
             self.multicast(now, pending.answers, pending.additionals);
         }
@@ -343,7 +389,8 @@ impl Responder {
             State::Probing { next, .. } | State::Announcing { next, .. } => Some(next),
             State::Live => None,
         });
-        states.chain(self.pending.as_ref().map(|p| p.at)).min()
+        let leaving = self.instances.values().filter_map(|i| i.leaving);
+        states.chain(leaving).chain(self.pending.as_ref().map(|p| p.at)).min()
     }
 
     /// The next datagram to send: its bytes into `out` (cleared first), and where to.
@@ -372,33 +419,16 @@ impl Responder {
         self.out.extend(wire::encode(message).into_iter().map(|bytes| (to, bytes)));
     }
 
-    /// Sends a unicast reply as ONE packet: what does not fit is left out (legacy unicast sets
-    /// TC, as DNS does), so that a small query from a spoofed source is not amplified.
-    fn send_one(&mut self, to: SocketAddr, reply: &mut Message, legacy: bool) {
-        let mut packets = wire::encode(reply);
-        let truncated = packets.len() > 1;
-        let Some(mut bytes) = packets.drain(..).next() else { return };
-        if truncated && legacy && bytes.len() > 2 {
-            // The header's TC bit (RFC 1035 §4.1.1): the querier may ask again over TCP.
-            bytes[2] |= 0x02;
-        }
-        self.out.push_back((to, bytes));
+    /// Unicast replies not sent because their source had [`UNICAST_PER_SOURCE`] this second,
+    /// or all sources [`UNICAST_TOTAL`] (`stats`: `mdns_unicast_dropped`).
+    pub fn unicast_dropped(&self) -> u64 {
+        self.unicast_dropped
     }
 
-    /// Whether `source` may get one more unicast reply now (see [`UNICAST_PER_SOURCE`]).
-    fn may_unicast(&mut self, now: Instant, source: IpAddr) -> bool {
-        if self.unicast_sent.len() >= UNICAST_SOURCES {
-            self.unicast_sent.retain(|_, (at, _)| now.saturating_duration_since(*at) < UNICAST_WINDOW);
-            if self.unicast_sent.len() >= UNICAST_SOURCES {
-                return false;
-            }
-        }
-        let (at, count) = self.unicast_sent.entry(source).or_insert((now, 0));
-        if now.saturating_duration_since(*at) >= UNICAST_WINDOW {
-            (*at, *count) = (now, 0);
-        }
-        *count += 1;
-        *count <= UNICAST_PER_SOURCE
+    /// How many names the by-name index holds (tests).
+    #[cfg(test)]
+    pub(crate) fn index_len(&self) -> usize {
+        self.index.len()
     }
 
     /// The records compared while handling the last datagram (tests bound it).
@@ -440,97 +470,6 @@ impl Responder {
             record.ttl = 0;
         }
         records
-    }
-
-    /// Answers a query (see the [module documentation](self)): its distinct questions, at most
-    /// [`MAX_QUESTIONS`] of them.
-    fn answer(&mut self, now: Instant, from: SocketAddr, query: &Message) {
-        let mut answers: Vec<Record> = Vec::new();
-        let mut additionals: Vec<Record> = Vec::new();
-        let mut seen: HashSet<(String, RecordType, Vec<u8>)> = HashSet::new();
-        let mut asked: HashSet<(String, RecordType)> = HashSet::new();
-        let mut unicast = !query.queries.is_empty();
-        for question in &query.queries {
-            if !wire::is_in(question.query_class()) {
-                continue;
-            }
-            unicast &= question.mdns_unicast_response();
-            let (name, qtype) = (question.name(), question.query_type());
-            if !asked.insert((name.to_lowercase().to_ascii(), qtype)) {
-                continue;
-            }
-            if asked.len() > MAX_QUESTIONS {
-                break;
-            }
-            for instance in self.instances.values().filter(|i| i.answers()) {
-                self.work += 1;
-                for record in instance.records.answering(name, qtype) {
-                    if seen.insert(key(record)) {
-                        answers.push(record.clone());
-                        additionals.extend(instance.records.additional_for(record).into_iter().cloned());
-                    }
-                }
-            }
-        }
-        // Known answers (§7.1).
-        let known = known_ttls(&query.answers);
-        let is_known = |ours: &Record| known.get(&key(ours)).is_some_and(|&ttl| ttl >= ours.ttl / 2);
-        answers.retain(|a| !is_known(a));
-        additionals.retain(|a| !is_known(a) && !seen.contains(&key(a)));
-        dedup(&mut additionals);
-        if answers.is_empty() {
-            return;
-        }
-        let legacy = from.port() != PORT;
-        if legacy || unicast {
-            if !self.may_unicast(now, from.ip()) {
-                return;
-            }
-            let mut reply = wire::response();
-            if legacy {
-                // Legacy unicast (§6.7): a plain DNS reply.
-                reply.metadata.id = query.id;
-                reply.queries = query.queries.clone();
-                reply.queries.truncate(MAX_QUESTIONS);
-                for record in answers.iter_mut().chain(additionals.iter_mut()) {
-                    record.ttl = record.ttl.min(LEGACY_TTL);
-                    record.mdns_cache_flush = false;
-                }
-            }
-            reply.answers = answers;
-            reply.additionals = additionals;
-            self.send_one(from, &mut reply, legacy);
-            return;
-        }
-        // The 1 s rate limit (§6).
-        answers.retain(|a| {
-            self.multicast_at.get(&key(a)).is_none_or(|at| now.saturating_duration_since(*at) >= RATE_LIMIT)
-        });
-        if answers.is_empty() {
-            return;
-        }
-        let delay = if query.truncation {
-            Duration::from_millis(400) + self.jitter(Duration::from_millis(100))
-        } else if answers.iter().all(is_unique) {
-            Duration::ZERO
-        } else {
-            Duration::from_millis(20) + self.jitter(Duration::from_millis(100))
-        };
-        let pending = self.pending.get_or_insert_with(|| Pending {
-            at: now + delay,
-            answers: Vec::new(),
-            additionals: Vec::new(),
-        });
-        pending.at = pending.at.min(now + delay);
-        pending.answers.extend(answers);
-        dedup(&mut pending.answers);
-        pending.additionals.extend(additionals);
-        dedup(&mut pending.additionals);
-        let answered: HashSet<_> = pending.answers.iter().map(key).collect();
-        pending.additionals.retain(|a| !answered.contains(&key(a)));
-        if pending.at <= now {
-            self.handle_timeout(now);
-        }
     }
 }
 

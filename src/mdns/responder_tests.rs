@@ -11,17 +11,17 @@ use super::records::{host_name, instance_name, type_name};
 use super::responder::{MAX_QUESTIONS, MAX_RECORDS, UNICAST_PER_SOURCE};
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
+pub(super) const MS: Duration = Duration::from_millis(1);
 
-fn responder(seed: u64) -> Responder {
+pub(super) fn responder(seed: u64) -> Responder {
     Responder::new(ResponderConfig { group: GROUP_V4, seed })
 }
 
-fn advert(service: &str, endpoint: &str) -> Advert {
+pub(super) fn advert(service: &str, endpoint: &str) -> Advert {
     Advert { service: service.to_owned(), endpoint: endpoint.parse().unwrap(), txt: Vec::new() }
 }
 
-fn sent(r: &mut Responder) -> Vec<(SocketAddr, Message)> {
+pub(super) fn sent(r: &mut Responder) -> Vec<(SocketAddr, Message)> {
     let (mut out, mut all) = (Vec::new(), Vec::new());
     while let Some(to) = r.poll_transmit(&mut out) {
         all.push((to, Message::from_vec(&out).expect("what the responder sends decodes")));
@@ -30,7 +30,7 @@ fn sent(r: &mut Responder) -> Vec<(SocketAddr, Message)> {
 }
 
 /// Runs the responder's timers until it is idle or `until`, returning what it sent and when.
-fn run(r: &mut Responder, until: Instant) -> Vec<(Instant, SocketAddr, Message)> {
+pub(super) fn run(r: &mut Responder, until: Instant) -> Vec<(Instant, SocketAddr, Message)> {
     let mut all = Vec::new();
     while let Some(at) = r.poll_timeout().filter(|at| *at <= until) {
         r.handle_timeout(at);
@@ -39,12 +39,12 @@ fn run(r: &mut Responder, until: Instant) -> Vec<(Instant, SocketAddr, Message)>
     all
 }
 
-fn web_name(label: &str) -> Name {
+pub(super) fn web_name(label: &str) -> Name {
     instance_name("web", label).unwrap()
 }
 
 /// A live responder for `web` at 10.0.0.5:8080, and the time it went live.
-fn live() -> (Responder, Instant) {
+pub(super) fn live() -> (Responder, Instant) {
     let (mut r, t0) = (responder(7), Instant::now());
     assert!(r.add(t0, advert("web", "10.0.0.5:8080")));
     run(&mut r, t0 + Duration::from_secs(10));
@@ -52,7 +52,7 @@ fn live() -> (Responder, Instant) {
     (r, t0 + Duration::from_secs(10))
 }
 
-fn question(name: Name, qtype: RecordType, unicast: bool) -> Message {
+pub(super) fn question(name: Name, qtype: RecordType, unicast: bool) -> Message {
     let mut message = Message::new(0, MessageType::Query, hickory_proto::op::OpCode::Query);
     let mut query = Query::query(name, qtype);
     query.set_mdns_unicast_response(unicast);
@@ -60,7 +60,7 @@ fn question(name: Name, qtype: RecordType, unicast: bool) -> Message {
     message
 }
 
-fn peer() -> SocketAddr {
+pub(super) fn peer() -> SocketAddr {
     "10.0.0.9:5353".parse().unwrap()
 }
 
@@ -111,7 +111,7 @@ fn probes_three_times_then_announces_three_times() {
     assert_eq!(r.poll_timeout(), None, "live: nothing more until asked");
 }
 
-fn srv_record(name: Name, port: u16) -> Record {
+pub(super) fn srv_record(name: Name, port: u16) -> Record {
     Record::from_rdata(name, 120, RData::SRV(SRV::new(0, 0, port, host_name("10.0.0.77".parse().unwrap()))))
 }
 
@@ -377,7 +377,7 @@ fn another_hosts_goodbye_for_our_record_is_answered_by_announcing_it_again() {
 }
 
 /// A live responder for `n` instances of `web` at 10.0.0.5 and the time they went live.
-fn live_many(n: u16) -> (Responder, Instant) {
+pub(super) fn live_many(n: u16) -> (Responder, Instant) {
     let (mut r, t0) = (responder(7), Instant::now());
     for i in 0..n {
         assert!(r.add(t0, advert("web", &format!("10.0.0.5:{}", 8000 + i))));
@@ -441,5 +441,57 @@ fn a_unicast_reply_is_one_packet_and_a_source_gets_few() {
     assert_eq!(replies, UNICAST_PER_SOURCE as usize);
     // Another second, another few.
     r.handle_datagram(now + Duration::from_secs(1), legacy, &query.to_vec().unwrap());
+    assert_eq!(sent(&mut r).len(), 1);
+}
+
+#[test]
+fn a_question_visits_only_the_instances_that_answer_it() {
+    let (mut r, now) = live_many(200);
+    assert!(r.add(now, advert("db", "10.0.0.6:5432")));
+    run(&mut r, now + Duration::from_secs(10));
+    let now = now + Duration::from_secs(10);
+    let ask = |r: &mut Responder, questions: Vec<(Name, RecordType)>| {
+        let mut query = question(questions[0].0.clone(), questions[0].1, false);
+        query.queries.extend(questions[1..].iter().map(|(n, t)| Query::query(n.clone(), *t)));
+        r.handle_datagram(now, peer(), &query.to_vec().unwrap());
+        sent(r);
+        r.work()
+    };
+    // 32 instance names: one instance each (it was 32 × 201).
+    let names: Vec<(Name, RecordType)> =
+        (0..32).map(|i| (web_name(&format!("10-0-0-5:{}", 8000 + i)), RecordType::SRV)).collect();
+    assert_eq!(ask(&mut r, names), 32);
+    // Another type's instances, the address shared by 200 instances, the type enumeration.
+    assert_eq!(ask(&mut r, vec![(type_name("db").unwrap(), RecordType::PTR)]), 1);
+    assert_eq!(ask(&mut r, vec![(host_name("10.0.0.5".parse().unwrap()), RecordType::A)]), 1);
+    let services = super::records::services_name();
+    assert_eq!(ask(&mut r, vec![(services, RecordType::PTR)]), 2, "one per type");
+    // A name nobody holds costs nothing; a type costs its instances (its answers).
+    assert_eq!(ask(&mut r, vec![(type_name("nope").unwrap(), RecordType::PTR)]), 0);
+    assert_eq!(ask(&mut r, vec![(type_name("web").unwrap(), RecordType::PTR)]), 200);
+    // The index follows removals and renames.
+    for i in 0..200u16 {
+        r.remove(now, "web", format!("10.0.0.5:{}", 8000 + i).parse().unwrap());
+    }
+    r.remove(now, "db", "10.0.0.6:5432".parse().unwrap());
+    assert_eq!(r.index_len(), 0);
+}
+
+#[test]
+fn many_sources_share_one_budget_of_unicast_replies() {
+    use super::responder::UNICAST_TOTAL;
+    let (mut r, now) = live_many(200);
+    let query = question(type_name("web").unwrap(), RecordType::PTR, false).to_vec().unwrap();
+    // 200 forged sources, one legacy query each (within every source's own cap).
+    let mut replies = 0;
+    for i in 0..200u8 {
+        let from = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 1, i).into(), 40000);
+        r.handle_datagram(now, from, &query);
+        replies += sent(&mut r).len();
+    }
+    assert_eq!(replies, UNICAST_TOTAL as usize, "at most the budget in all");
+    assert_eq!(r.unicast_dropped(), 200 - u64::from(UNICAST_TOTAL), "the others counted");
+    // The next second, the budget is back.
+    r.handle_datagram(now + Duration::from_secs(1), "10.0.2.1:40000".parse().unwrap(), &query);
     assert_eq!(sent(&mut r).len(), 1);
 }

@@ -160,7 +160,7 @@ impl Node {
             self.replicator.handle_change(now, &change);
             let replicator = &self.replicator;
             self.verifier.handle_change(now, &change, |endpoint| replicator.owner(endpoint).is_none());
-            self.mdns.handle_change(now, &change, &self.registry, |endpoint| replicator.owner(endpoint).is_none());
+            self.mdns.handle_change(now, &change, &self.registry, |endpoint| replicator.mdns_owner(endpoint).is_none());
             if change.kind != ChangeKind::Refreshed || change.meta_changed {
                 self.watches.handle_change(&change.service);
             }
@@ -180,7 +180,8 @@ impl Node {
                     let replicator = &self.replicator;
                     self.verifier.handle_owners_changed(now, |endpoint| replicator.owner(endpoint).is_none());
                     let registry = &self.registry;
-                    self.mdns.handle_owners_changed(now, registry, |endpoint| replicator.owner(endpoint).is_none());
+                    self.mdns
+                        .handle_owners_changed(now, registry, |endpoint| replicator.mdns_owner(endpoint).is_none());
                     self.drain(now);
                 }
                 ReplicaEvent::Peer(event) => log_peer_event(&event),
@@ -313,7 +314,8 @@ impl Core for Node {
 
     fn handle_close(&mut self, now: Instant) {
         self.replicator.handle_close();
-        self.mdns.handle_close(now);
+        let replicator = &self.replicator;
+        self.mdns.handle_close(now, |endpoint| replicator.mdns_successor(endpoint).is_some());
         self.drain(now);
     }
 }

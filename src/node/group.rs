@@ -160,11 +160,22 @@ impl Group {
         let ip = from.ip().to_canonical();
         match frame.body {
             Multicast::Announce { origin, service, ip: named, port } => {
-                self.announce(now, (ip, origin), (service, named, port, Check::None), None, registry, policy);
+                self.announce(now, (ip, origin), (service, named, port, Check::None), (None, None), registry, policy);
                 false
             }
             Multicast::AnnounceCommitted { origin, service, ip: named, port, commitment, check } => {
-                self.announce(now, (ip, origin), (service, named, port, check), Some(commitment), registry, policy);
+                let what = (service, named, port, check);
+                self.announce(now, (ip, origin), what, (Some(commitment), None), registry, policy);
+                false
+            }
+            Multicast::AnnounceMeta { origin, service, ip: named, port, commitment, check, meta } => {
+                // Pairs that break a rule: the announcement is taken without them, as an older
+                // broker takes the `AnnounceCommitted` that follows.
+                let meta = crate::protocol::check::check_meta(&meta)
+                    .ok()
+                    .and_then(|()| crate::meta::Metadata::from_pairs(meta.iter().copied()).ok());
+                let what = (service, named, port, check);
+                self.announce(now, (ip, origin), what, (Some(commitment), meta), registry, policy);
                 false
             }
             Multicast::Goodbye { origin, service, ip: named, port } => {
@@ -192,14 +203,15 @@ impl Group {
     }
 
     /// An announcement from `announcer` (its address and origin): registers or renews, as a
-    /// `register` would, and remembers the lease (with the first commitment) for its goodbye.
+    /// `register` would (with `meta`, as a `register` with pairs: they replace the lease's), and
+    /// remembers the lease (with the first commitment) for its goodbye.
     #[allow(clippy::too_many_arguments)]
     fn announce(
         &mut self,
         now: Instant,
         (ip, origin): (IpAddr, u64),
         (service, named, port, check): (&str, Option<IpAddr>, u16, Check<&str>),
-        commitment: Option<[u8; 32]>,
+        (commitment, meta): (Option<[u8; 32]>, Option<crate::meta::Metadata>),
         registry: &mut Registry,
         policy: &Policy,
     ) {
@@ -216,9 +228,10 @@ impl Group {
             self.stats.ignored += 1;
             return;
         }
-        let registered = policy
-            .check(ip, endpoint.ip())
-            .and_then(|()| registry.register_checked(now, service, endpoint, source, check));
+        let registered = policy.check(ip, endpoint.ip()).and_then(|()| match meta {
+            Some(meta) => registry.register_meta(now, service, endpoint, source, check, meta).map(drop),
+            None => registry.register_checked(now, service, endpoint, source, check).map(drop),
+        });
         if registered.is_err() {
             self.stats.ignored += 1;
             return;
@@ -315,6 +328,7 @@ fn origin(message: &Multicast<'_>) -> u64 {
     match message {
         Multicast::Announce { origin, .. }
         | Multicast::AnnounceCommitted { origin, .. }
+        | Multicast::AnnounceMeta { origin, .. }
         | Multicast::Goodbye { origin, .. }
         | Multicast::GoodbyeRevealed { origin, .. }
         | Multicast::Discover { origin }
@@ -402,6 +416,35 @@ mod tests {
         binary::encode(0, &Multicast::BrokerHello { origin: 4, addr: "10.0.0.4:7000".parse().unwrap() }, &mut datagram);
         g.handle_datagram(t0, from, &datagram, &mut registry, &Policy::default(), &mut reply);
         assert!(matches!(g.poll_event(), Some(GroupEvent::Foreign { cluster, .. }) if cluster == DEFAULT_CLUSTER));
+    }
+
+    #[test]
+    fn an_announcement_with_metadata_registers_them_and_the_plain_one_after_it_keeps_them() {
+        let t0 = Instant::now();
+        let mut g = group();
+        let mut registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+        let server: SocketAddr = "10.0.0.5:40000".parse().unwrap();
+        let endpoint: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let mut send = |registry: &mut Registry, message: &Multicast<'_>| {
+            let (mut datagram, mut reply) = (Vec::new(), Vec::new());
+            binary::encode(0, message, &mut datagram);
+            g.handle_datagram(t0, server, &datagram, registry, &Policy::default(), &mut reply);
+        };
+        let commitment = goodbye_commitment(&[1; 32]);
+        let (service, check) = ("web", Check::Tcp);
+        let with = |meta| Multicast::AnnounceMeta { origin: 9, service, ip: None, port: 8080, commitment, check, meta };
+        let plain = Multicast::AnnounceCommitted { origin: 9, service, ip: None, port: 8080, commitment, check };
+        let pairs = |registry: &Registry| registry.metadata("web", endpoint).map(ToString::to_string);
+        send(&mut registry, &with(vec![("path", "/"), ("version", "2")]));
+        assert_eq!(pairs(&registry).as_deref(), Some("path=/ version=2"));
+        send(&mut registry, &plain);
+        assert_eq!(pairs(&registry).as_deref(), Some("path=/ version=2"), "the plain announcement keeps them");
+        send(&mut registry, &with(vec![("path", "/v2")]));
+        assert_eq!(pairs(&registry).as_deref(), Some("path=/v2"), "new pairs replace them");
+        // Pairs that break a rule: taken as an announcement without them.
+        send(&mut registry, &with(vec![("check", "x")]));
+        assert_eq!(pairs(&registry).as_deref(), Some("path=/v2"));
+        assert_eq!(registry.members(t0, "web").count(), 1);
     }
 
     #[test]

@@ -9,11 +9,15 @@
 //!
 //! Every live instance of the table that holds a lease of its own (registered here or at a
 //! peer, not imported), whose endpoint is not a loopback address (meaningless to another host
-//! of the link), whose service name makes a DNS label, and which this broker *owns*: the same
-//! rendezvous owner the health checks use ([`Replicator::owner`](super::replicate::Replicator::owner)),
-//! so that with several brokers on one link each instance is advertised once. When the live
-//! brokers change, the new owner starts advertising (probing first) and the old one says
-//! goodbye. The TXT record holds the lease's metadata (`advert_metadata`, [`Metadata::to_txt`]).
+//! of the link), whose service name makes a DNS label, and which this broker *owns* among the
+//! brokers that advertise on the same link: the health checks' rendezvous hashing over those
+//! brokers only ([`Replicator::mdns_owner`](super::replicate::Replicator::mdns_owner); peers say
+//! where they advertise in their hellos, see [`advertised_link`]), so that with several brokers
+//! on one link each instance is advertised once, and a broker without `--mdns` takes none off
+//! it. When the owners change, the new owner takes the instance over (announced at once, no
+//! probes) and the old one hands it over (it answers until the new owner's announcement is
+//! heard, then goes without a goodbye; see [`crate::mdns::responder::handover`]), so browsers
+//! see no gap. The TXT record holds the lease's metadata (`advert_metadata`, [`Metadata::to_txt`]).
 //!
 //! # What is imported, and the no-loop rule
 //!
@@ -80,13 +84,24 @@ pub struct MdnsConfig {
     /// every source is taken (tests only: the broker refuses `--mdns` on an interface whose
     /// network it cannot read).
     pub link: Option<ipnet::Ipv4Net>,
+    /// This host's address on the link (the `--mdns` interface's): datagrams from it are the
+    /// broker's own multicast, looped back (see [`crate::mdns::responder::handover`]). `None`:
+    /// not known (tests).
+    pub own: Option<std::net::Ipv4Addr>,
 }
 
 impl MdnsConfig {
     /// Advertising on the IPv4 group, importing `import`.
     pub fn new(import: Vec<String>, seed: u64) -> Self {
-        MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed, link: None }
+        MdnsConfig { group: crate::mdns::GROUP_V4, advertise: true, import, seed, link: None, own: None }
     }
+}
+
+/// The link this broker advertises on, as peers are told it ([`Peer::MdnsLink`](crate::protocol::peer::Peer::MdnsLink)):
+/// `None` without advertising, `0.0.0.0/0` when its network is not known (tests).
+pub fn advertised_link(config: Option<&MdnsConfig>) -> Option<ipnet::Ipv4Net> {
+    let config = config.filter(|c| c.advertise)?;
+    Some(config.link.unwrap_or_default())
 }
 
 /// An instance imported from the link.
@@ -141,9 +156,13 @@ impl Mdns {
     /// The face (off without a configuration); it browses from [`handle_start`](Self::handle_start).
     pub fn new(config: Option<&MdnsConfig>) -> Self {
         let (group, seed) = config.map_or((crate::mdns::GROUP_V4, 0), |c| (c.group, c.seed));
+        let mut responder = Responder::new(ResponderConfig { group, seed });
+        if let Some(own) = config.and_then(|c| c.own) {
+            responder.set_own_address(own.into());
+        }
         Mdns {
             on: config.is_some(),
-            responder: Responder::new(ResponderConfig { group, seed }),
+            responder,
             browser: None,
             import: config.map(|c| c.import.clone()).unwrap_or_default(),
             native: HashMap::new(),
@@ -241,6 +260,11 @@ impl Mdns {
         }
     }
 
+    /// Unicast replies the responder did not send for its caps (per source, in all).
+    pub fn unicast_dropped(&self) -> u64 {
+        self.responder.unicast_dropped()
+    }
+
     /// How many announcements were not imported (policy or endpoint; see [`Mdns::import`]).
     #[cfg(test)]
     pub fn refused(&self) -> u64 {
@@ -266,10 +290,16 @@ impl Mdns {
         }
     }
 
-    /// The broker stops: goodbyes for everything advertised.
-    pub fn handle_close(&mut self, now: Instant) {
+    /// The broker stops: what a peer of the link takes over (`successor`, told by this
+    /// broker's `Bye`; it announces at once) goes without a goodbye, so browsers see no gap;
+    /// goodbyes for the rest.
+    pub fn handle_close(&mut self, now: Instant, successor: impl Fn(SocketAddr) -> bool) {
+        for (service, endpoint) in std::mem::take(&mut self.advertised) {
+            if successor(endpoint) {
+                self.responder.withdraw(&service, endpoint);
+            }
+        }
         self.responder.remove_all(now);
-        self.advertised.clear();
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due.
@@ -298,17 +328,34 @@ impl Mdns {
         update: bool,
     ) {
         let endpoint = key.1;
-        let want = self.native.contains_key(&key) && !endpoint.ip().is_loopback() && owns(endpoint);
+        let held = self.native.contains_key(&key) && !endpoint.ip().is_loopback();
+        let want = held && owns(endpoint);
         let advertised = self.advertised.contains(&key);
         if want && (!advertised || update) {
-            let txt = advert_metadata(registry, &key.0, endpoint).to_txt();
-            // Advertised already: only a changed TXT record is announced again.
-            if self.responder.add(now, Advert { service: key.0.to_string(), endpoint, txt }) {
+            let advert = Advert {
+                service: key.0.to_string(),
+                endpoint,
+                txt: advert_metadata(registry, &key.0, endpoint).to_txt(),
+            };
+            // Advertised already: only a changed TXT record is announced again. An instance
+            // the table held already, whose owner changed, is taken over from the old owner
+            // (announced at once, no probes: see `crate::mdns::responder::handover`).
+            let added = if update { self.responder.add(now, advert) } else { self.responder.take_over(now, advert) };
+            if added {
                 self.advertised.insert(key);
             }
         } else if !want && advertised {
-            self.responder.remove(now, &key.0, endpoint);
+            if held {
+                // Still in the table, owned by another broker of the link now: it answers
+                // until the new owner's announcement is heard, and goes without a goodbye.
+                self.responder.hand_over(now, &key.0, endpoint);
+            } else {
+                self.responder.remove(now, &key.0, endpoint);
+            }
             self.advertised.remove(&key);
+        } else if !held {
+            // Gone from the table while being handed over: its goodbye goes now.
+            self.responder.remove(now, &key.0, endpoint);
         }
     }
 

@@ -111,14 +111,30 @@ fn the_owner_advertises_and_hands_over() {
     text(&mut node, t0, "10.0.0.5:40000", "register web 8080");
     let t1 = t0 + Duration::from_secs(4);
     run(&mut node, t1);
+    text(&mut node, t1, "10.0.0.5:40000", "register web 8080");
     node.mdns.handle_owners_changed(t1, &node.registry, |_| false);
     node.drain(t1);
-    let goodbye = records(&run(&mut node, t1));
+    assert!(run(&mut node, t1).is_empty(), "no goodbye while the new owner may take it over");
+    // Nobody announced it within the handover's wait: the old owner says goodbye.
+    let t2 = t1 + crate::mdns::responder::handover::HANDOVER_WAIT;
+    let goodbye = records(&run(&mut node, t2));
     assert_eq!(srv_port(&goodbye, "10-0-0-5:8080"), Some((8080, 0)), "the old owner says goodbye");
-    node.mdns.handle_owners_changed(t1, &node.registry, |_| true);
-    node.drain(t1);
-    let again = run(&mut node, t1 + Duration::from_millis(4900));
-    assert_eq!(srv_port(&records(&again), "10-0-0-5:8080"), Some((8080, 120)), "the new owner announces");
+    // The new owner takes it over: announced at once, without probes.
+    node.mdns.handle_owners_changed(t2, &node.registry, |_| true);
+    node.drain(t2);
+    let again = run(&mut node, t2);
+    assert!(again.iter().all(|(_, _, m)| m.message_type == MessageType::Response), "no probes: {again:?}");
+    assert_eq!(srv_port(&records(&again), "10-0-0-5:8080"), Some((8080, 120)), "the new owner announces at once");
+    // Handed over again, then gone from the table before anyone took it: the goodbye goes at once.
+    let t3 = t2 + Duration::from_secs(1);
+    run(&mut node, t3);
+    let id = text(&mut node, t3, "10.0.0.5:40000", "register web 8080");
+    node.mdns.handle_owners_changed(t3, &node.registry, |_| false);
+    node.drain(t3);
+    assert!(run(&mut node, t3).is_empty());
+    text(&mut node, t3, "10.0.0.5:40000", &format!("deregister {}", id.trim().trim_start_matches("OK ")));
+    let goodbye = records(&run(&mut node, t3));
+    assert_eq!(srv_port(&goodbye, "10-0-0-5:8080"), Some((8080, 0)), "the goodbye goes when it leaves the table");
 }
 
 /// A zeroconf-like announcement of `label` of `_http._tcp` at `ip:port` on `host`, with `ttl`.
@@ -419,4 +435,107 @@ fn imports_follow_the_registration_policy_and_refuse_meaningless_endpoints() {
         assert!(text(&mut node, t0, "127.0.0.1:1", "query http").starts_with("NOT FOUND"), "{ip} refused");
     }
     assert_eq!(node.mdns.refused(), 4);
+}
+
+#[test]
+fn the_advertiser_is_chosen_among_the_brokers_of_the_link() {
+    use crate::sim::{NetConfig, Sim, node_with};
+    // Brokers 0 and 1 advertise on 10.0.0.0/24, broker 2 on another link, broker 3 not at all:
+    // every instance is advertised once on each link, whoever checks it.
+    let addrs: Vec<SocketAddr> = (1..=4).map(|i| SocketAddr::from(([10, 0, 0, i], 7000))).collect();
+    let net = NetConfig {
+        min_delay: Duration::from_micros(100),
+        max_delay: Duration::from_millis(2),
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+    let links = [Some("10.0.0.0/24"), Some("10.0.0.0/24"), Some("10.9.0.0/16"), None];
+    let mut sim = Sim::new(11, net);
+    for (i, &addr) in addrs.iter().enumerate() {
+        let mdns = links[i]
+            .map(|link| MdnsConfig { link: Some(link.parse().unwrap()), ..MdnsConfig::new(Vec::new(), i as u64) });
+        let config = NodeConfig {
+            unicast: addr,
+            incarnation: 200 + i as u64,
+            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+            mdns,
+            ..NodeConfig::default()
+        };
+        sim.add_node(addr, node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_secs(3));
+    let labels: std::collections::BTreeSet<String> = (0..16).map(|i| format!("10-0-1-{}:8080", i + 1)).collect();
+    for i in 0..16u8 {
+        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[3], b"register web 8080".to_vec());
+    }
+    sim.run_for(Duration::from_secs(6));
+    let sent = sim.take_inbox(crate::mdns::GROUP_V4);
+    let (first, second) = (announced_by(&sent, addrs[0]), announced_by(&sent, addrs[1]));
+    assert!(!first.is_empty() && !second.is_empty(), "both brokers of the link own some: {first:?} {second:?}");
+    assert!(first.is_disjoint(&second), "each instance advertised by one: {first:?} {second:?}");
+    let link: std::collections::BTreeSet<String> = first.union(&second).cloned().collect();
+    assert_eq!(link, labels, "every instance advertised on the first link");
+    assert_eq!(announced_by(&sent, addrs[2]), labels, "the other link's only broker advertises all");
+    assert!(announced_by(&sent, addrs[3]).is_empty());
+    // Broker 1 stops advertising (restarted without --mdns): broker 0 takes its share.
+    let config = NodeConfig {
+        unicast: addrs[1],
+        incarnation: 300,
+        replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+        registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+        ..NodeConfig::default()
+    };
+    sim.restart(1, node_with(9, config));
+    sim.run_for(Duration::from_secs(8));
+    let taken = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[0]);
+    assert_eq!(taken, second, "the remaining broker of the link advertises what the other did");
+}
+
+#[test]
+fn a_broker_that_stops_leaves_its_adverts_to_the_survivor_without_goodbyes() {
+    use crate::sim::{NetConfig, Sim, node_with};
+    let addrs: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7000"].iter().map(|a| a.parse().unwrap()).collect();
+    let net = NetConfig {
+        min_delay: Duration::from_micros(100),
+        max_delay: Duration::from_millis(2),
+        loss: 0.0,
+        duplicate: 0.0,
+    };
+    let mut sim = Sim::new(9, net);
+    for (i, &addr) in addrs.iter().enumerate() {
+        let config = NodeConfig {
+            unicast: addr,
+            incarnation: 400 + i as u64,
+            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
+            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
+            mdns: Some(MdnsConfig::new(Vec::new(), i as u64)),
+            ..NodeConfig::default()
+        };
+        sim.add_node(addr, node_with(i as u64, config));
+    }
+    sim.run_for(Duration::from_secs(3));
+    for i in 0..8u8 {
+        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[0], b"register web 8080".to_vec());
+    }
+    sim.run_for(Duration::from_secs(6));
+    let second = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[1]);
+    assert!(!second.is_empty());
+    // Broker 1 stops: its Bye goes to broker 0, and no goodbye to the link.
+    let now = sim.now;
+    sim.node(1).handle_close(now);
+    sim.poke(1);
+    sim.crash(1);
+    sim.run_for(Duration::from_secs(1));
+    let sent = sim.take_inbox(crate::mdns::GROUP_V4);
+    let messages: Vec<(SocketAddr, Message)> =
+        sent.iter().filter_map(|(from, b)| Message::from_vec(b).ok().map(|m| (*from, m))).collect();
+    let goodbyes: Vec<String> = messages
+        .iter()
+        .flat_map(|(from, m)| m.answers.iter().filter(|r| r.ttl == 0).map(move |r| format!("{from} {}", r.name)))
+        .collect();
+    assert!(goodbyes.is_empty(), "no goodbye: {goodbyes:?}");
+    let probes = messages.iter().filter(|(_, m)| m.message_type == MessageType::Query).count();
+    assert_eq!(probes, 0, "the survivor takes over without probing");
+    assert_eq!(announced_by(&sent, addrs[0]), second, "the survivor announced them at once");
 }

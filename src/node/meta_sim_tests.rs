@@ -220,3 +220,22 @@ fn a_watch_with_meta_keeps_its_replies_within_a_datagram() {
         assert_eq!(meta[1], [(crate::meta::TRUNCATED.to_owned(), None)]);
     }
 }
+
+#[test]
+fn a_broker_that_missed_the_registration_gets_the_metadata_with_the_repair() {
+    let mut sim = cluster(5, NetConfig::default(), 2, &[]);
+    sim.partition(node_addr(0), node_addr(1));
+    register(&mut sim, 0, "register web 8080 path=/ version=2");
+    // Long enough for the delta to be given up and the peers to find each other down, within
+    // the lease's TTL (5 s).
+    sim.run_for(Duration::from_millis(2100));
+    assert_eq!(shown(&mut sim, 1), "", "broker 1 missed it");
+    sim.heal();
+    // No renewal comes (the client does not heartbeat): only anti-entropy repairs broker 1.
+    sim.run_for(Duration::from_millis(2500));
+    let now = sim.now;
+    assert!(sim.node(1).registry.contains(now, "web", endpoint()), "repaired");
+    let repairs = sim.node(0).stats(now)["repairs_pushed"];
+    assert!(repairs > 0, "by anti-entropy");
+    assert_eq!(shown(&mut sim, 1), "path=/ version=2", "with its metadata");
+}

@@ -185,6 +185,7 @@ impl Node {
     pub fn new(config: NodeConfig, new_id: impl FnMut() -> Uuid + Send + 'static) -> Self {
         let mut replica = config.replica;
         replica.discover &= config.group.is_some();
+        replica.mdns_link = mdns::advertised_link(config.mdns.as_ref());
         let registry = Registry::new(config.registry, new_id);
         let mut service = Service::new(&registry, config.max_datagram);
         service.set_policy(config.policy);

@@ -120,6 +120,9 @@ pub(super) static COUNTERS: &[Row] = &[
     row(Def::counter("acks_dropped", "makler_acks_dropped_total",
             "Acknowledgements not sent: their source had more than its generous allowance (2,048 at once, 2,048 a second)."),
         |n, _| n.limiter.stats().acks_dropped),
+    row(Def::counter("mdns_unicast_dropped", "makler_mdns_unicast_dropped_total",
+            "mDNS unicast replies not sent: their source had 4 this second, or all sources 64 (--mdns)."),
+        |n, _| n.mdns.unicast_dropped()),
 ];
 
 const REFUSED: &str = "Requests refused, by reason.";

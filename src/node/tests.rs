@@ -59,7 +59,7 @@ fn stats_counts_the_node_and_the_protocol() {
          complete=yes peers_up=0/0 replicated_out=0 replicated_in=0 retransmits=0 peer_rejected=0 probes=0 probes_dead=0 \
          reports=0 reports_unchecked=0 removed_unreachable=0 refused_full=0 refused_quota=0 refused_policy=0 refused_reports=0 \
          rate_dropped=0 rate_slipped=0 bridged=0 bridged_found=0 bridge_queries=0 watches=0 watch_notifications=0 watch_dropped=0 foreign_hellos=0 \
-         digests_sent=0 digest_mismatches=0 repairs_pushed=0 repairs_removed=0 peer_bytes_out=0 peer_bytes_in=0 refused_key=0 sealed_dropped=0 acks_dropped=0\n"
+         digests_sent=0 digest_mismatches=0 repairs_pushed=0 repairs_removed=0 peer_bytes_out=0 peer_bytes_in=0 refused_key=0 sealed_dropped=0 acks_dropped=0 mdns_unicast_dropped=0\n"
     );
     node.handle_send_error(Face::Client, "127.0.0.1:1".parse().unwrap(), &io::Error::other("full"));
     assert_eq!(node.stats(now)["send_failures"], 1);

@@ -94,6 +94,30 @@ pub enum Multicast<'a> {
         /// The secret.
         secret: [u8; 32],
     },
+    /// [`Multicast::AnnounceCommitted`] with the instance's metadata pairs, as a
+    /// [`Request::RegisterMeta`](super::Request::RegisterMeta) carries them (same rules: a
+    /// broker takes the announcement without them when they break one). A server with
+    /// metadata sends it just before each `AnnounceCommitted`, which brokers older than this
+    /// variant take (dropping this one as malformed): they hold the instance without its pairs;
+    /// newer brokers take both, the second as a renewal that keeps the pairs.
+    AnnounceMeta {
+        /// The sending process.
+        origin: u64,
+        /// The service's name.
+        service: &'a str,
+        /// The instance's address; `None`: the datagram's source address.
+        ip: Option<IpAddr>,
+        /// The instance's port.
+        port: u16,
+        /// As in [`Multicast::AnnounceCommitted`].
+        commitment: [u8; 32],
+        /// How the instance may be checked, as `register … check=` declares it.
+        #[serde(borrow)]
+        check: Check<&'a str>,
+        /// The pairs, `(key, value)`, in order.
+        #[serde(borrow)]
+        meta: Vec<(&'a str, &'a str)>,
+    },
 }
 
 /// The commitment an announcement carries ([`Multicast::AnnounceCommitted`]) to the secret its

@@ -178,7 +178,8 @@ pub enum Peer<'a> {
     /// an unknown variant, and goes on getting [`Entry::Upsert`]s).
     Features {
         /// Bit 0: slot renewals. Bit 1: metadata ([`Entry::UpsertMeta`], [`Peer::PageMeta`]).
-        /// Other bits are reserved (0).
+        /// Bit 2: the sender advertises with mDNS (`--mdns`); its link follows in a
+        /// [`Peer::MdnsLink`]. Other bits are reserved (0), and ignored by a receiver.
         bits: u32,
     },
     /// "These slots of yours, renewed in your delta, name no lease I know": the receiver of
@@ -200,6 +201,17 @@ pub enum Peer<'a> {
         /// The leases.
         #[serde(borrow)]
         leases: Vec<MetaLease<'a>>,
+    },
+    /// Sent after [`Peer::Features`] (with bit 2) by a broker that advertises with mDNS: the
+    /// network of the link it advertises on, so that each instance is advertised by one broker
+    /// *of that link* (the owner among the brokers that say the same network). `0.0.0.0/0`: a
+    /// link whose network is not known (tests; the broker refuses such an interface). An older
+    /// broker drops it as an unknown variant.
+    MdnsLink {
+        /// The link's network address.
+        network: std::net::Ipv4Addr,
+        /// Its prefix length (0–32).
+        prefix: u8,
     },
 }
 

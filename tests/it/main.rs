@@ -34,6 +34,7 @@ mod fuzz_props;
 mod guard;
 mod http;
 mod keyed;
+mod mdns_amplification;
 mod mdns_avahi;
 mod mdns_node;
 mod mdns_peers;

@@ -379,3 +379,37 @@ fn two_peer_brokers_import_and_advertise_without_loops_and_hand_over() {
         ports.iter().all(|p| log.contains(&advertised(p))).then_some(())
     });
 }
+
+/// `--mdns` on an address no interface has: its network (netmask) cannot be read, and a
+/// responder that took every source would reflect traffic for anyone who can reach port 5353,
+/// so the broker refuses to start, before `listening`, saying why, with exit code 1.
+#[test]
+fn mdns_refuses_to_start_when_the_interfaces_network_is_unknown() {
+    let nowhere: std::net::Ipv4Addr = "198.51.100.77".parse().unwrap();
+    assert_eq!(makler::mdns::socket::link_network(nowhere), None, "no interface here has {nowhere}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_makler-broker"))
+        .args(["--listen", "127.0.0.1:0", "--no-multicast", "--mdns", "198.51.100.77"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A broker that started anyway would run until killed: it fails the test, not hangs it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the broker started with --mdns on an unknown network");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("listening"), "it never listened: {stdout}");
+    assert!(
+        stderr.contains(
+            "makler-broker: cannot use mDNS on 198.51.100.77: no interface has that address (its netmask is unknown)"
+        ),
+        "{stderr}"
+    );
+}

@@ -174,3 +174,43 @@ fn brokers_of_different_clusters_on_one_group_do_not_peer() {
     let stats = a.text("stats");
     assert!(!stats.contains(&test.addr("udp").to_string()), "the stranger is no peer: {stats}");
 }
+
+#[test]
+fn an_announced_servers_metadata_reaches_the_broker_and_older_brokers_still_get_an_announcement() {
+    use makler::protocol::{Multicast, binary};
+    let group = group();
+    let to: std::net::SocketAddrV4 = group.parse().unwrap();
+    // A listener on the group, as an older broker would hear it.
+    let listener =
+        makler::multicast::group_member(SocketAddr::from(([0, 0, 0, 0], to.port())), *to.ip(), Ipv4Addr::LOCALHOST)
+            .unwrap();
+    let listener: UdpSocket = listener.into();
+    listener.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let broker = broker(&group);
+    let udp = Udp::new(broker.addr("udp"));
+    let server = Process::start(
+        env!("CARGO_BIN_EXE_makler-server"),
+        &["--service", "echo", "--announce", "--announce-interval", "0.5", "--multicast", &group, "--meta", "path=/"],
+    );
+    let endpoint = server.addr("tcp").to_string();
+    wait_until(Duration::from_secs(5), "the broker lists the pairs", || {
+        let reply = udp.text("instances echo");
+        reply.lines().find(|l| l.starts_with(&format!("instance {endpoint} ")) && l.ends_with(" path=/")).map(drop)
+    });
+    // Each announcement goes with its pairs, then as the plain form older brokers take.
+    let mut kinds = Vec::new();
+    let mut buf = [0u8; 2048];
+    while kinds.len() < 4 {
+        let (n, _) = listener.recv_from(&mut buf).expect("the server's announcements on the group");
+        match binary::decode::<Multicast<'_>>(&buf[..n]).map(|f| f.body) {
+            Ok(Multicast::AnnounceMeta { meta, port, .. }) if port == server.addr("tcp").port() => {
+                assert_eq!(meta, [("path", "/")]);
+                kinds.push("meta");
+            }
+            Ok(Multicast::AnnounceCommitted { port, .. }) if port == server.addr("tcp").port() => kinds.push("plain"),
+            _ => {}
+        }
+    }
+    let first = kinds.iter().position(|k| *k == "meta").unwrap();
+    assert_eq!(kinds[first + 1], "plain", "{kinds:?}");
+}

@@ -178,6 +178,8 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
         ),
         ("unknown slots", to_peer(0x43, Peer::Unknown { slots: &[0x07] })),
         ("features with metadata", to_peer(0x43, Peer::Features { bits: 3 })),
+        ("features with mdns", to_peer(0x43, Peer::Features { bits: 7 })),
+        ("mdns link", to_peer(0x43, Peer::MdnsLink { network: "10.0.0.0".parse().unwrap(), prefix: 24 })),
         (
             "slot upsert with metadata",
             to_peer(
@@ -345,6 +347,21 @@ fn examples() -> Vec<(&'static str, Vec<u8>)> {
                     port: 4000,
                     commitment: protocol::goodbye_commitment(&[0x11; 32]),
                     check: Check::Tcp,
+                },
+            ),
+        ),
+        (
+            "announce with metadata",
+            multicast(
+                0,
+                Multicast::AnnounceMeta {
+                    origin: 0x1234,
+                    service: "echo",
+                    ip: None,
+                    port: 4000,
+                    commitment: protocol::goodbye_commitment(&[0x11; 32]),
+                    check: Check::Tcp,
+                    meta: vec![("path", "/")],
                 },
             ),
         ),

@@ -17,10 +17,11 @@ use super::{
 impl Responder {
     /// A response on the link: conflicts with our unique records (§9), and answers of ours
     /// another responder gave (§7.4).
-    pub(super) fn handle_response(&mut self, now: Instant, message: &Message) {
+    pub(super) fn handle_response(&mut self, now: Instant, from: std::net::SocketAddr, message: &Message) {
+        self.confirm_handovers(now, from, message);
         let mut renamed = Vec::new();
-        let conflicts = &mut self.conflicts;
-        for instance in self.instances.values_mut() {
+        let (conflicts, index) = (&mut self.conflicts, &mut self.index);
+        for (k, instance) in self.instances.iter_mut() {
             let ours = [&instance.records.srv, &instance.records.txt];
             self.work += message.answers.len() + message.additionals.len();
             let conflict = message.answers.iter().chain(&message.additionals).any(|theirs| {
@@ -38,6 +39,8 @@ impl Responder {
                     instance.claim += 1;
                     instance.label = names::renamed(&names::instance_label(instance.advert.endpoint), instance.claim);
                     if let Some(records) = build(&instance.advert, &instance.label) {
+                        index.remove(k, &instance.records);
+                        index.insert(k, &records);
                         instance.records = records;
                     }
                     conflicts.push_back(now);

@@ -43,6 +43,11 @@ pub struct ReplicaConfig {
     /// read them, and announce that this one does; off: as brokers before metadata did (tests
     /// of mixed versions).
     pub metadata: bool,
+    /// The network of the link this broker advertises on with mDNS (`--mdns`; `0.0.0.0/0` when
+    /// not known), told to peers (`Peer::MdnsLink`) so that each instance's advertiser is chosen
+    /// among the brokers of that link ([`Replicator::mdns_owner`](super::Replicator::mdns_owner));
+    /// `None`: it does not advertise.
+    pub mdns_link: Option<ipnet::Ipv4Net>,
 }
 
 impl Default for ReplicaConfig {
@@ -62,6 +67,7 @@ impl Default for ReplicaConfig {
             digest_interval: Duration::from_secs(1),
             slot_renewals: true,
             metadata: true,
+            mdns_link: None,
         }
     }
 }

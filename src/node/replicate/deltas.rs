@@ -338,11 +338,17 @@ impl Deltas {
     ) {
         let mut packer = ListPacker::default();
         let mut batch = Batch::default();
+        // One peer that reads metadata (an anti-entropy repair, a removal sent back): a lease
+        // with metadata goes with them, at its slot, so that a peer that missed the
+        // registration gets the pairs with the repair. Its slot is not taken as confirmed
+        // (nothing waits for this delta's ack to confirm it): its next renewal goes whole.
+        let meta_to = matches!(targets, &[to] if self.reads_meta.contains(&to) && self.slotted.contains(&to));
         for (id, removal) in items {
             let entry = match removal {
                 Some(reason) => Entry::Remove { id, reason },
                 // Gone already (its removal follows), or expired: nothing to renew.
                 None => match registry.view(now, id) {
+                    Some(view) if meta_to => upsert_with_meta(&view, registry.slot_of(id).map(|s| s.0)),
                     Some(view) => upsert_of(&view),
                     None => continue,
                 },
@@ -520,6 +526,15 @@ fn upsert_of<'a>(view: &LeaseView<'a>) -> Entry<'a> {
         Check::None => Entry::Upsert(lease_of(view)),
         check => Entry::UpsertChecked(CheckedLease { lease: lease_of(view), check }),
     }
+}
+
+/// A lease as a peer that reads metadata is sent it outside slot renewals: an
+/// [`Entry::UpsertMeta`] at its slot when it has metadata and fits one datagram with them, else
+/// as [`upsert_of`] says.
+fn upsert_with_meta<'a>(view: &LeaseView<'a>, slot: Option<u32>) -> Entry<'a> {
+    let (Some(meta), Some(slot)) = (view.meta, slot) else { return upsert_of(view) };
+    let entry = Entry::UpsertMeta { slot, lease: CheckedLease { lease: lease_of(view), check: view.check }, meta };
+    if ListPacker::default().push(&entry) { entry } else { upsert_of(view) }
 }
 
 /// A lease as a peer is sent it.

@@ -1,5 +1,6 @@
 //! What the replicator knows of each peer, and who owns an endpoint: rendezvous hashing of the
-//! endpoint over the live, complete brokers' incarnations (see the [replicator](super)).
+//! endpoint over the live, complete brokers' incarnations (see the [replicator](super)); for
+//! mDNS advertising, over those of them that advertise on this broker's link.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -18,7 +19,14 @@ pub(super) struct PeerState {
     pub(super) is_self: bool,
     /// For a peer found on the group: when it last said hello there.
     pub(super) seen_on_group: Option<Instant>,
+    /// The link it advertises on with mDNS (`Peer::MdnsLink`), since its last `Features` with
+    /// [`FEATURE_MDNS`]; `None`: it does not (or it is older than the bit).
+    pub(super) mdns: Option<ipnet::Ipv4Net>,
 }
+
+/// `Peer::Features` bit: this broker advertises with mDNS; its link follows in a
+/// `Peer::MdnsLink`.
+pub(super) const FEATURE_MDNS: u32 = 4;
 
 impl PeerState {
     /// Given with `--peers` (never forgotten), not found on the group.

@@ -62,7 +62,7 @@ use deltas::{Deltas, lease_of};
 use entropy::Entropy;
 pub(super) use events::ReplicaEvent;
 pub use events::{PeerEvent, ReplicationStats};
-use membership::{PeerState, score};
+use membership::{FEATURE_MDNS, PeerState, score};
 use slots::SlotMaps;
 use sync::CatchUp;
 
@@ -268,6 +268,37 @@ impl Replicator {
         best.1
     }
 
+    /// The broker that advertises `endpoint` with mDNS on this broker's link: `None` for this
+    /// one, else the peer's address. The same rendezvous hashing as [`owner`](Self::owner), over
+    /// this broker and the live, complete peers that said they advertise on the same link
+    /// (`Peer::MdnsLink`): a broker without `--mdns`, on another link, or older than the
+    /// `Features` bit never owns an advertisement here, so every instance has an advertiser on
+    /// every link where some broker runs `--mdns`. Without `--mdns` here, [`owner`](Self::owner).
+    pub fn mdns_owner(&self, endpoint: SocketAddr) -> Option<SocketAddr> {
+        let Some(link) = self.config.mdns_link else { return self.owner(endpoint) };
+        let mut best = (score(self.me, endpoint), None);
+        let same_link = |p: &&PeerState| p.up && p.complete && !p.is_self && p.mdns == Some(link);
+        for peer in self.peers.iter().filter(same_link) {
+            let Some(node) = peer.node else { continue };
+            let candidate = (score(node, endpoint), Some(peer.addr));
+            if candidate.0 > best.0 {
+                best = candidate;
+            }
+        }
+        best.1
+    }
+
+    /// The peer that will advertise `endpoint` on this broker's link once this broker is gone
+    /// ([`mdns_owner`](Self::mdns_owner) without this broker), if any: at shutdown, what it will
+    /// take over goes without a goodbye.
+    pub fn mdns_successor(&self, endpoint: SocketAddr) -> Option<SocketAddr> {
+        let link = self.config.mdns_link?;
+        let same_link = |p: &&PeerState| p.up && p.complete && !p.is_self && p.mdns == Some(link);
+        let scored =
+            self.peers.iter().filter(same_link).filter_map(|p| p.node.map(|node| (score(node, endpoint), p.addr)));
+        scored.max_by_key(|&(score, _)| score).map(|(_, addr)| addr)
+    }
+
     /// Handles a peer datagram from `from`. A report a peer forwarded comes out as
     /// `ReplicaEvent::Report`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, frame: PeerFrame<'_>, registry: &mut Registry) {
@@ -364,6 +395,13 @@ impl Replicator {
                 let slotted = self.config.slot_renewals && bits & slots::FEATURE_SLOTS != 0;
                 self.deltas.set_slotted(from, slotted);
                 self.deltas.set_reads_meta(from, self.config.metadata && bits & slots::FEATURE_META != 0);
+                if bits & FEATURE_MDNS == 0 {
+                    self.set_mdns_link(index, None);
+                }
+            }
+            Peer::MdnsLink { network, prefix } => {
+                // A prefix over 32 is no network: taken as not advertising.
+                self.set_mdns_link(index, ipnet::Ipv4Net::new(network, prefix).ok().map(|net| net.trunc()));
             }
             Peer::Unknown { slots } => {
                 self.deltas.send_slots_to(now, from, peer::decode_slots(slots), registry, &mut self.transmits);
@@ -484,6 +522,7 @@ impl Replicator {
             instances: 0,
             is_self: false,
             seen_on_group,
+            mdns: None,
         });
     }
 
@@ -499,6 +538,7 @@ impl Replicator {
             }
             peer.node = Some(node);
             peer.complete = false;
+            peer.mdns = None;
             // The old incarnation will never acknowledge, and its slots mean nothing now.
             self.deltas.drop_unacked(peer.addr);
             self.deltas.set_slotted(peer.addr, false);
@@ -550,6 +590,16 @@ impl Replicator {
         });
     }
 
+    /// Notes the link peer `index` advertises on with mDNS: a change moves advertisements
+    /// (see [`mdns_owner`](Self::mdns_owner)), as a change of the live brokers does.
+    fn set_mdns_link(&mut self, index: usize, link: Option<ipnet::Ipv4Net>) {
+        let peer = &mut self.peers[index];
+        if peer.mdns != link {
+            peer.mdns = link;
+            self.membership_changed = true;
+        }
+    }
+
     fn send_hello(&mut self, to: SocketAddr, registry: &Registry) {
         let frame = PeerFrame {
             node: self.me,
@@ -557,9 +607,17 @@ impl Replicator {
         };
         self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
         let bits = if self.config.slot_renewals { slots::FEATURE_SLOTS } else { 0 }
-            | if self.config.metadata { slots::FEATURE_META } else { 0 };
+            | if self.config.metadata { slots::FEATURE_META } else { 0 }
+            | if self.config.mdns_link.is_some() { FEATURE_MDNS } else { 0 };
         if bits != 0 {
             let frame = PeerFrame { node: self.me, body: Peer::Features { bits } };
+            self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
+        }
+        if let Some(link) = self.config.mdns_link {
+            let frame = PeerFrame {
+                node: self.me,
+                body: Peer::MdnsLink { network: link.network(), prefix: link.prefix_len() },
+            };
             self.transmits.push(Face::Client, to, |bytes| peer::encode(&frame, bytes));
         }
     }

@@ -25,6 +25,7 @@ fn frames_round_trip_and_garbage_is_refused() {
         PeerFrame { node: 1, body: Peer::Elements { from: 0, to: u64::MAX, hashes: vec![1, 2] } },
         PeerFrame { node: 1, body: Peer::Want { hashes: vec![u64::MAX] } },
         PeerFrame { node: 1, body: Peer::Features { bits: 1 } },
+        PeerFrame { node: 1, body: Peer::MdnsLink { network: "10.0.0.0".parse().unwrap(), prefix: 24 } },
         PeerFrame { node: 1, body: Peer::Unknown { slots: &[0x05, 0x00] } },
         PeerFrame {
             node: 1,

@@ -1,0 +1,143 @@
+//! The mDNS row of protocol.md's amplification table ("Amplification", mDNS), measured on a
+//! real broker as `amplification.rs` measures the others: `makler-broker --mdns 127.0.0.1`
+//! (the loopback interface's link, 127.0.0.0/8) advertising 200 instances of `web`, asked for
+//! `_web._tcp.local.` PTR with legacy unicast queries (from a port other than 5353, so the reply
+//! goes to the querier) from loopback addresses standing for forged on-link sources. Each row
+//! asserts the bound the table states. `--nocapture` prints the rows.
+//!
+//! The broker's socket is port 5353 of every address (shared, as every mDNS responder's), so
+//! this is the one test that binds it outside a network namespace.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+use crate::common::{Udp, broker, stat, wait_until};
+
+/// The instances advertised: more than one packet of PTRs.
+const INSTANCES: u16 = 200;
+
+/// The largest mDNS packet the responder sends.
+const MAX_PACKET: usize = 1440;
+
+/// A legacy unicast query for `_web._tcp.local.` PTR (33 bytes).
+fn query() -> Vec<u8> {
+    let mut message = Message::new(0x4d4b, MessageType::Query, OpCode::Query);
+    message.queries.push(Query::query(Name::from_ascii("_web._tcp.local.").unwrap(), RecordType::PTR));
+    message.to_vec().unwrap()
+}
+
+/// A socket on `ip` (any port but 5353) that waits `wait` for a reply.
+fn source(ip: Ipv4Addr, wait: Duration) -> UdpSocket {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&SocketAddr::from((ip, 0)).into()).unwrap();
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(wait)).unwrap();
+    socket
+}
+
+/// Every datagram that arrives at `socket` until it is quiet: (count, bytes).
+fn drain(socket: &UdpSocket) -> (usize, usize) {
+    let (mut count, mut bytes, mut buf) = (0, 0, [0u8; 9000]);
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        count += 1;
+        bytes += n;
+    }
+    (count, bytes)
+}
+
+/// Every reply that arrives at `sockets`: until none came for 2 s, after the first (for which
+/// it waits up to 15 s): a debug build works on each answer for tens of milliseconds on a loaded
+/// machine, and the replies of a batch of datagrams leave together. (count, bytes).
+fn gather(sockets: &[UdpSocket]) -> (usize, usize) {
+    for socket in sockets {
+        socket.set_nonblocking(true).unwrap();
+    }
+    let (mut total, mut total_bytes, mut last) = (0, 0, Instant::now());
+    let quiet = |total: usize| if total == 0 { Duration::from_secs(15) } else { Duration::from_secs(2) };
+    while last.elapsed() < quiet(total) {
+        std::thread::sleep(Duration::from_millis(50));
+        for (count, bytes) in sockets.iter().map(drain) {
+            (total, total_bytes) = (total + count, total_bytes + bytes);
+            if count > 0 {
+                last = Instant::now();
+            }
+        }
+    }
+    (total, total_bytes)
+}
+
+#[test]
+fn the_mdns_rows_of_the_amplification_table_hold() {
+    let broker = broker(&["--mdns", "127.0.0.1", "--ttl", "120"]);
+    let udp = Udp::new(broker.addr("udp"));
+    for i in 0..INSTANCES {
+        let reply = udp.text(&format!("register web 10.9.{}.{} 8080", i / 250, 1 + i % 250));
+        assert_eq!(reply.len(), 36, "{reply}");
+    }
+    let responder: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let query = query();
+    // The instances are probed and announced (about 1 s), then answered.
+    let probe = source(Ipv4Addr::new(127, 77, 0, 1), Duration::from_millis(200));
+    wait_until(Duration::from_secs(10), "the broker answers on the link", || {
+        probe.send_to(&query, responder).unwrap();
+        let mut buf = [0u8; 9000];
+        probe.recv_from(&mut buf).ok().map(drop)
+    });
+    std::thread::sleep(Duration::from_millis(1100));
+
+    // One query: one packet, at most 1,440 bytes, truncated (TC).
+    let one = source(Ipv4Addr::new(127, 78, 0, 1), Duration::from_secs(3));
+    one.send_to(&query, responder).unwrap();
+    let mut buf = [0u8; 9000];
+    let (n, _) = one.recv_from(&mut buf).expect("an answer");
+    let reply = Message::from_vec(&buf[..n]).unwrap();
+    assert!(n <= MAX_PACKET && reply.truncation, "{n} bytes, TC {}", reply.truncation);
+    assert_eq!(drain(&one), (0, 0), "one packet");
+    let single = n as f64 / query.len() as f64;
+    assert!(single <= 44.0, "{single}");
+
+    // Forged sources, 400 of them, one query each, within a second: at most 64 replies in all.
+    let sources: Vec<UdpSocket> = (0..400u16)
+        .map(|i| source(Ipv4Addr::new(127, 80, (i / 200) as u8, 1 + (i % 200) as u8), Duration::from_millis(50)))
+        .collect();
+    let dropped_before = stat(&udp, "mdns_unicast_dropped");
+    let started = Instant::now();
+    for socket in &sources {
+        socket.send_to(&query, responder).unwrap();
+    }
+    let took = started.elapsed();
+    let (many, many_bytes) = gather(&sources);
+    let many_ratio = many_bytes as f64 / (sources.len() * query.len()) as f64;
+    if took < Duration::from_millis(900) {
+        assert!((1..=64).contains(&many), "{many} replies to 400 sources within a second");
+        assert!(many_ratio <= 7.0, "{many_ratio}");
+    }
+    // Those past the budget are counted (some of the 400 may not even reach the socket).
+    let dropped = stat(&udp, "mdns_unicast_dropped") - dropped_before;
+    assert!(dropped > 0, "the replies past the budget are counted");
+    // A flood from one source: 4,000 queries within a second, at most 4 replies (the budget
+    // of all sources is back a second later).
+    std::thread::sleep(Duration::from_millis(1000));
+    let flood = source(Ipv4Addr::new(127, 79, 0, 1), Duration::from_millis(300));
+    let started = Instant::now();
+    for _ in 0..4000 {
+        flood.send_to(&query, responder).unwrap();
+    }
+    let took = started.elapsed();
+    let (replies, bytes) = gather(std::slice::from_ref(&flood));
+    let flood_ratio = bytes as f64 / (4000 * query.len()) as f64;
+    if took < Duration::from_millis(900) {
+        assert!((1..=4).contains(&replies), "{replies} replies to one source within a second");
+    }
+    assert!(flood_ratio <= 0.05, "{flood_ratio}");
+
+    println!("| question | bytes → reply | one | flood, one source | flood, 400 sources |");
+    println!(
+        "| `_web._tcp.local.` PTR, legacy | {} → {n} (TC) | {single:.1} | {replies} replies, {flood_ratio:.3} | {many} replies, {many_ratio:.2} |",
+        query.len()
+    );
+}

@@ -152,8 +152,10 @@ pub struct Backends {
     pub policy: String,
     /// Client connections open now.
     pub connections: u64,
-    /// The backends, sorted by address.
+    /// The backends, sorted by address, at most `?limit=N`.
     pub backends: Vec<Backend>,
+    /// Whether backends were left out (beyond the limit).
+    pub truncated: bool,
 }
 
 /// One backend of a balancer.

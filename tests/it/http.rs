@@ -169,8 +169,10 @@ fn peers_show_each_other() {
 fn the_balancer_shows_its_backends_and_their_connections() {
     let balancer = common::balancer("web", None, &["--http", "127.0.0.1:0", "--quiet", "--policy", "least-conn"]);
     let http = balancer.addr("http");
-    let servers =
-        [common::server("http", balancer.addr("udp"), &[]), common::server("http", balancer.addr("udp"), &[])];
+    let servers = [
+        common::server("http", balancer.addr("udp"), &["--quiet"]),
+        common::server("http", balancer.addr("udp"), &["--quiet"]),
+    ];
     let backends = wait_until(Duration::from_secs(10), "both backends are registered and up", || {
         let (status, backends) = json(http, "/v1/backends");
         assert_eq!(status, 200);
@@ -292,4 +294,36 @@ fn slow_clients_are_bounded() {
         assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
     }
     assert_eq!(udp.text("query nothing"), "NOT FOUND");
+}
+
+/// A listener held by the test, as a service manager holds a socket.
+fn held_listener() -> TcpListener {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    socket.listen(128).unwrap();
+    socket.into()
+}
+
+/// The balancer takes a passed socket named `http` (`FileDescriptorName=http`) for `--http`.
+#[test]
+fn the_balancer_serves_http_on_a_passed_socket() {
+    use command_fds::{CommandFdExt, FdMapping};
+    use std::os::fd::OwnedFd;
+    let (listen, http) = (held_listener(), held_listener());
+    let args = ["--control", "127.0.0.1:0", "--service", "web", "--no-register", "--quiet"];
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-balancer")).args(args);
+    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "listen:http").stdin(std::process::Stdio::null());
+    let fds: [OwnedFd; 2] = [listen.try_clone().unwrap().into(), http.try_clone().unwrap().into()];
+    let [listen_fd, http_fd] = fds;
+    command
+        .fd_mappings(vec![
+            FdMapping { parent_fd: listen_fd, child_fd: 3 },
+            FdMapping { parent_fd: http_fd, child_fd: 4 },
+        ])
+        .unwrap();
+    let balancer = common::Process::spawn(command);
+    assert_eq!(balancer.addr("http"), http.local_addr().unwrap());
+    let (status, backends) = json(balancer.addr("http"), "/v1/backends");
+    assert_eq!((status, &backends["service"]), (200, &Value::from("web")));
 }

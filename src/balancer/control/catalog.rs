@@ -15,18 +15,21 @@ impl Catalog for ControlCatalog<'_> {
         crate::metrics::balancer(&self.0.counters.metrics(&self.0.pool))
     }
 
-    fn answer(&mut self, route: &Route, _query: &Query) -> Answer {
+    fn answer(&mut self, route: &Route, query: &Query) -> Answer {
         match route {
-            Route::Backends => Answer::json(200, &backends(self.0)),
+            Route::Backends => Answer::json(200, &backends(self.0, query.limit)),
             _ => Answer::not_found(&route.path()),
         }
     }
 }
 
-/// Every backend (the pool holds as many as the control port's table, which its limits bound).
-fn backends(control: &Control) -> shape::Backends {
+/// The first `limit` backends by address (the pool holds as many as the control port's table,
+/// which its limits bound).
+fn backends(control: &Control, limit: usize) -> shape::Backends {
     let mut stats = control.pool.stats();
     stats.sort_by_key(|b| b.addr);
+    let truncated = stats.len() > limit;
+    stats.truncate(limit);
     let (service, policy) = &control.offer;
     shape::Backends {
         service: service.clone(),
@@ -45,6 +48,7 @@ fn backends(control: &Control) -> shape::Backends {
                 failures: b.failures,
             })
             .collect(),
+        truncated,
     }
 }
 
@@ -100,6 +104,9 @@ mod tests {
                    "total": 0, "bytes_to": 0, "bytes_from": 0, "failures": 0})
         };
         assert_eq!(backends["backends"], json!([up(4000, 1), up(4001, 3)]));
+        assert_eq!(backends["truncated"], false);
+        let (_, one) = get(&mut core, "/v1/backends?limit=1");
+        assert_eq!((&one["backends"], &one["truncated"]), (&json!([up(4000, 1)]), &json!(true)));
         assert_eq!(get(&mut core, "/v1/services").0, 404);
         assert_eq!(get(&mut core, "/v1/services/web").0, 404);
         assert_eq!(get(&mut core, "/v1/peers").0, 404);

@@ -104,7 +104,14 @@ impl Query {
         let mut query = Query::default();
         for (key, value) in form_urlencoded::parse(text.as_bytes()) {
             if key == "limit" {
-                let limit: usize = value.parse().map_err(|_| format!("limit={value}: expected a number of entries"))?;
+                // A number too large for a usize asks for everything, as any number above
+                // MAX_LIMIT does: the answer is cut at the bound, not refused.
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                let limit: usize = match value.parse() {
+                    Ok(limit) => limit,
+                    Err(_) if digits => MAX_LIMIT,
+                    Err(_) => return Err(format!("limit={value}: expected a number of entries")),
+                };
                 query.limit = limit.min(MAX_LIMIT);
             }
         }

@@ -167,3 +167,17 @@ fn a_limit_too_large_for_a_number_is_the_bound() {
     assert_eq!(status, 200);
     assert_eq!(fake.asked, vec![(Route::Services, Query { limit: MAX_LIMIT })]);
 }
+
+#[test]
+fn an_absolute_target_is_routed_by_its_path() {
+    let (status, _, _, fake) = get("http://broker.lan:8080/v1/services?limit=2");
+    assert_eq!(status, 200);
+    assert_eq!(fake.asked, vec![(Route::Services, Query { limit: 2 })]);
+    assert_eq!(get("HTTP://x/v1/services/a%2Fb").3.asked, vec![(Route::Service("a/b".into()), Query::default())]);
+    for page in ["http://x", "http://x/", "http://x?y=1"] {
+        let (status, headers, _, _) = get(page);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"), "{page}");
+    }
+    assert_eq!(get("http://x/nope").0, 404);
+}

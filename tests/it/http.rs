@@ -372,3 +372,77 @@ fn the_balancer_serves_http_on_a_passed_socket() {
     let (status, backends) = json(balancer.addr("http"), "/v1/backends");
     assert_eq!((status, &backends["service"]), (200, &Value::from("web")));
 }
+
+/// Requests close to valid ones: a method, a target built from the router's words, a version,
+/// a few headers, the whole then cut or with a byte changed.
+fn near_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let method = prop::sample::select(vec!["GET", "HEAD", "POST", "PUT", "get", "OPTIONS", "", "GET GET"]);
+    let piece = prop::sample::select(vec![
+        "/",
+        "/v1",
+        "/v1/services",
+        "/v1/services/",
+        "echo",
+        "e%63ho",
+        "%",
+        "%2F",
+        "%ff",
+        "?",
+        "limit=",
+        "0",
+        "7",
+        "99999999999999999999",
+        "-1",
+        "&",
+        "=",
+        "#",
+        "+",
+        "/metrics",
+        "/ui/app.js",
+        "http://x",
+        "HTTPS://h:1",
+        "/peers",
+        "/backends",
+        "..",
+        "\u{e9}",
+    ]);
+    let target = prop::collection::vec(piece, 0..8).prop_map(|pieces| pieces.concat());
+    let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/2", "", "HTTP/1.1 x"]);
+    let header = prop::sample::select(vec![
+        "Host: x\r\n",
+        "Connection: close\r\n",
+        "Connection: keep-alive\r\n",
+        "Content-Length: 5\r\n",
+        "Transfer-Encoding: chunked\r\n",
+        "X: \u{1}\r\n",
+        "bad header\r\n",
+        " folded\r\n",
+        "\r\n",
+    ]);
+    let headers = prop::collection::vec(header, 0..6).prop_map(|h| h.concat());
+    (method, target, version, headers, any::<u16>(), any::<u8>(), 0u8..4).prop_map(
+        |(method, target, version, headers, at, byte, how)| {
+            let mut bytes = format!("{method} {target} {version}\r\n{headers}\r\nbody").into_bytes();
+            let at = usize::from(at) % bytes.len();
+            match how {
+                0 => bytes.truncate(at),
+                1 => bytes[at] = byte,
+                2 => bytes.insert(at, byte),
+                _ => {}
+            }
+            bytes
+        },
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The HTTP face never panics, and answers each request once, whole, with an exact
+    /// `Content-Length` (the `decoders` fuzz target runs the same oracle on any bytes).
+    #[test]
+    fn the_http_face_answers_any_bytes_whole_or_waits(data in near_request()) {
+        makler::oracles::http_face(&data);
+    }
+}

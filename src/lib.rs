@@ -91,7 +91,8 @@
 //! - [`activation`]: the sockets a service manager passes (systemd socket activation), taken
 //!   by name or by type, for the balancer and the broker.
 //! - [`timers`], [`net`], [`cli`]: the deadline set every state machine uses, socket set-up,
-//!   and the flag parsing and logging the executables share; `random`, the one source of random
+//!   and the flag parsing (with [`cli::config`]'s `--config` files) and logging the executables
+//!   share; `random`, the one source of random
 //!   ids (the operating system's, through `getrandom`), which only shells and clients draw
 //!   from. Values kept at small reused keys (the shell's sockets and mio tokens, the registry's
 //!   leases and services) are in the `slab` crate's slabs.

@@ -87,6 +87,7 @@ mod limits;
 mod listing;
 mod members;
 mod meta;
+mod names;
 pub mod remote;
 mod rotation;
 mod table;
@@ -241,7 +242,7 @@ pub struct Registry {
     /// ([`Registry::page`], [`Registry::services_page`]) ends.
     lease_slots: usize,
     service_slots: usize,
-    by_name: HashMap<Arc<str>, Index>,
+    by_name: names::Names,
     /// Leases by id (aliases included) and instances by (service, endpoint).
     index: index::Indexes,
     /// What [`Ticks`] count from: the first `now` the registry was given.
@@ -292,7 +293,7 @@ impl Registry {
             services: Slab::new(),
             lease_slots: 0,
             service_slots: 0,
-            by_name: HashMap::new(),
+            by_name: names::Names::default(),
             index: index::Indexes::default(),
             epoch: None,
             expiry: expiry::Expiry::default(),
@@ -487,7 +488,7 @@ impl Registry {
     /// Whether `service` has a live instance.
     pub fn has_service(&mut self, now: Instant, service: &str) -> bool {
         self.handle_timeout(now);
-        self.by_name.get(service).is_some_and(|&index| self.services.contains(index as usize))
+        self.by_name.get(&self.services, service).is_some_and(|index| self.services.contains(index as usize))
     }
 
     /// The id of the lease `source` holds on `endpoint` of `service`.

@@ -131,6 +131,13 @@ impl Limits {
         if name.is_empty() {
             return Err(Rejection::BadName { name: String::new(), why: "it is empty".to_owned() });
         }
+        // Names are ASCII: judged a byte at a time first (for an ASCII byte, the punctuation
+        // holds its character exactly when its bytes hold the byte), and only a name that fails
+        // that is read as characters, for the error.
+        let punctuation = self.name_punctuation.as_bytes();
+        if name.bytes().all(|b| b.is_ascii_alphanumeric() || (b.is_ascii() && punctuation.contains(&b))) {
+            return Ok(());
+        }
         if let Some(bad) = name.chars().find(|&c| !c.is_ascii_alphanumeric() && !self.name_punctuation.contains(c)) {
             return Err(Rejection::BadName {
                 name: crate::protocol::excerpt(name, 40),

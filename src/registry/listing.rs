@@ -68,7 +68,7 @@ impl Registry {
         mut take: impl FnMut(InstanceView<'_>) -> bool,
     ) -> Result<Option<Cursor>, NotFound> {
         self.handle_timeout(now);
-        let &index = self.by_name.get(service).ok_or(NotFound)?;
+        let index = self.by_name.get(&self.services, service).ok_or(NotFound)?;
         let members = &self.service(index).members;
         for (position, member) in members.iter().enumerate().skip(cursor.0 as usize) {
             let mut lease = member.head;
@@ -103,7 +103,7 @@ impl Registry {
 
     /// How many live instances `service` has (0: none, or no such service).
     pub fn instance_count(&self, service: &str) -> usize {
-        self.by_name.get(service).map_or(0, |&index| self.service(index).members.len())
+        self.by_name.get(&self.services, service).map_or(0, |index| self.service(index).members.len())
     }
 }
 

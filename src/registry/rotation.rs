@@ -21,7 +21,7 @@ impl Registry {
     /// watchers, who are told the set, not handed an instance).
     pub fn members(&mut self, now: Instant, service: &str) -> impl Iterator<Item = SocketAddr> + '_ {
         self.handle_timeout(now);
-        let members = self.by_name.get(service).and_then(|&index| self.services.get(index as usize));
+        let members = self.by_name.get(&self.services, service).and_then(|index| self.services.get(index as usize));
         members.into_iter().flat_map(|entry| entry.members.iter().map(|member| member.endpoint.get()))
     }
 
@@ -66,7 +66,7 @@ impl Registry {
     /// (the next one starts one further on). `None` when it has no live instance.
     fn turn(&mut self, now: Instant, service: &str) -> Option<(&mut Service, usize)> {
         self.handle_timeout(now);
-        let &service_index = self.by_name.get(service)?;
+        let service_index = self.by_name.get(&self.services, service)?;
         let entry = self.services.get_mut(service_index as usize)?;
         let len = entry.members.len();
         let start = entry.cursor % len;

@@ -60,7 +60,7 @@ impl Registry {
 
     /// The first lease on an instance.
     pub(super) fn head_lease(&self, service: &str, endpoint: SocketAddr) -> Option<Index> {
-        let &service_index = self.by_name.get(service)?;
+        let service_index = self.by_name.get(&self.services, service)?;
         self.index.head(&self.leases, &self.services, service_index, Endpoint::new(endpoint))
     }
 
@@ -89,8 +89,8 @@ impl Registry {
         by_peer: bool,
         check: super::SharedCheck,
     ) -> Index {
-        let service_index = match self.by_name.get(service) {
-            Some(&index) => index,
+        let service_index = match self.by_name.get(&self.services, service) {
+            Some(index) => index,
             None => self.add_service(service),
         };
         let packed = Endpoint::new(endpoint);
@@ -240,7 +240,7 @@ impl Registry {
         }
         let name = Arc::clone(&self.service(lease.service).name);
         if self.service(lease.service).members.is_empty() {
-            self.by_name.remove(&name);
+            self.by_name.remove(&name, lease.service);
             self.services.remove(lease.service as usize);
         }
         if let ChangeKind::Removed(_) = kind {
@@ -318,11 +318,10 @@ impl Registry {
     pub(super) fn add_service(&mut self, name: &str) -> Index {
         let service =
             Service { name: Arc::from(name), members: Vec::new(), text: TextBlock::default(), binary: None, cursor: 0 };
-        let name = Arc::clone(&service.name);
         let key = self.services.insert(service);
         self.service_slots = self.service_slots.max(key + 1);
         let index = index_of(key);
-        self.by_name.insert(name, index);
+        self.by_name.insert(&self.services, index);
         index
     }
 }

@@ -274,6 +274,7 @@ fn slow_clients_are_bounded() {
         assert!(is_uuid(&reply), "{reply}");
     }
 
+    // A request head that never ends: one byte of it now and then, never the blank line.
     let mut stalled = TcpStream::connect(http).unwrap();
     stalled.write_all(b"GET /v1/services HTTP/1.1\r\nX-Slow: ").unwrap();
     // Readers that never read: a small receive window, and the largest answer.
@@ -307,8 +308,8 @@ fn slow_clients_are_bounded() {
     let listed = big["instances"].as_array().unwrap().len();
     assert!(big["truncated"] == true && listed < 2000 && listed > 1000, "{listed}");
 
-    // The head that never ends is closed, with nothing said or a whole answer: by the head
-    // deadline (2 s), as a byte comes at least every half second, well within the idle time.
+    // The head that never ends is closed with nothing said: by the head deadline (2 s), as its
+    // bytes keep coming well within the idle time (10 s) unless the machine stalls this test.
     stalled.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let deadline = Instant::now() + PATIENCE;
     let mut rest = Vec::new();
@@ -326,7 +327,7 @@ fn slow_clients_are_bounded() {
         }
         trickled += 1;
     }
-    assert!(rest.is_empty() || rest.starts_with(b"HTTP/1.1 "), "{rest:?}");
+    assert!(rest.is_empty(), "{rest:?}");
     assert!(trickled < 8 * 1024, "closed by its size, not its time: {trickled} bytes");
 
     // The readers that never read are closed after the idle time (10 s) at the latest: what

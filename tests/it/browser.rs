@@ -60,7 +60,7 @@ impl Browser {
         writeln!(self.stdin, "{command}").expect("the browser script reads its commands");
         let line = self
             .answers
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("no answer from the browser script to {command}: {e}"));
         let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(answer["ok"], true, "{command} → {answer}");

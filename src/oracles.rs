@@ -55,6 +55,45 @@ pub fn decoders(data: &[u8]) {
     let key = seal::Key::from_secret(b"the fuzzing key, long enough").expect("a key");
     let _ = seal::ReplayGuard::new().open(&key, data, 0);
     metadata(data);
+    http_face(data);
+}
+
+/// The HTTP face (`--http`, [`crate::http::serve`]) of a broker holding one service, on `data`
+/// as a connection's bytes: no panic; either it waits for more (answers nothing, consumes
+/// nothing) or it answers once, one whole HTTP response whose `Content-Length` is its body's
+/// length (no body after a `HEAD`), JSON where it says so, and closes.
+pub fn http_face(data: &[u8]) {
+    let mut node = Node::new(NodeConfig::default(), || Uuid::from_u128(1));
+    let now = Instant::now();
+    node.handle_start(now);
+    let from = SocketAddr::from(([127, 0, 0, 1], 40_000));
+    node.handle_datagram(now, Face::Client, from, b"register echo 127.0.0.1 4000 note=<b>", &mut Vec::new());
+    let mut out = Vec::new();
+    let step = node.handle_stream(now, Face::Http, 0, data, &mut out);
+    assert!(step.consumed <= data.len());
+    if out.is_empty() {
+        assert_eq!((step.consumed, step.close), (0, false), "no answer, but the request was taken");
+        return;
+    }
+    assert!(step.close && step.consumed > 0, "answered without taking the request: {step:?}");
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut headers);
+    let Ok(httparse::Status::Complete(end)) = response.parse(&out) else {
+        panic!("not a whole HTTP response: {:?}", String::from_utf8_lossy(&out))
+    };
+    let header = |name: &str| {
+        response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| String::from_utf8_lossy(h.value))
+    };
+    let length: usize = header("content-length").and_then(|l| l.parse().ok()).expect("a Content-Length");
+    let body = &out[end..];
+    if body.is_empty() && length > 0 {
+        assert!(data.starts_with(b"HEAD "), "a body left out after a {:?}", String::from_utf8_lossy(data));
+    } else {
+        assert_eq!(body.len(), length, "Content-Length is the body's");
+        if header("content-type").as_deref() == Some("application/json") {
+            serde_json::from_slice::<serde_json::Value>(body).expect("a JSON body");
+        }
+    }
 }
 
 /// Service metadata ([`crate::meta`]) from arbitrary bytes: a block that is accepted is kept

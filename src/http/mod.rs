@@ -104,7 +104,14 @@ impl Query {
         let mut query = Query::default();
         for (key, value) in form_urlencoded::parse(text.as_bytes()) {
             if key == "limit" {
-                let limit: usize = value.parse().map_err(|_| format!("limit={value}: expected a number of entries"))?;
+                // A number too large for a usize asks for everything, as any number above
+                // MAX_LIMIT does: the answer is cut at the bound, not refused.
+                let digits = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+                let limit: usize = match value.parse() {
+                    Ok(limit) => limit,
+                    Err(_) if digits => MAX_LIMIT,
+                    Err(_) => return Err(format!("limit={value}: expected a number of entries")),
+                };
                 query.limit = limit.min(MAX_LIMIT);
             }
         }
@@ -185,8 +192,25 @@ pub fn serve(input: &[u8], out: &mut Vec<u8>, catalog: &mut impl Catalog) -> Str
     StreamStep { consumed: end, close: true }
 }
 
+/// The path and query of a request target: origin form (`/v1/services?limit=5`) as browsers
+/// send, or absolute form (`http://host:port/v1/services`), which HTTP/1.1 servers must accept
+/// (RFC 9112, 3.2.2) and which proxies send.
+fn origin_form(target: &str) -> &str {
+    let scheme = ["http://", "https://"]
+        .into_iter()
+        .find(|scheme| target.get(..scheme.len()).is_some_and(|head| head.eq_ignore_ascii_case(scheme)));
+    let Some(scheme) = scheme else { return target };
+    let rest = &target[scheme.len()..];
+    match rest.find(['/', '?']) {
+        Some(at) if rest[at..].starts_with('/') => &rest[at..],
+        // `http://host` and `http://host?x`: the path is `/`.
+        Some(_) | None => "/",
+    }
+}
+
 /// The answer to a `GET` of `target` (a path with its query).
 fn route(target: &str, catalog: &mut impl Catalog) -> Answer {
+    let target = origin_form(target);
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     if path == "/metrics" {
         let body = catalog.metrics().into_bytes();

@@ -153,3 +153,31 @@ fn names_from_the_network_are_escaped_by_serde() {
     let back: catalog::Service = serde_json::from_slice(&answer.body).unwrap();
     assert_eq!(back, shape);
 }
+
+#[test]
+fn a_limit_too_large_for_a_number_is_the_bound() {
+    assert_eq!(Query::parse("limit=99999999999999999999999999"), Ok(Query { limit: MAX_LIMIT }));
+    assert_eq!(Query::parse(&format!("limit={}", usize::MAX)), Ok(Query { limit: MAX_LIMIT }));
+    // Repeated: the last one counts.
+    assert_eq!(Query::parse("limit=3&limit=4"), Ok(Query { limit: 4 }));
+    for bad in ["limit=", "limit=1e3", "limit=0x10", "limit=%FF", "limit=1.5"] {
+        assert!(Query::parse(bad).is_err(), "{bad}");
+    }
+    let (status, _, _, fake) = get("/v1/services?limit=123456789012345678901234567890");
+    assert_eq!(status, 200);
+    assert_eq!(fake.asked, vec![(Route::Services, Query { limit: MAX_LIMIT })]);
+}
+
+#[test]
+fn an_absolute_target_is_routed_by_its_path() {
+    let (status, _, _, fake) = get("http://broker.lan:8080/v1/services?limit=2");
+    assert_eq!(status, 200);
+    assert_eq!(fake.asked, vec![(Route::Services, Query { limit: 2 })]);
+    assert_eq!(get("HTTP://x/v1/services/a%2Fb").3.asked, vec![(Route::Service("a/b".into()), Query::default())]);
+    for page in ["http://x", "http://x/", "http://x?y=1"] {
+        let (status, headers, _, _) = get(page);
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(header(&headers, "content-type"), Some("text/html; charset=utf-8"), "{page}");
+    }
+    assert_eq!(get("http://x/nope").0, 404);
+}

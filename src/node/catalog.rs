@@ -1,11 +1,13 @@
 //! The broker's answers to the HTTP catalog ([`crate::http`]): what the node knows of its
 //! services, instances, peers and bridges, in the shapes of [`crate::http::catalog`].
 //!
-//! Each answer is bounded work: at most `limit` entries are kept (services in a heap of that
-//! size, instances taken from the front of the service's list), and instances stop at about
-//! [`MAX_BODY`](crate::http::MAX_BODY) bytes of JSON.
+//! Each answer is bounded: at most `limit` entries are kept (services in a heap of that size,
+//! instances up to the `limit`th address), and instances stop at
+//! [`MAX_BODY`](crate::http::MAX_BODY) bytes of JSON; a cut list is always the first by name or
+//! by address, as the lists are sorted.
 
 use std::collections::{BTreeMap, BinaryHeap};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::Node;
@@ -104,18 +106,37 @@ impl Node {
         }
     }
 
-    /// `/v1/services/<name>`: its first `limit` instances (and about
-    /// [`MAX_BODY`](crate::http::MAX_BODY) bytes), or `None` when it has none.
+    /// `/v1/services/<name>`: its instances with the lowest addresses, at most `limit` and
+    /// [`MAX_BODY`](crate::http::MAX_BODY) bytes of them, or `None` when it has none.
+    ///
+    /// Two passes over the service's list: the first sorts its addresses alone to find the
+    /// `limit`th; the second builds the instances up to it, in a max-heap by address that gives
+    /// up its highest whenever the bytes pass the bound (and takes nothing from that address on),
+    /// so that what is built at once stays within the bound and the answer is a prefix by address.
     fn catalog_service(&mut self, now: Instant, name: &str, limit: usize) -> Option<shape::Service> {
-        let mut instances = Vec::new();
-        let mut sources = Vec::new();
+        let mut endpoints = Vec::new();
+        self.registry
+            .instances_page(now, name, Cursor::START, |view| {
+                endpoints.push(view.endpoint);
+                true
+            })
+            .ok()?;
+        endpoints.sort_unstable();
+        let kept = limit.min(endpoints.len());
+        let mut truncated = kept < endpoints.len();
+        let last = kept.checked_sub(1).map(|at| endpoints[at]);
+        drop(endpoints);
+        // (address, bytes, slot in `built`); a slot given up is `None`.
+        let mut heap: BinaryHeap<(SocketAddr, usize, usize)> = BinaryHeap::new();
+        let mut built: Vec<Option<(SocketAddr, shape::Instance, Source)>> = Vec::new();
         let mut bytes = 0;
-        let mut truncated = false;
+        // The lowest address given up: nothing from it on is taken.
+        let mut ceiling: Option<SocketAddr> = None;
         let verifier = &self.verifier;
-        let page = self.registry.instances_page(now, name, Cursor::START, |view| {
-            if instances.len() >= limit || bytes >= crate::http::MAX_BODY {
-                truncated = true;
-                return false;
+        let _ = self.registry.instances_page(now, name, Cursor::START, |view| {
+            let Some(last) = last else { return false };
+            if view.endpoint > last || ceiling.is_some_and(|c| view.endpoint >= c) {
+                return true;
             }
             let check = match view.check {
                 Check::None => None,
@@ -154,19 +175,27 @@ impl Node {
                 origin,
             };
             // An id's 36 characters and quotes, in place of `null`.
-            bytes += json_len(&instance) + 40;
-            instances.push((view.endpoint, instance));
-            sources.push(view.source);
+            let size = json_len(&instance) + 40;
+            bytes += size;
+            heap.push((view.endpoint, size, built.len()));
+            built.push(Some((view.endpoint, instance, view.source)));
+            while bytes > crate::http::MAX_BODY {
+                let Some((endpoint, size, slot)) = heap.pop() else { break };
+                bytes -= size;
+                built[slot] = None;
+                ceiling = Some(ceiling.map_or(endpoint, |c| c.min(endpoint)));
+                truncated = true;
+            }
             true
         });
-        page.ok()?;
-        for ((endpoint, instance), source) in instances.iter_mut().zip(sources) {
-            instance.id = self.registry.lease_id(name, *endpoint, source).map(|id| id.to_string());
+        let mut instances: Vec<(SocketAddr, shape::Instance, Source)> = built.into_iter().flatten().collect();
+        instances.sort_by_key(|(endpoint, _, _)| *endpoint);
+        for (endpoint, instance, source) in &mut instances {
+            instance.id = self.registry.lease_id(name, *endpoint, *source).map(|id| id.to_string());
         }
-        instances.sort_by_key(|(endpoint, _)| *endpoint);
         Some(shape::Service {
             name: name.to_owned(),
-            instances: instances.into_iter().map(|(_, instance)| instance).collect(),
+            instances: instances.into_iter().map(|(_, instance, _)| instance).collect(),
             truncated,
         })
     }
@@ -290,6 +319,51 @@ mod tests {
         assert_eq!(checked["ttl_left_s"], 3.5);
         let (_, one) = get(&mut node, later, "/v1/services/echo?limit=1");
         assert_eq!((one["instances"].as_array().unwrap().len(), &one["truncated"]), (1, &Value::Bool(true)));
+    }
+
+    /// A cut list keeps the lowest addresses, whatever order the table holds them in, within
+    /// the limit and within the size bound.
+    #[test]
+    fn a_cut_instance_list_keeps_the_lowest_addresses() {
+        let (mut node, now) = node();
+        for port in (4000..4010).rev() {
+            register(&mut node, now, &format!("register echo 127.0.0.1 {port}"));
+        }
+        let ports = |answer: &Value| -> Vec<String> {
+            answer["instances"].as_array().unwrap().iter().map(|i| i["addr"].as_str().unwrap().to_owned()).collect()
+        };
+        let (status, three) = get(&mut node, now, "/v1/services/echo?limit=3");
+        assert_eq!(status, 200);
+        assert_eq!(ports(&three), ["127.0.0.1:4000", "127.0.0.1:4001", "127.0.0.1:4002"]);
+        assert_eq!(three["truncated"], true);
+        assert!(three["instances"].as_array().unwrap().iter().all(|i| i["id"].is_string()), "{three}");
+        let (_, all) = get(&mut node, now, "/v1/services/echo");
+        assert_eq!(ports(&all).len(), 10);
+        assert_eq!(all["truncated"], false);
+        let (_, none) = get(&mut node, now, "/v1/services/echo?limit=0");
+        assert_eq!((ports(&none).len(), &none["truncated"]), (0, &Value::Bool(true)));
+    }
+
+    /// Past the size bound, the answer is the longest run of lowest addresses that fits.
+    #[test]
+    fn a_list_cut_at_its_size_keeps_the_lowest_addresses() {
+        let (mut node, now) = node();
+        let meta = ["a", "b", "c", "d"].map(|k| format!("{k}={}", "v".repeat(240))).join(" ");
+        // Registered from the highest address down, from many sources.
+        for port in (10_000..13_000u16).rev() {
+            let from: SocketAddr = format!("127.0.{}.1:40000", port % 200).parse().unwrap();
+            let mut reply = Vec::new();
+            let line = format!("register big 127.0.0.1 {port} {meta}");
+            node.handle_datagram(now, Face::Client, from, line.as_bytes(), &mut reply);
+        }
+        let (status, big) = get(&mut node, now, "/v1/services/big?limit=10000");
+        assert_eq!(status, 200);
+        assert_eq!(big["truncated"], true);
+        let listed = big["instances"].as_array().unwrap();
+        assert!(listed.len() > 1000 && listed.len() < 3000, "{}", listed.len());
+        for (at, instance) in listed.iter().enumerate() {
+            assert_eq!(instance["addr"], format!("127.0.0.1:{}", 10_000 + at), "a prefix by address");
+        }
     }
 
     #[test]

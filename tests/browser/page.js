@@ -66,7 +66,7 @@ async function main() {
       switch (command.op) {
         case 'open':
           origin = new URL(command.url).origin;
-          await page.goto(command.url, { waitUntil: 'load', timeout: 20000 });
+          await page.goto(command.url, { waitUntil: 'load', timeout: 60000 });
           reply({ ok: true });
           break;
         case 'wait': {

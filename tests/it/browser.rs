@@ -60,17 +60,18 @@ impl Browser {
         writeln!(self.stdin, "{command}").expect("the browser script reads its commands");
         let line = self
             .answers
-            .recv_timeout(Duration::from_secs(60))
+            .recv_timeout(Duration::from_secs(120))
             .unwrap_or_else(|e| panic!("no answer from the browser script to {command}: {e}"));
         let answer: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
         assert_eq!(answer["ok"], true, "{command} → {answer}");
         answer["value"].clone()
     }
 
-    /// Waits (at most 10 s) until `js`, evaluated in the page, is truthy, and returns its value.
+    /// Waits (at most 30 s: the page polls once a second, and a loaded machine must not fail
+    /// the test) until `js`, evaluated in the page, is truthy, and returns its value.
     #[track_caller]
     fn wait(&mut self, js: &str) -> Value {
-        self.call(json!({"op": "wait", "js": js, "ms": 10_000}))
+        self.call(json!({"op": "wait", "js": js, "ms": 30_000}))
     }
 
     #[track_caller]
@@ -184,6 +185,20 @@ fn the_broker_page_shows_its_catalog_and_a_new_registration_without_a_reload() {
     assert!(banner.as_str().is_some_and(|b| b.contains("not answering")), "{banner}");
     assert_eq!(browser.eval(&format!("{} !== null", instance("web", "127.0.0.1:4100"))), true);
     browser.screenshot("broker-down");
+
+    // A broker comes back on the same address: the page finds it by itself, drops the banner,
+    // and shows the new table (the old broker's services are gone with it).
+    let http = broker.addr("http").to_string();
+    let again = common::broker(&["--http", &http, "--ttl", "60", "--cluster", "lab"]);
+    let reply = Udp::new(again.addr("udp")).text("register back 127.0.0.1 4200");
+    assert!(!reply.starts_with("ERROR"), "{reply}");
+    browser
+        .wait(&format!("document.getElementById('banner').hidden && {} !== null", instance("back", "127.0.0.1:4200")));
+    assert_eq!(browser.eval(&format!("{} === null", instance("web", "127.0.0.1:4100"))), true);
+    let status = browser.eval("document.getElementById('status').textContent");
+    assert!(status.as_str().is_some_and(|s| s.starts_with("updated")), "{status}");
+    assert_eq!(browser.eval("window.loadedOnce"), "this page", "found again without a reload");
+    browser.assert_well_behaved();
 }
 
 #[test]

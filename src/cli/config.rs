@@ -14,9 +14,10 @@
 //! unknown key is refused with the file and line; `config`, `check-config`, `help` and `version`
 //! cannot be set from a file); its value becomes `--key=value` tokens: strings, integers and
 //! floats as written, `true` for a flag (`quiet = true`: `--quiet`; `false`: absent), an array
-//! as the flag's list form (comma-joined for a single-valued flag such as `--peers`, one
-//! `--key=item` each for a repeated one such as makler-server's `--meta`; an empty array is
-//! absent). Every flag the command line gives (by its long name, `--x=y`, an alias or its
+//! as the flag's list form (comma-joined for a list flag such as `--peers`, whose value --help
+//! shows as `ADDR[,ADDR…]`, an item holding a comma refused; one `--key=item` each for a
+//! repeated one such as makler-server's `--meta`; an empty array is absent; any other flag
+//! takes no array). Every flag the command line gives (by its long name, `--x=y`, an alias or its
 //! short form) drops that key's tokens, so the command line wins, and a list on it replaces
 //! the file's rather than adding to it. clap then parses `[program, file tokens…, command-line
 //! tokens…]`, so a value from the file goes through the flag's own parser, and a bad one is
@@ -307,15 +308,29 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
             other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
         },
         ArgAction::Set => match value {
+            toml::Value::Array(_) if !is_list(arg) => {
+                Err("expected one value, not a list (only a flag whose value --help shows as `X[,X…]` takes one)"
+                    .into())
+            }
             toml::Value::Array(items) if items.is_empty() => Ok(Vec::new()),
             toml::Value::Array(items) => {
                 let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                // Joined with commas, an item holding one would silently become two.
+                if let Some(item) = items.iter().find(|item| item.contains(',')) {
+                    return Err(format!("the list item {item:?} holds a comma: give each value as an item of its own"));
+                }
                 Ok(vec![format!("--{key}={}", items.join(","))])
             }
             other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
         },
         _ => Err("cannot be set in a config file".to_owned()),
     }
+}
+
+/// Whether a single-valued flag takes a comma-separated list (`--peers A,B`): the value name
+/// --help shows says so (`ADDR[,ADDR…]`), as every list flag's does.
+fn is_list(arg: &Arg) -> bool {
+    arg.get_value_names().is_some_and(|names| names.iter().any(|name| name.as_str().contains("[,")))
 }
 
 /// A value as a flag would spell it.
@@ -356,11 +371,11 @@ mod tests {
         listen: SocketAddr,
         #[arg(long, default_value = "5", allow_negative_numbers = true, value_parser = crate::cli::parse_ttl)]
         ttl: std::time::Duration,
-        #[arg(long)]
+        #[arg(long, value_name = "ADDR[,ADDR…]")]
         peers: Option<AddrList>,
         #[arg(long, conflicts_with = "peers")]
         no_peers: bool,
-        #[arg(long, value_parser = crate::service::policy::parse_networks)]
+        #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = crate::service::policy::parse_networks)]
         allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
         #[arg(long = "meta")]
         meta: Vec<String>,
@@ -484,6 +499,22 @@ log-level = "makler=debug"
         // A bad value on the command line is clap's own error, about the flag.
         let refused = with("", &["--ttl", "0"]).unwrap_err();
         assert!(refused.contains("'--ttl <TTL>'") && !refused.contains("test.toml"), "{refused}");
+    }
+
+    #[test]
+    fn a_list_is_taken_only_by_a_list_flag_and_an_item_holds_no_comma() {
+        let refused = with("listen = [\"127.0.0.1:1\"]\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:1: listen: expected one value, not a list"), "{refused}");
+        let refused = with("ttl = []\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:1: ttl: expected one value, not a list"), "{refused}");
+        let refused = with("allow-register = [\"10.0.0.0/8,192.168.0.0/16\"]\n", &[]).unwrap_err();
+        assert_eq!(
+            refused,
+            "test.toml:1: allow-register: the list item \"10.0.0.0/8,192.168.0.0/16\" holds a comma: give each \
+             value as an item of its own"
+        );
+        // A repeated flag takes each item whole, commas and all.
+        assert_eq!(with("meta = [\"a=1,2\"]\n", &[]).unwrap().meta, ["a=1,2"]);
     }
 
     #[test]

@@ -12,8 +12,9 @@
 //!
 //! How a file becomes arguments: each key is looked up among the command's long flags (an
 //! unknown key is refused with the file and line; `config`, `check-config`, `help` and `version`
-//! cannot be set from a file); its value becomes `--key=value` tokens: strings, integers and
-//! floats as written, `true` for a flag (`quiet = true`: `--quiet`; `false`: absent), an array
+//! cannot be set from a file); its value becomes `--key=value` tokens: strings and integers
+//! as written, floats with their point (`2.0`, `inf`), `true` for a flag (`quiet = true`:
+//! `--quiet`; `false`: absent; a boolean is no value of any other flag), an array
 //! as the flag's list form (comma-joined for a list flag such as `--peers`, whose value --help
 //! shows as `ADDR[,ADDR…]`, an item holding a comma refused; one `--key=item` each for a
 //! repeated one such as makler-server's `--meta`; an empty array is absent; any other flag
@@ -303,9 +304,9 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
         },
         ArgAction::Append => match value {
             toml::Value::Array(items) => {
-                items.iter().map(|item| scalar(item).map(|text| format!("--{key}={text}"))).collect()
+                items.iter().map(|item| scalar(arg, item).map(|text| format!("--{key}={text}"))).collect()
             }
-            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+            other => Ok(vec![format!("--{key}={}", scalar(arg, other)?)]),
         },
         ArgAction::Set => match value {
             toml::Value::Array(_) if !is_list(arg) => {
@@ -314,14 +315,14 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
             }
             toml::Value::Array(items) if items.is_empty() => Ok(Vec::new()),
             toml::Value::Array(items) => {
-                let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                let items = items.iter().map(|item| scalar(arg, item)).collect::<Result<Vec<_>, _>>()?;
                 // Joined with commas, an item holding one would silently become two.
                 if let Some(item) = items.iter().find(|item| item.contains(',')) {
                     return Err(format!("the list item {item:?} holds a comma: give each value as an item of its own"));
                 }
                 Ok(vec![format!("--{key}={}", items.join(","))])
             }
-            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+            other => Ok(vec![format!("--{key}={}", scalar(arg, other)?)]),
         },
         _ => Err("cannot be set in a config file".to_owned()),
     }
@@ -333,16 +334,24 @@ fn is_list(arg: &Arg) -> bool {
     arg.get_value_names().is_some_and(|names| names.iter().any(|name| name.as_str().contains("[,")))
 }
 
-/// A value as a flag would spell it.
-fn scalar(value: &toml::Value) -> Result<String, String> {
+/// A value as a flag would spell it: a float keeps its point (`2.0`, `inf`, `NaN`), so that
+/// a flag taking a whole number refuses it; a boolean only for a flag whose values are `true`
+/// and `false`; a date or time never (no flag takes one).
+fn scalar(arg: &Arg, value: &toml::Value) -> Result<String, String> {
     match value {
         toml::Value::String(text) => Ok(text.clone()),
         toml::Value::Integer(n) => Ok(n.to_string()),
-        toml::Value::Float(x) => Ok(x.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        toml::Value::Datetime(time) => Ok(time.to_string()),
+        toml::Value::Float(x) => Ok(format!("{x:?}")),
+        toml::Value::Boolean(b) if takes_booleans(arg) => Ok(b.to_string()),
         other => Err(format!("expected a string, a number or a list of them, not {}", describe(other))),
     }
+}
+
+/// Whether `arg`'s values are `true` and `false` (clap's bool parser), so that a TOML boolean
+/// says something to it rather than the string "true".
+fn takes_booleans(arg: &Arg) -> bool {
+    let values = arg.get_possible_values();
+    ["true", "false"].iter().all(|b| values.iter().any(|value| value.matches(b, false)))
 }
 
 fn describe(value: &toml::Value) -> String {
@@ -350,7 +359,10 @@ fn describe(value: &toml::Value) -> String {
         toml::Value::Array(_) => "a list".to_owned(),
         toml::Value::Table(_) => "a table".to_owned(),
         toml::Value::String(text) => format!("string {text:?}"),
-        other => format!("{} {}", other.type_str(), scalar(other).unwrap_or_default()),
+        toml::Value::Integer(n) => format!("integer {n}"),
+        toml::Value::Float(x) => format!("float {x:?}"),
+        toml::Value::Boolean(b) => format!("boolean {b}"),
+        toml::Value::Datetime(time) => format!("datetime {time}"),
     }
 }
 
@@ -385,6 +397,10 @@ mod tests {
         threads: u16,
         #[arg(long)]
         health_interval: Option<f64>,
+        #[arg(long, default_value = "main")]
+        cluster: String,
+        #[arg(long)]
+        verbose: Option<bool>,
         #[command(flatten)]
         config: ConfigArgs,
     }
@@ -515,6 +531,38 @@ log-level = "makler=debug"
         );
         // A repeated flag takes each item whole, commas and all.
         assert_eq!(with("meta = [\"a=1,2\"]\n", &[]).unwrap().meta, ["a=1,2"]);
+    }
+
+    #[test]
+    fn a_value_of_a_type_no_flag_form_has_is_refused() {
+        let refused = with("cluster = true\n", &[]).unwrap_err();
+        assert_eq!(refused, "test.toml:1: cluster: expected a string, a number or a list of them, not boolean true");
+        let refused = with("meta = [false]\n", &[]).unwrap_err();
+        assert!(refused.ends_with("not boolean false"), "{refused}");
+        assert_eq!(
+            with("verbose = true\n", &[]).unwrap().verbose,
+            Some(true),
+            "a flag taking true|false takes a boolean"
+        );
+        let refused = with("cluster = 1979-05-27T07:32:00Z\n", &[]).unwrap_err();
+        assert!(refused.ends_with("not datetime 1979-05-27T07:32:00Z"), "{refused}");
+        let refused = with("cluster = { a = 1 }\n", &[]).unwrap_err();
+        assert!(refused.ends_with("not a table"), "{refused}");
+        let refused = with("[[meta]]\na = 1\n", &[]).unwrap_err();
+        assert!(refused.ends_with("not a table"), "{refused}");
+        // A float keeps its point, so a whole-number flag refuses 2.0 as --threads 2.0 is refused.
+        let refused = with("threads = 2.0\n", &[]).unwrap_err();
+        assert!(refused.starts_with("test.toml:1: threads: invalid value '2.0'"), "{refused}");
+        assert_eq!(with("health-interval = 1e-1\n", &[]).unwrap().health_interval, Some(0.1));
+        for (float, shown) in [("inf", "inf"), ("-inf", "-inf"), ("nan", "NaN")] {
+            let refused = with(&format!("ttl = {float}\n"), &[]).unwrap_err();
+            assert!(refused.starts_with(&format!("test.toml:1: ttl: invalid value '{shown}'")), "{refused}");
+        }
+        // Negative numbers and values starting with a dash reach the flag's parser whole.
+        let refused = with("ttl = -1\n", &[]).unwrap_err();
+        assert!(refused.contains("not negative"), "{refused}");
+        assert_eq!(with("cluster = \"-x=y,z\"\n", &[]).unwrap().cluster, "-x=y,z");
+        assert_eq!(with("cluster = \"grün ✓\"\n", &[]).unwrap().cluster, "grün ✓");
     }
 
     #[test]

@@ -117,8 +117,21 @@ enum Failure {
     File(String),
 }
 
+/// The longest config file read: far beyond any real one, and a bound on what a wrong path
+/// (`/dev/zero`, a log file) can make the program hold.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "longer than {} KiB, too long for a config file",
+            MAX_FILE_BYTES / 1024
+        )));
+    }
+    Ok(text)
 }
 
 /// [`parse`] and [`reparse`], with the file read by `read` (tests give text).
@@ -563,6 +576,23 @@ log-level = "makler=debug"
         assert!(refused.contains("not negative"), "{refused}");
         assert_eq!(with("cluster = \"-x=y,z\"\n", &[]).unwrap().cluster, "-x=y,z");
         assert_eq!(with("cluster = \"grün ✓\"\n", &[]).unwrap().cluster, "grün ✓");
+    }
+
+    #[test]
+    fn a_file_too_long_or_not_a_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("makler-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let long = dir.join("long.toml");
+        let line = format!("# {}\n", "x".repeat(1021));
+        std::fs::write(&long, line.repeat(1025) + "ttl = 9\n").unwrap();
+        let refused = super::read_file(&long).unwrap_err().to_string();
+        assert_eq!(refused, "longer than 1024 KiB, too long for a config file");
+        let refused = super::read_file(&dir).unwrap_err();
+        assert_eq!(refused.kind(), std::io::ErrorKind::IsADirectory, "{refused}");
+        let fine = dir.join("fine.toml");
+        std::fs::write(&fine, "ttl = 9\n").unwrap();
+        assert_eq!(super::read_file(&fine).unwrap(), "ttl = 9\n");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

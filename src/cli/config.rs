@@ -139,7 +139,8 @@ fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result
     let mut cmd = A::command();
     cmd.build();
     let given = scan(&cmd, argv);
-    let path = match (&given.config, given.help_or_version) {
+    // `--config` twice is clap's error to give, before either file is read.
+    let path = match (&given.config, given.help_or_version || given.configs > 1) {
         (Some(path), false) => PathBuf::from(path),
         _ => return A::try_parse_from(argv).map_err(Failure::Clap),
     };
@@ -207,6 +208,7 @@ fn blame(error: clap::Error, from_file: &BTreeMap<String, Entry>, file: &str) ->
 struct Given {
     ids: HashSet<String>,
     config: Option<OsString>,
+    configs: usize,
     help_or_version: bool,
 }
 
@@ -249,7 +251,10 @@ impl Given {
         let id = arg.get_id().as_str();
         match id {
             "help" | "version" => self.help_or_version = true,
-            _ if arg.get_long() == Some("config") => self.config = value,
+            _ if arg.get_long() == Some("config") => {
+                self.config = value;
+                self.configs += 1;
+            }
             _ => {}
         }
         self.ids.insert(id.to_owned());
@@ -593,6 +598,14 @@ log-level = "makler=debug"
         std::fs::write(&fine, "ttl = 9\n").unwrap();
         assert_eq!(super::read_file(&fine).unwrap(), "ttl = 9\n");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn config_twice_is_refused_before_a_file_is_read() {
+        let refused = super::resolve::<Args>(&argv(&["prog", "--config", "a.toml", "--config=b.toml"]), |_: &Path| {
+            Err(std::io::ErrorKind::NotFound.into())
+        });
+        assert!(matches!(refused, Err(Failure::Clap(e)) if e.kind() == clap::error::ErrorKind::ArgumentConflict));
     }
 
     #[test]

@@ -216,20 +216,15 @@ struct Given {
 fn scan(cmd: &Command, argv: &[OsString]) -> Given {
     let mut given = Given::default();
     let mut tokens = argv.iter().skip(1);
-    while let Some(token) = tokens.next() {
-        let Some(token) = token.to_str() else { continue };
-        if token == "--" {
+    while let Some(os_token) = tokens.next() {
+        if os_token == "--" {
             break;
         }
-        if let Some(rest) = token.strip_prefix("--") {
-            let (name, inline) = match rest.split_once('=') {
-                Some((name, value)) => (name, Some(OsString::from(value))),
-                None => (rest, None),
-            };
-            let Some(arg) = cmd.get_arguments().find(|arg| by_long(arg, name)) else { continue };
+        if let Some((name, inline)) = split_long(os_token) {
+            let Some(arg) = cmd.get_arguments().find(|arg| by_long(arg, &name)) else { continue };
             let value = if takes_value(arg) && inline.is_none() { tokens.next().cloned() } else { inline };
             given.note(arg, value);
-        } else if let Some(shorts) = token.strip_prefix('-') {
+        } else if let Some(shorts) = os_token.to_str().and_then(|token| token.strip_prefix('-')) {
             for (at, c) in shorts.char_indices() {
                 let Some(arg) = cmd.get_arguments().find(|arg| by_short(arg, c)) else { break };
                 if takes_value(arg) {
@@ -244,6 +239,29 @@ fn scan(cmd: &Command, argv: &[OsString]) -> Given {
         }
     }
     given
+}
+
+/// A `--name` or `--name=value` token as its name and inline value, the value taken as it is
+/// (a path need not be UTF-8: `--config=/etc/<non-UTF-8>.toml`).
+fn split_long(token: &std::ffi::OsStr) -> Option<(String, Option<OsString>)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let rest = token.as_bytes().strip_prefix(b"--")?;
+        let (name, value) = match rest.iter().position(|&b| b == b'=') {
+            Some(at) => (&rest[..at], Some(std::ffi::OsStr::from_bytes(&rest[at + 1..]).to_owned())),
+            None => (rest, None),
+        };
+        Some((std::str::from_utf8(name).ok()?.to_owned(), value))
+    }
+    #[cfg(not(unix))]
+    {
+        let rest = token.to_str()?.strip_prefix("--")?;
+        Some(match rest.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.into())),
+            None => (rest.to_owned(), None),
+        })
+    }
 }
 
 impl Given {
@@ -606,6 +624,21 @@ log-level = "makler=debug"
             Err(std::io::ErrorKind::NotFound.into())
         });
         assert!(matches!(refused, Err(Failure::Clap(e)) if e.kind() == clap::error::ErrorKind::ArgumentConflict));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn config_equals_a_path_that_is_not_utf8_is_read() {
+        use std::os::unix::ffi::OsStringExt;
+        let path = OsString::from_vec(b"/etc/m\xe4kler.toml".to_vec());
+        let mut token = OsString::from("--config=");
+        token.push(&path);
+        let read = |given: &Path| {
+            assert_eq!(given.as_os_str(), path);
+            Ok("ttl = 9\n".to_owned())
+        };
+        let args = super::resolve::<Args>(&[OsString::from("prog"), token], read).unwrap();
+        assert_eq!(args.ttl, std::time::Duration::from_secs(9));
     }
 
     #[test]

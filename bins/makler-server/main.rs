@@ -126,8 +126,14 @@ fn main() -> ExitCode {
         "makler-server",
         &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
     );
+    let problems = problems(&args);
     if args.config.check_config {
-        return makler::cli::config::report_check("makler-server", &problems(&args));
+        return makler::cli::config::report_check("makler-server", &problems);
+    }
+    // Refused before anything is bound, with the code --check-config gives them.
+    if let Some(problem) = problems.first() {
+        eprintln!("makler-server: {problem}");
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,8 +144,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// What `--check-config` reports beyond what each flag's parser checks: what a start would
-/// refuse before or just after it binds (`run` checks the same as it goes).
+/// What is wrong with the settings beyond what each flag's parser checks: what
+/// `--check-config` reports, and what stops a start before it binds (exit 2).
 fn problems(args: &Args) -> Vec<String> {
     let mut problems = Vec::new();
     if args.announce && args.multicast.no_multicast {

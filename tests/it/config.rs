@@ -195,6 +195,20 @@ fn check_config_checks_without_binding() {
 }
 
 #[test]
+fn a_start_refuses_what_check_config_refuses_with_the_same_code() {
+    // Both exit 2 with the same line, and the start binds nothing (no `listening` line).
+    let pairs: Vec<String> = (0..40).map(|i| format!("--meta=k{i}=v")).collect();
+    let mut too_much: Vec<&str> = vec!["--service", "echo", "--broker", "127.0.0.1:9", "--no-multicast"];
+    too_much.extend(pairs.iter().map(String::as_str));
+    for args in [&["--service", "echo", "--announce", "--no-multicast"][..], &too_much] {
+        let (code, out, checked) = run(SERVER, &[args, &["--check-config"]].concat());
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{checked}");
+        let (code, out, err) = run(SERVER, args);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(2), "", checked.as_str()), "{args:?}");
+    }
+}
+
+#[test]
 fn every_example_file_passes_check_config() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/config");
     let mut seen = Vec::new();

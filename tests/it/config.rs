@@ -223,6 +223,35 @@ fn every_example_file_passes_check_config() {
         };
         let (code, out, err) = run(program, &["--config", path.to_str().unwrap(), "--check-config"]);
         assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""), "dist/config/{name}");
+        // An example leaves RUST_LOG in charge (a log-level key would override it).
+        let output = Command::new(program)
+            .args(["--config", path.to_str().unwrap(), "--check-config"])
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("logging with the filter \"debug\""), "dist/config/{name}: {err}");
+        // The settings shown commented out are valid too (but for the key file, which must exist).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting)
+                    if setting.contains(" = ")
+                        && !setting.starts_with("key-file")
+                        && !setting.starts_with("require-key") =>
+                {
+                    setting
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(uncommented, text, "dist/config/{name} shows no commented setting");
+        let dir = Dir::new(&format!("example-{name}"));
+        let all = dir.file(&name, &uncommented);
+        let (code, out, err) = run(program, &["--config", &all, "--check-config"]);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""), "dist/config/{name} uncommented");
         seen.push(name);
     }
     seen.sort();

@@ -147,22 +147,70 @@ fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result
     let shown = path.display().to_string();
     let text = read(&path).map_err(|e| Failure::File(format!("cannot read the config file {shown}: {e}")))?;
     let entries = file_entries(&cmd, &shown, &text).map_err(Failure::File)?;
-    let mut tokens: Vec<OsString> = argv.iter().take(1).cloned().collect();
-    if tokens.is_empty() {
-        tokens.push(cmd.get_name().into());
-    }
     let overridden = overridden(&cmd, &given.ids);
-    let mut from_file = BTreeMap::new();
-    for entry in entries {
-        if overridden.contains(&entry.id) {
-            continue;
+    let from_file: BTreeMap<String, Entry> = entries
+        .into_iter()
+        .filter(|entry| !overridden.contains(&entry.id))
+        .map(|entry| (entry.key.clone(), entry))
+        .collect();
+    // The program's name, the file's tokens (but `without`'s), then the command line's.
+    let tokens = |without: Option<&str>| {
+        let mut tokens: Vec<OsString> = argv.iter().take(1).cloned().collect();
+        if tokens.is_empty() {
+            tokens.push(cmd.get_name().into());
         }
-        tokens.extend(entry.tokens.iter().map(OsString::from));
-        from_file.insert(entry.key.clone(), entry);
-    }
-    tokens.extend(argv.iter().skip(1).cloned());
-    let mut matches = cmd.clone().try_get_matches_from(tokens).map_err(|e| blame(e, &from_file, &shown))?;
+        for (key, entry) in &from_file {
+            if without != Some(key.as_str()) {
+                tokens.extend(entry.tokens.iter().map(OsString::from));
+            }
+        }
+        tokens.extend(argv.iter().skip(1).cloned());
+        tokens
+    };
+    let mut matches = cmd.clone().try_get_matches_from(tokens(None)).map_err(|e| {
+        if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+            requirer(&cmd, e, &from_file, &shown, tokens)
+        } else {
+            blame(e, &from_file, &shown)
+        }
+    })?;
     A::from_arg_matches_mut(&mut matches).map_err(|e| blame(e.with_cmd(&cmd), &from_file, &shown))
+}
+
+/// For a missing required flag: the file's key that requires it (`proxy-timeout` without
+/// `accept-proxy`), found as the first key without which the flag is no longer missing, and
+/// named with its line; else clap's error as it is (a `--service` nothing gives).
+fn requirer(
+    cmd: &Command,
+    error: clap::Error,
+    from_file: &BTreeMap<String, Entry>,
+    file: &str,
+    tokens: impl Fn(Option<&str>) -> Vec<OsString>,
+) -> Failure {
+    let missing = |error: &clap::Error| -> Vec<String> {
+        match error.get(clap::error::ContextKind::InvalidArg) {
+            Some(clap::error::ContextValue::Strings(args)) => args.clone(),
+            Some(clap::error::ContextValue::String(arg)) => vec![arg.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let before = missing(&error);
+    for (key, entry) in from_file {
+        let after = match cmd.clone().try_get_matches_from(tokens(Some(key))) {
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => missing(&e),
+            _ => Vec::new(),
+        };
+        let needs: Vec<&str> =
+            before.iter().filter(|arg| !after.contains(arg)).map(|arg| arg.split(' ').next().unwrap_or(arg)).collect();
+        if !needs.is_empty() {
+            return Failure::File(format!(
+                "{file}:{}: {key}: needs {} as well (in the file or on the command line)",
+                entry.line,
+                needs.join(", ")
+            ));
+        }
+    }
+    Failure::Clap(error)
 }
 
 /// The args whose values in the file the command line overrides: those it gives, and those
@@ -437,6 +485,10 @@ mod tests {
         cluster: String,
         #[arg(long)]
         verbose: Option<bool>,
+        #[arg(long)]
+        accept_proxy: bool,
+        #[arg(long, requires = "accept_proxy")]
+        proxy_timeout: Option<u32>,
         #[command(flatten)]
         config: ConfigArgs,
     }
@@ -639,6 +691,20 @@ log-level = "makler=debug"
         };
         let args = super::resolve::<Args>(&[OsString::from("prog"), token], read).unwrap();
         assert_eq!(args.ttl, std::time::Duration::from_secs(9));
+    }
+
+    #[test]
+    fn a_key_that_requires_another_is_named_with_its_line() {
+        let refused = with("ttl = 6\nproxy-timeout = 5\n", &[]).unwrap_err();
+        assert_eq!(
+            refused,
+            "test.toml:2: proxy-timeout: needs --accept-proxy as well (in the file or on the command line)"
+        );
+        assert!(with("proxy-timeout = 5\naccept-proxy = true\n", &[]).is_ok());
+        assert!(with("proxy-timeout = 5\n", &["--accept-proxy"]).is_ok());
+        // What the command line requires stays clap's error, about the command line.
+        let refused = with("ttl = 6\n", &["--proxy-timeout", "5"]).unwrap_err();
+        assert!(refused.starts_with("error: the following required arguments were not provided"), "{refused}");
     }
 
     #[test]

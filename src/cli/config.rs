@@ -244,7 +244,12 @@ fn blame(error: clap::Error, from_file: &BTreeMap<String, Entry>, file: &str) ->
         Some(entry) => {
             let rendered = error.render().to_string();
             let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            Failure::File(format!("{file}:{}: {}: {first}", entry.line, entry.key))
+            // On the same line: the values a flag takes, and clap's guess at the one meant.
+            let hints = rendered.lines().skip(1).map(str::trim).filter(|line| {
+                line.starts_with("[possible values: ") || line.starts_with("tip: a similar value exists")
+            });
+            let hints: String = hints.map(|hint| format!(" {hint}")).collect();
+            Failure::File(format!("{file}:{}: {}: {first}{hints}", entry.line, entry.key))
         }
         None => Failure::Clap(error),
     }
@@ -485,6 +490,8 @@ mod tests {
         cluster: String,
         #[arg(long)]
         verbose: Option<bool>,
+        #[arg(long, value_parser = ["round-robin", "least-conn"])]
+        policy: Option<String>,
         #[arg(long)]
         accept_proxy: bool,
         #[arg(long, requires = "accept_proxy")]
@@ -705,6 +712,16 @@ log-level = "makler=debug"
         // What the command line requires stays clap's error, about the command line.
         let refused = with("ttl = 6\n", &["--proxy-timeout", "5"]).unwrap_err();
         assert!(refused.starts_with("error: the following required arguments were not provided"), "{refused}");
+    }
+
+    #[test]
+    fn a_value_not_among_the_possible_ones_is_refused_with_them() {
+        let refused = with("policy = \"least\"\n", &[]).unwrap_err();
+        assert_eq!(
+            refused,
+            "test.toml:1: policy: invalid value 'least' for '--policy <POLICY>' [possible values: round-robin, \
+             least-conn] tip: a similar value exists: 'least-conn'"
+        );
     }
 
     #[test]

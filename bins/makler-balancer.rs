@@ -99,8 +99,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     fall: u32,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise (so not backend changes and
-    /// the registration at the broker).
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise (so not backend
+    /// changes and the registration at the broker; those stay out even then).
     #[arg(long, short)]
     quiet: bool,
 

@@ -145,8 +145,8 @@ struct Args {
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise (so not registrations,
-    /// deregistrations and expiries).
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise (so not
+    /// registrations, deregistrations and expiries; those stay out even then).
     #[arg(long, short)]
     quiet: bool,
 

@@ -96,7 +96,7 @@ struct Args {
     #[arg(long, alias = "no-broker")]
     no_register: bool,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise.
     #[arg(long, short)]
     quiet: bool,
 

@@ -303,3 +303,14 @@ fn log_level_shows_debug_lines_and_overrides_rust_log() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("\"verbose\" is not a level"), "{err}");
 }
+
+#[test]
+fn help_says_log_level_overrides_quiet() {
+    for program in [BROKER, BALANCER, SERVER] {
+        let (code, help, _) = run(program, &["--help"]);
+        assert_eq!(code, Some(0));
+        let quiet = help.split("-q, --quiet").nth(1).expect("--quiet listed");
+        let quiet = &quiet[..quiet.find("\n\n").unwrap_or(quiet.len())];
+        assert!(quiet.contains("--log-level or RUST_LOG"), "{program}: {quiet}");
+    }
+}

@@ -40,9 +40,10 @@ impl Drop for Dir {
     }
 }
 
-/// Runs `program` with `args` to completion; returns (exit code, stdout, stderr).
+/// Runs `program` with `args` to completion, without the test's RUST_LOG (whose lines would be
+/// on stderr); returns (exit code, stdout, stderr).
 fn run(program: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(program).args(args).stdin(Stdio::null()).output().expect("runs");
+    let output = Command::new(program).args(args).stdin(Stdio::null()).env_remove("RUST_LOG").output().expect("runs");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.code(), text(output.stdout), text(output.stderr))
 }

@@ -724,6 +724,29 @@ log-level = "makler=debug"
         );
     }
 
+    /// `text` as a TOML basic string.
+    fn quoted(text: &str) -> String {
+        let mut out = String::from("\"");
+        for c in text.chars() {
+            match c {
+                '"' | '\\' => out.extend(['\\', c]),
+                c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out + "\""
+    }
+
+    proptest::proptest! {
+        /// Any string reaches the flag whole: leading dashes, `=`, commas, quotes, unicode.
+        #[test]
+        fn a_string_value_reaches_its_flag_whole(text in "\\PC*|-[-=, a-z]*") {
+            let args = with(&format!("cluster = {}\nmeta = [{}]\n", quoted(&text), quoted(&text)), &[]).unwrap();
+            proptest::prop_assert_eq!(&args.cluster, &text);
+            proptest::prop_assert_eq!(args.meta, vec![text]);
+        }
+    }
+
     #[test]
     fn without_a_file_or_with_help_it_is_plain_clap() {
         let args = super::resolve::<Args>(&argv(&["prog", "--ttl", "9"]), |_: &Path| unreachable!()).unwrap();

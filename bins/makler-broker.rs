@@ -187,6 +187,7 @@ fn main() -> ExitCode {
     );
     let problems = problems(&args);
     if args.config.check_config {
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems(&args)).collect();
         return makler::cli::config::report_check("makler-broker", &problems);
     }
     // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
@@ -274,7 +275,12 @@ fn problems(args: &Args) -> Vec<String> {
     if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
         problems.push(e);
     }
-    // Broker::bind refuses it too, but only once it has bound its socket.
+    problems
+}
+
+/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket.
+fn bind_problems(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
     if let Some(interface) = args.mdns {
         if makler::mdns::socket::link_network(interface).is_none() {
             problems.push(format!(

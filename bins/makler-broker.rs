@@ -278,9 +278,16 @@ fn problems(args: &Args) -> Vec<String> {
     problems
 }
 
-/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket.
+/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket,
+/// about this host's interfaces.
 fn bind_problems(args: &Args) -> Vec<String> {
     let mut problems = Vec::new();
+    let interface = args.multicast.interface;
+    if !args.multicast.no_multicast && makler::mdns::socket::link_network(interface).is_none() {
+        problems.push(format!(
+            "--multicast-if {interface} is not the IPv4 address of an interface of this host (see `ip -4 addr`)"
+        ));
+    }
     if let Some(interface) = args.mdns {
         if makler::mdns::socket::link_network(interface).is_none() {
             problems.push(format!(

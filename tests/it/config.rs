@@ -189,6 +189,14 @@ fn check_config_checks_without_binding() {
     let (code, out, err) = run(BALANCER, &["--service", "web", "--health-interval=-1", "--check-config"]);
     assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
     assert!(err.starts_with("makler-balancer: --health-interval "), "{err}");
+    // What only a bind finds out: an address no interface of this host has (TEST-NET-1).
+    for (flag, said) in
+        [("--multicast-if", "--multicast-if 192.0.2.77 is not"), ("--mdns", "cannot use mDNS on 192.0.2.77")]
+    {
+        let (code, out, err) = run(BROKER, &["--listen", &at.to_string(), flag, "192.0.2.77", "--check-config"]);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+        assert!(err.starts_with(&format!("makler-broker: {said}")), "{err}");
+    }
     let (code, _, err) = run(SERVER, &["--service", "echo", "--announce", "--no-multicast", "--check-config"]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err, "makler-server: --announce needs multicast (drop --no-multicast)\n");
@@ -232,15 +240,15 @@ fn every_example_file_passes_check_config() {
             .unwrap();
         let err = String::from_utf8_lossy(&output.stderr);
         assert!(err.contains("logging with the filter \"debug\""), "dist/config/{name}: {err}");
-        // The settings shown commented out are valid too (but for the key file, which must exist).
+        // The settings shown commented out are valid too (but for the key file, which must exist,
+        // and the interface, which must be this host's).
         let text = std::fs::read_to_string(&path).unwrap();
         let uncommented: String = text
             .lines()
             .map(|line| match line.strip_prefix("# ") {
                 Some(setting)
                     if setting.contains(" = ")
-                        && !setting.starts_with("key-file")
-                        && !setting.starts_with("require-key") =>
+                        && !["key-file", "require-key", "multicast-if"].iter().any(|key| setting.starts_with(key)) =>
                 {
                     setting
                 }

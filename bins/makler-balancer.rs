@@ -145,6 +145,11 @@ fn main() -> ExitCode {
     );
     let problems = problems(&args);
     if args.config.check_config {
+        // What a start finds out only once it uses the group: an interface address this host
+        // lacks, when the balancer announces itself there (every announcement would fail).
+        let announces = args.broker.is_none() && !args.no_register;
+        let bind_problems = announces.then(|| args.multicast.interface_problem()).flatten();
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems).collect();
         return makler::cli::config::report_check("makler-balancer", &problems);
     }
     let mut activated = match activated {

@@ -282,12 +282,7 @@ fn problems(args: &Args) -> Vec<String> {
 /// about this host's interfaces.
 fn bind_problems(args: &Args) -> Vec<String> {
     let mut problems = Vec::new();
-    let interface = args.multicast.interface;
-    if !args.multicast.no_multicast && makler::mdns::socket::link_network(interface).is_none() {
-        problems.push(format!(
-            "--multicast-if {interface} is not the IPv4 address of an interface of this host (see `ip -4 addr`)"
-        ));
-    }
+    problems.extend(args.multicast.interface_problem());
     if let Some(interface) = args.mdns {
         if makler::mdns::socket::link_network(interface).is_none() {
             problems.push(format!(

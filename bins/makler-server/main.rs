@@ -128,6 +128,12 @@ fn main() -> ExitCode {
     );
     let problems = problems(&args);
     if args.config.check_config {
+        // What a start finds out only once it uses the group: an interface address this host
+        // lacks, when the server announces itself there (exit 1) or looks for brokers there (in
+        // vain, every 2 s).
+        let uses_group = args.announce || (args.broker.is_none() && !args.no_register);
+        let bind_problems = uses_group.then(|| args.multicast.interface_problem()).flatten();
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems).collect();
         return makler::cli::config::report_check("makler-server", &problems);
     }
     // Refused before anything is bound, with the code --check-config gives them.

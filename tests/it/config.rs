@@ -197,6 +197,20 @@ fn check_config_checks_without_binding() {
         assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
         assert!(err.starts_with(&format!("makler-broker: {said}")), "{err}");
     }
+    for (program, args) in [
+        (BALANCER, &["--service", "web", "--multicast-if", "192.0.2.77", "--check-config"][..]),
+        (SERVER, &["--service", "echo", "--announce", "--multicast-if", "192.0.2.77", "--check-config"]),
+    ] {
+        let (code, out, err) = run(program, args);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+        assert!(err.contains(": --multicast-if 192.0.2.77 is not"), "{err}");
+    }
+    // Not when the group is not used.
+    for (program, service) in [(BALANCER, "web"), (SERVER, "echo")] {
+        let args = ["--service", service, "--broker", "127.0.0.1:9", "--multicast-if", "192.0.2.77", "--check-config"];
+        let (code, out, err) = run(program, &args);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""));
+    }
     let (code, _, err) = run(SERVER, &["--service", "echo", "--announce", "--no-multicast", "--check-config"]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err, "makler-server: --announce needs multicast (drop --no-multicast)\n");

@@ -101,8 +101,8 @@ struct Args {
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     fall: u32,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise (so not backend changes and
-    /// the registration at the broker).
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise (so not backend
+    /// changes and the registration at the broker; those stay out even then).
     #[arg(long, short)]
     quiet: bool,
 
@@ -153,6 +153,11 @@ fn main() -> ExitCode {
     );
     let problems = problems(&args);
     if args.config.check_config {
+        // What a start finds out only once it uses the group: an interface address this host
+        // lacks, when the balancer announces itself there (every announcement would fail).
+        let announces = args.broker.is_none() && !args.no_register;
+        let bind_problems = announces.then(|| args.multicast.interface_problem()).flatten();
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems).collect();
         return makler::cli::config::report_check("makler-balancer", &problems);
     }
     let mut activated = match activated {

@@ -147,8 +147,8 @@ struct Args {
     #[command(flatten)]
     rate_limit: makler::cli::RateLimitArgs,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise (so not registrations,
-    /// deregistrations and expiries).
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise (so not
+    /// registrations, deregistrations and expiries; those stay out even then).
     #[arg(long, short)]
     quiet: bool,
 
@@ -302,9 +302,11 @@ fn problems(args: &Args) -> Vec<String> {
     problems
 }
 
-/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket.
+/// For `--check-config`: what `Broker::bind` refuses (exit 1) once it has opened its socket,
+/// about this host's interfaces.
 fn bind_problems(args: &Args) -> Vec<String> {
     let mut problems = Vec::new();
+    problems.extend(args.multicast.interface_problem());
     if let Some(interface) = args.mdns {
         if makler::mdns::socket::link_network(interface).is_none() {
             problems.push(format!(

@@ -97,7 +97,7 @@ struct Args {
     #[arg(long, alias = "no-broker")]
     no_register: bool,
 
-    /// Log only warnings and errors unless RUST_LOG says otherwise.
+    /// Log only warnings and errors unless --log-level or RUST_LOG says otherwise.
     #[arg(long, short)]
     quiet: bool,
 
@@ -127,8 +127,20 @@ fn main() -> ExitCode {
         "makler-server",
         &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
     );
+    let problems = problems(&args);
     if args.config.check_config {
-        return makler::cli::config::report_check("makler-server", &problems(&args));
+        // What a start finds out only once it uses the group: an interface address this host
+        // lacks, when the server announces itself there (exit 1) or looks for brokers there (in
+        // vain, every 2 s).
+        let uses_group = args.announce || (args.broker.is_none() && !args.no_register);
+        let bind_problems = uses_group.then(|| args.multicast.interface_problem()).flatten();
+        let problems: Vec<String> = problems.iter().cloned().chain(bind_problems).collect();
+        return makler::cli::config::report_check("makler-server", &problems);
+    }
+    // Refused before anything is bound, with the code --check-config gives them.
+    if let Some(problem) = problems.first() {
+        eprintln!("makler-server: {problem}");
+        return ExitCode::from(makler::cli::exit::USAGE);
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,8 +151,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// What `--check-config` reports beyond what each flag's parser checks: what a start would
-/// refuse before or just after it binds (`run` checks the same as it goes).
+/// What is wrong with the settings beyond what each flag's parser checks: what
+/// `--check-config` reports, and what stops a start before it binds (exit 2).
 fn problems(args: &Args) -> Vec<String> {
     let mut problems = Vec::new();
     if args.announce && args.multicast.no_multicast {

@@ -12,11 +12,13 @@
 //!
 //! How a file becomes arguments: each key is looked up among the command's long flags (an
 //! unknown key is refused with the file and line; `config`, `check-config`, `help` and `version`
-//! cannot be set from a file); its value becomes `--key=value` tokens: strings, integers and
-//! floats as written, `true` for a flag (`quiet = true`: `--quiet`; `false`: absent), an array
-//! as the flag's list form (comma-joined for a single-valued flag such as `--peers`, one
-//! `--key=item` each for a repeated one such as makler-server's `--meta`; an empty array is
-//! absent). Every flag the command line gives (by its long name, `--x=y`, an alias or its
+//! cannot be set from a file); its value becomes `--key=value` tokens: strings and integers
+//! as written, floats with their point (`2.0`, `inf`), `true` for a flag (`quiet = true`:
+//! `--quiet`; `false`: absent; a boolean is no value of any other flag), an array
+//! as the flag's list form (comma-joined for a list flag such as `--peers`, whose value --help
+//! shows as `ADDR[,ADDR…]`, an item holding a comma refused; one `--key=item` each for a
+//! repeated one such as makler-server's `--meta`; an empty array is absent; any other flag
+//! takes no array). Every flag the command line gives (by its long name, `--x=y`, an alias or its
 //! short form) drops that key's tokens, so the command line wins, and a list on it replaces
 //! the file's rather than adding to it. clap then parses `[program, file tokens…, command-line
 //! tokens…]`, so a value from the file goes through the flag's own parser, and a bad one is
@@ -115,8 +117,21 @@ enum Failure {
     File(String),
 }
 
+/// The longest config file read: far beyond any real one, and a bound on what a wrong path
+/// (`/dev/zero`, a log file) can make the program hold.
+const MAX_FILE_BYTES: u64 = 1 << 20;
+
 fn read_file(path: &Path) -> std::io::Result<String> {
-    std::fs::read_to_string(path)
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "longer than {} KiB, too long for a config file",
+            MAX_FILE_BYTES / 1024
+        )));
+    }
+    Ok(text)
 }
 
 /// [`parse`] and [`reparse`], with the file read by `read` (tests give text).
@@ -124,29 +139,78 @@ fn resolve<A: Parser>(argv: &[OsString], read: impl Fn(&Path) -> std::io::Result
     let mut cmd = A::command();
     cmd.build();
     let given = scan(&cmd, argv);
-    let path = match (&given.config, given.help_or_version) {
+    // `--config` twice is clap's error to give, before either file is read.
+    let path = match (&given.config, given.help_or_version || given.configs > 1) {
         (Some(path), false) => PathBuf::from(path),
         _ => return A::try_parse_from(argv).map_err(Failure::Clap),
     };
     let shown = path.display().to_string();
     let text = read(&path).map_err(|e| Failure::File(format!("cannot read the config file {shown}: {e}")))?;
     let entries = file_entries(&cmd, &shown, &text).map_err(Failure::File)?;
-    let mut tokens: Vec<OsString> = argv.iter().take(1).cloned().collect();
-    if tokens.is_empty() {
-        tokens.push(cmd.get_name().into());
-    }
     let overridden = overridden(&cmd, &given.ids);
-    let mut from_file = BTreeMap::new();
-    for entry in entries {
-        if overridden.contains(&entry.id) {
-            continue;
+    let from_file: BTreeMap<String, Entry> = entries
+        .into_iter()
+        .filter(|entry| !overridden.contains(&entry.id))
+        .map(|entry| (entry.key.clone(), entry))
+        .collect();
+    // The program's name, the file's tokens (but `without`'s), then the command line's.
+    let tokens = |without: Option<&str>| {
+        let mut tokens: Vec<OsString> = argv.iter().take(1).cloned().collect();
+        if tokens.is_empty() {
+            tokens.push(cmd.get_name().into());
         }
-        tokens.extend(entry.tokens.iter().map(OsString::from));
-        from_file.insert(entry.key.clone(), entry);
-    }
-    tokens.extend(argv.iter().skip(1).cloned());
-    let mut matches = cmd.clone().try_get_matches_from(tokens).map_err(|e| blame(e, &from_file, &shown))?;
+        for (key, entry) in &from_file {
+            if without != Some(key.as_str()) {
+                tokens.extend(entry.tokens.iter().map(OsString::from));
+            }
+        }
+        tokens.extend(argv.iter().skip(1).cloned());
+        tokens
+    };
+    let mut matches = cmd.clone().try_get_matches_from(tokens(None)).map_err(|e| {
+        if e.kind() == clap::error::ErrorKind::MissingRequiredArgument {
+            requirer(&cmd, e, &from_file, &shown, tokens)
+        } else {
+            blame(e, &from_file, &shown)
+        }
+    })?;
     A::from_arg_matches_mut(&mut matches).map_err(|e| blame(e.with_cmd(&cmd), &from_file, &shown))
+}
+
+/// For a missing required flag: the file's key that requires it (`proxy-timeout` without
+/// `accept-proxy`), found as the first key without which the flag is no longer missing, and
+/// named with its line; else clap's error as it is (a `--service` nothing gives).
+fn requirer(
+    cmd: &Command,
+    error: clap::Error,
+    from_file: &BTreeMap<String, Entry>,
+    file: &str,
+    tokens: impl Fn(Option<&str>) -> Vec<OsString>,
+) -> Failure {
+    let missing = |error: &clap::Error| -> Vec<String> {
+        match error.get(clap::error::ContextKind::InvalidArg) {
+            Some(clap::error::ContextValue::Strings(args)) => args.clone(),
+            Some(clap::error::ContextValue::String(arg)) => vec![arg.clone()],
+            _ => Vec::new(),
+        }
+    };
+    let before = missing(&error);
+    for (key, entry) in from_file {
+        let after = match cmd.clone().try_get_matches_from(tokens(Some(key))) {
+            Err(e) if e.kind() == clap::error::ErrorKind::MissingRequiredArgument => missing(&e),
+            _ => Vec::new(),
+        };
+        let needs: Vec<&str> =
+            before.iter().filter(|arg| !after.contains(arg)).map(|arg| arg.split(' ').next().unwrap_or(arg)).collect();
+        if !needs.is_empty() {
+            return Failure::File(format!(
+                "{file}:{}: {key}: needs {} as well (in the file or on the command line)",
+                entry.line,
+                needs.join(", ")
+            ));
+        }
+    }
+    Failure::Clap(error)
 }
 
 /// The args whose values in the file the command line overrides: those it gives, and those
@@ -180,7 +244,12 @@ fn blame(error: clap::Error, from_file: &BTreeMap<String, Entry>, file: &str) ->
         Some(entry) => {
             let rendered = error.render().to_string();
             let first = rendered.lines().next().unwrap_or_default().trim_start_matches("error: ");
-            Failure::File(format!("{file}:{}: {}: {first}", entry.line, entry.key))
+            // On the same line: the values a flag takes, and clap's guess at the one meant.
+            let hints = rendered.lines().skip(1).map(str::trim).filter(|line| {
+                line.starts_with("[possible values: ") || line.starts_with("tip: a similar value exists")
+            });
+            let hints: String = hints.map(|hint| format!(" {hint}")).collect();
+            Failure::File(format!("{file}:{}: {}: {first}{hints}", entry.line, entry.key))
         }
         None => Failure::Clap(error),
     }
@@ -192,6 +261,7 @@ fn blame(error: clap::Error, from_file: &BTreeMap<String, Entry>, file: &str) ->
 struct Given {
     ids: HashSet<String>,
     config: Option<OsString>,
+    configs: usize,
     help_or_version: bool,
 }
 
@@ -199,20 +269,15 @@ struct Given {
 fn scan(cmd: &Command, argv: &[OsString]) -> Given {
     let mut given = Given::default();
     let mut tokens = argv.iter().skip(1);
-    while let Some(token) = tokens.next() {
-        let Some(token) = token.to_str() else { continue };
-        if token == "--" {
+    while let Some(os_token) = tokens.next() {
+        if os_token == "--" {
             break;
         }
-        if let Some(rest) = token.strip_prefix("--") {
-            let (name, inline) = match rest.split_once('=') {
-                Some((name, value)) => (name, Some(OsString::from(value))),
-                None => (rest, None),
-            };
-            let Some(arg) = cmd.get_arguments().find(|arg| by_long(arg, name)) else { continue };
+        if let Some((name, inline)) = split_long(os_token) {
+            let Some(arg) = cmd.get_arguments().find(|arg| by_long(arg, &name)) else { continue };
             let value = if takes_value(arg) && inline.is_none() { tokens.next().cloned() } else { inline };
             given.note(arg, value);
-        } else if let Some(shorts) = token.strip_prefix('-') {
+        } else if let Some(shorts) = os_token.to_str().and_then(|token| token.strip_prefix('-')) {
             for (at, c) in shorts.char_indices() {
                 let Some(arg) = cmd.get_arguments().find(|arg| by_short(arg, c)) else { break };
                 if takes_value(arg) {
@@ -229,12 +294,38 @@ fn scan(cmd: &Command, argv: &[OsString]) -> Given {
     given
 }
 
+/// A `--name` or `--name=value` token as its name and inline value, the value taken as it is
+/// (a path need not be UTF-8: `--config=/etc/<non-UTF-8>.toml`).
+fn split_long(token: &std::ffi::OsStr) -> Option<(String, Option<OsString>)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let rest = token.as_bytes().strip_prefix(b"--")?;
+        let (name, value) = match rest.iter().position(|&b| b == b'=') {
+            Some(at) => (&rest[..at], Some(std::ffi::OsStr::from_bytes(&rest[at + 1..]).to_owned())),
+            None => (rest, None),
+        };
+        Some((std::str::from_utf8(name).ok()?.to_owned(), value))
+    }
+    #[cfg(not(unix))]
+    {
+        let rest = token.to_str()?.strip_prefix("--")?;
+        Some(match rest.split_once('=') {
+            Some((name, value)) => (name.to_owned(), Some(value.into())),
+            None => (rest.to_owned(), None),
+        })
+    }
+}
+
 impl Given {
     fn note(&mut self, arg: &Arg, value: Option<OsString>) {
         let id = arg.get_id().as_str();
         match id {
             "help" | "version" => self.help_or_version = true,
-            _ if arg.get_long() == Some("config") => self.config = value,
+            _ if arg.get_long() == Some("config") => {
+                self.config = value;
+                self.configs += 1;
+            }
             _ => {}
         }
         self.ids.insert(id.to_owned());
@@ -302,32 +393,54 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
         },
         ArgAction::Append => match value {
             toml::Value::Array(items) => {
-                items.iter().map(|item| scalar(item).map(|text| format!("--{key}={text}"))).collect()
+                items.iter().map(|item| scalar(arg, item).map(|text| format!("--{key}={text}"))).collect()
             }
-            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+            other => Ok(vec![format!("--{key}={}", scalar(arg, other)?)]),
         },
         ArgAction::Set => match value {
+            toml::Value::Array(_) if !is_list(arg) => {
+                Err("expected one value, not a list (only a flag whose value --help shows as `X[,X…]` takes one)"
+                    .into())
+            }
             toml::Value::Array(items) if items.is_empty() => Ok(Vec::new()),
             toml::Value::Array(items) => {
-                let items = items.iter().map(scalar).collect::<Result<Vec<_>, _>>()?;
+                let items = items.iter().map(|item| scalar(arg, item)).collect::<Result<Vec<_>, _>>()?;
+                // Joined with commas, an item holding one would silently become two.
+                if let Some(item) = items.iter().find(|item| item.contains(',')) {
+                    return Err(format!("the list item {item:?} holds a comma: give each value as an item of its own"));
+                }
                 Ok(vec![format!("--{key}={}", items.join(","))])
             }
-            other => Ok(vec![format!("--{key}={}", scalar(other)?)]),
+            other => Ok(vec![format!("--{key}={}", scalar(arg, other)?)]),
         },
         _ => Err("cannot be set in a config file".to_owned()),
     }
 }
 
-/// A value as a flag would spell it.
-fn scalar(value: &toml::Value) -> Result<String, String> {
+/// Whether a single-valued flag takes a comma-separated list (`--peers A,B`): the value name
+/// --help shows says so (`ADDR[,ADDR…]`), as every list flag's does.
+fn is_list(arg: &Arg) -> bool {
+    arg.get_value_names().is_some_and(|names| names.iter().any(|name| name.as_str().contains("[,")))
+}
+
+/// A value as a flag would spell it: a float keeps its point (`2.0`, `inf`, `NaN`), so that
+/// a flag taking a whole number refuses it; a boolean only for a flag whose values are `true`
+/// and `false`; a date or time never (no flag takes one).
+fn scalar(arg: &Arg, value: &toml::Value) -> Result<String, String> {
     match value {
         toml::Value::String(text) => Ok(text.clone()),
         toml::Value::Integer(n) => Ok(n.to_string()),
-        toml::Value::Float(x) => Ok(x.to_string()),
-        toml::Value::Boolean(b) => Ok(b.to_string()),
-        toml::Value::Datetime(time) => Ok(time.to_string()),
+        toml::Value::Float(x) => Ok(format!("{x:?}")),
+        toml::Value::Boolean(b) if takes_booleans(arg) => Ok(b.to_string()),
         other => Err(format!("expected a string, a number or a list of them, not {}", describe(other))),
     }
+}
+
+/// Whether `arg`'s values are `true` and `false` (clap's bool parser), so that a TOML boolean
+/// says something to it rather than the string "true".
+fn takes_booleans(arg: &Arg) -> bool {
+    let values = arg.get_possible_values();
+    ["true", "false"].iter().all(|b| values.iter().any(|value| value.matches(b, false)))
 }
 
 fn describe(value: &toml::Value) -> String {
@@ -335,166 +448,12 @@ fn describe(value: &toml::Value) -> String {
         toml::Value::Array(_) => "a list".to_owned(),
         toml::Value::Table(_) => "a table".to_owned(),
         toml::Value::String(text) => format!("string {text:?}"),
-        other => format!("{} {}", other.type_str(), scalar(other).unwrap_or_default()),
+        toml::Value::Integer(n) => format!("integer {n}"),
+        toml::Value::Float(x) => format!("float {x:?}"),
+        toml::Value::Boolean(b) => format!("boolean {b}"),
+        toml::Value::Datetime(time) => format!("datetime {time}"),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::ffi::OsString;
-    use std::net::SocketAddr;
-    use std::path::Path;
-
-    use super::{ConfigArgs, Failure};
-    use crate::cli::AddrList;
-
-    /// A program with one flag of each kind the real ones have.
-    #[derive(Debug, clap::Parser)]
-    #[command(name = "prog")]
-    struct Args {
-        #[arg(long, default_value = "127.0.0.1:7000", value_parser = crate::cli::parse_addr)]
-        listen: SocketAddr,
-        #[arg(long, default_value = "5", allow_negative_numbers = true, value_parser = crate::cli::parse_ttl)]
-        ttl: std::time::Duration,
-        #[arg(long)]
-        peers: Option<AddrList>,
-        #[arg(long, conflicts_with = "peers")]
-        no_peers: bool,
-        #[arg(long, value_parser = crate::service::policy::parse_networks)]
-        allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
-        #[arg(long = "meta")]
-        meta: Vec<String>,
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long, alias = "workers", default_value_t = 2)]
-        threads: u16,
-        #[arg(long)]
-        health_interval: Option<f64>,
-        #[command(flatten)]
-        config: ConfigArgs,
-    }
-
-    fn argv(tokens: &[&str]) -> Vec<OsString> {
-        tokens.iter().map(OsString::from).collect()
-    }
-
-    /// Parses `tokens` with `file` as the text of whatever `--config` names.
-    fn with(file: &str, tokens: &[&str]) -> Result<Args, String> {
-        let mut all = vec!["prog", "--config", "test.toml"];
-        all.extend_from_slice(tokens);
-        let read = |path: &Path| {
-            assert_eq!(path, Path::new("test.toml"));
-            Ok(file.to_owned())
-        };
-        super::resolve::<Args>(&argv(&all), read).map_err(|failure| match failure {
-            Failure::Clap(e) => e.render().to_string(),
-            Failure::File(message) => message,
-        })
-    }
-
-    const FILE: &str = r#"# a broker
-listen = "127.0.0.1:0"
-ttl = 60
-peers = ["127.0.0.1:7001", "127.0.0.1:7002"]
-allow-register = ["10.0.0.0/8"]
-meta = ["a=1", "b=2"]
-quiet = true
-health-interval = 2.5
-log-level = "makler=debug"
-"#;
-
-    #[test]
-    fn the_file_sets_every_kind_of_flag() {
-        let args = with(FILE, &[]).unwrap();
-        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(args.ttl, std::time::Duration::from_secs(60));
-        assert_eq!(args.peers.unwrap().to_string(), "127.0.0.1:7001,127.0.0.1:7002");
-        assert_eq!(args.allow_register.unwrap(), ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
-        assert_eq!(args.meta, ["a=1", "b=2"]);
-        assert!(args.quiet);
-        assert_eq!(args.health_interval, Some(2.5));
-        assert_eq!(args.config.log_level.as_deref(), Some("makler=debug"));
-        assert_eq!(args.config.config.as_deref(), Some(Path::new("test.toml")));
-        assert_eq!(args.threads, 2, "defaults stay for what the file does not say");
-    }
-
-    #[test]
-    fn the_command_line_overrides_the_file_in_every_spelling() {
-        let args = with(FILE, &["--ttl", "7", "--peers=127.0.0.1:9000", "--meta", "c=3", "--workers", "4"]).unwrap();
-        assert_eq!(args.ttl, std::time::Duration::from_secs(7));
-        assert_eq!(args.peers.unwrap().0, ["127.0.0.1:9000".parse::<SocketAddr>().unwrap()], "replaced, not added");
-        assert_eq!(args.meta, ["c=3"], "a repeated flag on the command line replaces the file's list");
-        assert_eq!(args.threads, 4, "an alias counts as the flag");
-        assert_eq!(args.listen, "127.0.0.1:0".parse().unwrap(), "the rest still from the file");
-        // A flag given before --config, and a short one.
-        let args =
-            super::resolve::<Args>(&argv(&["prog", "-q", "--listen=127.0.0.1:5", "--config", "x.toml"]), |_: &Path| {
-                Ok("listen = \"127.0.0.1:6\"\nquiet = false\n".to_owned())
-            })
-            .unwrap();
-        assert_eq!(args.listen, "127.0.0.1:5".parse().unwrap());
-        assert!(args.quiet);
-    }
-
-    #[test]
-    fn the_command_line_overrides_what_conflicts_with_it_in_the_file() {
-        let args = with(FILE, &["--no-peers"]).unwrap();
-        assert!(args.no_peers && args.peers.is_none(), "the file's peers dropped");
-        let args = with("no-peers = true\n", &["--peers", "127.0.0.1:1"]).unwrap();
-        assert!(!args.no_peers && args.peers.is_some(), "the file's no-peers dropped");
-        let refused = with("no-peers = true\npeers = [\"127.0.0.1:1\"]\n", &[]).unwrap_err();
-        assert!(refused.contains("cannot be used with"), "a file at odds with itself is refused: {refused}");
-    }
-
-    #[test]
-    fn false_and_empty_lists_are_absent() {
-        let args = with("quiet = false\npeers = []\n", &[]).unwrap();
-        assert!(!args.quiet);
-        assert!(args.peers.is_none());
-    }
-
-    #[test]
-    fn unknown_and_refused_keys_are_named_with_their_line() {
-        let refused = with("ttl = 6\n\nlisten-on = \"127.0.0.1:1\"\n", &[]).unwrap_err();
-        assert_eq!(
-            refused,
-            "test.toml:3: unknown key `listen-on` (the keys are the long flag names, as --help lists them)"
-        );
-        for key in ["config", "check-config", "help", "version"] {
-            let refused = with(&format!("{key} = true\n"), &[]).unwrap_err();
-            assert!(refused.starts_with(&format!("test.toml:1: `{key}` cannot be set")), "{refused}");
-        }
-        let refused = with("workers = 3\n", &[]).unwrap_err();
-        assert!(refused.contains("unknown key `workers`"), "only long names are keys, not aliases: {refused}");
-    }
-
-    #[test]
-    fn a_bad_value_names_the_key_file_and_line() {
-        let refused = with("quiet = true\nttl = 0.01\n", &[]).unwrap_err();
-        assert!(refused.starts_with("test.toml:2: ttl: invalid value '0.01' for '--ttl"), "{refused}");
-        assert!(refused.contains("at least 0.1"), "{refused}");
-        let refused = with("peers = [\"127.0.0.1:1\", \"nowhere\"]\n", &[]).unwrap_err();
-        assert!(refused.starts_with("test.toml:1: peers: invalid value"), "{refused}");
-        let refused = with("quiet = \"yes\"\n", &[]).unwrap_err();
-        assert_eq!(refused, "test.toml:1: quiet: expected true or false, not string \"yes\"");
-        let refused = with("peers = [[\"a\"]]\n", &[]).unwrap_err();
-        assert!(refused.starts_with("test.toml:1: peers: expected a string"), "{refused}");
-        let refused = with("ttl = 5\nttl = 6\n", &[]).unwrap_err();
-        assert!(refused.starts_with("test.toml: TOML parse error at line 2"), "{refused}");
-        // A bad value on the command line is clap's own error, about the flag.
-        let refused = with("", &["--ttl", "0"]).unwrap_err();
-        assert!(refused.contains("'--ttl <TTL>'") && !refused.contains("test.toml"), "{refused}");
-    }
-
-    #[test]
-    fn without_a_file_or_with_help_it_is_plain_clap() {
-        let args = super::resolve::<Args>(&argv(&["prog", "--ttl", "9"]), |_: &Path| unreachable!()).unwrap();
-        assert_eq!(args.ttl, std::time::Duration::from_secs(9));
-        let help = super::resolve::<Args>(&argv(&["prog", "--config", "gone.toml", "--help"]), |_: &Path| {
-            Err(std::io::ErrorKind::NotFound.into())
-        });
-        assert!(matches!(help, Err(Failure::Clap(e)) if e.kind() == clap::error::ErrorKind::DisplayHelp));
-        let refused = super::reparse::<Args>(&argv(&["prog", "--config", "/nonexistent/makler.toml"])).unwrap_err();
-        assert!(refused.starts_with("cannot read the config file /nonexistent/makler.toml: "), "{refused}");
-    }
-}
+mod tests;

@@ -43,7 +43,8 @@ pub fn log_filter(quiet: bool, log_level: Option<&str>) -> String {
 
 /// Changes what the running program logs to `filter` (a level, or an env_logger filter such as
 /// `makler=debug`), as a reload does on SIGHUP: records already on their way are unaffected,
-/// and [`log::max_level`] follows, so that disabled levels stay cheap. An error when `filter`
+/// and [`log::max_level`] follows, so that disabled levels stay cheap (two calls at once
+/// leave the later one's filter and cut-off together). An error when `filter`
 /// does not parse, or when the program set up no logger with [`init_logging`].
 pub fn set_log_level(filter: &str) -> Result<(), String> {
     parse_log_filter(filter)?;
@@ -90,12 +91,17 @@ struct Switchable {
     program: &'static str,
     target: fn() -> env_logger::Target,
     current: arc_swap::ArcSwap<env_logger::Logger>,
+    /// Held by [`Switchable::switch`] (never by logging), so that two switches at once cannot
+    /// leave one's logger with the other's [`log::max_level`].
+    switching: std::sync::Mutex<()>,
+    /// [`log::set_max_level`] (a test watches it instead).
+    set_max: fn(log::LevelFilter),
 }
 
 impl Switchable {
     fn new(program: &'static str, filter: &str, target: fn() -> env_logger::Target) -> Self {
         let current = arc_swap::ArcSwap::from_pointee(Self::build(program, filter, target));
-        Switchable { program, target, current }
+        Switchable { program, target, current, switching: std::sync::Mutex::new(()), set_max: log::set_max_level }
     }
 
     fn build(program: &'static str, filter: &str, target: fn() -> env_logger::Target) -> env_logger::Logger {
@@ -106,8 +112,10 @@ impl Switchable {
     fn switch(&self, filter: &str) {
         let logger = Self::build(self.program, filter, self.target);
         let max = logger.filter();
+        // A panic elsewhere leaves nothing half done here: the lock guards no data.
+        let _switching = self.switching.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.current.store(std::sync::Arc::new(logger));
-        log::set_max_level(max);
+        (self.set_max)(max);
     }
 }
 
@@ -209,6 +217,34 @@ mod tests {
         let messages: Vec<&str> = text.lines().map(|line| line.split_once(": ").unwrap().1).collect();
         assert_eq!(messages, ["shown", "now shown"]);
         assert!(super::set_log_level("loud").unwrap_err().contains("\"loud\""), "a bad filter is refused");
+    }
+
+    /// The last level [`slow_set_max`] set, as a `usize`.
+    static SLOW_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static SLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+    /// A `set_max_level` whose first `Trace` takes 200 ms, as a switching thread preempted
+    /// between its two steps would.
+    fn slow_set_max(level: log::LevelFilter) {
+        use std::sync::atomic::Ordering;
+        if level == log::LevelFilter::Trace && !SLOWED.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        SLOW_MAX.store(level as usize, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn two_switches_at_once_leave_the_cut_off_of_the_logger_in_place() {
+        let mut logger =
+            super::Switchable::new("makler-test", "error", || env_logger::Target::Pipe(Box::new(std::io::sink())));
+        logger.set_max = slow_set_max;
+        std::thread::scope(|scope| {
+            scope.spawn(|| logger.switch("trace"));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            logger.switch("error");
+        });
+        let max = SLOW_MAX.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(max, logger.current.load().filter() as usize, "max_level is the logger's, not the other switch's");
     }
 
     #[test]

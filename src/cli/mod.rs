@@ -249,6 +249,18 @@ pub fn parse_key_file(path: &str) -> Result<crate::protocol::seal::Key, String> 
 }
 
 impl MulticastArgs {
+    /// For `--check-config`: `--multicast-if` when no interface of this host has that address,
+    /// which a program finds out only once it uses the group (the broker exits 1; a server
+    /// looking for brokers retries in vain); `None` with `--no-multicast`.
+    pub fn interface_problem(&self) -> Option<String> {
+        let interface = self.interface;
+        (!self.no_multicast && crate::mdns::socket::link_network(interface).is_none()).then(|| {
+            format!(
+                "--multicast-if {interface} is not the IPv4 address of an interface of this host (see `ip -4 addr`)"
+            )
+        })
+    }
+
     /// The configuration these flags describe (`None` with `--no-multicast`).
     pub fn config(&self) -> Option<crate::multicast::MulticastConfig> {
         (!self.no_multicast).then(|| crate::multicast::MulticastConfig {

@@ -40,9 +40,10 @@ impl Drop for Dir {
     }
 }
 
-/// Runs `program` with `args` to completion; returns (exit code, stdout, stderr).
+/// Runs `program` with `args` to completion, without the test's RUST_LOG (whose lines would be
+/// on stderr); returns (exit code, stdout, stderr).
 fn run(program: &str, args: &[&str]) -> (Option<i32>, String, String) {
-    let output = Command::new(program).args(args).stdin(Stdio::null()).output().expect("runs");
+    let output = Command::new(program).args(args).stdin(Stdio::null()).env_remove("RUST_LOG").output().expect("runs");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.code(), text(output.stdout), text(output.stderr))
 }
@@ -188,10 +189,46 @@ fn check_config_checks_without_binding() {
     let (code, out, err) = run(BALANCER, &["--service", "web", "--health-interval=-1", "--check-config"]);
     assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
     assert!(err.starts_with("makler-balancer: --health-interval "), "{err}");
+    // What only a bind finds out: an address no interface of this host has (TEST-NET-1).
+    for (flag, said) in
+        [("--multicast-if", "--multicast-if 192.0.2.77 is not"), ("--mdns", "cannot use mDNS on 192.0.2.77")]
+    {
+        let (code, out, err) = run(BROKER, &["--listen", &at.to_string(), flag, "192.0.2.77", "--check-config"]);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+        assert!(err.starts_with(&format!("makler-broker: {said}")), "{err}");
+    }
+    for (program, args) in [
+        (BALANCER, &["--service", "web", "--multicast-if", "192.0.2.77", "--check-config"][..]),
+        (SERVER, &["--service", "echo", "--announce", "--multicast-if", "192.0.2.77", "--check-config"]),
+    ] {
+        let (code, out, err) = run(program, args);
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{err}");
+        assert!(err.contains(": --multicast-if 192.0.2.77 is not"), "{err}");
+    }
+    // Not when the group is not used.
+    for (program, service) in [(BALANCER, "web"), (SERVER, "echo")] {
+        let args = ["--service", service, "--broker", "127.0.0.1:9", "--multicast-if", "192.0.2.77", "--check-config"];
+        let (code, out, err) = run(program, &args);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""));
+    }
     let (code, _, err) = run(SERVER, &["--service", "echo", "--announce", "--no-multicast", "--check-config"]);
     assert_eq!(code, Some(2), "{err}");
     assert_eq!(err, "makler-server: --announce needs multicast (drop --no-multicast)\n");
     assert!(UdpSocket::bind(at).is_err(), "still the test's");
+}
+
+#[test]
+fn a_start_refuses_what_check_config_refuses_with_the_same_code() {
+    // Both exit 2 with the same line, and the start binds nothing (no `listening` line).
+    let pairs: Vec<String> = (0..40).map(|i| format!("--meta=k{i}=v")).collect();
+    let mut too_much: Vec<&str> = vec!["--service", "echo", "--broker", "127.0.0.1:9", "--no-multicast"];
+    too_much.extend(pairs.iter().map(String::as_str));
+    for args in [&["--service", "echo", "--announce", "--no-multicast"][..], &too_much] {
+        let (code, out, checked) = run(SERVER, &[args, &["--check-config"]].concat());
+        assert_eq!((code, out.as_str()), (Some(2), ""), "{checked}");
+        let (code, out, err) = run(SERVER, args);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(2), "", checked.as_str()), "{args:?}");
+    }
 }
 
 #[test]
@@ -209,6 +246,35 @@ fn every_example_file_passes_check_config() {
         };
         let (code, out, err) = run(program, &["--config", path.to_str().unwrap(), "--check-config"]);
         assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""), "dist/config/{name}");
+        // An example leaves RUST_LOG in charge (a log-level key would override it).
+        let output = Command::new(program)
+            .args(["--config", path.to_str().unwrap(), "--check-config"])
+            .env("RUST_LOG", "debug")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&output.stderr);
+        assert!(err.contains("logging with the filter \"debug\""), "dist/config/{name}: {err}");
+        // The settings shown commented out are valid too (but for the key file, which must exist,
+        // and the interface, which must be this host's).
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting)
+                    if setting.contains(" = ")
+                        && !["key-file", "require-key", "multicast-if"].iter().any(|key| setting.starts_with(key)) =>
+                {
+                    setting
+                }
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        assert_ne!(uncommented, text, "dist/config/{name} shows no commented setting");
+        let dir = Dir::new(&format!("example-{name}"));
+        let all = dir.file(&name, &uncommented);
+        let (code, out, err) = run(program, &["--config", &all, "--check-config"]);
+        assert_eq!((code, out.as_str(), err.as_str()), (Some(0), "config ok\n", ""), "dist/config/{name} uncommented");
         seen.push(name);
     }
     seen.sort();
@@ -259,4 +325,15 @@ fn log_level_shows_debug_lines_and_overrides_rust_log() {
     let (code, _, err) = run(BROKER, &["--log-level", "verbose"]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("\"verbose\" is not a level"), "{err}");
+}
+
+#[test]
+fn help_says_log_level_overrides_quiet() {
+    for program in [BROKER, BALANCER, SERVER] {
+        let (code, help, _) = run(program, &["--help"]);
+        assert_eq!(code, Some(0));
+        let quiet = help.split("-q, --quiet").nth(1).expect("--quiet listed");
+        let quiet = &quiet[..quiet.find("\n\n").unwrap_or(quiet.len())];
+        assert!(quiet.contains("--log-level or RUST_LOG"), "{program}: {quiet}");
+    }
 }

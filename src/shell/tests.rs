@@ -261,6 +261,23 @@ fn a_flood_after_a_quiet_spell_keeps_to_the_budget() {
     rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
 }
 
+/// A batch read that finds the queue empty (it was exactly the interval long) is a batch read
+/// that found a short queue: the interval doubles, as for one that finds a few datagrams.
+#[test]
+fn a_batch_read_that_finds_nothing_spreads_the_batch_reads() {
+    let mut rig = rig(StreamLimits::default());
+    let index = rig.shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
+    let c = client();
+    for _ in 0..PROBE_EVERY {
+        c.send_to(b"noop", rig.a).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
+    assert_eq!(rig.shell.core().datagrams.get("a"), Some(&PROBE_EVERY));
+    let Some(Io::Udp { probe, .. }) = rig.shell.ios.get(index) else { panic!("A is a UDP socket") };
+    assert_eq!(probe.get(), 2 * PROBE_EVERY);
+}
+
 /// A client that sends a byte now and then is closed at the request time, though it is never
 /// idle; at the cap, a new client takes the place of the one that waited longest for its
 /// request, and is answered.

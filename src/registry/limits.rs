@@ -170,3 +170,52 @@ pub fn check_endpoint(endpoint: SocketAddr) -> Result<(), Rejection> {
     };
     Err(Rejection::UnusableIp { ip, why: why.to_owned() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `check_name` before it judged bytes first: characters only.
+    fn by_characters(limits: &Limits, name: &str) -> Result<(), Rejection> {
+        if name.len() > limits.max_name_len {
+            return Err(Rejection::NameTooLong { len: saturate(name.len()), max: saturate(limits.max_name_len) });
+        }
+        if name.is_empty() {
+            return Err(Rejection::BadName { name: String::new(), why: "it is empty".to_owned() });
+        }
+        if let Some(bad) = name.chars().find(|&c| !c.is_ascii_alphanumeric() && !limits.name_punctuation.contains(c)) {
+            return Err(Rejection::BadName {
+                name: crate::protocol::excerpt(name, 40),
+                why: format!("{bad:?} is not allowed; use ASCII letters, digits and {:?}", limits.name_punctuation),
+            });
+        }
+        Ok(())
+    }
+
+    /// The byte test first gives the verdict and the error the characters alone gave: for every
+    /// character below U+0800 and a few beyond, alone, between letters and at either end, under
+    /// the default punctuation, none, and punctuation with non-ASCII characters in it (whose
+    /// UTF-8 bytes must not let a name's other characters through).
+    #[test]
+    fn bytes_first_judge_every_character_as_characters_did() {
+        let punctuations = ["-_.", "", "/:", "é-", "€", "\u{7f}\0"];
+        let mut characters: Vec<char> = (0..0x800u32).filter_map(char::from_u32).collect();
+        characters.extend(['\u{ffff}', '€', '\u{10ffff}', '\u{1f600}', 'Ã', '©', '\u{a9}']);
+        for punctuation in punctuations {
+            let limits = Limits { name_punctuation: punctuation.to_owned(), ..Limits::default() };
+            for &c in &characters {
+                for name in [format!("{c}"), format!("a{c}b"), format!("ab{c}"), format!("{c}{c}x")] {
+                    assert_eq!(
+                        limits.check_name(&name),
+                        by_characters(&limits, &name),
+                        "{name:?} under {punctuation:?}"
+                    );
+                }
+            }
+            let long = "n".repeat(limits.max_name_len + 1);
+            for name in ["", "echo", &long, &long[1..], "é", "aé"] {
+                assert_eq!(limits.check_name(name), by_characters(&limits, name), "{name:?} under {punctuation:?}");
+            }
+        }
+    }
+}

@@ -5,8 +5,8 @@
 //! kept a second pointer to each name beside it (24 bytes a slot against 4).
 //!
 //! The hash is SipHash-1-3, the function of std's `HashMap`, under a key drawn at random for each
-//! process (two outputs of a fresh [`RandomState`], itself keyed from the operating system's
-//! random source): names come from the network, and without the key nobody can choose names
+//! table from the operating system's random source ([`crate::random`], the crate's one source of
+//! randomness; no key is fixed, in tests or release): names come from the network, and without the key nobody can choose names
 //! that collide, which would turn every lookup into a walk over all of them. What changes is
 //! only how it is called: one pass over the name's bytes ([`sip13`]) instead of std's streaming
 //! `Hasher`, which buffers each write and hashes a `str` as its bytes and a separator, about 200
@@ -14,8 +14,6 @@
 //! says itself that it is not for programs whose random state could be learnt by studying their
 //! behaviour over a long time (a broker runs for months and answers anyone), and ahash's
 //! fallback without AES is the same kind of folded multiply.
-
-use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 use slab::Slab;
@@ -30,8 +28,7 @@ pub(super) struct Names {
 
 impl Default for Names {
     fn default() -> Self {
-        let random = RandomState::new();
-        Names { key: (random.hash_one(0u64), random.hash_one(1u64)), table: HashTable::new() }
+        Names { key: (crate::random::u64(), crate::random::u64()), table: HashTable::new() }
     }
 }
 
@@ -139,6 +136,19 @@ mod tests {
         assert_eq!(siphash::<2, 4>((0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908), &message), 0xa129_ca61_49be_45e5);
     }
 
+    /// The one pass is std's own SipHash-1-3 (`DefaultHasher`, whose key is (0, 0)) given the
+    /// name's bytes in one write, for every length around the word boundaries.
+    #[test]
+    fn sip13_is_std_siphash_1_3() {
+        use std::hash::{DefaultHasher, Hasher};
+        let bytes: Vec<u8> = (0..40u8).map(|b| b.wrapping_mul(101).wrapping_add(3)).collect();
+        for len in 0..bytes.len() {
+            let mut std = DefaultHasher::new();
+            std.write(&bytes[..len]);
+            assert_eq!(sip13((0, 0), &bytes[..len]), std.finish(), "{len} bytes");
+        }
+    }
+
     fn service(name: &str) -> Service {
         Service { name: name.into(), members: Vec::new(), text: Default::default(), binary: None, cursor: 0 }
     }
@@ -167,6 +177,60 @@ mod tests {
         }
         assert_eq!(names.get(&services, "svc"), None);
         assert_eq!(names.len(), 2000 - 667);
+    }
+
+    /// Services removed and others added in their slots, round after round (the slab reuses
+    /// numbers, the table leaves tombstones and rehashes in place or grows): every live name is
+    /// found under its own number, and no removed one is.
+    #[test]
+    fn numbers_reused_under_other_names_are_found_by_their_new_names() {
+        let mut services = Slab::new();
+        let mut names = Names::default();
+        let mut live: Vec<(String, Index)> = Vec::new();
+        for round in 0..20 {
+            for k in 0..500 {
+                let name = format!("r{round}-s{k}");
+                let index = services.insert(service(&name)) as Index;
+                names.insert(&services, index);
+                live.push((name, index));
+            }
+            // Remove every other live service (the older ones first).
+            let mut kept = Vec::new();
+            for (n, (name, index)) in live.drain(..).enumerate() {
+                if n % 2 == 0 {
+                    names.remove(&name, index);
+                    services.remove(index as usize);
+                    assert_eq!(names.get(&services, &name), None, "{name} removed");
+                } else {
+                    kept.push((name, index));
+                }
+            }
+            live = kept;
+            assert_eq!(names.len(), live.len());
+            for (name, index) in &live {
+                assert_eq!(names.get(&services, name), Some(*index), "{name}");
+            }
+        }
+        assert_eq!(names.get(&services, "r0-s0"), None);
+    }
+
+    /// A million names (`cargo test --release --lib -- --ignored a_million`): the table grows
+    /// through every size and finds each name under its number.
+    #[test]
+    #[ignore = "a million services take a while in a debug build"]
+    fn a_million_names() {
+        let mut services = Slab::new();
+        let mut names = Names::default();
+        for k in 0..1_000_000 {
+            let index = services.insert(service(&format!("service-{k}"))) as Index;
+            names.insert(&services, index);
+        }
+        assert_eq!(names.len(), 1_000_000);
+        for k in (0..1_000_000).step_by(7) {
+            let index = names.get(&services, &format!("service-{k}")).unwrap();
+            assert_eq!(&*services[index as usize].name, format!("service-{k}"));
+        }
+        assert_eq!(names.get(&services, "service-1000000"), None);
     }
 
     #[test]

@@ -76,10 +76,11 @@ const SEND_BATCH: usize = 32;
 /// replaces.
 const PROBE_EVERY: usize = 8;
 /// The longest a socket goes between batch reads: a batch read that finds a short queue (no
-/// more than a quarter of a batch, as with a few requests in flight) doubles the socket's
-/// interval up to this, and one that comes back full sets it back to [`PROBE_EVERY`]. A batch
-/// read costs about 3,500 instructions of its own (its headers are made for each call), more
-/// than a whole query, while the few datagrams it finds save only their `recv_from` calls.
+/// more than a quarter of a batch, none included, as with a few requests in flight) doubles the
+/// socket's interval up to this, and one that comes back full sets it back to [`PROBE_EVERY`].
+/// A batch read costs about 3,500 instructions of its own (its headers are made for each
+/// call), more than a whole query, while the few datagrams it finds save only their
+/// `recv_from` calls.
 const PROBE_MAX: usize = 256;
 /// How many connections one listener accepts in one turn.
 const ACCEPT_BUDGET: usize = 256;
@@ -493,6 +494,10 @@ impl<C: Core> Shell<C> {
                     // until it would block: the next event comes only for a later datagram).
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if batched {
+                        // A batch read that found nothing found a short queue too.
+                        every = (every * 2).min(PROBE_MAX);
+                    }
                     probe.set(every);
                     batch.send(&self.ios, &self.udp_faces, &mut self.core, &mut self.stats);
                     return;

@@ -264,6 +264,51 @@ fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
 }
 
+/// After a quiet spell has spread a socket's batch reads far apart (see `PROBE_MAX`), a flood
+/// on it is still taken one budget a turn, the other socket is served in the same turn, and
+/// the first full batch read brings the socket back to batch reads every `PROBE_EVERY`.
+#[test]
+fn a_flood_after_a_quiet_spell_keeps_to_the_budget() {
+    let mut rig = rig(StreamLimits::default());
+    let probe_of = |shell: &Shell<Script>| {
+        let index = shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
+        let Some(Io::Udp { probe, .. }) = shell.ios.get(index) else { panic!("A is a UDP socket") };
+        probe.get()
+    };
+    let index = rig.shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
+    let Some(Io::Udp { probe, .. }) = rig.shell.ios.get(index) else { panic!("A is a UDP socket") };
+    probe.set(PROBE_MAX);
+    let c = client();
+    for _ in 0..3000 {
+        c.send_to(b"noop", rig.a).unwrap();
+    }
+    c.send_to(b"noop", rig.b).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
+    let counts = rig.shell.core().datagrams.clone();
+    assert_eq!(counts.get("a"), Some(&DATAGRAM_BUDGET), "one budget of A in the first turn");
+    assert_eq!(counts.get("b"), Some(&1), "B is served in the same turn");
+    assert_eq!(probe_of(&rig.shell), PROBE_EVERY, "a full batch read shortens the interval");
+    rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
+}
+
+/// A batch read that finds the queue empty (it was exactly the interval long) is a batch read
+/// that found a short queue: the interval doubles, as for one that finds a few datagrams.
+#[test]
+fn a_batch_read_that_finds_nothing_spreads_the_batch_reads() {
+    let mut rig = rig(StreamLimits::default());
+    let index = rig.shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
+    let c = client();
+    for _ in 0..PROBE_EVERY {
+        c.send_to(b"noop", rig.a).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
+    assert_eq!(rig.shell.core().datagrams.get("a"), Some(&PROBE_EVERY));
+    let Some(Io::Udp { probe, .. }) = rig.shell.ios.get(index) else { panic!("A is a UDP socket") };
+    assert_eq!(probe.get(), 2 * PROBE_EVERY);
+}
+
 /// A client that sends a byte now and then is closed at the request time, though it is never
 /// idle; at the cap, a new client takes the place of the one that waited longest for its
 /// request, and is answered.

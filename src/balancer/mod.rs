@@ -34,6 +34,9 @@
 //!   `fall` failures in a row mark a backend down, `rise` successes in a row bring it back (a
 //!   backend a failed connect marked down too); without health checks, a fresh heartbeat or a
 //!   connect that succeeds does.
+//! - `--backends-from SERVICE`: a thread (`feed`) watches SERVICE at the brokers and hands each
+//!   live set to the control core over the shell's command channel; the core adds and removes
+//!   backends by the difference (`control/feed.rs`), into the same pool, policy and checks.
 
 mod control;
 mod feed;

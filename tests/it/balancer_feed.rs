@@ -87,3 +87,31 @@ fn a_balancer_that_would_be_its_own_backend_is_refused() {
     assert!(stderr.contains("--backends-from echo") && stderr.contains("loop"), "{stderr}");
     assert!(output.stdout.is_empty(), "nothing was bound: {:?}", String::from_utf8_lossy(&output.stdout));
 }
+
+#[test]
+fn after_a_broker_restart_the_backends_are_the_restarted_brokers_set() {
+    let mut broker = broker(&[]);
+    let at = broker.addr("udp");
+    let first = server("echo", at, &[]);
+    let mut second = server("echo", at, &[]);
+    let balancer = balancer("front", Some(at), &["--backends-from", "echo"]);
+    let control = Udp::new(balancer.addr("udp"));
+    wait_until(Duration::from_secs(5), "both instances are backends", || (backends(&control).len() == 2).then_some(()));
+
+    // The broker goes, the second server stops meanwhile (its goodbye is lost), the broker
+    // comes back empty on the same address and the first server registers again: the watch,
+    // started again there, replaces the set.
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    let at_text = at.to_string();
+    let _broker = crate::common::Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", &at_text, "--quiet", "--no-multicast"],
+    );
+    wait_until(Duration::from_secs(10), "only the first server is a backend", || {
+        (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
+    });
+    assert_eq!(echo_through(balancer.addr("tcp"), "still"), "still\n");
+}

@@ -58,6 +58,15 @@ struct Args {
     #[arg(long, value_name = "NAME")]
     service: String,
 
+    /// Take backends from this service at --broker too: the balancer watches it there and
+    /// keeps one backend (weight 1) per live instance, added and removed as the broker's table
+    /// changes, beside the backends that register at --control; health checks and --policy
+    /// apply to them alike. With --mdns-import at the broker, a LAN's mDNS services
+    /// (`_printer._tcp` as `printer`) can be balanced. It must differ from --service (the
+    /// balancer registers there: a loop).
+    #[arg(long, value_name = "SERVICE", requires = "broker")]
+    backends_from: Option<String>,
+
     /// Forwarding threads, each relaying many connections.
     #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     threads: u16,
@@ -222,6 +231,7 @@ fn balancer_config(args: Args, default_cap: impl FnOnce(bool, bool) -> usize) ->
             _ => None,
         },
         service: args.service,
+        backends_from: args.backends_from,
         threads: args.threads.into(),
         registry: {
             let mut registry = makler::balancer::control_registry(args.ttl);
@@ -258,6 +268,13 @@ fn problems(args: &Args) -> Vec<String> {
     }
     if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
         problems.push(e);
+    }
+    if args.backends_from.as_ref().is_some_and(|from| *from == args.service) {
+        problems.push(format!(
+            "--backends-from {0} with --service {0}: the balancer registers at the broker under the service it \
+             takes its backends from, and would become its own backend (a loop); give another --service",
+            args.service
+        ));
     }
     problems
 }

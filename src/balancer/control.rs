@@ -7,6 +7,7 @@
 //! register and announce (`super::registration`). The core starts no thread and opens no
 //! socket.
 
+mod feed;
 pub(crate) mod reload;
 
 use std::collections::{HashMap, VecDeque};
@@ -78,6 +79,9 @@ pub(crate) struct Control {
     reloadable: Option<(reload::Reloadable, Arc<super::forward::Timeouts>)>,
     /// The service the balancer offers, as `/v1/backends` shows it (with the pool's policy).
     offer: String,
+    /// `--backends-from`: the watched service's instances, as last told (see `feed`); each
+    /// counts in `names` as one more name its endpoint is held under.
+    watched: std::collections::HashSet<SocketAddr>,
 }
 
 /// The control port's key: as a broker's for its clients (see `crate::node` and
@@ -125,6 +129,7 @@ impl Control {
             keyed: None,
             reloadable: None,
             offer: String::new(),
+            watched: std::collections::HashSet::new(),
         }
     }
 
@@ -307,6 +312,7 @@ impl Core for Control {
                 // A sender that gave up waiting has said so already.
                 let _ = reply.send(changes);
             }
+            reload::Command::Watched(instances) => self.set_watched(now, instances),
         }
     }
 

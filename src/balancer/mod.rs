@@ -34,8 +34,12 @@
 //!   `fall` failures in a row mark a backend down, `rise` successes in a row bring it back (a
 //!   backend a failed connect marked down too); without health checks, a fresh heartbeat or a
 //!   connect that succeeds does.
+//! - `--backends-from SERVICE`: a thread (`feed`) watches SERVICE at the brokers and hands each
+//!   live set to the control core over the shell's command channel; the core adds and removes
+//!   backends by the difference (`control/feed.rs`), into the same pool, policy and checks.
 
 mod control;
+mod feed;
 mod forward;
 mod health;
 pub mod policy;
@@ -85,6 +89,9 @@ pub struct Config {
     pub announce: Option<AnnouncerConfig>,
     /// The service name the balancer registers under.
     pub service: String,
+    /// `--backends-from`: take backends from this service's live instances at `brokers` too
+    /// (watched), beside those that register at the control port.
+    pub backends_from: Option<String>,
     /// Forwarding threads.
     pub threads: usize,
     /// TTL and limits of the backend table (`--max-per-source` among them).
@@ -142,6 +149,7 @@ impl Default for Config {
             brokers: vec![broker::DEFAULT_LISTEN],
             announce: None,
             service: "http".into(),
+            backends_from: None,
             threads: 2,
             registry: control_registry(registry::Config::default().ttl),
             policy: crate::service::policy::Policy::default(),
@@ -382,7 +390,17 @@ impl Balancer {
     /// closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         let Balancer {
-            config, listeners, control, listen_addr, pool, counters, metrics, http, inherited, reloader, ..
+            config,
+            listeners,
+            control,
+            listen_addr,
+            pool,
+            counters,
+            metrics,
+            http,
+            inherited,
+            reloader,
+            ..
         } = self;
         let timeouts =
             Arc::new(forward::Timeouts::new(config.connect_timeout, config.idle_timeout, config.drain_timeout));
@@ -557,6 +575,7 @@ fn spawn_control(
     }
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
     *reloader.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shell.commands());
+    feed::Feed::spawn(config, || shell.commands(), shutdown)?;
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {
         shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;

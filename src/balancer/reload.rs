@@ -42,6 +42,9 @@ impl super::Config {
         differs(&mut lines, "--metrics", &self.metrics, &new.metrics, addr);
         differs(&mut lines, "--http", &self.http, &new.http, addr);
         differs(&mut lines, "--service", &self.service, &new.service, Clone::clone);
+        differs(&mut lines, "--backends-from", &self.backends_from, &new.backends_from, |s| {
+            s.clone().unwrap_or_else(|| "none".to_owned())
+        });
         differs(&mut lines, "--broker", &self.brokers, &new.brokers, |b| list(b));
         differs(&mut lines, "--max-connections", &self.max_connections, &new.max_connections, ToString::to_string);
         differs(&mut lines, "--ttl", &self.registry.ttl, &new.registry.ttl, |d| seconds(Some(*d)));

@@ -12,6 +12,7 @@ mod common;
 mod amplification;
 mod amplification_dns;
 mod balancer;
+mod balancer_feed;
 mod balancer_live;
 mod balancer_policy;
 mod bench_scripts;

@@ -56,6 +56,9 @@ pub struct Reloadable {
 pub(crate) enum Command {
     /// Take these settings; the changes go back on `reply`.
     Reload { settings: Box<Reloadable>, reply: crossbeam_channel::Sender<Vec<Change>> },
+    /// `--backends-from`: the watched service's live instances now, the whole set (it replaces
+    /// the one before; see `control/feed.rs`).
+    Watched(Vec<std::net::SocketAddr>),
 }
 
 pub(crate) fn list<T: std::fmt::Display>(items: &[T]) -> String {

@@ -1,0 +1,117 @@
+//! `makler-balancer --backends-from SERVICE`: backends taken from a service the broker holds
+//! (watched there), beside those that register at the balancer's control port.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use crate::common::{Udp, balancer, broker, listed, server, wait_until};
+
+/// The balancer's `stats` reply, parsed: backend address -> total connections.
+fn backends(control: &Udp) -> HashMap<SocketAddr, u64> {
+    control
+        .text("stats")
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("backend ")?.split(' ');
+            let addr = words.next()?.parse().ok()?;
+            let total = words.find_map(|w| w.strip_prefix("total="))?.parse().ok()?;
+            Some((addr, total))
+        })
+        .collect()
+}
+
+/// One line through the balancer, echoed back.
+fn echo_through(balancer: SocketAddr, line: &str) -> String {
+    let mut stream = TcpStream::connect(balancer).expect("connect to the balancer");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut answer = String::new();
+    BufReader::new(stream).read_line(&mut answer).expect("an answer");
+    answer
+}
+
+#[test]
+fn the_instances_of_a_watched_service_are_backends_while_they_live() {
+    let broker = broker(&[]);
+    let udp = Udp::new(broker.addr("udp"));
+    let first = server("echo", broker.addr("udp"), &[]);
+    let mut second = server("echo", broker.addr("udp"), &[]);
+    let both = {
+        let mut both = vec![first.addr("tcp"), second.addr("tcp")];
+        both.sort();
+        both
+    };
+    wait_until(Duration::from_secs(5), "both servers are registered", || (listed(&udp, "echo") == both).then_some(()));
+
+    let balancer = balancer("front", Some(broker.addr("udp")), &["--backends-from", "echo"]);
+    let control = Udp::new(balancer.addr("udp"));
+    wait_until(Duration::from_secs(5), "both instances are backends", || {
+        let mut seen: Vec<SocketAddr> = backends(&control).into_keys().collect();
+        seen.sort();
+        (seen == both).then_some(())
+    });
+    wait_until(Duration::from_secs(5), "the balancer registers as front", || {
+        (listed(&udp, "front") == [balancer.addr("tcp")]).then_some(())
+    });
+    for n in 0..10 {
+        assert_eq!(echo_through(balancer.addr("tcp"), &format!("line {n}")), format!("line {n}\n"));
+    }
+    let totals = backends(&control);
+    assert!(totals.values().all(|&total| total > 0), "both servers reached: {totals:?}");
+
+    // The second server stops (and deregisters at the broker): the balancer stops using it.
+    let gone = second.addr("tcp");
+    assert!(second.terminate().success());
+    wait_until(Duration::from_secs(5), "the stopped server is no backend any more", || {
+        (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
+    });
+    let before = backends(&control)[&first.addr("tcp")];
+    for n in 0..6 {
+        assert_eq!(echo_through(balancer.addr("tcp"), &format!("after {n}")), format!("after {n}\n"));
+    }
+    assert_eq!(backends(&control)[&first.addr("tcp")], before + 6, "every connection went to the one left");
+    assert!(!backends(&control).contains_key(&gone));
+}
+
+#[test]
+fn a_balancer_that_would_be_its_own_backend_is_refused() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_makler-balancer"))
+        .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--broker", "127.0.0.1:9"])
+        .args(["--service", "echo", "--backends-from", "echo"])
+        .output()
+        .expect("makler-balancer runs");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--backends-from echo") && stderr.contains("loop"), "{stderr}");
+    assert!(output.stdout.is_empty(), "nothing was bound: {:?}", String::from_utf8_lossy(&output.stdout));
+}
+
+#[test]
+fn after_a_broker_restart_the_backends_are_the_restarted_brokers_set() {
+    let mut broker = broker(&[]);
+    let at = broker.addr("udp");
+    let first = server("echo", at, &[]);
+    let mut second = server("echo", at, &[]);
+    let balancer = balancer("front", Some(at), &["--backends-from", "echo"]);
+    let control = Udp::new(balancer.addr("udp"));
+    wait_until(Duration::from_secs(5), "both instances are backends", || (backends(&control).len() == 2).then_some(()));
+
+    // The broker goes, the second server stops meanwhile (its goodbye is lost), the broker
+    // comes back empty on the same address and the first server registers again: the watch,
+    // started again there, replaces the set.
+    broker.child.kill().unwrap();
+    broker.child.wait().unwrap();
+    second.child.kill().unwrap();
+    second.child.wait().unwrap();
+    let at_text = at.to_string();
+    let _broker = crate::common::Process::start(
+        env!("CARGO_BIN_EXE_makler-broker"),
+        &["--listen", &at_text, "--quiet", "--no-multicast"],
+    );
+    wait_until(Duration::from_secs(10), "only the first server is a backend", || {
+        (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
+    });
+    assert_eq!(echo_through(balancer.addr("tcp"), "still"), "still\n");
+}

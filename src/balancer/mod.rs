@@ -41,12 +41,16 @@
 mod control;
 mod feed;
 mod forward;
+#[cfg(feature = "fuzzing")]
+mod fuzzing;
 mod health;
 pub mod policy;
 pub mod pool;
 mod registration;
 mod relay;
 mod reload;
+#[cfg(feature = "fuzzing")]
+pub(crate) use fuzzing::fuzz_control;
 
 use std::io;
 use std::net::SocketAddr;
@@ -588,30 +592,4 @@ fn spawn_control(
         shell.run(&stop)?.stop();
         Ok(())
     })
-}
-
-/// The fuzzing oracle of the control port (see [`crate::oracles::control`]): arbitrary
-/// datagrams, each answer within the limit, `stats` answered whatever the table holds.
-#[cfg(feature = "fuzzing")]
-pub(crate) fn fuzz_control(data: &[u8]) {
-    use crate::core::Core;
-    let registry = Registry::new(control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
-    let pool = Arc::new(Pool::new());
-    let mut core = control::Control::new(
-        registry,
-        Arc::clone(&pool),
-        Arc::new(Counters::default()),
-        None,
-        crate::limit::RateLimit::default(),
-        false,
-    );
-    let now = std::time::Instant::now();
-    let mut reply = Vec::new();
-    let from = SocketAddr::from(([127, 0, 0, 1], 5000));
-    for datagram in data.split(|&b| b == 0xFF).chain([&b"stats"[..]]) {
-        reply.clear();
-        if core.handle_datagram(now, control::Face::Control, from, datagram, &mut reply).is_some() {
-            assert!(reply.len() <= crate::protocol::MAX_REPLY_LEN, "{} bytes", reply.len());
-        }
-    }
 }

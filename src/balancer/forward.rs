@@ -245,11 +245,14 @@ impl Forwarder {
 
     /// Runs until `shutdown`; then stops accepting, lets the connections in flight finish for
     /// up to the drain time, and closes what is left. Returns how many it closed so (the drain
-    /// time ran out on them), for the drain's last log line to say.
-    pub fn run(mut self, shutdown: &Shutdown) -> usize {
+    /// time ran out on them), for the drain's last log line to say. `listening` is dropped
+    /// once the listener is closed (or the thread ends), so that the balancer deregisters only
+    /// when no thread accepts any more.
+    pub fn run(mut self, shutdown: &Shutdown, listening: crossbeam_channel::Sender<()>) -> usize {
         let mut events = Events::with_capacity(1024);
         let mut next_sweep = Instant::now() + SWEEP;
         let mut drain_until: Option<Instant> = None;
+        let mut listening = Some(listening);
         loop {
             if drain_until.is_none() && shutdown.is_requested() {
                 // Take what the kernel queued for this listener, then close it: a closed
@@ -259,6 +262,7 @@ impl Forwarder {
                     self.accept(usize::MAX);
                 }
                 self.listener = None;
+                drop(listening.take());
                 drain_until = Some(Instant::now() + self.limits.timeouts.drain());
             }
             if let Some(until) = drain_until {

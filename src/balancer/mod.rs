@@ -389,9 +389,9 @@ impl Balancer {
         Arc::clone(&self.pool)
     }
 
-    /// Balances until `shutdown` is requested; then deregisters from the broker and stops
-    /// accepting at once, lets the connections in flight finish (up to the drain timeout), and
-    /// closes what is left.
+    /// Balances until `shutdown` is requested; then stops accepting and deregisters from the
+    /// broker at once (in that order), lets the connections in flight finish (up to the drain
+    /// timeout), and closes what is left.
     pub fn run(self, shutdown: &Shutdown) -> io::Result<()> {
         let Balancer {
             config,
@@ -408,14 +408,15 @@ impl Balancer {
         } = self;
         let timeouts =
             Arc::new(forward::Timeouts::new(config.connect_timeout, config.idle_timeout, config.drain_timeout));
+        let (listening, closed) = crossbeam_channel::bounded(0);
         let shared = Shared { listen_addr, pool: &pool, counters: &counters, timeouts: &timeouts, reloader: &reloader };
-        let control = spawn_control(control, [metrics, http], &config, shared, shutdown)?;
+        let control = spawn_control(control, [metrics, http], &config, shared, (shutdown, closed))?;
         if inherited {
             wait_for_backend(&pool, config.registry.ttl, shutdown);
             if shutdown.is_requested() {
                 // Stopped before any backend came: nothing was accepted, and the passed
                 // listeners close unaccepted, their queues kept for the next process.
-                drop(listeners);
+                drop((listeners, listening));
                 return join_control(control, Ok(()));
             }
         }
@@ -434,14 +435,15 @@ impl Balancer {
             let (pool, counters, limits) = (Arc::clone(&pool), Arc::clone(&counters), limits.clone());
             let forwarder = forward::Forwarder::new(n, listener, pool, counters, limits)?;
             shutdown.watch(forwarder.waker()?)?;
-            let stop = shutdown.clone();
+            let (stop, listening) = (shutdown.clone(), listening.clone());
             threads.push(std::thread::Builder::new().name(format!("forward-{n}")).spawn(move || {
-                let cut = forwarder.run(&stop);
+                let cut = forwarder.run(&stop, listening);
                 // A thread that stopped on an error stops the balancer rather than leave it half.
                 stop.request();
                 cut
             })?);
         }
+        drop(listening);
         // Only to say what the drain does: the forwarders drain on their own.
         let _ = shutdown.stopped().recv();
         let open = counters.active.load(Relaxed);
@@ -530,13 +532,14 @@ struct Shared<'a> {
 
 /// Runs the control port on its own thread: changes to its table update the pool, and the
 /// first backend makes the balancer register at the broker, the last one gone deregister.
-/// `[metrics, http]`: the listeners of `--metrics` and `--http`.
+/// `[metrics, http]`: the listeners of `--metrics` and `--http`. On shutdown it deregisters
+/// once `closed` disconnects: unlisted, the balancer refuses rather than accepts into a drain.
 fn spawn_control(
     socket: mio::net::UdpSocket,
     [metrics, http]: [Option<TcpListener>; 2],
     config: &Config,
     shared: Shared<'_>,
-    shutdown: &Shutdown,
+    (shutdown, closed): (&Shutdown, crossbeam_channel::Receiver<()>),
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let Shared { listen_addr, pool, counters, timeouts, reloader } = shared;
     let registrar = if config.brokers.is_empty() {
@@ -589,7 +592,9 @@ fn spawn_control(
     }
     let stop = shutdown.clone();
     std::thread::Builder::new().name("control".into()).spawn(move || {
-        shell.run(&stop)?.stop();
+        let control = shell.run(&stop)?;
+        let _ = closed.recv();
+        control.stop();
         Ok(())
     })
 }

@@ -160,7 +160,7 @@ impl Node {
             self.replicator.set_peers(&new.peers, &self.registry);
         }
         if old.bridges != new.bridges {
-            self.bridges.set_bridges(&new.bridges);
+            self.bridges.set_bridges(now, &new.bridges);
         }
         self.service.set_policy(new.policy);
         self.registry.set_quotas(new.max_per_source, new.max_per_network);

@@ -537,7 +537,7 @@ fn spawn_control(
         core.set_key(key, config.require_key, crate::node::WallClock::now());
     }
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
-    *reloader.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shell.commands());
+    reloader.install(shell.commands());
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {
         shell.add_listener(control::Face::Metrics, listener, crate::broker::METRICS_LIMITS)?;

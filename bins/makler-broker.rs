@@ -414,8 +414,15 @@ fn reload(
     if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
         return log::warn!("reload: {e}");
     }
-    let Ok(mut changes) = changes.recv_timeout(std::time::Duration::from_secs(10)) else {
-        return log::warn!("reload: the broker did not take the settings within 10 s");
+    let mut changes = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(changes) => changes,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            return log::warn!("reload: the broker did not take the settings within 10 s");
+        }
+        // SIGTERM came first: the loop ended with the command unread.
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            return log::warn!("reload: the broker stopped before it took the settings");
+        }
     };
     changes.extend(level_change);
     makler::reload::log_changes(&changes);

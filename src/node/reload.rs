@@ -182,8 +182,13 @@ impl Node {
             Command::Reload { settings, reply } => {
                 let changes = self.reconfigure(*settings, now);
                 match reply {
-                    // A sender that gave up waiting has logged that already.
-                    Some(reply) => drop(reply.send(changes)),
+                    // A sender that gave up waiting logged only that: the changes made are
+                    // logged here, so that none goes untold.
+                    Some(reply) => {
+                        if let Err(unsent) = reply.send(changes) {
+                            crate::reload::log_changes(&unsent.0);
+                        }
+                    }
                     None => crate::reload::log_changes(&changes),
                 }
             }

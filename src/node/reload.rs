@@ -164,7 +164,7 @@ impl Node {
         }
         self.service.set_policy(new.policy);
         self.registry.set_quotas(new.max_per_source, new.max_per_network);
-        self.limiter.set_config(new.rate_limit);
+        self.limiter.set_config(now, new.rate_limit);
         self.watches.set_config(new.watches);
         let replicator = &self.replicator;
         let owned = |endpoint| replicator.owner(endpoint).is_none();

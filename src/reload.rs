@@ -135,7 +135,7 @@ mod tests {
         let sighup = Sighup::catch().unwrap();
         signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
         let (reloaded, reloads) = crossbeam_channel::unbounded();
-        sighup.on_reload(move || drop(reloaded.send(()))).unwrap();
+        sighup.on_reload(move || reloaded.send(()).unwrap_or_default()).unwrap();
         reloads.recv_timeout(Duration::from_secs(10)).expect("the SIGHUP reloads");
     }
 }

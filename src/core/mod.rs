@@ -8,8 +8,8 @@
 //! as quinn-proto owns its `Transmit` and the `quinn` crate consumes it (a unit test here keeps
 //! the cores' sources free of the shell's path).
 //!
-//! - [`Core`]: the inputs a core is handed (`handle_*`) and the outputs it is polled for
-//!   (`poll_*`).
+//! - [`Core`]: the inputs a core is handed (`handle_*`, commands from other threads among them)
+//!   and the outputs it is polled for (`poll_*`).
 //! - [`Transmit`], and [`Outbox`], the bounded queue most cores keep them in.
 //! - [`ProbeCmd`], [`ProbeId`], [`ProbeOutcome`]: non-blocking probes a core asks for (a TCP
 //!   connect, or an HTTP check: the command carries the declared check, a protocol type).

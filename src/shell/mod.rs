@@ -33,7 +33,9 @@
 //! non-blocking TCP connects, followed for an HTTP check by a `GET` on the same connection
 //! (`probe_io`): the core asks for one with [`ProbeCmd::Start`], and hears the outcome through
 //! [`Core::handle_probe`]; the deadline is the core's, which aborts the probe with
-//! [`ProbeCmd::Abort`] when it passes.
+//! [`ProbeCmd::Abort`] when it passes. Other threads hand the core commands (a reload of its
+//! settings on SIGHUP) through [`Shell::commands`]: a channel and the loop's waker, read only
+//! when the waker fires, and made only when asked for.
 
 mod batch_io;
 mod probe_io;

@@ -155,11 +155,19 @@ struct Args {
 fn main() -> ExitCode {
     // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
     let activated = makler::activation::Activated::from_env();
+    // Next, so that a SIGHUP during start-up (`systemctl reload` at once) is kept for the
+    // reload rather than end the process.
+    let sighup = match makler::reload::Sighup::catch() {
+        Ok(sighup) => sighup,
+        Err(e) => {
+            eprintln!("makler-balancer: cannot catch SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args: Args = makler::cli::parse();
-    makler::cli::init_logging_at(
-        "makler-balancer",
-        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
-    );
+    // The log filter the start takes: a reload compares the file's with it.
+    let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+    makler::cli::init_logging_at("makler-balancer", &filter);
     let problems = problems(&args);
     if args.config.check_config {
         // What a start finds out only once it uses the group: an interface address this host
@@ -191,7 +199,7 @@ fn main() -> ExitCode {
             return ExitCode::from(makler::cli::exit::USAGE);
         }
     };
-    match run(config, &mut activated) {
+    match run(config, &mut activated, (sighup, filter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-balancer: {e}");
@@ -318,7 +326,12 @@ fn default_cap(metrics: bool, http: bool) -> usize {
 /// reach it. A hard limit of 4096 (a common default) gives about 2000, and no warning.
 const FEW_CONNECTIONS: usize = 1000;
 
-fn run(config: balancer::Config, activated: &mut makler::activation::Activated) -> std::io::Result<()> {
+/// `sighup`: SIGHUP caught since the start, and the log filter the start took.
+fn run(
+    config: balancer::Config,
+    activated: &mut makler::activation::Activated,
+    sighup: (makler::reload::Sighup, String),
+) -> std::io::Result<()> {
     let passed = !activated.is_empty();
     let started = config.clone();
     let balancer = Balancer::bind_with(config, activated)?;
@@ -330,7 +343,7 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
     }
     // Before the listening line: a SIGTERM sent as soon as it is read stops the balancer as
     // any other SIGTERM does, rather than kill it unlogged, and a SIGHUP reloads it.
-    reload_on_sighup(started, balancer.reloader())?;
+    reload_on_sighup(sighup, started, balancer.reloader())?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -350,14 +363,15 @@ fn run(config: balancer::Config, activated: &mut makler::activation::Activated) 
 }
 
 /// Reloads on every SIGHUP (see [`reload`]).
-fn reload_on_sighup(started: balancer::Config, reloader: balancer::Reloader) -> std::io::Result<()> {
+fn reload_on_sighup(
+    (sighup, filter): (makler::reload::Sighup, String),
+    started: balancer::Config,
+    reloader: balancer::Reloader,
+) -> std::io::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // What the start chose, from the same command line.
-    let level = makler::cli::config::reparse::<Args>(&argv)
-        .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
-        .unwrap_or_default();
-    let mut level = makler::reload::LogLevel::new(level);
-    makler::reload::on_sighup(move || reload(&argv, &started, &mut level, &reloader))
+    // What the start chose (not the file read again now: it may have changed since).
+    let mut level = makler::reload::LogLevel::new(filter);
+    sighup.on_reload(move || reload(&argv, &started, &mut level, &reloader))
 }
 
 /// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands

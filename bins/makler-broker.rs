@@ -188,11 +188,19 @@ struct Args {
 fn main() -> ExitCode {
     // First, before any thread: it clears LISTEN_FDS and LISTEN_PID.
     let activated = makler::activation::Activated::from_env();
+    // Next, so that a SIGHUP during start-up (`systemctl reload` at once) is kept for the
+    // reload rather than end the process.
+    let sighup = match makler::reload::Sighup::catch() {
+        Ok(sighup) => sighup,
+        Err(e) => {
+            eprintln!("makler-broker: cannot catch SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let args: Args = makler::cli::parse();
-    makler::cli::init_logging_at(
-        "makler-broker",
-        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
-    );
+    // The log filter the start takes: a reload compares the file's with it.
+    let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+    makler::cli::init_logging_at("makler-broker", &filter);
     let problems = problems(&args);
     if args.config.check_config {
         let problems: Vec<String> = problems.iter().cloned().chain(bind_problems(&args)).collect();
@@ -223,7 +231,7 @@ fn main() -> ExitCode {
             return ExitCode::from(makler::cli::exit::USAGE);
         }
     };
-    match run(config, passed) {
+    match run(config, passed, (sighup, filter)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-broker: {e}");
@@ -325,7 +333,12 @@ fn parse_interval(text: &str) -> Result<f64, String> {
     }
 }
 
-fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::Result<()> {
+/// `sighup`: SIGHUP caught since the start, and the log filter the start took.
+fn run(
+    config: broker::Config,
+    passed: Option<std::net::UdpSocket>,
+    sighup: (makler::reload::Sighup, String),
+) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
     if passed.is_some() {
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
@@ -333,7 +346,7 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
     let mut broker = Broker::bind_with(config.clone(), passed)?;
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
     // as any other does, and a SIGHUP reloads it rather than ending it.
-    reload_on_sighup(config.clone(), broker.commands())?;
+    reload_on_sighup(sighup, config.clone(), broker.commands())?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -388,16 +401,14 @@ fn run(config: broker::Config, passed: Option<std::net::UdpSocket>) -> std::io::
 
 /// Reloads on every SIGHUP (see [`reload`]).
 fn reload_on_sighup(
+    (sighup, filter): (makler::reload::Sighup, String),
     started: broker::Config,
     commands: makler::shell::Commands<makler::node::Command>,
 ) -> std::io::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    // What the start chose, from the same command line.
-    let level = makler::cli::config::reparse::<Args>(&argv)
-        .map(|args| makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()))
-        .unwrap_or_default();
-    let mut level = makler::reload::LogLevel::new(level);
-    makler::reload::on_sighup(move || reload(&argv, &started, &mut level, &commands))
+    // What the start chose (not the file read again now: it may have changed since).
+    let mut level = makler::reload::LogLevel::new(filter);
+    sighup.on_reload(move || reload(&argv, &started, &mut level, &commands))
 }
 
 /// SIGHUP: reads the command line and the `--config` file again, as a start would, and hands
@@ -426,8 +437,15 @@ fn reload(
     if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
         return log::warn!("reload: {e}");
     }
-    let Ok(mut changes) = changes.recv_timeout(std::time::Duration::from_secs(10)) else {
-        return log::warn!("reload: the broker did not take the settings within 10 s");
+    let mut changes = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(changes) => changes,
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            return log::warn!("reload: the broker did not take the settings within 10 s");
+        }
+        // SIGTERM came first: the loop ended with the command unread.
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            return log::warn!("reload: the broker stopped before it took the settings");
+        }
     };
     changes.extend(level_change);
     makler::reload::log_changes(&changes);

@@ -76,6 +76,17 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         true
     }
 
+    /// Refills at `rate` a second, holding at most `burst`, from `now` on: each bucket is first
+    /// filled up to `now` at the old rate, then holds no more than the new burst.
+    pub fn set_rate(&mut self, now: Instant, rate: f64, burst: f64) {
+        for (tokens, last) in self.buckets.values_mut() {
+            *tokens =
+                (*tokens + self.rate * now.saturating_duration_since(*last).as_secs_f64()).min(self.burst).min(burst);
+            *last = now;
+        }
+        (self.rate, self.burst) = (rate, burst);
+    }
+
     /// Whether `key` would be refused only for want of room: it has no bucket, and the table is
     /// full.
     pub fn is_full_for(&self, key: K) -> bool {
@@ -219,16 +230,17 @@ impl ResponseLimiter {
         &self.config
     }
 
-    /// New settings (a reload): the buckets start again (full) at a new rate, and the
-    /// counters are kept.
-    pub fn set_config(&mut self, config: RateLimit) {
+    /// New settings (a reload at `now`): each source keeps what it has spent (its bucket
+    /// refills at the new rate from now on, holding no more than the new burst), the
+    /// acknowledgements' buckets and the counters are kept. A source being limited is not
+    /// handed a fresh burst by a reload.
+    pub fn set_config(&mut self, now: Instant, config: RateLimit) {
         if config.rate != self.config.rate {
-            let stats = self.stats;
-            *self = ResponseLimiter::new(config);
-            self.stats = stats;
-        } else {
-            self.config = config;
+            let rate = f64::from(config.rate);
+            self.addresses.set_rate(now, rate, rate.max(1.0));
+            self.networks.set_rate(now, 4.0 * rate, 4.0 * rate.max(1.0));
         }
+        self.config = config;
     }
 
     /// Whether limiting is on.

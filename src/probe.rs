@@ -391,9 +391,14 @@ impl Schedule {
 
     /// Probes every `interval` from now on, with new `rise` and `fall` (a reload): each target
     /// keeps its check, its state and its counts, and is next probed at its own phase of the
-    /// new interval.
+    /// new interval. With the same interval, each target keeps its time too (a reload of `rise`
+    /// or `fall` alone moves no probe).
     pub fn retime(&mut self, now: Instant, interval: Duration, rise: u32, fall: u32) {
-        (self.interval, self.rise, self.fall) = (interval, rise.max(1), fall.max(1));
+        (self.rise, self.fall) = (rise.max(1), fall.max(1));
+        if interval == self.interval {
+            return;
+        }
+        self.interval = interval;
         let addrs: Vec<SocketAddr> = self.targets.keys().copied().collect();
         for addr in addrs {
             let next_at = now + self.phase(addr);

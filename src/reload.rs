@@ -51,17 +51,41 @@ pub fn log_fixed(flag: &str, kept: &dyn fmt::Display) {
     log::warn!("reload: {flag} cannot change at run time: kept {kept} (restart to apply)");
 }
 
+/// SIGHUP, caught: from [`catch`](Self::catch) on, a SIGHUP no longer ends the process (its
+/// default action) but waits for [`on_reload`](Self::on_reload). Catch it first thing in
+/// `main`: a service manager may send one (`systemctl reload`) as soon as the process starts,
+/// and one that came before the handler would end the process, which `Restart=on-failure`
+/// takes as a clean exit and does not restart.
+#[derive(Debug)]
+pub struct Sighup(signal_hook::iterator::Signals);
+
+impl Sighup {
+    /// Catches SIGHUP from now on; one that comes before [`on_reload`](Self::on_reload) is
+    /// kept, and reloads as soon as the program can.
+    pub fn catch() -> io::Result<Self> {
+        signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]).map(Sighup)
+    }
+
+    /// Calls `reload` on every SIGHUP (the ones caught meanwhile first), on a small thread of
+    /// its own. SIGHUPs that come while a reload runs make one more reload after it (the last
+    /// file wins).
+    pub fn on_reload(self, mut reload: impl FnMut() + Send + 'static) -> io::Result<()> {
+        let mut signals = self.0;
+        std::thread::Builder::new().name("reload".into()).spawn(move || {
+            for _ in signals.forever() {
+                log::info!("SIGHUP: reloading");
+                reload();
+            }
+        })?;
+        Ok(())
+    }
+}
+
 /// Calls `reload` on every SIGHUP, on a small thread of its own, so that the signal never
-/// ends the process (its default action). Install it before the `listening` line.
-pub fn on_sighup(mut reload: impl FnMut() + Send + 'static) -> io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new().name("reload".into()).spawn(move || {
-        for _ in signals.forever() {
-            log::info!("SIGHUP: reloading");
-            reload();
-        }
-    })?;
-    Ok(())
+/// ends the process (its default action). A program should rather [`Sighup::catch`] it
+/// first thing, and hand it the reload once it can.
+pub fn on_sighup(reload: impl FnMut() + Send + 'static) -> io::Result<()> {
+    Sighup::catch()?.on_reload(reload)
 }
 
 /// The log filter in force, as `--log-level` (or `--quiet`, or `RUST_LOG`) chose it.
@@ -95,5 +119,23 @@ impl LogLevel {
             self.current = filter;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::Sighup;
+
+    /// A SIGHUP that comes after the catch and before the reload is ready ends nothing: it
+    /// reloads once the reload is handed over.
+    #[test]
+    fn a_sighup_caught_before_the_reload_is_ready_reloads_once_it_is() {
+        let sighup = Sighup::catch().unwrap();
+        signal_hook::low_level::raise(signal_hook::consts::SIGHUP).unwrap();
+        let (reloaded, reloads) = crossbeam_channel::unbounded();
+        sighup.on_reload(move || reloaded.send(()).unwrap_or_default()).unwrap();
+        reloads.recv_timeout(Duration::from_secs(10)).expect("the SIGHUP reloads");
     }
 }

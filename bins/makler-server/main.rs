@@ -122,11 +122,23 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args: Args = makler::cli::parse();
-    makler::cli::init_logging_at(
-        "makler-server",
-        &makler::cli::log_filter(args.quiet, args.config.log_level.as_deref()),
-    );
+    // First, so that a SIGHUP during start-up (`systemctl reload` at once) is kept for the
+    // reload rather than end the process.
+    let sighup = match makler::reload::Sighup::catch() {
+        Ok(sighup) => sighup,
+        Err(e) => {
+            eprintln!("makler-server: cannot catch SIGHUP: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut args: Args = makler::cli::parse();
+    // What the start takes: a reload compares the file's with it.
+    let (quiet, log_level) = (args.quiet, args.config.log_level.take());
+    args.quiet = false;
+    let fixed = format!("{args:?}");
+    (args.quiet, args.config.log_level) = (quiet, log_level);
+    let filter = makler::cli::log_filter(args.quiet, args.config.log_level.as_deref());
+    makler::cli::init_logging_at("makler-server", &filter);
     let problems = problems(&args);
     if args.config.check_config {
         // What a start finds out only once it uses the group: an interface address this host
@@ -142,7 +154,7 @@ fn main() -> ExitCode {
         eprintln!("makler-server: {problem}");
         return ExitCode::from(makler::cli::exit::USAGE);
     }
-    match run(args) {
+    match run(args, (sighup, filter, fixed)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("makler-server: {e}");
@@ -181,7 +193,9 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// `sighup`: SIGHUP caught since the start, the log filter the start took and its other
+/// settings (as [`split`] gives them).
+fn run(args: Args, sighup: (makler::reload::Sighup, String, String)) -> Result<(), Box<dyn std::error::Error>> {
     let config = server::Config {
         listen: args.listen,
         service: args.service,
@@ -194,7 +208,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let addr = server.local_addr();
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the server
     // as any other does, and a SIGHUP reloads it rather than ending it.
-    reload_on_sighup()?;
+    reload_on_sighup(sighup)?;
     let shutdown = Shutdown::new();
     shutdown.on_signals()?;
     let mut stdout = std::io::stdout().lock();
@@ -356,11 +370,11 @@ fn parse_meta_pair(text: &str) -> Result<String, String> {
 /// (`--log-level`, `--quiet`): the one thing a server changes at run time. Any other setting
 /// that differs is named as kept (the service, its address and its registration are the
 /// server's identity: a restart re-registers cleanly).
-fn reload_on_sighup() -> std::io::Result<()> {
+fn reload_on_sighup((sighup, level, fixed): (makler::reload::Sighup, String, String)) -> std::io::Result<()> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let (level, fixed) = makler::cli::config::reparse::<Args>(&argv).map(split).map_err(std::io::Error::other)?;
+    // What the start took (not the file read again now: it may have changed since).
     let mut level = makler::reload::LogLevel::new(level);
-    makler::reload::on_sighup(move || {
+    sighup.on_reload(move || {
         let (filter, now) = match makler::cli::config::reparse::<Args>(&argv).map(split) {
             Ok(new) => new,
             Err(e) => return makler::reload::log_refused(&e),

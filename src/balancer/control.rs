@@ -309,8 +309,11 @@ impl Core for Control {
         match command {
             reload::Command::Reload { settings, reply } => {
                 let changes = self.reconfigure(*settings, now);
-                // A sender that gave up waiting has said so already.
-                let _ = reply.send(changes);
+                // A sender that gave up waiting logged only that: the changes made are logged
+                // here, so that none goes untold.
+                if let Err(unsent) = reply.send(changes) {
+                    crate::reload::log_changes(&unsent.0);
+                }
             }
             reload::Command::Watched(instances) => self.set_watched(now, instances),
         }

@@ -581,7 +581,7 @@ fn spawn_control(
         core.set_key(key, config.require_key, crate::node::WallClock::now());
     }
     let mut shell = Shell::new(registration::ControlLoop::new(core, registering))?;
-    *reloader.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(shell.commands());
+    reloader.install(shell.commands());
     feed::Feed::spawn(config, || shell.commands(), shutdown)?;
     shell.add_udp(control::Face::Control, socket)?;
     if let Some(listener) = metrics {

@@ -2,8 +2,8 @@
 //! (the control core applies them: see `control/reload.rs`), which are fixed for its life, and
 //! the handle another thread hands new settings with.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use super::control::reload::{Command, Reloadable, list, seconds};
 use crate::reload::Change;
@@ -67,17 +67,105 @@ impl super::Config {
 }
 
 /// A handle to reload a running balancer from another thread (SIGHUP): made with the
-/// balancer, live once its control port runs.
+/// balancer, live once its control port runs. A reload asked before that (a SIGHUP during
+/// start-up) waits for the control port rather than be refused, so an edit made then is not
+/// lost.
 #[derive(Debug, Clone, Default)]
-pub struct Reloader(pub(crate) Arc<std::sync::Mutex<Option<crate::shell::Commands<Command>>>>);
+pub struct Reloader(Arc<(Mutex<Handle>, Condvar)>);
+
+/// The control port's command channel once it runs, and how many reloads wait for it.
+#[derive(Debug, Default)]
+struct Handle {
+    commands: Option<crate::shell::Commands<Command>>,
+    waiting: usize,
+}
 
 impl Reloader {
-    /// Hands the control port `settings` and waits (up to `wait`) for what changed.
+    /// The control port runs: reloads go to it from now on (and those waiting go at once).
+    pub(crate) fn install(&self, commands: crate::shell::Commands<Command>) {
+        let (handle, ready) = &*self.0;
+        handle.lock().unwrap_or_else(PoisonError::into_inner).commands = Some(commands);
+        ready.notify_all();
+    }
+
+    /// How many reloads wait for the control port to run.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.0.0.lock().unwrap_or_else(PoisonError::into_inner).waiting
+    }
+
+    /// Hands the control port `settings` and waits (up to `wait`, the wait for a control port
+    /// still starting included) for what changed.
     pub fn reload(&self, settings: Reloadable, wait: Duration) -> Result<Vec<Change>, String> {
-        let commands = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let commands = commands.ok_or("the balancer is not running yet")?;
+        let deadline = Instant::now() + wait;
+        let (handle, ready) = &*self.0;
+        let mut guard = handle.lock().unwrap_or_else(PoisonError::into_inner);
+        guard.waiting += 1;
+        while guard.commands.is_none() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            guard = ready.wait_timeout(guard, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+        guard.waiting -= 1;
+        let commands = guard.commands.clone();
+        drop(guard);
+        let commands = commands.ok_or_else(|| format!("the balancer did not start within {wait:?}"))?;
         let (reply, changes) = crossbeam_channel::bounded(1);
         commands.send(Command::Reload { settings: Box::new(settings), reply }).map_err(|e| e.to_string())?;
-        changes.recv_timeout(wait).map_err(|_| format!("the control port did not take the settings within {wait:?}"))
+        changes.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(|e| match e {
+            crossbeam_channel::RecvTimeoutError::Timeout => {
+                format!("the control port did not take the settings within {wait:?}")
+            }
+            crossbeam_channel::RecvTimeoutError::Disconnected => {
+                "the balancer stopped before it took the settings".to_owned()
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Reloader;
+    use crate::balancer::control::Control;
+    use crate::balancer::forward::Timeouts;
+    use crate::balancer::{Config, Counters, Policy, Pool};
+    use crate::registry::Registry;
+    use crate::shell::Shell;
+
+    #[test]
+    fn a_reload_asked_before_the_control_port_runs_waits_for_it() {
+        let config = Config::default();
+        let pool = Arc::new(Pool::new());
+        let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
+        let counters = Arc::new(Counters::default());
+        let mut core = Control::new(registry, Arc::clone(&pool), counters, None, config.rate_limit.clone(), false);
+        let timeouts = Arc::new(Timeouts::new(config.connect_timeout, config.idle_timeout, config.drain_timeout));
+        core.set_reloadable(config.reloadable(), timeouts);
+        let mut new = config.reloadable();
+        new.balance = Policy::LeastConn;
+
+        let reloader = Reloader::default();
+        let asking = reloader.clone();
+        let asked = std::thread::spawn(move || asking.reload(new, Duration::from_secs(10)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reloader.waiting() == 0 {
+            assert!(Instant::now() < deadline, "the reload waits for the control port");
+            std::thread::yield_now();
+        }
+        let mut shell = Shell::new(core).unwrap();
+        reloader.install(shell.commands());
+        let mut events = mio::Events::with_capacity(8);
+        while !asked.is_finished() {
+            assert!(Instant::now() < deadline, "the control port takes the settings");
+            shell.turn(&mut events, Some(Duration::from_millis(10))).unwrap();
+        }
+        let changes = asked.join().unwrap().unwrap();
+        assert_eq!(changes.iter().map(ToString::to_string).collect::<Vec<_>>(), ["--policy round-robin → least-conn"]);
+        assert_eq!(pool.policy(), Policy::LeastConn);
     }
 }

@@ -199,3 +199,35 @@ fn acknowledgement_buckets_stay_within_bounds() {
     l.check_ack(t0 + SWEEP + Duration::from_secs(2), "192.0.2.2".parse().unwrap());
     assert_eq!(l.acks.len(), 1);
 }
+
+/// A reload that changes the rate hands a source being limited no fresh burst, and keeps what
+/// it spent of its acknowledgements.
+#[test]
+fn a_new_rate_keeps_what_each_source_spent() {
+    let mut l = limiter(10);
+    let t0 = Instant::now();
+    let flood: IpAddr = "198.51.100.9".parse().unwrap();
+    while l.check(t0, flood, 5, 500) == Verdict::Send {}
+    let mut acks = 0;
+    while l.limit_reply(t0, flood, crate::protocol::Form::Text, 5, &mut b"OK 1\n".to_vec(), ReplyKind::Ack) {
+        acks += 1;
+    }
+    assert_eq!(acks, ACK_BURST);
+    l.set_config(t0, RateLimit { rate: 20, exempt: loopback() });
+    assert_ne!(l.check(t0, flood, 5, 500), Verdict::Send, "no fresh burst at the reload");
+    assert!(
+        !l.limit_reply(t0, flood, crate::protocol::Form::Text, 5, &mut b"OK 1\n".to_vec(), ReplyKind::Ack),
+        "nor of acks"
+    );
+    // Refilled at the new rate: 20 a second, 2 in 100 ms.
+    let later = t0 + 100 * MS;
+    assert_eq!(l.check(later, flood, 5, 500), Verdict::Send);
+    assert_eq!(l.check(later, flood, 5, 500), Verdict::Send);
+    assert_ne!(l.check(later, flood, 5, 500), Verdict::Send);
+    // A lower burst caps what a quiet source holds.
+    l.set_config(later + Duration::from_secs(60), RateLimit { rate: 2, exempt: loopback() });
+    let quiet = later + Duration::from_secs(60);
+    assert_eq!(l.check(quiet, flood, 5, 500), Verdict::Send);
+    assert_eq!(l.check(quiet, flood, 5, 500), Verdict::Send);
+    assert_ne!(l.check(quiet, flood, 5, 500), Verdict::Send);
+}

@@ -152,11 +152,12 @@ impl Bridges {
         }
     }
 
-    /// The bridges are now `bridges` (a reload): the kept ones keep their state and counters,
-    /// the new ones start up, the removed ones are asked nothing more (a query already waiting
-    /// on one ends at its bound as it would have). The cache is emptied, since it may hold a
-    /// removed bridge's answers.
-    pub fn set_bridges(&mut self, bridges: &[SocketAddr]) {
+    /// The bridges are now `bridges` (a reload, at `now`): the kept ones keep their state and
+    /// counters, the new ones start up, the removed ones are asked nothing more and heard no
+    /// more: a query waiting on one waits no longer for it (its client is answered `NOT FOUND`,
+    /// uncached, when only removed bridges were left to answer), and a late answer from one is
+    /// ignored. The cache is emptied, since it may hold a removed bridge's answers.
+    pub fn set_bridges(&mut self, now: Instant, bridges: &[SocketAddr]) {
         let mut states = Vec::with_capacity(bridges.len());
         for &addr in bridges {
             let kept = self.states.iter().find(|b| b.addr == addr).copied();
@@ -165,6 +166,17 @@ impl Bridges {
         self.states = states;
         self.cache.clear();
         self.config.bridges = bridges.to_vec();
+        let mut done = Vec::new();
+        for (&id, pending) in &mut self.pending {
+            pending.waiting.retain(|addr| bridges.contains(addr));
+            if pending.waiting.is_empty() {
+                done.push(id);
+            }
+        }
+        done.sort_unstable();
+        for id in done {
+            self.finish(now, id, Vec::new(), false);
+        }
     }
 
     /// The configured bridges.
@@ -476,6 +488,28 @@ mod tests {
         assert_eq!(asks(&mut b).len(), MAX_PENDING, "a query each");
         assert_eq!(events(&mut b).len(), MAX_PENDING, "then an answer each");
         assert!(b.pending.is_empty());
+    }
+
+    #[test]
+    fn a_removed_bridge_is_waited_for_and_heard_no_more() {
+        let t0 = Instant::now();
+        let mut b = bridges(2);
+        b.ask(t0, "echo", CLIENT, Form::Text, 10);
+        let first = asks(&mut b)[0].1;
+        b.on_answer(t0, addr(1), first, Vec::new());
+        b.ask(t0, "other", CLIENT, Form::Text, 10);
+        let second = asks(&mut b)[0].1;
+        assert!(events(&mut b).is_empty());
+        // Bridge 2 goes: the query only it had left to answer ends at once, uncached; the
+        // other still waits on bridge 1.
+        b.set_bridges(t0, &[addr(1)]);
+        assert_eq!(events(&mut b), [answer(Vec::new())]);
+        assert_eq!(b.pending.len(), 1);
+        b.on_answer(t0, addr(2), second, vec![addr(4000)]);
+        assert!(events(&mut b).is_empty(), "a removed bridge's late answer is ignored");
+        b.on_answer(t0, addr(1), second, vec![addr(4001)]);
+        assert_eq!(events(&mut b), [answer(vec![addr(4001)])]);
+        assert_eq!(b.ask(t0, "echo", CLIENT, Form::Text, 10), None, "the NOT FOUND was not cached");
     }
 
     #[test]

@@ -160,11 +160,11 @@ impl Node {
             self.replicator.set_peers(&new.peers, &self.registry);
         }
         if old.bridges != new.bridges {
-            self.bridges.set_bridges(&new.bridges);
+            self.bridges.set_bridges(now, &new.bridges);
         }
         self.service.set_policy(new.policy);
         self.registry.set_quotas(new.max_per_source, new.max_per_network);
-        self.limiter.set_config(new.rate_limit);
+        self.limiter.set_config(now, new.rate_limit);
         self.watches.set_config(new.watches);
         let replicator = &self.replicator;
         let owned = |endpoint| replicator.owner(endpoint).is_none();
@@ -182,8 +182,13 @@ impl Node {
             Command::Reload { settings, reply } => {
                 let changes = self.reconfigure(*settings, now);
                 match reply {
-                    // A sender that gave up waiting has logged that already.
-                    Some(reply) => drop(reply.send(changes)),
+                    // A sender that gave up waiting logged only that: the changes made are
+                    // logged here, so that none goes untold.
+                    Some(reply) => {
+                        if let Err(unsent) = reply.send(changes) {
+                            crate::reload::log_changes(&unsent.0);
+                        }
+                    }
                     None => crate::reload::log_changes(&changes),
                 }
             }

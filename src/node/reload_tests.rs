@@ -257,3 +257,44 @@ fn health_checks_follow_a_new_interval() {
     text(&mut node, at(3), "127.0.0.1:1", "register echo 4000 check=tcp");
     assert_eq!(probes(&mut node, at(5)), 1, "probed within the new interval");
 }
+
+/// Two brokers that check their instances between them: the one whose file drops the other
+/// takes over the other's checks at once (the owners are worked out again), and every
+/// instance is still checked by someone.
+#[test]
+fn a_removed_peer_leaves_its_checks_to_this_broker() {
+    let mut sim = Sim::new(7, NetConfig::default());
+    let config = |i: usize| NodeConfig {
+        unicast: sim_addr(i),
+        incarnation: 100 + i as u64,
+        replica: ReplicaConfig { peers: vec![sim_addr(1 - i)], ..ReplicaConfig::default() },
+        verify: VerifyConfig { probe_interval: Some(Duration::from_secs(1)), ..VerifyConfig::default() },
+        ..NodeConfig::default()
+    };
+    let a = sim.add_node(sim_addr(0), node_with(0, config(0)));
+    sim.add_node(sim_addr(1), node_with(1, config(1)));
+    let client = SocketAddr::from(([10, 0, 1, 1], 40000));
+    let endpoints: Vec<SocketAddr> = (4000..4016).map(|port| SocketAddr::from(([10, 0, 1, 1], port))).collect();
+    sim.listening.extend(endpoints.iter().copied());
+    sim.run_for(Duration::from_secs(3));
+    for endpoint in &endpoints {
+        ask(&mut sim, client, sim_addr(0), &format!("register echo {} check=tcp", endpoint.port()));
+    }
+    sim.run_for(Duration::from_secs(2));
+    let owned_by_b = |sim: &mut Sim| {
+        let node = sim.node(a);
+        endpoints.iter().filter(|&&e| node.replicator.owner(e) == Some(sim_addr(1))).count()
+    };
+    assert!(owned_by_b(&mut sim) > 0, "B checks some");
+
+    let now = sim.now;
+    let mut new = sim.node(a).reloadable();
+    new.peers.clear();
+    sim.node(a).handle_command(now, Command::Reload { settings: Box::new(new), reply: None });
+    sim.poke(a);
+    assert_eq!(owned_by_b(&mut sim), 0, "A owns every check once B is gone");
+    let before = sim.node(a).verifier.prober_stats().started;
+    sim.run_for(Duration::from_secs(2));
+    let started = sim.node(a).verifier.prober_stats().started - before;
+    assert!(started >= 2 * endpoints.len() as u64 - 1, "A checks every instance each second: {started}");
+}

@@ -194,3 +194,25 @@ fn with_rise_a_target_needs_that_many_successes_in_a_row_and_can_be_told_its_sta
     assert_eq!(schedule.on_result(a, Probe::Alive), None);
     assert_eq!(schedule.on_result(a, Probe::Alive), Some(Verdict::Up));
 }
+
+/// A reload of `rise` or `fall` alone moves no probe, and its thresholds count at once; a new
+/// interval probes each target within one new interval, at its phase.
+#[test]
+fn a_retime_moves_probes_only_for_a_new_interval() {
+    let t0 = Instant::now();
+    let mut schedule = Schedule::new(SECOND, 3);
+    let mut prober = Prober::new(ProberConfig { timeout: SECOND, max_in_flight: 8 });
+    schedule.add(t0, addr(1));
+    let first = schedule.poll_timeout().unwrap();
+    schedule.handle_timeout(first, &mut prober);
+    assert_eq!(schedule.poll_timeout(), Some(first + SECOND));
+    let dead = Probe::Failed(io::ErrorKind::ConnectionRefused);
+    assert_eq!(schedule.on_result(addr(1), dead), None, "one failure of three");
+    let reload = first + SECOND / 2 + Duration::from_millis(1);
+    schedule.retime(reload, SECOND, 2, 2);
+    assert_eq!(schedule.poll_timeout(), Some(first + SECOND), "the same interval keeps the time");
+    assert_eq!(schedule.on_result(addr(1), dead), Some(Verdict::Down), "two failures of the new two");
+    schedule.retime(reload, 4 * SECOND, 2, 2);
+    let next = schedule.poll_timeout().unwrap();
+    assert!(next >= reload && next < reload + 4 * SECOND, "within one new interval");
+}

@@ -117,7 +117,7 @@ impl Control {
         self.service.set_policy(new.policy.clone());
         let max_per_network = self.registry.config().limits.max_per_network;
         self.registry.set_quotas(new.max_per_source, max_per_network);
-        self.limiter.set_config(new.rate_limit.clone());
+        self.limiter.set_config(now, new.rate_limit.clone());
         if let (Some(health), Some(interval)) = (&mut self.health, new.health_interval) {
             let retimed = (old.health_interval, old.rise, old.fall) != (new.health_interval, new.rise, new.fall);
             if retimed {

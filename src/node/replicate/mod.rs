@@ -172,12 +172,7 @@ impl Replicator {
         while index < self.peers.len() {
             let peer = &self.peers[index];
             if peer.configured() && !peers.contains(&peer.addr) {
-                let addr = peer.addr;
-                self.down(index);
-                self.peers.remove(index);
-                self.deltas.forget(addr);
-                self.entropy.forget(addr);
-                self.slot_maps.forget(addr);
+                self.remove_peer(index);
             } else {
                 index += 1;
             }
@@ -188,12 +183,30 @@ impl Replicator {
                 peer.seen_on_group = None;
                 continue;
             }
+            if self.peers.len() >= self.config.max_peers {
+                // Full of peers found on the group: a configured one goes before them (as at
+                // start, where the configured ones come first); the group finds them again.
+                let found = self.peers.iter().position(|p| p.seen_on_group.is_some() && !p.up);
+                if let Some(index) = found.or_else(|| self.peers.iter().position(|p| p.seen_on_group.is_some())) {
+                    self.remove_peer(index);
+                }
+            }
             self.add_peer(addr, None);
             if self.peers.iter().any(|p| p.addr == addr) {
                 self.send_hello(addr, registry);
             }
         }
         self.config.peers = peers.to_vec();
+    }
+
+    /// Takes peer `index` down and forgets it (a reload).
+    fn remove_peer(&mut self, index: usize) {
+        let addr = self.peers[index].addr;
+        self.down(index);
+        self.peers.remove(index);
+        self.deltas.forget(addr);
+        self.entropy.forget(addr);
+        self.slot_maps.forget(addr);
     }
 
     /// The configured peers (`--peers`).

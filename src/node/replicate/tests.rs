@@ -390,3 +390,22 @@ fn a_lease_too_large_with_its_metadata_goes_in_a_page_that_says_nothing_of_it() 
     // The large lease without a word on its metadata, never with "none"; the other with its own.
     assert_eq!(seen, [(big, None), (small, Some(4))]);
 }
+
+/// A peer table full of brokers found on the group still takes a peer a reload names: it
+/// goes before one of them.
+#[test]
+fn a_configured_peer_added_at_run_time_goes_before_one_found_on_the_group() {
+    let config = ReplicaConfig { max_peers: 2, discover: true, ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    let registry = Registry::new(registry::Config::default(), uuid::Uuid::new_v4);
+    let now = Instant::now();
+    r.handle_start(now);
+    r.handle_discovered(now, addr(2), &registry);
+    r.handle_discovered(now, addr(3), &registry);
+    assert_eq!(r.peers.len(), 2);
+    sent(&mut r);
+    r.set_peers(&[addr(4)], &registry);
+    let table: Vec<SocketAddr> = r.peers.iter().map(|p| p.addr).collect();
+    assert!(table.contains(&addr(4)) && table.len() == 2, "{table:?}");
+    assert!(sent(&mut r).iter().any(|(to, _)| *to == addr(4)), "the new peer is said hello to");
+}

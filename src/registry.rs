@@ -539,6 +539,12 @@ impl Registry {
         self.changes.pop()
     }
 
+    /// Whether a change waits to be taken: the node's end of a turn has nothing to hand on
+    /// when none does (checked after every query).
+    pub fn has_changes(&self) -> bool {
+        !self.changes.is_empty()
+    }
+
     /// How many changes the log dropped because nobody took them in time.
     pub fn changes_dropped(&self) -> u64 {
         self.changes.dropped()

@@ -152,7 +152,11 @@ impl Node {
     /// The end of every input: hands every change since the last call to everything that
     /// follows the table, sends what must go at once, and acts on the replicator's events
     /// (forwarded reports, checks that move when the live brokers changed, peer events to log).
+    ///
+    /// Records whether it left every sub-machine with nothing to say (`settled`): not when it
+    /// acted on a replicator's event, which may leave work for the next turn.
     fn after_input(&mut self, now: Instant) {
+        self.settled = true;
         while let Some(change) = self.registry.poll_change() {
             if self.log_changes {
                 log_change(&change);
@@ -169,6 +173,7 @@ impl Node {
         self.replicator.flush(now, &self.registry);
         self.drain(now);
         while let Some(event) = self.replicator.poll_event() {
+            self.settled = false;
             match event {
                 ReplicaEvent::Report { service, endpoint } => {
                     // Forwarded by a peer: verify it if it is registered here too.
@@ -219,7 +224,12 @@ impl Core for Node {
             // Nothing is sent to it but stray replies: ignored.
             Face::GroupOut | Face::DnsTcp | Face::Metrics | Face::Http => None,
         };
-        self.after_input(now);
+        // A query (the request a broker gets most) changes nothing the sub-machines follow,
+        // unless the table logged a change (a lease found expired on the way).
+        let quiet = std::mem::take(&mut self.quiet_input) && self.settled && !self.registry.has_changes();
+        if !quiet {
+            self.after_input(now);
+        }
         out
     }
 
@@ -296,6 +306,7 @@ impl Core for Node {
         self.after_input(now);
         // After the changes due by now were told: a watch live when they happened hears of them.
         self.watches.handle_timeout(now);
+        self.settled = false;
     }
 
     fn handle_send_error(&mut self, _face: Face, _to: SocketAddr, _error: &io::Error) {

@@ -173,6 +173,13 @@ pub struct Node {
     wall: WallClock,
     counters: Counters,
     log_changes: bool,
+    /// Whether the last end of a turn ([`after_input`](Self::after_input)) left every
+    /// sub-machine with nothing to say: then an input that touched only the table and the
+    /// reply (`quiet_input`) needs no end of turn unless the table logged a change.
+    settled: bool,
+    /// Set by a client request that went to the protocol (not to a peer or a bridge), cleared
+    /// by every handler of it that reaches a sub-machine (bridges, reports, watches).
+    quiet_input: bool,
     started: Option<Instant>,
     /// The DNS face.
     dns: dns_face::DnsFace,
@@ -212,6 +219,8 @@ impl Node {
             wall: config.wall,
             counters: Counters::default(),
             log_changes: config.log_changes,
+            settled: false,
+            quiet_input: false,
             started: None,
             dns: dns_face::DnsFace::new(config.dns.as_ref()),
             mdns: mdns::Mdns::new(config.mdns.as_ref()),
@@ -264,6 +273,7 @@ impl Node {
             };
             return self.handle_peer(now, from, datagram.len(), inner);
         }
+        self.quiet_input = true;
         match service::handle(self, now, from, datagram, reply) {
             Some(written) => self.limit(now, from, written, datagram.len(), reply),
             None => false,
@@ -370,6 +380,7 @@ impl service::Context for Node {
         request_len: usize,
         service: &str,
     ) -> Option<Response> {
+        self.quiet_input = false;
         self.sealed_to.note(from);
         // From the cache, or `NOT FOUND` with no bridge up; else answered when the bridges have.
         let answer = self.bridges.handle_query(now, service, from, form, request_len);
@@ -382,6 +393,7 @@ impl service::Context for Node {
     }
 
     fn answer_report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
+        self.quiet_input = false;
         self.report(now, from, service, endpoint)
     }
 
@@ -393,6 +405,7 @@ impl service::Context for Node {
         service: &str,
         cookie: Option<u64>,
     ) -> Response {
+        self.quiet_input = false;
         self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, cookie, false, &mut self.registry)
     }
@@ -405,11 +418,13 @@ impl service::Context for Node {
         service: &str,
         cookie: u64,
     ) -> Response {
+        self.quiet_input = false;
         self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
     fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
+        self.quiet_input = false;
         self.watches.handle_unwatch(from, service)
     }
 }

@@ -93,6 +93,10 @@ impl ChangeLog {
         self.queue.pop_front()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     pub fn dropped(&self) -> u64 {
         self.dropped
     }

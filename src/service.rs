@@ -71,6 +71,11 @@ pub trait Context {
     /// The protocol's state and the table it works on.
     fn parts(&mut self) -> (&mut Service, &mut Registry);
 
+    /// Called once a request was answered from the table alone (a query), having touched
+    /// nothing else the context follows: the node then may skip its end of turn. Nothing by
+    /// default.
+    fn answered_from_table(&mut self) {}
+
     /// Whether the table is still catching up from peers: then what is not found may exist
     /// elsewhere, and answers say so ([`Response::CatchingUp`]) instead of `NOT FOUND`.
     fn catching_up(&self) -> bool {
@@ -238,6 +243,7 @@ fn route<C: Context>(
         }
         Request::Query { service } | Request::QueryLocal { service } => {
             query::apply(ctx, now, form, service, out);
+            ctx.answered_from_table();
             return Some(Written::data(form));
         }
         Request::Services { cursor } => listing::services(ctx, now, form, cursor),

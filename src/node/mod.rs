@@ -177,8 +177,8 @@ pub struct Node {
     /// sub-machine with nothing to say: then an input that touched only the table and the
     /// reply (`quiet_input`) needs no end of turn unless the table logged a change.
     settled: bool,
-    /// Set by a client request that went to the protocol (not to a peer or a bridge), cleared
-    /// by every handler of it that reaches a sub-machine (bridges, reports, watches).
+    /// Set only when the protocol answered a client's request from the table alone (a query:
+    /// [`service::Context::answered_from_table`]), cleared before every client request.
     quiet_input: bool,
     started: Option<Instant>,
     /// The DNS face.
@@ -262,7 +262,10 @@ impl Node {
     /// answer to send.
     fn handle_client(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], reply: &mut Vec<u8>) -> bool {
         if seal::is_sealed(datagram) && self.sealer.is_some() {
-            return self.handle_sealed(now, from, datagram, reply);
+            let answered = self.handle_sealed(now, from, datagram, reply);
+            // A sealed request always ends its turn (its replay guard and sealing state).
+            self.quiet_input = false;
+            return answered;
         }
         if peer::is_peer(datagram) || seal::is_sealed(datagram) {
             self.counters.peer_bytes_in += datagram.len() as u64;
@@ -273,7 +276,7 @@ impl Node {
             };
             return self.handle_peer(now, from, datagram.len(), inner);
         }
-        self.quiet_input = true;
+        self.quiet_input = false;
         match service::handle(self, now, from, datagram, reply) {
             Some(written) => self.limit(now, from, written, datagram.len(), reply),
             None => false,
@@ -364,6 +367,10 @@ impl service::Context for Node {
         (&mut self.service, &mut self.registry)
     }
 
+    fn answered_from_table(&mut self) {
+        self.quiet_input = true;
+    }
+
     fn catching_up(&self) -> bool {
         !self.is_complete()
     }
@@ -380,7 +387,6 @@ impl service::Context for Node {
         request_len: usize,
         service: &str,
     ) -> Option<Response> {
-        self.quiet_input = false;
         self.sealed_to.note(from);
         // From the cache, or `NOT FOUND` with no bridge up; else answered when the bridges have.
         let answer = self.bridges.handle_query(now, service, from, form, request_len);
@@ -393,7 +399,6 @@ impl service::Context for Node {
     }
 
     fn answer_report(&mut self, now: Instant, from: SocketAddr, service: &str, endpoint: SocketAddr) -> Response {
-        self.quiet_input = false;
         self.report(now, from, service, endpoint)
     }
 
@@ -405,7 +410,6 @@ impl service::Context for Node {
         service: &str,
         cookie: Option<u64>,
     ) -> Response {
-        self.quiet_input = false;
         self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, cookie, false, &mut self.registry)
     }
@@ -418,13 +422,11 @@ impl service::Context for Node {
         service: &str,
         cookie: u64,
     ) -> Response {
-        self.quiet_input = false;
         self.sealed_to.note(from);
         self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
     fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
-        self.quiet_input = false;
         self.watches.handle_unwatch(from, service)
     }
 }

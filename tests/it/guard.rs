@@ -66,19 +66,26 @@ fn a_systemd_credential_is_taken() {
     std::fs::remove_dir_all(&directory).unwrap();
 }
 
-/// Sends `line` from `socket` to `to` and returns the reply line, retransmitting a few times.
+/// Sends `line` from `socket` to `to` and returns the reply line, retransmitting (each wait
+/// twice the last, up to 2 s) for up to 30 s: a broker on a loaded machine may be slow to answer.
+/// It asks from a new socket on `socket`'s address, so that a late reply to an earlier,
+/// retransmitted ask cannot be read for this one.
 #[track_caller]
 fn ask(socket: &UdpSocket, to: SocketAddr, line: &str) -> String {
-    socket.set_read_timeout(Some(Duration::from_millis(250))).unwrap();
+    let socket = &UdpSocket::bind((socket.local_addr().unwrap().ip(), 0)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut wait = Duration::from_millis(250);
     let mut buf = [0u8; 2048];
-    for _ in 0..8 {
+    loop {
+        socket.set_read_timeout(Some(wait)).unwrap();
         socket.send_to(line.as_bytes(), to).unwrap();
         if let Ok((n, from)) = socket.recv_from(&mut buf) {
             assert_eq!(from, to);
             return String::from_utf8_lossy(&buf[..n]).trim_end().to_owned();
         }
+        assert!(Instant::now() < deadline, "no reply to {line:?} from {to} in 30 s");
+        wait = (wait * 2).min(Duration::from_secs(2));
     }
-    panic!("no reply to {line:?} from {to}");
 }
 
 /// Whether a reply is a registration's id.

@@ -200,27 +200,56 @@ pub struct Udp {
     next_id: u32,
 }
 
-const ATTEMPTS: u32 = 8;
+/// How long to wait for the first reply before sending again.
+const FIRST_WAIT: Duration = Duration::from_millis(250);
+/// The longest wait between retransmissions.
+const MOST_WAIT: Duration = Duration::from_secs(2);
+/// How long a request is retransmitted before the test gives up: a broker on a loaded machine
+/// may take seconds to answer, and a passing run answers first time.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 impl Udp {
     pub fn new(peer: SocketAddr) -> Udp {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind loopback");
-        socket.set_read_timeout(Some(Duration::from_millis(250))).expect("timeout");
+        socket.set_read_timeout(Some(FIRST_WAIT)).expect("timeout");
         Udp { socket, peer, next_id: 1 }
     }
 
-    /// Sends raw bytes and returns the reply, retransmitting up to a few times.
+    /// Sends raw bytes and returns the reply, retransmitting (each wait twice the last, up to
+    /// [`MOST_WAIT`]) until [`PATIENCE`] has passed.
     #[track_caller]
     pub fn raw(&self, datagram: &[u8]) -> Vec<u8> {
+        self.raw_where(datagram, |_| true)
+    }
+
+    /// As [`Udp::raw`], skipping replies `wanted` turns down (late answers to earlier requests).
+    #[track_caller]
+    fn raw_where(&self, datagram: &[u8], wanted: impl Fn(&[u8]) -> bool) -> Vec<u8> {
         let mut buf = [0u8; 2048];
-        for _ in 0..ATTEMPTS {
+        let deadline = Instant::now() + PATIENCE;
+        let mut wait = FIRST_WAIT;
+        let reply = 'sending: loop {
             self.socket.send_to(datagram, self.peer).expect("send");
-            if let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-                assert_eq!(from, self.peer);
-                return buf[..n].to_vec();
+            let resend = Instant::now() + wait;
+            loop {
+                let left = resend.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                self.socket.set_read_timeout(Some(left)).expect("timeout");
+                match self.socket.recv_from(&mut buf) {
+                    Ok((n, from)) if from == self.peer && wanted(&buf[..n]) => break 'sending Some(buf[..n].to_vec()),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
             }
-        }
-        panic!("no reply to {:?} after {ATTEMPTS} attempts", String::from_utf8_lossy(datagram));
+            if Instant::now() >= deadline {
+                break None;
+            }
+            wait = (wait * 2).min(MOST_WAIT);
+        };
+        self.socket.set_read_timeout(Some(FIRST_WAIT)).expect("timeout");
+        reply.unwrap_or_else(|| panic!("no reply to {:?} in {PATIENCE:?}", String::from_utf8_lossy(datagram)))
     }
 
     /// Sends a text line and returns the reply line without its newline.
@@ -236,7 +265,9 @@ impl Udp {
         self.next_id += 1;
         let mut datagram = Vec::new();
         binary::encode_request(self.next_id, request, &mut datagram);
-        let (id, response) = binary::decode_response(&self.raw(&datagram)).expect("a binary reply");
+        let id = self.next_id;
+        let reply = self.raw_where(&datagram, |reply| binary::decode_response(reply).is_ok_and(|(got, _)| got == id));
+        let (id, response) = binary::decode_response(&reply).expect("a binary reply");
         assert_eq!(id, self.next_id, "the reply echoes the request id");
         response
     }

@@ -2,14 +2,12 @@
 //! keys are their long flags, a flag overrides the file, a bad file is refused with the key and
 //! line, and `--check-config` checks without binding anything.
 
-use std::io::{BufRead, BufReader};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Process, Udp, listed, wait_until};
+use crate::common::{Logged, Process, Udp, listed, wait_until};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_makler-broker");
 const BALANCER: &str = env!("CARGO_BIN_EXE_makler-balancer");
@@ -46,41 +44,6 @@ fn run(program: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(program).args(args).stdin(Stdio::null()).env_remove("RUST_LOG").output().expect("runs");
     let text = |bytes: Vec<u8>| String::from_utf8_lossy(&bytes).into_owned();
     (output.status.code(), text(output.stdout), text(output.stderr))
-}
-
-/// A started program whose log (stderr) the test reads.
-struct Logged {
-    process: Process,
-    log: Arc<Mutex<String>>,
-}
-
-impl Logged {
-    #[track_caller]
-    fn start(program: &str, args: &[&str]) -> Logged {
-        let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stderr(Stdio::piped()).env_remove("RUST_LOG");
-        let mut process = Process::spawn(command);
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = process.child.stderr.take().unwrap();
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = kept.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Logged { process, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    #[track_caller]
-    fn wait_for_log(&self, what: &str) {
-        wait_until(Duration::from_secs(10), what, || self.log().contains(what).then_some(()));
-    }
 }
 
 /// Two loopback UDP addresses nobody answers on, as peers.

@@ -3,54 +3,18 @@
 
 use crate::common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Process, Udp, listed, wait_until};
+use crate::common::{Logged, Process, Udp, listed, wait_until};
 
 /// Runs `program` with `args` to completion; returns (exit code, stderr).
 fn run(program: &str, args: &[&str]) -> (Option<i32>, String) {
     let output = Command::new(program).args(args).stdin(Stdio::null()).output().expect("runs");
     (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
-}
-
-/// A process whose log lines (stderr) are kept for the test to read.
-struct Logged {
-    process: Process,
-    log: Arc<Mutex<String>>,
-}
-
-impl Logged {
-    fn start(program: &str, args: &[&str]) -> Logged {
-        let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stderr(Stdio::piped());
-        let mut process = Process::spawn(command);
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = process.child.stderr.take().unwrap();
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = kept.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Logged { process, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Waits for `what` in the log: a line of a process that has exited may still be on its
-    /// way through the pipe and the reading thread.
-    #[track_caller]
-    fn wait_for_log(&self, what: &str) {
-        wait_until(Duration::from_secs(30), what, || self.log().contains(what).then_some(()));
-    }
 }
 
 #[test]

@@ -3,67 +3,11 @@
 //! the process), what cannot change is named as kept, and a bad file is refused with the old
 //! settings still in force. The server takes its log level; the units reload with SIGHUP.
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::{Process, Udp, wait_until};
-
-/// A process whose log (stderr) is kept for the test to read.
-pub(crate) struct Logged {
-    pub(crate) process: Process,
-    log: Arc<Mutex<String>>,
-}
-
-impl Logged {
-    #[track_caller]
-    pub(crate) fn start(program: &str, args: &[&str]) -> Logged {
-        let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::null()).stderr(Stdio::piped()).env_remove("RUST_LOG");
-        let mut process = Process::spawn(command);
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = process.child.stderr.take().expect("stderr is piped");
-        let kept = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = kept.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Logged { process, log }
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// How many times `what` is in the log.
-    pub(crate) fn count(&self, what: &str) -> usize {
-        self.log().matches(what).count()
-    }
-
-    /// Waits until `what` is in the log `n` times.
-    #[track_caller]
-    pub(crate) fn wait_for(&self, what: &str, n: usize) {
-        wait_until(Duration::from_secs(10), &format!("{what:?} is logged {n} times"), || {
-            (self.count(what) >= n).then_some(())
-        });
-    }
-
-    /// Sends SIGHUP (as `systemctl reload` does) and waits for the reload's last line.
-    #[track_caller]
-    pub(crate) fn reload(&mut self, last: &str) {
-        let before = self.count(last);
-        let pid = self.process.child.id().to_string();
-        assert!(Command::new("kill").args(["-HUP", &pid]).status().expect("kill runs").success());
-        self.wait_for(last, before + 1);
-        assert!(self.process.child.try_wait().expect("waits").is_none(), "SIGHUP ends nothing:\n{}", self.log());
-    }
-}
+use crate::common::{Logged, Process, Udp, wait_until};
 
 /// A file of this test's own, removed when dropped.
 pub(crate) struct TempFile(pub(crate) PathBuf);

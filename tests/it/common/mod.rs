@@ -1,6 +1,9 @@
 //! Helpers for the integration tests: start the real binaries on port 0, talk UDP with
 //! retransmission, and wait on conditions with deadlines.
 
+mod logged;
+pub use logged::Logged;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};

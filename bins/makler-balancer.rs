@@ -59,11 +59,15 @@ struct Args {
     service: String,
 
     /// Take backends from this service at --broker too: the balancer watches it there and
-    /// keeps one backend (weight 1) per live instance, added and removed as the broker's table
-    /// changes, beside the backends that register at --control; health checks and --policy
-    /// apply to them alike. With --mdns-import at the broker, a LAN's mDNS services
-    /// (`_printer._tcp` as `printer`) can be balanced. It must differ from --service (the
-    /// balancer registers there: a loop).
+    /// keeps one backend per live instance, added and removed as the broker's table changes,
+    /// beside the backends that register at --control; health checks and --policy apply to
+    /// them alike. Each weighs what its metadata's weight=N says (makler-server --meta
+    /// weight=3; 1 to 256, 1 without one; a bad value counts as 1 and is logged). With
+    /// --mdns-import at the broker, a LAN's mDNS services (`_printer._tcp` as `printer`) can be
+    /// balanced. It must differ from --service (the balancer registers there: a loop). Trust:
+    /// without --key-file the watch is unsealed, and what arrives from the broker's address is
+    /// taken, so a host that can forge that address can add backends; with --key-file (the
+    /// brokers' key) the watch is sealed and only sealed notifications are taken.
     #[arg(long, value_name = "SERVICE", requires = "broker")]
     backends_from: Option<String>,
 

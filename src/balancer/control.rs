@@ -79,9 +79,9 @@ pub(crate) struct Control {
     reloadable: Option<(reload::Reloadable, Arc<super::forward::Timeouts>)>,
     /// The service the balancer offers, as `/v1/backends` shows it (with the pool's policy).
     offer: String,
-    /// `--backends-from`: the watched service's instances, as last told (see `feed`); each
-    /// counts in `names` as one more name its endpoint is held under.
-    watched: std::collections::HashSet<SocketAddr>,
+    /// `--backends-from`: the watched service's instances with their weights, as last told
+    /// (see `feed`); each counts in `names` as one more name its endpoint is held under.
+    watched: HashMap<SocketAddr, u32>,
 }
 
 /// The control port's key: as a broker's for its clients (see `crate::node` and
@@ -129,7 +129,7 @@ impl Control {
             keyed: None,
             reloadable: None,
             offer: String::new(),
-            watched: std::collections::HashSet::new(),
+            watched: HashMap::new(),
         }
     }
 
@@ -214,6 +214,9 @@ impl Control {
                         if let Some(health) = &mut self.health {
                             health.schedule.remove(endpoint);
                         }
+                    } else if let Some(weight) = self.watched_only(endpoint) {
+                        // Held by the watch alone now: it weighs what the watched service says.
+                        self.follow_weight(endpoint, weight);
                     }
                 }
                 // One lease of several went: what the others declare is checked now, and
@@ -458,9 +461,7 @@ fn declared_weight(registry: &crate::registry::Registry, change: &crate::registr
 /// alone): 1 to [`MAX_WEIGHT`](super::policy::MAX_WEIGHT), 1 when absent; a value that is no
 /// weight counts as 1 and is logged (the registration itself stands).
 fn weight_of(value: Option<Option<&[u8]>>) -> u32 {
-    let Some(value) = value else { return 1 };
-    let text = String::from_utf8_lossy(value.unwrap_or_default());
-    super::policy::parse_weight(&text).unwrap_or_else(|e| {
+    super::policy::declared_weight(value).unwrap_or_else(|e| {
         log::warn!("a backend's weight= ignored: {e}");
         1
     })

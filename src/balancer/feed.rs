@@ -7,12 +7,24 @@
 //! channel. A watch lost (no broker answers) is started again, once a second, and its first
 //! answer is the whole set again, so nothing stays stale after a broker restart. While no broker
 //! answers, the backends last told stay: their health checks judge them.
+//!
+//! The watch asks for each instance's metadata too (`WatchMeta`), and each instance goes to the
+//! core with the weight its `weight=N` pair declares (a `makler-server --meta weight=3`, or an
+//! mDNS-imported instance's TXT): read as a backend registered at the control port reads it
+//! ([`declared_weight`](super::policy::declared_weight): 1 to 256, 1 without one). A value that
+//! is no weight counts as 1 and is logged, once for each instance and value. An instance whose
+//! metadata the broker had no room for in its notification weighs 1.
+//!
+//! Without `--key-file`, what arrives from the broker's address is taken as the broker's (as
+//! for any unsealed client): a host that can forge that source address could add backends. With
+//! it, requests go sealed and only notifications sealed with the key are taken.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::control::reload::Command;
-use crate::client::Watch;
+use crate::client::{InstanceMeta, Watch};
 use crate::protocol::seal::Key;
 use crate::shell::Commands;
 use crate::shutdown::Shutdown;
@@ -50,8 +62,10 @@ impl Feed {
     fn run(self, commands: &Commands<Command>, shutdown: &Shutdown) {
         let stopped = shutdown.stopped();
         let mut warned = false;
+        // The bad `weight=` values already logged, by instance.
+        let mut bad = HashMap::new();
         while !shutdown.is_requested() {
-            let mut watch = match Watch::start_keyed(&self.brokers, &self.service, self.key) {
+            let mut watch = match Watch::start_with_meta(&self.brokers, &self.service, self.key) {
                 Ok(watch) => watch,
                 Err(e) => {
                     if !warned {
@@ -74,17 +88,17 @@ impl Feed {
                     watch.instances().len()
                 );
             }
-            if commands.send(Command::Watched(watch.instances().to_vec())).is_err() {
+            let weighed = weigh(watch.instances(), watch.meta(), &mut bad, &self.service);
+            if commands.send(Command::Watched(weighed)).is_err() {
                 return;
             }
             while !shutdown.is_requested() {
                 match watch.next(Instant::now() + LOOK) {
                     Ok(None) => {}
-                    Ok(Some(
-                        crate::client::WatchEvent::Changed { instances, .. }
-                        | crate::client::WatchEvent::Resynced { instances, .. },
-                    )) => {
-                        if commands.send(Command::Watched(instances)).is_err() {
+                    // The event's instances are the watch's now, and its metadata theirs.
+                    Ok(Some(_)) => {
+                        let weighed = weigh(watch.instances(), watch.meta(), &mut bad, &self.service);
+                        if commands.send(Command::Watched(weighed)).is_err() {
                             return;
                         }
                     }
@@ -95,5 +109,62 @@ impl Feed {
                 }
             }
         }
+    }
+}
+
+/// Each of `instances` with the weight its metadata (`meta`, in the same order; shorter when
+/// the broker left some out) declares. A value that is no weight counts as 1, and is logged the
+/// first time it is seen for its instance (`bad` remembers, and forgets instances gone).
+fn weigh(
+    instances: &[SocketAddr],
+    meta: &[InstanceMeta],
+    bad: &mut HashMap<SocketAddr, Vec<u8>>,
+    service: &str,
+) -> Vec<(SocketAddr, u32)> {
+    bad.retain(|endpoint, _| instances.contains(endpoint));
+    let weighed = instances.iter().enumerate().map(|(i, &endpoint)| {
+        let value = meta.get(i).and_then(|pairs| {
+            pairs.iter().find(|(key, _)| key.eq_ignore_ascii_case("weight")).map(|(_, value)| value.as_deref())
+        });
+        let weight = super::policy::declared_weight(value).unwrap_or_else(|e| {
+            let raw = value.flatten().unwrap_or_default();
+            if bad.get(&endpoint).is_none_or(|seen| seen != raw) {
+                log::warn!("--backends-from {service}: instance {endpoint}: its weight= ignored (weighs 1): {e}");
+                bad.insert(endpoint, raw.to_vec());
+            }
+            1
+        });
+        (endpoint, weight)
+    });
+    weighed.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+
+    use super::weigh;
+
+    #[test]
+    fn instances_weigh_what_their_metadata_declares_and_a_bad_value_weighs_one() {
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let pair = |key: &str, value: Option<&str>| (key.to_owned(), value.map(|v| v.as_bytes().to_vec()));
+        let instances = [at(1), at(2), at(3), at(4), at(5), at(6)];
+        let meta = vec![
+            vec![pair("path", Some("/")), pair("weight", Some("3"))],
+            vec![],
+            vec![pair("Weight", Some("256"))],
+            vec![pair("weight", Some("257"))],
+            vec![pair("weight", None)],
+            // at(6): none told (the broker had no room for it).
+        ];
+        let mut bad = HashMap::new();
+        let weighed = weigh(&instances, &meta, &mut bad, "web");
+        assert_eq!(weighed, [(at(1), 3), (at(2), 1), (at(3), 256), (at(4), 1), (at(5), 1), (at(6), 1)]);
+        assert_eq!(bad.len(), 2, "the two bad values, remembered so as to be logged once: {bad:?}");
+        // An instance gone is forgotten.
+        weigh(&instances[..3], &meta, &mut bad, "web");
+        assert!(bad.is_empty());
     }
 }

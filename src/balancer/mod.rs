@@ -35,8 +35,8 @@
 //!   backend a failed connect marked down too); without health checks, a fresh heartbeat or a
 //!   connect that succeeds does.
 //! - `--backends-from SERVICE`: a thread (`feed`) watches SERVICE at the brokers and hands each
-//!   live set to the control core over the shell's command channel; the core adds and removes
-//!   backends by the difference (`control/feed.rs`), into the same pool, policy and checks.
+//!   live set (weighed by `weight=N` metadata) to the control core over the shell's command
+//!   channel; the core adds, removes and reweighs by the difference (`control/feed.rs`).
 
 mod control;
 mod feed;

@@ -74,6 +74,17 @@ pub fn parse_weight(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A backend's weight from its metadata's `weight` pair, given as [`Metadata::get`] gives it
+/// (`None`: no such key; `Some(None)`: the key alone): 1 without one, else [`parse_weight`]'s
+/// verdict on the value. The one reading of a declared weight, for backends registered at the
+/// control port and for those taken from a watched service (`--backends-from`) alike.
+///
+/// [`Metadata::get`]: crate::meta::Metadata::get
+pub fn declared_weight(value: Option<Option<&[u8]>>) -> Result<u32, String> {
+    let Some(value) = value else { return Ok(1) };
+    parse_weight(&String::from_utf8_lossy(value.unwrap_or_default()))
+}
+
 /// The smooth weighted round robin's cycle is computed (at publication, in time linear in the
 /// number of backends times the cycle's length) up to this much work; beyond, picks walk the
 /// positions of the weights with a stride instead (exact shares, less smooth).
@@ -208,6 +219,10 @@ mod tests {
         assert!("leastconn".parse::<Policy>().unwrap_err().contains("expected round-robin"));
         assert_eq!(parse_weight("3"), Ok(3));
         assert!(parse_weight("0").is_err() && parse_weight("257").is_err() && parse_weight("x").is_err());
+        assert_eq!(declared_weight(None), Ok(1), "no weight= pair");
+        assert_eq!(declared_weight(Some(Some(b"3"))), Ok(3));
+        assert!(declared_weight(Some(None)).is_err(), "the key alone is no weight");
+        assert!(declared_weight(Some(Some(b"\xff"))).is_err() && declared_weight(Some(Some(b"-1"))).is_err());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! `makler-balancer --backends-from SERVICE`: backends taken from a service the broker holds
-//! (watched there), beside those that register at the balancer's control port.
+//! (watched there), beside those that register at the balancer's control port: their weights
+//! from the instances' metadata, the watch's trust (a forged notification, sealed or not), and an
+//! mDNS service imported by a broker (in network namespaces) that the balancer forwards to.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -114,4 +116,49 @@ fn after_a_broker_restart_the_backends_are_the_restarted_brokers_set() {
         (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
     });
     assert_eq!(echo_through(balancer.addr("tcp"), "still"), "still\n");
+}
+
+#[test]
+fn instances_weighing_one_and_three_get_a_quarter_and_three_quarters() {
+    let broker = broker(&[]);
+    let at = broker.addr("udp");
+    let udp = Udp::new(at);
+    let light = server("echo", at, &["--meta", "weight=1"]);
+    let heavy = server("echo", at, &["--meta", "weight=3"]);
+    // A value that is no weight: the instance stays a backend, weighing 1.
+    let odd = server("echo", at, &["--register-as", "odd", "--meta", "weight=heavy"]);
+    wait_until(Duration::from_secs(30), "the servers are registered", || {
+        (listed(&udp, "echo").len() == 2 && listed(&udp, "odd").len() == 1).then_some(())
+    });
+    // The metadata comes with the registration: an instance is a backend with its weight at once.
+    let balancer = balancer("front", Some(at), &["--backends-from", "echo"]);
+    let control = Udp::new(balancer.addr("udp"));
+    wait_until(Duration::from_secs(30), "both instances are backends", || {
+        (backends(&control).len() == 2).then_some(())
+    });
+    // Round robin (the default) is smooth weighted round robin: every 4 connections in a row, 1 and 3.
+    for n in 0..40 {
+        assert_eq!(echo_through(balancer.addr("tcp"), &format!("line {n}")), format!("line {n}\n"));
+    }
+    let totals = backends(&control);
+    assert_eq!((totals[&light.addr("tcp")], totals[&heavy.addr("tcp")]), (10, 30), "{totals:?}");
+
+    // A bad value: logged once for its instance (not at each change of the set), weighing 1.
+    let at_text = at.to_string();
+    let logged = crate::common::Logged::start(
+        env!("CARGO_BIN_EXE_makler-balancer"),
+        &["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "front2", "--broker", &at_text]
+            .into_iter()
+            .chain(["--backends-from", "odd"])
+            .collect::<Vec<_>>(),
+    );
+    let bad = format!("--backends-from odd: instance {}: its weight= ignored (weighs 1)", odd.addr("tcp"));
+    logged.wait_for_log(&bad);
+    let odd_control = Udp::new(logged.process.addr("udp"));
+    let _more = server("echo", at, &["--register-as", "odd", "--meta", "weight=2"]);
+    wait_until(Duration::from_secs(30), "the second odd instance is a backend", || {
+        (backends(&odd_control).len() == 2).then_some(())
+    });
+    assert_eq!(logged.count(&bad), 1, "{}", logged.log());
+    assert!(backends(&odd_control).contains_key(&odd.addr("tcp")), "the instance stays, weighing 1");
 }

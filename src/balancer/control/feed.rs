@@ -3,26 +3,27 @@
 //!
 //! The balancer's shell watches SERVICE at its brokers (`super::super::feed`, on its own thread)
 //! and hands the core the whole live set each time it changes, through the shell's command
-//! channel ([`Command::Watched`](super::reload::Command::Watched)). The core keeps the set as
+//! channel ([`Command::Watched`](super::reload::Command::Watched)), each instance with the weight
+//! its metadata declares (`weight=N`, read as a registration's is). The core keeps the set as
 //! last told and stages the difference for the pool, so a set that replaces the one before (a
 //! watch renewed or started again after a broker restart) leaves nothing stale. A watched
-//! backend weighs 1 and is checked with a TCP connect; it goes through the same pool, policy
-//! and health checks as a registered one. An endpoint both watched and registered stays while
-//! either holds it (it counts as one more name in `names`).
+//! backend is checked with a TCP connect; it goes through the same pool, policy and health
+//! checks as a registered one. An endpoint both watched and registered stays while either holds
+//! it (it counts as one more name in `names`), and weighs what its registration declares.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::Control;
 
 impl Control {
-    /// Takes `instances` as the watched service's whole live set: those new to it become
-    /// backends, those gone from it leave (unless they are also registered).
-    pub(crate) fn set_watched(&mut self, now: Instant, instances: Vec<SocketAddr>) {
-        let new: HashSet<SocketAddr> = instances.into_iter().collect();
-        let gone: Vec<SocketAddr> = self.watched.difference(&new).copied().collect();
-        let added: Vec<SocketAddr> = new.difference(&self.watched).copied().collect();
+    /// Takes `instances` (each with its weight) as the watched service's whole live set: those
+    /// new to it become backends, those gone from it leave (unless they are also registered),
+    /// and those whose weight changed take it (unless a registration holds them too).
+    pub(crate) fn set_watched(&mut self, now: Instant, instances: Vec<(SocketAddr, u32)>) {
+        let new: HashMap<SocketAddr, u32> = instances.into_iter().collect();
+        let gone: Vec<SocketAddr> = self.watched.keys().filter(|e| !new.contains_key(e)).copied().collect();
         for endpoint in gone {
             let left = self.names.get_mut(&endpoint).map(|n| {
                 *n -= 1;
@@ -37,18 +38,36 @@ impl Control {
                 }
             }
         }
-        for endpoint in added {
-            let names = self.names.entry(endpoint).or_insert(0);
-            *names += 1;
-            if *names == 1 {
-                self.staged_removes.retain(|addr| *addr != endpoint);
-                self.staged_adds.push((endpoint, 1));
-                if let Some(health) = &mut self.health {
-                    health.schedule.add(now, endpoint);
+        let before = std::mem::replace(&mut self.watched, new);
+        let mut reweighed = Vec::new();
+        for (&endpoint, &weight) in &self.watched {
+            match before.get(&endpoint) {
+                None => {
+                    let names = self.names.entry(endpoint).or_insert(0);
+                    *names += 1;
+                    if *names == 1 {
+                        self.staged_removes.retain(|addr| *addr != endpoint);
+                        self.staged_adds.push((endpoint, weight));
+                        if let Some(health) = &mut self.health {
+                            health.schedule.add(now, endpoint);
+                        }
+                    }
                 }
+                Some(&old) if old != weight => reweighed.push(endpoint),
+                Some(_) => {}
             }
         }
-        self.watched = new;
+        for endpoint in reweighed {
+            if let Some(weight) = self.watched_only(endpoint) {
+                self.follow_weight(endpoint, weight);
+            }
+        }
+    }
+
+    /// The weight the watch gives `endpoint`, when the watch alone holds it (no registration).
+    pub(super) fn watched_only(&self, endpoint: SocketAddr) -> Option<u32> {
+        let weight = *self.watched.get(&endpoint)?;
+        (self.names.get(&endpoint) == Some(&1)).then_some(weight)
     }
 }
 
@@ -86,7 +105,8 @@ mod tests {
         let watched = |core: &mut Control, at: &mut Instant, ports: &[u16]| {
             *at += PUBLISH * 2;
             let at = *at;
-            core.handle_command(at, super::super::reload::Command::Watched(ports.iter().map(|&p| addr(p)).collect()));
+            let instances = ports.iter().map(|&p| (addr(p), 1)).collect();
+            core.handle_command(at, super::super::reload::Command::Watched(instances));
             core.handle_turn_end(at);
         };
         watched(&mut core, &mut at, &[4000, 4001]);
@@ -110,5 +130,85 @@ mod tests {
         assert_eq!(reply.trim_ascii(), b"OK");
         core.handle_turn_end(at + PUBLISH * 2);
         assert_eq!(listed(&pool), [4002], "still watched");
+    }
+
+    /// A core fed `instances` (port, weight) at `at`, published.
+    fn watch(core: &mut Control, at: &mut Instant, instances: &[(u16, u32)]) {
+        *at += PUBLISH * 2;
+        let instances = instances.iter().map(|&(p, w)| (addr(p), w)).collect();
+        core.handle_command(*at, super::super::reload::Command::Watched(instances));
+        core.handle_turn_end(*at);
+    }
+
+    /// How many of `n` picks from `pool` (each lease dropped before the next) went to each port.
+    fn picks(pool: &Pool, n: usize) -> std::collections::BTreeMap<u16, usize> {
+        let mut draw = crate::balancer::policy::Draw::new(7);
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let lease = pool.pick(&[], &mut draw).expect("a backend");
+            *counts.entry(lease.addr.port()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn watched_instances_weigh_what_they_declare_under_every_policy() {
+        use crate::balancer::Policy;
+        for policy in [Policy::RoundRobin, Policy::LeastConn, Policy::RandomTwo] {
+            let pool = Arc::new(Pool::with_policy(policy));
+            let registry = Registry::new(crate::balancer::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+            let mut core = Control::new(
+                registry,
+                Arc::clone(&pool),
+                Arc::new(Counters::default()),
+                None,
+                RateLimit::default(),
+                false,
+            );
+            let mut at = Instant::now();
+            core.handle_start(at);
+            watch(&mut core, &mut at, &[(4000, 1), (4001, 3)]);
+            assert_eq!((pool.get(addr(4000)).unwrap().weight(), pool.get(addr(4001)).unwrap().weight()), (1, 3));
+            let counts = picks(&pool, 400);
+            match policy {
+                // Drawn at random: 1:3 within a wide margin (the draw is seeded: the same each run).
+                Policy::RandomTwo => assert!((60..=140).contains(&counts[&4000]), "{policy}: {counts:?}"),
+                _ => assert_eq!(counts, [(4000, 100), (4001, 300)].into(), "{policy}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_watched_weight_follows_the_metadata_and_a_registration_weighs_more() {
+        let pool = Arc::new(Pool::new());
+        let registry = Registry::new(crate::balancer::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let mut core =
+            Control::new(registry, Arc::clone(&pool), Arc::new(Counters::default()), None, RateLimit::default(), false);
+        let mut at = Instant::now();
+        core.handle_start(at);
+        let weight = |port: u16| pool.get(addr(port)).map(|b| b.weight());
+        watch(&mut core, &mut at, &[(4000, 2), (4001, 1)]);
+        assert_eq!((weight(4000), weight(4001)), (Some(2), Some(1)));
+        // Only the metadata changed (a WatchMeta notification): the weights follow.
+        watch(&mut core, &mut at, &[(4000, 1), (4001, 5)]);
+        assert_eq!((weight(4000), weight(4001)), (Some(1), Some(5)));
+        assert_eq!(picks(&pool, 6), [(4000, 1), (4001, 5)].into());
+        // Registered at the control port too: its registration's weight holds, whatever the watch says.
+        let mut reply = Vec::new();
+        core.handle_datagram(at, Face::Control, addr(4001), b"register web 4001 weight=2", &mut reply);
+        let uuid = String::from_utf8_lossy(&reply).trim().to_owned();
+        assert_eq!(uuid.len(), 36, "{uuid}");
+        at += PUBLISH * 2;
+        core.handle_turn_end(at);
+        assert_eq!(weight(4001), Some(2));
+        watch(&mut core, &mut at, &[(4000, 1), (4001, 7)]);
+        assert_eq!(weight(4001), Some(2), "the registration's");
+        // The registration goes: the watch alone holds it, at the weight it last told.
+        reply.clear();
+        core.handle_datagram(at, Face::Control, addr(4001), format!("deregister {uuid}").as_bytes(), &mut reply);
+        assert_eq!(reply.trim_ascii(), b"OK");
+        at += PUBLISH * 2;
+        core.handle_turn_end(at);
+        assert_eq!(weight(4001), Some(7));
     }
 }

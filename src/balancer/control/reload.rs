@@ -57,8 +57,8 @@ pub(crate) enum Command {
     /// Take these settings; the changes go back on `reply`.
     Reload { settings: Box<Reloadable>, reply: crossbeam_channel::Sender<Vec<Change>> },
     /// `--backends-from`: the watched service's live instances now, the whole set (it replaces
-    /// the one before; see `control/feed.rs`).
-    Watched(Vec<std::net::SocketAddr>),
+    /// the one before; see `control/feed.rs`), each with its weight.
+    Watched(Vec<(std::net::SocketAddr, u32)>),
 }
 
 pub(crate) fn list<T: std::fmt::Display>(items: &[T]) -> String {

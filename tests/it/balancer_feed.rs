@@ -162,3 +162,96 @@ fn instances_weighing_one_and_three_get_a_quarter_and_three_quarters() {
     assert_eq!(logged.count(&bad), 1, "{}", logged.log());
     assert!(backends(&odd_control).contains_key(&odd.addr("tcp")), "the instance stays, weighing 1");
 }
+
+/// A broker played by the test for `--backends-from web`: it answers the balancer's watch with
+/// `first` (sealed with `key` when given), then sends two notifications of `seq=1` from the
+/// broker's own address: `forged` unsealed (what a host forging the broker's address can send,
+/// without the key), then `real` sealed with the key (or unsealed, without one). The balancer
+/// takes the first of the two it opens: the one after the other is a duplicate.
+fn play_broker(
+    key: Option<makler::protocol::seal::Key>,
+    first: Vec<SocketAddr>,
+    forged: Vec<SocketAddr>,
+    real: Vec<SocketAddr>,
+) -> (SocketAddr, std::thread::JoinHandle<()>) {
+    use makler::protocol::seal::{Sealer, unix_ms, unseal};
+    use makler::protocol::{Request, Response, binary};
+    let fake = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    fake.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let at = fake.local_addr().unwrap();
+    let player = std::thread::spawn(move || {
+        let mut sealer = key.map(|key| Sealer::new(key, 0xfeed));
+        let now_ms = || unix_ms(std::time::SystemTime::now());
+        let mut send = |response: &Response, id: u32, to: SocketAddr, sealed: bool| {
+            let mut out = Vec::new();
+            binary::encode_response(id, response, &mut out);
+            if let (true, Some(sealer)) = (sealed, &mut sealer) {
+                sealer.seal_in_place(&mut out, now_ms());
+            }
+            fake.send_to(&out, to).unwrap();
+        };
+        let mut buf = [0u8; 2048];
+        // The balancer registers here too: only its watch is answered.
+        let (id, watcher) = loop {
+            let (n, from) = fake.recv_from(&mut buf).expect("the balancer's watch");
+            let request = match &key {
+                Some(key) => match unseal(key, &buf[..n], now_ms()) {
+                    Ok(unsealed) => unsealed.inner.to_vec(),
+                    Err(_) => continue,
+                },
+                None => buf[..n].to_vec(),
+            };
+            if let Ok((id, Request::Watch { service: "web" } | Request::WatchMeta { service: "web", .. })) =
+                binary::decode_request(&request)
+            {
+                break (id, from);
+            }
+        };
+        // An answer at once, as a broker older than cookies gives.
+        let watching = Response::Watching { service: "web".into(), seq: 0, ttl_ms: 60_000, instances: first };
+        send(&watching, id, watcher, true);
+        std::thread::sleep(Duration::from_millis(300));
+        send(&Response::Changed { service: "web".into(), seq: 1, instances: forged }, id, watcher, false);
+        std::thread::sleep(Duration::from_millis(100));
+        send(&Response::Changed { service: "web".into(), seq: 1, instances: real }, id, watcher, true);
+    });
+    (at, player)
+}
+
+#[test]
+fn with_a_key_file_a_forged_unsealed_notification_adds_no_backend_and_without_one_it_does() {
+    let addr = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let sorted = |control: &Udp| {
+        let mut seen: Vec<SocketAddr> = backends(control).into_keys().collect();
+        seen.sort();
+        seen
+    };
+    let path = std::env::temp_dir().join(format!("makler-feed-key-{}", std::process::id()));
+    crate::common::write_key_file(&path, "the secret of the backends-from tests\n");
+    let key = makler::protocol::seal::Key::load(&path).unwrap();
+    for keyed in [true, false] {
+        let (at, player) =
+            play_broker(keyed.then_some(key), vec![addr(1)], vec![addr(1), addr(66)], vec![addr(1), addr(2)]);
+        let mut args = vec!["--backends-from", "web"];
+        if keyed {
+            args.extend(["--key-file", path.to_str().unwrap()]);
+        }
+        let balancer = balancer("front", Some(at), &args);
+        player.join().expect("the balancer watched");
+        let control = Udp::new(balancer.addr("udp"));
+        let (want, not) = match keyed {
+            // Sealed: the forgery is dropped, the broker's notification taken.
+            true => ([addr(1), addr(2)], addr(66)),
+            // Unsealed: the forgery from the broker's address is taken (what the docs warn of),
+            // and the real notification after it is a duplicate.
+            false => ([addr(1), addr(66)], addr(2)),
+        };
+        wait_until(Duration::from_secs(30), "the backends of the notification taken", || {
+            (sorted(&control) == want).then_some(())
+        });
+        // Given time to take the other one, it still has not.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!backends(&control).contains_key(&not), "keyed {keyed}: {:?}", sorted(&control));
+    }
+    let _ = std::fs::remove_file(&path);
+}

@@ -255,3 +255,108 @@ fn with_a_key_file_a_forged_unsealed_notification_adds_no_backend_and_without_on
     }
     let _ = std::fs::remove_file(&path);
 }
+
+/// A TCP service for the mDNS test, on the address `argv[1]` and port `argv[2]` until the file
+/// `argv[3]` exists (at most 60 s): prints `LISTENING`, then answers each connection's first
+/// line with `echo from <address>: <line>` (a health check's empty connection gets nothing).
+const ECHO: &str = r#"
+import os, socket, sys, time
+addr, port, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind((addr, port))
+server.listen(64)
+server.settimeout(0.1)
+print("LISTENING", flush=True)
+began = time.time()
+while time.time() < began + 60 and not os.path.exists(stop):
+    try:
+        conn, _ = server.accept()
+    except socket.timeout:
+        continue
+    conn.settimeout(2)
+    try:
+        line = conn.makefile("rb").readline()
+        if line:
+            conn.sendall(b"echo from " + addr.encode() + b": " + line)
+    except OSError:
+        pass
+    conn.close()
+"#;
+
+/// Connects to `argv[1]` (`ip:port`), sends a line and prints the line that comes back (`-` for
+/// none, or no connection).
+const THROUGH: &str = r#"
+import socket, sys
+host, port = sys.argv[1].rsplit(":", 1)
+try:
+    s = socket.create_connection((host, int(port)), timeout=2)
+    s.sendall(b"through the balancer\n")
+    print(s.makefile().readline().strip() or "-", flush=True)
+except OSError as e:
+    print("-", e, flush=True)
+"#;
+
+/// The whole way from the LAN into the balancer: a service a python-zeroconf announcer publishes
+/// on the link (10.98.0.2), imported by a broker with `--mdns-import` (10.98.0.1), is a backend of
+/// a `makler-balancer --backends-from` beside that broker, which forwards a connection to it; its
+/// goodbye takes it out again. In two network namespaces (see [`crate::mdns_node`]).
+#[test]
+#[cfg_attr(not(has_netns), ignore = "network namespaces need root, CAP_SYS_ADMIN and ip (apt-get install iproute2)")]
+#[cfg_attr(not(has_zeroconf), ignore = "python-zeroconf is not installed (python3 -m pip install zeroconf)")]
+fn an_mdns_service_imported_by_the_broker_is_a_backend_the_balancer_forwards_to() {
+    use crate::common::Process;
+    use crate::mdns_node::{STOP, Script, address, announce, ask, files, log};
+    let link = crate::mdns_peers::link("fb");
+    let _files = files(&link);
+    let mut echo = Script::run(&link, 'b', "echo", "python3", &["-c", ECHO, address('b'), "9090", STOP]);
+    echo.wait_for("LISTENING", Duration::from_secs(20));
+    let (_broker, log_path) = crate::mdns_node::broker(&link, 'a', &["--mdns-import", "_zc._tcp"]);
+    let mut announcer = announce(&link, 'b', "zc-echo", "_zc._tcp", "9090");
+    let broker = format!("{}:7000", address('a'));
+    let listen = format!("{}:0", address('a'));
+    let ns = link.ns('a');
+    let balancer = Process::start(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            &ns,
+            env!("CARGO_BIN_EXE_makler-balancer"),
+            "--listen",
+            &listen,
+            "--control",
+            &listen,
+            "--broker",
+            &broker,
+            "--no-multicast",
+            "--service",
+            "front",
+            "--backends-from",
+            "zc",
+        ],
+    );
+    let front = balancer.addr("tcp").to_string();
+    let through = || {
+        let output =
+            link.spawn('a', "python3", &["-c", THROUGH, &front], &[]).wait_with_output().expect("python3 runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    let answer = wait_until(Duration::from_secs(30), "a connection through the balancer is answered", || {
+        let answer = through();
+        (answer != "-" && !answer.starts_with("- ")).then_some(answer)
+    });
+    assert_eq!(answer, "echo from 10.98.0.2: through the balancer", "{}", log(&log_path));
+    // The balancer, having a backend, offers itself at the broker.
+    assert_eq!(ask(&link, 'a', &["query front"]), [front.as_str()]);
+
+    // The announcer's goodbye: the instance leaves the broker's table, and the balancer's pool.
+    std::fs::write(&announcer.stop, b"").unwrap();
+    announcer.wait_for("UNREGISTERED", Duration::from_secs(10));
+    wait_until(Duration::from_secs(30), "the balancer stops offering itself", || {
+        ask(&link, 'a', &["query front"])[0].starts_with("NOT FOUND").then_some(())
+    });
+    assert!(through().starts_with('-'), "no backend left");
+    let log = log(&log_path);
+    assert!(log.contains("mdns: imported zc 10.98.0.2:9090"), "{log}");
+}

@@ -591,3 +591,6 @@ impl Forwarder {
         p.backend = None;
     }
 }
+
+#[cfg(test)]
+mod tests;

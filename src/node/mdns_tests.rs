@@ -265,8 +265,10 @@ fn announced_by(datagrams: &[(SocketAddr, Vec<u8>)], from: SocketAddr) -> std::c
     srv.filter_map(|r| r.name.iter().next().map(|l| String::from_utf8_lossy(l).into_owned())).collect()
 }
 
-#[test]
-fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
+/// Two peer brokers with `--mdns` on one simulated link (seeded `seed`, incarnations from
+/// `incarnation`), met, and eight instances registered at the first, 6 s later: what the
+/// hand-over tests start from.
+fn two_advertising_brokers(seed: u64, incarnation: u64) -> (crate::sim::Sim, Vec<SocketAddr>) {
     use crate::sim::{NetConfig, Sim, node_with};
     let addrs: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7000"].iter().map(|a| a.parse().unwrap()).collect();
     let net = NetConfig {
@@ -275,11 +277,11 @@ fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
         loss: 0.0,
         duplicate: 0.0,
     };
-    let mut sim = Sim::new(5, net);
+    let mut sim = Sim::new(seed, net);
     for (i, &addr) in addrs.iter().enumerate() {
         let config = NodeConfig {
             unicast: addr,
-            incarnation: 100 + i as u64,
+            incarnation: incarnation + i as u64,
             replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
             registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
             mdns: Some(MdnsConfig::new(Vec::new(), i as u64)),
@@ -288,11 +290,17 @@ fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
         sim.add_node(addr, node_with(i as u64, config));
     }
     sim.run_for(Duration::from_secs(3));
-    let labels: Vec<String> = (0..8).map(|i| format!("10-0-1-{}:8080", i + 1)).collect();
     for i in 0..8u8 {
         sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[0], b"register web 8080".to_vec());
     }
     sim.run_for(Duration::from_secs(6));
+    (sim, addrs)
+}
+
+#[test]
+fn two_brokers_split_the_adverts_by_owner_and_the_survivor_takes_over() {
+    let (mut sim, addrs) = two_advertising_brokers(5, 100);
+    let labels: Vec<String> = (0..8).map(|i| format!("10-0-1-{}:8080", i + 1)).collect();
     let sent = sim.take_inbox(crate::mdns::GROUP_V4);
     let (first, second) = (announced_by(&sent, addrs[0]), announced_by(&sent, addrs[1]));
     assert!(!first.is_empty() && !second.is_empty(), "both own some: {first:?} {second:?}");
@@ -494,31 +502,7 @@ fn the_advertiser_is_chosen_among_the_brokers_of_the_link() {
 
 #[test]
 fn a_broker_that_stops_leaves_its_adverts_to_the_survivor_without_goodbyes() {
-    use crate::sim::{NetConfig, Sim, node_with};
-    let addrs: Vec<SocketAddr> = ["10.0.0.1:7000", "10.0.0.2:7000"].iter().map(|a| a.parse().unwrap()).collect();
-    let net = NetConfig {
-        min_delay: Duration::from_micros(100),
-        max_delay: Duration::from_millis(2),
-        loss: 0.0,
-        duplicate: 0.0,
-    };
-    let mut sim = Sim::new(9, net);
-    for (i, &addr) in addrs.iter().enumerate() {
-        let config = NodeConfig {
-            unicast: addr,
-            incarnation: 400 + i as u64,
-            replica: ReplicaConfig { peers: addrs.clone(), ..ReplicaConfig::default() },
-            registry: crate::registry::Config { ttl: Duration::from_secs(60), ..Default::default() },
-            mdns: Some(MdnsConfig::new(Vec::new(), i as u64)),
-            ..NodeConfig::default()
-        };
-        sim.add_node(addr, node_with(i as u64, config));
-    }
-    sim.run_for(Duration::from_secs(3));
-    for i in 0..8u8 {
-        sim.send(SocketAddr::from(([10, 0, 1, i + 1], 40000)), addrs[0], b"register web 8080".to_vec());
-    }
-    sim.run_for(Duration::from_secs(6));
+    let (mut sim, addrs) = two_advertising_brokers(9, 400);
     let second = announced_by(&sim.take_inbox(crate::mdns::GROUP_V4), addrs[1]);
     assert!(!second.is_empty());
     // Broker 1 stops: its Bye goes to broker 0, and no goodbye to the link.

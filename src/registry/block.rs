@@ -148,6 +148,53 @@ pub(super) fn encoded() -> usize {
     ENCODED.with(std::cell::Cell::get)
 }
 
+/// A block under churn, in tests: [`BinaryBlock`] and `members::TextBlock` alike.
+#[cfg(test)]
+pub(super) trait Churned: Default {
+    /// A member was added at the end.
+    fn push(&mut self, endpoint: SocketAddr);
+    /// Member `k` was removed with `swap_remove`.
+    fn swap_remove(&mut self, k: usize);
+}
+
+/// Additions and removals interleaved in a pseudo-random (fixed) order, 300 of them, over
+/// `pool` endpoints (IPv4, IPv6, scoped IPv6; ports of one to three varint bytes) while fewer
+/// than `most` are in: `check` sees a block kept alongside the members every `every` steps and
+/// at the end. Both kinds of block are churned by it.
+#[cfg(test)]
+pub(super) fn churn<B: Churned>(pool: u16, most: usize, every: usize, check: impl Fn(&B, &[SocketAddr])) {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |bound: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % bound as u64) as usize
+    };
+    let all: Vec<SocketAddr> = (0..pool)
+        .map(|i| match i % 3 {
+            0 => SocketAddr::from(([10, 0, (i % 7) as u8, i as u8], i * 997)),
+            1 => SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, i], i)),
+            _ => format!("[fe80::{i:x}%{}]:{}", i * 31, 65535 - i).parse().unwrap(),
+        })
+        .collect();
+    let (mut members, mut block) = (Vec::new(), B::default());
+    for step in 0..300 {
+        if members.is_empty() || (next(3) > 0 && members.len() < most) {
+            let m = all[next(all.len())];
+            members.push(m);
+            block.push(m);
+        } else {
+            let k = next(members.len());
+            members.swap_remove(k);
+            block.swap_remove(k);
+        }
+        if step % every == 0 {
+            check(&block, &members);
+        }
+    }
+    check(&block, &members);
+}
+
 /// The largest `n` in `0..=max` with `fits(n)`, for `fits` true up to some point and false
 /// after (`fits(0)` is taken to hold).
 fn partition(max: usize, fits: impl Fn(usize) -> bool) -> usize {
@@ -263,39 +310,19 @@ mod tests {
         }
     }
 
+    impl Churned for BinaryBlock {
+        fn push(&mut self, endpoint: SocketAddr) {
+            BinaryBlock::push(self, endpoint);
+        }
+        fn swap_remove(&mut self, k: usize) {
+            BinaryBlock::swap_remove(self, k);
+        }
+    }
+
     /// Additions and removals interleaved, in a pseudo-random order over many members, past a
     /// reply's worth (so cuts stop short of the whole block).
     #[test]
     fn churn_keeps_the_block_and_the_cuts() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |bound: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as usize
-        };
-        let all: Vec<SocketAddr> = (0..60u16)
-            .map(|i| match i % 3 {
-                0 => SocketAddr::from(([10, 0, (i % 7) as u8, i as u8], i * 997)),
-                1 => SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, i], i)),
-                _ => format!("[fe80::{i:x}%{}]:{}", i * 31, 65535 - i).parse().unwrap(),
-            })
-            .collect();
-        let (mut members, mut block) = (Vec::new(), BinaryBlock::default());
-        for step in 0..300 {
-            if members.is_empty() || (next(3) > 0 && members.len() < 40) {
-                let m = all[next(all.len())];
-                members.push(m);
-                block.push(m);
-            } else {
-                let k = next(members.len());
-                members.swap_remove(k);
-                block.swap_remove(k);
-            }
-            if step % 20 == 0 {
-                assert_follows(&block, &members);
-            }
-        }
-        assert_follows(&block, &members);
+        churn(60, 40, 20, |block: &BinaryBlock, members| assert_follows(block, members));
     }
 }

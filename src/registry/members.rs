@@ -108,6 +108,7 @@ pub(super) fn formatted() -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::super::block::{Churned, churn};
     use super::*;
 
     #[test]
@@ -212,39 +213,19 @@ mod tests {
         }
     }
 
+    impl Churned for TextBlock {
+        fn push(&mut self, endpoint: SocketAddr) {
+            TextBlock::push(self, endpoint);
+        }
+        fn swap_remove(&mut self, k: usize) {
+            TextBlock::swap_remove(self, k);
+        }
+    }
+
     /// Additions and removals interleaved, in a pseudo-random order over many members.
     #[test]
     fn churn_keeps_the_block_and_the_cuts() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = |bound: usize| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            (seed % bound as u64) as usize
-        };
-        let all: Vec<SocketAddr> = (0..40u16)
-            .map(|i| match i % 3 {
-                0 => SocketAddr::from(([10, 0, (i % 7) as u8, i as u8], i * 997)),
-                1 => SocketAddr::from(([0xfe80, 0, 0, 0, 0, 0, 0, i], i)),
-                _ => format!("[fe80::{i:x}%{}]:{}", i * 31, 65535 - i).parse().unwrap(),
-            })
-            .collect();
-        let (mut members, mut block) = (Vec::new(), TextBlock::default());
-        for step in 0..300 {
-            if members.is_empty() || (next(3) > 0 && members.len() < 25) {
-                let m = all[next(all.len())];
-                members.push(m);
-                block.push(m);
-            } else {
-                let k = next(members.len());
-                members.swap_remove(k);
-                block.swap_remove(k);
-            }
-            if step % 10 == 0 {
-                assert_follows(&block, &members);
-            }
-        }
-        assert_follows(&block, &members);
+        churn(40, 25, 10, |block: &TextBlock, members| assert_follows(block, members));
     }
 
     /// A removal and the queries after it format nothing: the block is mended, not rewritten.

@@ -8,7 +8,9 @@
 //! `AMP_DEBUG` set each request and its single reply too.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::common::{Udp, broker, stat};
 use makler::protocol::{Check, Request, binary};
@@ -25,6 +27,24 @@ fn source(k: u8) -> UdpSocket {
     let socket: UdpSocket = socket.into();
     socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     socket
+}
+
+/// Reads replies from `socket` until `answered` is set (the broker answered a `stats` sent
+/// after the requests) and nothing more waits; returns their bytes, their count, and when the
+/// last arrived.
+fn drain(socket: &UdpSocket, answered: &AtomicBool, started: Instant) -> (usize, u64, Instant) {
+    let (mut bytes, mut count, mut buf, mut last) = (0usize, 0u64, [0u8; 2048], started);
+    loop {
+        // Read before the wait, so that a wait that ends empty after it means all was read.
+        let finished = answered.load(Ordering::SeqCst);
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => {
+                (bytes, count, last) = (bytes + n, count + 1, Instant::now());
+            }
+            Err(_) if finished => return (bytes, count, last),
+            Err(_) => {}
+        }
+    }
 }
 
 /// Makes a request from the socket that sends it.
@@ -58,7 +78,8 @@ fn bin(request: Request<'static>) -> impl Fn(&UdpSocket, SocketAddr) -> Vec<u8> 
 /// Asks for a watch's cookie from `socket`.
 fn cookie(socket: &UdpSocket, broker: SocketAddr, form_binary: bool) -> u64 {
     let mut buf = [0u8; 2048];
-    for _ in 0..8 {
+    // Asked again every 300 ms (the socket's wait) for 30 s: a loaded machine may answer late.
+    for _ in 0..100 {
         if form_binary {
             let mut out = Vec::new();
             binary::encode_request(7, &Request::Watch { service: "big" }, &mut out);
@@ -92,6 +113,9 @@ fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usi
     let mut buf = [0u8; 2048];
     while socket.recv_from(&mut buf).is_ok() {}
     socket.send_to(&request, broker).unwrap();
+    // The broker takes its socket's datagrams in order: once it answered a `stats` sent after
+    // the request, the reply (if any) has arrived, however loaded the machine.
+    let _ = stat(control, "received");
     let single = socket.recv_from(&mut buf).map_or(0, |(n, _)| n);
     if std::env::var_os("AMP_DEBUG").is_some() {
         eprintln!(
@@ -103,18 +127,14 @@ fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usi
     }
 
     // The flood, paced a little so that the broker's socket buffer takes it all; what arrives
-    // is counted as it comes, and what the broker received is its own count.
+    // is counted as it comes (until the broker has answered everything, as above, not until a
+    // pause), and what the broker received is its own count.
     let before = stat(control, "received");
     let reader = socket.try_clone().unwrap();
-    let started = std::time::Instant::now();
-    let replies = std::thread::spawn(move || {
-        let (mut bytes, mut buf, mut last) = (0usize, [0u8; 2048], started);
-        while let Ok((n, _)) = reader.recv_from(&mut buf) {
-            bytes += n;
-            last = std::time::Instant::now();
-        }
-        (bytes, last)
-    });
+    let started = Instant::now();
+    let answered = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&answered);
+    let replies = std::thread::spawn(move || drain(&reader, &done, started));
     for chunk in 0..FLOOD / 100 {
         for _ in 0..100 {
             socket.send_to(&request, broker).unwrap();
@@ -124,10 +144,11 @@ fn measure(broker: SocketAddr, control: &Udp, k: u8, kind: &Kind) -> (usize, usi
         }
     }
     let sent = started.elapsed();
-    let (out, last) = replies.join().unwrap();
-    let took = last.saturating_duration_since(started).max(sent);
     // Less this `stats` request itself.
     let received = (stat(control, "received") - before - 1) as usize;
+    answered.store(true, Ordering::SeqCst);
+    let (out, _, last) = replies.join().unwrap();
+    let took = last.saturating_duration_since(started).max(sent);
     let flood = out as f64 / (received * request.len()) as f64;
     (request.len(), single, single as f64 / request.len() as f64, flood, took)
 }
@@ -237,15 +258,10 @@ fn forged_registrations_draw_a_bounded_number_of_acknowledgements() {
     let reader = victim.try_clone().unwrap();
     let control = Udp::new(to);
     let before = stat(&control, "received");
-    let started = std::time::Instant::now();
-    let acks = std::thread::spawn(move || {
-        let (mut count, mut buf, mut last) = (0u64, [0u8; 2048], started);
-        while reader.recv_from(&mut buf).is_ok() {
-            count += 1;
-            last = std::time::Instant::now();
-        }
-        (count, last)
-    });
+    let started = Instant::now();
+    let answered = Arc::new(AtomicBool::new(false));
+    let done = Arc::clone(&answered);
+    let acks = std::thread::spawn(move || drain(&reader, &done, started));
     let sent = 10_000u64;
     for i in 0..sent {
         victim.send_to(b"register forged 127.205.0.1 80", to).unwrap();
@@ -254,11 +270,13 @@ fn forged_registrations_draw_a_bounded_number_of_acknowledgements() {
         }
     }
     let sending = started.elapsed();
-    let (acks, last) = acks.join().unwrap();
+    // Answered after the flood (see `drain`).
+    let dropped = stat(&control, "acks_dropped");
+    answered.store(true, Ordering::SeqCst);
+    let (_, acks, last) = acks.join().unwrap();
     // The broker took the flood in from the first datagram to its last answer (at the latest):
     // its buckets refilled for no longer than that.
     let seconds = last.saturating_duration_since(started).max(sending).as_secs_f64();
-    let dropped = stat(&control, "acks_dropped");
     // What the broker took of the flood (its socket may have lost some on a loaded machine),
     // less the `stats` that asked, and so what it sent: its own count, whatever this socket lost.
     let taken = stat(&control, "received") - before - 2;

@@ -51,8 +51,10 @@ fn source(k: u8) -> UdpSocket {
 fn measure(dns: SocketAddr, k: u8, query: &[u8]) -> (usize, f64, f64, Duration) {
     let socket = source(k);
     let mut buf = [0u8; 4096];
-    // The broker may still be answering the previous kind's flood: ask until it answers.
-    let single = (0..20)
+    // The broker may still be working through the previous kind's flood (a debug build on a
+    // loaded machine took most of a minute for one), and this question waits behind it in the
+    // face's socket: ask until it answers, every 300 ms (the socket's wait) for two minutes.
+    let single = (0..400)
         .find_map(|_| {
             socket.send_to(query, dns).unwrap();
             socket.recv_from(&mut buf).ok().map(|(n, _)| n)

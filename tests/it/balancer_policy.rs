@@ -115,9 +115,16 @@ fn a_black_holed_backend_costs_a_client_at_most_the_connect_timeout() {
         http_get(lb.addr("tcp")).unwrap();
         slowest = slowest.max(started.elapsed());
     }
+    eprintln!("the slowest request took {slowest:?}");
+    // A lower bound no load can break: one request waited out the timeout.
     assert!(slowest >= Duration::from_millis(300), "one waited out the timeout: {slowest:?}");
-    assert!(slowest < Duration::from_millis(1300), "and no more: {slowest:?}");
+    // Once, and only once: the balancer's own count of connects given up (a second wait, or
+    // the hole kept in rotation, would count again; a client passed the failure, as `failed`).
     assert_eq!(stat(&control, "redispatches"), 1);
+    // It gave up at the connect timeout, not the kernel's (over a minute for a dropped SYN):
+    // ten times the timeout, so that a loaded machine meets it. The exact moment is asserted
+    // on injected time in `balancer::forward`'s tests.
+    assert!(slowest < Duration::from_millis(3000), "and no more: {slowest:?}");
     assert_eq!(stat(&control, "failed"), 0);
     assert_eq!(backends(&control)[&hole], (false, 0, 0));
 }

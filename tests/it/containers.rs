@@ -6,17 +6,8 @@
 //! is removed at the end (the script removes its containers).
 
 use std::net::{TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-/// The podman command and flags that work here (see `shared/containers.md`).
-const PODMAN: &str = "podman --runtime /usr/sbin/runc --storage-driver vfs --cgroup-manager cgroupfs";
-
-const IMAGES: [&str; 5] = ["makler-broker", "makler-balancer", "makler-server", "makler-client", "makler"];
-
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::common::podman::{IMAGES, Images, Podman, root};
 
 /// Three consecutive loopback ports free for TCP and UDP.
 fn free_ports() -> u16 {
@@ -35,40 +26,9 @@ fn free_ports() -> u16 {
     panic!("no three free ports in a row");
 }
 
-/// Removes the images of this run, whatever happens to the test.
-struct Images {
-    tag: String,
-    conf: PathBuf,
-}
-
-impl Drop for Images {
-    fn drop(&mut self) {
-        for image in IMAGES {
-            let _ = podman(&self.conf, &["rmi", "--force", &format!("localhost/{image}:{}", self.tag)]);
-        }
-        let _ = std::fs::remove_file(&self.conf);
-    }
-}
-
-fn podman(conf: &Path, args: &[&str]) -> Output {
-    let mut words = PODMAN.split(' ');
-    Command::new(words.next().unwrap())
-        .args(words)
-        .args(args)
-        .env("CONTAINERS_CONF", conf)
-        .output()
-        .expect("podman runs")
-}
-
 fn script(name: &str, images: &Images, env: &[(&str, String)]) -> String {
-    let output = Command::new("bash")
-        .arg(root().join("dist/container").join(name))
-        .env("PODMAN", PODMAN)
-        .env("TAG", &images.tag)
-        .env("CONTAINERS_CONF", &images.conf)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("bash runs");
+    let output =
+        images.podman.script(name, &images.tag).envs(env.iter().map(|(k, v)| (k, v))).output().expect("bash runs");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{name} failed:\n{stdout}\n{stderr}");
@@ -78,9 +38,8 @@ fn script(name: &str, images: &Images, env: &[(&str, String)]) -> String {
 #[test]
 #[cfg_attr(not(has_podman), ignore = "podman and runc are not installed (apt-get install podman runc)")]
 fn the_scenario_runs_in_containers() {
-    let conf = std::env::temp_dir().join(format!("makler-containers-{}.conf", std::process::id()));
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
-    let images = Images { tag: format!("test-{}", std::process::id()), conf };
+    let podman = Podman::new("containers");
+    let images = Images { podman: &podman, tag: format!("test-{}", std::process::id()) };
 
     // A target directory of its own: the test's own cargo holds the lock on the default one.
     let target = root().join("target/static").display().to_string();

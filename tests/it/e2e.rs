@@ -86,14 +86,17 @@ fn a_restarted_broker_sees_every_server_within_one_heartbeat_interval() {
     );
     let restarted = Instant::now();
     let udp = Udp::new(second.addr("udp"));
-    wait_until(Duration::from_secs(5), "all three are registered again", || {
+    wait_until(Duration::from_secs(30), "all three are registered again", || {
         (listed(&udp, "echo").len() == 2 && listed(&udp, "upper").len() == 1).then_some(())
     });
     let took = restarted.elapsed();
     eprintln!("re-registered within {took:?}");
-    // One interval, plus slack for the round trips on a loaded test machine: ten times the
-    // 250 ms it allowed before, so that a loaded machine running a debug build meets it.
-    assert!(took <= interval + Duration::from_millis(2500), "took {took:?}");
+    // The exact claim (the heartbeat answered NOT FOUND registers again at once, in the same
+    // turn) is asserted on injected time, in `client::registrar`'s
+    // `a_forgetful_broker_gets_the_registration_again`. Here, a bound that catches a server
+    // waiting for its lease to run out or for a backoff instead: ten intervals, so that a loaded
+    // machine running a debug build meets it.
+    assert!(took <= interval * 10, "took {took:?}");
     let mut expected: Vec<_> = servers.iter().map(|s| s.addr("tcp")).collect();
     expected.sort();
     let mut all = listed(&udp, "echo");

@@ -32,14 +32,18 @@ fn a_broker_started_later_finds_an_announced_server_within_one_interval() {
     let broker = broker(&group);
     let started = Instant::now();
     let udp = Udp::new(broker.addr("udp"));
-    wait_until(Duration::from_secs(5), "the broker lists the server", || {
-        (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
+    // The first announcement the broker hears lists the server: counted, then asked (in that
+    // order, so that a reply to the query comes after the announcement was taken). The schedule
+    // (one every interval) is asserted on its own, in `client::announce_schedule`'s doc test.
+    wait_until(Duration::from_secs(30), "the broker hears an announcement", || {
+        (stat(&udp, "announcements") >= 1).then_some(())
     });
+    assert_eq!(listed(&udp, "echo"), [server.addr("tcp")], "listed at the first announcement");
     let took = started.elapsed();
-    // One interval, plus slack for the round trips on a loaded test machine: ten times the
-    // 250 ms it allowed before, so that a loaded machine running a debug build meets it.
-    assert!(took <= interval + Duration::from_millis(2500), "took {took:?}");
-    assert!(stat(&udp, "announcements") >= 1);
+    eprintln!("listed after {took:?}");
+    // Ten intervals, so that a loaded machine running a debug build meets it: this catches a
+    // broker that waits for something else than the next announcement.
+    assert!(took <= interval * 10, "took {took:?}");
 }
 
 #[test]
@@ -58,9 +62,9 @@ fn a_goodbye_removes_the_server_at_once_and_a_client_needs_no_broker_address() {
 
     assert!(upper.terminate().success());
     // The goodbye was sent before the exit; the broker takes it from the group socket, which
-    // it may serve after this query's socket on a busy machine: well within the TTL (5 s) all
-    // the same, and nothing expired.
-    wait_until(Duration::from_secs(1), "the goodbye removes the server", || {
+    // it may serve after this query's socket on a busy machine. Waited for patiently: had the
+    // goodbye been lost, the TTL (5 s) would remove it too, and count an expiry.
+    wait_until(Duration::from_secs(30), "the goodbye removes the server", || {
         (udp.text("query upper") == "NOT FOUND").then_some(())
     });
     assert_eq!(stat(&udp, "expired"), 0);

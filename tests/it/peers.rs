@@ -28,7 +28,7 @@ fn cluster(n: usize, extra: &[&str]) -> (Vec<Process>, Vec<SocketAddr>, String) 
     // Started together, no broker finds a complete peer: each takes itself as complete after
     // the grace time.
     for &addr in &addrs {
-        wait_until(Duration::from_secs(10), "every broker sees its peers up and is complete", || {
+        wait_until(PATIENCE, "every broker sees its peers up and is complete", || {
             let udp = Udp::new(addr);
             (stat(&udp, "peers_up").starts_with(&format!("{}/", n - 1)) && stat(&udp, "complete") == "yes")
                 .then_some(())
@@ -50,13 +50,12 @@ fn stat_u64(udp: &Udp, key: &str) -> u64 {
     stat(udp, key).parse().unwrap()
 }
 
-/// Wall-clock bounds in this file are ten or more times what the brokers take here (a few
-/// milliseconds), so that a loaded 2-core machine running a debug build meets them: they catch
-/// a change that waits on a timer or a timeout instead of acting at once. The exact figures
-/// are asserted on the simulated network's virtual clock, in `src/node/replicate_tests.rs`
-/// (seen everywhere 5 ms after a registration, caught up within a second of a restart, a report
-/// acted on within 20 ms).
-const AT_ONCE: Duration = Duration::from_secs(1);
+/// No wall-clock upper bound is asserted in this file (a loaded 2-core machine running a debug
+/// build can stretch any of them): how a change travelled is read from the brokers' own
+/// counters instead. The exact timings are asserted on the simulated network's virtual clock,
+/// in `src/node/replicate_tests.rs` (seen everywhere 5 ms after a registration, caught up
+/// within a second of a restart, a report acted on within 20 ms).
+const PATIENCE: Duration = Duration::from_secs(30);
 
 #[test]
 fn a_server_registered_at_one_broker_is_answered_by_all_at_once() {
@@ -64,13 +63,17 @@ fn a_server_registered_at_one_broker_is_answered_by_all_at_once() {
     let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
     let id = udp[0].text("register echo 4000");
     let registered = Instant::now();
-    wait_until(Duration::from_secs(10), "the others list it", || {
+    wait_until(PATIENCE, "the others list it", || {
         (listed(&udp[1], "echo").len() == 1 && listed(&udp[2], "echo").len() == 1).then_some(())
     });
-    let took = registered.elapsed();
-    eprintln!("visible at every broker after {took:?}");
-    // Pushed to the peers, not pulled by a periodic sync (see AT_ONCE).
-    assert!(took < AT_ONCE, "{took:?}");
+    eprintln!("visible at every broker after {:?}", registered.elapsed());
+    // Pushed to the peers at once, not pulled by the periodic sync: the registering broker
+    // sent the change to each peer, and no anti-entropy repair (which starts only after two
+    // mismatching digests a second apart) carried it.
+    assert_eq!(stat_u64(&udp[0], "replicated_out"), 2);
+    for u in &udp {
+        assert_eq!(stat_u64(u, "repairs_pushed"), 0, "{}", u.peer);
+    }
     // The same id works at every broker.
     assert_eq!(udp[2].text(&format!("heartbeat {id}")), "OK");
 
@@ -92,9 +95,7 @@ fn a_broker_killed_and_restarted_lists_everything_without_anyone_registering_aga
     }
     let servers: Vec<Process> = ["echo", "upper", "time"].iter().map(|s| server(s, addrs[0], &[])).collect();
     let killed = Udp::new(addrs[2]);
-    wait_until(Duration::from_secs(5), "the third broker has all", || {
-        (stat_u64(&killed, "instances") == 303).then_some(())
-    });
+    wait_until(PATIENCE, "the third broker has all", || (stat_u64(&killed, "instances") == 303).then_some(()));
 
     brokers[2].child.kill().unwrap();
     brokers[2].child.wait().unwrap();
@@ -103,7 +104,7 @@ fn a_broker_killed_and_restarted_lists_everything_without_anyone_registering_aga
     let fresh = Udp::new(addrs[2]);
     // The first leases expire after 60 s: a broker that caught up only by hearing the
     // servers register again would take that long (the simulator times the catch-up).
-    wait_until(Duration::from_secs(20), "the restarted broker lists everything", || {
+    wait_until(PATIENCE, "the restarted broker lists everything", || {
         (stat(&fresh, "complete") == "yes" && stat_u64(&fresh, "instances") == 303).then_some(())
     });
     eprintln!("caught up after {:?}", restarted.elapsed());
@@ -125,9 +126,7 @@ fn a_reported_dead_server_is_gone_everywhere_and_a_live_one_stays() {
     let mut dead = server("echo", addrs[0], &[]);
     let live = server("echo", addrs[0], &[]);
     let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
-    wait_until(Duration::from_secs(5), "both are everywhere", || {
-        udp.iter().all(|u| listed(u, "echo").len() == 2).then_some(())
-    });
+    wait_until(PATIENCE, "both are everywhere", || udp.iter().all(|u| listed(u, "echo").len() == 2).then_some(()));
     let (dead_addr, live_addr) = (dead.addr("tcp"), live.addr("tcp"));
     dead.child.kill().unwrap();
     dead.child.wait().unwrap();
@@ -135,14 +134,15 @@ fn a_reported_dead_server_is_gone_everywhere_and_a_live_one_stays() {
     assert_eq!(udp[1].text(&format!("report echo {dead_addr}")), "OK");
     assert_eq!(udp[2].text(&format!("report echo {live_addr}")), "OK");
     let reported = Instant::now();
-    // Gone long before its 30 s lease runs out: removed for the report (the simulator
-    // times it), not expired.
-    wait_until(Duration::from_secs(20), "the dead one is gone everywhere", || {
+    // Removed for the report (the simulator times it), not expired: no broker counts an
+    // expiry (its 30 s lease would have run out by the end of the wait).
+    wait_until(PATIENCE, "the dead one is gone everywhere", || {
         udp.iter().all(|u| listed(u, "echo") == [live_addr]).then_some(())
     });
     eprintln!("gone everywhere after {:?}", reported.elapsed());
+    assert!(udp.iter().all(|u| stat_u64(u, "expired") == 0), "expired, not removed for the report");
     // The live one was probed too, and stays.
-    wait_until(Duration::from_secs(5), "both probes ran", || {
+    wait_until(PATIENCE, "both probes ran", || {
         (udp.iter().map(|u| stat_u64(u, "probes")).sum::<u64>() == 2).then_some(())
     });
     assert!(udp.iter().all(|u| listed(u, "echo") == [live_addr]));
@@ -155,9 +155,7 @@ fn two_clients_one_second_apart_cost_one_probe_and_both_get_answers() {
     let mut dead = server("upper", addrs[0], &[]);
     let _live = server("upper", addrs[0], &[]);
     let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
-    wait_until(Duration::from_secs(5), "both are everywhere", || {
-        udp.iter().all(|u| listed(u, "upper").len() == 2).then_some(())
-    });
+    wait_until(PATIENCE, "both are everywhere", || udp.iter().all(|u| listed(u, "upper").len() == 2).then_some(()));
     let dead_addr = dead.addr("tcp");
     dead.child.kill().unwrap();
     dead.child.wait().unwrap();
@@ -173,7 +171,7 @@ fn two_clients_one_second_apart_cost_one_probe_and_both_get_answers() {
             assert_eq!((code, out.as_str()), (Some(0), "X\n"), "{err}");
         }
     }
-    wait_until(Duration::from_secs(5), "the dead one is gone everywhere", || {
+    wait_until(PATIENCE, "the dead one is gone everywhere", || {
         udp.iter().all(|u| !listed(u, "upper").contains(&dead_addr)).then_some(())
     });
     let probes: u64 = udp.iter().map(|u| stat_u64(u, "probes")).sum();
@@ -211,8 +209,8 @@ fn queries_are_answered_at_once_while_a_black_holed_instance_is_probed() {
     // Queries answered while the probe is still in flight (started, not yet found dead): were
     // the loop waiting on the probe's connect, no query could be answered before the probe's
     // one-second timeout, and the `stats` after it would show the probe done. So the count
-    // proves the loop went on, whatever the machine's speed; 10 in a second leaves a margin of
-    // 30 or more over the millisecond or two a query and a `stats` take here.
+    // proves the loop went on, whatever the machine's speed (one would; two leave no doubt that
+    // it did not race the probe's start, and a loaded machine still fits them in a second).
     let mut latencies = Vec::new();
     loop {
         let asked = Instant::now();
@@ -228,15 +226,15 @@ fn queries_are_answered_at_once_while_a_black_holed_instance_is_probed() {
         if started == 1 {
             latencies.push(took);
         }
-        assert!(probing.elapsed() < Duration::from_secs(10), "the probe never ended");
+        assert!(probing.elapsed() < PATIENCE, "the probe never ended");
     }
-    assert!(latencies.len() >= 10, "{} queries answered during the probe", latencies.len());
+    assert!(latencies.len() >= 2, "{} queries answered during the probe", latencies.len());
     latencies.sort();
     let (p95, max) = (latencies[latencies.len() * 95 / 100], *latencies.last().unwrap());
     eprintln!("{} queries answered while the probe was in flight: p95 {p95:?}, max {max:?}", latencies.len());
     // The probe times out after a second, the re-check a second later times out too, and the
     // instance goes: 3 s after the report.
-    wait_until(Duration::from_secs(10), "the black hole is removed", || listed(&udp, "web").is_empty().then_some(()));
+    wait_until(PATIENCE, "the black hole is removed", || listed(&udp, "web").is_empty().then_some(()));
     eprintln!("the black hole was removed {:?} after the report", probing.elapsed());
     assert!(probing.elapsed() >= Duration::from_millis(2900), "removed after two timeouts and the backoff");
     assert_eq!(stat_u64(&udp, "probes"), 2, "one probe, then one re-check");
@@ -249,13 +247,13 @@ fn a_broker_keeps_serving_when_its_peers_are_gone_and_takes_them_back() {
     let udp = Udp::new(addrs[0]);
     brokers[1].child.kill().unwrap();
     brokers[1].child.wait().unwrap();
-    wait_until(Duration::from_secs(5), "the peer is down", || (stat(&udp, "peers_up") == "0/1").then_some(()));
+    wait_until(PATIENCE, "the peer is down", || (stat(&udp, "peers_up") == "0/1").then_some(()));
     let id = udp.text("register echo 4000");
     assert_eq!(udp.text("query echo"), "127.0.0.1:4000");
     brokers[1] = broker_at(addrs[1].port(), &peers, &[]);
-    wait_until(Duration::from_secs(5), "the peer is back", || (stat(&udp, "peers_up") == "1/1").then_some(()));
+    wait_until(PATIENCE, "the peer is back", || (stat(&udp, "peers_up") == "1/1").then_some(()));
     let back = Udp::new(addrs[1]);
-    wait_until(Duration::from_secs(5), "it caught up", || (listed(&back, "echo").len() == 1).then_some(()));
+    wait_until(PATIENCE, "it caught up", || (listed(&back, "echo").len() == 1).then_some(()));
     assert_eq!(back.text(&format!("heartbeat {id}")), "OK");
 }
 
@@ -264,15 +262,23 @@ fn brokers_in_sync_exchange_digests_and_count_their_peer_bytes() {
     let (_brokers, addrs, _) = cluster(2, &[]);
     let udp: Vec<Udp> = addrs.iter().map(|&a| Udp::new(a)).collect();
     udp[0].text("register echo 4000");
-    wait_until(Duration::from_secs(10), "the other lists it", || (listed(&udp[1], "echo").len() == 1).then_some(()));
+    wait_until(PATIENCE, "the other lists it", || (listed(&udp[1], "echo").len() == 1).then_some(()));
     let (sent, bytes) = (stat_u64(&udp[0], "digests_sent"), stat_u64(&udp[0], "peer_bytes_out"));
-    std::thread::sleep(Duration::from_secs(3));
+    let since = Instant::now();
+    // Three digests waited for, not a fixed time counted in: a loaded machine can only make
+    // them later, so the bounds below (at most one a second, under 200 B/s) hold whatever
+    // the load, and a broker that sent none fails here.
+    wait_until(PATIENCE, "three more digests", || (stat_u64(&udp[0], "digests_sent") >= sent + 3).then_some(()));
+    let took = since.elapsed();
     let digests = stat_u64(&udp[0], "digests_sent") - sent;
-    let rate = (stat_u64(&udp[0], "peer_bytes_out") - bytes) / 3;
-    eprintln!("{digests} digests and {rate} peer bytes per second to one peer");
-    // One digest a second to the one peer; hellos and digests, unsealed, well under 200 B/s.
-    assert!((2..=4).contains(&digests), "{digests}");
-    assert!((40..200).contains(&rate), "{rate}");
+    let out = stat_u64(&udp[0], "peer_bytes_out") - bytes;
+    let rate = out as f64 / took.as_secs_f64();
+    eprintln!("{digests} digests in {took:?}, {rate:.0} peer bytes per second to one peer");
+    // One digest a second to the one peer: the last three were a second apart or more.
+    assert!(took >= Duration::from_millis(1900), "{digests} digests in {took:?}");
+    // Hellos and digests, unsealed (about 25 B a digest), well under 200 B/s.
+    assert!(out >= 3 * 20, "{out} bytes for {digests} digests");
+    assert!(rate < 200.0, "{rate}");
     // In sync (one digest may have crossed the registration's delta).
     assert!(stat_u64(&udp[1], "digest_mismatches") <= 1);
     assert_eq!(stat_u64(&udp[1], "repairs_pushed") + stat_u64(&udp[0], "repairs_pushed"), 0);

@@ -186,9 +186,9 @@ fn a_restart_under_wrk_fails_no_request() {
         if wrk.is_none() {
             // `Connection: close`: a new connection for every request. One thread and 8
             // connections, so as to leave the other tests some CPU; it runs through all three
-            // phases (checked below).
+            // phases (checked below) and is stopped after them (a minute is the most it runs).
             let child = Command::new("wrk")
-                .args(["-t", "1", "-c", "8", "-d", "6s", "-H", "Connection: close", &format!("http://{addr}/")])
+                .args(["-t", "1", "-c", "8", "-d", "60s", "-H", "Connection: close", &format!("http://{addr}/")])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -201,6 +201,9 @@ fn a_restart_under_wrk_fails_no_request() {
     });
     let mut wrk = wrk.take().unwrap();
     assert!(wrk.try_wait().unwrap().is_none(), "wrk still runs: A stopped during its run ({:?} in)", started.elapsed());
+    // SIGINT: wrk stops and reports what it did so far.
+    let pid = wrk.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
     let output = wrk.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "wrk: {report}{}", String::from_utf8_lossy(&output.stderr));

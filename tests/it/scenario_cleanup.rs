@@ -4,35 +4,23 @@
 //! the runtime then fails to start it (the case that once left a container behind).
 
 use std::path::Path;
-use std::process::{Command, Output};
 
-/// The podman command and flags that work here (see `shared/containers.md`).
-const PODMAN: &str = "podman --runtime /usr/sbin/runc --storage-driver vfs --cgroup-manager cgroupfs";
-
-fn podman(conf: &Path, args: &[&str]) -> Output {
-    let mut words = PODMAN.split(' ');
-    Command::new(words.next().unwrap())
-        .args(words)
-        .args(args)
-        .env("CONTAINERS_CONF", conf)
-        .output()
-        .expect("podman runs")
-}
+use crate::common::podman::Podman;
 
 /// Removes the test's image, directory and any container left, whatever happens to the test.
 struct Cleanup<'a> {
     dir: &'a Path,
-    conf: &'a Path,
+    podman: &'a Podman,
     image: &'a str,
 }
 
 impl Drop for Cleanup<'_> {
     fn drop(&mut self) {
-        let ids = podman(self.conf, &["ps", "--all", "--quiet", "--filter", &format!("ancestor={}", self.image)]);
+        let ids = self.podman.run(&["ps", "--all", "--quiet", "--filter", &format!("ancestor={}", self.image)]);
         for id in String::from_utf8_lossy(&ids.stdout).split_whitespace() {
-            let _ = podman(self.conf, &["rm", "--force", id]);
+            let _ = self.podman.run(&["rm", "--force", id]);
         }
-        let _ = podman(self.conf, &["rmi", "--force", self.image]);
+        let _ = self.podman.run(&["rmi", "--force", self.image]);
         let _ = std::fs::remove_dir_all(self.dir);
     }
 }
@@ -43,11 +31,10 @@ fn the_scenario_leaves_no_container_when_its_first_run_fails() {
     let pid = std::process::id();
     let dir = std::env::temp_dir().join(format!("makler-scenario-cleanup-{pid}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("containers.conf");
-    std::fs::write(&conf, "[containers]\ndefault_ulimits = []\n").unwrap();
+    let podman = Podman::new("scenario-cleanup");
     let tag = format!("cleanup-test-{pid}");
     let image = format!("localhost/makler-broker:{tag}");
-    let _cleanup = Cleanup { dir: &dir, conf: &conf, image: &image };
+    let _cleanup = Cleanup { dir: &dir, podman: &podman, image: &image };
 
     // Not a program: the runtime cannot start it.
     std::fs::write(dir.join("makler-broker"), "not a program\n").unwrap();
@@ -56,24 +43,16 @@ fn the_scenario_leaves_no_container_when_its_first_run_fails() {
         "FROM scratch\nCOPY makler-broker /makler-broker\nENTRYPOINT [\"/makler-broker\"]\n",
     )
     .unwrap();
-    let built = podman(&conf, &["build", "--quiet", "--tag", &image, dir.to_str().unwrap()]);
+    let built = podman.run(&["build", "--quiet", "--tag", &image, dir.to_str().unwrap()]);
     assert!(built.status.success(), "{built:?}");
 
     let prefix = format!("makler-scenario-cleanup-{pid}");
-    let output = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/container/scenario.sh"))
-        .env("PODMAN", PODMAN)
-        .env("CONTAINERS_CONF", &conf)
-        .env("TAG", &tag)
-        .env("PREFIX", &prefix)
-        .env("BASE_PORT", "17900")
-        .output()
-        .unwrap();
+    let output = podman.script("scenario.sh", &tag).env("PREFIX", &prefix).env("BASE_PORT", "17900").output().unwrap();
     assert!(!output.status.success(), "the broker's container cannot start: {output:?}");
 
     // Nothing of the scenario's left: by name, and by the image (whatever the name).
-    let by_name = podman(&conf, &["ps", "--all", "--format", "{{.Names}}", "--filter", &format!("name=^{prefix}-")]);
-    let by_image = podman(&conf, &["ps", "--all", "--format", "{{.Names}}", "--filter", &format!("ancestor={image}")]);
+    let by_name = podman.run(&["ps", "--all", "--format", "{{.Names}}", "--filter", &format!("name=^{prefix}-")]);
+    let by_image = podman.run(&["ps", "--all", "--format", "{{.Names}}", "--filter", &format!("ancestor={image}")]);
     let left = String::from_utf8_lossy(&by_name.stdout).into_owned() + &String::from_utf8_lossy(&by_image.stdout);
     assert!(by_name.status.success() && by_image.status.success(), "{by_name:?} {by_image:?}");
     assert_eq!(

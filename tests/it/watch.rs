@@ -14,13 +14,13 @@ use makler::client::{BrokerClient, Resolver, ResolverConfig};
 
 fn watcher() -> UdpSocket {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     socket
 }
 
 fn receive(socket: &UdpSocket) -> String {
     let mut buf = [0u8; 2048];
-    let (n, _) = socket.recv_from(&mut buf).expect("a datagram within 5 s");
+    let (n, _) = socket.recv_from(&mut buf).expect("a datagram within 30 s");
     String::from_utf8(buf[..n].to_vec()).unwrap()
 }
 
@@ -202,7 +202,7 @@ fn the_client_watch_repairs_a_gap_by_watching_again() {
     use makler::client::{Watch, WatchEvent};
     use makler::protocol::{Request, Response, binary};
     let fake = UdpSocket::bind("127.0.0.1:0").unwrap();
-    fake.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    fake.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let at = fake.local_addr().unwrap();
     let instance: SocketAddr = "127.0.0.1:8001".parse().unwrap();
     let player = std::thread::spawn(move || {

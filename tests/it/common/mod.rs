@@ -3,6 +3,7 @@
 
 mod logged;
 pub use logged::Logged;
+pub mod podman;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};

@@ -437,21 +437,20 @@ fn reload(
     if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
         return log::warn!("reload: {e}");
     }
-    let mut changes = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
-        Ok(changes) => changes,
+    let taken = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(changes) => Some(changes),
+        // The loop applies and logs them when it takes them; the log level, this thread's to
+        // change, changes now all the same (see `LogLevel::finish`).
         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-            return log::warn!("reload: the broker did not take the settings within 10 s");
+            log::warn!("reload: the broker did not take the settings within 10 s");
+            None
         }
         // SIGTERM came first: the loop ended with the command unread.
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
             return log::warn!("reload: the broker stopped before it took the settings");
         }
     };
-    changes.extend(level_change);
-    makler::reload::log_changes(&changes);
-    if let Err(e) = level.switch(filter) {
-        log::warn!("reload: --log-level: {e}");
-    }
+    level.finish(taken, filter, level_change);
 }
 
 /// `--cluster`: a name that reads the same in every log line.

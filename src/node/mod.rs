@@ -58,6 +58,7 @@ pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
 mod catalog;
+mod catalog_names;
 #[cfg(test)]
 mod check_tests;
 mod config;
@@ -185,6 +186,8 @@ pub struct Node {
     dns: dns_face::DnsFace,
     /// Advertising on and importing from the link (`--mdns`).
     mdns: mdns::Mdns,
+    /// The services' names in order, for `/v1/services` (built when first asked).
+    service_names: catalog_names::ServiceNames,
 }
 
 impl Node {
@@ -224,6 +227,7 @@ impl Node {
             started: None,
             dns: dns_face::DnsFace::new(config.dns.as_ref()),
             mdns: mdns::Mdns::new(config.mdns.as_ref()),
+            service_names: catalog_names::ServiceNames::default(),
         }
     }
 

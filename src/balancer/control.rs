@@ -232,8 +232,13 @@ impl Control {
                             health.schedule.remove(endpoint);
                         }
                     } else if let Some(weight) = self.watched_only(endpoint) {
-                        // Held by the watch alone now: it weighs what the watched service says.
+                        // Held by the watch alone now: it weighs what the watched service says,
+                        // and is checked as a watched backend is (a connect), not as the
+                        // registration asked.
                         self.follow_weight(endpoint, weight);
+                        if let Some(health) = &mut self.health {
+                            health.schedule.add(now, endpoint);
+                        }
                     }
                 }
                 // One lease of several went: what the others declare is checked now, and

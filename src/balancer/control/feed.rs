@@ -9,7 +9,8 @@
 //! watch renewed or started again after a broker restart) leaves nothing stale. A watched
 //! backend is checked with a TCP connect; it goes through the same pool, policy and health
 //! checks as a registered one. An endpoint both watched and registered stays while either holds
-//! it (it counts as one more name in `names`), and weighs what its registration declares.
+//! it (it counts as one more name in `names`); it weighs, and is checked, as its registration
+//! declares while that lasts, and as a watched backend again once the watch alone holds it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -280,5 +281,31 @@ mod tests {
         assert_eq!(send(&mut core, at, 4000, &format!("deregister {uuid}")), "OK");
         core.handle_turn_end(at);
         assert_eq!(pool.get(addr(4000)).map(|b| b.weight()), Some(3), "the watch's weight");
+    }
+
+    #[test]
+    fn a_watched_endpoint_whose_registration_goes_is_checked_with_a_connect_again() {
+        let pool = Arc::new(Pool::new());
+        let t0 = Instant::now();
+        let mut at = t0;
+        let mut core = core_on(&pool, at, true);
+        let probes = |core: &mut Control, seconds: std::ops::Range<u64>| {
+            let mut checks = Vec::new();
+            for s in seconds {
+                core.handle_timeout(t0 + Duration::from_secs(s));
+                checks.extend(std::iter::from_fn(|| core.poll_probe()).filter_map(|command| match command {
+                    crate::core::ProbeCmd::Start { check, .. } => Some(check.to_string()),
+                    crate::core::ProbeCmd::Abort { .. } => None,
+                }));
+            }
+            checks
+        };
+        watch(&mut core, &mut at, &[(4000, 1)]);
+        let uuid = send(&mut core, at, 4000, "register web 4000 check=http:/health");
+        let during = probes(&mut core, 1..4);
+        assert!(!during.is_empty() && during.iter().all(|c| c == "http:/health"), "{during:?}");
+        assert_eq!(send(&mut core, at, 4000, &format!("deregister {uuid}")), "OK");
+        let after = probes(&mut core, 4..7);
+        assert!(!after.is_empty() && after.iter().all(|c| c == "tcp"), "{after:?}");
     }
 }

@@ -129,6 +129,31 @@ fn a_resolver_in_watch_mode_sees_a_new_instance_without_asking_again() {
 }
 
 #[test]
+fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key() {
+    let path = std::env::temp_dir().join(format!("makler-watch-key-{}", std::process::id()));
+    common::write_key_file(&path, "the secret of the keyed resolver test\n");
+    let key = makler::protocol::seal::Key::load(&path).unwrap();
+    let broker = common::broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let _ = std::fs::remove_file(&path);
+    let at = broker.addr("udp");
+    let mut registrar = BrokerClient::new(&[at]).unwrap();
+    registrar.set_key(key);
+    registrar.register("web", None, 8001).unwrap();
+    // A cache that never expires: only the watch can bring news (an unsealed watch is refused,
+    // and the resolver would fall back to its cached answer).
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    let config = ResolverConfig { watch: true, cache_for: Duration::from_secs(3600), ..ResolverConfig::default() };
+    let mut resolver = Resolver::with_client(client, config);
+    assert_eq!(resolver.instances("web").unwrap().len(), 1);
+    registrar.register("web", None, 8002).unwrap();
+    wait_until(Duration::from_secs(30), "the resolver's watch tells it of the new instance", || {
+        (resolver.instances("web").unwrap().len() == 2).then_some(())
+    });
+    assert_eq!(registrar.stats().unwrap().get("watches"), Some(1));
+}
+
+#[test]
 fn a_thousand_watchers_are_all_told_of_one_change() {
     let broker = common::broker(&[]);
     let at = broker.addr("udp");

@@ -143,8 +143,10 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
         Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
         Err(e) => return fail(FAILURE, &e.to_string()),
     };
-    // A closed pipe (`| head`) ends it quietly.
+    // A closed pipe (`| head`) ends it quietly, and ends the watch at the broker (best effort:
+    // it expires anyway).
     if print(&watch).is_err() {
+        let _ = watch.unwatch();
         return ExitCode::SUCCESS;
     }
     let mut printed = 0;
@@ -152,6 +154,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
         match watch.next(std::time::Instant::now() + Duration::from_secs(3600)) {
             Ok(Some(WatchEvent::Changed { .. } | WatchEvent::Resynced { .. })) => {
                 if print(&watch).is_err() {
+                    let _ = watch.unwatch();
                     return ExitCode::SUCCESS;
                 }
                 printed += 1;
@@ -162,6 +165,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
             Err(e) => return fail(FAILURE, &e.to_string()),
         }
     }
+    let _ = watch.unwatch();
     ExitCode::SUCCESS
 }
 

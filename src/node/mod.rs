@@ -426,7 +426,7 @@ impl service::Context for Node {
         self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
-    fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
-        self.watches.handle_unwatch(from, service)
+    fn answer_unwatch(&mut self, now: Instant, from: SocketAddr, service: &str, cookie: Option<u64>) -> Response {
+        self.watches.handle_unwatch(now, from, service, cookie)
     }
 }

@@ -134,6 +134,12 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     dns: Option<SocketAddr>,
 
+    /// With --require-key all: answer DNS on --dns anyway, unsealed. DNS clients cannot seal
+    /// with the key, so `all` and --dns do not start together unless this says the DNS face may
+    /// stay open (put it on a trusted interface).
+    #[arg(long, requires = "dns")]
+    dns_unsealed: bool,
+
     /// The zone the DNS face answers for; names outside it are REFUSED.
     #[arg(long, value_name = "DOMAIN", default_value = makler::node::dns::DEFAULT_DOMAIN,
           value_parser = makler::node::dns::check_domain)]
@@ -304,8 +310,17 @@ fn problems(args: &Args) -> Vec<String> {
     if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
         problems.push(format!("--name-chars may not hold white space or control characters ({bad:?})"));
     }
-    if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
-        problems.push(e);
+    match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        Err(e) => problems.push(e),
+        Ok(makler::service::policy::RequireKey::All) if args.dns.is_some() && !args.dns_unsealed => {
+            problems.push(
+                "--require-key all cannot hold on the DNS face: DNS clients cannot seal with the key, so --dns \
+                 would answer anyone. Leave --dns off, or give --dns-unsealed to answer DNS unsealed anyway \
+                 (on a trusted interface)"
+                    .into(),
+            );
+        }
+        Ok(_) => {}
     }
     problems
 }

@@ -103,6 +103,41 @@ fn require_key_without_a_key_file_is_refused_at_startup() {
     }
 }
 
+/// DNS clients cannot seal: `--require-key all` with `--dns` does not start (exit 2, saying
+/// why and what to do), unless `--dns-unsealed` says the DNS face may answer unsealed; then it
+/// does, while the UDP face still refuses unsealed queries.
+#[test]
+fn require_key_all_with_a_dns_face_starts_only_when_told_the_dns_face_stays_open() {
+    let (path, _key) = key_file("dns");
+    let key = path.to_str().unwrap();
+    let common = ["--key-file", key, "--require-key", "all", "--dns", "127.0.0.1:0"];
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_makler-broker"))
+        .args(["--quiet", "--no-multicast", "--listen", "127.0.0.1:0"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--require-key all cannot hold on the DNS face") && stderr.contains("--dns-unsealed"),
+        "{stderr}"
+    );
+
+    let mut args = common.to_vec();
+    args.push("--dns-unsealed");
+    let broker = broker(&args);
+    assert_eq!(Udp::new(broker.addr("udp")).text("query web"), "ERROR key required");
+    // The DNS face answers (REFUSED: a name outside its zone), unsealed.
+    let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    dns.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 3, b'c', b'o', b'm', 0, 0, 1, 0, 1];
+    dns.send_to(&query, broker.addr("dns")).unwrap();
+    let mut buf = [0; 512];
+    let (n, _) = dns.recv_from(&mut buf).expect("a DNS answer");
+    assert!(n >= 12 && buf[..2] == [0x12, 0x34], "{:?}", &buf[..n]);
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn the_balancers_control_port_takes_only_sealed_registrations_under_require_key() {
     let (path, key) = key_file("balancer");

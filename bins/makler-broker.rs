@@ -134,9 +134,10 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     dns: Option<SocketAddr>,
 
-    /// With --require-key all: answer DNS on --dns anyway, unsealed. DNS clients cannot seal
-    /// with the key, so `all` and --dns do not start together unless this says the DNS face may
-    /// stay open (put it on a trusted interface).
+    /// With --require-key all: answer unsigned DNS queries on --dns anyway. Without it, `all`
+    /// holds on the DNS face too: only queries signed with TSIG (HMAC-SHA256, a secret derived
+    /// from the key file, which `makler key dns --key-file PATH` prints for `dig -y`) are
+    /// answered, and unsigned ones get REFUSED.
     #[arg(long, requires = "dns")]
     dns_unsealed: bool,
 
@@ -286,7 +287,7 @@ fn broker_config(args: Args) -> Result<broker::Config, String> {
             ..broker::VerifyConfig::default()
         },
         dns_listen: args.dns,
-        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
+        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl, unsealed: args.dns_unsealed },
         metrics: args.metrics,
         http: args.http,
         watches: makler::node::WatchConfig {
@@ -310,17 +311,8 @@ fn problems(args: &Args) -> Vec<String> {
     if let Some(bad) = args.name_chars.chars().find(|c| c.is_whitespace() || c.is_control()) {
         problems.push(format!("--name-chars may not hold white space or control characters ({bad:?})"));
     }
-    match args.register_policy.require_key(args.multicast.key_file.as_ref()) {
-        Err(e) => problems.push(e),
-        Ok(makler::service::policy::RequireKey::All) if args.dns.is_some() && !args.dns_unsealed => {
-            problems.push(
-                "--require-key all cannot hold on the DNS face: DNS clients cannot seal with the key, so --dns \
-                 would answer anyone. Leave --dns off, or give --dns-unsealed to answer DNS unsealed anyway \
-                 (on a trusted interface)"
-                    .into(),
-            );
-        }
-        Ok(_) => {}
+    if let Err(e) = args.register_policy.require_key(args.multicast.key_file.as_ref()) {
+        problems.push(e);
     }
     problems
 }
@@ -381,6 +373,16 @@ fn run(
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(dns) = broker.dns_addr() {
         log::info!("answering DNS for {} on udp and tcp {dns}, ttl {}s", config.dns.domain, config.dns.ttl);
+        if config.require_key == makler::service::policy::RequireKey::All {
+            if config.dns.unsealed {
+                log::warn!("--require-key all, but the DNS face answers unsigned queries too (--dns-unsealed)");
+            } else {
+                log::info!(
+                    "the DNS face answers only queries signed with TSIG key {} (makler key dns prints it for dig -y)",
+                    makler::node::dns::tsig::KEY_NAME
+                );
+            }
+        }
     }
     if let Some(multicast) = &config.multicast {
         log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);

@@ -222,7 +222,15 @@ impl Node {
             settled: false,
             quiet_input: false,
             started: None,
-            dns: dns_face::DnsFace::new(config.dns.as_ref()),
+            dns: dns_face::DnsFace::new(
+                config.dns.as_ref(),
+                config
+                    .key
+                    .filter(|_| config.require_key == crate::service::policy::RequireKey::All)
+                    .filter(|_| config.dns.as_ref().is_some_and(|dns| !dns.unsealed))
+                    .map(|key| dns::tsig::Tsig::new(&key)),
+                config.wall,
+            ),
             mdns: mdns::Mdns::new(config.mdns.as_ref()),
         }
     }

@@ -135,6 +135,13 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     dns: Option<SocketAddr>,
 
+    /// With --require-key all: answer unsigned DNS queries on --dns anyway. Without it, `all`
+    /// holds on the DNS face too: only queries signed with TSIG (HMAC-SHA256, a secret derived
+    /// from the key file, which `makler key dns --key-file PATH` prints for `dig -y`) are
+    /// answered, and unsigned ones get REFUSED.
+    #[arg(long, requires = "dns")]
+    dns_unsealed: bool,
+
     /// The zone the DNS face answers for; names outside it are REFUSED.
     #[arg(long, value_name = "DOMAIN", default_value = makler::node::dns::DEFAULT_DOMAIN,
           value_parser = makler::node::dns::check_domain)]
@@ -285,7 +292,7 @@ fn broker_config(args: Args) -> Result<broker::Config, String> {
             ..broker::VerifyConfig::default()
         },
         dns_listen: args.dns,
-        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
+        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl, unsealed: args.dns_unsealed },
         metrics: args.metrics,
         http: args.http,
         watches: makler::node::WatchConfig {
@@ -376,6 +383,16 @@ fn run(
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(dns) = broker.dns_addr() {
         log::info!("answering DNS for {} on udp and tcp {dns}, ttl {}s", config.dns.domain, config.dns.ttl);
+        if config.require_key == makler::service::policy::RequireKey::All {
+            if config.dns.unsealed {
+                log::warn!("--require-key all, but the DNS face answers unsigned queries too (--dns-unsealed)");
+            } else {
+                log::info!(
+                    "the DNS face answers only queries signed with TSIG key {} (makler key dns prints it for dig -y)",
+                    makler::node::dns::tsig::KEY_NAME
+                );
+            }
+        }
     }
     if let Some(multicast) = &config.multicast {
         log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);

@@ -130,6 +130,7 @@ impl Config {
         differs(&mut lines, "--dns", &self.dns_listen, &new.dns_listen, addr);
         differs(&mut lines, "--dns-domain", &self.dns.domain, &new.dns.domain, Clone::clone);
         differs(&mut lines, "--dns-ttl", &self.dns.ttl, &new.dns.ttl, ToString::to_string);
+        differs(&mut lines, "--dns-unsealed", &self.dns.unsealed, &new.dns.unsealed, ToString::to_string);
         differs(&mut lines, "--metrics", &self.metrics, &new.metrics, addr);
         differs(&mut lines, "--http", &self.http, &new.http, addr);
         // The group's key is --key-file's.

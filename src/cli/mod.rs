@@ -182,7 +182,7 @@ pub struct MulticastArgs {
     /// with it, and unsealed ones are ignored; clients seal their requests to brokers (for
     /// --require-key) and take only sealed replies. Give every program the same file. It must
     /// be readable by its owner only (`chmod 600 PATH`): one others may read is refused.
-    #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
+    #[arg(long, global = true, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }
 

@@ -225,7 +225,15 @@ impl Node {
             settled: false,
             quiet_input: false,
             started: None,
-            dns: dns_face::DnsFace::new(config.dns.as_ref()),
+            dns: dns_face::DnsFace::new(
+                config.dns.as_ref(),
+                config
+                    .key
+                    .filter(|_| config.require_key == crate::service::policy::RequireKey::All)
+                    .filter(|_| config.dns.as_ref().is_some_and(|dns| !dns.unsealed))
+                    .map(|key| dns::tsig::Tsig::new(&key)),
+                config.wall,
+            ),
             mdns: mdns::Mdns::new(config.mdns.as_ref()),
             service_names: catalog_names::ServiceNames::default(),
         }
@@ -430,7 +438,7 @@ impl service::Context for Node {
         self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
-    fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
-        self.watches.handle_unwatch(from, service)
+    fn answer_unwatch(&mut self, now: Instant, from: SocketAddr, service: &str, cookie: Option<u64>) -> Response {
+        self.watches.handle_unwatch(now, from, service, cookie)
     }
 }

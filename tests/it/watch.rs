@@ -35,6 +35,16 @@ fn watch(w: &UdpSocket, at: SocketAddr, service: &str) -> String {
     receive(w)
 }
 
+/// `unwatch <service> <cookie>` by hand, with a cookie asked for first (a `watch` without one
+/// answers it and starts nothing); returns the answer.
+fn unwatch(w: &UdpSocket, at: SocketAddr, service: &str) -> String {
+    w.send_to(format!("watch {service}").as_bytes(), at).unwrap();
+    let answer = receive(w);
+    let cookie = answer.strip_prefix("COOKIE ").unwrap_or_else(|| panic!("a cookie, not {answer:?}")).trim();
+    w.send_to(format!("unwatch {service} {cookie}").as_bytes(), at).unwrap();
+    receive(w)
+}
+
 #[test]
 fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     let broker = common::broker(&["--ttl", "1"]);
@@ -65,8 +75,7 @@ fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     assert_eq!(receive(&w), format!("CHANGED web seq={} 127.0.0.1:8002\n", seq + 1));
     assert_eq!(udp.text(&format!("deregister {id}")), "OK");
     assert_eq!(receive(&w), format!("CHANGED web seq={}\n", seq + 2));
-    w.send_to(b"unwatch web", at).unwrap();
-    assert_eq!(receive(&w), "OK\n");
+    assert_eq!(unwatch(&w, at, "web"), "OK\n");
     assert!(udp.text("stats").contains(" watches=0 watch_notifications=4 watch_dropped=0"));
 }
 
@@ -93,6 +102,7 @@ fn makler_client_watch_prints_each_change_as_a_line_or_json() {
         assert_eq!(udp.text(&format!("deregister {id}")), "OK");
         let third = lines.next().unwrap().unwrap();
         assert!(child.wait().unwrap().success(), "it stops after --count changes");
+        assert_eq!(common::stat(&udp, "watches"), 0, "and ends its watch at the broker");
         if json {
             let parse = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap();
             let (a, b, c) = (parse(&first), parse(&second), parse(&third));

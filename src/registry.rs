@@ -507,14 +507,20 @@ impl Registry {
     /// enough. Every other call that takes `now` does this first, so calling it is needed only
     /// to see expiries (changes) when nothing else happens.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.epoch.get_or_insert(now);
-        let now_ticks = self.ticks(now);
-        while let Some((deadline, lease)) = self.first_expiry() {
-            if deadline > now_ticks {
-                break;
+        if !self.expiry.quiet_at(now) {
+            self.epoch.get_or_insert(now);
+            let now_ticks = self.ticks(now);
+            while let Some((deadline, lease)) = self.first_expiry() {
+                if deadline > now_ticks {
+                    break;
+                }
+                self.remove(now, lease, ChangeKind::Expired, false);
+                self.expired_total += 1;
             }
-            self.remove(now, lease, ChangeKind::Expired, false);
-            self.expired_total += 1;
+            // Deadlines only move later (a renewal never shortens one), so the front's is the
+            // earliest until the next entry is pushed.
+            let next = self.next_expiry();
+            self.expiry.set_quiet_until(next);
         }
         self.tombstones.handle_timeout(now);
     }

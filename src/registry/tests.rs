@@ -53,6 +53,23 @@ fn an_instance_expires_exactly_at_the_ttl() {
     assert_eq!(r.poll_timeout(), None);
 }
 
+/// After a query found nothing due before the first lease's deadline, a lease that runs out
+/// sooner (here one dated a second earlier, as a peer's lease may be) still runs out on time.
+#[test]
+fn a_lease_running_out_sooner_than_the_one_looked_at_still_runs_out_on_time() {
+    let mut r = registry();
+    let t0 = Instant::now() + Duration::from_secs(10);
+    register(&mut r, t0, "echo", addr(4000)).unwrap();
+    assert_eq!(live(&mut r, t0 + NS, "echo"), [addr(4000)]);
+    register(&mut r, t0 - Duration::from_secs(1), "echo", addr(4001)).unwrap();
+    let sooner = t0 - Duration::from_secs(1) + TTL;
+    assert_eq!(live(&mut r, sooner - NS, "echo"), [addr(4000), addr(4001)]);
+    assert_eq!(live(&mut r, sooner, "echo"), [addr(4000)]);
+    assert_eq!(r.expired_total(), 1);
+    assert_eq!(live(&mut r, t0 + TTL - NS, "echo"), [addr(4000)]);
+    assert!(r.query(t0 + TTL, "echo").is_none());
+}
+
 #[test]
 fn a_heartbeat_just_before_the_ttl_keeps_it_alive() {
     let mut r = registry();

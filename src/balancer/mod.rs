@@ -65,7 +65,7 @@ use mio::net::TcpListener;
 pub use control::reload::Reloadable;
 pub use policy::Policy;
 pub use pool::{Backend, Lease, Pool};
-pub use reload::Reloader;
+pub use reload::{ReloadError, Reloader};
 
 use crate::activation::Activated;
 

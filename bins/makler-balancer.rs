@@ -399,13 +399,6 @@ fn reload(
     for line in started.fixed_differences(&new) {
         log::warn!("reload: {line}");
     }
-    let mut changes = match reloader.reload(new.reloadable(), Duration::from_secs(10)) {
-        Ok(changes) => changes,
-        Err(e) => return log::warn!("reload: {e}"),
-    };
-    changes.extend(level_change);
-    makler::reload::log_changes(&changes);
-    if let Err(e) = level.switch(filter) {
-        log::warn!("reload: --log-level: {e}");
-    }
+    // The log level switches now even when the control port takes the rest late.
+    reloader.reload_and_log(new.reloadable(), Duration::from_secs(10), level, filter, level_change);
 }

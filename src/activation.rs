@@ -123,6 +123,20 @@ impl Activated {
         Ok(taken)
     }
 
+    /// Takes the TCP listener named `part` (by name only: a part with one address, such as
+    /// `--metrics` or `--http`), as [`take_tcp`](Activated::take_tcp) takes it. More than one
+    /// so named is an error, rather than all but the first closed without a word.
+    pub fn take_one_tcp(&mut self, part: &str, parts: &[&str]) -> io::Result<Option<TcpListener>> {
+        let mut taken = self.take_tcp(part, parts, false)?;
+        if taken.len() > 1 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("more than one passed TCP listener named {part}: it has one address"),
+            ));
+        }
+        Ok(taken.pop())
+    }
+
     /// Takes the UDP socket for `part`, chosen as [`take_tcp`](Activated::take_tcp) chooses,
     /// made non-blocking, with the receive buffer of a socket bound here. More than one such socket is an error: the part has one address.
     pub fn take_udp(&mut self, part: &str, parts: &[&str], by_type: bool) -> io::Result<Option<UdpSocket>> {
@@ -236,6 +250,17 @@ mod tests {
             assert!(error.to_string().contains("not listening"), "{error}");
         }
         assert!(listening(listener, 3, "listen").is_ok());
+    }
+
+    #[test]
+    fn two_tcp_listeners_named_for_a_part_with_one_address_are_refused() {
+        let mut activated = passed(&[("metrics", true), ("listen", true), ("metrics", true)]);
+        let refused = activated.take_one_tcp("metrics", &PARTS).unwrap_err();
+        assert_eq!(refused.to_string(), "more than one passed TCP listener named metrics: it has one address");
+        let mut activated = passed(&[("metrics", true), ("makler-balancer.socket", true)]);
+        assert!(activated.take_one_tcp("metrics", &PARTS).unwrap().is_some());
+        assert!(activated.take_one_tcp("metrics", &PARTS).unwrap().is_none());
+        assert_eq!(activated.unused(), ["makler-balancer.socket"], "by name only");
     }
 
     #[test]

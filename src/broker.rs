@@ -392,10 +392,10 @@ pub struct Passed {
 impl Passed {
     /// Takes the broker's sockets from `activated` (see [`Passed`]), non-blocking; what is left
     /// there no part of the broker takes (the caller warns of it). Errors: more than one UDP
-    /// socket for the clients.
+    /// socket for the clients, or more than one listener named `metrics` or `http`.
     pub fn take(activated: &mut crate::activation::Activated) -> io::Result<Passed> {
-        let metrics = activated.take_tcp("metrics", &SOCKET_NAMES, false)?.into_iter().next();
-        let http = activated.take_tcp("http", &SOCKET_NAMES, false)?.into_iter().next();
+        let metrics = activated.take_one_tcp("metrics", &SOCKET_NAMES)?;
+        let http = activated.take_one_tcp("http", &SOCKET_NAMES)?;
         let udp = activated.take_udp("listen", &SOCKET_NAMES, true)?;
         Ok(Passed { udp, metrics, http })
     }

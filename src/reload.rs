@@ -102,6 +102,12 @@ impl LogLevel {
         LogLevel { current, set: crate::cli::set_log_level }
     }
 
+    /// As [`new`](Self::new), switching the logger with `set` (a test's recorder).
+    #[cfg(test)]
+    pub(crate) fn with_switch(current: &str, set: fn(&str) -> Result<(), String>) -> Self {
+        LogLevel { current: current.to_owned(), set }
+    }
+
     /// The filter in force.
     pub fn current(&self) -> &str {
         &self.current

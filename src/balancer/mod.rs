@@ -65,7 +65,7 @@ use mio::net::TcpListener;
 pub use control::reload::Reloadable;
 pub use policy::Policy;
 pub use pool::{Backend, Lease, Pool};
-pub use reload::Reloader;
+pub use reload::{ReloadError, Reloader};
 
 use crate::activation::Activated;
 
@@ -331,7 +331,7 @@ impl Balancer {
         };
         let control_addr = control.local_addr()?;
         let mut listen_tcp = |name: &str, addr: Option<SocketAddr>| -> io::Result<Option<TcpListener>> {
-            Ok(match (activated.take_tcp(name, &SOCKET_NAMES, false)?.into_iter().next(), addr) {
+            Ok(match (activated.take_one_tcp(name, &SOCKET_NAMES)?, addr) {
                 (Some(listener), _) => Some(TcpListener::from_std(listener)),
                 (None, Some(addr)) => Some(
                     crate::net::bind_tcp(addr).map_err(context(format!("cannot listen on tcp {addr} (--{name})")))?,

@@ -6,7 +6,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::control::reload::{Command, Reloadable, list, seconds};
-use crate::reload::Change;
+use crate::reload::{Change, LogLevel};
 
 impl super::Config {
     /// The part of these settings a running balancer takes anew on a reload.
@@ -96,7 +96,7 @@ impl Reloader {
 
     /// Hands the control port `settings` and waits (up to `wait`, the wait for a control port
     /// still starting included) for what changed.
-    pub fn reload(&self, settings: Reloadable, wait: Duration) -> Result<Vec<Change>, String> {
+    pub fn reload(&self, settings: Reloadable, wait: Duration) -> Result<Vec<Change>, ReloadError> {
         let deadline = Instant::now() + wait;
         let (handle, ready) = &*self.0;
         let mut guard = handle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -111,34 +111,72 @@ impl Reloader {
         guard.waiting -= 1;
         let commands = guard.commands.clone();
         drop(guard);
-        let commands = commands.ok_or_else(|| format!("the balancer did not start within {wait:?}"))?;
+        let commands = commands.ok_or(ReloadError::NotStarted(wait))?;
         let (reply, changes) = crossbeam_channel::bounded(1);
-        commands.send(Command::Reload { settings: Box::new(settings), reply }).map_err(|e| e.to_string())?;
+        commands.send(Command::Reload { settings: Box::new(settings), reply }).map_err(|_| ReloadError::Stopped)?;
         changes.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(|e| match e {
-            crossbeam_channel::RecvTimeoutError::Timeout => {
-                format!("the control port did not take the settings within {wait:?}")
-            }
-            crossbeam_channel::RecvTimeoutError::Disconnected => {
-                "the balancer stopped before it took the settings".to_owned()
-            }
+            crossbeam_channel::RecvTimeoutError::Timeout => ReloadError::Late(wait),
+            crossbeam_channel::RecvTimeoutError::Disconnected => ReloadError::Stopped,
         })
     }
+
+    /// A SIGHUP's end: hands `settings` over as [`reload`](Self::reload) does, logs what
+    /// changed (`level_change`, the log level's, from [`LogLevel::change_to`], with the control
+    /// port's), and switches the log level to `filter`. A control port that takes the settings
+    /// late logs its own changes then, and the log level, this thread's to change, switches now
+    /// all the same (see [`LogLevel::finish`]) rather than at the next SIGHUP; a balancer that
+    /// never took them (not started, or stopped) changes nothing.
+    pub fn reload_and_log(
+        &self,
+        settings: Reloadable,
+        wait: Duration,
+        level: &mut LogLevel,
+        filter: String,
+        level_change: Option<Change>,
+    ) {
+        let taken = match self.reload(settings, wait) {
+            Ok(changes) => Some(changes),
+            Err(late @ ReloadError::Late(_)) => {
+                log::warn!("reload: {late}");
+                None
+            }
+            Err(e) => return log::warn!("reload: {e}"),
+        };
+        level.finish(taken, filter, level_change);
+    }
+}
+
+/// Why a reload came back without the changes made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The control port did not run within the wait: the settings were not handed over, and
+    /// nothing changes (send SIGHUP again once the balancer runs).
+    #[error("the balancer did not start within {0:?}")]
+    NotStarted(Duration),
+    /// Handed over, not answered within the wait: the control port applies them when it takes
+    /// them, and logs them itself then.
+    #[error("the control port did not take the settings within {0:?}")]
+    Late(Duration),
+    /// The balancer stopped before it took the settings (a SIGTERM came first).
+    #[error("the balancer stopped before it took the settings")]
+    Stopped,
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
 
-    use super::Reloader;
+    use super::{ReloadError, Reloader};
     use crate::balancer::control::Control;
     use crate::balancer::forward::Timeouts;
     use crate::balancer::{Config, Counters, Policy, Pool};
     use crate::registry::Registry;
+    use crate::reload::LogLevel;
     use crate::shell::Shell;
 
-    #[test]
-    fn a_reload_asked_before_the_control_port_runs_waits_for_it() {
+    /// A control port with the balancer's default settings, and its pool.
+    fn control() -> (Control, Arc<Pool>, Config) {
         let config = Config::default();
         let pool = Arc::new(Pool::new());
         let registry = Registry::new(config.registry.clone(), uuid::Uuid::new_v4);
@@ -146,6 +184,57 @@ mod tests {
         let mut core = Control::new(registry, Arc::clone(&pool), counters, None, config.rate_limit.clone(), false);
         let timeouts = Arc::new(Timeouts::new(config.connect_timeout, config.idle_timeout, config.drain_timeout));
         core.set_reloadable(config.reloadable(), timeouts);
+        (core, pool, config)
+    }
+
+    /// The filters [`record`] was asked to switch to.
+    static SWITCHED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record(filter: &str) -> Result<(), String> {
+        SWITCHED.lock().unwrap().push(filter.to_owned());
+        Ok(())
+    }
+
+    /// A control port that takes a reload late (busy, or stalled) still gets it, and the log
+    /// level switches at once rather than at the next SIGHUP, as the broker's does; a balancer
+    /// that never took the settings changes nothing, its log level included.
+    #[test]
+    fn the_log_level_switches_at_once_when_the_control_port_answers_late() {
+        let (core, pool, config) = control();
+        let mut new = config.reloadable();
+        new.balance = Policy::LeastConn;
+        let mut level = LogLevel::with_switch("warn", record);
+
+        let never = Reloader::default();
+        let change = level.change_to("info").unwrap();
+        never.reload_and_log(new.clone(), Duration::from_millis(20), &mut level, "info".to_owned(), change);
+        assert_eq!(level.current(), "warn", "not started: nothing switches");
+
+        // Installed, but its loop does not turn before the wait ends.
+        let mut shell = Shell::new(core).unwrap();
+        let reloader = Reloader::default();
+        reloader.install(shell.commands());
+        assert_eq!(
+            reloader.reload(new.clone(), Duration::from_millis(20)),
+            Err(ReloadError::Late(Duration::from_millis(20)))
+        );
+        let change = level.change_to("debug").unwrap();
+        reloader.reload_and_log(new, Duration::from_millis(20), &mut level, "debug".to_owned(), change);
+        assert_eq!(level.current(), "debug", "switched although the control port did not answer");
+        assert_eq!(*SWITCHED.lock().unwrap(), ["debug"]);
+        // The control port takes the settings when it turns.
+        assert_eq!(pool.policy(), Policy::RoundRobin);
+        let mut events = mio::Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pool.policy() != Policy::LeastConn {
+            assert!(Instant::now() < deadline, "the control port takes the settings");
+            shell.turn(&mut events, Some(Duration::from_millis(10))).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_reload_asked_before_the_control_port_runs_waits_for_it() {
+        let (core, pool, config) = control();
         let mut new = config.reloadable();
         new.balance = Policy::LeastConn;
 

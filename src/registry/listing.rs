@@ -101,6 +101,14 @@ impl Registry {
         Ok(None)
     }
 
+    /// The names of the services with live instances as of `now`, in no order: the table's own
+    /// (an index kept beside the table, such as the HTTP catalog's ordered one, holds them
+    /// without a copy of each name). A walk over the whole table.
+    pub fn live_service_names(&mut self, now: Instant) -> impl Iterator<Item = &std::sync::Arc<str>> {
+        self.handle_timeout(now);
+        self.services.iter().filter(|(_, service)| !service.members.is_empty()).map(|(_, service)| &service.name)
+    }
+
     /// How many live instances `service` has (0: none, or no such service).
     pub fn instance_count(&self, service: &str) -> usize {
         self.by_name.get(&self.services, service).map_or(0, |index| self.service(index).members.len())

@@ -253,3 +253,20 @@ fn an_empty_rate_limit_exempt_list_exempts_nobody() {
     file.write("log-level = \"info\"\n");
     broker.reload("reload: --rate-limit-exempt 10.0.0.0/8 → 127.0.0.0/8,::1/128");
 }
+
+/// The config file replaced by a FIFO nobody writes to: the reload is refused at once (reading
+/// it would hold the reload thread, and every later SIGHUP with it, until a writer came), and
+/// the next one, with the file back, is taken.
+#[test]
+fn a_config_file_replaced_by_a_fifo_is_refused_at_a_reload() {
+    let file = TempFile::new("fifo.toml");
+    file.write("log-level = \"info\"\n");
+    let mut broker = start_broker(&file.0);
+    std::fs::remove_file(&file.0).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(&file.0).status().expect("mkfifo runs").success());
+    broker.reload("a FIFO, not a regular file");
+    assert!(broker.log().contains("reload refused"), "{}", broker.log());
+    std::fs::remove_file(&file.0).unwrap();
+    file.write("log-level = \"info\"\nrate-limit = 100\n");
+    broker.reload("reload: --rate-limit 200 → 100");
+}

@@ -61,14 +61,15 @@ fn drain(socket: &UdpSocket) -> (usize, usize) {
 }
 
 /// Every reply that arrives at `sockets`: until none came for 2 s, after the first (for which
-/// it waits up to 15 s): a debug build works on each answer for tens of milliseconds on a loaded
-/// machine, and the replies of a batch of datagrams leave together. (count, bytes).
+/// it waits up to [`PATIENCE`]): a debug build works on each answer for tens of milliseconds on a
+/// loaded machine, the replies of a batch of datagrams leave together, and a broker starved of
+/// the CPU (two cores shared with builds and real-time benchmarks) may start late. (count, bytes).
 fn gather(sockets: &[UdpSocket]) -> (usize, usize) {
     for socket in sockets {
         socket.set_nonblocking(true).unwrap();
     }
     let (mut total, mut total_bytes, mut last) = (0, 0, Instant::now());
-    let quiet = |total: usize| if total == 0 { Duration::from_secs(15) } else { Duration::from_secs(2) };
+    let quiet = |total: usize| if total == 0 { PATIENCE } else { Duration::from_secs(2) };
     while last.elapsed() < quiet(total) {
         std::thread::sleep(Duration::from_millis(50));
         for (count, bytes) in sockets.iter().map(drain) {

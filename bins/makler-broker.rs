@@ -42,7 +42,8 @@ use makler::shutdown::Shutdown;
 ///
 /// Socket activation: a UDP socket passed by systemd (LISTEN_FDS, LISTEN_PID) replaces
 /// --listen, so that datagrams sent while the broker restarts wait in it (dist/systemd has the
-/// .socket unit).
+/// .socket unit); TCP listeners named `metrics` and `http` (LISTEN_FDNAMES) replace --metrics
+/// and --http.
 #[derive(Debug, Parser)]
 #[command(name = "makler-broker", version = makler::version!(), max_term_width = 100)]
 struct Args {
@@ -134,6 +135,13 @@ struct Args {
     #[arg(long, value_name = "ADDR", value_parser = makler::cli::parse_addr)]
     dns: Option<SocketAddr>,
 
+    /// With --require-key all: answer unsigned DNS queries on --dns anyway. Without it, `all`
+    /// holds on the DNS face too: only queries signed with TSIG (HMAC-SHA256, a secret derived
+    /// from the key file, which `makler key dns --key-file PATH` prints for `dig -y`) are
+    /// answered, and unsigned ones get REFUSED.
+    #[arg(long, requires = "dns")]
+    dns_unsealed: bool,
+
     /// The zone the DNS face answers for; names outside it are REFUSED.
     #[arg(long, value_name = "DOMAIN", default_value = makler::node::dns::DEFAULT_DOMAIN,
           value_parser = makler::node::dns::check_domain)]
@@ -206,13 +214,17 @@ fn main() -> ExitCode {
         let problems: Vec<String> = problems.iter().cloned().chain(bind_problems(&args)).collect();
         return makler::cli::config::report_check("makler-broker", &problems);
     }
-    // The broker's one passed socket: UDP, for clients and servers (named `listen`, or any name).
+    // The broker's passed sockets: UDP for clients and servers (named `listen`, or any name),
+    // TCP named `metrics` and `http`.
     let passed = match activated.and_then(|mut activated| {
-        let socket = activated.take_udp("listen", &["listen"], true)?;
+        let passed = broker::Passed::take(&mut activated)?;
         for name in activated.unused() {
-            log::warn!("a passed socket named {name:?} is not used: the broker takes one UDP socket");
+            log::warn!(
+                "a passed socket named {name:?} is not used: the broker takes one UDP socket, and TCP listeners \
+                 named metrics and http"
+            );
         }
-        Ok(socket)
+        Ok(passed)
     }) {
         Ok(passed) => passed,
         Err(e) => {
@@ -280,7 +292,7 @@ fn broker_config(args: Args) -> Result<broker::Config, String> {
             ..broker::VerifyConfig::default()
         },
         dns_listen: args.dns,
-        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl },
+        dns: broker::DnsConfig { domain: args.dns_domain, ttl: args.dns_ttl, unsealed: args.dns_unsealed },
         metrics: args.metrics,
         http: args.http,
         watches: makler::node::WatchConfig {
@@ -336,12 +348,17 @@ fn parse_interval(text: &str) -> Result<f64, String> {
 /// `sighup`: SIGHUP caught since the start, and the log filter the start took.
 fn run(
     config: broker::Config,
-    passed: Option<std::net::UdpSocket>,
+    passed: broker::Passed,
     sighup: (makler::reload::Sighup, String),
 ) -> std::io::Result<()> {
     let ttl = config.registry.ttl;
-    if passed.is_some() {
+    if passed.udp.is_some() {
         log::info!("took the UDP socket the service manager passed (its address replaces --listen)");
+    }
+    for (name, taken) in [("metrics", passed.metrics.is_some()), ("http", passed.http.is_some())] {
+        if taken {
+            log::info!("took the TCP listener named {name} the service manager passed (it replaces --{name})");
+        }
     }
     let mut broker = Broker::bind_with(config.clone(), passed)?;
     // Before the listening line, so that a SIGTERM sent as soon as it is read stops the broker
@@ -366,6 +383,16 @@ fn run(
     log::info!("ttl {}s, at most {} instances", ttl.as_secs_f64(), config.registry.limits.max_instances);
     if let Some(dns) = broker.dns_addr() {
         log::info!("answering DNS for {} on udp and tcp {dns}, ttl {}s", config.dns.domain, config.dns.ttl);
+        if config.require_key == makler::service::policy::RequireKey::All {
+            if config.dns.unsealed {
+                log::warn!("--require-key all, but the DNS face answers unsigned queries too (--dns-unsealed)");
+            } else {
+                log::info!(
+                    "the DNS face answers only queries signed with TSIG key {} (makler key dns prints it for dig -y)",
+                    makler::node::dns::tsig::KEY_NAME
+                );
+            }
+        }
     }
     if let Some(multicast) = &config.multicast {
         log::info!("listening on multicast group {} on {}", multicast.group, multicast.interface);
@@ -437,21 +464,20 @@ fn reload(
     if let Err(e) = commands.send(makler::node::Command::Reload { settings, reply: Some(reply) }) {
         return log::warn!("reload: {e}");
     }
-    let mut changes = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
-        Ok(changes) => changes,
+    let taken = match changes.recv_timeout(std::time::Duration::from_secs(10)) {
+        Ok(changes) => Some(changes),
+        // The loop applies and logs them when it takes them; the log level, this thread's to
+        // change, changes now all the same (see `LogLevel::finish`).
         Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-            return log::warn!("reload: the broker did not take the settings within 10 s");
+            log::warn!("reload: the broker did not take the settings within 10 s");
+            None
         }
         // SIGTERM came first: the loop ended with the command unread.
         Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
             return log::warn!("reload: the broker stopped before it took the settings");
         }
     };
-    changes.extend(level_change);
-    makler::reload::log_changes(&changes);
-    if let Err(e) = level.switch(filter) {
-        log::warn!("reload: --log-level: {e}");
-    }
+    level.finish(taken, filter, level_change);
 }
 
 /// `--cluster`: a name that reads the same in every log line.

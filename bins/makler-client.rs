@@ -148,6 +148,7 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCo
         Err(e) => return fail(FAILURE, &e.to_string()),
     };
     if print(watch.seq(), watch.instances()).is_err() {
+        let _ = watch.unwatch();
         return ExitCode::SUCCESS;
     }
     let mut printed = 0;
@@ -156,6 +157,7 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCo
             Ok(Some(WatchEvent::Changed { seq, instances } | WatchEvent::Resynced { seq, instances })) => {
                 // A closed pipe (`| head`) ends it quietly.
                 if print(seq, &instances).is_err() {
+                    let _ = watch.unwatch();
                     return ExitCode::SUCCESS;
                 }
                 printed += 1;
@@ -165,6 +167,8 @@ fn watch(brokers: &[std::net::SocketAddr], service: &str, args: &Args) -> ExitCo
             Err(e) => return fail(FAILURE, &e.to_string()),
         }
     }
+    // Done: the broker need not keep telling (best effort; the watch expires anyway).
+    let _ = watch.unwatch();
     ExitCode::SUCCESS
 }
 

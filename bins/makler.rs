@@ -86,13 +86,33 @@ enum Command {
         #[arg(long, value_name = "N")]
         count: Option<u64>,
     },
+    /// Print what the --key-file key gives other tools; asks no broker.
+    Key {
+        #[command(subcommand)]
+        what: KeyCommand,
+    },
 }
 
-use makler::cli::exit::{BROKER_UNREACHABLE, FAILURE, NOT_FOUND, REFUSED};
+/// `makler key …`.
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// The DNS face's TSIG key, as `dig -y` takes it: `hmac-sha256:makler-tsig:<base64>`.
+    /// Under `--require-key all` a broker's DNS face answers only queries signed with it:
+    /// `dig -y "$(makler key dns --key-file PATH)" @BROKER -p PORT _web._tcp.makler SRV`.
+    /// The secret is derived from the key file; it signs nothing else.
+    Dns,
+}
+
+use makler::cli::exit::{BROKER_UNREACHABLE, FAILURE, NOT_FOUND, REFUSED, USAGE};
 
 fn main() -> ExitCode {
     let args = Args::parse();
     makler::cli::init_logging("makler", true);
+    if let Command::Key { what: KeyCommand::Dns } = &args.command {
+        let Some(key) = &args.multicast.key_file else { return fail(USAGE, "makler key dns needs --key-file PATH") };
+        println!("{}", makler::node::dns::tsig::dig_key(key));
+        return ExitCode::SUCCESS;
+    }
     let brokers = match makler::cli::brokers_or_discover(args.broker.as_ref(), args.multicast.config().as_ref()) {
         Ok(brokers) => brokers,
         Err(e) => return fail(BROKER_UNREACHABLE, &e),
@@ -143,8 +163,10 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
         Err(e @ ClientError::Rejected(_)) => return fail(REFUSED, &e.to_string()),
         Err(e) => return fail(FAILURE, &e.to_string()),
     };
-    // A closed pipe (`| head`) ends it quietly.
+    // A closed pipe (`| head`) ends it quietly, and ends the watch at the broker (best effort:
+    // it expires anyway).
     if print(&watch).is_err() {
+        let _ = watch.unwatch();
         return ExitCode::SUCCESS;
     }
     let mut printed = 0;
@@ -152,6 +174,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
         match watch.next(std::time::Instant::now() + Duration::from_secs(3600)) {
             Ok(Some(WatchEvent::Changed { .. } | WatchEvent::Resynced { .. })) => {
                 if print(&watch).is_err() {
+                    let _ = watch.unwatch();
                     return ExitCode::SUCCESS;
                 }
                 printed += 1;
@@ -162,6 +185,7 @@ fn watch(brokers: &[SocketAddr], service: &str, count: Option<u64>, args: &Args)
             Err(e) => return fail(FAILURE, &e.to_string()),
         }
     }
+    let _ = watch.unwatch();
     ExitCode::SUCCESS
 }
 
@@ -308,7 +332,7 @@ fn run(client: &mut BrokerClient, args: &Args) -> Result<String, ClientError> {
             if json { format!("{}\n", json!({"deregistered": true})) } else { "OK\n".into() }
         }
         // Streams its lines itself (see `watch`); `main` never gets here with it.
-        Command::Watch { .. } => String::new(),
+        Command::Watch { .. } | Command::Key { .. } => String::new(),
     })
 }
 

@@ -130,6 +130,7 @@ impl Config {
         differs(&mut lines, "--dns", &self.dns_listen, &new.dns_listen, addr);
         differs(&mut lines, "--dns-domain", &self.dns.domain, &new.dns.domain, Clone::clone);
         differs(&mut lines, "--dns-ttl", &self.dns.ttl, &new.dns.ttl, ToString::to_string);
+        differs(&mut lines, "--dns-unsealed", &self.dns.unsealed, &new.dns.unsealed, ToString::to_string);
         differs(&mut lines, "--metrics", &self.metrics, &new.metrics, addr);
         differs(&mut lines, "--http", &self.http, &new.http, addr);
         // The group's key is --key-file's.
@@ -214,16 +215,14 @@ pub struct Broker {
 impl Broker {
     /// Binds the sockets. The broker answers nothing until [`run`](Broker::run) is called.
     pub fn bind(config: Config) -> io::Result<Broker> {
-        Broker::bind_with(config, None)
+        Broker::bind_with(config, Passed::default())
     }
 
-    /// As [`bind`](Broker::bind), with the UDP socket for clients and servers passed by a service
-    /// manager (systemd socket activation) instead of bound to `--listen`: datagrams that come
-    /// while the broker restarts wait in it.
-    /// The socket is expected as [`Activated::take_udp`](crate::activation::Activated::take_udp)
-    /// gives it: non-blocking.
-    pub fn bind_with(config: Config, passed: Option<std::net::UdpSocket>) -> io::Result<Broker> {
-        let socket = match passed {
+    /// As [`bind`](Broker::bind), with the sockets a service manager passed (systemd socket
+    /// activation; see [`Passed`]) instead of those bound to `--listen`, `--metrics` and
+    /// `--http`: datagrams and connections that come while the broker restarts wait in them.
+    pub fn bind_with(config: Config, passed: Passed) -> io::Result<Broker> {
+        let socket = match passed.udp {
             Some(socket) => mio::net::UdpSocket::from_std(socket),
             None => crate::net::bind_udp(config.listen)
                 .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on udp {}: {e}", config.listen)))?,
@@ -298,13 +297,15 @@ impl Broker {
             shell.add_udp(Face::Dns, udp)?;
             shell.add_listener(Face::DnsTcp, tcp, DNS_TCP_LIMITS)?;
         }
-        let metrics_addr = match config.metrics {
-            Some(addr) => Some(listen_tcp(&mut shell, addr, Face::Metrics, METRICS_LIMITS, "--metrics")?),
-            None => None,
+        let metrics_addr = match (passed.metrics, config.metrics) {
+            (Some(listener), _) => Some(add_passed(&mut shell, listener, Face::Metrics, METRICS_LIMITS)?),
+            (None, Some(addr)) => Some(listen_tcp(&mut shell, addr, Face::Metrics, METRICS_LIMITS, "--metrics")?),
+            (None, None) => None,
         };
-        let http_addr = match config.http {
-            Some(addr) => Some(listen_tcp(&mut shell, addr, Face::Http, crate::http::LIMITS, "--http")?),
-            None => None,
+        let http_addr = match (passed.http, config.http) {
+            (Some(listener), _) => Some(add_passed(&mut shell, listener, Face::Http, crate::http::LIMITS)?),
+            (None, Some(addr)) => Some(listen_tcp(&mut shell, addr, Face::Http, crate::http::LIMITS, "--http")?),
+            (None, None) => None,
         };
         Ok(Broker { shell, local_addr, dns_addr, metrics_addr, http_addr })
     }
@@ -355,6 +356,49 @@ fn listen_tcp(
     let bound = listener.local_addr()?;
     shell.add_listener(face, listener, limits)?;
     Ok(bound)
+}
+
+/// Serves `face` on a TCP listener a service manager passed.
+fn add_passed(
+    shell: &mut Shell<Node>,
+    listener: std::net::TcpListener,
+    face: Face,
+    limits: StreamLimits,
+) -> io::Result<SocketAddr> {
+    let listener = mio::net::TcpListener::from_std(listener);
+    let bound = listener.local_addr()?;
+    shell.add_listener(face, listener, limits)?;
+    Ok(bound)
+}
+
+/// The names of the sockets a service manager may pass the broker (`FileDescriptorName=`).
+pub const SOCKET_NAMES: [&str; 3] = ["listen", "metrics", "http"];
+
+/// The sockets a service manager passed the broker (systemd socket activation), each in place
+/// of the one its flag would bind, as the balancer takes its own: the UDP socket for clients and
+/// servers (named `listen`, or any name but the others), the `--metrics` listener (named
+/// `metrics`) and the `--http` one (named `http`). A passed listener serves its face even
+/// without the flag.
+#[derive(Debug, Default)]
+pub struct Passed {
+    /// In place of `--listen`.
+    pub udp: Option<std::net::UdpSocket>,
+    /// In place of `--metrics`.
+    pub metrics: Option<std::net::TcpListener>,
+    /// In place of `--http`.
+    pub http: Option<std::net::TcpListener>,
+}
+
+impl Passed {
+    /// Takes the broker's sockets from `activated` (see [`Passed`]), non-blocking; what is left
+    /// there no part of the broker takes (the caller warns of it). Errors: more than one UDP
+    /// socket for the clients.
+    pub fn take(activated: &mut crate::activation::Activated) -> io::Result<Passed> {
+        let metrics = activated.take_tcp("metrics", &SOCKET_NAMES, false)?.into_iter().next();
+        let http = activated.take_tcp("http", &SOCKET_NAMES, false)?.into_iter().next();
+        let udp = activated.take_udp("listen", &SOCKET_NAMES, true)?;
+        Ok(Passed { udp, metrics, http })
+    }
 }
 
 /// Binds the DNS face's UDP socket and TCP listener on the same address. With port 0, the

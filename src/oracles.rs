@@ -190,12 +190,18 @@ pub fn node_session(data: &[u8]) {
                 continue;
             }
             6 => format!("report s{} 127.0.0.{}:{}", arg % 4, 1 + arg % 3, 1 + arg % 8),
-            _ => format!("{} s{}", if arg & 0x80 == 0 { "watch" } else { "unwatch" }, arg % 4),
+            7 if arg & 0x80 != 0 => {
+                check_unwatch(&mut node, now, source, arg % 4);
+                check_table(&node, &model);
+                check_notifications(&mut node, now, &model);
+                continue;
+            }
+            _ => format!("watch s{}", arg % 4),
         };
         model.retain(|_, &mut (_, deadline)| now < deadline);
         reply.clear();
         node.handle_datagram(now, Face::Client, source, request.as_bytes(), &mut reply);
-        if op % 8 == 7 && arg & 0x80 == 0 {
+        if op % 8 == 7 {
             // A watch is answered with a cookie, within three times its bytes; echoed from the
             // same source, it watches.
             check_unconfirmed(request.as_bytes(), &reply);
@@ -250,6 +256,34 @@ pub fn node_session(data: &[u8]) {
         }
         check_table(&node, &model);
         check_notifications(&mut node, now, &model);
+    }
+}
+
+/// `unwatch s{service}` from `source`: ends a watch only with the watcher's cookie. A bare one,
+/// and one with the watcher's cookie sent from another port (a forger's, which cannot know it,
+/// given it anyway), are refused and end nothing; the watcher's own ends its watch if it had
+/// one.
+fn check_unwatch(node: &mut Node, now: Instant, source: SocketAddr, service: u8) {
+    let ask = |node: &mut Node, from: SocketAddr, line: &str| {
+        let mut reply = Vec::new();
+        node.handle_datagram(now, Face::Client, from, line.as_bytes(), &mut reply);
+        String::from_utf8(reply).expect("text answers are UTF-8")
+    };
+    let watches = |node: &Node| node.stats(now)["watches"];
+    let before = watches(node);
+    let answer = ask(node, source, &format!("watch s{service}"));
+    let cookie = answer.trim_end().strip_prefix("COOKIE ").expect("a cookie").to_owned();
+    let forger = SocketAddr::new(source.ip(), source.port() + 1);
+    let bare = ask(node, source, &format!("unwatch s{service}"));
+    assert_eq!(bare, "ERROR cookie required: unwatch <service> <cookie>\n");
+    let forged = ask(node, forger, &format!("unwatch s{service} {cookie}"));
+    assert_eq!(forged, "ERROR bad cookie: watch <service> for a fresh one\n");
+    assert_eq!(watches(node), before, "a refused unwatch ends nothing");
+    let real = ask(node, source, &format!("unwatch s{service} {cookie}"));
+    match real.as_str() {
+        "OK\n" => assert_eq!(watches(node) + 1, before, "the watch ended"),
+        "NOT FOUND\n" => assert_eq!(watches(node), before),
+        _ => panic!("unwatch with the cookie: {real:?}"),
     }
 }
 

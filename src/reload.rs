@@ -89,15 +89,22 @@ pub fn on_sighup(reload: impl FnMut() + Send + 'static) -> io::Result<()> {
 }
 
 /// The log filter in force, as `--log-level` (or `--quiet`, or `RUST_LOG`) chose it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LogLevel {
     current: String,
+    /// What switches the program's logger ([`crate::cli::set_log_level`]; a test's recorder).
+    set: fn(&str) -> Result<(), String>,
 }
 
 impl LogLevel {
     /// The filter the program started with.
     pub fn new(current: String) -> Self {
-        LogLevel { current }
+        LogLevel { current, set: crate::cli::set_log_level }
+    }
+
+    /// The filter in force.
+    pub fn current(&self) -> &str {
+        &self.current
     }
 
     /// The change to `filter`, if it differs; an error when it does not parse. Nothing
@@ -115,18 +122,68 @@ impl LogLevel {
     /// Switches to `filter` (see [`crate::cli::set_log_level`]).
     pub fn switch(&mut self, filter: String) -> Result<(), String> {
         if filter != self.current {
-            crate::cli::set_log_level(&filter)?;
+            (self.set)(&filter)?;
             self.current = filter;
         }
         Ok(())
+    }
+
+    /// Ends a reload whose other settings went to a running loop: `taken` holds the changes
+    /// the loop made, or is `None` when it did not take them in time (it applies them when it
+    /// does, and logs them then itself). The log level is this thread's to change, so it
+    /// switches to `filter` now either way, rather than at the next SIGHUP: its change
+    /// (`level_change`, from [`change_to`](Self::change_to)) is logged with the loop's, or on
+    /// its own line without them, before the switch (at the level in force when the reload was
+    /// asked for).
+    pub fn finish(&mut self, taken: Option<Vec<Change>>, filter: String, level_change: Option<Change>) {
+        match taken {
+            Some(mut changes) => {
+                changes.extend(level_change);
+                log_changes(&changes);
+            }
+            None => {
+                if let Some(change) = level_change {
+                    log::info!("reload: {change}");
+                }
+            }
+        }
+        if let Err(e) = self.switch(filter) {
+            log::warn!("reload: --log-level: {e}");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
     use std::time::Duration;
 
-    use super::Sighup;
+    use super::{LogLevel, Sighup};
+
+    /// The filters [`record`] was asked to switch to.
+    static SWITCHED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn record(filter: &str) -> Result<(), String> {
+        SWITCHED.lock().unwrap().push(filter.to_owned());
+        Ok(())
+    }
+
+    /// A reload the running loop did not answer in time still switches the log level at once
+    /// (the loop logs its own changes when it takes them); one it answered switches it too.
+    #[test]
+    fn the_log_level_switches_whether_or_not_the_loop_answered() {
+        let mut level = LogLevel { current: "info".to_owned(), set: record };
+        let change = level.change_to("debug").unwrap();
+        assert!(change.is_some());
+        level.finish(None, "debug".to_owned(), change);
+        assert_eq!(level.current(), "debug", "switched although the loop did not answer");
+        let change = level.change_to("warn").unwrap();
+        level.finish(Some(Vec::new()), "warn".to_owned(), change);
+        assert_eq!(level.current(), "warn");
+        assert_eq!(level.change_to("warn"), Ok(None), "nothing to change");
+        level.finish(None, "warn".to_owned(), None);
+        assert_eq!(*SWITCHED.lock().unwrap(), ["debug", "warn"]);
+    }
 
     /// A SIGHUP that comes after the catch and before the reload is ready ends nothing: it
     /// reloads once the reload is handed over.

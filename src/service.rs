@@ -139,8 +139,8 @@ pub trait Context {
         unsupported(&Request::WatchMeta { service, cookie })
     }
 
-    /// `unwatch <service>` from `from`.
-    fn answer_unwatch(&mut self, _now: Instant, _from: SocketAddr, service: &str) -> Response {
+    /// `unwatch <service>` from `from`, with the watch's `cookie` (for [`Request::UnwatchEcho`]).
+    fn answer_unwatch(&mut self, _now: Instant, _from: SocketAddr, service: &str, _cookie: Option<u64>) -> Response {
         unsupported(&Request::Unwatch { service })
     }
 }
@@ -261,7 +261,8 @@ fn route<C: Context>(
         Request::Watch { service } => ctx.answer_watch(now, source, form, service, None),
         Request::WatchEcho { service, cookie } => ctx.answer_watch(now, source, form, service, Some(cookie)),
         Request::WatchMeta { service, cookie } => ctx.answer_watch_meta(now, source, form, service, cookie),
-        Request::Unwatch { service } => ctx.answer_unwatch(now, source, service),
+        Request::Unwatch { service } => ctx.answer_unwatch(now, source, service, None),
+        Request::UnwatchEcho { service, cookie } => ctx.answer_unwatch(now, source, service, Some(cookie)),
     };
     // An acknowledgement: an id, `OK`, `NOT FOUND` (or catching up); never an error, which may
     // echo what was sent.

@@ -177,8 +177,25 @@ impl Control {
             let endpoint = change.endpoint;
             match change.kind {
                 ChangeKind::Registered if change.instance_changed => {
-                    *self.names.entry(endpoint).or_insert(0) += 1;
-                    self.staged_adds.push((endpoint, declared_weight(&self.registry, &change)));
+                    let weight = declared_weight(&self.registry, &change);
+                    let names = self.names.entry(endpoint).or_insert(0);
+                    *names += 1;
+                    if *names == 1 {
+                        // Perhaps staged to leave in this same window (the watch let it go, or
+                        // a registration before): it stays.
+                        self.staged_removes.retain(|addr| *addr != endpoint);
+                        self.staged_adds.push((endpoint, weight));
+                    } else {
+                        // Held already (watched, or registered under another name): it weighs
+                        // what the registration declares, and a backend a check took out stays
+                        // out (an add would mark it up); without checks, this is a heartbeat.
+                        self.follow_weight(endpoint, weight);
+                        if self.health.is_none()
+                            && let Some(backend) = self.pool.get(endpoint)
+                        {
+                            backend.mark_up();
+                        }
+                    }
                     if let Some(health) = &mut self.health {
                         follow_check(health, now, endpoint, &change.check);
                     }
@@ -215,8 +232,13 @@ impl Control {
                             health.schedule.remove(endpoint);
                         }
                     } else if let Some(weight) = self.watched_only(endpoint) {
-                        // Held by the watch alone now: it weighs what the watched service says.
+                        // Held by the watch alone now: it weighs what the watched service says,
+                        // and is checked as a watched backend is (a connect), not as the
+                        // registration asked.
                         self.follow_weight(endpoint, weight);
+                        if let Some(health) = &mut self.health {
+                            health.schedule.add(now, endpoint);
+                        }
                     }
                 }
                 // One lease of several went: what the others declare is checked now, and

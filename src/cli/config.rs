@@ -17,8 +17,9 @@
 //! `--quiet`; `false`: absent; a boolean is no value of any other flag), an array
 //! as the flag's list form (comma-joined for a list flag such as `--peers`, whose value --help
 //! shows as `ADDR[,ADDR…]`, an item holding a comma refused; one `--key=item` each for a
-//! repeated one such as makler-server's `--meta`; an empty array is absent; any other flag
-//! takes no array). Every flag the command line gives (by its long name, `--x=y`, an alias or its
+//! repeated one such as makler-server's `--meta`; an empty array is absent, but `--key=none`
+//! for a list flag whose value name ends in `|none`, such as `--rate-limit-exempt`, whose default
+//! is not empty; any other flag takes no array). Every flag the command line gives (by its long name, `--x=y`, an alias or its
 //! short form) drops that key's tokens, so the command line wins, and a list on it replaces
 //! the file's rather than adding to it. clap then parses `[program, file tokens…, command-line
 //! tokens…]`, so a value from the file goes through the flag's own parser, and a bad one is
@@ -41,7 +42,8 @@ pub struct ConfigArgs {
     /// Read settings from this TOML file. Its keys are the long flag names (`listen =
     /// "127.0.0.1:7000"`, `ttl = 60`, `peers = ["127.0.0.1:7001", "127.0.0.1:7002"]`, `quiet =
     /// true`); a flag given on the command line overrides the file's value for it (a list
-    /// replaces the file's list). See OPERATIONS.md, and dist/config for examples.
+    /// replaces the file's list). A regular file: a FIFO, a directory or a device is refused.
+    /// See OPERATIONS.md, and dist/config for examples.
     #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
 
@@ -121,10 +123,17 @@ enum Failure {
 /// (`/dev/zero`, a log file) can make the program hold.
 const MAX_FILE_BYTES: u64 = 1 << 20;
 
+/// Reads the config file at `path`, refusing anything but a regular file (see [`regular`]).
 fn read_file(path: &Path) -> std::io::Result<String> {
     use std::io::Read;
+    // Looked at before it is opened, so that a device is not even opened (opening some does
+    // something); then opened without blocking and looked at again through the descriptor, in
+    // case the path changed in between: a FIFO opened so returns at once, writer or not.
+    regular(&std::fs::metadata(path)?)?;
+    let mut file = open_nonblocking(path)?;
+    regular(&file.metadata()?)?;
     let mut text = String::new();
-    std::fs::File::open(path)?.take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
+    (&mut file).take(MAX_FILE_BYTES + 1).read_to_string(&mut text)?;
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(std::io::Error::other(format!(
             "longer than {} KiB, too long for a config file",
@@ -132,6 +141,52 @@ fn read_file(path: &Path) -> std::io::Result<String> {
         )));
     }
     Ok(text)
+}
+
+/// Opens `path` for reading without waiting for anything: a FIFO without a writer, or a device,
+/// would otherwise block the open (and the program with it). Reads from a regular file are the
+/// same either way.
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY);
+    }
+    options.open(path)
+}
+
+/// Refuses what is not a regular file (after symbolic links): reading a FIFO waits for a writer
+/// that may never come, a directory cannot be read, and a device (a terminal, `/dev/zero`) is
+/// no settings file; each would block the start or a reload, or read nonsense.
+fn regular(metadata: &std::fs::Metadata) -> std::io::Result<()> {
+    let kind = metadata.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    let what = if kind.is_dir() {
+        "a directory"
+    } else {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileTypeExt;
+            if kind.is_fifo() {
+                "a FIFO"
+            } else if kind.is_socket() {
+                "a socket"
+            } else if kind.is_char_device() || kind.is_block_device() {
+                "a device"
+            } else {
+                "not a file"
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            "not a file"
+        }
+    };
+    Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file")))
 }
 
 /// [`parse`] and [`reparse`], with the file read by `read` (tests give text).
@@ -402,6 +457,7 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
                 Err("expected one value, not a list (only a flag whose value --help shows as `X[,X…]` takes one)"
                     .into())
             }
+            toml::Value::Array(items) if items.is_empty() && takes_none(arg) => Ok(vec![format!("--{key}=none")]),
             toml::Value::Array(items) if items.is_empty() => Ok(Vec::new()),
             toml::Value::Array(items) => {
                 let items = items.iter().map(|item| scalar(arg, item)).collect::<Result<Vec<_>, _>>()?;
@@ -421,6 +477,13 @@ fn tokens(arg: &Arg, key: &str, value: &toml::Value) -> Result<Vec<String>, Stri
 /// --help shows says so (`ADDR[,ADDR…]`), as every list flag's does.
 fn is_list(arg: &Arg) -> bool {
     arg.get_value_names().is_some_and(|names| names.iter().any(|name| name.as_str().contains("[,")))
+}
+
+/// Whether a list flag has an empty form, `none` (its value name ends in `|none`, as
+/// `--rate-limit-exempt CIDR[,CIDR…]|none`): a list whose default is not empty, so that `[]`
+/// says `none` rather than leave the default.
+fn takes_none(arg: &Arg) -> bool {
+    arg.get_value_names().is_some_and(|names| names.iter().any(|name| name.as_str().ends_with("|none")))
 }
 
 /// A value as a flag would spell it: a float keeps its point (`2.0`, `inf`, `NaN`), so that

@@ -182,7 +182,7 @@ pub struct MulticastArgs {
     /// with it, and unsealed ones are ignored; clients seal their requests to brokers (for
     /// --require-key) and take only sealed replies. Give every program the same file. It must
     /// be readable by its owner only (`chmod 600 PATH`): one others may read is refused.
-    #[arg(long, value_name = "PATH", value_parser = parse_key_file)]
+    #[arg(long, global = true, value_name = "PATH", value_parser = parse_key_file)]
     pub key_file: Option<crate::protocol::seal::Key>,
 }
 
@@ -352,10 +352,21 @@ pub struct RateLimitArgs {
     #[arg(long, value_name = "N", default_value_t = crate::limit::DEFAULT_RATE)]
     pub rate_limit: u32,
 
-    /// Networks never rate-limited (a spoofed loopback source cannot come from the network).
-    #[arg(long, value_name = "CIDR[,CIDR…]", default_value = "127.0.0.0/8,::1/128",
-          value_parser = crate::service::policy::parse_networks)]
+    /// Networks never rate-limited (a spoofed loopback source cannot come from the network);
+    /// `none` (in a --config file also `[]`): every source is limited, loopback too.
+    #[arg(long, value_name = "CIDR[,CIDR…]|none", default_value = "127.0.0.0/8,::1/128",
+          value_parser = parse_networks_or_none)]
     pub rate_limit_exempt: std::vec::Vec<ipnet::IpNet>,
+}
+
+/// A list of networks, or `none` for the empty list: the empty form of a list flag whose
+/// default is not empty (`--rate-limit-exempt none`), which a config file's `[]` also means
+/// (see [`config`]; such a flag's value name ends in `|none`).
+pub fn parse_networks_or_none(text: &str) -> Result<std::vec::Vec<ipnet::IpNet>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(std::vec::Vec::new());
+    }
+    crate::service::policy::parse_networks(text).map_err(|e| format!("{e}, or none"))
 }
 
 impl RateLimitArgs {
@@ -373,6 +384,17 @@ mod tests {
         assert_eq!(types.0, ["_http._tcp", "_ipp._tcp", "_x._udp"], "trimmed, .local dropped, duplicates once");
         for bad in ["http", "_http", "_a.b._tcp", "http._tcp", "", ","] {
             assert!(super::parse_service_types(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn networks_or_none() {
+        assert_eq!(super::parse_networks_or_none("none"), Ok(vec![]));
+        assert_eq!(super::parse_networks_or_none(" None "), Ok(vec![]));
+        let two = super::parse_networks_or_none("10.0.0.0/8,::1").unwrap();
+        assert_eq!(two, ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap(), "::1/128".parse().unwrap()]);
+        for bad in ["", "none,10.0.0.0/8", "nothing"] {
+            assert!(super::parse_networks_or_none(bad).unwrap_err().ends_with(", or none"), "{bad:?}");
         }
     }
 

@@ -117,6 +117,12 @@ impl<T: Transport> BrokerClient<T> {
         self.keyed.is_some()
     }
 
+    /// The key requests are sealed with, if any: a [`Watch`](super::Watch) started on this
+    /// client's behalf (a [`Resolver`](super::Resolver)'s) seals with it too.
+    pub(crate) fn key(&self) -> Option<Key> {
+        self.keyed.as_ref().map(|keyed| *keyed.sealer.key())
+    }
+
     /// Sends the request in `self.request` to `to`, sealed afresh with a key.
     fn send_request(&mut self, to: SocketAddr) -> Result<(), ClientError> {
         match &mut self.keyed {

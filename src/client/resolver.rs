@@ -18,7 +18,8 @@ pub struct ResolverConfig {
     pub poll_interval: Duration,
     /// Watch each service asked for (a [`Watch`](super::Watch), over a UDP socket of its
     /// own) instead of asking again after `cache_for`: the instances are always the broker's
-    /// latest, and nothing is asked while nothing changes. Falls back to asking when the
+    /// latest, and nothing is asked while nothing changes. The watch is sealed with the
+    /// client's key when it has one ([`BrokerClient::set_key`]). Falls back to asking when the
     /// broker does not answer the watch.
     pub watch: bool,
 }
@@ -197,7 +198,9 @@ impl<T: Transport> Resolver<T> {
     /// fresh (a watch is started on first use); `false` when there is no watch to use.
     fn refresh_from_watch(&mut self, service: &str) -> bool {
         if !self.watches.contains_key(service) {
-            match super::Watch::start(self.client.brokers(), service) {
+            // Sealed as the client's requests are: a broker with `--require-key` refuses an
+            // unsealed watch, and a keyed watch takes only notifications sealed with the key.
+            match super::Watch::start_keyed(self.client.brokers(), service, self.client.key()) {
                 Ok(watch) => drop(self.watches.insert(service.to_owned(), watch)),
                 Err(_) => return false,
             }

@@ -9,7 +9,8 @@
 //! (the proof that the watcher receives at its address, so that nobody can aim notifications
 //! at another): the `Watch` echoes it at once, and renews with the cookie it holds until the
 //! broker answers with a new one. A broker older than cookies answers `watch` at once, which
-//! is taken as well.
+//! is taken as well. [`Watch::unwatch`] ends the watch with that cookie too: a broker ends a
+//! watch only for whoever receives at the watcher's address.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use super::{ClientError, Transport, UdpTransport};
 use crate::node::WallClock;
 use crate::protocol::seal::{self, Key, ReplayGuard, Sealer};
-use crate::protocol::{Request, Response, binary};
+use crate::protocol::{Rejection, Request, Response, binary};
 
 /// How long to wait for a broker's answer to `watch` before trying the next.
 const ANSWER_WAIT: Duration = Duration::from_millis(500);
@@ -221,15 +222,73 @@ impl<T: Transport> Watch<T> {
         }
     }
 
+    /// Ends the watch at its broker at once, so that it sends nothing more (instead of until the
+    /// watch's TTL runs out), with the cookie held: the broker ends a watch only for whoever shows
+    /// it receives at the watcher's address. A cookie too old for the broker is replaced by a
+    /// fresh one (a `watch` without a cookie answers it, and starts nothing). `Ok` also when the
+    /// broker no longer held the watch; [`ClientError::Unreachable`] when it did not answer. A broker
+    /// older than this check, which cannot read the cookie's form, is sent the bare `unwatch`.
+    pub fn unwatch(mut self) -> Result<(), ClientError> {
+        let broker = self.brokers[self.broker];
+        let mut buf = [0u8; 2048];
+        // A broker older than cookies on `unwatch` cannot read `UnwatchEcho`; it takes `Unwatch`.
+        let mut older = false;
+        for _ in 0..3 {
+            self.send(broker, |service, cookie| match cookie {
+                _ if older => Request::Unwatch { service },
+                Some(cookie) => Request::UnwatchEcho { service, cookie },
+                None => Request::Watch { service },
+            })?;
+            let deadline = self.transport.now() + ANSWER_WAIT;
+            while let Some((len, from)) = self.transport.recv(&mut buf, deadline)? {
+                if from != broker {
+                    continue;
+                }
+                let Some(datagram) = self.open(&buf[..len]) else { continue };
+                match binary::decode_response(datagram) {
+                    Ok((id, Response::Ok | Response::NotFound)) if id == self.request_id => return Ok(()),
+                    Ok((id, Response::Error(Rejection::BadCookie))) if id == self.request_id => {
+                        // Too old: ask for a fresh one, and then unwatch with it.
+                        self.cookie = None;
+                        break;
+                    }
+                    Ok((id, Response::Error(Rejection::Malformed { .. }))) if id == self.request_id && !older => {
+                        older = true;
+                        break;
+                    }
+                    Ok((id, Response::WatchCookie { cookie })) if id == self.request_id => {
+                        self.cookie = Some(cookie);
+                        break;
+                    }
+                    Ok((id, Response::Error(rejection))) if id == self.request_id => {
+                        return Err(ClientError::Rejected(rejection));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Err(ClientError::Unreachable(vec![broker]))
+    }
+
     /// Sends `watch` (with the cookie held, if any) under a new request id.
     fn send_watch(&mut self, broker: SocketAddr) -> Result<(), ClientError> {
-        self.request_id = self.request_id.wrapping_add(1);
-        let service = self.service.as_str();
-        let request = match self.cookie {
-            Some(cookie) if self.with_meta => Request::WatchMeta { service, cookie },
+        let with_meta = self.with_meta;
+        self.send(broker, |service, cookie| match cookie {
+            Some(cookie) if with_meta => Request::WatchMeta { service, cookie },
             Some(cookie) => Request::WatchEcho { service, cookie },
             None => Request::Watch { service },
-        };
+        })
+    }
+
+    /// Sends the request `make` makes of the service and the cookie held, under a new request
+    /// id, sealed when keyed.
+    fn send(
+        &mut self,
+        broker: SocketAddr,
+        make: impl for<'s> FnOnce(&'s str, Option<u64>) -> Request<'s>,
+    ) -> Result<(), ClientError> {
+        self.request_id = self.request_id.wrapping_add(1);
+        let request = make(self.service.as_str(), self.cookie);
         let mut bytes = Vec::new();
         binary::encode_request(self.request_id, &request, &mut bytes);
         if let Some(keyed) = &mut self.keyed {

@@ -1,8 +1,8 @@
 //! The broker's answers to the HTTP catalog ([`crate::http`]): what the node knows of its
 //! services, instances, peers and bridges, in the shapes of [`crate::http::catalog`].
 //!
-//! Each answer is bounded: at most `limit` entries are kept (services in a heap of that size,
-//! instances up to the `limit`th address), and instances stop at
+//! Each answer is bounded: at most `limit` entries are kept (services from the ordered index of
+//! their names, [`super::catalog_names`], instances up to the `limit`th address), and instances stop at
 //! [`MAX_BODY`](crate::http::MAX_BODY) bytes of JSON; a cut list is always the first by name or
 //! by address, as the lists are sorted.
 
@@ -67,30 +67,14 @@ fn seconds(duration: Duration) -> f64 {
 }
 
 impl Node {
-    /// `/v1/services`: the first `limit` services by name, with the node.
+    /// `/v1/services`: the first `limit` services by name, with the node. What it costs is
+    /// the names it lists (and a walk over the table the first time: see
+    /// [`catalog_names`](super::catalog_names)), not the whole table's.
     fn catalog_services(&mut self, now: Instant, limit: usize) -> shape::Services {
-        // The `limit` smallest names, in a max-heap: what a larger table costs is a comparison
-        // per service, not a sort or a copy of every name.
-        let mut heap: BinaryHeap<(String, usize)> = BinaryHeap::with_capacity(limit.min(1024) + 1);
-        let mut total = 0usize;
-        let mut cursor = Some(Cursor::START);
-        while let Some(at) = cursor {
-            cursor = self.registry.services_page(now, at, |name, instances| {
-                if instances == 0 {
-                    return true;
-                }
-                total += 1;
-                if heap.len() < limit {
-                    heap.push((name.to_owned(), instances));
-                } else if heap.peek().is_some_and(|(top, _)| name < top.as_str()) {
-                    heap.pop();
-                    heap.push((name.to_owned(), instances));
-                }
-                true
-            });
-        }
-        let services = heap
-            .into_sorted_vec()
+        self.registry.handle_timeout(now);
+        let first = self.service_names.first(&mut self.registry, now, limit);
+        let services = first
+            .services
             .into_iter()
             .map(|(name, instances)| shape::ServiceSummary { name, instances })
             .collect::<Vec<_>>();
@@ -101,7 +85,7 @@ impl Node {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
                 ttl_s: self.registry.config().ttl.as_secs_f64(),
             },
-            truncated: total > limit,
+            truncated: first.truncated,
             services,
         }
     }
@@ -290,6 +274,15 @@ mod tests {
         assert_eq!(two["truncated"], true);
         let (_, none) = get(&mut node, now, "/v1/services?limit=0");
         assert_eq!((none["services"].as_array().unwrap().len(), &none["truncated"]), (0, &Value::Bool(true)));
+        // Listed once, the names are kept in order from the table's changes: a new service, and
+        // one whose last instance went, show at once.
+        register(&mut node, now, "register beta 127.0.0.1 5");
+        let mid = register(&mut node, now, "register mid 127.0.0.1 3");
+        assert_eq!(register(&mut node, now, &format!("deregister {mid}")), "OK");
+        let names = |answer: &Value| -> Vec<String> {
+            answer["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect()
+        };
+        assert_eq!(names(&get(&mut node, now, "/v1/services").1), ["alpha", "beta", "zeta"]);
         // Expired services are gone.
         let later = now + Duration::from_secs(60);
         assert_eq!(get(&mut node, later, "/v1/services").1["services"], serde_json::json!([]));

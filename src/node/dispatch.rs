@@ -168,6 +168,7 @@ impl Node {
             if change.kind != ChangeKind::Refreshed || change.meta_changed {
                 self.watches.handle_change(&change.service);
             }
+            self.service_names.handle_change(&change.service, change.kind, &self.registry);
         }
         self.watches.flush(now, &mut self.registry);
         self.replicator.flush(now, &self.registry);

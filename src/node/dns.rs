@@ -33,6 +33,7 @@ pub mod names;
 mod sd;
 #[cfg(test)]
 mod tests;
+pub mod tsig;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -83,11 +84,14 @@ pub struct DnsConfig {
     /// The TTL of every record, in seconds: 0 by default, as Consul does, since the table
     /// changes within seconds.
     pub ttl: u32,
+    /// Under `--require-key all`, answer unsigned queries anyway (`--dns-unsealed`) instead of
+    /// only those signed with the key's TSIG secret ([`tsig`]).
+    pub unsealed: bool,
 }
 
 impl Default for DnsConfig {
     fn default() -> Self {
-        DnsConfig { domain: DEFAULT_DOMAIN.to_owned(), ttl: 0 }
+        DnsConfig { domain: DEFAULT_DOMAIN.to_owned(), ttl: 0, unsealed: false }
     }
 }
 
@@ -163,6 +167,20 @@ pub fn answer(
     transport: Transport,
     out: &mut Vec<u8>,
 ) -> bool {
+    answer_reserving(zone, registry, now, query, transport, 0, out)
+}
+
+/// [`answer`], leaving `reserve` bytes of the size the transport and the query allow free for
+/// what is appended after (a TSIG record, see [`tsig`]).
+pub fn answer_reserving(
+    zone: &mut Zone,
+    registry: &mut Registry,
+    now: Instant,
+    query: &[u8],
+    transport: Transport,
+    reserve: usize,
+    out: &mut Vec<u8>,
+) -> bool {
     out.clear();
     let request = match decode(query) {
         Decoded::Query(request) => request,
@@ -182,7 +200,8 @@ pub fn answer(
                 .map_or(PLAIN_UDP_PAYLOAD, |e| e.max_payload().clamp(PLAIN_UDP_PAYLOAD, MAX_UDP_PAYLOAD)),
         ),
         Transport::Tcp => MAX_TCP_MESSAGE,
-    };
+    }
+    .saturating_sub(reserve);
     let found = match respond(zone, registry, now, &request, limit) {
         Reply::Instances(found) => found,
         Reply::Whole(mut response) => return encode_within(&mut response, limit, out),

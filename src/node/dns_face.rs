@@ -7,9 +7,14 @@
 //! has no timer, no datagram of its own to send and nothing for the node to act on. The table
 //! is the node's, lent for each answer; the response-rate limit is the node's too, applied to
 //! what the face answers (see [`DnsFace::slip`]).
+//!
+//! With a TSIG signer (`--require-key all`, see [`dns::tsig`]), only signed queries are
+//! answered, and their answers signed; the others get the refusal TSIG says, counted.
 
 use std::time::Instant;
 
+use super::WallClock;
+use super::dns::tsig::{self, Checked, Tsig};
 use super::dns::{self, Transport};
 use crate::core::{StreamLimits, StreamStep};
 use crate::registry::Registry;
@@ -33,12 +38,49 @@ pub const DNS_TCP_LIMITS: StreamLimits = StreamLimits {
 pub(super) struct DnsFace {
     /// The zone it answers for (`None`: no DNS face; queries are dropped).
     zone: Option<dns::Zone>,
+    /// With a signer, only TSIG-signed queries are answered.
+    tsig: Option<Tsig>,
+    /// The wall clock, for TSIG's signing times.
+    wall: WallClock,
+    /// Queries refused for want of a good TSIG signature.
+    refused: u64,
 }
 
 impl DnsFace {
-    pub fn new(config: Option<&dns::DnsConfig>) -> Self {
+    /// The face `config` describes; with `tsig`, it answers only queries signed with it.
+    pub fn new(config: Option<&dns::DnsConfig>, tsig: Option<Tsig>, wall: WallClock) -> Self {
         let zone = config.and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok());
-        DnsFace { zone }
+        DnsFace { zone, tsig, wall, refused: 0 }
+    }
+
+    /// Queries refused for want of a good TSIG signature (counted in `refused_key`).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    /// Answers `query` into `reply`, through TSIG when a signer is set.
+    fn answer(
+        &mut self,
+        now: Instant,
+        registry: &mut Registry,
+        query: &[u8],
+        transport: Transport,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let Some(zone) = &mut self.zone else { return false };
+        let Some(signer) = &self.tsig else { return dns::answer(zone, registry, now, query, transport, reply) };
+        let unix_s = self.wall.unix_ms(now) / 1000;
+        match signer.check(query, unix_s, reply) {
+            Checked::Signed(mac) => {
+                dns::answer_reserving(zone, registry, now, query, transport, tsig::RESERVE, reply)
+                    && signer.sign(&mac, unix_s, reply)
+            }
+            Checked::Refused => {
+                self.refused += 1;
+                !reply.is_empty()
+            }
+            Checked::NotAQuery => dns::answer(zone, registry, now, query, transport, reply),
+        }
     }
 
     /// A DNS query over UDP: whether `reply` holds an answer. The node judges it by the
@@ -50,8 +92,7 @@ impl DnsFace {
         query: &[u8],
         reply: &mut Vec<u8>,
     ) -> bool {
-        let Some(zone) = &mut self.zone else { return false };
-        dns::answer(zone, registry, now, query, Transport::Udp, reply)
+        self.answer(now, registry, query, Transport::Udp, reply)
     }
 
     /// The "slip" of response-rate limiting: turns `reply` into the empty answer with TC set
@@ -72,7 +113,9 @@ impl DnsFace {
         output: &mut Vec<u8>,
     ) -> StreamStep {
         let wait = StreamStep { consumed: 0, close: false };
-        let Some(zone) = &mut self.zone else { return StreamStep { consumed: input.len(), close: true } };
+        if self.zone.is_none() {
+            return StreamStep { consumed: input.len(), close: true };
+        }
         let Some((prefix, rest)) = input.split_first_chunk::<2>() else { return wait };
         let len = usize::from(u16::from_be_bytes(*prefix));
         if len == 0 {
@@ -80,7 +123,7 @@ impl DnsFace {
         }
         let Some(query) = rest.get(..len) else { return wait };
         let mut reply = Vec::new();
-        if !dns::answer(zone, registry, now, query, Transport::Tcp, &mut reply) {
+        if !self.answer(now, registry, query, Transport::Tcp, &mut reply) {
             return StreamStep { consumed: input.len(), close: true };
         }
         // The reply is at most MAX_TCP_MESSAGE bytes, so its length fits the prefix.

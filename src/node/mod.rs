@@ -58,6 +58,7 @@ pub mod bridge;
 #[cfg(test)]
 mod bridge_tests;
 mod catalog;
+mod catalog_names;
 #[cfg(test)]
 mod check_tests;
 mod config;
@@ -185,6 +186,8 @@ pub struct Node {
     dns: dns_face::DnsFace,
     /// Advertising on and importing from the link (`--mdns`).
     mdns: mdns::Mdns,
+    /// The services' names in order, for `/v1/services` (built when first asked).
+    service_names: catalog_names::ServiceNames,
 }
 
 impl Node {
@@ -222,8 +225,17 @@ impl Node {
             settled: false,
             quiet_input: false,
             started: None,
-            dns: dns_face::DnsFace::new(config.dns.as_ref()),
+            dns: dns_face::DnsFace::new(
+                config.dns.as_ref(),
+                config
+                    .key
+                    .filter(|_| config.require_key == crate::service::policy::RequireKey::All)
+                    .filter(|_| config.dns.as_ref().is_some_and(|dns| !dns.unsealed))
+                    .map(|key| dns::tsig::Tsig::new(&key)),
+                config.wall,
+            ),
             mdns: mdns::Mdns::new(config.mdns.as_ref()),
+            service_names: catalog_names::ServiceNames::default(),
         }
     }
 
@@ -426,7 +438,7 @@ impl service::Context for Node {
         self.watches.handle_watch(now, from, form, service, Some(cookie), true, &mut self.registry)
     }
 
-    fn answer_unwatch(&mut self, _now: Instant, from: SocketAddr, service: &str) -> Response {
-        self.watches.handle_unwatch(from, service)
+    fn answer_unwatch(&mut self, now: Instant, from: SocketAddr, service: &str, cookie: Option<u64>) -> Response {
+        self.watches.handle_unwatch(now, from, service, cookie)
     }
 }

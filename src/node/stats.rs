@@ -113,7 +113,7 @@ pub(super) static COUNTERS: &[Row] = &[
         |n, _| n.counters.peer_bytes_in),
     row(Def::counter("refused_key", "makler_key_required_total",
             "Unsealed requests refused because --require-key asks for the key."),
-        |n, _| n.service.counters().key_required),
+        |n, _| n.service.counters().key_required + n.dns.refused()),
     row(Def::counter("sealed_dropped", "makler_sealed_dropped_total",
             "Sealed datagrams dropped: another key, forged, stale or replayed (peers' and clients')."),
         |n, _| n.counters.sealed_dropped),

@@ -23,6 +23,11 @@
 //! is sent at most [`NOTIFY_BYTES_PER_SECOND`] of notifications a second; what is over is
 //! dropped and counted with the rate limit's drops (`watch_dropped`).
 //!
+//! The cookie ends a watch too: `unwatch <service> <cookie>` from the watcher's address and port,
+//! with a cookie a `watch` would take there now. A bare `unwatch <service>`, or one with a wrong or
+//! old cookie, is refused (and counted with the other `ERROR` replies, `rejected`), so that nobody
+//! can stop another's notifications from a forged address.
+//!
 //! `Watches` owns every watch, its lease and its sequence number, and the counters. It speaks the
 //! node's sub-machine convention (see the [node's documentation](super)): requests come in through
 //! `handle_watch` and `handle_unwatch`, the table's changes through `handle_change` and, once per
@@ -178,11 +183,9 @@ impl Watches {
         meta: bool,
         registry: &mut Registry,
     ) -> Response {
-        let slot = self.slot(now);
-        let fresh = self.cookie(slot, from);
-        let shown = cookie.is_some_and(|c| c == fresh || (slot > 0 && c == self.cookie(slot - 1, from)));
-        if !shown {
-            return Response::WatchCookie { cookie: fresh };
+        if !cookie.is_some_and(|cookie| self.cookie_shown(now, from, cookie)) {
+            let slot = self.slot(now);
+            return Response::WatchCookie { cookie: self.cookie(slot, from) };
         }
         if let Err(rejection) = registry.config().limits.check_name(service) {
             return Response::Error(rejection);
@@ -208,8 +211,15 @@ impl Watches {
         }
     }
 
-    /// `unwatch <service>` from `from`.
-    pub fn handle_unwatch(&mut self, from: SocketAddr, service: &str) -> Response {
+    /// `unwatch <service> <cookie>` from `from`: ends the watch only with a cookie a `watch`
+    /// from `from` would take now (so only from whoever receives at the watcher's address);
+    /// without one ([`Rejection::CookieRequired`]) or with a wrong or old one
+    /// ([`Rejection::BadCookie`]), refused, and the watch is kept.
+    pub fn handle_unwatch(&mut self, now: Instant, from: SocketAddr, service: &str, cookie: Option<u64>) -> Response {
+        let Some(cookie) = cookie else { return Response::Error(Rejection::CookieRequired) };
+        if !self.cookie_shown(now, from, cookie) {
+            return Response::Error(Rejection::BadCookie);
+        }
         if !self.meta_watchers.is_empty() {
             self.meta_watchers.remove(&(from, service.into()));
         }
@@ -252,6 +262,12 @@ impl Watches {
                 self.transmits.push(Face::Client, to, |out| out.extend_from_slice(bytes));
             }
         }
+    }
+
+    /// Whether `cookie` is `from`'s, made in the slot of `now` or the one before.
+    fn cookie_shown(&mut self, now: Instant, from: SocketAddr, cookie: u64) -> bool {
+        let slot = self.slot(now);
+        cookie == self.cookie(slot, from) || (slot > 0 && cookie == self.cookie(slot - 1, from))
     }
 
     /// The time slot of `now`, for the cookies.

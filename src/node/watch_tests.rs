@@ -137,8 +137,20 @@ fn an_expired_or_ended_watch_gets_nothing_more() {
     watch(&mut sim, WATCHER, BROKER);
     let other = addr(10, 0, 2, 2, 40000);
     watch(&mut sim, other, BROKER);
-    assert_eq!(text(sim.request(other, BROKER, b"unwatch web").unwrap()), "OK\n");
-    assert_eq!(text(sim.request(other, BROKER, b"unwatch web").unwrap()), "NOT FOUND\n");
+    let answer = text(sim.request(other, BROKER, b"watch web").unwrap());
+    let cookie = answer.strip_prefix("COOKIE ").expect("a cookie").trim().to_owned();
+    let unwatch = format!("unwatch web {cookie}");
+    // Without the cookie, or with the watcher's cookie from another address: refused, kept.
+    assert_eq!(
+        text(sim.request(other, BROKER, b"unwatch web").unwrap()),
+        "ERROR cookie required: unwatch <service> <cookie>\n"
+    );
+    let forger = addr(10, 0, 2, 2, 40001);
+    let forged = text(sim.request(forger, BROKER, unwatch.as_bytes()).unwrap());
+    assert_eq!(forged, "ERROR bad cookie: watch <service> for a fresh one\n");
+    assert_eq!(stats(&mut sim)["watches"], 2, "kept");
+    assert_eq!(text(sim.request(other, BROKER, unwatch.as_bytes()).unwrap()), "OK\n");
+    assert_eq!(text(sim.request(other, BROKER, unwatch.as_bytes()).unwrap()), "NOT FOUND\n");
     sim.run_for(TTL);
     assert_eq!(stats(&mut sim)["watches"], 0, "expired");
     sim.request(SERVER, BROKER, b"register web 8001").unwrap();

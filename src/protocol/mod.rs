@@ -113,8 +113,9 @@ pub enum Request<'a> {
         /// The service's name.
         service: &'a str,
     },
-    /// End a watch at once. Answered with [`Response::Ok`], or [`Response::NotFound`] when this
-    /// source has no watch on the service.
+    /// End a watch, without the watch's cookie: refused with [`Rejection::CookieRequired`] (it
+    /// could be sent from a forged address). Send [`Request::UnwatchEcho`]. The text form is
+    /// `unwatch <service>`.
     Unwatch {
         /// The service's name.
         service: &'a str,
@@ -194,6 +195,19 @@ pub enum Request<'a> {
     /// change of an instance's metadata is a change. The text form is
     /// `watch <service> <cookie> meta`.
     WatchMeta {
+        /// The service's name.
+        service: &'a str,
+        /// The cookie, as the broker sent it.
+        cookie: u64,
+    },
+    /// End a watch at once, with the cookie the watch was started or last renewed with (or any
+    /// the broker answered a `watch` from this address with since): the proof that the sender
+    /// receives at the watcher's address, so that nobody can stop another's notifications from
+    /// a forged address. Answered with [`Response::Ok`], or [`Response::NotFound`] when this
+    /// source has no watch on the service; a wrong or too old cookie with
+    /// [`Rejection::BadCookie`] (`watch <service>` answers a fresh one). The text form is
+    /// `unwatch <service> <cookie>`, the cookie in 16 hexadecimal digits.
+    UnwatchEcho {
         /// The service's name.
         service: &'a str,
         /// The cookie, as the broker sent it.
@@ -520,6 +534,14 @@ pub enum Rejection {
         /// The rule broken, as [`crate::meta::MetaError`] words it.
         why: String,
     },
+    /// An `unwatch` without the watch's cookie (which anyone could send from a forged address):
+    /// send `unwatch <service> <cookie>` ([`Request::UnwatchEcho`]) with the cookie of the watch.
+    #[error("cookie required: unwatch <service> <cookie>")]
+    CookieRequired,
+    /// An `unwatch` whose cookie is not this address's, or too old: `watch <service>` (without a
+    /// cookie) answers a fresh one, which ends the watch.
+    #[error("bad cookie: watch <service> for a fresh one")]
+    BadCookie,
 }
 
 /// How a request arrived, and so how its reply must be written.

@@ -106,6 +106,13 @@ impl Key {
         self.id
     }
 
+    /// A key of its own for another use of the same key file (BLAKE3's key derivation of this
+    /// key under `context`): the DNS face's TSIG secret, which `dig` holds, must not be the
+    /// key that seals everything else.
+    pub fn derive(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.key)
+    }
+
     fn tag(&self, data: &[u8]) -> blake3::Hash {
         blake3::keyed_hash(&self.key, data)
     }

@@ -19,7 +19,7 @@
 //!                                       then, pushed on every change: CHANGED <service> seq=<n> <ip:port> ...
 //! watch <service> <cookie> meta      -> the same, each reply followed by `meta <ip:port> <key>=<value> ...`
 //!                                       lines; a change of metadata is a change
-//! unwatch <service>                  -> OK | NOT FOUND
+//! unwatch <service> <cookie>         -> OK | NOT FOUND | ERROR bad cookie …
 //! anything else                      -> ERROR <reason>
 //! ```
 //!
@@ -48,6 +48,8 @@ use super::{Check, Rejection, Request, Response, excerpt};
 const ECHO_CHARS: usize = 40;
 
 const WATCH_USAGE: &str = "watch <service> | watch <service> <cookie (16 hexadecimal digits)> [meta]";
+
+const UNWATCH_USAGE: &str = "unwatch <service> <cookie (16 hexadecimal digits)>";
 
 const REGISTER_USAGE: &str =
     "register <service> [<ip>] <port> [check=tcp|check=http:<path>|check=none] [<key>=<value> ...]";
@@ -125,7 +127,11 @@ pub fn decode_request(datagram: &[u8]) -> Result<Request<'_>, Rejection> {
     } else if verb.eq_ignore_ascii_case("unwatch") {
         match args.as_slice() {
             [service] => Ok(Request::Unwatch { service }),
-            _ => Err(usage("unwatch <service>")),
+            [service, cookie] => match parse_cookie(cookie) {
+                Some(cookie) => Ok(Request::UnwatchEcho { service, cookie }),
+                None => Err(usage(UNWATCH_USAGE)),
+            },
+            _ => Err(usage(UNWATCH_USAGE)),
         }
     } else {
         Err(Rejection::UnknownCommand { verb: excerpt(verb, ECHO_CHARS) })
@@ -187,6 +193,7 @@ pub fn encode_request(request: &Request<'_>, out: &mut Vec<u8>) {
         Request::QueryLocal { service } => writeln!(out, "query {service} local"),
         Request::WatchEcho { service, cookie } => writeln!(out, "watch {service} {cookie:016x}"),
         Request::WatchMeta { service, cookie } => writeln!(out, "watch {service} {cookie:016x} meta"),
+        Request::UnwatchEcho { service, cookie } => writeln!(out, "unwatch {service} {cookie:016x}"),
         Request::RegisterChecked { service, ip: None, port, check } => {
             writeln!(out, "register {service} {port} check={check}")
         }

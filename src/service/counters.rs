@@ -63,9 +63,11 @@ impl RequestCounts {
             Request::Instances { .. } | Request::InstancesChecked { .. } | Request::InstancesMeta { .. } => {
                 &mut self.instances
             }
-            Request::Watch { .. } | Request::WatchEcho { .. } | Request::WatchMeta { .. } | Request::Unwatch { .. } => {
-                &mut self.watch
-            }
+            Request::Watch { .. }
+            | Request::WatchEcho { .. }
+            | Request::WatchMeta { .. }
+            | Request::Unwatch { .. }
+            | Request::UnwatchEcho { .. } => &mut self.watch,
         };
         *counter += 1;
     }

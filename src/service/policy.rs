@@ -75,6 +75,7 @@ impl RequireKey {
                     | Request::WatchEcho { .. }
                     | Request::WatchMeta { .. }
                     | Request::Unwatch { .. }
+                    | Request::UnwatchEcho { .. }
             ),
         }
     }

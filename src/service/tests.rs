@@ -200,6 +200,7 @@ fn require_key_refuses_unsealed_writes_or_everything_and_never_sealed_requests()
         "watch echo",
         "watch echo 00000000000000aa",
         "unwatch echo",
+        "unwatch echo 00000000000000aa",
     ];
     let queries = ["query echo", "request echo", "services", "instances echo", "stats"];
     for (require, refused_queries) in [(RequireKey::Writes, false), (RequireKey::All, true)] {

@@ -198,7 +198,9 @@ fn every_text_request_stays_within_its_stated_amplification() {
         kind("watch", (3.0, 3.0), text("watch big")),
         kind("watch <cookie> (forged)", (1.0, 1.0), text("watch big 00c0ffee00c0ffee")),
         kind("watch <cookie>", (50.0, 7.0), |s, b| format!("watch big {:016x}", cookie(s, b, false)).into_bytes()),
-        kind("unwatch", (1.0, 1.0), text("unwatch big")),
+        kind("unwatch (no cookie)", (5.0, 1.0), text("unwatch big")),
+        kind("unwatch <cookie> (forged)", (2.0, 1.0), text("unwatch big 00c0ffee00c0ffee")),
+        kind("unwatch <cookie>", (1.0, 1.0), |s, b| format!("unwatch big {:016x}", cookie(s, b, false)).into_bytes()),
     ];
     run(&kinds, 10);
 }
@@ -242,7 +244,14 @@ fn every_binary_request_stays_within_its_stated_amplification() {
             binary::encode_request(7, &Request::WatchEcho { service: "big", cookie }, &mut out);
             out
         }),
-        kind("Unwatch", (1.0, 1.0), bin(Request::Unwatch { service: "big" })),
+        kind("Unwatch (no cookie)", (1.0, 1.0), bin(Request::Unwatch { service: "big" })),
+        kind("UnwatchEcho (forged)", (1.0, 1.0), bin(Request::UnwatchEcho { service: "big", cookie: 0xc0ffee })),
+        kind("UnwatchEcho", (1.0, 1.0), |s, b| {
+            let cookie = cookie(s, b, true);
+            let mut out = Vec::new();
+            binary::encode_request(7, &Request::UnwatchEcho { service: "big", cookie }, &mut out);
+            out
+        }),
     ];
     run(&kinds, 40);
 }

@@ -210,10 +210,9 @@ fn play_broker(
         };
         // An answer at once, as a broker older than cookies gives.
         let watching = Response::Watching { service: "web".into(), seq: 0, ttl_ms: 60_000, instances: first };
+        // In this order: datagrams on loopback from one socket to another arrive as sent.
         send(&watching, id, watcher, true);
-        std::thread::sleep(Duration::from_millis(300));
         send(&Response::Changed { service: "web".into(), seq: 1, instances: forged }, id, watcher, false);
-        std::thread::sleep(Duration::from_millis(100));
         send(&Response::Changed { service: "web".into(), seq: 1, instances: real }, id, watcher, true);
     });
     (at, player)
@@ -311,7 +310,7 @@ fn an_mdns_service_imported_by_the_broker_is_a_backend_the_balancer_forwards_to(
     let link = crate::mdns_peers::link("fb");
     let _files = files(&link);
     let mut echo = Script::run(&link, 'b', "echo", "python3", &["-c", ECHO, address('b'), "9090", STOP]);
-    echo.wait_for("LISTENING", Duration::from_secs(20));
+    echo.wait_for("LISTENING", Duration::from_secs(30));
     let (_broker, log_path) = crate::mdns_node::broker(&link, 'a', &["--mdns-import", "_zc._tcp"]);
     let mut announcer = announce(&link, 'b', "zc-echo", "_zc._tcp", "9090");
     let broker = format!("{}:7000", address('a'));
@@ -353,7 +352,7 @@ fn an_mdns_service_imported_by_the_broker_is_a_backend_the_balancer_forwards_to(
 
     // The announcer's goodbye: the instance leaves the broker's table, and the balancer's pool.
     std::fs::write(&announcer.stop, b"").unwrap();
-    announcer.wait_for("UNREGISTERED", Duration::from_secs(10));
+    announcer.wait_for("UNREGISTERED", Duration::from_secs(30));
     wait_until(Duration::from_secs(30), "the balancer stops offering itself", || {
         ask(&link, 'a', &["query front"])[0].starts_with("NOT FOUND").then_some(())
     });

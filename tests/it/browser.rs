@@ -225,3 +225,37 @@ fn the_balancer_page_shows_its_backends_and_an_open_connection() {
     browser.screenshot("balancer");
     browser.assert_well_behaved();
 }
+
+/// More backends than `/v1/backends` lists (1,000 by default): the page says it shows the first
+/// ones, as the services view does, in text.
+#[test]
+#[cfg_attr(
+    not(all(has_chromium, has_node)),
+    ignore = "needs chromium and node with tests/browser's packages (Debian: chromium nodejs npm; npm ci --prefix tests/browser)"
+)]
+fn the_balancer_page_says_when_its_backends_are_cut() {
+    let balancer = common::balancer(
+        "web",
+        None,
+        &["--http", "127.0.0.1:0", "--quiet", "--max-per-source", "2000", "--ttl", "600"],
+    );
+    let control = Udp::new(balancer.addr("udp"));
+    // Ports nothing listens on: the backends are down, and listed all the same (for the test's
+    // length: they send no heartbeat).
+    for port in 20_000..21_001u16 {
+        let reply = control.text(&format!("register web 127.0.0.1 {port}"));
+        assert!(!reply.starts_with("ERROR"), "{port}: {reply}");
+    }
+    let page = format!("http://{}/", balancer.addr("http"));
+    let mut browser = Browser::start();
+    browser.call(json!({"op": "open", "url": page}));
+    let note = browser.wait(
+        "document.querySelector('#backends .note.more') && document.querySelector('#backends .note.more').textContent",
+    );
+    assert_eq!(note, "Showing the first 1000 backends by address; the balancer has more.");
+    assert_eq!(browser.eval("document.querySelectorAll('tr.backend').length"), 1000);
+    let count = browser.eval("document.querySelector('#backends h2').textContent");
+    assert!(count.as_str().is_some_and(|c| c.contains("1000+")), "{count}");
+    browser.screenshot("balancer-cut");
+    browser.assert_well_behaved();
+}

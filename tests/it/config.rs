@@ -299,3 +299,51 @@ fn help_says_log_level_overrides_quiet() {
         assert!(quiet.contains("--log-level or RUST_LOG"), "{program}: {quiet}");
     }
 }
+
+/// `--config` naming a FIFO nobody writes to (or a directory, or a device) is refused at once,
+/// by a start and by `--check-config`, rather than waited on for ever.
+#[test]
+fn a_config_that_is_no_regular_file_is_refused_without_waiting() {
+    let dir = Dir::new("not-regular");
+    let fifo = dir.0.join("broker.toml");
+    assert!(Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs").success());
+    let fifo = fifo.to_str().unwrap().to_owned();
+    let directory = dir.0.to_str().unwrap().to_owned();
+    for (path, what) in [(fifo.as_str(), "a FIFO"), (directory.as_str(), "a directory"), ("/dev/null", "a device")] {
+        for check in [false, true] {
+            let mut args = vec!["--config", path, "--listen", "127.0.0.1:0", "--no-multicast"];
+            if check {
+                args.push("--check-config");
+            }
+            let mut child = Command::new(BROKER)
+                .args(&args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .env_remove("RUST_LOG")
+                .spawn()
+                .unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                if std::time::Instant::now() > deadline {
+                    child.kill().unwrap();
+                    child.wait().unwrap();
+                    panic!("{args:?} still runs after 10 s: the file is waited on");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let output = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(status.code(), Some(2), "{args:?}: {err}");
+            assert_eq!(
+                err,
+                format!("makler-broker: cannot read the config file {path}: {what}, not a regular file\n"),
+                "{args:?}"
+            );
+            assert!(output.stdout.is_empty(), "nothing started: {args:?}");
+        }
+    }
+}

@@ -239,3 +239,26 @@ fn dig_browses_service_types_and_instances_with_dns_sd() {
     assert_eq!(short(dns, &[&db[0], "SRV"]), ["1 1 5432 00000000000000000000000000000001-5432.addr.makler."]);
     assert_eq!(header(&dig(dns, &[r"127-0-0-1:8002._web._tcp.makler", "SRV"])).0, "NXDOMAIN");
 }
+
+/// dig holds the DNS face's TSIG key (`makler key dns`): under `--require-key all` it is
+/// answered, and dig verifies the answer's signature; without the key it gets REFUSED.
+#[test]
+#[cfg_attr(not(has_dig), ignore = "dig is not installed (apt-get install bind9-dnsutils)")]
+fn dig_with_the_tsig_key_is_answered_under_require_key_all() {
+    let path = std::env::temp_dir().join(format!("makler-dns-tsig-{}", std::process::id()));
+    crate::common::write_key_file(&path, "the secret of the DNS TSIG test\n");
+    let key_path = path.to_str().unwrap();
+    let (_broker, udp, dns) = dns_broker(&["--key-file", key_path, "--require-key", "all"]);
+    let mut client = makler::client::BrokerClient::new(&[udp.peer]).unwrap();
+    client.set_key(makler::protocol::seal::Key::load(&path).unwrap());
+    client.register("web", None, 8080).unwrap();
+    let printed =
+        Command::new(env!("CARGO_BIN_EXE_makler")).args(["key", "dns", "--key-file", key_path]).output().unwrap();
+    let tsig = String::from_utf8(printed.stdout).unwrap();
+    let signed = dig(dns, &["-y", tsig.trim(), "web.makler", "A"]);
+    assert_eq!(header(&signed), ("NOERROR".to_owned(), "qr aa rd".to_owned(), 1), "{signed}");
+    assert!(signed.contains("TSIG PSEUDOSECTION") && !signed.contains("Couldn't verify"), "{signed}");
+    let unsigned = dig(dns, &["web.makler", "A"]);
+    assert_eq!(header(&unsigned).0, "REFUSED", "{unsigned}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -65,6 +65,7 @@ fn near_valid() -> impl Strategy<Value = Vec<u8>> {
                     port: (id % 65_536) as u16,
                     check: makler::protocol::Check::Http("/health"),
                 },
+                (Some(cookie), 0) => Request::UnwatchEcho { service: &service, cookie },
                 (Some(cookie), _) => Request::WatchEcho { service: &service, cookie },
             };
             binary::encode_request(id, &request, &mut out);

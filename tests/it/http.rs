@@ -374,6 +374,36 @@ fn the_balancer_serves_http_on_a_passed_socket() {
     assert_eq!((status, &backends["service"]), (200, &Value::from("web")));
 }
 
+/// The broker takes passed TCP listeners named `http` and `metrics` (`FileDescriptorName=`)
+/// for `--http` and `--metrics`, as the balancer does, beside its own UDP socket.
+#[test]
+fn the_broker_serves_http_and_metrics_on_passed_sockets() {
+    use command_fds::{CommandFdExt, FdMapping};
+    use std::os::fd::OwnedFd;
+    let (http, metrics) = (held_listener(), held_listener());
+    let args = ["--listen", "127.0.0.1:0", "--no-multicast", "--quiet", "--ttl", "60"];
+    let mut command = std::process::Command::new("sh");
+    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-broker")).args(args);
+    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "http:metrics").stdin(std::process::Stdio::null());
+    let fds: [OwnedFd; 2] = [http.try_clone().unwrap().into(), metrics.try_clone().unwrap().into()];
+    let [http_fd, metrics_fd] = fds;
+    command
+        .fd_mappings(vec![
+            FdMapping { parent_fd: http_fd, child_fd: 3 },
+            FdMapping { parent_fd: metrics_fd, child_fd: 4 },
+        ])
+        .unwrap();
+    let broker = common::Process::spawn(command);
+    assert_eq!(broker.addr("http"), http.local_addr().unwrap());
+    assert_eq!(broker.addr("metrics"), metrics.local_addr().unwrap());
+    Udp::new(broker.addr("udp")).text("register echo 127.0.0.1 4000");
+    let (status, services) = json(broker.addr("http"), "/v1/services");
+    assert_eq!((status, &services["services"][0]["name"]), (200, &Value::from("echo")));
+    let (status, _, body) = request(broker.addr("metrics"), "GET", "/metrics");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("makler_"), "metrics served");
+}
+
 /// Requests close to valid ones: a method, a target built from the router's words, a version,
 /// a few headers, the whole then cut or with a byte changed.
 fn near_request() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {

@@ -104,6 +104,84 @@ fn require_key_without_a_key_file_is_refused_at_startup() {
     }
 }
 
+/// A DNS query for `web.makler.` A, with `id`.
+fn dns_query(id: u16) -> hickory_proto::op::Message {
+    use hickory_proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii("web.makler.").unwrap(), RecordType::A));
+    message
+}
+
+/// A TSIG signer of `secret` under the DNS face's key name.
+fn tsig_signer(secret: &[u8]) -> hickory_proto::rr::TSigner {
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    let name = hickory_proto::rr::Name::from_ascii(makler::node::dns::tsig::KEY_NAME).unwrap();
+    hickory_proto::rr::TSigner::new(secret.to_vec(), TsigAlgorithm::HmacSha256, name, 300).unwrap()
+}
+
+/// Under `--require-key all` the DNS face takes TSIG (RFC 8945) as its seal: an unsigned query
+/// gets REFUSED, one signed with another secret or out of time NOTAUTH, all counted in
+/// `refused_key`; one signed with the key file's TSIG secret gets its answer, signed with it in
+/// turn. `--dns-unsealed` answers unsigned queries as before.
+#[test]
+fn require_key_all_holds_on_the_dns_face_through_tsig() {
+    use hickory_proto::op::{Message, ResponseCode};
+    let (path, key) = key_file("dns");
+    let key_path = path.to_str().unwrap();
+    let broker = broker(&["--key-file", key_path, "--require-key", "all", "--dns", "127.0.0.1:0"]);
+    let at = broker.addr("udp");
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    client.register("web", None, 8080).unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let dns = broker.addr("dns");
+    let ask = |bytes: &[u8]| {
+        socket.send_to(bytes, dns).unwrap();
+        let mut buf = [0; 1500];
+        let (n, _) = socket.recv_from(&mut buf).expect("a DNS answer within 5 s");
+        buf[..n].to_vec()
+    };
+    let now_s = now_ms() / 1000;
+
+    let unsigned = Message::from_vec(&ask(&dns_query(1).to_vec().unwrap())).unwrap();
+    assert_eq!((unsigned.metadata.response_code, unsigned.answers.len()), (ResponseCode::Refused, 0));
+
+    let secret = makler::node::dns::tsig::secret(&key);
+    let mut signed = dns_query(2);
+    let mut verifier = signed.finalize(&tsig_signer(&secret), now_s).unwrap().expect("a verifier");
+    let answer = verifier.verify(&ask(&signed.to_vec().unwrap())).expect("the answer is signed with the key");
+    assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+
+    for (signer, time) in [(tsig_signer(&[7; 32]), now_s), (tsig_signer(&secret), now_s - 3600)] {
+        let mut forged = dns_query(3);
+        forged.finalize(&signer, time).unwrap();
+        let refused = Message::from_vec(&ask(&forged.to_vec().unwrap())).unwrap();
+        assert_eq!((refused.metadata.response_code, refused.answers.len()), (ResponseCode::NotAuth, 0));
+    }
+    assert_eq!(keyed_stat(at, key, "refused_key"), 3);
+
+    // makler key dns prints that secret, as dig -y takes it.
+    let printed = std::process::Command::new(env!("CARGO_BIN_EXE_makler"))
+        .args(["key", "dns", "--key-file", key_path])
+        .output()
+        .unwrap();
+    assert!(printed.status.success());
+    let expected = format!("hmac-sha256:makler-tsig:{}\n", data_encoding::BASE64.encode(&secret));
+    assert_eq!(String::from_utf8_lossy(&printed.stdout), expected);
+
+    let open =
+        common::broker(&["--key-file", key_path, "--require-key", "all", "--dns", "127.0.0.1:0", "--dns-unsealed"]);
+    socket.send_to(&dns_query(4).to_vec().unwrap(), open.addr("dns")).unwrap();
+    let mut buf = [0; 1500];
+    let (n, _) = socket.recv_from(&mut buf).expect("an answer");
+    // No instance there: NXDOMAIN, answered unsigned.
+    assert_eq!(Message::from_vec(&buf[..n]).unwrap().metadata.response_code, ResponseCode::NXDomain);
+    let _ = std::fs::remove_file(&path);
+}
+
 #[test]
 fn the_balancers_control_port_takes_only_sealed_registrations_under_require_key() {
     let (path, key) = key_file("balancer");

@@ -238,3 +238,19 @@ fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections(
     balancer.reload("reload refused:");
     assert_eq!(get_on(&mut held), busy, "still open after a refused reload");
 }
+
+/// `rate-limit-exempt = []` exempts nobody (as `--rate-limit-exempt none`), where the key absent
+/// keeps loopback exempt: a reload between the three says so.
+#[test]
+fn an_empty_rate_limit_exempt_list_exempts_nobody() {
+    let file = TempFile::new("exempt.toml");
+    file.write("log-level = \"info\"\n");
+    let mut broker = start_broker(&file.0);
+    file.write("log-level = \"info\"\nrate-limit-exempt = []\n");
+    broker.reload("reloaded: 1 change");
+    assert!(broker.log().contains("reload: --rate-limit-exempt 127.0.0.0/8,::1/128 → none"), "{}", broker.log());
+    file.write("log-level = \"info\"\nrate-limit-exempt = \"10.0.0.0/8\"\n");
+    broker.reload("reload: --rate-limit-exempt none → 10.0.0.0/8");
+    file.write("log-level = \"info\"\n");
+    broker.reload("reload: --rate-limit-exempt 10.0.0.0/8 → 127.0.0.0/8,::1/128");
+}

@@ -1,7 +1,7 @@
 //! The holes a hostile user on loopback could use, each written as the attack: a registration
 //! taken over, a forged goodbye (also one made from a sniffed announcement), unicast taken for group traffic, a reflector, a table filled by
-//! one source, a server that gave up on a full table, a broker open to any address, and a
-//! balancer stalled by one `stats` datagram.
+//! one source, a server that gave up on a full table, a broker open to any address, a
+//! balancer stalled by one `stats` datagram, and a watch ended by a forged `unwatch`.
 
 use crate::common;
 
@@ -405,4 +405,87 @@ fn a_balancer_with_8000_backends_answers_stats_at_once() {
     // whole table for every line it keeps would take.
     assert!(took < Duration::from_millis(2500), "{took:?}");
     assert_eq!(control.text("heartbeat 00000000-0000-0000-0000-000000000001"), "NOT FOUND");
+}
+
+/// A socket on `addr` that another socket may bind too (`SO_REUSEPORT`): how a test on loopback
+/// sends "from" a watcher's exact address and port, as a forger on the LAN would.
+fn shared_socket(addr: SocketAddr) -> UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket.bind(&addr.into()).unwrap();
+    let socket: UdpSocket = socket.into();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    socket
+}
+
+/// Text datagrams from `socket` until one that starts with `prefix` (the forger's refusals,
+/// which come back to the shared address, may arrive first).
+fn receive_starting(socket: &UdpSocket, prefix: &str) -> String {
+    let mut buf = [0u8; 2048];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf).unwrap_or_else(|e| panic!("{prefix}… within 5 s: {e}"));
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if text.starts_with(prefix) {
+            return text;
+        }
+    }
+}
+
+/// A watcher on 127.0.0.66 and a forger sending from its very address and port: every `unwatch`
+/// the forger can make (bare, with guessed cookies, text and binary) is refused and counted, and
+/// the watch keeps telling; the watcher's own, with its cookie, ends it.
+#[test]
+fn an_unwatch_forged_from_the_watchers_address_leaves_the_watch() {
+    let broker = broker(&[]);
+    let at = broker.addr("udp");
+    let udp = Udp::new(at);
+    let watcher = shared_socket(SocketAddr::from((Ipv4Addr::new(127, 0, 0, 66), 0)));
+    let addr = watcher.local_addr().unwrap();
+    watcher.send_to(b"watch web", at).unwrap();
+    let answer = receive_starting(&watcher, "COOKIE ");
+    let cookie = answer.trim_end().strip_prefix("COOKIE ").unwrap().to_owned();
+    watcher.send_to(format!("watch web {cookie}").as_bytes(), at).unwrap();
+    assert!(receive_starting(&watcher, "WATCHING").starts_with("WATCHING web seq=0 "));
+
+    let rejected = stat(&udp, "rejected");
+    let forger = shared_socket(addr);
+    let mut forged: Vec<Vec<u8>> = vec![b"unwatch web".to_vec(), b"unwatch web\n".to_vec()];
+    for guess in [0u64, 1, 0xc0ffee, u64::MAX] {
+        forged.push(format!("unwatch web {guess:016x}").into_bytes());
+        let mut bytes = Vec::new();
+        binary::encode_request(7, &Request::UnwatchEcho { service: "web", cookie: guess }, &mut bytes);
+        forged.push(bytes);
+    }
+    let mut bytes = Vec::new();
+    binary::encode_request(8, &Request::Unwatch { service: "web" }, &mut bytes);
+    forged.push(bytes);
+    for datagram in &forged {
+        forger.send_to(datagram, at).unwrap();
+    }
+    drop(forger);
+    wait_until(Duration::from_secs(5), "every forged unwatch refused and counted", || {
+        (stat(&udp, "rejected") >= rejected + forged.len() as u64).then_some(())
+    });
+    assert_eq!(stat(&udp, "watches"), 1, "the watch is kept");
+    udp.text("register web 8001");
+    assert_eq!(receive_starting(&watcher, "CHANGED"), "CHANGED web seq=1 127.0.0.1:8001\n");
+
+    // The watcher's own unwatch, with its cookie, ends it.
+    watcher.send_to(format!("unwatch web {cookie}").as_bytes(), at).unwrap();
+    assert_eq!(receive_starting(&watcher, "OK"), "OK\n");
+    assert_eq!(stat(&udp, "watches"), 0);
+}
+
+/// `makler::client::Watch::unwatch` ends the watch at the broker, with its cookie.
+#[test]
+fn the_client_watch_ends_its_watch_with_its_cookie() {
+    let broker = broker(&[]);
+    let udp = Udp::new(broker.addr("udp"));
+    let watch = makler::client::Watch::start(&[broker.addr("udp")], "web").unwrap();
+    assert_eq!(stat(&udp, "watches"), 1);
+    let rejected = stat(&udp, "rejected");
+    watch.unwatch().unwrap();
+    assert_eq!((stat(&udp, "watches"), stat(&udp, "rejected")), (0, rejected), "ended, and nothing refused");
 }

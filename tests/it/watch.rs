@@ -36,6 +36,16 @@ fn watch(w: &UdpSocket, at: SocketAddr, service: &str) -> String {
     receive(w)
 }
 
+/// `unwatch <service> <cookie>` by hand, with a cookie asked for first (a `watch` without one
+/// answers it and starts nothing); returns the answer.
+fn unwatch(w: &UdpSocket, at: SocketAddr, service: &str) -> String {
+    w.send_to(format!("watch {service}").as_bytes(), at).unwrap();
+    let answer = receive(w);
+    let cookie = answer.strip_prefix("COOKIE ").unwrap_or_else(|| panic!("a cookie, not {answer:?}")).trim();
+    w.send_to(format!("unwatch {service} {cookie}").as_bytes(), at).unwrap();
+    receive(w)
+}
+
 #[test]
 fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     let broker = common::broker(&["--ttl", "1"]);
@@ -66,8 +76,7 @@ fn a_text_watcher_is_told_of_a_registration_an_expiry_and_a_deregistration() {
     assert_eq!(receive(&w), format!("CHANGED web seq={} 127.0.0.1:8002\n", seq + 1));
     assert_eq!(udp.text(&format!("deregister {id}")), "OK");
     assert_eq!(receive(&w), format!("CHANGED web seq={}\n", seq + 2));
-    w.send_to(b"unwatch web", at).unwrap();
-    assert_eq!(receive(&w), "OK\n");
+    assert_eq!(unwatch(&w, at, "web"), "OK\n");
     assert!(udp.text("stats").contains(" watches=0 watch_notifications=4 watch_dropped=0"));
 }
 
@@ -94,6 +103,7 @@ fn makler_client_watch_prints_each_change_as_a_line_or_json() {
         assert_eq!(udp.text(&format!("deregister {id}")), "OK");
         let third = lines.next().unwrap().unwrap();
         assert!(child.wait().unwrap().success(), "it stops after --count changes");
+        assert_eq!(common::stat(&udp, "watches"), 0, "and ends its watch at the broker");
         if json {
             let parse = |line: &str| serde_json::from_str::<serde_json::Value>(line).unwrap();
             let (a, b, c) = (parse(&first), parse(&second), parse(&third));
@@ -127,6 +137,31 @@ fn a_resolver_in_watch_mode_sees_a_new_instance_without_asking_again() {
     });
     assert!(two.contains(&one));
     assert!(udp.text("stats").contains(" watches=1 "));
+}
+
+#[test]
+fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key() {
+    let path = std::env::temp_dir().join(format!("makler-watch-key-{}", std::process::id()));
+    common::write_key_file(&path, "the secret of the keyed resolver test\n");
+    let key = makler::protocol::seal::Key::load(&path).unwrap();
+    let broker = common::broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let _ = std::fs::remove_file(&path);
+    let at = broker.addr("udp");
+    let mut registrar = BrokerClient::new(&[at]).unwrap();
+    registrar.set_key(key);
+    registrar.register("web", None, 8001).unwrap();
+    // A cache that never expires: only the watch can bring news (an unsealed watch is refused,
+    // and the resolver would fall back to its cached answer).
+    let mut client = BrokerClient::new(&[at]).unwrap();
+    client.set_key(key);
+    let config = ResolverConfig { watch: true, cache_for: Duration::from_secs(3600), ..ResolverConfig::default() };
+    let mut resolver = Resolver::with_client(client, config);
+    assert_eq!(resolver.instances("web").unwrap().len(), 1);
+    registrar.register("web", None, 8002).unwrap();
+    wait_until(Duration::from_secs(30), "the resolver's watch tells it of the new instance", || {
+        (resolver.instances("web").unwrap().len() == 2).then_some(())
+    });
+    assert_eq!(registrar.stats().unwrap().get("watches"), Some(1));
 }
 
 #[test]

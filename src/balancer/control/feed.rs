@@ -9,7 +9,8 @@
 //! watch renewed or started again after a broker restart) leaves nothing stale. A watched
 //! backend is checked with a TCP connect; it goes through the same pool, policy and health
 //! checks as a registered one. An endpoint both watched and registered stays while either holds
-//! it (it counts as one more name in `names`), and weighs what its registration declares.
+//! it (it counts as one more name in `names`); it weighs, and is checked, as its registration
+//! declares while that lasts, and as a watched backend again once the watch alone holds it.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -210,5 +211,101 @@ mod tests {
         at += PUBLISH * 2;
         core.handle_turn_end(at);
         assert_eq!(weight(4001), Some(7));
+    }
+
+    /// A core on `pool`, started at `at`, with health checks when `checked` (every second).
+    fn core_on(pool: &Arc<Pool>, at: Instant, checked: bool) -> Control {
+        let registry = Registry::new(crate::balancer::control_registry(Duration::from_secs(5)), uuid::Uuid::new_v4);
+        let health = checked
+            .then(|| crate::balancer::health::Health::new(Duration::from_secs(1), Duration::from_millis(500), 2, 3));
+        let mut core = Control::new(
+            registry,
+            Arc::clone(pool),
+            Arc::new(Counters::default()),
+            health,
+            RateLimit::default(),
+            false,
+        );
+        core.handle_start(at);
+        core
+    }
+
+    /// `words` sent to the control port from `port`: the reply.
+    fn send(core: &mut Control, at: Instant, port: u16, words: &str) -> String {
+        let mut reply = Vec::new();
+        core.handle_datagram(at, Face::Control, addr(port), words.as_bytes(), &mut reply);
+        let reply = String::from_utf8_lossy(&reply).trim().to_owned();
+        assert!(!reply.starts_with("ERROR"), "{words}: {reply}");
+        reply
+    }
+
+    #[test]
+    fn a_registration_in_the_window_the_watch_lets_its_endpoint_go_keeps_it() {
+        let pool = Arc::new(Pool::new());
+        let mut at = Instant::now();
+        let mut core = core_on(&pool, at, false);
+        watch(&mut core, &mut at, &[(4000, 1)]);
+        // The watch lets 4000 go and it registers, before the pool is told of either: it stays.
+        at += PUBLISH * 2;
+        core.handle_command(at, super::super::reload::Command::Watched(Vec::new()));
+        send(&mut core, at, 4000, "register web 4000 weight=2");
+        core.handle_turn_end(at);
+        assert_eq!(pool.get(addr(4000)).map(|b| b.weight()), Some(2), "registered, so a backend");
+    }
+
+    #[test]
+    fn a_registration_of_a_watched_endpoint_weighs_it_but_brings_no_failed_backend_back() {
+        let pool = Arc::new(Pool::new());
+        let mut at = Instant::now();
+        let mut core = core_on(&pool, at, true);
+        watch(&mut core, &mut at, &[(4000, 3)]);
+        let backend = pool.get(addr(4000)).expect("watched");
+        backend.mark_failed();
+        send(&mut core, at, 4000, "register web 4000 weight=2");
+        at += PUBLISH * 2;
+        core.handle_turn_end(at);
+        assert_eq!(backend.weight(), 2, "the registration's weight");
+        assert!(!backend.is_up(), "only a check brings a backend that failed one back");
+    }
+
+    #[test]
+    fn a_registration_come_and_gone_before_the_watched_add_is_published_leaves_the_watched_weight() {
+        let pool = Arc::new(Pool::new());
+        let mut at = Instant::now();
+        let mut core = core_on(&pool, at, false);
+        watch(&mut core, &mut at, &[(4001, 1)]);
+        // In one window: 4000 watched at 3, registered at 2, deregistered.
+        at += PUBLISH * 2;
+        core.handle_command(at, super::super::reload::Command::Watched(vec![(addr(4001), 1), (addr(4000), 3)]));
+        let uuid = send(&mut core, at, 4000, "register web 4000 weight=2");
+        assert_eq!(send(&mut core, at, 4000, &format!("deregister {uuid}")), "OK");
+        core.handle_turn_end(at);
+        assert_eq!(pool.get(addr(4000)).map(|b| b.weight()), Some(3), "the watch's weight");
+    }
+
+    #[test]
+    fn a_watched_endpoint_whose_registration_goes_is_checked_with_a_connect_again() {
+        let pool = Arc::new(Pool::new());
+        let t0 = Instant::now();
+        let mut at = t0;
+        let mut core = core_on(&pool, at, true);
+        let probes = |core: &mut Control, seconds: std::ops::Range<u64>| {
+            let mut checks = Vec::new();
+            for s in seconds {
+                core.handle_timeout(t0 + Duration::from_secs(s));
+                checks.extend(std::iter::from_fn(|| core.poll_probe()).filter_map(|command| match command {
+                    crate::core::ProbeCmd::Start { check, .. } => Some(check.to_string()),
+                    crate::core::ProbeCmd::Abort { .. } => None,
+                }));
+            }
+            checks
+        };
+        watch(&mut core, &mut at, &[(4000, 1)]);
+        let uuid = send(&mut core, at, 4000, "register web 4000 check=http:/health");
+        let during = probes(&mut core, 1..4);
+        assert!(!during.is_empty() && during.iter().all(|c| c == "http:/health"), "{during:?}");
+        assert_eq!(send(&mut core, at, 4000, &format!("deregister {uuid}")), "OK");
+        let after = probes(&mut core, 4..7);
+        assert!(!after.is_empty() && after.iter().all(|c| c == "tcp"), "{after:?}");
     }
 }

@@ -21,6 +21,9 @@ struct Args {
     no_peers: bool,
     #[arg(long, value_name = "CIDR[,CIDR…]", value_parser = crate::service::policy::parse_networks)]
     allow_register: Option<std::vec::Vec<ipnet::IpNet>>,
+    #[arg(long, value_name = "CIDR[,CIDR…]|none", default_value = "127.0.0.0/8",
+          value_parser = crate::cli::parse_networks_or_none)]
+    rate_limit_exempt: std::vec::Vec<ipnet::IpNet>,
     #[arg(long = "meta")]
     meta: Vec<String>,
     #[arg(long, short)]
@@ -123,6 +126,21 @@ fn false_and_empty_lists_are_absent() {
 }
 
 #[test]
+fn an_empty_list_is_none_for_a_list_flag_that_has_a_none() {
+    let loopback: Vec<ipnet::IpNet> = vec!["127.0.0.0/8".parse().unwrap()];
+    assert_eq!(with("", &[]).unwrap().rate_limit_exempt, loopback, "absent: the default");
+    assert_eq!(with("rate-limit-exempt = []\n", &[]).unwrap().rate_limit_exempt, [], "[]: none");
+    assert_eq!(with("rate-limit-exempt = \"none\"\n", &[]).unwrap().rate_limit_exempt, []);
+    let networks = with("rate-limit-exempt = [\"10.0.0.0/8\"]\n", &[]).unwrap().rate_limit_exempt;
+    assert_eq!(networks, ["10.0.0.0/8".parse::<ipnet::IpNet>().unwrap()]);
+    // The command line's none wins over the file's list, and its list over the file's [].
+    let args = with("rate-limit-exempt = [\"10.0.0.0/8\"]\n", &["--rate-limit-exempt", "none"]).unwrap();
+    assert_eq!(args.rate_limit_exempt, []);
+    let args = with("rate-limit-exempt = []\n", &["--rate-limit-exempt=192.0.2.0/24"]).unwrap();
+    assert_eq!(args.rate_limit_exempt, ["192.0.2.0/24".parse::<ipnet::IpNet>().unwrap()]);
+}
+
+#[test]
 fn unknown_and_refused_keys_are_named_with_their_line() {
     let refused = with("ttl = 6\n\nlisten-on = \"127.0.0.1:1\"\n", &[]).unwrap_err();
     assert_eq!(
@@ -208,8 +226,27 @@ fn a_file_too_long_or_not_a_file_is_refused() {
     std::fs::write(&long, line.repeat(1025) + "ttl = 9\n").unwrap();
     let refused = super::read_file(&long).unwrap_err().to_string();
     assert_eq!(refused, "longer than 1024 KiB, too long for a config file");
-    let refused = super::read_file(&dir).unwrap_err();
-    assert_eq!(refused.kind(), std::io::ErrorKind::IsADirectory, "{refused}");
+    let refused = super::read_file(&dir).unwrap_err().to_string();
+    assert_eq!(refused, "a directory, not a regular file");
+    #[cfg(unix)]
+    {
+        let refused = super::read_file(Path::new("/dev/null")).unwrap_err().to_string();
+        assert_eq!(refused, "a device, not a regular file");
+        // A FIFO nobody writes to: reading it would wait for a writer for ever.
+        let fifo = dir.join("fifo.toml");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+        assert!(made.success());
+        let (done, answer) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || done.send(super::read_file(&path).map_err(|e| e.to_string())));
+        let answer = answer.recv_timeout(std::time::Duration::from_secs(10)).expect("a FIFO is refused, not waited on");
+        assert_eq!(answer.unwrap_err(), "a FIFO, not a regular file");
+        // A symbolic link to a regular file is the file.
+        let link = dir.join("link.toml");
+        std::os::unix::fs::symlink(dir.join("fine.toml"), &link).unwrap();
+        std::fs::write(dir.join("fine.toml"), "ttl = 9\n").unwrap();
+        assert_eq!(super::read_file(&link).unwrap(), "ttl = 9\n");
+    }
     let fine = dir.join("fine.toml");
     std::fs::write(&fine, "ttl = 9\n").unwrap();
     assert_eq!(super::read_file(&fine).unwrap(), "ttl = 9\n");

@@ -102,7 +102,8 @@ fn replies_map_to_typed_results() {
             | Request::WatchMeta { .. }
             | Request::Watch { .. }
             | Request::WatchEcho { .. }
-            | Request::Unwatch { .. } => Response::Stats(Box::default()),
+            | Request::Unwatch { .. }
+            | Request::UnwatchEcho { .. } => Response::Stats(Box::default()),
         })
     });
     let mut c = client(net, &[addr(1)], 0);

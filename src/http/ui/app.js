@@ -286,11 +286,18 @@
       const open = typeof data.connections === 'number'
         ? data.connections : rows.reduce((sum, b) => sum + (Number(b.connections) || 0), 0);
       const up = rows.filter((b) => tone(b.state) === 'ok').length;
-      line.append(' · ', el('b', {}, String(up)), ` of ${rows.length} up · `, el('b', {}, String(open)), open === 1 ? ' open connection' : ' open connections');
-      this.backends.count.textContent = `${rows.length}`;
-      this.backends.body.replaceChildren(rows.length === 0
+      // Cut at the answer's limit (1,000 by default), as the services view says of its own.
+      const truncated = data.truncated === true;
+      const shown = `${rows.length}${truncated ? '+' : ''}`;
+      line.append(' · ', el('b', {}, String(up)), ` of ${shown} up · `, el('b', {}, String(open)), open === 1 ? ' open connection' : ' open connections');
+      this.backends.count.textContent = shown;
+      const parts = [rows.length === 0
         ? el('p', { class: 'empty' }, 'No backend.')
-        : table(rows, ['addr', 'state', 'weight', 'connections', 'total'], (b) => ({ class: 'backend', 'data-addr': b.addr })));
+        : table(rows, ['addr', 'state', 'weight', 'connections', 'total'], (b) => ({ class: 'backend', 'data-addr': b.addr }))];
+      if (truncated) {
+        parts.push(el('p', { class: 'note more' }, `Showing the first ${rows.length} backends by address; the balancer has more.`));
+      }
+      this.backends.body.replaceChildren(...parts);
     },
   };
 

@@ -270,7 +270,7 @@ fn tcp_answers_stop_at_the_largest_message() {
 
 #[test]
 fn the_ttl_and_domain_are_the_configured_ones() {
-    let mut zone = Zone::new(&DnsConfig { domain: "Svc.Example".into(), ttl: 7 }).unwrap();
+    let mut zone = Zone::new(&DnsConfig { domain: "Svc.Example".into(), ttl: 7, unsealed: false }).unwrap();
     assert_eq!(zone.domain(), "svc.example.");
     let (mut reg, t0, mut out) = (registry(), Instant::now(), Vec::new());
     register(&mut reg, t0, "web", "127.0.0.1:8001");

@@ -206,6 +206,28 @@ fn a_watch_echoes_its_cookie_in_16_hexadecimal_digits() {
 }
 
 #[test]
+fn an_unwatch_carries_the_watchs_cookie() {
+    assert_eq!(
+        decode_request(b"unwatch web 00c0ffee00c0ffee\n").unwrap(),
+        Request::UnwatchEcho { service: "web", cookie: 0xc0ffee00c0ffee }
+    );
+    // Without it the request reads, and the broker refuses it (`cookie required`).
+    assert_eq!(decode_request(b"unwatch web").unwrap(), Request::Unwatch { service: "web" });
+    for bad in [&b"unwatch web xyz"[..], b"unwatch web 00c0ffee00c0ffee0", b"unwatch web 1 2", b"unwatch"] {
+        let usage = "unwatch <service> <cookie (16 hexadecimal digits)>";
+        assert_eq!(decode_request(bad), Err(Rejection::Usage { usage: usage.into() }), "{bad:?}");
+    }
+    let mut out = Vec::new();
+    encode_request(&Request::UnwatchEcho { service: "web", cookie: 0xc0ffee }, &mut out);
+    assert_eq!(out, b"unwatch web 0000000000c0ffee\n");
+    assert_eq!(
+        reply(&Response::Error(Rejection::CookieRequired)),
+        "ERROR cookie required: unwatch <service> <cookie>\n"
+    );
+    assert_eq!(reply(&Response::Error(Rejection::BadCookie)), "ERROR bad cookie: watch <service> for a fresh one\n");
+}
+
+#[test]
 fn replies_are_single_lines() {
     let id = Uuid::from_u128(0x67e55044_10b1_426f_9247_bb680e5fe0c8);
     assert_eq!(reply(&Response::Registered { id, ttl_ms: 5000 }), "67e55044-10b1-426f-9247-bb680e5fe0c8\n");

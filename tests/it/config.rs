@@ -5,6 +5,7 @@
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use crate::common::PATIENCE;
 use crate::common::{Logged, Process, Udp, listed, wait_until};

@@ -465,7 +465,7 @@ fn an_unwatch_forged_from_the_watchers_address_leaves_the_watch() {
         forger.send_to(datagram, at).unwrap();
     }
     drop(forger);
-    wait_until(Duration::from_secs(5), "every forged unwatch refused and counted", || {
+    wait_until(PATIENCE, "every forged unwatch refused and counted", || {
         (stat(&udp, "rejected") >= rejected + forged.len() as u64).then_some(())
     });
     assert_eq!(stat(&udp, "watches"), 1, "the watch is kept");

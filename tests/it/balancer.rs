@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, balancer, broker, http_get, listed, server, wait_until};
 use makler::protocol::{Request, Response};
 
@@ -40,7 +41,7 @@ fn with_backends(n: usize, args: &[&str]) -> (Process, Vec<Process>, Udp) {
     let balancer = balancer("web", None, args);
     let control = Udp::new(balancer.addr("udp"));
     let servers: Vec<_> = (0..n).map(|_| server("http", balancer.addr("udp"), &[])).collect();
-    wait_until(Duration::from_secs(5), "every backend is registered", || (backends(&control).len() == n).then_some(()));
+    wait_until(PATIENCE, "every backend is registered", || (backends(&control).len() == n).then_some(()));
     (balancer, servers, control)
 }
 
@@ -82,18 +83,18 @@ fn a_dead_backend_costs_no_client_a_failure_once_detected() {
             })
         })
         .collect();
-    wait_until(Duration::from_secs(5), "load is flowing", || (log.lock().unwrap().len() > 100).then_some(()));
+    wait_until(PATIENCE, "load is flowing", || (log.lock().unwrap().len() > 100).then_some(()));
 
     let victim = servers[1].addr("tcp");
     servers[1].child.kill().unwrap();
     servers[1].child.wait().unwrap();
     // Dead and reaped: its sockets are closed from here on.
     let dead_at = Instant::now();
-    let detected_at = wait_until(Duration::from_secs(5), "the balancer marks the victim down", || {
+    let detected_at = wait_until(PATIENCE, "the balancer marks the victim down", || {
         (backends(&control).get(&victim).map(|&(up, _)| up) == Some(false)).then(Instant::now)
     });
     let after = Instant::now();
-    wait_until(Duration::from_secs(5), "more load has flowed", || {
+    wait_until(PATIENCE, "more load has flowed", || {
         (log.lock().unwrap().iter().filter(|(t, _)| *t > after).count() > 200).then_some(())
     });
     stop.store(true, Ordering::SeqCst);
@@ -115,7 +116,7 @@ fn a_half_close_is_passed_on() {
     let balancer = balancer("echo", None, &[]);
     let control = Udp::new(balancer.addr("udp"));
     let _echo = server("echo", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+    wait_until(PATIENCE, "the backend is registered", || (backends(&control).len() == 1).then_some(()));
 
     let mut stream = TcpStream::connect(balancer.addr("tcp")).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -137,23 +138,19 @@ fn the_balancer_registers_after_its_first_backend_and_deregisters_after_its_last
     assert_eq!(udp.text("query web"), "NOT FOUND", "no backend, no registration");
 
     let mut first = server("http", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the balancer is registered", || {
+    wait_until(PATIENCE, "the balancer is registered", || {
         (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
     });
     let mut second = server("http", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "both backends are in", || (backends(&control).len() == 2).then_some(()));
+    wait_until(PATIENCE, "both backends are in", || (backends(&control).len() == 2).then_some(()));
     assert!(first.terminate().success());
-    wait_until(Duration::from_secs(5), "one backend is left", || (backends(&control).len() == 1).then_some(()));
+    wait_until(PATIENCE, "one backend is left", || (backends(&control).len() == 1).then_some(()));
     assert_eq!(listed(&udp, "web"), [balancer.addr("tcp")], "still registered with one backend");
     assert!(second.terminate().success());
-    wait_until(Duration::from_secs(5), "the balancer deregisters", || {
-        (udp.text("query web") == "NOT FOUND").then_some(())
-    });
+    wait_until(PATIENCE, "the balancer deregisters", || (udp.text("query web") == "NOT FOUND").then_some(()));
 
     let _third = server("http", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "it registers again", || {
-        (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
-    });
+    wait_until(PATIENCE, "it registers again", || (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(()));
     assert!(http_get(balancer.addr("tcp")).is_ok());
 }
 
@@ -161,7 +158,7 @@ fn the_balancer_registers_after_its_first_backend_and_deregisters_after_its_last
 fn a_connection_beyond_the_cap_is_refused_not_hung() {
     let (balancer, _servers, control) = with_backends(1, &["--max-connections", "2"]);
     let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(balancer.addr("tcp")).unwrap()).collect();
-    wait_until(Duration::from_secs(5), "both are forwarded", || (summary(&control, "active") == 2).then_some(()));
+    wait_until(PATIENCE, "both are forwarded", || (summary(&control, "active") == 2).then_some(()));
 
     let mut third = TcpStream::connect(balancer.addr("tcp")).unwrap();
     third.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -174,7 +171,7 @@ fn a_connection_beyond_the_cap_is_refused_not_hung() {
     }
     assert_eq!(summary(&control, "refused"), 1);
     drop(held);
-    wait_until(Duration::from_secs(5), "the held ones are closed", || (summary(&control, "active") == 0).then_some(()));
+    wait_until(PATIENCE, "the held ones are closed", || (summary(&control, "active") == 0).then_some(()));
     assert!(http_get(balancer.addr("tcp")).is_ok(), "below the cap again");
 }
 
@@ -183,7 +180,7 @@ fn refused_backends_are_skipped_and_marked_down() {
     let (balancer, servers, control) = with_backends(1, &["--health-interval", "0"]);
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     assert_eq!(control.text(&format!("register web 127.0.0.1 {}", closed.port())).len(), 36);
-    wait_until(Duration::from_secs(5), "the dead backend is in", || (backends(&control).len() == 2).then_some(()));
+    wait_until(PATIENCE, "the dead backend is in", || (backends(&control).len() == 2).then_some(()));
     for _ in 0..10 {
         assert_eq!(http_get(balancer.addr("tcp")).unwrap(), format!("served by {}\n", servers[0].addr("tcp")));
     }
@@ -232,7 +229,7 @@ fn a_backend_marked_down_comes_back_when_a_probe_succeeds() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let late: SocketAddr = ([127, 0, 0, 1], port).into();
     assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
-    wait_until(Duration::from_secs(5), "the probe marks it down", || {
+    wait_until(PATIENCE, "the probe marks it down", || {
         (backends(&control).get(&late).map(|&(up, _)| up) == Some(false)).then_some(())
     });
     let listen = late.to_string();
@@ -240,7 +237,7 @@ fn a_backend_marked_down_comes_back_when_a_probe_succeeds() {
         env!("CARGO_BIN_EXE_makler-server"),
         &["--service", "http", "--listen", &listen, "--no-register"],
     );
-    wait_until(Duration::from_secs(5), "a probe marks it up again", || {
+    wait_until(PATIENCE, "a probe marks it up again", || {
         (backends(&control).get(&late).map(|&(up, _)| up) == Some(true)).then_some(())
     });
     let served: Vec<_> = (0..4).map(|_| http_get(balancer.addr("tcp")).unwrap()).collect();
@@ -253,7 +250,7 @@ fn sigterm_on_the_balancer_deregisters_it_from_the_broker() {
     let udp = Udp::new(broker.addr("udp"));
     let mut balancer = balancer("web", Some(broker.addr("udp")), &[]);
     let _backend = server("http", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the balancer is registered", || {
+    wait_until(PATIENCE, "the balancer is registered", || {
         (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
     });
     assert!(balancer.terminate().success());
@@ -271,7 +268,7 @@ fn with_own_backend(
     let port = listener.local_addr().unwrap().port();
     let backend = std::thread::spawn(move || serve(listener));
     assert_eq!(control.text(&format!("register web 127.0.0.1 {port}")).len(), 36);
-    wait_until(Duration::from_secs(5), "the backend is registered", || (backends(&control).len() == 1).then_some(()));
+    wait_until(PATIENCE, "the backend is registered", || (backends(&control).len() == 1).then_some(()));
     (balancer, control, backend)
 }
 
@@ -304,7 +301,7 @@ fn a_backend_that_closes_first_is_passed_on_whether_the_client_stays_or_resets()
     backend.join().unwrap();
     // The first client still may send; once it closes too, both connections are gone.
     drop(stays);
-    wait_until(Duration::from_secs(5), "both connections closed", || (summary(&control, "active") == 0).then_some(()));
+    wait_until(PATIENCE, "both connections closed", || (summary(&control, "active") == 0).then_some(()));
     assert_eq!(summary(&control, "total"), 2);
     assert_eq!(summary(&control, "failed"), 0);
 }
@@ -385,5 +382,5 @@ fn a_large_answer_to_a_slow_client_arrives_whole_and_in_order() {
         panic!("byte {at} is {} where {} was sent", received[at], pattern(at));
     }
     drop(client);
-    wait_until(Duration::from_secs(5), "the connection closed", || (summary(&control, "active") == 0).then_some(()));
+    wait_until(PATIENCE, "the connection closed", || (summary(&control, "active") == 0).then_some(()));
 }

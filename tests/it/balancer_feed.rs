@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, balancer, broker, listed, server, wait_until};
 
 /// The balancer's `stats` reply, parsed: backend address -> total connections.
@@ -45,16 +46,16 @@ fn the_instances_of_a_watched_service_are_backends_while_they_live() {
         both.sort();
         both
     };
-    wait_until(Duration::from_secs(5), "both servers are registered", || (listed(&udp, "echo") == both).then_some(()));
+    wait_until(PATIENCE, "both servers are registered", || (listed(&udp, "echo") == both).then_some(()));
 
     let balancer = balancer("front", Some(broker.addr("udp")), &["--backends-from", "echo"]);
     let control = Udp::new(balancer.addr("udp"));
-    wait_until(Duration::from_secs(5), "both instances are backends", || {
+    wait_until(PATIENCE, "both instances are backends", || {
         let mut seen: Vec<SocketAddr> = backends(&control).into_keys().collect();
         seen.sort();
         (seen == both).then_some(())
     });
-    wait_until(Duration::from_secs(5), "the balancer registers as front", || {
+    wait_until(PATIENCE, "the balancer registers as front", || {
         (listed(&udp, "front") == [balancer.addr("tcp")]).then_some(())
     });
     for n in 0..10 {
@@ -66,7 +67,7 @@ fn the_instances_of_a_watched_service_are_backends_while_they_live() {
     // The second server stops (and deregisters at the broker): the balancer stops using it.
     let gone = second.addr("tcp");
     assert!(second.terminate().success());
-    wait_until(Duration::from_secs(5), "the stopped server is no backend any more", || {
+    wait_until(PATIENCE, "the stopped server is no backend any more", || {
         (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
     });
     let before = backends(&control)[&first.addr("tcp")];
@@ -98,7 +99,7 @@ fn after_a_broker_restart_the_backends_are_the_restarted_brokers_set() {
     let mut second = server("echo", at, &[]);
     let balancer = balancer("front", Some(at), &["--backends-from", "echo"]);
     let control = Udp::new(balancer.addr("udp"));
-    wait_until(Duration::from_secs(5), "both instances are backends", || (backends(&control).len() == 2).then_some(()));
+    wait_until(PATIENCE, "both instances are backends", || (backends(&control).len() == 2).then_some(()));
 
     // The broker goes, the second server stops meanwhile (its goodbye is lost), the broker
     // comes back empty on the same address and the first server registers again: the watch,
@@ -112,7 +113,7 @@ fn after_a_broker_restart_the_backends_are_the_restarted_brokers_set() {
         env!("CARGO_BIN_EXE_makler-broker"),
         &["--listen", &at_text, "--quiet", "--no-multicast"],
     );
-    wait_until(Duration::from_secs(10), "only the first server is a backend", || {
+    wait_until(PATIENCE, "only the first server is a backend", || {
         (backends(&control).keys().copied().collect::<Vec<_>>() == [first.addr("tcp")]).then_some(())
     });
     assert_eq!(echo_through(balancer.addr("tcp"), "still"), "still\n");

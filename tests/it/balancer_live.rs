@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, balancer, broker, http_get, listed, server, stat, wait_until};
 
 /// A value of the first line of the balancer's `stats`.
@@ -25,18 +26,14 @@ fn the_balancer_leaves_the_broker_while_no_backend_is_up_and_returns_with_one() 
     let udp = Udp::new(broker.addr("udp"));
     let lb = balancer("web", Some(broker.addr("udp")), &["--health-interval", "0.2", "--ttl", "30"]);
     let mut backend = server("http", lb.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the balancer is registered", || {
-        (listed(&udp, "web") == [lb.addr("tcp")]).then_some(())
-    });
+    wait_until(PATIENCE, "the balancer is registered", || (listed(&udp, "web") == [lb.addr("tcp")]).then_some(()));
     // Killed: it cannot deregister, and its lease at the balancer lasts 30 s; the health checks
     // find it down, and with no backend up the balancer deregisters.
     backend.child.kill().unwrap();
     backend.child.wait().unwrap();
-    wait_until(Duration::from_secs(5), "the balancer left the broker", || listed(&udp, "web").is_empty().then_some(()));
+    wait_until(PATIENCE, "the balancer left the broker", || listed(&udp, "web").is_empty().then_some(()));
     let _again = server("http", lb.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the balancer is back", || {
-        (listed(&udp, "web") == [lb.addr("tcp")]).then_some(())
-    });
+    wait_until(PATIENCE, "the balancer is back", || (listed(&udp, "web") == [lb.addr("tcp")]).then_some(()));
     assert!(http_get(lb.addr("tcp")).is_ok());
 }
 
@@ -76,9 +73,7 @@ fn a_hung_backend_that_keeps_heartbeating_stalls_at_most_once_a_thread() {
         })
     };
     let control = Udp::new(lb.addr("udp"));
-    wait_until(Duration::from_secs(5), "both backends are registered", || {
-        (summary(&control, "backends") == "2").then_some(())
-    });
+    wait_until(PATIENCE, "both backends are registered", || (summary(&control, "backends") == "2").then_some(()));
     let mut slow = 0;
     for _ in 0..100 {
         let asked = Instant::now();
@@ -98,7 +93,7 @@ fn connections_are_spread_over_the_threads_and_the_round_robin_stays_exact() {
     let lb = balancer("web", None, &["--threads", "2"]);
     let control = Udp::new(lb.addr("udp"));
     let servers: Vec<_> = (0..3).map(|_| server("http", lb.addr("udp"), &[])).collect();
-    wait_until(Duration::from_secs(5), "three backends", || (summary(&control, "backends") == "3").then_some(()));
+    wait_until(PATIENCE, "three backends", || (summary(&control, "backends") == "3").then_some(()));
     let mut counts = std::collections::HashMap::new();
     for _ in 0..300 {
         *counts.entry(http_get(lb.addr("tcp")).unwrap()).or_insert(0) += 1;
@@ -117,23 +112,21 @@ fn sigterm_drains_connections_in_flight_and_stops_accepting() {
     let udp = Udp::new(broker.addr("udp"));
     let mut lb = balancer("web", Some(broker.addr("udp")), &["--drain-timeout", "5"]);
     let _slow = server("http", lb.addr("udp"), &["--work-ms", "800"]);
-    wait_until(Duration::from_secs(5), "the balancer is registered", || (listed(&udp, "web").len() == 1).then_some(()));
+    wait_until(PATIENCE, "the balancer is registered", || (listed(&udp, "web").len() == 1).then_some(()));
     let target = lb.addr("tcp");
     let in_flight = std::thread::spawn(move || http_get(target));
     // The request is in flight (the backend takes 800 ms); then SIGTERM.
     let control = Udp::new(lb.addr("udp"));
-    wait_until(Duration::from_secs(5), "the request is in flight", || {
-        (summary(&control, "active") == "1").then_some(())
-    });
+    wait_until(PATIENCE, "the request is in flight", || (summary(&control, "active") == "1").then_some(()));
     let pid = lb.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     wait_until(Duration::from_secs(5), "the balancer deregistered", || listed(&udp, "web").is_empty().then_some(()));
-    wait_until(Duration::from_secs(5), "it stopped accepting", || {
+    wait_until(PATIENCE, "it stopped accepting", || {
         TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err().then_some(())
     });
     let answer = in_flight.join().unwrap().expect("the request in flight is answered");
     assert!(answer.starts_with("served by"), "{answer}");
-    let status = wait_until(Duration::from_secs(10), "the balancer exits", || lb.child.try_wait().ok().flatten());
+    let status = wait_until(PATIENCE, "the balancer exits", || lb.child.try_wait().ok().flatten());
     assert!(status.success());
     let _ = UdpSocket::bind("127.0.0.1:0");
 }

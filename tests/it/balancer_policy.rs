@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, balancer, http_get, server, stat, wait_until};
 
 /// Per backend in the balancer's `stats`: (up, active, total).
@@ -45,15 +46,13 @@ fn one_backend_loaded(policy: &str) -> (Process, Udp, Process, [Process; 2], Vec
     let lb = balancer("web", None, &["--policy", policy, "--ttl", "30"]);
     let control = Udp::new(lb.addr("udp"));
     let loaded = server("http", lb.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the first backend is registered", || {
-        (backends(&control).len() == 1).then_some(())
-    });
+    wait_until(PATIENCE, "the first backend is registered", || (backends(&control).len() == 1).then_some(()));
     let held: Vec<TcpStream> = (0..5).map(|_| TcpStream::connect(lb.addr("tcp")).unwrap()).collect();
-    wait_until(Duration::from_secs(5), "5 connections in flight to it", || {
+    wait_until(PATIENCE, "5 connections in flight to it", || {
         (backends(&control).get(&loaded.addr("tcp")).map(|b| b.1) == Some(5)).then_some(())
     });
     let others = [server("http", lb.addr("udp"), &[]), server("http", lb.addr("udp"), &[])];
-    wait_until(Duration::from_secs(5), "three backends", || (backends(&control).len() == 3).then_some(()));
+    wait_until(PATIENCE, "three backends", || (backends(&control).len() == 3).then_some(()));
     (lb, control, loaded, others, held)
 }
 
@@ -66,7 +65,7 @@ fn least_conn_sends_new_connections_away_from_a_backend_holding_many() {
     assert_eq!(answers.get(&served_by(&loaded)), None, "none to the loaded one: {answers:?}");
     assert!(others.iter().all(|s| answers.get(&served_by(s)).is_some_and(|&n| n >= 6)), "{answers:?}");
     drop(held);
-    wait_until(Duration::from_secs(5), "the held connections ended", || {
+    wait_until(PATIENCE, "the held connections ended", || {
         (backends(&control).values().all(|b| b.1 == 0)).then_some(())
     });
     let answers = count((0..30).map(|_| http_get(lb.addr("tcp")).unwrap()));
@@ -91,7 +90,7 @@ fn thirty_connections_with_one_refusing_backend_of_three_are_all_served() {
         let servers = [server("http", lb.addr("udp"), &[]), server("http", lb.addr("udp"), &[])];
         let refusing = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         assert_eq!(control.text(&format!("register web 127.0.0.1 {}", refusing.port())).len(), 36);
-        wait_until(Duration::from_secs(5), "three backends", || (backends(&control).len() == 3).then_some(()));
+        wait_until(PATIENCE, "three backends", || (backends(&control).len() == 3).then_some(()));
         let answers = count((0..30).map(|_| http_get(lb.addr("tcp")).expect(policy)));
         assert_eq!(answers.values().sum::<usize>(), 30, "{policy}");
         assert!(servers.iter().all(|s| answers.contains_key(&served_by(s))), "{policy}: {answers:?}");
@@ -108,7 +107,7 @@ fn a_black_holed_backend_costs_a_client_at_most_the_connect_timeout() {
     let control = Udp::new(lb.addr("udp"));
     let _servers = [server("http", lb.addr("udp"), &[]), server("http", lb.addr("udp"), &[])];
     assert_eq!(control.text(&format!("register web 127.0.0.1 {}", hole.port())).len(), 36);
-    wait_until(Duration::from_secs(5), "three backends", || (backends(&control).len() == 3).then_some(()));
+    wait_until(PATIENCE, "three backends", || (backends(&control).len() == 3).then_some(()));
     let mut slowest = Duration::ZERO;
     for _ in 0..12 {
         let started = Instant::now();
@@ -198,14 +197,14 @@ fn an_http_check_takes_a_backend_out_after_fall_failures_and_back_after_rise_suc
     let backend = HttpBackend::start();
     let line = format!("register web 127.0.0.1 {} check=http:/health", backend.addr.port());
     assert_eq!(control.text(&line).len(), 36);
-    wait_until(Duration::from_secs(5), "checked healthy", || {
+    wait_until(PATIENCE, "checked healthy", || {
         (backends(&control).len() == 2 && backend.answers.0.load(Ordering::SeqCst) >= 2).then_some(())
     });
     let own = format!("served by {}\n", backend.addr);
     assert!((0..4).map(|_| http_get(lb.addr("tcp")).unwrap()).any(|a| a == own));
 
     backend.healthy.store(false, Ordering::SeqCst);
-    wait_until(Duration::from_secs(5), "marked down", || (!backends(&control)[&backend.addr].0).then_some(()));
+    wait_until(PATIENCE, "marked down", || (!backends(&control)[&backend.addr].0).then_some(()));
     let failed = backend.answers.1.load(Ordering::SeqCst);
     assert!(failed >= 3, "down after 3 failed checks in a row, not {failed}");
     let answers = count((0..10).map(|_| http_get(lb.addr("tcp")).unwrap()));
@@ -213,7 +212,7 @@ fn an_http_check_takes_a_backend_out_after_fall_failures_and_back_after_rise_suc
 
     let passed_before = backend.answers.0.load(Ordering::SeqCst);
     backend.healthy.store(true, Ordering::SeqCst);
-    wait_until(Duration::from_secs(5), "up again", || backends(&control)[&backend.addr].0.then_some(()));
+    wait_until(PATIENCE, "up again", || backends(&control)[&backend.addr].0.then_some(()));
     let passed = backend.answers.0.load(Ordering::SeqCst) - passed_before;
     assert!(passed >= 2, "up after 2 passed checks in a row, not {passed}");
     let answers = count((0..10).map(|_| http_get(lb.addr("tcp")).unwrap()));
@@ -259,9 +258,7 @@ fn weights_one_to_two_give_shares_of_one_to_two() {
         // One connection at a time, each begun once the last has ended at the balancer too
         // (else least-conn and random-two would rightly avoid the backend still holding it).
         let answers = count((0..300).map(|_| {
-            wait_until(Duration::from_secs(5), "nothing in flight", || {
-                pool.stats().iter().all(|b| b.active == 0).then_some(())
-            });
+            wait_until(PATIENCE, "nothing in flight", || pool.stats().iter().all(|b| b.active == 0).then_some(()));
             http_get(target).unwrap()
         }));
         let share = |b: &HttpBackend| answers.get(&format!("served by {}\n", b.addr)).copied().unwrap_or(0);

@@ -4,6 +4,7 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, client, listed, server, stat, wait_until};
 
 fn broker(extra: &[&str]) -> Process {
@@ -34,7 +35,7 @@ fn a_service_registered_only_at_a_is_answered_by_b_through_the_client_and_text()
     let b = broker(&["--bridge", &a_addr.to_string()]);
     let (udp_a, udp_b) = (Udp::new(a_addr), Udp::new(b.addr("udp")));
     let upper = server("upper", a_addr, &["--quiet"]);
-    let at_a = wait_until(Duration::from_secs(10), "the server registers at A", || {
+    let at_a = wait_until(PATIENCE, "the server registers at A", || {
         let listed = listed(&udp_a, "upper");
         (!listed.is_empty()).then_some(listed)
     });

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, broker, listed, server, stat, wait_until};
 
 /// The `check=` of each instance of `service` in the `instances` listing.
@@ -119,12 +120,10 @@ fn a_report_of_an_instance_without_a_check_does_not_remove_it() {
     udp.text(&format!("register udp-only {} {}", dead.ip(), dead.port()));
     udp.text(&format!("register tcp-dead {} {} check=tcp", dead.ip(), dead.port()));
     assert_eq!(udp.text(&format!("report udp-only {dead}")), "OK");
-    wait_until(Duration::from_secs(5), "the report is counted", || {
-        (stat(&udp, "reports_unchecked") == 1).then_some(())
-    });
+    wait_until(PATIENCE, "the report is counted", || (stat(&udp, "reports_unchecked") == 1).then_some(()));
     // The same endpoint under a service that declared a check goes on a report: the probes work.
     assert_eq!(udp.text(&format!("report tcp-dead {dead}")), "OK");
-    wait_until(Duration::from_secs(5), "the checked one is gone", || listed(&udp, "tcp-dead").is_empty().then_some(()));
+    wait_until(PATIENCE, "the checked one is gone", || listed(&udp, "tcp-dead").is_empty().then_some(()));
     assert_eq!(listed(&udp, "udp-only"), [dead], "the unchecked one stays");
     assert_eq!(stat(&udp, "probes"), 1);
     process.terminate();
@@ -169,7 +168,7 @@ fn makler_server_declares_tcp_and_http_checks() {
     let _http = server("http", at, &["--no-multicast"]);
     let _udp_like = server("time", at, &["--no-multicast", "--register-as", "clock", "--check", "none"]);
     for (service, check) in [("echo", "tcp"), ("http", "http:/"), ("clock", "none")] {
-        wait_until(Duration::from_secs(10), service, || (listed_checks(&udp, service) == [check]).then_some(()));
+        wait_until(PATIENCE, service, || (listed_checks(&udp, service) == [check]).then_some(()));
     }
     process.terminate();
 }

@@ -6,6 +6,7 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, wait_until};
 
 /// Runs `makler` with `args`; returns (exit code, stdout, stderr).
@@ -104,7 +105,7 @@ fn a_balancer_lists_its_backends_and_its_stats() {
     let balancer = common::balancer("web", None, &["--quiet"]);
     let control = balancer.addr("udp").to_string();
     let _server = common::server("http", balancer.addr("udp"), &[]);
-    let out = wait_until(Duration::from_secs(10), "the backend is listed", || {
+    let out = wait_until(PATIENCE, "the backend is listed", || {
         let (code, out, _) = makler(&["--broker", &control, "list", "--json"]);
         (code == Some(0) && out.contains("\"http\"")).then_some(out)
     });

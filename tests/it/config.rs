@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Logged, Process, Udp, listed, wait_until};
 
 const BROKER: &str = env!("CARGO_BIN_EXE_makler-broker");
@@ -267,8 +268,7 @@ fn the_balancer_and_the_server_read_files_too() {
     );
     let _server = Logged::start(SERVER, &["--config", &server]);
     // The server registers at the balancer, which then registers itself at the broker as web.
-    let lb =
-        wait_until(Duration::from_secs(10), "the balancer registers as web", || listed(&udp, "web").first().copied());
+    let lb = wait_until(PATIENCE, "the balancer registers as web", || listed(&udp, "web").first().copied());
     assert_eq!(lb, balancer.process.addr("tcp"));
 }
 

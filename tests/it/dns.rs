@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, broker, wait_until};
 
 /// A broker with a DNS face on a free port, and the addresses of both faces.
@@ -175,11 +175,11 @@ fn instances_registered_and_expired_between_queries() {
     assert_eq!(sorted(short(dns, &["web.makler", "A"])), ["127.0.0.1", "127.0.0.2"]);
     // Keep the second alive; the first expires.
     let id = udp.text("register web 127.0.0.2 8002");
-    wait_until(Duration::from_secs(15), "the first instance expires", || {
+    wait_until(PATIENCE, "the first instance expires", || {
         assert_eq!(udp.text(&format!("heartbeat {id}")), "OK");
         (short(dns, &["_web._tcp.makler", "SRV"]) == ["1 1 8002 7f000002-8002.addr.makler."]).then_some(())
     });
-    wait_until(Duration::from_secs(15), "the service is gone", || {
+    wait_until(PATIENCE, "the service is gone", || {
         (header(&dig(dns, &["web.makler", "A"])).0 == "NXDOMAIN").then_some(())
     });
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, broker, http_get, listed, server, wait_until};
 
 /// An HAProxy process and its directory, both gone when dropped; the log is printed if the test
@@ -136,9 +137,7 @@ fn haproxy_follows_makler_services_through_dns() {
     let (udp, dns) = (Udp::new(broker.addr("udp")), broker.addr("dns"));
     let mut servers: Vec<(Process, SocketAddr)> = (0..3).map(|_| web_server(broker.addr("udp"))).collect();
     let addrs = |servers: &[(Process, SocketAddr)]| servers.iter().map(|(_, a)| *a).collect::<BTreeSet<_>>();
-    wait_until(Duration::from_secs(10), "three servers are registered", || {
-        (listed(&udp, "web").len() == 3).then_some(())
-    });
+    wait_until(PATIENCE, "three servers are registered", || (listed(&udp, "web").len() == 3).then_some(()));
 
     let frontend = free_port();
     let _haproxy = haproxy(dns, frontend);
@@ -149,7 +148,7 @@ fn haproxy_follows_makler_services_through_dns() {
     let (mut dead, dead_addr) = servers.remove(1);
     dead.child.kill().expect("kill a server");
     let _ = dead.child.wait();
-    wait_until(Duration::from_secs(10), "the dead server expires at the broker", || {
+    wait_until(PATIENCE, "the dead server expires at the broker", || {
         (!listed(&udp, "web").contains(&dead_addr)).then_some(())
     });
     wait_for_rotation(frontend, &addrs(&servers), "HAProxy forgets the dead server");

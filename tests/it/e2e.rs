@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, broker, client, listed, server, wait_until};
 
 const CLIENT_OK: Option<i32> = Some(0);
@@ -17,7 +18,7 @@ fn the_client_calls_echo_and_upper() {
     let udp = Udp::new(broker.addr("udp"));
     let echo = server("echo", broker.addr("udp"), &[]);
     let upper = server("upper", broker.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "both servers are registered", || {
+    wait_until(PATIENCE, "both servers are registered", || {
         (listed(&udp, "echo") == [echo.addr("tcp")] && listed(&udp, "upper") == [upper.addr("tcp")]).then_some(())
     });
     let b = broker_arg(&broker);
@@ -33,7 +34,7 @@ fn the_time_and_http_services_answer() {
     let udp = Udp::new(broker.addr("udp"));
     let _time = server("time", broker.addr("udp"), &[]);
     let http = server("http", broker.addr("udp"), &["--register-as", "web"]);
-    wait_until(Duration::from_secs(5), "both servers are registered", || {
+    wait_until(PATIENCE, "both servers are registered", || {
         (listed(&udp, "time").len() == 1 && listed(&udp, "web").len() == 1).then_some(())
     });
     let b = broker_arg(&broker);
@@ -50,7 +51,7 @@ fn a_killed_server_is_skipped_while_another_lives() {
     let udp = Udp::new(broker.addr("udp"));
     let mut doomed = server("echo", broker.addr("udp"), &[]);
     let survivor = server("echo", broker.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "both are registered", || (listed(&udp, "echo").len() == 2).then_some(()));
+    wait_until(PATIENCE, "both are registered", || (listed(&udp, "echo").len() == 2).then_some(()));
 
     doomed.child.kill().expect("SIGKILL");
     doomed.child.wait().expect("reaped");
@@ -73,7 +74,7 @@ fn a_restarted_broker_sees_every_server_within_one_heartbeat_interval() {
     let servers: Vec<_> =
         ["echo", "upper", "echo"].iter().map(|service| server(service, first.addr("udp"), &[])).collect();
     let udp = Udp::new(first.addr("udp"));
-    wait_until(Duration::from_secs(5), "all three are registered", || {
+    wait_until(PATIENCE, "all three are registered", || {
         (listed(&udp, "echo").len() == 2 && listed(&udp, "upper").len() == 1).then_some(())
     });
 
@@ -110,7 +111,7 @@ fn sigterm_deregisters_at_once() {
     let broker = broker(&["--ttl", "60"]);
     let udp = Udp::new(broker.addr("udp"));
     let mut echo = server("echo", broker.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "it is registered", || (listed(&udp, "echo").len() == 1).then_some(()));
+    wait_until(PATIENCE, "it is registered", || (listed(&udp, "echo").len() == 1).then_some(()));
     assert!(echo.terminate().success());
     // Gone before the process exited, long before the TTL.
     assert_eq!(udp.text("query echo"), "NOT FOUND");
@@ -156,7 +157,7 @@ fn the_client_waits_for_a_service_and_fails_over_between_brokers() {
     // The client is waiting once the broker has seen two of its queries (besides our own).
     let udp = Udp::new(broker.addr("udp"));
     let mut own = 0;
-    wait_until(Duration::from_secs(10), "the client has asked twice", || {
+    wait_until(PATIENCE, "the client has asked twice", || {
         own += 1;
         let stats = udp.text("stats");
         let received: u64 = stats.split(' ').find_map(|kv| kv.strip_prefix("received=")?.parse().ok()).unwrap();

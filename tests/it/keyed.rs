@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{self, Udp, balancer, broker, listed, wait_until};
 use makler::client::{BrokerClient, ClientError};
 use makler::protocol::Rejection;
@@ -60,7 +61,7 @@ fn under_require_key_an_unsealed_register_is_refused_and_a_sealed_one_registers_
 
     // makler-server given the key registers; a client without it is told in one line.
     let server = common::server("echo", at, &["--no-multicast", "--key-file", path.to_str().unwrap()]);
-    wait_until(Duration::from_secs(10), "the keyed server registers", || {
+    wait_until(PATIENCE, "the keyed server registers", || {
         (listed(&attacker, "echo") == [server.addr("tcp")]).then_some(())
     });
     let mut unkeyed = BrokerClient::new(&[at]).unwrap();
@@ -232,7 +233,7 @@ fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
     let broker = broker(&["--key-file", key_path, "--require-key", "all"]);
     let at = broker.addr("udp").to_string();
     let server = common::server("echo", broker.addr("udp"), &["--no-multicast", "--key-file", key_path]);
-    wait_until(Duration::from_secs(10), "the keyed server registers", || {
+    wait_until(PATIENCE, "the keyed server registers", || {
         (keyed_stat(broker.addr("udp"), key, "instances") == 1).then_some(())
     });
     let (code, out, err) = common::client(&["--broker", &at, "--no-multicast", "--key-file", key_path, "echo"], "hi\n");
@@ -242,8 +243,7 @@ fn a_keyed_client_and_server_work_end_to_end_under_require_key_all() {
     assert!(err.contains("key required") && err.lines().count() == 1, "{err}");
     // A server without the key stops as for any refusal for good (exit 6).
     let mut unkeyed = common::server("echo", broker.addr("udp"), &["--no-multicast"]);
-    let status =
-        wait_until(Duration::from_secs(10), "the unkeyed server exits", || unkeyed.child.try_wait().ok().flatten());
+    let status = wait_until(PATIENCE, "the unkeyed server exits", || unkeyed.child.try_wait().ok().flatten());
     assert_eq!(status.code(), Some(6));
     drop(server);
     let _ = std::fs::remove_file(&path);
@@ -259,7 +259,7 @@ fn a_keyed_balancer_registers_at_a_broker_that_requires_the_key() {
     let balancer = balancer("web", Some(broker.addr("udp")), &args);
     // A backend given the key registers at the balancer, which then registers at the broker.
     let _backend = common::server("http", balancer.addr("udp"), &["--no-multicast", "--key-file", key_path]);
-    wait_until(Duration::from_secs(10), "the balancer is registered at the broker", || {
+    wait_until(PATIENCE, "the balancer is registered at the broker", || {
         (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
     });
     let _ = std::fs::remove_file(&path);

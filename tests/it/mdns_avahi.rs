@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::mdns_node::{Script, ask, broker, files, log, temp, wait_until};
 use super::mdns_peers::{Link, link};
+use crate::common::PATIENCE;
 
 /// The system bus's configuration: anyone may own and call anything (it is the test's own bus).
 const BUS_CONF: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
@@ -111,11 +112,9 @@ fn an_avahi_publication_is_imported_and_gone_when_withdrawn() {
         avahi(&link, 'b', "avahi-publish", &["avahi-publish", "-s", "avahi-zc", "_zc._tcp", "9191", "v=2", "x"]);
     publisher.wait_for("Established under name 'avahi-zc'", Duration::from_secs(15));
     let query = |request: &str| ask(&link, 'a', &[request]).remove(0);
-    wait_until(Duration::from_secs(10), "the publication is imported", || {
-        (query("query zc") == "10.98.0.2:9191").then_some(())
-    });
+    wait_until(PATIENCE, "the publication is imported", || (query("query zc") == "10.98.0.2:9191").then_some(()));
     publisher.finish();
-    wait_until(Duration::from_secs(5), "the instance goes when Avahi withdraws it", || {
+    wait_until(PATIENCE, "the instance goes when Avahi withdraws it", || {
         query("query zc").starts_with("NOT FOUND").then_some(())
     });
     let log = log(&log_path);

@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use super::common::PATIENCE;
 use super::common::Process;
 pub(super) use super::common::wait_until;
 use super::mdns_peers::{Link, link};
@@ -281,7 +282,7 @@ fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_
     let (_broker, log_path) = broker(&link, 'a', &["--mdns-import", "_zc._tcp", "--dns", "10.98.0.1:8600"]);
     let mut announcer = announce(&link, 'b', "zc-web", "_zc._tcp", "9090");
     let query = |request: &str| ask(&link, 'a', &[request]).remove(0);
-    wait_until(Duration::from_secs(15), "the announced instance is imported", || {
+    wait_until(PATIENCE, "the announced instance is imported", || {
         (query("query zc") == "10.98.0.2:9090").then_some(())
     });
     let dig = Command::new("ip")
@@ -294,7 +295,7 @@ fn a_zeroconf_announcement_is_imported_answered_by_query_and_dns_and_gone_after_
     assert!(instances.contains("10.98.0.2:9090") && instances.contains("v=1"), "its TXT as metadata: {instances}");
     std::fs::write(&announcer.stop, b"").unwrap();
     announcer.wait_for("UNREGISTERED", Duration::from_secs(10));
-    wait_until(Duration::from_secs(5), "the instance goes after its goodbye", || {
+    wait_until(PATIENCE, "the instance goes after its goodbye", || {
         query("query zc").starts_with("NOT FOUND").then_some(())
     });
     let log = log(&log_path);
@@ -337,7 +338,7 @@ fn two_peer_brokers_import_and_advertise_without_loops_and_hand_over() {
     let requests: Vec<&str> = requests.iter().map(String::as_str).collect();
     ask(&link, 'a', &requests);
     let advertised = |port: &str| format!("mdns: advertising web 10.98.0.1:{port} as");
-    wait_until(Duration::from_secs(20), "every instance advertised and zc imported by both", || {
+    wait_until(PATIENCE, "every instance advertised and zc imported by both", || {
         let (a, b) = (log(&path_a), log(&path_b));
         let imported = [&a, &b].iter().all(|log| log.contains("mdns: imported zc 10.98.0.2:9090"));
         let all = ports.iter().all(|p| a.contains(&advertised(p)) || b.contains(&advertised(p)));
@@ -374,7 +375,7 @@ fn two_peer_brokers_import_and_advertise_without_loops_and_hand_over() {
     let b_advertises = ports.iter().any(|p| log_b.contains(&advertised(p)));
     let (stopping, survivor) = if b_advertises { (&mut b, &path_a) } else { (&mut a, &path_b) };
     assert!(stopping.terminate().success());
-    wait_until(Duration::from_secs(10), "the survivor advertises every instance", || {
+    wait_until(PATIENCE, "the survivor advertises every instance", || {
         let log = log(survivor);
         ports.iter().all(|p| log.contains(&advertised(p))).then_some(())
     });

@@ -4,8 +4,8 @@
 //! (`weight=3`) as it takes any other.
 
 use std::net::{SocketAddr, UdpSocket};
-use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, balancer, server, wait_until};
 
 /// Free UDP ports on loopback, reserved just long enough to read them back.
@@ -37,7 +37,7 @@ fn a_servers_metadata_reaches_both_brokers_and_bad_pairs_stop_it_at_start() {
     let server = server("echo", addrs[0], &["--meta", "path=/", "--meta", "version=2"]);
     let endpoint = server.addr("tcp").to_string();
     for (name, udp) in [("a", &a), ("b", &b)] {
-        wait_until(Duration::from_secs(10), &format!("broker {name} lists the pairs"), || {
+        wait_until(PATIENCE, &format!("broker {name} lists the pairs"), || {
             line_of(udp, "echo", &endpoint).filter(|line| line.ends_with(" check=tcp path=/ version=2"))
         });
     }
@@ -46,7 +46,7 @@ fn a_servers_metadata_reaches_both_brokers_and_bad_pairs_stop_it_at_start() {
     let udp = Udp::new(addrs[1]);
     let line = format!("register echo {} {} path=/v3", server.addr("tcp").ip(), server.addr("tcp").port());
     assert_eq!(udp.text(&line).len(), 36);
-    wait_until(Duration::from_secs(10), "broker a holds two leases", || {
+    wait_until(PATIENCE, "broker a holds two leases", || {
         line_of(&a, "echo", &endpoint).filter(|line| line.contains(" leases=2 "))
     });
 
@@ -68,7 +68,7 @@ fn the_balancers_control_port_takes_a_register_with_a_pair() {
     let at = backend.addr("tcp");
     let reply = control.text(&format!("register web {} {} weight=3", at.ip(), at.port()));
     assert_eq!(reply.len(), 36, "{reply}");
-    wait_until(Duration::from_secs(5), "the backend is listed", || {
+    wait_until(PATIENCE, "the backend is listed", || {
         control.text("stats").contains(&format!("backend {at} ")).then_some(())
     });
 }

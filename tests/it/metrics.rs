@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, wait_until};
 
 /// One HTTP GET of `path`; returns the status line and the body.
@@ -62,7 +63,7 @@ fn a_balancer_scrape_shows_each_backend() {
     let metrics = balancer.addr("metrics");
     let server = common::server("http", balancer.addr("udp"), &[]);
     let backend = server.addr("tcp").to_string();
-    let page = wait_until(Duration::from_secs(10), "the backend is registered", || {
+    let page = wait_until(PATIENCE, "the backend is registered", || {
         let page = scrape(metrics);
         (value(&page, "makler_balancer_backends", None) == Some(1.0)).then_some(page)
     });
@@ -84,7 +85,7 @@ fn promtool_finds_nothing_to_lint() {
     let broker = common::broker(&["--metrics", "127.0.0.1:0"]);
     let balancer = common::balancer("web", None, &["--metrics", "127.0.0.1:0", "--quiet"]);
     let _server = common::server("http", balancer.addr("udp"), &[]);
-    wait_until(Duration::from_secs(10), "the backend is registered", || {
+    wait_until(PATIENCE, "the backend is registered", || {
         (value(&scrape(balancer.addr("metrics")), "makler_balancer_backends", None) == Some(1.0)).then_some(())
     });
     for addr in [broker.addr("metrics"), balancer.addr("metrics")] {

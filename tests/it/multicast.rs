@@ -5,6 +5,7 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, client, listed, stat, wait_until};
 
 /// A group port no other test uses: a port the system just handed out for UDP.
@@ -52,7 +53,7 @@ fn a_goodbye_removes_the_server_at_once_and_a_client_needs_no_broker_address() {
     let broker = broker(&group);
     let udp = Udp::new(broker.addr("udp"));
     let mut upper = announcing_server("upper", &group, "1.5");
-    wait_until(Duration::from_secs(5), "the broker lists the server", || {
+    wait_until(PATIENCE, "the broker lists the server", || {
         (listed(&udp, "upper") == [upper.addr("tcp")]).then_some(())
     });
 
@@ -76,9 +77,7 @@ fn a_server_without_a_broker_address_discovers_and_registers() {
     let broker = broker(&group);
     let udp = Udp::new(broker.addr("udp"));
     let server = Process::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "time", "--multicast", &group]);
-    wait_until(Duration::from_secs(5), "the server registered", || {
-        (listed(&udp, "time") == [server.addr("tcp")]).then_some(())
-    });
+    wait_until(PATIENCE, "the server registered", || (listed(&udp, "time") == [server.addr("tcp")]).then_some(()));
     assert_eq!(stat(&udp, "announcements"), 0, "registered over unicast, not announced");
 }
 
@@ -97,9 +96,7 @@ fn malformed_and_foreign_datagrams_on_the_group_change_nothing_and_are_counted()
     let broker = broker(&group);
     let udp = Udp::new(broker.addr("udp"));
     // The broker hears its own hello on the group, and ignores it.
-    wait_until(Duration::from_secs(5), "the broker's own hello is counted", || {
-        (stat(&udp, "multicast_ignored") == 1).then_some(())
-    });
+    wait_until(PATIENCE, "the broker's own hello is counted", || (stat(&udp, "multicast_ignored") == 1).then_some(()));
     let ignored_before = 1;
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -115,7 +112,7 @@ fn malformed_and_foreign_datagrams_on_the_group_change_nothing_and_are_counted()
     for datagram in garbage {
         sender.send_to(datagram, to).unwrap();
     }
-    wait_until(Duration::from_secs(5), "all five are counted", || {
+    wait_until(PATIENCE, "all five are counted", || {
         (stat(&udp, "multicast_ignored") == ignored_before + 5).then_some(())
     });
     assert_eq!(stat(&udp, "instances"), 0);
@@ -137,14 +134,12 @@ fn a_balancer_without_a_broker_address_announces_itself_while_it_has_backends() 
         env!("CARGO_BIN_EXE_makler-server"),
         &["--service", "http", "--broker", &control, "--register-as", "web"],
     );
-    wait_until(Duration::from_secs(5), "the broker hears of the balancer", || {
+    wait_until(PATIENCE, "the broker hears of the balancer", || {
         (listed(&udp, "web") == [balancer.addr("tcp")]).then_some(())
     });
     assert!(backend.terminate().success());
     // The last backend gone, the balancer says goodbye.
-    wait_until(Duration::from_secs(5), "the broker drops the balancer", || {
-        (udp.text("query web") == "NOT FOUND").then_some(())
-    });
+    wait_until(PATIENCE, "the broker drops the balancer", || (udp.text("query web") == "NOT FOUND").then_some(()));
     assert_eq!(stat(&udp, "expired"), 0, "dropped by the goodbye, not by expiry");
 }
 
@@ -161,19 +156,17 @@ fn brokers_of_different_clusters_on_one_group_do_not_peer() {
     let (prod_a, prod_b, test) = (broker_of(&group, "prod"), broker_of(&group, "prod"), broker_of(&group, "test"));
     let (a, b, t) = (Udp::new(prod_a.addr("udp")), Udp::new(prod_b.addr("udp")), Udp::new(test.addr("udp")));
     // Hellos go out every 2 s: within a few, each has heard the others.
-    wait_until(Duration::from_secs(10), "the prod brokers peer and hear the stranger", || {
+    wait_until(PATIENCE, "the prod brokers peer and hear the stranger", || {
         let seen = |udp: &Udp| udp.text("stats").contains(" peers_up=1/1 ") && stat(udp, "foreign_hellos") >= 1;
         (seen(&a) && seen(&b)).then_some(())
     });
-    wait_until(Duration::from_secs(10), "the test broker hears both prod brokers", || {
-        (stat(&t, "foreign_hellos") >= 2).then_some(())
-    });
+    wait_until(PATIENCE, "the test broker hears both prod brokers", || (stat(&t, "foreign_hellos") >= 2).then_some(()));
     let stats = t.text("stats");
     assert!(stats.contains(" peers_up=0/0 ") && !stats.contains("\npeer "), "{stats}");
     // A registration at the stranger stays there; one at prod reaches prod only.
     assert_eq!(t.text("register echo 4000").len(), 36);
     assert_eq!(a.text("register web 8080").len(), 36);
-    wait_until(Duration::from_secs(5), "prod replicates", || (listed(&b, "web").len() == 1).then_some(()));
+    wait_until(PATIENCE, "prod replicates", || (listed(&b, "web").len() == 1).then_some(()));
     assert_eq!((b.text("query echo"), t.text("query web")), ("NOT FOUND".into(), "NOT FOUND".into()));
     let stats = a.text("stats");
     assert!(!stats.contains(&test.addr("udp").to_string()), "the stranger is no peer: {stats}");
@@ -197,7 +190,7 @@ fn an_announced_servers_metadata_reaches_the_broker_and_older_brokers_still_get_
         &["--service", "echo", "--announce", "--announce-interval", "0.5", "--multicast", &group, "--meta", "path=/"],
     );
     let endpoint = server.addr("tcp").to_string();
-    wait_until(Duration::from_secs(5), "the broker lists the pairs", || {
+    wait_until(PATIENCE, "the broker lists the pairs", || {
         let reply = udp.text("instances echo");
         reply.lines().find(|l| l.starts_with(&format!("instance {endpoint} ")) && l.ends_with(" path=/")).map(drop)
     });

@@ -5,8 +5,8 @@
 //! otherwise).
 
 use std::process::Command;
-use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, wait_until};
 
 /// The namespaces of one test: `mk<pid><tag>br` holds the bridge, `mk<pid><tag>h1..3` the hosts
@@ -127,7 +127,7 @@ fn broker_server_and_client_on_three_hosts_find_each_other() {
     // The client on the third host knows no address: it finds the broker on the group, the
     // broker knows the server from its announcements.
     let client = ["--multicast", group, "--multicast-if", "10.99.0.3", "upper", "across hosts"];
-    let answer = wait_until(Duration::from_secs(10), "the client gets an answer", || {
+    let answer = wait_until(PATIENCE, "the client gets an answer", || {
         let (code, out, _) = lan.client(3, &client);
         (code == Some(0)).then_some(out)
     });
@@ -164,13 +164,11 @@ fn second_broker_catches_up(tag: &str, peers: bool) {
         &["--service", "upper", "--listen", "10.99.0.2:0", "--broker", "10.99.0.1:7000", "--no-multicast"],
     );
     let at_first = ["--broker", "10.99.0.1:7000", "--no-multicast", "upper", "first"];
-    wait_until(Duration::from_secs(10), "the first broker knows the server", || {
-        (lan.client(2, &at_first).0 == Some(0)).then_some(())
-    });
+    wait_until(PATIENCE, "the first broker knows the server", || (lan.client(2, &at_first).0 == Some(0)).then_some(()));
 
     let _second = broker(3);
     let at_second = ["--broker", "10.99.0.3:7000", "--no-multicast", "upper", "second"];
-    let answer = wait_until(Duration::from_secs(10), "the second broker answers", || {
+    let answer = wait_until(PATIENCE, "the second broker answers", || {
         let (code, out, _) = lan.client(3, &at_second);
         (code == Some(0)).then_some(out)
     });
@@ -224,7 +222,7 @@ fn two_sites_connected_only_by_a_bridge() {
         ],
     );
     let at_site2 = ["--broker", "10.99.0.3:7000", "--no-multicast", "upper", "across sites"];
-    let answer = wait_until(Duration::from_secs(10), "a client at site 2 reaches the server at site 1", || {
+    let answer = wait_until(PATIENCE, "a client at site 2 reaches the server at site 1", || {
         let (code, out, _) = lan.client(3, &at_site2);
         (code == Some(0)).then_some(out)
     });

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Logged, Process, Udp, listed, wait_until};
 
 /// Runs `program` with `args` to completion; returns (exit code, stderr).
@@ -71,7 +72,7 @@ fn a_server_started_before_any_broker_waits_for_one() {
         &["--listen", "127.0.0.1:0", "--quiet", "--multicast", &group],
     );
     let udp = Udp::new(broker.addr("udp"));
-    wait_until(Duration::from_secs(10), "the server registers at the new broker", || {
+    wait_until(PATIENCE, "the server registers at the new broker", || {
         (listed(&udp, "echo") == [server.process.addr("tcp")]).then_some(())
     });
     // The log is read by a thread of its own, which may lag behind the registration it preceded.
@@ -87,19 +88,17 @@ fn a_server_that_never_registered_does_not_say_it_deregistered() {
     server.wait_for_log("no broker answered");
     assert!(server.process.terminate().success());
     // The log thread reads to the end of the stream.
-    wait_until(Duration::from_secs(5), "the last log line", || server.log().contains("stopped").then_some(()));
+    wait_until(PATIENCE, "the last log line", || server.log().contains("stopped").then_some(()));
     let log = server.log();
     assert!(log.contains("echo was never registered"), "{log}");
     assert!(!log.contains("deregistered"), "{log}");
 }
 
-/// Waits up to 5 s for `server` to exit by itself; its exit code and last line on stderr.
+/// Waits up to [`PATIENCE`] for `server` to exit by itself; its exit code and last line on stderr.
 fn exit_of(server: &mut Logged) -> (Option<i32>, String) {
-    let status = wait_until(Duration::from_secs(5), "the server exits by itself", || {
-        server.process.child.try_wait().ok().flatten()
-    });
+    let status = wait_until(PATIENCE, "the server exits by itself", || server.process.child.try_wait().ok().flatten());
     // The log thread reads to the end of the stream.
-    wait_until(Duration::from_secs(5), "the error line", || server.log().contains("makler-server: ").then_some(()));
+    wait_until(PATIENCE, "the error line", || server.log().contains("makler-server: ").then_some(()));
     let log = server.log();
     (status.code(), log.lines().last().unwrap_or_default().to_owned())
 }

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, wait_until};
 
 /// An HAProxy process and its directory, both gone when dropped; its log is printed if the test
@@ -59,7 +60,7 @@ defaults
         .spawn()
         .expect("haproxy starts");
     let haproxy = Haproxy { child, dir };
-    wait_until(Duration::from_secs(10), "haproxy listens", || TcpStream::connect(frontend).ok().map(drop));
+    wait_until(PATIENCE, "haproxy listens", || TcpStream::connect(frontend).ok().map(drop));
     haproxy
 }
 
@@ -123,7 +124,7 @@ fn the_balancers_v2_header_is_what_haproxy_accept_proxy_reads() {
     let control = Udp::new(balancer.addr("udp"));
     let reply = control.text(&format!("register web {} {}", frontend.ip(), frontend.port()));
     assert!(!reply.starts_with("ERROR"), "{reply}");
-    wait_until(Duration::from_secs(5), "haproxy is the balancer's backend", || {
+    wait_until(PATIENCE, "haproxy is the balancer's backend", || {
         control.text("stats").contains(&format!("backend {frontend} up")).then_some(())
     });
     for _ in 0..3 {

@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, wait_until};
 
 /// The v2 signature (section 2.2 of the specification).
@@ -92,7 +93,7 @@ fn balancer_to(listen: &str, version: &str, backend: SocketAddr) -> Process {
     let control = Udp::new(balancer.addr("udp"));
     let reply = control.text(&format!("register web {} {}", backend.ip(), backend.port()));
     assert!(!reply.starts_with("ERROR"), "{reply}");
-    wait_until(Duration::from_secs(5), "the backend is in the pool", || {
+    wait_until(PATIENCE, "the backend is in the pool", || {
         control.text("stats").contains(&format!("backend {backend} up")).then_some(())
     });
     balancer
@@ -192,7 +193,7 @@ fn the_server_behind_the_balancer_names_the_real_client_with_both_versions() {
         let balancer = crate::common::balancer("web", None, &["--send-proxy", version]);
         let control = Udp::new(balancer.addr("udp"));
         let server = proxied_server(balancer.addr("udp"));
-        wait_until(Duration::from_secs(5), "the server is registered", || {
+        wait_until(PATIENCE, "the server is registered", || {
             control.text("stats").contains(&format!("backend {} up", server.addr("tcp"))).then_some(())
         });
         let (client, body) = get(balancer.addr("tcp"));
@@ -248,9 +249,7 @@ fn http_checks_carry_the_header_to_a_server_that_requires_it() {
         let server_args = ["--service", "http", "--broker", &broker, "--accept-proxy", "--check", "http:/", "--quiet"];
         let server = Process::start(env!("CARGO_BIN_EXE_makler-server"), &server_args);
         let up = format!("backend {} up", server.addr("tcp"));
-        wait_until(Duration::from_secs(5), "the server is registered", || {
-            control.text("stats").contains(&up).then_some(())
-        });
+        wait_until(PATIENCE, "the server is registered", || control.text("stats").contains(&up).then_some(()));
         // Ten check intervals: one failed check (--fall 1) would have marked it down.
         for _ in 0..10 {
             std::thread::sleep(Duration::from_millis(100));

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Logged, Process, Udp, wait_until};
 
 /// A file of this test's own, removed when dropped.
@@ -88,7 +89,7 @@ fn a_broker_reloads_its_config_file_on_sighup_and_keeps_its_table_and_watches() 
 
     // Applied: 127.0.0.2 is no longer allowed, and B gets the table.
     assert!(other.text("register web 5000").starts_with("ERROR not allowed"), "the narrower allow list holds");
-    wait_until(Duration::from_secs(10), "B has A's table", || {
+    wait_until(PATIENCE, "B has A's table", || {
         Udp::new(b_addr).text("query echo").contains("127.0.0.1:4000").then_some(())
     });
     // Nothing lost: both leases are answered (the one from 127.0.0.2 too: it stays until it
@@ -202,7 +203,7 @@ fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections(
     let (tcp, control) = (balancer.process.addr("tcp"), balancer.process.addr("udp"));
     let _servers: Vec<Process> = (0..2).map(|_| crate::common::server("http", control, &[])).collect();
     let udp = Udp::new(control);
-    wait_until(Duration::from_secs(5), "both backends are registered", || {
+    wait_until(PATIENCE, "both backends are registered", || {
         (udp.text("stats").lines().filter(|l| l.starts_with("backend ")).count() == 2).then_some(())
     });
     // A connection open across the reload, held on one backend.
@@ -228,7 +229,7 @@ fn a_balancer_reloads_its_policy_and_checks_on_sighup_and_keeps_its_connections(
         let body = crate::common::http_get(tcp).unwrap();
         assert_ne!(body, busy, "least-conn picks the backend with no connection in flight");
         // The balancer counts a connection in flight until it has seen both ends close.
-        wait_until(Duration::from_secs(5), "one connection is in flight", || (active(&udp) == 1).then_some(()));
+        wait_until(PATIENCE, "one connection is in flight", || (active(&udp) == 1).then_some(()));
     }
     assert!(other_network(control).text("register web 4000").starts_with("ERROR not allowed"));
     assert_eq!(udp.text("stats").lines().filter(|l| l.starts_with("backend ")).count(), 2, "no backend lost");

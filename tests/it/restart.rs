@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use command_fds::{CommandFdExt, FdMapping};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, wait_until};
 
 /// The manager's socket: a loopback listener with a deep queue.
@@ -59,7 +60,7 @@ fn register(balancer: &Process, backends: &[Process]) {
         let reply = control.text(&format!("register web {} {}", addr.ip(), addr.port()));
         assert!(!reply.starts_with("ERROR"), "{reply}");
     }
-    wait_until(Duration::from_secs(5), "the backends are in the pool", || {
+    wait_until(PATIENCE, "the backends are in the pool", || {
         let stats = control.text("stats");
         backends.iter().all(|b| stats.contains(&format!("backend {} up", b.addr("tcp")))).then_some(())
     });
@@ -165,9 +166,7 @@ fn a_restart_on_a_held_socket_fails_no_request() {
         let load = load.get_or_insert_with(|| Load::start(addr, 2));
         // Let each phase see some requests.
         let from = load.ok();
-        wait_until(Duration::from_secs(10), &format!("requests during {phase}"), || {
-            (load.ok() >= from + 200).then_some(())
-        });
+        wait_until(PATIENCE, &format!("requests during {phase}"), || (load.ok() >= from + 200).then_some(()));
     });
     let (ok, failed) = load.take().unwrap().stop();
     assert_eq!(failed, 0, "{failed} of {} requests failed across the restart", ok + failed);
@@ -252,12 +251,12 @@ fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_ne
     let mut in_flight = TcpStream::connect(addr).unwrap();
     in_flight.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     in_flight.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n").unwrap();
-    wait_until(Duration::from_secs(5), "A accepted it", || (accepted(&a) == 1).then_some(()));
+    wait_until(PATIENCE, "A accepted it", || (accepted(&a) == 1).then_some(()));
     let pid = a.child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     // A closes its copies of the socket once it stops accepting: none of its descriptors is it.
     let socket = std::fs::read_link(format!("/proc/self/fd/{}", listener.as_raw_fd())).unwrap();
-    wait_until(Duration::from_secs(5), "A stopped accepting", || {
+    wait_until(PATIENCE, "A stopped accepting", || {
         let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
         let held = fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link == socket));
         (!held).then_some(())
@@ -340,15 +339,11 @@ fn an_upgrade_without_systemd_passes_both_sockets_and_fails_no_request() {
         Process::start(env!("CARGO_BIN_EXE_makler-server"), &["--service", "http", "--broker", &broker, "--quiet"]);
     let up = format!("backend {} up", server.addr("tcp"));
     let stats = Udp::new(control_addr);
-    wait_until(Duration::from_secs(5), "the backend registered itself", || {
-        stats.text("stats").contains(&up).then_some(())
-    });
+    wait_until(PATIENCE, "the backend registered itself", || stats.text("stats").contains(&up).then_some(()));
     let load = Load::start(addr, 2);
     let requests = |phase: &str| {
         let from = load.ok();
-        wait_until(Duration::from_secs(10), &format!("requests during {phase}"), || {
-            (load.ok() >= from + 100).then_some(())
-        });
+        wait_until(PATIENCE, &format!("requests during {phase}"), || (load.ok() >= from + 100).then_some(()));
     };
     requests("A alone");
     let b = balancer_on_both(&listener, &control);
@@ -360,6 +355,6 @@ fn an_upgrade_without_systemd_passes_both_sockets_and_fails_no_request() {
     let (ok, failed) = load.stop();
     assert_eq!(failed, 0, "{failed} of {} requests failed across the upgrade", ok + failed);
     // Only B reads the control socket now: the backend is in its pool, and B served.
-    wait_until(Duration::from_secs(5), "B has the backend", || stats.text("stats").contains(&up).then_some(()));
+    wait_until(PATIENCE, "B has the backend", || stats.text("stats").contains(&up).then_some(()));
     assert!(accepted(&b) > 0);
 }

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, listed, wait_until};
 
 const UNITS: [&str; 3] = ["makler-broker", "makler-balancer", "makler-server"];
@@ -126,7 +126,7 @@ fn every_unit_starts_its_program_with_its_environment_file() {
     assert!(broker.listening.iter().any(|(key, _)| key == "metrics"));
     assert!(balancer.listening.iter().any(|(key, _)| key == "tcp"));
     let udp = Udp::new(broker.addr("udp"));
-    wait_until(Duration::from_secs(10), "the server registers at the broker", || {
+    wait_until(PATIENCE, "the server registers at the broker", || {
         (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
     });
 }

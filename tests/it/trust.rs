@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Process, Udp, balancer, broker, listed, stat, wait_until};
 use makler::protocol::seal::{Key, Sealer};
 use makler::protocol::{Check, Multicast, Request, binary};
@@ -67,7 +68,7 @@ fn a_forged_goodbye_removes_nothing_it_did_not_announce() {
     let ignored = stat(&udp, "multicast_ignored");
     let forged = Multicast::Goodbye { origin: 0xBAD, service: "web", ip: Some([127, 0, 0, 1].into()), port: 8080 };
     send_to_group(&group, &forged, None);
-    wait_until(Duration::from_secs(5), "the goodbye is seen and ignored", || {
+    wait_until(PATIENCE, "the goodbye is seen and ignored", || {
         (stat(&udp, "multicast_ignored") > ignored).then_some(())
     });
     assert_eq!(listed(&udp, "web").len(), 1, "a unicast registration survives a forged goodbye");
@@ -100,7 +101,7 @@ fn a_goodbye_forged_from_a_sniffed_announcement_is_ignored() {
         env!("CARGO_BIN_EXE_makler-server"),
         &["--service", "echo", "--announce", "--announce-interval", "0.5", "--multicast", &group],
     );
-    wait_until(Duration::from_secs(5), "the broker lists the server", || {
+    wait_until(PATIENCE, "the broker lists the server", || {
         (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
     });
     let mut buf = [0u8; 1500];
@@ -123,7 +124,7 @@ fn a_goodbye_forged_from_a_sniffed_announcement_is_ignored() {
     for message in &forged {
         send_to_group(&group, message, None);
     }
-    wait_until(Duration::from_secs(5), "the forged goodbyes are seen and ignored", || {
+    wait_until(PATIENCE, "the forged goodbyes are seen and ignored", || {
         (stat(&udp, "multicast_ignored") >= ignored + 3).then_some(())
     });
     assert_eq!(listed(&udp, "echo"), [server.addr("tcp")], "still listed");
@@ -149,9 +150,7 @@ fn unicast_to_the_group_port_is_not_taken_for_group_traffic() {
     }
     // The same announcement on the group does register: so the unicast ones were not heard.
     send_raw_to_group(&group, &announce);
-    wait_until(Duration::from_secs(5), "the group announcement registers", || {
-        (!listed(&udp, "sneaky").is_empty()).then_some(())
-    });
+    wait_until(PATIENCE, "the group announcement registers", || (!listed(&udp, "sneaky").is_empty()).then_some(()));
     assert_eq!(stat(&udp, "announcements"), 1, "only the one sent to the group");
 }
 
@@ -175,13 +174,11 @@ fn with_a_key_only_sealed_fresh_announcements_count() {
     let now = std::time::SystemTime::now();
     Sealer::new(key, rand_id()).seal_in_place(&mut sealed, makler::protocol::seal::unix_ms(now));
     send_raw_to_group(&group, &sealed);
-    wait_until(Duration::from_secs(5), "the sealed one registers", || {
-        (!listed(&udp, "sealed").is_empty()).then_some(())
-    });
+    wait_until(PATIENCE, "the sealed one registers", || (!listed(&udp, "sealed").is_empty()).then_some(()));
     let goodbye = Multicast::Goodbye { origin: 7, service: "sealed", ip: None, port: 4000 };
     send_to_group(&group, &goodbye, None);
     send_raw_to_group(&group, &sealed);
-    wait_until(Duration::from_secs(5), "all five are seen", || {
+    wait_until(PATIENCE, "all five are seen", || {
         // Four of them, and the broker's own hello at least once.
         (stat(&udp, "multicast_ignored") > 4).then_some(())
     });
@@ -194,9 +191,7 @@ fn with_a_key_only_sealed_fresh_announcements_count() {
         env!("CARGO_BIN_EXE_makler-server"),
         &["--service", "echo", "--announce", "--multicast", &group, "--key-file", key_path],
     );
-    wait_until(Duration::from_secs(5), "the keyed server is announced", || {
-        (!listed(&udp, "echo").is_empty()).then_some(())
-    });
+    wait_until(PATIENCE, "the keyed server is announced", || (!listed(&udp, "echo").is_empty()).then_some(()));
     drop(server);
     let _ = std::fs::remove_file(&dir);
 }
@@ -357,10 +352,10 @@ fn a_server_waits_for_room_instead_of_exiting() {
     let udp = Udp::new(broker.addr("udp"));
     let blocker = udp.text("register block 127.0.0.1 1");
     let mut server = common::server("echo", broker.addr("udp"), &[]);
-    wait_until(Duration::from_secs(5), "the server was refused", || (stat(&udp, "refused_full") >= 1).then_some(()));
+    wait_until(PATIENCE, "the server was refused", || (stat(&udp, "refused_full") >= 1).then_some(()));
     assert!(server.child.try_wait().unwrap().is_none(), "still running");
     assert_eq!(udp.text(&format!("deregister {blocker}")), "OK");
-    wait_until(Duration::from_secs(10), "the server registers once there is room", || {
+    wait_until(PATIENCE, "the server registers once there is room", || {
         (listed(&udp, "echo") == [server.addr("tcp")]).then_some(())
     });
 }
@@ -470,7 +465,7 @@ fn an_unwatch_forged_from_the_watchers_address_leaves_the_watch() {
         forger.send_to(datagram, at).unwrap();
     }
     drop(forger);
-    wait_until(Duration::from_secs(5), "every forged unwatch refused and counted", || {
+    wait_until(PATIENCE, "every forged unwatch refused and counted", || {
         (stat(&udp, "rejected") >= rejected + forged.len() as u64).then_some(())
     });
     assert_eq!(stat(&udp, "watches"), 1, "the watch is kept");

@@ -9,6 +9,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::PATIENCE;
 use crate::common::{Udp, wait_until};
 use makler::client::{BrokerClient, Resolver, ResolverConfig};
 
@@ -130,7 +131,7 @@ fn a_resolver_in_watch_mode_sees_a_new_instance_without_asking_again() {
     let one: SocketAddr = "127.0.0.1:8001".parse().unwrap();
     assert_eq!(resolver.instances("web").unwrap(), [one]);
     udp.text("register web 8002");
-    let two = wait_until(Duration::from_secs(5), "the resolver sees the new instance", || {
+    let two = wait_until(PATIENCE, "the resolver sees the new instance", || {
         let instances = resolver.instances("web").unwrap();
         (instances.len() == 2).then_some(instances)
     });

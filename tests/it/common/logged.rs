@@ -4,13 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use super::{Process, wait_until};
-
-/// How long a test waits for a log line: generous, so that a loaded machine only slows a passing
-/// run down, and a failing one still ends.
-const PATIENCE: Duration = Duration::from_secs(30);
+use super::{PATIENCE, Process, wait_until};
 
 /// A process whose log lines (stderr) are kept for the test to read. The caller's `RUST_LOG` is
 /// not passed on, so that the lines a test waits for are the program's defaults.

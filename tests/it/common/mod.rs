@@ -21,7 +21,7 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `program` (a path) with `args` and waits up to 10 s for its `listening …` line;
+    /// Starts `program` (a path) with `args` and waits up to [`PATIENCE`] for its `listening …` line;
     /// its stderr goes to the test's.
     #[track_caller]
     pub fn start(program: &str, args: &[&str]) -> Process {
@@ -31,7 +31,7 @@ impl Process {
     }
 
     /// Starts `command` as it is set up (stdin, stderr, environment) with its stdout piped, and
-    /// waits up to 10 s for its first line, `listening key=addr …`. The one way the tests start
+    /// waits up to [`PATIENCE`] for its first line, `listening key=addr …`. The one way the tests start
     /// a program that prints where it listens; a caller that wants the program's stdin or stderr
     /// sets them up as pipes and takes them from `child` afterwards.
     #[track_caller]
@@ -49,13 +49,15 @@ impl Process {
             // Keep reading so the child never blocks on a full pipe.
             for _ in lines {}
         });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+        let line = match rx.recv_timeout(PATIENCE) {
             Ok(line) => line,
             Err(e) => {
                 let _ = child.kill();
                 let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
                 match e {
-                    mpsc::RecvTimeoutError::Timeout => panic!("{program} printed no `listening` line within 10 s"),
+                    mpsc::RecvTimeoutError::Timeout => {
+                        panic!("{program} printed no `listening` line within {PATIENCE:?}")
+                    }
                     mpsc::RecvTimeoutError::Disconnected => {
                         panic!("{program} closed its stdout ({status}) before printing a `listening` line")
                     }
@@ -80,13 +82,13 @@ impl Process {
         self.listening.iter().find(|(k, _)| k == key).map(|&(_, a)| a).unwrap_or_else(|| panic!("no {key}= address"))
     }
 
-    /// Sends SIGTERM and waits up to 10 s for the exit status.
+    /// Sends SIGTERM and waits up to [`PATIENCE`] for the exit status.
     #[track_caller]
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let status = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
         assert!(status.success());
-        wait_until(Duration::from_secs(10), "the process exits", || self.child.try_wait().ok().flatten())
+        wait_until(PATIENCE, "the process exits", || self.child.try_wait().ok().flatten())
     }
 }
 
@@ -208,9 +210,12 @@ pub struct Udp {
 const FIRST_WAIT: Duration = Duration::from_millis(250);
 /// The longest wait between retransmissions.
 const MOST_WAIT: Duration = Duration::from_secs(2);
-/// How long a request is retransmitted before the test gives up: a broker on a loaded machine
-/// may take seconds to answer, and a passing run answers first time.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// The patient deadline: how long a test waits for something that must happen (a request
+/// retransmitted until it is answered, a registration to appear, a process to exit) before it
+/// gives up. A broker on a loaded 2-core machine running the whole test binary may take seconds
+/// to answer, and a passing run is not slowed down by it. Not for deadlines that are themselves
+/// the upper bound a test asserts: those keep their own figure.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 impl Udp {
     pub fn new(peer: SocketAddr) -> Udp {

@@ -108,7 +108,9 @@ fn connections_are_spread_over_the_threads_and_the_round_robin_stays_exact() {
 
 #[test]
 fn sigterm_drains_connections_in_flight_and_stops_accepting() {
-    let broker = broker(&[]);
+    // A TTL longer than the patient wait below: the balancer's leaving is seen from its
+    // deregistration, never from its lease running out.
+    let broker = broker(&["--ttl", "120"]);
     let udp = Udp::new(broker.addr("udp"));
     let mut lb = balancer("web", Some(broker.addr("udp")), &["--drain-timeout", "5"]);
     let _slow = server("http", lb.addr("udp"), &["--work-ms", "800"]);
@@ -120,7 +122,7 @@ fn sigterm_drains_connections_in_flight_and_stops_accepting() {
     wait_until(PATIENCE, "the request is in flight", || (summary(&control, "active") == "1").then_some(()));
     let pid = lb.child.id().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    wait_until(Duration::from_secs(5), "the balancer deregistered", || listed(&udp, "web").is_empty().then_some(()));
+    wait_until(PATIENCE, "the balancer deregistered", || listed(&udp, "web").is_empty().then_some(()));
     wait_until(PATIENCE, "it stopped accepting", || {
         TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err().then_some(())
     });

@@ -242,7 +242,9 @@ fn the_header_goes_first_whatever_the_client_sends_and_its_end_follows() {
 #[test]
 fn http_checks_carry_the_header_to_a_server_that_requires_it() {
     for version in ["v1", "v2"] {
-        let args = ["--send-proxy", version, "--health-interval", "0.1", "--fall", "1"];
+        // A check that fails for want of the header fails at once (the server closes); one that
+        // is only slow on a loaded machine has 10 s before it counts as failed.
+        let args = ["--send-proxy", version, "--health-interval", "0.1", "--fall", "1", "--connect-timeout", "10"];
         let balancer = crate::common::balancer("web", None, &args);
         let control = Udp::new(balancer.addr("udp"));
         let broker = balancer.addr("udp").to_string();

@@ -405,6 +405,51 @@ mod face {
         assert_eq!(reply.len(), 37, "{}", String::from_utf8_lossy(&reply));
     }
 
+    /// Under `--require-key all`, a rate-limited signed query's slip is signed as its answer
+    /// would be (RFC 8945 §5.3), with the query's MAC chained: the client can verify it and
+    /// retry over TCP. A refused query's slip is not.
+    #[test]
+    fn the_slip_of_a_signed_query_is_signed() {
+        use hickory_proto::rr::TSigner;
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+        let key = crate::protocol::seal::Key::from_secret(&[0x41; 32]).unwrap();
+        let config = NodeConfig {
+            dns: Some(DnsConfig::default()),
+            rate_limit: RateLimit { rate: 1, ..RateLimit::default() },
+            key: Some(key),
+            require_key: crate::service::policy::RequireKey::All,
+            ..NodeConfig::default()
+        };
+        let t0 = Instant::now();
+        let unix_s = config.wall.unix_ms(t0) / 1000;
+        let mut node = Node::new(config, uuid::Uuid::new_v4);
+        node.handle_start(t0);
+        let name = Name::from_ascii(crate::node::dns::tsig::KEY_NAME).unwrap();
+        let signer =
+            TSigner::new(crate::node::dns::tsig::secret(&key).to_vec(), TsigAlgorithm::HmacSha256, name, 300).unwrap();
+        let from: SocketAddr = "192.0.2.1:53000".parse().unwrap();
+        let mut slips = 0;
+        for id in 0..6 {
+            let mut message = Message::query();
+            message.metadata.id = id;
+            message.add_query(Query::query(Name::from_ascii("makler.").unwrap(), RecordType::SOA));
+            let mut verifier = message.finalize(&signer, unix_s).unwrap().unwrap();
+            let bytes = message.to_vec().unwrap();
+            let mut reply = Vec::new();
+            if node.handle_datagram(t0, Face::Dns, from, &bytes, &mut reply) != Some(Face::Dns) {
+                continue;
+            }
+            let verified = verifier.verify(&reply).expect("signed with the key, the query's MAC chained");
+            if verified.truncation {
+                assert!(verified.answers.is_empty() && reply.len() <= bytes.len());
+                slips += 1;
+            } else {
+                assert!(reply.len() > bytes.len(), "the answer is larger than the query: limited");
+            }
+        }
+        assert_eq!((slips, node.stats(t0)["rate_slipped"]), (2, 2));
+    }
+
     #[test]
     fn datagrams_on_the_dns_face_are_answered_and_rate_limited() {
         let (mut node, t0) = (node(5), Instant::now());

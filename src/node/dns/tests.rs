@@ -228,6 +228,32 @@ fn many(count: u16) -> (Registry, Instant) {
     (reg, t0)
 }
 
+/// A TSIG-signed query whose answer does not fit gets it cut with TC and signed, the TSIG
+/// record within the 512 bytes (RFC 8945 §5.3: a truncated answer is signed as it is sent).
+#[test]
+fn a_signed_answer_cut_for_udp_keeps_room_for_its_tsig() {
+    use super::tsig::{Checked, KEY_NAME, RESERVE, Tsig, secret};
+    use hickory_proto::rr::TSigner;
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    let (mut reg, t0) = many(60);
+    let key = crate::protocol::seal::Key::from_secret(&[0x41; 32]).unwrap();
+    let signer =
+        TSigner::new(secret(&key).to_vec(), TsigAlgorithm::HmacSha256, Name::from_ascii(KEY_NAME).unwrap(), 300)
+            .unwrap();
+    let mut message = Message::from_vec(&query("_big._tcp.makler.", RecordType::SRV, None)).unwrap();
+    let mut verifier = message.finalize(&signer, 1_796_000_000).unwrap().unwrap();
+    let bytes = message.to_vec().unwrap();
+    let tsig = Tsig::new(&key);
+    let mut out = Vec::new();
+    let Checked::Signed(mac) = tsig.check(&bytes, 1_796_000_000, &mut out) else { panic!("signed") };
+    let answered =
+        ZONE.with_borrow_mut(|zone| answer_reserving(zone, &mut reg, t0, &bytes, Transport::Udp, RESERVE, &mut out));
+    assert!(answered && tsig.sign(&mac, 1_796_000_000, &mut out));
+    assert!(out.len() <= 512, "{}", out.len());
+    let verified = verifier.verify(&out).expect("signed, the query's MAC chained");
+    assert!(verified.truncation && !verified.answers.is_empty());
+}
+
 #[test]
 fn udp_answers_are_cut_to_whole_records_with_tc_and_tcp_has_them_all() {
     let (mut reg, t0) = many(60);

@@ -81,3 +81,55 @@ fn a_good_signature_is_taken_and_a_bad_one_refused_unsigned() {
         assert_eq!((record.data.error, record.data.mac.len()), (Some(TsigError::BadSig), 0));
     }
 }
+
+/// Hostile TSIG records: two, one not last, one with a 60,000-byte MAC or other data, one
+/// under an unknown algorithm with a long key name. No panic; what does not decode is left to
+/// the DNS face's own rules (FORMERR); every refusal is at most the query's size plus one
+/// key name and algorithm name (so the response-rate limit bounds it like any answer).
+#[test]
+fn hostile_tsig_records_are_refused_without_panic_or_growth() {
+    use hickory_proto::rr::rdata::tsig::{TSIG, make_tsig_record};
+    let key = key();
+    let tsig = Tsig::new(&key);
+    let record = |name: &str, algorithm: TsigAlgorithm, mac: usize, other: usize| {
+        let data = TSIG::new(algorithm, NOW, 300, vec![0xAB; mac], 7, None, vec![0xCD; other]);
+        make_tsig_record(Name::from_ascii(name).unwrap(), data)
+    };
+    let long_name = format!("{}.{}.{}.{}.", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61));
+    let base = || {
+        let mut query = Message::new(7, MessageType::Query, OpCode::Query);
+        query.add_query(Query::query(Name::from_ascii("web.makler.").unwrap(), RecordType::A));
+        query
+    };
+    let mut cases = Vec::new();
+    for (mac, other) in [(60_000, 0), (32, 60_000), (0, 0), (31, 0), (33, 0)] {
+        let mut query = base();
+        query.set_signature(Box::new(record(KEY_NAME, TsigAlgorithm::HmacSha256, mac, other)));
+        cases.push(query.to_vec().unwrap());
+    }
+    let mut unknown = base();
+    unknown.set_signature(Box::new(record(&long_name, TsigAlgorithm::HmacSha512, 0, 0)));
+    cases.push(unknown.to_vec().unwrap());
+    let mut two = base();
+    two.additionals.push(record(KEY_NAME, TsigAlgorithm::HmacSha256, 32, 0).into_record_of_rdata());
+    two.set_signature(Box::new(record(KEY_NAME, TsigAlgorithm::HmacSha256, 32, 0)));
+    cases.push(two.to_vec().unwrap());
+    let (mut not_last, _) = signed_query(&key, NOW);
+    not_last[11] += 1; // one more additional record after the TSIG: an A record, whole
+    not_last.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+    cases.push(not_last);
+    let mut out = Vec::new();
+    for (i, query) in cases.iter().enumerate() {
+        match tsig.check(query, NOW, &mut out) {
+            Checked::Refused => {
+                assert!(i < 6, "case {i} refused");
+                assert!(out.len() <= query.len() + 2 * 255, "case {i}: {} for {}", out.len(), query.len());
+                let refusal = Message::from_vec(&out).unwrap();
+                assert_eq!(refusal.metadata.response_code, ResponseCode::NotAuth, "case {i}");
+            }
+            // Two TSIG records, or one not last, do not decode (hickory): FORMERR, unsigned.
+            Checked::NotAQuery => assert!(i >= 6, "case {i} does not decode"),
+            Checked::Signed(_) => panic!("case {i} taken"),
+        }
+    }
+}

@@ -133,3 +133,60 @@ fn hostile_tsig_records_are_refused_without_panic_or_growth() {
         }
     }
 }
+
+#[test]
+#[ignore = "a timing, by hand"]
+fn tsig_cost() {
+    use crate::registry::{Config, Registry};
+    use std::time::Instant;
+    let key = key();
+    let tsig = Tsig::new(&key);
+    let mut zone = crate::node::dns::Zone::new(&crate::node::dns::DnsConfig::default()).unwrap();
+    let mut registry = Registry::new(Config::default(), uuid::Uuid::new_v4);
+    let source = crate::protocol::Source::Unicast("10.9.9.9:50000".parse().unwrap());
+    registry.register(Instant::now(), "web", "10.0.0.1:80".parse().unwrap(), source).unwrap();
+    let t0 = Instant::now();
+    let mut plain = Message::new(7, MessageType::Query, OpCode::Query);
+    plain.add_query(Query::query(Name::from_ascii("web.makler.").unwrap(), RecordType::A));
+    let plain = plain.to_vec().unwrap();
+    let (signed, _) = signed_query(&key, NOW);
+    let mut badsig = signed.clone();
+    let n = badsig.len();
+    badsig[n - 10] ^= 1;
+    let (stale, _) = signed_query(&key, NOW - 3600);
+    let mut out = Vec::new();
+    const N: u32 = 100_000;
+    let time = |label: &str, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..N {
+            f();
+        }
+        println!("{label}: {:?} per query", start.elapsed() / N);
+    };
+    time("plain answer, no TSIG", &mut || {
+        crate::node::dns::answer(&mut zone, &mut registry, t0, &plain, crate::node::dns::Transport::Udp, &mut out);
+    });
+    time("unsigned, REFUSED", &mut || {
+        tsig.check(&plain, NOW, &mut out);
+    });
+    time("bad MAC, BADSIG", &mut || {
+        tsig.check(&badsig, NOW, &mut out);
+    });
+    time("stale, BADTIME", &mut || {
+        tsig.check(&stale, NOW, &mut out);
+    });
+    time("signed, checked and answered and signed", &mut || {
+        if let Checked::Signed(mac) = tsig.check(&signed, NOW, &mut out) {
+            crate::node::dns::answer_reserving(
+                &mut zone,
+                &mut registry,
+                t0,
+                &signed,
+                crate::node::dns::Transport::Udp,
+                96,
+                &mut out,
+            );
+            tsig.sign(&mac, NOW, &mut out);
+        }
+    });
+}

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::bridge::BridgeEvent;
-use super::dns_face::DnsFace;
 use super::group::GroupEvent;
 use super::logging::{log_change, log_peer_event};
 use super::replicate::ReplicaEvent;
@@ -53,7 +52,7 @@ impl Node {
             Verdict::Send => true,
             Verdict::Drop => false,
             Verdict::Slip => {
-                if DnsFace::slip(query, reply) {
+                if self.dns.slip(now, query, reply) {
                     return true;
                 }
                 self.limiter.slip_dropped();

@@ -44,13 +44,15 @@ pub(super) struct DnsFace {
     wall: WallClock,
     /// Queries refused for want of a good TSIG signature.
     refused: u64,
+    /// The MAC of the query last answered under TSIG, for its slip (see [`DnsFace::slip`]).
+    signed: Option<Vec<u8>>,
 }
 
 impl DnsFace {
     /// The face `config` describes; with `tsig`, it answers only queries signed with it.
     pub fn new(config: Option<&dns::DnsConfig>, tsig: Option<Tsig>, wall: WallClock) -> Self {
         let zone = config.and_then(|dns| dns::Zone::new(dns).inspect_err(|e| log::error!("no DNS face: {e}")).ok());
-        DnsFace { zone, tsig, wall, refused: 0 }
+        DnsFace { zone, tsig, wall, refused: 0, signed: None }
     }
 
     /// Queries refused for want of a good TSIG signature (counted in `refused_key`).
@@ -67,13 +69,16 @@ impl DnsFace {
         transport: Transport,
         reply: &mut Vec<u8>,
     ) -> bool {
+        self.signed = None;
         let Some(zone) = &mut self.zone else { return false };
         let Some(signer) = &self.tsig else { return dns::answer(zone, registry, now, query, transport, reply) };
         let unix_s = self.wall.unix_ms(now) / 1000;
         match signer.check(query, unix_s, reply) {
             Checked::Signed(mac) => {
-                dns::answer_reserving(zone, registry, now, query, transport, tsig::RESERVE, reply)
-                    && signer.sign(&mac, unix_s, reply)
+                let answered = dns::answer_reserving(zone, registry, now, query, transport, tsig::RESERVE, reply)
+                    && signer.sign(&mac, unix_s, reply);
+                self.signed = answered.then_some(mac);
+                answered
             }
             Checked::Refused => {
                 self.refused += 1;
@@ -95,11 +100,21 @@ impl DnsFace {
         self.answer(now, registry, query, Transport::Udp, reply)
     }
 
-    /// The "slip" of response-rate limiting: turns `reply` into the empty answer with TC set
-    /// that a limited query may get instead, and returns whether it is no larger than the query
-    /// (else nothing is sent).
-    pub fn slip(query: &[u8], reply: &mut Vec<u8>) -> bool {
-        dns::truncated(query, reply) && reply.len() <= query.len()
+    /// The "slip" of response-rate limiting: turns `reply`, the answer to `query` just made,
+    /// into the empty answer with TC set that a limited query may get instead, and returns
+    /// whether it is no larger than the query (else nothing is sent). The slip of a query
+    /// answered under TSIG is signed too (RFC 8945 §5.3: the client verifies it, then retries
+    /// over TCP).
+    pub fn slip(&mut self, now: Instant, query: &[u8], reply: &mut Vec<u8>) -> bool {
+        if !dns::truncated(query, reply) {
+            return false;
+        }
+        if let (Some(signer), Some(mac)) = (&self.tsig, self.signed.take()) {
+            if !signer.sign(&mac, self.wall.unix_ms(now) / 1000, reply) {
+                return false;
+            }
+        }
+        reply.len() <= query.len()
     }
 
     /// Bytes on a DNS TCP connection: answers the first whole message, if `input` holds one.

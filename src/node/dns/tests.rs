@@ -228,6 +228,32 @@ fn many(count: u16) -> (Registry, Instant) {
     (reg, t0)
 }
 
+/// A TSIG-signed query whose answer does not fit gets it cut with TC and signed, the TSIG
+/// record within the 512 bytes (RFC 8945 §5.3: a truncated answer is signed as it is sent).
+#[test]
+fn a_signed_answer_cut_for_udp_keeps_room_for_its_tsig() {
+    use super::tsig::{Checked, KEY_NAME, RESERVE, Tsig, secret};
+    use hickory_proto::rr::TSigner;
+    use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+    let (mut reg, t0) = many(60);
+    let key = crate::protocol::seal::Key::from_secret(&[0x41; 32]).unwrap();
+    let signer =
+        TSigner::new(secret(&key).to_vec(), TsigAlgorithm::HmacSha256, Name::from_ascii(KEY_NAME).unwrap(), 300)
+            .unwrap();
+    let mut message = Message::from_vec(&query("_big._tcp.makler.", RecordType::SRV, None)).unwrap();
+    let mut verifier = message.finalize(&signer, 1_796_000_000).unwrap().unwrap();
+    let bytes = message.to_vec().unwrap();
+    let tsig = Tsig::new(&key);
+    let mut out = Vec::new();
+    let Checked::Signed(mac) = tsig.check(&bytes, 1_796_000_000, &mut out) else { panic!("signed") };
+    let answered =
+        ZONE.with_borrow_mut(|zone| answer_reserving(zone, &mut reg, t0, &bytes, Transport::Udp, RESERVE, &mut out));
+    assert!(answered && tsig.sign(&mac, 1_796_000_000, &mut out));
+    assert!(out.len() <= 512, "{}", out.len());
+    let verified = verifier.verify(&out).expect("signed, the query's MAC chained");
+    assert!(verified.truncation && !verified.answers.is_empty());
+}
+
 #[test]
 fn udp_answers_are_cut_to_whole_records_with_tc_and_tcp_has_them_all() {
     let (mut reg, t0) = many(60);
@@ -403,6 +429,51 @@ mod face {
         let from: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         node.handle_datagram(now, Face::Client, from, line.as_bytes(), &mut reply);
         assert_eq!(reply.len(), 37, "{}", String::from_utf8_lossy(&reply));
+    }
+
+    /// Under `--require-key all`, a rate-limited signed query's slip is signed as its answer
+    /// would be (RFC 8945 §5.3), with the query's MAC chained: the client can verify it and
+    /// retry over TCP. A refused query's slip is not.
+    #[test]
+    fn the_slip_of_a_signed_query_is_signed() {
+        use hickory_proto::rr::TSigner;
+        use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+        let key = crate::protocol::seal::Key::from_secret(&[0x41; 32]).unwrap();
+        let config = NodeConfig {
+            dns: Some(DnsConfig::default()),
+            rate_limit: RateLimit { rate: 1, ..RateLimit::default() },
+            key: Some(key),
+            require_key: crate::service::policy::RequireKey::All,
+            ..NodeConfig::default()
+        };
+        let t0 = Instant::now();
+        let unix_s = config.wall.unix_ms(t0) / 1000;
+        let mut node = Node::new(config, uuid::Uuid::new_v4);
+        node.handle_start(t0);
+        let name = Name::from_ascii(crate::node::dns::tsig::KEY_NAME).unwrap();
+        let signer =
+            TSigner::new(crate::node::dns::tsig::secret(&key).to_vec(), TsigAlgorithm::HmacSha256, name, 300).unwrap();
+        let from: SocketAddr = "192.0.2.1:53000".parse().unwrap();
+        let mut slips = 0;
+        for id in 0..6 {
+            let mut message = Message::query();
+            message.metadata.id = id;
+            message.add_query(Query::query(Name::from_ascii("makler.").unwrap(), RecordType::SOA));
+            let mut verifier = message.finalize(&signer, unix_s).unwrap().unwrap();
+            let bytes = message.to_vec().unwrap();
+            let mut reply = Vec::new();
+            if node.handle_datagram(t0, Face::Dns, from, &bytes, &mut reply) != Some(Face::Dns) {
+                continue;
+            }
+            let verified = verifier.verify(&reply).expect("signed with the key, the query's MAC chained");
+            if verified.truncation {
+                assert!(verified.answers.is_empty() && reply.len() <= bytes.len());
+                slips += 1;
+            } else {
+                assert!(reply.len() > bytes.len(), "the answer is larger than the query: limited");
+            }
+        }
+        assert_eq!((slips, node.stats(t0)["rate_slipped"]), (2, 2));
     }
 
     #[test]

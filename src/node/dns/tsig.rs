@@ -6,8 +6,9 @@
 //! - An unsigned query is answered REFUSED, unsigned.
 //! - A query signed under another key name or algorithm gets NOTAUTH with the TSIG error BADKEY,
 //!   and one whose MAC does not match NOTAUTH with BADSIG, both unsigned (RFC 8945 §5.2).
-//! - A query signed more than [`FUDGE`] seconds from the broker's clock gets NOTAUTH with BADTIME,
-//!   signed.
+//! - A query whose time signed is further from the broker's clock than its fudge (RFC 8945
+//!   §5.2.3; `dig` and hickory sign with [`FUDGE`]) gets NOTAUTH with BADTIME, signed, with the
+//!   query's time and fudge and the broker's time in its other data, as §5.2.3 asks.
 //!
 //! Each of these is counted with the unsealed requests refused (`refused_key`). TSIG keeps no
 //! replay window: a signed query copied within the fudge can be asked again, and gets the same
@@ -16,7 +17,7 @@
 use std::ops::RangeInclusive;
 
 use hickory_proto::op::{Message, MessageType, Metadata, ResponseCode};
-use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError};
+use hickory_proto::rr::rdata::tsig::{TSIG, TsigAlgorithm, TsigError, make_tsig_record, signed_bitmessage_to_buf};
 use hickory_proto::rr::{Name, Record, TSigResponseContext, TSigner};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
 
@@ -32,6 +33,9 @@ pub const FUDGE: u16 = 300;
 /// The room a TSIG record takes at the end of an answer (the key name, the algorithm's name,
 /// a 32-byte MAC), kept free when the answer is made.
 pub const RESERVE: usize = 96;
+
+/// The length of an HMAC-SHA256 MAC: the only length taken.
+const MAC_LEN: usize = 32;
 
 /// The key derivation context of the TSIG secret.
 const CONTEXT: &str = "makler 2026-12 DNS TSIG key (hmac-sha256)";
@@ -100,21 +104,55 @@ impl Tsig {
             self.refuse(&request, ResponseCode::NotAuth, Some(context), out);
             return Checked::Refused;
         }
-        let (mac, _, window) = match self.signer.verify_message_byte(query, None, true) {
-            Ok((mac, time, window)) => (mac, time, RangeInclusive::new(window.start, window.end)),
-            Err(_) => {
-                let context = TSigResponseContext::bad_signature(request.id, unix_s, self.signer.clone());
-                self.refuse(&request, ResponseCode::NotAuth, Some(context), out);
-                return Checked::Refused;
-            }
-        };
-        if !window.contains(&unix_s) {
-            let context =
-                TSigResponseContext::new(request.id, unix_s, self.signer.clone(), mac, Some(TsigError::BadTime));
+        let Some(signed) = self.verify(query) else {
+            let context = TSigResponseContext::bad_signature(request.id, unix_s, self.signer.clone());
             self.refuse(&request, ResponseCode::NotAuth, Some(context), out);
             return Checked::Refused;
+        };
+        // The interval the query names (RFC 8945 §5.2.3): its time signed, give or take its fudge.
+        let fudge = u64::from(signed.fudge);
+        if !RangeInclusive::new(signed.time.saturating_sub(fudge), signed.time + fudge).contains(&unix_s) {
+            self.refuse(&request, ResponseCode::NotAuth, None, out);
+            if !out.is_empty() && !self.append_bad_time(&signed, unix_s, out) {
+                out.clear();
+            }
+            return Checked::Refused;
         }
-        Checked::Signed(mac)
+        Checked::Signed(signed.mac)
+    }
+
+    /// The TSIG record of `query` if its MAC is the key's (hickory's `verify_message_byte`,
+    /// without its time window, which underflows on a time signed within the fudge of 1970).
+    fn verify(&self, query: &[u8]) -> Option<TSIG> {
+        let (signed_data, record) = signed_bitmessage_to_buf(query, None, true).ok()?;
+        let known = record.name == *self.signer.signer_name() && record.data.algorithm == *self.signer.algorithm();
+        // A full-length MAC only: a truncated one is refused as a MAC that does not match.
+        if !known || record.data.mac.len() != MAC_LEN {
+            return None;
+        }
+        // ring's HMAC verification, in constant time.
+        self.signer.verify(&signed_data, &record.data.mac).ok()?;
+        Some(record.data)
+    }
+
+    /// Appends the signed TSIG record of a BADTIME refusal of `signed` (RFC 8945 §5.2.3): the
+    /// query's time signed and fudge, and the broker's time `unix_s` in the other data, so
+    /// that the client can verify the refusal and learn the clock it was refused by.
+    fn append_bad_time(&self, signed: &TSIG, unix_s: u64, message: &mut Vec<u8>) -> bool {
+        let Some(id) = message.first_chunk::<2>().map(|id| u16::from_be_bytes(*id)) else { return false };
+        let server_time = unix_s.to_be_bytes()[2..].to_vec();
+        let stub = TSIG::new(
+            self.signer.algorithm().clone(),
+            signed.time,
+            signed.fudge,
+            Vec::new(),
+            id,
+            Some(TsigError::BadTime),
+            server_time,
+        );
+        let Ok(to_sign) = self.signer.encode_response_tbs(&signed.mac, message, &stub) else { return false };
+        let Ok(mac) = self.signer.sign(&to_sign) else { return false };
+        push(&make_tsig_record(self.signer.signer_name().clone(), stub.set_mac(mac)), message)
     }
 
     /// Signs the answer in `reply` to a query whose MAC was `request_mac`: appends the TSIG
@@ -154,7 +192,12 @@ impl Tsig {
 /// header's additional records.
 fn append(context: TSigResponseContext, message: &mut Vec<u8>) -> bool {
     let Ok(record) = context.sign(message) else { return false };
-    let record: &Record<TSIG> = &record;
+    push(&record, message)
+}
+
+/// Appends `record` to the message in `message`, and counts it in the header's additional
+/// records.
+fn push(record: &Record<TSIG>, message: &mut Vec<u8>) -> bool {
     let Some(count) = message.get(10..12).map(|c| u16::from_be_bytes([c[0], c[1]])) else { return false };
     let Some(count) = count.checked_add(1) else { return false };
     let mut tail = Vec::new();
@@ -165,3 +208,7 @@ fn append(context: TSigResponseContext, message: &mut Vec<u8>) -> bool {
     message.extend_from_slice(&tail);
     true
 }
+
+#[cfg(test)]
+#[path = "tsig_tests.rs"]
+mod tests;

@@ -2,9 +2,7 @@
 //! and in JSON, and its exit codes.
 
 use crate::common;
-
 use std::process::Command;
-use std::time::Duration;
 
 use crate::common::PATIENCE;
 use crate::common::{Udp, wait_until};

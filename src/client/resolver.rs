@@ -20,7 +20,7 @@ pub struct ResolverConfig {
     /// own) instead of asking again after `cache_for`: the instances are always the broker's
     /// latest, and nothing is asked while nothing changes. The watch is sealed with the
     /// client's key when it has one ([`BrokerClient::set_key`]). Falls back to asking when the
-    /// broker does not answer the watch.
+    /// broker does not answer the watch or refuses it, and tries the watch again 30 s later.
     pub watch: bool,
 }
 
@@ -91,7 +91,15 @@ pub struct Resolver<T: Transport = UdpTransport> {
     config: ResolverConfig,
     cache: HashMap<String, Cached>,
     watches: HashMap<String, super::Watch>,
+    /// When a watch of a service was last refused or not answered: it is not asked for again
+    /// before [`WATCH_RETRY`] has passed, and the service is asked for meanwhile.
+    watch_refused: HashMap<String, Instant>,
 }
+
+/// How long a resolver in watch mode asks instead of watching after a broker refused the watch
+/// (one that requires a key this client does not have, say): without it, every lookup would
+/// start a watch that the broker refuses again.
+const WATCH_RETRY: Duration = Duration::from_secs(30);
 
 impl Resolver<UdpTransport> {
     /// A resolver asking these brokers over UDP, with default settings.
@@ -110,7 +118,7 @@ impl Resolver<UdpTransport> {
 impl<T: Transport> Resolver<T> {
     /// A resolver over a given broker client.
     pub fn with_client(client: BrokerClient<T>, config: ResolverConfig) -> Self {
-        Resolver { client, config, cache: HashMap::new(), watches: HashMap::new() }
+        Resolver { client, config, cache: HashMap::new(), watches: HashMap::new(), watch_refused: HashMap::new() }
     }
 
     /// The broker client.
@@ -198,11 +206,21 @@ impl<T: Transport> Resolver<T> {
     /// fresh (a watch is started on first use); `false` when there is no watch to use.
     fn refresh_from_watch(&mut self, service: &str) -> bool {
         if !self.watches.contains_key(service) {
+            let now = self.client.transport().now();
+            if self.watch_refused.get(service).is_some_and(|&at| now.duration_since(at) < WATCH_RETRY) {
+                return false;
+            }
             // Sealed as the client's requests are: a broker with `--require-key` refuses an
             // unsealed watch, and a keyed watch takes only notifications sealed with the key.
             match super::Watch::start_keyed(self.client.brokers(), service, self.client.key()) {
-                Ok(watch) => drop(self.watches.insert(service.to_owned(), watch)),
-                Err(_) => return false,
+                Ok(watch) => {
+                    self.watch_refused.remove(service);
+                    self.watches.insert(service.to_owned(), watch);
+                }
+                Err(_) => {
+                    self.watch_refused.insert(service.to_owned(), now);
+                    return false;
+                }
             }
         }
         let Some(watch) = self.watches.get_mut(service) else { return false };

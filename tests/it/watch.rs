@@ -165,6 +165,28 @@ fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key()
 }
 
 #[test]
+fn a_resolver_whose_watch_is_refused_asks_instead_and_does_not_watch_again_at_every_lookup() {
+    let path = std::env::temp_dir().join(format!("makler-watch-refused-key-{}", std::process::id()));
+    common::write_key_file(&path, "the secret of the refused watch test\n");
+    let key = makler::protocol::seal::Key::load(&path).unwrap();
+    let broker = common::broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
+    let _ = std::fs::remove_file(&path);
+    let at = broker.addr("udp");
+    let udp = Udp::new(at);
+    let mut registrar = BrokerClient::new(&[at]).unwrap();
+    registrar.set_key(key);
+    registrar.register("web", None, 8001).unwrap();
+    // An unkeyed resolver: its watch is refused, its queries are not (`writes`).
+    let config = ResolverConfig { watch: true, cache_for: Duration::ZERO, ..ResolverConfig::default() };
+    let mut resolver = Resolver::with_client(BrokerClient::new(&[at]).unwrap(), config);
+    for _ in 0..5 {
+        assert_eq!(resolver.instances("web").unwrap().len(), 1);
+    }
+    assert_eq!(common::stat(&udp, "refused_key"), 1, "one watch refused, not one per lookup");
+    assert_eq!(common::stat(&udp, "watches"), 0);
+}
+
+#[test]
 fn a_thousand_watchers_are_all_told_of_one_change() {
     let broker = common::broker(&[]);
     let at = broker.addr("udp");

@@ -250,6 +250,13 @@ fn a_long_queue_is_answered_in_order() {
 #[test]
 fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     let mut rig = rig(StreamLimits::default());
+    flood_a_and_take_one_turn(&mut rig);
+    rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
+}
+
+/// Sends 3,000 datagrams to A and one to B, takes one turn and checks that it served one budget
+/// of A and B's datagram.
+fn flood_a_and_take_one_turn(rig: &mut Rig) {
     let c = client();
     for _ in 0..3000 {
         c.send_to(b"noop", rig.a).unwrap();
@@ -261,7 +268,13 @@ fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     let counts = rig.shell.core().datagrams.clone();
     assert_eq!(counts.get("a"), Some(&DATAGRAM_BUDGET), "one budget of A in the first turn");
     assert_eq!(counts.get("b"), Some(&1), "B is served in the same turn");
-    rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
+}
+
+/// A's batch-read interval (see `PROBE_MAX`).
+fn probe_of(shell: &Shell<Script>) -> &Cell<usize> {
+    let index = shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
+    let Some(Io::Udp { probe, .. }) = shell.ios.get(index) else { panic!("A is a UDP socket") };
+    probe
 }
 
 /// After a quiet spell has spread a socket's batch reads far apart (see `PROBE_MAX`), a flood
@@ -270,25 +283,9 @@ fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
 #[test]
 fn a_flood_after_a_quiet_spell_keeps_to_the_budget() {
     let mut rig = rig(StreamLimits::default());
-    let probe_of = |shell: &Shell<Script>| {
-        let index = shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
-        let Some(Io::Udp { probe, .. }) = shell.ios.get(index) else { panic!("A is a UDP socket") };
-        probe.get()
-    };
-    let index = rig.shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
-    let Some(Io::Udp { probe, .. }) = rig.shell.ios.get(index) else { panic!("A is a UDP socket") };
-    probe.set(PROBE_MAX);
-    let c = client();
-    for _ in 0..3000 {
-        c.send_to(b"noop", rig.a).unwrap();
-    }
-    c.send_to(b"noop", rig.b).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
-    let counts = rig.shell.core().datagrams.clone();
-    assert_eq!(counts.get("a"), Some(&DATAGRAM_BUDGET), "one budget of A in the first turn");
-    assert_eq!(counts.get("b"), Some(&1), "B is served in the same turn");
-    assert_eq!(probe_of(&rig.shell), PROBE_EVERY, "a full batch read shortens the interval");
+    probe_of(&rig.shell).set(PROBE_MAX);
+    flood_a_and_take_one_turn(&mut rig);
+    assert_eq!(probe_of(&rig.shell).get(), PROBE_EVERY, "a full batch read shortens the interval");
     rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
 }
 
@@ -297,7 +294,6 @@ fn a_flood_after_a_quiet_spell_keeps_to_the_budget() {
 #[test]
 fn a_batch_read_that_finds_nothing_spreads_the_batch_reads() {
     let mut rig = rig(StreamLimits::default());
-    let index = rig.shell.udp_faces.iter().find(|(f, _)| *f == F::A).map(|&(_, i)| i).unwrap();
     let c = client();
     for _ in 0..PROBE_EVERY {
         c.send_to(b"noop", rig.a).unwrap();
@@ -305,8 +301,7 @@ fn a_batch_read_that_finds_nothing_spreads_the_batch_reads() {
     std::thread::sleep(Duration::from_millis(50));
     rig.shell.turn(&mut rig.events, Some(Duration::from_millis(100))).unwrap();
     assert_eq!(rig.shell.core().datagrams.get("a"), Some(&PROBE_EVERY));
-    let Some(Io::Udp { probe, .. }) = rig.shell.ios.get(index) else { panic!("A is a UDP socket") };
-    assert_eq!(probe.get(), 2 * PROBE_EVERY);
+    assert_eq!(probe_of(&rig.shell).get(), 2 * PROBE_EVERY);
 }
 
 /// A client that sends a byte now and then is closed at the request time, though it is never

@@ -139,17 +139,24 @@ fn a_resolver_in_watch_mode_sees_a_new_instance_without_asking_again() {
     assert!(udp.text("stats").contains(" watches=1 "));
 }
 
-#[test]
-fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key() {
-    let path = std::env::temp_dir().join(format!("makler-watch-key-{}", std::process::id()));
-    common::write_key_file(&path, "the secret of the keyed resolver test\n");
+/// A broker under `--require-key writes`, its key, and a keyed client that has registered
+/// `web` at 127.0.0.1:8001 there.
+fn keyed_broker_with_web(test: &str) -> (common::Process, makler::protocol::seal::Key, BrokerClient) {
+    let path = std::env::temp_dir().join(format!("makler-watch-{test}-key-{}", std::process::id()));
+    common::write_key_file(&path, &format!("the secret of the {test} watch test\n"));
     let key = makler::protocol::seal::Key::load(&path).unwrap();
     let broker = common::broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
     let _ = std::fs::remove_file(&path);
-    let at = broker.addr("udp");
-    let mut registrar = BrokerClient::new(&[at]).unwrap();
+    let mut registrar = BrokerClient::new(&[broker.addr("udp")]).unwrap();
     registrar.set_key(key);
     registrar.register("web", None, 8001).unwrap();
+    (broker, key, registrar)
+}
+
+#[test]
+fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key() {
+    let (broker, key, mut registrar) = keyed_broker_with_web("keyed");
+    let at = broker.addr("udp");
     // A cache that never expires: only the watch can bring news (an unsealed watch is refused,
     // and the resolver would fall back to its cached answer).
     let mut client = BrokerClient::new(&[at]).unwrap();
@@ -166,16 +173,9 @@ fn a_keyed_resolvers_watch_is_sealed_and_taken_by_a_broker_that_requires_a_key()
 
 #[test]
 fn a_resolver_whose_watch_is_refused_asks_instead_and_does_not_watch_again_at_every_lookup() {
-    let path = std::env::temp_dir().join(format!("makler-watch-refused-key-{}", std::process::id()));
-    common::write_key_file(&path, "the secret of the refused watch test\n");
-    let key = makler::protocol::seal::Key::load(&path).unwrap();
-    let broker = common::broker(&["--key-file", path.to_str().unwrap(), "--require-key", "writes"]);
-    let _ = std::fs::remove_file(&path);
+    let (broker, _key, _registrar) = keyed_broker_with_web("refused");
     let at = broker.addr("udp");
     let udp = Udp::new(at);
-    let mut registrar = BrokerClient::new(&[at]).unwrap();
-    registrar.set_key(key);
-    registrar.register("web", None, 8001).unwrap();
     // An unkeyed resolver: its watch is refused, its queries are not (`writes`).
     let config = ResolverConfig { watch: true, cache_for: Duration::ZERO, ..ResolverConfig::default() };
     let mut resolver = Resolver::with_client(BrokerClient::new(&[at]).unwrap(), config);

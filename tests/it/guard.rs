@@ -169,9 +169,12 @@ fn health_probes_toward_one_address_are_bounded() {
     for port in &ports {
         assert!(is_id(&ask(&source, control, &format!("register web {port}"))));
     }
-    // A round to settle in, then two seconds measured: 600 probes due, at most 200 sent (and
-    // one window's worth of slack for where the windows fall).
-    std::thread::sleep(Duration::from_millis(1500));
+    // Probing under way (a window's worth sent and refused), then two seconds measured: 600
+    // probes due, at most 200 sent (and one window's worth of slack for where the windows
+    // fall). The two seconds are the window of the rate measured, not a wait for something.
+    common::wait_until(common::PATIENCE, "a window's worth of probes is sent", || {
+        (metric_sum(&scrape(metrics), "makler_backend_failures_total") >= 100.0).then_some(())
+    });
     let before = scrape(metrics);
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));

@@ -257,36 +257,6 @@ fn ask_patiently(broker: SocketAddr, line: &str) -> String {
     }
 }
 
-/// Whether the connection from `local` to `remote` (IPv4) is established at `local`'s end, as
-/// the kernel's `/proc/net/tcp` lists it (state `01`).
-fn established(local: SocketAddr, remote: SocketAddr) -> bool {
-    let hex = |addr: SocketAddr| match addr {
-        // The kernel prints the address as the number in memory, in hex: native byte order.
-        SocketAddr::V4(a) => format!("{:08X}:{:04X}", u32::from_ne_bytes(a.ip().octets()), a.port()),
-        SocketAddr::V6(_) => panic!("{addr} is not IPv4"),
-    };
-    let (local, remote) = (hex(local), hex(remote));
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    table
-        .lines()
-        .skip(1)
-        .map(|line| line.split_whitespace().collect::<Vec<_>>())
-        .any(|f| f[1] == local && f[2] == remote && f[3] == "01")
-}
-
-/// [`established`] finds an open connection, and not once it is closed: so that a wait for it
-/// to be false cannot pass by a misread table.
-#[test]
-fn established_reads_the_table() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-    let (server, _) = listener.accept().unwrap();
-    let (at_server, at_client) = (server.local_addr().unwrap(), client.local_addr().unwrap());
-    wait_until(PATIENCE, "the connection is listed", || established(at_server, at_client).then_some(()));
-    drop(server);
-    wait_until(PATIENCE, "the closed end is not", || (!established(at_server, at_client)).then_some(()));
-}
-
 /// A client that sends a request head a byte at a time, never whole, is closed at the head
 /// deadline (its bytes keep the idle time from closing it); one that never reads a large
 /// answer holds nothing beyond the idle time; meanwhile the UDP face and other HTTP clients are
@@ -366,7 +336,7 @@ fn slow_clients_are_bounded() {
     for reader in &readers {
         let (broker_end, reader_end) = (reader.peer_addr().unwrap(), reader.local_addr().unwrap());
         wait_until(PATIENCE, "the broker closes a reader that never reads", || {
-            (!established(broker_end, reader_end)).then_some(())
+            common::tcp_row(broker_end, reader_end).is_none_or(|row| row.state != common::ESTABLISHED).then_some(())
         });
     }
     for reader in &mut readers {

@@ -340,50 +340,54 @@ fn a_batch_read_that_finds_nothing_spreads_the_batch_reads() {
     assert_eq!(probe_of(&rig.shell).get(), 2 * PROBE_EVERY);
 }
 
+/// Connections open at the listeners.
+fn open_streams(shell: &Shell<Script>) -> usize {
+    shell.ios.iter().map(|(_, io)| if let Io::Listener { open, .. } = io { *open } else { 0 }).sum()
+}
+
 /// A client that sends a byte now and then is closed at the request time, though it is never
 /// idle; at the cap, a new client takes the place of the one that waited longest for its
-/// request, and is answered.
+/// request, and is answered. Which limit closed each one is the shell's counters, not the
+/// clock: the idle time (60 s) is past every wait here, and the third client comes once both
+/// slow ones are in, well within their request time (2 s) unless the machine stalls that long.
 #[test]
 fn slow_clients_lose_their_place_to_whole_requests() {
     let limits = StreamLimits {
         max_connections: 2,
         max_input: 1024,
-        idle: Duration::from_secs(10),
-        request: Some(Duration::from_millis(300)),
+        idle: Duration::from_secs(60),
+        request: Some(Duration::from_secs(2)),
     };
     let mut rig = rig(limits);
     let mut slow: Vec<StdStream> = (0..2).map(|_| StdStream::connect(rig.s).unwrap()).collect();
+    rig.until("both slow ones are in", |s| open_streams(s) == 2);
     let started = Instant::now();
-    // A byte every 50 ms from each, and a whole request from a third once both are in.
-    let mut third = None;
+    // A byte every 50 ms from each, and a whole request from a third.
+    let mut third = StdStream::connect(rig.s).unwrap();
+    third.write_all(b"hello\n").unwrap();
+    third.set_nonblocking(true).unwrap();
     let mut buf = [0u8; 64];
     let mut answer = Vec::new();
     let mut last_byte = started;
     while rig.shell.stats().streams_slow + rig.shell.stats().streams_evicted < 2 {
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", rig.shell.stats());
+        assert!(started.elapsed() < Duration::from_secs(30), "{:?}", rig.shell.stats());
         if last_byte.elapsed() >= Duration::from_millis(50) {
             last_byte = Instant::now();
             for stream in &mut slow {
                 let _ = stream.write_all(b"x");
             }
         }
-        if third.is_none() && started.elapsed() > Duration::from_millis(100) {
-            let mut stream = StdStream::connect(rig.s).unwrap();
-            stream.write_all(b"hello\n").unwrap();
-            stream.set_nonblocking(true).unwrap();
-            third = Some(stream);
-        }
-        if let Some(stream) = &mut third {
-            if let Ok(n) = stream.read(&mut buf) {
-                answer.extend_from_slice(&buf[..n]);
-            }
+        if let Ok(n) = third.read(&mut buf) {
+            answer.extend_from_slice(&buf[..n]);
         }
         rig.shell.turn(&mut rig.events, Some(Duration::from_millis(50))).unwrap();
     }
     let stats = rig.shell.stats();
-    assert_eq!((stats.streams_evicted, stats.streams_slow, stats.streams_refused), (1, 1, 0), "{stats:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "closed at the request time, not the idle time");
-    let mut third = third.unwrap();
+    // One slow one evicted, the other closed at its request time; the third, answered and then
+    // waiting for its next request, may be closed in the same turn as that one (2 s on).
+    assert_eq!((stats.streams_evicted, stats.streams_refused), (1, 0), "{stats:?}");
+    assert!(matches!(stats.streams_slow, 1 | 2), "{stats:?}");
+    assert_eq!(stats.streams_idle, 0, "closed at the request time, not the idle time");
     rig.until("the third is answered", |_| {
         if let Ok(n) = third.read(&mut buf) {
             answer.extend_from_slice(&buf[..n]);

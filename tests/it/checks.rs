@@ -75,7 +75,8 @@ impl Drop for HttpServer {
 
 #[test]
 fn a_heartbeating_udp_only_service_stays_through_a_minute_of_health_checks() {
-    let mut process = broker(&["--ttl", "3", "--probe-interval", "1"]);
+    // Heartbeats every second, the TTL ten times that: a stalled second or two loses nothing.
+    let mut process = broker(&["--ttl", "10", "--probe-interval", "1"]);
     let udp = Udp::new(process.addr("udp"));
     // A UDP-only service: a bound UDP socket, no TCP listener on its port. It registers with
     // the bare form, which declares no check.

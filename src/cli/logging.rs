@@ -221,27 +221,41 @@ mod tests {
 
     /// The last level [`slow_set_max`] set, as a `usize`.
     static SLOW_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    /// Set when the first `Trace` is inside [`slow_set_max`].
     static SLOWED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    /// Set when the other switch has returned.
+    static OTHER_DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-    /// A `set_max_level` whose first `Trace` takes 200 ms, as a switching thread preempted
-    /// between its two steps would.
+    /// A `set_max_level` whose first `Trace` waits, as a switching thread preempted between its
+    /// two steps would, until the other switch is done: at once where nothing keeps the other
+    /// switch out, and for a second (then it goes on) where the switching lock does.
     fn slow_set_max(level: log::LevelFilter) {
         use std::sync::atomic::Ordering;
         if level == log::LevelFilter::Trace && !SLOWED.swap(true, Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while !OTHER_DONE.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         SLOW_MAX.store(level as usize, Ordering::SeqCst);
     }
 
     #[test]
     fn two_switches_at_once_leave_the_cut_off_of_the_logger_in_place() {
+        use std::sync::atomic::Ordering;
         let mut logger =
             super::Switchable::new("makler-test", "error", || env_logger::Target::Pipe(Box::new(std::io::sink())));
         logger.set_max = slow_set_max;
         std::thread::scope(|scope| {
             scope.spawn(|| logger.switch("trace"));
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            // The other switch starts once the first is between its two steps.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !SLOWED.load(Ordering::SeqCst) {
+                assert!(std::time::Instant::now() < deadline, "the first switch never set the level");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             logger.switch("error");
+            OTHER_DONE.store(true, Ordering::SeqCst);
         });
         let max = SLOW_MAX.load(std::sync::atomic::Ordering::SeqCst);
         assert_eq!(max, logger.current.load().filter() as usize, "max_level is the logger's, not the other switch's");

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::common::PATIENCE;
-use crate::common::{Process, Udp, balancer, broker, http_get, listed, server, wait_until};
+use crate::common::{Process, Udp, balancer, broker, http_get, listed, server, tcp_row, wait_until};
 use makler::protocol::{Request, Response};
 
 /// The balancer's `stats` reply, parsed: backend address -> (up, total).
@@ -366,7 +366,14 @@ fn a_large_answer_to_a_slow_client_arrives_whole_and_in_order() {
     });
     let mut client = TcpStream::connect(balancer.addr("tcp")).unwrap();
     client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The client reads nothing until its buffers are full: bytes wait unread at its end, and
+    // the balancer's end holds bytes the client's window has no room for (on loopback, bytes in
+    // flight are acknowledged at once).
+    let (at_balancer, at_client) = (balancer.addr("tcp"), client.local_addr().unwrap());
+    wait_until(PATIENCE, "the client's buffers are full", || {
+        let (client_end, balancer_end) = (tcp_row(at_client, at_balancer)?, tcp_row(at_balancer, at_client)?);
+        (client_end.receive_queue > 0 && balancer_end.send_queue > 0).then_some(())
+    });
     let mut received = Vec::with_capacity(LEN);
     let mut chunk = vec![0; 7_000];
     loop {

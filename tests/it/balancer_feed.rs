@@ -168,7 +168,8 @@ fn instances_weighing_one_and_three_get_a_quarter_and_three_quarters() {
 /// `first` (sealed with `key` when given), then sends two notifications of `seq=1` from the
 /// broker's own address: `forged` unsealed (what a host forging the broker's address can send,
 /// without the key), then `real` sealed with the key (or unsealed, without one). The balancer
-/// takes the first of the two it opens: the one after the other is a duplicate.
+/// takes the first of the two it opens: the one after the other is a duplicate. The player ends
+/// once the balancer has read both (see the fence).
 fn play_broker(
     key: Option<makler::protocol::seal::Key>,
     first: Vec<SocketAddr>,
@@ -191,29 +192,36 @@ fn play_broker(
             }
             fake.send_to(&out, to).unwrap();
         };
-        let mut buf = [0u8; 2048];
-        // The balancer registers here too: only its watch is answered.
-        let (id, watcher) = loop {
-            let (n, from) = fake.recv_from(&mut buf).expect("the balancer's watch");
-            let request = match &key {
-                Some(key) => match unseal(key, &buf[..n], now_ms()) {
-                    Ok(unsealed) => unsealed.inner.to_vec(),
-                    Err(_) => continue,
-                },
-                None => buf[..n].to_vec(),
-            };
-            if let Ok((id, Request::Watch { service: "web" } | Request::WatchMeta { service: "web", .. })) =
-                binary::decode_request(&request)
-            {
-                break (id, from);
+        // The balancer registers here too: only its watch is taken.
+        let next_watch = || {
+            let mut buf = [0u8; 2048];
+            loop {
+                let (n, from) = fake.recv_from(&mut buf).expect("the balancer's watch");
+                let request = match &key {
+                    Some(key) => match unseal(key, &buf[..n], now_ms()) {
+                        Ok(unsealed) => unsealed.inner.to_vec(),
+                        Err(_) => continue,
+                    },
+                    None => buf[..n].to_vec(),
+                };
+                if let Ok((id, Request::Watch { service: "web" } | Request::WatchMeta { service: "web", .. })) =
+                    binary::decode_request(&request)
+                {
+                    break (id, from);
+                }
             }
         };
+        let (id, watcher) = next_watch();
         // An answer at once, as a broker older than cookies gives.
         let watching = Response::Watching { service: "web".into(), seq: 0, ttl_ms: 60_000, instances: first };
         // In this order: datagrams on loopback from one socket to another arrive as sent.
         send(&watching, id, watcher, true);
         send(&Response::Changed { service: "web".into(), seq: 1, instances: forged }, id, watcher, false);
         send(&Response::Changed { service: "web".into(), seq: 1, instances: real }, id, watcher, true);
+        // A fence: a notification past a gap, which the watch answers by watching again. Once
+        // that watch arrives, the watch has read the two before it, and handed on any it took.
+        send(&Response::Changed { service: "web".into(), seq: 3, instances: Vec::new() }, id, watcher, true);
+        next_watch();
     });
     (at, player)
 }
@@ -249,8 +257,7 @@ fn with_a_key_file_a_forged_unsealed_notification_adds_no_backend_and_without_on
         wait_until(Duration::from_secs(30), "the backends of the notification taken", || {
             (sorted(&control) == want).then_some(())
         });
-        // Given time to take the other one, it still has not.
-        std::thread::sleep(Duration::from_millis(500));
+        // The player saw the fence: the other one was read before it, and not taken.
         assert!(!backends(&control).contains_key(&not), "keyed {keyed}: {:?}", sorted(&control));
     }
     let _ = std::fs::remove_file(&path);

@@ -169,21 +169,31 @@ fn health_probes_toward_one_address_are_bounded() {
     for port in &ports {
         assert!(is_id(&ask(&source, control, &format!("register web {port}"))));
     }
-    // A round to settle in, then two seconds measured: 600 probes due, at most 200 sent (and
-    // one window's worth of slack for where the windows fall).
-    std::thread::sleep(Duration::from_millis(1500));
+    // Probing under way (a window's worth sent and refused); then measured until two rounds
+    // (600 probes) were due and handled, sent or skipped: at most 100 a second sent (and one
+    // window's worth of slack for where the windows fall), the rest skipped and counted. A
+    // loaded machine that handles them late stretches the measure, which can only loosen the
+    // figure; the bound to the probe is the unit test of `balancer::health`, time passed in.
+    let handled = |page: &str| {
+        metric_sum(page, "makler_backend_failures_total") + metric_sum(page, "makler_balancer_probes_skipped_total")
+    };
+    common::wait_until(common::PATIENCE, "a window's worth of probes is sent", || {
+        (metric_sum(&scrape(metrics), "makler_backend_failures_total") >= 100.0).then_some(())
+    });
     let before = scrape(metrics);
     let started = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
-    let after = scrape(metrics);
+    let after = common::wait_until(common::PATIENCE, "two rounds of probes are handled", || {
+        let page = scrape(metrics);
+        (handled(&page) - handled(&before) >= 600.0).then_some(page)
+    });
     let seconds = started.elapsed().as_secs_f64();
     let sent =
         metric_sum(&after, "makler_backend_failures_total") - metric_sum(&before, "makler_backend_failures_total");
     let skipped = metric_sum(&after, "makler_balancer_probes_skipped_total")
         - metric_sum(&before, "makler_balancer_probes_skipped_total");
     assert!(sent <= 100.0 * (seconds + 1.0), "{sent} probes in {seconds:.2} s");
-    assert!(sent >= 50.0 * seconds, "the backends are still probed: {sent} in {seconds:.2} s");
-    assert!(skipped >= 300.0 * seconds - sent - 100.0, "skipped {skipped}, sent {sent} in {seconds:.2} s");
+    assert!(sent > 0.0, "the backends are still probed: {sent} in {seconds:.2} s");
+    assert!(skipped > 0.0, "the rest are skipped and counted: {skipped}, sent {sent} in {seconds:.2} s");
 }
 
 /// Makes sure this process may open `needed` more descriptors, raising its soft limit toward the

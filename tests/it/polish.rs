@@ -340,10 +340,19 @@ fn brokers_with_different_key_files_say_why_they_do_not_peer() {
         let args = ["--listen", &listen, "--peers", &peers, "--no-multicast", "--key-file", key.to_str().unwrap()];
         Logged::start(env!("CARGO_BIN_EXE_makler-broker"), &args)
     };
-    let (a, _b) = (broker(ports[0], &one), broker(ports[1], &two));
+    let (mut a, _b) = (broker(ports[0], &one), broker(ports[1], &two));
     a.wait_for_log(&format!("from 127.0.0.1:{}: it is sealed with another key", ports[1]));
-    // Hellos go out twice a second: still one line, not one per datagram.
-    std::thread::sleep(Duration::from_secs(2));
+    // Hellos go out twice a second: a few more of b's dropped at a (counted) make still one
+    // line, not one per datagram. That the line comes again after the interval is the unit
+    // tests' of `key_warn`, with time passed in.
+    let udp = Udp::new(a.process.addr("udp"));
+    let dropped = common::stat(&udp, "sealed_dropped");
+    wait_until(PATIENCE, "three more of b's hellos are dropped at a", || {
+        (common::stat(&udp, "sealed_dropped") >= dropped + 3).then_some(())
+    });
+    // Every line a wrote is read once its last one, `stopped`, is.
+    assert!(a.process.terminate().success());
+    a.wait_for_log("stopped\n");
     assert_eq!(a.log().matches("sealed with another key").count(), 1, "{}", a.log());
     let _ = (std::fs::remove_file(one), std::fs::remove_file(two));
 }

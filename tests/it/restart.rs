@@ -48,8 +48,13 @@ fn activated(program: &str, args: &[&str], listener: &TcpListener, name: &str, p
 /// A balancer on the passed socket, its control port on a free one, backends registered there
 /// by the test (a long TTL: no heartbeats needed).
 fn balancer_on(listener: &TcpListener) -> Process {
+    balancer_on_with(listener, &[])
+}
+
+/// [`balancer_on`] with `extra` arguments.
+fn balancer_on_with(listener: &TcpListener, extra: &[&str]) -> Process {
     let args = ["--control", "127.0.0.1:0", "--service", "web", "--no-register", "--ttl", "60", "--quiet"];
-    activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, listener, "listen", None)
+    activated(env!("CARGO_BIN_EXE_makler-balancer"), &[&args[..], extra].concat(), listener, "listen", None)
 }
 
 /// Registers every backend at `balancer`'s control port and waits until they are in its pool.
@@ -138,21 +143,26 @@ fn backends() -> Vec<Process> {
 }
 
 /// Balancer A serves on the held socket; B starts on it; A gets SIGTERM and exits after its
-/// drain; B goes on. `during` runs while both are up and after A is gone.
-fn restart(listener: &TcpListener, backends: &[Process], mut during: impl FnMut(&str)) -> (Process, u64) {
+/// drain; B goes on. `during` runs while A alone, both, and B alone are up, and is given how
+/// many connections the balancers up then have accepted.
+fn restart(
+    listener: &TcpListener,
+    backends: &[Process],
+    mut during: impl FnMut(&str, &dyn Fn() -> u64),
+) -> (Process, u64) {
     let mut a = balancer_on(listener);
     assert_eq!(a.addr("tcp"), listener.local_addr().unwrap(), "A serves on the passed socket");
     register(&a, backends);
-    during("A alone");
+    during("A alone", &|| accepted(&a));
     // B waits for its first backend before it accepts; A serves meanwhile.
     let b = balancer_on(listener);
     assert_eq!(b.addr("tcp"), listener.local_addr().unwrap());
     register(&b, backends);
-    during("A and B");
+    during("A and B", &|| accepted(&a) + accepted(&b));
     let served_by_a = accepted(&a);
     let status = a.terminate();
     assert!(status.success(), "A drained and exited: {status}");
-    during("B alone");
+    during("B alone", &|| accepted(&b));
     (b, served_by_a)
 }
 
@@ -162,7 +172,7 @@ fn a_restart_on_a_held_socket_fails_no_request() {
     let addr = listener.local_addr().unwrap();
     let backends = backends();
     let mut load: Option<Load> = None;
-    let (b, served_by_a) = restart(&listener, &backends, |phase| {
+    let (b, served_by_a) = restart(&listener, &backends, |phase, _| {
         let load = load.get_or_insert_with(|| Load::start(addr, 2));
         // Let each phase see some requests.
         let from = load.ok();
@@ -181,7 +191,7 @@ fn a_restart_under_wrk_fails_no_request() {
     let backends = backends();
     let mut wrk = None;
     let started = Instant::now();
-    let (_b, _) = restart(&listener, &backends, |phase| {
+    let (_b, _) = restart(&listener, &backends, |phase, accepted| {
         if wrk.is_none() {
             // `Connection: close`: a new connection for every request. One thread and 8
             // connections, so as to leave the other tests some CPU; it runs through all three
@@ -194,9 +204,9 @@ fn a_restart_under_wrk_fails_no_request() {
                 .expect("wrk starts");
             wrk = Some(child);
         }
-        // Each phase lasts a little while under wrk's load.
-        let _ = phase;
-        std::thread::sleep(Duration::from_millis(500));
+        // Each phase sees some of wrk's connections (each request is one).
+        let from = accepted();
+        wait_until(PATIENCE, &format!("connections during {phase}"), || (accepted() >= from + 200).then_some(()));
     });
     let mut wrk = wrk.take().unwrap();
     assert!(wrk.try_wait().unwrap().is_none(), "wrk still runs: A stopped during its run ({:?} in)", started.elapsed());
@@ -245,7 +255,9 @@ fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_ne
     let listener = held_listener();
     let addr = listener.local_addr().unwrap();
     let backends = backends();
-    let mut a = balancer_on(&listener);
+    // A drain time longer than the patient wait for A's exit below: A exiting within that wait
+    // shows it exits once drained, not at the drain time.
+    let mut a = balancer_on_with(&listener, &["--drain-timeout", "120"]);
     register(&a, &backends);
     // A request in flight through A: its head is not whole yet.
     let mut in_flight = TcpStream::connect(addr).unwrap();
@@ -270,9 +282,9 @@ fn a_stopping_balancer_finishes_what_it_accepted_and_leaves_the_socket_to_the_ne
     let mut answer = String::new();
     in_flight.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer:?}");
-    // The client closes too: the connection is over, and A, drained, exits (not at its 10 s).
+    // The client closes too: the connection is over, and A, drained, exits (not at its 120 s).
     drop(in_flight);
-    let status = wait_until(Duration::from_secs(5), "A exits", || a.child.try_wait().ok().flatten());
+    let status = wait_until(PATIENCE, "A exits", || a.child.try_wait().ok().flatten());
     assert!(status.success(), "{status}");
     // B takes what queued meanwhile.
     let b = balancer_on(&listener);

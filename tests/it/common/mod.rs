@@ -293,3 +293,62 @@ pub fn stat(udp: &Udp, key: &str) -> u64 {
         .and_then(|value| value.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in {line:?}"))
 }
+
+/// The kernel's row for one end of a TCP connection over IPv4, from `/proc/net/tcp`: what a
+/// test waits on when the program under test shows nothing of it (whether it closed a
+/// connection, whether a peer's window is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpRow {
+    /// The state, as the kernel numbers it ([`ESTABLISHED`] is 1, FIN-WAIT-1 is 4, …).
+    pub state: u8,
+    /// Bytes written and not yet acknowledged by the peer.
+    pub send_queue: u64,
+    /// Bytes received and not yet read.
+    pub receive_queue: u64,
+}
+
+/// [`TcpRow::state`] of an established connection.
+pub const ESTABLISHED: u8 = 1;
+
+/// The row of the connection from `local` to `remote` (both IPv4) at `local`'s end, if the
+/// kernel lists one.
+pub fn tcp_row(local: SocketAddr, remote: SocketAddr) -> Option<TcpRow> {
+    let hex = |addr: SocketAddr| match addr {
+        // The kernel prints the address as the number in memory, in hex: native byte order.
+        SocketAddr::V4(a) => format!("{:08X}:{:04X}", u32::from_ne_bytes(a.ip().octets()), a.port()),
+        SocketAddr::V6(_) => panic!("{addr} is not IPv4"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    table.lines().skip(1).map(|line| line.split_whitespace().collect::<Vec<_>>()).find_map(|f| {
+        if f.len() < 5 || f[1] != local || f[2] != remote {
+            return None;
+        }
+        let (send, receive) = f[4].split_once(':')?;
+        Some(TcpRow {
+            state: u8::from_str_radix(f[3], 16).ok()?,
+            send_queue: u64::from_str_radix(send, 16).ok()?,
+            receive_queue: u64::from_str_radix(receive, 16).ok()?,
+        })
+    })
+}
+
+/// [`tcp_row`] finds an open connection and what waits in its queues, and not a closed one: so
+/// that a wait on it cannot pass by a misread table.
+#[test]
+fn tcp_row_reads_the_table() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    let (at_server, at_client) = (server.local_addr().unwrap(), client.local_addr().unwrap());
+    client.write_all(b"unread").unwrap();
+    wait_until(PATIENCE, "the connection is listed with the bytes unread", || {
+        let row = tcp_row(at_server, at_client)?;
+        (row.state == ESTABLISHED && row.receive_queue == 6).then_some(())
+    });
+    drop(server);
+    wait_until(PATIENCE, "the closed end is not established", || {
+        tcp_row(at_server, at_client).is_none_or(|row| row.state != ESTABLISHED).then_some(())
+    });
+}

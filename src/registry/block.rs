@@ -6,7 +6,7 @@
 //! answer in rotation is the members from the rotation's start to the end of the block, then
 //! from the block's start: at most two copies, whatever the number of members in it. How many
 //! fit is found by bisection over the starts (the bytes of the first `n` members from the start
-//! grow with `n`), so cutting an answer reads no member. A removal moves the last member's
+//! grow with `n`), or not at all when the whole block fits, so cutting an answer reads no member. A removal moves the last member's
 //! bytes into the leaving one's place, as `Vec::swap_remove` moves the member (O(bytes), no
 //! encoding), so the block always follows the members.
 //!
@@ -80,6 +80,10 @@ impl Block {
             let end = start + count;
             if end <= len { at(end) - at(start) } else { at(len) - at(start) + at(end - len) }
         };
+        if fits(at(len)) {
+            // Every member fits (as with a few instances per service): no bisection.
+            return (len, &self.bytes[at(start)..at(len)], &self.bytes[..at(start)]);
+        }
         let count = partition(len, |count| fits(cost(count)));
         let end = start + count;
         if end <= len {

@@ -7,7 +7,7 @@
 //! face's rate with 100 queries in flight), though not the work each datagram asks of the
 //! kernel. With a short queue a single `recv_from` ([`recv_one`]) costs less than a batch read
 //! that finds one datagram, and a reply is sent as soon as it is made (see the shell's
-//! `SEND_BATCH`). A batch read's headers are made once per thread (`HEADERS`).
+//! `SEND_BATCH`). The headers of batch reads and sends are made once per thread (`HEADERS`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -62,7 +62,7 @@ pub(super) fn recv(socket: &UdpSocket, v6: bool, buffers: &mut RecvBuffers) -> i
     let RecvBuffers { bytes, slot, got } = buffers;
     got.clear();
     HEADERS.with_borrow_mut(|headers| {
-        let headers = headers[usize::from(v6)].get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+        let headers = headers.recv[usize::from(v6)].get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
         let mut slots = bytes.chunks_mut(*slot);
         let mut slices: [[IoSliceMut<'_>; 1]; BATCH] =
             std::array::from_fn(|_| [IoSliceMut::new(slots.next().unwrap_or_default())]);
@@ -74,15 +74,28 @@ pub(super) fn recv(socket: &UdpSocket, v6: bool, buffers: &mut RecvBuffers) -> i
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 thread_local! {
-    /// nix's headers for [`recv`], made once per thread and address family rather than for
-    /// each call (that cost about 3,500 instructions a call, more than a whole query). Kept
+    /// nix's headers for [`recv`], made once per thread and address family, and for [`send`],
+    /// rather than for each call (that cost about 3,500 instructions a call, more than a whole
+    /// query). Kept
     /// apart by family because nix does not reset a header's address length, which the kernel
     /// shrinks to the last source's: headers shared by an IPv4 and an IPv6 socket would cut an
     /// IPv6 source after an IPv4 one, while one socket's sources are all of one length. Kept
     /// by the thread, not by the shell: they hold raw pointers, so a shell holding them could
     /// not move to its thread; a thread's shells read one socket at a time.
-    static HEADERS: std::cell::RefCell<[Option<nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>>; 2]> =
-        const { std::cell::RefCell::new([None, None]) };
+    static HEADERS: std::cell::RefCell<Headers> =
+        const { std::cell::RefCell::new(Headers { recv: [None, None], send: None, to: Vec::new() }) };
+}
+
+/// The headers [`recv`] and [`send`] keep (see `HEADERS`).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+struct Headers {
+    /// For reads, by family (IPv4, IPv6).
+    recv: [Option<nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>>; 2],
+    /// For sends: `sendmmsg` sets each header's address length from its destination, so one
+    /// set serves both families.
+    send: Option<nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>>,
+    /// The destinations of one `sendmmsg`, in nix's form.
+    to: Vec<Option<nix::sys::socket::SockaddrStorage>>,
 }
 
 /// Takes one waiting datagram without blocking, with a plain `recv_from` (no batch headers):
@@ -126,16 +139,11 @@ fn to_std(address: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
 /// the rest are still sent.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(super) fn send(socket: &UdpSocket, messages: &[(&[u8], SocketAddr)], mut failed: impl FnMut(usize, &io::Error)) {
-    use std::io::IoSlice;
-    use std::os::fd::AsRawFd;
-
-    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
-
     let mut start = 0;
     while start < messages.len() {
         let rest = &messages[start..messages.len().min(start + BATCH)];
         if rest.len() == 1 {
-            // One datagram: the plain call, without the batch's allocations.
+            // One datagram: the plain call.
             let (bytes, to) = rest[0];
             if let Err(e) = send_one(socket, bytes, to) {
                 failed(start, &e);
@@ -143,19 +151,15 @@ pub(super) fn send(socket: &UdpSocket, messages: &[(&[u8], SocketAddr)], mut fai
             start += 1;
             continue;
         }
-        let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(rest.len(), None);
-        let slices: Vec<[IoSlice<'_>; 1]> = rest.iter().map(|(bytes, _)| [IoSlice::new(bytes)]).collect();
-        let addresses: Vec<Option<SockaddrStorage>> = rest.iter().map(|&(_, to)| Some(to.into())).collect();
-        let no_control: [ControlMessage<'_>; 0] = [];
-        match sendmmsg(socket.as_raw_fd(), &mut headers, slices.iter(), &addresses, no_control, MsgFlags::empty()) {
+        let result =
+            if rest.len() <= SHORT { send_some::<SHORT>(socket, rest) } else { send_some::<BATCH>(socket, rest) };
+        match result {
             // The kernel took the first `n`; an error on the next one shows on the next call.
-            Ok(sent) => match sent.count() {
-                0 => {
-                    failed(start, &io::ErrorKind::WriteZero.into());
-                    start += 1;
-                }
-                n => start += n,
-            },
+            Ok(0) => {
+                failed(start, &io::ErrorKind::WriteZero.into());
+                start += 1;
+            }
+            Ok(n) => start += n,
             Err(errno) => {
                 // The first datagram of the call failed: report it and go on after it.
                 failed(start, &io::Error::from(errno));
@@ -163,6 +167,32 @@ pub(super) fn send(socket: &UdpSocket, messages: &[(&[u8], SocketAddr)], mut fai
             }
         }
     }
+}
+
+/// A short send's most datagrams: its slices are made on the stack for each call, so a send of
+/// a few costs no more than it needs.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SHORT: usize = 4;
+
+/// One `sendmmsg` of `messages` (at most `N`, and `N` at most [`BATCH`]): how many the kernel took.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn send_some<const N: usize>(socket: &UdpSocket, messages: &[(&[u8], SocketAddr)]) -> nix::Result<usize> {
+    use std::io::IoSlice;
+    use std::os::fd::AsRawFd;
+
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, sendmmsg};
+
+    let messages = &messages[..messages.len().min(N)];
+    HEADERS.with_borrow_mut(|Headers { send, to, .. }| {
+        let headers = send.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+        let mut bytes = messages.iter().map(|&(bytes, _)| bytes);
+        let slices: [[IoSlice<'_>; 1]; N] = std::array::from_fn(|_| [IoSlice::new(bytes.next().unwrap_or_default())]);
+        to.clear();
+        to.extend(messages.iter().map(|&(_, to)| Some(SockaddrStorage::from(to))));
+        let no_control: [ControlMessage<'_>; 0] = [];
+        sendmmsg(socket.as_raw_fd(), headers, &slices[..messages.len()], &to[..], no_control, MsgFlags::empty())
+            .map(|sent| sent.count())
+    })
 }
 
 /// One datagram per call where `sendmmsg` is missing.
@@ -273,6 +303,78 @@ mod tests {
                 assert_eq!(buffers.get(0).map(|(_, from)| from), Some(client.local_addr().unwrap()), "round {round}");
             }
         }
+    }
+
+    /// Sends through the thread's one set of send headers alternate between families and
+    /// between batch sizes (a short send and a full one): every datagram reaches its own
+    /// destination whole, in order.
+    #[test]
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn batches_of_both_families_and_sizes_reach_each_destination_in_turn() {
+        let (Ok(s6), Ok(r6)) =
+            (UdpSocket::bind("[::1]:0".parse().unwrap()), UdpSocket::bind("[::1]:0".parse().unwrap()))
+        else {
+            return; // no IPv6 loopback here
+        };
+        let (s4, r4) = pair();
+        for n in [2, SHORT, SHORT + 1, BATCH, BATCH + 3] {
+            for (sender, receiver, v6) in [(&s6, &r6, true), (&s4, &r4, false)] {
+                let to = receiver.local_addr().unwrap();
+                let payloads: Vec<Vec<u8>> = (0..n).map(|i| format!("{v6} {n} {i}").into_bytes()).collect();
+                let messages: Vec<(&[u8], SocketAddr)> = payloads.iter().map(|p| (&p[..], to)).collect();
+                send(sender, &messages, |i, e| panic!("datagram {i} of {n}: {e}"));
+                let mut buffers = RecvBuffers::new(64);
+                let mut got = Vec::new();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                while got.len() < n {
+                    assert!(std::time::Instant::now() < deadline, "only {} of {n} came", got.len());
+                    match recv(receiver, v6, &mut buffers) {
+                        Ok(()) => {
+                            got.extend((0..buffers.len()).filter_map(|i| buffers.get(i)).map(|(b, f)| (b.to_vec(), f)))
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                assert!(got.iter().all(|(_, from)| *from == sender.local_addr().unwrap()));
+                assert_eq!(got.into_iter().map(|(b, _)| b).collect::<Vec<_>>(), payloads);
+            }
+        }
+    }
+
+    /// One batch to many destinations: each gets its own datagrams, in order.
+    #[test]
+    fn a_batch_to_many_destinations_reaches_each_of_them() {
+        let sender = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let receivers: Vec<UdpSocket> =
+            (0..5).map(|_| UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap()).collect();
+        let payloads: Vec<(Vec<u8>, usize)> =
+            (0..BATCH + 7).map(|i| (format!("to {} #{i}", i % 5).into_bytes(), i % 5)).collect();
+        let messages: Vec<(&[u8], SocketAddr)> =
+            payloads.iter().map(|(p, r)| (&p[..], receivers[*r].local_addr().unwrap())).collect();
+        send(&sender, &messages, |i, e| panic!("datagram {i}: {e}"));
+        for (r, receiver) in receivers.iter().enumerate() {
+            let mine: Vec<Vec<u8>> = payloads.iter().filter(|(_, to)| *to == r).map(|(p, _)| p.clone()).collect();
+            let got: Vec<Vec<u8>> = recv_all(receiver, mine.len()).into_iter().map(|(b, _)| b).collect();
+            assert_eq!(got, mine, "receiver {r}");
+        }
+    }
+
+    /// A datagram the kernel refuses in the middle of a batch (too long for UDP here; a full
+    /// send buffer takes the same path: `sendmmsg` takes the ones before it, and the next call
+    /// fails on it) is reported by its index, and the ones after it still go.
+    #[test]
+    fn a_datagram_refused_mid_batch_is_reported_and_the_rest_still_go() {
+        let (a, b) = pair();
+        let to = b.local_addr().unwrap();
+        let huge = vec![0u8; 70_000];
+        let messages: Vec<(&[u8], SocketAddr)> =
+            vec![(b"one", to), (b"two", to), (&huge, to), (b"three", to), (b"four", to), (b"five", to)];
+        let mut failures = Vec::new();
+        send(&a, &messages, |i, e| failures.push((i, e.raw_os_error())));
+        assert_eq!(failures, vec![(2, Some(libc::EMSGSIZE))]);
+        let got: Vec<Vec<u8>> = recv_all(&b, 5).into_iter().map(|(bytes, _)| bytes).collect();
+        assert_eq!(got, [&b"one"[..], b"two", b"three", b"four", b"five"]);
     }
 
     #[test]

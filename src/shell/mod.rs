@@ -158,7 +158,6 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
             self.replies.clear();
             return;
         }
-        let mut messages: Vec<(&[u8], SocketAddr)> = Vec::with_capacity(self.replies.len());
         let mut offset = 0;
         let mut run_start = 0;
         while run_start < self.replies.len() {
@@ -167,16 +166,23 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
                 .iter()
                 .position(|&(f, _, _)| f != face)
                 .map_or(self.replies.len(), |n| run_start + n);
-            messages.clear();
-            for &(_, to, len) in &self.replies[run_start..run_end] {
-                messages.push((&self.bytes[offset..offset + len], to));
-                offset += len;
-            }
-            match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
-                Some(Io::Udp { socket, .. }) => {
-                    batch_io::send(socket, &messages, |i, e| core.handle_send_error(face, messages[i].1, e))
+            let socket = match udp_faces.iter().find(|(f, _)| *f == face).and_then(|&(_, i)| ios.get(i)) {
+                Some(Io::Udp { socket, .. }) => Some(socket),
+                _ => None,
+            };
+            for chunk in self.replies[run_start..run_end].chunks(batch_io::BATCH) {
+                let mut messages: [(&[u8], SocketAddr); batch_io::BATCH] = [(&[], NOWHERE); batch_io::BATCH];
+                for (message, &(_, to, len)) in messages.iter_mut().zip(chunk) {
+                    *message = (&self.bytes[offset..offset + len], to);
+                    offset += len;
                 }
-                _ => stats.unknown_face += (run_end - run_start) as u64,
+                let messages = &messages[..chunk.len()];
+                match socket {
+                    Some(socket) => {
+                        batch_io::send(socket, messages, |i, e| core.handle_send_error(face, messages[i].1, e))
+                    }
+                    None => stats.unknown_face += chunk.len() as u64,
+                }
             }
             run_start = run_end;
         }
@@ -184,6 +190,9 @@ impl<F: Copy + Eq + std::fmt::Debug> Batch<'_, F> {
         self.replies.clear();
     }
 }
+
+/// A placeholder destination for the unused slots of a list of messages.
+const NOWHERE: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0));
 
 /// Sends one reply from `face`'s socket at once.
 fn send_now<F: Copy + Eq, C: Core<Face = F>>(

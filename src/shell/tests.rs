@@ -250,6 +250,54 @@ fn a_long_queue_is_answered_in_order() {
     assert_eq!(replies, (0..n).map(|i| format!("echo {i:04}")).collect::<Vec<_>>());
 }
 
+/// A long queue from many sources is answered in batches (one `sendmmsg` to many
+/// destinations, from the thread's kept headers), and every source gets its own replies, in
+/// order, in both address families.
+#[test]
+fn a_long_queue_from_many_sources_gets_each_its_own_replies() {
+    let mut rig = rig(StreamLimits::default());
+    let mut shell6 = Shell::new(Script::default()).unwrap();
+    let v6 = crate::net::bind_udp("[::1]:0".parse().unwrap()).ok();
+    let a6 = v6.as_ref().map(|s| s.local_addr().unwrap());
+    if let Some(socket) = v6 {
+        shell6.add_udp(F::A, socket).unwrap();
+    }
+    let mut servers = vec![(rig.a, "127.0.0.1:0")];
+    servers.extend(a6.map(|a| (a, "[::1]:0")));
+    for (server, bind) in servers {
+        let clients: Vec<StdUdp> = (0..4).map(|_| StdUdp::bind(bind).unwrap()).collect();
+        for c in &clients {
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        }
+        let n = 3 * batch_io::BATCH;
+        for i in 0..n {
+            clients[i % 4].send_to(format!("echo {i}").as_bytes(), server).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if server == rig.a {
+            rig.until("all are handled", |s| s.core().datagrams.get("a") == Some(&n));
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while shell6.core().datagrams.get("a") != Some(&n) {
+                assert!(Instant::now() < deadline, "timed out on IPv6");
+                shell6.turn(&mut rig.events, Some(Duration::from_millis(10))).unwrap();
+            }
+        }
+        for (k, c) in clients.iter().enumerate() {
+            let mine: Vec<String> = (k..n).step_by(4).map(|i| format!("echo {i}")).collect();
+            let got: Vec<String> = mine
+                .iter()
+                .map(|_| recv(c))
+                .map(|(text, from)| {
+                    assert_eq!(from, server);
+                    text
+                })
+                .collect();
+            assert_eq!(got, mine, "client {k} of {server}");
+        }
+    }
+}
+
 #[test]
 fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     let mut rig = rig(StreamLimits::default());

@@ -186,7 +186,7 @@ pub(crate) enum Command {
     /// first: the broker's binary and text queries and DNS SRV queries (`_NAME._tcp.ZONE.`) for
     /// the same service names, so that the broker can be compared with a DNS server.
     Query {
-        /// `[LABEL:]PROTOCOL=ADDR[/PID,…]`, PROTOCOL one of dns, binary, text; repeat for more
+        /// `[LABEL:]PROTOCOL=ADDR[/PID,…]`, PROTOCOL one of dns, binary, text, echo (a `makler-load echo-server`, judged as in `makler-load udp`); repeat for more
         /// targets. The first is the reference the others are divided by. With PIDs, the CPU
         /// time of those processes per reply is reported.
         #[arg(long = "target", value_name = "TARGET", required = true)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::dns::DnsLoad;
 use crate::rounds::Target;
 use crate::udp::Workload;
-use crate::wire::{BrokerLoad, Form, Op, Table};
+use crate::wire::{BrokerLoad, EchoLoad, Form, Op, Table};
 
 /// The protocols a query target can speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +19,9 @@ pub enum Protocol {
     Binary,
     /// The broker's `query NAME`.
     Text,
+    /// The binary `Query` sent to an echo server (`makler-load echo-server`): good when the
+    /// very request comes back, as in `makler-load udp`'s reference rounds.
+    Echo,
 }
 
 /// One target of `makler-load query`, as given on the command line.
@@ -40,7 +43,8 @@ impl std::str::FromStr for TargetSpec {
     /// `[LABEL:]PROTOCOL=ADDR[/PID,PID…]`, e.g. `nsd:dns=127.0.0.1:5353/812,813` or
     /// `binary=[::1]:7000`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let usage = || format!("{text:?}: expected [LABEL:]PROTOCOL=ADDR[/PID,…] with PROTOCOL dns, binary or text");
+        let usage =
+            || format!("{text:?}: expected [LABEL:]PROTOCOL=ADDR[/PID,…] with PROTOCOL dns, binary, text or echo");
         let (left, right) = text.split_once('=').ok_or_else(usage)?;
         let (addr, pids) = match right.split_once('/') {
             Some((addr, pids)) => {
@@ -57,6 +61,7 @@ impl std::str::FromStr for TargetSpec {
             "dns" => Protocol::Dns,
             "binary" => Protocol::Binary,
             "text" => Protocol::Text,
+            "echo" => Protocol::Echo,
             _ => return Err(usage()),
         };
         let addr = makler::cli::parse_addr(addr)?;
@@ -82,6 +87,7 @@ pub fn targets(specs: &[TargetSpec], names: Vec<String>, zone: &str) -> Result<V
                 Protocol::Dns => Box::new(dns.clone()),
                 Protocol::Binary => Box::new(BrokerLoad::new(Arc::clone(&table), Form::Binary, Op::Query)),
                 Protocol::Text => Box::new(BrokerLoad::new(Arc::clone(&table), Form::Text, Op::Query)),
+                Protocol::Echo => Box::new(EchoLoad::new(Arc::clone(&table))),
             };
             Target { label: spec.label.clone(), addr: spec.addr, workload, server_pids: spec.pids.clone() }
         })
@@ -108,6 +114,8 @@ mod tests {
         let spec: TargetSpec = "text=[::1]:7000".parse().unwrap();
         assert_eq!((spec.label.as_str(), spec.protocol), ("text", Protocol::Text));
         assert!("smtp=127.0.0.1:25".parse::<TargetSpec>().is_err());
+        let spec: TargetSpec = "echo=127.0.0.1:7/9".parse().unwrap();
+        assert_eq!((spec.label.as_str(), spec.protocol, spec.pids), ("echo", Protocol::Echo, vec![9]));
         assert!("dns:127.0.0.1:53".parse::<TargetSpec>().is_err());
         assert!("dns=localhost".parse::<TargetSpec>().is_err());
         // A host name, as every address flag takes one.

@@ -272,6 +272,46 @@ fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
 }
 
 #[test]
+fn a_slot_whose_copy_expired_here_renews_neither_the_next_lease_there_nor_the_copy_put_back() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    // C's id has A's fingerprint (its 32-bit words XOR alike), as sequential ids often do.
+    let (a, c) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128((0x5 << 32) | 0xf));
+    assert_eq!(slots::fingerprint(a), slots::fingerprint(c));
+    let mut registry = Registry::new(registry::Config::default(), move || c);
+    r.handle_start(t0);
+    let renew = |list: &'static [u8]| Entry::Renew { ttl_ms: 5_000, slots: list };
+    let left = |registry: &Registry, id, now| registry.view(now, id).map(|v| v.ttl_left);
+
+    // A at the sender's slot 5, kept here at slot 0; it runs out here (its renewals lost).
+    delta(&mut r, &mut registry, t0, 1, vec![slotted(0xa, 4000)]);
+    assert_eq!(registry.slot_of(a), Some(registry::Cursor(0)));
+    let t1 = t0 + Duration::from_secs(2);
+    registry.handle_timeout(t1);
+    assert_eq!(left(&registry, a, t1), None);
+    // C takes its place here; a repair puts A back, elsewhere.
+    let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, 1], 1)));
+    registry.register(t1, "other", SocketAddr::from(([10, 1, 0, 9], 1)), source).unwrap();
+    assert_eq!(registry.slot_of(c), Some(registry::Cursor(0)));
+    let Entry::UpsertSlot { lease: CheckedLease { lease, .. }, .. } = slotted(0xa, 4000) else { unreachable!() };
+    delta(&mut r, &mut registry, t1, 2, vec![Entry::Upsert(lease)]);
+    assert_eq!(registry.slot_of(a), Some(registry::Cursor(1)));
+    assert_eq!(asked(&mut r), Vec::<u32>::new());
+
+    // The sender renews A by its slot: C is not renewed in its stead, and the slot is asked for.
+    let t2 = t1 + Duration::from_millis(500);
+    delta(&mut r, &mut registry, t2, 3, vec![renew(&[5])]);
+    assert_eq!(left(&registry, c, t2), Some(registry::Config::default().ttl - Duration::from_millis(500)));
+    assert_eq!(asked(&mut r), [5]);
+    // Sent whole in answer, A is mapped anew, and its renewals by slot renew it.
+    delta(&mut r, &mut registry, t2, 4, vec![slotted(0xa, 4000)]);
+    delta(&mut r, &mut registry, t2, 5, vec![renew(&[5])]);
+    assert_eq!(left(&registry, a, t2), Some(Duration::from_secs(5)));
+    assert_eq!(asked(&mut r), Vec::<u32>::new());
+}
+
+#[test]
 fn unknowns_are_answered_for_at_most_4096_slots_a_second_per_peer() {
     let t0 = Instant::now();
     let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };

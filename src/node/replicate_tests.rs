@@ -547,6 +547,14 @@ fn a_random_cluster_converges_seed_1() {
     run_random_cluster(1, 3);
 }
 
+/// Found by the property: a copy that expired and came back by a repair was never renewed by
+/// one peer again, whose slot still pointed at the copy's old place, now another lease's with
+/// the same id fingerprint (`replicate::slots`, guard 1).
+#[test]
+fn a_random_cluster_converges_seed_1240894719366158360() {
+    run_random_cluster(1240894719366158360, 4);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
     /// Any seed: 3 to 5 brokers on a lossy, duplicating, reordering network with partitions,

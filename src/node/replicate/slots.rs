@@ -24,7 +24,7 @@
 //!   a renewal never gives a peer's copy more time than the lease has here.
 //! - **Only what the peer can map goes as a slot.** The sender renews a lease by slot only once
 //!   the peer acknowledged the delta that carried that lease's `UpsertSlot` (it keeps, per
-//!   peer, the fingerprint of the lease each slot was confirmed for); otherwise the lease goes
+//!   peer, the mark of the lease each slot was confirmed for, see guard 2); otherwise the lease goes
 //!   whole again. So a lost `UpsertSlot` costs another whole lease, not a renewal lost.
 //! - **A slot the receiver cannot map** (it learned the lease from a catch-up page or a
 //!   repair, it restarted, its copy expired or was removed meanwhile, even if a repair put it
@@ -47,8 +47,13 @@
 //!    copy's stead while the copy, put back elsewhere by a repair, was never renewed by that
 //!    sender again (it ran out and came back once a TTL, for as long as the two lived).
 //! 2. The sender renews by slot only a lease the peer confirmed *at that slot with that
-//!    fingerprint*: a slot reused by a new lease goes whole (`UpsertSlot`, which remaps it)
-//!    until the peer acknowledged the new mapping.
+//!    mark*: the lease's generation in the sender's table, with, to a peer that reads
+//!    metadata, a hash of its metadata mixed in. A slot reused by a new lease goes whole
+//!    (`UpsertSlot`, which remaps it) until the peer acknowledged the new mapping, whatever
+//!    the ids (with a fingerprint of the id, a new lease whose id had the old one's
+//!    fingerprint went as a `Renew` of the old one's copy, and never reached the peer by
+//!    slot); so does a lease whose metadata changed. Two leases of one slot share a mark only
+//!    if their metadata differ and the hashes make up for the generations, one in 2^32.
 //! 3. Reordering: a `Renew` that left before a slot was remapped and arrives after the new
 //!    `UpsertSlot` would renew the new lease, and a late `UpsertSlot` of the slot's earlier
 //!    lease would take the slot back from the new one. Deltas are numbered per peer; the
@@ -63,7 +68,7 @@
 //!
 //! # What it costs in memory
 //!
-//! The sender: 4 bytes per slot and peer (the confirmed fingerprint). The receiver: 12 bytes per
+//! The sender: 4 bytes per slot and peer (the confirmed mark). The receiver: 12 bytes per
 //! slot of the sender's table (where its copy is, the copy's generation, and the number of the
 //! delta that mapped it), in an array indexed by the sender's slot, never longer than the broker's
 //! `--max-instances` (a slot past it is not mapped; its lease is asked for whole). With the
@@ -101,33 +106,39 @@ pub(super) const FEATURE_SLOTS: u32 = 1;
 /// `Peer::Features` bit: this broker reads `Entry::UpsertMeta` and `Peer::PageMeta`.
 pub(super) const FEATURE_META: u32 = 2;
 
-/// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
-/// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
-pub(super) fn fingerprint(id: Uuid) -> u32 {
-    let x = id.as_u128();
-    ((x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) as u32).max(1)
+/// What the sender confirms a slot for (guard 2): the lease's `generation` in its table
+/// (never 0), with `meta`'s hash (FNV-1a) mixed in when the peer is sent metadata and there
+/// are some; never 0, which marks a slot confirmed for nothing.
+pub(super) fn mark(generation: u32, meta: Option<&[u8]>) -> u32 {
+    match meta {
+        Some(meta) if !meta.is_empty() => {
+            let hash = meta.iter().fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            (generation ^ hash).max(1)
+        }
+        _ => generation.max(1),
+    }
 }
 
-/// The sender's side: per peer, the fingerprint of the lease each slot was confirmed for.
+/// The sender's side: per peer, the [`mark`] of the lease each slot was confirmed for.
 #[derive(Debug, Default)]
 pub(super) struct Confirmed {
     peers: HashMap<SocketAddr, Vec<u32>>,
 }
 
 impl Confirmed {
-    /// Whether `peer` acknowledged the lease of fingerprint `fingerprint` at `slot`.
-    pub fn is_confirmed(&self, peer: SocketAddr, slot: u32, fingerprint: u32) -> bool {
-        self.peers.get(&peer).and_then(|slots| slots.get(slot as usize)) == Some(&fingerprint)
+    /// Whether `peer` acknowledged the lease of mark `mark` at `slot`.
+    pub fn is_confirmed(&self, peer: SocketAddr, slot: u32, mark: u32) -> bool {
+        self.peers.get(&peer).and_then(|slots| slots.get(slot as usize)) == Some(&mark)
     }
 
     /// `peer` acknowledged an `UpsertSlot`.
-    pub fn confirm(&mut self, peer: SocketAddr, slot: u32, fingerprint: u32) {
+    pub fn confirm(&mut self, peer: SocketAddr, slot: u32, mark: u32) {
         let slots = self.peers.entry(peer).or_default();
         let at = slot as usize;
         if slots.len() <= at {
             slots.resize(at + 1, 0);
         }
-        slots[at] = fingerprint;
+        slots[at] = mark;
     }
 
     /// `peer` asked for `slot`: it goes whole until confirmed again.

@@ -46,7 +46,7 @@ struct Batch {
     items: Vec<Item>,
     /// Sent in the slot form (to one peer).
     slotted: bool,
-    /// The `UpsertSlot`s in it: (slot, fingerprint), confirmed when it is acknowledged.
+    /// The `UpsertSlot`s in it: (slot, `slots::mark`), confirmed when it is acknowledged.
     confirms: Vec<(u32, u32)>,
 }
 

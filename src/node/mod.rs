@@ -76,6 +76,8 @@ pub mod mdns;
 mod mdns_tests;
 #[cfg(test)]
 mod meta_sim_tests;
+#[cfg(test)]
+mod random_cluster_tests;
 pub mod reload;
 #[cfg(test)]
 mod reload_tests;

@@ -40,9 +40,9 @@ pub(super) struct Expiry {
 const SLACK: usize = 1024;
 
 impl Expiry {
-    /// A generation for a new lease.
+    /// A generation for a new lease; never 0 (replication's slot maps take 0 for nothing).
     pub(super) fn generation(&mut self) -> u32 {
-        self.next_generation = self.next_generation.wrapping_add(1);
+        self.next_generation = self.next_generation.wrapping_add(1).max(1);
         self.next_generation
     }
 

@@ -306,14 +306,21 @@ impl Registry {
         self.view(now, lease.id)
     }
 
-    /// A peer's renewal of the lease kept at `slot`, if `is_it` takes its id or one of its
-    /// aliases (the slot may hold another lease by now): it gets the later of its deadline and
-    /// `ttl_left` from now (at most the TTL), as [`apply_remote`](Self::apply_remote) would give
-    /// it. Returns whether the lease was there.
-    pub fn renew_at(&mut self, now: Instant, slot: Cursor, ttl_left: Duration, is_it: impl Fn(Uuid) -> bool) -> bool {
+    /// Which lease is kept at `slot`: a number the lease got when it was put there and keeps
+    /// for its whole life, which the next lease in that slot does not share (numbers repeat
+    /// only after 2^32 leases), never 0. With the slot, it names one lease exactly, whatever
+    /// the ids are (see `node::replicate::slots`). `None` when the slot is free.
+    pub fn generation_at(&self, slot: Cursor) -> Option<u32> {
+        self.leases.get(slot.0 as usize).map(|lease| lease.generation)
+    }
+
+    /// A peer's renewal of the lease kept at `slot`, if it is still the lease of `generation`
+    /// ([`generation_at`](Self::generation_at); the slot may hold another lease by now): it
+    /// gets the later of its deadline and `ttl_left` from now (at most the TTL), as
+    /// [`apply_remote`](Self::apply_remote) would give it. Returns whether the lease was there.
+    pub fn renew_at(&mut self, now: Instant, slot: Cursor, generation: u32, ttl_left: Duration) -> bool {
         self.handle_timeout(now);
-        let Some(lease) = self.leases.get(slot.0 as usize) else { return false };
-        if !is_it(lease.id) && !self.index.aliases(slot.0).iter().any(|&alias| is_it(alias)) {
+        if self.generation_at(slot) != Some(generation) {
             return false;
         }
         let ttl = ttl_left.min(self.config.ttl);

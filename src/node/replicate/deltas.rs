@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::ReplicaConfig;
-use super::slots::{Confirmed, fingerprint};
+use super::slots::{Confirmed, mark};
 use crate::core::Outbox;
 use crate::node::Face;
 use crate::protocol::Check;
@@ -46,7 +46,7 @@ struct Batch {
     items: Vec<Item>,
     /// Sent in the slot form (to one peer).
     slotted: bool,
-    /// The `UpsertSlot`s in it: (slot, fingerprint), confirmed when it is acknowledged.
+    /// The `UpsertSlot`s in it: (slot, `slots::mark`), confirmed when it is acknowledged.
     confirms: Vec<(u32, u32)>,
 }
 
@@ -384,13 +384,12 @@ impl Deltas {
                 Some(reason) => Entry::Remove { id, reason },
                 None => {
                     let (Some(view), Some(slot)) = (registry.view(now, id), registry.slot_of(id)) else { continue };
-                    // To a peer that reads metadata, a slot is confirmed for the lease with the
-                    // metadata it was sent: other metadata (a re-registration) goes whole until
-                    // that is acknowledged, retransmissions included.
-                    let print = match view.meta {
-                        Some(meta) if self.reads_meta.contains(&to) => meta_fingerprint(view.id, meta),
-                        _ => fingerprint(view.id),
-                    };
+                    // A slot is confirmed for the lease in it (its generation here), and, to a
+                    // peer that reads metadata, with the metadata it was sent: another lease in
+                    // the slot, or other metadata (a re-registration), goes whole until that is
+                    // acknowledged, retransmissions included.
+                    let Some(generation) = registry.generation_at(slot) else { continue };
+                    let print = mark(generation, view.meta.filter(|_| self.reads_meta.contains(&to)));
                     let ttl_ms = u32::try_from(view.ttl_left.as_millis()).unwrap_or(u32::MAX);
                     if self.confirmed.is_confirmed(to, slot.0, print) {
                         renewed.push((ttl_ms / RENEW_GRAIN_MS, slot.0, id));
@@ -508,15 +507,6 @@ impl Deltas {
             self.send_items(now, unacked.batch.items.into_iter(), registry, out, &[addr], tries);
         }
     }
-}
-
-/// A lease's [`fingerprint`] with its metadata block's (FNV-1a) mixed in; never 0.
-fn meta_fingerprint(id: Uuid, meta: &[u8]) -> u32 {
-    if meta.is_empty() {
-        return fingerprint(id);
-    }
-    let hash = meta.iter().fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
-    (fingerprint(id) ^ hash).max(1)
 }
 
 /// A lease as a delta carries it: an [`Entry::Upsert`] when it declares no check, so that

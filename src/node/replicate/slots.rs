@@ -24,10 +24,11 @@
 //!   a renewal never gives a peer's copy more time than the lease has here.
 //! - **Only what the peer can map goes as a slot.** The sender renews a lease by slot only once
 //!   the peer acknowledged the delta that carried that lease's `UpsertSlot` (it keeps, per
-//!   peer, the fingerprint of the lease each slot was confirmed for); otherwise the lease goes
+//!   peer, the mark of the lease each slot was confirmed for, see guard 2); otherwise the lease goes
 //!   whole again. So a lost `UpsertSlot` costs another whole lease, not a renewal lost.
 //! - **A slot the receiver cannot map** (it learned the lease from a catch-up page or a
-//!   repair, it restarted, its copy expired or was removed meanwhile) is asked for with
+//!   repair, it restarted, its copy expired or was removed meanwhile, even if a repair put it
+//!   back since, elsewhere in its table) is asked for with
 //!   `Peer::Unknown`; the sender forgets the confirmation and sends the lease whole. It heals
 //!   itself, at the price of one lease per slot asked for.
 //!
@@ -36,12 +37,23 @@
 //! A table reuses a slot as soon as its lease goes, so "slot 7" names different leases over
 //! time. Three guards:
 //!
-//! 1. The receiver keeps, per slot, a 32-bit fingerprint of the id the sender gave with the
-//!    slot, and renews its lease at the mapped place only if that lease's id (or an alias) has
-//!    that fingerprint: a place of its own table reused by another lease is never renewed.
+//! 1. The receiver keeps, per slot, the place of its own copy and that copy's *generation* (a
+//!    number each lease of its table gets when it is put there and keeps for its life, see
+//!    `Registry::generation_at`), and renews at the mapped place only the lease of that
+//!    generation: a place of its own table reused by another lease (the copy expired or was
+//!    removed, and another took its place) is never renewed, and the slot is asked for. This
+//!    is exact whatever the ids: a check by a fingerprint of the id, as it was, let a place
+//!    reused by a lease whose id had the same fingerprint pass, which then was renewed in the
+//!    copy's stead while the copy, put back elsewhere by a repair, was never renewed by that
+//!    sender again (it ran out and came back once a TTL, for as long as the two lived).
 //! 2. The sender renews by slot only a lease the peer confirmed *at that slot with that
-//!    fingerprint*: a slot reused by a new lease goes whole (`UpsertSlot`, which remaps it)
-//!    until the peer acknowledged the new mapping.
+//!    mark*: the lease's generation in the sender's table, with, to a peer that reads
+//!    metadata, a hash of its metadata mixed in. A slot reused by a new lease goes whole
+//!    (`UpsertSlot`, which remaps it) until the peer acknowledged the new mapping, whatever
+//!    the ids (with a fingerprint of the id, a new lease whose id had the old one's
+//!    fingerprint went as a `Renew` of the old one's copy, and never reached the peer by
+//!    slot); so does a lease whose metadata changed. Two leases of one slot share a mark only
+//!    if their metadata differ and the hashes make up for the generations, one in 2^32.
 //! 3. Reordering: a `Renew` that left before a slot was remapped and arrives after the new
 //!    `UpsertSlot` would renew the new lease, and a late `UpsertSlot` of the slot's earlier
 //!    lease would take the slot back from the new one. Deltas are numbered per peer; the
@@ -56,9 +68,9 @@
 //!
 //! # What it costs in memory
 //!
-//! The sender: 4 bytes per slot and peer (the confirmed fingerprint). The receiver: 12 bytes per
-//! slot of the sender's table (where its copy is, the fingerprint, and the number of the delta
-//! that mapped it), in an array indexed by the sender's slot, never longer than the broker's
+//! The sender: 4 bytes per slot and peer (the confirmed mark). The receiver: 12 bytes per
+//! slot of the sender's table (where its copy is, the copy's generation, and the number of the
+//! delta that mapped it), in an array indexed by the sender's slot, never longer than the broker's
 //! `--max-instances` (a slot past it is not mapped; its lease is asked for whole). With the
 //! leases held at one broker that is 12 bytes per replicated lease; a sender's table holds the
 //! leases it learned from others too, so with leases spread over several holders the arrays are
@@ -94,33 +106,39 @@ pub(super) const FEATURE_SLOTS: u32 = 1;
 /// `Peer::Features` bit: this broker reads `Entry::UpsertMeta` and `Peer::PageMeta`.
 pub(super) const FEATURE_META: u32 = 2;
 
-/// A lease id's fingerprint: its four 32-bit words XORed, never 0 (0 marks a slot mapped to
-/// nothing; an id whose words XOR to 0 shares 1 with those that XOR to 1).
-pub(super) fn fingerprint(id: Uuid) -> u32 {
-    let x = id.as_u128();
-    ((x ^ (x >> 32) ^ (x >> 64) ^ (x >> 96)) as u32).max(1)
+/// What the sender confirms a slot for (guard 2): the lease's `generation` in its table
+/// (never 0), with `meta`'s hash (FNV-1a) mixed in when the peer is sent metadata and there
+/// are some; never 0, which marks a slot confirmed for nothing.
+pub(super) fn mark(generation: u32, meta: Option<&[u8]>) -> u32 {
+    match meta {
+        Some(meta) if !meta.is_empty() => {
+            let hash = meta.iter().fold(0x811c_9dc5_u32, |h, &b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+            (generation ^ hash).max(1)
+        }
+        _ => generation.max(1),
+    }
 }
 
-/// The sender's side: per peer, the fingerprint of the lease each slot was confirmed for.
+/// The sender's side: per peer, the [`mark`] of the lease each slot was confirmed for.
 #[derive(Debug, Default)]
 pub(super) struct Confirmed {
     peers: HashMap<SocketAddr, Vec<u32>>,
 }
 
 impl Confirmed {
-    /// Whether `peer` acknowledged the lease of fingerprint `fingerprint` at `slot`.
-    pub fn is_confirmed(&self, peer: SocketAddr, slot: u32, fingerprint: u32) -> bool {
-        self.peers.get(&peer).and_then(|slots| slots.get(slot as usize)) == Some(&fingerprint)
+    /// Whether `peer` acknowledged the lease of mark `mark` at `slot`.
+    pub fn is_confirmed(&self, peer: SocketAddr, slot: u32, mark: u32) -> bool {
+        self.peers.get(&peer).and_then(|slots| slots.get(slot as usize)) == Some(&mark)
     }
 
     /// `peer` acknowledged an `UpsertSlot`.
-    pub fn confirm(&mut self, peer: SocketAddr, slot: u32, fingerprint: u32) {
+    pub fn confirm(&mut self, peer: SocketAddr, slot: u32, mark: u32) {
         let slots = self.peers.entry(peer).or_default();
         let at = slot as usize;
         if slots.len() <= at {
             slots.resize(at + 1, 0);
         }
-        slots[at] = fingerprint;
+        slots[at] = mark;
     }
 
     /// `peer` asked for `slot`: it goes whole until confirmed again.
@@ -141,8 +159,8 @@ impl Confirmed {
 struct Mapped {
     /// The slot of the copy here.
     local: u32,
-    /// The sender's id's [`fingerprint`]; 0: nothing.
-    fingerprint: u32,
+    /// The copy's generation here (guard 1); 0: nothing.
+    generation: u32,
     /// The delta that mapped it (guard 3).
     seq: u32,
 }
@@ -150,7 +168,7 @@ struct Mapped {
 /// What a sender's slot names here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lookup {
-    /// The copy's slot here and the fingerprint its id must have.
+    /// The copy's slot here and the generation the lease there must have.
     Known(Cursor, u32),
     /// Nothing: ask the sender.
     Unknown,
@@ -170,10 +188,10 @@ fn older(seq: u32, than: u32) -> bool {
 }
 
 impl SlotMaps {
-    /// `sender`'s delta `seq` gave `slot` to the lease of fingerprint `fingerprint`, kept here at
-    /// `local`. Slots at or past `limit` are not mapped (a broken or hostile peer cannot make
-    /// the array large); a delta older than the slot's mapping does not change it.
-    pub fn map(&mut self, sender: SocketAddr, seq: u32, slot: u32, local: Cursor, fingerprint: u32, limit: usize) {
+    /// `sender`'s delta `seq` gave `slot` to the lease kept here at `local`, of generation
+    /// `generation`. Slots at or past `limit` are not mapped (a broken or hostile peer cannot
+    /// make the array large); a delta older than the slot's mapping does not change it.
+    pub fn map(&mut self, sender: SocketAddr, seq: u32, slot: u32, local: Cursor, generation: u32, limit: usize) {
         if slot as usize >= limit {
             return;
         }
@@ -183,26 +201,27 @@ impl SlotMaps {
             slots.resize(at + 1, Mapped::default());
         }
         let before = slots[at];
-        if before.fingerprint != 0 && older(seq, before.seq) {
+        if before.generation != 0 && older(seq, before.seq) {
             return;
         }
-        slots[at] = Mapped { local: local.0, fingerprint, seq };
+        slots[at] = Mapped { local: local.0, generation, seq };
     }
 
     /// What `sender`'s `slot` names, for its delta `seq`.
     pub fn lookup(&self, sender: SocketAddr, seq: u32, slot: u32) -> Lookup {
         match self.senders.get(&sender).and_then(|slots| slots.get(slot as usize)) {
-            Some(mapped) if mapped.fingerprint != 0 && older(seq, mapped.seq) => Lookup::Stale,
-            Some(mapped) if mapped.fingerprint != 0 => Lookup::Known(Cursor(mapped.local), mapped.fingerprint),
+            Some(mapped) if mapped.generation != 0 && older(seq, mapped.seq) => Lookup::Stale,
+            Some(mapped) if mapped.generation != 0 => Lookup::Known(Cursor(mapped.local), mapped.generation),
             _ => Lookup::Unknown,
         }
     }
 
     /// `sender`'s delta `seq` gave `slot` to the lease `id`, just applied here.
     pub fn map_lease(&mut self, (sender, seq): (SocketAddr, u32), slot: u32, id: Uuid, registry: &Registry) {
-        if let Some(local) = registry.slot_of(id) {
+        let Some(local) = registry.slot_of(id) else { return };
+        if let Some(generation) = registry.generation_at(local) {
             let limit = registry.config().limits.max_instances;
-            self.map(sender, seq, slot, local, fingerprint(id), limit);
+            self.map(sender, seq, slot, local, generation, limit);
         }
     }
 
@@ -220,8 +239,8 @@ impl SlotMaps {
         let mut renewed = 0;
         for slot in peer::decode_slots(list) {
             match self.lookup(sender, seq, slot) {
-                Lookup::Known(local, print) => {
-                    if registry.renew_at(now, local, ttl, |id| fingerprint(id) == print) {
+                Lookup::Known(local, generation) => {
+                    if registry.renew_at(now, local, generation, ttl) {
                         renewed += 1;
                     } else {
                         unknown.push(slot);

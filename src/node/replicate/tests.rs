@@ -272,6 +272,110 @@ fn a_reused_or_reordered_slot_never_renews_a_removed_or_another_lease() {
 }
 
 #[test]
+fn a_slot_whose_copy_expired_here_renews_neither_the_next_lease_there_nor_the_copy_put_back() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    // C's id has A's fingerprint (its 32-bit words XOR alike), as sequential ids often do.
+    let (a, c) = (uuid::Uuid::from_u128(0xa), uuid::Uuid::from_u128((0x5 << 32) | 0xf));
+    let fingerprint =
+        |id: uuid::Uuid| (id.as_u128() ^ (id.as_u128() >> 32) ^ (id.as_u128() >> 64) ^ (id.as_u128() >> 96)) as u32;
+    assert_eq!(fingerprint(a), fingerprint(c));
+    let mut registry = Registry::new(registry::Config::default(), move || c);
+    r.handle_start(t0);
+    let renew = |list: &'static [u8]| Entry::Renew { ttl_ms: 5_000, slots: list };
+    let left = |registry: &Registry, id, now| registry.view(now, id).map(|v| v.ttl_left);
+
+    // A at the sender's slot 5, kept here at slot 0; it runs out here (its renewals lost).
+    delta(&mut r, &mut registry, t0, 1, vec![slotted(0xa, 4000)]);
+    assert_eq!(registry.slot_of(a), Some(registry::Cursor(0)));
+    let t1 = t0 + Duration::from_secs(2);
+    registry.handle_timeout(t1);
+    assert_eq!(left(&registry, a, t1), None);
+    // C takes its place here; a repair puts A back, elsewhere.
+    let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, 1], 1)));
+    registry.register(t1, "other", SocketAddr::from(([10, 1, 0, 9], 1)), source).unwrap();
+    assert_eq!(registry.slot_of(c), Some(registry::Cursor(0)));
+    let Entry::UpsertSlot { lease: CheckedLease { lease, .. }, .. } = slotted(0xa, 4000) else { unreachable!() };
+    delta(&mut r, &mut registry, t1, 2, vec![Entry::Upsert(lease)]);
+    assert_eq!(registry.slot_of(a), Some(registry::Cursor(1)));
+    assert_eq!(asked(&mut r), Vec::<u32>::new());
+
+    // The sender renews A by its slot: C is not renewed in its stead, and the slot is asked for.
+    let t2 = t1 + Duration::from_millis(500);
+    delta(&mut r, &mut registry, t2, 3, vec![renew(&[5])]);
+    assert_eq!(left(&registry, c, t2), Some(registry::Config::default().ttl - Duration::from_millis(500)));
+    assert_eq!(asked(&mut r), [5]);
+    // Sent whole in answer, A is mapped anew, and its renewals by slot renew it.
+    delta(&mut r, &mut registry, t2, 4, vec![slotted(0xa, 4000)]);
+    delta(&mut r, &mut registry, t2, 5, vec![renew(&[5])]);
+    assert_eq!(left(&registry, a, t2), Some(Duration::from_secs(5)));
+    assert_eq!(asked(&mut r), Vec::<u32>::new());
+}
+
+/// A delta's entry as (kind, slot, id).
+type Sent = (&'static str, u32, uuid::Uuid);
+
+/// Passes this broker's table changes to `r` and ends the turn; returns the deltas sent to
+/// `addr(2)`: their numbers and entries.
+fn turn(r: &mut Replicator, registry: &mut Registry, now: Instant) -> Vec<(u32, Vec<Sent>)> {
+    while let Some(change) = registry.poll_change() {
+        r.handle_change(now, &change);
+    }
+    r.flush(now, registry);
+    let mut out = Vec::new();
+    let mut deltas = Vec::new();
+    while let Some(transmit) = r.poll_transmit(&mut out) {
+        let Peer::Delta { seq, entries } = peer::decode(&out).unwrap().body else { continue };
+        assert_eq!(transmit.to, addr(2));
+        let entries = entries.iter().map(|entry| match entry {
+            Entry::UpsertSlot { slot, lease: CheckedLease { lease, .. } } => ("upsert", *slot, lease.id),
+            Entry::Remove { id, .. } => ("remove", 0, *id),
+            other => panic!("unexpected {other:?}"),
+        });
+        deltas.push((seq, entries.collect()));
+    }
+    deltas
+}
+
+#[test]
+fn a_slot_taken_by_a_new_lease_goes_whole_whatever_its_id() {
+    let t0 = Instant::now();
+    let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };
+    let mut r = Replicator::new(1, addr(1), config);
+    // B's id has A's fingerprint (its 32-bit words XOR alike), as sequential ids often do.
+    let mut ids = [uuid::Uuid::from_u128((0x5 << 32) | 0xf), uuid::Uuid::from_u128(0xa)].into_iter().rev();
+    let mut registry = Registry::new(registry::Config::default(), move || ids.next().unwrap());
+    r.handle_start(t0);
+    let hello = PeerFrame { node: 7, body: Peer::Hello { addr: addr(2), complete: true, instances: 0 } };
+    r.handle_datagram(t0, addr(2), hello, &mut registry);
+    let page = PeerFrame { node: 7, body: Peer::Page { cursor: 0, next: None, leases: Vec::new() } };
+    r.handle_datagram(t0, addr(2), page, &mut registry);
+    let features = PeerFrame { node: 7, body: Peer::Features { bits: slots::FEATURE_SLOTS } };
+    r.handle_datagram(t0, addr(2), features, &mut registry);
+    while r.poll_transmit(&mut Vec::new()).is_some() {}
+    let register = |registry: &mut Registry, k: u8| {
+        let source = crate::protocol::Source::Unicast(SocketAddr::from(([10, 9, 0, k], 1)));
+        registry.register(t0, "echo", SocketAddr::from(([10, 1, 0, k], 4000)), source).unwrap().id
+    };
+
+    // A goes whole at its slot, and the peer acknowledges it: confirmed.
+    let a = register(&mut registry, 1);
+    let sent = turn(&mut r, &mut registry, t0);
+    assert_eq!(sent, [(1, vec![("upsert", 0, a)])]);
+    r.handle_datagram(t0, addr(2), PeerFrame { node: 7, body: Peer::Ack { seq: 1 } }, &mut registry);
+    // A goes; B takes its slot: B goes whole, not as a renewal of A's copy there.
+    registry.deregister(t0, a).unwrap();
+    assert_eq!(turn(&mut r, &mut registry, t0), [(2, vec![("remove", 0, a)])]);
+    let b = register(&mut registry, 2);
+    let fingerprint =
+        |id: uuid::Uuid| (id.as_u128() ^ (id.as_u128() >> 32) ^ (id.as_u128() >> 64) ^ (id.as_u128() >> 96)) as u32;
+    assert_eq!(fingerprint(a), fingerprint(b));
+    assert_eq!(registry.slot_of(b), Some(registry::Cursor(0)));
+    assert_eq!(turn(&mut r, &mut registry, t0), [(3, vec![("upsert", 0, b)])]);
+}
+
+#[test]
 fn unknowns_are_answered_for_at_most_4096_slots_a_second_per_peer() {
     let t0 = Instant::now();
     let config = ReplicaConfig { peers: vec![addr(2)], ..ReplicaConfig::default() };

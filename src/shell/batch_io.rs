@@ -220,9 +220,14 @@ mod tests {
     use super::*;
 
     fn pair() -> (UdpSocket, UdpSocket) {
-        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        (a, b)
+        pair_at("127.0.0.1:0")
+    }
+
+    /// Two sockets bound at `addr`. Loopback of both families is required: a test of both must
+    /// not pass having tried one.
+    fn pair_at(addr: &str) -> (UdpSocket, UdpSocket) {
+        let bind = || UdpSocket::bind(addr.parse().unwrap()).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        (bind(), bind())
     }
 
     /// Receives until `n` datagrams have come, waiting on the socket with a deadline.
@@ -280,11 +285,7 @@ mod tests {
     /// the other way round) on this thread comes back whole.
     #[test]
     fn sources_of_both_families_come_back_whole_in_turn() {
-        let (Ok(v6), Ok(c6)) =
-            (UdpSocket::bind("[::1]:0".parse().unwrap()), UdpSocket::bind("[::1]:0".parse().unwrap()))
-        else {
-            return; // no IPv6 loopback here
-        };
+        let (v6, c6) = pair_at("[::1]:0");
         let (v4, c4) = pair();
         let mut buffers = RecvBuffers::new(64);
         for round in 0..3 {
@@ -311,11 +312,7 @@ mod tests {
     #[test]
     #[cfg(any(target_os = "linux", target_os = "android"))]
     fn batches_of_both_families_and_sizes_reach_each_destination_in_turn() {
-        let (Ok(s6), Ok(r6)) =
-            (UdpSocket::bind("[::1]:0".parse().unwrap()), UdpSocket::bind("[::1]:0".parse().unwrap()))
-        else {
-            return; // no IPv6 loopback here
-        };
+        let (s6, r6) = pair_at("[::1]:0");
         let (s4, r4) = pair();
         for n in [2, SHORT, SHORT + 1, BATCH, BATCH + 3] {
             for (sender, receiver, v6) in [(&s6, &r6, true), (&s4, &r4, false)] {

@@ -257,34 +257,33 @@ fn a_long_queue_is_answered_in_order() {
 fn a_long_queue_from_many_sources_gets_each_its_own_replies() {
     let mut rig = rig(StreamLimits::default());
     let mut shell6 = Shell::new(Script::default()).unwrap();
-    let v6 = crate::net::bind_udp("[::1]:0".parse().unwrap()).ok();
-    let a6 = v6.as_ref().map(|s| s.local_addr().unwrap());
-    if let Some(socket) = v6 {
-        shell6.add_udp(F::A, socket).unwrap();
-    }
-    let mut servers = vec![(rig.a, "127.0.0.1:0")];
-    servers.extend(a6.map(|a| (a, "[::1]:0")));
-    for (server, bind) in servers {
+    // IPv6 loopback is required: a test of both families must not pass having tried one.
+    let v6 = crate::net::bind_udp("[::1]:0".parse().unwrap()).expect("bind [::1]");
+    let a6 = v6.local_addr().unwrap();
+    shell6.add_udp(F::A, v6).unwrap();
+    for (server, bind) in [(rig.a, "127.0.0.1:0"), (a6, "[::1]:0")] {
         let clients: Vec<StdUdp> = (0..4).map(|_| StdUdp::bind(bind).unwrap()).collect();
         for c in &clients {
             c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         }
         let n = 3 * batch_io::BATCH;
+        // One length for all, so that each takes the same room in the receive queue.
         for i in 0..n {
-            clients[i % 4].send_to(format!("echo {i}").as_bytes(), server).unwrap();
+            clients[i % 4].send_to(format!("echo {i:04}").as_bytes(), server).unwrap();
         }
-        std::thread::sleep(Duration::from_millis(50));
+        // The whole queue is there before the first turn, so it is read and answered in batches.
+        until_queued(b"echo 0000", &[(server, n)]);
         if server == rig.a {
             rig.until("all are handled", |s| s.core().datagrams.get("a") == Some(&n));
         } else {
-            let deadline = Instant::now() + Duration::from_secs(5);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while shell6.core().datagrams.get("a") != Some(&n) {
                 assert!(Instant::now() < deadline, "timed out on IPv6");
                 shell6.turn(&mut rig.events, Some(Duration::from_millis(10))).unwrap();
             }
         }
         for (k, c) in clients.iter().enumerate() {
-            let mine: Vec<String> = (k..n).step_by(4).map(|i| format!("echo {i}")).collect();
+            let mine: Vec<String> = (k..n).step_by(4).map(|i| format!("echo {i:04}")).collect();
             let got: Vec<String> = mine
                 .iter()
                 .map(|_| recv(c))
@@ -305,16 +304,22 @@ fn a_flood_on_one_socket_waits_its_turn_behind_the_others() {
     rig.until("the rest of A is handled", |s| s.core().datagrams.get("a") == Some(&3000));
 }
 
-/// The bytes the kernel holds for the loopback UDP socket bound to `addr` (IPv4): the
-/// `rx_queue` column of `/proc/net/udp`, which grows by the same amount for each datagram of the
-/// same size (the buffer it takes) until the socket is read.
+/// The bytes the kernel holds for the loopback UDP socket bound to `addr`: the `rx_queue`
+/// column of `/proc/net/udp` (or `udp6`), which grows by the same amount for each datagram of
+/// the same size (the buffer it takes) until the socket is read.
 fn queued_bytes(addr: SocketAddr) -> usize {
-    let SocketAddr::V4(addr) = addr else { panic!("{addr} is not IPv4") };
-    // The kernel prints the address as the number in memory, in hex: native byte order.
-    let local = format!("{:08X}:{:04X}", u32::from_ne_bytes(addr.ip().octets()), addr.port());
-    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    // The kernel prints the address as 32-bit words as they lie in memory, in hex: native byte
+    // order.
+    let words = |octets: &[u8]| -> String {
+        octets.chunks(4).map(|w| format!("{:08X}", u32::from_ne_bytes(w.try_into().unwrap()))).collect()
+    };
+    let (local, path) = match addr {
+        SocketAddr::V4(a) => (format!("{}:{:04X}", words(&a.ip().octets()), a.port()), "/proc/net/udp"),
+        SocketAddr::V6(a) => (format!("{}:{:04X}", words(&a.ip().octets()), a.port()), "/proc/net/udp6"),
+    };
+    let table = std::fs::read_to_string(path).unwrap();
     let row = table.lines().skip(1).map(|line| line.split_whitespace().collect::<Vec<_>>()).find(|f| f[1] == local);
-    let row = row.unwrap_or_else(|| panic!("{addr} ({local}) is not in /proc/net/udp"));
+    let row = row.unwrap_or_else(|| panic!("{addr} ({local}) is not in {path}"));
     let (_tx, rx) = row[4].split_once(':').unwrap();
     usize::from_str_radix(rx, 16).unwrap()
 }
@@ -323,9 +328,11 @@ fn queued_bytes(addr: SocketAddr) -> usize {
 /// so that a turn taken next finds them all, however late a loaded machine delivers them. A
 /// fixed pause would be a guess.
 fn until_queued(datagram: &[u8], counts: &[(SocketAddr, usize)]) {
-    // What one such datagram takes in a receive queue, measured on a socket of the test's.
-    let scratch = client();
-    client().send_to(datagram, scratch.local_addr().unwrap()).unwrap();
+    // What one such datagram takes in a receive queue, measured on a socket of the test's, of
+    // the family of the sockets waited on (all of one family).
+    let bind = if counts[0].0.is_ipv6() { "[::1]:0" } else { "127.0.0.1:0" };
+    let scratch = StdUdp::bind(bind).unwrap();
+    StdUdp::bind(bind).unwrap().send_to(datagram, scratch.local_addr().unwrap()).unwrap();
     let queued = |want: &dyn Fn() -> bool| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !want() {

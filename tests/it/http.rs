@@ -348,33 +348,13 @@ fn slow_clients_are_bounded() {
     assert_eq!(ask_patiently(broker.addr("udp"), "query nothing"), "NOT FOUND");
 }
 
-/// A listener held by the test, as a service manager holds a socket.
-fn held_listener() -> TcpListener {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    socket.listen(128).unwrap();
-    socket.into()
-}
-
 /// The balancer takes a passed socket named `http` (`FileDescriptorName=http`) for `--http`.
 #[test]
 fn the_balancer_serves_http_on_a_passed_socket() {
-    use command_fds::{CommandFdExt, FdMapping};
-    use std::os::fd::OwnedFd;
-    let (listen, http) = (held_listener(), held_listener());
+    let (listen, http) = (common::held_listener(), common::held_listener());
     let args = ["--control", "127.0.0.1:0", "--service", "web", "--no-register", "--quiet"];
-    let mut command = std::process::Command::new("sh");
-    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-balancer")).args(args);
-    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "listen:http").stdin(std::process::Stdio::null());
-    let fds: [OwnedFd; 2] = [listen.try_clone().unwrap().into(), http.try_clone().unwrap().into()];
-    let [listen_fd, http_fd] = fds;
-    command
-        .fd_mappings(vec![
-            FdMapping { parent_fd: listen_fd, child_fd: 3 },
-            FdMapping { parent_fd: http_fd, child_fd: 4 },
-        ])
-        .unwrap();
-    let balancer = common::Process::spawn(command);
+    let sockets = vec![("listen", listen.try_clone().unwrap().into()), ("http", http.try_clone().unwrap().into())];
+    let balancer = common::activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, sockets, None);
     assert_eq!(balancer.addr("http"), http.local_addr().unwrap());
     let (status, backends) = json(balancer.addr("http"), "/v1/backends");
     assert_eq!((status, &backends["service"]), (200, &Value::from("web")));
@@ -384,22 +364,10 @@ fn the_balancer_serves_http_on_a_passed_socket() {
 /// for `--http` and `--metrics`, as the balancer does, beside its own UDP socket.
 #[test]
 fn the_broker_serves_http_and_metrics_on_passed_sockets() {
-    use command_fds::{CommandFdExt, FdMapping};
-    use std::os::fd::OwnedFd;
-    let (http, metrics) = (held_listener(), held_listener());
+    let (http, metrics) = (common::held_listener(), common::held_listener());
     let args = ["--listen", "127.0.0.1:0", "--no-multicast", "--quiet", "--ttl", "60"];
-    let mut command = std::process::Command::new("sh");
-    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-broker")).args(args);
-    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "http:metrics").stdin(std::process::Stdio::null());
-    let fds: [OwnedFd; 2] = [http.try_clone().unwrap().into(), metrics.try_clone().unwrap().into()];
-    let [http_fd, metrics_fd] = fds;
-    command
-        .fd_mappings(vec![
-            FdMapping { parent_fd: http_fd, child_fd: 3 },
-            FdMapping { parent_fd: metrics_fd, child_fd: 4 },
-        ])
-        .unwrap();
-    let broker = common::Process::spawn(command);
+    let sockets = vec![("http", http.try_clone().unwrap().into()), ("metrics", metrics.try_clone().unwrap().into())];
+    let broker = common::activated(env!("CARGO_BIN_EXE_makler-broker"), &args, sockets, None);
     assert_eq!(broker.addr("http"), http.local_addr().unwrap());
     assert_eq!(broker.addr("metrics"), metrics.local_addr().unwrap());
     Udp::new(broker.addr("udp")).text("register echo 127.0.0.1 4000");

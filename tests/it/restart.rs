@@ -12,37 +12,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use command_fds::{CommandFdExt, FdMapping};
-
 use crate::common::PATIENCE;
-use crate::common::{Process, Udp, wait_until};
+use crate::common::{Process, Udp, activated, held_listener, wait_until};
 
-/// The manager's socket: a loopback listener with a deep queue.
-fn held_listener() -> TcpListener {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    socket.listen(1024).unwrap();
-    socket.into()
-}
-
-/// Starts `program` with `listener` as descriptor 3 and the variables systemd sets: `LISTEN_PID`
-/// must be the program's own pid, known only once it runs, so a shell sets it and `exec`s the
-/// program under the same pid.
-fn activated(program: &str, args: &[&str], listener: &TcpListener, name: &str, pid: Option<&str>) -> Process {
-    let mut command = Command::new("sh");
-    let script = match pid {
-        None => "LISTEN_PID=$$ exec \"$0\" \"$@\"",
-        Some(_) => "exec \"$0\" \"$@\"",
-    };
-    command.arg("-c").arg(script).arg(program).args(args);
-    command.env("LISTEN_FDS", "1").env("LISTEN_FDNAMES", name).stdin(Stdio::null()).stderr(Stdio::inherit());
-    if let Some(pid) = pid {
-        command.env("LISTEN_PID", pid);
-    }
-    let fd: OwnedFd = listener.try_clone().unwrap().into();
-    command.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
-    Process::spawn(command)
+/// The test's copy of `listener`, to pass on as the manager does.
+fn fd(listener: &TcpListener) -> OwnedFd {
+    listener.try_clone().unwrap().into()
 }
 
 /// A balancer on the passed socket, its control port on a free one, backends registered there
@@ -54,7 +29,7 @@ fn balancer_on(listener: &TcpListener) -> Process {
 /// [`balancer_on`] with `extra` arguments.
 fn balancer_on_with(listener: &TcpListener, extra: &[&str]) -> Process {
     let args = ["--control", "127.0.0.1:0", "--service", "web", "--no-register", "--ttl", "60", "--quiet"];
-    activated(env!("CARGO_BIN_EXE_makler-balancer"), &[&args[..], extra].concat(), listener, "listen", None)
+    activated(env!("CARGO_BIN_EXE_makler-balancer"), &[&args[..], extra].concat(), vec![("listen", fd(listener))], None)
 }
 
 /// Registers every backend at `balancer`'s control port and waits until they are in its pool.
@@ -229,7 +204,7 @@ fn a_restart_under_wrk_fails_no_request() {
 fn sockets_passed_to_another_pid_are_not_taken() {
     let listener = held_listener();
     let args = ["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--service", "web", "--no-register", "--quiet"];
-    let balancer = activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, &listener, "listen", Some("1"));
+    let balancer = activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, vec![("listen", fd(&listener))], Some("1"));
     assert_ne!(balancer.addr("tcp"), listener.local_addr().unwrap(), "LISTEN_PID=1 is not for it: it binds --listen");
 }
 
@@ -237,12 +212,9 @@ fn sockets_passed_to_another_pid_are_not_taken() {
 fn the_broker_takes_its_udp_socket_from_the_manager() {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = socket.local_addr().unwrap();
-    let mut command = Command::new("sh");
-    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-broker"));
-    command.args(["--no-multicast", "--quiet"]).env("LISTEN_FDS", "1").stdin(Stdio::null());
-    let fd: OwnedFd = socket.try_clone().unwrap().into();
-    command.fd_mappings(vec![FdMapping { parent_fd: fd, child_fd: 3 }]).unwrap();
-    let broker = Process::spawn(command);
+    let socket_fd: OwnedFd = socket.try_clone().unwrap().into();
+    let broker =
+        activated(env!("CARGO_BIN_EXE_makler-broker"), &["--no-multicast", "--quiet"], vec![("", socket_fd)], None);
     assert_eq!(broker.addr("udp"), addr);
     // The broker answers on it; the manager's copy stays open for the next one.
     let udp = Udp::new(addr);
@@ -323,16 +295,8 @@ fn a_balancer_stopped_before_its_first_backend_leaves_the_queue_to_the_next() {
 fn balancer_on_both(listener: &TcpListener, control: &std::net::UdpSocket) -> Process {
     let control_addr = control.local_addr().unwrap().to_string();
     let args = ["--control", &control_addr, "--service", "web", "--no-register", "--ttl", "6", "--quiet"];
-    let mut command = Command::new("sh");
-    command.arg("-c").arg("LISTEN_PID=$$ exec \"$0\" \"$@\"").arg(env!("CARGO_BIN_EXE_makler-balancer")).args(args);
-    command.env("LISTEN_FDS", "2").env("LISTEN_FDNAMES", "listen:control").stdin(Stdio::null());
-    command.stderr(Stdio::inherit());
-    let listen: OwnedFd = listener.try_clone().unwrap().into();
     let control: OwnedFd = control.try_clone().unwrap().into();
-    command
-        .fd_mappings(vec![FdMapping { parent_fd: listen, child_fd: 3 }, FdMapping { parent_fd: control, child_fd: 4 }])
-        .unwrap();
-    Process::spawn(command)
+    activated(env!("CARGO_BIN_EXE_makler-balancer"), &args, vec![("listen", fd(listener)), ("control", control)], None)
 }
 
 /// OPERATIONS.md's upgrade without systemd, step by step: the manager holds both sockets, a

@@ -1,6 +1,8 @@
 //! Helpers for the integration tests: start the real binaries on port 0, talk UDP with
 //! retransmission, and wait on conditions with deadlines.
 
+mod activation;
+pub use activation::{activated, held_listener};
 mod logged;
 pub use logged::Logged;
 pub mod podman;
